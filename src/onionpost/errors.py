@@ -1,0 +1,173 @@
+"""The one exception tree of onionpost.
+
+Every error that leaves an onionpost API is an :class:`OnionpostError`.
+Errors raised by dependencies (pynacl, cryptography, msgpack, stem, trio) are
+caught where they are touched and re-raised as one of these with
+``raise ... from exc``::
+
+    OnionpostError
+    ├── ConfigError                  bad configuration or arguments given to us
+    ├── LocalProtocolError           we misused a protocol object (a bug or API misuse)
+    │   └── NonceExhaustedError      a CipherState ran out of nonces (Noise §5.1)
+    ├── RemoteProtocolError          the peer sent something wrong; carries a CloseCode
+    │   ├── AuthenticationError      any authentication failure; all look the same
+    │   │   └── DecryptError         an AEAD tag did not verify
+    │   ├── FramingError             a frame that is too long, truncated or unpadded
+    │   ├── MessageDecodeError       msgpack that is not one of our records
+    │   └── VersionError             an unknown or unsupported protocol version
+    ├── SelfTestError                a known-answer test failed at start-up
+    ├── TransportError               a stream broke, closed or timed out
+    ├── TorError                     tor could not be launched, reached or used
+    │   ├── TorControlError          the control connection failed or refused us
+    │   ├── TorLaunchError           our own tor did not start
+    │   └── DialError                a SOCKS connect to an onion service failed; has .reason
+    └── StoreError                   the local store is unreadable, locked or corrupt
+
+Errors carry structured fields (``close_code``, ``state``) rather than only
+text, and their text never contains key material or message contents.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "AuthenticationError",
+    "CloseCode",
+    "ConfigError",
+    "DecryptError",
+    "DialError",
+    "FramingError",
+    "LocalProtocolError",
+    "MessageDecodeError",
+    "NonceExhaustedError",
+    "OnionpostError",
+    "RemoteProtocolError",
+    "SelfTestError",
+    "StoreError",
+    "TorControlError",
+    "TorError",
+    "TorLaunchError",
+    "TransportError",
+    "VersionError",
+]
+
+
+class CloseCode(enum.IntEnum):
+    """Reasons carried by the wire protocol's authenticated close (spec §Errors)."""
+
+    NORMAL = 0
+    GOING_AWAY = 1
+    PROTOCOL_ERROR = 2
+    AUTHENTICATION_FAILED = 3
+    UNSUPPORTED_VERSION = 4
+    MESSAGE_TOO_LARGE = 5
+    BAD_MESSAGE = 6
+    RATE_LIMITED = 7
+    TIMEOUT = 8
+    INTERNAL_ERROR = 9
+
+
+class OnionpostError(Exception):
+    """Root of every error onionpost raises."""
+
+
+class ConfigError(OnionpostError):
+    """Configuration or arguments given to onionpost are invalid."""
+
+
+class LocalProtocolError(OnionpostError):
+    """We used a protocol object in a way its state does not allow."""
+
+    def __init__(self, message: str, *, state: object = None) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class NonceExhaustedError(LocalProtocolError):
+    """A CipherState reached nonce 2^64-1, which Noise reserves (§5.1)."""
+
+
+class RemoteProtocolError(OnionpostError):
+    """The peer sent bytes that break the protocol.
+
+    ``close_code`` says how the connection is to be closed; ``state`` is the
+    protocol state we were in, when known.
+    """
+
+    default_close_code = CloseCode.PROTOCOL_ERROR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        close_code: CloseCode | None = None,
+        state: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.close_code = self.default_close_code if close_code is None else close_code
+        self.state = state
+
+
+class AuthenticationError(RemoteProtocolError):
+    """Authentication failed. The text is deliberately the same for every cause."""
+
+    default_close_code = CloseCode.AUTHENTICATION_FAILED
+
+
+class DecryptError(AuthenticationError):
+    """An AEAD tag did not verify."""
+
+
+class FramingError(RemoteProtocolError):
+    """A frame was too long, truncated, or badly padded."""
+
+    default_close_code = CloseCode.MESSAGE_TOO_LARGE
+
+
+class MessageDecodeError(RemoteProtocolError):
+    """A decrypted record is not one of the messages we know."""
+
+    default_close_code = CloseCode.BAD_MESSAGE
+
+
+class VersionError(RemoteProtocolError):
+    """The peer speaks a protocol version we do not."""
+
+    default_close_code = CloseCode.UNSUPPORTED_VERSION
+
+
+class SelfTestError(OnionpostError):
+    """A known-answer self-test failed; nothing may run on these primitives."""
+
+
+class TransportError(OnionpostError):
+    """The underlying stream broke, closed early, or timed out."""
+
+
+class TorError(OnionpostError):
+    """Tor could not be launched, controlled or used."""
+
+
+class TorControlError(TorError):
+    """The control connection failed or refused our authentication."""
+
+
+class TorLaunchError(TorError):
+    """Our own tor process did not start or did not bootstrap."""
+
+
+class DialError(TorError):
+    """A connection through tor's SOCKS port failed.
+
+    ``reason`` is a short machine-readable token (``"descriptor-not-found"``,
+    ``"client-auth-missing"``, ...); see :mod:`onionpost.tor`.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StoreError(OnionpostError):
+    """The local store cannot be opened, is locked by another daemon, or is corrupt."""
