@@ -29,8 +29,10 @@ lint: install
 bench: install tor
 	$(BIN)/python -m bench
 
+# Regenerate the protocol vectors; fails if any byte changed from what is committed.
 vectors: install
-	$(BIN)/python -m onionpost.proto._vectorgen --check protocol-spec/vectors
+	$(BIN)/python -m onionpost.proto._vectorgen protocol-spec/vectors
+	git diff --exit-code -- protocol-spec/vectors
 
 demo: install tor
 	$(BIN)/python examples/demo.py
