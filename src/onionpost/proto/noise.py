@@ -191,9 +191,16 @@ class CipherState:
         return f"CipherState(has_key={self._k is not None}, n={self.n})"
 
     def initialize_key(self, key: bytes | None) -> None:
+        # The AEAD object is made on first use: many handshake keys are
+        # replaced by the next MixKey before they encrypt anything.
         self._k = key
-        self._cipher = None if key is None else ChaChaPoly(key)
+        self._cipher = None
         self.n = 0
+
+    def _aead(self) -> ChaChaPoly | None:
+        if self._cipher is None and self._k is not None:
+            self._cipher = ChaChaPoly(self._k)
+        return self._cipher
 
     def has_key(self) -> bool:
         return self._k is not None
@@ -204,7 +211,7 @@ class CipherState:
         self.n = nonce
 
     def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
-        cipher = self._cipher
+        cipher = self._cipher or self._aead()
         if cipher is None:
             return plaintext
         n = self.n
@@ -215,7 +222,7 @@ class CipherState:
         return out
 
     def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
-        cipher = self._cipher
+        cipher = self._cipher or self._aead()
         if cipher is None:
             return ciphertext
         n = self.n
@@ -228,7 +235,7 @@ class CipherState:
 
     def rekey(self) -> None:
         """Noise §4.2 REKEY: k = ENCRYPT(k, 2^64-1, "", zeros)[:32]; n is unchanged."""
-        cipher = self._cipher
+        cipher = self._aead()
         if cipher is None:
             raise LocalProtocolError("rekey needs a key")
         key = cipher.encrypt(MAX_NONCE, b"", _ZEROS32)[:32]

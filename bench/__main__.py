@@ -1,0 +1,23 @@
+"""``python -m bench``: every benchmark, one line each.
+
+Line format: ``<name>: ours=<value> peer=<value> ratio=<ours/peer>``; facts
+without a peer are ``<name>: <value><unit>``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bench import noise_bench
+
+
+def main() -> int:
+    sections = [noise_bench.run]
+    for section in sections:
+        for result in section():
+            print(result, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

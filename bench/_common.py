@@ -1,0 +1,39 @@
+"""Interleaved side-by-side measurement, because these machines are noisy."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def rate(fn: Callable[[], object], count: int) -> float:
+    """Calls per second of ``fn`` over ``count`` calls."""
+    start = time.perf_counter()
+    for _ in range(count):
+        fn()
+    return count / (time.perf_counter() - start)
+
+
+def compare(
+    ours: Callable[[], float], peer: Callable[[], float], rounds: int = 7
+) -> tuple[float, float]:
+    """Medians of ``rounds`` interleaved measurements, alternating which goes first."""
+    a: list[float] = []
+    b: list[float] = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            a.append(ours())
+            b.append(peer())
+        else:
+            b.append(peer())
+            a.append(ours())
+    return statistics.median(a), statistics.median(b)
+
+
+def line(name: str, ours: float, peer: float, unit: str = "") -> str:
+    return f"{name}: ours={ours:.1f}{unit} peer={peer:.1f}{unit} ratio={ours / peer:.2f}"
+
+
+def fact(name: str, value: float, unit: str) -> str:
+    return f"{name}: {value:.3f}{unit}"
