@@ -65,9 +65,13 @@ def run() -> Iterator[str]:
         count = 20000 if size == 1024 else 800
 
         def ours_mb(send=send, receive=receive, payload=payload, count=count) -> float:
-            return rate(
-                lambda: receive.decrypt_with_ad(b"", send.encrypt_with_ad(b"", payload)), count
-            ) * len(payload) / 1e6
+            return (
+                rate(
+                    lambda: receive.decrypt_with_ad(b"", send.encrypt_with_ad(b"", payload)), count
+                )
+                * len(payload)
+                / 1e6
+            )
 
         def peer_mb(pi=pi, pr=pr, payload=payload, count=count) -> float:
             return rate(lambda: pr.decrypt(pi.encrypt(payload)), count) * len(payload) / 1e6

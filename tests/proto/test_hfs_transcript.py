@@ -37,7 +37,7 @@ def test_xxhfs_transcript_from_the_spec(vector: dict[str, object]) -> None:
     name = str(vector["protocol_name"])
     hash_new, hashlen = HASHES[name.rsplit("_", 1)[1]]
 
-    def H(data: bytes) -> bytes:  # noqa: N802 - the spec's name
+    def H(data: bytes) -> bytes:
         return hash_new(data).digest()
 
     def hkdf(ck: bytes, ikm: bytes) -> tuple[bytes, bytes]:
@@ -50,7 +50,12 @@ def test_xxhfs_transcript_from_the_spec(vector: dict[str, object]) -> None:
     payloads = [bytes.fromhex(m["payload"]) for m in messages]
     wire = [bytes.fromhex(m["ciphertext"]) for m in messages]
 
-    e_i, e_r, s_i, s_r = (x("init_ephemeral"), x("resp_ephemeral"), x("init_static"), x("resp_static"))
+    e_i, e_r, s_i, s_r = (
+        x("init_ephemeral"),
+        x("resp_ephemeral"),
+        x("init_static"),
+        x("resp_static"),
+    )
     e_i_pub, e_r_pub = crypto_scalarmult_base(e_i), crypto_scalarmult_base(e_r)
     s_i_pub, s_r_pub = crypto_scalarmult_base(s_i), crypto_scalarmult_base(s_r)
     kem = MLKEM768PrivateKey.from_seed_bytes(x("init_kem_seed"))

@@ -33,7 +33,8 @@ def selftest(vector_files: tuple[Path, ...], more_files: tuple[Path, ...]) -> No
         if reason is not None:
             failed_builtin += 1
             click.echo(f"FAILED built-in: {name}: {reason}")
-    click.echo(f"built-in known-answer tests: {len(builtin) - failed_builtin} of {len(builtin)} passed")
+    ok = len(builtin) - failed_builtin
+    click.echo(f"built-in known-answer tests: {ok} of {len(builtin)} passed")
     if not files:
         click.echo(f"{len(builtin) - failed_builtin} passed, {failed_builtin} failed")
         raise SystemExit(1 if failed_builtin else 0)
@@ -42,7 +43,7 @@ def selftest(vector_files: tuple[Path, ...], more_files: tuple[Path, ...]) -> No
     for path in files:
         try:
             vectors = list(iter_vectors(json.loads(path.read_text())))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError) as exc:
             failed += 1
             click.echo(f"FAILED {path}: cannot read vectors: {exc}")
             continue

@@ -27,7 +27,7 @@ import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import mlkem
@@ -104,14 +104,16 @@ class ChaChaPoly:
 
     def decrypt(self, n: int, ad: bytes, ciphertext: bytes) -> bytes:
         try:
-            return self._aead.decrypt(
-                b"\x00\x00\x00\x00" + n.to_bytes(8, "little"), ciphertext, ad
-            )
+            return self._aead.decrypt(b"\x00\x00\x00\x00" + n.to_bytes(8, "little"), ciphertext, ad)
         except InvalidTag as exc:
             raise DecryptError("authentication failed") from exc
 
 
 # -- Hashes -------------------------------------------------------------------------
+
+
+class _Digest(Protocol):
+    def digest(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,7 @@ class HashFunction:
     openssl_name: str
     hashlen: int
     blocklen: int
-    new: Callable[..., hashlib._Hash]
+    new: Callable[[bytes], _Digest]
 
     def hash(self, data: bytes) -> bytes:
         return self.new(data).digest()

@@ -37,6 +37,7 @@ from onionpost.errors import (
     ConfigError,
     LocalProtocolError,
     NonceExhaustedError,
+    OnionpostError,
     RemoteProtocolError,
 )
 from onionpost.limits import NOISE_MAX_MESSAGE
@@ -134,7 +135,7 @@ class NoiseProtocol:
 
     @classmethod
     def from_name(cls, name: str) -> NoiseProtocol:
-        m = _NAME_RE.match(name)
+        m = _NAME_RE.fullmatch(name)
         if m is None:
             raise ConfigError(f"not a Noise protocol name: {name!r}")
         base = _PATTERNS.get(m["pattern"])
@@ -363,7 +364,8 @@ class HandshakeState:
         pattern = protocol.pattern
         # Noise §7.1 pre-messages: each side hashes the keys known in advance.
         # Only "s" appears in the pre-messages of the patterns we support.
-        for pre, mine in ((pattern.initiator_pre, initiator), (pattern.responder_pre, not initiator)):
+        sides = ((pattern.initiator_pre, initiator), (pattern.responder_pre, not initiator))
+        for pre, mine in sides:
             if pre:
                 key = (static.public if static else None) if mine else remote_static
                 if key is None:
@@ -371,9 +373,7 @@ class HandshakeState:
                     raise ConfigError(f"{protocol.name} needs {side} static key in advance")
                 self._ss.mix_hash(key)
         needs_s = any(
-            Token.S in msg
-            for i, msg in enumerate(self._messages)
-            if (i % 2 == 0) == initiator
+            Token.S in msg for i, msg in enumerate(self._messages) if (i % 2 == 0) == initiator
         )
         if needs_s and static is None:
             raise ConfigError(f"{protocol.name} needs our static key")
@@ -465,6 +465,16 @@ class HandshakeState:
         size, tagged = self._overhead(tokens)
         if size + len(payload) + (TAG_LEN if tagged else 0) > NOISE_MAX_MESSAGE:
             raise LocalProtocolError("payload too large for one Noise message")
+        try:
+            message = self._write_tokens(tokens, payload)
+        except OnionpostError:
+            # State has absorbed part of the message: the handshake is spent.
+            self._fail()
+            raise
+        self._advance()
+        return message
+
+    def _write_tokens(self, tokens: tuple[Token, ...], payload: bytes) -> bytes:
         ss = self._ss
         out: list[bytes] = []
         for token in tokens:
@@ -494,7 +504,6 @@ class HandshakeState:
             else:
                 ss.mix_key(self._dh(token))
         out.append(ss.encrypt_and_hash(payload))
-        self._advance()
         return b"".join(out)
 
     def read_message(self, message: bytes) -> bytes:

@@ -44,10 +44,10 @@ def iter_vectors(document: Any) -> Iterator[Mapping[str, Any]]:
     """The vectors of a parsed JSON document: ``{"vectors": [...]}`` or a bare list."""
     vectors = document.get("vectors") if isinstance(document, dict) else document
     if not isinstance(vectors, list):
-        raise ValueError("a vector file holds {'vectors': [...]}")
+        raise TypeError("a vector file holds {'vectors': [...]}")
     for vector in vectors:
         if not isinstance(vector, dict):
-            raise ValueError("each vector is a JSON object")
+            raise TypeError("each vector is a JSON object")
         yield vector
 
 
