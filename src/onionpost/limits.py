@@ -13,3 +13,38 @@ NOISE_MAX_MESSAGE: Final = 65535
 NOISE_TAG_LEN: Final = 16
 # The largest transport payload that fits in one Noise message.
 NOISE_MAX_PAYLOAD: Final = NOISE_MAX_MESSAGE - NOISE_TAG_LEN
+
+# -- The wire protocol (protocol-spec/spec.md §Limits) ---------------------------
+
+# A frame is a 2-byte big-endian length and one Noise message.
+FRAME_HEADER_LEN: Final = 2
+# Transport plaintext is a 2-byte record length, the record, then zero padding
+# up to a bucket, so that the whole Noise message is one of these sizes.
+PADDING_BUCKETS: Final = (512, 4096, NOISE_MAX_MESSAGE)
+# The largest record (msgpack) that fits the largest bucket.
+MAX_RECORD_SIZE: Final = NOISE_MAX_PAYLOAD - 2
+MAX_RECORD_FIELDS: Final = 16
+MAX_TEXT_BODY: Final = 60_000  # bytes of UTF-8
+MAX_CONTENT_TYPE: Final = 128
+MAX_FILE_NAME: Final = 255  # bytes of UTF-8
+MAX_FILE_SIZE: Final = 2**40  # 1 TiB: the protocol's bound; the daemon sets a lower one
+MAX_ACK_IDS: Final = 512
+MAX_CLOSE_REASON: Final = 256
+# File chunk payload so that a FileChunk record fills the largest bucket
+# exactly: record = fixarray(1) + tag(1) + id(18) + u64(9) + bin16 header(3).
+FILE_CHUNK_SIZE: Final = MAX_RECORD_SIZE - (1 + 1 + 18 + 9 + 3)
+# The handshake payload (identity key, certificate, future extensions).
+MAX_HANDSHAKE_PAYLOAD: Final = 2048
+# Each direction calls Noise Rekey() after this many transport messages or
+# ciphertext bytes, whichever comes first (spec.md §Rekey).
+REKEY_AFTER_MESSAGES: Final = 4096
+REKEY_AFTER_BYTES: Final = 64 * 2**20
+# Bytes a Session buffers from the peer before refusing more (two frames).
+MAX_RECEIVE_BUFFER: Final = 2 * (FRAME_HEADER_LEN + NOISE_MAX_MESSAGE)
+
+# -- The trio transport -----------------------------------------------------------
+
+# Seconds a peer has to complete the handshake once its stream is accepted.
+HANDSHAKE_TIMEOUT: Final = 60.0
+# Streams that may be in the handshake at once; more are closed at accept.
+MAX_PENDING_HANDSHAKES: Final = 64

@@ -1,0 +1,398 @@
+"""The records a session carries: frozen, typed, tagged, and strictly decoded.
+
+Theory of operation
+-------------------
+Every record is a msgpack array whose first element is its type tag and
+whose other elements are its fields, in the order of the class's
+``SCHEMA``. A 200-byte text, on the wire before padding::
+
+    96                       fixarray of 6
+    01                       tag 1 = Text
+    c4 10 <16 bytes>         id (bin 8)
+    cf 00 00 01 93 ...       created_ms (uint 64)
+    d9 c8 <200 bytes>        body (str 8)
+    aa "text/plain"          content_type (fixstr)
+    ...
+
+Decoding is strict: only arrays, ints, str and bin; lengths and counts are
+bounded (limits in :mod:`onionpost.limits`); msgpack maps, floats, nil,
+booleans and extension types are refused wherever they appear. Anything
+else raises :class:`~onionpost.errors.MessageDecodeError`.
+
+Evolution rules (spec.md §Messages):
+
+- A later version MAY append fields to a record; a receiver ignores extra
+  trailing fields (at most :data:`MAX_RECORD_FIELDS` in all).
+- Tags 1..63 are core. An unknown core tag is a protocol error
+  (close code BAD_MESSAGE): the sender relied on something we lack.
+- Tags 64..127 are optional extensions. An unknown one decodes to
+  :class:`UnknownExtension`, which a receiver MUST ignore (and not ack).
+- Every other tag is a protocol error.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Final
+
+import msgpack
+
+from onionpost.errors import LocalProtocolError, MessageDecodeError
+from onionpost.limits import (
+    MAX_ACK_IDS,
+    MAX_CLOSE_REASON,
+    MAX_CONTENT_TYPE,
+    MAX_FILE_NAME,
+    MAX_FILE_SIZE,
+    MAX_RECORD_FIELDS,
+    MAX_RECORD_SIZE,
+    MAX_TEXT_BODY,
+)
+
+__all__ = [
+    "Ack",
+    "Close",
+    "FileAccept",
+    "FileCancel",
+    "FileChunk",
+    "FileComplete",
+    "FileOffer",
+    "FileReject",
+    "Message",
+    "MessageType",
+    "Ping",
+    "Pong",
+    "Read",
+    "Text",
+    "UnknownExtension",
+    "decode",
+    "encode",
+]
+
+ID_LEN: Final = 16
+HASH_LEN: Final = 64  # BLAKE2b-512
+EXTENSION_TAGS: Final = range(64, 128)
+_U64_MAX: Final = 2**64 - 1
+
+
+class MessageType(enum.IntEnum):
+    TEXT = 1
+    ACK = 2
+    READ = 3
+    FILE_OFFER = 4
+    FILE_ACCEPT = 5
+    FILE_CHUNK = 6
+    FILE_COMPLETE = 7
+    FILE_REJECT = 8
+    FILE_CANCEL = 9
+    PING = 10
+    PONG = 11
+    CLOSE = 12
+
+
+class _Kind(enum.Enum):
+    ID = "id"  # bin, exactly 16 bytes
+    HASH = "hash"  # bin, exactly 64 bytes
+    U64 = "u64"
+    IDS = "ids"  # array of 1..MAX_ACK_IDS ids
+    TEXT = "text"  # str, bounded per field
+    DATA = "data"  # bin, bounded by the record size
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    TAG: ClassVar[MessageType]
+    SCHEMA: ClassVar[tuple[tuple[_Kind, int], ...]]
+
+    def _validate(self) -> None:
+        """Rules across fields; raises MessageDecodeError."""
+
+
+@dataclass(frozen=True, slots=True)
+class Text(_Record):
+    """A text message: random 16-byte id, creation time (ms since the epoch), body."""
+
+    TAG = MessageType.TEXT
+    SCHEMA = (
+        (_Kind.ID, 0),
+        (_Kind.U64, 0),
+        (_Kind.TEXT, MAX_TEXT_BODY),
+        (_Kind.TEXT, MAX_CONTENT_TYPE),
+    )
+    id: bytes
+    created_ms: int
+    body: str
+    content_type: str = "text/plain"
+
+    def __repr__(self) -> str:
+        # Message contents never reach a repr (and so never a log).
+        return f"Text(id={self.id.hex()}, created_ms={self.created_ms}, {len(self.body)} chars)"
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(_Record):
+    """The receiver has durably stored these messages (or files)."""
+
+    TAG = MessageType.ACK
+    SCHEMA = ((_Kind.IDS, 0),)
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Read(_Record):
+    """The recipient's user has read these messages."""
+
+    TAG = MessageType.READ
+    SCHEMA = ((_Kind.IDS, 0),)
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileOffer(_Record):
+    """An offer of a file; ``blake2b`` is the BLAKE2b-512 of its whole content."""
+
+    TAG = MessageType.FILE_OFFER
+    SCHEMA = (
+        (_Kind.ID, 0),
+        (_Kind.U64, 0),
+        (_Kind.TEXT, MAX_FILE_NAME),
+        (_Kind.U64, 0),
+        (_Kind.HASH, 0),
+        (_Kind.TEXT, MAX_CONTENT_TYPE),
+    )
+    id: bytes
+    created_ms: int
+    name: str
+    size: int
+    blake2b: bytes
+    content_type: str = "application/octet-stream"
+
+    def _validate(self) -> None:
+        if self.size > MAX_FILE_SIZE:
+            raise MessageDecodeError("file too large")
+        # A name is a name, never a path (the receiver stores it under its own).
+        if not self.name or any(c in self.name for c in "/\\\x00") or self.name in {".", ".."}:
+            raise MessageDecodeError("bad file name")
+
+    def __repr__(self) -> str:
+        return f"FileOffer(id={self.id.hex()}, size={self.size})"
+
+
+@dataclass(frozen=True, slots=True)
+class FileAccept(_Record):
+    """Send the file from ``offset`` (0, or where a broken transfer stopped)."""
+
+    TAG = MessageType.FILE_ACCEPT
+    SCHEMA = ((_Kind.ID, 0), (_Kind.U64, 0))
+    id: bytes
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileChunk(_Record):
+    TAG = MessageType.FILE_CHUNK
+    SCHEMA = ((_Kind.ID, 0), (_Kind.U64, 0), (_Kind.DATA, 0))
+    id: bytes
+    offset: int
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"FileChunk(id={self.id.hex()}, offset={self.offset}, {len(self.data)} bytes)"
+
+
+@dataclass(frozen=True, slots=True)
+class FileComplete(_Record):
+    """The receiver stored the whole file and its hash matched."""
+
+    TAG = MessageType.FILE_COMPLETE
+    SCHEMA = ((_Kind.ID, 0),)
+    id: bytes
+
+
+class FileRejectReason(enum.IntEnum):
+    DECLINED = 0
+    TOO_LARGE = 1
+    NO_SPACE = 2
+    HASH_MISMATCH = 3
+    UNKNOWN_FILE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class FileReject(_Record):
+    TAG = MessageType.FILE_REJECT
+    SCHEMA = ((_Kind.ID, 0), (_Kind.U64, 0))
+    id: bytes
+    reason: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileCancel(_Record):
+    TAG = MessageType.FILE_CANCEL
+    SCHEMA = ((_Kind.ID, 0), (_Kind.U64, 0))
+    id: bytes
+    reason: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(_Record):
+    TAG = MessageType.PING
+    SCHEMA = ((_Kind.U64, 0),)
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(_Record):
+    TAG = MessageType.PONG
+    SCHEMA = ((_Kind.U64, 0),)
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Close(_Record):
+    """The authenticated end of a session, with a CloseCode."""
+
+    TAG = MessageType.CLOSE
+    SCHEMA = ((_Kind.U64, 0), (_Kind.TEXT, MAX_CLOSE_REASON))
+    code: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownExtension:
+    """An optional extension record (tag 64..127) this version does not know."""
+
+    tag: int
+
+
+Message = (
+    Text
+    | Ack
+    | Read
+    | FileOffer
+    | FileAccept
+    | FileChunk
+    | FileComplete
+    | FileReject
+    | FileCancel
+    | Ping
+    | Pong
+    | Close
+)
+
+_BY_TAG: Final[dict[int, type[_Record]]] = {
+    cls.TAG: cls
+    for cls in (
+        Text,
+        Ack,
+        Read,
+        FileOffer,
+        FileAccept,
+        FileChunk,
+        FileComplete,
+        FileReject,
+        FileCancel,
+        Ping,
+        Pong,
+        Close,
+    )
+}
+
+
+def _bad(what: str) -> MessageDecodeError:
+    return MessageDecodeError(f"malformed record: {what}")
+
+
+def _check_id(value: object) -> bytes:
+    if type(value) is not bytes or len(value) != ID_LEN:
+        raise _bad("an id is 16 bytes")
+    return value
+
+
+def _check(kind: _Kind, bound: int, value: object) -> object:
+    if kind is _Kind.ID:
+        return _check_id(value)
+    if kind is _Kind.HASH:
+        if type(value) is not bytes or len(value) != HASH_LEN:
+            raise _bad("a hash is 64 bytes")
+        return value
+    if kind is _Kind.U64:
+        if type(value) is not int or not 0 <= value <= _U64_MAX:
+            raise _bad("expected an unsigned 64-bit integer")
+        return value
+    if kind is _Kind.IDS:
+        if type(value) is not tuple or not 1 <= len(value) <= MAX_ACK_IDS:
+            raise _bad(f"expected 1 to {MAX_ACK_IDS} ids")
+        return tuple(_check_id(v) for v in value)
+    if kind is _Kind.TEXT:
+        if type(value) is not str or len(value.encode("utf-8", "surrogatepass")) > bound:
+            raise _bad(f"expected a string of at most {bound} bytes")
+        return value
+    if type(value) is not bytes:
+        raise _bad("expected binary data")
+    return value
+
+
+def encode(message: Message) -> bytes:
+    """The msgpack form of ``message``; LocalProtocolError if it breaks a limit."""
+    values = [getattr(message, f.name) for f in fields(message)]
+    try:
+        for (kind, bound), value in zip(message.SCHEMA, values, strict=True):
+            _check(kind, bound, value)
+        message._validate()
+    except MessageDecodeError as exc:
+        raise LocalProtocolError(f"cannot send {type(message).__name__}: {exc}") from exc
+    data: bytes = msgpack.packb([int(message.TAG), *values], use_bin_type=True)
+    if len(data) > MAX_RECORD_SIZE:
+        raise LocalProtocolError(f"{type(message).__name__} is larger than one frame")
+    return data
+
+
+def decode(data: bytes) -> Message | UnknownExtension:
+    """Strictly decode one record; :class:`MessageDecodeError` on anything else."""
+    if len(data) > MAX_RECORD_SIZE:
+        raise _bad("too large")
+    try:
+        obj: Any = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            max_str_len=MAX_RECORD_SIZE,
+            max_bin_len=MAX_RECORD_SIZE,
+            max_array_len=MAX_ACK_IDS,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except (
+        ValueError,
+        TypeError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
+        # ValueError covers msgpack's OutOfData, limits, and bad UTF-8.
+        raise _bad("not a single msgpack value within limits") from exc
+    if type(obj) is not tuple or not 1 <= len(obj) <= MAX_RECORD_FIELDS + 1:
+        raise _bad("a record is an array of a tag and at most 16 fields")
+    tag = obj[0]
+    if type(tag) is not int:
+        raise _bad("the tag is an integer")
+    cls = _BY_TAG.get(tag)
+    if cls is None:
+        if tag in EXTENSION_TAGS:
+            return UnknownExtension(tag)
+        raise MessageDecodeError(f"unknown record type {tag}")
+    schema = cls.SCHEMA
+    values = obj[1:]
+    if len(values) < len(schema):
+        raise _bad(f"{cls.__name__} has {len(schema)} fields")
+    # Extra trailing fields come from a later version and are ignored, but
+    # they must still be of the kinds we accept at all.
+    for extra in values[len(schema) :]:
+        if type(extra) not in (int, str, bytes):
+            raise _bad("unexpected structure in a trailing field")
+    checked = [_check(kind, bound, v) for (kind, bound), v in zip(schema, values, strict=False)]
+    record = cls(*checked)
+    record._validate()
+    return record  # type: ignore[return-value]
