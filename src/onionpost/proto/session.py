@@ -33,6 +33,7 @@ error. ``protocol-spec/state-machine.md`` is generated from that table.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import struct
 from collections import deque
@@ -441,7 +442,8 @@ class Session:
         if frame is None:
             return False
         hs = self._handshake
-        assert hs is not None and self._peer is not None
+        assert hs is not None
+        assert self._peer is not None
         identity_key = self._verify_payload(hs.read_message(frame), hs.remote_static)
         # The responder must own the very address we dialed.
         if not constant_time_equal(identity_key, self._peer.public_key):
@@ -453,7 +455,8 @@ class Session:
 
     def _read_finish(self, frame: bytes) -> None:
         hs = self._handshake
-        assert hs is not None and self._decide is not None
+        assert hs is not None
+        assert self._decide is not None
         identity_key = self._verify_payload(hs.read_message(frame), hs.remote_static)
         # A stranger with a valid certificate is refused exactly like a bad
         # certificate: the same error, nothing sent, the stream dropped.
@@ -553,8 +556,6 @@ class Session:
     def _bad_record(self, exc: RemoteProtocolError) -> RemoteProtocolError:
         # The channel is still authentic: tell the peer why we close.
         if self._state is _S.ESTABLISHED and self._send is not None:
-            try:
+            with contextlib.suppress(OnionpostError):
                 self._send_record(messages.Close(int(exc.close_code), ""))
-            except OnionpostError:
-                pass
         return exc
