@@ -25,6 +25,7 @@ from onionpost.proto.noise import HandshakeResult, HandshakeState, NoiseProtocol
 from onionpost.proto.vectors import replay_vector
 
 HFS_FILE = "noise-hfs.json"
+SESSION_FILE = "session-v1.json"
 
 _PROVENANCE = (
     "Produced by `python -m onionpost.proto._vectorgen protocol-spec/vectors` "
@@ -169,6 +170,171 @@ def build(previous: dict[str, Any] | None) -> dict[str, Any]:
     return {"provenance": _PROVENANCE, "vectors": vectors}
 
 
+_SESSION_PROVENANCE = (
+    "Produced by `python -m onionpost.proto._vectorgen protocol-spec/vectors` "
+    "(`make vectors`): two onionpost Sessions, initiator and responder, with every key derived "
+    "as BLAKE2b-512 of `onionpost session vector <role> <what>` and the responder's ML-KEM "
+    "encapsulation recorded from the first generation. Each step: `sends` is the msgpack record "
+    "the side sends (or `close`), `bytes` what it writes, `events` what the other side reports "
+    "after reading them, and `reply` what that side queued by itself (a Pong). Checked by "
+    "tests/proto/test_session_vectors.py, which replays the inputs through Session and "
+    "compares every byte, and decrypts the stream independently with the raw Noise vectors' "
+    "replay code (onionpost.proto.vectors) from the same keys."
+)
+
+
+def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
+    from onionpost.proto import messages
+    from onionpost.proto.identity import Identity, StaticKey, StaticKeyCertificate
+    from onionpost.proto.session import (
+        PROTOCOL_NAME,
+        HandshakeComplete,
+        HandshakeRandomness,
+        MessageReceived,
+        PeerDecision,
+        Session,
+        SessionState,
+    )
+
+    def derive(role: str, what: str, size: int = 32) -> bytes:
+        return hashlib.blake2b(f"onionpost session vector {role} {what}".encode()).digest()[:size]
+
+    now = 1_790_000_000
+    ids = {role: Identity(derive(role, "identity")) for role in ("initiator", "responder")}
+    statics = {}
+    for role, identity in ids.items():
+        keypair = KeyPair.from_private(derive(role, "static"))
+        statics[role] = StaticKey(
+            keypair, StaticKeyCertificate.issue(identity, keypair.public, now=now)
+        )
+    kem_seed = derive("initiator", "kem", 64)
+    if recorded is not None:
+        ciphertext = bytes.fromhex(recorded["inputs"]["responder_kem_ciphertext"])
+        secret = bytes.fromhex(recorded["inputs"]["responder_kem_shared_secret"])
+        if KemKeyPair(kem_seed).decapsulate(ciphertext) != secret:
+            raise SystemExit("session vector: the recorded encapsulation does not decapsulate")
+    else:
+        ciphertext, secret = mlkem768_encapsulate(KemKeyPair(kem_seed).public)
+
+    def fixed(_public: bytes) -> tuple[bytes, bytes]:
+        return ciphertext, secret
+
+    initiator = Session(
+        initiator=True,
+        identity=ids["initiator"],
+        static=statics["initiator"],
+        now=now,
+        peer=ids["responder"].address,
+        randomness=HandshakeRandomness(
+            ephemeral=KeyPair.from_private(derive("initiator", "ephemeral")), kem_seed=kem_seed
+        ),
+    )
+    responder = Session(
+        initiator=False,
+        identity=ids["responder"],
+        static=statics["responder"],
+        now=now,
+        decide=lambda peer: PeerDecision.ACCEPT,
+        randomness=HandshakeRandomness(
+            ephemeral=KeyPair.from_private(derive("responder", "ephemeral")), encapsulate=fixed
+        ),
+    )
+    text_id, file_id = derive("initiator", "text id", 16), derive("initiator", "file id", 16)
+    file_data = b"onionpost file contents\n" * 40
+    script: list[tuple[str, Any]] = [
+        ("initiator", None),  # start
+        ("responder", None),  # handshake reply
+        ("initiator", None),  # handshake finish
+        ("initiator", messages.Text(text_id, now * 1000, "Hello from the initiator.")),
+        ("responder", messages.Ack((text_id,))),
+        (
+            "responder",
+            messages.Text(derive("responder", "text id", 16), now * 1000 + 5, "x" * 1000),
+        ),
+        (
+            "initiator",
+            messages.FileOffer(
+                file_id,
+                now * 1000 + 9,
+                "report.txt",
+                len(file_data),
+                hashlib.blake2b(file_data).digest(),
+            ),
+        ),
+        ("responder", messages.FileAccept(file_id, 0)),
+        ("initiator", messages.FileChunk(file_id, 0, file_data)),
+        ("responder", messages.FileComplete(file_id)),
+        ("initiator", messages.Ping(7)),
+        ("initiator", "close"),
+    ]
+    sides = {"initiator": initiator, "responder": responder}
+
+    def describe(event: Any) -> dict[str, Any]:
+        if isinstance(event, HandshakeComplete):
+            return {
+                "event": "handshake_complete",
+                "peer": str(event.peer),
+                "handshake_hash": event.handshake_hash.hex(),
+            }
+        if isinstance(event, MessageReceived):
+            return {"event": "message", "record": messages.encode(event.message).hex()}
+        return {"event": "closed", "code": event.code, "reason": event.reason}
+
+    steps = []
+    for role, action in script:
+        sender = sides[role]
+        receiver = sides["responder" if role == "initiator" else "initiator"]
+        step: dict[str, Any] = {"from": role}
+        if action == "close":
+            sender.close()
+            step["sends"] = "close"
+        elif action is not None:
+            sender.send(action)
+            step["sends"] = messages.encode(action).hex()
+        elif sender.state is SessionState.INITIATOR_IDLE:
+            sender.start()
+        data = sender.data_to_send()
+        receiver.receive_data(data)
+        events = []
+        while (event := receiver.next_event()) is not None:
+            events.append(describe(event))
+        step["bytes"] = data.hex()
+        step["events"] = events
+        if action is not None:
+            # Bytes the receiver queued by itself (a Pong) go straight back.
+            replies = receiver.data_to_send()
+            if replies:
+                step["reply"] = replies.hex()
+                sender.receive_data(replies)
+                step["reply_events"] = [describe(e) for e in iter(sender.next_event, None)]
+        steps.append(step)
+    return {
+        "protocol": PROTOCOL_NAME,
+        "inputs": {
+            "now": now,
+            "initiator_identity_seed": ids["initiator"].seed.hex(),
+            "responder_identity_seed": ids["responder"].seed.hex(),
+            "initiator_static": statics["initiator"].keypair.private.hex(),
+            "responder_static": statics["responder"].keypair.private.hex(),
+            "initiator_certificate": statics["initiator"].certificate.to_bytes().hex(),
+            "responder_certificate": statics["responder"].certificate.to_bytes().hex(),
+            "initiator_ephemeral": derive("initiator", "ephemeral").hex(),
+            "responder_ephemeral": derive("responder", "ephemeral").hex(),
+            "initiator_kem_seed": kem_seed.hex(),
+            "responder_kem_ciphertext": ciphertext.hex(),
+            "responder_kem_shared_secret": secret.hex(),
+            "initiator_address": str(ids["initiator"].address),
+            "responder_address": str(ids["responder"].address),
+        },
+        "steps": steps,
+    }
+
+
+def build_session(previous: dict[str, Any] | None) -> dict[str, Any]:
+    vector = _session_vector(previous["vectors"][0] if previous else None)
+    return {"provenance": _SESSION_PROVENANCE, "vectors": [vector]}
+
+
 def _dump(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=1) + "\n"
 
@@ -178,19 +344,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("directory", type=Path)
     parser.add_argument("--check", action="store_true", help="fail if the files would change")
     args = parser.parse_args(argv)
-    path: Path = args.directory / HFS_FILE
-    previous = json.loads(path.read_text()) if path.exists() else None
-    text = _dump(build(previous))
-    if args.check:
-        if previous is None or path.read_text() != text:
-            print(f"{path}: differs from what the code generates", file=sys.stderr)
-            return 1
-        print(f"{path}: up to date")
-        return 0
-    args.directory.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(f"wrote {path}")
-    return 0
+    status = 0
+    for name, builder in ((HFS_FILE, build), (SESSION_FILE, build_session)):
+        path: Path = args.directory / name
+        previous = json.loads(path.read_text()) if path.exists() else None
+        text = _dump(builder(previous))
+        if args.check:
+            if previous is None or path.read_text() != text:
+                print(f"{path}: differs from what the code generates", file=sys.stderr)
+                status = 1
+            else:
+                print(f"{path}: up to date")
+            continue
+        args.directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+    return status
 
 
 if __name__ == "__main__":
