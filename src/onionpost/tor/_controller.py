@@ -1,0 +1,330 @@
+"""stem, bridged into trio: the one module of onionpost that imports stem.
+
+Theory of operation
+-------------------
+stem is synchronous and runs threads of its own (a socket reader, an event
+dispatcher, status-listener threads). Everything it does crosses into trio
+here, at exactly one boundary, in two directions:
+
+- **Calls** (``controller.msg``, ``get_info``, ``close``, launching tor) run in
+  worker threads through :func:`trio.to_thread.run_sync`, inside
+  :func:`_translated`, which turns stem's exceptions into ours with
+  ``raise ... from exc``. Calls that wait on tor are abandoned on cancellation,
+  so a caller's ``trio.fail_after`` always works; stem finishes or fails them
+  in the background.
+- **Events** (``HS_DESC``, ``NETWORK_LIVENESS``, ``STATUS_CLIENT`` and the
+  control connection closing) are converted, still in stem's thread, into the
+  small frozen records below, then handed to the trio thread with
+  :func:`trio.from_thread.run_sync` and put on a bounded memory channel with
+  ``send_nowait``. When the channel is full the event is dropped and counted
+  (:attr:`ControlConnection.dropped_events`): stem's thread never blocks on a
+  slow consumer, and no stem object leaves this module.
+
+Control-port replies are parsed here too. Wire example of ``ADD_ONION``
+(control-spec §3.27)::
+
+    C: ADD_ONION ED25519-V3:<base64 of 64 bytes> Flags=V3Auth Port=80,127.0.0.1:8080
+       ClientAuthV3=<base32 x25519 public key>
+    S: 250-ServiceID=25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkenl5sid
+    S: 250 OK
+
+Key material is only ever part of a command we send; error messages name the
+command's verb, never its arguments. stem itself logs every command at its
+TRACE level (below DEBUG): an application must not enable that level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import subprocess
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeAlias, TypeVar
+
+import stem
+import stem.connection
+import stem.control
+import stem.process
+import stem.response
+import stem.response.events
+import trio
+
+from onionpost.errors import TorControlError, TorError, TorLaunchError
+
+__all__ = [
+    "ClientStatusEvent",
+    "ControlClosed",
+    "ControlConnection",
+    "ControlEvent",
+    "HsDescEvent",
+    "LivenessEvent",
+    "launch_tor_process",
+]
+
+_T = TypeVar("_T")
+
+LOOPBACK: Final = "127.0.0.1"
+# The events we subscribe to (control-spec §4.1).
+_EVENT_TYPES: Final = (
+    stem.control.EventType.HS_DESC,
+    stem.control.EventType.NETWORK_LIVENESS,
+    stem.control.EventType.STATUS_CLIENT,
+)
+
+
+# -- events, as our own records ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HsDescEvent:
+    """``650 HS_DESC <Action> <HSAddress> <AuthType> <HsDir> ...`` (control-spec §4.1.25).
+
+    Wire example: ``650 HS_DESC UPLOADED 25njq...l5sid UNKNOWN $A1B2...~relay1``
+    """
+
+    generation: int
+    action: str  # UPLOAD, UPLOADED, FAILED, REQUESTED, RECEIVED, ...
+    service_id: str
+    directory: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessEvent:
+    """``650 NETWORK_LIVENESS UP`` or ``DOWN`` (control-spec §4.1.27)."""
+
+    generation: int
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatusEvent:
+    """``650 STATUS_CLIENT NOTICE CIRCUIT_ESTABLISHED`` (control-spec §4.1.10)."""
+
+    generation: int
+    action: str
+    arguments: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlClosed:
+    """The control connection of this generation closed (tor died, or we closed it)."""
+
+    generation: int
+
+
+ControlEvent: TypeAlias = HsDescEvent | LivenessEvent | ClientStatusEvent | ControlClosed
+
+
+def _convert(generation: int, event: stem.response.events.Event) -> ControlEvent | None:
+    """A stem event -> our record (runs in stem's event thread)."""
+    if isinstance(event, stem.response.events.HSDescEvent):
+        return HsDescEvent(
+            generation,
+            str(event.action),
+            str(event.address),
+            str(event.directory),
+            None if event.reason is None else str(event.reason),
+        )
+    if isinstance(event, stem.response.events.NetworkLivenessEvent):
+        return LivenessEvent(generation, str(event.status) == "UP")
+    if isinstance(event, stem.response.events.StatusEvent):
+        arguments = {str(k): str(v) for k, v in dict(event.arguments).items()}
+        return ClientStatusEvent(generation, str(event.action), arguments)
+    return None
+
+
+# -- the exception boundary ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """stem's and the socket layer's exceptions -> ours, naming only ``what``."""
+    try:
+        yield
+    except stem.connection.AuthenticationFailure as exc:
+        raise TorControlError(f"{what}: tor refused our authentication ({exc})") from exc
+    except stem.SocketClosed as exc:
+        raise TorControlError(f"{what}: the control connection is closed") from exc
+    except stem.SocketError as exc:
+        raise TorControlError(f"{what}: cannot reach tor's control port ({exc})") from exc
+    except stem.ControllerError as exc:
+        raise TorControlError(f"{what}: {exc}") from exc
+
+
+async def _in_thread(what: str, fn: Callable[[], _T]) -> _T:
+    with _translated(what):
+        return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+# -- launching ---------------------------------------------------------------
+
+
+async def launch_tor_process(
+    tor_binary: Path, options: Mapping[str, str | Sequence[str]]
+) -> subprocess.Popen[bytes]:
+    """Start tor with ``options`` as its whole torrc; return once it is running.
+
+    stem's launcher reads tor's stdout in this worker thread until it prints
+    "Bootstrapped 0%", which tor does after it has opened its listeners, so a
+    port already in use or a bad option fails here, with tor's own complaint.
+    Bootstrapping further is awaited over the control port, where a deadline
+    can cancel it (stem's own timeout works only in the main thread).
+    ``take_ownership`` sets ``__OwningControllerProcess``: tor exits if we do,
+    and after our controller sends TAKEOWNERSHIP, when it disconnects.
+    """
+    config: dict[str, str | list[str]] = {
+        k: v if isinstance(v, str) else list(v) for k, v in options.items()
+    }
+
+    def launch() -> subprocess.Popen[bytes]:
+        process: subprocess.Popen[bytes] = stem.process.launch_tor_with_config(
+            config,
+            tor_cmd=str(tor_binary),
+            completion_percent=0,
+            timeout=None,
+            take_ownership=True,
+        )
+        return process
+
+    try:
+        return await trio.to_thread.run_sync(launch)
+    except OSError as exc:
+        raise TorLaunchError(f"tor did not start: {exc}") from exc
+
+
+# -- the control connection --------------------------------------------------
+
+
+class ControlConnection:
+    """One authenticated control connection and its event subscription."""
+
+    def __init__(
+        self,
+        controller: stem.control.Controller,
+        generation: int,
+        events: trio.MemorySendChannel[ControlEvent],
+    ) -> None:
+        self._controller = controller
+        self.generation = generation
+        self._events = events
+        self._token = trio.lowlevel.current_trio_token()
+        self.dropped_events = 0
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"<ControlConnection generation={self.generation} alive={self.alive}>"
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        port: int | None,
+        socket_path: Path | None,
+        password: str | None,
+        generation: int,
+        events: trio.MemorySendChannel[ControlEvent],
+    ) -> ControlConnection:
+        """Connect to 127.0.0.1:``port`` or the Unix socket, authenticate, subscribe."""
+
+        def connect() -> stem.control.Controller:
+            if socket_path is not None:
+                return stem.control.Controller.from_socket_file(str(socket_path))
+            return stem.control.Controller.from_port(address=LOOPBACK, port=port)
+
+        controller = await _in_thread("connecting to tor", connect)
+        conn = cls(controller, generation, events)
+        try:
+            await _in_thread("authenticating to tor", functools.partial(conn._auth, password))
+            await _in_thread("subscribing to events", conn._subscribe)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await conn.close()
+            raise
+        return conn
+
+    def _auth(self, password: str | None) -> None:
+        if password is None:
+            # Cookie (or no) authentication; stem reads the cookie path from PROTOCOLINFO.
+            self._controller.authenticate()
+            return
+        # Password only: stem's authenticate() would fall back to the cookie
+        # when tor offers both, and a wrong password must fail.
+        stem.connection.authenticate_password(self._controller, password, suppress_ctl_errors=False)
+        # authenticate_password leaves out what authenticate() does next:
+        # mark the connection authenticated, re-attach listeners, TAKEOWNERSHIP.
+        self._controller._post_authentication()
+
+    def _subscribe(self) -> None:
+        self._controller.add_status_listener(self._on_status, spawn=True)
+        self._controller.add_event_listener(self._on_event, *_EVENT_TYPES)
+
+    # stem's threads ----------------------------------------------------------
+
+    def _on_event(self, event: stem.response.events.Event) -> None:
+        record = _convert(self.generation, event)
+        if record is not None:
+            self._hand_over(record)
+
+    def _on_status(self, _controller: object, state: stem.control.State, _when: float) -> None:
+        if state == stem.control.State.CLOSED:
+            self._hand_over(ControlClosed(self.generation))
+
+    def _hand_over(self, record: ControlEvent) -> None:
+        # RunFinishedError: trio has stopped, so nobody is listening any more.
+        with contextlib.suppress(trio.RunFinishedError):
+            trio.from_thread.run_sync(self._deliver, record, trio_token=self._token)
+
+    def _deliver(self, record: ControlEvent) -> None:  # runs in the trio thread
+        try:
+            self._events.send_nowait(record)
+        except trio.WouldBlock:
+            self.dropped_events += 1
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    # calls ---------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        """We closed (or are closing) this connection on purpose."""
+        return self._closing
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._controller.is_alive()) and not self._closing
+
+    async def command(self, command: str, *, verb: str | None = None) -> list[str]:
+        """Send one command; return the reply lines' text, or raise :class:`TorControlError`.
+
+        ``verb`` names the command in errors instead of the command itself, for
+        commands that carry key material.
+        """
+        name = verb or command.split(" ", 1)[0]
+        reply = await _in_thread(name, functools.partial(self._controller.msg, command))
+        content = [(str(code), str(text)) for code, _divider, text in reply.content()]
+        # 2xx is success (ONION_CLIENT_AUTH_ADD answers 251 when it replaced a key).
+        if not content or not all(code.startswith("2") for code, _ in content):
+            code, detail = content[-1] if content else ("?", "")
+            raise TorControlError(f"{name} refused by tor: {code} {detail}".rstrip())
+        return [text for _, text in content]
+
+    async def get_info(self, key: str) -> str:
+        # GETINFO replies "250-key=value" (or a multi-line "250+key=" block).
+        value: Any = await _in_thread(
+            f"GETINFO {key}", functools.partial(self._controller.get_info, key)
+        )
+        return str(value)
+
+    async def process_id(self) -> int | None:
+        with contextlib.suppress(TorControlError):
+            return int(await self.get_info("process/pid"))
+        return None
+
+    async def close(self) -> None:
+        """Close the connection; never raises (tor may be gone already)."""
+        self._closing = True
+        with contextlib.suppress(TorControlError, TorError, OSError):
+            await _in_thread("closing the control connection", self._controller.close)

@@ -1,0 +1,996 @@
+"""The trio-facing tor adapter: launch or attach, publish, authorize, dial, supervise.
+
+Theory of operation
+-------------------
+:func:`open_tor` yields a :class:`Tor` for the lifetime of an ``async with``.
+In *launch mode* (``TorConfig.data_dir``) it starts its own tor with a torrc
+of our making (``ControlPort`` and ``SocksPort`` on 127.0.0.1, ports chosen by
+tor, cookie authentication, ``__OwningControllerProcess``) plus the caller's
+``extra_options``; in *attach mode* (``control_port`` or ``control_socket``)
+it authenticates to a running tor. Either way it waits for bootstrap
+``PROGRESS=100`` and learns tor's SOCKS address from
+``GETINFO net/listeners/socks``. On exit it removes the onion services and
+client keys it added and, only if it launched tor, stops that tor.
+
+A task owned by the context manager (the *pump*) receives the control events
+that :mod:`onionpost.tor._controller` bridges out of stem's threads and keeps
+the adapter's view current: descriptor uploads per service (``HS_DESC``),
+network liveness, circuit status, and whether the control connection is
+still up. Everything that waits (publish, supervise) waits on that view.
+
+Publishing (control-spec §3.27 ADD_ONION): the service key is the caller's
+ed25519 seed, expanded as tor wants it (:func:`expanded_secret_key`); tor's
+reported ``ServiceID`` must equal the address we derive from the public key,
+else :class:`TorError`. Then we wait until the descriptor uploads have
+*settled*: at least one ``HS_DESC UPLOADED``, no upload still pending, and a
+short quiet time (TOR-TESTNET.md "false 0xF0": a client that connects after
+only the first of ~10 uploads may get 0xF0 although the stream is connected).
+A round in which every upload failed is retried with DEL_ONION + ADD_ONION,
+a bounded number of times.
+
+:meth:`Tor.supervise` is the daemon's long-running task: it notices the
+control connection closing (our launched tor died, or the attached one went
+away) and restores everything (relaunch in the same ``DataDirectory`` or
+reconnect; re-publish every service; re-add every client key) with capped
+exponential backoff and a bounded number of attempts; it republishes a
+service whose uploads all failed; it reports :class:`TorStatus` changes on
+the channel from :meth:`Tor.events`.
+
+Limits (everything is bounded) are the module constants below.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import enum
+import ipaddress
+import logging
+import os
+import re
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import trio
+from nacl.bindings import crypto_scalarmult_base, crypto_sign_seed_keypair
+
+from onionpost.errors import ConfigError, DialError, TorControlError, TorError, TorLaunchError
+from onionpost.proto.address import OnionAddress, expanded_secret_key
+from onionpost.tor._controller import (
+    LOOPBACK,
+    ClientStatusEvent,
+    ControlClosed,
+    ControlConnection,
+    ControlEvent,
+    HsDescEvent,
+    LivenessEvent,
+    launch_tor_process,
+)
+from onionpost.tor._dial import socks_dial
+
+__all__ = [
+    "DescriptorState",
+    "OnionService",
+    "ServiceHealth",
+    "Tor",
+    "TorConfig",
+    "TorHealth",
+    "TorState",
+    "TorStatus",
+    "open_tor",
+]
+
+log = logging.getLogger(__name__)
+
+# -- limits ------------------------------------------------------------------
+
+#: Control events buffered between stem's threads and the pump; more are dropped and counted.
+CONTROL_EVENT_BUFFER: Final = 1024
+#: Status changes buffered for :meth:`Tor.events`; more are dropped and counted.
+STATUS_EVENT_BUFFER: Final = 64
+#: Bootstrap to 100 % must happen within this (launch or attach).
+BOOTSTRAP_MAX_SECONDS: Final = 120.0
+BOOTSTRAP_POLL_SECONDS: Final = 0.1
+#: A descriptor round counts as settled after this long without HS_DESC news.
+UPLOAD_QUIET_SECONDS: Final = 0.5
+#: After the first successful upload, stop waiting for stragglers after this.
+UPLOAD_STRAGGLER_SECONDS: Final = 10.0
+#: One ADD_ONION must see an upload outcome within this, or it is retried.
+UPLOAD_ROUND_MAX_SECONDS: Final = 45.0
+#: ADD_ONION attempts for one publish (each a full upload round).
+PUBLISH_ATTEMPTS: Final = 3
+#: Client-authorization keys per service (each is a line in the descriptor).
+MAX_AUTHORIZED_CLIENTS: Final = 256
+#: Relaunch/reconnect: attempts in a row, and the backoff between them.
+RESTART_MAX_ATTEMPTS: Final = 8
+RESTART_BACKOFF_INITIAL_SECONDS: Final = 0.5
+RESTART_BACKOFF_MAX_SECONDS: Final = 30.0
+#: Republishing a service whose uploads all failed, in a row, before giving up on it.
+REPUBLISH_MAX_ATTEMPTS: Final = 5
+#: supervise() looks at the process even without events this often.
+SUPERVISE_POLL_SECONDS: Final = 2.0
+#: Stopping our tor: SIGTERM, then SIGKILL after this.
+STOP_GRACE_SECONDS: Final = 5.0
+#: open_tor's exit cleanup, shielded from cancellation, is bounded by this.
+SHUTDOWN_MAX_SECONDS: Final = 10.0
+
+X25519_KEY_LEN: Final = 32
+ED25519_SEED_LEN: Final = 32
+
+# torrc options open_tor sets itself in launch mode; extra_options may not.
+_RESERVED_OPTIONS: Final = frozenset(
+    name.lower()
+    for name in (
+        "DataDirectory",
+        "ControlPort",
+        "ControlPortWriteToFile",
+        "ControlSocket",
+        "SocksPort",
+        "CookieAuthentication",
+        "CookieAuthFile",
+        "HashedControlPassword",
+        "PidFile",
+        "Log",
+        "__OwningControllerProcess",
+    )
+)
+_CONTROL_PORT_FILE: Final = "control-port"
+_PROGRESS_RE: Final = re.compile(r"\bPROGRESS=(\d{1,3})\b")
+
+
+# -- configuration -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TorConfig:
+    """How to get a tor: launch our own (``data_dir``) or attach to one.
+
+    Exactly one of ``data_dir``, ``control_port`` and ``control_socket``.
+    """
+
+    tor_binary: Path = Path("/usr/bin/tor")  # absolute, never a PATH search
+    data_dir: Path | None = None  # launch mode: our own tor's DataDirectory (0700)
+    control_port: int | None = None  # attach mode: an existing tor's control port on 127.0.0.1
+    control_socket: Path | None = None  # ... or its Unix control socket
+    password: str | None = field(default=None, repr=False)  # attach: password auth, else cookie
+    extra_options: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        modes = [self.data_dir, self.control_port, self.control_socket]
+        if sum(m is not None for m in modes) != 1:
+            raise ConfigError("give exactly one of data_dir, control_port, control_socket")
+        if not self.tor_binary.is_absolute():
+            raise ConfigError("tor_binary must be an absolute path")
+        if self.control_port is not None and not 0 < self.control_port < 65536:
+            raise ConfigError("control_port must be 1 to 65535")
+        if self.data_dir is None:
+            if self.extra_options:
+                raise ConfigError("extra_options apply only when we launch tor (data_dir)")
+        else:
+            if self.password is not None:
+                raise ConfigError("password applies only when attaching to a running tor")
+            for name, value in self.extra_options.items():
+                if name.lower() in _RESERVED_OPTIONS:
+                    raise ConfigError(f"extra_options may not set {name}: open_tor sets it")
+                values = [value] if isinstance(value, str) else list(value)
+                if any("\n" in v or "\r" in v for v in values) or "\n" in name:
+                    raise ConfigError(f"torrc option {name} contains a line break")
+                if name.lower() == "runasdaemon" and values != ["0"]:
+                    raise ConfigError("RunAsDaemon must stay 0: we supervise tor ourselves")
+
+    @property
+    def launches(self) -> bool:
+        return self.data_dir is not None
+
+
+# -- public records ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnionService:
+    """A service published by :meth:`Tor.publish`. Holds no key material."""
+
+    address: OnionAddress
+    virtual_port: int
+    target: tuple[str, int]
+
+
+class DescriptorState(enum.Enum):
+    PUBLISHING = "publishing"  # no upload confirmed in this round yet
+    PUBLISHED = "published"  # at least one HSDir accepted the descriptor
+    FAILED = "failed"  # every upload of the round failed
+
+
+class TorState(enum.Enum):
+    OK = "ok"
+    DEGRADED = "degraded"  # network down, no circuits, a descriptor failed, control lost
+    RESTARTING = "restarting"  # supervise() is relaunching or reconnecting
+    FAILED = "failed"  # supervise() gave up
+
+
+@dataclass(frozen=True)
+class TorStatus:
+    """One change of :class:`TorState`, with a short human-readable reason."""
+
+    state: TorState
+    detail: str
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    address: OnionAddress
+    descriptor: DescriptorState
+    uploads_ok: int
+    uploads_failed: int
+    authorized_clients: int
+
+
+@dataclass(frozen=True)
+class TorHealth:
+    state: TorState
+    detail: str
+    control_connected: bool
+    bootstrap_progress: int | None  # 0-100, None when tor cannot be asked
+    network_live: bool | None  # GETINFO network-liveness; None when unknown
+    services: tuple[ServiceHealth, ...]
+    restarts: int
+    dropped_events: int
+
+
+# -- internal state ------------------------------------------------------------
+
+
+@dataclass
+class _Uploads:
+    """Descriptor uploads of one service in the current round (HS_DESC events)."""
+
+    pending: Counter[str] = field(default_factory=Counter)
+    uploaded: int = 0
+    failed: int = 0
+    first_success: float | None = None
+    last_change: float = 0.0
+
+    def reset(self, now: float) -> None:
+        self.pending.clear()
+        self.uploaded = 0
+        self.failed = 0
+        self.first_success = None
+        self.last_change = now
+
+    def update(self, event: HsDescEvent, now: float) -> None:
+        # Tor re-uploads at every time period and when the HSDir set changes:
+        # an UPLOAD after a settled round starts a new round.
+        if (
+            event.action == "UPLOAD"
+            and not self.pending
+            and (self.uploaded or self.failed)
+            and now - self.last_change > UPLOAD_QUIET_SECONDS
+        ):
+            self.reset(now)
+        if event.action == "UPLOAD":
+            self.pending[event.directory] += 1
+        elif event.action in ("UPLOADED", "FAILED"):
+            if self.pending[event.directory] > 0:
+                self.pending[event.directory] -= 1
+            if self.pending[event.directory] <= 0:
+                del self.pending[event.directory]
+            if event.action == "UPLOADED":
+                self.uploaded += 1
+                if self.first_success is None:
+                    self.first_success = now
+            else:
+                self.failed += 1
+        else:
+            return
+        self.last_change = now
+
+    def state(self) -> DescriptorState:
+        if self.uploaded:
+            return DescriptorState.PUBLISHED
+        if self.failed and not self.pending:
+            return DescriptorState.FAILED
+        return DescriptorState.PUBLISHING
+
+    def settled(self, now: float) -> bool:
+        if not self.uploaded or self.first_success is None:
+            return False
+        if now - self.first_success >= UPLOAD_STRAGGLER_SECONDS:
+            return True
+        return not self.pending and now - self.last_change >= UPLOAD_QUIET_SECONDS
+
+    def all_failed(self, now: float) -> bool:
+        return (
+            not self.uploaded
+            and self.failed > 0
+            and not self.pending
+            and now - self.last_change >= UPLOAD_QUIET_SECONDS
+        )
+
+
+@dataclass(eq=False)
+class _Service:
+    seed: bytes = field(repr=False)
+    address: OnionAddress
+    virtual_port: int
+    target: tuple[str, int]
+    clients: tuple[bytes, ...]
+    uploads: _Uploads = field(default_factory=_Uploads)
+    republish_failures: int = 0
+
+    def add_onion_command(self) -> str:
+        # control-spec §3.27: ADD_ONION KeyType:KeyBlob [Flags=...] Port=Virt,Target
+        # [ClientAuthV3=...]*; V3Auth is required with client keys (TOR-TESTNET.md).
+        # Client authorization is always on. With no client, the descriptor is
+        # encrypted to a throwaway key whose private half nobody keeps, so "no
+        # authorized clients" means nobody can connect, never "anyone can".
+        clients = self.clients or (crypto_scalarmult_base(os.urandom(X25519_KEY_LEN)),)
+        key = base64.b64encode(expanded_secret_key(self.seed)).decode("ascii")
+        host, port = self.target
+        parts = [
+            f"ADD_ONION ED25519-V3:{key}",
+            "Flags=V3Auth",
+            f"Port={self.virtual_port},{host}:{port}",
+        ]
+        # The x25519 public key in unpadded base32, as in a client's .auth file.
+        parts.extend(
+            "ClientAuthV3=" + base64.b32encode(k).decode("ascii").rstrip("=").lower()
+            for k in clients
+        )
+        return " ".join(parts)
+
+
+def _check_x25519(key: bytes, what: str) -> bytes:
+    if not isinstance(key, bytes) or len(key) != X25519_KEY_LEN:
+        raise ConfigError(f"{what} must be {X25519_KEY_LEN} bytes of x25519 key")
+    return key
+
+
+def _check_loopback_target(target: tuple[str, int]) -> tuple[str, int]:
+    try:
+        host, port = target
+        loopback = ipaddress.ip_address(host).is_loopback
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("target must be (IP address, port) on the loopback interface") from exc
+    if not loopback or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError("target must be (IP address, port) on the loopback interface")
+    return (host, port)
+
+
+def _check_port(port: int, what: str) -> int:
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{what} must be 1 to 65535")
+    return port
+
+
+# -- filesystem helpers (run in a worker thread) ------------------------------
+
+
+def _prepare_data_dir(data_dir: Path) -> None:
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # tor refuses a DataDirectory that others can read (TOR-TESTNET.md).
+    os.chmod(data_dir, 0o700)
+    (data_dir / _CONTROL_PORT_FILE).unlink(missing_ok=True)
+
+
+def _read_control_port(data_dir: Path) -> int:
+    # ControlPortWriteToFile writes "PORT=127.0.0.1:40425".
+    text = (data_dir / _CONTROL_PORT_FILE).read_text(encoding="ascii", errors="replace")
+    match = re.search(r"PORT=127\.0\.0\.1:(\d{1,5})", text)
+    if match is None:
+        raise TorLaunchError("tor did not report a control port on 127.0.0.1")
+    return int(match.group(1))
+
+
+def _log_tail(data_dir: Path, lines: int = 8) -> str:
+    try:
+        text = (data_dir / "notice.log").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _check_binary(tor_binary: Path) -> None:
+    if not tor_binary.exists():
+        raise TorLaunchError(f"tor binary {tor_binary} does not exist")
+    if not tor_binary.is_file() or not os.access(tor_binary, os.X_OK):
+        raise TorLaunchError(f"tor binary {tor_binary} is not an executable file")
+
+
+def _parse_socks_listener(value: str) -> tuple[str, int]:
+    # GETINFO net/listeners/socks: space-separated quoted entries, e.g. "127.0.0.1:9050".
+    for entry in value.split():
+        host, _, port = entry.strip('"').rpartition(":")
+        if host == LOOPBACK and port.isdigit():
+            return (LOOPBACK, int(port))
+    raise TorError("tor has no SOCKS listener on 127.0.0.1")
+
+
+# -- the adapter -------------------------------------------------------------
+
+
+class Tor:
+    """A tor we launched or attached to. Get one from :func:`open_tor`."""
+
+    def __init__(
+        self,
+        config: TorConfig,
+        raw_events: trio.MemorySendChannel[ControlEvent],
+        status_send: trio.MemorySendChannel[TorStatus],
+        status_receive: trio.MemoryReceiveChannel[TorStatus],
+    ) -> None:
+        self._config = config
+        self._raw_events = raw_events
+        self._status_send = status_send
+        self._status_receive = status_receive
+        self._conn: ControlConnection | None = None
+        self._generation = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._socks: tuple[str, int] | None = None
+        self._services: dict[str, _Service] = {}
+        self._client_auth: dict[str, bytes] = {}
+        self._lock = trio.Lock()  # serializes changes to services, client auth, restarts
+        self._changed = trio.Event()  # set (and replaced) whenever the view changes
+        self._network_live: bool | None = None
+        self._circuits_ok: bool | None = None
+        self._control_lost = False
+        self._restarting = False
+        self._failed = False
+        self._closed = False
+        self._restarts = 0
+        self._dropped_status = 0
+        self._dropped_before = 0  # dropped control events of earlier connections
+        self._last_status: TorStatus | None = None
+
+    def __repr__(self) -> str:
+        mode = "launched" if self._config.launches else "attached"
+        return f"<Tor {mode} socks={self._socks} services={len(self._services)}>"
+
+    # -- properties ----------------------------------------------------------------
+
+    @property
+    def socks_address(self) -> tuple[str, int]:
+        """tor's SOCKS listener; it may change after supervise() relaunches tor."""
+        if self._socks is None:
+            raise TorError("tor is not running")
+        return self._socks
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the tor we launched, or None in attach mode."""
+        return None if self._process is None else self._process.pid
+
+    def events(self) -> trio.MemoryReceiveChannel[TorStatus]:
+        """Status changes (ok / degraded / restarting / failed), for one consumer.
+
+        The channel is bounded; when nobody reads it, changes are dropped and
+        counted in :attr:`TorHealth.dropped_events`.
+        """
+        return self._status_receive
+
+    # -- start and stop ----------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Launch or attach, authenticate, wait for bootstrap, find the SOCKS port."""
+        self._generation += 1
+        if self._config.launches:
+            conn = await self._launch()
+        else:
+            conn = await ControlConnection.open(
+                port=self._config.control_port,
+                socket_path=self._config.control_socket,
+                password=self._config.password,
+                generation=self._generation,
+                events=self._raw_events.clone(),
+            )
+        self._conn = conn
+        try:
+            await self._await_bootstrap(conn)
+            self._socks = _parse_socks_listener(await conn.get_info("net/listeners/socks"))
+            live = await conn.get_info("network-liveness")
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._drop_connection()
+            raise
+        self._network_live = live.strip() == "up"
+        self._circuits_ok = None
+        self._control_lost = False
+
+    async def _launch(self) -> ControlConnection:
+        data_dir = self._config.data_dir
+        assert data_dir is not None
+        data_dir = data_dir.absolute()
+        await trio.to_thread.run_sync(_check_binary, self._config.tor_binary)
+        await trio.to_thread.run_sync(_prepare_data_dir, data_dir)
+        options: dict[str, str | Sequence[str]] = {
+            "DataDirectory": str(data_dir),
+            "ControlPort": f"{LOOPBACK}:auto",
+            "ControlPortWriteToFile": str(data_dir / _CONTROL_PORT_FILE),
+            # ExtendedErrors: onion failures get their own SOCKS codes (prop 304).
+            "SocksPort": f"{LOOPBACK}:auto ExtendedErrors",
+            "CookieAuthentication": "1",
+            "PidFile": str(data_dir / "tor.pid"),
+            "Log": [f"notice file {data_dir / 'notice.log'}"],
+            "ClientOnly": "1",
+            "RunAsDaemon": "0",
+        }
+        options.update(self._config.extra_options)
+        self._process = await launch_tor_process(self._config.tor_binary, options)
+        try:
+            port = await trio.to_thread.run_sync(_read_control_port, data_dir)
+            return await ControlConnection.open(
+                port=port,
+                socket_path=None,
+                password=None,
+                generation=self._generation,
+                events=self._raw_events.clone(),
+            )
+        except (OSError, TorError) as exc:
+            with trio.CancelScope(shield=True):
+                await self._stop_process()
+            if isinstance(exc, TorLaunchError):
+                raise
+            raise TorLaunchError(f"our tor started but cannot be controlled: {exc}") from exc
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._stop_process()
+            raise
+
+    async def _await_bootstrap(self, conn: ControlConnection) -> None:
+        # GETINFO status/bootstrap-phase: "NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY=..."
+        rounds = int(BOOTSTRAP_MAX_SECONDS / BOOTSTRAP_POLL_SECONDS)
+        progress = 0
+        for _ in range(rounds):
+            if self._process is not None and self._process.poll() is not None:
+                raise TorLaunchError(self._died_message("while bootstrapping"))
+            phase = await conn.get_info("status/bootstrap-phase")
+            match = _PROGRESS_RE.search(phase)
+            progress = int(match.group(1)) if match else 0
+            if progress >= 100:
+                return
+            await trio.sleep(BOOTSTRAP_POLL_SECONDS)
+        error = TorLaunchError if self._config.launches else TorError
+        raise error(f"tor did not bootstrap within {BOOTSTRAP_MAX_SECONDS:.0f} s ({progress} %)")
+
+    def _died_message(self, when: str) -> str:
+        code = None if self._process is None else self._process.returncode
+        tail = "" if self._config.data_dir is None else _log_tail(self._config.data_dir)
+        return f"our tor exited {when} (status {code})" + (
+            f"; its log ends:\n{tail}" if tail else ""
+        )
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._dropped_before += conn.dropped_events
+            await conn.close()
+        if self._config.launches:
+            await self._stop_process()
+        self._socks = None
+
+    async def _stop_process(self) -> None:
+        """SIGTERM our tor, SIGKILL it after a grace period; reap it. Never raises."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(STOP_GRACE_SECONDS):
+                await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await trio.to_thread.run_sync(process.wait)
+        self._process = None
+
+    async def _shutdown(self) -> None:
+        """Remove what we added; stop our tor if we launched it. Never raises."""
+        self._closed = True
+        self._wake()
+        conn = self._conn
+        if conn is not None and conn.alive:
+            for service_id in list(self._services):
+                with contextlib.suppress(TorError):
+                    await conn.command(f"DEL_ONION {service_id}")
+            if not self._config.launches:
+                for service_id in list(self._client_auth):
+                    with contextlib.suppress(TorError):
+                        await conn.command(f"ONION_CLIENT_AUTH_REMOVE {service_id}")
+        self._services.clear()
+        self._client_auth.clear()
+        await self._drop_connection()
+
+    # -- the pump: control events -> our view -----------------------------------
+
+    async def _pump(self, receive: trio.MemoryReceiveChannel[ControlEvent]) -> None:
+        async with receive:
+            async for event in receive:
+                self._apply(event)
+                self._wake()
+                self._report()
+
+    def _apply(self, event: ControlEvent) -> None:
+        if event.generation != self._generation:
+            return  # from a connection we have already replaced
+        now = trio.current_time()
+        if isinstance(event, HsDescEvent):
+            service = self._services.get(event.service_id)
+            if service is not None:
+                service.uploads.update(event, now)
+        elif isinstance(event, LivenessEvent):
+            self._network_live = event.up
+        elif isinstance(event, ClientStatusEvent):
+            if event.action == "CIRCUIT_ESTABLISHED":
+                self._circuits_ok = True
+            elif event.action == "CIRCUIT_NOT_ESTABLISHED":
+                self._circuits_ok = False
+        elif isinstance(event, ControlClosed):
+            conn = self._conn
+            if conn is not None and not conn.closing and not self._closed:
+                self._control_lost = True
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _wait_for_change(self, seconds: float) -> None:
+        with trio.move_on_after(seconds):
+            await self._changed.wait()
+
+    def _state(self) -> TorStatus:
+        if self._failed:
+            return TorStatus(TorState.FAILED, "tor could not be restarted")
+        if self._restarting:
+            what = "relaunching tor" if self._config.launches else "reconnecting to tor"
+            return TorStatus(TorState.RESTARTING, what)
+        if self._control_lost:
+            return TorStatus(TorState.DEGRADED, "lost the control connection to tor")
+        if self._network_live is False:
+            return TorStatus(TorState.DEGRADED, "tor reports the network down")
+        if self._circuits_ok is False:
+            return TorStatus(TorState.DEGRADED, "tor cannot build circuits")
+        failed = [s for s in self._services.values() if s.uploads.state() is DescriptorState.FAILED]
+        if failed:
+            return TorStatus(TorState.DEGRADED, f"{len(failed)} descriptor upload(s) failed")
+        return TorStatus(TorState.OK, "tor is up")
+
+    def _report(self) -> None:
+        status = self._state()
+        if status == self._last_status:
+            return
+        self._last_status = status
+        try:
+            self._status_send.send_nowait(status)
+        except trio.WouldBlock:
+            self._dropped_status += 1
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    def _connection(self) -> ControlConnection:
+        conn = self._conn
+        if conn is None or self._control_lost or not conn.alive:
+            raise TorControlError("no control connection to tor (it may be restarting)")
+        return conn
+
+    # -- onion services ------------------------------------------------------------
+
+    async def publish(
+        self,
+        identity_seed: bytes,
+        *,
+        virtual_port: int,
+        target: tuple[str, int],
+        authorized_clients: Sequence[bytes],
+    ) -> OnionService:
+        """Publish the onion service whose ed25519 identity seed is ``identity_seed``.
+
+        Connections to ``virtual_port`` reach ``target`` (on 127.0.0.1). With
+        ``authorized_clients`` (x25519 public keys), only clients holding a
+        matching private key can even fetch the descriptor (rend-spec-v3
+        §2.5.1.2, client authorization). Returns once the descriptor uploads
+        have settled; raises :class:`TorError` if they keep failing.
+        """
+        if not isinstance(identity_seed, bytes) or len(identity_seed) != ED25519_SEED_LEN:
+            raise ConfigError(f"identity_seed must be {ED25519_SEED_LEN} bytes")
+        _check_port(virtual_port, "virtual_port")
+        target = _check_loopback_target(target)
+        clients = self._check_clients(authorized_clients)
+        public_key, _ = crypto_sign_seed_keypair(identity_seed)
+        address = OnionAddress.from_public_key(public_key)
+        async with self._lock:
+            if address.service_id in self._services:
+                raise ConfigError(f"{address} is already published")
+            service = _Service(identity_seed, address, virtual_port, target, clients)
+            self._services[address.service_id] = service
+            try:
+                await self._add_onion(service)
+            except BaseException:
+                del self._services[address.service_id]
+                self._report()
+                raise
+        return OnionService(address, virtual_port, target)
+
+    def _check_clients(self, keys: Sequence[bytes]) -> tuple[bytes, ...]:
+        if isinstance(keys, bytes | str):
+            raise ConfigError("authorized_clients is a sequence of keys")
+        if len(keys) > MAX_AUTHORIZED_CLIENTS:
+            raise ConfigError(f"at most {MAX_AUTHORIZED_CLIENTS} authorized clients")
+        checked = tuple(_check_x25519(k, "an authorized client key") for k in keys)
+        if len(set(checked)) != len(checked):
+            raise ConfigError("authorized_clients has duplicates")
+        return checked
+
+    async def set_authorized_clients(self, service: OnionService, keys: Sequence[bytes]) -> None:
+        """Replace the service's authorized client keys (DEL_ONION + ADD_ONION).
+
+        A client that lost its authorization cannot fetch the new descriptor;
+        its next dial fails once its cached descriptor's introduction points
+        stop answering, which they do at once since the old ones are closed.
+        """
+        clients = self._check_clients(keys)
+        async with self._lock:
+            record = self._services.get(service.address.service_id)
+            if record is None:
+                raise ConfigError(f"{service.address} is not published here")
+            conn = self._connection()
+            revoked = not set(record.clients) <= set(clients)
+            await conn.command(f"DEL_ONION {record.address.service_id}")
+            if revoked:
+                # DEL_ONION leaves rendezvous circuits up, and the re-added
+                # service (same key) would keep serving them: a revoked client
+                # could go on opening streams. Circuits carry no client
+                # identity, so all of this service's circuits go.
+                await self._close_service_circuits(conn, record.address.service_id)
+            record.clients = clients
+            await self._add_onion(record)
+
+    async def _close_service_circuits(self, conn: ControlConnection, service_id: str) -> None:
+        # GETINFO circuit-status (control-spec §4.1.1 CIRC syntax), one circuit a line:
+        #   12 BUILT $A~a,$B~b PURPOSE=HS_SERVICE_REND HS_STATE=HSSR_JOINED REND_QUERY=<id> ...
+        status = await conn.get_info("circuit-status")
+        for line in status.splitlines():
+            fields = line.split()
+            if not fields or not fields[0].isdigit():
+                continue
+            if f"REND_QUERY={service_id}" in fields and any(
+                f.startswith("PURPOSE=HS_SERVICE") for f in fields
+            ):
+                with contextlib.suppress(TorControlError):  # it may close by itself meanwhile
+                    await conn.command(f"CLOSECIRCUIT {fields[0]}")
+
+    async def _add_onion(self, service: _Service) -> None:
+        """ADD_ONION and wait for the uploads to settle; retry rounds that all failed."""
+        last_problem = "no descriptor upload was confirmed"
+        for attempt in range(PUBLISH_ATTEMPTS):
+            conn = self._connection()
+            service.uploads.reset(trio.current_time())
+            if attempt:
+                with contextlib.suppress(TorControlError):
+                    await conn.command(f"DEL_ONION {service.address.service_id}")
+            lines = await conn.command(service.add_onion_command(), verb="ADD_ONION")
+            reported = next(
+                (line.split("=", 1)[1] for line in lines if line.startswith("ServiceID=")), None
+            )
+            if reported != service.address.service_id:
+                if reported is not None:
+                    with contextlib.suppress(TorControlError):
+                        await conn.command(f"DEL_ONION {reported}")
+                raise TorError(
+                    f"tor published {reported}.onion, not {service.address} that the key implies"
+                )
+            if await self._await_uploads(service):
+                service.republish_failures = 0
+                return
+            last_problem = f"all {service.uploads.failed} descriptor uploads failed"
+            log.info("%s: %s (attempt %d)", service.address, last_problem, attempt + 1)
+        raise TorError(f"could not publish {service.address}: {last_problem}")
+
+    async def _await_uploads(self, service: _Service) -> bool:
+        """True once uploads settled with a success; False if the round failed or stalled."""
+        uploads = service.uploads
+        deadline = trio.current_time() + UPLOAD_ROUND_MAX_SECONDS
+        # Bounded: each pass waits for a change or UPLOAD_QUIET_SECONDS, until the deadline.
+        while True:
+            self._connection()  # raises if the control connection went away meanwhile
+            now = trio.current_time()
+            if uploads.settled(now):
+                return True
+            if uploads.all_failed(now):
+                return False
+            if now >= deadline:
+                return uploads.uploaded > 0
+            await self._wait_for_change(min(UPLOAD_QUIET_SECONDS, deadline - now))
+
+    # -- client authorization (our side as a client) -------------------------------
+
+    async def add_client_auth(self, address: OnionAddress, private_key: bytes) -> None:
+        """Give tor our x25519 private key for ``address`` (ONION_CLIENT_AUTH_ADD).
+
+        control-spec §3.30: ``ONION_CLIENT_AUTH_ADD <id> x25519:<base64 key>``.
+        Kept in memory only (no ``Permanent`` flag); re-added after a restart.
+        """
+        if not isinstance(address, OnionAddress):
+            raise ConfigError("address must be an OnionAddress")
+        key = _check_x25519(private_key, "a client authorization private key")
+        blob = base64.b64encode(key).decode("ascii")
+        async with self._lock:
+            conn = self._connection()
+            await conn.command(
+                f"ONION_CLIENT_AUTH_ADD {address.service_id} x25519:{blob}",
+                verb="ONION_CLIENT_AUTH_ADD",
+            )
+            self._client_auth[address.service_id] = key
+
+    async def remove_client_auth(self, address: OnionAddress) -> None:
+        """Forget our client key for ``address`` (ONION_CLIENT_AUTH_REMOVE)."""
+        async with self._lock:
+            self._client_auth.pop(address.service_id, None)
+            conn = self._connection()
+            await conn.command(f"ONION_CLIENT_AUTH_REMOVE {address.service_id}")
+
+    # -- dialing -------------------------------------------------------------------
+
+    async def dial(
+        self, address: OnionAddress, port: int, *, isolation: str | None = None
+    ) -> trio.SocketStream:
+        """Connect to ``address:port`` through tor (SOCKS5, prop 304 errors).
+
+        Raises :class:`DialError` whose ``reason`` says why (see
+        :mod:`onionpost.tor`). No deadline of its own: an offline service can
+        keep a connect waiting for a minute or more, so callers use
+        ``trio.fail_after``.
+        """
+        if not isinstance(address, OnionAddress):
+            raise ConfigError("address must be an OnionAddress")
+        _check_port(port, "port")
+        socks = self._socks
+        if socks is None:
+            raise DialError("tor is not running", reason="proxy-unreachable")
+        return await socks_dial(socks, address.hostname, port, isolation=isolation)
+
+    # -- health and supervision ------------------------------------------------
+
+    async def health(self) -> TorHealth:
+        """A snapshot: our view, plus bootstrap and liveness asked of tor now."""
+        progress: int | None = None
+        live: bool | None = None
+        conn = self._conn
+        connected = conn is not None and conn.alive and not self._control_lost
+        if conn is not None and connected:
+            try:
+                match = _PROGRESS_RE.search(await conn.get_info("status/bootstrap-phase"))
+                progress = int(match.group(1)) if match else None
+                live = (await conn.get_info("network-liveness")).strip() == "up"
+            except TorControlError:
+                connected = False
+        status = self._state()
+        services = tuple(
+            ServiceHealth(
+                s.address,
+                s.uploads.state(),
+                s.uploads.uploaded,
+                s.uploads.failed,
+                len(s.clients),
+            )
+            for s in self._services.values()
+        )
+        dropped = self._dropped_status + self._dropped_before
+        if conn is not None:
+            dropped += conn.dropped_events
+        return TorHealth(
+            state=status.state,
+            detail=status.detail,
+            control_connected=connected,
+            bootstrap_progress=progress,
+            network_live=live,
+            services=services,
+            restarts=self._restarts,
+            dropped_events=dropped,
+        )
+
+    async def supervise(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep tor usable; run it in the daemon's nursery. Returns when the Tor closes.
+
+        Raises :class:`TorLaunchError` (launch mode) or :class:`TorControlError`
+        (attach mode) after :data:`RESTART_MAX_ATTEMPTS` failed restarts in a row.
+        """
+        self._report()
+        task_status.started()
+        while not self._closed:
+            if self._process is not None and self._process.poll() is not None:
+                self._control_lost = True
+            if self._control_lost:
+                await self._restore()
+                continue
+            for service in list(self._services.values()):
+                if self._closed or self._control_lost:
+                    break
+                if service.uploads.all_failed(trio.current_time()):
+                    await self._republish(service)
+            await self._wait_for_change(SUPERVISE_POLL_SECONDS)
+
+    async def _republish(self, service: _Service) -> None:
+        if service.republish_failures >= REPUBLISH_MAX_ATTEMPTS:
+            return  # left FAILED; health() and the status say so
+        async with self._lock:
+            if self._services.get(service.address.service_id) is not service:
+                return
+            try:
+                await self._add_onion(service)
+            except TorError as exc:
+                service.republish_failures += 1
+                log.warning("republishing %s failed: %s", service.address, exc)
+                await trio.sleep(min(2.0**service.republish_failures, RESTART_BACKOFF_MAX_SECONDS))
+        self._report()
+
+    async def _restore(self) -> None:
+        """Relaunch or reconnect, then re-publish and re-authorize everything."""
+        self._restarting = True
+        self._report()
+        delay = RESTART_BACKOFF_INITIAL_SECONDS
+        problem: Exception | None = None
+        async with self._lock:
+            for attempt in range(RESTART_MAX_ATTEMPTS):
+                if self._closed:
+                    return
+                await self._drop_connection()
+                try:
+                    with trio.fail_after(BOOTSTRAP_MAX_SECONDS + 30):
+                        await self._start()
+                        for service in self._services.values():
+                            await self._add_onion(service)
+                        conn = self._connection()
+                        for service_id, key in self._client_auth.items():
+                            blob = base64.b64encode(key).decode("ascii")
+                            await conn.command(
+                                f"ONION_CLIENT_AUTH_ADD {service_id} x25519:{blob}",
+                                verb="ONION_CLIENT_AUTH_ADD",
+                            )
+                except (TorError, trio.TooSlowError) as exc:
+                    problem = exc
+                    log.warning("restoring tor failed (attempt %d): %s", attempt + 1, exc)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, RESTART_BACKOFF_MAX_SECONDS)
+                    continue
+                self._restarts += 1
+                self._restarting = False
+                self._report()
+                return
+            self._restarting = False
+            self._failed = True
+            self._report()
+        error = TorLaunchError if self._config.launches else TorControlError
+        raise error(f"gave up restoring tor after {RESTART_MAX_ATTEMPTS} attempts: {problem}")
+
+
+@asynccontextmanager
+async def open_tor(config: TorConfig) -> AsyncIterator[Tor]:
+    """Launch or attach to tor; yield a ready :class:`Tor`; clean up on exit.
+
+    Raises :class:`TorLaunchError` if our tor cannot start or bootstrap,
+    :class:`TorControlError` if the control port refuses us, :class:`TorError`
+    otherwise. Exit removes our services and client keys and stops our tor;
+    that cleanup is shielded from cancellation and bounded in time.
+    """
+    raw_send, raw_receive = trio.open_memory_channel[ControlEvent](CONTROL_EVENT_BUFFER)
+    status_send, status_receive = trio.open_memory_channel[TorStatus](STATUS_EVENT_BUFFER)
+    tor = Tor(config, raw_send, status_send, status_receive)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tor._pump, raw_receive)
+        try:
+            await tor._start()
+            tor._report()
+            yield tor
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_MAX_SECONDS):
+                await tor._shutdown()
+            await status_send.aclose()
+            nursery.cancel_scope.cancel()
