@@ -328,12 +328,6 @@ def test_handshake_is_spent_after_a_write_fails_on_what_the_peer_sent(
     assert not pair.responder.complete
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a failed read_message, HandshakeState.remote_static still returns the "
-    "static key the peer only claimed in the rejected message (decrypted from 's' before "
-    "'se' and the payload tag failed); it should be refused like every other use",
-)
 def test_failed_read_does_not_reveal_an_unproven_remote_static() -> None:
     # An impostor announces the victim's public key without its private key:
     # "s" decrypts, but the responder's "se" differs from the impostor's.

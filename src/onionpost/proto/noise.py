@@ -397,6 +397,9 @@ class HandshakeState:
 
     @property
     def remote_static(self) -> bytes | None:
+        """The peer's static key. After a failure it was never proven: refused."""
+        if self._result is None and self._position >= len(self._messages):
+            raise LocalProtocolError("the handshake failed", state=self._position)
         return self._rs
 
     @property
@@ -579,3 +582,4 @@ class HandshakeState:
 
     def _fail(self) -> None:
         self._position = len(self._messages)
+        self._rs = None
