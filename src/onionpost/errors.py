@@ -7,6 +7,8 @@ caught where they are touched and re-raised as one of these with
 
     OnionpostError
     ├── ConfigError                  bad configuration or arguments given to us
+    │   ├── UnknownContactError      no contact has that name; has .name
+    │   └── NotFoundError            no message or file has that id
     ├── LocalProtocolError           we misused a protocol object (a bug or API misuse)
     │   └── NonceExhaustedError      a CipherState ran out of nonces (Noise §5.1)
     ├── RemoteProtocolError          the peer sent something wrong; carries a CloseCode
@@ -21,7 +23,9 @@ caught where they are touched and re-raised as one of these with
     │   ├── TorControlError          the control connection failed or refused us
     │   ├── TorLaunchError           our own tor did not start
     │   └── DialError                a SOCKS connect to an onion service failed; has .reason
-    └── StoreError                   the local store is unreadable, locked or corrupt
+    ├── StoreError                   the local store is unreadable, locked or corrupt
+    ├── DaemonNotRunningError        no daemon answers on the local API socket
+    └── ApiError                     the daemon refused a local API request; has .code
 
 Errors carry structured fields (``close_code``, ``state``) rather than only
 text, and their text never contains key material or message contents.
@@ -32,15 +36,18 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "ApiError",
     "AuthenticationError",
     "CloseCode",
     "ConfigError",
+    "DaemonNotRunningError",
     "DecryptError",
     "DialError",
     "FramingError",
     "LocalProtocolError",
     "MessageDecodeError",
     "NonceExhaustedError",
+    "NotFoundError",
     "OnionpostError",
     "RemoteProtocolError",
     "SelfTestError",
@@ -49,6 +56,7 @@ __all__ = [
     "TorError",
     "TorLaunchError",
     "TransportError",
+    "UnknownContactError",
     "VersionError",
 ]
 
@@ -74,6 +82,18 @@ class OnionpostError(Exception):
 
 class ConfigError(OnionpostError):
     """Configuration or arguments given to onionpost are invalid."""
+
+
+class UnknownContactError(ConfigError):
+    """No contact has this name (local API code ``unknown-contact``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown contact {name!r}")
+        self.name = name
+
+
+class NotFoundError(ConfigError):
+    """No message or file has this id (local API code ``not-found``)."""
 
 
 class LocalProtocolError(OnionpostError):
@@ -171,3 +191,24 @@ class DialError(TorError):
 
 class StoreError(OnionpostError):
     """The local store cannot be opened, is locked by another daemon, or is corrupt."""
+
+
+class DaemonNotRunningError(OnionpostError):
+    """No daemon answers on the local API socket of this home."""
+
+    def __init__(
+        self, message: str = "the daemon is not running (start it with 'onionpost daemon')"
+    ) -> None:
+        super().__init__(message)
+
+
+class ApiError(OnionpostError):
+    """The daemon answered a local API request with an error.
+
+    ``code`` is the stable error code (``"unknown-contact"``, ``"bad-request"``,
+    ...; ``protocol-spec/local-api.md``); the text is the daemon's message.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
