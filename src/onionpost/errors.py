@@ -7,6 +7,8 @@ caught where they are touched and re-raised as one of these with
 
     OnionpostError
     ├── ConfigError                  bad configuration or arguments given to us
+    │   ├── UnlockError              wrong passphrase or key file for the secrets file
+    │   ├── CardError                a contact card that is malformed or wrongly signed
     │   ├── UnknownContactError      no contact has that name; has .name
     │   └── NotFoundError            no message or file has that id
     ├── LocalProtocolError           we misused a protocol object (a bug or API misuse)
@@ -24,6 +26,10 @@ caught where they are touched and re-raised as one of these with
     │   ├── TorLaunchError           our own tor did not start
     │   └── DialError                a SOCKS connect to an onion service failed; has .reason
     ├── StoreError                   the local store is unreadable, locked or corrupt
+    │   ├── StoreLockedError         another process has the store open
+    │   ├── NoSpaceError             the disk, or the configured disk budget, is full
+    │   ├── FileTooLargeError        a file is larger than the configured maximum
+    │   └── HashMismatchError        a received file does not match its offered BLAKE2b
     ├── DaemonNotRunningError        no daemon answers on the local API socket
     └── ApiError                     the daemon refused a local API request; has .code
 
@@ -38,20 +44,25 @@ import enum
 __all__ = [
     "ApiError",
     "AuthenticationError",
+    "CardError",
     "CloseCode",
     "ConfigError",
     "DaemonNotRunningError",
     "DecryptError",
     "DialError",
+    "FileTooLargeError",
     "FramingError",
+    "HashMismatchError",
     "LocalProtocolError",
     "MessageDecodeError",
+    "NoSpaceError",
     "NonceExhaustedError",
     "NotFoundError",
     "OnionpostError",
     "RemoteProtocolError",
     "SelfTestError",
     "StoreError",
+    "StoreLockedError",
     "TorControlError",
     "TorError",
     "TorLaunchError",
@@ -94,6 +105,14 @@ class UnknownContactError(ConfigError):
 
 class NotFoundError(ConfigError):
     """No message or file has this id (local API code ``not-found``)."""
+
+
+class UnlockError(ConfigError):
+    """The secrets file did not open: wrong passphrase, wrong key file, or altered."""
+
+
+class CardError(ConfigError):
+    """A contact card is malformed, of an unknown version, or not validly signed."""
 
 
 class LocalProtocolError(OnionpostError):
@@ -191,6 +210,22 @@ class DialError(TorError):
 
 class StoreError(OnionpostError):
     """The local store cannot be opened, is locked by another daemon, or is corrupt."""
+
+
+class StoreLockedError(StoreError):
+    """Another process (another daemon on the same home) holds the store."""
+
+
+class NoSpaceError(StoreError):
+    """The disk is full, or storing this would exceed the configured disk budget."""
+
+
+class FileTooLargeError(StoreError):
+    """A file is larger than the configured maximum file size."""
+
+
+class HashMismatchError(StoreError):
+    """A received file's BLAKE2b-512 differs from the offer's; the data was deleted."""
 
 
 class DaemonNotRunningError(OnionpostError):
