@@ -1,0 +1,400 @@
+"""A test double of the daemon for the local API: the Backend protocol over dicts.
+
+Used by tests/daemon/test_api.py, tests/client/test_client.py and
+tests/cli/test_cli.py (tests/ is on sys.path through tests/conftest.py). It
+keeps its state in plain dicts, raises the same OnionpostError subclasses the
+daemon does, and fans events out exactly as the daemon's hub does: bounded
+channels, a subscriber that falls behind is dropped, never waited for. The
+real end-to-end tests run the daemon itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from onionpost.daemon._api import serve_api
+from onionpost.errors import (
+    CardError,
+    ConfigError,
+    NotFoundError,
+    RemoteProtocolError,
+    StoreError,
+    TorError,
+    UnknownContactError,
+)
+
+JSON = dict[str, Any]
+
+ALICE = "alice2345alice2345alice2345alice2345alice2345alice2345.onion"
+SAFETY = " ".join(f"{i:05d}" for i in range(12))
+
+
+def card_for(name: str) -> str:
+    """A card this double accepts: ``onionpost1:`` and the contact's name."""
+    return f"onionpost1:{name}"
+
+
+def address_for(name: str) -> str:
+    return (name * 56)[:56] + ".onion"
+
+
+class MemoryBackend:
+    """The Backend protocol over dicts (daemon/_backend.py)."""
+
+    def __init__(self, *, subscriber_buffer: int = 64) -> None:
+        self.contacts: dict[str, JSON] = {}
+        self.messages: dict[str, JSON] = {}
+        self.files: dict[str, bytes] = {}
+        self.seq = 0
+        self.next_id = 0
+        self.subscriber_buffer = subscriber_buffer
+        self.subscribers: list[tuple[frozenset[str], trio.MemorySendChannel[JSON]]] = []
+        self.dropped = 0
+        self.calls: list[str] = []
+        self.active = 0
+        self.max_active = 0
+        # A test sets these to steer the next calls.
+        self.hold: trio.Event | None = None  # send_text waits for it
+        self.fail: BaseException | None = None  # status raises it
+        self.whoami_result: Any = None  # whoami returns it instead
+        self.retried: list[str | None] = []
+        self.marked: list[str] = []
+        self.nursery: trio.Nursery | None = None  # for file progress events
+        self.deliver_files = True
+
+    # -- helpers for tests ----------------------------------------------------------
+
+    def _new_id(self) -> str:
+        self.next_id += 1
+        return f"{self.next_id:032x}"
+
+    def _contact(self, name: str) -> JSON:
+        try:
+            return self.contacts[name]
+        except KeyError:
+            raise UnknownContactError(name) from None
+
+    def add(self, name: str) -> None:
+        self.contacts[name] = {
+            "name": name,
+            "address": address_for(name),
+            "added_ms": 1_700_000_000_000,
+            "last_seen_ms": None,
+            "reachable": False,
+        }
+
+    def receive_text(self, contact: str, body: str) -> JSON:
+        self.seq += 1
+        message = {
+            "seq": self.seq,
+            "id": self._new_id(),
+            "contact": contact,
+            "direction": "in",
+            "kind": "text",
+            "created_ms": 1_700_000_000_000 + self.seq,
+            "received_ms": 1_700_000_000_500 + self.seq,
+            "state": "received",
+            "body": body,
+            "content_type": "text/plain",
+        }
+        self.messages[message["id"]] = message
+        self.publish("message", message)
+        return message
+
+    def receive_file(self, contact: str, name: str, data: bytes) -> JSON:
+        self.seq += 1
+        message = {
+            "seq": self.seq,
+            "id": self._new_id(),
+            "contact": contact,
+            "direction": "in",
+            "kind": "file",
+            "created_ms": 1_700_000_000_000 + self.seq,
+            "received_ms": 1_700_000_000_500 + self.seq,
+            "state": "received",
+            "file": {"name": name, "size": len(data), "complete": True},
+        }
+        self.messages[message["id"]] = message
+        self.files[message["id"]] = data
+        self.publish("message", message)
+        return message
+
+    def publish(self, topic: str, data: JSON) -> None:
+        """Never blocks: a subscriber whose channel is full is dropped."""
+        alive = []
+        for topics, channel in self.subscribers:
+            if topic in topics:
+                try:
+                    channel.send_nowait({"event": topic, "data": data})
+                except trio.WouldBlock:
+                    self.dropped += 1
+                    channel.close()
+                    continue
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    channel.close()
+                    continue
+            alive.append((topics, channel))
+        self.subscribers = alive
+
+    def live_subscribers(self) -> int:
+        return sum(
+            1 for _, channel in self.subscribers if channel.statistics().open_receive_channels
+        )
+
+    async def _enter(self, name: str) -> None:
+        self.calls.append(name)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        await trio.lowlevel.checkpoint()
+
+    # -- the Backend protocol -------------------------------------------------------
+
+    async def whoami(self) -> JSON:
+        await self._enter("whoami")
+        self.active -= 1
+        if self.whoami_result is not None:
+            return self.whoami_result  # type: ignore[no-any-return]
+        return {"name": "alice", "address": ALICE, "card": card_for("alice")}
+
+    async def status(self) -> JSON:
+        await self._enter("status")
+        self.active -= 1
+        if self.fail is not None:
+            raise self.fail
+        return {
+            "address": ALICE,
+            "tor": {"state": "ok", "detail": "published"},
+            "outbox_depth": sum(
+                1
+                for m in self.messages.values()
+                if m["direction"] == "out" and m["state"] == "queued"
+            ),
+            "last_delivery_ms": None,
+            "contacts": [
+                {
+                    "name": c["name"],
+                    "address": c["address"],
+                    "reachable": c["reachable"],
+                    "last_seen_ms": c["last_seen_ms"],
+                    "queued": 0,
+                    "last_error": "",
+                }
+                for c in self.contacts.values()
+            ],
+        }
+
+    async def contact_add(self, card: str, name: str | None = None) -> JSON:
+        await self._enter("contact_add")
+        self.active -= 1
+        if not card.startswith("onionpost1:") or len(card) <= len("onionpost1:"):
+            raise CardError("not a contact card: it does not start with 'onionpost1:'")
+        chosen = name or card.split(":", 1)[1]
+        if chosen in self.contacts:
+            raise ConfigError(f"a contact named {chosen!r} exists already")
+        self.add(chosen)
+        return {"name": chosen, "address": address_for(chosen)}
+
+    async def contact_list(self) -> list[JSON]:
+        await self._enter("contact_list")
+        self.active -= 1
+        return list(self.contacts.values())
+
+    async def contact_remove(self, name: str) -> JSON:
+        await self._enter("contact_remove")
+        self.active -= 1
+        contact = self._contact(name)
+        del self.contacts[name]
+        return {"name": name, "address": contact["address"]}
+
+    async def contact_verify(self, name: str) -> JSON:
+        await self._enter("contact_verify")
+        self.active -= 1
+        self._contact(name)
+        return {"name": name, "safety_number": SAFETY}
+
+    async def send_text(self, contact: str, body: str, content_type: str = "text/plain") -> JSON:
+        await self._enter("send_text")
+        try:
+            self._contact(contact)
+            if self.hold is not None:
+                await self.hold.wait()
+            message_id = self._new_id()
+            self.messages[message_id] = {
+                "id": message_id,
+                "contact": contact,
+                "direction": "out",
+                "kind": "text",
+                "created_ms": 1_700_000_000_000,
+                "received_ms": None,
+                "state": "queued",
+                "body": body,
+                "content_type": content_type,
+            }
+            return {"id": message_id, "state": "queued"}
+        finally:
+            self.active -= 1
+
+    async def send_file(self, contact: str, path: str) -> JSON:
+        await self._enter("send_file")
+        self.active -= 1
+        self._contact(contact)
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+        message_id = self._new_id()
+        name = os.path.basename(path)
+        self.messages[message_id] = {
+            "id": message_id,
+            "contact": contact,
+            "direction": "out",
+            "kind": "file",
+            "created_ms": 1_700_000_000_000,
+            "received_ms": None,
+            "state": "queued",
+            "file": {"name": name, "size": size, "complete": True},
+        }
+        if self.nursery is not None:
+            self.nursery.start_soon(self._deliver_file, message_id, size)
+        return {"id": message_id, "name": name, "size": size, "state": "queued"}
+
+    async def _deliver_file(self, message_id: str, size: int) -> None:
+        await trio.sleep(0.05)
+        self.publish("state", {"id": message_id, "state": "sent"})
+        step = max(1, size // 4)
+        for sent in range(step, size + step, step):
+            await trio.sleep(0.01)
+            self.publish(
+                "state",
+                {"id": message_id, "state": "sending", "bytes": min(sent, size), "size": size},
+            )
+        if self.deliver_files:
+            self.messages[message_id]["state"] = "delivered"
+            self.publish("state", {"id": message_id, "state": "delivered"})
+        else:
+            self.publish("state", {"id": message_id, "state": "refused", "reason": 3})
+
+    async def inbox(self, after: int = 0, limit: int = 100) -> list[JSON]:
+        await self._enter("inbox")
+        self.active -= 1
+        incoming = sorted(
+            (m for m in self.messages.values() if m["direction"] == "in" and m["seq"] > after),
+            key=lambda m: m["seq"],
+        )
+        return incoming[:limit]
+
+    async def message(self, id: str) -> JSON:
+        await self._enter("message")
+        self.active -= 1
+        try:
+            return self.messages[id]
+        except KeyError:
+            raise NotFoundError(f"no message {id}") from None
+
+    async def mark_read(self, ids: list[str]) -> JSON:
+        await self._enter("mark_read")
+        self.active -= 1
+        self.marked.extend(ids)
+        return {"marked": len(ids)}
+
+    async def export_file(self, id: str, dest: str) -> JSON:
+        await self._enter("export_file")
+        self.active -= 1
+        if id not in self.files:
+            raise NotFoundError(f"no file {id}")
+        Path(dest).write_bytes(self.files[id])
+        return {"path": dest, "size": len(self.files[id])}
+
+    async def retry(self, contact: str | None = None) -> JSON:
+        await self._enter("retry")
+        self.active -= 1
+        if contact is not None:
+            self._contact(contact)
+        self.retried.append(contact)
+        return {"contacts": 1 if contact is not None else len(self.contacts)}
+
+    def subscribe(self, topics: list[str]) -> trio.MemoryReceiveChannel[JSON]:
+        self.calls.append("subscribe")
+        send, receive = trio.open_memory_channel[JSON](self.subscriber_buffer)
+        self.subscribers.append((frozenset(topics), send))
+        return receive
+
+
+# Errors the double raises from ``status`` when a test sets ``fail``, by expected code.
+ERRORS_BY_CODE: dict[str, BaseException] = {
+    "unknown-contact": UnknownContactError("zed"),
+    "bad-card": CardError("malformed card: bad signature"),
+    "not-found": NotFoundError("no message 00"),
+    "config": ConfigError("bad setting"),
+    "store": StoreError("the store is locked"),
+    "tor": TorError("tor is not running"),
+    "protocol": RemoteProtocolError("peer misbehaved"),
+}
+
+
+@contextmanager
+def short_tmpdir() -> Iterator[Path]:
+    """A directory whose socket paths fit AF_UNIX's 107 bytes (pytest's tmp_path may not)."""
+    directory = Path(tempfile.mkdtemp(prefix="op-", dir="/tmp"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class ServerThread:
+    """serve_api over a MemoryBackend in its own thread and trio run (for sync tests)."""
+
+    def __init__(self, backend: MemoryBackend, socket_path: Path) -> None:
+        self.backend = backend
+        self.socket_path = socket_path
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._scope: trio.CancelScope | None = None
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:  # reported by __exit__
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as self._scope:
+            async with trio.open_nursery() as nursery:
+                self.backend.nursery = nursery
+                await nursery.start(serve_api, self.backend, self.socket_path)
+                self._ready.set()
+                await trio.sleep_forever()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a sync function in the server's trio thread (e.g. ``backend.publish``)."""
+        assert self._token is not None
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None and self._scope is not None:
+            with suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._scope.cancel, trio_token=self._token)
+        self._thread.join(10)
+        if self._error is not None:
+            raise self._error
