@@ -393,7 +393,11 @@ class Daemon:
             return
         if offset >= offer.size:
             # Already complete (the sender missed our FileComplete): say so again.
-            self._store.finish_file(offer.id, _now_ms())
+            try:
+                self._store.finish_file(offer.id, _now_ms())
+            except StoreError as exc:
+                await channel.send(m.FileReject(offer.id, _reject_reason(exc)))
+                return
             await channel.send(m.FileComplete(offer.id))
             return
         await channel.send(m.FileAccept(offer.id, offset))

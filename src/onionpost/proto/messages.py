@@ -6,7 +6,7 @@ Every record is a msgpack array whose first element is its type tag and
 whose other elements are its fields, in the order of the class's
 ``SCHEMA``. A 200-byte text, on the wire before padding::
 
-    96                       fixarray of 6
+    95                       fixarray of 5
     01                       tag 1 = Text
     c4 10 <16 bytes>         id (bin 8)
     cf 00 00 01 93 ...       created_ms (uint 64)

@@ -359,6 +359,10 @@ class Session:
 
     def _step(self) -> bool:
         state = self._state
+        if state is _S.INITIATOR_IDLE:
+            if self._in:
+                raise RemoteProtocolError("the peer spoke before the handshake started")
+            return False
         if state is _S.RESPONDER_IDLE:
             return self._read_hello()
         if state is _S.AWAIT_RESPONSE:
@@ -496,6 +500,7 @@ class Session:
         well_formed = (
             type(obj) is tuple
             and len(obj) >= 3
+            and type(obj[0]) is int
             and obj[0] == _HANDSHAKE_PAYLOAD_VERSION
             and type(obj[1]) is bytes
             and len(obj[1]) == 32
@@ -534,9 +539,13 @@ class Session:
         direction.count(len(frame))
         (length,) = _U16.unpack_from(plaintext)
         if length > len(plaintext) - 2 or length > MAX_RECORD_SIZE:
-            raise self._bad_record(FramingError("record length past the end of the frame"))
+            raise self._bad_record(
+                FramingError("record length past the end", close_code=CloseCode.PROTOCOL_ERROR)
+            )
         if any(plaintext[2 + length :]):
-            raise self._bad_record(FramingError("non-zero padding"))
+            raise self._bad_record(
+                FramingError("non-zero padding", close_code=CloseCode.PROTOCOL_ERROR)
+            )
         try:
             record = messages.decode(plaintext[2 : 2 + length])
         except MessageDecodeError as exc:
