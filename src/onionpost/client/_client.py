@@ -1,0 +1,338 @@
+"""The client of the daemon's local API: one connection, typed calls.
+
+Theory of operation: :func:`open_client` connects to the daemon's unix
+socket; each :class:`Client` call writes one request line and reads lines
+until the reply with its id (``protocol-spec/local-api.md``). Calls on one
+client are serialized by a lock, so one client may be shared by tasks.
+A subscription is a second connection on which the daemon only sends events.
+
+No call takes a timeout (STYLE 9): wrap it in ``trio.move_on_after`` /
+``trio.fail_after``. A call cancelled while waiting for its reply leaves the
+connection usable (the late reply is skipped by its id); a call cancelled
+while writing its request leaves a partial line behind, so the client refuses
+further calls with :class:`~onionpost.errors.TransportError`.
+
+Errors: :class:`~onionpost.errors.DaemonNotRunningError` when nothing
+listens on the socket; :class:`~onionpost.errors.ApiError` (with ``.code``)
+when the daemon refuses a request; :class:`~onionpost.errors.TransportError`
+when the connection breaks or the daemon sends something malformed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from onionpost._localapi import MAX_REQUEST_LINE, MAX_RESPONSE_LINE, LineReader, encode_line
+from onionpost.client._types import (
+    Contact,
+    ContactRef,
+    Event,
+    Exported,
+    Identity,
+    Message,
+    Queued,
+    SafetyNumber,
+    Status,
+    parse_contact,
+    parse_contact_ref,
+    parse_count,
+    parse_event,
+    parse_exported,
+    parse_identity,
+    parse_message,
+    parse_queued,
+    parse_safety_number,
+    parse_status,
+)
+from onionpost.errors import (
+    ApiError,
+    ConfigError,
+    DaemonNotRunningError,
+    FramingError,
+    TransportError,
+)
+from onionpost.home import Paths, default_home
+
+__all__ = ["Client", "Subscription", "open_client"]
+
+# connect() errors that mean "no daemon here" rather than "something is wrong".
+_NOT_RUNNING = (FileNotFoundError, ConnectionRefusedError, NotADirectoryError)
+
+
+async def _connect(path: Path) -> trio.SocketStream:
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.connect(os.fspath(path))
+    except _NOT_RUNNING as exc:
+        sock.close()
+        raise DaemonNotRunningError() from exc
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise TransportError(f"cannot connect to the daemon at {path}: {reason}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+def _absolute(path: Path | str) -> str:
+    # The daemon's working directory is not ours: paths go out absolute. Only
+    # getcwd() touches the system, which does not block.
+    return os.path.abspath(path)
+
+
+class _Connection:
+    """One socket to the daemon, framed in JSON lines."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.reader = LineReader(stream, MAX_RESPONSE_LINE)
+
+    async def send(self, obj: Any) -> None:
+        try:
+            await self.stream.send_all(encode_line(obj))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportError("lost the connection to the daemon") from exc
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next JSON object from the daemon; None when it closed the connection."""
+        try:
+            line = await self.reader.next_line()
+        except FramingError as exc:
+            raise TransportError(f"the daemon sent a malformed reply ({exc})") from exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TransportError("lost the connection to the daemon") from exc
+        if line is None:
+            return None
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise TransportError("the daemon sent a malformed reply") from exc
+        if not isinstance(message, dict):
+            raise TransportError("the daemon sent a malformed reply")
+        return message
+
+
+def _raise_error(reply: dict[str, Any]) -> None:
+    error = reply["error"]
+    if (
+        not isinstance(error, dict)
+        or not isinstance(error.get("code"), str)
+        or not isinstance(error.get("message"), str)
+    ):
+        raise TransportError("the daemon sent a malformed error")
+    raise ApiError(error["message"], code=error["code"])
+
+
+class Client:
+    """A connection to the daemon's local API; get one from :func:`open_client`."""
+
+    def __init__(self, connection: _Connection, socket_path: Path) -> None:
+        self._connection = connection
+        self._socket_path = socket_path
+        self._lock = trio.Lock()
+        self._next_id = 0
+        self._broken: str | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self._socket_path
+
+    async def _call(self, method: str, **params: Any) -> Any:
+        async with self._lock:
+            if self._broken is not None:
+                raise TransportError(self._broken)
+            self._next_id += 1
+            request_id = self._next_id
+            line = encode_line({"id": request_id, "method": method, "params": params})
+            if len(line) > MAX_REQUEST_LINE:
+                raise ConfigError(f"request too large for the local API ({len(line)} bytes)")
+            try:
+                await self._send_request(line)
+                reply = await self._reply(request_id)
+            except TransportError as exc:
+                self._broken = str(exc)
+                raise
+            except ApiError:
+                # A refusal of the connection itself (id null): the daemon closes it.
+                self._broken = "the daemon refused this connection"
+                raise
+        if "error" in reply:
+            _raise_error(reply)
+        if "result" not in reply:
+            raise TransportError("the daemon sent a malformed reply")
+        return reply["result"]
+
+    async def _reply(self, request_id: int) -> dict[str, Any]:
+        while True:
+            reply = await self._connection.receive()
+            if reply is None:
+                raise TransportError("the daemon closed the connection")
+            if reply.get("id") == request_id:
+                return reply
+            if reply.get("id") is None and "error" in reply:
+                # About the connection, not a request (e.g. "busy").
+                _raise_error(reply)
+            # Otherwise the late reply of a cancelled call: skip it.
+
+    async def _send_request(self, line: bytes) -> None:
+        try:
+            await self._connection.stream.send_all(line)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # The daemon may have said why before it closed (e.g. "busy").
+            await self._raise_parting_error()
+            raise TransportError("lost the connection to the daemon") from exc
+        except BaseException:
+            # Cancelled mid-write: part of a line may be on the wire, and the
+            # daemon would read the next request as its end.
+            self._broken = "a request to the daemon was interrupted; open a new client"
+            raise
+
+    async def _raise_parting_error(self) -> None:
+        try:
+            reply = await self._connection.receive()
+        except TransportError:
+            return
+        if reply is not None and reply.get("id") is None and "error" in reply:
+            _raise_error(reply)
+
+    async def aclose(self) -> None:
+        await self._connection.stream.aclose()
+
+    # -- The API, one method per request (protocol-spec/local-api.md §Methods) ----
+
+    async def whoami(self) -> Identity:
+        return parse_identity(await self._call("whoami"))
+
+    async def status(self) -> Status:
+        return parse_status(await self._call("status"))
+
+    async def add_contact(self, card: str, name: str | None = None) -> ContactRef:
+        return parse_contact_ref(await self._call("contact_add", card=card, name=name))
+
+    async def contacts(self) -> list[Contact]:
+        result = await self._call("contact_list")
+        if not isinstance(result, list):
+            raise TransportError("the daemon sent a malformed contact list")
+        return [parse_contact(item) for item in result]
+
+    async def remove_contact(self, name: str) -> ContactRef:
+        return parse_contact_ref(await self._call("contact_remove", name=name))
+
+    async def verify_contact(self, name: str) -> SafetyNumber:
+        return parse_safety_number(await self._call("contact_verify", name=name))
+
+    async def send_text(
+        self, contact: str, body: str, *, content_type: str = "text/plain"
+    ) -> Queued:
+        """Returns once the daemon has durably queued the message."""
+        result = await self._call(
+            "send_text", contact=contact, body=body, content_type=content_type
+        )
+        return parse_queued(result)
+
+    async def send_file(self, contact: str, path: Path | str) -> Queued:
+        """Returns once the daemon has copied the file into its store, queued."""
+        return parse_queued(await self._call("send_file", contact=contact, path=_absolute(path)))
+
+    async def inbox(self, after: int = 0, limit: int = 100) -> list[Message]:
+        """Incoming messages with ``seq`` greater than ``after``, oldest first."""
+        result = await self._call("inbox", after=after, limit=limit)
+        if not isinstance(result, list):
+            raise TransportError("the daemon sent a malformed inbox")
+        return [parse_message(item) for item in result]
+
+    async def message(self, id: str) -> Message:
+        return parse_message(await self._call("message", id=id))
+
+    async def mark_read(self, ids: Iterable[str]) -> int:
+        return parse_count(await self._call("mark_read", ids=list(ids)), "marked")
+
+    async def export_file(self, id: str, dest: Path | str) -> Exported:
+        """Decrypt a received file to ``dest`` (made absolute here)."""
+        return parse_exported(await self._call("export_file", id=id, dest=_absolute(dest)))
+
+    async def retry(self, contact: str | None = None) -> int:
+        """Retry delivery now, to one contact or all; returns how many were kicked."""
+        return parse_count(await self._call("retry", contact=contact), "contacts")
+
+    @asynccontextmanager
+    async def subscribe(self, topics: Iterable[str]) -> AsyncIterator[Subscription]:
+        """Events of ``topics`` ("message", "state", "peer", "tor") on a new connection.
+
+        ``async for event in subscription`` yields :class:`Event`; it raises
+        :class:`~onionpost.errors.TransportError` if the daemon ends the
+        subscription (it stopped, or this reader fell too far behind).
+        """
+        connection = _Connection(await _connect(self._socket_path))
+        async with connection.stream:
+            await connection.send(
+                {"id": 1, "method": "subscribe", "params": {"topics": list(topics)}}
+            )
+            reply = await connection.receive()
+            if reply is None:
+                raise TransportError("the daemon closed the connection")
+            if "error" in reply:
+                _raise_error(reply)
+            if "result" not in reply:
+                raise TransportError("the daemon sent a malformed reply")
+            yield Subscription(connection)
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Incoming messages as they arrive (a ``message`` subscription), forever.
+
+        Close it promptly with ``contextlib.aclosing`` when you stop early.
+        """
+        async with self.subscribe(["message"]) as events:
+            async for event in events:
+                if event.topic == "message":
+                    yield parse_message(event.data)
+
+
+class Subscription:
+    """The events of one subscription; iterate with ``async for``."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            line = await self._connection.receive()
+            if line is None:
+                raise TransportError(
+                    "the daemon ended the subscription (it stopped, or this reader fell behind)"
+                )
+            if "event" in line:
+                return parse_event(line)
+            if line.get("id") is None and "error" in line:
+                _raise_error(line)
+
+
+@asynccontextmanager
+async def open_client(
+    home: Path | None = None, *, socket_path: Path | None = None
+) -> AsyncIterator[Client]:
+    """Connect to the daemon of ``home`` (default: :func:`onionpost.home.default_home`).
+
+    ``socket_path`` overrides the home's ``run/control.sock``. Raises
+    :class:`~onionpost.errors.DaemonNotRunningError` if no daemon listens.
+    The connection is closed on the way out; exceptions from the body pass
+    through unchanged.
+    """
+    if socket_path is None:
+        socket_path = Paths.for_home(home if home is not None else default_home()).socket
+    connection = _Connection(await _connect(socket_path))
+    async with connection.stream:
+        yield Client(connection, socket_path)

@@ -1,0 +1,376 @@
+"""The client library against the real API server and an in-memory backend."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from localapi_double import SAFETY, MemoryBackend, card_for, short_tmpdir
+from onionpost.client import (
+    ApiError,
+    Client,
+    Contact,
+    ContactRef,
+    DaemonNotRunningError,
+    Event,
+    FileInfo,
+    Identity,
+    Message,
+    Queued,
+    SafetyNumber,
+    StateChange,
+    open_client,
+)
+from onionpost.client._types import parse_state_change
+from onionpost.daemon import _api
+from onionpost.daemon._api import serve_api
+from onionpost.errors import ConfigError, OnionpostError, TransportError
+
+Served = tuple[MemoryBackend, Path]
+
+
+@pytest.fixture
+async def served(nursery: trio.Nursery) -> AsyncIterator[Served]:
+    with short_tmpdir() as home:
+        backend = MemoryBackend()
+        backend.nursery = nursery
+        path = home / "run" / "control.sock"
+        await nursery.start(serve_api, backend, path)
+        yield backend, path
+
+
+@pytest.fixture
+async def client(served: Served) -> AsyncIterator[Client]:
+    async with open_client(socket_path=served[1]) as connected:
+        yield connected
+
+
+async def test_every_call_returns_typed_results(served: Served, client: Client) -> None:
+    backend, _ = served
+    assert await client.whoami() == Identity(
+        "alice", backend.contacts.get("x", {}).get("address", _alice()), card_for("alice")
+    )
+    bob = await client.add_contact(card_for("bob"))
+    assert bob == ContactRef("bob", backend.contacts["bob"]["address"])
+    assert (await client.add_contact(card_for("carol"), name="c")).name == "c"
+    contacts = await client.contacts()
+    assert [type(c) for c in contacts] == [Contact, Contact]
+    assert contacts[0].name == "bob"
+    assert contacts[0].reachable is False
+    assert contacts[0].added_ms == 1_700_000_000_000
+    assert (await client.remove_contact("c")).name == "c"
+
+    verified = await client.verify_contact("bob")
+    assert verified == SafetyNumber("bob", SAFETY)
+    assert verified.groups == tuple(f"{i:05d}" for i in range(12))
+
+    status = await client.status()
+    assert status.tor.state == "ok"
+    assert status.tor.detail == "published"
+    assert [c.name for c in status.contacts] == ["bob"]
+    assert status.outbox_depth == 0
+
+    queued = await client.send_text("bob", "hello", content_type="text/markdown")
+    assert queued == Queued(queued.id, "queued")
+    assert backend.messages[queued.id]["content_type"] == "text/markdown"
+    assert (await client.status()).outbox_depth == 1
+    sent = await client.message(queued.id)
+    assert sent.direction == "out"
+    assert sent.body == "hello"
+    assert sent.seq is None
+
+    incoming = backend.receive_text("bob", "hi alice")
+    got = backend.receive_file("bob", "scan.png", b"\x89PNG")
+    inbox = await client.inbox()
+    assert [m.seq for m in inbox] == [1, 2]
+    assert inbox[0] == Message(
+        id=incoming["id"],
+        contact="bob",
+        kind="text",
+        created_ms=incoming["created_ms"],
+        seq=1,
+        direction="in",
+        body="hi alice",
+        content_type="text/plain",
+        received_ms=incoming["received_ms"],
+        state="received",
+    )
+    assert inbox[1].file == FileInfo("scan.png", 4, complete=True)
+    assert [m.seq for m in await client.inbox(after=1, limit=5)] == [2]
+    assert await client.mark_read([incoming["id"]]) == 1
+    assert await client.retry() == 1
+    assert await client.retry("bob") == 1
+    assert backend.retried == [None, "bob"]
+    with short_tmpdir() as directory:
+        exported = await client.export_file(got["id"], directory / "scan.png")
+        assert exported.size == 4
+        assert Path(exported.path).read_bytes() == b"\x89PNG"
+
+
+def _alice() -> str:
+    from localapi_double import ALICE
+
+    return ALICE
+
+
+async def test_refusals_are_api_errors_with_codes(client: Client) -> None:
+    with pytest.raises(ApiError) as caught:
+        await client.remove_contact("zed")
+    assert caught.value.code == "unknown-contact"
+    assert str(caught.value) == "unknown contact 'zed'"
+    assert isinstance(caught.value, OnionpostError)
+    with pytest.raises(ApiError, match="not a contact card") as bad:
+        await client.add_contact("hello")
+    assert bad.value.code == "bad-card"
+    with pytest.raises(ApiError) as missing:
+        await client.message("00" * 16)
+    assert missing.value.code == "not-found"
+    with pytest.raises(ApiError) as bad_request:
+        await client.message("not hex")
+    assert bad_request.value.code == "bad-request"
+    # The connection is fine after refusals.
+    assert (await client.whoami()).name == "alice"
+
+
+async def test_relative_paths_are_sent_absolute(
+    served: Served, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend, _ = served
+    backend.add("bob")
+    with short_tmpdir() as directory:
+        (directory / "notes.txt").write_text("notes")
+        monkeypatch.chdir(directory)
+        queued = await client.send_file("bob", "notes.txt")
+        assert queued.name == "notes.txt"
+        assert queued.size == 5
+        got = backend.receive_file("bob", "x.bin", b"xyz")
+        exported = await client.export_file(got["id"], "out.bin")
+        assert exported.path == str(directory / "out.bin")
+        assert (directory / "out.bin").read_bytes() == b"xyz"
+
+
+async def test_no_daemon_is_daemon_not_running() -> None:
+    with short_tmpdir() as home:
+        with pytest.raises(DaemonNotRunningError, match="onionpost daemon"):
+            async with open_client(home):
+                pass  # pragma: no cover
+        (home / "run").mkdir()
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(os.fspath(home / "run" / "control.sock"))
+        stale.close()
+        with pytest.raises(DaemonNotRunningError):
+            async with open_client(home):
+                pass  # pragma: no cover
+
+
+async def test_the_default_socket_is_the_homes(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with short_tmpdir() as home:
+        await nursery.start(serve_api, MemoryBackend(), home / "run" / "control.sock")
+        async with open_client(home) as connected:
+            assert connected.socket_path == home / "run" / "control.sock"
+            assert (await connected.whoami()).name == "alice"
+        monkeypatch.setenv("ONIONPOST_HOME", str(home))
+        async with open_client() as connected:
+            assert (await connected.whoami()).name == "alice"
+
+
+async def test_exceptions_from_the_body_pass_through(served: Served) -> None:
+    async def body() -> None:
+        async with open_client(socket_path=served[1]) as connected:
+            await connected.whoami()
+            raise KeyError("mine")
+
+    with pytest.raises(KeyError, match="mine"):
+        await body()
+
+
+async def test_tasks_can_share_one_client(served: Served, client: Client) -> None:
+    served[0].add("bob")
+    results: list[str] = []
+
+    async def work(n: int) -> None:
+        if n % 2:
+            results.append((await client.whoami()).name)
+        else:
+            results.append((await client.send_text("bob", str(n))).state)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(20):
+            nursery.start_soon(work, n)
+    assert sorted(results) == ["alice"] * 10 + ["queued"] * 10
+
+
+async def test_a_call_cancelled_while_waiting_leaves_the_client_usable(
+    served: Served, client: Client
+) -> None:
+    backend, _ = served
+    backend.add("bob")
+    backend.hold = trio.Event()
+    with trio.move_on_after(0.1) as scope:
+        await client.send_text("bob", "slow")
+    assert scope.cancelled_caught
+    backend.hold.set()
+    # The late reply to send_text arrives first and is skipped by its id.
+    assert (await client.whoami()).name == "alice"
+    assert [m["body"] for m in backend.messages.values()] == ["slow"]
+
+
+async def test_a_call_cancelled_while_writing_breaks_the_client(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that takes one request line and then reads no more, so that a
+    # large request fills the socket buffers and its write blocks.
+    monkeypatch.setattr(_api, "MAX_IN_FLIGHT", 0)
+    async with open_client(socket_path=served[1]) as stuck:
+        with trio.move_on_after(0.2):
+            await stuck.whoami()  # written, read, never answered
+        with trio.move_on_after(0.5) as scope:
+            await stuck.send_text("bob", "x" * 900_000)
+        assert scope.cancelled_caught
+        with pytest.raises(TransportError, match="interrupted"):
+            await stuck.whoami()
+
+
+async def test_a_request_too_large_is_refused_before_sending(client: Client) -> None:
+    with pytest.raises(ConfigError, match="too large"):
+        await client.send_text("bob", "x" * (2 * 2**20))
+    assert (await client.whoami()).name == "alice"
+
+
+async def test_the_daemon_going_away_mid_call_is_a_transport_error() -> None:
+    with short_tmpdir() as home:
+        backend = MemoryBackend()
+        backend.add("bob")
+        backend.hold = trio.Event()
+        path = home / "run" / "control.sock"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_api, backend, path)
+            async with open_client(socket_path=path) as connected:
+
+                async def stop_soon() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.cancel_scope.cancel()
+
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(stop_soon)
+                    with pytest.raises(TransportError, match="closed the connection"):
+                        await connected.send_text("bob", "x")
+                with pytest.raises(TransportError):
+                    await connected.whoami()
+
+
+async def test_busy_is_an_api_error(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_api, "MAX_CONNECTIONS", 1)
+    async with open_client(socket_path=served[1]) as first:
+        assert (await first.whoami()).name == "alice"
+        async with open_client(socket_path=served[1]) as second:
+            with pytest.raises(ApiError) as caught:
+                await second.whoami()
+            assert caught.value.code == "busy"
+
+
+# -- Subscriptions ----------------------------------------------------------------------
+
+
+async def test_subscribe_yields_events(served: Served, client: Client) -> None:
+    backend, _ = served
+    async with client.subscribe(["state", "tor"]) as events:
+        backend.publish("message", {"ignored": True})
+        backend.publish("tor", {"state": "ok", "detail": "published"})
+        backend.publish("state", {"id": "ab" * 16, "state": "sending", "bytes": 5, "size": 10})
+        first = await events.__anext__()
+        assert first == Event("tor", {"state": "ok", "detail": "published"})
+        second = await events.__anext__()
+        assert second.topic == "state"
+        assert parse_state_change(second.data) == StateChange("ab" * 16, "sending", 5, 10)
+        # The subscription has its own connection: calls go on meanwhile.
+        assert (await client.whoami()).name == "alice"
+    await trio.testing.wait_all_tasks_blocked()
+    assert backend.live_subscribers() == 0
+
+
+async def test_subscribe_to_an_unknown_topic_is_refused(client: Client) -> None:
+    with pytest.raises(ApiError) as caught:
+        async with client.subscribe(["gossip"]):
+            pass  # pragma: no cover
+    assert caught.value.code == "bad-request"
+
+
+async def test_messages_yields_typed_incoming_messages(served: Served, client: Client) -> None:
+    backend, _ = served
+    received: list[Message] = []
+
+    async def listen(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with aclosing(client.messages()) as messages:
+            task_status.started()
+            async for message in messages:
+                received.append(message)
+                if len(received) == 2:
+                    return
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(listen)
+        await trio.testing.wait_all_tasks_blocked()
+        backend.receive_text("bob", "one")
+        backend.publish("state", {"id": "00", "state": "sent"})
+        backend.receive_file("bob", "two.txt", b"2")
+    assert [m.body for m in received] == ["one", None]
+    assert received[1].file == FileInfo("two.txt", 1, complete=True)
+
+
+async def test_a_subscription_the_daemon_ends_raises(served: Served, client: Client) -> None:
+    backend, _ = served
+    async with client.subscribe(["tor"]) as events:
+        await trio.testing.wait_all_tasks_blocked()
+        for _, channel in backend.subscribers:
+            channel.close()  # as the daemon does to a subscriber that fell behind
+        with pytest.raises(TransportError, match="ended the subscription"):
+            await events.__anext__()
+
+
+# -- A daemon that misbehaves -----------------------------------------------------------
+
+
+async def _fake_daemon(
+    path: Path, reply: bytes, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with listener:
+        await listener.bind(os.fspath(path))
+        listener.listen(1)
+        task_status.started()
+        sock, _ = await listener.accept()
+        async with trio.SocketStream(sock) as stream:
+            await stream.receive_some(65536)
+            await stream.send_all(reply)
+            await trio.sleep_forever()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"not json\n",
+        b"[1]\n",
+        b'{"id": 1}\n',
+        b'{"id": 1, "result": {"name": 5, "address": "a", "card": "c"}}\n',
+        b'{"id": 1, "result": ["no"]}\n',
+        b'{"id": 1, "error": "no"}\n',
+        b'{"id": 1, "error": {"code": 5, "message": "x"}}\n',
+    ],
+)
+async def test_a_malformed_reply_is_a_transport_error(nursery: trio.Nursery, reply: bytes) -> None:
+    with short_tmpdir() as directory:
+        path = directory / "fake.sock"
+        await nursery.start(_fake_daemon, path, reply)
+        async with open_client(socket_path=path) as connected:
+            with pytest.raises(TransportError, match="malformed"):
+                await connected.whoami()
