@@ -176,12 +176,13 @@ def padded(record: bytes, bucket: int = 512, *, length: int | None = None) -> by
 def forge(sender: Session, plaintext: bytes) -> bytes:
     """A frame of ``plaintext`` under ``sender``'s transport key (tests only).
 
-    The sender's rekey counter is not advanced, so keep forged frames well
-    below REKEY_AFTER_MESSAGES.
+    The sender counts it for rekeying as for any message it sends (spec.md §9).
     """
     direction = sender._send
     assert direction is not None, "the sender is not established"
-    return frame(direction.cipher.encrypt_with_ad(b"", plaintext))
+    ciphertext = direction.cipher.encrypt_with_ad(b"", plaintext)
+    direction.count(len(ciphertext))
+    return frame(ciphertext)
 
 
 # -- Deterministic handshakes ---------------------------------------------------------

@@ -165,23 +165,61 @@ def test_wire_tags() -> None:
             FileChunk(ID, U64_MAX, bytes(300)),
             b"\x94\x06\xc4\x10" + ID + b"\xcf" + b"\xff" * 8 + b"\xc5\x01\x2c" + bytes(300),
         ),
-        # Text: fixarray of 5 (tag and 4 fields), tag 1, bin 8 id, uint 64 time,
-        # str 8 body of 200 bytes, fixstr content type.
+        # spec.md §5.2: fixarray of 5 (tag and 4 fields), tag 1, bin 8 id,
+        # uint 64 time, str 8 body of 200 bytes, fixstr content type; 242 bytes.
         (
-            Text(ID, 0x0000_0193_0000_0000, "b" * 200),
-            b"\x95\x01\xc4\x10"
+            Text(ID, 1_800_000_000_000, "b" * 200),
+            bytes.fromhex("95 01 c4 10")
             + ID
-            + b"\xcf\x00\x00\x01\x93\x00\x00\x00\x00"
-            + b"\xd9\xc8"
+            + bytes.fromhex("cf 00 00 01 a3 18 5c 50 00")
+            + bytes.fromhex("d9 c8")
             + b"b" * 200
-            + b"\xaatext/plain",
+            + bytes.fromhex("aa 74 65 78 74 2f 70 6c 61 69 6e"),
         ),
+        (Ping(7), bytes.fromhex("92 0a 07")),
+        (Pong(7), bytes.fromhex("92 0b 07")),
     ],
     ids=lambda v: type(v).__name__ if not isinstance(v, bytes) else "",
 )
 def test_wire_examples(message: object, wire: bytes) -> None:
     assert encode(message) == wire  # type: ignore[arg-type]
     assert decode(wire) == message
+
+
+def test_the_spec_text_example_is_242_bytes() -> None:
+    assert len(encode(Text(ID, 1_800_000_000_000, "b" * 200))) == 242
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        (bytes.fromhex("92 0a cc 05"), Ping(5)),
+        (bytes.fromhex("92 0a cf 00 00 00 00 00 00 00 05"), Ping(5)),
+        (bytes.fromhex("92 0a d0 05"), Ping(5)),  # signed formats, in range
+        (bytes.fromhex("92 0a d3 00 00 00 00 00 00 00 05"), Ping(5)),
+        (bytes.fromhex("dc 00 02 0a 05"), Ping(5)),  # array 16 header
+        (bytes.fromhex("dd 00 00 00 02 0a 05"), Ping(5)),  # array 32 header
+        (bytes.fromhex("93 0c 00 d9 00"), Close(0)),  # str 8 of length 0
+        (bytes.fromhex("93 0c 00 da 00 02") + b"ok", Close(0, "ok")),
+        (bytes.fromhex("92 07 c5 00 10") + ID, FileComplete(ID)),  # bin 16
+        (bytes.fromhex("92 07 c6 00 00 00 10") + ID, FileComplete(ID)),  # bin 32
+    ],
+    ids=lambda v: v.hex() if isinstance(v, bytes) else "",
+)
+def test_non_shortest_encodings_are_accepted(wire: bytes, message: object) -> None:
+    # spec.md §5.1: receivers SHOULD accept them; senders never produce them.
+    assert decode(wire) == message
+    assert encode(message) != wire  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [bytes.fromhex("92 0a d0 fb"), bytes.fromhex("92 0a d3 ff ff ff ff ff ff ff ff")],
+    ids=["int8", "int64"],
+)
+def test_negative_integers_in_signed_formats_are_refused(wire: bytes) -> None:
+    with pytest.raises(MessageDecodeError):
+        decode(wire)
 
 
 def test_defaults() -> None:
@@ -285,10 +323,10 @@ def test_extension_tags_decode_to_unknown_extension(tag: int, fields: tuple) -> 
 @pytest.mark.xfail(
     strict=True,
     raises=pytest.fail.Exception,
-    reason="decode returns UnknownExtension for tags 64..127 before looking at the "
-    "fields, so floats, nil and booleans in an extension record are accepted; the "
-    "module docstring says they are refused wherever they appear (and trailing "
-    "fields of known records are held to that)",
+    reason="spec.md §5.1 and the module docstring: a record containing, anywhere, a "
+    "float, nil or a boolean is refused; decode returns UnknownExtension for tags "
+    "64..127 before looking at the fields, so an extension record holding them is "
+    "silently ignored",
 )
 @pytest.mark.parametrize("value", [1.5, None, True], ids=["float", "nil", "bool"])
 def test_extension_records_hold_only_the_kinds_records_may(value: object) -> None:

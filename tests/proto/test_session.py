@@ -60,7 +60,7 @@ from onionpost.errors import (
     FramingError,
     LocalProtocolError,
     MessageDecodeError,
-    OnionpostError,
+    NonceExhaustedError,
     RemoteProtocolError,
     VersionError,
 )
@@ -71,6 +71,7 @@ from onionpost.limits import (
     REKEY_AFTER_BYTES,
     REKEY_AFTER_MESSAGES,
 )
+from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import CERT_CLOCK_SKEW, CERT_LIFETIME, Identity, StaticKey
 from onionpost.proto.messages import (
     Ack,
@@ -97,6 +98,7 @@ from onionpost.proto.session import (
     Session,
     SessionInput,
     SessionState,
+    prologue,
 )
 
 S = SessionState
@@ -251,7 +253,22 @@ def test_handshake_wire_shape() -> None:
     assert [len(m) for m in split_frames(reply[len(PREAMBLE) :])] == [MESSAGE_2_EMPTY + PAYLOAD_LEN]
     i.receive_data(reply)
     drain(i)
-    assert [len(m) for m in split_frames(i.data_to_send())] == [MESSAGE_3_EMPTY + PAYLOAD_LEN]
+    finish = i.data_to_send()
+    assert [len(m) for m in split_frames(finish)] == [MESSAGE_3_EMPTY + PAYLOAD_LEN]
+    # spec.md §3.10: 1226, 1361 and 217 bytes on the stream; §3.6: 04 c0, 05 47, 00 d7.
+    assert (len(hello), len(reply), len(finish)) == (1226, 1361, 217)
+    assert (hello[8:10], reply[8:10], finish[:2]) == (b"\x04\xc0", b"\x05\x47", b"\x00\xd7")
+
+
+def test_prologue_known_answer() -> None:
+    # spec.md §3.4, for the address whose key is 32 bytes of 42.
+    expected = bytes.fromhex(
+        "6f6e696f6e706f7374 0001 38"
+        "696a626565717363696a626565717363696a626565717363696a626565717363"
+        "696a626565717363696a626565717363696a62657a686964"
+    )
+    assert len(expected) == 68
+    assert prologue(OnionAddress(b"\x42" * 32)) == expected
 
 
 def test_prologue_and_payload_follow_the_spec() -> None:
@@ -282,6 +299,30 @@ def test_responder_payload_is_identity_and_certificate() -> None:
         BOB.public_key,
         BOB_STATIC.certificate.to_bytes(),
     ]
+
+
+def test_records_may_follow_message_3_in_the_same_flight() -> None:
+    # spec.md §3.7 note: the initiator may send records right after message 3.
+    i, r = initiator(), responder()
+    i.receive_data(to_message_2(i, r))
+    drain(i)
+    i.send(text(1))
+    i.send(Ping(3))
+    events = deliver(i, r)
+    assert [type(e) for e in events] == [HandshakeComplete, MessageReceived]
+    assert events[1] == MessageReceived(text(1))
+    assert deliver(r, i) == [MessageReceived(Pong(3))]
+
+
+def test_records_after_message_3_of_a_refused_peer_are_lost() -> None:
+    i, r = initiator(), responder(decide=lambda _peer: PeerDecision.REFUSE)
+    i.receive_data(to_message_2(i, r))
+    drain(i)
+    i.send(text(1))
+    r.receive_data(i.data_to_send())
+    events, _ = expect_failure(r, AuthenticationError, CloseCode.AUTHENTICATION_FAILED)
+    assert events == []
+    assert r.data_to_send() == b""
 
 
 # -- records, ping, close -----------------------------------------------------------------
@@ -390,6 +431,39 @@ def test_bucket_boundaries(record_size: int, bucket: int) -> None:
     assert drain(r) == [MessageReceived(message)]
 
 
+@pytest.mark.parametrize(
+    ("body", "record", "bucket"),
+    [
+        (1, 42, 512),
+        (20, 61, 512),
+        (200, 242, 512),
+        (451, 494, 512),
+        (452, 495, 4096),
+        (4035, 4078, 4096),
+        (4036, 4079, 65535),
+        (60_000, 60_043, 65535),
+    ],
+)
+def test_text_sizes_of_the_spec_table(body: int, record: int, bucket: int) -> None:
+    # spec.md §4.3: a Text with content type text/plain and a current timestamp.
+    message = text(0, "t" * body)
+    assert len(encode(message)) == record
+    i, _ = established()
+    i.send(message)
+    assert [len(m) for m in split_frames(i.data_to_send())] == [bucket]
+
+
+@pytest.mark.parametrize("bucket", [4096, 65535])
+def test_a_small_record_in_a_larger_bucket_is_accepted(bucket: int) -> None:
+    # spec.md §4.1: a later version may send small records in larger buckets as cover.
+    i, r = established()
+    r.receive_data(forge(i, padded(encode(text(1)), bucket)))
+    assert drain(r) == [MessageReceived(text(1))]
+    r.receive_data(forge(i, padded(encode(Ping(4)), bucket)))
+    assert drain(r) == []
+    assert deliver(r, i) == [MessageReceived(Pong(4))]
+
+
 def test_a_record_too_large_for_any_frame_is_refused_locally() -> None:
     i, _ = established()
     with pytest.raises(LocalProtocolError):
@@ -422,6 +496,35 @@ def test_rekey_after_messages(direction: str) -> None:
     assert sender._recv.cipher.n == 0
 
 
+def test_rekey_counts_ignored_extensions_and_automatic_pongs() -> None:
+    # spec.md §9: every transport message counts, whatever it carries.
+    i, r = established()
+    assert i._send is not None
+    assert r._send is not None
+    assert r._recv is not None
+    assert i._recv is not None
+    keys = key_of(i._send.cipher), key_of(r._send.cipher)
+    assert send_all(i, r, [Ping(n) for n in range(REKEY_AFTER_MESSAGES - 2)]) == []
+    r.receive_data(forge(i, padded(payload(64, "cover"))))
+    assert drain(r) == []
+    i.send(Ping(10**6))  # the initiator's 4096th message
+    assert deliver(i, r) == []
+    assert key_of(i._send.cipher) == key_of(r._recv.cipher) == rekeyed(keys[0])
+    # 4095 Pings were answered (the extension was not): one more message
+    # from the responder reaches the bound in its direction.
+    pongs = split_frames(r.data_to_send())
+    assert len(pongs) == REKEY_AFTER_MESSAGES - 1
+    for start in range(0, len(pongs), 100):
+        i.receive_data(b"".join(frame(m) for m in pongs[start : start + 100]))
+        assert len(drain(i)) == len(pongs[start : start + 100])
+    assert key_of(r._send.cipher) == keys[1]
+    r.send(text(1))
+    assert deliver(r, i) == [MessageReceived(text(1))]
+    assert key_of(r._send.cipher) == key_of(i._recv.cipher) == rekeyed(keys[1])
+    i.send(text(2))
+    assert deliver(i, r) == [MessageReceived(text(2))]
+
+
 def test_rekey_after_bytes() -> None:
     i, r = established()
     assert i._send is not None
@@ -439,6 +542,29 @@ def test_rekey_after_bytes() -> None:
     assert key_of(i._send.cipher) == key_of(r._recv.cipher) == rekeyed(key)
     i.send(text(1))
     assert deliver(i, r) == [MessageReceived(text(1))]
+
+
+# -- nonce exhaustion ---------------------------------------------------------------------
+
+
+def test_receiving_at_the_last_nonce_fails_without_an_answer() -> None:
+    # spec.md §7.2: PROTOCOL_ERROR, nothing sent (Noise §5.1 reserves 2^64-1).
+    _, r = established()
+    assert r._recv is not None
+    r._recv.cipher.set_nonce(2**64 - 1)
+    r.receive_data(frame(bytes(512)))
+    _, exc = expect_failure(r, RemoteProtocolError, CloseCode.PROTOCOL_ERROR)
+    assert type(exc) is RemoteProtocolError
+    assert r.data_to_send() == b""
+
+
+def test_sending_at_the_last_nonce_is_a_local_error() -> None:
+    i, _ = established()
+    assert i._send is not None
+    i._send.cipher.set_nonce(2**64 - 1)
+    with pytest.raises(NonceExhaustedError):
+        i.send(text(1))
+    assert i.data_to_send() == b""
 
 
 # -- buffering and truncation -------------------------------------------------------------
@@ -501,6 +627,7 @@ def test_transport_length_that_is_not_a_bucket_fails_at_the_header(length: int) 
     r.receive_data(U16.pack(length))  # the header alone, before any body
     events, _ = expect_failure(r, FramingError, CloseCode.MESSAGE_TOO_LARGE)
     assert events == []
+    assert r.data_to_send() == b""
 
 
 def _await_hello() -> Session:
@@ -857,8 +984,53 @@ def test_malformed_handshake_payloads_are_authentication_failures(fields: tuple)
     assert r.data_to_send() == b""
 
 
-@pytest.mark.parametrize("raw", [b"", b"\xc1", b"\x80", msgpack.packb({1: 2}), b"\x93\x01"])
-def test_handshake_payloads_that_are_not_msgpack_arrays_fail(raw: bytes) -> None:
+_GOOD_PAYLOAD = (1, ALICE.public_key, ALICE_STATIC.certificate.to_bytes())
+
+
+@pytest.mark.parametrize(
+    "extras",
+    [(), ("later", 9), (1.5, None, True, {}, [1, [2]], -3), tuple(range(13))],
+    ids=["none", "int-and-str", "any-kind", "sixteen-elements"],
+)
+def test_handshake_payload_extras_are_ignored(extras: tuple) -> None:
+    # spec.md §3.6: extras are any msgpack value within the bounds.
+    r = responder()
+    hs = raw_to_message_3(r)
+    r.receive_data(frame(hs.write_message(payload(*_GOOD_PAYLOAD, *extras))))
+    [done] = drain(r)
+    assert done == HandshakeComplete(ALICE.address, hs.result().handshake_hash)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\xc1",
+        b"\x80",
+        msgpack.packb({1: 2}),
+        b"\x93\x01",
+        payload(*_GOOD_PAYLOAD) + b"\x00",  # a second value
+        payload(*_GOOD_PAYLOAD, *range(14)),  # 17 elements
+        payload(*_GOOD_PAYLOAD, {"a": 1}),  # a non-empty map
+        payload(*_GOOD_PAYLOAD, msgpack.ExtType(1, b"x")),  # an extension with data
+        payload(*_GOOD_PAYLOAD, "x")[:-1] + b"\xff",  # a str extra that is not UTF-8
+        payload(*_GOOD_PAYLOAD, b"x" * 1600)[:-1],  # truncated
+    ],
+    ids=[
+        "empty",
+        "reserved-byte",
+        "empty-map",
+        "map",
+        "truncated-array",
+        "trailing-bytes",
+        "seventeen-elements",
+        "map-extra",
+        "ext-extra",
+        "bad-utf8",
+        "truncated-extra",
+    ],
+)
+def test_handshake_payloads_outside_the_bounds_fail(raw: bytes) -> None:
     r = responder(decide=lambda _peer: PeerDecision.ACCEPT)
     hs = raw_to_message_3(r)
     r.receive_data(frame(hs.write_message(raw)))
@@ -866,12 +1038,7 @@ def test_handshake_payloads_that_are_not_msgpack_arrays_fail(raw: bytes) -> None
     assert str(exc) == "handshake failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Session._verify_payload compares obj[0] == 1, so a msgpack true (or 1.0) "
-    "is taken as handshake payload version 1; strict decoding would require an int",
-)
-@pytest.mark.parametrize("version", [True, 1.0])
+@pytest.mark.parametrize("version", [True, 1.0, "1", b"\x01", -1])
 def test_handshake_payload_version_must_be_an_integer(version: object) -> None:
     r = responder()
     hs = raw_to_message_3(r)
@@ -981,23 +1148,44 @@ BAD_RECORDS = {
         MessageDecodeError,
         CloseCode.BAD_MESSAGE,
     ),
-    "record-past-the-frame": (
-        padded(b"", length=512 - TAG_LEN - 2 + 1),
-        FramingError,
-        CloseCode.MESSAGE_TOO_LARGE,
-    ),
-    "record-length-65535": (padded(b"", length=65535), FramingError, CloseCode.MESSAGE_TOO_LARGE),
-    "non-zero-padding": (
-        padded(payload(10, 1))[:-1] + b"\x01",
-        FramingError,
-        CloseCode.MESSAGE_TOO_LARGE,
-    ),
+}
+# spec.md §4.1 steps 4 and 5, §7.1 and §7.2: FramingError, MESSAGE_TOO_LARGE, Close(5, "").
+BAD_LENGTHS = {
+    "record-past-the-frame": padded(b"", length=512 - TAG_LEN - 2 + 1),
+    "record-length-65535": padded(b"", length=65535),
+    "non-zero-padding": padded(payload(10, 1))[:-1] + b"\x01",
 }
 
 
 @pytest.mark.parametrize("case", BAD_RECORDS)
 def test_an_authentic_frame_with_a_bad_record(case: str) -> None:
-    plaintext, error, code = BAD_RECORDS[case]
+    _check_bad_record(*BAD_RECORDS[case])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="spec.md §4.1 (steps 4, 5), §7.1 and §7.2: a record length past the frame or "
+    'non-zero padding fails with close code MESSAGE_TOO_LARGE and sends Close(5, ""); '
+    'Session._read_record (032447e) raises FramingError with PROTOCOL_ERROR and sends Close(2, "")',
+)
+@pytest.mark.parametrize("case", BAD_LENGTHS)
+def test_an_authentic_frame_with_a_bad_record_length_or_padding(case: str) -> None:
+    _check_bad_record(BAD_LENGTHS[case], FramingError, CloseCode.MESSAGE_TOO_LARGE)
+
+
+def test_bad_record_length_or_padding_is_a_framing_error_with_a_close() -> None:
+    # What holds whichever close code is right: FramingError, and the same code sent.
+    for plaintext in BAD_LENGTHS.values():
+        i, r = established()
+        r.receive_data(forge(i, plaintext))
+        events, exc = run(r)
+        assert events == []
+        assert isinstance(exc, FramingError)
+        assert r.state is S.FAILED
+        assert deliver(r, i) == [ConnectionClosed(exc.close_code, "")]
+
+
+def _check_bad_record(plaintext: bytes, error: type[RemoteProtocolError], code: CloseCode) -> None:
     i, r = established()
     i.send(text(1))
     assert deliver(i, r) == [MessageReceived(text(1))]
@@ -1173,18 +1361,17 @@ def test_closed_and_failed_sessions_ignore_what_arrives(build: str) -> None:
     assert session.data_to_send() == b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Session._step treats INITIATOR_IDLE like ESTABLISHED: a bucket-sized frame "
-    "received before start() reaches `assert direction is not None` in _read_record "
-    "(AttributeError under python -O) instead of raising an OnionpostError",
-)
-def test_bytes_before_start_are_an_error_not_a_crash() -> None:
+@pytest.mark.parametrize("data", [b"\x00", PREAMBLE, frame(bytes(512))], ids=len)
+def test_bytes_before_start_are_a_protocol_error(data: bytes) -> None:
+    # The initiator speaks first; a peer that does not is broken.
     i = initiator()
-    i.receive_data(frame(bytes(512)))
-    with pytest.raises(OnionpostError):
-        i.next_event()
+    assert i.next_event() is None
+    i.receive_data(data)
+    _, exc = expect_failure(i, RemoteProtocolError, CloseCode.PROTOCOL_ERROR)
+    assert exc.state is S.INITIATOR_IDLE
+    assert i.data_to_send() == b""
+    with pytest.raises(LocalProtocolError):
+        i.start()
 
 
 # (session, call or delivery): the property drives random sequences of both.
