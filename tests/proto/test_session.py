@@ -207,8 +207,9 @@ def raw_initiator(
     static: StaticKey = ALICE_STATIC, dialed: bytes = BOB.address.service_id.encode()
 ) -> HandshakeState:
     """A Noise initiator built from the spec alone, bypassing Session."""
-    prologue = b"onionpost" + U16.pack(1) + bytes([len(dialed)]) + dialed
-    return HandshakeState(NOISE_NAME, initiator=True, prologue=prologue, static=static.keypair)
+    # spec.md §3.4: "onionpost" || u16 version || u8 56 || service_id.
+    spec_prologue = b"onionpost" + U16.pack(1) + bytes([len(dialed)]) + dialed
+    return HandshakeState(NOISE_NAME, initiator=True, prologue=spec_prologue, static=static.keypair)
 
 
 def raw_to_message_3(r: Session) -> HandshakeState:
@@ -285,7 +286,6 @@ def test_prologue_and_payload_follow_the_spec() -> None:
     )
     [done] = drain(r)
     assert done == HandshakeComplete(ALICE.address, hs.result().handshake_hash)
-    assert done.handshake_hash == hs.result().handshake_hash
 
 
 def test_responder_payload_is_identity_and_certificate() -> None:
@@ -929,6 +929,36 @@ def test_low_order_ephemeral_in_message_1_fails(name: str) -> None:
     assert str(exc) == "handshake failed"
     # No message 2 goes out (the version preamble may).
     assert r.data_to_send()[len(PREAMBLE) :] == b""
+
+
+def _message_1_with(offset: int, value: bytes) -> bytes:
+    i = initiator()
+    i.start()
+    hello = bytearray(i.data_to_send())
+    start = len(PREAMBLE) + 2 + offset
+    hello[start : start + len(value)] = value
+    return bytes(hello)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="spec.md §7.2: a Noise failure in the handshake (all-zero DH, malformed ML-KEM "
+    "key) sends nothing; Session._read_hello queues its preamble before "
+    "write_message(message 2) fails, so a dangling 'ONPOST' 00 01 is left to be written",
+)
+@pytest.mark.parametrize(
+    "message_1",
+    [
+        pytest.param(lambda: _message_1_with(0, bytes(32)), id="all-zero-dh"),
+        # Every 12-bit coefficient 4095 >= q = 3329: FIPS 203 §7.2 refuses the key.
+        pytest.param(lambda: _message_1_with(32, b"\xff" * 1184), id="malformed-ml-kem-key"),
+    ],
+)
+def test_a_noise_failure_at_message_1_sends_nothing(message_1: Callable[[], bytes]) -> None:
+    r = responder()
+    r.receive_data(message_1())
+    expect_failure(r, AuthenticationError, CloseCode.AUTHENTICATION_FAILED)
+    assert r.data_to_send() == b""
 
 
 @pytest.mark.parametrize("name", LOW_ORDER_POINTS)
