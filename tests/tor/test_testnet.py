@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,10 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] not in {"Z", "X"}
 
 
-def test_network_is_up_and_ready(testnet: Network) -> None:
+def test_network_is_up_and_ready(
+    cli_up_in_background: tuple[subprocess.Popen[str], Path], testnet: Network
+) -> None:
+    # cli_up_in_background is requested first only to start that bring-up now.
     roles = [node.role for node in testnet.nodes]
     assert roles.count("authority") == 3
     assert roles.count("relay") == 2
@@ -209,6 +213,22 @@ def test_up_with_missing_tor_binary_starts_nothing(tmp_path: Path) -> None:
     assert _processes_mentioning(tmp_path) == []
 
 
+def test_up_refuses_a_directory_whose_network_is_running(testnet: Network) -> None:
+    with pytest.raises(TorLaunchError, match="already running"):
+        up(testnet.directory, owner_pid=os.getpid())
+    assert status(testnet.directory)["ready"] is True
+
+
+def test_cli_up_without_tor_exits_3_naming_the_package(tmp_path: Path) -> None:
+    args = ["testnet", "up", "--dir", str(tmp_path / "net"), "--tor", str(tmp_path / "no-tor")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 3
+    assert result.stderr.startswith("error: tor is not installed")
+    assert "apt-get install -y tor" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "net").exists()
+
+
 def test_load_without_state_is_a_tor_error(tmp_path: Path) -> None:
     with pytest.raises(TorError, match="no testnet"):
         load(tmp_path)
@@ -226,38 +246,67 @@ def test_cli_status_of_an_empty_dir_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
+_CLI = [sys.executable, "-m", "onionpost", "testnet"]
+
+
 def _cli(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "onionpost", "testnet", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        [*_CLI, *args], capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
-def test_cli_network_outlives_up_and_down_stops_every_pid(tmp_path: Path) -> None:
-    directory = tmp_path / "net"
+@pytest.fixture(scope="session")
+def cli_up_in_background(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """``onionpost testnet up`` for a second network, running in the background.
+
+    Session-scoped and requested before ``testnet`` by the first test here, so
+    both bring-ups overlap: each spends most of its time waiting for 10 s
+    voting rounds, not on the CPU.
+    """
+    directory = tmp_path_factory.mktemp("cli") / "net"
+    proc = subprocess.Popen(
+        [*_CLI, "up", "--dir", str(directory), "--clients", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        started = _cli("up", "--dir", str(directory), "--clients", "1", timeout=150)
-        assert started.returncode == 0, started.stderr
-        assert "socks 127.0.0.1:" in started.stdout
-        assert str(directory / CLIENT_OPTIONS_FILE) in started.stdout
-
-        # `up` has exited; its network has not.
-        shown = _cli("status", "--dir", str(directory), "--json", timeout=30)
-        assert shown.returncode == 0, shown.stdout + shown.stderr
-        report = json.loads(shown.stdout)
-        assert report["ready"] is True
-        assert report["alive"] == report["total"] == 6
-        pids = {node["pid"] for node in report["nodes"]}
-        assert pids <= set(_processes_mentioning(directory))
-
-        stopped = _cli("down", "--dir", str(directory), timeout=30)
-        assert stopped.returncode == 0, stopped.stderr
-        assert _processes_mentioning(directory) == []
-        assert not any(_alive(pid) for pid in pids)
-        assert _cli("status", "--dir", str(directory), timeout=30).returncode == 1
+        yield proc, directory
     finally:
+        if proc.poll() is None:
+            # On SIGTERM `up` stops what it started before exiting.
+            proc.terminate()
+            try:
+                proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate(timeout=10)
         if (directory / STATE_FILE).exists():
             _cli("down", "--dir", str(directory), timeout=30)
+
+
+def test_cli_network_outlives_up_and_down_stops_every_pid(
+    cli_up_in_background: tuple[subprocess.Popen[str], Path],
+) -> None:
+    proc, directory = cli_up_in_background
+    stdout, stderr = proc.communicate(timeout=150)
+    assert proc.returncode == 0, stderr
+    assert "socks 127.0.0.1:" in stdout
+    assert str(directory / CLIENT_OPTIONS_FILE) in stdout
+
+    # `up` has exited; its network has not.
+    shown = _cli("status", "--dir", str(directory), "--json", timeout=30)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["ready"] is True
+    assert report["alive"] == report["total"] == 6
+    pids = {node["pid"] for node in report["nodes"]}
+    assert pids <= set(_processes_mentioning(directory))
+
+    stopped = _cli("down", "--dir", str(directory), timeout=30)
+    assert stopped.returncode == 0, stopped.stderr
+    assert _processes_mentioning(directory) == []
+    assert not any(_alive(pid) for pid in pids)
+    assert _cli("status", "--dir", str(directory), timeout=30).returncode == 1

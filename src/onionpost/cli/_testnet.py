@@ -9,8 +9,10 @@ own process session); ``down`` stops it. Exit codes follow the CLI's: 0 done,
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn, cast
 
 import click
@@ -31,6 +33,10 @@ def _fail(message: str, code: int) -> NoReturn:
     # One clear line first; a launch failure adds the failing node's log tail.
     click.echo(f"error: {message}", err=True)
     raise SystemExit(code)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 @click.group()
@@ -54,20 +60,46 @@ def testnet() -> None:
     show_default=True,
     help="Seconds the whole bring-up may take.",
 )
-def up(directory: Path, clients: int, deadline: float) -> None:
+@click.option(
+    "--tor",
+    "tor_binary",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=tn.TOR_BINARY,
+    show_default=True,
+    help="The tor program.",
+)
+@click.option(
+    "--tor-gencert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=tn.TOR_GENCERT,
+    show_default=True,
+    help="The tor-gencert program (makes the authorities' keys).",
+)
+def up(directory: Path, clients: int, deadline: float, tor_binary: Path, tor_gencert: Path) -> None:
     """Start 3 authorities, 2 relays and N clients; return once every client is ready."""
-    missing = tn.missing_tools()
+    missing = tn.missing_tools(tor_binary, tor_gencert)
     if missing:
         names = ", ".join(str(path) for path in missing)
         _fail(f"tor is not installed ({names} missing): run `apt-get install -y tor`", 3)
     click.echo(f"bringing up a private Tor network in {directory} (usually 15-30 s)...", err=True)
+    # SIGTERM, like Ctrl-C, unwinds through tn.up(), which then stops every
+    # tor it started; Python's default would leave them running.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = time.monotonic()
     try:
-        net = tn.up(directory, clients=clients, deadline=deadline)
+        net = tn.up(
+            directory,
+            clients=clients,
+            deadline=deadline,
+            tor_binary=tor_binary,
+            tor_gencert=tor_gencert,
+        )
     except ConfigError as exc:
         _fail(str(exc), 2)
     except TorLaunchError as exc:
         _fail(f"the network did not come up: {exc}", 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     elapsed = time.monotonic() - started
     click.echo(
         f"testnet ready in {elapsed:.1f} s: {tn.AUTHORITIES} authorities, {tn.RELAYS} relays, "
@@ -109,7 +141,7 @@ def status(directory: Path, as_json: bool) -> None:
             )
             alive = f"pid {node['pid']}" if node["alive"] else "stopped"
             line = f"  {node['nickname']:<8} {node['role']:<9} {alive:<12} {ports}"
-            if node["role"] == "client":
+            if node["role"] == "client" and node["alive"]:
                 line += (
                     f", bootstrap {node['bootstrap'] if node['bootstrap'] is not None else '?'}%"
                 )

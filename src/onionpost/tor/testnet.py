@@ -338,6 +338,9 @@ def up(
         raise ConfigError(f"clients must be between 0 and {MAX_CLIENTS}, not {clients}")
     if deadline <= 0:
         raise ConfigError(f"deadline must be positive, not {deadline}")
+    if not str(directory).isprintable() or any(c.isspace() for c in str(directory)):
+        # torrc values such as "Log notice file <path>" cannot quote a space.
+        raise ConfigError(f"the testnet directory must not contain spaces: {str(directory)!r}")
     start = time.monotonic()
     end = start + deadline
     missing = missing_tools(tor_binary, tor_gencert)
@@ -718,6 +721,7 @@ def _wait_until(
 ) -> None:
     """Poll ``ready`` on ``node``'s control port until it holds; TorLaunchError otherwise."""
     control: _Control | None = None
+    last_error = ""
     try:
         for _ in range(_MAX_POLLS):
             if proc.poll() is not None:
@@ -731,8 +735,8 @@ def _wait_until(
                     control = _Control(node, end)
                 if ready(control.controller):
                     return
-            except TorControlError:
-                pass  # the control port is not listening yet
+            except TorControlError as exc:
+                last_error = f" (last control error: {exc})"  # e.g. not listening yet
             except stem.SocketClosed:
                 # tor died (noticed on the next poll) or the watchdog fired.
                 if control is not None:
@@ -741,7 +745,9 @@ def _wait_until(
             except stem.ControllerError:
                 pass  # e.g. no consensus yet to answer ns/all
             time.sleep(min(_POLL_INTERVAL, _remaining(end)))
-        raise TorLaunchError(f"{node.nickname} did not {what} in time; {_tail_text(node)}")
+        raise TorLaunchError(
+            f"{node.nickname} did not {what} in time{last_error}; {_tail_text(node)}"
+        )
     finally:
         if control is not None:
             control.close()
