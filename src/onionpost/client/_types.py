@@ -148,6 +148,14 @@ class Event:
     topic: str
     data: Mapping[str, Any]
 
+    def message(self) -> Message:
+        """The message of a ``message`` event (an incoming message, as in the inbox)."""
+        return parse_message(dict(self.data))
+
+    def state_change(self) -> StateChange:
+        """The change of a ``state`` event."""
+        return parse_state_change(self.data)
+
 
 @dataclass(frozen=True)
 class StateChange:

@@ -1,0 +1,481 @@
+"""The commands that talk to the running daemon: contact, send, inbox, status, retry.
+
+Each one is a thin layer over :mod:`onionpost.client`: it connects through
+:func:`~onionpost.cli._common.run_client`, makes its calls, and prints either
+for people (rich tables and progress, text escaped for the terminal) or, with
+``--json``, plain JSON (one object, or one per line for streams).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from onionpost.cli._common import (
+    ANSWER_DEADLINE,
+    EXIT_FAILED,
+    emit_json,
+    enter_with_deadline,
+    fail,
+    format_ms,
+    home_option,
+    json_option,
+    printable,
+    run_client,
+)
+from onionpost.client import Client, Message, Queued, StateChange
+from onionpost.errors import ConfigError
+from onionpost.limits import MAX_TEXT_BODY
+
+__all__ = ["contact", "inbox", "retry", "send", "status"]
+
+# Messages asked for per inbox request while paging.
+INBOX_PAGE: Final = 100
+# The largest card file read for 'contact add'.
+_MAX_CARD_FILE: Final = 64 * 1024
+# States after which a file is no longer on its way.
+_DELIVERED: Final = frozenset({"delivered", "read"})
+_FAILED: Final = frozenset({"refused", "expired", "failed"})
+
+
+def _console() -> Console:
+    # Plain when not a terminal; never markup or highlighting of others' text.
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _as_json(obj: Any) -> Any:
+    return dataclasses.asdict(obj)
+
+
+# -- contact ------------------------------------------------------------------------
+
+
+@click.group()
+def contact() -> None:
+    """Add, list, remove and verify contacts."""
+
+
+def _read_card_argument(card_or_file: str) -> str:
+    """The card text: the argument itself, a file's one card line, or stdin for '-'."""
+    if card_or_file == "-":
+        text = sys.stdin.read(_MAX_CARD_FILE + 1)
+    elif os.path.isfile(card_or_file):
+        try:
+            with open(card_or_file, "rb") as handle:
+                data = handle.read(_MAX_CARD_FILE + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {card_or_file}: {exc.strerror}") from exc
+        text = data.decode("utf-8", errors="replace")
+    else:
+        return card_or_file.strip()
+    if len(text) > _MAX_CARD_FILE:
+        raise ConfigError(f"{card_or_file} is too large to be a contact card")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(lines) != 1:
+        raise ConfigError(f"{card_or_file} must hold exactly one card line, found {len(lines)}")
+    return lines[0]
+
+
+@contact.command("add")
+@click.argument("card_or_file")
+@click.option("--name", help="Call the contact this instead of the name on its card.")
+@home_option
+@json_option
+def contact_add(card_or_file: str, name: str | None, home: Path | None, as_json: bool) -> None:
+    """Add a contact from its card: the card text, a file holding it, or '-' for stdin."""
+    card = _read_card_argument(card_or_file)
+    added = run_client(home, lambda client: client.add_contact(card, name))
+    if as_json:
+        emit_json(_as_json(added))
+    else:
+        click.echo(f"added contact '{printable(added.name)}' ({added.address})")
+        click.echo(f"verify it with: onionpost contact verify {printable(added.name)}", err=True)
+
+
+@contact.command("list")
+@home_option
+@json_option
+def contact_list(home: Path | None, as_json: bool) -> None:
+    """List contacts, whether each is reachable now, and when it was last seen."""
+    contacts = run_client(home, lambda client: client.contacts())
+    if as_json:
+        emit_json([_as_json(c) for c in contacts])
+        return
+    if not contacts:
+        click.echo("no contacts yet: add one with 'onionpost contact add CARD'", err=True)
+        return
+    table = Table("name", "address", "reachable", "last seen", "added")
+    for c in contacts:
+        table.add_row(
+            Text(printable(c.name)),
+            Text(c.address),
+            Text("yes" if c.reachable else "no"),
+            Text(format_ms(c.last_seen_ms)),
+            Text(format_ms(c.added_ms, never="-")),
+        )
+    _console().print(table)
+
+
+@contact.command("remove")
+@click.argument("name")
+@home_option
+@json_option
+def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
+    """Remove a contact; it can no longer reach this endpoint's onion service."""
+    removed = run_client(home, lambda client: client.remove_contact(name))
+    if as_json:
+        emit_json(_as_json(removed))
+    else:
+        click.echo(f"removed contact '{printable(removed.name)}' ({removed.address})")
+
+
+@contact.command("verify")
+@click.argument("name")
+@home_option
+@json_option
+def contact_verify(name: str, home: Path | None, as_json: bool) -> None:
+    """Show the safety number to compare with the contact over a channel you trust."""
+    number = run_client(home, lambda client: client.verify_contact(name))
+    if as_json:
+        emit_json({"name": number.name, "safety_number": number.safety_number})
+        return
+    groups = number.groups
+    click.echo(f"safety number with '{printable(number.name)}':")
+    for row in range(0, len(groups), 4):
+        click.echo("    " + " ".join(groups[row : row + 4]))
+    click.echo(
+        "Compare it with what they see, in person or by phone. If it matches, "
+        "nobody is between you.",
+        err=True,
+    )
+
+
+# -- send -----------------------------------------------------------------------------
+
+
+def _read_text(text: str | None) -> str:
+    if text is None or text == "-":
+        # Read at most one character more per byte than a body may hold.
+        text = sys.stdin.read(MAX_TEXT_BODY + 1)
+        if text.endswith("\n"):
+            text = text[:-1]
+    if not text:
+        raise click.UsageError("the message is empty")
+    if len(text.encode("utf-8")) > MAX_TEXT_BODY:
+        raise ConfigError(f"the message is longer than {MAX_TEXT_BODY} bytes: send it with --file")
+    return text
+
+
+@click.command()
+@click.argument("name")
+@click.argument("text", required=False)
+@click.option(
+    "--file",
+    "file_path",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    help="Send this file instead of a text.",
+)
+@click.option("--no-wait", is_flag=True, help="With --file: return once the file is queued.")
+@home_option
+@json_option
+def send(
+    *,
+    name: str,
+    text: str | None,
+    file_path: Path | None,
+    no_wait: bool,
+    home: Path | None,
+    as_json: bool,
+) -> None:
+    """Send TEXT (or stdin, when TEXT is omitted or '-') or a --file to contact NAME.
+
+    A text returns once it is durably queued; delivery continues in the
+    daemon. A file is followed with a progress bar until it is delivered,
+    unless --no-wait.
+    """
+    if file_path is None:
+        body = _read_text(text)
+        queued = run_client(home, lambda client: client.send_text(name, body))
+        if as_json:
+            emit_json(_as_json(queued))
+        else:
+            click.echo(f"queued {queued.id} for '{printable(name)}'")
+        return
+    if text is not None:
+        raise click.UsageError("give TEXT or --file, not both")
+    if no_wait:
+        queued = run_client(home, lambda client: client.send_file(name, file_path))
+        if as_json:
+            emit_json(_as_json(queued))
+        else:
+            click.echo(f"queued {queued.id} ({printable(queued.name or '')}) for '{name}'")
+        return
+    follower = _FileFollower(name, file_path, as_json)
+    try:
+        final = run_client(home, follower.run, deadline=None)
+    except KeyboardInterrupt:
+        queued_id = follower.queued.id if follower.queued else "?"
+        fail(f"stopped following; the file stays queued for delivery (id {queued_id})")
+    if final.state in _FAILED:
+        reason = f" (reason {final.reason})" if final.reason is not None else ""
+        fail(f"the file was not delivered: {final.state}{reason}", EXIT_FAILED)
+
+
+class _FileFollower:
+    """Queue a file, then follow its ``state`` events until it is delivered or fails."""
+
+    def __init__(self, contact: str, path: Path, as_json: bool) -> None:
+        self.contact = contact
+        self.path = path
+        self.as_json = as_json
+        self.queued: Queued | None = None
+
+    async def run(self, client: Client) -> StateChange:
+        async with AsyncExitStack() as stack:
+            # Subscribe first, so that no event about the file can be missed.
+            events = await enter_with_deadline(
+                stack, client.subscribe(["state"]), client.socket_path
+            )
+            self.queued = queued = await client.send_file(self.contact, self.path)
+            if self.as_json:
+                emit_json(_as_json(queued))
+            else:
+                click.echo(f"queued {queued.id} ({printable(queued.name or '')})", err=True)
+            with _progress_bar(queued, enabled=not self.as_json) as (progress, task):
+                async for event in events:
+                    change = event.state_change()
+                    if change.id != queued.id:
+                        continue
+                    if self.as_json:
+                        emit_json(_as_json(change))
+                    elif progress is not None:
+                        self._advance(progress, task, change)
+                    if change.state in _DELIVERED or change.state in _FAILED:
+                        return change
+        raise AssertionError("unreachable: a subscription ends by raising")  # pragma: no cover
+
+    def _advance(self, progress: Progress, task: TaskID, change: StateChange) -> None:
+        if change.size is not None:
+            progress.update(task, total=change.size)
+        if change.bytes is not None:
+            progress.update(task, completed=change.bytes)
+        if change.state in _DELIVERED:
+            total = progress.tasks[0].total
+            progress.update(task, completed=total, description="delivered")
+        else:
+            progress.update(task, description=printable(change.state))
+
+
+@contextmanager
+def _progress_bar(queued: Queued, *, enabled: bool) -> Iterator[tuple[Progress | None, TaskID]]:
+    """A rich progress bar on stderr showing speed and ETA (nothing for --json)."""
+    if not enabled:
+        yield None, TaskID(0)
+        return
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True, highlight=False),
+    )
+    with progress:
+        yield progress, progress.add_task("waiting for the contact", total=queued.size)
+
+
+# -- inbox ----------------------------------------------------------------------------
+
+
+def _export_target(directory: Path, name: str) -> Path:
+    """A new file in ``directory`` for a received file's name, never outside it."""
+    base = printable(Path(name.replace("\\", "/")).name).replace("\\", "_").lstrip(".")
+    base = base or "file"
+    stem, suffix = os.path.splitext(base)
+    candidate = directory / base
+    counter = 1
+    while candidate.exists():
+        candidate = directory / f"{stem} ({counter}){suffix}"
+        counter += 1
+    return candidate
+
+
+def _format_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _InboxPrinter:
+    def __init__(self, as_json: bool, export_dir: Path | None) -> None:
+        self.as_json = as_json
+        self.export_dir = export_dir
+        self.last_seq = 0
+        self.shown = 0
+
+    async def show(self, client: Client, message: Message) -> None:
+        saved: str | None = None
+        if (
+            self.export_dir is not None
+            and message.file is not None
+            and message.file.complete
+            and message.direction == "in"
+        ):
+            target = _export_target(self.export_dir, message.file.name)
+            saved = (await client.export_file(message.id, target)).path
+        self.shown += 1
+        if message.seq is not None:
+            self.last_seq = max(self.last_seq, message.seq)
+        if self.as_json:
+            record = _as_json(message)
+            if saved is not None:
+                record["exported_to"] = saved
+            emit_json(record)
+            return
+        when = format_ms(message.received_ms or message.created_ms)
+        head = f"#{message.seq}  {when}  {printable(message.contact)}:"
+        if message.file is not None:
+            state = "" if message.file.complete else ", incomplete"
+            size = _format_size(message.file.size)
+            body = f"[file] {printable(message.file.name)} ({size}{state})"
+            if saved is not None:
+                body += f" saved to {printable(saved)}"
+        else:
+            body = printable(message.body or "").replace("\n", "\n    ")
+        click.echo(f"{head} {body}")
+
+
+@click.command()
+@click.option(
+    "--after",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="SEQ",
+    help="Only messages after this sequence number (the '#' shown).",
+)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new messages as they arrive.")
+@click.option(
+    "--export-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Save each completed received file here (created 0700 if missing).",
+)
+@home_option
+@json_option
+def inbox(
+    after: int, follow: bool, export_dir: Path | None, home: Path | None, as_json: bool
+) -> None:
+    """Show received messages, oldest first; --follow waits for more."""
+    if export_dir is not None:
+        try:
+            export_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {export_dir}: {exc.strerror}") from exc
+        export_dir = export_dir.absolute()
+    printer = _InboxPrinter(as_json, export_dir)
+    printer.last_seq = after
+
+    async def show_inbox(client: Client) -> None:
+        async with AsyncExitStack() as stack:
+            events = None
+            if follow:
+                # Subscribe before listing, so nothing falls between the two.
+                events = await enter_with_deadline(
+                    stack, client.subscribe(["message"]), client.socket_path
+                )
+            while True:
+                page = await client.inbox(after=printer.last_seq, limit=INBOX_PAGE)
+                for message in page:
+                    await printer.show(client, message)
+                if len(page) < INBOX_PAGE:
+                    break
+            if events is None:
+                return
+            async for event in events:
+                if event.topic != "message":
+                    continue
+                message = event.message()
+                if message.direction == "in" and (message.seq or 0) > printer.last_seq:
+                    await printer.show(client, message)
+
+    # Following, or saving files (which may be large), has no deadline.
+    deadline = None if follow or export_dir is not None else ANSWER_DEADLINE
+    try:
+        run_client(home, show_inbox, deadline=deadline)
+    except KeyboardInterrupt:
+        if not follow:
+            raise
+        return
+    if printer.shown == 0 and not as_json:
+        click.echo("no messages" + (f" after #{after}" if after else ""), err=True)
+
+
+# -- status, retry ---------------------------------------------------------------------
+
+
+@click.command()
+@home_option
+@json_option
+def status(home: Path | None, as_json: bool) -> None:
+    """Show tor's health, the contacts, the outbox and the last delivery."""
+    report = run_client(home, lambda client: client.status())
+    if as_json:
+        emit_json(_as_json(report))
+        return
+    tor = report.tor.state + (f" ({report.tor.detail})" if report.tor.detail else "")
+    if report.tor.bootstrap is not None and report.tor.bootstrap < 100:
+        tor += f", bootstrap {report.tor.bootstrap}%"
+    summary = Table.grid(padding=(0, 2))
+    summary.add_row(Text("address"), Text(report.address))
+    summary.add_row(Text("tor"), Text(printable(tor)))
+    reachable = sum(1 for c in report.contacts if c.reachable)
+    summary.add_row(Text("contacts"), Text(f"{reachable} of {len(report.contacts)} reachable"))
+    summary.add_row(Text("outbox"), Text(f"{report.outbox_depth} waiting"))
+    summary.add_row(Text("last delivery"), Text(format_ms(report.last_delivery_ms)))
+    console = _console()
+    console.print(summary)
+    if report.contacts:
+        table = Table("contact", "reachable", "last seen", "queued", "last error")
+        for c in report.contacts:
+            table.add_row(
+                Text(printable(c.name)),
+                Text("yes" if c.reachable else "no"),
+                Text(format_ms(c.last_seen_ms)),
+                Text(str(c.queued)),
+                Text(printable(c.last_error)),
+            )
+        console.print(table)
+
+
+@click.command()
+@click.argument("name", required=False)
+@home_option
+@json_option
+def retry(name: str | None, home: Path | None, as_json: bool) -> None:
+    """Try delivering to NAME (or every contact) now, without waiting for the backoff."""
+    count = run_client(home, lambda client: client.retry(name))
+    if as_json:
+        emit_json({"contacts": count})
+    else:
+        click.echo(f"retrying delivery to {count} contact{'s' if count != 1 else ''}")

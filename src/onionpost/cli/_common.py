@@ -1,0 +1,201 @@
+"""What every ``onionpost`` command shares: the home, exit codes, errors, output.
+
+An :class:`~onionpost.errors.OnionpostError` that leaves a command becomes one
+line on stderr, ``onionpost: <message>``, and an exit code (never a
+traceback): 3 when the environment is unusable (no daemon, the store, tor,
+a broken connection to the daemon), else 1. Click's own usage errors exit 2.
+
+Commands that talk to the daemon go through :func:`run_client`: connecting
+has a short deadline so that a missing or wedged daemon cannot hang the
+command, and a request that is not answered in time fails the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, NoReturn, TypeVar
+
+import click
+import trio
+
+from onionpost.client import Client, open_client
+from onionpost.errors import (
+    DaemonNotRunningError,
+    OnionpostError,
+    StoreError,
+    TorError,
+    TransportError,
+)
+from onionpost.home import HOME_ENV, Paths, default_home
+
+__all__ = [
+    "ANSWER_DEADLINE",
+    "CONNECT_DEADLINE",
+    "EXIT_ENVIRONMENT",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "OnionpostGroup",
+    "emit_json",
+    "enter_with_deadline",
+    "exit_code",
+    "fail",
+    "format_ms",
+    "home_option",
+    "json_option",
+    "printable",
+    "resolve_home",
+    "run_client",
+]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_ENVIRONMENT: Final = 3
+
+# Seconds to reach the daemon's socket: a live daemon accepts at once.
+CONNECT_DEADLINE: Final = 5.0
+# Seconds a daemon has to answer one short command (not --follow, not file waits).
+ANSWER_DEADLINE: Final = 60.0
+
+_HOME_KEY: Final = "onionpost.home"
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exit_code(exc: OnionpostError) -> int:
+    if isinstance(exc, DaemonNotRunningError | TransportError | StoreError | TorError):
+        return EXIT_ENVIRONMENT
+    return EXIT_FAILED
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control and formatting characters escaped.
+
+    Message bodies, names and file names come from other endpoints; escape
+    sequences in them must not reach the terminal.
+    """
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else f"\\u{ord(ch):04x}" for ch in text)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    one_line = " ".join(printable(message).split("\n"))
+    click.echo(f"onionpost: {one_line}", err=True)
+    raise SystemExit(code)
+
+
+def _single_error(group: BaseExceptionGroup[BaseException]) -> OnionpostError | None:
+    """The one OnionpostError a task group failed with, if that is all it holds."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if len(leaves) == 1 and isinstance(leaves[0], OnionpostError):
+        return leaves[0]
+    return None
+
+
+class OnionpostGroup(click.Group):
+    """A click group whose commands report OnionpostError as one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OnionpostError as exc:
+            fail(str(exc), exit_code(exc))
+        except BaseExceptionGroup as group:
+            error = _single_error(group)
+            if error is None:
+                raise
+            fail(str(error), exit_code(error))
+
+
+def home_option(function: F) -> F:
+    """``--home``: on the group and on each command; the command's wins."""
+    return click.option(
+        "--home",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"The endpoint's home directory (default: ${HOME_ENV} or the per-user data dir).",
+    )(function)
+
+
+def json_option(function: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print plain JSON.")(function)
+
+
+def remember_group_home(ctx: click.Context, home: Path | None) -> None:
+    ctx.meta[_HOME_KEY] = home
+
+
+def resolve_home(home: Path | None) -> Path:
+    if home is not None:
+        return home
+    ctx = click.get_current_context(silent=True)
+    group_home = ctx.meta.get(_HOME_KEY) if ctx is not None else None
+    if isinstance(group_home, Path):
+        return group_home
+    return default_home()
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, sort_keys=True))
+
+
+def format_ms(ms: int | None, *, never: str = "never") -> str:
+    if ms is None:
+        return never
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def enter_with_deadline(
+    stack: AsyncExitStack, manager: AbstractAsyncContextManager[T], what: Path
+) -> T:
+    """Enter ``manager`` (a connection to the daemon) within CONNECT_DEADLINE."""
+    with trio.move_on_after(CONNECT_DEADLINE):
+        return await stack.enter_async_context(manager)
+    raise DaemonNotRunningError(f"the daemon at {what} does not answer (is it stuck?)")
+
+
+@asynccontextmanager
+async def _connected(socket_path: Path) -> AsyncIterator[Client]:
+    async with AsyncExitStack() as stack:
+        yield await enter_with_deadline(stack, open_client(socket_path=socket_path), socket_path)
+
+
+def run_client(
+    home: Path | None,
+    work: Callable[[Client], Awaitable[T]],
+    *,
+    deadline: float | None = ANSWER_DEADLINE,
+) -> T:
+    """Connect to the daemon of ``home`` and run ``work`` with the client."""
+    socket_path = Paths.for_home(resolve_home(home)).socket
+
+    async def main() -> T:
+        async with _connected(socket_path) as client:
+            if deadline is None:
+                return await work(client)
+            with trio.fail_after(deadline):
+                return await work(client)
+
+    try:
+        return trio.run(main)
+    except trio.TooSlowError:
+        raise TransportError(f"the daemon did not answer within {deadline:g} s") from None
+
+
+def stdin_is_a_terminal() -> bool:
+    return sys.stdin.isatty()

@@ -1,0 +1,130 @@
+"""``onionpost init`` and ``onionpost whoami``: the home itself, no daemon needed."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Final
+
+import click
+
+from onionpost.cli._common import (
+    EXIT_ENVIRONMENT,
+    emit_json,
+    fail,
+    home_option,
+    json_option,
+    printable,
+    resolve_home,
+    stdin_is_a_terminal,
+)
+from onionpost.errors import ConfigError
+from onionpost.home import ContactCard, Paths, init_home, read_card_file
+
+__all__ = ["init", "whoami"]
+
+PASSPHRASE_ENV: Final = "ONIONPOST_PASSPHRASE"  # noqa: S105 - a variable's name
+_MAX_PASSPHRASE_FILE: Final = 4096
+
+
+def _read_passphrase_file(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_MAX_PASSPHRASE_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > _MAX_PASSPHRASE_FILE:
+        raise ConfigError(f"{path} is too large to be a passphrase file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text") from exc
+    # The first line, so that an editor's trailing newline is not part of it.
+    return text.split("\n", 1)[0].rstrip("\r")
+
+
+def new_passphrase(passphrase_file: Path | None) -> str:
+    """From --passphrase-file, else $ONIONPOST_PASSPHRASE, else asked twice on a terminal."""
+    if passphrase_file is not None:
+        return _read_passphrase_file(passphrase_file)
+    from_env = os.environ.get(PASSPHRASE_ENV)
+    if from_env is not None:
+        return from_env
+    if not stdin_is_a_terminal():
+        raise ConfigError(f"no passphrase: use --key-file, --passphrase-file or ${PASSPHRASE_ENV}")
+    passphrase: str = click.prompt(
+        "passphrase for the new endpoint", hide_input=True, confirmation_prompt=True
+    )
+    return passphrase
+
+
+@click.command()
+@home_option
+@click.option("--name", required=True, help="Your display name, as contacts will see it.")
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Seal the secrets with this 32-byte key file (created if missing), not a passphrase.",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Read the passphrase from this file's first line (else ${PASSPHRASE_ENV}, else asked).",
+)
+@json_option
+def init(
+    home: Path | None,
+    name: str,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Create a new endpoint: keys, sealed secrets, and the contact card to share.
+
+    Prints the contact card; give it to your contacts (it is public), and add
+    theirs with 'onionpost contact add'.
+    """
+    if key_file is not None and passphrase_file is not None:
+        raise click.UsageError("give --key-file or --passphrase-file, not both")
+    paths = Paths.for_home(resolve_home(home))
+    passphrase = None if key_file is not None else new_passphrase(passphrase_file)
+    secrets = init_home(
+        paths,
+        display_name=name,
+        passphrase=passphrase,
+        key_file=key_file,
+        now=int(time.time()),
+    )
+    card = ContactCard.issue(secrets)
+    if as_json:
+        emit_json(
+            {
+                "home": str(paths.home),
+                "name": card.name,
+                "address": str(card.address),
+                "card": card.to_line(),
+            }
+        )
+        return
+    click.echo(f"created the endpoint '{printable(card.name)}' in {paths.home}", err=True)
+    click.echo(f"address: {card.address}", err=True)
+    click.echo("your contact card (public; give it to your contacts):", err=True)
+    click.echo(card.to_line())
+
+
+@click.command()
+@home_option
+@json_option
+def whoami(home: Path | None, as_json: bool) -> None:
+    """Show this endpoint's name, onion address and contact card (no daemon needed)."""
+    paths = Paths.for_home(resolve_home(home))
+    if not paths.card.exists():
+        fail(f"no endpoint in {paths.home}: run 'onionpost init' first", EXIT_ENVIRONMENT)
+    card = read_card_file(paths.card)
+    if as_json:
+        emit_json({"name": card.name, "address": str(card.address), "card": card.to_line()})
+        return
+    click.echo(f"name:    {printable(card.name)}")
+    click.echo(f"address: {card.address}")
+    click.echo(f"card:    {card.to_line()}")
