@@ -320,14 +320,6 @@ def test_extension_tags_decode_to_unknown_extension(tag: int, fields: tuple) -> 
     assert decode(pack(tag, *fields)) == UnknownExtension(tag)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="spec.md §5.1 and the module docstring: a record containing, anywhere, a "
-    "float, nil or a boolean is refused; decode returns UnknownExtension for tags "
-    "64..127 before looking at the fields, so an extension record holding them is "
-    "silently ignored",
-)
 @pytest.mark.parametrize("value", [1.5, None, True], ids=["float", "nil", "bool"])
 def test_extension_records_hold_only_the_kinds_records_may(value: object) -> None:
     with pytest.raises(MessageDecodeError):
@@ -478,13 +470,6 @@ def test_contents_never_reach_a_repr() -> None:
 # -- bugs ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="_check measures str with encode('utf-8', 'surrogatepass') but msgpack packs "
-    "strictly, so a lone surrogate escapes encode() as UnicodeEncodeError instead of "
-    "LocalProtocolError",
-)
 @pytest.mark.parametrize(
     "message",
     [
@@ -500,12 +485,6 @@ def test_lone_surrogates_are_refused_as_local_errors(message: object) -> None:
         encode(message)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LocalProtocolError,
-    reason="_check requires type(value) is int, which an IntEnum member is not, so the "
-    "module's own FileRejectReason (and CloseCode in Close) cannot be sent",
-)
 @pytest.mark.parametrize(
     "message",
     [FileReject(ID, FileRejectReason.TOO_LARGE), Close(CloseCode.GOING_AWAY, "bye")],

@@ -940,12 +940,6 @@ def _message_1_with(offset: int, value: bytes) -> bytes:
     return bytes(hello)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.md §7.2: a Noise failure in the handshake (all-zero DH, malformed ML-KEM "
-    "key) sends nothing; Session._read_hello queues its preamble before "
-    "write_message(message 2) fails, so a dangling 'ONPOST' 00 01 is left to be written",
-)
 @pytest.mark.parametrize(
     "message_1",
     [
@@ -1192,12 +1186,6 @@ def test_an_authentic_frame_with_a_bad_record(case: str) -> None:
     _check_bad_record(*BAD_RECORDS[case])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.md §4.1 (steps 4, 5), §7.1 and §7.2: a record length past the frame or "
-    'non-zero padding fails with close code MESSAGE_TOO_LARGE and sends Close(5, ""); '
-    'Session._read_record (032447e) raises FramingError with PROTOCOL_ERROR and sends Close(2, "")',
-)
 @pytest.mark.parametrize("case", BAD_LENGTHS)
 def test_an_authentic_frame_with_a_bad_record_length_or_padding(case: str) -> None:
     _check_bad_record(BAD_LENGTHS[case], FramingError, CloseCode.MESSAGE_TOO_LARGE)

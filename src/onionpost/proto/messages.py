@@ -317,7 +317,8 @@ def _check(kind: _Kind, bound: int, value: object) -> object:
             raise _bad("a hash is 64 bytes")
         return value
     if kind is _Kind.U64:
-        if type(value) is not int or not 0 <= value <= _U64_MAX:
+        # IntEnum members (CloseCode, FileRejectReason) are ints; bools are not.
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U64_MAX:
             raise _bad("expected an unsigned 64-bit integer")
         return value
     if kind is _Kind.IDS:
@@ -325,12 +326,25 @@ def _check(kind: _Kind, bound: int, value: object) -> object:
             raise _bad(f"expected 1 to {MAX_ACK_IDS} ids")
         return tuple(_check_id(v) for v in value)
     if kind is _Kind.TEXT:
-        if type(value) is not str or len(value.encode("utf-8", "surrogatepass")) > bound:
+        if type(value) is not str:
+            raise _bad("expected a string")
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise _bad("a string must be valid UTF-8 (no lone surrogates)") from None
+        if size > bound:
             raise _bad(f"expected a string of at most {bound} bytes")
         return value
     if type(value) is not bytes:
         raise _bad("expected binary data")
     return value
+
+
+def _plain(value: object, depth: int = 0) -> bool:
+    """An int, str or bin, or an array of them: the kinds records are made of."""
+    if type(value) in (int, str, bytes):
+        return True
+    return type(value) is tuple and depth == 0 and all(_plain(v, 1) for v in value)
 
 
 def encode(message: Message) -> bytes:
@@ -379,6 +393,13 @@ def decode(data: bytes) -> Message | UnknownExtension:
     if type(tag) is not int:
         raise _bad("the tag is an integer")
     cls = _BY_TAG.get(tag)
+    # Fields we do not interpret (an extension's, or trailing ones from a later
+    # version) must still be of the kinds we accept at all.
+    # Trailing fields are scalars; an extension's fields may also be arrays of them.
+    known = len(cls.SCHEMA) if cls is not None else 0
+    for extra in obj[1 + known :]:
+        if not _plain(extra, 0 if cls is None else 1):
+            raise _bad("unexpected value in a field we do not interpret")
     if cls is None:
         if tag in EXTENSION_TAGS:
             return UnknownExtension(tag)
@@ -387,11 +408,6 @@ def decode(data: bytes) -> Message | UnknownExtension:
     values = obj[1:]
     if len(values) < len(schema):
         raise _bad(f"{cls.__name__} has {len(schema)} fields")
-    # Extra trailing fields come from a later version and are ignored, but
-    # they must still be of the kinds we accept at all.
-    for extra in values[len(schema) :]:
-        if type(extra) not in (int, str, bytes):
-            raise _bad("unexpected structure in a trailing field")
     checked = [_check(kind, bound, v) for (kind, bound), v in zip(schema, values, strict=False)]
     record = cls(*checked)
     record._validate()

@@ -430,8 +430,11 @@ class Session:
             return False
         if hs.read_message(frame):
             raise RemoteProtocolError("the first handshake message must have no payload")
+        # Write message 2 before queueing anything: if it fails (a bad key in
+        # message 1), nothing at all goes back to the peer.
+        reply = hs.write_message(self._handshake_payload())
         self._out += _PREAMBLE.pack(MAGIC, PROTOCOL_VERSION)
-        self._frame(hs.write_message(self._handshake_payload()))
+        self._frame(reply)
         self._transition(_I.HELLO)
         return True
 
@@ -539,13 +542,9 @@ class Session:
         direction.count(len(frame))
         (length,) = _U16.unpack_from(plaintext)
         if length > len(plaintext) - 2 or length > MAX_RECORD_SIZE:
-            raise self._bad_record(
-                FramingError("record length past the end", close_code=CloseCode.PROTOCOL_ERROR)
-            )
+            raise self._bad_record(FramingError("record length past the end of the frame"))
         if any(plaintext[2 + length :]):
-            raise self._bad_record(
-                FramingError("non-zero padding", close_code=CloseCode.PROTOCOL_ERROR)
-            )
+            raise self._bad_record(FramingError("non-zero padding"))
         try:
             record = messages.decode(plaintext[2 : 2 + length])
         except MessageDecodeError as exc:
