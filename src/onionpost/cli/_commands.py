@@ -31,7 +31,6 @@ from rich.table import Table
 from rich.text import Text
 
 from onionpost.cli._common import (
-    ANSWER_DEADLINE,
     EXIT_FAILED,
     emit_json,
     enter_with_deadline,
@@ -231,7 +230,7 @@ def send(
         return
     follower = _FileFollower(name, file_path, as_json)
     try:
-        final = run_client(home, follower.run, deadline=None)
+        final = run_client(home, follower.run, bounded=False)
     except KeyboardInterrupt:
         queued_id = follower.queued.id if follower.queued else "?"
         fail(f"stopped following; the file stays queued for delivery (id {queued_id})")
@@ -419,10 +418,9 @@ def inbox(
                 if message.direction == "in" and (message.seq or 0) > printer.last_seq:
                     await printer.show(client, message)
 
-    # Following, or saving files (which may be large), has no deadline.
-    deadline = None if follow or export_dir is not None else ANSWER_DEADLINE
     try:
-        run_client(home, show_inbox, deadline=deadline)
+        # Following, or saving files (which may be large), has no deadline.
+        run_client(home, show_inbox, bounded=not follow and export_dir is None)
     except KeyboardInterrupt:
         if not follow:
             raise

@@ -179,10 +179,15 @@ def run_client(
     home: Path | None,
     work: Callable[[Client], Awaitable[T]],
     *,
-    deadline: float | None = ANSWER_DEADLINE,
+    bounded: bool = True,
 ) -> T:
-    """Connect to the daemon of ``home`` and run ``work`` with the client."""
+    """Connect to the daemon of ``home`` and run ``work`` with the client.
+
+    ``bounded``: ``work`` must finish within ANSWER_DEADLINE (not for
+    commands that follow events or move whole files).
+    """
     socket_path = Paths.for_home(resolve_home(home)).socket
+    deadline = ANSWER_DEADLINE if bounded else None
 
     async def main() -> T:
         async with _connected(socket_path) as client:

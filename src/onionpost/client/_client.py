@@ -81,6 +81,15 @@ async def _connect(path: Path) -> trio.SocketStream:
     except BaseException:
         sock.close()
         raise
+    try:
+        # A listener whose backlog is full makes a non-blocking AF_UNIX connect
+        # fail with EAGAIN, which trio reports as connected: check.
+        sock.getpeername()
+    except OSError as exc:
+        sock.close()
+        raise TransportError(
+            f"the daemon at {path} is not accepting connections (busy or stuck)"
+        ) from exc
     return trio.SocketStream(sock)
 
 

@@ -1,0 +1,454 @@
+"""The ``onionpost`` commands through click's CliRunner.
+
+Commands that need a daemon run against the real API server over an
+in-memory backend, served from its own thread and trio run on a socket in a
+short temporary directory (CliRunner is synchronous).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from localapi_double import MemoryBackend, ServerThread, card_for, short_tmpdir
+from onionpost.cli import _common, main
+
+NO_DAEMON = "onionpost: the daemon is not running (start it with 'onionpost daemon')\n"
+
+try:
+    import onionpost.home  # noqa: F401 - is the home package there yet?
+
+    HOME_MISSING = ""
+except ImportError as exc:  # pragma: no cover - while the home package is being written
+    HOME_MISSING = f"onionpost.home is not importable yet ({exc})"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def daemon() -> Iterator[tuple[ServerThread, Path]]:
+    """A home whose run/control.sock is served; the backend knows contact 'bob'."""
+    with short_tmpdir() as home:
+        backend = MemoryBackend()
+        backend.add("bob")
+        with ServerThread(backend, home / "run" / "control.sock") as server:
+            yield server, home
+
+
+def invoke(runner: CliRunner, *args: str | Path, **kwargs: object) -> Result:
+    return runner.invoke(main, [str(a) for a in args], **kwargs)  # type: ignore[arg-type]
+
+
+def one_line_error(result: Result, code: int) -> str:
+    """The result failed with ``code`` and exactly one 'onionpost: ...' line on stderr."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("onionpost: ")
+    assert "Traceback" not in result.output
+    return result.stderr
+
+
+def json_lines(result: Result) -> list[object]:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+# -- init and whoami ----------------------------------------------------------------------
+
+needs_home = pytest.mark.skipif(bool(HOME_MISSING), reason=HOME_MISSING)
+
+
+@pytest.fixture
+def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONIONPOST_KDF_FAST", "1")
+
+
+@needs_home
+@pytest.mark.usefixtures("fast_kdf")
+def test_init_creates_a_home_and_prints_its_card(runner: CliRunner) -> None:
+    with short_tmpdir() as tmp:
+        home = tmp / "home"
+        result = invoke(runner, "init", "--home", home, "--name", "alice", "--key-file", tmp / "k")
+        assert result.exit_code == 0, result.output
+        card = result.stdout.strip()
+        assert card.startswith("onionpost1:")
+        assert "\n" not in card
+        assert (home / "secrets.json").exists()
+        assert (tmp / "k").stat().st_size == 32
+        assert (home / "card.txt").read_text().strip() == card
+
+        whoami = invoke(runner, "--home", home, "whoami")
+        assert whoami.exit_code == 0
+        assert card in whoami.stdout
+        assert "alice" in whoami.stdout
+        (identity,) = json_lines(invoke(runner, "whoami", "--home", home, "--json"))
+        assert identity["card"] == card  # type: ignore[index]
+        assert identity["name"] == "alice"  # type: ignore[index]
+        assert identity["address"].endswith(".onion")  # type: ignore[index]
+
+        again = invoke(runner, "init", "--home", home, "--name", "alice", "--key-file", tmp / "k")
+        assert "already holds an endpoint" in one_line_error(again, 1)
+
+
+@needs_home
+@pytest.mark.usefixtures("fast_kdf")
+def test_init_takes_a_passphrase_from_a_file_or_the_environment(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with short_tmpdir() as tmp:
+        (tmp / "pass").write_text("correct horse battery staple\n")
+        by_file = invoke(
+            runner, "init", "--home", tmp / "a", "--name", "a", "--passphrase-file", tmp / "pass"
+        )
+        assert by_file.exit_code == 0, by_file.output
+        monkeypatch.setenv("ONIONPOST_PASSPHRASE", "another passphrase")
+        (created,) = json_lines(
+            invoke(runner, "init", "--home", tmp / "b", "--name", "b", "--json")
+        )
+        assert created["home"] == str(tmp / "b")  # type: ignore[index]
+        assert created["card"].startswith("onionpost1:")  # type: ignore[index]
+
+
+@needs_home
+def test_init_without_any_passphrase_source_fails_in_one_line(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ONIONPOST_PASSPHRASE", raising=False)
+    with short_tmpdir() as tmp:
+        result = invoke(runner, "init", "--home", tmp / "h", "--name", "x")
+        assert "no passphrase" in one_line_error(result, 1)
+        assert not (tmp / "h" / "secrets.json").exists()
+
+
+def test_init_refuses_two_secret_sources(runner: CliRunner) -> None:
+    with short_tmpdir() as tmp:
+        (tmp / "p").write_text("x")
+        result = invoke(
+            runner,
+            *("init", "--home", tmp / "h", "--name", "x"),
+            *("--key-file", tmp / "k", "--passphrase-file", tmp / "p"),
+        )
+        assert result.exit_code == 2
+        assert "not both" in result.output
+
+
+@needs_home
+def test_whoami_without_an_endpoint_is_an_environment_error(runner: CliRunner) -> None:
+    with short_tmpdir() as tmp:
+        result = invoke(runner, "whoami", "--home", tmp)
+        assert "run 'onionpost init'" in one_line_error(result, 3)
+
+
+# -- No daemon ---------------------------------------------------------------------------
+
+DAEMON_COMMANDS = [
+    ["status"],
+    ["contact", "list"],
+    ["contact", "add", card_for("carol")],
+    ["contact", "remove", "bob"],
+    ["contact", "verify", "bob"],
+    ["send", "bob", "hi"],
+    ["send", "bob", "--file", __file__],
+    ["inbox"],
+    ["inbox", "--follow"],
+    ["retry"],
+]
+
+
+@pytest.mark.parametrize("args", DAEMON_COMMANDS, ids=lambda a: " ".join(a[:2]))
+def test_no_daemon_is_exit_3_with_one_line(runner: CliRunner, args: list[str]) -> None:
+    with short_tmpdir() as home:
+        result = invoke(runner, "--home", home, *args)
+        assert one_line_error(result, 3) == NO_DAEMON
+
+
+def test_a_daemon_that_does_not_accept_cannot_hang_the_command(runner: CliRunner) -> None:
+    with short_tmpdir() as home:
+        (home / "run").mkdir()
+        path = os.fspath(home / "run" / "control.sock")
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(path)
+        listener.listen(0)
+        queued = socket.socket(socket.AF_UNIX)
+        queued.connect(path)  # fills the backlog: the next connect blocks
+        started = time.monotonic()
+        result = invoke(runner, "status", "--home", home)
+        assert time.monotonic() - started < 5
+        assert "is not accepting connections" in one_line_error(result, 3)
+        queued.close()
+        listener.close()
+
+
+def test_a_daemon_that_does_not_answer_cannot_hang_the_command(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_common, "ANSWER_DEADLINE", 0.3)
+    with short_tmpdir() as home:
+        (home / "run").mkdir()
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(os.fspath(home / "run" / "control.sock"))
+        listener.listen(4)
+        result = invoke(runner, "status", "--home", home)
+        assert "did not answer within 0.3 s" in one_line_error(result, 3)
+        listener.close()
+
+
+# -- Against the in-memory backend ---------------------------------------------------------
+
+
+Daemon = tuple[ServerThread, Path]
+
+
+def test_home_from_the_group_the_command_or_the_environment(
+    runner: CliRunner, daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, home = daemon
+    assert invoke(runner, "--home", home, "retry").exit_code == 0
+    assert invoke(runner, "retry", "--home", home).exit_code == 0
+    # The command's --home wins over the group's.
+    assert invoke(runner, "--home", "/nonexistent", "retry", "--home", home).exit_code == 0
+    monkeypatch.setenv("ONIONPOST_HOME", str(home))
+    assert invoke(runner, "retry").exit_code == 0
+
+
+def test_contact_commands(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    added = invoke(runner, "--home", home, "contact", "add", card_for("carol"))
+    assert added.exit_code == 0, added.output
+    assert "added contact 'carol'" in added.stdout
+    with short_tmpdir() as tmp:
+        (tmp / "dave.txt").write_text("# dave's card\n\n" + card_for("dave") + "\n")
+        from_file = invoke(runner, "--home", home, "contact", "add", tmp / "dave.txt", "--json")
+        assert json_lines(from_file) == [
+            {"name": "dave", "address": server.backend.contacts["dave"]["address"]}
+        ]
+    from_stdin = invoke(
+        runner, "--home", home, "contact", "add", "-", "--name", "erin", input=card_for("e")
+    )
+    assert from_stdin.exit_code == 0
+    assert "erin" in server.backend.contacts
+
+    listed = invoke(runner, "--home", home, "contact", "list")
+    for name in ("bob", "carol", "dave", "erin"):
+        assert name in listed.stdout
+    (contacts,) = json_lines(invoke(runner, "--home", home, "contact", "list", "--json"))
+    assert [c["name"] for c in contacts] == ["bob", "carol", "dave", "erin"]  # type: ignore[union-attr,index]
+
+    verified = invoke(runner, "--home", home, "contact", "verify", "bob")
+    assert "00000 00001 00002 00003\n" in verified.stdout
+    assert "00008 00009 00010 00011\n" in verified.stdout
+    (number,) = json_lines(invoke(runner, "--home", home, "contact", "verify", "bob", "--json"))
+    assert number["safety_number"].split() == [f"{i:05d}" for i in range(12)]  # type: ignore[index]
+
+    removed = invoke(runner, "--home", home, "contact", "remove", "carol", "--json")
+    assert json_lines(removed)[0]["name"] == "carol"  # type: ignore[index]
+    assert "carol" not in server.backend.contacts
+
+
+def test_contact_errors_are_one_line(runner: CliRunner, daemon: Daemon) -> None:
+    _, home = daemon
+    bad = invoke(runner, "--home", home, "contact", "add", "onionpost1:")
+    assert one_line_error(bad, 1) == (
+        "onionpost: not a contact card: it does not start with 'onionpost1:'\n"
+    )
+    unknown = invoke(runner, "--home", home, "contact", "remove", "zed")
+    assert one_line_error(unknown, 1) == "onionpost: unknown contact 'zed'\n"
+    duplicate = invoke(runner, "--home", home, "contact", "add", card_for("bob"))
+    assert "exists already" in one_line_error(duplicate, 1)
+    with short_tmpdir() as tmp:
+        (tmp / "two").write_text(card_for("x") + "\n" + card_for("y") + "\n")
+        two = invoke(runner, "--home", home, "contact", "add", tmp / "two")
+        assert "exactly one card line, found 2" in one_line_error(two, 1)
+
+
+def test_send_text_from_the_argument_or_stdin(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    sent = invoke(runner, "--home", home, "send", "bob", "hello bob")
+    assert sent.exit_code == 0
+    assert sent.stdout.startswith("queued ")
+    piped = invoke(runner, "--home", home, "send", "bob", input="from stdin\n")
+    dashed = invoke(runner, "--home", home, "send", "bob", "-", "--json", input="line 1\nline 2\n")
+    (queued,) = json_lines(dashed)
+    assert queued["state"] == "queued"  # type: ignore[index]
+    assert piped.exit_code == 0
+    bodies = [m["body"] for m in server.backend.messages.values()]
+    assert bodies == ["hello bob", "from stdin", "line 1\nline 2"]
+
+
+def test_send_refusals(runner: CliRunner, daemon: Daemon) -> None:
+    _, home = daemon
+    empty = invoke(runner, "--home", home, "send", "bob", input="")
+    assert empty.exit_code == 2
+    assert "empty" in empty.output
+    too_long = invoke(runner, "--home", home, "send", "bob", "x" * 60_001)
+    assert "--file" in one_line_error(too_long, 1)
+    unknown = invoke(runner, "--home", home, "send", "zed", "hi")
+    assert one_line_error(unknown, 1) == "onionpost: unknown contact 'zed'\n"
+    both = invoke(runner, "--home", home, "send", "bob", "hi", "--file", __file__)
+    assert both.exit_code == 2
+
+
+def test_send_file_follows_it_until_delivered(runner: CliRunner, daemon: Daemon) -> None:
+    _, home = daemon
+    with short_tmpdir() as tmp:
+        (tmp / "report.pdf").write_bytes(b"%PDF" * 5000)
+        result = invoke(runner, "--home", home, "send", "bob", "--file", tmp / "report.pdf")
+        assert result.exit_code == 0, result.output
+        assert "queued" in result.stderr
+        assert "delivered" in result.stderr
+        assert "20.0 kB" in result.stderr  # rich's progress bar, finished
+
+        states = json_lines(
+            invoke(runner, "--home", home, "send", "bob", "--file", tmp / "report.pdf", "--json")
+        )
+        assert states[0]["name"] == "report.pdf"  # type: ignore[index]
+        assert states[0]["size"] == 20_000  # type: ignore[index]
+        assert [s["state"] for s in states[1:]] == ["sent"] + ["sending"] * 4 + ["delivered"]  # type: ignore[index]
+        assert states[-2]["bytes"] == 20_000  # type: ignore[index]
+
+        no_wait = invoke(
+            runner, "--home", home, "send", "bob", "--file", tmp / "report.pdf", "--no-wait"
+        )
+        assert no_wait.exit_code == 0
+        assert "delivered" not in no_wait.output
+
+
+def test_send_file_that_is_refused_fails(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    server.backend.deliver_files = False
+    with short_tmpdir() as tmp:
+        (tmp / "big.bin").write_bytes(b"0" * 100)
+        result = invoke(runner, "--home", home, "send", "bob", "--file", tmp / "big.bin")
+        assert result.exit_code == 1
+        assert result.stderr.endswith("onionpost: the file was not delivered: refused (reason 3)\n")
+
+
+def test_inbox_lists_escapes_and_pages(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    server.call(server.backend.receive_text, "bob", "hello\nsecond line")
+    server.call(server.backend.receive_text, "bob", "\x1b[31mred\x1b[0m \u202egnp.exe")
+    listed = invoke(runner, "--home", home, "inbox")
+    assert listed.exit_code == 0
+    assert "#1 " in listed.stdout
+    assert "bob: hello\n    second line\n" in listed.stdout
+    assert "\x1b" not in listed.stdout
+    assert "\u202e" not in listed.stdout
+    assert "\\u001b[31mred" in listed.stdout
+    messages = json_lines(invoke(runner, "--home", home, "inbox", "--json"))
+    assert [m["seq"] for m in messages] == [1, 2]  # type: ignore[index]
+    assert messages[1]["body"].startswith("\x1b[31m")  # type: ignore[index]  # JSON keeps it exact
+    after = json_lines(invoke(runner, "--home", home, "inbox", "--json", "--after", "1"))
+    assert [m["seq"] for m in after] == [2]  # type: ignore[index]
+    for _ in range(150):
+        server.call(server.backend.receive_text, "bob", "more")
+    everything = json_lines(invoke(runner, "--home", home, "inbox", "--json"))
+    assert [m["seq"] for m in everything] == list(range(1, 153))  # type: ignore[index]
+    empty = invoke(runner, "--home", home, "inbox", "--after", "152")
+    assert empty.stdout == ""
+    assert "no messages after #152" in empty.stderr
+
+
+def test_inbox_exports_files_inside_the_directory_only(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    server.call(server.backend.receive_file, "bob", "../../evil.sh", b"#!/bin/sh\n")
+    server.call(server.backend.receive_file, "bob", "photo.jpg", b"jpeg 1")
+    server.call(server.backend.receive_file, "bob", "photo.jpg", b"jpeg 2")
+    with short_tmpdir() as tmp:
+        out = tmp / "received"
+        result = invoke(runner, "--home", home, "inbox", "--export-dir", out, "--json")
+        records = json_lines(result)
+        assert [Path(r["exported_to"]).name for r in records] == [  # type: ignore[index]
+            "evil.sh",
+            "photo.jpg",
+            "photo (1).jpg",
+        ]
+        assert sorted(p.name for p in tmp.rglob("*") if p.is_file()) == [
+            "evil.sh",
+            "photo (1).jpg",
+            "photo.jpg",
+        ]
+        assert (out / "photo (1).jpg").read_bytes() == b"jpeg 2"
+        assert out.stat().st_mode & 0o777 == 0o700
+
+
+def test_inbox_follow_streams_new_messages(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    server.call(server.backend.receive_text, "bob", "old")
+    outcome: list[Result] = []
+    follower = threading.Thread(
+        target=lambda: outcome.append(invoke(runner, "--home", home, "inbox", "-f", "--json"))
+    )
+    follower.start()
+    deadline = time.monotonic() + 10
+    while server.call(server.backend.live_subscribers) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    server.call(server.backend.receive_text, "bob", "new 1")
+    outgoing = {"id": "ab" * 16, "contact": "bob", "kind": "text", "created_ms": 1}
+    server.call(server.backend.publish, "message", outgoing | {"direction": "out", "body": "mine"})
+    server.call(server.backend.receive_text, "bob", "new 2")
+    time.sleep(0.2)
+    # The daemon goes away: the follower ends with one line, exit 3.
+    for _, channel in server.call(lambda: list(server.backend.subscribers)):
+        server.call(channel.close)
+    follower.join(10)
+    (result,) = outcome
+    assert result.exit_code == 3
+    assert [json.loads(line)["body"] for line in result.stdout.splitlines()] == [
+        "old",
+        "new 1",
+        "new 2",
+    ]
+    assert result.stderr.startswith("onionpost: the daemon ended the subscription")
+
+
+def test_status_shows_a_table_and_json(runner: CliRunner, daemon: Daemon) -> None:
+    _, home = daemon
+    result = invoke(runner, "--home", home, "status")
+    assert result.exit_code == 0
+    assert "ok (published)" in result.stdout
+    assert "0 of 1 reachable" in result.stdout
+    assert "bob" in result.stdout
+    (report,) = json_lines(invoke(runner, "--home", home, "status", "--json"))
+    assert report["tor"]["state"] == "ok"  # type: ignore[index]
+    assert report["contacts"][0]["name"] == "bob"  # type: ignore[index]
+
+
+def test_retry(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    assert invoke(runner, "--home", home, "retry").stdout == "retrying delivery to 1 contact\n"
+    assert json_lines(invoke(runner, "--home", home, "retry", "bob", "--json")) == [{"contacts": 1}]
+    assert server.backend.retried == [None, "bob"]
+    assert one_line_error(invoke(runner, "--home", home, "retry", "zed"), 1) == (
+        "onionpost: unknown contact 'zed'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["contact", "list"],
+        ["contact", "verify", "bob"],
+        ["send", "bob", "hi"],
+        ["inbox"],
+        ["retry"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_json_output_is_plain_json(runner: CliRunner, daemon: Daemon, args: list[str]) -> None:
+    server, home = daemon
+    server.call(server.backend.receive_text, "bob", "[bold]not markup[/bold]")
+    lines = json_lines(invoke(runner, "--home", home, *args, "--json"))
+    assert lines
