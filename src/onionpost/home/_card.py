@@ -1,0 +1,255 @@
+"""Contact cards: the one line an operator hands to another to become contacts.
+
+Theory of operation
+-------------------
+A card says "this onion address is me, this is my tor client-authorization
+key, call me this", signed by the identity key the address is made of, so a
+card cannot be altered without the signature failing. Wire example (the
+shape; base64 shortened)::
+
+    onionpost1:lQHEIP3a...xA
+
+    "onionpost1:" + base64url, no padding, of the msgpack array
+      [1, identity_pub (bin 32), client_auth_pub (bin 32), name (str), signature (bin 64)]
+    signature = Ed25519(identity, b"onionpost contact card\\x00" + msgpack([1, id, ca, name]))
+
+The encoding is canonical (msgpack's shortest forms, as msgpack-python
+writes them); a card that decodes but does not re-encode to the same bytes is
+refused, so every card has exactly one line. Byte-by-byte layout:
+``protocol-spec/storage.md`` §Contact card.
+
+A :class:`ContactCard` checks its signature when it is made, so no unsigned
+or altered card exists as an object. :meth:`ContactCard.parse` raises
+:class:`~onionpost.errors.CardError` with one specific reason.
+
+The safety number (:func:`safety_number`) lets two operators compare, over
+a channel they trust (in person, by phone), that each holds the other's real
+card. It is symmetric: both sides compute the same 60 digits.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import msgpack
+
+from onionpost.errors import AuthenticationError, CardError, ConfigError
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.identity import verify_signature
+
+if TYPE_CHECKING:
+    from onionpost.home._secrets import Secrets
+
+__all__ = [
+    "CARD_CONTEXT",
+    "CARD_PREFIX",
+    "MAX_NAME_LEN",
+    "ContactCard",
+    "check_name",
+    "read_card_file",
+    "safety_number",
+]
+
+CARD_PREFIX: Final = "onionpost1:"
+CARD_VERSION: Final = 1
+CARD_CONTEXT: Final = b"onionpost contact card\x00"
+MAX_NAME_LEN: Final = 64  # characters
+_KEY_LEN: Final = 32
+_SIGNATURE_LEN: Final = 64
+# Longest possible card line: prefix + base64 of (array header, version, two
+# bin 32, a str of 64 characters of up to 4 UTF-8 bytes, bin 64).
+_MAX_CARD_CHARS: Final = 1024
+_MAX_CARD_FILE: Final = 4096
+_BASE64URL: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+# Unicode categories a name may not contain: controls (Cc), format characters
+# such as bidirectional overrides (Cf), surrogates (Cs), private use (Co),
+# and the line and paragraph separators (Zl, Zp).
+_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+SAFETY_CONTEXT: Final = b"onionpost safety number v1\x00"
+_SAFETY_GROUPS: Final = 12
+_SAFETY_GROUP_DIGITS: Final = 5
+_SAFETY_BYTES_PER_GROUP: Final = 5
+
+
+def check_name(name: object, *, what: str = "a name") -> str:
+    """``name`` if it is a usable display name, else :class:`ConfigError`.
+
+    1 to 64 characters, not only spaces, none of them a control, format or
+    separator character (which could hide or reorder text on a terminal).
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"{what} must be text")
+    if not name.strip():
+        raise ConfigError(f"{what} is empty")
+    if len(name) > MAX_NAME_LEN:
+        raise ConfigError(f"{what} is longer than {MAX_NAME_LEN} characters")
+    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in name):
+        raise ConfigError(f"{what} contains control or formatting characters")
+    return name
+
+
+def _body(identity_public: bytes, client_auth_public: bytes, name: str) -> list[Any]:
+    return [CARD_VERSION, identity_public, client_auth_public, name]
+
+
+def _pack(obj: list[Any]) -> bytes:
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
+
+
+@dataclass(frozen=True, slots=True)
+class ContactCard:
+    """A signed, public description of an endpoint. Valid by construction."""
+
+    address: OnionAddress
+    client_auth_public: bytes
+    name: str
+    signature: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.address, OnionAddress):
+            raise CardError("malformed card: the address is not an onion address")
+        if not isinstance(self.client_auth_public, bytes) or len(self.client_auth_public) != 32:
+            raise CardError("malformed card: the client-authorization key is not 32 bytes")
+        try:
+            check_name(self.name, what="the card's name")
+        except ConfigError as exc:
+            raise CardError(f"malformed card: {exc}") from exc
+        if not isinstance(self.signature, bytes) or len(self.signature) != _SIGNATURE_LEN:
+            raise CardError("malformed card: the signature is not 64 bytes")
+        signed = CARD_CONTEXT + _pack(
+            _body(self.address.public_key, self.client_auth_public, self.name)
+        )
+        try:
+            verify_signature(self.address.public_key, self.signature, signed)
+        except AuthenticationError as exc:
+            raise CardError(
+                "bad signature: the card was altered or not made by this address"
+            ) from exc
+
+    @classmethod
+    def issue(cls, secrets: Secrets) -> ContactCard:
+        """Our own card, signed with our identity key."""
+        identity = secrets.identity
+        body = _body(identity.public_key, secrets.client_auth_public, secrets.display_name)
+        signature = identity.sign(CARD_CONTEXT + _pack(body))
+        return cls(identity.address, secrets.client_auth_public, secrets.display_name, signature)
+
+    def to_line(self) -> str:
+        packed = _pack(
+            [*_body(self.address.public_key, self.client_auth_public, self.name), self.signature]
+        )
+        return CARD_PREFIX + base64.urlsafe_b64encode(packed).rstrip(b"=").decode("ascii")
+
+    def __str__(self) -> str:
+        return self.to_line()
+
+    @classmethod
+    def parse(cls, text: str) -> ContactCard:
+        """Parse one card line (surrounding whitespace is ignored).
+
+        Checks, in order: prefix, base64url, msgpack, version, field types and
+        lengths, canonical encoding, name, signature. Raises
+        :class:`CardError` naming the first that fails.
+        """
+        if not isinstance(text, str):
+            raise CardError("a card must be text")
+        line = text.strip()
+        if not line.startswith(CARD_PREFIX):
+            raise CardError(f"not a contact card: it does not start with {CARD_PREFIX!r}")
+        encoded = line[len(CARD_PREFIX) :]
+        if len(line) > _MAX_CARD_CHARS:
+            raise CardError("malformed card: too long")
+        if not encoded or not _BASE64URL.issuperset(encoded) or len(encoded) % 4 == 1:
+            raise CardError("malformed card: not base64url without padding")
+        try:
+            raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise CardError("malformed card: not base64url without padding") from exc
+        try:
+            obj: Any = msgpack.unpackb(
+                raw,
+                raw=False,
+                use_list=True,
+                max_str_len=_MAX_CARD_CHARS,
+                max_bin_len=_SIGNATURE_LEN,
+                max_array_len=8,
+                max_map_len=0,
+                max_ext_len=0,
+            )
+        except (
+            ValueError,
+            TypeError,
+            msgpack.ExtraData,
+            msgpack.FormatError,
+            msgpack.StackError,
+        ) as exc:
+            # ValueError covers msgpack's OutOfData, its limits, and bad UTF-8.
+            raise CardError("malformed card: not a single msgpack value") from exc
+        if type(obj) is not list or not obj:
+            raise CardError("malformed card: not a msgpack array")
+        if type(obj[0]) is not int:
+            raise CardError("malformed card: the version is not an integer")
+        if obj[0] != CARD_VERSION:
+            raise CardError(f"unsupported card version {obj[0]} (this onionpost reads version 1)")
+        if len(obj) != 5:
+            raise CardError("malformed card: a version 1 card has 5 fields")
+        _, identity_public, client_auth_public, name, signature = obj
+        if type(identity_public) is not bytes or len(identity_public) != _KEY_LEN:
+            raise CardError("malformed card: the identity key is not 32 bytes")
+        if type(client_auth_public) is not bytes or len(client_auth_public) != _KEY_LEN:
+            raise CardError("malformed card: the client-authorization key is not 32 bytes")
+        if type(name) is not str:
+            raise CardError("malformed card: the name is not text")
+        if type(signature) is not bytes or len(signature) != _SIGNATURE_LEN:
+            raise CardError("malformed card: the signature is not 64 bytes")
+        if _pack(obj) != raw or base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != encoded:
+            raise CardError("malformed card: not in canonical form")
+        return cls(
+            OnionAddress.from_public_key(identity_public), client_auth_public, name, signature
+        )
+
+
+def read_card_file(path: Path) -> ContactCard:
+    """The card in ``path``: one card line; blank lines and ``#`` comments are ignored."""
+    try:
+        with Path(path).open("rb") as handle:
+            data = handle.read(_MAX_CARD_FILE + 1)
+    except OSError as exc:
+        raise CardError(f"cannot read card file {path}: {exc.strerror}") from exc
+    if len(data) > _MAX_CARD_FILE:
+        raise CardError(f"{path} is too large to be a contact card")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CardError(f"{path} is not UTF-8 text") from exc
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if len(lines) != 1:
+        raise CardError(f"{path} must hold exactly one card line, found {len(lines)}")
+    return ContactCard.parse(lines[0])
+
+
+def safety_number(a: bytes, b: bytes) -> str:
+    """The 60-digit safety number of two identity public keys, as 12 groups of 5.
+
+    ``BLAKE2b-512(SAFETY_CONTEXT || min(a, b) || max(a, b))``; group ``i`` is
+    bytes ``5i..5i+4`` of the digest as a big-endian integer mod 100000,
+    zero-padded. Sorting the keys makes it the same on both sides.
+    """
+    for key in (a, b):
+        if not isinstance(key, bytes) or len(key) != _KEY_LEN:
+            raise ConfigError("a safety number is computed from two 32-byte identity keys")
+    low, high = sorted((a, b))
+    digest = hashlib.blake2b(SAFETY_CONTEXT + low + high, digest_size=64).digest()
+    groups = []
+    for i in range(_SAFETY_GROUPS):
+        chunk = digest[i * _SAFETY_BYTES_PER_GROUP : (i + 1) * _SAFETY_BYTES_PER_GROUP]
+        groups.append(f"{int.from_bytes(chunk, 'big') % 10**_SAFETY_GROUP_DIGITS:05d}")
+    return " ".join(groups)

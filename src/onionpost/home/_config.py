@@ -1,0 +1,236 @@
+"""Settings from ``home/config.toml``: every key optional, every default documented.
+
+The file is TOML (read with :mod:`tomllib`). Top-level keys are named as the
+fields of :class:`Config`; tor's settings live in a ``[tor]`` table, and
+``[tor.options]`` passes extra lines to the tor we launch (a private test
+network needs them)::
+
+    onion_port = 7733
+    max_file_size = 1073741824
+
+    [tor]
+    mode = "launch"
+
+    [tor.options]
+    TestingTorNetwork = "1"
+    DirAuthority = ["auth0 ...", "auth1 ..."]
+
+Unknown keys and values of the wrong type raise
+:class:`~onionpost.errors.ConfigError` naming the key (``tor.mode``), so a
+typo never silently falls back to a default. :data:`DEFAULT_CONFIG_TEXT`, the
+file ``init`` writes, lists every key commented out at its default; a test
+checks that it and :class:`Config` agree.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from onionpost.errors import ConfigError
+from onionpost.home._paths import Paths
+
+__all__ = ["DEFAULT_CONFIG_TEXT", "Config", "load_config", "parse_config"]
+
+GiB: Final = 2**30
+TOR_MODES: Final = ("launch", "attach")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    tor_mode: str = "launch"
+    tor_binary: Path = Path("/usr/bin/tor")
+    tor_control_port: int | None = None
+    tor_control_socket: Path | None = None
+    tor_password: str | None = field(default=None, repr=False)
+    tor_extra_options: dict[str, str | list[str]] = field(default_factory=dict)
+    onion_port: int = 7733
+    max_file_size: int = 1 * GiB
+    max_disk_use: int = 10 * GiB
+    retry_initial: float = 5.0
+    retry_max: float = 900.0
+    connect_timeout: float = 60.0
+    message_expiry: float | None = None
+    log_level: str = "info"
+
+
+DEFAULT_CONFIG_TEXT: Final = """\
+# onionpost settings. Every key is optional; the values shown commented out
+# are the defaults. Unknown keys and wrong types are refused at start-up.
+
+# Virtual port of our onion service; contacts dial <our address>:<port>.
+# onion_port = 7733
+
+# Largest file accepted from a contact or queued to one, in bytes (1 GiB).
+# max_file_size = 1073741824
+
+# Total bytes of files (sent and received, encrypted) kept in files/ (10 GiB).
+# max_disk_use = 10737418240
+
+# Seconds to wait before redialling an unreachable contact; doubles on each
+# failure (with jitter) up to retry_max.
+# retry_initial = 5.0
+# retry_max = 900.0
+
+# Seconds allowed to reach a contact and complete the handshake.
+# connect_timeout = 60.0
+
+# Seconds after which an undelivered message expires and is no longer sent.
+# Absent: messages never expire.
+# message_expiry = 604800.0
+
+# One of "debug", "info", "warning", "error". Logs never contain message
+# contents or keys.
+# log_level = "info"
+
+[tor]
+# "launch": run our own tor with home/tor/ as its DataDirectory.
+# "attach": use an already running tor through its control port or socket.
+# mode = "launch"
+
+# The tor executable used in "launch" mode.
+# binary = "/usr/bin/tor"
+
+# "attach" mode: the control port (on 127.0.0.1) or the control socket path;
+# give one of them.
+# control_port = 9051
+# control_socket = "/run/tor/control"
+
+# "attach" mode: the control port password, if tor uses HashedControlPassword
+# (cookie authentication needs no setting).
+# password = ""
+
+# Extra torrc lines for the tor we launch: each key is a tor option, its
+# value a string, or a list of strings for an option given several times.
+# Empty by default.
+# [tor.options]
+# TestingTorNetwork = "1"
+"""
+
+
+# -- validation -----------------------------------------------------------------------
+
+
+def _int(key: str, value: object, low: int, high: int) -> int:
+    if type(value) is not int:
+        raise ConfigError(f"config key {key} must be an integer")
+    if not low <= value <= high:
+        raise ConfigError(f"config key {key} must be between {low} and {high}")
+    return value
+
+
+def _seconds(key: str, value: object) -> float:
+    if type(value) not in (int, float):
+        raise ConfigError(f"config key {key} must be a number of seconds")
+    seconds = float(value)  # type: ignore[arg-type]
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"config key {key} must be a positive number of seconds")
+    return seconds
+
+
+def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"config key {key} must be one of {', '.join(choices)}")
+    return value
+
+
+def _path(key: str, value: object) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"config key {key} must be a path (a string)")
+    return Path(value).expanduser()
+
+
+def _text(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"config key {key} must be a string")
+    return value
+
+
+def _tor_options(key: str, value: object) -> dict[str, str | list[str]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key {key} must be a table")
+    options: dict[str, str | list[str]] = {}
+    for name, item in value.items():
+        where = f"{key}.{name}"
+        if isinstance(item, str):
+            options[name] = item
+        elif type(item) is int:
+            options[name] = str(item)
+        elif isinstance(item, list) and item and all(isinstance(v, str) for v in item):
+            options[name] = list(item)
+        else:
+            raise ConfigError(f"config key {where} must be a string or a list of strings")
+    return options
+
+
+_MAX_PORT: Final = 65535
+_MAX_BYTES: Final = 2**62
+
+# TOML key -> (Config field, converter). The one table of what the file may hold.
+_TOP: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
+    "onion_port": ("onion_port", lambda k, v: _int(k, v, 1, _MAX_PORT)),
+    "max_file_size": ("max_file_size", lambda k, v: _int(k, v, 0, _MAX_BYTES)),
+    "max_disk_use": ("max_disk_use", lambda k, v: _int(k, v, 0, _MAX_BYTES)),
+    "retry_initial": ("retry_initial", _seconds),
+    "retry_max": ("retry_max", _seconds),
+    "connect_timeout": ("connect_timeout", _seconds),
+    "message_expiry": ("message_expiry", _seconds),
+    "log_level": ("log_level", lambda k, v: _choice(k, v, LOG_LEVELS)),
+}
+_TOR: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
+    "mode": ("tor_mode", lambda k, v: _choice(k, v, TOR_MODES)),
+    "binary": ("tor_binary", _path),
+    "control_port": ("tor_control_port", lambda k, v: _int(k, v, 1, _MAX_PORT)),
+    "control_socket": ("tor_control_socket", _path),
+    "password": ("tor_password", _text),
+    "options": ("tor_extra_options", _tor_options),
+}
+
+
+def parse_config(text: str, *, source: str = "config.toml") -> Config:
+    """A :class:`Config` from TOML text; :class:`ConfigError` naming the bad key."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+    values: dict[str, Any] = {}
+    for key, value in document.items():
+        if key == "tor":
+            if not isinstance(value, dict):
+                raise ConfigError("config key tor must be a table")
+            for tor_key, tor_value in value.items():
+                if tor_key not in _TOR:
+                    raise ConfigError(f"unknown config key tor.{tor_key}")
+                name, convert = _TOR[tor_key]
+                values[name] = convert(f"tor.{tor_key}", tor_value)
+        elif key in _TOP:
+            name, convert = _TOP[key]
+            values[name] = convert(key, value)
+        else:
+            raise ConfigError(f"unknown config key {key}")
+    config = Config(**values)
+    if config.retry_max < config.retry_initial:
+        raise ConfigError("config key retry_max must not be less than retry_initial")
+    if config.tor_mode == "attach" and (config.tor_control_port is None) == (
+        config.tor_control_socket is None
+    ):
+        raise ConfigError(
+            "config key tor.mode = attach needs exactly one of tor.control_port "
+            "and tor.control_socket"
+        )
+    return config
+
+
+def load_config(paths: Paths) -> Config:
+    """``home/config.toml``, or every default when the file does not exist."""
+    try:
+        text = paths.config.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {paths.config}: {exc}") from exc
+    return parse_config(text, source=str(paths.config))

@@ -1,0 +1,38 @@
+"""The endpoint's durable state: contacts, outbox, inbox and files (SQLite).
+
+Nothing outside this package opens the database. :class:`Store` is the whole
+API; it hands out the frozen records below, none of whose ``repr`` shows a
+message body or file name. Formats: ``protocol-spec/storage.md`` §Store.
+"""
+
+from __future__ import annotations
+
+from onionpost.store._records import (
+    INCOMING_TRANSITIONS,
+    OUTGOING_TRANSITIONS,
+    Contact,
+    Direction,
+    Kind,
+    Outgoing,
+    OutgoingFile,
+    State,
+    Stored,
+    StoredFile,
+)
+from onionpost.store._schema import SCHEMA_VERSION
+from onionpost.store._store import Store
+
+__all__ = [
+    "INCOMING_TRANSITIONS",
+    "OUTGOING_TRANSITIONS",
+    "SCHEMA_VERSION",
+    "Contact",
+    "Direction",
+    "Kind",
+    "Outgoing",
+    "OutgoingFile",
+    "State",
+    "Store",
+    "Stored",
+    "StoredFile",
+]

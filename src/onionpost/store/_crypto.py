@@ -1,0 +1,119 @@
+"""The hazardous layer for storage: the primitives that protect data at rest.
+
+Everything that encrypts, decrypts or derives a key for something written to
+disk (the secrets file of :mod:`onionpost.home`, message bodies, file names
+and file contents in :mod:`onionpost.store`) calls these few functions and
+handles keys as opaque ``bytes``; nothing else in those packages imports
+pynacl. pynacl's exceptions are translated here, and only here.
+
+- Sealing: XChaCha20-Poly1305 (IETF construction, libsodium's
+  ``crypto_aead_xchacha20poly1305_ietf_*``) with a fresh random 24-byte nonce
+  per call. A sealed value is ``nonce || ciphertext || tag``. 192-bit nonces
+  make random nonces safe for any number of values under one key.
+- Every caller passes associated data naming *what* the value is (a context
+  string, the table and row it belongs to); a value copied elsewhere fails
+  to open. See ``protocol-spec/storage.md``.
+- Passphrases: Argon2id (``crypto_pwhash``, RFC 9106) with parameters
+  stored next to the ciphertext.
+
+Failures to open raise :class:`~onionpost.errors.StoreError` with the
+caller's text; the text never says more than "did not authenticate".
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from nacl import bindings as _sodium
+from nacl import exceptions as _nacl_exc
+from nacl.pwhash import argon2id as _argon2id
+
+from onionpost.errors import ConfigError, StoreError
+
+__all__ = [
+    "KDF_MEMLIMIT_MAX",
+    "KDF_OPSLIMIT_MAX",
+    "KEY_LEN",
+    "NONCE_LEN",
+    "SALT_LEN",
+    "SEAL_OVERHEAD",
+    "TAG_LEN",
+    "derive_key",
+    "kdf_limits",
+    "open_sealed",
+    "random_bytes",
+    "seal",
+]
+
+KEY_LEN: Final = _sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES  # 32
+NONCE_LEN: Final = _sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  # 24
+TAG_LEN: Final = _sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES  # 16
+SEAL_OVERHEAD: Final = NONCE_LEN + TAG_LEN
+SALT_LEN: Final = _argon2id.SALTBYTES  # 16
+
+# Bounds on parameters read back from a secrets file, so that an altered file
+# cannot make unlocking take hours or all memory: libsodium's SENSITIVE level.
+KDF_OPSLIMIT_MAX: Final = _argon2id.OPSLIMIT_SENSITIVE  # 4
+KDF_MEMLIMIT_MAX: Final = _argon2id.MEMLIMIT_SENSITIVE  # 1 GiB
+
+_FAST_ENV: Final = "ONIONPOST_KDF_FAST"
+
+
+def random_bytes(n: int) -> bytes:
+    return os.urandom(n)
+
+
+def kdf_limits() -> tuple[int, int]:
+    """(opslimit, memlimit) for a new secrets file.
+
+    MODERATE (3 passes, 256 MiB) by default; INTERACTIVE (2 passes, 64 MiB)
+    when the environment sets ``ONIONPOST_KDF_FAST=1``, which tests and the
+    demo do to stay fast. Never set it on a real endpoint.
+    """
+    if os.environ.get(_FAST_ENV, "") == "1":
+        return _argon2id.OPSLIMIT_INTERACTIVE, _argon2id.MEMLIMIT_INTERACTIVE
+    return _argon2id.OPSLIMIT_MODERATE, _argon2id.MEMLIMIT_MODERATE
+
+
+def derive_key(passphrase: bytes, salt: bytes, *, opslimit: int, memlimit: int) -> bytes:
+    """Argon2id(passphrase, salt) -> a 32-byte sealing key."""
+    if len(salt) != SALT_LEN:
+        raise ConfigError(f"an Argon2id salt is {SALT_LEN} bytes")
+    if not (
+        _argon2id.OPSLIMIT_MIN <= opslimit <= KDF_OPSLIMIT_MAX
+        and _argon2id.MEMLIMIT_MIN <= memlimit <= KDF_MEMLIMIT_MAX
+    ):
+        raise ConfigError("Argon2id parameters out of range")
+    try:
+        return _argon2id.kdf(KEY_LEN, passphrase, salt, opslimit=opslimit, memlimit=memlimit)
+    except (_nacl_exc.RuntimeError, _nacl_exc.ValueError, _nacl_exc.TypeError) as exc:
+        raise ConfigError("Argon2id key derivation failed") from exc
+
+
+def _check_key(key: bytes) -> None:
+    if len(key) != KEY_LEN:
+        raise ConfigError(f"a storage key is {KEY_LEN} bytes")
+
+
+def seal(key: bytes, plaintext: bytes, ad: bytes) -> bytes:
+    """``nonce || XChaCha20-Poly1305(key, nonce, plaintext, ad)``, nonce random."""
+    _check_key(key)
+    nonce = os.urandom(NONCE_LEN)
+    return nonce + _sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
+
+
+def open_sealed(key: bytes, sealed: bytes, ad: bytes, *, what: str) -> bytes:
+    """The plaintext of :func:`seal`'s output; :class:`StoreError` if it does not
+    authenticate (wrong key, altered bytes, or a value moved from elsewhere).
+
+    ``what`` names the value for the error text ("message body", "file record").
+    """
+    _check_key(key)
+    if len(sealed) < SEAL_OVERHEAD:
+        raise StoreError(f"{what} is truncated")
+    nonce, ciphertext = sealed[:NONCE_LEN], sealed[NONCE_LEN:]
+    try:
+        return _sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, key)
+    except (_nacl_exc.CryptoError, _nacl_exc.ValueError, _nacl_exc.TypeError) as exc:
+        raise StoreError(f"{what} did not authenticate (altered, moved, or another key)") from exc

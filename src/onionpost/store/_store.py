@@ -1,0 +1,1186 @@
+"""The store: contacts, the outbox, the inbox and files, in one SQLite database.
+
+Theory of operation
+-------------------
+One :class:`Store` per home, opened by the daemon. It is synchronous and its
+calls are small; the daemon calls it from its event loop, and may run the two
+slow ones (:meth:`Store.queue_file`, :meth:`Store.export_file`, which copy a
+whole file) in a worker thread: a lock serialises the database work, and
+their file copying runs outside it.
+
+Durability and exactly-once delivery:
+
+- SQLite in WAL mode with ``synchronous=FULL``: a call that changes
+  something has committed, durably, when it returns (unless it runs inside
+  :meth:`Store.transaction`, which commits at the end of the block).
+- The connection holds SQLite's exclusive lock for its whole life, so a
+  second process opening the same store gets :class:`StoreLockedError`.
+- :meth:`Store.store_text` inserts on the unique key
+  ``(direction, contact, id)`` in one statement of one transaction: a repeated
+  message is detected, not stored twice, and the caller acks it again.
+- Outgoing states only move forward (:mod:`onionpost.store._records`).
+
+Confidentiality at rest (``protocol-spec/storage.md`` §Store): text bodies,
+content types, file names and file hashes are sealed in each row's
+``content`` with the store key, the associated data naming the table,
+direction, contact and message id; file contents are sealed records in
+``files/`` (:mod:`onionpost.store._files`). Ids, contacts, states, times and
+sizes are plaintext so the store can be queried.
+
+Every ``sqlite3`` exception is translated to :class:`StoreError` (or
+:class:`NoSpaceError`, :class:`StoreLockedError`) in :meth:`Store._guard`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import msgpack
+
+from onionpost.errors import (
+    ConfigError,
+    FileTooLargeError,
+    HashMismatchError,
+    LocalProtocolError,
+    NoSpaceError,
+    NotFoundError,
+    StoreError,
+    StoreLockedError,
+    UnknownContactError,
+)
+from onionpost.limits import FILE_CHUNK_SIZE, MAX_FILE_NAME
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.messages import FileOffer
+from onionpost.store import _crypto, _schema
+from onionpost.store._files import Blob, new_hasher, record_count
+from onionpost.store._records import (
+    INCOMING_TRANSITIONS,
+    OUTGOING_TRANSITIONS,
+    Contact,
+    Direction,
+    Kind,
+    Outgoing,
+    OutgoingFile,
+    State,
+    Stored,
+    StoredFile,
+    sources,
+)
+
+__all__ = ["Store"]
+
+ID_LEN: Final = 16
+HASH_LEN: Final = 64
+MAX_CONTACT_NAME: Final = 64
+_AD_CONTEXT: Final = b"onionpost store v1\x00"
+_KEY_CHECK: Final = b"onionpost store key check"
+_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+_BLOB_NAME: Final = re.compile(r"(in|out)-([0-9]+)-([0-9a-f]{32})")
+_PENDING: Final = (State.QUEUED.value, State.SENT.value)
+
+# Every query is a literal: an optional contact filter is the parameter
+# ``:contact`` being NULL, and a set of states is a JSON array (json_each).
+_INSERT_MESSAGE: Final = (
+    "INSERT INTO messages (direction, contact_id, id, kind, state, created_ms, stored_ms, "
+    "expires_ms, size, content) VALUES (:direction, :contact_id, :id, :kind, :state, "
+    ":created_ms, :stored_ms, :expires_ms, :size, :content) "
+    "ON CONFLICT (direction, contact_id, id) DO NOTHING"
+)
+_MARK: Final[dict[tuple[Direction, State], str]] = {
+    (Direction.OUT, State.SENT): (
+        "UPDATE messages SET state = 'sent', sent_ms = :now WHERE direction = 'out' "
+        "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+    ),
+    (Direction.OUT, State.DELIVERED): (
+        "UPDATE messages SET state = 'delivered', delivered_ms = :now WHERE direction = 'out' "
+        "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+    ),
+    # A read message was delivered, whether or not its ack came first.
+    (Direction.OUT, State.READ): (
+        "UPDATE messages SET state = 'read', read_ms = :now, "
+        "delivered_ms = coalesce(delivered_ms, :now) WHERE direction = 'out' "
+        "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+    ),
+    (Direction.IN, State.READ): (
+        "UPDATE messages SET state = 'read', read_ms = :now WHERE direction = 'in' "
+        "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+    ),
+}
+
+
+def _check_id(value: object, what: str = "a message id") -> bytes:
+    if not isinstance(value, bytes) or len(value) != ID_LEN:
+        raise ConfigError(f"{what} is {ID_LEN} bytes")
+    return value
+
+
+def _check_contact_name(name: object) -> str:
+    # The same rule as onionpost.home.check_name (a card's name), kept here
+    # so that the store does not import the home package.
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("a contact name must not be empty")
+    if len(name) > MAX_CONTACT_NAME:
+        raise ConfigError(f"a contact name is at most {MAX_CONTACT_NAME} characters")
+    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in name):
+        raise ConfigError("a contact name must not contain control or formatting characters")
+    return name
+
+
+def _check_file_name(name: object) -> str:
+    # FileOffer's rule (onionpost.proto.messages): a name, never a path.
+    if not isinstance(name, str) or not name or name in {".", ".."}:
+        raise ConfigError("a file name must not be empty, '.' or '..'")
+    if any(c in name for c in "/\\\x00"):
+        raise ConfigError("a file name must not contain '/', '\\' or NUL")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME:
+        raise ConfigError(f"a file name is at most {MAX_FILE_NAME} bytes of UTF-8")
+    return name
+
+
+def _translate(exc: sqlite3.Error, doing: str, path: Path) -> StoreError:
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return NoSpaceError(f"the disk is full ({doing})")
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreLockedError(f"the store {path} is in use by another process")
+    if code == sqlite3.SQLITE_NOTADB:
+        return StoreError(f"{path} is not an onionpost store (not an SQLite database)")
+    if code == sqlite3.SQLITE_CORRUPT:
+        return StoreError(f"the store {path} is corrupt ({doing}): {exc}")
+    if code == sqlite3.SQLITE_IOERR:
+        return StoreError(f"I/O error on the store {path} ({doing}): {exc}")
+    return StoreError(f"store error ({doing}): {exc}")
+
+
+# (table, direction, contact id, message id): what a sealed ``content`` belongs to.
+_RowKey = tuple[str, str, int, bytes]
+
+
+@dataclass(slots=True)
+class _Transfer:
+    """An incoming file being written: where it is, and the hash so far."""
+
+    contact_id: int
+    id: bytes
+    size: int
+    blake2b: bytes
+    offset: int
+    hasher: Any
+    blob: Blob
+
+
+class Store:
+    """The endpoint's database. Open with :meth:`Store.open`; see the module doc."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, files_dir: Path, key: bytes) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self._path = path
+        self._files = files_dir
+        self._key = key
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._transfers: dict[tuple[int, bytes], _Transfer] = {}
+
+    def __repr__(self) -> str:
+        return f"Store({str(self._path)!r})"
+
+    # -- opening, closing, transactions ---------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, files_dir: Path, key: bytes) -> Store:
+        """Open (or create) the store at ``path`` with file blobs in ``files_dir``.
+
+        :class:`StoreError` when the file is not a database, is corrupt or
+        truncated, was written by a newer onionpost, or ``key`` is not the
+        key it was created with; :class:`StoreLockedError` when another
+        process has it open.
+        """
+        if not isinstance(key, bytes) or len(key) != _crypto.KEY_LEN:
+            raise ConfigError(f"the store key is {_crypto.KEY_LEN} bytes")
+        path = Path(path)
+        files_dir = Path(files_dir)
+        try:
+            files_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # The database holds metadata (contacts, times): owner only. The
+            # WAL file inherits these permissions from it.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        except OSError as exc:
+            raise StoreError(f"cannot open the store {path}: {exc.strerror}") from exc
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from exc
+        store = cls(conn, path, files_dir, key)
+        try:
+            store._start()
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _start(self) -> None:
+        conn = self._db
+        with self._lock, self._guard("opening the store"):
+            # EXCLUSIVE before the first WAL access: no shared-memory index
+            # (-shm), and the lock is never released while we are open.
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode != "wal":
+                raise StoreError(f"cannot put the store {self._path} in WAL mode")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA trusted_schema = OFF")
+            conn.execute("BEGIN IMMEDIATE")  # take the exclusive lock now
+            conn.execute("COMMIT")
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise StoreError(f"the store {self._path} is corrupt: {problems[0]}")
+            self._migrate()
+            self._check_key()
+        self._sweep_orphans()
+
+    def _migrate(self) -> None:
+        conn = self._db
+        migrations = _schema.MIGRATIONS
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > len(migrations):
+            raise StoreError(
+                f"the store {self._path} has schema version {version}, newer than this "
+                f"onionpost knows ({len(migrations)}); upgrade onionpost"
+            )
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreError(f"{self._path} is an SQLite database but not an onionpost store")
+        for number in range(version, len(migrations)):
+            with self.transaction():
+                for statement in migrations[number]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number + 1}")
+
+    def _check_key(self) -> None:
+        ad = _AD_CONTEXT + b"meta\x00key_check"
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        if row is None:
+            with self.transaction():
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('key_check', ?)",
+                    (_crypto.seal(self._key, _KEY_CHECK, ad),),
+                )
+            return
+        try:
+            plaintext = _crypto.open_sealed(self._key, row[0], ad, what="the store's key check")
+        except StoreError as exc:
+            raise StoreError(
+                f"the store key does not open {self._path} (secrets of another home?)"
+            ) from exc
+        if plaintext != _KEY_CHECK:
+            raise StoreError(f"the store key does not open {self._path}")
+
+    def _sweep_orphans(self) -> None:
+        """Delete blobs no row refers to: a copy or transfer cut short by a crash."""
+        try:
+            names = os.listdir(self._files)
+        except OSError as exc:
+            raise StoreError(f"cannot list {self._files}: {exc.strerror}") from exc
+        for name in names:
+            orphan = name.startswith(".tmp-")
+            match = _BLOB_NAME.fullmatch(name)
+            if match is not None:
+                direction, contact_id, file_id = match[1], int(match[2]), bytes.fromhex(match[3])
+                orphan = not self._blob_referenced(direction, contact_id, file_id)
+            if orphan:
+                try:
+                    (self._files / name).unlink()
+                except OSError as exc:
+                    raise StoreError(f"cannot delete {name}: {exc.strerror}") from exc
+
+    def _blob_referenced(self, direction: str, contact_id: int, file_id: bytes) -> bool:
+        with self._lock, self._guard("checking file blobs"):
+            found = self._db.execute(
+                "SELECT 1 FROM messages WHERE direction = ? AND contact_id = ? AND id = ? "
+                "AND kind = 'file'",
+                (direction, contact_id, file_id),
+            ).fetchone()
+            if found is None and direction == Direction.IN:
+                found = self._db.execute(
+                    "SELECT 1 FROM transfers WHERE contact_id = ? AND id = ?",
+                    (contact_id, file_id),
+                ).fetchone()
+        return found is not None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._transfers.clear()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is closed")
+        return self._conn
+
+    @contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        """The one boundary where sqlite3's exceptions become ours."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise _translate(exc, doing, self._path) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several calls into one commit (one fsync).
+
+        Every mutating method runs in its own transaction; inside this block
+        they share one, committed when the block ends and rolled back
+        entirely if it raises. Nested uses are savepoints: a call that fails
+        inside the block is undone on its own. Do not ``await`` inside the
+        block: other tasks of the same thread would join the transaction.
+        """
+        with self._lock:
+            conn = self._db
+            depth = self._depth
+            with self._guard("starting a transaction"):
+                conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT s{depth}")
+            self._depth = depth + 1
+            try:
+                yield
+            except BaseException:
+                self._depth = depth
+                self._undo(depth)
+                raise
+            self._depth = depth
+            with self._guard("committing"):
+                try:
+                    conn.execute("COMMIT" if depth == 0 else f"RELEASE s{depth}")
+                except sqlite3.Error:
+                    self._undo(depth)
+                    raise
+
+    def _undo(self, depth: int) -> None:
+        conn = self._db
+        if not conn.in_transaction:
+            return  # SQLite already rolled back (e.g. after SQLITE_FULL)
+        try:
+            if depth == 0:
+                conn.execute("ROLLBACK")
+            else:
+                conn.execute(f"ROLLBACK TO s{depth}")
+                conn.execute(f"RELEASE s{depth}")
+        except sqlite3.Error:
+            pass  # the original error is the one worth reporting
+
+    # -- sealed content ---------------------------------------------------------------
+
+    @staticmethod
+    def _ad(row: _RowKey) -> bytes:
+        table, direction, contact_id, message_id = row
+        return (
+            _AD_CONTEXT
+            + table.encode("ascii")
+            + b"\x00"
+            + direction.encode("ascii")
+            + contact_id.to_bytes(8, "big")
+            + message_id
+        )
+
+    def _seal(self, row: _RowKey, fields: list[Any]) -> bytes:
+        plaintext: bytes = msgpack.packb(fields, use_bin_type=True)
+        return _crypto.seal(self._key, plaintext, self._ad(row))
+
+    def _unseal(self, row: _RowKey, kind: str, sealed: bytes) -> list[Any]:
+        message_id = row[3]
+        what = f"the content of message {message_id.hex()}"
+        plaintext = _crypto.open_sealed(self._key, sealed, self._ad(row), what=what)
+        try:
+            fields: Any = msgpack.unpackb(plaintext, raw=False, use_list=True)
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+            raise StoreError(f"{what} is malformed") from exc
+        if kind == Kind.TEXT:
+            shape_ok = (
+                type(fields) is list and len(fields) == 2 and all(type(f) is str for f in fields)
+            )
+        else:
+            shape_ok = (
+                type(fields) is list
+                and len(fields) == 3
+                and type(fields[0]) is str
+                and type(fields[1]) is str
+                and type(fields[2]) is bytes
+                and len(fields[2]) == HASH_LEN
+            )
+        if not shape_ok:
+            raise StoreError(f"{what} is malformed")
+        return list(fields)
+
+    # -- rows to records ----------------------------------------------------------------
+
+    @staticmethod
+    def _contact(row: Sequence[Any]) -> Contact:
+        return Contact(
+            id=row[0],
+            name=row[1],
+            address=OnionAddress.from_public_key(row[2]),
+            client_auth_public=row[3],
+            added_ms=row[4],
+            last_seen_ms=row[5],
+            last_success_ms=row[6],
+            failures=row[7],
+        )
+
+    def _stored(self, row: Sequence[Any]) -> Stored:
+        (seq, direction, contact_id, contact, message_id, kind, state) = row[:7]
+        (created_ms, stored_ms, sent_ms, delivered_ms, read_ms, _expires, size, sealed) = row[7:]
+        fields = self._unseal(("messages", direction, contact_id, message_id), kind, sealed)
+        file = None
+        body = None
+        if kind == Kind.TEXT:
+            body, content_type = fields
+        else:
+            name, content_type, digest = fields
+            file = StoredFile(name, size, digest, content_type, complete=True)
+        return Stored(
+            seq=seq,
+            id=message_id,
+            contact_id=contact_id,
+            contact=contact,
+            direction=Direction(direction),
+            kind=Kind(kind),
+            state=State(state),
+            created_ms=created_ms,
+            received_ms=stored_ms,
+            sent_ms=sent_ms,
+            delivered_ms=delivered_ms,
+            read_ms=read_ms,
+            body=body,
+            content_type=content_type,
+            file=file,
+        )
+
+    def _outgoing(self, row: Sequence[Any]) -> Outgoing:
+        stored = self._stored(row)
+        file = None
+        if stored.file is not None:
+            f = stored.file
+            file = OutgoingFile(
+                stored.id, stored.created_ms, f.name, f.size, f.blake2b, f.content_type
+            )
+        return Outgoing(
+            kind=stored.kind,
+            id=stored.id,
+            contact_id=stored.contact_id,
+            created_ms=stored.created_ms,
+            state=stored.state,
+            expires_ms=row[12],
+            body=stored.body,
+            content_type=stored.content_type,
+            file=file,
+        )
+
+    # -- contacts ---------------------------------------------------------------------
+
+    def _active_by_name(self, name: str) -> Contact | None:
+        row = self._db.execute(
+            "SELECT * FROM current_contacts WHERE name = ? COLLATE NOCASE", (name,)
+        ).fetchone()
+        return None if row is None else self._contact(row)
+
+    def _active_by_address(self, address: OnionAddress) -> Contact | None:
+        row = self._db.execute(
+            "SELECT * FROM current_contacts WHERE address = ?",
+            (address.public_key,),
+        ).fetchone()
+        return None if row is None else self._contact(row)
+
+    def _require_contact(self, contact_id: int, *, active: bool) -> None:
+        row = self._db.execute(
+            "SELECT removed FROM contacts WHERE id = ?", (contact_id,)
+        ).fetchone()
+        if row is None or (active and row[0]):
+            raise ConfigError(f"no contact with id {contact_id}")
+
+    def add_contact(
+        self, name: str, address: OnionAddress, client_auth_public: bytes, now: int
+    ) -> Contact:
+        """A new contact; :class:`ConfigError` if the name (any letter case) or the
+        address is already a contact's."""
+        name = _check_contact_name(name)
+        if not isinstance(address, OnionAddress):
+            raise ConfigError("a contact's address is an OnionAddress")
+        if not isinstance(client_auth_public, bytes) or len(client_auth_public) != 32:
+            raise ConfigError("a client-authorization public key is 32 bytes")
+        with self.transaction(), self._guard("adding a contact"):
+            same_name = self._active_by_name(name)
+            if same_name is not None:
+                raise ConfigError(f"a contact named {same_name.name!r} already exists")
+            same_address = self._active_by_address(address)
+            if same_address is not None:
+                raise ConfigError(f"{address} is already a contact, named {same_address.name!r}")
+            cursor = self._db.execute(
+                "INSERT INTO contacts (name, address, client_auth_public, added_ms) "
+                "VALUES (?, ?, ?, ?)",
+                (name, address.public_key, client_auth_public, now),
+            )
+            row = self._db.execute(
+                "SELECT * FROM current_contacts WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+            return self._contact(row)
+
+    def remove_contact(self, name: str) -> Contact:
+        """Remove a contact; its messages stay, under its name, in the history."""
+        with self.transaction(), self._guard("removing a contact"):
+            contact = self._active_by_name(name)
+            if contact is None:
+                raise UnknownContactError(name)
+            self._db.execute("UPDATE contacts SET removed = 1 WHERE id = ?", (contact.id,))
+            return contact
+
+    def contacts(self) -> list[Contact]:
+        with self._lock, self._guard("listing contacts"):
+            rows = self._db.execute(
+                "SELECT * FROM current_contacts ORDER BY name COLLATE NOCASE"
+            ).fetchall()
+        return [self._contact(row) for row in rows]
+
+    def contact(self, name: str) -> Contact:
+        """The contact called ``name`` (any letter case); :class:`UnknownContactError`."""
+        with self._lock, self._guard("reading a contact"):
+            contact = self._active_by_name(name)
+        if contact is None:
+            raise UnknownContactError(name)
+        return contact
+
+    def contact_by_address(self, address: OnionAddress) -> Contact | None:
+        with self._lock, self._guard("reading a contact"):
+            return self._active_by_address(address)
+
+    def note_contact_seen(self, contact_id: int, now: int, *, success: bool) -> None:
+        """Record an attempt to reach (or a session with) a contact."""
+        with self.transaction(), self._guard("updating a contact"):
+            self._db.execute(
+                "UPDATE contacts SET last_seen_ms = ?, "
+                "last_success_ms = CASE WHEN ? THEN ? ELSE last_success_ms END, "
+                "failures = CASE WHEN ? THEN 0 ELSE failures + 1 END WHERE id = ?",
+                (now, success, now, success, contact_id),
+            )
+
+    # -- outgoing ---------------------------------------------------------------------
+
+    def _insert_message(self, values: dict[str, Any]) -> bool:
+        """INSERT a messages row; False if (direction, contact, id) exists."""
+        row = {"expires_ms": None, "size": None, **values}
+        try:
+            cursor = self._db.execute(_INSERT_MESSAGE, row)
+        except sqlite3.IntegrityError as exc:
+            # The only other unique key: our own ids, across contacts.
+            raise LocalProtocolError(f"message id {values['id'].hex()} is already in use") from exc
+        return cursor.rowcount == 1
+
+    def queue_text(  # noqa: PLR0917 - the contract's signature
+        self,
+        contact_id: int,
+        message_id: bytes,
+        created_ms: int,
+        body: str,
+        content_type: str,
+        expires_at: int | None,
+    ) -> None:
+        """Queue a text; it is durably stored when this returns."""
+        _check_id(message_id)
+        if not isinstance(body, str) or not isinstance(content_type, str):
+            raise ConfigError("a text body and its content type are text")
+        content = self._seal(
+            ("messages", Direction.OUT, contact_id, message_id), [body, content_type]
+        )
+        with self.transaction(), self._guard("queueing a message"):
+            self._require_contact(contact_id, active=True)
+            inserted = self._insert_message(
+                {
+                    "direction": Direction.OUT.value,
+                    "contact_id": contact_id,
+                    "id": message_id,
+                    "kind": Kind.TEXT.value,
+                    "state": State.QUEUED.value,
+                    "created_ms": created_ms,
+                    "stored_ms": created_ms,
+                    "expires_ms": expires_at,
+                    "content": content,
+                }
+            )
+            if not inserted:
+                raise LocalProtocolError(f"message id {message_id.hex()} is already in use")
+
+    def queue_file(  # noqa: PLR0917 - the contract's signature
+        self,
+        contact_id: int,
+        file_id: bytes,
+        created_ms: int,
+        name: str,
+        source: Path,
+        max_size: int,
+        *,
+        content_type: str = "application/octet-stream",
+        expires_at: int | None = None,
+    ) -> OutgoingFile:
+        """Copy ``source`` into the store, encrypted, and queue its offer.
+
+        :class:`FileTooLargeError` beyond ``max_size``; :class:`ConfigError`
+        if ``source`` cannot be read; :class:`NoSpaceError` if the disk fills.
+        The copy runs outside the store's lock (worker threads welcome).
+        """
+        _check_id(file_id, "a file id")
+        _check_file_name(name)
+        with self._lock, self._guard("queueing a file"):
+            self._require_contact(contact_id, active=True)
+        blob = Blob.at(self._files, self._key, Direction.OUT, contact_id, file_id)
+        if blob.path.exists():
+            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+        size, digest = blob.copy_from(Path(source), max_size)
+        content = self._seal(
+            ("messages", Direction.OUT, contact_id, file_id), [name, content_type, digest]
+        )
+        try:
+            with self.transaction(), self._guard("queueing a file"):
+                self._require_contact(contact_id, active=True)
+                inserted = self._insert_message(
+                    {
+                        "direction": Direction.OUT.value,
+                        "contact_id": contact_id,
+                        "id": file_id,
+                        "kind": Kind.FILE.value,
+                        "state": State.QUEUED.value,
+                        "created_ms": created_ms,
+                        "stored_ms": created_ms,
+                        "expires_ms": expires_at,
+                        "size": size,
+                        "content": content,
+                    }
+                )
+        except BaseException:
+            blob.delete()
+            raise
+        if not inserted:  # the blob is the existing row's: keep it
+            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+        return OutgoingFile(file_id, created_ms, name, size, digest, content_type)
+
+    def pending(self, contact_id: int, limit: int) -> list[Outgoing]:
+        """Queued, and sent but not yet acknowledged, texts and file offers to
+        ``contact_id``, oldest first."""
+        with self._lock, self._guard("reading the outbox"):
+            rows = self._db.execute(
+                "SELECT * FROM message_rows WHERE direction = 'out' AND contact_id = ? "
+                "AND state IN ('queued', 'sent') ORDER BY seq LIMIT ?",
+                (contact_id, max(0, limit)),
+            ).fetchall()
+        return [self._outgoing(row) for row in rows]
+
+    def _mark(
+        self,
+        ids: Sequence[bytes],
+        now: int,
+        direction: Direction,
+        target: State,
+        contact_id: int | None,
+    ) -> list[bytes]:
+        table = OUTGOING_TRANSITIONS if direction == Direction.OUT else INCOMING_TRANSITIONS
+        sql = _MARK[(direction, target)]
+        allowed = json.dumps(sources(table, target))
+        changed: list[bytes] = []
+        for message_id in ids:
+            rows = self._db.execute(
+                sql, {"now": now, "id": message_id, "allowed": allowed, "contact": contact_id}
+            ).fetchall()
+            changed.extend(row[0] for row in rows)
+        return changed
+
+    def mark_sent(
+        self, ids: Sequence[bytes], now: int, *, contact_id: int | None = None
+    ) -> list[bytes]:
+        """Outgoing ``ids`` were sent. Returns the ids whose state changed."""
+        with self.transaction(), self._guard("updating message states"):
+            return self._mark(ids, now, Direction.OUT, State.SENT, contact_id)
+
+    def mark_delivered(
+        self, ids: Sequence[bytes], now: int, *, contact_id: int | None = None
+    ) -> list[bytes]:
+        """The receiver acknowledged ``ids``. Pass the acking ``contact_id`` so that
+        a contact can only ever acknowledge what was sent to it."""
+        with self.transaction(), self._guard("updating message states"):
+            return self._mark(ids, now, Direction.OUT, State.DELIVERED, contact_id)
+
+    def mark_read(
+        self,
+        ids: Sequence[bytes],
+        now: int,
+        *,
+        contact_id: int | None = None,
+        direction: Direction | None = None,
+    ) -> list[bytes]:
+        """Mark ``ids`` read: our outgoing messages (a receipt from the contact),
+        incoming ones (our user read them), or, with ``direction=None``, both.
+        Returns the ids whose state changed."""
+        changed: list[bytes] = []
+        with self.transaction(), self._guard("updating message states"):
+            for side in (Direction.OUT, Direction.IN):
+                if direction is None or direction == side:
+                    changed.extend(self._mark(ids, now, side, State.READ, contact_id))
+        return changed
+
+    def expire(self, now: int) -> list[bytes]:
+        """Expire undelivered outgoing messages whose ``expires_at <= now``."""
+        with self.transaction(), self._guard("expiring messages"):
+            rows = self._db.execute(
+                "UPDATE messages SET state = 'expired' WHERE direction = 'out' "
+                "AND state IN ('queued', 'sent') AND expires_ms IS NOT NULL "
+                "AND expires_ms <= ? RETURNING id",
+                (now,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def read_file_chunk(
+        self, file_id: bytes, offset: int, size: int, *, contact_id: int | None = None
+    ) -> bytes:
+        """At most ``size`` bytes of an outgoing file from ``offset`` (a multiple
+        of FILE_CHUNK_SIZE), decrypted: one record. ``b""`` at or past the end."""
+        if offset < 0 or offset % FILE_CHUNK_SIZE:
+            raise LocalProtocolError(f"file offsets are multiples of {FILE_CHUNK_SIZE}")
+        with self._lock, self._guard("reading a file"):
+            row = self._db.execute(
+                "SELECT contact_id, size FROM messages WHERE direction = 'out' AND kind = 'file' "
+                "AND id = :id AND (:contact IS NULL OR contact_id = :contact)",
+                {"id": file_id, "contact": contact_id},
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no outgoing file {file_id.hex()}")
+        owner, total = row
+        if offset >= total or size <= 0:
+            return b""
+        blob = Blob.at(self._files, self._key, Direction.OUT, owner, file_id)
+        return blob.read_record(offset // FILE_CHUNK_SIZE, total)[:size]
+
+    # -- incoming ---------------------------------------------------------------------
+
+    def store_text(  # noqa: PLR0917 - the contract's signature
+        self,
+        contact_id: int,
+        message_id: bytes,
+        created_ms: int,
+        body: str,
+        content_type: str,
+        now: int,
+    ) -> bool:
+        """Store a received text durably. False when it is already stored (a
+        resend): ack it again, do not notify."""
+        _check_id(message_id)
+        if not isinstance(body, str) or not isinstance(content_type, str):
+            raise ConfigError("a text body and its content type are text")
+        content = self._seal(
+            ("messages", Direction.IN, contact_id, message_id), [body, content_type]
+        )
+        with self.transaction(), self._guard("storing a message"):
+            self._require_contact(contact_id, active=False)
+            return self._insert_message(
+                {
+                    "direction": Direction.IN.value,
+                    "contact_id": contact_id,
+                    "id": message_id,
+                    "kind": Kind.TEXT.value,
+                    "state": State.RECEIVED.value,
+                    "created_ms": created_ms,
+                    "stored_ms": now,
+                    "content": content,
+                }
+            )
+
+    def _disk_used(self) -> int:
+        (stored,) = self._db.execute(
+            "SELECT coalesce(sum(size), 0) FROM messages WHERE kind = 'file'"
+        ).fetchone()
+        (arriving,) = self._db.execute("SELECT coalesce(sum(size), 0) FROM transfers").fetchone()
+        return int(stored) + int(arriving)
+
+    def _load_transfer(self, row: Sequence[Any]) -> _Transfer:
+        contact_id, file_id, size, sealed = row
+        cached = self._transfers.get((contact_id, file_id))
+        if cached is not None:
+            return cached
+        _, _, digest = self._unseal(
+            ("transfers", Direction.IN, contact_id, file_id), Kind.FILE, sealed
+        )
+        blob = Blob.at(self._files, self._key, Direction.IN, contact_id, file_id)
+        # Recompute the running hash over what is already stored: simple, and
+        # correct after any restart or crash.
+        offset, hasher = blob.scan(size)
+        transfer = _Transfer(contact_id, file_id, size, digest, offset, hasher, blob)
+        self._transfers[(contact_id, file_id)] = transfer
+        return transfer
+
+    def _find_transfer(self, file_id: bytes, contact_id: int | None) -> _Transfer | None:
+        rows = self._db.execute(
+            "SELECT contact_id, id, size, content FROM transfers "
+            "WHERE id = :id AND (:contact IS NULL OR contact_id = :contact)",
+            {"id": file_id, "contact": contact_id},
+        ).fetchall()
+        if not rows:
+            return None
+        if len(rows) > 1:
+            raise LocalProtocolError(
+                f"file id {file_id.hex()} is arriving from several contacts; give contact_id"
+            )
+        return self._load_transfer(rows[0])
+
+    def _discard(self, transfer: _Transfer) -> None:
+        self._transfers.pop((transfer.contact_id, transfer.id), None)
+        with self.transaction():
+            self._db.execute(
+                "DELETE FROM transfers WHERE contact_id = ? AND id = ?",
+                (transfer.contact_id, transfer.id),
+            )
+        transfer.blob.delete()
+
+    def begin_file(
+        self, contact_id: int, offer: FileOffer, now: int, max_size: int, max_disk: int
+    ) -> int:
+        """Prepare to receive ``offer``; the offset to ask the sender for.
+
+        0 for a new file; the bytes already stored when resuming; ``offer.size``
+        when the file is already complete (a repeated offer: acknowledge it
+        again). :class:`FileTooLargeError` beyond ``max_size``,
+        :class:`NoSpaceError` when the file would take the files stored
+        (sent, received and arriving) past ``max_disk`` bytes or does not fit
+        on the disk.
+        """
+        file_id = _check_id(offer.id, "a file id")
+        if offer.size > max_size:
+            raise FileTooLargeError(
+                f"the offered file is {offer.size} bytes; the maximum is {max_size}"
+            )
+        with self._lock, self._guard("starting a file transfer"):
+            self._require_contact(contact_id, active=False)
+            done = self._db.execute(
+                "SELECT 1 FROM messages WHERE direction = 'in' AND contact_id = ? AND id = ?",
+                (contact_id, file_id),
+            ).fetchone()
+            if done is not None:
+                return offer.size
+            transfer = self._find_transfer(file_id, contact_id)
+            if transfer is not None:
+                if transfer.size == offer.size and hmac.compare_digest(
+                    transfer.blake2b, offer.blake2b
+                ):
+                    return transfer.offset
+                self._discard(transfer)  # another file under the same id: start again
+            used = self._disk_used()
+            if used + offer.size > max_disk:
+                raise NoSpaceError(
+                    f"the offered file ({offer.size} bytes) would exceed the disk budget "
+                    f"({used} of {max_disk} bytes in use)"
+                )
+            try:
+                free = shutil.disk_usage(self._files).free
+            except OSError as exc:
+                raise StoreError(f"cannot check free space: {exc.strerror}") from exc
+            if offer.size + record_count(offer.size) * _crypto.SEAL_OVERHEAD > free:
+                raise NoSpaceError(
+                    f"the offered file ({offer.size} bytes) does not fit on the disk"
+                )
+            content = self._seal(
+                ("transfers", Direction.IN, contact_id, file_id),
+                [offer.name, offer.content_type, offer.blake2b],
+            )
+            blob = Blob.at(self._files, self._key, Direction.IN, contact_id, file_id)
+            blob.create()
+            try:
+                with self.transaction():
+                    self._db.execute(
+                        "INSERT INTO transfers (contact_id, id, created_ms, started_ms, size, "
+                        "content) VALUES (?, ?, ?, ?, ?, ?)",
+                        (contact_id, file_id, offer.created_ms, now, offer.size, content),
+                    )
+            except BaseException:
+                blob.delete()
+                raise
+            self._transfers[(contact_id, file_id)] = _Transfer(
+                contact_id, file_id, offer.size, offer.blake2b, 0, new_hasher(), blob
+            )
+            return 0
+
+    def write_file_chunk(
+        self, file_id: bytes, offset: int, data: bytes, *, contact_id: int | None = None
+    ) -> None:
+        """Append a chunk of an incoming file.
+
+        ``offset`` must be the bytes stored so far and ``data`` exactly
+        FILE_CHUNK_SIZE bytes (fewer only for the last chunk), else
+        :class:`StoreError`. On a full disk, :class:`NoSpaceError` and
+        nothing of the chunk is kept.
+        """
+        with self._lock, self._guard("writing a file chunk"):
+            transfer = self._find_transfer(file_id, contact_id)
+            if transfer is None:
+                raise NotFoundError(f"no file {file_id.hex()} is arriving")
+            if offset != transfer.offset:
+                raise StoreError(
+                    f"a chunk at offset {offset}, but {transfer.offset} bytes are stored"
+                )
+            expected = min(FILE_CHUNK_SIZE, transfer.size - offset)
+            if len(data) != expected or expected == 0:
+                raise StoreError(f"a chunk of {len(data)} bytes where {expected} were due")
+            transfer.blob.write_record(offset // FILE_CHUNK_SIZE, bytes(data))
+            transfer.hasher.update(data)
+            transfer.offset += len(data)
+
+    def finish_file(self, file_id: bytes, now: int, *, contact_id: int | None = None) -> bool:
+        """Check the whole file's BLAKE2b-512 and commit it to the inbox.
+
+        True when the file is now complete; False when it already was.
+        :class:`HashMismatchError` (and the data is deleted) on a mismatch.
+        """
+        with self._lock, self._guard("finishing a file transfer"):
+            transfer = self._find_transfer(file_id, contact_id)
+            if transfer is None:
+                done = self._db.execute(
+                    "SELECT 1 FROM messages WHERE direction = 'in' AND id = :id "
+                    "AND (:contact IS NULL OR contact_id = :contact)",
+                    {"id": file_id, "contact": contact_id},
+                ).fetchone()
+                if done is not None:
+                    return False
+                raise NotFoundError(f"no file {file_id.hex()} is arriving")
+            if transfer.offset != transfer.size:
+                raise StoreError(
+                    f"the file is incomplete: {transfer.offset} of {transfer.size} bytes"
+                )
+            if not hmac.compare_digest(transfer.hasher.digest(), transfer.blake2b):
+                self._discard(transfer)
+                raise HashMismatchError(
+                    "the received file does not match the offer's BLAKE2b-512; its data was deleted"
+                )
+            transfer.blob.sync()
+            row = self._db.execute(
+                "SELECT created_ms, content FROM transfers WHERE contact_id = ? AND id = ?",
+                (transfer.contact_id, file_id),
+            ).fetchone()
+            fields = self._unseal(
+                ("transfers", Direction.IN, transfer.contact_id, file_id), Kind.FILE, row[1]
+            )
+            content = self._seal(("messages", Direction.IN, transfer.contact_id, file_id), fields)
+            with self.transaction():
+                self._insert_message(
+                    {
+                        "direction": Direction.IN.value,
+                        "contact_id": transfer.contact_id,
+                        "id": file_id,
+                        "kind": Kind.FILE.value,
+                        "state": State.RECEIVED.value,
+                        "created_ms": row[0],
+                        "stored_ms": now,
+                        "size": transfer.size,
+                        "content": content,
+                    }
+                )
+                self._db.execute(
+                    "DELETE FROM transfers WHERE contact_id = ? AND id = ?",
+                    (transfer.contact_id, file_id),
+                )
+            self._transfers.pop((transfer.contact_id, file_id), None)
+            return True
+
+    def cancel_file(self, file_id: bytes, *, contact_id: int | None = None) -> bool:
+        """Drop an incoming file that is still arriving (the sender cancelled)."""
+        with self._lock, self._guard("cancelling a file transfer"):
+            transfer = self._find_transfer(file_id, contact_id)
+            if transfer is None:
+                return False
+            self._discard(transfer)
+            return True
+
+    def export_file(self, file_id: bytes, dest: Path, *, contact_id: int | None = None) -> Path:
+        """Decrypt a complete file to ``dest`` (0600), or into ``dest/<name>`` when
+        ``dest`` is a directory. Never overwrites. Returns the path written."""
+        with self._lock, self._guard("exporting a file"):
+            rows = self._db.execute(
+                "SELECT * FROM message_rows WHERE kind = 'file' AND id = :id "
+                "AND (:contact IS NULL OR contact_id = :contact) "
+                "ORDER BY direction = 'in' DESC, seq",
+                {"id": file_id, "contact": contact_id},
+            ).fetchall()
+            if not rows:
+                if self._find_transfer(file_id, contact_id) is not None:
+                    raise ConfigError(f"file {file_id.hex()} has not arrived completely yet")
+                raise NotFoundError(f"no file {file_id.hex()}")
+            stored = self._stored(rows[0])
+        assert stored.file is not None
+        blob = Blob.at(self._files, self._key, stored.direction, stored.contact_id, file_id)
+        dest = Path(dest)
+        target = dest / stored.file.name if dest.is_dir() else dest
+        if os.path.lexists(target):
+            raise ConfigError(f"{target} already exists")
+        tmp = target.with_name(f".{target.name}.{_crypto.random_bytes(6).hex()}.part")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot write to {target.parent}: {exc.strerror}") from exc
+        try:
+            try:
+                digest = blob.export(stored.file.size, fd)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if not hmac.compare_digest(digest, stored.file.blake2b):
+                raise StoreError(f"file {file_id.hex()} is damaged in the store")
+            try:
+                os.link(tmp, target)  # fails rather than overwrite
+            except FileExistsError as exc:
+                raise ConfigError(f"{target} already exists") from exc
+            except OSError as exc:
+                raise ConfigError(f"cannot write {target}: {exc.strerror}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    # -- queries ----------------------------------------------------------------------
+
+    def inbox(self, *, after: int = 0, limit: int = 100) -> list[Stored]:
+        """Incoming messages and complete files with ``seq > after``, in order."""
+        with self._lock, self._guard("reading the inbox"):
+            rows = self._db.execute(
+                "SELECT * FROM message_rows WHERE direction = 'in' AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (after, max(0, limit)),
+            ).fetchall()
+        return [self._stored(row) for row in rows]
+
+    def message(self, message_id: bytes, *, contact_id: int | None = None) -> Stored:
+        """The message or file ``message_id`` (either direction; a file still
+        arriving has ``seq`` 0, state ``receiving``). :class:`NotFoundError`."""
+        args = {"id": message_id, "contact": contact_id}
+        with self._lock, self._guard("reading a message"):
+            row = self._db.execute(
+                "SELECT * FROM message_rows WHERE id = :id "
+                "AND (:contact IS NULL OR contact_id = :contact) ORDER BY seq LIMIT 1",
+                args,
+            ).fetchone()
+            if row is not None:
+                return self._stored(row)
+            row = self._db.execute(
+                "SELECT t.contact_id, c.name, t.created_ms, t.started_ms, t.size, t.content "
+                "FROM transfers t JOIN contacts c ON c.id = t.contact_id "
+                "WHERE t.id = :id AND (:contact IS NULL OR t.contact_id = :contact) LIMIT 1",
+                args,
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no message {message_id.hex()}")
+        owner, contact, created_ms, started_ms, size, sealed = row
+        name, content_type, digest = self._unseal(
+            ("transfers", Direction.IN, owner, message_id), Kind.FILE, sealed
+        )
+        return Stored(
+            seq=0,
+            id=message_id,
+            contact_id=owner,
+            contact=contact,
+            direction=Direction.IN,
+            kind=Kind.FILE,
+            state=State.RECEIVING,
+            created_ms=created_ms,
+            received_ms=started_ms,
+            sent_ms=None,
+            delivered_ms=None,
+            read_ms=None,
+            body=None,
+            content_type=content_type,
+            file=StoredFile(name, size, digest, content_type, complete=False),
+        )
+
+    def outbox_depth(self) -> int:
+        """Outgoing messages and files not yet acknowledged, to current contacts."""
+        with self._lock, self._guard("reading the outbox"):
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM messages m JOIN contacts c ON c.id = m.contact_id "
+                "WHERE m.direction = 'out' AND m.state IN ('queued', 'sent') AND c.removed = 0"
+            ).fetchone()
+        return int(count)
+
+    def last_delivery(self) -> int | None:
+        """When the last acknowledgement arrived (the ``now`` given to mark_delivered)."""
+        with self._lock, self._guard("reading the outbox"):
+            (last,) = self._db.execute(
+                "SELECT max(delivered_ms) FROM messages WHERE direction = 'out'"
+            ).fetchone()
+        return None if last is None else int(last)
+
+    def integrity_check(self) -> list[str]:
+        """Problems found (empty when none): SQLite's own check, foreign keys,
+        every row's sealed content, every file blob's presence and length."""
+        problems: list[str] = []
+        with self._lock, self._guard("checking the store"):
+            conn = self._db
+            problems += [r[0] for r in conn.execute("PRAGMA integrity_check(20)") if r[0] != "ok"]
+            problems += [
+                f"foreign key violation in {r[0]} row {r[1]}"
+                for r in conn.execute("PRAGMA foreign_key_check")
+            ]
+            messages = conn.execute("SELECT * FROM message_rows ORDER BY seq").fetchall()
+            transfers = conn.execute(
+                "SELECT contact_id, id, size, content FROM transfers"
+            ).fetchall()
+        for row in messages:
+            try:
+                stored = self._stored(row)
+            except StoreError as exc:
+                problems.append(str(exc))
+                continue
+            if stored.file is not None:
+                blob = Blob.at(
+                    self._files, self._key, stored.direction, stored.contact_id, stored.id
+                )
+                problems += self._check_blob(blob, stored.file.size, stored.id)
+        for contact_id, file_id, _size, sealed in transfers:
+            try:
+                self._unseal(("transfers", Direction.IN, contact_id, file_id), Kind.FILE, sealed)
+            except StoreError as exc:
+                problems.append(str(exc))
+        return problems
+
+    @staticmethod
+    def _check_blob(blob: Blob, size: int, file_id: bytes) -> list[str]:
+        expected = size + record_count(size) * _crypto.SEAL_OVERHEAD
+        try:
+            actual = blob.path.stat().st_size
+        except FileNotFoundError:
+            return [f"file {file_id.hex()}: its blob is missing"]
+        except OSError as exc:
+            return [f"file {file_id.hex()}: {exc.strerror}"]
+        if actual != expected:
+            return [f"file {file_id.hex()}: its blob is {actual} bytes, expected {expected}"]
+        return []
