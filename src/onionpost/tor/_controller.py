@@ -224,10 +224,14 @@ class ControlConnection:
         port: int | None,
         socket_path: Path | None,
         password: str | None,
+        take_ownership: bool,
         generation: int,
         events: trio.MemorySendChannel[ControlEvent],
     ) -> ControlConnection:
-        """Connect to 127.0.0.1:``port`` or the Unix socket, authenticate, subscribe."""
+        """Connect to 127.0.0.1:``port`` or the Unix socket, authenticate, subscribe.
+
+        ``take_ownership`` only for a tor we launched: it exits when we disconnect.
+        """
 
         def connect() -> stem.control.Controller:
             if socket_path is not None:
@@ -237,7 +241,9 @@ class ControlConnection:
         controller = await _in_thread("connecting to tor", connect)
         conn = cls(controller, generation, events)
         try:
-            await _in_thread("authenticating to tor", functools.partial(conn._auth, password))
+            await _in_thread(
+                "authenticating to tor", functools.partial(conn._auth, password, take_ownership)
+            )
             await _in_thread("subscribing to events", conn._subscribe)
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -245,17 +251,39 @@ class ControlConnection:
             raise
         return conn
 
-    def _auth(self, password: str | None) -> None:
-        if password is None:
-            # Cookie (or no) authentication; stem reads the cookie path from PROTOCOLINFO.
-            self._controller.authenticate()
+    def _auth(self, password: str | None, take_ownership: bool) -> None:
+        controller = self._controller
+        if take_ownership:
+            # A tor we launched: stem's authenticate() finds the cookie through
+            # PROTOCOLINFO and, since __OwningControllerProcess is our pid,
+            # sends TAKEOWNERSHIP: tor exits when this connection closes.
+            controller.authenticate()
             return
-        # Password only: stem's authenticate() would fall back to the cookie
-        # when tor offers both, and a wrong password must fail.
-        stem.connection.authenticate_password(self._controller, password, suppress_ctl_errors=False)
-        # authenticate_password leaves out what authenticate() does next:
-        # mark the connection authenticated, re-attach listeners, TAKEOWNERSHIP.
-        self._controller._post_authentication()
+        if password is not None:
+            # Password only: authenticate() would fall back to the cookie when
+            # tor offers both, and a wrong password must fail.
+            stem.connection.authenticate_password(controller, password, suppress_ctl_errors=False)
+        else:
+            info = stem.connection.get_protocolinfo(controller)
+            methods = set(info.auth_methods)
+            method = stem.connection.AuthMethod
+            if method.NONE in methods:
+                stem.connection.authenticate_none(controller, suppress_ctl_errors=False)
+            elif info.cookie_path and method.SAFECOOKIE in methods:
+                stem.connection.authenticate_safecookie(
+                    controller, info.cookie_path, suppress_ctl_errors=False
+                )
+            elif info.cookie_path and method.COOKIE in methods:
+                stem.connection.authenticate_cookie(
+                    controller, info.cookie_path, suppress_ctl_errors=False
+                )
+            else:
+                raise TorControlError("tor asks for a password: set TorConfig.password")
+        # Only mark the connection authenticated. Controller._post_authentication
+        # would also TAKEOWNERSHIP of any tor whose __OwningControllerProcess is
+        # our pid (a test network started by this process, say), and a tor we
+        # merely attach to must never exit because we disconnect.
+        stem.control.BaseController._post_authentication(controller)
 
     def _subscribe(self) -> None:
         self._controller.add_status_listener(self._on_status, spawn=True)

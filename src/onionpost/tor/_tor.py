@@ -485,6 +485,7 @@ class Tor:
                 port=self._config.control_port,
                 socket_path=self._config.control_socket,
                 password=self._config.password,
+                take_ownership=False,
                 generation=self._generation,
                 events=self._raw_events.clone(),
             )
@@ -527,6 +528,7 @@ class Tor:
                 port=port,
                 socket_path=None,
                 password=None,
+                take_ownership=True,
                 generation=self._generation,
                 events=self._raw_events.clone(),
             )
@@ -983,14 +985,22 @@ async def open_tor(config: TorConfig) -> AsyncIterator[Tor]:
     raw_send, raw_receive = trio.open_memory_channel[ControlEvent](CONTROL_EVENT_BUFFER)
     status_send, status_receive = trio.open_memory_channel[TorStatus](STATUS_EVENT_BUFFER)
     tor = Tor(config, raw_send, status_send, status_receive)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(tor._pump, raw_receive)
-        try:
-            await tor._start()
-            tor._report()
-            yield tor
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_MAX_SECONDS):
-                await tor._shutdown()
-            await status_send.aclose()
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tor._pump, raw_receive)
+            try:
+                await tor._start()
+                tor._report()
+                yield tor
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_MAX_SECONDS):
+                    await tor._shutdown()
+                await status_send.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The pump never raises, so a group holds one exception: start-up's or
+        # the body's. Callers get it as is, not wrapped in our internal nursery's group.
+        if len(group.exceptions) != 1:
+            raise
+        inner = group.exceptions[0]
+        raise inner from inner.__cause__

@@ -1,0 +1,515 @@
+"""The tor adapter against real tor on the private network (``@pytest.mark.tor``).
+
+No mocks: every ``tor`` test runs tor processes on 127.0.0.1 that join the
+session's private network (the ``testnet`` fixture). The unmarked tests at
+the top need no tor: configuration checks, launch failures that happen before
+tor runs, and the dial scheduler.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from nacl.bindings import crypto_scalarmult_base, crypto_sign_seed_keypair
+
+from onionpost.errors import ConfigError, DialError, TorControlError, TorLaunchError
+from onionpost.proto.address import OnionAddress
+from onionpost.tor import (
+    DescriptorState,
+    DialScheduler,
+    Tor,
+    TorConfig,
+    TorState,
+    open_tor,
+)
+from onionpost.tor.testnet import Testnet as Network
+
+# Every tor test runs under a deadline; none may hang.
+START_DEADLINE = 60
+PUBLISH_DEADLINE = 30
+QUICK_FAILURE_DEADLINE = 10  # client-auth refusals and unknown addresses (TOR-TESTNET.md)
+DIAL_DEADLINE = 30
+REVOKED_DEADLINE = 60
+RESTORE_DEADLINE = 90
+
+
+def x25519_keypair() -> tuple[bytes, bytes]:
+    private = os.urandom(32)
+    return private, crypto_scalarmult_base(private)
+
+
+def identity() -> tuple[bytes, bytes]:
+    seed = os.urandom(32)
+    public, _ = crypto_sign_seed_keypair(seed)
+    return seed, public
+
+
+async def _echo(stream: trio.SocketStream) -> None:
+    async with stream:
+        async for data in stream:
+            await stream.send_all(data)
+
+
+@asynccontextmanager
+async def echo_server() -> AsyncIterator[tuple[str, int]]:
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, _echo, 0, host="127.0.0.1")
+        )
+        yield listeners[0].socket.getsockname()[:2]
+        nursery.cancel_scope.cancel()
+
+
+async def round_trip(stream: trio.abc.Stream, payload: bytes) -> None:
+    await stream.send_all(payload)
+    received = bytearray()
+    for _ in range(10_000):
+        if len(received) >= len(payload):
+            break
+        chunk = await stream.receive_some(65536)
+        assert chunk, "stream closed early"
+        received += chunk
+    assert bytes(received) == payload
+
+
+async def dial_error(tor: Tor, address: OnionAddress, deadline: float) -> DialError:
+    stream: trio.SocketStream | None = None
+    with trio.fail_after(deadline), pytest.raises(DialError) as info:
+        stream = await tor.dial(address, 443)
+    assert stream is None
+    return info.value
+
+
+def launch_config(directory: Path, testnet: Network) -> TorConfig:
+    return TorConfig(data_dir=directory, extra_options=testnet.tor_options())
+
+
+# -- no tor needed ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"data_dir": Path("/tmp/x"), "control_port": 9051},
+        {"control_port": 9051, "control_socket": Path("/tmp/s")},
+        {"control_port": 0},
+        {"data_dir": Path("/tmp/x"), "tor_binary": Path("tor")},
+        {"data_dir": Path("/tmp/x"), "password": "p"},
+        {"control_port": 9051, "extra_options": {"SocksPolicy": "accept *"}},
+        {"data_dir": Path("/tmp/x"), "extra_options": {"SocksPort": "9050"}},
+        {"data_dir": Path("/tmp/x"), "extra_options": {"controlport": "9051"}},
+        {"data_dir": Path("/tmp/x"), "extra_options": {"RunAsDaemon": "1"}},
+        {"data_dir": Path("/tmp/x"), "extra_options": {"Nickname": "a\nSocksPort 9050"}},
+    ],
+)
+def test_config_rejects(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        TorConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_config_password_not_in_repr() -> None:
+    assert "hunter2" not in repr(TorConfig(control_port=9051, password="hunter2"))
+
+
+async def test_missing_binary(tmp_path: Path) -> None:
+    config = TorConfig(tor_binary=tmp_path / "no-tor", data_dir=tmp_path / "data")
+    with trio.fail_after(START_DEADLINE), pytest.raises(TorLaunchError, match="does not exist"):
+        async with open_tor(config):
+            pass
+
+
+async def test_binary_not_executable(tmp_path: Path) -> None:
+    binary = tmp_path / "tor"
+    binary.write_text("#!/bin/sh\nexit 0\n")
+    binary.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    config = TorConfig(tor_binary=binary, data_dir=tmp_path / "data")
+    with trio.fail_after(START_DEADLINE), pytest.raises(TorLaunchError, match="not an executable"):
+        async with open_tor(config):
+            pass
+
+
+async def test_scheduler_bounds_concurrency() -> None:
+    scheduler = DialScheduler(max_concurrent=2)
+    release = trio.Event()
+    peak = 0
+
+    async def dial(key: str) -> None:
+        nonlocal peak
+        async with scheduler.slot(key):
+            peak = max(peak, scheduler.active)
+            await release.wait()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for i in range(5):
+                nursery.start_soon(dial, f"peer{i}")
+            await trio.testing.wait_all_tasks_blocked()
+            assert (scheduler.active, scheduler.waiting) == (2, 3)
+            release.set()
+    assert peak == 2
+    assert (scheduler.active, scheduler.waiting) == (0, 0)
+
+
+async def test_scheduler_serves_recent_successes_first() -> None:
+    scheduler = DialScheduler(max_concurrent=1)
+    scheduler.record_success("older")
+    await trio.sleep(0.01)
+    scheduler.record_success("newer")
+    order: list[str] = []
+    hold = trio.Event()
+
+    async def dial(key: str) -> None:
+        async with scheduler.slot(key):
+            order.append(key)
+            if key == "first":
+                await hold.wait()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dial, "first")
+            await trio.testing.wait_all_tasks_blocked()
+            for key in ("never", "older", "newer", "never-2"):
+                nursery.start_soon(dial, key)
+                await trio.testing.wait_all_tasks_blocked()
+            hold.set()
+    assert order == ["first", "newer", "older", "never", "never-2"]
+
+
+async def test_scheduler_cancelled_waiter_leaks_no_slot() -> None:
+    scheduler = DialScheduler(max_concurrent=1)
+    hold = trio.Event()
+    served: list[str] = []
+
+    async def dial(key: str) -> None:
+        async with scheduler.slot(key):
+            served.append(key)
+            if key == "holder":
+                await hold.wait()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dial, "holder")
+            await trio.testing.wait_all_tasks_blocked()
+            async with trio.open_nursery() as doomed:
+                doomed.start_soon(dial, "cancelled")
+                await trio.testing.wait_all_tasks_blocked()
+                doomed.cancel_scope.cancel()
+            nursery.start_soon(dial, "after")
+            await trio.testing.wait_all_tasks_blocked()
+            assert scheduler.waiting == 1
+            hold.set()
+    assert served == ["holder", "after"]
+    assert scheduler.active == 0
+
+
+async def test_scheduler_slot_granted_then_cancelled_is_passed_on() -> None:
+    scheduler = DialScheduler(max_concurrent=1)
+    served: list[str] = []
+    waiter_scope = trio.CancelScope()
+    hold = trio.Event()
+
+    async def holder() -> None:
+        async with scheduler.slot("holder"):
+            await hold.wait()
+        # The slot was just handed to the waiter; cancel it before it runs.
+        waiter_scope.cancel()
+
+    async def waiter() -> None:
+        with waiter_scope:
+            async with scheduler.slot("waiter"):
+                await trio.sleep(1)  # cancelled here at the latest
+                served.append("waiter")
+
+    async def last() -> None:
+        async with scheduler.slot("last"):
+            served.append("last")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(holder)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(last)
+            await trio.testing.wait_all_tasks_blocked()
+            hold.set()
+    assert served == ["last"]
+    assert (scheduler.active, scheduler.waiting) == (0, 0)
+
+
+def test_scheduler_rejects_zero() -> None:
+    with pytest.raises(ConfigError):
+        DialScheduler(max_concurrent=0)
+
+
+# -- real tor ----------------------------------------------------------------------
+
+
+@pytest.mark.tor
+async def test_publish_dial_and_client_auth(testnet: Network, tmp_path: Path) -> None:
+    seed, public = identity()
+    b_private, b_public = x25519_keypair()
+    with trio.fail_after(START_DEADLINE):
+        async with (
+            echo_server() as target,
+            open_tor(launch_config(tmp_path / "a", testnet)) as a,
+            open_tor(launch_config(tmp_path / "b", testnet)) as b,
+        ):
+            assert a.socks_address[0] == "127.0.0.1"
+            assert a.pid is not None
+
+            started = time.monotonic()
+            with trio.fail_after(PUBLISH_DEADLINE):
+                service = await a.publish(
+                    seed, virtual_port=443, target=target, authorized_clients=[b_public]
+                )
+            publish_seconds = time.monotonic() - started
+            assert service.address == OnionAddress.from_public_key(public)
+            health = await a.health()
+            assert health.state is TorState.OK
+            assert health.bootstrap_progress == 100
+            assert [s.descriptor for s in health.services] == [DescriptorState.PUBLISHED]
+
+            # Without B's key tor cannot even decrypt the descriptor (prop 304 X'F4').
+            error = await dial_error(b, service.address, QUICK_FAILURE_DEADLINE)
+            assert error.reason == "client-auth-missing"
+
+            # A key that is not in A's set (X'F5').
+            await b.add_client_auth(service.address, os.urandom(32))
+            error = await dial_error(b, service.address, QUICK_FAILURE_DEADLINE)
+            assert error.reason == "client-auth-wrong"
+
+            # The right key replaces it; no restart needed.
+            await b.add_client_auth(service.address, b_private)
+            started = time.monotonic()
+            with trio.fail_after(DIAL_DEADLINE):
+                stream = await b.dial(service.address, 443)
+                first_dial_seconds = time.monotonic() - started
+                async with stream:
+                    await round_trip(stream, b"ping")
+                    await round_trip(stream, os.urandom(64 * 1024))
+            print(f"publish {publish_seconds:.2f} s, first dial {first_dial_seconds:.2f} s")
+
+            # Revocation: a new authorized set without B.
+            _, someone_else = x25519_keypair()
+            with trio.fail_after(PUBLISH_DEADLINE):
+                await a.set_authorized_clients(service, [someone_else])
+            started = time.monotonic()
+            error = await dial_error(b, service.address, REVOKED_DEADLINE)
+            print(
+                f"revoked client refused after {time.monotonic() - started:.2f} s: {error.reason}"
+            )
+            assert error.reason in {"client-auth-wrong", "introduction-failed"}
+
+            # A well-formed address that nobody published (X'F0').
+            _, unknown = identity()
+            error = await dial_error(
+                b, OnionAddress.from_public_key(unknown), QUICK_FAILURE_DEADLINE
+            )
+            assert error.reason == "descriptor-not-found"
+
+            with pytest.raises(ConfigError):
+                await b.dial(OnionAddress.parse("not-an-onion-address.onion"), 443)
+            with pytest.raises(ConfigError):
+                await b.dial("x" * 56 + ".onion", 443)  # type: ignore[arg-type]
+            with pytest.raises(ConfigError):
+                await a.publish(seed, virtual_port=443, target=target, authorized_clients=[])
+            with pytest.raises(ConfigError, match="loopback"):
+                await a.publish(
+                    os.urandom(32), virtual_port=443, target=("10.0.0.1", 80), authorized_clients=[]
+                )
+
+
+@pytest.mark.tor
+async def test_empty_authorized_set_admits_nobody(testnet: Network, tmp_path: Path) -> None:
+    seed, _ = identity()
+    with trio.fail_after(START_DEADLINE):
+        async with (
+            echo_server() as target,
+            open_tor(launch_config(tmp_path / "a", testnet)) as a,
+            open_tor(launch_config(tmp_path / "b", testnet)) as b,
+        ):
+            with trio.fail_after(PUBLISH_DEADLINE):
+                service = await a.publish(
+                    seed, virtual_port=443, target=target, authorized_clients=[]
+                )
+            error = await dial_error(b, service.address, QUICK_FAILURE_DEADLINE)
+            assert error.reason == "client-auth-missing"
+
+
+@pytest.mark.tor
+async def test_attach_by_control_port(testnet: Network) -> None:
+    publisher, dialer = testnet.clients()[:2]
+    assert publisher.control_port is not None
+    assert dialer.control_port is not None
+    seed, _ = identity()
+    b_private, b_public = x25519_keypair()
+    with trio.fail_after(START_DEADLINE):
+        async with (
+            echo_server() as target,
+            open_tor(TorConfig(control_port=publisher.control_port)) as a,
+            open_tor(TorConfig(control_port=dialer.control_port)) as b,
+        ):
+            assert a.pid is None
+            assert b.socks_address == ("127.0.0.1", dialer.socks_port)
+            with trio.fail_after(PUBLISH_DEADLINE):
+                service = await a.publish(
+                    seed, virtual_port=443, target=target, authorized_clients=[b_public]
+                )
+            await b.add_client_auth(service.address, b_private)
+            with trio.fail_after(DIAL_DEADLINE):
+                stream = await b.dial(service.address, 443)
+                async with stream:
+                    await round_trip(stream, b"attached")
+
+
+@pytest.mark.tor
+async def test_attach_never_takes_ownership(testnet: Network, tmp_path: Path) -> None:
+    # A tor that names this very process as its owning controller: stem's
+    # authenticate() would send TAKEOWNERSHIP to it, and it would exit as soon
+    # as we disconnect. Attaching must leave it running.
+    data = tmp_path / "tor"
+    data.mkdir(mode=0o700)
+    port_file = data / "control-port"
+    options = testnet.tor_options() | {
+        "DataDirectory": str(data),
+        "ControlPort": "127.0.0.1:auto",
+        "ControlPortWriteToFile": str(port_file),
+        "CookieAuthentication": "1",
+        "SocksPort": "127.0.0.1:auto",
+        "Log": f"notice file {data / 'notice.log'}",
+        "__OwningControllerProcess": str(os.getpid()),
+    }
+    torrc = data / "torrc"
+    torrc.write_text(
+        "".join(
+            f"{key} {value}\n"
+            for key, values in options.items()
+            for value in ([values] if isinstance(values, str) else values)
+        )
+    )
+    process = subprocess.Popen(
+        ["/usr/bin/tor", "--defaults-torrc", os.devnull, "-f", str(torrc)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with trio.fail_after(START_DEADLINE):
+            for _ in range(600):
+                if port_file.exists() and "PORT=" in port_file.read_text():
+                    break
+                await trio.sleep(0.1)
+            port = int(port_file.read_text().strip().rsplit(":", 1)[1])
+            for _ in range(2):
+                async with open_tor(TorConfig(control_port=port)) as tor:
+                    assert (await tor.health()).control_connected
+                await trio.sleep(1)
+                assert process.poll() is None, "tor exited when we disconnected"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.tor
+async def test_attach_wrong_password(testnet: Network) -> None:
+    node = testnet.clients()[0]
+    assert node.control_port is not None
+    config = TorConfig(control_port=node.control_port, password="not-the-password")
+    with trio.fail_after(START_DEADLINE), pytest.raises(TorControlError, match="authentication"):
+        async with open_tor(config):
+            pass
+
+
+async def test_attach_nothing_listening() -> None:
+    with trio.socket.socket() as sock:
+        await sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        with trio.fail_after(START_DEADLINE), pytest.raises(TorControlError):
+            async with open_tor(TorConfig(control_port=port)):
+                pass
+
+
+@pytest.mark.tor
+async def test_tor_dying_at_start(testnet: Network, tmp_path: Path) -> None:
+    with trio.socket.socket() as busy:
+        await busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # A listener tor cannot bind makes it exit before bootstrapping.
+        options = testnet.tor_options() | {"HTTPTunnelPort": f"127.0.0.1:{port}"}
+        config = TorConfig(data_dir=tmp_path / "a", extra_options=options)
+        with trio.fail_after(START_DEADLINE), pytest.raises(TorLaunchError, match="did not start"):
+            async with open_tor(config):
+                pass
+
+
+@pytest.mark.tor
+async def test_bad_torrc_option(testnet: Network, tmp_path: Path) -> None:
+    options = testnet.tor_options() | {"NoSuchTorOption": "1"}
+    config = TorConfig(data_dir=tmp_path / "a", extra_options=options)
+    with trio.fail_after(START_DEADLINE), pytest.raises(TorLaunchError):
+        async with open_tor(config):
+            pass
+
+
+@pytest.mark.tor
+async def test_supervise_relaunches_after_sigkill(testnet: Network, tmp_path: Path) -> None:
+    seed, _ = identity()
+    b_private, b_public = x25519_keypair()
+    with trio.fail_after(START_DEADLINE + RESTORE_DEADLINE):
+        async with (
+            echo_server() as target,
+            open_tor(launch_config(tmp_path / "a", testnet)) as a,
+            open_tor(launch_config(tmp_path / "b", testnet)) as b,
+            trio.open_nursery() as nursery,
+        ):
+            states: list[TorState] = []
+
+            async def watch() -> None:
+                async for status in a.events():
+                    states.append(status.state)
+
+            nursery.start_soon(watch)
+            await nursery.start(a.supervise)
+            service = await a.publish(
+                seed, virtual_port=443, target=target, authorized_clients=[b_public]
+            )
+            await b.add_client_auth(service.address, b_private)
+            async with await b.dial(service.address, 443) as stream:
+                await round_trip(stream, b"before")
+
+            old_pid = a.pid
+            assert old_pid is not None
+            os.kill(old_pid, signal.SIGKILL)
+            started = time.monotonic()
+            with trio.fail_after(RESTORE_DEADLINE):
+                for _ in range(1000):
+                    health = await a.health()
+                    if health.restarts == 1 and health.state is TorState.OK:
+                        break
+                    await trio.sleep(0.1)
+                restored = time.monotonic() - started
+                assert a.pid not in (None, old_pid)
+                assert [s.descriptor for s in health.services] == [DescriptorState.PUBLISHED]
+                async with await b.dial(service.address, 443) as stream:
+                    await round_trip(stream, b"after")
+            print(
+                f"restored {restored:.2f} s after SIGKILL, "
+                f"dialable again {time.monotonic() - started:.2f} s after"
+            )
+            assert TorState.RESTARTING in states
+            assert states[-1] is TorState.OK
+            nursery.cancel_scope.cancel()
