@@ -173,6 +173,8 @@ def contact_verify(name: str, home: Path | None, as_json: bool) -> None:
 
 def _read_text(text: str | None) -> str:
     if text is None or text == "-":
+        if sys.stdin.isatty():
+            click.echo("type the message, then Ctrl-D on a line of its own:", err=True)
         # Read at most one character more per byte than a body may hold.
         text = sys.stdin.read(MAX_TEXT_BODY + 1)
         if text.endswith("\n"):
