@@ -22,6 +22,7 @@ import click
 from onionpost import __version__
 from onionpost.cli._commands import contact, inbox, retry, send, status
 from onionpost.cli._common import OnionpostGroup, remember_group_home
+from onionpost.cli._daemon_cmd import daemon, doctor
 from onionpost.cli._init import init, whoami
 from onionpost.cli._selftest import selftest
 from onionpost.cli._testnet import testnet
@@ -52,5 +53,7 @@ main.add_command(send)
 main.add_command(inbox)
 main.add_command(status)
 main.add_command(retry)
+main.add_command(daemon)
+main.add_command(doctor)
 main.add_command(selftest)
 main.add_command(testnet)

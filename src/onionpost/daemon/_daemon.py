@@ -144,7 +144,9 @@ class Daemon:
             tor_binary=c.tor_binary, data_dir=self._paths.tor, extra_options=c.tor_extra_options
         )
 
-    async def run(self, *, task_status: trio.TaskStatus[OnionAddress] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[OnionAddress] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         from onionpost.daemon._api import serve_api
 
         address = self._secrets.identity.address
@@ -273,7 +275,11 @@ class Daemon:
     def _publish_peer(self, link: _Link, *, reachable: bool) -> None:
         self._hub.publish(
             "peer",
-            {"contact": link.contact.name, "address": str(link.contact.address), "reachable": reachable},
+            {
+                "contact": link.contact.name,
+                "address": str(link.contact.address),
+                "reachable": reachable,
+            },
         )
 
     async def _run_channel(self, link: _Link, channel: SecureChannel) -> None:
@@ -307,7 +313,9 @@ class Daemon:
                 ids, link.acks = link.acks[:MAX_ACK_IDS], link.acks[MAX_ACK_IDS:]
                 await channel.send(m.Ack(tuple(ids)))
                 continue
-            batch = [o for o in self._store.pending(contact_id, SEND_BATCH) if o.id not in sent_here]
+            batch = [
+                o for o in self._store.pending(contact_id, SEND_BATCH) if o.id not in sent_here
+            ]
             if batch:
                 for outgoing in batch:
                     await channel.send(self._record_for(outgoing))
@@ -340,7 +348,12 @@ class Daemon:
             await bucket.take()
             if isinstance(record, m.Text):
                 new = self._store.store_text(
-                    contact.id, record.id, record.created_ms, record.body, record.content_type, _now_ms()
+                    contact.id,
+                    record.id,
+                    record.created_ms,
+                    record.body,
+                    record.content_type,
+                    _now_ms(),
                 )
                 self._owe_ack(link, record.id)
                 if new:
@@ -417,7 +430,10 @@ class Daemon:
             await channel.send(m.FileCancel(chunk.id, _reject_reason(exc)))
             return
         end = chunk.offset + len(chunk.data)
-        if end // PROGRESS_EVERY_BYTES != chunk.offset // PROGRESS_EVERY_BYTES or end >= file_info.size:
+        if (
+            end // PROGRESS_EVERY_BYTES != chunk.offset // PROGRESS_EVERY_BYTES
+            or end >= file_info.size
+        ):
             self._hub.publish(
                 "state",
                 {"id": chunk.id.hex(), "state": "receiving", "bytes": end, "size": file_info.size},
@@ -441,7 +457,10 @@ class Daemon:
             data = self._store.read_file_chunk(file_id, offset, min(FILE_CHUNK_SIZE, size - offset))
             await channel.send(m.FileChunk(file_id, offset, data))
             next_offset = offset + len(data)
-            if next_offset // PROGRESS_EVERY_BYTES != offset // PROGRESS_EVERY_BYTES or next_offset >= size:
+            if (
+                next_offset // PROGRESS_EVERY_BYTES != offset // PROGRESS_EVERY_BYTES
+                or next_offset >= size
+            ):
                 self._hub.publish(
                     "state",
                     {"id": file_id.hex(), "state": "sending", "bytes": next_offset, "size": size},
@@ -598,7 +617,7 @@ class Daemon:
     async def inbox(self, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         return [self._stored_json(s) for s in self._store.inbox(after=after, limit=limit)]
 
-    async def message(self, id: str) -> dict[str, Any]:  # noqa: A002 - API field name
+    async def message(self, id: str) -> dict[str, Any]:
         return self._stored_json(self._store.message(_parse_id(id)))
 
     async def mark_read(self, ids: list[str]) -> dict[str, Any]:
@@ -606,12 +625,13 @@ class Daemon:
         self._store.mark_read(parsed, _now_ms())
         return {"marked": len(parsed)}
 
-    async def export_file(self, id: str, dest: str) -> dict[str, Any]:  # noqa: A002
+    async def export_file(self, id: str, dest: str) -> dict[str, Any]:
         target = Path(dest)
         if not target.is_absolute():
             raise ConfigError("give an absolute destination path")
-        await trio.to_thread.run_sync(self._store.export_file, _parse_id(id), target)
-        return {"path": str(target), "size": target.stat().st_size}
+        written = await trio.to_thread.run_sync(self._store.export_file, _parse_id(id), target)
+        size = await trio.to_thread.run_sync(lambda: written.stat().st_size)
+        return {"path": str(written), "size": size}
 
     async def retry(self, contact: str | None = None) -> dict[str, Any]:
         links = (
@@ -647,4 +667,3 @@ def _reject_reason(exc: Exception) -> int:
     if "TooLarge" in name or "too large" in str(exc):
         return m.FileRejectReason.TOO_LARGE
     return m.FileRejectReason.DECLINED
-
