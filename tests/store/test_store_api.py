@@ -1,0 +1,386 @@
+"""The store's API: contacts, the outbox state table, exactly-once inbox, transactions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _storekit import add_contact, new_id, open_store
+
+from onionpost.errors import (
+    ConfigError,
+    LocalProtocolError,
+    NotFoundError,
+    StoreError,
+    UnknownContactError,
+)
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.messages import Text
+from onionpost.store import (
+    OUTGOING_TRANSITIONS,
+    Direction,
+    Kind,
+    State,
+    Store,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path) as opened:
+        yield opened
+
+
+# -- contacts -----------------------------------------------------------------------
+
+
+def test_contacts_add_list_find_remove(store: Store) -> None:
+    bob = add_contact(store, "bob", now=5)
+    carol = add_contact(store, "Carol")
+    assert bob.name == "bob"
+    assert bob.added_ms == 5
+    assert (bob.last_seen_ms, bob.last_success_ms, bob.failures) == (None, None, 0)
+    assert [c.name for c in store.contacts()] == ["bob", "Carol"]
+    assert store.contact("BOB") == bob  # names match in any letter case
+    assert store.contact_by_address(carol.address) == carol
+    assert store.contact_by_address(OnionAddress(bytes(32))) is None
+    assert store.remove_contact("Bob") == bob
+    assert [c.name for c in store.contacts()] == ["Carol"]
+    assert store.contact_by_address(bob.address) is None
+    with pytest.raises(UnknownContactError, match="unknown contact 'bob'"):
+        store.contact("bob")
+    with pytest.raises(UnknownContactError):
+        store.remove_contact("bob")
+
+
+def test_contact_names_and_addresses_are_unique(store: Store) -> None:
+    bob = add_contact(store, "bob")
+    with pytest.raises(ConfigError, match="a contact named 'bob' already exists"):
+        add_contact(store, "BOB")
+    with pytest.raises(ConfigError, match="already a contact, named 'bob'"):
+        store.add_contact("robert", bob.address, bytes(32), 1)
+    # Once removed, both are free again; the old row keeps its history.
+    store.remove_contact("bob")
+    again = store.add_contact("bob", bob.address, bytes(32), 2)
+    assert again.id != bob.id
+
+
+@pytest.mark.parametrize("name", ["", "  ", "x" * 65, "tab\there", "bidi\u202e"])
+def test_bad_contact_names(store: Store, name: str) -> None:
+    with pytest.raises(ConfigError):
+        add_contact(store, name)
+
+
+def test_note_contact_seen(store: Store) -> None:
+    bob = add_contact(store)
+    store.note_contact_seen(bob.id, 10, success=False)
+    store.note_contact_seen(bob.id, 20, success=False)
+    seen = store.contact("bob")
+    assert (seen.last_seen_ms, seen.last_success_ms, seen.failures) == (20, None, 2)
+    store.note_contact_seen(bob.id, 30, success=True)
+    seen = store.contact("bob")
+    assert (seen.last_seen_ms, seen.last_success_ms, seen.failures) == (30, 30, 0)
+
+
+# -- the outbox ---------------------------------------------------------------------
+
+
+def test_queue_text_and_pending(store: Store) -> None:
+    bob = add_contact(store)
+    carol = add_contact(store, "carol")
+    ids = [new_id() for _ in range(3)]
+    for n, message_id in enumerate(ids):
+        store.queue_text(bob.id, message_id, 100 - n, f"body {n}", "text/plain", None)
+    store.queue_text(carol.id, new_id(), 1, "for carol", "text/plain", None)
+    pending = store.pending(bob.id, 10)
+    # Oldest first means queue order, whatever the clocks said.
+    assert [o.id for o in pending] == ids
+    first = pending[0]
+    assert first.kind == Kind.TEXT
+    assert first.state == State.QUEUED
+    assert (str(first.kind), str(first.state)) == ("text", "queued")  # JSON-ready
+    assert (first.body, first.content_type, first.created_ms) == ("body 0", "text/plain", 100)
+    assert first.file is None
+    assert first.to_message() == Text(ids[0], 100, "body 0", "text/plain")
+    assert [o.id for o in store.pending(bob.id, 2)] == ids[:2]
+    assert store.outbox_depth() == 4
+
+
+def test_outgoing_states_move_only_forward(store: Store) -> None:
+    bob = add_contact(store)
+    a, b, c = new_id(), new_id(), new_id()
+    for message_id in (a, b, c):
+        store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+    assert store.mark_sent([a, b], 10) == [a, b]
+    assert [o.state for o in store.pending(bob.id, 10)] == [State.SENT, State.SENT, State.QUEUED]
+    # The ack may overtake our own bookkeeping: delivered straight from queued.
+    assert store.mark_delivered([a, c], 20) == [a, c]
+    assert [o.id for o in store.pending(bob.id, 10)] == [b]
+    # A resend after a reconnect does not move a delivered message back.
+    assert store.mark_sent([a, b], 30) == []
+    assert store.message(a).state == State.DELIVERED
+    assert store.message(a).sent_ms == 10
+    assert store.mark_read([a], 40) == [a]
+    assert store.mark_delivered([a], 50) == []
+    read = store.message(a)
+    assert (read.state, read.delivered_ms, read.read_ms) == (State.READ, 20, 40)
+    assert store.mark_read([b], 60) == [b]  # read implies delivered
+    assert store.message(b).delivered_ms == 60
+    assert store.last_delivery() == 60
+    assert store.outbox_depth() == 0
+
+
+def test_the_transition_table_is_what_the_store_enforces(store: Store) -> None:
+    bob = add_contact(store)
+    marks = {
+        State.SENT: store.mark_sent,
+        State.DELIVERED: store.mark_delivered,
+        State.READ: store.mark_read,
+    }
+    reach = {
+        State.QUEUED: [],
+        State.SENT: [State.SENT],
+        State.DELIVERED: [State.DELIVERED],
+        State.READ: [State.READ],
+    }
+    for start, path in reach.items():
+        for target, mark in marks.items():
+            message_id = new_id()
+            store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+            for step in path:
+                marks[step]([message_id], 1)
+            changed = mark([message_id], 2)
+            assert (changed == [message_id]) == (target in OUTGOING_TRANSITIONS[start]), (
+                start,
+                target,
+            )
+
+
+def test_expiry(store: Store) -> None:
+    bob = add_contact(store)
+    soon, later, never, delivered = new_id(), new_id(), new_id(), new_id()
+    store.queue_text(bob.id, soon, 1, "x", "text/plain", 100)
+    store.queue_text(bob.id, later, 1, "x", "text/plain", 200)
+    store.queue_text(bob.id, never, 1, "x", "text/plain", None)
+    store.queue_text(bob.id, delivered, 1, "x", "text/plain", 100)
+    store.mark_sent([soon], 50)
+    store.mark_delivered([delivered], 60)
+    assert store.expire(99) == []
+    assert store.expire(150) == [soon]
+    assert store.expire(150) == []
+    assert sorted(store.expire(10**6)) == sorted([later])
+    assert [o.id for o in store.pending(bob.id, 10)] == [never]
+    assert store.message(soon).state == State.EXPIRED
+    # An ack that arrives after all is still the truth.
+    assert store.mark_delivered([soon], 300) == [soon]
+    assert store.mark_sent([later], 300) == []
+
+
+def test_marks_can_be_scoped_to_the_acking_contact(store: Store) -> None:
+    bob = add_contact(store)
+    carol = add_contact(store, "carol")
+    to_bob = new_id()
+    store.queue_text(bob.id, to_bob, 1, "x", "text/plain", None)
+    assert store.mark_delivered([to_bob], 2, contact_id=carol.id) == []
+    assert store.mark_delivered([to_bob], 2, contact_id=bob.id) == [to_bob]
+
+
+def test_queue_text_refusals(store: Store) -> None:
+    bob = add_contact(store)
+    carol = add_contact(store, "carol")
+    message_id = new_id()
+    store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+    with pytest.raises(LocalProtocolError, match="already in use"):
+        store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+    with pytest.raises(LocalProtocolError, match="already in use"):
+        store.queue_text(carol.id, message_id, 1, "x", "text/plain", None)
+    with pytest.raises(ConfigError, match="16 bytes"):
+        store.queue_text(bob.id, b"short", 1, "x", "text/plain", None)
+    with pytest.raises(ConfigError, match="no contact"):
+        store.queue_text(999, new_id(), 1, "x", "text/plain", None)
+    store.remove_contact("carol")
+    with pytest.raises(ConfigError, match="no contact"):
+        store.queue_text(carol.id, new_id(), 1, "x", "text/plain", None)
+    assert len(store.pending(bob.id, 10)) == 1
+
+
+def test_queued_messages_survive_a_restart(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        bob = add_contact(store)
+        message_id = new_id()
+        store.queue_text(bob.id, message_id, 1, "durable", "text/plain", None)
+    with open_store(tmp_path) as store:
+        (pending,) = store.pending(bob.id, 10)
+        assert (pending.id, pending.body) == (message_id, "durable")
+
+
+# -- the inbox ----------------------------------------------------------------------
+
+
+def test_store_text_is_exactly_once(store: Store) -> None:
+    bob = add_contact(store)
+    message_id = new_id()
+    assert store.store_text(bob.id, message_id, 5, "hello", "text/plain", 10) is True
+    assert store.store_text(bob.id, message_id, 5, "hello", "text/plain", 11) is False
+    assert store.store_text(bob.id, message_id, 5, "changed?", "text/plain", 12) is False
+    (stored,) = store.inbox()
+    assert (stored.body, stored.received_ms, stored.contact, stored.contact_id) == (
+        "hello",
+        10,
+        "bob",
+        bob.id,
+    )
+    assert stored.direction == Direction.IN
+    assert stored.state == State.RECEIVED
+
+
+def test_the_same_id_from_two_contacts_is_two_messages(store: Store) -> None:
+    bob = add_contact(store)
+    carol = add_contact(store, "carol")
+    message_id = new_id()
+    assert store.store_text(bob.id, message_id, 1, "from bob", "text/plain", 1)
+    assert store.store_text(carol.id, message_id, 1, "from carol", "text/plain", 2)
+    assert [m.body for m in store.inbox()] == ["from bob", "from carol"]
+    assert store.message(message_id, contact_id=carol.id).body == "from carol"
+
+
+def test_inbox_seq_pages_and_follows(store: Store) -> None:
+    bob = add_contact(store)
+    ids = [new_id() for _ in range(5)]
+    for n, message_id in enumerate(ids[:3]):
+        store.store_text(bob.id, message_id, n, f"m{n}", "text/plain", n)
+        store.queue_text(bob.id, new_id(), n, "outgoing, not in the inbox", "text/plain", None)
+    first = store.inbox(limit=2)
+    assert [m.id for m in first] == ids[:2]
+    rest = store.inbox(after=first[-1].seq)
+    assert [m.id for m in rest] == ids[2:3]
+    last = rest[-1].seq
+    assert store.inbox(after=last) == []
+    for n, message_id in enumerate(ids[3:], start=3):
+        store.store_text(bob.id, message_id, n, f"m{n}", "text/plain", n)
+    followed = store.inbox(after=last)
+    assert [m.id for m in followed] == ids[3:]
+    seqs = [m.seq for m in store.inbox()]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+
+
+def test_mark_read_incoming_and_directions(store: Store) -> None:
+    bob = add_contact(store)
+    incoming, outgoing = new_id(), new_id()
+    store.store_text(bob.id, incoming, 1, "in", "text/plain", 1)
+    store.queue_text(bob.id, outgoing, 1, "out", "text/plain", None)
+    assert store.mark_read([incoming, outgoing], 5, direction=Direction.IN) == [incoming]
+    assert store.message(incoming).state == State.READ
+    assert store.message(outgoing).state == State.QUEUED
+    assert store.mark_read([incoming, outgoing], 6) == [outgoing]
+    assert store.message(incoming).read_ms == 5
+
+
+def test_message_lookup(store: Store) -> None:
+    bob = add_contact(store)
+    outgoing = new_id()
+    store.queue_text(bob.id, outgoing, 7, "out", "text/markdown", 99)
+    stored = store.message(outgoing)
+    assert (stored.direction, stored.kind, stored.body, stored.content_type) == (
+        Direction.OUT,
+        Kind.TEXT,
+        "out",
+        "text/markdown",
+    )
+    with pytest.raises(NotFoundError, match="no message"):
+        store.message(new_id())
+
+
+def test_records_never_show_bodies(store: Store) -> None:
+    bob = add_contact(store)
+    secret = "the launch code is 0000"
+    message_id = new_id()
+    store.queue_text(bob.id, message_id, 1, secret, "text/plain", None)
+    store.store_text(bob.id, new_id(), 1, secret, "text/plain", 1)
+    records = [*store.pending(bob.id, 10), *store.inbox(), store.message(message_id)]
+    for record in records:
+        assert secret not in repr(record)
+        assert secret not in str(record)
+    assert message_id.hex() in repr(store.message(message_id))
+
+
+def test_records_are_frozen(store: Store) -> None:
+    bob = add_contact(store)
+    store.queue_text(bob.id, new_id(), 1, "x", "text/plain", None)
+    (outgoing,) = store.pending(bob.id, 1)
+    with pytest.raises(AttributeError):
+        outgoing.state = State.SENT  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        bob.name = "eve"  # type: ignore[misc]
+
+
+# -- transactions -------------------------------------------------------------------
+
+
+def test_a_transaction_groups_calls_and_rolls_back_as_one(store: Store) -> None:
+    bob = add_contact(store)
+    kept = [new_id() for _ in range(3)]
+    with store.transaction():
+        for message_id in kept:
+            store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+        store.mark_sent(kept, 2)
+    assert [o.state for o in store.pending(bob.id, 10)] == [State.SENT] * 3
+
+    lost = new_id()
+
+    def change_of_mind() -> None:
+        with store.transaction():
+            store.queue_text(bob.id, lost, 1, "x", "text/plain", None)
+            store.mark_delivered(kept, 3)
+            raise RuntimeError("the daemon changed its mind")
+
+    with pytest.raises(RuntimeError):
+        change_of_mind()
+    assert [o.id for o in store.pending(bob.id, 10)] == kept
+    with pytest.raises(NotFoundError):
+        store.message(lost)
+
+
+def test_a_failed_call_inside_a_transaction_is_undone_alone(store: Store) -> None:
+    bob = add_contact(store)
+    first, second = new_id(), new_id()
+    with store.transaction():
+        store.queue_text(bob.id, first, 1, "x", "text/plain", None)
+        with pytest.raises(LocalProtocolError):
+            store.queue_text(bob.id, first, 1, "again", "text/plain", None)
+        store.queue_text(bob.id, second, 1, "y", "text/plain", None)
+    assert [o.body for o in store.pending(bob.id, 10)] == ["x", "y"]
+
+
+def test_calls_from_several_threads_are_serialised(store: Store) -> None:
+    bob = add_contact(store)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(50):
+                message_id = new_id()
+                store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+                store.mark_delivered([message_id], 2)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.last_delivery() == 2
+    assert store.outbox_depth() == 0
+
+
+def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        store.contacts()

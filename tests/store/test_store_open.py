@@ -1,0 +1,188 @@
+"""Opening a store: pragmas, migrations, newer schemas, wrong keys, locks, damaged files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from _storekit import KEY, add_contact, new_id, open_store
+
+from onionpost.errors import ConfigError, StoreError, StoreLockedError
+from onionpost.store import SCHEMA_VERSION, _schema
+
+
+def _fill(root: Path, messages: int = 300) -> None:
+    with open_store(root) as store:
+        bob = add_contact(store)
+        with store.transaction():
+            for n in range(messages):
+                store.queue_text(bob.id, new_id(), n, "padding " * 50, "text/plain", None)
+
+
+def _raw(root: Path) -> sqlite3.Connection:
+    """A plain connection, for tests that edit the database behind the store's back."""
+    return sqlite3.connect(root / "store.sqlite", isolation_level=None)
+
+
+def test_pragmas_and_file_modes(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        add_contact(store)
+        conn = store._db
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        for name in ("store.sqlite", "store.sqlite-wal"):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+        assert stat.S_IMODE((tmp_path / "files").stat().st_mode) == 0o700
+        # EXCLUSIVE locking: no shared-memory index file.
+        assert not (tmp_path / "store.sqlite-shm").exists()
+
+
+def test_a_fresh_store_checks_clean(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        bob = add_contact(store)
+        store.queue_text(bob.id, new_id(), 1, "x", "text/plain", None)
+        (tmp_path / "f").write_bytes(b"y" * 100_000)
+        store.queue_file(bob.id, new_id(), 1, "f", tmp_path / "f", 2**30)
+        assert store.integrity_check() == []
+
+
+def test_a_second_opener_is_refused(tmp_path: Path) -> None:
+    with open_store(tmp_path):
+        script = textwrap.dedent(
+            f"""
+            from pathlib import Path
+            from onionpost.errors import StoreLockedError
+            from onionpost.store import Store
+            try:
+                Store.open(Path({str(tmp_path / "store.sqlite")!r}),
+                           Path({str(tmp_path / "files")!r}), bytes(range(32)))
+            except StoreLockedError as exc:
+                print("locked:", exc)
+            """
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        )
+        assert result.stdout.startswith("locked:"), result.stdout + result.stderr
+        assert "in use by another process" in result.stdout
+        # ... and within this process too.
+        with pytest.raises(StoreLockedError):
+            open_store(tmp_path)
+    open_store(tmp_path).close()  # released on close
+
+
+def test_the_wrong_key_is_refused(tmp_path: Path) -> None:
+    _fill(tmp_path, 1)
+    with pytest.raises(StoreError, match="store key does not open"):
+        open_store(tmp_path, key=bytes(32))
+    with pytest.raises(ConfigError, match="32 bytes"):
+        open_store(tmp_path, key=b"short")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"this is not a database, just some text " * 100,
+        os.urandom(8192),
+        b"SQLite format 3\x00" + os.urandom(4080),
+    ],
+)
+def test_a_file_that_is_not_a_database(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "store.sqlite").write_bytes(content)
+    with pytest.raises(StoreError, match=r"not an onionpost store|corrupt|malformed"):
+        open_store(tmp_path)
+
+
+def test_a_truncated_database(tmp_path: Path) -> None:
+    _fill(tmp_path)
+    db = tmp_path / "store.sqlite"
+    assert not (tmp_path / "store.sqlite-wal").exists()  # checkpointed on close
+    size = db.stat().st_size
+    assert size > 100_000
+    os.truncate(db, size // 2)
+    with pytest.raises(StoreError, match=r"corrupt|malformed"):
+        open_store(tmp_path)
+
+
+def test_overwritten_pages(tmp_path: Path) -> None:
+    _fill(tmp_path)
+    db = tmp_path / "store.sqlite"
+    with db.open("r+b") as handle:
+        handle.seek(4096 * 3)
+        handle.write(os.urandom(4096 * 4))
+    with pytest.raises(StoreError, match=r"corrupt|malformed"):
+        open_store(tmp_path)
+
+
+def test_another_applications_database_is_refused(tmp_path: Path) -> None:
+    conn = _raw(tmp_path)
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.close()
+    with pytest.raises(StoreError, match="not an onionpost store"):
+        open_store(tmp_path)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    _fill(tmp_path, 1)
+    conn = _raw(tmp_path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match=r"newer than this onionpost knows.*upgrade"):
+        open_store(tmp_path)
+
+
+def test_an_older_store_migrates_and_keeps_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message_id = new_id()
+    with open_store(tmp_path) as store:
+        bob = add_contact(store)
+        store.queue_text(bob.id, message_id, 1, "from version 1", "text/plain", None)
+    v2 = (
+        "ALTER TABLE contacts ADD COLUMN note TEXT",
+        "CREATE INDEX messages_state ON messages (state)",
+    )
+    monkeypatch.setattr(_schema, "MIGRATIONS", (*_schema.MIGRATIONS, v2))
+    with open_store(tmp_path) as store:
+        conn = store._db
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+        assert "note" in [row[1] for row in conn.execute("PRAGMA table_info(contacts)")]
+        assert store.message(message_id).body == "from version 1"
+    with open_store(tmp_path) as store:  # applied once only
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+
+def test_a_failing_migration_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(tmp_path, 1)
+    broken = ("ALTER TABLE contacts ADD COLUMN note TEXT", "THIS IS NOT SQL")
+    monkeypatch.setattr(_schema, "MIGRATIONS", (*_schema.MIGRATIONS, broken))
+    with pytest.raises(StoreError):
+        open_store(tmp_path)
+    monkeypatch.undo()
+    with open_store(tmp_path) as store:
+        conn = store._db
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert "note" not in [row[1] for row in conn.execute("PRAGMA table_info(contacts)")]
+
+
+def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
+    (tmp_path / "store.sqlite").write_bytes(b"")
+    with open_store(tmp_path) as store:
+        assert store.contacts() == []
+
+
+def test_a_store_in_a_missing_directory(tmp_path: Path) -> None:
+    from onionpost.store import Store
+
+    with pytest.raises(StoreError, match="cannot open"):
+        Store.open(tmp_path / "no" / "such" / "dir" / "store.sqlite", tmp_path / "files", KEY)
