@@ -8,6 +8,7 @@ tor runs, and the dial scheduler.
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import signal
@@ -24,7 +25,7 @@ import trio.testing
 from nacl.bindings import crypto_scalarmult_base, crypto_sign_seed_keypair
 
 from onionpost.errors import ConfigError, DialError, TorControlError, TorLaunchError
-from onionpost.proto.address import OnionAddress
+from onionpost.proto.address import OnionAddress, expanded_secret_key
 from onionpost.tor import (
     DescriptorState,
     DialScheduler,
@@ -32,6 +33,13 @@ from onionpost.tor import (
     TorConfig,
     TorState,
     open_tor,
+)
+from onionpost.tor._controller import HsDescEvent
+from onionpost.tor._tor import (
+    UPLOAD_QUIET_SECONDS,
+    UPLOAD_STRAGGLER_SECONDS,
+    _Service,
+    _Uploads,
 )
 from onionpost.tor.testnet import Testnet as Network
 
@@ -249,6 +257,68 @@ async def test_scheduler_slot_granted_then_cancelled_is_passed_on() -> None:
     assert (scheduler.active, scheduler.waiting) == (0, 0)
 
 
+def _hs_desc(action: str, directory: str) -> HsDescEvent:
+    return HsDescEvent(1, action, "x" * 56, directory, None)
+
+
+def test_uploads_settle_after_all_outcomes_and_quiet() -> None:
+    uploads = _Uploads()
+    uploads.reset(0.0)
+    for d in ("$A", "$B", "$A"):  # two descriptors go to $A
+        uploads.update(_hs_desc("UPLOAD", d), 0.0)
+    uploads.update(_hs_desc("UPLOADED", "$A"), 0.1)
+    assert uploads.state() is DescriptorState.PUBLISHED
+    assert not uploads.settled(5.0)  # $A and $B still pending
+    uploads.update(_hs_desc("FAILED", "$B"), 0.2)
+    uploads.update(_hs_desc("UPLOADED", "$A"), 0.3)
+    assert not uploads.settled(0.3 + UPLOAD_QUIET_SECONDS / 2)
+    assert uploads.settled(0.3 + UPLOAD_QUIET_SECONDS)
+    assert (uploads.uploaded, uploads.failed) == (2, 1)
+
+
+def test_uploads_ignore_outcomes_they_did_not_start() -> None:
+    uploads = _Uploads()
+    uploads.reset(0.0)
+    uploads.update(_hs_desc("UPLOADED", "$OLD"), 0.0)  # late news from before DEL_ONION
+    assert uploads.state() is DescriptorState.PUBLISHING
+    assert not uploads.settled(100.0)
+
+
+def test_uploads_all_failed_and_stragglers() -> None:
+    uploads = _Uploads()
+    uploads.reset(0.0)
+    uploads.update(_hs_desc("UPLOAD", "$A"), 0.0)
+    uploads.update(_hs_desc("FAILED", "$A"), 0.1)
+    assert uploads.state() is DescriptorState.FAILED
+    assert uploads.all_failed(0.1 + UPLOAD_QUIET_SECONDS)
+    uploads.reset(1.0)
+    uploads.update(_hs_desc("UPLOAD", "$A"), 1.0)
+    uploads.update(_hs_desc("UPLOAD", "$B"), 1.0)
+    uploads.update(_hs_desc("UPLOADED", "$A"), 1.1)
+    # $B never answers: one success is enough after the straggler time.
+    assert not uploads.settled(1.1 + UPLOAD_QUIET_SECONDS)
+    assert uploads.settled(1.1 + UPLOAD_STRAGGLER_SECONDS)
+
+
+def test_add_onion_command_wire_form() -> None:
+    seed = bytes(range(32))
+    client = bytes(32)
+    service = _Service(
+        seed, OnionAddress.from_public_key(bytes(32)), 443, ("127.0.0.1", 8080), (client,)
+    )
+    command = service.add_onion_command()
+    key = base64.b64encode(expanded_secret_key(seed)).decode()
+    assert command == (
+        f"ADD_ONION ED25519-V3:{key} Flags=V3Auth Port=443,127.0.0.1:8080 ClientAuthV3={'a' * 52}"
+    )
+    # No client: still V3Auth, to a throwaway key (nobody may connect, never anyone).
+    service.clients = ()
+    words = service.add_onion_command().split()
+    assert "Flags=V3Auth" in words
+    assert len([w for w in words if w.startswith("ClientAuthV3=")]) == 1
+    assert seed.hex() not in repr(service)
+
+
 def test_scheduler_rejects_zero() -> None:
     with pytest.raises(ConfigError):
         DialScheduler(max_concurrent=0)
@@ -373,6 +443,16 @@ async def test_attach_by_control_port(testnet: Network) -> None:
                 stream = await b.dial(service.address, 443)
                 async with stream:
                     await round_trip(stream, b"attached")
+            # The same service from a second controller: tor refuses, and the
+            # error names the command, never the key it carried.
+            async with open_tor(TorConfig(control_port=publisher.control_port)) as a2:
+                with pytest.raises(TorControlError, match="ADD_ONION refused") as info:
+                    await a2.publish(
+                        seed, virtual_port=443, target=target, authorized_clients=[b_public]
+                    )
+            key_blob = base64.b64encode(expanded_secret_key(seed)).decode()
+            assert key_blob not in str(info.value)
+            assert key_blob[:16] not in repr(info.value)
 
 
 @pytest.mark.tor

@@ -356,3 +356,6 @@ class ControlConnection:
         self._closing = True
         with contextlib.suppress(TorControlError, TorError, OSError):
             await _in_thread("closing the control connection", self._controller.close)
+        # stem's threads have been joined (or abandoned): later hand-overs find
+        # the channel closed and are dropped.
+        self._events.close()

@@ -276,9 +276,12 @@ class _Uploads:
         if event.action == "UPLOAD":
             self.pending[event.directory] += 1
         elif event.action in ("UPLOADED", "FAILED"):
-            if self.pending[event.directory] > 0:
-                self.pending[event.directory] -= 1
-            if self.pending[event.directory] <= 0:
+            # Only outcomes of uploads that started in this round count: a late
+            # answer about the descriptor before a DEL_ONION must not settle it.
+            if self.pending[event.directory] <= 0:  # (a Counter lookup adds no key)
+                return
+            self.pending[event.directory] -= 1
+            if self.pending[event.directory] == 0:
                 del self.pending[event.directory]
             if event.action == "UPLOADED":
                 self.uploaded += 1
@@ -598,8 +601,7 @@ class Tor:
         conn = self._conn
         if conn is not None and conn.alive:
             for service_id in list(self._services):
-                with contextlib.suppress(TorError):
-                    await conn.command(f"DEL_ONION {service_id}")
+                await self._forget_onion(service_id)
             if not self._config.launches:
                 for service_id in list(self._client_auth):
                     with contextlib.suppress(TorError):
@@ -715,8 +717,18 @@ class Tor:
             except BaseException:
                 del self._services[address.service_id]
                 self._report()
+                # tor may hold the service already (uploads failed, or we were
+                # cancelled while waiting for them): take it down again.
+                with trio.CancelScope(shield=True), trio.move_on_after(STOP_GRACE_SECONDS):
+                    await self._forget_onion(address.service_id)
                 raise
         return OnionService(address, virtual_port, target)
+
+    async def _forget_onion(self, service_id: str) -> None:
+        conn = self._conn
+        if conn is not None and conn.alive:
+            with contextlib.suppress(TorError):
+                await conn.command(f"DEL_ONION {service_id}")
 
     def _check_clients(self, keys: Sequence[bytes]) -> tuple[bytes, ...]:
         if isinstance(keys, bytes | str):
@@ -927,11 +939,14 @@ class Tor:
                 return
             try:
                 await self._add_onion(service)
+                failed = False
             except TorError as exc:
                 service.republish_failures += 1
+                failed = True
                 log.warning("republishing %s failed: %s", service.address, exc)
-                await trio.sleep(min(2.0**service.republish_failures, RESTART_BACKOFF_MAX_SECONDS))
         self._report()
+        if failed:  # back off outside the lock, so publish() and friends go on
+            await trio.sleep(min(2.0**service.republish_failures, RESTART_BACKOFF_MAX_SECONDS))
 
     async def _restore(self) -> None:
         """Relaunch or reconnect, then re-publish and re-authorize everything."""
