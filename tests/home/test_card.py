@@ -228,3 +228,19 @@ def test_safety_number_vector() -> None:
 def test_safety_number_needs_two_keys() -> None:
     with pytest.raises(ConfigError):
         safety_number(b"short", bytes(32))
+
+
+def test_the_example_card_in_storage_md() -> None:
+    """protocol-spec/storage.md §3 shows this card byte by byte; Ed25519 is deterministic."""
+    from onionpost.proto._crypto import KeyPair
+
+    identity = Identity(bytes([1]) * 32)
+    client_auth = KeyPair.from_private(bytes([2]) * 32).public
+    line = _signed("Alice", identity=identity, client_auth=client_auth)
+    spec = (Path(__file__).parents[2] / "protocol-spec" / "storage.md").read_text()
+    assert f"\n{line}\n" in spec
+    card = ContactCard.parse(line)
+    assert str(card.address) in spec
+    raw = base64.urlsafe_b64decode(line[len("onionpost1:") :] + "==")
+    assert len(raw) == 142
+    assert raw[:4].hex() == "9501c420"
