@@ -372,6 +372,16 @@ async def test_publish_dial_and_client_auth(testnet: Network, tmp_path: Path) ->
                     await round_trip(stream, os.urandom(64 * 1024))
             print(f"publish {publish_seconds:.2f} s, first dial {first_dial_seconds:.2f} s")
 
+            # Forgetting our key purges tor's client state for that service.
+            await b.remove_client_auth(service.address)
+            error = await dial_error(b, service.address, QUICK_FAILURE_DEADLINE)
+            assert error.reason == "client-auth-missing"
+            await b.add_client_auth(service.address, b_private)
+            with trio.fail_after(DIAL_DEADLINE):
+                # An isolation token (SOCKS username) gets its own circuits.
+                async with await b.dial(service.address, 443, isolation="peer-1") as stream:
+                    await round_trip(stream, b"isolated")
+
             # Revocation: a new authorized set without B.
             _, someone_else = x25519_keypair()
             with trio.fail_after(PUBLISH_DEADLINE):
