@@ -24,7 +24,7 @@ import trio
 import trio.testing
 from nacl.bindings import crypto_scalarmult_base, crypto_sign_seed_keypair
 
-from onionpost.errors import ConfigError, DialError, TorControlError, TorLaunchError
+from onionpost.errors import ConfigError, DialError, TorControlError, TorError, TorLaunchError
 from onionpost.proto.address import OnionAddress, expanded_secret_key
 from onionpost.tor import (
     DescriptorState,
@@ -34,12 +34,12 @@ from onionpost.tor import (
     TorState,
     open_tor,
 )
-from onionpost.tor._controller import HsDescEvent
-from onionpost.tor._tor import (
+from onionpost.tor._controller import HsDescEvent, parse_socks_listener, service_circuit_ids
+from onionpost.tor._publish import (
     UPLOAD_QUIET_SECONDS,
     UPLOAD_STRAGGLER_SECONDS,
-    _Service,
-    _Uploads,
+    ServiceRecord,
+    UploadRound,
 )
 from onionpost.tor.testnet import Testnet as Network
 
@@ -262,7 +262,7 @@ def _hs_desc(action: str, directory: str) -> HsDescEvent:
 
 
 def test_uploads_settle_after_all_outcomes_and_quiet() -> None:
-    uploads = _Uploads()
+    uploads = UploadRound()
     uploads.reset(0.0)
     for d in ("$A", "$B", "$A"):  # two descriptors go to $A
         uploads.update(_hs_desc("UPLOAD", d), 0.0)
@@ -277,7 +277,7 @@ def test_uploads_settle_after_all_outcomes_and_quiet() -> None:
 
 
 def test_uploads_ignore_outcomes_they_did_not_start() -> None:
-    uploads = _Uploads()
+    uploads = UploadRound()
     uploads.reset(0.0)
     uploads.update(_hs_desc("UPLOADED", "$OLD"), 0.0)  # late news from before DEL_ONION
     assert uploads.state() is DescriptorState.PUBLISHING
@@ -285,7 +285,7 @@ def test_uploads_ignore_outcomes_they_did_not_start() -> None:
 
 
 def test_uploads_all_failed_and_stragglers() -> None:
-    uploads = _Uploads()
+    uploads = UploadRound()
     uploads.reset(0.0)
     uploads.update(_hs_desc("UPLOAD", "$A"), 0.0)
     uploads.update(_hs_desc("FAILED", "$A"), 0.1)
@@ -303,7 +303,7 @@ def test_uploads_all_failed_and_stragglers() -> None:
 def test_add_onion_command_wire_form() -> None:
     seed = bytes(range(32))
     client = bytes(32)
-    service = _Service(
+    service = ServiceRecord(
         seed, OnionAddress.from_public_key(bytes(32)), 443, ("127.0.0.1", 8080), (client,)
     )
     command = service.add_onion_command()
@@ -317,6 +317,24 @@ def test_add_onion_command_wire_form() -> None:
     assert "Flags=V3Auth" in words
     assert len([w for w in words if w.startswith("ClientAuthV3=")]) == 1
     assert seed.hex() not in repr(service)
+
+
+def test_control_reply_parsers() -> None:
+    assert parse_socks_listener('"127.0.0.1:9050" "[::1]:9050"') == ("127.0.0.1", 9050)
+    with pytest.raises(TorError, match="no SOCKS listener"):
+        parse_socks_listener('"0.0.0.0:9050" "unix:/run/tor/socks"')
+    sid = "x" * 56
+    status = "\n".join(
+        [
+            f"12 BUILT $A~a,$B~b PURPOSE=HS_SERVICE_REND HS_STATE=HSSR_JOINED REND_QUERY={sid}",
+            f"13 BUILT $A~a PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_ESTABLISHED REND_QUERY={sid}",
+            f"14 BUILT $A~a PURPOSE=HS_CLIENT_REND HS_STATE=HSCR_JOINED REND_QUERY={sid}",
+            f"15 BUILT $A~a PURPOSE=HS_SERVICE_REND REND_QUERY={'y' * 56}",
+            "16 BUILT $A~a PURPOSE=GENERAL",
+            "",
+        ]
+    )
+    assert service_circuit_ids(status, sid) == ["12", "13"]
 
 
 def test_scheduler_rejects_zero() -> None:

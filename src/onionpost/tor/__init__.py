@@ -10,8 +10,10 @@
         with trio.fail_after(60):
             stream = await tor.dial(peer_address, 443)
 
-Modules: :mod:`._tor` (the adapter and its supervision), :mod:`._controller`
-(stem bridged into trio; nothing else imports stem), :mod:`._socks` (a
+Modules: :mod:`._tor` (the adapter and its supervision), :mod:`._config`
+(:class:`TorConfig` and launch mode's torrc), :mod:`._publish` (ADD_ONION
+and descriptor upload tracking), :mod:`._controller` (stem bridged into trio,
+and control-reply parsing; nothing else imports stem), :mod:`._socks` (a
 sans-I/O SOCKS5 client), :mod:`._dial` (dialing and :class:`DialScheduler`),
 :mod:`.testnet` (a private Tor network on 127.0.0.1 for tests).
 

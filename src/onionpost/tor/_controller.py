@@ -61,6 +61,8 @@ __all__ = [
     "HsDescEvent",
     "LivenessEvent",
     "launch_tor_process",
+    "parse_socks_listener",
+    "service_circuit_ids",
 ]
 
 _T = TypeVar("_T")
@@ -359,3 +361,34 @@ class ControlConnection:
         # stem's threads have been joined (or abandoned): later hand-overs find
         # the channel closed and are dropped.
         self._events.close()
+
+
+# -- parsing control-port replies --------------------------------------------
+
+
+def parse_socks_listener(value: str) -> tuple[str, int]:
+    # GETINFO net/listeners/socks: space-separated quoted entries, e.g. "127.0.0.1:9050".
+    for entry in value.split():
+        host, _, port = entry.strip('"').rpartition(":")
+        if host == LOOPBACK and port.isdigit():
+            return (LOOPBACK, int(port))
+    raise TorError("tor has no SOCKS listener on 127.0.0.1")
+
+
+def service_circuit_ids(circuit_status: str, service_id: str) -> list[str]:
+    """The circuits that serve onion service ``service_id``, from GETINFO circuit-status.
+
+    One circuit a line (control-spec §4.1.1, CIRC event syntax), e.g.::
+
+        12 BUILT $A~a,$B~b,$C~c PURPOSE=HS_SERVICE_REND HS_STATE=HSSR_JOINED REND_QUERY=<id>
+    """
+    ids = []
+    for line in circuit_status.splitlines():
+        fields = line.split()
+        if not fields or not fields[0].isdigit():
+            continue
+        if f"REND_QUERY={service_id}" in fields and any(
+            f.startswith("PURPOSE=HS_SERVICE") for f in fields
+        ):
+            ids.append(fields[0])
+    return ids

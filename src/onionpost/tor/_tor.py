@@ -44,26 +44,29 @@ from __future__ import annotations
 import base64
 import contextlib
 import enum
-import ipaddress
 import logging
-import os
 import re
 import signal
 import subprocess
-from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Final
 
 import trio
-from nacl.bindings import crypto_scalarmult_base, crypto_sign_seed_keypair
+from nacl.bindings import crypto_sign_seed_keypair
 
 from onionpost.errors import ConfigError, DialError, TorControlError, TorError, TorLaunchError
-from onionpost.proto.address import OnionAddress, expanded_secret_key
+from onionpost.proto.address import OnionAddress
+from onionpost.tor._config import (
+    TorConfig,
+    check_binary,
+    launch_options,
+    log_tail,
+    prepare_data_dir,
+    read_control_port,
+)
 from onionpost.tor._controller import (
-    LOOPBACK,
     ClientStatusEvent,
     ControlClosed,
     ControlConnection,
@@ -71,8 +74,19 @@ from onionpost.tor._controller import (
     HsDescEvent,
     LivenessEvent,
     launch_tor_process,
+    parse_socks_listener,
+    service_circuit_ids,
 )
 from onionpost.tor._dial import socks_dial
+from onionpost.tor._publish import (
+    MAX_AUTHORIZED_CLIENTS,
+    UPLOAD_QUIET_SECONDS,
+    DescriptorState,
+    ServiceRecord,
+    check_loopback_target,
+    check_port,
+    check_x25519,
+)
 
 __all__ = [
     "DescriptorState",
@@ -97,16 +111,10 @@ STATUS_EVENT_BUFFER: Final = 64
 #: Bootstrap to 100 % must happen within this (launch or attach).
 BOOTSTRAP_MAX_SECONDS: Final = 120.0
 BOOTSTRAP_POLL_SECONDS: Final = 0.1
-#: A descriptor round counts as settled after this long without HS_DESC news.
-UPLOAD_QUIET_SECONDS: Final = 0.5
-#: After the first successful upload, stop waiting for stragglers after this.
-UPLOAD_STRAGGLER_SECONDS: Final = 10.0
 #: One ADD_ONION must see an upload outcome within this, or it is retried.
 UPLOAD_ROUND_MAX_SECONDS: Final = 45.0
 #: ADD_ONION attempts for one publish (each a full upload round).
 PUBLISH_ATTEMPTS: Final = 3
-#: Client-authorization keys per service (each is a line in the descriptor).
-MAX_AUTHORIZED_CLIENTS: Final = 256
 #: Relaunch/reconnect: attempts in a row, and the backoff between them.
 RESTART_MAX_ATTEMPTS: Final = 8
 RESTART_BACKOFF_INITIAL_SECONDS: Final = 0.5
@@ -120,73 +128,12 @@ STOP_GRACE_SECONDS: Final = 5.0
 #: open_tor's exit cleanup, shielded from cancellation, is bounded by this.
 SHUTDOWN_MAX_SECONDS: Final = 10.0
 
-X25519_KEY_LEN: Final = 32
 ED25519_SEED_LEN: Final = 32
 
-# torrc options open_tor sets itself in launch mode; extra_options may not.
-_RESERVED_OPTIONS: Final = frozenset(
-    name.lower()
-    for name in (
-        "DataDirectory",
-        "ControlPort",
-        "ControlPortWriteToFile",
-        "ControlSocket",
-        "SocksPort",
-        "CookieAuthentication",
-        "CookieAuthFile",
-        "HashedControlPassword",
-        "PidFile",
-        "Log",
-        "__OwningControllerProcess",
-    )
-)
-_CONTROL_PORT_FILE: Final = "control-port"
 _PROGRESS_RE: Final = re.compile(r"\bPROGRESS=(\d{1,3})\b")
 
 
 # -- configuration -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TorConfig:
-    """How to get a tor: launch our own (``data_dir``) or attach to one.
-
-    Exactly one of ``data_dir``, ``control_port`` and ``control_socket``.
-    """
-
-    tor_binary: Path = Path("/usr/bin/tor")  # absolute, never a PATH search
-    data_dir: Path | None = None  # launch mode: our own tor's DataDirectory (0700)
-    control_port: int | None = None  # attach mode: an existing tor's control port on 127.0.0.1
-    control_socket: Path | None = None  # ... or its Unix control socket
-    password: str | None = field(default=None, repr=False)  # attach: password auth, else cookie
-    extra_options: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        modes = [self.data_dir, self.control_port, self.control_socket]
-        if sum(m is not None for m in modes) != 1:
-            raise ConfigError("give exactly one of data_dir, control_port, control_socket")
-        if not self.tor_binary.is_absolute():
-            raise ConfigError("tor_binary must be an absolute path")
-        if self.control_port is not None and not 0 < self.control_port < 65536:
-            raise ConfigError("control_port must be 1 to 65535")
-        if self.data_dir is None:
-            if self.extra_options:
-                raise ConfigError("extra_options apply only when we launch tor (data_dir)")
-        else:
-            if self.password is not None:
-                raise ConfigError("password applies only when attaching to a running tor")
-            for name, value in self.extra_options.items():
-                if name.lower() in _RESERVED_OPTIONS:
-                    raise ConfigError(f"extra_options may not set {name}: open_tor sets it")
-                values = [value] if isinstance(value, str) else list(value)
-                if any("\n" in v or "\r" in v for v in values) or "\n" in name:
-                    raise ConfigError(f"torrc option {name} contains a line break")
-                if name.lower() == "runasdaemon" and values != ["0"]:
-                    raise ConfigError("RunAsDaemon must stay 0: we supervise tor ourselves")
-
-    @property
-    def launches(self) -> bool:
-        return self.data_dir is not None
 
 
 # -- public records ------------------------------------------------------------
@@ -199,12 +146,6 @@ class OnionService:
     address: OnionAddress
     virtual_port: int
     target: tuple[str, int]
-
-
-class DescriptorState(enum.Enum):
-    PUBLISHING = "publishing"  # no upload confirmed in this round yet
-    PUBLISHED = "published"  # at least one HSDir accepted the descriptor
-    FAILED = "failed"  # every upload of the round failed
 
 
 class TorState(enum.Enum):
@@ -243,177 +184,6 @@ class TorHealth:
     dropped_events: int
 
 
-# -- internal state ------------------------------------------------------------
-
-
-@dataclass
-class _Uploads:
-    """Descriptor uploads of one service in the current round (HS_DESC events)."""
-
-    pending: Counter[str] = field(default_factory=Counter)
-    uploaded: int = 0
-    failed: int = 0
-    first_success: float | None = None
-    last_change: float = 0.0
-
-    def reset(self, now: float) -> None:
-        self.pending.clear()
-        self.uploaded = 0
-        self.failed = 0
-        self.first_success = None
-        self.last_change = now
-
-    def update(self, event: HsDescEvent, now: float) -> None:
-        # Tor re-uploads at every time period and when the HSDir set changes:
-        # an UPLOAD after a settled round starts a new round.
-        if (
-            event.action == "UPLOAD"
-            and not self.pending
-            and (self.uploaded or self.failed)
-            and now - self.last_change > UPLOAD_QUIET_SECONDS
-        ):
-            self.reset(now)
-        if event.action == "UPLOAD":
-            self.pending[event.directory] += 1
-        elif event.action in ("UPLOADED", "FAILED"):
-            # Only outcomes of uploads that started in this round count: a late
-            # answer about the descriptor before a DEL_ONION must not settle it.
-            if self.pending[event.directory] <= 0:  # (a Counter lookup adds no key)
-                return
-            self.pending[event.directory] -= 1
-            if self.pending[event.directory] == 0:
-                del self.pending[event.directory]
-            if event.action == "UPLOADED":
-                self.uploaded += 1
-                if self.first_success is None:
-                    self.first_success = now
-            else:
-                self.failed += 1
-        else:
-            return
-        self.last_change = now
-
-    def state(self) -> DescriptorState:
-        if self.uploaded:
-            return DescriptorState.PUBLISHED
-        if self.failed and not self.pending:
-            return DescriptorState.FAILED
-        return DescriptorState.PUBLISHING
-
-    def settled(self, now: float) -> bool:
-        if not self.uploaded or self.first_success is None:
-            return False
-        if now - self.first_success >= UPLOAD_STRAGGLER_SECONDS:
-            return True
-        return not self.pending and now - self.last_change >= UPLOAD_QUIET_SECONDS
-
-    def all_failed(self, now: float) -> bool:
-        return (
-            not self.uploaded
-            and self.failed > 0
-            and not self.pending
-            and now - self.last_change >= UPLOAD_QUIET_SECONDS
-        )
-
-
-@dataclass(eq=False)
-class _Service:
-    seed: bytes = field(repr=False)
-    address: OnionAddress
-    virtual_port: int
-    target: tuple[str, int]
-    clients: tuple[bytes, ...]
-    uploads: _Uploads = field(default_factory=_Uploads)
-    republish_failures: int = 0
-
-    def add_onion_command(self) -> str:
-        # control-spec §3.27: ADD_ONION KeyType:KeyBlob [Flags=...] Port=Virt,Target
-        # [ClientAuthV3=...]*; V3Auth is required with client keys (TOR-TESTNET.md).
-        # Client authorization is always on. With no client, the descriptor is
-        # encrypted to a throwaway key whose private half nobody keeps, so "no
-        # authorized clients" means nobody can connect, never "anyone can".
-        clients = self.clients or (crypto_scalarmult_base(os.urandom(X25519_KEY_LEN)),)
-        key = base64.b64encode(expanded_secret_key(self.seed)).decode("ascii")
-        host, port = self.target
-        parts = [
-            f"ADD_ONION ED25519-V3:{key}",
-            "Flags=V3Auth",
-            f"Port={self.virtual_port},{host}:{port}",
-        ]
-        # The x25519 public key in unpadded base32, as in a client's .auth file.
-        parts.extend(
-            "ClientAuthV3=" + base64.b32encode(k).decode("ascii").rstrip("=").lower()
-            for k in clients
-        )
-        return " ".join(parts)
-
-
-def _check_x25519(key: bytes, what: str) -> bytes:
-    if not isinstance(key, bytes) or len(key) != X25519_KEY_LEN:
-        raise ConfigError(f"{what} must be {X25519_KEY_LEN} bytes of x25519 key")
-    return key
-
-
-def _check_loopback_target(target: tuple[str, int]) -> tuple[str, int]:
-    try:
-        host, port = target
-        loopback = ipaddress.ip_address(host).is_loopback
-    except (ValueError, TypeError) as exc:
-        raise ConfigError("target must be (IP address, port) on the loopback interface") from exc
-    if not loopback or not isinstance(port, int) or not 0 < port < 65536:
-        raise ConfigError("target must be (IP address, port) on the loopback interface")
-    return (host, port)
-
-
-def _check_port(port: int, what: str) -> int:
-    if not isinstance(port, int) or not 0 < port < 65536:
-        raise ConfigError(f"{what} must be 1 to 65535")
-    return port
-
-
-# -- filesystem helpers (run in a worker thread) ------------------------------
-
-
-def _prepare_data_dir(data_dir: Path) -> None:
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # tor refuses a DataDirectory that others can read (TOR-TESTNET.md).
-    os.chmod(data_dir, 0o700)
-    (data_dir / _CONTROL_PORT_FILE).unlink(missing_ok=True)
-
-
-def _read_control_port(data_dir: Path) -> int:
-    # ControlPortWriteToFile writes "PORT=127.0.0.1:40425".
-    text = (data_dir / _CONTROL_PORT_FILE).read_text(encoding="ascii", errors="replace")
-    match = re.search(r"PORT=127\.0\.0\.1:(\d{1,5})", text)
-    if match is None:
-        raise TorLaunchError("tor did not report a control port on 127.0.0.1")
-    return int(match.group(1))
-
-
-def _log_tail(data_dir: Path, lines: int = 8) -> str:
-    try:
-        text = (data_dir / "notice.log").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _check_binary(tor_binary: Path) -> None:
-    if not tor_binary.exists():
-        raise TorLaunchError(f"tor binary {tor_binary} does not exist")
-    if not tor_binary.is_file() or not os.access(tor_binary, os.X_OK):
-        raise TorLaunchError(f"tor binary {tor_binary} is not an executable file")
-
-
-def _parse_socks_listener(value: str) -> tuple[str, int]:
-    # GETINFO net/listeners/socks: space-separated quoted entries, e.g. "127.0.0.1:9050".
-    for entry in value.split():
-        host, _, port = entry.strip('"').rpartition(":")
-        if host == LOOPBACK and port.isdigit():
-            return (LOOPBACK, int(port))
-    raise TorError("tor has no SOCKS listener on 127.0.0.1")
-
-
 # -- the adapter -------------------------------------------------------------
 
 
@@ -435,7 +205,7 @@ class Tor:
         self._generation = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._socks: tuple[str, int] | None = None
-        self._services: dict[str, _Service] = {}
+        self._services: dict[str, ServiceRecord] = {}
         self._client_auth: dict[str, bytes] = {}
         self._lock = trio.Lock()  # serializes changes to services, client auth, restarts
         self._changed = trio.Event()  # set (and replaced) whenever the view changes
@@ -495,7 +265,7 @@ class Tor:
         self._conn = conn
         try:
             await self._await_bootstrap(conn)
-            self._socks = _parse_socks_listener(await conn.get_info("net/listeners/socks"))
+            self._socks = parse_socks_listener(await conn.get_info("net/listeners/socks"))
             live = await conn.get_info("network-liveness")
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -509,24 +279,15 @@ class Tor:
         data_dir = self._config.data_dir
         assert data_dir is not None
         data_dir = data_dir.absolute()
-        await trio.to_thread.run_sync(_check_binary, self._config.tor_binary)
-        await trio.to_thread.run_sync(_prepare_data_dir, data_dir)
-        options: dict[str, str | Sequence[str]] = {
-            "DataDirectory": str(data_dir),
-            "ControlPort": f"{LOOPBACK}:auto",
-            "ControlPortWriteToFile": str(data_dir / _CONTROL_PORT_FILE),
-            # ExtendedErrors: onion failures get their own SOCKS codes (prop 304).
-            "SocksPort": f"{LOOPBACK}:auto ExtendedErrors",
-            "CookieAuthentication": "1",
-            "PidFile": str(data_dir / "tor.pid"),
-            "Log": [f"notice file {data_dir / 'notice.log'}"],
-            "ClientOnly": "1",
-            "RunAsDaemon": "0",
-        }
-        options.update(self._config.extra_options)
+        await trio.to_thread.run_sync(check_binary, self._config.tor_binary)
+        try:
+            await trio.to_thread.run_sync(prepare_data_dir, data_dir)
+        except OSError as exc:
+            raise TorLaunchError(f"cannot prepare tor's DataDirectory {data_dir}: {exc}") from exc
+        options = launch_options(self._config, data_dir)
         self._process = await launch_tor_process(self._config.tor_binary, options)
         try:
-            port = await trio.to_thread.run_sync(_read_control_port, data_dir)
+            port = await trio.to_thread.run_sync(read_control_port, data_dir)
             return await ControlConnection.open(
                 port=port,
                 socket_path=None,
@@ -564,7 +325,7 @@ class Tor:
 
     def _died_message(self, when: str) -> str:
         code = None if self._process is None else self._process.returncode
-        tail = "" if self._config.data_dir is None else _log_tail(self._config.data_dir)
+        tail = "" if self._config.data_dir is None else log_tail(self._config.data_dir)
         return f"our tor exited {when} (status {code})" + (
             f"; its log ends:\n{tail}" if tail else ""
         )
@@ -702,15 +463,15 @@ class Tor:
         """
         if not isinstance(identity_seed, bytes) or len(identity_seed) != ED25519_SEED_LEN:
             raise ConfigError(f"identity_seed must be {ED25519_SEED_LEN} bytes")
-        _check_port(virtual_port, "virtual_port")
-        target = _check_loopback_target(target)
+        check_port(virtual_port, "virtual_port")
+        target = check_loopback_target(target)
         clients = self._check_clients(authorized_clients)
         public_key, _ = crypto_sign_seed_keypair(identity_seed)
         address = OnionAddress.from_public_key(public_key)
         async with self._lock:
             if address.service_id in self._services:
                 raise ConfigError(f"{address} is already published")
-            service = _Service(identity_seed, address, virtual_port, target, clients)
+            service = ServiceRecord(identity_seed, address, virtual_port, target, clients)
             self._services[address.service_id] = service
             try:
                 await self._add_onion(service)
@@ -735,7 +496,7 @@ class Tor:
             raise ConfigError("authorized_clients is a sequence of keys")
         if len(keys) > MAX_AUTHORIZED_CLIENTS:
             raise ConfigError(f"at most {MAX_AUTHORIZED_CLIENTS} authorized clients")
-        checked = tuple(_check_x25519(k, "an authorized client key") for k in keys)
+        checked = tuple(check_x25519(k, "an authorized client key") for k in keys)
         if len(set(checked)) != len(checked):
             raise ConfigError("authorized_clients has duplicates")
         return checked
@@ -765,20 +526,12 @@ class Tor:
             await self._add_onion(record)
 
     async def _close_service_circuits(self, conn: ControlConnection, service_id: str) -> None:
-        # GETINFO circuit-status (control-spec §4.1.1 CIRC syntax), one circuit a line:
-        #   12 BUILT $A~a,$B~b PURPOSE=HS_SERVICE_REND HS_STATE=HSSR_JOINED REND_QUERY=<id> ...
         status = await conn.get_info("circuit-status")
-        for line in status.splitlines():
-            fields = line.split()
-            if not fields or not fields[0].isdigit():
-                continue
-            if f"REND_QUERY={service_id}" in fields and any(
-                f.startswith("PURPOSE=HS_SERVICE") for f in fields
-            ):
-                with contextlib.suppress(TorControlError):  # it may close by itself meanwhile
-                    await conn.command(f"CLOSECIRCUIT {fields[0]}")
+        for circuit_id in service_circuit_ids(status, service_id):
+            with contextlib.suppress(TorControlError):  # it may close by itself meanwhile
+                await conn.command(f"CLOSECIRCUIT {circuit_id}")
 
-    async def _add_onion(self, service: _Service) -> None:
+    async def _add_onion(self, service: ServiceRecord) -> None:
         """ADD_ONION and wait for the uploads to settle; retry rounds that all failed."""
         last_problem = "no descriptor upload was confirmed"
         for attempt in range(PUBLISH_ATTEMPTS):
@@ -805,7 +558,7 @@ class Tor:
             log.info("%s: %s (attempt %d)", service.address, last_problem, attempt + 1)
         raise TorError(f"could not publish {service.address}: {last_problem}")
 
-    async def _await_uploads(self, service: _Service) -> bool:
+    async def _await_uploads(self, service: ServiceRecord) -> bool:
         """True once uploads settled with a success; False if the round failed or stalled."""
         uploads = service.uploads
         deadline = trio.current_time() + UPLOAD_ROUND_MAX_SECONDS
@@ -831,7 +584,7 @@ class Tor:
         """
         if not isinstance(address, OnionAddress):
             raise ConfigError("address must be an OnionAddress")
-        key = _check_x25519(private_key, "a client authorization private key")
+        key = check_x25519(private_key, "a client authorization private key")
         blob = base64.b64encode(key).decode("ascii")
         async with self._lock:
             conn = self._connection()
@@ -862,7 +615,7 @@ class Tor:
         """
         if not isinstance(address, OnionAddress):
             raise ConfigError("address must be an OnionAddress")
-        _check_port(port, "port")
+        check_port(port, "port")
         socks = self._socks
         if socks is None:
             raise DialError("tor is not running", reason="proxy-unreachable")
@@ -931,7 +684,7 @@ class Tor:
                     await self._republish(service)
             await self._wait_for_change(SUPERVISE_POLL_SECONDS)
 
-    async def _republish(self, service: _Service) -> None:
+    async def _republish(self, service: ServiceRecord) -> None:
         if service.republish_failures >= REPUBLISH_MAX_ATTEMPTS:
             return  # left FAILED; health() and the status say so
         async with self._lock:

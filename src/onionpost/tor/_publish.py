@@ -1,0 +1,191 @@
+"""Publishing one onion service: its ADD_ONION command and its descriptor uploads.
+
+Theory of operation
+-------------------
+A :class:`ServiceRecord` is what the adapter keeps to (re)publish a service:
+the identity seed (secret, never in ``repr``), the port mapping and the
+authorized client keys. Its :meth:`~ServiceRecord.add_onion_command` is the
+control-port command (control-spec §3.27)::
+
+    ADD_ONION ED25519-V3:<base64 of the 64-byte expanded key> Flags=V3Auth
+      Port=443,127.0.0.1:8080 ClientAuthV3=<52 base32 chars> ...
+
+An :class:`UploadRound` follows the descriptor uploads tor reports for the
+service (control-spec §4.1.25)::
+
+    650 HS_DESC UPLOAD <id> UNKNOWN $A1B2...~relay1 <descriptor id> HSDIR_INDEX=...
+    650 HS_DESC UPLOADED <id> UNKNOWN $A1B2...~relay1
+    650 HS_DESC FAILED <id> UNKNOWN $A1B2...~relay1 REASON=UPLOAD_REJECTED
+
+A round has *settled* when at least one upload succeeded, none is pending and
+nothing happened for :data:`UPLOAD_QUIET_SECONDS`, or
+:data:`UPLOAD_STRAGGLER_SECONDS` after the first success. Pure logic on the
+times it is given; no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import ipaddress
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final
+
+from nacl.bindings import crypto_scalarmult_base
+
+from onionpost.errors import ConfigError
+from onionpost.proto.address import OnionAddress, expanded_secret_key
+from onionpost.tor._controller import HsDescEvent
+
+__all__ = [
+    "MAX_AUTHORIZED_CLIENTS",
+    "UPLOAD_QUIET_SECONDS",
+    "UPLOAD_STRAGGLER_SECONDS",
+    "DescriptorState",
+    "ServiceRecord",
+    "UploadRound",
+    "check_loopback_target",
+    "check_port",
+    "check_x25519",
+]
+
+#: A descriptor round counts as settled after this long without HS_DESC news.
+UPLOAD_QUIET_SECONDS: Final = 0.5
+#: After the first successful upload, stop waiting for stragglers after this.
+UPLOAD_STRAGGLER_SECONDS: Final = 10.0
+#: Client-authorization keys per service (each is a line in the descriptor).
+MAX_AUTHORIZED_CLIENTS: Final = 256
+X25519_KEY_LEN: Final = 32
+
+
+class DescriptorState(enum.Enum):
+    PUBLISHING = "publishing"  # no upload confirmed in this round yet
+    PUBLISHED = "published"  # at least one HSDir accepted the descriptor
+    FAILED = "failed"  # every upload of the round failed
+
+
+@dataclass
+class UploadRound:
+    """Descriptor uploads of one service in the current round (HS_DESC events)."""
+
+    pending: Counter[str] = field(default_factory=Counter)
+    uploaded: int = 0
+    failed: int = 0
+    first_success: float | None = None
+    last_change: float = 0.0
+
+    def reset(self, now: float) -> None:
+        self.pending.clear()
+        self.uploaded = 0
+        self.failed = 0
+        self.first_success = None
+        self.last_change = now
+
+    def update(self, event: HsDescEvent, now: float) -> None:
+        # Tor re-uploads at every time period and when the HSDir set changes:
+        # an UPLOAD after a settled round starts a new round.
+        if (
+            event.action == "UPLOAD"
+            and not self.pending
+            and (self.uploaded or self.failed)
+            and now - self.last_change > UPLOAD_QUIET_SECONDS
+        ):
+            self.reset(now)
+        if event.action == "UPLOAD":
+            self.pending[event.directory] += 1
+        elif event.action in ("UPLOADED", "FAILED"):
+            # Only outcomes of uploads that started in this round count: a late
+            # answer about the descriptor before a DEL_ONION must not settle it.
+            if self.pending[event.directory] <= 0:  # (a Counter lookup adds no key)
+                return
+            self.pending[event.directory] -= 1
+            if self.pending[event.directory] == 0:
+                del self.pending[event.directory]
+            if event.action == "UPLOADED":
+                self.uploaded += 1
+                if self.first_success is None:
+                    self.first_success = now
+            else:
+                self.failed += 1
+        else:
+            return
+        self.last_change = now
+
+    def state(self) -> DescriptorState:
+        if self.uploaded:
+            return DescriptorState.PUBLISHED
+        if self.failed and not self.pending:
+            return DescriptorState.FAILED
+        return DescriptorState.PUBLISHING
+
+    def settled(self, now: float) -> bool:
+        if not self.uploaded or self.first_success is None:
+            return False
+        if now - self.first_success >= UPLOAD_STRAGGLER_SECONDS:
+            return True
+        return not self.pending and now - self.last_change >= UPLOAD_QUIET_SECONDS
+
+    def all_failed(self, now: float) -> bool:
+        return (
+            not self.uploaded
+            and self.failed > 0
+            and not self.pending
+            and now - self.last_change >= UPLOAD_QUIET_SECONDS
+        )
+
+
+@dataclass(eq=False)
+class ServiceRecord:
+    seed: bytes = field(repr=False)
+    address: OnionAddress
+    virtual_port: int
+    target: tuple[str, int]
+    clients: tuple[bytes, ...]
+    uploads: UploadRound = field(default_factory=UploadRound)
+    republish_failures: int = 0
+
+    def add_onion_command(self) -> str:
+        # control-spec §3.27: ADD_ONION KeyType:KeyBlob [Flags=...] Port=Virt,Target
+        # [ClientAuthV3=...]*; V3Auth is required with client keys (TOR-TESTNET.md).
+        # Client authorization is always on. With no client, the descriptor is
+        # encrypted to a throwaway key whose private half nobody keeps, so "no
+        # authorized clients" means nobody can connect, never "anyone can".
+        clients = self.clients or (crypto_scalarmult_base(os.urandom(X25519_KEY_LEN)),)
+        key = base64.b64encode(expanded_secret_key(self.seed)).decode("ascii")
+        host, port = self.target
+        parts = [
+            f"ADD_ONION ED25519-V3:{key}",
+            "Flags=V3Auth",
+            f"Port={self.virtual_port},{host}:{port}",
+        ]
+        # The x25519 public key in unpadded base32, as in a client's .auth file.
+        parts.extend(
+            "ClientAuthV3=" + base64.b32encode(k).decode("ascii").rstrip("=").lower()
+            for k in clients
+        )
+        return " ".join(parts)
+
+
+def check_x25519(key: bytes, what: str) -> bytes:
+    if not isinstance(key, bytes) or len(key) != X25519_KEY_LEN:
+        raise ConfigError(f"{what} must be {X25519_KEY_LEN} bytes of x25519 key")
+    return key
+
+
+def check_loopback_target(target: tuple[str, int]) -> tuple[str, int]:
+    try:
+        host, port = target
+        loopback = ipaddress.ip_address(host).is_loopback
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("target must be (IP address, port) on the loopback interface") from exc
+    if not loopback or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError("target must be (IP address, port) on the loopback interface")
+    return (host, port)
+
+
+def check_port(port: int, what: str) -> int:
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{what} must be 1 to 65535")
+    return port
