@@ -319,6 +319,19 @@ def test_add_onion_command_wire_form() -> None:
     assert seed.hex() not in repr(service)
 
 
+def test_service_wants_republish_until_an_add_settles() -> None:
+    record = ServiceRecord(
+        bytes(32), OnionAddress.from_public_key(bytes(32)), 1, ("127.0.0.1", 1), ()
+    )
+    assert record.wants_republish(0.0)  # not yet added
+    record.needs_publish = False
+    assert not record.wants_republish(0.0)
+    record.uploads.reset(0.0)
+    record.uploads.update(_hs_desc("UPLOAD", "$A"), 0.0)
+    record.uploads.update(_hs_desc("FAILED", "$A"), 0.0)
+    assert record.wants_republish(UPLOAD_QUIET_SECONDS)  # every upload failed
+
+
 def test_control_reply_parsers() -> None:
     assert parse_socks_listener('"127.0.0.1:9050" "[::1]:9050"') == ("127.0.0.1", 9050)
     with pytest.raises(TorError, match="no SOCKS listener"):

@@ -145,6 +145,12 @@ class ServiceRecord:
     clients: tuple[bytes, ...]
     uploads: UploadRound = field(default_factory=UploadRound)
     republish_failures: int = 0
+    # True from the moment tor may not hold the service (before DEL_ONION or
+    # ADD_ONION) until an ADD_ONION's uploads settle; supervise() re-adds it.
+    needs_publish: bool = True
+
+    def wants_republish(self, now: float) -> bool:
+        return self.needs_publish or self.uploads.all_failed(now)
 
     def add_onion_command(self) -> str:
         # control-spec §3.27: ADD_ONION KeyType:KeyBlob [Flags=...] Port=Virt,Target

@@ -504,9 +504,11 @@ class Tor:
     async def set_authorized_clients(self, service: OnionService, keys: Sequence[bytes]) -> None:
         """Replace the service's authorized client keys (DEL_ONION + ADD_ONION).
 
-        A client that lost its authorization cannot fetch the new descriptor;
-        its next dial fails once its cached descriptor's introduction points
-        stop answering, which they do at once since the old ones are closed.
+        When a key is removed, every circuit of the service is closed too, so
+        a revoked client cannot go on using a rendezvous circuit it already
+        has; clients that stay authorized reconnect. A revoked client's next
+        dial fails (measured: ``client-auth-wrong`` after ~3 s, once its cached
+        descriptor's introduction points have stopped answering).
         """
         clients = self._check_clients(keys)
         async with self._lock:
@@ -515,6 +517,7 @@ class Tor:
                 raise ConfigError(f"{service.address} is not published here")
             conn = self._connection()
             revoked = not set(record.clients) <= set(clients)
+            record.needs_publish = True  # if anything below fails, supervise() re-adds it
             await conn.command(f"DEL_ONION {record.address.service_id}")
             if revoked:
                 # DEL_ONION leaves rendezvous circuits up, and the re-added
@@ -534,6 +537,7 @@ class Tor:
     async def _add_onion(self, service: ServiceRecord) -> None:
         """ADD_ONION and wait for the uploads to settle; retry rounds that all failed."""
         last_problem = "no descriptor upload was confirmed"
+        service.needs_publish = True
         for attempt in range(PUBLISH_ATTEMPTS):
             conn = self._connection()
             service.uploads.reset(trio.current_time())
@@ -553,6 +557,7 @@ class Tor:
                 )
             if await self._await_uploads(service):
                 service.republish_failures = 0
+                service.needs_publish = False
                 return
             last_problem = f"all {service.uploads.failed} descriptor uploads failed"
             log.info("%s: %s (attempt %d)", service.address, last_problem, attempt + 1)
@@ -680,7 +685,7 @@ class Tor:
             for service in list(self._services.values()):
                 if self._closed or self._control_lost:
                     break
-                if service.uploads.all_failed(trio.current_time()):
+                if service.wants_republish(trio.current_time()):
                     await self._republish(service)
             await self._wait_for_change(SUPERVISE_POLL_SECONDS)
 
@@ -690,7 +695,12 @@ class Tor:
         async with self._lock:
             if self._services.get(service.address.service_id) is not service:
                 return
+            if not service.wants_republish(trio.current_time()):
+                return  # someone holding the lock published it meanwhile
             try:
+                # tor may still hold it (every upload failed, or a half-done
+                # set_authorized_clients): DEL_ONION first, which may fail.
+                await self._forget_onion(service.address.service_id)
                 await self._add_onion(service)
                 failed = False
             except TorError as exc:
