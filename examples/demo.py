@@ -39,7 +39,7 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def cli(home: Path, *args: str, check: bool = True) -> Any:
+def cli(home: Path, *args: str, check: bool = True, lines: bool = False) -> Any:
     env = {**os.environ, "ONIONPOST_KDF_FAST": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "onionpost", "--home", str(home), *args],
@@ -52,6 +52,8 @@ def cli(home: Path, *args: str, check: bool = True) -> Any:
     if check and result.returncode != 0:
         raise SystemExit(f"demo: 'onionpost {' '.join(args)}' failed: {result.stderr.strip()}")
     out = result.stdout.strip()
+    if lines:
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
     return json.loads(out) if out.startswith(("{", "[")) else out
 
 
@@ -105,10 +107,6 @@ def wait_ready(root: Path, name: str, process: subprocess.Popen[bytes], until: f
 
 def wait_state(home: Path, message_id: str, want: set[str], until: float) -> dict[str, Any]:
     while time.monotonic() < until:
-        shown = cli(home, "inbox", "--json", check=False)
-        del shown
-        state = cli(home, "status", "--json")
-        del state
         message = _message(home, message_id)
         if message is not None and message.get("state") in want:
             return message
@@ -131,10 +129,9 @@ def _message(home: Path, message_id: str) -> dict[str, Any] | None:
 
 def inbox_has(home: Path, predicate: Any, until: float) -> dict[str, Any]:
     while time.monotonic() < until:
-        for line in str(cli(home, "inbox", "--json")).splitlines() or []:
-            item = json.loads(line) if isinstance(line, str) and line.startswith("{") else line
-            if isinstance(item, dict) and predicate(item):
-                return item
+        for item in cli(home, "inbox", "--json", lines=True):
+            if predicate(item):
+                return dict(item)
         time.sleep(0.5)
     raise SystemExit("demo: the expected message did not arrive in time")
 

@@ -67,6 +67,9 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # stem is chatty below WARNING, and at its TRACE level it logs the
+    # commands it sends, keys included: never let it go below WARNING.
+    logging.getLogger("stem").setLevel(logging.WARNING)
 
 
 @click.command("daemon")

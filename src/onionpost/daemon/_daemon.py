@@ -90,7 +90,15 @@ class _Link:
     failures: int = 0
     last_error: str = ""
     acks: list[bytes] = field(default_factory=list)
-    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    # Every task working for this contact runs in one of these scopes, so that
+    # removing the contact stops them all.
+    scopes: set[trio.CancelScope] = field(default_factory=set)
+    removed: bool = False
+
+    def stop(self) -> None:
+        self.removed = True
+        for scope in self.scopes:
+            scope.cancel()
 
     @property
     def channel(self) -> SecureChannel | None:
@@ -215,8 +223,9 @@ class Daemon:
 
     async def _link_loop(self, link: _Link) -> None:
         """Dial the contact whenever something waits for it and no session is up."""
-        with link.cancel:
-            while True:
+        with trio.CancelScope() as scope:
+            link.scopes.add(scope)
+            while not link.removed:
                 if link.channel is not None or not self._store.pending(link.contact.id, 1):
                     await link.kick.wait()
                     continue
@@ -266,11 +275,15 @@ class Daemon:
     async def _on_inbound(self, channel: SecureChannel) -> None:
         contact = self._store.contact_by_address(channel.peer)
         link = self._links.get(contact.id) if contact is not None else None
-        if link is None:
+        if link is None or link.removed:
             await channel.aclose()
             return
-        with link.cancel:
-            await self._run_channel(link, channel)
+        with trio.CancelScope() as scope:
+            link.scopes.add(scope)
+            try:
+                await self._run_channel(link, channel)
+            finally:
+                link.scopes.discard(scope)
 
     def _publish_peer(self, link: _Link, *, reachable: bool) -> None:
         self._hub.publish(
@@ -538,7 +551,7 @@ class Daemon:
         contact = self._store.remove_contact(name)
         link = self._links.pop(contact.id, None)
         if link is not None:
-            link.cancel.cancel()
+            link.stop()
         await self._authorize()
         if self._tor is not None:
             await self._tor.remove_client_auth(contact.address)
