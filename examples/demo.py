@@ -180,7 +180,8 @@ def main() -> int:
         wait_state(homes["alice"], sent["id"], {"delivered", "read"}, until)
         got = inbox_has(homes["bob"], lambda m: m.get("id") == sent["id"], until)
         say(
-            f"   delivered in {time.monotonic() - t0:.2f} s (handshake: Noise XXhfs, X25519 + ML-KEM-768); bob read: {got['body']!r}"
+            f"   delivered in {time.monotonic() - t0:.2f} s "
+            f"(handshake: Noise XXhfs, X25519 + ML-KEM-768); bob read: {got['body']!r}"
         )
 
         say("5. bob -> alice: a reply")
@@ -214,11 +215,13 @@ def main() -> int:
             raise SystemExit("demo: the file's hash differs")
         rate = FILE_SIZE / elapsed / 1e6
         say(
-            f"   delivered in {elapsed:.1f} s ({rate:.2f} MB/s); BLAKE2b-512 checked: {received[:32]}..."
+            f"   delivered in {elapsed:.1f} s ({rate:.2f} MB/s); "
+            f"BLAKE2b-512 checked: {received[:32]}..."
         )
         ok = True
         say(
-            f"All delivered, end to end encrypted over onion services, in {time.monotonic() - start:.0f} s."
+            "All delivered, end to end encrypted over onion services, "
+            f"in {time.monotonic() - start:.0f} s."
         )
         return 0
     finally:

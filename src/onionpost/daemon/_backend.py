@@ -48,13 +48,13 @@ class Backend(Protocol):
         """Incoming messages with ``seq`` > after: ``[{"seq", "id", "contact", "kind",
         "body" | "file": {"name", "size", "complete"}, "created_ms", "received_ms", "read"}]``"""
 
-    async def message(self, id: str) -> JSON:  # noqa: A002 - the API's field name
+    async def message(self, id: str) -> JSON:
         """One message, either direction, with its ``state``."""
 
     async def mark_read(self, ids: list[str]) -> JSON:
         """``{"marked": n}``; sends read receipts to the senders."""
 
-    async def export_file(self, id: str, dest: str) -> JSON:  # noqa: A002
+    async def export_file(self, id: str, dest: str) -> JSON:
         """Decrypt a received file to ``dest`` (absolute path): ``{"path", "size"}``."""
 
     async def retry(self, contact: str | None = None) -> JSON:

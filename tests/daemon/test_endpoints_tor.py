@@ -1,0 +1,218 @@
+"""Two real daemons on the private Tor network, driven through the CLI and the client.
+
+Each endpoint is a real ``onionpost daemon`` process with its own tor joined
+to the session's test network, so SIGKILL is a real crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from onionpost.client import open_client
+from onionpost.tor.testnet import Testnet
+
+pytestmark = pytest.mark.tor
+
+READY_SECONDS = 90
+DELIVERY_SECONDS = 180
+
+
+class Endpoint:
+    def __init__(self, root: Path, name: str, options: dict[str, str | list[str]]) -> None:
+        self.root = root
+        self.name = name
+        self.home = root / name
+        self.key = root / f"{name}.key"
+        self.log = root / f"{name}-daemon.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.cli("init", "--name", name, "--key-file", str(self.key))
+        config = self.home / "config.toml"
+        lines = ["retry_initial = 1.0", "retry_max = 5.0", config.read_text(), "[tor.options]"]
+        for key, value in options.items():
+            rendered = (
+                "[" + ", ".join(json.dumps(v) for v in value) + "]"
+                if isinstance(value, list)
+                else json.dumps(value)
+            )
+            lines.append(f"{key} = {rendered}")
+        config.write_text("\n".join(lines) + "\n")
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "onionpost", "--home", str(self.home)]
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "onionpost", "--home", str(self.home), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ONIONPOST_KDF_FAST": "1"},
+            timeout=120,
+            check=False,
+        )
+        if check:
+            assert result.returncode == 0, f"onionpost {args}: {result.stderr}"
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def start(self) -> None:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        self.process = subprocess.Popen(
+            [*self.command, "daemon", "--key-file", str(self.key)],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ONIONPOST_KDF_FAST": "1"},
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            if "daemon ready" in self.log.read_bytes()[offset:].decode(errors="replace"):
+                return
+            time.sleep(0.2)
+        pytest.fail(f"{self.name} not ready:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        # The whole process group: the daemon and, when it shares the group, its tor.
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.kill(signal.SIGTERM)
+
+    def inbox(self) -> list[dict[str, Any]]:
+        out = self.cli("inbox", "--json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _state(home: Path, message_id: str) -> str:
+    async def ask() -> str:
+        async with open_client(home) as client:
+            return (await client.message(message_id)).state
+
+    return trio.run(ask)
+
+
+def _wait(predicate: Any, what: str, seconds: float = DELIVERY_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def pair(testnet: Testnet) -> Iterator[tuple[Endpoint, Endpoint]]:
+    root = Path(tempfile.mkdtemp(prefix="op-e2e-", dir="/tmp"))
+    alice = Endpoint(root, "alice", testnet.tor_options())
+    bob = Endpoint(root, "bob", testnet.tor_options())
+    try:
+        alice.start()
+        bob.start()
+        alice.cli("contact", "add", bob.json("whoami")["card"])
+        bob.cli("contact", "add", alice.json("whoami")["card"])
+        yield alice, bob
+    finally:
+        alice.stop()
+        bob.stop()
+
+
+def test_cli_exchange_both_ways_and_a_file_leaves_no_plaintext(
+    pair: tuple[Endpoint, Endpoint], tmp_path: Path
+) -> None:
+    alice, bob = pair
+    secret_text = "CANARY-7f3a91 the informant meets at dawn"
+    sent = alice.json("send", "bob", secret_text)
+    _wait(lambda: _state(alice.home, sent["id"]) in {"delivered", "read"}, "alice -> bob")
+    assert [m["body"] for m in bob.inbox() if m["id"] == sent["id"]] == [secret_text]
+
+    reply = bob.json("send", "alice", "ack from bob")
+    _wait(lambda: _state(bob.home, reply["id"]) in {"delivered", "read"}, "bob -> alice")
+    assert any(m["id"] == reply["id"] for m in alice.inbox())
+
+    canary = b"FILE-CANARY-19d2 " * 20000
+    source = tmp_path / "report.bin"
+    source.write_bytes(canary)
+    queued = alice.json("send", "bob", "--file", str(source), "--no-wait")
+    _wait(lambda: _state(alice.home, queued["id"]) == "delivered", "the file")
+    out = tmp_path / "out"
+    out.mkdir()
+    bob.cli("inbox", "--export-dir", str(out))
+    exported = [p for p in out.iterdir() if p.read_bytes() == canary]
+    assert len(exported) == 1
+
+    for endpoint in (alice, bob):
+        for path in endpoint.home.rglob("*"):
+            if path.is_file() and not path.is_socket():
+                data = path.read_bytes()
+                assert secret_text.encode() not in data, path
+                assert b"FILE-CANARY-19d2" not in data, path
+
+
+def test_second_daemon_on_the_same_home_is_refused(pair: tuple[Endpoint, Endpoint]) -> None:
+    alice, _ = pair
+    result = alice.cli("daemon", "--key-file", str(alice.key), check=False)
+    assert result.returncode == 3
+    assert "another daemon" in result.stderr
+    assert result.stderr.count("\n") == 1  # one line, no traceback
+    assert alice.process is not None
+    assert alice.process.poll() is None
+
+
+def test_sigkill_mid_transfer_delivers_everything_exactly_once(
+    pair: tuple[Endpoint, Endpoint], tmp_path: Path
+) -> None:
+    alice, bob = pair
+    count = 150
+    body = os.urandom(2 * 2**20)
+    source = tmp_path / "big.bin"
+    source.write_bytes(body)
+
+    async def queue() -> tuple[list[str], str]:
+        async with open_client(alice.home) as client:
+            ids = [(await client.send_text("bob", f"message {i}")).id for i in range(count)]
+            queued = await client.send_file("bob", source)
+            return ids, queued.id
+
+    ids, file_id = trio.run(queue)
+    # Kill the receiver while deliveries are under way, then the sender too.
+    _wait(lambda: any(m["id"] in ids for m in bob.inbox()), "the first deliveries", 120)
+    bob.kill()
+    alice.kill()
+    alice.start()
+    bob.start()
+    alice.cli("retry")
+    _wait(
+        lambda: all(_state(alice.home, i) in {"delivered", "read"} for i in [*ids, file_id]),
+        "every message and the file after the crash",
+    )
+    received = [m["id"] for m in bob.inbox()]
+    for message_id in ids:
+        assert received.count(message_id) == 1
+    assert received.count(file_id) == 1
+    out = tmp_path / "out"
+    out.mkdir()
+    bob.cli("inbox", "--export-dir", str(out))
+    digests = {hashlib.blake2b(p.read_bytes()).digest() for p in out.iterdir()}
+    assert hashlib.blake2b(body).digest() in digests
