@@ -156,9 +156,8 @@ def main() -> int:
             daemons.append(start_daemon(root, home, name))
         for name, process in zip(homes, daemons, strict=True):
             wait_ready(root, name, process, until)
-        say(
-            f"   both daemons up and their onion services published in {time.monotonic() - t0:.1f} s"
-        )
+        took = time.monotonic() - t0
+        say(f"   both daemons up and their onion services published in {took:.1f} s")
         cards = {n: cli(h, "whoami", "--json") for n, h in homes.items()}
         for name, card in cards.items():
             say(f"   {name}: {card['address']}")
