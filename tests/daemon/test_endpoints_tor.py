@@ -147,6 +147,13 @@ def test_cli_exchange_both_ways_and_a_file_leaves_no_plaintext(
     _wait(lambda: _state(alice.home, sent["id"]) in {"delivered", "read"}, "alice -> bob")
     assert [m["body"] for m in bob.inbox() if m["id"] == sent["id"]] == [secret_text]
 
+    async def read_it() -> None:
+        async with open_client(bob.home) as client:
+            await client.mark_read([sent["id"]])
+
+    trio.run(read_it)
+    _wait(lambda: _state(alice.home, sent["id"]) == "read", "the read receipt")
+
     reply = bob.json("send", "alice", "ack from bob")
     _wait(lambda: _state(bob.home, reply["id"]) in {"delivered", "read"}, "bob -> alice")
     assert any(m["id"] == reply["id"] for m in alice.inbox())

@@ -46,7 +46,7 @@ from onionpost.limits import FILE_CHUNK_SIZE, MAX_ACK_IDS
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.session import PeerDecision
-from onionpost.store import Contact, Store
+from onionpost.store import Contact, Direction, Store
 from onionpost.tor import DialScheduler, OnionService, Tor, TorConfig, open_tor
 from onionpost.transport import SecureChannel, connect, serve
 
@@ -90,6 +90,7 @@ class _Link:
     failures: int = 0
     last_error: str = ""
     acks: list[bytes] = field(default_factory=list)
+    receipts: list[bytes] = field(default_factory=list)  # read receipts owed (in memory)
     # Every task working for this contact runs in one of these scopes, so that
     # removing the contact stops them all.
     scopes: set[trio.CancelScope] = field(default_factory=set)
@@ -326,6 +327,10 @@ class Daemon:
                 ids, link.acks = link.acks[:MAX_ACK_IDS], link.acks[MAX_ACK_IDS:]
                 await channel.send(m.Ack(tuple(ids)))
                 continue
+            if link.receipts:
+                ids, link.receipts = link.receipts[:MAX_ACK_IDS], link.receipts[MAX_ACK_IDS:]
+                await channel.send(m.Read(tuple(ids)))
+                continue
             batch = [
                 o for o in self._store.pending(contact_id, SEND_BATCH) if o.id not in sent_here
             ]
@@ -372,19 +377,22 @@ class Daemon:
                 if new:
                     self._hub.publish("message", self._incoming_event(record.id))
             elif isinstance(record, m.Ack):
-                self._delivered(record.ids)
+                self._delivered(contact, record.ids)
             elif isinstance(record, m.Read):
-                self._store.mark_read(record.ids, _now_ms())
-                for message_id in record.ids:
+                # A contact can only mark read what we sent to it.
+                changed = self._store.mark_read(
+                    record.ids, _now_ms(), contact_id=contact.id, direction=Direction.OUT
+                )
+                for message_id in changed:
                     self._hub.publish("state", {"id": message_id.hex(), "state": "read"})
             elif isinstance(record, m.FileOffer):
                 await self._on_offer(link, channel, record)
             elif isinstance(record, m.FileAccept):
-                nursery.start_soon(self._send_file, channel, record.id, record.offset)
+                nursery.start_soon(self._send_file, contact, channel, record.id, record.offset)
             elif isinstance(record, m.FileChunk):
                 await self._on_chunk(link, channel, record)
             elif isinstance(record, m.FileComplete):
-                self._delivered((record.id,))
+                self._delivered(contact, (record.id,))
             elif isinstance(record, m.FileReject | m.FileCancel):
                 log.info("event=file_refused id=%s reason=%d", record.id.hex(), record.reason)
                 self._hub.publish(
@@ -395,9 +403,10 @@ class Daemon:
         link.acks.append(message_id)
         link.kick.fire()
 
-    def _delivered(self, ids: Sequence[bytes]) -> None:
-        self._store.mark_delivered(list(ids), _now_ms())
-        for message_id in ids:
+    def _delivered(self, contact: Contact, ids: Sequence[bytes]) -> None:
+        # Scoped to the contact: a contact can only acknowledge what was sent to it.
+        changed = self._store.mark_delivered(list(ids), _now_ms(), contact_id=contact.id)
+        for message_id in changed:
             self._hub.publish("state", {"id": message_id.hex(), "state": "delivered"})
 
     def _incoming_event(self, message_id: bytes) -> dict[str, Any]:
@@ -429,13 +438,17 @@ class Daemon:
         await channel.send(m.FileAccept(offer.id, offset))
 
     async def _on_chunk(self, link: _Link, channel: SecureChannel, chunk: m.FileChunk) -> None:
-        stored = self._store.message(chunk.id)
-        file_info = stored.file
+        contact_id = link.contact.id
+        try:
+            stored = self._store.message(chunk.id, contact_id=contact_id)
+        except ConfigError:
+            stored = None
+        file_info = stored.file if stored is not None and stored.direction == "in" else None
         if file_info is None:
             await channel.send(m.FileCancel(chunk.id, m.FileRejectReason.UNKNOWN_FILE))
             return
         try:
-            self._store.write_file_chunk(chunk.id, chunk.offset, chunk.data)
+            self._store.write_file_chunk(chunk.id, chunk.offset, chunk.data, contact_id=contact_id)
         except StoreError as exc:
             # Disk full or out of order: keep nothing of this chunk, ack nothing;
             # the sender keeps the file and offers it again later.
@@ -453,16 +466,25 @@ class Daemon:
             )
         if end >= file_info.size:
             try:
-                self._store.finish_file(chunk.id, _now_ms())
+                self._store.finish_file(chunk.id, _now_ms(), contact_id=contact_id)
             except StoreError as exc:
                 await channel.send(m.FileReject(chunk.id, _reject_reason(exc)))
                 return
             await channel.send(m.FileComplete(chunk.id))
             self._hub.publish("message", self._incoming_event(chunk.id))
 
-    async def _send_file(self, channel: SecureChannel, file_id: bytes, offset: int) -> None:
-        stored = self._store.message(file_id)
-        size = stored.file.size if stored.file else 0
+    async def _send_file(
+        self, contact: Contact, channel: SecureChannel, file_id: bytes, offset: int
+    ) -> None:
+        # Only a file we offered to this very contact may be asked for.
+        try:
+            stored = self._store.message(file_id, contact_id=contact.id)
+        except ConfigError:
+            stored = None
+        if stored is None or stored.direction != "out" or stored.file is None:
+            await channel.send(m.FileCancel(file_id, m.FileRejectReason.UNKNOWN_FILE))
+            return
+        size = stored.file.size
         if offset % FILE_CHUNK_SIZE or offset > size:
             await channel.send(m.FileCancel(file_id, m.FileRejectReason.UNKNOWN_FILE))
             return
@@ -635,8 +657,16 @@ class Daemon:
 
     async def mark_read(self, ids: list[str]) -> dict[str, Any]:
         parsed = [_parse_id(i) for i in ids]
-        self._store.mark_read(parsed, _now_ms())
-        return {"marked": len(parsed)}
+        changed = self._store.mark_read(parsed, _now_ms(), direction=Direction.IN)
+        # Tell each sender (best effort: receipts owed to an offline contact
+        # are kept in memory until the next session, not across restarts).
+        for message_id in changed:
+            stored = self._store.message(message_id)
+            link = self._links.get(stored.contact_id)
+            if link is not None:
+                link.receipts.append(message_id)
+                link.kick.fire()
+        return {"marked": len(changed)}
 
     async def export_file(self, id: str, dest: str) -> dict[str, Any]:
         target = Path(dest)
