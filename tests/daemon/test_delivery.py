@@ -200,3 +200,38 @@ async def test_a_stranger_is_refused_at_the_handshake(tmp_path: Path) -> None:
 
     assert any(isinstance(e, AuthenticationError) for e in outcome)
     assert await alice.daemon.inbox() == []
+
+
+async def test_a_flooding_contact_does_not_starve_another(tmp_path: Path) -> None:
+    alice, bob, carol = Node(tmp_path, "alice"), Node(tmp_path, "bob"), Node(tmp_path, "carol")
+    await befriend(alice, bob)
+    await befriend(alice, carol)
+    flood = 1500
+    for i in range(flood):
+        await carol.daemon.send_text("alice", f"flood {i}")
+    bob_ids = [(await bob.daemon.send_text("alice", f"urgent {i}"))["id"] for i in range(5)]
+    done_at: dict[str, float] = {}
+    async with (
+        session(carol, alice) as (c_carol, c_alice_carol),
+        session(bob, alice) as (c_bob, c_alice_bob),
+        trio.open_nursery() as nursery,
+    ):
+        start = trio.current_time()
+        nursery.start_soon(carol.daemon._run_channel, link(carol, alice), c_carol)
+        nursery.start_soon(alice.daemon._run_channel, link(alice, carol), c_alice_carol)
+        await trio.sleep(0.2)  # the flood is under way
+        nursery.start_soon(bob.daemon._run_channel, link(bob, alice), c_bob)
+        nursery.start_soon(alice.daemon._run_channel, link(alice, bob), c_alice_bob)
+        with trio.fail_after(60):
+            while len(done_at) < len(bob_ids):
+                for message_id in bob_ids:
+                    if message_id not in done_at and await state(bob, message_id) == "delivered":
+                        done_at[message_id] = trio.current_time() - start
+                await trio.sleep(0.05)
+        flood_stored = sum(
+            1 for x in await alice.daemon.inbox(limit=10_000) if x["contact"] == "carol"
+        )
+        nursery.cancel_scope.cancel()
+    # Bob's few messages got through while carol's flood was still being taken in.
+    assert flood_stored < flood
+    assert max(done_at.values()) < 10
