@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"no daemon is listening on {socket}: start 'onionpost daemon' for this home")
         return EXIT_ENVIRONMENT
     except TransportError as exc:
-        say(f"lost the daemon ({exc}); run the bot again once the daemon is back")
+        say(f"lost the daemon: {exc}. Run the bot again once the daemon is back.")
         return EXIT_ENVIRONMENT
     except trio.TooSlowError:
         say(f"the daemon did not answer within {CALL_DEADLINE:g} s")

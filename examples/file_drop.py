@@ -245,13 +245,13 @@ async def run(drop: Drop, home: Path | None, follow: bool = True) -> int:
                             # seq taken, is what says what is new.
                             await drop.catch_up(client)
                             ended = 0
-                except TransportError:
+                except TransportError as exc:
                     # The daemon stopped, or dropped us for falling behind:
                     # subscribing again tells which, and catching up loses nothing.
                     ended += 1
                     if ended > MAX_RESUBSCRIBE:
                         raise
-                    say("the daemon ended the subscription; subscribing again")
+                    say(f"{exc}; subscribing again")
 
 
 @contextmanager
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"no daemon is listening on {socket}: start 'onionpost daemon' for this home")
         return EXIT_ENVIRONMENT
     except TransportError as exc:
-        say(f"lost the daemon ({exc}); run again once it is back: nothing will be lost")
+        say(f"lost the daemon: {exc}. Run again once it is back; nothing will be lost.")
         return EXIT_ENVIRONMENT
     except trio.TooSlowError:
         say(f"the daemon did not answer within {CALL_DEADLINE:g} s")

@@ -166,8 +166,8 @@ def test_echo_bot_says_when_the_daemon_is_missing_or_goes_away() -> None:
         # The server is gone: the bot says so and exits 3.
         _, err = bot.communicate(timeout=20)
         assert bot.returncode == 3, err
-        assert _last_line(err).startswith("echo_bot: lost the daemon (")
-        assert _last_line(err).endswith("run the bot again once the daemon is back")
+        assert _last_line(err).startswith("echo_bot: lost the daemon: ")
+        assert _last_line(err).endswith("Run the bot again once the daemon is back.")
 
 
 # -- file_drop -------------------------------------------------------------------------
