@@ -1,0 +1,869 @@
+"""The daemon: durable messages per second, and resident memory.
+
+Goals (issue):
+
+- durable messages per second daemon-to-daemon over loopback, exactly once:
+  >= 2,000/s sustained; and the same over the private Tor network (no goal
+  stated; reported as a fact);
+- resident memory of one daemon holding 1,000 concurrent sessions: <= 300 MB;
+- resident memory while sending a 1 GB file: flat, and <= 100 MB.
+
+What is measured, exactly
+-------------------------
+``Daemon.run()`` always opens tor, so two daemons cannot run "over loopback"
+without it. Instead:
+
+``daemon_pipeline_loopback_msgs_per_s``
+    The daemon's durable path on its own, in one process: two
+    :class:`SecureChannel` over loopback TCP. The sender durably queues each
+    message (``Store.queue_text``), sends Text records in batches of the
+    daemon's ``SEND_BATCH``, marks them sent, and marks them delivered on
+    each Ack; the receiver stores each Text (``Store.store_text``, an fsync'd
+    transaction) before acknowledging it, acks gathered as the daemon does.
+    ours = that; peer = the same records and acks with no store at all (no
+    durability). Both ends share one thread, where a pair of daemons would
+    have a core each.
+``daemon_loopback_msgs_per_s``
+    The daemon's own delivery code without tor: two :class:`Daemon` objects
+    in one process, each with a real Store in a temporary directory, joined
+    by a loopback TCP session (``serve`` with the daemon's inbound handler on
+    one side, ``connect`` and the daemon's channel runner on the other).
+    Messages enter through ``Daemon.send_text`` (what the local API calls);
+    timed from the first until the outbox is empty (every message
+    delivered), then the receiver's inbox is checked to hold each exactly
+    once. This wires up what ``Daemon.run`` does besides tor and so uses
+    private names of the daemon.
+``daemon_tor_msgs_per_s``
+    Two real ``onionpost daemon`` processes on the private Tor network, each
+    with its own tor. After one warm-up message (the session is up), each
+    round queues ``MESSAGES`` texts through the client library over
+    ``API_CLIENTS`` concurrent local API connections (one connection alone
+    measures its request latency, ~3 ms a call, not the daemon) and is timed
+    until the outbox is empty; the median of ``TOR_ROUNDS`` rounds. Then
+    every id is checked ``delivered`` and present exactly once in the
+    receiver's inbox. Also the CPU time each daemon process (not its tor)
+    spent per message, which bounds the rate on one core.
+``daemon_rss_1000_sessions_MB``
+    VmRSS of a responder process that runs a :class:`Daemon` (1,000 contacts
+    in its store, no tor) serving ``serve`` on loopback, once another process
+    holds 1,000 authenticated sessions to it and the daemon runs its
+    per-session tasks (receiver and sender) for each. Also its VmRSS before
+    the first session.
+``daemon_rss_sending_1GB_file_MB``
+    A sender process running a :class:`Daemon` (no tor) sends a 1 GiB file,
+    exactly the daemon's way (``send_file`` copies it into the store, then
+    offer, accept, ``read_file_chunk`` and FileChunks, until the receiver's
+    FileComplete), over loopback TCP to a receiver process running another
+    Daemon (``begin_file``, ``write_file_chunk``, ``finish_file``). Its
+    VmRSS is sampled every 0.5 s: the value at the start (connected, before
+    the file is queued), the largest sample, and VmHWM (the kernel's peak).
+
+MB is 10^6 bytes. Everything binds and dials 127.0.0.1 only; every wait has a
+deadline; every process started here is stopped here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench._common import compare, fact, line
+from bench.onion_bench import TrioThread, private_network
+from onionpost.client import open_client
+from onionpost.daemon._daemon import SEND_BATCH, Daemon, _Link
+from onionpost.home import Config, Paths, Secrets
+from onionpost.limits import MAX_ACK_IDS
+from onionpost.proto import messages as m
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.identity import Identity, StaticKey
+from onionpost.proto.noise import KeyPair
+from onionpost.proto.session import PeerDecision
+from onionpost.store import Store
+from onionpost.transport import SecureChannel, Server, accept, connect, serve
+
+LOOPBACK = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[1]
+MESSAGES = 2000
+BODY = "m" * 200
+PIPELINE_ROUNDS = 5
+DAEMON_ROUNDS = 3
+SESSIONS = 1000
+CONNECT_CONCURRENCY = 32  # below the listener's 64 handshake slots: nothing is shed
+FILE_SIZE = 2**30
+SAMPLE_SECONDS = 0.5
+TOR_ROUNDS = 3
+API_CLIENTS = 4  # concurrent local API connections queueing messages
+
+SETUP_SECONDS = 120.0
+ROUND_SECONDS = 120.0
+CHILD_READY_SECONDS = 120.0
+FILE_SECONDS = 600.0
+DAEMON_READY_SECONDS = 120.0
+TOR_DELIVERY_SECONDS = 300.0
+STOP_SECONDS = 30.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _rss_mb(pid: int | str, field: str = "VmRSS") -> float:
+    """A /proc/<pid>/status memory field (kB, i.e. KiB) in MB (10^6 bytes)."""
+    for entry in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if entry.startswith(field + ":"):
+            return int(entry.split()[1]) * 1024 / 1e6
+    raise LookupError(field)
+
+
+async def _ready(value: bool) -> bool:
+    await trio.lowlevel.checkpoint()
+    return value
+
+
+async def _until(check: Callable[[], Awaitable[bool]], interval: float, seconds: float) -> None:
+    """Poll ``check`` every ``interval`` seconds until it is true; at most ``seconds``."""
+    for _ in range(int(seconds / interval) + 1):
+        if await check():
+            return
+        await trio.sleep(interval)
+    raise TimeoutError(f"not done within {seconds} s")
+
+
+# -- a Daemon without tor ---------------------------------------------------------
+
+
+def _secrets(name: str, seed: bytes) -> Secrets:
+    now = int(time.time())
+    secrets = Secrets.generate(name, now=now)
+    secrets.identity = Identity(seed)
+    secrets.static = StaticKey.generate(secrets.identity, now=now)
+    return secrets
+
+
+def _daemon(home: Path, secrets: Secrets, contacts: Sequence[tuple[str, OnionAddress]]) -> Daemon:
+    """A Daemon with a fresh store in ``home`` holding ``contacts``."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = Paths.for_home(home)
+    store = Store.open(paths.store, paths.files, secrets.store_key)
+    now = _now_ms()
+    with store.transaction():
+        for name, address in contacts:
+            # Client authorization only matters to tor; any key will do.
+            store.add_contact(name, address, KeyPair.generate().public, now)
+    return Daemon(paths, secrets, Config(), store)
+
+
+def _attach(daemon: Daemon, nursery: trio.Nursery) -> None:
+    """What Daemon.run sets up besides tor: its nursery and a link per contact.
+
+    No dial loop: without tor nothing could dial, so sessions are made here.
+    """
+    daemon._nursery = nursery
+    for contact in daemon._store.contacts():
+        daemon._links[contact.id] = _Link(contact)
+
+
+async def _serve(daemon: Daemon, nursery: trio.Nursery) -> tuple[Server, int]:
+    listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
+    server = await nursery.start(
+        partial(
+            serve,
+            daemon._on_inbound,
+            listeners,
+            identity=daemon._secrets.identity,
+            static=daemon._secrets.static,
+            decide=daemon._decide,
+        )
+    )
+    return server, listeners[0].socket.getsockname()[1]
+
+
+async def _dial(daemon: Daemon, port: int) -> None:
+    """Open a session to the daemon's only contact at ``port`` and run it as the daemon does."""
+    assert daemon._nursery is not None
+    (link,) = daemon._links.values()
+    stream = await trio.open_tcp_stream(LOOPBACK, port)
+    channel = await connect(
+        stream,
+        identity=daemon._secrets.identity,
+        static=daemon._secrets.static,
+        peer=link.contact.address,
+    )
+    daemon._nursery.start_soon(daemon._run_channel, link, channel)
+
+
+# -- the durable pipeline in one process --------------------------------------------
+
+
+@dataclass
+class _Pipeline:
+    send: SecureChannel  # the sender's end
+    receive: SecureChannel  # the receiver's end
+    sender_store: Store
+    receiver_store: Store
+    receiver_id: int  # the receiver, as a contact in the sender's store
+    sender_id: int  # the sender, as a contact in the receiver's store
+
+
+@asynccontextmanager
+async def _pipeline(root: Path) -> AsyncIterator[_Pipeline]:
+    a, b = _secrets("a", os.urandom(32)), _secrets("b", os.urandom(32))
+    stores = []
+    for name, secrets in (("a", a), ("b", b)):
+        home = root / f"pipeline-{name}"
+        home.mkdir(mode=0o700)
+        paths = Paths.for_home(home)
+        stores.append(Store.open(paths.store, paths.files, secrets.store_key))
+    store_a, store_b = stores
+    try:
+        now = _now_ms()
+        to_b = store_a.add_contact("b", b.identity.address, b.client_auth_public, now)
+        to_a = store_b.add_contact("a", a.identity.address, a.client_auth_public, now)
+        listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
+        port = listeners[0].socket.getsockname()[1]
+        accepted: list[SecureChannel] = []
+
+        async def responder() -> None:
+            stream = await listeners[0].accept()
+            accepted.append(
+                await accept(
+                    stream,
+                    identity=b.identity,
+                    static=b.static,
+                    decide=lambda _: PeerDecision.ACCEPT,
+                )
+            )
+
+        with trio.fail_after(SETUP_SECONDS):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(responder)
+                stream = await trio.open_tcp_stream(LOOPBACK, port)
+                sender = await connect(
+                    stream, identity=a.identity, static=a.static, peer=b.identity.address
+                )
+        await listeners[0].aclose()
+        try:
+            yield _Pipeline(sender, accepted[0], store_a, store_b, to_b.id, to_a.id)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(STOP_SECONDS):
+                await sender.aclose()
+                await accepted[0].aclose()
+    finally:
+        for store in stores:
+            store.close()
+
+
+async def _pipeline_msgs_per_s(p: _Pipeline, durable: bool) -> float:
+    """MESSAGES texts from queueing to delivered; with ``durable``, through both stores."""
+    ids = [os.urandom(16) for _ in range(MESSAGES)]
+    created = _now_ms()
+    owed: list[bytes] = []
+    owed_event = trio.Event()
+    delivered = 0
+
+    async def send() -> None:
+        for first in range(0, MESSAGES, SEND_BATCH):
+            batch = ids[first : first + SEND_BATCH]
+            if durable:
+                for message_id in batch:
+                    p.sender_store.queue_text(
+                        p.receiver_id, message_id, created, BODY, "text/plain", None
+                    )
+            for message_id in batch:
+                await p.send.send(m.Text(message_id, created, BODY))
+            if durable:
+                p.sender_store.mark_sent(batch, _now_ms())
+
+    async def receive_texts() -> None:
+        nonlocal owed_event
+        for _ in range(MESSAGES):
+            text = await p.receive.receive()
+            assert isinstance(text, m.Text)
+            if durable:
+                p.receiver_store.store_text(
+                    p.sender_id, text.id, text.created_ms, text.body, text.content_type, _now_ms()
+                )
+            owed.append(text.id)
+            owed_event.set()
+
+    async def send_acks() -> None:
+        nonlocal owed_event
+        acked = 0
+        while acked < MESSAGES:
+            if not owed:
+                await owed_event.wait()
+                owed_event = trio.Event()
+                continue
+            batch = owed[:MAX_ACK_IDS]
+            del owed[:MAX_ACK_IDS]
+            await p.receive.send(m.Ack(tuple(batch)))
+            acked += len(batch)
+
+    async def receive_acks() -> None:
+        nonlocal delivered
+        while delivered < MESSAGES:
+            ack = await p.send.receive()
+            assert isinstance(ack, m.Ack)
+            if durable:
+                p.sender_store.mark_delivered(list(ack.ids), _now_ms(), contact_id=p.receiver_id)
+            delivered += len(ack.ids)
+
+    with trio.fail_after(ROUND_SECONDS):
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for task in (send, receive_texts, send_acks, receive_acks):
+                nursery.start_soon(task)
+        elapsed = time.perf_counter() - start
+    assert delivered == MESSAGES
+    if durable:
+        assert p.sender_store.outbox_depth() == 0
+    return MESSAGES / elapsed
+
+
+# -- two Daemon objects in one process -----------------------------------------------
+
+
+@dataclass
+class _Daemons:
+    sender: Daemon
+    receiver: Daemon
+
+
+@asynccontextmanager
+async def _daemons(root: Path) -> AsyncIterator[_Daemons]:
+    a, b = _secrets("alice", os.urandom(32)), _secrets("bob", os.urandom(32))
+    alice = _daemon(root / "daemon-alice", a, [("bob", b.identity.address)])
+    bob = _daemon(root / "daemon-bob", b, [("alice", a.identity.address)])
+    try:
+        async with trio.open_nursery() as nursery:
+            _attach(alice, nursery)
+            _attach(bob, nursery)
+            with trio.fail_after(SETUP_SECONDS):
+                _, port = await _serve(bob, nursery)
+                await _dial(alice, port)
+            yield _Daemons(alice, bob)
+            nursery.cancel_scope.cancel()
+    finally:
+        for daemon in (alice, bob):
+            daemon.close()
+            daemon._store.close()
+
+
+async def _daemon_msgs_per_s(d: _Daemons) -> float:
+    before = len(d.receiver._store.inbox(limit=1_000_000))
+    ids: list[bytes] = []
+    with trio.fail_after(ROUND_SECONDS):
+        start = time.perf_counter()
+        for _ in range(MESSAGES):
+            queued = await d.sender.send_text("bob", BODY)
+            ids.append(bytes.fromhex(queued["id"]))
+            # A local API request arrives with its own checkpoint.
+            await trio.lowlevel.checkpoint()
+        # The last message is (nearly always) the last delivered; outbox_depth
+        # scans the messages table, too slow to poll, so it only confirms.
+        store = d.sender._store
+        await _until(lambda: _ready(store.message(ids[-1]).state == "delivered"), 0.002, 60)
+        await _until(lambda: _ready(not store.outbox_depth()), 0.002, 60)
+        elapsed = time.perf_counter() - start
+    inbox = Counter(s.id for s in d.receiver._store.inbox(limit=1_000_000))
+    assert sum(inbox.values()) == before + MESSAGES
+    assert all(inbox[message_id] == 1 for message_id in ids)  # exactly once
+    return MESSAGES / elapsed
+
+
+# -- child processes (memory) -----------------------------------------------------------
+
+
+def _child(role: str, spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    trio.run(
+        {"responder": _responder, "initiators": _initiators, "file-sender": _file_sender}[role],
+        spec,
+    )
+    return 0
+
+
+def _say(*words: object) -> None:
+    print(*words, flush=True)
+
+
+async def _wait_stdin_closed() -> None:
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    async with stdin:
+        while await stdin.receive_some():
+            pass
+
+
+async def _responder(spec: dict[str, Any]) -> None:
+    """A Daemon (no tor) serving its contacts; says when ``expect`` sessions are up."""
+    secrets = _secrets("responder", bytes.fromhex(spec["seed"]))
+    contacts = [(f"c{i}", OnionAddress.parse(a)) for i, a in enumerate(spec["contacts"])]
+    daemon = _daemon(Path(spec["home"]), secrets, contacts)
+    try:
+        async with trio.open_nursery() as nursery:
+            _attach(daemon, nursery)
+            server, port = await _serve(daemon, nursery)
+            _say("port", port)
+
+            async def report() -> None:
+                for _ in range(int(CHILD_READY_SECONDS / 0.05)):
+                    if server.statistics().active_sessions >= spec["expect"]:
+                        _say("sessions", server.statistics().active_sessions)
+                        return
+                    await trio.sleep(0.05)
+
+            if spec["expect"]:
+                nursery.start_soon(report)
+            await _wait_stdin_closed()
+            nursery.cancel_scope.cancel()
+    finally:
+        daemon.close()
+        daemon._store.close()
+
+
+async def _initiators(spec: dict[str, Any]) -> None:
+    """Hold one authenticated session per seed to the responder until stdin closes."""
+    peer = OnionAddress.parse(spec["peer"])
+    now = int(time.time())
+    keys = []
+    for seed in spec["seeds"]:
+        identity = Identity(bytes.fromhex(seed))
+        keys.append((identity, StaticKey.generate(identity, now=now)))
+    channels: list[SecureChannel] = []
+    limit = trio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(identity: Identity, static: StaticKey) -> None:
+        async with limit:
+            stream = await trio.open_tcp_stream(LOOPBACK, spec["port"])
+            channels.append(await connect(stream, identity=identity, static=static, peer=peer))
+
+    start = time.perf_counter()
+    with trio.fail_after(CHILD_READY_SECONDS):
+        async with trio.open_nursery() as nursery:
+            for identity, static in keys:
+                nursery.start_soon(one, identity, static)
+    _say("ready", len(channels), f"{time.perf_counter() - start:.2f}")
+    await _wait_stdin_closed()
+    with trio.move_on_after(STOP_SECONDS):
+        for channel in channels:
+            await channel.aclose()
+
+
+async def _file_sender(spec: dict[str, Any]) -> None:
+    """A Daemon (no tor) that sends one file to its contact when told "go" on stdin."""
+    secrets = _secrets("sender", bytes.fromhex(spec["seed"]))
+    daemon = _daemon(Path(spec["home"]), secrets, [("peer", OnionAddress.parse(spec["peer"]))])
+    try:
+        async with trio.open_nursery() as nursery:
+            _attach(daemon, nursery)
+            await _dial(daemon, spec["port"])
+            _say("ready")
+            stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+            async with stdin:
+                assert await stdin.receive_some() == b"go\n"
+            start = time.perf_counter()
+            queued = await daemon.send_file("peer", spec["file"])
+            _say("queued", f"{time.perf_counter() - start:.2f}")
+            file_id = bytes.fromhex(queued["id"])
+            await _until(
+                lambda: _ready(daemon._store.message(file_id).state == "delivered"),
+                0.05,
+                FILE_SECONDS,
+            )
+            _say("delivered", f"{time.perf_counter() - start:.2f}")
+            _say("hwm", f"{_rss_mb('self', 'VmHWM'):.1f}")
+            nursery.cancel_scope.cancel()
+    finally:
+        daemon.close()
+        daemon._store.close()
+
+
+class _Process:
+    """A child ``python -m bench.daemon_bench <role> <spec>``, its output lines in a queue."""
+
+    def __init__(self, role: str, spec: dict[str, Any], root: Path) -> None:
+        path = root / f"{role}.json"
+        path.write_text(json.dumps(spec))
+        path.chmod(0o600)
+        self.log = root / f"{role}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.daemon_bench", role, str(path)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("wb"),
+            text=True,
+        )
+        self.pid = self.proc.pid
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for text in self.proc.stdout:
+            self._lines.put(text.strip())
+        self._lines.put(None)
+
+    def expect(self, word: str, seconds: float) -> list[str]:
+        """The words of the next output line, which must start with ``word``."""
+        try:
+            got = self._lines.get(timeout=seconds)
+        except queue.Empty:
+            got = "(nothing in time)"
+        if got is None or got.split()[0] != word:
+            raise RuntimeError(f"{word!r} expected, got {got!r}: {self.log.read_text()[-3000:]}")
+        return got.split()[1:]
+
+    def tell(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(STOP_SECONDS)
+
+
+@contextlib.contextmanager
+def _processes() -> Iterator[list[_Process]]:
+    started: list[_Process] = []
+    try:
+        yield started
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def _rss_sessions(root: Path) -> tuple[float, float, float]:
+    """(responder VmRSS before, with SESSIONS sessions; seconds to open them)."""
+    responder_seed = os.urandom(32)
+    seeds = [os.urandom(32) for _ in range(SESSIONS)]
+    with _processes() as children:
+        responder = _Process(
+            "responder",
+            {
+                "home": str(root / "responder"),
+                "seed": responder_seed.hex(),
+                "contacts": [str(Identity(s).address) for s in seeds],
+                "expect": SESSIONS,
+            },
+            root,
+        )
+        children.append(responder)
+        (port,) = responder.expect("port", CHILD_READY_SECONDS)
+        time.sleep(1)
+        before = _rss_mb(responder.pid)
+        initiators = _Process(
+            "initiators",
+            {
+                "seeds": [s.hex() for s in seeds],
+                "peer": str(Identity(responder_seed).address),
+                "port": int(port),
+            },
+            root,
+        )
+        children.append(initiators)
+        count, seconds = initiators.expect("ready", CHILD_READY_SECONDS)
+        assert int(count) == SESSIONS
+        responder.expect("sessions", CHILD_READY_SECONDS)
+        time.sleep(1)
+        return before, _rss_mb(responder.pid), float(seconds)
+
+
+def _write_file(path: Path, size: int) -> None:
+    block = os.urandom(1 << 22)
+    with path.open("wb") as out:
+        for offset in range(0, size, len(block)):
+            out.write(block[: min(len(block), size - offset)])
+
+
+def _rss_file(root: Path) -> tuple[float, float, float, float]:
+    """(sender VmRSS at start, largest sample, VmHWM; seconds from queueing to delivered)."""
+    source = root / "one-gib.bin"
+    _write_file(source, FILE_SIZE)
+    sender_seed, receiver_seed = os.urandom(32), os.urandom(32)
+    with _processes() as children:
+        receiver = _Process(
+            "responder",
+            {
+                "home": str(root / "file-receiver"),
+                "seed": receiver_seed.hex(),
+                "contacts": [str(Identity(sender_seed).address)],
+                "expect": 0,
+            },
+            root,
+        )
+        children.append(receiver)
+        (port,) = receiver.expect("port", CHILD_READY_SECONDS)
+        sender = _Process(
+            "file-sender",
+            {
+                "home": str(root / "file-sender"),
+                "seed": sender_seed.hex(),
+                "peer": str(Identity(receiver_seed).address),
+                "port": int(port),
+                "file": str(source),
+            },
+            root,
+        )
+        children.append(sender)
+        sender.expect("ready", CHILD_READY_SECONDS)
+        time.sleep(1)
+        start = _rss_mb(sender.pid)
+        samples = [start]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(SAMPLE_SECONDS):
+                with contextlib.suppress(OSError, LookupError):
+                    samples.append(_rss_mb(sender.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            sender.tell("go\n")
+            sender.expect("queued", FILE_SECONDS)
+            (seconds,) = sender.expect("delivered", FILE_SECONDS)
+            (hwm,) = sender.expect("hwm", STOP_SECONDS)
+        finally:
+            stop.set()
+            sampler.join(STOP_SECONDS)
+        return start, max(samples), float(hwm), float(seconds)
+
+
+# -- two real daemons on the private Tor network ----------------------------------------
+
+
+class _Endpoint:
+    """An ``onionpost`` home and its daemon process, driven through the CLI."""
+
+    def __init__(self, root: Path, name: str, options: dict[str, str | list[str]]) -> None:
+        self.home = root / name
+        self.key = root / f"{name}.key"
+        self.log = root / f"{name}-daemon.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.cli("init", "--name", name, "--key-file", str(self.key))
+        config = self.home / "config.toml"
+        # Top-level keys must come before the first table of the default text.
+        lines = ["retry_initial = 1.0", "retry_max = 5.0", config.read_text(), "[tor.options]"]
+        for key, value in options.items():
+            rendered = (
+                "[" + ", ".join(json.dumps(v) for v in value) + "]"
+                if isinstance(value, list)
+                else json.dumps(value)
+            )
+            lines.append(f"{key} = {rendered}")
+        config.write_text("\n".join(lines) + "\n")
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "onionpost", "--home", str(self.home), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ONIONPOST_KDF_FAST": "1"},
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"onionpost {args[0]}: {result.stderr.strip()}")
+        return result.stdout
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "onionpost",
+                "--home",
+                str(self.home),
+                "daemon",
+                "--key-file",
+                str(self.key),
+            ],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ONIONPOST_KDF_FAST": "1"},
+            start_new_session=True,
+        )
+
+    def wait_ready(self, until: float) -> None:
+        assert self.process is not None
+        while time.monotonic() < until:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the daemon exited: {self.log.read_text()[-3000:]}")
+            if "daemon ready" in self.log.read_text(errors="replace"):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the daemon was not ready in time: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        # Its own process group (start_new_session): the daemon and its tor.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(STOP_SECONDS)
+        self.process = None
+
+
+async def _wait_delivered(client: Any, message_id: str, seconds: float) -> None:
+    async def delivered() -> bool:
+        return (await client.message(message_id)).state in {"delivered", "read"}
+
+    await _until(delivered, 0.1, seconds)
+
+
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class _TorRound:
+    msgs_per_s: float
+    sender_cpu_ms: float  # the sending daemon's CPU per message
+    receiver_cpu_ms: float
+
+
+async def _tor_rounds(alice: _Endpoint, bob: _Endpoint) -> list[_TorRound]:
+    assert alice.process is not None
+    assert bob.process is not None
+    pids = (alice.process.pid, bob.process.pid)
+    rounds: list[_TorRound] = []
+    ids: list[str] = []
+    async with open_client(alice.home) as client:
+        warm = await client.send_text("bob", "warm-up")
+        await _wait_delivered(client, warm.id, TOR_DELIVERY_SECONDS)
+        ids.append(warm.id)
+
+        async def empty() -> bool:
+            return not (await client.status()).outbox_depth
+
+        async def queue_texts(count: int) -> None:
+            async with open_client(alice.home) as api:
+                for _ in range(count):
+                    ids.append((await api.send_text("bob", BODY)).id)
+
+        for _ in range(TOR_ROUNDS):
+            cpu = [_cpu_s(pid) for pid in pids]
+            with trio.fail_after(TOR_DELIVERY_SECONDS):
+                start = time.perf_counter()
+                async with trio.open_nursery() as nursery:
+                    for _ in range(API_CLIENTS):
+                        nursery.start_soon(queue_texts, MESSAGES // API_CLIENTS)
+                await _until(empty, 0.02, TOR_DELIVERY_SECONDS)
+                elapsed = time.perf_counter() - start
+            sender, receiver = (
+                (_cpu_s(pid) - before) * 1000 / MESSAGES
+                for pid, before in zip(pids, cpu, strict=True)
+            )
+            rounds.append(_TorRound(MESSAGES / elapsed, sender, receiver))
+        for message_id in ids:
+            assert (await client.message(message_id)).state in {"delivered", "read"}
+    async with open_client(bob.home) as client:
+        seen: list[str] = []
+        after = 0
+        for _ in range(len(ids)):  # pages; bounded
+            page = await client.inbox(after=after, limit=1000)
+            if not page:
+                break
+            seen.extend(message.id for message in page)
+            after = page[-1].seq
+    counts = Counter(seen)
+    assert all(counts[message_id] == 1 for message_id in ids)  # exactly once
+    return rounds
+
+
+def _tor_rate() -> list[_TorRound]:
+    with private_network("onionpost-bench-daemon-") as (root, net, _):
+        alice = _Endpoint(root, "alice", net.tor_options())
+        bob = _Endpoint(root, "bob", net.tor_options())
+        try:
+            alice.start()
+            bob.start()
+            until = time.monotonic() + DAEMON_READY_SECONDS
+            alice.wait_ready(until)
+            bob.wait_ready(until)
+            alice_card = json.loads(alice.cli("whoami", "--json"))["card"]
+            bob_card = json.loads(bob.cli("whoami", "--json"))["card"]
+            alice.cli("contact", "add", bob_card)
+            bob.cli("contact", "add", alice_card)
+            return trio.run(_tor_rounds, alice, bob)
+        finally:
+            alice.stop()
+            bob.stop()
+
+
+# -- the section -------------------------------------------------------------------------
+
+
+def run() -> Iterator[str]:
+    root = Path(tempfile.mkdtemp(prefix="onionpost-bench-daemon-", dir="/tmp"))
+    try:
+        with TrioThread(lambda: _pipeline(root), SETUP_SECONDS) as loop:
+            p = loop.value
+            ours, peer = compare(
+                lambda: loop(_pipeline_msgs_per_s, p, True),
+                lambda: loop(_pipeline_msgs_per_s, p, False),
+                rounds=PIPELINE_ROUNDS,
+            )
+        yield line("daemon_pipeline_loopback_msgs_per_s", ours, peer, "/s")
+
+        with TrioThread(lambda: _daemons(root), SETUP_SECONDS) as loop:
+            rates = [loop(_daemon_msgs_per_s, loop.value) for _ in range(DAEMON_ROUNDS)]
+        yield fact("daemon_loopback_msgs_per_s", statistics.median(rates), "/s")
+
+        before, during, seconds = _rss_sessions(root)
+        yield fact("daemon_rss_before_sessions_MB", before, "MB")
+        yield fact("daemon_rss_1000_sessions_MB", during, "MB")
+        yield fact("daemon_1000_sessions_open_s", seconds, "s")
+
+        start, largest, hwm, seconds = _rss_file(root)
+        yield fact("daemon_rss_sending_1GB_file_start_MB", start, "MB")
+        yield fact("daemon_rss_sending_1GB_file_MB", largest, "MB")
+        yield fact("daemon_rss_sending_1GB_file_peak_MB", hwm, "MB")
+        yield fact("daemon_loopback_1GB_file_s", seconds, "s")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    rounds = _tor_rate()
+    yield fact("daemon_tor_msgs_per_s", statistics.median(r.msgs_per_s for r in rounds), "/s")
+    sender = statistics.median(r.sender_cpu_ms for r in rounds)
+    yield fact("daemon_tor_sender_cpu_ms_per_msg", sender, "ms")
+    receiver = statistics.median(r.receiver_cpu_ms for r in rounds)
+    yield fact("daemon_tor_receiver_cpu_ms_per_msg", receiver, "ms")
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], sys.argv[2]))
