@@ -60,7 +60,7 @@ from onionpost.errors import CloseCode, LocalProtocolError, RemoteProtocolError,
 from onionpost.limits import FRAME_HEADER_LEN, MAX_RECEIVE_BUFFER, NOISE_MAX_MESSAGE
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey
-from onionpost.proto.messages import Message, Ping, Pong
+from onionpost.proto.messages import Close, Message, Ping, Pong
 from onionpost.proto.session import (
     ConnectionClosed,
     HandshakeComplete,
@@ -142,8 +142,12 @@ class SecureChannel(trio.abc.Channel[Message]):
         Returns once every byte is handed to the stream. Raises
         :class:`TransportError` if the stream broke, the session failed or
         the peer has closed it; :class:`~onionpost.errors.LocalProtocolError`
-        for a message that breaks a limit (the channel stays usable).
+        for a message that breaks a limit (the channel stays usable) or a
+        Close (use :meth:`aclose`).
         """
+        if isinstance(value, Close):
+            # A Close sent as a message would leave our own session open.
+            raise LocalProtocolError("close the channel with aclose(code, reason)")
         async with self._send_lock:
             self._check_can_send()
             self._session.send(value)
@@ -202,9 +206,18 @@ class SecureChannel(trio.abc.Channel[Message]):
         """Write what the session queued (Pongs), unless a sender will."""
         if self._send_lock.locked():
             return  # the holder drains the queue before it releases the lock
-        async with self._send_lock:
-            if self._failure is None and not self._closed:
-                await self._drain()
+        # Nothing awaits between the check, taking the bytes and taking the
+        # lock, so no other writer can come between; and with nothing queued
+        # the lock is not touched at all (aclose() would see it held).
+        data = self._session.data_to_send()
+        if not data or self._failure is not None or self._closed:
+            return
+        self._send_lock.acquire_nowait()
+        try:
+            await self._write(data)
+            await self._drain()
+        finally:
+            self._send_lock.release()
 
     # -- receiving -----------------------------------------------------------------
 
@@ -314,12 +327,14 @@ class SecureChannel(trio.abc.Channel[Message]):
             # A Close queued by the session is courtesy to the peer. If a
             # sender holds the lock it may be stuck on a peer that stopped
             # reading, so the Close is skipped rather than waited for.
-            if not self._send_lock.locked():
-                async with self._send_lock:
-                    data = self._session.data_to_send()
-                    if data:
-                        with contextlib.suppress(trio.BrokenResourceError):
-                            await self._stream.send_all(data)
+            data = b"" if self._send_lock.locked() else self._session.data_to_send()
+            if data:
+                self._send_lock.acquire_nowait()
+                try:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self._stream.send_all(data)
+                finally:
+                    self._send_lock.release()
         finally:
             await trio.aclose_forcefully(self._stream)
 
@@ -342,12 +357,15 @@ class SecureChannel(trio.abc.Channel[Message]):
                 and self._session.state is SessionState.ESTABLISHED
                 and not self._send_lock.locked()
             ):
-                async with self._send_lock:
-                    self._session.close(code, reason)
-                    data = self._session.data_to_send()
+                self._session.close(code, reason)
+                data = self._session.data_to_send()
+                self._send_lock.acquire_nowait()
+                try:
                     # The peer may already be gone; we are closing anyway.
                     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                         await self._stream.send_all(data)
+                finally:
+                    self._send_lock.release()
         finally:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._stream.aclose()
