@@ -21,7 +21,11 @@ from click.testing import CliRunner, Result
 from localapi_double import MemoryBackend, ServerThread, card_for, short_tmpdir
 from onionpost.cli import _common, main
 
-NO_DAEMON = "onionpost: the daemon is not running (start it with 'onionpost daemon')\n"
+def no_daemon(home: object) -> str:
+    return (
+        f"onionpost: the daemon is not running for {home} "
+        f"(start it with 'onionpost daemon --home {home}')\n"
+    )
 
 try:
     import onionpost.home  # noqa: F401 - is the home package there yet?
@@ -170,7 +174,7 @@ DAEMON_COMMANDS = [
 def test_no_daemon_is_exit_3_with_one_line(runner: CliRunner, args: list[str]) -> None:
     with short_tmpdir() as home:
         result = invoke(runner, "--home", home, *args)
-        assert one_line_error(result, 3) == NO_DAEMON
+        assert one_line_error(result, 3) == no_daemon(home)
 
 
 def test_a_daemon_that_does_not_accept_cannot_hang_the_command(runner: CliRunner) -> None:

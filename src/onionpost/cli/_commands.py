@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -107,7 +108,8 @@ def contact_add(card_or_file: str, name: str | None, home: Path | None, as_json:
         emit_json(_as_json(added))
     else:
         click.echo(f"added contact '{printable(added.name)}' ({added.address})")
-        click.echo(f"verify it with: onionpost contact verify {printable(added.name)}", err=True)
+        name = shlex.quote(printable(added.name))
+        click.echo(f"verify it with: onionpost contact verify {name}", err=True)
 
 
 @contact.command("list")
@@ -123,6 +125,8 @@ def contact_list(home: Path | None, as_json: bool) -> None:
         click.echo("no contacts yet: add one with 'onionpost contact add CARD'", err=True)
         return
     table = Table("name", "address", "reachable", "last seen", "added")
+    table.columns[1].overflow = "fold"  # an address is an identity: never cut it short
+    table.columns[1].min_width = 62
     for c in contacts:
         table.add_row(
             Text(printable(c.name)),

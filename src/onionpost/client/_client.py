@@ -73,7 +73,10 @@ async def _connect(path: Path) -> trio.SocketStream:
         await sock.connect(os.fspath(path))
     except _NOT_RUNNING as exc:
         sock.close()
-        raise DaemonNotRunningError() from exc
+        home = path.parent.parent
+        raise DaemonNotRunningError(
+            f"the daemon is not running for {home} (start it with 'onionpost daemon --home {home}')"
+        ) from exc
     except OSError as exc:
         sock.close()
         reason = exc.strerror or str(exc)
