@@ -21,11 +21,13 @@ from click.testing import CliRunner, Result
 from localapi_double import MemoryBackend, ServerThread, card_for, short_tmpdir
 from onionpost.cli import _common, main
 
+
 def no_daemon(home: object) -> str:
     return (
         f"onionpost: the daemon is not running for {home} "
         f"(start it with 'onionpost daemon --home {home}')\n"
     )
+
 
 try:
     import onionpost.home  # noqa: F401 - is the home package there yet?
