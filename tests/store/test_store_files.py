@@ -475,3 +475,11 @@ def test_orphans_are_swept_at_open(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         assert sorted(os.listdir(files)) == sorted(["README", f"out-{bob.id}-{kept.hex()}"])
         assert store.read_file_chunk(kept, 0, C) == b"keep me"
+
+
+def test_a_fifo_source_is_refused_without_hanging(store: Store, tmp_path: Path) -> None:
+    bob = add_contact(store)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        store.queue_file(bob.id, new_id(), 1, "fifo", fifo, GiB)

@@ -186,3 +186,11 @@ def test_a_store_in_a_missing_directory(tmp_path: Path) -> None:
 
     with pytest.raises(StoreError, match="cannot open"):
         Store.open(tmp_path / "no" / "such" / "dir" / "store.sqlite", tmp_path / "files", KEY)
+
+
+def test_an_existing_loose_database_file_is_tightened(tmp_path: Path) -> None:
+    db = tmp_path / "store.sqlite"
+    db.write_bytes(b"")
+    db.chmod(0o644)
+    open_store(tmp_path).close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600

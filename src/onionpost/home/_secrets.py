@@ -198,7 +198,7 @@ def create_key_file(path: Path) -> None:
 def read_key_file(path: Path) -> bytes:
     """The 32 bytes of a key file that only its owner can read, else ConfigError."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise ConfigError(f"cannot open key file {path}: {exc.strerror}") from exc
     try:

@@ -146,7 +146,8 @@ class Blob:
         :class:`FileTooLargeError` when it holds more than ``max_size`` bytes.
         """
         try:
-            src = os.open(source, os.O_RDONLY)
+            # O_NONBLOCK: a FIFO given as the source must not hang the open.
+            src = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as exc:
             raise ConfigError(f"cannot read {source}: {exc.strerror}") from exc
         tmp = self.path.with_name(f".tmp-{_crypto.random_bytes(8).hex()}")

@@ -220,7 +220,11 @@ class Store:
             files_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             # The database holds metadata (contacts, times): owner only. The
             # WAL file inherits these permissions from it.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise StoreError(f"cannot open the store {path}: {exc.strerror}") from exc
         try:
