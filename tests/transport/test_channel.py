@@ -688,6 +688,6 @@ class _RecordingStream(trio.abc.Stream):
 async def test_reads_are_bounded() -> None:
     a, b = trio.testing.memory_stream_pair()
     recorder = _RecordingStream(b)
-    client, server = await _handshake_over(a, recorder)  # type: ignore[arg-type]
+    client, server = await _handshake_over(a, recorder)
     await _exchange(client, server, [messages.FileChunk(_id(), 0, bytes(FILE_CHUNK_SIZE))] * 4)
     assert 0 < recorder.largest_read <= READ_SIZE
