@@ -106,6 +106,10 @@ def test_queue_text_and_pending(store: Store) -> None:
     assert first.to_message() == Text(ids[0], 100, "body 0", "text/plain")
     assert [o.id for o in store.pending(bob.id, 2)] == ids[:2]
     assert store.outbox_depth() == 4
+    assert store.outbox_depth(bob.id) == 3
+    assert store.outbox_depth(carol.id) == 1
+    store.remove_contact("carol")
+    assert store.outbox_depth() == 3
 
 
 def test_outgoing_states_move_only_forward(store: Store) -> None:

@@ -1126,12 +1126,15 @@ class Store:
             file=StoredFile(name, size, digest, content_type, complete=False),
         )
 
-    def outbox_depth(self) -> int:
-        """Outgoing messages and files not yet acknowledged, to current contacts."""
+    def outbox_depth(self, contact_id: int | None = None) -> int:
+        """Outgoing messages and files not yet acknowledged, to current contacts
+        (or to ``contact_id`` only): a count, without decrypting anything."""
         with self._lock, self._guard("reading the outbox"):
             (count,) = self._db.execute(
                 "SELECT count(*) FROM messages m JOIN contacts c ON c.id = m.contact_id "
-                "WHERE m.direction = 'out' AND m.state IN ('queued', 'sent') AND c.removed = 0"
+                "WHERE m.direction = 'out' AND m.state IN ('queued', 'sent') AND c.removed = 0 "
+                "AND (:contact IS NULL OR m.contact_id = :contact)",
+                {"contact": contact_id},
             ).fetchone()
         return int(count)
 
