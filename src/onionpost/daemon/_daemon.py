@@ -336,7 +336,7 @@ class Daemon:
             ]
             if batch:
                 for outgoing in batch:
-                    await channel.send(self._record_for(outgoing))
+                    await channel.send(outgoing.to_message())
                     sent_here.add(outgoing.id)
                 ids = [o.id for o in batch]
                 self._store.mark_sent(ids, _now_ms())
@@ -347,13 +347,6 @@ class Daemon:
                 await link.kick.wait()
             if idle.cancelled_caught:
                 await channel.send(m.Ping(_secrets.randbits(63)))
-
-    @staticmethod
-    def _record_for(outgoing: Any) -> m.Message:
-        if outgoing.kind == "text":
-            return m.Text(outgoing.id, outgoing.created_ms, outgoing.body, outgoing.content_type)
-        f = outgoing.file
-        return m.FileOffer(outgoing.id, outgoing.created_ms, f.name, f.size, f.blake2b)
 
     async def _receiver(self, link: _Link, channel: SecureChannel, nursery: trio.Nursery) -> None:
         bucket = _TokenBucket(PEER_RECORDS_PER_SECOND)
@@ -525,7 +518,7 @@ class Daemon:
                     "address": str(contact.address),
                     "reachable": bool(link and link.channels),
                     "last_seen_ms": contact.last_seen_ms,
-                    "queued": len(self._store.pending(contact.id, 10_000)),
+                    "queued": self._store.outbox_depth(contact.id),
                     "last_error": link.last_error if link else "",
                 }
             )
