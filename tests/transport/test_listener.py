@@ -199,7 +199,7 @@ async def test_a_silent_or_slow_peer_is_dropped_at_the_deadline(
 async def test_max_pending_sheds_extras_at_once_and_frees_slots(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
     cap = 3
     async with serving(max_pending=cap, handshake_timeout=60) as (server, port):
         with trio.fail_after(30):
@@ -227,7 +227,11 @@ async def test_max_pending_sheds_extras_at_once_and_frees_slots(
             for stream in idle:
                 await stream.aclose()
             await _until(lambda: server.statistics().pending_handshakes == 0)
-    assert _events(caplog).count("shed") == 3
+    events = _events(caplog)
+    assert events.count("shed") == 3
+    # One warning for the episode, however many streams were shed.
+    assert events.count("slots_full") == 1
+    assert events.count("slots_free") == 1
 
 
 # -- authentication ----------------------------------------------------------------

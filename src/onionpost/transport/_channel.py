@@ -399,6 +399,11 @@ async def connect(
     :class:`~onionpost.errors.AuthenticationError` when ``peer`` could not
     prove who it is, another RemoteProtocolError, or TransportError. Set a
     deadline with :func:`trio.fail_after`.
+
+    The initiator is done once it has sent the third message, before the
+    responder has checked it: a responder that refuses us, or rejects our
+    certificate, is seen only as the stream ending at the first
+    :meth:`SecureChannel.receive` (the same for every cause, by design).
     """
     session = Session(
         initiator=True,

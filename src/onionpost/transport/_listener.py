@@ -30,9 +30,12 @@ loudly, as an exception in a nursery does.
 
 *Logs* are structured: the message is ``"<event> key=value ..."`` and the
 same fields are attached to the record (``extra``) as ``event``, ``conn``,
-``error``, ``close_code``. They never hold key material, message contents,
-or the peer's address (the handler knows whom it talks to and may log it by
-its own policy); ``conn`` is a per-listener serial to correlate lines.
+``error``, ``close_code``. One line per failed handshake or handler; shed
+streams are only counted (DEBUG), with one warning when the slots fill up
+and a note when they free, so a flood of connections is not a flood of logs.
+Lines never hold key material, message contents, or the peer's address (the
+handler knows whom it talks to and may log it by its own policy); ``conn``
+is a per-listener serial to correlate lines.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class Server:
         self._active = 0
         self._accepted = 0
         self._shed = 0
+        self._shedding = False
         self._failed = 0
         self._handler_errors = 0
 
@@ -137,7 +141,12 @@ class Server:
             if self._pending >= self._max_pending:
                 # No handshake work for a stream we have no slot for.
                 self._shed += 1
-                _log(logging.WARNING, "shed", conn=conn, pending=self._pending)
+                # One warning per episode of full slots, not one per stream:
+                # a flood of connections must not become a flood of logs.
+                if not self._shedding:
+                    self._shedding = True
+                    _log(logging.WARNING, "slots_full", conn=conn, max_pending=self._max_pending)
+                _log(logging.DEBUG, "shed", conn=conn)
                 await trio.aclose_forcefully(stream)
                 continue
             self._pending += 1
@@ -160,6 +169,9 @@ class Server:
             return
         finally:
             self._pending -= 1
+            if self._shedding and self._pending < self._max_pending:
+                self._shedding = False
+                _log(logging.INFO, "slots_free", shed=self._shed)
         _log(logging.DEBUG, "session_started", conn=conn)
         self._active += 1
         code = CloseCode.NORMAL
@@ -195,7 +207,8 @@ async def serve(
     For each authenticated stream, ``await handler(channel)`` runs in this
     function's nursery; the channel is closed when it returns (with
     INTERNAL_ERROR if it raised an OnionpostError). ``decide(peer)`` accepts
-    or refuses each verified initiator. Start it with
+    or refuses each verified initiator; it runs synchronously inside the
+    handshake, so it must be quick (a lookup, no I/O). Start it with
     ``server = await nursery.start(serve, handler, listeners, ...)``.
     """
     if not listeners:
