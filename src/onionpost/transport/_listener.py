@@ -48,7 +48,13 @@ from typing import Final, NoReturn
 
 import trio
 
-from onionpost.errors import CloseCode, ConfigError, OnionpostError, RemoteProtocolError
+from onionpost.errors import (
+    CloseCode,
+    ConfigError,
+    OnionpostError,
+    RemoteProtocolError,
+    TransportError,
+)
 from onionpost.limits import HANDSHAKE_TIMEOUT, MAX_PENDING_HANDSHAKES
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey
@@ -182,8 +188,12 @@ class Server:
             pass
         except OnionpostError as exc:
             self._handler_errors += 1
-            _log(logging.WARNING, "handler_failed", conn=conn, **_describe(exc))
-            if not isinstance(exc, RemoteProtocolError):
+            # A peer that vanishes or misbehaves is routine on the network;
+            # an error of our own (the store, ...) is worth a warning.
+            from_peer = isinstance(exc, RemoteProtocolError | TransportError)
+            level = logging.INFO if from_peer else logging.WARNING
+            _log(level, "handler_failed", conn=conn, **_describe(exc))
+            if not from_peer:
                 code = CloseCode.INTERNAL_ERROR
         finally:
             self._active -= 1
@@ -206,7 +216,9 @@ async def serve(
 
     For each authenticated stream, ``await handler(channel)`` runs in this
     function's nursery; the channel is closed when it returns (with
-    INTERNAL_ERROR if it raised an OnionpostError). ``decide(peer)`` accepts
+    INTERNAL_ERROR if it raised an OnionpostError of our own, not one the
+    peer caused). Letting ``trio.EndOfChannel`` escape is an ordinary end.
+    ``decide(peer)`` accepts
     or refuses each verified initiator; it runs synchronously inside the
     handshake, so it must be quick (a lookup, no I/O). Start it with
     ``server = await nursery.start(serve, handler, listeners, ...)``.
