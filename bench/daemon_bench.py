@@ -799,7 +799,9 @@ async def _tor_rounds(alice: _Endpoint, bob: _Endpoint) -> list[_TorRound]:
             if not page:
                 break
             seen.extend(message.id for message in page)
-            after = page[-1].seq
+            last = page[-1].seq
+            assert last is not None  # inbox entries are stored messages
+            after = last
     counts = Counter(seen)
     assert all(counts[message_id] == 1 for message_id in ids)  # exactly once
     return rounds
