@@ -60,6 +60,10 @@ SEND_BATCH: Final = 256
 # stop reading from it; tor's flow control then slows the peer down.
 PEER_RECORDS_PER_SECOND: Final = 5000.0
 PROGRESS_EVERY_BYTES: Final = 1 << 20
+# Received texts are stored in groups: one commit (one fsync) for what arrives
+# within this window, up to this many, then one Ack for the group.
+TEXT_GROUP_SECONDS: Final = 0.003
+TEXT_GROUP_MAX: Final = MAX_ACK_IDS
 
 
 def _now_ms() -> int:
@@ -321,7 +325,9 @@ class Daemon:
     async def _sender(self, link: _Link, channel: SecureChannel) -> None:
         """Send what waits in the outbox, acks owed to the peer, and keepalives."""
         contact_id = link.contact.id
-        sent_here: set[bytes] = set()
+        # Everything unacked goes out once on a new session; after that only
+        # what was queued since, so a wake-up reads no row twice.
+        sent_up_to = 0
         while True:
             if link.acks:
                 ids, link.acks = link.acks[:MAX_ACK_IDS], link.acks[MAX_ACK_IDS:]
@@ -331,13 +337,11 @@ class Daemon:
                 ids, link.receipts = link.receipts[:MAX_ACK_IDS], link.receipts[MAX_ACK_IDS:]
                 await channel.send(m.Read(tuple(ids)))
                 continue
-            batch = [
-                o for o in self._store.pending(contact_id, SEND_BATCH) if o.id not in sent_here
-            ]
+            batch = self._store.pending(contact_id, SEND_BATCH, after=sent_up_to)
             if batch:
                 for outgoing in batch:
                     await channel.send(outgoing.to_message())
-                    sent_here.add(outgoing.id)
+                    sent_up_to = max(sent_up_to, outgoing.seq)
                 ids = [o.id for o in batch]
                 self._store.mark_sent(ids, _now_ms())
                 for message_id in ids:
@@ -348,27 +352,57 @@ class Daemon:
             if idle.cancelled_caught:
                 await channel.send(m.Ping(_secrets.randbits(63)))
 
+    async def _store_texts(
+        self, link: _Link, texts: trio.MemoryReceiveChannel[m.Text], drained: trio.Event
+    ) -> None:
+        """Store received texts a group at a time, then ack the group.
+
+        Acks go out only after the group's commit, so exactly-once holds; the
+        commit holds no await, so a cancellation cannot split a group.
+        """
+        contact_id = link.contact.id
+        async for first in texts:
+            await trio.sleep(TEXT_GROUP_SECONDS)  # let the rest of a burst arrive
+            group = [first]
+            while len(group) < TEXT_GROUP_MAX:
+                try:
+                    group.append(texts.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            now = _now_ms()
+            with self._store.transaction():
+                new = [
+                    t.id
+                    for t in group
+                    if self._store.store_text(
+                        contact_id, t.id, t.created_ms, t.body, t.content_type, now
+                    )
+                ]
+            link.acks.extend(t.id for t in group)
+            link.kick.fire()
+            if self._hub.wants("message"):
+                for message_id in new:
+                    self._hub.publish("message", self._incoming_event(message_id))
+        drained.set()
+
     async def _receiver(self, link: _Link, channel: SecureChannel, nursery: trio.Nursery) -> None:
         bucket = _TokenBucket(PEER_RECORDS_PER_SECOND)
         contact = link.contact
+        send_texts, receive_texts = trio.open_memory_channel[m.Text](TEXT_GROUP_MAX)
+        drained = trio.Event()
+        nursery.start_soon(self._store_texts, link, receive_texts, drained)
         while True:
             try:
                 record = await channel.receive()
             except trio.EndOfChannel:
+                # Let the texts already received be stored and acked.
+                send_texts.close()
+                with trio.move_on_after(5):
+                    await drained.wait()
                 return
             await bucket.take()
             if isinstance(record, m.Text):
-                new = self._store.store_text(
-                    contact.id,
-                    record.id,
-                    record.created_ms,
-                    record.body,
-                    record.content_type,
-                    _now_ms(),
-                )
-                self._owe_ack(link, record.id)
-                if new:
-                    self._hub.publish("message", self._incoming_event(record.id))
+                await send_texts.send(record)
             elif isinstance(record, m.Ack):
                 self._delivered(contact, record.ids)
             elif isinstance(record, m.Read):
@@ -392,13 +426,11 @@ class Daemon:
                     "state", {"id": record.id.hex(), "state": "refused", "reason": record.reason}
                 )
 
-    def _owe_ack(self, link: _Link, message_id: bytes) -> None:
-        link.acks.append(message_id)
-        link.kick.fire()
-
     def _delivered(self, contact: Contact, ids: Sequence[bytes]) -> None:
         # Scoped to the contact: a contact can only acknowledge what was sent to it.
         changed = self._store.mark_delivered(list(ids), _now_ms(), contact_id=contact.id)
+        # The sender keeps at most SEND_BATCH in flight: acks open the window again.
+        self._kick(contact.id)
         for message_id in changed:
             self._hub.publish("state", {"id": message_id.hex(), "state": "delivered"})
 

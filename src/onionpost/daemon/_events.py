@@ -35,6 +35,10 @@ class EventHub:
         self._subscribers.append((wanted, send))
         return receive
 
+    def wants(self, topic: str) -> bool:
+        """Whether anyone listens to ``topic`` (so building its data is worth it)."""
+        return any(topic in topics for topics, _ in self._subscribers)
+
     def publish(self, topic: str, data: dict[str, Any]) -> None:
         event = {"event": topic, "data": data}
         for topics, channel in list(self._subscribers):

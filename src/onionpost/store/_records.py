@@ -121,6 +121,7 @@ class Outgoing:
     body: str | None  # texts only
     content_type: str
     file: OutgoingFile | None  # files only
+    seq: int = 0  # the outbox's order; pending(after=seq) continues from here
 
     def to_message(self) -> Text | FileOffer:
         """The record that carries this to the contact."""

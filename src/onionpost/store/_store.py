@@ -508,6 +508,7 @@ class Store:
             body=stored.body,
             content_type=stored.content_type,
             file=file,
+            seq=stored.seq,
         )
 
     # -- contacts ---------------------------------------------------------------------
@@ -696,14 +697,15 @@ class Store:
             raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
         return OutgoingFile(file_id, created_ms, name, size, digest, content_type)
 
-    def pending(self, contact_id: int, limit: int) -> list[Outgoing]:
+    def pending(self, contact_id: int, limit: int, *, after: int = 0) -> list[Outgoing]:
         """Queued, and sent but not yet acknowledged, texts and file offers to
-        ``contact_id``, oldest first."""
+        ``contact_id``, oldest first; with ``after``, only those queued after
+        the one whose ``seq`` it is (a sender continuing where it left off)."""
         with self._lock, self._guard("reading the outbox"):
             rows = self._db.execute(
                 "SELECT * FROM message_rows WHERE direction = 'out' AND contact_id = ? "
-                "AND state IN ('queued', 'sent') ORDER BY seq LIMIT ?",
-                (contact_id, max(0, limit)),
+                "AND state IN ('queued', 'sent') AND seq > ? ORDER BY seq LIMIT ?",
+                (contact_id, max(0, after), max(0, limit)),
             ).fetchall()
         return [self._outgoing(row) for row in rows]
 
