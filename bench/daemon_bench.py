@@ -98,6 +98,7 @@ from onionpost.proto.identity import Identity, StaticKey
 from onionpost.proto.noise import KeyPair
 from onionpost.proto.session import PeerDecision
 from onionpost.store import Store
+from onionpost.tor import testnet
 from onionpost.transport import SecureChannel, Server, accept, connect, serve
 
 LOOPBACK = "127.0.0.1"
@@ -670,15 +671,11 @@ class _Endpoint:
         self.cli("init", "--name", name, "--key-file", str(self.key))
         config = self.home / "config.toml"
         # Top-level keys must come before the first table of the default text.
-        lines = ["retry_initial = 1.0", "retry_max = 5.0", config.read_text(), "[tor.options]"]
-        for key, value in options.items():
-            rendered = (
-                "[" + ", ".join(json.dumps(v) for v in value) + "]"
-                if isinstance(value, list)
-                else json.dumps(value)
-            )
-            lines.append(f"{key} = {rendered}")
-        config.write_text("\n".join(lines) + "\n")
+        config.write_text(
+            "retry_initial = 1.0\nretry_max = 5.0\n"
+            + config.read_text()
+            + testnet.render_config_toml(options)
+        )
 
     def cli(self, *args: str) -> str:
         result = subprocess.run(

@@ -57,19 +57,11 @@ def cli(home: Path, *args: str, check: bool = True, lines: bool = False) -> Any:
     return json.loads(out) if out.startswith(("{", "[")) else out
 
 
-def toml_value(value: str | list[str]) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
-    return json.dumps(value)
-
-
-def make_endpoint(root: Path, name: str, options: dict[str, str | list[str]]) -> Path:
+def make_endpoint(root: Path, name: str, net: testnet.Testnet) -> Path:
     home = root / name
     cli(home, "init", "--name", name, "--key-file", str(root / f"{name}.key"))
     with (home / "config.toml").open("a") as config:
-        config.write("\n[tor.options]\n")
-        for key, value in options.items():
-            config.write(f"{key} = {toml_value(value)}\n")
+        config.write("\n" + net.config_toml())
     return home
 
 
@@ -150,7 +142,7 @@ def main() -> int:
         say(f"   {len(net.nodes)} tor relays ready in {time.monotonic() - t0:.1f} s")
 
         say("2. Creating the endpoints alice and bob, each with its own tor ...")
-        homes = {n: make_endpoint(root, n, net.tor_options()) for n in ("alice", "bob")}
+        homes = {n: make_endpoint(root, n, net) for n in ("alice", "bob")}
         t0 = time.monotonic()
         for name, home in homes.items():
             daemons.append(start_daemon(root, home, name))

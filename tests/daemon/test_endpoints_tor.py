@@ -32,7 +32,7 @@ DELIVERY_SECONDS = 300  # a restarted peer can be unreachable for ~95 s on a sta
 
 
 class Endpoint:
-    def __init__(self, root: Path, name: str, options: dict[str, str | list[str]]) -> None:
+    def __init__(self, root: Path, name: str, net: Testnet) -> None:
         self.root = root
         self.name = name
         self.home = root / name
@@ -41,15 +41,10 @@ class Endpoint:
         self.process: subprocess.Popen[bytes] | None = None
         self.cli("init", "--name", name, "--key-file", str(self.key))
         config = self.home / "config.toml"
-        lines = ["retry_initial = 1.0", "retry_max = 5.0", config.read_text(), "[tor.options]"]
-        for key, value in options.items():
-            rendered = (
-                "[" + ", ".join(json.dumps(v) for v in value) + "]"
-                if isinstance(value, list)
-                else json.dumps(value)
-            )
-            lines.append(f"{key} = {rendered}")
-        config.write_text("\n".join(lines) + "\n")
+        # Top-level keys first: after a table header every key belongs to it.
+        config.write_text(
+            "retry_initial = 1.0\nretry_max = 5.0\n" + config.read_text() + net.config_toml()
+        )
 
     @property
     def command(self) -> list[str]:
@@ -125,8 +120,8 @@ def _wait(predicate: Any, what: str, seconds: float = DELIVERY_SECONDS) -> None:
 @pytest.fixture(scope="module")
 def pair(testnet: Testnet) -> Iterator[tuple[Endpoint, Endpoint]]:
     root = Path(tempfile.mkdtemp(prefix="op-e2e-", dir="/tmp"))
-    alice = Endpoint(root, "alice", testnet.tor_options())
-    bob = Endpoint(root, "bob", testnet.tor_options())
+    alice = Endpoint(root, "alice", testnet)
+    bob = Endpoint(root, "bob", testnet)
     try:
         alice.start()
         bob.start()

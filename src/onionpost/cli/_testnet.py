@@ -111,6 +111,7 @@ def up(directory: Path, clients: int, deadline: float, tor_binary: Path, tor_gen
             f"socks {tn.LOOPBACK}:{node.socks_port}, data {node.data_dir}"
         )
     click.echo(f"torrc options for another tor to join: {net.directory / tn.CLIENT_OPTIONS_FILE}")
+    click.echo(f"the same as config.toml's [tor.options]: {net.directory / tn.CLIENT_CONFIG_FILE}")
     click.echo(f"stop it with: onionpost testnet down --dir {net.directory}")
 
 

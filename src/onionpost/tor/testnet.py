@@ -76,6 +76,7 @@ from onionpost.errors import ConfigError, TorControlError, TorError, TorLaunchEr
 
 __all__ = [
     "AUTHORITIES",
+    "CLIENT_CONFIG_FILE",
     "CLIENT_OPTIONS_FILE",
     "LOOPBACK",
     "MAX_CLIENTS",
@@ -106,6 +107,8 @@ MAX_CLIENTS: Final = 16
 STATE_FILE: Final = "testnet.json"
 #: A torrc fragment holding :meth:`Testnet.tor_options`, for a tor started by hand.
 CLIENT_OPTIONS_FILE: Final = "client-options.torrc"
+# The same options as an endpoint's config.toml table ([tor.options]).
+CLIENT_CONFIG_FILE: Final = "client-options.toml"
 
 ROLE_AUTHORITY: Final = "authority"
 ROLE_RELAY: Final = "relay"
@@ -187,6 +190,28 @@ class Testnet:
         per element. The dict fits ``stem.process.launch_tor_with_config``.
         """
         return _client_options(self.dir_authorities)
+
+    def config_toml(self) -> str:
+        """The same options as the ``[tor.options]`` table of an endpoint's config.toml.
+
+        Append it after the file's top-level keys (TOML puts every key after a
+        table header into that table).
+        """
+        return render_config_toml(self.tor_options())
+
+
+def render_config_toml(options: TorOptions) -> str:
+    """``[tor.options]`` with ``options``: TOML basic strings, lists for repeated options."""
+    lines = ["[tor.options]"]
+    for name, value in options.items():
+        # json.dumps writes a valid TOML basic string for these ASCII values.
+        rendered = (
+            "[" + ", ".join(json.dumps(v) for v in value) + "]"
+            if isinstance(value, list)
+            else json.dumps(value)
+        )
+        lines.append(f"{name} = {rendered}")
+    return "\n".join(lines) + "\n"
 
 
 # --- torrc ------------------------------------------------------------------
@@ -368,6 +393,9 @@ def up(
             node.torrc.write_text(_render_torrc(_node_options(node, dir_authorities, owner_pid)))
         (directory / CLIENT_OPTIONS_FILE).write_text(
             _render_torrc(_client_options(dir_authorities))
+        )
+        (directory / CLIENT_CONFIG_FILE).write_text(
+            render_config_toml(_client_options(dir_authorities))
         )
 
         def record() -> Testnet:
