@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import msgpack
-
 from onionpost.errors import AuthenticationError, CardError, ConfigError
+from onionpost.proto import _msgpack
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import verify_signature
 
@@ -100,7 +99,7 @@ def _body(identity_public: bytes, client_auth_public: bytes, name: str) -> list[
 
 
 def _pack(obj: list[Any]) -> bytes:
-    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    packed = _msgpack.pack(obj)
     return packed
 
 
@@ -174,24 +173,8 @@ class ContactCard:
         except (binascii.Error, ValueError) as exc:
             raise CardError("malformed card: not base64url without padding") from exc
         try:
-            obj: Any = msgpack.unpackb(
-                raw,
-                raw=False,
-                use_list=True,
-                max_str_len=_MAX_CARD_CHARS,
-                max_bin_len=_SIGNATURE_LEN,
-                max_array_len=8,
-                max_map_len=0,
-                max_ext_len=0,
-            )
-        except (
-            ValueError,
-            TypeError,
-            msgpack.ExtraData,
-            msgpack.FormatError,
-            msgpack.StackError,
-        ) as exc:
-            # ValueError covers msgpack's OutOfData, its limits, and bad UTF-8.
+            obj: Any = _msgpack.unpack(raw, max_len=_MAX_CARD_CHARS, max_items=8, use_list=True)
+        except _msgpack.NotMsgpack as exc:
             raise CardError("malformed card: not a single msgpack value") from exc
         if type(obj) is not list or not obj:
             raise CardError("malformed card: not a msgpack array")

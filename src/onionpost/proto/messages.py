@@ -36,8 +36,6 @@ import enum
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Final
 
-import msgpack
-
 from onionpost.errors import LocalProtocolError, MessageDecodeError
 from onionpost.limits import (
     MAX_ACK_IDS,
@@ -49,6 +47,7 @@ from onionpost.limits import (
     MAX_RECORD_SIZE,
     MAX_TEXT_BODY,
 )
+from onionpost.proto import _msgpack
 
 __all__ = [
     "Ack",
@@ -356,7 +355,7 @@ def encode(message: Message) -> bytes:
         message._validate()
     except MessageDecodeError as exc:
         raise LocalProtocolError(f"cannot send {type(message).__name__}: {exc}") from exc
-    data: bytes = msgpack.packb([int(message.TAG), *values], use_bin_type=True)
+    data = _msgpack.pack([int(message.TAG), *values])
     if len(data) > MAX_RECORD_SIZE:
         raise LocalProtocolError(f"{type(message).__name__} is larger than one frame")
     return data
@@ -367,25 +366,8 @@ def decode(data: bytes) -> Message | UnknownExtension:
     if len(data) > MAX_RECORD_SIZE:
         raise _bad("too large")
     try:
-        obj: Any = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=False,
-            strict_map_key=True,
-            max_str_len=MAX_RECORD_SIZE,
-            max_bin_len=MAX_RECORD_SIZE,
-            max_array_len=MAX_ACK_IDS,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except (
-        ValueError,
-        TypeError,
-        msgpack.ExtraData,
-        msgpack.FormatError,
-        msgpack.StackError,
-    ) as exc:
-        # ValueError covers msgpack's OutOfData, limits, and bad UTF-8.
+        obj: Any = _msgpack.unpack(data, max_len=MAX_RECORD_SIZE, max_items=MAX_ACK_IDS)
+    except _msgpack.NotMsgpack as exc:
         raise _bad("not a single msgpack value within limits") from exc
     if type(obj) is not tuple or not 1 <= len(obj) <= MAX_RECORD_FIELDS + 1:
         raise _bad("a record is an array of a tag and at most 16 fields")

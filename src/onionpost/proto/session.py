@@ -41,8 +41,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import msgpack
-
 from onionpost.errors import (
     AuthenticationError,
     CloseCode,
@@ -65,7 +63,7 @@ from onionpost.limits import (
     REKEY_AFTER_BYTES,
     REKEY_AFTER_MESSAGES,
 )
-from onionpost.proto import messages
+from onionpost.proto import _msgpack, messages
 from onionpost.proto._crypto import Encapsulator, KeyPair, constant_time_equal
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import CERT_LEN, Identity, StaticKey, StaticKeyCertificate
@@ -475,30 +473,19 @@ class Session:
         self._transition(_I.FINISH)
 
     def _handshake_payload(self) -> bytes:
-        data: bytes = msgpack.packb(
+        return _msgpack.pack(
             [
                 _HANDSHAKE_PAYLOAD_VERSION,
                 self._identity.public_key,
                 self._static.certificate.to_bytes(),
             ],
-            use_bin_type=True,
         )
-        return data
 
     def _verify_payload(self, payload: bytes, remote_static: bytes | None) -> bytes:
         """Check ``[1, identity, certificate]``; return the identity key."""
         try:
-            obj: Any = msgpack.unpackb(
-                payload,
-                raw=False,
-                use_list=False,
-                max_bin_len=MAX_HANDSHAKE_PAYLOAD,
-                max_str_len=MAX_HANDSHAKE_PAYLOAD,
-                max_array_len=16,
-                max_map_len=0,
-                max_ext_len=0,
-            )
-        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            obj: Any = _msgpack.unpack(payload, max_len=MAX_HANDSHAKE_PAYLOAD, max_items=16)
+        except _msgpack.NotMsgpack:
             raise AuthenticationError(_FAILED) from None
         well_formed = (
             type(obj) is tuple

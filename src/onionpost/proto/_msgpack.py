@@ -1,0 +1,45 @@
+"""Strict msgpack: the one place msgpack is called and its errors are caught.
+
+onionpost's encodings (records, handshake payloads, contact cards) are
+msgpack arrays of integers, strings and binary. :func:`unpack` decodes exactly
+one value within the caller's bounds and refuses maps and extension types;
+every failure of the decoder, whatever msgpack calls it, is one
+:class:`NotMsgpack`, which each caller turns into its own error
+(MessageDecodeError, AuthenticationError, CardError).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+__all__ = ["NotMsgpack", "pack", "unpack"]
+
+
+class NotMsgpack(ValueError):
+    """Not exactly one msgpack value within the bounds."""
+
+
+def pack(obj: Any) -> bytes:
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
+
+
+def unpack(data: bytes, *, max_len: int, max_items: int, use_list: bool = False) -> Any:
+    """One value; str/bin at most ``max_len`` bytes, arrays at most ``max_items``."""
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=use_list,
+            strict_map_key=True,
+            max_str_len=max_len,
+            max_bin_len=max_len,
+            max_array_len=max_items,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except (ValueError, TypeError, msgpack.FormatError, msgpack.StackError) as exc:
+        # ValueError covers msgpack's ExtraData and OutOfData, its limits, and bad UTF-8.
+        raise NotMsgpack(str(exc)) from exc
