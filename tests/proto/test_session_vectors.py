@@ -11,14 +11,12 @@ from nacl.signing import VerifyKey
 
 from onionpost.proto import _vectorgen, messages
 from onionpost.proto._crypto import KeyPair
+from onionpost.proto._vectorgen import describe_event
 from onionpost.proto.identity import CERT_CONTEXT, Identity, StaticKey, StaticKeyCertificate
 from onionpost.proto.noise import HandshakeState
 from onionpost.proto.session import (
     PREAMBLE_LEN,
-    ConnectionClosed,
-    HandshakeComplete,
     HandshakeRandomness,
-    MessageReceived,
     PeerDecision,
     Session,
     prologue,
@@ -32,19 +30,6 @@ INPUTS: dict[str, Any] = VECTOR["inputs"]
 
 def _x(key: str) -> bytes:
     return bytes.fromhex(INPUTS[key])
-
-
-def _describe(event: object) -> dict[str, Any]:
-    if isinstance(event, HandshakeComplete):
-        return {
-            "event": "handshake_complete",
-            "peer": str(event.peer),
-            "handshake_hash": event.handshake_hash.hex(),
-        }
-    if isinstance(event, MessageReceived):
-        return {"event": "message", "record": messages.encode(event.message).hex()}
-    assert isinstance(event, ConnectionClosed)
-    return {"event": "closed", "code": event.code, "reason": event.reason}
 
 
 def _sessions() -> dict[str, Session]:
@@ -107,12 +92,14 @@ def test_session_vector_replays_byte_for_byte() -> None:
         data = sender.data_to_send()
         assert data.hex() == step["bytes"], f"step {index}"
         receiver.receive_data(data)
-        assert [_describe(e) for e in iter(receiver.next_event, None)] == step["events"]
+        assert [describe_event(e) for e in iter(receiver.next_event, None)] == step["events"]
         if "reply" in step:
             reply = receiver.data_to_send()
             assert reply.hex() == step["reply"]
             sender.receive_data(reply)
-            assert [_describe(e) for e in iter(sender.next_event, None)] == step["reply_events"]
+            assert [describe_event(e) for e in iter(sender.next_event, None)] == step[
+                "reply_events"
+            ]
 
 
 def test_the_vector_is_what_the_generator_makes() -> None:

@@ -7,16 +7,20 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 import trio
 
 from onionpost.cli._common import home_option, resolve_home
 from onionpost.errors import ConfigError, OnionpostError, StoreError
+
+if TYPE_CHECKING:
+    from onionpost.daemon._daemon import Daemon
 
 EXIT_FAILED = 1
 EXIT_ENVIRONMENT = 3
@@ -96,7 +100,7 @@ def daemon(home: Path | None, key_file: Path | None, passphrase_file: Path | Non
             secrets = unlock(paths, **source)  # type: ignore[arg-type]
             config = load_config(paths)
             _configure_logging(config.log_level)
-            now = int(__import__("time").time())
+            now = int(time.time())
             if secrets.static.certificate.needs_renewal(now):
                 secrets.static = StaticKey.generate(secrets.identity, now=now)
                 save_secrets(paths, secrets, **source)  # type: ignore[arg-type]
@@ -111,10 +115,7 @@ def daemon(home: Path | None, key_file: Path | None, passphrase_file: Path | Non
         _fail(str(exc), code)
 
 
-async def _run(daemon: object) -> None:
-    from onionpost.daemon._daemon import Daemon
-
-    assert isinstance(daemon, Daemon)
+async def _run(daemon: Daemon) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             address = await nursery.start(daemon.run)

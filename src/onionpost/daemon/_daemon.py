@@ -702,11 +702,11 @@ class Daemon:
         return {"path": str(written), "size": size}
 
     async def retry(self, contact: str | None = None) -> dict[str, Any]:
-        links = (
-            [self._links[self._store.contact(contact).id]]
-            if contact is not None and self._store.contact(contact).id in self._links
-            else ([] if contact is not None else list(self._links.values()))
-        )
+        if contact is None:
+            links = list(self._links.values())
+        else:
+            target = self._store.contact(contact).id  # UnknownContactError for a bad name
+            links = [self._links[target]] if target in self._links else []
         for link in links:
             link.failures = 0
             link.kick.fire()

@@ -11,6 +11,8 @@ from typing import Any, Final
 
 import trio
 
+from onionpost.errors import ConfigError
+
 log = logging.getLogger("onionpost.daemon")
 
 TOPICS: Final = frozenset({"message", "state", "peer", "tor"})
@@ -23,8 +25,6 @@ class EventHub:
         self._subscribers: list[tuple[frozenset[str], trio.MemorySendChannel[dict[str, Any]]]] = []
 
     def subscribe(self, topics: list[str]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
-        from onionpost.errors import ConfigError
-
         wanted = frozenset(topics)
         if not wanted or not wanted <= TOPICS:
             raise ConfigError(f"topics are some of {sorted(TOPICS)}")

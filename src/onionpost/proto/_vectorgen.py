@@ -20,8 +20,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from onionpost.proto import messages
 from onionpost.proto._crypto import KemKeyPair, KeyPair, mlkem768_encapsulate
+from onionpost.proto.identity import Identity, StaticKey, StaticKeyCertificate
 from onionpost.proto.noise import HandshakeResult, HandshakeState, NoiseProtocol
+from onionpost.proto.session import (
+    PROTOCOL_NAME,
+    ConnectionClosed,
+    Event,
+    HandshakeComplete,
+    HandshakeRandomness,
+    MessageReceived,
+    PeerDecision,
+    Session,
+    SessionState,
+)
 from onionpost.proto.vectors import replay_vector
 
 HFS_FILE = "noise-hfs.json"
@@ -184,18 +197,6 @@ _SESSION_PROVENANCE = (
 
 
 def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
-    from onionpost.proto import messages
-    from onionpost.proto.identity import Identity, StaticKey, StaticKeyCertificate
-    from onionpost.proto.session import (
-        PROTOCOL_NAME,
-        HandshakeComplete,
-        HandshakeRandomness,
-        MessageReceived,
-        PeerDecision,
-        Session,
-        SessionState,
-    )
-
     def derive(role: str, what: str, size: int = 32) -> bytes:
         return hashlib.blake2b(f"onionpost session vector {role} {what}".encode()).digest()[:size]
 
@@ -269,17 +270,6 @@ def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
     ]
     sides = {"initiator": initiator, "responder": responder}
 
-    def describe(event: Any) -> dict[str, Any]:
-        if isinstance(event, HandshakeComplete):
-            return {
-                "event": "handshake_complete",
-                "peer": str(event.peer),
-                "handshake_hash": event.handshake_hash.hex(),
-            }
-        if isinstance(event, MessageReceived):
-            return {"event": "message", "record": messages.encode(event.message).hex()}
-        return {"event": "closed", "code": event.code, "reason": event.reason}
-
     steps = []
     for role, action in script:
         sender = sides[role]
@@ -295,9 +285,7 @@ def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
             sender.start()
         data = sender.data_to_send()
         receiver.receive_data(data)
-        events = []
-        while (event := receiver.next_event()) is not None:
-            events.append(describe(event))
+        events = [describe_event(e) for e in _drain(receiver)]
         step["bytes"] = data.hex()
         step["events"] = events
         if action is not None:
@@ -306,7 +294,7 @@ def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
             if replies:
                 step["reply"] = replies.hex()
                 sender.receive_data(replies)
-                step["reply_events"] = [describe(e) for e in iter(sender.next_event, None)]
+                step["reply_events"] = [describe_event(e) for e in _drain(sender)]
         steps.append(step)
     return {
         "protocol": PROTOCOL_NAME,
@@ -328,6 +316,27 @@ def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
         },
         "steps": steps,
     }
+
+
+def _drain(session: Session) -> list[Event]:
+    events = []
+    while (event := session.next_event()) is not None:
+        events.append(event)
+    return events
+
+
+def describe_event(event: Event) -> dict[str, Any]:
+    """A session event as session-v1.json writes it (``events`` of a step)."""
+    if isinstance(event, HandshakeComplete):
+        return {
+            "event": "handshake_complete",
+            "peer": str(event.peer),
+            "handshake_hash": event.handshake_hash.hex(),
+        }
+    if isinstance(event, MessageReceived):
+        return {"event": "message", "record": messages.encode(event.message).hex()}
+    assert isinstance(event, ConnectionClosed)
+    return {"event": "closed", "code": event.code, "reason": event.reason}
 
 
 def build_session(previous: dict[str, Any] | None) -> dict[str, Any]:
