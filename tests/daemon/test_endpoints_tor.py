@@ -165,6 +165,10 @@ def test_cli_exchange_both_ways_and_a_file_leaves_no_plaintext(
     assert len(exported) == 1
 
     for endpoint in (alice, bob):
+        # Structured logs carry ids and names, never contents.
+        log = endpoint.log.read_bytes()
+        assert secret_text.encode() not in log
+        assert b"FILE-CANARY-19d2" not in log
         for path in endpoint.home.rglob("*"):
             if path.is_file() and not path.is_socket():
                 data = path.read_bytes()
