@@ -283,3 +283,28 @@ def test_static_key_refuses_a_certificate_of_another_key() -> None:
     keypair = KeyPair.from_private(derive("stray static"))
     with pytest.raises(ConfigError):
         StaticKey(keypair, CERT)
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "valid"),
+    [
+        (0, True),
+        (CERT_LIFETIME, True),
+        (CERT_LIFETIME + 1, False),
+        (2**40, False),
+    ],
+)
+def test_a_certificate_may_not_outlive_the_lifetime(lifetime: int, valid: bool) -> None:
+    # Correctly signed by the identity, for the right key, valid now: only the
+    # span differs. A certificate good until 2**64 must not be accepted.
+    cert = StaticKeyCertificate.issue(ALICE, STATIC_PUB, now=NOW, lifetime=lifetime)
+    if valid:
+        assert verify(cert.to_bytes()) == cert
+    else:
+        assert refused(cert.to_bytes()) == SAME_FAILURE
+
+
+def test_a_certificate_ending_before_it_starts_is_refused() -> None:
+    # not_after < not_before, both within the clock skew of now.
+    cert = StaticKeyCertificate.issue(ALICE, STATIC_PUB, now=NOW, lifetime=-60)
+    assert refused(cert.to_bytes()) == SAME_FAILURE

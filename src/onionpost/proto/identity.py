@@ -144,6 +144,10 @@ class StaticKeyCertificate:
             version == CERT_VERSION
             and constant_time_equal(certified, static_key)
             and not_before - CERT_CLOCK_SKEW <= now <= not_after + CERT_CLOCK_SKEW
+            # A certificate may not outlive the lifetime the spec gives (§2.3):
+            # without this bound a stolen static key certified until 2^64 would
+            # be good forever.
+            and 0 <= not_after - not_before <= CERT_LIFETIME
         )
         if not valid:
             raise AuthenticationError(_FAILED)
