@@ -41,6 +41,9 @@ REKEY_AFTER_MESSAGES: Final = 4096
 REKEY_AFTER_BYTES: Final = 64 * 2**20
 # Bytes a Session buffers from the peer before refusing more (two frames).
 MAX_RECEIVE_BUFFER: Final = 2 * (FRAME_HEADER_LEN + NOISE_MAX_MESSAGE)
+# Pongs a Session holds unwritten (the peer sends Pings but does not read our
+# stream); one more Ping closes the session with RATE_LIMITED.
+MAX_QUEUED_PONGS: Final = 16
 
 # -- The trio transport -----------------------------------------------------------
 

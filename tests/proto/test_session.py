@@ -66,6 +66,7 @@ from onionpost.errors import (
 )
 from onionpost.limits import (
     MAX_HANDSHAKE_PAYLOAD,
+    MAX_QUEUED_PONGS,
     MAX_RECEIVE_BUFFER,
     PADDING_BUCKETS,
     REKEY_AFTER_BYTES,
@@ -504,7 +505,13 @@ def test_rekey_counts_ignored_extensions_and_automatic_pongs() -> None:
     assert r._recv is not None
     assert i._recv is not None
     keys = key_of(i._send.cipher), key_of(r._send.cipher)
-    assert send_all(i, r, [Ping(n) for n in range(REKEY_AFTER_MESSAGES - 2)]) == []
+    # Pongs are taken from the responder as they are written (it holds at
+    # most MAX_QUEUED_PONGS unwritten).
+    pongs: list[bytes] = []
+    pings = [Ping(n) for n in range(REKEY_AFTER_MESSAGES - 2)]
+    for start in range(0, len(pings), MAX_QUEUED_PONGS):
+        assert send_all(i, r, pings[start : start + MAX_QUEUED_PONGS]) == []
+        pongs += split_frames(r.data_to_send())
     r.receive_data(forge(i, padded(payload(64, "cover"))))
     assert drain(r) == []
     i.send(Ping(10**6))  # the initiator's 4096th message
@@ -512,7 +519,7 @@ def test_rekey_counts_ignored_extensions_and_automatic_pongs() -> None:
     assert key_of(i._send.cipher) == key_of(r._recv.cipher) == rekeyed(keys[0])
     # 4095 Pings were answered (the extension was not): one more message
     # from the responder reaches the bound in its direction.
-    pongs = split_frames(r.data_to_send())
+    pongs += split_frames(r.data_to_send())
     assert len(pongs) == REKEY_AFTER_MESSAGES - 1
     for start in range(0, len(pongs), 100):
         i.receive_data(b"".join(frame(m) for m in pongs[start : start + 100]))
@@ -1591,3 +1598,41 @@ def test_random_bytes_into_an_established_session(garbage: bytes) -> None:
 def test_random_bytes_into_a_responder_awaiting_message_3(garbage: bytes) -> None:
     r = _await_finish()
     assert _only_remote_errors(r, garbage) == []
+
+
+def test_a_ping_flood_against_a_peer_that_does_not_read_is_bounded() -> None:
+    # The initiator pings but never reads the responder's Pongs: the
+    # responder holds MAX_QUEUED_PONGS of them, then closes with RATE_LIMITED
+    # instead of growing its output without end.
+    i, r = established()
+    for n in range(MAX_QUEUED_PONGS):
+        i.send(Ping(n))
+        r.receive_data(i.data_to_send())
+        assert r.next_event() is None
+    i.send(Ping(MAX_QUEUED_PONGS))
+    r.receive_data(i.data_to_send())
+    with pytest.raises(RemoteProtocolError) as caught:
+        r.next_event()
+    assert caught.value.close_code is CloseCode.RATE_LIMITED
+    assert r.state is S.FAILED
+    # What the responder owes is the 16 Pongs and its Close: nothing more.
+    events = []
+    i.receive_data(r.data_to_send())
+    while (event := i.next_event()) is not None:
+        events.append(event)
+        if isinstance(event, ConnectionClosed):
+            break
+    assert events[:-1] == [MessageReceived(Pong(n)) for n in range(MAX_QUEUED_PONGS)]
+    assert events[-1] == ConnectionClosed(CloseCode.RATE_LIMITED, "")
+
+
+def test_every_decrypted_record_is_counted_even_those_the_session_handles() -> None:
+    i, r = established()
+    assert r.records_received == 0
+    i.send(Ping(1))
+    i.send(text(1))
+    r.receive_data(i.data_to_send())
+    assert r.next_event() == MessageReceived(text(1))
+    r.receive_data(forge(i, padded(payload(64, "cover"))))
+    assert r.next_event() is None
+    assert r.records_received == 3

@@ -56,6 +56,7 @@ from onionpost.errors import (
 from onionpost.limits import (
     FRAME_HEADER_LEN,
     MAX_HANDSHAKE_PAYLOAD,
+    MAX_QUEUED_PONGS,
     MAX_RECEIVE_BUFFER,
     MAX_RECORD_SIZE,
     NOISE_TAG_LEN,
@@ -94,6 +95,8 @@ PREAMBLE_LEN: Final = _PREAMBLE.size
 _U16: Final = struct.Struct(">H")
 _HANDSHAKE_PAYLOAD_VERSION: Final = 1
 _FAILED: Final = "handshake failed"
+# A Pong is one frame of the smallest bucket.
+_MAX_QUEUED_PONG_BYTES: Final = MAX_QUEUED_PONGS * (FRAME_HEADER_LEN + PADDING_BUCKETS[0])
 
 
 class SessionState(enum.Enum):
@@ -249,6 +252,7 @@ class Session:
         self._in = bytearray()
         self._out = bytearray()
         self._events: deque[Event] = deque()
+        self._records_received = 0
 
     def __repr__(self) -> str:
         role = "initiator" if self._initiator else "responder"
@@ -259,6 +263,13 @@ class Session:
     @property
     def state(self) -> SessionState:
         return self._state
+
+    @property
+    def records_received(self) -> int:
+        """Transport records decrypted so far, of every type: those the session
+        answers or ignores itself (Ping, unknown extensions) count too, so the
+        application can rate-limit the peer on all of its work."""
+        return self._records_received
 
     @property
     def peer(self) -> OnionAddress | None:
@@ -527,6 +538,7 @@ class Session:
         except DecryptError:
             raise AuthenticationError("authentication failed") from None
         direction.count(len(frame))
+        self._records_received += 1
         (length,) = _U16.unpack_from(plaintext)
         if length > len(plaintext) - 2 or length > MAX_RECORD_SIZE:
             raise self._bad_record(FramingError("record length past the end of the frame"))
@@ -544,6 +556,14 @@ class Session:
             return
         self._transition(_I.RECORD)
         if isinstance(record, messages.Ping):
+            # Our Pongs wait in _out only while the peer is not reading our
+            # stream; a peer that keeps pinging then would grow it without end.
+            if len(self._out) >= _MAX_QUEUED_PONG_BYTES:
+                raise self._bad_record(
+                    RemoteProtocolError(
+                        "too many Pings left unanswered", close_code=CloseCode.RATE_LIMITED
+                    )
+                )
             self._send_record(messages.Pong(record.nonce))
             return
         self._events.append(MessageReceived(record))

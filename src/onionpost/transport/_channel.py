@@ -126,6 +126,12 @@ class SecureChannel(trio.abc.Channel[Message]):
         return self._handshake_hash
 
     @property
+    def records_received(self) -> int:
+        """Records decrypted from the peer so far, including the Pings and
+        extension records the session handles itself (for rate limits)."""
+        return self._session.records_received
+
+    @property
     def close_code(self) -> int | None:
         """The code of the peer's authenticated Close, once receive() raised EndOfChannel."""
         return self._close_code
