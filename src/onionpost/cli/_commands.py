@@ -45,6 +45,7 @@ from onionpost.cli._common import (
 from onionpost.client import Client, Message, Queued, StateChange
 from onionpost.errors import ConfigError
 from onionpost.limits import MAX_TEXT_BODY
+from onionpost.names import numbered_file_name, safe_file_name
 
 __all__ = ["contact", "inbox", "retry", "send", "status"]
 
@@ -313,13 +314,10 @@ def _progress_bar(queued: Queued, *, enabled: bool) -> Iterator[tuple[Progress |
 
 def _export_target(directory: Path, name: str) -> Path:
     """A new file in ``directory`` for a received file's name, never outside it."""
-    base = printable(Path(name.replace("\\", "/")).name).replace("\\", "_").lstrip(".")
-    base = base or "file"
-    stem, suffix = os.path.splitext(base)
-    candidate = directory / base
+    candidate = directory / safe_file_name(name)
     counter = 1
     while candidate.exists():
-        candidate = directory / f"{stem} ({counter}){suffix}"
+        candidate = directory / numbered_file_name(name, counter)
         counter += 1
     return candidate
 

@@ -47,6 +47,7 @@ from onionpost.limits import (
     MAX_RECORD_SIZE,
     MAX_TEXT_BODY,
 )
+from onionpost.names import file_name_problem
 from onionpost.proto import _msgpack
 
 __all__ = [
@@ -171,7 +172,7 @@ class FileOffer(_Record):
         if self.size > MAX_FILE_SIZE:
             raise MessageDecodeError("file too large")
         # A name is a name, never a path (the receiver stores it under its own).
-        if not self.name or any(c in self.name for c in "/\\\x00") or self.name in {".", ".."}:
+        if file_name_problem(self.name) is not None:
             raise MessageDecodeError("bad file name")
 
     def __repr__(self) -> str:
