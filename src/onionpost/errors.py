@@ -28,6 +28,7 @@ caught where they are touched and re-raised as one of these with
     ├── StoreError                   the local store is unreadable, locked or corrupt
     │   ├── StoreLockedError         another process has the store open
     │   ├── NoSpaceError             the disk, or the configured disk budget, is full
+    │   ├── QuotaError               a contact is at one of its quotas; has .quota, .limit
     │   ├── FileTooLargeError        a file is larger than the configured maximum
     │   └── HashMismatchError        a received file does not match its offered BLAKE2b
     ├── DaemonNotRunningError        no daemon answers on the local API socket
@@ -59,6 +60,7 @@ __all__ = [
     "NonceExhaustedError",
     "NotFoundError",
     "OnionpostError",
+    "QuotaError",
     "RemoteProtocolError",
     "SelfTestError",
     "StoreError",
@@ -218,6 +220,20 @@ class StoreLockedError(StoreError):
 
 class NoSpaceError(StoreError):
     """The disk is full, or storing this would exceed the configured disk budget."""
+
+
+class QuotaError(StoreError):
+    """Storing this would take one contact past a quota that leaves room for the others.
+
+    ``quota`` names it (``"transfers"``: files arriving at once;
+    ``"transfer-bytes"``: their offered sizes together) and ``limit`` is
+    the configured bound. Nothing was stored.
+    """
+
+    def __init__(self, message: str, *, quota: str, limit: int) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.limit = limit
 
 
 class FileTooLargeError(StoreError):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -138,17 +138,21 @@ def test_outgoing_states_move_only_forward(store: Store) -> None:
 
 def test_the_transition_table_is_what_the_store_enforces(store: Store) -> None:
     bob = add_contact(store)
-    marks = {
+    marks: dict[State, Callable[[list[bytes], int], list[bytes]]] = {
         State.SENT: store.mark_sent,
         State.DELIVERED: store.mark_delivered,
         State.READ: store.mark_read,
+        State.REFUSED: lambda ids, now: store.mark_refused(ids, now, 0, contact_id=bob.id),
     }
     reach = {
         State.QUEUED: [],
         State.SENT: [State.SENT],
         State.DELIVERED: [State.DELIVERED],
         State.READ: [State.READ],
+        State.REFUSED: [State.REFUSED],
     }
+    # Expiry is by time, not by id: test_expiry and test_store_bounds cover it.
+    assert set(reach) | {State.EXPIRED} == set(OUTGOING_TRANSITIONS)
     for start, path in reach.items():
         for target, mark in marks.items():
             message_id = new_id()

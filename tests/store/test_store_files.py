@@ -165,6 +165,39 @@ def test_receive_a_file_and_export_it(store: Store, tmp_path: Path) -> None:
     assert sorted(os.listdir(out)) == ["renamed.pdf", "report.pdf"]  # no .part files left
 
 
+@pytest.mark.parametrize(
+    ("offered", "exported"),
+    [
+        (".bash_profile", "_.bash_profile"),
+        ("\u202egnp.exe", "_gnp.exe"),
+        ("invoice\n.pdf", "invoice_.pdf"),
+        ("../x", "x"),
+        ("..\\..\\autorun.inf", "autorun.inf"),
+        ("\u00e9" * 140 + ".pdf", "\u00e9" * 125 + ".pdf"),  # 284 bytes -> 254
+        ("\u6f22" * 85, "\u6f22" * 85),  # exactly 255 bytes: kept whole
+        ("e\u0301.txt", "\u00e9.txt"),  # NFC
+    ],
+)
+def test_export_into_a_directory_uses_a_safe_name(
+    store: Store, tmp_path: Path, offered: str, exported: str
+) -> None:
+    bob = add_contact(store)
+    data = os.urandom(100)
+    offer = offer_for(data, name=offered)
+    _receive(store, bob.id, offer, data)
+    file_id = offer.id
+    out = tmp_path / "out"
+    out.mkdir()
+    written = store.export_file(file_id, out)
+    assert written == out / exported
+    assert len(written.name.encode()) <= 255
+    assert written.read_bytes() == data
+    assert os.listdir(out) == [exported]  # nothing else, nothing outside
+    assert sorted(os.listdir(tmp_path)) == ["files", "out", "store.sqlite", "store.sqlite-wal"]
+    # The name as sent is still what the store hands out.
+    assert store.message(file_id).file.name == offered  # type: ignore[union-attr]
+
+
 def test_a_file_completed_late_still_reaches_a_follower(store: Store) -> None:
     """Inbox seqs are given at completion, so ``--follow`` never skips a file."""
     bob = add_contact(store)
@@ -313,7 +346,10 @@ def test_size_and_disk_caps(store: Store, tmp_path: Path) -> None:
         store.begin_file(bob.id, offer_for(b"x" * 1001), 1, 1000, 10 * GiB)
     (tmp_path / "sent").write_bytes(b"s" * 600)
     store.queue_file(bob.id, new_id(), 1, "sent", tmp_path / "sent", GiB)
-    store.begin_file(bob.id, offer_for(b"a" * 300), 1, GiB, 1000)  # 900 of 1000
+    arriving = offer_for(b"a" * 300)
+    store.begin_file(bob.id, arriving, 1, GiB, 1000)
+    store.write_file_chunk(arriving.id, 0, b"a" * 300)  # 900 of 1000 stored
+    assert store.disk_used() == 900
     with pytest.raises(NoSpaceError, match="disk budget"):
         store.begin_file(bob.id, offer_for(b"b" * 101), 1, GiB, 1000)
     store.begin_file(bob.id, offer_for(b"c" * 100), 1, GiB, 1000)  # exactly 1000

@@ -122,6 +122,17 @@ class Blob:
         finally:
             os.close(fd)
 
+    def truncate(self, records: int) -> None:
+        """Cut the blob after its first ``records`` records."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
+            try:
+                os.ftruncate(fd, records * RECORD_SIZE)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _io_error(exc, "cut a file blob") from exc
+
     def sync(self) -> None:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -220,6 +231,19 @@ class Blob:
         if len(sealed) != want:
             raise StoreError(f"a file blob is truncated ({self.path.name})")
         return self._open(index, sealed)
+
+    def held_at_most(self) -> int:
+        """The plaintext bytes this blob's length allows (0 when it is missing):
+        whole records count FILE_CHUNK_SIZE, a last partial one what it has
+        beyond a record's overhead. Nothing is opened; :meth:`scan` is exact."""
+        try:
+            length = os.lstat(self.path).st_size
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise _io_error(exc, "read a file blob") from exc
+        records, tail = divmod(length, RECORD_SIZE)
+        return records * FILE_CHUNK_SIZE + max(0, tail - _crypto.SEAL_OVERHEAD)
 
     def scan(self, size: int) -> tuple[int, hashlib.blake2b]:
         """Resume an incoming blob: (bytes held, BLAKE2b state over them).

@@ -3,13 +3,15 @@
 Outgoing messages and files move through::
 
     queued ──► sent ──► delivered ──► read
-       │         │          ▲
-       └─────────┴─► expired┘   (an ack that arrives late is still the truth)
+    queued | sent ──► expired ──► delivered | read   (a late ack is still the truth)
+    queued | sent ──► refused                        (final; the contact said why)
 
 Never backwards: marking a delivered message ``sent`` again (a resend after
 a reconnect) changes nothing. ``delivered`` may come before ``sent`` was
-recorded (the ack can overtake our bookkeeping). Incoming messages are
-``received`` and then ``read``; a file still arriving is ``receiving``.
+recorded (the ack can overtake our bookkeeping). ``refused`` (a FileReject,
+spec.md §6.2) is final: nothing moves out of it, so a refused file is never
+offered again. Incoming messages are ``received`` and then ``read``; a file
+still arriving is ``receiving``.
 
 No record's ``repr`` shows a body or a file name.
 """
@@ -54,16 +56,20 @@ class State(enum.StrEnum):
     READ = "read"
     EXPIRED = "expired"
     RECEIVED = "received"
+    REFUSED = "refused"
     RECEIVING = "receiving"
 
 
 # state -> the states it may move to. Anything else is ignored (never backwards).
 OUTGOING_TRANSITIONS: Final[dict[State, frozenset[State]]] = {
-    State.QUEUED: frozenset({State.SENT, State.DELIVERED, State.READ, State.EXPIRED}),
-    State.SENT: frozenset({State.DELIVERED, State.READ, State.EXPIRED}),
+    State.QUEUED: frozenset(
+        {State.SENT, State.DELIVERED, State.READ, State.EXPIRED, State.REFUSED}
+    ),
+    State.SENT: frozenset({State.DELIVERED, State.READ, State.EXPIRED, State.REFUSED}),
     State.DELIVERED: frozenset({State.READ}),
     State.READ: frozenset(),
     State.EXPIRED: frozenset({State.DELIVERED, State.READ}),
+    State.REFUSED: frozenset(),
 }
 INCOMING_TRANSITIONS: Final[dict[State, frozenset[State]]] = {
     State.RECEIVED: frozenset({State.READ}),
@@ -152,6 +158,8 @@ class Stored:
 
     ``seq`` orders the inbox (0 for a file still arriving, which has none
     yet). ``received_ms`` is when it was stored here: received, or queued.
+    ``refused_ms`` and ``refused_reason`` (the peer's FileRejectReason
+    code, spec.md §5.3) are set in state ``refused`` only.
     """
 
     seq: int
@@ -169,6 +177,8 @@ class Stored:
     body: str | None
     content_type: str
     file: StoredFile | None
+    refused_ms: int | None = None
+    refused_reason: int | None = None
 
     def __repr__(self) -> str:
         return (

@@ -7,7 +7,11 @@ next, never between. A store whose version is higher than
 ``len(MIGRATIONS)`` was written by a newer onionpost and is refused.
 
 Rules for a new migration: append, never edit a released one; only
-additive or data-preserving steps; no ``executescript`` (it commits).
+additive or data-preserving steps; no ``executescript`` (it commits). A
+change SQLite's ``ALTER TABLE`` cannot make (a new CHECK) rebuilds the table
+as https://sqlite.org/lang_altertable.html#otheralter says: create the new
+table, copy, drop the old one, rename, recreate its indexes and views; the
+runner then checks the foreign keys before it commits.
 
 What is plaintext here is metadata the daemon must query on: ids, contact,
 direction, kind, state, times and file sizes. Text bodies, content types,
@@ -103,5 +107,90 @@ _V1: Final = (
     """,
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1,)
+# Version 2: outgoing messages may be ``refused`` (final, with the peer's
+# reason code); transfers count the bytes they hold (``received``, what the
+# disk budget charges) and their last activity (``updated_ms``, for idle
+# expiry); indexes for the per-contact unread count and the budget's sum.
+# ``messages`` is rebuilt because its state CHECK changes; its seq counter
+# (sqlite_sequence) is carried over so that no inbox seq is ever reused.
+_V2: Final = (
+    "DROP VIEW message_rows",
+    """
+    CREATE TABLE messages_v2 (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        direction      TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        contact_id     INTEGER NOT NULL REFERENCES contacts (id),
+        id             BLOB NOT NULL CHECK (length(id) = 16),
+        kind           TEXT NOT NULL CHECK (kind IN ('text', 'file')),
+        state          TEXT NOT NULL CHECK (
+                           state IN ('queued', 'sent', 'delivered', 'read', 'expired',
+                                     'received', 'refused')
+                       ),
+        created_ms     INTEGER NOT NULL,
+        stored_ms      INTEGER NOT NULL,
+        sent_ms        INTEGER,
+        delivered_ms   INTEGER,
+        read_ms        INTEGER,
+        expires_ms     INTEGER,
+        size           INTEGER CHECK (size IS NULL OR size >= 0),
+        content        BLOB NOT NULL,
+        refused_ms     INTEGER,
+        refused_reason INTEGER CHECK (refused_reason IS NULL OR refused_reason >= 0),
+        UNIQUE (direction, contact_id, id),
+        CHECK ((state = 'refused') = (refused_reason IS NOT NULL)),
+        CHECK (state <> 'refused' OR direction = 'out')
+    ) STRICT
+    """,
+    """
+    INSERT INTO messages_v2 (seq, direction, contact_id, id, kind, state, created_ms,
+                             stored_ms, sent_ms, delivered_ms, read_ms, expires_ms, size,
+                             content)
+        SELECT seq, direction, contact_id, id, kind, state, created_ms, stored_ms, sent_ms,
+               delivered_ms, read_ms, expires_ms, size, content
+        FROM messages ORDER BY seq
+    """,
+    # The copy set messages_v2's counter to the highest seq present; the old
+    # one may be higher (a deleted row's). Keep the higher of the two.
+    """
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'messages_v2', 0
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages_v2')
+    """,
+    """
+    UPDATE sqlite_sequence
+        SET seq = max(seq, coalesce(
+            (SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))
+        WHERE name = 'messages_v2'
+    """,
+    "DROP TABLE messages",
+    "ALTER TABLE messages_v2 RENAME TO messages",
+    "CREATE UNIQUE INDEX messages_out_id ON messages (id) WHERE direction = 'out'",
+    "CREATE INDEX messages_id ON messages (id)",
+    """
+    CREATE INDEX messages_pending ON messages (contact_id, seq)
+        WHERE direction = 'out' AND state IN ('queued', 'sent')
+    """,
+    # Store.unread_count: a contact's received, unread messages (kind second,
+    # for the texts-only count).
+    """
+    CREATE INDEX messages_unread ON messages (contact_id, kind, direction, state)
+        WHERE direction = 'in' AND state = 'received'
+    """,
+    # The disk budget's sum over stored files. Both indexes also hold the
+    # columns of their WHERE, so that the queries read the index alone.
+    "CREATE INDEX messages_files ON messages (kind, size) WHERE kind = 'file'",
+    """
+    CREATE VIEW message_rows AS
+        SELECT m.seq, m.direction, m.contact_id, c.name AS contact, m.id, m.kind, m.state,
+               m.created_ms, m.stored_ms, m.sent_ms, m.delivered_ms, m.read_ms, m.expires_ms,
+               m.size, m.content, m.refused_ms, m.refused_reason
+        FROM messages m JOIN contacts c ON c.id = m.contact_id
+    """,
+    # Bytes held so far: 0 here, set from each blob when the store opens.
+    "ALTER TABLE transfers ADD COLUMN received INTEGER NOT NULL DEFAULT 0 CHECK (received >= 0)",
+    "ALTER TABLE transfers ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0",
+    "UPDATE transfers SET updated_ms = started_ms",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

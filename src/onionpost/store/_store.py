@@ -42,7 +42,7 @@ import sqlite3
 import threading
 import unicodedata
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -57,11 +57,13 @@ from onionpost.errors import (
     LocalProtocolError,
     NoSpaceError,
     NotFoundError,
+    QuotaError,
     StoreError,
     StoreLockedError,
     UnknownContactError,
 )
-from onionpost.limits import FILE_CHUNK_SIZE, MAX_FILE_NAME
+from onionpost.limits import FILE_CHUNK_SIZE
+from onionpost.names import file_name_problem, safe_file_name
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer
 from onionpost.store import _crypto, _schema
@@ -90,6 +92,10 @@ _KEY_CHECK: Final = b"onionpost store key check"
 _FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 _BLOB_NAME: Final = re.compile(r"(in|out)-([0-9]+)-([0-9a-f]{32})")
 _PENDING: Final = (State.QUEUED.value, State.SENT.value)
+# A reason code is a u64 on the wire (spec.md §5.3); SQLite's integers are
+# signed. Larger codes are all unknown ones (read as DECLINED) and are stored
+# as this.
+_MAX_REASON: Final = 2**63 - 1
 
 # Every query is a literal: an optional contact filter is the parameter
 # ``:contact`` being NULL, and a set of states is a JSON array (json_each).
@@ -98,6 +104,15 @@ _INSERT_MESSAGE: Final = (
     "expires_ms, size, content) VALUES (:direction, :contact_id, :id, :kind, :state, "
     ":created_ms, :stored_ms, :expires_ms, :size, :content) "
     "ON CONFLICT (direction, contact_id, id) DO NOTHING"
+)
+# Run for every Text and every chunk: each reads one partial index (INDEXED BY:
+# without statistics the planner would pick the wider unique index).
+UNREAD_COUNT: Final = (
+    "SELECT count(*) FROM messages INDEXED BY messages_unread WHERE direction = 'in' "
+    "AND state = 'received' AND contact_id = :contact AND (:kind IS NULL OR kind = :kind)"
+)
+FILES_SIZE: Final = (
+    "SELECT coalesce(sum(size), 0) FROM messages INDEXED BY messages_files WHERE kind = 'file'"
 )
 _MARK: Final[dict[tuple[Direction, State], str]] = {
     (Direction.OUT, State.SENT): (
@@ -144,13 +159,11 @@ def _check_contact_name(name: object) -> str:
 
 
 def _check_file_name(name: object) -> str:
-    # FileOffer's rule (onionpost.proto.messages): a name, never a path.
-    if not isinstance(name, str) or not name or name in {".", ".."}:
-        raise ConfigError("a file name must not be empty, '.' or '..'")
-    if any(c in name for c in "/\\\x00"):
-        raise ConfigError("a file name must not contain '/', '\\' or NUL")
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME:
-        raise ConfigError(f"a file name is at most {MAX_FILE_NAME} bytes of UTF-8")
+    # FileOffer's rule (onionpost.names): a name, never a path.
+    problem = file_name_problem(name)
+    if problem is not None:
+        raise ConfigError(problem)
+    assert isinstance(name, str)
     return name
 
 
@@ -259,6 +272,7 @@ class Store:
             self._migrate()
             self._check_key()
         self._sweep_orphans()
+        self._reconcile_transfers()
 
     def _migrate(self) -> None:
         conn = self._db
@@ -275,6 +289,14 @@ class Store:
             with self.transaction():
                 for statement in migrations[number]:
                     conn.execute(statement)
+                # A rebuilt table must still refer to what exists (step 10 of
+                # SQLite's table rebuild); a violation rolls the migration back.
+                broken = conn.execute("PRAGMA foreign_key_check").fetchone()
+                if broken is not None:
+                    raise StoreError(
+                        f"migrating the store {self._path} to version {number + 1} broke a "
+                        f"reference from table {broken[0]}"
+                    )
                 conn.execute(f"PRAGMA user_version = {number + 1}")
 
     def _check_key(self) -> None:
@@ -313,6 +335,30 @@ class Store:
                     (self._files / name).unlink()
                 except OSError as exc:
                     raise StoreError(f"cannot delete {name}: {exc.strerror}") from exc
+
+    def _reconcile_transfers(self) -> None:
+        """Set each arriving file's ``received`` from its blob's length.
+
+        The column is bookkeeping for the disk budget, written without an
+        fsync of its own (:meth:`write_file_chunk`); after a crash it may be
+        behind or ahead of the blob. The blob's length is what the disk
+        holds: whole records count their plaintext, a torn tail what it has
+        beyond a record's overhead. (Resuming re-opens every record and sets
+        it exactly, :meth:`_load_transfer`.)
+        """
+        with self._lock, self._guard("checking file transfers"):
+            rows = self._db.execute(
+                "SELECT contact_id, id, size, received FROM transfers"
+            ).fetchall()
+            for contact_id, file_id, size, received in rows:
+                blob = Blob.at(self._files, self._key, Direction.IN, contact_id, file_id)
+                held = min(size, blob.held_at_most())
+                if held != received:
+                    with self.transaction():
+                        self._db.execute(
+                            "UPDATE transfers SET received = ? WHERE contact_id = ? AND id = ?",
+                            (held, contact_id, file_id),
+                        )
 
     def _blob_referenced(self, direction: str, contact_id: int, file_id: bytes) -> bool:
         with self._lock, self._guard("checking file blobs"):
@@ -462,8 +508,10 @@ class Store:
         )
 
     def _stored(self, row: Sequence[Any]) -> Stored:
+        # The columns of the view message_rows, in order.
         (seq, direction, contact_id, contact, message_id, kind, state) = row[:7]
-        (created_ms, stored_ms, sent_ms, delivered_ms, read_ms, _expires, size, sealed) = row[7:]
+        (created_ms, stored_ms, sent_ms, delivered_ms, read_ms, _expires, size, sealed) = row[7:15]
+        refused_ms, refused_reason = row[15:17]
         fields = self._unseal(("messages", direction, contact_id, message_id), kind, sealed)
         file = None
         body = None
@@ -488,6 +536,8 @@ class Store:
             body=body,
             content_type=content_type,
             file=file,
+            refused_ms=refused_ms,
+            refused_reason=refused_reason,
         )
 
     def _outgoing(self, row: Sequence[Any]) -> Outgoing:
@@ -761,6 +811,40 @@ class Store:
                     changed.extend(self._mark(ids, now, side, State.READ, contact_id))
         return changed
 
+    def mark_refused(
+        self, ids: Sequence[bytes], now: int, reason: int, *, contact_id: int
+    ) -> list[bytes]:
+        """The contact refused ``ids`` (a FileReject, spec.md §6.2): final.
+
+        Only what is ``queued`` or ``sent`` to ``contact_id`` moves, so a
+        contact can only ever refuse what was sent to it; a refused message
+        leaves :meth:`pending` and :meth:`outbox_depth` for good and keeps
+        ``reason`` (a FileRejectReason code; any value above 2^63-1 is kept
+        as 2^63-1) and ``now`` as ``refused_reason`` and ``refused_ms``.
+        Returns the ids whose state changed.
+        """
+        if not isinstance(reason, int) or reason < 0:
+            raise ConfigError("a refusal reason is an unsigned integer")
+        allowed = json.dumps(sources(OUTGOING_TRANSITIONS, State.REFUSED))
+        changed: list[bytes] = []
+        with self.transaction(), self._guard("updating message states"):
+            for message_id in ids:
+                rows = self._db.execute(
+                    "UPDATE messages SET state = 'refused', refused_ms = :now, "
+                    "refused_reason = :reason WHERE direction = 'out' AND id = :id "
+                    "AND contact_id = :contact "
+                    "AND state IN (SELECT value FROM json_each(:allowed)) RETURNING id",
+                    {
+                        "now": now,
+                        "reason": min(reason, _MAX_REASON),
+                        "id": message_id,
+                        "contact": contact_id,
+                        "allowed": allowed,
+                    },
+                ).fetchall()
+                changed.extend(row[0] for row in rows)
+        return changed
+
     def expire(self, now: int) -> list[bytes]:
         """Expire undelivered outgoing messages whose ``expires_at <= now``."""
         with self.transaction(), self._guard("expiring messages"):
@@ -828,11 +912,19 @@ class Store:
             )
 
     def _disk_used(self) -> int:
-        (stored,) = self._db.execute(
-            "SELECT coalesce(sum(size), 0) FROM messages WHERE kind = 'file'"
+        """Bytes the budget charges: every stored file's size (sent and
+        received) and what arriving files hold so far, never what they
+        announce. Texts are not counted (storage.md §5.3)."""
+        (stored,) = self._db.execute(FILES_SIZE).fetchone()
+        (arriving,) = self._db.execute(
+            "SELECT coalesce(sum(received), 0) FROM transfers"
         ).fetchone()
-        (arriving,) = self._db.execute("SELECT coalesce(sum(size), 0) FROM transfers").fetchone()
         return int(stored) + int(arriving)
+
+    def disk_used(self) -> int:
+        """What the disk budget charges now (see :meth:`begin_file`)."""
+        with self._lock, self._guard("reading the disk budget"):
+            return self._disk_used()
 
     def _load_transfer(self, row: Sequence[Any]) -> _Transfer:
         contact_id, file_id, size, sealed = row
@@ -846,6 +938,11 @@ class Store:
         # Recompute the running hash over what is already stored: simple, and
         # correct after any restart or crash.
         offset, hasher = blob.scan(size)
+        with self.transaction():
+            self._db.execute(
+                "UPDATE transfers SET received = ? WHERE contact_id = ? AND id = ?",
+                (offset, contact_id, file_id),
+            )
         transfer = _Transfer(contact_id, file_id, size, digest, offset, hasher, blob)
         self._transfers[(contact_id, file_id)] = transfer
         return transfer
@@ -874,16 +971,38 @@ class Store:
         transfer.blob.delete()
 
     def begin_file(
-        self, contact_id: int, offer: FileOffer, now: int, max_size: int, max_disk: int
+        self,
+        contact_id: int,
+        offer: FileOffer,
+        now: int,
+        max_size: int,
+        max_disk: int,
+        *,
+        max_transfers: int | None = None,
+        max_transfer_bytes: int | None = None,
     ) -> int:
         """Prepare to receive ``offer``; the offset to ask the sender for.
 
         0 for a new file; the bytes already stored when resuming; ``offer.size``
         when the file is already complete (a repeated offer: acknowledge it
-        again). :class:`FileTooLargeError` beyond ``max_size``,
-        :class:`NoSpaceError` when the file would take the files stored
-        (sent, received and arriving) past ``max_disk`` bytes or does not fit
-        on the disk.
+        again). Resuming counts as activity (``now``, see
+        :meth:`expire_transfers`) and is checked against nothing below: its
+        bytes are already charged.
+
+        A new file is refused, and nothing is stored, with
+
+        - :class:`FileTooLargeError` beyond ``max_size``;
+        - :class:`QuotaError` (``quota="transfers"``) when ``contact_id``
+          already has ``max_transfers`` files arriving, or
+          (``quota="transfer-bytes"``) when the offered sizes of its files
+          arriving, this one included, would pass ``max_transfer_bytes``;
+        - :class:`NoSpaceError` when ``offer.size`` does not fit in what is
+          left of ``max_disk`` now (the budget charges the files stored, sent
+          and received, and the bytes arriving files hold so far: see
+          :meth:`disk_used`), or does not fit on the disk.
+
+        Offers that each fit may together exceed the budget; pass
+        ``max_disk`` to :meth:`write_file_chunk` too, which holds the line.
         """
         file_id = _check_id(offer.id, "a file id")
         if offer.size > max_size:
@@ -903,8 +1022,15 @@ class Store:
                 if transfer.size == offer.size and hmac.compare_digest(
                     transfer.blake2b, offer.blake2b
                 ):
+                    with self.transaction():
+                        self._db.execute(
+                            "UPDATE transfers SET updated_ms = max(updated_ms, ?) "
+                            "WHERE contact_id = ? AND id = ?",
+                            (now, contact_id, file_id),
+                        )
                     return transfer.offset
                 self._discard(transfer)  # another file under the same id: start again
+            self._check_quotas(contact_id, offer.size, max_transfers, max_transfer_bytes)
             used = self._disk_used()
             if used + offer.size > max_disk:
                 raise NoSpaceError(
@@ -929,8 +1055,8 @@ class Store:
                 with self.transaction():
                     self._db.execute(
                         "INSERT INTO transfers (contact_id, id, created_ms, started_ms, size, "
-                        "content) VALUES (?, ?, ?, ?, ?, ?)",
-                        (contact_id, file_id, offer.created_ms, now, offer.size, content),
+                        "content, received, updated_ms) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                        (contact_id, file_id, offer.created_ms, now, offer.size, content, now),
                     )
             except BaseException:
                 blob.delete()
@@ -940,15 +1066,52 @@ class Store:
             )
             return 0
 
+    def _check_quotas(
+        self,
+        contact_id: int,
+        size: int,
+        max_transfers: int | None,
+        max_transfer_bytes: int | None,
+    ) -> None:
+        count, offered = self._db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM transfers WHERE contact_id = ?",
+            (contact_id,),
+        ).fetchone()
+        if max_transfers is not None and count >= max_transfers:
+            raise QuotaError(
+                f"{count} files from this contact are arriving already; at most "
+                f"{max_transfers} may arrive at once",
+                quota="transfers",
+                limit=max_transfers,
+            )
+        if max_transfer_bytes is not None and offered + size > max_transfer_bytes:
+            raise QuotaError(
+                f"files offered by this contact and still arriving would total "
+                f"{offered + size} bytes; at most {max_transfer_bytes} may be in flight",
+                quota="transfer-bytes",
+                limit=max_transfer_bytes,
+            )
+
     def write_file_chunk(
-        self, file_id: bytes, offset: int, data: bytes, *, contact_id: int | None = None
+        self,
+        file_id: bytes,
+        offset: int,
+        data: bytes,
+        *,
+        contact_id: int | None = None,
+        max_disk: int | None = None,
+        now: int | None = None,
     ) -> None:
         """Append a chunk of an incoming file.
 
         ``offset`` must be the bytes stored so far and ``data`` exactly
         FILE_CHUNK_SIZE bytes (fewer only for the last chunk), else
-        :class:`StoreError`. On a full disk, :class:`NoSpaceError` and
-        nothing of the chunk is kept.
+        :class:`StoreError`. :class:`NoSpaceError`, and nothing of the chunk
+        is kept, when the disk is full or when ``max_disk`` is given and the
+        chunk would take what the budget charges (:meth:`disk_used`) past
+        it. ``now`` is the transfer's new last activity
+        (:meth:`expire_transfers`); without it the last activity stays what
+        it was (the last ``now`` given here or to :meth:`begin_file`).
         """
         with self._lock, self._guard("writing a file chunk"):
             transfer = self._find_transfer(file_id, contact_id)
@@ -961,9 +1124,76 @@ class Store:
             expected = min(FILE_CHUNK_SIZE, transfer.size - offset)
             if len(data) != expected or expected == 0:
                 raise StoreError(f"a chunk of {len(data)} bytes where {expected} were due")
-            transfer.blob.write_record(offset // FILE_CHUNK_SIZE, bytes(data))
+            if max_disk is not None:
+                used = self._disk_used()
+                if used + len(data) > max_disk:
+                    raise NoSpaceError(
+                        f"a chunk of {len(data)} bytes would exceed the disk budget "
+                        f"({used} of {max_disk} bytes in use)"
+                    )
+            index = offset // FILE_CHUNK_SIZE
+            try:
+                with self._bookkeeping():
+                    self._db.execute(
+                        "UPDATE transfers SET received = :received, "
+                        "updated_ms = max(updated_ms, coalesce(:now, updated_ms)) "
+                        "WHERE contact_id = :contact AND id = :id",
+                        {
+                            "received": offset + len(data),
+                            "now": now,
+                            "contact": transfer.contact_id,
+                            "id": file_id,
+                        },
+                    )
+                    # Inside the transaction: if the write fails, so does the count.
+                    transfer.blob.write_record(index, bytes(data))
+            except BaseException:
+                # The record may be on disk with its count rolled back: cut it.
+                with suppress(StoreError):
+                    transfer.blob.truncate(index)
+                raise
             transfer.hasher.update(data)
             transfer.offset += len(data)
+
+    @contextmanager
+    def _bookkeeping(self) -> Iterator[None]:
+        """A transaction whose commit need not survive a power loss: WAL with
+        ``synchronous=NORMAL`` commits without an fsync (the next durable
+        commit syncs it along). For a transfer's byte count and activity time,
+        which the next open re-derives from the blob anyway
+        (:meth:`_reconcile_transfers`); spares an fsync per 64 KiB chunk.
+        Inside a caller's transaction it is simply part of that."""
+        relax = self._depth == 0
+        if relax:
+            with self._guard("writing a file chunk"):
+                self._db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            with self.transaction():
+                yield
+        finally:
+            if relax:
+                with self._guard("writing a file chunk"):
+                    self._db.execute("PRAGMA synchronous = FULL")
+
+    def expire_transfers(self, idle_before_ms: int) -> list[tuple[int, bytes]]:
+        """Delete the files still arriving whose last activity (the ``now`` of
+        :meth:`begin_file` or :meth:`write_file_chunk`) is before
+        ``idle_before_ms``: row, blob and what is cached. Their bytes stop
+        counting against the budget and the quotas. Returns the
+        ``(contact_id, file_id)`` of each; a sender that offers one again
+        starts from 0."""
+        with self._lock, self._guard("expiring file transfers"):
+            with self.transaction():
+                rows = self._db.execute(
+                    "DELETE FROM transfers WHERE updated_ms < ? RETURNING contact_id, id",
+                    (idle_before_ms,),
+                ).fetchall()
+            expired = [(int(contact_id), bytes(file_id)) for contact_id, file_id in rows]
+            for contact_id, file_id in expired:
+                self._transfers.pop((contact_id, file_id), None)
+                # A blob left behind by a failure here is swept at the next open.
+                Blob.at(self._files, self._key, Direction.IN, contact_id, file_id).delete()
+        return sorted(expired)
 
     def finish_file(self, file_id: bytes, now: int, *, contact_id: int | None = None) -> bool:
         """Check the whole file's BLAKE2b-512 and commit it to the inbox.
@@ -1032,7 +1262,10 @@ class Store:
 
     def export_file(self, file_id: bytes, dest: Path, *, contact_id: int | None = None) -> Path:
         """Decrypt a complete file to ``dest`` (0600), or into ``dest/<name>`` when
-        ``dest`` is a directory. Never overwrites. Returns the path written."""
+        ``dest`` is a directory, ``<name>`` being the file's name made safe
+        (:func:`onionpost.names.safe_file_name`: no path, no hidden file, no
+        control or bidi characters, at most 255 bytes). Never overwrites.
+        Returns the path written."""
         with self._lock, self._guard("exporting a file"):
             rows = self._db.execute(
                 "SELECT * FROM message_rows WHERE kind = 'file' AND id = :id "
@@ -1048,10 +1281,11 @@ class Store:
         assert stored.file is not None
         blob = Blob.at(self._files, self._key, stored.direction, stored.contact_id, file_id)
         dest = Path(dest)
-        target = dest / stored.file.name if dest.is_dir() else dest
+        target = dest / safe_file_name(stored.file.name) if dest.is_dir() else dest
         if os.path.lexists(target):
             raise ConfigError(f"{target} already exists")
-        tmp = target.with_name(f".{target.name}.{_crypto.random_bytes(6).hex()}.part")
+        # Not derived from the name: a name of 255 bytes leaves no room.
+        tmp = target.with_name(f".onionpost-{_crypto.random_bytes(8).hex()}.part")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
@@ -1128,6 +1362,16 @@ class Store:
             file=StoredFile(name, size, digest, content_type, complete=False),
         )
 
+    def messages_with_id(self, message_id: bytes) -> list[Stored]:
+        """Every stored message (either direction, any contact) with this id, in
+        ``seq`` order. Our own ids are unique, but two contacts may send records
+        with the same id: a caller acting for the user must tell them apart."""
+        with self._lock, self._guard("reading a message"):
+            rows = self._db.execute(
+                "SELECT * FROM message_rows WHERE id = ? ORDER BY seq", (message_id,)
+            ).fetchall()
+        return [self._stored(row) for row in rows]
+
     def outbox_depth(self, contact_id: int | None = None) -> int:
         """Outgoing messages and files not yet acknowledged, to current contacts
         (or to ``contact_id`` only): a count, without decrypting anything."""
@@ -1137,6 +1381,25 @@ class Store:
                 "WHERE m.direction = 'out' AND m.state IN ('queued', 'sent') AND c.removed = 0 "
                 "AND (:contact IS NULL OR m.contact_id = :contact)",
                 {"contact": contact_id},
+            ).fetchone()
+        return int(count)
+
+    def unread_count(self, contact_id: int, *, kind: Kind | None = None) -> int:
+        """Messages and complete files received from ``contact_id`` and not yet
+        read (state ``received``); with ``kind``, texts or files only. One
+        index range, nothing decrypted: cheap enough for every Text."""
+        with self._lock, self._guard("reading the inbox"):
+            (count,) = self._db.execute(
+                UNREAD_COUNT, {"contact": contact_id, "kind": None if kind is None else kind.value}
+            ).fetchone()
+        return int(count)
+
+    def transfer_count(self, contact_id: int) -> int:
+        """Files from ``contact_id`` still arriving (begun, not finished,
+        cancelled or expired)."""
+        with self._lock, self._guard("reading file transfers"):
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM transfers WHERE contact_id = ?", (contact_id,)
             ).fetchone()
         return int(count)
 

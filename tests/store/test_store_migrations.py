@@ -1,0 +1,198 @@
+"""Upgrading a store written by an earlier onionpost: every row survives, every new rule holds.
+
+``data/store-v1`` was written by the version 1 code (``data/make_store_v1.py``
+says how); each test works on a copy, since opening migrates in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from _storekit import KEY, new_id
+
+from onionpost.errors import StoreError
+from onionpost.limits import FILE_CHUNK_SIZE
+from onionpost.proto.messages import FileOffer, FileRejectReason
+from onionpost.store import SCHEMA_VERSION, Direction, Kind, State, Store, _schema
+
+C = FILE_CHUNK_SIZE
+V1 = Path(__file__).resolve().parent / "data" / "store-v1"
+
+
+def ident(n: int) -> bytes:
+    return bytes([n]) * 16
+
+
+def _copy_v1(tmp_path: Path) -> Path:
+    root = tmp_path / "home"
+    shutil.copytree(V1, root)
+    (root / "files").chmod(0o700)
+    return root
+
+
+def _open(root: Path) -> Store:
+    return Store.open(root / "store.sqlite", root / "files", KEY)
+
+
+def _version(root: Path) -> int:
+    conn = sqlite3.connect(root / "store.sqlite")
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_the_fixture_is_a_version_1_store(tmp_path: Path) -> None:
+    assert SCHEMA_VERSION == 2
+    assert _version(_copy_v1(tmp_path)) == 1
+
+
+def test_a_version_1_store_upgrades_with_everything_in_it(tmp_path: Path) -> None:
+    root = _copy_v1(tmp_path)
+    with _open(root) as store:
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.integrity_check() == []
+        bob, carol = store.contact("bob"), store.contact("carol")
+        assert [c.name for c in store.contacts()] == ["bob", "carol"]  # dave stays removed
+        assert (bob.id, bob.added_ms, carol.id) == (1, 1000, 2)
+
+        # The outbox: every state, every time.
+        states = {n: store.message(ident(n)) for n in range(1, 8)}
+        assert {n: m.state for n, m in states.items()} == {
+            1: State.QUEUED,
+            2: State.SENT,
+            3: State.DELIVERED,
+            4: State.READ,
+            5: State.QUEUED,
+            6: State.EXPIRED,
+            7: State.SENT,
+        }
+        assert (states[2].sent_ms, states[3].delivered_ms, states[4].read_ms) == (3000, 3100, 3200)
+        assert states[1].body == "out queued"
+        assert all(m.refused_ms is None and m.refused_reason is None for m in states.values())
+        assert [o.id for o in store.pending(bob.id, 10)] == [ident(1), ident(2), ident(5)]
+        assert store.outbox_depth() == 4
+        (offer,) = store.pending(carol.id, 10)
+        assert offer.file is not None
+        assert (offer.file.name, offer.file.size) == ("notes.txt", 220)
+        assert store.read_file_chunk(ident(7), 0, C) == b"outgoing file content\n" * 10
+
+        # The inbox, in its order, with dave's message under his name.
+        inbox = store.inbox()
+        assert [(m.id, m.contact, m.state) for m in inbox] == [
+            (ident(8), "bob", State.RECEIVED),
+            (ident(9), "bob", State.READ),
+            (ident(10), "carol", State.RECEIVED),
+            (ident(11), "dave", State.RECEIVED),
+            (ident(12), "carol", State.RECEIVED),
+        ]
+        seqs = [m.seq for m in inbox]
+        assert seqs == sorted(seqs)
+        assert inbox[1].content_type == "text/markdown"
+        assert store.unread_count(bob.id) == 1
+        assert store.unread_count(carol.id) == 2
+        assert store.unread_count(carol.id, kind=Kind.TEXT) == 1
+        photo = bytes(n % 251 for n in range(1000))
+        assert store.export_file(ident(12), tmp_path / "photo").read_bytes() == photo
+
+        # The file still arriving: counted by what it holds, and it resumes.
+        assert store.transfer_count(bob.id) == 1
+        assert store.disk_used() == 220 + 1000 + C
+        big = bytes(n % 253 for n in range(C + 50))
+        arriving = FileOffer(
+            ident(13),
+            1700,
+            "archive.tar",
+            len(big),
+            hashlib.blake2b(big, digest_size=64).digest(),
+            "application/x-tar",
+        )
+        assert store.expire_transfers(4400) == []  # its last activity: when it began
+        assert store.begin_file(bob.id, arriving, 5000, 2**30, 2**40) == C
+        store.write_file_chunk(arriving.id, C, big[C:], now=5001)
+        assert store.finish_file(arriving.id, 5002) is True
+        assert store.message(ident(13)).direction == Direction.IN
+
+        # New ids continue after the old ones; the new states work on old rows.
+        store.store_text(bob.id, new_id(), 1, "after the upgrade", "text/plain", 6000)
+        assert store.inbox()[-1].seq > max(seqs)
+        assert store.mark_refused([ident(7)], 6001, FileRejectReason.DECLINED, contact_id=carol.id)
+        assert store.pending(carol.id, 10) == []
+        assert store.integrity_check() == []
+
+
+def test_the_seq_counter_is_carried_over(tmp_path: Path) -> None:
+    """An inbox seq is never given twice, even one whose row is gone."""
+    root = _copy_v1(tmp_path)
+    conn = sqlite3.connect(root / "store.sqlite", isolation_level=None)
+    (highest,) = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+    conn.execute("DELETE FROM messages WHERE seq = ?", (highest,))
+    conn.close()
+    with _open(root) as store:
+        bob = store.contact("bob")
+        store.store_text(bob.id, new_id(), 1, "x", "text/plain", 1)
+        assert store.inbox()[-1].seq == highest + 1
+
+
+def test_the_upgrade_is_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _copy_v1(tmp_path)
+    broken = (*_schema.MIGRATIONS[1][:-1], "THIS IS NOT SQL")
+    monkeypatch.setattr(_schema, "MIGRATIONS", (_schema.MIGRATIONS[0], broken))
+    with pytest.raises(StoreError):
+        _open(root)
+    assert _version(root) == 1
+    conn = sqlite3.connect(root / "store.sqlite")
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(messages)")]
+    views = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")]
+    conn.close()
+    assert "refused_reason" not in columns
+    assert sorted(views) == ["current_contacts", "message_rows"]
+    monkeypatch.undo()
+    with _open(root) as store:
+        assert len(store.inbox()) == 5
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        ("messages", "FOREIGN KEY constraint failed"),  # the copy refuses the row
+        ("transfers", "broke a reference from table transfers"),  # the check after
+    ],
+)
+def test_a_broken_reference_stops_the_upgrade(tmp_path: Path, table: str, match: str) -> None:
+    """Foreign keys hold through the rebuild and are checked after it (SQLite's step 10)."""
+    root = _copy_v1(tmp_path)
+    conn = sqlite3.connect(root / "store.sqlite", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute(
+        f"UPDATE {table} SET contact_id = 99 WHERE rowid = (SELECT min(rowid) FROM {table})"
+    )
+    conn.close()
+    with pytest.raises(StoreError, match=match):
+        _open(root)
+    assert _version(root) == 1
+
+
+def test_the_new_schema_is_what_a_new_store_gets(tmp_path: Path) -> None:
+    """Upgraded and created stores have the same tables, indexes and views."""
+
+    def schema(path: Path) -> list[tuple[str, str, str]]:
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute(
+                "SELECT type, name, tbl_name FROM sqlite_master ORDER BY type, name"
+            ).fetchall()
+            return [tuple(row) for row in rows]
+        finally:
+            conn.close()
+
+    upgraded = _copy_v1(tmp_path)
+    _open(upgraded).close()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    _open(fresh).close()
+    assert schema(upgraded / "store.sqlite") == schema(fresh / "store.sqlite")
