@@ -19,6 +19,7 @@ from onionpost.errors import (
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import Text
 from onionpost.store import (
+    INCOMING_TRANSITIONS,
     OUTGOING_TRANSITIONS,
     Direction,
     Kind,
@@ -164,6 +165,17 @@ def test_the_transition_table_is_what_the_store_enforces(store: Store) -> None:
                 start,
                 target,
             )
+
+
+def test_storage_md_lists_the_transition_tables() -> None:
+    """storage.md §5.2 holds these tables as generated here (STYLE: one definition)."""
+    rows = ["| direction | from | may move to |", "|---|---|---|"]
+    for direction, table in (("out", OUTGOING_TRANSITIONS), ("in", INCOMING_TRANSITIONS)):
+        for state, targets in table.items():
+            ordered = [f"`{s.value}`" for s in State if s in targets]
+            rows.append(f"| {direction} | `{state.value}` | {', '.join(ordered) or '(final)'} |")
+    spec = (Path(__file__).resolve().parents[2] / "protocol-spec" / "storage.md").read_text()
+    assert "\n".join(rows) + "\n" in spec
 
 
 def test_expiry(store: Store) -> None:

@@ -12,13 +12,23 @@ Durability and exactly-once delivery:
 
 - SQLite in WAL mode with ``synchronous=FULL``: a call that changes
   something has committed, durably, when it returns (unless it runs inside
-  :meth:`Store.transaction`, which commits at the end of the block).
+  :meth:`Store.transaction`, which commits at the end of the block). One
+  exception: the byte count and activity time a chunk write updates are
+  committed without an fsync, and re-derived from the blob at open.
 - The connection holds SQLite's exclusive lock for its whole life, so a
   second process opening the same store gets :class:`StoreLockedError`.
 - :meth:`Store.store_text` inserts on the unique key
   ``(direction, contact, id)`` in one statement of one transaction: a repeated
   message is detected, not stored twice, and the caller acks it again.
-- Outgoing states only move forward (:mod:`onionpost.store._records`).
+- Outgoing states only move forward (:mod:`onionpost.store._records`);
+  ``refused`` is final.
+
+What one contact can make us hold (``protocol-spec/storage.md`` §5.3): the
+disk budget charges bytes stored (complete files, and what arriving files
+hold so far), never sizes announced; the caller's quotas bound a contact's
+files arriving at once and their announced sizes (:class:`QuotaError`) and,
+through :meth:`Store.unread_count`, its unread texts; transfers idle too
+long are deleted (:meth:`Store.expire_transfers`).
 
 Confidentiality at rest (``protocol-spec/storage.md`` §Store): text bodies,
 content types, file names and file hashes are sealed in each row's
@@ -29,6 +39,8 @@ sizes are plaintext so the store can be queried.
 
 Every ``sqlite3`` exception is translated to :class:`StoreError` (or
 :class:`NoSpaceError`, :class:`StoreLockedError`) in :meth:`Store._guard`.
+Names that peers chose reach the disk only through
+:func:`onionpost.names.safe_file_name`.
 """
 
 from __future__ import annotations
@@ -1180,8 +1192,8 @@ class Store:
         :meth:`begin_file` or :meth:`write_file_chunk`) is before
         ``idle_before_ms``: row, blob and what is cached. Their bytes stop
         counting against the budget and the quotas. Returns the
-        ``(contact_id, file_id)`` of each; a sender that offers one again
-        starts from 0."""
+        ``(contact_id, file_id)`` of each, sorted; a sender that offers one
+        again starts from 0, and a chunk of one gets :class:`NotFoundError`."""
         with self._lock, self._guard("expiring file transfers"):
             with self.transaction():
                 rows = self._db.execute(
@@ -1191,8 +1203,10 @@ class Store:
             expired = [(int(contact_id), bytes(file_id)) for contact_id, file_id in rows]
             for contact_id, file_id in expired:
                 self._transfers.pop((contact_id, file_id), None)
-                # A blob left behind by a failure here is swept at the next open.
-                Blob.at(self._files, self._key, Direction.IN, contact_id, file_id).delete()
+                # The rows are gone: a blob that cannot be deleted now is an
+                # orphan, swept when the store next opens.
+                with suppress(StoreError):
+                    Blob.at(self._files, self._key, Direction.IN, contact_id, file_id).delete()
         return sorted(expired)
 
     def finish_file(self, file_id: bytes, now: int, *, contact_id: int | None = None) -> bool:
