@@ -1,10 +1,11 @@
 # onionpost developer entry points. `make demo` and `make test` set up everything they need.
 PYTHON ?= python3
+FUZZ_SECONDS ?= 60
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench demo vectors tor clean
+.PHONY: install test lint bench fuzz demo vectors tor clean
 
 install: $(STAMP)
 
@@ -22,12 +23,16 @@ test: install tor
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff format --check src tests bench fuzz
 	$(BIN)/mypy --strict src
 
 bench: install tor
 	$(BIN)/python -m bench
+
+# Every fuzz target for FUZZ_SECONDS each, one per core at a time; logs and crashes in .fuzz/.
+fuzz: install
+	$(BIN)/python -m fuzz all --seconds $(FUZZ_SECONDS)
 
 # Regenerate the protocol vectors; fails if any byte changed from what is committed.
 vectors: install
@@ -38,4 +43,4 @@ demo: install tor
 	$(BIN)/python examples/demo.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz build src/*.egg-info
