@@ -2,10 +2,13 @@
 
 onionpost's encodings (records, handshake payloads, contact cards) are
 msgpack arrays of integers, strings and binary. :func:`unpack` decodes exactly
-one value within the caller's bounds and refuses maps and extension types;
-every failure of the decoder, whatever msgpack calls it, is one
-:class:`NotMsgpack`, which each caller turns into its own error
-(MessageDecodeError, AuthenticationError, CardError).
+one value within the caller's bounds and refuses every non-empty map and every
+extension value with data. An empty map ``{}`` and a zero-length extension
+(``c7 00 <type>``) do come through, as spec.md §3.6 allows in handshake
+extras; each caller's type checks refuse them where they do not belong (a
+record's fields and trailing fields, a card's). Every failure of the decoder,
+whatever msgpack calls it, is one :class:`NotMsgpack`, which each caller turns
+into its own error (MessageDecodeError, AuthenticationError, CardError).
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(data: bytes, *, max_len: int, max_items: int, use_list: bool = False) -> Any:
-    """One value; str/bin at most ``max_len`` bytes, arrays at most ``max_items``."""
+    """One value; str/bin at most ``max_len`` bytes, arrays at most ``max_items``.
+
+    Maps and extension values only when empty (see the module docstring).
+    """
     try:
         return msgpack.unpackb(
             data,
