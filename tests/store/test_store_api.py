@@ -266,6 +266,21 @@ def test_the_same_id_from_two_contacts_is_two_messages(store: Store) -> None:
     assert store.message(message_id, contact_id=carol.id).body == "from carol"
 
 
+def test_messages_with_id_lists_every_contact_s(store: Store) -> None:
+    bob = add_contact(store)
+    carol = add_contact(store, "carol")
+    shared, ours = new_id(), new_id()
+    store.store_text(bob.id, shared, 1, "from bob", "text/plain", 1)
+    store.store_text(carol.id, shared, 1, "from carol", "text/plain", 2)
+    store.queue_text(bob.id, ours, 1, "to bob", "text/plain", None)
+    assert [(m.contact, m.body) for m in store.messages_with_id(shared)] == [
+        ("bob", "from bob"),
+        ("carol", "from carol"),
+    ]
+    assert [m.direction for m in store.messages_with_id(ours)] == [Direction.OUT]
+    assert store.messages_with_id(new_id()) == []
+
+
 def test_inbox_seq_pages_and_follows(store: Store) -> None:
     bob = add_contact(store)
     ids = [new_id() for _ in range(5)]
