@@ -87,6 +87,7 @@ class CloseCode(enum.IntEnum):
     RATE_LIMITED = 7
     TIMEOUT = 8
     INTERNAL_ERROR = 9
+    QUOTA_EXCEEDED = 10
 
 
 class OnionpostError(Exception):

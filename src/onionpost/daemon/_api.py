@@ -128,9 +128,13 @@ def _optional_text(name: str, value: object) -> object:
     return None if value is None else _text(name, value)
 
 
+# The largest seq (and count) the store holds: SQLite's INTEGER.
+_MAX_COUNT: Final = 2**63 - 1
+
+
 def _count(name: str, value: object) -> object:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _BadRequest(f"'{name}' must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_COUNT:
+        raise _BadRequest(f"'{name}' must be an integer from 0 to {_MAX_COUNT}")
     return value
 
 
@@ -184,9 +188,14 @@ _METHODS: Final[Mapping[str, Mapping[str, tuple[_Check, bool]]]] = {
     },
     "send_file": {"contact": (_text, True), "path": (_absolute_path, True)},
     "inbox": {"after": (_count, False), "limit": (_limit, False)},
-    "message": {"id": (_hex_id, True)},
-    "mark_read": {"ids": (_hex_ids, True)},
-    "export_file": {"id": (_hex_id, True), "dest": (_absolute_path, True)},
+    # Two contacts may send records with the same id: "contact" says whose.
+    "message": {"id": (_hex_id, True), "contact": (_optional_text, False)},
+    "mark_read": {"ids": (_hex_ids, True), "contact": (_optional_text, False)},
+    "export_file": {
+        "id": (_hex_id, True),
+        "dest": (_absolute_path, True),
+        "contact": (_optional_text, False),
+    },
     "retry": {"contact": (_optional_text, False)},
     "subscribe": {"topics": (_topics, True)},
 }

@@ -48,13 +48,14 @@ class Backend(Protocol):
         """Incoming messages with ``seq`` > after: ``[{"seq", "id", "contact", "kind",
         "body" | "file": {"name", "size", "complete"}, "created_ms", "received_ms", "read"}]``"""
 
-    async def message(self, id: str) -> JSON:
-        """One message, either direction, with its ``state``."""
+    async def message(self, id: str, contact: str | None = None) -> JSON:
+        """One message, either direction, with its ``state``. An id that
+        messages of several contacts carry needs ``contact``."""
 
-    async def mark_read(self, ids: list[str]) -> JSON:
-        """``{"marked": n}``; sends read receipts to the senders."""
+    async def mark_read(self, ids: list[str], contact: str | None = None) -> JSON:
+        """``{"marked": n}``; sends read receipts to the senders (each its own)."""
 
-    async def export_file(self, id: str, dest: str) -> JSON:
+    async def export_file(self, id: str, dest: str, contact: str | None = None) -> JSON:
         """Decrypt a received file to ``dest`` (absolute path): ``{"path", "size"}``."""
 
     async def retry(self, contact: str | None = None) -> JSON:

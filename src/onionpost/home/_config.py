@@ -55,6 +55,10 @@ class Config:
     retry_max: float = 900.0
     connect_timeout: float = 60.0
     message_expiry: float | None = None
+    max_unread_per_contact: int = 10_000
+    max_transfers_per_contact: int = 4
+    transfer_idle_timeout: float = 7 * 24 * 3600.0
+    peer_records_per_second: int = 5000
     log_level: str = "info"
 
 
@@ -82,6 +86,23 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # Seconds after which an undelivered message expires and is no longer sent.
 # Absent: messages never expire.
 # message_expiry = 604800.0
+
+# What one contact may make us hold. Texts from a contact beyond this many
+# unread ones are refused until some are read (the contact keeps them queued
+# and retries later).
+# max_unread_per_contact = 10000
+
+# Files one contact may be sending us at the same time; a further offer is
+# deferred (the contact offers it again later).
+# max_transfers_per_contact = 4
+
+# Seconds after which a file that stopped arriving is dropped with what was
+# received of it (7 days); the sender offers it again from the start.
+# transfer_idle_timeout = 604800.0
+
+# Records per second one contact may send us (with a burst of twice that);
+# beyond it we stop reading and tor's flow control slows the contact down.
+# peer_records_per_second = 5000
 
 # One of "debug", "info", "warning", "error". Logs never contain message
 # contents or keys.
@@ -179,6 +200,13 @@ _TOP: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "retry_max": ("retry_max", _seconds),
     "connect_timeout": ("connect_timeout", _seconds),
     "message_expiry": ("message_expiry", _seconds),
+    "max_unread_per_contact": ("max_unread_per_contact", lambda k, v: _int(k, v, 1, 10**9)),
+    "max_transfers_per_contact": (
+        "max_transfers_per_contact",
+        lambda k, v: _int(k, v, 1, 1000),
+    ),
+    "transfer_idle_timeout": ("transfer_idle_timeout", _seconds),
+    "peer_records_per_second": ("peer_records_per_second", lambda k, v: _int(k, v, 1, 10**6)),
     "log_level": ("log_level", lambda k, v: _choice(k, v, LOG_LEVELS)),
 }
 _TOR: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {

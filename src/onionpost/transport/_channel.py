@@ -126,6 +126,12 @@ class SecureChannel(trio.abc.Channel[Message]):
         return self._handshake_hash
 
     @property
+    def failure(self) -> BaseException | None:
+        """Why the session failed (the peer's protocol error, a broken stream),
+        once it has; None while it has not, or after an orderly close."""
+        return self._failure
+
+    @property
     def records_received(self) -> int:
         """Records decrypted from the peer so far, including the Pings and
         extension records the session handles itself (for rate limits)."""

@@ -96,7 +96,7 @@ class Server:
         *,
         handler: Handler,
         identity: Identity,
-        static: StaticKey,
+        static: StaticKey | Callable[[], StaticKey],
         decide: Callable[[OnionAddress], PeerDecision],
         handshake_timeout: float,
         max_pending: int,
@@ -161,8 +161,9 @@ class Server:
     async def _run_session(self, stream: trio.abc.Stream, conn: int) -> None:
         try:
             with trio.fail_after(self._handshake_timeout):
+                static = self._static if isinstance(self._static, StaticKey) else self._static()
                 channel = await accept(
-                    stream, identity=self._identity, static=self._static, decide=self._decide
+                    stream, identity=self._identity, static=static, decide=self._decide
                 )
         except trio.TooSlowError:
             # accept() closed the stream when the deadline cancelled it.
@@ -206,7 +207,7 @@ async def serve(
     listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
     *,
     identity: Identity,
-    static: StaticKey,
+    static: StaticKey | Callable[[], StaticKey],
     decide: Callable[[OnionAddress], PeerDecision],
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     max_pending: int = MAX_PENDING_HANDSHAKES,
@@ -218,9 +219,11 @@ async def serve(
     function's nursery; the channel is closed when it returns (with
     INTERNAL_ERROR if it raised an OnionpostError of our own, not one the
     peer caused). Letting ``trio.EndOfChannel`` escape is an ordinary end.
-    ``decide(peer)`` accepts
-    or refuses each verified initiator; it runs synchronously inside the
-    handshake, so it must be quick (a lookup, no I/O). Start it with
+    ``static`` is the Noise static key, or a function returning the current
+    one (taken at each handshake, so a key renewed while serving is used at
+    once). ``decide(peer)`` accepts or refuses each verified initiator; it
+    runs synchronously inside the handshake, so it must be quick (a lookup, no
+    I/O). Start it with
     ``server = await nursery.start(serve, handler, listeners, ...)``.
     """
     if not listeners:

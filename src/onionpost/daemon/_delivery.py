@@ -1,0 +1,1201 @@
+"""The delivery engine: links to contacts, sessions over them, and their failure domains.
+
+Theory of operation
+-------------------
+::
+
+    DeliveryEngine.run()                     one nursery owns everything below
+    ├── committer         queue_text() requests, many to one transaction (group commit)
+    ├── housekeeping      expiry of messages and of idle incoming transfers
+    └── link(contact)     one task per contact: dial when something waits for it,
+        │                 with capped exponential backoff and jitter
+        └── session       per live channel, ours or the contact's (run_inbound):
+            ├── receiver  records in, rate-limited; texts to the storer
+            ├── storer    received texts, a group per commit, then one Ack
+            ├── sender    outbox, read receipts, keepalive Pings
+            └── file(id)  one sender per (contact, file), restarted by a new FileAccept
+
+*Failure domains* (STYLE 16). A session and a dial are each one domain:
+whatever goes wrong inside (the stream breaks or ends without a Close, a
+record does not decode, the peer refuses us, the handshake or SOCKS fails,
+our store refuses a write because the disk is full, even a bug) ends that
+session or that dial, is logged once with a reason, marks the contact
+unreachable and backs its link off. It never reaches the engine's nursery: a
+nursery raises an ``ExceptionGroup``, so the boundary is ``except*``. Only the
+engine's own core (its nursery, the committer) failing ends the engine.
+
+*Backoff* is reset only once the peer has proven it accepts us: its first
+record in a session (an initiator sends a Ping first, so the Pong proves
+it). A contact that drops every session right after the handshake (one that
+removed us) is therefore redialled with backoff, not in a tight loop.
+
+*Bounds* on what a contact can make us hold or do: records per second (every
+record the session decrypts counts, Pings and ignored extensions too); unread
+texts (``max_unread_per_contact``; beyond it the session is closed with
+QUOTA_EXCEEDED and the sender keeps the rest queued); incoming transfers at
+once (``max_transfers_per_contact``) and idle ones expire; what the disk
+budget counts is what is stored; one file sender per (contact, file) however
+many FileAccepts arrive; acks are written before more is read, so a peer that
+does not read stops being read.
+
+*Exactly once*: a text is durably queued before :meth:`queue_text` returns;
+the receiver stores it (idempotent on its id) and only then acks; the sender
+marks it delivered on the ack. Unacked messages are sent again in the next
+session, and the receiver's de-duplication makes the repeat harmless.
+
+*Store work* runs in a worker thread (one at a time: the store's connection is
+one), so an fsync never stalls the event loop.
+
+Logs carry contact names, ids and reasons, never message contents or keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import secrets as _secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final, TypeVar
+
+import trio
+
+from onionpost.daemon._events import EventHub
+from onionpost.errors import (
+    CloseCode,
+    DialError,
+    FileTooLargeError,
+    HashMismatchError,
+    NoSpaceError,
+    NotFoundError,
+    OnionpostError,
+    QuotaError,
+    RemoteProtocolError,
+    StoreError,
+    TransportError,
+)
+from onionpost.home import Config
+from onionpost.limits import FILE_CHUNK_SIZE, MAX_ACK_IDS
+from onionpost.proto import messages as m
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.session import PeerDecision
+from onionpost.store import Contact, Direction, Kind, Store, Stored
+from onionpost.transport import SecureChannel
+
+__all__ = [
+    "DeliveryEngine",
+    "DeliveryPolicy",
+    "DeliveryStatistics",
+    "Dial",
+    "LinkStatus",
+]
+
+log = logging.getLogger("onionpost.daemon")
+
+T = TypeVar("T")
+
+Dial = Callable[[Contact], Awaitable[SecureChannel]]
+
+SEND_BATCH: Final = 256
+PROGRESS_EVERY_BYTES: Final = 1 << 20
+# Received texts are stored in groups: one commit (one fsync) for what arrives
+# within this window, up to this many, then one Ack for the group.
+TEXT_GROUP_SECONDS: Final = 0.003
+TEXT_GROUP_MAX: Final = MAX_ACK_IDS
+# queue_text() requests taken into one transaction at most.
+COMMIT_GROUP_MAX: Final = 2048
+HOUSEKEEPING_INTERVAL: Final = 30.0
+# Replies queued for the sender task before the receiving side waits (and so
+# stops reading a peer that does not read ours).
+MAX_PENDING_REPLIES: Final = 64
+# How long a closing session may take to say goodbye.
+CLOSE_GRACE: Final = 2.0
+# How long the texts already received may take to be stored at the end of a session.
+DRAIN_GRACE: Final = 5.0
+# File ids a peer may name in FileReject/FileCancel; more of them is noise.
+_FINAL_REJECTIONS: Final = frozenset(
+    {
+        m.FileRejectReason.DECLINED,
+        m.FileRejectReason.TOO_LARGE,
+        m.FileRejectReason.HASH_MISMATCH,
+        m.FileRejectReason.UNKNOWN_FILE,
+    }
+)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """The engine's timers and bounds (from ``config.toml``, see :class:`Config`)."""
+
+    retry_initial: float = 5.0
+    retry_max: float = 900.0
+    connect_timeout: float = 60.0
+    ping_interval: float = 60.0
+    max_file_size: int = 1 << 30
+    max_disk_use: int = 10 << 30
+    message_expiry: float | None = None
+    max_unread_per_contact: int = 10_000
+    max_transfers_per_contact: int = 4
+    transfer_idle_timeout: float = 7 * 24 * 3600.0
+    peer_records_per_second: float = 5000.0
+    # Store calls run in a worker thread, so an fsync never stalls the event
+    # loop. False runs them on the loop: only for tests on virtual time
+    # (trio's MockClock), where a thread at work looks like idleness.
+    store_in_thread: bool = True
+
+    @classmethod
+    def from_config(cls, config: Config) -> DeliveryPolicy:
+        return cls(
+            retry_initial=config.retry_initial,
+            retry_max=config.retry_max,
+            connect_timeout=config.connect_timeout,
+            max_file_size=config.max_file_size,
+            max_disk_use=config.max_disk_use,
+            message_expiry=config.message_expiry,
+            max_unread_per_contact=config.max_unread_per_contact,
+            max_transfers_per_contact=config.max_transfers_per_contact,
+            transfer_idle_timeout=config.transfer_idle_timeout,
+            peer_records_per_second=float(config.peer_records_per_second),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """One contact's delivery state, for ``status`` and the ``peer`` events."""
+
+    contact_id: int
+    name: str
+    reachable: bool
+    since_ms: int | None  # when it became reachable or unreachable
+    failures: int  # failed attempts since the contact last accepted a session
+    last_error: str  # why the last dial or session failed, in words; "" if none
+    retry_in: float | None  # seconds until the next dial, when one is scheduled
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatistics:
+    """Counters since the engine started."""
+
+    links: int
+    sessions: int  # up now
+    dials: int
+    dial_failures: int
+    sessions_ended_by_failure: int
+    texts_received: int  # newly stored (not repeats)
+    texts_acked: int  # acknowledged by contacts
+
+
+class _Shed(OnionpostError):
+    """We end a session on purpose, with a close code the peer will see."""
+
+    def __init__(self, message: str, *, code: CloseCode, reason: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class _Kick:
+    """Wake every waiter once; later waiters wait for the next kick.
+
+    A waiter that looked for work (awaiting meanwhile) passes the
+    :attr:`generation` it saw before looking, so a kick in between is not
+    lost: it returns at once.
+    """
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self.generation = 0
+
+    def fire(self) -> None:
+        self.generation += 1
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self, since: int | None = None) -> None:
+        if since is not None and since != self.generation:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._event.wait()
+
+
+class _TokenBucket:
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._tokens = 2 * rate
+        self._stamp = trio.current_time()
+
+    async def take(self, n: int) -> None:
+        now = trio.current_time()
+        self._tokens = min(2 * self._rate, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        self._tokens -= n
+        if self._tokens < 0:
+            await trio.sleep(-self._tokens / self._rate)
+
+
+@dataclass(slots=True)
+class _FileJob:
+    """The one sender of one file to one contact; a new FileAccept moves it."""
+
+    offset: int
+    restart: int | None = None
+    stopped: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class _Session:
+    channel: SecureChannel
+    initiator: bool
+    proven: bool = False  # the peer has sent us a record: it accepts us
+    # Records answering the peer (Acks, FileAccept, ...), written by the sender
+    # task: the receiving side never blocks on a write, so two endpoints that
+    # both send at full speed cannot each wait for the other to read.
+    replies: deque[m.Message] = field(default_factory=deque)
+    room: _Kick = field(default_factory=_Kick)
+    # Set when we end the session on purpose: the sender writes the replies
+    # queued so far, then raises it.
+    closing: _Shed | None = None
+
+
+@dataclass(eq=False)
+class _Link:
+    """Everything the engine keeps per contact while it runs."""
+
+    contact: Contact
+    wake: _Kick = field(default_factory=_Kick)
+    sessions: list[_Session] = field(default_factory=list)
+    failures: int = 0
+    last_error: str = ""
+    since_ms: int | None = None
+    retry_at: float = 0.0  # trio time before which we do not dial
+    receipts: list[bytes] = field(default_factory=list)  # read receipts owed (in memory)
+    files: dict[bytes, _FileJob] = field(default_factory=dict)
+    # Every task working for this contact runs in one of these scopes, so that
+    # removing the contact stops them all.
+    scopes: set[trio.CancelScope] = field(default_factory=set)
+    removed: bool = False
+
+    def stop(self) -> None:
+        self.removed = True
+        for scope in list(self.scopes):
+            scope.cancel()
+
+    @property
+    def channel(self) -> SecureChannel | None:
+        return self.sessions[-1].channel if self.sessions else None
+
+
+@dataclass(eq=False, slots=True)
+class _QueueRequest:
+    contact_id: int
+    text: m.Text
+    expires_at: int | None
+    done: trio.Event = field(default_factory=trio.Event)
+    error: OnionpostError | None = None
+
+
+class DeliveryEngine:
+    """Delivery to and from every contact; see the module docstring.
+
+    Built from the store, the event hub, a ``dial(contact)`` that returns an
+    authenticated channel (through tor in the daemon, over memory or loopback
+    in tests), and the policy. :meth:`run` must be running (``await
+    nursery.start(engine.run)``) for the rest to work.
+    """
+
+    def __init__(self, store: Store, hub: EventHub, dial: Dial, policy: DeliveryPolicy) -> None:
+        self._store = store
+        self._hub = hub
+        self._dial_fn = dial
+        self._policy = policy
+        self._links: dict[int, _Link] = {}
+        self._nursery: trio.Nursery | None = None
+        self._db_limiter = trio.CapacityLimiter(1)
+        self._requests: list[_QueueRequest] = []
+        self._requests_ready = _Kick()
+        self._dials = 0
+        self._dial_failures = 0
+        self._session_failures = 0
+        self._texts_received = 0
+        self._texts_acked = 0
+
+    def __repr__(self) -> str:
+        return f"DeliveryEngine({len(self._links)} links)"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled: a link per current contact, the committer, housekeeping."""
+        contacts = await self._db(self._store.contacts)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._committer)
+                nursery.start_soon(self._housekeeping)
+                for contact in contacts:
+                    self.add_contact(contact)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            for request in self._requests:
+                request.error = StoreError("the daemon is stopping")
+                request.done.set()
+            self._requests = []
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one store call in the worker thread (one at a time)."""
+        if not self._policy.store_in_thread:
+            await trio.lowlevel.checkpoint()
+            return fn(*args, **kwargs)
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._db_limiter)
+
+    # -- the interface --------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None
+
+    def add_contact(self, contact: Contact) -> None:
+        """Start delivering to ``contact`` (a new one, or every one at start)."""
+        if self._nursery is None:
+            raise OnionpostError("the delivery engine is not running")
+        old = self._links.pop(contact.id, None)
+        if old is not None:
+            old.stop()
+        link = _Link(contact)
+        self._links[contact.id] = link
+        self._nursery.start_soon(self._link_loop, link)
+
+    def remove_contact(self, contact_id: int) -> None:
+        """Stop every dial and session of a removed contact."""
+        link = self._links.pop(contact_id, None)
+        if link is not None:
+            link.stop()
+
+    def decide(self, peer: OnionAddress) -> PeerDecision:
+        """Accept a verified initiator only if it is a current contact."""
+        link = self._link_for(peer)
+        return PeerDecision.ACCEPT if link is not None else PeerDecision.REFUSE
+
+    def _link_for(self, peer: OnionAddress) -> _Link | None:
+        for link in self._links.values():
+            if link.contact.address == peer and not link.removed:
+                return link
+        return None
+
+    async def run_inbound(self, channel: SecureChannel) -> None:
+        """Serve a session a contact opened to us (the listener's handler).
+
+        Never raises: the session is its own failure domain.
+        """
+        link = self._link_for(channel.peer)
+        if link is None:
+            # Removed while its handshake was under way.
+            with trio.move_on_after(CLOSE_GRACE):
+                await channel.aclose()
+            return
+        # The contact is back: whatever waits for it need not wait out a backoff.
+        link.retry_at = 0.0
+        await self._run_session(link, _Session(channel, initiator=False))
+
+    def kick(self, contact_id: int | None = None, *, retry_now: bool = False) -> int:
+        """Wake the link of one contact (or of all); with ``retry_now`` also end
+        its backoff. Returns how many links were woken."""
+        if contact_id is None:
+            links = list(self._links.values())
+        else:
+            one = self._links.get(contact_id)
+            links = [] if one is None else [one]
+        for link in links:
+            if retry_now:
+                link.retry_at = 0.0
+                link.failures = 0
+            link.wake.fire()
+        return len(links)
+
+    def owe_receipts(self, contact_id: int, ids: Sequence[bytes]) -> None:
+        """Read receipts to send to a contact (kept in memory until sent)."""
+        link = self._links.get(contact_id)
+        if link is not None and ids:
+            link.receipts.extend(ids)
+            link.wake.fire()
+
+    def status(self, contact_id: int) -> LinkStatus | None:
+        link = self._links.get(contact_id)
+        if link is None:
+            return None
+        retry_in = None
+        if not link.sessions and link.failures:
+            retry_in = max(0.0, link.retry_at - trio.current_time())
+        return LinkStatus(
+            contact_id=contact_id,
+            name=link.contact.name,
+            reachable=bool(link.sessions),
+            since_ms=link.since_ms,
+            failures=link.failures,
+            last_error=link.last_error,
+            retry_in=retry_in,
+        )
+
+    def statistics(self) -> DeliveryStatistics:
+        return DeliveryStatistics(
+            links=len(self._links),
+            sessions=sum(len(link.sessions) for link in self._links.values()),
+            dials=self._dials,
+            dial_failures=self._dial_failures,
+            sessions_ended_by_failure=self._session_failures,
+            texts_received=self._texts_received,
+            texts_acked=self._texts_acked,
+        )
+
+    async def queue_text(self, contact_id: int, text: m.Text) -> None:
+        """Queue ``text`` for the contact; it is durably stored when this returns.
+
+        Concurrent calls share one transaction (group commit). If the caller is
+        cancelled while waiting, the text may still have been queued.
+        """
+        m.encode(text)  # refuse what could never be sent, before queueing it
+        expiry = self._policy.message_expiry
+        expires_at = None if expiry is None else _now_ms() + int(expiry * 1000)
+        request = _QueueRequest(contact_id, text, expires_at)
+        self._requests.append(request)
+        self._requests_ready.fire()
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        self.kick(contact_id)
+
+    # -- group commit -------------------------------------------------------------------
+
+    async def _committer(self) -> None:
+        while True:
+            if not self._requests:
+                await self._requests_ready.wait()
+                continue
+            batch = self._requests[:COMMIT_GROUP_MAX]
+            del self._requests[:COMMIT_GROUP_MAX]
+            try:
+                await self._db(self._commit_texts, batch)
+            except OnionpostError as exc:
+                for request in batch:
+                    request.error = request.error or exc
+            finally:
+                for request in batch:
+                    request.done.set()
+
+    def _commit_texts(self, batch: Sequence[_QueueRequest]) -> None:
+        """In the worker thread: one transaction, one savepoint per text, so a
+        text that cannot be queued fails alone."""
+        store = self._store
+        with store.transaction():
+            for request in batch:
+                text = request.text
+                try:
+                    store.queue_text(
+                        request.contact_id,
+                        text.id,
+                        text.created_ms,
+                        text.body,
+                        text.content_type,
+                        request.expires_at,
+                    )
+                except OnionpostError as exc:
+                    if isinstance(exc, NoSpaceError):
+                        raise
+                    request.error = exc
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                await self._expire()
+            except StoreError as exc:
+                # A full disk or a locked page now; the next round tries again.
+                log.warning("event=housekeeping_failed error=%s", type(exc).__name__)
+            await trio.sleep(HOUSEKEEPING_INTERVAL)
+
+    async def _expire(self) -> None:
+        now = _now_ms()
+        for message_id in await self._db(self._store.expire, now):
+            log.info("event=expired id=%s", message_id.hex())
+            self._hub.publish("state", {"id": message_id.hex(), "state": "expired"})
+        idle_before = now - int(self._policy.transfer_idle_timeout * 1000)
+        for contact_id, file_id in await self._db(self._store.expire_transfers, idle_before):
+            link = self._links.get(contact_id)
+            who = link.contact.name if link is not None else contact_id
+            log.info("event=transfer_expired contact=%s id=%s", who, file_id.hex())
+
+    # -- links and dials ------------------------------------------------------------------
+
+    def _backoff(self, link: _Link) -> float:
+        p = self._policy
+        ceiling = min(p.retry_max, p.retry_initial * 2 ** min(link.failures - 1, 30))
+        return float(ceiling * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not a secret
+
+    async def _has_work(self, link: _Link) -> bool:
+        if link.receipts:
+            return True
+        return bool(await self._db(self._store.pending, link.contact.id, 1))
+
+    async def _link_loop(self, link: _Link) -> None:
+        """Dial the contact whenever something waits for it and no session is up."""
+        with trio.CancelScope() as scope:
+            link.scopes.add(scope)
+            while not link.removed:
+                seen = link.wake.generation
+                if link.sessions or not await self._has_work(link):
+                    await link.wake.wait(since=seen)
+                    continue
+                wait = link.retry_at - trio.current_time()
+                if wait > 0:
+                    # Backing off: a kick (new work) re-checks; retry_now ends it.
+                    with trio.move_on_after(wait):
+                        await link.wake.wait()
+                    continue
+                channel = await self._dial(link)
+                if channel is not None:
+                    await self._run_session(link, _Session(channel, initiator=True))
+
+    async def _dial(self, link: _Link) -> SecureChannel | None:
+        """One dial: its own failure domain."""
+        self._dials += 1
+        failure: BaseException | None = None
+        channel: SecureChannel | None = None
+        try:
+            with trio.fail_after(self._policy.connect_timeout):
+                channel = await self._dial_fn(link.contact)
+        except* trio.TooSlowError:
+            failure = TransportError("timeout")
+        except* Exception as group:
+            failure = _first(group)
+        if channel is not None:
+            return channel
+        self._dial_failures += 1
+        self._failed(link, _reason(failure), "dial_failed")
+        return None
+
+    def _failed(self, link: _Link, reason: str, event: str) -> None:
+        was_reachable = bool(link.sessions)
+        link.failures += 1
+        link.last_error = reason
+        delay = self._backoff(link)
+        link.retry_at = trio.current_time() + delay
+        log.info(
+            "event=%s contact=%s reason=%s retry_in=%.1f",
+            event,
+            link.contact.name,
+            reason,
+            delay,
+        )
+        if not link.sessions and (was_reachable or link.since_ms is None or link.failures == 1):
+            link.since_ms = link.since_ms if link.failures > 1 else _now_ms()
+        self._publish_peer(link)
+
+    def _publish_peer(self, link: _Link) -> None:
+        self._hub.publish(
+            "peer",
+            {
+                "contact": link.contact.name,
+                "address": str(link.contact.address),
+                "reachable": bool(link.sessions),
+                "last_error": link.last_error,
+            },
+        )
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def _run_session(self, link: _Link, session: _Session) -> None:
+        """One session: its own failure domain. Never raises but Cancelled."""
+        channel = session.channel
+        link.sessions.append(session)
+        if len(link.sessions) == 1:
+            link.since_ms = _now_ms()
+        self._publish_peer(link)
+        log.info(
+            "event=session_up contact=%s direction=%s",
+            link.contact.name,
+            "out" if session.initiator else "in",
+        )
+        failure: BaseException | None = None
+        try:
+            with trio.CancelScope() as scope:
+                link.scopes.add(scope)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._sender, link, session, nursery)
+                        await self._receiver(link, session, nursery)
+                        nursery.cancel_scope.cancel()
+                except* Exception as group:
+                    failure = _first(group)
+                finally:
+                    link.scopes.discard(scope)
+            # The channel knows best why it failed: a task cancelled while the
+            # channel was being aborted loses the peer's error on its way out.
+            if isinstance(channel.failure, RemoteProtocolError) and not isinstance(failure, _Shed):
+                failure = channel.failure
+        finally:
+            link.sessions.remove(session)
+            code = CloseCode.NORMAL
+            if isinstance(failure, _Shed):
+                code = failure.code
+            elif failure is not None and not isinstance(
+                failure, RemoteProtocolError | TransportError
+            ):
+                code = CloseCode.INTERNAL_ERROR
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
+                if isinstance(failure, _Shed):
+                    # Say what we stored before saying why we close.
+                    with contextlib.suppress(OnionpostError, trio.ClosedResourceError):
+                        await self._send_replies(session)
+                await channel.aclose(code)
+            self._session_ended(link, session, failure)
+
+    def _session_ended(self, link: _Link, session: _Session, failure: BaseException | None) -> None:
+        peer_code = session.channel.close_code
+        if failure is None and peer_code in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY):
+            if session.proven or not session.initiator:
+                log.info("event=session_down contact=%s reason=closed", link.contact.name)
+                if not link.sessions:
+                    link.since_ms = _now_ms()
+                self._publish_peer(link)
+                link.wake.fire()
+                return
+            failure = TransportError("refused")
+        self._session_failures += 1
+        if failure is None:
+            reason = f"peer-closed-{_code_name(peer_code)}"
+        elif isinstance(failure, _Shed):
+            reason = failure.reason
+        elif session.initiator and not session.proven and isinstance(failure, TransportError):
+            # The responder decides after the handshake; one that drops us
+            # before saying anything has refused us (or removed us).
+            reason = "refused"
+        else:
+            reason = _reason(failure)
+        if failure is not None and not _expected(failure):
+            # A bug of ours: worth its traceback, once, and still only this session.
+            log.warning(
+                "event=session_error contact=%s error=%s",
+                link.contact.name,
+                type(failure).__name__,
+                exc_info=failure,
+            )
+        self._failed(link, reason, "session_down")
+        link.wake.fire()
+
+    def _proven(self, link: _Link, session: _Session) -> None:
+        session.proven = True
+        link.failures = 0
+        link.retry_at = 0.0
+        link.last_error = ""
+
+    # -- sending --------------------------------------------------------------------------
+
+    async def _reply(self, link: _Link, session: _Session, record: m.Message) -> None:
+        """Queue an answer to the peer for the sender task (see _Session.replies)."""
+        while len(session.replies) >= MAX_PENDING_REPLIES:
+            await session.room.wait()  # no await between the check and the wait
+        session.replies.append(record)
+        link.wake.fire()
+
+    @staticmethod
+    async def _send_replies(session: _Session) -> None:
+        while session.replies:
+            await session.channel.send(session.replies.popleft())
+            session.room.fire()
+
+    async def _sender(self, link: _Link, session: _Session, nursery: trio.Nursery) -> None:
+        """Send what waits in the outbox, read receipts owed, and keepalives."""
+        channel = session.channel
+        contact_id = link.contact.id
+        if session.initiator:
+            # The responder decides on us after the handshake; its Pong is the
+            # first proof that it accepted us (module docstring: backoff).
+            await channel.send(m.Ping(_secrets.randbits(63)))
+        # Everything unacked goes out once on a new session; after that only
+        # what was queued since, so a wake-up reads no row twice.
+        sent_up_to = 0
+        while True:
+            seen = link.wake.generation
+            if session.replies:
+                await self._send_replies(session)
+                continue
+            if session.closing is not None:
+                raise session.closing
+            if link.receipts:
+                ids, link.receipts = link.receipts[:MAX_ACK_IDS], link.receipts[MAX_ACK_IDS:]
+                await channel.send(m.Read(tuple(ids)))
+                continue
+            batch = await self._db(self._store.pending, contact_id, SEND_BATCH, after=sent_up_to)
+            if batch:
+                for outgoing in batch:
+                    await channel.send(outgoing.to_message())
+                    sent_up_to = max(sent_up_to, outgoing.seq)
+                changed = await self._db(
+                    self._store.mark_sent, [o.id for o in batch], _now_ms(), contact_id=contact_id
+                )
+                for message_id in changed:
+                    self._hub.publish("state", {"id": message_id.hex(), "state": "sent"})
+                continue
+            with trio.move_on_after(self._policy.ping_interval) as idle:
+                await link.wake.wait(since=seen)
+            if idle.cancelled_caught:
+                await channel.send(m.Ping(_secrets.randbits(63)))
+
+    # -- receiving ------------------------------------------------------------------------
+
+    async def _receiver(self, link: _Link, session: _Session, nursery: trio.Nursery) -> None:
+        channel = session.channel
+        bucket = _TokenBucket(self._policy.peer_records_per_second)
+        send_texts, receive_texts = trio.open_memory_channel[m.Text](TEXT_GROUP_MAX)
+        drained = trio.Event()
+        nursery.start_soon(self._store_texts, link, session, receive_texts, drained)
+        counted = 0
+        broken: TransportError | None = None
+        async with send_texts:
+            while True:
+                try:
+                    record = await channel.receive()
+                except trio.EndOfChannel:
+                    break
+                except TransportError as exc:
+                    # The texts that did arrive whole are authentic: store them.
+                    broken = exc
+                    break
+                # Every record the session decrypted costs a token: Pings and
+                # ignored extensions too.
+                total = channel.records_received
+                await bucket.take(total - counted)
+                counted = total
+                if not session.proven:
+                    self._proven(link, session)
+                await self._dispatch(link, session, nursery, record, send_texts)
+        # The peer closed: let the texts already received be stored and acked.
+        with trio.move_on_after(DRAIN_GRACE):
+            await drained.wait()
+        if broken is not None:
+            raise broken
+
+    async def _dispatch(
+        self,
+        link: _Link,
+        session: _Session,
+        nursery: trio.Nursery,
+        record: m.Message,
+        texts: trio.MemorySendChannel[m.Text],
+    ) -> None:
+        contact_id = link.contact.id
+        if isinstance(record, m.Text):
+            # The storer stops taking texts once the session is closing.
+            with contextlib.suppress(trio.BrokenResourceError):
+                await texts.send(record)
+        elif isinstance(record, m.Ack):
+            await self._delivered(link, record.ids)
+        elif isinstance(record, m.Read):
+            # A contact can only mark read what we sent to it.
+            changed = await self._db(
+                self._store.mark_read,
+                record.ids,
+                _now_ms(),
+                contact_id=contact_id,
+                direction=Direction.OUT,
+            )
+            for message_id in changed:
+                self._hub.publish("state", {"id": message_id.hex(), "state": "read"})
+        elif isinstance(record, m.FileOffer):
+            await self._on_offer(link, session, record)
+        elif isinstance(record, m.FileAccept):
+            await self._on_accept(link, session, nursery, record)
+        elif isinstance(record, m.FileChunk):
+            await self._on_chunk(link, session, record)
+        elif isinstance(record, m.FileComplete):
+            await self._delivered(link, (record.id,))
+        elif isinstance(record, m.FileReject | m.FileCancel):
+            await self._on_refusal(link, record)
+        # Pong: the proof of acceptance above is all it is for.
+
+    async def _store_texts(
+        self,
+        link: _Link,
+        session: _Session,
+        texts: trio.MemoryReceiveChannel[m.Text],
+        drained: trio.Event,
+    ) -> None:
+        """Store received texts a group at a time, then ack the group.
+
+        The Ack goes out only after the group's commit, so exactly-once holds;
+        the commit runs in the worker thread and is not abandoned when
+        cancelled, so a group is never half stored. Writing the Ack before
+        taking the next group means a peer that does not read stops being read.
+        """
+        async with texts:
+            async for first in texts:
+                await trio.sleep(TEXT_GROUP_SECONDS)  # let the rest of a burst arrive
+                group = [first]
+                while len(group) < TEXT_GROUP_MAX:
+                    try:
+                        group.append(texts.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                stored, new, rows = await self._db(self._store_group, link.contact.id, group)
+                self._texts_received += new
+                if stored:
+                    await self._reply(link, session, m.Ack(tuple(t.id for t in group[:stored])))
+                for row in rows:
+                    self._hub.publish("message", stored_json(row))
+                if stored < len(group):
+                    # The sender writes the Ack above, then closes the session;
+                    # what arrives meanwhile is dropped, unacked (it comes again).
+                    session.closing = _Shed(
+                        "too many unread texts from this contact",
+                        code=CloseCode.QUOTA_EXCEEDED,
+                        reason="unread-quota",
+                    )
+                    link.wake.fire()
+                    break
+        drained.set()
+
+    def _store_group(
+        self, contact_id: int, group: Sequence[m.Text]
+    ) -> tuple[int, int, list[Stored]]:
+        """In the worker thread: store what the unread quota allows of ``group``
+        in one transaction. Returns how many of it (from the start) are stored,
+        new or repeated; how many are new; and, when anyone listens for
+        ``message`` events, the new ones as read back."""
+        store = self._store
+        room = self._policy.max_unread_per_contact - store.unread_count(contact_id, kind=Kind.TEXT)
+        now = _now_ms()
+        new_ids: list[bytes] = []
+        stored = 0
+        with store.transaction():
+            for text in group:
+                if room <= 0:
+                    # A repeat would cost nothing, but it cannot be told apart
+                    # without storing it: the sender sends it again later.
+                    break
+                if store.store_text(
+                    contact_id, text.id, text.created_ms, text.body, text.content_type, now
+                ):
+                    new_ids.append(text.id)
+                    room -= 1
+                stored += 1
+        rows = (
+            [store.message(i, contact_id=contact_id) for i in new_ids]
+            if self._hub.wants("message")
+            else []
+        )
+        return stored, len(new_ids), rows
+
+    async def _delivered(self, link: _Link, ids: Sequence[bytes]) -> None:
+        # Scoped to the contact: a contact can only acknowledge what was sent to it.
+        changed = await self._db(
+            self._store.mark_delivered, list(ids), _now_ms(), contact_id=link.contact.id
+        )
+        self._texts_acked += len(changed)
+        for message_id in changed:
+            job = link.files.get(message_id)
+            if job is not None:
+                job.stopped = True
+            self._hub.publish("state", {"id": message_id.hex(), "state": "delivered"})
+
+    # -- files ----------------------------------------------------------------------------
+
+    async def _on_offer(self, link: _Link, session: _Session, offer: m.FileOffer) -> None:
+        p = self._policy
+        try:
+            offset = await self._db(
+                self._store.begin_file,
+                link.contact.id,
+                offer,
+                _now_ms(),
+                p.max_file_size,
+                p.max_disk_use,
+                max_transfers=p.max_transfers_per_contact,
+            )
+            if offset >= offer.size:
+                # Already complete (the sender missed our FileComplete): say so again.
+                await self._db(
+                    self._store.finish_file, offer.id, _now_ms(), contact_id=link.contact.id
+                )
+        except StoreError as exc:
+            reason = _reject_reason(exc)
+            log.info(
+                "event=file_rejected contact=%s id=%s reason=%s",
+                link.contact.name,
+                offer.id.hex(),
+                type(exc).__name__,
+            )
+            await self._reply(link, session, m.FileReject(offer.id, reason))
+            return
+        if offset >= offer.size:
+            await self._reply(link, session, m.FileComplete(offer.id))
+            return
+        await self._reply(link, session, m.FileAccept(offer.id, offset))
+
+    async def _on_accept(
+        self, link: _Link, session: _Session, nursery: trio.Nursery, accept: m.FileAccept
+    ) -> None:
+        file_id = accept.id
+        job = link.files.get(file_id)
+        if job is not None and not job.stopped:
+            # One sender per (contact, file): a repeated FileAccept moves it.
+            job.restart = accept.offset
+            return
+        # Only a file we offered to this very contact may be asked for.
+        try:
+            stored = await self._db(self._store.message, file_id, contact_id=link.contact.id)
+        except NotFoundError:
+            stored = None
+        if (
+            stored is None
+            or stored.direction != Direction.OUT
+            or stored.file is None
+            or stored.state not in ("queued", "sent")
+            or not _valid_offset(accept.offset, stored.file.size)
+        ):
+            await self._reply(link, session, m.FileCancel(file_id, m.FileRejectReason.UNKNOWN_FILE))
+            return
+        job = _FileJob(accept.offset)
+        link.files[file_id] = job
+        nursery.start_soon(self._send_file, link, session, file_id, stored.file.size, job)
+
+    async def _send_file(
+        self, link: _Link, session: _Session, file_id: bytes, size: int, job: _FileJob
+    ) -> None:
+        channel = session.channel
+        try:
+            while not job.stopped:
+                if job.restart is not None:
+                    if not _valid_offset(job.restart, size):
+                        await channel.send(m.FileCancel(file_id, m.FileRejectReason.UNKNOWN_FILE))
+                        return
+                    job.offset, job.restart = job.restart, None
+                offset = job.offset
+                if offset >= size:
+                    return  # all sent; the FileComplete will say it arrived
+                data = await self._db(
+                    self._store.read_file_chunk,
+                    file_id,
+                    offset,
+                    min(FILE_CHUNK_SIZE, size - offset),
+                    contact_id=link.contact.id,
+                )
+                await channel.send(m.FileChunk(file_id, offset, data))
+                job.offset = offset + len(data)
+                if job.offset // PROGRESS_EVERY_BYTES != offset // PROGRESS_EVERY_BYTES or (
+                    job.offset >= size
+                ):
+                    self._hub.publish(
+                        "state",
+                        {
+                            "id": file_id.hex(),
+                            "state": "sending",
+                            "bytes": job.offset,
+                            "size": size,
+                        },
+                    )
+        finally:
+            if link.files.get(file_id) is job:
+                del link.files[file_id]
+
+    async def _on_chunk(self, link: _Link, session: _Session, chunk: m.FileChunk) -> None:
+        contact_id = link.contact.id
+        try:
+            await self._db(
+                self._store.write_file_chunk,
+                chunk.id,
+                chunk.offset,
+                chunk.data,
+                contact_id=contact_id,
+                max_disk=self._policy.max_disk_use,
+                now=_now_ms(),
+            )
+        except NotFoundError:
+            await self._reply(
+                link, session, m.FileCancel(chunk.id, m.FileRejectReason.UNKNOWN_FILE)
+            )
+            return
+        except StoreError as exc:
+            # Disk full or out of order: keep nothing of this chunk, ack nothing;
+            # the sender keeps the file and offers it again later.
+            log.info(
+                "event=chunk_not_stored contact=%s id=%s error=%s",
+                link.contact.name,
+                chunk.id.hex(),
+                type(exc).__name__,
+            )
+            await self._reply(link, session, m.FileCancel(chunk.id, _reject_reason(exc)))
+            return
+        stored = await self._db(self._store.message, chunk.id, contact_id=contact_id)
+        size = stored.file.size if stored.file is not None else 0
+        end = chunk.offset + len(chunk.data)
+        if end // PROGRESS_EVERY_BYTES != chunk.offset // PROGRESS_EVERY_BYTES or end >= size:
+            self._hub.publish(
+                "state",
+                {"id": chunk.id.hex(), "state": "receiving", "bytes": end, "size": size},
+            )
+        if end < size:
+            return
+        try:
+            await self._db(self._store.finish_file, chunk.id, _now_ms(), contact_id=contact_id)
+        except StoreError as exc:
+            await self._reply(link, session, m.FileReject(chunk.id, _reject_reason(exc)))
+            return
+        await self._reply(link, session, m.FileComplete(chunk.id))
+        complete = await self._db(self._store.message, chunk.id, contact_id=contact_id)
+        self._hub.publish("message", stored_json(complete))
+
+    async def _on_refusal(self, link: _Link, record: m.FileReject | m.FileCancel) -> None:
+        """A FileReject or FileCancel: only ids exchanged with this contact count."""
+        contact_id = link.contact.id
+        try:
+            stored = await self._db(self._store.message, record.id, contact_id=contact_id)
+        except NotFoundError:
+            return  # nothing of ours or theirs by that id: ignore
+        if stored.direction == Direction.IN:
+            # The contact, sending us a file, gave up on it: drop what arrived.
+            if isinstance(record, m.FileCancel):
+                await self._db(self._store.cancel_file, record.id, contact_id=contact_id)
+            return
+        job = link.files.get(record.id)
+        if job is not None:
+            job.stopped = True
+        if isinstance(record, m.FileReject) and record.reason in _FINAL_REJECTIONS:
+            changed = await self._db(
+                self._store.mark_refused,
+                [record.id],
+                _now_ms(),
+                record.reason,
+                contact_id=contact_id,
+            )
+            if changed:
+                log.info(
+                    "event=file_refused contact=%s id=%s reason=%d",
+                    link.contact.name,
+                    record.id.hex(),
+                    record.reason,
+                )
+                self._hub.publish(
+                    "state", {"id": record.id.hex(), "state": "refused", "reason": record.reason}
+                )
+            return
+        # No room at the contact now, or it dropped the transfer: the file stays
+        # queued and is offered again in a later session.
+        log.info(
+            "event=file_deferred contact=%s id=%s reason=%d",
+            link.contact.name,
+            record.id.hex(),
+            record.reason,
+        )
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def stored_json(stored: Stored) -> dict[str, Any]:
+    """A stored message as the local API shows it (``protocol-spec/local-api.md``)."""
+    data: dict[str, Any] = {
+        "seq": stored.seq,
+        "id": stored.id.hex(),
+        "contact": stored.contact,
+        "direction": stored.direction,
+        "kind": stored.kind,
+        "created_ms": stored.created_ms,
+        "received_ms": stored.received_ms,
+        "state": stored.state,
+    }
+    if stored.kind == "text":
+        data["body"] = stored.body
+        data["content_type"] = stored.content_type
+    elif stored.file is not None:
+        data["file"] = {
+            "name": stored.file.name,
+            "size": stored.file.size,
+            "complete": stored.file.complete,
+        }
+    reason = getattr(stored, "refused_reason", None)
+    if reason is not None:
+        data["reason"] = reason
+    return data
+
+
+def _valid_offset(offset: int, size: int) -> bool:
+    return offset % FILE_CHUNK_SIZE == 0 and 0 <= offset <= size
+
+
+def _first(group: BaseException) -> BaseException:
+    """What ended a failure domain, from the group its nursery raised.
+
+    When one task fails, the others often fail with it because the stream
+    was closed under them; the telling error is the one that is not a broken
+    stream."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if not isinstance(leaf, TransportError | trio.ClosedResourceError):
+            return leaf
+    return leaves[0] if leaves else group
+
+
+def _expected(exc: BaseException) -> bool:
+    """Failures that are routine on a network or a full disk, not our bugs."""
+    return isinstance(exc, OnionpostError)
+
+
+def _code_name(code: int | None) -> str:
+    if code is None:
+        return "none"
+    try:
+        return CloseCode(code).name.lower().replace("_", "-")
+    except ValueError:
+        return str(code)
+
+
+def _reason(exc: BaseException | None) -> str:
+    """A failure in words, for logs and ``status``: never message contents."""
+    if exc is None:
+        return "unknown"
+    if isinstance(exc, DialError):
+        return exc.reason
+    if isinstance(exc, RemoteProtocolError):
+        return f"protocol-{_code_name(exc.close_code)}"
+    if isinstance(exc, TransportError):
+        text = str(exc)
+        if text in ("timeout", "refused"):
+            return text
+        return "stream-ended" if "without a Close" in text else "stream-broken"
+    if isinstance(exc, NoSpaceError):
+        return "our-disk-full"
+    if isinstance(exc, StoreError):
+        return "our-store-failed"
+    if isinstance(exc, OnionpostError):
+        return type(exc).__name__
+    return f"internal-{type(exc).__name__}"
+
+
+def _reject_reason(exc: StoreError) -> int:
+    if isinstance(exc, NoSpaceError | QuotaError):
+        return m.FileRejectReason.NO_SPACE
+    if isinstance(exc, HashMismatchError):
+        return m.FileRejectReason.HASH_MISMATCH
+    if isinstance(exc, FileTooLargeError):
+        return m.FileRejectReason.TOO_LARGE
+    return m.FileRejectReason.DECLINED

@@ -1,0 +1,565 @@
+"""The delivery engine between real stores over real sessions, without tor.
+
+Every endpoint is what ``Daemon.run`` wires up besides tor (``_enginekit``):
+a real store, the real listener, the engine and the local API backend. Time
+is virtual (``conftest.clock``): waits are conditions under a deadline.
+
+Each failure-domain test ends with another contact delivering a text through
+the same endpoint: whatever the first contact did, the endpoint carries on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import trio
+from _enginekit import Network, Node, befriend, network, until
+from trio.testing import MockClock
+
+from onionpost.errors import CloseCode, ConfigError, DialError, TransportError
+from onionpost.limits import NOISE_TAG_LEN
+from onionpost.proto import messages as m
+from onionpost.proto.identity import CERT_LIFETIME, StaticKey
+from onionpost.transport import SecureChannel
+
+
+def states(node: Node, ids: list[bytes]) -> set[str]:
+    return {node.state(i) for i in ids}
+
+
+async def delivered(sender: Node, ids: list[bytes]) -> None:
+    await until(lambda: states(sender, ids) <= {"delivered", "read"})
+
+
+async def still_delivers(net: Network, nursery: trio.Nursery, target: Node) -> None:
+    """A contact that did nothing wrong reaches ``target`` and is answered."""
+    bystander = net.node(f"bystander-{len(net.nodes)}")
+    befriend(bystander, target)
+    await bystander.start(nursery)
+    sent = await bystander.send(target, "still there?")
+    await delivered(bystander, [sent])
+    assert [s.body for s in target.inbox_from(bystander)] == ["still there?"]
+    assert target.engine is not None
+    assert target.engine.running
+
+
+async def write_record(channel: SecureChannel, stream: trio.abc.Stream, record: bytes) -> None:
+    """Encrypt any record bytes as the attacker's session would and write the frame."""
+    session = channel._session
+    assert session._send is not None
+    plaintext = struct.pack(">H", len(record)) + record
+    plaintext += bytes(512 - NOISE_TAG_LEN - len(plaintext))
+    ciphertext = session._send.cipher.encrypt_with_ad(b"", plaintext)
+    await stream.send_all(struct.pack(">H", len(ciphertext)) + ciphertext)
+
+
+async def drain(channel: SecureChannel, into: list[Any], seconds: float = 30.0) -> None:
+    with trio.move_on_after(seconds):
+        try:
+            while True:
+                into.append(await channel.receive())
+        except (trio.EndOfChannel, TransportError):
+            pass
+
+
+# -- delivery ------------------------------------------------------------------------------
+
+
+async def test_texts_are_delivered_once_and_acked(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        ids = [await alice.send(bob, f"hello {i}") for i in range(20)]
+        await delivered(alice, ids)
+        assert sorted(s.id for s in bob.inbox_from(alice)) == sorted(ids)
+        assert {s.body for s in bob.inbox_from(alice)} == {f"hello {i}" for i in range(20)}
+        # Both ways, and nothing is sent twice into the inbox on a new session.
+        back = await bob.send(alice, "and back")
+        await delivered(bob, [back])
+        bob.stop()
+        await until(lambda: not bob.up)
+        await bob.start(nursery)
+        again = await alice.send(bob, "after a restart")
+        await delivered(alice, [again])
+        assert len(bob.inbox_from(alice)) == 21
+
+
+async def test_concurrent_sends_share_commits_and_all_arrive(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        ids: list[bytes] = []
+
+        async def sender(k: int) -> None:
+            for i in range(25):
+                ids.append(await alice.send(bob, f"{k}/{i}"))
+
+        async with trio.open_nursery() as senders:
+            for k in range(40):
+                senders.start_soon(sender, k)
+        assert len(ids) == 1000
+        await delivered(alice, ids)
+        assert sorted(s.id for s in bob.inbox_from(alice)) == sorted(ids)
+
+
+async def test_an_unacked_message_is_sent_again_and_stored_once(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        sent = await alice.send(bob, "only once")
+        # Bob stored it but the ack was lost (a crash between commit and ack).
+        bob.store.store_text(bob.contact(alice).id, sent, 1, "only once", "text/plain", 2)
+        await bob.start(nursery)
+        await delivered(alice, [sent])
+        assert [s.id for s in bob.inbox_from(alice)] == [sent]
+
+
+async def test_a_file_over_the_budget_waits_at_the_sender_until_there_is_room(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob", max_disk_use=100_000)
+        befriend(alice, bob)
+        data = os.urandom(300_000)
+        (tmp_path / "big.bin").write_bytes(data)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        assert alice.daemon is not None
+        queued = await alice.daemon.send_file("bob", str(tmp_path / "big.bin"))
+        file_id = bytes.fromhex(queued["id"])
+        # Refused for lack of room: not refused for good, still waiting at alice.
+        await until(lambda: bob.store.transfer_count(bob.contact(alice).id) == 0)
+        assert alice.state(file_id) in ("queued", "sent")
+        assert [o.id for o in alice.store.pending(alice.contact(bob).id, 10)] == [file_id]
+        bob.stop()
+        await until(lambda: not bob.up)
+        bob.config = net.config.__class__(**{**_fields(net.config), "max_disk_use": 10**7})
+        await bob.start(nursery)
+        assert alice.daemon is not None
+        await alice.daemon.retry("bob")
+        await delivered(alice, [file_id])
+        assert bob.daemon is not None
+        out = tmp_path / "out.bin"
+        await bob.daemon.export_file(queued["id"], str(out))
+        assert out.read_bytes() == data
+
+
+def _fields(config: Any) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def _sessions(node: Node, other: Node) -> int:
+    assert node.engine is not None
+    status = node.engine.status(node.contact(other).id)
+    return int(bool(status and status.reachable))
+
+
+# -- who may do what -------------------------------------------------------------------------
+
+
+async def test_a_contact_cannot_fetch_ack_or_refuse_what_was_sent_to_another(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, carol = net.node("alice"), net.node("bob"), net.node("carol")
+        befriend(alice, bob)
+        befriend(alice, carol)
+        (tmp_path / "for-bob.bin").write_bytes(b"for bob's eyes only" * 1000)
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        for_bob = bytes.fromhex(
+            (await alice.daemon.send_file("bob", str(tmp_path / "for-bob.bin")))["id"]
+        )
+        text_for_bob = await alice.send(bob, "also for bob")
+        channel, _ = await net.connect_raw(carol, alice)
+        await channel.send(m.FileAccept(for_bob, 0))
+        await channel.send(m.Ack((text_for_bob,)))
+        await channel.send(m.FileComplete(for_bob))
+        await channel.send(m.Read((text_for_bob,)))
+        await channel.send(m.FileReject(for_bob, m.FileRejectReason.DECLINED))
+        received: list[Any] = []
+        await drain(channel, received, seconds=5)
+        assert not any(isinstance(r, m.FileChunk) for r in received)
+        assert m.FileCancel(for_bob, m.FileRejectReason.UNKNOWN_FILE) in received
+        assert alice.state(text_for_bob) == "queued"
+        assert alice.state(for_bob) == "queued"
+        # Bob, the recipient, gets both.
+        await bob.start(nursery)
+        await delivered(alice, [text_for_bob, for_bob])
+
+
+async def test_a_stranger_is_refused_at_the_handshake(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, mallory = net.node("alice"), net.node("mallory")
+        now = 0
+        mallory.store.add_contact("alice", alice.address, alice.secrets.client_auth_public, now)
+        await alice.start(nursery)
+        channel, _ = await net.connect_raw(mallory, alice)
+        with contextlib.suppress(TransportError):  # refused: it may already be gone
+            await channel.send(m.Text(os.urandom(16), 1, "let me in", "text/plain"))
+        with trio.fail_after(10), pytest.raises(TransportError):
+            await channel.receive()
+        assert alice.store.inbox() == []
+        await still_delivers(net, nursery, alice)
+
+
+# -- failure domains ---------------------------------------------------------------------------
+
+
+async def test_a_contact_dropping_its_stream_mid_frame(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        channel, stream = await net.connect_raw(carol, alice)
+        await channel.send(m.Text(os.urandom(16), 1, "a whole one", "text/plain"))
+        await stream.send_all(struct.pack(">H", 512) + os.urandom(100))  # and half of one
+        await stream.aclose()
+        await until(lambda: _sessions(alice, carol) == 0)
+        await still_delivers(net, nursery, alice)
+        assert [s.body for s in alice.inbox_from(carol)] == ["a whole one"]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        msgpack.packb([50, b"x"]),  # an unknown core tag
+        msgpack.packb([1, b"short id", 1, "x", "text/plain"]),  # a Text that breaks the rules
+        b"\xc1",  # not msgpack at all
+    ],
+)
+async def test_a_contact_sending_a_bad_record(
+    tmp_path: Path, clock: MockClock, record: bytes
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        channel, stream = await net.connect_raw(carol, alice)
+        await write_record(channel, stream, record)
+        received: list[Any] = []
+        await drain(channel, received, seconds=10)
+        # Alice told carol why (the channel is authentic), and ended only that session.
+        assert channel.close_code == CloseCode.BAD_MESSAGE
+        await until(lambda: _sessions(alice, carol) == 0)
+        await still_delivers(net, nursery, alice)
+
+
+async def test_garbage_after_a_good_handshake(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        _, stream = await net.connect_raw(carol, alice)
+        await stream.send_all(os.urandom(4096))
+        await until(lambda: _sessions(alice, carol) == 0)
+        await still_delivers(net, nursery, alice)
+
+
+async def test_a_contact_that_removed_us_is_redialled_with_backoff(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        bob.store.remove_contact("alice")  # bob no longer knows alice
+        await bob.start(nursery)
+        await alice.start(nursery)
+        queued = [await alice.send(bob, f"pending {i}") for i in range(3)]
+        start = trio.current_time()
+        await until(lambda: alice.dials >= 4)
+        assert alice.engine is not None
+        status = alice.engine.status(alice.contact(bob).id)
+        assert status is not None
+        assert not status.reachable
+        assert status.last_error == "refused"
+        assert status.failures >= 3
+        # 1 s doubling (with jitter): four dials take seconds, not microseconds.
+        assert trio.current_time() - start >= 1.5
+        # Nothing was lost while bob refused.
+        assert states(alice, queued) <= {"queued", "sent"}
+        await still_delivers(net, nursery, alice)
+
+
+async def test_a_dial_that_fails_at_socks_or_never_finishes(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, connect_timeout=10.0) as (net, nursery):
+        alice, bob, carol = net.node("alice"), net.node("bob"), net.node("carol")
+        befriend(alice, bob)
+        befriend(alice, carol)
+
+        async def socks_refuses() -> None:
+            raise DialError("SOCKS reply 0xF4", reason="client-auth-missing")
+
+        async def hangs() -> None:
+            await trio.sleep_forever()
+
+        net.faults[bob.address] = socks_refuses
+        net.faults[carol.address] = hangs
+        await alice.start(nursery)
+        await alice.send(bob, "for bob")
+        await alice.send(carol, "for carol")
+        assert alice.engine is not None
+        engine = alice.engine
+
+        def error(node: Node) -> str:
+            status = engine.status(alice.contact(node).id)
+            return status.last_error if status else ""
+
+        await until(lambda: error(bob) == "client-auth-missing" and error(carol) == "timeout")
+        await still_delivers(net, nursery, alice)
+
+
+async def test_a_handshake_that_never_finishes_holds_nothing(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice = net.node("alice")
+        await alice.start(nursery)
+        assert alice.listener is not None
+        silent = [await alice.listener.connect() for _ in range(10)]  # and never speak
+        await still_delivers(net, nursery, alice)
+        # The handshake deadline closes them: each reads the end of its stream.
+        for stream in silent:
+            with trio.fail_after(120):
+                assert await stream.receive_some(10) == b""
+
+
+async def test_the_disk_full_while_storing_a_received_text(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        db = alice.store._db  # the disk fills: SQLite can grow no more
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        db.execute(f"PRAGMA max_page_count = {pages}")
+        texts = [await bob.send(alice, "x" * 20_000 + str(i)) for i in range(5)]
+        await until(
+            lambda: (
+                bob.engine is not None and _last_error(bob, alice) == "peer-closed-internal-error"
+            )
+        )
+        assert states(bob, texts) <= {"queued", "sent"}  # nothing acked, nothing lost
+        db.execute("PRAGMA max_page_count = 1073741823")  # room again
+        await still_delivers(net, nursery, alice)
+        assert bob.daemon is not None
+        await bob.daemon.retry("alice")
+        await delivered(bob, texts)
+        assert len(alice.inbox_from(bob)) == 5
+
+
+def _last_error(node: Node, other: Node) -> str:
+    assert node.engine is not None
+    status = node.engine.status(node.contact(other).id)
+    return status.last_error if status else ""
+
+
+# -- a contact that turns hostile -----------------------------------------------------------------
+
+
+async def test_a_ping_flood_from_a_contact_that_does_not_read(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        # Alice has plenty for carol, so her sender is busy writing to a
+        # contact that never reads; carol pings and pings.
+        for i in range(40):
+            await alice.send(carol, "y" * 50_000 + str(i))
+        channel, _ = await net.connect_raw(carol, alice)
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            while sent < 20_000:
+                await channel.send(m.Ping(sent))
+                sent += 1
+
+        with trio.fail_after(120), pytest.raises(TransportError):
+            await flood()
+        # The session ended long before 20,000 Pings, with RATE_LIMITED: the
+        # Pongs alice could hold, and the pipe, are all it cost her.
+        assert sent < 2_000
+        await until(lambda: _last_error(alice, carol) == "protocol-rate-limited")
+        await still_delivers(net, nursery, alice)
+
+
+async def test_repeated_file_accepts_drive_one_sender(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        size = 2 * 1024 * 1024
+        (tmp_path / "f.bin").write_bytes(os.urandom(size))
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        file_id = bytes.fromhex(
+            (await alice.daemon.send_file("carol", str(tmp_path / "f.bin")))["id"]
+        )
+        channel, _ = await net.connect_raw(carol, alice)
+        received: list[Any] = []
+        with trio.fail_after(60):
+            while not any(isinstance(r, m.FileOffer) for r in received):
+                received.append(await channel.receive())
+        for _ in range(300):
+            await channel.send(m.FileAccept(file_id, 0))
+        await drain(channel, received, seconds=20)
+        chunk_bytes = sum(len(r.data) for r in received if isinstance(r, m.FileChunk))
+        # 300 accepts used to start 300 senders (~600 MB for this file).
+        assert size <= chunk_bytes <= 3 * size
+        await still_delivers(net, nursery, alice)
+
+
+async def test_offers_cannot_reserve_the_disk_or_the_inodes(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, max_transfers_per_contact=3) as (net, nursery):
+        alice, carol, bob = net.node("alice"), net.node("carol"), net.node("bob")
+        befriend(alice, carol)
+        befriend(alice, bob)
+        await alice.start(nursery)
+        channel, _ = await net.connect_raw(carol, alice)
+        offers = [
+            m.FileOffer(os.urandom(16), 1, f"f{i}", 5 * 10**8, os.urandom(64), "x/y")
+            for i in range(40)
+        ]
+        for offer in offers:
+            await channel.send(offer)
+        received: list[Any] = []
+        await drain(channel, received, seconds=10)
+        accepted = [r for r in received if isinstance(r, m.FileAccept)]
+        deferred = [r for r in received if isinstance(r, m.FileReject)]
+        assert len(accepted) == 3
+        assert len(deferred) == 37
+        assert {r.reason for r in deferred} == {m.FileRejectReason.NO_SPACE}
+        assert alice.store.transfer_count(alice.contact(carol).id) == 3
+        assert len(list(alice.paths.files.iterdir())) == 3
+        # Another contact's file still arrives whole.
+        data = os.urandom(200_000)
+        (tmp_path / "b.bin").write_bytes(data)
+        await bob.start(nursery)
+        assert bob.daemon is not None
+        sent = await bob.daemon.send_file("alice", str(tmp_path / "b.bin"))
+        await delivered(bob, [bytes.fromhex(sent["id"])])
+
+
+async def test_a_refused_file_is_refused_for_good(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob", max_file_size=1000)
+        befriend(alice, bob)
+        (tmp_path / "big.bin").write_bytes(os.urandom(5000))
+        await alice.start(nursery)
+        await bob.start(nursery)
+        assert alice.daemon is not None
+        queued = await alice.daemon.send_file("bob", str(tmp_path / "big.bin"))
+        file_id = bytes.fromhex(queued["id"])
+        await until(lambda: alice.state(file_id) == "refused")
+        shown = await alice.daemon.message(queued["id"])
+        assert shown["state"] == "refused"
+        assert shown["reason"] == m.FileRejectReason.TOO_LARGE
+        assert alice.store.outbox_depth() == 0
+        # Not offered again, whatever sessions come.
+        bob.stop()
+        await until(lambda: not bob.up)
+        await bob.start(nursery)
+        later = await alice.send(bob, "a text after it")
+        await delivered(alice, [later])
+        assert alice.state(file_id) == "refused"
+
+
+async def test_unread_texts_beyond_the_quota_wait_at_the_sender(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice = net.node("alice", max_unread_per_contact=10)
+        carol = net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        await carol.start(nursery)
+        texts = [await carol.send(alice, f"spam {i}") for i in range(25)]
+        await until(lambda: _last_error(carol, alice) == "peer-closed-quota-exceeded")
+        assert len(alice.inbox_from(carol)) == 10
+        assert sum(carol.state(t) == "delivered" for t in texts) == 10
+        await still_delivers(net, nursery, alice)
+        # Reading frees room; the rest arrives, each once.
+        assert alice.daemon is not None
+        await alice.daemon.mark_read([s.id.hex() for s in alice.inbox_from(carol)])
+        assert carol.daemon is not None
+        await carol.daemon.retry("alice")
+        await until(lambda: len(alice.inbox_from(carol)) == 20)
+        await alice.daemon.mark_read([s.id.hex() for s in alice.inbox_from(carol)])
+        await carol.daemon.retry("alice")
+        await delivered(carol, texts)
+        assert sorted(s.id for s in alice.inbox_from(carol)) == sorted(texts)
+
+
+async def test_ids_in_the_local_api_are_scoped_to_their_contact(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, carol = net.node("alice"), net.node("bob"), net.node("carol")
+        befriend(alice, bob)
+        befriend(alice, carol)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        same = await bob.send(alice, "from bob")
+        await delivered(bob, [same])
+        # Carol sends a text under the very same id.
+        channel, _ = await net.connect_raw(carol, alice)
+        await channel.send(m.Text(same, 1, "from carol", "text/plain"))
+        with trio.fail_after(30):
+            assert await channel.receive() == m.Ack((same,))
+        api = alice.daemon
+        assert api is not None
+        with pytest.raises(ConfigError, match="name the contact"):
+            await api.message(same.hex())
+        assert (await api.message(same.hex(), contact="carol"))["body"] == "from carol"
+        assert (await api.message(same.hex(), contact="bob"))["body"] == "from bob"
+        # Marking bob's read sends the receipt to bob only.
+        assert await api.mark_read([same.hex()], contact="bob") == {"marked": 1}
+        await until(lambda: bob.state(same) == "read")
+        received: list[Any] = []
+        await drain(channel, received, seconds=5)
+        assert not any(isinstance(r, m.Read) for r in received)
+
+
+async def test_the_static_key_is_renewed_while_running(tmp_path: Path, clock: MockClock) -> None:
+    import time
+
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        # Alice's certificate ran out a while ago: nobody accepts her handshake.
+        long_ago = int(time.time()) - CERT_LIFETIME - 3 * 86_400
+        alice.secrets.static = StaticKey.generate(alice.secrets.identity, now=long_ago)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        assert alice.daemon is not None
+        sent = await bob.send(alice, "hello?")
+        await until(lambda: _last_error(bob, alice) != "")
+        assert bob.state(sent) in ("queued", "sent")
+        assert alice.daemon.renew_static_key(int(time.time()))
+        assert not alice.daemon.renew_static_key(int(time.time()))  # once is enough
+        assert bob.daemon is not None
+        await bob.daemon.retry("alice")
+        await delivered(bob, [sent])
