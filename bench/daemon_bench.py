@@ -89,7 +89,8 @@ import trio
 from bench._common import compare, fact, line
 from bench.onion_bench import TrioThread, private_network
 from onionpost.client import open_client
-from onionpost.daemon._daemon import SEND_BATCH, Daemon, _Link
+from onionpost.daemon._daemon import Daemon
+from onionpost.daemon._delivery import SEND_BATCH, Dial
 from onionpost.home import Config, Paths, Secrets
 from onionpost.limits import MAX_ACK_IDS
 from onionpost.proto import messages as m
@@ -97,7 +98,7 @@ from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey
 from onionpost.proto.noise import KeyPair
 from onionpost.proto.session import PeerDecision
-from onionpost.store import Store
+from onionpost.store import Contact, Store
 from onionpost.tor import testnet
 from onionpost.transport import SecureChannel, Server, accept, connect, serve
 
@@ -160,8 +161,38 @@ def _secrets(name: str, seed: bytes) -> Secrets:
     return secrets
 
 
-def _daemon(home: Path, secrets: Secrets, contacts: Sequence[tuple[str, OnionAddress]]) -> Daemon:
-    """A Daemon with a fresh store in ``home`` holding ``contacts``."""
+@dataclass
+class _Node:
+    """A Daemon without tor: its store and keys kept at hand for checks."""
+
+    daemon: Daemon
+    store: Store
+    secrets: Secrets
+
+    def close(self) -> None:
+        self.daemon.close()
+        self.store.close()
+
+
+def _tcp_dial(secrets: Secrets, port: Callable[[], int]) -> Dial:
+    """Reach a contact at a loopback port instead of through tor."""
+
+    async def dial(contact: Contact) -> SecureChannel:
+        stream = await trio.open_tcp_stream(LOOPBACK, port())
+        return await connect(
+            stream, identity=secrets.identity, static=secrets.static, peer=contact.address
+        )
+
+    return dial
+
+
+def _daemon(
+    home: Path,
+    secrets: Secrets,
+    contacts: Sequence[tuple[str, OnionAddress]],
+    port: Callable[[], int] = lambda: 0,
+) -> _Node:
+    """A Daemon with a fresh store in ``home`` holding ``contacts``, dialling ``port()``."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths = Paths.for_home(home)
     store = Store.open(paths.store, paths.files, secrets.store_key)
@@ -170,46 +201,26 @@ def _daemon(home: Path, secrets: Secrets, contacts: Sequence[tuple[str, OnionAdd
         for name, address in contacts:
             # Client authorization only matters to tor; any key will do.
             store.add_contact(name, address, KeyPair.generate().public, now)
-    return Daemon(paths, secrets, Config(), store)
+    daemon = Daemon(paths, secrets, Config(), store, dial=_tcp_dial(secrets, port))
+    return _Node(daemon, store, secrets)
 
 
-def _attach(daemon: Daemon, nursery: trio.Nursery) -> None:
-    """What Daemon.run sets up besides tor: its nursery and a link per contact.
-
-    No dial loop: without tor nothing could dial, so sessions are made here.
-    """
-    daemon._nursery = nursery
-    for contact in daemon._store.contacts():
-        daemon._links[contact.id] = _Link(contact)
-
-
-async def _serve(daemon: Daemon, nursery: trio.Nursery) -> tuple[Server, int]:
+async def _start(node: _Node, nursery: trio.Nursery) -> tuple[Server, int]:
+    """What Daemon.run starts besides tor: the listener (on loopback) and the engine."""
     listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
+    engine = node.daemon.engine
     server = await nursery.start(
         partial(
             serve,
-            daemon._on_inbound,
+            engine.run_inbound,
             listeners,
-            identity=daemon._secrets.identity,
-            static=daemon._secrets.static,
-            decide=daemon._decide,
+            identity=node.secrets.identity,
+            static=node.secrets.static,
+            decide=engine.decide,
         )
     )
+    await nursery.start(engine.run)
     return server, listeners[0].socket.getsockname()[1]
-
-
-async def _dial(daemon: Daemon, port: int) -> None:
-    """Open a session to the daemon's only contact at ``port`` and run it as the daemon does."""
-    assert daemon._nursery is not None
-    (link,) = daemon._links.values()
-    stream = await trio.open_tcp_stream(LOOPBACK, port)
-    channel = await connect(
-        stream,
-        identity=daemon._secrets.identity,
-        static=daemon._secrets.static,
-        peer=link.contact.address,
-    )
-    daemon._nursery.start_soon(daemon._run_channel, link, channel)
 
 
 # -- the durable pipeline in one process --------------------------------------------
@@ -345,47 +356,52 @@ async def _pipeline_msgs_per_s(p: _Pipeline, durable: bool) -> float:
 
 @dataclass
 class _Daemons:
-    sender: Daemon
-    receiver: Daemon
+    sender: _Node
+    receiver: _Node
 
 
 @asynccontextmanager
 async def _daemons(root: Path) -> AsyncIterator[_Daemons]:
     a, b = _secrets("alice", os.urandom(32)), _secrets("bob", os.urandom(32))
-    alice = _daemon(root / "daemon-alice", a, [("bob", b.identity.address)])
+    bob_port: list[int] = []
+    alice = _daemon(root / "daemon-alice", a, [("bob", b.identity.address)], lambda: bob_port[0])
     bob = _daemon(root / "daemon-bob", b, [("alice", a.identity.address)])
     try:
         async with trio.open_nursery() as nursery:
-            _attach(alice, nursery)
-            _attach(bob, nursery)
             with trio.fail_after(SETUP_SECONDS):
-                _, port = await _serve(bob, nursery)
-                await _dial(alice, port)
+                _, port = await _start(bob, nursery)
+                bob_port.append(port)
+                await _start(alice, nursery)
             yield _Daemons(alice, bob)
             nursery.cancel_scope.cancel()
     finally:
-        for daemon in (alice, bob):
-            daemon.close()
-            daemon._store.close()
+        for node in (alice, bob):
+            node.close()
 
 
 async def _daemon_msgs_per_s(d: _Daemons) -> float:
-    before = len(d.receiver._store.inbox(limit=1_000_000))
+    """Texts queued through Daemon.send_text by API_CLIENTS concurrent callers
+    (as the local API serves its connections), until every one is delivered."""
+    before = len(d.receiver.store.inbox(limit=1_000_000))
     ids: list[bytes] = []
+
+    async def caller(count: int) -> None:
+        for _ in range(count):
+            queued = await d.sender.daemon.send_text("bob", BODY)
+            ids.append(bytes.fromhex(queued["id"]))
+
+    store = d.sender.store
     with trio.fail_after(ROUND_SECONDS):
         start = time.perf_counter()
-        for _ in range(MESSAGES):
-            queued = await d.sender.send_text("bob", BODY)
-            ids.append(bytes.fromhex(queued["id"]))
-            # A local API request arrives with its own checkpoint.
-            await trio.lowlevel.checkpoint()
+        async with trio.open_nursery() as nursery:
+            for _ in range(API_CLIENTS):
+                nursery.start_soon(caller, MESSAGES // API_CLIENTS)
         # The last message is (nearly always) the last delivered; outbox_depth
         # scans the messages table, too slow to poll, so it only confirms.
-        store = d.sender._store
         await _until(lambda: _ready(store.message(ids[-1]).state == "delivered"), 0.002, 60)
         await _until(lambda: _ready(not store.outbox_depth()), 0.002, 60)
         elapsed = time.perf_counter() - start
-    inbox = Counter(s.id for s in d.receiver._store.inbox(limit=1_000_000))
+    inbox = Counter(s.id for s in d.receiver.store.inbox(limit=1_000_000))
     assert sum(inbox.values()) == before + MESSAGES
     assert all(inbox[message_id] == 1 for message_id in ids)  # exactly once
     return MESSAGES / elapsed
@@ -418,11 +434,10 @@ async def _responder(spec: dict[str, Any]) -> None:
     """A Daemon (no tor) serving its contacts; says when ``expect`` sessions are up."""
     secrets = _secrets("responder", bytes.fromhex(spec["seed"]))
     contacts = [(f"c{i}", OnionAddress.parse(a)) for i, a in enumerate(spec["contacts"])]
-    daemon = _daemon(Path(spec["home"]), secrets, contacts)
+    node = _daemon(Path(spec["home"]), secrets, contacts)
     try:
         async with trio.open_nursery() as nursery:
-            _attach(daemon, nursery)
-            server, port = await _serve(daemon, nursery)
+            server, port = await _start(node, nursery)
             _say("port", port)
 
             async def report() -> None:
@@ -437,8 +452,7 @@ async def _responder(spec: dict[str, Any]) -> None:
             await _wait_stdin_closed()
             nursery.cancel_scope.cancel()
     finally:
-        daemon.close()
-        daemon._store.close()
+        node.close()
 
 
 async def _initiators(spec: dict[str, Any]) -> None:
@@ -472,11 +486,16 @@ async def _initiators(spec: dict[str, Any]) -> None:
 async def _file_sender(spec: dict[str, Any]) -> None:
     """A Daemon (no tor) that sends one file to its contact when told "go" on stdin."""
     secrets = _secrets("sender", bytes.fromhex(spec["seed"]))
-    daemon = _daemon(Path(spec["home"]), secrets, [("peer", OnionAddress.parse(spec["peer"]))])
+    node = _daemon(
+        Path(spec["home"]),
+        secrets,
+        [("peer", OnionAddress.parse(spec["peer"]))],
+        lambda: int(spec["port"]),
+    )
+    daemon = node.daemon
     try:
         async with trio.open_nursery() as nursery:
-            _attach(daemon, nursery)
-            await _dial(daemon, spec["port"])
+            await _start(node, nursery)
             _say("ready")
             stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
             async with stdin:
@@ -486,7 +505,7 @@ async def _file_sender(spec: dict[str, Any]) -> None:
             _say("queued", f"{time.perf_counter() - start:.2f}")
             file_id = bytes.fromhex(queued["id"])
             await _until(
-                lambda: _ready(daemon._store.message(file_id).state == "delivered"),
+                lambda: _ready(node.store.message(file_id).state == "delivered"),
                 0.05,
                 FILE_SECONDS,
             )
@@ -494,8 +513,7 @@ async def _file_sender(spec: dict[str, Any]) -> None:
             _say("hwm", f"{_rss_mb('self', 'VmHWM'):.1f}")
             nursery.cancel_scope.cancel()
     finally:
-        daemon.close()
-        daemon._store.close()
+        node.close()
 
 
 class _Process:

@@ -23,6 +23,7 @@ import pytest
 import trio
 
 from onionpost.client import open_client
+from onionpost.errors import ApiError
 from onionpost.tor.testnet import Testnet
 
 pytestmark = pytest.mark.tor
@@ -222,3 +223,51 @@ def test_sigkill_mid_transfer_delivers_everything_exactly_once(
     bob.cli("inbox", "--export-dir", str(out))
     digests = {hashlib.blake2b(p.read_bytes()).digest() for p in out.iterdir()}
     assert hashlib.blake2b(body).digest() in digests
+
+
+def test_a_peer_killed_mid_transfer_never_stops_the_other_daemon(
+    pair: tuple[Endpoint, Endpoint], tmp_path: Path, testnet: Testnet
+) -> None:
+    """kill -9 of one daemon and its tor in the middle of a file: the other
+    daemon's process keeps running and keeps serving its other contacts."""
+    alice, bob = pair
+    carol = Endpoint(tmp_path, "carol", testnet)
+    try:
+        carol.start()
+        carol.cli("contact", "add", bob.json("whoami")["card"])
+        bob.cli("contact", "add", carol.json("whoami")["card"])
+        body = os.urandom(3 * 2**20)
+        source = tmp_path / "mid.bin"
+        source.write_bytes(body)
+        queued = alice.json("send", "bob", "--file", str(source), "--no-wait")
+
+        _wait(lambda: _receiving(bob.home, queued["id"]), "the file to be on its way", 120)
+        alice.kill()  # the daemon and its tor, mid-transfer
+        # Bob's daemon is still there, and serves carol both ways.
+        assert bob.process is not None
+        sent = carol.json("send", "bob", "are you still up?")
+        _wait(lambda: _state(carol.home, sent["id"]) in {"delivered", "read"}, "carol -> bob")
+        back = bob.json("send", "carol", "still up")
+        _wait(lambda: _state(bob.home, back["id"]) in {"delivered", "read"}, "bob -> carol")
+        assert bob.process.poll() is None
+        status = bob.json("status")
+        assert status["tor"]["state"] == "ok"
+        # Alice comes back and the file completes, once.
+        alice.start()
+        alice.cli("retry")
+        _wait(lambda: _state(alice.home, queued["id"]) == "delivered", "the file after the crash")
+        assert [m["id"] for m in bob.inbox()].count(queued["id"]) == 1
+        assert bob.process.poll() is None
+    finally:
+        carol.stop()
+
+
+def _receiving(home: Path, message_id: str) -> bool:
+    async def ask() -> bool:
+        async with open_client(home) as client:
+            try:
+                return (await client.message(message_id)).state == "receiving"
+            except ApiError:  # not arrived yet: not-found
+                return False
+
+    return trio.run(ask)

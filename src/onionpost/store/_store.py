@@ -793,8 +793,13 @@ class Store:
     def mark_sent(
         self, ids: Sequence[bytes], now: int, *, contact_id: int | None = None
     ) -> list[bytes]:
-        """Outgoing ``ids`` were sent. Returns the ids whose state changed."""
-        with self.transaction(), self._guard("updating message states"):
+        """Outgoing ``ids`` were sent. Returns the ids whose state changed.
+
+        Committed without an fsync of its own (see :meth:`_bookkeeping`):
+        ``sent`` only informs, and a message that shows ``queued`` again
+        after a power loss is sent again, which the receiver's
+        de-duplication makes harmless. Queueing and delivery stay durable."""
+        with self._lock, self._bookkeeping(), self._guard("updating message states"):
             return self._mark(ids, now, Direction.OUT, State.SENT, contact_id)
 
     def mark_delivered(
