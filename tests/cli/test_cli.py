@@ -426,9 +426,12 @@ def test_status_shows_a_table_and_json(runner: CliRunner, daemon: Daemon) -> Non
     assert "ok (published)" in result.stdout
     assert "0 of 1 reachable" in result.stdout
     assert "bob" in result.stdout
+    assert "timeout" in result.stdout  # the last error, in words
+    assert "in 12 s" in result.stdout  # when the next dial is due
     (report,) = json_lines(invoke(runner, "--home", home, "status", "--json"))
     assert report["tor"]["state"] == "ok"  # type: ignore[index]
     assert report["contacts"][0]["name"] == "bob"  # type: ignore[index]
+    assert report["contacts"][0]["retry_in"] == 12.0  # type: ignore[index]
 
 
 def test_retry(runner: CliRunner, daemon: Daemon) -> None:

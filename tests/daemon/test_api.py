@@ -347,6 +347,16 @@ BAD_REQUESTS = [
     pytest.param(b'{"id": 3, "method": "inbox", "params": {"after": -1}}', 3, id="negative"),
     pytest.param(b'{"id": 3, "method": "inbox", "params": {"after": true}}', 3, id="bool-int"),
     pytest.param(b'{"id": 3, "method": "inbox", "params": {"after": 1.5}}', 3, id="float"),
+    pytest.param(
+        b'{"id": 3, "method": "inbox", "params": {"after": 18446744073709551616}}',
+        3,
+        id="after-2**64",
+    ),
+    pytest.param(
+        b'{"id": 3, "method": "inbox", "params": {"after": 9223372036854775808}}',
+        3,
+        id="after-past-a-seq",
+    ),
     pytest.param(b'{"id": 3, "method": "inbox", "params": {"limit": 0}}', 3, id="limit-0"),
     pytest.param(b'{"id": 3, "method": "inbox", "params": {"limit": 100000}}', 3, id="limit-big"),
     pytest.param(b'{"id": 3, "method": "message", "params": {"id": "xyz"}}', 3, id="not-hex"),

@@ -563,3 +563,30 @@ async def test_the_static_key_is_renewed_while_running(tmp_path: Path, clock: Mo
         assert bob.daemon is not None
         await bob.daemon.retry("alice")
         await delivered(bob, [sent])
+
+
+async def test_status_shows_each_contact_s_delivery_state(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, carol = net.node("alice"), net.node("bob"), net.node("carol")
+        befriend(alice, bob)
+        befriend(alice, carol)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        await alice.send(carol, "carol is away")  # carol never starts
+        sent = await alice.send(bob, "bob is here")
+        await delivered(alice, [sent])
+        assert alice.daemon is not None
+        await until(lambda: _last_error(alice, carol) == "descriptor-not-found")
+        status = await alice.daemon.status()
+        contacts = {c["name"]: c for c in status["contacts"]}
+        assert contacts["bob"]["reachable"] is True
+        assert contacts["bob"]["last_error"] == ""
+        assert contacts["bob"]["queued"] == 0
+        assert contacts["carol"]["reachable"] is False
+        assert contacts["carol"]["last_error"] == "descriptor-not-found"
+        assert contacts["carol"]["queued"] == 1
+        assert contacts["carol"]["failures"] >= 1
+        assert contacts["carol"]["retry_in"] is not None
+        assert contacts["carol"]["retry_in"] >= 0
+        assert contacts["carol"]["since_ms"] is not None
+        assert status["outbox_depth"] == 1

@@ -58,6 +58,9 @@ class ContactStatus:
     last_seen_ms: int | None
     queued: int
     last_error: str = ""
+    since_ms: int | None = None  # when it became reachable or unreachable
+    failures: int = 0  # failed attempts since it last accepted a session
+    retry_in: float | None = None  # seconds until the next dial, if one is due
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,10 @@ class _Fields:
         value: int | None = self._get(key, int, optional=True)
         return value
 
+    def opt_number(self, key: str) -> float | None:
+        value: float | int | None = self._get(key, (int, float), optional=True)
+        return None if value is None else float(value)
+
     def flag(self, key: str, default: bool) -> bool:
         value: bool | None = self._get(key, bool, optional=True)
         return default if value is None else value
@@ -248,6 +255,9 @@ def _parse_contact_status(data: object) -> ContactStatus:
         last_seen_ms=f.opt_integer("last_seen_ms"),
         queued=f.opt_integer("queued") or 0,
         last_error=f.opt_text("last_error") or "",
+        since_ms=f.opt_integer("since_ms"),
+        failures=f.opt_integer("failures") or 0,
+        retry_in=f.opt_number("retry_in"),
     )
 
 

@@ -585,7 +585,6 @@ class DeliveryEngine:
         return None
 
     def _failed(self, link: _Link, reason: str, event: str) -> None:
-        was_reachable = bool(link.sessions)
         link.failures += 1
         link.last_error = reason
         delay = self._backoff(link)
@@ -597,8 +596,8 @@ class DeliveryEngine:
             reason,
             delay,
         )
-        if not link.sessions and (was_reachable or link.since_ms is None or link.failures == 1):
-            link.since_ms = link.since_ms if link.failures > 1 else _now_ms()
+        if link.since_ms is None:
+            link.since_ms = _now_ms()  # unreachable since we first tried
         self._publish_peer(link)
 
     def _publish_peer(self, link: _Link) -> None:
@@ -662,11 +661,11 @@ class DeliveryEngine:
 
     def _session_ended(self, link: _Link, session: _Session, failure: BaseException | None) -> None:
         peer_code = session.channel.close_code
+        if not link.sessions:
+            link.since_ms = _now_ms()  # unreachable from now
         if failure is None and peer_code in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY):
             if session.proven or not session.initiator:
                 log.info("event=session_down contact=%s reason=closed", link.contact.name)
-                if not link.sessions:
-                    link.since_ms = _now_ms()
                 self._publish_peer(link)
                 link.wake.fire()
                 return
