@@ -590,3 +590,28 @@ async def test_status_shows_each_contact_s_delivery_state(tmp_path: Path, clock:
         assert contacts["carol"]["retry_in"] >= 0
         assert contacts["carol"]["since_ms"] is not None
         assert status["outbox_depth"] == 1
+
+
+async def test_a_file_still_arriving_is_shown_as_receiving(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        channel, _ = await net.connect_raw(carol, alice)
+        offer = m.FileOffer(os.urandom(16), 1, "half.bin", 3 * 65_485, os.urandom(64), "x/y")
+        await channel.send(offer)
+        with trio.fail_after(30):
+            assert await channel.receive() == m.FileAccept(offer.id, 0)
+        await channel.send(m.FileChunk(offer.id, 0, os.urandom(65_485)))
+        assert alice.daemon is not None
+        api = alice.daemon
+
+        async def shown() -> dict[str, Any]:
+            return await api.message(offer.id.hex())
+
+        await until(lambda: alice.store.transfer_count(alice.contact(carol).id) == 1)
+        arriving = await shown()
+        assert arriving["state"] == "receiving"
+        assert arriving["file"]["complete"] is False

@@ -34,7 +34,7 @@ import trio
 
 from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy, Dial, stored_json
 from onionpost.daemon._events import EventHub
-from onionpost.errors import ConfigError, NotFoundError, TorError
+from onionpost.errors import ConfigError, TorError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
@@ -314,7 +314,8 @@ class Daemon:
             return self._store.message(message_id, contact_id=self._store.contact(contact).id)
         found = self._store.messages_with_id(message_id)
         if not found:
-            raise NotFoundError(f"no message {message_id.hex()}")
+            # Not stored whole: a file still arriving, or nothing (NotFoundError).
+            return self._store.message(message_id)
         if len({s.contact_id for s in found}) > 1:
             raise ConfigError(
                 f"messages from several contacts have the id {message_id.hex()}: name the contact"
