@@ -294,11 +294,12 @@ class _Link:
 
 
 @dataclass(eq=False, slots=True)
-class _QueueRequest:
-    contact_id: int
-    text: m.Text
-    expires_at: int | None
+class _Write:
+    """One store call waiting for the writer's next transaction."""
+
+    call: Callable[[], Any]
     done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
     error: OnionpostError | None = None
 
 
@@ -319,8 +320,8 @@ class DeliveryEngine:
         self._links: dict[int, _Link] = {}
         self._nursery: trio.Nursery | None = None
         self._db_limiter = trio.CapacityLimiter(1)
-        self._requests: list[_QueueRequest] = []
-        self._requests_ready = _Kick()
+        self._writes: list[_Write] = []
+        self._writes_ready = _Kick()
         self._dials = 0
         self._dial_failures = 0
         self._session_failures = 0
@@ -346,10 +347,10 @@ class DeliveryEngine:
                 await trio.sleep_forever()
         finally:
             self._nursery = None
-            for request in self._requests:
-                request.error = StoreError("the daemon is stopping")
-                request.done.set()
-            self._requests = []
+            for write in self._writes:
+                write.error = StoreError("the daemon is stopping")
+                write.done.set()
+            self._writes = []
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one store call in the worker thread (one at a time)."""
@@ -466,52 +467,63 @@ class DeliveryEngine:
         m.encode(text)  # refuse what could never be sent, before queueing it
         expiry = self._policy.message_expiry
         expires_at = None if expiry is None else _now_ms() + int(expiry * 1000)
-        request = _QueueRequest(contact_id, text, expires_at)
-        self._requests.append(request)
-        self._requests_ready.fire()
-        await request.done.wait()
-        if request.error is not None:
-            raise request.error
+        await self._write(
+            self._store.queue_text,
+            contact_id,
+            text.id,
+            text.created_ms,
+            text.body,
+            text.content_type,
+            expires_at,
+        )
         self.kick(contact_id)
 
     # -- group commit -------------------------------------------------------------------
 
+    async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call that changes something in the writer's next
+        transaction, and return its result once that has committed.
+
+        Every change the engine makes (texts queued by the API, texts received,
+        acks, sent marks) goes through here, so concurrent ones share one
+        commit and one fsync (group commit) and all stay durable. Each call is
+        a savepoint of its own inside it: one that fails is undone alone.
+        """
+        write = _Write(partial(fn, *args, **kwargs))
+        self._writes.append(write)
+        self._writes_ready.fire()
+        await write.done.wait()
+        if write.error is not None:
+            raise write.error
+        return write.result  # type: ignore[no-any-return]
+
     async def _committer(self) -> None:
         while True:
-            if not self._requests:
-                await self._requests_ready.wait()
+            if not self._writes:
+                await self._writes_ready.wait()
                 continue
-            batch = self._requests[:COMMIT_GROUP_MAX]
-            del self._requests[:COMMIT_GROUP_MAX]
+            batch = self._writes[:COMMIT_GROUP_MAX]
+            del self._writes[:COMMIT_GROUP_MAX]
             try:
-                await self._db(self._commit_texts, batch)
+                await self._db(self._commit, batch)
             except OnionpostError as exc:
-                for request in batch:
-                    request.error = request.error or exc
+                for write in batch:
+                    write.error = exc
+                    write.result = None
             finally:
-                for request in batch:
-                    request.done.set()
+                for write in batch:
+                    write.done.set()
 
-    def _commit_texts(self, batch: Sequence[_QueueRequest]) -> None:
-        """In the worker thread: one transaction, one savepoint per text, so a
-        text that cannot be queued fails alone."""
-        store = self._store
-        with store.transaction():
-            for request in batch:
-                text = request.text
+    def _commit(self, batch: Sequence[_Write]) -> None:
+        """In the worker thread: the batch in one transaction."""
+        with self._store.transaction():
+            for write in batch:
                 try:
-                    store.queue_text(
-                        request.contact_id,
-                        text.id,
-                        text.created_ms,
-                        text.body,
-                        text.content_type,
-                        request.expires_at,
-                    )
+                    write.result = write.call()
+                except NoSpaceError:
+                    raise  # SQLite may have rolled the whole transaction back
                 except OnionpostError as exc:
-                    if isinstance(exc, NoSpaceError):
-                        raise
-                    request.error = exc
+                    write.error = exc
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -740,7 +752,7 @@ class DeliveryEngine:
                 for outgoing in batch:
                     await channel.send(outgoing.to_message())
                     sent_up_to = max(sent_up_to, outgoing.seq)
-                changed = await self._db(
+                changed = await self._write(
                     self._store.mark_sent, [o.id for o in batch], _now_ms(), contact_id=contact_id
                 )
                 for message_id in changed:
@@ -802,7 +814,7 @@ class DeliveryEngine:
             await self._delivered(link, record.ids)
         elif isinstance(record, m.Read):
             # A contact can only mark read what we sent to it.
-            changed = await self._db(
+            changed = await self._write(
                 self._store.mark_read,
                 record.ids,
                 _now_ms(),
@@ -846,7 +858,7 @@ class DeliveryEngine:
                         group.append(texts.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                stored, new, rows = await self._db(self._store_group, link.contact.id, group)
+                stored, new, rows = await self._write(self._store_group, link.contact.id, group)
                 self._texts_received += new
                 if stored:
                     await self._reply(link, session, m.Ack(tuple(t.id for t in group[:stored])))
@@ -897,7 +909,7 @@ class DeliveryEngine:
 
     async def _delivered(self, link: _Link, ids: Sequence[bytes]) -> None:
         # Scoped to the contact: a contact can only acknowledge what was sent to it.
-        changed = await self._db(
+        changed = await self._write(
             self._store.mark_delivered, list(ids), _now_ms(), contact_id=link.contact.id
         )
         self._texts_acked += len(changed)
