@@ -13,26 +13,17 @@ What is measured, exactly
 ``Daemon.run()`` always opens tor, so two daemons cannot run "over loopback"
 without it. Instead:
 
-``daemon_pipeline_loopback_msgs_per_s``
-    The daemon's durable path on its own, in one process: two
-    :class:`SecureChannel` over loopback TCP. The sender durably queues each
-    message (``Store.queue_text``), sends Text records in batches of the
-    daemon's ``SEND_BATCH``, marks them sent, and marks them delivered on
-    each Ack; the receiver stores each Text (``Store.store_text``, an fsync'd
-    transaction) before acknowledging it, acks gathered as the daemon does.
-    ours = that; peer = the same records and acks with no store at all (no
-    durability). Both ends share one thread, where a pair of daemons would
-    have a core each.
 ``daemon_loopback_msgs_per_s``
-    The daemon's own delivery code without tor: two :class:`Daemon` objects
-    in one process, each with a real Store in a temporary directory, joined
-    by a loopback TCP session (``serve`` with the daemon's inbound handler on
-    one side, ``connect`` and the daemon's channel runner on the other).
-    Messages enter through ``Daemon.send_text`` (what the local API calls);
-    timed from the first until the outbox is empty (every message
-    delivered), then the receiver's inbox is checked to hold each exactly
-    once. This wires up what ``Daemon.run`` does besides tor and so uses
-    private names of the daemon.
+    The daemon's own delivery engine without tor: two :class:`Daemon`
+    objects in one process, each with a real Store in a temporary directory,
+    each running its listener on loopback and its engine, whose dial is a
+    loopback TCP connection (``Daemon(dial=...)``); the engine's public
+    interface only. Texts enter through ``Daemon.send_text`` (what the local
+    API calls) from ``API_CLIENTS`` concurrent callers; timed from the first
+    until every one is delivered, then the receiver's inbox is checked to
+    hold each exactly once. peer = SQLite alone committing the same rows:
+    one 200-byte row per message at the sender and one at the receiver, each
+    its own fsync'd transaction (WAL, synchronous=FULL), on the same disk.
 ``daemon_tor_msgs_per_s``
     Two real ``onionpost daemon`` processes on the private Tor network, each
     with its own tor. After one warm-up message (the session is up), each
@@ -70,6 +61,7 @@ import os
 import queue
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -90,23 +82,19 @@ from bench._common import compare, fact, line
 from bench.onion_bench import TrioThread, private_network
 from onionpost.client import open_client
 from onionpost.daemon._daemon import Daemon
-from onionpost.daemon._delivery import SEND_BATCH, Dial
+from onionpost.daemon._delivery import Dial
 from onionpost.home import Config, Paths, Secrets
-from onionpost.limits import MAX_ACK_IDS
-from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey
 from onionpost.proto.noise import KeyPair
-from onionpost.proto.session import PeerDecision
 from onionpost.store import Contact, Store
 from onionpost.tor import testnet
-from onionpost.transport import SecureChannel, Server, accept, connect, serve
+from onionpost.transport import SecureChannel, Server, connect, serve
 
 LOOPBACK = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[1]
 MESSAGES = 2000
 BODY = "m" * 200
-PIPELINE_ROUNDS = 5
 DAEMON_ROUNDS = 3
 SESSIONS = 1000
 CONNECT_CONCURRENCY = 32  # below the listener's 64 handshake slots: nothing is shed
@@ -223,131 +211,35 @@ async def _start(node: _Node, nursery: trio.Nursery) -> tuple[Server, int]:
     return server, listeners[0].socket.getsockname()[1]
 
 
-# -- the durable pipeline in one process --------------------------------------------
+# -- the peer: SQLite alone, committing the same rows ---------------------------------
 
 
-@dataclass
-class _Pipeline:
-    send: SecureChannel  # the sender's end
-    receive: SecureChannel  # the receiver's end
-    sender_store: Store
-    receiver_store: Store
-    receiver_id: int  # the receiver, as a contact in the sender's store
-    sender_id: int  # the sender, as a contact in the receiver's store
-
-
-@asynccontextmanager
-async def _pipeline(root: Path) -> AsyncIterator[_Pipeline]:
-    a, b = _secrets("a", os.urandom(32)), _secrets("b", os.urandom(32))
-    stores = []
-    for name, secrets in (("a", a), ("b", b)):
-        home = root / f"pipeline-{name}"
-        home.mkdir(mode=0o700)
-        paths = Paths.for_home(home)
-        stores.append(Store.open(paths.store, paths.files, secrets.store_key))
-    store_a, store_b = stores
-    try:
-        now = _now_ms()
-        to_b = store_a.add_contact("b", b.identity.address, b.client_auth_public, now)
-        to_a = store_b.add_contact("a", a.identity.address, a.client_auth_public, now)
-        listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
-        port = listeners[0].socket.getsockname()[1]
-        accepted: list[SecureChannel] = []
-
-        async def responder() -> None:
-            stream = await listeners[0].accept()
-            accepted.append(
-                await accept(
-                    stream,
-                    identity=b.identity,
-                    static=b.static,
-                    decide=lambda _: PeerDecision.ACCEPT,
-                )
-            )
-
-        with trio.fail_after(SETUP_SECONDS):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(responder)
-                stream = await trio.open_tcp_stream(LOOPBACK, port)
-                sender = await connect(
-                    stream, identity=a.identity, static=a.static, peer=b.identity.address
-                )
-        await listeners[0].aclose()
-        try:
-            yield _Pipeline(sender, accepted[0], store_a, store_b, to_b.id, to_a.id)
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(STOP_SECONDS):
-                await sender.aclose()
-                await accepted[0].aclose()
-    finally:
-        for store in stores:
-            store.close()
-
-
-async def _pipeline_msgs_per_s(p: _Pipeline, durable: bool) -> float:
-    """MESSAGES texts from queueing to delivered; with ``durable``, through both stores."""
-    ids = [os.urandom(16) for _ in range(MESSAGES)]
-    created = _now_ms()
-    owed: list[bytes] = []
-    owed_event = trio.Event()
-    delivered = 0
-
-    async def send() -> None:
-        for first in range(0, MESSAGES, SEND_BATCH):
-            batch = ids[first : first + SEND_BATCH]
-            if durable:
-                for message_id in batch:
-                    p.sender_store.queue_text(
-                        p.receiver_id, message_id, created, BODY, "text/plain", None
-                    )
-            for message_id in batch:
-                await p.send.send(m.Text(message_id, created, BODY))
-            if durable:
-                p.sender_store.mark_sent(batch, _now_ms())
-
-    async def receive_texts() -> None:
-        nonlocal owed_event
-        for _ in range(MESSAGES):
-            text = await p.receive.receive()
-            assert isinstance(text, m.Text)
-            if durable:
-                p.receiver_store.store_text(
-                    p.sender_id, text.id, text.created_ms, text.body, text.content_type, _now_ms()
-                )
-            owed.append(text.id)
-            owed_event.set()
-
-    async def send_acks() -> None:
-        nonlocal owed_event
-        acked = 0
-        while acked < MESSAGES:
-            if not owed:
-                await owed_event.wait()
-                owed_event = trio.Event()
-                continue
-            batch = owed[:MAX_ACK_IDS]
-            del owed[:MAX_ACK_IDS]
-            await p.receive.send(m.Ack(tuple(batch)))
-            acked += len(batch)
-
-    async def receive_acks() -> None:
-        nonlocal delivered
-        while delivered < MESSAGES:
-            ack = await p.send.receive()
-            assert isinstance(ack, m.Ack)
-            if durable:
-                p.sender_store.mark_delivered(list(ack.ids), _now_ms(), contact_id=p.receiver_id)
-            delivered += len(ack.ids)
-
-    with trio.fail_after(ROUND_SECONDS):
-        start = time.perf_counter()
-        async with trio.open_nursery() as nursery:
-            for task in (send, receive_texts, send_acks, receive_acks):
-                nursery.start_soon(task)
-        elapsed = time.perf_counter() - start
-    assert delivered == MESSAGES
-    if durable:
-        assert p.sender_store.outbox_depth() == 0
+def _sqlite_alone_msgs_per_s(root: Path) -> float:
+    """Each message's rows committed on their own, as a store without group
+    commit would: its 200-byte row inserted at the sender (one transaction,
+    fsync'd) and at the receiver (another), in WAL with synchronous=FULL, on
+    the same disk. No encryption, no network, no sessions."""
+    dbs = []
+    for name in ("a", "b"):
+        path = root / f"sqlite-alone-{name}.db"
+        path.unlink(missing_ok=True)
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("CREATE TABLE m (id BLOB PRIMARY KEY, body BLOB NOT NULL, state TEXT)")
+        dbs.append(db)
+    sender, receiver = dbs
+    body = BODY.encode()
+    start = time.perf_counter()
+    for _ in range(MESSAGES):
+        message_id = os.urandom(16)
+        for db in (sender, receiver):
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO m VALUES (?, ?, 'queued')", (message_id, body))
+            db.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    for db in dbs:
+        db.close()
     return MESSAGES / elapsed
 
 
@@ -848,18 +740,13 @@ def _tor_rate() -> list[_TorRound]:
 def run() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="onionpost-bench-daemon-", dir="/tmp"))
     try:
-        with TrioThread(lambda: _pipeline(root), SETUP_SECONDS) as loop:
-            p = loop.value
-            ours, peer = compare(
-                lambda: loop(_pipeline_msgs_per_s, p, True),
-                lambda: loop(_pipeline_msgs_per_s, p, False),
-                rounds=PIPELINE_ROUNDS,
-            )
-        yield line("daemon_pipeline_loopback_msgs_per_s", ours, peer, "/s")
-
         with TrioThread(lambda: _daemons(root), SETUP_SECONDS) as loop:
-            rates = [loop(_daemon_msgs_per_s, loop.value) for _ in range(DAEMON_ROUNDS)]
-        yield fact("daemon_loopback_msgs_per_s", statistics.median(rates), "/s")
+            ours, peer = compare(
+                lambda: loop(_daemon_msgs_per_s, loop.value),
+                lambda: _sqlite_alone_msgs_per_s(root),
+                rounds=DAEMON_ROUNDS,
+            )
+        yield line("daemon_loopback_msgs_per_s", ours, peer, "/s")
 
         before, during, seconds = _rss_sessions(root)
         yield fact("daemon_rss_before_sessions_MB", before, "MB")
