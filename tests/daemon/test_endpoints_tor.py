@@ -23,7 +23,6 @@ import pytest
 import trio
 
 from onionpost.client import open_client
-from onionpost.errors import ApiError
 from onionpost.tor.testnet import Testnet
 
 pytestmark = pytest.mark.tor
@@ -236,12 +235,22 @@ def test_a_peer_killed_mid_transfer_never_stops_the_other_daemon(
         carol.start()
         carol.cli("contact", "add", bob.json("whoami")["card"])
         bob.cli("contact", "add", carol.json("whoami")["card"])
-        body = os.urandom(3 * 2**20)
+        body = os.urandom(8 * 2**20)
         source = tmp_path / "mid.bin"
         source.write_bytes(body)
-        queued = alice.json("send", "bob", "--file", str(source), "--no-wait")
 
-        _wait(lambda: _receiving(bob.home, queued["id"]), "the file to be on its way", 120)
+        async def send_until_under_way() -> str:
+            # The first progress event (every MiB) says the file is on its way.
+            async with open_client(alice.home) as client, client.subscribe(["state"]) as events:
+                queued = await client.send_file("bob", source)
+                with trio.fail_after(120):
+                    async for event in events:
+                        change = event.state_change()
+                        if change.id == queued.id and change.state == "sending":
+                            return queued.id
+            raise AssertionError("the subscription ended")
+
+        file_id = trio.run(send_until_under_way)
         alice.kill()  # the daemon and its tor, mid-transfer
         # Bob's daemon is still there, and serves carol both ways.
         assert bob.process is not None
@@ -255,19 +264,8 @@ def test_a_peer_killed_mid_transfer_never_stops_the_other_daemon(
         # Alice comes back and the file completes, once.
         alice.start()
         alice.cli("retry")
-        _wait(lambda: _state(alice.home, queued["id"]) == "delivered", "the file after the crash")
-        assert [m["id"] for m in bob.inbox()].count(queued["id"]) == 1
+        _wait(lambda: _state(alice.home, file_id) == "delivered", "the file after the crash")
+        assert [m["id"] for m in bob.inbox()].count(file_id) == 1
         assert bob.process.poll() is None
     finally:
         carol.stop()
-
-
-def _receiving(home: Path, message_id: str) -> bool:
-    async def ask() -> bool:
-        async with open_client(home) as client:
-            try:
-                return (await client.message(message_id)).state == "receiving"
-            except ApiError:  # not arrived yet: not-found
-                return False
-
-    return trio.run(ask)
