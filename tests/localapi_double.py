@@ -70,6 +70,7 @@ class MemoryBackend:
         self.marked: list[str] = []
         self.nursery: trio.Nursery | None = None  # for file progress events
         self.deliver_files = True
+        self.deliver_texts = True
 
     # -- helpers for tests ----------------------------------------------------------
 
@@ -242,6 +243,8 @@ class MemoryBackend:
                 "body": body,
                 "content_type": content_type,
             }
+            if self.nursery is not None:
+                self.nursery.start_soon(self._deliver_text, message_id)
             return {"id": message_id, "state": "queued"}
         finally:
             self.active -= 1
@@ -270,6 +273,14 @@ class MemoryBackend:
             self.nursery.start_soon(self._deliver_file, message_id, size)
         return {"id": message_id, "name": name, "size": size, "state": "queued"}
 
+    async def _deliver_text(self, message_id: str) -> None:
+        await trio.sleep(0.05)
+        self.publish("state", {"id": message_id, "state": "sent"})
+        await trio.sleep(0.01)
+        final = "delivered" if self.deliver_texts else "expired"
+        self.messages[message_id]["state"] = final
+        self.publish("state", {"id": message_id, "state": final})
+
     async def _deliver_file(self, message_id: str, size: int) -> None:
         await trio.sleep(0.05)
         self.publish("state", {"id": message_id, "state": "sent"})
@@ -286,16 +297,36 @@ class MemoryBackend:
         else:
             self.publish("state", {"id": message_id, "state": "refused", "reason": 3})
 
-    async def inbox(self, after: int = 0, limit: int = 100) -> list[JSON]:
+    async def inbox(self, after: int = 0, limit: int = 100, unread: bool = False) -> list[JSON]:
         await self._enter("inbox")
         self.active -= 1
         incoming = sorted(
-            (m for m in self.messages.values() if m["direction"] == "in" and m["seq"] > after),
+            (
+                m
+                for m in self.messages.values()
+                if m["direction"] == "in"
+                and m["seq"] > after
+                and (not unread or m["state"] == "received")
+            ),
             key=lambda m: m["seq"],
         )
         return incoming[:limit]
 
-    async def message(self, id: str) -> JSON:
+    async def outbox(self, contact: str | None = None, limit: int = 100) -> list[JSON]:
+        await self._enter("outbox")
+        self.active -= 1
+        if contact is not None:
+            self._contact(contact)
+        waiting = [
+            m
+            for m in self.messages.values()
+            if m["direction"] == "out"
+            and m["state"] in ("queued", "sent")
+            and contact in (None, m["contact"])
+        ]
+        return waiting[:limit]
+
+    async def message(self, id: str, contact: str | None = None) -> JSON:
         await self._enter("message")
         self.active -= 1
         try:
@@ -303,13 +334,16 @@ class MemoryBackend:
         except KeyError:
             raise NotFoundError(f"no message {id}") from None
 
-    async def mark_read(self, ids: list[str]) -> JSON:
+    async def mark_read(self, ids: tuple[str, ...], contact: str | None = None) -> JSON:
         await self._enter("mark_read")
         self.active -= 1
         self.marked.extend(ids)
+        for message_id in ids:
+            if message_id in self.messages and self.messages[message_id]["direction"] == "in":
+                self.messages[message_id]["state"] = "read"
         return {"marked": len(ids)}
 
-    async def export_file(self, id: str, dest: str) -> JSON:
+    async def export_file(self, id: str, dest: str, contact: str | None = None) -> JSON:
         await self._enter("export_file")
         self.active -= 1
         if id not in self.files:
@@ -325,7 +359,7 @@ class MemoryBackend:
         self.retried.append(contact)
         return {"contacts": 1 if contact is not None else len(self.contacts)}
 
-    def subscribe(self, topics: list[str]) -> trio.MemoryReceiveChannel[JSON]:
+    def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[JSON]:
         self.calls.append("subscribe")
         send, receive = trio.open_memory_channel[JSON](self.subscriber_buffer)
         self.subscribers.append((frozenset(topics), send))

@@ -10,7 +10,8 @@ UTF-8, terminated by ``\\n`` (JSON escapes newlines inside strings, so a raw
     {"event":"state","data":{"id":"9f0c...","state":"delivered"}}
 
 The server (:mod:`onionpost.daemon._api`) and the client
-(:mod:`onionpost.client`) both frame through here, so the two cannot drift.
+(:mod:`onionpost.client`) both frame through here, and both shape what they
+send through :mod:`onionpost.api`, so the two cannot drift.
 Everything is in ``protocol-spec/local-api.md``.
 """
 
@@ -25,10 +26,7 @@ import trio
 from onionpost.errors import FramingError
 
 __all__ = [
-    "EVENT_TOPICS",
     "MAX_CONNECTIONS",
-    "MAX_IDS",
-    "MAX_INBOX_LIMIT",
     "MAX_IN_FLIGHT",
     "MAX_REQUEST_LINE",
     "MAX_RESPONSE_LINE",
@@ -44,22 +42,17 @@ __all__ = [
 # bytes (limits.MAX_TEXT_BODY), so even an all-escaped body fits.
 MAX_REQUEST_LINE: Final = 2**20
 # The longest response or event line the client reads: an inbox page of
-# MAX_INBOX_LIMIT escaped text bodies is far below this.
+# onionpost.api.MAX_INBOX_LIMIT escaped text bodies is far below this.
 MAX_RESPONSE_LINE: Final = 64 * 2**20
 # Requests the daemon runs at once for one connection; it stops reading the
 # connection until one finishes.
 MAX_IN_FLIGHT: Final = 8
 # Connections the daemon serves at once; more are answered "busy" and closed.
 MAX_CONNECTIONS: Final = 64
-# The largest ``limit`` of an ``inbox`` request and the most ids in ``mark_read``.
-MAX_INBOX_LIMIT: Final = 1000
-MAX_IDS: Final = 1000
 # Seconds the daemon waits for a subscriber to take one event line before it
 # drops that connection (daemon policy; the backend's bounded channel drops
 # subscribers that fall behind by more than its buffer).
 SUBSCRIBER_STALL_TIMEOUT: Final = 30.0
-
-EVENT_TOPICS: Final = frozenset({"message", "state", "peer", "tor"})
 
 _RECEIVE_SIZE: Final = 65536
 

@@ -401,7 +401,13 @@ def test_inbox_follow_streams_new_messages(runner: CliRunner, daemon: Daemon) ->
         assert time.monotonic() < deadline
         time.sleep(0.01)
     server.call(server.backend.receive_text, "bob", "new 1")
-    outgoing = {"id": "ab" * 16, "contact": "bob", "kind": "text", "created_ms": 1}
+    outgoing = {
+        "id": "ab" * 16,
+        "contact": "bob",
+        "kind": "text",
+        "created_ms": 1,
+        "state": "queued",
+    }
     server.call(server.backend.publish, "message", outgoing | {"direction": "out", "body": "mine"})
     server.call(server.backend.receive_text, "bob", "new 2")
     time.sleep(0.2)
@@ -461,3 +467,112 @@ def test_json_output_is_plain_json(runner: CliRunner, daemon: Daemon, args: list
     server.call(server.backend.receive_text, "bob", "[bold]not markup[/bold]")
     lines = json_lines(invoke(runner, "--home", home, *args, "--json"))
     assert lines
+
+
+# -- a working day: waiting for delivery, one message, the outbox, marking read ------------
+
+
+def test_send_wait_follows_a_text_until_delivered(runner: CliRunner, daemon: Daemon) -> None:
+    _, home = daemon
+    result = invoke(runner, "--home", home, "send", "bob", "see you at 9", "--wait")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[-2:] == ["sent", "delivered"]
+    states = json_lines(invoke(runner, "--home", home, "send", "bob", "again", "--wait", "--json"))
+    assert [s["state"] for s in states] == ["queued", "sent", "delivered"]  # type: ignore[index]
+
+
+def test_send_wait_fails_when_the_text_expires(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    server.backend.deliver_texts = False
+    result = invoke(runner, "--home", home, "send", "bob", "too late", "--wait")
+    assert result.exit_code == 1
+    assert result.stderr.endswith("onionpost: the message was not delivered: expired\n")
+
+
+def test_send_file_no_wait_returns_once_queued(runner: CliRunner, daemon: Daemon) -> None:
+    _, home = daemon
+    with short_tmpdir() as tmp:
+        (tmp / "a.bin").write_bytes(b"x" * 10)
+        result = invoke(runner, "--home", home, "send", "bob", "--file", tmp / "a.bin", "--no-wait")
+        assert result.exit_code == 0
+        assert result.stdout.startswith("queued ")
+        assert "(a.bin)" in result.stdout
+
+
+def test_message_shows_state_and_history(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    received = server.call(server.backend.receive_text, "bob", "the report")
+    shown = invoke(runner, "--home", home, "message", received["id"])
+    assert shown.exit_code == 0, shown.output
+    assert f"{received['id']}  text from 'bob'" in shown.stdout
+    assert "state      received" in shown.stdout
+    assert "the report" in shown.stdout
+    (record,) = json_lines(invoke(runner, "--home", home, "message", received["id"], "--json"))
+    assert record["state"] == "received"  # type: ignore[index]
+    missing = invoke(runner, "--home", home, "message", "ab" * 16)
+    assert one_line_error(missing, 1).startswith("onionpost: no message")
+
+
+def test_outbox_lists_what_waits(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    server.backend.nursery = None  # nothing gets delivered
+    assert invoke(runner, "--home", home, "outbox").stderr == "nothing waits\n"
+    invoke(runner, "--home", home, "send", "bob", "first")
+    invoke(runner, "--home", home, "send", "bob", "second")
+    listed = invoke(runner, "--home", home, "outbox")
+    assert listed.exit_code == 0
+    assert listed.stdout.count("│ queued │") == 2
+    records = json_lines(invoke(runner, "--home", home, "outbox", "--contact", "bob", "--json"))
+    assert [r["body"] for r in records] == ["first", "second"]  # type: ignore[index]
+    unknown = invoke(runner, "--home", home, "outbox", "--contact", "zed")
+    assert one_line_error(unknown, 1) == "onionpost: unknown contact 'zed'\n"
+
+
+def test_read_marks_and_inbox_unread_hides_them(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    first = server.call(server.backend.receive_text, "bob", "one")
+    server.call(server.backend.receive_text, "bob", "two")
+    marked = invoke(runner, "--home", home, "read", first["id"])
+    assert marked.stdout == "marked 1 read\n"
+    assert server.backend.marked == [first["id"]]
+    unread = json_lines(invoke(runner, "--home", home, "inbox", "--unread", "--json"))
+    assert [m["body"] for m in unread] == ["two"]  # type: ignore[index]
+    everything = json_lines(invoke(runner, "--home", home, "inbox", "--json"))
+    assert [m["body"] for m in everything] == ["one", "two"]  # type: ignore[index]
+    assert invoke(runner, "--home", home, "read").exit_code == 2  # an id is required
+
+
+def test_a_daemon_of_another_user_is_named_as_such(runner: CliRunner) -> None:
+    with short_tmpdir() as home:
+        run = home / "run"
+        run.mkdir()
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(run / "control.sock"))
+        try:
+            os.chown(run / "control.sock", 65534, 65534)
+            result = invoke(runner, "--home", home, "status")
+        finally:
+            listener.close()
+        assert one_line_error(result, 3) == (
+            f"onionpost: the daemon of {home} belongs to another user\n"
+        )
+
+
+def _commands(group: object, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    import click
+
+    assert isinstance(group, click.Command)
+    yield prefix
+    if isinstance(group, click.Group):
+        for name, command in group.commands.items():
+            yield from _commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", list(_commands(main)), ids=lambda p: " ".join(p) or "main")
+def test_every_command_has_help(runner: CliRunner, path: tuple[str, ...]) -> None:
+    result = invoke(runner, *path, "--help")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Usage: ")
+    # A summary of what it does, not just the usage line.
+    summary = result.stdout.split("\n\n")[1].strip()
+    assert len(summary) > 15, result.stdout

@@ -23,12 +23,12 @@ from onionpost.client import (
     FileInfo,
     Identity,
     Message,
+    MessageState,
     Queued,
     SafetyNumber,
     StateChange,
     open_client,
 )
-from onionpost.client._types import parse_state_change
 from onionpost.daemon import _api
 from onionpost.daemon._api import serve_api
 from onionpost.errors import ConfigError, OnionpostError, TransportError
@@ -57,17 +57,17 @@ async def test_every_call_returns_typed_results(served: Served, client: Client) 
     assert await client.whoami() == Identity(
         "alice", backend.contacts.get("x", {}).get("address", _alice()), card_for("alice")
     )
-    bob = await client.add_contact(card_for("bob"))
+    bob = await client.contact_add(card_for("bob"))
     assert bob == ContactRef("bob", backend.contacts["bob"]["address"])
-    assert (await client.add_contact(card_for("carol"), name="c")).name == "c"
-    contacts = await client.contacts()
+    assert (await client.contact_add(card_for("carol"), name="c")).name == "c"
+    contacts = await client.contact_list()
     assert [type(c) for c in contacts] == [Contact, Contact]
     assert contacts[0].name == "bob"
     assert contacts[0].reachable is False
     assert contacts[0].added_ms == 1_700_000_000_000
-    assert (await client.remove_contact("c")).name == "c"
+    assert (await client.contact_remove("c")).name == "c"
 
-    verified = await client.verify_contact("bob")
+    verified = await client.contact_verify("bob")
     assert verified == SafetyNumber("bob", SAFETY)
     assert verified.groups == tuple(f"{i:05d}" for i in range(12))
 
@@ -122,12 +122,12 @@ def _alice() -> str:
 
 async def test_refusals_are_api_errors_with_codes(client: Client) -> None:
     with pytest.raises(ApiError) as caught:
-        await client.remove_contact("zed")
+        await client.contact_remove("zed")
     assert caught.value.code == "unknown-contact"
     assert str(caught.value) == "unknown contact 'zed'"
     assert isinstance(caught.value, OnionpostError)
     with pytest.raises(ApiError, match="not a contact card") as bad:
-        await client.add_contact("hello")
+        await client.contact_add("hello")
     assert bad.value.code == "bad-card"
     with pytest.raises(ApiError) as missing:
         await client.message("00" * 16)
@@ -291,7 +291,7 @@ async def test_subscribe_yields_events(served: Served, client: Client) -> None:
         assert first == Event("tor", {"state": "ok", "detail": "published"})
         second = await events.__anext__()
         assert second.topic == "state"
-        assert parse_state_change(second.data) == StateChange("ab" * 16, "sending", 5, 10)
+        assert second.state_change() == StateChange("ab" * 16, MessageState.SENDING, 5, 10)
         # The subscription has its own connection: calls go on meanwhile.
         assert (await client.whoami()).name == "alice"
     await trio.testing.wait_all_tasks_blocked()
@@ -374,3 +374,40 @@ async def test_a_malformed_reply_is_a_transport_error(nursery: trio.Nursery, rep
         async with open_client(socket_path=path) as connected:
             with pytest.raises(TransportError, match="malformed"):
                 await connected.whoami()
+
+
+def test_importing_the_client_loads_no_crypto_no_database() -> None:
+    # A program that only talks to the daemon needs neither the store nor
+    # the endpoint's crypto: the client library stays light.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, onionpost.client\n"
+        "heavy = ('sqlite3', 'nacl', 'cryptography', 'msgpack', 'stem')\n"
+        "ours = ('onionpost.store', 'onionpost.proto', 'onionpost.daemon', 'onionpost.tor')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(ours)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+async def test_messages_after_catches_up_then_follows_without_gap_or_duplicate(
+    served: Served,
+) -> None:
+    backend, path = served
+    for i in range(3):
+        backend.receive_text("bob", f"old {i}")
+    seen: list[str] = []
+    async with open_client(socket_path=path) as client:
+        stream = client.messages(after=1)
+        with trio.fail_after(10):
+            async for message in stream:
+                seen.append(message.body or "")
+                if len(seen) == 2:
+                    # Arrives while we are being given the inbox: once, in order.
+                    backend.receive_text("bob", "new")
+                if len(seen) == 3:
+                    break
+        await stream.aclose()
+    assert seen == ["old 1", "old 2", "new"]

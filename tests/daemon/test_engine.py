@@ -22,6 +22,7 @@ import trio
 from _enginekit import Network, Node, befriend, network, until
 from trio.testing import MockClock
 
+from onionpost.api import Marked, Message
 from onionpost.errors import CloseCode, ConfigError, DialError, TransportError
 from onionpost.limits import NOISE_TAG_LEN
 from onionpost.proto import messages as m
@@ -141,7 +142,7 @@ async def test_a_file_over_the_budget_waits_at_the_sender_until_there_is_room(
         await bob.start(nursery)
         assert alice.daemon is not None
         queued = await alice.daemon.send_file("bob", str(tmp_path / "big.bin"))
-        file_id = bytes.fromhex(queued["id"])
+        file_id = bytes.fromhex(queued.id)
         # Refused for lack of room: not refused for good, still waiting at alice.
         await until(lambda: bob.store.transfer_count(bob.contact(alice).id) == 0)
         assert alice.state(file_id) in ("queued", "sent")
@@ -155,7 +156,7 @@ async def test_a_file_over_the_budget_waits_at_the_sender_until_there_is_room(
         await delivered(alice, [file_id])
         assert bob.daemon is not None
         out = tmp_path / "out.bin"
-        await bob.daemon.export_file(queued["id"], str(out))
+        await bob.daemon.export_file(queued.id, str(out))
         assert out.read_bytes() == data
 
 
@@ -183,7 +184,7 @@ async def test_a_contact_cannot_fetch_ack_or_refuse_what_was_sent_to_another(
         await alice.start(nursery)
         assert alice.daemon is not None
         for_bob = bytes.fromhex(
-            (await alice.daemon.send_file("bob", str(tmp_path / "for-bob.bin")))["id"]
+            (await alice.daemon.send_file("bob", str(tmp_path / "for-bob.bin"))).id
         )
         text_for_bob = await alice.send(bob, "also for bob")
         channel, _ = await net.connect_raw(carol, alice)
@@ -413,9 +414,7 @@ async def test_repeated_file_accepts_drive_one_sender(tmp_path: Path, clock: Moc
         (tmp_path / "f.bin").write_bytes(os.urandom(size))
         await alice.start(nursery)
         assert alice.daemon is not None
-        file_id = bytes.fromhex(
-            (await alice.daemon.send_file("carol", str(tmp_path / "f.bin")))["id"]
-        )
+        file_id = bytes.fromhex((await alice.daemon.send_file("carol", str(tmp_path / "f.bin"))).id)
         channel, _ = await net.connect_raw(carol, alice)
         received: list[Any] = []
         with trio.fail_after(60):
@@ -460,7 +459,7 @@ async def test_offers_cannot_reserve_the_disk_or_the_inodes(
         await bob.start(nursery)
         assert bob.daemon is not None
         sent = await bob.daemon.send_file("alice", str(tmp_path / "b.bin"))
-        await delivered(bob, [bytes.fromhex(sent["id"])])
+        await delivered(bob, [bytes.fromhex(sent.id)])
 
 
 async def test_a_refused_file_is_refused_for_good(tmp_path: Path, clock: MockClock) -> None:
@@ -472,11 +471,11 @@ async def test_a_refused_file_is_refused_for_good(tmp_path: Path, clock: MockClo
         await bob.start(nursery)
         assert alice.daemon is not None
         queued = await alice.daemon.send_file("bob", str(tmp_path / "big.bin"))
-        file_id = bytes.fromhex(queued["id"])
+        file_id = bytes.fromhex(queued.id)
         await until(lambda: alice.state(file_id) == "refused")
-        shown = await alice.daemon.message(queued["id"])
-        assert shown["state"] == "refused"
-        assert shown["reason"] == m.FileRejectReason.TOO_LARGE
+        shown = await alice.daemon.message(queued.id)
+        assert shown.state == "refused"
+        assert shown.reason == m.FileRejectReason.TOO_LARGE
         assert alice.store.outbox_depth() == 0
         # Not offered again, whatever sessions come.
         bob.stop()
@@ -533,10 +532,10 @@ async def test_ids_in_the_local_api_are_scoped_to_their_contact(
         assert api is not None
         with pytest.raises(ConfigError, match="name the contact"):
             await api.message(same.hex())
-        assert (await api.message(same.hex(), contact="carol"))["body"] == "from carol"
-        assert (await api.message(same.hex(), contact="bob"))["body"] == "from bob"
+        assert (await api.message(same.hex(), contact="carol")).body == "from carol"
+        assert (await api.message(same.hex(), contact="bob")).body == "from bob"
         # Marking bob's read sends the receipt to bob only.
-        assert await api.mark_read([same.hex()], contact="bob") == {"marked": 1}
+        assert await api.mark_read([same.hex()], contact="bob") == Marked(1)
         await until(lambda: bob.state(same) == "read")
         received: list[Any] = []
         await drain(channel, received, seconds=5)
@@ -578,18 +577,18 @@ async def test_status_shows_each_contact_s_delivery_state(tmp_path: Path, clock:
         assert alice.daemon is not None
         await until(lambda: _last_error(alice, carol) == "descriptor-not-found")
         status = await alice.daemon.status()
-        contacts = {c["name"]: c for c in status["contacts"]}
-        assert contacts["bob"]["reachable"] is True
-        assert contacts["bob"]["last_error"] == ""
-        assert contacts["bob"]["queued"] == 0
-        assert contacts["carol"]["reachable"] is False
-        assert contacts["carol"]["last_error"] == "descriptor-not-found"
-        assert contacts["carol"]["queued"] == 1
-        assert contacts["carol"]["failures"] >= 1
-        assert contacts["carol"]["retry_in"] is not None
-        assert contacts["carol"]["retry_in"] >= 0
-        assert contacts["carol"]["since_ms"] is not None
-        assert status["outbox_depth"] == 1
+        contacts = {c.name: c for c in status.contacts}
+        assert contacts["bob"].reachable is True
+        assert contacts["bob"].last_error == ""
+        assert contacts["bob"].queued == 0
+        assert contacts["carol"].reachable is False
+        assert contacts["carol"].last_error == "descriptor-not-found"
+        assert contacts["carol"].queued == 1
+        assert contacts["carol"].failures >= 1
+        assert contacts["carol"].retry_in is not None
+        assert contacts["carol"].retry_in >= 0
+        assert contacts["carol"].since_ms is not None
+        assert status.outbox_depth == 1
 
 
 async def test_a_file_still_arriving_is_shown_as_receiving(
@@ -608,10 +607,11 @@ async def test_a_file_still_arriving_is_shown_as_receiving(
         assert alice.daemon is not None
         api = alice.daemon
 
-        async def shown() -> dict[str, Any]:
+        async def shown() -> Message:
             return await api.message(offer.id.hex())
 
         await until(lambda: alice.store.transfer_count(alice.contact(carol).id) == 1)
         arriving = await shown()
-        assert arriving["state"] == "receiving"
-        assert arriving["file"]["complete"] is False
+        assert arriving.state == "receiving"
+        assert arriving.file is not None
+        assert arriving.file.complete is False

@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from onionpost import __version__
-from onionpost.cli._commands import contact, inbox, retry, send, status
+from onionpost.cli._commands import contact, inbox, message, outbox, read, retry, send, status
 from onionpost.cli._common import OnionpostGroup, remember_group_home
 from onionpost.cli._daemon_cmd import daemon, doctor
 from onionpost.cli._init import init, whoami
@@ -51,6 +51,9 @@ main.add_command(whoami)
 main.add_command(contact)
 main.add_command(send)
 main.add_command(inbox)
+main.add_command(message)
+main.add_command(outbox)
+main.add_command(read)
 main.add_command(status)
 main.add_command(retry)
 main.add_command(daemon)

@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack, aclosing, contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,6 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from onionpost import api
 from onionpost.cli._common import (
     EXIT_FAILED,
     emit_json,
@@ -42,20 +43,17 @@ from onionpost.cli._common import (
     printable,
     run_client,
 )
-from onionpost.client import Client, Message, Queued, StateChange
+from onionpost.client import Client, Message, MessageState, Queued, StateChange
 from onionpost.errors import ConfigError
 from onionpost.limits import MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
 
-__all__ = ["contact", "inbox", "retry", "send", "status"]
+__all__ = ["contact", "inbox", "message", "outbox", "read", "retry", "send", "status"]
 
 # Messages asked for per inbox request while paging.
 INBOX_PAGE: Final = 100
 # The largest card file read for 'contact add'.
 _MAX_CARD_FILE: Final = 64 * 1024
-# States after which a file is no longer on its way.
-_DELIVERED: Final = frozenset({"delivered", "read"})
-_FAILED: Final = frozenset({"refused", "expired", "failed"})
 
 
 def _console() -> Console:
@@ -104,7 +102,7 @@ def _read_card_argument(card_or_file: str) -> str:
 def contact_add(card_or_file: str, name: str | None, home: Path | None, as_json: bool) -> None:
     """Add a contact from its card: the card text, a file holding it, or '-' for stdin."""
     card = _read_card_argument(card_or_file)
-    added = run_client(home, lambda client: client.add_contact(card, name))
+    added = run_client(home, lambda client: client.contact_add(card, name))
     if as_json:
         emit_json(_as_json(added))
     else:
@@ -118,7 +116,7 @@ def contact_add(card_or_file: str, name: str | None, home: Path | None, as_json:
 @json_option
 def contact_list(home: Path | None, as_json: bool) -> None:
     """List contacts, whether each is reachable now, and when it was last seen."""
-    contacts = run_client(home, lambda client: client.contacts())
+    contacts = run_client(home, lambda client: client.contact_list())
     if as_json:
         emit_json([_as_json(c) for c in contacts])
         return
@@ -145,7 +143,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
 @json_option
 def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
     """Remove a contact; it can no longer reach this endpoint's onion service."""
-    removed = run_client(home, lambda client: client.remove_contact(name))
+    removed = run_client(home, lambda client: client.contact_remove(name))
     if as_json:
         emit_json(_as_json(removed))
     else:
@@ -158,7 +156,7 @@ def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
 @json_option
 def contact_verify(name: str, home: Path | None, as_json: bool) -> None:
     """Show the safety number to compare with the contact over a channel you trust."""
-    number = run_client(home, lambda client: client.verify_contact(name))
+    number = run_client(home, lambda client: client.contact_verify(name))
     if as_json:
         emit_json({"name": number.name, "safety_number": number.safety_number})
         return
@@ -200,7 +198,11 @@ def _read_text(text: str | None) -> str:
     type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
     help="Send this file instead of a text.",
 )
-@click.option("--no-wait", is_flag=True, help="With --file: return once the file is queued.")
+@click.option(
+    "--wait/--no-wait",
+    default=None,
+    help="Wait until delivered, showing progress (the default for a file, not for a text).",
+)
 @home_option
 @json_option
 def send(
@@ -208,65 +210,80 @@ def send(
     name: str,
     text: str | None,
     file_path: Path | None,
-    no_wait: bool,
+    wait: bool | None,
     home: Path | None,
     as_json: bool,
 ) -> None:
     """Send TEXT (or stdin, when TEXT is omitted or '-') or a --file to contact NAME.
 
-    A text returns once it is durably queued; delivery continues in the
-    daemon. A file is followed with a progress bar until it is delivered,
-    unless --no-wait.
+    A text returns once it is durably queued (delivery continues in the
+    daemon), unless --wait: then it waits until the contact has it. A file is
+    followed with a progress bar until it is delivered, unless --no-wait.
+    With --wait the exit status says whether it was delivered (0) or will
+    never be (1: refused or expired).
     """
-    if file_path is None:
-        body = _read_text(text)
-        queued = run_client(home, lambda client: client.send_text(name, body))
+    if file_path is not None and text is not None:
+        raise click.UsageError("give TEXT or --file, not both")
+    body = _read_text(text) if file_path is None else None
+    if not (wait if wait is not None else file_path is not None):
+
+        async def queue(client: Client) -> Queued:
+            if file_path is not None:
+                return await client.send_file(name, file_path)
+            assert body is not None
+            return await client.send_text(name, body)
+
+        queued = run_client(home, queue)
         if as_json:
             emit_json(_as_json(queued))
+        elif queued.name is not None:
+            click.echo(f"queued {queued.id} ({printable(queued.name)}) for '{printable(name)}'")
         else:
             click.echo(f"queued {queued.id} for '{printable(name)}'")
         return
-    if text is not None:
-        raise click.UsageError("give TEXT or --file, not both")
-    if no_wait:
-        queued = run_client(home, lambda client: client.send_file(name, file_path))
-        if as_json:
-            emit_json(_as_json(queued))
-        else:
-            click.echo(f"queued {queued.id} ({printable(queued.name or '')}) for '{name}'")
-        return
-    follower = _FileFollower(name, file_path, as_json)
+    follower = _Follower(name, body, file_path, as_json)
     try:
         final = run_client(home, follower.run, bounded=False)
     except KeyboardInterrupt:
         queued_id = follower.queued.id if follower.queued else "?"
-        fail(f"stopped following; the file stays queued for delivery (id {queued_id})")
-    if final.state in _FAILED:
+        fail(f"stopped waiting; it stays queued for delivery (id {queued_id})")
+    if final.state.failed:
         reason = f" (reason {final.reason})" if final.reason is not None else ""
-        fail(f"the file was not delivered: {final.state}{reason}", EXIT_FAILED)
+        what = "file" if file_path is not None else "message"
+        fail(f"the {what} was not delivered: {final.state}{reason}", EXIT_FAILED)
 
 
-class _FileFollower:
-    """Queue a file, then follow its ``state`` events until it is delivered or fails."""
+class _Follower:
+    """Queue a text or a file, then follow its ``state`` events until it is
+    delivered or will never be."""
 
-    def __init__(self, contact: str, path: Path, as_json: bool) -> None:
+    def __init__(self, contact: str, body: str | None, path: Path | None, as_json: bool) -> None:
         self.contact = contact
+        self.body = body
         self.path = path
         self.as_json = as_json
         self.queued: Queued | None = None
 
+    async def _queue(self, client: Client) -> Queued:
+        if self.path is not None:
+            return await client.send_file(self.contact, self.path)
+        assert self.body is not None
+        return await client.send_text(self.contact, self.body)
+
     async def run(self, client: Client) -> StateChange:
         async with AsyncExitStack() as stack:
-            # Subscribe first, so that no event about the file can be missed.
+            # Subscribe first, so that no event about the message can be missed.
             events = await enter_with_deadline(
                 stack, client.subscribe(["state"]), client.socket_path
             )
-            self.queued = queued = await client.send_file(self.contact, self.path)
+            self.queued = queued = await self._queue(client)
             if self.as_json:
                 emit_json(_as_json(queued))
             else:
-                click.echo(f"queued {queued.id} ({printable(queued.name or '')})", err=True)
-            with _progress_bar(queued, enabled=not self.as_json) as (progress, task):
+                what = f" ({printable(queued.name)})" if queued.name is not None else ""
+                click.echo(f"queued {queued.id}{what}", err=True)
+            bar = self.path is not None and not self.as_json
+            with _progress_bar(queued, enabled=bar) as (progress, task):
                 async for event in events:
                     change = event.state_change()
                     if change.id != queued.id:
@@ -275,7 +292,9 @@ class _FileFollower:
                         emit_json(_as_json(change))
                     elif progress is not None:
                         self._advance(progress, task, change)
-                    if change.state in _DELIVERED or change.state in _FAILED:
+                    elif change.state is not MessageState.SENDING:
+                        click.echo(f"{change.state}", err=True)
+                    if change.state.delivered or change.state.failed:
                         return change
         raise AssertionError("unreachable: a subscription ends by raising")  # pragma: no cover
 
@@ -284,7 +303,7 @@ class _FileFollower:
             progress.update(task, total=change.size)
         if change.bytes is not None:
             progress.update(task, completed=change.bytes)
-        if change.state in _DELIVERED:
+        if change.state.delivered:
             total = progress.tasks[0].total
             progress.update(task, completed=total, description="delivered")
         else:
@@ -379,6 +398,7 @@ class _InboxPrinter:
     help="Only messages after this sequence number (the '#' shown).",
 )
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new messages as they arrive.")
+@click.option("--unread", is_flag=True, help="Only messages not yet marked read.")
 @click.option(
     "--export-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -387,7 +407,13 @@ class _InboxPrinter:
 @home_option
 @json_option
 def inbox(
-    after: int, follow: bool, export_dir: Path | None, home: Path | None, as_json: bool
+    *,
+    after: int,
+    follow: bool,
+    unread: bool,
+    export_dir: Path | None,
+    home: Path | None,
+    as_json: bool,
 ) -> None:
     """Show received messages, oldest first; --follow waits for more."""
     if export_dir is not None:
@@ -400,27 +426,19 @@ def inbox(
     printer.last_seq = after
 
     async def show_inbox(client: Client) -> None:
-        async with AsyncExitStack() as stack:
-            events = None
-            if follow:
-                # Subscribe before listing, so nothing falls between the two.
-                events = await enter_with_deadline(
-                    stack, client.subscribe(["message"]), client.socket_path
-                )
-            while True:
-                page = await client.inbox(after=printer.last_seq, limit=INBOX_PAGE)
-                for message in page:
-                    await printer.show(client, message)
-                if len(page) < INBOX_PAGE:
-                    break
-            if events is None:
-                return
-            async for event in events:
-                if event.topic != "message":
-                    continue
-                message = event.message()
-                if message.direction == "in" and (message.seq or 0) > printer.last_seq:
-                    await printer.show(client, message)
+        if follow:
+            # The inbox after --after, then what arrives, each once, no gap.
+            async with aclosing(client.messages(after=printer.last_seq)) as messages:
+                async for message in messages:
+                    if message.direction == "in":
+                        await printer.show(client, message)
+            return
+        while True:
+            page = await client.inbox(after=printer.last_seq, limit=INBOX_PAGE, unread=unread)
+            for message in page:
+                await printer.show(client, message)
+            if len(page) < INBOX_PAGE:
+                break
 
     try:
         # Following, or saving files (which may be large), has no deadline.
@@ -446,8 +464,6 @@ def status(home: Path | None, as_json: bool) -> None:
         emit_json(_as_json(report))
         return
     tor = report.tor.state + (f" ({report.tor.detail})" if report.tor.detail else "")
-    if report.tor.bootstrap is not None and report.tor.bootstrap < 100:
-        tor += f", bootstrap {report.tor.bootstrap}%"
     summary = Table.grid(padding=(0, 2))
     summary.add_row(Text("address"), Text(report.address))
     summary.add_row(Text("tor"), Text(printable(tor)))
@@ -483,3 +499,87 @@ def retry(name: str | None, home: Path | None, as_json: bool) -> None:
         emit_json({"contacts": count})
     else:
         click.echo(f"retrying delivery to {count} contact{'s' if count != 1 else ''}")
+
+
+# -- one message, the outbox, marking read ------------------------------------------------
+
+
+def _show_time(label: str, ms: int | None) -> None:
+    if ms is not None:
+        click.echo(f"  {label:<10} {format_ms(ms)}")
+
+
+@click.command()
+@click.argument("message_id", metavar="ID")
+@click.option("--contact", "contact_name", help="Whose message, when two contacts used the id.")
+@home_option
+@json_option
+def message(message_id: str, contact_name: str | None, home: Path | None, as_json: bool) -> None:
+    """Show one message or file, either direction: its state and history."""
+    shown = run_client(home, lambda client: client.message(message_id, contact_name))
+    if as_json:
+        emit_json(_as_json(shown))
+        return
+    arrow = "from" if shown.direction == "in" else "to"
+    what = (
+        f"file {printable(shown.file.name)} ({_format_size(shown.file.size)})"
+        if shown.file is not None
+        else "text"
+    )
+    click.echo(f"{shown.id}  {what} {arrow} '{printable(shown.contact)}'")
+    reason = f" (reason {shown.reason})" if shown.reason is not None else ""
+    click.echo(f"  {'state':<10} {shown.state}{reason}")
+    _show_time("created", shown.created_ms)
+    _show_time("received" if shown.direction == "in" else "queued", shown.received_ms)
+    _show_time("sent", shown.sent_ms)
+    _show_time("delivered", shown.delivered_ms)
+    _show_time("read", shown.read_ms)
+    if shown.body is not None:
+        click.echo("  " + printable(shown.body).replace("\n", "\n  "))
+
+
+@click.command()
+@click.option("--contact", "contact_name", help="Only what waits for this contact.")
+@home_option
+@json_option
+def outbox(contact_name: str | None, home: Path | None, as_json: bool) -> None:
+    """List what waits to be delivered, per contact, oldest first."""
+    waiting = run_client(
+        home, lambda client: client.outbox(contact_name, limit=api.MAX_INBOX_LIMIT)
+    )
+    if as_json:
+        for item in waiting:
+            emit_json(_as_json(item))
+        return
+    if not waiting:
+        click.echo("nothing waits", err=True)
+        return
+    table = Table("contact", "id", "what", "state", "since")
+    for item in sorted(waiting, key=lambda m: (m.contact, m.received_ms or 0)):
+        what = f"file {printable(item.file.name)}" if item.file is not None else "text"
+        table.add_row(
+            Text(printable(item.contact)),
+            Text(item.id),
+            Text(what),
+            Text(str(item.state)),
+            Text(format_ms(item.received_ms)),
+        )
+    _console().print(table)
+    if len(waiting) == api.MAX_INBOX_LIMIT:
+        click.echo(f"(the oldest {api.MAX_INBOX_LIMIT} shown)", err=True)
+
+
+@click.command()
+@click.argument("message_ids", metavar="ID...", nargs=-1, required=True)
+@click.option("--contact", "contact_name", help="Whose messages, when two contacts used an id.")
+@home_option
+@json_option
+def read(
+    message_ids: tuple[str, ...], contact_name: str | None, home: Path | None, as_json: bool
+) -> None:
+    """Mark received messages read (their senders get a read receipt)."""
+    marked = run_client(home, lambda client: client.mark_read(message_ids, contact_name))
+    if as_json:
+        emit_json({"marked": marked})
+    else:
+        click.echo(f"marked {marked} read")

@@ -16,22 +16,24 @@ when no daemon listens. Set deadlines with trio's ``fail_after``.
 
 from __future__ import annotations
 
-from onionpost.client._client import Client, Subscription, open_client
-from onionpost.client._types import (
+from onionpost.api import (
     Contact,
     ContactRef,
     ContactStatus,
-    Event,
     Exported,
     FileInfo,
     Identity,
     Message,
+    MessageState,
+    PeerChange,
     Queued,
     SafetyNumber,
     StateChange,
     Status,
     TorStatus,
 )
+from onionpost.client._client import Client, Subscription, open_client
+from onionpost.client._types import Event
 from onionpost.errors import ApiError, DaemonNotRunningError
 
 __all__ = [
@@ -46,6 +48,8 @@ __all__ = [
     "FileInfo",
     "Identity",
     "Message",
+    "MessageState",
+    "PeerChange",
     "Queued",
     "SafetyNumber",
     "StateChange",

@@ -23,35 +23,16 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from onionpost import api
 from onionpost._localapi import MAX_REQUEST_LINE, MAX_RESPONSE_LINE, LineReader, encode_line
-from onionpost.client._types import (
-    Contact,
-    ContactRef,
-    Event,
-    Exported,
-    Identity,
-    Message,
-    Queued,
-    SafetyNumber,
-    Status,
-    parse_contact,
-    parse_contact_ref,
-    parse_count,
-    parse_event,
-    parse_exported,
-    parse_identity,
-    parse_message,
-    parse_queued,
-    parse_safety_number,
-    parse_status,
-)
+from onionpost.client._types import Event, _event, _malformed
 from onionpost.errors import (
     ApiError,
     ConfigError,
@@ -59,7 +40,7 @@ from onionpost.errors import (
     FramingError,
     TransportError,
 )
-from onionpost.home import Paths, default_home
+from onionpost.home._paths import Paths, default_home
 
 __all__ = ["Client", "Subscription", "open_client"]
 
@@ -67,7 +48,22 @@ __all__ = ["Client", "Subscription", "open_client"]
 _NOT_RUNNING = (FileNotFoundError, ConnectionRefusedError, NotADirectoryError)
 
 
+def _check_owner(path: Path) -> None:
+    """A daemon of another user answers us nothing (it checks SO_PEERCRED and
+    closes): say so plainly instead of "lost the connection"."""
+    home = path.parent.parent
+    try:
+        owner = os.stat(path).st_uid
+    except PermissionError:
+        owner = None
+    except OSError:
+        return  # no socket: connect() says the daemon is not running
+    if owner != os.getuid():
+        raise TransportError(f"the daemon of {home} belongs to another user")
+
+
 async def _connect(path: Path) -> trio.SocketStream:
+    _check_owner(path)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         await sock.connect(os.fspath(path))
@@ -220,62 +216,83 @@ class Client:
     async def aclose(self) -> None:
         await self._connection.stream.aclose()
 
-    # -- The API, one method per request (protocol-spec/local-api.md §Methods) ----
+    async def request(self, request: api.Request) -> Any:
+        """Send one request of :mod:`onionpost.api`; its result record (or tuple
+        of them), decoded strictly. The methods below are this, spelled out."""
+        result = await self._call(request.METHOD, **api.encode(request))
+        if request.MANY:
+            return api.decode_many(request.RESULT, result, error=_malformed, what="result")
+        return api.decode(request.RESULT, result, error=_malformed, what="result")
 
-    async def whoami(self) -> Identity:
-        return parse_identity(await self._call("whoami"))
+    # -- The API, one method per request, named as on the wire (local-api.md) ----
 
-    async def status(self) -> Status:
-        return parse_status(await self._call("status"))
+    async def whoami(self) -> api.Identity:
+        result: api.Identity = await self.request(api.Whoami())
+        return result
 
-    async def add_contact(self, card: str, name: str | None = None) -> ContactRef:
-        return parse_contact_ref(await self._call("contact_add", card=card, name=name))
+    async def status(self) -> api.Status:
+        result: api.Status = await self.request(api.GetStatus())
+        return result
 
-    async def contacts(self) -> list[Contact]:
-        result = await self._call("contact_list")
-        if not isinstance(result, list):
-            raise TransportError("the daemon sent a malformed contact list")
-        return [parse_contact(item) for item in result]
+    async def contact_add(self, card: str, name: str | None = None) -> api.ContactRef:
+        result: api.ContactRef = await self.request(api.ContactAdd(card, name))
+        return result
 
-    async def remove_contact(self, name: str) -> ContactRef:
-        return parse_contact_ref(await self._call("contact_remove", name=name))
+    async def contact_list(self) -> tuple[api.Contact, ...]:
+        result: tuple[api.Contact, ...] = await self.request(api.ContactList())
+        return result
 
-    async def verify_contact(self, name: str) -> SafetyNumber:
-        return parse_safety_number(await self._call("contact_verify", name=name))
+    async def contact_remove(self, name: str) -> api.ContactRef:
+        result: api.ContactRef = await self.request(api.ContactRemove(name))
+        return result
+
+    async def contact_verify(self, name: str) -> api.SafetyNumber:
+        result: api.SafetyNumber = await self.request(api.ContactVerify(name))
+        return result
 
     async def send_text(
         self, contact: str, body: str, *, content_type: str = "text/plain"
-    ) -> Queued:
+    ) -> api.Queued:
         """Returns once the daemon has durably queued the message."""
-        result = await self._call(
-            "send_text", contact=contact, body=body, content_type=content_type
-        )
-        return parse_queued(result)
+        result: api.Queued = await self.request(api.SendText(contact, body, content_type))
+        return result
 
-    async def send_file(self, contact: str, path: Path | str) -> Queued:
+    async def send_file(self, contact: str, path: Path | str) -> api.Queued:
         """Returns once the daemon has copied the file into its store, queued."""
-        return parse_queued(await self._call("send_file", contact=contact, path=_absolute(path)))
+        result: api.Queued = await self.request(api.SendFile(contact, _absolute(path)))
+        return result
 
-    async def inbox(self, after: int = 0, limit: int = 100) -> list[Message]:
+    async def inbox(
+        self, after: int = 0, limit: int = 100, *, unread: bool = False
+    ) -> tuple[api.Message, ...]:
         """Incoming messages with ``seq`` greater than ``after``, oldest first."""
-        result = await self._call("inbox", after=after, limit=limit)
-        if not isinstance(result, list):
-            raise TransportError("the daemon sent a malformed inbox")
-        return [parse_message(item) for item in result]
+        result: tuple[api.Message, ...] = await self.request(api.Inbox(after, limit, unread))
+        return result
 
-    async def message(self, id: str) -> Message:
-        return parse_message(await self._call("message", id=id))
+    async def outbox(self, contact: str | None = None, limit: int = 100) -> tuple[api.Message, ...]:
+        """Outgoing messages and files still waiting to be delivered, oldest first."""
+        result: tuple[api.Message, ...] = await self.request(api.Outbox(contact, limit))
+        return result
 
-    async def mark_read(self, ids: Iterable[str]) -> int:
-        return parse_count(await self._call("mark_read", ids=list(ids)), "marked")
+    async def message(self, id: str, contact: str | None = None) -> api.Message:
+        result: api.Message = await self.request(api.GetMessage(id, contact))
+        return result
 
-    async def export_file(self, id: str, dest: Path | str) -> Exported:
+    async def mark_read(self, ids: Iterable[str], contact: str | None = None) -> int:
+        result: api.Marked = await self.request(api.MarkRead(tuple(ids), contact))
+        return result.marked
+
+    async def export_file(
+        self, id: str, dest: Path | str, contact: str | None = None
+    ) -> api.Exported:
         """Decrypt a received file to ``dest`` (made absolute here)."""
-        return parse_exported(await self._call("export_file", id=id, dest=_absolute(dest)))
+        result: api.Exported = await self.request(api.ExportFile(id, _absolute(dest), contact))
+        return result
 
     async def retry(self, contact: str | None = None) -> int:
         """Retry delivery now, to one contact or all; returns how many were kicked."""
-        return parse_count(await self._call("retry", contact=contact), "contacts")
+        result: api.Retried = await self.request(api.Retry(contact))
+        return result.contacts
 
     @asynccontextmanager
     async def subscribe(self, topics: Iterable[str]) -> AsyncIterator[Subscription]:
@@ -299,15 +316,35 @@ class Client:
                 raise TransportError("the daemon sent a malformed reply")
             yield Subscription(connection)
 
-    async def messages(self) -> AsyncIterator[Message]:
-        """Incoming messages as they arrive (a ``message`` subscription), forever.
+    async def messages(self, after: int | None = None) -> AsyncGenerator[api.Message, None]:
+        """Incoming messages as they arrive, forever.
 
-        Close it promptly with ``contextlib.aclosing`` when you stop early.
+        With ``after`` (a ``seq``; 0 for the whole inbox), first every message
+        already in the inbox after it, then the new ones as they arrive, each
+        exactly once and in order: the subscription is opened before the
+        inbox is read, so nothing that arrives in between is missed, and what
+        both deliver is given once. Close it promptly with
+        ``contextlib.aclosing`` when you stop early.
         """
         async with self.subscribe(["message"]) as events:
+            last = after
+            if after is not None:
+                while True:
+                    page = await self.inbox(after=last or 0, limit=api.MAX_INBOX_LIMIT)
+                    for message in page:
+                        yield message
+                        last = message.seq
+                    if len(page) < api.MAX_INBOX_LIMIT:
+                        break
             async for event in events:
-                if event.topic == "message":
-                    yield parse_message(event.data)
+                if event.topic != "message":
+                    continue
+                message = event.message()
+                if last is not None and message.seq is not None and message.seq <= last:
+                    continue  # already given from the inbox
+                if message.seq is not None:
+                    last = message.seq
+                yield message
 
 
 class Subscription:
@@ -327,7 +364,7 @@ class Subscription:
                     "the daemon ended the subscription (it stopped, or this reader fell behind)"
                 )
             if "event" in line:
-                return parse_event(line)
+                return _event(line)
             if line.get("id") is None and "error" in line:
                 _raise_error(line)
 

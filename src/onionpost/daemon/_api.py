@@ -30,20 +30,17 @@ import logging
 import os
 import socket
 import stat
-import string
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 import trio
 
+from onionpost import api
 from onionpost._localapi import (
-    EVENT_TOPICS,
     MAX_CONNECTIONS,
-    MAX_IDS,
     MAX_IN_FLIGHT,
-    MAX_INBOX_LIMIT,
     MAX_REQUEST_LINE,
     SUBSCRIBER_STALL_TIMEOUT,
     ErrorCode,
@@ -101,7 +98,7 @@ def error_code(exc: OnionpostError) -> ErrorCode:
     return ErrorCode.INTERNAL
 
 
-# -- Parameters -----------------------------------------------------------------------
+# -- Requests -------------------------------------------------------------------------
 
 
 class _BadRequest(Exception):
@@ -113,96 +110,9 @@ class _BadRequest(Exception):
         self.request_id = request_id
 
 
-_Check = Callable[[str, object], object]
-_HEX: Final = frozenset(string.hexdigits)
-_MAX_ID_LEN: Final = 64
-
-
-def _text(name: str, value: object) -> object:
-    if not isinstance(value, str):
-        raise _BadRequest(f"'{name}' must be a string")
-    return value
-
-
-def _optional_text(name: str, value: object) -> object:
-    return None if value is None else _text(name, value)
-
-
-# The largest seq (and count) the store holds: SQLite's INTEGER.
-_MAX_COUNT: Final = 2**63 - 1
-
-
-def _count(name: str, value: object) -> object:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_COUNT:
-        raise _BadRequest(f"'{name}' must be an integer from 0 to {_MAX_COUNT}")
-    return value
-
-
-def _limit(name: str, value: object) -> object:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INBOX_LIMIT:
-        raise _BadRequest(f"'{name}' must be an integer from 1 to {MAX_INBOX_LIMIT}")
-    return value
-
-
-def _hex_id(name: str, value: object) -> object:
-    if not isinstance(value, str) or not 0 < len(value) <= _MAX_ID_LEN or set(value) - _HEX:
-        raise _BadRequest(f"'{name}' must be a hex id")
-    return value
-
-
-def _hex_ids(name: str, value: object) -> object:
-    if not isinstance(value, list) or len(value) > MAX_IDS:
-        raise _BadRequest(f"'{name}' must be a list of at most {MAX_IDS} hex ids")
-    return [_hex_id(name, item) for item in value]
-
-
-def _absolute_path(name: str, value: object) -> object:
-    # The daemon's working directory is not the caller's: only absolute paths.
-    if not isinstance(value, str) or "\0" in value or not os.path.isabs(value):
-        raise _BadRequest(f"'{name}' must be an absolute path")
-    return value
-
-
-def _topics(name: str, value: object) -> object:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(topic, str) and topic in EVENT_TOPICS for topic in value)
-    ):
-        raise _BadRequest(f"'{name}' must be a non-empty list of {sorted(EVENT_TOPICS)}")
-    return sorted(set(value))
-
-
-# method -> {param: (check, required)}. Only these names reach the backend.
-_METHODS: Final[Mapping[str, Mapping[str, tuple[_Check, bool]]]] = {
-    "whoami": {},
-    "status": {},
-    "contact_add": {"card": (_text, True), "name": (_optional_text, False)},
-    "contact_list": {},
-    "contact_remove": {"name": (_text, True)},
-    "contact_verify": {"name": (_text, True)},
-    "send_text": {
-        "contact": (_text, True),
-        "body": (_text, True),
-        "content_type": (_text, False),
-    },
-    "send_file": {"contact": (_text, True), "path": (_absolute_path, True)},
-    "inbox": {"after": (_count, False), "limit": (_limit, False)},
-    # Two contacts may send records with the same id: "contact" says whose.
-    "message": {"id": (_hex_id, True), "contact": (_optional_text, False)},
-    "mark_read": {"ids": (_hex_ids, True), "contact": (_optional_text, False)},
-    "export_file": {
-        "id": (_hex_id, True),
-        "dest": (_absolute_path, True),
-        "contact": (_optional_text, False),
-    },
-    "retry": {"contact": (_optional_text, False)},
-    "subscribe": {"topics": (_topics, True)},
-}
-
-
-def _parse_request(line: bytes) -> tuple[int | str, str, dict[str, object]]:
-    """``(id, method, checked params)``; raises _BadRequest, with the id once it is known."""
+def _parse_request(line: bytes) -> tuple[int | str, api.Request]:
+    """``(id, request)``, its parameters checked against :mod:`onionpost.api`;
+    raises _BadRequest, with the id once it is known."""
     try:
         request = json.loads(line)
     except (ValueError, RecursionError) as exc:
@@ -214,31 +124,11 @@ def _parse_request(line: bytes) -> tuple[int | str, str, dict[str, object]]:
     if isinstance(request_id, bool) or not isinstance(request_id, int | str):
         raise _BadRequest("'id' must be an integer or a string")
     try:
-        method, params = _check_call(request.get("method"), request.get("params"))
+        parsed = api.decode_request(request.get("method"), request.get("params"), error=_BadRequest)
     except _BadRequest as exc:
         exc.request_id = request_id
         raise
-    return request_id, method, params
-
-
-def _check_call(method: object, params: object) -> tuple[str, dict[str, object]]:
-    if not isinstance(method, str) or method not in _METHODS:
-        raise _BadRequest(f"unknown method {str(method)[:64]!r}")
-    if params is None:
-        params = {}
-    if not isinstance(params, dict):
-        raise _BadRequest("'params' must be an object")
-    spec = _METHODS[method]
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise _BadRequest(f"{method} takes no parameter {unknown[0][:64]!r}")
-    checked: dict[str, object] = {}
-    for name, (check, required) in spec.items():
-        if name in params:
-            checked[name] = check(name, params[name])
-        elif required:
-            raise _BadRequest(f"{method} needs '{name}'")
-    return method, checked
+    return request_id, parsed
 
 
 def _error(request_id: int | str | None, code: ErrorCode, message: str) -> JSON:
@@ -296,12 +186,12 @@ class _Connection:
         """The reply line to one request (None once a subscription has replied itself)."""
         request_id: int | str | None = None
         try:
-            request_id, method, params = _parse_request(line)
-            if method == "subscribe":
-                await self._subscribe(request_id, params, nursery)
+            request_id, request = _parse_request(line)
+            if isinstance(request, api.Subscribe):
+                await self._subscribe(request_id, request, nursery)
                 return None
-            result = await getattr(self._backend, method)(**params)
-            return encode_line({"id": request_id, "result": result})
+            result = await getattr(self._backend, request.METHOD)(**api.params(request))
+            return encode_line({"id": request_id, "result": api.encode(result)})
         except _BadRequest as exc:
             return encode_line(_error(exc.request_id, ErrorCode.BAD_REQUEST, exc.message))
         except OnionpostError as exc:
@@ -318,12 +208,11 @@ class _Connection:
             )
 
     async def _subscribe(
-        self, request_id: int | str | None, params: dict[str, object], nursery: trio.Nursery
+        self, request_id: int | str | None, request: api.Subscribe, nursery: trio.Nursery
     ) -> None:
         if self._subscription is not None:
             raise _BadRequest("this connection is already subscribed", request_id)
-        topics = params["topics"]
-        assert isinstance(topics, list)
+        topics = tuple(sorted(set(request.topics)))
         channel = self._backend.subscribe(topics)
         # Claim the slot before the first checkpoint, so a second subscribe
         # racing this one is refused; a client already gone gets no forwarder.
@@ -331,7 +220,7 @@ class _Connection:
         if self._eof:
             self._subscription.cancel()
         # The reply goes out before any event, so the client can tell them apart.
-        await self._send({"id": request_id, "result": {"topics": topics}})
+        await self._send({"id": request_id, "result": api.encode(api.Subscribed(topics))})
         nursery.start_soon(self._forward, channel, self._subscription)
 
     async def _forward(

@@ -26,13 +26,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 import trio
 
-from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy, Dial, stored_json
+from onionpost import api
+from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy, Dial, message_record
 from onionpost.daemon._events import EventHub
 from onionpost.errors import ConfigError, TorError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
@@ -80,7 +82,7 @@ class Daemon:
         self._hub = EventHub()
         self._tor: Tor | None = None
         self._service: OnionService | None = None
-        self._tor_state = {"state": "starting", "detail": "launching tor"}
+        self._tor_state = api.TorStatus("starting", "launching tor")
         self._scheduler = DialScheduler()
         self.engine = DeliveryEngine(
             store, self._hub, dial or self._dial, policy or DeliveryPolicy.from_config(config)
@@ -137,15 +139,15 @@ class Daemon:
                 for contact in contacts:
                     await tor.add_client_auth(contact.address, self._secrets.client_auth_private)
                 await nursery.start(self.engine.run)
-                self._tor_state = {"state": "ok", "detail": "published"}
+                self._tor_state = api.TorStatus("ok", "published")
                 log.info("event=ready address=%s contacts=%d", address, len(contacts))
                 task_status.started(address)
                 await trio.sleep_forever()
 
     async def _forward_tor_events(self, tor: Tor) -> None:
         async for status in tor.events():
-            self._tor_state = {"state": status.state.value, "detail": status.detail}
-            self._hub.publish("tor", dict(self._tor_state))
+            self._tor_state = api.TorStatus(status.state.value, status.detail)
+            self._hub.publish(self._tor_state)
             log.info("event=tor state=%s detail=%s", status.state.value, status.detail)
 
     def _current_static(self) -> StaticKey:
@@ -190,43 +192,41 @@ class Daemon:
 
     # -- the local API (Backend) -----------------------------------------------------
 
-    def subscribe(self, topics: list[str]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
-        return self._hub.subscribe(topics)
+    def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
+        return self._hub.subscribe(list(topics))
 
-    async def whoami(self) -> dict[str, Any]:
+    async def whoami(self) -> api.Identity:
         card = ContactCard.issue(self._secrets)
-        return {
-            "name": self._secrets.display_name,
-            "address": str(self._secrets.identity.address),
-            "card": card.to_line(),
-        }
+        return api.Identity(
+            self._secrets.display_name, str(self._secrets.identity.address), card.to_line()
+        )
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> api.Status:
         contacts = []
         for contact in self._store.contacts():
             link = self.engine.status(contact.id)
             contacts.append(
-                {
-                    "name": contact.name,
-                    "address": str(contact.address),
-                    "reachable": bool(link and link.reachable),
-                    "since_ms": link.since_ms if link else None,
-                    "last_seen_ms": contact.last_seen_ms,
-                    "queued": self._store.outbox_depth(contact.id),
-                    "last_error": link.last_error if link else "",
-                    "failures": link.failures if link else 0,
-                    "retry_in": link.retry_in if link else None,
-                }
+                api.ContactStatus(
+                    name=contact.name,
+                    address=str(contact.address),
+                    reachable=bool(link and link.reachable),
+                    queued=self._store.outbox_depth(contact.id),
+                    last_error=link.last_error if link else "",
+                    since_ms=link.since_ms if link else None,
+                    last_seen_ms=contact.last_seen_ms,
+                    failures=link.failures if link else 0,
+                    retry_in=link.retry_in if link else None,
+                )
             )
-        return {
-            "address": str(self._secrets.identity.address),
-            "tor": dict(self._tor_state),
-            "outbox_depth": self._store.outbox_depth(),
-            "last_delivery_ms": self._store.last_delivery(),
-            "contacts": contacts,
-        }
+        return api.Status(
+            address=str(self._secrets.identity.address),
+            tor=self._tor_state,
+            outbox_depth=self._store.outbox_depth(),
+            last_delivery_ms=self._store.last_delivery(),
+            contacts=tuple(contacts),
+        )
 
-    async def contact_add(self, card: str, name: str | None = None) -> dict[str, Any]:
+    async def contact_add(self, card: str, name: str | None = None) -> api.ContactRef:
         parsed = ContactCard.parse(card)
         if parsed.address == self._secrets.identity.address:
             raise ConfigError("that card is this endpoint's own")
@@ -239,48 +239,48 @@ class Daemon:
         if self.engine.running:
             self.engine.add_contact(contact)
         log.info("event=contact_added contact=%s", contact.name)
-        return {"name": contact.name, "address": str(contact.address)}
+        return api.ContactRef(contact.name, str(contact.address))
 
     async def _authorize(self) -> None:
         if self._tor is not None and self._service is not None:
             keys = [c.client_auth_public for c in self._store.contacts()]
             await self._tor.set_authorized_clients(self._service, keys)
 
-    async def contact_list(self) -> list[dict[str, Any]]:
+    async def contact_list(self) -> list[api.Contact]:
         return [
-            {
-                "name": c.name,
-                "address": str(c.address),
-                "added_ms": c.added_ms,
-                "last_seen_ms": c.last_seen_ms,
-                "reachable": bool((link := self.engine.status(c.id)) and link.reachable),
-            }
+            api.Contact(
+                name=c.name,
+                address=str(c.address),
+                added_ms=c.added_ms,
+                last_seen_ms=c.last_seen_ms,
+                reachable=bool((link := self.engine.status(c.id)) and link.reachable),
+            )
             for c in self._store.contacts()
         ]
 
-    async def contact_remove(self, name: str) -> dict[str, Any]:
+    async def contact_remove(self, name: str) -> api.ContactRef:
         contact = self._store.remove_contact(name)
         self.engine.remove_contact(contact.id)
         await self._authorize()
         if self._tor is not None:
             await self._tor.remove_client_auth(contact.address)
         log.info("event=contact_removed contact=%s", contact.name)
-        return {"name": contact.name, "address": str(contact.address)}
+        return api.ContactRef(contact.name, str(contact.address))
 
-    async def contact_verify(self, name: str) -> dict[str, Any]:
+    async def contact_verify(self, name: str) -> api.SafetyNumber:
         contact = self._store.contact(name)
         number = safety_number(self._secrets.identity.public_key, contact.address.public_key)
-        return {"name": contact.name, "safety_number": number}
+        return api.SafetyNumber(contact.name, number)
 
     async def send_text(
         self, contact: str, body: str, content_type: str = "text/plain"
-    ) -> dict[str, Any]:
+    ) -> api.Queued:
         target = self._store.contact(contact)
         message_id = os.urandom(16)
         await self.engine.queue_text(target.id, m.Text(message_id, _now_ms(), body, content_type))
-        return {"id": message_id.hex(), "state": "queued"}
+        return api.Queued(message_id.hex(), api.MessageState.QUEUED)
 
-    async def send_file(self, contact: str, path: str) -> dict[str, Any]:
+    async def send_file(self, contact: str, path: str) -> api.Queued:
         target = self._store.contact(contact)
         source = Path(path)
         if not source.is_absolute():
@@ -298,12 +298,19 @@ class Daemon:
             )
         )
         self.engine.kick(target.id)
-        return {"id": file_id.hex(), "name": queued.name, "size": queued.size, "state": "queued"}
+        return api.Queued(file_id.hex(), api.MessageState.QUEUED, queued.name, queued.size)
 
-    async def inbox(self, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
-        if not 0 <= after <= MAX_SEQ:
-            raise ConfigError(f"'after' is a seq from 0 to {MAX_SEQ}")
-        return [stored_json(s) for s in self._store.inbox(after=after, limit=limit)]
+    async def inbox(
+        self, after: int = 0, limit: int = 100, unread: bool = False
+    ) -> list[api.Message]:
+        if not 0 <= after <= api.MAX_SEQ:
+            raise ConfigError(f"'after' is a seq from 0 to {api.MAX_SEQ}")
+        page = self._store.inbox(after=after, limit=limit, unread=unread)
+        return [message_record(s) for s in page]
+
+    async def outbox(self, contact: str | None = None, limit: int = 100) -> list[api.Message]:
+        contact_id = None if contact is None else self._store.contact(contact).id
+        return [message_record(s) for s in self._store.outbox(contact_id=contact_id, limit=limit)]
 
     def _find(self, message_id: bytes, contact: str | None) -> Stored:
         """The one message with this id (of this contact, when named).
@@ -322,10 +329,10 @@ class Daemon:
             )
         return found[0]
 
-    async def message(self, id: str, contact: str | None = None) -> dict[str, Any]:
-        return stored_json(self._find(_parse_id(id), contact))
+    async def message(self, id: str, contact: str | None = None) -> api.Message:
+        return message_record(self._find(_parse_id(id), contact))
 
-    async def mark_read(self, ids: list[str], contact: str | None = None) -> dict[str, Any]:
+    async def mark_read(self, ids: Sequence[str], contact: str | None = None) -> api.Marked:
         targets = [self._find(_parse_id(i), contact) for i in ids]
         by_contact: dict[int, list[bytes]] = {}
         for stored in targets:
@@ -340,9 +347,9 @@ class Daemon:
             # Tell the sender, and only it (best effort: receipts owed to an
             # offline contact are kept in memory until the next session).
             self.engine.owe_receipts(contact_id, changed)
-        return {"marked": marked}
+        return api.Marked(marked)
 
-    async def export_file(self, id: str, dest: str, contact: str | None = None) -> dict[str, Any]:
+    async def export_file(self, id: str, dest: str, contact: str | None = None) -> api.Exported:
         target = Path(dest)
         if not target.is_absolute():
             raise ConfigError("give an absolute destination path")
@@ -351,13 +358,13 @@ class Daemon:
             partial(self._store.export_file, stored.id, target, contact_id=stored.contact_id)
         )
         size = await trio.to_thread.run_sync(lambda: written.stat().st_size)
-        return {"path": str(written), "size": size}
+        return api.Exported(str(written), size)
 
-    async def retry(self, contact: str | None = None) -> dict[str, Any]:
+    async def retry(self, contact: str | None = None) -> api.Retried:
         if contact is None:
-            return {"contacts": self.engine.kick(retry_now=True)}
+            return api.Retried(self.engine.kick(retry_now=True))
         target = self._store.contact(contact).id  # UnknownContactError for a bad name
-        return {"contacts": self.engine.kick(target, retry_now=True)}
+        return api.Retried(self.engine.kick(target, retry_now=True))
 
     def close(self) -> None:
         self._hub.close()

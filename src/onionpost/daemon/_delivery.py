@@ -64,6 +64,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from onionpost.api import FileInfo, Message, MessageState, PeerChange, StateChange
 from onionpost.daemon._events import EventHub
 from onionpost.errors import (
     CloseCode,
@@ -540,7 +541,7 @@ class DeliveryEngine:
         now = _now_ms()
         for message_id in await self._db(self._store.expire, now):
             log.info("event=expired id=%s", message_id.hex())
-            self._hub.publish("state", {"id": message_id.hex(), "state": "expired"})
+            self._hub.publish(StateChange(message_id.hex(), MessageState.EXPIRED))
         idle_before = now - int(self._policy.transfer_idle_timeout * 1000)
         for contact_id, file_id in await self._db(self._store.expire_transfers, idle_before):
             link = self._links.get(contact_id)
@@ -614,13 +615,12 @@ class DeliveryEngine:
 
     def _publish_peer(self, link: _Link) -> None:
         self._hub.publish(
-            "peer",
-            {
-                "contact": link.contact.name,
-                "address": str(link.contact.address),
-                "reachable": bool(link.sessions),
-                "last_error": link.last_error,
-            },
+            PeerChange(
+                link.contact.name,
+                str(link.contact.address),
+                reachable=bool(link.sessions),
+                last_error=link.last_error,
+            )
         )
 
     # -- sessions -------------------------------------------------------------------------
@@ -756,7 +756,7 @@ class DeliveryEngine:
                     self._store.mark_sent, [o.id for o in batch], _now_ms(), contact_id=contact_id
                 )
                 for message_id in changed:
-                    self._hub.publish("state", {"id": message_id.hex(), "state": "sent"})
+                    self._hub.publish(StateChange(message_id.hex(), MessageState.SENT))
                 continue
             with trio.move_on_after(self._policy.ping_interval) as idle:
                 await link.wake.wait(since=seen)
@@ -822,7 +822,7 @@ class DeliveryEngine:
                 direction=Direction.OUT,
             )
             for message_id in changed:
-                self._hub.publish("state", {"id": message_id.hex(), "state": "read"})
+                self._hub.publish(StateChange(message_id.hex(), MessageState.READ))
         elif isinstance(record, m.FileOffer):
             await self._on_offer(link, session, record)
         elif isinstance(record, m.FileAccept):
@@ -863,7 +863,7 @@ class DeliveryEngine:
                 if stored:
                     await self._reply(link, session, m.Ack(tuple(t.id for t in group[:stored])))
                 for row in rows:
-                    self._hub.publish("message", stored_json(row))
+                    self._hub.publish(message_record(row))
                 if stored < len(group):
                     # The sender writes the Ack above, then closes the session;
                     # what arrives meanwhile is dropped, unacked (it comes again).
@@ -917,7 +917,7 @@ class DeliveryEngine:
             job = link.files.get(message_id)
             if job is not None:
                 job.stopped = True
-            self._hub.publish("state", {"id": message_id.hex(), "state": "delivered"})
+            self._hub.publish(StateChange(message_id.hex(), MessageState.DELIVERED))
 
     # -- files ----------------------------------------------------------------------------
 
@@ -1007,13 +1007,7 @@ class DeliveryEngine:
                     job.offset >= size
                 ):
                     self._hub.publish(
-                        "state",
-                        {
-                            "id": file_id.hex(),
-                            "state": "sending",
-                            "bytes": job.offset,
-                            "size": size,
-                        },
+                        StateChange(file_id.hex(), MessageState.SENDING, job.offset, size)
                     )
         finally:
             if link.files.get(file_id) is job:
@@ -1051,10 +1045,7 @@ class DeliveryEngine:
         size = stored.file.size if stored.file is not None else 0
         end = chunk.offset + len(chunk.data)
         if end // PROGRESS_EVERY_BYTES != chunk.offset // PROGRESS_EVERY_BYTES or end >= size:
-            self._hub.publish(
-                "state",
-                {"id": chunk.id.hex(), "state": "receiving", "bytes": end, "size": size},
-            )
+            self._hub.publish(StateChange(chunk.id.hex(), MessageState.RECEIVING, end, size))
         if end < size:
             return
         try:
@@ -1064,7 +1055,7 @@ class DeliveryEngine:
             return
         await self._reply(link, session, m.FileComplete(chunk.id))
         complete = await self._db(self._store.message, chunk.id, contact_id=contact_id)
-        self._hub.publish("message", stored_json(complete))
+        self._hub.publish(message_record(complete))
 
     async def _on_refusal(self, link: _Link, record: m.FileReject | m.FileCancel) -> None:
         """A FileReject or FileCancel: only ids exchanged with this contact count."""
@@ -1097,7 +1088,7 @@ class DeliveryEngine:
                     record.reason,
                 )
                 self._hub.publish(
-                    "state", {"id": record.id.hex(), "state": "refused", "reason": record.reason}
+                    StateChange(record.id.hex(), MessageState.REFUSED, reason=record.reason)
                 )
             return
         # No room at the contact now, or it dropped the transfer: the file stays
@@ -1113,31 +1104,26 @@ class DeliveryEngine:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def stored_json(stored: Stored) -> dict[str, Any]:
-    """A stored message as the local API shows it (``protocol-spec/local-api.md``)."""
-    data: dict[str, Any] = {
-        "seq": stored.seq,
-        "id": stored.id.hex(),
-        "contact": stored.contact,
-        "direction": stored.direction,
-        "kind": stored.kind,
-        "created_ms": stored.created_ms,
-        "received_ms": stored.received_ms,
-        "state": stored.state,
-    }
-    if stored.kind == "text":
-        data["body"] = stored.body
-        data["content_type"] = stored.content_type
-    elif stored.file is not None:
-        data["file"] = {
-            "name": stored.file.name,
-            "size": stored.file.size,
-            "complete": stored.file.complete,
-        }
-    reason = getattr(stored, "refused_reason", None)
-    if reason is not None:
-        data["reason"] = reason
-    return data
+def message_record(stored: Stored) -> Message:
+    """A stored message as the local API shows it."""
+    file = stored.file
+    return Message(
+        id=stored.id.hex(),
+        contact=stored.contact,
+        direction=str(stored.direction),
+        kind=str(stored.kind),
+        state=MessageState(stored.state),
+        created_ms=stored.created_ms,
+        seq=stored.seq if stored.direction == Direction.IN and stored.seq else None,
+        received_ms=stored.received_ms,
+        body=stored.body if stored.kind == Kind.TEXT else None,
+        content_type=stored.content_type,
+        file=None if file is None else FileInfo(file.name, file.size, file.complete),
+        reason=stored.refused_reason,
+        sent_ms=stored.sent_ms,
+        delivered_ms=stored.delivered_ms,
+        read_ms=stored.read_ms,
+    )
 
 
 def _valid_offset(offset: int, size: int) -> bool:

@@ -11,11 +11,12 @@ from typing import Any, Final
 
 import trio
 
+from onionpost import api
 from onionpost.errors import ConfigError
 
 log = logging.getLogger("onionpost.daemon")
 
-TOPICS: Final = frozenset({"message", "state", "peer", "tor"})
+TOPICS: Final = frozenset(api.EVENTS)
 SUBSCRIBER_BUFFER: Final = 1024
 MAX_SUBSCRIBERS: Final = 64
 
@@ -39,8 +40,12 @@ class EventHub:
         """Whether anyone listens to ``topic`` (so building its data is worth it)."""
         return any(topic in topics for topics, _ in self._subscribers)
 
-    def publish(self, topic: str, data: dict[str, Any]) -> None:
-        event = {"event": topic, "data": data}
+    def publish(self, record: object) -> None:
+        """Send an event record (:data:`onionpost.api.EVENTS`) to its topic's subscribers."""
+        topic = api.topic_of(record)
+        if not self.wants(topic):
+            return
+        event = {"event": topic, "data": api.encode(record)}
         for topics, channel in list(self._subscribers):
             if topic not in topics:
                 continue

@@ -9,17 +9,52 @@ formats are in ``protocol-spec/storage.md``.
 
 from __future__ import annotations
 
-from onionpost.home._card import ContactCard, check_name, read_card_file, safety_number
-from onionpost.home._config import DEFAULT_CONFIG_TEXT, Config, load_config, parse_config
-from onionpost.home._init import init_home
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from onionpost.home._paths import HOME_ENV, Paths, default_home
-from onionpost.home._secrets import (
-    Secrets,
-    create_key_file,
-    read_key_file,
-    save_secrets,
-    unlock,
-)
+
+if TYPE_CHECKING:
+    from onionpost.home._card import ContactCard, check_name, read_card_file, safety_number
+    from onionpost.home._config import DEFAULT_CONFIG_TEXT, Config, load_config, parse_config
+    from onionpost.home._init import init_home
+    from onionpost.home._secrets import (
+        Secrets,
+        create_key_file,
+        read_key_file,
+        save_secrets,
+        unlock,
+    )
+
+# The paths are all the client library needs; the rest (the crypto of the
+# secrets and cards) loads on first use, so ``import onionpost.client`` pulls
+# in neither pynacl nor cryptography.
+_LAZY: dict[str, str] = {
+    "ContactCard": "_card",
+    "check_name": "_card",
+    "read_card_file": "_card",
+    "safety_number": "_card",
+    "DEFAULT_CONFIG_TEXT": "_config",
+    "Config": "_config",
+    "load_config": "_config",
+    "parse_config": "_config",
+    "init_home": "_init",
+    "Secrets": "_secrets",
+    "create_key_file": "_secrets",
+    "read_key_file": "_secrets",
+    "save_secrets": "_secrets",
+    "unlock": "_secrets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_CONFIG_TEXT",

@@ -1329,13 +1329,26 @@ class Store:
 
     # -- queries ----------------------------------------------------------------------
 
-    def inbox(self, *, after: int = 0, limit: int = 100) -> list[Stored]:
-        """Incoming messages and complete files with ``seq > after``, in order."""
+    def inbox(self, *, after: int = 0, limit: int = 100, unread: bool = False) -> list[Stored]:
+        """Incoming messages and complete files with ``seq > after``, in order;
+        with ``unread``, only those not yet read."""
         with self._lock, self._guard("reading the inbox"):
             rows = self._db.execute(
-                "SELECT * FROM message_rows WHERE direction = 'in' AND seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (after, max(0, limit)),
+                "SELECT * FROM message_rows WHERE direction = 'in' AND seq > :after "
+                "AND (NOT :unread OR state = 'received') ORDER BY seq LIMIT :limit",
+                {"after": after, "unread": unread, "limit": max(0, limit)},
+            ).fetchall()
+        return [self._stored(row) for row in rows]
+
+    def outbox(self, *, contact_id: int | None = None, limit: int = 100) -> list[Stored]:
+        """Outgoing messages and files not yet acknowledged (queued or sent), to
+        current contacts or to ``contact_id`` only, oldest first."""
+        with self._lock, self._guard("reading the outbox"):
+            rows = self._db.execute(
+                "SELECT r.* FROM message_rows r JOIN contacts c ON c.id = r.contact_id "
+                "WHERE r.direction = 'out' AND r.state IN ('queued', 'sent') AND c.removed = 0 "
+                "AND (:contact IS NULL OR r.contact_id = :contact) ORDER BY r.seq LIMIT :limit",
+                {"contact": contact_id, "limit": max(0, limit)},
             ).fetchall()
         return [self._stored(row) for row in rows]
 

@@ -1,0 +1,743 @@
+"""The local API's shapes, defined once: every request, result and event.
+
+Theory of operation
+-------------------
+Each request is a frozen record whose fields are its parameters; its class
+names the method (``METHOD``) and the shape of the result (``RESULT``, one
+record or, with ``MANY``, a list of them). Results and events are frozen
+records too. Both ends of the local API go through here:
+
+- the daemon's API server decodes a request's ``params`` with
+  :func:`decode_request` (a bad parameter is ``bad-request``), calls the
+  backend, and encodes the record it returns with :func:`encode`;
+- the client encodes requests with :func:`encode` and decodes replies and
+  events with :func:`decode` (a reply that does not fit its record is a
+  malformed reply);
+- ``protocol-spec/local-api.md``'s tables are generated from these records
+  (:func:`markdown_tables`), and a test keeps the two equal.
+
+The JSON of a record is an object with one key per field. Decoding is
+strict about the fields it knows (types, required ones present) and ignores
+fields it does not know, so a newer daemon may add fields (local-api.md
+§Evolution). Field types are ``str``, ``int`` (never a JSON boolean),
+``float``, ``bool``, another record, :class:`MessageState`, a ``tuple`` of
+one of those, or ``X | None``. A field with a default may be absent.
+
+This module imports nothing heavier than the standard library and
+:mod:`onionpost.errors`: the client library depends on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import string
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final, TypeVar, get_args, get_origin
+
+from onionpost.errors import OnionpostError
+
+__all__ = [
+    "EVENTS",
+    "MAX_IDS",
+    "MAX_INBOX_LIMIT",
+    "MAX_SEQ",
+    "REQUESTS",
+    "Contact",
+    "ContactAdd",
+    "ContactList",
+    "ContactRef",
+    "ContactRemove",
+    "ContactStatus",
+    "ContactVerify",
+    "Exported",
+    "ExportFile",
+    "FileInfo",
+    "GetMessage",
+    "GetStatus",
+    "Identity",
+    "Inbox",
+    "MarkRead",
+    "Marked",
+    "Message",
+    "MessageState",
+    "Outbox",
+    "PeerChange",
+    "Queued",
+    "Request",
+    "Retried",
+    "Retry",
+    "SafetyNumber",
+    "SendFile",
+    "SendText",
+    "StateChange",
+    "Status",
+    "Subscribe",
+    "Subscribed",
+    "TorStatus",
+    "Whoami",
+    "decode",
+    "decode_request",
+    "encode",
+    "markdown_tables",
+    "topic_of",
+]
+
+# The largest ``limit`` of a listing and the most ids in ``mark_read``.
+MAX_INBOX_LIMIT: Final = 1000
+MAX_IDS: Final = 1000
+# The largest seq the store holds (SQLite's INTEGER).
+MAX_SEQ: Final = 2**63 - 1
+_MAX_ID_LEN: Final = 64
+_HEX: Final = frozenset(string.hexdigits)
+_SAFETY_GROUP: Final = 5
+
+R = TypeVar("R")
+
+
+class MessageState(enum.StrEnum):
+    """Every state a message or file is shown in, outgoing and incoming.
+
+    Outgoing: queued → sent → delivered → read; or expired (it was not
+    delivered in time) or refused (the contact refused the file for good).
+    ``sending`` is progress while a file's chunks go out. Incoming: a file
+    is ``receiving`` until complete, then received → read.
+    """
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    EXPIRED = "expired"
+    REFUSED = "refused"
+    RECEIVING = "receiving"
+    RECEIVED = "received"
+
+    @property
+    def failed(self) -> bool:
+        """The message will never be delivered."""
+        return self in (MessageState.EXPIRED, MessageState.REFUSED)
+
+    @property
+    def delivered(self) -> bool:
+        return self in (MessageState.DELIVERED, MessageState.READ)
+
+
+# -- parameter checks (beyond the field's type) -------------------------------------------
+
+Check = Callable[[object], str | None]  # the problem with a value, or None
+
+
+def _hex_id(value: object) -> str | None:
+    if isinstance(value, str) and 0 < len(value) <= _MAX_ID_LEN and not set(value) - _HEX:
+        return None
+    return "must be a hex id"
+
+
+def _hex_ids(value: object) -> str | None:
+    if (
+        isinstance(value, tuple)
+        and len(value) <= MAX_IDS
+        and all(_hex_id(v) is None for v in value)
+    ):
+        return None
+    return f"must be a list of at most {MAX_IDS} hex ids"
+
+
+def _absolute_path(value: object) -> str | None:
+    # The daemon's working directory is not the caller's: only absolute paths.
+    if isinstance(value, str) and "\0" not in value and os.path.isabs(value):
+        return None
+    return "must be an absolute path"
+
+
+def _seq(value: object) -> str | None:
+    if isinstance(value, int) and 0 <= value <= MAX_SEQ:
+        return None
+    return f"must be an integer from 0 to {MAX_SEQ}"
+
+
+def _limit(value: object) -> str | None:
+    if isinstance(value, int) and 1 <= value <= MAX_INBOX_LIMIT:
+        return None
+    return f"must be an integer from 1 to {MAX_INBOX_LIMIT}"
+
+
+def _topics(value: object) -> str | None:
+    if isinstance(value, tuple) and value and all(t in EVENTS for t in value):
+        return None
+    return f"must be a non-empty list of {sorted(EVENTS)}"
+
+
+def _meta(doc: str, check: Check | None = None) -> dict[str, Any]:
+    """A field's documentation (for local-api.md) and its check, if any."""
+    return {"doc": doc} if check is None else {"doc": doc, "check": check}
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """This endpoint: its display name, onion address and contact card line."""
+
+    name: str
+    address: str
+    card: str = field(metadata=_meta("the contact card, one line starting with `onionpost1:`"))
+
+
+@dataclass(frozen=True)
+class TorStatus:
+    """Tor's state as the daemon sees it (``starting``, ``ok``, ``restarting``, ...)."""
+
+    state: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ContactStatus:
+    """One contact's delivery state."""
+
+    name: str
+    address: str
+    reachable: bool = field(metadata=_meta("a session with the contact is up"))
+    queued: int = field(metadata=_meta("messages and files waiting for it"))
+    last_error: str = field(
+        default="",
+        metadata=_meta(
+            "why the last dial or session failed, in words; empty once it accepted a session"
+        ),
+    )
+    since_ms: int | None = field(
+        default=None, metadata=_meta("when it last became reachable or unreachable")
+    )
+    last_seen_ms: int | None = None
+    failures: int = field(
+        default=0, metadata=_meta("failed attempts since it last accepted a session")
+    )
+    retry_in: float | None = field(
+        default=None, metadata=_meta("seconds until the next dial, when one is due")
+    )
+
+
+@dataclass(frozen=True)
+class Status:
+    address: str
+    tor: TorStatus
+    outbox_depth: int = field(metadata=_meta("messages and files waiting, to every contact"))
+    last_delivery_ms: int | None
+    contacts: tuple[ContactStatus, ...]
+
+
+@dataclass(frozen=True)
+class Contact:
+    name: str
+    address: str
+    added_ms: int | None = None
+    last_seen_ms: int | None = None
+    reachable: bool = False
+
+
+@dataclass(frozen=True)
+class ContactRef:
+    """The contact a ``contact_add`` or ``contact_remove`` acted on."""
+
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class SafetyNumber:
+    """What both sides compare out of band before trusting a contact."""
+
+    name: str
+    safety_number: str = field(
+        metadata=_meta("60 digits in 12 groups of 5, the same on both endpoints")
+    )
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The number in groups of five digits, as people read it aloud."""
+        digits = "".join(self.safety_number.split())
+        return tuple(digits[i : i + _SAFETY_GROUP] for i in range(0, len(digits), _SAFETY_GROUP))
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A message or file durably queued for delivery (``name``/``size`` for files)."""
+
+    id: str
+    state: MessageState
+    name: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    size: int
+    complete: bool
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message or file, either direction (``body`` or ``file`` by ``kind``)."""
+
+    id: str
+    contact: str
+    direction: str = field(metadata=_meta("`in` or `out`"))
+    kind: str = field(metadata=_meta("`text` or `file`"))
+    state: MessageState
+    created_ms: int
+    seq: int | None = field(
+        default=None, metadata=_meta("orders incoming messages (null for outgoing ones)")
+    )
+    received_ms: int | None = None
+    body: str | None = None
+    content_type: str | None = None
+    file: FileInfo | None = None
+    reason: int | None = field(
+        default=None, metadata=_meta("the contact's refusal code, when refused")
+    )
+    sent_ms: int | None = field(default=None, metadata=_meta("outgoing: when it was last sent"))
+    delivered_ms: int | None = field(
+        default=None, metadata=_meta("outgoing: when the contact acknowledged it")
+    )
+    read_ms: int | None = field(default=None, metadata=_meta("when it was read"))
+
+    @property
+    def read(self) -> bool:
+        return self.state is MessageState.READ
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Marked:
+    marked: int = field(metadata=_meta("messages newly marked read"))
+
+
+@dataclass(frozen=True)
+class Retried:
+    contacts: int = field(metadata=_meta("links woken"))
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    topics: tuple[str, ...]
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """A message or file moved on (``bytes``/``size`` while it moves)."""
+
+    id: str
+    state: MessageState
+    bytes: int | None = None
+    size: int | None = None
+    reason: int | None = field(
+        default=None, metadata=_meta("the contact's refusal code, when refused")
+    )
+
+
+@dataclass(frozen=True)
+class PeerChange:
+    """A contact became reachable or unreachable."""
+
+    contact: str
+    address: str
+    reachable: bool
+    last_error: str = ""
+
+
+# topic -> the record its data is
+EVENTS: Final[Mapping[str, type]] = {
+    "message": Message,
+    "state": StateChange,
+    "peer": PeerChange,
+    "tor": TorStatus,
+}
+
+
+def topic_of(record: object) -> str:
+    for topic, cls in EVENTS.items():
+        if type(record) is cls:
+            return topic
+    raise OnionpostError(f"{type(record).__name__} is not an event")
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request's parameters; subclasses name the method and the result."""
+
+    METHOD: ClassVar[str]
+    RESULT: ClassVar[type]
+    MANY: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Whoami(Request):
+    METHOD = "whoami"
+    RESULT = Identity
+
+
+@dataclass(frozen=True)
+class GetStatus(Request):
+    METHOD = "status"
+    RESULT = Status
+
+
+@dataclass(frozen=True)
+class ContactAdd(Request):
+    METHOD = "contact_add"
+    RESULT = ContactRef
+    card: str = field(metadata=_meta("the card, one line"))
+    name: str | None = field(
+        default=None, metadata=_meta("what to call the contact; default the name on the card")
+    )
+
+
+@dataclass(frozen=True)
+class ContactList(Request):
+    METHOD = "contact_list"
+    RESULT = Contact
+    MANY = True
+
+
+@dataclass(frozen=True)
+class ContactRemove(Request):
+    METHOD = "contact_remove"
+    RESULT = ContactRef
+    name: str
+
+
+@dataclass(frozen=True)
+class ContactVerify(Request):
+    METHOD = "contact_verify"
+    RESULT = SafetyNumber
+    name: str
+
+
+@dataclass(frozen=True)
+class SendText(Request):
+    METHOD = "send_text"
+    RESULT = Queued
+    contact: str
+    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
+    content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
+
+
+@dataclass(frozen=True)
+class SendFile(Request):
+    METHOD = "send_file"
+    RESULT = Queued
+    contact: str
+    path: str = field(metadata=_meta("absolute", _absolute_path))
+
+
+@dataclass(frozen=True)
+class Inbox(Request):
+    METHOD = "inbox"
+    RESULT = Message
+    MANY = True
+    after: int = field(default=0, metadata=_meta("only messages with a greater `seq`", _seq))
+    limit: int = field(default=100, metadata=_meta(f"1 to {MAX_INBOX_LIMIT}", _limit))
+    unread: bool = field(default=False, metadata=_meta("only messages not yet read"))
+
+
+@dataclass(frozen=True)
+class Outbox(Request):
+    METHOD = "outbox"
+    RESULT = Message
+    MANY = True
+    contact: str | None = field(default=None, metadata=_meta("only what waits for this contact"))
+    limit: int = field(default=100, metadata=_meta(f"1 to {MAX_INBOX_LIMIT}", _limit))
+
+
+@dataclass(frozen=True)
+class GetMessage(Request):
+    METHOD = "message"
+    RESULT = Message
+    id: str = field(metadata=_meta("hex", _hex_id))
+    contact: str | None = field(
+        default=None, metadata=_meta("whose, when two contacts sent the same id")
+    )
+
+
+@dataclass(frozen=True)
+class MarkRead(Request):
+    METHOD = "mark_read"
+    RESULT = Marked
+    ids: tuple[str, ...] = field(metadata=_meta(f"hex, at most {MAX_IDS}", _hex_ids))
+    contact: str | None = field(
+        default=None, metadata=_meta("whose, when two contacts sent the same id")
+    )
+
+
+@dataclass(frozen=True)
+class ExportFile(Request):
+    METHOD = "export_file"
+    RESULT = Exported
+    id: str = field(metadata=_meta("hex", _hex_id))
+    dest: str = field(
+        metadata=_meta("absolute; a directory gets the file's name made safe", _absolute_path)
+    )
+    contact: str | None = field(
+        default=None, metadata=_meta("whose, when two contacts sent the same id")
+    )
+
+
+@dataclass(frozen=True)
+class Retry(Request):
+    METHOD = "retry"
+    RESULT = Retried
+    contact: str | None = field(default=None, metadata=_meta("one contact, or every one"))
+
+
+@dataclass(frozen=True)
+class Subscribe(Request):
+    METHOD = "subscribe"
+    RESULT = Subscribed
+    topics: tuple[str, ...] = field(metadata=_meta("`message`, `state`, `peer`, `tor`", _topics))
+
+
+REQUESTS: Final[Mapping[str, type[Request]]] = {
+    cls.METHOD: cls
+    for cls in (
+        Whoami,
+        GetStatus,
+        ContactAdd,
+        ContactList,
+        ContactRemove,
+        ContactVerify,
+        SendText,
+        SendFile,
+        Inbox,
+        Outbox,
+        GetMessage,
+        MarkRead,
+        ExportFile,
+        Retry,
+        Subscribe,
+    )
+}
+
+
+# -- the codec ----------------------------------------------------------------------------
+
+
+class _Shape(Exception):
+    """Internal: a value does not fit; ``where`` names the field."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"'{where}' {problem}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    cached = _HINTS.get(cls)
+    if cached is None:
+        cached = typing.get_type_hints(cls)
+        _HINTS[cls] = cached
+    return cached
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def encode(record: Any) -> Any:
+    """The JSON value of a record (or a list or tuple of them)."""
+    if isinstance(record, list | tuple):
+        return [encode(item) for item in record]
+    if isinstance(record, enum.Enum):
+        return record.value
+    if dataclasses.is_dataclass(record) and not isinstance(record, type):
+        return {f.name: encode(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    return record
+
+
+def _from_json(hint: Any, value: object, where: str) -> Any:
+    origin = get_origin(hint)
+    if origin is types.UnionType or origin is typing.Union:
+        options = [a for a in get_args(hint) if a is not type(None)]
+        if value is None:
+            if type(None) in get_args(hint):
+                return None
+            raise _Shape(where, "is missing")
+        return _from_json(options[0], value, where)
+    if origin is tuple:
+        (item, _) = get_args(hint)
+        if not isinstance(value, list):
+            raise _Shape(where, "must be a list")
+        return tuple(_from_json(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if type(value) is not bool:
+            raise _Shape(where, "must be true or false")
+        return value
+    if hint is int:
+        if type(value) is not int:
+            raise _Shape(where, "must be an integer")
+        return value
+    if hint is float:
+        if type(value) not in (int, float):
+            raise _Shape(where, "must be a number")
+        return float(value)  # type: ignore[arg-type]
+    if hint is str:
+        if not isinstance(value, str):
+            raise _Shape(where, "must be a string")
+        return value
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise _Shape(where, f"must be one of {[e.value for e in hint]}") from None
+    if dataclasses.is_dataclass(hint):
+        return _record(hint, value, where)  # type: ignore[arg-type]
+    raise TypeError(f"no JSON form for {hint!r}")  # a bug in the records above
+
+
+def _record(cls: type[R], data: object, where: str) -> R:
+    if not isinstance(data, dict):
+        raise _Shape(where, "must be an object")
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = f"{where}.{f.name}" if where else f.name
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name not in data or (data[f.name] is None and not required):
+            if required:
+                raise _Shape(name, "is missing")
+            continue
+        value = _from_json(hints[f.name], data[f.name], name)
+        check = f.metadata.get("check")
+        if check is not None:
+            problem = check(value)
+            if problem is not None:
+                raise _Shape(name, problem)
+        values[f.name] = value
+    return cls(**values)
+
+
+def decode(cls: type[R], data: object, *, error: Callable[[str], Exception], what: str = "") -> R:
+    """The record ``cls`` from JSON ``data``; ``error(message)`` is raised when
+    it does not fit (the client passes a malformed-reply error)."""
+    try:
+        return _record(cls, data, what)
+    except _Shape as exc:
+        raise error(str(exc)) from None
+
+
+def decode_many(
+    cls: type[R], data: object, *, error: Callable[[str], Exception], what: str = ""
+) -> tuple[R, ...]:
+    if not isinstance(data, list):
+        raise error(f"'{what}' must be a list")
+    return tuple(decode(cls, item, error=error, what=f"{what}[{i}]") for i, item in enumerate(data))
+
+
+def decode_request(method: object, params: object, *, error: Callable[[str], Exception]) -> Request:
+    """The request for ``method`` with ``params`` checked; ``error`` when it is
+    unknown, a parameter is unknown, missing, of the wrong type or out of range."""
+    cls = REQUESTS.get(method) if isinstance(method, str) else None
+    if cls is None:
+        raise error(f"unknown method {str(method)[:64]!r}")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise error("'params' must be an object")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise error(f"{cls.METHOD} takes no parameter {str(unknown[0])[:64]!r}")
+    try:
+        return _record(cls, params, "")
+    except _Shape as exc:
+        raise error(f"{cls.METHOD}: {exc}") from None
+
+
+def params(request: Request) -> dict[str, Any]:
+    """A request's parameters as keyword arguments (for the backend's method)."""
+    return {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
+
+
+# -- documentation ------------------------------------------------------------------------
+
+
+def _type_name(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is types.UnionType or origin is typing.Union:
+        inner = [a for a in get_args(hint) if a is not type(None)]
+        return f"{_type_name(inner[0])} or null"
+    if origin is tuple:
+        return f"list of {_type_name(get_args(hint)[0])}"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "state"
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return f"`{hint.__name__}`"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}[hint]
+
+
+def _fields_table(cls: type) -> list[str]:
+    rows = ["| field | type | required | meaning |", "|---|---|---|---|"]
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = "" if required else f" (default `{encode(f.default)!r}`)".replace("'", '"')
+        meaning = f.metadata.get("doc", "") + ("" if required else default)
+        rows.append(
+            f"| `{f.name}` | {_type_name(hints[f.name])} | {'yes' if required else 'no'} "
+            f"| {meaning.strip()} |"
+        )
+    return rows
+
+
+def markdown_tables() -> str:
+    """The tables of ``protocol-spec/local-api.md`` (methods, records, events, states)."""
+    out = ["### Methods", "", "| method | result |", "|---|---|"]
+    for method, cls in REQUESTS.items():
+        result = f"list of `{cls.RESULT.__name__}`" if cls.MANY else f"`{cls.RESULT.__name__}`"
+        out.append(f"| `{method}` | {result} |")
+    for method, cls in REQUESTS.items():
+        out += ["", f"#### `{method}` parameters", ""]
+        out += _fields_table(cls) if dataclasses.fields(cls) else ["none"]
+    out += ["", "### Results and event data", ""]
+    records = [
+        Identity, TorStatus, ContactStatus, Status, Contact, ContactRef, SafetyNumber,
+        Queued, FileInfo, Message, Exported, Marked, Retried, Subscribed, StateChange,
+        PeerChange,
+    ]  # fmt: skip
+    for record in records:
+        out += [f"#### `{record.__name__}`", ""]
+        if record.__doc__ and not record.__doc__.startswith(record.__name__ + "("):
+            out += [" ".join(record.__doc__.split()), ""]
+        out += [*_fields_table(record), ""]
+    out += ["### Events", "", "| topic | data |", "|---|---|"]
+    out += [f"| `{topic}` | `{cls.__name__}` |" for topic, cls in EVENTS.items()]
+    out += ["", "### Message states", "", "| state | meaning |", "|---|---|"]
+    meanings = {
+        MessageState.QUEUED: "outgoing, durably queued, not yet sent in a session",
+        MessageState.SENDING: "outgoing file, chunks going out (an event with `bytes`/`size`)",
+        MessageState.SENT: "outgoing, sent, not yet acknowledged",
+        MessageState.DELIVERED: "outgoing, the contact has it stored",
+        MessageState.READ: "read: by the contact (outgoing) or by us (incoming)",
+        MessageState.EXPIRED: "outgoing, not delivered before `message_expiry`; final",
+        MessageState.REFUSED: "outgoing file, refused by the contact for good (`reason`); final",
+        MessageState.RECEIVING: "incoming file, arriving",
+        MessageState.RECEIVED: "incoming, stored, not yet read",
+    }
+    out += [f"| `{state.value}` | {meanings[state]} |" for state in MessageState]
+    return "\n".join(out) + "\n"
