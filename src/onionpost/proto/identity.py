@@ -34,11 +34,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
-from nacl import exceptions as _nacl_exc
-from nacl.signing import SigningKey, VerifyKey
-
 from onionpost.errors import AuthenticationError, ConfigError
-from onionpost.proto._crypto import KeyPair, constant_time_equal
+from onionpost.proto._crypto import KeyPair, SigningKey, constant_time_equal, ed25519_verify
 from onionpost.proto.address import OnionAddress
 
 __all__ = [
@@ -64,10 +61,7 @@ _FAILED: Final = "handshake failed"
 
 def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> None:
     """Ed25519 verification; raises :class:`AuthenticationError` on any failure."""
-    try:
-        VerifyKey(public_key).verify(message, signature)
-    except (_nacl_exc.BadSignatureError, _nacl_exc.ValueError, _nacl_exc.TypeError) as exc:
-        raise AuthenticationError(_FAILED) from exc
+    ed25519_verify(public_key, signature, message)
 
 
 class Identity:
@@ -79,23 +73,23 @@ class Identity:
         if len(seed) != 32:
             raise ConfigError("an identity seed is 32 bytes")
         self._key = SigningKey(seed)
-        self.public_key = bytes(self._key.verify_key)
+        self.public_key = self._key.public
         self.address = OnionAddress.from_public_key(self.public_key)
 
     @classmethod
     def generate(cls) -> Identity:
-        return cls(bytes(SigningKey.generate()))
+        return cls(SigningKey.generate().seed)
 
     @property
     def seed(self) -> bytes:
         """The private seed, for storage encrypted at rest and for tor's ADD_ONION."""
-        return bytes(self._key)
+        return self._key.seed
 
     def __repr__(self) -> str:
         return f"Identity({self.address})"
 
     def sign(self, message: bytes) -> bytes:
-        return self._key.sign(message).signature
+        return self._key.sign(message)
 
     def certify(self, static_public: bytes, *, now: int) -> StaticKeyCertificate:
         """Issue a certificate for ``static_public``, valid from ``now``."""

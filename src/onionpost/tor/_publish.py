@@ -28,14 +28,12 @@ from __future__ import annotations
 import base64
 import enum
 import ipaddress
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
-from nacl.bindings import crypto_scalarmult_base
-
 from onionpost.errors import ConfigError
+from onionpost.proto._crypto import KeyPair
 from onionpost.proto.address import OnionAddress, expanded_secret_key
 from onionpost.tor._controller import HsDescEvent
 
@@ -158,7 +156,7 @@ class ServiceRecord:
         # Client authorization is always on. With no client, the descriptor is
         # encrypted to a throwaway key whose private half nobody keeps, so "no
         # authorized clients" means nobody can connect, never "anyone can".
-        clients = self.clients or (crypto_scalarmult_base(os.urandom(X25519_KEY_LEN)),)
+        clients = self.clients or (KeyPair.generate().public,)
         key = base64.b64encode(expanded_secret_key(self.seed)).decode("ascii")
         host, port = self.target
         parts = [

@@ -54,9 +54,9 @@ from dataclasses import dataclass
 from typing import Final
 
 import trio
-from nacl.bindings import crypto_sign_seed_keypair
 
 from onionpost.errors import ConfigError, DialError, TorControlError, TorError, TorLaunchError
+from onionpost.proto._crypto import ed25519_public_key
 from onionpost.proto.address import OnionAddress
 from onionpost.tor._config import (
     TorConfig,
@@ -466,8 +466,7 @@ class Tor:
         check_port(virtual_port, "virtual_port")
         target = check_loopback_target(target)
         clients = self._check_clients(authorized_clients)
-        public_key, _ = crypto_sign_seed_keypair(identity_seed)
-        address = OnionAddress.from_public_key(public_key)
+        address = OnionAddress.from_public_key(ed25519_public_key(identity_seed))
         async with self._lock:
             if address.service_id in self._services:
                 raise ConfigError(f"{address} is already published")
