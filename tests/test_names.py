@@ -1,4 +1,5 @@
-"""File names from other endpoints: the wire rule, and the one name we write to disk."""
+"""Names: file names from other endpoints (the wire rule, and the one name we write to
+disk), and the one rule for contact names that cards, secrets and the store share."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onionpost.errors import LocalProtocolError, MessageDecodeError
-from onionpost.limits import MAX_FILE_NAME
-from onionpost.names import file_name_problem, numbered_file_name, safe_file_name
+from onionpost.errors import ConfigError, LocalProtocolError, MessageDecodeError
+from onionpost.home import check_name
+from onionpost.limits import MAX_CONTACT_NAME, MAX_FILE_NAME
+from onionpost.names import (
+    contact_name_problem,
+    file_name_problem,
+    numbered_file_name,
+    safe_file_name,
+)
 from onionpost.proto import messages as m
 
 FORBIDDEN = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}
@@ -141,3 +148,43 @@ def test_the_decoder_uses_the_wire_rule(name: str) -> None:
     assert isinstance(m.decode(msgpack.packb(fields, use_bin_type=True)), m.FileOffer)
     with pytest.raises(LocalProtocolError):
         m.encode(m.FileOffer(bytes(16), 1, name, 1, bytes(64)))
+
+
+# -- contact names ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "is empty"),
+        ("   ", "is empty"),
+        ("x" * (MAX_CONTACT_NAME + 1), f"longer than {MAX_CONTACT_NAME}"),
+        ("tab\there", "control or formatting"),
+        ("bidi\u202e", "control or formatting"),
+        ("line\u2028sep", "control or formatting"),
+        (None, "must be text"),
+        (b"bytes", "must be text"),
+    ],
+)
+def test_the_contact_name_rule(name: object, problem: str) -> None:
+    found = contact_name_problem(name)
+    assert found is not None
+    assert problem in found
+    with pytest.raises(ConfigError, match=f"^the card's name {found}$"):
+        check_name(name, what="the card's name")
+
+
+@pytest.mark.parametrize("name", ["Alice", "x" * MAX_CONTACT_NAME, "Zoë", "李", "a b"])
+def test_the_contact_name_rule_admits(name: str) -> None:
+    assert contact_name_problem(name) is None
+    assert check_name(name) == name
+
+
+@given(any_text)
+def test_the_home_applies_the_one_rule(name: str) -> None:
+    problem = contact_name_problem(name)
+    if problem is None:
+        assert check_name(name) == name
+    else:
+        with pytest.raises(ConfigError):
+            check_name(name)

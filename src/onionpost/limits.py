@@ -27,6 +27,8 @@ MAX_RECORD_FIELDS: Final = 16
 MAX_TEXT_BODY: Final = 60_000  # bytes of UTF-8
 MAX_CONTENT_TYPE: Final = 128
 MAX_FILE_NAME: Final = 255  # bytes of UTF-8
+# A contact card's name, and a contact's name in the store (storage.md §3).
+MAX_CONTACT_NAME: Final = 64  # characters
 MAX_FILE_SIZE: Final = 2**40  # 1 TiB: the protocol's bound; the daemon sets a lower one
 MAX_ACK_IDS: Final = 512
 MAX_CLOSE_REASON: Final = 256

@@ -1,4 +1,4 @@
-"""File names chosen by other endpoints: what the wire admits, and what we write to disk.
+"""Names chosen by people: file names from other endpoints, and contact names.
 
 A FileOffer's ``name`` is the sender's choice. Two rules, kept together here
 so that the protocol core, the store and the CLI agree:
@@ -19,6 +19,12 @@ so that the protocol core, the store and the CLI agree:
 
   It is idempotent, and its result is never empty, ``.`` or ``..``.
 
+A contact's name (the name in a contact card, our own display name, the name
+a contact is stored under) follows one rule, :func:`contact_name_problem`
+(``protocol-spec/storage.md`` §3): 1 to MAX_CONTACT_NAME characters, not only
+spaces, and none of the characters that could hide or reorder text on a
+terminal. The home's cards and secrets and the store all check it here.
+
 Pure functions on ``str``: no I/O, usable from :mod:`onionpost.proto`.
 """
 
@@ -28,13 +34,13 @@ import re
 import unicodedata
 from typing import Final
 
-from onionpost.limits import MAX_FILE_NAME
+from onionpost.limits import MAX_CONTACT_NAME, MAX_FILE_NAME
 
-__all__ = ["file_name_problem", "numbered_file_name", "safe_file_name"]
+__all__ = ["contact_name_problem", "file_name_problem", "numbered_file_name", "safe_file_name"]
 
 # Controls, format characters (bidi overrides, zero-width joiners), surrogates,
-# private use, line and paragraph separators: the categories a contact name
-# may not contain either (storage.md §3).
+# private use, line and paragraph separators: what a contact name may not
+# contain, and what safe_file_name replaces (storage.md §3).
 _FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 _SEPARATORS: Final = re.compile(r"[/\\]")
 _REPLACEMENT: Final = "_"
@@ -55,6 +61,23 @@ def file_name_problem(name: object) -> str | None:
         return "a file name must not contain '/', '\\' or NUL"
     if len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME:
         return f"a file name is at most {MAX_FILE_NAME} bytes of UTF-8"
+    return None
+
+
+def contact_name_problem(name: object) -> str | None:
+    """What makes ``name`` unusable as a contact's name, or ``None``.
+
+    The answer completes a sentence about the name ("the display name" +
+    " is empty"); each caller raises its own error with it.
+    """
+    if not isinstance(name, str):
+        return "must be text"
+    if not name.strip():
+        return "is empty"
+    if len(name) > MAX_CONTACT_NAME:
+        return f"is longer than {MAX_CONTACT_NAME} characters"
+    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in name):
+        return "contains control or formatting characters"
     return None
 
 

@@ -16,6 +16,7 @@ from onionpost.errors import (
     StoreError,
     UnknownContactError,
 )
+from onionpost.names import contact_name_problem
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import Text
 from onionpost.store import (
@@ -70,8 +71,10 @@ def test_contact_names_and_addresses_are_unique(store: Store) -> None:
 
 @pytest.mark.parametrize("name", ["", "  ", "x" * 65, "tab\there", "bidi\u202e"])
 def test_bad_contact_names(store: Store, name: str) -> None:
-    with pytest.raises(ConfigError):
+    # The rule of onionpost.names, the same as a card's name.
+    with pytest.raises(ConfigError) as caught:
         add_contact(store, name)
+    assert str(caught.value) == f"a contact name {contact_name_problem(name)}"
 
 
 def test_note_contact_seen(store: Store) -> None:

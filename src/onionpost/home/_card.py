@@ -32,23 +32,19 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from onionpost.errors import AuthenticationError, CardError, ConfigError
+from onionpost.names import contact_name_problem
 from onionpost.proto import _msgpack
 from onionpost.proto.address import OnionAddress
-from onionpost.proto.identity import verify_signature
-
-if TYPE_CHECKING:
-    from onionpost.home._secrets import Secrets
+from onionpost.proto.identity import Identity, verify_signature
 
 __all__ = [
     "CARD_CONTEXT",
     "CARD_PREFIX",
-    "MAX_NAME_LEN",
     "ContactCard",
     "check_name",
     "read_card_file",
@@ -58,7 +54,6 @@ __all__ = [
 CARD_PREFIX: Final = "onionpost1:"
 CARD_VERSION: Final = 1
 CARD_CONTEXT: Final = b"onionpost contact card\x00"
-MAX_NAME_LEN: Final = 64  # characters
 _KEY_LEN: Final = 32
 _SIGNATURE_LEN: Final = 64
 # Longest possible card line: prefix + base64 of (array header, version, two
@@ -66,10 +61,6 @@ _SIGNATURE_LEN: Final = 64
 _MAX_CARD_CHARS: Final = 1024
 _MAX_CARD_FILE: Final = 4096
 _BASE64URL: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-# Unicode categories a name may not contain: controls (Cc), format characters
-# such as bidirectional overrides (Cf), surrogates (Cs), private use (Co),
-# and the line and paragraph separators (Zl, Zp).
-_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 
 SAFETY_CONTEXT: Final = b"onionpost safety number v1\x00"
 _SAFETY_GROUPS: Final = 12
@@ -77,20 +68,28 @@ _SAFETY_GROUP_DIGITS: Final = 5
 _SAFETY_BYTES_PER_GROUP: Final = 5
 
 
+class CardHolder(Protocol):
+    """What a card is issued from: an endpoint's :class:`~onionpost.home.Secrets`."""
+
+    @property
+    def identity(self) -> Identity: ...
+    @property
+    def client_auth_public(self) -> bytes: ...
+    @property
+    def display_name(self) -> str: ...
+
+
 def check_name(name: object, *, what: str = "a name") -> str:
     """``name`` if it is a usable display name, else :class:`ConfigError`.
 
-    1 to 64 characters, not only spaces, none of them a control, format or
-    separator character (which could hide or reorder text on a terminal).
+    The rule is :func:`onionpost.names.contact_name_problem`: 1 to 64
+    characters, not only spaces, none of them a control, format or separator
+    character (which could hide or reorder text on a terminal).
     """
-    if not isinstance(name, str):
-        raise ConfigError(f"{what} must be text")
-    if not name.strip():
-        raise ConfigError(f"{what} is empty")
-    if len(name) > MAX_NAME_LEN:
-        raise ConfigError(f"{what} is longer than {MAX_NAME_LEN} characters")
-    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in name):
-        raise ConfigError(f"{what} contains control or formatting characters")
+    problem = contact_name_problem(name)
+    if problem is not None:
+        raise ConfigError(f"{what} {problem}")
+    assert isinstance(name, str)
     return name
 
 
@@ -134,7 +133,7 @@ class ContactCard:
             ) from exc
 
     @classmethod
-    def issue(cls, secrets: Secrets) -> ContactCard:
+    def issue(cls, secrets: CardHolder) -> ContactCard:
         """Our own card, signed with our identity key."""
         identity = secrets.identity
         body = _body(identity.public_key, secrets.client_auth_public, secrets.display_name)

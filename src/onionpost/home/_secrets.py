@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import msgpack
-
 from onionpost.errors import AuthenticationError, ConfigError, StoreError, UnlockError
-from onionpost.home._card import check_name
 from onionpost.home._paths import Paths, write_atomic
+from onionpost.names import contact_name_problem
+from onionpost.proto import _msgpack
 from onionpost.proto._crypto import KeyPair
 from onionpost.proto.identity import (
     CERT_LEN,
@@ -98,7 +97,9 @@ class Secrets:
             raise ConfigError("client-authorization and store keys are 32 bytes")
         if KeyPair.from_private(self.client_auth_private).public != self.client_auth_public:
             raise ConfigError("the client-authorization key pair does not match")
-        check_name(self.display_name, what="the display name")
+        problem = contact_name_problem(self.display_name)
+        if problem is not None:
+            raise ConfigError(f"the display name {problem}")
 
     @classmethod
     def generate(cls, display_name: str, *, now: int) -> Secrets:
@@ -119,7 +120,7 @@ class Secrets:
         return f"Secrets({self.identity.address}, {self.static!r})"
 
     def _to_plaintext(self) -> bytes:
-        packed: bytes = msgpack.packb(
+        return _msgpack.pack(
             {
                 "identity_seed": self.identity.seed,
                 "client_auth_private": self.client_auth_private,
@@ -127,16 +128,17 @@ class Secrets:
                 "static_certificate": self.static.certificate.to_bytes(),
                 "store_key": self.store_key,
                 "display_name": self.display_name,
-            },
-            use_bin_type=True,
+            }
         )
-        return packed
 
     @classmethod
     def _from_plaintext(cls, plaintext: bytes) -> Secrets:
         try:
-            obj: Any = msgpack.unpackb(plaintext, raw=False, max_map_len=len(_FIELDS))
-        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+            # The one msgpack map of ours (storage.md §Secrets file): flat, small.
+            obj: Any = _msgpack.unpack(
+                plaintext, max_len=len(plaintext), max_items=0, max_map_items=len(_FIELDS)
+            )
+        except _msgpack.NotMsgpack as exc:
             raise UnlockError("the secrets file's contents are malformed") from exc
         if type(obj) is not dict or set(obj) != _FIELDS:
             raise UnlockError("the secrets file's contents are malformed")

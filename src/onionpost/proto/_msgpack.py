@@ -1,14 +1,18 @@
 """Strict msgpack: the one place msgpack is called and its errors are caught.
 
-onionpost's encodings (records, handshake payloads, contact cards) are
-msgpack arrays of integers, strings and binary. :func:`unpack` decodes exactly
-one value within the caller's bounds and refuses every non-empty map and every
-extension value with data. An empty map ``{}`` and a zero-length extension
-(``c7 00 <type>``) do come through, as spec.md §3.6 allows in handshake
-extras; each caller's type checks refuse them where they do not belong (a
-record's fields and trailing fields, a card's). Every failure of the decoder,
-whatever msgpack calls it, is one :class:`NotMsgpack`, which each caller turns
-into its own error (MessageDecodeError, AuthenticationError, CardError).
+onionpost's encodings (records, handshake payloads, contact cards, the
+store's sealed rows) are msgpack arrays of integers, strings and binary.
+:func:`unpack` decodes exactly one value within the caller's bounds and
+refuses every non-empty map and every extension value with data. An empty map
+``{}`` and a zero-length extension (``c7 00 <type>``) do come through, as
+spec.md §3.6 allows in handshake extras; each caller's type checks refuse them
+where they do not belong (a record's fields and trailing fields, a card's).
+The one map onionpost writes, the sealed secrets file's plaintext
+(storage.md §Secrets file), is admitted only where that caller asks for it
+(``max_map_items``); nothing a peer sends is a map. Every failure of the
+decoder, whatever msgpack calls it, is one :class:`NotMsgpack`, which each
+caller turns into its own error (MessageDecodeError, AuthenticationError,
+CardError, StoreError, UnlockError).
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ def pack(obj: Any) -> bytes:
     return data
 
 
-def unpack(data: bytes, *, max_len: int, max_items: int, use_list: bool = False) -> Any:
+def unpack(
+    data: bytes, *, max_len: int, max_items: int, use_list: bool = False, max_map_items: int = 0
+) -> Any:
     """One value; str/bin at most ``max_len`` bytes, arrays at most ``max_items``.
 
-    Maps and extension values only when empty (see the module docstring).
+    Maps of at most ``max_map_items`` entries with text keys (none by
+    default); extension values only when empty (see the module docstring).
     """
     try:
         return msgpack.unpackb(
@@ -43,7 +50,7 @@ def unpack(data: bytes, *, max_len: int, max_items: int, use_list: bool = False)
             max_str_len=max_len,
             max_bin_len=max_len,
             max_array_len=max_items,
-            max_map_len=0,
+            max_map_len=max_map_items,
             max_ext_len=0,
         )
     except (ValueError, TypeError, msgpack.FormatError, msgpack.StackError) as exc:

@@ -52,15 +52,12 @@ import re
 import shutil
 import sqlite3
 import threading
-import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
-
-import msgpack
 
 from onionpost.errors import (
     ConfigError,
@@ -75,7 +72,8 @@ from onionpost.errors import (
     UnknownContactError,
 )
 from onionpost.limits import FILE_CHUNK_SIZE
-from onionpost.names import file_name_problem, safe_file_name
+from onionpost.names import contact_name_problem, file_name_problem, safe_file_name
+from onionpost.proto import _msgpack
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer
 from onionpost.store import _crypto, _schema
@@ -98,10 +96,10 @@ __all__ = ["Store"]
 
 ID_LEN: Final = 16
 HASH_LEN: Final = 64
-MAX_CONTACT_NAME: Final = 64
 _AD_CONTEXT: Final = b"onionpost store v1\x00"
 _KEY_CHECK: Final = b"onionpost store key check"
-_FORBIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+# The most fields a sealed row holds (a file's: name, content type, hash).
+_MAX_SEALED_FIELDS: Final = 3
 _BLOB_NAME: Final = re.compile(r"(in|out)-([0-9]+)-([0-9a-f]{32})")
 _PENDING: Final = (State.QUEUED.value, State.SENT.value)
 # A reason code is a u64 on the wire (spec.md §5.3); SQLite's integers are
@@ -159,14 +157,11 @@ def _check_id(value: object, what: str = "a message id") -> bytes:
 
 
 def _check_contact_name(name: object) -> str:
-    # The same rule as onionpost.home.check_name (a card's name), kept here
-    # so that the store does not import the home package.
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError("a contact name must not be empty")
-    if len(name) > MAX_CONTACT_NAME:
-        raise ConfigError(f"a contact name is at most {MAX_CONTACT_NAME} characters")
-    if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in name):
-        raise ConfigError("a contact name must not contain control or formatting characters")
+    # A card's name is a contact's name: one rule (onionpost.names).
+    problem = contact_name_problem(name)
+    if problem is not None:
+        raise ConfigError(f"a contact name {problem}")
+    assert isinstance(name, str)
     return name
 
 
@@ -476,7 +471,7 @@ class Store:
         )
 
     def _seal(self, row: _RowKey, fields: list[Any]) -> bytes:
-        plaintext: bytes = msgpack.packb(fields, use_bin_type=True)
+        plaintext = _msgpack.pack(fields)
         return _crypto.seal(self._key, plaintext, self._ad(row))
 
     def _unseal(self, row: _RowKey, kind: str, sealed: bytes) -> list[Any]:
@@ -484,8 +479,10 @@ class Store:
         what = f"the content of message {message_id.hex()}"
         plaintext = _crypto.open_sealed(self._key, sealed, self._ad(row), what=what)
         try:
-            fields: Any = msgpack.unpackb(plaintext, raw=False, use_list=True)
-        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+            fields: Any = _msgpack.unpack(
+                plaintext, max_len=len(plaintext), max_items=_MAX_SEALED_FIELDS, use_list=True
+            )
+        except _msgpack.NotMsgpack as exc:
             raise StoreError(f"{what} is malformed") from exc
         if kind == Kind.TEXT:
             shape_ok = (
