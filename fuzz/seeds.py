@@ -25,6 +25,7 @@ from fuzz.targets import (
     new_initiator,
     new_responder,
 )
+from onionpost.limits import MAX_CLOSE_REASON, MAX_FILE_SIZE
 from onionpost.proto import _msgpack, messages
 from onionpost.proto.identity import Identity
 
@@ -55,6 +56,11 @@ RECORDS: Final[dict[str, messages.Message]] = {
     "ping": messages.Ping(7),
     "pong": messages.Pong(7),
     "close": messages.Close(0, "bye"),
+    # At the bounds, where the fuzzer can cross them with one mutation.
+    "file-offer-at-the-bounds": messages.FileOffer(
+        _id("large"), 2**64 - 1, "é" * 127 + "x", MAX_FILE_SIZE, bytes(64), "t" * 128
+    ),
+    "close-longest-reason": messages.Close(2**64 - 1, "r" * MAX_CLOSE_REASON),
 }
 
 # Records only the evolution rules make: an optional extension, and a Text
@@ -138,11 +144,17 @@ def _handshake_payload() -> dict[str, bytes]:
     # and the responder refuses it.
     stranger = Identity(hashlib.blake2b(b"onionpost fuzz stranger").digest()[:32])
     stranger_cert = stranger.certify(INITIATOR_STATIC.keypair.public, now=NOW).to_bytes()
+    responder_stranger_cert = stranger.certify(RESPONDER_STATIC.keypair.public, now=NOW)
+    # Signed by the right identity, for another static key than the handshake's.
+    other_static = INITIATOR.certify(bytes(range(32)), now=NOW).to_bytes()
     return {
         "to-responder": b"\x00" + _payload(INITIATOR, initiator_cert),
+        "to-responder-other-static": b"\x00" + _payload(INITIATOR, other_static),
         "to-responder-later-version": b"\x00" + _payload(INITIATOR, initiator_cert, "x", [1]),
         "to-responder-stranger": b"\x00" + _payload(stranger, stranger_cert),
         "to-initiator": b"\x01" + _payload(RESPONDER, RESPONDER_STATIC.certificate.to_bytes()),
+        # A valid certificate, but not from the address the initiator dialed.
+        "to-initiator-stranger": b"\x01" + _payload(stranger, responder_stranger_cert.to_bytes()),
     }
 
 
