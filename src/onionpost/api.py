@@ -705,6 +705,13 @@ def _fields_table(cls: type) -> list[str]:
     return rows
 
 
+# The markers around the generated part of protocol-spec/local-api.md.
+GENERATED_BEGIN: Final = (
+    "<!-- generated from src/onionpost/api.py by onionpost.api.markdown_tables(); do not edit -->"
+)
+GENERATED_END: Final = "<!-- end of the generated tables -->"
+
+
 def markdown_tables() -> str:
     """The tables of ``protocol-spec/local-api.md`` (methods, records, events, states)."""
     out = ["### Methods", "", "| method | result |", "|---|---|"]

@@ -1,0 +1,129 @@
+"""onionpost.api: one definition of the local API's shapes, strictly decoded."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from onionpost import api
+
+
+class Bad(Exception):
+    pass
+
+
+def decode(cls: type, data: object) -> object:
+    return api.decode(cls, data, error=Bad)
+
+
+MESSAGE = api.Message(
+    id="ab" * 16,
+    contact="bob",
+    direction="in",
+    kind="file",
+    state=api.MessageState.RECEIVED,
+    created_ms=1,
+    seq=7,
+    received_ms=2,
+    file=api.FileInfo("report.pdf", 10, True),
+)
+SAMPLES: list[object] = [
+    api.Identity("alice", "x.onion", "onionpost1:..."),
+    api.Status(
+        "x.onion",
+        api.TorStatus("ok", "published"),
+        outbox_depth=3,
+        last_delivery_ms=None,
+        contacts=(api.ContactStatus("bob", "y.onion", reachable=False, queued=3, retry_in=4.5),),
+    ),
+    MESSAGE,
+    api.StateChange("ab" * 16, api.MessageState.REFUSED, reason=1),
+    api.PeerChange("bob", "y.onion", reachable=True),
+    api.Queued("ab" * 16, api.MessageState.QUEUED, "a.bin", 3),
+    api.Marked(2),
+]
+
+
+@pytest.mark.parametrize("record", SAMPLES, ids=lambda r: type(r).__name__)
+def test_every_record_round_trips_through_json(record: object) -> None:
+    import json
+
+    wire = json.loads(json.dumps(api.encode(record)))
+    assert decode(type(record), wire) == record
+
+
+def test_unknown_fields_are_ignored_missing_required_ones_are_not() -> None:
+    wire = api.encode(MESSAGE) | {"from_the_future": [1, 2]}
+    assert decode(api.Message, wire) == MESSAGE
+    del wire["state"]
+    with pytest.raises(Bad, match="'state' is missing"):
+        decode(api.Message, wire)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("created_ms", True),  # a boolean is not an integer
+        ("created_ms", 1.5),
+        ("state", "lost"),  # not a state
+        ("file", "report.pdf"),  # a record is an object
+        ("seq", "7"),
+    ],
+)
+def test_wrong_types_are_refused_with_the_field_named(field: str, value: object) -> None:
+    wire = api.encode(MESSAGE) | {field: value}
+    with pytest.raises(Bad, match=f"'{field}"):
+        decode(api.Message, wire)
+
+
+def test_optional_fields_may_be_absent_or_null() -> None:
+    wire = api.encode(MESSAGE)
+    for name in ("seq", "received_ms", "body", "file", "reason"):
+        wire.pop(name)
+    wire["content_type"] = None
+    decoded = decode(api.Message, wire)
+    assert isinstance(decoded, api.Message)
+    assert decoded.seq is None
+    assert decoded.file is None
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "problem"),
+    [
+        ("nope", {}, "unknown method"),
+        ("inbox", [], "'params' must be an object"),
+        ("inbox", {"after": -1}, "after"),
+        ("inbox", {"after": 2**64}, "after"),
+        ("inbox", {"limit": 0}, "limit"),
+        ("inbox", {"colour": "red"}, "no parameter 'colour'"),
+        ("send_file", {"contact": "bob", "path": "relative.txt"}, "absolute"),
+        ("message", {"id": "xyz"}, "hex id"),
+        ("mark_read", {"ids": ["ab"] * 1001}, "at most 1000"),
+        ("subscribe", {"topics": []}, "non-empty"),
+        ("subscribe", {"topics": ["gossip"]}, "non-empty"),
+        ("send_text", {"contact": "bob"}, "'body' is missing"),
+    ],
+)
+def test_bad_requests_name_their_problem(method: str, params: object, problem: str) -> None:
+    with pytest.raises(Bad, match=problem):
+        api.decode_request(method, params, error=Bad)
+
+
+def test_a_good_request_decodes_with_its_defaults() -> None:
+    request = api.decode_request("inbox", {"after": 5}, error=Bad)
+    assert request == api.Inbox(after=5, limit=100, unread=False)
+    assert api.params(request) == {"after": 5, "limit": 100, "unread": False}
+    assert api.encode(api.MarkRead(("ab",), None)) == {"ids": ["ab"], "contact": None}
+
+
+def test_every_request_names_a_result_record() -> None:
+    for method, cls in api.REQUESTS.items():
+        assert method == cls.METHOD
+        assert dataclasses.is_dataclass(cls.RESULT)
+
+
+def test_message_states() -> None:
+    assert {s for s in api.MessageState if s.failed} == {"expired", "refused"}
+    assert {s for s in api.MessageState if s.delivered} == {"delivered", "read"}
+    assert api.Message("a", "b", "in", "text", api.MessageState.READ, 1).read
