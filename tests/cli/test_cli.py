@@ -576,3 +576,49 @@ def test_every_command_has_help(runner: CliRunner, path: tuple[str, ...]) -> Non
     # A summary of what it does, not just the usage line.
     summary = result.stdout.split("\n\n")[1].strip()
     assert len(summary) > 15, result.stdout
+
+
+@needs_home
+@pytest.mark.usefixtures("fast_kdf")
+def test_daemon_errors_take_the_common_path(runner: CliRunner) -> None:
+    with short_tmpdir() as tmp:
+        home = tmp / "home"
+        assert (
+            invoke(runner, "init", "--home", home, "--name", "a", "--key-file", tmp / "k").exit_code
+            == 0
+        )
+        # tor cannot be launched: the environment is not usable, exit 3, one line.
+        config = home / "config.toml"
+        config.write_text('[tor]\nbinary = "/nonexistent/tor"\n')
+        no_tor = invoke(runner, "daemon", "--home", home, "--key-file", tmp / "k")
+        assert "tor" in one_line_error(no_tor, 3)
+        # No endpoint in the home: a usage of the wrong home, exit 1, one line.
+        missing = invoke(runner, "daemon", "--home", tmp / "elsewhere", "--key-file", tmp / "k")
+        assert "run 'onionpost init' first" in one_line_error(missing, 1)
+
+
+def test_shell_completion_as_the_readme_says() -> None:
+    import subprocess
+    import sys
+
+    script = subprocess.run(
+        [sys.executable, "-c", "from onionpost.cli import main; main(prog_name='onionpost')"],
+        env={**os.environ, "_ONIONPOST_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "_onionpost_completion" in script
+    words = subprocess.run(
+        [sys.executable, "-c", "from onionpost.cli import main; main(prog_name='onionpost')"],
+        env={
+            **os.environ,
+            "_ONIONPOST_COMPLETE": "bash_complete",
+            "COMP_WORDS": "onionpost ou",
+            "COMP_CWORD": "1",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "outbox" in words

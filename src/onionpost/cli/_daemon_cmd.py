@@ -92,27 +92,25 @@ def daemon(home: Path | None, key_file: Path | None, passphrase_file: Path | Non
     if failed:
         _fail(f"self-test failed ({', '.join(failed)}); refusing to start", EXIT_ENVIRONMENT)
     paths = Paths.for_home(resolve_home(home))
-    try:
-        if not paths.secrets.exists():
-            raise ConfigError(f"no endpoint in {paths.home}: run 'onionpost init' first")
-        with home_lock(paths.lock):
-            source = _secret_source(key_file, passphrase_file)
-            secrets = unlock(paths, **source)  # type: ignore[arg-type]
-            config = load_config(paths)
-            _configure_logging(config.log_level)
-            now = int(time.time())
-            if secrets.static.certificate.needs_renewal(now):
-                secrets.static = StaticKey.generate(secrets.identity, now=now)
-                save_secrets(paths, secrets, **source)  # type: ignore[arg-type]
-                logging.getLogger("onionpost.daemon").info("event=static_key_rotated")
-            store = Store.open(paths.store, paths.files, secrets.store_key)
-            try:
-                trio.run(_run, Daemon(paths, secrets, config, store))
-            finally:
-                store.close()
-    except OnionpostError as exc:
-        code = EXIT_ENVIRONMENT if isinstance(exc, StoreError | ConfigError) else EXIT_FAILED
-        _fail(str(exc), code)
+    # Errors take the path of every other command (OnionpostGroup): one line,
+    # and the exit code by kind (tor, the store: 3).
+    if not paths.secrets.exists():
+        raise ConfigError(f"no endpoint in {paths.home}: run 'onionpost init' first")
+    with home_lock(paths.lock):
+        source = _secret_source(key_file, passphrase_file)
+        secrets = unlock(paths, **source)  # type: ignore[arg-type]
+        config = load_config(paths)
+        _configure_logging(config.log_level)
+        now = int(time.time())
+        if secrets.static.certificate.needs_renewal(now):
+            secrets.static = StaticKey.generate(secrets.identity, now=now)
+            save_secrets(paths, secrets, **source)  # type: ignore[arg-type]
+            logging.getLogger("onionpost.daemon").info("event=static_key_rotated")
+        store = Store.open(paths.store, paths.files, secrets.store_key)
+        try:
+            trio.run(_run, Daemon(paths, secrets, config, store))
+        finally:
+            store.close()
 
 
 async def _run(daemon: Daemon) -> None:
