@@ -53,3 +53,17 @@ MAX_QUEUED_PONGS: Final = 16
 HANDSHAKE_TIMEOUT: Final = 60.0
 # Streams that may be in the handshake at once; more are closed at accept.
 MAX_PENDING_HANDSHAKES: Final = 64
+
+# -- Files read whole (onionpost._files.read_small_file) ----------------------------
+
+# A contact-card file: one card line of at most 1024 characters, blank lines
+# and comments (storage.md §3).
+MAX_CARD_FILE: Final = 4096
+# A passphrase file (`onionpost init --passphrase-file`): its first line.
+MAX_PASSPHRASE_FILE: Final = 4096
+# A key file is exactly this many random bytes (storage.md §2).
+KEY_FILE_LEN: Final = 32
+# The sealed secrets file, secrets.json: about 1 KiB in practice.
+MAX_SECRETS_FILE: Final = 64 * 1024
+# config.toml: the commented default is under 3 KiB.
+MAX_CONFIG_FILE: Final = 64 * 1024

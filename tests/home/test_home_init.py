@@ -182,7 +182,7 @@ def test_key_file_of_the_wrong_length(tmp_path: Path) -> None:
     key_file.chmod(0o600)
     with pytest.raises(ConfigError, match="not 32 bytes"):
         read_key_file(key_file)
-    with pytest.raises(ConfigError, match="cannot open"):
+    with pytest.raises(ConfigError, match="cannot read"):
         read_key_file(tmp_path / "missing.key")
 
 

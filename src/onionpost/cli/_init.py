@@ -9,6 +9,7 @@ from typing import Final
 
 import click
 
+from onionpost._files import read_small_file
 from onionpost.cli._common import (
     EXIT_ENVIRONMENT,
     emit_json,
@@ -21,21 +22,15 @@ from onionpost.cli._common import (
 )
 from onionpost.errors import ConfigError
 from onionpost.home import ContactCard, Paths, init_home, read_card_file
+from onionpost.limits import MAX_PASSPHRASE_FILE
 
 __all__ = ["init", "whoami"]
 
 PASSPHRASE_ENV: Final = "ONIONPOST_PASSPHRASE"  # noqa: S105 - a variable's name
-_MAX_PASSPHRASE_FILE: Final = 4096
 
 
 def _read_passphrase_file(path: Path) -> str:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_PASSPHRASE_FILE + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    if len(data) > _MAX_PASSPHRASE_FILE:
-        raise ConfigError(f"{path} is too large to be a passphrase file")
+    data = read_small_file(path, MAX_PASSPHRASE_FILE, what="passphrase file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

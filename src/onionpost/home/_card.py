@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from onionpost._files import read_small_file
 from onionpost.errors import AuthenticationError, CardError, ConfigError
+from onionpost.limits import MAX_CARD_FILE
 from onionpost.names import contact_name_problem
 from onionpost.proto import _msgpack
 from onionpost.proto.address import OnionAddress
@@ -59,7 +61,6 @@ _SIGNATURE_LEN: Final = 64
 # Longest possible card line: prefix + base64 of (array header, version, two
 # bin 32, a str of 64 characters of up to 4 UTF-8 bytes, bin 64).
 _MAX_CARD_CHARS: Final = 1024
-_MAX_CARD_FILE: Final = 4096
 _BASE64URL: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 SAFETY_CONTEXT: Final = b"onionpost safety number v1\x00"
@@ -201,13 +202,7 @@ class ContactCard:
 
 def read_card_file(path: Path) -> ContactCard:
     """The card in ``path``: one card line; blank lines and ``#`` comments are ignored."""
-    try:
-        with Path(path).open("rb") as handle:
-            data = handle.read(_MAX_CARD_FILE + 1)
-    except OSError as exc:
-        raise CardError(f"cannot read card file {path}: {exc.strerror}") from exc
-    if len(data) > _MAX_CARD_FILE:
-        raise CardError(f"{path} is too large to be a contact card")
+    data = read_small_file(Path(path), MAX_CARD_FILE, what="card file", error=CardError)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

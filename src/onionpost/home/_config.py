@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from onionpost._files import read_small_file
 from onionpost.errors import ConfigError
 from onionpost.home._paths import Paths
+from onionpost.limits import MAX_CONFIG_FILE
 
 __all__ = ["DEFAULT_CONFIG_TEXT", "Config", "load_config", "parse_config"]
 
@@ -255,10 +257,11 @@ def parse_config(text: str, *, source: str = "config.toml") -> Config:
 
 def load_config(paths: Paths) -> Config:
     """``home/config.toml``, or every default when the file does not exist."""
-    try:
-        text = paths.config.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    data = read_small_file(paths.config, MAX_CONFIG_FILE, what="config file", missing_ok=True)
+    if data is None:
         return Config()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read {paths.config}: {exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read config file {paths.config}: not UTF-8 ({exc})") from exc
     return parse_config(text, source=str(paths.config))

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from onionpost._files import read_small_file
 from onionpost.errors import AuthenticationError, ConfigError, StoreError, UnlockError
 from onionpost.home._paths import Paths, write_atomic
+from onionpost.limits import KEY_FILE_LEN, MAX_SECRETS_FILE
 from onionpost.names import contact_name_problem
 from onionpost.proto import _msgpack
 from onionpost.proto._crypto import KeyPair
@@ -62,9 +63,7 @@ __all__ = [
 ]
 
 SECRETS_VERSION: Final = 1
-KEY_FILE_LEN: Final = 32
 _AD_CONTEXT: Final = b"onionpost secrets v1\x00"
-_MAX_SECRETS_FILE: Final = 64 * 1024
 _FIELDS: Final = frozenset(
     {
         "identity_seed",
@@ -199,27 +198,7 @@ def create_key_file(path: Path) -> None:
 
 def read_key_file(path: Path) -> bytes:
     """The 32 bytes of a key file that only its owner can read, else ConfigError."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ConfigError(f"cannot open key file {path}: {exc.strerror}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"key file {path} is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise ConfigError(
-                f"key file {path} is accessible to group or others (mode {mode:04o}); "
-                f"restrict it with: chmod 600 {path}"
-            )
-        if info.st_uid != os.getuid():
-            raise ConfigError(f"key file {path} belongs to another user (uid {info.st_uid})")
-        data = os.read(fd, KEY_FILE_LEN + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read key file {path}: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
+    data = read_small_file(path, KEY_FILE_LEN, what="key file", private=True)
     if len(data) != KEY_FILE_LEN:
         raise ConfigError(f"key file {path} is not {KEY_FILE_LEN} bytes long")
     return data
@@ -346,15 +325,9 @@ def write_secrets_file(
 def unlock(paths: Paths, *, passphrase: str | None, key_file: Path | None) -> Secrets:
     """Open ``secrets.json`` with exactly one of a passphrase and a key file."""
     _one_source(passphrase, key_file)
-    try:
-        with paths.secrets.open("rb") as handle:
-            data = handle.read(_MAX_SECRETS_FILE + 1)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"no endpoint in {paths.home}: run 'onionpost init' first") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read {paths.secrets}: {exc.strerror}") from exc
-    if len(data) > _MAX_SECRETS_FILE:
-        raise UnlockError(f"{paths.secrets} is too large to be a secrets file")
+    data = read_small_file(paths.secrets, MAX_SECRETS_FILE, what="secrets file", missing_ok=True)
+    if data is None:
+        raise ConfigError(f"no endpoint in {paths.home}: run 'onionpost init' first")
     return _unseal(data, passphrase=passphrase, key_file=key_file, where=paths.secrets)
 
 
