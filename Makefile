@@ -23,9 +23,9 @@ test: install tor
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check src tests bench fuzz
-	$(BIN)/ruff format --check src tests bench fuzz
-	$(BIN)/mypy --strict src
+	$(BIN)/ruff check src tests bench fuzz tools
+	$(BIN)/ruff format --check src tests bench fuzz tools
+	$(BIN)/mypy --strict src tools
 
 bench: install tor
 	$(BIN)/python -m bench
@@ -36,7 +36,7 @@ fuzz: install
 
 # Regenerate the protocol vectors; fails if any byte changed from what is committed.
 vectors: install
-	$(BIN)/python -m onionpost.proto._vectorgen protocol-spec/vectors
+	$(BIN)/python -m tools.vectorgen protocol-spec/vectors
 	git diff --exit-code -- protocol-spec/vectors
 
 demo: install tor

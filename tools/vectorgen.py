@@ -1,6 +1,6 @@
 """Generate, or check, onionpost's own test vectors under ``protocol-spec/vectors/``.
 
-    python -m onionpost.proto._vectorgen [--check] protocol-spec/vectors
+    python -m tools.vectorgen [--check] protocol-spec/vectors
 
 Every key is derived from a fixed label with BLAKE2b, so regeneration is
 deterministic, with one exception: ML-KEM encapsulation takes randomness
@@ -41,7 +41,7 @@ HFS_FILE = "noise-hfs.json"
 SESSION_FILE = "session-v1.json"
 
 _PROVENANCE = (
-    "Produced by `python -m onionpost.proto._vectorgen protocol-spec/vectors` "
+    "Produced by `python -m tools.vectorgen protocol-spec/vectors` "
     "(`make vectors`). Keys are BLAKE2b-512 of the label `onionpost vector <protocol> <role>` "
     "(first 32 or 64 bytes). The responder's ML-KEM-768 encapsulation is recorded from the first "
     "generation and reused. Checked independently by tests/proto/test_hfs_transcript.py, which "
@@ -184,7 +184,7 @@ def build(previous: dict[str, Any] | None) -> dict[str, Any]:
 
 
 _SESSION_PROVENANCE = (
-    "Produced by `python -m onionpost.proto._vectorgen protocol-spec/vectors` "
+    "Produced by `python -m tools.vectorgen protocol-spec/vectors` "
     "(`make vectors`): two onionpost Sessions, initiator and responder, with every key derived "
     "as BLAKE2b-512 of `onionpost session vector <role> <what>` and the responder's ML-KEM "
     "encapsulation recorded from the first generation. Each step: `sends` is the msgpack record "

@@ -1,6 +1,6 @@
 """Generate, or check, ``protocol-spec/state-machine.md`` from the session's transition table.
 
-    python -m onionpost.proto._specgen protocol-spec/state-machine.md [--check]
+    python -m tools.specgen protocol-spec/state-machine.md [--check]
 
 The document is derived from :data:`onionpost.proto.session.TRANSITIONS` and
 nothing else: a Mermaid ``stateDiagram-v2`` and the same transitions as a
@@ -23,7 +23,7 @@ from onionpost.proto.session import TRANSITIONS, SessionInput, SessionState
 
 __all__ = ["COMMAND", "main", "render"]
 
-COMMAND: Final = "python -m onionpost.proto._specgen protocol-spec/state-machine.md"
+COMMAND: Final = "python -m tools.specgen protocol-spec/state-machine.md"
 
 Table = Mapping[tuple[SessionState, SessionInput], SessionState]
 
@@ -88,7 +88,7 @@ def render(table: Table = TRANSITIONS) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m onionpost.proto._specgen",
+        prog="python -m tools.specgen",
         description="Write (or with --check, verify) the session state-machine document.",
     )
     parser.add_argument("path", type=Path, help="protocol-spec/state-machine.md")
