@@ -615,3 +615,75 @@ async def test_a_file_still_arriving_is_shown_as_receiving(
         assert arriving.state == "receiving"
         assert arriving.file is not None
         assert arriving.file.complete is False
+
+
+# -- coming back ---------------------------------------------------------------------------
+
+
+async def test_a_returning_contact_gets_its_messages_without_waiting_out_a_backoff(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, retry_initial=5.0, retry_max=900.0) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        queued = [await alice.send(bob, f"while you were away {i}") for i in range(3)]
+        # Bob stays away long enough for alice's backoff to grow to minutes.
+        assert alice.engine is not None
+        engine = alice.engine
+
+        def backoff() -> float:
+            status = engine.status(alice.contact(bob).id)
+            return status.retry_in or 0.0 if status else 0.0
+
+        await until(lambda: backoff() > 120, seconds=3600)
+        # Bob comes back: he announces himself, and alice delivers at once.
+        back_at = trio.current_time()
+        await bob.start(nursery)
+        await delivered(alice, queued)
+        assert trio.current_time() - back_at < 10
+        assert sorted(s.id for s in bob.inbox_from(alice)) == sorted(queued)
+
+
+async def test_announcements_are_paced(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path, connect_timeout=10.0) as (net, nursery):
+        hub = net.node("hub")
+        others = [net.node(f"c{i}") for i in range(12)]
+        busy = 0
+        most = 0
+
+        async def slow() -> None:
+            nonlocal busy, most
+            busy += 1
+            most = max(most, busy)
+            try:
+                await trio.sleep(2)
+            finally:
+                busy -= 1
+
+        for other in others:
+            befriend(hub, other)
+            net.faults[other.address] = slow
+        await hub.start(nursery)  # announces itself to all twelve, who are away
+        await until(lambda: hub.dials >= 12)
+        assert most == 4  # DeliveryPolicy.announce_concurrency
+        # One attempt each: nothing waits for them, so no redial follows.
+        dials = hub.dials
+        await trio.sleep(600)
+        assert hub.dials == dials
+
+
+async def test_a_session_we_opened_closes_when_idle(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await bob.start(nursery)
+        await alice.start(nursery)
+        sent = await alice.send(bob, "one")
+        await delivered(alice, [sent])
+        await until(lambda: _sessions(alice, bob) == 0 and _sessions(bob, alice) == 0)
+        assert _last_error(alice, bob) == ""  # an orderly close, not a failure
+        assert _last_error(bob, alice) == ""
+        # The next message dials again.
+        again = await alice.send(bob, "two")
+        await delivered(alice, [again])

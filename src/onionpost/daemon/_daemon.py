@@ -42,7 +42,7 @@ from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import StaticKey
 from onionpost.store import Contact, Direction, Store, Stored
-from onionpost.tor import DialScheduler, OnionService, Tor, TorConfig, open_tor
+from onionpost.tor import DialScheduler, OnionService, Tor, TorConfig, TorState, open_tor
 from onionpost.transport import SecureChannel, connect, serve
 
 __all__ = ["Daemon"]
@@ -146,9 +146,15 @@ class Daemon:
 
     async def _forward_tor_events(self, tor: Tor) -> None:
         async for status in tor.events():
+            was_ok = self._tor_state.state == TorState.OK.value
             self._tor_state = api.TorStatus(status.state.value, status.detail)
             self._hub.publish(self._tor_state)
             log.info("event=tor state=%s detail=%s", status.state.value, status.detail)
+            if status.state is TorState.OK and not was_ok and self.engine.running:
+                # Tor is back (relaunched, service republished): our contacts
+                # learn it at once, and every link redials now.
+                self.engine.kick(retry_now=True)
+                self.engine.announce()
 
     def _current_static(self) -> StaticKey:
         return self._secrets.static

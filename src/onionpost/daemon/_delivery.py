@@ -147,6 +147,11 @@ class DeliveryPolicy:
     max_transfers_per_contact: int = 4
     transfer_idle_timeout: float = 7 * 24 * 3600.0
     peer_records_per_second: float = 5000.0
+    # A session we opened closes after this many seconds with nothing sent or
+    # received but keepalives (the contact dials us when it has something).
+    idle_close: float = 30.0
+    # Dials at once that only tell a contact we are back (announcements).
+    announce_concurrency: int = 4
     # Store calls run in a worker thread, so an fsync never stalls the event
     # loop. False runs them on the loop: only for tests on virtual time
     # (trio's MockClock), where a thread at work looks like idleness.
@@ -256,6 +261,8 @@ class _Session:
     channel: SecureChannel
     initiator: bool
     proven: bool = False  # the peer has sent us a record: it accepts us
+    last_activity: float = 0.0  # trio time of the last record either way, keepalives aside
+    last_ping: float = 0.0
     # Records answering the peer (Acks, FileAccept, ...), written by the sender
     # task: the receiving side never blocks on a write, so two endpoints that
     # both send at full speed cannot each wait for the other to read.
@@ -277,6 +284,7 @@ class _Link:
     last_error: str = ""
     since_ms: int | None = None
     retry_at: float = 0.0  # trio time before which we do not dial
+    announce: bool = False  # dial once even with nothing to deliver: we are back
     receipts: list[bytes] = field(default_factory=list)  # read receipts owed (in memory)
     files: dict[bytes, _FileJob] = field(default_factory=dict)
     # Every task working for this contact runs in one of these scopes, so that
@@ -321,6 +329,7 @@ class DeliveryEngine:
         self._links: dict[int, _Link] = {}
         self._nursery: trio.Nursery | None = None
         self._db_limiter = trio.CapacityLimiter(1)
+        self._announcing = trio.CapacityLimiter(policy.announce_concurrency)
         self._writes: list[_Write] = []
         self._writes_ready = _Kick()
         self._dials = 0
@@ -373,7 +382,8 @@ class DeliveryEngine:
         old = self._links.pop(contact.id, None)
         if old is not None:
             old.stop()
-        link = _Link(contact)
+        # A new contact (or every one at start) learns at once that we are up.
+        link = _Link(contact, announce=True)
         self._links[contact.id] = link
         self._nursery.start_soon(self._link_loop, link)
 
@@ -421,6 +431,22 @@ class DeliveryEngine:
             if retry_now:
                 link.retry_at = 0.0
                 link.failures = 0
+            link.wake.fire()
+        return len(links)
+
+    def announce(self, contact_id: int | None = None) -> int:
+        """Tell a contact (or every one) that we are reachable again: dial it
+        once even with nothing to deliver, paced (``announce_concurrency`` at
+        once), without waiting out a backoff. The contact, seeing us dial in,
+        delivers what it holds for us at once. Returns how many links."""
+        if contact_id is None:
+            links = list(self._links.values())
+        else:
+            one = self._links.get(contact_id)
+            links = [] if one is None else [one]
+        for link in links:
+            link.announce = True
+            link.retry_at = 0.0
             link.wake.fire()
         return len(links)
 
@@ -566,7 +592,12 @@ class DeliveryEngine:
             link.scopes.add(scope)
             while not link.removed:
                 seen = link.wake.generation
-                if link.sessions or not await self._has_work(link):
+                if link.sessions:
+                    link.announce = False  # a session is up: the contact knows
+                    await link.wake.wait(since=seen)
+                    continue
+                work = await self._has_work(link)
+                if not work and not link.announce:
                     await link.wake.wait(since=seen)
                     continue
                 wait = link.retry_at - trio.current_time()
@@ -575,7 +606,12 @@ class DeliveryEngine:
                     with trio.move_on_after(wait):
                         await link.wake.wait()
                     continue
-                channel = await self._dial(link)
+                announcing, link.announce = link.announce and not work, False
+                if announcing:
+                    async with self._announcing:
+                        channel = await self._dial(link)
+                else:
+                    channel = await self._dial(link)
                 if channel is not None:
                     await self._run_session(link, _Session(channel, initiator=True))
 
@@ -628,6 +664,7 @@ class DeliveryEngine:
     async def _run_session(self, link: _Link, session: _Session) -> None:
         """One session: its own failure domain. Never raises but Cancelled."""
         channel = session.channel
+        session.last_activity = session.last_ping = trio.current_time()
         link.sessions.append(session)
         if len(link.sessions) == 1:
             link.since_ms = _now_ms()
@@ -672,6 +709,8 @@ class DeliveryEngine:
             self._session_ended(link, session, failure)
 
     def _session_ended(self, link: _Link, session: _Session, failure: BaseException | None) -> None:
+        if isinstance(failure, _Shed) and failure.code is CloseCode.NORMAL:
+            failure = None  # we closed it on purpose, in order (idle)
         peer_code = session.channel.close_code
         if not link.sessions:
             link.since_ms = _now_ms()  # unreachable from now
@@ -749,6 +788,7 @@ class DeliveryEngine:
                 continue
             batch = await self._db(self._store.pending, contact_id, SEND_BATCH, after=sent_up_to)
             if batch:
+                session.last_activity = trio.current_time()
                 for outgoing in batch:
                     await channel.send(outgoing.to_message())
                     sent_up_to = max(sent_up_to, outgoing.seq)
@@ -758,10 +798,20 @@ class DeliveryEngine:
                 for message_id in changed:
                     self._hub.publish(StateChange(message_id.hex(), MessageState.SENT))
                 continue
-            with trio.move_on_after(self._policy.ping_interval) as idle:
-                await link.wake.wait(since=seen)
-            if idle.cancelled_caught:
+            now = trio.current_time()
+            idle_until = session.last_activity + self._policy.idle_close
+            if session.initiator and now >= idle_until:
+                # Nothing either way for a while: we opened it, we close it.
+                raise _Shed("idle", code=CloseCode.NORMAL, reason="idle")
+            if now >= session.last_ping + self._policy.ping_interval:
+                session.last_ping = now
                 await channel.send(m.Ping(_secrets.randbits(63)))
+                continue
+            deadline = session.last_ping + self._policy.ping_interval
+            if session.initiator:
+                deadline = min(deadline, idle_until)
+            with trio.move_on_at(deadline):
+                await link.wake.wait(since=seen)
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -790,6 +840,8 @@ class DeliveryEngine:
                 counted = total
                 if not session.proven:
                     self._proven(link, session)
+                if not isinstance(record, m.Pong):
+                    session.last_activity = trio.current_time()
                 await self._dispatch(link, session, nursery, record, send_texts)
         # The peer closed: let the texts already received be stored and acked.
         with trio.move_on_after(DRAIN_GRACE):
