@@ -60,7 +60,6 @@ import json
 import os
 import queue
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -79,7 +78,7 @@ from typing import Any
 import trio
 
 from bench._common import compare, fact, line
-from bench.onion_bench import TrioThread, private_network
+from bench.onion_bench import TrioThread
 from onionpost.client import open_client
 from onionpost.daemon._daemon import Daemon
 from onionpost.daemon._delivery import Dial
@@ -88,7 +87,8 @@ from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey
 from onionpost.proto.noise import KeyPair
 from onionpost.store import Contact, Store
-from onionpost.tor import testnet
+from onionpost.testing.endpoint import Endpoint, start_all
+from onionpost.testing.testnet import private_network
 from onionpost.transport import SecureChannel, Server, connect, serve
 
 LOOPBACK = "127.0.0.1"
@@ -570,79 +570,6 @@ def _rss_file(root: Path) -> tuple[float, float, float, float]:
 # -- two real daemons on the private Tor network ----------------------------------------
 
 
-class _Endpoint:
-    """An ``onionpost`` home and its daemon process, driven through the CLI."""
-
-    def __init__(self, root: Path, name: str, options: dict[str, str | list[str]]) -> None:
-        self.home = root / name
-        self.key = root / f"{name}.key"
-        self.log = root / f"{name}-daemon.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.cli("init", "--name", name, "--key-file", str(self.key))
-        config = self.home / "config.toml"
-        # Top-level keys must come before the first table of the default text.
-        config.write_text(
-            "retry_initial = 1.0\nretry_max = 5.0\n"
-            + config.read_text()
-            + testnet.render_config_toml(options)
-        )
-
-    def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "onionpost", "--home", str(self.home), *args],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "ONIONPOST_KDF_FAST": "1"},
-            timeout=120,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"onionpost {args[0]}: {result.stderr.strip()}")
-        return result.stdout
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "onionpost",
-                "--home",
-                str(self.home),
-                "daemon",
-                "--key-file",
-                str(self.key),
-            ],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "ONIONPOST_KDF_FAST": "1"},
-            start_new_session=True,
-        )
-
-    def wait_ready(self, until: float) -> None:
-        assert self.process is not None
-        while time.monotonic() < until:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the daemon exited: {self.log.read_text()[-3000:]}")
-            if "daemon ready" in self.log.read_text(errors="replace"):
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"the daemon was not ready in time: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        # Its own process group (start_new_session): the daemon and its tor.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(STOP_SECONDS)
-        self.process = None
-
-
 async def _wait_delivered(client: Any, message_id: str, seconds: float) -> None:
     async def delivered() -> bool:
         return (await client.message(message_id)).state in {"delivered", "read"}
@@ -663,7 +590,7 @@ class _TorRound:
     receiver_cpu_ms: float
 
 
-async def _tor_rounds(alice: _Endpoint, bob: _Endpoint) -> list[_TorRound]:
+async def _tor_rounds(alice: Endpoint, bob: Endpoint) -> list[_TorRound]:
     assert alice.process is not None
     assert bob.process is not None
     pids = (alice.process.pid, bob.process.pid)
@@ -716,16 +643,12 @@ async def _tor_rounds(alice: _Endpoint, bob: _Endpoint) -> list[_TorRound]:
 
 def _tor_rate() -> list[_TorRound]:
     with private_network("onionpost-bench-daemon-") as (root, net, _):
-        alice = _Endpoint(root, "alice", net.tor_options())
-        bob = _Endpoint(root, "bob", net.tor_options())
+        alice = Endpoint(root, "alice", net)
+        bob = Endpoint(root, "bob", net)
         try:
-            alice.start()
-            bob.start()
-            until = time.monotonic() + DAEMON_READY_SECONDS
-            alice.wait_ready(until)
-            bob.wait_ready(until)
-            alice_card = json.loads(alice.cli("whoami", "--json"))["card"]
-            bob_card = json.loads(bob.cli("whoami", "--json"))["card"]
+            start_all([alice, bob], DAEMON_READY_SECONDS)
+            alice_card = alice.json("whoami")["card"]
+            bob_card = bob.json("whoami")["card"]
             alice.cli("contact", "add", bob_card)
             bob.cli("contact", "add", alice_card)
             return trio.run(_tor_rounds, alice, bob)

@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import statistics
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -58,7 +56,8 @@ from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.session import PeerDecision
-from onionpost.tor import Tor, TorConfig, open_tor, testnet
+from onionpost.testing.testnet import Testnet, private_network
+from onionpost.tor import Tor, TorConfig, open_tor
 from onionpost.transport import SecureChannel, connect, serve
 
 T = TypeVar("T")
@@ -283,7 +282,7 @@ async def _dial(tor: Tor, address: OnionAddress) -> trio.SocketStream:
 
 
 @asynccontextmanager
-async def _onions(root: Path, net: testnet.Testnet) -> AsyncIterator[_Onions]:
+async def _onions(root: Path, net: Testnet) -> AsyncIterator[_Onions]:
     now = int(time.time())
     a = Secrets.generate("a", now=now)  # the service side (its identity is the onion's)
     b = Secrets.generate("b", now=now)  # the dialing side (its client-auth key pair is used)
@@ -417,22 +416,6 @@ async def _peer_bulk_mb_s(o: _Onions) -> float:
         elapsed = time.perf_counter() - start
     assert ack == b"\x01"
     return BULK_BYTES / elapsed / 1e6
-
-
-@contextlib.contextmanager
-def private_network(prefix: str) -> Iterator[tuple[Path, testnet.Testnet, float]]:
-    """A private Tor network in a fresh directory: (directory, network, bring-up seconds)."""
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    try:
-        started = time.monotonic()
-        net = testnet.up(root / "net", clients=0, owner_pid=os.getpid())
-        bringup_s = time.monotonic() - started
-        try:
-            yield root, net, bringup_s
-        finally:
-            testnet.down(root / "net")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def run() -> Iterator[str]:

@@ -13,7 +13,7 @@ from collections.abc import Generator, Iterator
 import pytest
 
 from onionpost.errors import TorError, TorLaunchError
-from onionpost.tor.testnet import Testnet, down, load, log_tails, missing_tools, up
+from onionpost.testing.testnet import Testnet, down, load, log_tails, missing_tools, up
 
 TOR_MISSING = "tor is not installed: run `apt-get install -y tor`"
 

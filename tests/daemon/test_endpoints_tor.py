@@ -6,13 +6,8 @@ to the session's test network, so SIGKILL is a real crash.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,81 +18,12 @@ import pytest
 import trio
 
 from onionpost.client import open_client
-from onionpost.tor.testnet import Testnet
+from onionpost.testing.endpoint import Endpoint
+from onionpost.testing.testnet import Testnet
 
 pytestmark = pytest.mark.tor
 
-READY_SECONDS = 90
 DELIVERY_SECONDS = 300  # a restarted peer can be unreachable for ~95 s on a stale descriptor
-
-
-class Endpoint:
-    def __init__(self, root: Path, name: str, net: Testnet) -> None:
-        self.root = root
-        self.name = name
-        self.home = root / name
-        self.key = root / f"{name}.key"
-        self.log = root / f"{name}-daemon.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.cli("init", "--name", name, "--key-file", str(self.key))
-        config = self.home / "config.toml"
-        # Top-level keys first: after a table header every key belongs to it.
-        config.write_text(
-            "retry_initial = 1.0\nretry_max = 5.0\n" + config.read_text() + net.config_toml()
-        )
-
-    @property
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "onionpost", "--home", str(self.home)]
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "onionpost", "--home", str(self.home), *args],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "ONIONPOST_KDF_FAST": "1"},
-            timeout=120,
-            check=False,
-        )
-        if check:
-            assert result.returncode == 0, f"onionpost {args}: {result.stderr}"
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args, "--json").stdout)
-
-    def start(self) -> None:
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        self.process = subprocess.Popen(
-            [*self.command, "daemon", "--key-file", str(self.key)],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "ONIONPOST_KDF_FAST": "1"},
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + READY_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            if "daemon ready" in self.log.read_bytes()[offset:].decode(errors="replace"):
-                return
-            time.sleep(0.2)
-        pytest.fail(f"{self.name} not ready:\n{self.log.read_text()[-3000:]}")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, sig)
-        # The whole process group: the daemon and, when it shares the group, its tor.
-        self.process.wait(timeout=30)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.kill(signal.SIGTERM)
-
-    def inbox(self) -> list[dict[str, Any]]:
-        out = self.cli("inbox", "--json").stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 def _state(home: Path, message_id: str) -> str:

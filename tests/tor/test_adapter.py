@@ -26,6 +26,7 @@ from nacl.bindings import crypto_scalarmult_base, crypto_sign_seed_keypair
 
 from onionpost.errors import ConfigError, DialError, TorControlError, TorError, TorLaunchError
 from onionpost.proto.address import OnionAddress, expanded_secret_key
+from onionpost.testing.testnet import Testnet as Network
 from onionpost.tor import (
     DescriptorState,
     DialScheduler,
@@ -41,7 +42,6 @@ from onionpost.tor._publish import (
     ServiceRecord,
     UploadRound,
 )
-from onionpost.tor.testnet import Testnet as Network
 
 # Every tor test runs under a deadline; none may hang.
 START_DEADLINE = 60

@@ -18,7 +18,7 @@ from typing import NoReturn, cast
 import click
 
 from onionpost.errors import ConfigError, TorError, TorLaunchError
-from onionpost.tor import testnet as tn
+from onionpost.testing import testnet as tn
 
 _DIR_OPTION = click.option(
     "--dir",

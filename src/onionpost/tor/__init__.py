@@ -15,7 +15,19 @@ Modules: :mod:`._tor` (the adapter and its supervision), :mod:`._config`
 and descriptor upload tracking), :mod:`._controller` (stem bridged into trio,
 and control-reply parsing; nothing else imports stem), :mod:`._socks` (a
 sans-I/O SOCKS5 client), :mod:`._dial` (dialing and :class:`DialScheduler`),
-:mod:`.testnet` (a private Tor network on 127.0.0.1 for tests).
+:mod:`._process` (stopping tor processes, the tails of their logs).
+
+For tor processes that are not the adapter's
+-------------------------------------------
+The private test network (:mod:`onionpost.testing.testnet`) runs tors of its
+own, synchronously; these are what it shares with the adapter, so that stem
+stays in this package and nothing is written twice:
+
+- :class:`ControlProbe`: a short synchronous control connection for GETINFO,
+  closed at a deadline;
+- :func:`bootstrap_progress`: the percentage in ``status/bootstrap-phase``;
+- :func:`stop_processes`: SIGTERM, a grace period, SIGKILL;
+- :func:`tail_lines`: the end of a (notice) log, bounded.
 
 Dial failures
 -------------
@@ -53,7 +65,9 @@ as ``general-failure`` or ``host-unreachable``.
 
 from __future__ import annotations
 
+from onionpost.tor._controller import ControlProbe, bootstrap_progress
 from onionpost.tor._dial import DialScheduler
+from onionpost.tor._process import stop_processes, tail_lines
 from onionpost.tor._socks import REPLY_REASONS
 from onionpost.tor._tor import (
     DescriptorState,
@@ -69,6 +83,7 @@ from onionpost.tor._tor import (
 
 __all__ = [
     "REPLY_REASONS",
+    "ControlProbe",
     "DescriptorState",
     "DialScheduler",
     "OnionService",
@@ -78,5 +93,8 @@ __all__ = [
     "TorHealth",
     "TorState",
     "TorStatus",
+    "bootstrap_progress",
     "open_tor",
+    "stop_processes",
+    "tail_lines",
 ]

@@ -28,10 +28,10 @@ from onionpost.errors import ConfigError, TorLaunchError
 
 __all__ = [
     "CONTROL_PORT_FILE",
+    "NOTICE_LOG",
     "TorConfig",
     "check_binary",
     "launch_options",
-    "log_tail",
     "prepare_data_dir",
     "read_control_port",
 ]
@@ -133,14 +133,6 @@ def read_control_port(data_dir: Path) -> int:
     if match is None:
         raise TorLaunchError("tor did not report a control port on 127.0.0.1")
     return int(match.group(1))
-
-
-def log_tail(data_dir: Path, lines: int = 8) -> str:
-    try:
-        text = (data_dir / NOTICE_LOG).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def check_binary(tor_binary: Path) -> None:

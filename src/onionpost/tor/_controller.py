@@ -28,6 +28,11 @@ Control-port replies are parsed here too. Wire example of ``ADD_ONION``
     S: 250-ServiceID=25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkenl5sid
     S: 250 OK
 
+A third way in, :class:`ControlProbe`, is synchronous and outside trio: a
+short-lived connection for a few GETINFO queries, which the private test
+network (:mod:`onionpost.testing.testnet`) uses to see its tors come up. A
+watchdog closes it at its deadline, since stem's calls have none of their own.
+
 Key material is only ever part of a command we send; error messages name the
 command's verb, never its arguments. stem itself logs every command at its
 TRACE level (below DEBUG): an application must not enable that level.
@@ -37,7 +42,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +66,10 @@ __all__ = [
     "ControlClosed",
     "ControlConnection",
     "ControlEvent",
+    "ControlProbe",
     "HsDescEvent",
     "LivenessEvent",
+    "bootstrap_progress",
     "launch_tor_process",
     "parse_socks_listener",
     "service_circuit_ids",
@@ -68,6 +78,7 @@ __all__ = [
 _T = TypeVar("_T")
 
 LOOPBACK: Final = "127.0.0.1"
+_PROGRESS_RE: Final = re.compile(r"\bPROGRESS=(\d{1,3})\b")
 # The events we subscribe to (control-spec §4.1).
 _EVENT_TYPES: Final = (
     stem.control.EventType.HS_DESC,
@@ -197,6 +208,45 @@ async def launch_tor_process(
         raise TorLaunchError(f"tor did not start: {exc}") from exc
 
 
+# -- authentication -------------------------------------------------------------
+
+
+def _authenticate(
+    controller: stem.control.Controller, password: str | None, *, take_ownership: bool
+) -> None:
+    if take_ownership:
+        # A tor we launched: stem's authenticate() finds the cookie through
+        # PROTOCOLINFO and, since __OwningControllerProcess is our pid,
+        # sends TAKEOWNERSHIP: tor exits when this connection closes.
+        controller.authenticate()
+        return
+    if password is not None:
+        # Password only: authenticate() would fall back to the cookie when
+        # tor offers both, and a wrong password must fail.
+        stem.connection.authenticate_password(controller, password, suppress_ctl_errors=False)
+    else:
+        info = stem.connection.get_protocolinfo(controller)
+        methods = set(info.auth_methods)
+        method = stem.connection.AuthMethod
+        if method.NONE in methods:
+            stem.connection.authenticate_none(controller, suppress_ctl_errors=False)
+        elif info.cookie_path and method.SAFECOOKIE in methods:
+            stem.connection.authenticate_safecookie(
+                controller, info.cookie_path, suppress_ctl_errors=False
+            )
+        elif info.cookie_path and method.COOKIE in methods:
+            stem.connection.authenticate_cookie(
+                controller, info.cookie_path, suppress_ctl_errors=False
+            )
+        else:
+            raise TorControlError("tor asks for a password: set TorConfig.password")
+    # Only mark the connection authenticated. Controller._post_authentication
+    # would also TAKEOWNERSHIP of any tor whose __OwningControllerProcess is
+    # our pid (a test network started by this process, say), and a tor we
+    # merely attach to must never exit because we disconnect.
+    stem.control.BaseController._post_authentication(controller)
+
+
 # -- the control connection --------------------------------------------------
 
 
@@ -254,38 +304,7 @@ class ControlConnection:
         return conn
 
     def _auth(self, password: str | None, take_ownership: bool) -> None:
-        controller = self._controller
-        if take_ownership:
-            # A tor we launched: stem's authenticate() finds the cookie through
-            # PROTOCOLINFO and, since __OwningControllerProcess is our pid,
-            # sends TAKEOWNERSHIP: tor exits when this connection closes.
-            controller.authenticate()
-            return
-        if password is not None:
-            # Password only: authenticate() would fall back to the cookie when
-            # tor offers both, and a wrong password must fail.
-            stem.connection.authenticate_password(controller, password, suppress_ctl_errors=False)
-        else:
-            info = stem.connection.get_protocolinfo(controller)
-            methods = set(info.auth_methods)
-            method = stem.connection.AuthMethod
-            if method.NONE in methods:
-                stem.connection.authenticate_none(controller, suppress_ctl_errors=False)
-            elif info.cookie_path and method.SAFECOOKIE in methods:
-                stem.connection.authenticate_safecookie(
-                    controller, info.cookie_path, suppress_ctl_errors=False
-                )
-            elif info.cookie_path and method.COOKIE in methods:
-                stem.connection.authenticate_cookie(
-                    controller, info.cookie_path, suppress_ctl_errors=False
-                )
-            else:
-                raise TorControlError("tor asks for a password: set TorConfig.password")
-        # Only mark the connection authenticated. Controller._post_authentication
-        # would also TAKEOWNERSHIP of any tor whose __OwningControllerProcess is
-        # our pid (a test network started by this process, say), and a tor we
-        # merely attach to must never exit because we disconnect.
-        stem.control.BaseController._post_authentication(controller)
+        _authenticate(self._controller, password, take_ownership=take_ownership)
 
     def _subscribe(self) -> None:
         self._controller.add_status_listener(self._on_status, spawn=True)
@@ -392,3 +411,67 @@ def service_circuit_ids(circuit_status: str, service_id: str) -> list[str]:
         ):
             ids.append(fields[0])
     return ids
+
+
+def bootstrap_progress(phase: str) -> int | None:
+    """The percentage in GETINFO status/bootstrap-phase, or None if it has none.
+
+    Wire example: ``NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"``
+    """
+    match = _PROGRESS_RE.search(phase)
+    return int(match.group(1)) if match else None
+
+
+# -- a synchronous probe, outside trio ----------------------------------------------
+
+
+class ControlProbe:
+    """A control connection for a few synchronous queries, closed at a deadline.
+
+    ::
+
+        with ControlProbe(port, deadline=time.monotonic() + 5) as probe:
+            progress = bootstrap_progress(probe.get_info("status/bootstrap-phase"))
+
+    Authenticates like an attaching :class:`ControlConnection` (no password:
+    cookie or none) and never takes ownership of the tor. A watchdog thread
+    closes the connection at ``deadline`` (a :func:`time.monotonic` value),
+    which makes a blocked call raise. Every failure is
+    :class:`TorControlError`; after one, :attr:`alive` says whether the
+    connection is still usable (a refused query) or gone (tor went away, or
+    the deadline passed).
+    """
+
+    def __init__(self, port: int, *, deadline: float) -> None:
+        with _translated(f"connecting to tor's control port {LOOPBACK}:{port}"):
+            self._controller = stem.control.Controller.from_port(address=LOOPBACK, port=port)
+        remaining = max(0.0, deadline - time.monotonic())
+        self._watchdog = threading.Timer(remaining, self._controller.close)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        try:
+            with _translated("authenticating to tor"):
+                _authenticate(self._controller, None, take_ownership=False)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> ControlProbe:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._controller.is_alive())
+
+    def get_info(self, key: str) -> str:
+        with _translated(f"GETINFO {key}"):
+            return str(self._controller.get_info(key))
+
+    def close(self) -> None:
+        """Close the connection; never raises."""
+        self._watchdog.cancel()
+        with contextlib.suppress(stem.ControllerError, OSError):
+            self._controller.close()

@@ -45,8 +45,6 @@ import base64
 import contextlib
 import enum
 import logging
-import re
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -59,10 +57,10 @@ from onionpost.errors import ConfigError, DialError, TorControlError, TorError, 
 from onionpost.proto._crypto import ed25519_public_key
 from onionpost.proto.address import OnionAddress
 from onionpost.tor._config import (
+    NOTICE_LOG,
     TorConfig,
     check_binary,
     launch_options,
-    log_tail,
     prepare_data_dir,
     read_control_port,
 )
@@ -73,11 +71,13 @@ from onionpost.tor._controller import (
     ControlEvent,
     HsDescEvent,
     LivenessEvent,
+    bootstrap_progress,
     launch_tor_process,
     parse_socks_listener,
     service_circuit_ids,
 )
 from onionpost.tor._dial import socks_dial
+from onionpost.tor._process import STOP_GRACE_SECONDS, stop_processes, tail_lines
 from onionpost.tor._publish import (
     MAX_AUTHORIZED_CLIENTS,
     UPLOAD_QUIET_SECONDS,
@@ -123,14 +123,10 @@ RESTART_BACKOFF_MAX_SECONDS: Final = 30.0
 REPUBLISH_MAX_ATTEMPTS: Final = 5
 #: supervise() looks at the process even without events this often.
 SUPERVISE_POLL_SECONDS: Final = 2.0
-#: Stopping our tor: SIGTERM, then SIGKILL after this.
-STOP_GRACE_SECONDS: Final = 5.0
 #: open_tor's exit cleanup, shielded from cancellation, is bounded by this.
 SHUTDOWN_MAX_SECONDS: Final = 10.0
 
 ED25519_SEED_LEN: Final = 32
-
-_PROGRESS_RE: Final = re.compile(r"\bPROGRESS=(\d{1,3})\b")
 
 
 # -- configuration -----------------------------------------------------------
@@ -315,8 +311,7 @@ class Tor:
             if self._process is not None and self._process.poll() is not None:
                 raise TorLaunchError(self._died_message("while bootstrapping"))
             phase = await conn.get_info("status/bootstrap-phase")
-            match = _PROGRESS_RE.search(phase)
-            progress = int(match.group(1)) if match else 0
+            progress = bootstrap_progress(phase) or 0
             if progress >= 100:
                 return
             await trio.sleep(BOOTSTRAP_POLL_SECONDS)
@@ -325,7 +320,8 @@ class Tor:
 
     def _died_message(self, when: str) -> str:
         code = None if self._process is None else self._process.returncode
-        tail = "" if self._config.data_dir is None else log_tail(self._config.data_dir)
+        data_dir = self._config.data_dir
+        tail = "" if data_dir is None else "\n".join(tail_lines(data_dir / NOTICE_LOG, 8))
         return f"our tor exited {when} (status {code})" + (
             f"; its log ends:\n{tail}" if tail else ""
         )
@@ -344,15 +340,13 @@ class Tor:
         process = self._process
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            with trio.move_on_after(STOP_GRACE_SECONDS):
-                await trio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await trio.to_thread.run_sync(process.wait)
+        # Bounded (STOP_GRACE_SECONDS + KILL_GRACE_SECONDS), so not abandoned
+        # on cancellation: tor is gone, and reaped, when this returns.
+        survivors = await trio.to_thread.run_sync(
+            stop_processes, {process.pid: lambda: process.poll() is None}
+        )
+        if survivors:
+            log.warning("our tor (pid %d) survived SIGKILL", process.pid)
         self._process = None
 
     async def _shutdown(self) -> None:
@@ -635,8 +629,7 @@ class Tor:
         connected = conn is not None and conn.alive and not self._control_lost
         if conn is not None and connected:
             try:
-                match = _PROGRESS_RE.search(await conn.get_info("status/bootstrap-phase"))
-                progress = int(match.group(1)) if match else None
+                progress = bootstrap_progress(await conn.get_info("status/bootstrap-phase"))
                 live = (await conn.get_info("network-liveness")).strip() == "up"
             except TorControlError:
                 connected = False

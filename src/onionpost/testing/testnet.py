@@ -41,9 +41,11 @@ and tor would exit the moment that one control connection closed.
 
 Every option here follows ``TOR-TESTNET.md`` (facts measured on this kind of
 machine) and the Tor Project's chutney; the comments say which ones matter.
-This module is synchronous on purpose: it serves a CLI and a session-scoped
-pytest fixture, not the daemon. Every stem call is bounded by a watchdog that
-closes the control connection at the deadline.
+This module is synchronous on purpose: it serves a CLI, a session-scoped
+pytest fixture, the demo and the benchmarks, not the daemon. It talks to its
+tors through :mod:`onionpost.tor` (:class:`~onionpost.tor.ControlProbe`, whose
+every query is bounded by the bring-up's deadline; the bootstrap parser; the
+stop and log-tail helpers the adapter uses too), never through stem itself.
 """
 
 from __future__ import annotations
@@ -52,27 +54,25 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import threading
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeAlias
 
-import stem
-import stem.connection
-import stem.control
-
+from onionpost._files import read_small_file
 from onionpost.errors import ConfigError, TorControlError, TorError, TorLaunchError
+from onionpost.tor import ControlProbe, bootstrap_progress, stop_processes, tail_lines
 
 __all__ = [
     "AUTHORITIES",
@@ -90,6 +90,8 @@ __all__ = [
     "load",
     "log_tails",
     "missing_tools",
+    "private_network",
+    "render_config_toml",
     "status",
     "up",
 ]
@@ -124,16 +126,13 @@ _NODES_DIR: Final = "nodes"
 _POLL_INTERVAL: Final = 0.25
 # A bound on polls in any one wait, on top of its deadline.
 _MAX_POLLS: Final = 4000
-# SIGTERM, then SIGKILL what is left after this long (2 stops in 51 needed it).
-_TERM_GRACE: Final = 5.0
-_KILL_GRACE: Final = 3.0
+# A helper command (tor-gencert, tor --list-fingerprint) killed at the deadline.
+_HELPER_KILL_WAIT: Final = 3.0
 _PORT_MIN: Final = 10000
 _PORT_ATTEMPTS: Final = 2000
 _LOG_TAIL_LINES: Final = 20
-_LOG_TAIL_BYTES: Final = 64 * 1024
 _STATUS_PROBE_SECONDS: Final = 5.0
 
-_BOOTSTRAP_RE: Final = re.compile(r"\bPROGRESS=(\d{1,3})\b")
 _FINGERPRINT_RE: Final = re.compile(r"^[0-9A-F]{40}$")
 
 TorOptions: TypeAlias = dict[str, str | list[str]]
@@ -417,7 +416,7 @@ def up(
             authority_proc,
             end,
             "list every relay with HSDir in its consensus",
-            lambda controller: want <= _hsdirs(controller),
+            lambda probe: want <= _hsdirs(probe),
         )
         _log.info("consensus lists every relay after %.1f s", time.monotonic() - start)
         for node in nodes:
@@ -430,9 +429,7 @@ def up(
                 proc,
                 end,
                 "bootstrap to 100% with every relay as HSDir",
-                lambda controller: (
-                    _bootstrap_progress(controller) == 100 and want <= _hsdirs(controller)
-                ),
+                lambda probe: _bootstrap_progress(probe) == 100 and want <= _hsdirs(probe),
             )
         _log.info("every client ready after %.1f s", time.monotonic() - start)
         return record()
@@ -443,6 +440,27 @@ def up(
         # Including KeyboardInterrupt: never leave a half-started network behind.
         _stop({proc.pid: node.torrc for node, proc in launched})
         raise
+
+
+@contextlib.contextmanager
+def private_network(prefix: str, *, clients: int = 0) -> Iterator[tuple[Path, Testnet, float]]:
+    """A network in a fresh directory under /tmp, for as long as the ``with`` lasts.
+
+    Yields (the directory, the network in its ``net/``, the bring-up's
+    seconds). On exit the network is stopped and the directory removed;
+    every tor also exits soon after this process does (``owner_pid``).
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        started = time.monotonic()
+        net = up(root / "net", clients=clients, owner_pid=os.getpid())
+        bringup_s = time.monotonic() - started
+        try:
+            yield root, net, bringup_s
+        finally:
+            down(root / "net")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _prepare_directory(directory: Path) -> None:
@@ -574,7 +592,7 @@ def _run_all(
         for _, _, proc in procs:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait(timeout=_KILL_GRACE)
+                proc.wait(timeout=_HELPER_KILL_WAIT)
 
 
 def _dir_authorities(
@@ -684,43 +702,11 @@ def _launch(tor_binary: Path, node: TestnetNode) -> subprocess.Popen[bytes]:
 # --- control port ---------------------------------------------------------------
 
 
-class _Control:
-    """An authenticated stem controller that a watchdog closes at ``end``.
-
-    stem's calls have no timeout of their own; closing the socket from the
-    watchdog thread makes a blocked call raise ``SocketClosed``.
-    """
-
-    def __init__(self, node: TestnetNode, end: float) -> None:
-        if node.control_port is None:
-            raise TorControlError(f"{node.nickname} has no control port")
-        try:
-            self.controller = stem.control.Controller.from_port(LOOPBACK, node.control_port)
-        except stem.SocketError as exc:
-            raise TorControlError(
-                f"{node.nickname}: cannot reach control port {LOOPBACK}:{node.control_port}: {exc}"
-            ) from exc
-        self._watchdog = threading.Timer(_remaining(end), self.controller.close)
-        self._watchdog.daemon = True
-        self._watchdog.start()
-        try:
-            self.controller.authenticate()
-        except (stem.connection.AuthenticationFailure, stem.ControllerError) as exc:
-            self.close()
-            raise TorControlError(f"{node.nickname}: control port refused us: {exc}") from exc
-
-    def close(self) -> None:
-        self._watchdog.cancel()
-        self.controller.close()
+def _bootstrap_progress(probe: ControlProbe) -> int:
+    return bootstrap_progress(probe.get_info("status/bootstrap-phase")) or 0
 
 
-def _bootstrap_progress(controller: stem.control.Controller) -> int:
-    # e.g. 'NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"'
-    match = _BOOTSTRAP_RE.search(str(controller.get_info("status/bootstrap-phase")))
-    return int(match.group(1)) if match else 0
-
-
-def _hsdirs(controller: stem.control.Controller) -> set[str]:
+def _hsdirs(probe: ControlProbe) -> set[str]:
     """Fingerprints (hex) that this tor's consensus flags HSDir.
 
     ``ns/all`` holds router status entries like::
@@ -730,7 +716,7 @@ def _hsdirs(controller: stem.control.Controller) -> set[str]:
     """
     found: set[str] = set()
     identity: str | None = None
-    for line in str(controller.get_info("ns/all")).splitlines():
+    for line in probe.get_info("ns/all").splitlines():
         if line.startswith("r "):
             fields = line.split()
             identity = None
@@ -752,10 +738,12 @@ def _wait_until(
     proc: subprocess.Popen[bytes],
     end: float,
     what: str,
-    ready: Callable[[stem.control.Controller], bool],
+    ready: Callable[[ControlProbe], bool],
 ) -> None:
     """Poll ``ready`` on ``node``'s control port until it holds; TorLaunchError otherwise."""
-    control: _Control | None = None
+    if node.control_port is None:
+        raise TorControlError(f"{node.nickname} has no control port")
+    probe: ControlProbe | None = None
     last_error = ""
     try:
         for _ in range(_MAX_POLLS):
@@ -766,46 +754,33 @@ def _wait_until(
             if time.monotonic() >= end:
                 break
             try:
-                if control is None:
-                    control = _Control(node, end)
-                if ready(control.controller):
+                if probe is None:
+                    probe = ControlProbe(node.control_port, deadline=end)
+                if ready(probe):
                     return
             except TorControlError as exc:
-                last_error = f" (last control error: {exc})"  # e.g. not listening yet
-            except stem.SocketClosed:
-                # tor died (noticed on the next poll) or the watchdog fired.
-                if control is not None:
-                    control.close()
-                control = None
-            except stem.ControllerError:
-                pass  # e.g. no consensus yet to answer ns/all
+                # Not listening yet, or no consensus yet to answer ns/all; or
+                # the connection is gone (tor died, noticed on the next poll).
+                last_error = f" (last control error: {exc})"
+                if probe is not None and not probe.alive:
+                    probe.close()
+                    probe = None
             time.sleep(min(_POLL_INTERVAL, _remaining(end)))
         raise TorLaunchError(
             f"{node.nickname} did not {what} in time{last_error}; {_tail_text(node)}"
         )
     finally:
-        if control is not None:
-            control.close()
+        if probe is not None:
+            probe.close()
 
 
 # --- logs ---------------------------------------------------------------------------
 
 
-def _tail(path: Path, lines: int) -> list[str]:
-    try:
-        with path.open("rb") as file:
-            file.seek(0, os.SEEK_END)
-            file.seek(max(0, file.tell() - _LOG_TAIL_BYTES))
-            data = file.read(_LOG_TAIL_BYTES)
-    except OSError:
-        return []
-    return data.decode("utf-8", "replace").splitlines()[-lines:]
-
-
 def _tail_text(node: TestnetNode, lines: int = _LOG_TAIL_LINES) -> str:
     # Before tor parses its torrc it logs only to stdout, so fall back to that.
     for path in (node.notice_log, node.output_file):
-        tail = _tail(path, lines)
+        tail = tail_lines(path, lines)
         if tail:
             return f"last lines of {path}:\n" + "\n".join(tail)
     return f"{node.notice_log} is empty"
@@ -846,15 +821,11 @@ def _write_state(net: Testnet) -> None:
 def load(directory: Path) -> Testnet:
     """The network recorded in ``directory``; TorError if there is none or it is corrupt."""
     path = directory.absolute() / STATE_FILE
-    try:
-        with path.open("rb") as file:
-            raw = file.read(_STATE_MAX_BYTES + 1)
-    except FileNotFoundError as exc:
-        raise TorError(f"no testnet in {directory} ({STATE_FILE} not found)") from exc
-    except OSError as exc:
-        raise TorError(f"cannot read {path}: {exc}") from exc
-    if len(raw) > _STATE_MAX_BYTES:
-        raise TorError(f"{path} is corrupt (larger than {_STATE_MAX_BYTES} bytes)")
+    raw = read_small_file(
+        path, _STATE_MAX_BYTES, what="testnet state file", error=TorError, missing_ok=True
+    )
+    if raw is None:
+        raise TorError(f"no testnet in {directory} ({STATE_FILE} not found)")
     try:
         return _testnet_from_json(json.loads(raw))
     except (ValueError, TypeError, KeyError) as exc:
@@ -955,16 +926,15 @@ def status(directory: Path) -> dict[str, object]:
 
 
 def _probe_bootstrap(node: TestnetNode) -> int | None:
+    if node.control_port is None:
+        return None
     try:
-        control = _Control(node, time.monotonic() + _STATUS_PROBE_SECONDS)
+        with ControlProbe(
+            node.control_port, deadline=time.monotonic() + _STATUS_PROBE_SECONDS
+        ) as probe:
+            return _bootstrap_progress(probe)
     except TorControlError:
         return None
-    try:
-        return _bootstrap_progress(control.controller)
-    except stem.ControllerError:
-        return None
-    finally:
-        control.close()
 
 
 def down(directory: Path) -> None:
@@ -975,30 +945,8 @@ def down(directory: Path) -> None:
 
 def _stop(targets: Mapping[int, Path]) -> None:
     """SIGTERM the tors in ``targets`` (pid -> torrc), SIGKILL what is left after a grace."""
-    alive = _signal_all(targets, signal.SIGTERM)
-    alive = _wait_gone(alive, targets, _TERM_GRACE)
-    alive = _signal_all({pid: targets[pid] for pid in alive}, signal.SIGKILL)
-    alive = _wait_gone(alive, targets, _KILL_GRACE)
-    if alive:
-        raise TorError(f"tor processes {sorted(alive)} survived SIGKILL")
-
-
-def _signal_all(targets: Mapping[int, Path], signum: signal.Signals) -> set[int]:
-    signalled: set[int] = set()
-    for pid, torrc in targets.items():
-        if _is_our_tor(pid, torrc):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-                signalled.add(pid)
-    return signalled
-
-
-def _wait_gone(pids: set[int], targets: Mapping[int, Path], grace: float) -> set[int]:
-    end = time.monotonic() + grace
-    alive = set(pids)
-    for _ in range(_MAX_POLLS):
-        alive = {pid for pid in alive if _is_our_tor(pid, targets[pid])}
-        if not alive or time.monotonic() >= end:
-            break
-        time.sleep(0.05)
-    return alive
+    survivors = stop_processes(
+        {pid: functools.partial(_is_our_tor, pid, torrc) for pid, torrc in targets.items()}
+    )
+    if survivors:
+        raise TorError(f"tor processes {sorted(survivors)} survived SIGKILL")

@@ -1,4 +1,4 @@
-"""The private Tor network (onionpost.tor.testnet) and ``onionpost testnet``, against real tor.
+"""The private Tor network (onionpost.testing.testnet) and ``onionpost testnet``, against real tor.
 
 One network serves the whole session (the ``testnet`` fixture in conftest.py);
 only the CLI round trip brings up a second, smaller one of its own.
@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from onionpost.cli import main
 from onionpost.errors import TorError, TorLaunchError
-from onionpost.tor.testnet import (
+from onionpost.testing.testnet import (
     CLIENT_OPTIONS_FILE,
     STATE_FILE,
     TOR_BINARY,
@@ -32,7 +32,7 @@ from onionpost.tor.testnet import (
     status,
     up,
 )
-from onionpost.tor.testnet import Testnet as Network  # renamed: pytest would collect "Test*"
+from onionpost.testing.testnet import Testnet as Network  # renamed: pytest would collect "Test*"
 
 pytestmark = pytest.mark.tor
 

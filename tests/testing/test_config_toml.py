@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from onionpost.home import parse_config
-from onionpost.tor.testnet import render_config_toml
+from onionpost.testing.testnet import render_config_toml
 
 
 def test_rendered_options_parse_back_into_the_config() -> None:

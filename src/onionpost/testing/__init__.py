@@ -1,0 +1,15 @@
+"""Test support: a private Tor network on 127.0.0.1, and endpoints on it.
+
+Not used by the product. The end-to-end tests, the demo, the benchmarks and
+``onionpost testnet`` share it:
+
+- :mod:`onionpost.testing.testnet`: three directory authorities, two relays
+  and client tors, brought :func:`~onionpost.testing.testnet.up` in a
+  directory and stopped with :func:`~onionpost.testing.testnet.down`, from
+  this process or another;
+- :mod:`onionpost.testing.endpoint`: an :class:`~onionpost.testing.endpoint.Endpoint`
+  (a home and its ``onionpost daemon``, joined to such a network) driven
+  through the CLI, and :func:`~onionpost.testing.endpoint.start_all`.
+
+Like the product, it reaches tor only through :mod:`onionpost.tor`.
+"""
