@@ -1,50 +1,272 @@
-"""The shape of the code (STYLE.md): the protocol core does no I/O; only onionpost.tor uses stem."""
+"""The shape of the code (README "The code", STYLE.md), checked on every import in src/.
+
+::
+
+    cli ──► client ──(local control socket)──► daemon ──► transport ──► proto
+                                                 │  └──► tor (stem, SOCKS)
+                                                 └──► store (SQLite)
+                                home: paths, sealed secrets, cards, config
+
+Each package (and each top-level module) may import only the parts of
+onionpost that :data:`MAY_IMPORT` lists for it, so data flows one way through
+that picture; and each hazardous dependency is imported in one place only
+(:data:`ONLY_IN`). Imports are read from the source with :mod:`ast`, so
+those inside functions and under ``TYPE_CHECKING`` count too. A failure
+names every offending import with its file and line.
+"""
 
 from __future__ import annotations
 
 import ast
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "onionpost"
-IO_MODULES = {"trio", "stem", "socket", "asyncio", "subprocess", "sqlite3", "time", "os.path"}
+
+# Small modules any layer may use: each imports nothing of ours but errors or limits.
+LEAVES = frozenset({"errors", "limits", "names", "_files"})
+
+#: What each part of the package may import, besides itself. A part is a
+#: subpackage or a top-level module ("__init__" is the package's own).
+#: An entry with a dot allows only that module of a part ("store._crypto").
+MAY_IMPORT: dict[str, frozenset[str]] = {
+    "__init__": frozenset({"errors"}),
+    "__main__": frozenset({"cli"}),
+    "errors": frozenset(),
+    "limits": frozenset(),
+    "names": frozenset({"errors", "limits"}),
+    "_files": frozenset({"errors"}),
+    # The local API's wire format and shapes: the client depends on them, so
+    # they import nothing heavier than errors.
+    "_localapi": frozenset({"errors", "limits"}),
+    "api": frozenset({"errors"}),
+    # The protocol core: nothing of ours but errors, limits and names.
+    "proto": frozenset({"errors", "limits", "names"}),
+    "transport": frozenset({"proto"}) | LEAVES,
+    "tor": frozenset({"proto"}) | LEAVES,
+    "store": frozenset({"proto"}) | LEAVES,
+    # The secrets file is sealed with the store's at-rest primitives.
+    "home": frozenset({"proto", "store._crypto"}) | LEAVES,
+    "client": frozenset({"_localapi", "api", "home", "__init__"}) | LEAVES,
+    "daemon": frozenset(
+        {"_localapi", "api", "transport", "tor", "store", "home", "proto", "__init__"}
+    )
+    | LEAVES,
+    "cli": frozenset({"client", "home", "proto", "api", "__init__"}) | LEAVES,
+    # Test support: the private Tor network and endpoints on it.
+    "testing": frozenset({"tor"}) | LEAVES,
+}
+
+#: Single modules that may import more than their part (path under src/onionpost).
+MODULE_MAY_IMPORT: dict[str, frozenset[str]] = {
+    # `onionpost daemon` runs the daemon in this process; `doctor` opens the store.
+    "cli/_daemon_cmd.py": frozenset({"daemon", "store"}),
+    # `onionpost testnet up|status|down`.
+    "cli/_testnet.py": frozenset({"testing"}),
+}
+
+#: Third-party modules that only these files may import.
+ONLY_IN: dict[str, frozenset[str]] = {
+    # The hazardous layers: one for the wire (proto._crypto), one for data at rest.
+    "nacl": frozenset({"proto/_crypto.py", "store/_crypto.py"}),
+    # The same two, and the self-test's RFC 8439 known answer, which needs the
+    # provider's AEAD with the RFC's own nonce (not of Noise's form).
+    "cryptography": frozenset({"proto/_crypto.py", "store/_crypto.py", "proto/selftest.py"}),
+    # One strict decoder, whose errors are caught there only.
+    "msgpack": frozenset({"proto/_msgpack.py"}),
+    # stem and its threads stay behind the trio bridge.
+    "stem": frozenset({"tor/_controller.py"}),
+}
+
+#: Nothing outside the store opens the database.
+ONLY_UNDER: dict[str, str] = {"sqlite3": "store"}
+
+# The protocol core does no I/O: not even these standard modules.
+IO_MODULES = frozenset(
+    {"trio", "stem", "socket", "asyncio", "subprocess", "sqlite3", "time", "os.path", "threading"}
+)
 
 
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+def _imports(path: Path) -> Iterator[tuple[str, int]]:
+    """(name, line) for every absolute import in ``path``; ``from a import b`` gives a.b."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
+            for alias in node.names:
+                yield alias.name, node.lineno
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
+            for alias in node.names:
+                name = node.module if alias.name == "*" else f"{node.module}.{alias.name}"
+                yield name, node.lineno
 
 
 def _top(name: str) -> str:
     return name.split(".", maxsplit=1)[0]
 
 
+def _part(path: Path) -> str:
+    relative = path.relative_to(SRC)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def _part_of(module: str) -> str:
+    """The part of onionpost that ``module`` (``onionpost.<part>...``) is in."""
+    parts = module.split(".")
+    if len(parts) > 1 and ((SRC / parts[1]).is_dir() or (SRC / f"{parts[1]}.py").is_file()):
+        return parts[1]
+    return "__init__"  # `from onionpost import __version__`: the package's own __init__
+
+
+def _allows(allowed: frozenset[str], module: str, part: str) -> bool:
+    dotted = ".".join(module.split(".")[1:3])
+    return part in allowed or dotted in allowed
+
+
+def _sources() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def _name(path: Path) -> str:
+    return str(path.relative_to(SRC))
+
+
+def layering_violations(paths: list[Path]) -> list[str]:
+    found = []
+    for path in paths:
+        own = _part(path)
+        allowed = MAY_IMPORT.get(own)
+        if allowed is None:
+            found.append(f"{_name(path)}: part {own!r} is not in MAY_IMPORT; place it")
+            continue
+        allowed |= MODULE_MAY_IMPORT.get(_name(path), frozenset())
+        for module, line in _imports(path):
+            if _top(module) != "onionpost":
+                continue
+            part = _part_of(module)
+            if part == own or _allows(allowed, module, part):
+                continue
+            found.append(
+                f"{_name(path)}:{line} imports {module}: {own} may import only "
+                f"{', '.join(sorted(allowed)) or 'nothing of onionpost'}"
+            )
+    return found
+
+
+def dependency_violations(paths: list[Path]) -> list[str]:
+    found = []
+    for path in paths:
+        for module, line in _imports(path):
+            top = _top(module)
+            if top in ONLY_IN and _name(path) not in ONLY_IN[top]:
+                found.append(
+                    f"{_name(path)}:{line} imports {module}: only "
+                    f"{', '.join(sorted(ONLY_IN[top]))} may"
+                )
+            if top in ONLY_UNDER and _part(path) != ONLY_UNDER[top]:
+                found.append(
+                    f"{_name(path)}:{line} imports {module}: only onionpost.{ONLY_UNDER[top]} may"
+                )
+    return sorted(set(found))
+
+
+def _fail_on(found: list[str]) -> None:
+    if found:
+        pytest.fail("\n".join(["the layering is broken:", *found]), pytrace=False)
+
+
+def test_each_part_imports_only_what_the_picture_allows() -> None:
+    _fail_on(layering_violations(_sources()))
+
+
+def test_hazardous_dependencies_are_imported_in_one_place() -> None:
+    _fail_on(dependency_violations(_sources()))
+
+
 def test_protocol_core_imports_no_io() -> None:
-    offenders = {
-        str(path.relative_to(SRC)): sorted(
-            n for n in _imports(path) if _top(n) in IO_MODULES or n in IO_MODULES
-        )
-        for path in (SRC / "proto").rglob("*.py")
+    _fail_on(
+        [
+            f"{_name(path)}:{line} imports {module}: the protocol core does no I/O"
+            for path in sorted((SRC / "proto").rglob("*.py"))
+            for module, line in _imports(path)
+            if module in IO_MODULES or _top(module) in IO_MODULES
+        ]
+    )
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No import cycles between modules (home._card and home._secrets had one)."""
+    modules = {
+        ".".join(p.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in _sources()
     }
-    assert {k: v for k, v in offenders.items() if v} == {}
+
+    def module_of(name: str) -> str:
+        # "onionpost.home.Paths" is a name in the module onionpost.home.
+        return name if name in modules else name.rpartition(".")[0]
+
+    graph = {
+        name: {module_of(m) for m, _ in _imports(path) if module_of(m) in modules} - {name}
+        for name, path in modules.items()
+    }
+    cycles = []
+    for start in graph:
+        stack = [(start, [start])]
+        seen: set[str] = set()
+        while stack:  # bounded: each module is expanded once per start
+            node, trail = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    cycles.append(" -> ".join([*trail, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*trail, nxt]))
+    _fail_on(sorted(set(cycles)))
 
 
-def test_only_the_tor_package_imports_stem() -> None:
-    offenders = [
-        str(path.relative_to(SRC))
-        for path in SRC.rglob("*.py")
-        if not path.is_relative_to(SRC / "tor") and any(_top(n) == "stem" for n in _imports(path))
+def test_every_import_is_absolute() -> None:
+    # The checks above read absolute imports only.
+    relative = [
+        f"{_name(path)}:{node.lineno}"
+        for path in _sources()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level
     ]
-    assert offenders == []
+    assert relative == []
 
 
-def test_the_checker_sees_imports(tmp_path: Path) -> None:
-    # Guard against a checker that can never fail.
-    module = tmp_path / "m.py"
-    module.write_text("import trio\nfrom stem.control import Controller\nfrom . import x\n")
-    assert _imports(module) == {"trio", "stem.control"}
-    assert "nacl" in {_top(n) for n in _imports(SRC / "proto" / "_crypto.py")}
+def test_the_rules_say_what_the_readme_says() -> None:
+    assert MAY_IMPORT["proto"] == {"errors", "limits", "names"}
+    assert not MAY_IMPORT["client"] & {"daemon", "store", "tor", "transport", "testing"}
+    for lower in ("proto", "transport", "tor", "store"):
+        assert not MAY_IMPORT[lower] & {"cli", "client", "daemon", "home", "testing"}
+    # Only the testnet command reaches the test support.
+    users = [part for part, allowed in MAY_IMPORT.items() if "testing" in allowed]
+    assert users == []
+    assert set(MAY_IMPORT) >= {_part(path) for path in _sources()}
+
+
+def test_the_checkers_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Guard against checks that can never fail: plant offenders and see them named.
+    (tmp_path / "client").mkdir()
+    module = tmp_path / "client" / "_bad.py"
+    module.write_text(
+        "import msgpack\nfrom onionpost.daemon._daemon import Daemon\n"
+        "def f():\n    from nacl import bindings\n    import sqlite3\n"
+    )
+    (tmp_path / "daemon").mkdir()
+    monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
+    layering = layering_violations([module])
+    dependencies = dependency_violations([module])
+    monkeypatch.undo()
+    assert layering == [
+        "client/_bad.py:2 imports onionpost.daemon._daemon.Daemon: client may import only "
+        "__init__, _files, _localapi, api, errors, home, limits, names"
+    ]
+    assert dependencies == [
+        "client/_bad.py:1 imports msgpack: only proto/_msgpack.py may",
+        "client/_bad.py:4 imports nacl.bindings: only proto/_crypto.py, store/_crypto.py may",
+        "client/_bad.py:5 imports sqlite3: only onionpost.store may",
+    ]
+    assert any(_top(m) == "nacl" for m, _ in _imports(SRC / "proto" / "_crypto.py"))
