@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from onionpost.errors import OnionpostError
 
+# The one place the version is written: pyproject.toml reads it from here
+# (setuptools' dynamic version), and so does `onionpost --version`.
 __version__ = "0.1.0"
 
 __all__ = ["OnionpostError", "__version__"]
