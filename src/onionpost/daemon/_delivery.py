@@ -150,8 +150,10 @@ class DeliveryPolicy:
     # A session we opened closes after this many seconds with nothing sent or
     # received but keepalives (the contact dials us when it has something).
     idle_close: float = 30.0
-    # Dials at once that only tell a contact we are back (announcements).
+    # Dials at once that only tell a contact we are back (announcements), and
+    # how many times each is tried before giving up.
     announce_concurrency: int = 4
+    announce_attempts: int = 5
     # Store calls run in a worker thread, so an fsync never stalls the event
     # loop. False runs them on the loop: only for tests on virtual time
     # (trio's MockClock), where a thread at work looks like idleness.
@@ -284,7 +286,10 @@ class _Link:
     last_error: str = ""
     since_ms: int | None = None
     retry_at: float = 0.0  # trio time before which we do not dial
-    announce: bool = False  # dial once even with nothing to deliver: we are back
+    # Dials left that only tell the contact we are back (with the usual
+    # backoff between them: a contact whose own tor just restarted may not be
+    # reachable at the first try).
+    announce: int = 0
     receipts: list[bytes] = field(default_factory=list)  # read receipts owed (in memory)
     files: dict[bytes, _FileJob] = field(default_factory=dict)
     # Every task working for this contact runs in one of these scopes, so that
@@ -383,7 +388,7 @@ class DeliveryEngine:
         if old is not None:
             old.stop()
         # A new contact (or every one at start) learns at once that we are up.
-        link = _Link(contact, announce=True)
+        link = _Link(contact, announce=self._policy.announce_attempts)
         self._links[contact.id] = link
         self._nursery.start_soon(self._link_loop, link)
 
@@ -415,8 +420,10 @@ class DeliveryEngine:
             with trio.move_on_after(CLOSE_GRACE):
                 await channel.aclose()
             return
-        # The contact is back: whatever waits for it need not wait out a backoff.
+        # The contact is back: whatever waits for it need not wait out a
+        # backoff, and it knows we are up.
         link.retry_at = 0.0
+        link.announce = 0
         await self._run_session(link, _Session(channel, initiator=False))
 
     def kick(self, contact_id: int | None = None, *, retry_now: bool = False) -> int:
@@ -445,7 +452,7 @@ class DeliveryEngine:
             one = self._links.get(contact_id)
             links = [] if one is None else [one]
         for link in links:
-            link.announce = True
+            link.announce = self._policy.announce_attempts
             link.retry_at = 0.0
             link.wake.fire()
         return len(links)
@@ -593,11 +600,11 @@ class DeliveryEngine:
             while not link.removed:
                 seen = link.wake.generation
                 if link.sessions:
-                    link.announce = False  # a session is up: the contact knows
+                    link.announce = 0  # a session is up: the contact knows
                     await link.wake.wait(since=seen)
                     continue
                 work = await self._has_work(link)
-                if not work and not link.announce:
+                if not work and link.announce <= 0:
                     await link.wake.wait(since=seen)
                     continue
                 wait = link.retry_at - trio.current_time()
@@ -606,13 +613,14 @@ class DeliveryEngine:
                     with trio.move_on_after(wait):
                         await link.wake.wait()
                     continue
-                announcing, link.announce = link.announce and not work, False
-                if announcing:
+                if work:
+                    channel = await self._dial(link)
+                else:
+                    link.announce -= 1
                     async with self._announcing:
                         channel = await self._dial(link)
-                else:
-                    channel = await self._dial(link)
                 if channel is not None:
+                    link.announce = 0  # it knows now
                     await self._run_session(link, _Session(channel, initiator=True))
 
     async def _dial(self, link: _Link) -> SecureChannel | None:
