@@ -36,7 +36,7 @@ import trio
 from onionpost import api
 from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy, Dial, message_record
 from onionpost.daemon._events import EventHub
-from onionpost.errors import ConfigError, TorError
+from onionpost.errors import ConfigError, DialError, TorError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
@@ -51,8 +51,12 @@ log = logging.getLogger("onionpost.daemon")
 
 # How often the daemon checks whether its static key needs renewal.
 RENEW_CHECK_SECONDS: Final = 3600.0
-# The largest seq the store can hold (SQLite INTEGER).
-MAX_SEQ: Final = 2**63 - 1
+# Dial failures after which our tor may hold a stale descriptor of the
+# contact (its tor restarted with new introduction points): ask for a fresh one.
+STALE_DESCRIPTOR_REASONS: Final = frozenset(
+    {"introduction-failed", "introduction-timed-out", "rendezvous-failed", "descriptor-not-found"}
+)
+REFETCH_SECONDS: Final = 5.0
 
 
 def _now_ms() -> int:
@@ -175,6 +179,15 @@ class Daemon:
             self.renew_static_key(int(time.time()))
             await trio.sleep(RENEW_CHECK_SECONDS)
 
+    async def _refetch(self, tor: Tor, contact: Contact) -> None:
+        """Best effort: a dial failed the way a stale descriptor fails."""
+        with trio.move_on_after(REFETCH_SECONDS):
+            try:
+                await tor.refetch_descriptor(contact.address)
+                log.info("event=descriptor_refetch contact=%s", contact.name)
+            except TorError as exc:
+                log.info("event=descriptor_refetch_failed error=%s", type(exc).__name__)
+
     async def _dial(self, contact: Contact) -> SecureChannel:
         """Reach ``contact`` through tor and run our side of the handshake.
         The engine sets the deadline."""
@@ -182,7 +195,18 @@ class Daemon:
         if tor is None:
             raise TorError("tor is not running")
         async with self._scheduler.slot(contact.address):
-            stream = await tor.dial(contact.address, self._config.onion_port)
+            try:
+                # Half the deadline for tor to connect: what is left lets us ask
+                # for a fresh descriptor when it did not (a stale one hangs).
+                with trio.move_on_after(self._config.connect_timeout / 2) as waited:
+                    stream = await tor.dial(contact.address, self._config.onion_port)
+            except DialError as exc:
+                if exc.reason in STALE_DESCRIPTOR_REASONS:
+                    await self._refetch(tor, contact)
+                raise
+            if waited.cancelled_caught:
+                await self._refetch(tor, contact)
+                raise DialError("the onion service did not answer", reason="timeout")
         try:
             channel = await connect(
                 stream,

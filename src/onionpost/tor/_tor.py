@@ -599,6 +599,21 @@ class Tor:
             conn = self._connection()
             await conn.command(f"ONION_CLIENT_AUTH_REMOVE {address.service_id}")
 
+    async def refetch_descriptor(self, address: OnionAddress) -> None:
+        """Ask tor to fetch ``address``'s descriptor again, now (HSFETCH,
+        control-spec §3.26; v3 addresses since tor 0.4.1).
+
+        After a contact's tor restarts its new descriptor names new
+        introduction points, but our tor keeps using the cached one until it
+        expires, and dials fail (SOCKS 0xF2, or no answer) for a minute or
+        more. The fetch runs in tor; the next dial uses what it brings.
+        """
+        if not isinstance(address, OnionAddress):
+            raise ConfigError("address must be an OnionAddress")
+        async with self._lock:
+            conn = self._connection()
+            await conn.command(f"HSFETCH {address.service_id}")
+
     # -- dialing -------------------------------------------------------------------
 
     async def dial(
