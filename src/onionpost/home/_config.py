@@ -78,7 +78,9 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # max_disk_use = 10737418240
 
 # Seconds to wait before redialling an unreachable contact; doubles on each
-# failure (with jitter) up to retry_max.
+# failure (with jitter) up to retry_max. A contact that comes back does not
+# wait for it: its daemon dials us when it starts (spec.md §5.9), and we
+# deliver at once.
 # retry_initial = 5.0
 # retry_max = 900.0
 
