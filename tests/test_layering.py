@@ -18,6 +18,7 @@ names every offending import with its file and line.
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,9 +91,18 @@ IO_MODULES = frozenset(
 )
 
 
-def _imports(path: Path) -> Iterator[tuple[str, int]]:
+def _imports(path: Path) -> tuple[tuple[str, int], ...]:
     """(name, line) for every absolute import in ``path``; ``from a import b`` gives a.b."""
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    return _parsed_imports(path, path.stat().st_mtime_ns)
+
+
+@functools.cache
+def _parsed_imports(path: Path, _mtime: int) -> tuple[tuple[str, int], ...]:
+    return tuple(_walk_imports(ast.parse(path.read_text(), str(path))))
+
+
+def _walk_imports(tree: ast.AST) -> Iterator[tuple[str, int]]:
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno

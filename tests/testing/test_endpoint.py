@@ -16,14 +16,26 @@ from onionpost.testing.testnet import Testnet as Network  # not collected as a t
 AUTHORITY = "auth0 orport=5000 no-v2 v3ident=AB 127.0.0.1:5001 0123"
 
 
-@pytest.fixture
-def net(tmp_path: Path) -> Network:
-    return Network(tmp_path / "net", nodes=(), dir_authorities=(AUTHORITY,))
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("endpoints")
 
 
-def test_a_new_endpoint_joins_the_network_and_retries_fast(tmp_path: Path, net: Network) -> None:
-    alice = Endpoint(tmp_path, "alice", net)
-    assert alice.home == tmp_path / "alice"
+@pytest.fixture(scope="module")
+def net(root: Path) -> Network:
+    return Network(root / "net", nodes=(), dir_authorities=(AUTHORITY,))
+
+
+@pytest.fixture(scope="module")
+def alice(root: Path, net: Network) -> Endpoint:
+    # Each `onionpost` run costs a Python start-up: one endpoint serves every test here.
+    return Endpoint(root, "alice", net)
+
+
+def test_a_new_endpoint_joins_the_network_and_retries_fast(
+    root: Path, net: Network, alice: Endpoint
+) -> None:
+    assert alice.home == root / "alice"
     assert alice.key.stat().st_mode & 0o777 == 0o600
     config = load_config(Paths.for_home(alice.home))
     assert config.retry_initial == 1.0
@@ -34,26 +46,24 @@ def test_a_new_endpoint_joins_the_network_and_retries_fast(tmp_path: Path, net: 
     assert identity["card"].startswith("onionpost1:")
 
 
-def test_a_failed_command_says_which_and_why(tmp_path: Path, net: Network) -> None:
-    alice = Endpoint(tmp_path, "alice", net)
+def test_a_failed_command_says_which_and_why(alice: Endpoint) -> None:
     with pytest.raises(EndpointError, match=r"alice: onionpost contact remove nobody exited with"):
         alice.cli("contact", "remove", "nobody")
     assert alice.cli("contact", "remove", "nobody", check=False).returncode != 0
 
 
-def test_a_daemon_that_exits_is_reported_with_its_log(tmp_path: Path, net: Network) -> None:
-    alice = Endpoint(tmp_path, "alice", net)
-    config = alice.home / "config.toml"
+def test_a_daemon_that_exits_is_reported_with_its_log(root: Path, net: Network) -> None:
+    bob = Endpoint(root, "bob", net)
+    config = bob.home / "config.toml"
     # A tor that does not exist: the daemon starts and exits with an error.
     config.write_text(config.read_text().replace("[tor]\n", '[tor]\nbinary = "/nonexistent/tor"\n'))
-    with pytest.raises(EndpointError, match="alice's daemon exited") as caught:
-        alice.start(seconds=60)
+    with pytest.raises(EndpointError, match="bob's daemon exited") as caught:
+        bob.start(seconds=60)
     assert "/nonexistent/tor" in str(caught.value)
-    assert alice.process is None
-    alice.stop()  # nothing to stop: safe
+    assert bob.process is None
+    bob.stop()  # nothing to stop: safe
 
 
-def test_wait_ready_needs_a_launched_daemon(tmp_path: Path, net: Network) -> None:
-    alice = Endpoint(tmp_path, "alice", net)
+def test_wait_ready_needs_a_launched_daemon(alice: Endpoint) -> None:
     with pytest.raises(EndpointError, match="no daemon was launched"):
         alice.wait_ready(time.monotonic() + 1)
