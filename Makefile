@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench fuzz demo vectors tor clean
+.PHONY: install check test lint bench fuzz demo vectors tor clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ tor:
 
 test: install tor
 	$(BIN)/python -m pytest
+
+# Before a commit: lint, then every test that needs no tor (about a minute, no tor installed).
+check: lint
+	$(BIN)/python -m pytest -q -m "not tor"
 
 lint: install
 	$(BIN)/ruff check src tests bench fuzz tools
