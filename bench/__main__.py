@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import sys
 
-from bench import daemon_bench, noise_bench, onion_bench, session_bench
+from bench import churn_bench, daemon_bench, noise_bench, onion_bench, session_bench
 
 
 def main() -> int:
-    sections = [noise_bench.run, session_bench.run, onion_bench.run, daemon_bench.run]
+    sections = [
+        noise_bench.run,
+        session_bench.run,
+        onion_bench.run,
+        daemon_bench.run,
+        churn_bench.run,
+    ]
     for section in sections:
         for result in section():
             print(result, flush=True)

@@ -75,7 +75,11 @@ class EndpointError(RuntimeError):
 class Endpoint:
     """One endpoint's home and its daemon process; see the module docstring."""
 
-    def __init__(self, root: Path, name: str, net: Testnet) -> None:
+    def __init__(
+        self, root: Path, name: str, net: Testnet, *, top_config: str = FAST_RETRY
+    ) -> None:
+        """``top_config``: config.toml's top-level keys (default: short retry
+        delays; "" keeps the product's defaults, as churn measurements need)."""
         self.name = name
         self.home = root / name
         self.key = root / f"{name}.key"
@@ -85,7 +89,7 @@ class Endpoint:
         self.cli("init", "--name", name, "--key-file", str(self.key))
         config = self.home / "config.toml"
         # Top-level keys first: after a table header every key belongs to that table.
-        config.write_text(FAST_RETRY + config.read_text() + net.config_toml())
+        config.write_text(top_config + config.read_text() + net.config_toml())
 
     def __repr__(self) -> str:
         state = "stopped" if self.process is None else f"pid {self.process.pid}"

@@ -91,6 +91,7 @@ __all__ = [
     "log_tails",
     "missing_tools",
     "private_network",
+    "restart_node",
     "render_config_toml",
     "status",
     "up",
@@ -440,6 +441,43 @@ def up(
         # Including KeyboardInterrupt: never leave a half-started network behind.
         _stop({proc.pid: node.torrc for node, proc in launched})
         raise
+
+
+def restart_node(
+    net: Testnet,
+    nickname: str,
+    *,
+    down_seconds: float = 0.0,
+    tor_binary: Path = TOR_BINARY,
+    deadline: float = 60.0,
+) -> Testnet:
+    """Stop one authority or relay (SIGTERM), keep it down ``down_seconds``,
+    start it again with the same keys and torrc, and wait until it answers on
+    its control port. Returns the network with the node's new pid (also
+    recorded, so :func:`down` stops it). For churn tests: circuits through the
+    node break while it is away, as they do when a relay restarts.
+    """
+    (node,) = [n for n in net.nodes if n.nickname == nickname]
+    if node.role == ROLE_CLIENT:
+        raise ConfigError(f"{nickname} is a client; restart relays and authorities")
+    if node.pid is not None:
+        _stop({node.pid: node.torrc})
+    if down_seconds > 0:
+        time.sleep(down_seconds)  # the outage itself is the point
+    proc = _launch(tor_binary, node)
+    restarted = dataclasses.replace(node, pid=proc.pid)
+    new = dataclasses.replace(
+        net, nodes=tuple(restarted if n.nickname == nickname else n for n in net.nodes)
+    )
+    _write_state(new)
+    _wait_until(
+        restarted,
+        proc,
+        time.monotonic() + deadline,
+        "answer on its control port again",
+        lambda probe: _bootstrap_progress(probe) >= 0,
+    )
+    return new
 
 
 @contextlib.contextmanager
