@@ -170,6 +170,8 @@ class TestnetNode:
 class Testnet:
     """A running (or recorded) private network; see :func:`up` and :func:`load`."""
 
+    __test__ = False  # a name pytest would otherwise try to collect where it is imported
+
     directory: Path
     nodes: tuple[TestnetNode, ...]
     #: The ``DirAuthority`` torrc values, one per authority.
