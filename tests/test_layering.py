@@ -82,8 +82,8 @@ ONLY_IN: dict[str, frozenset[str]] = {
     "stem": frozenset({"tor/_controller.py"}),
 }
 
-#: Nothing outside the store opens the database.
-ONLY_UNDER: dict[str, str] = {"sqlite3": "store"}
+#: Nothing outside the store opens the database (SQLite, or SQLCipher's binding of it).
+ONLY_UNDER: dict[str, str] = {"sqlite3": "store", "sqlcipher3": "store"}
 
 # The protocol core does no I/O: not even these standard modules.
 IO_MODULES = frozenset(
