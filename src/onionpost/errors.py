@@ -27,6 +27,7 @@ caught where they are touched and re-raised as one of these with
     │   └── DialError                a SOCKS connect to an onion service failed; has .reason
     ├── StoreError                   the local store is unreadable, locked or corrupt
     │   ├── StoreLockedError         another process has the store open
+    │   ├── StoreTamperedError       the store was altered (or damaged) without its key
     │   ├── NoSpaceError             the disk, or the configured disk budget, is full
     │   ├── QuotaError               a contact is at one of its quotas; has .quota, .limit
     │   ├── FileTooLargeError        a file is larger than the configured maximum
@@ -65,6 +66,7 @@ __all__ = [
     "SelfTestError",
     "StoreError",
     "StoreLockedError",
+    "StoreTamperedError",
     "TorControlError",
     "TorError",
     "TorLaunchError",
@@ -217,6 +219,10 @@ class StoreError(OnionpostError):
 
 class StoreLockedError(StoreError):
     """Another process (another daemon on the same home) holds the store."""
+
+
+class StoreTamperedError(StoreError):
+    """The store's files were changed without its key (or damaged): refused, never used."""
 
 
 class NoSpaceError(StoreError):

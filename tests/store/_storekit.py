@@ -9,6 +9,8 @@ from pathlib import Path
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer
 from onionpost.store import Contact, Store
+from onionpost.store._database import Keys
+from onionpost.store._files import Blob
 
 KEY = bytes(range(32))
 
@@ -34,3 +36,10 @@ def offer_for(data: bytes, name: str = "report.pdf", file_id: bytes | None = Non
         hashlib.blake2b(data, digest_size=64).digest(),
         "application/pdf",
     )
+
+
+def blob_path(
+    root: Path, direction: str, contact_id: int, file_id: bytes, key: bytes = KEY
+) -> Path:
+    """Where a file's blob is: ``files/`` under its keyed-hash name."""
+    return root / "files" / Blob.name(Keys.derive(key), direction, contact_id, file_id)

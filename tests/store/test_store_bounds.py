@@ -7,17 +7,16 @@ that nothing stored before (another contact's files, finished files) is lost.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _storekit import add_contact, new_id, offer_for, open_store
+from _storekit import add_contact, blob_path, new_id, offer_for, open_store
 
 from onionpost.errors import ConfigError, NoSpaceError, QuotaError, StoreError
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto.messages import FileRejectReason
-from onionpost.store import OUTGOING_TRANSITIONS, Kind, State, Store, _store
+from onionpost.store import OUTGOING_TRANSITIONS, Kind, State, Store, _database, _store
 from onionpost.store._files import RECORD_SIZE
 
 C = FILE_CHUNK_SIZE
@@ -95,7 +94,7 @@ def test_chunks_stop_at_the_budget_and_keep_nothing_beyond(store: Store, tmp_pat
     with pytest.raises(NoSpaceError, match="disk budget"):
         store.write_file_chunk(b.id, C, second[C : 2 * C], max_disk=budget)
     assert store.disk_used() == budget
-    blob = tmp_path / "files" / f"in-{mallory.id}-{b.id.hex()}"
+    blob = blob_path(tmp_path, "in", mallory.id, b.id)
     assert blob.stat().st_size == RECORD_SIZE  # nothing of the refused chunk
     # Without max_disk (the old callers) the chunk is not checked.
     store.write_file_chunk(b.id, C, second[C : 2 * C])
@@ -113,7 +112,7 @@ def test_the_count_of_bytes_held_survives_restarts_and_torn_writes(tmp_path: Pat
         store.write_file_chunk(offer.id, 0, data[:C])
         store.write_file_chunk(offer.id, C, data[C : 2 * C])
         assert store.disk_used() == 2 * C
-    blob = tmp_path / "files" / f"in-{bob.id}-{offer.id.hex()}"
+    blob = blob_path(tmp_path, "in", bob.id, offer.id)
     os.truncate(blob, RECORD_SIZE + 1000)  # a crash while writing record 1
     with open_store(tmp_path) as store:
         # At open, from the blob's length: record 0 and what is left of record 1.
@@ -241,7 +240,10 @@ def test_idle_transfers_expire_with_their_blobs(store: Store, tmp_path: Path) ->
     assert store.expire_transfers(2_000) == []  # strictly older only
     assert store.expire_transfers(5_000) == [(mallory.id, idle.id)]
     assert _blobs(tmp_path) == sorted(
-        [f"in-{bob.id}-{active.id.hex()}", f"in-{mallory.id}-{done.id.hex()}"]
+        [
+            blob_path(tmp_path, "in", bob.id, active.id).name,
+            blob_path(tmp_path, "in", mallory.id, done.id).name,
+        ]
     )
     assert store.transfer_count(mallory.id) == 0
     assert store.disk_used() == 2 * C + len(b"finished")
@@ -386,5 +388,5 @@ def test_the_schema_refuses_a_refused_row_without_its_reason(store: Store) -> No
     bob = add_contact(store)
     message_id = new_id()
     store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(_database.IntegrityError):
         store._db.execute("UPDATE messages SET state = 'refused' WHERE id = ?", (message_id,))

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _storekit import KEY, add_contact, new_id, offer_for, open_store
+from _storekit import KEY, add_contact, blob_path, new_id, offer_for, open_store
 
 from onionpost.errors import (
     ConfigError,
@@ -482,7 +482,7 @@ def test_swapped_blobs_do_not_decrypt(tmp_path: Path) -> None:
             file_id = new_id()
             store.queue_file(bob.id, file_id, 1, f"f{n}", tmp_path / f"f{n}", GiB)
             ids.append(file_id)
-    a, b = (tmp_path / "files" / f"out-{bob.id}-{i.hex()}" for i in ids)
+    a, b = (blob_path(tmp_path, "out", bob.id, i) for i in ids)
     a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
     a.write_bytes(b_bytes[:RECORD_SIZE] + a_bytes[RECORD_SIZE:])
     with open_store(tmp_path) as store:
@@ -506,10 +506,12 @@ def test_orphans_are_swept_at_open(tmp_path: Path) -> None:
         store.queue_file(bob.id, kept, 1, "f", tmp_path / "f", GiB)
     files = tmp_path / "files"
     (files / ".tmp-0123456789abcdef").write_bytes(b"half a copy")
-    (files / f"out-{bob.id}-{new_id().hex()}").write_bytes(b"never committed")
+    blob_path(tmp_path, "out", bob.id, new_id()).write_bytes(b"never committed")
+    (files / f"out-{bob.id}-{new_id().hex()}").write_bytes(b"a plaintext store's blob")
     (files / "README").write_bytes(b"not ours: left alone")
     with open_store(tmp_path) as store:
-        assert sorted(os.listdir(files)) == sorted(["README", f"out-{bob.id}-{kept.hex()}"])
+        kept_name = blob_path(tmp_path, "out", bob.id, kept).name
+        assert sorted(os.listdir(files)) == sorted(["README", kept_name])
         assert store.read_file_chunk(kept, 0, C) == b"keep me"
 
 

@@ -1,7 +1,10 @@
 """Upgrading a store written by an earlier onionpost: every row survives, every new rule holds.
 
 ``data/store-v1`` was written by the version 1 code (``data/make_store_v1.py``
-says how); each test works on a copy, since opening migrates in place.
+says how); each test works on a copy, since opening migrates in place. A
+version 1 store goes to version 2 as a plaintext file, then is converted to
+the encrypted version 3 (``test_store_conversion.py`` tests that step on a
+version 2 store).
 """
 
 from __future__ import annotations
@@ -47,14 +50,14 @@ def _version(root: Path) -> int:
 
 
 def test_the_fixture_is_a_version_1_store(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     assert _version(_copy_v1(tmp_path)) == 1
 
 
 def test_a_version_1_store_upgrades_with_everything_in_it(tmp_path: Path) -> None:
     root = _copy_v1(tmp_path)
     with _open(root) as store:
-        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 3
         assert store.integrity_check() == []
         bob, carol = store.contact("bob"), store.contact("carol")
         assert [c.name for c in store.contacts()] == ["bob", "carol"]  # dave stays removed
@@ -141,10 +144,12 @@ def test_the_seq_counter_is_carried_over(tmp_path: Path) -> None:
 def test_the_upgrade_is_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _copy_v1(tmp_path)
     broken = (*_schema.MIGRATIONS[1][:-1], "THIS IS NOT SQL")
-    monkeypatch.setattr(_schema, "MIGRATIONS", (_schema.MIGRATIONS[0], broken))
+    v1, _, v3 = _schema.MIGRATIONS
+    monkeypatch.setattr(_schema, "MIGRATIONS", (v1, broken, v3))
     with pytest.raises(StoreError):
         _open(root)
     assert _version(root) == 1
+    assert sorted(p.name for p in root.iterdir()) == ["files", "store.sqlite"]
     conn = sqlite3.connect(root / "store.sqlite")
     columns = [row[1] for row in conn.execute("PRAGMA table_info(messages)")]
     views = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")]
@@ -180,19 +185,14 @@ def test_a_broken_reference_stops_the_upgrade(tmp_path: Path, table: str, match:
 def test_the_new_schema_is_what_a_new_store_gets(tmp_path: Path) -> None:
     """Upgraded and created stores have the same tables, indexes and views."""
 
-    def schema(path: Path) -> list[tuple[str, str, str]]:
-        conn = sqlite3.connect(path)
-        try:
-            rows = conn.execute(
-                "SELECT type, name, tbl_name FROM sqlite_master ORDER BY type, name"
+    def schema(root: Path) -> list[tuple[str, str, str, str]]:
+        with _open(root) as store:
+            rows = store._db.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
             ).fetchall()
             return [tuple(row) for row in rows]
-        finally:
-            conn.close()
 
     upgraded = _copy_v1(tmp_path)
-    _open(upgraded).close()
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    _open(fresh).close()
-    assert schema(upgraded / "store.sqlite") == schema(fresh / "store.sqlite")
+    assert schema(upgraded) == schema(fresh)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from _storekit import KEY, add_contact, new_id, open_store
 
-from onionpost.errors import ConfigError, StoreError, StoreLockedError
+from onionpost.errors import ConfigError, StoreError, StoreLockedError, StoreTamperedError
 from onionpost.store import SCHEMA_VERSION, _schema
 
 
@@ -26,7 +26,7 @@ def _fill(root: Path, messages: int = 300) -> None:
 
 
 def _raw(root: Path) -> sqlite3.Connection:
-    """A plain connection, for tests that edit the database behind the store's back."""
+    """A plain connection, for tests that write a plaintext database in the store's place."""
     return sqlite3.connect(root / "store.sqlite", isolation_level=None)
 
 
@@ -37,7 +37,11 @@ def test_pragmas_and_file_modes(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY: no temp files
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        # SQLCipher: every page encrypted and authenticated (storage.md §5).
+        assert conn.execute("PRAGMA cipher_version").fetchone()[0].startswith("4.")
+        assert conn.execute("PRAGMA cipher_use_hmac").fetchone()[0] == "1"
         for name in ("store.sqlite", "store.sqlite-wal"):
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
         assert stat.S_IMODE((tmp_path / "files").stat().st_mode) == 0o700
@@ -81,8 +85,9 @@ def test_a_second_opener_is_refused(tmp_path: Path) -> None:
 
 def test_the_wrong_key_is_refused(tmp_path: Path) -> None:
     _fill(tmp_path, 1)
-    with pytest.raises(StoreError, match="store key does not open"):
+    with pytest.raises(StoreError, match="store key does not open") as refused:
         open_store(tmp_path, key=bytes(32))
+    assert not isinstance(refused.value, StoreTamperedError)
     with pytest.raises(ConfigError, match="32 bytes"):
         open_store(tmp_path, key=b"short")
 
@@ -97,7 +102,7 @@ def test_the_wrong_key_is_refused(tmp_path: Path) -> None:
 )
 def test_a_file_that_is_not_a_database(tmp_path: Path, content: bytes) -> None:
     (tmp_path / "store.sqlite").write_bytes(content)
-    with pytest.raises(StoreError, match=r"not an onionpost store|corrupt|malformed"):
+    with pytest.raises(StoreError, match=r"not a store|not an onionpost store|not a database"):
         open_store(tmp_path)
 
 
@@ -107,9 +112,12 @@ def test_a_truncated_database(tmp_path: Path) -> None:
     assert not (tmp_path / "store.sqlite-wal").exists()  # checkpointed on close
     size = db.stat().st_size
     assert size > 100_000
-    os.truncate(db, size // 2)
-    with pytest.raises(StoreError, match=r"corrupt|malformed"):
-        open_store(tmp_path)
+    for cut in sorted({size // 2 + 100, size // 2 // 4096 * 4096, size - 4096, 4096, 100}):
+        copy = tmp_path / f"cut-{cut}"
+        copy.mkdir()
+        (copy / "store.sqlite").write_bytes(db.read_bytes()[:cut])
+        with pytest.raises(StoreTamperedError, match=r"altered or damaged.*malformed|pages"):
+            open_store(copy)
 
 
 def test_overwritten_pages(tmp_path: Path) -> None:
@@ -118,7 +126,7 @@ def test_overwritten_pages(tmp_path: Path) -> None:
     with db.open("r+b") as handle:
         handle.seek(4096 * 3)
         handle.write(os.urandom(4096 * 4))
-    with pytest.raises(StoreError, match=r"corrupt|malformed"):
+    with pytest.raises(StoreTamperedError, match=r"altered or damaged"):
         open_store(tmp_path)
 
 
@@ -132,9 +140,8 @@ def test_another_applications_database_is_refused(tmp_path: Path) -> None:
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     _fill(tmp_path, 1)
-    conn = _raw(tmp_path)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
+    with open_store(tmp_path) as store:  # what a newer onionpost would leave
+        store._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(StoreError, match=r"newer than this onionpost knows.*upgrade"):
         open_store(tmp_path)
 

@@ -15,6 +15,14 @@ pynacl. pynacl's exceptions are translated here, and only here.
   to open. See ``protocol-spec/storage.md``.
 - Passphrases: Argon2id (``crypto_pwhash``, RFC 9106) with parameters
   stored next to the ciphertext.
+- Subkeys: keyed BLAKE2b (RFC 7693) of nothing, personalised with the
+  purpose, so that one master key (the store key) gives independent keys
+  for the database, the blob names and sealing; the master itself keys
+  nothing else. :func:`keyed_hash` names a blob without revealing what it
+  holds.
+- SQLCipher's page authentication, recomputed so that the store can check a
+  database file before SQLite reads it (``_database``): PBKDF2-HMAC-SHA512
+  and HMAC-SHA512 (RFC 8018, RFC 2104), from the standard library.
 
 Failures to open raise :class:`~onionpost.errors.StoreError` with the
 caller's text; the text never says more than "did not authenticate".
@@ -22,6 +30,8 @@ caller's text; the text never says more than "did not authenticate".
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from typing import Final
 
@@ -41,9 +51,13 @@ __all__ = [
     "TAG_LEN",
     "derive_key",
     "kdf_limits",
+    "hmac_sha512_verify",
+    "keyed_hash",
+    "pbkdf2_sha512",
     "open_sealed",
     "random_bytes",
     "seal",
+    "subkey",
 ]
 
 KEY_LEN: Final = _sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES  # 32
@@ -94,6 +108,34 @@ def derive_key(passphrase: bytes, salt: bytes, *, opslimit: int, memlimit: int) 
 def _check_key(key: bytes) -> None:
     if len(key) != KEY_LEN:
         raise ConfigError(f"a storage key is {KEY_LEN} bytes")
+
+
+def subkey(key: bytes, purpose: bytes, size: int = KEY_LEN) -> bytes:
+    """``BLAKE2b(key=key, person=purpose, digest_size=size)`` of the empty string.
+
+    ``purpose`` is at most 16 bytes (BLAKE2b's personalisation); each purpose
+    gives an independent key, and none reveals ``key`` or another.
+    """
+    _check_key(key)
+    if not 0 < len(purpose) <= hashlib.blake2b.PERSON_SIZE:
+        raise ConfigError("a subkey's purpose is 1 to 16 bytes")
+    return hashlib.blake2b(b"", key=key, person=purpose, digest_size=size).digest()
+
+
+def keyed_hash(key: bytes, data: bytes, size: int = 32) -> bytes:
+    """``BLAKE2b(key=key, data)``: a name for ``data`` only the key holder can compute."""
+    _check_key(key)
+    return hashlib.blake2b(data, key=key, digest_size=size).digest()
+
+
+def pbkdf2_sha512(key: bytes, salt: bytes, iterations: int, size: int) -> bytes:
+    return hashlib.pbkdf2_hmac("sha512", key, salt, iterations, size)
+
+
+def hmac_sha512_verify(key: bytes, data: bytes, tag: bytes, *, what: str) -> None:
+    """:class:`StoreError` unless ``tag`` is HMAC-SHA512(key, data) (constant time)."""
+    if not hmac.compare_digest(hmac.new(key, data, "sha512").digest(), tag):
+        raise StoreError(f"{what} did not verify")
 
 
 def seal(key: bytes, plaintext: bytes, ad: bytes) -> bytes:

@@ -5,16 +5,22 @@ A blob holds a file's content as consecutive records of
 shorter), each sealed on its own::
 
     record i at byte offset i * RECORD_SIZE:
-        nonce (24) || XChaCha20-Poly1305(store_key, nonce, plaintext_i, AD_i) (len + 16)
+        nonce (24) || XChaCha20-Poly1305(seal_key, nonce, plaintext_i, AD_i) (len + 16)
     AD_i = b"onionpost file v1\\x00" || direction ("in"/"out") || contact_id (u64 BE)
            || file id (16) || i (u64 BE)
     RECORD_SIZE = FILE_CHUNK_SIZE + 40
 
 so reading the chunk at a wire offset (a multiple of FILE_CHUNK_SIZE) reads
 and opens exactly one record, and a record moved to another position or
-another file does not open. A blob does not know its own length: the store's
-row does, and every reader checks the record count against it, so a blob cut
-short at a record boundary is caught too.
+another file does not open: a blob put in the place of another (renamed,
+or copied from another home) fails on its first record. A blob does not
+know its own length: the store's row does, and every reader checks the
+record count against it, so a blob cut short at a record boundary is caught
+too.
+
+A blob's file name is ``hex(BLAKE2b(key=names_key, direction || contact_id
+(u64 BE) || file id, 32 bytes))``: 64 hex digits that say nothing of the
+contact, the direction or the id to whoever lacks the key (storage.md §6).
 
 Incoming blobs grow a record per chunk. Their records are not fsynced one by
 one: :meth:`Blob.scan` re-opens every record on resume (after a restart) and
@@ -28,6 +34,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +43,16 @@ from typing import Final
 from onionpost.errors import ConfigError, FileTooLargeError, NoSpaceError, StoreError
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.store import _crypto
+from onionpost.store._database import Keys
 
-__all__ = ["RECORD_SIZE", "Blob", "no_space", "new_hasher"]
+__all__ = ["BLOB_NAME", "LEGACY_BLOB_NAME", "RECORD_SIZE", "Blob", "no_space", "new_hasher"]
 
 RECORD_SIZE: Final = FILE_CHUNK_SIZE + _crypto.SEAL_OVERHEAD
 _AD_CONTEXT: Final = b"onionpost file v1\x00"
 _NO_SPACE: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: A blob's name (the keyed hash), and one of a store before version 3.
+BLOB_NAME: Final = re.compile(r"[0-9a-f]{64}")
+LEGACY_BLOB_NAME: Final = re.compile(r"(in|out)-[0-9]+-[0-9a-f]{32}")
 
 
 def new_hasher() -> hashlib.blake2b:
@@ -78,12 +89,30 @@ class Blob:
     key: bytes = field(repr=False)
     label: bytes  # direction || contact_id || file id, part of every record's AD
 
+    @staticmethod
+    def _label(direction: str, contact_id: int, file_id: bytes) -> bytes:
+        return direction.encode("ascii") + contact_id.to_bytes(8, "big") + file_id
+
+    @classmethod
+    def name(cls, keys: Keys, direction: str, contact_id: int, file_id: bytes) -> str:
+        """The file name of this blob: its label's keyed hash, in hex."""
+        return _crypto.keyed_hash(keys.names, cls._label(direction, contact_id, file_id)).hex()
+
     @classmethod
     def at(
-        cls, files_dir: Path, key: bytes, direction: str, contact_id: int, file_id: bytes
+        cls, files_dir: Path, keys: Keys, direction: str, contact_id: int, file_id: bytes
     ) -> Blob:
-        label = direction.encode("ascii") + contact_id.to_bytes(8, "big") + file_id
-        return cls(files_dir / f"{direction}-{contact_id}-{file_id.hex()}", key, label)
+        label = cls._label(direction, contact_id, file_id)
+        return cls(files_dir / cls.name(keys, direction, contact_id, file_id), keys.seal, label)
+
+    @classmethod
+    def legacy(
+        cls, files_dir: Path, store_key: bytes, direction: str, contact_id: int, file_id: bytes
+    ) -> Blob:
+        """A blob as a store before version 3 wrote it: named in clear, sealed
+        with the store key itself."""
+        label = cls._label(direction, contact_id, file_id)
+        return cls(files_dir / f"{direction}-{contact_id}-{file_id.hex()}", store_key, label)
 
     def _ad(self, index: int) -> bytes:
         return _AD_CONTEXT + self.label + index.to_bytes(8, "big")
@@ -207,6 +236,49 @@ class Blob:
             raise
         finally:
             os.close(src)
+
+    def recrypt_from(self, old: Blob, size: int) -> None:
+        """Write ``old``'s records, opened and sealed again for this blob, to
+        this blob's path (a temporary file, synced, renamed). Records are
+        copied while they authenticate, at most ``size`` bytes' worth: a blob
+        damaged or cut short stays so, and the store's checks report it."""
+        tmp = self.path.with_name(f".tmp-{_crypto.random_bytes(8).hex()}")
+        try:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise _io_error(exc, "create a file blob") from exc
+        try:
+            try:
+                src = os.open(old.path, os.O_RDONLY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                src = None
+            except OSError as exc:
+                raise _io_error(exc, "read a file blob") from exc
+            try:
+                for index in range(record_count(size) if src is not None else 0):
+                    assert src is not None
+                    plain_len = min(FILE_CHUNK_SIZE, size - index * FILE_CHUNK_SIZE)
+                    sealed = os.pread(src, plain_len + _crypto.SEAL_OVERHEAD, index * RECORD_SIZE)
+                    try:
+                        data = old._open(index, sealed)
+                    except StoreError:
+                        break
+                    _pwrite_all(
+                        out, _crypto.seal(self.key, data, self._ad(index)), index * RECORD_SIZE
+                    )
+                os.fsync(out)
+            finally:
+                if src is not None:
+                    os.close(src)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _io_error(exc, "re-encrypt a file blob") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(out)
 
     # -- reading ------------------------------------------------------------------
 

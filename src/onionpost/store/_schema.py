@@ -13,17 +13,26 @@ as https://sqlite.org/lang_altertable.html#otheralter says: create the new
 table, copy, drop the old one, rename, recreate its indexes and views; the
 runner then checks the foreign keys before it commits.
 
-What is plaintext here is metadata the daemon must query on: ids, contact,
-direction, kind, state, times and file sizes. Text bodies, content types,
-file names and file hashes are in ``content``, sealed (see ``_crypto`` and
-``protocol-spec/storage.md`` §Store).
+Since version 3 the whole database is encrypted and authenticated
+(SQLCipher, :mod:`onionpost.store._database`): the columns below are what the
+daemon queries on, and only someone with the store key can read them. Text
+bodies, content types, file names and file hashes are in addition sealed in
+``content``, each bound to its row (``protocol-spec/storage.md`` §5).
+Versions 1 and 2 were plaintext files; :mod:`onionpost.store._legacy`
+brings such a store to version 3, into a new encrypted file.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import suppress
+from pathlib import Path
 from typing import Final
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+from onionpost.errors import StoreError
+from onionpost.store import _database
+
+__all__ = ["MIGRATIONS", "PLAINTEXT_VERSION", "SCHEMA_VERSION", "apply"]
 
 _V1: Final = (
     """
@@ -192,5 +201,44 @@ _V2: Final = (
     "UPDATE transfers SET updated_ms = started_ms",
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
+# Version 3: the store is one SQLCipher file (storage.md §5). The tables are
+# those of version 2; the key check sealed in meta is gone, since the file
+# itself does not open without the key (its salt is derived from the key, and
+# every page carries an HMAC). Row contents and file blobs are sealed with a
+# subkey of the store key rather than the key itself, and blobs are named by
+# a keyed hash: both are done by the conversion in _legacy, not by SQL.
+_V3: Final = ("DELETE FROM meta WHERE key = 'key_check'",)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+#: The last version stored as a plaintext SQLite file.
+PLAINTEXT_VERSION: Final = 2
+
+
+def apply(conn: sqlite3.Connection, path: Path, version: int, target: int) -> None:
+    """Apply ``MIGRATIONS[version:target]``, each in its own transaction with
+    its ``user_version`` bump. sqlite3 errors are the caller's to translate."""
+    for number in range(version, target):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[number]:
+                conn.execute(statement)
+            # A rebuilt table must still refer to what exists (step 10 of
+            # SQLite's table rebuild); a violation rolls the migration back.
+            _check_references(conn, path, number + 1)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with suppress(_database.Error):  # the first error is the one to report
+                    conn.execute("ROLLBACK")
+            raise
+
+
+def _check_references(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    broken = conn.execute("PRAGMA foreign_key_check").fetchone()
+    if broken is not None:
+        raise StoreError(
+            f"migrating the store {path} to version {version} broke a "
+            f"reference from table {broken[0]}"
+        )

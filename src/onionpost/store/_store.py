@@ -30,15 +30,21 @@ files arriving at once and their announced sizes (:class:`QuotaError`) and,
 through :meth:`Store.unread_count`, its unread texts; transfers idle too
 long are deleted (:meth:`Store.expire_transfers`).
 
-Confidentiality at rest (``protocol-spec/storage.md`` §Store): text bodies,
-content types, file names and file hashes are sealed in each row's
-``content`` with the store key, the associated data naming the table,
-direction, contact and message id; file contents are sealed records in
-``files/`` (:mod:`onionpost.store._files`). Ids, contacts, states, times and
-sizes are plaintext so the store can be queried.
+At rest (``protocol-spec/storage.md`` §5-7): the database is one SQLCipher
+file (:mod:`onionpost.store._database`), every page encrypted and authenticated,
+the WAL's framing checked at open (:mod:`onionpost.store._wal`); without the
+store key a copy of the home shows no contact, address, time, state or
+count, and a change made without it is refused with
+:class:`StoreTamperedError` when the store opens or reads it. Text bodies,
+content types, file names and file hashes are in addition sealed in each
+row's ``content``, the associated data naming the table, direction, contact
+and message id; file contents are sealed records in ``files/``, under names
+that are keyed hashes (:mod:`onionpost.store._files`). A plaintext store of
+schema 1 or 2 is converted on its first open (:mod:`onionpost.store._legacy`).
 
-Every ``sqlite3`` exception is translated to :class:`StoreError` (or
-:class:`NoSpaceError`, :class:`StoreLockedError`) in :meth:`Store._guard`.
+Every driver exception is translated to :class:`StoreError` (or
+:class:`NoSpaceError`, :class:`StoreLockedError`, :class:`StoreTamperedError`)
+in :meth:`Store._guard`.
 Names that peers chose reach the disk only through
 :func:`onionpost.names.safe_file_name`.
 """
@@ -48,13 +54,13 @@ from __future__ import annotations
 import hmac
 import json
 import os
-import re
 import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -68,7 +74,6 @@ from onionpost.errors import (
     NotFoundError,
     QuotaError,
     StoreError,
-    StoreLockedError,
     UnknownContactError,
 )
 from onionpost.limits import FILE_CHUNK_SIZE
@@ -76,8 +81,9 @@ from onionpost.names import contact_name_problem, file_name_problem, safe_file_n
 from onionpost.proto import _msgpack
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer
-from onionpost.store import _crypto, _schema
-from onionpost.store._files import Blob, new_hasher, record_count
+from onionpost.store import _crypto, _database, _legacy, _schema, _wal
+from onionpost.store._database import Keys
+from onionpost.store._files import BLOB_NAME, LEGACY_BLOB_NAME, Blob, new_hasher, record_count
 from onionpost.store._records import (
     INCOMING_TRANSITIONS,
     OUTGOING_TRANSITIONS,
@@ -96,11 +102,8 @@ __all__ = ["Store"]
 
 ID_LEN: Final = 16
 HASH_LEN: Final = 64
-_AD_CONTEXT: Final = b"onionpost store v1\x00"
-_KEY_CHECK: Final = b"onionpost store key check"
 # The most fields a sealed row holds (a file's: name, content type, hash).
 _MAX_SEALED_FIELDS: Final = 3
-_BLOB_NAME: Final = re.compile(r"(in|out)-([0-9]+)-([0-9a-f]{32})")
 _PENDING: Final = (State.QUEUED.value, State.SENT.value)
 # A reason code is a u64 on the wire (spec.md §5.3); SQLite's integers are
 # signed. Larger codes are all unknown ones (read as DECLINED) and are stored
@@ -174,23 +177,60 @@ def _check_file_name(name: object) -> str:
     return name
 
 
-def _translate(exc: sqlite3.Error, doing: str, path: Path) -> StoreError:
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    if code == sqlite3.SQLITE_FULL:
-        return NoSpaceError(f"the disk is full ({doing})")
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return StoreLockedError(f"the store {path} is in use by another process")
-    if code == sqlite3.SQLITE_NOTADB:
-        return StoreError(f"{path} is not an onionpost store (not an SQLite database)")
-    if code == sqlite3.SQLITE_CORRUPT:
-        return StoreError(f"the store {path} is corrupt ({doing}): {exc}")
-    if code == sqlite3.SQLITE_IOERR:
-        return StoreError(f"I/O error on the store {path} ({doing}): {exc}")
-    return StoreError(f"store error ({doing}): {exc}")
-
-
 # (table, direction, contact id, message id): what a sealed ``content`` belongs to.
 _RowKey = tuple[str, str, int, bytes]
+
+
+def _check_new(path: Path, files_dir: Path) -> None:
+    """An empty database file is a new store, unless what a store leaves is
+    there: its WAL, or blobs. Then the database was emptied (or deleted),
+    and starting afresh would sweep the blobs away as orphans."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        leftovers = [wal.name] if wal.exists() and wal.stat().st_size else []
+        leftovers += [
+            name
+            for name in os.listdir(files_dir)
+            if BLOB_NAME.fullmatch(name) or LEGACY_BLOB_NAME.fullmatch(name)
+        ][:1]
+    except OSError as exc:
+        raise StoreError(f"cannot open the store {path}: {exc.strerror}") from exc
+    if leftovers:
+        raise _database.tampered(path, f"it is empty, but {leftovers[0]} is a store's")
+
+
+def _verify_files(path: Path, keys: Keys) -> None:
+    """Before SQLite reads anything: the WAL's framing (:mod:`._wal`), then the
+    authentication of every page of the database file and of every frame
+    SQLite would read from the WAL. SQLite is never given a changed file to
+    recover or checkpoint; a refused store is left as it was found."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        log = _wal.parse(wal.read_bytes() if wal.exists() else b"", _database.PAGE_SIZE)
+        if log.problem is not None:
+            raise _database.tampered(path, f"its write-ahead log {wal.name}: {log.problem}")
+        with path.open("rb") as handle:
+            pages = iter(partial(handle.read, _database.PAGE_SIZE), b"")
+            bad = _database.unverified_page(keys, enumerate(pages, start=1))
+    except OSError as exc:
+        raise StoreError(f"cannot read the store {path}: {exc.strerror}") from exc
+    if bad is not None:
+        raise _database.tampered(path, f"page {bad} of {path.name} does not verify")
+    bad = _database.unverified_page(keys, log.pages)
+    if bad is not None:
+        raise _database.tampered(path, f"a frame of {wal.name} for page {bad} does not verify")
+
+
+def _check_head(path: Path, head: bytes, size: int, keys: Keys) -> None:
+    """An encrypted store starts with its salt, derived from the key: another
+    key (or a file that is not a store) shows here, before SQLite reads it."""
+    if not hmac.compare_digest(head, keys.salt):
+        raise StoreError(
+            f"the store key does not open {path}: it is another home's store (these "
+            "secrets are not its own), not a store, or its first bytes were altered"
+        )
+    if size % _database.PAGE_SIZE:
+        raise _database.tampered(path, f"it is {size} bytes, not a whole number of pages")
 
 
 @dataclass(slots=True)
@@ -209,11 +249,11 @@ class _Transfer:
 class Store:
     """The endpoint's database. Open with :meth:`Store.open`; see the module doc."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, files_dir: Path, key: bytes) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, files_dir: Path, keys: Keys) -> None:
         self._conn: sqlite3.Connection | None = conn
         self._path = path
         self._files = files_dir
-        self._key = key
+        self._keys = keys
         self._lock = threading.RLock()
         self._depth = 0
         self._transfers: dict[tuple[int, bytes], _Transfer] = {}
@@ -227,31 +267,46 @@ class Store:
     def open(cls, path: Path, files_dir: Path, key: bytes) -> Store:
         """Open (or create) the store at ``path`` with file blobs in ``files_dir``.
 
-        :class:`StoreError` when the file is not a database, is corrupt or
-        truncated, was written by a newer onionpost, or ``key`` is not the
-        key it was created with; :class:`StoreLockedError` when another
-        process has it open.
+        ``key`` is the home's store key (``Secrets.store_key``); the store
+        uses only subkeys of it (:class:`onionpost.store._database.Keys`). A
+        plaintext store (schema 1 or 2) is converted to an encrypted one first
+        (:mod:`onionpost.store._legacy`).
+
+        :class:`StoreError` when ``key`` is not the key the store was created
+        with (or the file is not a store), or it was written by a newer
+        onionpost; :class:`StoreTamperedError` when the database, its WAL or
+        its first bytes were changed without the key, cut short or damaged;
+        :class:`StoreLockedError` when another process has it open.
         """
         if not isinstance(key, bytes) or len(key) != _crypto.KEY_LEN:
             raise ConfigError(f"the store key is {_crypto.KEY_LEN} bytes")
+        keys = Keys.derive(key)
         path = Path(path)
         files_dir = Path(files_dir)
         try:
             files_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # The database holds metadata (contacts, times): owner only. The
-            # WAL file inherits these permissions from it.
+            # Owner only. The WAL file inherits these permissions from it.
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             try:
                 os.fchmod(fd, 0o600)
+                size = os.fstat(fd).st_size
+                head = os.pread(fd, _database.SALT_LEN, 0)
             finally:
                 os.close(fd)
         except OSError as exc:
             raise StoreError(f"cannot open the store {path}: {exc.strerror}") from exc
+        if head == _database.SQLITE_MAGIC:
+            _legacy.convert(path, files_dir, key, keys)
+        elif size:
+            _check_head(path, head, size, keys)
+            _verify_files(path, keys)
+        else:
+            _check_new(path, files_dir)
         try:
-            conn = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
-        except sqlite3.Error as exc:
+            conn = _database.connect(path, keys)
+        except _database.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
-        store = cls(conn, path, files_dir, key)
+        store = cls(conn, path, files_dir, keys)
         try:
             store._start()
         except BaseException:
@@ -271,72 +326,51 @@ class Store:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA trusted_schema = OFF")
+            # Sorts and temporary tables stay in memory, never in a temp file.
+            conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("BEGIN IMMEDIATE")  # take the exclusive lock now
             conn.execute("COMMIT")
+            # Every page authenticated (_verify_files); this is how they fit
+            # together. A failure is pages of different times put together.
             problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
             if problems != ["ok"]:
-                raise StoreError(f"the store {self._path} is corrupt: {problems[0]}")
+                raise _database.tampered(self._path, problems[0])
             self._migrate()
-            self._check_key()
         self._sweep_orphans()
         self._reconcile_transfers()
 
     def _migrate(self) -> None:
         conn = self._db
-        migrations = _schema.MIGRATIONS
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > len(migrations):
+        target = len(_schema.MIGRATIONS)
+        if version > target:
             raise StoreError(
                 f"the store {self._path} has schema version {version}, newer than this "
-                f"onionpost knows ({len(migrations)}); upgrade onionpost"
+                f"onionpost knows ({target}); upgrade onionpost"
             )
         if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
             raise StoreError(f"{self._path} is an SQLite database but not an onionpost store")
-        for number in range(version, len(migrations)):
-            with self.transaction():
-                for statement in migrations[number]:
-                    conn.execute(statement)
-                # A rebuilt table must still refer to what exists (step 10 of
-                # SQLite's table rebuild); a violation rolls the migration back.
-                broken = conn.execute("PRAGMA foreign_key_check").fetchone()
-                if broken is not None:
-                    raise StoreError(
-                        f"migrating the store {self._path} to version {number + 1} broke a "
-                        f"reference from table {broken[0]}"
-                    )
-                conn.execute(f"PRAGMA user_version = {number + 1}")
-
-    def _check_key(self) -> None:
-        ad = _AD_CONTEXT + b"meta\x00key_check"
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
-        if row is None:
-            with self.transaction():
-                self._db.execute(
-                    "INSERT INTO meta (key, value) VALUES ('key_check', ?)",
-                    (_crypto.seal(self._key, _KEY_CHECK, ad),),
-                )
-            return
-        try:
-            plaintext = _crypto.open_sealed(self._key, row[0], ad, what="the store's key check")
-        except StoreError as exc:
-            raise StoreError(
-                f"the store key does not open {self._path} (secrets of another home?)"
-            ) from exc
-        if plaintext != _KEY_CHECK:
-            raise StoreError(f"the store key does not open {self._path}")
+        _schema.apply(conn, self._path, version, target)
 
     def _sweep_orphans(self) -> None:
-        """Delete blobs no row refers to: a copy or transfer cut short by a crash."""
+        """Delete blobs no row refers to: a copy or transfer cut short by a
+        crash, and those a conversion from a plaintext store left behind."""
+        with self._lock, self._guard("checking file blobs"):
+            rows = self._db.execute(
+                "SELECT direction, contact_id, id FROM messages WHERE kind = 'file' "
+                "UNION ALL SELECT 'in', contact_id, id FROM transfers"
+            ).fetchall()
+        referenced = {Blob.name(self._keys, d, c, i) for d, c, i in rows}
         try:
             names = os.listdir(self._files)
         except OSError as exc:
             raise StoreError(f"cannot list {self._files}: {exc.strerror}") from exc
         for name in names:
-            orphan = name.startswith(".tmp-")
-            match = _BLOB_NAME.fullmatch(name)
-            if match is not None:
-                direction, contact_id, file_id = match[1], int(match[2]), bytes.fromhex(match[3])
-                orphan = not self._blob_referenced(direction, contact_id, file_id)
+            orphan = (
+                name.startswith(".tmp-")
+                or LEGACY_BLOB_NAME.fullmatch(name) is not None
+                or (BLOB_NAME.fullmatch(name) is not None and name not in referenced)
+            )
             if orphan:
                 try:
                     (self._files / name).unlink()
@@ -358,7 +392,7 @@ class Store:
                 "SELECT contact_id, id, size, received FROM transfers"
             ).fetchall()
             for contact_id, file_id, size, received in rows:
-                blob = Blob.at(self._files, self._key, Direction.IN, contact_id, file_id)
+                blob = Blob.at(self._files, self._keys, Direction.IN, contact_id, file_id)
                 held = min(size, blob.held_at_most())
                 if held != received:
                     with self.transaction():
@@ -366,20 +400,6 @@ class Store:
                             "UPDATE transfers SET received = ? WHERE contact_id = ? AND id = ?",
                             (held, contact_id, file_id),
                         )
-
-    def _blob_referenced(self, direction: str, contact_id: int, file_id: bytes) -> bool:
-        with self._lock, self._guard("checking file blobs"):
-            found = self._db.execute(
-                "SELECT 1 FROM messages WHERE direction = ? AND contact_id = ? AND id = ? "
-                "AND kind = 'file'",
-                (direction, contact_id, file_id),
-            ).fetchone()
-            if found is None and direction == Direction.IN:
-                found = self._db.execute(
-                    "SELECT 1 FROM transfers WHERE contact_id = ? AND id = ?",
-                    (contact_id, file_id),
-                ).fetchone()
-        return found is not None
 
     def close(self) -> None:
         with self._lock:
@@ -410,8 +430,8 @@ class Store:
         """The one boundary where sqlite3's exceptions become ours."""
         try:
             yield
-        except sqlite3.Error as exc:
-            raise _translate(exc, doing, self._path) from exc
+        except _database.Error as exc:
+            raise _database.translate(exc, doing, self._path, encrypted=True) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -439,7 +459,7 @@ class Store:
             with self._guard("committing"):
                 try:
                     conn.execute("COMMIT" if depth == 0 else f"RELEASE s{depth}")
-                except sqlite3.Error:
+                except _database.Error:
                     self._undo(depth)
                     raise
 
@@ -453,31 +473,19 @@ class Store:
             else:
                 conn.execute(f"ROLLBACK TO s{depth}")
                 conn.execute(f"RELEASE s{depth}")
-        except sqlite3.Error:
+        except _database.Error:
             pass  # the original error is the one worth reporting
 
     # -- sealed content ---------------------------------------------------------------
 
-    @staticmethod
-    def _ad(row: _RowKey) -> bytes:
-        table, direction, contact_id, message_id = row
-        return (
-            _AD_CONTEXT
-            + table.encode("ascii")
-            + b"\x00"
-            + direction.encode("ascii")
-            + contact_id.to_bytes(8, "big")
-            + message_id
-        )
-
     def _seal(self, row: _RowKey, fields: list[Any]) -> bytes:
         plaintext = _msgpack.pack(fields)
-        return _crypto.seal(self._key, plaintext, self._ad(row))
+        return _crypto.seal(self._keys.seal, plaintext, _database.row_ad(*row))
 
     def _unseal(self, row: _RowKey, kind: str, sealed: bytes) -> list[Any]:
         message_id = row[3]
         what = f"the content of message {message_id.hex()}"
-        plaintext = _crypto.open_sealed(self._key, sealed, self._ad(row), what=what)
+        plaintext = _crypto.open_sealed(self._keys.seal, sealed, _database.row_ad(*row), what=what)
         try:
             fields: Any = _msgpack.unpack(
                 plaintext, max_len=len(plaintext), max_items=_MAX_SEALED_FIELDS, use_list=True
@@ -617,16 +625,28 @@ class Store:
             row = self._db.execute(
                 "SELECT * FROM current_contacts WHERE id = ?", (cursor.lastrowid,)
             ).fetchone()
-            return self._contact(row)
+            contact = self._contact(row)
+        self._settle()
+        return contact
 
     def remove_contact(self, name: str) -> Contact:
         """Remove a contact; its messages stay, under its name, in the history."""
         with self.transaction(), self._guard("removing a contact"):
-            contact = self._active_by_name(name)
-            if contact is None:
+            found = self._active_by_name(name)
+            if found is None:
                 raise UnknownContactError(name)
-            self._db.execute("UPDATE contacts SET removed = 1 WHERE id = ?", (contact.id,))
-            return contact
+            self._db.execute("UPDATE contacts SET removed = 1 WHERE id = ?", (found.id,))
+        self._settle()
+        return found
+
+    def _settle(self) -> None:
+        """Checkpoint the WAL into the database file and empty it, unless inside
+        a caller's transaction. After a change of contacts (who may fetch our
+        descriptor, where texts go) the earlier state is then nowhere on the
+        disk: cutting or deleting the WAL cannot bring it back (storage.md §7)."""
+        if self._depth == 0:
+            with self._lock, self._guard("checkpointing the store"):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def contacts(self) -> list[Contact]:
         with self._lock, self._guard("listing contacts"):
@@ -664,7 +684,7 @@ class Store:
         row = {"expires_ms": None, "size": None, **values}
         try:
             cursor = self._db.execute(_INSERT_MESSAGE, row)
-        except sqlite3.IntegrityError as exc:
+        except _database.IntegrityError as exc:
             # The only other unique key: our own ids, across contacts.
             raise LocalProtocolError(f"message id {values['id'].hex()} is already in use") from exc
         return cursor.rowcount == 1
@@ -725,7 +745,7 @@ class Store:
         _check_file_name(name)
         with self._lock, self._guard("queueing a file"):
             self._require_contact(contact_id, active=True)
-        blob = Blob.at(self._files, self._key, Direction.OUT, contact_id, file_id)
+        blob = Blob.at(self._files, self._keys, Direction.OUT, contact_id, file_id)
         if blob.path.exists():
             raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
         size, digest = blob.copy_from(Path(source), max_size)
@@ -888,7 +908,7 @@ class Store:
         owner, total = row
         if offset >= total or size <= 0:
             return b""
-        blob = Blob.at(self._files, self._key, Direction.OUT, owner, file_id)
+        blob = Blob.at(self._files, self._keys, Direction.OUT, owner, file_id)
         return blob.read_record(offset // FILE_CHUNK_SIZE, total)[:size]
 
     # -- incoming ---------------------------------------------------------------------
@@ -948,7 +968,7 @@ class Store:
         _, _, digest = self._unseal(
             ("transfers", Direction.IN, contact_id, file_id), Kind.FILE, sealed
         )
-        blob = Blob.at(self._files, self._key, Direction.IN, contact_id, file_id)
+        blob = Blob.at(self._files, self._keys, Direction.IN, contact_id, file_id)
         # Recompute the running hash over what is already stored: simple, and
         # correct after any restart or crash.
         offset, hasher = blob.scan(size)
@@ -1063,7 +1083,7 @@ class Store:
                 ("transfers", Direction.IN, contact_id, file_id),
                 [offer.name, offer.content_type, offer.blake2b],
             )
-            blob = Blob.at(self._files, self._key, Direction.IN, contact_id, file_id)
+            blob = Blob.at(self._files, self._keys, Direction.IN, contact_id, file_id)
             blob.create()
             try:
                 with self.transaction():
@@ -1208,7 +1228,7 @@ class Store:
                 # The rows are gone: a blob that cannot be deleted now is an
                 # orphan, swept when the store next opens.
                 with suppress(StoreError):
-                    Blob.at(self._files, self._key, Direction.IN, contact_id, file_id).delete()
+                    Blob.at(self._files, self._keys, Direction.IN, contact_id, file_id).delete()
         return sorted(expired)
 
     def finish_file(self, file_id: bytes, now: int, *, contact_id: int | None = None) -> bool:
@@ -1295,7 +1315,7 @@ class Store:
                 raise NotFoundError(f"no file {file_id.hex()}")
             stored = self._stored(rows[0])
         assert stored.file is not None
-        blob = Blob.at(self._files, self._key, stored.direction, stored.contact_id, file_id)
+        blob = Blob.at(self._files, self._keys, stored.direction, stored.contact_id, file_id)
         dest = Path(dest)
         target = dest / safe_file_name(stored.file.name) if dest.is_dir() else dest
         if os.path.lexists(target):
@@ -1441,11 +1461,13 @@ class Store:
         return None if last is None else int(last)
 
     def integrity_check(self) -> list[str]:
-        """Problems found (empty when none): SQLite's own check, foreign keys,
-        every row's sealed content, every file blob's presence and length."""
+        """Problems found (empty when none): every page's authentication
+        (SQLCipher), SQLite's own check, foreign keys, every row's sealed
+        content, every file blob's presence and length."""
         problems: list[str] = []
         with self._lock, self._guard("checking the store"):
             conn = self._db
+            problems += [r[0] for r in conn.execute("PRAGMA cipher_integrity_check")]
             problems += [r[0] for r in conn.execute("PRAGMA integrity_check(20)") if r[0] != "ok"]
             problems += [
                 f"foreign key violation in {r[0]} row {r[1]}"
@@ -1463,7 +1485,7 @@ class Store:
                 continue
             if stored.file is not None:
                 blob = Blob.at(
-                    self._files, self._key, stored.direction, stored.contact_id, stored.id
+                    self._files, self._keys, stored.direction, stored.contact_id, stored.id
                 )
                 problems += self._check_blob(blob, stored.file.size, stored.id)
         for contact_id, file_id, _size, sealed in transfers:

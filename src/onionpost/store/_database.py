@@ -1,0 +1,195 @@
+"""The database file: SQLCipher 4 (through ``sqlcipher3``), and the keys it is opened with.
+
+This is the only module that imports the driver. ``sqlcipher3`` is the
+standard library's ``sqlite3`` module built against SQLCipher (SQLite with
+every page encrypted and authenticated); its connections and exceptions have
+the standard module's interface, and are typed here as that.
+
+What SQLCipher writes (https://www.zetetic.net/sqlcipher/design/), with a raw
+key (no passphrase KDF) and our own salt: pages of 4096 bytes; the first 16
+bytes of the file are the salt, in clear; every page is
+``AES-256-CBC(key, iv, content) || iv (16) || HMAC-SHA512(hmac_key, ciphertext
+|| iv || page number) (64)``, the IV random on every write, ``hmac_key =
+PBKDF2-HMAC-SHA512(key, salt XOR 0x3a, 2 iterations)``. The same page images
+are what the WAL's frames carry. A page changed without the key, moved to
+another position or taken from another home does not verify.
+
+Keys: the home's store key (``Secrets.store_key``) is a master key only;
+:class:`Keys` derives from it, by keyed BLAKE2b with a distinct purpose each
+(:func:`onionpost.store._crypto.subkey`), the database key, the salt, the key
+that names blobs and the key that seals row contents and file records. The
+salt being derived from the key is what lets :func:`check_salt` tell "another
+key" from "altered" before SQLite reads anything.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, cast
+
+import sqlcipher3.dbapi2 as _dbapi  # type: ignore[import-untyped]
+
+from onionpost.errors import NoSpaceError, StoreError, StoreLockedError, StoreTamperedError
+from onionpost.store import _crypto
+
+__all__ = [
+    "PAGE_SIZE",
+    "SALT_LEN",
+    "SQLITE_MAGIC",
+    "Error",
+    "IntegrityError",
+    "Keys",
+    "connect",
+    "encrypted_key",
+    "row_ad",
+    "tampered",
+    "translate",
+    "unverified_page",
+]
+
+# sqlcipher3's exceptions and connections, as the standard module's types.
+Error: Final[type[sqlite3.Error]] = _dbapi.Error
+IntegrityError: Final[type[sqlite3.IntegrityError]] = _dbapi.IntegrityError
+SQLITE_FULL: Final[int] = _dbapi.SQLITE_FULL
+SQLITE_BUSY: Final[int] = _dbapi.SQLITE_BUSY
+SQLITE_LOCKED: Final[int] = _dbapi.SQLITE_LOCKED
+SQLITE_NOTADB: Final[int] = _dbapi.SQLITE_NOTADB
+SQLITE_CORRUPT: Final[int] = _dbapi.SQLITE_CORRUPT
+SQLITE_IOERR: Final[int] = _dbapi.SQLITE_IOERR
+
+PAGE_SIZE: Final = 4096  # SQLCipher 4's default cipher_page_size
+SALT_LEN: Final = 16
+# SQLCipher 4's page layout and HMAC key (cipher_compatibility = 4, which
+# connect() pins): each page ends with the IV and the HMAC.
+_HMAC_LEN: Final = 64
+_HMAC_SALT_MASK: Final = 0x3A
+_FAST_KDF_ITER: Final = 2
+#: The first 16 bytes of a plaintext SQLite database (a store before version 3).
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+
+# What sealed row contents are bound to (storage.md §5.2).
+_AD_CONTEXT: Final = b"onionpost store v1\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The subkeys of one store key; none appears in a ``repr``."""
+
+    database: bytes = field(repr=False)  # SQLCipher's raw key
+    salt: bytes = field(repr=False)  # SQLCipher's salt, the file's first 16 bytes
+    names: bytes = field(repr=False)  # blob file names (keyed BLAKE2b)
+    seal: bytes = field(repr=False)  # row contents and file records (XChaCha20-Poly1305)
+
+    @classmethod
+    def derive(cls, store_key: bytes) -> Keys:
+        return cls(
+            database=_crypto.subkey(store_key, b"onionpost db"),
+            salt=_crypto.subkey(store_key, b"onionpost dbsalt", SALT_LEN),
+            names=_crypto.subkey(store_key, b"onionpost names"),
+            seal=_crypto.subkey(store_key, b"onionpost seal"),
+        )
+
+
+def encrypted_key(keys: Keys) -> str:
+    """SQLCipher's raw key syntax with an explicit salt: ``x'<key hex><salt hex>'``."""
+    return f"x'{keys.database.hex()}{keys.salt.hex()}'"
+
+
+def connect(path: Path, keys: Keys | None) -> sqlite3.Connection:
+    """A connection in autocommit mode; encrypted with ``keys``, plaintext with None.
+
+    SQLCipher's own log (which would write to stderr) is off: its failures
+    reach us as exceptions.
+    """
+    conn: Any = _dbapi.connect(str(path), isolation_level=None, timeout=0, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        if keys is not None:
+            conn.execute(f'PRAGMA key = "{encrypted_key(keys)}"')
+            # The page format unverified_page() recomputes, whatever a later
+            # SQLCipher's defaults may be.
+            conn.execute("PRAGMA cipher_compatibility = 4")
+    except BaseException:
+        conn.close()
+        raise
+    return cast(sqlite3.Connection, conn)
+
+
+def translate(exc: sqlite3.Error, doing: str, path: Path, *, encrypted: bool) -> StoreError:
+    """The one place a driver exception becomes ours.
+
+    In an encrypted store a page that does not verify is reported by SQLCipher
+    as SQLITE_NOTADB (page 1) or SQLITE_CORRUPT (any other), as is a file cut
+    short or pages of different times mixed: all of it is a file changed
+    without the key, or damaged, and the store is refused.
+    """
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == SQLITE_FULL:
+        return NoSpaceError(f"the disk is full ({doing})")
+    if code in (SQLITE_BUSY, SQLITE_LOCKED):
+        return StoreLockedError(f"the store {path} is in use by another process")
+    if encrypted and code in (SQLITE_NOTADB, SQLITE_CORRUPT):
+        return tampered(path, f"{doing}: {exc}")
+    if code == SQLITE_NOTADB:
+        return StoreError(f"{path} is not an onionpost store (not an SQLite database)")
+    if code == SQLITE_CORRUPT:
+        return StoreError(f"the store {path} is corrupt ({doing}): {exc}")
+    if code == SQLITE_IOERR:
+        return StoreError(f"I/O error on the store {path} ({doing}): {exc}")
+    return StoreError(f"store error ({doing}): {exc}")
+
+
+def tampered(path: Path, what: str) -> StoreTamperedError:
+    return StoreTamperedError(
+        f"the store {path} was altered or damaged, and is refused ({what}); restore it "
+        "from a copy you trust"
+    )
+
+
+def unverified_page(keys: Keys, pages: Iterable[tuple[int, bytes]]) -> int | None:
+    """The number of the first of ``pages`` ((page number, image) pairs, from
+    the database file or the WAL) whose HMAC does not verify; None when all do.
+
+    SQLCipher checks the same when it reads a page; checking first means that
+    SQLite never reads, recovers or checkpoints a file that was changed.
+    ``HMAC-SHA512(hmac_key, page[start : PAGE_SIZE - 64] || page number (u32 LE))``,
+    start being 16 on page 1 (after the salt) and 0 on the others.
+    """
+    hmac_key = _crypto.pbkdf2_sha512(
+        keys.database, bytes(b ^ _HMAC_SALT_MASK for b in keys.salt), _FAST_KDF_ITER, 32
+    )
+    for number, image in pages:
+        if len(image) != PAGE_SIZE or number < 1:
+            return number
+        start = SALT_LEN if number == 1 else 0
+        try:
+            _crypto.hmac_sha512_verify(
+                hmac_key,
+                image[start : PAGE_SIZE - _HMAC_LEN] + number.to_bytes(4, "little"),
+                image[PAGE_SIZE - _HMAC_LEN :],
+                what=f"page {number}",
+            )
+        except StoreError:
+            return number
+    return None
+
+
+def row_ad(table: str, direction: str, contact_id: int, message_id: bytes) -> bytes:
+    """The associated data of a row's sealed ``content`` (storage.md §5.2)."""
+    return (
+        _AD_CONTEXT
+        + table.encode("ascii")
+        + b"\x00"
+        + direction.encode("ascii")
+        + contact_id.to_bytes(8, "big")
+        + message_id
+    )
+
+
+#: A plaintext store's key check (versions 1 and 2): this value sealed with the
+#: store key itself under :data:`LEGACY_KEY_CHECK_AD`.
+LEGACY_KEY_CHECK: Final = b"onionpost store key check"
+LEGACY_KEY_CHECK_AD: Final = _AD_CONTEXT + b"meta\x00key_check"
