@@ -9,7 +9,10 @@ Not used by the product. The end-to-end tests, the demo, the benchmarks and
   this process or another;
 - :mod:`onionpost.testing.endpoint`: an :class:`~onionpost.testing.endpoint.Endpoint`
   (a home and its ``onionpost daemon``, joined to such a network) driven
-  through the CLI, and :func:`~onionpost.testing.endpoint.start_all`.
+  through the CLI, and :func:`~onionpost.testing.endpoint.start_all`;
+- :mod:`onionpost.testing.churn`: endpoints that go away and come back, the
+  scenarios the end-to-end tests play and the benchmarks measure.
 
-Like the product, it reaches tor only through :mod:`onionpost.tor`.
+Like the product, it reaches tor only through :mod:`onionpost.tor`, and a
+daemon only as an operator does: the CLI, or :mod:`onionpost.client`.
 """
