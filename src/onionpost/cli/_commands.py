@@ -32,6 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from onionpost import api
+from onionpost._files import read_small_file
 from onionpost.cli._common import (
     EXIT_FAILED,
     emit_json,
@@ -45,15 +46,13 @@ from onionpost.cli._common import (
 )
 from onionpost.client import Client, Message, MessageState, Queued, StateChange
 from onionpost.errors import ConfigError
-from onionpost.limits import MAX_TEXT_BODY
+from onionpost.limits import MAX_CARD_FILE, MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
 
 __all__ = ["contact", "inbox", "message", "outbox", "read", "retry", "send", "status"]
 
 # Messages asked for per inbox request while paging.
 INBOX_PAGE: Final = 100
-# The largest card file read for 'contact add'.
-_MAX_CARD_FILE: Final = 64 * 1024
 
 
 def _console() -> Console:
@@ -76,18 +75,15 @@ def contact() -> None:
 def _read_card_argument(card_or_file: str) -> str:
     """The card text: the argument itself, a file's one card line, or stdin for '-'."""
     if card_or_file == "-":
-        text = sys.stdin.read(_MAX_CARD_FILE + 1)
+        text = sys.stdin.read(MAX_CARD_FILE + 1)
+        if len(text.encode("utf-8", errors="replace")) > MAX_CARD_FILE:
+            raise ConfigError("stdin is too large to be a contact card")
     elif os.path.isfile(card_or_file):
-        try:
-            with open(card_or_file, "rb") as handle:
-                data = handle.read(_MAX_CARD_FILE + 1)
-        except OSError as exc:
-            raise ConfigError(f"cannot read {card_or_file}: {exc.strerror}") from exc
+        # The one bounded read every small file goes through (limits.MAX_CARD_FILE).
+        data = read_small_file(Path(card_or_file), MAX_CARD_FILE, what="card file")
         text = data.decode("utf-8", errors="replace")
     else:
         return card_or_file.strip()
-    if len(text) > _MAX_CARD_FILE:
-        raise ConfigError(f"{card_or_file} is too large to be a contact card")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     if len(lines) != 1:
         raise ConfigError(f"{card_or_file} must hold exactly one card line, found {len(lines)}")
