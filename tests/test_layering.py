@@ -64,8 +64,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 
 #: Single modules that may import more than their part (path under src/onionpost).
 MODULE_MAY_IMPORT: dict[str, frozenset[str]] = {
-    # `onionpost daemon` runs the daemon in this process; `doctor` opens the store.
-    "cli/_daemon_cmd.py": frozenset({"daemon", "store"}),
+    # `onionpost daemon` runs the daemon in this process; `doctor` opens the
+    # store and asks the running tor (its version, its hardening, its sockets).
+    "cli/_daemon_cmd.py": frozenset({"daemon", "store", "tor"}),
     # `onionpost testnet up|status|down`.
     "cli/_testnet.py": frozenset({"testing"}),
 }

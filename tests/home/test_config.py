@@ -46,6 +46,7 @@ def test_the_default_file_documents_every_key() -> None:
     for name in (
         "tor_mode",
         "tor_binary",
+        "tor_allow_unauthenticated_control",
         "onion_port",
         "max_file_size",
         "max_disk_use",
@@ -76,6 +77,7 @@ mode = "attach"
 binary = "~/bin/tor"
 control_socket = "/run/tor/control"
 password = "hunter2"
+allow_unauthenticated_control = true
 
 [tor.options]
 TestingTorNetwork = "1"
@@ -90,6 +92,7 @@ SocksPort = 0
         tor_control_port=None,
         tor_control_socket=Path("/run/tor/control"),
         tor_password="hunter2",
+        tor_allow_unauthenticated_control=True,
         tor_extra_options={
             "TestingTorNetwork": "1",
             "DirAuthority": ["a 127.0.0.1:1", "b 127.0.0.1:2"],

@@ -309,12 +309,19 @@ def test_add_onion_command_wire_form() -> None:
     command = service.add_onion_command()
     key = base64.b64encode(expanded_secret_key(seed)).decode()
     assert command == (
-        f"ADD_ONION ED25519-V3:{key} Flags=V3Auth Port=443,127.0.0.1:8080 ClientAuthV3={'a' * 52}"
+        f"ADD_ONION ED25519-V3:{key} Flags=V3Auth,MaxStreamsCloseCircuit MaxStreams=8"
+        f" Port=443,127.0.0.1:8080 ClientAuthV3={'a' * 52}"
+    )
+    # A Unix socket target, unquoted (ADD_ONION refuses quotes); PoW where tor has it.
+    service.target = Path("/home/u/run/onion.sock")
+    service.pow = True
+    assert " PoWDefensesEnabled=1 Port=443,unix:/home/u/run/onion.sock " in (
+        service.add_onion_command()
     )
     # No client: still V3Auth, to a throwaway key (nobody may connect, never anyone).
     service.clients = ()
     words = service.add_onion_command().split()
-    assert "Flags=V3Auth" in words
+    assert "Flags=V3Auth,MaxStreamsCloseCircuit" in words
     assert len([w for w in words if w.startswith("ClientAuthV3=")]) == 1
     assert seed.hex() not in repr(service)
 
@@ -334,8 +341,10 @@ def test_service_wants_republish_until_an_add_settles() -> None:
 
 def test_control_reply_parsers() -> None:
     assert parse_socks_listener('"127.0.0.1:9050" "[::1]:9050"') == ("127.0.0.1", 9050)
+    # A Unix socket is preferred: no other local account can use it (spec §1.2).
+    assert parse_socks_listener('"127.0.0.1:9050" "unix:/run/tor/socks"') == Path("/run/tor/socks")
     with pytest.raises(TorError, match="no SOCKS listener"):
-        parse_socks_listener('"0.0.0.0:9050" "unix:/run/tor/socks"')
+        parse_socks_listener('"0.0.0.0:9050" "[::1]:9050"')
     sid = "x" * 56
     status = "\n".join(
         [
@@ -368,7 +377,7 @@ async def test_publish_dial_and_client_auth(testnet: Network, tmp_path: Path) ->
             open_tor(launch_config(tmp_path / "a", testnet)) as a,
             open_tor(launch_config(tmp_path / "b", testnet)) as b,
         ):
-            assert a.socks_address[0] == "127.0.0.1"
+            assert a.socks_address == (tmp_path / "a" / "socks.sock").absolute()
             assert a.pid is not None
 
             started = time.monotonic()

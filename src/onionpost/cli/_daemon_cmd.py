@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -10,20 +11,25 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import click
 import trio
 
-from onionpost.cli._common import home_option, resolve_home
+from onionpost.cli._common import emit_json, home_option, json_option, resolve_home
 from onionpost.errors import ConfigError, OnionpostError, StoreError
 
 if TYPE_CHECKING:
     from onionpost.daemon._daemon import Daemon
+    from onionpost.home import Config, Paths
+    from onionpost.tor import TcpListener
 
 EXIT_FAILED = 1
 EXIT_ENVIRONMENT = 3
+# doctor's questions to a running tor must be answered within this.
+DOCTOR_TOR_SECONDS = 10.0
 
 
 def _fail(message: str, code: int) -> None:
@@ -127,50 +133,196 @@ async def _run(daemon: Daemon) -> None:
     daemon.close()
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One line of ``onionpost doctor``: a check, its verdict, what was seen."""
+
+    check: str
+    verdict: str  # "ok", "problem" or "info"
+    detail: str
+
+    def record(self) -> dict[str, str]:
+        return {"check": self.check, "verdict": self.verdict, "detail": self.detail}
+
+
+def hardening_verdicts(
+    version: str, vanguards_setting: str, consensus_vanguards: str | None, launched: bool
+) -> list[Verdict]:
+    """The hardening profile's verdicts (spec §1.3) from what tor reports.
+
+    ``vanguards_setting`` is GETCONF VanguardsLiteEnabled, ``consensus_vanguards``
+    the consensus parameter vanguards-lite-enabled (None when absent).
+    """
+    from onionpost.tor import MAX_STREAMS_PER_CIRCUIT, tor_has_pow, vanguards_lite_on
+
+    verdicts = [Verdict("tor version", "info", version or "unknown")]
+    setting = vanguards_setting or "auto"
+    on = vanguards_lite_on(setting, consensus_vanguards)
+    detail = f"VanguardsLiteEnabled {setting}" + (
+        f" (consensus vanguards-lite-enabled={consensus_vanguards or 'absent'})"
+        if setting == "auto"
+        else ""
+    )
+    verdicts.append(Verdict("vanguards-lite", "ok" if on else "problem", detail))
+    if tor_has_pow(version):
+        verdicts.append(
+            Verdict("proof-of-work defenses", "ok", "PoWDefensesEnabled=1 on ADD_ONION")
+        )
+    else:
+        verdicts.append(
+            Verdict("proof-of-work defenses", "problem", "this tor is older than 0.4.8: none")
+        )
+    verdicts.append(
+        Verdict(
+            "streams per circuit",
+            "ok",
+            f"MaxStreams={MAX_STREAMS_PER_CIRCUIT}, MaxStreamsCloseCircuit on ADD_ONION",
+        )
+    )
+    verdicts.append(
+        Verdict(
+            "intro-point DoS defense",
+            "info",
+            "not settable for an ADD_ONION service (torrc-only); intro points apply "
+            "the consensus defaults",
+        )
+    )
+    if not launched:
+        verdicts.append(
+            Verdict("tor's own listeners", "info", "attached tor: its torrc is not ours to check")
+        )
+    return verdicts
+
+
+def listener_verdicts(listeners: list[TcpListener], pids: dict[str, int | None]) -> list[Verdict]:
+    """No TCP listener in the daemon or its tor (spec §1.2); one problem per listener."""
+    seen = {name: pid for name, pid in pids.items() if pid is not None}
+    if not seen:
+        return [Verdict("listening sockets", "info", "the daemon is not running")]
+    if not listeners:
+        names = ", ".join(f"{name} (pid {pid})" for name, pid in sorted(seen.items()))
+        return [Verdict("listening sockets", "ok", f"no TCP listener in {names}")]
+    return [
+        Verdict("listening sockets", "problem", f"TCP listener {listener}")
+        for listener in listeners
+    ]
+
+
+def _pid_file(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and Path(f"/proc/{text}").exists() else None
+
+
+def _tor_checks(paths: Paths, config: Config, daemon_running: bool) -> list[Verdict]:
+    """Ask the running tor (through its control socket, with the cookie) and /proc."""
+    from onionpost.errors import TorError
+    from onionpost.tor import ControlProbe, consensus_param, tcp_listeners
+
+    launched = config.tor_mode == "launch"
+    target: int | Path | None
+    if launched:
+        target = paths.tor / "control.sock" if daemon_running else None
+    else:
+        target = config.tor_control_socket or config.tor_control_port
+    verdicts: list[Verdict] = []
+    tor_pid: int | None = None
+    if target is None:
+        verdicts.append(Verdict("tor", "info", "the daemon is not running: tor not asked"))
+    else:
+        try:
+            with ControlProbe(target, deadline=time.monotonic() + DOCTOR_TOR_SECONDS) as probe:
+                version = probe.get_info("version").strip()
+                setting = probe.get_conf("VanguardsLiteEnabled").strip()
+                param = None
+                if setting in ("", "auto"):
+                    for key in (
+                        "dir/status-vote/current/consensus-microdesc",
+                        "dir/status-vote/current/consensus",
+                    ):
+                        try:
+                            param = consensus_param(probe.get_info(key), "vanguards-lite-enabled")
+                            break
+                        except TorError:
+                            continue
+                with contextlib.suppress(TorError, ValueError):
+                    tor_pid = int(probe.get_info("process/pid"))
+            verdicts.extend(hardening_verdicts(version, setting, param, launched))
+        except TorError as exc:
+            verdicts.append(Verdict("tor", "problem", f"cannot ask tor: {exc}"))
+    if not launched:
+        tor_pid = None  # not ours: its listeners are its operator's business
+    daemon_pid = _pid_file(paths.lock) if daemon_running else None
+    pids = {"daemon": daemon_pid, "tor": tor_pid}
+    found = tcp_listeners(pid for pid in pids.values() if pid is not None)
+    verdicts.extend(listener_verdicts(list(found), pids))
+    return verdicts
+
+
 @click.command("doctor")
 @home_option
 @click.option("--key-file", type=click.Path(path_type=Path), envvar="ONIONPOST_KEY_FILE")
 @click.option("--passphrase-file", type=click.Path(path_type=Path))
-def doctor(home: Path | None, key_file: Path | None, passphrase_file: Path | None) -> None:
-    """Check tor, permissions and the store's integrity."""
+@json_option
+def doctor(
+    home: Path | None, key_file: Path | None, passphrase_file: Path | None, as_json: bool
+) -> None:
+    """Check tor and its hardening, listening sockets, permissions and the store."""
     from onionpost.home import Paths, load_config, unlock
     from onionpost.store import Store
 
     paths = Paths.for_home(resolve_home(home))
-    problems: list[str] = []
-    checks: list[str] = []
+    verdicts: list[Verdict] = []
+
+    def ok(check: str, detail: str = "") -> None:
+        verdicts.append(Verdict(check, "ok", detail))
+
+    def problem(check: str, detail: str) -> None:
+        verdicts.append(Verdict(check, "problem", detail))
+
     try:
         config = load_config(paths)
         tor = config.tor_binary
         if not (tor.is_file() and os.access(tor, os.X_OK)):
-            problems.append(f"tor binary {tor} is missing: apt-get install -y tor")
+            problem("tor binary", f"{tor} is missing: apt-get install -y tor")
         else:
-            checks.append(f"tor binary {tor}")
+            ok("tor binary", str(tor))
         for directory in (paths.home, paths.files, paths.tor, paths.run):
             if directory.exists() and directory.stat().st_mode & 0o077:
-                problems.append(f"{directory} is accessible to other users (want 0700)")
+                problem("permissions", f"{directory} is accessible to other users (want 0700)")
         if paths.secrets.exists() and paths.secrets.stat().st_mode & 0o077:
-            problems.append(f"{paths.secrets} is readable by other users (want 0600)")
-        checks.append("permissions")
+            problem("permissions", f"{paths.secrets} is readable by other users (want 0600)")
+        ok("permissions")
         secrets = unlock(paths, **_secret_source(key_file, passphrase_file))  # type: ignore[arg-type]
-        checks.append("secrets unlock")
+        ok("secrets unlock")
+        daemon_running = False
         try:
             with home_lock(paths.lock):
                 store = Store.open(paths.store, paths.files, secrets.store_key)
                 try:
-                    problems.extend(store.integrity_check())
+                    for issue in store.integrity_check():
+                        problem("store integrity", issue)
                 finally:
                     store.close()
-                checks.append("store integrity")
+                ok("store integrity")
         except StoreError as exc:
             if "another daemon" in str(exc):
-                checks.append("store in use by the running daemon (integrity not checked)")
+                daemon_running = True
+                verdicts.append(
+                    Verdict("store integrity", "info", "in use by the running daemon: not checked")
+                )
             else:
-                problems.append(f"store: {exc}")
+                problem("store", str(exc))
+        verdicts.extend(_tor_checks(paths, config, daemon_running))
     except OnionpostError as exc:
-        problems.append(str(exc))
-    for check in checks:
-        click.echo(f"ok       {check}")
-    for problem in problems:
-        click.echo(f"PROBLEM  {problem}")
-    raise SystemExit(EXIT_FAILED if problems else 0)
+        problem("doctor", str(exc))
+    failed = any(v.verdict == "problem" for v in verdicts)
+    if as_json:
+        emit_json({"ok": not failed, "checks": [v.record() for v in verdicts]})
+    else:
+        for v in sorted(verdicts, key=lambda v: v.verdict == "problem"):
+            label = {"ok": "ok", "info": "info", "problem": "PROBLEM"}[v.verdict]
+            click.echo(f"{label:<8} {v.check}" + (f": {v.detail}" if v.detail else ""))
+    raise SystemExit(EXIT_FAILED if failed else 0)

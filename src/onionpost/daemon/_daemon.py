@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -57,6 +58,9 @@ STALE_DESCRIPTOR_REASONS: Final = frozenset(
     {"introduction-failed", "introduction-timed-out", "rendezvous-failed", "descriptor-not-found"}
 )
 REFETCH_SECONDS: Final = 5.0
+# The onion service's Unix socket: sun_path's size, and the accept backlog.
+MAX_UNIX_PATH: Final = 107
+MAX_UNIX_BACKLOG: Final = 128
 
 
 def _now_ms() -> int:
@@ -102,6 +106,7 @@ class Daemon:
                 control_port=c.tor_control_port,
                 control_socket=c.tor_control_socket,
                 password=c.tor_password,
+                allow_unauthenticated=c.tor_allow_unauthenticated_control,
             )
         return TorConfig(
             tor_binary=c.tor_binary, data_dir=self._paths.tor, extra_options=c.tor_extra_options
@@ -121,8 +126,10 @@ class Daemon:
                 nursery.start_soon(self._forward_tor_events, tor)
                 nursery.start_soon(self._renew_loop)
                 await nursery.start(tor.supervise)
-                listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-                port = listeners[0].socket.getsockname()[1]
+                # tor forwards the service's streams to a Unix socket in our
+                # 0700 run directory: no TCP port another local account could
+                # reach to hold our handshake slots (spec §1.2).
+                listeners = [await trio.to_thread.run_sync(open_unix_listener, self._paths)]
                 await nursery.start(
                     partial(
                         serve,
@@ -137,7 +144,7 @@ class Daemon:
                 self._service = await tor.publish(
                     self._secrets.identity.seed,
                     virtual_port=self._config.onion_port,
-                    target=("127.0.0.1", port),
+                    target=self._paths.onion_socket,
                     authorized_clients=[c.client_auth_public for c in contacts],
                 )
                 for contact in contacts:
@@ -398,6 +405,30 @@ class Daemon:
 
     def close(self) -> None:
         self._hub.close()
+
+
+def open_unix_listener(paths: Paths) -> trio.SocketListener:
+    """A listener on ``paths.onion_socket``, 0600 in the 0700 run directory.
+
+    A socket file left by a daemon that died is removed first (the home's
+    lock, held by this process, says no other daemon uses it).
+    """
+    path = paths.onion_socket
+    if len(os.fsencode(path)) > MAX_UNIX_PATH:
+        raise ConfigError(f"{path} is too long for a Unix socket: use a shorter home directory")
+    paths.run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(paths.run, 0o700)  # the directory is what keeps others out
+    path.unlink(missing_ok=True)
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        raw.bind(str(path))
+        os.chmod(path, 0o600)
+        raw.listen(MAX_UNIX_BACKLOG)
+    except BaseException:
+        raw.close()
+        raise
+    sock = trio.socket.from_stdlib_socket(raw)
+    return trio.SocketListener(sock)
 
 
 def _parse_id(text: str) -> bytes:

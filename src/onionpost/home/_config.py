@@ -49,6 +49,7 @@ class Config:
     tor_control_port: int | None = None
     tor_control_socket: Path | None = None
     tor_password: str | None = field(default=None, repr=False)
+    tor_allow_unauthenticated_control: bool = False
     tor_extra_options: dict[str, str | list[str]] = field(default_factory=dict)
     onion_port: int = 7733
     max_file_size: int = 1 * GiB
@@ -129,6 +130,11 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # (cookie authentication needs no setting).
 # password = ""
 
+# "attach" mode: a control port that asks for no authentication lets every
+# local account control that tor (read our contacts' client keys, redirect
+# our onion service). It is refused unless this is true.
+# allow_unauthenticated_control = false
+
 # Extra torrc lines for the tor we launch: each key is a tor option, its
 # value a string, or a list of strings for an option given several times.
 # Empty by default.
@@ -172,6 +178,12 @@ def _path(key: str, value: object) -> Path:
 def _text(key: str, value: object) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"config key {key} must be a string")
+    return value
+
+
+def _bool(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"config key {key} must be true or false")
     return value
 
 
@@ -219,6 +231,7 @@ _TOR: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "control_port": ("tor_control_port", lambda k, v: _int(k, v, 1, _MAX_PORT)),
     "control_socket": ("tor_control_socket", _path),
     "password": ("tor_password", _text),
+    "allow_unauthenticated_control": ("tor_allow_unauthenticated_control", _bool),
     "options": ("tor_extra_options", _tor_options),
 }
 

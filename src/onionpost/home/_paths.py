@@ -11,6 +11,7 @@
       tor/                  0700, our tor's DataDirectory
       run/                  0700
         control.sock        the local API socket, 0600
+        onion.sock          where our tor forwards the onion service's streams, 0600
         daemon.lock         held by the running daemon
 
 The home is ``$ONIONPOST_HOME`` when set, else the platform's per-user data
@@ -53,6 +54,7 @@ class Paths:
     tor: Path
     run: Path
     socket: Path
+    onion_socket: Path
     lock: Path
 
     @classmethod
@@ -69,6 +71,7 @@ class Paths:
             tor=home / "tor",
             run=run,
             socket=run / "control.sock",
+            onion_socket=run / "onion.sock",
             lock=run / "daemon.lock",
         )
 

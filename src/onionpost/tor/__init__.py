@@ -4,7 +4,7 @@
 
     async with open_tor(TorConfig(data_dir=path)) as tor:
         nursery.start_soon(tor.supervise)
-        service = await tor.publish(seed, virtual_port=443, target=("127.0.0.1", port),
+        service = await tor.publish(seed, virtual_port=443, target=run_dir / "onion.sock",
                                     authorized_clients=[peer_x25519_public])
         await tor.add_client_auth(peer_address, our_x25519_private)
         with trio.fail_after(60):
@@ -27,7 +27,10 @@ stays in this package and nothing is written twice:
   closed at a deadline;
 - :func:`bootstrap_progress`: the percentage in ``status/bootstrap-phase``;
 - :func:`stop_processes`: SIGTERM, a grace period, SIGKILL;
-- :func:`tail_lines`: the end of a (notice) log, bounded.
+- :func:`tail_lines`: the end of a (notice) log, bounded;
+- :func:`tcp_listeners`: the TCP ports a set of processes listens on;
+- :func:`vanguards_lite_on`, :func:`tor_has_pow`, :func:`consensus_param`:
+  what ``onionpost doctor`` needs to judge the hardening profile (spec §1.3).
 
 Dial failures
 -------------
@@ -65,12 +68,15 @@ as ``general-failure`` or ``host-unreachable``.
 
 from __future__ import annotations
 
-from onionpost.tor._controller import ControlProbe, bootstrap_progress
+from onionpost.tor._config import vanguards_lite_on
+from onionpost.tor._controller import ControlProbe, bootstrap_progress, consensus_param
 from onionpost.tor._dial import DialScheduler
-from onionpost.tor._process import stop_processes, tail_lines
+from onionpost.tor._process import TcpListener, stop_processes, tail_lines, tcp_listeners
+from onionpost.tor._publish import MAX_STREAMS_PER_CIRCUIT, tor_has_pow
 from onionpost.tor._socks import REPLY_REASONS
 from onionpost.tor._tor import (
     DescriptorState,
+    Hardening,
     OnionService,
     ServiceHealth,
     Tor,
@@ -82,19 +88,26 @@ from onionpost.tor._tor import (
 )
 
 __all__ = [
+    "MAX_STREAMS_PER_CIRCUIT",
     "REPLY_REASONS",
     "ControlProbe",
     "DescriptorState",
     "DialScheduler",
+    "Hardening",
     "OnionService",
     "ServiceHealth",
     "Tor",
+    "TcpListener",
     "TorConfig",
     "TorHealth",
     "TorState",
     "TorStatus",
     "bootstrap_progress",
+    "consensus_param",
     "open_tor",
     "stop_processes",
     "tail_lines",
+    "tcp_listeners",
+    "tor_has_pow",
+    "vanguards_lite_on",
 ]

@@ -212,7 +212,11 @@ async def launch_tor_process(
 
 
 def _authenticate(
-    controller: stem.control.Controller, password: str | None, *, take_ownership: bool
+    controller: stem.control.Controller,
+    password: str | None,
+    *,
+    take_ownership: bool,
+    allow_unauthenticated: bool = False,
 ) -> None:
     if take_ownership:
         # A tor we launched: stem's authenticate() finds the cookie through
@@ -229,6 +233,14 @@ def _authenticate(
         methods = set(info.auth_methods)
         method = stem.connection.AuthMethod
         if method.NONE in methods:
+            # Any local account can then control that tor: read our client
+            # keys, add its own onion services, redirect ours (spec §1.2).
+            if not allow_unauthenticated:
+                raise TorControlError(
+                    "tor's control port asks for no authentication, so any local "
+                    "account can control it: refused (give tor a cookie or a password, "
+                    "or set tor.allow_unauthenticated_control = true)"
+                )
             stem.connection.authenticate_none(controller, suppress_ctl_errors=False)
         elif info.cookie_path and method.SAFECOOKIE in methods:
             stem.connection.authenticate_safecookie(
@@ -279,6 +291,7 @@ class ControlConnection:
         take_ownership: bool,
         generation: int,
         events: trio.MemorySendChannel[ControlEvent],
+        allow_unauthenticated: bool = False,
     ) -> ControlConnection:
         """Connect to 127.0.0.1:``port`` or the Unix socket, authenticate, subscribe.
 
@@ -294,7 +307,8 @@ class ControlConnection:
         conn = cls(controller, generation, events)
         try:
             await _in_thread(
-                "authenticating to tor", functools.partial(conn._auth, password, take_ownership)
+                "authenticating to tor",
+                functools.partial(conn._auth, password, take_ownership, allow_unauthenticated),
             )
             await _in_thread("subscribing to events", conn._subscribe)
         except BaseException:
@@ -303,8 +317,13 @@ class ControlConnection:
             raise
         return conn
 
-    def _auth(self, password: str | None, take_ownership: bool) -> None:
-        _authenticate(self._controller, password, take_ownership=take_ownership)
+    def _auth(self, password: str | None, take_ownership: bool, allow_none: bool) -> None:
+        _authenticate(
+            self._controller,
+            password,
+            take_ownership=take_ownership,
+            allow_unauthenticated=allow_none,
+        )
 
     def _subscribe(self) -> None:
         self._controller.add_status_listener(self._on_status, spawn=True)
@@ -367,6 +386,23 @@ class ControlConnection:
         )
         return str(value)
 
+    async def get_conf(self, key: str) -> str:
+        """GETCONF ``key``: its value, ``""`` when unset."""
+        value: Any = await _in_thread(
+            f"GETCONF {key}", functools.partial(self._controller.get_conf, key, "")
+        )
+        return str(value or "")
+
+    async def consensus_param(self, name: str) -> str | None:
+        """The value of ``name`` on the ``params`` line of tor's consensus, if any."""
+        for key in (
+            "dir/status-vote/current/consensus-microdesc",
+            "dir/status-vote/current/consensus",
+        ):
+            with contextlib.suppress(TorControlError):
+                return consensus_param(await self.get_info(key), name)
+        return None
+
     async def process_id(self) -> int | None:
         with contextlib.suppress(TorControlError):
             return int(await self.get_info("process/pid"))
@@ -385,13 +421,21 @@ class ControlConnection:
 # -- parsing control-port replies --------------------------------------------
 
 
-def parse_socks_listener(value: str) -> tuple[str, int]:
-    # GETINFO net/listeners/socks: space-separated quoted entries, e.g. "127.0.0.1:9050".
-    for entry in value.split():
-        host, _, port = entry.strip('"').rpartition(":")
+def parse_socks_listener(value: str) -> tuple[str, int] | Path:
+    """tor's SOCKS listener from GETINFO net/listeners/socks: a Unix socket
+    if it has one, else one on 127.0.0.1.
+
+    Space-separated quoted entries, e.g. ``"unix:/var/run/tor/socks" "127.0.0.1:9050"``.
+    """
+    entries = [entry.strip('"') for entry in value.split()]
+    for entry in entries:
+        if entry.startswith("unix:") and entry[5:].startswith("/"):
+            return Path(entry[5:])
+    for entry in entries:
+        host, _, port = entry.rpartition(":")
         if host == LOOPBACK and port.isdigit():
             return (LOOPBACK, int(port))
-    raise TorError("tor has no SOCKS listener on 127.0.0.1")
+    raise TorError("tor has no SOCKS listener on a Unix socket or on 127.0.0.1")
 
 
 def service_circuit_ids(circuit_status: str, service_id: str) -> list[str]:
@@ -411,6 +455,23 @@ def service_circuit_ids(circuit_status: str, service_id: str) -> list[str]:
         ):
             ids.append(fields[0])
     return ids
+
+
+def consensus_param(consensus: str, name: str) -> str | None:
+    """``name``'s value on a consensus document's ``params`` line, or None.
+
+    Wire example (dir-spec §3.4.1)::
+
+        params CircuitPriorityHalflifeMsec=30000 vanguards-lite-enabled=1
+    """
+    for line in consensus.splitlines():
+        if line.startswith("params "):
+            for pair in line.split()[1:]:
+                key, _, value = pair.partition("=")
+                if key == name:
+                    return value
+            return None
+    return None
 
 
 def bootstrap_progress(phase: str) -> int | None:
@@ -442,9 +503,14 @@ class ControlProbe:
     the deadline passed).
     """
 
-    def __init__(self, port: int, *, deadline: float) -> None:
-        with _translated(f"connecting to tor's control port {LOOPBACK}:{port}"):
-            self._controller = stem.control.Controller.from_port(address=LOOPBACK, port=port)
+    def __init__(self, port: int | Path, *, deadline: float) -> None:
+        """``port``: a control port on 127.0.0.1, or the path of a control socket."""
+        if isinstance(port, Path):
+            with _translated(f"connecting to tor's control socket {port}"):
+                self._controller = stem.control.Controller.from_socket_file(str(port))
+        else:
+            with _translated(f"connecting to tor's control port {LOOPBACK}:{port}"):
+                self._controller = stem.control.Controller.from_port(address=LOOPBACK, port=port)
         remaining = max(0.0, deadline - time.monotonic())
         self._watchdog = threading.Timer(remaining, self._controller.close)
         self._watchdog.daemon = True
@@ -469,6 +535,11 @@ class ControlProbe:
     def get_info(self, key: str) -> str:
         with _translated(f"GETINFO {key}"):
             return str(self._controller.get_info(key))
+
+    def get_conf(self, key: str) -> str:
+        """GETCONF ``key``: its value, ``""`` when unset."""
+        with _translated(f"GETCONF {key}"):
+            return str(self._controller.get_conf(key, "") or "")
 
     def close(self) -> None:
         """Close the connection; never raises."""

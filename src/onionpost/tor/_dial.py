@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-:func:`socks_dial` opens a TCP connection to tor's SOCKS port on 127.0.0.1
-and runs the sans-I/O :class:`~onionpost.tor._socks.Socks5Connect` over it.
+:func:`socks_dial` connects to tor's SOCKS port (a Unix socket in the
+DataDirectory of a tor we launch, spec §1.2; 127.0.0.1 for an attached tor
+that has no Unix one) and runs the sans-I/O :class:`~onionpost.tor._socks.Socks5Connect` over it.
 It reads exactly :attr:`~onionpost.tor._socks.Socks5Connect.bytes_needed`
 bytes at a time, so no application byte is ever consumed by the negotiation
 and the plain :class:`trio.SocketStream` can be handed to the caller as is.
@@ -24,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 import trio
@@ -31,7 +33,10 @@ import trio
 from onionpost.errors import ConfigError, DialError, LocalProtocolError
 from onionpost.tor._socks import REASON_PROXY_CLOSED, Socks5Connect, SocksState
 
-__all__ = ["REASON_PROXY_UNREACHABLE", "DialScheduler", "socks_dial"]
+__all__ = ["REASON_PROXY_UNREACHABLE", "DialScheduler", "SocksAddress", "socks_dial"]
+
+#: tor's SOCKS listener: a Unix socket, or (host, port) on loopback.
+SocksAddress = tuple[str, int] | Path
 
 REASON_PROXY_UNREACHABLE: Final = "proxy-unreachable"
 # The longest negotiation is 2 + 2 + 262 bytes of replies; reading at least
@@ -45,7 +50,7 @@ _ISOLATION_PASSWORD: Final = b"onionpost"
 
 
 async def socks_dial(
-    socks_address: tuple[str, int],
+    socks_address: SocksAddress,
     hostname: str,
     port: int,
     *,
@@ -64,12 +69,18 @@ async def socks_dial(
         codec = Socks5Connect(hostname, port, **credentials)
     except LocalProtocolError as exc:
         raise ConfigError(str(exc)) from exc
-    host, proxy_port = socks_address
+    if isinstance(socks_address, Path):
+        where = str(socks_address)
+    else:
+        where = "{}:{}".format(*socks_address)
     try:
-        stream = await trio.open_tcp_stream(host, proxy_port)
+        if isinstance(socks_address, Path):
+            stream = await trio.open_unix_socket(str(socks_address))
+        else:
+            stream = await trio.open_tcp_stream(*socks_address)
     except OSError as exc:
         raise DialError(
-            f"cannot reach tor's SOCKS port {host}:{proxy_port}: {exc.strerror or exc}",
+            f"cannot reach tor's SOCKS port {where}: {exc.strerror or exc}",
             reason=REASON_PROXY_UNREACHABLE,
         ) from exc
     try:

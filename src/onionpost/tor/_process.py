@@ -1,4 +1,4 @@
-"""tor processes from the outside: stopping them, and the end of their logs.
+"""tor processes from the outside: stopping them, the end of their logs, their sockets.
 
 Shared by the adapter (one tor of ours, :mod:`onionpost.tor._tor`) and the
 private test network (many, :mod:`onionpost.testing.testnet`). Synchronous,
@@ -11,19 +11,34 @@ caller's check says it is still the process meant: for a child of ours,
 ``Popen.poll() is None`` (an unreaped child's pid cannot be reused); for a
 tor started by another process, that its command line still names its
 torrc.
+
+:func:`tcp_listeners` finds the TCP sockets a set of processes listens on,
+from Linux's ``/proc`` (``/proc/<pid>/fd`` links ``socket:[<inode>]``;
+``/proc/net/tcp`` and ``tcp6`` list sockets by inode, state ``0A`` being
+LISTEN): what ``onionpost doctor`` reports and the hardening test checks
+(spec §1.2: neither the daemon nor its tor listens on TCP).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["KILL_GRACE_SECONDS", "STOP_GRACE_SECONDS", "stop_processes", "tail_lines"]
+__all__ = [
+    "KILL_GRACE_SECONDS",
+    "STOP_GRACE_SECONDS",
+    "TcpListener",
+    "stop_processes",
+    "tail_lines",
+    "tcp_listeners",
+]
 
 #: SIGTERM, then SIGKILL what is still running after this.
 STOP_GRACE_SECONDS: Final = 5.0
@@ -97,3 +112,70 @@ def tail_lines(path: Path, lines: int) -> list[str]:
     except OSError:
         return []
     return data.decode("utf-8", "replace").splitlines()[-lines:]
+
+
+@dataclass(frozen=True, order=True)
+class TcpListener:
+    """A TCP socket in LISTEN state held by process ``pid``."""
+
+    pid: int
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port} (pid {self.pid})"
+
+
+_TCP_LISTEN: Final = "0A"
+#: /proc/<pid>/fd entries looked at per process, at most.
+MAX_FDS_SCANNED: Final = 65536
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for count, entry in enumerate(os.scandir(f"/proc/{pid}/fd")):
+            if count >= MAX_FDS_SCANNED:
+                break
+            with contextlib.suppress(OSError):
+                target = os.readlink(entry.path)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    return inodes
+
+
+def _proc_address(hex_address: str) -> str:
+    # /proc/net/tcp: "0100007F:1F90" is 127.0.0.1:8080; each 32-bit word is
+    # in host (here little-endian) order.
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+def tcp_listeners(pids: Iterable[int]) -> list[TcpListener]:
+    """The TCP sockets (IPv4 and IPv6) that any of ``pids`` listens on, from /proc.
+
+    ``/proc/net/tcp`` lines (``sl local_address rem_address st ... inode``)::
+
+        0: 0100007F:A1B2 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000 0 123456 ...
+
+    A process that is gone, or whose fds we may not read, contributes nothing.
+    """
+    owner: dict[str, int] = {}
+    for pid in pids:
+        for inode in _socket_inodes(pid):
+            owner[inode] = pid
+    found: set[TcpListener] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            with open(table, encoding="ascii") as file:
+                lines = file.read().splitlines()[1:]
+            for line in lines:
+                fields = line.split()
+                if len(fields) < 10 or fields[3] != _TCP_LISTEN or fields[9] not in owner:
+                    continue
+                address, _, port = fields[1].partition(":")
+                with contextlib.suppress(ValueError):
+                    found.add(TcpListener(owner[fields[9]], _proc_address(address), int(port, 16)))
+    return sorted(found)

@@ -7,8 +7,15 @@ the identity seed (secret, never in ``repr``), the port mapping and the
 authorized client keys. Its :meth:`~ServiceRecord.add_onion_command` is the
 control-port command (control-spec §3.27)::
 
-    ADD_ONION ED25519-V3:<base64 of the 64-byte expanded key> Flags=V3Auth
-      Port=443,127.0.0.1:8080 ClientAuthV3=<52 base32 chars> ...
+    ADD_ONION ED25519-V3:<base64 of the 64-byte expanded key>
+      Flags=V3Auth,MaxStreamsCloseCircuit MaxStreams=8 PoWDefensesEnabled=1
+      Port=443,unix:/home/u/.local/share/onionpost/run/onion.sock
+      ClientAuthV3=<52 base32 chars> ...
+
+The target is a Unix socket (the daemon's) or a TCP port on loopback (tests).
+``MaxStreams`` with ``MaxStreamsCloseCircuit`` and ``PoWDefensesEnabled``
+are the per-service part of the hardening profile (spec §1.3); the latter
+only where tor has the ``pow`` module (0.4.8 and later).
 
 An :class:`UploadRound` follows the descriptor uploads tor reports for the
 service (control-spec §4.1.25)::
@@ -30,21 +37,27 @@ import enum
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from onionpost.errors import ConfigError
 from onionpost.proto._crypto import KeyPair
 from onionpost.proto.address import OnionAddress, expanded_secret_key
+from onionpost.tor._config import check_unix_path
 from onionpost.tor._controller import HsDescEvent
 
 __all__ = [
     "MAX_AUTHORIZED_CLIENTS",
+    "MAX_STREAMS_PER_CIRCUIT",
+    "POW_MIN_VERSION",
+    "Target",
     "UPLOAD_QUIET_SECONDS",
     "UPLOAD_STRAGGLER_SECONDS",
     "DescriptorState",
     "ServiceRecord",
     "UploadRound",
-    "check_loopback_target",
+    "check_target",
+    "tor_has_pow",
     "check_port",
     "check_x25519",
 ]
@@ -56,6 +69,15 @@ UPLOAD_STRAGGLER_SECONDS: Final = 10.0
 #: Client-authorization keys per service (each is a line in the descriptor).
 MAX_AUTHORIZED_CLIENTS: Final = 256
 X25519_KEY_LEN: Final = 32
+#: Streams one rendezvous circuit may hold open at once; one more closes the
+#: circuit (tor-manual HiddenServiceMaxStreams, MaxStreamsCloseCircuit). A
+#: contact needs one stream per session, two while a session is replaced.
+MAX_STREAMS_PER_CIRCUIT: Final = 8
+#: The first tor whose ADD_ONION takes PoWDefensesEnabled (prop 327).
+POW_MIN_VERSION: Final = (0, 4, 8, 1)
+
+#: Where tor forwards the service's streams: a Unix socket, or (host, port) on loopback.
+Target = tuple[str, int] | Path
 
 
 class DescriptorState(enum.Enum):
@@ -139,8 +161,9 @@ class ServiceRecord:
     seed: bytes = field(repr=False)
     address: OnionAddress
     virtual_port: int
-    target: tuple[str, int]
+    target: Target
     clients: tuple[bytes, ...]
+    pow: bool = False  # PoWDefensesEnabled=1: tor has the pow module
     uploads: UploadRound = field(default_factory=UploadRound)
     republish_failures: int = 0
     # True from the moment tor may not hold the service (before DEL_ONION or
@@ -158,12 +181,18 @@ class ServiceRecord:
         # authorized clients" means nobody can connect, never "anyone can".
         clients = self.clients or (KeyPair.generate().public,)
         key = base64.b64encode(expanded_secret_key(self.seed)).decode("ascii")
-        host, port = self.target
+        if isinstance(self.target, Path):
+            target = f"unix:{self.target}"  # unquoted: ADD_ONION refuses quotes
+        else:
+            target = "{}:{}".format(*self.target)
         parts = [
             f"ADD_ONION ED25519-V3:{key}",
-            "Flags=V3Auth",
-            f"Port={self.virtual_port},{host}:{port}",
+            "Flags=V3Auth,MaxStreamsCloseCircuit",
+            f"MaxStreams={MAX_STREAMS_PER_CIRCUIT}",
         ]
+        if self.pow:
+            parts.append("PoWDefensesEnabled=1")
+        parts.append(f"Port={self.virtual_port},{target}")
         # The x25519 public key in unpadded base32, as in a client's .auth file.
         parts.extend(
             "ClientAuthV3=" + base64.b32encode(k).decode("ascii").rstrip("=").lower()
@@ -178,7 +207,20 @@ def check_x25519(key: bytes, what: str) -> bytes:
     return key
 
 
-def check_loopback_target(target: tuple[str, int]) -> tuple[str, int]:
+def tor_has_pow(version: str) -> bool:
+    """Whether tor ``version`` (GETINFO version, "0.4.9.11 (git-...)") has PoW defenses."""
+    numbers = []
+    for part in version.split(" ", 1)[0].split("-", 1)[0].split("."):
+        if not part.isdigit():
+            return False
+        numbers.append(int(part))
+    return tuple(numbers) >= POW_MIN_VERSION
+
+
+def check_target(target: Target) -> Target:
+    """A Unix socket path (absolute, fit for ADD_ONION), or (IP, port) on loopback."""
+    if isinstance(target, Path):
+        return check_unix_path(target, "the service's target")
     try:
         host, port = target
         loopback = ipaddress.ip_address(host).is_loopback

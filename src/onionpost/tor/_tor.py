@@ -4,13 +4,16 @@ Theory of operation
 -------------------
 :func:`open_tor` yields a :class:`Tor` for the lifetime of an ``async with``.
 In *launch mode* (``TorConfig.data_dir``) it starts its own tor with a torrc
-of our making (``ControlPort`` and ``SocksPort`` on 127.0.0.1, ports chosen by
-tor, cookie authentication, ``__OwningControllerProcess``) plus the caller's
+of our making (``ControlPort`` and ``SocksPort`` on Unix sockets in the
+DataDirectory, no TCP port at all; cookie authentication;
+``__OwningControllerProcess``; the hardening profile) plus the caller's
 ``extra_options``; in *attach mode* (``control_port`` or ``control_socket``)
-it authenticates to a running tor. Either way it waits for bootstrap
-``PROGRESS=100`` and learns tor's SOCKS address from
-``GETINFO net/listeners/socks``. On exit it removes the onion services and
-client keys it added and, only if it launched tor, stops that tor.
+it authenticates to a running tor, and refuses one whose control port asks
+for no authentication unless the configuration allows it. Either way it
+waits for bootstrap ``PROGRESS=100`` and learns tor's SOCKS address from
+``GETINFO net/listeners/socks`` (a Unix socket if tor has one). On exit it
+removes the onion services and client keys it added and, only if it launched
+tor, stops that tor.
 
 A task owned by the context manager (the *pump*) receives the control events
 that :mod:`onionpost.tor._controller` bridges out of stem's threads and keeps
@@ -57,12 +60,13 @@ from onionpost.errors import ConfigError, DialError, TorControlError, TorError, 
 from onionpost.proto._crypto import ed25519_public_key
 from onionpost.proto.address import OnionAddress
 from onionpost.tor._config import (
+    CONTROL_SOCKET,
     NOTICE_LOG,
     TorConfig,
     check_binary,
     launch_options,
     prepare_data_dir,
-    read_control_port,
+    vanguards_lite_on,
 )
 from onionpost.tor._controller import (
     ClientStatusEvent,
@@ -76,20 +80,24 @@ from onionpost.tor._controller import (
     parse_socks_listener,
     service_circuit_ids,
 )
-from onionpost.tor._dial import socks_dial
+from onionpost.tor._dial import SocksAddress, socks_dial
 from onionpost.tor._process import STOP_GRACE_SECONDS, stop_processes, tail_lines
 from onionpost.tor._publish import (
     MAX_AUTHORIZED_CLIENTS,
+    MAX_STREAMS_PER_CIRCUIT,
     UPLOAD_QUIET_SECONDS,
     DescriptorState,
     ServiceRecord,
-    check_loopback_target,
+    Target,
     check_port,
+    check_target,
     check_x25519,
+    tor_has_pow,
 )
 
 __all__ = [
     "DescriptorState",
+    "Hardening",
     "OnionService",
     "ServiceHealth",
     "Tor",
@@ -141,7 +149,18 @@ class OnionService:
 
     address: OnionAddress
     virtual_port: int
-    target: tuple[str, int]
+    target: Target
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """The hardening profile (spec §1.3) as the running tor has it."""
+
+    version: str  # GETINFO version
+    vanguards_lite: bool  # VanguardsLiteEnabled, "auto" resolved
+    vanguards_lite_setting: str  # GETCONF VanguardsLiteEnabled: "1", "0" or "auto"
+    pow: bool  # our services are added with PoWDefensesEnabled=1
+    max_streams: int  # MaxStreams of our services, MaxStreamsCloseCircuit set
 
 
 class TorState(enum.Enum):
@@ -200,7 +219,8 @@ class Tor:
         self._conn: ControlConnection | None = None
         self._generation = 0
         self._process: subprocess.Popen[bytes] | None = None
-        self._socks: tuple[str, int] | None = None
+        self._socks: SocksAddress | None = None
+        self._pow = False  # tor has the pow module: services get PoWDefensesEnabled
         self._services: dict[str, ServiceRecord] = {}
         self._client_auth: dict[str, bytes] = {}
         self._lock = trio.Lock()  # serializes changes to services, client auth, restarts
@@ -223,7 +243,7 @@ class Tor:
     # -- properties ----------------------------------------------------------------
 
     @property
-    def socks_address(self) -> tuple[str, int]:
+    def socks_address(self) -> SocksAddress:
         """tor's SOCKS listener; it may change after supervise() relaunches tor."""
         if self._socks is None:
             raise TorError("tor is not running")
@@ -257,12 +277,14 @@ class Tor:
                 take_ownership=False,
                 generation=self._generation,
                 events=self._raw_events.clone(),
+                allow_unauthenticated=self._config.allow_unauthenticated,
             )
         self._conn = conn
         try:
             await self._await_bootstrap(conn)
             self._socks = parse_socks_listener(await conn.get_info("net/listeners/socks"))
             live = await conn.get_info("network-liveness")
+            self._pow = tor_has_pow(await conn.get_info("version"))
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._drop_connection()
@@ -283,10 +305,11 @@ class Tor:
         options = launch_options(self._config, data_dir)
         self._process = await launch_tor_process(self._config.tor_binary, options)
         try:
-            port = await trio.to_thread.run_sync(read_control_port, data_dir)
+            # stem returns once tor printed "Bootstrapped 0%", after it opened
+            # its listeners: the control socket is there.
             return await ControlConnection.open(
-                port=port,
-                socket_path=None,
+                port=None,
+                socket_path=data_dir / CONTROL_SOCKET,
                 password=None,
                 take_ownership=True,
                 generation=self._generation,
@@ -444,12 +467,13 @@ class Tor:
         identity_seed: bytes,
         *,
         virtual_port: int,
-        target: tuple[str, int],
+        target: Target,
         authorized_clients: Sequence[bytes],
     ) -> OnionService:
         """Publish the onion service whose ed25519 identity seed is ``identity_seed``.
 
-        Connections to ``virtual_port`` reach ``target`` (on 127.0.0.1). With
+        Connections to ``virtual_port`` reach ``target``: a Unix socket (the
+        daemon's, so no TCP port is open) or (IP, port) on loopback. With
         ``authorized_clients`` (x25519 public keys), only clients holding a
         matching private key can even fetch the descriptor (rend-spec-v3
         §2.5.1.2, client authorization). Returns once the descriptor uploads
@@ -458,13 +482,15 @@ class Tor:
         if not isinstance(identity_seed, bytes) or len(identity_seed) != ED25519_SEED_LEN:
             raise ConfigError(f"identity_seed must be {ED25519_SEED_LEN} bytes")
         check_port(virtual_port, "virtual_port")
-        target = check_loopback_target(target)
+        target = check_target(target)
         clients = self._check_clients(authorized_clients)
         address = OnionAddress.from_public_key(ed25519_public_key(identity_seed))
         async with self._lock:
             if address.service_id in self._services:
                 raise ConfigError(f"{address} is already published")
-            service = ServiceRecord(identity_seed, address, virtual_port, target, clients)
+            service = ServiceRecord(
+                identity_seed, address, virtual_port, target, clients, pow=self._pow
+            )
             self._services[address.service_id] = service
             try:
                 await self._add_onion(service)
@@ -537,7 +563,15 @@ class Tor:
             if attempt:
                 with contextlib.suppress(TorControlError):
                     await conn.command(f"DEL_ONION {service.address.service_id}")
-            lines = await conn.command(service.add_onion_command(), verb="ADD_ONION")
+            try:
+                lines = await conn.command(service.add_onion_command(), verb="ADD_ONION")
+            except TorControlError:
+                if not service.pow or not conn.alive:
+                    raise
+                # A tor built without the pow module refuses PoWDefensesEnabled.
+                log.warning("tor refused PoW defenses for the onion service; adding it without")
+                service.pow = False
+                lines = await conn.command(service.add_onion_command(), verb="ADD_ONION")
             reported = next(
                 (line.split("=", 1)[1] for line in lines if line.startswith("ServiceID=")), None
             )
@@ -635,6 +669,22 @@ class Tor:
         return await socks_dial(socks, address.hostname, port, isolation=isolation)
 
     # -- health and supervision ------------------------------------------------
+
+    async def hardening(self) -> Hardening:
+        """The hardening profile as tor has it now (spec §1.3); asks tor."""
+        conn = self._connection()
+        version = (await conn.get_info("version")).strip()
+        setting = (await conn.get_conf("VanguardsLiteEnabled")).strip() or "auto"
+        consensus_param: str | None = None
+        if setting == "auto":
+            consensus_param = await conn.consensus_param("vanguards-lite-enabled")
+        return Hardening(
+            version=version,
+            vanguards_lite=vanguards_lite_on(setting, consensus_param),
+            vanguards_lite_setting=setting,
+            pow=self._pow and all(s.pow for s in self._services.values()),
+            max_streams=MAX_STREAMS_PER_CIRCUIT,
+        )
 
     async def health(self) -> TorHealth:
         """A snapshot: our view, plus bootstrap and liveness asked of tor now."""

@@ -1,0 +1,74 @@
+"""``onionpost doctor``: its verdicts on tor's hardening and the listening sockets.
+
+The verdict logic is pure and tested here; one tor-marked check of the whole
+command on a running daemon is in ``tests/daemon/test_hardening_tor.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from localapi_double import short_tmpdir
+from onionpost.cli import main
+from onionpost.cli._daemon_cmd import hardening_verdicts, listener_verdicts
+from onionpost.tor import TcpListener
+
+
+def _by_check(verdicts: list[object]) -> dict[str, str]:
+    return {v.check: v.verdict for v in verdicts}  # type: ignore[attr-defined]
+
+
+def test_a_current_tor_with_the_profile_passes() -> None:
+    verdicts = _by_check(hardening_verdicts("0.4.9.11", "1", None, launched=True))
+    assert verdicts == {
+        "tor version": "info",
+        "vanguards-lite": "ok",
+        "proof-of-work defenses": "ok",
+        "streams per circuit": "ok",
+        "intro-point DoS defense": "info",
+    }
+
+
+def test_vanguards_lite_off_or_an_old_tor_is_a_problem() -> None:
+    verdicts = _by_check(hardening_verdicts("0.4.7.16", "0", None, launched=False))
+    assert verdicts["vanguards-lite"] == "problem"
+    assert verdicts["proof-of-work defenses"] == "problem"
+    assert verdicts["tor's own listeners"] == "info"
+    # "auto" follows the consensus parameter (on when absent).
+    assert _by_check(hardening_verdicts("0.4.9.11", "auto", "0", True))["vanguards-lite"] == (
+        "problem"
+    )
+    assert _by_check(hardening_verdicts("0.4.9.11", "auto", None, True))["vanguards-lite"] == "ok"
+
+
+def test_every_tcp_listener_is_a_problem() -> None:
+    pids: dict[str, int | None] = {"daemon": 10, "tor": 11}
+    assert [v.verdict for v in listener_verdicts([], pids)] == ["ok"]
+    found = [TcpListener(11, "127.0.0.1", 9050), TcpListener(10, "::1", 7733)]
+    verdicts = listener_verdicts(found, pids)
+    assert [v.verdict for v in verdicts] == ["problem", "problem"]
+    assert "127.0.0.1:9050 (pid 11)" in verdicts[0].detail
+    assert "[::1]:7733 (pid 10)" in verdicts[1].detail
+    assert [v.verdict for v in listener_verdicts([], {"daemon": None, "tor": None})] == ["info"]
+
+
+def test_doctor_json_on_a_home_without_a_daemon() -> None:
+    runner = CliRunner()
+    with short_tmpdir() as tmp:
+        home = tmp / "h"
+        init = runner.invoke(
+            main,
+            ["init", "--home", str(home), "--name", "a", "--key-file", str(tmp / "k")],
+        )
+        assert init.exit_code == 0, init.output
+        result = runner.invoke(
+            main, ["doctor", "--home", str(home), "--key-file", str(tmp / "k"), "--json"]
+        )
+        report = json.loads(result.stdout)
+        checks = {c["check"]: c for c in report["checks"]}
+        assert checks["listening sockets"]["verdict"] == "info"
+        assert checks["tor"]["verdict"] == "info"
+        assert checks["secrets unlock"]["verdict"] == "ok"
+        assert report["ok"] is (result.exit_code == 0)
