@@ -66,7 +66,13 @@ def run() -> Iterator[str]:
             )
             deaths = [churn.tor_dies(pair) for _ in range(1 if short else TOR_DEATHS)]
             yield fact("tor_death_to_delivery_s", statistics.median(deaths), "s")
-            relays = churn.relays_restart(pair, net, on_restart=lambda _net: None)
-            yield fact("relay_restart_delivery_s", max(relays), "s")
+            try:
+                relays = churn.relays_restart(pair, net, on_restart=lambda _net: None)
+            except churn.ChurnError as exc:
+                # On five relays a restarted one can cut a service off for
+                # minutes (TOR-TESTNET: path selection on so small a network).
+                yield f"relay_restart_delivery_s: not within {churn.DELIVERY_SECONDS:.0f}s ({exc})"
+            else:
+                yield fact("relay_restart_delivery_s", max(relays), "s")
         finally:
             pair.stop()

@@ -36,6 +36,7 @@ from onionpost.testing.testnet import Testnet, restart_node
 
 __all__ = [
     "DELIVERY_SECONDS",
+    "ChurnError",
     "Pair",
     "both_away",
     "contact_away",
