@@ -194,9 +194,20 @@ def test_truncated_then_closed(cut: int) -> None:
 
 
 def test_eof_after_connect_is_fine() -> None:
+    # Once connected, the end of the stream is the application's business:
+    # the codec neither raises nor leaves CONNECTED.
     codec = Socks5Connect(HOST, 443)
     drive(codec, METHOD_OK + REPLY_OK_V4)
+    assert codec.state is SocksState.CONNECTED
     codec.receive_eof()
+    assert codec.state is SocksState.CONNECTED
+    # Before CONNECTED the same end is an error (the check can fail).
+    early = Socks5Connect(HOST, 443)
+    early.greeting()
+    with pytest.raises(DialError) as caught:
+        early.receive_eof()
+    assert caught.value.reason == REASON_PROXY_CLOSED
+    assert early.state is SocksState.FAILED
 
 
 def test_trailing_application_bytes_are_kept() -> None:
