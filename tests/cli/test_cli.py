@@ -75,13 +75,7 @@ def json_lines(result: Result) -> list[object]:
 needs_home = pytest.mark.skipif(bool(HOME_MISSING), reason=HOME_MISSING)
 
 
-@pytest.fixture
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ONIONPOST_KDF_FAST", "1")
-
-
 @needs_home
-@pytest.mark.usefixtures("fast_kdf")
 def test_init_creates_a_home_and_prints_its_card(runner: CliRunner) -> None:
     with short_tmpdir() as tmp:
         home = tmp / "home"
@@ -108,19 +102,22 @@ def test_init_creates_a_home_and_prints_its_card(runner: CliRunner) -> None:
 
 
 @needs_home
-@pytest.mark.usefixtures("fast_kdf")
 def test_init_takes_a_passphrase_from_a_file_or_the_environment(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with short_tmpdir() as tmp:
         (tmp / "pass").write_text("correct horse battery staple\n")
         by_file = invoke(
-            runner, "init", "--home", tmp / "a", "--name", "a", "--passphrase-file", tmp / "pass"
+            runner,
+            *("init", "--home", tmp / "a", "--name", "a", "--passphrase-file", tmp / "pass"),
+            *("--kdf-cost", "floor"),
         )
         assert by_file.exit_code == 0, by_file.output
         monkeypatch.setenv("ONIONPOST_PASSPHRASE", "another passphrase")
         (created,) = json_lines(
-            invoke(runner, "init", "--home", tmp / "b", "--name", "b", "--json")
+            invoke(
+                runner, "init", "--home", tmp / "b", "--name", "b", "--json", "--kdf-cost", "floor"
+            )
         )
         assert created["home"] == str(tmp / "b")  # type: ignore[index]
         assert created["card"].startswith("onionpost1:")  # type: ignore[index]
@@ -579,7 +576,6 @@ def test_every_command_has_help(runner: CliRunner, path: tuple[str, ...]) -> Non
 
 
 @needs_home
-@pytest.mark.usefixtures("fast_kdf")
 def test_daemon_errors_take_the_common_path(runner: CliRunner) -> None:
     with short_tmpdir() as tmp:
         home = tmp / "home"

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -13,6 +14,7 @@ from onionpost.errors import ConfigError, UnlockError
 from onionpost.home import (
     HOME_ENV,
     ContactCard,
+    KdfCost,
     Paths,
     Secrets,
     create_key_file,
@@ -24,15 +26,15 @@ from onionpost.home import (
     save_secrets,
     unlock,
 )
+from onionpost.home._secrets import KDF_MEMLIMIT_FLOOR, KDF_OPSLIMIT_FLOOR
 from onionpost.proto.identity import StaticKey
 from onionpost.store import _crypto
 
 NOW = 1_700_000_000
 
 
-@pytest.fixture(autouse=True)
-def _fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ONIONPOST_KDF_FAST", "1")
+#: Tests seal passphrases at the floor, explicitly (no environment switch).
+FAST: Final = KdfCost.FLOOR
 
 
 @pytest.fixture
@@ -65,7 +67,12 @@ def test_default_home_honours_the_environment(
 
 def test_init_with_a_passphrase_makes_a_complete_private_home(paths: Paths) -> None:
     secrets = init_home(
-        paths, display_name="Alice", passphrase="correct horse", key_file=None, now=NOW
+        paths,
+        display_name="Alice",
+        passphrase="correct horse",
+        key_file=None,
+        now=NOW,
+        kdf_cost=FAST,
     )
     for directory in (paths.home, paths.files, paths.tor, paths.run):
         assert directory.is_dir()
@@ -99,30 +106,61 @@ def test_init_with_a_passphrase_makes_a_complete_private_home(paths: Paths) -> N
 
 
 def test_the_secrets_file_format(paths: Paths) -> None:
-    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW)
+    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST)
     document = json.loads(paths.secrets.read_text())
     assert set(document) == {"version", "kdf", "nonce", "ciphertext"}
     assert document["version"] == 1
     kdf = document["kdf"]
     assert kdf["alg"] == "argon2id"
-    # ONIONPOST_KDF_FAST=1 selects libsodium's INTERACTIVE limits.
+    # The floor the test asked for: libsodium's INTERACTIVE limits.
     assert (kdf["opslimit"], kdf["memlimit"]) == (2, 64 * 2**20)
     assert len(bytes.fromhex(kdf["salt"])) == 16
     assert len(bytes.fromhex(document["nonce"])) == 24
     assert len(bytes.fromhex(document["ciphertext"])) > 16
 
 
-def test_kdf_limits_default_to_moderate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ONIONPOST_KDF_FAST")
-    assert _crypto.kdf_limits() == (3, 256 * 2**20)
-    monkeypatch.setenv("ONIONPOST_KDF_FAST", "yes")  # only "1" counts
-    assert _crypto.kdf_limits() == (3, 256 * 2**20)
-    monkeypatch.setenv("ONIONPOST_KDF_FAST", "1")
-    assert _crypto.kdf_limits() == (2, 64 * 2**20)
+def test_the_product_cost_is_moderate_and_no_environment_lowers_it(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert KdfCost.MODERATE.value == (3, 256 * 2**20)
+    assert KdfCost.FLOOR.value == (KDF_OPSLIMIT_FLOOR, KDF_MEMLIMIT_FLOOR) == (2, 64 * 2**20)
+    monkeypatch.setenv("ONIONPOST_KDF_FAST", "1")  # the old switch: ignored now
+    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW)
+    kdf = json.loads(paths.secrets.read_text())["kdf"]
+    assert (kdf["opslimit"], kdf["memlimit"]) == KdfCost.MODERATE.value
+
+
+@pytest.mark.parametrize(("opslimit", "memlimit"), [(1, 64 * 2**20), (2, 32 * 2**20), (1, 8192)])
+def test_unlocking_refuses_a_cost_below_the_floor(
+    paths: Paths, opslimit: int, memlimit: int
+) -> None:
+    # A file sealed (validly, under its own parameters) below the floor: an
+    # attacker who can write the home must not make the passphrase cheaper.
+    secrets = Secrets.generate("Alice", now=NOW)
+    salt = os.urandom(_crypto.SALT_LEN)
+    kdf = {"alg": "argon2id", "opslimit": opslimit, "memlimit": memlimit, "salt": salt.hex()}
+    key = _crypto.derive_key(b"pw", salt, opslimit=opslimit, memlimit=memlimit)
+    canonical = json.dumps(kdf, sort_keys=True, separators=(",", ":")).encode()
+    sealed = _crypto.seal(key, secrets._to_plaintext(), b"onionpost secrets v1\x00" + canonical)
+    paths.home.mkdir(parents=True)
+    paths.secrets.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "kdf": kdf,
+                "nonce": sealed[:24].hex(),
+                "ciphertext": sealed[24:].hex(),
+            }
+        )
+    )
+    with pytest.raises(UnlockError, match="below the floor"):
+        unlock(paths, passphrase="pw", key_file=None)
 
 
 def test_wrong_passphrase_is_an_unlock_error(paths: Paths) -> None:
-    init_home(paths, display_name="Alice", passphrase="right", key_file=None, now=NOW)
+    init_home(
+        paths, display_name="Alice", passphrase="right", key_file=None, now=NOW, kdf_cost=FAST
+    )
     with pytest.raises(UnlockError, match="wrong passphrase") as caught:
         unlock(paths, passphrase="wrong", key_file=None)
     assert "right" not in str(caught.value)
@@ -160,7 +198,7 @@ def test_wrong_key_file_and_wrong_kind_of_secret(paths: Paths, tmp_path: Path) -
 
 
 def test_passphrase_sealed_secrets_refuse_a_key_file(paths: Paths, tmp_path: Path) -> None:
-    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW)
+    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST)
     key_file = tmp_path / "k.key"
     create_key_file(key_file)
     with pytest.raises(UnlockError, match="sealed with a passphrase"):
@@ -194,24 +232,26 @@ def test_create_key_file_refuses_to_overwrite(tmp_path: Path) -> None:
 
 
 def test_init_refuses_a_home_that_holds_an_endpoint(paths: Paths) -> None:
-    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW)
+    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST)
     before = paths.secrets.read_bytes()
     with pytest.raises(ConfigError, match="already holds an endpoint"):
-        init_home(paths, display_name="Mallory", passphrase="pw2", key_file=None, now=NOW)
+        init_home(
+            paths, display_name="Mallory", passphrase="pw2", key_file=None, now=NOW, kdf_cost=FAST
+        )
     assert paths.secrets.read_bytes() == before
 
 
 def test_init_keeps_an_existing_config(paths: Paths) -> None:
     paths.home.mkdir(parents=True)
     paths.config.write_text("onion_port = 9999\n")
-    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW)
+    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST)
     assert load_config(paths).onion_port == 9999
 
 
 def test_init_tightens_an_existing_home_directory(paths: Paths) -> None:
     paths.home.mkdir(mode=0o755, parents=True)
     paths.home.chmod(0o755)
-    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW)
+    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST)
     assert _mode(paths.home) == 0o700
 
 
@@ -222,14 +262,21 @@ def test_init_needs_exactly_one_usable_secret(
     paths: Paths, passphrase: str | None, key_file: Path | None
 ) -> None:
     with pytest.raises(ConfigError):
-        init_home(paths, display_name="Alice", passphrase=passphrase, key_file=key_file, now=NOW)
+        init_home(
+            paths,
+            display_name="Alice",
+            passphrase=passphrase,
+            key_file=key_file,
+            now=NOW,
+            kdf_cost=FAST,
+        )
     assert not paths.secrets.exists()
 
 
 @pytest.mark.parametrize("name", ["", "   ", "a" * 65, "bell\x07", "rtl\u202eoverride"])
 def test_init_refuses_a_bad_display_name(paths: Paths, name: str) -> None:
     with pytest.raises(ConfigError):
-        init_home(paths, display_name=name, passphrase="pw", key_file=None, now=NOW)
+        init_home(paths, display_name=name, passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST)
 
 
 def _edit(paths: Paths, change: dict[str, object]) -> None:
@@ -259,14 +306,14 @@ def _edit(paths: Paths, change: dict[str, object]) -> None:
 def test_an_altered_secrets_file_does_not_unlock(
     paths: Paths, change: dict[str, object], message: str
 ) -> None:
-    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW)
+    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST)
     _edit(paths, change)
     with pytest.raises(UnlockError, match=message):
         unlock(paths, passphrase="pw", key_file=None)
 
 
 def test_a_flipped_ciphertext_bit_does_not_unlock(paths: Paths) -> None:
-    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW)
+    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST)
     document = json.loads(paths.secrets.read_text())
     raw = bytearray(bytes.fromhex(document["ciphertext"]))
     raw[5] ^= 1
@@ -289,7 +336,9 @@ def test_unlock_without_an_endpoint(paths: Paths) -> None:
 
 
 def test_secrets_repr_shows_nothing_secret(paths: Paths) -> None:
-    secrets = init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW)
+    secrets = init_home(
+        paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST
+    )
     text = repr(secrets) + str(secrets)
     assert secrets.identity.address.service_id in text
     for secret in (
@@ -303,11 +352,13 @@ def test_secrets_repr_shows_nothing_secret(paths: Paths) -> None:
 
 
 def test_save_secrets_after_static_key_rotation(paths: Paths, tmp_path: Path) -> None:
-    secrets = init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW)
+    secrets = init_home(
+        paths, display_name="Alice", passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST
+    )
     later = NOW + 80 * 24 * 3600
     assert secrets.static.certificate.needs_renewal(later)
     secrets.static = StaticKey.generate(secrets.identity, now=later)
-    save_secrets(paths, secrets, passphrase="pw", key_file=None)
+    save_secrets(paths, secrets, passphrase="pw", key_file=None, kdf_cost=FAST)
     assert _mode(paths.secrets) == 0o600
     again = unlock(paths, passphrase="pw", key_file=None)
     assert again.static.keypair == secrets.static.keypair
@@ -322,7 +373,7 @@ def test_save_secrets_after_static_key_rotation(paths: Paths, tmp_path: Path) ->
 
 def test_an_expired_certificate_still_unlocks(paths: Paths) -> None:
     """The daemon renews it; unlocking must not refuse an old one."""
-    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=1000)
+    init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=1000, kdf_cost=FAST)
     secrets = unlock(paths, passphrase="pw", key_file=None)
     assert secrets.static.certificate.not_after < NOW
 
@@ -342,7 +393,7 @@ def test_secrets_check_their_own_consistency() -> None:
 
 def test_card_issued_from_secrets_round_trips(paths: Paths) -> None:
     secrets = init_home(
-        paths, display_name="Ålice Ünicode", passphrase="pw", key_file=None, now=NOW
+        paths, display_name="Ålice Ünicode", passphrase="pw", key_file=None, now=NOW, kdf_cost=FAST
     )
     card = ContactCard.issue(secrets)
     assert ContactCard.parse(card.to_line()) == card

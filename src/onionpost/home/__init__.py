@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from onionpost.home._config import DEFAULT_CONFIG_TEXT, Config, load_config, parse_config
     from onionpost.home._init import init_home
     from onionpost.home._secrets import (
+        KdfCost,
         Secrets,
         create_key_file,
         read_key_file,
@@ -39,6 +40,7 @@ _LAZY: dict[str, str] = {
     "load_config": "_config",
     "parse_config": "_config",
     "init_home": "_init",
+    "KdfCost": "_secrets",
     "Secrets": "_secrets",
     "create_key_file": "_secrets",
     "read_key_file": "_secrets",
@@ -61,6 +63,7 @@ __all__ = [
     "HOME_ENV",
     "Config",
     "ContactCard",
+    "KdfCost",
     "Paths",
     "Secrets",
     "check_name",

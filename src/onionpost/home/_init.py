@@ -16,7 +16,7 @@ from onionpost.errors import ConfigError
 from onionpost.home._card import ContactCard
 from onionpost.home._config import DEFAULT_CONFIG_TEXT
 from onionpost.home._paths import Paths, write_atomic
-from onionpost.home._secrets import Secrets, create_key_file, write_secrets_file
+from onionpost.home._secrets import KdfCost, Secrets, create_key_file, write_secrets_file
 
 __all__ = ["init_home", "make_private_dir"]
 
@@ -43,6 +43,7 @@ def init_home(
     passphrase: str | None,
     key_file: Path | None,
     now: int,
+    kdf_cost: KdfCost = KdfCost.MODERATE,
 ) -> Secrets:
     """Create a new endpoint: keys, sealed secrets, card and default config.
 
@@ -50,7 +51,8 @@ def init_home(
     exist yet is created (32 random bytes, 0600). ``now`` (seconds since the
     epoch) starts the static key's certificate. Refuses with
     :class:`ConfigError` when the home already holds an endpoint. An existing
-    ``config.toml`` is kept.
+    ``config.toml`` is kept. ``kdf_cost`` is the passphrase's Argon2id cost:
+    the product's unless a test asks for the floor.
     """
     if (passphrase is None) == (key_file is None):
         raise ConfigError("give exactly one of a passphrase and a key file")
@@ -70,5 +72,7 @@ def init_home(
             write_atomic(paths.config, DEFAULT_CONFIG_TEXT.encode("utf-8"), mode=0o600)
     except OSError as exc:
         raise ConfigError(f"cannot write to {paths.home}: {exc.strerror}") from exc
-    write_secrets_file(paths.secrets, secrets, passphrase=passphrase, key_file=key_file)
+    write_secrets_file(
+        paths.secrets, secrets, passphrase=passphrase, key_file=key_file, kdf_cost=kdf_cost
+    )
     return secrets

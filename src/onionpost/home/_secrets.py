@@ -21,6 +21,12 @@ without unlocking failing. Field by field: ``protocol-spec/storage.md``
 §Secrets file. The primitives are in :mod:`onionpost.store._crypto`, the
 hazardous layer for everything at rest.
 
+The Argon2id cost is the caller's, explicitly (:class:`KdfCost`): the
+product's ``MODERATE`` unless a test asks for the ``FLOOR``; no environment
+variable changes it. Unlocking refuses parameters below the floor
+(:data:`KDF_OPSLIMIT_FLOOR`, :data:`KDF_MEMLIMIT_FLOOR`; storage.md §2), so
+an altered or downgraded file cannot make a passphrase cheaper to guess.
+
 Unlocking with a wrong passphrase or key file raises
 :class:`~onionpost.errors.UnlockError`; its text says which of the two was
 expected and nothing more. Python cannot reliably wipe memory, so secrets
@@ -30,6 +36,7 @@ stay in memory as ``bytes`` for the daemon's lifetime; they never appear in
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 from dataclasses import dataclass
@@ -52,7 +59,10 @@ from onionpost.proto.identity import (
 from onionpost.store import _crypto
 
 __all__ = [
+    "KDF_MEMLIMIT_FLOOR",
+    "KDF_OPSLIMIT_FLOOR",
     "KEY_FILE_LEN",
+    "KdfCost",
     "SECRETS_VERSION",
     "Secrets",
     "create_key_file",
@@ -63,6 +73,22 @@ __all__ = [
 ]
 
 SECRETS_VERSION: Final = 1
+
+#: The least Argon2id cost a secrets file may name (libsodium's INTERACTIVE
+#: level): unlocking refuses less (storage.md §2).
+KDF_OPSLIMIT_FLOOR: Final = 2
+KDF_MEMLIMIT_FLOOR: Final = 64 * 2**20
+
+
+class KdfCost(enum.Enum):
+    """Argon2id cost of a newly sealed secrets file: (opslimit, memlimit)."""
+
+    #: The product's: libsodium's MODERATE level, 3 passes over 256 MiB (~1 s).
+    MODERATE = (3, 256 * 2**20)
+    #: The floor, for tests only (``onionpost init --kdf-cost floor``): 2 passes, 64 MiB.
+    FLOOR = (KDF_OPSLIMIT_FLOOR, KDF_MEMLIMIT_FLOOR)
+
+
 _AD_CONTEXT: Final = b"onionpost secrets v1\x00"
 _FIELDS: Final = frozenset(
     {
@@ -216,13 +242,19 @@ def _one_source(passphrase: str | None, key_file: Path | None) -> None:
         raise ConfigError("give exactly one of a passphrase and a key file")
 
 
-def _seal(secrets: Secrets, *, passphrase: str | None, key_file: Path | None) -> bytes:
+def _seal(
+    secrets: Secrets,
+    *,
+    passphrase: str | None,
+    key_file: Path | None,
+    kdf_cost: KdfCost = KdfCost.MODERATE,
+) -> bytes:
     _one_source(passphrase, key_file)
     kdf: dict[str, Any]
     if passphrase is not None:
         if not passphrase:
             raise ConfigError("the passphrase is empty")
-        opslimit, memlimit = _crypto.kdf_limits()
+        opslimit, memlimit = KdfCost(kdf_cost).value
         salt = _crypto.random_bytes(_crypto.SALT_LEN)
         kdf = {"alg": "argon2id", "opslimit": opslimit, "memlimit": memlimit, "salt": salt.hex()}
         key = _crypto.derive_key(
@@ -283,12 +315,17 @@ def _unseal(data: bytes, *, passphrase: str | None, key_file: Path | None, where
         if set(kdf) != {"alg", "opslimit", "memlimit", "salt"}:
             raise UnlockError("the secrets file is malformed: unexpected kdf fields")
         salt = _hex_field(kdf, "salt")
+        opslimit = _int_field(kdf, "opslimit")
+        memlimit = _int_field(kdf, "memlimit")
+        if opslimit < KDF_OPSLIMIT_FLOOR or memlimit < KDF_MEMLIMIT_FLOOR:
+            raise UnlockError(
+                f"the secrets file's Argon2id cost ({opslimit} passes, {memlimit} bytes) is "
+                f"below the floor ({KDF_OPSLIMIT_FLOOR} passes, {KDF_MEMLIMIT_FLOOR} bytes): "
+                "refused"
+            )
         try:
             key = _crypto.derive_key(
-                passphrase.encode("utf-8"),
-                salt,
-                opslimit=_int_field(kdf, "opslimit"),
-                memlimit=_int_field(kdf, "memlimit"),
+                passphrase.encode("utf-8"), salt, opslimit=opslimit, memlimit=memlimit
             )
         except ConfigError as exc:
             raise UnlockError(f"the secrets file's kdf parameters are unusable: {exc}") from exc
@@ -313,9 +350,14 @@ def _unseal(data: bytes, *, passphrase: str | None, key_file: Path | None, where
 
 
 def write_secrets_file(
-    path: Path, secrets: Secrets, *, passphrase: str | None, key_file: Path | None
+    path: Path,
+    secrets: Secrets,
+    *,
+    passphrase: str | None,
+    key_file: Path | None,
+    kdf_cost: KdfCost = KdfCost.MODERATE,
 ) -> None:
-    data = _seal(secrets, passphrase=passphrase, key_file=key_file)
+    data = _seal(secrets, passphrase=passphrase, key_file=key_file, kdf_cost=kdf_cost)
     try:
         write_atomic(path, data, mode=0o600)
     except OSError as exc:
@@ -332,9 +374,16 @@ def unlock(paths: Paths, *, passphrase: str | None, key_file: Path | None) -> Se
 
 
 def save_secrets(
-    paths: Paths, secrets: Secrets, *, passphrase: str | None, key_file: Path | None
+    paths: Paths,
+    secrets: Secrets,
+    *,
+    passphrase: str | None,
+    key_file: Path | None,
+    kdf_cost: KdfCost = KdfCost.MODERATE,
 ) -> None:
     """Seal ``secrets`` again (fresh salt and nonce) and replace ``secrets.json``
     atomically; e.g. after the daemon rotated the static key, or to change the
     passphrase or switch between passphrase and key file."""
-    write_secrets_file(paths.secrets, secrets, passphrase=passphrase, key_file=key_file)
+    write_secrets_file(
+        paths.secrets, secrets, passphrase=passphrase, key_file=key_file, kdf_cost=kdf_cost
+    )

@@ -19,8 +19,9 @@ An :class:`Endpoint` is a home directory ``<root>/<name>``, made by
 the network's ``[tor.options]`` (so the daemon's own tor joins it) and short
 retry delays (``retry_initial = 1``, ``retry_max = 5``, so a test does not
 wait minutes for a peer that came back). Everything goes through the
-``onionpost`` command in a child process, exactly as an operator types it;
-the passphrase KDF runs in its fast test mode (``ONIONPOST_KDF_FAST``).
+``onionpost`` command in a child process, exactly as an operator types it.
+Its secrets are sealed with a key file, which needs no passphrase KDF, so
+nothing here weakens a key.
 
 The daemon runs as ``onionpost daemon`` in a session of its own, so it leads
 a process group that also holds the tor it launches: :meth:`Endpoint.kill`
@@ -61,7 +62,6 @@ STOP_SECONDS: Final = 30.0
 FAST_RETRY: Final = "retry_initial = 1.0\nretry_max = 5.0\n"
 READY_LINE: Final = b"daemon ready"
 
-_ENV: Final = {"ONIONPOST_KDF_FAST": "1"}
 _POLL_SECONDS: Final = 0.2
 _LOG_TAIL_LINES: Final = 40
 # How much of the log is searched for the ready line per poll.
@@ -119,7 +119,7 @@ class Endpoint:
                 self.argv(*args),
                 capture_output=True,
                 text=True,
-                env={**os.environ, **_ENV},
+                env=dict(os.environ),
                 timeout=CLI_SECONDS,
                 check=False,
             )
@@ -157,7 +157,7 @@ class Endpoint:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **_ENV},
+                env=dict(os.environ),
                 start_new_session=True,
             )
 
