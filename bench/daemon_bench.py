@@ -280,7 +280,7 @@ async def _daemon_msgs_per_s(d: _Daemons) -> float:
     async def caller(count: int) -> None:
         for _ in range(count):
             queued = await d.sender.daemon.send_text("bob", BODY)
-            ids.append(bytes.fromhex(queued["id"]))
+            ids.append(bytes.fromhex(queued.id))
 
     store = d.sender.store
     with trio.fail_after(ROUND_SECONDS):
@@ -395,7 +395,7 @@ async def _file_sender(spec: dict[str, Any]) -> None:
             start = time.perf_counter()
             queued = await daemon.send_file("peer", spec["file"])
             _say("queued", f"{time.perf_counter() - start:.2f}")
-            file_id = bytes.fromhex(queued["id"])
+            file_id = bytes.fromhex(queued.id)
             await _until(
                 lambda: _ready(node.store.message(file_id).state == "delivered"),
                 0.05,
