@@ -27,11 +27,12 @@ from onionpost.errors import StoreError, StoreTamperedError
 from onionpost.home import Paths, init_home
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto.address import OnionAddress
-from onionpost.store import State, Store
+from onionpost.store import State, Store, _database
 from onionpost.store._files import RECORD_SIZE
 
-PAGE = 4096
+PAGE = _database.PAGE_SIZE
 FRAME = 24 + PAGE
+IV_AT, HMAC_AT = PAGE - 48, PAGE - 32  # where a page's IV and HMAC-SHA256 start
 TEXT_OUT = "Rendezvous at the old mill, quarter past nine, bring the ledger"
 TEXT_IN = "Acknowledged: the ledger stays with Marguerite until Thursday"
 FILE_NAME = "operation-bluebird-roster.xlsx"
@@ -224,9 +225,9 @@ def _flip(path: Path, offset: int) -> None:
 
 def _db_offsets(pristine: Path) -> Iterator[int]:
     pages = (pristine / "store.sqlite").stat().st_size // PAGE
-    yield from (16, 17, 100, 1000, PAGE - 80, PAGE - 64, PAGE - 1)  # page 1, after the salt
+    yield from (16, 17, 100, 900, IV_AT - 1, IV_AT, HMAC_AT, PAGE - 1)  # page 1, after the salt
     for page in sorted({1, 2, pages // 3, pages // 2, pages - 2, pages - 1}):
-        for within in (0, 7, 2000, PAGE - 81, PAGE - 80, PAGE - 70, PAGE - 64, PAGE - 1):
+        for within in (0, 7, 500, IV_AT - 1, IV_AT, IV_AT + 5, HMAC_AT, PAGE - 1):
             yield page * PAGE + within  # content, the IV, the HMAC
 
 
@@ -363,7 +364,7 @@ def test_any_byte_of_the_wal_changed_is_refused(
                 offset + 16,
                 offset + 20,
                 offset + 24,
-                offset + 24 + 2000,
+                offset + 24 + 500,
                 offset + FRAME - 1,
             ]
     for offset in offsets:
@@ -542,3 +543,26 @@ def test_a_writer_killed_at_any_moment_is_not_taken_for_tampering(tmp_path: Path
             assert inbox >= held
             held = inbox
     assert held > 0
+
+
+def test_the_subkeys_are_those_storage_md_lists() -> None:
+    import re
+
+    from onionpost.store._database import Keys
+
+    spec = (Path(__file__).resolve().parents[2] / "protocol-spec" / "storage.md").read_text()
+    rows = re.findall(r"^\| (\w[\w ]+) \| `([^`]+)` \| (\d+) \| ", spec, flags=re.MULTILINE)
+    table = {name: (purpose.encode(), int(size)) for name, purpose, size in rows}
+    keys = Keys.derive(KEY)
+    fields = {
+        "database key": keys.database,
+        "salt": keys.salt,
+        "names key": keys.names,
+        "seal key": keys.seal,
+    }
+    assert set(table) == set(fields)
+    for name, (purpose, size) in table.items():
+        expected = hashlib.blake2b(b"", key=KEY, person=purpose, digest_size=size).digest()
+        assert fields[name] == expected, name
+    assert len(set(fields.values())) == 4
+    assert KEY not in fields.values()

@@ -42,6 +42,8 @@ def test_pragmas_and_file_modes(tmp_path: Path) -> None:
         # SQLCipher: every page encrypted and authenticated (storage.md §5).
         assert conn.execute("PRAGMA cipher_version").fetchone()[0].startswith("4.")
         assert conn.execute("PRAGMA cipher_use_hmac").fetchone()[0] == "1"
+        assert conn.execute("PRAGMA cipher_hmac_algorithm").fetchone()[0] == "HMAC_SHA256"
+        assert int(conn.execute("PRAGMA page_size").fetchone()[0]) == 1024
         for name in ("store.sqlite", "store.sqlite-wal"):
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
         assert stat.S_IMODE((tmp_path / "files").stat().st_mode) == 0o700

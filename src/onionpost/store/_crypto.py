@@ -22,7 +22,7 @@ pynacl. pynacl's exceptions are translated here, and only here.
   holds.
 - SQLCipher's page authentication, recomputed so that the store can check a
   database file before SQLite reads it (``_database``): PBKDF2-HMAC-SHA512
-  and HMAC-SHA512 (RFC 8018, RFC 2104), from the standard library.
+  and HMAC-SHA256 (RFC 8018, RFC 2104), from the standard library.
 
 Failures to open raise :class:`~onionpost.errors.StoreError` with the
 caller's text; the text never says more than "did not authenticate".
@@ -51,7 +51,7 @@ __all__ = [
     "TAG_LEN",
     "derive_key",
     "kdf_limits",
-    "hmac_sha512_verify",
+    "hmac_sha256_verify",
     "keyed_hash",
     "pbkdf2_sha512",
     "open_sealed",
@@ -132,9 +132,9 @@ def pbkdf2_sha512(key: bytes, salt: bytes, iterations: int, size: int) -> bytes:
     return hashlib.pbkdf2_hmac("sha512", key, salt, iterations, size)
 
 
-def hmac_sha512_verify(key: bytes, data: bytes, tag: bytes, *, what: str) -> None:
-    """:class:`StoreError` unless ``tag`` is HMAC-SHA512(key, data) (constant time)."""
-    if not hmac.compare_digest(hmac.new(key, data, "sha512").digest(), tag):
+def hmac_sha256_verify(key: bytes, data: bytes, tag: bytes, *, what: str) -> None:
+    """:class:`StoreError` unless ``tag`` is HMAC-SHA256(key, data) (constant time)."""
+    if not hmac.compare_digest(hmac.digest(key, data, "sha256"), tag):
         raise StoreError(f"{what} did not verify")
 
 

@@ -88,6 +88,7 @@ def convert(path: Path, files_dir: Path, store_key: bytes, keys: Keys) -> None:
             plain.execute(
                 "ATTACH DATABASE ? AS enc KEY ?", (str(new), _database.encrypted_key(keys))
             )
+            _database.configure(plain, "enc")
             plain.execute("SELECT sqlcipher_export('enc')")
             plain.execute("DETACH DATABASE enc")
             _finish(new, path, store_key, keys)
