@@ -82,6 +82,8 @@ ONLY_IN: dict[str, frozenset[str]] = {
     "msgpack": frozenset({"proto/_msgpack.py"}),
     # stem and its threads stay behind the trio bridge.
     "stem": frozenset({"tor/_controller.py"}),
+    # The passphrase strength estimate, for init only.
+    "zxcvbn": frozenset({"home/_passphrase.py"}),
 }
 
 #: Nothing outside the store opens the database (SQLite, or SQLCipher's binding of it).

@@ -107,6 +107,7 @@ def test_init_takes_a_passphrase_from_a_file_or_the_environment(
 ) -> None:
     with short_tmpdir() as tmp:
         (tmp / "pass").write_text("correct horse battery staple\n")
+        (tmp / "pass").chmod(0o600)
         by_file = invoke(
             runner,
             *("init", "--home", tmp / "a", "--name", "a", "--passphrase-file", tmp / "pass"),
@@ -121,6 +122,38 @@ def test_init_takes_a_passphrase_from_a_file_or_the_environment(
         )
         assert created["home"] == str(tmp / "b")  # type: ignore[index]
         assert created["card"].startswith("onionpost1:")  # type: ignore[index]
+
+
+@needs_home
+def test_init_refuses_a_weak_passphrase_unless_told(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with short_tmpdir() as tmp:
+        monkeypatch.setenv("ONIONPOST_PASSPHRASE", "alice2024")
+        weak = invoke(runner, "init", "--home", tmp / "a", "--name", "alice")
+        error = one_line_error(weak, 1)
+        assert "too weak" in error
+        assert "--weak-passphrase-ok" in error
+        assert not (tmp / "a" / "secrets.json").exists()
+        ok = invoke(
+            runner,
+            *("init", "--home", tmp / "a", "--name", "alice", "--weak-passphrase-ok"),
+            *("--kdf-cost", "floor"),
+        )
+        assert ok.exit_code == 0, ok.output
+
+
+@needs_home
+def test_a_passphrase_file_is_held_to_the_key_file_rules(runner: CliRunner) -> None:
+    with short_tmpdir() as tmp:
+        secret = tmp / "pass"
+        secret.write_text("correct horse battery staple\n")
+        secret.chmod(0o644)
+        args = ("init", "--home", tmp / "a", "--name", "a", "--passphrase-file", secret)
+        assert "chmod 600" in one_line_error(invoke(runner, *args), 1)
+        secret.chmod(0o600)
+        secret.write_bytes(b"x" * 5000)
+        assert "passphrase file" in one_line_error(invoke(runner, *args), 1)
 
 
 @needs_home

@@ -60,7 +60,9 @@ def _secret_source(key_file: Path | None, passphrase_file: Path | None) -> dict[
     if key_file is not None:
         return {"passphrase": None, "key_file": key_file}
     if passphrase_file is not None:
-        return {"passphrase": passphrase_file.read_text().rstrip("\n"), "key_file": None}
+        from onionpost.cli._init import read_passphrase_file
+
+        return {"passphrase": read_passphrase_file(passphrase_file), "key_file": None}
     env = os.environ.get("ONIONPOST_PASSPHRASE")
     if env is not None:
         return {"passphrase": env, "key_file": None}

@@ -24,13 +24,16 @@ from onionpost.errors import ConfigError
 from onionpost.home import ContactCard, KdfCost, Paths, init_home, read_card_file
 from onionpost.limits import MAX_PASSPHRASE_FILE
 
-__all__ = ["init", "whoami"]
+__all__ = ["init", "read_passphrase_file", "whoami"]
 
 PASSPHRASE_ENV: Final = "ONIONPOST_PASSPHRASE"  # noqa: S105 - a variable's name
 
 
-def _read_passphrase_file(path: Path) -> str:
-    data = read_small_file(path, MAX_PASSPHRASE_FILE, what="passphrase file")
+def read_passphrase_file(path: Path) -> str:
+    """The first line of a passphrase file, held to the key file's rules
+    (storage.md §2): a regular file of ours, no group or other permission
+    bit, not a symlink, at most MAX_PASSPHRASE_FILE bytes."""
+    data = read_small_file(path, MAX_PASSPHRASE_FILE, what="passphrase file", private=True)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -42,7 +45,7 @@ def _read_passphrase_file(path: Path) -> str:
 def new_passphrase(passphrase_file: Path | None) -> str:
     """From --passphrase-file, else $ONIONPOST_PASSPHRASE, else asked twice on a terminal."""
     if passphrase_file is not None:
-        return _read_passphrase_file(passphrase_file)
+        return read_passphrase_file(passphrase_file)
     from_env = os.environ.get(PASSPHRASE_ENV)
     if from_env is not None:
         return from_env
@@ -68,6 +71,11 @@ def new_passphrase(passphrase_file: Path | None) -> str:
     help=f"Read the passphrase from this file's first line (else ${PASSPHRASE_ENV}, else asked).",
 )
 @click.option(
+    "--weak-passphrase-ok",
+    is_flag=True,
+    help="Accept a passphrase the strength estimate calls weak (it is refused otherwise).",
+)
+@click.option(
     "--kdf-cost",
     type=click.Choice([cost.name.lower() for cost in KdfCost]),
     default=KdfCost.MODERATE.name.lower(),
@@ -82,6 +90,7 @@ def init(
     name: str,
     key_file: Path | None,
     passphrase_file: Path | None,
+    weak_passphrase_ok: bool,
     kdf_cost: str,
     as_json: bool,
 ) -> None:
@@ -94,6 +103,17 @@ def init(
         raise click.UsageError("give --key-file or --passphrase-file, not both")
     paths = Paths.for_home(resolve_home(home))
     passphrase = None if key_file is not None else new_passphrase(passphrase_file)
+    if passphrase is not None and not weak_passphrase_ok:
+        # Whoever copies the disk guesses offline (storage.md §2). Imported
+        # here: zxcvbn loads its word lists, which no other command needs.
+        from onionpost.home import passphrase_problem
+
+        problem = passphrase_problem(passphrase, user_inputs=[name, "onionpost"])
+        if problem is not None:
+            raise ConfigError(
+                f"{problem} (choose a longer one, e.g. several uncommon words, "
+                "or pass --weak-passphrase-ok)"
+            )
     secrets = init_home(
         paths,
         display_name=name,

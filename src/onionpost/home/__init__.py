@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from onionpost.home._card import ContactCard, check_name, read_card_file, safety_number
     from onionpost.home._config import DEFAULT_CONFIG_TEXT, Config, load_config, parse_config
     from onionpost.home._init import init_home
+    from onionpost.home._passphrase import passphrase_problem
     from onionpost.home._secrets import (
         KdfCost,
         Secrets,
@@ -40,6 +41,7 @@ _LAZY: dict[str, str] = {
     "load_config": "_config",
     "parse_config": "_config",
     "init_home": "_init",
+    "passphrase_problem": "_passphrase",
     "KdfCost": "_secrets",
     "Secrets": "_secrets",
     "create_key_file": "_secrets",
@@ -71,6 +73,7 @@ __all__ = [
     "default_home",
     "init_home",
     "load_config",
+    "passphrase_problem",
     "parse_config",
     "read_card_file",
     "read_key_file",
