@@ -317,6 +317,8 @@ class _Write:
     done: trio.Event = field(default_factory=trio.Event)
     result: Any = None
     error: OnionpostError | None = None
+    # For a write nobody waits for: called with the result once committed.
+    then: Callable[[Any], None] | None = None
 
 
 class DeliveryEngine:
@@ -553,6 +555,16 @@ class DeliveryEngine:
             finally:
                 for write in batch:
                     write.done.set()
+                    if write.then is not None and write.error is None:
+                        write.then(write.result)
+
+    def _write_later(
+        self, then: Callable[[Any], None], fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
+        """A change nobody needs to wait for (``sent`` marks): it joins the
+        writer's next transaction, and ``then(result)`` runs once committed."""
+        self._writes.append(_Write(partial(fn, *args, **kwargs), then=then))
+        self._writes_ready.fire()
 
     def _commit(self, batch: Sequence[_Write]) -> None:
         """In the worker thread: the batch in one transaction."""
@@ -806,11 +818,14 @@ class DeliveryEngine:
                 for outgoing in batch:
                     await channel.send(outgoing.to_message())
                     sent_up_to = max(sent_up_to, outgoing.seq)
-                changed = await self._write(
-                    self._store.mark_sent, [o.id for o in batch], _now_ms(), contact_id=contact_id
+                # 'sent' only informs: the sender goes on without waiting for it.
+                self._write_later(
+                    self._published_sent,
+                    self._store.mark_sent,
+                    [o.id for o in batch],
+                    _now_ms(),
+                    contact_id=contact_id,
                 )
-                for message_id in changed:
-                    self._hub.publish(StateChange(message_id.hex(), MessageState.SENT))
                 continue
             now = trio.current_time()
             idle_until = session.last_activity + self._policy.idle_close
@@ -972,6 +987,10 @@ class DeliveryEngine:
             else []
         )
         return stored, len(new_ids), rows
+
+    def _published_sent(self, changed: list[bytes]) -> None:
+        for message_id in changed:
+            self._hub.publish(StateChange(message_id.hex(), MessageState.SENT))
 
     async def _delivered(self, link: _Link, ids: Sequence[bytes]) -> None:
         # Scoped to the contact: a contact can only acknowledge what was sent to it.
