@@ -80,6 +80,15 @@ def test_no_tcp_listener_in_daemon_or_tor_and_texts_flow(
     while not any(m["id"] == sent["id"] for m in bob.inbox()):
         assert time.monotonic() < deadline, "the text did not arrive"
         time.sleep(0.5)
+    # The journal does not hold the contact graph (spec §1.2): contacts are
+    # handles at INFO, names and addresses only at DEBUG.
+    log = alice.log.read_text()
+    assert "event=contact_added contact=#" in log
+    assert "event=contact_added contact=bob" not in log
+    addresses = [bob.json("whoami")["address"], alice.json("whoami")["address"]]
+    for line in log.splitlines():
+        if "event=starting" in line or "event=ready" in line or "event=contact_" in line:
+            assert not any(address in line for address in addresses), line
     # Nothing opened a TCP listener meanwhile either.
     for endpoint in (alice, bob):
         assert endpoint.process is not None

@@ -18,7 +18,9 @@ This module is the local API's backend: it turns requests into store reads
 and engine calls, and shapes the JSON. Delivery itself (dialing, sessions,
 exactly once, quotas) is the engine's.
 
-Logs carry ids, contact names and states, never message contents or keys.
+Logs carry ids, contact handles (``contact=#3``, :mod:`onionpost._logs`)
+and states, never message contents or keys; names and onion addresses only
+at DEBUG, so the journal does not hold the contact graph.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any, Final
 import trio
 
 from onionpost import api
+from onionpost._logs import contact_ref, safe
 from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy, Dial, message_record
 from onionpost.daemon._events import EventHub
 from onionpost.errors import ConfigError, DialError, TorError
@@ -120,7 +123,8 @@ class Daemon:
         address = self._secrets.identity.address
         async with trio.open_nursery() as outer:
             await outer.start(serve_api, self, self._paths.socket)
-            log.info("event=starting address=%s", address)
+            log.info("event=starting")
+            log.debug("event=starting address=%s", address)
             async with open_tor(self._tor_config()) as tor, trio.open_nursery() as nursery:
                 self._tor = tor
                 nursery.start_soon(self._forward_tor_events, tor)
@@ -151,7 +155,8 @@ class Daemon:
                     await tor.add_client_auth(contact.address, self._secrets.client_auth_private)
                 await nursery.start(self.engine.run)
                 self._tor_state = api.TorStatus("ok", "published")
-                log.info("event=ready address=%s contacts=%d", address, len(contacts))
+                log.info("event=ready contacts=%d", len(contacts))
+                log.debug("event=ready address=%s", address)
                 task_status.started(address)
                 await trio.sleep_forever()
 
@@ -160,7 +165,7 @@ class Daemon:
             was_ok = self._tor_state.state == TorState.OK.value
             self._tor_state = api.TorStatus(status.state.value, status.detail)
             self._hub.publish(self._tor_state)
-            log.info("event=tor state=%s detail=%s", status.state.value, status.detail)
+            log.info("event=tor state=%s detail=%s", status.state.value, safe(status.detail))
             if status.state is TorState.OK and not was_ok and self.engine.running:
                 # Tor is back (relaunched, service republished): our contacts
                 # learn it at once, and every link redials now.
@@ -191,7 +196,7 @@ class Daemon:
         with trio.move_on_after(REFETCH_SECONDS):
             try:
                 await tor.refetch_descriptor(contact.address)
-                log.info("event=descriptor_refetch contact=%s", contact.name)
+                log.info("event=descriptor_refetch contact=%s", contact_ref(contact.id))
             except TorError as exc:
                 log.info("event=descriptor_refetch_failed error=%s", type(exc).__name__)
 
@@ -275,7 +280,13 @@ class Daemon:
             await self._tor.add_client_auth(contact.address, self._secrets.client_auth_private)
         if self.engine.running:
             self.engine.add_contact(contact)
-        log.info("event=contact_added contact=%s", contact.name)
+        log.info("event=contact_added contact=%s", contact_ref(contact.id))
+        log.debug(
+            "event=contact_added contact=%s name=%s address=%s",
+            contact_ref(contact.id),
+            safe(contact.name),
+            contact.address,
+        )
         return api.ContactRef(contact.name, str(contact.address))
 
     async def _authorize(self) -> None:
@@ -301,7 +312,7 @@ class Daemon:
         await self._authorize()
         if self._tor is not None:
             await self._tor.remove_client_auth(contact.address)
-        log.info("event=contact_removed contact=%s", contact.name)
+        log.info("event=contact_removed contact=%s", contact_ref(contact.id))
         return api.ContactRef(contact.name, str(contact.address))
 
     async def contact_verify(self, name: str) -> api.SafetyNumber:

@@ -56,6 +56,7 @@ from typing import Final
 
 import trio
 
+from onionpost._logs import safe
 from onionpost.errors import ConfigError, DialError, TorControlError, TorError, TorLaunchError
 from onionpost.proto._crypto import ed25519_public_key
 from onionpost.proto.address import OnionAddress
@@ -369,7 +370,7 @@ class Tor:
             stop_processes, {process.pid: lambda: process.poll() is None}
         )
         if survivors:
-            log.warning("our tor (pid %d) survived SIGKILL", process.pid)
+            log.warning("event=tor_survived_sigkill pid=%d", process.pid)
         self._process = None
 
     async def _shutdown(self) -> None:
@@ -569,7 +570,7 @@ class Tor:
                 if not service.pow or not conn.alive:
                     raise
                 # A tor built without the pow module refuses PoWDefensesEnabled.
-                log.warning("tor refused PoW defenses for the onion service; adding it without")
+                log.warning("event=pow_refused detail=adding_the_service_without_pow")
                 service.pow = False
                 lines = await conn.command(service.add_onion_command(), verb="ADD_ONION")
             reported = next(
@@ -587,7 +588,10 @@ class Tor:
                 service.needs_publish = False
                 return
             last_problem = f"all {service.uploads.failed} descriptor uploads failed"
-            log.info("%s: %s (attempt %d)", service.address, last_problem, attempt + 1)
+            log.info(
+                "event=publish_round_failed problem=%s attempt=%d", safe(last_problem), attempt + 1
+            )
+            log.debug("event=publish_round_failed address=%s", service.address)
         raise TorError(f"could not publish {service.address}: {last_problem}")
 
     async def _await_uploads(self, service: ServiceRecord) -> bool:
@@ -763,7 +767,8 @@ class Tor:
             except TorError as exc:
                 service.republish_failures += 1
                 failed = True
-                log.warning("republishing %s failed: %s", service.address, exc)
+                log.warning("event=republish_failed error=%s", safe(exc))
+                log.debug("event=republish_failed address=%s", service.address)
         self._report()
         if failed:  # back off outside the lock, so publish() and friends go on
             await trio.sleep(min(2.0**service.republish_failures, RESTART_BACKOFF_MAX_SECONDS))
@@ -793,7 +798,9 @@ class Tor:
                             )
                 except (TorError, trio.TooSlowError) as exc:
                     problem = exc
-                    log.warning("restoring tor failed (attempt %d): %s", attempt + 1, exc)
+                    log.warning(
+                        "event=tor_restore_failed attempt=%d error=%s", attempt + 1, safe(exc)
+                    )
                     await trio.sleep(delay)
                     delay = min(delay * 2, RESTART_BACKOFF_MAX_SECONDS)
                     continue

@@ -48,6 +48,7 @@ from typing import Final, NoReturn
 
 import trio
 
+from onionpost._logs import safe
 from onionpost.errors import (
     CloseCode,
     ConfigError,
@@ -260,5 +261,6 @@ def _describe(exc: OnionpostError) -> dict[str, object]:
 
 
 def _log(level: int, event: str, **fields: object) -> None:
-    text = " ".join(f"{key}={value}" for key, value in fields.items())
+    # safe(): no value, whatever its origin, can forge a field or a line.
+    text = " ".join(f"{key}={safe(value)}" for key, value in fields.items())
     log.log(level, "%s %s", event, text, extra={"event": event, **fields})
