@@ -12,6 +12,7 @@ network, not the endpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -24,11 +25,18 @@ from pathlib import Path
 
 import pytest
 import trio
+from nacl.bindings import crypto_scalarmult_base
 
-from onionpost.errors import TorControlError
+from onionpost.errors import DialError, TorControlError
 from onionpost.testing.endpoint import Endpoint
 from onionpost.testing.testnet import Testnet
-from onionpost.tor import ControlProbe, TorConfig, open_tor, tcp_listeners
+from onionpost.tor import (
+    MAX_STREAMS_PER_CIRCUIT,
+    ControlProbe,
+    TorConfig,
+    open_tor,
+    tcp_listeners,
+)
 
 pytestmark = pytest.mark.tor
 
@@ -84,6 +92,9 @@ def test_no_tcp_listener_in_daemon_or_tor_and_texts_flow(
     # handles at INFO, names and addresses only at DEBUG.
     log = alice.log.read_text()
     assert "event=contact_added contact=#" in log
+    assert "event=tor_profile version=0.4." in log
+    assert "vanguards_lite=on pow=on max_streams=8" in log
+    assert "event=tor_profile_weak" not in log
     assert "event=contact_added contact=bob" not in log
     addresses = [bob.json("whoami")["address"], alice.json("whoami")["address"]]
     for line in log.splitlines():
@@ -162,3 +173,69 @@ async def test_attach_refuses_a_control_port_without_authentication(testnet: Tes
     finally:
         process.terminate()
         process.wait(10)
+
+
+async def _echo(stream: trio.SocketStream) -> None:
+    async with stream:
+        async for data in stream:
+            await stream.send_all(data)
+
+
+async def test_the_adapter_profile_and_max_streams_close_the_circuit(
+    testnet: Testnet, tmp_path: Path
+) -> None:
+    """A service published by the adapter, to a Unix socket target: its
+    profile as Tor.hardening() reports it, and MaxStreamsCloseCircuit at
+    work: the stream after MAX_STREAMS_PER_CIRCUIT tears the circuit down."""
+    seed = os.urandom(32)
+    b_private = os.urandom(32)
+    b_public = crypto_scalarmult_base(b_private)
+    target = tmp_path / "echo.sock"
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.bind(str(target))
+    raw.listen(64)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(raw))
+    options = testnet.tor_options()
+    with trio.fail_after(4 * START_SECONDS):
+        async with (
+            trio.open_nursery() as nursery,
+            open_tor(TorConfig(data_dir=tmp_path / "a", extra_options=options)) as a,
+            open_tor(TorConfig(data_dir=tmp_path / "b", extra_options=options)) as b,
+        ):
+            nursery.start_soon(trio.serve_listeners, _echo, [listener])
+            profile = await a.hardening()
+            assert profile.vanguards_lite
+            assert profile.vanguards_lite_setting == "1"
+            assert profile.pow
+            assert profile.max_streams == MAX_STREAMS_PER_CIRCUIT
+            service = await a.publish(
+                seed, virtual_port=443, target=target, authorized_clients=[b_public]
+            )
+            assert service.target == target
+            await b.add_client_auth(service.address, b_private)
+            streams = []
+            for i in range(MAX_STREAMS_PER_CIRCUIT):
+                for attempt in range(20):  # the false 0xF0 right after publishing
+                    try:
+                        stream = await b.dial(service.address, 443, isolation="one")
+                        break
+                    except DialError:
+                        if attempt == 19:
+                            raise
+                        await trio.sleep(0.5)
+                await stream.send_all(b"ping %d" % i)
+                assert await stream.receive_some(100) == b"ping %d" % i
+                streams.append(stream)
+            # One stream too many on the same circuit (same isolation): tor
+            # closes the rendezvous circuit, and with it every stream on it.
+            with contextlib.suppress(DialError):
+                extra = await b.dial(service.address, 443, isolation="one")
+                streams.append(extra)
+            with trio.fail_after(30):
+                for stream in streams[:MAX_STREAMS_PER_CIRCUIT]:
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        await stream.send_all(b"x")
+                        assert await stream.receive_some(100) == b""
+            for stream in streams:
+                await stream.aclose()
+            nursery.cancel_scope.cancel()

@@ -127,6 +127,7 @@ class Daemon:
             log.debug("event=starting address=%s", address)
             async with open_tor(self._tor_config()) as tor, trio.open_nursery() as nursery:
                 self._tor = tor
+                await self._report_hardening(tor)
                 nursery.start_soon(self._forward_tor_events, tor)
                 nursery.start_soon(self._renew_loop)
                 await nursery.start(tor.supervise)
@@ -159,6 +160,24 @@ class Daemon:
                 log.debug("event=ready address=%s", address)
                 task_status.started(address)
                 await trio.sleep_forever()
+
+    async def _report_hardening(self, tor: Tor) -> None:
+        """Log the tor's hardening profile (spec §1.3); warn about what is off.
+
+        The tor we launch has it by construction; an attached one is only checked.
+        """
+        profile = await tor.hardening()
+        log.info(
+            "event=tor_profile version=%s vanguards_lite=%s pow=%s max_streams=%d",
+            safe(profile.version),
+            "on" if profile.vanguards_lite else "off",
+            "on" if profile.pow else "off",
+            profile.max_streams,
+        )
+        if not profile.vanguards_lite:
+            log.warning("event=tor_profile_weak reason=vanguards_lite_off")
+        if not profile.pow:
+            log.warning("event=tor_profile_weak reason=no_pow_defenses")
 
     async def _forward_tor_events(self, tor: Tor) -> None:
         async for status in tor.events():
