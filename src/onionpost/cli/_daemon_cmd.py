@@ -6,7 +6,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -218,6 +220,22 @@ def _pid_file(path: Path) -> int | None:
     return int(text) if text.isdigit() and Path(f"/proc/{text}").exists() else None
 
 
+def _binary_version(tor_binary: Path) -> str:
+    """The version ``tor --version`` prints ("Tor version 0.4.9.11."), or ""."""
+    try:
+        result = subprocess.run(
+            [str(tor_binary), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=DOCTOR_TOR_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    match = re.search(r"Tor version (\d+(?:\.\d+)+(?:-[\w.]+)?)", result.stdout)
+    return match.group(1) if match else ""
+
+
 def _tor_checks(paths: Paths, config: Config, daemon_running: bool) -> list[Verdict]:
     """Ask the running tor (through its control socket, with the cookie) and /proc."""
     from onionpost.errors import TorError
@@ -233,6 +251,13 @@ def _tor_checks(paths: Paths, config: Config, daemon_running: bool) -> list[Verd
     tor_pid: int | None = None
     if target is None:
         verdicts.append(Verdict("tor", "info", "the daemon is not running: tor not asked"))
+        version = _binary_version(config.tor_binary)
+        if version:
+            verdicts.extend(
+                v
+                for v in hardening_verdicts(version, "1", None, launched)
+                if v.check in ("tor version", "proof-of-work defenses")
+            )
     else:
         try:
             with ControlProbe(target, deadline=time.monotonic() + DOCTOR_TOR_SECONDS) as probe:
