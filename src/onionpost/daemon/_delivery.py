@@ -46,7 +46,8 @@ session, and the receiver's de-duplication makes the repeat harmless.
 *Store work* runs in a worker thread (one at a time: the store's connection is
 one), so an fsync never stalls the event loop.
 
-Logs carry contact names, ids and reasons, never message contents or keys.
+Logs name a contact by its handle (``contact=#3``, :mod:`onionpost._logs`), never
+by name or address, and carry ids and reasons, never message contents or keys.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from onionpost._logs import contact_ref
 from onionpost.api import FileInfo, Message, MessageState, PeerChange, StateChange
 from onionpost.daemon._events import EventHub
 from onionpost.errors import (
@@ -595,9 +597,9 @@ class DeliveryEngine:
             self._hub.publish(StateChange(message_id.hex(), MessageState.EXPIRED))
         idle_before = now - int(self._policy.transfer_idle_timeout * 1000)
         for contact_id, file_id in await self._db(self._store.expire_transfers, idle_before):
-            link = self._links.get(contact_id)
-            who = link.contact.name if link is not None else contact_id
-            log.info("event=transfer_expired contact=%s id=%s", who, file_id.hex())
+            log.info(
+                "event=transfer_expired contact=%s id=%s", contact_ref(contact_id), file_id.hex()
+            )
 
     # -- links and dials ------------------------------------------------------------------
 
@@ -667,7 +669,7 @@ class DeliveryEngine:
         log.info(
             "event=%s contact=%s reason=%s retry_in=%.1f",
             event,
-            link.contact.name,
+            contact_ref(link.contact.id),
             reason,
             delay,
         )
@@ -697,7 +699,7 @@ class DeliveryEngine:
         self._publish_peer(link)
         log.info(
             "event=session_up contact=%s direction=%s",
-            link.contact.name,
+            contact_ref(link.contact.id),
             "out" if session.initiator else "in",
         )
         failure: BaseException | None = None
@@ -742,7 +744,9 @@ class DeliveryEngine:
             link.since_ms = _now_ms()  # unreachable from now
         if failure is None and peer_code in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY):
             if session.proven or not session.initiator:
-                log.info("event=session_down contact=%s reason=closed", link.contact.name)
+                log.info(
+                    "event=session_down contact=%s reason=closed", contact_ref(link.contact.id)
+                )
                 self._publish_peer(link)
                 link.wake.fire()
                 return
@@ -762,7 +766,7 @@ class DeliveryEngine:
             # A bug of ours: worth its traceback, once, and still only this session.
             log.warning(
                 "event=session_error contact=%s error=%s",
-                link.contact.name,
+                contact_ref(link.contact.id),
                 type(failure).__name__,
                 exc_info=failure,
             )
@@ -1027,7 +1031,7 @@ class DeliveryEngine:
             reason = _reject_reason(exc)
             log.info(
                 "event=file_rejected contact=%s id=%s reason=%s",
-                link.contact.name,
+                contact_ref(link.contact.id),
                 offer.id.hex(),
                 type(exc).__name__,
             )
@@ -1120,7 +1124,7 @@ class DeliveryEngine:
             # the sender keeps the file and offers it again later.
             log.info(
                 "event=chunk_not_stored contact=%s id=%s error=%s",
-                link.contact.name,
+                contact_ref(link.contact.id),
                 chunk.id.hex(),
                 type(exc).__name__,
             )
@@ -1168,7 +1172,7 @@ class DeliveryEngine:
             if changed:
                 log.info(
                     "event=file_refused contact=%s id=%s reason=%d",
-                    link.contact.name,
+                    contact_ref(link.contact.id),
                     record.id.hex(),
                     record.reason,
                 )
@@ -1180,7 +1184,7 @@ class DeliveryEngine:
         # queued and is offered again in a later session.
         log.info(
             "event=file_deferred contact=%s id=%s reason=%d",
-            link.contact.name,
+            contact_ref(link.contact.id),
             record.id.hex(),
             record.reason,
         )
