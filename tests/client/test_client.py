@@ -384,7 +384,7 @@ def test_importing_the_client_loads_no_crypto_no_database() -> None:
 
     code = (
         "import sys, onionpost.client\n"
-        "heavy = ('sqlite3', 'nacl', 'cryptography', 'msgpack', 'stem')\n"
+        "heavy = ('sqlite3', 'sqlcipher3', 'nacl', 'cryptography', 'msgpack', 'stem')\n"
         "ours = ('onionpost.store', 'onionpost.proto', 'onionpost.daemon', 'onionpost.tor')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(ours)))\n"
     )

@@ -6,7 +6,7 @@
       config.toml           settings (commented defaults), 0600
       secrets.json          identity, keys and store key, sealed (0600)
       card.txt              our public contact card, 0644
-      store.sqlite          messages (bodies encrypted), WAL
+      store.sqlite          contacts and messages: SQLCipher, every page encrypted, WAL
       files/                0700, encrypted file blobs
       tor/                  0700, our tor's DataDirectory
       run/                  0700
