@@ -25,6 +25,7 @@ from _storekit import KEY, add_contact, blob_path, new_id, offer_for, open_store
 
 from onionpost.errors import StoreError, StoreTamperedError
 from onionpost.home import Paths, init_home
+from onionpost.home._secrets import KdfCost
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto.address import OnionAddress
 from onionpost.store import State, Store, _database
@@ -110,12 +111,16 @@ def _fill_canaries(store: Store, source: Path) -> tuple[list[bytes], bytes]:
     return [*ids, partial.id], offer.id
 
 
-def test_nothing_in_a_home_says_who_when_or_what(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ONIONPOST_KDF_FAST", "1")
+def test_nothing_in_a_home_says_who_when_or_what(tmp_path: Path) -> None:
     paths = Paths.for_home(tmp_path / "home")
-    secrets = init_home(paths, display_name="Alice", passphrase="pw", key_file=None, now=1)
+    secrets = init_home(
+        paths,
+        display_name="Alice",
+        passphrase="pw",
+        key_file=None,
+        now=1,
+        kdf_cost=KdfCost.FLOOR,
+    )
     (tmp_path / "outside").mkdir()
     source = tmp_path / "outside" / FILE_NAME
 

@@ -50,7 +50,6 @@ __all__ = [
     "SEAL_OVERHEAD",
     "TAG_LEN",
     "derive_key",
-    "kdf_limits",
     "hmac_sha256_verify",
     "keyed_hash",
     "pbkdf2_sha512",
@@ -71,23 +70,9 @@ SALT_LEN: Final = _argon2id.SALTBYTES  # 16
 KDF_OPSLIMIT_MAX: Final = _argon2id.OPSLIMIT_SENSITIVE  # 4
 KDF_MEMLIMIT_MAX: Final = _argon2id.MEMLIMIT_SENSITIVE  # 1 GiB
 
-_FAST_ENV: Final = "ONIONPOST_KDF_FAST"
-
 
 def random_bytes(n: int) -> bytes:
     return os.urandom(n)
-
-
-def kdf_limits() -> tuple[int, int]:
-    """(opslimit, memlimit) for a new secrets file.
-
-    MODERATE (3 passes, 256 MiB) by default; INTERACTIVE (2 passes, 64 MiB)
-    when the environment sets ``ONIONPOST_KDF_FAST=1``, which tests and the
-    demo do to stay fast. Never set it on a real endpoint.
-    """
-    if os.environ.get(_FAST_ENV, "") == "1":
-        return _argon2id.OPSLIMIT_INTERACTIVE, _argon2id.MEMLIMIT_INTERACTIVE
-    return _argon2id.OPSLIMIT_MODERATE, _argon2id.MEMLIMIT_MODERATE
 
 
 def derive_key(passphrase: bytes, salt: bytes, *, opslimit: int, memlimit: int) -> bytes:
