@@ -81,6 +81,11 @@ async def test_texts_are_delivered_once_and_acked(tmp_path: Path, clock: MockClo
         ids = [await alice.send(bob, f"hello {i}") for i in range(20)]
         await delivered(alice, ids)
         assert sorted(s.id for s in bob.inbox_from(alice)) == sorted(ids)
+        assert alice.engine is not None
+        assert bob.engine is not None
+        assert alice.engine.statistics().texts_acked == 20
+        assert bob.engine.statistics().texts_received == 20
+        assert bob.engine.statistics().sessions_ended_by_failure == 0
         assert {s.body for s in bob.inbox_from(alice)} == {f"hello {i}" for i in range(20)}
         # Both ways, and nothing is sent twice into the inbox on a new session.
         back = await bob.send(alice, "and back")
@@ -289,6 +294,9 @@ async def test_a_contact_that_removed_us_is_redialled_with_backoff(
         assert status is not None
         assert not status.reachable
         assert status.last_error == "refused"
+        stats = alice.engine.statistics()
+        assert stats.dials >= 4
+        assert stats.sessions_ended_by_failure >= 3  # refused after the handshake
         assert status.failures >= 3
         # 1 s doubling (with jitter): four dials take seconds, not microseconds.
         assert trio.current_time() - start >= 1.5

@@ -306,10 +306,6 @@ class _Link:
         for scope in list(self.scopes):
             scope.cancel()
 
-    @property
-    def channel(self) -> SecureChannel | None:
-        return self.sessions[-1].channel if self.sessions else None
-
 
 @dataclass(eq=False, slots=True)
 class _Write:
@@ -564,9 +560,13 @@ class DeliveryEngine:
         self, then: Callable[[Any], None], fn: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> None:
         """A change nobody needs to wait for (``sent`` marks): it joins the
-        writer's next transaction, and ``then(result)`` runs once committed."""
+        writer's next transaction, and ``then(result)`` runs once committed.
+        The caller checks :meth:`_writer_busy` first, so these cannot pile up."""
         self._writes.append(_Write(partial(fn, *args, **kwargs), then=then))
         self._writes_ready.fire()
+
+    def _writer_busy(self) -> bool:
+        return len(self._writes) >= COMMIT_GROUP_MAX
 
     def _commit(self, batch: Sequence[_Write]) -> None:
         """In the worker thread: the batch in one transaction."""
@@ -822,14 +822,23 @@ class DeliveryEngine:
                 for outgoing in batch:
                     await channel.send(outgoing.to_message())
                     sent_up_to = max(sent_up_to, outgoing.seq)
-                # 'sent' only informs: the sender goes on without waiting for it.
-                self._write_later(
-                    self._published_sent,
-                    self._store.mark_sent,
-                    [o.id for o in batch],
-                    _now_ms(),
-                    contact_id=contact_id,
-                )
+                ids = [o.id for o in batch]
+                if self._writer_busy():
+                    # A backlog: wait for this one, so the queue stays bounded.
+                    self._published_sent(
+                        await self._write(
+                            self._store.mark_sent, ids, _now_ms(), contact_id=contact_id
+                        )
+                    )
+                else:
+                    # 'sent' only informs: the sender goes on without waiting for it.
+                    self._write_later(
+                        self._published_sent,
+                        self._store.mark_sent,
+                        ids,
+                        _now_ms(),
+                        contact_id=contact_id,
+                    )
                 continue
             now = trio.current_time()
             idle_until = session.last_activity + self._policy.idle_close
