@@ -27,6 +27,7 @@ from onionpost.limits import (
     MAX_RECORD_SIZE,
     MAX_TEXT_BODY,
 )
+from onionpost.proto import messages as m
 from onionpost.proto.messages import (
     Ack,
     Close,
@@ -75,6 +76,7 @@ names = bounded_text(MAX_FILE_NAME, min_size=1).filter(
     lambda n: not set(n) & set("/\\\x00") and n not in {".", ".."}
 )
 id_lists = st.lists(ids, min_size=1, max_size=40).map(tuple)
+keys = st.binary(min_size=32, max_size=32)
 
 STRATEGIES: dict[type, st.SearchStrategy[object]] = {
     Text: st.builds(Text, ids, u64, bounded_text(MAX_TEXT_BODY), bounded_text(MAX_CONTENT_TYPE)),
@@ -97,6 +99,25 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
     Ping: st.builds(Ping, u64),
     Pong: st.builds(Pong, u64),
     Close: st.builds(Close, u64, bounded_text(MAX_CLOSE_REASON)),
+    m.MbPair: st.builds(m.MbPair, u64, keys, keys),
+    m.MbRegister: st.builds(m.MbRegister, u64, keys, keys),
+    m.MbDeregister: st.builds(m.MbDeregister, u64, keys),
+    m.MbPrekeys: st.builds(
+        m.MbPrekeys,
+        u64,
+        st.lists(st.binary(max_size=m.MAX_PREKEY_SIZE), min_size=1, max_size=3).map(tuple),
+    ),
+    m.MbFetch: st.builds(m.MbFetch, u64, u64),
+    m.MbDelete: st.builds(m.MbDelete, u64, id_lists),
+    m.MbStatus: st.builds(m.MbStatus, u64),
+    m.MbGetPrekey: st.builds(m.MbGetPrekey, u64, keys),
+    m.MbDeposit: st.builds(m.MbDeposit, u64, keys, st.binary(max_size=2000)),
+    m.MbWipe: st.builds(m.MbWipe, u64),
+    m.MbResult: st.builds(m.MbResult, u64, u64, bounded_text(MAX_CLOSE_REASON), u64),
+    m.MbPrekey: st.builds(m.MbPrekey, u64, st.binary(max_size=2000)),
+    m.MbEnvelope: st.builds(m.MbEnvelope, u64, ids, u64, st.binary(max_size=2000)),
+    m.MbUsage: st.builds(m.MbUsage, u64, u64, u64, u64, u64, u64),
+    m.MailboxInfo: st.builds(m.MailboxInfo, st.binary(max_size=500)),
 }
 
 # Any msgpack value, including the kinds records never hold.
@@ -148,6 +169,21 @@ def test_wire_tags() -> None:
         "PING": 10,
         "PONG": 11,
         "CLOSE": 12,
+        "MB_PAIR": 32,
+        "MB_REGISTER": 33,
+        "MB_DEREGISTER": 34,
+        "MB_PREKEYS": 35,
+        "MB_FETCH": 36,
+        "MB_DELETE": 37,
+        "MB_STATUS": 38,
+        "MB_GET_PREKEY": 39,
+        "MB_DEPOSIT": 40,
+        "MB_WIPE": 41,
+        "MB_RESULT": 42,
+        "MB_PREKEY": 43,
+        "MB_ENVELOPE": 44,
+        "MB_USAGE": 45,
+        "MAILBOX_INFO": 46,
     }
 
 

@@ -23,6 +23,9 @@ Evolution rules (spec.md §Messages):
 
 - A later version MAY append fields to a record; a receiver ignores extra
   trailing fields (at most :data:`MAX_RECORD_FIELDS` in all).
+- Tags 1..31 are the records of a session between two endpoints; tags
+  32..63 are the records of a session with a mailbox (``mailbox.md`` §Wire
+  records), and ``MailboxInfo`` (46), which endpoints send each other.
 - Tags 1..63 are core. An unknown core tag is a protocol error
   (close code BAD_MESSAGE): the sender relied on something we lack.
 - Tags 64..127 are optional extensions. An unknown one decodes to
@@ -33,7 +36,7 @@ Evolution rules (spec.md §Messages):
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Final
 
 from onionpost.errors import LocalProtocolError, MessageDecodeError
@@ -59,6 +62,22 @@ __all__ = [
     "FileComplete",
     "FileOffer",
     "FileReject",
+    "MailboxInfo",
+    "MbCode",
+    "MbDelete",
+    "MbDeposit",
+    "MbDeregister",
+    "MbEnvelope",
+    "MbFetch",
+    "MbGetPrekey",
+    "MbPair",
+    "MbPrekey",
+    "MbPrekeys",
+    "MbRegister",
+    "MbResult",
+    "MbStatus",
+    "MbUsage",
+    "MbWipe",
     "Message",
     "MessageType",
     "Ping",
@@ -71,6 +90,10 @@ __all__ = [
 ]
 
 ID_LEN: Final = 16
+KEY_LEN: Final = 32
+# Signed prekeys in one MbPrekeys record, and the size of one.
+MAX_BLOBS: Final = 40
+MAX_PREKEY_SIZE: Final = 1536
 HASH_LEN: Final = 64  # BLAKE2b-512
 EXTENSION_TAGS: Final = range(64, 128)
 _U64_MAX: Final = 2**64 - 1
@@ -89,6 +112,23 @@ class MessageType(enum.IntEnum):
     PING = 10
     PONG = 11
     CLOSE = 12
+    # A session with a mailbox (mailbox.md §Wire records).
+    MB_PAIR = 32
+    MB_REGISTER = 33
+    MB_DEREGISTER = 34
+    MB_PREKEYS = 35
+    MB_FETCH = 36
+    MB_DELETE = 37
+    MB_STATUS = 38
+    MB_GET_PREKEY = 39
+    MB_DEPOSIT = 40
+    MB_WIPE = 41
+    MB_RESULT = 42
+    MB_PREKEY = 43
+    MB_ENVELOPE = 44
+    MB_USAGE = 45
+    # Between endpoints: the sender's signed mailbox announcement.
+    MAILBOX_INFO = 46
 
 
 class _Kind(enum.Enum):
@@ -98,6 +138,8 @@ class _Kind(enum.Enum):
     IDS = "ids"  # array of 1..MAX_ACK_IDS ids
     TEXT = "text"  # str, bounded per field
     DATA = "data"  # bin, bounded by the record size
+    KEY = "key"  # bin, exactly 32 bytes (a public key, a token)
+    BLOBS = "blobs"  # array of 1..MAX_BLOBS bin, each at most the bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +300,206 @@ class Close(_Record):
     reason: str = ""
 
 
+# -- a session with a mailbox (mailbox.md §Wire records) --------------------------------
+#
+# Requests carry a number ``req`` the client picks; the mailbox answers each
+# with one MbResult (or MbPrekey / MbUsage) carrying the same number.
+
+
+class MbCode(enum.IntEnum):
+    """What a mailbox answers a request with (MbResult.code)."""
+
+    OK = 0
+    # Also the answer to anything the asker may not see: the same as absent.
+    NOT_FOUND = 1
+    QUOTA_EXCEEDED = 2
+    TOO_LARGE = 3
+    # A setup code unknown, used by another owner, or expired.
+    CODE_REFUSED = 4
+    BAD_REQUEST = 5
+    NO_PREKEY = 6
+    MAILBOX_FULL = 7
+    RATE_LIMITED = 8
+
+
+@dataclass(frozen=True, slots=True)
+class MbPair(_Record):
+    """Owner -> mailbox: pair with the setup code's token; authorize our tor client key."""
+
+    TAG = MessageType.MB_PAIR
+    SCHEMA = ((_Kind.U64, 0), (_Kind.KEY, 0), (_Kind.KEY, 0))
+    req: int
+    token: bytes = field(repr=False)
+    client_auth_public: bytes
+
+    def __repr__(self) -> str:
+        return f"MbPair(req={self.req})"
+
+
+@dataclass(frozen=True, slots=True)
+class MbRegister(_Record):
+    """Owner -> mailbox: this contact (identity key, tor client key) may deposit for us."""
+
+    TAG = MessageType.MB_REGISTER
+    SCHEMA = ((_Kind.U64, 0), (_Kind.KEY, 0), (_Kind.KEY, 0))
+    req: int
+    contact: bytes
+    client_auth_public: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MbDeregister(_Record):
+    """Owner -> mailbox: this contact may no longer deposit for us."""
+
+    TAG = MessageType.MB_DEREGISTER
+    SCHEMA = ((_Kind.U64, 0), (_Kind.KEY, 0))
+    req: int
+    contact: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MbPrekeys(_Record):
+    """Owner -> mailbox: signed prekeys to hand out (envelope.SignedPrekey bytes)."""
+
+    TAG = MessageType.MB_PREKEYS
+    SCHEMA = ((_Kind.U64, 0), (_Kind.BLOBS, MAX_PREKEY_SIZE))
+    req: int
+    prekeys: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        return f"MbPrekeys(req={self.req}, {len(self.prekeys)} prekeys)"
+
+
+@dataclass(frozen=True, slots=True)
+class MbFetch(_Record):
+    """Owner -> mailbox: send every envelope held for us with seq > ``after``,
+    then MbResult(OK, value=the last seq), then each new one as it arrives."""
+
+    TAG = MessageType.MB_FETCH
+    SCHEMA = ((_Kind.U64, 0), (_Kind.U64, 0))
+    req: int
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class MbDelete(_Record):
+    """Owner -> mailbox: these envelopes are safely ours; forget them."""
+
+    TAG = MessageType.MB_DELETE
+    SCHEMA = ((_Kind.U64, 0), (_Kind.IDS, 0))
+    req: int
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MbStatus(_Record):
+    """Owner -> mailbox: how much is held for us (answered with MbUsage)."""
+
+    TAG = MessageType.MB_STATUS
+    SCHEMA = ((_Kind.U64, 0),)
+    req: int
+
+
+@dataclass(frozen=True, slots=True)
+class MbGetPrekey(_Record):
+    """Contact -> mailbox: one signed prekey of ``owner`` (answered with MbPrekey)."""
+
+    TAG = MessageType.MB_GET_PREKEY
+    SCHEMA = ((_Kind.U64, 0), (_Kind.KEY, 0))
+    req: int
+    owner: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MbDeposit(_Record):
+    """Contact -> mailbox: hold this sealed envelope for ``owner``."""
+
+    TAG = MessageType.MB_DEPOSIT
+    SCHEMA = ((_Kind.U64, 0), (_Kind.KEY, 0), (_Kind.DATA, 0))
+    req: int
+    owner: bytes
+    envelope: bytes
+
+    def __repr__(self) -> str:
+        return f"MbDeposit(req={self.req}, {len(self.envelope)} bytes)"
+
+
+@dataclass(frozen=True, slots=True)
+class MbWipe(_Record):
+    """Owner -> mailbox: delete everything held for us and forget us."""
+
+    TAG = MessageType.MB_WIPE
+    SCHEMA = ((_Kind.U64, 0),)
+    req: int
+
+
+@dataclass(frozen=True, slots=True)
+class MbResult(_Record):
+    """Mailbox -> client: the outcome of request ``req`` (an MbCode)."""
+
+    TAG = MessageType.MB_RESULT
+    SCHEMA = ((_Kind.U64, 0), (_Kind.U64, 0), (_Kind.TEXT, MAX_CLOSE_REASON), (_Kind.U64, 0))
+    req: int
+    code: int
+    detail: str = ""
+    value: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MbPrekey(_Record):
+    """Mailbox -> contact: one signed prekey (the answer to MbGetPrekey)."""
+
+    TAG = MessageType.MB_PREKEY
+    SCHEMA = ((_Kind.U64, 0), (_Kind.DATA, 0))
+    req: int
+    prekey: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MbEnvelope(_Record):
+    """Mailbox -> owner: one envelope held for it (pushed after MbFetch)."""
+
+    TAG = MessageType.MB_ENVELOPE
+    SCHEMA = ((_Kind.U64, 0), (_Kind.ID, 0), (_Kind.U64, 0), (_Kind.DATA, 0))
+    seq: int
+    id: bytes
+    deposited_ms: int
+    envelope: bytes
+
+    def __repr__(self) -> str:
+        return f"MbEnvelope(seq={self.seq}, id={self.id.hex()}, {len(self.envelope)} bytes)"
+
+
+@dataclass(frozen=True, slots=True)
+class MbUsage(_Record):
+    """Mailbox -> owner: what is held for it (the answer to MbStatus)."""
+
+    TAG = MessageType.MB_USAGE
+    SCHEMA = (
+        (_Kind.U64, 0),
+        (_Kind.U64, 0),
+        (_Kind.U64, 0),
+        (_Kind.U64, 0),
+        (_Kind.U64, 0),
+        (_Kind.U64, 0),
+    )
+    req: int
+    envelopes: int
+    bytes: int
+    one_time_prekeys: int
+    last_resort_not_after: int  # seconds; 0 when there is none
+    contacts: int
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo(_Record):
+    """Endpoint -> contact: a signed pairing.MailboxAnnouncement of the sender's mailbox."""
+
+    TAG = MessageType.MAILBOX_INFO
+    SCHEMA = ((_Kind.DATA, 0),)
+    announcement: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class UnknownExtension:
     """An optional extension record (tag 64..127) this version does not know."""
@@ -278,6 +520,21 @@ Message = (
     | Ping
     | Pong
     | Close
+    | MbPair
+    | MbRegister
+    | MbDeregister
+    | MbPrekeys
+    | MbFetch
+    | MbDelete
+    | MbStatus
+    | MbGetPrekey
+    | MbDeposit
+    | MbWipe
+    | MbResult
+    | MbPrekey
+    | MbEnvelope
+    | MbUsage
+    | MailboxInfo
 )
 
 _BY_TAG: Final[dict[int, type[_Record]]] = {
@@ -295,6 +552,21 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         Ping,
         Pong,
         Close,
+        MbPair,
+        MbRegister,
+        MbDeregister,
+        MbPrekeys,
+        MbFetch,
+        MbDelete,
+        MbStatus,
+        MbGetPrekey,
+        MbDeposit,
+        MbWipe,
+        MbResult,
+        MbPrekey,
+        MbEnvelope,
+        MbUsage,
+        MailboxInfo,
     )
 }
 
@@ -325,6 +597,17 @@ def _check(kind: _Kind, bound: int, value: object) -> object:
         if type(value) is not tuple or not 1 <= len(value) <= MAX_ACK_IDS:
             raise _bad(f"expected 1 to {MAX_ACK_IDS} ids")
         return tuple(_check_id(v) for v in value)
+    if kind is _Kind.KEY:
+        if type(value) is not bytes or len(value) != KEY_LEN:
+            raise _bad("a key is 32 bytes")
+        return value
+    if kind is _Kind.BLOBS:
+        if type(value) is not tuple or not 1 <= len(value) <= MAX_BLOBS:
+            raise _bad(f"expected 1 to {MAX_BLOBS} byte strings")
+        for v in value:
+            if type(v) is not bytes or len(v) > bound:
+                raise _bad(f"expected byte strings of at most {bound} bytes")
+        return value
     if kind is _Kind.TEXT:
         if type(value) is not str:
             raise _bad("expected a string")
