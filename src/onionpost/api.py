@@ -102,7 +102,8 @@ R = TypeVar("R")
 class MessageState(enum.StrEnum):
     """Every state a message or file is shown in, outgoing and incoming.
 
-    Outgoing: queued → sent → delivered → read; or expired (it was not
+    Outgoing: queued → sent → delivered → read, with ``deposited`` before
+    delivered when it went to the contact's mailbox; or expired (it was not
     delivered in time) or refused (the contact refused the file for good).
     ``sending`` is progress while a file's chunks go out. Incoming: a file
     is ``receiving`` until complete, then received → read.
@@ -111,6 +112,7 @@ class MessageState(enum.StrEnum):
     QUEUED = "queued"
     SENDING = "sending"
     SENT = "sent"
+    DEPOSITED = "deposited"
     DELIVERED = "delivered"
     READ = "read"
     EXPIRED = "expired"
@@ -336,6 +338,67 @@ class Subscribed:
     topics: tuple[str, ...]
 
 
+# -- the mailbox ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetupCode:
+    """A mailbox's one-time setup code (``mailbox.md`` §Setup code)."""
+
+    code: str = field(metadata=_meta("give it to `onionpost mailbox pair` on the owner's endpoint"))
+    expires_ms: int
+    qr: str = field(metadata=_meta("the code as a QR code, in text for a terminal"))
+
+
+@dataclass(frozen=True)
+class MailboxOwnerUsage:
+    """What a mailbox holds for one owner."""
+
+    owner: str = field(metadata=_meta("the owner's onion address"))
+    contacts: int = field(metadata=_meta("contacts it registered"))
+    envelopes: int
+    bytes: int
+    one_time_prekeys: int
+    last_resort_not_after_ms: int | None
+    last_drained_ms: int | None = None
+    last_deposit_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    """``role`` is `owner` (an endpoint: its own mailbox, as last seen) or
+    `mailbox` (a mailbox: every owner's usage)."""
+
+    role: str = field(metadata=_meta("`owner` or `mailbox`"))
+    mailbox: str | None = field(default=None, metadata=_meta("owner: the mailbox's address"))
+    paired: bool = False
+    reachable: bool = False
+    last_drained_ms: int | None = None
+    waiting: int | None = field(
+        default=None, metadata=_meta("owner: envelopes the mailbox holds for us, when last asked")
+    )
+    waiting_bytes: int | None = None
+    one_time_prekeys: int | None = field(
+        default=None, metadata=_meta("owner: one-time prekeys left at the mailbox")
+    )
+    warning: str = field(default="", metadata=_meta("what needs attention, in words"))
+    last_error: str = ""
+    owners: tuple[MailboxOwnerUsage, ...] = field(
+        default=(), metadata=_meta("mailbox: usage per owner")
+    )
+
+
+@dataclass(frozen=True)
+class MailboxRef:
+    mailbox: str = field(metadata=_meta("the mailbox's onion address"))
+
+
+@dataclass(frozen=True)
+class Wiped:
+    envelopes: int = field(metadata=_meta("envelopes deleted"))
+    owners: int = field(default=0, metadata=_meta("owner spaces deleted"))
+
+
 # -- events -------------------------------------------------------------------------------
 
 
@@ -516,6 +579,45 @@ class Subscribe(Request):
     topics: tuple[str, ...] = field(metadata=_meta("`message`, `state`, `peer`, `tor`", _topics))
 
 
+def _expires(value: object) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 60 <= value <= 604_800:
+        return "seconds from 60 to 604800"
+    return None
+
+
+@dataclass(frozen=True)
+class MailboxCode(Request):
+    METHOD = "mailbox_code"
+    RESULT = SetupCode
+    expires: int = field(
+        default=86_400,
+        metadata=_meta("seconds the code stays valid (60 to 604800)", _expires),
+    )
+
+
+@dataclass(frozen=True)
+class MailboxPair(Request):
+    METHOD = "mailbox_pair"
+    RESULT = MailboxRef
+    code: str = field(metadata=_meta("the mailbox's setup code"))
+
+
+@dataclass(frozen=True)
+class GetMailboxStatus(Request):
+    METHOD = "mailbox_status"
+    RESULT = MailboxStatus
+
+
+@dataclass(frozen=True)
+class MailboxWipe(Request):
+    METHOD = "mailbox_wipe"
+    RESULT = Wiped
+    owner: str | None = field(
+        default=None,
+        metadata=_meta("mailbox: one owner's address (default every owner); owner: must be null"),
+    )
+
+
 REQUESTS: Final[Mapping[str, type[Request]]] = {
     cls.METHOD: cls
     for cls in (
@@ -534,6 +636,10 @@ REQUESTS: Final[Mapping[str, type[Request]]] = {
         ExportFile,
         Retry,
         Subscribe,
+        MailboxCode,
+        MailboxPair,
+        GetMailboxStatus,
+        MailboxWipe,
     )
 }
 
@@ -739,6 +845,7 @@ def markdown_tables() -> str:
         MessageState.QUEUED: "outgoing, durably queued, not yet sent in a session",
         MessageState.SENDING: "outgoing file, chunks going out (an event with `bytes`/`size`)",
         MessageState.SENT: "outgoing, sent, not yet acknowledged",
+        MessageState.DEPOSITED: "outgoing, in the contact's mailbox, not yet acknowledged",
         MessageState.DELIVERED: "outgoing, the contact has it stored",
         MessageState.READ: "read: by the contact (outgoing) or by us (incoming)",
         MessageState.EXPIRED: "outgoing, not delivered before `message_expiry`; final",
