@@ -14,6 +14,10 @@ sessions (random static keys, prologue, PSKs and payload sizes):
 - ``test_transcripts_are_byte_identical``: the same keys, ephemerals included,
   injected into both implementations; every handshake and transport message
   (across a rekey) must be the same bytes from either one.
+
+The one-way patterns N, K and X (Noise §7.4) are among them, with their psk
+variants (``Xpsk1`` is the sealed envelope of ``mailbox.md``): one handshake
+message, then transport from the initiator only.
 """
 
 from __future__ import annotations
@@ -34,7 +38,17 @@ MAX_TRANSPORT_PAYLOAD = 65535 - 16
 
 # Noise §7.4/§7.5: how many messages each pattern has, and which side's static
 # key is sent in, or known before, the handshake.
-MESSAGE_COUNT = {"NN": 2, "NK": 2, "XX": 3, "XK": 3, "IK": 2, "KK": 2}
+MESSAGE_COUNT = {
+    "N": 1,
+    "K": 1,
+    "X": 1,
+    "NN": 2,
+    "NK": 2,
+    "XX": 3,
+    "XK": 3,
+    "IK": 2,
+    "KK": 2,
+}
 SESSIONS_PER_CASE = 5
 TRANSPORT_MESSAGES = 6
 
@@ -44,7 +58,10 @@ def _modifier_sets(pattern: str) -> Iterator[str]:
     # Noise §9.2: pskN is valid for N in 0..number of messages.
     for n in range(MESSAGE_COUNT[pattern] + 1):
         yield f"psk{n}"
-    yield "psk0+psk2"
+    if MESSAGE_COUNT[pattern] >= 2:
+        yield "psk0+psk2"
+    else:
+        yield "psk0+psk1"
     if MESSAGE_COUNT[pattern] == 3:
         yield "psk1+psk3"
 
@@ -58,7 +75,11 @@ NAMES = [
 
 
 def _pattern(name: str) -> str:
-    return name.split("_")[1][:2]
+    return name.split("_")[1].split("psk", maxsplit=1)[0]
+
+
+def _one_way(pattern: str) -> bool:
+    return MESSAGE_COUNT[pattern] == 1
 
 
 def _psk_count(name: str) -> int:
@@ -70,7 +91,12 @@ def _initiator_has_static(pattern: str) -> bool:
 
 
 def _responder_has_static(pattern: str) -> bool:
-    return pattern[1] in "XK"
+    # One-way patterns: the recipient's static key is always known in advance.
+    return _one_way(pattern) or pattern[1] in "XK"
+
+
+def _responder_key_known(pattern: str) -> bool:
+    return _one_way(pattern) or pattern[1] == "K"
 
 
 # -- one interface over both implementations ----------------------------------------
@@ -174,7 +200,7 @@ class _Setup:
         pattern = _pattern(self.name)
         if initiator:
             static = self.initiator_static if _initiator_has_static(pattern) else None
-            remote = self.responder_static.public if pattern[1] == "K" else None
+            remote = self.responder_static.public if _responder_key_known(pattern) else None
             return static, remote, self.initiator_ephemeral
         static = self.responder_static if _responder_has_static(pattern) else None
         remote = self.initiator_static.public if pattern[0] == "K" else None
@@ -269,7 +295,8 @@ def test_interoperates(name: str, direction: str) -> None:
         assert ours.remote_static() == expected
 
         for index in range(TRANSPORT_MESSAGES):
-            sender, receiver = (initiator, responder) if index % 2 == 0 else (responder, initiator)
+            forward = index % 2 == 0 or _one_way(pattern)
+            sender, receiver = (initiator, responder) if forward else (responder, initiator)
             payload = _transport_payload(rng)
             assert receiver.decrypt(sender.encrypt(payload)) == payload
 
@@ -278,6 +305,7 @@ def test_interoperates(name: str, direction: str) -> None:
 def test_transcripts_are_byte_identical(name: str) -> None:
     """With every key injected, both implementations write the very same bytes."""
     rng = _rng(name, "lockstep")
+    one_way = _one_way(_pattern(name))
     for _ in range(SESSIONS_PER_CASE):
         setup = _Setup.draw(name, rng)
         # Two sessions in lockstep: ours -> theirs and theirs -> ours.
@@ -308,10 +336,15 @@ def test_transcripts_are_byte_identical(name: str) -> None:
         # Transport both ways, with a rekey of each direction half way (Noise §11.3).
         for index in range(TRANSPORT_MESSAGES):
             if index == TRANSPORT_MESSAGES // 2:
-                for party in (a_init, a_resp, b_init, b_resp):
+                for party in (a_init, b_init):
                     party.rekey_send()
+                    if not one_way:
+                        party.rekey_receive()
+                for party in (a_resp, b_resp):
                     party.rekey_receive()
-            forward = index % 2 == 0
+                    if not one_way:
+                        party.rekey_send()
+            forward = index % 2 == 0 or one_way
             a_send, a_recv = (a_init, a_resp) if forward else (a_resp, a_init)
             b_send, b_recv = (b_init, b_resp) if forward else (b_resp, b_init)
             payload = _transport_payload(rng)

@@ -651,7 +651,10 @@ def test_hybrid_and_classical_handshakes_with_the_same_keys_differ() -> None:
         "Noise_XX_25519_ChaChaPoly_SHA512",
         "Noise_XX_25519_ChaChaPoly_BLAKE2s",
         "Noise_NX_25519_ChaChaPoly_SHA256",
-        "Noise_N_25519_ChaChaPoly_SHA256",
+        "Noise_Nhfs_25519+MLKEM768_ChaChaPoly_SHA256",  # hfs needs a reply
+        "Noise_Xhfs+psk1_25519+MLKEM768_ChaChaPoly_BLAKE2b",
+        "Noise_Xpsk2_25519_ChaChaPoly_BLAKE2b",  # past the only message
+        "Noise_I_25519_ChaChaPoly_SHA256",
         "Noise_IXfallback_25519_ChaChaPoly_SHA256",
         "Noise_XXfallback_25519_ChaChaPoly_SHA256",
         "Noise_XXpsk4_25519_ChaChaPoly_SHA256",  # past the last of 3 messages
@@ -689,6 +692,10 @@ def test_protocol_name_with_trailing_junk_is_refused(junk: str) -> None:
         "Noise_XXhfs+psk0_25519+MLKEM768_ChaChaPoly_SHA256",
         "Noise_XXpsk2+psk0_25519_ChaChaPoly_SHA256",
         "Noise_KKpsk0+psk1+psk2_25519_ChaChaPoly_BLAKE2b",
+        "Noise_N_25519_ChaChaPoly_SHA256",
+        "Noise_Kpsk0_25519_ChaChaPoly_SHA256",
+        "Noise_Xpsk1_25519_ChaChaPoly_BLAKE2b",
+        "Noise_Xpsk0+psk1_25519_ChaChaPoly_BLAKE2b",
     ],
 )
 def test_protocol_name_is_accepted(name: str) -> None:
@@ -732,3 +739,80 @@ def test_repr_hides_private_keys() -> None:
     _assert_hidden(repr(hs.protocol), *secrets)
     hs.write_message(b"")
     _assert_hidden(repr(hs), *secrets)
+
+
+# -- one-way patterns (Noise §7.4) --------------------------------------------------------
+
+ONE_WAY = [
+    "Noise_N_25519_ChaChaPoly_BLAKE2b",
+    "Noise_K_25519_ChaChaPoly_SHA256",
+    "Noise_X_25519_ChaChaPoly_BLAKE2b",
+    "Noise_Xpsk1_25519_ChaChaPoly_BLAKE2b",
+]
+
+
+def _one_way_pair(name: str) -> _Pair:
+    protocol = NoiseProtocol.from_name(name)
+    pattern = name.split("_")[1].split("psk", maxsplit=1)[0]
+    i_static, r_static = _keypair("initiator static"), _keypair("responder static")
+    psks = [_secret(f"psk {n}") for n in range(protocol.psk_count)]
+    initiator = HandshakeState(
+        protocol,
+        initiator=True,
+        static=i_static if pattern in "KX" else None,
+        remote_static=r_static.public,
+        psks=psks,
+    )
+    responder = HandshakeState(
+        protocol,
+        initiator=False,
+        static=r_static,
+        remote_static=i_static.public if pattern == "K" else None,
+        psks=psks,
+    )
+    return _Pair(initiator, responder)
+
+
+@pytest.mark.parametrize("name", ONE_WAY)
+def test_one_way_handshake_is_one_message_then_one_direction(name: str) -> None:
+    pair = _one_way_pair(name)
+    assert NoiseProtocol.from_name(name).one_way
+    assert not pair.responder.is_my_turn
+    with pytest.raises(LocalProtocolError):
+        pair.responder.write_message(b"")
+    _run(pair, [b"sealed"])
+    sender, recipient = pair.initiator.result(), pair.responder.result()
+    assert sender.handshake_hash == recipient.handshake_hash
+    expected_static = _keypair("initiator static").public if name[6] in "KX" else None
+    assert recipient.remote_static == expected_static
+    for n in range(3):
+        message = sender.send.encrypt_with_ad(b"", b"%d" % n)
+        assert recipient.receive.decrypt_with_ad(b"", message) == b"%d" % n
+    # The other direction does not exist: never a pass-through in the clear.
+    for absent in (sender.receive, recipient.send):
+        assert not absent.has_key()
+        with pytest.raises(LocalProtocolError):
+            absent.encrypt_with_ad(b"", b"in the clear?")
+        with pytest.raises(LocalProtocolError):
+            absent.decrypt_with_ad(b"", b"x" * TAG)
+        with pytest.raises(LocalProtocolError):
+            absent.rekey()
+        with pytest.raises(LocalProtocolError):
+            absent.initialize_key(bytes(32))
+
+
+def test_one_way_x_payload_size_is_the_envelope_overhead() -> None:
+    # Xpsk1: e (32), s encrypted (32 + 16), payload + 16.
+    pair = _one_way_pair("Noise_Xpsk1_25519_ChaChaPoly_BLAKE2b")
+    assert pair.initiator.max_payload() == MAX_MESSAGE - 32 - 48 - TAG
+    assert len(pair.initiator.write_message(b"p" * 100)) == 32 + 48 + 100 + TAG
+
+
+def test_one_way_tampered_message_is_refused() -> None:
+    pair = _one_way_pair("Noise_Xpsk1_25519_ChaChaPoly_BLAKE2b")
+    message = bytearray(pair.initiator.write_message(b"payload"))
+    message[40] ^= 1
+    with pytest.raises(AuthenticationError):
+        pair.responder.read_message(bytes(message))
+    with pytest.raises(LocalProtocolError):
+        pair.responder.result()

@@ -1,13 +1,23 @@
-"""Public Noise vectors, onionpost's hybrid vectors, and the selftest command."""
+"""Public Noise vectors, onionpost's hybrid vectors, and the selftest command.
+
+The shared public files hold the interactive patterns only; the one-way
+patterns of the same cacophony file (N, K, X and their psk variants, Noise
+§7.4) are kept in ``tests/proto/vectors/noise-oneway.json`` and replayed
+both through our code and through the ``noiseprotocol`` package.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+from noise.connection import Keypair, NoiseConnection
 
 from onionpost.proto.selftest import run_self_test
 from onionpost.proto.vectors import iter_vectors, replay_vector
@@ -17,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "noise-vectors"
 PUBLIC_FILES = sorted(SHARED.glob("*.json"))
 HFS_FILE = ROOT / "protocol-spec" / "vectors" / vectorgen.HFS_FILE
+ONE_WAY_FILE = Path(__file__).resolve().parent / "vectors" / "noise-oneway.json"
 
 
 def _load(path: Path) -> list[dict[str, object]]:
@@ -26,8 +37,73 @@ def _load(path: Path) -> list[dict[str, object]]:
 PUBLIC = [(p.name, i, v) for p in PUBLIC_FILES for i, v in enumerate(_load(p))]
 
 
+ONE_WAY = _load(ONE_WAY_FILE)
+
+
 def test_all_fifty_public_vectors_are_present() -> None:
     assert len(PUBLIC) == 50
+
+
+def test_the_one_way_vectors_cover_n_k_x_and_their_psk_variants() -> None:
+    names = {str(v["protocol_name"]) for v in ONE_WAY}
+    assert names == {
+        f"Noise_{pattern}_25519_ChaChaPoly_{hash_name}"
+        for pattern in ("N", "K", "X", "Npsk0", "Kpsk0", "Xpsk1")
+        for hash_name in ("BLAKE2b", "SHA256")
+    }
+    assert all(len(v["messages"]) > 1 for v in ONE_WAY)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("vector", ONE_WAY, ids=lambda v: str(v["protocol_name"]))
+def test_one_way_vector_replays_byte_exactly(vector: dict[str, object]) -> None:
+    outcome = replay_vector(vector)
+    assert outcome.passed, outcome.detail
+
+
+def _replay_with_noiseprotocol(vector: Mapping[str, Any]) -> None:
+    """The vector through the ``noiseprotocol`` package: every message from the initiator."""
+    sides = []
+    for prefix in ("init", "resp"):
+        conn = NoiseConnection.from_name(vector["protocol_name"].encode("ascii"))
+        if prefix == "init":
+            conn.set_as_initiator()
+        else:
+            conn.set_as_responder()
+        conn.set_prologue(bytes.fromhex(vector[f"{prefix}_prologue"]))
+        if vector.get(f"{prefix}_psks"):
+            conn.set_psks(psks=[bytes.fromhex(p) for p in vector[f"{prefix}_psks"]])
+        for field, keypair in (("static", Keypair.STATIC), ("ephemeral", Keypair.EPHEMERAL)):
+            if vector.get(f"{prefix}_{field}"):
+                private = bytes.fromhex(vector[f"{prefix}_{field}"])
+                conn.set_keypair_from_private_bytes(keypair, private)
+        if vector.get(f"{prefix}_remote_static"):
+            public = bytes.fromhex(vector[f"{prefix}_remote_static"])
+            conn.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, public)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # injected ephemerals are "for testing only"
+            conn.start_handshake()
+        sides.append(conn)
+    initiator, responder = sides
+    first, *transport = vector["messages"]
+    payload, ciphertext = bytes.fromhex(first["payload"]), bytes.fromhex(first["ciphertext"])
+    assert bytes(initiator.write_message(payload)) == ciphertext
+    assert bytes(responder.read_message(ciphertext)) == payload
+    assert initiator.handshake_finished
+    assert responder.handshake_finished
+    expected_hash = bytes.fromhex(vector["handshake_hash"])
+    assert bytes(initiator.get_handshake_hash()) == expected_hash
+    assert bytes(responder.get_handshake_hash()) == expected_hash
+    for message in transport:
+        payload = bytes.fromhex(message["payload"])
+        ciphertext = bytes.fromhex(message["ciphertext"])
+        assert bytes(initiator.encrypt(payload)) == ciphertext
+        assert bytes(responder.decrypt(ciphertext)) == payload
+
+
+@pytest.mark.parametrize("vector", ONE_WAY, ids=lambda v: str(v["protocol_name"]))
+def test_one_way_vector_replays_through_noiseprotocol(vector: dict[str, object]) -> None:
+    # The independent check the file's provenance names.
+    _replay_with_noiseprotocol(vector)
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,25 @@ CipherStates; the handshake hands them over in a :class:`HandshakeResult`
 and refuses further use. Handshake and transport are different objects.
 
 Supported: DH ``25519``; cipher ``ChaChaPoly``; hashes ``BLAKE2b`` and
-``SHA256``; patterns NN, NK, XX, XK, IK, KK; modifiers ``psk0``..``psk3`` in
-any combination (Noise §9) and ``hfs`` with the KEM ``MLKEM768``
-(``protocol-spec/noise.md`` §Hybrid forward secrecy), e.g.::
+``SHA256``; the interactive patterns NN, NK, XX, XK, IK, KK and the one-way
+patterns N, K, X (Noise §7.4); modifiers ``psk0``..``psk3`` in any
+combination (Noise §9) and, on interactive patterns, ``hfs`` with the KEM
+``MLKEM768`` (``protocol-spec/noise.md`` §Hybrid forward secrecy), e.g.::
 
     Noise_XXhfs_25519+MLKEM768_ChaChaPoly_BLAKE2b
     -> e, e1
     <- e, ee, ekem1, s, es
     -> s, se
+
+    Noise_Xpsk1_25519_ChaChaPoly_BLAKE2b        (one-way: the sealed envelope)
+    <- s
+    ...
+    -> e, es, s, ss, psk
+
+A one-way handshake is one message from the initiator (the sender) to the
+responder (the recipient). After it, ``Split()`` works as usual but only the
+first CipherState is used, sender to recipient (Noise §7.4); the other
+direction of the :class:`HandshakeResult` refuses every use.
 
 Randomness is injectable (ephemeral keys, the KEM seed and the KEM
 encapsulation), so every transcript can be replayed as a test vector.
@@ -95,8 +106,11 @@ class _Pattern:
     messages: tuple[tuple[Token, ...], ...]
 
 
-# Noise §7.4 and §7.5: the fundamental interactive patterns we support.
+# Noise §7.4 (one-way) and §7.5 (interactive): the fundamental patterns we support.
 _PATTERNS: Final[dict[str, _Pattern]] = {
+    "N": _Pattern((), (_T.S,), ((_T.E, _T.ES),)),
+    "K": _Pattern((_T.S,), (_T.S,), ((_T.E, _T.ES, _T.SS),)),
+    "X": _Pattern((), (_T.S,), ((_T.E, _T.ES, _T.S, _T.SS),)),
     "NN": _Pattern((), (), ((_T.E,), (_T.E, _T.EE))),
     "NK": _Pattern((), (_T.S,), ((_T.E, _T.ES), (_T.E, _T.EE))),
     "XX": _Pattern((), (), ((_T.E,), (_T.E, _T.EE, _T.S, _T.ES), (_T.S, _T.SE))),
@@ -106,7 +120,7 @@ _PATTERNS: Final[dict[str, _Pattern]] = {
 }
 
 _NAME_RE: Final = re.compile(
-    r"^Noise_(?P<pattern>[A-Z]{2})(?P<modifiers>[a-z0-9+]*)_(?P<dh>[A-Za-z0-9+]+)"
+    r"^Noise_(?P<pattern>[A-Z]{1,2})(?P<modifiers>[a-z0-9+]*)_(?P<dh>[A-Za-z0-9+]+)"
     r"_(?P<cipher>[A-Za-z0-9]+)_(?P<hash>[A-Za-z0-9]+)$"
 )
 
@@ -133,6 +147,11 @@ class NoiseProtocol:
     psk_count: int
     hybrid: bool
 
+    @property
+    def one_way(self) -> bool:
+        """A one-way pattern (Noise §7.4): a single message, initiator to responder."""
+        return len(self.pattern.messages) == 1
+
     @classmethod
     def from_name(cls, name: str) -> NoiseProtocol:
         m = _NAME_RE.fullmatch(name)
@@ -151,6 +170,9 @@ class NoiseProtocol:
                 psks.append(int(mod[3:]))
             else:
                 raise ConfigError(f"unsupported or misplaced modifier {mod!r}")
+        if hybrid and len(base.messages) == 1:
+            # hfs needs a reply to carry ekem1: a one-way pattern has none.
+            raise ConfigError(f"hfs needs an interactive pattern, not {m['pattern']!r}")
         expected_dh = "25519+MLKEM768" if hybrid else "25519"
         if m["dh"] != expected_dh:
             raise ConfigError(f"DH must be {expected_dh!r} for this pattern, not {m['dh']!r}")
@@ -242,6 +264,33 @@ class CipherState:
         key = cipher.encrypt(MAX_NONCE, b"", _ZEROS32)[:32]
         self._k = key
         self._cipher = ChaChaPoly(key)
+
+
+class _AbsentCipherState(CipherState):
+    """The direction a one-way pattern does not have (Noise §7.4).
+
+    An unkeyed CipherState passes plaintext through (Noise §5.1), which here
+    would send in the clear: every use is refused instead.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "CipherState(absent: one-way pattern)"
+
+    def initialize_key(self, key: bytes | None) -> None:
+        if key is not None:
+            raise LocalProtocolError("a one-way handshake has no keys in this direction")
+        super().initialize_key(None)
+
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+        raise LocalProtocolError("a one-way handshake has no keys in this direction")
+
+    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+        raise LocalProtocolError("a one-way handshake has no keys in this direction")
+
+    def rekey(self) -> None:
+        raise LocalProtocolError("a one-way handshake has no keys in this direction")
 
 
 class SymmetricState:
@@ -573,6 +622,9 @@ class HandshakeState:
         self._position += 1
         if self._position == len(self._messages):
             c1, c2 = self._ss.split()
+            if self._protocol.one_way:
+                # Noise §7.4: only the initiator -> responder direction exists.
+                c2 = _AbsentCipherState()
             send, receive = (c1, c2) if self._initiator else (c2, c1)
             self._result = HandshakeResult(send, receive, self._ss.h, self._rs)
             # Forget the secrets the handshake no longer needs.
