@@ -133,7 +133,7 @@ def test_the_fixture_is_a_plaintext_version_2_store(tmp_path: Path) -> None:
 def test_a_version_2_store_is_converted_with_everything_in_it(tmp_path: Path) -> None:
     root = _copy_v2(tmp_path)
     with _open(root) as store:
-        assert store._db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert store._db.execute("PRAGMA user_version").fetchone() == (4,)
         _check_everything(store, tmp_path)
     # Encrypted: nothing of the fixture's canaries in any byte or any name.
     assert not _is_plaintext(root)

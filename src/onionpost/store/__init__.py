@@ -7,6 +7,7 @@ message body or file name. Formats: ``protocol-spec/storage.md`` §Store.
 
 from __future__ import annotations
 
+from onionpost.store._owner import OwnMailbox, chunks
 from onionpost.store._records import (
     INCOMING_TRANSITIONS,
     OUTGOING_TRANSITIONS,
@@ -30,9 +31,11 @@ __all__ = [
     "Direction",
     "Kind",
     "Outgoing",
+    "OwnMailbox",
     "OutgoingFile",
     "State",
     "Store",
     "Stored",
     "StoredFile",
+    "chunks",
 ]

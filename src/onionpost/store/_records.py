@@ -92,6 +92,12 @@ class Contact:
     last_seen_ms: int | None
     last_success_ms: int | None
     failures: int
+    # Its mailbox, as its newest signed announcement says (mailbox.md).
+    mailbox: OnionAddress | None = None
+    mailbox_version: int = 0
+    # Registered at our mailbox; the version of our announcement it was sent.
+    mailbox_registered: bool = False
+    mailbox_told: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +134,8 @@ class Outgoing:
     content_type: str
     file: OutgoingFile | None  # files only
     seq: int = 0  # the outbox's order; pending(after=seq) continues from here
+    deposited_ms: int | None = None  # wholly deposited in the contact's mailbox
+    deposit_offset: int = 0  # a file: bytes deposited so far
 
     def to_message(self) -> Text | FileOffer:
         """The record that carries this to the contact."""
@@ -179,6 +187,7 @@ class Stored:
     file: StoredFile | None
     refused_ms: int | None = None
     refused_reason: int | None = None
+    deposited_ms: int | None = None
 
     def __repr__(self) -> str:
         return (

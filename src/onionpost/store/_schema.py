@@ -209,7 +209,93 @@ _V2: Final = (
 # a keyed hash: both are done by the conversion in _legacy, not by SQL.
 _V3: Final = ("DELETE FROM meta WHERE key = 'key_check'",)
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
+# Version 4: the mailbox (mailbox.md). Per contact: its mailbox as its last
+# signed announcement says, whether it is registered at ours, and which of our
+# announcements it has been sent. Per outgoing message: when it was deposited
+# in the contact's mailbox, and for a file how many bytes so far. Per arriving
+# file: the part of a chunk that arrived through a mailbox (envelopes carry
+# half chunks), durable with the envelope that brought it. Our own mailbox,
+# our prekeys' private halves (a one-time one is deleted once used; its id is
+# kept to notice a second use), the envelopes already opened, and the acks
+# and read receipts we owe, durable until sent or deposited.
+_V4: Final = (
+    "ALTER TABLE contacts ADD COLUMN mailbox BLOB CHECK (mailbox IS NULL OR length(mailbox) = 32)",
+    "ALTER TABLE contacts ADD COLUMN mailbox_version INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE contacts ADD COLUMN mailbox_registered INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE contacts ADD COLUMN mailbox_told INTEGER NOT NULL DEFAULT 0",
+    "DROP VIEW current_contacts",
+    """
+    CREATE VIEW current_contacts AS
+        SELECT id, name, address, client_auth_public, added_ms, last_seen_ms,
+               last_success_ms, failures, mailbox, mailbox_version, mailbox_registered,
+               mailbox_told
+        FROM contacts WHERE removed = 0
+    """,
+    "ALTER TABLE messages ADD COLUMN deposited_ms INTEGER",
+    "ALTER TABLE messages ADD COLUMN deposit_offset INTEGER NOT NULL DEFAULT 0",
+    "DROP VIEW message_rows",
+    """
+    CREATE VIEW message_rows AS
+        SELECT m.seq, m.direction, m.contact_id, c.name AS contact, m.id, m.kind, m.state,
+               m.created_ms, m.stored_ms, m.sent_ms, m.delivered_ms, m.read_ms, m.expires_ms,
+               m.size, m.content, m.refused_ms, m.refused_reason, m.deposited_ms,
+               m.deposit_offset
+        FROM messages m JOIN contacts c ON c.id = m.contact_id
+    """,
+    "ALTER TABLE transfers ADD COLUMN part_offset INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE transfers ADD COLUMN part BLOB",
+    """
+    CREATE TABLE own_mailbox (
+        one             INTEGER PRIMARY KEY CHECK (one = 1),
+        address         BLOB NOT NULL CHECK (length(address) = 32),
+        state           TEXT NOT NULL CHECK (state IN ('pairing', 'paired')),
+        code            TEXT,
+        version         INTEGER NOT NULL,
+        paired_ms       INTEGER,
+        last_drained_ms INTEGER,
+        waiting         INTEGER,
+        waiting_bytes   INTEGER,
+        one_time_left   INTEGER
+    ) STRICT
+    """,
+    """
+    CREATE TABLE prekeys (
+        key_id     BLOB PRIMARY KEY CHECK (length(key_id) = 16),
+        kind       INTEGER NOT NULL,
+        not_after  INTEGER NOT NULL,
+        secret     BLOB NOT NULL,
+        created_ms INTEGER NOT NULL,
+        uploaded   INTEGER NOT NULL DEFAULT 0
+    ) STRICT
+    """,
+    """
+    CREATE TABLE used_prekeys (
+        key_id  BLOB PRIMARY KEY CHECK (length(key_id) = 16),
+        used_ms INTEGER NOT NULL
+    ) STRICT
+    """,
+    """
+    CREATE TABLE envelopes_seen (
+        id      BLOB PRIMARY KEY CHECK (length(id) = 16),
+        seen_ms INTEGER NOT NULL
+    ) STRICT
+    """,
+    """
+    CREATE TABLE owed (
+        contact_id INTEGER NOT NULL REFERENCES contacts (id),
+        kind       TEXT NOT NULL CHECK (kind IN ('ack', 'read')),
+        id         BLOB NOT NULL CHECK (length(id) = 16),
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (contact_id, kind, id)
+    ) STRICT
+    """,
+    """
+    CREATE INDEX messages_undeposited ON messages (contact_id, seq)
+        WHERE direction = 'out' AND state IN ('queued', 'sent') AND deposited_ms IS NULL
+    """,
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The last version stored as a plaintext SQLite file.
 PLAINTEXT_VERSION: Final = 2

@@ -84,6 +84,7 @@ from onionpost.proto.messages import FileOffer
 from onionpost.store import _crypto, _database, _legacy, _schema, _wal
 from onionpost.store._database import Keys
 from onionpost.store._files import BLOB_NAME, LEGACY_BLOB_NAME, Blob, new_hasher, record_count
+from onionpost.store._owner import OwnerMixin
 from onionpost.store._records import (
     INCOMING_TRANSITIONS,
     OUTGOING_TRANSITIONS,
@@ -246,7 +247,7 @@ class _Transfer:
     blob: Blob
 
 
-class Store:
+class Store(OwnerMixin):
     """The endpoint's database. Open with :meth:`Store.open`; see the module doc."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, files_dir: Path, keys: Keys) -> None:
@@ -328,6 +329,9 @@ class Store:
             conn.execute("PRAGMA trusted_schema = OFF")
             # Sorts and temporary tables stay in memory, never in a temp file.
             conn.execute("PRAGMA temp_store = MEMORY")
+            # Deleted rows are overwritten in the file: a used one-time
+            # prekey's private half must not outlive its row (mailbox.md).
+            conn.execute("PRAGMA secure_delete = ON")
             conn.execute("BEGIN IMMEDIATE")  # take the exclusive lock now
             conn.execute("COMMIT")
             # Every page authenticated (_verify_files); this is how they fit
@@ -522,13 +526,17 @@ class Store:
             last_seen_ms=row[5],
             last_success_ms=row[6],
             failures=row[7],
+            mailbox=None if row[8] is None else OnionAddress.from_public_key(row[8]),
+            mailbox_version=row[9],
+            mailbox_registered=bool(row[10]),
+            mailbox_told=row[11],
         )
 
     def _stored(self, row: Sequence[Any]) -> Stored:
         # The columns of the view message_rows, in order.
         (seq, direction, contact_id, contact, message_id, kind, state) = row[:7]
         (created_ms, stored_ms, sent_ms, delivered_ms, read_ms, _expires, size, sealed) = row[7:15]
-        refused_ms, refused_reason = row[15:17]
+        refused_ms, refused_reason, deposited_ms = row[15:18]
         fields = self._unseal(("messages", direction, contact_id, message_id), kind, sealed)
         file = None
         body = None
@@ -555,6 +563,7 @@ class Store:
             file=file,
             refused_ms=refused_ms,
             refused_reason=refused_reason,
+            deposited_ms=deposited_ms,
         )
 
     def _outgoing(self, row: Sequence[Any]) -> Outgoing:
@@ -576,6 +585,8 @@ class Store:
             content_type=stored.content_type,
             file=file,
             seq=stored.seq,
+            deposited_ms=row[17],
+            deposit_offset=row[18],
         )
 
     # -- contacts ---------------------------------------------------------------------
