@@ -32,6 +32,7 @@ caught where they are touched and re-raised as one of these with
     │   ├── QuotaError               a contact is at one of its quotas; has .quota, .limit
     │   ├── FileTooLargeError        a file is larger than the configured maximum
     │   └── HashMismatchError        a received file does not match its offered BLAKE2b
+    ├── MailboxRefusedError          a mailbox refused a request; has .code (MbCode), .detail
     ├── DaemonNotRunningError        no daemon answers on the local API socket
     └── ApiError                     the daemon refused a local API request; has .code
 
@@ -56,6 +57,7 @@ __all__ = [
     "FramingError",
     "HashMismatchError",
     "LocalProtocolError",
+    "MailboxRefusedError",
     "MessageDecodeError",
     "NoSpaceError",
     "NonceExhaustedError",
@@ -249,6 +251,15 @@ class FileTooLargeError(StoreError):
 
 class HashMismatchError(StoreError):
     """A received file's BLAKE2b-512 differs from the offer's; the data was deleted."""
+
+
+class MailboxRefusedError(OnionpostError):
+    """A mailbox answered a request with a refusal (``code`` is an MbCode)."""
+
+    def __init__(self, message: str, *, code: int, detail: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.detail = detail
 
 
 class DaemonNotRunningError(OnionpostError):
