@@ -3,7 +3,8 @@
 The file is TOML (read with :mod:`tomllib`). Top-level keys are named as the
 fields of :class:`Config`; tor's settings live in a ``[tor]`` table, and
 ``[tor.options]`` passes extra lines to the tor we launch (a private test
-network needs them)::
+network needs them). A home run as a mailbox (``onionpost mailbox serve``)
+reads its bounds from a ``[mailbox]`` table (fields ``mailbox_<key>``)::
 
     onion_port = 7733
     max_file_size = 1073741824
@@ -14,6 +15,9 @@ network needs them)::
     [tor.options]
     TestingTorNetwork = "1"
     DirAuthority = ["auth0 ...", "auth1 ..."]
+
+    [mailbox]
+    retention = 604800.0
 
 Unknown keys and values of the wrong type raise
 :class:`~onionpost.errors.ConfigError` naming the key (``tor.mode``), so a
@@ -38,6 +42,10 @@ from onionpost.limits import MAX_CONFIG_FILE
 __all__ = ["DEFAULT_CONFIG_TEXT", "Config", "load_config", "parse_config"]
 
 GiB: Final = 2**30
+MiB: Final = 2**20
+# The largest envelope a mailbox can take: proto.envelope.MAX_ENVELOPE (home
+# does not import the envelope code; a test keeps the two equal).
+MAX_MAILBOX_ENVELOPE: Final = 64_000
 TOR_MODES: Final = ("launch", "attach")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
@@ -63,6 +71,16 @@ class Config:
     transfer_idle_timeout: float = 7 * 24 * 3600.0
     peer_records_per_second: int = 5000
     log_level: str = "info"
+    # An endpoint with a mailbox (mailbox.md): how long a contact must have
+    # been unreachable before what waits for it goes to the contact's mailbox.
+    mailbox_after: float = 60.0
+    # A home run as a mailbox: the [mailbox] table.
+    mailbox_retention: float = 30 * 24 * 3600.0
+    mailbox_max_envelope: int = MAX_MAILBOX_ENVELOPE
+    mailbox_max_envelopes_per_contact: int = 5000
+    mailbox_max_bytes_per_contact: int = 256 * MiB
+    mailbox_max_disk_use: int = 10 * GiB
+    mailbox_records_per_second: int = 200
 
 
 DEFAULT_CONFIG_TEXT: Final = """\
@@ -113,6 +131,11 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # contents or keys.
 # log_level = "info"
 
+# With a mailbox (onionpost mailbox pair): seconds a contact must have been
+# unreachable before what waits for it is sealed and left in the contact's
+# own mailbox, if it has one, instead of waiting for the contact.
+# mailbox_after = 60.0
+
 [tor]
 # "launch": run our own tor with home/tor/ as its DataDirectory.
 # "attach": use an already running tor through its control port or socket.
@@ -140,6 +163,28 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # Empty by default.
 # [tor.options]
 # TestingTorNetwork = "1"
+
+[mailbox]
+# Only for a home run as a mailbox (onionpost mailbox serve): what it holds
+# for the endpoints that paired with it, and for how long.
+
+# Seconds an envelope is held before it is deleted unread (30 days).
+# retention = 2592000.0
+
+# Largest envelope accepted, in bytes (at most 64000, the protocol's bound).
+# max_envelope = 64000
+
+# What one contact may leave for one owner: envelopes, and their bytes (256 MiB).
+# max_envelopes_per_contact = 5000
+# max_bytes_per_contact = 268435456
+
+# Total bytes of envelopes held, for every owner together (10 GiB); past it a
+# deposit is refused as "mailbox full" and the contact keeps its messages.
+# max_disk_use = 10737418240
+
+# Records per second one session may send (with a burst of twice that);
+# beyond it the mailbox stops reading and tor's flow control slows the sender.
+# records_per_second = 200
 """
 
 
@@ -224,6 +269,7 @@ _TOP: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "transfer_idle_timeout": ("transfer_idle_timeout", _seconds),
     "peer_records_per_second": ("peer_records_per_second", lambda k, v: _int(k, v, 1, 10**6)),
     "log_level": ("log_level", lambda k, v: _choice(k, v, LOG_LEVELS)),
+    "mailbox_after": ("mailbox_after", _seconds),
 }
 _TOR: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "mode": ("tor_mode", lambda k, v: _choice(k, v, TOR_MODES)),
@@ -236,6 +282,26 @@ _TOR: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
 }
 
 
+_MAILBOX: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
+    "retention": ("mailbox_retention", _seconds),
+    "max_envelope": (
+        "mailbox_max_envelope",
+        lambda k, v: _int(k, v, 1, MAX_MAILBOX_ENVELOPE),
+    ),
+    "max_envelopes_per_contact": (
+        "mailbox_max_envelopes_per_contact",
+        lambda k, v: _int(k, v, 1, 10**9),
+    ),
+    "max_bytes_per_contact": (
+        "mailbox_max_bytes_per_contact",
+        lambda k, v: _int(k, v, 1, _MAX_BYTES),
+    ),
+    "max_disk_use": ("mailbox_max_disk_use", lambda k, v: _int(k, v, 0, _MAX_BYTES)),
+    "records_per_second": ("mailbox_records_per_second", lambda k, v: _int(k, v, 1, 10**6)),
+}
+_TABLES: Final = {"tor": _TOR, "mailbox": _MAILBOX}
+
+
 def parse_config(text: str, *, source: str = "config.toml") -> Config:
     """A :class:`Config` from TOML text; :class:`ConfigError` naming the bad key."""
     try:
@@ -244,14 +310,15 @@ def parse_config(text: str, *, source: str = "config.toml") -> Config:
         raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
     values: dict[str, Any] = {}
     for key, value in document.items():
-        if key == "tor":
+        table = _TABLES.get(key)
+        if table is not None:
             if not isinstance(value, dict):
-                raise ConfigError("config key tor must be a table")
-            for tor_key, tor_value in value.items():
-                if tor_key not in _TOR:
-                    raise ConfigError(f"unknown config key tor.{tor_key}")
-                name, convert = _TOR[tor_key]
-                values[name] = convert(f"tor.{tor_key}", tor_value)
+                raise ConfigError(f"config key {key} must be a table")
+            for sub_key, sub_value in value.items():
+                if sub_key not in table:
+                    raise ConfigError(f"unknown config key {key}.{sub_key}")
+                name, convert = table[sub_key]
+                values[name] = convert(f"{key}.{sub_key}", sub_value)
         elif key in _TOP:
             name, convert = _TOP[key]
             values[name] = convert(key, value)

@@ -7,6 +7,8 @@
       secrets.json          identity, keys and store key, sealed (0600)
       card.txt              our public contact card, 0644
       store.sqlite          contacts and messages: SQLCipher, every page encrypted, WAL
+      mailbox.db            a mailbox's owners, codes, prekeys and envelopes (SQLCipher;
+                            only in a home run with `onionpost mailbox serve`)
       files/                0700, encrypted file blobs
       tor/                  0700, our tor's DataDirectory
       run/                  0700
@@ -74,6 +76,11 @@ class Paths:
             onion_socket=run / "onion.sock",
             lock=run / "daemon.lock",
         )
+
+    @property
+    def mailbox_store(self) -> Path:
+        """The mailbox's database (``mailbox.md``), in a home run as a mailbox."""
+        return self.home / "mailbox.db"
 
     @property
     def private_dirs(self) -> tuple[Path, ...]:
