@@ -1,0 +1,230 @@
+"""Pairing an owner with its mailbox, and the owner's signed mailbox announcement.
+
+Theory of operation
+-------------------
+The operator of a mailbox makes a :class:`SetupCode` and hands it to the
+owner out of band (typed, pasted, read aloud). It names the mailbox and
+carries a 32-byte secret from which both sides derive what pairing needs:
+an X25519 key for tor's client authorization (so that the owner can reach
+the mailbox's onion service before the mailbox knows the owner), and a
+token the owner presents to prove it holds the code. The mailbox stores
+only :func:`token_digest` of the token. Text form (111 base32 characters
+after the prefix)::
+
+    onionpost-mailbox1:<base32 of: version u8 = 1 || mailbox identity key (32)
+                                   || secret (32) || checksum (4)>
+    checksum = BLAKE2b-512(version || identity key || secret)[:4]
+
+Derivations (keyed BLAKE2b-256, the secret as key, one label each)::
+
+    client-auth private = clamp(BLAKE2b(key=secret, "onionpost mailbox client-auth"))
+    token               = BLAKE2b(key=secret, "onionpost mailbox token")
+    token digest        = BLAKE2b(key=token,  "onionpost mailbox token digest")
+
+A :class:`MailboxAnnouncement` is the owner's signed "my mailbox is M" (or
+"I have none"); endpoints send it to their contacts, who keep the one with
+the highest ``version`` (138 bytes, big-endian integers)::
+
+    format      u8     = 1
+    owner       32     the owner's identity key
+    has_mailbox u8     0 or 1
+    mailbox     32     the mailbox's identity key, or 32 zero bytes
+    version     u64    milliseconds since the epoch when issued
+    signature   64     Ed25519 by the owner over ANNOUNCEMENT_CONTEXT || the 74 bytes above
+    ANNOUNCEMENT_CONTEXT = b"onionpost mailbox announcement\\x00"
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+from onionpost.errors import AuthenticationError, ConfigError, MessageDecodeError
+from onionpost.proto._crypto import KeyPair, constant_time_equal, ed25519_verify
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.identity import Identity
+
+__all__ = [
+    "ANNOUNCEMENT_LEN",
+    "SETUP_PREFIX",
+    "MailboxAnnouncement",
+    "SetupCode",
+    "token_digest",
+]
+
+SETUP_PREFIX: Final = "onionpost-mailbox1:"
+SETUP_VERSION: Final = 1
+SECRET_LEN: Final = 32
+_KEY_LEN: Final = 32
+_CHECKSUM_LEN: Final = 4
+_CODE_BYTES: Final = 1 + _KEY_LEN + SECRET_LEN + _CHECKSUM_LEN  # 69
+# base32 of 69 bytes: 13 groups of 8 characters, then 4 bytes in 7 (no padding).
+SETUP_TEXT_LEN: Final = len(base64.b32encode(bytes(_CODE_BYTES)).rstrip(b"="))  # 111
+_BASE32: Final = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+
+_CLIENT_AUTH_LABEL: Final = b"onionpost mailbox client-auth"
+_TOKEN_LABEL: Final = b"onionpost mailbox token"
+_DIGEST_LABEL: Final = b"onionpost mailbox token digest"
+
+ANNOUNCEMENT_FORMAT: Final = 1
+ANNOUNCEMENT_CONTEXT: Final = b"onionpost mailbox announcement\x00"
+_ANNOUNCEMENT_BODY: Final = struct.Struct(f">B{_KEY_LEN}sB{_KEY_LEN}sQ")
+_SIGNATURE_LEN: Final = 64
+ANNOUNCEMENT_LEN: Final = _ANNOUNCEMENT_BODY.size + _SIGNATURE_LEN  # 138
+_U64_MAX: Final = 2**64 - 1
+_REFUSED: Final = "mailbox announcement refused"
+
+
+def _keyed(key: bytes, label: bytes) -> bytes:
+    return hashlib.blake2b(label, key=key, digest_size=32).digest()
+
+
+def _checksum(data: bytes) -> bytes:
+    return hashlib.blake2b(data).digest()[:_CHECKSUM_LEN]
+
+
+@dataclass(frozen=True, slots=True)
+class SetupCode:
+    """What a mailbox's operator gives an owner to pair with it. The text is a secret."""
+
+    mailbox: OnionAddress
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secret, bytes) or len(self.secret) != SECRET_LEN:
+            raise ConfigError(f"a setup code's secret is {SECRET_LEN} bytes")
+
+    @classmethod
+    def generate(cls, mailbox: OnionAddress) -> SetupCode:
+        return cls(mailbox, secrets.token_bytes(SECRET_LEN))
+
+    def to_text(self) -> str:
+        data = bytes([SETUP_VERSION]) + self.mailbox.public_key + self.secret
+        encoded = base64.b32encode(data + _checksum(data)).decode("ascii")
+        return SETUP_PREFIX + encoded.rstrip("=").lower()
+
+    @classmethod
+    def parse(cls, text: str) -> SetupCode:
+        """Read a typed or pasted code; ConfigError saying what is wrong with it.
+
+        Surrounding whitespace and letter case do not matter.
+        """
+        if not isinstance(text, str):
+            raise ConfigError("a mailbox setup code is text")
+        lowered = text.strip().lower()
+        if not lowered.startswith(SETUP_PREFIX):
+            raise ConfigError(f"not a mailbox setup code: it must start with {SETUP_PREFIX!r}")
+        body = lowered[len(SETUP_PREFIX) :]
+        if not _BASE32.issuperset(body):
+            raise ConfigError(
+                "mailbox setup code has characters outside base32 (a-z, 2-7): mistyped?"
+            )
+        if len(body) != SETUP_TEXT_LEN:
+            raise ConfigError(
+                f"mailbox setup code has {len(body)} characters after the prefix, "
+                f"not {SETUP_TEXT_LEN}: cut short or run together?"
+            )
+        padded = body.upper() + "=" * (-len(body) % 8)
+        raw = base64.b32decode(padded)
+        data, checksum = raw[:-_CHECKSUM_LEN], raw[-_CHECKSUM_LEN:]
+        # The last character carries 3 unused bits: a code that does not
+        # re-encode to itself was mistyped there, whatever the checksum says.
+        canonical = base64.b32encode(raw).decode("ascii").rstrip("=").lower() == body
+        if not canonical or not constant_time_equal(checksum, _checksum(data)):
+            raise ConfigError("mailbox setup code is mistyped: its checksum does not match")
+        if data[0] != SETUP_VERSION:
+            raise ConfigError(f"mailbox setup code of unsupported version {data[0]}")
+        return cls(OnionAddress(data[1 : 1 + _KEY_LEN]), data[1 + _KEY_LEN :])
+
+    def client_auth_private(self) -> bytes:
+        """The X25519 private key (clamped, RFC 7748) of the owner's tor client
+        authorization at the mailbox during pairing."""
+        key = bytearray(_keyed(self.secret, _CLIENT_AUTH_LABEL))
+        key[0] &= 248
+        key[31] &= 127
+        key[31] |= 64
+        return bytes(key)
+
+    def client_auth_public(self) -> bytes:
+        return KeyPair.from_private(self.client_auth_private()).public
+
+    def token(self) -> bytes:
+        """32 bytes that prove to the mailbox that the owner holds the code."""
+        return _keyed(self.secret, _TOKEN_LABEL)
+
+
+def token_digest(token: bytes) -> bytes:
+    """What the mailbox stores in place of a token (32 bytes)."""
+    if not isinstance(token, bytes) or len(token) != 32:
+        raise ConfigError("a pairing token is 32 bytes")
+    return _keyed(token, _DIGEST_LABEL)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxAnnouncement:
+    """``owner`` says that its mailbox is ``mailbox`` (None: it has none), signed.
+
+    ``version`` is the time of issue in milliseconds; a receiver keeps the
+    announcement with the highest version it has verified.
+    """
+
+    owner: OnionAddress
+    mailbox: OnionAddress | None
+    version: int
+    signature: bytes = field(repr=False)
+
+    def _body(self) -> bytes:
+        mailbox = self.mailbox.public_key if self.mailbox is not None else bytes(_KEY_LEN)
+        return _ANNOUNCEMENT_BODY.pack(
+            ANNOUNCEMENT_FORMAT,
+            self.owner.public_key,
+            int(self.mailbox is not None),
+            mailbox,
+            self.version,
+        )
+
+    @classmethod
+    def issue(
+        cls, identity: Identity, mailbox: OnionAddress | None, *, version: int
+    ) -> MailboxAnnouncement:
+        if type(version) is not int or not 0 <= version <= _U64_MAX:
+            raise ConfigError("an announcement's version is an unsigned 64-bit integer")
+        if mailbox is not None and mailbox == identity.address:
+            raise ConfigError("an endpoint cannot be its own mailbox")
+        unsigned = cls(identity.address, mailbox, version, b"")
+        signature = identity.sign(ANNOUNCEMENT_CONTEXT + unsigned._body())
+        return cls(identity.address, mailbox, version, signature)
+
+    def to_bytes(self) -> bytes:
+        return self._body() + self.signature
+
+    @classmethod
+    def parse(cls, data: bytes, *, owner: OnionAddress) -> MailboxAnnouncement:
+        """Parse and verify an announcement that ``owner`` is said to have signed.
+
+        MessageDecodeError if malformed; AuthenticationError (one text) if
+        the signature is bad or the announcement is another owner's.
+        """
+        if not isinstance(data, bytes) or len(data) != ANNOUNCEMENT_LEN:
+            raise MessageDecodeError(f"a mailbox announcement is {ANNOUNCEMENT_LEN} bytes")
+        fmt, owner_key, has_mailbox, mailbox_key, version = _ANNOUNCEMENT_BODY.unpack_from(data)
+        if fmt != ANNOUNCEMENT_FORMAT:
+            raise MessageDecodeError(f"unknown mailbox announcement format {fmt}")
+        if has_mailbox not in (0, 1) or (not has_mailbox and mailbox_key != bytes(_KEY_LEN)):
+            raise MessageDecodeError("malformed mailbox announcement")
+        if has_mailbox and mailbox_key == owner_key:
+            raise MessageDecodeError("an endpoint cannot be its own mailbox")
+        signature = data[_ANNOUNCEMENT_BODY.size :]
+        body = data[: _ANNOUNCEMENT_BODY.size]
+        try:
+            ed25519_verify(owner.public_key, signature, ANNOUNCEMENT_CONTEXT + body)
+        except AuthenticationError:
+            raise AuthenticationError(_REFUSED) from None
+        if not constant_time_equal(owner_key, owner.public_key):
+            raise AuthenticationError(_REFUSED)
+        mailbox = OnionAddress(mailbox_key) if has_mailbox else None
+        return cls(owner, mailbox, version, signature)
