@@ -3,10 +3,26 @@
 Nothing outside this package opens the database. :class:`Store` is the whole
 API; it hands out the frozen records below, none of whose ``repr`` shows a
 message body or file name. Formats: ``protocol-spec/storage.md`` §Store.
+A home run as a mailbox keeps its state in :class:`MailboxStore` instead
+(``protocol-spec/mailbox.md``).
 """
 
 from __future__ import annotations
 
+from onionpost.store._mailbox import (
+    Deposited,
+    Directory,
+    Expired,
+    HeldEnvelope,
+    MailboxStore,
+    OpenCode,
+    Owner,
+    OwnerUsage,
+    PairOutcome,
+    Prekey,
+    PrekeyKind,
+    Registration,
+)
 from onionpost.store._owner import OwnMailbox, chunks
 from onionpost.store._records import (
     INCOMING_TRANSITIONS,
@@ -28,11 +44,23 @@ __all__ = [
     "OUTGOING_TRANSITIONS",
     "SCHEMA_VERSION",
     "Contact",
+    "Deposited",
     "Direction",
+    "Directory",
+    "Expired",
+    "HeldEnvelope",
     "Kind",
+    "MailboxStore",
+    "OpenCode",
     "Outgoing",
     "OwnMailbox",
     "OutgoingFile",
+    "Owner",
+    "OwnerUsage",
+    "PairOutcome",
+    "Prekey",
+    "PrekeyKind",
+    "Registration",
     "State",
     "Store",
     "Stored",
