@@ -25,6 +25,7 @@ at DEBUG, so the journal does not hold the contact graph.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -40,6 +41,7 @@ from onionpost import api
 from onionpost._logs import contact_ref, safe
 from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy, Dial, message_record
 from onionpost.daemon._events import EventHub
+from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
 from onionpost.errors import ConfigError, DialError, TorError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
 from onionpost.proto import messages as m
@@ -82,6 +84,7 @@ class Daemon:
         *,
         dial: Dial | None = None,
         policy: DeliveryPolicy | None = None,
+        mailbox_dial: MailboxDial | None = None,
     ) -> None:
         """``dial`` reaches a contact; the default goes through our tor. Tests and
         benchmarks without tor give their own and run :attr:`engine` themselves.
@@ -95,9 +98,14 @@ class Daemon:
         self._service: OnionService | None = None
         self._tor_state = api.TorStatus("starting", "launching tor")
         self._scheduler = DialScheduler()
+        self._client_auth_added: dict[OnionAddress, bytes] = {}
+        policy = policy or DeliveryPolicy.from_config(config)
+        mailbox_dial = mailbox_dial or self._dial_mailbox
+        self.mailboxes = Mailboxes(secrets, store, mailbox_dial)
         self.engine = DeliveryEngine(
-            store, self._hub, dial or self._dial, policy or DeliveryPolicy.from_config(config)
+            store, self._hub, dial or self._dial, policy, mailbox=self.mailboxes
         )
+        self.owner = OwnerLink(secrets, store, self.engine, self.mailboxes, mailbox_dial, policy)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -155,6 +163,7 @@ class Daemon:
                 for contact in contacts:
                     await tor.add_client_auth(contact.address, self._secrets.client_auth_private)
                 await nursery.start(self.engine.run)
+                nursery.start_soon(self.owner.run)
                 self._tor_state = api.TorStatus("ok", "published")
                 log.info("event=ready contacts=%d", len(contacts))
                 log.debug("event=ready address=%s", address)
@@ -251,6 +260,41 @@ class Daemon:
         self._scheduler.record_success(contact.address)
         return channel
 
+    async def _dial_mailbox(
+        self, mailbox: OnionAddress, client_auth_private: bytes
+    ) -> SecureChannel:
+        """Reach a mailbox (ours, or a contact's) through tor, authorized with
+        ``client_auth_private`` (ours; a setup code's while pairing)."""
+        tor = self._tor
+        if tor is None:
+            raise TorError("tor is not running")
+        if self._client_auth_added.get(mailbox) != client_auth_private:
+            await tor.add_client_auth(mailbox, client_auth_private)
+            self._client_auth_added[mailbox] = client_auth_private
+        async with self._scheduler.slot(mailbox):
+            try:
+                with trio.move_on_after(self._config.connect_timeout / 2) as waited:
+                    stream = await tor.dial(mailbox, self._config.onion_port)
+            except DialError as exc:
+                if exc.reason in STALE_DESCRIPTOR_REASONS:
+                    with trio.move_on_after(REFETCH_SECONDS), contextlib.suppress(TorError):
+                        await tor.refetch_descriptor(mailbox)
+                raise
+            if waited.cancelled_caught:
+                raise DialError("the mailbox did not answer", reason="timeout")
+        try:
+            channel = await connect(
+                stream,
+                identity=self._secrets.identity,
+                static=self._secrets.static,
+                peer=mailbox,
+            )
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        self._scheduler.record_success(mailbox)
+        return channel
+
     # -- the local API (Backend) -----------------------------------------------------
 
     def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
@@ -299,6 +343,7 @@ class Daemon:
             await self._tor.add_client_auth(contact.address, self._secrets.client_auth_private)
         if self.engine.running:
             self.engine.add_contact(contact)
+        self.owner.changed()
         log.info("event=contact_added contact=%s", contact_ref(contact.id))
         log.debug(
             "event=contact_added contact=%s name=%s address=%s",
@@ -331,6 +376,7 @@ class Daemon:
         await self._authorize()
         if self._tor is not None:
             await self._tor.remove_client_auth(contact.address)
+        self.owner.changed()
         log.info("event=contact_removed contact=%s", contact_ref(contact.id))
         return api.ContactRef(contact.name, str(contact.address))
 
@@ -413,7 +459,7 @@ class Daemon:
             marked += len(changed)
             # Tell the sender, and only it (best effort: receipts owed to an
             # offline contact are kept in memory until the next session).
-            self.engine.owe_receipts(contact_id, changed)
+            await self.engine.owe_receipts(contact_id, changed)
         return api.Marked(marked)
 
     async def export_file(self, id: str, dest: str, contact: str | None = None) -> api.Exported:
@@ -432,6 +478,23 @@ class Daemon:
             return api.Retried(self.engine.kick(retry_now=True))
         target = self._store.contact(contact).id  # UnknownContactError for a bad name
         return api.Retried(self.engine.kick(target, retry_now=True))
+
+    async def mailbox_code(self, expires: int = 86_400) -> api.SetupCode:
+        raise ConfigError(
+            "this is an endpoint: setup codes come from a mailbox ('onionpost mailbox code' "
+            "on the mailbox's host)"
+        )
+
+    async def mailbox_pair(self, code: str) -> api.MailboxRef:
+        return await self.owner.pair(code)
+
+    async def mailbox_status(self) -> api.MailboxStatus:
+        return await self.owner.status()
+
+    async def mailbox_wipe(self, owner: str | None = None) -> api.Wiped:
+        if owner is not None:
+            raise ConfigError("an endpoint wipes its own space at its mailbox: leave out 'owner'")
+        return await self.owner.wipe()
 
     def close(self) -> None:
         self._hub.close()

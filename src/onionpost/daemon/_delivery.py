@@ -59,9 +59,9 @@ import secrets as _secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import trio
 
@@ -73,6 +73,7 @@ from onionpost.errors import (
     DialError,
     FileTooLargeError,
     HashMismatchError,
+    MailboxRefusedError,
     NoSpaceError,
     NotFoundError,
     OnionpostError,
@@ -86,7 +87,7 @@ from onionpost.limits import FILE_CHUNK_SIZE, MAX_ACK_IDS
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.session import PeerDecision
-from onionpost.store import Contact, Direction, Kind, Store, Stored
+from onionpost.store import Contact, Direction, Kind, Outgoing, Store, Stored, chunks
 from onionpost.transport import SecureChannel
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "DeliveryStatistics",
     "Dial",
     "LinkStatus",
+    "MailboxAccess",
 ]
 
 log = logging.getLogger("onionpost.daemon")
@@ -158,6 +160,11 @@ class DeliveryPolicy:
     # how many times each is tried before giving up.
     announce_concurrency: int = 4
     announce_attempts: int = 5
+    # A contact unreachable this long (seconds) gets what waits for it in its
+    # mailbox, when it has one (mailbox.md §Sender).
+    mailbox_after: float = 60.0
+    # Envelopes one deposit session takes at most before it ends.
+    max_envelopes_per_deposit: int = 256
     # Store calls run in a worker thread, so an fsync never stalls the event
     # loop. False runs them on the loop: only for tests on virtual time
     # (trio's MockClock), where a thread at work looks like idleness.
@@ -176,6 +183,7 @@ class DeliveryPolicy:
             max_transfers_per_contact=config.max_transfers_per_contact,
             transfer_idle_timeout=config.transfer_idle_timeout,
             peer_records_per_second=float(config.peer_records_per_second),
+            mailbox_after=config.mailbox_after,
         )
 
 
@@ -203,6 +211,31 @@ class DeliveryStatistics:
     sessions_ended_by_failure: int
     texts_received: int  # newly stored (not repeats)
     texts_acked: int  # acknowledged by contacts
+    envelopes_deposited: int = 0  # into contacts' mailboxes
+
+
+class MailboxAccess(Protocol):
+    """What the engine needs of the mailbox machinery (``_mailbox.py``)."""
+
+    async def dial(self, mailbox: OnionAddress) -> SecureChannel:
+        """An authenticated session with a mailbox (the engine sets the deadline)."""
+
+    def seal(
+        self, recipient: OnionAddress, prekey: bytes, records: Sequence[bytes], sealed_ms: int
+    ) -> bytes:
+        """An envelope of ``records`` to ``recipient``, sealed to ``prekey``
+        (its signed bytes, verified first: AuthenticationError)."""
+
+    def fits(self, records: Sequence[bytes]) -> bool:
+        """Whether ``records`` fit in one envelope."""
+
+    def announcement(self) -> tuple[int, bytes] | None:
+        """Our current signed mailbox announcement: (version, bytes), or None."""
+
+    def read_announcement(
+        self, owner: OnionAddress, data: bytes
+    ) -> tuple[OnionAddress | None, int]:
+        """A contact's announcement, verified: (its mailbox or None, version)."""
 
 
 class _Shed(OnionpostError):
@@ -294,7 +327,13 @@ class _Link:
     # backoff between them: a contact whose own tor just restarted may not be
     # reachable at the first try).
     announce: int = 0
-    receipts: list[bytes] = field(default_factory=list)  # read receipts owed (in memory)
+    # Acks and read receipts owed are in the store (they survive a restart);
+    # this says whether to look.
+    owes: bool = True
+    # trio time since which no session has been up (mailbox_after counts from it).
+    down_at: float = 0.0
+    deposit_at: float = 0.0  # trio time before which we do not deposit again
+    deposit_failures: int = 0
     files: dict[bytes, _FileJob] = field(default_factory=dict)
     # Every task working for this contact runs in one of these scopes, so that
     # removing the contact stops them all.
@@ -319,6 +358,16 @@ class _Write:
     then: Callable[[Any], None] | None = None
 
 
+@dataclass(slots=True)
+class _Sealed:
+    """What storing an opened envelope did."""
+
+    rows: list[Stored] = field(default_factory=list)
+    delivered: list[bytes] = field(default_factory=list)
+    read: list[bytes] = field(default_factory=list)
+    mailbox_changed: bool = False
+
+
 class DeliveryEngine:
     """Delivery to and from every contact; see the module docstring.
 
@@ -328,8 +377,17 @@ class DeliveryEngine:
     nursery.start(engine.run)``) for the rest to work.
     """
 
-    def __init__(self, store: Store, hub: EventHub, dial: Dial, policy: DeliveryPolicy) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        dial: Dial,
+        policy: DeliveryPolicy,
+        *,
+        mailbox: MailboxAccess | None = None,
+    ) -> None:
         self._store = store
+        self._mailbox = mailbox
         self._hub = hub
         self._dial_fn = dial
         self._policy = policy
@@ -344,6 +402,7 @@ class DeliveryEngine:
         self._session_failures = 0
         self._texts_received = 0
         self._texts_acked = 0
+        self._deposits = 0
 
     def __repr__(self) -> str:
         return f"DeliveryEngine({len(self._links)} links)"
@@ -369,6 +428,13 @@ class DeliveryEngine:
                 write.done.set()
             self._writes = []
 
+    async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a CPU-bound call (sealing, opening) in a worker thread."""
+        if not self._policy.store_in_thread:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
+        return await trio.to_thread.run_sync(partial(fn, *args))
+
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one store call in the worker thread (one at a time)."""
         if not self._policy.store_in_thread:
@@ -391,6 +457,7 @@ class DeliveryEngine:
             old.stop()
         # A new contact (or every one at start) learns at once that we are up.
         link = _Link(contact, announce=self._policy.announce_attempts)
+        link.down_at = trio.current_time()
         self._links[contact.id] = link
         self._nursery.start_soon(self._link_loop, link)
 
@@ -459,11 +526,30 @@ class DeliveryEngine:
             link.wake.fire()
         return len(links)
 
-    def owe_receipts(self, contact_id: int, ids: Sequence[bytes]) -> None:
-        """Read receipts to send to a contact (kept in memory until sent)."""
+    async def owe_receipts(self, contact_id: int, ids: Sequence[bytes]) -> None:
+        """Read receipts to send to a contact: durable until a session carried
+        them or the contact's mailbox took them."""
+        if not ids:
+            return
+        if self.running:
+            await self._write(self._store.owe, contact_id, "read", list(ids), _now_ms())
+        else:
+            await self._db(self._store.owe, contact_id, "read", list(ids), _now_ms())
+        self.owed(contact_id)
+
+    def owed(self, contact_id: int) -> None:
+        """Something is owed to the contact now (acks of what came through
+        our mailbox, receipts): its link looks."""
         link = self._links.get(contact_id)
-        if link is not None and ids:
-            link.receipts.extend(ids)
+        if link is not None:
+            link.owes = True
+            link.wake.fire()
+
+    def contact_changed(self, contact: Contact) -> None:
+        """The contact's row changed (its mailbox): the link uses the new one."""
+        link = self._links.get(contact.id)
+        if link is not None:
+            link.contact = contact
             link.wake.fire()
 
     def status(self, contact_id: int) -> LinkStatus | None:
@@ -492,6 +578,7 @@ class DeliveryEngine:
             sessions_ended_by_failure=self._session_failures,
             texts_received=self._texts_received,
             texts_acked=self._texts_acked,
+            envelopes_deposited=self._deposits,
         )
 
     async def queue_text(self, contact_id: int, text: m.Text) -> None:
@@ -608,8 +695,20 @@ class DeliveryEngine:
         ceiling = min(p.retry_max, p.retry_initial * 2 ** min(link.failures - 1, 30))
         return float(ceiling * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not a secret
 
+    def _announcement_due(self, link: _Link) -> tuple[int, bytes] | None:
+        if self._mailbox is None:
+            return None
+        current = self._mailbox.announcement()
+        if current is None or current[0] <= link.contact.mailbox_told:
+            return None
+        return current
+
     async def _has_work(self, link: _Link) -> bool:
-        if link.receipts:
+        if link.owes:
+            link.owes = await self._db(self._store.has_owed, link.contact.id)
+            if link.owes:
+                return True
+        if self._announcement_due(link) is not None:
             return True
         return bool(await self._db(self._store.pending, link.contact.id, 1))
 
@@ -628,6 +727,13 @@ class DeliveryEngine:
                     await link.wake.wait(since=seen)
                     continue
                 wait = link.retry_at - trio.current_time()
+                if wait > 0 and work:
+                    deposit_in = await self._deposit_in(link)
+                    if deposit_in is not None and deposit_in <= 0:
+                        await self._deposit(link)
+                        continue
+                    if deposit_in is not None:
+                        wait = min(wait, deposit_in)
                 if wait > 0:
                     # Backing off: a kick (new work) re-checks; retry_now ends it.
                     with trio.move_on_after(wait):
@@ -737,6 +843,8 @@ class DeliveryEngine:
             self._session_ended(link, session, failure)
 
     def _session_ended(self, link: _Link, session: _Session, failure: BaseException | None) -> None:
+        if not link.sessions:
+            link.down_at = trio.current_time()
         if isinstance(failure, _Shed) and failure.code is CloseCode.NORMAL:
             failure = None  # we closed it on purpose, in order (idle)
         peer_code = session.channel.close_code
@@ -812,9 +920,16 @@ class DeliveryEngine:
                 continue
             if session.closing is not None:
                 raise session.closing
-            if link.receipts:
-                ids, link.receipts = link.receipts[:MAX_ACK_IDS], link.receipts[MAX_ACK_IDS:]
-                await channel.send(m.Read(tuple(ids)))
+            if link.owes:
+                if await self._send_owed(link, channel):
+                    continue
+                link.owes = False
+            due = self._announcement_due(link)
+            if due is not None:
+                version, announcement = due
+                await channel.send(m.MailboxInfo(announcement))
+                await self._write(self._store.mark_mailbox_told, contact_id, version)
+                link.contact = replace(link.contact, mailbox_told=version)
                 continue
             batch = await self._db(self._store.pending, contact_id, SEND_BATCH, after=sent_up_to)
             if batch:
@@ -927,6 +1042,14 @@ class DeliveryEngine:
             await self._delivered(link, (record.id,))
         elif isinstance(record, m.FileReject | m.FileCancel):
             await self._on_refusal(link, record)
+        elif isinstance(record, m.MailboxInfo):
+            await self._on_mailbox_info(link, record)
+        elif not isinstance(record, m.Ping | m.Pong | m.Close):
+            # A mailbox's record (tags 32..45) has no place between endpoints.
+            raise RemoteProtocolError(
+                f"{type(record).__name__} in a session between endpoints",
+                close_code=CloseCode.BAD_MESSAGE,
+            )
         # Pong: the proof of acceptance above is all it is for.
 
     async def _store_texts(
@@ -1198,6 +1321,370 @@ class DeliveryEngine:
             record.reason,
         )
 
+    # -- what we owe, and announcements ---------------------------------------------------
+
+    async def _send_owed(self, link: _Link, channel: SecureChannel) -> bool:
+        """Send one record of acks or read receipts owed; False when none is."""
+        contact_id = link.contact.id
+        for kind, record in (("ack", m.Ack), ("read", m.Read)):
+            ids = await self._db(self._store.owed, contact_id, kind, MAX_ACK_IDS)
+            if ids:
+                await channel.send(record(tuple(ids)))
+                # Written: settled. A loss on the way is healed by the sender
+                # sending the message again, which the receiver acks again.
+                await self._write(self._store.settle, contact_id, kind, ids)
+                return True
+        return False
+
+    async def _on_mailbox_info(self, link: _Link, record: m.MailboxInfo) -> None:
+        if self._mailbox is None:
+            return
+        try:
+            mailbox, version = self._mailbox.read_announcement(
+                link.contact.address, record.announcement
+            )
+        except RemoteProtocolError:
+            log.info("event=mailbox_announcement_bad contact=%s", contact_ref(link.contact.id))
+            return
+        await self._apply_announcement(link.contact.id, mailbox, version)
+
+    async def _apply_announcement(
+        self, contact_id: int, mailbox: OnionAddress | None, version: int
+    ) -> None:
+        if await self._write(self._store.set_contact_mailbox, contact_id, mailbox, version):
+            log.info(
+                "event=contact_mailbox contact=%s mailbox=%s",
+                contact_ref(contact_id),
+                "none" if mailbox is None else "set",
+            )
+            link = self._links.get(contact_id)
+            if link is not None:
+                link.contact = replace(link.contact, mailbox=mailbox, mailbox_version=version)
+                link.wake.fire()
+
+    # -- deposits into a contact's mailbox (mailbox.md §Sender) -------------------------
+
+    async def _deposit_in(self, link: _Link) -> float | None:
+        """Seconds until the link should deposit (<= 0: now); None: it should not."""
+        if self._mailbox is None or link.contact.mailbox is None:
+            return None
+        contact_id = link.contact.id
+        if not (
+            await self._db(self._store.has_undeposited, contact_id)
+            or await self._db(self._store.has_owed, contact_id)
+        ):
+            return None
+        now = trio.current_time()
+        return max(link.down_at + self._policy.mailbox_after, link.deposit_at) - now
+
+    async def _deposit(self, link: _Link) -> None:
+        """One deposit session with the contact's mailbox: its own failure domain.
+
+        Envelope by envelope: take one prekey, seal what fits (acks and
+        receipts owed first, then the outbox in order, files in parts), deposit
+        it, and only once the mailbox said it holds it mark those ``deposited``
+        and settle those debts. A refusal (quota, full) ends the session; what
+        was not deposited stays in the outbox and goes directly or later.
+        """
+        mailbox = self._mailbox
+        target = link.contact.mailbox
+        if mailbox is None or target is None:
+            return
+        failure: BaseException | None = None
+        deposited = 0
+        with trio.CancelScope() as scope:
+            link.scopes.add(scope)
+            try:
+                with trio.fail_after(self._policy.connect_timeout):
+                    channel = await mailbox.dial(target)
+                try:
+                    deposited = await self._deposit_envelopes(link, channel)
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
+                        await channel.aclose()
+            except* trio.TooSlowError:
+                failure = TransportError("timeout")
+            except* Exception as group:
+                failure = _first(group)
+            finally:
+                link.scopes.discard(scope)
+        contact = contact_ref(link.contact.id)
+        if failure is None:
+            link.deposit_failures = 0
+            link.deposit_at = 0.0
+            log.info("event=deposited contact=%s envelopes=%d", contact, deposited)
+            return
+        link.deposit_failures += 1
+        p = self._policy
+        delay = min(p.retry_max, p.retry_initial * 2 ** min(link.deposit_failures - 1, 30))
+        link.deposit_at = trio.current_time() + delay * random.uniform(0.5, 1.0)  # noqa: S311
+        reason = _reason(failure)
+        if isinstance(failure, MailboxRefusedError):
+            reason = f"mailbox-{_mb_code_name(failure.code)}"
+        link.last_error = reason
+        log.info(
+            "event=deposit_failed contact=%s envelopes=%d reason=%s", contact, deposited, reason
+        )
+        if failure is not None and not _expected(failure):
+            log.warning("event=deposit_error contact=%s", contact, exc_info=failure)
+        self._publish_peer(link)
+
+    async def _deposit_envelopes(self, link: _Link, channel: SecureChannel) -> int:
+        mailbox = self._mailbox
+        assert mailbox is not None
+        contact = link.contact
+        owner = contact.address.public_key
+        deposited = 0
+        req = 0
+        while deposited < self._policy.max_envelopes_per_deposit:
+            batch = await self._db(self._envelope_batch, contact.id)
+            if batch is None:
+                break
+            records, progress, settled = batch
+            req += 1
+            await channel.send(m.MbGetPrekey(req, owner))
+            answer = await _answer(channel, req)
+            if not isinstance(answer, m.MbPrekey):
+                raise _refusal(answer, "prekey")
+            envelope = await self._cpu(
+                mailbox.seal, contact.address, answer.prekey, records, _now_ms()
+            )
+            req += 1
+            await channel.send(m.MbDeposit(req, owner, envelope))
+            result = await _answer(channel, req)
+            if not isinstance(result, m.MbResult) or result.code != m.MbCode.OK:
+                raise _refusal(result, "deposit")
+            done = await self._write(self._settle_deposit, contact.id, progress, settled)
+            deposited += 1
+            self._deposits += 1
+            for message_id in done:
+                self._hub.publish(StateChange(message_id.hex(), MessageState.DEPOSITED))
+        return deposited
+
+    def _settle_deposit(
+        self,
+        contact_id: int,
+        progress: Sequence[tuple[bytes, int, bool]],
+        settled: Sequence[tuple[str, list[bytes]]],
+    ) -> list[bytes]:
+        for kind, ids in settled:
+            self._store.settle(contact_id, kind, ids)
+        return self._store.mark_deposited(progress, _now_ms(), contact_id=contact_id)
+
+    def _envelope_batch(
+        self, contact_id: int
+    ) -> tuple[list[bytes], list[tuple[bytes, int, bool]], list[tuple[str, list[bytes]]]] | None:
+        """In the worker thread: the records of the next envelope to deposit,
+        what depositing it achieves, and the debts it settles; None if nothing."""
+        mailbox = self._mailbox
+        assert mailbox is not None
+        store = self._store
+        records: list[bytes] = []
+        progress: list[tuple[bytes, int, bool]] = []
+        settled: list[tuple[str, list[bytes]]] = []
+
+        def add(record: m.Message) -> bool:
+            data = m.encode(record)
+            if not mailbox.fits([*records, data]):
+                return False
+            records.append(data)
+            return True
+
+        for kind, cls in (("ack", m.Ack), ("read", m.Read)):
+            ids = store.owed(contact_id, kind, MAX_ACK_IDS)
+            if ids and add(cls(tuple(ids))):
+                settled.append((kind, ids))
+        after = 0
+        while True:
+            page = store.undeposited(contact_id, 64, after=after)
+            if not page:
+                break
+            for outgoing in page:
+                after = outgoing.seq
+                if not self._add_outgoing(outgoing, add, progress):
+                    return (records, progress, settled) if records else None
+        return (records, progress, settled) if records else None
+
+    def _add_outgoing(
+        self,
+        outgoing: Outgoing,
+        add: Callable[[m.Message], bool],
+        progress: list[tuple[bytes, int, bool]],
+    ) -> bool:
+        """Add what of ``outgoing`` fits; False once the envelope is full."""
+        if outgoing.file is None:
+            if not add(outgoing.to_message()):
+                return False
+            progress.append((outgoing.id, 0, True))
+            return True
+        size = outgoing.file.size
+        start = offset = outgoing.deposit_offset
+        if start == 0 and not add(outgoing.to_message()):
+            return False
+        for part_offset, length in chunks(size, MAILBOX_PART):
+            if part_offset < start:
+                continue
+            chunk_start = part_offset - part_offset % FILE_CHUNK_SIZE
+            data = self._store.read_file_chunk(
+                outgoing.id, chunk_start, FILE_CHUNK_SIZE, contact_id=outgoing.contact_id
+            )
+            within = part_offset - chunk_start
+            if not add(m.FileChunk(outgoing.id, part_offset, data[within : within + length])):
+                break
+            offset = part_offset + length
+        whole = offset >= size
+        if offset > start or whole:
+            progress.append((outgoing.id, offset, whole))
+        return whole
+
+    # -- what came through our mailbox (mailbox.md §Owner) -------------------------------
+
+    async def take_sealed(
+        self,
+        contact_id: int,
+        records: Sequence[m.Message | m.UnknownExtension],
+        then: Callable[[], None],
+    ) -> list[Stored]:
+        """Store what an opened envelope from ``contact_id`` carried, in one
+        transaction with ``then()`` (the caller's own bookkeeping: the prekey
+        deleted, the envelope noted), and owe the contact the acks. A text over
+        the unread quota fails the whole envelope (QuotaError): it stays at the
+        mailbox for a later drain. Returns the messages newly complete."""
+        outcome: _Sealed = await self._write(self._apply_sealed, contact_id, records, then)
+        rows = outcome.rows
+        self._texts_received += sum(1 for r in rows if r.kind == Kind.TEXT)
+        self._texts_acked += len(outcome.delivered)
+        for message_id in outcome.delivered:
+            self._hub.publish(StateChange(message_id.hex(), MessageState.DELIVERED))
+        for message_id in outcome.read:
+            self._hub.publish(StateChange(message_id.hex(), MessageState.READ))
+        for row in rows:
+            self._hub.publish(message_record(row))
+        if outcome.mailbox_changed:
+            contact = self._store.contact_by_id(contact_id)
+            if contact is not None:
+                self.contact_changed(contact)
+        self.owed(contact_id)
+        return rows
+
+    def _apply_sealed(
+        self,
+        contact_id: int,
+        records: Sequence[m.Message | m.UnknownExtension],
+        then: Callable[[], None],
+    ) -> _Sealed:
+        store = self._store
+        p = self._policy
+        now = _now_ms()
+        acks: list[bytes] = []
+        new: list[bytes] = []
+        outcome = _Sealed()
+        texts = [r for r in records if isinstance(r, m.Text)]
+        with store.transaction():
+            room = p.max_unread_per_contact - store.unread_count(contact_id, kind=Kind.TEXT)
+            if len(texts) > room:
+                raise QuotaError(
+                    "too many unread texts from this contact",
+                    quota="unread",
+                    limit=p.max_unread_per_contact,
+                )
+            for record in records:
+                if isinstance(record, m.Text):
+                    if store.store_text(
+                        contact_id,
+                        record.id,
+                        record.created_ms,
+                        record.body,
+                        record.content_type,
+                        now,
+                    ):
+                        new.append(record.id)
+                    acks.append(record.id)
+                elif isinstance(record, m.Ack | m.FileComplete):
+                    ids = record.ids if isinstance(record, m.Ack) else (record.id,)
+                    outcome.delivered += store.mark_delivered(list(ids), now, contact_id=contact_id)
+                elif isinstance(record, m.Read):
+                    outcome.read += store.mark_read(
+                        record.ids, now, contact_id=contact_id, direction=Direction.OUT
+                    )
+                elif isinstance(record, m.FileOffer):
+                    self._sealed_offer(contact_id, record, now, acks, new)
+                elif isinstance(record, m.FileChunk):
+                    self._sealed_part(contact_id, record, now, acks, new)
+                elif isinstance(record, m.MailboxInfo) and self._mailbox is not None:
+                    contact = store.contact_by_id(contact_id)
+                    if contact is not None:
+                        try:
+                            mailbox, version = self._mailbox.read_announcement(
+                                contact.address, record.announcement
+                            )
+                        except RemoteProtocolError:
+                            continue
+                        if store.set_contact_mailbox(contact_id, mailbox, version):
+                            outcome.mailbox_changed = True
+                # Anything else (Ping, FileAccept, a mailbox's record) has no
+                # meaning in an envelope: ignored.
+            if acks:
+                store.owe(contact_id, "ack", acks, now)
+            then()
+        outcome.rows = [store.message(i, contact_id=contact_id) for i in new]
+        return outcome
+
+    def _sealed_offer(
+        self, contact_id: int, offer: m.FileOffer, now: int, acks: list[bytes], new: list[bytes]
+    ) -> None:
+        p = self._policy
+        store = self._store
+        try:
+            with store.transaction():
+                offset = store.begin_file(
+                    contact_id,
+                    offer,
+                    now,
+                    p.max_file_size,
+                    p.max_disk_use,
+                    max_transfers=p.max_transfers_per_contact,
+                )
+                if offset >= offer.size and store.finish_file(offer.id, now, contact_id=contact_id):
+                    new.append(offer.id)
+        except StoreError as exc:
+            log.info(
+                "event=file_rejected contact=%s id=%s reason=%s via=mailbox",
+                contact_ref(contact_id),
+                offer.id.hex(),
+                type(exc).__name__,
+            )
+            return
+        if offset >= offer.size:
+            acks.append(offer.id)
+
+    def _sealed_part(
+        self, contact_id: int, chunk: m.FileChunk, now: int, acks: list[bytes], new: list[bytes]
+    ) -> None:
+        store = self._store
+        try:
+            with store.transaction():
+                held = store.write_file_part(
+                    chunk.id,
+                    chunk.offset,
+                    chunk.data,
+                    contact_id=contact_id,
+                    max_disk=self._policy.max_disk_use,
+                    now=now,
+                )
+                stored = store.message(chunk.id, contact_id=contact_id)
+                size = stored.file.size if stored.file is not None else 0
+                if held >= size and store.finish_file(chunk.id, now, contact_id=contact_id):
+                    new.append(chunk.id)
+                    acks.append(chunk.id)
+        except StoreError as exc:
+            log.info(
+                "event=chunk_not_stored contact=%s id=%s error=%s via=mailbox",
+                contact_ref(contact_id),
+                chunk.id.hex(),
+                type(exc).__name__,
+            )
+
 
 # -- helpers ------------------------------------------------------------------------------
 
@@ -1294,3 +1781,45 @@ def _reject_reason(exc: StoreError) -> int:
     if isinstance(exc, FileTooLargeError):
         return m.FileRejectReason.TOO_LARGE
     return m.FileRejectReason.DECLINED
+
+
+# A file travels through a mailbox in parts of at most this many bytes: a wire
+# chunk does not fit in an envelope, half of one does (mailbox.md §Files).
+MAILBOX_PART: Final = (FILE_CHUNK_SIZE + 1) // 2
+
+
+async def _answer(channel: SecureChannel, req: int) -> m.Message:
+    """The mailbox's answer to request ``req`` (a deposit session sends one at a time)."""
+    while True:
+        try:
+            record = await channel.receive()
+        except trio.EndOfChannel:
+            raise TransportError("the mailbox closed the session") from None
+        if isinstance(record, m.MbResult | m.MbPrekey | m.MbUsage) and record.req == req:
+            return record
+        if isinstance(record, m.Ping | m.Pong | m.UnknownExtension):
+            continue
+        raise RemoteProtocolError(
+            f"{type(record).__name__} where a mailbox's answer was due",
+            close_code=CloseCode.BAD_MESSAGE,
+        )
+
+
+def _refusal(answer: m.Message, what: str) -> MailboxRefusedError:
+    if isinstance(answer, m.MbResult):
+        return MailboxRefusedError(
+            f"the mailbox refused the {what}: {answer.detail or _mb_code_name(answer.code)}",
+            code=answer.code,
+            detail=answer.detail,
+        )
+    return MailboxRefusedError(
+        f"the mailbox answered the {what} with {type(answer).__name__}",
+        code=m.MbCode.BAD_REQUEST,
+    )
+
+
+def _mb_code_name(code: int) -> str:
+    try:
+        return m.MbCode(code).name.lower().replace("_", "-")
+    except ValueError:
+        return str(code)

@@ -674,6 +674,14 @@ class Store(OwnerMixin):
             raise UnknownContactError(name)
         return contact
 
+    def contact_by_id(self, contact_id: int) -> Contact | None:
+        """A current contact by its id (None if removed or unknown)."""
+        with self._lock, self._guard("reading contacts"):
+            row = self._db.execute(
+                "SELECT * FROM current_contacts WHERE id = ?", (contact_id,)
+            ).fetchone()
+        return None if row is None else self._contact(row)
+
     def contact_by_address(self, address: OnionAddress) -> Contact | None:
         with self._lock, self._guard("reading a contact"):
             return self._active_by_address(address)

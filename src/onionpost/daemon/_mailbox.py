@@ -1,0 +1,671 @@
+"""The endpoint's side of mailboxes: its own (the owner) and its contacts' (the sender).
+
+Theory of operation
+-------------------
+::
+
+    OwnerLink.run()                one task in the daemon's nursery
+    └── session with our mailbox   while paired: dial, then keep it open
+        ├── pump                   records in: answers to our requests, envelopes
+        ├── drain                  each envelope: open, store (engine.take_sealed), delete
+        └── upkeep                 register contacts, refill prekeys, ask for usage;
+                                   again whenever contacts change, and every few minutes
+
+    Mailboxes                      what the delivery engine calls (MailboxAccess):
+                                   dial a contact's mailbox, seal an envelope, our
+                                   signed announcement, a contact's announcement
+
+*Pairing* (mailbox.md §Pairing) is recorded before it starts: the store keeps
+the setup code until the mailbox said yes. A daemon that crashed halfway
+finds the code at its next start and pairs again with it; the mailbox takes
+the same code again from the same owner, so the repeat completes it.
+
+*Draining* is a subscription: the mailbox sends what it holds, then each new
+envelope as it is deposited, for as long as the session lives. An envelope is
+deleted at the mailbox only after what it carried was committed here, in
+the same transaction as the deletion of its one-time prekey's private half
+and the note of its id (a re-delivered one is then recognised and dropped).
+
+*Failure domains*: the session with our mailbox is one; whatever ends it is
+logged once and the link redials with backoff, never more. An envelope that
+does not open (forged, sealed to a prekey already used, from a stranger) is
+logged, counted and deleted; one whose texts would exceed the unread quota is
+left at the mailbox for a later drain.
+
+Logs carry envelope ids and reasons, never contents, codes or keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final, TypeVar
+
+import trio
+
+from onionpost import api
+from onionpost._logs import contact_ref
+from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy
+from onionpost.errors import (
+    AuthenticationError,
+    CloseCode,
+    ConfigError,
+    MailboxRefusedError,
+    MessageDecodeError,
+    OnionpostError,
+    QuotaError,
+    RemoteProtocolError,
+    TransportError,
+)
+from onionpost.home import Secrets
+from onionpost.limits import MAX_ACK_IDS
+from onionpost.proto import envelope as env
+from onionpost.proto import messages as m
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.pairing import MailboxAnnouncement, SetupCode
+from onionpost.store import Store
+from onionpost.transport import SecureChannel
+
+__all__ = ["Mailboxes", "OwnerLink", "MailboxDial"]
+
+log = logging.getLogger("onionpost.daemon")
+
+T = TypeVar("T")
+
+# dial(mailbox address, tor client-auth private key to reach it) -> session.
+MailboxDial = Callable[[OnionAddress, bytes], Awaitable[SecureChannel]]
+
+# One-time prekeys the mailbox should hold, and below how many we refill.
+PREKEY_TARGET: Final = 100
+PREKEY_REFILL_BELOW: Final = 40
+ONE_TIME_LIFETIME: Final = 60 * 24 * 3600
+# A last-resort prekey lives this long; a new one is made when the newest has
+# less than RENEW_BEFORE left.
+LAST_RESORT_LIFETIME: Final = 30 * 24 * 3600
+LAST_RESORT_RENEW_BEFORE: Final = 10 * 24 * 3600
+# A prekey's private half is kept this long past its not_after: an envelope
+# sealed to it just before may still wait at the mailbox (its retention).
+PREKEY_KEEP_AFTER: Final = env.MAX_ENVELOPE_AGE_MS // 1000
+# Prekeys per MbPrekeys record.
+PREKEYS_PER_RECORD: Final = m.MAX_BLOBS
+# How often the session asks for usage and re-checks registrations and prekeys.
+UPKEEP_SECONDS: Final = 300.0
+PING_SECONDS: Final = 60.0
+# Envelopes received and not yet processed, before the pump stops reading.
+MAX_QUEUED_ENVELOPES: Final = 8
+# Deletions sent at once.
+DELETE_BATCH: Final = 64
+# A request unanswered this long ends the session.
+ANSWER_TIMEOUT: Final = 120.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Mailboxes:
+    """The engine's :class:`~onionpost.daemon._delivery.MailboxAccess`."""
+
+    def __init__(self, secrets: Secrets, store: Store, dial: MailboxDial) -> None:
+        self._secrets = secrets
+        self._store = store
+        self._dial_fn = dial
+        self._announcement: tuple[int, bytes] | None = None
+        self.refresh()
+
+    def __repr__(self) -> str:
+        return "Mailboxes()"
+
+    def refresh(self) -> None:
+        """Re-read our mailbox from the store (after pairing or a wipe)."""
+        version = self._store.announcement_version()
+        if version == 0:
+            self._announcement = None
+            return
+        own = self._store.own_mailbox()
+        mailbox = own.address if own is not None and own.paired else None
+        signed = MailboxAnnouncement.issue(self._secrets.identity, mailbox, version=version)
+        self._announcement = (version, signed.to_bytes())
+
+    async def dial(self, mailbox: OnionAddress) -> SecureChannel:
+        return await self._dial_fn(mailbox, self._secrets.client_auth_private)
+
+    def seal(
+        self, recipient: OnionAddress, prekey: bytes, records: Sequence[bytes], sealed_ms: int
+    ) -> bytes:
+        return env.seal(
+            sender=self._secrets.identity,
+            static=self._secrets.static,
+            recipient=recipient,
+            prekey=env.SignedPrekey.parse(prekey),
+            envelope_id=os.urandom(env.ID_LEN),
+            records=records,
+            sealed_ms=sealed_ms,
+        )
+
+    def fits(self, records: Sequence[bytes]) -> bool:
+        return env.payload_size(records) <= env.MAX_ENVELOPE_PAYLOAD
+
+    def announcement(self) -> tuple[int, bytes] | None:
+        return self._announcement
+
+    def read_announcement(
+        self, owner: OnionAddress, data: bytes
+    ) -> tuple[OnionAddress | None, int]:
+        announced = MailboxAnnouncement.parse(data, owner=owner)
+        return announced.mailbox, announced.version
+
+
+@dataclass(eq=False)
+class _Pending:
+    done: trio.Event = field(default_factory=trio.Event)
+    answer: m.Message | None = None
+
+
+class _MailboxSession:
+    """Requests and their answers over one session with our mailbox."""
+
+    def __init__(self, channel: SecureChannel) -> None:
+        self.channel = channel
+        self._req = 0
+        self._pending: dict[int, _Pending] = {}
+        send, receive = trio.open_memory_channel[m.MbEnvelope](MAX_QUEUED_ENVELOPES)
+        self.envelopes_in = send
+        self.envelopes = receive
+
+    def next_req(self) -> int:
+        self._req += 1
+        return self._req
+
+    async def request(self, make: Callable[[int], m.Message]) -> m.Message:
+        req = self.next_req()
+        pending = _Pending()
+        self._pending[req] = pending
+        try:
+            await self.channel.send(make(req))
+            with trio.fail_after(ANSWER_TIMEOUT):
+                await pending.done.wait()
+        except trio.TooSlowError:
+            raise TransportError("timeout") from None
+        finally:
+            self._pending.pop(req, None)
+        assert pending.answer is not None
+        return pending.answer
+
+    async def ok(self, make: Callable[[int], m.Message], what: str) -> m.MbResult:
+        answer = await self.request(make)
+        if not isinstance(answer, m.MbResult) or answer.code != m.MbCode.OK:
+            raise _refused(answer, what)
+        return answer
+
+    async def pump(self) -> None:
+        """Records in: answers to whoever waits, envelopes to the drain."""
+        async with self.envelopes_in:
+            while True:
+                try:
+                    record = await self.channel.receive()
+                except trio.EndOfChannel:
+                    raise TransportError("the mailbox closed the session") from None
+                if isinstance(record, m.MbEnvelope):
+                    await self.envelopes_in.send(record)
+                elif isinstance(record, m.MbResult | m.MbPrekey | m.MbUsage):
+                    pending = self._pending.get(record.req)
+                    if pending is not None:
+                        pending.answer = record
+                        pending.done.set()
+                elif not isinstance(record, m.Ping | m.Pong | m.UnknownExtension):
+                    raise RemoteProtocolError(
+                        f"{type(record).__name__} from a mailbox",
+                        close_code=CloseCode.BAD_MESSAGE,
+                    )
+
+
+def _refused(answer: m.Message, what: str) -> MailboxRefusedError:
+    if isinstance(answer, m.MbResult):
+        name = _code_name(answer.code)
+        return MailboxRefusedError(
+            f"the mailbox refused {what}: {answer.detail or name}",
+            code=answer.code,
+            detail=answer.detail,
+        )
+    return MailboxRefusedError(
+        f"the mailbox answered {what} with {type(answer).__name__}", code=m.MbCode.BAD_REQUEST
+    )
+
+
+def _code_name(code: int) -> str:
+    try:
+        return m.MbCode(code).name.lower().replace("_", "-")
+    except ValueError:
+        return str(code)
+
+
+class OwnerLink:
+    """Our own mailbox: pairing, and the session that keeps it useful."""
+
+    def __init__(  # noqa: PLR0917 - the parts it links
+        self,
+        secrets: Secrets,
+        store: Store,
+        engine: DeliveryEngine,
+        access: Mailboxes,
+        dial: MailboxDial,
+        policy: DeliveryPolicy,
+    ) -> None:
+        self._secrets = secrets
+        self._store = store
+        self._engine = engine
+        self._access = access
+        self._dial = dial
+        self._policy = policy
+        self._wake = trio.Event()
+        # One pairing at a time: the API's, or the run loop finishing one a
+        # crash interrupted.
+        self._pairing = trio.Lock()
+        self._session: _MailboxSession | None = None
+        self._scope: trio.CancelScope | None = None
+        self._failures = 0
+        self.last_error = ""
+        self.reused_prekeys = 0
+        self.unopenable = 0
+        self.drained = 0
+
+    def __repr__(self) -> str:
+        return f"OwnerLink(connected={self._session is not None})"
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        if not self._policy.store_in_thread:
+            await trio.lowlevel.checkpoint()
+            return fn(*args)
+        return await trio.to_thread.run_sync(partial(fn, *args))
+
+    def changed(self) -> None:
+        """Contacts changed (or anything the mailbox should learn): look again."""
+        self._wake.set()
+
+    # -- the local API -------------------------------------------------------------------
+
+    async def pair(self, code_text: str) -> api.MailboxRef:
+        code = SetupCode.parse(code_text)
+        if code.mailbox == self._secrets.identity.address:
+            raise ConfigError("that setup code is this endpoint's own address")
+        async with self._pairing:
+            await self._db(self._store.begin_pairing, code.mailbox, code.to_text())
+            self._drop_session()
+            await self._pair(code)
+        self._wake.set()
+        return api.MailboxRef(str(code.mailbox))
+
+    async def _pair(self, code: SetupCode) -> None:
+        try:
+            with trio.fail_after(self._policy.connect_timeout * 2):
+                channel = await self._dial(code.mailbox, code.client_auth_private())
+                try:
+                    await self._pair_over(channel, code)
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                        await channel.aclose()
+        except trio.TooSlowError:
+            raise TransportError("the mailbox did not answer in time; try again") from None
+        except MailboxRefusedError as exc:
+            if exc.code == m.MbCode.CODE_REFUSED:
+                raise ConfigError(
+                    "the mailbox refused the setup code: it is unknown, used or expired"
+                ) from exc
+            raise
+
+    async def _pair_over(self, channel: SecureChannel, code: SetupCode) -> None:
+        session = _MailboxSession(channel)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.pump)
+            await session.ok(
+                lambda req: m.MbPair(req, code.token(), self._secrets.client_auth_public),
+                "the pairing",
+            )
+            nursery.cancel_scope.cancel()
+        await self._db(self._store.finish_pairing, _now_ms())
+        self._access.refresh()
+        log.info("event=mailbox_paired")
+        # Every contact learns of it (the engine sends our announcement).
+        self._engine.kick()
+
+    async def status(self) -> api.MailboxStatus:
+        own = await self._db(self._store.own_mailbox)
+        if own is None:
+            return api.MailboxStatus(role="owner", warning="no mailbox: pair one")
+        warnings = []
+        if not own.paired:
+            warnings.append("pairing is not finished: it is retried while the daemon runs")
+        if own.one_time_left is not None and own.one_time_left == 0:
+            warnings.append(
+                "the mailbox has no one-time prekeys left: senders use the last-resort "
+                "prekey (weaker forward secrecy) until it is refilled"
+            )
+        if self.reused_prekeys:
+            warnings.append(f"{self.reused_prekeys} envelopes named a one-time prekey already used")
+        return api.MailboxStatus(
+            role="owner",
+            mailbox=str(own.address),
+            paired=own.paired,
+            reachable=self._session is not None,
+            last_drained_ms=own.last_drained_ms,
+            waiting=own.waiting,
+            waiting_bytes=own.waiting_bytes,
+            one_time_prekeys=own.one_time_left,
+            warning="; ".join(warnings),
+            last_error=self.last_error,
+        )
+
+    async def wipe(self) -> api.Wiped:
+        own = await self._db(self._store.own_mailbox)
+        if own is None:
+            raise ConfigError("there is no mailbox to wipe")
+        deleted = 0
+        session = self._session
+        if session is not None and own.paired:
+            answer = await session.ok(m.MbWipe, "the wipe")
+            deleted = answer.value
+        else:
+            raise TransportError(
+                "the mailbox is not reachable now: it keeps what it holds until it is "
+                "(retention); try again when `mailbox status` says reachable"
+            )
+        await self._db(self._store.forget_mailbox, _now_ms())
+        self._access.refresh()
+        self._drop_session()
+        self._engine.kick()
+        log.info("event=mailbox_wiped envelopes=%d", deleted)
+        return api.Wiped(envelopes=deleted, owners=1)
+
+    def _drop_session(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # -- the link ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep a session with our mailbox while we have one. Never raises but Cancelled."""
+        while True:
+            self._wake = trio.Event()
+            own = await self._db(self._store.own_mailbox)
+            if own is None:
+                await self._wake.wait()
+                continue
+            failure: BaseException | None = None
+            with trio.CancelScope() as scope:
+                self._scope = scope
+                try:
+                    await self._connected(own.address, own.code)
+                except* trio.TooSlowError:
+                    failure = TransportError("timeout")
+                except* Exception as group:
+                    failure = _first_leaf(group)
+                finally:
+                    self._scope = None
+                    self._session = None
+            if scope.cancelled_caught and failure is None:
+                continue  # paired anew or wiped: start over at once
+            self._failures += 1
+            self.last_error = _reason(failure)
+            delay = min(
+                self._policy.retry_max,
+                self._policy.retry_initial * 2 ** min(self._failures - 1, 30),
+            ) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+            log.info("event=mailbox_session_down reason=%s retry_in=%.1f", self.last_error, delay)
+            if failure is not None and not isinstance(failure, OnionpostError):
+                log.warning("event=mailbox_session_error", exc_info=failure)
+            with trio.move_on_after(delay):
+                await self._wake.wait()
+
+    async def _connected(self, address: OnionAddress, code_text: str | None) -> None:
+        if code_text is not None:
+            # A pairing a crash interrupted: the same code completes it.
+            async with self._pairing:
+                own = await self._db(self._store.own_mailbox)
+                if own is not None and own.code is not None:
+                    await self._pair(SetupCode.parse(own.code))
+        with trio.fail_after(self._policy.connect_timeout):
+            channel = await self._dial(address, self._secrets.client_auth_private)
+        try:
+            session = _MailboxSession(channel)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.pump)
+                nursery.start_soon(self._drain, session)
+                self._session = session
+                await self._upkeep(session)
+                self._failures = 0
+                self.last_error = ""
+                fetched = await session.ok(lambda req: m.MbFetch(req, 0), "the fetch")
+                log.info("event=mailbox_up held_up_to=%d", fetched.value)
+                await self._usage(session)
+                last_ping = trio.current_time()
+                while True:
+                    with trio.move_on_after(min(UPKEEP_SECONDS, PING_SECONDS)):
+                        await self._wake.wait()
+                    if self._wake.is_set():
+                        self._wake = trio.Event()
+                        await self._upkeep(session)
+                    now = trio.current_time()
+                    if now - last_ping >= PING_SECONDS:
+                        last_ping = now
+                        await self._usage(session)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                await channel.aclose()
+
+    async def _usage(self, session: _MailboxSession) -> None:
+        usage = await session.request(m.MbStatus)
+        if not isinstance(usage, m.MbUsage):
+            raise _refused(usage, "the status")
+        await self._db(
+            partial(
+                self._store.note_drained,
+                _now_ms(),
+                waiting=usage.envelopes,
+                waiting_bytes=usage.bytes,
+                one_time_left=usage.one_time_prekeys,
+            )
+        )
+        if usage.one_time_prekeys < PREKEY_REFILL_BELOW:
+            await self._refill(session, usage.one_time_prekeys)
+
+    async def _upkeep(self, session: _MailboxSession) -> None:
+        """Registrations and prekeys as they should be."""
+        for contact in await self._db(self._store.contacts):
+            if not contact.mailbox_registered:
+                await session.ok(
+                    lambda req, c=contact: m.MbRegister(  # type: ignore[misc]
+                        req, c.address.public_key, c.client_auth_public
+                    ),
+                    "a registration",
+                )
+                await self._db(self._store.set_mailbox_registered, contact.id, True)
+                log.info("event=mailbox_registered contact=%s", contact_ref(contact.id))
+        for contact_id, identity in await self._db(self._store.removed_registered):
+            await session.ok(lambda req, i=identity: m.MbDeregister(req, i), "a deregistration")  # type: ignore[misc]
+            await self._db(self._store.set_mailbox_registered, contact_id, False)
+            log.info("event=mailbox_deregistered contact=%s", contact_ref(contact_id))
+        await self._ensure_last_resort()
+        await self._upload(session)
+
+    async def _ensure_last_resort(self) -> None:
+        now = int(time.time())
+        _, newest = await self._db(self._store.prekey_stock, int(env.PrekeyKind.LAST_RESORT))
+        if newest >= now + LAST_RESORT_RENEW_BEFORE:
+            return
+        await self._generate(env.PrekeyKind.LAST_RESORT, 1, LAST_RESORT_LIFETIME)
+
+    async def _refill(self, session: _MailboxSession, held: int) -> None:
+        count = PREKEY_TARGET - held
+        if count > 0:
+            await self._generate(env.PrekeyKind.ONE_TIME, count, ONE_TIME_LIFETIME)
+            await self._upload(session)
+        await self._db(self._store.expire_prekeys, int(time.time()), PREKEY_KEEP_AFTER)
+
+    async def _generate(self, kind: env.PrekeyKind, count: int, lifetime: int) -> None:
+        identity = self._secrets.identity
+        now = int(time.time())
+
+        def make() -> list[tuple[bytes, int, int, bytes]]:
+            out = []
+            for _ in range(count):
+                secret = env.generate_prekey(identity, kind, now=now, lifetime=lifetime)
+                out.append(
+                    (secret.public.key_id, int(kind), secret.public.not_after, secret.to_bytes())
+                )
+            return out
+
+        made = await trio.to_thread.run_sync(make)
+        await self._db(self._store.add_prekeys, made, _now_ms())
+        log.info("event=prekeys_made kind=%s count=%d", kind.name.lower(), count)
+
+    async def _upload(self, session: _MailboxSession) -> None:
+        while True:
+            secrets = await self._db(self._store.prekeys_to_upload, PREKEYS_PER_RECORD)
+            if not secrets:
+                return
+            parsed = [env.PrekeySecret.from_bytes(s) for s in secrets]
+            public = tuple(p.public.to_bytes() for p in parsed)
+            await session.ok(partial(_prekeys_record, public), "the prekeys")
+            await self._db(self._store.mark_prekeys_uploaded, [p.public.key_id for p in parsed])
+
+    # -- draining ------------------------------------------------------------------------
+
+    async def _drain(self, session: _MailboxSession) -> None:
+        done: list[bytes] = []
+        async with session.envelopes:
+            while True:
+                try:
+                    envelope = session.envelopes.receive_nowait()
+                except trio.WouldBlock:
+                    if done:
+                        await self._delete(session, done)
+                        done = []
+                    envelope = await session.envelopes.receive()
+                if await self._take(envelope):
+                    done.append(envelope.id)
+                if len(done) >= DELETE_BATCH:
+                    await self._delete(session, done)
+                    done = []
+
+    async def _delete(self, session: _MailboxSession, ids: list[bytes]) -> None:
+        for start in range(0, len(ids), MAX_ACK_IDS):
+            part = tuple(ids[start : start + MAX_ACK_IDS])
+            await session.channel.send(m.MbDelete(session.next_req(), part))
+        # The checkpoint empties the WAL: the deleted prekeys survive nowhere.
+        await self._db(self._store.checkpoint)
+
+    async def _take(self, held: m.MbEnvelope) -> bool:
+        """Open and store one envelope. True: delete it at the mailbox."""
+        try:
+            header = env.EnvelopeHeader.parse(held.envelope)
+        except MessageDecodeError:
+            self._unopenable(held, "malformed")
+            return True
+        if await self._db(self._store.envelope_seen, header.envelope_id):
+            return True  # stored before; its deletion was lost
+        secret_bytes = await self._db(self._store.prekey_secret, header.key_id)
+        if secret_bytes is None:
+            if await self._db(self._store.prekey_was_used, header.key_id):
+                self.reused_prekeys += 1
+                log.warning(
+                    "event=prekey_reused envelope=%s key=%s", held.id.hex(), header.key_id.hex()
+                )
+            else:
+                self._unopenable(held, "unknown-prekey")
+            return True
+        secret = env.PrekeySecret.from_bytes(secret_bytes)
+        now = _now_ms()
+        try:
+            opened = await trio.to_thread.run_sync(
+                partial(
+                    env.open_envelope,
+                    held.envelope,
+                    recipient=self._secrets.identity.address,
+                    secret=secret,
+                    now_ms=now,
+                )
+            )
+        except AuthenticationError:
+            self._unopenable(held, "does-not-open")
+            return True
+        contact = await self._db(self._store.contact_by_address, opened.sender)
+        if contact is None:
+            self._unopenable(held, "not-a-contact")
+            return True
+        records: list[m.Message | m.UnknownExtension] = []
+        for data in opened.records:
+            try:
+                records.append(m.decode(data))
+            except MessageDecodeError:
+                log.info("event=envelope_record_bad envelope=%s", held.id.hex())
+        store = self._store
+        kind = int(secret.public.kind)
+        one_time = int(env.PrekeyKind.ONE_TIME)
+
+        def then() -> None:
+            store.use_prekey(header.key_id, kind, one_time, now)
+            store.note_envelope(header.envelope_id, now)
+
+        try:
+            await self._engine.take_sealed(contact.id, records, then)
+        except QuotaError:
+            log.info(
+                "event=envelope_deferred contact=%s envelope=%s reason=unread-quota",
+                contact_ref(contact.id),
+                held.id.hex(),
+            )
+            return False
+        self.drained += 1
+        log.info(
+            "event=envelope_stored contact=%s envelope=%s records=%d",
+            contact_ref(contact.id),
+            held.id.hex(),
+            len(records),
+        )
+        return True
+
+    def _unopenable(self, held: m.MbEnvelope, reason: str) -> None:
+        self.unopenable += 1
+        log.warning("event=envelope_dropped envelope=%s reason=%s", held.id.hex(), reason)
+
+
+def _prekeys_record(public: tuple[bytes, ...], req: int) -> m.MbPrekeys:
+    return m.MbPrekeys(req, public)
+
+
+def _first_leaf(group: BaseException) -> BaseException:
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if not isinstance(leaf, TransportError | trio.ClosedResourceError):
+            return leaf
+    return leaves[0] if leaves else group
+
+
+def _reason(exc: BaseException | None) -> str:
+    if exc is None:
+        return "closed"
+    if isinstance(exc, MailboxRefusedError):
+        return f"mailbox-{_code_name(exc.code)}"
+    if isinstance(exc, OnionpostError):
+        reason = getattr(exc, "reason", None)
+        if isinstance(reason, str):
+            return reason
+        if isinstance(exc, TransportError):
+            return "timeout" if str(exc) == "timeout" else "stream-broken"
+        return type(exc).__name__
+    return f"internal-{type(exc).__name__}"
