@@ -20,10 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onionpost.proto import messages
+from onionpost.proto import _msgpack, envelope, messages
 from onionpost.proto._crypto import KemKeyPair, KeyPair, mlkem768_encapsulate
+from onionpost.proto.envelope import PrekeyKind, PrekeySecret
 from onionpost.proto.identity import Identity, StaticKey, StaticKeyCertificate
 from onionpost.proto.noise import HandshakeResult, HandshakeState, NoiseProtocol
+from onionpost.proto.pairing import MailboxAnnouncement, SetupCode, token_digest
 from onionpost.proto.session import (
     PROTOCOL_NAME,
     ConnectionClosed,
@@ -39,6 +41,7 @@ from onionpost.proto.vectors import replay_vector
 
 HFS_FILE = "noise-hfs.json"
 SESSION_FILE = "session-v1.json"
+MAILBOX_FILE = "mailbox-v1.json"
 
 _PROVENANCE = (
     "Produced by `python -m tools.vectorgen protocol-spec/vectors` "
@@ -344,6 +347,196 @@ def build_session(previous: dict[str, Any] | None) -> dict[str, Any]:
     return {"provenance": _SESSION_PROVENANCE, "vectors": [vector]}
 
 
+_MAILBOX_PROVENANCE = (
+    "Produced by `python -m tools.vectorgen protocol-spec/vectors` (`make vectors`) with "
+    "onionpost.proto.envelope and onionpost.proto.pairing (protocol-spec/mailbox.md). Every key, "
+    "id and secret is BLAKE2b-512 of `onionpost mailbox vector <what>` (first 16, 32 or 64 bytes); "
+    "the ML-KEM-768 encapsulation of each envelope is recorded from the first generation and "
+    "reused after checking that the prekey's decapsulation key yields its secret. Checked by "
+    "tests/proto/test_envelope_vectors.py, which opens and parses everything through onionpost, "
+    "and recomputes independently of onionpost's code: each envelope's Noise message and "
+    "handshake hash with the `noiseprotocol` package, the ML-KEM-768 keys and decapsulation and "
+    "every Ed25519 signature with `cryptography`, the payloads with `msgpack`, and the setup "
+    "code and its derivations with `base64` and `hashlib`."
+)
+
+
+def _mailbox_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
+    def derive(what: str, size: int = 32) -> bytes:
+        return hashlib.blake2b(f"onionpost mailbox vector {what}".encode()).digest()[:size]
+
+    now = 1_790_000_000
+    owner = Identity(derive("owner identity"))
+    mailbox = Identity(derive("mailbox identity"))
+    sender = Identity(derive("sender identity"))
+    sender_keypair = KeyPair.from_private(derive("sender static"))
+    sender_static = StaticKey(
+        sender_keypair, StaticKeyCertificate.issue(sender, sender_keypair.public, now=now)
+    )
+
+    prekeys: dict[str, PrekeySecret] = {}
+    prekey_vectors = []
+    for name, kind, lifetime in (
+        ("one-time", PrekeyKind.ONE_TIME, 30 * 24 * 3600),
+        ("last-resort", PrekeyKind.LAST_RESORT, 14 * 24 * 3600),
+    ):
+        secret = envelope.generate_prekey(
+            owner,
+            kind,
+            now=now,
+            lifetime=lifetime,
+            x25519_private=derive(f"{name} prekey x25519"),
+            mlkem_seed=derive(f"{name} prekey mlkem", 64),
+            key_id=derive(f"{name} prekey id", envelope.ID_LEN),
+        )
+        prekeys[name] = secret
+        public = secret.public
+        data = public.to_bytes()
+        prekey_vectors.append(
+            {
+                "name": name,
+                "kind": int(public.kind),
+                "key_id": public.key_id.hex(),
+                "now": now,
+                "lifetime": lifetime,
+                "not_after": public.not_after,
+                "x25519_private": secret.x25519_private.hex(),
+                "x25519_public": public.x25519.hex(),
+                "mlkem_seed": secret.mlkem_seed.hex(),
+                "mlkem_public": public.mlkem.hex(),
+                "signed_message": (
+                    envelope.PREKEY_CONTEXT + owner.public_key + data[: -len(public.signature)]
+                ).hex(),
+                "signature": public.signature.hex(),
+                "bytes": data.hex(),
+                "secret_bytes": secret.to_bytes().hex(),
+            }
+        )
+
+    recorded_envelopes: dict[str, dict[str, Any]] = {}
+    if recorded is not None:
+        recorded_envelopes = {e["prekey"]: e for e in recorded["envelopes"]}
+    envelope_vectors = []
+    for index, name in enumerate(("one-time", "last-resort")):
+        secret = prekeys[name]
+        envelope_id = derive(f"envelope {index} id", envelope.ID_LEN)
+        sealed_ms = now * 1000 + 1234 + index
+        records = (
+            messages.encode(
+                messages.Text(derive(f"envelope {index} text id", 16), sealed_ms, "Hello, Bob.")
+            ),
+            messages.encode(messages.Ack((derive(f"envelope {index} ack id", 16),))),
+        )
+        ephemeral = KeyPair.from_private(derive(f"envelope {index} ephemeral"))
+        previous = recorded_envelopes.get(name)
+        if previous is not None:
+            kem_ct = bytes.fromhex(previous["kem_ciphertext"])
+            kem_ss = bytes.fromhex(previous["kem_shared_secret"])
+            if KemKeyPair(secret.mlkem_seed).decapsulate(kem_ct) != kem_ss:
+                raise SystemExit(f"mailbox vector {name}: the recorded encapsulation is wrong")
+        else:
+            kem_ct, kem_ss = mlkem768_encapsulate(secret.public.mlkem)
+
+        def fixed(
+            _public: bytes, pair: tuple[bytes, bytes] = (kem_ct, kem_ss)
+        ) -> tuple[bytes, bytes]:
+            return pair
+
+        sealed = envelope.seal(
+            sender=sender,
+            static=sender_static,
+            recipient=owner.address,
+            prekey=secret.public,
+            envelope_id=envelope_id,
+            records=records,
+            sealed_ms=sealed_ms,
+            ephemeral=ephemeral,
+            encapsulate=fixed,
+        )
+        # The intermediates, from a HandshakeState given the same inputs.
+        prologue = envelope.prologue(owner.address, envelope_id, secret.public.key_id, kem_ct)
+        payload = _msgpack.pack(
+            [1, sender.public_key, sender_static.certificate.to_bytes(), sealed_ms, list(records)]
+        )
+        handshake = HandshakeState(
+            envelope.PROTOCOL_NAME,
+            initiator=True,
+            prologue=prologue,
+            static=sender_keypair,
+            remote_static=secret.public.x25519,
+            psks=[kem_ss],
+            ephemeral=ephemeral,
+        )
+        noise_message = handshake.write_message(payload)
+        header = sealed[: envelope.HEADER_LEN]
+        if sealed != header + kem_ct + noise_message:
+            raise SystemExit(f"mailbox vector {name}: seal() and the Noise handshake disagree")
+        now_ms = sealed_ms + 3_600_000
+        opened = envelope.open_envelope(
+            sealed, recipient=owner.address, secret=secret, now_ms=now_ms
+        )
+        if opened.records != records or opened.sender != sender.address:
+            raise SystemExit(f"mailbox vector {name}: the envelope does not open")
+        envelope_vectors.append(
+            {
+                "prekey": name,
+                "envelope_id": envelope_id.hex(),
+                "key_id": secret.public.key_id.hex(),
+                "sealed_ms": sealed_ms,
+                "records": [r.hex() for r in records],
+                "ephemeral_private": ephemeral.private.hex(),
+                "ephemeral_public": ephemeral.public.hex(),
+                "kem_ciphertext": kem_ct.hex(),
+                "kem_shared_secret": kem_ss.hex(),
+                "prologue": prologue.hex(),
+                "payload": payload.hex(),
+                "noise_message": noise_message.hex(),
+                "handshake_hash": handshake.result().handshake_hash.hex(),
+                "bytes": sealed.hex(),
+                "open_now_ms": now_ms,
+            }
+        )
+
+    code = SetupCode(mailbox.address, derive("setup secret"))
+    announcements = []
+    for target, version in ((mailbox.address, now * 1000), (None, now * 1000 + 1)):
+        announcement = MailboxAnnouncement.issue(owner, target, version=version)
+        announcements.append(
+            {
+                "mailbox": str(target) if target is not None else None,
+                "version": version,
+                "bytes": announcement.to_bytes().hex(),
+            }
+        )
+    return {
+        "protocol": envelope.PROTOCOL_NAME,
+        "owner_identity_seed": owner.seed.hex(),
+        "owner_address": str(owner.address),
+        "sender_identity_seed": sender.seed.hex(),
+        "sender_address": str(sender.address),
+        "sender_static": sender_keypair.private.hex(),
+        "sender_certificate": sender_static.certificate.to_bytes().hex(),
+        "prekeys": prekey_vectors,
+        "envelopes": envelope_vectors,
+        "setup_code": {
+            "mailbox_identity_seed": mailbox.seed.hex(),
+            "mailbox_address": str(mailbox.address),
+            "secret": code.secret.hex(),
+            "text": code.to_text(),
+            "client_auth_private": code.client_auth_private().hex(),
+            "client_auth_public": code.client_auth_public().hex(),
+            "token": code.token().hex(),
+            "token_digest": token_digest(code.token()).hex(),
+        },
+        "announcements": announcements,
+    }
+
+
+def build_mailbox(previous: dict[str, Any] | None) -> dict[str, Any]:
+    vector = _mailbox_vector(previous["vectors"][0] if previous else None)
+    return {"provenance": _MAILBOX_PROVENANCE, "vectors": [vector]}
+
+
 def _dump(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=1) + "\n"
 
@@ -354,7 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if the files would change")
     args = parser.parse_args(argv)
     status = 0
-    for name, builder in ((HFS_FILE, build), (SESSION_FILE, build_session)):
+    for name, builder in (
+        (HFS_FILE, build),
+        (SESSION_FILE, build_session),
+        (MAILBOX_FILE, build_mailbox),
+    ):
         path: Path = args.directory / name
         previous = json.loads(path.read_text()) if path.exists() else None
         text = _dump(builder(previous))
