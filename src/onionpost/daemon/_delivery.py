@@ -87,7 +87,7 @@ from onionpost.limits import FILE_CHUNK_SIZE, MAX_ACK_IDS
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.session import PeerDecision
-from onionpost.store import Contact, Direction, Kind, Outgoing, Store, Stored, chunks
+from onionpost.store import Contact, Direction, Kind, Outgoing, Store, Stored
 from onionpost.transport import SecureChannel
 
 __all__ = [
@@ -1521,21 +1521,31 @@ class DeliveryEngine:
         start = offset = outgoing.deposit_offset
         if start == 0 and not add(outgoing.to_message()):
             return False
-        for part_offset, length in chunks(size, MAILBOX_PART):
-            if part_offset < start:
-                continue
-            chunk_start = part_offset - part_offset % FILE_CHUNK_SIZE
-            data = self._store.read_file_chunk(
-                outgoing.id, chunk_start, FILE_CHUNK_SIZE, contact_id=outgoing.contact_id
-            )
-            within = part_offset - chunk_start
-            if not add(m.FileChunk(outgoing.id, part_offset, data[within : within + length])):
+        while offset < size:
+            length = min(MAILBOX_PART, size - offset)
+            data = self._read_range(outgoing, offset, length)
+            if not add(m.FileChunk(outgoing.id, offset, data)):
                 break
-            offset = part_offset + length
+            offset += length
         whole = offset >= size
         if offset > start or whole:
             progress.append((outgoing.id, offset, whole))
         return whole
+
+    def _read_range(self, outgoing: Outgoing, offset: int, length: int) -> bytes:
+        """``length`` bytes of an outgoing file from any ``offset``: the wire
+        chunks (sealed records) it spans, cut."""
+        out = bytearray()
+        while len(out) < length:
+            at = offset + len(out)
+            start = at - at % FILE_CHUNK_SIZE
+            data = self._store.read_file_chunk(
+                outgoing.id, start, FILE_CHUNK_SIZE, contact_id=outgoing.contact_id
+            )
+            if len(data) <= at - start:
+                raise StoreError(f"file {outgoing.id.hex()} is shorter than its size")
+            out += data[at - start : at - start + length - len(out)]
+        return bytes(out)
 
     # -- what came through our mailbox (mailbox.md §Owner) -------------------------------
 
@@ -1783,9 +1793,11 @@ def _reject_reason(exc: StoreError) -> int:
     return m.FileRejectReason.DECLINED
 
 
-# A file travels through a mailbox in parts of at most this many bytes: a wire
-# chunk does not fit in an envelope, half of one does (mailbox.md §Files).
-MAILBOX_PART: Final = (FILE_CHUNK_SIZE + 1) // 2
+# A file travels through a mailbox in parts of this many bytes (the last one
+# shorter), one per envelope with room to spare for acks: a wire chunk does
+# not fit in an envelope. The receiver puts the parts back into chunks
+# (Store.write_file_part; mailbox.md §Files).
+MAILBOX_PART: Final = 60_000
 
 
 async def _answer(channel: SecureChannel, req: int) -> m.Message:

@@ -278,6 +278,13 @@ class OwnerLink:
     def __repr__(self) -> str:
         return f"OwnerLink(connected={self._session is not None})"
 
+    async def _cpu(self, fn: Callable[[], T]) -> T:
+        """CPU-bound work (opening envelopes, making prekeys) in a worker thread."""
+        if not self._policy.store_in_thread:
+            await trio.lowlevel.checkpoint()
+            return fn()
+        return await trio.to_thread.run_sync(fn)
+
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         if not self._policy.store_in_thread:
             await trio.lowlevel.checkpoint()
@@ -520,7 +527,7 @@ class OwnerLink:
                 )
             return out
 
-        made = await trio.to_thread.run_sync(make)
+        made = await self._cpu(make)
         await self._db(self._store.add_prekeys, made, _now_ms())
         log.info("event=prekeys_made kind=%s count=%d", kind.name.lower(), count)
 
@@ -582,7 +589,7 @@ class OwnerLink:
         secret = env.PrekeySecret.from_bytes(secret_bytes)
         now = _now_ms()
         try:
-            opened = await trio.to_thread.run_sync(
+            opened = await self._cpu(
                 partial(
                     env.open_envelope,
                     held.envelope,

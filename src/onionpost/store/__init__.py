@@ -23,7 +23,7 @@ from onionpost.store._mailbox import (
     PrekeyKind,
     Registration,
 )
-from onionpost.store._owner import OwnMailbox, chunks
+from onionpost.store._owner import OwnMailbox
 from onionpost.store._records import (
     INCOMING_TRANSITIONS,
     OUTGOING_TRANSITIONS,
@@ -65,5 +65,4 @@ __all__ = [
     "Store",
     "Stored",
     "StoredFile",
-    "chunks",
 ]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -423,14 +423,3 @@ class OwnerMixin:
                 (stored, held or None, transfer.contact_id, file_id),
             )
             return stored + len(held)
-
-
-def chunks(size: int, part: int) -> Iterator[tuple[int, int]]:
-    """``(offset, length)`` of the parts of a file of ``size`` bytes for a mailbox:
-    each wire chunk (FILE_CHUNK_SIZE) cut in pieces of at most ``part`` bytes."""
-    offset = 0
-    while offset < size:
-        chunk_end = min(size, (offset // FILE_CHUNK_SIZE + 1) * FILE_CHUNK_SIZE)
-        length = min(part, chunk_end - offset)
-        yield offset, length
-        offset += length
