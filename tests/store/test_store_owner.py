@@ -1,0 +1,173 @@
+"""The store's mailbox bookkeeping (store/_owner.py): pairing, debts, deposits,
+prekeys, envelopes seen, and files arriving in parts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from onionpost.errors import NotFoundError, StoreError
+from onionpost.limits import FILE_CHUNK_SIZE
+from onionpost.proto.address import OnionAddress
+from tests.store._storekit import add_contact, new_id, offer_for, open_store
+
+NOW = 1_700_000_000_000
+
+
+def test_pairing_survives_a_restart_halfway_and_completes(tmp_path: Path) -> None:
+    mailbox = OnionAddress(os.urandom(32))
+    with open_store(tmp_path) as store:
+        assert store.own_mailbox() is None
+        assert store.announcement_version() == 0
+        store.begin_pairing(mailbox, "onionpost-mailbox1:code")
+    with open_store(tmp_path) as store:  # as after a crash
+        own = store.own_mailbox()
+        assert own is not None
+        assert not own.paired
+        assert own.code == "onionpost-mailbox1:code"
+        assert store.announcement_version() == 0  # nothing to announce yet
+        version = store.finish_pairing(NOW)
+        own = store.own_mailbox()
+        assert own is not None
+        assert own.paired
+        assert own.code is None
+        assert own.address == mailbox
+        assert store.announcement_version() == version
+        # Pairing again (another mailbox) gives a newer version.
+        store.begin_pairing(OnionAddress(os.urandom(32)), "c2")
+        assert store.finish_pairing(NOW) > version
+
+
+def test_forgetting_the_mailbox_is_announced_and_drops_prekeys(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        bob = add_contact(store)
+        store.begin_pairing(OnionAddress(os.urandom(32)), "c")
+        paired = store.finish_pairing(NOW)
+        store.set_mailbox_registered(bob.id, True)
+        store.add_prekeys([(new_id(), 1, 10**10, b"secret")], NOW)
+        gone = store.forget_mailbox(NOW)
+        assert gone > paired
+        assert store.own_mailbox() is None
+        assert store.announcement_version() == gone
+        assert store.prekey_stock(1) == (0, 0)
+        assert not store.contact(bob.name).mailbox_registered
+
+
+def test_a_contacts_mailbox_only_moves_to_newer_announcements(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        bob = add_contact(store)
+        first, second = OnionAddress(os.urandom(32)), OnionAddress(os.urandom(32))
+        assert store.set_contact_mailbox(bob.id, first, 10)
+        assert not store.set_contact_mailbox(bob.id, second, 10)  # not newer
+        assert not store.set_contact_mailbox(bob.id, second, 5)  # older: a replay
+        assert store.contact(bob.name).mailbox == first
+        assert store.set_contact_mailbox(bob.id, None, 11)  # it has none now
+        assert store.contact(bob.name).mailbox is None
+
+
+def test_debts_are_durable_until_settled(tmp_path: Path) -> None:
+    ids = [new_id() for _ in range(3)]
+    with open_store(tmp_path) as store:
+        bob = add_contact(store)
+        store.owe(bob.id, "ack", ids, NOW)
+        store.owe(bob.id, "ack", ids[:1], NOW)  # owing twice is owing once
+        store.owe(bob.id, "read", ids[2:], NOW)
+        with pytest.raises(StoreError):
+            store.owe(bob.id, "gift", ids, NOW)
+    with open_store(tmp_path) as store:
+        bob = store.contact("bob")
+        assert store.has_owed(bob.id)
+        assert sorted(store.owed(bob.id, "ack", 10)) == sorted(ids)
+        assert store.owed(bob.id, "read", 10) == ids[2:]
+        store.settle(bob.id, "ack", ids)
+        store.settle(bob.id, "read", ids[2:])
+        assert not store.has_owed(bob.id)
+
+
+def test_deposits_mark_texts_whole_and_files_by_progress(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        bob = add_contact(store)
+        text = new_id()
+        store.queue_text(bob.id, text, NOW, "hello", "text/plain", None)
+        source = tmp_path / "f.bin"
+        source.write_bytes(os.urandom(150_000))
+        file_id = new_id()
+        store.queue_file(bob.id, file_id, NOW, "f.bin", source, 10**9)
+        assert [o.id for o in store.undeposited(bob.id, 10)] == [text, file_id]
+        assert store.mark_deposited(
+            [(text, 0, True), (file_id, 60_000, False)], NOW, contact_id=bob.id
+        ) == [text]
+        left = store.undeposited(bob.id, 10)
+        assert [(o.id, o.deposit_offset) for o in left] == [(file_id, 60_000)]
+        assert store.message(text).deposited_ms == NOW
+        # Still pending for a direct session: deposited is not delivered.
+        assert {o.id for o in store.pending(bob.id, 10)} == {text, file_id}
+        assert store.mark_deposited([(file_id, 150_000, True)], NOW, contact_id=bob.id) == [file_id]
+        assert not store.has_undeposited(bob.id)
+        # Another contact cannot move them.
+        other = add_contact(store, "carol")
+        assert store.mark_deposited([(text, 0, True)], NOW, contact_id=other.id) == []
+
+
+def test_a_one_time_prekey_is_deleted_once_used_and_its_reuse_is_noticed(tmp_path: Path) -> None:
+    one_time, last_resort = new_id(), new_id()
+    with open_store(tmp_path) as store:
+        store.add_prekeys(
+            [(one_time, 1, 2_000_000_000, b"one"), (last_resort, 2, 2_000_000_100, b"last")], NOW
+        )
+        assert store.prekeys_to_upload(10) == [b"one", b"last"]
+        store.mark_prekeys_uploaded([one_time, last_resort])
+        assert store.prekeys_to_upload(10) == []
+        assert store.prekey_stock(1) == (1, 2_000_000_000)
+        with store.transaction():
+            store.use_prekey(one_time, 1, 1, NOW)
+            store.use_prekey(last_resort, 2, 1, NOW)  # last resort: kept
+        store.checkpoint()
+    with open_store(tmp_path) as store:
+        assert store.prekey_secret(one_time) is None
+        assert store.prekey_was_used(one_time)
+        assert store.prekey_secret(last_resort) == b"last"
+        assert not store.prekey_was_used(last_resort)
+
+
+def test_expired_prekeys_and_old_notes_go(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        old, fresh = new_id(), new_id()
+        store.add_prekeys([(old, 1, 1000, b"o"), (fresh, 1, 10**10, b"f")], NOW)
+        store.note_envelope(b"e" * 16, 1000)
+        assert store.envelope_seen(b"e" * 16)
+        assert store.expire_prekeys(10**6, 100) == 1
+        assert store.prekey_secret(old) is None
+        assert store.prekey_secret(fresh) == b"f"
+        assert not store.envelope_seen(b"e" * 16)
+
+
+def test_a_file_arrives_in_parts_across_chunks_and_restarts(tmp_path: Path) -> None:
+    data = os.urandom(2 * FILE_CHUNK_SIZE + 1234)
+    offer = offer_for(data)
+    with open_store(tmp_path) as store:
+        bob = add_contact(store)
+        store.begin_file(bob.id, offer, NOW, 10**9, 10**10)
+        assert store.write_file_part(offer.id, 0, data[:60_000], contact_id=bob.id) == 60_000
+        # A repeat (a re-delivered envelope) changes nothing.
+        assert store.write_file_part(offer.id, 0, data[:60_000], contact_id=bob.id) == 60_000
+        # A gap is refused.
+        with pytest.raises(StoreError):
+            store.write_file_part(offer.id, 70_000, data[70_000:80_000], contact_id=bob.id)
+        assert (
+            store.write_file_part(offer.id, 60_000, data[60_000:120_000], contact_id=bob.id)
+            == 120_000
+        )
+    with open_store(tmp_path) as store:  # what was held survives
+        bob = store.contact("bob")
+        # Overlapping what is held: only the rest counts.
+        end = store.write_file_part(offer.id, 100_000, data[100_000:], contact_id=bob.id)
+        assert end == len(data)
+        assert store.finish_file(offer.id, NOW, contact_id=bob.id)
+        out = tmp_path / "out.bin"
+        store.export_file(offer.id, out, contact_id=bob.id)
+        assert out.read_bytes() == data
+        with pytest.raises(NotFoundError):
+            store.write_file_part(offer.id, 0, b"x", contact_id=bob.id)
