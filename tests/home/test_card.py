@@ -244,3 +244,39 @@ def test_the_example_card_in_storage_md() -> None:
     raw = base64.urlsafe_b64decode(line[len("onionpost1:") :] + "==")
     assert len(raw) == 142
     assert raw[:4].hex() == "9501c420"
+
+
+# -- the mailbox announcement a card may carry (mailbox.md §Announcement) ---------------
+
+
+def test_a_card_carries_its_mailbox_announcement() -> None:
+    from onionpost.proto.address import OnionAddress
+    from onionpost.proto.pairing import MailboxAnnouncement
+
+    mailbox = OnionAddress(bytes(range(32)))
+    signed = MailboxAnnouncement.issue(SECRETS.identity, mailbox, version=7)
+    card = ContactCard.issue(SECRETS, mailbox=signed)
+    back = ContactCard.parse(card.to_line())
+    assert back.mailbox is not None
+    assert back.mailbox.mailbox == mailbox
+    assert back.mailbox.version == 7
+    assert ContactCard.parse(ContactCard.issue(SECRETS).to_line()).mailbox is None
+
+
+def test_a_card_with_another_endpoints_announcement_is_refused() -> None:
+    from onionpost.proto.address import OnionAddress
+    from onionpost.proto.pairing import MailboxAnnouncement
+
+    other = Secrets.generate("Mallory", now=NOW)
+    theirs = MailboxAnnouncement.issue(other.identity, OnionAddress(bytes(32)), version=1)
+    fields = msgpack.unpackb(
+        base64.urlsafe_b64decode(ContactCard.issue(SECRETS).to_line()[11:] + "=="),
+        use_list=True,
+    )
+    with pytest.raises(CardError, match="does not verify"):
+        ContactCard.parse(_encode([*fields, theirs.to_bytes()]))
+    ours = MailboxAnnouncement.issue(SECRETS.identity, OnionAddress(bytes(32)), version=1)
+    forged = bytearray(ours.to_bytes())
+    forged[5] ^= 1
+    with pytest.raises(CardError, match="does not verify"):
+        ContactCard.parse(_encode([*fields, bytes(forged)]))

@@ -301,7 +301,7 @@ class Daemon:
         return self._hub.subscribe(list(topics))
 
     async def whoami(self) -> api.Identity:
-        card = ContactCard.issue(self._secrets)
+        card = ContactCard.issue(self._secrets, mailbox=self.mailboxes.signed())
         return api.Identity(
             self._secrets.display_name, str(self._secrets.identity.address), card.to_line()
         )
@@ -338,6 +338,11 @@ class Daemon:
         contact = self._store.add_contact(
             name or parsed.name, parsed.address, parsed.client_auth_public, _now_ms()
         )
+        if parsed.mailbox is not None:
+            self._store.set_contact_mailbox(
+                contact.id, parsed.mailbox.mailbox, parsed.mailbox.version
+            )
+            contact = self._store.contact(contact.name)
         await self._authorize()
         if self._tor is not None:
             await self._tor.add_client_auth(contact.address, self._secrets.client_auth_private)

@@ -116,6 +116,7 @@ class Mailboxes:
         self._store = store
         self._dial_fn = dial
         self._announcement: tuple[int, bytes] | None = None
+        self._signed: MailboxAnnouncement | None = None
         self.refresh()
 
     def __repr__(self) -> str:
@@ -125,12 +126,17 @@ class Mailboxes:
         """Re-read our mailbox from the store (after pairing or a wipe)."""
         version = self._store.announcement_version()
         if version == 0:
-            self._announcement = None
+            self._announcement = self._signed = None
             return
         own = self._store.own_mailbox()
         mailbox = own.address if own is not None and own.paired else None
         signed = MailboxAnnouncement.issue(self._secrets.identity, mailbox, version=version)
+        self._signed = signed
         self._announcement = (version, signed.to_bytes())
+
+    def signed(self) -> MailboxAnnouncement | None:
+        """Our current announcement, for our contact card."""
+        return self._signed
 
     async def dial(self, mailbox: OnionAddress) -> SecureChannel:
         return await self._dial_fn(mailbox, self._secrets.client_auth_private)

@@ -10,8 +10,14 @@ shape; base64 shortened)::
     onionpost1:lQHEIP3a...xA
 
     "onionpost1:" + base64url, no padding, of the msgpack array
-      [1, identity_pub (bin 32), client_auth_pub (bin 32), name (str), signature (bin 64)]
+      [1, identity_pub (bin 32), client_auth_pub (bin 32), name (str), signature (bin 64)
+       (, mailbox announcement (bin 138))]
     signature = Ed25519(identity, b"onionpost contact card\\x00" + msgpack([1, id, ca, name]))
+
+The optional sixth element is the endpoint's signed mailbox announcement
+(:class:`onionpost.proto.pairing.MailboxAnnouncement`, mailbox.md
+§Announcement): signed on its own by the same identity, so a contact added
+from the card knows the mailbox from the start.
 
 The encoding is canonical (msgpack's shortest forms, as msgpack-python
 writes them); a card that decodes but does not re-encode to the same bytes is
@@ -37,12 +43,13 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from onionpost._files import read_small_file
-from onionpost.errors import AuthenticationError, CardError, ConfigError
+from onionpost.errors import AuthenticationError, CardError, ConfigError, MessageDecodeError
 from onionpost.limits import MAX_CARD_FILE
 from onionpost.names import contact_name_problem
 from onionpost.proto import _msgpack
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, verify_signature
+from onionpost.proto.pairing import MailboxAnnouncement
 
 __all__ = [
     "CARD_CONTEXT",
@@ -111,6 +118,8 @@ class ContactCard:
     client_auth_public: bytes
     name: str
     signature: bytes = field(repr=False)
+    # The endpoint's signed mailbox announcement, when the card carries one.
+    mailbox: MailboxAnnouncement | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.address, OnionAddress):
@@ -132,19 +141,34 @@ class ContactCard:
             raise CardError(
                 "bad signature: the card was altered or not made by this address"
             ) from exc
+        if self.mailbox is not None and self.mailbox.owner != self.address:
+            raise CardError("the card's mailbox announcement is another endpoint's")
 
     @classmethod
-    def issue(cls, secrets: CardHolder) -> ContactCard:
-        """Our own card, signed with our identity key."""
+    def issue(
+        cls, secrets: CardHolder, *, mailbox: MailboxAnnouncement | None = None
+    ) -> ContactCard:
+        """Our own card, signed with our identity key (with our mailbox's
+        announcement, when we have one)."""
         identity = secrets.identity
         body = _body(identity.public_key, secrets.client_auth_public, secrets.display_name)
         signature = identity.sign(CARD_CONTEXT + _pack(body))
-        return cls(identity.address, secrets.client_auth_public, secrets.display_name, signature)
+        return cls(
+            identity.address,
+            secrets.client_auth_public,
+            secrets.display_name,
+            signature,
+            mailbox,
+        )
 
     def to_line(self) -> str:
-        packed = _pack(
-            [*_body(self.address.public_key, self.client_auth_public, self.name), self.signature]
-        )
+        fields = [
+            *_body(self.address.public_key, self.client_auth_public, self.name),
+            self.signature,
+        ]
+        if self.mailbox is not None:
+            fields.append(self.mailbox.to_bytes())
+        packed = _pack(fields)
         return CARD_PREFIX + base64.urlsafe_b64encode(packed).rstrip(b"=").decode("ascii")
 
     def __str__(self) -> str:
@@ -182,9 +206,9 @@ class ContactCard:
             raise CardError("malformed card: the version is not an integer")
         if obj[0] != CARD_VERSION:
             raise CardError(f"unsupported card version {obj[0]} (this onionpost reads version 1)")
-        if len(obj) != 5:
-            raise CardError("malformed card: a version 1 card has 5 fields")
-        _, identity_public, client_auth_public, name, signature = obj
+        if len(obj) not in (5, 6):
+            raise CardError("malformed card: a version 1 card has 5 fields (6 with a mailbox)")
+        _, identity_public, client_auth_public, name, signature = obj[:5]
         if type(identity_public) is not bytes or len(identity_public) != _KEY_LEN:
             raise CardError("malformed card: the identity key is not 32 bytes")
         if type(client_auth_public) is not bytes or len(client_auth_public) != _KEY_LEN:
@@ -195,9 +219,16 @@ class ContactCard:
             raise CardError("malformed card: the signature is not 64 bytes")
         if _pack(obj) != raw or base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != encoded:
             raise CardError("malformed card: not in canonical form")
-        return cls(
-            OnionAddress.from_public_key(identity_public), client_auth_public, name, signature
-        )
+        address = OnionAddress.from_public_key(identity_public)
+        mailbox = None
+        if len(obj) == 6:
+            if type(obj[5]) is not bytes:
+                raise CardError("malformed card: the mailbox announcement is not bytes")
+            try:
+                mailbox = MailboxAnnouncement.parse(obj[5], owner=address)
+            except (AuthenticationError, MessageDecodeError) as exc:
+                raise CardError("the card's mailbox announcement does not verify") from exc
+        return cls(address, client_auth_public, name, signature, mailbox)
 
 
 def read_card_file(path: Path) -> ContactCard:
