@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import struct
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
@@ -24,7 +26,7 @@ from onionpost.errors import (
     MessageDecodeError,
     OnionpostError,
 )
-from onionpost.proto import _msgpack
+from onionpost.proto import _msgpack, envelope, identity, pairing
 from onionpost.proto._crypto import HASHES, KemKeyPair, KeyPair, mlkem768_encapsulate, x25519
 from onionpost.proto.envelope import (
     ENVELOPE_VERSION,
@@ -250,6 +252,22 @@ def test_constants() -> None:
     assert MIN_ENVELOPE == 33 + 1088 + 96 + 163
     assert MAX_ENVELOPE_AGE_MS == 40 * DAY * 1000
     assert PREKEY_LEN == 1306
+
+
+MAILBOX_MD = Path(__file__).resolve().parents[2] / "protocol-spec" / "mailbox.md"
+
+
+def test_the_spec_constants_table_matches_the_code() -> None:
+    """mailbox.md §10 lists each constant with the value the code has."""
+    text = MAILBOX_MD.read_text(encoding="utf-8")
+    section = text[text.index("## 10. Constants") :]
+    rows = re.findall(r"^\| `([A-Z_]+)` \| ([0-9,]+)", section, re.M)
+    assert len(rows) >= 10
+    for name, value in rows:
+        module = next(m for m in (envelope, pairing, identity) if hasattr(m, name))
+        assert getattr(module, name) == int(value.replace(",", "")), name
+    for name in ("MAX_ENVELOPE", "MAX_ENVELOPE_PAYLOAD", "MAX_ENVELOPE_AGE_MS", "ID_LEN"):
+        assert name in dict(rows)
 
 
 # -- tampering ----------------------------------------------------------------------------
