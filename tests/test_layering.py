@@ -57,6 +57,12 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
         {"_localapi", "api", "transport", "tor", "store", "home", "proto", "__init__"}
     )
     | LEAVES,
+    # A home run as a mailbox: its own server and store, tor, and the daemon's
+    # local API server (the same socket and protocol, another backend).
+    "mailbox": frozenset(
+        {"_localapi", "api", "transport", "tor", "store", "home", "proto", "daemon", "__init__"}
+    )
+    | LEAVES,
     "cli": frozenset({"client", "home", "proto", "api", "__init__"}) | LEAVES,
     # Test support: the private Tor network, and endpoints on it driven as an
     # operator drives them (the CLI in a child process, the client library).
@@ -68,6 +74,8 @@ MODULE_MAY_IMPORT: dict[str, frozenset[str]] = {
     # `onionpost daemon` runs the daemon in this process; `doctor` opens the
     # store and asks the running tor (its version, its hardening, its sockets).
     "cli/_daemon_cmd.py": frozenset({"daemon", "store", "tor"}),
+    # `onionpost mailbox serve` runs the mailbox in this process.
+    "cli/_mailbox_cmd.py": frozenset({"mailbox", "store"}),
     # `onionpost testnet up|status|down`.
     "cli/_testnet.py": frozenset({"testing"}),
 }

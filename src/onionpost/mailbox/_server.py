@@ -1,0 +1,884 @@
+"""The mailbox's session server: pairing, registrations, prekeys, deposits and drains.
+
+Theory of operation
+-------------------
+::
+
+    MailboxServer.run()             one nursery: the part's own core
+    ├── publisher                   tells tor who is authorized, after each change
+    └── housekeeping                retention, expired codes and prekeys
+    run_inbound(channel)            one per session (the listener's handler)
+    ├── receiver                    records in, rate-limited; one answer per request
+    └── sender                      answers, then the fetched envelopes, then pushes
+
+*Who may connect* (mailbox.md §Authorization). Tor lets in only clients
+holding an authorized key: the owners', their registered contacts', and
+the keys of setup codes not yet expired. After the handshake,
+:meth:`MailboxServer.decide` accepts an owner, a contact some owner
+registered, or, while a setup code waits unused, anyone (it pairs or
+nothing). Both come from an in-memory snapshot of the store's directory,
+re-read after every change, so ``decide`` is a set lookup, no I/O.
+
+*One answer per request.* Every request carries ``req``; the mailbox answers
+each with exactly one MbResult, MbPrekey or MbUsage of the same ``req``.
+Anything an owner-only request asks of a peer that is not an owner, and
+anything about an owner a contact was not registered by, is answered
+``MbResult(req, NOT_FOUND, "not found")``: byte for byte what an owner that
+does not exist gets. Records a mailbox never takes end the session with
+Close(BAD_MESSAGE).
+
+*Failure domains* (STYLE 16). A session is one: whatever goes wrong in it (a
+record that does not decode, a peer that vanishes, a store error, a bug)
+ends that session, is logged once with a reason, and never reaches the
+server's nursery, which only its own core (the publisher, housekeeping)
+can end.
+
+*Bounds.* Records per session per second (a token bucket: the mailbox stops
+reading, and tor's flow control slows the sender); answers queued per
+session (:data:`MAX_PENDING_REPLIES`: the receiver waits for the sender, so
+a peer that does not read stops being read); sessions per peer; envelopes
+read from the store per page while pushing (:data:`FETCH_PAGE`, each sent
+before the next page is read); the envelope size, per-contact quotas, the
+disk budget and retention (:class:`MailboxPolicy`); owners, contacts per
+owner, one-time prekeys, setup codes waiting and tor client keys
+(constants below).
+
+*Store work* runs in a worker thread, one call at a time, unless the policy
+says otherwise (tests on virtual time).
+
+Logs name owners and contacts by handle (``owner=#2``, ``contact=#7``, the
+store's ids) and carry envelope ids and reasons; never envelope contents,
+tokens or keys. Addresses appear only at DEBUG.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final, TypeVar
+
+import trio
+
+from onionpost import api
+from onionpost._logs import safe
+from onionpost.errors import (
+    AuthenticationError,
+    CloseCode,
+    ConfigError,
+    MessageDecodeError,
+    NoSpaceError,
+    NotFoundError,
+    OnionpostError,
+    QuotaError,
+    RemoteProtocolError,
+    StoreError,
+    TransportError,
+)
+from onionpost.home import Config
+from onionpost.proto import envelope as env
+from onionpost.proto import messages as m
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.pairing import SetupCode, token_digest
+from onionpost.proto.session import PeerDecision
+from onionpost.store import Directory, MailboxStore, OwnerUsage, PairOutcome, Prekey, PrekeyKind
+from onionpost.tor._publish import MAX_AUTHORIZED_CLIENTS
+from onionpost.transport import SecureChannel
+
+__all__ = [
+    "CODE_REFUSED_DETAIL",
+    "FETCH_PAGE",
+    "HOUSEKEEPING_INTERVAL",
+    "MAX_CLIENTS",
+    "MAX_ONE_TIME_PREKEYS",
+    "MAX_OPEN_CODES",
+    "MAX_OWNERS",
+    "MAX_PENDING_REPLIES",
+    "MAX_REGISTRATIONS_PER_OWNER",
+    "MAX_SESSIONS_PER_PEER",
+    "NOT_FOUND_DETAIL",
+    "IssuedCode",
+    "MailboxPolicy",
+    "MailboxServer",
+]
+
+log = logging.getLogger("onionpost.mailbox")
+
+T = TypeVar("T")
+
+# Seconds between rounds of retention and expiry.
+HOUSEKEEPING_INTERVAL: Final = 60.0
+# Answers queued for a session's sender before its receiver waits.
+MAX_PENDING_REPLIES: Final = 64
+# Envelopes read from the store at once while pushing (at most ~1 MiB).
+FETCH_PAGE: Final = 16
+# Sessions one peer may hold at once; another is closed at once.
+MAX_SESSIONS_PER_PEER: Final = 4
+# Owners one mailbox serves, contacts each may register, one-time prekeys it
+# holds for each, setup codes waiting to be used at once.
+MAX_OWNERS: Final = 16
+MAX_REGISTRATIONS_PER_OWNER: Final = 200
+MAX_ONE_TIME_PREKEYS: Final = 200
+MAX_OPEN_CODES: Final = 8
+# Distinct tor client keys the onion service authorizes (tor's bound for us).
+MAX_CLIENTS: Final = MAX_AUTHORIZED_CLIENTS
+# Seconds before telling tor again about authorized clients after it failed.
+CLIENTS_RETRY: Final = 5.0
+# How long a closing session may take to say goodbye.
+CLOSE_GRACE: Final = 2.0
+
+NOT_FOUND_DETAIL: Final = "not found"
+CODE_REFUSED_DETAIL: Final = "the setup code is unknown, used or expired"
+
+# Requests only an owner makes (mailbox.md §Wire records).
+_OWNER_ONLY: Final = (
+    m.MbRegister,
+    m.MbDeregister,
+    m.MbPrekeys,
+    m.MbFetch,
+    m.MbDelete,
+    m.MbStatus,
+    m.MbWipe,
+)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxPolicy:
+    """A mailbox's bounds and timers (``config.toml``'s ``[mailbox]`` table)."""
+
+    retention: float = 30 * 24 * 3600.0  # seconds an envelope is held at most
+    max_envelope: int = env.MAX_ENVELOPE
+    max_envelopes_per_contact: int = 5000  # per (owner, contact)
+    max_bytes_per_contact: int = 256 << 20
+    max_disk_use: int = 10 << 30  # envelopes of every owner together
+    records_per_second: float = 200.0  # per session, with a burst of twice that
+    # Store calls in a worker thread, so an fsync never stalls the event loop.
+    # False runs them on the loop: only for tests on virtual time (MockClock),
+    # where a thread at work looks like idleness.
+    store_in_thread: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_envelope <= env.MAX_ENVELOPE:
+            raise ConfigError(f"max_envelope must be 1 to {env.MAX_ENVELOPE} bytes")
+        if not self.retention > 0 or not self.records_per_second > 0:
+            raise ConfigError("retention and records_per_second must be positive")
+
+    @classmethod
+    def from_config(cls, config: Config) -> MailboxPolicy:
+        return cls(
+            retention=config.mailbox_retention,
+            max_envelope=config.mailbox_max_envelope,
+            max_envelopes_per_contact=config.mailbox_max_envelopes_per_contact,
+            max_bytes_per_contact=config.mailbox_max_bytes_per_contact,
+            max_disk_use=config.mailbox_max_disk_use,
+            records_per_second=float(config.mailbox_records_per_second),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCode:
+    """A new setup code and when it stops working (ms since the epoch)."""
+
+    code: SetupCode
+    expires_ms: int
+
+
+class _Shed(OnionpostError):
+    """We end a session on purpose, with a close code the peer sees."""
+
+    def __init__(self, message: str, *, code: CloseCode, reason: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class _Kick:
+    """Wake every waiter once; a waiter that passes the generation it saw
+    before looking for work does not miss a kick in between."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self.generation = 0
+
+    def fire(self) -> None:
+        self.generation += 1
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait(self, since: int | None = None) -> None:
+        if since is not None and since != self.generation:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._event.wait()
+
+
+class _TokenBucket:
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._tokens = 2 * rate
+        self._stamp = trio.current_time()
+
+    async def take(self, n: int) -> None:
+        now = trio.current_time()
+        self._tokens = min(2 * self._rate, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        self._tokens -= n
+        if self._tokens < 0:
+            await trio.sleep(-self._tokens / self._rate)
+
+
+@dataclass(slots=True)
+class _Fetch:
+    """A session's subscription: envelopes after ``cursor`` are still to send."""
+
+    req: int
+    cursor: int
+    answered: bool = False  # the MbResult after the envelopes held at first went out
+
+
+@dataclass(eq=False, slots=True)
+class _Session:
+    channel: SecureChannel
+    serial: int
+    replies: deque[m.Message] = field(default_factory=deque)
+    wake: _Kick = field(default_factory=_Kick)  # for the sender
+    room: _Kick = field(default_factory=_Kick)  # for the receiver
+    fetch: _Fetch | None = None
+    closing: _Shed | None = None
+
+    @property
+    def peer(self) -> OnionAddress:
+        return self.channel.peer
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """The directory as ``decide`` and ``authorized_clients`` read it."""
+
+    owners: dict[bytes, int]  # identity -> owner id
+    contacts: dict[bytes, int]  # identity -> its first registration's id
+    keys: frozenset[bytes]  # owners' and contacts' tor client keys
+    codes: tuple[tuple[int, bytes, bool], ...]  # (expires_ms, client key, used)
+
+    @classmethod
+    def of(cls, directory: Directory) -> _Snapshot:
+        contacts: dict[bytes, int] = {}
+        for r in directory.registrations:
+            contacts.setdefault(r.contact.public_key, r.id)
+        return cls(
+            owners={o.address.public_key: o.id for o in directory.owners},
+            contacts=contacts,
+            keys=frozenset(
+                [o.client_auth_public for o in directory.owners]
+                + [r.client_auth_public for r in directory.registrations]
+            ),
+            codes=tuple((c.expires_ms, c.client_auth_public, c.used) for c in directory.codes),
+        )
+
+
+class MailboxServer:
+    """A mailbox's sessions and state; see the module docstring.
+
+    Built from its store, its policy and its own onion address (which setup
+    codes name). ``clients_changed()`` is awaited, one call at a time, after
+    the set of authorized tor client keys changed (the service then gives
+    tor :meth:`authorized_clients`). ``clock()`` is the time in milliseconds
+    since the epoch (default: the system clock). :meth:`run` must be running.
+    """
+
+    def __init__(
+        self,
+        store: MailboxStore,
+        policy: MailboxPolicy,
+        *,
+        address: OnionAddress,
+        clients_changed: Callable[[], Awaitable[None]] | None = None,
+        clock: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._address = address
+        self._clients_changed = clients_changed
+        self._clock = clock
+        self._db_limiter = trio.CapacityLimiter(1)
+        self._snapshot = _Snapshot.of(store.directory(clock()))
+        self._refreshes = 0
+        self._applied = 0
+        self._changed = _Kick()
+        self._sessions: dict[bytes, set[_Session]] = {}
+        self._serials = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"MailboxServer({len(self._snapshot.owners)} owners)"
+
+    # -- the core -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled: the publisher of authorized clients, housekeeping."""
+        await self._refresh()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._publisher, self.authorized_clients())
+            nursery.start_soon(self._housekeeping)
+            task_status.started()
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One store call, in the worker thread (one at a time)."""
+        if not self._policy.store_in_thread:
+            await trio.lowlevel.checkpoint()
+            return fn(*args, **kwargs)
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._db_limiter)
+
+    async def _refresh(self) -> None:
+        """Re-read the directory after a change (a later read never loses to an earlier)."""
+        self._refreshes += 1
+        ticket = self._refreshes
+        directory = await self._db(self._store.directory, self._clock())
+        if ticket > self._applied:
+            self._applied = ticket
+            self._snapshot = _Snapshot.of(directory)
+            self._changed.fire()
+
+    async def _publisher(self, told: list[bytes]) -> None:
+        """Tell tor the authorized keys whenever they differ from what it was told."""
+        while True:
+            seen = self._changed.generation
+            current = self.authorized_clients()
+            if current != told and self._clients_changed is not None:
+                try:
+                    await self._clients_changed()
+                except OnionpostError as exc:
+                    log.warning("event=authorize_failed error=%s", type(exc).__name__)
+                    await trio.sleep(CLIENTS_RETRY)
+                    continue
+                log.info("event=clients_authorized count=%d", len(current))
+                told = current
+                continue
+            await self._changed.wait(since=seen)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await trio.sleep(HOUSEKEEPING_INTERVAL)
+            try:
+                await self.expire()
+            except StoreError as exc:
+                # A full disk or a locked page now; the next round tries again.
+                log.warning("event=housekeeping_failed error=%s", type(exc).__name__)
+
+    async def expire(self) -> None:
+        """One round of housekeeping (run() does it every HOUSEKEEPING_INTERVAL)."""
+        now = self._clock()
+        expired = await self._db(
+            self._store.expire,
+            now=now,
+            deposited_before=now - int(self._policy.retention * 1000),
+            now_s=now // 1000,
+        )
+        if expired.envelopes or expired.codes or expired.prekeys:
+            log.info(
+                "event=expired envelopes=%d codes=%d prekeys=%d",
+                expired.envelopes,
+                expired.codes,
+                expired.prekeys,
+            )
+        # Codes that expired take their keys out of what tor authorizes.
+        await self._refresh()
+
+    # -- who may connect ------------------------------------------------------------------
+
+    def _open_code(self, now: int) -> bool:
+        return any(expires > now and not used for expires, _, used in self._snapshot.codes)
+
+    def decide(self, peer: OnionAddress) -> PeerDecision:
+        """ACCEPT an owner, a contact an owner registered, or anyone while a setup
+        code waits unused and unexpired (to pair); REFUSE anyone else."""
+        snapshot = self._snapshot
+        key = peer.public_key
+        if key in snapshot.owners or key in snapshot.contacts or self._open_code(self._clock()):
+            return PeerDecision.ACCEPT
+        return PeerDecision.REFUSE
+
+    def authorized_clients(self) -> list[bytes]:
+        """Every tor client key to authorize now, sorted, each once."""
+        now = self._clock()
+        keys = set(self._snapshot.keys)
+        keys.update(key for expires, key, _ in self._snapshot.codes if expires > now)
+        return sorted(keys)
+
+    # -- the local API's side -------------------------------------------------------------
+
+    async def new_setup_code(self, expires_s: int) -> IssuedCode:
+        """A new one-time setup code, valid ``expires_s`` seconds; ConfigError when
+        too many wait unused already."""
+        if not isinstance(expires_s, int) or expires_s <= 0:
+            raise ConfigError("a setup code's lifetime is a positive number of seconds")
+        code = SetupCode.generate(self._address)
+        now = self._clock()
+        expires_ms = now + expires_s * 1000
+        try:
+            await self._db(
+                self._store.add_setup_code,
+                token_digest(code.token()),
+                code.client_auth_public(),
+                now=now,
+                expires_ms=expires_ms,
+                max_open=MAX_OPEN_CODES,
+                max_clients=MAX_CLIENTS,
+            )
+        except QuotaError as exc:
+            raise ConfigError(str(exc)) from exc
+        await self._refresh()
+        log.info("event=setup_code_made expires_in=%d", expires_s)
+        return IssuedCode(code, expires_ms)
+
+    async def usage(self) -> list[api.MailboxOwnerUsage]:
+        """What is held for each owner."""
+        return [_usage_record(u) for u in await self._db(self._store.usages)]
+
+    async def wipe(self, owner: OnionAddress | None) -> api.Wiped:
+        """Delete one owner's space (NotFoundError when it is none) or every owner's."""
+        if owner is None:
+            envelopes, owners = await self._db(self._store.wipe_all)
+        else:
+            envelopes, owners = await self._db(self._store.wipe, owner), 1
+        self._end_fetches(owner)
+        await self._refresh()
+        log.info("event=wiped owners=%d envelopes=%d by=operator", owners, envelopes)
+        return api.Wiped(envelopes=envelopes, owners=owners)
+
+    def _end_fetches(self, owner: OnionAddress | None) -> None:
+        for key, sessions in self._sessions.items():
+            if owner is None or key == owner.public_key:
+                for session in sessions:
+                    session.fetch = None
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def _handle(self, key: bytes) -> str:
+        """How logs name a peer at INFO: its role and the store's id."""
+        snapshot = self._snapshot
+        if key in snapshot.owners:
+            return f"owner=#{snapshot.owners[key]}"
+        if key in snapshot.contacts:
+            return f"contact=#{snapshot.contacts[key]}"
+        return "peer=pairing"
+
+    async def run_inbound(self, channel: SecureChannel) -> None:
+        """Serve one session (the listener's handler). Never raises but Cancelled:
+        the session is its own failure domain."""
+        key = channel.peer.public_key
+        peers = self._sessions.setdefault(key, set())
+        session = _Session(channel, next(self._serials))
+        if len(peers) >= MAX_SESSIONS_PER_PEER:
+            log.info("event=session_refused session=%d reason=too-many-sessions", session.serial)
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
+                await channel.aclose(CloseCode.RATE_LIMITED, "too many sessions")
+            return
+        peers.add(session)
+        log.info("event=session_up session=%d %s", session.serial, self._handle(key))
+        log.debug("event=session_up session=%d peer=%s", session.serial, channel.peer)
+        failure: BaseException | None = None
+        try:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._sender, session)
+                    await self._receiver(session)
+                    nursery.cancel_scope.cancel()
+            except* Exception as group:
+                failure = _first(group)
+            # The channel knows best why it failed (a task cancelled while the
+            # channel was being aborted loses the peer's error on its way out).
+            if isinstance(channel.failure, RemoteProtocolError) and not isinstance(failure, _Shed):
+                failure = channel.failure
+        finally:
+            peers.discard(session)
+            if not peers:
+                self._sessions.pop(key, None)
+            code, reason = CloseCode.NORMAL, ""
+            if isinstance(failure, _Shed):
+                code, reason = failure.code, str(failure)
+            elif failure is not None and not isinstance(
+                failure, RemoteProtocolError | TransportError
+            ):
+                code = CloseCode.INTERNAL_ERROR
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
+                if isinstance(failure, _Shed):
+                    # The answers already due go out before the Close.
+                    with contextlib.suppress(OnionpostError, trio.ClosedResourceError):
+                        await _send_replies(session)
+                await channel.aclose(code, reason)
+            self._ended(session, failure)
+
+    def _ended(self, session: _Session, failure: BaseException | None) -> None:
+        handle = self._handle(session.peer.public_key)
+        if failure is None:
+            log.info("event=session_down session=%d %s reason=closed", session.serial, handle)
+            return
+        reason = _reason(failure)
+        if isinstance(failure, OnionpostError) and not isinstance(failure, StoreError):
+            log.info("event=session_down session=%d %s reason=%s", session.serial, handle, reason)
+            return
+        # Our own store failing, or a bug: worth a warning (and a traceback), once.
+        log.warning(
+            "event=session_error session=%d %s reason=%s",
+            session.serial,
+            handle,
+            reason,
+            exc_info=None if isinstance(failure, OnionpostError) else failure,
+        )
+
+    async def _reply(self, session: _Session, record: m.Message) -> None:
+        """Queue an answer for the sender (the receiver never blocks on a write)."""
+        while len(session.replies) >= MAX_PENDING_REPLIES:
+            await session.room.wait()  # no await between the check and the wait
+        session.replies.append(record)
+        session.wake.fire()
+
+    async def _receiver(self, session: _Session) -> None:
+        channel = session.channel
+        bucket = _TokenBucket(self._policy.records_per_second)
+        counted = 0
+        while True:
+            try:
+                record = await channel.receive()
+            except trio.EndOfChannel:
+                return
+            # Every record the session decrypted costs a token: Pings and
+            # ignored extensions too.
+            total = channel.records_received
+            await bucket.take(total - counted)
+            counted = total
+            if isinstance(record, m.UnknownExtension):
+                continue  # spec.md §5.1: an unknown extension is ignored
+            handler = self._HANDLERS.get(type(record))
+            if handler is None:
+                raise _Shed(
+                    f"a mailbox does not take {type(record).__name__}",
+                    code=CloseCode.BAD_MESSAGE,
+                    reason=f"unexpected-{type(record).__name__}",
+                )
+            req: int = record.req  # type: ignore[union-attr]
+            if isinstance(record, _OWNER_ONLY) and session.peer.public_key not in (
+                self._snapshot.owners
+            ):
+                answer: m.Message | None = _not_found(req)
+            else:
+                answer = await handler(self, session, record)
+            if answer is not None:
+                await self._reply(session, answer)
+
+    async def _sender(self, session: _Session) -> None:
+        """Answers first; then what the session's fetch has still to send."""
+        while True:
+            seen = session.wake.generation
+            if session.replies:
+                await _send_replies(session)
+                continue
+            if session.closing is not None:
+                raise session.closing
+            fetch = session.fetch
+            if fetch is not None and await self._push(session, fetch):
+                continue
+            await session.wake.wait(since=seen)
+
+    async def _push(self, session: _Session, fetch: _Fetch) -> bool:
+        """Send one page of envelopes after the cursor, or the fetch's answer once
+        there are none. False when there is nothing to do until a deposit."""
+        page = await self._db(
+            self._store.envelopes, session.peer, after=fetch.cursor, limit=FETCH_PAGE
+        )
+        for held in page:
+            if session.fetch is not fetch:
+                return True  # a new MbFetch replaced this one: start over from it
+            await session.channel.send(
+                m.MbEnvelope(held.seq, held.id, held.deposited_ms, held.data)
+            )
+            fetch.cursor = held.seq
+        if page:
+            return True
+        if fetch.answered or session.fetch is not fetch:
+            return False
+        fetch.answered = True
+        await self._db(self._store.note_drained, session.peer, self._clock())
+        await session.channel.send(m.MbResult(fetch.req, m.MbCode.OK, value=fetch.cursor))
+        return True
+
+    def _wake_owner(self, owner: bytes) -> None:
+        for session in self._sessions.get(owner, ()):
+            if session.fetch is not None:
+                session.wake.fire()
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _pair(self, session: _Session, record: m.MbPair) -> m.Message:
+        try:
+            outcome = await self._db(
+                self._store.pair,
+                token_digest(record.token),
+                session.peer,
+                record.client_auth_public,
+                now=self._clock(),
+                max_owners=MAX_OWNERS,
+                max_clients=MAX_CLIENTS,
+            )
+        except QuotaError as exc:
+            return m.MbResult(record.req, m.MbCode.QUOTA_EXCEEDED, str(exc))
+        if outcome is PairOutcome.REFUSED:
+            log.info("event=pairing_refused session=%d", session.serial)
+            return m.MbResult(record.req, m.MbCode.CODE_REFUSED, CODE_REFUSED_DETAIL)
+        await self._refresh()
+        log.info(
+            "event=paired session=%d %s repeated=%s",
+            session.serial,
+            self._handle(session.peer.public_key),
+            "yes" if outcome is PairOutcome.REPEATED else "no",
+        )
+        log.debug("event=paired owner=%s", session.peer)
+        return _ok(record.req)
+
+    async def _register(self, session: _Session, record: m.MbRegister) -> m.Message:
+        contact = OnionAddress.from_public_key(record.contact)
+        try:
+            registration = await self._db(
+                self._store.register,
+                session.peer,
+                contact,
+                record.client_auth_public,
+                now=self._clock(),
+                max_per_owner=MAX_REGISTRATIONS_PER_OWNER,
+                max_clients=MAX_CLIENTS,
+            )
+        except NotFoundError:
+            return _not_found(record.req)
+        except QuotaError as exc:
+            return m.MbResult(record.req, m.MbCode.QUOTA_EXCEEDED, str(exc))
+        await self._refresh()
+        log.info(
+            "event=registered %s contact=#%d",
+            self._handle(session.peer.public_key),
+            registration.id,
+        )
+        log.debug("event=registered contact=#%d address=%s", registration.id, contact)
+        return _ok(record.req)
+
+    async def _deregister(self, session: _Session, record: m.MbDeregister) -> m.Message:
+        contact = OnionAddress.from_public_key(record.contact)
+        try:
+            removed = await self._db(self._store.deregister, session.peer, contact)
+        except NotFoundError:
+            return _not_found(record.req)
+        if removed:
+            await self._refresh()
+            log.info("event=deregistered %s", self._handle(session.peer.public_key))
+        return _ok(record.req, int(removed))
+
+    async def _prekeys(self, session: _Session, record: m.MbPrekeys) -> m.Message:
+        now_s = self._clock() // 1000
+        prekeys = []
+        for data in record.prekeys:
+            try:
+                signed = env.SignedPrekey.parse(data)
+                signed.verify(session.peer, now=now_s)
+            except (MessageDecodeError, AuthenticationError):
+                return m.MbResult(
+                    record.req,
+                    m.MbCode.BAD_REQUEST,
+                    "a prekey is malformed, expired or not signed by this owner",
+                )
+            prekeys.append(
+                Prekey(signed.key_id, PrekeyKind(int(signed.kind)), signed.not_after, data)
+            )
+        try:
+            held = await self._db(
+                self._store.add_prekeys,
+                session.peer,
+                prekeys,
+                now=self._clock(),
+                max_one_time=MAX_ONE_TIME_PREKEYS,
+            )
+        except NotFoundError:
+            return _not_found(record.req)
+        except QuotaError as exc:
+            return m.MbResult(record.req, m.MbCode.QUOTA_EXCEEDED, str(exc))
+        return _ok(record.req, held)
+
+    async def _get_prekey(self, session: _Session, record: m.MbGetPrekey) -> m.Message:
+        owner = OnionAddress.from_public_key(record.owner)
+        try:
+            prekey = await self._db(
+                self._store.take_prekey, owner, session.peer, now_s=self._clock() // 1000
+            )
+        except NotFoundError:
+            return _not_found(record.req)
+        if prekey is None:
+            return m.MbResult(record.req, m.MbCode.NO_PREKEY, "no prekey left")
+        return m.MbPrekey(record.req, prekey)
+
+    async def _deposit(self, session: _Session, record: m.MbDeposit) -> m.Message:
+        limit = self._policy.max_envelope
+        if len(record.envelope) > limit:
+            return m.MbResult(
+                record.req, m.MbCode.TOO_LARGE, f"an envelope is at most {limit} bytes"
+            )
+        try:
+            header = env.EnvelopeHeader.parse(record.envelope)
+        except MessageDecodeError:
+            return m.MbResult(record.req, m.MbCode.BAD_REQUEST, "a malformed envelope")
+        owner = OnionAddress.from_public_key(record.owner)
+        p = self._policy
+        try:
+            done = await self._db(
+                self._store.deposit,
+                owner,
+                session.peer,
+                header.envelope_id,
+                record.envelope,
+                now=self._clock(),
+                max_envelopes=p.max_envelopes_per_contact,
+                max_bytes=p.max_bytes_per_contact,
+                max_disk=p.max_disk_use,
+            )
+        except NotFoundError:
+            return _not_found(record.req)
+        except QuotaError as exc:
+            return m.MbResult(record.req, m.MbCode.QUOTA_EXCEEDED, str(exc))
+        except NoSpaceError:
+            log.warning("event=mailbox_full %s", self._handle(record.owner))
+            return m.MbResult(record.req, m.MbCode.MAILBOX_FULL, "the mailbox is full")
+        if done.new:
+            self._wake_owner(record.owner)
+            log.info(
+                "event=deposited %s seq=%d id=%s size=%d",
+                self._handle(record.owner),
+                done.seq,
+                header.envelope_id.hex(),
+                len(record.envelope),
+            )
+        return _ok(record.req, done.seq)
+
+    async def _fetch(self, session: _Session, record: m.MbFetch) -> m.Message | None:
+        # Answered by the sender, after the envelopes held now (see _push).
+        session.fetch = _Fetch(record.req, record.after)
+        session.wake.fire()
+        return None
+
+    async def _delete(self, session: _Session, record: m.MbDelete) -> m.Message:
+        try:
+            deleted = await self._db(self._store.delete_envelopes, session.peer, record.ids)
+        except NotFoundError:
+            return _not_found(record.req)
+        return _ok(record.req, deleted)
+
+    async def _status(self, session: _Session, record: m.MbStatus) -> m.Message:
+        try:
+            usage = await self._db(self._store.usage, session.peer)
+        except NotFoundError:
+            return _not_found(record.req)
+        return m.MbUsage(
+            record.req,
+            usage.envelopes,
+            usage.bytes,
+            usage.one_time_prekeys,
+            usage.last_resort_not_after or 0,
+            usage.contacts,
+        )
+
+    async def _wipe(self, session: _Session, record: m.MbWipe) -> m.Message:
+        handle = self._handle(session.peer.public_key)
+        try:
+            deleted = await self._db(self._store.wipe, session.peer)
+        except NotFoundError:
+            return _not_found(record.req)
+        self._end_fetches(session.peer)
+        await self._refresh()
+        log.info("event=wiped %s envelopes=%d by=owner", handle, deleted)
+        return _ok(record.req, deleted)
+
+    _HANDLERS: Final[dict[type, Callable[..., Awaitable[m.Message | None]]]] = {
+        m.MbPair: _pair,
+        m.MbRegister: _register,
+        m.MbDeregister: _deregister,
+        m.MbPrekeys: _prekeys,
+        m.MbGetPrekey: _get_prekey,
+        m.MbDeposit: _deposit,
+        m.MbFetch: _fetch,
+        m.MbDelete: _delete,
+        m.MbStatus: _status,
+        m.MbWipe: _wipe,
+    }
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _ok(req: int, value: int = 0) -> m.MbResult:
+    return m.MbResult(req, m.MbCode.OK, "", value)
+
+
+def _not_found(req: int) -> m.MbResult:
+    """The one answer for what does not exist and what the asker may not see."""
+    return m.MbResult(req, m.MbCode.NOT_FOUND, NOT_FOUND_DETAIL)
+
+
+async def _send_replies(session: _Session) -> None:
+    while session.replies:
+        await session.channel.send(session.replies.popleft())
+        session.room.fire()
+
+
+def _usage_record(usage: OwnerUsage) -> api.MailboxOwnerUsage:
+    last_resort = usage.last_resort_not_after
+    return api.MailboxOwnerUsage(
+        owner=str(usage.owner),
+        contacts=usage.contacts,
+        envelopes=usage.envelopes,
+        bytes=usage.bytes,
+        one_time_prekeys=usage.one_time_prekeys,
+        last_resort_not_after_ms=None if last_resort is None else last_resort * 1000,
+        last_drained_ms=usage.last_drained_ms,
+        last_deposit_ms=usage.last_deposit_ms,
+    )
+
+
+def _first(group: BaseException) -> BaseException:
+    """What ended a session, from the group its nursery raised: the first
+    failure that is not a stream broken under another task."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if not isinstance(leaf, TransportError | trio.ClosedResourceError):
+            return leaf
+    return leaves[0] if leaves else group
+
+
+def _reason(exc: BaseException) -> str:
+    """A session's end in words, for the log: never contents."""
+    if isinstance(exc, _Shed):
+        return exc.reason
+    if isinstance(exc, RemoteProtocolError):
+        return f"protocol-{exc.close_code.name.lower().replace('_', '-')}"
+    if isinstance(exc, TransportError):
+        return "stream-ended" if "without a Close" in str(exc) else "stream-broken"
+    if isinstance(exc, NoSpaceError):
+        return "our-disk-full"
+    if isinstance(exc, StoreError):
+        return "our-store-failed"
+    if isinstance(exc, OnionpostError):
+        return safe(type(exc).__name__)
+    return f"internal-{type(exc).__name__}"

@@ -1,0 +1,13 @@
+"""The mailbox's tests without tor run on virtual time: trio's MockClock, jumping to
+the next deadline as soon as every task waits (the server's store calls run on
+the event loop, ``MailboxPolicy.store_in_thread``)."""
+
+from __future__ import annotations
+
+import pytest
+from trio.testing import MockClock
+
+
+@pytest.fixture
+def clock() -> MockClock:
+    return MockClock(autojump_threshold=0)
