@@ -43,8 +43,9 @@ payload is the canonical msgpack array ``[1, sender identity key (bin 32),
 static-key certificate (bin 113), sealed_ms (uint 64), [record (bin), ...]]``.
 
 Opening fails in exactly one way, :class:`~onionpost.errors.AuthenticationError`
-with one text, whatever went wrong. Time and randomness are passed in: this
-module reads no clock and does no I/O.
+with one text, whatever went wrong. Time is passed in and randomness (the
+ephemeral key, the KEM encapsulation) is injectable: this module reads no
+clock and does no I/O.
 """
 
 from __future__ import annotations
@@ -91,12 +92,14 @@ from onionpost.proto.noise import HandshakeState, NoiseProtocol
 
 __all__ = [
     "ENVELOPE_VERSION",
+    "HEADER_LEN",
     "ID_LEN",
     "MAX_ENVELOPE",
     "MAX_ENVELOPE_AGE_MS",
     "MAX_ENVELOPE_PAYLOAD",
     "MAX_PREKEY_LIFETIME",
     "MIN_ENVELOPE",
+    "PREKEY_CONTEXT",
     "PREKEY_LEN",
     "PROTOCOL_NAME",
     "EnvelopeHeader",

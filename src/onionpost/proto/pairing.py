@@ -49,8 +49,10 @@ from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity
 
 __all__ = [
+    "ANNOUNCEMENT_CONTEXT",
     "ANNOUNCEMENT_LEN",
     "SETUP_PREFIX",
+    "SETUP_TEXT_LEN",
     "MailboxAnnouncement",
     "SetupCode",
     "token_digest",
