@@ -30,9 +30,11 @@ from onionpost.daemon._daemon import Daemon
 from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy
 from onionpost.errors import DialError
 from onionpost.home import Config, ContactCard, Paths, Secrets
+from onionpost.mailbox import MailboxPolicy, MailboxServer
 from onionpost.proto import messages as m
+from onionpost.proto._crypto import KeyPair
 from onionpost.proto.address import OnionAddress
-from onionpost.store import Contact, Store
+from onionpost.store import Contact, MailboxStore, Store
 from onionpost.transport import SecureChannel, connect, serve
 
 PIPE_CAPACITY = 256 * 1024
@@ -168,6 +170,9 @@ class Node:
         self.dials += 1
         return await self.network.dial(self, contact.address)
 
+    async def _dial_mailbox(self, address: OnionAddress, client_auth: bytes) -> SecureChannel:
+        return await self.network.dial(self, address, client_auth=client_auth)
+
     async def start(self, nursery: trio.Nursery) -> None:
         await nursery.start(self._run)
 
@@ -176,7 +181,13 @@ class Node:
         # idleness to the MockClock (conftest.clock).
         policy = replace(DeliveryPolicy.from_config(self.config), store_in_thread=False)
         daemon = Daemon(
-            self.paths, self.secrets, self.config, self.store, dial=self._dial, policy=policy
+            self.paths,
+            self.secrets,
+            self.config,
+            self.store,
+            dial=self._dial,
+            policy=policy,
+            mailbox_dial=self._dial_mailbox,
         )
         engine = daemon.engine
         listener = MemoryListener()
@@ -195,6 +206,7 @@ class Node:
                         )
                     )
                     await nursery.start(engine.run)
+                    nursery.start_soon(daemon.owner.run)
                     self.daemon, self.engine, self.listener = daemon, engine, listener
                     task_status.started()
             finally:
@@ -224,6 +236,67 @@ class Node:
         return [s for s in self.store.inbox(limit=100_000) if s.contact_id == contact_id]
 
 
+@dataclass
+class MailboxNode:
+    """A mailbox: its store, server and listener, without tor."""
+
+    name: str
+    paths: Paths
+    secrets: Secrets
+    policy: MailboxPolicy
+    server: MailboxServer | None = None
+    store: MailboxStore | None = None
+    listener: MemoryListener | None = None
+    scope: trio.CancelScope | None = None
+
+    @property
+    def address(self) -> OnionAddress:
+        return self.secrets.identity.address
+
+    def authorized(self) -> set[bytes]:
+        return set() if self.server is None else set(self.server.authorized_clients())
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        await nursery.start(self._run)
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        store = MailboxStore.open(self.paths.mailbox_store, self.secrets.store_key)
+        server = MailboxServer(
+            store, replace(self.policy, store_in_thread=False), address=self.address
+        )
+        listener = MemoryListener()
+        with trio.CancelScope() as scope:
+            self.scope = scope
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(server.run)
+                    await nursery.start(
+                        partial(
+                            serve,
+                            server.run_inbound,
+                            [listener],
+                            identity=self.secrets.identity,
+                            static=lambda: self.secrets.static,
+                            decide=server.decide,
+                        )
+                    )
+                    self.server, self.listener, self.store = server, listener, store
+                    task_status.started()
+            finally:
+                self.server = self.listener = self.store = None
+                self.scope = None
+                store.close()
+
+    def stop(self) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def code(self) -> str:
+        assert self.server is not None
+        issued = await self.server.new_setup_code(3600)
+        return issued.code.to_text()
+
+
 def _new_id() -> bytes:
     return os.urandom(16)
 
@@ -234,7 +307,7 @@ class Network:
     def __init__(self, root: Path, config: Config) -> None:
         self.root = root
         self.config = config
-        self.nodes: dict[OnionAddress, Node] = {}
+        self.nodes: dict[OnionAddress, Node | MailboxNode] = {}
         # address -> what a dial to it does instead of connecting (a failure to inject)
         self.faults: dict[OnionAddress, Callable[[], Any]] = {}
 
@@ -248,13 +321,30 @@ class Network:
         self.nodes[node.address] = node
         return node
 
-    async def dial(self, caller: Node, address: OnionAddress) -> SecureChannel:
+    def mailbox(self, name: str, **policy: Any) -> MailboxNode:
+        paths = Paths.for_home(self.root / name)
+        for directory in paths.private_dirs:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        secrets = Secrets.generate(name, now=int(time.time()))
+        box = MailboxNode(name, paths, secrets, replace(MailboxPolicy(), **policy))
+        self.nodes[box.address] = box
+        return box
+
+    async def dial(
+        self, caller: Node, address: OnionAddress, *, client_auth: bytes | None = None
+    ) -> SecureChannel:
         fault = self.faults.get(address)
         if fault is not None:
             await fault()
         target = self.nodes.get(address)
         if target is None or target.listener is None:
             raise DialError("the onion service is not reachable", reason="descriptor-not-found")
+        if isinstance(target, MailboxNode):
+            # As tor does with client authorization: without an authorized
+            # key, not even the descriptor.
+            public = None if client_auth is None else KeyPair.from_private(client_auth).public
+            if public not in target.authorized():
+                raise DialError("no client authorization", reason="client-auth-missing")
         stream = await target.listener.connect()
         return await connect(
             stream,
@@ -281,7 +371,8 @@ class Network:
 
     def close(self) -> None:
         for node in self.nodes.values():
-            node.store.close()
+            if isinstance(node, Node):
+                node.store.close()
 
 
 def befriend(a: Node, b: Node) -> None:

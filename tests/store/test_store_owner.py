@@ -17,33 +17,42 @@ NOW = 1_700_000_000_000
 
 
 def test_pairing_survives_a_restart_halfway_and_completes(tmp_path: Path) -> None:
-    mailbox = OnionAddress(os.urandom(32))
+    first, second = OnionAddress(os.urandom(32)), OnionAddress(os.urandom(32))
     with open_store(tmp_path) as store:
         assert store.own_mailbox() is None
         assert store.announcement_version() == 0
-        store.begin_pairing(mailbox, "onionpost-mailbox1:code")
+        store.begin_pairing(first, "onionpost-mailbox1:code", NOW)
     with open_store(tmp_path) as store:  # as after a crash
-        own = store.own_mailbox()
-        assert own is not None
-        assert not own.paired
-        assert own.code == "onionpost-mailbox1:code"
+        assert store.pairing() == (first, "onionpost-mailbox1:code")
+        assert store.pairing_started() == NOW
+        assert store.own_mailbox() is None
         assert store.announcement_version() == 0  # nothing to announce yet
         version = store.finish_pairing(NOW)
         own = store.own_mailbox()
         assert own is not None
-        assert own.paired
-        assert own.code is None
-        assert own.address == mailbox
+        assert own.address == first
+        assert store.pairing() is None
         assert store.announcement_version() == version
-        # Pairing again (another mailbox) gives a newer version.
-        store.begin_pairing(OnionAddress(os.urandom(32)), "c2")
+        # Pairing with another: the first stays ours until the second said yes.
+        store.begin_pairing(second, "c2", NOW)
+        own = store.own_mailbox()
+        assert own is not None
+        assert own.address == first
+        store.abandon_pairing()
+        assert store.pairing() is None
+        store.begin_pairing(second, "c3", NOW)
         assert store.finish_pairing(NOW) > version
+        own = store.own_mailbox()
+        assert own is not None
+        assert own.address == second
+        with pytest.raises(NotFoundError):
+            store.finish_pairing(NOW)
 
 
 def test_forgetting_the_mailbox_is_announced_and_drops_prekeys(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         bob = add_contact(store)
-        store.begin_pairing(OnionAddress(os.urandom(32)), "c")
+        store.begin_pairing(OnionAddress(os.urandom(32)), "c", NOW)
         paired = store.finish_pairing(NOW)
         store.set_mailbox_registered(bob.id, True)
         store.add_prekeys([(new_id(), 1, 10**10, b"secret")], NOW)

@@ -1707,7 +1707,7 @@ def message_record(stored: Stored) -> Message:
         contact=stored.contact,
         direction=str(stored.direction),
         kind=str(stored.kind),
-        state=MessageState(stored.state),
+        state=_shown_state(stored),
         created_ms=stored.created_ms,
         seq=stored.seq if stored.direction == Direction.IN and stored.seq else None,
         received_ms=stored.received_ms,
@@ -1719,6 +1719,14 @@ def message_record(stored: Stored) -> Message:
         delivered_ms=stored.delivered_ms,
         read_ms=stored.read_ms,
     )
+
+
+def _shown_state(stored: Stored) -> MessageState:
+    """The state the local API shows: ``deposited`` is an outgoing message
+    the contact's mailbox holds, not yet acknowledged by the contact."""
+    if stored.deposited_ms is not None and stored.state in ("queued", "sent"):
+        return MessageState.DEPOSITED
+    return MessageState(stored.state)
 
 
 def _valid_offset(offset: int, size: int) -> bool:

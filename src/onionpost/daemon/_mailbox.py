@@ -67,6 +67,7 @@ from onionpost.limits import MAX_ACK_IDS
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.identity import CERT_CLOCK_SKEW
 from onionpost.proto.pairing import MailboxAnnouncement, SetupCode
 from onionpost.store import Store
 from onionpost.transport import SecureChannel
@@ -89,8 +90,9 @@ ONE_TIME_LIFETIME: Final = 60 * 24 * 3600
 LAST_RESORT_LIFETIME: Final = 30 * 24 * 3600
 LAST_RESORT_RENEW_BEFORE: Final = 10 * 24 * 3600
 # A prekey's private half is kept this long past its not_after: an envelope
-# sealed to it just before may still wait at the mailbox (its retention).
-PREKEY_KEEP_AFTER: Final = env.MAX_ENVELOPE_AGE_MS // 1000
+# sealed to it up to a clock skew after may still wait at the mailbox (its
+# retention; mailbox.md §8).
+PREKEY_KEEP_AFTER: Final = env.MAX_ENVELOPE_AGE_MS // 1000 + CERT_CLOCK_SKEW
 # Prekeys per MbPrekeys record.
 PREKEYS_PER_RECORD: Final = m.MAX_BLOBS
 # How often the session asks for usage and re-checks registrations and prekeys.
@@ -100,6 +102,9 @@ PING_SECONDS: Final = 60.0
 MAX_QUEUED_ENVELOPES: Final = 8
 # Deletions sent at once.
 DELETE_BATCH: Final = 64
+# A pairing not finished after this long is given up (a setup code lives a
+# week at most).
+MAX_PAIRING_MS: Final = 7 * 24 * 3600 * 1000
 # A request unanswered this long ends the session.
 ANSWER_TIMEOUT: Final = 120.0
 
@@ -129,7 +134,7 @@ class Mailboxes:
             self._announcement = self._signed = None
             return
         own = self._store.own_mailbox()
-        mailbox = own.address if own is not None and own.paired else None
+        mailbox = own.address if own is not None else None
         signed = MailboxAnnouncement.issue(self._secrets.identity, mailbox, version=version)
         self._signed = signed
         self._announcement = (version, signed.to_bytes())
@@ -308,13 +313,22 @@ class OwnerLink:
         if code.mailbox == self._secrets.identity.address:
             raise ConfigError("that setup code is this endpoint's own address")
         async with self._pairing:
-            await self._db(self._store.begin_pairing, code.mailbox, code.to_text())
-            self._drop_session()
-            await self._pair(code)
+            await self._db(self._store.begin_pairing, code.mailbox, code.to_text(), _now_ms())
+            failure = await self._pair(code)
+        if failure is not None:
+            raise failure
+        self._drop_session()  # the session to the old mailbox, if any
         self._wake.set()
         return api.MailboxRef(str(code.mailbox))
 
-    async def _pair(self, code: SetupCode) -> None:
+    async def _pair(self, code: SetupCode) -> OnionpostError | None:
+        """Pair with the code's mailbox; the error to report, or None once paired.
+
+        A refusal (the mailbox said no, or dropped us after the handshake,
+        which is how it refuses a peer it does not know) forgets the pairing;
+        a mailbox we could not reach keeps it, retried while the code may
+        still be valid."""
+        failure: BaseException | None = None
         try:
             with trio.fail_after(self._policy.connect_timeout * 2):
                 channel = await self._dial(code.mailbox, code.client_auth_private())
@@ -323,14 +337,27 @@ class OwnerLink:
                 finally:
                     with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                         await channel.aclose()
-        except trio.TooSlowError:
-            raise TransportError("the mailbox did not answer in time; try again") from None
-        except MailboxRefusedError as exc:
-            if exc.code == m.MbCode.CODE_REFUSED:
-                raise ConfigError(
-                    "the mailbox refused the setup code: it is unknown, used or expired"
-                ) from exc
-            raise
+        except* trio.TooSlowError:
+            failure = TransportError("timeout")
+        except* OnionpostError as group:
+            failure = _first_leaf(group)
+        if failure is None:
+            return None
+        refused = (
+            isinstance(failure, MailboxRefusedError) and failure.code == m.MbCode.CODE_REFUSED
+        ) or (isinstance(failure, TransportError) and str(failure) != "timeout")
+        log.info("event=mailbox_pairing_failed reason=%s", _reason(failure))
+        if refused:
+            await self._db(self._store.abandon_pairing)
+            return ConfigError("the mailbox refused the setup code: it is unknown, used or expired")
+        if isinstance(failure, MailboxRefusedError):
+            await self._db(self._store.abandon_pairing)
+            return failure
+        return ConfigError(
+            "the mailbox cannot be reached with this setup code: it was used or has expired "
+            "(ask its operator for a new one), or the mailbox is not running (the daemon "
+            f"keeps trying while the code may be valid) [{_reason(failure)}]"
+        )
 
     async def _pair_over(self, channel: SecureChannel, code: SetupCode) -> None:
         session = _MailboxSession(channel)
@@ -349,11 +376,16 @@ class OwnerLink:
 
     async def status(self) -> api.MailboxStatus:
         own = await self._db(self._store.own_mailbox)
-        if own is None:
-            return api.MailboxStatus(role="owner", warning="no mailbox: pair one")
+        pending = await self._db(self._store.pairing)
         warnings = []
-        if not own.paired:
-            warnings.append("pairing is not finished: it is retried while the daemon runs")
+        if pending is not None:
+            warnings.append(
+                f"pairing with {pending[0]} is not finished: it is retried while the daemon runs"
+            )
+        if own is None:
+            return api.MailboxStatus(
+                role="owner", warning="; ".join(warnings) or "no mailbox: pair one"
+            )
         if own.one_time_left is not None and own.one_time_left == 0:
             warnings.append(
                 "the mailbox has no one-time prekeys left: senders use the last-resort "
@@ -364,7 +396,7 @@ class OwnerLink:
         return api.MailboxStatus(
             role="owner",
             mailbox=str(own.address),
-            paired=own.paired,
+            paired=True,
             reachable=self._session is not None,
             last_drained_ms=own.last_drained_ms,
             waiting=own.waiting,
@@ -380,7 +412,7 @@ class OwnerLink:
             raise ConfigError("there is no mailbox to wipe")
         deleted = 0
         session = self._session
-        if session is not None and own.paired:
+        if session is not None:
             answer = await session.ok(m.MbWipe, "the wipe")
             deleted = answer.value
         else:
@@ -405,15 +437,17 @@ class OwnerLink:
         """Keep a session with our mailbox while we have one. Never raises but Cancelled."""
         while True:
             self._wake = trio.Event()
+            await self._finish_pairing()
             own = await self._db(self._store.own_mailbox)
             if own is None:
-                await self._wake.wait()
+                with trio.move_on_after(self._policy.retry_max):
+                    await self._wake.wait()
                 continue
             failure: BaseException | None = None
             with trio.CancelScope() as scope:
                 self._scope = scope
                 try:
-                    await self._connected(own.address, own.code)
+                    await self._connected(own.address)
                 except* trio.TooSlowError:
                     failure = TransportError("timeout")
                 except* Exception as group:
@@ -435,13 +469,23 @@ class OwnerLink:
             with trio.move_on_after(delay):
                 await self._wake.wait()
 
-    async def _connected(self, address: OnionAddress, code_text: str | None) -> None:
-        if code_text is not None:
-            # A pairing a crash interrupted: the same code completes it.
-            async with self._pairing:
-                own = await self._db(self._store.own_mailbox)
-                if own is not None and own.code is not None:
-                    await self._pair(SetupCode.parse(own.code))
+    async def _finish_pairing(self) -> None:
+        """A pairing a crash (or an unreachable mailbox) interrupted: the
+        same code completes it, as long as it may still be valid."""
+        async with self._pairing:
+            pending = await self._db(self._store.pairing)
+            if pending is None:
+                return
+            code = SetupCode.parse(pending[1])
+            started = await self._db(self._store.pairing_started)
+            if _now_ms() - started > MAX_PAIRING_MS:
+                log.info("event=mailbox_pairing_abandoned reason=code-expired")
+                await self._db(self._store.abandon_pairing)
+                return
+            if await self._pair(code) is None:
+                self._drop_session()
+
+    async def _connected(self, address: OnionAddress) -> None:
         with trio.fail_after(self._policy.connect_timeout):
             channel = await self._dial(address, self._secrets.client_auth_private)
         try:

@@ -3,10 +3,11 @@
 A mixin of :class:`~onionpost.store.Store`: the same connection, lock and
 transactions. What it keeps:
 
-- our own mailbox (one row): its address, ``pairing`` until the mailbox said
-  yes (the setup code is kept so that a crash halfway is finished by trying
-  again), then ``paired``; the version of our signed announcement; what the
-  mailbox last reported (envelopes waiting, one-time prekeys left);
+- our own mailbox (one row): its address, the version of our signed
+  announcement, what the mailbox last reported (envelopes waiting, one-time
+  prekeys left); and apart from it a pairing under way (the mailbox's address
+  and the setup code, kept until the mailbox said yes or no, so that a crash
+  halfway is finished by trying again with the same code);
 - our prekeys' private halves (:class:`~onionpost.proto.envelope.PrekeySecret`
   bytes). A one-time prekey is deleted in the transaction that stores what
   its envelope carried, and only its id is kept (``used_prekeys``), so that
@@ -48,8 +49,6 @@ class OwnMailbox:
     """Our mailbox, as the store holds it."""
 
     address: OnionAddress
-    paired: bool
-    code: str | None  # the setup code, while pairing
     version: int  # of our announcement
     paired_ms: int | None
     last_drained_ms: int | None
@@ -58,7 +57,7 @@ class OwnMailbox:
     one_time_left: int | None
 
     def __repr__(self) -> str:
-        return f"OwnMailbox(paired={self.paired}, version={self.version})"
+        return f"OwnMailbox(version={self.version})"
 
 
 class OwnerMixin:
@@ -94,45 +93,69 @@ class OwnerMixin:
     def own_mailbox(self) -> OwnMailbox | None:
         with self._lock, self._guard("reading the mailbox"):
             row = self._db.execute(
-                "SELECT address, state, code, version, paired_ms, last_drained_ms, waiting, "
+                "SELECT address, version, paired_ms, last_drained_ms, waiting, "
                 "waiting_bytes, one_time_left FROM own_mailbox"
             ).fetchone()
         if row is None:
             return None
-        return OwnMailbox(OnionAddress.from_public_key(row[0]), row[1] == "paired", *row[2:])
+        return OwnMailbox(OnionAddress.from_public_key(row[0]), *row[1:])
 
-    def begin_pairing(self, address: OnionAddress, code: str) -> None:
-        """Remember that we are pairing with ``address`` (replacing any mailbox)."""
+    def pairing(self) -> tuple[OnionAddress, str] | None:
+        """A pairing under way: the mailbox's address and the setup code."""
+        with self._lock, self._guard("reading the mailbox"):
+            row = self._db.execute("SELECT address, code FROM mailbox_pairing").fetchone()
+        return None if row is None else (OnionAddress.from_public_key(row[0]), row[1])
+
+    def begin_pairing(self, address: OnionAddress, code: str, now: int = 0) -> None:
+        """Remember that we are pairing with ``address`` (the mailbox we have,
+        if any, stays ours until the new one said yes)."""
         with self._lock, self.transaction(), self._guard("pairing"):
-            old = self._db.execute("SELECT version FROM own_mailbox").fetchone()
-            self._db.execute("DELETE FROM own_mailbox")
             self._db.execute(
-                "INSERT INTO own_mailbox (one, address, state, code, version) "
-                "VALUES (1, ?, 'pairing', ?, ?)",
-                (address.public_key, code, old[0] if old else 0),
+                "INSERT OR REPLACE INTO mailbox_pairing (one, address, code, started_ms) "
+                "VALUES (1, ?, ?, ?)",
+                (address.public_key, code, now),
             )
-            self._db.execute("UPDATE contacts SET mailbox_registered = 0")
+
+    def pairing_started(self) -> int:
+        with self._lock, self._guard("reading the mailbox"):
+            row = self._db.execute("SELECT started_ms FROM mailbox_pairing").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def abandon_pairing(self) -> None:
+        """The mailbox said no to the code: forget the pairing."""
+        with self._lock, self.transaction(), self._guard("pairing"):
+            self._db.execute("DELETE FROM mailbox_pairing")
 
     def finish_pairing(self, now: int) -> int:
-        """The mailbox accepted us: paired, with a new announcement version
-        (every contact is to be told). Returns that version."""
+        """The mailbox accepted us: it is our mailbox now, with a new
+        announcement version (every contact is to be told), and our contacts
+        are to be registered with it. Returns that version."""
         with self._lock, self.transaction(), self._guard("pairing"):
-            row = self._db.execute("SELECT version FROM own_mailbox").fetchone()
-            if row is None:
+            pending = self._db.execute("SELECT address FROM mailbox_pairing").fetchone()
+            if pending is None:
                 raise NotFoundError("no mailbox is being paired")
-            version = max(now, int(row[0]) + 1)
+            version = max(now, self._version() + 1)
+            self._db.execute("DELETE FROM own_mailbox")
             self._db.execute(
-                "UPDATE own_mailbox SET state = 'paired', code = NULL, version = ?, paired_ms = ?",
-                (version, now),
+                "INSERT INTO own_mailbox (one, address, version, paired_ms) VALUES (1, ?, ?, ?)",
+                (pending[0], version, now),
             )
+            self._db.execute("DELETE FROM mailbox_pairing")
+            self._db.execute("UPDATE contacts SET mailbox_registered = 0")
             return version
+
+    def _version(self) -> int:
+        row = self._db.execute("SELECT version FROM own_mailbox").fetchone()
+        if row is not None:
+            return int(row[0])
+        gone = self._db.execute("SELECT value FROM meta WHERE key = 'mailbox_gone'").fetchone()
+        return int.from_bytes(gone[0], "big") if gone else 0
 
     def forget_mailbox(self, now: int) -> int:
         """No mailbox any more (wiped): contacts are to be told; our prekeys
         go. Returns the new announcement version."""
         with self._lock, self.transaction(), self._guard("forgetting the mailbox"):
-            row = self._db.execute("SELECT version FROM own_mailbox").fetchone()
-            version = max(now, (row[0] if row else 0) + 1)
+            version = max(now, self._version() + 1)
             self._db.execute("DELETE FROM own_mailbox")
             self._db.execute("DELETE FROM prekeys")
             self._db.execute("UPDATE contacts SET mailbox_registered = 0")
@@ -145,13 +168,7 @@ class OwnerMixin:
     def announcement_version(self) -> int:
         """The version of our current announcement (with or without a mailbox)."""
         with self._lock, self._guard("reading the mailbox"):
-            row = self._db.execute(
-                "SELECT version FROM own_mailbox WHERE state = 'paired'"
-            ).fetchone()
-            if row is not None:
-                return int(row[0])
-            gone = self._db.execute("SELECT value FROM meta WHERE key = 'mailbox_gone'").fetchone()
-        return int.from_bytes(gone[0], "big") if gone else 0
+            return self._version()
 
     def note_drained(
         self, now: int, *, waiting: int, waiting_bytes: int, one_time_left: int

@@ -248,14 +248,20 @@ _V4: Final = (
     CREATE TABLE own_mailbox (
         one             INTEGER PRIMARY KEY CHECK (one = 1),
         address         BLOB NOT NULL CHECK (length(address) = 32),
-        state           TEXT NOT NULL CHECK (state IN ('pairing', 'paired')),
-        code            TEXT,
         version         INTEGER NOT NULL,
         paired_ms       INTEGER,
         last_drained_ms INTEGER,
         waiting         INTEGER,
         waiting_bytes   INTEGER,
         one_time_left   INTEGER
+    ) STRICT
+    """,
+    """
+    CREATE TABLE mailbox_pairing (
+        one        INTEGER PRIMARY KEY CHECK (one = 1),
+        address    BLOB NOT NULL CHECK (length(address) = 32),
+        code       TEXT NOT NULL,
+        started_ms INTEGER NOT NULL
     ) STRICT
     """,
     """

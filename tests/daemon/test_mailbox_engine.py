@@ -1,0 +1,237 @@
+"""Delivery through a mailbox, end to end without tor: the real engines, owner
+links, mailbox server and stores, over in-memory sessions on virtual time.
+
+The mailbox refuses a dial without an authorized client key, as tor does with
+client authorization (tests/daemon/_enginekit.py), so who may reach it is
+checked too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from onionpost.errors import AuthenticationError, ConfigError, DialError
+from onionpost.limits import FILE_CHUNK_SIZE
+from onionpost.proto import envelope as env
+from onionpost.proto import messages as m
+from onionpost.store._mailbox import HeldEnvelope
+from tests.daemon._enginekit import MailboxNode, Network, Node, befriend, network, until
+
+pytestmark = pytest.mark.trio
+
+MAILBOX_AFTER = 5.0
+
+
+async def _paired(net: Network, nursery: trio.Nursery, box: MailboxNode, *nodes: Node) -> None:
+    for node in nodes:
+        assert node.daemon is not None
+        await node.daemon.mailbox_pair(await box.code())
+    # Each learns the other's mailbox in a session (the announcement).
+    for node in nodes:
+        for other in nodes:
+            if other is not node:
+                await until(lambda n=node, o=other: n.contact(o).mailbox == box.address)
+
+
+async def _setup(
+    tmp_path: Path, nursery: trio.Nursery, net: Network, **box_policy: object
+) -> tuple[Node, Node, MailboxNode]:
+    alice, bob = net.node("alice"), net.node("bob")
+    box = net.mailbox("box", **box_policy)
+    befriend(alice, bob)
+    for node in (box, alice, bob):
+        await node.start(nursery)
+    await _paired(net, nursery, box, alice, bob)
+    return alice, bob, box
+
+
+def _file(tmp_path: Path, size: int) -> tuple[Path, bytes]:
+    data = os.urandom(size)
+    path = tmp_path / "report.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+async def test_offline_to_offline_delivery_exactly_once(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, box = await _setup(tmp_path, nursery, net)
+        bob.stop()
+        await until(lambda: not bob.up)
+        ids = [await alice.send(bob, f"report {i}") for i in range(120)]
+        source, data = _file(tmp_path, 2 * FILE_CHUNK_SIZE + 777)
+        assert alice.daemon is not None
+        queued = await alice.daemon.send_file("bob", str(source))
+        file_id = bytes.fromhex(queued.id)
+        every = [*ids, file_id]
+        await until(lambda: all(alice.store.message(i).deposited_ms for i in every), 600)
+        shown = await alice.daemon.message(ids[0].hex())
+        assert shown.state.value == "deposited"
+        alice.stop()
+        await until(lambda: not alice.up)
+
+        await bob.start(nursery)
+        await until(lambda: len(bob.inbox_from(alice)) == len(every), 600)
+        inbox = bob.inbox_from(alice)
+        assert sorted(s.id for s in inbox) == sorted(every)  # each once
+        bodies = {s.id: s.body for s in inbox}
+        assert [bodies[i] for i in ids] == [f"report {i}" for i in range(120)]
+        out = tmp_path / "got.bin"
+        bob.store.export_file(file_id, out)
+        assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
+        # The mailbox keeps nothing once bob drained.
+        assert bob.daemon is not None
+        await until(lambda: _held(box) == 0, 120)
+
+        # Alice, back, learns of the delivery (bob's acks: through alice's
+        # mailbox while she was away, or directly).
+        await alice.start(nursery)
+        await until(lambda: all(alice.state(i) == "delivered" for i in every), 600)
+        assert len(bob.inbox_from(alice)) == len(every)
+
+
+def _held(box: MailboxNode) -> int:
+    assert box.store is not None
+    return sum(u.envelopes for u in box.store.usages())
+
+
+async def test_forward_secrecy_after_the_drain(tmp_path: Path, clock: MockClock) -> None:
+    """A recorded envelope does not open with anything left in the recipient's
+    home once it was drained: its one-time prekey's private half is gone."""
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, box = await _setup(tmp_path, nursery, net)
+        bob.stop()
+        await until(lambda: not bob.up)
+        message_id = await alice.send(bob, "for your eyes only")
+        await until(lambda: alice.store.message(message_id).deposited_ms is not None, 600)
+        # The adversary records what the mailbox holds.
+        recorded = [h.data for h in _envelopes(box, bob)]
+        assert recorded
+        await bob.start(nursery)
+        await until(lambda: len(bob.inbox_from(alice)) == 1, 600)
+        await until(lambda: not _envelopes(box, bob), 120)
+        # Everything left in bob's home: every prekey secret still held.
+        with bob.store.transaction():
+            secrets = [
+                env.PrekeySecret.from_bytes(bytes(row[0]))
+                for row in bob.store._db.execute("SELECT secret FROM prekeys")
+            ]
+        assert secrets
+        for envelope in recorded:
+            header = env.EnvelopeHeader.parse(envelope)
+            assert bob.store.prekey_secret(header.key_id) is None
+            assert bob.store.prekey_was_used(header.key_id)
+            for secret in secrets:
+                with pytest.raises(AuthenticationError):
+                    env.open_envelope(
+                        envelope,
+                        recipient=bob.address,
+                        secret=secret,
+                        now_ms=int(time.time() * 1000),
+                    )
+
+
+def _envelopes(box: MailboxNode, owner: Node) -> list[HeldEnvelope]:
+    assert box.store is not None
+    return box.store.envelopes(owner.address, after=0, limit=10_000)
+
+
+async def test_a_deposit_over_quota_stays_in_the_outbox(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, _box = await _setup(tmp_path, nursery, net, max_envelopes_per_contact=1)
+        bob.stop()
+        await until(lambda: not bob.up)
+        first = await alice.send(bob, "fits")
+        await until(lambda: alice.store.message(first).deposited_ms is not None, 600)
+        second = await alice.send(bob, "over quota")
+        assert alice.engine is not None
+        status = alice.engine.status(alice.contact(bob).id)
+        await until(
+            lambda: (
+                (s := alice.engine.status(alice.contact(bob).id)) is not None  # type: ignore[union-attr]
+                and s.last_error == "mailbox-quota-exceeded"
+            ),
+            600,
+        )
+        assert status is not None
+        stored = alice.store.message(second)
+        assert stored.deposited_ms is None
+        assert str(stored.state) in ("queued", "sent")
+        # Bob back: the direct path delivers it (and the mailbox one, once).
+        await bob.start(nursery)
+        await until(lambda: alice.state(second) == "delivered", 600)
+        await until(lambda: len(bob.inbox_from(alice)) == 2, 600)
+
+
+async def test_a_pairing_cut_short_completes_at_the_next_start(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice = net.node("alice")
+        box = net.mailbox("box")
+        await box.start(nursery)
+        code = await box.code()
+        from onionpost.proto.pairing import SetupCode
+
+        # The daemon recorded the pairing, then died before it was done.
+        alice.store.begin_pairing(SetupCode.parse(code).mailbox, code, int(time.time() * 1000))
+        await alice.start(nursery)
+        await until(lambda: alice.store.own_mailbox() is not None, 600)
+        assert alice.store.pairing() is None
+        assert alice.daemon is not None
+        status = await alice.daemon.mailbox_status()
+        assert status.paired
+        with trio.fail_after(600):
+            while not (await alice.daemon.mailbox_status()).reachable:
+                await trio.sleep(0.5)
+        # Another endpoint cannot use the same code.
+        carol = net.node("carol")
+        await carol.start(nursery)
+        assert carol.daemon is not None
+        with pytest.raises(ConfigError, match="unknown, used or expired"):
+            await carol.daemon.mailbox_pair(code)
+
+
+async def test_a_contact_cannot_read_the_owners_space(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, box = await _setup(tmp_path, nursery, net)
+        # Carol is bob's contact (bob registers her), not an owner: she may
+        # deposit for bob, but fetching, deleting, asking for usage or wiping
+        # is answered as if there were nothing to see; so is a prekey of an
+        # owner who did not register her.
+        carol = net.node("carol")
+        befriend(carol, bob)
+        assert bob.daemon is not None
+        bob.daemon.owner.changed()
+        await until(lambda: bob.contact(carol).mailbox_registered, 600)
+        channel = await net.dial(carol, box.address, client_auth=carol.secrets.client_auth_private)
+        try:
+            answers = []
+            for record in (
+                m.MbFetch(1, 0),
+                m.MbDelete(2, (bytes(16),)),
+                m.MbStatus(3),
+                m.MbWipe(4),
+                m.MbGetPrekey(5, alice.address.public_key),
+                m.MbGetPrekey(6, bytes(32)),
+            ):
+                await channel.send(record)
+                answers.append(await channel.receive())
+            assert [a.req for a in answers] == [1, 2, 3, 4, 5, 6]  # type: ignore[union-attr]
+            assert {(type(a), a.code, a.detail) for a in answers} == {  # type: ignore[union-attr]
+                (m.MbResult, m.MbCode.NOT_FOUND, "not found")
+            }
+            await channel.send(m.MbGetPrekey(7, bob.address.public_key))
+            assert isinstance(await channel.receive(), m.MbPrekey)
+        finally:
+            await channel.aclose()
+        # A stranger cannot even reach it.
+        dave = net.node("dave")
+        with pytest.raises(DialError):
+            await net.dial(dave, box.address, client_auth=dave.secrets.client_auth_private)
