@@ -1370,7 +1370,8 @@ class DeliveryEngine:
             return None
         contact_id = link.contact.id
         if not (
-            await self._db(self._store.has_undeposited, contact_id)
+            self._announcement_due(link) is not None
+            or await self._db(self._store.has_undeposited, contact_id)
             or await self._db(self._store.has_owed, contact_id)
         ):
             return None
@@ -1437,7 +1438,8 @@ class DeliveryEngine:
         deposited = 0
         req = 0
         while deposited < self._policy.max_envelopes_per_deposit:
-            batch = await self._db(self._envelope_batch, contact.id)
+            announce = self._announcement_due(link)
+            batch = await self._db(self._envelope_batch, contact.id, announce)
             if batch is None:
                 break
             records, progress, settled = batch
@@ -1455,6 +1457,9 @@ class DeliveryEngine:
             if not isinstance(result, m.MbResult) or result.code != m.MbCode.OK:
                 raise _refusal(result, "deposit")
             done = await self._write(self._settle_deposit, contact.id, progress, settled)
+            if announce is not None:
+                await self._write(self._store.mark_mailbox_told, contact.id, announce[0])
+                link.contact = replace(link.contact, mailbox_told=announce[0])
             deposited += 1
             self._deposits += 1
             for message_id in done:
@@ -1472,7 +1477,7 @@ class DeliveryEngine:
         return self._store.mark_deposited(progress, _now_ms(), contact_id=contact_id)
 
     def _envelope_batch(
-        self, contact_id: int
+        self, contact_id: int, announce: tuple[int, bytes] | None
     ) -> tuple[list[bytes], list[tuple[bytes, int, bool]], list[tuple[str, list[bytes]]]] | None:
         """In the worker thread: the records of the next envelope to deposit,
         what depositing it achieves, and the debts it settles; None if nothing."""
@@ -1490,6 +1495,8 @@ class DeliveryEngine:
             records.append(data)
             return True
 
+        if announce is not None:
+            add(m.MailboxInfo(announce[1]))
         for kind, cls in (("ack", m.Ack), ("read", m.Read)):
             ids = store.owed(contact_id, kind, MAX_ACK_IDS)
             if ids and add(cls(tuple(ids))):
