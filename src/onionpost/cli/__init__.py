@@ -24,6 +24,7 @@ from onionpost.cli._commands import contact, inbox, message, outbox, read, retry
 from onionpost.cli._common import OnionpostGroup, remember_group_home
 from onionpost.cli._daemon_cmd import daemon, doctor
 from onionpost.cli._init import init, whoami
+from onionpost.cli._mailbox_cmd import mailbox
 from onionpost.cli._selftest import selftest
 from onionpost.cli._testnet import testnet
 from onionpost.home import HOME_ENV
@@ -58,5 +59,6 @@ main.add_command(status)
 main.add_command(retry)
 main.add_command(daemon)
 main.add_command(doctor)
+main.add_command(mailbox)
 main.add_command(selftest)
 main.add_command(testnet)

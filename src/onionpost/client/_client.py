@@ -294,6 +294,27 @@ class Client:
         result: api.Retried = await self.request(api.Retry(contact))
         return result.contacts
 
+    async def mailbox_code(self, expires: int = 86_400) -> api.SetupCode:
+        """A mailbox only: a new one-time setup code, valid ``expires`` seconds."""
+        result: api.SetupCode = await self.request(api.MailboxCode(expires))
+        return result
+
+    async def mailbox_pair(self, code: str) -> api.MailboxRef:
+        """An endpoint only: pair with the mailbox of the setup code ``code``."""
+        result: api.MailboxRef = await self.request(api.MailboxPair(code))
+        return result
+
+    async def mailbox_status(self) -> api.MailboxStatus:
+        """An endpoint's mailbox as last seen, or a mailbox's owners (``role``)."""
+        result: api.MailboxStatus = await self.request(api.GetMailboxStatus())
+        return result
+
+    async def mailbox_wipe(self, owner: str | None = None) -> api.Wiped:
+        """Delete what the mailbox holds: an endpoint's own space (``owner``
+        None), or on a mailbox one owner's space or every owner's."""
+        result: api.Wiped = await self.request(api.MailboxWipe(owner))
+        return result
+
     @asynccontextmanager
     async def subscribe(self, topics: Iterable[str]) -> AsyncIterator[Subscription]:
         """Events of ``topics`` ("message", "state", "peer", "tor") on a new connection.

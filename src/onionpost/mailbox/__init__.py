@@ -21,5 +21,6 @@ owners, each in a space of its own (``protocol-spec/mailbox.md``).
 from __future__ import annotations
 
 from onionpost.mailbox._server import IssuedCode, MailboxPolicy, MailboxServer
+from onionpost.mailbox._service import MailboxBackend, MailboxService
 
-__all__ = ["IssuedCode", "MailboxPolicy", "MailboxServer"]
+__all__ = ["IssuedCode", "MailboxBackend", "MailboxPolicy", "MailboxServer", "MailboxService"]

@@ -1,0 +1,270 @@
+"""``onionpost mailbox``: run a mailbox, make its setup codes, pair with one, see, wipe.
+
+``serve`` runs a home as a mailbox in this process (as ``onionpost daemon``
+runs an endpoint); ``code`` asks the running mailbox for a setup code;
+``pair`` asks the running endpoint daemon to pair with the mailbox of a code;
+``status`` and ``wipe`` ask whichever of the two runs on the home. All but
+``serve`` only call the local API (:mod:`onionpost.client`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import click
+import trio
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from onionpost import api
+from onionpost.cli._common import (
+    EXIT_ENVIRONMENT,
+    emit_json,
+    fail,
+    format_ms,
+    home_option,
+    json_option,
+    printable,
+    resolve_home,
+    run_client,
+)
+from onionpost.cli._daemon_cmd import _configure_logging, _secret_source, home_lock
+from onionpost.errors import ConfigError
+
+if TYPE_CHECKING:
+    from onionpost.mailbox import MailboxService
+
+__all__ = ["mailbox"]
+
+# `mailbox code --expires`: what the local API accepts (api.MailboxCode).
+MIN_EXPIRES: Final = 60
+MAX_EXPIRES: Final = 604_800
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_DURATION: Final = re.compile(r"(\d{1,7})([smhd]?)")
+
+log = logging.getLogger("onionpost.mailbox")
+
+
+def _expires(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """Seconds, or a number with a unit: ``90s``, ``30m``, ``24h``, ``7d``."""
+    match = _DURATION.fullmatch(value.strip().lower())
+    if match is None:
+        raise click.BadParameter(f"{value!r} is not a duration like 3600, 90m, 24h or 7d")
+    seconds = int(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not MIN_EXPIRES <= seconds <= MAX_EXPIRES:
+        raise click.BadParameter(f"a code lasts from 1 minute to 7 days, not {seconds} s")
+    return seconds
+
+
+@click.group("mailbox")
+def mailbox() -> None:
+    """Run a mailbox for offline delivery, or pair this endpoint with one."""
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+@mailbox.command("serve")
+@home_option
+@click.option("--key-file", type=click.Path(path_type=Path), envvar="ONIONPOST_KEY_FILE")
+@click.option("--passphrase-file", type=click.Path(path_type=Path))
+def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None) -> None:
+    """Run this home as a mailbox in the foreground until SIGINT or SIGTERM.
+
+    The home is one made by 'onionpost init'. Its owners' envelopes are kept
+    in mailbox.db; the home never runs 'onionpost daemon' at the same time.
+    """
+    from onionpost.home import Paths, load_config, save_secrets, unlock
+    from onionpost.mailbox import MailboxService
+    from onionpost.proto.identity import StaticKey
+    from onionpost.proto.selftest import run_self_test
+    from onionpost.store import MailboxStore
+
+    failed = [name for name, reason in run_self_test() if reason is not None]
+    if failed:
+        fail(f"self-test failed ({', '.join(failed)}); refusing to start", EXIT_ENVIRONMENT)
+    paths = Paths.for_home(resolve_home(home))
+    if not paths.secrets.exists():
+        raise ConfigError(f"no home in {paths.home}: run 'onionpost init' first")
+    with home_lock(paths.lock):
+        source = _secret_source(key_file, passphrase_file)
+        secrets = unlock(paths, **source)  # type: ignore[arg-type]
+        config = load_config(paths)
+        _configure_logging(config.log_level)
+        now = int(time.time())
+        if secrets.static.certificate.needs_renewal(now):
+            secrets.static = StaticKey.generate(secrets.identity, now=now)
+            save_secrets(paths, secrets, **source)  # type: ignore[arg-type]
+            log.info("event=static_key_rotated")
+        store = MailboxStore.open(paths.mailbox_store, secrets.store_key)
+        try:
+            trio.run(_run, MailboxService(paths, secrets, config, store))
+        finally:
+            store.close()
+
+
+async def _run(service: MailboxService) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(service.run)
+            print(f"onionpost mailbox ready: {address}", file=sys.stderr, flush=True)
+            async for signum in signals:
+                log.info("event=stopping signal=%s", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+# -- code, pair -----------------------------------------------------------------------------
+
+
+@mailbox.command("code")
+@click.option(
+    "--expires",
+    metavar="DURATION",
+    default="24h",
+    callback=_expires,
+    show_default=True,
+    help="How long the code may be used: seconds, or 90m, 24h, 7d (1 minute to 7 days).",
+)
+@home_option
+@json_option
+def code(expires: int, home: Path | None, as_json: bool) -> None:
+    """Make a one-time setup code on the running mailbox, for one owner to pair with."""
+    issued = run_client(home, lambda client: client.mailbox_code(expires))
+    if as_json:
+        emit_json(api.encode(issued))
+        return
+    click.echo(issued.code)
+    click.echo(issued.qr, nl=False)
+    click.echo(
+        f"valid until {format_ms(issued.expires_ms)}, for one owner: on its endpoint run\n"
+        "    onionpost mailbox pair CODE\n"
+        "Anyone who sees the code can pair in its place until then: hand it over privately.",
+        err=True,
+    )
+
+
+@mailbox.command("pair")
+@click.argument("setup_code", metavar="CODE")
+@home_option
+@json_option
+def pair(setup_code: str, home: Path | None, as_json: bool) -> None:
+    """Pair this endpoint with the mailbox whose setup CODE its operator gave you."""
+    paired = run_client(home, lambda client: client.mailbox_pair(setup_code))
+    if as_json:
+        emit_json(api.encode(paired))
+        return
+    click.echo(f"paired with the mailbox {paired.mailbox}")
+    click.echo(
+        "contacts learn of it at their next session; 'onionpost mailbox status' shows it",
+        err=True,
+    )
+
+
+# -- status, wipe ---------------------------------------------------------------------------
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _show_owner_role(report: api.MailboxStatus) -> None:
+    grid = Table.grid(padding=(0, 2))
+    if report.mailbox is None:
+        grid.add_row(Text("mailbox"), Text("none: pair one with 'onionpost mailbox pair CODE'"))
+    else:
+        grid.add_row(Text("mailbox"), Text(report.mailbox))
+        grid.add_row(Text("paired"), Text("yes" if report.paired else "not yet"))
+        grid.add_row(Text("reachable"), Text("yes" if report.reachable else "no"))
+        grid.add_row(Text("last drained"), Text(format_ms(report.last_drained_ms)))
+        waiting = "-" if report.waiting is None else str(report.waiting)
+        grid.add_row(Text("waiting"), Text(f"{waiting} envelopes ({_size(report.waiting_bytes)})"))
+        prekeys = "-" if report.one_time_prekeys is None else str(report.one_time_prekeys)
+        grid.add_row(Text("one-time prekeys"), Text(prekeys))
+    if report.last_error:
+        grid.add_row(Text("last error"), Text(printable(report.last_error)))
+    Console(highlight=False, soft_wrap=False).print(grid)
+
+
+def _show_mailbox_role(report: api.MailboxStatus) -> None:
+    console = Console(highlight=False, soft_wrap=False)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_row(Text("mailbox"), Text(report.mailbox or "-"))
+    grid.add_row(Text("published"), Text("yes" if report.reachable else "no"))
+    if report.last_error:
+        grid.add_row(Text("tor"), Text(printable(report.last_error)))
+    grid.add_row(Text("owners"), Text(str(len(report.owners))))
+    console.print(grid)
+    if not report.owners:
+        click.echo("no owner yet: make a code with 'onionpost mailbox code'", err=True)
+        return
+    table = Table("owner", "contacts", "envelopes", "held", "prekeys", "drained", "deposit")
+    table.columns[0].overflow = "fold"  # an address is an identity: never cut it short
+    table.columns[0].min_width = 62
+    for owner in report.owners:
+        table.add_row(
+            Text(owner.owner),
+            Text(str(owner.contacts)),
+            Text(str(owner.envelopes)),
+            Text(_size(owner.bytes)),
+            Text(str(owner.one_time_prekeys)),
+            Text(format_ms(owner.last_drained_ms)),
+            Text(format_ms(owner.last_deposit_ms)),
+        )
+    console.print(table)
+
+
+@mailbox.command("status")
+@home_option
+@json_option
+def status(home: Path | None, as_json: bool) -> None:
+    """On an endpoint, its mailbox as last seen; on a mailbox, what it holds per owner."""
+    report = run_client(home, lambda client: client.mailbox_status())
+    if as_json:
+        emit_json(api.encode(report))
+        return
+    if report.role == "mailbox":
+        _show_mailbox_role(report)
+    else:
+        _show_owner_role(report)
+    if report.warning:
+        click.echo(f"warning: {printable(report.warning)}", err=True)
+
+
+@mailbox.command("wipe")
+@click.option(
+    "--owner",
+    metavar="ADDRESS",
+    help="On a mailbox: only this owner's space (default: every owner's).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@home_option
+@json_option
+def wipe(owner: str | None, yes: bool, home: Path | None, as_json: bool) -> None:
+    """Delete what a mailbox holds: on an endpoint, its own space there (and unpair);
+    on a mailbox, one owner's space or every owner's."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("wiping deletes envelopes for good: confirm with --yes")
+        what = f"the space of {owner}" if owner else "everything the mailbox holds for this home"
+        click.confirm(f"delete {what}? envelopes not yet drained are lost", abort=True)
+    wiped = run_client(home, lambda client: client.mailbox_wipe(owner))
+    if as_json:
+        emit_json(api.encode(wiped))
+        return
+    owners = f" of {wiped.owners} owner{'s' if wiped.owners != 1 else ''}"
+    click.echo(f"wiped {wiped.envelopes} envelope{'s' if wiped.envelopes != 1 else ''}{owners}")
