@@ -368,13 +368,13 @@ class MailboxServer:
         while True:
             await trio.sleep(HOUSEKEEPING_INTERVAL)
             try:
-                await self.expire()
+                await self._expire()
             except StoreError as exc:
                 # A full disk or a locked page now; the next round tries again.
                 log.warning("event=housekeeping_failed error=%s", type(exc).__name__)
 
-    async def expire(self) -> None:
-        """One round of housekeeping (run() does it every HOUSEKEEPING_INTERVAL)."""
+    async def _expire(self) -> None:
+        """One round of housekeeping: retention, expired codes and prekeys."""
         now = self._clock()
         expired = await self._db(
             self._store.expire,
