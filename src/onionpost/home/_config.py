@@ -164,9 +164,10 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # [tor.options]
 # TestingTorNetwork = "1"
 
-[mailbox]
 # Only for a home run as a mailbox (onionpost mailbox serve): what it holds
-# for the endpoints that paired with it, and for how long.
+# for the endpoints that paired with it, and for how long. Uncomment the
+# table's header with the keys you set.
+# [mailbox]
 
 # Seconds an envelope is held before it is deleted unread (30 days).
 # retention = 2592000.0
