@@ -75,6 +75,9 @@ class EndpointError(RuntimeError):
 class Endpoint:
     """One endpoint's home and its daemon process; see the module docstring."""
 
+    #: The line its daemon writes once it is ready (a subclass runs another command).
+    ready_line: bytes = READY_LINE
+
     def __init__(
         self, root: Path, name: str, net: Testnet, *, top_config: str = FAST_RETRY
     ) -> None:
@@ -146,6 +149,10 @@ class Endpoint:
 
     # -- the daemon -------------------------------------------------------------------
 
+    def serve_args(self) -> list[str]:
+        """What :meth:`launch` runs after ``onionpost --home <home>``."""
+        return ["daemon", "--key-file", str(self.key)]
+
     def launch(self) -> None:
         """Start the daemon; :meth:`wait_ready` waits for it."""
         if self.process is not None:
@@ -153,7 +160,7 @@ class Endpoint:
         self._scanned = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                self.argv("daemon", "--key-file", str(self.key)),
+                self.argv(*self.serve_args()),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -221,7 +228,7 @@ class Endpoint:
                 written = log.read(_SCAN_BYTES)
         except OSError:
             return False
-        return READY_LINE in written
+        return self.ready_line in written
 
 
 def start_all(endpoints: Iterable[Endpoint], seconds: float = READY_SECONDS) -> None:
