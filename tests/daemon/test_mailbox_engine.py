@@ -235,3 +235,53 @@ async def test_a_contact_cannot_read_the_owners_space(tmp_path: Path, clock: Moc
         dave = net.node("dave")
         with pytest.raises(DialError):
             await net.dial(dave, box.address, client_auth=dave.secrets.client_auth_private)
+
+
+async def test_a_replayed_envelope_is_stored_once_and_a_reused_prekey_is_noticed(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, box = await _setup(tmp_path, nursery, net)
+        bob.stop()
+        await until(lambda: not bob.up)
+        message_id = await alice.send(bob, "once")
+        await until(lambda: alice.store.message(message_id).deposited_ms is not None, 600)
+        (held,) = _envelopes(box, bob)
+        header = env.EnvelopeHeader.parse(held.data)
+        secret = bob.store.prekey_secret(header.key_id)
+        assert secret is not None
+        prekey = env.PrekeySecret.from_bytes(secret).public
+        assert prekey.kind is env.PrekeyKind.ONE_TIME
+        await bob.start(nursery)
+        await until(lambda: len(bob.inbox_from(alice)) == 1, 600)
+        await until(lambda: not _envelopes(box, bob), 120)
+
+        # Someone deposits the very same envelope again, and a new one sealed
+        # to the one-time prekey already used (as a mailbox that handed it
+        # out twice would let happen).
+        again = env.seal(
+            sender=alice.secrets.identity,
+            static=alice.secrets.static,
+            recipient=bob.address,
+            prekey=prekey,
+            envelope_id=os.urandom(16),
+            records=[
+                m.encode(m.Text(os.urandom(16), int(time.time() * 1000), "second", "text/plain"))
+            ],
+            sealed_ms=int(time.time() * 1000),
+        )
+        channel = await net.dial(alice, box.address, client_auth=alice.secrets.client_auth_private)
+        try:
+            for req, envelope in ((1, held.data), (2, again)):
+                await channel.send(m.MbDeposit(req, bob.address.public_key, envelope))
+                answer = await channel.receive()
+                assert isinstance(answer, m.MbResult)
+                assert answer.code == m.MbCode.OK
+        finally:
+            await channel.aclose()
+        assert bob.daemon is not None
+        await until(lambda: not _envelopes(box, bob), 120)
+        status = await bob.daemon.mailbox_status()
+        assert "one-time prekey already used" in status.warning
+        # The replay was recognised; the second envelope could not be opened.
+        assert [s.body for s in bob.inbox_from(alice)] == ["once"]
