@@ -225,6 +225,17 @@ class ContactStatus:
     retry_in: float | None = field(
         default=None, metadata=_meta("seconds until the next dial, when one is due")
     )
+    mailbox: str | None = field(
+        default=None, metadata=_meta("the contact's mailbox, as its announcement says")
+    )
+    deposited: int = field(default=0, metadata=_meta("of `queued`, how many its mailbox holds"))
+    mailbox_error: str = field(
+        default="",
+        metadata=_meta(
+            "why the last deposit in its mailbox failed (`mailbox-quota-exceeded`, ...); "
+            "empty once one succeeded"
+        ),
+    )
 
 
 @dataclass(frozen=True)

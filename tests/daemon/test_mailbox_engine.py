@@ -151,15 +151,19 @@ async def test_a_deposit_over_quota_stays_in_the_outbox(tmp_path: Path, clock: M
         await until(lambda: alice.store.message(first).deposited_ms is not None, 600)
         second = await alice.send(bob, "over quota")
         assert alice.engine is not None
-        status = alice.engine.status(alice.contact(bob).id)
         await until(
             lambda: (
                 (s := alice.engine.status(alice.contact(bob).id)) is not None  # type: ignore[union-attr]
-                and s.last_error == "mailbox-quota-exceeded"
+                and s.mailbox_error == "mailbox-quota-exceeded"
             ),
             600,
         )
-        assert status is not None
+        assert alice.daemon is not None
+        shown = next(c for c in (await alice.daemon.status()).contacts if c.name == "bob")
+        assert shown.mailbox_error == "mailbox-quota-exceeded"
+        assert shown.deposited == 1
+        assert shown.queued == 2
+        assert shown.mailbox == str(_box.address)
         stored = alice.store.message(second)
         assert stored.deposited_ms is None
         assert str(stored.state) in ("queued", "sent")

@@ -470,15 +470,20 @@ def status(home: Path | None, as_json: bool) -> None:
     console = _console()
     console.print(summary)
     if report.contacts:
-        table = Table("contact", "reachable", "since", "queued", "last error", "next try")
+        table = Table(
+            "contact", "reachable", "since", "queued", "in its mailbox", "last error", "next try"
+        )
         for c in report.contacts:
             retry = "" if c.retry_in is None else f"in {c.retry_in:.0f} s"
+            mailbox = "no mailbox" if c.mailbox is None else str(c.deposited)
+            error = "; ".join(e for e in (c.last_error, c.mailbox_error) if e)
             table.add_row(
                 Text(printable(c.name)),
                 Text("yes" if c.reachable else "no"),
                 Text(format_ms(c.since_ms if c.since_ms is not None else c.last_seen_ms)),
                 Text(str(c.queued)),
-                Text(printable(c.last_error)),
+                Text(mailbox),
+                Text(printable(error)),
                 Text(retry),
             )
         console.print(table)

@@ -321,6 +321,9 @@ class Daemon:
                     last_seen_ms=contact.last_seen_ms,
                     failures=link.failures if link else 0,
                     retry_in=link.retry_in if link else None,
+                    mailbox=None if contact.mailbox is None else str(contact.mailbox),
+                    deposited=self._store.deposited_count(contact.id),
+                    mailbox_error=link.mailbox_error if link else "",
                 )
             )
         return api.Status(

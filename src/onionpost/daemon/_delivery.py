@@ -198,6 +198,7 @@ class LinkStatus:
     failures: int  # failed attempts since the contact last accepted a session
     last_error: str  # why the last dial or session failed, in words; "" if none
     retry_in: float | None  # seconds until the next dial, when one is scheduled
+    mailbox_error: str = ""  # why the last deposit failed; "" once one succeeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +335,7 @@ class _Link:
     down_at: float = 0.0
     deposit_at: float = 0.0  # trio time before which we do not deposit again
     deposit_failures: int = 0
+    mailbox_error: str = ""
     files: dict[bytes, _FileJob] = field(default_factory=dict)
     # Every task working for this contact runs in one of these scopes, so that
     # removing the contact stops them all.
@@ -567,6 +569,7 @@ class DeliveryEngine:
             failures=link.failures,
             last_error=link.last_error,
             retry_in=retry_in,
+            mailbox_error=link.mailbox_error,
         )
 
     def statistics(self) -> DeliveryStatistics:
@@ -1413,6 +1416,7 @@ class DeliveryEngine:
         if failure is None:
             link.deposit_failures = 0
             link.deposit_at = 0.0
+            link.mailbox_error = ""
             log.info("event=deposited contact=%s envelopes=%d", contact, deposited)
             return
         link.deposit_failures += 1
@@ -1422,7 +1426,7 @@ class DeliveryEngine:
         reason = _reason(failure)
         if isinstance(failure, MailboxRefusedError):
             reason = f"mailbox-{_mb_code_name(failure.code)}"
-        link.last_error = reason
+        link.mailbox_error = reason
         log.info(
             "event=deposit_failed contact=%s envelopes=%d reason=%s", contact, deposited, reason
         )

@@ -360,6 +360,16 @@ class OwnerMixin:
             ).fetchall()
         return [self._outgoing(row) for row in rows]
 
+    def deposited_count(self, contact_id: int) -> int:
+        """Outgoing messages to the contact its mailbox holds, not yet acked."""
+        with self._lock, self._guard("reading the outbox"):
+            row = self._db.execute(
+                "SELECT count(*) FROM messages WHERE direction = 'out' AND contact_id = ? "
+                "AND state IN ('queued', 'sent') AND deposited_ms IS NOT NULL",
+                (contact_id,),
+            ).fetchone()
+        return int(row[0])
+
     def has_undeposited(self, contact_id: int) -> bool:
         with self._lock, self._guard("reading the outbox"):
             row = self._db.execute(
