@@ -5,11 +5,14 @@
 records are fixed, and the sessions are the endpoints of session-v1.json
 (:mod:`fuzz.targets`), whose handshake replays exactly. Each seed reaches a
 target's deepest accepting path (a record decoded, a handshake completed, a
-frame delivered), from where the fuzzer mutates.
+frame delivered, an envelope opened), from where the fuzzer mutates. The
+mailbox seeds are the objects of mailbox-v1.json themselves, and a few
+refusals made with its keys that no mutation can reach.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import struct
 from pathlib import Path
@@ -18,15 +21,20 @@ from typing import Final
 from fuzz.targets import (
     INITIATOR,
     INITIATOR_STATIC,
+    MAILBOX_VECTOR,
     NOW,
+    PREKEY_NOW,
     RESPONDER,
     RESPONDER_STATIC,
+    MailboxMode,
     established,
+    mailbox_vector,
     new_initiator,
     new_responder,
+    seal_payload,
 )
 from onionpost.limits import MAX_CLOSE_REASON, MAX_FILE_SIZE
-from onionpost.proto import _msgpack, messages
+from onionpost.proto import _msgpack, envelope, messages, pairing
 from onionpost.proto.identity import Identity
 
 __all__ = ["CORPUS", "check", "seeds", "write"]
@@ -158,6 +166,80 @@ def _handshake_payload() -> dict[str, bytes]:
     }
 
 
+def _mailbox() -> dict[str, bytes]:
+    """The objects of mailbox-v1.json, each behind the mode byte that reads it."""
+
+    def mode(which: MailboxMode, data: bytes) -> bytes:
+        return bytes([which]) + data
+
+    out: dict[str, bytes] = {}
+    for i, vector in enumerate(MAILBOX_VECTOR["envelopes"]):
+        data = mailbox_vector("envelopes", i, "bytes")
+        out[f"envelope-{vector['prekey']}"] = mode(MailboxMode.ENVELOPE, data)
+    payload = mailbox_vector("envelopes", 0, "payload")
+    # The harness seals as the vector's sender did: the same envelope, byte for byte.
+    assert seal_payload(payload) == mailbox_vector("envelopes", 0, "bytes")
+    out["payload"] = mode(MailboxMode.PAYLOAD, payload)
+    for i, vector in enumerate(MAILBOX_VECTOR["prekeys"]):
+        name = vector["name"]
+        out[f"prekey-{name}"] = mode(MailboxMode.PREKEY, mailbox_vector("prekeys", i, "bytes"))
+        stored = mailbox_vector("prekeys", i, "secret_bytes")
+        out[f"prekey-secret-{name}"] = mode(MailboxMode.PREKEY_SECRET, stored)
+    for i, vector in enumerate(MAILBOX_VECTOR["announcements"]):
+        name = "announcement" if vector["mailbox"] else "announcement-no-mailbox"
+        out[name] = mode(MailboxMode.ANNOUNCEMENT, mailbox_vector("announcements", i, "bytes"))
+    text = MAILBOX_VECTOR["setup_code"]["text"]
+    out["setup-code"] = mode(MailboxMode.SETUP_CODE, text.encode("ascii"))
+    # As pasted: upper case, surrounded by white space.
+    out["setup-code-pasted"] = mode(MailboxMode.SETUP_CODE, f" {text.upper()}\n".encode("ascii"))
+    # A later version of the payload: one more element, which is ignored.
+    later = _msgpack.unpack(payload, max_len=len(payload), max_items=len(payload))
+    out["payload-later-version"] = mode(MailboxMode.PAYLOAD, _msgpack.pack([*later, "x"]))
+    return out | _mailbox_refused()
+
+
+def _mailbox_refused() -> dict[str, bytes]:
+    """Refusals no mutation reaches, since each needs the owner's signature or
+    a checksum: made with the vector's keys, to check that they look like
+    every other refusal (one AuthenticationError, one text)."""
+    owner = Identity(mailbox_vector("owner_identity_seed"))
+    keys = {
+        "x25519_private": mailbox_vector("prekeys", 0, "x25519_private"),
+        "mlkem_seed": mailbox_vector("prekeys", 0, "mlkem_seed"),
+    }
+
+    def prekey(name: str, now: int, lifetime: int) -> bytes:
+        made = envelope.generate_prekey(
+            owner,
+            envelope.PrekeyKind.ONE_TIME,
+            now=now,
+            lifetime=lifetime,
+            key_id=_id(name),
+            **keys,
+        )
+        return bytes([MailboxMode.PREKEY]) + made.public.to_bytes()
+
+    day = 24 * 3600
+    sender = Identity(mailbox_vector("sender_identity_seed")).public_key
+    mailbox = Identity(mailbox_vector("setup_code", "mailbox_identity_seed")).public_key
+    # Announced by the owner, naming another owner (the vector's sender).
+    version = MAILBOX_VECTOR["announcements"][0]["version"]
+    body = struct.pack(">B32sB32sQ", 1, sender, 1, mailbox, version)
+    announcement = body + owner.sign(pairing.ANNOUNCEMENT_CONTEXT + body)
+    # A setup code of version 2 with a checksum that matches.
+    code = bytes([2]) + mailbox + mailbox_vector("setup_code", "secret")
+    code += hashlib.blake2b(code).digest()[:4]
+    text = pairing.SETUP_PREFIX + base64.b32encode(code).decode("ascii").rstrip("=").lower()
+    return {
+        # Signed by the owner; at PREKEY_NOW expired (beyond the clock skew) ...
+        "prekey-expired": prekey("expired", PREKEY_NOW - 3 * day, day),
+        # ... or valid for longer than a prekey may be.
+        "prekey-too-long": prekey("too long", PREKEY_NOW + 2 * day, envelope.MAX_PREKEY_LIFETIME),
+        "announcement-of-another-owner": bytes([MailboxMode.ANNOUNCEMENT]) + announcement,
+        "setup-code-version-2": bytes([MailboxMode.SETUP_CODE]) + text.encode("ascii"),
+    }
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     """Every seed: target name -> file name -> bytes."""
     records = _records()
@@ -171,6 +253,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "session": _session(),
         "handshake": _handshake(),
         "handshake_payload": _handshake_payload(),
+        "mailbox": _mailbox(),
     }
 
 

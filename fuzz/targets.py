@@ -48,22 +48,49 @@ named; the rest is the data):
 ``handshake_payload``
     Byte 0, low bit: the rest is the payload of an authentic message 3 to a
     responder (0) or of an authentic message 2 to an initiator (1).
+``mailbox``
+    The offline mailbox's decoders (mailbox.md), with the owner, sender and
+    prekeys of ``protocol-spec/vectors/mailbox-v1.json``, at a time when both
+    vector prekeys verify and both vector envelopes open. Byte 0, modulo
+    the number of modes (:class:`MailboxMode`), sends the rest to:
+    0 ``EnvelopeHeader.parse``, then ``open_envelope`` with the owner's
+    private half the header's key id names (the one-time one if none);
+    1 ``SignedPrekey.parse``, then ``verify``; 2 ``PrekeySecret.from_bytes``;
+    3 ``MailboxAnnouncement.parse`` from the owner; 4 ``SetupCode.parse`` of
+    the bytes as UTF-8 (undecodable bytes as surrogates); 5 the plaintext
+    of an envelope sealed authentically by the vector's sender
+    (:func:`seal_payload`), which is opened: the one mode that reaches the
+    payload decoder and the certificate check past the AEAD. Besides
+    RemoteProtocolError, the two readers of local text and state
+    (``from_bytes``, ``SetupCode.parse``) may raise the ConfigError they
+    document. Opening, verifying a prekey and verifying an announcement fail
+    each with one AuthenticationError, one text and no cause, whatever went
+    wrong; whatever is accepted encodes back to the same bytes (an opened
+    envelope: its payload, from what ``Opened`` reports); whatever verifies
+    is byte for byte something the owner signed; an opened envelope names
+    the vector's sender.
 """
 
 from __future__ import annotations
 
 import copy
+import enum
 import json
 import random
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from msgpack import ExtType
 
-from onionpost.errors import MessageDecodeError, RemoteProtocolError
+from onionpost.errors import (
+    AuthenticationError,
+    ConfigError,
+    MessageDecodeError,
+    RemoteProtocolError,
+)
 from onionpost.limits import (
     FRAME_HEADER_LEN,
     MAX_ACK_IDS,
@@ -74,11 +101,17 @@ from onionpost.limits import (
     PADDING_BUCKETS,
     REKEY_AFTER_MESSAGES,
 )
-from onionpost.proto import _msgpack, messages
+from onionpost.proto import _msgpack, envelope, messages
 from onionpost.proto._crypto import KemKeyPair, KeyPair, mlkem768_encapsulate
 from onionpost.proto.address import OnionAddress
-from onionpost.proto.identity import Identity, StaticKey, StaticKeyCertificate
-from onionpost.proto.noise import HandshakeState
+from onionpost.proto.identity import (
+    CERT_CLOCK_SKEW,
+    Identity,
+    StaticKey,
+    StaticKeyCertificate,
+)
+from onionpost.proto.noise import HandshakeState, NoiseProtocol
+from onionpost.proto.pairing import MailboxAnnouncement, SetupCode
 from onionpost.proto.session import (
     MAGIC,
     PREAMBLE_LEN,
@@ -97,15 +130,22 @@ from onionpost.proto.session import (
 
 __all__ = [
     "INITIATOR",
+    "MAILBOX_NOW_MS",
+    "MAILBOX_OWNER",
+    "MAILBOX_VECTOR",
+    "PREKEY_NOW",
     "READ_SIZE",
     "RESPONDER",
     "TARGETS",
+    "MailboxMode",
     "Target",
     "established",
     "frame",
+    "mailbox_vector",
     "new_initiator",
     "new_responder",
     "seal",
+    "seal_payload",
 ]
 
 ROOT: Final = Path(__file__).resolve().parents[1]
@@ -242,6 +282,99 @@ def _near_rekey(*sessions: Session) -> None:
         for direction in (session._send, session._recv):
             assert direction is not None
             direction.messages = REKEY_AFTER_MESSAGES - 2
+
+
+# -- The mailbox objects of mailbox-v1.json ---------------------------------------------
+
+MAILBOX_VECTOR_FILE: Final = ROOT / "protocol-spec" / "vectors" / "mailbox-v1.json"
+#: The vector file's one entry, for the seeds (fuzz.seeds) as for the checks here.
+MAILBOX_VECTOR: Final[dict[str, Any]] = json.loads(MAILBOX_VECTOR_FILE.read_text())["vectors"][0]
+
+
+def mailbox_vector(*path: str | int) -> bytes:
+    """A hex value of :data:`MAILBOX_VECTOR` by its path, as bytes."""
+    value: Any = MAILBOX_VECTOR
+    for key in path:
+        value = value[key]
+    return bytes.fromhex(value)
+
+
+MAILBOX_OWNER: Final = Identity(mailbox_vector("owner_identity_seed")).address
+_SENDER: Final = Identity(mailbox_vector("sender_identity_seed"))
+_SENDER_STATIC: Final = KeyPair.from_private(mailbox_vector("sender_static"))
+_SENDER_CERT: Final = mailbox_vector("sender_certificate")
+# The owner's two prekeys (one-time, last resort), their private halves by key id.
+_PREKEYS: Final = tuple(
+    envelope.PrekeySecret.from_bytes(mailbox_vector("prekeys", i, "secret_bytes")) for i in (0, 1)
+)
+_ONE_TIME: Final = _PREKEYS[0]
+_PREKEY_SECRETS: Final = {secret.public.key_id: secret for secret in _PREKEYS}
+#: When both vector prekeys verify (seconds) and both vector envelopes open (ms).
+PREKEY_NOW: Final[int] = MAILBOX_VECTOR["prekeys"][0]["now"]
+MAILBOX_NOW_MS: Final[int] = MAILBOX_VECTOR["envelopes"][0]["open_now_ms"]
+# What the owner signed, byte for byte: nothing else may verify.
+_SIGNED: Final = frozenset(
+    [mailbox_vector("prekeys", i, "bytes") for i in (0, 1)]
+    + [mailbox_vector("announcements", i, "bytes") for i in (0, 1)]
+)
+# The first vector envelope's clear part and randomness: seal_payload() seals
+# any payload as its sender would have, to the one-time prekey.
+_SEALED_IDS: Final = (
+    mailbox_vector("envelopes", 0, "envelope_id"),
+    mailbox_vector("envelopes", 0, "key_id"),
+)
+_SEALED_HEADER: Final = bytes([envelope.ENVELOPE_VERSION]) + b"".join(_SEALED_IDS)
+_SEALED_KEM: Final = mailbox_vector("envelopes", 0, "kem_ciphertext")
+_SEALED_PROLOGUE: Final = envelope.prologue(MAILBOX_OWNER, *_SEALED_IDS, _SEALED_KEM)
+_SEALED_PSK: Final = mailbox_vector("envelopes", 0, "kem_shared_secret")
+_SEALED_EPHEMERAL: Final = KeyPair.from_private(mailbox_vector("envelopes", 0, "ephemeral_private"))
+_ENVELOPE_PROTOCOL: Final = NoiseProtocol.from_name(envelope.PROTOCOL_NAME)
+# What an envelope adds to its payload (mailbox.md §3.1: 1217 bytes).
+_ENVELOPE_OVERHEAD: Final = len(mailbox_vector("envelopes", 0, "bytes")) - len(
+    mailbox_vector("envelopes", 0, "payload")
+)
+
+
+def seal_payload(payload: bytes) -> bytes:
+    """An envelope carrying ``payload`` as its plaintext, whatever it holds.
+
+    Sealed as the first vector envelope was (its ids, ephemeral key, recorded
+    ML-KEM encapsulation, sender's static key, to the one-time prekey), so
+    its AEAD holds: with the vector's payload it is the vector's envelope.
+    ``payload`` is cut to what one Noise message carries.
+    """
+    noise = HandshakeState(
+        _ENVELOPE_PROTOCOL,
+        initiator=True,
+        prologue=_SEALED_PROLOGUE,
+        static=_SENDER_STATIC,
+        remote_static=_ONE_TIME.public.x25519,
+        psks=[_SEALED_PSK],
+        ephemeral=_SEALED_EPHEMERAL,
+    )
+    return _SEALED_HEADER + _SEALED_KEM + noise.write_message(payload[: noise.max_payload()])
+
+
+def _refusal(attempt: Callable[[], object]) -> AuthenticationError:
+    try:
+        attempt()
+    except AuthenticationError as exc:
+        return exc
+    raise AssertionError("the reference refusal was accepted")
+
+
+# The one refusal of each check (mailbox.md §2.2, §3.6, §5), as a known-bad input gets it.
+_OPEN_REFUSED: Final = _refusal(
+    lambda: envelope.open_envelope(
+        b"", recipient=MAILBOX_OWNER, secret=_ONE_TIME, now_ms=MAILBOX_NOW_MS
+    )
+)
+_PREKEY_REFUSED: Final = _refusal(lambda: _ONE_TIME.public.verify(_SENDER.address, now=PREKEY_NOW))
+_ANNOUNCEMENT_REFUSED: Final = _refusal(
+    lambda: MailboxAnnouncement.parse(
+        mailbox_vector("announcements", 0, "bytes"), owner=_SENDER.address
+    )
+)
 
 
 # -- The contract --------------------------------------------------------------------
@@ -419,6 +552,138 @@ def handshake_payload(data: bytes) -> None:
     _feed(target, [wire], peer, handshake=True)
 
 
+class MailboxMode(enum.IntEnum):
+    """What byte 0 of a ``mailbox`` input, modulo their number, sends the rest to."""
+
+    ENVELOPE = 0
+    PREKEY = 1
+    PREKEY_SECRET = 2
+    ANNOUNCEMENT = 3
+    SETUP_CODE = 4
+    PAYLOAD = 5
+
+
+def _same_refusal(exc: AuthenticationError, reference: AuthenticationError) -> None:
+    # Every failure looks the same: one type, one text, no cause attached.
+    assert type(exc) is AuthenticationError, f"refused with a {type(exc).__name__}"
+    assert exc.args == reference.args, f"refused as {exc.args!r}"
+    assert exc.__cause__ is None, "a refusal that names its cause"
+
+
+def _open(data: bytes, header: envelope.EnvelopeHeader | None) -> envelope.Opened | None:
+    # The private half the owner would look up by the header's key id.
+    secret = _PREKEY_SECRETS.get(data[1 + envelope.ID_LEN : envelope.HEADER_LEN], _ONE_TIME)
+    try:
+        opened = envelope.open_envelope(
+            data, recipient=MAILBOX_OWNER, secret=secret, now_ms=MAILBOX_NOW_MS
+        )
+    except AuthenticationError as exc:
+        _same_refusal(exc, _OPEN_REFUSED)
+        return None
+    assert header is not None, "an envelope opened whose header does not parse"
+    assert (opened.envelope_id, opened.key_id) == (header.envelope_id, header.key_id)
+    assert opened.key_id == secret.public.key_id
+    assert opened.sender == _SENDER.address, "opened as from someone who did not seal it"
+    age = MAILBOX_NOW_MS - opened.sealed_ms
+    assert -CERT_CLOCK_SKEW * 1000 <= age <= envelope.MAX_ENVELOPE_AGE_MS
+    assert opened.records
+    assert all(type(r) is bytes for r in opened.records)
+    assert len(data) - _ENVELOPE_OVERHEAD >= envelope.payload_size(opened.records)
+    return opened
+
+
+def _header(data: bytes) -> envelope.EnvelopeHeader | None:
+    try:
+        header = envelope.EnvelopeHeader.parse(data)
+    except RemoteProtocolError:
+        return None
+    # No encoder: the fields are the bytes they were read from.
+    clear = bytes([envelope.ENVELOPE_VERSION]) + header.envelope_id + header.key_id
+    assert data[: envelope.HEADER_LEN] == clear
+    return header
+
+
+def _envelope(data: bytes) -> None:
+    _open(data, _header(data))
+
+
+def _payload(data: bytes) -> None:
+    sealed = seal_payload(data)
+    payload = data[: len(sealed) - _ENVELOPE_OVERHEAD]
+    opened = _open(sealed, _header(sealed))
+    if opened is None:
+        return
+    # What opened re-encodes, from what Opened reports, to the payload it came from.
+    value = _msgpack.unpack(
+        payload, max_len=envelope.MAX_ENVELOPE_PAYLOAD, max_items=envelope.MAX_ENVELOPE_PAYLOAD
+    )
+    fields = [1, opened.sender.public_key, _SENDER_CERT, opened.sealed_ms, list(opened.records)]
+    assert _msgpack.pack([*fields, *value[5:]]) == payload, "opened is not what was sealed"
+
+
+def _prekey(data: bytes) -> None:
+    try:
+        prekey = envelope.SignedPrekey.parse(data)
+    except RemoteProtocolError:
+        return
+    assert prekey.to_bytes() == data, "a prekey that encodes to other bytes"
+    try:
+        prekey.verify(MAILBOX_OWNER, now=PREKEY_NOW)
+    except AuthenticationError as exc:
+        _same_refusal(exc, _PREKEY_REFUSED)
+        return
+    assert data in _SIGNED, "a prekey the owner did not sign verified"
+
+
+def _prekey_secret(data: bytes) -> None:
+    try:
+        secret = envelope.PrekeySecret.from_bytes(data)
+    except (ConfigError, RemoteProtocolError):
+        return
+    assert secret.to_bytes() == data, "a stored prekey secret that encodes to other bytes"
+
+
+def _announcement(data: bytes) -> None:
+    try:
+        announcement = MailboxAnnouncement.parse(data, owner=MAILBOX_OWNER)
+    except AuthenticationError as exc:
+        _same_refusal(exc, _ANNOUNCEMENT_REFUSED)
+        return
+    except RemoteProtocolError:
+        return
+    assert announcement.to_bytes() == data, "an announcement that encodes to other bytes"
+    assert data in _SIGNED, "an announcement the owner did not sign verified"
+
+
+def _setup_code(data: bytes) -> None:
+    text = data.decode("utf-8", "surrogateescape")
+    try:
+        code = SetupCode.parse(text)
+    except (ConfigError, RemoteProtocolError):
+        return
+    # Case and surrounding white space aside, a code is its one text.
+    assert code.to_text() == text.strip().lower(), "a setup code that encodes to other text"
+    assert SetupCode.parse(code.to_text()) == code
+    code.client_auth_public()
+    code.token()
+
+
+_MAILBOX_CHECKS: Final[dict[MailboxMode, Callable[[bytes], None]]] = {
+    MailboxMode.ENVELOPE: _envelope,
+    MailboxMode.PREKEY: _prekey,
+    MailboxMode.PREKEY_SECRET: _prekey_secret,
+    MailboxMode.ANNOUNCEMENT: _announcement,
+    MailboxMode.SETUP_CODE: _setup_code,
+    MailboxMode.PAYLOAD: _payload,
+}
+
+
+def mailbox(data: bytes) -> None:
+    if not data:
+        return
+    _MAILBOX_CHECKS[MailboxMode(data[0] % len(MailboxMode))](data[1:])
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     name: str
@@ -436,5 +701,6 @@ TARGETS: Final[dict[str, Target]] = {
         Target("session", session, 1 + 2 * (2 + 0x7FFF)),
         Target("handshake", handshake, 16_384),
         Target("handshake_payload", handshake_payload, 1 + 2 * MAX_HANDSHAKE_PAYLOAD),
+        Target("mailbox", mailbox, 1 + envelope.MAX_ENVELOPE + 64),
     )
 }
