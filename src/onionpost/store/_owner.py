@@ -88,6 +88,8 @@ class OwnerMixin:
 
         def _find_transfer(self, file_id: bytes, contact_id: int | None) -> Any: ...
 
+        def _settle(self) -> None: ...
+
     # -- our mailbox ------------------------------------------------------------------
 
     def own_mailbox(self) -> OwnMailbox | None:
@@ -163,7 +165,10 @@ class OwnerMixin:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('mailbox_gone', ?)",
                 (version.to_bytes(8, "big"),),
             )
-            return version
+        # The deleted private halves survive nowhere: not in the WAL, and
+        # secure_delete zeroed them in the file.
+        self._settle()
+        return version
 
     def announcement_version(self) -> int:
         """The version of our current announcement (with or without a mailbox)."""
@@ -290,7 +295,10 @@ class OwnerMixin:
             self._db.execute(
                 "DELETE FROM envelopes_seen WHERE seen_ms < ?", ((now_s - keep_after_s) * 1000,)
             )
-            return cursor.rowcount
+            deleted = cursor.rowcount
+        if deleted:
+            self._settle()  # as in forget_mailbox
+        return deleted
 
     def checkpoint(self) -> None:
         """Move the WAL into the database and empty it: deleted rows (a used

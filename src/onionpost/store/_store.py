@@ -340,6 +340,9 @@ class Store(OwnerMixin):
             if problems != ["ok"]:
                 raise _database.tampered(self._path, problems[0])
             self._migrate()
+            # What the last run deleted but did not checkpoint (it died
+            # first: a used prekey's private half) leaves the WAL now.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         self._sweep_orphans()
         self._reconcile_transfers()
 
