@@ -10,6 +10,7 @@
     ...
     alice.kill()                     # kill -9 of the daemon and its tor: a real crash
     alice.start()                    # back, on the same home
+    alice.terminate()                # SIGTERM to the daemon alone: it closes its sessions
     alice.stop()
 
 Theory of operation
@@ -216,6 +217,27 @@ class Endpoint:
         if survivors:
             raise EndpointError(f"{self.name}'s daemon survived SIGKILL")
         self.process = None
+
+    def terminate(self) -> None:
+        """SIGTERM to the daemon alone, as ``kill <pid>`` (or systemd's
+        ``KillMode=mixed``) sends it: the daemon closes its sessions, so its
+        contacts see them end at once, then stops its tor. :meth:`stop` signals
+        the whole group, tor too, as Ctrl-C and ``KillMode=control-group`` do;
+        then the sessions' Close may never leave, and a contact can hold a
+        session to the stopped daemon open for seconds to minutes. What is
+        left of the group after STOP_SECONDS is stopped as :meth:`stop` does."""
+        process = self.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(STOP_SECONDS)
+        if process.poll() is not None:
+            # Its tor exits with it; anything of the group still there is told to.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        self.stop()
 
     def log_tail(self) -> str:
         return "\n".join(tail_lines(self.log, _LOG_TAIL_LINES))
