@@ -1,18 +1,27 @@
-"""`make demo`: two onionpost endpoints on a private Tor network, driven by the CLI.
+"""`make demo`: two onionpost endpoints and a mailbox on a private Tor network, driven by the CLI.
 
 What it does, in order:
 
 1. brings up a private Tor network on 127.0.0.1 (3 authorities, 2 relays);
-2. creates two endpoints, "alice" and "bob", and starts a daemon for each;
-   each daemon launches its own tor, joined to that network, and publishes
+2. creates two endpoints, "alice" and "bob", and a mailbox (a third home,
+   run by `onionpost mailbox serve`, as on an always-on host), and starts
+   them; each launches its own tor, joined to that network, and publishes
    its onion service with v3 client authorization;
-3. exchanges contact cards, so each authorizes the other;
+3. exchanges contact cards, so each endpoint authorizes the other;
 4. sends a message each way and a file from alice to bob, waits until each
    is delivered, and checks the file's BLAKE2b-512 on bob's side;
-5. tears everything down.
+5. pairs both endpoints with the mailbox (a one-time setup code each);
+6. the offline path: bob's daemon stops; alice sends; the text goes to
+   bob's mailbox (`deposited`); alice's daemon stops; bob's daemon starts,
+   drains its mailbox and has the text; alice comes back and sees it
+   `delivered` (bob's acknowledgement came back through alice's mailbox, or
+   directly);
+7. tears everything down.
 
 It exits 0 only if everything was really delivered. Everything binds and
-dials 127.0.0.1 only.
+dials 127.0.0.1 only. The endpoints' `config.toml` sets `mailbox_after` to
+2 s (the default is 60 s), so the demo does not wait a minute before alice
+uses bob's mailbox.
 """
 
 from __future__ import annotations
@@ -23,14 +32,29 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from onionpost.testing import testnet
 from onionpost.testing.endpoint import Endpoint, EndpointError, start_all
+from onionpost.testing.mailbox import (
+    Mailbox,
+    contact_mailboxes_learned,
+    endpoint_config,
+    owner_status,
+    pair,
+    states,
+    wait_for,
+)
 
-DEADLINE = 240.0
+DEADLINE = 300.0
 FILE_SIZE = 3 * 2**20
+# Seconds a contact is unreachable before alice uses its mailbox (default 60),
+# and the deadline of one dial (default 60): an offline contact is noticed
+# when a dial to it fails.
+MAILBOX_AFTER = 2.0
+CONNECT_TIMEOUT = 10.0
 
 
 def say(text: str) -> None:
@@ -68,9 +92,67 @@ def inbox_has(endpoint: Endpoint, predicate: Any, until: float) -> dict[str, Any
     raise SystemExit("demo: the expected message did not arrive in time")
 
 
+def reachable(endpoint: Endpoint) -> bool:
+    """The endpoint is paired and has its session with its mailbox."""
+    status = owner_status(endpoint)
+    return bool(status["paired"] and status["reachable"])
+
+
+def offline(alice: Endpoint, bob: Endpoint, mailbox: Mailbox, until: float) -> None:
+    """Steps 7-10: the mailbox carries a text while bob, then alice, is away."""
+    say("7. Pairing alice and bob with the mailbox (`mailbox code` there, `mailbox pair` here) ...")
+    t0 = time.monotonic()
+    learned = contact_mailboxes_learned(alice)
+    for endpoint in (alice, bob):
+        pair(endpoint, mailbox)
+    for endpoint in (alice, bob):
+        wait_for(
+            partial(reachable, endpoint),
+            f"{endpoint.name}'s session with the mailbox",
+            until - time.monotonic(),
+        )
+    # Bob tells alice where his mailbox is, over their session.
+    wait_for(
+        lambda: contact_mailboxes_learned(alice) > learned,
+        "alice to learn bob's mailbox",
+        until - time.monotonic(),
+    )
+    say(f"   both paired, and alice knows bob's mailbox, in {time.monotonic() - t0:.1f} s")
+
+    say("8. bob's daemon stops; alice -> bob: a text, which goes to bob's mailbox")
+    bob.terminate()
+    t0 = time.monotonic()
+    body = "Bob, this waited for you in your mailbox."
+    sent = alice.json("send", "bob", body)["id"]
+    wait_for(
+        lambda: states(alice.home, [sent])[sent] == "deposited",
+        "the text to be deposited in bob's mailbox",
+        until - time.monotonic(),
+        poll=0.5,
+    )
+    say(
+        f"   deposited in {time.monotonic() - t0:.1f} s, sealed to one of bob's prekeys "
+        f"(alice first tried bob directly and waited {MAILBOX_AFTER:.0f} s, mailbox_after)"
+    )
+
+    say("9. alice's daemon stops; bob's daemon starts and drains his mailbox")
+    alice.terminate()
+    bob.start(until - time.monotonic())
+    t0 = time.monotonic()
+    got = inbox_has(bob, lambda m: m.get("id") == sent, until)
+    say(f"   bob had it {time.monotonic() - t0:.1f} s after his daemon was up: {got['body']!r}")
+
+    say("10. alice's daemon starts again: the text shows delivered")
+    alice.start(until - time.monotonic())
+    t0 = time.monotonic()
+    wait_state(alice.home, sent, {"delivered", "read"}, until)
+    say(f"   delivered (bob's acknowledgement reached alice {time.monotonic() - t0:.1f} s after)")
+
+
 def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="onionpost-demo-", dir="/tmp"))
     endpoints: dict[str, Endpoint] = {}
+    mailbox: Mailbox | None = None
     net_dir = root / "net"
     ok = False
     start = time.monotonic()
@@ -81,16 +163,19 @@ def main() -> int:
         net = testnet.up(net_dir, clients=0, owner_pid=os.getpid())
         say(f"   {len(net.nodes)} tor relays ready in {time.monotonic() - t0:.1f} s")
 
-        say("2. Creating the endpoints alice and bob, each with its own tor ...")
-        endpoints.update((n, Endpoint(root, n, net)) for n in ("alice", "bob"))
+        say("2. Creating the endpoints alice and bob and a mailbox, each with its own tor ...")
+        config = endpoint_config(mailbox_after=MAILBOX_AFTER, connect_timeout=CONNECT_TIMEOUT)
+        endpoints.update((n, Endpoint(root, n, net, top_config=config)) for n in ("alice", "bob"))
         alice, bob = endpoints["alice"], endpoints["bob"]
+        mailbox = Mailbox(root, "mailbox", net)
         t0 = time.monotonic()
-        start_all(endpoints.values(), until - time.monotonic())
+        start_all([*endpoints.values(), mailbox], until - time.monotonic())
         took = time.monotonic() - t0
-        say(f"   both daemons up and their onion services published in {took:.1f} s")
+        say(f"   both daemons and the mailbox up, their onion services published in {took:.1f} s")
         cards = {n: e.json("whoami") for n, e in endpoints.items()}
         for name, card in cards.items():
             say(f"   {name}: {card['address']}")
+        say(f"   mailbox: {mailbox.address}")
 
         say("3. Exchanging contact cards (each side authorizes the other's tor client key) ...")
         alice.cli("contact", "add", cards["bob"]["card"])
@@ -145,6 +230,7 @@ def main() -> int:
             f"   delivered in {elapsed:.1f} s ({rate:.2f} MB/s); "
             f"BLAKE2b-512 checked: {received[:32]}..."
         )
+        offline(alice, bob, mailbox, until)
         ok = True
         say(
             "All delivered, end to end encrypted over onion services, "
@@ -152,9 +238,11 @@ def main() -> int:
         )
         return 0
     finally:
-        say("7. Tearing down ...")
+        say("11. Tearing down ...")
         for endpoint in endpoints.values():
             endpoint.stop()
+        if mailbox is not None:
+            mailbox.stop()
         if net_dir.exists():
             testnet.down(net_dir)
         if ok:
