@@ -320,10 +320,10 @@ def test_a_deposit_over_quota_stays_in_the_outbox_and_goes_directly_later(
     seen: list[str] = []
 
     def refused() -> bool:
-        # last_error is the latest failure, a dial's or a deposit's: catch the deposit's.
+        # mailbox_error is why the last deposit failed (last_error: the last dial).
         (contact,) = alice.json("status")["contacts"]
-        seen.append(str(contact["last_error"]))
-        return "quota" in seen[-1]
+        seen.append(str(contact["mailbox_error"]))
+        return seen[-1] == "mailbox-quota-exceeded"
 
     wait_for(refused, "the quota refusal in alice's status", DEPOSIT_SECONDS)
     print(f"\nalice's status said: {seen[-1]}")
