@@ -23,6 +23,7 @@ from _enginekit import Network, Node, befriend, network, until
 from trio.testing import MockClock
 
 from onionpost.api import Marked, Message
+from onionpost.daemon._delivery import DeliveryPolicy
 from onionpost.errors import CloseCode, ConfigError, DialError, TransportError
 from onionpost.limits import NOISE_TAG_LEN
 from onionpost.proto import messages as m
@@ -698,3 +699,33 @@ async def test_a_session_we_opened_closes_when_idle(tmp_path: Path, clock: MockC
         # The next message dials again.
         again = await alice.send(bob, "two")
         await delivered(alice, [again])
+
+
+async def test_a_contact_gone_silent_is_unreachable_after_the_silence_timeout(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """A workstation switched off: its stream stays open (nothing closed it) but
+    nothing answers our Pings. The session ends, so what waits may take
+    another way (its mailbox)."""
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        assert alice.engine is not None
+        channel, _ = await net.connect_raw(carol, alice)
+        await channel.send(m.Ping(1))  # carol proves herself, then says nothing more
+        link = alice.contact(carol).id
+        await until(lambda: (s := alice.engine.status(link)) is not None and s.reachable)  # type: ignore[union-attr]
+        start = trio.current_time()
+        await until(
+            lambda: not alice.engine.status(link).reachable,  # type: ignore[union-attr]
+            seconds=DeliveryPolicy().silence_timeout + 30,
+        )
+        silent = trio.current_time() - start
+        assert (
+            DeliveryPolicy().silence_timeout - 5 <= silent <= DeliveryPolicy().silence_timeout + 30
+        )
+        status = alice.engine.status(link)
+        assert status is not None
+        assert status.last_error == "timeout"
+        await channel.aclose()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from _enginekit import MailboxNode, Network, Node, befriend, network, until
 from trio.testing import MockClock
 
 from onionpost.errors import AuthenticationError, ConfigError, DialError
@@ -22,7 +23,6 @@ from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
 from onionpost.store._mailbox import HeldEnvelope
-from tests.daemon._enginekit import MailboxNode, Network, Node, befriend, network, until
 
 pytestmark = pytest.mark.trio
 

@@ -146,6 +146,9 @@ class DeliveryPolicy:
     retry_max: float = 900.0
     connect_timeout: float = 60.0
     ping_interval: float = 60.0
+    # A session whose peer sent nothing (not even a Pong) for this long is
+    # dead, whatever the stream says.
+    silence_timeout: float = 150.0
     max_file_size: int = 1 << 30
     max_disk_use: int = 10 << 30
     message_expiry: float | None = None
@@ -303,6 +306,7 @@ class _Session:
     proven: bool = False  # the peer has sent us a record: it accepts us
     last_activity: float = 0.0  # trio time of the last record either way, keepalives aside
     last_ping: float = 0.0
+    last_heard: float = 0.0  # trio time of the peer's last record, keepalives included
     # Records answering the peer (Acks, FileAccept, ...), written by the sender
     # task: the receiving side never blocks on a write, so two endpoints that
     # both send at full speed cannot each wait for the other to read.
@@ -801,7 +805,7 @@ class DeliveryEngine:
     async def _run_session(self, link: _Link, session: _Session) -> None:
         """One session: its own failure domain. Never raises but Cancelled."""
         channel = session.channel
-        session.last_activity = session.last_ping = trio.current_time()
+        session.last_activity = session.last_ping = session.last_heard = trio.current_time()
         link.sessions.append(session)
         if len(link.sessions) == 1:
             link.since_ms = _now_ms()
@@ -963,11 +967,17 @@ class DeliveryEngine:
             if session.initiator and now >= idle_until:
                 # Nothing either way for a while: we opened it, we close it.
                 raise _Shed("idle", code=CloseCode.NORMAL, reason="idle")
+            silent_until = session.last_heard + self._policy.silence_timeout
+            if now >= silent_until:
+                # Our Pings went unanswered: the contact is gone (its tor died
+                # with its workstation) though the stream did not say so. What
+                # waits for it may go to its mailbox now.
+                raise TransportError("timeout")
             if now >= session.last_ping + self._policy.ping_interval:
                 session.last_ping = now
                 await channel.send(m.Ping(_secrets.randbits(63)))
                 continue
-            deadline = session.last_ping + self._policy.ping_interval
+            deadline = min(session.last_ping + self._policy.ping_interval, silent_until)
             if session.initiator:
                 deadline = min(deadline, idle_until)
             with trio.move_on_at(deadline):
@@ -1000,6 +1010,7 @@ class DeliveryEngine:
                 counted = total
                 if not session.proven:
                     self._proven(link, session)
+                session.last_heard = trio.current_time()
                 if not isinstance(record, m.Pong):
                     session.last_activity = trio.current_time()
                 await self._dispatch(link, session, nursery, record, send_texts)
