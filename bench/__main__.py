@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import churn_bench, daemon_bench, noise_bench, onion_bench, session_bench
+from bench import (
+    churn_bench,
+    daemon_bench,
+    mailbox_bench,
+    noise_bench,
+    onion_bench,
+    session_bench,
+)
 
 
 def main() -> int:
@@ -18,6 +25,7 @@ def main() -> int:
         onion_bench.run,
         daemon_bench.run,
         churn_bench.run,
+        mailbox_bench.run,
     ]
     for section in sections:
         for result in section():
