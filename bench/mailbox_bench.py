@@ -71,7 +71,7 @@ from onionpost.testing.endpoint import Endpoint, start_all
 from onionpost.testing.mailbox import (
     Mailbox,
     MailboxError,
-    contact_mailboxes_learned,
+    contact_status,
     endpoint_config,
     incoming,
     owner_status,
@@ -255,7 +255,6 @@ def _setup(world: _World) -> None:
     alice.cli("contact", "add", bob.json("whoami")["card"])
     bob.cli("contact", "add", alice.json("whoami")["card"])
     world.bob_address = bob.json("whoami")["address"]
-    learned = contact_mailboxes_learned(alice)
     for endpoint in (alice, bob):
         pair(endpoint, mailbox)
     for endpoint in (alice, bob):
@@ -266,7 +265,11 @@ def _setup(world: _World) -> None:
         )
     hello = bob.json("send", "alice", "hello")["id"]
     wait_for(lambda: states(bob.home, [hello])[hello] in {"delivered", "read"}, "bob -> alice", 120)
-    wait_for(lambda: contact_mailboxes_learned(alice) > learned, "bob's mailbox", SETUP_SECONDS)
+    wait_for(
+        lambda: contact_status(alice, "bob")["mailbox"] == mailbox.address,
+        "alice learning bob's mailbox",
+        SETUP_SECONDS,
+    )
 
 
 def _held(mailbox: Mailbox, owner: str) -> int:

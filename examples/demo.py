@@ -40,7 +40,7 @@ from onionpost.testing import testnet
 from onionpost.testing.endpoint import Endpoint, EndpointError, start_all
 from onionpost.testing.mailbox import (
     Mailbox,
-    contact_mailboxes_learned,
+    contact_status,
     endpoint_config,
     owner_status,
     pair,
@@ -102,7 +102,6 @@ def offline(alice: Endpoint, bob: Endpoint, mailbox: Mailbox, until: float) -> N
     """Steps 7-10: the mailbox carries a text while bob, then alice, is away."""
     say("7. Pairing alice and bob with the mailbox (`mailbox code` there, `mailbox pair` here) ...")
     t0 = time.monotonic()
-    learned = contact_mailboxes_learned(alice)
     for endpoint in (alice, bob):
         pair(endpoint, mailbox)
     for endpoint in (alice, bob):
@@ -113,7 +112,7 @@ def offline(alice: Endpoint, bob: Endpoint, mailbox: Mailbox, until: float) -> N
         )
     # Bob tells alice where his mailbox is, over their session.
     wait_for(
-        lambda: contact_mailboxes_learned(alice) > learned,
+        lambda: contact_status(alice, "bob")["mailbox"] == mailbox.address,
         "alice to learn bob's mailbox",
         until - time.monotonic(),
     )

@@ -45,7 +45,7 @@ from onionpost.testing.endpoint import Endpoint, start_all
 from onionpost.testing.mailbox import (
     Mailbox,
     MailboxError,
-    contact_mailboxes_learned,
+    contact_status,
     endpoint_config,
     incoming,
     owner_status,
@@ -105,7 +105,6 @@ def _set_up(owners: Owners) -> None:
     start_all([mailbox, alice, bob])
     alice.cli("contact", "add", bob.json("whoami")["card"])
     bob.cli("contact", "add", alice.json("whoami")["card"])
-    learned = {e.name: contact_mailboxes_learned(e) for e in (alice, bob)}
     for endpoint in (alice, bob):
         owners.codes[endpoint.name] = pair(endpoint, mailbox)
     for endpoint in (alice, bob):
@@ -116,10 +115,10 @@ def _set_up(owners: Owners) -> None:
     back = bob.json("send", "alice", "hello alice, directly")["id"]
     wait_for(lambda: states(alice.home, [there])[there] in DONE, "alice -> bob", SETUP_SECONDS)
     wait_for(lambda: states(bob.home, [back])[back] in DONE, "bob -> alice", SETUP_SECONDS)
-    for endpoint in (alice, bob):
+    for endpoint, contact in ((alice, "bob"), (bob, "alice")):
         wait_for(
-            lambda e=endpoint: contact_mailboxes_learned(e) > learned[e.name],
-            f"{endpoint.name} learning its contact's mailbox",
+            lambda e=endpoint, c=contact: contact_status(e, c)["mailbox"] == mailbox.address,
+            f"{endpoint.name} learning {contact}'s mailbox",
             SETUP_SECONDS,
         )
 
@@ -317,16 +316,15 @@ def test_a_deposit_over_quota_stays_in_the_outbox_and_goes_directly_later(
     bob.terminate()
     sent = alice.json("send", "bob", "too much for the mailbox " + "x" * 2000)["id"]
 
-    seen: list[str] = []
+    seen: list[dict[str, object]] = []
 
     def refused() -> bool:
-        # mailbox_error is why the last deposit failed (last_error: the last dial).
-        (contact,) = alice.json("status")["contacts"]
-        seen.append(str(contact["mailbox_error"]))
-        return seen[-1] == "mailbox-quota-exceeded"
+        seen.append(contact_status(alice, "bob"))
+        return "quota" in str(seen[-1]["mailbox_error"])
 
     wait_for(refused, "the quota refusal in alice's status", DEPOSIT_SECONDS)
-    print(f"\nalice's status said: {seen[-1]}")
+    print(f"\nalice's status for bob: {seen[-1]}")
+    assert seen[-1]["deposited"] == 0
     assert states(alice.home, [sent])[sent] in {"queued", "sent"}
     assert [m["id"] for m in alice.json_lines("outbox")] == [sent]
     bob.start()

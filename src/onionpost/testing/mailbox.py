@@ -23,9 +23,9 @@ gives the top-level ``config.toml`` keys for that (``mailbox_after``, a short
 ``connect_timeout``, the harness's fast retries).
 
 What the helpers below ask goes through the CLI (``mailbox code``,
-``mailbox pair``, ``mailbox status``) or :mod:`onionpost.client` (message
-states, the whole inbox, a mailbox's usage) exactly as an operator's
-program would. Every wait has
+``mailbox pair``, ``mailbox status``, ``status``) or :mod:`onionpost.client`
+(message states, the whole inbox, a mailbox's usage) exactly as an
+operator's program would. Every wait has
 a deadline and a bounded number of polls; a failure raises
 :class:`MailboxError` saying what was awaited.
 """
@@ -49,7 +49,7 @@ __all__ = [
     "READY_LINE",
     "Mailbox",
     "MailboxError",
-    "contact_mailboxes_learned",
+    "contact_status",
     "endpoint_config",
     "incoming",
     "owner_status",
@@ -60,9 +60,6 @@ __all__ = [
 
 #: What ``onionpost mailbox serve`` writes once its onion service is published.
 READY_LINE: Final = b"mailbox ready"
-#: The log line of an endpoint that learned (from a contact's announcement) where
-#: the contact's mailbox is.
-_LEARNED: Final = "event=contact_mailbox"
 _POLL: Final = 0.25
 #: ``mailbox pair`` is retried this long while the code's key is not yet published.
 PAIR_SECONDS: Final = 30.0
@@ -173,13 +170,14 @@ def owner_status(endpoint: Endpoint) -> dict[str, Any]:
     return status
 
 
-def contact_mailboxes_learned(endpoint: Endpoint) -> int:
-    """How many times the endpoint's daemon learned a contact's mailbox (its log)."""
-    try:
-        text = endpoint.log.read_text(errors="replace")
-    except FileNotFoundError:
-        return 0
-    return sum(1 for line in text.splitlines() if _LEARNED in line and "mailbox=set" in line)
+def contact_status(endpoint: Endpoint, name: str) -> dict[str, Any]:
+    """One contact's entry in ``onionpost status --json`` on ``endpoint``: among
+    others ``mailbox`` (its mailbox, once its announcement came), ``deposited``
+    and ``mailbox_error`` (why the last deposit failed)."""
+    for contact in endpoint.json("status")["contacts"]:
+        if contact["name"] == name:
+            return dict(contact)
+    raise MailboxError(f"{endpoint.name} has no contact {name}")
 
 
 def wait_for(
