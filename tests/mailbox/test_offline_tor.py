@@ -319,8 +319,9 @@ def test_a_deposit_over_quota_stays_in_the_outbox_and_goes_directly_later(
     seen: list[dict[str, object]] = []
 
     def refused() -> bool:
+        # mailbox_error is why the last deposit failed (last_error: the last dial).
         seen.append(contact_status(alice, "bob"))
-        return "quota" in str(seen[-1]["mailbox_error"])
+        return seen[-1]["mailbox_error"] == "mailbox-quota-exceeded"
 
     wait_for(refused, "the quota refusal in alice's status", DEPOSIT_SECONDS)
     print(f"\nalice's status for bob: {seen[-1]}")
