@@ -289,3 +289,33 @@ async def test_a_replayed_envelope_is_stored_once_and_a_reused_prekey_is_noticed
         assert "one-time prekey already used" in status.warning
         # The replay was recognised; the second envelope could not be opened.
         assert [s.body for s in bob.inbox_from(alice)] == ["once"]
+
+
+async def test_a_file_both_deposited_and_sent_directly_arrives_once_and_the_drain_ends(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Bob comes back while alice is up: the file he drains from his mailbox
+    is the one alice offers him directly at the same time. Both paths write
+    the same transfer; the file is stored once, whole, and the drain does not
+    stall on the parts that arrive after it completed."""
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, box = await _setup(tmp_path, nursery, net)
+        bob.stop()
+        await until(lambda: not bob.up)
+        source, data = _file(tmp_path, 5 * FILE_CHUNK_SIZE + 99)
+        assert alice.daemon is not None
+        file_id = bytes.fromhex((await alice.daemon.send_file("bob", str(source))).id)
+        texts = [await alice.send(bob, f"with the file {i}") for i in range(5)]
+        await until(lambda: alice.store.message(file_id).deposited_ms is not None, 600)
+        await bob.start(nursery)
+        await until(lambda: all(alice.state(i) == "delivered" for i in [file_id, *texts]), 600)
+        await until(lambda: not _envelopes(box, bob), 600)
+        inbox = bob.inbox_from(alice)
+        assert sorted(s.id for s in inbox) == sorted([file_id, *texts])
+        out = tmp_path / "both.bin"
+        bob.store.export_file(file_id, out)
+        assert out.read_bytes() == data
+        assert bob.daemon is not None
+        status = await bob.daemon.mailbox_status()
+        assert status.reachable
+        assert status.last_error == ""

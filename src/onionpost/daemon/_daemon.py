@@ -276,7 +276,9 @@ class Daemon:
                 with trio.move_on_after(self._config.connect_timeout / 2) as waited:
                     stream = await tor.dial(mailbox, self._config.onion_port)
             except DialError as exc:
-                if exc.reason in STALE_DESCRIPTOR_REASONS:
+                # A mailbox's descriptor changes with its authorized clients
+                # (a new setup code, a contact registered): ours may be old.
+                if exc.reason in STALE_DESCRIPTOR_REASONS | {"client-auth-wrong"}:
                     with trio.move_on_after(REFETCH_SECONDS), contextlib.suppress(TorError):
                         await tor.refetch_descriptor(mailbox)
                 raise

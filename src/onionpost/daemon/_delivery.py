@@ -340,6 +340,7 @@ class _Link:
     deposit_at: float = 0.0  # trio time before which we do not deposit again
     deposit_failures: int = 0
     mailbox_error: str = ""
+    envelopes: int = 0  # deposited into its mailbox since the engine started
     files: dict[bytes, _FileJob] = field(default_factory=dict)
     # Every task working for this contact runs in one of these scopes, so that
     # removing the contact stops them all.
@@ -1406,14 +1407,14 @@ class DeliveryEngine:
         if mailbox is None or target is None:
             return
         failure: BaseException | None = None
-        deposited = 0
+        before = link.envelopes
         with trio.CancelScope() as scope:
             link.scopes.add(scope)
             try:
                 with trio.fail_after(self._policy.connect_timeout):
                     channel = await mailbox.dial(target)
                 try:
-                    deposited = await self._deposit_envelopes(link, channel)
+                    await self._deposit_envelopes(link, channel)
                 finally:
                     with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
                         await channel.aclose()
@@ -1423,6 +1424,7 @@ class DeliveryEngine:
                 failure = _first(group)
             finally:
                 link.scopes.discard(scope)
+        deposited = link.envelopes - before
         contact = contact_ref(link.contact.id)
         if failure is None:
             link.deposit_failures = 0
@@ -1477,6 +1479,7 @@ class DeliveryEngine:
                 link.contact = replace(link.contact, mailbox_told=announce[0])
             deposited += 1
             self._deposits += 1
+            link.envelopes += 1
             for message_id in done:
                 self._hub.publish(StateChange(message_id.hex(), MessageState.DEPOSITED))
         return deposited
@@ -1632,13 +1635,8 @@ class DeliveryEngine:
                     ):
                         new.append(record.id)
                     acks.append(record.id)
-                elif isinstance(record, m.Ack | m.FileComplete):
-                    ids = record.ids if isinstance(record, m.Ack) else (record.id,)
-                    outcome.delivered += store.mark_delivered(list(ids), now, contact_id=contact_id)
-                elif isinstance(record, m.Read):
-                    outcome.read += store.mark_read(
-                        record.ids, now, contact_id=contact_id, direction=Direction.OUT
-                    )
+                elif isinstance(record, m.Ack | m.FileComplete | m.Read):
+                    self._sealed_marks(contact_id, record, now, outcome)
                 elif isinstance(record, m.FileOffer):
                     self._sealed_offer(contact_id, record, now, acks, new)
                 elif isinstance(record, m.FileChunk):
@@ -1679,7 +1677,9 @@ class DeliveryEngine:
                 )
                 if offset >= offer.size and store.finish_file(offer.id, now, contact_id=contact_id):
                     new.append(offer.id)
-        except StoreError as exc:
+        except NoSpaceError:
+            raise  # the whole envelope waits at the mailbox for room
+        except OnionpostError as exc:
             log.info(
                 "event=file_rejected contact=%s id=%s reason=%s via=mailbox",
                 contact_ref(contact_id),
@@ -1689,6 +1689,40 @@ class DeliveryEngine:
             return
         if offset >= offer.size:
             acks.append(offer.id)
+
+    def _sealed_marks(
+        self, contact_id: int, record: m.Ack | m.FileComplete | m.Read, now: int, outcome: _Sealed
+    ) -> None:
+        store = self._store
+        try:
+            with store.transaction():
+                if isinstance(record, m.Read):
+                    outcome.read += store.mark_read(
+                        record.ids, now, contact_id=contact_id, direction=Direction.OUT
+                    )
+                    return
+                ids = record.ids if isinstance(record, m.Ack) else (record.id,)
+                outcome.delivered += store.mark_delivered(list(ids), now, contact_id=contact_id)
+        except NoSpaceError:
+            raise
+        except OnionpostError as exc:
+            log.info(
+                "event=mark_failed contact=%s error=%s via=mailbox",
+                contact_ref(contact_id),
+                type(exc).__name__,
+            )
+
+    def _complete_file(self, contact_id: int, file_id: bytes) -> bool:
+        try:
+            stored = self._store.message(file_id, contact_id=contact_id)
+        except NotFoundError:
+            return False
+        return (
+            stored.direction == Direction.IN
+            and stored.file is not None
+            and stored.file.complete
+            and stored.state != "receiving"
+        )
 
     def _sealed_part(
         self, contact_id: int, chunk: m.FileChunk, now: int, acks: list[bytes], new: list[bytes]
@@ -1709,7 +1743,17 @@ class DeliveryEngine:
                 if held >= size and store.finish_file(chunk.id, now, contact_id=contact_id):
                     new.append(chunk.id)
                     acks.append(chunk.id)
-        except StoreError as exc:
+        except NoSpaceError:
+            raise  # the whole envelope waits at the mailbox for room
+        except NotFoundError:
+            # No such file arriving: complete already (the same file came
+            # directly meanwhile, or an earlier envelope finished it): say so
+            # again; or never offered: nothing to do.
+            if self._complete_file(contact_id, chunk.id):
+                acks.append(chunk.id)
+        except OnionpostError as exc:
+            # A part out of order (one went missing) or refused: nothing of it
+            # is kept; the file completes directly when the sender offers it.
             log.info(
                 "event=chunk_not_stored contact=%s id=%s error=%s via=mailbox",
                 contact_ref(contact_id),

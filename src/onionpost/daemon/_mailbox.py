@@ -55,6 +55,7 @@ from onionpost.errors import (
     AuthenticationError,
     CloseCode,
     ConfigError,
+    DialError,
     MailboxRefusedError,
     MessageDecodeError,
     OnionpostError,
@@ -105,6 +106,10 @@ DELETE_BATCH: Final = 64
 # A pairing not finished after this long is given up (a setup code lives a
 # week at most).
 MAX_PAIRING_MS: Final = 7 * 24 * 3600 * 1000
+# A pairing whose dial fails is tried again for this long (a code just made may
+# not be in the mailbox's published descriptor yet), at most this many times.
+PAIR_RETRY_SECONDS: Final = 30.0
+PAIR_ATTEMPTS: Final = 6
 # A request unanswered this long ends the session.
 ANSWER_TIMEOUT: Final = 120.0
 
@@ -329,20 +334,28 @@ class OwnerLink:
         a mailbox we could not reach keeps it, retried while the code may
         still be valid."""
         failure: BaseException | None = None
-        try:
-            with trio.fail_after(self._policy.connect_timeout * 2):
-                channel = await self._dial(code.mailbox, code.client_auth_private())
-                try:
-                    await self._pair_over(channel, code)
-                finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-                        await channel.aclose()
-        except* trio.TooSlowError:
-            failure = TransportError("timeout")
-        except* OnionpostError as group:
-            failure = _first_leaf(group)
-        if failure is None:
-            return None
+        deadline = trio.current_time() + PAIR_RETRY_SECONDS
+        for attempt in range(PAIR_ATTEMPTS):
+            failure = None
+            try:
+                with trio.fail_after(self._policy.connect_timeout * 2):
+                    channel = await self._dial(code.mailbox, code.client_auth_private())
+                    try:
+                        await self._pair_over(channel, code)
+                    finally:
+                        with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                            await channel.aclose()
+            except* trio.TooSlowError:
+                failure = TransportError("timeout")
+            except* OnionpostError as group:
+                failure = _first_leaf(group)
+            if failure is None:
+                return None
+            # A code just made: the mailbox's tor may not have published the
+            # descriptor with its key yet. A few more tries, a moment apart.
+            if not isinstance(failure, DialError) or trio.current_time() >= deadline:
+                break
+            await trio.sleep(min(2.0 * (attempt + 1), 8.0))
         refused = (
             isinstance(failure, MailboxRefusedError) and failure.code == m.MbCode.CODE_REFUSED
         ) or (isinstance(failure, TransportError) and str(failure) != "timeout")
@@ -676,6 +689,16 @@ class OwnerLink:
                 "event=envelope_deferred contact=%s envelope=%s reason=unread-quota",
                 contact_ref(contact.id),
                 held.id.hex(),
+            )
+            return False
+        except OnionpostError as exc:
+            # Our disk full, or the store failing: the envelope stays at the
+            # mailbox for a later drain; this one goes on with the next.
+            log.warning(
+                "event=envelope_deferred contact=%s envelope=%s reason=%s",
+                contact_ref(contact.id),
+                held.id.hex(),
+                type(exc).__name__,
             )
             return False
         self.drained += 1

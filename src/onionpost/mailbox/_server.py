@@ -314,6 +314,9 @@ class MailboxServer:
         self._refreshes = 0
         self._applied = 0
         self._changed = _Kick()
+        # The keys tor was last given, and a kick each time it is given new ones.
+        self._told: list[bytes] = []
+        self._published = _Kick()
         self._sessions: dict[bytes, set[_Session]] = {}
         self._serials = itertools.count(1)
 
@@ -326,7 +329,8 @@ class MailboxServer:
         """Run until cancelled: the publisher of authorized clients, housekeeping."""
         await self._refresh()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._publisher, self.authorized_clients())
+            self._told = self.authorized_clients()
+            nursery.start_soon(self._publisher, self._told)
             nursery.start_soon(self._housekeeping)
             task_status.started()
 
@@ -361,8 +365,16 @@ class MailboxServer:
                     continue
                 log.info("event=clients_authorized count=%d", len(current))
                 told = current
+                self._told = current
+                self._published.fire()
                 continue
             await self._changed.wait(since=seen)
+
+    async def wait_published(self) -> None:
+        """Until tor has been given the keys authorized now (a new setup code's
+        key among them). The caller bounds the wait."""
+        while self._clients_changed is not None and self.authorized_clients() != self._told:
+            await self._published.wait()
 
     async def _housekeeping(self) -> None:
         while True:

@@ -58,6 +58,8 @@ log = logging.getLogger("onionpost.mailbox")
 RENEW_CHECK_SECONDS: Final = 3600.0
 # A mailbox holding this share of its disk budget says so in its status.
 FULL_WARNING: Final = 0.9
+# How long `mailbox code` waits for tor to be given the new code's key.
+PUBLISH_WAIT: Final = 10.0
 NOT_AN_ENDPOINT: Final = "this home runs a mailbox, not an endpoint"
 
 
@@ -134,6 +136,9 @@ class MailboxBackend:
 
     async def mailbox_code(self, expires: int = 86_400) -> api.SetupCode:
         issued = await self._server.new_setup_code(expires)
+        # The code is no use before tor knows its key: wait (a little) for that.
+        with trio.move_on_after(PUBLISH_WAIT):
+            await self._server.wait_published()
         text = issued.code.to_text()
         qr = await trio.to_thread.run_sync(qr_text, text)
         return api.SetupCode(code=text, expires_ms=issued.expires_ms, qr=qr)
