@@ -68,6 +68,7 @@ import trio
 from onionpost._logs import contact_ref
 from onionpost.api import FileInfo, Message, MessageState, PeerChange, StateChange
 from onionpost.daemon._events import EventHub
+from onionpost.daemon._supervision import Kick, TokenBucket, first_failure
 from onionpost.errors import (
     CloseCode,
     DialError,
@@ -251,45 +252,6 @@ class _Shed(OnionpostError):
         self.reason = reason
 
 
-class _Kick:
-    """Wake every waiter once; later waiters wait for the next kick.
-
-    A waiter that looked for work (awaiting meanwhile) passes the
-    :attr:`generation` it saw before looking, so a kick in between is not
-    lost: it returns at once.
-    """
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self.generation = 0
-
-    def fire(self) -> None:
-        self.generation += 1
-        self._event.set()
-        self._event = trio.Event()
-
-    async def wait(self, since: int | None = None) -> None:
-        if since is not None and since != self.generation:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._event.wait()
-
-
-class _TokenBucket:
-    def __init__(self, rate: float) -> None:
-        self._rate = rate
-        self._tokens = 2 * rate
-        self._stamp = trio.current_time()
-
-    async def take(self, n: int) -> None:
-        now = trio.current_time()
-        self._tokens = min(2 * self._rate, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        self._tokens -= n
-        if self._tokens < 0:
-            await trio.sleep(-self._tokens / self._rate)
-
-
 @dataclass(slots=True)
 class _FileJob:
     """The one sender of one file to one contact; a new FileAccept moves it."""
@@ -311,7 +273,7 @@ class _Session:
     # task: the receiving side never blocks on a write, so two endpoints that
     # both send at full speed cannot each wait for the other to read.
     replies: deque[m.Message] = field(default_factory=deque)
-    room: _Kick = field(default_factory=_Kick)
+    room: Kick = field(default_factory=Kick)
     # Set when we end the session on purpose: the sender writes the replies
     # queued so far, then raises it.
     closing: _Shed | None = None
@@ -322,7 +284,7 @@ class _Link:
     """Everything the engine keeps per contact while it runs."""
 
     contact: Contact
-    wake: _Kick = field(default_factory=_Kick)
+    wake: Kick = field(default_factory=Kick)
     sessions: list[_Session] = field(default_factory=list)
     failures: int = 0
     last_error: str = ""
@@ -403,7 +365,7 @@ class DeliveryEngine:
         self._db_limiter = trio.CapacityLimiter(1)
         self._announcing = trio.CapacityLimiter(policy.announce_concurrency)
         self._writes: list[_Write] = []
-        self._writes_ready = _Kick()
+        self._writes_ready = Kick()
         self._dials = 0
         self._dial_failures = 0
         self._session_failures = 0
@@ -768,7 +730,7 @@ class DeliveryEngine:
         except* trio.TooSlowError:
             failure = TransportError("timeout")
         except* Exception as group:
-            failure = _first(group)
+            failure = first_failure(group)
         if channel is not None:
             return channel
         self._dial_failures += 1
@@ -826,7 +788,7 @@ class DeliveryEngine:
                         await self._receiver(link, session, nursery)
                         nursery.cancel_scope.cancel()
                 except* Exception as group:
-                    failure = _first(group)
+                    failure = first_failure(group)
                 finally:
                     link.scopes.discard(scope)
             # The channel knows best why it failed: a task cancelled while the
@@ -988,7 +950,7 @@ class DeliveryEngine:
 
     async def _receiver(self, link: _Link, session: _Session, nursery: trio.Nursery) -> None:
         channel = session.channel
-        bucket = _TokenBucket(self._policy.peer_records_per_second)
+        bucket = TokenBucket(self._policy.peer_records_per_second)
         send_texts, receive_texts = trio.open_memory_channel[m.Text](TEXT_GROUP_MAX)
         drained = trio.Event()
         nursery.start_soon(self._store_texts, link, session, receive_texts, drained)
@@ -1421,7 +1383,7 @@ class DeliveryEngine:
             except* trio.TooSlowError:
                 failure = TransportError("timeout")
             except* Exception as group:
-                failure = _first(group)
+                failure = first_failure(group)
             finally:
                 link.scopes.discard(scope)
         deposited = link.envelopes - before
@@ -1797,28 +1759,6 @@ def _shown_state(stored: Stored) -> MessageState:
 
 def _valid_offset(offset: int, size: int) -> bool:
     return offset % FILE_CHUNK_SIZE == 0 and 0 <= offset <= size
-
-
-def _first(group: BaseException) -> BaseException:
-    """What ended a failure domain, from the group its nursery raised.
-
-    When one task fails, the others often fail with it because the stream
-    was closed under them; the telling error is the one that is not a broken
-    stream."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for leaf in leaves:
-        if not isinstance(leaf, TransportError | trio.ClosedResourceError):
-            return leaf
-    return leaves[0] if leaves else group
 
 
 def _expected(exc: BaseException) -> bool:

@@ -51,6 +51,7 @@ import trio
 from onionpost import api
 from onionpost._logs import contact_ref
 from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy
+from onionpost.daemon._supervision import first_failure
 from onionpost.errors import (
     AuthenticationError,
     CloseCode,
@@ -348,7 +349,7 @@ class OwnerLink:
             except* trio.TooSlowError:
                 failure = TransportError("timeout")
             except* OnionpostError as group:
-                failure = _first_leaf(group)
+                failure = first_failure(group)
             if failure is None:
                 return None
             # A code just made: the mailbox's tor may not have published the
@@ -464,7 +465,7 @@ class OwnerLink:
                 except* trio.TooSlowError:
                     failure = TransportError("timeout")
                 except* Exception as group:
-                    failure = _first_leaf(group)
+                    failure = first_failure(group)
                 finally:
                     self._scope = None
                     self._session = None
@@ -717,23 +718,6 @@ class OwnerLink:
 
 def _prekeys_record(public: tuple[bytes, ...], req: int) -> m.MbPrekeys:
     return m.MbPrekeys(req, public)
-
-
-def _first_leaf(group: BaseException) -> BaseException:
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for leaf in leaves:
-        if not isinstance(leaf, TransportError | trio.ClosedResourceError):
-            return leaf
-    return leaves[0] if leaves else group
 
 
 def _reason(exc: BaseException | None) -> str:

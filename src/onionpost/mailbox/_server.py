@@ -67,6 +67,7 @@ import trio
 
 from onionpost import api
 from onionpost._logs import safe
+from onionpost.daemon._supervision import Kick, TokenBucket, first_failure
 from onionpost.errors import (
     AuthenticationError,
     CloseCode,
@@ -201,41 +202,6 @@ class _Shed(OnionpostError):
         self.reason = reason
 
 
-class _Kick:
-    """Wake every waiter once; a waiter that passes the generation it saw
-    before looking for work does not miss a kick in between."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self.generation = 0
-
-    def fire(self) -> None:
-        self.generation += 1
-        self._event.set()
-        self._event = trio.Event()
-
-    async def wait(self, since: int | None = None) -> None:
-        if since is not None and since != self.generation:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._event.wait()
-
-
-class _TokenBucket:
-    def __init__(self, rate: float) -> None:
-        self._rate = rate
-        self._tokens = 2 * rate
-        self._stamp = trio.current_time()
-
-    async def take(self, n: int) -> None:
-        now = trio.current_time()
-        self._tokens = min(2 * self._rate, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-        self._tokens -= n
-        if self._tokens < 0:
-            await trio.sleep(-self._tokens / self._rate)
-
-
 @dataclass(slots=True)
 class _Fetch:
     """A session's subscription: envelopes after ``cursor`` are still to send."""
@@ -250,8 +216,8 @@ class _Session:
     channel: SecureChannel
     serial: int
     replies: deque[m.Message] = field(default_factory=deque)
-    wake: _Kick = field(default_factory=_Kick)  # for the sender
-    room: _Kick = field(default_factory=_Kick)  # for the receiver
+    wake: Kick = field(default_factory=Kick)  # for the sender
+    room: Kick = field(default_factory=Kick)  # for the receiver
     fetch: _Fetch | None = None
     closing: _Shed | None = None
 
@@ -313,10 +279,10 @@ class MailboxServer:
         self._snapshot = _Snapshot.of(store.directory(clock()))
         self._refreshes = 0
         self._applied = 0
-        self._changed = _Kick()
+        self._changed = Kick()
         # The keys tor was last given, and a kick each time it is given new ones.
         self._told: list[bytes] = []
-        self._published = _Kick()
+        self._published = Kick()
         self._sessions: dict[bytes, set[_Session]] = {}
         self._serials = itertools.count(1)
 
@@ -505,7 +471,7 @@ class MailboxServer:
                     await self._receiver(session)
                     nursery.cancel_scope.cancel()
             except* Exception as group:
-                failure = _first(group)
+                failure = first_failure(group)
             # The channel knows best why it failed (a task cancelled while the
             # channel was being aborted loses the peer's error on its way out).
             if isinstance(channel.failure, RemoteProtocolError) and not isinstance(failure, _Shed):
@@ -556,7 +522,7 @@ class MailboxServer:
 
     async def _receiver(self, session: _Session) -> None:
         channel = session.channel
-        bucket = _TokenBucket(self._policy.records_per_second)
+        bucket = TokenBucket(self._policy.records_per_second)
         counted = 0
         while True:
             try:
@@ -858,25 +824,6 @@ def _usage_record(usage: OwnerUsage) -> api.MailboxOwnerUsage:
         last_drained_ms=usage.last_drained_ms,
         last_deposit_ms=usage.last_deposit_ms,
     )
-
-
-def _first(group: BaseException) -> BaseException:
-    """What ended a session, from the group its nursery raised: the first
-    failure that is not a stream broken under another task."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for leaf in leaves:
-        if not isinstance(leaf, TransportError | trio.ClosedResourceError):
-            return leaf
-    return leaves[0] if leaves else group
 
 
 def _reason(exc: BaseException) -> str:
