@@ -729,3 +729,30 @@ async def test_a_contact_gone_silent_is_unreachable_after_the_silence_timeout(
         assert status is not None
         assert status.last_error == "timeout"
         await channel.aclose()
+
+
+async def test_a_contact_sending_mailbox_records(tmp_path: Path, clock: MockClock) -> None:
+    """A forged or foreign announcement is ignored (the contact's mailbox
+    stays unset); a mailbox's own record has no place between endpoints and
+    ends only that session."""
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        channel, _ = await net.connect_raw(carol, alice)
+        await channel.send(m.MailboxInfo(b"not an announcement"))
+        from onionpost.proto.pairing import MailboxAnnouncement
+
+        mallory = net.node("mallory")
+        theirs = MailboxAnnouncement.issue(mallory.secrets.identity, alice.address, version=9)
+        await channel.send(m.MailboxInfo(theirs.to_bytes()))  # signed, but not by carol
+        await channel.send(m.Ping(7))
+        assert isinstance(await channel.receive(), m.Pong)
+        assert alice.contact(carol).mailbox is None
+        await channel.send(m.MbFetch(1, 0))
+        received: list[Any] = []
+        await drain(channel, received, seconds=10)
+        assert channel.close_code == CloseCode.BAD_MESSAGE
+        await until(lambda: _sessions(alice, carol) == 0)
+        assert alice.contact(carol).mailbox is None
+        await still_delivers(net, nursery, alice)

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import pytest
 import trio
-from _enginekit import MailboxNode, Network, Node, befriend, network, until
+from _enginekit import MailboxNode, MemoryListener, Network, Node, befriend, network, until
 from trio.testing import MockClock
 
 from onionpost.errors import AuthenticationError, ConfigError, DialError
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
+from onionpost.proto.session import PeerDecision
 from onionpost.store._mailbox import HeldEnvelope
+from onionpost.transport import accept
 
 pytestmark = pytest.mark.trio
 
@@ -319,3 +321,43 @@ async def test_a_file_both_deposited_and_sent_directly_arrives_once_and_the_drai
         status = await bob.daemon.mailbox_status()
         assert status.reachable
         assert status.last_error == ""
+
+
+async def test_a_mailbox_that_never_answers_does_not_hold_the_link(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Bob's mailbox takes alice's requests and answers none: the deposit ends
+    on its deadline, and alice still delivers directly once bob is back."""
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, box = await _setup(tmp_path, nursery, net)
+        bob.stop()
+        await until(lambda: not bob.up)
+        box.stop()
+        await until(lambda: box.listener is None)
+        mute = MemoryListener()
+        box.listener = mute  # a mailbox that completes handshakes, then is silent
+        box.authorized = lambda: {alice.secrets.client_auth_public}  # type: ignore[method-assign]
+
+        async def silent(stream: trio.abc.Stream) -> None:
+            channel = await accept(
+                stream,
+                identity=box.secrets.identity,
+                static=box.secrets.static,
+                decide=lambda peer: PeerDecision.ACCEPT,
+            )
+            await trio.sleep_forever()
+            await channel.aclose()
+
+        async def serve_mute() -> None:
+            async with trio.open_nursery() as inner:
+                while True:
+                    inner.start_soon(silent, await mute.accept())
+
+        nursery.start_soon(serve_mute)
+        message_id = await alice.send(bob, "waits")
+        assert alice.engine is not None
+        link = alice.contact(bob).id
+        await until(lambda: alice.engine.status(link).mailbox_error == "timeout", 900)  # type: ignore[union-attr]
+        assert alice.store.message(message_id).deposited_ms is None
+        await bob.start(nursery)
+        await until(lambda: alice.state(message_id) == "delivered", 900)

@@ -800,9 +800,11 @@ class DeliveryEngine:
             code = CloseCode.NORMAL
             if isinstance(failure, _Shed):
                 code = failure.code
-            elif failure is not None and not isinstance(
-                failure, RemoteProtocolError | TransportError
-            ):
+            elif isinstance(failure, RemoteProtocolError):
+                # The peer broke a rule we check above the session (a record
+                # with no place here): it is told which, as by the session.
+                code = CloseCode(failure.close_code)
+            elif failure is not None and not isinstance(failure, TransportError):
                 code = CloseCode.INTERNAL_ERROR
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
                 if isinstance(failure, _Shed):
@@ -1018,7 +1020,7 @@ class DeliveryEngine:
         elif isinstance(record, m.FileComplete):
             await self._delivered(link, (record.id,))
         elif isinstance(record, m.FileReject | m.FileCancel):
-            await self._on_refusal(link, record)
+            await self._onmailbox_refusal(link, record)
         elif isinstance(record, m.MailboxInfo):
             await self._on_mailbox_info(link, record)
         elif not isinstance(record, m.Ping | m.Pong | m.Close):
@@ -1255,7 +1257,7 @@ class DeliveryEngine:
         complete = await self._db(self._store.message, chunk.id, contact_id=contact_id)
         self._hub.publish(message_record(complete))
 
-    async def _on_refusal(self, link: _Link, record: m.FileReject | m.FileCancel) -> None:
+    async def _onmailbox_refusal(self, link: _Link, record: m.FileReject | m.FileCancel) -> None:
         """A FileReject or FileCancel: only ids exchanged with this contact count."""
         contact_id = link.contact.id
         try:
@@ -1400,7 +1402,7 @@ class DeliveryEngine:
         link.deposit_at = trio.current_time() + delay * random.uniform(0.5, 1.0)  # noqa: S311
         reason = _reason(failure)
         if isinstance(failure, MailboxRefusedError):
-            reason = f"mailbox-{_mb_code_name(failure.code)}"
+            reason = f"mailbox-{mb_code_name(failure.code)}"
         link.mailbox_error = reason
         log.info(
             "event=deposit_failed contact=%s envelopes=%d reason=%s", contact, deposited, reason
@@ -1424,17 +1426,21 @@ class DeliveryEngine:
             records, progress, settled = batch
             req += 1
             await channel.send(m.MbGetPrekey(req, owner))
-            answer = await _answer(channel, req)
+            # A mailbox that does not answer ends the deposit (TooSlowError),
+            # never the link: it would hold the direct dials too.
+            with trio.fail_after(self._policy.connect_timeout):
+                answer = await _answer(channel, req)
             if not isinstance(answer, m.MbPrekey):
-                raise _refusal(answer, "prekey")
+                raise mailbox_refusal(answer, "prekey")
             envelope = await self._cpu(
                 mailbox.seal, contact.address, answer.prekey, records, _now_ms()
             )
             req += 1
             await channel.send(m.MbDeposit(req, owner, envelope))
-            result = await _answer(channel, req)
+            with trio.fail_after(self._policy.connect_timeout):
+                result = await _answer(channel, req)
             if not isinstance(result, m.MbResult) or result.code != m.MbCode.OK:
-                raise _refusal(result, "deposit")
+                raise mailbox_refusal(result, "deposit")
             done = await self._write(self._settle_deposit, contact.id, progress, settled)
             if announce is not None:
                 await self._write(self._store.mark_mailbox_told, contact.id, announce[0])
@@ -1831,10 +1837,10 @@ async def _answer(channel: SecureChannel, req: int) -> m.Message:
         )
 
 
-def _refusal(answer: m.Message, what: str) -> MailboxRefusedError:
+def mailbox_refusal(answer: m.Message, what: str) -> MailboxRefusedError:
     if isinstance(answer, m.MbResult):
         return MailboxRefusedError(
-            f"the mailbox refused the {what}: {answer.detail or _mb_code_name(answer.code)}",
+            f"the mailbox refused the {what}: {answer.detail or mb_code_name(answer.code)}",
             code=answer.code,
             detail=answer.detail,
         )
@@ -1844,7 +1850,7 @@ def _refusal(answer: m.Message, what: str) -> MailboxRefusedError:
     )
 
 
-def _mb_code_name(code: int) -> str:
+def mb_code_name(code: int) -> str:
     try:
         return m.MbCode(code).name.lower().replace("_", "-")
     except ValueError:

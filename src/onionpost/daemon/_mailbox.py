@@ -50,7 +50,12 @@ import trio
 
 from onionpost import api
 from onionpost._logs import contact_ref
-from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy
+from onionpost.daemon._delivery import (
+    DeliveryEngine,
+    DeliveryPolicy,
+    mailbox_refusal,
+    mb_code_name,
+)
 from onionpost.daemon._supervision import first_failure
 from onionpost.errors import (
     AuthenticationError,
@@ -217,7 +222,7 @@ class _MailboxSession:
     async def ok(self, make: Callable[[int], m.Message], what: str) -> m.MbResult:
         answer = await self.request(make)
         if not isinstance(answer, m.MbResult) or answer.code != m.MbCode.OK:
-            raise _refused(answer, what)
+            raise mailbox_refusal(answer, what)
         return answer
 
     async def pump(self) -> None:
@@ -240,26 +245,6 @@ class _MailboxSession:
                         f"{type(record).__name__} from a mailbox",
                         close_code=CloseCode.BAD_MESSAGE,
                     )
-
-
-def _refused(answer: m.Message, what: str) -> MailboxRefusedError:
-    if isinstance(answer, m.MbResult):
-        name = _code_name(answer.code)
-        return MailboxRefusedError(
-            f"the mailbox refused {what}: {answer.detail or name}",
-            code=answer.code,
-            detail=answer.detail,
-        )
-    return MailboxRefusedError(
-        f"the mailbox answered {what} with {type(answer).__name__}", code=m.MbCode.BAD_REQUEST
-    )
-
-
-def _code_name(code: int) -> str:
-    try:
-        return m.MbCode(code).name.lower().replace("_", "-")
-    except ValueError:
-        return str(code)
 
 
 class OwnerLink:
@@ -379,7 +364,7 @@ class OwnerLink:
             nursery.start_soon(session.pump)
             await session.ok(
                 lambda req: m.MbPair(req, code.token(), self._secrets.client_auth_public),
-                "the pairing",
+                "pairing",
             )
             nursery.cancel_scope.cancel()
         await self._db(self._store.finish_pairing, _now_ms())
@@ -427,7 +412,7 @@ class OwnerLink:
         deleted = 0
         session = self._session
         if session is not None:
-            answer = await session.ok(m.MbWipe, "the wipe")
+            answer = await session.ok(m.MbWipe, "wipe")
             deleted = answer.value
         else:
             raise TransportError(
@@ -511,7 +496,7 @@ class OwnerLink:
                 await self._upkeep(session)
                 self._failures = 0
                 self.last_error = ""
-                fetched = await session.ok(lambda req: m.MbFetch(req, 0), "the fetch")
+                fetched = await session.ok(lambda req: m.MbFetch(req, 0), "fetch")
                 log.info("event=mailbox_up held_up_to=%d", fetched.value)
                 await self._usage(session)
                 last_ping = trio.current_time()
@@ -532,7 +517,7 @@ class OwnerLink:
     async def _usage(self, session: _MailboxSession) -> None:
         usage = await session.request(m.MbStatus)
         if not isinstance(usage, m.MbUsage):
-            raise _refused(usage, "the status")
+            raise mailbox_refusal(usage, "status")
         await self._db(
             partial(
                 self._store.note_drained,
@@ -553,12 +538,12 @@ class OwnerLink:
                     lambda req, c=contact: m.MbRegister(  # type: ignore[misc]
                         req, c.address.public_key, c.client_auth_public
                     ),
-                    "a registration",
+                    "registration",
                 )
                 await self._db(self._store.set_mailbox_registered, contact.id, True)
                 log.info("event=mailbox_registered contact=%s", contact_ref(contact.id))
         for contact_id, identity in await self._db(self._store.removed_registered):
-            await session.ok(lambda req, i=identity: m.MbDeregister(req, i), "a deregistration")  # type: ignore[misc]
+            await session.ok(lambda req, i=identity: m.MbDeregister(req, i), "deregistration")  # type: ignore[misc]
             await self._db(self._store.set_mailbox_registered, contact_id, False)
             log.info("event=mailbox_deregistered contact=%s", contact_ref(contact_id))
         await self._ensure_last_resort()
@@ -602,7 +587,7 @@ class OwnerLink:
                 return
             parsed = [env.PrekeySecret.from_bytes(s) for s in secrets]
             public = tuple(p.public.to_bytes() for p in parsed)
-            await session.ok(partial(_prekeys_record, public), "the prekeys")
+            await session.ok(partial(_prekeys_record, public), "prekeys")
             await self._db(self._store.mark_prekeys_uploaded, [p.public.key_id for p in parsed])
 
     # -- draining ------------------------------------------------------------------------
@@ -724,7 +709,7 @@ def _reason(exc: BaseException | None) -> str:
     if exc is None:
         return "closed"
     if isinstance(exc, MailboxRefusedError):
-        return f"mailbox-{_code_name(exc.code)}"
+        return f"mailbox-{mb_code_name(exc.code)}"
     if isinstance(exc, OnionpostError):
         reason = getattr(exc, "reason", None)
         if isinstance(reason, str):
