@@ -27,7 +27,7 @@ from typing import Any
 import trio
 
 from onionpost.daemon._daemon import Daemon
-from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy
+from onionpost.daemon.delivery import DeliveryEngine, DeliveryPolicy, InlineWorker
 from onionpost.errors import DialError
 from onionpost.home import Config, ContactCard, Paths, Secrets
 from onionpost.mailbox import MailboxPolicy, MailboxServer
@@ -179,7 +179,7 @@ class Node:
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # Store calls on the event loop: a worker thread would look like
         # idleness to the MockClock (conftest.clock).
-        policy = replace(DeliveryPolicy.from_config(self.config), store_in_thread=False)
+        policy = DeliveryPolicy.from_config(self.config)
         daemon = Daemon(
             self.paths,
             self.secrets,
@@ -188,6 +188,7 @@ class Node:
             dial=self._dial,
             policy=policy,
             mailbox_dial=self._dial_mailbox,
+            worker=InlineWorker(),
         )
         engine = daemon.engine
         listener = MemoryListener()

@@ -1,6 +1,6 @@
 """The daemon tests run on virtual time: trio's MockClock, jumping to the next
 deadline as soon as every task waits. The engine under test runs its store
-calls on the event loop (``DeliveryPolicy.store_in_thread``), so store work
+calls on the event loop (``InlineWorker``), so store work
 is never mistaken for idleness.
 """
 

@@ -23,7 +23,7 @@ from _enginekit import Network, Node, befriend, network, until
 from trio.testing import MockClock
 
 from onionpost.api import Marked, Message
-from onionpost.daemon._delivery import DeliveryPolicy
+from onionpost.daemon.delivery import DeliveryPolicy
 from onionpost.errors import CloseCode, ConfigError, DialError, TransportError
 from onionpost.limits import NOISE_TAG_LEN
 from onionpost.proto import messages as m

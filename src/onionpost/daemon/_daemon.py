@@ -11,7 +11,7 @@ Theory of operation
         ├── serve            inbound onion streams -> responder handshakes
         │                    -> engine.run_inbound
         ├── engine.run       delivery: a link per contact, a session per channel
-        │                    (``_delivery.py``: the failure domains live there)
+        │                    (``delivery/``: the failure domains live there)
         └── renew            the Noise static key, renewed while running
 
 This module is the local API's backend: it turns requests into store reads
@@ -39,9 +39,16 @@ import trio
 
 from onionpost import api
 from onionpost._logs import contact_ref, safe
-from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy, Dial, message_record
 from onionpost.daemon._events import EventHub
 from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
+from onionpost.daemon.delivery import (
+    DeliveryEngine,
+    DeliveryPolicy,
+    Dial,
+    StoreWorker,
+    ThreadWorker,
+    message_record,
+)
 from onionpost.errors import ConfigError, DialError, TorError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
 from onionpost.proto import messages as m
@@ -85,10 +92,12 @@ class Daemon:
         dial: Dial | None = None,
         policy: DeliveryPolicy | None = None,
         mailbox_dial: MailboxDial | None = None,
+        worker: StoreWorker | None = None,
     ) -> None:
         """``dial`` reaches a contact; the default goes through our tor. Tests and
         benchmarks without tor give their own and run :attr:`engine` themselves.
-        ``policy`` defaults to the one ``config`` gives."""
+        ``policy`` defaults to the one ``config`` gives; ``worker`` runs store
+        calls (a worker thread by default)."""
         self._paths = paths
         self._secrets = secrets
         self._config = config
@@ -102,10 +111,19 @@ class Daemon:
         policy = policy or DeliveryPolicy.from_config(config)
         mailbox_dial = mailbox_dial or self._dial_mailbox
         self.mailboxes = Mailboxes(secrets, store, mailbox_dial)
+        self._worker = worker or ThreadWorker()
         self.engine = DeliveryEngine(
-            store, self._hub, dial or self._dial, policy, mailbox=self.mailboxes
+            store,
+            self._hub,
+            dial or self._dial,
+            policy,
+            address=secrets.identity.address,
+            mailbox=self.mailboxes,
+            worker=self._worker,
         )
-        self.owner = OwnerLink(secrets, store, self.engine, self.mailboxes, mailbox_dial, policy)
+        self.owner = OwnerLink(
+            secrets, store, self.engine, self.mailboxes, mailbox_dial, policy, self._worker
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 

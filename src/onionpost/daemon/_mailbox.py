@@ -42,7 +42,6 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -50,23 +49,25 @@ import trio
 
 from onionpost import api
 from onionpost._logs import contact_ref
-from onionpost.daemon._delivery import (
+from onionpost.daemon._supervision import first_failure
+from onionpost.daemon.delivery import (
+    Backoff,
     DeliveryEngine,
     DeliveryPolicy,
+    EnvelopeReceipt,
+    MailboxClient,
+    StoreWorker,
     mailbox_refusal,
-    mb_code_name,
+    reason,
 )
-from onionpost.daemon._supervision import first_failure
 from onionpost.errors import (
     AuthenticationError,
-    CloseCode,
     ConfigError,
     DialError,
     MailboxRefusedError,
     MessageDecodeError,
     OnionpostError,
     QuotaError,
-    RemoteProtocolError,
     TransportError,
 )
 from onionpost.home import Secrets
@@ -105,8 +106,6 @@ PREKEYS_PER_RECORD: Final = m.MAX_BLOBS
 # How often the session asks for usage and re-checks registrations and prekeys.
 UPKEEP_SECONDS: Final = 300.0
 PING_SECONDS: Final = 60.0
-# Envelopes received and not yet processed, before the pump stops reading.
-MAX_QUEUED_ENVELOPES: Final = 8
 # Deletions sent at once.
 DELETE_BATCH: Final = 64
 # A pairing not finished after this long is given up (a setup code lives a
@@ -125,7 +124,7 @@ def _now_ms() -> int:
 
 
 class Mailboxes:
-    """The engine's :class:`~onionpost.daemon._delivery.MailboxAccess`."""
+    """The engine's :class:`~onionpost.daemon.delivery.MailboxAccess`."""
 
     def __init__(self, secrets: Secrets, store: Store, dial: MailboxDial) -> None:
         self._secrets = secrets
@@ -183,70 +182,6 @@ class Mailboxes:
         return announced.mailbox, announced.version
 
 
-@dataclass(eq=False)
-class _Pending:
-    done: trio.Event = field(default_factory=trio.Event)
-    answer: m.Message | None = None
-
-
-class _MailboxSession:
-    """Requests and their answers over one session with our mailbox."""
-
-    def __init__(self, channel: SecureChannel) -> None:
-        self.channel = channel
-        self._req = 0
-        self._pending: dict[int, _Pending] = {}
-        send, receive = trio.open_memory_channel[m.MbEnvelope](MAX_QUEUED_ENVELOPES)
-        self.envelopes_in = send
-        self.envelopes = receive
-
-    def next_req(self) -> int:
-        self._req += 1
-        return self._req
-
-    async def request(self, make: Callable[[int], m.Message]) -> m.Message:
-        req = self.next_req()
-        pending = _Pending()
-        self._pending[req] = pending
-        try:
-            await self.channel.send(make(req))
-            with trio.fail_after(ANSWER_TIMEOUT):
-                await pending.done.wait()
-        except trio.TooSlowError:
-            raise TransportError("timeout") from None
-        finally:
-            self._pending.pop(req, None)
-        assert pending.answer is not None
-        return pending.answer
-
-    async def ok(self, make: Callable[[int], m.Message], what: str) -> m.MbResult:
-        answer = await self.request(make)
-        if not isinstance(answer, m.MbResult) or answer.code != m.MbCode.OK:
-            raise mailbox_refusal(answer, what)
-        return answer
-
-    async def pump(self) -> None:
-        """Records in: answers to whoever waits, envelopes to the drain."""
-        async with self.envelopes_in:
-            while True:
-                try:
-                    record = await self.channel.receive()
-                except trio.EndOfChannel:
-                    raise TransportError("the mailbox closed the session") from None
-                if isinstance(record, m.MbEnvelope):
-                    await self.envelopes_in.send(record)
-                elif isinstance(record, m.MbResult | m.MbPrekey | m.MbUsage):
-                    pending = self._pending.get(record.req)
-                    if pending is not None:
-                        pending.answer = record
-                        pending.done.set()
-                elif not isinstance(record, m.Ping | m.Pong | m.UnknownExtension):
-                    raise RemoteProtocolError(
-                        f"{type(record).__name__} from a mailbox",
-                        close_code=CloseCode.BAD_MESSAGE,
-                    )
-
-
 class OwnerLink:
     """Our own mailbox: pairing, and the session that keeps it useful."""
 
@@ -258,6 +193,7 @@ class OwnerLink:
         access: Mailboxes,
         dial: MailboxDial,
         policy: DeliveryPolicy,
+        worker: StoreWorker,
     ) -> None:
         self._secrets = secrets
         self._store = store
@@ -265,11 +201,13 @@ class OwnerLink:
         self._access = access
         self._dial = dial
         self._policy = policy
+        self._worker = worker
+        self._backoff = Backoff(policy.retry_initial, policy.retry_max)
         self._wake = trio.Event()
         # One pairing at a time: the API's, or the run loop finishing one a
         # crash interrupted.
         self._pairing = trio.Lock()
-        self._session: _MailboxSession | None = None
+        self._session: MailboxClient | None = None
         self._scope: trio.CancelScope | None = None
         self._failures = 0
         self.last_error = ""
@@ -281,17 +219,11 @@ class OwnerLink:
         return f"OwnerLink(connected={self._session is not None})"
 
     async def _cpu(self, fn: Callable[[], T]) -> T:
-        """CPU-bound work (opening envelopes, making prekeys) in a worker thread."""
-        if not self._policy.store_in_thread:
-            await trio.lowlevel.checkpoint()
-            return fn()
-        return await trio.to_thread.run_sync(fn)
+        """CPU-bound work (opening envelopes, making prekeys) off the event loop."""
+        return await self._worker(fn)
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        if not self._policy.store_in_thread:
-            await trio.lowlevel.checkpoint()
-            return fn(*args)
-        return await trio.to_thread.run_sync(partial(fn, *args))
+        return await self._worker(fn, *args)
 
     def changed(self) -> None:
         """Contacts changed (or anything the mailbox should learn): look again."""
@@ -359,7 +291,7 @@ class OwnerLink:
         )
 
     async def _pair_over(self, channel: SecureChannel, code: SetupCode) -> None:
-        session = _MailboxSession(channel)
+        session = MailboxClient(channel, answer_timeout=ANSWER_TIMEOUT, owner=True)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(session.pump)
             await session.ok(
@@ -458,10 +390,7 @@ class OwnerLink:
                 continue  # paired anew or wiped: start over at once
             self._failures += 1
             self.last_error = _reason(failure)
-            delay = min(
-                self._policy.retry_max,
-                self._policy.retry_initial * 2 ** min(self._failures - 1, 30),
-            ) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+            delay = self._backoff.delay(self._failures, random.random())  # noqa: S311 - jitter
             log.info("event=mailbox_session_down reason=%s retry_in=%.1f", self.last_error, delay)
             if failure is not None and not isinstance(failure, OnionpostError):
                 log.warning("event=mailbox_session_error", exc_info=failure)
@@ -488,7 +417,7 @@ class OwnerLink:
         with trio.fail_after(self._policy.connect_timeout):
             channel = await self._dial(address, self._secrets.client_auth_private)
         try:
-            session = _MailboxSession(channel)
+            session = MailboxClient(channel, answer_timeout=ANSWER_TIMEOUT, owner=True)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(session.pump)
                 nursery.start_soon(self._drain, session)
@@ -514,7 +443,7 @@ class OwnerLink:
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await channel.aclose()
 
-    async def _usage(self, session: _MailboxSession) -> None:
+    async def _usage(self, session: MailboxClient) -> None:
         usage = await session.request(m.MbStatus)
         if not isinstance(usage, m.MbUsage):
             raise mailbox_refusal(usage, "status")
@@ -530,7 +459,7 @@ class OwnerLink:
         if usage.one_time_prekeys < PREKEY_REFILL_BELOW:
             await self._refill(session, usage.one_time_prekeys)
 
-    async def _upkeep(self, session: _MailboxSession) -> None:
+    async def _upkeep(self, session: MailboxClient) -> None:
         """Registrations and prekeys as they should be."""
         for contact in await self._db(self._store.contacts):
             if not contact.mailbox_registered:
@@ -556,7 +485,7 @@ class OwnerLink:
             return
         await self._generate(env.PrekeyKind.LAST_RESORT, 1, LAST_RESORT_LIFETIME)
 
-    async def _refill(self, session: _MailboxSession, held: int) -> None:
+    async def _refill(self, session: MailboxClient, held: int) -> None:
         count = PREKEY_TARGET - held
         if count > 0:
             await self._generate(env.PrekeyKind.ONE_TIME, count, ONE_TIME_LIFETIME)
@@ -580,7 +509,7 @@ class OwnerLink:
         await self._db(self._store.add_prekeys, made, _now_ms())
         log.info("event=prekeys_made kind=%s count=%d", kind.name.lower(), count)
 
-    async def _upload(self, session: _MailboxSession) -> None:
+    async def _upload(self, session: MailboxClient) -> None:
         while True:
             secrets = await self._db(self._store.prekeys_to_upload, PREKEYS_PER_RECORD)
             if not secrets:
@@ -592,7 +521,7 @@ class OwnerLink:
 
     # -- draining ------------------------------------------------------------------------
 
-    async def _drain(self, session: _MailboxSession) -> None:
+    async def _drain(self, session: MailboxClient) -> None:
         done: list[bytes] = []
         async with session.envelopes:
             while True:
@@ -609,7 +538,7 @@ class OwnerLink:
                     await self._delete(session, done)
                     done = []
 
-    async def _delete(self, session: _MailboxSession, ids: list[bytes]) -> None:
+    async def _delete(self, session: MailboxClient, ids: list[bytes]) -> None:
         for start in range(0, len(ids), MAX_ACK_IDS):
             part = tuple(ids[start : start + MAX_ACK_IDS])
             await session.channel.send(m.MbDelete(session.next_req(), part))
@@ -660,16 +589,14 @@ class OwnerLink:
                 records.append(m.decode(data))
             except MessageDecodeError:
                 log.info("event=envelope_record_bad envelope=%s", held.id.hex())
-        store = self._store
-        kind = int(secret.public.kind)
-        one_time = int(env.PrekeyKind.ONE_TIME)
-
-        def then() -> None:
-            store.use_prekey(header.key_id, kind, one_time, now)
-            store.note_envelope(header.envelope_id, now)
-
+        receipt = EnvelopeReceipt(
+            envelope_id=header.envelope_id,
+            key_id=header.key_id,
+            kind=int(secret.public.kind),
+            one_time_kind=int(env.PrekeyKind.ONE_TIME),
+        )
         try:
-            await self._engine.take_sealed(contact.id, records, then)
+            await self._engine.take_envelope(contact.id, records, receipt)
         except QuotaError:
             log.info(
                 "event=envelope_deferred contact=%s envelope=%s reason=unread-quota",
@@ -706,15 +633,4 @@ def _prekeys_record(public: tuple[bytes, ...], req: int) -> m.MbPrekeys:
 
 
 def _reason(exc: BaseException | None) -> str:
-    if exc is None:
-        return "closed"
-    if isinstance(exc, MailboxRefusedError):
-        return f"mailbox-{mb_code_name(exc.code)}"
-    if isinstance(exc, OnionpostError):
-        reason = getattr(exc, "reason", None)
-        if isinstance(reason, str):
-            return reason
-        if isinstance(exc, TransportError):
-            return "timeout" if str(exc) == "timeout" else "stream-broken"
-        return type(exc).__name__
-    return f"internal-{type(exc).__name__}"
+    return "closed" if exc is None else reason(exc)

@@ -1,0 +1,53 @@
+"""Delivery to and from contacts: the engine and the pieces it is made of.
+
+::
+
+    _engine     the façade (DeliveryEngine) and the per-contact loops
+    _link       PURE: what a contact's delivery does next (LinkState), one Backoff
+    _session    one session: sender, receiver, handler table, one per contact
+    _files      files in a live session
+    _deposit    deposits into a contact's mailbox
+    _mbclient   the one request/answer client for mailboxes (owner and sender)
+    _intake     SYNC: what a contact's records do to our store, live or enveloped
+    _writer     the store worker and group commit
+    _records    per-link and per-session records, shared by the above
+    _views      messages as the local API shows them, failures in words
+    _policy     the policy, reports, and the seams (Dial, MailboxAccess)
+"""
+
+from onionpost.daemon.delivery._engine import DeliveryEngine
+from onionpost.daemon.delivery._intake import EnvelopeReceipt
+from onionpost.daemon.delivery._link import Backoff, LinkState, Step, StepKind, Work
+from onionpost.daemon.delivery._mbclient import MailboxClient, mailbox_refusal
+from onionpost.daemon.delivery._policy import (
+    DeliveryPolicy,
+    DeliveryStatistics,
+    Dial,
+    LinkStatus,
+    MailboxAccess,
+)
+from onionpost.daemon.delivery._views import mb_code_name, message_record, reason
+from onionpost.daemon.delivery._writer import InlineWorker, StoreWorker, ThreadWorker
+
+__all__ = [
+    "Backoff",
+    "DeliveryEngine",
+    "DeliveryPolicy",
+    "DeliveryStatistics",
+    "Dial",
+    "EnvelopeReceipt",
+    "InlineWorker",
+    "LinkState",
+    "LinkStatus",
+    "MailboxAccess",
+    "MailboxClient",
+    "Step",
+    "StepKind",
+    "StoreWorker",
+    "ThreadWorker",
+    "Work",
+    "mailbox_refusal",
+    "mb_code_name",
+    "message_record",
+    "reason",
+]

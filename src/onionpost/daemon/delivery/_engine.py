@@ -1,0 +1,465 @@
+"""The delivery engine's façade: links to contacts, and what the daemon asks of it.
+
+Theory of operation
+-------------------
+::
+
+    DeliveryEngine.run()          one nursery owns everything below
+    ├── writer                    group commit (``_writer.py``)
+    ├── housekeeping              expiry of messages and of idle incoming transfers
+    └── per contact (a Link)
+        ├── direct loop           dial when something waits and no session is up
+        │   └── session           ours or the contact's (``_session.py``)
+        └── deposit loop          into the contact's mailbox when it is away
+                                  (``_deposit.py``)
+
+Both loops only carry out what the link's pure state decides
+(:class:`~onionpost.daemon.delivery._link.LinkState`); what a contact's
+records do to our store is the one :class:`~onionpost.daemon.delivery._intake.Intake`,
+for live sessions and opened envelopes alike.
+
+*Failure domains* (STYLE 16). A session, a dial and a deposit are each one
+domain: whatever goes wrong inside (the stream breaks, a record does not
+decode, the peer refuses us, the handshake or SOCKS fails, our disk is full,
+even a bug) ends it, is logged once with a reason, and backs that activity
+off. It never reaches the engine's nursery (``except*``). Only the engine's
+own core (its nursery, the writer) failing ends the engine.
+
+*Backoff* is reset only once the peer has proven it accepts us: its first
+record in a session. A contact that drops every session right after the
+handshake (one that removed us) is redialled with backoff, not in a loop.
+
+*Bounds* on what a contact can make us hold or do: records per second across
+its sessions; at most two sessions at once; unread texts; incoming transfers
+at once and idle ones expire; the disk budget; one file sender per (contact,
+file); acks are written before more is read.
+
+*Store work* runs through the injected :class:`StoreWorker` (a worker thread
+in the daemon), so an fsync never stalls the event loop.
+
+Logs name a contact by its handle (``contact=#3``), never by name or address,
+and carry ids and reasons, never message contents or keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Final
+
+import trio
+
+from onionpost._logs import contact_ref
+from onionpost.api import MessageState, StateChange
+from onionpost.daemon._events import EventHub
+from onionpost.daemon._supervision import TokenBucket, first_failure
+from onionpost.daemon.delivery._deposit import deposit, has_deposit_work
+from onionpost.daemon.delivery._intake import Bounds, EnvelopeReceipt, Intake
+from onionpost.daemon.delivery._link import Backoff, LinkState, StepKind, Work
+from onionpost.daemon.delivery._policy import (
+    DeliveryPolicy,
+    DeliveryStatistics,
+    Dial,
+    LinkStatus,
+    MailboxAccess,
+)
+from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
+from onionpost.daemon.delivery._session import run_session
+from onionpost.daemon.delivery._views import message_record, reason
+from onionpost.daemon.delivery._writer import GroupCommit, StoreWorker, ThreadWorker
+from onionpost.errors import OnionpostError, StoreError, TransportError
+from onionpost.proto import messages
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.session import PeerDecision
+from onionpost.store import Contact, Kind, Store, Stored
+from onionpost.transport import SecureChannel
+
+__all__ = ["DeliveryEngine"]
+
+log = logging.getLogger("onionpost.daemon")
+
+HOUSEKEEPING_INTERVAL: Final = 30.0
+CLOSE_GRACE: Final = 2.0
+
+
+class DeliveryEngine:
+    """Delivery to and from every contact; see the module docstring.
+
+    Built from the store, the event hub, a ``dial(contact)`` that returns an
+    authenticated channel (through tor in the daemon, over memory or loopback
+    in tests), the policy, and the worker that runs store calls.
+    :meth:`run` must be running (``await nursery.start(engine.run)``) for
+    the rest to work.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        dial: Dial,
+        policy: DeliveryPolicy,
+        *,
+        address: OnionAddress,
+        mailbox: MailboxAccess | None = None,
+        worker: StoreWorker | None = None,
+    ) -> None:
+        worker = worker or ThreadWorker()
+        bounds = Bounds(
+            max_unread=policy.max_unread_per_contact,
+            max_file_size=policy.max_file_size,
+            max_disk_use=policy.max_disk_use,
+            max_transfers=policy.max_transfers_per_contact,
+        )
+        self._parts = Parts(
+            store=store,
+            hub=hub,
+            policy=policy,
+            worker=worker,
+            writer=GroupCommit(store, worker),
+            intake=Intake(store, bounds, None if mailbox is None else mailbox.read_announcement),
+            mailbox=mailbox,
+            address=address,
+        )
+        self._dial_fn = dial
+        self._links: dict[int, Link] = {}
+        self._nursery: trio.Nursery | None = None
+        self._announcing = trio.CapacityLimiter(policy.announce_concurrency)
+
+    def __repr__(self) -> str:
+        return f"DeliveryEngine({len(self._links)} links)"
+
+    @property
+    def worker(self) -> StoreWorker:
+        return self._parts.worker
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled: a link per current contact, the writer, housekeeping."""
+        contacts = await self._parts.worker(self._parts.store.contacts)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._parts.writer.run)
+                nursery.start_soon(self._housekeeping)
+                for contact in contacts:
+                    self.add_contact(contact)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None
+
+    # -- contacts -------------------------------------------------------------------------
+
+    def add_contact(self, contact: Contact) -> None:
+        """Start delivering to ``contact`` (a new one, or every one at start)."""
+        if self._nursery is None:
+            raise OnionpostError("the delivery engine is not running")
+        old = self._links.pop(contact.id, None)
+        if old is not None:
+            old.stop()
+        p = self._parts.policy
+        state = LinkState.new(
+            Backoff(p.retry_initial, p.retry_max),
+            p.mailbox_after,
+            p.announce_attempts,
+            trio.current_time(),
+        )
+        link = Link(contact, state, TokenBucket(p.peer_records_per_second))
+        self._links[contact.id] = link
+        self._nursery.start_soon(self._direct_loop, link)
+        self._nursery.start_soon(self._deposit_loop, link)
+
+    def remove_contact(self, contact_id: int) -> None:
+        """Stop every dial, deposit and session of a removed contact."""
+        link = self._links.pop(contact_id, None)
+        if link is not None:
+            link.stop()
+
+    def contact_changed(self, contact: Contact) -> None:
+        """The contact's row changed (its mailbox): the link uses the new one."""
+        link = self._links.get(contact.id)
+        if link is not None:
+            link.contact = contact
+            link.fire()
+
+    def contact_id(self, name: str) -> int | None:
+        """A current contact's id by its name, from memory (no store call)."""
+        for link in self._links.values():
+            if link.contact.name == name and not link.removed:
+                return link.contact.id
+        return None
+
+    def decide(self, peer: OnionAddress) -> PeerDecision:
+        """Accept a verified initiator only if it is a current contact."""
+        return PeerDecision.ACCEPT if self._link_for(peer) is not None else PeerDecision.REFUSE
+
+    def _link_for(self, peer: OnionAddress) -> Link | None:
+        for link in self._links.values():
+            if link.contact.address == peer and not link.removed:
+                return link
+        return None
+
+    def _links_of(self, contact_id: int | None) -> list[Link]:
+        if contact_id is None:
+            return list(self._links.values())
+        one = self._links.get(contact_id)
+        return [] if one is None else [one]
+
+    # -- what the daemon asks -------------------------------------------------------------
+
+    async def run_inbound(self, channel: SecureChannel) -> None:
+        """Serve a session a contact opened to us (the listener's handler).
+
+        Never raises: the session is its own failure domain.
+        """
+        link = self._link_for(channel.peer)
+        if link is None:
+            # Removed while its handshake was under way.
+            with trio.move_on_after(CLOSE_GRACE):
+                await channel.aclose()
+            return
+        # The contact is back: whatever waits for it need not wait out a
+        # backoff, and it knows we are up.
+        link.state.contact_back()
+        await run_session(self._parts, link, Session(channel, initiator=False))
+
+    def kick(self, contact_id: int | None = None, *, retry_now: bool = False) -> int:
+        """Wake the link of one contact (or of all); with ``retry_now`` also end
+        its backoff. Returns how many links were woken."""
+        links = self._links_of(contact_id)
+        for link in links:
+            if retry_now:
+                link.state.retry_now()
+            link.fire()
+        return len(links)
+
+    def announce(self, contact_id: int | None = None) -> int:
+        """Tell a contact (or every one) that we are reachable again: dial it
+        once even with nothing to deliver, paced (``announce_concurrency`` at
+        once), without waiting out a backoff. Returns how many links."""
+        links = self._links_of(contact_id)
+        for link in links:
+            link.state.announce_again()
+            link.fire()
+        return len(links)
+
+    async def queue_text(self, contact_id: int, text: messages.Text) -> None:
+        """Queue ``text`` for the contact; it is durably stored when this returns.
+
+        Concurrent calls share one transaction (group commit). If the caller is
+        cancelled while waiting, the text may still have been queued.
+        """
+        messages.encode(text)  # refuse what could never be sent, before queueing it
+        expiry = self._parts.policy.message_expiry
+        expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
+        await self._parts.writer.write(
+            self._parts.store.queue_text,
+            contact_id,
+            text.id,
+            text.created_ms,
+            text.body,
+            text.content_type,
+            expires_at,
+        )
+        self.kick(contact_id)
+
+    async def owe_receipts(self, contact_id: int, ids: Sequence[bytes]) -> None:
+        """Read receipts to send to a contact: durable until a session carried
+        them or the contact's mailbox took them."""
+        if not ids:
+            return
+        store = self._parts.store
+        if self.running:
+            await self._parts.writer.write(store.owe, contact_id, "read", list(ids), now_ms())
+        else:
+            await self._parts.worker(store.owe, contact_id, "read", list(ids), now_ms())
+        self.owed(contact_id)
+
+    def owed(self, contact_id: int) -> None:
+        """Something is owed to the contact now: its link looks."""
+        link = self._links.get(contact_id)
+        if link is not None:
+            link.owes = True
+            link.fire()
+
+    async def take_envelope(
+        self,
+        contact_id: int,
+        records: Sequence[messages.Message | messages.UnknownExtension],
+        receipt: EnvelopeReceipt,
+    ) -> list[Stored]:
+        """Store what an opened envelope from ``contact_id`` carried, in one
+        transaction with its prekey spent and its id noted, and owe the
+        contact the acks. Texts over the unread quota fail the whole envelope
+        (QuotaError): it stays at the mailbox. Returns the messages newly complete."""
+        parts = self._parts
+        outcome = await parts.writer.write(
+            parts.intake.envelope, contact_id, records, now_ms(), receipt
+        )
+        parts.counters.texts_received += sum(1 for r in outcome.rows if r.kind == Kind.TEXT)
+        parts.counters.texts_acked += len(outcome.delivered)
+        for message_id in outcome.delivered:
+            parts.hub.publish(StateChange(message_id.hex(), MessageState.DELIVERED))
+        for message_id in outcome.read:
+            parts.hub.publish(StateChange(message_id.hex(), MessageState.READ))
+        for row in outcome.rows:
+            parts.hub.publish(message_record(row))
+        if outcome.mailbox_changed:
+            contact = await parts.worker(parts.store.contact_by_id, contact_id)
+            if contact is not None:
+                self.contact_changed(contact)
+        self.owed(contact_id)
+        return outcome.rows
+
+    # -- reports --------------------------------------------------------------------------
+
+    def status(self, contact_id: int) -> LinkStatus | None:
+        link = self._links.get(contact_id)
+        if link is None:
+            return None
+        state = link.state
+        return LinkStatus(
+            contact_id=contact_id,
+            name=link.contact.name,
+            reachable=bool(link.sessions),
+            since_ms=link.since_ms,
+            failures=state.failures,
+            last_error=state.last_error,
+            retry_in=state.retry_in(trio.current_time()),
+            mailbox_error=state.mailbox_error,
+        )
+
+    def statistics(self) -> DeliveryStatistics:
+        c = self._parts.counters
+        return DeliveryStatistics(
+            links=len(self._links),
+            sessions=sum(len(link.sessions) for link in self._links.values()),
+            dials=c.dials,
+            dial_failures=c.dial_failures,
+            sessions_ended_by_failure=c.session_failures,
+            texts_received=c.texts_received,
+            texts_acked=c.texts_acked,
+            envelopes_deposited=c.deposits,
+            sessions_superseded=c.superseded,
+        )
+
+    # -- the loops ----------------------------------------------------------------------
+
+    async def _work(self, link: Link) -> Work:
+        parts = self._parts
+        store = parts.store
+        contact_id = link.contact.id
+        announcement = parts.announcement_due(link) is not None
+        direct = announcement
+        if not direct and link.owes:
+            link.owes = await parts.worker(store.has_owed, contact_id)
+            direct = link.owes
+        if not direct:
+            direct = bool(await parts.worker(store.pending, contact_id, 1))
+        deposit_work = False
+        if direct and parts.mailbox is not None and link.contact.mailbox is not None:
+            deposit_work = announcement or await parts.worker(has_deposit_work, store, contact_id)
+        return Work(direct=direct, deposit=deposit_work)
+
+    async def _wait(self, link: Link, seen: int, until: float | None) -> None:
+        if until is None:
+            await link.wake.wait(since=seen)
+            return
+        with trio.move_on_at(until):
+            await link.wake.wait(since=seen)
+
+    async def _direct_loop(self, link: Link) -> None:
+        """Dial the contact whenever the link's state says so."""
+        with trio.CancelScope() as scope:
+            link.scopes.add(scope)
+            while not link.removed:
+                seen = link.wake.generation
+                if link.sessions:
+                    await link.wake.wait(since=seen)
+                    continue
+                step = link.state.direct_step(trio.current_time(), await self._work(link))
+                if step.kind is StepKind.DIAL:
+                    channel = await self._dial(link, announcing=False)
+                elif step.kind is StepKind.ANNOUNCE:
+                    async with self._announcing:
+                        channel = await self._dial(link, announcing=True)
+                else:
+                    await self._wait(link, seen, step.until)
+                    continue
+                if channel is not None:
+                    await run_session(self._parts, link, Session(channel, initiator=True))
+
+    async def _deposit_loop(self, link: Link) -> None:
+        """Deposit into the contact's mailbox whenever the link's state says so."""
+        with trio.CancelScope() as scope:
+            link.scopes.add(scope)
+            while not link.removed:
+                seen = link.wake.generation
+                if link.sessions or self._parts.mailbox is None or link.contact.mailbox is None:
+                    await link.wake.wait(since=seen)
+                    continue
+                step = link.state.deposit_step(trio.current_time(), await self._work(link))
+                if step.kind is StepKind.DEPOSIT:
+                    await deposit(self._parts, link)
+                else:
+                    await self._wait(link, seen, step.until)
+
+    async def _dial(self, link: Link, *, announcing: bool) -> SecureChannel | None:
+        """One dial: its own failure domain."""
+        parts = self._parts
+        parts.counters.dials += 1
+        link.state.dial_started(trio.current_time(), announcing=announcing)
+        link.wake.fire()  # the deposit loop: a dial that hangs counts from now
+        failure: BaseException | None = None
+        channel: SecureChannel | None = None
+        try:
+            with trio.fail_after(parts.policy.connect_timeout):
+                channel = await self._dial_fn(link.contact)
+        except* trio.TooSlowError:
+            failure = TransportError("timeout")
+        except* Exception as group:
+            failure = first_failure(group)
+        if channel is not None:
+            return channel
+        parts.counters.dial_failures += 1
+        why = reason(failure)
+        delay = link.state.dial_failed(trio.current_time(), why, jitter())
+        log.info(
+            "event=dial_failed contact=%s reason=%s retry_in=%.1f",
+            contact_ref(link.contact.id),
+            why,
+            delay,
+        )
+        if link.since_ms is None:
+            link.since_ms = now_ms()  # unreachable since we first tried
+        parts.publish_peer(link)
+        link.wake.fire()
+        return None
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                await self._expire()
+            except StoreError as exc:
+                # A full disk or a locked page now; the next round tries again.
+                log.warning("event=housekeeping_failed error=%s", type(exc).__name__)
+            await trio.sleep(HOUSEKEEPING_INTERVAL)
+
+    async def _expire(self) -> None:
+        parts = self._parts
+        now = now_ms()
+        for message_id in await parts.worker(parts.store.expire, now):
+            log.info("event=expired id=%s", message_id.hex())
+            parts.hub.publish(StateChange(message_id.hex(), MessageState.EXPIRED))
+        idle_before = now - int(parts.policy.transfer_idle_timeout * 1000)
+        for contact_id, file_id in await parts.worker(parts.store.expire_transfers, idle_before):
+            log.info(
+                "event=transfer_expired contact=%s id=%s", contact_ref(contact_id), file_id.hex()
+            )

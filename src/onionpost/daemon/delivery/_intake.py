@@ -1,0 +1,421 @@
+"""What a contact's records do to our store: one set of rules for a live
+session and for an opened envelope alike (STYLE 18).
+
+Every method is synchronous and runs in the store worker, inside the
+transaction the caller opens (the group commit's, or the envelope's own).
+Outcomes are plain records; the async side turns them into replies to the
+peer and events for the local API.
+
+The bounds a contact cannot pass are applied here: unread texts
+(``max_unread``), file size, transfers at once and the disk budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from onionpost._logs import contact_ref
+from onionpost.errors import (
+    FileTooLargeError,
+    HashMismatchError,
+    NoSpaceError,
+    NotFoundError,
+    OnionpostError,
+    QuotaError,
+    RemoteProtocolError,
+    StoreError,
+)
+from onionpost.proto import messages
+from onionpost.proto.address import OnionAddress
+from onionpost.store import Direction, Kind, Store, Stored
+
+__all__ = ["Applied", "Bounds", "ChunkOutcome", "EnvelopeReceipt", "Intake", "OfferOutcome"]
+
+log = logging.getLogger("onionpost.daemon")
+
+ReadAnnouncement = Callable[[OnionAddress, bytes], tuple[OnionAddress | None, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    max_unread: int
+    max_file_size: int
+    max_disk_use: int
+    max_transfers: int
+
+
+@dataclass(frozen=True, slots=True)
+class OfferOutcome:
+    """FileAccept(offset), FileComplete (complete), or FileReject(reject)."""
+
+    offset: int = 0
+    complete: bool = False
+    reject: int | None = None
+    completed_now: bool = False  # this offer finished it (a new message)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkOutcome:
+    """What a live chunk did: a FileCancel(cancel) or FileReject(reject) to
+    send, or progress (``end`` of ``size``) and, when the file is complete, its row."""
+
+    end: int = 0
+    size: int = 0
+    cancel: int | None = None
+    reject: int | None = None
+    complete: Stored | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeReceipt:
+    """The envelope being applied: its prekey is spent and its id noted in the
+    same transaction as what it carried (mailbox.md §Owner)."""
+
+    envelope_id: bytes
+    key_id: bytes
+    kind: int
+    one_time_kind: int
+
+
+@dataclass(slots=True)
+class Applied:
+    """What applying an opened envelope did."""
+
+    rows: list[Stored] = field(default_factory=list)
+    delivered: list[bytes] = field(default_factory=list)
+    read: list[bytes] = field(default_factory=list)
+    mailbox_changed: bool = False
+
+
+def reject_reason(exc: StoreError) -> int:
+    if isinstance(exc, NoSpaceError | QuotaError):
+        return messages.FileRejectReason.NO_SPACE
+    if isinstance(exc, HashMismatchError):
+        return messages.FileRejectReason.HASH_MISMATCH
+    if isinstance(exc, FileTooLargeError):
+        return messages.FileRejectReason.TOO_LARGE
+    return messages.FileRejectReason.DECLINED
+
+
+class Intake:
+    """The rules; see the module docstring."""
+
+    def __init__(
+        self, store: Store, bounds: Bounds, read_announcement: ReadAnnouncement | None
+    ) -> None:
+        self._store = store
+        self._bounds = bounds
+        self._read_announcement = read_announcement
+
+    def __repr__(self) -> str:
+        return "Intake()"
+
+    # -- texts and marks -----------------------------------------------------------------
+
+    def texts(
+        self, contact_id: int, texts: Sequence[messages.Text], now: int, *, whole: bool
+    ) -> tuple[int, list[bytes]]:
+        """Store what the unread quota allows of ``texts``: how many of them
+        (from the start) are stored, new or repeated, and the new ones' ids.
+        ``whole``: all of them or QuotaError (an envelope waits at the mailbox)."""
+        store = self._store
+        room = self._bounds.max_unread - store.unread_count(contact_id, kind=Kind.TEXT)
+        if whole and len(texts) > room:
+            raise QuotaError(
+                "too many unread texts from this contact",
+                quota="unread",
+                limit=self._bounds.max_unread,
+            )
+        new: list[bytes] = []
+        stored = 0
+        for text in texts:
+            if room <= 0:
+                # A repeat would cost nothing, but it cannot be told apart
+                # without storing it: the sender sends it again later.
+                break
+            if store.store_text(
+                contact_id, text.id, text.created_ms, text.body, text.content_type, now
+            ):
+                new.append(text.id)
+                room -= 1
+            stored += 1
+        return stored, new
+
+    def delivered(self, contact_id: int, ids: Sequence[bytes], now: int) -> list[bytes]:
+        """Acks and FileCompletes: a contact can only acknowledge what was sent to it."""
+        return self._store.mark_delivered(list(ids), now, contact_id=contact_id)
+
+    def read(self, contact_id: int, ids: Sequence[bytes], now: int) -> list[bytes]:
+        """Read receipts: a contact can only mark read what we sent to it."""
+        return self._store.mark_read(ids, now, contact_id=contact_id, direction=Direction.OUT)
+
+    def announcement(self, contact_id: int, data: bytes) -> bool:
+        """A contact's mailbox announcement; whether it changed what we know."""
+        if self._read_announcement is None:
+            return False
+        contact = self._store.contact_by_id(contact_id)
+        if contact is None:
+            return False
+        try:
+            mailbox, version = self._read_announcement(contact.address, data)
+        except RemoteProtocolError:
+            log.info("event=mailbox_announcement_bad contact=%s", contact_ref(contact_id))
+            return False
+        changed = self._store.set_contact_mailbox(contact_id, mailbox, version)
+        if changed:
+            log.info(
+                "event=contact_mailbox contact=%s mailbox=%s",
+                contact_ref(contact_id),
+                "none" if mailbox is None else "set",
+            )
+        return changed
+
+    # -- files ---------------------------------------------------------------------------
+
+    def offer(
+        self, contact_id: int, offer: messages.FileOffer, now: int, *, wait_for_room: bool = False
+    ) -> OfferOutcome:
+        """A FileOffer: where to resume, complete already, or refused (logged).
+        ``wait_for_room``: no room on our disk raises NoSpaceError instead (an
+        envelope then waits at the mailbox)."""
+        b = self._bounds
+        store = self._store
+        try:
+            with store.transaction():
+                offset = store.begin_file(
+                    contact_id,
+                    offer,
+                    now,
+                    b.max_file_size,
+                    b.max_disk_use,
+                    max_transfers=b.max_transfers,
+                )
+                done = offset >= offer.size and store.finish_file(
+                    offer.id, now, contact_id=contact_id
+                )
+        except NoSpaceError as exc:
+            if wait_for_room:
+                raise
+            return self._rejected(contact_id, offer, exc)
+        except StoreError as exc:
+            return self._rejected(contact_id, offer, exc)
+        if offset >= offer.size:
+            return OfferOutcome(offset=offset, complete=True, completed_now=done)
+        return OfferOutcome(offset=offset)
+
+    @staticmethod
+    def _rejected(contact_id: int, offer: messages.FileOffer, exc: StoreError) -> OfferOutcome:
+        log.info(
+            "event=file_rejected contact=%s id=%s reason=%s",
+            contact_ref(contact_id),
+            offer.id.hex(),
+            type(exc).__name__,
+        )
+        return OfferOutcome(reject=reject_reason(exc))
+
+    def chunk(self, contact_id: int, chunk: messages.FileChunk, now: int) -> ChunkOutcome:
+        """A chunk in a live session, in order (the transfer checks it)."""
+        store = self._store
+        try:
+            store.write_file_chunk(
+                chunk.id,
+                chunk.offset,
+                chunk.data,
+                contact_id=contact_id,
+                max_disk=self._bounds.max_disk_use,
+                now=now,
+            )
+        except NotFoundError:
+            return ChunkOutcome(cancel=messages.FileRejectReason.UNKNOWN_FILE)
+        except StoreError as exc:
+            # Disk full or out of order: keep nothing of this chunk, ack nothing;
+            # the sender keeps the file and offers it again later.
+            log.info(
+                "event=chunk_not_stored contact=%s id=%s error=%s",
+                contact_ref(contact_id),
+                chunk.id.hex(),
+                type(exc).__name__,
+            )
+            return ChunkOutcome(cancel=reject_reason(exc))
+        stored = store.message(chunk.id, contact_id=contact_id)
+        size = stored.file.size if stored.file is not None else 0
+        end = chunk.offset + len(chunk.data)
+        if end < size:
+            return ChunkOutcome(end=end, size=size)
+        try:
+            with store.transaction():
+                store.finish_file(chunk.id, now, contact_id=contact_id)
+        except StoreError as exc:
+            return ChunkOutcome(end=end, size=size, reject=reject_reason(exc))
+        return ChunkOutcome(
+            end=end, size=size, complete=store.message(chunk.id, contact_id=contact_id)
+        )
+
+    def refusal(
+        self, contact_id: int, record: messages.FileReject | messages.FileCancel, now: int
+    ) -> tuple[Direction | None, list[bytes]]:
+        """A FileReject or FileCancel: the direction of the file it names (None:
+        nothing exchanged with this contact by that id) and the ids it made
+        ``refused`` (a final rejection of a file we sent)."""
+        store = self._store
+        try:
+            stored = store.message(record.id, contact_id=contact_id)
+        except NotFoundError:
+            return None, []
+        if stored.direction == Direction.IN:
+            # The contact, sending us a file, gave up on it: drop what arrived.
+            if isinstance(record, messages.FileCancel):
+                store.cancel_file(record.id, contact_id=contact_id)
+            return Direction.IN, []
+        if isinstance(record, messages.FileReject) and record.reason in FINAL_REJECTIONS:
+            return Direction.OUT, store.mark_refused(
+                [record.id], now, record.reason, contact_id=contact_id
+            )
+        return Direction.OUT, []
+
+    # -- an opened envelope --------------------------------------------------------------
+
+    def envelope(
+        self,
+        contact_id: int,
+        records: Sequence[messages.Message | messages.UnknownExtension],
+        now: int,
+        receipt: EnvelopeReceipt,
+    ) -> Applied:
+        """Store what an envelope from ``contact_id`` carried, spend its prekey
+        and note its id, all in one transaction, and owe the contact the acks.
+        Texts over the unread quota fail the whole envelope (QuotaError), and
+        so does our disk being full (NoSpaceError): it waits at the mailbox."""
+        store = self._store
+        acks: list[bytes] = []
+        new: list[bytes] = []
+        outcome = Applied()
+        texts = [r for r in records if isinstance(r, messages.Text)]
+        with store.transaction():
+            stored, new_texts = self.texts(contact_id, texts, now, whole=True)
+            new += new_texts
+            acks += [t.id for t in texts[:stored]]
+            for record in records:
+                if isinstance(record, messages.Ack | messages.FileComplete | messages.Read):
+                    self._envelope_marks(contact_id, record, now, outcome)
+                elif isinstance(record, messages.FileOffer):
+                    self._envelope_offer(contact_id, record, now, acks, new)
+                elif isinstance(record, messages.FileChunk):
+                    self._envelope_part(contact_id, record, now, acks, new)
+                elif isinstance(record, messages.MailboxInfo) and self.announcement(
+                    contact_id, record.announcement
+                ):
+                    outcome.mailbox_changed = True
+                # Anything else (Ping, FileAccept, a mailbox's record) has no
+                # meaning in an envelope: ignored.
+            if acks:
+                store.owe(contact_id, "ack", acks, now)
+            store.use_prekey(receipt.key_id, receipt.kind, receipt.one_time_kind, now)
+            store.note_envelope(receipt.envelope_id, now)
+        outcome.rows = [store.message(i, contact_id=contact_id) for i in new]
+        return outcome
+
+    def _envelope_marks(
+        self,
+        contact_id: int,
+        record: messages.Ack | messages.FileComplete | messages.Read,
+        now: int,
+        outcome: Applied,
+    ) -> None:
+        try:
+            with self._store.transaction():
+                if isinstance(record, messages.Read):
+                    outcome.read += self.read(contact_id, record.ids, now)
+                    return
+                ids = record.ids if isinstance(record, messages.Ack) else (record.id,)
+                outcome.delivered += self.delivered(contact_id, ids, now)
+        except NoSpaceError:
+            raise
+        except OnionpostError as exc:
+            log.info(
+                "event=mark_failed contact=%s error=%s via=mailbox",
+                contact_ref(contact_id),
+                type(exc).__name__,
+            )
+
+    def _envelope_offer(
+        self,
+        contact_id: int,
+        offer: messages.FileOffer,
+        now: int,
+        acks: list[bytes],
+        new: list[bytes],
+    ) -> None:
+        result = self.offer(contact_id, offer, now, wait_for_room=True)
+        if result.completed_now:
+            new.append(offer.id)
+        if result.complete:
+            acks.append(offer.id)
+
+    def _complete_file(self, contact_id: int, file_id: bytes) -> bool:
+        try:
+            stored = self._store.message(file_id, contact_id=contact_id)
+        except NotFoundError:
+            return False
+        return (
+            stored.direction == Direction.IN
+            and stored.file is not None
+            and stored.file.complete
+            and stored.state != "receiving"
+        )
+
+    def _envelope_part(
+        self,
+        contact_id: int,
+        chunk: messages.FileChunk,
+        now: int,
+        acks: list[bytes],
+        new: list[bytes],
+    ) -> None:
+        store = self._store
+        try:
+            with store.transaction():
+                held = store.write_file_part(
+                    chunk.id,
+                    chunk.offset,
+                    chunk.data,
+                    contact_id=contact_id,
+                    max_disk=self._bounds.max_disk_use,
+                    now=now,
+                )
+                stored = store.message(chunk.id, contact_id=contact_id)
+                size = stored.file.size if stored.file is not None else 0
+                if held >= size and store.finish_file(chunk.id, now, contact_id=contact_id):
+                    new.append(chunk.id)
+                    acks.append(chunk.id)
+        except NoSpaceError:
+            raise  # the whole envelope waits at the mailbox for room
+        except NotFoundError:
+            # No such file arriving: complete already (the same file came
+            # directly meanwhile, or an earlier envelope finished it): say so
+            # again; or never offered: nothing to do.
+            if self._complete_file(contact_id, chunk.id):
+                acks.append(chunk.id)
+        except OnionpostError as exc:
+            # A part out of order (one went missing) or refused: nothing of it
+            # is kept; the file completes directly when the sender offers it.
+            log.info(
+                "event=chunk_not_stored contact=%s id=%s error=%s via=mailbox",
+                contact_ref(contact_id),
+                chunk.id.hex(),
+                type(exc).__name__,
+            )
+
+
+# Rejections after which a file we sent is ``refused`` for good; the others
+# (no room now, transfer dropped) leave it queued for a later offer.
+FINAL_REJECTIONS = frozenset(
+    {
+        messages.FileRejectReason.DECLINED,
+        messages.FileRejectReason.TOO_LARGE,
+        messages.FileRejectReason.HASH_MISMATCH,
+        messages.FileRejectReason.UNKNOWN_FILE,
+    }
+)

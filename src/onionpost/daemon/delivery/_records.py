@@ -1,0 +1,173 @@
+"""What the engine keeps per contact and per session, and what its parts share.
+
+These records sit at the bottom of the package: the session, file, deposit
+and link code all work on them, and none of them imports another.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from onionpost.api import PeerChange
+from onionpost.daemon._events import EventHub
+from onionpost.daemon._supervision import Kick, TokenBucket
+from onionpost.daemon.delivery._intake import Intake
+from onionpost.daemon.delivery._link import LinkState
+from onionpost.daemon.delivery._policy import DeliveryPolicy, MailboxAccess
+from onionpost.daemon.delivery._writer import GroupCommit, StoreWorker
+from onionpost.errors import CloseCode, OnionpostError
+from onionpost.proto import messages
+from onionpost.proto.address import OnionAddress
+from onionpost.store import Contact, Store
+from onionpost.transport import SecureChannel
+
+__all__ = ["Counters", "FileJob", "Link", "Parts", "Session", "Shed", "now_ms"]
+
+log = logging.getLogger("onionpost.daemon")
+
+# Replies queued for the sender task before the receiving side waits (and so
+# stops reading a peer that does not read ours).
+MAX_PENDING_REPLIES: Final = 64
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def jitter() -> float:
+    return random.random()  # noqa: S311 - backoff jitter, not a secret
+
+
+class Shed(OnionpostError):
+    """We end a session on purpose, with a close code the peer will see."""
+
+    def __init__(self, message: str, *, code: CloseCode, reason: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    channel: SecureChannel
+    initiator: bool
+    proven: bool = False  # the peer has sent us a record: it accepts us
+    last_activity: float = 0.0  # trio time of the last record either way, keepalives aside
+    last_ping: float = 0.0
+    last_heard: float = 0.0  # trio time of the peer's last record, keepalives included
+    # Records answering the peer (Acks, FileAccept, ...), written by the sender
+    # task: the receiving side never blocks on a write, so two endpoints that
+    # both send at full speed cannot each wait for the other to read.
+    replies: deque[messages.Message] = field(default_factory=deque)
+    room: Kick = field(default_factory=Kick)
+    wake: Kick = field(default_factory=Kick)
+    # Set when we end the session on purpose: the sender writes the replies
+    # queued so far, then raises it.
+    closing: Shed | None = None
+
+    async def reply(self, record: messages.Message) -> None:
+        """Queue an answer to the peer for the sender task."""
+        while len(self.replies) >= MAX_PENDING_REPLIES:
+            await self.room.wait()  # no await between the check and the wait
+        self.replies.append(record)
+        self.wake.fire()
+
+    def close(self, shed: Shed) -> None:
+        """End the session in order: the sender writes what it owes, then closes."""
+        if self.closing is None:
+            self.closing = shed
+        self.wake.fire()
+
+
+@dataclass(eq=False, slots=True)
+class FileJob:
+    """The one sender of one file to one contact; a new FileAccept moves it."""
+
+    session: Session
+    offset: int
+    restart: int | None = None
+    stopped: bool = False
+
+
+@dataclass(eq=False)
+class Link:
+    """Everything the engine keeps per contact while it runs."""
+
+    contact: Contact
+    state: LinkState
+    bucket: TokenBucket  # one record budget for all its sessions
+    wake: Kick = field(default_factory=Kick)
+    sessions: list[Session] = field(default_factory=list)
+    # Acks and read receipts owed are in the store (they survive a restart);
+    # this says whether to look.
+    owes: bool = True
+    envelopes: int = 0  # deposited into its mailbox since the engine started
+    since_ms: int | None = None  # when it became reachable or unreachable
+    files: dict[bytes, FileJob] = field(default_factory=dict)
+    # Every task working for this contact runs in one of these scopes, so that
+    # removing the contact stops them all.
+    scopes: set[trio.CancelScope] = field(default_factory=set)
+    removed: bool = False
+
+    def stop(self) -> None:
+        self.removed = True
+        for scope in list(self.scopes):
+            scope.cancel()
+
+    def fire(self) -> None:
+        """Something changed for this contact: its loops and senders look again."""
+        self.wake.fire()
+        for session in self.sessions:
+            session.wake.fire()
+
+
+@dataclass(slots=True)
+class Counters:
+    dials: int = 0
+    dial_failures: int = 0
+    session_failures: int = 0
+    texts_received: int = 0
+    texts_acked: int = 0
+    deposits: int = 0
+    superseded: int = 0
+
+
+@dataclass(eq=False)
+class Parts:
+    """What the engine's parts share: one of each, made by the engine."""
+
+    store: Store
+    hub: EventHub
+    policy: DeliveryPolicy
+    worker: StoreWorker
+    writer: GroupCommit
+    intake: Intake
+    mailbox: MailboxAccess | None
+    address: OnionAddress  # ours
+    counters: Counters = field(default_factory=Counters)
+
+    def announcement_due(self, link: Link) -> tuple[int, bytes] | None:
+        """Our mailbox announcement, when the contact has not been told it yet."""
+        if self.mailbox is None:
+            return None
+        current = self.mailbox.announcement()
+        if current is None or current[0] <= link.contact.mailbox_told:
+            return None
+        return current
+
+    def publish_peer(self, link: Link) -> None:
+        self.hub.publish(
+            PeerChange(
+                link.contact.name,
+                str(link.contact.address),
+                reachable=bool(link.sessions),
+                last_error=link.state.last_error,
+            )
+        )

@@ -1,0 +1,492 @@
+"""One session with a contact: its failure domain, its sender and receiver.
+
+::
+
+    run_session
+    ├── sender     replies first, then owed acks and receipts, our mailbox
+    │              announcement, the outbox; keepalives, idle close, silence
+    └── receiver   records in, on the contact's one record budget; texts to
+        │          the storer, everything else through the HANDLERS table
+        ├── storer received texts, a group per commit, then one Ack
+        └── file(id)  one sender per (contact, file) (``_files.py``)
+
+*One session per contact.* When a second session with a contact comes up
+(both dialed at once, or the contact redialed before we saw its old one
+die), :func:`~onionpost.daemon.delivery._link.keep_new_session` decides which
+stays, the same way at both ends; the other ends in order. A contact holds
+at most ``MAX_SESSIONS_PER_CONTACT`` at once (the one kept and one ending).
+
+*Exactly once*: the receiver stores a group of texts (idempotent on their
+ids) and only then acks it; the sender marks a text delivered on the Ack.
+Unacked texts go out again in the next session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Final
+
+import trio
+
+from onionpost._logs import contact_ref
+from onionpost.api import MessageState, StateChange
+from onionpost.daemon._supervision import first_failure
+from onionpost.daemon.delivery import _files
+from onionpost.daemon.delivery._link import keep_new_session
+from onionpost.daemon.delivery._records import Link, Parts, Session, Shed, jitter, now_ms
+from onionpost.daemon.delivery._views import code_name, expected, message_record, reason
+from onionpost.errors import CloseCode, OnionpostError, RemoteProtocolError, TransportError
+from onionpost.limits import MAX_ACK_IDS
+from onionpost.proto import messages
+from onionpost.store import Stored
+
+__all__ = ["MAX_SESSIONS_PER_CONTACT", "delivered", "run_session"]
+
+log = logging.getLogger("onionpost.daemon")
+
+MAX_SESSIONS_PER_CONTACT: Final = 2
+SEND_BATCH: Final = 256
+# Received texts are stored in groups: one commit (one fsync) for what arrives
+# within this window, up to this many, then one Ack for the group.
+TEXT_GROUP_SECONDS: Final = 0.003
+TEXT_GROUP_MAX: Final = MAX_ACK_IDS
+# How long a closing session may take to say goodbye.
+CLOSE_GRACE: Final = 2.0
+# How long the texts already received may take to be stored at the end of a session.
+DRAIN_GRACE: Final = 5.0
+
+
+def _admit(parts: Parts, link: Link, session: Session) -> bool:
+    """Whether ``session`` may run beside the contact's others; the one that
+    loses a crossing is told to close."""
+    if len(link.sessions) >= MAX_SESSIONS_PER_CONTACT:
+        return False
+    for old in link.sessions:
+        if old.closing is not None:
+            continue
+        keep = keep_new_session(
+            ours=parts.address.public_key,
+            theirs=link.contact.address.public_key,
+            old_initiated_by_us=old.initiator,
+            new_initiated_by_us=session.initiator,
+        )
+        if not keep:
+            return False
+        parts.counters.superseded += 1
+        old.close(Shed("superseded", code=CloseCode.NORMAL, reason="superseded"))
+        for job in link.files.values():
+            if job.session is old:
+                job.stopped = True
+    return True
+
+
+async def run_session(parts: Parts, link: Link, session: Session) -> None:
+    """One session: its own failure domain. Never raises but Cancelled."""
+    channel = session.channel
+    if not _admit(parts, link, session):
+        parts.counters.superseded += 1
+        log.info("event=session_superseded contact=%s", contact_ref(link.contact.id))
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
+            await channel.aclose(CloseCode.NORMAL)
+        return
+    session.last_activity = session.last_ping = session.last_heard = trio.current_time()
+    link.sessions.append(session)
+    link.state.session_up()
+    if len(link.sessions) == 1:
+        link.since_ms = now_ms()
+    parts.publish_peer(link)
+    log.info(
+        "event=session_up contact=%s direction=%s",
+        contact_ref(link.contact.id),
+        "out" if session.initiator else "in",
+    )
+    failure: BaseException | None = None
+    cancelled = False
+    try:
+        with trio.CancelScope() as scope:
+            link.scopes.add(scope)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_sender, parts, link, session)
+                    await _receiver(parts, link, session, nursery)
+                    nursery.cancel_scope.cancel()
+            except* Exception as group:
+                failure = first_failure(group)
+            finally:
+                link.scopes.discard(scope)
+        cancelled = scope.cancelled_caught
+        # The channel knows best why it failed: a task cancelled while the
+        # channel was being aborted loses the peer's error on its way out.
+        if isinstance(channel.failure, RemoteProtocolError) and not isinstance(failure, Shed):
+            failure = channel.failure
+    except BaseException as exc:
+        cancelled = _cancellation(exc)
+        raise
+    finally:
+        link.sessions.remove(session)
+        code = CloseCode.GOING_AWAY if cancelled and failure is None else CloseCode.NORMAL
+        if isinstance(failure, Shed):
+            code = failure.code
+        elif isinstance(failure, RemoteProtocolError):
+            # The peer broke a rule we check above the session (a record
+            # with no place here): it is told which, as by the session.
+            code = CloseCode(failure.close_code)
+        elif failure is not None and not isinstance(failure, TransportError):
+            code = CloseCode.INTERNAL_ERROR
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
+            if isinstance(failure, Shed):
+                # Say what we stored before saying why we close.
+                with contextlib.suppress(OnionpostError, trio.ClosedResourceError):
+                    await _send_replies(session)
+            await channel.aclose(code)
+        _ended(parts, link, session, failure)
+
+
+def _cancellation(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_cancellation(e) for e in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
+
+
+def _ended(parts: Parts, link: Link, session: Session, failure: BaseException | None) -> None:
+    now = trio.current_time()
+    peer_code = session.channel.close_code
+    if isinstance(failure, Shed) and failure.code is CloseCode.NORMAL:
+        failure = None  # we closed it on purpose, in order (idle, superseded)
+    link.state.session_down(now, going_away=peer_code == CloseCode.GOING_AWAY)
+    if not link.sessions:
+        link.since_ms = now_ms()  # unreachable from now
+    contact = contact_ref(link.contact.id)
+    orderly = failure is None and peer_code in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY)
+    if orderly and (session.proven or not session.initiator or link.sessions):
+        # Ended in order; or, while another session with the contact is up,
+        # the contact closed this one (it lost a crossing): nothing failed.
+        log.info("event=session_down contact=%s reason=closed", contact)
+        parts.publish_peer(link)
+        link.fire()
+        return
+    if orderly:
+        failure = TransportError("refused")
+    parts.counters.session_failures += 1
+    if failure is None:
+        why = f"peer-closed-{code_name(peer_code)}"
+    elif isinstance(failure, Shed):
+        why = failure.reason
+    elif session.initiator and not session.proven and isinstance(failure, TransportError):
+        # The responder decides after the handshake; one that drops us
+        # before saying anything has refused us (or removed us).
+        why = "refused"
+    else:
+        why = reason(failure)
+    if failure is not None and not expected(failure):
+        # A bug of ours: worth its traceback, once, and still only this session.
+        log.warning(
+            "event=session_error contact=%s error=%s",
+            contact,
+            type(failure).__name__,
+            exc_info=failure,
+        )
+    delay = link.state.dial_failed(now, why, jitter())
+    log.info("event=session_down contact=%s reason=%s retry_in=%.1f", contact, why, delay)
+    parts.publish_peer(link)
+    link.fire()
+
+
+# -- sending ------------------------------------------------------------------------------
+
+
+async def _send_replies(session: Session) -> None:
+    while session.replies:
+        await session.channel.send(session.replies.popleft())
+        session.room.fire()
+
+
+async def _sender(parts: Parts, link: Link, session: Session) -> None:
+    """Send what waits in the outbox, receipts owed, and keepalives."""
+    channel = session.channel
+    policy = parts.policy
+    contact_id = link.contact.id
+    if session.initiator:
+        # The responder decides on us after the handshake; its Pong is the
+        # first proof that it accepted us (backoff is reset only then).
+        await channel.send(messages.Ping(secrets.randbits(63)))
+    # Everything unacked goes out once on a new session; after that only
+    # what was queued since, so a wake-up reads no row twice.
+    sent_up_to = 0
+    while True:
+        seen = session.wake.generation
+        if session.replies:
+            await _send_replies(session)
+            continue
+        if session.closing is not None:
+            raise session.closing
+        if link.owes:
+            if await _send_owed(parts, link, channel):
+                continue
+            link.owes = False
+        due = parts.announcement_due(link)
+        if due is not None:
+            version, announcement = due
+            await channel.send(messages.MailboxInfo(announcement))
+            await parts.writer.write(parts.store.mark_mailbox_told, contact_id, version)
+            link.contact = replace(link.contact, mailbox_told=version)
+            continue
+        batch = await parts.worker(parts.store.pending, contact_id, SEND_BATCH, after=sent_up_to)
+        if batch:
+            session.last_activity = trio.current_time()
+            for outgoing in batch:
+                await channel.send(outgoing.to_message())
+                sent_up_to = max(sent_up_to, outgoing.seq)
+            await _mark_sent(parts, contact_id, [o.id for o in batch])
+            continue
+        now = trio.current_time()
+        idle_until = session.last_activity + policy.idle_close
+        if session.initiator and now >= idle_until:
+            # Nothing either way for a while: we opened it, we close it.
+            raise Shed("idle", code=CloseCode.NORMAL, reason="idle")
+        silent_until = session.last_heard + policy.silence_timeout
+        if now >= silent_until:
+            # Our Pings went unanswered: the contact is gone (its tor died
+            # with its workstation) though the stream did not say so. What
+            # waits for it may go to its mailbox now.
+            raise TransportError("timeout")
+        if now >= session.last_ping + policy.ping_interval:
+            session.last_ping = now
+            await channel.send(messages.Ping(secrets.randbits(63)))
+            continue
+        deadline = min(session.last_ping + policy.ping_interval, silent_until)
+        if session.initiator:
+            deadline = min(deadline, idle_until)
+        with trio.move_on_at(deadline):
+            await session.wake.wait(since=seen)
+
+
+async def _mark_sent(parts: Parts, contact_id: int, ids: list[bytes]) -> None:
+    def published(changed: list[bytes]) -> None:
+        for message_id in changed:
+            parts.hub.publish(StateChange(message_id.hex(), MessageState.SENT))
+
+    if parts.writer.busy():
+        # A backlog: wait for this one, so the queue stays bounded.
+        published(
+            await parts.writer.write(parts.store.mark_sent, ids, now_ms(), contact_id=contact_id)
+        )
+    else:
+        # 'sent' only informs: the sender goes on without waiting for it.
+        parts.writer.write_later(
+            published, lambda: parts.store.mark_sent(ids, now_ms(), contact_id=contact_id)
+        )
+
+
+async def _send_owed(parts: Parts, link: Link, channel: object) -> bool:
+    """Send one record of acks or read receipts owed; False when none is."""
+    contact_id = link.contact.id
+    for kind, record in (("ack", messages.Ack), ("read", messages.Read)):
+        ids = await parts.worker(parts.store.owed, contact_id, kind, MAX_ACK_IDS)
+        if ids:
+            await channel.send(record(tuple(ids)))  # type: ignore[attr-defined]
+            # Written: settled. A loss on the way is healed by the sender
+            # sending the message again, which the receiver acks again.
+            await parts.writer.write(parts.store.settle, contact_id, kind, ids)
+            return True
+    return False
+
+
+# -- receiving ----------------------------------------------------------------------------
+
+
+async def _receiver(parts: Parts, link: Link, session: Session, nursery: trio.Nursery) -> None:
+    channel = session.channel
+    send_texts, receive_texts = trio.open_memory_channel[messages.Text](TEXT_GROUP_MAX)
+    drained = trio.Event()
+    nursery.start_soon(_store_texts, parts, link, session, receive_texts, drained)
+    counted = 0
+    broken: TransportError | None = None
+    async with send_texts:
+        while True:
+            try:
+                record = await channel.receive()
+            except trio.EndOfChannel:
+                break
+            except TransportError as exc:
+                # The texts that did arrive whole are authentic: store them.
+                broken = exc
+                break
+            # Every record the session decrypted costs a token of the
+            # contact's one budget: Pings and ignored extensions too.
+            total = channel.records_received
+            await link.bucket.take(total - counted)
+            counted = total
+            if not session.proven:
+                session.proven = True
+                link.state.proven()
+            session.last_heard = trio.current_time()
+            if not isinstance(record, messages.Pong):
+                session.last_activity = trio.current_time()
+            if isinstance(record, messages.Text):
+                # The storer stops taking texts once the session is closing.
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await send_texts.send(record)
+                continue
+            handler = HANDLERS.get(type(record))
+            if handler is None:
+                # A mailbox's record (tags 32..45) has no place between endpoints.
+                raise RemoteProtocolError(
+                    f"{type(record).__name__} in a session between endpoints",
+                    close_code=CloseCode.BAD_MESSAGE,
+                )
+            await handler(parts, link, session, nursery, record)
+    # The peer closed: let the texts already received be stored and acked.
+    with trio.move_on_after(DRAIN_GRACE):
+        await drained.wait()
+    if broken is not None:
+        raise broken
+
+
+async def _store_texts(
+    parts: Parts,
+    link: Link,
+    session: Session,
+    texts: trio.MemoryReceiveChannel[messages.Text],
+    drained: trio.Event,
+) -> None:
+    """Store received texts a group at a time, then ack the group.
+
+    The Ack goes out only after the group's commit, so exactly-once holds;
+    the commit is not abandoned when cancelled, so a group is never half
+    stored. Writing the Ack before taking the next group means a peer that
+    does not read stops being read.
+    """
+    contact_id = link.contact.id
+    async with texts:
+        async for first in texts:
+            await trio.sleep(TEXT_GROUP_SECONDS)  # let the rest of a burst arrive
+            group = [first]
+            while len(group) < TEXT_GROUP_MAX:
+                try:
+                    group.append(texts.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            stored, new = await parts.writer.write(
+                parts.intake.texts, contact_id, group, now_ms(), whole=False
+            )
+            parts.counters.texts_received += len(new)
+            if stored:
+                await session.reply(messages.Ack(tuple(t.id for t in group[:stored])))
+            if new and parts.hub.wants("message"):
+                rows = await parts.worker(_rows, parts, contact_id, new)
+                for row in rows:
+                    parts.hub.publish(message_record(row))
+            if stored < len(group):
+                # The sender writes the Ack above, then closes the session;
+                # what arrives meanwhile is dropped, unacked (it comes again).
+                session.close(
+                    Shed(
+                        "too many unread texts from this contact",
+                        code=CloseCode.QUOTA_EXCEEDED,
+                        reason="unread-quota",
+                    )
+                )
+                break
+    drained.set()
+
+
+def _rows(parts: Parts, contact_id: int, ids: Sequence[bytes]) -> list[Stored]:
+    return [parts.store.message(i, contact_id=contact_id) for i in ids]
+
+
+async def delivered(parts: Parts, link: Link, ids: Sequence[bytes]) -> None:
+    """Acks and FileCompletes: a contact can only acknowledge what was sent to it."""
+    changed = await parts.writer.write(parts.intake.delivered, link.contact.id, ids, now_ms())
+    parts.counters.texts_acked += len(changed)
+    for message_id in changed:
+        job = link.files.get(message_id)
+        if job is not None:
+            job.stopped = True
+        parts.hub.publish(StateChange(message_id.hex(), MessageState.DELIVERED))
+
+
+# -- the handlers -------------------------------------------------------------------------
+
+
+async def _on_ack(parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.Ack) -> None:
+    await delivered(parts, link, r.ids)
+
+
+async def _on_complete(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.FileComplete
+) -> None:
+    await delivered(parts, link, (r.id,))
+
+
+async def _on_read(parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.Read) -> None:
+    changed = await parts.writer.write(parts.intake.read, link.contact.id, r.ids, now_ms())
+    for message_id in changed:
+        parts.hub.publish(StateChange(message_id.hex(), MessageState.READ))
+
+
+async def _on_offer(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.FileOffer
+) -> None:
+    await _files.on_offer(parts, link, s, r)
+
+
+async def _on_accept(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.FileAccept
+) -> None:
+    await _files.on_accept(parts, link, s, n, r)
+
+
+async def _on_chunk(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.FileChunk
+) -> None:
+    await _files.on_chunk(parts, link, s, r)
+
+
+async def _on_refusal(
+    parts: Parts,
+    link: Link,
+    s: Session,
+    n: trio.Nursery,
+    r: messages.FileReject | messages.FileCancel,
+) -> None:
+    await _files.on_refusal(parts, link, r)
+
+
+async def _on_mailbox_info(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.MailboxInfo
+) -> None:
+    if await parts.writer.write(parts.intake.announcement, link.contact.id, r.announcement):
+        contact = await parts.worker(parts.store.contact_by_id, link.contact.id)
+        if contact is not None:
+            link.contact = contact
+            link.fire()
+
+
+async def _ignore(parts: Parts, link: Link, s: Session, n: trio.Nursery, r: object) -> None:
+    """Ping (the session answers it), Pong (its proof of acceptance is all it
+    is for), Close."""
+
+
+Handler = Callable[[Parts, Link, Session, trio.Nursery, object], Awaitable[None]]
+
+# What each record a contact may send in a session does; anything else is
+# refused with BAD_MESSAGE (spec §5).
+HANDLERS: Final[dict[type, Handler]] = {
+    messages.Ack: _on_ack,  # type: ignore[dict-item]
+    messages.Read: _on_read,  # type: ignore[dict-item]
+    messages.FileOffer: _on_offer,  # type: ignore[dict-item]
+    messages.FileAccept: _on_accept,  # type: ignore[dict-item]
+    messages.FileChunk: _on_chunk,  # type: ignore[dict-item]
+    messages.FileComplete: _on_complete,  # type: ignore[dict-item]
+    messages.FileReject: _on_refusal,  # type: ignore[dict-item]
+    messages.FileCancel: _on_refusal,  # type: ignore[dict-item]
+    messages.MailboxInfo: _on_mailbox_info,  # type: ignore[dict-item]
+    messages.Ping: _ignore,
+    messages.Pong: _ignore,
+    messages.Close: _ignore,
+}

@@ -1,0 +1,151 @@
+"""Store work off the event loop: the worker that runs it, and group commit.
+
+:class:`StoreWorker` runs one synchronous store call at a time, off the event
+loop (:class:`ThreadWorker`: a worker thread, so an fsync never stalls the
+loop) or on it (:class:`InlineWorker`: for tests on trio's MockClock, where a
+thread at work looks like idleness). It is injected, so the engine, the owner
+link and the local API backend hold no switch of their own.
+
+:class:`GroupCommit` gathers the writes that arrive while one commits and
+runs them in the next transaction: concurrent writers share one commit and
+one fsync, and each write is undone alone if it fails (a savepoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final, Protocol, TypeVar
+
+import trio
+
+from onionpost.daemon._supervision import Kick
+from onionpost.errors import NoSpaceError, OnionpostError, StoreError
+from onionpost.store import Store
+
+__all__ = ["GroupCommit", "InlineWorker", "StoreWorker", "ThreadWorker"]
+
+T = TypeVar("T")
+
+# Writes taken into one transaction at most.
+COMMIT_GROUP_MAX: Final = 2048
+# Scheduling passes the writer lets go by before it takes a group.
+GATHER_PASSES: Final = 2
+
+
+class StoreWorker(Protocol):
+    async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` (a store call, or CPU-bound work) and return its result."""
+
+
+class ThreadWorker:
+    """One call at a time in a worker thread (the store's connection is one)."""
+
+    def __init__(self) -> None:
+        self._limiter = trio.CapacityLimiter(1)
+
+    def __repr__(self) -> str:
+        return "ThreadWorker()"
+
+    async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
+
+
+class InlineWorker:
+    """Calls on the event loop: for tests on virtual time only."""
+
+    def __repr__(self) -> str:
+        return "InlineWorker()"
+
+    async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        await trio.lowlevel.checkpoint()
+        return fn(*args, **kwargs)
+
+
+@dataclass(eq=False, slots=True)
+class _Write:
+    """One store call waiting for the writer's next transaction."""
+
+    call: Callable[[], Any]
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: OnionpostError | None = None
+    # For a write nobody waits for: called with the result once committed.
+    then: Callable[[Any], None] | None = None
+
+
+class GroupCommit:
+    """Many writes, one transaction; see the module docstring. :meth:`run`
+    must be running for :meth:`write` to return."""
+
+    def __init__(self, store: Store, worker: StoreWorker) -> None:
+        self._store = store
+        self._worker = worker
+        self._writes: list[_Write] = []
+        self._ready = Kick()
+
+    def __repr__(self) -> str:
+        return f"GroupCommit({len(self._writes)} waiting)"
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call that changes something in the next transaction, and
+        return its result once that has committed (durable)."""
+        write = _Write(partial(fn, *args, **kwargs))
+        self._writes.append(write)
+        self._ready.fire()
+        await write.done.wait()
+        if write.error is not None:
+            raise write.error
+        return write.result  # type: ignore[no-any-return]
+
+    def write_later(self, then: Callable[[Any], None], fn: Callable[..., Any], *args: Any) -> None:
+        """A change nobody waits for: it joins the next transaction, and
+        ``then(result)`` runs once committed. Callers check :meth:`busy` first,
+        so these cannot pile up."""
+        self._writes.append(_Write(partial(fn, *args), then=then))
+        self._ready.fire()
+
+    def busy(self) -> bool:
+        return len(self._writes) >= COMMIT_GROUP_MAX
+
+    async def run(self) -> None:
+        try:
+            while True:
+                if not self._writes:
+                    await self._ready.wait()
+                    continue
+                # Let the callers the last commit woke queue their next write
+                # first: one scheduling pass makes the group larger at no cost.
+                for _ in range(GATHER_PASSES):
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                batch = self._writes[:COMMIT_GROUP_MAX]
+                del self._writes[:COMMIT_GROUP_MAX]
+                try:
+                    await self._worker(self._commit, batch)
+                except OnionpostError as exc:
+                    for write in batch:
+                        write.error = exc
+                        write.result = None
+                finally:
+                    for write in batch:
+                        write.done.set()
+                        if write.then is not None and write.error is None:
+                            write.then(write.result)
+        finally:
+            for write in self._writes:
+                write.error = StoreError("the daemon is stopping")
+                write.done.set()
+            self._writes = []
+
+    def _commit(self, batch: Sequence[_Write]) -> None:
+        """In the worker: the batch in one transaction (each store call is a
+        savepoint of its own inside it)."""
+        with self._store.transaction():
+            for write in batch:
+                try:
+                    write.result = write.call()
+                except NoSpaceError:
+                    raise  # SQLite may have rolled the whole transaction back
+                except OnionpostError as exc:
+                    write.error = exc
