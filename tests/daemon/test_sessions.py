@@ -1,0 +1,128 @@
+"""One session per contact, and deposits that do not wait behind a dial.
+
+On the engine kit (real stores, real sessions, in-memory network) and
+virtual time: waits are conditions under deadlines.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import trio
+from _enginekit import MailboxNode, Network, Node, befriend, network, until
+from trio.testing import MockClock
+
+from onionpost.errors import TransportError
+from onionpost.proto import messages as m
+
+
+def _sessions(node: Node) -> int:
+    assert node.engine is not None
+    return node.engine.statistics().sessions
+
+
+def _superseded(node: Node) -> int:
+    assert node.engine is not None
+    return node.engine.statistics().sessions_superseded
+
+
+async def _hold_dials(net: Network, *nodes: Node) -> trio.Event:
+    """Dials to ``nodes`` wait until the returned event is set."""
+    release = trio.Event()
+
+    async def held() -> None:
+        await release.wait()
+
+    for node in nodes:
+        net.faults[node.address] = held
+    return release
+
+
+async def test_crossing_dials_keep_one_session_and_files_are_not_sent_twice(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        release = await _hold_dials(net, alice, bob)
+        size = 2 * 1024 * 1024
+        for name in ("a.bin", "b.bin"):
+            (tmp_path / name).write_bytes(os.urandom(size))
+        await alice.start(nursery)
+        await bob.start(nursery)
+        assert alice.daemon is not None
+        assert bob.daemon is not None
+        to_bob = bytes.fromhex((await alice.daemon.send_file("bob", str(tmp_path / "a.bin"))).id)
+        to_alice = bytes.fromhex((await bob.daemon.send_file("alice", str(tmp_path / "b.bin"))).id)
+        # Both dial the other at once.
+        await until(lambda: alice.dials >= 1 and bob.dials >= 1)
+        net.faults.clear()
+        release.set()
+        start = trio.current_time()
+        await until(
+            lambda: alice.state(to_bob) == "delivered" and bob.state(to_alice) == "delivered"
+        )
+        # Two sessions sending one file each way made the receiver refuse
+        # out-of-order chunks until the idle close (30 s).
+        assert trio.current_time() - start < 15
+        assert _superseded(alice) + _superseded(bob) >= 1
+        assert _sessions(alice) == 1
+        assert _sessions(bob) == 1
+        assert [s.id for s in bob.inbox_from(alice)] == [to_bob]
+        assert [s.id for s in alice.inbox_from(bob)] == [to_alice]
+
+
+async def test_a_contact_holds_at_most_two_sessions(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        channels = []
+        for _ in range(12):
+            channel, _ = await net.connect_raw(carol, alice)
+            channels.append(channel)
+            assert _sessions(alice) <= 2
+        await until(lambda: _sessions(alice) == 1)
+        # The newest stays; every older one was closed by alice.
+        for channel in channels[:-1]:
+            with trio.fail_after(30):
+                try:
+                    while True:
+                        await channel.receive()
+                except (trio.EndOfChannel, TransportError):
+                    pass
+        await channels[-1].send(m.Ping(7))
+        with trio.fail_after(30):
+            assert isinstance(await channels[-1].receive(), m.Pong | m.Ping)
+        assert _sessions(alice) == 1
+
+
+async def test_a_dial_that_hangs_does_not_hold_the_deposit(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    after = 5.0
+    async with network(tmp_path, mailbox_after=after, connect_timeout=600.0) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        box: MailboxNode = net.mailbox("box")
+        befriend(alice, bob)
+        for node in (box, alice, bob):
+            await node.start(nursery)
+        for node in (alice, bob):
+            assert node.daemon is not None
+            await node.daemon.mailbox_pair(await box.code())
+        await until(lambda: alice.contact(bob).mailbox == box.address)
+        # Every session idle-closes in order: alice has no reason to think bob away.
+        await until(lambda: _sessions(alice) == 0, 300)
+
+        async def hang() -> Any:
+            await trio.sleep_forever()
+
+        net.faults[bob.address] = hang
+        sent_at = trio.current_time()
+        message_id = await alice.send(bob, "while the dial hangs")
+        await until(lambda: alice.store.message(message_id).deposited_ms is not None, 120)
+        # Deposited once the dial had hung for mailbox_after, not after its 600 s deadline.
+        assert trio.current_time() - sent_at < after + 30
+        await until(lambda: [s.body for s in bob.inbox_from(alice)] == ["while the dial hangs"])
