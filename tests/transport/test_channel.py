@@ -691,3 +691,25 @@ async def test_reads_are_bounded() -> None:
     client, server = await _handshake_over(a, recorder)
     await _exchange(client, server, [messages.FileChunk(_id(), 0, bytes(FILE_CHUNK_SIZE))] * 4)
     assert 0 < recorder.largest_read <= READ_SIZE
+
+
+async def test_send_many_writes_a_burst_at_once_and_each_arrives_in_order() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    client, server = await _handshake_over(a, b)
+    writes = 0
+    pump = a.send_stream.send_all_hook
+    assert pump is not None
+
+    async def counted() -> None:
+        nonlocal writes
+        writes += 1
+        await pump()
+
+    texts = [messages.Text(_id(), i, f"text {i}") for i in range(50)]
+    a.send_stream.send_all_hook = counted
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.send_many, texts)
+            got = [await server.receive() for _ in texts]
+    assert got == texts
+    assert writes == 1

@@ -50,7 +50,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -174,6 +174,23 @@ class SecureChannel(trio.abc.Channel[Message]):
             await self._drain()
         finally:
             self._send_lock.release()
+
+    async def send_many(self, values: Sequence[Message]) -> None:
+        """Encrypt and write several messages with one write to the stream (a
+        burst of texts costs one system call, not one each). The same errors
+        as :meth:`send`; when one breaks a limit, those before it are still
+        written."""
+        for value in values:
+            if isinstance(value, Close):
+                raise LocalProtocolError("close the channel with aclose(code, reason)")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        async with self._send_lock:
+            self._check_can_send()
+            try:
+                for value in values:
+                    self._session.send(value)
+            finally:
+                await self._drain()
 
     async def ping(self) -> float:
         """Send a Ping; return the seconds until its Pong arrived.

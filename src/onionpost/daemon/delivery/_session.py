@@ -238,9 +238,8 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         batch = await parts.worker(parts.store.pending, contact_id, SEND_BATCH, after=sent_up_to)
         if batch:
             session.last_activity = trio.current_time()
-            for outgoing in batch:
-                await channel.send(outgoing.to_message())
-                sent_up_to = max(sent_up_to, outgoing.seq)
+            await channel.send_many([outgoing.to_message() for outgoing in batch])
+            sent_up_to = max(sent_up_to, *(outgoing.seq for outgoing in batch))
             await _mark_sent(parts, contact_id, [o.id for o in batch])
             continue
         now = trio.current_time()
