@@ -43,7 +43,8 @@ async def _hold_dials(net: Network, *nodes: Node) -> trio.Event:
 async def test_crossing_dials_keep_one_session_and_files_are_not_sent_twice(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    async with network(tmp_path) as (net, nursery):
+    # A deadline the held dials cannot reach: both must still be dialing when released.
+    async with network(tmp_path, connect_timeout=600.0) as (net, nursery):
         alice, bob = net.node("alice"), net.node("bob")
         befriend(alice, bob)
         release = await _hold_dials(net, alice, bob)
