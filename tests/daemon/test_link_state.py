@@ -627,3 +627,12 @@ class LinkEvents(RuleBasedStateMachine):
 
 LinkEvents.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 TestLinkEvents = LinkEvents.TestCase
+
+
+def test_a_dial_whose_session_was_not_kept_is_no_longer_under_way() -> None:
+    state = LinkState.new(Backoff(5.0, 900.0), 60.0, 0, 0.0)
+    state.dial_started(10.0, announcing=False)
+    state.dial_ended()
+    assert state.dial_since is None
+    # Not away and nothing under way: the direct path decides, no deposit.
+    assert state.deposit_step(1_000.0, Work(direct=True, deposit=True)).kind is StepKind.IDLE

@@ -387,6 +387,8 @@ class DeliveryEngine:
                     channel = await self._dial(link, announcing=False)
                 elif step.kind is StepKind.ANNOUNCE:
                     async with self._announcing:
+                        if link.sessions:
+                            continue  # came up while this waited its turn: it knows
                         channel = await self._dial(link, announcing=True)
                 else:
                     await self._wait(link, seen, step.until)

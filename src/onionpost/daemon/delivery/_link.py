@@ -129,6 +129,11 @@ class LinkState:
         if announcing:
             self.announce -= 1
 
+    def dial_ended(self) -> None:
+        """Our dial reached the contact but its session was not kept (it lost a
+        crossing to the contact's own): nothing failed, nothing is under way."""
+        self.dial_since = None
+
     def dial_failed(self, now: float, reason: str, jitter: float) -> float:
         """A dial, or a session, failed: back off. Returns the delay."""
         self.dial_since = None

@@ -88,6 +88,8 @@ async def run_session(parts: Parts, link: Link, session: Session) -> None:
     """One session: its own failure domain. Never raises but Cancelled."""
     channel = session.channel
     if not _admit(parts, link, session):
+        if session.initiator:
+            link.state.dial_ended()
         parts.counters.superseded += 1
         log.info("event=session_superseded contact=%s", contact_ref(link.contact.id))
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
