@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,10 @@ def offline(alice: Endpoint, bob: Endpoint, mailbox: Mailbox, until: float) -> N
     """Steps 7-10: the mailbox carries a text while bob, then alice, is away."""
     say("7. Pairing alice and bob with the mailbox (`mailbox code` there, `mailbox pair` here) ...")
     t0 = time.monotonic()
-    for endpoint in (alice, bob):
-        pair(endpoint, mailbox)
+    # Each workstation pairs on its own, at the same time.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(pair, endpoint, mailbox) for endpoint in (alice, bob)]:
+            done.result()
     for endpoint in (alice, bob):
         wait_for(
             partial(reachable, endpoint),
