@@ -21,7 +21,6 @@ from typing import Any
 
 import trio
 
-from onionpost.daemon._api import serve_api
 from onionpost.errors import (
     CardError,
     ConfigError,
@@ -31,6 +30,7 @@ from onionpost.errors import (
     TorError,
     UnknownContactError,
 )
+from onionpost.host import serve_api
 
 JSON = dict[str, Any]
 

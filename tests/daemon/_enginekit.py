@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from onionpost.daemon._daemon import Daemon
+from onionpost.daemon import Daemon
 from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy
 from onionpost.errors import DialError
 from onionpost.home import Config, ContactCard, Paths, Secrets

@@ -13,18 +13,20 @@ command, and a request that is not answered in time fails the same way.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
 import trio
 
 from onionpost.client import Client, open_client
 from onionpost.errors import (
+    ConfigError,
     DaemonNotRunningError,
     OnionpostError,
     StoreError,
@@ -32,6 +34,9 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import HOME_ENV, Paths, default_home
+
+if TYPE_CHECKING:
+    from onionpost.host import SecretSource
 
 __all__ = [
     "ANSWER_DEADLINE",
@@ -51,6 +56,7 @@ __all__ = [
     "printable",
     "resolve_home",
     "run_client",
+    "secret_source",
 ]
 
 EXIT_OK: Final = 0
@@ -73,6 +79,28 @@ def exit_code(exc: OnionpostError) -> int:
     if isinstance(exc, DaemonNotRunningError | TransportError | StoreError | TorError):
         return EXIT_ENVIRONMENT
     return EXIT_FAILED
+
+
+def secret_source(key_file: Path | None, passphrase_file: Path | None) -> SecretSource:
+    """What opens the secrets file: --key-file, else --passphrase-file, else
+    $ONIONPOST_PASSPHRASE, else a passphrase asked for on a terminal."""
+    from onionpost.host import SecretSource
+
+    if key_file is not None:
+        return SecretSource(key_file=key_file)
+    if passphrase_file is not None:
+        from onionpost.cli._init import read_passphrase_file
+
+        return SecretSource(passphrase=read_passphrase_file(passphrase_file))
+    env = os.environ.get("ONIONPOST_PASSPHRASE")
+    if env is not None:
+        return SecretSource(passphrase=env)
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            "no passphrase: use --key-file, --passphrase-file or ONIONPOST_PASSPHRASE"
+        )
+    passphrase: str = click.prompt("passphrase", hide_input=True)
+    return SecretSource(passphrase=passphrase)
 
 
 def printable(text: str) -> str:
@@ -199,7 +227,9 @@ def run_client(
     try:
         return trio.run(main)
     except trio.TooSlowError:
-        raise TransportError(f"the daemon did not answer within {deadline:g} s") from None
+        raise TransportError(
+            f"the daemon did not answer within {deadline:g} s", reason="timeout"
+        ) from None
 
 
 def stdin_is_a_terminal() -> bool:

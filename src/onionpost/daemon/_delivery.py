@@ -67,8 +67,6 @@ import trio
 
 from onionpost._logs import contact_ref
 from onionpost.api import FileInfo, Message, MessageState, PeerChange, StateChange
-from onionpost.daemon._events import EventHub
-from onionpost.daemon._supervision import Kick, TokenBucket, first_failure
 from onionpost.errors import (
     CloseCode,
     DialError,
@@ -84,6 +82,7 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import Config
+from onionpost.host import EventHub, Kick, TokenBucket, first_failure
 from onionpost.limits import FILE_CHUNK_SIZE, MAX_ACK_IDS
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress

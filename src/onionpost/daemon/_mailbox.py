@@ -54,9 +54,7 @@ from onionpost.daemon._delivery import (
     DeliveryEngine,
     DeliveryPolicy,
     mailbox_refusal,
-    mb_code_name,
 )
-from onionpost.daemon._supervision import first_failure
 from onionpost.errors import (
     AuthenticationError,
     CloseCode,
@@ -70,6 +68,7 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import Secrets
+from onionpost.host import first_failure, reason
 from onionpost.limits import MAX_ACK_IDS
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
@@ -213,7 +212,7 @@ class _MailboxSession:
             with trio.fail_after(ANSWER_TIMEOUT):
                 await pending.done.wait()
         except trio.TooSlowError:
-            raise TransportError("timeout") from None
+            raise TransportError("timeout", reason="timeout") from None
         finally:
             self._pending.pop(req, None)
         assert pending.answer is not None
@@ -232,7 +231,7 @@ class _MailboxSession:
                 try:
                     record = await self.channel.receive()
                 except trio.EndOfChannel:
-                    raise TransportError("the mailbox closed the session") from None
+                    raise TransportError("the mailbox closed the session", reason="ended") from None
                 if isinstance(record, m.MbEnvelope):
                     await self.envelopes_in.send(record)
                 elif isinstance(record, m.MbResult | m.MbPrekey | m.MbUsage):
@@ -332,7 +331,7 @@ class OwnerLink:
                         with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                             await channel.aclose()
             except* trio.TooSlowError:
-                failure = TransportError("timeout")
+                failure = TransportError("timeout", reason="timeout")
             except* OnionpostError as group:
                 failure = first_failure(group)
             if failure is None:
@@ -344,7 +343,7 @@ class OwnerLink:
             await trio.sleep(min(2.0 * (attempt + 1), 8.0))
         refused = (
             isinstance(failure, MailboxRefusedError) and failure.code == m.MbCode.CODE_REFUSED
-        ) or (isinstance(failure, TransportError) and str(failure) != "timeout")
+        ) or (isinstance(failure, TransportError) and failure.reason != "timeout")
         log.info("event=mailbox_pairing_failed reason=%s", _reason(failure))
         if refused:
             await self._db(self._store.abandon_pairing)
@@ -448,7 +447,7 @@ class OwnerLink:
                 try:
                     await self._connected(own.address)
                 except* trio.TooSlowError:
-                    failure = TransportError("timeout")
+                    failure = TransportError("timeout", reason="timeout")
                 except* Exception as group:
                     failure = first_failure(group)
                 finally:
@@ -706,15 +705,4 @@ def _prekeys_record(public: tuple[bytes, ...], req: int) -> m.MbPrekeys:
 
 
 def _reason(exc: BaseException | None) -> str:
-    if exc is None:
-        return "closed"
-    if isinstance(exc, MailboxRefusedError):
-        return f"mailbox-{mb_code_name(exc.code)}"
-    if isinstance(exc, OnionpostError):
-        reason = getattr(exc, "reason", None)
-        if isinstance(reason, str):
-            return reason
-        if isinstance(exc, TransportError):
-            return "timeout" if str(exc) == "timeout" else "stream-broken"
-        return type(exc).__name__
-    return f"internal-{type(exc).__name__}"
+    return "closed" if exc is None else reason(exc)
