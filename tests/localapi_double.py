@@ -48,7 +48,7 @@ def address_for(name: str) -> str:
 
 
 class MemoryBackend:
-    """The Backend protocol over dicts (daemon/_backend.py)."""
+    """The Backend protocol over dicts (host/_backend.py)."""
 
     def __init__(self, *, subscriber_buffer: int = 64) -> None:
         self.contacts: dict[str, JSON] = {}

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 import click
 import trio
 
+from onionpost._files import read_small_file
 from onionpost.client import Client, open_client
 from onionpost.errors import (
     ConfigError,
@@ -34,6 +35,7 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import HOME_ENV, Paths, default_home
+from onionpost.limits import MAX_PASSPHRASE_FILE
 
 if TYPE_CHECKING:
     from onionpost.host import SecretSource
@@ -54,6 +56,7 @@ __all__ = [
     "home_option",
     "json_option",
     "printable",
+    "read_passphrase_file",
     "resolve_home",
     "run_client",
     "secret_source",
@@ -81,6 +84,19 @@ def exit_code(exc: OnionpostError) -> int:
     return EXIT_FAILED
 
 
+def read_passphrase_file(path: Path) -> str:
+    """The first line of a passphrase file, held to the key file's rules
+    (storage.md §2): a regular file of ours, no group or other permission
+    bit, not a symlink, at most MAX_PASSPHRASE_FILE bytes."""
+    data = read_small_file(path, MAX_PASSPHRASE_FILE, what="passphrase file", private=True)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text") from exc
+    # The first line, so that an editor's trailing newline is not part of it.
+    return text.split("\n", 1)[0].rstrip("\r")
+
+
 def secret_source(key_file: Path | None, passphrase_file: Path | None) -> SecretSource:
     """What opens the secrets file: --key-file, else --passphrase-file, else
     $ONIONPOST_PASSPHRASE, else a passphrase asked for on a terminal."""
@@ -89,8 +105,6 @@ def secret_source(key_file: Path | None, passphrase_file: Path | None) -> Secret
     if key_file is not None:
         return SecretSource(key_file=key_file)
     if passphrase_file is not None:
-        from onionpost.cli._init import read_passphrase_file
-
         return SecretSource(passphrase=read_passphrase_file(passphrase_file))
     env = os.environ.get("ONIONPOST_PASSPHRASE")
     if env is not None:
