@@ -26,8 +26,7 @@ from typing import Any
 
 import trio
 
-from onionpost.daemon import Daemon
-from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy
+from onionpost.daemon import Daemon, DeliveryEngine, DeliveryPolicy
 from onionpost.errors import DialError
 from onionpost.home import Config, ContactCard, Paths, Secrets
 from onionpost.mailbox import MailboxPolicy, MailboxServer
