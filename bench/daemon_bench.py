@@ -80,8 +80,7 @@ import trio
 from bench._common import compare, fact, line
 from bench.onion_bench import TrioThread
 from onionpost.client import open_client
-from onionpost.daemon._daemon import Daemon
-from onionpost.daemon.delivery import Dial
+from onionpost.daemon import Daemon, Dial
 from onionpost.home import Config, Paths, Secrets
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey

@@ -21,7 +21,6 @@ from typing import Any
 
 import trio
 
-from onionpost.daemon._api import serve_api
 from onionpost.errors import (
     CardError,
     ConfigError,
@@ -31,6 +30,7 @@ from onionpost.errors import (
     TorError,
     UnknownContactError,
 )
+from onionpost.host import serve_api
 
 JSON = dict[str, Any]
 
@@ -48,7 +48,7 @@ def address_for(name: str) -> str:
 
 
 class MemoryBackend:
-    """The Backend protocol over dicts (daemon/_backend.py)."""
+    """The Backend protocol over dicts (host/_backend.py)."""
 
     def __init__(self, *, subscriber_buffer: int = 64) -> None:
         self.contacts: dict[str, JSON] = {}

@@ -2,17 +2,22 @@
 
 ::
 
-    cli ──► client ──(local control socket)──► daemon ──► transport ──► proto
-                                                 │  └──► tor (stem, SOCKS)
-                                                 └──► store (SQLite)
+    cli ──► client ──(local control socket)──► daemon ──┐
+     │                                                   ├──► host ──► tor (stem, SOCKS)
+     └────────────────────────────────────────► mailbox ─┘      ├───► transport ──► proto
+                                      daemon, mailbox ──► store (SQLite)
                                 home: paths, sealed secrets, cards, config
+    api, _localapi: the local API's records and framing (client and host)
+    testing: a private Tor network and endpoints on it (tests, demo, bench)
 
 Each package (and each top-level module) may import only the parts of
 onionpost that :data:`MAY_IMPORT` lists for it, so data flows one way through
 that picture; and each hazardous dependency is imported in one place only
-(:data:`ONLY_IN`). Imports are read from the source with :mod:`ast`, so
-those inside functions and under ``TYPE_CHECKING`` count too. A failure
-names every offending import with its file and line.
+(:data:`ONLY_IN`). No module imports another part's private (``_underscore``)
+module: a part is used through its ``__init__``. The mailbox never imports
+the daemon. Imports are read from the source with :mod:`ast`, so those
+inside functions and under ``TYPE_CHECKING`` count too. A failure names
+every offending import with its file and line.
 """
 
 from __future__ import annotations
@@ -51,16 +56,20 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "tor": frozenset({"proto"}) | LEAVES,
     "store": frozenset({"proto"}) | LEAVES,
     # The secrets file is sealed with the store's at-rest primitives.
-    "home": frozenset({"proto", "store._crypto"}) | LEAVES,
+    "home": frozenset({"proto", "store.at_rest"}) | LEAVES,
     "client": frozenset({"_localapi", "api", "home", "__init__"}) | LEAVES,
+    # What an endpoint daemon and a mailbox both stand on: tor, the onion
+    # service's listener, the local API server, supervision, the start-up.
+    "host": frozenset({"_localapi", "api", "transport", "tor", "home", "proto", "__init__"})
+    | LEAVES,
     "daemon": frozenset(
-        {"_localapi", "api", "transport", "tor", "store", "home", "proto", "__init__"}
+        {"_localapi", "api", "transport", "tor", "store", "home", "proto", "host", "__init__"}
     )
     | LEAVES,
-    # A home run as a mailbox: its own server and store, tor, and the daemon's
-    # local API server (the same socket and protocol, another backend).
+    # A home run as a mailbox: its own server and store, on the host; never
+    # the daemon (what both need is in host).
     "mailbox": frozenset(
-        {"_localapi", "api", "transport", "tor", "store", "home", "proto", "daemon", "__init__"}
+        {"_localapi", "api", "transport", "tor", "store", "home", "proto", "host", "__init__"}
     )
     | LEAVES,
     "cli": frozenset({"client", "home", "proto", "api", "__init__"}) | LEAVES,
@@ -73,9 +82,11 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 MODULE_MAY_IMPORT: dict[str, frozenset[str]] = {
     # `onionpost daemon` runs the daemon in this process; `doctor` opens the
     # store and asks the running tor (its version, its hardening, its sockets).
-    "cli/_daemon_cmd.py": frozenset({"daemon", "store", "tor"}),
+    "cli/_daemon_cmd.py": frozenset({"daemon", "host", "store", "tor"}),
     # `onionpost mailbox serve` runs the mailbox in this process.
-    "cli/_mailbox_cmd.py": frozenset({"mailbox", "store"}),
+    "cli/_mailbox_cmd.py": frozenset({"host", "mailbox", "store"}),
+    # The secret source both of those give the host's start-up.
+    "cli/_common.py": frozenset({"host"}),
     # `onionpost testnet up|status|down`.
     "cli/_testnet.py": frozenset({"testing"}),
 }
@@ -194,6 +205,24 @@ def dependency_violations(paths: list[Path]) -> list[str]:
     return sorted(set(found))
 
 
+def private_violations(paths: list[Path]) -> list[str]:
+    """Imports of another part's private module (``onionpost.<part>._<module>``,
+    or ``from onionpost.<part> import _<module>``)."""
+    found = []
+    for path in paths:
+        own = _part(path)
+        for module, line in _imports(path):
+            parts = module.split(".")
+            if parts[0] != "onionpost" or len(parts) < 3 or _part_of(module) in (own, "__init__"):
+                continue
+            if parts[2].startswith("_") and not parts[2].startswith("__"):
+                found.append(
+                    f"{_name(path)}:{line} imports {module}: {parts[1]}.{parts[2]} is private "
+                    f"to {parts[1]}; import it through onionpost.{parts[1]}"
+                )
+    return found
+
+
 def _fail_on(found: list[str]) -> None:
     if found:
         pytest.fail("\n".join(["the layering is broken:", *found]), pytrace=False)
@@ -201,6 +230,24 @@ def _fail_on(found: list[str]) -> None:
 
 def test_each_part_imports_only_what_the_picture_allows() -> None:
     _fail_on(layering_violations(_sources()))
+
+
+def test_no_part_imports_another_parts_private_module() -> None:
+    _fail_on(private_violations(_sources()))
+
+
+def test_the_mailbox_never_imports_the_daemon() -> None:
+    # They share what both need through host, one floor below them.
+    assert "daemon" not in MAY_IMPORT["mailbox"]
+    assert not MAY_IMPORT["host"] & {"daemon", "mailbox", "store", "cli", "client", "testing"}
+    _fail_on(
+        [
+            f"{_name(path)}:{line} imports {module}: the mailbox never imports the daemon"
+            for path in sorted((SRC / "mailbox").rglob("*.py"))
+            for module, line in _imports(path)
+            if _top(module) == "onionpost" and _part_of(module) == "daemon"
+        ]
+    )
 
 
 def test_hazardous_dependencies_are_imported_in_one_place() -> None:
@@ -277,12 +324,31 @@ def test_the_checkers_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     module.write_text(
         "import msgpack\nfrom onionpost.daemon._daemon import Daemon\n"
         "def f():\n    from nacl import bindings\n    import sqlite3\n"
+        "from onionpost.home import _paths\nfrom onionpost.client._types import Event\n"
+        "from onionpost.home import __version__\n"
     )
-    (tmp_path / "daemon").mkdir()
+    (tmp_path / "mailbox").mkdir()
+    reaching = tmp_path / "mailbox" / "_bad.py"
+    reaching.write_text("from onionpost.daemon import Daemon\n")
+    for part in ("daemon", "home"):
+        (tmp_path / part).mkdir()
     monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
     layering = layering_violations([module])
     dependencies = dependency_violations([module])
+    private = private_violations([module])
+    mailbox_layering = layering_violations([reaching])
     monkeypatch.undo()
+    assert private == [
+        "client/_bad.py:2 imports onionpost.daemon._daemon.Daemon: daemon._daemon is private "
+        "to daemon; import it through onionpost.daemon",
+        "client/_bad.py:6 imports onionpost.home._paths: home._paths is private "
+        "to home; import it through onionpost.home",
+    ]
+    assert mailbox_layering == [
+        "mailbox/_bad.py:1 imports onionpost.daemon.Daemon: mailbox may import only "
+        "__init__, _files, _localapi, _logs, api, errors, home, host, limits, names, proto, "
+        "store, tor, transport"
+    ]
     assert layering == [
         "client/_bad.py:2 imports onionpost.daemon._daemon.Daemon: client may import only "
         "__init__, _files, _localapi, _logs, api, errors, home, limits, names"

@@ -9,7 +9,7 @@ UTF-8, terminated by ``\\n`` (JSON escapes newlines inside strings, so a raw
     {"id":7,"result":{"id":"9f0c...","state":"queued"}}
     {"event":"state","data":{"id":"9f0c...","state":"delivered"}}
 
-The server (:mod:`onionpost.daemon._api`) and the client
+The server (:mod:`onionpost.host._api`) and the client
 (:mod:`onionpost.client`) both frame through here, and both shape what they
 send through :mod:`onionpost.api`, so the two cannot drift.
 Everything is in ``protocol-spec/local-api.md``.

@@ -20,7 +20,7 @@ caught where they are touched and re-raised as one of these with
     │   ├── MessageDecodeError       msgpack that is not one of our records
     │   └── VersionError             an unknown or unsupported protocol version
     ├── SelfTestError                a known-answer test failed at start-up
-    ├── TransportError               a stream broke, closed or timed out
+    ├── TransportError               a stream broke, ended or timed out; has .reason
     ├── TorError                     tor could not be launched, reached or used
     │   ├── TorControlError          the control connection failed or refused us
     │   ├── TorLaunchError           our own tor did not start
@@ -43,6 +43,7 @@ text, and their text never contains key material or message contents.
 from __future__ import annotations
 
 import enum
+from typing import Literal, TypeAlias
 
 __all__ = [
     "ApiError",
@@ -73,6 +74,7 @@ __all__ = [
     "TorError",
     "TorLaunchError",
     "TransportError",
+    "TransportReason",
     "UnknownContactError",
     "VersionError",
 ]
@@ -187,8 +189,26 @@ class SelfTestError(OnionpostError):
     """A known-answer self-test failed; nothing may run on these primitives."""
 
 
+TransportReason: TypeAlias = Literal["timeout", "refused", "ended", "broken"]
+"""Why a stream or session went away (:attr:`TransportError.reason`).
+
+``timeout``: a deadline passed before the other side answered. ``refused``:
+the other side dropped us before the session was of any use (a responder
+that will not talk to us). ``ended``: the stream ended cleanly but without
+the session's Close. ``broken``: the stream failed, or the session had
+already failed or closed when it was used."""
+
+
 class TransportError(OnionpostError):
-    """The underlying stream broke, closed early, or timed out."""
+    """The underlying stream broke, ended early, or timed out.
+
+    ``reason`` says which (:data:`TransportReason`), so that no caller reads
+    the message to tell them apart.
+    """
+
+    def __init__(self, message: str, *, reason: TransportReason = "broken") -> None:
+        super().__init__(message)
+        self.reason: TransportReason = reason
 
 
 class TorError(OnionpostError):

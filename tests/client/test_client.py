@@ -29,9 +29,8 @@ from onionpost.client import (
     StateChange,
     open_client,
 )
-from onionpost.daemon import _api
-from onionpost.daemon._api import serve_api
 from onionpost.errors import ConfigError, OnionpostError, TransportError
+from onionpost.host import _api, serve_api
 
 Served = tuple[MemoryBackend, Path]
 
@@ -385,7 +384,8 @@ def test_importing_the_client_loads_no_crypto_no_database() -> None:
     code = (
         "import sys, onionpost.client\n"
         "heavy = ('sqlite3', 'sqlcipher3', 'nacl', 'cryptography', 'msgpack', 'stem')\n"
-        "ours = ('onionpost.store', 'onionpost.proto', 'onionpost.daemon', 'onionpost.tor')\n"
+        "ours = ('onionpost.store', 'onionpost.proto', 'onionpost.daemon', 'onionpost.host',\n"
+        "        'onionpost.tor')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(ours)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -26,8 +26,7 @@ from typing import Any
 
 import trio
 
-from onionpost.daemon._daemon import Daemon
-from onionpost.daemon.delivery import DeliveryEngine, DeliveryPolicy, InlineWorker
+from onionpost.daemon import Daemon, DeliveryEngine, DeliveryPolicy, InlineWorker
 from onionpost.errors import DialError
 from onionpost.home import Config, ContactCard, Paths, Secrets
 from onionpost.mailbox import MailboxPolicy, MailboxServer

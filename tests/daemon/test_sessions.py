@@ -43,20 +43,24 @@ async def _hold_dials(net: Network, *nodes: Node) -> trio.Event:
 async def test_crossing_dials_keep_one_session_and_files_are_not_sent_twice(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    # A deadline the held dials cannot reach: both must still be dialing when released.
-    async with network(tmp_path, connect_timeout=600.0) as (net, nursery):
+    async with network(tmp_path) as (net, nursery):
         alice, bob = net.node("alice"), net.node("bob")
         befriend(alice, bob)
-        release = await _hold_dials(net, alice, bob)
+        # Queued before either starts (the store directly: no worker thread, so
+        # virtual time cannot jump past the held dials' deadline meanwhile).
         size = 2 * 1024 * 1024
-        for name in ("a.bin", "b.bin"):
-            (tmp_path / name).write_bytes(os.urandom(size))
+        ids = {}
+        for sender, to in ((alice, bob), (bob, alice)):
+            source = tmp_path / f"{sender.name}.bin"
+            source.write_bytes(os.urandom(size))
+            ids[sender.name] = os.urandom(16)
+            sender.store.queue_file(
+                sender.contact(to).id, ids[sender.name], 0, source.name, source, 1 << 30
+            )
+        to_bob, to_alice = ids["alice"], ids["bob"]
+        release = await _hold_dials(net, alice, bob)
         await alice.start(nursery)
         await bob.start(nursery)
-        assert alice.daemon is not None
-        assert bob.daemon is not None
-        to_bob = bytes.fromhex((await alice.daemon.send_file("bob", str(tmp_path / "a.bin"))).id)
-        to_alice = bytes.fromhex((await bob.daemon.send_file("alice", str(tmp_path / "b.bin"))).id)
         # Both dial the other at once.
         await until(lambda: alice.dials >= 1 and bob.dials >= 1)
         net.faults.clear()

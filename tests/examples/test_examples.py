@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from localapi_double import MemoryBackend, ServerThread, short_tmpdir
-from onionpost.daemon._api import serve_api
+from onionpost.host import serve_api
 from onionpost.limits import MAX_TEXT_BODY
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -253,8 +253,18 @@ async def test_stream_ending_mid_handshake_is_a_transport_error() -> None:
     a, b = trio.testing.memory_stream_pair()
     await a.send_all(b"ONPOST\x00\x01\x04")
     await a.aclose()
-    with trio.fail_after(10), pytest.raises(TransportError):
+    with trio.fail_after(10), pytest.raises(TransportError) as info:
         await accept(b, identity=BOB.identity, static=BOB.static, decide=_accept_all)
+    assert info.value.reason == "ended"
+
+
+async def test_a_broken_stream_mid_handshake_is_broken() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    await b.aclose()
+    with trio.fail_after(10), pytest.raises(TransportError) as info:
+        await connect(a, identity=ALICE.identity, static=ALICE.static, peer=BOB.identity.address)
+    assert info.value.reason == "broken"
+    assert isinstance(info.value.__cause__, trio.BrokenResourceError | trio.ClosedResourceError)
 
 
 async def test_a_cancelled_handshake_closes_the_stream() -> None:
@@ -433,8 +443,9 @@ async def test_close_reaches_the_peer_as_end_of_channel(pair: StreamPair) -> Non
     # EndOfChannel again, as trio's channels do; sending is over too.
     with pytest.raises(trio.EndOfChannel):
         await server.receive()
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError) as info:
         await server.send(last)
+    assert info.value.reason == "ended"
     await server.aclose()
     await server.aclose()
 
@@ -624,8 +635,14 @@ async def test_end_of_stream_without_close_is_a_transport_error(pair: StreamPair
     with trio.fail_after(10), pytest.raises(TransportError) as info:
         await server.receive()
     assert not isinstance(info.value.__cause__, trio.EndOfChannel)
-    with pytest.raises(TransportError):
+    assert info.value.reason == "ended"
+    # Later calls say the session has failed, and why: it ended.
+    with pytest.raises(TransportError) as later:
         await server.receive()
+    assert later.value.reason == "ended"
+    with pytest.raises(TransportError) as sending:
+        await server.send(messages.FileComplete(_id()))
+    assert sending.value.reason == "ended"
     await server.aclose()
 
 
@@ -634,8 +651,9 @@ async def test_a_cancelled_send_fails_the_channel() -> None:
     with trio.move_on_after(0.05) as scope:
         await client.send(messages.FileComplete(_id()))
     assert scope.cancelled_caught
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError) as info:
         await client.send(messages.FileComplete(_id()))
+    assert info.value.reason == "broken"
     await client.aclose()
     await server.aclose()
 
@@ -649,9 +667,11 @@ async def test_a_broken_stream_becomes_transport_error(pair: StreamPair) -> None
         await client.send(messages.FileComplete(_id()))
     # Translated at the boundary, with trio's error kept as the cause.
     assert isinstance(info.value.__cause__, trio.BrokenResourceError)
+    assert info.value.reason == "broken"
     # The channel has failed for both directions, and closed its stream.
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError) as later:
         await client.receive()
+    assert later.value.reason == "broken"
     with pytest.raises(trio.ClosedResourceError):
         await a.send_all(b"x")
     await client.aclose()

@@ -13,18 +13,21 @@ command, and a request that is not answered in time fails the same way.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
 import trio
 
+from onionpost._files import read_small_file
 from onionpost.client import Client, open_client
 from onionpost.errors import (
+    ConfigError,
     DaemonNotRunningError,
     OnionpostError,
     StoreError,
@@ -32,6 +35,10 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import HOME_ENV, Paths, default_home
+from onionpost.limits import MAX_PASSPHRASE_FILE
+
+if TYPE_CHECKING:
+    from onionpost.host import SecretSource
 
 __all__ = [
     "ANSWER_DEADLINE",
@@ -49,8 +56,10 @@ __all__ = [
     "home_option",
     "json_option",
     "printable",
+    "read_passphrase_file",
     "resolve_home",
     "run_client",
+    "secret_source",
 ]
 
 EXIT_OK: Final = 0
@@ -73,6 +82,39 @@ def exit_code(exc: OnionpostError) -> int:
     if isinstance(exc, DaemonNotRunningError | TransportError | StoreError | TorError):
         return EXIT_ENVIRONMENT
     return EXIT_FAILED
+
+
+def read_passphrase_file(path: Path) -> str:
+    """The first line of a passphrase file, held to the key file's rules
+    (storage.md §2): a regular file of ours, no group or other permission
+    bit, not a symlink, at most MAX_PASSPHRASE_FILE bytes."""
+    data = read_small_file(path, MAX_PASSPHRASE_FILE, what="passphrase file", private=True)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text") from exc
+    # The first line, so that an editor's trailing newline is not part of it.
+    return text.split("\n", 1)[0].rstrip("\r")
+
+
+def secret_source(key_file: Path | None, passphrase_file: Path | None) -> SecretSource:
+    """What opens the secrets file: --key-file, else --passphrase-file, else
+    $ONIONPOST_PASSPHRASE, else a passphrase asked for on a terminal."""
+    from onionpost.host import SecretSource
+
+    if key_file is not None:
+        return SecretSource(key_file=key_file)
+    if passphrase_file is not None:
+        return SecretSource(passphrase=read_passphrase_file(passphrase_file))
+    env = os.environ.get("ONIONPOST_PASSPHRASE")
+    if env is not None:
+        return SecretSource(passphrase=env)
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            "no passphrase: use --key-file, --passphrase-file or ONIONPOST_PASSPHRASE"
+        )
+    passphrase: str = click.prompt("passphrase", hide_input=True)
+    return SecretSource(passphrase=passphrase)
 
 
 def printable(text: str) -> str:
@@ -199,7 +241,9 @@ def run_client(
     try:
         return trio.run(main)
     except trio.TooSlowError:
-        raise TransportError(f"the daemon did not answer within {deadline:g} s") from None
+        raise TransportError(
+            f"the daemon did not answer within {deadline:g} s", reason="timeout"
+        ) from None
 
 
 def stdin_is_a_terminal() -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -11,20 +10,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import click
 import trio
 
-from onionpost.cli._common import emit_json, home_option, json_option, resolve_home
-from onionpost.errors import ConfigError, OnionpostError, StoreError
+from onionpost.cli._common import emit_json, home_option, json_option, resolve_home, secret_source
+from onionpost.errors import OnionpostError, SelfTestError, StoreError, StoreLockedError
 
 if TYPE_CHECKING:
-    from onionpost.daemon._daemon import Daemon
+    from onionpost.daemon import Daemon
     from onionpost.home import Config, Paths
     from onionpost.tor import TcpListener
 
@@ -33,57 +31,12 @@ EXIT_ENVIRONMENT = 3
 # doctor's questions to a running tor must be answered within this.
 DOCTOR_TOR_SECONDS = 10.0
 
+log = logging.getLogger("onionpost.daemon")
+
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"onionpost: {message}", err=True)
     raise SystemExit(code)
-
-
-@contextmanager
-def home_lock(lock_path: Path) -> Iterator[IO[str]]:
-    """Hold the home's daemon lock, or refuse: one daemon per home."""
-    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    handle = lock_path.open("a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StoreError("another daemon is already running on this home") from None
-    try:
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield handle
-    finally:
-        handle.close()
-
-
-def _secret_source(key_file: Path | None, passphrase_file: Path | None) -> dict[str, object]:
-    if key_file is not None:
-        return {"passphrase": None, "key_file": key_file}
-    if passphrase_file is not None:
-        from onionpost.cli._init import read_passphrase_file
-
-        return {"passphrase": read_passphrase_file(passphrase_file), "key_file": None}
-    env = os.environ.get("ONIONPOST_PASSPHRASE")
-    if env is not None:
-        return {"passphrase": env, "key_file": None}
-    if not sys.stdin.isatty():
-        raise ConfigError(
-            "no passphrase: use --key-file, --passphrase-file or ONIONPOST_PASSPHRASE"
-        )
-    return {"passphrase": click.prompt("passphrase", hide_input=True), "key_file": None}
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # stem is chatty below WARNING, and at its TRACE level it logs the
-    # commands it sends, keys included: never let it go below WARNING.
-    logging.getLogger("stem").setLevel(logging.WARNING)
 
 
 @click.command("daemon")
@@ -92,30 +45,20 @@ def _configure_logging(level: str) -> None:
 @click.option("--passphrase-file", type=click.Path(path_type=Path))
 def daemon(home: Path | None, key_file: Path | None, passphrase_file: Path | None) -> None:
     """Run the endpoint in the foreground until SIGINT or SIGTERM."""
-    from onionpost.daemon._daemon import Daemon
-    from onionpost.home import Paths, load_config, save_secrets, unlock
-    from onionpost.proto.identity import StaticKey
-    from onionpost.proto.selftest import run_self_test
+    from onionpost.daemon import Daemon
+    from onionpost.home import Paths
+    from onionpost.host import check_primitives, open_home
     from onionpost.store import Store
 
-    failed = [name for name, reason in run_self_test() if reason is not None]
-    if failed:
-        _fail(f"self-test failed ({', '.join(failed)}); refusing to start", EXIT_ENVIRONMENT)
+    try:
+        check_primitives()
+    except SelfTestError as exc:
+        _fail(str(exc), EXIT_ENVIRONMENT)
     paths = Paths.for_home(resolve_home(home))
     # Errors take the path of every other command (OnionpostGroup): one line,
     # and the exit code by kind (tor, the store: 3).
-    if not paths.secrets.exists():
-        raise ConfigError(f"no endpoint in {paths.home}: run 'onionpost init' first")
-    with home_lock(paths.lock):
-        source = _secret_source(key_file, passphrase_file)
-        secrets = unlock(paths, **source)  # type: ignore[arg-type]
-        config = load_config(paths)
-        _configure_logging(config.log_level)
-        now = int(time.time())
-        if secrets.static.certificate.needs_renewal(now):
-            secrets.static = StaticKey.generate(secrets.identity, now=now)
-            save_secrets(paths, secrets, **source)  # type: ignore[arg-type]
-            logging.getLogger("onionpost.daemon").info("event=static_key_rotated")
+    source = partial(secret_source, key_file, passphrase_file)
+    with open_home(paths, source, what="endpoint", log=log) as (secrets, config):
         store = Store.open(paths.store, paths.files, secrets.store_key)
         try:
             trio.run(_run, Daemon(paths, secrets, config, store))
@@ -129,9 +72,7 @@ async def _run(daemon: Daemon) -> None:
             address = await nursery.start(daemon.run)
             print(f"onionpost daemon ready: {address}", file=sys.stderr, flush=True)
             async for signum in signals:
-                logging.getLogger("onionpost.daemon").info(
-                    "event=stopping signal=%s", signal.Signals(signum).name
-                )
+                log.info("event=stopping signal=%s", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
     daemon.close()
@@ -298,6 +239,7 @@ def doctor(
 ) -> None:
     """Check tor and its hardening, listening sockets, permissions and the store."""
     from onionpost.home import Paths, load_config, unlock
+    from onionpost.host import home_lock
     from onionpost.store import Store
 
     paths = Paths.for_home(resolve_home(home))
@@ -322,26 +264,29 @@ def doctor(
         if paths.secrets.exists() and paths.secrets.stat().st_mode & 0o077:
             problem("permissions", f"{paths.secrets} is readable by other users (want 0600)")
         ok("permissions")
-        secrets = unlock(paths, **_secret_source(key_file, passphrase_file))  # type: ignore[arg-type]
+        source = secret_source(key_file, passphrase_file)
+        secrets = unlock(paths, passphrase=source.passphrase, key_file=source.key_file)
         ok("secrets unlock")
         daemon_running = False
-        try:
-            with home_lock(paths.lock):
-                store = Store.open(paths.store, paths.files, secrets.store_key)
-                try:
-                    for issue in store.integrity_check():
-                        problem("store integrity", issue)
-                finally:
-                    store.close()
-                ok("store integrity")
-        except StoreError as exc:
-            if "another daemon" in str(exc):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(home_lock(paths.lock))
+            except StoreLockedError:
                 daemon_running = True
                 verdicts.append(
                     Verdict("store integrity", "info", "in use by the running daemon: not checked")
                 )
             else:
-                problem("store", str(exc))
+                try:
+                    store = Store.open(paths.store, paths.files, secrets.store_key)
+                    try:
+                        for issue in store.integrity_check():
+                            problem("store integrity", issue)
+                    finally:
+                        store.close()
+                    ok("store integrity")
+                except StoreError as exc:
+                    problem("store", str(exc))
         verdicts.extend(_tor_checks(paths, config, daemon_running))
     except OnionpostError as exc:
         problem("doctor", str(exc))

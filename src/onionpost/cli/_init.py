@@ -9,7 +9,6 @@ from typing import Final
 
 import click
 
-from onionpost._files import read_small_file
 from onionpost.cli._common import (
     EXIT_ENVIRONMENT,
     emit_json,
@@ -17,29 +16,16 @@ from onionpost.cli._common import (
     home_option,
     json_option,
     printable,
+    read_passphrase_file,
     resolve_home,
     stdin_is_a_terminal,
 )
 from onionpost.errors import ConfigError
 from onionpost.home import ContactCard, KdfCost, Paths, init_home, read_card_file
-from onionpost.limits import MAX_PASSPHRASE_FILE
 
-__all__ = ["init", "read_passphrase_file", "whoami"]
+__all__ = ["init", "whoami"]
 
 PASSPHRASE_ENV: Final = "ONIONPOST_PASSPHRASE"  # noqa: S105 - a variable's name
-
-
-def read_passphrase_file(path: Path) -> str:
-    """The first line of a passphrase file, held to the key file's rules
-    (storage.md §2): a regular file of ours, no group or other permission
-    bit, not a symlink, at most MAX_PASSPHRASE_FILE bytes."""
-    data = read_small_file(path, MAX_PASSPHRASE_FILE, what="passphrase file", private=True)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text") from exc
-    # The first line, so that an editor's trailing newline is not part of it.
-    return text.split("\n", 1)[0].rstrip("\r")
 
 
 def new_passphrase(passphrase_file: Path | None) -> str:

@@ -13,7 +13,7 @@ import logging
 import re
 import signal
 import sys
-import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -34,9 +34,9 @@ from onionpost.cli._common import (
     printable,
     resolve_home,
     run_client,
+    secret_source,
 )
-from onionpost.cli._daemon_cmd import _configure_logging, _secret_source, home_lock
-from onionpost.errors import ConfigError
+from onionpost.errors import SelfTestError
 
 if TYPE_CHECKING:
     from onionpost.mailbox import MailboxService
@@ -81,28 +81,18 @@ def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None
     The home is one made by 'onionpost init'. Its owners' envelopes are kept
     in mailbox.db; the home never runs 'onionpost daemon' at the same time.
     """
-    from onionpost.home import Paths, load_config, save_secrets, unlock
+    from onionpost.home import Paths
+    from onionpost.host import check_primitives, open_home
     from onionpost.mailbox import MailboxService
-    from onionpost.proto.identity import StaticKey
-    from onionpost.proto.selftest import run_self_test
     from onionpost.store import MailboxStore
 
-    failed = [name for name, reason in run_self_test() if reason is not None]
-    if failed:
-        fail(f"self-test failed ({', '.join(failed)}); refusing to start", EXIT_ENVIRONMENT)
+    try:
+        check_primitives()
+    except SelfTestError as exc:
+        fail(str(exc), EXIT_ENVIRONMENT)
     paths = Paths.for_home(resolve_home(home))
-    if not paths.secrets.exists():
-        raise ConfigError(f"no home in {paths.home}: run 'onionpost init' first")
-    with home_lock(paths.lock):
-        source = _secret_source(key_file, passphrase_file)
-        secrets = unlock(paths, **source)  # type: ignore[arg-type]
-        config = load_config(paths)
-        _configure_logging(config.log_level)
-        now = int(time.time())
-        if secrets.static.certificate.needs_renewal(now):
-            secrets.static = StaticKey.generate(secrets.identity, now=now)
-            save_secrets(paths, secrets, **source)  # type: ignore[arg-type]
-            log.info("event=static_key_rotated")
+    source = partial(secret_source, key_file, passphrase_file)
+    with open_home(paths, source, what="home", log=log) as (secrets, config):
         store = MailboxStore.open(paths.mailbox_store, secrets.store_key)
         try:
             trio.run(_run, MailboxService(paths, secrets, config, store))

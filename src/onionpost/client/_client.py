@@ -40,7 +40,7 @@ from onionpost.errors import (
     FramingError,
     TransportError,
 )
-from onionpost.home._paths import Paths, default_home
+from onionpost.home import Paths, default_home
 
 __all__ = ["Client", "Subscription", "open_client"]
 
@@ -59,7 +59,7 @@ def _check_owner(path: Path) -> None:
     except OSError:
         return  # no socket: connect() says the daemon is not running
     if owner != os.getuid():
-        raise TransportError(f"the daemon of {home} belongs to another user")
+        raise TransportError(f"the daemon of {home} belongs to another user", reason="refused")
 
 
 async def _connect(path: Path) -> trio.SocketStream:
@@ -76,7 +76,9 @@ async def _connect(path: Path) -> trio.SocketStream:
     except OSError as exc:
         sock.close()
         reason = exc.strerror or str(exc)
-        raise TransportError(f"cannot connect to the daemon at {path}: {reason}") from exc
+        raise TransportError(
+            f"cannot connect to the daemon at {path}: {reason}", reason="refused"
+        ) from exc
     except BaseException:
         sock.close()
         raise
@@ -87,7 +89,8 @@ async def _connect(path: Path) -> trio.SocketStream:
     except OSError as exc:
         sock.close()
         raise TransportError(
-            f"the daemon at {path} is not accepting connections (busy or stuck)"
+            f"the daemon at {path} is not accepting connections (busy or stuck)",
+            reason="refused",
         ) from exc
     return trio.SocketStream(sock)
 
@@ -184,7 +187,7 @@ class Client:
         while True:
             reply = await self._connection.receive()
             if reply is None:
-                raise TransportError("the daemon closed the connection")
+                raise TransportError("the daemon closed the connection", reason="ended")
             if reply.get("id") == request_id:
                 return reply
             if reply.get("id") is None and "error" in reply:
@@ -330,7 +333,7 @@ class Client:
             )
             reply = await connection.receive()
             if reply is None:
-                raise TransportError("the daemon closed the connection")
+                raise TransportError("the daemon closed the connection", reason="ended")
             if "error" in reply:
                 _raise_error(reply)
             if "result" not in reply:
@@ -382,7 +385,8 @@ class Subscription:
             line = await self._connection.receive()
             if line is None:
                 raise TransportError(
-                    "the daemon ended the subscription (it stopped, or this reader fell behind)"
+                    "the daemon ended the subscription (it stopped, or this reader fell behind)",
+                    reason="ended",
                 )
             if "event" in line:
                 return _event(line)

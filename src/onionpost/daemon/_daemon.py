@@ -5,14 +5,14 @@ Theory of operation
 ::
 
     run()
-    ├── serve_api            local control socket (the CLI and client library)
-    └── open_tor             our tor (or an attached one), supervised
-        ├── tor.supervise    relaunch / republish on failure
-        ├── serve            inbound onion streams -> responder handshakes
+    └── host.running         the OnionHost (onionpost.host): the local control
+        │                    socket, our tor supervised, the static key renewed
+        ├── host.serve       inbound onion streams -> responder handshakes
         │                    -> engine.run_inbound
+        ├── host.publish     the onion service; our contacts as its authorized clients
         ├── engine.run       delivery: a link per contact, a session per channel
         │                    (``delivery/``: the failure domains live there)
-        └── renew            the Noise static key, renewed while running
+        └── owner.run        the link to our own mailbox (``_mailbox.py``)
 
 This module is the local API's backend: it turns requests into store reads
 and engine calls, and shapes the JSON. Delivery itself (dialing, sessions,
@@ -25,21 +25,18 @@ at DEBUG, so the journal does not hold the contact graph.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import socket
 import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import trio
 
 from onionpost import api
 from onionpost._logs import contact_ref, safe
-from onionpost.daemon._events import EventHub
 from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
 from onionpost.daemon.delivery import (
     DeliveryEngine,
@@ -49,30 +46,17 @@ from onionpost.daemon.delivery import (
     ThreadWorker,
     message_record,
 )
-from onionpost.errors import ConfigError, DialError, TorError
+from onionpost.errors import ConfigError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
+from onionpost.host import EventHub, OnionHost
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
-from onionpost.proto.identity import StaticKey
 from onionpost.store import Contact, Direction, Store, Stored
-from onionpost.tor import DialScheduler, OnionService, Tor, TorConfig, TorState, open_tor
-from onionpost.transport import SecureChannel, connect, serve
+from onionpost.transport import SecureChannel
 
 __all__ = ["Daemon"]
 
 log = logging.getLogger("onionpost.daemon")
-
-# How often the daemon checks whether its static key needs renewal.
-RENEW_CHECK_SECONDS: Final = 3600.0
-# Dial failures after which our tor may hold a stale descriptor of the
-# contact (its tor restarted with new introduction points): ask for a fresh one.
-STALE_DESCRIPTOR_REASONS: Final = frozenset(
-    {"introduction-failed", "introduction-timed-out", "rendezvous-failed", "descriptor-not-found"}
-)
-REFETCH_SECONDS: Final = 5.0
-# The onion service's Unix socket: sun_path's size, and the accept backlog.
-MAX_UNIX_PATH: Final = 107
-MAX_UNIX_BACKLOG: Final = 128
 
 
 def _now_ms() -> int:
@@ -80,7 +64,7 @@ def _now_ms() -> int:
 
 
 class Daemon:
-    """Implements the local API's :class:`~onionpost.daemon._backend.Backend`."""
+    """Implements the local API's :class:`~onionpost.host.Backend` on an :class:`OnionHost`."""
 
     def __init__(
         self,
@@ -103,11 +87,15 @@ class Daemon:
         self._config = config
         self._store = store
         self._hub = EventHub()
-        self._tor: Tor | None = None
-        self._service: OnionService | None = None
-        self._tor_state = api.TorStatus("starting", "launching tor")
-        self._scheduler = DialScheduler()
-        self._client_auth_added: dict[OnionAddress, bytes] = {}
+        self.host = OnionHost(
+            paths,
+            secrets,
+            config,
+            clients=self._clients,
+            hub=self._hub,
+            log=log,
+            tor_back=self._tor_back,
+        )
         policy = policy or DeliveryPolicy.from_config(config)
         mailbox_dial = mailbox_dial or self._dial_mailbox
         self.mailboxes = Mailboxes(secrets, store, mailbox_dial)
@@ -127,193 +115,49 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _tor_config(self) -> TorConfig:
-        c = self._config
-        if c.tor_mode == "attach":
-            return TorConfig(
-                tor_binary=c.tor_binary,
-                control_port=c.tor_control_port,
-                control_socket=c.tor_control_socket,
-                password=c.tor_password,
-                allow_unauthenticated=c.tor_allow_unauthenticated_control,
-            )
-        return TorConfig(
-            tor_binary=c.tor_binary, data_dir=self._paths.tor, extra_options=c.tor_extra_options
-        )
-
     async def run(
         self, *, task_status: trio.TaskStatus[OnionAddress] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        from onionpost.daemon._api import serve_api
-
         address = self._secrets.identity.address
-        async with trio.open_nursery() as outer:
-            await outer.start(serve_api, self, self._paths.socket)
-            log.info("event=starting")
-            log.debug("event=starting address=%s", address)
-            async with open_tor(self._tor_config()) as tor, trio.open_nursery() as nursery:
-                self._tor = tor
-                await self._report_hardening(tor)
-                nursery.start_soon(self._forward_tor_events, tor)
-                nursery.start_soon(self._renew_loop)
-                await nursery.start(tor.supervise)
-                # tor forwards the service's streams to a Unix socket in our
-                # 0700 run directory: no TCP port another local account could
-                # reach to hold our handshake slots (spec §1.2).
-                listeners = [await trio.to_thread.run_sync(open_unix_listener, self._paths)]
-                await nursery.start(
-                    partial(
-                        serve,
-                        self.engine.run_inbound,
-                        listeners,
-                        identity=self._secrets.identity,
-                        static=self._current_static,
-                        decide=self.engine.decide,
-                    )
-                )
-                contacts = self._store.contacts()
-                self._service = await tor.publish(
-                    self._secrets.identity.seed,
-                    virtual_port=self._config.onion_port,
-                    target=self._paths.onion_socket,
-                    authorized_clients=[c.client_auth_public for c in contacts],
-                )
-                for contact in contacts:
-                    await tor.add_client_auth(contact.address, self._secrets.client_auth_private)
-                await nursery.start(self.engine.run)
-                nursery.start_soon(self.owner.run)
-                self._tor_state = api.TorStatus("ok", "published")
-                log.info("event=ready contacts=%d", len(contacts))
-                log.debug("event=ready address=%s", address)
-                task_status.started(address)
-                await trio.sleep_forever()
+        async with self.host.running(self) as nursery:
+            await self.host.serve(nursery, self.engine.run_inbound, self.engine.decide)
+            await self.host.publish()
+            contacts = self._store.contacts()
+            for contact in contacts:
+                await self.host.add_client_auth(contact.address, self._secrets.client_auth_private)
+            await nursery.start(self.engine.run)
+            nursery.start_soon(self.owner.run)
+            self.host.ready()
+            log.info("event=ready contacts=%d", len(contacts))
+            log.debug("event=ready address=%s", address)
+            task_status.started(address)
+            await trio.sleep_forever()
 
-    async def _report_hardening(self, tor: Tor) -> None:
-        """Log the tor's hardening profile (spec §1.3); warn about what is off.
+    def _clients(self) -> list[bytes]:
+        """Our onion service's authorized clients: our contacts."""
+        return [c.client_auth_public for c in self._store.contacts()]
 
-        The tor we launch has it by construction; an attached one is only checked.
-        """
-        profile = await tor.hardening()
-        log.info(
-            "event=tor_profile version=%s vanguards_lite=%s pow=%s max_streams=%d",
-            safe(profile.version),
-            "on" if profile.vanguards_lite else "off",
-            "on" if profile.pow else "off",
-            profile.max_streams,
-        )
-        if not profile.vanguards_lite:
-            log.warning("event=tor_profile_weak reason=vanguards_lite_off")
-        if not profile.pow:
-            log.warning("event=tor_profile_weak reason=no_pow_defenses")
-
-    async def _forward_tor_events(self, tor: Tor) -> None:
-        async for status in tor.events():
-            was_ok = self._tor_state.state == TorState.OK.value
-            self._tor_state = api.TorStatus(status.state.value, status.detail)
-            self._hub.publish(self._tor_state)
-            log.info("event=tor state=%s detail=%s", status.state.value, safe(status.detail))
-            if status.state is TorState.OK and not was_ok and self.engine.running:
-                # Tor is back (relaunched, service republished): our contacts
-                # learn it at once, and every link redials now.
-                self.engine.kick(retry_now=True)
-                self.engine.announce()
-
-    def _current_static(self) -> StaticKey:
-        return self._secrets.static
+    def _tor_back(self) -> None:
+        if self.engine.running:
+            # Tor is back (relaunched, service republished): our contacts
+            # learn it at once, and every link redials now.
+            self.engine.kick(retry_now=True)
+            self.engine.announce()
 
     def renew_static_key(self, now: int) -> bool:
-        """Replace the Noise static key when its certificate is due for renewal
-        (spec §2.3). Handshakes from then on, ours and our listener's, use the
-        new one. It lives in memory: the secrets file keeps the old one, which
-        the next start renews again (no passphrase is kept to re-seal it)."""
-        if not self._secrets.static.certificate.needs_renewal(now):
-            return False
-        self._secrets.static = StaticKey.generate(self._secrets.identity, now=now)
-        log.info("event=static_key_rotated")
-        return True
-
-    async def _renew_loop(self) -> None:
-        while True:
-            self.renew_static_key(int(time.time()))
-            await trio.sleep(RENEW_CHECK_SECONDS)
-
-    async def _refetch(self, tor: Tor, contact: Contact) -> None:
-        """Best effort: a dial failed the way a stale descriptor fails."""
-        with trio.move_on_after(REFETCH_SECONDS):
-            try:
-                await tor.refetch_descriptor(contact.address)
-                log.info("event=descriptor_refetch contact=%s", contact_ref(contact.id))
-            except TorError as exc:
-                log.info("event=descriptor_refetch_failed error=%s", type(exc).__name__)
+        """See :meth:`OnionHost.renew_static_key`."""
+        return self.host.renew_static_key(now)
 
     async def _dial(self, contact: Contact) -> SecureChannel:
-        """Reach ``contact`` through tor and run our side of the handshake.
-        The engine sets the deadline."""
-        tor = self._tor
-        if tor is None:
-            raise TorError("tor is not running")
-        async with self._scheduler.slot(contact.address):
-            try:
-                # Half the deadline for tor to connect: what is left lets us ask
-                # for a fresh descriptor when it did not (a stale one hangs).
-                with trio.move_on_after(self._config.connect_timeout / 2) as waited:
-                    stream = await tor.dial(contact.address, self._config.onion_port)
-            except DialError as exc:
-                if exc.reason in STALE_DESCRIPTOR_REASONS:
-                    await self._refetch(tor, contact)
-                raise
-            if waited.cancelled_caught:
-                await self._refetch(tor, contact)
-                raise DialError("the onion service did not answer", reason="timeout")
-        try:
-            channel = await connect(
-                stream,
-                identity=self._secrets.identity,
-                static=self._secrets.static,
-                peer=contact.address,
-            )
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        self._scheduler.record_success(contact.address)
-        return channel
+        """Reach ``contact`` through tor. The engine sets the deadline."""
+        return await self.host.dial(contact.address, handle=f"contact={contact_ref(contact.id)}")
 
     async def _dial_mailbox(
         self, mailbox: OnionAddress, client_auth_private: bytes
     ) -> SecureChannel:
         """Reach a mailbox (ours, or a contact's) through tor, authorized with
         ``client_auth_private`` (ours; a setup code's while pairing)."""
-        tor = self._tor
-        if tor is None:
-            raise TorError("tor is not running")
-        if self._client_auth_added.get(mailbox) != client_auth_private:
-            await tor.add_client_auth(mailbox, client_auth_private)
-            self._client_auth_added[mailbox] = client_auth_private
-        async with self._scheduler.slot(mailbox):
-            try:
-                with trio.move_on_after(self._config.connect_timeout / 2) as waited:
-                    stream = await tor.dial(mailbox, self._config.onion_port)
-            except DialError as exc:
-                # A mailbox's descriptor changes with its authorized clients
-                # (a new setup code, a contact registered): ours may be old.
-                if exc.reason in STALE_DESCRIPTOR_REASONS | {"client-auth-wrong"}:
-                    with trio.move_on_after(REFETCH_SECONDS), contextlib.suppress(TorError):
-                        await tor.refetch_descriptor(mailbox)
-                raise
-            if waited.cancelled_caught:
-                raise DialError("the mailbox did not answer", reason="timeout")
-        try:
-            channel = await connect(
-                stream,
-                identity=self._secrets.identity,
-                static=self._secrets.static,
-                peer=mailbox,
-            )
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        self._scheduler.record_success(mailbox)
-        return channel
+        return await self.host.dial(mailbox, client_auth_private, handle="peer=mailbox")
 
     # -- the local API (Backend) -----------------------------------------------------
 
@@ -348,7 +192,7 @@ class Daemon:
             )
         return api.Status(
             address=str(self._secrets.identity.address),
-            tor=self._tor_state,
+            tor=self.host.tor_status,
             outbox_depth=self._store.outbox_depth(),
             last_delivery_ms=self._store.last_delivery(),
             contacts=tuple(contacts),
@@ -367,8 +211,7 @@ class Daemon:
             )
             contact = self._store.contact(contact.name)
         await self._authorize()
-        if self._tor is not None:
-            await self._tor.add_client_auth(contact.address, self._secrets.client_auth_private)
+        await self.host.add_client_auth(contact.address, self._secrets.client_auth_private)
         if self.engine.running:
             self.engine.add_contact(contact)
         self.owner.changed()
@@ -382,9 +225,8 @@ class Daemon:
         return api.ContactRef(contact.name, str(contact.address))
 
     async def _authorize(self) -> None:
-        if self._tor is not None and self._service is not None:
-            keys = [c.client_auth_public for c in self._store.contacts()]
-            await self._tor.set_authorized_clients(self._service, keys)
+        if self.host.published:
+            await self.host.authorize()
 
     async def contact_list(self) -> list[api.Contact]:
         return [
@@ -402,8 +244,7 @@ class Daemon:
         contact = self._store.remove_contact(name)
         self.engine.remove_contact(contact.id)
         await self._authorize()
-        if self._tor is not None:
-            await self._tor.remove_client_auth(contact.address)
+        await self.host.remove_client_auth(contact.address)
         self.owner.changed()
         log.info("event=contact_removed contact=%s", contact_ref(contact.id))
         return api.ContactRef(contact.name, str(contact.address))
@@ -526,30 +367,6 @@ class Daemon:
 
     def close(self) -> None:
         self._hub.close()
-
-
-def open_unix_listener(paths: Paths) -> trio.SocketListener:
-    """A listener on ``paths.onion_socket``, 0600 in the 0700 run directory.
-
-    A socket file left by a daemon that died is removed first (the home's
-    lock, held by this process, says no other daemon uses it).
-    """
-    path = paths.onion_socket
-    if len(os.fsencode(path)) > MAX_UNIX_PATH:
-        raise ConfigError(f"{path} is too long for a Unix socket: use a shorter home directory")
-    paths.run.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(paths.run, 0o700)  # the directory is what keeps others out
-    path.unlink(missing_ok=True)
-    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        raw.bind(str(path))
-        os.chmod(path, 0o600)
-        raw.listen(MAX_UNIX_BACKLOG)
-    except BaseException:
-        raw.close()
-        raise
-    sock = trio.socket.from_stdlib_socket(raw)
-    return trio.SocketListener(sock)
 
 
 def _parse_id(text: str) -> bytes:

@@ -49,7 +49,6 @@ import trio
 
 from onionpost import api
 from onionpost._logs import contact_ref
-from onionpost.daemon._supervision import first_failure
 from onionpost.daemon.delivery import (
     Backoff,
     DeliveryEngine,
@@ -58,7 +57,6 @@ from onionpost.daemon.delivery import (
     MailboxClient,
     StoreWorker,
     mailbox_refusal,
-    reason,
 )
 from onionpost.errors import (
     AuthenticationError,
@@ -71,6 +69,7 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import Secrets
+from onionpost.host import first_failure, reason
 from onionpost.limits import MAX_ACK_IDS
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
@@ -264,7 +263,7 @@ class OwnerLink:
                         with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                             await channel.aclose()
             except* trio.TooSlowError:
-                failure = TransportError("timeout")
+                failure = TransportError("timeout", reason="timeout")
             except* OnionpostError as group:
                 failure = first_failure(group)
             if failure is None:
@@ -276,7 +275,7 @@ class OwnerLink:
             await trio.sleep(min(2.0 * (attempt + 1), 8.0))
         refused = (
             isinstance(failure, MailboxRefusedError) and failure.code == m.MbCode.CODE_REFUSED
-        ) or (isinstance(failure, TransportError) and str(failure) != "timeout")
+        ) or (isinstance(failure, TransportError) and failure.reason != "timeout")
         log.info("event=mailbox_pairing_failed reason=%s", _reason(failure))
         if refused:
             await self._db(self._store.abandon_pairing)
@@ -349,7 +348,8 @@ class OwnerLink:
         else:
             raise TransportError(
                 "the mailbox is not reachable now: it keeps what it holds until it is "
-                "(retention); try again when `mailbox status` says reachable"
+                "(retention); try again when `mailbox status` says reachable",
+                reason="refused",
             )
         await self._db(self._store.forget_mailbox, _now_ms())
         self._access.refresh()
@@ -380,7 +380,7 @@ class OwnerLink:
                 try:
                     await self._connected(own.address)
                 except* trio.TooSlowError:
-                    failure = TransportError("timeout")
+                    failure = TransportError("timeout", reason="timeout")
                 except* Exception as group:
                     failure = first_failure(group)
                 finally:

@@ -46,7 +46,7 @@ from onionpost._files import read_small_file
 from onionpost.errors import AuthenticationError, CardError, ConfigError, MessageDecodeError
 from onionpost.limits import MAX_CARD_FILE
 from onionpost.names import contact_name_problem
-from onionpost.proto import _msgpack
+from onionpost.proto import NotMsgpack, pack, unpack
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, verify_signature
 from onionpost.proto.pairing import MailboxAnnouncement
@@ -106,7 +106,7 @@ def _body(identity_public: bytes, client_auth_public: bytes, name: str) -> list[
 
 
 def _pack(obj: list[Any]) -> bytes:
-    packed = _msgpack.pack(obj)
+    packed = pack(obj)
     return packed
 
 
@@ -197,8 +197,8 @@ class ContactCard:
         except (binascii.Error, ValueError) as exc:
             raise CardError("malformed card: not base64url without padding") from exc
         try:
-            obj: Any = _msgpack.unpack(raw, max_len=_MAX_CARD_CHARS, max_items=8, use_list=True)
-        except _msgpack.NotMsgpack as exc:
+            obj: Any = unpack(raw, max_len=_MAX_CARD_CHARS, max_items=8, use_list=True)
+        except NotMsgpack as exc:
             raise CardError("malformed card: not a single msgpack value") from exc
         if type(obj) is not list or not obj:
             raise CardError("malformed card: not a msgpack array")

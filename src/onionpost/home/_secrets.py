@@ -48,15 +48,15 @@ from onionpost.errors import AuthenticationError, ConfigError, StoreError, Unloc
 from onionpost.home._paths import Paths, write_atomic
 from onionpost.limits import KEY_FILE_LEN, MAX_SECRETS_FILE
 from onionpost.names import contact_name_problem
-from onionpost.proto import _msgpack
-from onionpost.proto._crypto import KeyPair
+from onionpost.proto import NotMsgpack, pack, unpack
 from onionpost.proto.identity import (
     CERT_LEN,
     Identity,
     StaticKey,
     StaticKeyCertificate,
 )
-from onionpost.store import _crypto
+from onionpost.proto.noise import KeyPair
+from onionpost.store import at_rest
 
 __all__ = [
     "KDF_MEMLIMIT_FLOOR",
@@ -118,7 +118,7 @@ class Secrets:
     display_name: str
 
     def __post_init__(self) -> None:
-        if len(self.client_auth_private) != 32 or len(self.store_key) != _crypto.KEY_LEN:
+        if len(self.client_auth_private) != 32 or len(self.store_key) != at_rest.KEY_LEN:
             raise ConfigError("client-authorization and store keys are 32 bytes")
         if KeyPair.from_private(self.client_auth_private).public != self.client_auth_public:
             raise ConfigError("the client-authorization key pair does not match")
@@ -137,7 +137,7 @@ class Secrets:
             client_auth_private=client_auth.private,
             client_auth_public=client_auth.public,
             static=StaticKey.generate(identity, now=now),
-            store_key=_crypto.random_bytes(_crypto.KEY_LEN),
+            store_key=at_rest.random_bytes(at_rest.KEY_LEN),
             display_name=display_name,
         )
 
@@ -145,7 +145,7 @@ class Secrets:
         return f"Secrets({self.identity.address}, {self.static!r})"
 
     def _to_plaintext(self) -> bytes:
-        return _msgpack.pack(
+        return pack(
             {
                 "identity_seed": self.identity.seed,
                 "client_auth_private": self.client_auth_private,
@@ -160,10 +160,10 @@ class Secrets:
     def _from_plaintext(cls, plaintext: bytes) -> Secrets:
         try:
             # The one msgpack map of ours (storage.md §Secrets file): flat, small.
-            obj: Any = _msgpack.unpack(
+            obj: Any = unpack(
                 plaintext, max_len=len(plaintext), max_items=0, max_map_items=len(_FIELDS)
             )
-        except _msgpack.NotMsgpack as exc:
+        except NotMsgpack as exc:
             raise UnlockError("the secrets file's contents are malformed") from exc
         if type(obj) is not dict or set(obj) != _FIELDS:
             raise UnlockError("the secrets file's contents are malformed")
@@ -213,7 +213,7 @@ def create_key_file(path: Path) -> None:
         raise ConfigError(f"cannot create key file {path}: {exc.strerror}") from exc
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, _crypto.random_bytes(KEY_FILE_LEN))
+        os.write(fd, at_rest.random_bytes(KEY_FILE_LEN))
         os.fsync(fd)
     except OSError as exc:
         os.close(fd)
@@ -255,21 +255,21 @@ def _seal(
         if not passphrase:
             raise ConfigError("the passphrase is empty")
         opslimit, memlimit = KdfCost(kdf_cost).value
-        salt = _crypto.random_bytes(_crypto.SALT_LEN)
+        salt = at_rest.random_bytes(at_rest.SALT_LEN)
         kdf = {"alg": "argon2id", "opslimit": opslimit, "memlimit": memlimit, "salt": salt.hex()}
-        key = _crypto.derive_key(
+        key = at_rest.derive_key(
             passphrase.encode("utf-8"), salt, opslimit=opslimit, memlimit=memlimit
         )
     else:
         assert key_file is not None
         kdf = {"alg": "keyfile"}
         key = read_key_file(key_file)
-    sealed = _crypto.seal(key, secrets._to_plaintext(), _AD_CONTEXT + _canonical(kdf))
+    sealed = at_rest.seal(key, secrets._to_plaintext(), _AD_CONTEXT + _canonical(kdf))
     document = {
         "version": SECRETS_VERSION,
         "kdf": kdf,
-        "nonce": sealed[: _crypto.NONCE_LEN].hex(),
-        "ciphertext": sealed[_crypto.NONCE_LEN :].hex(),
+        "nonce": sealed[: at_rest.NONCE_LEN].hex(),
+        "ciphertext": sealed[at_rest.NONCE_LEN :].hex(),
     }
     return json.dumps(document, indent=2).encode("ascii") + b"\n"
 
@@ -306,7 +306,7 @@ def _unseal(data: bytes, *, passphrase: str | None, key_file: Path | None, where
     kdf: dict[str, Any] = document["kdf"]
     nonce = _hex_field(document, "nonce")
     ciphertext = _hex_field(document, "ciphertext")
-    if len(nonce) != _crypto.NONCE_LEN:
+    if len(nonce) != at_rest.NONCE_LEN:
         raise UnlockError("the secrets file is malformed: the nonce is not 24 bytes")
     alg = kdf.get("alg")
     if alg == "argon2id":
@@ -324,7 +324,7 @@ def _unseal(data: bytes, *, passphrase: str | None, key_file: Path | None, where
                 "refused"
             )
         try:
-            key = _crypto.derive_key(
+            key = at_rest.derive_key(
                 passphrase.encode("utf-8"), salt, opslimit=opslimit, memlimit=memlimit
             )
         except ConfigError as exc:
@@ -338,7 +338,7 @@ def _unseal(data: bytes, *, passphrase: str | None, key_file: Path | None, where
     else:
         raise UnlockError(f"the secrets file names an unknown kdf {alg!r}")
     try:
-        plaintext = _crypto.open_sealed(
+        plaintext = at_rest.open_sealed(
             key, nonce + ciphertext, _AD_CONTEXT + _canonical(kdf), what="the secrets file"
         )
     except StoreError as exc:

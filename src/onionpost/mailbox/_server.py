@@ -66,8 +66,6 @@ from typing import Any, Final, TypeVar
 import trio
 
 from onionpost import api
-from onionpost._logs import safe
-from onionpost.daemon._supervision import Kick, TokenBucket, first_failure
 from onionpost.errors import (
     AuthenticationError,
     CloseCode,
@@ -82,13 +80,15 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import Config
+from onionpost.host import Kick, Shed, TokenBucket, first_failure
+from onionpost.host import reason as failure_reason
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.pairing import SetupCode, token_digest
 from onionpost.proto.session import PeerDecision
 from onionpost.store import Directory, MailboxStore, OwnerUsage, PairOutcome, Prekey, PrekeyKind
-from onionpost.tor._publish import MAX_AUTHORIZED_CLIENTS
+from onionpost.tor import MAX_AUTHORIZED_CLIENTS
 from onionpost.transport import SecureChannel
 
 __all__ = [
@@ -193,15 +193,6 @@ class IssuedCode:
     expires_ms: int
 
 
-class _Shed(OnionpostError):
-    """We end a session on purpose, with a close code the peer sees."""
-
-    def __init__(self, message: str, *, code: CloseCode, reason: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-
-
 @dataclass(slots=True)
 class _Fetch:
     """A session's subscription: envelopes after ``cursor`` are still to send."""
@@ -219,7 +210,7 @@ class _Session:
     wake: Kick = field(default_factory=Kick)  # for the sender
     room: Kick = field(default_factory=Kick)  # for the receiver
     fetch: _Fetch | None = None
-    closing: _Shed | None = None
+    closing: Shed | None = None
 
     @property
     def peer(self) -> OnionAddress:
@@ -474,21 +465,21 @@ class MailboxServer:
                 failure = first_failure(group)
             # The channel knows best why it failed (a task cancelled while the
             # channel was being aborted loses the peer's error on its way out).
-            if isinstance(channel.failure, RemoteProtocolError) and not isinstance(failure, _Shed):
+            if isinstance(channel.failure, RemoteProtocolError) and not isinstance(failure, Shed):
                 failure = channel.failure
         finally:
             peers.discard(session)
             if not peers:
                 self._sessions.pop(key, None)
             code, reason = CloseCode.NORMAL, ""
-            if isinstance(failure, _Shed):
+            if isinstance(failure, Shed):
                 code, reason = failure.code, str(failure)
             elif failure is not None and not isinstance(
                 failure, RemoteProtocolError | TransportError
             ):
                 code = CloseCode.INTERNAL_ERROR
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
-                if isinstance(failure, _Shed):
+                if isinstance(failure, Shed):
                     # The answers already due go out before the Close.
                     with contextlib.suppress(OnionpostError, trio.ClosedResourceError):
                         await _send_replies(session)
@@ -500,7 +491,7 @@ class MailboxServer:
         if failure is None:
             log.info("event=session_down session=%d %s reason=closed", session.serial, handle)
             return
-        reason = _reason(failure)
+        reason = failure_reason(failure)
         if isinstance(failure, OnionpostError) and not isinstance(failure, StoreError):
             log.info("event=session_down session=%d %s reason=%s", session.serial, handle, reason)
             return
@@ -538,7 +529,7 @@ class MailboxServer:
                 continue  # spec.md §5.1: an unknown extension is ignored
             handler = self._HANDLERS.get(type(record))
             if handler is None:
-                raise _Shed(
+                raise Shed(
                     f"a mailbox does not take {type(record).__name__}",
                     code=CloseCode.BAD_MESSAGE,
                     reason=f"unexpected-{type(record).__name__}",
@@ -824,20 +815,3 @@ def _usage_record(usage: OwnerUsage) -> api.MailboxOwnerUsage:
         last_drained_ms=usage.last_drained_ms,
         last_deposit_ms=usage.last_deposit_ms,
     )
-
-
-def _reason(exc: BaseException) -> str:
-    """A session's end in words, for the log: never contents."""
-    if isinstance(exc, _Shed):
-        return exc.reason
-    if isinstance(exc, RemoteProtocolError):
-        return f"protocol-{exc.close_code.name.lower().replace('_', '-')}"
-    if isinstance(exc, TransportError):
-        return "stream-ended" if "without a Close" in str(exc) else "stream-broken"
-    if isinstance(exc, NoSpaceError):
-        return "our-disk-full"
-    if isinstance(exc, StoreError):
-        return "our-store-failed"
-    if isinstance(exc, OnionpostError):
-        return safe(type(exc).__name__)
-    return f"internal-{type(exc).__name__}"

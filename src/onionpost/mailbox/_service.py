@@ -5,20 +5,20 @@ Theory of operation
 ::
 
     MailboxService.run()
-    ├── serve_api            local control socket, with a MailboxBackend
-    └── open_tor             our tor (or an attached one), supervised
-        ├── tor.supervise    relaunch / republish on failure
+    └── host.running         the OnionHost (onionpost.host): the local control
+        │                    socket with a MailboxBackend, our tor supervised,
+        │                    the static key renewed
         ├── server.run       MailboxServer: publisher of authorized clients, housekeeping
-        ├── serve            inbound onion streams -> handshakes -> server.run_inbound
-        └── renew            the Noise static key, renewed while running
+        ├── host.serve       inbound onion streams -> handshakes -> server.run_inbound
+        └── host.publish     the onion service, client-authorized
 
 The onion service is published from the home's identity with client
 authorization (rend-spec-v3 §2.5.1.2): only clients holding a key the server
 lists in :meth:`MailboxServer.authorized_clients` can even fetch its
 descriptor. Whenever that list changes the server calls back, and the new
-list is handed to tor (:meth:`Tor.set_authorized_clients`). As the endpoint
-daemon does, tor forwards the service's streams to a Unix socket in the
-home's 0700 run directory, so no TCP port is open.
+list is handed to tor (:meth:`OnionHost.authorize`). As for the endpoint
+daemon, the host has tor forward the service's streams to a Unix socket in
+the home's 0700 run directory, so no TCP port is open.
 
 :class:`MailboxBackend` answers the local API (``onionpost mailbox code``,
 ``status``, ``wipe``, ``whoami``); everything an endpoint does (contacts,
@@ -29,33 +29,24 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any, Final, NoReturn
 
 import trio
 
 from onionpost import api
-from onionpost._logs import safe
-from onionpost.daemon._api import serve_api
-from onionpost.daemon._daemon import open_unix_listener
-from onionpost.daemon._events import EventHub
-from onionpost.errors import ConfigError, TorError
+from onionpost.errors import ConfigError
 from onionpost.home import Config, ContactCard, Paths, Secrets
+from onionpost.host import EventHub, OnionHost
 from onionpost.mailbox._server import MailboxPolicy, MailboxServer
 from onionpost.proto.address import OnionAddress
-from onionpost.proto.identity import StaticKey
 from onionpost.store import MailboxStore
-from onionpost.tor import OnionService, Tor, TorConfig, TorState, open_tor
-from onionpost.transport import serve
+from onionpost.tor import TorState
 
 __all__ = ["MailboxBackend", "MailboxService", "qr_text"]
 
 log = logging.getLogger("onionpost.mailbox")
 
-# How often the service checks whether its static key needs renewal.
-RENEW_CHECK_SECONDS: Final = 3600.0
 # A mailbox holding this share of its disk budget says so in its status.
 FULL_WARNING: Final = 0.9
 # How long `mailbox code` waits for tor to be given the new code's key.
@@ -78,23 +69,8 @@ def qr_text(data: str) -> str:
     return out.getvalue()
 
 
-def tor_config(config: Config, paths: Paths) -> TorConfig:
-    """The tor this home runs (or attaches to), from its config."""
-    if config.tor_mode == "attach":
-        return TorConfig(
-            tor_binary=config.tor_binary,
-            control_port=config.tor_control_port,
-            control_socket=config.tor_control_socket,
-            password=config.tor_password,
-            allow_unauthenticated=config.tor_allow_unauthenticated_control,
-        )
-    return TorConfig(
-        tor_binary=config.tor_binary, data_dir=paths.tor, extra_options=config.tor_extra_options
-    )
-
-
 class MailboxBackend:
-    """The local API of a mailbox (daemon/_backend.py's Backend).
+    """The local API of a mailbox (:class:`onionpost.host.Backend`).
 
     ``tor_status()`` is tor's state as the service sees it.
     """
@@ -168,9 +144,6 @@ class MailboxBackend:
     def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         return self._hub.subscribe(list(topics))
 
-    def publish_tor(self, status: api.TorStatus) -> None:
-        self._hub.publish(status)
-
     def close(self) -> None:
         self._hub.close()
 
@@ -236,21 +209,26 @@ class MailboxService:
         *,
         policy: MailboxPolicy | None = None,
     ) -> None:
-        self._paths = paths
         self._secrets = secrets
-        self._config = config
         self.policy = policy or MailboxPolicy.from_config(config)
-        self._tor: Tor | None = None
-        self._service: OnionService | None = None
-        self._tor_state = api.TorStatus("starting", "launching tor")
+        hub = EventHub()
         self.server = MailboxServer(
             store,
             self.policy,
             address=secrets.identity.address,
             clients_changed=self._clients_changed,
         )
+        self.host = OnionHost(
+            paths,
+            secrets,
+            config,
+            clients=self.server.authorized_clients,
+            hub=hub,
+            log=log,
+            role="mailbox",
+        )
         self.backend = MailboxBackend(
-            secrets, self.server, self.policy, tor_status=lambda: self._tor_state
+            secrets, self.server, self.policy, tor_status=lambda: self.host.tor_status, hub=hub
         )
 
     def __repr__(self) -> str:
@@ -259,88 +237,19 @@ class MailboxService:
     async def run(
         self, *, task_status: trio.TaskStatus[OnionAddress] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        address = self._secrets.identity.address
         try:
-            async with trio.open_nursery() as outer:
-                await outer.start(serve_api, self.backend, self._paths.socket)
-                log.info("event=starting role=mailbox")
-                log.debug("event=starting address=%s", address)
-                async with (
-                    open_tor(tor_config(self._config, self._paths)) as tor,
-                    trio.open_nursery() as nursery,
-                ):
-                    self._tor = tor
-                    await self._report_hardening(tor)
-                    nursery.start_soon(self._forward_tor_events, tor)
-                    nursery.start_soon(self._renew_loop)
-                    await nursery.start(tor.supervise)
-                    await nursery.start(self.server.run)
-                    # Streams arrive on a Unix socket in our 0700 run directory
-                    # (spec §1.2): no TCP port for another local account.
-                    listeners = [await trio.to_thread.run_sync(open_unix_listener, self._paths)]
-                    await nursery.start(
-                        partial(
-                            serve,
-                            self.server.run_inbound,
-                            listeners,
-                            identity=self._secrets.identity,
-                            static=self._current_static,
-                            decide=self.server.decide,
-                        )
-                    )
-                    clients = self.server.authorized_clients()
-                    self._service = await tor.publish(
-                        self._secrets.identity.seed,
-                        virtual_port=self._config.onion_port,
-                        target=self._paths.onion_socket,
-                        authorized_clients=clients,
-                    )
-                    self._tor_state = api.TorStatus("ok", "published")
-                    log.info("event=ready role=mailbox clients=%d", len(clients))
-                    task_status.started(address)
-                    await trio.sleep_forever()
+            async with self.host.running(self.backend) as nursery:
+                await nursery.start(self.server.run)
+                await self.host.serve(nursery, self.server.run_inbound, self.server.decide)
+                clients = await self.host.publish()
+                self.host.ready()
+                log.info("event=ready role=mailbox clients=%d", len(clients))
+                task_status.started(self._secrets.identity.address)
+                await trio.sleep_forever()
         finally:
-            self._tor = None
-            self._service = None
             self.backend.close()
 
     async def _clients_changed(self) -> None:
         """The server's authorized clients changed: tell tor (the server retries
         later when this raises, and calls one at a time)."""
-        tor, service = self._tor, self._service
-        if tor is None or service is None:
-            raise TorError("the onion service is not published yet")
-        await tor.set_authorized_clients(service, self.server.authorized_clients())
-
-    async def _report_hardening(self, tor: Tor) -> None:
-        """Log tor's hardening profile (spec §1.3); warn about what is off."""
-        profile = await tor.hardening()
-        log.info(
-            "event=tor_profile version=%s vanguards_lite=%s pow=%s max_streams=%d",
-            safe(profile.version),
-            "on" if profile.vanguards_lite else "off",
-            "on" if profile.pow else "off",
-            profile.max_streams,
-        )
-        if not profile.vanguards_lite:
-            log.warning("event=tor_profile_weak reason=vanguards_lite_off")
-        if not profile.pow:
-            log.warning("event=tor_profile_weak reason=no_pow_defenses")
-
-    async def _forward_tor_events(self, tor: Tor) -> None:
-        async for status in tor.events():
-            self._tor_state = api.TorStatus(status.state.value, status.detail)
-            self.backend.publish_tor(self._tor_state)
-            log.info("event=tor state=%s detail=%s", status.state.value, safe(status.detail))
-
-    def _current_static(self) -> StaticKey:
-        return self._secrets.static
-
-    async def _renew_loop(self) -> None:
-        """Renew the Noise static key when its certificate is due (spec §2.3)."""
-        while True:
-            now = int(time.time())
-            if self._secrets.static.certificate.needs_renewal(now):
-                self._secrets.static = StaticKey.generate(self._secrets.identity, now=now)
-                log.info("event=static_key_rotated")
-            await trio.sleep(RENEW_CHECK_SECONDS)
+        await self.host.authorize()

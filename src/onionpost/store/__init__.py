@@ -5,10 +5,14 @@ API; it hands out the frozen records below, none of whose ``repr`` shows a
 message body or file name. Formats: ``protocol-spec/storage.md`` §Store.
 A home run as a mailbox keeps its state in :class:`MailboxStore` instead
 (``protocol-spec/mailbox.md``).
+
+:mod:`at_rest <onionpost.store._crypto>` is the hazardous layer for data at
+rest (key derivation, sealing); the home's secrets file is sealed with it.
 """
 
 from __future__ import annotations
 
+from onionpost.store import _crypto as at_rest
 from onionpost.store._mailbox import (
     Deposited,
     Directory,
@@ -65,4 +69,5 @@ __all__ = [
     "Store",
     "Stored",
     "StoredFile",
+    "at_rest",
 ]

@@ -78,7 +78,7 @@ from onionpost.errors import (
 )
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.names import contact_name_problem, file_name_problem, safe_file_name
-from onionpost.proto import _msgpack
+from onionpost.proto import NotMsgpack, pack, unpack
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer
 from onionpost.store import _crypto, _database, _legacy, _schema, _wal
@@ -486,7 +486,7 @@ class Store(OwnerMixin):
     # -- sealed content ---------------------------------------------------------------
 
     def _seal(self, row: _RowKey, fields: list[Any]) -> bytes:
-        plaintext = _msgpack.pack(fields)
+        plaintext = pack(fields)
         return _crypto.seal(self._keys.seal, plaintext, _database.row_ad(*row))
 
     def _unseal(self, row: _RowKey, kind: str, sealed: bytes) -> list[Any]:
@@ -494,10 +494,10 @@ class Store(OwnerMixin):
         what = f"the content of message {message_id.hex()}"
         plaintext = _crypto.open_sealed(self._keys.seal, sealed, _database.row_ad(*row), what=what)
         try:
-            fields: Any = _msgpack.unpack(
+            fields: Any = unpack(
                 plaintext, max_len=len(plaintext), max_items=_MAX_SEALED_FIELDS, use_list=True
             )
-        except _msgpack.NotMsgpack as exc:
+        except NotMsgpack as exc:
             raise StoreError(f"{what} is malformed") from exc
         if kind == Kind.TEXT:
             shape_ok = (

@@ -72,7 +72,7 @@ from onionpost.tor._config import vanguards_lite_on
 from onionpost.tor._controller import ControlProbe, bootstrap_progress, consensus_param
 from onionpost.tor._dial import DialScheduler
 from onionpost.tor._process import TcpListener, stop_processes, tail_lines, tcp_listeners
-from onionpost.tor._publish import MAX_STREAMS_PER_CIRCUIT, tor_has_pow
+from onionpost.tor._publish import MAX_AUTHORIZED_CLIENTS, MAX_STREAMS_PER_CIRCUIT, tor_has_pow
 from onionpost.tor._socks import REPLY_REASONS
 from onionpost.tor._tor import (
     DescriptorState,
@@ -88,6 +88,7 @@ from onionpost.tor._tor import (
 )
 
 __all__ = [
+    "MAX_AUTHORIZED_CLIENTS",
     "MAX_STREAMS_PER_CIRCUIT",
     "REPLY_REASONS",
     "ControlProbe",

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Final
 
 from onionpost.errors import ConfigError
-from onionpost.proto._crypto import KeyPair
 from onionpost.proto.address import OnionAddress, expanded_secret_key
+from onionpost.proto.noise import KeyPair
 from onionpost.tor._config import check_unix_path
 from onionpost.tor._controller import HsDescEvent
 

@@ -58,8 +58,8 @@ import trio
 
 from onionpost._logs import safe
 from onionpost.errors import ConfigError, DialError, TorControlError, TorError, TorLaunchError
-from onionpost.proto._crypto import ed25519_public_key
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.identity import Identity
 from onionpost.tor._config import (
     CONTROL_SOCKET,
     NOTICE_LOG,
@@ -485,7 +485,7 @@ class Tor:
         check_port(virtual_port, "virtual_port")
         target = check_target(target)
         clients = self._check_clients(authorized_clients)
-        address = OnionAddress.from_public_key(ed25519_public_key(identity_seed))
+        address = Identity(identity_seed).address
         async with self._lock:
             if address.service_id in self._services:
                 raise ConfigError(f"{address} is already published")

@@ -56,7 +56,13 @@ from typing import Final
 
 import trio
 
-from onionpost.errors import CloseCode, LocalProtocolError, RemoteProtocolError, TransportError
+from onionpost.errors import (
+    CloseCode,
+    LocalProtocolError,
+    RemoteProtocolError,
+    TransportError,
+    TransportReason,
+)
 from onionpost.limits import FRAME_HEADER_LEN, MAX_RECEIVE_BUFFER, NOISE_MAX_MESSAGE
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey
@@ -208,7 +214,7 @@ class SecureChannel(trio.abc.Channel[Message]):
             await pending.done.wait()
             if pending.answered_at is None:
                 self._check_can_send()  # raises why the channel ended
-                raise TransportError("the session ended before the Pong")
+                raise TransportError("the session ended before the Pong", reason="ended")
             return pending.answered_at - start
         finally:
             self._ping = None
@@ -217,9 +223,11 @@ class SecureChannel(trio.abc.Channel[Message]):
         if self._closed:
             raise trio.ClosedResourceError("this channel was closed")
         if self._failure is not None:
-            raise TransportError("the session has failed") from self._failure
+            raise TransportError(
+                "the session has failed", reason=_reason_of(self._failure)
+            ) from self._failure
         if self._close_code is not None or self._session.state is not SessionState.ESTABLISHED:
-            raise TransportError("the peer closed the session")
+            raise TransportError("the peer closed the session", reason="ended")
 
     async def _drain(self) -> None:
         """Write every queued byte. The send lock must be held (module docstring)."""
@@ -239,7 +247,7 @@ class SecureChannel(trio.abc.Channel[Message]):
             if not written and self._failure is None and not self._closed:
                 # Cancelled part-way: the peer may hold half a frame, and the
                 # next frame's nonce would not follow on. Nothing can follow.
-                self._failure = TransportError("a send was interrupted")
+                self._failure = TransportError("a send was interrupted", reason="broken")
 
     async def _flush_queued(self) -> None:
         """Write what the session queued (Pongs), unless a sender will."""
@@ -315,7 +323,9 @@ class SecureChannel(trio.abc.Channel[Message]):
         if self._close_code is not None:
             raise trio.EndOfChannel
         if self._failure is not None:
-            raise TransportError("the session has failed") from self._failure
+            raise TransportError(
+                "the session has failed", reason=_reason_of(self._failure)
+            ) from self._failure
 
     async def _read(self) -> bytes:
         try:
@@ -325,7 +335,7 @@ class SecureChannel(trio.abc.Channel[Message]):
         if not data:
             # Only the authenticated Close ends a session; a bare end of
             # stream may be an attacker truncating it.
-            error = TransportError("the stream ended without a Close")
+            error = TransportError("the stream ended without a Close", reason="ended")
             await self._abort(error)
             raise error
         return _as_bytes(data)
@@ -350,8 +360,8 @@ class SecureChannel(trio.abc.Channel[Message]):
             # Our own aclose() closed the stream under this task (trio's rule).
             return trio.ClosedResourceError("this channel was closed")
         if self._failure is not None:
-            return TransportError("the session has failed")
-        error = TransportError(f"the stream failed: {type(exc).__name__}")
+            return TransportError("the session has failed", reason=_reason_of(self._failure))
+        error = TransportError(f"the stream failed: {type(exc).__name__}", reason="broken")
         self._failure = error
         self._wake_ping()
         await trio.aclose_forcefully(self._stream)
@@ -508,9 +518,11 @@ async def _drive_handshake(stream: trio.abc.Stream, session: Session) -> SecureC
         try:
             chunk = await stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise TransportError(f"the stream failed: {type(exc).__name__}") from exc
+            raise TransportError(
+                f"the stream failed: {type(exc).__name__}", reason="broken"
+            ) from exc
         if not chunk:
-            raise TransportError("the stream ended during the handshake")
+            raise TransportError("the stream ended during the handshake", reason="ended")
         session.receive_data(_as_bytes(chunk))
     raise LocalProtocolError("the handshake did not progress", state=session.state)
 
@@ -519,7 +531,12 @@ async def _send(stream: trio.abc.Stream, data: bytes) -> None:
     try:
         await stream.send_all(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise TransportError(f"the stream failed: {type(exc).__name__}") from exc
+        raise TransportError(f"the stream failed: {type(exc).__name__}", reason="broken") from exc
+
+
+def _reason_of(failure: BaseException) -> TransportReason:
+    """Why a channel that failed with ``failure`` cannot be used any more."""
+    return failure.reason if isinstance(failure, TransportError) else "broken"
 
 
 def _as_bytes(data: bytes | bytearray) -> bytes:

@@ -11,7 +11,7 @@
     _intake     SYNC: what a contact's records do to our store, live or enveloped
     _writer     the store worker and group commit
     _records    per-link and per-session records, shared by the above
-    _views      messages as the local API shows them, failures in words
+    _views      messages as the local API shows them
     _policy     the policy, reports, and the seams (Dial, MailboxAccess)
 """
 
@@ -26,7 +26,7 @@ from onionpost.daemon.delivery._policy import (
     LinkStatus,
     MailboxAccess,
 )
-from onionpost.daemon.delivery._views import mb_code_name, message_record, reason
+from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._writer import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
@@ -47,7 +47,5 @@ __all__ = [
     "ThreadWorker",
     "Work",
     "mailbox_refusal",
-    "mb_code_name",
     "message_record",
-    "reason",
 ]

@@ -21,12 +21,12 @@ import trio
 
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
-from onionpost.daemon._supervision import first_failure
 from onionpost.daemon.delivery._mbclient import MailboxClient, mailbox_refusal
 from onionpost.daemon.delivery._policy import MailboxAccess
 from onionpost.daemon.delivery._records import Link, Parts, jitter, now_ms
-from onionpost.daemon.delivery._views import expected, reason
+from onionpost.daemon.delivery._views import expected
 from onionpost.errors import StoreError, TransportError
+from onionpost.host import first_failure, reason
 from onionpost.limits import FILE_CHUNK_SIZE, MAX_ACK_IDS
 from onionpost.proto import messages
 from onionpost.store import Outgoing, Store
@@ -72,7 +72,7 @@ async def deposit(parts: Parts, link: Link) -> None:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
                     await channel.aclose()
         except* trio.TooSlowError:
-            failure = TransportError("timeout")
+            failure = TransportError("timeout", reason="timeout")
         except* Exception as group:
             failure = first_failure(group)
         finally:

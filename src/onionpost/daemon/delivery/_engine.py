@@ -51,8 +51,6 @@ import trio
 
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
-from onionpost.daemon._events import EventHub
-from onionpost.daemon._supervision import TokenBucket, first_failure
 from onionpost.daemon.delivery._deposit import deposit, has_deposit_work
 from onionpost.daemon.delivery._intake import Bounds, EnvelopeReceipt, Intake
 from onionpost.daemon.delivery._link import Backoff, LinkState, StepKind, Work
@@ -65,9 +63,10 @@ from onionpost.daemon.delivery._policy import (
 )
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._session import run_session
-from onionpost.daemon.delivery._views import message_record, reason
+from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._writer import GroupCommit, StoreWorker, ThreadWorker
 from onionpost.errors import OnionpostError, StoreError, TransportError
+from onionpost.host import EventHub, TokenBucket, first_failure, reason
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.session import PeerDecision
@@ -423,13 +422,13 @@ class DeliveryEngine:
             with trio.fail_after(parts.policy.connect_timeout):
                 channel = await self._dial_fn(link.contact)
         except* trio.TooSlowError:
-            failure = TransportError("timeout")
+            failure = TransportError("timeout", reason="timeout")
         except* Exception as group:
             failure = first_failure(group)
         if channel is not None:
             return channel
         parts.counters.dial_failures += 1
-        why = reason(failure)
+        why = "unknown" if failure is None else reason(failure)
         delay = link.state.dial_failed(trio.current_time(), why, jitter())
         log.info(
             "event=dial_failed contact=%s reason=%s retry_in=%.1f",

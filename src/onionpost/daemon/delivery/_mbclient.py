@@ -14,8 +14,8 @@ from typing import Final
 
 import trio
 
-from onionpost.daemon.delivery._views import mb_code_name
 from onionpost.errors import CloseCode, MailboxRefusedError, RemoteProtocolError, TransportError
+from onionpost.host import code_name
 from onionpost.proto import messages
 from onionpost.transport import SecureChannel
 
@@ -66,7 +66,7 @@ class MailboxClient:
             with trio.fail_after(self._answer_timeout):
                 await pending.done.wait()
         except trio.TooSlowError:
-            raise TransportError("timeout") from None
+            raise TransportError("timeout", reason="timeout") from None
         finally:
             self._pending.pop(req, None)
         assert pending.answer is not None
@@ -86,7 +86,7 @@ class MailboxClient:
                 try:
                     record = await self.channel.receive()
                 except trio.EndOfChannel:
-                    raise TransportError("the mailbox closed the session") from None
+                    raise TransportError("the mailbox closed the session", reason="ended") from None
                 if isinstance(record, messages.MbEnvelope) and self._owner:
                     await self._envelopes_in.send(record)
                 elif isinstance(record, messages.MbResult | messages.MbPrekey | messages.MbUsage):
@@ -105,8 +105,9 @@ class MailboxClient:
 
 def mailbox_refusal(answer: messages.Message, what: str) -> MailboxRefusedError:
     if isinstance(answer, messages.MbResult):
+        said = answer.detail or code_name(messages.MbCode, answer.code)
         return MailboxRefusedError(
-            f"the mailbox refused the {what}: {answer.detail or mb_code_name(answer.code)}",
+            f"the mailbox refused the {what}: {said}",
             code=answer.code,
             detail=answer.detail,
         )

@@ -16,13 +16,11 @@ from typing import Final
 import trio
 
 from onionpost.api import PeerChange
-from onionpost.daemon._events import EventHub
-from onionpost.daemon._supervision import Kick, TokenBucket
 from onionpost.daemon.delivery._intake import Intake
 from onionpost.daemon.delivery._link import LinkState
 from onionpost.daemon.delivery._policy import DeliveryPolicy, MailboxAccess
 from onionpost.daemon.delivery._writer import GroupCommit, StoreWorker
-from onionpost.errors import CloseCode, OnionpostError
+from onionpost.host import EventHub, Kick, Shed, TokenBucket
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.store import Contact, Store
@@ -43,15 +41,6 @@ def now_ms() -> int:
 
 def jitter() -> float:
     return random.random()  # noqa: S311 - backoff jitter, not a secret
-
-
-class Shed(OnionpostError):
-    """We end a session on purpose, with a close code the peer will see."""
-
-    def __init__(self, message: str, *, code: CloseCode, reason: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
 
 
 @dataclass(eq=False, slots=True)

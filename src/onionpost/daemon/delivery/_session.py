@@ -34,12 +34,12 @@ import trio
 
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
-from onionpost.daemon._supervision import first_failure
 from onionpost.daemon.delivery import _files
 from onionpost.daemon.delivery._link import keep_new_session
-from onionpost.daemon.delivery._records import Link, Parts, Session, Shed, jitter, now_ms
-from onionpost.daemon.delivery._views import code_name, expected, message_record, reason
+from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
+from onionpost.daemon.delivery._views import expected, message_record
 from onionpost.errors import CloseCode, OnionpostError, RemoteProtocolError, TransportError
+from onionpost.host import Shed, code_name, first_failure, reason
 from onionpost.limits import MAX_ACK_IDS
 from onionpost.proto import messages
 from onionpost.store import Stored
@@ -172,10 +172,10 @@ def _ended(parts: Parts, link: Link, session: Session, failure: BaseException | 
         link.fire()
         return
     if orderly:
-        failure = TransportError("refused")
+        failure = TransportError("refused", reason="refused")
     parts.counters.session_failures += 1
     if failure is None:
-        why = f"peer-closed-{code_name(peer_code)}"
+        why = f"peer-closed-{code_name(CloseCode, peer_code)}"
     elif isinstance(failure, Shed):
         why = failure.reason
     elif session.initiator and not session.proven and isinstance(failure, TransportError):
@@ -254,7 +254,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             # Our Pings went unanswered: the contact is gone (its tor died
             # with its workstation) though the stream did not say so. What
             # waits for it may go to its mailbox now.
-            raise TransportError("timeout")
+            raise TransportError("timeout", reason="timeout")
         if now >= session.last_ping + policy.ping_interval:
             session.last_ping = now
             await channel.send(messages.Ping(secrets.randbits(63)))

@@ -20,8 +20,8 @@ from typing import Any, Final, Protocol, TypeVar
 
 import trio
 
-from onionpost.daemon._supervision import Kick
 from onionpost.errors import NoSpaceError, OnionpostError, StoreError
+from onionpost.host import Kick
 from onionpost.store import Store
 
 __all__ = ["GroupCommit", "InlineWorker", "StoreWorker", "ThreadWorker"]

@@ -11,9 +11,9 @@ import pytest
 import trio
 
 from localapi_double import short_tmpdir
-from onionpost.daemon._daemon import open_unix_listener
 from onionpost.errors import ConfigError
 from onionpost.home import Paths
+from onionpost.host import open_unix_listener
 
 
 async def _echo(stream: trio.SocketStream) -> None:

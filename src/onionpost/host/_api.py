@@ -47,7 +47,6 @@ from onionpost._localapi import (
     LineReader,
     encode_line,
 )
-from onionpost.daemon._backend import JSON, Backend
 from onionpost.errors import (
     CardError,
     ConfigError,
@@ -61,6 +60,7 @@ from onionpost.errors import (
     TransportError,
     UnknownContactError,
 )
+from onionpost.host._backend import JSON, Backend
 
 __all__ = ["serve_api"]
 

@@ -17,9 +17,8 @@ import trio.testing
 
 from localapi_double import ERRORS_BY_CODE, SAFETY, MemoryBackend, card_for, short_tmpdir
 from onionpost._localapi import MAX_IN_FLIGHT, MAX_REQUEST_LINE, LineReader
-from onionpost.daemon import _api
-from onionpost.daemon._api import serve_api
 from onionpost.errors import ConfigError, SelfTestError
+from onionpost.host import _api, serve_api
 
 
 class Raw:

@@ -1,0 +1,64 @@
+"""What an endpoint daemon and a mailbox both stand on: the onion host.
+
+Neither process imports the other; what both need is here, one floor below
+them (``README.md``, "The code")::
+
+    daemon ──┐
+             ├──► host ──► tor, transport, home, proto
+    mailbox ─┘
+
+- :class:`OnionHost`: tor (launched or attached, supervised, its hardening
+  reported, its state into an :class:`EventHub`), the Noise static key's
+  renewal, the onion service on a Unix socket, its authorized clients, and
+  :meth:`OnionHost.dial` to another onion service.
+- :func:`serve_api` and :class:`Backend`: the local control socket and what
+  it asks of the process behind it; :class:`EventHub`: its events.
+- The supervisors' small pieces: :class:`Kick`, :class:`TokenBucket`,
+  :func:`first_failure`, :class:`Shed`, and :func:`reason`, the one
+  vocabulary in which failures are logged and reported.
+- The start of a process: :func:`check_primitives`, :func:`home_lock`,
+  :func:`open_home`, :func:`configure_logging`.
+"""
+
+from __future__ import annotations
+
+from onionpost.host._api import serve_api
+from onionpost.host._backend import JSON, Backend
+from onionpost.host._events import EventHub
+from onionpost.host._onion import OnionHost, open_unix_listener, tor_config
+from onionpost.host._startup import (
+    SecretSource,
+    check_primitives,
+    configure_logging,
+    home_lock,
+    open_home,
+)
+from onionpost.host._supervision import (
+    Kick,
+    Shed,
+    TokenBucket,
+    code_name,
+    first_failure,
+    reason,
+)
+
+__all__ = [
+    "JSON",
+    "Backend",
+    "EventHub",
+    "Kick",
+    "OnionHost",
+    "SecretSource",
+    "Shed",
+    "TokenBucket",
+    "check_primitives",
+    "code_name",
+    "configure_logging",
+    "first_failure",
+    "home_lock",
+    "open_home",
+    "open_unix_listener",
+    "reason",
+    "serve_api",
+    "tor_config",
+]

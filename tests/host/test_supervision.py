@@ -1,0 +1,173 @@
+"""The host's shared pieces without tor: the failure vocabulary, the start-up,
+and what an OnionHost does before (or without) its tor."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import trio
+
+from onionpost import api
+from onionpost.errors import (
+    AuthenticationError,
+    CloseCode,
+    ConfigError,
+    DialError,
+    MailboxRefusedError,
+    MessageDecodeError,
+    NoSpaceError,
+    OnionpostError,
+    QuotaError,
+    RemoteProtocolError,
+    StoreError,
+    StoreLockedError,
+    TorError,
+    TransportError,
+)
+from onionpost.home import Config, Paths, Secrets
+from onionpost.host import (
+    EventHub,
+    OnionHost,
+    SecretSource,
+    Shed,
+    check_primitives,
+    code_name,
+    first_failure,
+    home_lock,
+    reason,
+)
+from onionpost.proto import messages as m
+from onionpost.proto.identity import CERT_LIFETIME
+
+# The one vocabulary: every failure a log line or `status` reports, by kind.
+VOCABULARY: list[tuple[BaseException, str]] = [
+    (Shed("idle", code=CloseCode.NORMAL, reason="idle"), "idle"),
+    (DialError("no descriptor", reason="descriptor-not-found"), "descriptor-not-found"),
+    (DialError("no answer", reason="timeout"), "timeout"),
+    (
+        MailboxRefusedError("full", code=m.MbCode.QUOTA_EXCEEDED),
+        "mailbox-quota-exceeded",
+    ),
+    (MailboxRefusedError("odd", code=250), "mailbox-250"),
+    (RemoteProtocolError("junk"), "protocol-protocol-error"),
+    (MessageDecodeError("not ours"), "protocol-bad-message"),
+    (AuthenticationError("handshake failed"), "protocol-authentication-failed"),
+    (TransportError("late", reason="timeout"), "timeout"),
+    (TransportError("dropped us", reason="refused"), "refused"),
+    (TransportError("the stream ended without a Close", reason="ended"), "stream-ended"),
+    (TransportError("the stream failed", reason="broken"), "stream-broken"),
+    (TransportError("a text that says timeout"), "stream-broken"),  # the text is never read
+    (NoSpaceError("disk full"), "our-disk-full"),
+    (QuotaError("too many", quota="transfers", limit=4), "our-store-failed"),
+    (StoreError("corrupt"), "our-store-failed"),
+    (ConfigError("bad"), "ConfigError"),
+    (TorError("tor is not running"), "TorError"),
+    (ValueError("a bug"), "internal-ValueError"),
+]
+
+
+@pytest.mark.parametrize(("exc", "word"), VOCABULARY, ids=[w for _, w in VOCABULARY])
+def test_every_failure_has_one_word(exc: BaseException, word: str) -> None:
+    assert reason(exc) == word
+
+
+def test_a_transport_error_is_broken_unless_told() -> None:
+    assert TransportError("x").reason == "broken"
+    assert TransportError("x", reason="ended").reason == "ended"
+
+
+def test_code_names() -> None:
+    assert code_name(CloseCode, CloseCode.RATE_LIMITED) == "rate-limited"
+    assert code_name(CloseCode, 99) == "99"
+    assert code_name(CloseCode, None) == "none"
+    assert code_name(m.MbCode, m.MbCode.CODE_REFUSED) == "code-refused"
+
+
+def test_shed_is_ours_and_carries_its_close() -> None:
+    shed = Shed("too many sessions", code=CloseCode.RATE_LIMITED, reason="too-many-sessions")
+    assert isinstance(shed, OnionpostError)
+    assert (shed.code, shed.reason, str(shed)) == (
+        CloseCode.RATE_LIMITED,
+        "too-many-sessions",
+        "too many sessions",
+    )
+
+
+def test_first_failure_skips_the_broken_streams_around_it() -> None:
+    telling = MessageDecodeError("junk")
+    group = ExceptionGroup(
+        "session", [TransportError("x", reason="broken"), ExceptionGroup("inner", [telling])]
+    )
+    assert first_failure(group) is telling
+    only = TransportError("x", reason="ended")
+    assert first_failure(ExceptionGroup("session", [only])) is only
+
+
+# -- start-up ---------------------------------------------------------------------------
+
+
+def test_the_self_test_passes_here() -> None:
+    check_primitives()
+
+
+def test_a_second_process_on_a_home_is_refused(tmp_path: Path) -> None:
+    lock = tmp_path / "run" / "daemon.lock"
+    with home_lock(lock), pytest.raises(StoreLockedError, match="already running"):
+        home_lock(lock).__enter__()  # refused: never held
+    with home_lock(lock) as handle:  # free again
+        assert not handle.closed
+
+
+def test_a_secret_source_never_shows_its_passphrase() -> None:
+    source = SecretSource(passphrase="correct horse battery staple")
+    assert "correct horse" not in repr(source)
+    assert source.key_file is None
+
+
+# -- the host before its tor ------------------------------------------------------------
+
+
+def _host(tmp_path: Path, now: int) -> tuple[OnionHost, Secrets, list[logging.LogRecord]]:
+    secrets = Secrets.generate("test", now=now)
+    records: list[logging.LogRecord] = []
+    log = logging.getLogger("onionpost.test-host")
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    log.addHandler(Keep())
+    log.setLevel(logging.INFO)
+    host = OnionHost(
+        Paths.for_home(tmp_path), secrets, Config(), clients=list, hub=EventHub(), log=log
+    )
+    return host, secrets, records
+
+
+async def test_without_tor_the_host_says_so(tmp_path: Path) -> None:
+    host, secrets, _ = _host(tmp_path, 1_700_000_000)
+    assert host.tor_status == api.TorStatus("starting", "launching tor")
+    assert not host.published
+    with pytest.raises(TorError, match="not published"):
+        await host.authorize()
+    with pytest.raises(TorError, match="not running"):
+        await host.dial(secrets.identity.address)
+    # Client keys for later: nothing to tell a tor that is not running.
+    await host.add_client_auth(secrets.identity.address, bytes(32))
+    await host.remove_client_auth(secrets.identity.address)
+    host.ready()
+    assert host.tor_status.state == "ok"
+
+
+async def test_the_static_key_is_renewed_when_due(tmp_path: Path) -> None:
+    now = 1_700_000_000
+    host, secrets, records = _host(tmp_path, now)
+    first = secrets.static
+    assert not host.renew_static_key(now)
+    assert secrets.static is first
+    assert host.renew_static_key(now + CERT_LIFETIME)
+    assert secrets.static is not first
+    assert [r.getMessage() for r in records] == ["event=static_key_rotated"]
+    await trio.lowlevel.checkpoint()
