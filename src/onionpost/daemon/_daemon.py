@@ -14,8 +14,15 @@ Theory of operation
         │                    (``_delivery.py``: the failure domains live there)
         └── renew            the Noise static key, renewed while running
 
-This module is the local API's backend: it turns requests into store reads
-and engine calls, and shapes the JSON. Delivery itself (dialing, sessions,
+This module is the local API's backend: its handlers (one per request type
+an endpoint serves, :attr:`Daemon.handlers`) turn requests into store reads
+and engine calls, and shape the records.
+
+Sends are idempotent on their id: the client chooses a message's id, and
+the same ``send_text``/``send_file`` again (its answer was lost: the daemon
+was slow, the connection cut) finds the message queued under that id and
+answers as the first did; the store refuses the id for another contact or
+another content. Two sends of one id run one after the other. Delivery itself (dialing, sessions,
 exactly once, quotas) is the engine's.
 
 Logs carry ids, contact handles (``contact=#3``, :mod:`onionpost._logs`)
@@ -30,7 +37,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -39,6 +47,7 @@ import trio
 
 from onionpost import api
 from onionpost._logs import contact_ref, safe
+from onionpost.daemon._backend import Handlers
 from onionpost.daemon._delivery import DeliveryEngine, DeliveryPolicy, Dial, message_record
 from onionpost.daemon._events import EventHub
 from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
@@ -75,6 +84,11 @@ def _now_ms() -> int:
 class Daemon:
     """Implements the local API's :class:`~onionpost.daemon._backend.Backend`."""
 
+    unserved: Final = (
+        "this home runs an endpoint, not a mailbox (setup codes come from "
+        "'onionpost mailbox code' on the mailbox's host)"
+    )
+
     def __init__(
         self,
         paths: Paths,
@@ -96,8 +110,9 @@ class Daemon:
         self._hub = EventHub()
         self._tor: Tor | None = None
         self._service: OnionService | None = None
-        self._tor_state = api.TorStatus("starting", "launching tor")
+        self._tor_state = api.TorStatus(api.TorState.STARTING, "launching tor")
         self._scheduler = DialScheduler()
+        self._sending: dict[bytes, trio.Lock] = {}
         self._client_auth_added: dict[OnionAddress, bytes] = {}
         policy = policy or DeliveryPolicy.from_config(config)
         mailbox_dial = mailbox_dial or self._dial_mailbox
@@ -106,6 +121,25 @@ class Daemon:
             store, self._hub, dial or self._dial, policy, mailbox=self.mailboxes
         )
         self.owner = OwnerLink(secrets, store, self.engine, self.mailboxes, mailbox_dial, policy)
+        self.handlers: Handlers = {
+            api.Whoami: self.whoami,
+            api.GetStatus: self.status,
+            api.ContactAdd: self.contact_add,
+            api.ContactList: self.contact_list,
+            api.ContactRemove: self.contact_remove,
+            api.ContactVerify: self.contact_verify,
+            api.SendText: self.send_text,
+            api.SendFile: self.send_file,
+            api.Inbox: self.inbox,
+            api.Outbox: self.outbox,
+            api.GetMessage: self.message,
+            api.MarkRead: self.mark_read,
+            api.ExportFile: self.export_file,
+            api.Retry: self.retry,
+            api.MailboxPair: self.mailbox_pair,
+            api.GetMailboxStatus: self.mailbox_status,
+            api.MailboxWipe: self.mailbox_wipe,
+        }
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -164,7 +198,7 @@ class Daemon:
                     await tor.add_client_auth(contact.address, self._secrets.client_auth_private)
                 await nursery.start(self.engine.run)
                 nursery.start_soon(self.owner.run)
-                self._tor_state = api.TorStatus("ok", "published")
+                self._tor_state = api.TorStatus(api.TorState.OK, "published")
                 log.info("event=ready contacts=%d", len(contacts))
                 log.debug("event=ready address=%s", address)
                 task_status.started(address)
@@ -190,8 +224,8 @@ class Daemon:
 
     async def _forward_tor_events(self, tor: Tor) -> None:
         async for status in tor.events():
-            was_ok = self._tor_state.state == TorState.OK.value
-            self._tor_state = api.TorStatus(status.state.value, status.detail)
+            was_ok = self._tor_state.state is api.TorState.OK
+            self._tor_state = api.TorStatus(api.TorState(status.state.value), status.detail)
             self._hub.publish(self._tor_state)
             log.info("event=tor state=%s detail=%s", status.state.value, safe(status.detail))
             if status.state is TorState.OK and not was_ok and self.engine.running:
@@ -302,13 +336,13 @@ class Daemon:
     def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         return self._hub.subscribe(list(topics))
 
-    async def whoami(self) -> api.Identity:
+    async def whoami(self, request: api.Whoami) -> api.Identity:
         card = ContactCard.issue(self._secrets, mailbox=self.mailboxes.signed())
         return api.Identity(
             self._secrets.display_name, str(self._secrets.identity.address), card.to_line()
         )
 
-    async def status(self) -> api.Status:
+    async def status(self, request: api.GetStatus) -> api.Status:
         contacts = []
         for contact in self._store.contacts():
             link = self.engine.status(contact.id)
@@ -336,12 +370,12 @@ class Daemon:
             contacts=tuple(contacts),
         )
 
-    async def contact_add(self, card: str, name: str | None = None) -> api.ContactRef:
-        parsed = ContactCard.parse(card)
+    async def contact_add(self, request: api.ContactAdd) -> api.ContactRef:
+        parsed = ContactCard.parse(request.card)
         if parsed.address == self._secrets.identity.address:
             raise ConfigError("that card is this endpoint's own")
         contact = self._store.add_contact(
-            name or parsed.name, parsed.address, parsed.client_auth_public, _now_ms()
+            request.name or parsed.name, parsed.address, parsed.client_auth_public, _now_ms()
         )
         if parsed.mailbox is not None:
             self._store.set_contact_mailbox(
@@ -368,8 +402,8 @@ class Daemon:
             keys = [c.client_auth_public for c in self._store.contacts()]
             await self._tor.set_authorized_clients(self._service, keys)
 
-    async def contact_list(self) -> list[api.Contact]:
-        return [
+    async def contact_list(self, request: api.ContactList) -> tuple[api.Contact, ...]:
+        return tuple(
             api.Contact(
                 name=c.name,
                 address=str(c.address),
@@ -378,10 +412,10 @@ class Daemon:
                 reachable=bool((link := self.engine.status(c.id)) and link.reachable),
             )
             for c in self._store.contacts()
-        ]
+        )
 
-    async def contact_remove(self, name: str) -> api.ContactRef:
-        contact = self._store.remove_contact(name)
+    async def contact_remove(self, request: api.ContactRemove) -> api.ContactRef:
+        contact = self._store.remove_contact(request.name)
         self.engine.remove_contact(contact.id)
         await self._authorize()
         if self._tor is not None:
@@ -390,50 +424,61 @@ class Daemon:
         log.info("event=contact_removed contact=%s", contact_ref(contact.id))
         return api.ContactRef(contact.name, str(contact.address))
 
-    async def contact_verify(self, name: str) -> api.SafetyNumber:
-        contact = self._store.contact(name)
+    async def contact_verify(self, request: api.ContactVerify) -> api.SafetyNumber:
+        contact = self._store.contact(request.name)
         number = safety_number(self._secrets.identity.public_key, contact.address.public_key)
         return api.SafetyNumber(contact.name, number)
 
-    async def send_text(
-        self, contact: str, body: str, content_type: str = "text/plain"
-    ) -> api.Queued:
-        target = self._store.contact(contact)
-        message_id = os.urandom(16)
-        await self.engine.queue_text(target.id, m.Text(message_id, _now_ms(), body, content_type))
+    @asynccontextmanager
+    async def _one_send(self, message_id: bytes) -> AsyncIterator[None]:
+        """Sends of one id, one at a time: a resent request that arrives while
+        the first still runs waits for it, then finds its message."""
+        lock = self._sending.setdefault(message_id, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._sending.pop(message_id, None)
+
+    async def send_text(self, request: api.SendText) -> api.Queued:
+        target = self._store.contact(request.contact)
+        message_id = os.urandom(16) if request.id is None else _parse_id(request.id)
+        text = m.Text(message_id, _now_ms(), request.body, request.content_type)
+        async with self._one_send(message_id):
+            await self.engine.queue_text(target.id, text)
         return api.Queued(message_id.hex(), api.MessageState.QUEUED)
 
-    async def send_file(self, contact: str, path: str) -> api.Queued:
-        target = self._store.contact(contact)
-        source = Path(path)
+    async def send_file(self, request: api.SendFile) -> api.Queued:
+        target = self._store.contact(request.contact)
+        source = Path(request.path)
         if not source.is_absolute():
             raise ConfigError("give the file's absolute path")
-        file_id = os.urandom(16)
-        queued = await trio.to_thread.run_sync(
-            partial(
-                self._store.queue_file,
-                target.id,
-                file_id,
-                _now_ms(),
-                source.name,
-                source,
-                self._config.max_file_size,
+        file_id = os.urandom(16) if request.id is None else _parse_id(request.id)
+        async with self._one_send(file_id):
+            queued = await trio.to_thread.run_sync(
+                partial(
+                    self._store.queue_file,
+                    target.id,
+                    file_id,
+                    _now_ms(),
+                    source.name,
+                    source,
+                    self._config.max_file_size,
+                )
             )
-        )
         self.engine.kick(target.id)
         return api.Queued(file_id.hex(), api.MessageState.QUEUED, queued.name, queued.size)
 
-    async def inbox(
-        self, after: int = 0, limit: int = 100, unread: bool = False
-    ) -> list[api.Message]:
-        if not 0 <= after <= api.MAX_SEQ:
-            raise ConfigError(f"'after' is a seq from 0 to {api.MAX_SEQ}")
-        page = self._store.inbox(after=after, limit=limit, unread=unread)
-        return [message_record(s) for s in page]
+    async def inbox(self, request: api.Inbox) -> tuple[api.Message, ...]:
+        page = self._store.inbox(after=request.after, limit=request.limit, unread=request.unread)
+        return tuple(message_record(s) for s in page)
 
-    async def outbox(self, contact: str | None = None, limit: int = 100) -> list[api.Message]:
+    async def outbox(self, request: api.Outbox) -> tuple[api.Message, ...]:
+        contact = request.contact
         contact_id = None if contact is None else self._store.contact(contact).id
-        return [message_record(s) for s in self._store.outbox(contact_id=contact_id, limit=limit)]
+        page = self._store.outbox(contact_id=contact_id, limit=request.limit)
+        return tuple(message_record(s) for s in page)
 
     def _find(self, message_id: bytes, contact: str | None) -> Stored:
         """The one message with this id (of this contact, when named).
@@ -452,11 +497,11 @@ class Daemon:
             )
         return found[0]
 
-    async def message(self, id: str, contact: str | None = None) -> api.Message:
-        return message_record(self._find(_parse_id(id), contact))
+    async def message(self, request: api.GetMessage) -> api.Message:
+        return message_record(self._find(_parse_id(request.id), request.contact))
 
-    async def mark_read(self, ids: Sequence[str], contact: str | None = None) -> api.Marked:
-        targets = [self._find(_parse_id(i), contact) for i in ids]
+    async def mark_read(self, request: api.MarkRead) -> api.Marked:
+        targets = [self._find(_parse_id(i), request.contact) for i in request.ids]
         by_contact: dict[int, list[bytes]] = {}
         for stored in targets:
             if stored.direction == Direction.IN:
@@ -472,37 +517,31 @@ class Daemon:
             await self.engine.owe_receipts(contact_id, changed)
         return api.Marked(marked)
 
-    async def export_file(self, id: str, dest: str, contact: str | None = None) -> api.Exported:
-        target = Path(dest)
+    async def export_file(self, request: api.ExportFile) -> api.Exported:
+        target = Path(request.dest)
         if not target.is_absolute():
             raise ConfigError("give an absolute destination path")
-        stored = self._find(_parse_id(id), contact)
+        stored = self._find(_parse_id(request.id), request.contact)
         written = await trio.to_thread.run_sync(
             partial(self._store.export_file, stored.id, target, contact_id=stored.contact_id)
         )
         size = await trio.to_thread.run_sync(lambda: written.stat().st_size)
         return api.Exported(str(written), size)
 
-    async def retry(self, contact: str | None = None) -> api.Retried:
-        if contact is None:
+    async def retry(self, request: api.Retry) -> api.Retried:
+        if request.contact is None:
             return api.Retried(self.engine.kick(retry_now=True))
-        target = self._store.contact(contact).id  # UnknownContactError for a bad name
+        target = self._store.contact(request.contact).id  # UnknownContactError for a bad name
         return api.Retried(self.engine.kick(target, retry_now=True))
 
-    async def mailbox_code(self, expires: int = 86_400) -> api.SetupCode:
-        raise ConfigError(
-            "this is an endpoint: setup codes come from a mailbox ('onionpost mailbox code' "
-            "on the mailbox's host)"
-        )
+    async def mailbox_pair(self, request: api.MailboxPair) -> api.MailboxRef:
+        return await self.owner.pair(request.code)
 
-    async def mailbox_pair(self, code: str) -> api.MailboxRef:
-        return await self.owner.pair(code)
-
-    async def mailbox_status(self) -> api.MailboxStatus:
+    async def mailbox_status(self, request: api.GetMailboxStatus) -> api.MailboxStatus:
         return await self.owner.status()
 
-    async def mailbox_wipe(self, owner: str | None = None) -> api.Wiped:
-        if owner is not None:
+    async def mailbox_wipe(self, request: api.MailboxWipe) -> api.Wiped:
+        if request.owner is not None:
             raise ConfigError("an endpoint wipes its own space at its mailbox: leave out 'owner'")
         return await self.owner.wipe()
 

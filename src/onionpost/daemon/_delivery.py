@@ -65,6 +65,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import trio
 
+from onionpost import api
 from onionpost._logs import contact_ref
 from onionpost.api import FileInfo, Message, MessageState, PeerChange, StateChange
 from onionpost.daemon._events import EventHub
@@ -1739,8 +1740,8 @@ def message_record(stored: Stored) -> Message:
     return Message(
         id=stored.id.hex(),
         contact=stored.contact,
-        direction=str(stored.direction),
-        kind=str(stored.kind),
+        direction=api.Direction(stored.direction.value),
+        kind=api.Kind(stored.kind.value),
         state=_shown_state(stored),
         created_ms=stored.created_ms,
         seq=stored.seq if stored.direction == Direction.IN and stored.seq else None,
