@@ -79,6 +79,7 @@ import trio
 
 from bench._common import compare, fact, line
 from bench.onion_bench import TrioThread
+from onionpost.api import SendFile, SendText
 from onionpost.client import open_client
 from onionpost.daemon import Daemon, Dial
 from onionpost.home import Config, Paths, Secrets
@@ -278,7 +279,7 @@ async def _daemon_msgs_per_s(d: _Daemons) -> float:
 
     async def caller(count: int) -> None:
         for _ in range(count):
-            queued = await d.sender.daemon.send_text("bob", BODY)
+            queued = await d.sender.daemon.send_text(SendText("bob", BODY))
             ids.append(bytes.fromhex(queued.id))
 
     store = d.sender.store
@@ -392,7 +393,7 @@ async def _file_sender(spec: dict[str, Any]) -> None:
             async with stdin:
                 assert await stdin.receive_some() == b"go\n"
             start = time.perf_counter()
-            queued = await daemon.send_file("peer", spec["file"])
+            queued = await daemon.send_file(SendFile("peer", spec["file"]))
             _say("queued", f"{time.perf_counter() - start:.2f}")
             file_id = bytes.fromhex(queued.id)
             await _until(

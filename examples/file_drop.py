@@ -240,7 +240,7 @@ async def run(drop: Drop, home: Path | None, follow: bool = True) -> int:
                 await drop.catch_up(client)
                 try:
                     async for event in events:
-                        if event.topic == "message":
+                        if isinstance(event, Message):
                             # Events only wake us: the inbox, read from the last
                             # seq taken, is what says what is new.
                             await drop.catch_up(client)

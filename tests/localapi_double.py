@@ -1,4 +1,4 @@
-"""A test double of the daemon for the local API: the Backend protocol over dicts.
+"""A test double of the daemon for the local API: the Backend's handlers over dicts.
 
 Used by tests/daemon/test_api.py, tests/client/test_client.py and
 tests/cli/test_cli.py (tests/ is on sys.path through tests/conftest.py). It
@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from onionpost import api
 from onionpost.errors import (
     CardError,
     ConfigError,
@@ -30,7 +31,7 @@ from onionpost.errors import (
     TorError,
     UnknownContactError,
 )
-from onionpost.host import serve_api
+from onionpost.host import Handlers, serve_api
 
 JSON = dict[str, Any]
 
@@ -48,7 +49,11 @@ def address_for(name: str) -> str:
 
 
 class MemoryBackend:
-    """The Backend protocol over dicts (host/_backend.py)."""
+    """The Backend protocol over dicts (host/_backend.py): an endpoint's
+    requests, the mailbox ones left out. Sends are idempotent on their id, as
+    the daemon's are."""
+
+    unserved = "this double serves no mailbox requests"
 
     def __init__(self, *, subscriber_buffer: int = 64) -> None:
         self.contacts: dict[str, JSON] = {}
@@ -71,6 +76,22 @@ class MemoryBackend:
         self.nursery: trio.Nursery | None = None  # for file progress events
         self.deliver_files = True
         self.deliver_texts = True
+        self.handlers: Handlers = {
+            api.Whoami: self.whoami,
+            api.GetStatus: self.status,
+            api.ContactAdd: self.contact_add,
+            api.ContactList: self.contact_list,
+            api.ContactRemove: self.contact_remove,
+            api.ContactVerify: self.contact_verify,
+            api.SendText: self.send_text,
+            api.SendFile: self.send_file,
+            api.Inbox: self.inbox,
+            api.Outbox: self.outbox,
+            api.GetMessage: self.message,
+            api.MarkRead: self.mark_read,
+            api.ExportFile: self.export_file,
+            api.Retry: self.retry,
+        }
 
     # -- helpers for tests ----------------------------------------------------------
 
@@ -159,14 +180,14 @@ class MemoryBackend:
 
     # -- the Backend protocol -------------------------------------------------------
 
-    async def whoami(self) -> JSON:
+    async def whoami(self, request: api.Whoami) -> JSON:
         await self._enter("whoami")
         self.active -= 1
         if self.whoami_result is not None:
             return self.whoami_result  # type: ignore[no-any-return]
         return {"name": "alice", "address": ALICE, "card": card_for("alice")}
 
-    async def status(self) -> JSON:
+    async def status(self, request: api.GetStatus) -> JSON:
         await self._enter("status")
         self.active -= 1
         if self.fail is not None:
@@ -196,7 +217,8 @@ class MemoryBackend:
             ],
         }
 
-    async def contact_add(self, card: str, name: str | None = None) -> JSON:
+    async def contact_add(self, request: api.ContactAdd) -> JSON:
+        card, name = request.card, request.name
         await self._enter("contact_add")
         self.active -= 1
         if not card.startswith("onionpost1:") or len(card) <= len("onionpost1:"):
@@ -207,31 +229,45 @@ class MemoryBackend:
         self.add(chosen)
         return {"name": chosen, "address": address_for(chosen)}
 
-    async def contact_list(self) -> list[JSON]:
+    async def contact_list(self, request: api.ContactList) -> list[JSON]:
         await self._enter("contact_list")
         self.active -= 1
         return list(self.contacts.values())
 
-    async def contact_remove(self, name: str) -> JSON:
+    async def contact_remove(self, request: api.ContactRemove) -> JSON:
+        name = request.name
         await self._enter("contact_remove")
         self.active -= 1
         contact = self._contact(name)
         del self.contacts[name]
         return {"name": name, "address": contact["address"]}
 
-    async def contact_verify(self, name: str) -> JSON:
+    async def contact_verify(self, request: api.ContactVerify) -> JSON:
+        name = request.name
         await self._enter("contact_verify")
         self.active -= 1
         self._contact(name)
         return {"name": name, "safety_number": SAFETY}
 
-    async def send_text(self, contact: str, body: str, content_type: str = "text/plain") -> JSON:
+    def _sent_before(self, message_id: str | None, contact: str, content: JSON) -> bool:
+        """Whether this send was made before under its id (as the store decides)."""
+        if message_id is None or message_id not in self.messages:
+            return False
+        before = self.messages[message_id]
+        if before["contact"] != contact or any(before.get(k) != v for k, v in content.items()):
+            raise ConfigError(f"message id {message_id} is already another message's")
+        return True
+
+    async def send_text(self, request: api.SendText) -> JSON:
+        contact, body, content_type = request.contact, request.body, request.content_type
         await self._enter("send_text")
         try:
             self._contact(contact)
-            if self.hold is not None:
-                await self.hold.wait()
-            message_id = self._new_id()
+            content = {"kind": "text", "body": body, "content_type": content_type}
+            if self._sent_before(request.id, contact, content):
+                return {"id": request.id, "state": "queued"}
+            message_id = request.id or self._new_id()
+            # Queued first, answered after: a hold is a daemon slow to answer.
             self.messages[message_id] = {
                 "id": message_id,
                 "contact": contact,
@@ -245,11 +281,14 @@ class MemoryBackend:
             }
             if self.nursery is not None:
                 self.nursery.start_soon(self._deliver_text, message_id)
+            if self.hold is not None:
+                await self.hold.wait()
             return {"id": message_id, "state": "queued"}
         finally:
             self.active -= 1
 
-    async def send_file(self, contact: str, path: str) -> JSON:
+    async def send_file(self, request: api.SendFile) -> JSON:
+        contact, path = request.contact, request.path
         await self._enter("send_file")
         self.active -= 1
         self._contact(contact)
@@ -257,8 +296,11 @@ class MemoryBackend:
             size = os.path.getsize(path)
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-        message_id = self._new_id()
         name = os.path.basename(path)
+        file = {"name": name, "size": size, "complete": True}
+        if self._sent_before(request.id, contact, {"kind": "file", "file": file}):
+            return {"id": request.id, "name": name, "size": size, "state": "queued"}
+        message_id = request.id or self._new_id()
         self.messages[message_id] = {
             "id": message_id,
             "contact": contact,
@@ -297,7 +339,8 @@ class MemoryBackend:
         else:
             self.publish("state", {"id": message_id, "state": "refused", "reason": 3})
 
-    async def inbox(self, after: int = 0, limit: int = 100, unread: bool = False) -> list[JSON]:
+    async def inbox(self, request: api.Inbox) -> list[JSON]:
+        after, limit, unread = request.after, request.limit, request.unread
         await self._enter("inbox")
         self.active -= 1
         incoming = sorted(
@@ -312,7 +355,8 @@ class MemoryBackend:
         )
         return incoming[:limit]
 
-    async def outbox(self, contact: str | None = None, limit: int = 100) -> list[JSON]:
+    async def outbox(self, request: api.Outbox) -> list[JSON]:
+        contact, limit = request.contact, request.limit
         await self._enter("outbox")
         self.active -= 1
         if contact is not None:
@@ -326,15 +370,16 @@ class MemoryBackend:
         ]
         return waiting[:limit]
 
-    async def message(self, id: str, contact: str | None = None) -> JSON:
+    async def message(self, request: api.GetMessage) -> JSON:
         await self._enter("message")
         self.active -= 1
         try:
-            return self.messages[id]
+            return self.messages[request.id]
         except KeyError:
-            raise NotFoundError(f"no message {id}") from None
+            raise NotFoundError(f"no message {request.id}") from None
 
-    async def mark_read(self, ids: tuple[str, ...], contact: str | None = None) -> JSON:
+    async def mark_read(self, request: api.MarkRead) -> JSON:
+        ids = request.ids
         await self._enter("mark_read")
         self.active -= 1
         self.marked.extend(ids)
@@ -343,15 +388,17 @@ class MemoryBackend:
                 self.messages[message_id]["state"] = "read"
         return {"marked": len(ids)}
 
-    async def export_file(self, id: str, dest: str, contact: str | None = None) -> JSON:
+    async def export_file(self, request: api.ExportFile) -> JSON:
+        file_id, dest = request.id, request.dest
         await self._enter("export_file")
         self.active -= 1
-        if id not in self.files:
-            raise NotFoundError(f"no file {id}")
-        Path(dest).write_bytes(self.files[id])
-        return {"path": dest, "size": len(self.files[id])}
+        if file_id not in self.files:
+            raise NotFoundError(f"no file {file_id}")
+        Path(dest).write_bytes(self.files[file_id])
+        return {"path": dest, "size": len(self.files[file_id])}
 
-    async def retry(self, contact: str | None = None) -> JSON:
+    async def retry(self, request: api.Retry) -> JSON:
+        contact = request.contact
         await self._enter("retry")
         self.active -= 1
         if contact is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import Any, get_args, get_origin
 
 import pytest
 
@@ -20,8 +22,8 @@ def decode(cls: type, data: object) -> object:
 MESSAGE = api.Message(
     id="ab" * 16,
     contact="bob",
-    direction="in",
-    kind="file",
+    direction=api.Direction.IN,
+    kind=api.Kind.FILE,
     state=api.MessageState.RECEIVED,
     created_ms=1,
     seq=7,
@@ -32,7 +34,7 @@ SAMPLES: list[object] = [
     api.Identity("alice", "x.onion", "onionpost1:..."),
     api.Status(
         "x.onion",
-        api.TorStatus("ok", "published"),
+        api.TorStatus(api.TorState.OK, "published"),
         outbox_depth=3,
         last_delivery_ms=None,
         contacts=(api.ContactStatus("bob", "y.onion", reachable=False, queued=3, retry_in=4.5),),
@@ -42,13 +44,15 @@ SAMPLES: list[object] = [
     api.PeerChange("bob", "y.onion", reachable=True),
     api.Queued("ab" * 16, api.MessageState.QUEUED, "a.bin", 3),
     api.Marked(2),
+    api.MailboxStatus(
+        api.Role.MAILBOX,
+        owners=(api.MailboxOwnerUsage("x.onion", 1, 2, 3, 4, None),),
+    ),
 ]
 
 
 @pytest.mark.parametrize("record", SAMPLES, ids=lambda r: type(r).__name__)
 def test_every_record_round_trips_through_json(record: object) -> None:
-    import json
-
     wire = json.loads(json.dumps(api.encode(record)))
     assert decode(type(record), wire) == record
 
@@ -113,17 +117,72 @@ def test_bad_requests_name_their_problem(method: str, params: object, problem: s
 def test_a_good_request_decodes_with_its_defaults() -> None:
     request = api.decode_request("inbox", {"after": 5}, error=Bad)
     assert request == api.Inbox(after=5, limit=100, unread=False)
-    assert api.params(request) == {"after": 5, "limit": 100, "unread": False}
     assert api.encode(api.MarkRead(("ab",), None)) == {"ids": ["ab"], "contact": None}
 
 
 def test_every_request_names_a_result_record() -> None:
     for method, cls in api.REQUESTS.items():
         assert method == cls.METHOD
-        assert dataclasses.is_dataclass(cls.RESULT)
+        result = cls.RESULT
+        if get_origin(result) is tuple:
+            (result, _) = get_args(result)
+        assert dataclasses.is_dataclass(result)
+
+
+def test_results_decode_by_their_request() -> None:
+    listed = api.decode_result(api.ContactList(), [{"name": "bob", "address": "y"}], error=Bad)
+    assert listed == (api.Contact("bob", "y"),)
+    queued = api.decode_result(
+        api.SendText("bob", "hi"), {"id": "ab", "state": "queued"}, error=Bad
+    )
+    assert queued == api.Queued("ab", api.MessageState.QUEUED)
+    with pytest.raises(Bad, match="'result' must be a list"):
+        api.decode_result(api.Inbox(), {}, error=Bad)
+
+
+def test_events_decode_by_their_topic() -> None:
+    event = api.decode_event("tor", {"state": "restarting"}, error=Bad)
+    assert event == api.TorStatus(api.TorState.RESTARTING)
+    assert api.topic_of(event) == "tor"
+    with pytest.raises(Bad, match="unknown event"):
+        api.decode_event("gossip", {}, error=Bad)
+
+
+def test_enums_are_their_strings_on_the_wire() -> None:
+    wire = api.encode(MESSAGE)
+    assert (wire["direction"], wire["kind"], wire["state"]) == ("in", "file", "received")
+    status: Any = api.encode(api.MailboxStatus(api.Role.OWNER))
+    assert json.loads(json.dumps(status))["role"] == "owner"
+    with pytest.raises(Bad, match="'role' must be one of"):
+        decode(api.MailboxStatus, {"role": "landlord"})
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"contact": "bob", "body": "x", "id": "ab" * 15}, "32 hex digits"),
+        ({"contact": "bob", "body": "x", "id": "zz" * 16}, "32 hex digits"),
+    ],
+)
+def test_a_send_s_id_is_16_bytes_in_hex(params: dict[str, object], problem: str) -> None:
+    with pytest.raises(Bad, match=problem):
+        api.decode_request("send_text", params, error=Bad)
+    chosen = api.new_message_id()
+    sent = api.decode_request("send_text", {"contact": "bob", "body": "x", "id": chosen}, error=Bad)
+    assert sent == api.SendText("bob", "x", id=chosen)
+    assert api.decode_request("send_text", {"contact": "bob", "body": "x"}, error=Bad) == (
+        api.SendText("bob", "x")
+    )
+
+
+def test_the_doc_describes_every_record_results_and_events_are_made_of() -> None:
+    documented = set(api.documented_records())
+    assert {api.SetupCode, api.MailboxStatus, api.MailboxOwnerUsage, api.Wiped} <= documented
+    assert {api.FileInfo, api.ContactStatus, api.TorStatus, api.PeerChange} <= documented
 
 
 def test_message_states() -> None:
     assert {s for s in api.MessageState if s.failed} == {"expired", "refused"}
     assert {s for s in api.MessageState if s.delivered} == {"delivered", "read"}
-    assert api.Message("a", "b", "in", "text", api.MessageState.READ, 1).read
+    message = api.Message("a", "b", api.Direction.IN, api.Kind.TEXT, api.MessageState.READ, 1)
+    assert message.read

@@ -29,7 +29,9 @@ __all__ = [
     "MAX_CONNECTIONS",
     "MAX_IN_FLIGHT",
     "MAX_REQUEST_LINE",
+    "MAX_RESENDS",
     "MAX_RESPONSE_LINE",
+    "RESEND_BACKOFF",
     "SUBSCRIBER_STALL_TIMEOUT",
     "ErrorCode",
     "LineReader",
@@ -53,6 +55,13 @@ MAX_CONNECTIONS: Final = 64
 # drops that connection (daemon policy; the backend's bounded channel drops
 # subscribers that fall behind by more than its buffer).
 SUBSCRIBER_STALL_TIMEOUT: Final = 30.0
+# A send the client made and never heard back about (the connection broke,
+# the daemon restarted) is sent again under the same id, at most this many
+# times, waiting RESEND_BACKOFF seconds (doubling up to its second value)
+# before each: about half a minute in all, unless the caller's deadline is
+# sooner.
+MAX_RESENDS: Final = 30
+RESEND_BACKOFF: Final = (0.05, 1.0)
 
 _RECEIVE_SIZE: Final = 65536
 

@@ -3,25 +3,31 @@
 Theory of operation
 -------------------
 Each request is a frozen record whose fields are its parameters; its class
-names the method (``METHOD``) and the shape of the result (``RESULT``, one
-record or, with ``MANY``, a list of them). Results and events are frozen
-records too. Both ends of the local API go through here:
+names the method (``METHOD``) and, as its type parameter, the shape of the
+result: ``class SendText(Request[Queued])``, so a call's result type follows
+from its request (``Client.request(r: Request[R]) -> R``), and ``RESULT``
+holds the same type for decoding (one record, or a ``tuple`` of them).
+Results and events are frozen records too. Both ends of the local API go
+through here:
 
 - the daemon's API server decodes a request's ``params`` with
-  :func:`decode_request` (a bad parameter is ``bad-request``), calls the
-  backend, and encodes the record it returns with :func:`encode`;
-- the client encodes requests with :func:`encode` and decodes replies and
-  events with :func:`decode` (a reply that does not fit its record is a
-  malformed reply);
+  :func:`decode_request` (a bad parameter is ``bad-request``), hands the
+  request record to the backend's handler for its type, and encodes the
+  record it returns with :func:`encode`;
+- the client encodes requests with :func:`encode` and decodes replies with
+  :func:`decode_result` and events with :func:`decode_event` (a reply that
+  does not fit its record is a malformed reply);
 - ``protocol-spec/local-api.md``'s tables are generated from these records
-  (:func:`markdown_tables`), and a test keeps the two equal.
+  (:func:`markdown_tables`, which walks :data:`REQUESTS` and :data:`EVENTS`),
+  and a test keeps the two equal.
 
 The JSON of a record is an object with one key per field. Decoding is
 strict about the fields it knows (types, required ones present) and ignores
 fields it does not know, so a newer daemon may add fields (local-api.md
 §Evolution). Field types are ``str``, ``int`` (never a JSON boolean),
-``float``, ``bool``, another record, :class:`MessageState`, a ``tuple`` of
-one of those, or ``X | None``. A field with a default may be absent.
+``float``, ``bool``, another record, a string enum (:class:`MessageState`,
+:class:`Direction`, ...: its value on the wire), a ``tuple`` of one of those,
+or ``X | None``. A field with a default may be absent.
 
 This module imports nothing heavier than the standard library and
 :mod:`onionpost.errors`: the client library depends on it.
@@ -37,7 +43,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Final, Generic, TypeAlias, TypeVar, cast, get_args, get_origin
 
 from onionpost.errors import OnionpostError
 
@@ -46,6 +52,7 @@ __all__ = [
     "MAX_IDS",
     "MAX_INBOX_LIMIT",
     "MAX_SEQ",
+    "MESSAGE_ID_SIZE",
     "REQUESTS",
     "Contact",
     "ContactAdd",
@@ -54,13 +61,23 @@ __all__ = [
     "ContactRemove",
     "ContactStatus",
     "ContactVerify",
+    "Direction",
+    "Event",
     "Exported",
     "ExportFile",
     "FileInfo",
+    "GetMailboxStatus",
     "GetMessage",
     "GetStatus",
     "Identity",
     "Inbox",
+    "Kind",
+    "MailboxCode",
+    "MailboxOwnerUsage",
+    "MailboxPair",
+    "MailboxRef",
+    "MailboxStatus",
+    "MailboxWipe",
     "MarkRead",
     "Marked",
     "Message",
@@ -71,19 +88,26 @@ __all__ = [
     "Request",
     "Retried",
     "Retry",
+    "Role",
     "SafetyNumber",
     "SendFile",
     "SendText",
+    "SetupCode",
     "StateChange",
     "Status",
     "Subscribe",
     "Subscribed",
+    "TorState",
     "TorStatus",
     "Whoami",
+    "Wiped",
     "decode",
+    "decode_event",
     "decode_request",
+    "decode_result",
     "encode",
     "markdown_tables",
+    "new_message_id",
     "topic_of",
 ]
 
@@ -92,11 +116,23 @@ MAX_INBOX_LIMIT: Final = 1000
 MAX_IDS: Final = 1000
 # The largest seq the store holds (SQLite's INTEGER).
 MAX_SEQ: Final = 2**63 - 1
+# The bytes of a message or file id we choose (32 hex digits in JSON).
+MESSAGE_ID_SIZE: Final = 16
 _MAX_ID_LEN: Final = 64
 _HEX: Final = frozenset(string.hexdigits)
 _SAFETY_GROUP: Final = 5
 
-R = TypeVar("R")
+T = TypeVar("T")  # a record
+R = TypeVar("R")  # a request's result
+
+
+def new_message_id() -> str:
+    """A fresh id for a message or file we send: 16 random bytes, in hex.
+
+    The client chooses it and sends it with ``send_text``/``send_file``, so a
+    request whose answer was lost can be sent again without sending twice.
+    """
+    return os.urandom(MESSAGE_ID_SIZE).hex()
 
 
 class MessageState(enum.StrEnum):
@@ -130,6 +166,36 @@ class MessageState(enum.StrEnum):
         return self in (MessageState.DELIVERED, MessageState.READ)
 
 
+class Direction(enum.StrEnum):
+    """Whether a message came to us or goes from us."""
+
+    IN = "in"
+    OUT = "out"
+
+
+class Kind(enum.StrEnum):
+    TEXT = "text"
+    FILE = "file"
+
+
+class TorState(enum.StrEnum):
+    """Tor's state as a daemon shows it: ``onionpost.tor``'s states, and
+    ``starting`` until the daemon's tor first comes up."""
+
+    STARTING = "starting"
+    OK = "ok"
+    DEGRADED = "degraded"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+
+
+class Role(enum.StrEnum):
+    """What answers ``mailbox_status``: an endpoint (the mailbox's owner) or a mailbox."""
+
+    OWNER = "owner"
+    MAILBOX = "mailbox"
+
+
 # -- parameter checks (beyond the field's type) -------------------------------------------
 
 Check = Callable[[object], str | None]  # the problem with a value, or None
@@ -139,6 +205,12 @@ def _hex_id(value: object) -> str | None:
     if isinstance(value, str) and 0 < len(value) <= _MAX_ID_LEN and not set(value) - _HEX:
         return None
     return "must be a hex id"
+
+
+def _message_id(value: object) -> str | None:
+    if isinstance(value, str) and len(value) == 2 * MESSAGE_ID_SIZE and not set(value) - _HEX:
+        return None
+    return f"must be {2 * MESSAGE_ID_SIZE} hex digits"
 
 
 def _hex_ids(value: object) -> str | None:
@@ -195,9 +267,9 @@ class Identity:
 
 @dataclass(frozen=True)
 class TorStatus:
-    """Tor's state as the daemon sees it (``starting``, ``ok``, ``restarting``, ...)."""
+    """Tor's state as the daemon sees it."""
 
-    state: str
+    state: TorState
     detail: str = ""
 
 
@@ -303,8 +375,8 @@ class Message:
 
     id: str
     contact: str
-    direction: str = field(metadata=_meta("`in` or `out`"))
-    kind: str = field(metadata=_meta("`text` or `file`"))
+    direction: Direction
+    kind: Kind
     state: MessageState
     created_ms: int
     seq: int | None = field(
@@ -380,7 +452,7 @@ class MailboxStatus:
     """``role`` is `owner` (an endpoint: its own mailbox, as last seen) or
     `mailbox` (a mailbox: every owner's usage)."""
 
-    role: str = field(metadata=_meta("`owner` or `mailbox`"))
+    role: Role
     mailbox: str | None = field(default=None, metadata=_meta("owner: the mailbox's address"))
     paired: bool = False
     reachable: bool = False
@@ -436,50 +508,57 @@ class PeerChange:
     last_error: str = ""
 
 
+# What a subscription yields: the data of one event line, by its topic.
+Event: TypeAlias = Message | StateChange | PeerChange | TorStatus
+
 # topic -> the record its data is
-EVENTS: Final[Mapping[str, type]] = {
+EVENTS: Final[Mapping[str, type[Event]]] = {
     "message": Message,
     "state": StateChange,
     "peer": PeerChange,
     "tor": TorStatus,
 }
+_TOPICS: Final[Mapping[type, str]] = {cls: topic for topic, cls in EVENTS.items()}
 
 
 def topic_of(record: object) -> str:
-    for topic, cls in EVENTS.items():
-        if type(record) is cls:
-            return topic
-    raise OnionpostError(f"{type(record).__name__} is not an event")
+    topic = _TOPICS.get(type(record))
+    if topic is None:
+        raise OnionpostError(f"{type(record).__name__} is not an event")
+    return topic
 
 
 # -- requests -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Request:
-    """A request's parameters; subclasses name the method and the result."""
+class Request(Generic[R]):
+    """A request's parameters; a subclass names the method, and its type
+    parameter the result (``RESULT``, set from it)."""
 
     METHOD: ClassVar[str]
-    RESULT: ClassVar[type]
-    MANY: ClassVar[bool] = False
+    RESULT: ClassVar[Any]  # a record type, or tuple[record, ...]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            if get_origin(base) is Request:
+                (cls.RESULT,) = get_args(base)
 
 
 @dataclass(frozen=True)
-class Whoami(Request):
+class Whoami(Request[Identity]):
     METHOD = "whoami"
-    RESULT = Identity
 
 
 @dataclass(frozen=True)
-class GetStatus(Request):
+class GetStatus(Request[Status]):
     METHOD = "status"
-    RESULT = Status
 
 
 @dataclass(frozen=True)
-class ContactAdd(Request):
+class ContactAdd(Request[ContactRef]):
     METHOD = "contact_add"
-    RESULT = ContactRef
     card: str = field(metadata=_meta("the card, one line"))
     name: str | None = field(
         default=None, metadata=_meta("what to call the contact; default the name on the card")
@@ -487,66 +566,71 @@ class ContactAdd(Request):
 
 
 @dataclass(frozen=True)
-class ContactList(Request):
+class ContactList(Request[tuple[Contact, ...]]):
     METHOD = "contact_list"
-    RESULT = Contact
-    MANY = True
 
 
 @dataclass(frozen=True)
-class ContactRemove(Request):
+class ContactRemove(Request[ContactRef]):
     METHOD = "contact_remove"
-    RESULT = ContactRef
     name: str
 
 
 @dataclass(frozen=True)
-class ContactVerify(Request):
+class ContactVerify(Request[SafetyNumber]):
     METHOD = "contact_verify"
-    RESULT = SafetyNumber
     name: str
 
 
 @dataclass(frozen=True)
-class SendText(Request):
+class SendText(Request[Queued]):
     METHOD = "send_text"
-    RESULT = Queued
     contact: str
     body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
     content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
+    id: str | None = field(
+        default=None,
+        metadata=_meta(
+            "32 hex digits the client chose (16 random bytes); the same id again is the same "
+            "message, answered with the same result (a different contact or body under it is "
+            "`config`); absent: the daemon chooses",
+            _message_id,
+        ),
+    )
 
 
 @dataclass(frozen=True)
-class SendFile(Request):
+class SendFile(Request[Queued]):
     METHOD = "send_file"
-    RESULT = Queued
     contact: str
     path: str = field(metadata=_meta("absolute", _absolute_path))
+    id: str | None = field(
+        default=None,
+        metadata=_meta(
+            "as for `send_text`: the same id again with the same contact and file is the same file",
+            _message_id,
+        ),
+    )
 
 
 @dataclass(frozen=True)
-class Inbox(Request):
+class Inbox(Request[tuple[Message, ...]]):
     METHOD = "inbox"
-    RESULT = Message
-    MANY = True
     after: int = field(default=0, metadata=_meta("only messages with a greater `seq`", _seq))
     limit: int = field(default=100, metadata=_meta(f"1 to {MAX_INBOX_LIMIT}", _limit))
     unread: bool = field(default=False, metadata=_meta("only messages not yet read"))
 
 
 @dataclass(frozen=True)
-class Outbox(Request):
+class Outbox(Request[tuple[Message, ...]]):
     METHOD = "outbox"
-    RESULT = Message
-    MANY = True
     contact: str | None = field(default=None, metadata=_meta("only what waits for this contact"))
     limit: int = field(default=100, metadata=_meta(f"1 to {MAX_INBOX_LIMIT}", _limit))
 
 
 @dataclass(frozen=True)
-class GetMessage(Request):
+class GetMessage(Request[Message]):
     METHOD = "message"
-    RESULT = Message
     id: str = field(metadata=_meta("hex", _hex_id))
     contact: str | None = field(
         default=None, metadata=_meta("whose, when two contacts sent the same id")
@@ -554,9 +638,8 @@ class GetMessage(Request):
 
 
 @dataclass(frozen=True)
-class MarkRead(Request):
+class MarkRead(Request[Marked]):
     METHOD = "mark_read"
-    RESULT = Marked
     ids: tuple[str, ...] = field(metadata=_meta(f"hex, at most {MAX_IDS}", _hex_ids))
     contact: str | None = field(
         default=None, metadata=_meta("whose, when two contacts sent the same id")
@@ -564,9 +647,8 @@ class MarkRead(Request):
 
 
 @dataclass(frozen=True)
-class ExportFile(Request):
+class ExportFile(Request[Exported]):
     METHOD = "export_file"
-    RESULT = Exported
     id: str = field(metadata=_meta("hex", _hex_id))
     dest: str = field(
         metadata=_meta("absolute; a directory gets the file's name made safe", _absolute_path)
@@ -577,16 +659,14 @@ class ExportFile(Request):
 
 
 @dataclass(frozen=True)
-class Retry(Request):
+class Retry(Request[Retried]):
     METHOD = "retry"
-    RESULT = Retried
     contact: str | None = field(default=None, metadata=_meta("one contact, or every one"))
 
 
 @dataclass(frozen=True)
-class Subscribe(Request):
+class Subscribe(Request[Subscribed]):
     METHOD = "subscribe"
-    RESULT = Subscribed
     topics: tuple[str, ...] = field(metadata=_meta("`message`, `state`, `peer`, `tor`", _topics))
 
 
@@ -597,9 +677,8 @@ def _expires(value: object) -> str | None:
 
 
 @dataclass(frozen=True)
-class MailboxCode(Request):
+class MailboxCode(Request[SetupCode]):
     METHOD = "mailbox_code"
-    RESULT = SetupCode
     expires: int = field(
         default=86_400,
         metadata=_meta("seconds the code stays valid (60 to 604800)", _expires),
@@ -607,29 +686,26 @@ class MailboxCode(Request):
 
 
 @dataclass(frozen=True)
-class MailboxPair(Request):
+class MailboxPair(Request[MailboxRef]):
     METHOD = "mailbox_pair"
-    RESULT = MailboxRef
     code: str = field(metadata=_meta("the mailbox's setup code"))
 
 
 @dataclass(frozen=True)
-class GetMailboxStatus(Request):
+class GetMailboxStatus(Request[MailboxStatus]):
     METHOD = "mailbox_status"
-    RESULT = MailboxStatus
 
 
 @dataclass(frozen=True)
-class MailboxWipe(Request):
+class MailboxWipe(Request[Wiped]):
     METHOD = "mailbox_wipe"
-    RESULT = Wiped
     owner: str | None = field(
         default=None,
         metadata=_meta("mailbox: one owner's address (default every owner); owner: must be null"),
     )
 
 
-REQUESTS: Final[Mapping[str, type[Request]]] = {
+REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
     cls.METHOD: cls
     for cls in (
         Whoami,
@@ -665,15 +741,39 @@ class _Shape(Exception):
         super().__init__(f"'{where}' {problem}")
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    cached = _HINTS.get(cls)
+@dataclass(frozen=True)
+class _Field:
+    """What the codec needs of one field, worked out once per record type."""
+
+    name: str
+    hint: Any
+    required: bool
+    check: Check | None
+    field: dataclasses.Field[Any]
+
+
+def _fields(cls: type) -> tuple[_Field, ...]:
+    """A record type's fields (``dataclasses.fields`` and type hints, cached:
+    the codec runs on every request, reply and event)."""
+    cached = _FIELDS.get(cls)
     if cached is None:
-        cached = typing.get_type_hints(cls)
-        _HINTS[cls] = cached
+        hints = typing.get_type_hints(cls)
+        cached = tuple(
+            _Field(
+                name=f.name,
+                hint=hints[f.name],
+                required=f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING,
+                check=f.metadata.get("check"),
+                field=f,
+            )
+            for f in dataclasses.fields(cls)
+        )
+        _FIELDS[cls] = cached
     return cached
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+_FIELDS: dict[type, tuple[_Field, ...]] = {}
 
 
 def encode(record: Any) -> Any:
@@ -683,7 +783,7 @@ def encode(record: Any) -> Any:
     if isinstance(record, enum.Enum):
         return record.value
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        return {f.name: encode(getattr(record, f.name)) for f in dataclasses.fields(record)}
+        return {f.name: encode(getattr(record, f.name)) for f in _fields(type(record))}
     return record
 
 
@@ -727,29 +827,26 @@ def _from_json(hint: Any, value: object, where: str) -> Any:
     raise TypeError(f"no JSON form for {hint!r}")  # a bug in the records above
 
 
-def _record(cls: type[R], data: object, where: str) -> R:
+def _record(cls: type[T], data: object, where: str) -> T:
     if not isinstance(data, dict):
         raise _Shape(where, "must be an object")
-    hints = _hints(cls)
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in _fields(cls):
         name = f"{where}.{f.name}" if where else f.name
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if f.name not in data or (data[f.name] is None and not required):
-            if required:
+        if f.name not in data or (data[f.name] is None and not f.required):
+            if f.required:
                 raise _Shape(name, "is missing")
             continue
-        value = _from_json(hints[f.name], data[f.name], name)
-        check = f.metadata.get("check")
-        if check is not None:
-            problem = check(value)
+        value = _from_json(f.hint, data[f.name], name)
+        if f.check is not None:
+            problem = f.check(value)
             if problem is not None:
                 raise _Shape(name, problem)
         values[f.name] = value
     return cls(**values)
 
 
-def decode(cls: type[R], data: object, *, error: Callable[[str], Exception], what: str = "") -> R:
+def decode(cls: type[T], data: object, *, error: Callable[[str], Exception], what: str = "") -> T:
     """The record ``cls`` from JSON ``data``; ``error(message)`` is raised when
     it does not fit (the client passes a malformed-reply error)."""
     try:
@@ -758,15 +855,25 @@ def decode(cls: type[R], data: object, *, error: Callable[[str], Exception], wha
         raise error(str(exc)) from None
 
 
-def decode_many(
-    cls: type[R], data: object, *, error: Callable[[str], Exception], what: str = ""
-) -> tuple[R, ...]:
-    if not isinstance(data, list):
-        raise error(f"'{what}' must be a list")
-    return tuple(decode(cls, item, error=error, what=f"{what}[{i}]") for i, item in enumerate(data))
+def decode_result(request: Request[R], data: object, *, error: Callable[[str], Exception]) -> R:
+    """The result of ``request`` from the JSON of its reply's ``result``."""
+    try:
+        return cast(R, _from_json(type(request).RESULT, data, "result"))
+    except _Shape as exc:
+        raise error(str(exc)) from None
 
 
-def decode_request(method: object, params: object, *, error: Callable[[str], Exception]) -> Request:
+def decode_event(topic: object, data: object, *, error: Callable[[str], Exception]) -> Event:
+    """The record of an event line (``{"event": topic, "data": {...}}``)."""
+    cls = EVENTS.get(topic) if isinstance(topic, str) else None
+    if cls is None:
+        raise error(f"unknown event {str(topic)[:64]!r}")
+    return decode(cls, data, error=error, what=f"{topic} event")
+
+
+def decode_request(
+    method: object, params: object, *, error: Callable[[str], Exception]
+) -> Request[Any]:
     """The request for ``method`` with ``params`` checked; ``error`` when it is
     unknown, a parameter is unknown, missing, of the wrong type or out of range."""
     cls = REQUESTS.get(method) if isinstance(method, str) else None
@@ -776,19 +883,14 @@ def decode_request(method: object, params: object, *, error: Callable[[str], Exc
         params = {}
     if not isinstance(params, dict):
         raise error("'params' must be an object")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - known)
+    fields = _fields(cls)
+    unknown = sorted(set(params) - {f.name for f in fields})
     if unknown:
         raise error(f"{cls.METHOD} takes no parameter {str(unknown[0])[:64]!r}")
     try:
         return _record(cls, params, "")
     except _Shape as exc:
         raise error(f"{cls.METHOD}: {exc}") from None
-
-
-def params(request: Request) -> dict[str, Any]:
-    """A request's parameters as keyword arguments (for the backend's method)."""
-    return {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
 
 
 # -- documentation ------------------------------------------------------------------------
@@ -801,8 +903,10 @@ def _type_name(hint: Any) -> str:
         return f"{_type_name(inner[0])} or null"
     if origin is tuple:
         return f"list of {_type_name(get_args(hint)[0])}"
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+    if hint is MessageState:
         return "state"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "string: " + " or ".join(f"`{e.value}`" for e in hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return f"`{hint.__name__}`"
     return {str: "string", int: "integer", float: "number", bool: "boolean"}[hint]
@@ -810,16 +914,35 @@ def _type_name(hint: Any) -> str:
 
 def _fields_table(cls: type) -> list[str]:
     rows = ["| field | type | required | meaning |", "|---|---|---|---|"]
-    hints = _hints(cls)
-    for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = "" if required else f" (default `{encode(f.default)!r}`)".replace("'", '"')
-        meaning = f.metadata.get("doc", "") + ("" if required else default)
+    for f in _fields(cls):
+        default = "" if f.required else f" (default `{encode(f.field.default)!r}`)"
+        meaning = f.field.metadata.get("doc", "") + default.replace("'", '"')
         rows.append(
-            f"| `{f.name}` | {_type_name(hints[f.name])} | {'yes' if required else 'no'} "
+            f"| `{f.name}` | {_type_name(f.hint)} | {'yes' if f.required else 'no'} "
             f"| {meaning.strip()} |"
         )
     return rows
+
+
+def _records_in(hint: Any, found: dict[type, None]) -> None:
+    """Every record type ``hint`` names, itself first, then its fields' (in order)."""
+    for arg in get_args(hint):
+        _records_in(arg, found)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and hint not in found:
+        found[hint] = None
+        for f in _fields(hint):
+            _records_in(f.hint, found)
+
+
+def documented_records() -> tuple[type, ...]:
+    """The records a result or an event is made of, in the order of
+    :data:`REQUESTS` then :data:`EVENTS` (local-api.md describes each)."""
+    found: dict[type, None] = {}
+    for request in REQUESTS.values():
+        _records_in(request.RESULT, found)
+    for event in EVENTS.values():
+        _records_in(event, found)
+    return tuple(found)
 
 
 # The markers around the generated part of protocol-spec/local-api.md.
@@ -833,18 +956,12 @@ def markdown_tables() -> str:
     """The tables of ``protocol-spec/local-api.md`` (methods, records, events, states)."""
     out = ["### Methods", "", "| method | result |", "|---|---|"]
     for method, cls in REQUESTS.items():
-        result = f"list of `{cls.RESULT.__name__}`" if cls.MANY else f"`{cls.RESULT.__name__}`"
-        out.append(f"| `{method}` | {result} |")
+        out.append(f"| `{method}` | {_type_name(cls.RESULT)} |")
     for method, cls in REQUESTS.items():
         out += ["", f"#### `{method}` parameters", ""]
-        out += _fields_table(cls) if dataclasses.fields(cls) else ["none"]
+        out += _fields_table(cls) if _fields(cls) else ["none"]
     out += ["", "### Results and event data", ""]
-    records = [
-        Identity, TorStatus, ContactStatus, Status, Contact, ContactRef, SafetyNumber,
-        Queued, FileInfo, Message, Exported, Marked, Retried, Subscribed, StateChange,
-        PeerChange,
-    ]  # fmt: skip
-    for record in records:
+    for record in documented_records():
         out += [f"#### `{record.__name__}`", ""]
         if record.__doc__ and not record.__doc__.startswith(record.__name__ + "("):
             out += [" ".join(record.__doc__.split()), ""]

@@ -21,6 +21,7 @@ caught where they are touched and re-raised as one of these with
     │   └── VersionError             an unknown or unsupported protocol version
     ├── SelfTestError                a known-answer test failed at start-up
     ├── TransportError               a stream broke, ended or timed out; has .reason
+    │   └── NotConfirmedError        a send was never answered; has .message_id
     ├── TorError                     tor could not be launched, reached or used
     │   ├── TorControlError          the control connection failed or refused us
     │   ├── TorLaunchError           our own tor did not start
@@ -62,6 +63,7 @@ __all__ = [
     "MessageDecodeError",
     "NoSpaceError",
     "NonceExhaustedError",
+    "NotConfirmedError",
     "NotFoundError",
     "OnionpostError",
     "QuotaError",
@@ -209,6 +211,19 @@ class TransportError(OnionpostError):
     def __init__(self, message: str, *, reason: TransportReason = "broken") -> None:
         super().__init__(message)
         self.reason: TransportReason = reason
+
+
+class NotConfirmedError(TransportError):
+    """A send was made but never answered: the message may be queued or not.
+
+    ``message_id`` is the id it was sent under; asking for that id (the
+    ``message`` request) tells, and sending it again under the same id
+    cannot send it twice.
+    """
+
+    def __init__(self, message: str, *, message_id: str) -> None:
+        super().__init__(message, reason="timeout")
+        self.message_id = message_id
 
 
 class TorError(OnionpostError):

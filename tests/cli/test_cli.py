@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 from click.testing import CliRunner, Result
 
 from localapi_double import MemoryBackend, ServerThread, card_for, short_tmpdir
+from onionpost.cli import _commands as commands_module
 from onionpost.cli import _common, main
 
 
@@ -320,6 +322,29 @@ def test_send_text_from_the_argument_or_stdin(runner: CliRunner, daemon: Daemon)
     assert piped.exit_code == 0
     bodies = [m["body"] for m in server.backend.messages.values()]
     assert bodies == ["hello bob", "from stdin", "line 1\nline 2"]
+
+
+def test_send_not_confirmed_in_time_says_the_id(
+    runner: CliRunner, daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon queues the text but does not answer in time: the command
+    # cannot say it was sent, nor that it was not; it says how to find out.
+    server, home = daemon
+    monkeypatch.setattr(commands_module, "ANSWER_DEADLINE", 0.3)
+    hold = server.backend.hold = trio.Event()
+    try:
+        slow = invoke(runner, "--home", home, "send", "bob", "are you there?")
+    finally:
+        server.call(hold.set)
+    error = one_line_error(slow, 3)
+    (message_id,) = server.backend.messages
+    assert error.startswith(f"onionpost: not confirmed: see 'onionpost message {message_id}' (")
+    assert "did not answer within 0.3 s" in error
+    assert server.backend.messages[message_id]["body"] == "are you there?"
+    server.backend.hold = None
+    shown = invoke(runner, "--home", home, "message", message_id)
+    assert shown.exit_code == 0, shown.output
+    assert "are you there?" in shown.stdout
 
 
 def test_send_refusals(runner: CliRunner, daemon: Daemon) -> None:

@@ -83,7 +83,7 @@ def running() -> Iterator[RunningMailbox]:
         policy = MailboxPolicy(max_disk_use=1000)
         server = MailboxServer(store, policy, address=secrets.identity.address)
         backend = MailboxBackend(
-            secrets, server, policy, tor_status=lambda: api.TorStatus("ok", "published")
+            secrets, server, policy, tor_status=lambda: api.TorStatus(api.TorState.OK, "published")
         )
         try:
             with ServerThread(backend, home / "run" / "control.sock"):  # type: ignore[arg-type]
@@ -184,17 +184,23 @@ class OwnerBackend(MemoryBackend):
         super().__init__()
         self.paired: list[str] = []
         self.wiped = 0
+        self.handlers = {
+            **self.handlers,
+            api.MailboxPair: self.mailbox_pair,
+            api.GetMailboxStatus: self.mailbox_status,
+            api.MailboxWipe: self.mailbox_wipe,
+        }
 
-    async def mailbox_pair(self, code: str) -> api.MailboxRef:
-        parsed = SetupCode.parse(code)
-        self.paired.append(code)
+    async def mailbox_pair(self, request: api.MailboxPair) -> api.MailboxRef:
+        parsed = SetupCode.parse(request.code)
+        self.paired.append(request.code)
         return api.MailboxRef(str(parsed.mailbox))
 
-    async def mailbox_status(self) -> api.MailboxStatus:
+    async def mailbox_status(self, request: api.GetMailboxStatus) -> api.MailboxStatus:
         if not self.paired:
-            return api.MailboxStatus(role="owner", warning="no mailbox: pair one")
+            return api.MailboxStatus(role=api.Role.OWNER, warning="no mailbox: pair one")
         return api.MailboxStatus(
-            role="owner",
+            role=api.Role.OWNER,
             mailbox=str(SetupCode.parse(self.paired[-1]).mailbox),
             paired=True,
             reachable=True,
@@ -203,7 +209,7 @@ class OwnerBackend(MemoryBackend):
             one_time_prekeys=97,
         )
 
-    async def mailbox_wipe(self, owner: str | None = None) -> api.Wiped:
+    async def mailbox_wipe(self, request: api.MailboxWipe) -> api.Wiped:
         self.wiped += 1
         return api.Wiped(envelopes=3, owners=1)
 

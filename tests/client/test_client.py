@@ -19,17 +19,23 @@ from onionpost.client import (
     Contact,
     ContactRef,
     DaemonNotRunningError,
+    Direction,
     Event,
     FileInfo,
     Identity,
+    Kind,
     Message,
     MessageState,
     Queued,
     SafetyNumber,
     StateChange,
+    TorState,
+    TorStatus,
+    _client,
+    new_message_id,
     open_client,
 )
-from onionpost.errors import ConfigError, OnionpostError, TransportError
+from onionpost.errors import ConfigError, NotConfirmedError, OnionpostError, TransportError
 from onionpost.host import _api, serve_api
 
 Served = tuple[MemoryBackend, Path]
@@ -92,10 +98,10 @@ async def test_every_call_returns_typed_results(served: Served, client: Client) 
     assert inbox[0] == Message(
         id=incoming["id"],
         contact="bob",
-        kind="text",
+        kind=Kind.TEXT,
         created_ms=incoming["created_ms"],
         seq=1,
-        direction="in",
+        direction=Direction.IN,
         body="hi alice",
         content_type="text/plain",
         received_ms=incoming["received_ms"],
@@ -286,11 +292,10 @@ async def test_subscribe_yields_events(served: Served, client: Client) -> None:
         backend.publish("message", {"ignored": True})
         backend.publish("tor", {"state": "ok", "detail": "published"})
         backend.publish("state", {"id": "ab" * 16, "state": "sending", "bytes": 5, "size": 10})
-        first = await events.__anext__()
-        assert first == Event("tor", {"state": "ok", "detail": "published"})
+        first: Event = await events.__anext__()
+        assert first == TorStatus(TorState.OK, "published")
         second = await events.__anext__()
-        assert second.topic == "state"
-        assert second.state_change() == StateChange("ab" * 16, MessageState.SENDING, 5, 10)
+        assert second == StateChange("ab" * 16, MessageState.SENDING, 5, 10)
         # The subscription has its own connection: calls go on meanwhile.
         assert (await client.whoami()).name == "alice"
     await trio.testing.wait_all_tasks_blocked()
@@ -411,3 +416,98 @@ async def test_messages_after_catches_up_then_follows_without_gap_or_duplicate(
                     break
         await stream.aclose()
     assert seen == ["old 1", "old 2", "new"]
+
+
+# -- Sends made again --------------------------------------------------------------------
+
+
+async def test_a_send_is_made_again_under_its_id_after_the_daemon_restarts() -> None:
+    """The daemon queued the text, then stalled and went away before it
+    answered: the client connects to the daemon that comes back and sends
+    the same request, which is answered without a second message."""
+    with short_tmpdir() as home:
+        path = home / "run" / "control.sock"
+        backend = MemoryBackend()
+        backend.add("bob")
+        backend.hold = trio.Event()  # queued, but the answer does not come
+        async with trio.open_nursery() as nursery:
+            first = trio.CancelScope()
+
+            async def serve_until_cancelled(
+                scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+            ) -> None:
+                with scope:
+                    await serve_api(backend, path, task_status=task_status)
+
+            await nursery.start(serve_until_cancelled, first)
+            results: list[Queued] = []
+
+            async def send() -> None:
+                async with open_client(socket_path=path) as client:
+                    with trio.fail_after(10):
+                        results.append(await client.send_text("bob", "exactly once"))
+
+            nursery.start_soon(send)
+            await trio.testing.wait_all_tasks_blocked()
+            (queued_id,) = backend.messages
+            assert backend.active == 1  # held before its answer
+            first.cancel()  # the daemon goes away; the client sees its connection end
+            await trio.sleep(0.3)  # and finds no daemon for a while
+            backend.hold = None
+            await nursery.start(serve_api, backend, path)
+            with trio.fail_after(10):
+                while not results:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert results == [Queued(queued_id, MessageState.QUEUED)]
+    assert [m["body"] for m in backend.messages.values()] == ["exactly once"]
+    assert backend.calls.count("send_text") >= 2  # it was asked again, and answered
+
+
+async def test_a_send_not_answered_in_time_is_not_confirmed(served: Served) -> None:
+    backend, path = served
+    backend.add("bob")
+    message_id = new_message_id()
+    backend.hold = trio.Event()
+    async with open_client(socket_path=path) as client:
+        with trio.move_on_after(0.2) as waited:
+            await client.send_text("bob", "slow", id=message_id)
+        assert waited.cancelled_caught
+        assert backend.messages[message_id]["body"] == "slow"  # it was queued meanwhile
+        backend.hold.set()
+        backend.hold = None
+        # The caller asks again under the same id: the one message, confirmed.
+        again = await client.send_text("bob", "slow", id=message_id)
+        assert again.id == message_id
+    assert len(backend.messages) == 1
+
+
+async def test_resends_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_client, "MAX_RESENDS", 2)
+    monkeypatch.setattr(_client, "RESEND_BACKOFF", (0.01, 0.01))
+    with short_tmpdir() as home:
+        path = home / "run" / "control.sock"
+        backend = MemoryBackend()
+        backend.add("bob")
+        backend.hold = trio.Event()
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def serve(*, task_status: trio.TaskStatus[None]) -> None:
+                with scope:
+                    await serve_api(backend, path, task_status=task_status)
+
+            await nursery.start(serve)
+            async with open_client(socket_path=path) as client:
+
+                async def stop_the_daemon() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    scope.cancel()
+
+                nursery.start_soon(stop_the_daemon)
+                with pytest.raises(NotConfirmedError) as caught:
+                    await client.send_text("bob", "never confirmed")
+            (queued_id,) = backend.messages
+            assert caught.value.message_id == queued_id
+            assert queued_id in str(caught.value)
+            assert isinstance(caught.value.__cause__, DaemonNotRunningError)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from onionpost.client import open_client
+from onionpost.client import StateChange, open_client
 from onionpost.testing.endpoint import Endpoint
 from onionpost.testing.testnet import Testnet
 
@@ -170,8 +170,8 @@ def test_a_peer_killed_mid_transfer_never_stops_the_other_daemon(
             async with open_client(alice.home) as client, client.subscribe(["state"]) as events:
                 queued = await client.send_file("bob", source)
                 with trio.fail_after(120):
-                    async for event in events:
-                        change = event.state_change()
+                    async for change in events:
+                        assert isinstance(change, StateChange)
                         if change.id == queued.id and change.state == "sending":
                             return queued.id
             raise AssertionError("the subscription ended")

@@ -22,6 +22,7 @@ import trio
 from _enginekit import Network, Node, befriend, network, until
 from trio.testing import MockClock
 
+from onionpost import api
 from onionpost.api import Marked, Message
 from onionpost.daemon.delivery import DeliveryPolicy
 from onionpost.errors import CloseCode, ConfigError, DialError, TransportError
@@ -147,7 +148,7 @@ async def test_a_file_over_the_budget_waits_at_the_sender_until_there_is_room(
         await alice.start(nursery)
         await bob.start(nursery)
         assert alice.daemon is not None
-        queued = await alice.daemon.send_file("bob", str(tmp_path / "big.bin"))
+        queued = await alice.daemon.send_file(api.SendFile("bob", str(tmp_path / "big.bin")))
         file_id = bytes.fromhex(queued.id)
         # Refused for lack of room: not refused for good, still waiting at alice.
         await until(lambda: bob.store.transfer_count(bob.contact(alice).id) == 0)
@@ -158,11 +159,11 @@ async def test_a_file_over_the_budget_waits_at_the_sender_until_there_is_room(
         bob.config = net.config.__class__(**{**_fields(net.config), "max_disk_use": 10**7})
         await bob.start(nursery)
         assert alice.daemon is not None
-        await alice.daemon.retry("bob")
+        await alice.daemon.retry(api.Retry("bob"))
         await delivered(alice, [file_id])
         assert bob.daemon is not None
         out = tmp_path / "out.bin"
-        await bob.daemon.export_file(queued.id, str(out))
+        await bob.daemon.export_file(api.ExportFile(queued.id, str(out)))
         assert out.read_bytes() == data
 
 
@@ -190,7 +191,7 @@ async def test_a_contact_cannot_fetch_ack_or_refuse_what_was_sent_to_another(
         await alice.start(nursery)
         assert alice.daemon is not None
         for_bob = bytes.fromhex(
-            (await alice.daemon.send_file("bob", str(tmp_path / "for-bob.bin"))).id
+            (await alice.daemon.send_file(api.SendFile("bob", str(tmp_path / "for-bob.bin")))).id
         )
         text_for_bob = await alice.send(bob, "also for bob")
         channel, _ = await net.connect_raw(carol, alice)
@@ -372,7 +373,7 @@ async def test_the_disk_full_while_storing_a_received_text(
         db.execute("PRAGMA max_page_count = 1073741823")  # room again
         await still_delivers(net, nursery, alice)
         assert bob.daemon is not None
-        await bob.daemon.retry("alice")
+        await bob.daemon.retry(api.Retry("alice"))
         await delivered(bob, texts)
         assert len(alice.inbox_from(bob)) == 5
 
@@ -423,7 +424,9 @@ async def test_repeated_file_accepts_drive_one_sender(tmp_path: Path, clock: Moc
         (tmp_path / "f.bin").write_bytes(os.urandom(size))
         await alice.start(nursery)
         assert alice.daemon is not None
-        file_id = bytes.fromhex((await alice.daemon.send_file("carol", str(tmp_path / "f.bin"))).id)
+        file_id = bytes.fromhex(
+            (await alice.daemon.send_file(api.SendFile("carol", str(tmp_path / "f.bin")))).id
+        )
         channel, _ = await net.connect_raw(carol, alice)
         received: list[Any] = []
         with trio.fail_after(60):
@@ -467,7 +470,7 @@ async def test_offers_cannot_reserve_the_disk_or_the_inodes(
         (tmp_path / "b.bin").write_bytes(data)
         await bob.start(nursery)
         assert bob.daemon is not None
-        sent = await bob.daemon.send_file("alice", str(tmp_path / "b.bin"))
+        sent = await bob.daemon.send_file(api.SendFile("alice", str(tmp_path / "b.bin")))
         await delivered(bob, [bytes.fromhex(sent.id)])
 
 
@@ -479,10 +482,10 @@ async def test_a_refused_file_is_refused_for_good(tmp_path: Path, clock: MockClo
         await alice.start(nursery)
         await bob.start(nursery)
         assert alice.daemon is not None
-        queued = await alice.daemon.send_file("bob", str(tmp_path / "big.bin"))
+        queued = await alice.daemon.send_file(api.SendFile("bob", str(tmp_path / "big.bin")))
         file_id = bytes.fromhex(queued.id)
         await until(lambda: alice.state(file_id) == "refused")
-        shown = await alice.daemon.message(queued.id)
+        shown = await alice.daemon.message(api.GetMessage(queued.id))
         assert shown.state == "refused"
         assert shown.reason == m.FileRejectReason.TOO_LARGE
         assert alice.store.outbox_depth() == 0
@@ -511,12 +514,16 @@ async def test_unread_texts_beyond_the_quota_wait_at_the_sender(
         await still_delivers(net, nursery, alice)
         # Reading frees room; the rest arrives, each once.
         assert alice.daemon is not None
-        await alice.daemon.mark_read([s.id.hex() for s in alice.inbox_from(carol)])
+        await alice.daemon.mark_read(
+            api.MarkRead(tuple(s.id.hex() for s in alice.inbox_from(carol)))
+        )
         assert carol.daemon is not None
-        await carol.daemon.retry("alice")
+        await carol.daemon.retry(api.Retry("alice"))
         await until(lambda: len(alice.inbox_from(carol)) == 20)
-        await alice.daemon.mark_read([s.id.hex() for s in alice.inbox_from(carol)])
-        await carol.daemon.retry("alice")
+        await alice.daemon.mark_read(
+            api.MarkRead(tuple(s.id.hex() for s in alice.inbox_from(carol)))
+        )
+        await carol.daemon.retry(api.Retry("alice"))
         await delivered(carol, texts)
         assert sorted(s.id for s in alice.inbox_from(carol)) == sorted(texts)
 
@@ -537,14 +544,16 @@ async def test_ids_in_the_local_api_are_scoped_to_their_contact(
         await channel.send(m.Text(same, 1, "from carol", "text/plain"))
         with trio.fail_after(30):
             assert await channel.receive() == m.Ack((same,))
-        api = alice.daemon
-        assert api is not None
+        daemon = alice.daemon
+        assert daemon is not None
         with pytest.raises(ConfigError, match="name the contact"):
-            await api.message(same.hex())
-        assert (await api.message(same.hex(), contact="carol")).body == "from carol"
-        assert (await api.message(same.hex(), contact="bob")).body == "from bob"
+            await daemon.message(api.GetMessage(same.hex()))
+        shown = await daemon.message(api.GetMessage(same.hex(), contact="carol"))
+        assert shown.body == "from carol"
+        shown = await daemon.message(api.GetMessage(same.hex(), contact="bob"))
+        assert shown.body == "from bob"
         # Marking bob's read sends the receipt to bob only.
-        assert await api.mark_read([same.hex()], contact="bob") == Marked(1)
+        assert await daemon.mark_read(api.MarkRead((same.hex(),), contact="bob")) == Marked(1)
         await until(lambda: bob.state(same) == "read")
         received: list[Any] = []
         await drain(channel, received, seconds=5)
@@ -569,7 +578,7 @@ async def test_the_static_key_is_renewed_while_running(tmp_path: Path, clock: Mo
         assert alice.daemon.renew_static_key(int(time.time()))
         assert not alice.daemon.renew_static_key(int(time.time()))  # once is enough
         assert bob.daemon is not None
-        await bob.daemon.retry("alice")
+        await bob.daemon.retry(api.Retry("alice"))
         await delivered(bob, [sent])
 
 
@@ -585,7 +594,7 @@ async def test_status_shows_each_contact_s_delivery_state(tmp_path: Path, clock:
         await delivered(alice, [sent])
         assert alice.daemon is not None
         await until(lambda: _last_error(alice, carol) == "descriptor-not-found")
-        status = await alice.daemon.status()
+        status = await alice.daemon.status(api.GetStatus())
         contacts = {c.name: c for c in status.contacts}
         assert contacts["bob"].reachable is True
         assert contacts["bob"].last_error == ""
@@ -614,10 +623,10 @@ async def test_a_file_still_arriving_is_shown_as_receiving(
             assert await channel.receive() == m.FileAccept(offer.id, 0)
         await channel.send(m.FileChunk(offer.id, 0, os.urandom(65_485)))
         assert alice.daemon is not None
-        api = alice.daemon
+        daemon = alice.daemon
 
         async def shown() -> Message:
-            return await api.message(offer.id.hex())
+            return await daemon.message(api.GetMessage(offer.id.hex()))
 
         await until(lambda: alice.store.transfer_count(alice.contact(carol).id) == 1)
         arriving = await shown()

@@ -31,6 +31,7 @@ from _enginekit import MailboxNode, Node, befriend, network, until
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from trio.testing import MockClock
 
+from onionpost import api
 from onionpost.errors import AuthenticationError
 from onionpost.home import create_key_file, save_secrets, unlock
 from onionpost.proto import envelope as env
@@ -209,7 +210,7 @@ async def test_a_drained_prekey_is_nowhere_on_the_disk(tmp_path: Path, clock: Mo
             await node.start(nursery)
         for node in (alice, bob):
             assert node.daemon is not None
-            await node.daemon.mailbox_pair(await box.code())
+            await node.daemon.mailbox_pair(api.MailboxPair(await box.code()))
         # Each learns the other's mailbox in a session (the announcement).
         await until(lambda: alice.contact(bob).mailbox == box.address, 600)
         await until(lambda: bob.contact(alice).mailbox == box.address, 600)

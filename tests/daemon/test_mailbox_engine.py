@@ -18,6 +18,7 @@ import trio
 from _enginekit import MailboxNode, MemoryListener, Network, Node, befriend, network, until
 from trio.testing import MockClock
 
+from onionpost import api
 from onionpost.errors import AuthenticationError, ConfigError, DialError
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto import envelope as env
@@ -34,7 +35,7 @@ MAILBOX_AFTER = 5.0
 async def _paired(net: Network, nursery: trio.Nursery, box: MailboxNode, *nodes: Node) -> None:
     for node in nodes:
         assert node.daemon is not None
-        await node.daemon.mailbox_pair(await box.code())
+        await node.daemon.mailbox_pair(api.MailboxPair(await box.code()))
     # Each learns the other's mailbox in a session (the announcement).
     for node in nodes:
         for other in nodes:
@@ -69,11 +70,11 @@ async def test_offline_to_offline_delivery_exactly_once(tmp_path: Path, clock: M
         ids = [await alice.send(bob, f"report {i}") for i in range(120)]
         source, data = _file(tmp_path, 2 * FILE_CHUNK_SIZE + 777)
         assert alice.daemon is not None
-        queued = await alice.daemon.send_file("bob", str(source))
+        queued = await alice.daemon.send_file(api.SendFile("bob", str(source)))
         file_id = bytes.fromhex(queued.id)
         every = [*ids, file_id]
         await until(lambda: all(alice.store.message(i).deposited_ms for i in every), 600)
-        shown = await alice.daemon.message(ids[0].hex())
+        shown = await alice.daemon.message(api.GetMessage(ids[0].hex()))
         assert shown.state.value == "deposited"
         alice.stop()
         await until(lambda: not alice.up)
@@ -161,7 +162,9 @@ async def test_a_deposit_over_quota_stays_in_the_outbox(tmp_path: Path, clock: M
             600,
         )
         assert alice.daemon is not None
-        shown = next(c for c in (await alice.daemon.status()).contacts if c.name == "bob")
+        shown = next(
+            c for c in (await alice.daemon.status(api.GetStatus())).contacts if c.name == "bob"
+        )
         assert shown.mailbox_error == "mailbox-quota-exceeded"
         assert shown.deposited == 1
         assert shown.queued == 2
@@ -191,17 +194,17 @@ async def test_a_pairing_cut_short_completes_at_the_next_start(
         await until(lambda: alice.store.own_mailbox() is not None, 600)
         assert alice.store.pairing() is None
         assert alice.daemon is not None
-        status = await alice.daemon.mailbox_status()
+        status = await alice.daemon.mailbox_status(api.GetMailboxStatus())
         assert status.paired
         with trio.fail_after(600):
-            while not (await alice.daemon.mailbox_status()).reachable:
+            while not (await alice.daemon.mailbox_status(api.GetMailboxStatus())).reachable:
                 await trio.sleep(0.5)
         # Another endpoint cannot use the same code.
         carol = net.node("carol")
         await carol.start(nursery)
         assert carol.daemon is not None
         with pytest.raises(ConfigError, match="unknown, used or expired"):
-            await carol.daemon.mailbox_pair(code)
+            await carol.daemon.mailbox_pair(api.MailboxPair(code))
 
 
 async def test_a_contact_cannot_read_the_owners_space(tmp_path: Path, clock: MockClock) -> None:
@@ -287,7 +290,7 @@ async def test_a_replayed_envelope_is_stored_once_and_a_reused_prekey_is_noticed
             await channel.aclose()
         assert bob.daemon is not None
         await until(lambda: not _envelopes(box, bob), 120)
-        status = await bob.daemon.mailbox_status()
+        status = await bob.daemon.mailbox_status(api.GetMailboxStatus())
         assert "one-time prekey already used" in status.warning
         # The replay was recognised; the second envelope could not be opened.
         assert [s.body for s in bob.inbox_from(alice)] == ["once"]
@@ -306,7 +309,7 @@ async def test_a_file_both_deposited_and_sent_directly_arrives_once_and_the_drai
         await until(lambda: not bob.up)
         source, data = _file(tmp_path, 5 * FILE_CHUNK_SIZE + 99)
         assert alice.daemon is not None
-        file_id = bytes.fromhex((await alice.daemon.send_file("bob", str(source))).id)
+        file_id = bytes.fromhex((await alice.daemon.send_file(api.SendFile("bob", str(source)))).id)
         texts = [await alice.send(bob, f"with the file {i}") for i in range(5)]
         await until(lambda: alice.store.message(file_id).deposited_ms is not None, 600)
         await bob.start(nursery)
@@ -318,7 +321,7 @@ async def test_a_file_both_deposited_and_sent_directly_arrives_once_and_the_drai
         bob.store.export_file(file_id, out)
         assert out.read_bytes() == data
         assert bob.daemon is not None
-        status = await bob.daemon.mailbox_status()
+        status = await bob.daemon.mailbox_status(api.GetMailboxStatus())
         assert status.reachable
         assert status.last_error == ""
 

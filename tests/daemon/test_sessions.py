@@ -14,6 +14,7 @@ import trio
 from _enginekit import MailboxNode, Network, Node, befriend, network, until
 from trio.testing import MockClock
 
+from onionpost import api
 from onionpost.errors import TransportError
 from onionpost.proto import messages as m
 
@@ -116,7 +117,7 @@ async def test_a_dial_that_hangs_does_not_hold_the_deposit(
             await node.start(nursery)
         for node in (alice, bob):
             assert node.daemon is not None
-            await node.daemon.mailbox_pair(await box.code())
+            await node.daemon.mailbox_pair(api.MailboxPair(await box.code()))
         await until(lambda: alice.contact(bob).mailbox == box.address)
         # Every session idle-closes in order: alice has no reason to think bob away.
         await until(lambda: _sessions(alice) == 0, 300)

@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from onionpost.client import open_client
+from onionpost.client import StateChange, open_client
 from onionpost.errors import DialError
 from onionpost.proto.address import OnionAddress
 from onionpost.testing.endpoint import Endpoint, start_all
@@ -214,8 +214,8 @@ def _queue_and_kill_mailbox_mid_deposit(owners: Owners, source: Path) -> Queued:
             file_id = (await client.send_file("bob", source)).id
             wanted = {*texts, file_id}
             with trio.fail_after(DEPOSIT_SECONDS):
-                async for event in events:
-                    change = event.state_change()
+                async for change in events:
+                    assert isinstance(change, StateChange)
                     if change.id in wanted and change.state == "deposited":
                         break
             async with open_client(mailbox.home) as box:

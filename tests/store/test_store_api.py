@@ -11,7 +11,6 @@ from _storekit import add_contact, new_id, open_store
 
 from onionpost.errors import (
     ConfigError,
-    LocalProtocolError,
     NotFoundError,
     StoreError,
     UnknownContactError,
@@ -215,10 +214,12 @@ def test_queue_text_refusals(store: Store) -> None:
     carol = add_contact(store, "carol")
     message_id = new_id()
     store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
-    with pytest.raises(LocalProtocolError, match="already in use"):
-        store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
-    with pytest.raises(LocalProtocolError, match="already in use"):
+    with pytest.raises(ConfigError, match="already another message's"):
         store.queue_text(carol.id, message_id, 1, "x", "text/plain", None)
+    with pytest.raises(ConfigError, match="already another message's"):
+        store.queue_text(bob.id, message_id, 1, "y", "text/plain", None)
+    with pytest.raises(ConfigError, match="already another message's"):
+        store.queue_text(bob.id, message_id, 1, "x", "text/markdown", None)
     with pytest.raises(ConfigError, match="16 bytes"):
         store.queue_text(bob.id, b"short", 1, "x", "text/plain", None)
     with pytest.raises(ConfigError, match="no contact"):
@@ -227,6 +228,41 @@ def test_queue_text_refusals(store: Store) -> None:
     with pytest.raises(ConfigError, match="no contact"):
         store.queue_text(carol.id, new_id(), 1, "x", "text/plain", None)
     assert len(store.pending(bob.id, 10)) == 1
+
+
+def test_queue_text_is_idempotent_on_its_id(store: Store) -> None:
+    # A send made again (its answer was lost) is the message already queued.
+    bob = add_contact(store)
+    message_id = new_id()
+    assert store.queue_text(bob.id, message_id, 1, "once", "text/plain", None) is True
+    assert store.queue_text(bob.id, message_id, 2, "once", "text/plain", None) is False
+    (pending,) = store.pending(bob.id, 10)
+    assert (pending.id, pending.body, pending.created_ms) == (message_id, "once", 1)
+    store.mark_delivered([message_id], 3, contact_id=bob.id)
+    assert store.queue_text(bob.id, message_id, 4, "once", "text/plain", None) is False
+    assert store.pending(bob.id, 10) == []
+
+
+def test_queue_file_is_idempotent_on_its_id(store: Store, tmp_path: Path) -> None:
+    bob = add_contact(store)
+    carol = add_contact(store, "carol")
+    source = tmp_path / "report.pdf"
+    source.write_bytes(b"%PDF" * 50_000)
+    file_id = new_id()
+    first = store.queue_file(bob.id, file_id, 1, "report.pdf", source, 2**30)
+    again = store.queue_file(bob.id, file_id, 2, "report.pdf", source, 2**30)
+    assert again == first
+    assert [o.id for o in store.pending(bob.id, 10)] == [file_id]
+    with pytest.raises(ConfigError, match="already another message's"):
+        store.queue_file(carol.id, file_id, 2, "report.pdf", source, 2**30)
+    with pytest.raises(ConfigError, match="already another message's"):
+        store.queue_file(bob.id, file_id, 2, "other.pdf", source, 2**30)
+    source.write_bytes(b"%PDF" * 50_001)
+    with pytest.raises(ConfigError, match="already another message's"):
+        store.queue_file(bob.id, file_id, 2, "report.pdf", source, 2**30)
+    with pytest.raises(ConfigError, match="already another message's"):
+        store.queue_text(bob.id, file_id, 2, "report.pdf", "text/plain", None)
+    assert store.integrity_check() == []
 
 
 def test_queued_messages_survive_a_restart(tmp_path: Path) -> None:
@@ -387,7 +423,7 @@ def test_a_failed_call_inside_a_transaction_is_undone_alone(store: Store) -> Non
     first, second = new_id(), new_id()
     with store.transaction():
         store.queue_text(bob.id, first, 1, "x", "text/plain", None)
-        with pytest.raises(LocalProtocolError):
+        with pytest.raises(ConfigError, match="already another message's"):
             store.queue_text(bob.id, first, 1, "again", "text/plain", None)
         store.queue_text(bob.id, second, 1, "y", "text/plain", None)
     assert [o.body for o in store.pending(bob.id, 10)] == ["x", "y"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import click
+import trio
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -34,6 +35,7 @@ from rich.text import Text
 from onionpost import api
 from onionpost._files import read_small_file
 from onionpost.cli._common import (
+    ANSWER_DEADLINE,
     EXIT_FAILED,
     emit_json,
     enter_with_deadline,
@@ -45,7 +47,7 @@ from onionpost.cli._common import (
     run_client,
 )
 from onionpost.client import Client, Message, MessageState, Queued, StateChange
-from onionpost.errors import ConfigError
+from onionpost.errors import ConfigError, DaemonNotRunningError, NotConfirmedError, TransportError
 from onionpost.limits import MAX_CARD_FILE, MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
 
@@ -216,7 +218,9 @@ def send(
     daemon), unless --wait: then it waits until the contact has it. A file is
     followed with a progress bar until it is delivered, unless --no-wait.
     With --wait the exit status says whether it was delivered (0) or will
-    never be (1: refused or expired).
+    never be (1: refused or expired). When the daemon does not confirm the
+    send in time, it says so with the message's id (exit 3): the message may
+    be queued, and 'onionpost message ID' tells.
     """
     if file_path is not None and text is not None:
         raise click.UsageError("give TEXT or --file, not both")
@@ -224,12 +228,9 @@ def send(
     if not (wait if wait is not None else file_path is not None):
 
         async def queue(client: Client) -> Queued:
-            if file_path is not None:
-                return await client.send_file(name, file_path)
-            assert body is not None
-            return await client.send_text(name, body)
+            return await _queue(client, name, body, file_path)
 
-        queued = run_client(home, queue)
+        queued = run_client(home, queue, bounded=False)
         if as_json:
             emit_json(_as_json(queued))
         elif queued.name is not None:
@@ -249,6 +250,28 @@ def send(
         fail(f"the {what} was not delivered: {final.state}{reason}", EXIT_FAILED)
 
 
+async def _queue(client: Client, contact: str, body: str | None, path: Path | None) -> Queued:
+    """Send under an id chosen here, within ANSWER_DEADLINE. The client sends
+    again under it while the connection breaks, so one message is sent at
+    most; with no answer at all, what we know is the id."""
+    message_id = api.new_message_id()
+    try:
+        with trio.fail_after(ANSWER_DEADLINE):
+            if path is not None:
+                return await client.send_file(contact, path, id=message_id)
+            assert body is not None
+            return await client.send_text(contact, body, id=message_id)
+    except trio.TooSlowError:
+        why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
+    except NotConfirmedError as exc:
+        why = str(exc.__cause__ or exc)  # the client's last try: why it failed
+    except (TransportError, DaemonNotRunningError) as exc:
+        why = str(exc)
+    raise NotConfirmedError(
+        f"not confirmed: see 'onionpost message {message_id}' ({why})", message_id=message_id
+    )
+
+
 class _Follower:
     """Queue a text or a file, then follow its ``state`` events until it is
     delivered or will never be."""
@@ -260,19 +283,13 @@ class _Follower:
         self.as_json = as_json
         self.queued: Queued | None = None
 
-    async def _queue(self, client: Client) -> Queued:
-        if self.path is not None:
-            return await client.send_file(self.contact, self.path)
-        assert self.body is not None
-        return await client.send_text(self.contact, self.body)
-
     async def run(self, client: Client) -> StateChange:
         async with AsyncExitStack() as stack:
             # Subscribe first, so that no event about the message can be missed.
             events = await enter_with_deadline(
                 stack, client.subscribe(["state"]), client.socket_path
             )
-            self.queued = queued = await self._queue(client)
+            self.queued = queued = await _queue(client, self.contact, self.body, self.path)
             if self.as_json:
                 emit_json(_as_json(queued))
             else:
@@ -280,9 +297,8 @@ class _Follower:
                 click.echo(f"queued {queued.id}{what}", err=True)
             bar = self.path is not None and not self.as_json
             with _progress_bar(queued, enabled=bar) as (progress, task):
-                async for event in events:
-                    change = event.state_change()
-                    if change.id != queued.id:
+                async for change in events:
+                    if not isinstance(change, StateChange) or change.id != queued.id:
                         continue
                     if self.as_json:
                         emit_json(_as_json(change))

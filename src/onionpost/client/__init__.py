@@ -11,7 +11,10 @@
 Every call may raise :class:`~onionpost.errors.ApiError` (the daemon refused
 it; ``.code`` says why) or :class:`~onionpost.errors.TransportError`;
 :func:`open_client` raises :class:`~onionpost.errors.DaemonNotRunningError`
-when no daemon listens. Set deadlines with trio's ``fail_after``.
+when no daemon listens. Set deadlines with trio's ``fail_after``. A send
+whose answer never comes is sent again under the same message id, so it is
+never sent twice; :class:`~onionpost.errors.NotConfirmedError` says when
+the client gave up asking.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from onionpost.api import (
     Contact,
     ContactRef,
     ContactStatus,
+    Direction,
     Exported,
     FileInfo,
     Identity,
+    Kind,
     MailboxOwnerUsage,
     MailboxRef,
     MailboxStatus,
@@ -30,16 +35,19 @@ from onionpost.api import (
     MessageState,
     PeerChange,
     Queued,
+    Role,
     SafetyNumber,
     SetupCode,
     StateChange,
     Status,
+    TorState,
     TorStatus,
     Wiped,
+    new_message_id,
 )
 from onionpost.client._client import Client, Subscription, open_client
 from onionpost.client._types import Event
-from onionpost.errors import ApiError, DaemonNotRunningError
+from onionpost.errors import ApiError, DaemonNotRunningError, NotConfirmedError
 
 __all__ = [
     "ApiError",
@@ -48,23 +56,29 @@ __all__ = [
     "ContactRef",
     "ContactStatus",
     "DaemonNotRunningError",
+    "Direction",
     "Event",
     "Exported",
     "FileInfo",
     "Identity",
+    "Kind",
     "MailboxOwnerUsage",
     "MailboxRef",
     "MailboxStatus",
     "Message",
     "MessageState",
+    "NotConfirmedError",
     "PeerChange",
     "Queued",
+    "Role",
     "SafetyNumber",
     "SetupCode",
     "StateChange",
     "Status",
     "Subscription",
+    "TorState",
     "TorStatus",
     "Wiped",
+    "new_message_id",
     "open_client",
 ]

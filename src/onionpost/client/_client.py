@@ -4,7 +4,19 @@ Theory of operation: :func:`open_client` connects to the daemon's unix
 socket; each :class:`Client` call writes one request line and reads lines
 until the reply with its id (``protocol-spec/local-api.md``). Calls on one
 client are serialized by a lock, so one client may be shared by tasks.
-A subscription is a second connection on which the daemon only sends events.
+:meth:`Client.request` is typed by its request (``Request[R]`` -> ``R``);
+the methods named after the API's methods are that, spelled out.
+A subscription is a second connection on which the daemon only sends
+events, each yielded as its :mod:`onionpost.api` record.
+
+Sends are made safe to repeat: ``send_text`` and ``send_file`` go out under
+a message id the client chose (16 random bytes), and the daemon treats the
+same id again as the same message. When the connection breaks before the
+answer comes (the daemon restarted, the socket was cut), the client
+connects again and sends the same request, until the daemon answers or the
+caller's deadline passes (at most ``MAX_RESENDS`` times; then
+:class:`~onionpost.errors.NotConfirmedError`, with the id). Other requests
+are not repeated.
 
 No call takes a timeout (STYLE 9): wrap it in ``trio.move_on_after`` /
 ``trio.fail_after``. A call cancelled while waiting for its reply leaves the
@@ -25,19 +37,29 @@ import os
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from onionpost import api
-from onionpost._localapi import MAX_REQUEST_LINE, MAX_RESPONSE_LINE, LineReader, encode_line
-from onionpost.client._types import Event, _event, _malformed
+from onionpost._localapi import (
+    MAX_REQUEST_LINE,
+    MAX_RESENDS,
+    MAX_RESPONSE_LINE,
+    RESEND_BACKOFF,
+    ErrorCode,
+    LineReader,
+    encode_line,
+)
+from onionpost.client._types import _malformed
 from onionpost.errors import (
     ApiError,
     ConfigError,
     DaemonNotRunningError,
     FramingError,
+    NotConfirmedError,
     TransportError,
 )
 from onionpost.home import Paths, default_home
@@ -46,6 +68,21 @@ __all__ = ["Client", "Subscription", "open_client"]
 
 # connect() errors that mean "no daemon here" rather than "something is wrong".
 _NOT_RUNNING = (FileNotFoundError, ConnectionRefusedError, NotADirectoryError)
+
+R = TypeVar("R")
+Q = TypeVar("Q", bound=api.Request[Any])
+
+
+def _with_message_id(request: Q) -> Q:
+    """A send under an id chosen here, so that it can be sent again."""
+    if isinstance(request, api.SendText | api.SendFile) and request.id is None:
+        return replace(request, id=api.new_message_id())
+    return request
+
+
+def _resend_delay(attempt: int) -> float:
+    first, most = RESEND_BACKOFF
+    return float(min(most, first * 2 ** (attempt - 1)))
 
 
 def _check_owner(path: Path) -> None:
@@ -158,13 +195,19 @@ class Client:
     def socket_path(self) -> Path:
         return self._socket_path
 
-    async def _call(self, method: str, **params: Any) -> Any:
+    async def _call(self, request: api.Request[Any], *, reconnect: bool = False) -> Any:
+        """The ``result`` of one request's reply, as JSON. ``reconnect``: a
+        broken connection is replaced by a new one first."""
         async with self._lock:
             if self._broken is not None:
-                raise TransportError(self._broken)
+                if not reconnect:
+                    raise TransportError(self._broken)
+                await self._reconnect()
             self._next_id += 1
             request_id = self._next_id
-            line = encode_line({"id": request_id, "method": method, "params": params})
+            line = encode_line(
+                {"id": request_id, "method": request.METHOD, "params": api.encode(request)}
+            )
             if len(line) > MAX_REQUEST_LINE:
                 raise ConfigError(f"request too large for the local API ({len(line)} bytes)")
             try:
@@ -182,6 +225,32 @@ class Client:
         if "result" not in reply:
             raise TransportError("the daemon sent a malformed reply")
         return reply["result"]
+
+    async def _reconnect(self) -> None:
+        connection = _Connection(await _connect(self._socket_path))
+        old, self._connection, self._broken = self._connection, connection, None
+        await trio.aclose_forcefully(old.stream)
+
+    async def _call_until_answered(self, request: api.SendText | api.SendFile) -> Any:
+        """A send, sent again under its id while no answer comes (module docstring)."""
+        assert request.id is not None
+        failure: Exception | None = None
+        for attempt in range(MAX_RESENDS + 1):
+            if attempt:
+                await trio.sleep(_resend_delay(attempt))
+            try:
+                return await self._call(request, reconnect=True)
+            except (TransportError, DaemonNotRunningError) as exc:
+                failure = exc
+            except ApiError as exc:
+                if exc.code != ErrorCode.BUSY:
+                    raise
+                failure = exc
+        raise NotConfirmedError(
+            f"the daemon did not answer the send of {request.id} ({failure}); "
+            "it may have been queued: ask for it by its id",
+            message_id=request.id,
+        ) from failure
 
     async def _reply(self, request_id: int) -> dict[str, Any]:
         while True:
@@ -219,117 +288,112 @@ class Client:
     async def aclose(self) -> None:
         await self._connection.stream.aclose()
 
-    async def request(self, request: api.Request) -> Any:
-        """Send one request of :mod:`onionpost.api`; its result record (or tuple
-        of them), decoded strictly. The methods below are this, spelled out."""
-        result = await self._call(request.METHOD, **api.encode(request))
-        if request.MANY:
-            return api.decode_many(request.RESULT, result, error=_malformed, what="result")
-        return api.decode(request.RESULT, result, error=_malformed, what="result")
+    async def request(self, request: api.Request[R]) -> R:
+        """Send one request of :mod:`onionpost.api`; its result, decoded strictly.
+
+        A ``send_text``/``send_file`` without an id gets one here, and is sent
+        again under it when the connection breaks before its answer (see the
+        module docstring); the result's ``id`` is that id.
+        """
+        request = _with_message_id(request)
+        if isinstance(request, api.SendText | api.SendFile):
+            result = await self._call_until_answered(request)
+        else:
+            result = await self._call(request)
+        return api.decode_result(request, result, error=_malformed)
 
     # -- The API, one method per request, named as on the wire (local-api.md) ----
 
     async def whoami(self) -> api.Identity:
-        result: api.Identity = await self.request(api.Whoami())
-        return result
+        return await self.request(api.Whoami())
 
     async def status(self) -> api.Status:
-        result: api.Status = await self.request(api.GetStatus())
-        return result
+        return await self.request(api.GetStatus())
 
     async def contact_add(self, card: str, name: str | None = None) -> api.ContactRef:
-        result: api.ContactRef = await self.request(api.ContactAdd(card, name))
-        return result
+        return await self.request(api.ContactAdd(card, name))
 
     async def contact_list(self) -> tuple[api.Contact, ...]:
-        result: tuple[api.Contact, ...] = await self.request(api.ContactList())
-        return result
+        return await self.request(api.ContactList())
 
     async def contact_remove(self, name: str) -> api.ContactRef:
-        result: api.ContactRef = await self.request(api.ContactRemove(name))
-        return result
+        return await self.request(api.ContactRemove(name))
 
     async def contact_verify(self, name: str) -> api.SafetyNumber:
-        result: api.SafetyNumber = await self.request(api.ContactVerify(name))
-        return result
+        return await self.request(api.ContactVerify(name))
 
     async def send_text(
-        self, contact: str, body: str, *, content_type: str = "text/plain"
+        self, contact: str, body: str, *, content_type: str = "text/plain", id: str | None = None
     ) -> api.Queued:
-        """Returns once the daemon has durably queued the message."""
-        result: api.Queued = await self.request(api.SendText(contact, body, content_type))
-        return result
+        """Returns once the daemon has durably queued the message, under ``id``
+        (:func:`onionpost.api.new_message_id`; by default a new one)."""
+        return await self.request(api.SendText(contact, body, content_type, id))
 
-    async def send_file(self, contact: str, path: Path | str) -> api.Queued:
+    async def send_file(
+        self, contact: str, path: Path | str, *, id: str | None = None
+    ) -> api.Queued:
         """Returns once the daemon has copied the file into its store, queued."""
-        result: api.Queued = await self.request(api.SendFile(contact, _absolute(path)))
-        return result
+        return await self.request(api.SendFile(contact, _absolute(path), id))
 
     async def inbox(
         self, after: int = 0, limit: int = 100, *, unread: bool = False
     ) -> tuple[api.Message, ...]:
         """Incoming messages with ``seq`` greater than ``after``, oldest first."""
-        result: tuple[api.Message, ...] = await self.request(api.Inbox(after, limit, unread))
-        return result
+        return await self.request(api.Inbox(after, limit, unread))
 
     async def outbox(self, contact: str | None = None, limit: int = 100) -> tuple[api.Message, ...]:
         """Outgoing messages and files still waiting to be delivered, oldest first."""
-        result: tuple[api.Message, ...] = await self.request(api.Outbox(contact, limit))
-        return result
+        return await self.request(api.Outbox(contact, limit))
 
     async def message(self, id: str, contact: str | None = None) -> api.Message:
-        result: api.Message = await self.request(api.GetMessage(id, contact))
-        return result
+        return await self.request(api.GetMessage(id, contact))
 
     async def mark_read(self, ids: Iterable[str], contact: str | None = None) -> int:
-        result: api.Marked = await self.request(api.MarkRead(tuple(ids), contact))
-        return result.marked
+        return (await self.request(api.MarkRead(tuple(ids), contact))).marked
 
     async def export_file(
         self, id: str, dest: Path | str, contact: str | None = None
     ) -> api.Exported:
         """Decrypt a received file to ``dest`` (made absolute here)."""
-        result: api.Exported = await self.request(api.ExportFile(id, _absolute(dest), contact))
-        return result
+        return await self.request(api.ExportFile(id, _absolute(dest), contact))
 
     async def retry(self, contact: str | None = None) -> int:
         """Retry delivery now, to one contact or all; returns how many were kicked."""
-        result: api.Retried = await self.request(api.Retry(contact))
-        return result.contacts
+        return (await self.request(api.Retry(contact))).contacts
 
     async def mailbox_code(self, expires: int = 86_400) -> api.SetupCode:
         """A mailbox only: a new one-time setup code, valid ``expires`` seconds."""
-        result: api.SetupCode = await self.request(api.MailboxCode(expires))
-        return result
+        return await self.request(api.MailboxCode(expires))
 
     async def mailbox_pair(self, code: str) -> api.MailboxRef:
         """An endpoint only: pair with the mailbox of the setup code ``code``."""
-        result: api.MailboxRef = await self.request(api.MailboxPair(code))
-        return result
+        return await self.request(api.MailboxPair(code))
 
     async def mailbox_status(self) -> api.MailboxStatus:
         """An endpoint's mailbox as last seen, or a mailbox's owners (``role``)."""
-        result: api.MailboxStatus = await self.request(api.GetMailboxStatus())
-        return result
+        return await self.request(api.GetMailboxStatus())
 
     async def mailbox_wipe(self, owner: str | None = None) -> api.Wiped:
         """Delete what the mailbox holds: an endpoint's own space (``owner``
         None), or on a mailbox one owner's space or every owner's."""
-        result: api.Wiped = await self.request(api.MailboxWipe(owner))
-        return result
+        return await self.request(api.MailboxWipe(owner))
 
     @asynccontextmanager
     async def subscribe(self, topics: Iterable[str]) -> AsyncIterator[Subscription]:
         """Events of ``topics`` ("message", "state", "peer", "tor") on a new connection.
 
-        ``async for event in subscription`` yields :class:`Event`; it raises
+        ``async for event in subscription`` yields each event's record
+        (:data:`onionpost.api.Event`: a :class:`~onionpost.api.Message`,
+        :class:`~onionpost.api.StateChange`, :class:`~onionpost.api.PeerChange`
+        or :class:`~onionpost.api.TorStatus`, by topic); it raises
         :class:`~onionpost.errors.TransportError` if the daemon ends the
         subscription (it stopped, or this reader fell too far behind).
         """
         connection = _Connection(await _connect(self._socket_path))
         async with connection.stream:
+            request = api.Subscribe(tuple(topics))
             await connection.send(
-                {"id": 1, "method": "subscribe", "params": {"topics": list(topics)}}
+                {"id": 1, "method": request.METHOD, "params": api.encode(request)}
             )
             reply = await connection.receive()
             if reply is None:
@@ -361,9 +425,9 @@ class Client:
                     if len(page) < api.MAX_INBOX_LIMIT:
                         break
             async for event in events:
-                if event.topic != "message":
+                if not isinstance(event, api.Message):
                     continue
-                message = event.message()
+                message = event
                 if last is not None and message.seq is not None and message.seq <= last:
                     continue  # already given from the inbox
                 if message.seq is not None:
@@ -380,7 +444,7 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> Event:
+    async def __anext__(self) -> api.Event:
         while True:
             line = await self._connection.receive()
             if line is None:
@@ -389,7 +453,7 @@ class Subscription:
                     reason="ended",
                 )
             if "event" in line:
-                return _event(line)
+                return api.decode_event(line["event"], line.get("data"), error=_malformed)
             if line.get("id") is None and "error" in line:
                 _raise_error(line)
 
@@ -407,6 +471,8 @@ async def open_client(
     """
     if socket_path is None:
         socket_path = Paths.for_home(home if home is not None else default_home()).socket
-    connection = _Connection(await _connect(socket_path))
-    async with connection.stream:
-        yield Client(connection, socket_path)
+    client = Client(_Connection(await _connect(socket_path)), socket_path)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -14,9 +14,17 @@ Theory of operation
         │                    (``delivery/``: the failure domains live there)
         └── owner.run        the link to our own mailbox (``_mailbox.py``)
 
-This module is the local API's backend: it turns requests into store reads
-and engine calls, and shapes the JSON. Delivery itself (dialing, sessions,
-exactly once, quotas) is the engine's.
+This module is the local API's backend: its handlers (one per request type
+an endpoint serves, :attr:`Daemon.handlers`) turn requests into store reads
+and engine calls, and shape the records; their store calls run in the
+engine's worker, off the event loop.
+
+Sends are idempotent on their id: the client chooses a message's id, and
+the same ``send_text``/``send_file`` again (its answer was lost: the daemon
+was slow, the connection cut) finds the message queued under that id and
+answers as the first did; the store refuses the id for another contact or
+another content. Two sends of one id run one after the other. Delivery
+itself (dialing, sessions, exactly once, quotas) is the engine's.
 
 Logs carry ids, contact handles (``contact=#3``, :mod:`onionpost._logs`)
 and states, never message contents or keys; names and onion addresses only
@@ -28,10 +36,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -48,7 +57,7 @@ from onionpost.daemon.delivery import (
 )
 from onionpost.errors import ConfigError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
-from onionpost.host import EventHub, OnionHost
+from onionpost.host import EventHub, Handlers, OnionHost
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.store import Contact, Direction, Store, Stored
@@ -65,6 +74,11 @@ def _now_ms() -> int:
 
 class Daemon:
     """Implements the local API's :class:`~onionpost.host.Backend` on an :class:`OnionHost`."""
+
+    unserved: Final = (
+        "this home runs an endpoint, not a mailbox (setup codes come from "
+        "'onionpost mailbox code' on the mailbox's host)"
+    )
 
     def __init__(
         self,
@@ -112,6 +126,26 @@ class Daemon:
         self.owner = OwnerLink(
             secrets, store, self.engine, self.mailboxes, mailbox_dial, policy, self._worker
         )
+        self._sending: dict[bytes, trio.Lock] = {}
+        self.handlers: Handlers = {
+            api.Whoami: self.whoami,
+            api.GetStatus: self.status,
+            api.ContactAdd: self.contact_add,
+            api.ContactList: self.contact_list,
+            api.ContactRemove: self.contact_remove,
+            api.ContactVerify: self.contact_verify,
+            api.SendText: self.send_text,
+            api.SendFile: self.send_file,
+            api.Inbox: self.inbox,
+            api.Outbox: self.outbox,
+            api.GetMessage: self.message,
+            api.MarkRead: self.mark_read,
+            api.ExportFile: self.export_file,
+            api.Retry: self.retry,
+            api.MailboxPair: self.mailbox_pair,
+            api.GetMailboxStatus: self.mailbox_status,
+            api.MailboxWipe: self.mailbox_wipe,
+        }
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -160,56 +194,68 @@ class Daemon:
         return await self.host.dial(mailbox, client_auth_private, handle="peer=mailbox")
 
     # -- the local API (Backend) -----------------------------------------------------
+    #
+    # Every store call runs through the engine's worker, off the event loop:
+    # an fsync in the store never stalls the loop (nor the sessions on it).
 
     def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         return self._hub.subscribe(list(topics))
 
-    async def whoami(self) -> api.Identity:
+    async def whoami(self, request: api.Whoami) -> api.Identity:
         card = ContactCard.issue(self._secrets, mailbox=self.mailboxes.signed())
         return api.Identity(
             self._secrets.display_name, str(self._secrets.identity.address), card.to_line()
         )
 
-    async def status(self) -> api.Status:
+    def _status_rows(self) -> tuple[list[tuple[Contact, int, int]], int, int | None]:
+        store = self._store
+        rows = [
+            (c, store.outbox_depth(c.id), store.deposited_count(c.id)) for c in store.contacts()
+        ]
+        return rows, store.outbox_depth(), store.last_delivery()
+
+    async def status(self, request: api.GetStatus) -> api.Status:
+        rows, depth, last_delivery = await self._worker(self._status_rows)
         contacts = []
-        for contact in self._store.contacts():
+        for contact, queued, deposited in rows:
             link = self.engine.status(contact.id)
             contacts.append(
                 api.ContactStatus(
                     name=contact.name,
                     address=str(contact.address),
                     reachable=bool(link and link.reachable),
-                    queued=self._store.outbox_depth(contact.id),
+                    queued=queued,
                     last_error=link.last_error if link else "",
                     since_ms=link.since_ms if link else None,
                     last_seen_ms=contact.last_seen_ms,
                     failures=link.failures if link else 0,
                     retry_in=link.retry_in if link else None,
                     mailbox=None if contact.mailbox is None else str(contact.mailbox),
-                    deposited=self._store.deposited_count(contact.id),
+                    deposited=deposited,
                     mailbox_error=link.mailbox_error if link else "",
                 )
             )
         return api.Status(
             address=str(self._secrets.identity.address),
             tor=self.host.tor_status,
-            outbox_depth=self._store.outbox_depth(),
-            last_delivery_ms=self._store.last_delivery(),
+            outbox_depth=depth,
+            last_delivery_ms=last_delivery,
             contacts=tuple(contacts),
         )
 
-    async def contact_add(self, card: str, name: str | None = None) -> api.ContactRef:
-        parsed = ContactCard.parse(card)
+    def _add_contact(self, name: str, card: ContactCard) -> Contact:
+        store = self._store
+        with store.transaction():
+            contact = store.add_contact(name, card.address, card.client_auth_public, _now_ms())
+            if card.mailbox is not None:
+                store.set_contact_mailbox(contact.id, card.mailbox.mailbox, card.mailbox.version)
+        return store.contact(contact.name)
+
+    async def contact_add(self, request: api.ContactAdd) -> api.ContactRef:
+        parsed = ContactCard.parse(request.card)
         if parsed.address == self._secrets.identity.address:
             raise ConfigError("that card is this endpoint's own")
-        contact = self._store.add_contact(
-            name or parsed.name, parsed.address, parsed.client_auth_public, _now_ms()
-        )
-        if parsed.mailbox is not None:
-            self._store.set_contact_mailbox(
-                contact.id, parsed.mailbox.mailbox, parsed.mailbox.version
-            )
-            contact = self._store.contact(contact.name)
+        contact = await self._worker(self._add_contact, request.name or parsed.name, parsed)
         await self._authorize()
         await self.host.add_client_auth(contact.address, self._secrets.client_auth_private)
         if self.engine.running:
@@ -228,8 +274,8 @@ class Daemon:
         if self.host.published:
             await self.host.authorize()
 
-    async def contact_list(self) -> list[api.Contact]:
-        return [
+    async def contact_list(self, request: api.ContactList) -> tuple[api.Contact, ...]:
+        return tuple(
             api.Contact(
                 name=c.name,
                 address=str(c.address),
@@ -237,11 +283,11 @@ class Daemon:
                 last_seen_ms=c.last_seen_ms,
                 reachable=bool((link := self.engine.status(c.id)) and link.reachable),
             )
-            for c in self._store.contacts()
-        ]
+            for c in await self._worker(self._store.contacts)
+        )
 
-    async def contact_remove(self, name: str) -> api.ContactRef:
-        contact = self._store.remove_contact(name)
+    async def contact_remove(self, request: api.ContactRemove) -> api.ContactRef:
+        contact = await self._worker(self._store.remove_contact, request.name)
         self.engine.remove_contact(contact.id)
         await self._authorize()
         await self.host.remove_client_auth(contact.address)
@@ -249,53 +295,82 @@ class Daemon:
         log.info("event=contact_removed contact=%s", contact_ref(contact.id))
         return api.ContactRef(contact.name, str(contact.address))
 
-    async def contact_verify(self, name: str) -> api.SafetyNumber:
-        contact = self._store.contact(name)
+    async def contact_verify(self, request: api.ContactVerify) -> api.SafetyNumber:
+        contact = await self._worker(self._store.contact, request.name)
         number = safety_number(self._secrets.identity.public_key, contact.address.public_key)
         return api.SafetyNumber(contact.name, number)
 
-    async def send_text(
-        self, contact: str, body: str, content_type: str = "text/plain"
-    ) -> api.Queued:
-        target = self._store.contact(contact)
-        message_id = os.urandom(16)
-        await self.engine.queue_text(target.id, m.Text(message_id, _now_ms(), body, content_type))
+    async def _contact_id(self, name: str) -> int:
+        """A contact's id by name: from the engine's memory when it runs (the
+        send path asks for it on every text), else the store (which raises
+        UnknownContactError)."""
+        known = self.engine.contact_id(name)
+        if known is not None:
+            return known
+        contact: Contact = await self._worker(self._store.contact, name)
+        return contact.id
+
+    @asynccontextmanager
+    async def _one_send(self, message_id: bytes) -> AsyncIterator[None]:
+        """Sends of one id, one at a time: a resent request that arrives while
+        the first still runs waits for it, then finds its message."""
+        lock = self._sending.setdefault(message_id, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._sending.pop(message_id, None)
+
+    async def send_text(self, request: api.SendText) -> api.Queued:
+        contact_id = await self._contact_id(request.contact)
+        message_id = os.urandom(16) if request.id is None else _parse_id(request.id)
+        text = m.Text(message_id, _now_ms(), request.body, request.content_type)
+        async with self._one_send(message_id):
+            await self.engine.queue_text(contact_id, text)
         return api.Queued(message_id.hex(), api.MessageState.QUEUED)
 
-    async def send_file(self, contact: str, path: str) -> api.Queued:
-        target = self._store.contact(contact)
-        source = Path(path)
+    async def send_file(self, request: api.SendFile) -> api.Queued:
+        contact_id = await self._contact_id(request.contact)
+        source = Path(request.path)
         if not source.is_absolute():
             raise ConfigError("give the file's absolute path")
-        file_id = os.urandom(16)
-        queued = await trio.to_thread.run_sync(
-            partial(
-                self._store.queue_file,
-                target.id,
-                file_id,
-                _now_ms(),
-                source.name,
-                source,
-                self._config.max_file_size,
+        file_id = os.urandom(16) if request.id is None else _parse_id(request.id)
+        async with self._one_send(file_id):
+            # Its own thread, not the store worker: copying a large file
+            # in must not hold up every other store call.
+            queued = await trio.to_thread.run_sync(
+                partial(
+                    self._store.queue_file,
+                    contact_id,
+                    file_id,
+                    _now_ms(),
+                    source.name,
+                    source,
+                    self._config.max_file_size,
+                )
             )
-        )
-        self.engine.kick(target.id)
+        self.engine.kick(contact_id)
         return api.Queued(file_id.hex(), api.MessageState.QUEUED, queued.name, queued.size)
 
-    async def inbox(
-        self, after: int = 0, limit: int = 100, unread: bool = False
-    ) -> list[api.Message]:
-        if not 0 <= after <= api.MAX_SEQ:
-            raise ConfigError(f"'after' is a seq from 0 to {api.MAX_SEQ}")
-        page = self._store.inbox(after=after, limit=limit, unread=unread)
-        return [message_record(s) for s in page]
+    async def inbox(self, request: api.Inbox) -> tuple[api.Message, ...]:
+        page = await self._worker(
+            partial(
+                self._store.inbox, after=request.after, limit=request.limit, unread=request.unread
+            )
+        )
+        return tuple(message_record(s) for s in page)
 
-    async def outbox(self, contact: str | None = None, limit: int = 100) -> list[api.Message]:
+    def _outbox(self, contact: str | None, limit: int) -> list[Stored]:
         contact_id = None if contact is None else self._store.contact(contact).id
-        return [message_record(s) for s in self._store.outbox(contact_id=contact_id, limit=limit)]
+        return self._store.outbox(contact_id=contact_id, limit=limit)
+
+    async def outbox(self, request: api.Outbox) -> tuple[api.Message, ...]:
+        page = await self._worker(self._outbox, request.contact, request.limit)
+        return tuple(message_record(s) for s in page)
 
     def _find(self, message_id: bytes, contact: str | None) -> Stored:
-        """The one message with this id (of this contact, when named).
+        """In the worker: the one message with this id (of this contact, when named).
 
         Two contacts may send records with the same id; without a contact such
         an id is refused as ambiguous rather than resolved to either."""
@@ -311,57 +386,60 @@ class Daemon:
             )
         return found[0]
 
-    async def message(self, id: str, contact: str | None = None) -> api.Message:
-        return message_record(self._find(_parse_id(id), contact))
+    async def message(self, request: api.GetMessage) -> api.Message:
+        found = await self._worker(self._find, _parse_id(request.id), request.contact)
+        return message_record(found)
 
-    async def mark_read(self, ids: Sequence[str], contact: str | None = None) -> api.Marked:
-        targets = [self._find(_parse_id(i), contact) for i in ids]
+    def _mark_read(self, ids: Sequence[bytes], contact: str | None) -> dict[int, list[bytes]]:
+        """In the worker: mark what was received read; what changed, by contact."""
         by_contact: dict[int, list[bytes]] = {}
-        for stored in targets:
+        for stored in [self._find(i, contact) for i in ids]:
             if stored.direction == Direction.IN:
                 by_contact.setdefault(stored.contact_id, []).append(stored.id)
-        marked = 0
-        for contact_id, message_ids in by_contact.items():
-            changed = self._store.mark_read(
-                message_ids, _now_ms(), contact_id=contact_id, direction=Direction.IN
+        now = _now_ms()
+        return {
+            contact_id: self._store.mark_read(
+                message_ids, now, contact_id=contact_id, direction=Direction.IN
             )
-            marked += len(changed)
-            # Tell the sender, and only it (best effort: receipts owed to an
-            # offline contact are kept in memory until the next session).
-            await self.engine.owe_receipts(contact_id, changed)
-        return api.Marked(marked)
+            for contact_id, message_ids in by_contact.items()
+        }
 
-    async def export_file(self, id: str, dest: str, contact: str | None = None) -> api.Exported:
-        target = Path(dest)
+    async def mark_read(self, request: api.MarkRead) -> api.Marked:
+        ids = [_parse_id(i) for i in request.ids]
+        changed = await self._worker(self._mark_read, ids, request.contact)
+        for contact_id, message_ids in changed.items():
+            # Tell the sender, and only it: the receipts are owed durably until
+            # a session or the contact's mailbox carried them.
+            await self.engine.owe_receipts(contact_id, message_ids)
+        return api.Marked(sum(len(v) for v in changed.values()))
+
+    async def export_file(self, request: api.ExportFile) -> api.Exported:
+        target = Path(request.dest)
         if not target.is_absolute():
             raise ConfigError("give an absolute destination path")
-        stored = self._find(_parse_id(id), contact)
+        stored = await self._worker(self._find, _parse_id(request.id), request.contact)
         written = await trio.to_thread.run_sync(
             partial(self._store.export_file, stored.id, target, contact_id=stored.contact_id)
         )
         size = await trio.to_thread.run_sync(lambda: written.stat().st_size)
         return api.Exported(str(written), size)
 
-    async def retry(self, contact: str | None = None) -> api.Retried:
-        if contact is None:
+    async def retry(self, request: api.Retry) -> api.Retried:
+        if request.contact is None:
             return api.Retried(self.engine.kick(retry_now=True))
-        target = self._store.contact(contact).id  # UnknownContactError for a bad name
-        return api.Retried(self.engine.kick(target, retry_now=True))
-
-    async def mailbox_code(self, expires: int = 86_400) -> api.SetupCode:
-        raise ConfigError(
-            "this is an endpoint: setup codes come from a mailbox ('onionpost mailbox code' "
-            "on the mailbox's host)"
+        # UnknownContactError for a bad name
+        return api.Retried(
+            self.engine.kick(await self._contact_id(request.contact), retry_now=True)
         )
 
-    async def mailbox_pair(self, code: str) -> api.MailboxRef:
-        return await self.owner.pair(code)
+    async def mailbox_pair(self, request: api.MailboxPair) -> api.MailboxRef:
+        return await self.owner.pair(request.code)
 
-    async def mailbox_status(self) -> api.MailboxStatus:
+    async def mailbox_status(self, request: api.GetMailboxStatus) -> api.MailboxStatus:
         return await self.owner.status()
 
-    async def mailbox_wipe(self, owner: str | None = None) -> api.Wiped:
-        if owner is not None:
+    async def mailbox_wipe(self, request: api.MailboxWipe) -> api.Wiped:
+        if request.owner is not None:
             raise ConfigError("an endpoint wipes its own space at its mailbox: leave out 'owner'")
         return await self.owner.wipe()
 

@@ -314,7 +314,7 @@ class OwnerLink:
             )
         if own is None:
             return api.MailboxStatus(
-                role="owner", warning="; ".join(warnings) or "no mailbox: pair one"
+                role=api.Role.OWNER, warning="; ".join(warnings) or "no mailbox: pair one"
             )
         if own.one_time_left is not None and own.one_time_left == 0:
             warnings.append(
@@ -324,7 +324,7 @@ class OwnerLink:
         if self.reused_prekeys:
             warnings.append(f"{self.reused_prekeys} envelopes named a one-time prekey already used")
         return api.MailboxStatus(
-            role="owner",
+            role=api.Role.OWNER,
             mailbox=str(own.address),
             paired=True,
             reachable=self._session is not None,

@@ -23,7 +23,7 @@ them (``README.md``, "The code")::
 from __future__ import annotations
 
 from onionpost.host._api import serve_api
-from onionpost.host._backend import JSON, Backend
+from onionpost.host._backend import JSON, Backend, Handler, Handlers
 from onionpost.host._events import EventHub
 from onionpost.host._onion import OnionHost, open_unix_listener, tor_config
 from onionpost.host._startup import (
@@ -46,6 +46,8 @@ __all__ = [
     "JSON",
     "Backend",
     "EventHub",
+    "Handler",
+    "Handlers",
     "Kick",
     "OnionHost",
     "SecretSource",

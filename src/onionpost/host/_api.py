@@ -9,14 +9,16 @@ Theory of operation
         └── connection (one per accepted socket, at most MAX_CONNECTIONS)
             ├── peer check         SO_PEERCRED uid must be ours, else close at once
             ├── reader             bounded lines -> at most MAX_IN_FLIGHT requests
-            ├── request ...        validate, call the backend, write one reply
+            ├── request ...        validate, call the handler of its type, write one reply
             └── subscription       backend channel -> event lines (at most one)
 
 Who may call is decided twice: the socket is 0600 in a 0700 directory we
 own, and every accepted connection's peer credentials must carry our uid.
-This module only frames, checks peers, validates parameters, dispatches and
-maps :class:`~onionpost.errors.OnionpostError` subclasses to the stable error
-codes of ``protocol-spec/local-api.md``; it knows nothing of tor or the store.
+This module only frames, checks peers, validates parameters, dispatches by
+request type to the backend's handlers (``_backend.py``; a type the backend
+does not serve is answered ``config``) and maps
+:class:`~onionpost.errors.OnionpostError` subclasses to the stable error codes
+of ``protocol-spec/local-api.md``; it knows nothing of tor or the store.
 Nothing a client sends can stop the server: every failure of one request
 becomes an error reply, and every failure of one connection ends only it.
 """
@@ -33,7 +35,7 @@ import stat
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -60,7 +62,7 @@ from onionpost.errors import (
     TransportError,
     UnknownContactError,
 )
-from onionpost.host._backend import JSON, Backend
+from onionpost.host._backend import JSON, Backend, Handler, Handlers
 
 __all__ = ["serve_api"]
 
@@ -110,7 +112,7 @@ class _BadRequest(Exception):
         self.request_id = request_id
 
 
-def _parse_request(line: bytes) -> tuple[int | str, api.Request]:
+def _parse_request(line: bytes) -> tuple[int | str, api.Request[Any]]:
     """``(id, request)``, its parameters checked against :mod:`onionpost.api`;
     raises _BadRequest, with the id once it is known."""
     try:
@@ -139,8 +141,11 @@ def _error(request_id: int | str | None, code: ErrorCode, message: str) -> JSON:
 
 
 class _Connection:
-    def __init__(self, backend: Backend, stream: trio.SocketStream, peer: str) -> None:
+    def __init__(
+        self, backend: Backend, handlers: Handlers, stream: trio.SocketStream, peer: str
+    ) -> None:
         self._backend = backend
+        self._handlers = handlers
         self._stream = stream
         self._peer = peer
         self._send_lock = trio.Lock()
@@ -190,7 +195,7 @@ class _Connection:
             if isinstance(request, api.Subscribe):
                 await self._subscribe(request_id, request, nursery)
                 return None
-            result = await getattr(self._backend, request.METHOD)(**api.params(request))
+            result = await self._handler(request)(request)
             return encode_line({"id": request_id, "result": api.encode(result)})
         except _BadRequest as exc:
             return encode_line(_error(exc.request_id, ErrorCode.BAD_REQUEST, exc.message))
@@ -206,6 +211,12 @@ class _Connection:
             return encode_line(
                 _error(request_id, ErrorCode.INTERNAL, "internal error (see the daemon's log)")
             )
+
+    def _handler(self, request: api.Request[Any]) -> Handler:
+        handler = self._handlers.get(type(request))
+        if handler is None:
+            raise ConfigError(f"{request.METHOD}: {self._backend.unserved}")
+        return handler
 
     async def _subscribe(
         self, request_id: int | str | None, request: api.Subscribe, nursery: trio.Nursery
@@ -357,6 +368,7 @@ async def serve_api(
     other users or owned by someone else, or another daemon already serves the
     socket. The socket file is removed on the way out.
     """
+    handlers = backend.handlers
     listener, inode = await _listen(socket_path)
     my_uid = os.getuid()
     connections = 0
@@ -366,7 +378,7 @@ async def serve_api(
         stream = trio.SocketStream(sock)
         try:
             async with stream:
-                await _Connection(backend, stream, f"pid:{pid}").run()
+                await _Connection(backend, handlers, stream, f"pid:{pid}").run()
         finally:
             connections -= 1
 

@@ -1,68 +1,53 @@
-"""What the local API asks of the daemon: one async method per API method.
+"""What the local API asks of a process that serves it: handlers by request type.
 
-The API server (``_api.py``) frames requests, checks who is calling, decodes
-each request's parameters against :mod:`onionpost.api` and calls the method of
-the same name here with them as keyword arguments; it knows nothing of tor,
-the store or sessions. Every method returns the :mod:`onionpost.api` record
-(or list of records) its request names as ``RESULT``. Errors are
-:class:`~onionpost.errors.OnionpostError` subclasses, which the server maps to
-error codes (``protocol-spec/local-api.md``).
+The API server (``_api.py``) frames requests, checks who is calling and
+decodes each request into its :mod:`onionpost.api` record; it knows nothing
+of tor, the store or sessions. It then looks the record's type up in the
+backend's :attr:`Backend.handlers` and awaits that handler with the record::
+
+    async def send_text(self, request: api.SendText) -> api.Queued: ...
+
+    handlers = {api.SendText: self.send_text, ...}
+
+so a handler's parameters are its request's fields, with the defaults
+:mod:`onionpost.api` gives them, and nothing else. A handler returns the
+result its request names (``Request[R]``: R, a record or a tuple of them).
+A request type missing from the table is one this process does not serve
+(a mailbox sends no messages; an endpoint issues no setup codes): the
+server answers ``config`` with :attr:`Backend.unserved`. Errors are
+:class:`~onionpost.errors.OnionpostError` subclasses, which the server maps
+to error codes (``protocol-spec/local-api.md``). ``subscribe`` is the
+server's own: it asks the backend for a channel of events.
+
+``tests/daemon/test_handlers.py`` checks that each table's handlers take
+their key's record and return its result, and which process serves what.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import trio
 
 from onionpost import api
 
+__all__ = ["JSON", "Backend", "Handler", "Handlers"]
+
 JSON = dict[str, Any]
+# A handler takes the record of the request type it is filed under.
+Handler = Callable[[Any], Awaitable[Any]]
+Handlers = Mapping[type[api.Request[Any]], Handler]
 
 
 class Backend(Protocol):
-    async def whoami(self) -> api.Identity: ...
+    @property
+    def handlers(self) -> Handlers:
+        """The requests this process serves, each with its handler."""
 
-    async def status(self) -> api.Status: ...
-
-    async def contact_add(self, card: str, name: str | None = None) -> api.ContactRef: ...
-
-    async def contact_list(self) -> Sequence[api.Contact]: ...
-
-    async def contact_remove(self, name: str) -> api.ContactRef: ...
-
-    async def contact_verify(self, name: str) -> api.SafetyNumber: ...
-
-    async def send_text(
-        self, contact: str, body: str, content_type: str = "text/plain"
-    ) -> api.Queued: ...
-
-    async def send_file(self, contact: str, path: str) -> api.Queued: ...
-
-    async def inbox(
-        self, after: int = 0, limit: int = 100, unread: bool = False
-    ) -> Sequence[api.Message]: ...
-
-    async def outbox(
-        self, contact: str | None = None, limit: int = 100
-    ) -> Sequence[api.Message]: ...
-
-    async def message(self, id: str, contact: str | None = None) -> api.Message: ...
-
-    async def mark_read(self, ids: Sequence[str], contact: str | None = None) -> api.Marked: ...
-
-    async def export_file(self, id: str, dest: str, contact: str | None = None) -> api.Exported: ...
-
-    async def retry(self, contact: str | None = None) -> api.Retried: ...
-
-    async def mailbox_code(self, expires: int = 86_400) -> api.SetupCode: ...
-
-    async def mailbox_pair(self, code: str) -> api.MailboxRef: ...
-
-    async def mailbox_status(self) -> api.MailboxStatus: ...
-
-    async def mailbox_wipe(self, owner: str | None = None) -> api.Wiped: ...
+    @property
+    def unserved(self) -> str:
+        """Why a request this process does not serve is refused, in words."""
 
     def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[JSON]:
         """A bounded channel of ``{"event": topic, "data": {...}}`` for the

@@ -128,7 +128,7 @@ class OnionHost:
         self._service: OnionService | None = None
         self._scheduler = DialScheduler()
         self._client_auth: dict[OnionAddress, bytes] = {}
-        self.tor_status = api.TorStatus("starting", "launching tor")
+        self.tor_status = api.TorStatus(api.TorState.STARTING, "launching tor")
 
     def __repr__(self) -> str:
         return f"OnionHost({self._secrets.identity.address})"
@@ -195,7 +195,7 @@ class OnionHost:
 
     def ready(self) -> None:
         """Everything is up: tor's status says so from now on."""
-        self.tor_status = api.TorStatus(TorState.OK.value, "published")
+        self.tor_status = api.TorStatus(api.TorState.OK, "published")
 
     async def authorize(self) -> None:
         """Hand tor the authorized clients as they are now.
@@ -240,8 +240,8 @@ class OnionHost:
 
     async def _forward_tor_events(self, tor: Tor) -> None:
         async for status in tor.events():
-            was_ok = self.tor_status.state == TorState.OK.value
-            self.tor_status = api.TorStatus(status.state.value, status.detail)
+            was_ok = self.tor_status.state is api.TorState.OK
+            self.tor_status = api.TorStatus(api.TorState(status.state.value), status.detail)
             self._hub.publish(self.tor_status)
             self._log.info("event=tor state=%s detail=%s", status.state.value, safe(status.detail))
             if status.state is TorState.OK and not was_ok and self._tor_back is not None:

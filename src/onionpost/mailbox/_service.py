@@ -21,27 +21,26 @@ daemon, the host has tor forward the service's streams to a Unix socket in
 the home's 0700 run directory, so no TCP port is open.
 
 :class:`MailboxBackend` answers the local API (``onionpost mailbox code``,
-``status``, ``wipe``, ``whoami``); everything an endpoint does (contacts,
-messages) is refused as a configuration error.
+``status``, ``wipe``, ``whoami``): its handlers serve those requests only,
+and the API server refuses everything an endpoint does (contacts, messages)
+as a configuration error.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Final, NoReturn
+from collections.abc import Callable
+from typing import Any, Final
 
 import trio
 
 from onionpost import api
-from onionpost.errors import ConfigError
 from onionpost.home import Config, ContactCard, Paths, Secrets
-from onionpost.host import EventHub, OnionHost
+from onionpost.host import EventHub, Handlers, OnionHost
 from onionpost.mailbox._server import MailboxPolicy, MailboxServer
 from onionpost.proto.address import OnionAddress
 from onionpost.store import MailboxStore
-from onionpost.tor import TorState
 
 __all__ = ["MailboxBackend", "MailboxService", "qr_text"]
 
@@ -51,7 +50,6 @@ log = logging.getLogger("onionpost.mailbox")
 FULL_WARNING: Final = 0.9
 # How long `mailbox code` waits for tor to be given the new code's key.
 PUBLISH_WAIT: Final = 10.0
-NOT_AN_ENDPOINT: Final = "this home runs a mailbox, not an endpoint"
 
 
 def qr_text(data: str) -> str:
@@ -90,18 +88,28 @@ class MailboxBackend:
         self._tor_status = tor_status
         self._hub = hub or EventHub()
 
+        self.handlers: Handlers = {
+            api.Whoami: self.whoami,
+            api.GetStatus: self.status,
+            api.MailboxCode: self.mailbox_code,
+            api.GetMailboxStatus: self.mailbox_status,
+            api.MailboxWipe: self.mailbox_wipe,
+        }
+
+    unserved: Final = "this home runs a mailbox, not an endpoint"
+
     def __repr__(self) -> str:
         return "MailboxBackend()"
 
     # -- what a mailbox answers ---------------------------------------------------------
 
-    async def whoami(self) -> api.Identity:
+    async def whoami(self, request: api.Whoami) -> api.Identity:
         card = ContactCard.issue(self._secrets)
         return api.Identity(
             self._secrets.display_name, str(self._secrets.identity.address), card.to_line()
         )
 
-    async def status(self) -> api.Status:
+    async def status(self, request: api.GetStatus) -> api.Status:
         return api.Status(
             address=str(self._secrets.identity.address),
             tor=self._tor_status(),
@@ -110,8 +118,8 @@ class MailboxBackend:
             contacts=(),
         )
 
-    async def mailbox_code(self, expires: int = 86_400) -> api.SetupCode:
-        issued = await self._server.new_setup_code(expires)
+    async def mailbox_code(self, request: api.MailboxCode) -> api.SetupCode:
+        issued = await self._server.new_setup_code(request.expires)
         # The code is no use before tor knows its key: wait (a little) for that.
         with trio.move_on_after(PUBLISH_WAIT):
             await self._server.wait_published()
@@ -119,7 +127,7 @@ class MailboxBackend:
         qr = await trio.to_thread.run_sync(qr_text, text)
         return api.SetupCode(code=text, expires_ms=issued.expires_ms, qr=qr)
 
-    async def mailbox_status(self) -> api.MailboxStatus:
+    async def mailbox_status(self, request: api.GetMailboxStatus) -> api.MailboxStatus:
         owners = tuple(await self._server.usage())
         held = sum(o.bytes for o in owners)
         budget = self._policy.max_disk_use
@@ -128,17 +136,17 @@ class MailboxBackend:
             warning = f"the mailbox holds {held} of its {budget} bytes (max_disk_use)"
         tor = self._tor_status()
         return api.MailboxStatus(
-            role="mailbox",
+            role=api.Role.MAILBOX,
             mailbox=str(self._secrets.identity.address),
             paired=bool(owners),
-            reachable=tor.state == TorState.OK.value,
+            reachable=tor.state is api.TorState.OK,
             warning=warning,
-            last_error="" if tor.state == TorState.OK.value else tor.detail,
+            last_error="" if tor.state is api.TorState.OK else tor.detail,
             owners=owners,
         )
 
-    async def mailbox_wipe(self, owner: str | None = None) -> api.Wiped:
-        address = None if owner is None else OnionAddress.parse(owner)
+    async def mailbox_wipe(self, request: api.MailboxWipe) -> api.Wiped:
+        address = None if request.owner is None else OnionAddress.parse(request.owner)
         return await self._server.wipe(address)
 
     def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
@@ -146,55 +154,6 @@ class MailboxBackend:
 
     def close(self) -> None:
         self._hub.close()
-
-    # -- what only an endpoint does -----------------------------------------------------
-
-    async def mailbox_pair(self, code: str) -> api.MailboxRef:
-        _refuse()
-
-    async def contact_add(self, card: str, name: str | None = None) -> api.ContactRef:
-        _refuse()
-
-    async def contact_list(self) -> list[api.Contact]:
-        _refuse()
-
-    async def contact_remove(self, name: str) -> api.ContactRef:
-        _refuse()
-
-    async def contact_verify(self, name: str) -> api.SafetyNumber:
-        _refuse()
-
-    async def send_text(
-        self, contact: str, body: str, content_type: str = "text/plain"
-    ) -> api.Queued:
-        _refuse()
-
-    async def send_file(self, contact: str, path: str) -> api.Queued:
-        _refuse()
-
-    async def inbox(
-        self, after: int = 0, limit: int = 100, unread: bool = False
-    ) -> list[api.Message]:
-        _refuse()
-
-    async def outbox(self, contact: str | None = None, limit: int = 100) -> list[api.Message]:
-        _refuse()
-
-    async def message(self, id: str, contact: str | None = None) -> api.Message:
-        _refuse()
-
-    async def mark_read(self, ids: Sequence[str], contact: str | None = None) -> api.Marked:
-        _refuse()
-
-    async def export_file(self, id: str, dest: str, contact: str | None = None) -> api.Exported:
-        _refuse()
-
-    async def retry(self, contact: str | None = None) -> api.Retried:
-        _refuse()
-
-
-def _refuse() -> NoReturn:
-    raise ConfigError(NOT_AN_ENDPOINT)
 
 
 class MailboxService:
@@ -225,7 +184,7 @@ class MailboxService:
             clients=self.server.authorized_clients,
             hub=hub,
             log=log,
-            role="mailbox",
+            role=api.Role.MAILBOX,
         )
         self.backend = MailboxBackend(
             secrets, self.server, self.policy, tor_status=lambda: self.host.tor_status, hub=hub

@@ -45,7 +45,15 @@ from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.store import _crypto
 from onionpost.store._database import Keys
 
-__all__ = ["BLOB_NAME", "LEGACY_BLOB_NAME", "RECORD_SIZE", "Blob", "no_space", "new_hasher"]
+__all__ = [
+    "BLOB_NAME",
+    "LEGACY_BLOB_NAME",
+    "RECORD_SIZE",
+    "Blob",
+    "digest_of",
+    "new_hasher",
+    "no_space",
+]
 
 RECORD_SIZE: Final = FILE_CHUNK_SIZE + _crypto.SEAL_OVERHEAD
 _AD_CONTEXT: Final = b"onionpost file v1\x00"
@@ -57,6 +65,28 @@ LEGACY_BLOB_NAME: Final = re.compile(r"(in|out)-[0-9]+-[0-9a-f]{32}")
 
 def new_hasher() -> hashlib.blake2b:
     return hashlib.blake2b(digest_size=64)
+
+
+def digest_of(source: Path, max_size: int) -> bytes:
+    """The BLAKE2b-512 of the file ``source``, as :meth:`Blob.copy_from` reports
+    it (to tell a file queued again from another); errors as there."""
+    try:
+        src = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror}") from exc
+    try:
+        _check_source(source, os.fstat(src), max_size)
+        hasher = new_hasher()
+        while True:
+            try:
+                data = _read_full(src, FILE_CHUNK_SIZE)
+            except OSError as exc:
+                raise ConfigError(f"cannot read {source}: {exc.strerror}") from exc
+            hasher.update(data)
+            if len(data) < FILE_CHUNK_SIZE:
+                return hasher.digest()
+    finally:
+        os.close(src)
 
 
 def no_space(exc: OSError) -> bool:

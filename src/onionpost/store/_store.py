@@ -83,7 +83,14 @@ from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer
 from onionpost.store import _crypto, _database, _legacy, _schema, _wal
 from onionpost.store._database import Keys
-from onionpost.store._files import BLOB_NAME, LEGACY_BLOB_NAME, Blob, new_hasher, record_count
+from onionpost.store._files import (
+    BLOB_NAME,
+    LEGACY_BLOB_NAME,
+    Blob,
+    digest_of,
+    new_hasher,
+    record_count,
+)
 from onionpost.store._owner import OwnerMixin
 from onionpost.store._records import (
     INCOMING_TRANSITIONS,
@@ -152,6 +159,13 @@ _MARK: Final[dict[tuple[Direction, State], str]] = {
         "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
     ),
 }
+
+
+def _id_in_use(message_id: bytes) -> ConfigError:
+    return ConfigError(
+        f"message id {message_id.hex()} is already another message's "
+        "(a send made again must name the same contact and content)"
+    )
 
 
 def _check_id(value: object, what: str = "a message id") -> bytes:
@@ -711,6 +725,20 @@ class Store(OwnerMixin):
             raise LocalProtocolError(f"message id {values['id'].hex()} is already in use") from exc
         return cursor.rowcount == 1
 
+    def _queued_before(self, message_id: bytes, contact_id: int, kind: Kind) -> Stored | None:
+        """The outgoing message already queued under ``message_id`` (a send made
+        again, its answer lost), or None; :class:`ConfigError` when the id is
+        another contact's or another kind's. Call with the lock held."""
+        row = self._db.execute(
+            "SELECT * FROM message_rows WHERE direction = 'out' AND id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        stored = self._stored(row)
+        if stored.contact_id != contact_id or stored.kind != kind:
+            raise _id_in_use(message_id)
+        return stored
+
     def queue_text(  # noqa: PLR0917 - the contract's signature
         self,
         contact_id: int,
@@ -719,8 +747,13 @@ class Store(OwnerMixin):
         body: str,
         content_type: str,
         expires_at: int | None,
-    ) -> None:
-        """Queue a text; it is durably stored when this returns."""
+    ) -> bool:
+        """Queue a text; it is durably stored when this returns.
+
+        Idempotent on ``message_id``: the same text to the same contact again
+        is the one already queued (False; True when queued now). The id with
+        another contact or content is :class:`ConfigError`.
+        """
         _check_id(message_id)
         if not isinstance(body, str) or not isinstance(content_type, str):
             raise ConfigError("a text body and its content type are text")
@@ -729,6 +762,11 @@ class Store(OwnerMixin):
         )
         with self.transaction(), self._guard("queueing a message"):
             self._require_contact(contact_id, active=True)
+            before = self._queued_before(message_id, contact_id, Kind.TEXT)
+            if before is not None:
+                if (before.body, before.content_type) != (body, content_type):
+                    raise _id_in_use(message_id)
+                return False
             inserted = self._insert_message(
                 {
                     "direction": Direction.OUT.value,
@@ -744,6 +782,7 @@ class Store(OwnerMixin):
             )
             if not inserted:
                 raise LocalProtocolError(f"message id {message_id.hex()} is already in use")
+        return True
 
     def queue_file(  # noqa: PLR0917 - the contract's signature
         self,
@@ -761,12 +800,27 @@ class Store(OwnerMixin):
 
         :class:`FileTooLargeError` beyond ``max_size``; :class:`ConfigError`
         if ``source`` cannot be read; :class:`NoSpaceError` if the disk fills.
-        The copy runs outside the store's lock (worker threads welcome).
+        The copy runs outside the store's lock (worker threads welcome), so
+        the caller runs one call per ``file_id`` at a time.
+
+        Idempotent on ``file_id``: the same file (name, content type and
+        BLAKE2b of ``source``) to the same contact again is the offer already
+        queued; the id with another contact or file is :class:`ConfigError`.
         """
         _check_id(file_id, "a file id")
         _check_file_name(name)
         with self._lock, self._guard("queueing a file"):
             self._require_contact(contact_id, active=True)
+            before = self._queued_before(file_id, contact_id, Kind.FILE)
+        if before is not None:
+            assert before.file is not None
+            same = (before.file.name, before.file.content_type) == (name, content_type)
+            if not same or digest_of(Path(source), max_size) != before.file.blake2b:
+                raise _id_in_use(file_id)
+            f = before.file
+            return OutgoingFile(
+                file_id, before.created_ms, f.name, f.size, f.blake2b, f.content_type
+            )
         blob = Blob.at(self._files, self._keys, Direction.OUT, contact_id, file_id)
         if blob.path.exists():
             raise LocalProtocolError(f"file id {file_id.hex()} is already in use")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from onionpost import api
 from onionpost.api import FileInfo, Message, MessageState
 from onionpost.errors import OnionpostError
 from onionpost.store import Direction, Kind, Stored
@@ -15,8 +16,8 @@ def message_record(stored: Stored) -> Message:
     return Message(
         id=stored.id.hex(),
         contact=stored.contact,
-        direction=str(stored.direction),
-        kind=str(stored.kind),
+        direction=api.Direction(stored.direction.value),
+        kind=api.Kind(stored.kind.value),
         state=shown_state(stored),
         created_ms=stored.created_ms,
         seq=stored.seq if stored.direction == Direction.IN and stored.seq else None,

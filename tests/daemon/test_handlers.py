@@ -1,0 +1,98 @@
+"""Which process serves which request, and that each handler fits its request.
+
+A backend's ``handlers`` table is the only place that says what it serves:
+the endpoint's daemon every request but the mailbox's setup code, the
+mailbox its own few. Each handler takes its request's record and returns
+its result (``Request[R]`` -> R), checked here from their annotations.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import pytest
+import trio
+from _enginekit import network
+
+from localapi_double import MemoryBackend, short_tmpdir
+from onionpost import api
+from onionpost.client import ApiError, open_client
+from onionpost.host import Handlers, serve_api
+from onionpost.mailbox import MailboxBackend
+from onionpost.mailbox._server import MailboxPolicy
+
+# Requests only a mailbox serves, and those both serve; subscribe is the server's own.
+MAILBOX_ONLY = {api.MailboxCode}
+MAILBOX_SERVES = {api.Whoami, api.GetStatus, api.MailboxCode, api.GetMailboxStatus, api.MailboxWipe}
+SERVER_S_OWN = {api.Subscribe}
+
+
+def _check_fits(handlers: Handlers) -> None:
+    for request_type, handler in handlers.items():
+        hints = typing.get_type_hints(handler)
+        returned = hints.pop("return")
+        (taken,) = hints.values()
+        assert taken is request_type, (request_type, handler)
+        result = request_type.RESULT
+        if get_origin(result) is tuple:
+            # A handler may build its result as any tuple of the record.
+            assert get_origin(returned) is tuple, (request_type, returned)
+            assert get_args(returned)[0] is get_args(result)[0]
+        else:
+            assert returned is result, (request_type, returned)
+
+
+async def test_the_daemon_serves_every_request_but_the_mailbox_s(tmp_path: Path) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice = net.node("alice")
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        handlers = alice.daemon.handlers
+        served = set(handlers)
+        expected = set(api.REQUESTS.values()) - MAILBOX_ONLY - SERVER_S_OWN
+        assert served == expected
+        # One handler each, none shared by two request types.
+        assert len({id(h.__func__) for h in handlers.values()}) == len(handlers)  # type: ignore[attr-defined]
+        _check_fits(handlers)
+
+
+def test_the_mailbox_serves_its_requests_only() -> None:
+    backend = MailboxBackend(
+        None,  # type: ignore[arg-type] # not used to build the table
+        None,  # type: ignore[arg-type]
+        MailboxPolicy(),
+        tor_status=lambda: api.TorStatus(api.TorState.OK),
+    )
+    assert set(backend.handlers) == MAILBOX_SERVES
+    _check_fits(backend.handlers)
+
+
+def test_every_request_is_served_somewhere() -> None:
+    everything = set(api.REQUESTS.values())
+    endpoint = everything - MAILBOX_ONLY - SERVER_S_OWN
+    assert endpoint | MAILBOX_SERVES | SERVER_S_OWN == everything
+
+
+@pytest.mark.parametrize(
+    ("request_record", "reason"),
+    [
+        (api.MailboxCode(), "this double serves no mailbox requests"),
+        (api.MailboxPair("x"), "this double serves no mailbox requests"),
+    ],
+)
+async def test_a_request_not_served_is_a_config_error(
+    request_record: api.Request[Any], reason: str
+) -> None:
+    with short_tmpdir() as home:
+        path = home / "run" / "control.sock"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_api, MemoryBackend(), path)
+            async with open_client(socket_path=path) as client:
+                with pytest.raises(ApiError) as caught:
+                    await client.request(request_record)
+                assert caught.value.code == "config"
+                assert str(caught.value) == f"{request_record.METHOD}: {reason}"
+                assert (await client.whoami()).name == "alice"  # the connection lives on
+            nursery.cancel_scope.cancel()
