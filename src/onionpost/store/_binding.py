@@ -245,6 +245,11 @@ class Binder:
         self._offset = 0
         self._fd: int | None = None
 
+    @property
+    def log_bytes(self) -> int:
+        """How far into the WAL the bound commits reach."""
+        return self._offset
+
     def follow(self, salts: bytes | None, offset: int) -> None:
         """The WAL SQLite opened: its salts, and where its last commit ends."""
         self._salts, self._offset = salts, offset

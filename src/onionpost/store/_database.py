@@ -241,6 +241,9 @@ _PRAGMAS: Final = (
     # and the lock is never released while we are open.
     "locking_mode = EXCLUSIVE",
     "synchronous = FULL",
+    # No checkpoint SQLite decides on its own: each one follows a binding of
+    # every commit it moves into the file (Database.settle, Database._committed).
+    "wal_autocheckpoint = 0",
     "foreign_keys = ON",
     "trusted_schema = OFF",
     # Sorts and temporary tables stay in memory, never in a temp file.
@@ -249,6 +252,11 @@ _PRAGMAS: Final = (
     # one-time prekey's private half, a deposited envelope (mailbox.md).
     "secure_delete = ON",
 )
+
+
+#: The WAL is checkpointed (after a durable commit) once it is this long; SQLite's
+#: own automatic checkpoint (1000 pages) is off.
+_WAL_LIMIT: Final = 1000 * (PAGE_SIZE + 24)
 
 
 class Database:
@@ -287,6 +295,8 @@ class Database:
             return
         if conn.total_changes != self._changes:
             self._bind()
+            if self._binder.log_bytes > _WAL_LIMIT:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     @contextmanager
     def guard(self, doing: str) -> Iterator[None]:
@@ -368,9 +378,15 @@ class Database:
     def settle(self, doing: str) -> None:
         """Checkpoint the WAL into the database file and empty it, unless inside
         a caller's transaction: what was deleted or replaced is then nowhere
-        on the disk (storage.md §7)."""
-        if self.depth == 0:
-            with self.lock, self.guard(doing):
+        on the disk (storage.md §7). Every commit in the WAL is bound first
+        (the bookkeeping ones synced): a checkpoint puts them in the file,
+        where no crash can take them out again."""
+        with self.lock:
+            if self.depth or self.conn.in_transaction:
+                return
+            with self.guard(doing):
+                _sync(self._binder.wal)
+                self._bind()
                 self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def close(self) -> None:

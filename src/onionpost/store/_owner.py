@@ -327,8 +327,7 @@ class OwnerTables:
     def checkpoint(self) -> None:
         """Move the WAL into the database and empty it: deleted rows (a used
         prekey) then survive nowhere (secure_delete zeroes them in the file)."""
-        with self._lock, self._guard("checkpointing"):
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._database.settle("checkpointing")
 
     # -- envelopes opened ---------------------------------------------------------------
 
