@@ -576,10 +576,11 @@ def test_the_subkeys_are_those_storage_md_lists() -> None:
         "salt": keys.salt,
         "names key": keys.names,
         "seal key": keys.seal,
+        "binding key": keys.binding,
     }
     assert set(table) == set(fields)
     for name, (purpose, size) in table.items():
         expected = hashlib.blake2b(b"", key=KEY, person=purpose, digest_size=size).digest()
         assert fields[name] == expected, name
-    assert len(set(fields.values())) == 4
+    assert len(set(fields.values())) == 5
     assert KEY not in fields.values()

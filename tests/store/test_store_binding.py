@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from _storekit import KEY, add_contact, new_id, open_store
 
 from onionpost.errors import StoreTamperedError
 from onionpost.proto.address import OnionAddress
-from onionpost.store import MailboxStore, PrekeyKind, Store, _database, _wal
+from onionpost.store import MailboxStore, Prekey, PrekeyKind, Store, _database, _wal
 
 PAGE = _database.PAGE_SIZE
 FRAME = _wal.FRAME_HEADER_LEN + PAGE
@@ -28,13 +29,14 @@ def _snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def _refused(root: Path, opener: object = None) -> None:
+def _open_and_close(root: Path) -> None:
+    open_store(root).close()
+
+
+def _refused(root: Path, opener: Callable[[Path], None] = _open_and_close) -> None:
     before = _snapshot(root)
     with pytest.raises(StoreTamperedError, match="altered or damaged"):
-        if opener is None:
-            open_store(root).close()
-        else:
-            opener()  # type: ignore[operator]
+        opener(root)
     assert _snapshot(root) == before
 
 
@@ -311,9 +313,7 @@ def mailbox_copies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     return root / "older", root / "newer"
 
 
-def _prekey(key_id: bytes, kind: PrekeyKind) -> object:
-    from onionpost.store import Prekey
-
+def _prekey(key_id: bytes, kind: PrekeyKind) -> Prekey:
     return Prekey(key_id, kind, 10**10, b"prekey" * 10)
 
 
@@ -332,9 +332,9 @@ def test_the_mailbox_refuses_pages_and_files_of_an_older_copy(
     assert len(changed) > 5
     for n in changed:
         db.write_bytes(new[: n * PAGE] + old[n * PAGE : (n + 1) * PAGE] + new[(n + 1) * PAGE :])
-        _refused(root, lambda: _mailbox(root).close())
+        _refused(root, lambda r: _mailbox(r).close())
     db.write_bytes(old)  # the whole file
-    _refused(root, lambda: _mailbox(root).close())
+    _refused(root, lambda r: _mailbox(r).close())
     db.write_bytes(new)
     with _mailbox(root) as box:
         assert box.usage(_owner(1)).envelopes == 10
