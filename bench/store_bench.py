@@ -7,8 +7,8 @@ taken with ``git archive``). Both run the same workload through the public
 ``Store`` API only:
 
 ``store_open_ms``
-    Opening (and closing) a closed store of ``MESSAGES`` texts (about
-    2.5 MB), median of the rounds.
+    Opening (and closing) a closed store of ``MESSAGES`` texts of 300
+    characters, median of the rounds.
 ``store_commit_us``
     One queued text, its own durable commit (``synchronous=FULL``: the fsync
     of the WAL, and with the binding the ``fdatasync`` of its record), mean
