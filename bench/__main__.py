@@ -15,12 +15,14 @@ from bench import (
     noise_bench,
     onion_bench,
     session_bench,
+    store_bench,
 )
 
 
 def main() -> int:
     sections = [
         noise_bench.run,
+        store_bench.run,
         session_bench.run,
         onion_bench.run,
         daemon_bench.run,

@@ -258,7 +258,12 @@ async def test_a_drained_prekey_is_nowhere_on_the_disk(tmp_path: Path, clock: Mo
             pages += _wal_pages(wal, keys, mac_key)
         free = _freelist([p for p in pages if "-wal" not in p.where])
         files = sorted(p for p in home.rglob("*") if p.is_file())
-        assert {p.name for p in files if p.name.startswith(store.name)} <= {store.name, wal.name}
+        bind = store.name + "-bind"  # the binding (storage.md §5.4): no secret, searched raw
+        assert {p.name for p in files if p.name.startswith(store.name)} <= {
+            store.name,
+            wal.name,
+            bind,
+        }
         # The files other than the store as they are, and what the secrets file seals.
         blobs = {str(p.relative_to(home)): p.read_bytes() for p in files if p not in (store, wal)}
         sealed = (

@@ -393,8 +393,9 @@ async def test_what_was_acknowledged_survives_a_crash(tmp_path: Path, clock: Moc
         owner, _, _, client = await owner_and_contact(mailbox)
         envelope = envelope_bytes()
         seq = (await client.deposit(owner, envelope)).value
-        # The files as a kill -9 right after the answer leaves them (WAL and all).
-        for name in ("mailbox.db", "mailbox.db-wal"):
+        # The files as a kill -9 right after the answer leaves them (WAL and
+        # binding file, storage.md §5.4, and all).
+        for name in ("mailbox.db", "mailbox.db-wal", "mailbox.db-bind"):
             shutil.copy(tmp_path / name, crashed / name)
     with MailboxStore.open(crashed / "mailbox.db", KEY) as store:
         (held,) = store.envelopes(owner.address, after=0, limit=10)

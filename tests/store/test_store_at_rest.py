@@ -319,8 +319,9 @@ def _frames(wal: bytes) -> list[tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def crashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
-    """A copy of a home taken while its store was open: a WAL of many commits."""
+def crashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes], bytes]:
+    """A copy of a home taken while its store was open: a WAL of many commits;
+    and its binding file as it was before the last commit."""
     root = tmp_path_factory.mktemp("crashed")
     live = root / "live"
     live.mkdir()
@@ -329,17 +330,18 @@ def crashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]
     ids = [new_id() for _ in range(30)]
     for n, message_id in enumerate(ids):
         store.queue_text(bob.id, message_id, n, f"message {n} " * 30, "text/plain", None)
+    before_last = (live / "store.sqlite-bind").read_bytes()
     store.mark_delivered(ids[:5], 100, contact_id=bob.id)
     copy = root / "copy"
     shutil.copytree(live, copy)
     store.close()
-    return copy, ids
+    return copy, ids, before_last
 
 
 def test_the_copy_taken_while_open_reads_back(
-    crashed: tuple[Path, list[bytes]], tmp_path: Path
+    crashed: tuple[Path, list[bytes], bytes], tmp_path: Path
 ) -> None:
-    copy, ids = crashed
+    copy, ids, _ = crashed
     root = _copy(copy, tmp_path)
     assert (root / "store.sqlite-wal").stat().st_size > 20 * FRAME
     with open_store(root) as store:
@@ -348,9 +350,9 @@ def test_the_copy_taken_while_open_reads_back(
 
 
 def test_any_byte_of_the_wal_changed_is_refused(
-    crashed: tuple[Path, list[bytes]], tmp_path: Path
+    crashed: tuple[Path, list[bytes], bytes], tmp_path: Path
 ) -> None:
-    copy, _ = crashed
+    copy, _, _ = crashed
     root = _copy(copy, tmp_path)
     wal = root / "store.sqlite-wal"
     original = wal.read_bytes()
@@ -380,25 +382,34 @@ def test_any_byte_of_the_wal_changed_is_refused(
 
 
 def test_what_a_crash_can_leave_in_the_wal_is_not_refused(
-    crashed: tuple[Path, list[bytes]], tmp_path: Path
+    crashed: tuple[Path, list[bytes], bytes], tmp_path: Path
 ) -> None:
-    """A log cut short, or its last commit torn, looks exactly like a power cut:
-    the store opens at an earlier commit (the rollback of storage.md §7)."""
-    copy, ids = crashed
+    """A log cut short, or its last commit torn, with the binding file of the
+    commit before (the record of a commit is written after it): what a power
+    cut or kill -9 during the last commit leaves. The store opens at the
+    commit before; the same log with the binding of its last commit (a
+    commit that had returned) is refused (storage.md §5.4)."""
+    copy, ids, before_last = crashed
     root = _copy(copy, tmp_path)
-    wal = root / "store.sqlite-wal"
-    original = wal.read_bytes()
+    wal, bind = root / "store.sqlite-wal", root / "store.sqlite-bind"
+    original, bound = wal.read_bytes(), bind.read_bytes()
     last = [offset for offset, commit in _frames(original) if commit][-1]
-    for damaged in (
+    damages = (
         original[: last + 100],  # torn while writing the last commit
         original[:last] + original[last : last + 200] + bytes(FRAME - 200),
         original[: last + FRAME - 1],
-    ):
+    )
+    for damaged in damages:
         wal.write_bytes(damaged)
+        bind.write_bytes(bound)
+        _refused(root, match="not the state")
+    for damaged in (*damages, original):  # the last commit's record not written yet
+        wal.write_bytes(damaged)
+        bind.write_bytes(before_last)
         with open_store(root) as store:
             assert store.integrity_check() == []
             assert store.message(ids[0]).state == State.QUEUED  # before the last commit
-    wal.write_bytes(original)
+    root = _copy(copy, tmp_path / "again")
     with open_store(root) as store:
         assert store.message(ids[0]).state == State.DELIVERED
 
@@ -491,7 +502,8 @@ def test_a_contact_change_leaves_no_earlier_state_in_the_wal(tmp_path: Path) -> 
         assert (tmp_path / "store.sqlite-wal").stat().st_size == 0
         copy = tmp_path / "copy"
         copy.mkdir()
-        shutil.copy(tmp_path / "store.sqlite", copy / "store.sqlite")  # the WAL lost
+        for name in ("store.sqlite", "store.sqlite-bind"):  # the WAL lost
+            shutil.copy(tmp_path / name, copy / name)
     finally:
         store.close()
     with open_store(copy) as opened:
@@ -564,10 +576,11 @@ def test_the_subkeys_are_those_storage_md_lists() -> None:
         "salt": keys.salt,
         "names key": keys.names,
         "seal key": keys.seal,
+        "binding key": keys.binding,
     }
     assert set(table) == set(fields)
     for name, (purpose, size) in table.items():
         expected = hashlib.blake2b(b"", key=KEY, person=purpose, digest_size=size).digest()
         assert fields[name] == expected, name
-    assert len(set(fields.values())) == 4
+    assert len(set(fields.values())) == 5
     assert KEY not in fields.values()

@@ -133,7 +133,7 @@ def test_the_fixture_is_a_plaintext_version_2_store(tmp_path: Path) -> None:
 def test_a_version_2_store_is_converted_with_everything_in_it(tmp_path: Path) -> None:
     root = _copy_v2(tmp_path)
     with _open(root) as store:
-        assert store._db.execute("PRAGMA user_version").fetchone() == (4,)
+        assert store._db.execute("PRAGMA user_version").fetchone() == (5,)
         _check_everything(store, tmp_path)
     # Encrypted: nothing of the fixture's canaries in any byte or any name.
     assert not _is_plaintext(root)
@@ -147,7 +147,7 @@ def test_a_version_2_store_is_converted_with_everything_in_it(tmp_path: Path) ->
     assert len(names) == 4
     assert all(len(name) == 64 for name in names)
     assert blob_path(root, "out", 2, ident(6)).name in names
-    assert sorted(p.name for p in root.iterdir()) == ["files", "store.sqlite"]
+    assert sorted(p.name for p in root.iterdir()) == ["files", "store.sqlite", "store.sqlite-bind"]
     with _open(root) as store:  # converted once only
         assert store.inbox()[-1].body == "after the conversion"
 
@@ -255,5 +255,5 @@ def test_leftovers_of_an_earlier_attempt_are_replaced(tmp_path: Path) -> None:
     (root / "files" / ".tmp-0123456789abcdef").write_bytes(b"half a blob")
     with _open(root) as store:
         _check_everything(store, tmp_path)
-    assert sorted(p.name for p in root.iterdir()) == ["files", "store.sqlite"]
+    assert sorted(p.name for p in root.iterdir()) == ["files", "store.sqlite", "store.sqlite-bind"]
     assert len(os.listdir(root / "files")) == 4

@@ -193,7 +193,13 @@ def test_export_into_a_directory_uses_a_safe_name(
     assert len(written.name.encode()) <= 255
     assert written.read_bytes() == data
     assert os.listdir(out) == [exported]  # nothing else, nothing outside
-    assert sorted(os.listdir(tmp_path)) == ["files", "out", "store.sqlite", "store.sqlite-wal"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "files",
+        "out",
+        "store.sqlite",
+        "store.sqlite-bind",
+        "store.sqlite-wal",
+    ]
     # The name as sent is still what the store hands out.
     assert store.message(file_id).file.name == offered  # type: ignore[union-attr]
 

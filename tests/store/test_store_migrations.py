@@ -50,14 +50,14 @@ def _version(root: Path) -> int:
 
 
 def test_the_fixture_is_a_version_1_store(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     assert _version(_copy_v1(tmp_path)) == 1
 
 
 def test_a_version_1_store_upgrades_with_everything_in_it(tmp_path: Path) -> None:
     root = _copy_v1(tmp_path)
     with _open(root) as store:
-        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert store.integrity_check() == []
         bob, carol = store.contact("bob"), store.contact("carol")
         assert [c.name for c in store.contacts()] == ["bob", "carol"]  # dave stays removed

@@ -177,7 +177,9 @@ def _finish(new: Path, path: Path, store_key: bytes, keys: Keys) -> None:
                     continue  # damaged already: it stays so, and integrity_check says so
                 conn.execute(update, (_crypto.seal(keys.seal, plaintext, ad), rowid))
         conn.execute("COMMIT")
-        _schema.apply(conn, path, _schema.PLAINTEXT_VERSION, _schema.SCHEMA_VERSION)
+        # Version 3 only: the store's own opening applies the later ones, and
+        # creates the binding file with the version that needs it.
+        _schema.apply(conn, path, _schema.PLAINTEXT_VERSION, _schema.PLAINTEXT_VERSION + 1)
     finally:
         conn.close()
 

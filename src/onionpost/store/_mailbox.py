@@ -33,27 +33,26 @@ raising :class:`QuotaError` or :class:`NoSpaceError` with nothing changed.
 Something that does not exist, or that the asker may not see, is one error,
 :class:`NotFoundError`, whatever the reason.
 
-Driver exceptions become ours in :meth:`MailboxStore._guard` only.
+Driver exceptions become ours in :meth:`onionpost.store._database.Database.guard`
+only; opening, transactions and the binding are that module's, as for the
+endpoint's store.
 """
 
 from __future__ import annotations
 
 import enum
-import os
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from onionpost.errors import ConfigError, NoSpaceError, NotFoundError, QuotaError, StoreError
+from onionpost.errors import ConfigError, NoSpaceError, NotFoundError, QuotaError
 from onionpost.proto.address import OnionAddress
 from onionpost.store import _crypto, _database
 from onionpost.store._database import Keys
-from onionpost.store._store import _check_head, _verify_files
 
 __all__ = [
     "MAILBOX_SCHEMA_VERSION",
@@ -166,8 +165,13 @@ _V1: Final = (
     """,
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1,)
+# Version 2 changes no table: from it on the database has a binding file
+# (storage.md §5.4), and one without it is refused.
+_V2: Final[tuple[str, ...]] = ()
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
 MAILBOX_SCHEMA_VERSION: Final = len(MIGRATIONS)
+BOUND_VERSION: Final = 2
 
 _OWNER_COLUMNS: Final = (
     "SELECT id, identity, client_auth_public, paired_ms, last_drained_ms, last_deposit_ms "
@@ -301,11 +305,11 @@ class MailboxStore:
     a worker thread.
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self._conn: sqlite3.Connection | None = conn
-        self._path = path
-        self._lock = threading.RLock()
-        self._depth = 0
+    def __init__(self, database: _database.Database) -> None:
+        self._database = database
+        self._path = database.path
+        self._lock = database.lock
+        self._guard = database.guard
 
     def __repr__(self) -> str:
         return f"MailboxStore({str(self._path)!r})"
@@ -326,83 +330,21 @@ class MailboxStore:
         :class:`StoreError` when ``key`` does not open it (or it is not a
         mailbox database), or a newer onionpost wrote it;
         :class:`StoreTamperedError` when it or its WAL was changed without
-        the key, cut short or damaged; :class:`StoreLockedError` when another
+        the key, cut short or damaged, or is not the state its binding file
+        records (storage.md §5.4); :class:`StoreLockedError` when another
         process has it open.
         """
-        keys = cls.keys(key)
-        path = Path(path)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                os.fchmod(fd, 0o600)
-                size = os.fstat(fd).st_size
-                head = os.pread(fd, _database.SALT_LEN, 0)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise StoreError(f"cannot open the mailbox store {path}: {exc.strerror}") from exc
-        if size:
-            _check_head(path, head, size, keys)
-            _verify_files(path, keys)
-        else:
-            _check_new(path)
-        try:
-            conn = _database.connect(path, keys)
-        except _database.Error as exc:
-            raise StoreError(f"cannot open the mailbox store {path}: {exc}") from exc
-        store = cls(conn, path)
-        try:
-            store._start()
-        except BaseException:
-            conn.close()
-            raise
-        return store
-
-    def _start(self) -> None:
-        conn = self._db
-        with self._lock, self._guard("opening the mailbox store"):
-            # EXCLUSIVE before the first WAL access: no -shm file, and the lock
-            # is held for as long as we are open (a second process is refused).
-            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode != "wal":
-                raise StoreError(f"cannot put the mailbox store {self._path} in WAL mode")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA trusted_schema = OFF")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            # Deleted envelopes are overwritten, not only unlinked.
-            conn.execute("PRAGMA secure_delete = ON")
-            conn.execute("BEGIN IMMEDIATE")  # take the exclusive lock now
-            conn.execute("COMMIT")
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
-            if problems != ["ok"]:
-                raise _database.tampered(self._path, problems[0])
-            self._migrate()
-
-    def _migrate(self) -> None:
-        conn = self._db
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        target = len(MIGRATIONS)
-        if version > target:
-            raise StoreError(
-                f"the mailbox store {self._path} has schema version {version}, newer than "
-                f"this onionpost knows ({target}); upgrade onionpost"
-            )
-        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise StoreError(f"{self._path} is an SQLite database but not a mailbox store")
-        # Each migration in its own transaction with its user_version bump.
-        for number in range(version, target):
-            with self.transaction():
-                for statement in MIGRATIONS[number]:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number + 1}")
+        database = _database.open_database(
+            Path(path),
+            cls.keys(key),
+            what="mailbox store",
+            migrations=MIGRATIONS,
+            bound_from=BOUND_VERSION,
+        )
+        return cls(database)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._database.close()
 
     def __enter__(self) -> MailboxStore:
         return self
@@ -417,61 +359,17 @@ class MailboxStore:
 
     @property
     def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError("the mailbox store is closed")
-        return self._conn
+        return self._database.conn
 
-    @contextmanager
-    def _guard(self, doing: str) -> Iterator[None]:
-        """The one boundary where the driver's exceptions become ours."""
-        try:
-            yield
-        except _database.Error as exc:
-            raise _database.translate(exc, doing, self._path, encrypted=True) from exc
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """Group calls into one commit; nested uses are savepoints (as Store's)."""
-        with self._lock:
-            conn = self._db
-            depth = self._depth
-            with self._guard("starting a transaction"):
-                conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT s{depth}")
-            self._depth = depth + 1
-            try:
-                yield
-            except BaseException:
-                self._depth = depth
-                self._undo(depth)
-                raise
-            self._depth = depth
-            with self._guard("committing"):
-                try:
-                    conn.execute("COMMIT" if depth == 0 else f"RELEASE s{depth}")
-                except _database.Error:
-                    self._undo(depth)
-                    raise
-
-    def _undo(self, depth: int) -> None:
-        conn = self._db
-        if not conn.in_transaction:
-            return  # SQLite already rolled back (after SQLITE_FULL, say)
-        try:
-            if depth == 0:
-                conn.execute("ROLLBACK")
-            else:
-                conn.execute(f"ROLLBACK TO s{depth}")
-                conn.execute(f"RELEASE s{depth}")
-        except _database.Error:
-            pass  # the first error is the one worth reporting
+        return self._database.transaction()
 
     def _settle(self) -> None:
         """Checkpoint the WAL into the file and empty it (outside a caller's
         transaction): after a wipe or a deletion the old pages are then
         nowhere on the disk, the WAL included."""
-        if self._depth == 0:
-            with self._lock, self._guard("checkpointing the mailbox store"):
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        self._database.settle("checkpointing the mailbox store")
 
     # -- rows -------------------------------------------------------------------------
 
@@ -995,11 +893,3 @@ class MailboxStore:
             if wrong:
                 problems.append(f"{wrong} envelope tallies do not match the envelopes")
         return problems
-
-
-def _check_new(path: Path) -> None:
-    """An empty database with a WAL left beside it was emptied, not new."""
-    wal = path.with_name(path.name + "-wal")
-    with suppress(FileNotFoundError):
-        if wal.stat().st_size:
-            raise _database.tampered(path, f"it is empty, but {wal.name} is a store's")

@@ -1,7 +1,9 @@
 """The endpoint's side of the mailbox, in the store (``mailbox.md`` §Owner, §Sender).
 
-A mixin of :class:`~onionpost.store.Store`: the same connection, lock and
-transactions. What it keeps:
+A part of :class:`~onionpost.store.Store` over the same
+:class:`~onionpost.store._database.Database` (connection, lock,
+transactions); the store hands it what it needs of its other parts (rows to
+records, the files arriving). What it keeps:
 
 - our own mailbox (one row): its address, the version of our signed
   announcement, what the mailbox last reported (envelopes waiting, one-time
@@ -25,20 +27,18 @@ transactions. What it keeps:
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from onionpost.errors import NotFoundError, StoreError
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto.address import OnionAddress
+from onionpost.store._database import Database
+from onionpost.store._records import Outgoing
 
-if TYPE_CHECKING:
-    from onionpost.store._records import Outgoing
-
-__all__ = ["OwnMailbox", "OwnerMixin", "OwedKind"]
+__all__ = ["OwedKind", "OwnMailbox", "OwnerTables"]
 
 OwedKind = str  # "ack" or "read"
 OWED_KINDS: Final = frozenset({"ack", "read"})
@@ -60,35 +60,59 @@ class OwnMailbox:
         return f"OwnMailbox(version={self.version})"
 
 
-class OwnerMixin:
-    """Mailbox bookkeeping; see the module docstring. Mixed into Store."""
+class Arriving(Protocol):
+    """What the owner's tables read of a file arriving (the store's transfer)."""
 
-    if TYPE_CHECKING:
-        _lock: threading.RLock
+    @property
+    def contact_id(self) -> int: ...
 
-        @property
-        def _db(self) -> sqlite3.Connection: ...
+    @property
+    def size(self) -> int: ...
 
-        def _guard(self, doing: str) -> AbstractContextManager[None]: ...
+    @property
+    def offset(self) -> int: ...
 
-        def transaction(self) -> AbstractContextManager[None]: ...
 
-        def _outgoing(self, row: Sequence[Any]) -> Outgoing: ...
+class WriteChunk(Protocol):
+    def __call__(
+        self,
+        file_id: bytes,
+        offset: int,
+        data: bytes,
+        *,
+        contact_id: int | None = None,
+        max_disk: int | None = None,
+        now: int | None = None,
+    ) -> None: ...
 
-        def write_file_chunk(
-            self,
-            file_id: bytes,
-            offset: int,
-            data: bytes,
-            *,
-            contact_id: int | None = None,
-            max_disk: int | None = None,
-            now: int | None = None,
-        ) -> None: ...
 
-        def _find_transfer(self, file_id: bytes, contact_id: int | None) -> Any: ...
+class OwnerTables:
+    """Mailbox bookkeeping; see the module docstring. A part of Store."""
 
-        def _settle(self) -> None: ...
+    def __init__(
+        self,
+        database: Database,
+        *,
+        outgoing: Callable[[Sequence[Any]], Outgoing],
+        find_transfer: Callable[[bytes, int | None], Arriving | None],
+        write_chunk: WriteChunk,
+    ) -> None:
+        self._database = database
+        self._lock = database.lock
+        self._guard = database.guard
+        self._outgoing = outgoing
+        self._find_transfer = find_transfer
+        self._write_chunk = write_chunk
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._database.conn
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._database.transaction()
+
+    def _settle(self) -> None:
+        self._database.settle("checkpointing the store")
 
     # -- our mailbox ------------------------------------------------------------------
 
@@ -303,8 +327,7 @@ class OwnerMixin:
     def checkpoint(self) -> None:
         """Move the WAL into the database and empty it: deleted rows (a used
         prekey) then survive nowhere (secure_delete zeroes them in the file)."""
-        with self._lock, self._guard("checkpointing"):
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._database.settle("checkpointing")
 
     # -- envelopes opened ---------------------------------------------------------------
 
@@ -448,7 +471,7 @@ class OwnerMixin:
                     raise StoreError("a file part past the file's end")
                 if len(held) < due:
                     break
-                self.write_file_chunk(
+                self._write_chunk(
                     file_id, stored, held[:due], contact_id=contact_id, max_disk=max_disk, now=now
                 )
                 stored += due

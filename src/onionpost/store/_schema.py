@@ -25,14 +25,12 @@ brings such a store to version 3, into a new encrypted file.
 from __future__ import annotations
 
 import sqlite3
-from contextlib import suppress
 from pathlib import Path
 from typing import Final
 
-from onionpost.errors import StoreError
 from onionpost.store import _database
 
-__all__ = ["MIGRATIONS", "PLAINTEXT_VERSION", "SCHEMA_VERSION", "apply"]
+__all__ = ["BOUND_VERSION", "MIGRATIONS", "PLAINTEXT_VERSION", "SCHEMA_VERSION", "apply"]
 
 _V1: Final = (
     """
@@ -301,36 +299,20 @@ _V4: Final = (
     """,
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
+# Version 5 changes no table: from it on the store has a binding file
+# (storage.md §5.4, :mod:`onionpost.store._binding`), and one without it is
+# refused. It is written, with the file, when a store of version 4 or less
+# first opens.
+_V5: Final[tuple[str, ...]] = ()
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+#: The first version that has a binding file.
+BOUND_VERSION: Final = 5
 #: The last version stored as a plaintext SQLite file.
 PLAINTEXT_VERSION: Final = 2
 
 
 def apply(conn: sqlite3.Connection, path: Path, version: int, target: int) -> None:
-    """Apply ``MIGRATIONS[version:target]``, each in its own transaction with
-    its ``user_version`` bump. sqlite3 errors are the caller's to translate."""
-    for number in range(version, target):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[number]:
-                conn.execute(statement)
-            # A rebuilt table must still refer to what exists (step 10 of
-            # SQLite's table rebuild); a violation rolls the migration back.
-            _check_references(conn, path, number + 1)
-            conn.execute(f"PRAGMA user_version = {number + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with suppress(_database.Error):  # the first error is the one to report
-                    conn.execute("ROLLBACK")
-            raise
-
-
-def _check_references(conn: sqlite3.Connection, path: Path, version: int) -> None:
-    broken = conn.execute("PRAGMA foreign_key_check").fetchone()
-    if broken is not None:
-        raise StoreError(
-            f"migrating the store {path} to version {version} broke a "
-            f"reference from table {broken[0]}"
-        )
+    """Apply ``MIGRATIONS[version:target]`` (:func:`_database.apply_migrations`)."""
+    _database.apply_migrations(conn, path, MIGRATIONS, version, target)

@@ -44,7 +44,7 @@ schema 1 or 2 is converted on its first open (:mod:`onionpost.store._legacy`).
 
 Every driver exception is translated to :class:`StoreError` (or
 :class:`NoSpaceError`, :class:`StoreLockedError`, :class:`StoreTamperedError`)
-in :meth:`Store._guard`.
+in :meth:`onionpost.store._database.Database.guard`.
 Names that peers chose reach the disk only through
 :func:`onionpost.names.safe_file_name`.
 """
@@ -56,14 +56,13 @@ import json
 import os
 import shutil
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from onionpost.errors import (
     ConfigError,
@@ -81,7 +80,7 @@ from onionpost.names import contact_name_problem, file_name_problem, safe_file_n
 from onionpost.proto import NotMsgpack, pack, unpack
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer
-from onionpost.store import _crypto, _database, _legacy, _schema, _wal
+from onionpost.store import _crypto, _database, _legacy, _schema
 from onionpost.store._database import Keys
 from onionpost.store._files import (
     BLOB_NAME,
@@ -91,7 +90,7 @@ from onionpost.store._files import (
     new_hasher,
     record_count,
 )
-from onionpost.store._owner import OwnerMixin
+from onionpost.store._owner import OwnerTables
 from onionpost.store._records import (
     INCOMING_TRANSITIONS,
     OUTGOING_TRANSITIONS,
@@ -196,56 +195,32 @@ def _check_file_name(name: object) -> str:
 _RowKey = tuple[str, str, int, bytes]
 
 
-def _check_new(path: Path, files_dir: Path) -> None:
-    """An empty database file is a new store, unless what a store leaves is
-    there: its WAL, or blobs. Then the database was emptied (or deleted),
-    and starting afresh would sweep the blobs away as orphans."""
-    wal = path.with_name(path.name + "-wal")
+def _blob_left(files_dir: Path) -> str | None:
+    """A blob in ``files/`` beside an empty database: the database was emptied
+    (or deleted), and starting afresh would sweep the blobs away as orphans."""
     try:
-        leftovers = [wal.name] if wal.exists() and wal.stat().st_size else []
-        leftovers += [
-            name
-            for name in os.listdir(files_dir)
-            if BLOB_NAME.fullmatch(name) or LEGACY_BLOB_NAME.fullmatch(name)
-        ][:1]
+        names = os.listdir(files_dir)
     except OSError as exc:
-        raise StoreError(f"cannot open the store {path}: {exc.strerror}") from exc
-    if leftovers:
-        raise _database.tampered(path, f"it is empty, but {leftovers[0]} is a store's")
+        raise StoreError(f"cannot list {files_dir}: {exc.strerror}") from exc
+    found = [n for n in names if BLOB_NAME.fullmatch(n) or LEGACY_BLOB_NAME.fullmatch(n)]
+    return found[0] if found else None
 
 
-def _verify_files(path: Path, keys: Keys) -> None:
-    """Before SQLite reads anything: the WAL's framing (:mod:`._wal`), then the
-    authentication of every page of the database file and of every frame
-    SQLite would read from the WAL. SQLite is never given a changed file to
-    recover or checkpoint; a refused store is left as it was found."""
-    wal = path.with_name(path.name + "-wal")
-    try:
-        log = _wal.parse(wal.read_bytes() if wal.exists() else b"", _database.PAGE_SIZE)
-        if log.problem is not None:
-            raise _database.tampered(path, f"its write-ahead log {wal.name}: {log.problem}")
-        with path.open("rb") as handle:
-            pages = iter(partial(handle.read, _database.PAGE_SIZE), b"")
-            bad = _database.unverified_page(keys, enumerate(pages, start=1))
-    except OSError as exc:
-        raise StoreError(f"cannot read the store {path}: {exc.strerror}") from exc
-    if bad is not None:
-        raise _database.tampered(path, f"page {bad} of {path.name} does not verify")
-    bad = _database.unverified_page(keys, log.pages)
-    if bad is not None:
-        raise _database.tampered(path, f"a frame of {wal.name} for page {bad} does not verify")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
-def _check_head(path: Path, head: bytes, size: int, keys: Keys) -> None:
-    """An encrypted store starts with its salt, derived from the key: another
-    key (or a file that is not a store) shows here, before SQLite reads it."""
-    if not hmac.compare_digest(head, keys.salt):
-        raise StoreError(
-            f"the store key does not open {path}: it is another home's store (these "
-            "secrets are not its own), not a store, or its first bytes were altered"
-        )
-    if size % _database.PAGE_SIZE:
-        raise _database.tampered(path, f"it is {size} bytes, not a whole number of pages")
+def _owner_side(
+    method: Callable[Concatenate[OwnerTables, _P], _R],
+) -> Callable[Concatenate[Store, _P], _R]:
+    """A method of Store that is its owner part's (:class:`OwnerTables`), same signature."""
+
+    def forward(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return method(self._owner, *args, **kwargs)
+
+    forward.__name__ = forward.__qualname__ = method.__name__
+    forward.__doc__ = method.__doc__
+    return forward
 
 
 @dataclass(slots=True)
@@ -261,17 +236,23 @@ class _Transfer:
     blob: Blob
 
 
-class Store(OwnerMixin):
+class Store:
     """The endpoint's database. Open with :meth:`Store.open`; see the module doc."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, files_dir: Path, keys: Keys) -> None:
-        self._conn: sqlite3.Connection | None = conn
-        self._path = path
+    def __init__(self, database: _database.Database, files_dir: Path, keys: Keys) -> None:
+        self._database = database
+        self._path = database.path
         self._files = files_dir
         self._keys = keys
-        self._lock = threading.RLock()
-        self._depth = 0
+        self._lock = database.lock
+        self._guard = database.guard
         self._transfers: dict[tuple[int, bytes], _Transfer] = {}
+        self._owner = OwnerTables(
+            database,
+            outgoing=self._outgoing,
+            find_transfer=self._find_transfer,
+            write_chunk=self.write_file_chunk,
+        )
 
     def __repr__(self) -> str:
         return f"Store({str(self._path)!r})"
@@ -290,8 +271,10 @@ class Store(OwnerMixin):
         :class:`StoreError` when ``key`` is not the key the store was created
         with (or the file is not a store), or it was written by a newer
         onionpost; :class:`StoreTamperedError` when the database, its WAL or
-        its first bytes were changed without the key, cut short or damaged;
-        :class:`StoreLockedError` when another process has it open.
+        its first bytes were changed without the key, cut short or damaged,
+        or are not the state its binding file records (an earlier copy, or
+        pages of one, put back: storage.md §5.4); :class:`StoreLockedError`
+        when another process has it open.
         """
         if not isinstance(key, bytes) or len(key) != _crypto.KEY_LEN:
             raise ConfigError(f"the store key is {_crypto.KEY_LEN} bytes")
@@ -300,78 +283,25 @@ class Store(OwnerMixin):
         files_dir = Path(files_dir)
         try:
             files_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # Owner only. The WAL file inherits these permissions from it.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            try:
-                os.fchmod(fd, 0o600)
-                size = os.fstat(fd).st_size
-                head = os.pread(fd, _database.SALT_LEN, 0)
-            finally:
-                os.close(fd)
         except OSError as exc:
             raise StoreError(f"cannot open the store {path}: {exc.strerror}") from exc
-        if head == _database.SQLITE_MAGIC:
-            _legacy.convert(path, files_dir, key, keys)
-        elif size:
-            _check_head(path, head, size, keys)
-            _verify_files(path, keys)
-        else:
-            _check_new(path, files_dir)
+        database = _database.open_database(
+            path,
+            keys,
+            what="store",
+            migrations=_schema.MIGRATIONS,
+            bound_from=_schema.BOUND_VERSION,
+            convert=partial(_legacy.convert, path, files_dir, key, keys),
+            check_new=partial(_blob_left, files_dir),
+        )
+        store = cls(database, files_dir, keys)
         try:
-            conn = _database.connect(path, keys)
-        except _database.Error as exc:
-            raise StoreError(f"cannot open the store {path}: {exc}") from exc
-        store = cls(conn, path, files_dir, keys)
-        try:
-            store._start()
+            store._sweep_orphans()
+            store._reconcile_transfers()
         except BaseException:
-            conn.close()
+            database.close()
             raise
         return store
-
-    def _start(self) -> None:
-        conn = self._db
-        with self._lock, self._guard("opening the store"):
-            # EXCLUSIVE before the first WAL access: no shared-memory index
-            # (-shm), and the lock is never released while we are open.
-            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if mode != "wal":
-                raise StoreError(f"cannot put the store {self._path} in WAL mode")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA trusted_schema = OFF")
-            # Sorts and temporary tables stay in memory, never in a temp file.
-            conn.execute("PRAGMA temp_store = MEMORY")
-            # Deleted rows are overwritten in the file: a used one-time
-            # prekey's private half must not outlive its row (mailbox.md).
-            conn.execute("PRAGMA secure_delete = ON")
-            conn.execute("BEGIN IMMEDIATE")  # take the exclusive lock now
-            conn.execute("COMMIT")
-            # Every page authenticated (_verify_files); this is how they fit
-            # together. A failure is pages of different times put together.
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
-            if problems != ["ok"]:
-                raise _database.tampered(self._path, problems[0])
-            self._migrate()
-            # What the last run deleted but did not checkpoint (it died
-            # first: a used prekey's private half) leaves the WAL now.
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        self._sweep_orphans()
-        self._reconcile_transfers()
-
-    def _migrate(self) -> None:
-        conn = self._db
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        target = len(_schema.MIGRATIONS)
-        if version > target:
-            raise StoreError(
-                f"the store {self._path} has schema version {version}, newer than this "
-                f"onionpost knows ({target}); upgrade onionpost"
-            )
-        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise StoreError(f"{self._path} is an SQLite database but not an onionpost store")
-        _schema.apply(conn, self._path, version, target)
 
     def _sweep_orphans(self) -> None:
         """Delete blobs no row refers to: a copy or transfer cut short by a
@@ -424,9 +354,7 @@ class Store(OwnerMixin):
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._database.close()
             self._transfers.clear()
 
     def __enter__(self) -> Store:
@@ -442,20 +370,9 @@ class Store(OwnerMixin):
 
     @property
     def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError("the store is closed")
-        return self._conn
+        return self._database.conn
 
-    @contextmanager
-    def _guard(self, doing: str) -> Iterator[None]:
-        """The one boundary where sqlite3's exceptions become ours."""
-        try:
-            yield
-        except _database.Error as exc:
-            raise _database.translate(exc, doing, self._path, encrypted=True) from exc
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """Group several calls into one commit (one fsync).
 
         Every mutating method runs in its own transaction; inside this block
@@ -464,38 +381,7 @@ class Store(OwnerMixin):
         inside the block is undone on its own. Do not ``await`` inside the
         block: other tasks of the same thread would join the transaction.
         """
-        with self._lock:
-            conn = self._db
-            depth = self._depth
-            with self._guard("starting a transaction"):
-                conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT s{depth}")
-            self._depth = depth + 1
-            try:
-                yield
-            except BaseException:
-                self._depth = depth
-                self._undo(depth)
-                raise
-            self._depth = depth
-            with self._guard("committing"):
-                try:
-                    conn.execute("COMMIT" if depth == 0 else f"RELEASE s{depth}")
-                except _database.Error:
-                    self._undo(depth)
-                    raise
-
-    def _undo(self, depth: int) -> None:
-        conn = self._db
-        if not conn.in_transaction:
-            return  # SQLite already rolled back (e.g. after SQLITE_FULL)
-        try:
-            if depth == 0:
-                conn.execute("ROLLBACK")
-            else:
-                conn.execute(f"ROLLBACK TO s{depth}")
-                conn.execute(f"RELEASE s{depth}")
-        except _database.Error:
-            pass  # the original error is the one worth reporting
+        return self._database.transaction()
 
     # -- sealed content ---------------------------------------------------------------
 
@@ -672,9 +558,7 @@ class Store(OwnerMixin):
         a caller's transaction. After a change of contacts (who may fetch our
         descriptor, where texts go) the earlier state is then nowhere on the
         disk: cutting or deleting the WAL cannot bring it back (storage.md §7)."""
-        if self._depth == 0:
-            with self._lock, self._guard("checkpointing the store"):
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        self._database.settle("checkpointing the store")
 
     def contacts(self) -> list[Contact]:
         with self._lock, self._guard("listing contacts"):
@@ -1265,25 +1149,12 @@ class Store(OwnerMixin):
             transfer.hasher.update(data)
             transfer.offset += len(data)
 
-    @contextmanager
-    def _bookkeeping(self) -> Iterator[None]:
-        """A transaction whose commit need not survive a power loss: WAL with
-        ``synchronous=NORMAL`` commits without an fsync (the next durable
-        commit syncs it along). For a transfer's byte count and activity time,
-        which the next open re-derives from the blob anyway
-        (:meth:`_reconcile_transfers`); spares an fsync per 64 KiB chunk.
-        Inside a caller's transaction it is simply part of that."""
-        relax = self._depth == 0
-        if relax:
-            with self._guard("writing a file chunk"):
-                self._db.execute("PRAGMA synchronous = NORMAL")
-        try:
-            with self.transaction():
-                yield
-        finally:
-            if relax:
-                with self._guard("writing a file chunk"):
-                    self._db.execute("PRAGMA synchronous = FULL")
+    def _bookkeeping(self) -> AbstractContextManager[None]:
+        """A transaction whose commit need not survive a crash
+        (:meth:`_database.Database.bookkeeping`): for a transfer's byte count
+        and activity time, which the next open re-derives from the blob anyway
+        (:meth:`_reconcile_transfers`); spares an fsync per 64 KiB chunk."""
+        return self._database.bookkeeping("writing a file chunk")
 
     def expire_transfers(self, idle_before_ms: int) -> list[tuple[int, bytes]]:
         """Delete the files still arriving whose last activity (the ``now`` of
@@ -1419,6 +1290,42 @@ class Store(OwnerMixin):
         finally:
             tmp.unlink(missing_ok=True)
         return target
+
+    # -- the mailbox, owner and sender side (OwnerTables) -------------------------------
+
+    own_mailbox = _owner_side(OwnerTables.own_mailbox)
+    pairing = _owner_side(OwnerTables.pairing)
+    begin_pairing = _owner_side(OwnerTables.begin_pairing)
+    pairing_started = _owner_side(OwnerTables.pairing_started)
+    abandon_pairing = _owner_side(OwnerTables.abandon_pairing)
+    finish_pairing = _owner_side(OwnerTables.finish_pairing)
+    forget_mailbox = _owner_side(OwnerTables.forget_mailbox)
+    announcement_version = _owner_side(OwnerTables.announcement_version)
+    note_drained = _owner_side(OwnerTables.note_drained)
+    set_contact_mailbox = _owner_side(OwnerTables.set_contact_mailbox)
+    set_mailbox_registered = _owner_side(OwnerTables.set_mailbox_registered)
+    mark_mailbox_told = _owner_side(OwnerTables.mark_mailbox_told)
+    removed_registered = _owner_side(OwnerTables.removed_registered)
+    add_prekeys = _owner_side(OwnerTables.add_prekeys)
+    prekeys_to_upload = _owner_side(OwnerTables.prekeys_to_upload)
+    mark_prekeys_uploaded = _owner_side(OwnerTables.mark_prekeys_uploaded)
+    prekey_stock = _owner_side(OwnerTables.prekey_stock)
+    prekey_secret = _owner_side(OwnerTables.prekey_secret)
+    prekey_was_used = _owner_side(OwnerTables.prekey_was_used)
+    use_prekey = _owner_side(OwnerTables.use_prekey)
+    expire_prekeys = _owner_side(OwnerTables.expire_prekeys)
+    checkpoint = _owner_side(OwnerTables.checkpoint)
+    envelope_seen = _owner_side(OwnerTables.envelope_seen)
+    note_envelope = _owner_side(OwnerTables.note_envelope)
+    owe = _owner_side(OwnerTables.owe)
+    owed = _owner_side(OwnerTables.owed)
+    has_owed = _owner_side(OwnerTables.has_owed)
+    settle = _owner_side(OwnerTables.settle)
+    undeposited = _owner_side(OwnerTables.undeposited)
+    deposited_count = _owner_side(OwnerTables.deposited_count)
+    has_undeposited = _owner_side(OwnerTables.has_undeposited)
+    mark_deposited = _owner_side(OwnerTables.mark_deposited)
+    write_file_part = _owner_side(OwnerTables.write_file_part)
 
     # -- queries ----------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ the last checkpoint), which is the rollback of storage.md §7.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = ["HEADER_LEN", "Log", "checksum", "parse"]
@@ -71,6 +71,10 @@ class Log:
 
     problem: str | None  # None: a log a crash could have left
     pages: list[tuple[int, bytes]]  # (page number, image) of each frame SQLite will read
+    #: Each commit SQLite will read, in order: (frames up to and including its
+    #: commit frame, the database's size in pages after it, the byte offset
+    #: where its commit frame ends).
+    commits: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def parse(data: bytes, page_size: int) -> Log:
@@ -112,6 +116,7 @@ def parse(data: bytes, page_size: int) -> Log:
     running = (c1, c2)
     stop = 0
     read = 0  # frames up to the last commit: what SQLite reads
+    commits: list[tuple[int, int, int]] = []
     while stop < count:
         after = follows(frame(stop), running)
         if after is None:
@@ -120,11 +125,13 @@ def parse(data: bytes, page_size: int) -> Log:
         stop += 1
         if commit(frame(stop - 1)):
             read = stop
+            (size_after,) = struct.unpack(">I", frame(stop - 1)[4:8])
+            commits.append((stop, size_after, HEADER_LEN + stop * frame_len))
     pages = [
         (struct.unpack(">I", frame(i)[:4])[0], frame(i)[FRAME_HEADER_LEN:]) for i in range(read)
     ]
     if stop == count:
-        return Log(None, pages)
+        return Log(None, pages, commits)
     # SQLite stops reading at frame `stop`. Resume after it from the checksum
     # the frame holds (its page or header was changed) and from the one it
     # should hold (its checksum or salt was changed).
@@ -140,4 +147,4 @@ def parse(data: bytes, page_size: int) -> Log:
             resumed = after
             if commit(f):
                 return Log(f"frame {stop} was changed, and commits after it would be dropped", [])
-    return Log(None, pages)
+    return Log(None, pages, commits)
