@@ -50,6 +50,7 @@ from onionpost.errors import OnionpostError
 __all__ = [
     "EVENTS",
     "MAX_IDS",
+    "MAX_TEXTS",
     "MAX_INBOX_LIMIT",
     "MAX_SEQ",
     "MESSAGE_ID_SIZE",
@@ -92,6 +93,7 @@ __all__ = [
     "SafetyNumber",
     "SendFile",
     "SendText",
+    "SendTexts",
     "SetupCode",
     "StateChange",
     "Status",
@@ -109,11 +111,13 @@ __all__ = [
     "markdown_tables",
     "new_message_id",
     "topic_of",
+    "TextItem",
 ]
 
 # The largest ``limit`` of a listing and the most ids in ``mark_read``.
 MAX_INBOX_LIMIT: Final = 1000
 MAX_IDS: Final = 1000
+MAX_TEXTS: Final = 1000  # texts in one send_texts call
 # The largest seq the store holds (SQLite's INTEGER).
 MAX_SEQ: Final = 2**63 - 1
 # The bytes of a message or file id we choose (32 hex digits in JSON).
@@ -600,6 +604,34 @@ class SendText(Request[Queued]):
 
 
 @dataclass(frozen=True)
+class TextItem:
+    """One text of a ``send_texts`` call."""
+
+    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
+    content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
+    id: str | None = field(default=None, metadata=_meta("as for `send_text`", _message_id))
+
+
+def _text_items(value: object) -> str | None:
+    if isinstance(value, tuple) and 0 < len(value) <= MAX_TEXTS:
+        return None
+    return f"must be a list of 1 to {MAX_TEXTS} texts"
+
+
+@dataclass(frozen=True)
+class SendTexts(Request[tuple[Queued, ...]]):
+    """Many texts to one contact in one call: each is durably queued when the
+    answer comes (one commit for all), in order, each idempotent on its id as
+    with `send_text`."""
+
+    METHOD = "send_texts"
+    contact: str
+    texts: tuple[TextItem, ...] = field(
+        metadata=_meta(f"1 to {MAX_TEXTS}; the request line at most 1 MiB", _text_items)
+    )
+
+
+@dataclass(frozen=True)
 class SendFile(Request[Queued]):
     METHOD = "send_file"
     contact: str
@@ -715,6 +747,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         ContactRemove,
         ContactVerify,
         SendText,
+        SendTexts,
         SendFile,
         Inbox,
         Outbox,

@@ -18,7 +18,7 @@ from _enginekit import befriend, network, until
 from localapi_double import short_tmpdir
 from onionpost import api
 from onionpost.client import open_client
-from onionpost.errors import ConfigError
+from onionpost.errors import ApiError, ConfigError
 from onionpost.host import serve_api
 
 
@@ -137,3 +137,37 @@ async def test_a_send_whose_answer_was_cut_off_is_sent_again_once(tmp_path: Path
         (stored,) = alice.store.outbox()
         assert stored.id.hex() == queued.id
         assert stored.body == "cut off"
+
+
+async def test_many_texts_in_one_call_are_queued_in_order_once_each(tmp_path: Path) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        with short_tmpdir() as run:
+            socket_path = run / "run" / "control.sock"
+            await nursery.start(serve_api, alice.daemon, socket_path)
+            async with open_client(socket_path=socket_path) as client:
+                given = api.TextItem("chosen id", id=api.new_message_id())
+                queued = await client.send_texts("bob", [f"text {i}" for i in range(300)] + [given])
+                assert len(queued) == 301
+                assert queued[-1].id == given.id
+                assert len({q.id for q in queued}) == 301
+                # Made again (its answer lost): the same messages, none twice.
+                items = [api.TextItem(f"text {i}", id=q.id) for i, q in enumerate(queued[:300])]
+                again = await client.send_texts("bob", [*items, given])
+                assert again == queued
+                # A list that is too long, or empty, is refused whole.
+                with pytest.raises(ApiError, match="1 to 1000 texts"):
+                    await client.send_texts("bob", [])
+                with pytest.raises(ApiError, match="1 to 1000 texts"):
+                    await client.send_texts("bob", ["x"] * (api.MAX_TEXTS + 1))
+                with pytest.raises(ApiError) as refused:
+                    await client.send_texts("nobody", ["x"])
+                assert refused.value.code == "unknown-contact"
+        assert [s.id.hex() for s in alice.store.outbox(limit=1000)] == [q.id for q in queued]
+        await bob.start(nursery)
+        await until(lambda: len(bob.inbox_from(alice)) == 301)
+        bodies = [s.body for s in bob.inbox_from(alice)]
+        assert sorted(bodies) == sorted([f"text {i}" for i in range(300)] + ["chosen id"])

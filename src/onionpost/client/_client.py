@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -77,6 +77,9 @@ def _with_message_id(request: Q) -> Q:
     """A send under an id chosen here, so that it can be sent again."""
     if isinstance(request, api.SendText | api.SendFile) and request.id is None:
         return replace(request, id=api.new_message_id())
+    if isinstance(request, api.SendTexts) and any(t.id is None for t in request.texts):
+        texts = tuple(t if t.id else replace(t, id=api.new_message_id()) for t in request.texts)
+        return replace(request, texts=texts)
     return request
 
 
@@ -231,9 +234,15 @@ class Client:
         old, self._connection, self._broken = self._connection, connection, None
         await trio.aclose_forcefully(old.stream)
 
-    async def _call_until_answered(self, request: api.SendText | api.SendFile) -> Any:
+    async def _call_until_answered(
+        self, request: api.SendText | api.SendFile | api.SendTexts
+    ) -> Any:
         """A send, sent again under its id while no answer comes (module docstring)."""
-        assert request.id is not None
+        if isinstance(request, api.SendTexts):
+            first = request.texts[0].id if request.texts else "none"
+        else:
+            first = request.id
+        assert first is not None
         failure: Exception | None = None
         for attempt in range(MAX_RESENDS + 1):
             if attempt:
@@ -247,9 +256,9 @@ class Client:
                     raise
                 failure = exc
         raise NotConfirmedError(
-            f"the daemon did not answer the send of {request.id} ({failure}); "
+            f"the daemon did not answer the send of {first} ({failure}); "
             "it may have been queued: ask for it by its id",
-            message_id=request.id,
+            message_id=first,
         ) from failure
 
     async def _reply(self, request_id: int) -> dict[str, Any]:
@@ -296,7 +305,7 @@ class Client:
         module docstring); the result's ``id`` is that id.
         """
         request = _with_message_id(request)
-        if isinstance(request, api.SendText | api.SendFile):
+        if isinstance(request, api.SendText | api.SendFile | api.SendTexts):
             result = await self._call_until_answered(request)
         else:
             result = await self._call(request)
@@ -328,6 +337,15 @@ class Client:
         """Returns once the daemon has durably queued the message, under ``id``
         (:func:`onionpost.api.new_message_id`; by default a new one)."""
         return await self.request(api.SendText(contact, body, content_type, id))
+
+    async def send_texts(
+        self, contact: str, texts: Sequence[str | api.TextItem]
+    ) -> tuple[api.Queued, ...]:
+        """Many texts in one call (at most :data:`onionpost.api.MAX_TEXTS`):
+        returns once the daemon has durably queued them all, in order, each
+        under its own id (chosen here when the item has none)."""
+        items = tuple(api.TextItem(t) if isinstance(t, str) else t for t in texts)
+        return await self.request(api.SendTexts(contact, items))
 
     async def send_file(
         self, contact: str, path: Path | str, *, id: str | None = None

@@ -135,6 +135,7 @@ class Daemon:
             api.ContactRemove: self.contact_remove,
             api.ContactVerify: self.contact_verify,
             api.SendText: self.send_text,
+            api.SendTexts: self.send_texts,
             api.SendFile: self.send_file,
             api.Inbox: self.inbox,
             api.Outbox: self.outbox,
@@ -329,6 +330,21 @@ class Daemon:
         async with self._one_send(message_id):
             await self.engine.queue_text(contact_id, text)
         return api.Queued(message_id.hex(), api.MessageState.QUEUED)
+
+    async def send_texts(self, request: api.SendTexts) -> tuple[api.Queued, ...]:
+        contact_id = await self._contact_id(request.contact)
+        now = _now_ms()
+        texts = [
+            m.Text(
+                os.urandom(16) if item.id is None else _parse_id(item.id),
+                now,
+                item.body,
+                item.content_type,
+            )
+            for item in request.texts
+        ]
+        await self.engine.queue_texts(contact_id, texts)
+        return tuple(api.Queued(t.id.hex(), api.MessageState.QUEUED) for t in texts)
 
     async def send_file(self, request: api.SendFile) -> api.Queued:
         contact_id = await self._contact_id(request.contact)

@@ -267,6 +267,31 @@ class DeliveryEngine:
         )
         self.kick(contact_id)
 
+    async def queue_texts(self, contact_id: int, texts: Sequence[messages.Text]) -> None:
+        """Queue ``texts`` for the contact, in order, in one transaction: all are
+        durably stored when this returns (or none, on an error). A text whose
+        id is already queued with the same content is queued once."""
+        for text in texts:
+            messages.encode(text)
+        expiry = self._parts.policy.message_expiry
+        expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
+        store = self._parts.store
+
+        def queue_all() -> None:
+            with store.transaction():
+                for text in texts:
+                    store.queue_text(
+                        contact_id,
+                        text.id,
+                        text.created_ms,
+                        text.body,
+                        text.content_type,
+                        expires_at,
+                    )
+
+        await self._parts.writer.write(queue_all)
+        self.kick(contact_id)
+
     async def owe_receipts(self, contact_id: int, ids: Sequence[bytes]) -> None:
         """Read receipts to send to a contact: durable until a session carried
         them or the contact's mailbox took them."""
