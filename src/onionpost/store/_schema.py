@@ -28,7 +28,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from onionpost.store import _database
+from onionpost.store import _open
 
 __all__ = ["BOUND_VERSION", "MIGRATIONS", "PLAINTEXT_VERSION", "SCHEMA_VERSION", "apply"]
 
@@ -314,5 +314,5 @@ PLAINTEXT_VERSION: Final = 2
 
 
 def apply(conn: sqlite3.Connection, path: Path, version: int, target: int) -> None:
-    """Apply ``MIGRATIONS[version:target]`` (:func:`_database.apply_migrations`)."""
-    _database.apply_migrations(conn, path, MIGRATIONS, version, target)
+    """Apply ``MIGRATIONS[version:target]`` (:func:`_open.apply_migrations`)."""
+    _open.apply_migrations(conn, path, MIGRATIONS, version, target)

@@ -80,7 +80,7 @@ from onionpost.names import contact_name_problem, file_name_problem, safe_file_n
 from onionpost.proto import NotMsgpack, pack, unpack
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer
-from onionpost.store import _crypto, _database, _legacy, _schema
+from onionpost.store import _crypto, _database, _legacy, _open, _schema
 from onionpost.store._database import Keys
 from onionpost.store._files import (
     BLOB_NAME,
@@ -285,7 +285,7 @@ class Store:
             files_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot open the store {path}: {exc.strerror}") from exc
-        database = _database.open_database(
+        database = _open.open_database(
             path,
             keys,
             what="store",
