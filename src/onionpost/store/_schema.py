@@ -177,7 +177,7 @@ _V2: Final = (
     CREATE INDEX messages_pending ON messages (contact_id, seq)
         WHERE direction = 'out' AND state IN ('queued', 'sent')
     """,
-    # Store.unread_count: a contact's received, unread messages (kind second,
+    # store.messages.unread_count: a contact's received, unread messages (kind second,
     # for the texts-only count).
     """
     CREATE INDEX messages_unread ON messages (contact_id, kind, direction, state)
