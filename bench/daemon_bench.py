@@ -188,7 +188,7 @@ def _daemon(
     with store.transaction():
         for name, address in contacts:
             # Client authorization only matters to tor; any key will do.
-            store.add_contact(name, address, KeyPair.generate().public, now)
+            store.contacts.add_contact(name, address, KeyPair.generate().public, now)
     daemon = Daemon(paths, secrets, Config(), store, dial=_tcp_dial(secrets, port))
     return _Node(daemon, store, secrets)
 
@@ -274,7 +274,7 @@ async def _daemons(root: Path) -> AsyncIterator[_Daemons]:
 async def _daemon_msgs_per_s(d: _Daemons) -> float:
     """Texts queued through Daemon.send_text by API_CLIENTS concurrent callers
     (as the local API serves its connections), until every one is delivered."""
-    before = len(d.receiver.store.inbox(limit=1_000_000))
+    before = len(d.receiver.store.messages.inbox(limit=1_000_000))
     ids: list[bytes] = []
 
     async def caller(count: int) -> None:
@@ -290,10 +290,12 @@ async def _daemon_msgs_per_s(d: _Daemons) -> float:
                 nursery.start_soon(caller, MESSAGES // API_CLIENTS)
         # The last message is (nearly always) the last delivered; outbox_depth
         # scans the messages table, too slow to poll, so it only confirms.
-        await _until(lambda: _ready(store.message(ids[-1]).state == "delivered"), 0.002, 60)
-        await _until(lambda: _ready(not store.outbox_depth()), 0.002, 60)
+        await _until(
+            lambda: _ready(store.messages.message(ids[-1]).state == "delivered"), 0.002, 60
+        )
+        await _until(lambda: _ready(not store.outbox.outbox_depth()), 0.002, 60)
         elapsed = time.perf_counter() - start
-    inbox = Counter(s.id for s in d.receiver.store.inbox(limit=1_000_000))
+    inbox = Counter(s.id for s in d.receiver.store.messages.inbox(limit=1_000_000))
     assert sum(inbox.values()) == before + MESSAGES
     assert all(inbox[message_id] == 1 for message_id in ids)  # exactly once
     return MESSAGES / elapsed
@@ -397,7 +399,7 @@ async def _file_sender(spec: dict[str, Any]) -> None:
             _say("queued", f"{time.perf_counter() - start:.2f}")
             file_id = bytes.fromhex(queued.id)
             await _until(
-                lambda: _ready(node.store.message(file_id).state == "delivered"),
+                lambda: _ready(node.store.messages.message(file_id).state == "delivered"),
                 0.05,
                 FILE_SECONDS,
             )

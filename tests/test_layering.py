@@ -35,6 +35,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "onionpost"
 # Small modules any layer may use: each imports nothing of ours but errors or limits.
 LEAVES = frozenset({"errors", "limits", "names", "_files", "_logs"})
 
+#: What the store may take from the protocol core (module, or name in its __init__).
+STORE_PROTO = frozenset({"proto.address", "proto.pack", "proto.unpack", "proto.NotMsgpack"})
+
 #: What each part of the package may import, besides itself. A part is a
 #: subpackage or a top-level module ("__init__" is the package's own).
 #: An entry with a dot allows only that module of a part ("store._crypto").
@@ -54,7 +57,9 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "proto": frozenset({"errors", "limits", "names"}),
     "transport": frozenset({"proto"}) | LEAVES,
     "tor": frozenset({"proto"}) | LEAVES,
-    "store": frozenset({"proto"}) | LEAVES,
+    # The store knows rows, not the wire: of the protocol core only addresses
+    # and the one msgpack codec (its sealed row contents, the mailbox's files).
+    "store": STORE_PROTO | LEAVES,
     # The secrets file is sealed with the store's at-rest primitives.
     "home": frozenset({"proto", "store.at_rest"}) | LEAVES,
     "client": frozenset({"_localapi", "api", "home", "__init__"}) | LEAVES,
@@ -234,6 +239,14 @@ def test_each_part_imports_only_what_the_picture_allows() -> None:
 
 def test_no_part_imports_another_parts_private_module() -> None:
     _fail_on(private_violations(_sources()))
+
+
+def test_the_store_imports_proto_only_for_addresses_and_the_codec() -> None:
+    # The wire records (proto.messages) are the delivery engine's to make.
+    assert MAY_IMPORT["store"] - LEAVES == STORE_PROTO
+    store = [path for path in _sources() if _part(path) == "store"]
+    taken = {".".join(m.split(".")[1:3]) for p in store for m, _ in _imports(p)}
+    assert {t for t in taken if t.startswith("proto")} <= STORE_PROTO
 
 
 def test_the_mailbox_never_imports_the_daemon() -> None:

@@ -157,7 +157,7 @@ class Node:
         return ContactCard.issue(self.secrets).to_line()
 
     def contact(self, other: Node) -> Contact:
-        found = self.store.contact_by_address(other.address)
+        found = self.store.contacts.contact_by_address(other.address)
         assert found is not None
         return found
 
@@ -229,11 +229,11 @@ class Node:
         return message_id
 
     def state(self, message_id: bytes) -> str:
-        return str(self.store.message(message_id).state)
+        return str(self.store.messages.message(message_id).state)
 
     def inbox_from(self, other: Node) -> list[Any]:
         contact_id = self.contact(other).id
-        return [s for s in self.store.inbox(limit=100_000) if s.contact_id == contact_id]
+        return [s for s in self.store.messages.inbox(limit=100_000) if s.contact_id == contact_id]
 
 
 @dataclass
@@ -378,8 +378,8 @@ class Network:
 def befriend(a: Node, b: Node) -> None:
     """Each adds the other as a contact (before their engines start)."""
     now = int(time.time() * 1000)
-    a.store.add_contact(b.name, b.address, b.secrets.client_auth_public, now)
-    b.store.add_contact(a.name, a.address, a.secrets.client_auth_public, now)
+    a.store.contacts.add_contact(b.name, b.address, b.secrets.client_auth_public, now)
+    b.store.contacts.add_contact(a.name, a.address, a.secrets.client_auth_public, now)
     for x, y in ((a, b), (b, a)):
         if x.engine is not None:
             x.engine.add_contact(x.contact(y))

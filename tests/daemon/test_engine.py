@@ -131,7 +131,7 @@ async def test_an_unacked_message_is_sent_again_and_stored_once(
         await alice.start(nursery)
         sent = await alice.send(bob, "only once")
         # Bob stored it but the ack was lost (a crash between commit and ack).
-        bob.store.store_text(bob.contact(alice).id, sent, 1, "only once", "text/plain", 2)
+        bob.store.messages.store_text(bob.contact(alice).id, sent, 1, "only once", "text/plain", 2)
         await bob.start(nursery)
         await delivered(alice, [sent])
         assert [s.id for s in bob.inbox_from(alice)] == [sent]
@@ -151,9 +151,9 @@ async def test_a_file_over_the_budget_waits_at_the_sender_until_there_is_room(
         queued = await alice.daemon.send_file(api.SendFile("bob", str(tmp_path / "big.bin")))
         file_id = bytes.fromhex(queued.id)
         # Refused for lack of room: not refused for good, still waiting at alice.
-        await until(lambda: bob.store.transfer_count(bob.contact(alice).id) == 0)
+        await until(lambda: bob.store.transfers.transfer_count(bob.contact(alice).id) == 0)
         assert alice.state(file_id) in ("queued", "sent")
-        assert [o.id for o in alice.store.pending(alice.contact(bob).id, 10)] == [file_id]
+        assert [o.id for o in alice.store.outbox.pending(alice.contact(bob).id, 10)] == [file_id]
         bob.stop()
         await until(lambda: not bob.up)
         bob.config = net.config.__class__(**{**_fields(net.config), "max_disk_use": 10**7})
@@ -215,14 +215,16 @@ async def test_a_stranger_is_refused_at_the_handshake(tmp_path: Path, clock: Moc
     async with network(tmp_path) as (net, nursery):
         alice, mallory = net.node("alice"), net.node("mallory")
         now = 0
-        mallory.store.add_contact("alice", alice.address, alice.secrets.client_auth_public, now)
+        mallory.store.contacts.add_contact(
+            "alice", alice.address, alice.secrets.client_auth_public, now
+        )
         await alice.start(nursery)
         channel, _ = await net.connect_raw(mallory, alice)
         with contextlib.suppress(TransportError):  # refused: it may already be gone
             await channel.send(m.Text(os.urandom(16), 1, "let me in", "text/plain"))
         with trio.fail_after(10), pytest.raises(TransportError):
             await channel.receive()
-        assert alice.store.inbox() == []
+        assert alice.store.messages.inbox() == []
         await still_delivers(net, nursery, alice)
 
 
@@ -285,7 +287,7 @@ async def test_a_contact_that_removed_us_is_redialled_with_backoff(
     async with network(tmp_path) as (net, nursery):
         alice, bob = net.node("alice"), net.node("bob")
         befriend(alice, bob)
-        bob.store.remove_contact("alice")  # bob no longer knows alice
+        bob.store.contacts.remove_contact("alice")  # bob no longer knows alice
         await bob.start(nursery)
         await alice.start(nursery)
         queued = [await alice.send(bob, f"pending {i}") for i in range(3)]
@@ -463,7 +465,7 @@ async def test_offers_cannot_reserve_the_disk_or_the_inodes(
         assert len(accepted) == 3
         assert len(deferred) == 37
         assert {r.reason for r in deferred} == {m.FileRejectReason.NO_SPACE}
-        assert alice.store.transfer_count(alice.contact(carol).id) == 3
+        assert alice.store.transfers.transfer_count(alice.contact(carol).id) == 3
         assert len(list(alice.paths.files.iterdir())) == 3
         # Another contact's file still arrives whole.
         data = os.urandom(200_000)
@@ -488,7 +490,7 @@ async def test_a_refused_file_is_refused_for_good(tmp_path: Path, clock: MockClo
         shown = await alice.daemon.message(api.GetMessage(queued.id))
         assert shown.state == "refused"
         assert shown.reason == m.FileRejectReason.TOO_LARGE
-        assert alice.store.outbox_depth() == 0
+        assert alice.store.outbox.outbox_depth() == 0
         # Not offered again, whatever sessions come.
         bob.stop()
         await until(lambda: not bob.up)
@@ -628,7 +630,7 @@ async def test_a_file_still_arriving_is_shown_as_receiving(
         async def shown() -> Message:
             return await daemon.message(api.GetMessage(offer.id.hex()))
 
-        await until(lambda: alice.store.transfer_count(alice.contact(carol).id) == 1)
+        await until(lambda: alice.store.transfers.transfer_count(alice.contact(carol).id) == 1)
         arriving = await shown()
         assert arriving.state == "receiving"
         assert arriving.file is not None

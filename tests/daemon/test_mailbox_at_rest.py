@@ -217,13 +217,16 @@ async def test_a_drained_prekey_is_nowhere_on_the_disk(tmp_path: Path, clock: Mo
         one_time = int(env.PrekeyKind.ONE_TIME)
         # The mailbox has bob's one-time prekeys to hand out.
         await until(
-            lambda: bob.store.prekey_stock(one_time)[0] > 0 and not bob.store.prekeys_to_upload(1),
+            lambda: (
+                bob.store.mailbox.prekey_stock(one_time)[0] > 0
+                and not bob.store.mailbox.prekeys_to_upload(1)
+            ),
             600,
         )
         bob.stop()
         await until(lambda: not bob.up)
         message_id = await alice.send(bob, "for your eyes only")
-        await until(lambda: alice.store.message(message_id).deposited_ms is not None, 600)
+        await until(lambda: alice.store.messages.message(message_id).deposited_ms is not None, 600)
 
         # The adversary records the envelopes; bob's private halves for them,
         # taken before the drain, are what must vanish.
@@ -232,7 +235,7 @@ async def test_a_drained_prekey_is_nowhere_on_the_disk(tmp_path: Path, clock: Mo
         used: dict[bytes, env.PrekeySecret] = {}
         for data in recorded:
             key_id = env.EnvelopeHeader.parse(data).key_id
-            stored = bob.store.prekey_secret(key_id)
+            stored = bob.store.mailbox.prekey_secret(key_id)
             assert stored is not None
             secret = env.PrekeySecret.from_bytes(stored)
             assert secret.public.kind is env.PrekeyKind.ONE_TIME
@@ -243,7 +246,7 @@ async def test_a_drained_prekey_is_nowhere_on_the_disk(tmp_path: Path, clock: Mo
         await until(lambda: len(bob.inbox_from(alice)) == 1, 600)
         # Deleted at the mailbox, so bob's drain went through its checkpoint.
         await until(lambda: not _held(box, bob), 600)
-        assert all(bob.store.prekey_secret(k) is None for k in used)
+        assert all(bob.store.mailbox.prekey_secret(k) is None for k in used)
         remaining = _remaining_prekeys(bob)
         control = next(p for p in remaining if p.public.kind is env.PrekeyKind.ONE_TIME)
 

@@ -73,7 +73,7 @@ async def test_offline_to_offline_delivery_exactly_once(tmp_path: Path, clock: M
         queued = await alice.daemon.send_file(api.SendFile("bob", str(source)))
         file_id = bytes.fromhex(queued.id)
         every = [*ids, file_id]
-        await until(lambda: all(alice.store.message(i).deposited_ms for i in every), 600)
+        await until(lambda: all(alice.store.messages.message(i).deposited_ms for i in every), 600)
         shown = await alice.daemon.message(api.GetMessage(ids[0].hex()))
         assert shown.state.value == "deposited"
         alice.stop()
@@ -86,7 +86,7 @@ async def test_offline_to_offline_delivery_exactly_once(tmp_path: Path, clock: M
         bodies = {s.id: s.body for s in inbox}
         assert [bodies[i] for i in ids] == [f"report {i}" for i in range(120)]
         out = tmp_path / "got.bin"
-        bob.store.export_file(file_id, out)
+        bob.store.transfers.export_file(file_id, out)
         assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
         # The mailbox keeps nothing once bob drained.
         assert bob.daemon is not None
@@ -112,7 +112,7 @@ async def test_forward_secrecy_after_the_drain(tmp_path: Path, clock: MockClock)
         bob.stop()
         await until(lambda: not bob.up)
         message_id = await alice.send(bob, "for your eyes only")
-        await until(lambda: alice.store.message(message_id).deposited_ms is not None, 600)
+        await until(lambda: alice.store.messages.message(message_id).deposited_ms is not None, 600)
         # The adversary records what the mailbox holds.
         recorded = [h.data for h in _envelopes(box, bob)]
         assert recorded
@@ -128,8 +128,8 @@ async def test_forward_secrecy_after_the_drain(tmp_path: Path, clock: MockClock)
         assert secrets
         for envelope in recorded:
             header = env.EnvelopeHeader.parse(envelope)
-            assert bob.store.prekey_secret(header.key_id) is None
-            assert bob.store.prekey_was_used(header.key_id)
+            assert bob.store.mailbox.prekey_secret(header.key_id) is None
+            assert bob.store.mailbox.prekey_was_used(header.key_id)
             for secret in secrets:
                 with pytest.raises(AuthenticationError):
                     env.open_envelope(
@@ -151,7 +151,7 @@ async def test_a_deposit_over_quota_stays_in_the_outbox(tmp_path: Path, clock: M
         bob.stop()
         await until(lambda: not bob.up)
         first = await alice.send(bob, "fits")
-        await until(lambda: alice.store.message(first).deposited_ms is not None, 600)
+        await until(lambda: alice.store.messages.message(first).deposited_ms is not None, 600)
         second = await alice.send(bob, "over quota")
         assert alice.engine is not None
         await until(
@@ -169,7 +169,7 @@ async def test_a_deposit_over_quota_stays_in_the_outbox(tmp_path: Path, clock: M
         assert shown.deposited == 1
         assert shown.queued == 2
         assert shown.mailbox == str(_box.address)
-        stored = alice.store.message(second)
+        stored = alice.store.messages.message(second)
         assert stored.deposited_ms is None
         assert str(stored.state) in ("queued", "sent")
         # Bob back: the direct path delivers it (and the mailbox one, once).
@@ -189,10 +189,12 @@ async def test_a_pairing_cut_short_completes_at_the_next_start(
         from onionpost.proto.pairing import SetupCode
 
         # The daemon recorded the pairing, then died before it was done.
-        alice.store.begin_pairing(SetupCode.parse(code).mailbox, code, int(time.time() * 1000))
+        alice.store.mailbox.begin_pairing(
+            SetupCode.parse(code).mailbox, code, int(time.time() * 1000)
+        )
         await alice.start(nursery)
-        await until(lambda: alice.store.own_mailbox() is not None, 600)
-        assert alice.store.pairing() is None
+        await until(lambda: alice.store.mailbox.own_mailbox() is not None, 600)
+        assert alice.store.mailbox.pairing() is None
         assert alice.daemon is not None
         status = await alice.daemon.mailbox_status(api.GetMailboxStatus())
         assert status.paired
@@ -254,10 +256,10 @@ async def test_a_replayed_envelope_is_stored_once_and_a_reused_prekey_is_noticed
         bob.stop()
         await until(lambda: not bob.up)
         message_id = await alice.send(bob, "once")
-        await until(lambda: alice.store.message(message_id).deposited_ms is not None, 600)
+        await until(lambda: alice.store.messages.message(message_id).deposited_ms is not None, 600)
         (held,) = _envelopes(box, bob)
         header = env.EnvelopeHeader.parse(held.data)
-        secret = bob.store.prekey_secret(header.key_id)
+        secret = bob.store.mailbox.prekey_secret(header.key_id)
         assert secret is not None
         prekey = env.PrekeySecret.from_bytes(secret).public
         assert prekey.kind is env.PrekeyKind.ONE_TIME
@@ -311,14 +313,14 @@ async def test_a_file_both_deposited_and_sent_directly_arrives_once_and_the_drai
         assert alice.daemon is not None
         file_id = bytes.fromhex((await alice.daemon.send_file(api.SendFile("bob", str(source)))).id)
         texts = [await alice.send(bob, f"with the file {i}") for i in range(5)]
-        await until(lambda: alice.store.message(file_id).deposited_ms is not None, 600)
+        await until(lambda: alice.store.messages.message(file_id).deposited_ms is not None, 600)
         await bob.start(nursery)
         await until(lambda: all(alice.state(i) == "delivered" for i in [file_id, *texts]), 600)
         await until(lambda: not _envelopes(box, bob), 600)
         inbox = bob.inbox_from(alice)
         assert sorted(s.id for s in inbox) == sorted([file_id, *texts])
         out = tmp_path / "both.bin"
-        bob.store.export_file(file_id, out)
+        bob.store.transfers.export_file(file_id, out)
         assert out.read_bytes() == data
         assert bob.daemon is not None
         status = await bob.daemon.mailbox_status(api.GetMailboxStatus())
@@ -361,6 +363,6 @@ async def test_a_mailbox_that_never_answers_does_not_hold_the_link(
         assert alice.engine is not None
         link = alice.contact(bob).id
         await until(lambda: alice.engine.status(link).mailbox_error == "timeout", 900)  # type: ignore[union-attr]
-        assert alice.store.message(message_id).deposited_ms is None
+        assert alice.store.messages.message(message_id).deposited_ms is None
         await bob.start(nursery)
         await until(lambda: alice.state(message_id) == "delivered", 900)

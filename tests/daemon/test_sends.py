@@ -34,7 +34,7 @@ async def test_a_text_sent_twice_under_one_id_is_one_message(tmp_path: Path) -> 
         first = await alice.daemon.send_text(send)
         again = await alice.daemon.send_text(send)
         assert first == again == api.Queued(message_id, api.MessageState.QUEUED)
-        assert [s.id.hex() for s in alice.store.outbox()] == [message_id]
+        assert [s.id.hex() for s in alice.store.outbox.listing()] == [message_id]
         # The same id for another contact or another text is refused.
         with pytest.raises(ConfigError, match="already another message's"):
             await alice.daemon.send_text(api.SendText("carol", "only once", id=message_id))
@@ -45,7 +45,7 @@ async def test_a_text_sent_twice_under_one_id_is_one_message(tmp_path: Path) -> 
         await until(lambda: len(bob.inbox_from(alice)) == 1)
         await until(lambda: alice.state(bytes.fromhex(message_id)) == "delivered")
         assert await alice.daemon.send_text(send) == first
-        assert alice.store.outbox() == []
+        assert alice.store.outbox.listing() == []
         await trio.sleep(0.2)
         assert [s.body for s in bob.inbox_from(alice)] == ["only once"]
 
@@ -71,7 +71,7 @@ async def test_a_file_sent_twice_at_once_under_one_id_is_one_file(tmp_path: Path
         assert answers[0] == answers[1]
         assert answers[0].id == send.id
         assert answers[0].size == 500_000
-        assert [s.id.hex() for s in alice.store.outbox()] == [send.id]
+        assert [s.id.hex() for s in alice.store.outbox.listing()] == [send.id]
         assert alice.store.integrity_check() == []
         other = tmp_path / "other.bin"
         other.write_bytes(os.urandom(10))
@@ -122,7 +122,7 @@ async def test_a_send_whose_answer_was_cut_off_is_sent_again_once(tmp_path: Path
                         proxying.start_soon(_forward, daemon_side, client_side)
 
             async def cut_when_queued(*sides: trio.SocketStream) -> None:
-                await until(lambda: len(alice.store.outbox()) == 1)
+                await until(lambda: len(alice.store.outbox.listing()) == 1)
                 for side in sides:
                     await trio.aclose_forcefully(side)
 
@@ -134,7 +134,7 @@ async def test_a_send_whose_answer_was_cut_off_is_sent_again_once(tmp_path: Path
                             queued = await client.send_text("bob", "cut off")
                     proxying.cancel_scope.cancel()
         assert connections == 2
-        (stored,) = alice.store.outbox()
+        (stored,) = alice.store.outbox.listing()
         assert stored.id.hex() == queued.id
         assert stored.body == "cut off"
 

@@ -55,7 +55,7 @@ async def test_crossing_dials_keep_one_session_and_files_are_not_sent_twice(
             source = tmp_path / f"{sender.name}.bin"
             source.write_bytes(os.urandom(size))
             ids[sender.name] = os.urandom(16)
-            sender.store.queue_file(
+            sender.store.outbox.queue_file(
                 sender.contact(to).id, ids[sender.name], 0, source.name, source, 1 << 30
             )
         to_bob, to_alice = ids["alice"], ids["bob"]
@@ -128,7 +128,7 @@ async def test_a_dial_that_hangs_does_not_hold_the_deposit(
         net.faults[bob.address] = hang
         sent_at = trio.current_time()
         message_id = await alice.send(bob, "while the dial hangs")
-        await until(lambda: alice.store.message(message_id).deposited_ms is not None, 120)
+        await until(lambda: alice.store.messages.message(message_id).deposited_ms is not None, 120)
         # Deposited once the dial had hung for mailbox_after, not after its 600 s deadline.
         assert trio.current_time() - sent_at < after + 30
         await until(lambda: [s.body for s in bob.inbox_from(alice)] == ["while the dial hangs"])

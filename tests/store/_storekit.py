@@ -24,7 +24,7 @@ def new_id() -> bytes:
 
 
 def add_contact(store: Store, name: str = "bob", now: int = 1) -> Contact:
-    return store.add_contact(name, OnionAddress(os.urandom(32)), os.urandom(32), now)
+    return store.contacts.add_contact(name, OnionAddress(os.urandom(32)), os.urandom(32), now)
 
 
 def offer_for(data: bytes, name: str = "report.pdf", file_id: bytes | None = None) -> FileOffer:
@@ -36,6 +36,11 @@ def offer_for(data: bytes, name: str = "report.pdf", file_id: bytes | None = Non
         hashlib.blake2b(data, digest_size=64).digest(),
         "application/pdf",
     )
+
+
+def offered(offer: FileOffer) -> tuple[bytes, int, str, int, bytes, str]:
+    """An offer's fields, in the order ``Transfers.begin_file`` takes them."""
+    return offer.id, offer.created_ms, offer.name, offer.size, offer.blake2b, offer.content_type
 
 
 def blob_path(

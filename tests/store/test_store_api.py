@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from _storekit import add_contact, new_id, open_store
 
+from onionpost.daemon.delivery._views import wire_record
 from onionpost.errors import (
     ConfigError,
     NotFoundError,
@@ -43,17 +44,17 @@ def test_contacts_add_list_find_remove(store: Store) -> None:
     assert bob.name == "bob"
     assert bob.added_ms == 5
     assert (bob.last_seen_ms, bob.last_success_ms, bob.failures) == (None, None, 0)
-    assert [c.name for c in store.contacts()] == ["bob", "Carol"]
-    assert store.contact("BOB") == bob  # names match in any letter case
-    assert store.contact_by_address(carol.address) == carol
-    assert store.contact_by_address(OnionAddress(bytes(32))) is None
-    assert store.remove_contact("Bob") == bob
-    assert [c.name for c in store.contacts()] == ["Carol"]
-    assert store.contact_by_address(bob.address) is None
+    assert [c.name for c in store.contacts.all()] == ["bob", "Carol"]
+    assert store.contacts.contact("BOB") == bob  # names match in any letter case
+    assert store.contacts.contact_by_address(carol.address) == carol
+    assert store.contacts.contact_by_address(OnionAddress(bytes(32))) is None
+    assert store.contacts.remove_contact("Bob") == bob
+    assert [c.name for c in store.contacts.all()] == ["Carol"]
+    assert store.contacts.contact_by_address(bob.address) is None
     with pytest.raises(UnknownContactError, match="unknown contact 'bob'"):
-        store.contact("bob")
+        store.contacts.contact("bob")
     with pytest.raises(UnknownContactError):
-        store.remove_contact("bob")
+        store.contacts.remove_contact("bob")
 
 
 def test_contact_names_and_addresses_are_unique(store: Store) -> None:
@@ -61,10 +62,10 @@ def test_contact_names_and_addresses_are_unique(store: Store) -> None:
     with pytest.raises(ConfigError, match="a contact named 'bob' already exists"):
         add_contact(store, "BOB")
     with pytest.raises(ConfigError, match="already a contact, named 'bob'"):
-        store.add_contact("robert", bob.address, bytes(32), 1)
+        store.contacts.add_contact("robert", bob.address, bytes(32), 1)
     # Once removed, both are free again; the old row keeps its history.
-    store.remove_contact("bob")
-    again = store.add_contact("bob", bob.address, bytes(32), 2)
+    store.contacts.remove_contact("bob")
+    again = store.contacts.add_contact("bob", bob.address, bytes(32), 2)
     assert again.id != bob.id
 
 
@@ -78,12 +79,12 @@ def test_bad_contact_names(store: Store, name: str) -> None:
 
 def test_note_contact_seen(store: Store) -> None:
     bob = add_contact(store)
-    store.note_contact_seen(bob.id, 10, success=False)
-    store.note_contact_seen(bob.id, 20, success=False)
-    seen = store.contact("bob")
+    store.contacts.note_contact_seen(bob.id, 10, success=False)
+    store.contacts.note_contact_seen(bob.id, 20, success=False)
+    seen = store.contacts.contact("bob")
     assert (seen.last_seen_ms, seen.last_success_ms, seen.failures) == (20, None, 2)
-    store.note_contact_seen(bob.id, 30, success=True)
-    seen = store.contact("bob")
+    store.contacts.note_contact_seen(bob.id, 30, success=True)
+    seen = store.contacts.contact("bob")
     assert (seen.last_seen_ms, seen.last_success_ms, seen.failures) == (30, 30, 0)
 
 
@@ -95,9 +96,9 @@ def test_queue_text_and_pending(store: Store) -> None:
     carol = add_contact(store, "carol")
     ids = [new_id() for _ in range(3)]
     for n, message_id in enumerate(ids):
-        store.queue_text(bob.id, message_id, 100 - n, f"body {n}", "text/plain", None)
-    store.queue_text(carol.id, new_id(), 1, "for carol", "text/plain", None)
-    pending = store.pending(bob.id, 10)
+        store.outbox.queue_text(bob.id, message_id, 100 - n, f"body {n}", "text/plain", None)
+    store.outbox.queue_text(carol.id, new_id(), 1, "for carol", "text/plain", None)
+    pending = store.outbox.pending(bob.id, 10)
     # Oldest first means queue order, whatever the clocks said.
     assert [o.id for o in pending] == ids
     first = pending[0]
@@ -106,46 +107,50 @@ def test_queue_text_and_pending(store: Store) -> None:
     assert (str(first.kind), str(first.state)) == ("text", "queued")  # JSON-ready
     assert (first.body, first.content_type, first.created_ms) == ("body 0", "text/plain", 100)
     assert first.file is None
-    assert first.to_message() == Text(ids[0], 100, "body 0", "text/plain")
-    assert [o.id for o in store.pending(bob.id, 2)] == ids[:2]
-    assert store.outbox_depth() == 4
-    assert store.outbox_depth(bob.id) == 3
-    assert store.outbox_depth(carol.id) == 1
-    store.remove_contact("carol")
-    assert store.outbox_depth() == 3
+    assert wire_record(first) == Text(ids[0], 100, "body 0", "text/plain")
+    assert [o.id for o in store.outbox.pending(bob.id, 2)] == ids[:2]
+    assert store.outbox.outbox_depth() == 4
+    assert store.outbox.outbox_depth(bob.id) == 3
+    assert store.outbox.outbox_depth(carol.id) == 1
+    store.contacts.remove_contact("carol")
+    assert store.outbox.outbox_depth() == 3
 
 
 def test_outgoing_states_move_only_forward(store: Store) -> None:
     bob = add_contact(store)
     a, b, c = new_id(), new_id(), new_id()
     for message_id in (a, b, c):
-        store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
-    assert store.mark_sent([a, b], 10) == [a, b]
-    assert [o.state for o in store.pending(bob.id, 10)] == [State.SENT, State.SENT, State.QUEUED]
+        store.outbox.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+    assert store.outbox.mark_sent([a, b], 10) == [a, b]
+    assert [o.state for o in store.outbox.pending(bob.id, 10)] == [
+        State.SENT,
+        State.SENT,
+        State.QUEUED,
+    ]
     # The ack may overtake our own bookkeeping: delivered straight from queued.
-    assert store.mark_delivered([a, c], 20) == [a, c]
-    assert [o.id for o in store.pending(bob.id, 10)] == [b]
+    assert store.outbox.mark_delivered([a, c], 20) == [a, c]
+    assert [o.id for o in store.outbox.pending(bob.id, 10)] == [b]
     # A resend after a reconnect does not move a delivered message back.
-    assert store.mark_sent([a, b], 30) == []
-    assert store.message(a).state == State.DELIVERED
-    assert store.message(a).sent_ms == 10
-    assert store.mark_read([a], 40) == [a]
-    assert store.mark_delivered([a], 50) == []
-    read = store.message(a)
+    assert store.outbox.mark_sent([a, b], 30) == []
+    assert store.messages.message(a).state == State.DELIVERED
+    assert store.messages.message(a).sent_ms == 10
+    assert store.messages.mark_read([a], 40) == [a]
+    assert store.outbox.mark_delivered([a], 50) == []
+    read = store.messages.message(a)
     assert (read.state, read.delivered_ms, read.read_ms) == (State.READ, 20, 40)
-    assert store.mark_read([b], 60) == [b]  # read implies delivered
-    assert store.message(b).delivered_ms == 60
-    assert store.last_delivery() == 60
-    assert store.outbox_depth() == 0
+    assert store.messages.mark_read([b], 60) == [b]  # read implies delivered
+    assert store.messages.message(b).delivered_ms == 60
+    assert store.outbox.last_delivery() == 60
+    assert store.outbox.outbox_depth() == 0
 
 
 def test_the_transition_table_is_what_the_store_enforces(store: Store) -> None:
     bob = add_contact(store)
     marks: dict[State, Callable[[list[bytes], int], list[bytes]]] = {
-        State.SENT: store.mark_sent,
-        State.DELIVERED: store.mark_delivered,
-        State.READ: store.mark_read,
-        State.REFUSED: lambda ids, now: store.mark_refused(ids, now, 0, contact_id=bob.id),
+        State.SENT: store.outbox.mark_sent,
+        State.DELIVERED: store.outbox.mark_delivered,
+        State.READ: store.messages.mark_read,
+        State.REFUSED: lambda ids, now: store.outbox.mark_refused(ids, now, 0, contact_id=bob.id),
     }
     reach = {
         State.QUEUED: [],
@@ -159,7 +164,7 @@ def test_the_transition_table_is_what_the_store_enforces(store: Store) -> None:
     for start, path in reach.items():
         for target, mark in marks.items():
             message_id = new_id()
-            store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+            store.outbox.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
             for step in path:
                 marks[step]([message_id], 1)
             changed = mark([message_id], 2)
@@ -183,64 +188,64 @@ def test_storage_md_lists_the_transition_tables() -> None:
 def test_expiry(store: Store) -> None:
     bob = add_contact(store)
     soon, later, never, delivered = new_id(), new_id(), new_id(), new_id()
-    store.queue_text(bob.id, soon, 1, "x", "text/plain", 100)
-    store.queue_text(bob.id, later, 1, "x", "text/plain", 200)
-    store.queue_text(bob.id, never, 1, "x", "text/plain", None)
-    store.queue_text(bob.id, delivered, 1, "x", "text/plain", 100)
-    store.mark_sent([soon], 50)
-    store.mark_delivered([delivered], 60)
-    assert store.expire(99) == []
-    assert store.expire(150) == [soon]
-    assert store.expire(150) == []
-    assert sorted(store.expire(10**6)) == sorted([later])
-    assert [o.id for o in store.pending(bob.id, 10)] == [never]
-    assert store.message(soon).state == State.EXPIRED
+    store.outbox.queue_text(bob.id, soon, 1, "x", "text/plain", 100)
+    store.outbox.queue_text(bob.id, later, 1, "x", "text/plain", 200)
+    store.outbox.queue_text(bob.id, never, 1, "x", "text/plain", None)
+    store.outbox.queue_text(bob.id, delivered, 1, "x", "text/plain", 100)
+    store.outbox.mark_sent([soon], 50)
+    store.outbox.mark_delivered([delivered], 60)
+    assert store.outbox.expire(99) == []
+    assert store.outbox.expire(150) == [soon]
+    assert store.outbox.expire(150) == []
+    assert sorted(store.outbox.expire(10**6)) == sorted([later])
+    assert [o.id for o in store.outbox.pending(bob.id, 10)] == [never]
+    assert store.messages.message(soon).state == State.EXPIRED
     # An ack that arrives after all is still the truth.
-    assert store.mark_delivered([soon], 300) == [soon]
-    assert store.mark_sent([later], 300) == []
+    assert store.outbox.mark_delivered([soon], 300) == [soon]
+    assert store.outbox.mark_sent([later], 300) == []
 
 
 def test_marks_can_be_scoped_to_the_acking_contact(store: Store) -> None:
     bob = add_contact(store)
     carol = add_contact(store, "carol")
     to_bob = new_id()
-    store.queue_text(bob.id, to_bob, 1, "x", "text/plain", None)
-    assert store.mark_delivered([to_bob], 2, contact_id=carol.id) == []
-    assert store.mark_delivered([to_bob], 2, contact_id=bob.id) == [to_bob]
+    store.outbox.queue_text(bob.id, to_bob, 1, "x", "text/plain", None)
+    assert store.outbox.mark_delivered([to_bob], 2, contact_id=carol.id) == []
+    assert store.outbox.mark_delivered([to_bob], 2, contact_id=bob.id) == [to_bob]
 
 
 def test_queue_text_refusals(store: Store) -> None:
     bob = add_contact(store)
     carol = add_contact(store, "carol")
     message_id = new_id()
-    store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+    store.outbox.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
     with pytest.raises(ConfigError, match="already another message's"):
-        store.queue_text(carol.id, message_id, 1, "x", "text/plain", None)
+        store.outbox.queue_text(carol.id, message_id, 1, "x", "text/plain", None)
     with pytest.raises(ConfigError, match="already another message's"):
-        store.queue_text(bob.id, message_id, 1, "y", "text/plain", None)
+        store.outbox.queue_text(bob.id, message_id, 1, "y", "text/plain", None)
     with pytest.raises(ConfigError, match="already another message's"):
-        store.queue_text(bob.id, message_id, 1, "x", "text/markdown", None)
+        store.outbox.queue_text(bob.id, message_id, 1, "x", "text/markdown", None)
     with pytest.raises(ConfigError, match="16 bytes"):
-        store.queue_text(bob.id, b"short", 1, "x", "text/plain", None)
+        store.outbox.queue_text(bob.id, b"short", 1, "x", "text/plain", None)
     with pytest.raises(ConfigError, match="no contact"):
-        store.queue_text(999, new_id(), 1, "x", "text/plain", None)
-    store.remove_contact("carol")
+        store.outbox.queue_text(999, new_id(), 1, "x", "text/plain", None)
+    store.contacts.remove_contact("carol")
     with pytest.raises(ConfigError, match="no contact"):
-        store.queue_text(carol.id, new_id(), 1, "x", "text/plain", None)
-    assert len(store.pending(bob.id, 10)) == 1
+        store.outbox.queue_text(carol.id, new_id(), 1, "x", "text/plain", None)
+    assert len(store.outbox.pending(bob.id, 10)) == 1
 
 
 def test_queue_text_is_idempotent_on_its_id(store: Store) -> None:
     # A send made again (its answer was lost) is the message already queued.
     bob = add_contact(store)
     message_id = new_id()
-    assert store.queue_text(bob.id, message_id, 1, "once", "text/plain", None) is True
-    assert store.queue_text(bob.id, message_id, 2, "once", "text/plain", None) is False
-    (pending,) = store.pending(bob.id, 10)
+    assert store.outbox.queue_text(bob.id, message_id, 1, "once", "text/plain", None) is True
+    assert store.outbox.queue_text(bob.id, message_id, 2, "once", "text/plain", None) is False
+    (pending,) = store.outbox.pending(bob.id, 10)
     assert (pending.id, pending.body, pending.created_ms) == (message_id, "once", 1)
-    store.mark_delivered([message_id], 3, contact_id=bob.id)
-    assert store.queue_text(bob.id, message_id, 4, "once", "text/plain", None) is False
-    assert store.pending(bob.id, 10) == []
+    store.outbox.mark_delivered([message_id], 3, contact_id=bob.id)
+    assert store.outbox.queue_text(bob.id, message_id, 4, "once", "text/plain", None) is False
+    assert store.outbox.pending(bob.id, 10) == []
 
 
 def test_queue_file_is_idempotent_on_its_id(store: Store, tmp_path: Path) -> None:
@@ -249,19 +254,19 @@ def test_queue_file_is_idempotent_on_its_id(store: Store, tmp_path: Path) -> Non
     source = tmp_path / "report.pdf"
     source.write_bytes(b"%PDF" * 50_000)
     file_id = new_id()
-    first = store.queue_file(bob.id, file_id, 1, "report.pdf", source, 2**30)
-    again = store.queue_file(bob.id, file_id, 2, "report.pdf", source, 2**30)
+    first = store.outbox.queue_file(bob.id, file_id, 1, "report.pdf", source, 2**30)
+    again = store.outbox.queue_file(bob.id, file_id, 2, "report.pdf", source, 2**30)
     assert again == first
-    assert [o.id for o in store.pending(bob.id, 10)] == [file_id]
+    assert [o.id for o in store.outbox.pending(bob.id, 10)] == [file_id]
     with pytest.raises(ConfigError, match="already another message's"):
-        store.queue_file(carol.id, file_id, 2, "report.pdf", source, 2**30)
+        store.outbox.queue_file(carol.id, file_id, 2, "report.pdf", source, 2**30)
     with pytest.raises(ConfigError, match="already another message's"):
-        store.queue_file(bob.id, file_id, 2, "other.pdf", source, 2**30)
+        store.outbox.queue_file(bob.id, file_id, 2, "other.pdf", source, 2**30)
     source.write_bytes(b"%PDF" * 50_001)
     with pytest.raises(ConfigError, match="already another message's"):
-        store.queue_file(bob.id, file_id, 2, "report.pdf", source, 2**30)
+        store.outbox.queue_file(bob.id, file_id, 2, "report.pdf", source, 2**30)
     with pytest.raises(ConfigError, match="already another message's"):
-        store.queue_text(bob.id, file_id, 2, "report.pdf", "text/plain", None)
+        store.outbox.queue_text(bob.id, file_id, 2, "report.pdf", "text/plain", None)
     assert store.integrity_check() == []
 
 
@@ -269,9 +274,9 @@ def test_queued_messages_survive_a_restart(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         bob = add_contact(store)
         message_id = new_id()
-        store.queue_text(bob.id, message_id, 1, "durable", "text/plain", None)
+        store.outbox.queue_text(bob.id, message_id, 1, "durable", "text/plain", None)
     with open_store(tmp_path) as store:
-        (pending,) = store.pending(bob.id, 10)
+        (pending,) = store.outbox.pending(bob.id, 10)
         assert (pending.id, pending.body) == (message_id, "durable")
 
 
@@ -281,10 +286,10 @@ def test_queued_messages_survive_a_restart(tmp_path: Path) -> None:
 def test_store_text_is_exactly_once(store: Store) -> None:
     bob = add_contact(store)
     message_id = new_id()
-    assert store.store_text(bob.id, message_id, 5, "hello", "text/plain", 10) is True
-    assert store.store_text(bob.id, message_id, 5, "hello", "text/plain", 11) is False
-    assert store.store_text(bob.id, message_id, 5, "changed?", "text/plain", 12) is False
-    (stored,) = store.inbox()
+    assert store.messages.store_text(bob.id, message_id, 5, "hello", "text/plain", 10) is True
+    assert store.messages.store_text(bob.id, message_id, 5, "hello", "text/plain", 11) is False
+    assert store.messages.store_text(bob.id, message_id, 5, "changed?", "text/plain", 12) is False
+    (stored,) = store.messages.inbox()
     assert (stored.body, stored.received_ms, stored.contact, stored.contact_id) == (
         "hello",
         10,
@@ -299,44 +304,46 @@ def test_the_same_id_from_two_contacts_is_two_messages(store: Store) -> None:
     bob = add_contact(store)
     carol = add_contact(store, "carol")
     message_id = new_id()
-    assert store.store_text(bob.id, message_id, 1, "from bob", "text/plain", 1)
-    assert store.store_text(carol.id, message_id, 1, "from carol", "text/plain", 2)
-    assert [m.body for m in store.inbox()] == ["from bob", "from carol"]
-    assert store.message(message_id, contact_id=carol.id).body == "from carol"
+    assert store.messages.store_text(bob.id, message_id, 1, "from bob", "text/plain", 1)
+    assert store.messages.store_text(carol.id, message_id, 1, "from carol", "text/plain", 2)
+    assert [m.body for m in store.messages.inbox()] == ["from bob", "from carol"]
+    assert store.messages.message(message_id, contact_id=carol.id).body == "from carol"
 
 
 def test_messages_with_id_lists_every_contact_s(store: Store) -> None:
     bob = add_contact(store)
     carol = add_contact(store, "carol")
     shared, ours = new_id(), new_id()
-    store.store_text(bob.id, shared, 1, "from bob", "text/plain", 1)
-    store.store_text(carol.id, shared, 1, "from carol", "text/plain", 2)
-    store.queue_text(bob.id, ours, 1, "to bob", "text/plain", None)
-    assert [(m.contact, m.body) for m in store.messages_with_id(shared)] == [
+    store.messages.store_text(bob.id, shared, 1, "from bob", "text/plain", 1)
+    store.messages.store_text(carol.id, shared, 1, "from carol", "text/plain", 2)
+    store.outbox.queue_text(bob.id, ours, 1, "to bob", "text/plain", None)
+    assert [(m.contact, m.body) for m in store.messages.messages_with_id(shared)] == [
         ("bob", "from bob"),
         ("carol", "from carol"),
     ]
-    assert [m.direction for m in store.messages_with_id(ours)] == [Direction.OUT]
-    assert store.messages_with_id(new_id()) == []
+    assert [m.direction for m in store.messages.messages_with_id(ours)] == [Direction.OUT]
+    assert store.messages.messages_with_id(new_id()) == []
 
 
 def test_inbox_seq_pages_and_follows(store: Store) -> None:
     bob = add_contact(store)
     ids = [new_id() for _ in range(5)]
     for n, message_id in enumerate(ids[:3]):
-        store.store_text(bob.id, message_id, n, f"m{n}", "text/plain", n)
-        store.queue_text(bob.id, new_id(), n, "outgoing, not in the inbox", "text/plain", None)
-    first = store.inbox(limit=2)
+        store.messages.store_text(bob.id, message_id, n, f"m{n}", "text/plain", n)
+        store.outbox.queue_text(
+            bob.id, new_id(), n, "outgoing, not in the inbox", "text/plain", None
+        )
+    first = store.messages.inbox(limit=2)
     assert [m.id for m in first] == ids[:2]
-    rest = store.inbox(after=first[-1].seq)
+    rest = store.messages.inbox(after=first[-1].seq)
     assert [m.id for m in rest] == ids[2:3]
     last = rest[-1].seq
-    assert store.inbox(after=last) == []
+    assert store.messages.inbox(after=last) == []
     for n, message_id in enumerate(ids[3:], start=3):
-        store.store_text(bob.id, message_id, n, f"m{n}", "text/plain", n)
-    followed = store.inbox(after=last)
+        store.messages.store_text(bob.id, message_id, n, f"m{n}", "text/plain", n)
+    followed = store.messages.inbox(after=last)
     assert [m.id for m in followed] == ids[3:]
-    seqs = [m.seq for m in store.inbox()]
+    seqs = [m.seq for m in store.messages.inbox()]
     assert seqs == sorted(seqs)
     assert len(set(seqs)) == len(seqs)
 
@@ -344,20 +351,20 @@ def test_inbox_seq_pages_and_follows(store: Store) -> None:
 def test_mark_read_incoming_and_directions(store: Store) -> None:
     bob = add_contact(store)
     incoming, outgoing = new_id(), new_id()
-    store.store_text(bob.id, incoming, 1, "in", "text/plain", 1)
-    store.queue_text(bob.id, outgoing, 1, "out", "text/plain", None)
-    assert store.mark_read([incoming, outgoing], 5, direction=Direction.IN) == [incoming]
-    assert store.message(incoming).state == State.READ
-    assert store.message(outgoing).state == State.QUEUED
-    assert store.mark_read([incoming, outgoing], 6) == [outgoing]
-    assert store.message(incoming).read_ms == 5
+    store.messages.store_text(bob.id, incoming, 1, "in", "text/plain", 1)
+    store.outbox.queue_text(bob.id, outgoing, 1, "out", "text/plain", None)
+    assert store.messages.mark_read([incoming, outgoing], 5, direction=Direction.IN) == [incoming]
+    assert store.messages.message(incoming).state == State.READ
+    assert store.messages.message(outgoing).state == State.QUEUED
+    assert store.messages.mark_read([incoming, outgoing], 6) == [outgoing]
+    assert store.messages.message(incoming).read_ms == 5
 
 
 def test_message_lookup(store: Store) -> None:
     bob = add_contact(store)
     outgoing = new_id()
-    store.queue_text(bob.id, outgoing, 7, "out", "text/markdown", 99)
-    stored = store.message(outgoing)
+    store.outbox.queue_text(bob.id, outgoing, 7, "out", "text/markdown", 99)
+    stored = store.messages.message(outgoing)
     assert (stored.direction, stored.kind, stored.body, stored.content_type) == (
         Direction.OUT,
         Kind.TEXT,
@@ -365,26 +372,30 @@ def test_message_lookup(store: Store) -> None:
         "text/markdown",
     )
     with pytest.raises(NotFoundError, match="no message"):
-        store.message(new_id())
+        store.messages.message(new_id())
 
 
 def test_records_never_show_bodies(store: Store) -> None:
     bob = add_contact(store)
     secret = "the launch code is 0000"
     message_id = new_id()
-    store.queue_text(bob.id, message_id, 1, secret, "text/plain", None)
-    store.store_text(bob.id, new_id(), 1, secret, "text/plain", 1)
-    records = [*store.pending(bob.id, 10), *store.inbox(), store.message(message_id)]
+    store.outbox.queue_text(bob.id, message_id, 1, secret, "text/plain", None)
+    store.messages.store_text(bob.id, new_id(), 1, secret, "text/plain", 1)
+    records = [
+        *store.outbox.pending(bob.id, 10),
+        *store.messages.inbox(),
+        store.messages.message(message_id),
+    ]
     for record in records:
         assert secret not in repr(record)
         assert secret not in str(record)
-    assert message_id.hex() in repr(store.message(message_id))
+    assert message_id.hex() in repr(store.messages.message(message_id))
 
 
 def test_records_are_frozen(store: Store) -> None:
     bob = add_contact(store)
-    store.queue_text(bob.id, new_id(), 1, "x", "text/plain", None)
-    (outgoing,) = store.pending(bob.id, 1)
+    store.outbox.queue_text(bob.id, new_id(), 1, "x", "text/plain", None)
+    (outgoing,) = store.outbox.pending(bob.id, 1)
     with pytest.raises(AttributeError):
         outgoing.state = State.SENT  # type: ignore[misc]
     with pytest.raises(AttributeError):
@@ -399,34 +410,34 @@ def test_a_transaction_groups_calls_and_rolls_back_as_one(store: Store) -> None:
     kept = [new_id() for _ in range(3)]
     with store.transaction():
         for message_id in kept:
-            store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
-        store.mark_sent(kept, 2)
-    assert [o.state for o in store.pending(bob.id, 10)] == [State.SENT] * 3
+            store.outbox.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+        store.outbox.mark_sent(kept, 2)
+    assert [o.state for o in store.outbox.pending(bob.id, 10)] == [State.SENT] * 3
 
     lost = new_id()
 
     def change_of_mind() -> None:
         with store.transaction():
-            store.queue_text(bob.id, lost, 1, "x", "text/plain", None)
-            store.mark_delivered(kept, 3)
+            store.outbox.queue_text(bob.id, lost, 1, "x", "text/plain", None)
+            store.outbox.mark_delivered(kept, 3)
             raise RuntimeError("the daemon changed its mind")
 
     with pytest.raises(RuntimeError):
         change_of_mind()
-    assert [o.id for o in store.pending(bob.id, 10)] == kept
+    assert [o.id for o in store.outbox.pending(bob.id, 10)] == kept
     with pytest.raises(NotFoundError):
-        store.message(lost)
+        store.messages.message(lost)
 
 
 def test_a_failed_call_inside_a_transaction_is_undone_alone(store: Store) -> None:
     bob = add_contact(store)
     first, second = new_id(), new_id()
     with store.transaction():
-        store.queue_text(bob.id, first, 1, "x", "text/plain", None)
+        store.outbox.queue_text(bob.id, first, 1, "x", "text/plain", None)
         with pytest.raises(ConfigError, match="already another message's"):
-            store.queue_text(bob.id, first, 1, "again", "text/plain", None)
-        store.queue_text(bob.id, second, 1, "y", "text/plain", None)
-    assert [o.body for o in store.pending(bob.id, 10)] == ["x", "y"]
+            store.outbox.queue_text(bob.id, first, 1, "again", "text/plain", None)
+        store.outbox.queue_text(bob.id, second, 1, "y", "text/plain", None)
+    assert [o.body for o in store.outbox.pending(bob.id, 10)] == ["x", "y"]
 
 
 def test_calls_from_several_threads_are_serialised(store: Store) -> None:
@@ -437,8 +448,8 @@ def test_calls_from_several_threads_are_serialised(store: Store) -> None:
         try:
             for _ in range(50):
                 message_id = new_id()
-                store.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
-                store.mark_delivered([message_id], 2)
+                store.outbox.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+                store.outbox.mark_delivered([message_id], 2)
         except BaseException as exc:
             errors.append(exc)
 
@@ -448,8 +459,8 @@ def test_calls_from_several_threads_are_serialised(store: Store) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert store.last_delivery() == 2
-    assert store.outbox_depth() == 0
+    assert store.outbox.last_delivery() == 2
+    assert store.outbox.outbox_depth() == 0
 
 
 def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
@@ -457,4 +468,4 @@ def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
     store.close()
     store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
-        store.contacts()
+        store.contacts.all()

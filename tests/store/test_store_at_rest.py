@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _storekit import KEY, add_contact, blob_path, new_id, offer_for, open_store
+from _storekit import KEY, add_contact, blob_path, new_id, offer_for, offered, open_store
 
 from onionpost.errors import StoreError, StoreTamperedError
 from onionpost.home import Paths, init_home
@@ -93,21 +93,23 @@ def _fill_canaries(store: Store, source: Path) -> tuple[list[bytes], bytes]:
     """Every kind of row, the canaries in them; (the ids used, an arriving file's id)."""
     content = MARKER * (3 * FILE_CHUNK_SIZE // len(MARKER))
     source.write_bytes(content)
-    zephyrine = store.add_contact(CONTACT, ADDRESS, CLIENT_AUTH, WHEN)
-    store.note_contact_seen(zephyrine.id, WHEN, success=True)
+    zephyrine = store.contacts.add_contact(CONTACT, ADDRESS, CLIENT_AUTH, WHEN)
+    store.contacts.note_contact_seen(zephyrine.id, WHEN, success=True)
     ids = [new_id() for _ in range(4)]
-    store.queue_text(zephyrine.id, ids[0], WHEN, TEXT_OUT, "text/plain", WHEN + 1)
-    store.store_text(zephyrine.id, ids[1], WHEN, TEXT_IN, "text/plain", WHEN)
-    store.mark_read([ids[1]], WHEN)
-    store.queue_file(zephyrine.id, ids[2], WHEN, FILE_NAME, source, 2**30)
+    store.outbox.queue_text(zephyrine.id, ids[0], WHEN, TEXT_OUT, "text/plain", WHEN + 1)
+    store.messages.store_text(zephyrine.id, ids[1], WHEN, TEXT_IN, "text/plain", WHEN)
+    store.messages.mark_read([ids[1]], WHEN)
+    store.outbox.queue_file(zephyrine.id, ids[2], WHEN, FILE_NAME, source, 2**30)
     offer = offer_for(content, name=FILE_NAME, file_id=ids[3])
-    store.begin_file(zephyrine.id, offer, WHEN, 2**30, 2**34)
+    store.transfers.begin_file(zephyrine.id, *offered(offer), WHEN, 2**30, 2**34)
     for offset in range(0, len(content), FILE_CHUNK_SIZE):
-        store.write_file_chunk(offer.id, offset, content[offset : offset + FILE_CHUNK_SIZE])
-    store.finish_file(offer.id, WHEN)
+        store.transfers.write_file_chunk(
+            offer.id, offset, content[offset : offset + FILE_CHUNK_SIZE]
+        )
+    store.transfers.finish_file(offer.id, WHEN)
     partial = offer_for(content, name=FILE_NAME)  # still arriving
-    store.begin_file(zephyrine.id, partial, WHEN, 2**30, 2**34)
-    store.write_file_chunk(partial.id, 0, content[:FILE_CHUNK_SIZE], now=WHEN)
+    store.transfers.begin_file(zephyrine.id, *offered(partial), WHEN, 2**30, 2**34)
+    store.transfers.write_file_chunk(partial.id, 0, content[:FILE_CHUNK_SIZE], now=WHEN)
     return [*ids, partial.id], offer.id
 
 
@@ -146,12 +148,12 @@ def test_nothing_in_a_home_says_who_when_or_what(tmp_path: Path) -> None:
     # And the store, copy and original, reads it all back.
     for home in (paths.home, copy):
         with Store.open(home / "store.sqlite", home / "files", secrets.store_key) as opened:
-            (zephyrine,) = opened.contacts()
+            (zephyrine,) = opened.contacts.all()
             assert (zephyrine.name, zephyrine.address) == (CONTACT, ADDRESS)
             assert (zephyrine.client_auth_public, zephyrine.added_ms) == (CLIENT_AUTH, WHEN)
             assert zephyrine.last_success_ms == WHEN
-            assert {m.body for m in opened.inbox() if m.body} == {TEXT_IN}
-            exported = opened.export_file(complete, home / "exported")
+            assert {m.body for m in opened.messages.inbox() if m.body} == {TEXT_IN}
+            exported = opened.transfers.export_file(complete, home / "exported")
             assert exported.read_bytes() == source.read_bytes()
 
 
@@ -160,7 +162,7 @@ def test_no_plain_sqlite_can_edit_the_store(tmp_path: Path) -> None:
     key, mark a message delivered, delete a row) need to read the file first."""
     with open_store(tmp_path) as store:
         bob = add_contact(store)
-        store.queue_text(bob.id, new_id(), 1, "x", "text/plain", None)
+        store.outbox.queue_text(bob.id, new_id(), 1, "x", "text/plain", None)
     conn = sqlite3.connect(tmp_path / "store.sqlite", isolation_level=None)
     for edit in (
         "UPDATE contacts SET address = zeroblob(32)",
@@ -175,7 +177,7 @@ def test_no_plain_sqlite_can_edit_the_store(tmp_path: Path) -> None:
     conn.close()
     with open_store(tmp_path) as store:
         assert store.integrity_check() == []
-        assert store.outbox_depth() == 1
+        assert store.outbox.outbox_depth() == 1
 
 
 # -- changes to the database file ----------------------------------------------------
@@ -189,9 +191,9 @@ def _home(root: Path, key: bytes = KEY, messages: int = 200) -> Path:
         bob = add_contact(store)
         with store.transaction():
             for n in range(messages):
-                store.queue_text(bob.id, new_id(), n, "padding " * 40, "text/plain", None)
+                store.outbox.queue_text(bob.id, new_id(), n, "padding " * 40, "text/plain", None)
         removed = add_contact(store, "removed")
-        store.remove_contact(removed.name)
+        store.contacts.remove_contact(removed.name)
     (root / "source").unlink()
     return root
 
@@ -329,9 +331,9 @@ def crashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]
     bob = add_contact(store)
     ids = [new_id() for _ in range(30)]
     for n, message_id in enumerate(ids):
-        store.queue_text(bob.id, message_id, n, f"message {n} " * 30, "text/plain", None)
+        store.outbox.queue_text(bob.id, message_id, n, f"message {n} " * 30, "text/plain", None)
     before_last = (live / "store.sqlite-bind").read_bytes()
-    store.mark_delivered(ids[:5], 100, contact_id=bob.id)
+    store.outbox.mark_delivered(ids[:5], 100, contact_id=bob.id)
     copy = root / "copy"
     shutil.copytree(live, copy)
     store.close()
@@ -346,7 +348,7 @@ def test_the_copy_taken_while_open_reads_back(
     assert (root / "store.sqlite-wal").stat().st_size > 20 * FRAME
     with open_store(root) as store:
         assert store.integrity_check() == []
-        assert [m.id for m in store.outbox()] == ids[5:]
+        assert [m.id for m in store.outbox.listing()] == ids[5:]
 
 
 def test_any_byte_of_the_wal_changed_is_refused(
@@ -408,10 +410,10 @@ def test_what_a_crash_can_leave_in_the_wal_is_not_refused(
         bind.write_bytes(before_last)
         with open_store(root) as store:
             assert store.integrity_check() == []
-            assert store.message(ids[0]).state == State.QUEUED  # before the last commit
+            assert store.messages.message(ids[0]).state == State.QUEUED  # before the last commit
     root = _copy(copy, tmp_path / "again")
     with open_store(root) as store:
-        assert store.message(ids[0]).state == State.DELIVERED
+        assert store.messages.message(ids[0]).state == State.DELIVERED
 
 
 # -- blobs -----------------------------------------------------------------------------
@@ -422,9 +424,9 @@ def test_blob_names_are_keyed_hashes(tmp_path: Path) -> None:
         bob = add_contact(store)
         (tmp_path / "f").write_bytes(b"x")
         file_id = new_id()
-        store.queue_file(bob.id, file_id, 1, "f", tmp_path / "f", 2**30)
+        store.outbox.queue_file(bob.id, file_id, 1, "f", tmp_path / "f", 2**30)
         offer = offer_for(b"y")
-        store.begin_file(bob.id, offer, 1, 2**30, 2**34)
+        store.transfers.begin_file(bob.id, *offered(offer), 1, 2**30, 2**34)
     names = sorted(os.listdir(tmp_path / "files"))
     assert names == sorted(
         [
@@ -452,12 +454,12 @@ def test_a_blob_swapped_for_another_is_refused_when_read(tmp_path: Path) -> None
         root.mkdir()
         with open_store(root, key) as store:
             bob, carol = add_contact(store), add_contact(store, "carol")
-            store.queue_file(bob.id, out_id, 1, "f", source, 2**30)
+            store.outbox.queue_file(bob.id, out_id, 1, "f", source, 2**30)
             for contact, offer in ((bob, bob_in), (carol, carol_in)):
-                store.begin_file(contact.id, offer, 1, 2**30, 2**34)
+                store.transfers.begin_file(contact.id, *offered(offer), 1, 2**30, 2**34)
                 for at in range(0, len(data), FILE_CHUNK_SIZE):
-                    store.write_file_chunk(offer.id, at, data[at : at + FILE_CHUNK_SIZE])
-                store.finish_file(offer.id, 2)
+                    store.transfers.write_file_chunk(offer.id, at, data[at : at + FILE_CHUNK_SIZE])
+                store.transfers.finish_file(offer.id, 2)
         homes[name] = (root, key, bob.id, carol.id)
     root, _, bob_id, carol_id = homes["home"]
     other, other_key, *_ = homes["other"]
@@ -472,7 +474,7 @@ def test_a_blob_swapped_for_another_is_refused_when_read(tmp_path: Path) -> None
         target.write_bytes(replacement)
         with open_store(root) as store:
             with pytest.raises(StoreError, match="did not authenticate"):
-                store.export_file(bob_in.id, tmp_path / "out", contact_id=bob_id)
+                store.transfers.export_file(bob_in.id, tmp_path / "out", contact_id=bob_id)
             assert not (tmp_path / "out").exists()
     target.write_bytes(original[:RECORD_SIZE])  # cut short
     with open_store(root) as store:
@@ -484,9 +486,9 @@ def test_blob_and_temporary_files_are_private(tmp_path: Path) -> None:
         bob = add_contact(store)
         (tmp_path / "f").write_bytes(b"x")
         (tmp_path / "f").chmod(0o644)
-        store.queue_file(bob.id, new_id(), 1, "f", tmp_path / "f", 2**30)
+        store.outbox.queue_file(bob.id, new_id(), 1, "f", tmp_path / "f", 2**30)
         offer = offer_for(b"y")
-        store.begin_file(bob.id, offer, 1, 2**30, 2**34)
+        store.transfers.begin_file(bob.id, *offered(offer), 1, 2**30, 2**34)
         for blob in (tmp_path / "files").iterdir():
             assert stat.S_IMODE(blob.stat().st_mode) == 0o600, blob
     assert os.listdir(tmp_path / "files")
@@ -498,7 +500,7 @@ def test_a_contact_change_leaves_no_earlier_state_in_the_wal(tmp_path: Path) -> 
     store = open_store(tmp_path)
     try:
         add_contact(store, "eve")
-        store.remove_contact("eve")
+        store.contacts.remove_contact("eve")
         assert (tmp_path / "store.sqlite-wal").stat().st_size == 0
         copy = tmp_path / "copy"
         copy.mkdir()
@@ -507,7 +509,7 @@ def test_a_contact_change_leaves_no_earlier_state_in_the_wal(tmp_path: Path) -> 
     finally:
         store.close()
     with open_store(copy) as opened:
-        assert opened.contacts() == []
+        assert opened.contacts.all() == []
 
 
 _WRITER = """
@@ -518,20 +520,22 @@ from onionpost.proto.messages import FileOffer
 from onionpost.store import Store
 root = Path(sys.argv[1])
 store = Store.open(root / "store.sqlite", root / "files", bytes(range(32)))
-bob = (store.contacts() or [None])[0] or store.add_contact(
+bob = (store.contacts.all() or [None])[0] or store.contacts.add_contact(
     "bob", OnionAddress(os.urandom(32)), os.urandom(32), 1)
 print("ready", flush=True)
 for n in range(10**9):
-    store.queue_text(bob.id, os.urandom(16), n, "m" * 300, "text/plain", None)
+    store.outbox.queue_text(bob.id, os.urandom(16), n, "m" * 300, "text/plain", None)
     data = os.urandom(3 * 65485)
     offer = FileOffer(os.urandom(16), 1, "f", len(data),
                       hashlib.blake2b(data, digest_size=64).digest(), "x")
-    store.begin_file(bob.id, offer, n, 2**30, 2**40)
+    store.transfers.begin_file(bob.id, offer.id, offer.created_ms, offer.name, offer.size,
+                               offer.blake2b, offer.content_type, n, 2**30, 2**40)
     for at in range(0, len(data), 65485):
-        store.write_file_chunk(offer.id, at, data[at : at + 65485], now=n)
-    store.finish_file(offer.id, n)
+        store.transfers.write_file_chunk(offer.id, at, data[at : at + 65485], now=n)
+    store.transfers.finish_file(offer.id, n)
     with store.transaction():
-        store.mark_delivered([m.id for m in store.pending(bob.id, 20)], n, contact_id=bob.id)
+        pending = store.outbox.pending(bob.id, 20)
+        store.outbox.mark_delivered([m.id for m in pending], n, contact_id=bob.id)
 """
 
 
@@ -556,7 +560,7 @@ def test_a_writer_killed_at_any_moment_is_not_taken_for_tampering(tmp_path: Path
         writer.wait()
         with open_store(tmp_path) as store:
             assert store.integrity_check() == []
-            inbox = len(store.inbox(limit=10**6))
+            inbox = len(store.messages.inbox(limit=10**6))
             assert inbox >= held
             held = inbox
     assert held > 0

@@ -46,25 +46,27 @@ def _fill(store: Store, removed: str) -> None:
     add_contact(store, removed)
     with store.transaction():
         for n in range(120):
-            store.queue_text(bob.id, new_id(), n, "padding " * 30, "text/plain", None)
-    store.add_prekeys([(bytes([n]) * 16, ONE_TIME, 10**10, bytes([n]) * 40) for n in range(30)], 1)
+            store.outbox.queue_text(bob.id, new_id(), n, "padding " * 30, "text/plain", None)
+    store.mailbox.add_prekeys(
+        [(bytes([n]) * 16, ONE_TIME, 10**10, bytes([n]) * 40) for n in range(30)], 1
+    )
     for n in range(30):
-        store.note_envelope(bytes([n]) * 16, 1)
+        store.mailbox.note_envelope(bytes([n]) * 16, 1)
 
 
 def _later(store: Store, removed: str) -> None:
     """What the older copy does not have: the contact removed, prekeys used,
     envelopes forgotten, messages delivered and stored."""
-    store.remove_contact(removed)
+    store.contacts.remove_contact(removed)
     with store.transaction():
         for n in range(10):
-            store.use_prekey(bytes([n]) * 16, ONE_TIME, ONE_TIME, 2)
-    store.expire_prekeys(10**12, 0)  # forgets the envelopes seen
-    bob = store.contact("bob")
-    pending = store.pending(bob.id, 60)
-    store.mark_delivered([m.id for m in pending], 5, contact_id=bob.id)
+            store.mailbox.use_prekey(bytes([n]) * 16, ONE_TIME, ONE_TIME, 2)
+    store.mailbox.expire_prekeys(10**12, 0)  # forgets the envelopes seen
+    bob = store.contacts.contact("bob")
+    pending = store.outbox.pending(bob.id, 60)
+    store.outbox.mark_delivered([m.id for m in pending], 5, contact_id=bob.id)
     for n in range(40):
-        store.store_text(bob.id, new_id(), n, "incoming " * 20, "text/plain", 3)
+        store.messages.store_text(bob.id, new_id(), n, "incoming " * 20, "text/plain", 3)
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +93,13 @@ def _copy(source: Path, tmp_path: Path, name: str = "home") -> Path:
 def test_the_copies_open_and_differ(two_copies: tuple[Path, Path], tmp_path: Path) -> None:
     older, newer = two_copies
     with open_store(_copy(older, tmp_path, "a")) as store:
-        assert store.contact_by_address(store.contact("eve").address) is not None
-        assert store.prekey_secret(bytes([3]) * 16) is not None
-        assert store.envelope_seen(bytes([3]) * 16)
+        assert store.contacts.contact_by_address(store.contacts.contact("eve").address) is not None
+        assert store.mailbox.prekey_secret(bytes([3]) * 16) is not None
+        assert store.mailbox.envelope_seen(bytes([3]) * 16)
     with open_store(_copy(newer, tmp_path, "b")) as store:
-        assert [c.name for c in store.contacts()] == ["bob"]
-        assert store.prekey_secret(bytes([3]) * 16) is None
-        assert not store.envelope_seen(bytes([3]) * 16)
+        assert [c.name for c in store.contacts.all()] == ["bob"]
+        assert store.mailbox.prekey_secret(bytes([3]) * 16) is None
+        assert not store.mailbox.envelope_seen(bytes([3]) * 16)
 
 
 def test_any_page_of_an_older_copy_put_back_is_refused(
@@ -175,12 +177,12 @@ def open_copies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         bob = add_contact(store, "bob")
         eve = add_contact(store, "eve")
         for n in range(20):
-            store.queue_text(bob.id, new_id(), n, f"message {n} " * 30, "text/plain", None)
+            store.outbox.queue_text(bob.id, new_id(), n, f"message {n} " * 30, "text/plain", None)
         shutil.copytree(live, root / "older")
         with store.transaction():  # no checkpoint: the removal stays in the WAL
-            store.remove_contact(eve.name)
+            store.contacts.remove_contact(eve.name)
         for n in range(20):
-            store.queue_text(bob.id, new_id(), n, f"later {n} " * 30, "text/plain", None)
+            store.outbox.queue_text(bob.id, new_id(), n, f"later {n} " * 30, "text/plain", None)
         shutil.copytree(live, root / "newer")
     finally:
         store.close()
@@ -215,7 +217,7 @@ def test_a_wal_frame_of_an_older_copy_is_refused(
     assert spliced > 5
     wal.write_bytes(current)
     with open_store(root) as store:
-        assert [c.name for c in store.contacts()] == ["bob"]
+        assert [c.name for c in store.contacts.all()] == ["bob"]
 
 
 def test_frames_added_after_the_last_bound_commit_are_never_read(
@@ -233,7 +235,7 @@ def test_frames_added_after_the_last_bound_commit_are_never_read(
     tail = [(page, 0, image) for page, _c, image in old[:-1]] + [(old[-1][0], size, old[-1][2])]
     wal.write_bytes(_rebuild(current, [*frames, *tail]))
     with open_store(root) as store:
-        assert [c.name for c in store.contacts()] == ["bob"]
+        assert [c.name for c in store.contacts.all()] == ["bob"]
         assert store.integrity_check() == []
 
 
@@ -245,27 +247,29 @@ def test_a_damaged_newest_record_falls_back_to_the_one_before(
     _older, newer = open_copies
     root = _copy(newer, tmp_path)
     with open_store(_copy(newer, tmp_path, "reference")) as store:
-        depth = store.outbox_depth()
+        depth = store.outbox.outbox_depth()
     bind = root / "store.sqlite-bind"
     data = bytearray(bind.read_bytes())
     newest = max((0, 512), key=lambda at: int.from_bytes(data[at : at + 8], "big"))
     data[newest + 20] ^= 1
     bind.write_bytes(bytes(data))
     with open_store(root) as store:
-        assert store.outbox_depth() == depth - 1
+        assert store.outbox.outbox_depth() == depth - 1
         assert store.integrity_check() == []
 
 
 def test_many_commits_and_reopens_stay_bound(tmp_path: Path) -> None:
     for round_ in range(4):
         with open_store(tmp_path) as store:
-            bob = store.contacts()[0] if round_ else add_contact(store)
+            bob = store.contacts.all()[0] if round_ else add_contact(store)
             for n in range(50):
-                store.queue_text(bob.id, new_id(), n, "x" * 200, "text/plain", None)
-            store.mark_sent([m.id for m in store.pending(bob.id, 30)], 1)  # bookkeeping
-            store.checkpoint()
+                store.outbox.queue_text(bob.id, new_id(), n, "x" * 200, "text/plain", None)
+            store.outbox.mark_sent(
+                [m.id for m in store.outbox.pending(bob.id, 30)], 1
+            )  # bookkeeping
+            store.mailbox.checkpoint()
     with open_store(tmp_path) as store:
-        assert store.outbox_depth() == 200
+        assert store.outbox.outbox_depth() == 200
         assert store.integrity_check() == []
 
 

@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _storekit import KEY, blob_path, new_id
+from _storekit import KEY, blob_path, new_id, offered
 
 from onionpost.errors import StoreError, StoreTamperedError
 from onionpost.limits import FILE_CHUNK_SIZE
@@ -62,8 +62,8 @@ def _is_plaintext(root: Path) -> bool:
 
 def _check_everything(store: Store, tmp_path: Path) -> None:
     """Every row of the fixture, as make_store_v2.py wrote it."""
-    bob, carol = store.contact("bob-canary-v2"), store.contact("carol")
-    assert [c.name for c in store.contacts()] == ["bob-canary-v2", "carol"]  # dave removed
+    bob, carol = store.contacts.contact("bob-canary-v2"), store.contacts.contact("carol")
+    assert [c.name for c in store.contacts.all()] == ["bob-canary-v2", "carol"]  # dave removed
     assert (bob.address, bob.client_auth_public) == (
         OnionAddress(bytes([0xB0]) * 32),
         bytes([0xB1]) * 32,
@@ -73,7 +73,7 @@ def _check_everything(store: Store, tmp_path: Path) -> None:
         1_700_000_000_123,
         1_700_000_000_123,
     )
-    states = {n: store.message(ident(n)) for n in range(1, 8)}
+    states = {n: store.messages.message(ident(n)) for n in range(1, 8)}
     assert {n: m.state for n, m in states.items()} == {
         1: State.QUEUED,
         2: State.SENT,
@@ -85,21 +85,21 @@ def _check_everything(store: Store, tmp_path: Path) -> None:
     }
     assert (states[7].refused_ms, states[7].refused_reason) == (3007, FileRejectReason.TOO_LARGE)
     assert states[1].body == "out queued"
-    assert [o.id for o in store.pending(bob.id, 10)] == [ident(1), ident(2)]
-    assert [o.id for o in store.pending(carol.id, 10)] == [ident(6)]
-    assert store.read_file_chunk(ident(6), 0, C) == b"outgoing file 6\n" * 10
-    assert [(m.id, m.contact, m.state) for m in store.inbox()] == [
+    assert [o.id for o in store.outbox.pending(bob.id, 10)] == [ident(1), ident(2)]
+    assert [o.id for o in store.outbox.pending(carol.id, 10)] == [ident(6)]
+    assert store.transfers.read_file_chunk(ident(6), 0, C) == b"outgoing file 6\n" * 10
+    assert [(m.id, m.contact, m.state) for m in store.messages.inbox()] == [
         (ident(8), "bob-canary-v2", State.RECEIVED),
         (ident(9), "bob-canary-v2", State.READ),
         (ident(10), "dave", State.RECEIVED),
         (ident(11), "carol", State.RECEIVED),
     ]
     photo = bytes(n % 251 for n in range(1000))
-    assert store.export_file(ident(11), tmp_path / "photo").read_bytes() == photo
+    assert store.transfers.export_file(ident(11), tmp_path / "photo").read_bytes() == photo
     # The file still arriving: what it holds, its last activity, and it resumes.
-    assert store.transfer_count(bob.id) == 1
-    assert store.disk_used() == 160 + 160 + 1000 + C
-    assert store.expire_transfers(4450) == []
+    assert store.transfers.transfer_count(bob.id) == 1
+    assert store.transfers.disk_used() == 160 + 160 + 1000 + C
+    assert store.transfers.expire_transfers(4450) == []
     big = bytes(n % 253 for n in range(C + 50))
     arriving = FileOffer(
         ident(12),
@@ -109,11 +109,11 @@ def _check_everything(store: Store, tmp_path: Path) -> None:
         hashlib.blake2b(big, digest_size=64).digest(),
         "application/x-tar",
     )
-    assert store.begin_file(bob.id, arriving, 5000, 2**30, 2**40) == C
-    store.write_file_chunk(arriving.id, C, big[C:], now=5001)
-    assert store.finish_file(arriving.id, 5002) is True
-    assert store.message(ident(12)).direction == Direction.IN
-    store.store_text(bob.id, new_id(), 1, "after the conversion", "text/plain", 6000)
+    assert store.transfers.begin_file(bob.id, *offered(arriving), 5000, 2**30, 2**40) == C
+    store.transfers.write_file_chunk(arriving.id, C, big[C:], now=5001)
+    assert store.transfers.finish_file(arriving.id, 5002) is True
+    assert store.messages.message(ident(12)).direction == Direction.IN
+    store.messages.store_text(bob.id, new_id(), 1, "after the conversion", "text/plain", 6000)
     assert store.integrity_check() == []
 
 
@@ -149,7 +149,7 @@ def test_a_version_2_store_is_converted_with_everything_in_it(tmp_path: Path) ->
     assert blob_path(root, "out", 2, ident(6)).name in names
     assert sorted(p.name for p in root.iterdir()) == ["files", "store.sqlite", "store.sqlite-bind"]
     with _open(root) as store:  # converted once only
-        assert store.inbox()[-1].body == "after the conversion"
+        assert store.messages.inbox()[-1].body == "after the conversion"
 
 
 def test_the_wrong_key_changes_nothing(tmp_path: Path) -> None:
@@ -242,9 +242,9 @@ def test_a_row_altered_in_the_plaintext_store_still_fails_after(tmp_path: Path) 
     conn.execute("UPDATE messages SET content = ? WHERE id = ?", (a, ident(9)))
     conn.close()
     with _open(root) as store:
-        assert store.message(ident(8)).body == "in from bob"
+        assert store.messages.message(ident(8)).body == "in from bob"
         with pytest.raises(StoreError, match="did not authenticate"):
-            store.message(ident(9))
+            store.messages.message(ident(9))
         assert len(store.integrity_check()) == 1
 
 

@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from _storekit import KEY, new_id
+from _storekit import KEY, new_id, offered
 
 from onionpost.errors import StoreError
 from onionpost.limits import FILE_CHUNK_SIZE
@@ -59,12 +59,12 @@ def test_a_version_1_store_upgrades_with_everything_in_it(tmp_path: Path) -> Non
     with _open(root) as store:
         assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert store.integrity_check() == []
-        bob, carol = store.contact("bob"), store.contact("carol")
-        assert [c.name for c in store.contacts()] == ["bob", "carol"]  # dave stays removed
+        bob, carol = store.contacts.contact("bob"), store.contacts.contact("carol")
+        assert [c.name for c in store.contacts.all()] == ["bob", "carol"]  # dave stays removed
         assert (bob.id, bob.added_ms, carol.id) == (1, 1000, 2)
 
         # The outbox: every state, every time.
-        states = {n: store.message(ident(n)) for n in range(1, 8)}
+        states = {n: store.messages.message(ident(n)) for n in range(1, 8)}
         assert {n: m.state for n, m in states.items()} == {
             1: State.QUEUED,
             2: State.SENT,
@@ -77,15 +77,15 @@ def test_a_version_1_store_upgrades_with_everything_in_it(tmp_path: Path) -> Non
         assert (states[2].sent_ms, states[3].delivered_ms, states[4].read_ms) == (3000, 3100, 3200)
         assert states[1].body == "out queued"
         assert all(m.refused_ms is None and m.refused_reason is None for m in states.values())
-        assert [o.id for o in store.pending(bob.id, 10)] == [ident(1), ident(2), ident(5)]
-        assert store.outbox_depth() == 4
-        (offer,) = store.pending(carol.id, 10)
+        assert [o.id for o in store.outbox.pending(bob.id, 10)] == [ident(1), ident(2), ident(5)]
+        assert store.outbox.outbox_depth() == 4
+        (offer,) = store.outbox.pending(carol.id, 10)
         assert offer.file is not None
         assert (offer.file.name, offer.file.size) == ("notes.txt", 220)
-        assert store.read_file_chunk(ident(7), 0, C) == b"outgoing file content\n" * 10
+        assert store.transfers.read_file_chunk(ident(7), 0, C) == b"outgoing file content\n" * 10
 
         # The inbox, in its order, with dave's message under his name.
-        inbox = store.inbox()
+        inbox = store.messages.inbox()
         assert [(m.id, m.contact, m.state) for m in inbox] == [
             (ident(8), "bob", State.RECEIVED),
             (ident(9), "bob", State.READ),
@@ -96,15 +96,15 @@ def test_a_version_1_store_upgrades_with_everything_in_it(tmp_path: Path) -> Non
         seqs = [m.seq for m in inbox]
         assert seqs == sorted(seqs)
         assert inbox[1].content_type == "text/markdown"
-        assert store.unread_count(bob.id) == 1
-        assert store.unread_count(carol.id) == 2
-        assert store.unread_count(carol.id, kind=Kind.TEXT) == 1
+        assert store.messages.unread_count(bob.id) == 1
+        assert store.messages.unread_count(carol.id) == 2
+        assert store.messages.unread_count(carol.id, kind=Kind.TEXT) == 1
         photo = bytes(n % 251 for n in range(1000))
-        assert store.export_file(ident(12), tmp_path / "photo").read_bytes() == photo
+        assert store.transfers.export_file(ident(12), tmp_path / "photo").read_bytes() == photo
 
         # The file still arriving: counted by what it holds, and it resumes.
-        assert store.transfer_count(bob.id) == 1
-        assert store.disk_used() == 220 + 1000 + C
+        assert store.transfers.transfer_count(bob.id) == 1
+        assert store.transfers.disk_used() == 220 + 1000 + C
         big = bytes(n % 253 for n in range(C + 50))
         arriving = FileOffer(
             ident(13),
@@ -114,17 +114,19 @@ def test_a_version_1_store_upgrades_with_everything_in_it(tmp_path: Path) -> Non
             hashlib.blake2b(big, digest_size=64).digest(),
             "application/x-tar",
         )
-        assert store.expire_transfers(4400) == []  # its last activity: when it began
-        assert store.begin_file(bob.id, arriving, 5000, 2**30, 2**40) == C
-        store.write_file_chunk(arriving.id, C, big[C:], now=5001)
-        assert store.finish_file(arriving.id, 5002) is True
-        assert store.message(ident(13)).direction == Direction.IN
+        assert store.transfers.expire_transfers(4400) == []  # its last activity: when it began
+        assert store.transfers.begin_file(bob.id, *offered(arriving), 5000, 2**30, 2**40) == C
+        store.transfers.write_file_chunk(arriving.id, C, big[C:], now=5001)
+        assert store.transfers.finish_file(arriving.id, 5002) is True
+        assert store.messages.message(ident(13)).direction == Direction.IN
 
         # New ids continue after the old ones; the new states work on old rows.
-        store.store_text(bob.id, new_id(), 1, "after the upgrade", "text/plain", 6000)
-        assert store.inbox()[-1].seq > max(seqs)
-        assert store.mark_refused([ident(7)], 6001, FileRejectReason.DECLINED, contact_id=carol.id)
-        assert store.pending(carol.id, 10) == []
+        store.messages.store_text(bob.id, new_id(), 1, "after the upgrade", "text/plain", 6000)
+        assert store.messages.inbox()[-1].seq > max(seqs)
+        assert store.outbox.mark_refused(
+            [ident(7)], 6001, FileRejectReason.DECLINED, contact_id=carol.id
+        )
+        assert store.outbox.pending(carol.id, 10) == []
         assert store.integrity_check() == []
 
 
@@ -136,9 +138,9 @@ def test_the_seq_counter_is_carried_over(tmp_path: Path) -> None:
     conn.execute("DELETE FROM messages WHERE seq = ?", (highest,))
     conn.close()
     with _open(root) as store:
-        bob = store.contact("bob")
-        store.store_text(bob.id, new_id(), 1, "x", "text/plain", 1)
-        assert store.inbox()[-1].seq == highest + 1
+        bob = store.contacts.contact("bob")
+        store.messages.store_text(bob.id, new_id(), 1, "x", "text/plain", 1)
+        assert store.messages.inbox()[-1].seq == highest + 1
 
 
 def test_the_upgrade_is_one_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,7 +160,7 @@ def test_the_upgrade_is_one_transaction(tmp_path: Path, monkeypatch: pytest.Monk
     assert sorted(views) == ["current_contacts", "message_rows"]
     monkeypatch.undo()
     with _open(root) as store:
-        assert len(store.inbox()) == 5
+        assert len(store.messages.inbox()) == 5
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ def _fill(root: Path, messages: int = 300) -> None:
         bob = add_contact(store)
         with store.transaction():
             for n in range(messages):
-                store.queue_text(bob.id, new_id(), n, "padding " * 50, "text/plain", None)
+                store.outbox.queue_text(bob.id, new_id(), n, "padding " * 50, "text/plain", None)
 
 
 def _raw(root: Path) -> sqlite3.Connection:
@@ -54,9 +54,9 @@ def test_pragmas_and_file_modes(tmp_path: Path) -> None:
 def test_a_fresh_store_checks_clean(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         bob = add_contact(store)
-        store.queue_text(bob.id, new_id(), 1, "x", "text/plain", None)
+        store.outbox.queue_text(bob.id, new_id(), 1, "x", "text/plain", None)
         (tmp_path / "f").write_bytes(b"y" * 100_000)
-        store.queue_file(bob.id, new_id(), 1, "f", tmp_path / "f", 2**30)
+        store.outbox.queue_file(bob.id, new_id(), 1, "f", tmp_path / "f", 2**30)
         assert store.integrity_check() == []
 
 
@@ -154,7 +154,7 @@ def test_an_older_store_migrates_and_keeps_its_data(
     message_id = new_id()
     with open_store(tmp_path) as store:
         bob = add_contact(store)
-        store.queue_text(bob.id, message_id, 1, "from version 1", "text/plain", None)
+        store.outbox.queue_text(bob.id, message_id, 1, "from version 1", "text/plain", None)
     v2 = (
         "ALTER TABLE contacts ADD COLUMN note TEXT",
         "CREATE INDEX messages_state ON messages (state)",
@@ -164,7 +164,7 @@ def test_an_older_store_migrates_and_keeps_its_data(
         conn = store._db
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
         assert "note" in [row[1] for row in conn.execute("PRAGMA table_info(contacts)")]
-        assert store.message(message_id).body == "from version 1"
+        assert store.messages.message(message_id).body == "from version 1"
     with open_store(tmp_path) as store:  # applied once only
         assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 
@@ -187,7 +187,7 @@ def test_a_failing_migration_changes_nothing(
 def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
     (tmp_path / "store.sqlite").write_bytes(b"")
     with open_store(tmp_path) as store:
-        assert store.contacts() == []
+        assert store.contacts.all() == []
 
 
 def test_a_store_in_a_missing_directory(tmp_path: Path) -> None:

@@ -157,7 +157,7 @@ class Daemon:
         async with self.host.running(self) as nursery:
             await self.host.serve(nursery, self.engine.run_inbound, self.engine.decide)
             await self.host.publish()
-            contacts = self._store.contacts()
+            contacts = self._store.contacts.all()
             for contact in contacts:
                 await self.host.add_client_auth(contact.address, self._secrets.client_auth_private)
             await nursery.start(self.engine.run)
@@ -170,7 +170,7 @@ class Daemon:
 
     def _clients(self) -> list[bytes]:
         """Our onion service's authorized clients: our contacts."""
-        return [c.client_auth_public for c in self._store.contacts()]
+        return [c.client_auth_public for c in self._store.contacts.all()]
 
     def _tor_back(self) -> None:
         if self.engine.running:
@@ -211,9 +211,10 @@ class Daemon:
     def _status_rows(self) -> tuple[list[tuple[Contact, int, int]], int, int | None]:
         store = self._store
         rows = [
-            (c, store.outbox_depth(c.id), store.deposited_count(c.id)) for c in store.contacts()
+            (c, store.outbox.outbox_depth(c.id), store.mailbox.deposited_count(c.id))
+            for c in store.contacts.all()
         ]
-        return rows, store.outbox_depth(), store.last_delivery()
+        return rows, store.outbox.outbox_depth(), store.outbox.last_delivery()
 
     async def status(self, request: api.GetStatus) -> api.Status:
         rows, depth, last_delivery = await self._worker(self._status_rows)
@@ -247,10 +248,14 @@ class Daemon:
     def _add_contact(self, name: str, card: ContactCard) -> Contact:
         store = self._store
         with store.transaction():
-            contact = store.add_contact(name, card.address, card.client_auth_public, _now_ms())
+            contact = store.contacts.add_contact(
+                name, card.address, card.client_auth_public, _now_ms()
+            )
             if card.mailbox is not None:
-                store.set_contact_mailbox(contact.id, card.mailbox.mailbox, card.mailbox.version)
-        return store.contact(contact.name)
+                store.mailbox.set_contact_mailbox(
+                    contact.id, card.mailbox.mailbox, card.mailbox.version
+                )
+        return store.contacts.contact(contact.name)
 
     async def contact_add(self, request: api.ContactAdd) -> api.ContactRef:
         parsed = ContactCard.parse(request.card)
@@ -284,11 +289,11 @@ class Daemon:
                 last_seen_ms=c.last_seen_ms,
                 reachable=bool((link := self.engine.status(c.id)) and link.reachable),
             )
-            for c in await self._worker(self._store.contacts)
+            for c in await self._worker(self._store.contacts.all)
         )
 
     async def contact_remove(self, request: api.ContactRemove) -> api.ContactRef:
-        contact = await self._worker(self._store.remove_contact, request.name)
+        contact = await self._worker(self._store.contacts.remove_contact, request.name)
         self.engine.remove_contact(contact.id)
         await self._authorize()
         await self.host.remove_client_auth(contact.address)
@@ -297,7 +302,7 @@ class Daemon:
         return api.ContactRef(contact.name, str(contact.address))
 
     async def contact_verify(self, request: api.ContactVerify) -> api.SafetyNumber:
-        contact = await self._worker(self._store.contact, request.name)
+        contact = await self._worker(self._store.contacts.contact, request.name)
         number = safety_number(self._secrets.identity.public_key, contact.address.public_key)
         return api.SafetyNumber(contact.name, number)
 
@@ -308,7 +313,7 @@ class Daemon:
         known = self.engine.contact_id(name)
         if known is not None:
             return known
-        contact: Contact = await self._worker(self._store.contact, name)
+        contact: Contact = await self._worker(self._store.contacts.contact, name)
         return contact.id
 
     @asynccontextmanager
@@ -357,7 +362,7 @@ class Daemon:
             # in must not hold up every other store call.
             queued = await trio.to_thread.run_sync(
                 partial(
-                    self._store.queue_file,
+                    self._store.outbox.queue_file,
                     contact_id,
                     file_id,
                     _now_ms(),
@@ -372,14 +377,17 @@ class Daemon:
     async def inbox(self, request: api.Inbox) -> tuple[api.Message, ...]:
         page = await self._worker(
             partial(
-                self._store.inbox, after=request.after, limit=request.limit, unread=request.unread
+                self._store.messages.inbox,
+                after=request.after,
+                limit=request.limit,
+                unread=request.unread,
             )
         )
         return tuple(message_record(s) for s in page)
 
     def _outbox(self, contact: str | None, limit: int) -> list[Stored]:
-        contact_id = None if contact is None else self._store.contact(contact).id
-        return self._store.outbox(contact_id=contact_id, limit=limit)
+        contact_id = None if contact is None else self._store.contacts.contact(contact).id
+        return self._store.outbox.listing(contact_id=contact_id, limit=limit)
 
     async def outbox(self, request: api.Outbox) -> tuple[api.Message, ...]:
         page = await self._worker(self._outbox, request.contact, request.limit)
@@ -391,11 +399,13 @@ class Daemon:
         Two contacts may send records with the same id; without a contact such
         an id is refused as ambiguous rather than resolved to either."""
         if contact is not None:
-            return self._store.message(message_id, contact_id=self._store.contact(contact).id)
-        found = self._store.messages_with_id(message_id)
+            return self._store.messages.message(
+                message_id, contact_id=self._store.contacts.contact(contact).id
+            )
+        found = self._store.messages.messages_with_id(message_id)
         if not found:
             # Not stored whole: a file still arriving, or nothing (NotFoundError).
-            return self._store.message(message_id)
+            return self._store.messages.message(message_id)
         if len({s.contact_id for s in found}) > 1:
             raise ConfigError(
                 f"messages from several contacts have the id {message_id.hex()}: name the contact"
@@ -414,7 +424,7 @@ class Daemon:
                 by_contact.setdefault(stored.contact_id, []).append(stored.id)
         now = _now_ms()
         return {
-            contact_id: self._store.mark_read(
+            contact_id: self._store.messages.mark_read(
                 message_ids, now, contact_id=contact_id, direction=Direction.IN
             )
             for contact_id, message_ids in by_contact.items()
@@ -435,7 +445,9 @@ class Daemon:
             raise ConfigError("give an absolute destination path")
         stored = await self._worker(self._find, _parse_id(request.id), request.contact)
         written = await trio.to_thread.run_sync(
-            partial(self._store.export_file, stored.id, target, contact_id=stored.contact_id)
+            partial(
+                self._store.transfers.export_file, stored.id, target, contact_id=stored.contact_id
+            )
         )
         size = await trio.to_thread.run_sync(lambda: written.stat().st_size)
         return api.Exported(str(written), size)

@@ -138,11 +138,11 @@ class Mailboxes:
 
     def refresh(self) -> None:
         """Re-read our mailbox from the store (after pairing or a wipe)."""
-        version = self._store.announcement_version()
+        version = self._store.mailbox.announcement_version()
         if version == 0:
             self._announcement = self._signed = None
             return
-        own = self._store.own_mailbox()
+        own = self._store.mailbox.own_mailbox()
         mailbox = own.address if own is not None else None
         signed = MailboxAnnouncement.issue(self._secrets.identity, mailbox, version=version)
         self._signed = signed
@@ -235,7 +235,9 @@ class OwnerLink:
         if code.mailbox == self._secrets.identity.address:
             raise ConfigError("that setup code is this endpoint's own address")
         async with self._pairing:
-            await self._db(self._store.begin_pairing, code.mailbox, code.to_text(), _now_ms())
+            await self._db(
+                self._store.mailbox.begin_pairing, code.mailbox, code.to_text(), _now_ms()
+            )
             failure = await self._pair(code)
         if failure is not None:
             raise failure
@@ -278,10 +280,10 @@ class OwnerLink:
         ) or (isinstance(failure, TransportError) and failure.reason != "timeout")
         log.info("event=mailbox_pairing_failed reason=%s", _reason(failure))
         if refused:
-            await self._db(self._store.abandon_pairing)
+            await self._db(self._store.mailbox.abandon_pairing)
             return ConfigError("the mailbox refused the setup code: it is unknown, used or expired")
         if isinstance(failure, MailboxRefusedError):
-            await self._db(self._store.abandon_pairing)
+            await self._db(self._store.mailbox.abandon_pairing)
             return failure
         return ConfigError(
             "the mailbox cannot be reached with this setup code: it was used or has expired "
@@ -298,15 +300,15 @@ class OwnerLink:
                 "pairing",
             )
             nursery.cancel_scope.cancel()
-        await self._db(self._store.finish_pairing, _now_ms())
+        await self._db(self._store.mailbox.finish_pairing, _now_ms())
         self._access.refresh()
         log.info("event=mailbox_paired")
         # Every contact learns of it (the engine sends our announcement).
         self._engine.kick()
 
     async def status(self) -> api.MailboxStatus:
-        own = await self._db(self._store.own_mailbox)
-        pending = await self._db(self._store.pairing)
+        own = await self._db(self._store.mailbox.own_mailbox)
+        pending = await self._db(self._store.mailbox.pairing)
         warnings = []
         if pending is not None:
             warnings.append(
@@ -337,7 +339,7 @@ class OwnerLink:
         )
 
     async def wipe(self) -> api.Wiped:
-        own = await self._db(self._store.own_mailbox)
+        own = await self._db(self._store.mailbox.own_mailbox)
         if own is None:
             raise ConfigError("there is no mailbox to wipe")
         deleted = 0
@@ -351,7 +353,7 @@ class OwnerLink:
                 "(retention); try again when `mailbox status` says reachable",
                 reason="refused",
             )
-        await self._db(self._store.forget_mailbox, _now_ms())
+        await self._db(self._store.mailbox.forget_mailbox, _now_ms())
         self._access.refresh()
         self._drop_session()
         self._engine.kick()
@@ -369,7 +371,7 @@ class OwnerLink:
         while True:
             self._wake = trio.Event()
             await self._finish_pairing()
-            own = await self._db(self._store.own_mailbox)
+            own = await self._db(self._store.mailbox.own_mailbox)
             if own is None:
                 with trio.move_on_after(self._policy.retry_max):
                     await self._wake.wait()
@@ -401,14 +403,14 @@ class OwnerLink:
         """A pairing a crash (or an unreachable mailbox) interrupted: the
         same code completes it, as long as it may still be valid."""
         async with self._pairing:
-            pending = await self._db(self._store.pairing)
+            pending = await self._db(self._store.mailbox.pairing)
             if pending is None:
                 return
             code = SetupCode.parse(pending[1])
-            started = await self._db(self._store.pairing_started)
+            started = await self._db(self._store.mailbox.pairing_started)
             if _now_ms() - started > MAX_PAIRING_MS:
                 log.info("event=mailbox_pairing_abandoned reason=code-expired")
-                await self._db(self._store.abandon_pairing)
+                await self._db(self._store.mailbox.abandon_pairing)
                 return
             if await self._pair(code) is None:
                 self._drop_session()
@@ -449,7 +451,7 @@ class OwnerLink:
             raise mailbox_refusal(usage, "status")
         await self._db(
             partial(
-                self._store.note_drained,
+                self._store.mailbox.note_drained,
                 _now_ms(),
                 waiting=usage.envelopes,
                 waiting_bytes=usage.bytes,
@@ -461,7 +463,7 @@ class OwnerLink:
 
     async def _upkeep(self, session: MailboxClient) -> None:
         """Registrations and prekeys as they should be."""
-        for contact in await self._db(self._store.contacts):
+        for contact in await self._db(self._store.contacts.all):
             if not contact.mailbox_registered:
                 await session.ok(
                     lambda req, c=contact: m.MbRegister(  # type: ignore[misc]
@@ -469,18 +471,20 @@ class OwnerLink:
                     ),
                     "registration",
                 )
-                await self._db(self._store.set_mailbox_registered, contact.id, True)
+                await self._db(self._store.mailbox.set_mailbox_registered, contact.id, True)
                 log.info("event=mailbox_registered contact=%s", contact_ref(contact.id))
-        for contact_id, identity in await self._db(self._store.removed_registered):
+        for contact_id, identity in await self._db(self._store.mailbox.removed_registered):
             await session.ok(lambda req, i=identity: m.MbDeregister(req, i), "deregistration")  # type: ignore[misc]
-            await self._db(self._store.set_mailbox_registered, contact_id, False)
+            await self._db(self._store.mailbox.set_mailbox_registered, contact_id, False)
             log.info("event=mailbox_deregistered contact=%s", contact_ref(contact_id))
         await self._ensure_last_resort()
         await self._upload(session)
 
     async def _ensure_last_resort(self) -> None:
         now = int(time.time())
-        _, newest = await self._db(self._store.prekey_stock, int(env.PrekeyKind.LAST_RESORT))
+        _, newest = await self._db(
+            self._store.mailbox.prekey_stock, int(env.PrekeyKind.LAST_RESORT)
+        )
         if newest >= now + LAST_RESORT_RENEW_BEFORE:
             return
         await self._generate(env.PrekeyKind.LAST_RESORT, 1, LAST_RESORT_LIFETIME)
@@ -490,7 +494,7 @@ class OwnerLink:
         if count > 0:
             await self._generate(env.PrekeyKind.ONE_TIME, count, ONE_TIME_LIFETIME)
             await self._upload(session)
-        await self._db(self._store.expire_prekeys, int(time.time()), PREKEY_KEEP_AFTER)
+        await self._db(self._store.mailbox.expire_prekeys, int(time.time()), PREKEY_KEEP_AFTER)
 
     async def _generate(self, kind: env.PrekeyKind, count: int, lifetime: int) -> None:
         identity = self._secrets.identity
@@ -506,18 +510,20 @@ class OwnerLink:
             return out
 
         made = await self._cpu(make)
-        await self._db(self._store.add_prekeys, made, _now_ms())
+        await self._db(self._store.mailbox.add_prekeys, made, _now_ms())
         log.info("event=prekeys_made kind=%s count=%d", kind.name.lower(), count)
 
     async def _upload(self, session: MailboxClient) -> None:
         while True:
-            secrets = await self._db(self._store.prekeys_to_upload, PREKEYS_PER_RECORD)
+            secrets = await self._db(self._store.mailbox.prekeys_to_upload, PREKEYS_PER_RECORD)
             if not secrets:
                 return
             parsed = [env.PrekeySecret.from_bytes(s) for s in secrets]
             public = tuple(p.public.to_bytes() for p in parsed)
             await session.ok(partial(_prekeys_record, public), "prekeys")
-            await self._db(self._store.mark_prekeys_uploaded, [p.public.key_id for p in parsed])
+            await self._db(
+                self._store.mailbox.mark_prekeys_uploaded, [p.public.key_id for p in parsed]
+            )
 
     # -- draining ------------------------------------------------------------------------
 
@@ -543,7 +549,7 @@ class OwnerLink:
             part = tuple(ids[start : start + MAX_ACK_IDS])
             await session.channel.send(m.MbDelete(session.next_req(), part))
         # The checkpoint empties the WAL: the deleted prekeys survive nowhere.
-        await self._db(self._store.checkpoint)
+        await self._db(self._store.mailbox.checkpoint)
 
     async def _take(self, held: m.MbEnvelope) -> bool:
         """Open and store one envelope. True: delete it at the mailbox."""
@@ -552,11 +558,11 @@ class OwnerLink:
         except MessageDecodeError:
             self._unopenable(held, "malformed")
             return True
-        if await self._db(self._store.envelope_seen, header.envelope_id):
+        if await self._db(self._store.mailbox.envelope_seen, header.envelope_id):
             return True  # stored before; its deletion was lost
-        secret_bytes = await self._db(self._store.prekey_secret, header.key_id)
+        secret_bytes = await self._db(self._store.mailbox.prekey_secret, header.key_id)
         if secret_bytes is None:
-            if await self._db(self._store.prekey_was_used, header.key_id):
+            if await self._db(self._store.mailbox.prekey_was_used, header.key_id):
                 self.reused_prekeys += 1
                 log.warning(
                     "event=prekey_reused envelope=%s key=%s", held.id.hex(), header.key_id.hex()
@@ -579,7 +585,7 @@ class OwnerLink:
         except AuthenticationError:
             self._unopenable(held, "does-not-open")
             return True
-        contact = await self._db(self._store.contact_by_address, opened.sender)
+        contact = await self._db(self._store.contacts.contact_by_address, opened.sender)
         if contact is None:
             self._unopenable(held, "not-a-contact")
             return True

@@ -1,8 +1,12 @@
 """The endpoint's durable state: contacts, outbox, inbox and files (SQLite).
 
 Nothing outside this package opens the database. :class:`Store` is the whole
-API; it hands out the frozen records below, none of whose ``repr`` shows a
-message body or file name. Formats: ``protocol-spec/storage.md`` §Store.
+API: opened once, it is composed of parts, one per group of tables
+(``store.contacts``, ``store.outbox``, ``store.messages``,
+``store.transfers``, ``store.mailbox``), that hand out the frozen records
+below, none of whose ``repr`` shows a message body or file name. The store
+knows rows, not the wire: the daemon makes its records of them. Formats:
+``protocol-spec/storage.md`` §Store.
 A home run as a mailbox keeps its state in :class:`MailboxStore` instead
 (``protocol-spec/mailbox.md``).
 

@@ -24,7 +24,7 @@ Nothing of the plaintext store changes before the rename (other than its own
 upgrade to version 2, itself one transaction): a crash before it leaves the
 plaintext store, and the next open starts again from step 1, replacing what
 a previous attempt left; after it, the store is encrypted and the old blobs
-are orphans, which the store deletes when it opens (``Store._sweep_orphans``).
+are orphans, which the store deletes when it opens (``Store._sweep_orphans``, in ``_store.py``).
 Whatever the plaintext file held stays in the file system's free blocks
 until they are reused (storage.md §7).
 """

@@ -51,7 +51,7 @@ from typing import Final
 
 from onionpost.errors import ConfigError, NoSpaceError, NotFoundError, QuotaError
 from onionpost.proto.address import OnionAddress
-from onionpost.store import _crypto, _database
+from onionpost.store import _crypto, _database, _open
 from onionpost.store._database import Keys
 
 __all__ = [
@@ -334,7 +334,7 @@ class MailboxStore:
         records (storage.md §5.4); :class:`StoreLockedError` when another
         process has it open.
         """
-        database = _database.open_database(
+        database = _open.open_database(
             Path(path),
             cls.keys(key),
             what="mailbox store",

@@ -1,9 +1,10 @@
 """The endpoint's side of the mailbox, in the store (``mailbox.md`` §Owner, §Sender).
 
-A part of :class:`~onionpost.store.Store` over the same
+A part of :class:`~onionpost.store.Store` (its ``mailbox``) over the same
 :class:`~onionpost.store._database.Database` (connection, lock,
-transactions); the store hands it what it needs of its other parts (rows to
-records, the files arriving). What it keeps:
+transactions), reading outgoing rows through :class:`~onionpost.store._rows.Rows`
+and writing the files that arrive in parts through
+:class:`~onionpost.store._transfers.Transfers`. What it keeps:
 
 - our own mailbox (one row): its address, the version of our signed
   announcement, what the mailbox last reported (envelopes waiting, one-time
@@ -27,16 +28,18 @@ records, the files arriving). What it keeps:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final
 
 from onionpost.errors import NotFoundError, StoreError
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto.address import OnionAddress
 from onionpost.store._database import Database
 from onionpost.store._records import Outgoing
+from onionpost.store._rows import Rows
+from onionpost.store._transfers import Transfers
 
 __all__ = ["OwedKind", "OwnMailbox", "OwnerTables"]
 
@@ -60,49 +63,18 @@ class OwnMailbox:
         return f"OwnMailbox(version={self.version})"
 
 
-class Arriving(Protocol):
-    """What the owner's tables read of a file arriving (the store's transfer)."""
-
-    @property
-    def contact_id(self) -> int: ...
-
-    @property
-    def size(self) -> int: ...
-
-    @property
-    def offset(self) -> int: ...
-
-
-class WriteChunk(Protocol):
-    def __call__(
-        self,
-        file_id: bytes,
-        offset: int,
-        data: bytes,
-        *,
-        contact_id: int | None = None,
-        max_disk: int | None = None,
-        now: int | None = None,
-    ) -> None: ...
-
-
 class OwnerTables:
     """Mailbox bookkeeping; see the module docstring. A part of Store."""
 
-    def __init__(
-        self,
-        database: Database,
-        *,
-        outgoing: Callable[[Sequence[Any]], Outgoing],
-        find_transfer: Callable[[bytes, int | None], Arriving | None],
-        write_chunk: WriteChunk,
-    ) -> None:
+    def __init__(self, database: Database, rows: Rows, transfers: Transfers) -> None:
         self._database = database
         self._lock = database.lock
         self._guard = database.guard
-        self._outgoing = outgoing
-        self._find_transfer = find_transfer
-        self._write_chunk = write_chunk
+        self._rows = rows
+        self._transfers = transfers
+
+    def __repr__(self) -> str:
+        return "OwnerTables()"
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -389,7 +361,7 @@ class OwnerTables:
                 "ORDER BY seq LIMIT ?",
                 (contact_id, after, limit),
             ).fetchall()
-        return [self._outgoing(row) for row in rows]
+        return [self._rows.outgoing(row) for row in rows]
 
     def deposited_count(self, contact_id: int) -> int:
         """Outgoing messages to the contact its mailbox holds, not yet acked."""
@@ -449,7 +421,7 @@ class OwnerTables:
         one past what is held is a :class:`StoreError` (a part is missing).
         Returns the bytes stored and held."""
         with self._lock, self._guard("writing a file part"):
-            transfer = self._find_transfer(file_id, contact_id)
+            transfer = self._transfers.arriving(file_id, contact_id)
             if transfer is None:
                 raise NotFoundError(f"no file {file_id.hex()} is arriving")
             stored = int(transfer.offset)
@@ -471,7 +443,7 @@ class OwnerTables:
                     raise StoreError("a file part past the file's end")
                 if len(held) < due:
                     break
-                self._write_chunk(
+                self._transfers.write_file_chunk(
                     file_id, stored, held[:due], contact_id=contact_id, max_disk=max_disk, now=now
                 )
                 stored += due

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from onionpost.proto.address import OnionAddress
-from onionpost.proto.messages import FileOffer, Text
 
 __all__ = [
     "INCOMING_TRANSITIONS",
@@ -111,11 +110,6 @@ class OutgoingFile:
     blake2b: bytes
     content_type: str
 
-    def offer(self) -> FileOffer:
-        return FileOffer(
-            self.id, self.created_ms, self.name, self.size, self.blake2b, self.content_type
-        )
-
     def __repr__(self) -> str:
         return f"OutgoingFile(id={self.id.hex()}, size={self.size})"
 
@@ -136,13 +130,6 @@ class Outgoing:
     seq: int = 0  # the outbox's order; pending(after=seq) continues from here
     deposited_ms: int | None = None  # wholly deposited in the contact's mailbox
     deposit_offset: int = 0  # a file: bytes deposited so far
-
-    def to_message(self) -> Text | FileOffer:
-        """The record that carries this to the contact."""
-        if self.file is not None:
-            return self.file.offer()
-        assert self.body is not None
-        return Text(self.id, self.created_ms, self.body, self.content_type)
 
     def __repr__(self) -> str:
         return f"Outgoing({self.kind.value}, id={self.id.hex()}, state={self.state.value})"

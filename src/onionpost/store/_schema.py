@@ -28,7 +28,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from onionpost.store import _database
+from onionpost.store import _open
 
 __all__ = ["BOUND_VERSION", "MIGRATIONS", "PLAINTEXT_VERSION", "SCHEMA_VERSION", "apply"]
 
@@ -177,7 +177,7 @@ _V2: Final = (
     CREATE INDEX messages_pending ON messages (contact_id, seq)
         WHERE direction = 'out' AND state IN ('queued', 'sent')
     """,
-    # Store.unread_count: a contact's received, unread messages (kind second,
+    # store.messages.unread_count: a contact's received, unread messages (kind second,
     # for the texts-only count).
     """
     CREATE INDEX messages_unread ON messages (contact_id, kind, direction, state)
@@ -314,5 +314,5 @@ PLAINTEXT_VERSION: Final = 2
 
 
 def apply(conn: sqlite3.Connection, path: Path, version: int, target: int) -> None:
-    """Apply ``MIGRATIONS[version:target]`` (:func:`_database.apply_migrations`)."""
-    _database.apply_migrations(conn, path, MIGRATIONS, version, target)
+    """Apply ``MIGRATIONS[version:target]`` (:func:`_open.apply_migrations`)."""
+    _open.apply_migrations(conn, path, MIGRATIONS, version, target)

@@ -24,7 +24,7 @@ from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery._mbclient import MailboxClient, mailbox_refusal
 from onionpost.daemon.delivery._policy import MailboxAccess
 from onionpost.daemon.delivery._records import Link, Parts, jitter, now_ms
-from onionpost.daemon.delivery._views import expected
+from onionpost.daemon.delivery._views import expected, wire_record
 from onionpost.errors import StoreError, TransportError
 from onionpost.host import first_failure, reason
 from onionpost.limits import FILE_CHUNK_SIZE, MAX_ACK_IDS
@@ -38,7 +38,7 @@ log = logging.getLogger("onionpost.daemon")
 # A file travels through a mailbox in parts of this many bytes (the last one
 # shorter), one per envelope with room to spare for acks: a wire chunk does
 # not fit in an envelope. The receiver puts the parts back into chunks
-# (Store.write_file_part; mailbox.md §Files).
+# (store.mailbox.write_file_part; mailbox.md §Files).
 MAILBOX_PART: Final = 60_000
 CLOSE_GRACE: Final = 2.0
 
@@ -111,7 +111,7 @@ async def _envelopes(
         await client.ok(partial(_deposit_record, owner, envelope), "deposit")
         done = await parts.writer.write(_settle, parts.store, contact.id, progress, settled)
         if announce is not None:
-            await parts.writer.write(parts.store.mark_mailbox_told, contact.id, announce[0])
+            await parts.writer.write(parts.store.mailbox.mark_mailbox_told, contact.id, announce[0])
             link.contact = replace(link.contact, mailbox_told=announce[0])
         parts.counters.deposits += 1
         link.envelopes += 1
@@ -125,8 +125,8 @@ def _deposit_record(owner: bytes, envelope: bytes, req: int) -> messages.MbDepos
 
 def _settle(store: Store, contact_id: int, progress: Progress, settled: Settled) -> list[bytes]:
     for kind, ids in settled:
-        store.settle(contact_id, kind, ids)
-    return store.mark_deposited(progress, now_ms(), contact_id=contact_id)
+        store.mailbox.settle(contact_id, kind, ids)
+    return store.mailbox.mark_deposited(progress, now_ms(), contact_id=contact_id)
 
 
 def _envelope_batch(
@@ -148,12 +148,12 @@ def _envelope_batch(
     if announce is not None:
         add(messages.MailboxInfo(announce[1]))
     for kind, cls in (("ack", messages.Ack), ("read", messages.Read)):
-        ids = store.owed(contact_id, kind, MAX_ACK_IDS)
+        ids = store.mailbox.owed(contact_id, kind, MAX_ACK_IDS)
         if ids and add(cls(tuple(ids))):
             settled.append((kind, ids))
     after = 0
     while True:
-        page = store.undeposited(contact_id, 64, after=after)
+        page = store.mailbox.undeposited(contact_id, 64, after=after)
         if not page:
             break
         for outgoing in page:
@@ -171,13 +171,13 @@ def _add_outgoing(
 ) -> bool:
     """Add what of ``outgoing`` fits; False once the envelope is full."""
     if outgoing.file is None:
-        if not add(outgoing.to_message()):
+        if not add(wire_record(outgoing)):
             return False
         progress.append((outgoing.id, 0, True))
         return True
     size = outgoing.file.size
     start = offset = outgoing.deposit_offset
-    if start == 0 and not add(outgoing.to_message()):
+    if start == 0 and not add(wire_record(outgoing)):
         return False
     while offset < size:
         length = min(MAILBOX_PART, size - offset)
@@ -198,7 +198,7 @@ def _read_range(store: Store, outgoing: Outgoing, offset: int, length: int) -> b
     while len(out) < length:
         at = offset + len(out)
         start = at - at % FILE_CHUNK_SIZE
-        data = store.read_file_chunk(
+        data = store.transfers.read_file_chunk(
             outgoing.id, start, FILE_CHUNK_SIZE, contact_id=outgoing.contact_id
         )
         if len(data) <= at - start:
@@ -209,4 +209,4 @@ def _read_range(store: Store, outgoing: Outgoing, offset: int, length: int) -> b
 
 def has_deposit_work(store: Store, contact_id: int) -> bool:
     """In the worker: whether anything waits that a deposit would carry."""
-    return store.has_undeposited(contact_id) or store.has_owed(contact_id)
+    return store.mailbox.has_undeposited(contact_id) or store.mailbox.has_owed(contact_id)

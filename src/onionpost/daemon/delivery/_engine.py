@@ -135,7 +135,7 @@ class DeliveryEngine:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled: a link per current contact, the writer, housekeeping."""
-        contacts = await self._parts.worker(self._parts.store.contacts)
+        contacts = await self._parts.worker(self._parts.store.contacts.all)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -257,7 +257,7 @@ class DeliveryEngine:
         expiry = self._parts.policy.message_expiry
         expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
         await self._parts.writer.write(
-            self._parts.store.queue_text,
+            self._parts.store.outbox.queue_text,
             contact_id,
             text.id,
             text.created_ms,
@@ -299,9 +299,11 @@ class DeliveryEngine:
             return
         store = self._parts.store
         if self.running:
-            await self._parts.writer.write(store.owe, contact_id, "read", list(ids), now_ms())
+            await self._parts.writer.write(
+                store.mailbox.owe, contact_id, "read", list(ids), now_ms()
+            )
         else:
-            await self._parts.worker(store.owe, contact_id, "read", list(ids), now_ms())
+            await self._parts.worker(store.mailbox.owe, contact_id, "read", list(ids), now_ms())
         self.owed(contact_id)
 
     def owed(self, contact_id: int) -> None:
@@ -334,7 +336,7 @@ class DeliveryEngine:
         for row in outcome.rows:
             parts.hub.publish(message_record(row))
         if outcome.mailbox_changed:
-            contact = await parts.worker(parts.store.contact_by_id, contact_id)
+            contact = await parts.worker(parts.store.contacts.contact_by_id, contact_id)
             if contact is not None:
                 self.contact_changed(contact)
         self.owed(contact_id)
@@ -381,10 +383,10 @@ class DeliveryEngine:
         announcement = parts.announcement_due(link) is not None
         direct = announcement
         if not direct and link.owes:
-            link.owes = await parts.worker(store.has_owed, contact_id)
+            link.owes = await parts.worker(store.mailbox.has_owed, contact_id)
             direct = link.owes
         if not direct:
-            direct = bool(await parts.worker(store.pending, contact_id, 1))
+            direct = bool(await parts.worker(store.outbox.pending, contact_id, 1))
         deposit_work = False
         if direct and parts.mailbox is not None and link.contact.mailbox is not None:
             deposit_work = announcement or await parts.worker(has_deposit_work, store, contact_id)
@@ -481,11 +483,13 @@ class DeliveryEngine:
     async def _expire(self) -> None:
         parts = self._parts
         now = now_ms()
-        for message_id in await parts.worker(parts.store.expire, now):
+        for message_id in await parts.worker(parts.store.outbox.expire, now):
             log.info("event=expired id=%s", message_id.hex())
             parts.hub.publish(StateChange(message_id.hex(), MessageState.EXPIRED))
         idle_before = now - int(parts.policy.transfer_idle_timeout * 1000)
-        for contact_id, file_id in await parts.worker(parts.store.expire_transfers, idle_before):
+        for contact_id, file_id in await parts.worker(
+            parts.store.transfers.expire_transfers, idle_before
+        ):
             log.info(
                 "event=transfer_expired contact=%s id=%s", contact_ref(contact_id), file_id.hex()
             )

@@ -65,7 +65,9 @@ async def on_accept(
         job.stopped = True  # its session is ending; this one takes over
     # Only a file we offered to this very contact may be asked for.
     try:
-        stored = await parts.worker(parts.store.message, file_id, contact_id=link.contact.id)
+        stored = await parts.worker(
+            parts.store.messages.message, file_id, contact_id=link.contact.id
+        )
     except NotFoundError:
         stored = None
     if (
@@ -97,7 +99,7 @@ async def _send_file(parts: Parts, link: Link, file_id: bytes, size: int, job: F
             if offset >= size:
                 return  # all sent; the FileComplete will say it arrived
             data = await parts.worker(
-                parts.store.read_file_chunk,
+                parts.store.transfers.read_file_chunk,
                 file_id,
                 offset,
                 min(FILE_CHUNK_SIZE, size - offset),

@@ -121,7 +121,7 @@ class Intake:
         (from the start) are stored, new or repeated, and the new ones' ids.
         ``whole``: all of them or QuotaError (an envelope waits at the mailbox)."""
         store = self._store
-        room = self._bounds.max_unread - store.unread_count(contact_id, kind=Kind.TEXT)
+        room = self._bounds.max_unread - store.messages.unread_count(contact_id, kind=Kind.TEXT)
         if whole and len(texts) > room:
             raise QuotaError(
                 "too many unread texts from this contact",
@@ -135,7 +135,7 @@ class Intake:
                 # A repeat would cost nothing, but it cannot be told apart
                 # without storing it: the sender sends it again later.
                 break
-            if store.store_text(
+            if store.messages.store_text(
                 contact_id, text.id, text.created_ms, text.body, text.content_type, now
             ):
                 new.append(text.id)
@@ -145,17 +145,19 @@ class Intake:
 
     def delivered(self, contact_id: int, ids: Sequence[bytes], now: int) -> list[bytes]:
         """Acks and FileCompletes: a contact can only acknowledge what was sent to it."""
-        return self._store.mark_delivered(list(ids), now, contact_id=contact_id)
+        return self._store.outbox.mark_delivered(list(ids), now, contact_id=contact_id)
 
     def read(self, contact_id: int, ids: Sequence[bytes], now: int) -> list[bytes]:
         """Read receipts: a contact can only mark read what we sent to it."""
-        return self._store.mark_read(ids, now, contact_id=contact_id, direction=Direction.OUT)
+        return self._store.messages.mark_read(
+            ids, now, contact_id=contact_id, direction=Direction.OUT
+        )
 
     def announcement(self, contact_id: int, data: bytes) -> bool:
         """A contact's mailbox announcement; whether it changed what we know."""
         if self._read_announcement is None:
             return False
-        contact = self._store.contact_by_id(contact_id)
+        contact = self._store.contacts.contact_by_id(contact_id)
         if contact is None:
             return False
         try:
@@ -163,7 +165,7 @@ class Intake:
         except RemoteProtocolError:
             log.info("event=mailbox_announcement_bad contact=%s", contact_ref(contact_id))
             return False
-        changed = self._store.set_contact_mailbox(contact_id, mailbox, version)
+        changed = self._store.mailbox.set_contact_mailbox(contact_id, mailbox, version)
         if changed:
             log.info(
                 "event=contact_mailbox contact=%s mailbox=%s",
@@ -184,15 +186,20 @@ class Intake:
         store = self._store
         try:
             with store.transaction():
-                offset = store.begin_file(
+                offset = store.transfers.begin_file(
                     contact_id,
-                    offer,
+                    offer.id,
+                    offer.created_ms,
+                    offer.name,
+                    offer.size,
+                    offer.blake2b,
+                    offer.content_type,
                     now,
                     b.max_file_size,
                     b.max_disk_use,
                     max_transfers=b.max_transfers,
                 )
-                done = offset >= offer.size and store.finish_file(
+                done = offset >= offer.size and store.transfers.finish_file(
                     offer.id, now, contact_id=contact_id
                 )
         except NoSpaceError as exc:
@@ -219,7 +226,7 @@ class Intake:
         """A chunk in a live session, in order (the transfer checks it)."""
         store = self._store
         try:
-            store.write_file_chunk(
+            store.transfers.write_file_chunk(
                 chunk.id,
                 chunk.offset,
                 chunk.data,
@@ -239,18 +246,18 @@ class Intake:
                 type(exc).__name__,
             )
             return ChunkOutcome(cancel=reject_reason(exc))
-        stored = store.message(chunk.id, contact_id=contact_id)
+        stored = store.messages.message(chunk.id, contact_id=contact_id)
         size = stored.file.size if stored.file is not None else 0
         end = chunk.offset + len(chunk.data)
         if end < size:
             return ChunkOutcome(end=end, size=size)
         try:
             with store.transaction():
-                store.finish_file(chunk.id, now, contact_id=contact_id)
+                store.transfers.finish_file(chunk.id, now, contact_id=contact_id)
         except StoreError as exc:
             return ChunkOutcome(end=end, size=size, reject=reject_reason(exc))
         return ChunkOutcome(
-            end=end, size=size, complete=store.message(chunk.id, contact_id=contact_id)
+            end=end, size=size, complete=store.messages.message(chunk.id, contact_id=contact_id)
         )
 
     def refusal(
@@ -261,16 +268,16 @@ class Intake:
         ``refused`` (a final rejection of a file we sent)."""
         store = self._store
         try:
-            stored = store.message(record.id, contact_id=contact_id)
+            stored = store.messages.message(record.id, contact_id=contact_id)
         except NotFoundError:
             return None, []
         if stored.direction == Direction.IN:
             # The contact, sending us a file, gave up on it: drop what arrived.
             if isinstance(record, messages.FileCancel):
-                store.cancel_file(record.id, contact_id=contact_id)
+                store.transfers.cancel_file(record.id, contact_id=contact_id)
             return Direction.IN, []
         if isinstance(record, messages.FileReject) and record.reason in FINAL_REJECTIONS:
-            return Direction.OUT, store.mark_refused(
+            return Direction.OUT, store.outbox.mark_refused(
                 [record.id], now, record.reason, contact_id=contact_id
             )
         return Direction.OUT, []
@@ -311,10 +318,10 @@ class Intake:
                 # Anything else (Ping, FileAccept, a mailbox's record) has no
                 # meaning in an envelope: ignored.
             if acks:
-                store.owe(contact_id, "ack", acks, now)
-            store.use_prekey(receipt.key_id, receipt.kind, receipt.one_time_kind, now)
-            store.note_envelope(receipt.envelope_id, now)
-        outcome.rows = [store.message(i, contact_id=contact_id) for i in new]
+                store.mailbox.owe(contact_id, "ack", acks, now)
+            store.mailbox.use_prekey(receipt.key_id, receipt.kind, receipt.one_time_kind, now)
+            store.mailbox.note_envelope(receipt.envelope_id, now)
+        outcome.rows = [store.messages.message(i, contact_id=contact_id) for i in new]
         return outcome
 
     def _envelope_marks(
@@ -356,7 +363,7 @@ class Intake:
 
     def _complete_file(self, contact_id: int, file_id: bytes) -> bool:
         try:
-            stored = self._store.message(file_id, contact_id=contact_id)
+            stored = self._store.messages.message(file_id, contact_id=contact_id)
         except NotFoundError:
             return False
         return (
@@ -377,7 +384,7 @@ class Intake:
         store = self._store
         try:
             with store.transaction():
-                held = store.write_file_part(
+                held = store.mailbox.write_file_part(
                     chunk.id,
                     chunk.offset,
                     chunk.data,
@@ -385,9 +392,11 @@ class Intake:
                     max_disk=self._bounds.max_disk_use,
                     now=now,
                 )
-                stored = store.message(chunk.id, contact_id=contact_id)
+                stored = store.messages.message(chunk.id, contact_id=contact_id)
                 size = stored.file.size if stored.file is not None else 0
-                if held >= size and store.finish_file(chunk.id, now, contact_id=contact_id):
+                if held >= size and store.transfers.finish_file(
+                    chunk.id, now, contact_id=contact_id
+                ):
                     new.append(chunk.id)
                     acks.append(chunk.id)
         except NoSpaceError:

@@ -37,7 +37,7 @@ from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery import _files
 from onionpost.daemon.delivery._link import keep_new_session
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
-from onionpost.daemon.delivery._views import expected, message_record
+from onionpost.daemon.delivery._views import expected, message_record, wire_record
 from onionpost.errors import CloseCode, OnionpostError, RemoteProtocolError, TransportError
 from onionpost.host import Shed, code_name, first_failure, reason
 from onionpost.limits import MAX_ACK_IDS
@@ -234,13 +234,15 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         if due is not None:
             version, announcement = due
             await channel.send(messages.MailboxInfo(announcement))
-            await parts.writer.write(parts.store.mark_mailbox_told, contact_id, version)
+            await parts.writer.write(parts.store.mailbox.mark_mailbox_told, contact_id, version)
             link.contact = replace(link.contact, mailbox_told=version)
             continue
-        batch = await parts.worker(parts.store.pending, contact_id, SEND_BATCH, after=sent_up_to)
+        batch = await parts.worker(
+            parts.store.outbox.pending, contact_id, SEND_BATCH, after=sent_up_to
+        )
         if batch:
             session.last_activity = trio.current_time()
-            await channel.send_many([outgoing.to_message() for outgoing in batch])
+            await channel.send_many([wire_record(outgoing) for outgoing in batch])
             sent_up_to = max(sent_up_to, *(outgoing.seq for outgoing in batch))
             await _mark_sent(parts, contact_id, [o.id for o in batch])
             continue
@@ -274,12 +276,14 @@ async def _mark_sent(parts: Parts, contact_id: int, ids: list[bytes]) -> None:
     if parts.writer.busy():
         # A backlog: wait for this one, so the queue stays bounded.
         published(
-            await parts.writer.write(parts.store.mark_sent, ids, now_ms(), contact_id=contact_id)
+            await parts.writer.write(
+                parts.store.outbox.mark_sent, ids, now_ms(), contact_id=contact_id
+            )
         )
     else:
         # 'sent' only informs: the sender goes on without waiting for it.
         parts.writer.write_later(
-            published, lambda: parts.store.mark_sent(ids, now_ms(), contact_id=contact_id)
+            published, lambda: parts.store.outbox.mark_sent(ids, now_ms(), contact_id=contact_id)
         )
 
 
@@ -287,12 +291,12 @@ async def _send_owed(parts: Parts, link: Link, channel: object) -> bool:
     """Send one record of acks or read receipts owed; False when none is."""
     contact_id = link.contact.id
     for kind, record in (("ack", messages.Ack), ("read", messages.Read)):
-        ids = await parts.worker(parts.store.owed, contact_id, kind, MAX_ACK_IDS)
+        ids = await parts.worker(parts.store.mailbox.owed, contact_id, kind, MAX_ACK_IDS)
         if ids:
             await channel.send(record(tuple(ids)))  # type: ignore[attr-defined]
             # Written: settled. A loss on the way is healed by the sender
             # sending the message again, which the receiver acks again.
-            await parts.writer.write(parts.store.settle, contact_id, kind, ids)
+            await parts.writer.write(parts.store.mailbox.settle, contact_id, kind, ids)
             return True
     return False
 
@@ -397,7 +401,7 @@ async def _store_texts(
 
 
 def _rows(parts: Parts, contact_id: int, ids: Sequence[bytes]) -> list[Stored]:
-    return [parts.store.message(i, contact_id=contact_id) for i in ids]
+    return [parts.store.messages.message(i, contact_id=contact_id) for i in ids]
 
 
 async def delivered(parts: Parts, link: Link, ids: Sequence[bytes]) -> None:
@@ -462,7 +466,7 @@ async def _on_mailbox_info(
     parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.MailboxInfo
 ) -> None:
     if await parts.writer.write(parts.intake.announcement, link.contact.id, r.announcement):
-        contact = await parts.worker(parts.store.contact_by_id, link.contact.id)
+        contact = await parts.worker(parts.store.contacts.contact_by_id, link.contact.id)
         if contact is not None:
             link.contact = contact
             link.fire()

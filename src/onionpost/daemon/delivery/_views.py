@@ -1,13 +1,21 @@
-"""What the engine shows: messages as the local API shows them."""
+"""What the engine makes of the store's rows: messages as the local API shows
+them, and the wire records that carry outgoing ones to their contact.
+
+The store hands out rows (:class:`~onionpost.store.Stored`,
+:class:`~onionpost.store.Outgoing`) and knows no wire format; a session
+(``_session``) and an envelope for the contact's mailbox (``_deposit``) make
+their records here alike.
+"""
 
 from __future__ import annotations
 
 from onionpost import api
 from onionpost.api import FileInfo, Message, MessageState
 from onionpost.errors import OnionpostError
-from onionpost.store import Direction, Kind, Stored
+from onionpost.proto import messages
+from onionpost.store import Direction, Kind, Outgoing, Stored
 
-__all__ = ["expected", "message_record"]
+__all__ = ["expected", "message_record", "wire_record"]
 
 
 def message_record(stored: Stored) -> Message:
@@ -30,6 +38,18 @@ def message_record(stored: Stored) -> Message:
         delivered_ms=stored.delivered_ms,
         read_ms=stored.read_ms,
     )
+
+
+def wire_record(outgoing: Outgoing) -> messages.Text | messages.FileOffer:
+    """What carries ``outgoing`` to its contact: a queued text's Text, a queued
+    file's FileOffer (spec.md §5.2, §6.2)."""
+    file = outgoing.file
+    if file is not None:
+        return messages.FileOffer(
+            file.id, file.created_ms, file.name, file.size, file.blake2b, file.content_type
+        )
+    assert outgoing.body is not None
+    return messages.Text(outgoing.id, outgoing.created_ms, outgoing.body, outgoing.content_type)
 
 
 def shown_state(stored: Stored) -> MessageState:

@@ -1,0 +1,168 @@
+"""The contacts table: who we know, and how reaching each went.
+
+A part of :class:`~onionpost.store.Store` over its
+:class:`~onionpost.store._database.Database`. A removed contact's row stays
+(``removed = 1``), so its messages keep their name in the history; names are
+unique among current contacts in any letter case, and so are addresses
+(the view ``current_contacts``). A change of contacts is checkpointed out of
+the WAL at once (storage.md §7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from onionpost.errors import ConfigError, UnknownContactError
+from onionpost.names import contact_name_problem
+from onionpost.proto.address import OnionAddress
+from onionpost.store._database import Database
+from onionpost.store._records import Contact
+
+__all__ = ["Contacts", "contact_of"]
+
+
+def _check_contact_name(name: object) -> str:
+    # A card's name is a contact's name: one rule (onionpost.names).
+    problem = contact_name_problem(name)
+    if problem is not None:
+        raise ConfigError(f"a contact name {problem}")
+    assert isinstance(name, str)
+    return name
+
+
+def contact_of(row: Sequence[Any]) -> Contact:
+    """A row of ``current_contacts`` (or ``contacts``: the same columns first)."""
+    return Contact(
+        id=row[0],
+        name=row[1],
+        address=OnionAddress.from_public_key(row[2]),
+        client_auth_public=row[3],
+        added_ms=row[4],
+        last_seen_ms=row[5],
+        last_success_ms=row[6],
+        failures=row[7],
+        mailbox=None if row[8] is None else OnionAddress.from_public_key(row[8]),
+        mailbox_version=row[9],
+        mailbox_registered=bool(row[10]),
+        mailbox_told=row[11],
+    )
+
+
+class Contacts:
+    """Adding, removing and finding contacts; see the module docstring."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._lock = database.lock
+        self._guard = database.guard
+
+    def __repr__(self) -> str:
+        return "Contacts()"
+
+    def _active_by_name(self, name: str) -> Contact | None:
+        row = self._database.conn.execute(
+            "SELECT * FROM current_contacts WHERE name = ? COLLATE NOCASE", (name,)
+        ).fetchone()
+        return None if row is None else contact_of(row)
+
+    def _active_by_address(self, address: OnionAddress) -> Contact | None:
+        row = self._database.conn.execute(
+            "SELECT * FROM current_contacts WHERE address = ?",
+            (address.public_key,),
+        ).fetchone()
+        return None if row is None else contact_of(row)
+
+    def require(self, contact_id: int, *, active: bool) -> None:
+        """:class:`ConfigError` unless ``contact_id`` is a contact (a current one,
+        with ``active``). For the other parts, with the lock held."""
+        row = self._database.conn.execute(
+            "SELECT removed FROM contacts WHERE id = ?", (contact_id,)
+        ).fetchone()
+        if row is None or (active and row[0]):
+            raise ConfigError(f"no contact with id {contact_id}")
+
+    def add_contact(
+        self, name: str, address: OnionAddress, client_auth_public: bytes, now: int
+    ) -> Contact:
+        """A new contact; :class:`ConfigError` if the name (any letter case) or the
+        address is already a contact's."""
+        name = _check_contact_name(name)
+        if not isinstance(address, OnionAddress):
+            raise ConfigError("a contact's address is an OnionAddress")
+        if not isinstance(client_auth_public, bytes) or len(client_auth_public) != 32:
+            raise ConfigError("a client-authorization public key is 32 bytes")
+        with self._database.transaction(), self._guard("adding a contact"):
+            same_name = self._active_by_name(name)
+            if same_name is not None:
+                raise ConfigError(f"a contact named {same_name.name!r} already exists")
+            same_address = self._active_by_address(address)
+            if same_address is not None:
+                raise ConfigError(f"{address} is already a contact, named {same_address.name!r}")
+            db = self._database.conn
+            cursor = db.execute(
+                "INSERT INTO contacts (name, address, client_auth_public, added_ms) "
+                "VALUES (?, ?, ?, ?)",
+                (name, address.public_key, client_auth_public, now),
+            )
+            row = db.execute(
+                "SELECT * FROM current_contacts WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+            contact = contact_of(row)
+        self._settle()
+        return contact
+
+    def remove_contact(self, name: str) -> Contact:
+        """Remove a contact; its messages stay, under its name, in the history."""
+        with self._database.transaction(), self._guard("removing a contact"):
+            found = self._active_by_name(name)
+            if found is None:
+                raise UnknownContactError(name)
+            self._database.conn.execute("UPDATE contacts SET removed = 1 WHERE id = ?", (found.id,))
+        self._settle()
+        return found
+
+    def _settle(self) -> None:
+        """Checkpoint the WAL into the database file and empty it, unless inside
+        a caller's transaction. After a change of contacts (who may fetch our
+        descriptor, where texts go) the earlier state is then nowhere on the
+        disk: cutting or deleting the WAL cannot bring it back (storage.md §7)."""
+        self._database.settle("checkpointing the store")
+
+    def all(self) -> list[Contact]:
+        """The current contacts, by name."""
+        with self._lock, self._guard("listing contacts"):
+            rows = self._database.conn.execute(
+                "SELECT * FROM current_contacts ORDER BY name COLLATE NOCASE"
+            ).fetchall()
+        return [contact_of(row) for row in rows]
+
+    def contact(self, name: str) -> Contact:
+        """The contact called ``name`` (any letter case); :class:`UnknownContactError`."""
+        with self._lock, self._guard("reading a contact"):
+            contact = self._active_by_name(name)
+        if contact is None:
+            raise UnknownContactError(name)
+        return contact
+
+    def contact_by_id(self, contact_id: int) -> Contact | None:
+        """A current contact by its id (None if removed or unknown)."""
+        with self._lock, self._guard("reading contacts"):
+            row = self._database.conn.execute(
+                "SELECT * FROM current_contacts WHERE id = ?", (contact_id,)
+            ).fetchone()
+        return None if row is None else contact_of(row)
+
+    def contact_by_address(self, address: OnionAddress) -> Contact | None:
+        with self._lock, self._guard("reading a contact"):
+            return self._active_by_address(address)
+
+    def note_contact_seen(self, contact_id: int, now: int, *, success: bool) -> None:
+        """Record an attempt to reach (or a session with) a contact."""
+        with self._database.transaction(), self._guard("updating a contact"):
+            self._database.conn.execute(
+                "UPDATE contacts SET last_seen_ms = ?, "
+                "last_success_ms = CASE WHEN ? THEN ? ELSE last_success_ms END, "
+                "failures = CASE WHEN ? THEN 0 ELSE failures + 1 END WHERE id = ?",
+                (now, success, now, success, contact_id),
+            )

@@ -1,0 +1,314 @@
+"""The outbox: texts and files queued to contacts, and how far each has gone.
+
+A part of :class:`~onionpost.store.Store` over its
+:class:`~onionpost.store._database.Database`. Queueing is durable when it
+returns, and idempotent on the message id: a send made again (its answer
+lost) finds the message already queued. An outgoing message's state only
+moves forward (:mod:`onionpost.store._records`); ``refused`` is final. A
+queued file is copied into ``files/``, encrypted (:mod:`onionpost.store._files`),
+before its row is written; what is read back out of it to send is
+:meth:`onionpost.store._transfers.Transfers.read_file_chunk`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from onionpost.errors import ConfigError, LocalProtocolError
+from onionpost.store._contacts import Contacts
+from onionpost.store._database import Database, Keys
+from onionpost.store._files import Blob, digest_of
+from onionpost.store._records import (
+    OUTGOING_TRANSITIONS,
+    Direction,
+    Kind,
+    Outgoing,
+    OutgoingFile,
+    State,
+    Stored,
+    sources,
+)
+from onionpost.store._rows import (
+    Rows,
+    check_file_name,
+    check_id,
+    id_in_use,
+    insert_message,
+    mark,
+)
+
+__all__ = ["Outbox"]
+
+# A reason code is a u64 on the wire (spec.md §5.3); SQLite's integers are
+# signed. Larger codes are all unknown ones (read as DECLINED) and are stored
+# as this.
+_MAX_REASON: Final = 2**63 - 1
+
+
+class Outbox:
+    """Queueing texts and files, and their states; see the module docstring."""
+
+    def __init__(
+        self, database: Database, files_dir: Path, keys: Keys, rows: Rows, contacts: Contacts
+    ) -> None:
+        self._database = database
+        self._lock = database.lock
+        self._guard = database.guard
+        self._files = files_dir
+        self._keys = keys
+        self._rows = rows
+        self._contacts = contacts
+
+    def __repr__(self) -> str:
+        return "Outbox()"
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._database.conn
+
+    def _queued_before(self, message_id: bytes, contact_id: int, kind: Kind) -> Stored | None:
+        """The outgoing message already queued under ``message_id`` (a send made
+        again, its answer lost), or None; :class:`ConfigError` when the id is
+        another contact's or another kind's. Call with the lock held."""
+        row = self._db.execute(
+            "SELECT * FROM message_rows WHERE direction = 'out' AND id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        stored = self._rows.stored(row)
+        if stored.contact_id != contact_id or stored.kind != kind:
+            raise id_in_use(message_id)
+        return stored
+
+    def queue_text(  # noqa: PLR0917 - the contract's signature
+        self,
+        contact_id: int,
+        message_id: bytes,
+        created_ms: int,
+        body: str,
+        content_type: str,
+        expires_at: int | None,
+    ) -> bool:
+        """Queue a text; it is durably stored when this returns.
+
+        Idempotent on ``message_id``: the same text to the same contact again
+        is the one already queued (False; True when queued now). The id with
+        another contact or content is :class:`ConfigError`.
+        """
+        check_id(message_id)
+        if not isinstance(body, str) or not isinstance(content_type, str):
+            raise ConfigError("a text body and its content type are text")
+        content = self._rows.seal(
+            ("messages", Direction.OUT, contact_id, message_id), [body, content_type]
+        )
+        with self._database.transaction(), self._guard("queueing a message"):
+            self._contacts.require(contact_id, active=True)
+            before = self._queued_before(message_id, contact_id, Kind.TEXT)
+            if before is not None:
+                if (before.body, before.content_type) != (body, content_type):
+                    raise id_in_use(message_id)
+                return False
+            inserted = insert_message(
+                self._db,
+                {
+                    "direction": Direction.OUT.value,
+                    "contact_id": contact_id,
+                    "id": message_id,
+                    "kind": Kind.TEXT.value,
+                    "state": State.QUEUED.value,
+                    "created_ms": created_ms,
+                    "stored_ms": created_ms,
+                    "expires_ms": expires_at,
+                    "content": content,
+                },
+            )
+            if not inserted:
+                raise LocalProtocolError(f"message id {message_id.hex()} is already in use")
+        return True
+
+    def queue_file(  # noqa: PLR0917 - the contract's signature
+        self,
+        contact_id: int,
+        file_id: bytes,
+        created_ms: int,
+        name: str,
+        source: Path,
+        max_size: int,
+        *,
+        content_type: str = "application/octet-stream",
+        expires_at: int | None = None,
+    ) -> OutgoingFile:
+        """Copy ``source`` into the store, encrypted, and queue its offer.
+
+        :class:`FileTooLargeError` beyond ``max_size``; :class:`ConfigError`
+        if ``source`` cannot be read; :class:`NoSpaceError` if the disk fills.
+        The copy runs outside the store's lock (worker threads welcome), so
+        the caller runs one call per ``file_id`` at a time.
+
+        Idempotent on ``file_id``: the same file (name, content type and
+        BLAKE2b of ``source``) to the same contact again is the offer already
+        queued; the id with another contact or file is :class:`ConfigError`.
+        """
+        check_id(file_id, "a file id")
+        check_file_name(name)
+        with self._lock, self._guard("queueing a file"):
+            self._contacts.require(contact_id, active=True)
+            before = self._queued_before(file_id, contact_id, Kind.FILE)
+        if before is not None:
+            assert before.file is not None
+            same = (before.file.name, before.file.content_type) == (name, content_type)
+            if not same or digest_of(Path(source), max_size) != before.file.blake2b:
+                raise id_in_use(file_id)
+            f = before.file
+            return OutgoingFile(
+                file_id, before.created_ms, f.name, f.size, f.blake2b, f.content_type
+            )
+        blob = Blob.at(self._files, self._keys, Direction.OUT, contact_id, file_id)
+        if blob.path.exists():
+            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+        size, digest = blob.copy_from(Path(source), max_size)
+        content = self._rows.seal(
+            ("messages", Direction.OUT, contact_id, file_id), [name, content_type, digest]
+        )
+        try:
+            with self._database.transaction(), self._guard("queueing a file"):
+                self._contacts.require(contact_id, active=True)
+                inserted = insert_message(
+                    self._db,
+                    {
+                        "direction": Direction.OUT.value,
+                        "contact_id": contact_id,
+                        "id": file_id,
+                        "kind": Kind.FILE.value,
+                        "state": State.QUEUED.value,
+                        "created_ms": created_ms,
+                        "stored_ms": created_ms,
+                        "expires_ms": expires_at,
+                        "size": size,
+                        "content": content,
+                    },
+                )
+        except BaseException:
+            blob.delete()
+            raise
+        if not inserted:  # the blob is the existing row's: keep it
+            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+        return OutgoingFile(file_id, created_ms, name, size, digest, content_type)
+
+    def pending(self, contact_id: int, limit: int, *, after: int = 0) -> list[Outgoing]:
+        """Queued, and sent but not yet acknowledged, texts and file offers to
+        ``contact_id``, oldest first; with ``after``, only those queued after
+        the one whose ``seq`` it is (a sender continuing where it left off)."""
+        with self._lock, self._guard("reading the outbox"):
+            rows = self._db.execute(
+                "SELECT * FROM message_rows WHERE direction = 'out' AND contact_id = ? "
+                "AND state IN ('queued', 'sent') AND seq > ? ORDER BY seq LIMIT ?",
+                (contact_id, max(0, after), max(0, limit)),
+            ).fetchall()
+        return [self._rows.outgoing(row) for row in rows]
+
+    def mark_sent(
+        self, ids: Sequence[bytes], now: int, *, contact_id: int | None = None
+    ) -> list[bytes]:
+        """Outgoing ``ids`` were sent. Returns the ids whose state changed.
+
+        Committed without an fsync of its own
+        (:meth:`onionpost.store._database.Database.bookkeeping`):
+        ``sent`` only informs, and a message that shows ``queued`` again
+        after a power loss is sent again, which the receiver's
+        de-duplication makes harmless. Queueing and delivery stay durable."""
+        with (
+            self._lock,
+            self._database.bookkeeping("updating message states"),
+            self._guard("updating message states"),
+        ):
+            return mark(self._db, ids, now, Direction.OUT, State.SENT, contact_id)
+
+    def mark_delivered(
+        self, ids: Sequence[bytes], now: int, *, contact_id: int | None = None
+    ) -> list[bytes]:
+        """The receiver acknowledged ``ids``. Pass the acking ``contact_id`` so that
+        a contact can only ever acknowledge what was sent to it."""
+        with self._database.transaction(), self._guard("updating message states"):
+            return mark(self._db, ids, now, Direction.OUT, State.DELIVERED, contact_id)
+
+    def mark_refused(
+        self, ids: Sequence[bytes], now: int, reason: int, *, contact_id: int
+    ) -> list[bytes]:
+        """The contact refused ``ids`` (a FileReject, spec.md §6.2): final.
+
+        Only what is ``queued`` or ``sent`` to ``contact_id`` moves, so a
+        contact can only ever refuse what was sent to it; a refused message
+        leaves :meth:`pending` and :meth:`outbox_depth` for good and keeps
+        ``reason`` (a FileRejectReason code; any value above 2^63-1 is kept
+        as 2^63-1) and ``now`` as ``refused_reason`` and ``refused_ms``.
+        Returns the ids whose state changed.
+        """
+        if not isinstance(reason, int) or reason < 0:
+            raise ConfigError("a refusal reason is an unsigned integer")
+        allowed = json.dumps(sources(OUTGOING_TRANSITIONS, State.REFUSED))
+        changed: list[bytes] = []
+        with self._database.transaction(), self._guard("updating message states"):
+            for message_id in ids:
+                rows = self._db.execute(
+                    "UPDATE messages SET state = 'refused', refused_ms = :now, "
+                    "refused_reason = :reason WHERE direction = 'out' AND id = :id "
+                    "AND contact_id = :contact "
+                    "AND state IN (SELECT value FROM json_each(:allowed)) RETURNING id",
+                    {
+                        "now": now,
+                        "reason": min(reason, _MAX_REASON),
+                        "id": message_id,
+                        "contact": contact_id,
+                        "allowed": allowed,
+                    },
+                ).fetchall()
+                changed.extend(row[0] for row in rows)
+        return changed
+
+    def expire(self, now: int) -> list[bytes]:
+        """Expire undelivered outgoing messages whose ``expires_at <= now``."""
+        with self._database.transaction(), self._guard("expiring messages"):
+            rows = self._db.execute(
+                "UPDATE messages SET state = 'expired' WHERE direction = 'out' "
+                "AND state IN ('queued', 'sent') AND expires_ms IS NOT NULL "
+                "AND expires_ms <= ? RETURNING id",
+                (now,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def listing(self, *, contact_id: int | None = None, limit: int = 100) -> list[Stored]:
+        """Outgoing messages and files not yet acknowledged (queued or sent), to
+        current contacts or to ``contact_id`` only, oldest first."""
+        with self._lock, self._guard("reading the outbox"):
+            rows = self._db.execute(
+                "SELECT r.* FROM message_rows r JOIN contacts c ON c.id = r.contact_id "
+                "WHERE r.direction = 'out' AND r.state IN ('queued', 'sent') AND c.removed = 0 "
+                "AND (:contact IS NULL OR r.contact_id = :contact) ORDER BY r.seq LIMIT :limit",
+                {"contact": contact_id, "limit": max(0, limit)},
+            ).fetchall()
+        return [self._rows.stored(row) for row in rows]
+
+    def outbox_depth(self, contact_id: int | None = None) -> int:
+        """Outgoing messages and files not yet acknowledged, to current contacts
+        (or to ``contact_id`` only): a count, without decrypting anything."""
+        with self._lock, self._guard("reading the outbox"):
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM messages m JOIN contacts c ON c.id = m.contact_id "
+                "WHERE m.direction = 'out' AND m.state IN ('queued', 'sent') AND c.removed = 0 "
+                "AND (:contact IS NULL OR m.contact_id = :contact)",
+                {"contact": contact_id},
+            ).fetchone()
+        return int(count)
+
+    def last_delivery(self) -> int | None:
+        """When the last acknowledgement arrived (the ``now`` given to mark_delivered)."""
+        with self._lock, self._guard("reading the outbox"):
+            (last,) = self._db.execute(
+                "SELECT max(delivered_ms) FROM messages WHERE direction = 'out'"
+            ).fetchone()
+        return None if last is None else int(last)

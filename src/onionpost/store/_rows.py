@@ -1,0 +1,241 @@
+"""A message's row: its sealed content, the records read from it, the writes all parts share.
+
+Text bodies, content types, file names and file hashes are sealed in each
+row's ``content`` (storage.md §5.2), the associated data naming the table,
+direction, contact and message id (:func:`onionpost.store._database.row_ad`),
+so a row's content copied into another row does not open. :class:`Rows`
+seals and opens it, and reads the columns of the view ``message_rows`` into
+the records the store hands out. The functions below are the writes that the
+outbox, the inbox and the arriving files share: the one ``INSERT`` of a
+message, and the moves of its state (only those ``_records``' tables allow).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Final
+
+from onionpost.errors import ConfigError, LocalProtocolError, StoreError
+from onionpost.names import file_name_problem
+from onionpost.proto import NotMsgpack, pack, unpack
+from onionpost.store import _crypto, _database
+from onionpost.store._database import Keys
+from onionpost.store._records import (
+    INCOMING_TRANSITIONS,
+    OUTGOING_TRANSITIONS,
+    Direction,
+    Kind,
+    Outgoing,
+    OutgoingFile,
+    State,
+    Stored,
+    StoredFile,
+    sources,
+)
+
+__all__ = [
+    "HASH_LEN",
+    "ID_LEN",
+    "RowKey",
+    "Rows",
+    "check_file_name",
+    "check_id",
+    "id_in_use",
+    "insert_message",
+    "mark",
+]
+
+ID_LEN: Final = 16
+HASH_LEN: Final = 64
+# The most fields a sealed row holds (a file's: name, content type, hash).
+_MAX_SEALED_FIELDS: Final = 3
+
+# Every query is a literal: an optional contact filter is the parameter
+# ``:contact`` being NULL, and a set of states is a JSON array (json_each).
+_INSERT_MESSAGE: Final = (
+    "INSERT INTO messages (direction, contact_id, id, kind, state, created_ms, stored_ms, "
+    "expires_ms, size, content) VALUES (:direction, :contact_id, :id, :kind, :state, "
+    ":created_ms, :stored_ms, :expires_ms, :size, :content) "
+    "ON CONFLICT (direction, contact_id, id) DO NOTHING"
+)
+_MARK: Final[dict[tuple[Direction, State], str]] = {
+    (Direction.OUT, State.SENT): (
+        "UPDATE messages SET state = 'sent', sent_ms = :now WHERE direction = 'out' "
+        "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+    ),
+    (Direction.OUT, State.DELIVERED): (
+        "UPDATE messages SET state = 'delivered', delivered_ms = :now WHERE direction = 'out' "
+        "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+    ),
+    # A read message was delivered, whether or not its ack came first.
+    (Direction.OUT, State.READ): (
+        "UPDATE messages SET state = 'read', read_ms = :now, "
+        "delivered_ms = coalesce(delivered_ms, :now) WHERE direction = 'out' "
+        "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+    ),
+    (Direction.IN, State.READ): (
+        "UPDATE messages SET state = 'read', read_ms = :now WHERE direction = 'in' "
+        "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+    ),
+}
+
+# (table, direction, contact id, message id): what a sealed ``content`` belongs to.
+RowKey = tuple[str, str, int, bytes]
+
+
+def id_in_use(message_id: bytes) -> ConfigError:
+    return ConfigError(
+        f"message id {message_id.hex()} is already another message's "
+        "(a send made again must name the same contact and content)"
+    )
+
+
+def check_id(value: object, what: str = "a message id") -> bytes:
+    if not isinstance(value, bytes) or len(value) != ID_LEN:
+        raise ConfigError(f"{what} is {ID_LEN} bytes")
+    return value
+
+
+def check_file_name(name: object) -> str:
+    """A file's name is a name, never a path (the rule of ``onionpost.names``)."""
+    problem = file_name_problem(name)
+    if problem is not None:
+        raise ConfigError(problem)
+    assert isinstance(name, str)
+    return name
+
+
+def insert_message(conn: sqlite3.Connection, values: dict[str, Any]) -> bool:
+    """INSERT a messages row; False if (direction, contact, id) exists."""
+    row = {"expires_ms": None, "size": None, **values}
+    try:
+        cursor = conn.execute(_INSERT_MESSAGE, row)
+    except _database.IntegrityError as exc:
+        # The only other unique key: our own ids, across contacts.
+        raise LocalProtocolError(f"message id {values['id'].hex()} is already in use") from exc
+    return cursor.rowcount == 1
+
+
+def mark(  # noqa: PLR0917 - one state move, all of it
+    conn: sqlite3.Connection,
+    ids: Sequence[bytes],
+    now: int,
+    direction: Direction,
+    target: State,
+    contact_id: int | None,
+) -> list[bytes]:
+    """Move ``ids`` to ``target`` where the transition table allows; the ids moved."""
+    table = OUTGOING_TRANSITIONS if direction == Direction.OUT else INCOMING_TRANSITIONS
+    sql = _MARK[(direction, target)]
+    allowed = json.dumps(sources(table, target))
+    changed: list[bytes] = []
+    for message_id in ids:
+        rows = conn.execute(
+            sql, {"now": now, "id": message_id, "allowed": allowed, "contact": contact_id}
+        ).fetchall()
+        changed.extend(row[0] for row in rows)
+    return changed
+
+
+class Rows:
+    """Sealing a row's content, and reading rows into records, under the store's keys."""
+
+    def __init__(self, keys: Keys) -> None:
+        self._keys = keys
+
+    def __repr__(self) -> str:
+        return "Rows()"
+
+    def seal(self, row: RowKey, fields: list[Any]) -> bytes:
+        plaintext = pack(fields)
+        return _crypto.seal(self._keys.seal, plaintext, _database.row_ad(*row))
+
+    def unseal(self, row: RowKey, kind: str, sealed: bytes) -> list[Any]:
+        message_id = row[3]
+        what = f"the content of message {message_id.hex()}"
+        plaintext = _crypto.open_sealed(self._keys.seal, sealed, _database.row_ad(*row), what=what)
+        try:
+            fields: Any = unpack(
+                plaintext, max_len=len(plaintext), max_items=_MAX_SEALED_FIELDS, use_list=True
+            )
+        except NotMsgpack as exc:
+            raise StoreError(f"{what} is malformed") from exc
+        if kind == Kind.TEXT:
+            shape_ok = (
+                type(fields) is list and len(fields) == 2 and all(type(f) is str for f in fields)
+            )
+        else:
+            shape_ok = (
+                type(fields) is list
+                and len(fields) == 3
+                and type(fields[0]) is str
+                and type(fields[1]) is str
+                and type(fields[2]) is bytes
+                and len(fields[2]) == HASH_LEN
+            )
+        if not shape_ok:
+            raise StoreError(f"{what} is malformed")
+        return list(fields)
+
+    def stored(self, row: Sequence[Any]) -> Stored:
+        # The columns of the view message_rows, in order.
+        (seq, direction, contact_id, contact, message_id, kind, state) = row[:7]
+        (created_ms, stored_ms, sent_ms, delivered_ms, read_ms, _expires, size, sealed) = row[7:15]
+        refused_ms, refused_reason, deposited_ms = row[15:18]
+        fields = self.unseal(("messages", direction, contact_id, message_id), kind, sealed)
+        file = None
+        body = None
+        if kind == Kind.TEXT:
+            body, content_type = fields
+        else:
+            name, content_type, digest = fields
+            file = StoredFile(name, size, digest, content_type, complete=True)
+        return Stored(
+            seq=seq,
+            id=message_id,
+            contact_id=contact_id,
+            contact=contact,
+            direction=Direction(direction),
+            kind=Kind(kind),
+            state=State(state),
+            created_ms=created_ms,
+            received_ms=stored_ms,
+            sent_ms=sent_ms,
+            delivered_ms=delivered_ms,
+            read_ms=read_ms,
+            body=body,
+            content_type=content_type,
+            file=file,
+            refused_ms=refused_ms,
+            refused_reason=refused_reason,
+            deposited_ms=deposited_ms,
+        )
+
+    def outgoing(self, row: Sequence[Any]) -> Outgoing:
+        stored = self.stored(row)
+        file = None
+        if stored.file is not None:
+            f = stored.file
+            file = OutgoingFile(
+                stored.id, stored.created_ms, f.name, f.size, f.blake2b, f.content_type
+            )
+        return Outgoing(
+            kind=stored.kind,
+            id=stored.id,
+            contact_id=stored.contact_id,
+            created_ms=stored.created_ms,
+            state=stored.state,
+            expires_ms=row[12],
+            body=stored.body,
+            content_type=stored.content_type,
+            file=file,
+            seq=stored.seq,
+            deposited_ms=row[17],
+            deposit_offset=row[18],
+        )
