@@ -166,7 +166,9 @@ async def test_many_texts_in_one_call_are_queued_in_order_once_each(tmp_path: Pa
                 with pytest.raises(ApiError) as refused:
                     await client.send_texts("nobody", ["x"])
                 assert refused.value.code == "unknown-contact"
-        assert [s.id.hex() for s in alice.store.outbox(limit=1000)] == [q.id for q in queued]
+        assert [s.id.hex() for s in alice.store.outbox.listing(limit=1000)] == [
+            q.id for q in queued
+        ]
         await bob.start(nursery)
         await until(lambda: len(bob.inbox_from(alice)) == 301)
         bodies = [s.body for s in bob.inbox_from(alice)]

@@ -280,7 +280,7 @@ class DeliveryEngine:
         def queue_all() -> None:
             with store.transaction():
                 for text in texts:
-                    store.queue_text(
+                    store.outbox.queue_text(
                         contact_id,
                         text.id,
                         text.created_ms,
