@@ -239,12 +239,18 @@ def test_queue_text_is_idempotent_on_its_id(store: Store) -> None:
     # A send made again (its answer was lost) is the message already queued.
     bob = add_contact(store)
     message_id = new_id()
-    assert store.outbox.queue_text(bob.id, message_id, 1, "once", "text/plain", None) is True
-    assert store.outbox.queue_text(bob.id, message_id, 2, "once", "text/plain", None) is False
+    seq = store.outbox.queue_text(bob.id, message_id, 1, "once", "text/plain", None)
+    assert seq is not None
+    assert store.outbox.queue_text(bob.id, message_id, 2, "once", "text/plain", None) is None
     (pending,) = store.outbox.pending(bob.id, 10)
-    assert (pending.id, pending.body, pending.created_ms) == (message_id, "once", 1)
+    assert (pending.id, pending.body, pending.created_ms, pending.seq) == (
+        message_id,
+        "once",
+        1,
+        seq,
+    )
     store.outbox.mark_delivered([message_id], 3, contact_id=bob.id)
-    assert store.outbox.queue_text(bob.id, message_id, 4, "once", "text/plain", None) is False
+    assert store.outbox.queue_text(bob.id, message_id, 4, "once", "text/plain", None) is None
     assert store.outbox.pending(bob.id, 10) == []
 
 
@@ -469,3 +475,19 @@ def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
     store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         store.contacts.all()
+
+
+def test_an_ack_of_many_ids_moves_exactly_those_of_its_contact(store: Store) -> None:
+    bob, carol = add_contact(store, "bob"), add_contact(store, "carol")
+    to_bob = [new_id() for _ in range(1_200)]  # more than one statement's group
+    to_carol = new_id()
+    for i, message_id in enumerate(to_bob):
+        store.outbox.queue_text(bob.id, message_id, i, "t", "text/plain", None)
+    store.outbox.queue_text(carol.id, to_carol, 0, "t", "text/plain", None)
+    # Bob acks all of his, carol's and one that does not exist; twice.
+    acked = [*to_bob, to_carol, new_id()]
+    changed = store.outbox.mark_delivered(acked, 5, contact_id=bob.id)
+    assert sorted(changed) == sorted(to_bob)
+    assert store.outbox.mark_delivered(acked, 6, contact_id=bob.id) == []
+    assert store.outbox.pending(bob.id, 10) == []
+    assert [p.id for p in store.outbox.pending(carol.id, 10)] == [to_carol]

@@ -38,6 +38,7 @@ from onionpost.store._rows import (
     check_id,
     id_in_use,
     insert_message,
+    insert_message_seq,
     mark,
 )
 
@@ -92,12 +93,12 @@ class Outbox:
         body: str,
         content_type: str,
         expires_at: int | None,
-    ) -> bool:
-        """Queue a text; it is durably stored when this returns.
-
-        Idempotent on ``message_id``: the same text to the same contact again
-        is the one already queued (False; True when queued now). The id with
-        another contact or content is :class:`ConfigError`.
+    ) -> int | None:
+        """Queue a text; it is durably stored when this returns. Returns its
+        ``seq`` (the order in which the outbox sends), or None when it was
+        queued already: idempotent on ``message_id``, the same text to the
+        same contact again is the one already queued. The id with another
+        contact or content is :class:`ConfigError`.
         """
         check_id(message_id)
         if not isinstance(body, str) or not isinstance(content_type, str):
@@ -111,8 +112,8 @@ class Outbox:
             if before is not None:
                 if (before.body, before.content_type) != (body, content_type):
                     raise id_in_use(message_id)
-                return False
-            inserted = insert_message(
+                return None
+            seq = insert_message_seq(
                 self._db,
                 {
                     "direction": Direction.OUT.value,
@@ -126,9 +127,9 @@ class Outbox:
                     "content": content,
                 },
             )
-            if not inserted:
+            if seq is None:
                 raise LocalProtocolError(f"message id {message_id.hex()} is already in use")
-        return True
+        return seq
 
     def queue_file(  # noqa: PLR0917 - the contract's signature
         self,

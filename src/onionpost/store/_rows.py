@@ -113,13 +113,23 @@ def check_file_name(name: object) -> str:
 
 def insert_message(conn: sqlite3.Connection, values: dict[str, Any]) -> bool:
     """INSERT a messages row; False if (direction, contact, id) exists."""
+    return insert_message_seq(conn, values) is not None
+
+
+def insert_message_seq(conn: sqlite3.Connection, values: dict[str, Any]) -> int | None:
+    """INSERT a messages row: its ``seq``, or None if (direction, contact, id) exists."""
     row = {"expires_ms": None, "size": None, **values}
     try:
         cursor = conn.execute(_INSERT_MESSAGE, row)
     except _database.IntegrityError as exc:
         # The only other unique key: our own ids, across contacts.
         raise LocalProtocolError(f"message id {values['id'].hex()} is already in use") from exc
-    return cursor.rowcount == 1
+    return cursor.lastrowid if cursor.rowcount == 1 else None
+
+
+# Ids moved by one statement at most.
+MARK_GROUP: Final = 500
+_IDS_IN: Final = "AND id IN (SELECT unhex(value) FROM json_each(:ids))"
 
 
 def mark(  # noqa: PLR0917 - one state move, all of it
@@ -132,12 +142,21 @@ def mark(  # noqa: PLR0917 - one state move, all of it
 ) -> list[bytes]:
     """Move ``ids`` to ``target`` where the transition table allows; the ids moved."""
     table = OUTGOING_TRANSITIONS if direction == Direction.OUT else INCOMING_TRANSITIONS
-    sql = _MARK[(direction, target)]
     allowed = json.dumps(sources(table, target))
-    changed: list[bytes] = []
-    for message_id in ids:
+    if len(ids) == 1:
         rows = conn.execute(
-            sql, {"now": now, "id": message_id, "allowed": allowed, "contact": contact_id}
+            _MARK[(direction, target)],
+            {"now": now, "id": ids[0], "allowed": allowed, "contact": contact_id},
+        ).fetchall()
+        return [row[0] for row in rows]
+    # A group (an Ack's ids): one statement for each MARK_GROUP of them, the
+    # ids as hex in a JSON array (SQLite has no array parameter for blobs).
+    sql = _MARK[(direction, target)].replace("AND id = :id", _IDS_IN)
+    changed: list[bytes] = []
+    for start in range(0, len(ids), MARK_GROUP):
+        group = json.dumps([bytes(i).hex() for i in ids[start : start + MARK_GROUP]])
+        rows = conn.execute(
+            sql, {"now": now, "ids": group, "allowed": allowed, "contact": contact_id}
         ).fetchall()
         changed.extend(row[0] for row in rows)
     return changed

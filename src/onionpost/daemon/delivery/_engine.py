@@ -234,7 +234,7 @@ class DeliveryEngine:
         for link in links:
             if retry_now:
                 link.state.retry_now()
-            link.fire()
+            link.fire(reread=True)
         return len(links)
 
     def announce(self, contact_id: int | None = None) -> int:
@@ -256,7 +256,7 @@ class DeliveryEngine:
         messages.encode(text)  # refuse what could never be sent, before queueing it
         expiry = self._parts.policy.message_expiry
         expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
-        await self._parts.writer.write(
+        seq = await self._parts.writer.write(
             self._parts.store.outbox.queue_text,
             contact_id,
             text.id,
@@ -265,7 +265,7 @@ class DeliveryEngine:
             text.content_type,
             expires_at,
         )
-        self.kick(contact_id)
+        self._hand_off(contact_id, [] if seq is None else [(seq, text)])
 
     async def queue_texts(self, contact_id: int, texts: Sequence[messages.Text]) -> None:
         """Queue ``texts`` for the contact, in order, in one transaction: all are
@@ -277,10 +277,11 @@ class DeliveryEngine:
         expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
         store = self._parts.store
 
-        def queue_all() -> None:
+        def queue_all() -> list[tuple[int, messages.Text]]:
+            queued = []
             with store.transaction():
                 for text in texts:
-                    store.outbox.queue_text(
+                    seq = store.outbox.queue_text(
                         contact_id,
                         text.id,
                         text.created_ms,
@@ -288,9 +289,16 @@ class DeliveryEngine:
                         text.content_type,
                         expires_at,
                     )
+                    if seq is not None:
+                        queued.append((seq, text))
+            return queued
 
-        await self._parts.writer.write(queue_all)
-        self.kick(contact_id)
+        self._hand_off(contact_id, await self._parts.writer.write(queue_all))
+
+    def _hand_off(self, contact_id: int, queued: list[tuple[int, messages.Text]]) -> None:
+        link = self._links.get(contact_id)
+        if link is not None:
+            link.hand_off(queued)
 
     async def owe_receipts(self, contact_id: int, ids: Sequence[bytes]) -> None:
         """Read receipts to send to a contact: durable until a session carried

@@ -33,6 +33,8 @@ log = logging.getLogger("onionpost.daemon")
 # Replies queued for the sender task before the receiving side waits (and so
 # stops reading a peer that does not read ours).
 MAX_PENDING_REPLIES: Final = 64
+# Texts handed to a session's sender before it reads the outbox instead.
+MAX_HANDOFF: Final = 4096
 
 
 def now_ms() -> int:
@@ -60,6 +62,12 @@ class Session:
     # Set when we end the session on purpose: the sender writes the replies
     # queued so far, then raises it.
     closing: Shed | None = None
+    # Texts committed to the outbox since the sender last read it, handed
+    # over as they are (with their seq) so that the sender need not read them
+    # back; ``reread`` when the outbox must be read instead (a new session,
+    # a file queued, the hand-off full).
+    handoff: deque[tuple[int, messages.Text]] = field(default_factory=deque)
+    reread: bool = True
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""
@@ -110,11 +118,26 @@ class Link:
         for scope in list(self.scopes):
             scope.cancel()
 
-    def fire(self) -> None:
-        """Something changed for this contact: its loops and senders look again."""
+    def fire(self, *, reread: bool = False) -> None:
+        """Something changed for this contact: its loops and senders look
+        again; ``reread``: its outbox changed in the store."""
         self.wake.fire()
         for session in self.sessions:
+            if reread:
+                session.reread = True
             session.wake.fire()
+
+    def hand_off(self, queued: list[tuple[int, messages.Text]]) -> None:
+        """Texts just committed to the outbox: to each session's sender as
+        they are (the outbox read when a hand-off would pass its bound)."""
+        for session in self.sessions:
+            if session.reread or session.closing is not None:
+                continue
+            if len(session.handoff) + len(queued) > MAX_HANDOFF:
+                session.reread = True
+            else:
+                session.handoff.extend(queued)
+        self.fire()
 
 
 @dataclass(slots=True)

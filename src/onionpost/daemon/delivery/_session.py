@@ -237,14 +237,34 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             await parts.writer.write(parts.store.mailbox.mark_mailbox_told, contact_id, version)
             link.contact = replace(link.contact, mailbox_told=version)
             continue
-        batch = await parts.worker(
-            parts.store.outbox.pending, contact_id, SEND_BATCH, after=sent_up_to
-        )
-        if batch:
+        if session.reread:
+            # Whatever was handed over is in the outbox: the read sends it.
+            session.reread = False
+            session.handoff.clear()
+            batch = await parts.worker(
+                parts.store.outbox.pending, contact_id, SEND_BATCH, after=sent_up_to
+            )
+            if len(batch) == SEND_BATCH:
+                session.reread = True  # more to read
+            records: list[messages.Message] = [wire_record(o) for o in batch]
+            seqs = [o.seq for o in batch]
+            ids = [o.id for o in batch]
+        else:
+            handed = [
+                session.handoff.popleft() for _ in range(min(SEND_BATCH, len(session.handoff)))
+            ]
+            # Those the last read sent already are left out.
+            fresh = [(seq, text) for seq, text in handed if seq > sent_up_to]
+            records = [text for _, text in fresh]
+            seqs = [seq for seq, _ in fresh]
+            ids = [text.id for _, text in fresh]
+        if records:
             session.last_activity = trio.current_time()
-            await channel.send_many([wire_record(outgoing) for outgoing in batch])
-            sent_up_to = max(sent_up_to, *(outgoing.seq for outgoing in batch))
-            await _mark_sent(parts, contact_id, [o.id for o in batch])
+            await channel.send_many(records)
+            sent_up_to = max(sent_up_to, *seqs)
+            await _mark_sent(parts, contact_id, ids)
+            continue
+        if session.reread or session.handoff:
             continue
         now = trio.current_time()
         idle_until = session.last_activity + policy.idle_close
