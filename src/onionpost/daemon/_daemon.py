@@ -54,6 +54,7 @@ from onionpost.daemon.delivery import (
     StoreWorker,
     ThreadWorker,
     message_record,
+    unfit_mailbox,
 )
 from onionpost.errors import ConfigError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
@@ -245,6 +246,19 @@ class Daemon:
 
     def _add_contact(self, name: str, card: ContactCard) -> Contact:
         store = self._store
+        if card.mailbox is not None:
+            unfit = unfit_mailbox(
+                card.mailbox.mailbox,
+                self._secrets.identity.address,
+                lambda a: a == card.address or store.contact_by_address(a) is not None,
+            )
+            if unfit is not None:
+                # Dialing it as a mailbox would tell that endpoint whose
+                # contact we are (mailbox.md §Announcement).
+                raise ConfigError(
+                    "that card names as its mailbox this endpoint, the card's own "
+                    "address or one of our contacts: refused"
+                )
         with store.transaction():
             contact = store.add_contact(name, card.address, card.client_auth_public, _now_ms())
             if card.mailbox is not None:

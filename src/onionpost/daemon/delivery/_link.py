@@ -182,6 +182,10 @@ class LinkState:
         self.deposit_at = 0.0
         self.mailbox_error = ""
 
+    def mailbox_unfit(self, reason: str) -> None:
+        """The contact's mailbox is not one to deposit into (``reason``)."""
+        self.mailbox_error = reason
+
     def deposit_failed(self, now: float, reason: str, jitter: float) -> float:
         self.deposit_failures += 1
         self.mailbox_error = reason
