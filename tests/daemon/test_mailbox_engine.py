@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -17,9 +18,11 @@ from pathlib import Path
 import pytest
 import trio
 from _enginekit import MailboxNode, MemoryListener, Network, Node, befriend, network, until
+from click.testing import CliRunner
 from trio.testing import MockClock
 
 from onionpost import api
+from onionpost.cli import main
 from onionpost.errors import AuthenticationError, ConfigError, DialError
 from onionpost.home import ContactCard
 from onionpost.limits import FILE_CHUNK_SIZE
@@ -464,3 +467,54 @@ async def test_a_mailbox_that_answers_as_an_endpoint_is_marked_bad(
         assert shown.mailbox_error == "not-a-mailbox"
         assert bob.store.message(message_id).deposited_ms is None
         assert not dave.store.inbox(limit=10)
+
+
+# -- the card the product shows names the current mailbox ------------------------------
+
+
+def _printed_card(node: Node) -> str:
+    """The card ``onionpost whoami --json`` prints for the node's home (no daemon asked)."""
+    result = CliRunner().invoke(main, ["whoami", "--home", str(node.paths.home), "--json"])
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["card"])
+
+
+async def test_a_contact_added_from_the_printed_card_deposits_before_any_session(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        box = net.mailbox("box")
+        await box.start(nursery)
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        await alice.daemon.mailbox_pair(api.MailboxPair(await box.code()))
+        # Bob is not running: the two never hold a live session.
+        await alice.daemon.contact_add(api.ContactAdd(bob.card()))
+        await until(lambda: alice.contact(bob).mailbox_registered, 600)
+        alice.stop()
+        await until(lambda: not alice.up)
+
+        card = ContactCard.parse(_printed_card(alice))
+        assert card.mailbox is not None
+        assert card.mailbox.mailbox == box.address
+        await bob.start(nursery)
+        assert bob.daemon is not None
+        await bob.daemon.contact_add(api.ContactAdd(card.to_line()))
+        assert bob.contact(alice).mailbox == box.address
+        message_id = await bob.send(alice, "before we ever met")
+        await until(lambda: bob.store.message(message_id).deposited_ms is not None, 600)
+
+        # Wiped: the card no longer names it.
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        with trio.fail_after(600):
+            while not (await alice.daemon.mailbox_status(api.GetMailboxStatus())).reachable:
+                await trio.sleep(0.5)
+        await until(lambda: len(alice.inbox_from(bob)) == 1, 600)
+        await alice.daemon.mailbox_wipe(api.MailboxWipe())
+        # (It carries the newer announcement of no mailbox.)
+        wiped = ContactCard.parse(_printed_card(alice)).mailbox
+        assert wiped is not None
+        assert wiped.mailbox is None
+        assert (await alice.daemon.whoami(api.Whoami())).card == _printed_card(alice)

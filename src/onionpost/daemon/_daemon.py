@@ -57,10 +57,11 @@ from onionpost.daemon.delivery import (
     unfit_mailbox,
 )
 from onionpost.errors import ConfigError
-from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
+from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number, write_card_file
 from onionpost.host import EventHub, Handlers, OnionHost
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.pairing import MailboxAnnouncement
 from onionpost.store import Contact, Direction, Store, Stored
 from onionpost.transport import SecureChannel
 
@@ -113,7 +114,7 @@ class Daemon:
         )
         policy = policy or DeliveryPolicy.from_config(config)
         mailbox_dial = mailbox_dial or self._dial_mailbox
-        self.mailboxes = Mailboxes(secrets, store, mailbox_dial)
+        self.mailboxes = Mailboxes(secrets, store, mailbox_dial, self._write_card)
         self._worker = worker or ThreadWorker()
         self.engine = DeliveryEngine(
             store,
@@ -201,6 +202,16 @@ class Daemon:
 
     def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         return self._hub.subscribe(list(topics))
+
+    def _write_card(self, announcement: MailboxAnnouncement | None) -> None:
+        """Our card file names our current mailbox (or none): ``onionpost
+        whoami`` reads it without a daemon (storage.md §Contact card)."""
+        card = ContactCard.issue(self._secrets, mailbox=announcement)
+        try:
+            if write_card_file(self._paths.card, card):
+                log.info("event=card_written mailbox=%s", "none" if announcement is None else "set")
+        except OSError as exc:
+            log.warning("event=card_write_failed error=%s", safe(exc.strerror or ""))
 
     async def whoami(self, request: api.Whoami) -> api.Identity:
         card = ContactCard.issue(self._secrets, mailbox=self.mailboxes.signed())
