@@ -6,7 +6,8 @@ Theory of operation
 
     DeliveryEngine.run()          one nursery owns everything below
     ├── writer                    group commit (``_writer.py``)
-    ├── housekeeping              expiry of messages and of idle incoming transfers
+    ├── housekeeping              expiry of messages and of idle incoming transfers;
+    │                             sent files' copies deleted once delivered
     └── per contact (a Link)
         ├── direct loop           dial when something waits and no session is up
         │   └── session           ours or the contact's (``_session.py``)
@@ -481,6 +482,9 @@ class DeliveryEngine:
         for message_id in await parts.worker(parts.store.expire, now):
             log.info("event=expired id=%s", message_id.hex())
             parts.hub.publish(StateChange(message_id.hex(), MessageState.EXPIRED))
+        kept_before = now - int(parts.policy.keep_sent_files * 1000)
+        for file_id in await parts.worker(parts.store.drop_sent_copies, kept_before, now):
+            log.info("event=sent_copy_deleted id=%s", file_id.hex())
         idle_before = now - int(parts.policy.transfer_idle_timeout * 1000)
         for contact_id, file_id in await parts.worker(parts.store.expire_transfers, idle_before):
             log.info(
