@@ -32,7 +32,7 @@ from onionpost.errors import (
     StoreError,
     TransportError,
 )
-from onionpost.host import first_failure, reason
+from onionpost.host import descriptor_refetched, first_failure, reason
 from onionpost.limits import FILE_CHUNK_SIZE, MAX_ACK_IDS
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
@@ -96,8 +96,16 @@ async def deposit(parts: Parts, link: Link, target: OnionAddress) -> None:
         why = "not-a-mailbox"
         link.bad_mailbox = target
         log.warning("event=mailbox_marked_bad contact=%s", contact)
-    link.state.deposit_failed(trio.current_time(), why, jitter())
-    log.info("event=deposit_failed contact=%s envelopes=%d reason=%s", contact, deposited, why)
+    delay = link.state.deposit_failed(
+        trio.current_time(), why, jitter(), refetched=descriptor_refetched(failure)
+    )
+    log.info(
+        "event=deposit_failed contact=%s envelopes=%d reason=%s retry_in=%.1f",
+        contact,
+        deposited,
+        why,
+        delay,
+    )
     if not expected(failure):
         log.warning("event=deposit_error contact=%s", contact, exc_info=failure)
     parts.publish_peer(link)
