@@ -61,6 +61,9 @@ MAX_PENDING_HANDSHAKES: Final = 64
 MAX_CARD_FILE: Final = 4096
 # A passphrase file (`onionpost init --passphrase-file`): its first line.
 MAX_PASSPHRASE_FILE: Final = 4096
+# A passphrase file that is a pipe or FIFO: seconds its writer has to write
+# it and close it.
+PASSPHRASE_PIPE_SECONDS: Final = 30.0
 # A key file is exactly this many random bytes (storage.md §2).
 KEY_FILE_LEN: Final = 32
 # The sealed secrets file, secrets.json: about 1 KiB in practice.

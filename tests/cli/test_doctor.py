@@ -7,13 +7,18 @@ command on a running daemon is in ``tests/daemon/test_hardening_tor.py``.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from localapi_double import short_tmpdir
+from localapi_double import MemoryBackend, ServerThread, short_tmpdir
+from onionpost import api
 from onionpost.cli import main
-from onionpost.cli._daemon_cmd import hardening_verdicts, listener_verdicts
+from onionpost.cli._daemon_cmd import hardening_verdicts, listener_verdicts, mailbox_verdicts
+from onionpost.home import Paths, unlock
+from onionpost.host import home_lock
+from onionpost.store import MailboxStore
 from onionpost.tor import TcpListener
 
 
@@ -75,3 +80,83 @@ def test_doctor_json_on_a_home_without_a_daemon() -> None:
             assert checks["tor version"]["detail"].startswith("0.")
         assert checks["secrets unlock"]["verdict"] == "ok"
         assert report["ok"] is (result.exit_code == 0)
+
+
+# -- mailboxes ------------------------------------------------------------------------
+
+
+def _init(runner: CliRunner, tmp: Path) -> Path:
+    home = tmp / "h"
+    init = runner.invoke(
+        main, ["init", "--home", str(home), "--name", "a", "--key-file", str(tmp / "k")]
+    )
+    assert init.exit_code == 0, init.output
+    return home
+
+
+def _doctor(runner: CliRunner, home: Path, key: Path) -> dict[str, dict[str, str]]:
+    result = runner.invoke(main, ["doctor", "--home", str(home), "--key-file", str(key), "--json"])
+    report = json.loads(result.stdout)
+    return {c["check"]: c for c in report["checks"]}
+
+
+def test_doctor_on_a_mailbox_home_checks_the_mailbox_database() -> None:
+    runner = CliRunner()
+    with short_tmpdir() as tmp:
+        home = _init(runner, tmp)
+        paths = Paths.for_home(home)
+        secrets = unlock(paths, passphrase=None, key_file=tmp / "k")
+        MailboxStore.open(paths.mailbox_store, secrets.store_key).close()
+        checks = _doctor(runner, home, tmp / "k")
+        assert checks["mailbox database"]["verdict"] == "ok"
+        assert "store integrity" not in checks
+        assert not paths.store.exists()  # no endpoint store made beside it
+
+
+def test_mailbox_verdicts_of_an_endpoint() -> None:
+    assert _by_check(mailbox_verdicts(api.MailboxStatus(role=api.Role.OWNER))) == {
+        "mailbox": "info"
+    }
+    paired = api.MailboxStatus(
+        role=api.Role.OWNER,
+        mailbox="m" * 56 + ".onion",
+        paired=True,
+        reachable=True,
+        last_drained_ms=1_700_000_000_000,
+        one_time_prekeys=93,
+    )
+    (verdict,) = mailbox_verdicts(paired)
+    assert verdict.verdict == "ok"
+    assert "reachable" in verdict.detail
+    assert "93 one-time prekeys" in verdict.detail
+    assert "last drained 2023-" in verdict.detail
+    down = mailbox_verdicts(
+        replace(paired, reachable=False, last_error="timeout", one_time_prekeys=0)
+    )
+    assert {v.verdict for v in down} == {"problem"}
+    assert "timeout" in down[0].detail
+
+
+def test_doctor_on_an_endpoint_reports_its_mailbox_when_the_daemon_runs() -> None:
+    runner = CliRunner()
+    with short_tmpdir() as tmp:
+        home = _init(runner, tmp)
+        paths = Paths.for_home(home)
+        backend = MemoryBackend()
+
+        async def mailbox_status(request: api.GetMailboxStatus) -> api.MailboxStatus:
+            return api.MailboxStatus(
+                role=api.Role.OWNER,
+                mailbox="m" * 56 + ".onion",
+                paired=True,
+                reachable=True,
+                last_drained_ms=1_700_000_000_000,
+                one_time_prekeys=77,
+            )
+
+        backend.handlers[api.GetMailboxStatus] = mailbox_status
+        paths.run.mkdir(mode=0o700, exist_ok=True)
+        with home_lock(paths.lock), ServerThread(backend, paths.socket):
+            checks = _doctor(runner, home, tmp / "k")
+        assert checks["mailbox"]["verdict"] == "ok"
+        assert "77 one-time prekeys" in checks["mailbox"]["detail"]

@@ -25,7 +25,7 @@ from trio.testing import MockClock
 from onionpost import api
 from onionpost.api import Marked, Message
 from onionpost.daemon.delivery import DeliveryPolicy
-from onionpost.errors import CloseCode, ConfigError, DialError, TransportError
+from onionpost.errors import CloseCode, ConfigError, DialError, NotFoundError, TransportError
 from onionpost.limits import NOISE_TAG_LEN
 from onionpost.proto import messages as m
 from onionpost.proto.identity import CERT_LIFETIME, StaticKey
@@ -767,3 +767,61 @@ async def test_a_contact_sending_mailbox_records(tmp_path: Path, clock: MockCloc
         await until(lambda: _sessions(alice, carol) == 0)
         assert alice.contact(carol).mailbox is None
         await still_delivers(net, nursery, alice)
+
+
+async def test_a_sent_file_s_copy_is_deleted_once_delivered(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Alice sends bob files one after another, together past her disk
+    budget: each sealed copy goes once delivered, so what her home holds
+    stays bounded and a file from bob still fits."""
+    size = 300_000
+    async with network(tmp_path) as (net, nursery):
+        alice = net.node("alice", max_disk_use=2 * size)
+        bob = net.node("bob")
+        befriend(alice, bob)
+        for node in (alice, bob):
+            await node.start(nursery)
+        assert alice.daemon is not None
+        assert bob.daemon is not None
+        for i in range(5):
+            source = tmp_path / f"to-bob-{i}.bin"
+            source.write_bytes(os.urandom(size))
+            file_id = bytes.fromhex(
+                (await alice.daemon.send_file(api.SendFile("bob", str(source)))).id
+            )
+            await delivered(alice, [file_id])
+            await until(lambda: alice.store.transfers.disk_used() == 0)
+            assert not any(alice.paths.files.iterdir())
+        assert alice.state(file_id) == "delivered"  # the row stays
+        with pytest.raises(NotFoundError):
+            alice.store.transfers.export_file(
+                file_id, tmp_path / "gone.bin", contact_id=alice.contact(bob).id
+            )
+        (tmp_path / "to-alice.bin").write_bytes(os.urandom(size))
+        back = bytes.fromhex(
+            (await bob.daemon.send_file(api.SendFile("alice", str(tmp_path / "to-alice.bin")))).id
+        )
+        await delivered(bob, [back])
+        assert alice.store.transfers.disk_used() == size
+
+
+async def test_a_sent_file_s_copy_is_kept_for_the_configured_retention(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        # The store's clock is the wall clock (virtual time does not move it).
+        alice = net.node("alice", keep_sent_files=3.0)
+        bob = net.node("bob")
+        befriend(alice, bob)
+        for node in (alice, bob):
+            await node.start(nursery)
+        assert alice.daemon is not None
+        (tmp_path / "f.bin").write_bytes(os.urandom(1000))
+        file_id = bytes.fromhex(
+            (await alice.daemon.send_file(api.SendFile("bob", str(tmp_path / "f.bin")))).id
+        )
+        await delivered(alice, [file_id])
+        await trio.sleep(60)  # housekeeping ran: the copy is kept
+        assert alice.store.transfers.disk_used() == 1000
+        await until(lambda: alice.store.transfers.disk_used() == 0, 10**6)

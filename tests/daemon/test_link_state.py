@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from onionpost.daemon.delivery._link import (
+    DEPOSIT_RETRY_AFTER_REFETCH,
     Backoff,
     LinkState,
     Step,
@@ -415,6 +416,29 @@ def test_deposit_failed_backs_off(jitter: float, delays: list[float]) -> None:
         now += delay
     # The direct backoff is another one.
     assert (state.failures, state.retry_at) == (1, 70.0)
+
+
+def test_a_deposit_failed_after_a_descriptor_refetch_is_retried_soon_once_in_a_row() -> None:
+    """A restarted mailbox: its old descriptor failed, a fresh one was asked
+    for, the next try should not wait out the backoff; a second such failure
+    in a row backs off in full (a mailbox that stays down is no loop)."""
+    state = link(away=True, down_at=0.0, failures=1, retry_at=70.0)
+    for n in range(1, 5):
+        state.deposit_failed(100.0, "unreachable", 0.0)
+    full = state.backoff.delay(5, 0.0)
+    assert state.deposit_failed(200.0, "introduction-failed", 0.0, refetched=True) == (
+        DEPOSIT_RETRY_AFTER_REFETCH
+    )
+    assert state.deposit_step(200.0, BOTH) == wait(200.0 + DEPOSIT_RETRY_AFTER_REFETCH)
+    assert state.deposit_failed(201.0, "introduction-failed", 0.0, refetched=True) == (
+        state.backoff.delay(6, 0.0)
+    )
+    assert state.deposit_failed(400.0, "timeout", 0.0, refetched=True) == (
+        DEPOSIT_RETRY_AFTER_REFETCH
+    )
+    assert full > DEPOSIT_RETRY_AFTER_REFETCH
+    state.deposit_done()
+    assert not state.deposit_retried_soon
 
 
 def test_deposit_done_resets_the_deposit_backoff() -> None:

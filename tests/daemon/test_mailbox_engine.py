@@ -8,7 +8,9 @@ checked too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -16,16 +18,20 @@ from pathlib import Path
 import pytest
 import trio
 from _enginekit import MailboxNode, MemoryListener, Network, Node, befriend, network, until
+from click.testing import CliRunner
 from trio.testing import MockClock
 
 from onionpost import api
+from onionpost.cli import main
 from onionpost.errors import AuthenticationError, ConfigError, DialError
+from onionpost.home import ContactCard
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
+from onionpost.proto.pairing import MailboxAnnouncement
 from onionpost.proto.session import PeerDecision
 from onionpost.store._mailbox import HeldEnvelope
-from onionpost.transport import accept
+from onionpost.transport import SecureChannel, accept
 
 pytestmark = pytest.mark.trio
 
@@ -366,3 +372,151 @@ async def test_a_mailbox_that_never_answers_does_not_hold_the_link(
         assert alice.store.messages.message(message_id).deposited_ms is None
         await bob.start(nursery)
         await until(lambda: alice.state(message_id) == "delivered", 900)
+
+
+# -- a contact's mailbox may not be us, another contact, or no mailbox at all --------
+
+
+async def _ping(channel: SecureChannel) -> None:
+    """Everything sent before has been handled: the Pong comes after it."""
+    async with trio.open_nursery() as inner:
+
+        async def receive() -> None:
+            with contextlib.suppress(trio.EndOfChannel):
+                while True:
+                    await channel.receive()
+
+        inner.start_soon(receive)
+        await channel.ping()
+        inner.cancel_scope.cancel()
+
+
+async def test_an_announcement_naming_us_or_a_contact_is_refused(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, carol = net.node("alice"), net.node("bob"), net.node("carol")
+        box = net.mailbox("box")
+        befriend(alice, bob)
+        befriend(bob, carol)
+        await bob.start(nursery)
+        channel, _ = await net.connect_raw(alice, bob)
+        try:
+            # (Naming herself is refused when the announcement is parsed.)
+            for version, named in enumerate((bob.address, carol.address), 1):
+                signed = MailboxAnnouncement.issue(alice.secrets.identity, named, version=version)
+                await channel.send(m.MailboxInfo(signed.to_bytes()))
+                await _ping(channel)
+                assert bob.contact(alice).mailbox is None
+            signed = MailboxAnnouncement.issue(alice.secrets.identity, box.address, version=9)
+            await channel.send(m.MailboxInfo(signed.to_bytes()))
+            await _ping(channel)
+            assert bob.contact(alice).mailbox == box.address
+        finally:
+            await channel.aclose()
+
+
+async def test_a_card_naming_us_or_a_contact_as_its_mailbox_is_refused(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        bob, carol, dave = net.node("bob"), net.node("carol"), net.node("dave")
+        befriend(bob, carol)
+        await bob.start(nursery)
+        assert bob.daemon is not None
+        for named in (bob.address, carol.address):
+            signed = MailboxAnnouncement.issue(dave.secrets.identity, named, version=1)
+            card = ContactCard.issue(dave.secrets, mailbox=signed).to_line()
+            with pytest.raises(ConfigError, match="mailbox"):
+                await bob.daemon.contact_add(api.ContactAdd(card))
+        assert bob.store.contacts.contact_by_address(dave.address) is None
+
+
+async def test_a_mailbox_that_answers_as_an_endpoint_is_marked_bad(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Alice names dave (an endpoint that knows bob; bob does not know him) as
+    her mailbox. Bob's deposit there gets an endpoint's answers: that mailbox
+    is marked bad for alice, shown in status, and never dialed again."""
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, dave = net.node("alice"), net.node("bob"), net.node("dave")
+        befriend(alice, bob)
+        now = int(time.time() * 1000)
+        dave.store.contacts.add_contact("bob", bob.address, bob.secrets.client_auth_public, now)
+        signed = MailboxAnnouncement.issue(alice.secrets.identity, dave.address, version=1)
+        bob.store.mailbox.set_contact_mailbox(bob.contact(alice).id, dave.address, signed.version)
+        dials = 0
+
+        async def counted() -> None:
+            nonlocal dials
+            dials += 1
+
+        net.faults[dave.address] = counted
+        await dave.start(nursery)
+        await bob.start(nursery)
+        message_id = await bob.send(alice, "for alice")
+        assert bob.engine is not None
+        link = bob.contact(alice).id
+        await until(
+            lambda: bob.engine.status(link).mailbox_error == "not-a-mailbox",  # type: ignore[union-attr]
+            900,
+        )
+        assert dials == 1
+        await trio.sleep(3600)
+        assert dials == 1
+        assert bob.daemon is not None
+        shown = next(c for c in (await bob.daemon.status(api.GetStatus())).contacts)
+        assert shown.mailbox_error == "not-a-mailbox"
+        assert bob.store.messages.message(message_id).deposited_ms is None
+        assert not dave.store.messages.inbox(limit=10)
+
+
+# -- the card the product shows names the current mailbox ------------------------------
+
+
+def _printed_card(node: Node) -> str:
+    """The card ``onionpost whoami --json`` prints for the node's home (no daemon asked)."""
+    result = CliRunner().invoke(main, ["whoami", "--home", str(node.paths.home), "--json"])
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["card"])
+
+
+async def test_a_contact_added_from_the_printed_card_deposits_before_any_session(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        box = net.mailbox("box")
+        await box.start(nursery)
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        await alice.daemon.mailbox_pair(api.MailboxPair(await box.code()))
+        # Bob is not running: the two never hold a live session.
+        await alice.daemon.contact_add(api.ContactAdd(bob.card()))
+        await until(lambda: alice.contact(bob).mailbox_registered, 600)
+        alice.stop()
+        await until(lambda: not alice.up)
+
+        card = ContactCard.parse(_printed_card(alice))
+        assert card.mailbox is not None
+        assert card.mailbox.mailbox == box.address
+        await bob.start(nursery)
+        assert bob.daemon is not None
+        await bob.daemon.contact_add(api.ContactAdd(card.to_line()))
+        assert bob.contact(alice).mailbox == box.address
+        message_id = await bob.send(alice, "before we ever met")
+        await until(lambda: bob.store.messages.message(message_id).deposited_ms is not None, 600)
+
+        # Wiped: the card no longer names it.
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        with trio.fail_after(600):
+            while not (await alice.daemon.mailbox_status(api.GetMailboxStatus())).reachable:
+                await trio.sleep(0.5)
+        await until(lambda: len(alice.inbox_from(bob)) == 1, 600)
+        await alice.daemon.mailbox_wipe(api.MailboxWipe())
+        # (It carries the newer announcement of no mailbox.)
+        wiped = ContactCard.parse(_printed_card(alice)).mailbox
+        assert wiped is not None
+        assert wiped.mailbox is None
+        assert (await alice.daemon.whoami(api.Whoami())).card == _printed_card(alice)

@@ -188,6 +188,70 @@ def test_a_used_setup_code_does_not_pair_another_endpoint(owners: Owners, testne
     assert _reachable_owner(owners.alice)
 
 
+# -- a mailbox that restarts --------------------------------------------------------------
+
+# Deposits resume within this long of a restarted mailbox's ready line (its
+# onion service published again, new introduction points and all).
+RESUME_SECONDS = 15.0
+RESTART_FILE_SIZE = 2 * 2**20  # 35 envelopes: a deposit session under way at the kill
+
+
+def _events_since(log: Path, offset: int) -> list[str]:
+    with log.open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    wanted = ("deposit", "descriptor", "mailbox")
+    return [line for line in lines if any(w in line for w in wanted)]
+
+
+def _held_for(mailbox: Mailbox, owner: str) -> int:
+    usage = mailbox.usage().get(owner)
+    return 0 if usage is None else usage.envelopes
+
+
+def test_deposits_resume_soon_after_the_mailbox_restarts(owners: Owners, tmp_path: Path) -> None:
+    """kill -9 of the mailbox and its tor in the middle of alice's deposits for
+    bob (away), then the mailbox back on the same home: alice's next envelope
+    lands within RESUME_SECONDS of the mailbox's ready line, though her tor
+    held the descriptor naming the old introduction points."""
+    alice, bob, mailbox = owners.alice, owners.bob, owners.mailbox
+    bob_address = bob.json("whoami")["address"]
+    source = tmp_path / "restart.bin"
+    source.write_bytes(os.urandom(RESTART_FILE_SIZE))
+    bob.terminate()
+    try:
+        before = _held_for(mailbox, bob_address)
+
+        async def send() -> None:
+            # The client library: `send --file --json` follows the file to the end.
+            async with open_client(alice.home) as client:
+                await client.send_file("bob", source)
+
+        trio.run(send)
+        wait_for(
+            lambda: _held_for(mailbox, bob_address) >= before + 3,
+            "deposits under way",
+            DEPOSIT_SECONDS,
+            poll=0.1,
+        )
+        offset = alice.log.stat().st_size
+        mailbox.kill()
+        mailbox.start()
+        at_ready = _held_for(mailbox, bob_address)
+        resumed = wait_for(
+            lambda: _held_for(mailbox, bob_address) > at_ready,
+            "the next deposit after the restart",
+            AFTER_RESTART_SECONDS,
+            poll=0.1,
+        )
+        events = _events_since(alice.log, offset)
+        print(f"\nmailbox ready to the next deposit: {resumed:.1f} s")
+        print("\n".join(events[-30:]))
+        assert resumed < RESUME_SECONDS
+    finally:
+        bob.start()
+
+
 # -- the long one -------------------------------------------------------------------------
 
 

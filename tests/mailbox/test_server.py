@@ -18,10 +18,14 @@ import trio
 from _mailboxkit import KEY, Client, Mailbox, Peer, envelope_bytes, running_mailbox
 from trio.testing import MockClock
 
+from localapi_double import short_tmpdir
+from onionpost import api
+from onionpost.client import open_client
 from onionpost.errors import CloseCode, TransportError
 from onionpost.home import Config
 from onionpost.home._config import MAX_MAILBOX_ENVELOPE
-from onionpost.mailbox import MailboxPolicy
+from onionpost.host import serve_api
+from onionpost.mailbox import MailboxBackend, MailboxPolicy
 from onionpost.mailbox._server import (
     CODE_REFUSED_DETAIL,
     HOUSEKEEPING_INTERVAL,
@@ -455,3 +459,41 @@ async def test_logs_hold_handles_and_ids_never_contents_tokens_or_keys(
     for address in (owner.address, contact.address):
         assert address.service_id not in info
         assert address.service_id in text  # at DEBUG only
+
+
+async def test_a_setup_code_never_reaches_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The code is a bearer secret: made through the local API (what `onionpost
+    mailbox code --json` asks) and used to pair, it is in no log line, at any
+    level, in any form."""
+    caplog.set_level(logging.DEBUG)
+    async with running_mailbox(tmp_path) as mailbox:
+        backend = MailboxBackend(
+            None,  # type: ignore[arg-type] # whoami is not asked
+            mailbox.server,
+            MailboxPolicy(),
+            tor_status=lambda: api.TorStatus(api.TorState.OK),
+        )
+        with short_tmpdir() as run:
+            socket = run / "control.sock"
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_api, backend, socket)
+                async with open_client(socket_path=socket) as client:
+                    issued = await client.mailbox_code(3600)
+                nursery.cancel_scope.cancel()
+        code = SetupCode.parse(issued.code)
+        owner = Peer()
+        session = await mailbox.connect(owner)
+        assert (await session.pair(code, owner)).code == m.MbCode.OK
+    assert any("setup_code_made" in r.getMessage() for r in caplog.records)
+    forms = {
+        issued.code,
+        issued.code.lower(),
+        issued.code.upper(),
+        code.secret.hex(),
+        code.token().hex(),
+        code.client_auth_private().hex(),
+    }
+    logged = caplog.text + "".join(r.getMessage() for r in caplog.records)
+    assert [form for form in forms if form in logged] == []

@@ -22,7 +22,7 @@ from onionpost.errors import StoreError, StoreTamperedError
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer, FileRejectReason
-from onionpost.store import Direction, State, Store, _legacy
+from onionpost.store import SCHEMA_VERSION, Direction, State, Store, _legacy
 from onionpost.store._database import Keys
 
 C = FILE_CHUNK_SIZE
@@ -133,7 +133,7 @@ def test_the_fixture_is_a_plaintext_version_2_store(tmp_path: Path) -> None:
 def test_a_version_2_store_is_converted_with_everything_in_it(tmp_path: Path) -> None:
     root = _copy_v2(tmp_path)
     with _open(root) as store:
-        assert store._db.execute("PRAGMA user_version").fetchone() == (5,)
+        assert store._db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         _check_everything(store, tmp_path)
     # Encrypted: nothing of the fixture's canaries in any byte or any name.
     assert not _is_plaintext(root)

@@ -35,7 +35,7 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import HOME_ENV, Paths, default_home
-from onionpost.limits import MAX_PASSPHRASE_FILE
+from onionpost.limits import MAX_PASSPHRASE_FILE, PASSPHRASE_PIPE_SECONDS
 
 if TYPE_CHECKING:
     from onionpost.host import SecretSource
@@ -87,8 +87,16 @@ def exit_code(exc: OnionpostError) -> int:
 def read_passphrase_file(path: Path) -> str:
     """The first line of a passphrase file, held to the key file's rules
     (storage.md §2): a regular file of ours, no group or other permission
-    bit, not a symlink, at most MAX_PASSPHRASE_FILE bytes."""
-    data = read_small_file(path, MAX_PASSPHRASE_FILE, what="passphrase file", private=True)
+    bit, not a symlink, at most MAX_PASSPHRASE_FILE bytes. A pipe or FIFO
+    (``<(...)``) is read too, under the same rules, for at most
+    PASSPHRASE_PIPE_SECONDS."""
+    data = read_small_file(
+        path,
+        MAX_PASSPHRASE_FILE,
+        what="passphrase file",
+        private=True,
+        pipe_seconds=PASSPHRASE_PIPE_SECONDS,
+    )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

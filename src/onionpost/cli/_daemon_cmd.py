@@ -10,15 +10,25 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import trio
 
-from onionpost.cli._common import emit_json, home_option, json_option, resolve_home, secret_source
+from onionpost import api
+from onionpost.cli._common import (
+    emit_json,
+    format_ms,
+    home_option,
+    json_option,
+    resolve_home,
+    run_client,
+    secret_source,
+)
 from onionpost.errors import OnionpostError, SelfTestError, StoreError, StoreLockedError
 
 if TYPE_CHECKING:
@@ -153,6 +163,64 @@ def listener_verdicts(listeners: list[TcpListener], pids: dict[str, int | None])
     ]
 
 
+def mailbox_verdicts(report: api.MailboxStatus) -> list[Verdict]:
+    """An endpoint's mailbox, as its running daemon reports it (mailbox.md §11)."""
+    if report.role is not api.Role.OWNER:
+        return [Verdict("mailbox", "info", f"this daemon serves {len(report.owners)} owners")]
+    if not report.paired:
+        return [Verdict("mailbox", "info", report.warning or "no mailbox paired")]
+    seen = "reachable" if report.reachable else f"not reachable ({report.last_error or 'down'})"
+    prekeys = (
+        "prekeys left unknown"
+        if report.one_time_prekeys is None
+        else f"{report.one_time_prekeys} one-time prekeys left"
+    )
+    detail = (
+        f"{report.mailbox}: {seen}, {prekeys}, last drained {format_ms(report.last_drained_ms)}"
+    )
+    if report.warning:
+        detail += f"; {report.warning}"
+    bad = not report.reachable or report.one_time_prekeys == 0
+    return [Verdict("mailbox", "problem" if bad else "ok", detail)]
+
+
+def _ask_mailbox(home: Path) -> list[Verdict]:
+    try:
+        report = run_client(home, lambda client: client.mailbox_status())
+    except OnionpostError as exc:
+        return [Verdict("mailbox", "problem", f"cannot ask the daemon: {exc}")]
+    return mailbox_verdicts(report)
+
+
+def _check_databases(paths: Paths, store_key: bytes, verdicts: list[Verdict]) -> None:
+    """The integrity of the home's databases: a mailbox's ``mailbox.db`` when
+    the home runs one, the endpoint's store otherwise (or as well, when both
+    are there). Neither is made when absent but the endpoint's."""
+    from onionpost.store import MailboxStore, Store
+
+    mailbox = paths.mailbox_store.exists()
+    checks: list[tuple[str, Callable[[], Any]]] = []
+    if mailbox:
+        checks.append(
+            ("mailbox database", lambda: MailboxStore.open(paths.mailbox_store, store_key))
+        )
+    if paths.store.exists() or not mailbox:
+        checks.append(("store integrity", lambda: Store.open(paths.store, paths.files, store_key)))
+    for check, opener in checks:
+        try:
+            store = opener()
+            try:
+                issues = store.integrity_check()
+            finally:
+                store.close()
+        except StoreError as exc:
+            verdicts.append(Verdict(check, "problem", str(exc)))
+            continue
+        verdicts.extend(Verdict(check, "problem", issue) for issue in issues)
+        if not issues:
+            verdicts.append(Verdict(check, "ok", ""))
+
+
 def _pid_file(path: Path) -> int | None:
     try:
         text = path.read_text(encoding="ascii", errors="replace").strip()
@@ -237,10 +305,11 @@ def _tor_checks(paths: Paths, config: Config, daemon_running: bool) -> list[Verd
 def doctor(
     home: Path | None, key_file: Path | None, passphrase_file: Path | None, as_json: bool
 ) -> None:
-    """Check tor and its hardening, listening sockets, permissions and the store."""
+    """Check tor and its hardening, listening sockets, permissions, the store
+    (a mailbox's database on a mailbox home) and, while the daemon runs, the
+    endpoint's mailbox."""
     from onionpost.home import Paths, load_config, unlock
     from onionpost.host import home_lock
-    from onionpost.store import Store
 
     paths = Paths.for_home(resolve_home(home))
     verdicts: list[Verdict] = []
@@ -273,20 +342,12 @@ def doctor(
                 held.enter_context(home_lock(paths.lock))
             except StoreLockedError:
                 daemon_running = True
-                verdicts.append(
-                    Verdict("store integrity", "info", "in use by the running daemon: not checked")
-                )
+                check = "mailbox database" if paths.mailbox_store.exists() else "store integrity"
+                verdicts.append(Verdict(check, "info", "in use by the running daemon: not checked"))
             else:
-                try:
-                    store = Store.open(paths.store, paths.files, secrets.store_key)
-                    try:
-                        for issue in store.integrity_check():
-                            problem("store integrity", issue)
-                    finally:
-                        store.close()
-                    ok("store integrity")
-                except StoreError as exc:
-                    problem("store", str(exc))
+                _check_databases(paths, secrets.store_key, verdicts)
+        if daemon_running:
+            verdicts.extend(_ask_mailbox(paths.home))
         verdicts.extend(_tor_checks(paths, config, daemon_running))
     except OnionpostError as exc:
         problem("doctor", str(exc))

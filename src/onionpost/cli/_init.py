@@ -129,7 +129,10 @@ def init(
 @home_option
 @json_option
 def whoami(home: Path | None, as_json: bool) -> None:
-    """Show this endpoint's name, onion address and contact card (no daemon needed)."""
+    """Show this endpoint's name, onion address and contact card (no daemon needed).
+
+    The card names the paired mailbox: the daemon rewrites the card file
+    whenever its mailbox changes."""
     paths = Paths.for_home(resolve_home(home))
     if not paths.card.exists():
         fail(f"no endpoint in {paths.home}: run 'onionpost init' first", EXIT_ENVIRONMENT)

@@ -54,12 +54,14 @@ from onionpost.daemon.delivery import (
     StoreWorker,
     ThreadWorker,
     message_record,
+    unfit_mailbox,
 )
 from onionpost.errors import ConfigError
-from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
+from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number, write_card_file
 from onionpost.host import EventHub, Handlers, OnionHost
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.pairing import MailboxAnnouncement
 from onionpost.store import Contact, Direction, Store, Stored
 from onionpost.transport import SecureChannel
 
@@ -112,7 +114,7 @@ class Daemon:
         )
         policy = policy or DeliveryPolicy.from_config(config)
         mailbox_dial = mailbox_dial or self._dial_mailbox
-        self.mailboxes = Mailboxes(secrets, store, mailbox_dial)
+        self.mailboxes = Mailboxes(secrets, store, mailbox_dial, self._write_card)
         self._worker = worker or ThreadWorker()
         self.engine = DeliveryEngine(
             store,
@@ -202,6 +204,16 @@ class Daemon:
     def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
         return self._hub.subscribe(list(topics))
 
+    def _write_card(self, announcement: MailboxAnnouncement | None) -> None:
+        """Our card file names our current mailbox (or none): ``onionpost
+        whoami`` reads it without a daemon (storage.md §Contact card)."""
+        card = ContactCard.issue(self._secrets, mailbox=announcement)
+        try:
+            if write_card_file(self._paths.card, card):
+                log.info("event=card_written mailbox=%s", "none" if announcement is None else "set")
+        except OSError as exc:
+            log.warning("event=card_write_failed error=%s", safe(exc.strerror or ""))
+
     async def whoami(self, request: api.Whoami) -> api.Identity:
         card = ContactCard.issue(self._secrets, mailbox=self.mailboxes.signed())
         return api.Identity(
@@ -247,6 +259,19 @@ class Daemon:
 
     def _add_contact(self, name: str, card: ContactCard) -> Contact:
         store = self._store
+        if card.mailbox is not None:
+            unfit = unfit_mailbox(
+                card.mailbox.mailbox,
+                self._secrets.identity.address,
+                lambda a: a == card.address or store.contacts.contact_by_address(a) is not None,
+            )
+            if unfit is not None:
+                # Dialing it as a mailbox would tell that endpoint whose
+                # contact we are (mailbox.md §Announcement).
+                raise ConfigError(
+                    "that card names as its mailbox this endpoint, the card's own "
+                    "address or one of our contacts: refused"
+                )
         with store.transaction():
             contact = store.contacts.add_contact(
                 name, card.address, card.client_auth_public, _now_ms()

@@ -125,10 +125,19 @@ def _now_ms() -> int:
 class Mailboxes:
     """The engine's :class:`~onionpost.daemon.delivery.MailboxAccess`."""
 
-    def __init__(self, secrets: Secrets, store: Store, dial: MailboxDial) -> None:
+    def __init__(
+        self,
+        secrets: Secrets,
+        store: Store,
+        dial: MailboxDial,
+        changed: Callable[[MailboxAnnouncement | None], None] | None = None,
+    ) -> None:
+        """``changed`` is told our announcement whenever it is read anew (at
+        start, after pairing, after a wipe)."""
         self._secrets = secrets
         self._store = store
         self._dial_fn = dial
+        self._changed = changed
         self._announcement: tuple[int, bytes] | None = None
         self._signed: MailboxAnnouncement | None = None
         self.refresh()
@@ -141,12 +150,14 @@ class Mailboxes:
         version = self._store.mailbox.announcement_version()
         if version == 0:
             self._announcement = self._signed = None
-            return
-        own = self._store.mailbox.own_mailbox()
-        mailbox = own.address if own is not None else None
-        signed = MailboxAnnouncement.issue(self._secrets.identity, mailbox, version=version)
-        self._signed = signed
-        self._announcement = (version, signed.to_bytes())
+        else:
+            own = self._store.mailbox.own_mailbox()
+            mailbox = own.address if own is not None else None
+            signed = MailboxAnnouncement.issue(self._secrets.identity, mailbox, version=version)
+            self._signed = signed
+            self._announcement = (version, signed.to_bytes())
+        if self._changed is not None:
+            self._changed(self._signed)
 
     def signed(self) -> MailboxAnnouncement | None:
         """Our current announcement, for our contact card."""

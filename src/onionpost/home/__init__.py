@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 from onionpost.home._paths import HOME_ENV, Paths, default_home
 
 if TYPE_CHECKING:
-    from onionpost.home._card import ContactCard, check_name, read_card_file, safety_number
+    from onionpost.home._card import (
+        ContactCard,
+        check_name,
+        read_card_file,
+        safety_number,
+        write_card_file,
+    )
     from onionpost.home._config import DEFAULT_CONFIG_TEXT, Config, load_config, parse_config
     from onionpost.home._init import init_home
     from onionpost.home._passphrase import passphrase_problem
@@ -36,6 +42,7 @@ _LAZY: dict[str, str] = {
     "check_name": "_card",
     "read_card_file": "_card",
     "safety_number": "_card",
+    "write_card_file": "_card",
     "DEFAULT_CONFIG_TEXT": "_config",
     "Config": "_config",
     "load_config": "_config",
@@ -76,6 +83,7 @@ __all__ = [
     "passphrase_problem",
     "parse_config",
     "read_card_file",
+    "write_card_file",
     "read_key_file",
     "safety_number",
     "save_secrets",

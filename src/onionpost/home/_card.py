@@ -44,6 +44,7 @@ from typing import Any, Final, Protocol
 
 from onionpost._files import read_small_file
 from onionpost.errors import AuthenticationError, CardError, ConfigError, MessageDecodeError
+from onionpost.home._paths import write_atomic
 from onionpost.limits import MAX_CARD_FILE
 from onionpost.names import contact_name_problem
 from onionpost.proto import NotMsgpack, pack, unpack
@@ -58,6 +59,7 @@ __all__ = [
     "check_name",
     "read_card_file",
     "safety_number",
+    "write_card_file",
 ]
 
 CARD_PREFIX: Final = "onionpost1:"
@@ -242,6 +244,21 @@ def read_card_file(path: Path) -> ContactCard:
     if len(lines) != 1:
         raise CardError(f"{path} must hold exactly one card line, found {len(lines)}")
     return ContactCard.parse(lines[0])
+
+
+def write_card_file(path: Path, card: ContactCard) -> bool:
+    """Our card into ``path`` (0644, atomically), unless it holds that card
+    already; whether it was written. The daemon rewrites it whenever its
+    mailbox announcement changes, so the card ``whoami`` reads without a
+    daemon names the current mailbox."""
+    line = card.to_line() + "\n"
+    try:
+        if path.read_text("ascii") == line:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_atomic(path, line.encode("ascii"), mode=0o644)
+    return True
 
 
 def safety_number(a: bytes, b: bytes) -> str:

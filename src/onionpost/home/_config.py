@@ -69,6 +69,9 @@ class Config:
     max_unread_per_contact: int = 10_000
     max_transfers_per_contact: int = 4
     transfer_idle_timeout: float = 7 * 24 * 3600.0
+    # Seconds a sent file's sealed copy is kept once it was delivered
+    # (or refused, or expired); then it is deleted (the message stays).
+    keep_sent_files: float = 0.0
     peer_records_per_second: int = 5000
     log_level: str = "info"
     # An endpoint with a mailbox (mailbox.md): how long a contact must have
@@ -122,6 +125,11 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # Seconds after which a file that stopped arriving is dropped with what was
 # received of it (7 days); the sender offers it again from the start.
 # transfer_idle_timeout = 604800.0
+
+# Seconds a file we sent is kept (encrypted, counted in max_disk_use) once
+# the contact has it (or refused it, or it expired); then our copy is
+# deleted, the message stays in the outbox's history. 0: at once.
+# keep_sent_files = 0.0
 
 # Records per second one contact may send us (with a burst of twice that);
 # beyond it we stop reading and tor's flow control slows the contact down.
@@ -209,6 +217,12 @@ def _seconds(key: str, value: object) -> float:
     return seconds
 
 
+def _seconds_or_zero(key: str, value: object) -> float:
+    if value == 0 and type(value) in (int, float):
+        return 0.0
+    return _seconds(key, value)
+
+
 def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"config key {key} must be one of {', '.join(choices)}")
@@ -268,6 +282,7 @@ _TOP: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
         lambda k, v: _int(k, v, 1, 1000),
     ),
     "transfer_idle_timeout": ("transfer_idle_timeout", _seconds),
+    "keep_sent_files": ("keep_sent_files", _seconds_or_zero),
     "peer_records_per_second": ("peer_records_per_second", lambda k, v: _int(k, v, 1, 10**6)),
     "log_level": ("log_level", lambda k, v: _choice(k, v, LOG_LEVELS)),
     "mailbox_after": ("mailbox_after", _seconds),

@@ -25,7 +25,12 @@ from __future__ import annotations
 from onionpost.host._api import serve_api
 from onionpost.host._backend import JSON, Backend, Handler, Handlers
 from onionpost.host._events import EventHub
-from onionpost.host._onion import OnionHost, open_unix_listener, tor_config
+from onionpost.host._onion import (
+    OnionHost,
+    descriptor_refetched,
+    open_unix_listener,
+    tor_config,
+)
 from onionpost.host._startup import (
     SecretSource,
     check_primitives,
@@ -50,6 +55,7 @@ __all__ = [
     "Handlers",
     "Kick",
     "OnionHost",
+    "descriptor_refetched",
     "SecretSource",
     "Shed",
     "TokenBucket",

@@ -55,7 +55,7 @@ from onionpost.proto.session import PeerDecision
 from onionpost.tor import DialScheduler, OnionService, Tor, TorConfig, TorState, open_tor
 from onionpost.transport import Handler, SecureChannel, connect, serve
 
-__all__ = ["OnionHost", "open_unix_listener", "tor_config"]
+__all__ = ["OnionHost", "descriptor_refetched", "open_unix_listener", "tor_config"]
 
 # How often the host checks whether its static key needs renewal.
 RENEW_CHECK_SECONDS: Final = 3600.0
@@ -77,6 +77,16 @@ MAX_UNIX_PATH: Final = 107
 MAX_UNIX_BACKLOG: Final = 128
 
 Decide = Callable[[OnionAddress], PeerDecision]
+
+
+def descriptor_refetched(exc: BaseException) -> bool:
+    """Whether :meth:`OnionHost.dial` asked tor for a fresh descriptor of the
+    service as it raised ``exc`` (a dial that failed the way a stale one
+    fails, or that tor did not answer): the next dial may well work, so the
+    caller can try again soon rather than wait out a backoff."""
+    return isinstance(exc, DialError) and (
+        exc.reason in STALE_DESCRIPTOR_REASONS or exc.reason == "timeout"
+    )
 
 
 def tor_config(config: Config, paths: Paths) -> TorConfig:

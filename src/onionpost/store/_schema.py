@@ -305,7 +305,17 @@ _V4: Final = (
 # first opens.
 _V5: Final[tuple[str, ...]] = ()
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5)
+# Version 6: a sent file's sealed copy is deleted once the file reached a
+# final state (plus the configured retention); the row stays, and the
+# budget no longer charges it (storage.md §5.3).
+_V6: Final[tuple[str, ...]] = (
+    "ALTER TABLE messages ADD COLUMN copy_dropped_ms INTEGER",
+    "DROP INDEX messages_files",
+    "CREATE INDEX messages_files ON messages (kind, size, copy_dropped_ms) "
+    "WHERE kind = 'file' AND copy_dropped_ms IS NULL",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.
 BOUND_VERSION: Final = 5

@@ -47,7 +47,8 @@ from onionpost.store._rows import HASH_LEN, Rows, check_id, insert_message
 __all__ = ["FILES_SIZE", "Arriving", "Transfers"]
 
 FILES_SIZE: Final = (
-    "SELECT coalesce(sum(size), 0) FROM messages INDEXED BY messages_files WHERE kind = 'file'"
+    "SELECT coalesce(sum(size), 0) FROM messages INDEXED BY messages_files "
+    "WHERE kind = 'file' AND copy_dropped_ms IS NULL"
 )
 
 
@@ -439,6 +440,25 @@ class Transfers:
                     Blob.at(self._files, self._keys, Direction.IN, contact_id, file_id).delete()
         return sorted(expired)
 
+    def drop_sent_copies(self, before: int, now: int) -> list[bytes]:
+        """Delete the sealed copies of sent files that reached a final state
+        (delivered, read, refused, expired) at or before ``before``; their
+        rows stay, no longer charged to the disk budget (storage.md §5.3).
+        The blobs go before the commit: a crash in between finds them again
+        (a missing blob is nothing to delete). Returns the files' ids."""
+        with self._database.transaction(), self._guard("dropping sent files' copies"):
+            rows = self._db.execute(
+                "UPDATE messages SET copy_dropped_ms = :now WHERE direction = 'out' "
+                "AND kind = 'file' AND copy_dropped_ms IS NULL "
+                "AND state IN ('delivered', 'read', 'refused', 'expired') "
+                "AND coalesce(delivered_ms, read_ms, refused_ms, expires_ms, stored_ms) "
+                "<= :before RETURNING contact_id, id",
+                {"now": now, "before": before},
+            ).fetchall()
+            for contact_id, file_id in rows:
+                Blob.at(self._files, self._keys, Direction.OUT, contact_id, file_id).delete()
+        return [file_id for _, file_id in rows]
+
     def read_file_chunk(
         self, file_id: bytes, offset: int, size: int, *, contact_id: int | None = None
     ) -> bytes:
@@ -480,6 +500,10 @@ class Transfers:
             stored = self._rows.stored(rows[0])
         assert stored.file is not None
         blob = Blob.at(self._files, self._keys, stored.direction, stored.contact_id, file_id)
+        if stored.direction == Direction.OUT and not blob.path.exists():
+            raise NotFoundError(
+                f"the copy of sent file {file_id.hex()} was deleted after it was delivered"
+            )
         dest = Path(dest)
         target = dest / safe_file_name(stored.file.name) if dest.is_dir() else dest
         if os.path.lexists(target):

@@ -16,7 +16,7 @@
 """
 
 from onionpost.daemon.delivery._engine import DeliveryEngine
-from onionpost.daemon.delivery._intake import EnvelopeReceipt
+from onionpost.daemon.delivery._intake import EnvelopeReceipt, unfit_mailbox
 from onionpost.daemon.delivery._link import Backoff, LinkState, Step, StepKind, Work
 from onionpost.daemon.delivery._mbclient import MailboxClient, mailbox_refusal
 from onionpost.daemon.delivery._policy import (
@@ -48,4 +48,5 @@ __all__ = [
     "Work",
     "mailbox_refusal",
     "message_record",
+    "unfit_mailbox",
 ]

@@ -25,10 +25,17 @@ from onionpost.daemon.delivery._mbclient import MailboxClient, mailbox_refusal
 from onionpost.daemon.delivery._policy import MailboxAccess
 from onionpost.daemon.delivery._records import Link, Parts, jitter, now_ms
 from onionpost.daemon.delivery._views import expected, wire_record
-from onionpost.errors import StoreError, TransportError
-from onionpost.host import first_failure, reason
+from onionpost.errors import (
+    AuthenticationError,
+    CloseCode,
+    RemoteProtocolError,
+    StoreError,
+    TransportError,
+)
+from onionpost.host import descriptor_refetched, first_failure, reason
 from onionpost.limits import FILE_CHUNK_SIZE, MAX_ACK_IDS
 from onionpost.proto import messages
+from onionpost.proto.address import OnionAddress
 from onionpost.store import Outgoing, Store
 
 __all__ = ["MAILBOX_PART", "deposit", "has_deposit_work"]
@@ -47,11 +54,10 @@ Progress = list[tuple[bytes, int, bool]]
 Settled = list[tuple[str, list[bytes]]]
 
 
-async def deposit(parts: Parts, link: Link) -> None:
-    """One deposit session with the contact's mailbox: its own failure domain."""
+async def deposit(parts: Parts, link: Link, target: OnionAddress) -> None:
+    """One deposit session with the contact's mailbox ``target``: its own failure domain."""
     mailbox = parts.mailbox
-    target = link.contact.mailbox
-    if mailbox is None or target is None:
+    if mailbox is None:
         return
     failure: BaseException | None = None
     before = link.envelopes
@@ -84,11 +90,35 @@ async def deposit(parts: Parts, link: Link) -> None:
         log.info("event=deposited contact=%s envelopes=%d", contact, deposited)
         return
     why = reason(failure)
-    link.state.deposit_failed(trio.current_time(), why, jitter())
-    log.info("event=deposit_failed contact=%s envelopes=%d reason=%s", contact, deposited, why)
+    if _not_a_mailbox(failure):
+        # An endpoint (or anything else) the contact named as its mailbox:
+        # never dialed as one again for this contact (mailbox.md §Sender).
+        why = "not-a-mailbox"
+        link.bad_mailbox = target
+        log.warning("event=mailbox_marked_bad contact=%s", contact)
+    delay = link.state.deposit_failed(
+        trio.current_time(), why, jitter(), refetched=descriptor_refetched(failure)
+    )
+    log.info(
+        "event=deposit_failed contact=%s envelopes=%d reason=%s retry_in=%.1f",
+        contact,
+        deposited,
+        why,
+        delay,
+    )
     if not expected(failure):
         log.warning("event=deposit_error contact=%s", contact, exc_info=failure)
     parts.publish_peer(link)
+
+
+def _not_a_mailbox(failure: BaseException) -> bool:
+    """The peer answered our mailbox records as no mailbox does: with another
+    protocol's records, or by refusing ours."""
+    return (
+        isinstance(failure, RemoteProtocolError)
+        and not isinstance(failure, AuthenticationError)
+        and failure.close_code == CloseCode.BAD_MESSAGE
+    )
 
 
 async def _envelopes(

@@ -6,7 +6,8 @@ Theory of operation
 
     DeliveryEngine.run()          one nursery owns everything below
     ├── writer                    group commit (``_writer.py``)
-    ├── housekeeping              expiry of messages and of idle incoming transfers
+    ├── housekeeping              expiry of messages and of idle incoming transfers;
+    │                             sent files' copies deleted once delivered
     └── per contact (a Link)
         ├── direct loop           dial when something waits and no session is up
         │   └── session           ours or the contact's (``_session.py``)
@@ -52,7 +53,7 @@ import trio
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery._deposit import deposit, has_deposit_work
-from onionpost.daemon.delivery._intake import Bounds, EnvelopeReceipt, Intake
+from onionpost.daemon.delivery._intake import Bounds, EnvelopeReceipt, Intake, unfit_mailbox
 from onionpost.daemon.delivery._link import Backoff, LinkState, StepKind, Work
 from onionpost.daemon.delivery._policy import (
     DeliveryPolicy,
@@ -115,7 +116,9 @@ class DeliveryEngine:
             policy=policy,
             worker=worker,
             writer=GroupCommit(store, worker),
-            intake=Intake(store, bounds, None if mailbox is None else mailbox.read_announcement),
+            intake=Intake(
+                store, bounds, None if mailbox is None else mailbox.read_announcement, address
+            ),
             mailbox=mailbox,
             address=address,
         )
@@ -396,7 +399,7 @@ class DeliveryEngine:
         if not direct:
             direct = bool(await parts.worker(store.outbox.pending, contact_id, 1))
         deposit_work = False
-        if direct and parts.mailbox is not None and link.contact.mailbox is not None:
+        if direct and self._mailbox_of(link) is not None:
             deposit_work = announcement or await parts.worker(has_deposit_work, store, contact_id)
         return Work(direct=direct, deposit=deposit_work)
 
@@ -436,14 +439,34 @@ class DeliveryEngine:
             link.scopes.add(scope)
             while not link.removed:
                 seen = link.wake.generation
-                if link.sessions or self._parts.mailbox is None or link.contact.mailbox is None:
+                target = self._mailbox_of(link)
+                if link.sessions or target is None:
                     await link.wake.wait(since=seen)
                     continue
                 step = link.state.deposit_step(trio.current_time(), await self._work(link))
                 if step.kind is StepKind.DEPOSIT:
-                    await deposit(self._parts, link)
+                    await deposit(self._parts, link, target)
                 else:
                     await self._wait(link, seen, step.until)
+
+    def _mailbox_of(self, link: Link) -> OnionAddress | None:
+        """The contact's mailbox, if we may deposit there: not one that answered
+        as no mailbox does, nor (whatever the order the contacts were added
+        in) our own address or a contact's (mailbox.md §Announcement)."""
+        target = link.contact.mailbox
+        if self._parts.mailbox is None or target is None or target == link.bad_mailbox:
+            return None
+        unfit = unfit_mailbox(target, self._parts.address, lambda a: self._link_for(a) is not None)
+        if unfit is not None:
+            if link.state.mailbox_error != f"mailbox-{unfit}":
+                log.warning(
+                    "event=mailbox_refused contact=%s reason=%s",
+                    contact_ref(link.contact.id),
+                    unfit,
+                )
+                link.state.mailbox_unfit(f"mailbox-{unfit}")
+            return None
+        return target
 
     async def _dial(self, link: Link, *, announcing: bool) -> SecureChannel | None:
         """One dial: its own failure domain."""
@@ -494,6 +517,9 @@ class DeliveryEngine:
         for message_id in await parts.worker(parts.store.outbox.expire, now):
             log.info("event=expired id=%s", message_id.hex())
             parts.hub.publish(StateChange(message_id.hex(), MessageState.EXPIRED))
+        kept_before = now - int(parts.policy.keep_sent_files * 1000)
+        for file_id in await parts.worker(parts.store.transfers.drop_sent_copies, kept_before, now):
+            log.info("event=sent_copy_deleted id=%s", file_id.hex())
         idle_before = now - int(parts.policy.transfer_idle_timeout * 1000)
         for contact_id, file_id in await parts.worker(
             parts.store.transfers.expire_transfers, idle_before

@@ -31,7 +31,15 @@ from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.store import Direction, Kind, Store, Stored
 
-__all__ = ["Applied", "Bounds", "ChunkOutcome", "EnvelopeReceipt", "Intake", "OfferOutcome"]
+__all__ = [
+    "Applied",
+    "Bounds",
+    "ChunkOutcome",
+    "EnvelopeReceipt",
+    "Intake",
+    "OfferOutcome",
+    "unfit_mailbox",
+]
 
 log = logging.getLogger("onionpost.daemon")
 
@@ -89,6 +97,22 @@ class Applied:
     mailbox_changed: bool = False
 
 
+def unfit_mailbox(
+    mailbox: OnionAddress | None, own: OnionAddress, is_contact: Callable[[OnionAddress], bool]
+) -> str | None:
+    """Why a contact may not name ``mailbox`` as its mailbox, or None if it may
+    (mailbox.md §Announcement). Dialing it as a mailbox would tell that
+    endpoint that we are the announcing contact's contact: never our own
+    address, nor one of our contacts (the announcing one included)."""
+    if mailbox is None:
+        return None
+    if mailbox == own:
+        return "names-us"
+    if is_contact(mailbox):
+        return "names-a-contact"
+    return None
+
+
 def reject_reason(exc: StoreError) -> int:
     if isinstance(exc, NoSpaceError | QuotaError):
         return messages.FileRejectReason.NO_SPACE
@@ -103,9 +127,14 @@ class Intake:
     """The rules; see the module docstring."""
 
     def __init__(
-        self, store: Store, bounds: Bounds, read_announcement: ReadAnnouncement | None
+        self,
+        store: Store,
+        bounds: Bounds,
+        read_announcement: ReadAnnouncement | None,
+        address: OnionAddress,
     ) -> None:
         self._store = store
+        self._address = address
         self._bounds = bounds
         self._read_announcement = read_announcement
 
@@ -165,6 +194,14 @@ class Intake:
         except RemoteProtocolError:
             log.info("event=mailbox_announcement_bad contact=%s", contact_ref(contact_id))
             return False
+        unfit = unfit_mailbox(mailbox, self._address, self._is_contact)
+        if unfit is not None:
+            log.warning(
+                "event=mailbox_announcement_refused contact=%s reason=%s",
+                contact_ref(contact_id),
+                unfit,
+            )
+            return False
         changed = self._store.mailbox.set_contact_mailbox(contact_id, mailbox, version)
         if changed:
             log.info(
@@ -173,6 +210,9 @@ class Intake:
                 "none" if mailbox is None else "set",
             )
         return changed
+
+    def _is_contact(self, address: OnionAddress) -> bool:
+        return self._store.contacts.contact_by_address(address) is not None
 
     # -- files ---------------------------------------------------------------------------
 

@@ -23,8 +23,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = ["Backoff", "LinkState", "Step", "StepKind", "Work", "keep_new_session"]
+
+
+# Seconds before a deposit is tried again when its dial failed the way a
+# stale descriptor fails and a fresh one was asked for.
+DEPOSIT_RETRY_AFTER_REFETCH: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,8 @@ class LinkState:
     dial_since: float | None = None  # when the dial under way began
     deposit_at: float = 0.0  # no deposit before this
     deposit_failures: int = 0
+    # The last deposit failure was retried soon after a descriptor refetch.
+    deposit_retried_soon: bool = False
     mailbox_error: str = ""
 
     @classmethod
@@ -179,13 +187,29 @@ class LinkState:
 
     def deposit_done(self) -> None:
         self.deposit_failures = 0
+        self.deposit_retried_soon = False
         self.deposit_at = 0.0
         self.mailbox_error = ""
 
-    def deposit_failed(self, now: float, reason: str, jitter: float) -> float:
+    def mailbox_unfit(self, reason: str) -> None:
+        """The contact's mailbox is not one to deposit into (``reason``)."""
+        self.mailbox_error = reason
+
+    def deposit_failed(
+        self, now: float, reason: str, jitter: float, *, refetched: bool = False
+    ) -> float:
+        """A deposit failed: back off. ``refetched``: the dial made our tor
+        fetch the mailbox's descriptor anew (a restarted mailbox has new
+        introduction points), so the next try comes after at most
+        DEPOSIT_RETRY_AFTER_REFETCH; once in a row, so a mailbox that stays
+        down is not dialed in a loop. Returns the delay."""
         self.deposit_failures += 1
         self.mailbox_error = reason
         delay = self.backoff.delay(self.deposit_failures, jitter)
+        soon = refetched and not self.deposit_retried_soon
+        self.deposit_retried_soon = soon
+        if soon:
+            delay = min(delay, DEPOSIT_RETRY_AFTER_REFETCH)
         self.deposit_at = now + delay
         return delay
 

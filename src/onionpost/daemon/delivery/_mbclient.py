@@ -86,6 +86,13 @@ class MailboxClient:
                 try:
                     record = await self.channel.receive()
                 except trio.EndOfChannel:
+                    if self.channel.close_code == CloseCode.BAD_MESSAGE:
+                        # Our mailbox records were refused: whatever answers
+                        # there is no mailbox.
+                        raise RemoteProtocolError(
+                            "the peer refused a mailbox's records",
+                            close_code=CloseCode.BAD_MESSAGE,
+                        ) from None
                     raise TransportError("the mailbox closed the session", reason="ended") from None
                 if isinstance(record, messages.MbEnvelope) and self._owner:
                     await self._envelopes_in.send(record)

@@ -40,6 +40,9 @@ class DeliveryPolicy:
     max_unread_per_contact: int = 10_000
     max_transfers_per_contact: int = 4
     transfer_idle_timeout: float = 7 * 24 * 3600.0
+    # A sent file's sealed copy is deleted this long after it was delivered
+    # (refused, expired): the disk a home holds stays bounded.
+    keep_sent_files: float = 0.0
     # Records per second one contact may make us decrypt, across its sessions.
     peer_records_per_second: float = 5000.0
     # A session we opened closes after this many seconds with nothing sent or
@@ -67,6 +70,7 @@ class DeliveryPolicy:
             max_unread_per_contact=config.max_unread_per_contact,
             max_transfers_per_contact=config.max_transfers_per_contact,
             transfer_idle_timeout=config.transfer_idle_timeout,
+            keep_sent_files=config.keep_sent_files,
             peer_records_per_second=float(config.peer_records_per_second),
             mailbox_after=config.mailbox_after,
         )

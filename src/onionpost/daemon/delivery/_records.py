@@ -112,6 +112,9 @@ class Link:
     # removing the contact stops them all.
     scopes: set[trio.CancelScope] = field(default_factory=set)
     removed: bool = False
+    # A mailbox the contact named that answered as no mailbox does: no more
+    # deposits there (until the contact names another).
+    bad_mailbox: OnionAddress | None = None
 
     def stop(self) -> None:
         self.removed = True
