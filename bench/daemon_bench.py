@@ -13,23 +13,59 @@ What is measured, exactly
 ``Daemon.run()`` always opens tor, so two daemons cannot run "over loopback"
 without it. Instead:
 
+Two processes, each running one :class:`Daemon` (each its own core, as two
+endpoints would have): a sender ("alice") and a receiver ("bob"), each with a
+real Store in a temporary directory, running its listener on loopback and its
+engine, whose dial is a loopback TCP connection (``Daemon(dial=...)``). The
+receiver keeps the default Config, unread quota (``max_unread_per_contact``,
+10,000) included: after each round it checks what came in and marks it read
+in its store (no read receipts go back, so nothing crosses between rounds),
+so the 18,000 texts of the three lines below never meet the quota. Each line
+is the median of ``DAEMON_ROUNDS`` rounds of ``MESSAGES`` texts, interleaved
+with the peer's, and each round ends with the exactly-once check: the texts
+new in the receiver's inbox are exactly the round's ids, each once. A
+round's texts are spread over ``API_CLIENTS`` callers, the remainder too
+(none is dropped). A round is timed until every text is delivered: its last
+queued text ``delivered`` (nearly always the last one), then the outbox
+empty, both asked of the sender's own handlers every ``POLL_SECONDS``.
+
+peer (every line of this pair) = SQLite alone committing the same rows: one
+200-byte row per message at the sender and one at the receiver, each its own
+fsync'd transaction (WAL, synchronous=FULL), on the same disk, in this
+process; no encryption, no network, no sessions. It is measured again beside
+each line.
+
 ``daemon_loopback_msgs_per_s``
-    The daemon's own delivery engine without tor: two :class:`Daemon`
-    objects in one process, each with a real Store in a temporary directory,
-    each running its listener on loopback and its engine, whose dial is a
-    loopback TCP connection (``Daemon(dial=...)``); the engine's public
-    interface only. Texts enter through ``Daemon.send_text`` (what the local
-    API calls) from ``API_CLIENTS`` concurrent callers; timed from the first
-    until every one is delivered, then the receiver's inbox is checked to
-    hold each exactly once. peer = SQLite alone committing the same rows:
-    one 200-byte row per message at the sender and one at the receiver, each
-    its own fsync'd transaction (WAL, synchronous=FULL), on the same disk.
+    The engine's interface, no local API: texts enter the sender through
+    ``Daemon.send_text`` (what the local API calls) from ``API_CLIENTS``
+    concurrent callers inside the sender process; timed there from the first
+    call until every text is delivered.
+``daemon_api_msgs_per_s``
+    The local API, as a user's program would use it: the sender process also
+    serves it (``serve_api``) on a Unix socket in the run's temporary
+    directory, and this process sends the texts through the client library,
+    ``send_text`` (durable when answered) over ``API_CLIENTS`` concurrent
+    connections opened beforehand; timed here from the first call until
+    every text is delivered (the sender is told the last id and answers once
+    it and the whole outbox are delivered).
+``daemon_api_batch_msgs_per_s``
+    The same with ``send_texts``: ``API_BATCH`` texts a call (one call, durable
+    together when answered) from the same ``API_CLIENTS`` connections.
+``daemon_<loopback|api|api_batch>_<sender|receiver>_cpu_ms_per_msg``
+    The CPU time (user plus system, ``/proc/<pid>/stat``) each daemon process
+    spent over its line's round, divided by ``MESSAGES``; median of the
+    rounds. For the loopback line the window is this process's reading
+    before it tells the sender to start and after it says all were
+    delivered; for the API lines, from before the first call to after the
+    last delivery. The client library's own CPU (this process) is not in it.
+    The clock ticks are 10 ms: with the short switch below these are coarse.
 ``daemon_tor_msgs_per_s``
     Two real ``onionpost daemon`` processes on the private Tor network, each
     with its own tor. After one warm-up message (the session is up), each
     round queues ``MESSAGES`` texts through the client library over
     ``API_CLIENTS`` concurrent local API connections (one connection alone
-    measures its request latency, ~3 ms a call, not the daemon) and is timed
+    measures its request latency, ~3 ms a call, not the daemon; the
+    remainder of ``MESSAGES`` is spread over them too) and is timed
     until the outbox is empty; the median of ``TOR_ROUNDS`` rounds. Then
     every id is checked ``delivered`` and present exactly once in the
     receiver's inbox. Also the CPU time each daemon process (not its tor)
@@ -48,6 +84,9 @@ without it. Instead:
     Daemon (``begin_file``, ``write_file_chunk``, ``finish_file``). Its
     VmRSS is sampled every 0.5 s: the value at the start (connected, before
     the file is queued), the largest sample, and VmHWM (the kernel's peak).
+
+``ONIONPOST_BENCH_DAEMON=short`` runs 300 messages a round and one round (a
+quick check of the code, its numbers not meant to be compared).
 
 MB is 10^6 bytes. Everything binds and dials 127.0.0.1 only; every wait has a
 deadline; every process started here is stopped here.
@@ -68,8 +107,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -78,32 +116,35 @@ from typing import Any
 import trio
 
 from bench._common import compare, fact, line
-from bench.onion_bench import TrioThread
-from onionpost.api import SendFile, SendText
-from onionpost.client import open_client
+from onionpost.api import GetMessage, GetStatus, SendFile, SendText
+from onionpost.client import Client, open_client
 from onionpost.daemon import Daemon, Dial
 from onionpost.home import Config, Paths, Secrets
+from onionpost.host import serve_api
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey
 from onionpost.proto.noise import KeyPair
-from onionpost.store import Contact, Store
+from onionpost.store import Contact, Direction, Store
 from onionpost.testing.endpoint import Endpoint, start_all
 from onionpost.testing.testnet import private_network
 from onionpost.transport import SecureChannel, Server, connect, serve
 
 LOOPBACK = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[1]
-MESSAGES = 2000
+# ONIONPOST_BENCH_DAEMON=short: fewer messages and rounds (a quick check of the code).
+SHORT = os.environ.get("ONIONPOST_BENCH_DAEMON") == "short"
+MESSAGES = 300 if SHORT else 2000
 BODY = "m" * 200
-DAEMON_ROUNDS = 3
+DAEMON_ROUNDS = 1 if SHORT else 3
 SESSIONS = 1000
 CONNECT_CONCURRENCY = 32  # below the listener's 64 handshake slots: nothing is shed
 FILE_SIZE = 2**30
 SAMPLE_SECONDS = 0.5
 TOR_ROUNDS = 3
-API_CLIENTS = 4  # concurrent local API connections queueing messages
+API_CLIENTS = 4  # concurrent local API connections (or callers) queueing messages
+API_BATCH = 100  # texts in one send_texts call
+POLL_SECONDS = 0.005
 
-SETUP_SECONDS = 120.0
 ROUND_SECONDS = 120.0
 CHILD_READY_SECONDS = 120.0
 FILE_SECONDS = 600.0
@@ -243,62 +284,267 @@ def _sqlite_alone_msgs_per_s(root: Path) -> float:
     return MESSAGES / elapsed
 
 
-# -- two Daemon objects in one process -----------------------------------------------
+# -- a sending and a receiving daemon, each in its own process ---------------------------
 
 
-@dataclass
-class _Daemons:
-    sender: _Node
-    receiver: _Node
+def _shares(total: int, parts: int) -> list[int]:
+    """``total`` split over ``parts`` callers, the remainder spread (nothing dropped)."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-@asynccontextmanager
-async def _daemons(root: Path) -> AsyncIterator[_Daemons]:
-    a, b = _secrets("alice", os.urandom(32)), _secrets("bob", os.urandom(32))
-    bob_port: list[int] = []
-    alice = _daemon(root / "daemon-alice", a, [("bob", b.identity.address)], lambda: bob_port[0])
-    bob = _daemon(root / "daemon-bob", b, [("alice", a.identity.address)])
-    try:
-        async with trio.open_nursery() as nursery:
-            with trio.fail_after(SETUP_SECONDS):
-                _, port = await _start(bob, nursery)
-                bob_port.append(port)
-                await _start(alice, nursery)
-            yield _Daemons(alice, bob)
-            nursery.cancel_scope.cancel()
-    finally:
-        for node in (alice, bob):
-            node.close()
+def _chunks(total: int, size: int) -> list[int]:
+    """``total`` in calls of ``size`` each, the last one smaller when it must be."""
+    return [min(size, total - done) for done in range(0, total, size)]
 
 
-async def _daemon_msgs_per_s(d: _Daemons) -> float:
-    """Texts queued through Daemon.send_text by API_CLIENTS concurrent callers
-    (as the local API serves its connections), until every one is delivered."""
-    before = len(d.receiver.store.messages.inbox(limit=1_000_000))
-    ids: list[bytes] = []
+async def _command() -> list[str]:
+    """The words of the next line on stdin; none once stdin is closed."""
+    text: str = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+    return text.split()
 
-    async def caller(count: int) -> None:
-        for _ in range(count):
-            queued = await d.sender.daemon.send_text(SendText("bob", BODY))
-            ids.append(bytes.fromhex(queued.id))
 
-    store = d.sender.store
+async def _all_delivered(daemon: Daemon, last: str) -> None:
+    """Until ``last`` is delivered (the last queued is nearly always the last
+    delivered), then until the outbox is empty (it scans the messages table,
+    too slow to poll first). Through the daemon's handlers: its store worker."""
+
+    async def delivered() -> bool:
+        return (await daemon.message(GetMessage(last))).state in {"delivered", "read"}
+
+    async def empty() -> bool:
+        return not (await daemon.status(GetStatus())).outbox_depth
+
+    await _until(delivered, POLL_SECONDS, ROUND_SECONDS)
+    await _until(empty, POLL_SECONDS, ROUND_SECONDS)
+
+
+async def _send_round(daemon: Daemon, count: int) -> tuple[list[str], float]:
+    """``count`` texts through Daemon.send_text by API_CLIENTS concurrent callers
+    (as the local API serves its connections); seconds until all are delivered."""
+    ids: list[str] = []
+
+    async def caller(n: int) -> None:
+        for _ in range(n):
+            ids.append((await daemon.send_text(SendText("bob", BODY))).id)
+
     with trio.fail_after(ROUND_SECONDS):
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
-            for _ in range(API_CLIENTS):
-                nursery.start_soon(caller, MESSAGES // API_CLIENTS)
-        # The last message is (nearly always) the last delivered; outbox_depth
-        # scans the messages table, too slow to poll, so it only confirms.
-        await _until(
-            lambda: _ready(store.messages.message(ids[-1]).state == "delivered"), 0.002, 60
-        )
-        await _until(lambda: _ready(not store.outbox.outbox_depth()), 0.002, 60)
+            for n in _shares(count, API_CLIENTS):
+                nursery.start_soon(caller, n)
+        await _all_delivered(daemon, ids[-1])
         elapsed = time.perf_counter() - start
-    inbox = Counter(s.id for s in d.receiver.store.messages.inbox(limit=1_000_000))
-    assert sum(inbox.values()) == before + MESSAGES
-    assert all(inbox[message_id] == 1 for message_id in ids)  # exactly once
-    return MESSAGES / elapsed
+    return ids, elapsed
+
+
+async def _pair_sender(spec: dict[str, Any]) -> None:
+    """A Daemon (no tor) whose contact "bob" is at a loopback port; it serves its
+    local API on ``spec["socket"]`` too. On stdin: ``send <count> <ids-file>``
+    (a round through Daemon.send_text: answers ``sent <seconds>`` once all are
+    delivered, their ids written to the file), ``wait <id>`` (answers
+    ``delivered`` once ``id`` is and the outbox is empty). Stops when stdin closes."""
+    secrets = _secrets("alice", bytes.fromhex(spec["seed"]))
+    peer = OnionAddress.parse(spec["peer"])
+    node = _daemon(Path(spec["home"]), secrets, [("bob", peer)], lambda: int(spec["port"]))
+    try:
+        async with trio.open_nursery() as nursery:
+            await _start(node, nursery)
+            await nursery.start(serve_api, node.daemon, Path(spec["socket"]))
+            _say("ready")
+            while words := await _command():
+                if words[0] == "send":
+                    ids, elapsed = await _send_round(node.daemon, int(words[1]))
+                    await trio.Path(words[2]).write_text("\n".join(ids))
+                    _say("sent", f"{elapsed:.6f}")
+                elif words[0] == "wait":
+                    with trio.fail_after(ROUND_SECONDS):
+                        await _all_delivered(node.daemon, words[1])
+                    _say("delivered")
+                else:
+                    _say("unknown", *words)
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
+
+
+async def _pair_receiver(spec: dict[str, Any]) -> None:
+    """A Daemon (no tor) receiving from its contact "alice". On stdin:
+    ``check <ids-file>``: the texts that came in since the last check must be
+    exactly those ids, each once; then they are marked read in the store (no
+    read receipts go back), so the unread quota never refuses the next round.
+    Answers ``checked <count>`` (or ``wrong ...``). Stops when stdin closes."""
+    secrets = _secrets("bob", bytes.fromhex(spec["seed"]))
+    node = _daemon(Path(spec["home"]), secrets, [("alice", OnionAddress.parse(spec["peer"]))])
+    store = node.store
+    after = 0
+    try:
+        async with trio.open_nursery() as nursery:
+            _, port = await _start(node, nursery)
+            _say("port", port)
+            while words := await _command():
+                if words[0] != "check":
+                    _say("unknown", *words)
+                    continue
+                expected = (await trio.Path(words[1]).read_text()).split()
+                got = await trio.to_thread.run_sync(
+                    partial(store.messages.inbox, after=after, limit=len(expected) + 1)
+                )
+                counts = Counter(stored.id.hex() for stored in got)
+                if len(got) != len(expected) or any(counts[i] != 1 for i in expected):
+                    _say("wrong", f"got={len(got)}", f"expected={len(expected)}")
+                    continue
+                await trio.to_thread.run_sync(
+                    partial(
+                        store.messages.mark_read,
+                        [stored.id for stored in got],
+                        _now_ms(),
+                        direction=Direction.IN,
+                    )
+                )
+                after = max(stored.seq for stored in got)
+                _say("checked", len(got))
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
+
+
+@dataclass
+class _Round:
+    msgs_per_s: float
+    sender_cpu_ms: float  # the sending daemon's CPU per message
+    receiver_cpu_ms: float
+
+
+class _Pair:
+    """A sender and a receiver process, each running a Daemon without tor."""
+
+    def __init__(self, root: Path, children: list[_Process]) -> None:
+        self._root = root
+        self._socket = root / "api" / "control.sock"
+        if len(os.fsencode(self._socket)) > 100:
+            raise RuntimeError(f"{self._socket} is too long for a unix socket")
+        self._rounds = 0
+        sender_seed, receiver_seed = os.urandom(32), os.urandom(32)
+        self.receiver = _Process(
+            "pair-receiver",
+            {
+                "home": str(root / "pair-receiver"),
+                "seed": receiver_seed.hex(),
+                "peer": str(Identity(sender_seed).address),
+            },
+            root,
+        )
+        children.append(self.receiver)
+        (port,) = self.receiver.expect("port", CHILD_READY_SECONDS)
+        self.sender = _Process(
+            "pair-sender",
+            {
+                "home": str(root / "pair-sender"),
+                "seed": sender_seed.hex(),
+                "peer": str(Identity(receiver_seed).address),
+                "port": int(port),
+                "socket": str(self._socket),
+            },
+            root,
+        )
+        children.append(self.sender)
+        self.sender.expect("ready", CHILD_READY_SECONDS)
+
+    def _cpu(self) -> tuple[float, float]:
+        return _cpu_s(self.sender.pid), _cpu_s(self.receiver.pid)
+
+    def _ids_file(self) -> Path:
+        self._rounds += 1
+        return self._root / f"pair-ids-{self._rounds}.txt"
+
+    def _checked(self, ids_file: Path) -> None:
+        """Exactly once: the receiver's new texts are exactly these ids."""
+        self.receiver.tell(f"check {ids_file}\n")
+        (count,) = self.receiver.expect("checked", ROUND_SECONDS)
+        assert int(count) == MESSAGES
+
+    @staticmethod
+    def _round(seconds: float, before: tuple[float, float], after: tuple[float, float]) -> _Round:
+        sender, receiver = ((b - a) * 1000 / MESSAGES for a, b in zip(before, after, strict=True))
+        return _Round(MESSAGES / seconds, sender, receiver)
+
+    def loopback(self) -> _Round:
+        """MESSAGES texts through Daemon.send_text inside the sender process."""
+        ids_file = self._ids_file()
+        before = self._cpu()
+        self.sender.tell(f"send {MESSAGES} {ids_file}\n")
+        (seconds,) = self.sender.expect("sent", ROUND_SECONDS)
+        after = self._cpu()
+        self._checked(ids_file)
+        return self._round(float(seconds), before, after)
+
+    def api(self, batch: int) -> _Round:
+        """MESSAGES texts through the local API from this process: send_text
+        (``batch`` 1) or send_texts with ``batch`` texts a call."""
+        return trio.run(self._api, batch)
+
+    async def _api(self, batch: int) -> _Round:
+        ids: list[str] = []
+
+        async def user(client: Client, count: int) -> None:
+            if batch == 1:
+                for _ in range(count):
+                    ids.append((await client.send_text("bob", BODY)).id)
+            else:
+                for n in _chunks(count, batch):
+                    ids.extend(queued.id for queued in await client.send_texts("bob", [BODY] * n))
+
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(open_client(socket_path=self._socket))
+                for _ in range(API_CLIENTS)
+            ]
+            before = self._cpu()
+            with trio.fail_after(ROUND_SECONDS):
+                start = time.perf_counter()
+                async with trio.open_nursery() as nursery:
+                    for client, count in zip(clients, _shares(MESSAGES, API_CLIENTS), strict=True):
+                        nursery.start_soon(user, client, count)
+                self.sender.tell(f"wait {ids[-1]}\n")
+                await trio.to_thread.run_sync(self.sender.expect, "delivered", ROUND_SECONDS)
+                elapsed = time.perf_counter() - start
+            after = self._cpu()
+        ids_file = self._ids_file()
+        ids_file.write_text("\n".join(ids))
+        self._checked(ids_file)
+        return self._round(elapsed, before, after)
+
+
+def _measured(
+    ours: Callable[[], _Round], peer: Callable[[], float]
+) -> tuple[float, float, list[_Round]]:
+    """compare() of ours' rate with the peer's, and ours' rounds."""
+    rounds: list[_Round] = []
+
+    def one() -> float:
+        rounds.append(ours())
+        return rounds[-1].msgs_per_s
+
+    rate, peer_rate = compare(one, peer, rounds=DAEMON_ROUNDS)
+    return rate, peer_rate, rounds
+
+
+def pair_lines(root: Path) -> Iterator[str]:
+    """The loopback and local API lines, with their CPU per message."""
+    with _processes() as children:
+        pair = _Pair(root, children)
+        ways: list[tuple[str, Callable[[], _Round]]] = [
+            ("loopback", pair.loopback),
+            ("api", partial(pair.api, 1)),
+            ("api_batch", partial(pair.api, API_BATCH)),
+        ]
+        for name, ours in ways:
+            rate, peer, rounds = _measured(ours, partial(_sqlite_alone_msgs_per_s, root))
+            yield line(f"daemon_{name}_msgs_per_s", rate, peer, "/s")
+            sender = statistics.median(r.sender_cpu_ms for r in rounds)
+            yield fact(f"daemon_{name}_sender_cpu_ms_per_msg", sender, "ms")
+            receiver = statistics.median(r.receiver_cpu_ms for r in rounds)
+            yield fact(f"daemon_{name}_receiver_cpu_ms_per_msg", receiver, "ms")
 
 
 # -- child processes (memory) -----------------------------------------------------------
@@ -307,7 +553,13 @@ async def _daemon_msgs_per_s(d: _Daemons) -> float:
 def _child(role: str, spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     trio.run(
-        {"responder": _responder, "initiators": _initiators, "file-sender": _file_sender}[role],
+        {
+            "responder": _responder,
+            "initiators": _initiators,
+            "file-sender": _file_sender,
+            "pair-sender": _pair_sender,
+            "pair-receiver": _pair_receiver,
+        }[role],
         spec,
     )
     return 0
@@ -585,18 +837,11 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@dataclass
-class _TorRound:
-    msgs_per_s: float
-    sender_cpu_ms: float  # the sending daemon's CPU per message
-    receiver_cpu_ms: float
-
-
-async def _tor_rounds(alice: Endpoint, bob: Endpoint) -> list[_TorRound]:
+async def _tor_rounds(alice: Endpoint, bob: Endpoint) -> list[_Round]:
     assert alice.process is not None
     assert bob.process is not None
     pids = (alice.process.pid, bob.process.pid)
-    rounds: list[_TorRound] = []
+    rounds: list[_Round] = []
     ids: list[str] = []
     async with open_client(alice.home) as client:
         warm = await client.send_text("bob", "warm-up")
@@ -616,15 +861,15 @@ async def _tor_rounds(alice: Endpoint, bob: Endpoint) -> list[_TorRound]:
             with trio.fail_after(TOR_DELIVERY_SECONDS):
                 start = time.perf_counter()
                 async with trio.open_nursery() as nursery:
-                    for _ in range(API_CLIENTS):
-                        nursery.start_soon(queue_texts, MESSAGES // API_CLIENTS)
+                    for count in _shares(MESSAGES, API_CLIENTS):
+                        nursery.start_soon(queue_texts, count)
                 await _until(empty, 0.02, TOR_DELIVERY_SECONDS)
                 elapsed = time.perf_counter() - start
             sender, receiver = (
                 (_cpu_s(pid) - before) * 1000 / MESSAGES
                 for pid, before in zip(pids, cpu, strict=True)
             )
-            rounds.append(_TorRound(MESSAGES / elapsed, sender, receiver))
+            rounds.append(_Round(MESSAGES / elapsed, sender, receiver))
         for message_id in ids:
             assert (await client.message(message_id)).state in {"delivered", "read"}
     async with open_client(bob.home) as client:
@@ -643,7 +888,7 @@ async def _tor_rounds(alice: Endpoint, bob: Endpoint) -> list[_TorRound]:
     return rounds
 
 
-def _tor_rate() -> list[_TorRound]:
+def _tor_rate() -> list[_Round]:
     with private_network("onionpost-bench-daemon-") as (root, net, _):
         alice = Endpoint(root, "alice", net)
         bob = Endpoint(root, "bob", net)
@@ -665,13 +910,7 @@ def _tor_rate() -> list[_TorRound]:
 def run() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="onionpost-bench-daemon-", dir="/tmp"))
     try:
-        with TrioThread(lambda: _daemons(root), SETUP_SECONDS) as loop:
-            ours, peer = compare(
-                lambda: loop(_daemon_msgs_per_s, loop.value),
-                lambda: _sqlite_alone_msgs_per_s(root),
-                rounds=DAEMON_ROUNDS,
-            )
-        yield line("daemon_loopback_msgs_per_s", ours, peer, "/s")
+        yield from pair_lines(root)
 
         before, during, seconds = _rss_sessions(root)
         yield fact("daemon_rss_before_sessions_MB", before, "MB")
