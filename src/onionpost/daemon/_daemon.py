@@ -51,13 +51,11 @@ from onionpost.daemon.delivery import (
     DeliveryEngine,
     DeliveryPolicy,
     Dial,
-    StoreWorker,
-    ThreadWorker,
     message_record,
 )
 from onionpost.errors import ConfigError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number
-from onionpost.host import EventHub, Handlers, OnionHost
+from onionpost.host import EventHub, Handlers, OnionHost, StoreWorker, ThreadWorker
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.store import Contact, Direction, Store, Stored
