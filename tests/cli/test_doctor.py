@@ -11,9 +11,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from localapi_double import short_tmpdir
 from onionpost.cli import main
 from onionpost.cli._daemon_cmd import hardening_verdicts, listener_verdicts
+from onionpost.testing.doubles import short_tmpdir
 from onionpost.tor import TcpListener
 
 
