@@ -24,6 +24,13 @@ without it. Instead:
     hold each exactly once. peer = SQLite alone committing the same rows:
     one 200-byte row per message at the sender and one at the receiver, each
     its own fsync'd transaction (WAL, synchronous=FULL), on the same disk.
+``daemon_memory_msgs_per_s``
+    The same texts, callers, check and peer, through the same pipeline with
+    neither sockets nor a worker thread: the two daemons of
+    :mod:`onionpost.testing.memory` (``Daemon(dial=...)`` over bounded
+    in-memory pipes with a Tor stream's flow control, store calls on the
+    event loop). Set beside ``daemon_loopback_msgs_per_s``, what loopback TCP
+    and the worker thread cost or save.
 ``daemon_tor_msgs_per_s``
     Two real ``onionpost daemon`` processes on the private Tor network, each
     with its own tor. After one warm-up message (the session is up), each
@@ -87,6 +94,7 @@ from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey
 from onionpost.proto.noise import KeyPair
 from onionpost.store import Contact, Store
+from onionpost.testing import memory
 from onionpost.testing.endpoint import Endpoint, start_all
 from onionpost.testing.testnet import private_network
 from onionpost.transport import SecureChannel, Server, connect, serve
@@ -269,6 +277,23 @@ async def _daemons(root: Path) -> AsyncIterator[_Daemons]:
     finally:
         for node in (alice, bob):
             node.close()
+
+
+@asynccontextmanager
+async def _memory_daemons(root: Path) -> AsyncIterator[_Daemons]:
+    """Two daemons of onionpost.testing.memory, contacts of each other, running."""
+    async with memory.network(root / "memory") as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        memory.befriend(alice, bob)
+        with trio.fail_after(SETUP_SECONDS):
+            await bob.start(nursery)
+            await alice.start(nursery)
+        assert alice.daemon is not None
+        assert bob.daemon is not None
+        yield _Daemons(
+            _Node(alice.daemon, alice.store, alice.secrets),
+            _Node(bob.daemon, bob.store, bob.secrets),
+        )
 
 
 async def _daemon_msgs_per_s(d: _Daemons) -> float:
@@ -670,6 +695,13 @@ def run() -> Iterator[str]:
                 rounds=DAEMON_ROUNDS,
             )
         yield line("daemon_loopback_msgs_per_s", ours, peer, "/s")
+        with TrioThread(lambda: _memory_daemons(root), SETUP_SECONDS) as loop:
+            ours, peer = compare(
+                lambda: loop(_daemon_msgs_per_s, loop.value),
+                lambda: _sqlite_alone_msgs_per_s(root),
+                rounds=DAEMON_ROUNDS,
+            )
+        yield line("daemon_memory_msgs_per_s", ours, peer, "/s")
 
         before, during, seconds = _rss_sessions(root)
         yield fact("daemon_rss_before_sessions_MB", before, "MB")
