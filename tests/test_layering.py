@@ -8,7 +8,8 @@
                                       daemon, mailbox ──► store (SQLite)
                                 home: paths, sealed secrets, cards, config
     api, _localapi: the local API's records and framing (client and host)
-    testing: a private Tor network and endpoints on it (tests, demo, bench)
+    testing: a private Tor network and endpoints on it, the pipeline in memory,
+             a local API double (tests, demo, bench, fuzz); imported by no part
 
 Each package (and each top-level module) may import only the parts of
 onionpost that :data:`MAY_IMPORT` lists for it, so data flows one way through
@@ -78,9 +79,25 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     )
     | LEAVES,
     "cli": frozenset({"client", "home", "proto", "api", "__init__"}) | LEAVES,
-    # Test support: the private Tor network, and endpoints on it driven as an
-    # operator drives them (the CLI in a child process, the client library).
-    "testing": frozenset({"tor", "client"}) | LEAVES,
+    # Test support, above everything it drives: the private Tor network and
+    # endpoints on it driven as an operator drives them (the CLI in a child
+    # process, the client library); the real pipeline in memory (daemons and
+    # mailboxes on their public seams); a double of the daemon's local API.
+    "testing": frozenset(
+        {
+            "tor",
+            "client",
+            "daemon",
+            "mailbox",
+            "host",
+            "transport",
+            "store",
+            "home",
+            "proto",
+            "api",
+        }
+    )
+    | LEAVES,
 }
 
 #: Single modules that may import more than their part (path under src/onionpost).

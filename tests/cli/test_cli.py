@@ -19,9 +19,9 @@ import pytest
 import trio
 from click.testing import CliRunner, Result
 
-from localapi_double import MemoryBackend, ServerThread, card_for, short_tmpdir
 from onionpost.cli import _commands as commands_module
 from onionpost.cli import _common, main
+from onionpost.testing.doubles import MemoryBackend, ServerThread, card_for, short_tmpdir
 
 
 def no_daemon(home: object) -> str:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from localapi_double import MemoryBackend, ServerThread, short_tmpdir
 from onionpost import api
 from onionpost.cli import main
 from onionpost.cli._daemon_cmd import hardening_verdicts, listener_verdicts, mailbox_verdicts
 from onionpost.home import Paths, unlock
 from onionpost.host import home_lock
 from onionpost.store import MailboxStore
+from onionpost.testing.doubles import MemoryBackend, ServerThread, short_tmpdir
 from onionpost.tor import TcpListener
 
 

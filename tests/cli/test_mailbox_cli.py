@@ -2,7 +2,7 @@
 
 The mailbox side is the real :class:`MailboxBackend` over a real
 :class:`MailboxServer` and store, served by the real API server in its own
-thread (``localapi_double.ServerThread``). The endpoint side (``pair``,
+thread (``onionpost.testing.doubles.ServerThread``). The endpoint side (``pair``,
 ``status`` as an owner) is the daemon's double with its mailbox methods.
 """
 
@@ -19,7 +19,6 @@ import pytest
 import trio
 from click.testing import CliRunner, Result
 
-from localapi_double import MemoryBackend, ServerThread, short_tmpdir
 from onionpost import api
 from onionpost.cli import main
 from onionpost.client import open_client
@@ -29,6 +28,7 @@ from onionpost.mailbox._service import qr_text
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.pairing import SetupCode, token_digest
 from onionpost.store import MailboxStore
+from onionpost.testing.doubles import MemoryBackend, ServerThread, short_tmpdir
 
 KEY = bytes(range(32))
 

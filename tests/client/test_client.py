@@ -12,7 +12,6 @@ import pytest
 import trio
 import trio.testing
 
-from localapi_double import SAFETY, MemoryBackend, card_for, short_tmpdir
 from onionpost.client import (
     ApiError,
     Client,
@@ -37,6 +36,7 @@ from onionpost.client import (
 )
 from onionpost.errors import ConfigError, NotConfirmedError, OnionpostError, TransportError
 from onionpost.host import _api, serve_api
+from onionpost.testing.doubles import SAFETY, MemoryBackend, card_for, short_tmpdir
 
 Served = tuple[MemoryBackend, Path]
 
@@ -120,7 +120,7 @@ async def test_every_call_returns_typed_results(served: Served, client: Client) 
 
 
 def _alice() -> str:
-    from localapi_double import ALICE
+    from onionpost.testing.doubles import ALICE
 
     return ALICE
 

@@ -1,6 +1,6 @@
 """The delivery engine between real stores over real sessions, without tor.
 
-Every endpoint is what ``Daemon.run`` wires up besides tor (``_enginekit``):
+Every endpoint is what ``Daemon.run`` wires up besides tor (``onionpost.testing.memory``):
 a real store, the real listener, the engine and the local API backend. Time
 is virtual (``conftest.clock``): waits are conditions under a deadline.
 
@@ -19,16 +19,15 @@ from typing import Any
 import msgpack
 import pytest
 import trio
-from _enginekit import Network, Node, befriend, network, until
 from trio.testing import MockClock
 
 from onionpost import api
 from onionpost.api import Marked, Message
 from onionpost.daemon.delivery import DeliveryPolicy
 from onionpost.errors import CloseCode, ConfigError, DialError, NotFoundError, TransportError
-from onionpost.limits import NOISE_TAG_LEN
 from onionpost.proto import messages as m
 from onionpost.proto.identity import CERT_LIFETIME, StaticKey
+from onionpost.testing.memory import Network, Node, befriend, network, until, write_record
 from onionpost.transport import SecureChannel
 
 
@@ -50,16 +49,6 @@ async def still_delivers(net: Network, nursery: trio.Nursery, target: Node) -> N
     assert [s.body for s in target.inbox_from(bystander)] == ["still there?"]
     assert target.engine is not None
     assert target.engine.running
-
-
-async def write_record(channel: SecureChannel, stream: trio.abc.Stream, record: bytes) -> None:
-    """Encrypt any record bytes as the attacker's session would and write the frame."""
-    session = channel._session
-    assert session._send is not None
-    plaintext = struct.pack(">H", len(record)) + record
-    plaintext += bytes(512 - NOISE_TAG_LEN - len(plaintext))
-    ciphertext = session._send.cipher.encrypt_with_ad(b"", plaintext)
-    await stream.send_all(struct.pack(">H", len(ciphertext)) + ciphertext)
 
 
 async def drain(channel: SecureChannel, into: list[Any], seconds: float = 30.0) -> None:

@@ -14,14 +14,14 @@ from typing import Any, get_args, get_origin
 
 import pytest
 import trio
-from _enginekit import network
 
-from localapi_double import MemoryBackend, short_tmpdir
 from onionpost import api
 from onionpost.client import ApiError, open_client
 from onionpost.host import Handlers, serve_api
 from onionpost.mailbox import MailboxBackend
 from onionpost.mailbox._server import MailboxPolicy
+from onionpost.testing.doubles import MemoryBackend, short_tmpdir
+from onionpost.testing.memory import network
 
 # Requests only a mailbox serves, and those both serve; subscribe is the server's own.
 MAILBOX_ONLY = {api.MailboxCode}

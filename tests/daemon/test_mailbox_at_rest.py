@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _enginekit import MailboxNode, Node, befriend, network, until
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from trio.testing import MockClock
 
@@ -37,6 +36,7 @@ from onionpost.home import create_key_file, save_secrets, unlock
 from onionpost.proto import envelope as env
 from onionpost.proto._crypto import KemKeyPair, KeyPair
 from onionpost.store._database import PAGE_SIZE, SALT_LEN, SQLITE_MAGIC, Keys
+from onionpost.testing.memory import MailboxNode, Node, befriend, network, until
 
 pytestmark = pytest.mark.trio
 

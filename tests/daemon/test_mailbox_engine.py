@@ -2,7 +2,7 @@
 links, mailbox server and stores, over in-memory sessions on virtual time.
 
 The mailbox refuses a dial without an authorized client key, as tor does with
-client authorization (tests/daemon/_enginekit.py), so who may reach it is
+client authorization (``onionpost.testing.memory``), so who may reach it is
 checked too.
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from _enginekit import MailboxNode, MemoryListener, Network, Node, befriend, network, until
 from click.testing import CliRunner
 from trio.testing import MockClock
 
@@ -31,6 +30,15 @@ from onionpost.proto import messages as m
 from onionpost.proto.pairing import MailboxAnnouncement
 from onionpost.proto.session import PeerDecision
 from onionpost.store._mailbox import HeldEnvelope
+from onionpost.testing.memory import (
+    MailboxNode,
+    MemoryListener,
+    Network,
+    Node,
+    befriend,
+    network,
+    until,
+)
 from onionpost.transport import SecureChannel, accept
 
 pytestmark = pytest.mark.trio

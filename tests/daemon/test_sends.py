@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from _enginekit import befriend, network, until
 
-from localapi_double import short_tmpdir
 from onionpost import api
 from onionpost.client import open_client
 from onionpost.errors import ApiError, ConfigError
 from onionpost.host import serve_api
+from onionpost.testing.doubles import short_tmpdir
+from onionpost.testing.memory import befriend, network, until
 
 
 async def test_a_text_sent_twice_under_one_id_is_one_message(tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _enginekit import MailboxNode, Network, Node, befriend, network, until
 from trio.testing import MockClock
 
 from onionpost import api
 from onionpost.errors import TransportError
 from onionpost.proto import messages as m
+from onionpost.testing.memory import MailboxNode, Network, Node, befriend, network, until
 
 
 def _sessions(node: Node) -> int:

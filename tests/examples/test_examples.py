@@ -1,7 +1,7 @@
 """The examples: echo_bot and file_drop against the API server, and the systemd unit.
 
 The bots run for real, over a real unix socket, against the daemon's API
-server over the in-memory backend (tests/localapi_double.py): in this trio
+server over the in-memory backend (onionpost.testing.doubles): in this trio
 run for the behaviour, and as processes for what a user sees at the end (the
 exit status and the one line saying why).
 """
@@ -24,9 +24,9 @@ from types import ModuleType
 import pytest
 import trio
 
-from localapi_double import MemoryBackend, ServerThread, short_tmpdir
 from onionpost.host import serve_api
 from onionpost.limits import MAX_TEXT_BODY
+from onionpost.testing.doubles import MemoryBackend, ServerThread, short_tmpdir
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

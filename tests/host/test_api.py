@@ -15,10 +15,10 @@ import pytest
 import trio
 import trio.testing
 
-from localapi_double import ERRORS_BY_CODE, SAFETY, MemoryBackend, card_for, short_tmpdir
 from onionpost._localapi import MAX_IN_FLIGHT, MAX_REQUEST_LINE, LineReader
 from onionpost.errors import ConfigError, SelfTestError
 from onionpost.host import _api, serve_api
+from onionpost.testing.doubles import ERRORS_BY_CODE, SAFETY, MemoryBackend, card_for, short_tmpdir
 
 
 class Raw:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from localapi_double import short_tmpdir
 from onionpost.errors import ConfigError
 from onionpost.home import Paths
 from onionpost.host import open_unix_listener
+from onionpost.testing.doubles import short_tmpdir
 
 
 async def _echo(stream: trio.SocketStream) -> None:

@@ -1,6 +1,6 @@
 """The mailbox's tests without tor run on virtual time: trio's MockClock, jumping to
 the next deadline as soon as every task waits (the server's store calls run on
-the event loop, ``MailboxPolicy.store_in_thread``)."""
+the event loop: its worker is an ``InlineWorker``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The mailbox's session server over real sessions, a real store, and virtual time.
 
 Each test runs a :class:`MailboxServer` behind ``serve()`` on in-memory
-streams (``_mailboxkit``) and talks to it as owners, contacts and strangers
+streams (``onionpost.testing.memory``) and talks to it as owners, contacts and strangers
 do: handshakes, records, answers. Time is trio's MockClock.
 """
 
@@ -15,10 +15,8 @@ from pathlib import Path
 import msgpack
 import pytest
 import trio
-from _mailboxkit import KEY, Client, Mailbox, Peer, envelope_bytes, running_mailbox
 from trio.testing import MockClock
 
-from localapi_double import short_tmpdir
 from onionpost import api
 from onionpost.client import open_client
 from onionpost.errors import CloseCode, TransportError
@@ -36,6 +34,8 @@ from onionpost.proto import messages as m
 from onionpost.proto.pairing import SetupCode
 from onionpost.proto.session import PeerDecision
 from onionpost.store import MailboxStore
+from onionpost.testing.doubles import short_tmpdir
+from onionpost.testing.memory import KEY, Client, Mailbox, Peer, envelope_bytes, running_mailbox
 
 NOT_FOUND = m.MbResult(0, m.MbCode.NOT_FOUND, "not found")
 

@@ -9,14 +9,8 @@ mailbox (pairing, draining, prekeys).
 from __future__ import annotations
 
 from onionpost.daemon._daemon import Daemon
-from onionpost.daemon.delivery import (
-    DeliveryEngine,
-    DeliveryPolicy,
-    Dial,
-    InlineWorker,
-    StoreWorker,
-    ThreadWorker,
-)
+from onionpost.daemon.delivery import DeliveryEngine, DeliveryPolicy, Dial
+from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
     "Daemon",

@@ -51,14 +51,12 @@ from onionpost.daemon.delivery import (
     DeliveryEngine,
     DeliveryPolicy,
     Dial,
-    StoreWorker,
-    ThreadWorker,
     message_record,
     unfit_mailbox,
 )
 from onionpost.errors import ConfigError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number, write_card_file
-from onionpost.host import EventHub, Handlers, OnionHost
+from onionpost.host import EventHub, Handlers, OnionHost, StoreWorker, ThreadWorker
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.pairing import MailboxAnnouncement

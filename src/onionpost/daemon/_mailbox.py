@@ -55,7 +55,6 @@ from onionpost.daemon.delivery import (
     DeliveryPolicy,
     EnvelopeReceipt,
     MailboxClient,
-    StoreWorker,
     mailbox_refusal,
 )
 from onionpost.errors import (
@@ -69,7 +68,7 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import Secrets
-from onionpost.host import first_failure, reason
+from onionpost.host import StoreWorker, first_failure, reason
 from onionpost.limits import MAX_ACK_IDS
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m

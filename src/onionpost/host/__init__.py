@@ -16,6 +16,9 @@ them (``README.md``, "The code")::
 - The supervisors' small pieces: :class:`Kick`, :class:`TokenBucket`,
   :func:`first_failure`, :class:`Shed`, and :func:`reason`, the one
   vocabulary in which failures are logged and reported.
+- :class:`StoreWorker`: where synchronous store calls run, a worker thread
+  (:class:`ThreadWorker`) or, for tests on virtual time, the event loop
+  (:class:`InlineWorker`).
 - The start of a process: :func:`check_primitives`, :func:`home_lock`,
   :func:`open_home`, :func:`configure_logging`.
 """
@@ -46,6 +49,7 @@ from onionpost.host._supervision import (
     first_failure,
     reason,
 )
+from onionpost.host._worker import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
     "JSON",
@@ -53,11 +57,14 @@ __all__ = [
     "EventHub",
     "Handler",
     "Handlers",
+    "InlineWorker",
     "Kick",
     "OnionHost",
     "descriptor_refetched",
     "SecretSource",
     "Shed",
+    "StoreWorker",
+    "ThreadWorker",
     "TokenBucket",
     "check_primitives",
     "code_name",

@@ -43,8 +43,8 @@ disk budget and retention (:class:`MailboxPolicy`); owners, contacts per
 owner, one-time prekeys, setup codes waiting and tor client keys
 (constants below).
 
-*Store work* runs in a worker thread, one call at a time, unless the policy
-says otherwise (tests on virtual time).
+*Store work* runs in the injected :class:`~onionpost.host.StoreWorker`, one
+call at a time: a worker thread, or the event loop for tests on virtual time.
 
 Logs name owners and contacts by handle (``owner=#2``, ``contact=#7``, the
 store's ids) and carry envelope ids and reasons; never envelope contents,
@@ -60,7 +60,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Final, TypeVar
 
 import trio
@@ -80,7 +79,7 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import Config
-from onionpost.host import Kick, Shed, TokenBucket, first_failure
+from onionpost.host import Kick, Shed, StoreWorker, ThreadWorker, TokenBucket, first_failure
 from onionpost.host import reason as failure_reason
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
@@ -162,10 +161,6 @@ class MailboxPolicy:
     max_bytes_per_contact: int = 256 << 20
     max_disk_use: int = 10 << 30  # envelopes of every owner together
     records_per_second: float = 200.0  # per session, with a burst of twice that
-    # Store calls in a worker thread, so an fsync never stalls the event loop.
-    # False runs them on the loop: only for tests on virtual time (MockClock),
-    # where a thread at work looks like idleness.
-    store_in_thread: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.max_envelope <= env.MAX_ENVELOPE:
@@ -249,7 +244,10 @@ class MailboxServer:
     codes name). ``clients_changed()`` is awaited, one call at a time, after
     the set of authorized tor client keys changed (the service then gives
     tor :meth:`authorized_clients`). ``clock()`` is the time in milliseconds
-    since the epoch (default: the system clock). :meth:`run` must be running.
+    since the epoch (default: the system clock). ``worker`` runs the store
+    calls (default: a worker thread, so an fsync never stalls the event loop;
+    tests on virtual time give an :class:`~onionpost.host.InlineWorker`).
+    :meth:`run` must be running.
     """
 
     def __init__(
@@ -260,13 +258,14 @@ class MailboxServer:
         address: OnionAddress,
         clients_changed: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], int] = _wall_ms,
+        worker: StoreWorker | None = None,
     ) -> None:
         self._store = store
         self._policy = policy
         self._address = address
         self._clients_changed = clients_changed
         self._clock = clock
-        self._db_limiter = trio.CapacityLimiter(1)
+        self._worker = worker or ThreadWorker()
         self._snapshot = _Snapshot.of(store.directory(clock()))
         self._refreshes = 0
         self._applied = 0
@@ -292,11 +291,8 @@ class MailboxServer:
             task_status.started()
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """One store call, in the worker thread (one at a time)."""
-        if not self._policy.store_in_thread:
-            await trio.lowlevel.checkpoint()
-            return fn(*args, **kwargs)
-        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._db_limiter)
+        """One store call, in the worker (one at a time)."""
+        return await self._worker(fn, *args, **kwargs)
 
     async def _refresh(self) -> None:
         """Re-read the directory after a change (a later read never loses to an earlier)."""

@@ -9,7 +9,7 @@
     _deposit    deposits into a contact's mailbox
     _mbclient   the one request/answer client for mailboxes (owner and sender)
     _intake     SYNC: what a contact's records do to our store, live or enveloped
-    _writer     the store worker and group commit
+    _writer     group commit (over the host's StoreWorker)
     _records    per-link and per-session records, shared by the above
     _views      messages as the local API shows them
     _policy     the policy, reports, and the seams (Dial, MailboxAccess)
@@ -27,7 +27,7 @@ from onionpost.daemon.delivery._policy import (
     MailboxAccess,
 )
 from onionpost.daemon.delivery._views import message_record
-from onionpost.daemon.delivery._writer import InlineWorker, StoreWorker, ThreadWorker
+from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
     "Backoff",

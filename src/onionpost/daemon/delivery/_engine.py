@@ -65,9 +65,16 @@ from onionpost.daemon.delivery._policy import (
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._session import run_session
 from onionpost.daemon.delivery._views import message_record
-from onionpost.daemon.delivery._writer import GroupCommit, StoreWorker, ThreadWorker
+from onionpost.daemon.delivery._writer import GroupCommit
 from onionpost.errors import OnionpostError, StoreError, TransportError
-from onionpost.host import EventHub, TokenBucket, first_failure, reason
+from onionpost.host import (
+    EventHub,
+    StoreWorker,
+    ThreadWorker,
+    TokenBucket,
+    first_failure,
+    reason,
+)
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.session import PeerDecision

@@ -19,8 +19,8 @@ from onionpost.api import PeerChange
 from onionpost.daemon.delivery._intake import Intake
 from onionpost.daemon.delivery._link import LinkState
 from onionpost.daemon.delivery._policy import DeliveryPolicy, MailboxAccess
-from onionpost.daemon.delivery._writer import GroupCommit, StoreWorker
-from onionpost.host import EventHub, Kick, Shed, TokenBucket
+from onionpost.daemon.delivery._writer import GroupCommit
+from onionpost.host import EventHub, Kick, Shed, StoreWorker, TokenBucket
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.store import Contact, Store

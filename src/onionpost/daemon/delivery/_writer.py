@@ -1,10 +1,4 @@
-"""Store work off the event loop: the worker that runs it, and group commit.
-
-:class:`StoreWorker` runs one synchronous store call at a time, off the event
-loop (:class:`ThreadWorker`: a worker thread, so an fsync never stalls the
-loop) or on it (:class:`InlineWorker`: for tests on trio's MockClock, where a
-thread at work looks like idleness). It is injected, so the engine, the owner
-link and the local API backend hold no switch of their own.
+"""Group commit, over the store worker (:class:`~onionpost.host.StoreWorker`).
 
 :class:`GroupCommit` gathers the writes that arrive while one commits and
 runs them in the next transaction: concurrent writers share one commit and
@@ -16,15 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, TypeVar
 
 import trio
 
 from onionpost.errors import NoSpaceError, OnionpostError, StoreError
-from onionpost.host import Kick
+from onionpost.host import Kick, StoreWorker
 from onionpost.store import Store
 
-__all__ = ["GroupCommit", "InlineWorker", "StoreWorker", "ThreadWorker"]
+__all__ = ["GroupCommit"]
 
 T = TypeVar("T")
 
@@ -32,35 +26,6 @@ T = TypeVar("T")
 COMMIT_GROUP_MAX: Final = 2048
 # Scheduling passes the writer lets go by before it takes a group.
 GATHER_PASSES: Final = 2
-
-
-class StoreWorker(Protocol):
-    async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(*args, **kwargs)`` (a store call, or CPU-bound work) and return its result."""
-
-
-class ThreadWorker:
-    """One call at a time in a worker thread (the store's connection is one)."""
-
-    def __init__(self) -> None:
-        self._limiter = trio.CapacityLimiter(1)
-
-    def __repr__(self) -> str:
-        return "ThreadWorker()"
-
-    async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
-
-
-class InlineWorker:
-    """Calls on the event loop: for tests on virtual time only."""
-
-    def __repr__(self) -> str:
-        return "InlineWorker()"
-
-    async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        await trio.lowlevel.checkpoint()
-        return fn(*args, **kwargs)
 
 
 @dataclass(eq=False, slots=True)

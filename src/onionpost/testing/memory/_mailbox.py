@@ -1,31 +1,30 @@
-"""A mailbox without tor for tests: a real MailboxStore, a real MailboxServer, real sessions.
+"""A mailbox's server alone, and peers speaking its records: no tor, no endpoint.
 
-:func:`running_mailbox` starts :class:`MailboxServer` with ``serve()`` (the
-real listener: handshake deadline, pending-handshake cap) on an in-process
-listener; :class:`Peer` is an endpoint's identity, which opens sessions to it
-over in-memory streams and speaks the mailbox records as a :class:`Client`.
-The server's clock is the test's virtual clock (trio's MockClock) counted from
-the real time at the start, so a signed prekey made now verifies, and a test
-moves time on with ``trio.sleep``.
+:func:`running_mailbox` starts a :class:`~onionpost.mailbox.MailboxServer`
+over a real store with :func:`~onionpost.transport.serve` (the real
+listener: handshake deadline, pending-handshake cap) on a
+:class:`MemoryListener`; a :class:`Peer` is an endpoint's identity (owner,
+contact or stranger), which opens sessions to it and speaks the mailbox
+records as a :class:`Client`. The server's clock is trio's clock (virtual
+under ``MockClock``) counted from the real time at the start, so a signed
+prekey made now verifies, and a caller moves time on with ``trio.sleep``.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
-import trio.testing
 
 from onionpost.errors import TransportError
-from onionpost.limits import NOISE_TAG_LEN
+from onionpost.host import InlineWorker
 from onionpost.mailbox import MailboxPolicy, MailboxServer
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
@@ -33,27 +32,22 @@ from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey
 from onionpost.proto.pairing import SetupCode
 from onionpost.store import MailboxStore
+from onionpost.testing.memory._network import write_record
+from onionpost.testing.memory._pipes import MemoryListener
 from onionpost.transport import SecureChannel, connect, serve
 
-KEY = bytes(range(32))
+__all__ = [
+    "KEY",
+    "Client",
+    "Mailbox",
+    "Peer",
+    "envelope_bytes",
+    "running_mailbox",
+    "virtual_clock",
+]
 
-
-class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
-    """What ``serve()`` accepts from: one end of each in-memory stream pair."""
-
-    def __init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](16)
-
-    async def accept(self) -> trio.abc.Stream:
-        return await self._receive.receive()
-
-    async def aclose(self) -> None:
-        await self._receive.aclose()
-
-    async def connect(self) -> trio.abc.Stream:
-        ours, theirs = trio.testing.memory_stream_pair()
-        await self._send.send(theirs)
-        return ours
+#: The store key of every :func:`running_mailbox` (to open its store again).
+KEY: Final = bytes(range(32))
 
 
 @dataclass(eq=False)
@@ -85,6 +79,9 @@ class Client:
         self.req = 0
         self.envelopes: list[m.MbEnvelope] = []
 
+    def __repr__(self) -> str:
+        return f"Client({self.peer.address}, req={self.req})"
+
     async def ask(self, make: Callable[[int], Any], *, req: int | None = None) -> Any:
         """Send ``make(req)``; the answer with that req (envelopes meanwhile are kept)."""
         self.req += 1
@@ -95,7 +92,7 @@ class Client:
             if isinstance(record, m.MbEnvelope):
                 self.envelopes.append(record)
                 continue
-            assert record.req == number, record  # type: ignore[union-attr]
+            assert getattr(record, "req", None) == number, record
             return record
 
     async def envelope(self) -> m.MbEnvelope:
@@ -118,12 +115,7 @@ class Client:
 
     async def write_record(self, record: bytes) -> None:
         """Encrypt any bytes as one record, as a hostile client's session would."""
-        session = self.channel._session
-        assert session._send is not None
-        plaintext = struct.pack(">H", len(record)) + record
-        plaintext += bytes(512 - NOISE_TAG_LEN - len(plaintext))
-        ciphertext = session._send.cipher.encrypt_with_ad(b"", plaintext)
-        await self.stream.send_all(struct.pack(">H", len(ciphertext)) + ciphertext)
+        await write_record(self.channel, self.stream, record)
 
     # The requests, spelled out.
 
@@ -157,6 +149,7 @@ class Mailbox:
     server: MailboxServer
     listener: MemoryListener
     clock: Callable[[], int]
+    # The authorized tor client keys, each time the server said they changed.
     changes: list[list[bytes]] = field(default_factory=list)
 
     @property
@@ -192,12 +185,15 @@ class Mailbox:
 
 
 def virtual_clock(start_ms: int) -> Callable[[], int]:
+    """Milliseconds since the epoch: ``start_ms`` plus trio's clock."""
     return lambda: start_ms + int(trio.current_time() * 1000)
 
 
 @asynccontextmanager
 async def running_mailbox(root: Path, **policy: Any) -> AsyncIterator[Mailbox]:
-    """A mailbox serving on memory streams until the block ends (store closed after)."""
+    """A mailbox serving on memory streams until the block ends (store closed
+    after), its store ``root / "mailbox.db"`` under :data:`KEY`, with a
+    :class:`~onionpost.mailbox.MailboxPolicy` of ``policy``."""
     peer = Peer()
     store = MailboxStore.open(root / "mailbox.db", KEY)
     mailbox: Mailbox | None = None
@@ -209,10 +205,11 @@ async def running_mailbox(root: Path, **policy: Any) -> AsyncIterator[Mailbox]:
     clock = virtual_clock(int(time.time() * 1000))
     server = MailboxServer(
         store,
-        replace(MailboxPolicy(), store_in_thread=False, **policy),
+        replace(MailboxPolicy(), **policy),
         address=peer.address,
         clients_changed=changed,
         clock=clock,
+        worker=InlineWorker(),
     )
     listener = MemoryListener()
     mailbox = Mailbox(root, peer, store, server, listener, clock)

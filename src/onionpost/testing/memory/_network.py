@@ -1,23 +1,30 @@
-"""Endpoints for the delivery engine's tests: real stores, real sessions, no tor.
+"""Endpoints and mailboxes without tor: real stores, real sessions, in memory.
 
-Each :class:`Node` is what ``Daemon.run`` wires up besides tor: a real SQLite
-store in a temporary home, the :class:`DeliveryEngine`, and the real
-``serve()`` listener (handshake deadline, pending-handshake cap) on an
-in-process listener. Nodes dial each other through a :class:`Network` of
-bounded in-memory pipes (a write waits while the other side has not read
-``PIPE_CAPACITY`` bytes, as a Tor stream's window does), so flow control and
-a peer that does not read behave as on the network.
+Each :class:`Node` is what ``Daemon.run`` wires up besides tor: a real store
+in a home under the network's directory, the :class:`~onionpost.daemon.Daemon`
+(its delivery engine, its owner's mailbox link, its local API handlers) and
+the real :func:`~onionpost.transport.serve` listener (handshake deadline,
+pending-handshake cap) on a :class:`MemoryListener`. A :class:`MailboxNode`
+is the same for a mailbox's :class:`~onionpost.mailbox.MailboxServer`.
+They dial each other through a :class:`Network` of bounded pipes, which also
+plays tor's part for a mailbox: without an authorized client key, not even
+the descriptor.
 
-A test can also be the hostile end itself: :meth:`Network.connect_raw` gives
-a raw authenticated :class:`SecureChannel` to a node, through which it sends
-whatever it likes.
+Store calls run on the event loop (:class:`~onionpost.host.InlineWorker`),
+so the network runs under trio's ``MockClock`` (virtual time: a worker
+thread at work would look like idleness to it) as well as on real time.
+
+A caller can also be the hostile end itself: :meth:`Network.connect_raw`
+gives an authenticated channel to a node, and the stream under it, through
+which it writes what no honest endpoint would (:func:`write_record`).
 """
 
 from __future__ import annotations
 
 import os
+import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
@@ -26,116 +33,35 @@ from typing import Any
 
 import trio
 
-from onionpost.daemon import Daemon, DeliveryEngine, DeliveryPolicy, InlineWorker
+from onionpost.daemon import Daemon, DeliveryEngine, DeliveryPolicy
 from onionpost.errors import DialError
 from onionpost.home import Config, ContactCard, Paths, Secrets
+from onionpost.host import InlineWorker
+from onionpost.limits import NOISE_TAG_LEN
 from onionpost.mailbox import MailboxPolicy, MailboxServer
 from onionpost.proto import messages as m
-from onionpost.proto._crypto import KeyPair
 from onionpost.proto.address import OnionAddress
-from onionpost.store import Contact, MailboxStore, Store
+from onionpost.proto.noise import KeyPair
+from onionpost.store import Contact, MailboxStore, Store, Stored
+from onionpost.testing.memory._pipes import MemoryListener
 from onionpost.transport import SecureChannel, connect, serve
 
-PIPE_CAPACITY = 256 * 1024
-
-
-class _Pipe:
-    """One direction of a bounded in-memory byte stream."""
-
-    def __init__(self, capacity: int) -> None:
-        self.buffer = bytearray()
-        self.capacity = capacity
-        self.closed = False  # the writer closed
-        self.broken = False  # the reader closed
-        self.changed = trio.Event()
-
-    def _wake(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
-
-class _End(trio.abc.HalfCloseableStream):
-    def __init__(self, out: _Pipe, into: _Pipe) -> None:
-        self._out = out
-        self._in = into
-        self._closed = False
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(bytes(data))
-        while view:
-            if self._closed:
-                raise trio.ClosedResourceError
-            if self._out.broken or self._out.closed:
-                raise trio.BrokenResourceError
-            room = self._out.capacity - len(self._out.buffer)
-            if room <= 0:
-                await self._out.changed.wait()
-                continue
-            self._out.buffer += view[:room]
-            view = view[room:]
-            self._out._wake()
-        await trio.lowlevel.checkpoint()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def send_eof(self) -> None:
-        self._out.closed = True
-        self._out._wake()
-        await trio.lowlevel.checkpoint()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        while True:
-            if self._closed:
-                raise trio.ClosedResourceError
-            if self._in.buffer:
-                n = len(self._in.buffer) if max_bytes is None else max_bytes
-                data = bytes(self._in.buffer[:n])
-                del self._in.buffer[:n]
-                self._in._wake()
-                await trio.lowlevel.checkpoint()
-                return data
-            if self._in.closed or self._in.broken:
-                await trio.lowlevel.checkpoint()
-                return b""
-            await self._in.changed.wait()
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._out.closed = True
-            self._in.broken = True
-            self._out._wake()
-            self._in._wake()
-        await trio.lowlevel.checkpoint()
-
-
-def pipe_pair(capacity: int = PIPE_CAPACITY) -> tuple[_End, _End]:
-    a, b = _Pipe(capacity), _Pipe(capacity)
-    return _End(a, b), _End(b, a)
-
-
-class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
-    """What ``serve()`` accepts from: streams handed over by :meth:`connect`."""
-
-    def __init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](64)
-
-    async def accept(self) -> trio.abc.Stream:
-        return await self._receive.receive()
-
-    async def aclose(self) -> None:
-        await self._receive.aclose()
-
-    async def connect(self) -> trio.abc.Stream:
-        ours, theirs = pipe_pair()
-        await self._send.send(theirs)
-        return ours
+__all__ = [
+    "MailboxNode",
+    "Network",
+    "Node",
+    "befriend",
+    "network",
+    "until",
+    "write_record",
+]
 
 
 @dataclass(eq=False)
 class Node:
-    """One endpoint: store, engine and listener, without tor."""
+    """One endpoint: store, daemon and listener, without tor. Made by
+    :meth:`Network.node`; :meth:`start` it in a nursery, :meth:`stop` it and
+    start it again (its store stays open meanwhile)."""
 
     name: str
     paths: Paths
@@ -147,7 +73,7 @@ class Node:
     engine: DeliveryEngine | None = None
     listener: MemoryListener | None = None
     scope: trio.CancelScope | None = None
-    dials: int = 0
+    dials: int = 0  # to contacts, so far
 
     @property
     def address(self) -> OnionAddress:
@@ -158,7 +84,7 @@ class Node:
 
     def contact(self, other: Node) -> Contact:
         found = self.store.contacts.contact_by_address(other.address)
-        assert found is not None
+        assert found is not None, f"{other.name} is not {self.name}'s contact"
         return found
 
     @property
@@ -176,16 +102,13 @@ class Node:
         await nursery.start(self._run)
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # Store calls on the event loop: a worker thread would look like
-        # idleness to the MockClock (conftest.clock).
-        policy = DeliveryPolicy.from_config(self.config)
         daemon = Daemon(
             self.paths,
             self.secrets,
             self.config,
             self.store,
             dial=self._dial,
-            policy=policy,
+            policy=DeliveryPolicy.from_config(self.config),
             mailbox_dial=self._dial_mailbox,
             worker=InlineWorker(),
         )
@@ -221,8 +144,9 @@ class Node:
             self.scope.cancel()
 
     async def send(self, to: Node, body: str) -> bytes:
-        message_id = _new_id()
-        assert self.engine is not None
+        """Queue a text to a contact, as the local API does; its message id."""
+        message_id = os.urandom(16)
+        assert self.engine is not None, f"{self.name} is not running"
         await self.engine.queue_text(
             self.contact(to).id, m.Text(message_id, int(time.time() * 1000), body, "text/plain")
         )
@@ -231,14 +155,15 @@ class Node:
     def state(self, message_id: bytes) -> str:
         return str(self.store.messages.message(message_id).state)
 
-    def inbox_from(self, other: Node) -> list[Any]:
+    def inbox_from(self, other: Node) -> list[Stored]:
         contact_id = self.contact(other).id
         return [s for s in self.store.messages.inbox(limit=100_000) if s.contact_id == contact_id]
 
 
-@dataclass
+@dataclass(eq=False)
 class MailboxNode:
-    """A mailbox: its store, server and listener, without tor."""
+    """A mailbox: its store, server and listener, without tor. Made by
+    :meth:`Network.mailbox`; its store is open while it runs."""
 
     name: str
     paths: Paths
@@ -254,6 +179,7 @@ class MailboxNode:
         return self.secrets.identity.address
 
     def authorized(self) -> set[bytes]:
+        """The tor client keys the mailbox authorizes now (none while stopped)."""
         return set() if self.server is None else set(self.server.authorized_clients())
 
     async def start(self, nursery: trio.Nursery) -> None:
@@ -261,9 +187,7 @@ class MailboxNode:
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         store = MailboxStore.open(self.paths.mailbox_store, self.secrets.store_key)
-        server = MailboxServer(
-            store, replace(self.policy, store_in_thread=False), address=self.address
-        )
+        server = MailboxServer(store, self.policy, address=self.address, worker=InlineWorker())
         listener = MemoryListener()
         with trio.CancelScope() as scope:
             self.scope = scope
@@ -292,40 +216,45 @@ class MailboxNode:
             self.scope.cancel()
 
     async def code(self) -> str:
-        assert self.server is not None
+        """A new setup code, as ``onionpost mailbox code`` prints it."""
+        assert self.server is not None, f"{self.name} is not running"
         issued = await self.server.new_setup_code(3600)
         return issued.code.to_text()
 
 
-def _new_id() -> bytes:
-    return os.urandom(16)
-
-
 class Network:
-    """Nodes by address, and dials between them over bounded pipes."""
+    """Nodes by address, and dials between them over bounded pipes.
+
+    Homes are made under ``root``; every node's config is ``config`` with the
+    changes :meth:`node` is given. ``faults[address]`` is awaited instead of
+    reaching that address, to inject a failure (it raises) or a delay."""
 
     def __init__(self, root: Path, config: Config) -> None:
         self.root = root
         self.config = config
         self.nodes: dict[OnionAddress, Node | MailboxNode] = {}
-        # address -> what a dial to it does instead of connecting (a failure to inject)
-        self.faults: dict[OnionAddress, Callable[[], Any]] = {}
+        self.faults: dict[OnionAddress, Callable[[], Awaitable[Any]]] = {}
 
-    def node(self, name: str, **config: Any) -> Node:
+    def __repr__(self) -> str:
+        return f"Network({len(self.nodes)} nodes)"
+
+    def _home(self, name: str) -> tuple[Paths, Secrets]:
         paths = Paths.for_home(self.root / name)
         for directory in paths.private_dirs:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        secrets = Secrets.generate(name, now=int(time.time()))
+        return paths, Secrets.generate(name, now=int(time.time()))
+
+    def node(self, name: str, **config: Any) -> Node:
+        """A new endpoint (not started), its store open."""
+        paths, secrets = self._home(name)
         store = Store.open(paths.store, paths.files, secrets.store_key)
         node = Node(name, paths, secrets, store, replace(self.config, **config), self)
         self.nodes[node.address] = node
         return node
 
     def mailbox(self, name: str, **policy: Any) -> MailboxNode:
-        paths = Paths.for_home(self.root / name)
-        for directory in paths.private_dirs:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        secrets = Secrets.generate(name, now=int(time.time()))
+        """A new mailbox (not started) with a :class:`MailboxPolicy` of ``policy``."""
+        paths, secrets = self._home(name)
         box = MailboxNode(name, paths, secrets, replace(MailboxPolicy(), **policy))
         self.nodes[box.address] = box
         return box
@@ -333,6 +262,8 @@ class Network:
     async def dial(
         self, caller: Node, address: OnionAddress, *, client_auth: bytes | None = None
     ) -> SecureChannel:
+        """What tor and the transport do for ``caller``: reach ``address`` (a
+        mailbox only with an authorized client key) and run the handshake."""
         fault = self.faults.get(address)
         if fault is not None:
             await fault()
@@ -359,7 +290,7 @@ class Network:
         """An authenticated channel from ``caller`` (not running an engine) to
         ``target``, and the stream under it, for writing what no honest
         endpoint would."""
-        assert target.listener is not None
+        assert target.listener is not None, f"{target.name} is not running"
         stream = await target.listener.connect()
         channel = await connect(
             stream,
@@ -370,13 +301,32 @@ class Network:
         return channel, stream
 
     def close(self) -> None:
+        """Close the endpoints' stores (a mailbox closes its own when it stops)."""
         for node in self.nodes.values():
             if isinstance(node, Node):
                 node.store.close()
 
 
+async def write_record(channel: SecureChannel, stream: trio.abc.Stream, record: bytes) -> None:
+    """Encrypt any bytes as one record of ``channel``'s session, padded to the
+    smallest frame (spec.md §Records), and write the frame to ``stream``: what
+    a hostile peer's session can send, and an honest one never does.
+
+    No public call encrypts bytes that are not a record, by design; this one
+    reaches into the channel's session for its sending cipher, so the record
+    counter of the channel no longer matches (use the channel only to read
+    after it)."""
+    session = channel._session
+    direction = session._send
+    assert direction is not None, "the channel has no transport keys"
+    plaintext = struct.pack(">H", len(record)) + record
+    plaintext += bytes(512 - NOISE_TAG_LEN - len(plaintext))
+    ciphertext = direction.cipher.encrypt_with_ad(b"", plaintext)
+    await stream.send_all(struct.pack(">H", len(ciphertext)) + ciphertext)
+
+
 def befriend(a: Node, b: Node) -> None:
-    """Each adds the other as a contact (before their engines start)."""
+    """Each adds the other as a contact (an engine already running learns it)."""
     now = int(time.time() * 1000)
     a.store.contacts.add_contact(b.name, b.address, b.secrets.client_auth_public, now)
     b.store.contacts.add_contact(a.name, a.address, a.secrets.client_auth_public, now)
@@ -388,16 +338,21 @@ def befriend(a: Node, b: Node) -> None:
 async def until(condition: Callable[[], bool], seconds: float = 120.0) -> None:
     """Wait for ``condition`` under a deadline (no fixed sleeps).
 
-    Under the MockClock of these tests virtual time moves only when every
-    task has been idle a moment, so each look costs no real time while work
-    is under way."""
+    Under trio's MockClock virtual time moves only when every task has been
+    idle a moment, so each look costs no real time while work is under way."""
     with trio.fail_after(seconds):
-        while not condition():
+        # A poll, not an Event: ``condition`` reads any state (a store, a server).
+        while not condition():  # noqa: ASYNC110
             await trio.sleep(0.5)
 
 
 @asynccontextmanager
 async def network(root: Path, **config: Any) -> AsyncIterator[tuple[Network, trio.Nursery]]:
+    """A :class:`Network` with homes under ``root`` and a nursery to start its
+    nodes in; every node stops when the block ends, and its store is closed.
+
+    The config retries quickly (after 1 s, at most every 30 s) and gives a
+    dial 10 s; ``config`` changes it."""
     base = Config(retry_initial=1.0, retry_max=30.0, connect_timeout=10.0)
     net = Network(root, replace(base, **config))
     try:

@@ -1,11 +1,17 @@
-"""A test double of the daemon for the local API: the Backend's handlers over dicts.
+"""A double of the endpoint daemon for the local API: the Backend's handlers over dicts.
 
-Used by tests/daemon/test_api.py, tests/client/test_client.py and
-tests/cli/test_cli.py (tests/ is on sys.path through tests/conftest.py). It
-keeps its state in plain dicts, raises the same OnionpostError subclasses the
-daemon does, and fans events out exactly as the daemon's hub does: bounded
-channels, a subscriber that falls behind is dropped, never waited for. The
-real end-to-end tests run the daemon itself.
+:class:`MemoryBackend` serves an endpoint's requests (the mailbox ones left
+out) from plain dicts, raises the same :class:`~onionpost.errors.OnionpostError`
+subclasses the daemon does, and fans events out exactly as the daemon's hub
+does: bounded channels, a subscriber that falls behind is dropped, never
+waited for. :class:`ServerThread` serves it with
+:func:`~onionpost.host.serve_api` on a Unix socket from a thread of its own,
+for synchronous callers (the CLI's tests, the examples);
+:func:`short_tmpdir` gives a directory whose socket path fits.
+
+For the client library, the CLI and the API server without a daemon: the
+real end-to-end tests run the daemon itself (:mod:`onionpost.testing.memory`,
+:mod:`onionpost.testing.endpoint`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,17 @@ from onionpost.errors import (
     UnknownContactError,
 )
 from onionpost.host import Handlers, serve_api
+
+__all__ = [
+    "ALICE",
+    "ERRORS_BY_CODE",
+    "SAFETY",
+    "MemoryBackend",
+    "ServerThread",
+    "address_for",
+    "card_for",
+    "short_tmpdir",
+]
 
 JSON = dict[str, Any]
 
@@ -116,7 +133,7 @@ class MemoryBackend:
 
     def receive_text(self, contact: str, body: str) -> JSON:
         self.seq += 1
-        message = {
+        message: JSON = {
             "seq": self.seq,
             "id": self._new_id(),
             "contact": contact,
@@ -134,7 +151,7 @@ class MemoryBackend:
 
     def receive_file(self, contact: str, name: str, data: bytes) -> JSON:
         self.seq += 1
-        message = {
+        message: JSON = {
             "seq": self.seq,
             "id": self._new_id(),
             "contact": contact,
@@ -293,7 +310,8 @@ class MemoryBackend:
         self.active -= 1
         self._contact(contact)
         try:
-            size = os.path.getsize(path)
+            # On the loop, not in a thread: tests on virtual time use this double.
+            size = os.path.getsize(path)  # noqa: ASYNC240
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
         name = os.path.basename(path)
@@ -394,7 +412,7 @@ class MemoryBackend:
         self.active -= 1
         if file_id not in self.files:
             raise NotFoundError(f"no file {file_id}")
-        Path(dest).write_bytes(self.files[file_id])
+        Path(dest).write_bytes(self.files[file_id])  # noqa: ASYNC240 (as send_file)
         return {"path": dest, "size": len(self.files[file_id])}
 
     async def retry(self, request: api.Retry) -> JSON:
