@@ -51,8 +51,18 @@ async def owner_and_contact(mailbox: Mailbox) -> tuple[Peer, Client, Peer, Clien
 
 def test_the_policy_follows_the_config() -> None:
     assert MAX_MAILBOX_ENVELOPE == env.MAX_ENVELOPE
-    policy = MailboxPolicy.from_config(Config(mailbox_retention=60.0, mailbox_max_envelope=5000))
+    policy = MailboxPolicy.from_config(
+        Config(
+            mailbox_retention=60.0,
+            mailbox_max_envelope=5000,
+            mailbox_max_bytes_per_owner=7000,
+            mailbox_max_envelopes_per_owner=9,
+            mailbox_max_contacts_per_owner=3,
+        )
+    )
     assert (policy.retention, policy.max_envelope) == (60.0, 5000)
+    assert (policy.max_bytes_per_owner, policy.max_envelopes_per_owner) == (7000, 9)
+    assert policy.max_contacts_per_owner == 3
     assert MailboxPolicy.from_config(Config()) == MailboxPolicy()
 
 
@@ -214,6 +224,50 @@ async def test_the_disk_budget_and_the_envelope_size(tmp_path: Path, clock: Mock
         )
         bad = await client.deposit(owner, b"\x07" + envelope_bytes()[1:])
         assert bad.code == m.MbCode.BAD_REQUEST
+
+
+async def test_one_owner_filling_its_budget_leaves_the_other_owners_room(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    # Two owners share a disk of 12,000 bytes; each may hold 6,000.
+    limits = {"max_disk_use": 12000, "max_bytes_per_owner": 6000, "max_envelopes_per_owner": 3}
+    async with running_mailbox(tmp_path, **limits) as mailbox:
+        alice, alice_box, _, by_carol = await owner_and_contact(mailbox)
+        dave = Peer()
+        assert (await alice_box.register(dave)).code == m.MbCode.OK
+        by_dave = await mailbox.connect(dave)
+        bob, bob_box = await mailbox.owner()
+        erin = Peer()
+        assert (await bob_box.register(erin)).code == m.MbCode.OK
+        by_erin = await mailbox.connect(erin)
+        # Alice's two contacts spend her budget (each well within its own quota)...
+        for client in (by_carol, by_dave):
+            assert (await client.deposit(alice, envelope_bytes(3000))).code == m.MbCode.OK
+        detail = "quota exceeded: at most 3 envelopes / 6000 bytes for one owner"
+        for client in (by_carol, by_dave):
+            over = await client.deposit(alice, envelope_bytes(1500))
+            assert (over.code, over.detail) == (m.MbCode.QUOTA_EXCEEDED, detail)
+        # ...and Bob's contact still finds his share whole, never MAILBOX_FULL.
+        for _ in range(3):
+            assert (await by_erin.deposit(bob, envelope_bytes(2000))).code == m.MbCode.OK
+        fourth = await by_erin.deposit(bob, envelope_bytes(1500))
+        assert (fourth.code, fourth.detail) == (
+            m.MbCode.QUOTA_EXCEEDED,
+            detail,
+        )
+        assert (await alice_box.status()).bytes == 6000
+
+
+async def test_contacts_per_owner_are_bounded(tmp_path: Path, clock: MockClock) -> None:
+    async with running_mailbox(tmp_path, max_contacts_per_owner=2) as mailbox:
+        _, owned = await mailbox.owner()
+        for _ in range(2):
+            assert (await owned.register(Peer())).code == m.MbCode.OK
+        third = await owned.register(Peer())
+        assert (third.code, third.detail) == (
+            m.MbCode.QUOTA_EXCEEDED,
+            "quota exceeded: at most 2 contacts per owner",
+        )
 
 
 async def test_a_redeposited_envelope_is_held_once(tmp_path: Path, clock: MockClock) -> None:

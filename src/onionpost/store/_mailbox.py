@@ -697,6 +697,8 @@ class MailboxStore:
         max_envelopes: int,
         max_bytes: int,
         max_disk: int,
+        max_owner_envelopes: int | None = None,
+        max_owner_bytes: int | None = None,
     ) -> Deposited:
         """Hold ``data`` for ``owner``; committed (durably) when this returns.
 
@@ -704,7 +706,10 @@ class MailboxStore:
         its seq is returned with ``new`` False. NotFoundError when
         ``depositor`` is not a contact ``owner`` registered (or no owner);
         QuotaError past the depositor's ``max_envelopes`` or ``max_bytes``
-        for this owner; NoSpaceError past ``max_disk`` for the whole mailbox.
+        for this owner, or past the owner's own budget of
+        ``max_owner_envelopes`` and ``max_owner_bytes`` from all its contacts
+        together (None: no budget); NoSpaceError past ``max_disk`` for the
+        whole mailbox. Every bound is read in the transaction that stores.
         """
         _id(envelope_id)
         if not isinstance(data, bytes):
@@ -731,6 +736,7 @@ class MailboxStore:
                     quota="envelopes" if count + 1 > max_envelopes else "envelope-bytes",
                     limit=max_envelopes if count + 1 > max_envelopes else max_bytes,
                 )
+            self._check_owner_budget(owner_id, size, max_owner_envelopes, max_owner_bytes)
             if self._disk_used() + size > max_disk:
                 raise NoSpaceError("the mailbox is full")
             cursor = self._db.execute(
@@ -742,6 +748,28 @@ class MailboxStore:
             seq = cursor.lastrowid
         assert seq is not None
         return Deposited(seq, new=True)
+
+    def _check_owner_budget(
+        self, owner_id: int, size: int, max_envelopes: int | None, max_bytes: int | None
+    ) -> None:
+        """One more envelope of ``size`` bytes must stay within the owner's
+        budget (all its contacts together), so that one owner's contacts can
+        fill only that owner's share of a shared mailbox."""
+        if max_envelopes is None and max_bytes is None:
+            return
+        count, used = self._db.execute(
+            "SELECT coalesce(sum(envelopes), 0), coalesce(sum(bytes), 0) FROM tallies "
+            "WHERE owner_id = ?",
+            (owner_id,),
+        ).fetchone()
+        over_count = max_envelopes is not None and count + 1 > max_envelopes
+        if over_count or (max_bytes is not None and used + size > max_bytes):
+            raise QuotaError(
+                f"quota exceeded: at most {max_envelopes} envelopes / {max_bytes} bytes "
+                "for one owner",
+                quota="owner-envelopes" if over_count else "owner-bytes",
+                limit=(max_envelopes if over_count else max_bytes) or 0,
+            )
 
     def _disk_used(self) -> int:
         (used,) = self._db.execute("SELECT coalesce(sum(bytes), 0) FROM tallies").fetchone()
