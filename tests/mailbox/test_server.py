@@ -21,6 +21,7 @@ from trio.testing import MockClock
 from onionpost.errors import CloseCode, TransportError
 from onionpost.home import Config
 from onionpost.home._config import MAX_MAILBOX_ENVELOPE
+from onionpost.limits import MAX_UNUSED_PREKEYS_PER_CONTACT as LIMIT
 from onionpost.mailbox import MailboxPolicy
 from onionpost.mailbox._server import (
     CODE_REFUSED_DETAIL,
@@ -326,6 +327,59 @@ async def test_one_time_prekeys_go_once_then_the_last_resort_then_none(
         none = await take()
         assert isinstance(none, m.MbResult)
         assert none.code == m.MbCode.NO_PREKEY
+
+
+async def test_one_contact_cannot_take_the_one_time_prekeys_of_the_others(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with running_mailbox(tmp_path) as mailbox:
+        owner, owned, carol, by_carol = await owner_and_contact(mailbox)
+        dave, mallory = Peer(), Peer()
+        for peer in (dave, mallory):
+            assert (await owned.register(peer)).code == m.MbCode.OK
+        by_dave, by_mallory = await mailbox.connect(dave), await mailbox.connect(mallory)
+        now = mailbox.now_s()
+        stock = [
+            env.generate_prekey(owner.identity, env.PrekeyKind.ONE_TIME, now=now, lifetime=3600)
+            for _ in range(10)
+        ]
+        last = env.generate_prekey(
+            owner.identity, env.PrekeyKind.LAST_RESORT, now=now, lifetime=3600
+        )
+        upload = tuple(p.public.to_bytes() for p in [*stock, last])
+        assert (await owned.ask(lambda r: m.MbPrekeys(r, upload))).value == 10
+
+        async def take(client: Client) -> env.SignedPrekey:
+            answer = await client.ask(lambda r: m.MbGetPrekey(r, owner.key))
+            assert isinstance(answer, m.MbPrekey), answer
+            return env.SignedPrekey.parse(answer.prekey)
+
+        # Mallory asks again and again and deposits nothing: four one-time
+        # prekeys, then the last resort, alone.
+        taken = [await take(by_mallory) for _ in range(20)]
+        kinds = [p.kind for p in taken]
+        assert kinds == [env.PrekeyKind.ONE_TIME] * LIMIT + [env.PrekeyKind.LAST_RESORT] * 16
+        # Carol and Dave still get one-time prekeys: the stock is not empty.
+        mine = await take(by_carol)
+        assert (await take(by_dave)).kind == env.PrekeyKind.ONE_TIME
+        assert mine.kind == env.PrekeyKind.ONE_TIME
+        usage = await owned.status()
+        assert usage.one_time_prekeys == 10 - LIMIT - 2
+        assert usage.unused_by_contact() == {mallory.key: LIMIT, carol.key: 1, dave.key: 1}
+        # A deposit sealed to a prekey its depositor took counts as its use.
+        sealed = envelope_bytes()
+        sealed = sealed[:17] + mine.key_id + sealed[33:]
+        assert (await by_carol.deposit(owner, sealed)).code == m.MbCode.OK
+        assert carol.key not in (await owned.status()).unused_by_contact()
+        # One of Mallory's, used: Mallory may take one more one-time prekey.
+        used = envelope_bytes()
+        used = used[:17] + taken[0].key_id + used[33:]
+        assert (await by_mallory.deposit(owner, used)).code == m.MbCode.OK
+        assert (await take(by_mallory)).kind == env.PrekeyKind.ONE_TIME
+        assert (await take(by_mallory)).kind == env.PrekeyKind.LAST_RESORT
+        # Deregistered, a contact's unused prekeys are no longer counted.
+        await owned.ask(lambda r: m.MbDeregister(r, mallory.key))
+        assert (await owned.status()).unused_by_contact() == {dave.key: 1}
 
 
 # -- fetching -----------------------------------------------------------------------------

@@ -70,7 +70,7 @@ from onionpost.errors import (
 )
 from onionpost.home import Secrets
 from onionpost.host import first_failure, reason
-from onionpost.limits import MAX_ACK_IDS
+from onionpost.limits import MAX_ACK_IDS, MAX_UNUSED_PREKEYS_PER_CONTACT
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
@@ -211,6 +211,9 @@ class OwnerLink:
         self._failures = 0
         self.last_error = ""
         self.reused_prekeys = 0
+        # One-time prekeys each contact (identity key) took and has not used,
+        # as the mailbox last said (MbUsage.unused_prekeys, mailbox.md §7.9).
+        self.unused_prekeys: dict[bytes, int] = {}
         self.unopenable = 0
         self.drained = 0
 
@@ -321,6 +324,14 @@ class OwnerLink:
                 "the mailbox has no one-time prekeys left: senders use the last-resort "
                 "prekey (weaker forward secrecy) until it is refilled"
             )
+        hoarding = sum(
+            1 for n in self.unused_prekeys.values() if n >= MAX_UNUSED_PREKEYS_PER_CONTACT
+        )
+        if hoarding:
+            warnings.append(
+                f"{hoarding} contacts hold {MAX_UNUSED_PREKEYS_PER_CONTACT} one-time prekeys "
+                "they took from the mailbox and have not used"
+            )
         if self.reused_prekeys:
             warnings.append(f"{self.reused_prekeys} envelopes named a one-time prekey already used")
         return api.MailboxStatus(
@@ -332,6 +343,10 @@ class OwnerLink:
             waiting=own.waiting,
             waiting_bytes=own.waiting_bytes,
             one_time_prekeys=own.one_time_left,
+            unused_prekeys=tuple(
+                api.MailboxContactPrekeys(str(OnionAddress.from_public_key(key)), count)
+                for key, count in sorted(self.unused_prekeys.items())
+            ),
             warning="; ".join(warnings),
             last_error=self.last_error,
         )
@@ -456,6 +471,7 @@ class OwnerLink:
                 one_time_left=usage.one_time_prekeys,
             )
         )
+        self.unused_prekeys = usage.unused_by_contact()
         if usage.one_time_prekeys < PREKEY_REFILL_BELOW:
             await self._refill(session, usage.one_time_prekeys)
 

@@ -82,6 +82,7 @@ from onionpost.errors import (
 from onionpost.home import Config
 from onionpost.host import Kick, Shed, TokenBucket, first_failure
 from onionpost.host import reason as failure_reason
+from onionpost.limits import MAX_UNUSED_PREKEYS_PER_CONTACT
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
@@ -101,6 +102,7 @@ __all__ = [
     "MAX_OWNERS",
     "MAX_PENDING_REPLIES",
     "MAX_SESSIONS_PER_PEER",
+    "MAX_UNUSED_PREKEYS_PER_CONTACT",
     "NOT_FOUND_DETAIL",
     "IssuedCode",
     "MailboxPolicy",
@@ -694,7 +696,12 @@ class MailboxServer:
         owner = OnionAddress.from_public_key(record.owner)
         try:
             prekey = await self._db(
-                self._store.take_prekey, owner, session.peer, now_s=self._clock() // 1000
+                self._store.take_prekey,
+                owner,
+                session.peer,
+                now_s=self._clock() // 1000,
+                now=self._clock(),
+                max_unused=MAX_UNUSED_PREKEYS_PER_CONTACT,
             )
         except NotFoundError:
             return _not_found(record.req)
@@ -727,6 +734,7 @@ class MailboxServer:
                 max_disk=p.max_disk_use,
                 max_owner_envelopes=p.max_envelopes_per_owner,
                 max_owner_bytes=p.max_bytes_per_owner,
+                key_id=header.key_id,
             )
         except NotFoundError:
             return _not_found(record.req)
@@ -771,6 +779,7 @@ class MailboxServer:
             usage.one_time_prekeys,
             usage.last_resort_not_after or 0,
             usage.contacts,
+            m.MbUsage.pack_unused(usage.unused_prekeys),
         )
 
     async def _wipe(self, session: _Session, record: m.MbWipe) -> m.Message:

@@ -20,6 +20,8 @@ one put in the place of the other does not open.
     registrations   (owner, contact): who may deposit for an owner, and the
                     contact's tor client key
     prekeys         signed prekeys an owner left for its contacts
+    prekeys_out     one-time prekeys a contact took and has not used yet
+                    (:mod:`._prekey_ledger`)
     envelopes       sealed envelopes held for an owner, by seq
     tallies         envelopes and bytes per (owner, depositor), kept by triggers
 
@@ -40,6 +42,7 @@ endpoint's store.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import sqlite3
 from collections.abc import Sequence
@@ -51,7 +54,7 @@ from typing import Final
 
 from onionpost.errors import ConfigError, NoSpaceError, NotFoundError, QuotaError
 from onionpost.proto.address import OnionAddress
-from onionpost.store import _crypto, _database
+from onionpost.store import _crypto, _database, _prekey_ledger
 from onionpost.store._database import Keys
 
 __all__ = [
@@ -168,8 +171,10 @@ _V1: Final = (
 # Version 2 changes no table: from it on the database has a binding file
 # (storage.md §5.4), and one without it is refused.
 _V2: Final[tuple[str, ...]] = ()
+# Version 3: one-time prekeys handed out and not yet used, per contact.
+_V3: Final[tuple[str, ...]] = _prekey_ledger.LEDGER_SCHEMA
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
 MAILBOX_SCHEMA_VERSION: Final = len(MIGRATIONS)
 BOUND_VERSION: Final = 2
 
@@ -271,6 +276,8 @@ class OwnerUsage:
     last_resort_not_after: int | None  # seconds
     last_drained_ms: int | None
     last_deposit_ms: int | None
+    # One-time prekeys each contact (identity key) took and has not used.
+    unused_prekeys: dict[builtins.bytes, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -609,6 +616,7 @@ class MailboxStore:
                 "DELETE FROM registrations WHERE owner_id = ? AND contact = ?",
                 (owner_id, _address(contact)),
             )
+            _prekey_ledger.forget_contact(self._db, owner_id, _address(contact))
         return cursor.rowcount > 0
 
     # -- prekeys ------------------------------------------------------------------------
@@ -658,24 +666,39 @@ class MailboxStore:
         return int(count)
 
     def take_prekey(
-        self, owner: OnionAddress, contact: OnionAddress, *, now_s: int
+        self,
+        owner: OnionAddress,
+        contact: OnionAddress,
+        *,
+        now_s: int,
+        now: int = 0,
+        max_unused: int | None = None,
     ) -> bytes | None:
         """One of ``owner``'s prekeys for ``contact``, a contact it registered.
 
         A one-time prekey is deleted in the same transaction that hands it
-        out, so none is ever given twice; with none left, the newest
-        last-resort prekey (kept). None when neither is there, unexpired at
-        ``now_s`` (seconds). NotFoundError when ``contact`` is not a contact
-        of ``owner``, or ``owner`` is not an owner.
+        out, so none is ever given twice, and noted as held by ``contact``
+        until a deposit of its names it (:mod:`._prekey_ledger`). A contact
+        holding ``max_unused`` unused ones already (None: no bound), or no
+        one-time prekey left: the newest last-resort prekey (kept). None when
+        neither is there, unexpired at ``now_s`` (seconds). NotFoundError when
+        ``contact`` is not a contact of ``owner``, or ``owner`` is not an owner.
         """
+        contact_key = _address(contact)
         with self.transaction(), self._guard("handing out a prekey"):
             owner_id = self._registered(owner, contact)
-            row = self._db.execute(
-                "DELETE FROM prekeys WHERE owner_id = :owner AND key_id = ("
-                "SELECT key_id FROM prekeys WHERE owner_id = :owner AND kind = :kind "
-                "AND not_after > :now ORDER BY not_after, key_id LIMIT 1) RETURNING data",
-                {"owner": owner_id, "kind": int(PrekeyKind.ONE_TIME), "now": now_s},
-            ).fetchone()
+            row = None
+            held = _prekey_ledger.unused(self._db, owner_id, contact_key)
+            if max_unused is None or held < max_unused:
+                row = self._db.execute(
+                    "DELETE FROM prekeys WHERE owner_id = :owner AND key_id = ("
+                    "SELECT key_id FROM prekeys WHERE owner_id = :owner AND kind = :kind "
+                    "AND not_after > :now ORDER BY not_after, key_id LIMIT 1) "
+                    "RETURNING data, key_id, not_after",
+                    {"owner": owner_id, "kind": int(PrekeyKind.ONE_TIME), "now": now_s},
+                ).fetchone()
+                if row is not None:
+                    _prekey_ledger.note_taken(self._db, owner_id, contact_key, row[1], row[2], now)
             if row is None:
                 row = self._db.execute(
                     "SELECT data FROM prekeys WHERE owner_id = ? AND kind = ? AND not_after > ? "
@@ -699,6 +722,7 @@ class MailboxStore:
         max_disk: int,
         max_owner_envelopes: int | None = None,
         max_owner_bytes: int | None = None,
+        key_id: bytes | None = None,
     ) -> Deposited:
         """Hold ``data`` for ``owner``; committed (durably) when this returns.
 
@@ -710,6 +734,8 @@ class MailboxStore:
         ``max_owner_envelopes`` and ``max_owner_bytes`` from all its contacts
         together (None: no budget); NoSpaceError past ``max_disk`` for the
         whole mailbox. Every bound is read in the transaction that stores.
+        ``key_id``, the prekey the envelope names: a one-time prekey the
+        depositor took counts as used once the envelope is stored.
         """
         _id(envelope_id)
         if not isinstance(data, bytes):
@@ -745,6 +771,8 @@ class MailboxStore:
                 (owner_id, envelope_id, depositor_key, size, now, data),
             )
             self._db.execute("UPDATE owners SET last_deposit_ms = ? WHERE id = ?", (now, owner_id))
+            if key_id is not None:
+                _prekey_ledger.note_used(self._db, owner_id, depositor_key, _id(key_id))
             seq = cursor.lastrowid
         assert seq is not None
         return Deposited(seq, new=True)
@@ -841,6 +869,7 @@ class MailboxStore:
             last_resort_not_after=last_resort,
             last_drained_ms=owner.last_drained_ms,
             last_deposit_ms=owner.last_deposit_ms,
+            unused_prekeys=_prekey_ledger.unused_by_contact(self._db, owner.id),
         )
 
     def usage(self, owner: OnionAddress) -> OwnerUsage:
@@ -862,6 +891,7 @@ class MailboxStore:
     def _wipe(self, owner_id: int) -> int:
         deleted = self._db.execute("DELETE FROM envelopes WHERE owner_id = ?", (owner_id,)).rowcount
         self._db.execute("DELETE FROM prekeys WHERE owner_id = ?", (owner_id,))
+        _prekey_ledger.forget_owner(self._db, owner_id)
         self._db.execute("DELETE FROM registrations WHERE owner_id = ?", (owner_id,))
         self._db.execute("DELETE FROM owners WHERE id = ?", (owner_id,))
         return deleted
@@ -896,6 +926,7 @@ class MailboxStore:
             prekeys = self._db.execute(
                 "DELETE FROM prekeys WHERE not_after <= ?", (now_s,)
             ).rowcount
+            _prekey_ledger.forget_expired(self._db, now_s)
         expired = Expired(envelopes, codes, prekeys)
         if envelopes or codes or prekeys:
             self._settle()
