@@ -391,16 +391,18 @@ async def test_fetch_sends_what_is_held_then_pushes_each_new_deposit(
     async with running_mailbox(tmp_path) as mailbox:
         owner, owned, _, client = await owner_and_contact(mailbox)
         held = [envelope_bytes() for _ in range(20)]  # more than a page
-        seqs = [(await client.deposit(owner, e)).value for e in held]
+        for e in held:
+            assert (await client.deposit(owner, e)).code == m.MbCode.OK
+        seqs = list(range(1, 21))  # the owner's own numbering
         answer = await owned.ask(lambda r: m.MbFetch(r, seqs[1]))
         assert (answer.code, answer.value) == (m.MbCode.OK, seqs[-1])
         assert [e.seq for e in owned.envelopes] == seqs[2:]
         assert [e.envelope for e in owned.envelopes] == held[2:]
         owned.envelopes.clear()
         late = envelope_bytes()
-        seq = (await client.deposit(owner, late)).value
+        assert (await client.deposit(owner, late)).code == m.MbCode.OK
         pushed = await owned.envelope()
-        assert (pushed.seq, pushed.envelope) == (seq, late)
+        assert (pushed.seq, pushed.envelope) == (21, late)
         assert pushed.id == env.EnvelopeHeader.parse(late).envelope_id
         deleted = await owned.ask(lambda r: m.MbDelete(r, (pushed.id, bytes(16))))
         assert (deleted.code, deleted.value) == (m.MbCode.OK, 1)
@@ -408,6 +410,26 @@ async def test_fetch_sends_what_is_held_then_pushes_each_new_deposit(
         assert status.envelopes == 20
         usage = await mailbox.server.usage()
         assert usage[0].last_drained_ms is not None
+
+
+async def test_seqs_are_each_owners_and_a_depositor_gets_none(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with running_mailbox(tmp_path) as mailbox:
+        alice, alice_box, _, for_alice = await owner_and_contact(mailbox)
+        bob, bob_box, _, for_bob = await owner_and_contact(mailbox)
+        answers = []
+        for _ in range(3):
+            answers.append(await for_alice.deposit(alice, envelope_bytes()))
+            for _ in range(5):
+                answers.append(await for_bob.deposit(bob, envelope_bytes()))
+        # A depositor learns nothing of how many envelopes anyone received.
+        assert {(a.code, a.value) for a in answers} == {(m.MbCode.OK, 0)}
+        # Each owner counts its own envelopes: no gaps for the other's.
+        for box, count in ((alice_box, 3), (bob_box, 15)):
+            done = await box.ask(lambda r: m.MbFetch(r, 0))
+            assert [e.seq for e in box.envelopes] == list(range(1, count + 1))
+            assert done.value == count
 
 
 async def test_retention_expires_old_envelopes(tmp_path: Path, clock: MockClock) -> None:
@@ -500,7 +522,8 @@ async def test_what_was_acknowledged_survives_a_crash(tmp_path: Path, clock: Moc
     async with running_mailbox(tmp_path) as mailbox:
         owner, _, _, client = await owner_and_contact(mailbox)
         envelope = envelope_bytes()
-        seq = (await client.deposit(owner, envelope)).value
+        assert (await client.deposit(owner, envelope)).code == m.MbCode.OK
+        seq = 1
         # The files as a kill -9 right after the answer leaves them (WAL and
         # binding file, storage.md §5.4, and all).
         for name in ("mailbox.db", "mailbox.db-wal", "mailbox.db-bind"):

@@ -752,7 +752,9 @@ class MailboxServer:
                 header.envelope_id.hex(),
                 len(record.envelope),
             )
-        return _ok(record.req, done.seq)
+        # The seq is the owner's: a depositor learns nothing from it of how
+        # many envelopes the owner received (mailbox.md §7.7, §8), so none.
+        return _ok(record.req)
 
     async def _fetch(self, session: _Session, record: m.MbFetch) -> m.Message | None:
         # Answered by the sender, after the envelopes held now (see _push).

@@ -22,7 +22,7 @@ one put in the place of the other does not open.
     prekeys         signed prekeys an owner left for its contacts
     prekeys_out     one-time prekeys a contact took and has not used yet
                     (:mod:`._prekey_ledger`)
-    envelopes       sealed envelopes held for an owner, by seq
+    envelopes       sealed envelopes held for an owner, by its own seq (owner_seq)
     tallies         envelopes and bytes per (owner, depositor), kept by triggers
 
 Every change is one transaction, so a crash (kill -9) leaves each request
@@ -174,7 +174,25 @@ _V2: Final[tuple[str, ...]] = ()
 # Version 3: one-time prekeys handed out and not yet used, per contact.
 _V3: Final[tuple[str, ...]] = _prekey_ledger.LEDGER_SCHEMA
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
+# Version 4: an owner's envelopes numbered per owner (owner_seq, from the
+# owner's last_seq), so that no seq tells anyone how many envelopes other
+# owners received (mailbox.md §7.1, §8). Envelopes held are numbered in order.
+_V4: Final = (
+    "ALTER TABLE owners ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE envelopes ADD COLUMN owner_seq INTEGER NOT NULL DEFAULT 0",
+    """
+    UPDATE envelopes SET owner_seq = (
+        SELECT count(*) FROM envelopes e
+        WHERE e.owner_id = envelopes.owner_id AND e.seq <= envelopes.seq)
+    """,
+    """
+    UPDATE owners SET last_seq = (
+        SELECT coalesce(max(owner_seq), 0) FROM envelopes WHERE owner_id = owners.id)
+    """,
+    "CREATE UNIQUE INDEX envelopes_owner_seq ON envelopes (owner_id, owner_seq)",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 MAILBOX_SCHEMA_VERSION: Final = len(MIGRATIONS)
 BOUND_VERSION: Final = 2
 
@@ -261,7 +279,7 @@ class HeldEnvelope:
 
 @dataclass(frozen=True, slots=True)
 class Deposited:
-    seq: int
+    seq: int  # the owner's own numbering (what the owner fetches by), never a depositor's
     new: bool  # False: the envelope id was held already (a replay or a re-deposit)
 
 
@@ -745,7 +763,7 @@ class MailboxStore:
         with self.transaction(), self._guard("storing an envelope"):
             owner_id = self._registered(owner, depositor)
             held = self._db.execute(
-                "SELECT seq FROM envelopes WHERE owner_id = ? AND id = ?",
+                "SELECT owner_seq FROM envelopes WHERE owner_id = ? AND id = ?",
                 (owner_id, envelope_id),
             ).fetchone()
             if held is not None:
@@ -765,17 +783,19 @@ class MailboxStore:
             self._check_owner_budget(owner_id, size, max_owner_envelopes, max_owner_bytes)
             if self._disk_used() + size > max_disk:
                 raise NoSpaceError("the mailbox is full")
-            cursor = self._db.execute(
-                "INSERT INTO envelopes (owner_id, id, depositor, size, deposited_ms, data) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (owner_id, envelope_id, depositor_key, size, now, data),
+            (seq,) = self._db.execute(
+                "UPDATE owners SET last_seq = last_seq + 1, last_deposit_ms = ? WHERE id = ? "
+                "RETURNING last_seq",
+                (now, owner_id),
+            ).fetchone()
+            self._db.execute(
+                "INSERT INTO envelopes (owner_id, owner_seq, id, depositor, size, deposited_ms, "
+                "data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (owner_id, seq, envelope_id, depositor_key, size, now, data),
             )
-            self._db.execute("UPDATE owners SET last_deposit_ms = ? WHERE id = ?", (now, owner_id))
             if key_id is not None:
                 _prekey_ledger.note_used(self._db, owner_id, depositor_key, _id(key_id))
-            seq = cursor.lastrowid
-        assert seq is not None
-        return Deposited(seq, new=True)
+        return Deposited(int(seq), new=True)
 
     def _check_owner_budget(
         self, owner_id: int, size: int, max_envelopes: int | None, max_bytes: int | None
@@ -813,9 +833,9 @@ class MailboxStore:
         ``limit``; none when ``owner`` is not (or no longer) an owner."""
         with self._lock, self._guard("reading envelopes"):
             rows = self._db.execute(
-                "SELECT e.seq, e.id, e.deposited_ms, e.data FROM envelopes e "
+                "SELECT e.owner_seq, e.id, e.deposited_ms, e.data FROM envelopes e "
                 "JOIN owners o ON o.id = e.owner_id "
-                "WHERE o.identity = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+                "WHERE o.identity = ? AND e.owner_seq > ? ORDER BY e.owner_seq LIMIT ?",
                 (_address(owner), after, limit),
             ).fetchall()
         return [HeldEnvelope(r[0], r[1], r[2], r[3]) for r in rows]
