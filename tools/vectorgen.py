@@ -455,8 +455,19 @@ def _mailbox_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
         )
         # The intermediates, from a HandshakeState given the same inputs.
         prologue = envelope.prologue(owner.address, envelope_id, secret.public.key_id, kem_ct)
+        # Padded to the envelope's bucket (mailbox.md §3.4).
+        gap = envelope.padded_size(records) - (
+            envelope.MAX_ENVELOPE - envelope.MAX_ENVELOPE_PAYLOAD + envelope.payload_size(records)
+        )
         payload = _msgpack.pack(
-            [1, sender.public_key, sender_static.certificate.to_bytes(), sealed_ms, list(records)]
+            [
+                1,
+                sender.public_key,
+                sender_static.certificate.to_bytes(),
+                sealed_ms,
+                list(records),
+                *envelope._padding(gap),
+            ]
         )
         handshake = HandshakeState(
             envelope.PROTOCOL_NAME,

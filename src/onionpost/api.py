@@ -74,6 +74,7 @@ __all__ = [
     "Inbox",
     "Kind",
     "MailboxCode",
+    "MailboxContactPrekeys",
     "MailboxOwnerUsage",
     "MailboxPair",
     "MailboxRef",
@@ -452,6 +453,14 @@ class MailboxOwnerUsage:
 
 
 @dataclass(frozen=True)
+class MailboxContactPrekeys:
+    """A contact holding one-time prekeys it took from our mailbox and has not used."""
+
+    contact: str = field(metadata=_meta("the contact's onion address"))
+    unused: int = field(metadata=_meta("one-time prekeys it took and has not used yet"))
+
+
+@dataclass(frozen=True)
 class MailboxStatus:
     """``role`` is `owner` (an endpoint: its own mailbox, as last seen) or
     `mailbox` (a mailbox: every owner's usage)."""
@@ -467,6 +476,10 @@ class MailboxStatus:
     waiting_bytes: int | None = None
     one_time_prekeys: int | None = field(
         default=None, metadata=_meta("owner: one-time prekeys left at the mailbox")
+    )
+    unused_prekeys: tuple[MailboxContactPrekeys, ...] = field(
+        default=(),
+        metadata=_meta("owner: contacts holding one-time prekeys they took and did not use"),
     )
     warning: str = field(default="", metadata=_meta("what needs attention, in words"))
     last_error: str = ""

@@ -70,3 +70,11 @@ KEY_FILE_LEN: Final = 32
 MAX_SECRETS_FILE: Final = 64 * 1024
 # config.toml: the commented default is under 3 KiB.
 MAX_CONFIG_FILE: Final = 64 * 1024
+
+# -- Mailboxes (protocol-spec/mailbox.md §7.6) --------------------------------------
+
+# One-time prekeys a contact may hold at once, taken from a mailbox and not yet
+# used by a deposit; past it the contact gets the last-resort prekey, so that
+# no one contact can take the stock every other contact's forward secrecy
+# rests on. Above 1 so that a deposit lost in flight costs nothing.
+MAX_UNUSED_PREKEYS_PER_CONTACT: Final = 4

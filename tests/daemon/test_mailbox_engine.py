@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from trio.testing import MockClock
 
 from onionpost import api
 from onionpost.cli import main
+from onionpost.daemon._mailbox import DRAIN_PER_SECOND, DROPPED_LOG_SECONDS, LogThrottle
 from onionpost.errors import AuthenticationError, ConfigError, DialError
 from onionpost.home import ContactCard
 from onionpost.limits import FILE_CHUNK_SIZE
@@ -528,3 +530,51 @@ async def test_a_contact_added_from_the_printed_card_deposits_before_any_session
         assert wiped is not None
         assert wiped.mailbox is None
         assert (await alice.daemon.whoami(api.Whoami())).card == _printed_card(alice)
+
+
+async def test_a_log_throttle_lets_one_line_a_period_and_counts_the_rest() -> None:
+    throttle = LogThrottle(60.0)
+    seen = [throttle.allow(t) for t in (0.0, 1.0, 2.0, 59.9, 60.0, 61.0, 200.0)]
+    assert seen == [0, None, None, None, 3, None, 1]
+
+
+async def test_a_hostile_mailboxs_junk_is_drained_at_a_bounded_rate_and_logged_rarely(
+    tmp_path: Path, clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, box = await _setup(tmp_path, nursery, net)
+        bob.stop()
+        await until(lambda: not bob.up)
+        # The mailbox (or anyone with its store) fills bob's space with junk,
+        # half of it naming bob's real prekeys: each costs him a decapsulation.
+        with bob.store.transaction():
+            real = [bytes(r[0]) for r in bob.store._db.execute("SELECT key_id FROM prekeys")]
+        assert box.store is not None
+        count = 400
+        for i in range(count):
+            junk = bytearray(os.urandom(env.MIN_ENVELOPE + 200))
+            junk[0] = env.ENVELOPE_VERSION
+            if i % 2:
+                junk[17:33] = real[i % len(real)]
+            box.store.deposit(
+                bob.address,
+                alice.address,
+                bytes(junk[1:17]),
+                bytes(junk),
+                now=int(time.time() * 1000),
+                max_envelopes=10**6,
+                max_bytes=10**12,
+                max_disk=10**12,
+            )
+        caplog.set_level(logging.WARNING, logger="onionpost.daemon")
+        await bob.start(nursery)
+        started = trio.current_time()
+        await until(lambda: _held(box) == 0, 600)
+        taken = trio.current_time() - started
+        assert bob.daemon is not None
+        assert bob.daemon.owner.unopenable == count
+        # No faster than the bucket allows (a burst of twice the rate, then the rate).
+        assert taken >= (count - 2 * DRAIN_PER_SECOND) / DRAIN_PER_SECOND
+        # One line a minute at most, the rest counted in it.
+        dropped = [r for r in caplog.records if "event=envelope_dropped" in r.getMessage()]
+        assert 1 <= len(dropped) <= 1 + taken // DROPPED_LOG_SECONDS

@@ -55,6 +55,7 @@ def test_the_answers_named_are_the_servers() -> None:
     assert f'"{server.CODE_REFUSED_DETAIL}"' in behaviour
     assert f'NOT_FOUND, "{server.NOT_FOUND_DETAIL}", 0)' in behaviour
     assert "quota exceeded: at most N envelopes / B bytes from one contact" in behaviour
+    assert "quota exceeded: at most N envelopes / B bytes for one owner" in behaviour
 
 
 def test_every_bound_is_in_the_bounds_table() -> None:
@@ -67,7 +68,6 @@ def test_every_bound_is_in_the_bounds_table() -> None:
         "MAX_SESSIONS_PER_PEER",
         "FETCH_PAGE",
         "MAX_OWNERS",
-        "MAX_REGISTRATIONS_PER_OWNER",
         "MAX_ONE_TIME_PREKEYS",
         "MAX_OPEN_CODES",
         "MAX_CLIENTS",
@@ -80,6 +80,9 @@ def test_every_bound_is_in_the_bounds_table() -> None:
         "max_envelope",
         "max_envelopes_per_contact",
         "max_bytes_per_contact",
+        "max_envelopes_per_owner",
+        "max_bytes_per_owner",
+        "max_contacts_per_owner",
         "max_disk_use",
         "retention",
     ):

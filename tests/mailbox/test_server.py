@@ -23,6 +23,7 @@ from onionpost.errors import CloseCode, TransportError
 from onionpost.home import Config
 from onionpost.home._config import MAX_MAILBOX_ENVELOPE
 from onionpost.host import serve_api
+from onionpost.limits import MAX_UNUSED_PREKEYS_PER_CONTACT as LIMIT
 from onionpost.mailbox import MailboxBackend, MailboxPolicy
 from onionpost.mailbox._server import (
     CODE_REFUSED_DETAIL,
@@ -55,8 +56,18 @@ async def owner_and_contact(mailbox: Mailbox) -> tuple[Peer, Client, Peer, Clien
 
 def test_the_policy_follows_the_config() -> None:
     assert MAX_MAILBOX_ENVELOPE == env.MAX_ENVELOPE
-    policy = MailboxPolicy.from_config(Config(mailbox_retention=60.0, mailbox_max_envelope=5000))
+    policy = MailboxPolicy.from_config(
+        Config(
+            mailbox_retention=60.0,
+            mailbox_max_envelope=5000,
+            mailbox_max_bytes_per_owner=7000,
+            mailbox_max_envelopes_per_owner=9,
+            mailbox_max_contacts_per_owner=3,
+        )
+    )
     assert (policy.retention, policy.max_envelope) == (60.0, 5000)
+    assert (policy.max_bytes_per_owner, policy.max_envelopes_per_owner) == (7000, 9)
+    assert policy.max_contacts_per_owner == 3
     assert MailboxPolicy.from_config(Config()) == MailboxPolicy()
 
 
@@ -220,6 +231,50 @@ async def test_the_disk_budget_and_the_envelope_size(tmp_path: Path, clock: Mock
         assert bad.code == m.MbCode.BAD_REQUEST
 
 
+async def test_one_owner_filling_its_budget_leaves_the_other_owners_room(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    # Two owners share a disk of 12,000 bytes; each may hold 6,000.
+    limits = {"max_disk_use": 12000, "max_bytes_per_owner": 6000, "max_envelopes_per_owner": 3}
+    async with running_mailbox(tmp_path, **limits) as mailbox:
+        alice, alice_box, _, by_carol = await owner_and_contact(mailbox)
+        dave = Peer()
+        assert (await alice_box.register(dave)).code == m.MbCode.OK
+        by_dave = await mailbox.connect(dave)
+        bob, bob_box = await mailbox.owner()
+        erin = Peer()
+        assert (await bob_box.register(erin)).code == m.MbCode.OK
+        by_erin = await mailbox.connect(erin)
+        # Alice's two contacts spend her budget (each well within its own quota)...
+        for client in (by_carol, by_dave):
+            assert (await client.deposit(alice, envelope_bytes(3000))).code == m.MbCode.OK
+        detail = "quota exceeded: at most 3 envelopes / 6000 bytes for one owner"
+        for client in (by_carol, by_dave):
+            over = await client.deposit(alice, envelope_bytes(1500))
+            assert (over.code, over.detail) == (m.MbCode.QUOTA_EXCEEDED, detail)
+        # ...and Bob's contact still finds his share whole, never MAILBOX_FULL.
+        for _ in range(3):
+            assert (await by_erin.deposit(bob, envelope_bytes(2000))).code == m.MbCode.OK
+        fourth = await by_erin.deposit(bob, envelope_bytes(1500))
+        assert (fourth.code, fourth.detail) == (
+            m.MbCode.QUOTA_EXCEEDED,
+            detail,
+        )
+        assert (await alice_box.status()).bytes == 6000
+
+
+async def test_contacts_per_owner_are_bounded(tmp_path: Path, clock: MockClock) -> None:
+    async with running_mailbox(tmp_path, max_contacts_per_owner=2) as mailbox:
+        _, owned = await mailbox.owner()
+        for _ in range(2):
+            assert (await owned.register(Peer())).code == m.MbCode.OK
+        third = await owned.register(Peer())
+        assert (third.code, third.detail) == (
+            m.MbCode.QUOTA_EXCEEDED,
+            "quota exceeded: at most 2 contacts per owner",
+        )
+
+
 async def test_a_redeposited_envelope_is_held_once(tmp_path: Path, clock: MockClock) -> None:
     async with running_mailbox(tmp_path) as mailbox:
         owner, owned, _, client = await owner_and_contact(mailbox)
@@ -278,6 +333,59 @@ async def test_one_time_prekeys_go_once_then_the_last_resort_then_none(
         assert none.code == m.MbCode.NO_PREKEY
 
 
+async def test_one_contact_cannot_take_the_one_time_prekeys_of_the_others(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with running_mailbox(tmp_path) as mailbox:
+        owner, owned, carol, by_carol = await owner_and_contact(mailbox)
+        dave, mallory = Peer(), Peer()
+        for peer in (dave, mallory):
+            assert (await owned.register(peer)).code == m.MbCode.OK
+        by_dave, by_mallory = await mailbox.connect(dave), await mailbox.connect(mallory)
+        now = mailbox.now_s()
+        stock = [
+            env.generate_prekey(owner.identity, env.PrekeyKind.ONE_TIME, now=now, lifetime=3600)
+            for _ in range(10)
+        ]
+        last = env.generate_prekey(
+            owner.identity, env.PrekeyKind.LAST_RESORT, now=now, lifetime=3600
+        )
+        upload = tuple(p.public.to_bytes() for p in [*stock, last])
+        assert (await owned.ask(lambda r: m.MbPrekeys(r, upload))).value == 10
+
+        async def take(client: Client) -> env.SignedPrekey:
+            answer = await client.ask(lambda r: m.MbGetPrekey(r, owner.key))
+            assert isinstance(answer, m.MbPrekey), answer
+            return env.SignedPrekey.parse(answer.prekey)
+
+        # Mallory asks again and again and deposits nothing: four one-time
+        # prekeys, then the last resort, alone.
+        taken = [await take(by_mallory) for _ in range(20)]
+        kinds = [p.kind for p in taken]
+        assert kinds == [env.PrekeyKind.ONE_TIME] * LIMIT + [env.PrekeyKind.LAST_RESORT] * 16
+        # Carol and Dave still get one-time prekeys: the stock is not empty.
+        mine = await take(by_carol)
+        assert (await take(by_dave)).kind == env.PrekeyKind.ONE_TIME
+        assert mine.kind == env.PrekeyKind.ONE_TIME
+        usage = await owned.status()
+        assert usage.one_time_prekeys == 10 - LIMIT - 2
+        assert usage.unused_by_contact() == {mallory.key: LIMIT, carol.key: 1, dave.key: 1}
+        # A deposit sealed to a prekey its depositor took counts as its use.
+        sealed = envelope_bytes()
+        sealed = sealed[:17] + mine.key_id + sealed[33:]
+        assert (await by_carol.deposit(owner, sealed)).code == m.MbCode.OK
+        assert carol.key not in (await owned.status()).unused_by_contact()
+        # One of Mallory's, used: Mallory may take one more one-time prekey.
+        used = envelope_bytes()
+        used = used[:17] + taken[0].key_id + used[33:]
+        assert (await by_mallory.deposit(owner, used)).code == m.MbCode.OK
+        assert (await take(by_mallory)).kind == env.PrekeyKind.ONE_TIME
+        assert (await take(by_mallory)).kind == env.PrekeyKind.LAST_RESORT
+        # Deregistered, a contact's unused prekeys are no longer counted.
+        await owned.ask(lambda r: m.MbDeregister(r, mallory.key))
+        assert (await owned.status()).unused_by_contact() == {dave.key: 1}
+
+
 # -- fetching -----------------------------------------------------------------------------
 
 
@@ -287,16 +395,18 @@ async def test_fetch_sends_what_is_held_then_pushes_each_new_deposit(
     async with running_mailbox(tmp_path) as mailbox:
         owner, owned, _, client = await owner_and_contact(mailbox)
         held = [envelope_bytes() for _ in range(20)]  # more than a page
-        seqs = [(await client.deposit(owner, e)).value for e in held]
+        for e in held:
+            assert (await client.deposit(owner, e)).code == m.MbCode.OK
+        seqs = list(range(1, 21))  # the owner's own numbering
         answer = await owned.ask(lambda r: m.MbFetch(r, seqs[1]))
         assert (answer.code, answer.value) == (m.MbCode.OK, seqs[-1])
         assert [e.seq for e in owned.envelopes] == seqs[2:]
         assert [e.envelope for e in owned.envelopes] == held[2:]
         owned.envelopes.clear()
         late = envelope_bytes()
-        seq = (await client.deposit(owner, late)).value
+        assert (await client.deposit(owner, late)).code == m.MbCode.OK
         pushed = await owned.envelope()
-        assert (pushed.seq, pushed.envelope) == (seq, late)
+        assert (pushed.seq, pushed.envelope) == (21, late)
         assert pushed.id == env.EnvelopeHeader.parse(late).envelope_id
         deleted = await owned.ask(lambda r: m.MbDelete(r, (pushed.id, bytes(16))))
         assert (deleted.code, deleted.value) == (m.MbCode.OK, 1)
@@ -304,6 +414,26 @@ async def test_fetch_sends_what_is_held_then_pushes_each_new_deposit(
         assert status.envelopes == 20
         usage = await mailbox.server.usage()
         assert usage[0].last_drained_ms is not None
+
+
+async def test_seqs_are_each_owners_and_a_depositor_gets_none(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with running_mailbox(tmp_path) as mailbox:
+        alice, alice_box, _, for_alice = await owner_and_contact(mailbox)
+        bob, bob_box, _, for_bob = await owner_and_contact(mailbox)
+        answers = []
+        for _ in range(3):
+            answers.append(await for_alice.deposit(alice, envelope_bytes()))
+            for _ in range(5):
+                answers.append(await for_bob.deposit(bob, envelope_bytes()))
+        # A depositor learns nothing of how many envelopes anyone received.
+        assert {(a.code, a.value) for a in answers} == {(m.MbCode.OK, 0)}
+        # Each owner counts its own envelopes: no gaps for the other's.
+        for box, count in ((alice_box, 3), (bob_box, 15)):
+            done = await box.ask(lambda r: m.MbFetch(r, 0))
+            assert [e.seq for e in box.envelopes] == list(range(1, count + 1))
+            assert done.value == count
 
 
 async def test_retention_expires_old_envelopes(tmp_path: Path, clock: MockClock) -> None:
@@ -396,7 +526,8 @@ async def test_what_was_acknowledged_survives_a_crash(tmp_path: Path, clock: Moc
     async with running_mailbox(tmp_path) as mailbox:
         owner, _, _, client = await owner_and_contact(mailbox)
         envelope = envelope_bytes()
-        seq = (await client.deposit(owner, envelope)).value
+        assert (await client.deposit(owner, envelope)).code == m.MbCode.OK
+        seq = 1
         # The files as a kill -9 right after the answer leaves them (WAL and
         # binding file, storage.md §5.4, and all).
         for name in ("mailbox.db", "mailbox.db-wal", "mailbox.db-bind"):

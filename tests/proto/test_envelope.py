@@ -29,6 +29,7 @@ from onionpost.errors import (
 from onionpost.proto import _msgpack, envelope, identity, pairing
 from onionpost.proto._crypto import HASHES, KemKeyPair, KeyPair, mlkem768_encapsulate, x25519
 from onionpost.proto.envelope import (
+    ENVELOPE_BUCKETS,
     ENVELOPE_VERSION,
     HEADER_LEN,
     ID_LEN,
@@ -47,6 +48,7 @@ from onionpost.proto.envelope import (
     SignedPrekey,
     generate_prekey,
     open_envelope,
+    padded_size,
     payload_size,
     prologue,
     seal,
@@ -168,7 +170,8 @@ def test_envelope_layout_and_size() -> None:
     assert ENVELOPE[0] == ENVELOPE_VERSION == 1
     assert ENVELOPE[1:17] == ENVELOPE_ID
     assert ENVELOPE[17:33] == BOB_PREKEY.public.key_id
-    assert len(ENVELOPE) == HEADER_LEN + KEM_CT + 32 + 48 + payload_size(RECORDS) + 16
+    assert HEADER_LEN + KEM_CT + 32 + 48 + payload_size(RECORDS) + 16 <= len(ENVELOPE)
+    assert len(ENVELOPE) == padded_size(RECORDS) == ENVELOPE_BUCKETS[0]
     assert PROTOCOL_NAME == "Noise_Xpsk1_25519_ChaChaPoly_BLAKE2b"
 
 
@@ -185,13 +188,16 @@ def test_the_envelope_is_the_noise_message_of_xpsk1() -> None:
     )
     payload = responder.read_message(ENVELOPE[HEADER_LEN + KEM_CT :])
     assert responder.result().remote_static == ALICE_STATIC.keypair.public
-    assert _msgpack.unpack(payload, max_len=MAX_ENVELOPE, max_items=100) == (
+    unpacked = _msgpack.unpack(payload, max_len=MAX_ENVELOPE, max_items=100)
+    assert unpacked[:5] == (
         1,
         ALICE.public_key,
         ALICE_STATIC.certificate.to_bytes(),
         NOW_MS,
         RECORDS,
     )
+    # Then the padding (mailbox.md §3.4): zeros, and at most one integer 0.
+    assert all(p in (0, bytes(len(p))) for p in unpacked[5:])  # type: ignore[arg-type]
 
 
 def test_prologue_layout() -> None:
@@ -233,10 +239,37 @@ def test_payload_size_is_exact(records: list[bytes]) -> None:
     assert payload_size(records) == len(payload)
     if payload_size(records) <= MAX_ENVELOPE_PAYLOAD:
         data = _seal(tuple(records))
-        assert len(data) == HEADER_LEN + KEM_CT + 32 + 48 + payload_size(records) + 16
+        assert len(data) == padded_size(records) in ENVELOPE_BUCKETS
+        assert padded_size(records) >= HEADER_LEN + KEM_CT + 32 + 48 + payload_size(records) + 16
     else:
         with pytest.raises(LocalProtocolError):
             _seal(tuple(records))
+
+
+@pytest.mark.parametrize("target", [*ENVELOPE_BUCKETS, *(b - 1 for b in ENVELOPE_BUCKETS)])
+def test_every_envelope_is_padded_to_a_bucket_exactly(target: int) -> None:
+    """Whatever the records' size, even a gap of 1 or 258 bytes that one
+    ``bin`` cannot fill exactly, the envelope is a bucket's size."""
+    fixed = MAX_ENVELOPE - MAX_ENVELOPE_PAYLOAD + payload_size([b""]) - 2
+    for gap in (0, 1, 2, 3, 257, 258, 259, 260):
+        size = target - fixed - gap - 3  # a bin16 record
+        if size < 256 or target - gap > MAX_ENVELOPE:
+            continue
+        records = (bytes(size),)
+        data = _seal(records)
+        assert len(data) == padded_size(records) in ENVELOPE_BUCKETS
+        opened = open_envelope(data, recipient=BOB.address, secret=BOB_PREKEY, now_ms=NOW_MS)
+        assert opened.records == records
+
+
+def test_an_unpadded_envelope_from_an_earlier_sender_still_opens() -> None:
+    payload = _msgpack.pack(
+        [1, ALICE.public_key, ALICE_STATIC.certificate.to_bytes(), NOW_MS, list(RECORDS)]
+    )
+    plain = _seal_payload(payload)
+    assert len(plain) == HEADER_LEN + KEM_CT + 32 + 48 + payload_size(RECORDS) + 16
+    opened = open_envelope(plain, recipient=BOB.address, secret=BOB_PREKEY, now_ms=NOW_MS)
+    assert opened.records == RECORDS
 
 
 def test_payload_size_counts_array_headers() -> None:
@@ -268,6 +301,8 @@ def test_the_spec_constants_table_matches_the_code() -> None:
         assert getattr(module, name) == int(value.replace(",", "")), name
     for name in ("MAX_ENVELOPE", "MAX_ENVELOPE_PAYLOAD", "MAX_ENVELOPE_AGE_MS", "ID_LEN"):
         assert name in dict(rows)
+    buckets = ", ".join(str(b) for b in envelope.ENVELOPE_BUCKETS)
+    assert f"| `ENVELOPE_BUCKETS` | ({buckets}) |" in section
 
 
 # -- tampering ----------------------------------------------------------------------------

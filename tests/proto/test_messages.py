@@ -528,3 +528,18 @@ def test_lone_surrogates_are_refused_as_local_errors(message: object) -> None:
 )
 def test_int_enum_fields_can_be_sent(message: object) -> None:
     assert decode(encode(message)) == message  # type: ignore[arg-type]
+
+
+def test_an_mb_usage_without_the_appended_field_decodes_with_none() -> None:
+    # A mailbox of an earlier version sends six fields; mailbox.md §7.9.
+    old = decode(pack(45, 1, 2, 3, 4, 5, 6))
+    assert old == m.MbUsage(1, 2, 3, 4, 5, 6)
+    assert old.unused_by_contact() == {}  # type: ignore[union-attr]
+    counts = {bytes([7]) * 32: 4, bytes([1]) * 32: 1}
+    new = m.MbUsage(1, 2, 3, 4, 5, 6, m.MbUsage.pack_unused(counts))
+    assert decode(encode(new)) == new
+    assert new.unused_by_contact() == counts
+    with pytest.raises(MessageDecodeError):
+        decode(pack(45, 1, 2, 3, 4, 5, 6, b"x"))
+    with pytest.raises(MessageDecodeError):
+        decode(pack(45, 1, 2, 3, 4, 5))

@@ -185,6 +185,8 @@ def _show_owner_role(report: api.MailboxStatus) -> None:
         grid.add_row(Text("waiting"), Text(f"{waiting} envelopes ({_size(report.waiting_bytes)})"))
         prekeys = "-" if report.one_time_prekeys is None else str(report.one_time_prekeys)
         grid.add_row(Text("one-time prekeys"), Text(prekeys))
+        for held in report.unused_prekeys:
+            grid.add_row(Text("taken, unused"), Text(f"{held.unused} by {held.contact}"))
     if report.last_error:
         grid.add_row(Text("last error"), Text(printable(report.last_error)))
     Console(highlight=False, soft_wrap=False).print(grid)

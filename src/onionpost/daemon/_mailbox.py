@@ -27,9 +27,11 @@ the same transaction as the deletion of its one-time prekey's private half
 and the note of its id (a re-delivered one is then recognised and dropped).
 
 *Failure domains*: the session with our mailbox is one; whatever ends it is
-logged once and the link redials with backoff, never more. An envelope that
-does not open (forged, sealed to a prekey already used, from a stranger) is
-logged, counted and deleted; one whose texts would exceed the unread quota is
+logged once and the link redials with backoff, never more. Envelopes are
+processed at most DRAIN_PER_SECOND a second, whatever the mailbox sends. An
+envelope that does not open (forged, sealed to a prekey already used, from a
+stranger) is counted and deleted, and logged at most once a minute (the
+next line says how many were not); one whose texts would exceed the unread quota is
 left at the mailbox for a later drain.
 
 Logs carry envelope ids and reasons, never contents, codes or keys.
@@ -38,6 +40,7 @@ Logs carry envelope ids and reasons, never contents, codes or keys.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -68,8 +71,8 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import Secrets
-from onionpost.host import StoreWorker, first_failure, reason
-from onionpost.limits import MAX_ACK_IDS
+from onionpost.host import StoreWorker, TokenBucket, first_failure, reason
+from onionpost.limits import MAX_ACK_IDS, MAX_UNUSED_PREKEYS_PER_CONTACT
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
@@ -78,7 +81,7 @@ from onionpost.proto.pairing import MailboxAnnouncement, SetupCode
 from onionpost.store import Store
 from onionpost.transport import SecureChannel
 
-__all__ = ["Mailboxes", "OwnerLink", "MailboxDial"]
+__all__ = ["LogThrottle", "MailboxDial", "Mailboxes", "OwnerLink"]
 
 log = logging.getLogger("onionpost.daemon")
 
@@ -115,10 +118,41 @@ PAIR_RETRY_SECONDS: Final = 30.0
 PAIR_ATTEMPTS: Final = 6
 # A request unanswered this long ends the session.
 ANSWER_TIMEOUT: Final = 120.0
+# Envelopes from our mailbox processed per second (with a burst of twice
+# that): each may cost a KEM decapsulation, and a hostile mailbox can send
+# junk naming our real prekey ids as fast as we read. 1000 envelopes left
+# after a week away drain in about 20 s.
+DRAIN_PER_SECOND: Final = 50.0
+# Envelopes dropped (unopenable, or naming a used prekey) are logged at most
+# once per this many seconds each kind; the rest are counted in the next line.
+DROPPED_LOG_SECONDS: Final = 60.0
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class LogThrottle:
+    """Whether to log one more of a kind of line now: at most one per ``every``
+    seconds; the lines held back are counted (a pure decision, given ``now``)."""
+
+    def __init__(self, every: float) -> None:
+        self._every = every
+        self._next = -math.inf
+        self._held_back = 0
+
+    def __repr__(self) -> str:
+        return f"LogThrottle(every={self._every}, held_back={self._held_back})"
+
+    def allow(self, now: float) -> int | None:
+        """None: hold this line back. Else log it, with the lines held back since
+        the last one (returned, and reset)."""
+        if now < self._next:
+            self._held_back += 1
+            return None
+        self._next = now + self._every
+        held_back, self._held_back = self._held_back, 0
+        return held_back
 
 
 class Mailboxes:
@@ -221,8 +255,13 @@ class OwnerLink:
         self._failures = 0
         self.last_error = ""
         self.reused_prekeys = 0
+        # One-time prekeys each contact (identity key) took and has not used,
+        # as the mailbox last said (MbUsage.unused_prekeys, mailbox.md §7.9).
+        self.unused_prekeys: dict[bytes, int] = {}
         self.unopenable = 0
         self.drained = 0
+        self._dropped_log = LogThrottle(DROPPED_LOG_SECONDS)
+        self._reused_log = LogThrottle(DROPPED_LOG_SECONDS)
 
     def __repr__(self) -> str:
         return f"OwnerLink(connected={self._session is not None})"
@@ -333,6 +372,14 @@ class OwnerLink:
                 "the mailbox has no one-time prekeys left: senders use the last-resort "
                 "prekey (weaker forward secrecy) until it is refilled"
             )
+        hoarding = sum(
+            1 for n in self.unused_prekeys.values() if n >= MAX_UNUSED_PREKEYS_PER_CONTACT
+        )
+        if hoarding:
+            warnings.append(
+                f"{hoarding} contacts hold {MAX_UNUSED_PREKEYS_PER_CONTACT} one-time prekeys "
+                "they took from the mailbox and have not used"
+            )
         if self.reused_prekeys:
             warnings.append(f"{self.reused_prekeys} envelopes named a one-time prekey already used")
         return api.MailboxStatus(
@@ -344,6 +391,10 @@ class OwnerLink:
             waiting=own.waiting,
             waiting_bytes=own.waiting_bytes,
             one_time_prekeys=own.one_time_left,
+            unused_prekeys=tuple(
+                api.MailboxContactPrekeys(str(OnionAddress.from_public_key(key)), count)
+                for key, count in sorted(self.unused_prekeys.items())
+            ),
             warning="; ".join(warnings),
             last_error=self.last_error,
         )
@@ -468,6 +519,7 @@ class OwnerLink:
                 one_time_left=usage.one_time_prekeys,
             )
         )
+        self.unused_prekeys = usage.unused_by_contact()
         if usage.one_time_prekeys < PREKEY_REFILL_BELOW:
             await self._refill(session, usage.one_time_prekeys)
 
@@ -539,6 +591,10 @@ class OwnerLink:
 
     async def _drain(self, session: MailboxClient) -> None:
         done: list[bytes] = []
+        # Our mailbox is trusted to store, not to be gentle: whatever it sends
+        # is processed at a bounded rate (mailbox.md §11.3), as a contact's
+        # session is read at a bounded rate.
+        bucket = TokenBucket(DRAIN_PER_SECOND)
         async with session.envelopes:
             while True:
                 try:
@@ -548,6 +604,7 @@ class OwnerLink:
                         await self._delete(session, done)
                         done = []
                     envelope = await session.envelopes.receive()
+                await bucket.take(1)
                 if await self._take(envelope):
                     done.append(envelope.id)
                 if len(done) >= DELETE_BATCH:
@@ -574,9 +631,14 @@ class OwnerLink:
         if secret_bytes is None:
             if await self._db(self._store.mailbox.prekey_was_used, header.key_id):
                 self.reused_prekeys += 1
-                log.warning(
-                    "event=prekey_reused envelope=%s key=%s", held.id.hex(), header.key_id.hex()
-                )
+                held_back = self._reused_log.allow(trio.current_time())
+                if held_back is not None:
+                    log.warning(
+                        "event=prekey_reused envelope=%s key=%s more=%d",
+                        held.id.hex(),
+                        header.key_id.hex(),
+                        held_back,
+                    )
             else:
                 self._unopenable(held, "unknown-prekey")
             return True
@@ -641,7 +703,14 @@ class OwnerLink:
 
     def _unopenable(self, held: m.MbEnvelope, reason: str) -> None:
         self.unopenable += 1
-        log.warning("event=envelope_dropped envelope=%s reason=%s", held.id.hex(), reason)
+        held_back = self._dropped_log.allow(trio.current_time())
+        if held_back is not None:
+            log.warning(
+                "event=envelope_dropped envelope=%s reason=%s more=%d",
+                held.id.hex(),
+                reason,
+                held_back,
+            )
 
 
 def _prekeys_record(public: tuple[bytes, ...], req: int) -> m.MbPrekeys:

@@ -83,6 +83,9 @@ class Config:
     mailbox_max_envelopes_per_contact: int = 5000
     mailbox_max_bytes_per_contact: int = 256 * MiB
     mailbox_max_disk_use: int = 10 * GiB
+    mailbox_max_envelopes_per_owner: int = 20000
+    mailbox_max_bytes_per_owner: int = 640 * MiB
+    mailbox_max_contacts_per_owner: int = 200
     mailbox_records_per_second: int = 200
 
 
@@ -186,6 +189,15 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # What one contact may leave for one owner: envelopes, and their bytes (256 MiB).
 # max_envelopes_per_contact = 5000
 # max_bytes_per_contact = 268435456
+
+# What all the contacts of one owner may leave for it together: envelopes,
+# and their bytes (640 MiB: 10 GiB shared by the 16 owners a mailbox serves at
+# most), so that one owner's contacts cannot fill the disk of every owner.
+# max_envelopes_per_owner = 20000
+# max_bytes_per_owner = 671088640
+
+# Contacts one owner may register (each is a tor client key; 256 in all).
+# max_contacts_per_owner = 200
 
 # Total bytes of envelopes held, for every owner together (10 GiB); past it a
 # deposit is refused as "mailbox full" and the contact keeps its messages.
@@ -311,6 +323,18 @@ _MAILBOX: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "max_bytes_per_contact": (
         "mailbox_max_bytes_per_contact",
         lambda k, v: _int(k, v, 1, _MAX_BYTES),
+    ),
+    "max_envelopes_per_owner": (
+        "mailbox_max_envelopes_per_owner",
+        lambda k, v: _int(k, v, 1, 10**9),
+    ),
+    "max_bytes_per_owner": (
+        "mailbox_max_bytes_per_owner",
+        lambda k, v: _int(k, v, 1, _MAX_BYTES),
+    ),
+    "max_contacts_per_owner": (
+        "mailbox_max_contacts_per_owner",
+        lambda k, v: _int(k, v, 1, 10**4),
     ),
     "max_disk_use": ("mailbox_max_disk_use", lambda k, v: _int(k, v, 0, _MAX_BYTES)),
     "records_per_second": ("mailbox_records_per_second", lambda k, v: _int(k, v, 1, 10**6)),

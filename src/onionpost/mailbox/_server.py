@@ -39,9 +39,9 @@ session (:data:`MAX_PENDING_REPLIES`: the receiver waits for the sender, so
 a peer that does not read stops being read); sessions per peer; envelopes
 read from the store per page while pushing (:data:`FETCH_PAGE`, each sent
 before the next page is read); the envelope size, per-contact quotas, the
-disk budget and retention (:class:`MailboxPolicy`); owners, contacts per
-owner, one-time prekeys, setup codes waiting and tor client keys
-(constants below).
+disk budget, each owner's budget, contacts per owner and retention
+(:class:`MailboxPolicy`); owners, one-time prekeys, setup codes waiting and
+tor client keys (constants below).
 
 *Store work* runs in the injected :class:`~onionpost.host.StoreWorker`, one
 call at a time: a worker thread, or the event loop for tests on virtual time.
@@ -81,6 +81,7 @@ from onionpost.errors import (
 from onionpost.home import Config
 from onionpost.host import Kick, Shed, StoreWorker, ThreadWorker, TokenBucket, first_failure
 from onionpost.host import reason as failure_reason
+from onionpost.limits import MAX_UNUSED_PREKEYS_PER_CONTACT
 from onionpost.proto import envelope as env
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
@@ -99,8 +100,8 @@ __all__ = [
     "MAX_OPEN_CODES",
     "MAX_OWNERS",
     "MAX_PENDING_REPLIES",
-    "MAX_REGISTRATIONS_PER_OWNER",
     "MAX_SESSIONS_PER_PEER",
+    "MAX_UNUSED_PREKEYS_PER_CONTACT",
     "NOT_FOUND_DETAIL",
     "IssuedCode",
     "MailboxPolicy",
@@ -119,10 +120,9 @@ MAX_PENDING_REPLIES: Final = 64
 FETCH_PAGE: Final = 16
 # Sessions one peer may hold at once; another is closed at once.
 MAX_SESSIONS_PER_PEER: Final = 4
-# Owners one mailbox serves, contacts each may register, one-time prekeys it
-# holds for each, setup codes waiting to be used at once.
+# Owners one mailbox serves, one-time prekeys it holds for each, setup codes
+# waiting to be used at once (contacts per owner: the policy's).
 MAX_OWNERS: Final = 16
-MAX_REGISTRATIONS_PER_OWNER: Final = 200
 MAX_ONE_TIME_PREKEYS: Final = 200
 MAX_OPEN_CODES: Final = 8
 # Distinct tor client keys the onion service authorizes (tor's bound for us).
@@ -159,6 +159,12 @@ class MailboxPolicy:
     max_envelope: int = env.MAX_ENVELOPE
     max_envelopes_per_contact: int = 5000  # per (owner, contact)
     max_bytes_per_contact: int = 256 << 20
+    # What all the contacts of one owner may leave for it together: by default
+    # an even share of the disk among the MAX_OWNERS owners, so that one
+    # owner's contacts fill that owner's share, never the others'.
+    max_envelopes_per_owner: int = 20000
+    max_bytes_per_owner: int = 640 << 20
+    max_contacts_per_owner: int = 200  # registrations (each a tor client key)
     max_disk_use: int = 10 << 30  # envelopes of every owner together
     records_per_second: float = 200.0  # per session, with a burst of twice that
 
@@ -167,6 +173,10 @@ class MailboxPolicy:
             raise ConfigError(f"max_envelope must be 1 to {env.MAX_ENVELOPE} bytes")
         if not self.retention > 0 or not self.records_per_second > 0:
             raise ConfigError("retention and records_per_second must be positive")
+        if min(self.max_envelopes_per_owner, self.max_bytes_per_owner) < 1:
+            raise ConfigError("an owner's budget must be positive")
+        if not 0 < self.max_contacts_per_owner <= MAX_CLIENTS:
+            raise ConfigError(f"max_contacts_per_owner must be 1 to {MAX_CLIENTS}")
 
     @classmethod
     def from_config(cls, config: Config) -> MailboxPolicy:
@@ -175,6 +185,9 @@ class MailboxPolicy:
             max_envelope=config.mailbox_max_envelope,
             max_envelopes_per_contact=config.mailbox_max_envelopes_per_contact,
             max_bytes_per_contact=config.mailbox_max_bytes_per_contact,
+            max_envelopes_per_owner=config.mailbox_max_envelopes_per_owner,
+            max_bytes_per_owner=config.mailbox_max_bytes_per_owner,
+            max_contacts_per_owner=config.mailbox_max_contacts_per_owner,
             max_disk_use=config.mailbox_max_disk_use,
             records_per_second=float(config.mailbox_records_per_second),
         )
@@ -618,7 +631,7 @@ class MailboxServer:
                 contact,
                 record.client_auth_public,
                 now=self._clock(),
-                max_per_owner=MAX_REGISTRATIONS_PER_OWNER,
+                max_per_owner=self._policy.max_contacts_per_owner,
                 max_clients=MAX_CLIENTS,
             )
         except NotFoundError:
@@ -679,7 +692,12 @@ class MailboxServer:
         owner = OnionAddress.from_public_key(record.owner)
         try:
             prekey = await self._db(
-                self._store.take_prekey, owner, session.peer, now_s=self._clock() // 1000
+                self._store.take_prekey,
+                owner,
+                session.peer,
+                now_s=self._clock() // 1000,
+                now=self._clock(),
+                max_unused=MAX_UNUSED_PREKEYS_PER_CONTACT,
             )
         except NotFoundError:
             return _not_found(record.req)
@@ -710,6 +728,9 @@ class MailboxServer:
                 max_envelopes=p.max_envelopes_per_contact,
                 max_bytes=p.max_bytes_per_contact,
                 max_disk=p.max_disk_use,
+                max_owner_envelopes=p.max_envelopes_per_owner,
+                max_owner_bytes=p.max_bytes_per_owner,
+                key_id=header.key_id,
             )
         except NotFoundError:
             return _not_found(record.req)
@@ -727,7 +748,9 @@ class MailboxServer:
                 header.envelope_id.hex(),
                 len(record.envelope),
             )
-        return _ok(record.req, done.seq)
+        # The seq is the owner's: a depositor learns nothing from it of how
+        # many envelopes the owner received (mailbox.md §7.7, §8), so none.
+        return _ok(record.req)
 
     async def _fetch(self, session: _Session, record: m.MbFetch) -> m.Message | None:
         # Answered by the sender, after the envelopes held now (see _push).
@@ -754,6 +777,7 @@ class MailboxServer:
             usage.one_time_prekeys,
             usage.last_resort_not_after or 0,
             usage.contacts,
+            m.MbUsage.pack_unused(usage.unused_prekeys),
         )
 
     async def _wipe(self, session: _Session, record: m.MbWipe) -> m.Message:

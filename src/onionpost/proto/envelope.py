@@ -40,7 +40,9 @@ An envelope::
 with the prologue ``"onionpost envelope" || u8 version || u8 56 || the
 recipient's service id || envelope_id || key_id || kem_ciphertext``. The
 payload is the canonical msgpack array ``[1, sender identity key (bin 32),
-static-key certificate (bin 113), sealed_ms (uint 64), [record (bin), ...]]``.
+static-key certificate (bin 113), sealed_ms (uint 64), [record (bin), ...],
+padding...]``, the padding (a bin of zeros, then possibly the integer 0)
+making the whole envelope one of :data:`ENVELOPE_BUCKETS` (mailbox.md §3.4).
 
 Opening fails in exactly one way, :class:`~onionpost.errors.AuthenticationError`
 with one text, whatever went wrong. Time is passed in and randomness (the
@@ -91,6 +93,7 @@ from onionpost.proto.identity import (
 from onionpost.proto.noise import HandshakeState, NoiseProtocol
 
 __all__ = [
+    "ENVELOPE_BUCKETS",
     "ENVELOPE_VERSION",
     "HEADER_LEN",
     "ID_LEN",
@@ -109,6 +112,7 @@ __all__ = [
     "SignedPrekey",
     "generate_prekey",
     "open_envelope",
+    "padded_size",
     "payload_size",
     "prologue",
     "seal",
@@ -147,6 +151,11 @@ _PAYLOAD_FIXED: Final = 1 + 1 + (2 + 32) + (2 + CERT_LEN) + 9
 _MIN_PAYLOAD: Final = _PAYLOAD_FIXED + 1 + 2  # one empty record
 MAX_ENVELOPE_PAYLOAD: Final = MAX_ENVELOPE - HEADER_LEN - MLKEM768_CIPHERTEXT_LEN - _NOISE_OVERHEAD
 MIN_ENVELOPE: Final = HEADER_LEN + MLKEM768_CIPHERTEXT_LEN + _NOISE_OVERHEAD + _MIN_PAYLOAD
+# A sealed envelope is padded to the smallest of these sizes that holds it,
+# as the live protocol pads transport messages (spec.md §Padding), so that a
+# mailbox sees one of three sizes, not the length of what was said: a short
+# text or a few acks, a long text or a batch, and a file part.
+ENVELOPE_BUCKETS: Final = (2048, 8192, MAX_ENVELOPE)
 _FAILED: Final = "envelope did not open"
 _PREKEY_REFUSED: Final = "prekey refused"
 
@@ -404,6 +413,28 @@ def payload_size(records: Sequence[bytes]) -> int:
     )
 
 
+def padded_size(records: Sequence[bytes]) -> int:
+    """The size of the envelope that ``records`` make once padded (a bucket)."""
+    unpadded = MAX_ENVELOPE - MAX_ENVELOPE_PAYLOAD + payload_size(records)
+    return next((b for b in ENVELOPE_BUCKETS if b >= unpadded), unpadded)
+
+
+def _padding(gap: int) -> list[bytes | int]:
+    """Payload elements of exactly ``gap`` bytes once packed: a ``bin`` of zeros
+    as long as fits, then the integer 0 (one byte) for the byte a ``bin``
+    header cannot make up (mailbox.md §3.4)."""
+    elements: list[bytes | int] = []
+    if gap >= 2:
+        n = min(gap - _bin_header_len(gap - 2), gap - 2)
+        if _bin_header_len(n) + n > gap:
+            n -= 1
+        elements.append(bytes(n))
+        gap -= _bin_header_len(n) + n
+    if gap == 1:
+        elements.append(0)
+    return elements
+
+
 def seal(
     *,
     sender: Identity,
@@ -456,9 +487,9 @@ def seal(
         psks=[kem_ss],
         ephemeral=ephemeral,
     )
-    payload = _msgpack.pack(
-        [_PAYLOAD_VERSION, sender.public_key, certificate, sealed_ms, list(records)]
-    )
+    unpadded = [_PAYLOAD_VERSION, sender.public_key, certificate, sealed_ms, list(records)]
+    gap = padded_size(records) - (MAX_ENVELOPE - MAX_ENVELOPE_PAYLOAD) - payload_size(records)
+    payload = _msgpack.pack([*unpadded, *_padding(gap)])
     message = handshake.write_message(payload)
     header = _HEADER.pack(ENVELOPE_VERSION, envelope_id, prekey.key_id)
     return header + kem_ct + message

@@ -22,7 +22,8 @@ else raises :class:`~onionpost.errors.MessageDecodeError`.
 Evolution rules (spec.md §Messages):
 
 - A later version MAY append fields to a record; a receiver ignores extra
-  trailing fields (at most :data:`MAX_RECORD_FIELDS` in all).
+  trailing fields (at most :data:`MAX_RECORD_FIELDS` in all), and a record
+  that lacks the appended fields it knows (``OPTIONAL``) takes their defaults.
 - Tags 1..31 are the records of a session between two endpoints; tags
   32..63 are the records of a session with a mailbox (``mailbox.md`` §Wire
   records), and ``MailboxInfo`` (46), which endpoints send each other.
@@ -35,7 +36,9 @@ Evolution rules (spec.md §Messages):
 
 from __future__ import annotations
 
+import builtins
 import enum
+import struct
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Final
 
@@ -93,6 +96,8 @@ ID_LEN: Final = 16
 KEY_LEN: Final = 32
 # Signed prekeys in one MbPrekeys record, and the size of one.
 MAX_BLOBS: Final = 40
+# One entry of MbUsage.unused_prekeys: a contact's identity key and a count.
+UNUSED_PREKEY_ENTRY: Final = struct.Struct(">32sB")
 MAX_PREKEY_SIZE: Final = 1536
 HASH_LEN: Final = 64  # BLAKE2b-512
 EXTENSION_TAGS: Final = range(64, 128)
@@ -146,6 +151,9 @@ class _Kind(enum.Enum):
 class _Record:
     TAG: ClassVar[MessageType]
     SCHEMA: ClassVar[tuple[tuple[_Kind, int], ...]]
+    # Trailing fields a later version appended: a record from an earlier
+    # sender may lack them, and they take their defaults.
+    OPTIONAL: ClassVar[int] = 0
 
     def _validate(self) -> None:
         """Rules across fields; raises MessageDecodeError."""
@@ -482,13 +490,32 @@ class MbUsage(_Record):
         (_Kind.U64, 0),
         (_Kind.U64, 0),
         (_Kind.U64, 0),
+        (_Kind.DATA, 0),
     )
+    OPTIONAL = 1
     req: int
     envelopes: int
     bytes: int
     one_time_prekeys: int
     last_resort_not_after: int  # seconds; 0 when there is none
     contacts: int
+    # Appended (optional): for each contact holding one-time prekeys it took
+    # and has not used, its identity key (32) || u8 count; see unused_by_contact.
+    unused_prekeys: builtins.bytes = b""
+
+    def _validate(self) -> None:
+        if len(self.unused_prekeys) % UNUSED_PREKEY_ENTRY.size:
+            raise _bad("unused_prekeys is whole 33-byte entries")
+
+    def unused_by_contact(self) -> dict[builtins.bytes, int]:
+        """Unused one-time prekeys per contact identity key."""
+        return dict(UNUSED_PREKEY_ENTRY.iter_unpack(self.unused_prekeys))
+
+    @staticmethod
+    def pack_unused(counts: dict[builtins.bytes, int]) -> builtins.bytes:
+        return b"".join(
+            UNUSED_PREKEY_ENTRY.pack(key, min(count, 255)) for key, count in sorted(counts.items())
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -672,8 +699,8 @@ def decode(data: bytes) -> Message | UnknownExtension:
         raise MessageDecodeError(f"unknown record type {tag}")
     schema = cls.SCHEMA
     values = obj[1:]
-    if len(values) < len(schema):
-        raise _bad(f"{cls.__name__} has {len(schema)} fields")
+    if len(values) < len(schema) - cls.OPTIONAL:
+        raise _bad(f"{cls.__name__} has {len(schema) - cls.OPTIONAL} fields")
     checked = [_check(kind, bound, v) for (kind, bound), v in zip(schema, values, strict=False)]
     record = cls(*checked)
     record._validate()

@@ -20,7 +20,9 @@ one put in the place of the other does not open.
     registrations   (owner, contact): who may deposit for an owner, and the
                     contact's tor client key
     prekeys         signed prekeys an owner left for its contacts
-    envelopes       sealed envelopes held for an owner, by seq
+    prekeys_out     one-time prekeys a contact took and has not used yet
+                    (:mod:`._prekey_ledger`)
+    envelopes       sealed envelopes held for an owner, by its own seq (owner_seq)
     tallies         envelopes and bytes per (owner, depositor), kept by triggers
 
 Every change is one transaction, so a crash (kill -9) leaves each request
@@ -40,6 +42,7 @@ endpoint's store.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import sqlite3
 from collections.abc import Sequence
@@ -51,7 +54,7 @@ from typing import Final
 
 from onionpost.errors import ConfigError, NoSpaceError, NotFoundError, QuotaError
 from onionpost.proto.address import OnionAddress
-from onionpost.store import _crypto, _database, _open
+from onionpost.store import _crypto, _database, _open, _prekey_ledger
 from onionpost.store._database import Keys
 
 __all__ = [
@@ -168,8 +171,28 @@ _V1: Final = (
 # Version 2 changes no table: from it on the database has a binding file
 # (storage.md §5.4), and one without it is refused.
 _V2: Final[tuple[str, ...]] = ()
+# Version 3: one-time prekeys handed out and not yet used, per contact.
+_V3: Final[tuple[str, ...]] = _prekey_ledger.LEDGER_SCHEMA
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
+# Version 4: an owner's envelopes numbered per owner (owner_seq, from the
+# owner's last_seq), so that no seq tells anyone how many envelopes other
+# owners received (mailbox.md §7.1, §8). Envelopes held are numbered in order.
+_V4: Final = (
+    "ALTER TABLE owners ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE envelopes ADD COLUMN owner_seq INTEGER NOT NULL DEFAULT 0",
+    """
+    UPDATE envelopes SET owner_seq = (
+        SELECT count(*) FROM envelopes e
+        WHERE e.owner_id = envelopes.owner_id AND e.seq <= envelopes.seq)
+    """,
+    """
+    UPDATE owners SET last_seq = (
+        SELECT coalesce(max(owner_seq), 0) FROM envelopes WHERE owner_id = owners.id)
+    """,
+    "CREATE UNIQUE INDEX envelopes_owner_seq ON envelopes (owner_id, owner_seq)",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 MAILBOX_SCHEMA_VERSION: Final = len(MIGRATIONS)
 BOUND_VERSION: Final = 2
 
@@ -256,7 +279,7 @@ class HeldEnvelope:
 
 @dataclass(frozen=True, slots=True)
 class Deposited:
-    seq: int
+    seq: int  # the owner's own numbering (what the owner fetches by), never a depositor's
     new: bool  # False: the envelope id was held already (a replay or a re-deposit)
 
 
@@ -271,6 +294,8 @@ class OwnerUsage:
     last_resort_not_after: int | None  # seconds
     last_drained_ms: int | None
     last_deposit_ms: int | None
+    # One-time prekeys each contact (identity key) took and has not used.
+    unused_prekeys: dict[builtins.bytes, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -609,6 +634,7 @@ class MailboxStore:
                 "DELETE FROM registrations WHERE owner_id = ? AND contact = ?",
                 (owner_id, _address(contact)),
             )
+            _prekey_ledger.forget_contact(self._db, owner_id, _address(contact))
         return cursor.rowcount > 0
 
     # -- prekeys ------------------------------------------------------------------------
@@ -658,24 +684,39 @@ class MailboxStore:
         return int(count)
 
     def take_prekey(
-        self, owner: OnionAddress, contact: OnionAddress, *, now_s: int
+        self,
+        owner: OnionAddress,
+        contact: OnionAddress,
+        *,
+        now_s: int,
+        now: int = 0,
+        max_unused: int | None = None,
     ) -> bytes | None:
         """One of ``owner``'s prekeys for ``contact``, a contact it registered.
 
         A one-time prekey is deleted in the same transaction that hands it
-        out, so none is ever given twice; with none left, the newest
-        last-resort prekey (kept). None when neither is there, unexpired at
-        ``now_s`` (seconds). NotFoundError when ``contact`` is not a contact
-        of ``owner``, or ``owner`` is not an owner.
+        out, so none is ever given twice, and noted as held by ``contact``
+        until a deposit of its names it (:mod:`._prekey_ledger`). A contact
+        holding ``max_unused`` unused ones already (None: no bound), or no
+        one-time prekey left: the newest last-resort prekey (kept). None when
+        neither is there, unexpired at ``now_s`` (seconds). NotFoundError when
+        ``contact`` is not a contact of ``owner``, or ``owner`` is not an owner.
         """
+        contact_key = _address(contact)
         with self.transaction(), self._guard("handing out a prekey"):
             owner_id = self._registered(owner, contact)
-            row = self._db.execute(
-                "DELETE FROM prekeys WHERE owner_id = :owner AND key_id = ("
-                "SELECT key_id FROM prekeys WHERE owner_id = :owner AND kind = :kind "
-                "AND not_after > :now ORDER BY not_after, key_id LIMIT 1) RETURNING data",
-                {"owner": owner_id, "kind": int(PrekeyKind.ONE_TIME), "now": now_s},
-            ).fetchone()
+            row = None
+            held = _prekey_ledger.unused(self._db, owner_id, contact_key)
+            if max_unused is None or held < max_unused:
+                row = self._db.execute(
+                    "DELETE FROM prekeys WHERE owner_id = :owner AND key_id = ("
+                    "SELECT key_id FROM prekeys WHERE owner_id = :owner AND kind = :kind "
+                    "AND not_after > :now ORDER BY not_after, key_id LIMIT 1) "
+                    "RETURNING data, key_id, not_after",
+                    {"owner": owner_id, "kind": int(PrekeyKind.ONE_TIME), "now": now_s},
+                ).fetchone()
+                if row is not None:
+                    _prekey_ledger.note_taken(self._db, owner_id, contact_key, row[1], row[2], now)
             if row is None:
                 row = self._db.execute(
                     "SELECT data FROM prekeys WHERE owner_id = ? AND kind = ? AND not_after > ? "
@@ -697,6 +738,9 @@ class MailboxStore:
         max_envelopes: int,
         max_bytes: int,
         max_disk: int,
+        max_owner_envelopes: int | None = None,
+        max_owner_bytes: int | None = None,
+        key_id: bytes | None = None,
     ) -> Deposited:
         """Hold ``data`` for ``owner``; committed (durably) when this returns.
 
@@ -704,7 +748,12 @@ class MailboxStore:
         its seq is returned with ``new`` False. NotFoundError when
         ``depositor`` is not a contact ``owner`` registered (or no owner);
         QuotaError past the depositor's ``max_envelopes`` or ``max_bytes``
-        for this owner; NoSpaceError past ``max_disk`` for the whole mailbox.
+        for this owner, or past the owner's own budget of
+        ``max_owner_envelopes`` and ``max_owner_bytes`` from all its contacts
+        together (None: no budget); NoSpaceError past ``max_disk`` for the
+        whole mailbox. Every bound is read in the transaction that stores.
+        ``key_id``, the prekey the envelope names: a one-time prekey the
+        depositor took counts as used once the envelope is stored.
         """
         _id(envelope_id)
         if not isinstance(data, bytes):
@@ -714,7 +763,7 @@ class MailboxStore:
         with self.transaction(), self._guard("storing an envelope"):
             owner_id = self._registered(owner, depositor)
             held = self._db.execute(
-                "SELECT seq FROM envelopes WHERE owner_id = ? AND id = ?",
+                "SELECT owner_seq FROM envelopes WHERE owner_id = ? AND id = ?",
                 (owner_id, envelope_id),
             ).fetchone()
             if held is not None:
@@ -731,17 +780,44 @@ class MailboxStore:
                     quota="envelopes" if count + 1 > max_envelopes else "envelope-bytes",
                     limit=max_envelopes if count + 1 > max_envelopes else max_bytes,
                 )
+            self._check_owner_budget(owner_id, size, max_owner_envelopes, max_owner_bytes)
             if self._disk_used() + size > max_disk:
                 raise NoSpaceError("the mailbox is full")
-            cursor = self._db.execute(
-                "INSERT INTO envelopes (owner_id, id, depositor, size, deposited_ms, data) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (owner_id, envelope_id, depositor_key, size, now, data),
+            (seq,) = self._db.execute(
+                "UPDATE owners SET last_seq = last_seq + 1, last_deposit_ms = ? WHERE id = ? "
+                "RETURNING last_seq",
+                (now, owner_id),
+            ).fetchone()
+            self._db.execute(
+                "INSERT INTO envelopes (owner_id, owner_seq, id, depositor, size, deposited_ms, "
+                "data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (owner_id, seq, envelope_id, depositor_key, size, now, data),
             )
-            self._db.execute("UPDATE owners SET last_deposit_ms = ? WHERE id = ?", (now, owner_id))
-            seq = cursor.lastrowid
-        assert seq is not None
-        return Deposited(seq, new=True)
+            if key_id is not None:
+                _prekey_ledger.note_used(self._db, owner_id, depositor_key, _id(key_id))
+        return Deposited(int(seq), new=True)
+
+    def _check_owner_budget(
+        self, owner_id: int, size: int, max_envelopes: int | None, max_bytes: int | None
+    ) -> None:
+        """One more envelope of ``size`` bytes must stay within the owner's
+        budget (all its contacts together), so that one owner's contacts can
+        fill only that owner's share of a shared mailbox."""
+        if max_envelopes is None and max_bytes is None:
+            return
+        count, used = self._db.execute(
+            "SELECT coalesce(sum(envelopes), 0), coalesce(sum(bytes), 0) FROM tallies "
+            "WHERE owner_id = ?",
+            (owner_id,),
+        ).fetchone()
+        over_count = max_envelopes is not None and count + 1 > max_envelopes
+        if over_count or (max_bytes is not None and used + size > max_bytes):
+            raise QuotaError(
+                f"quota exceeded: at most {max_envelopes} envelopes / {max_bytes} bytes "
+                "for one owner",
+                quota="owner-envelopes" if over_count else "owner-bytes",
+                limit=(max_envelopes if over_count else max_bytes) or 0,
+            )
 
     def _disk_used(self) -> int:
         (used,) = self._db.execute("SELECT coalesce(sum(bytes), 0) FROM tallies").fetchone()
@@ -757,9 +833,9 @@ class MailboxStore:
         ``limit``; none when ``owner`` is not (or no longer) an owner."""
         with self._lock, self._guard("reading envelopes"):
             rows = self._db.execute(
-                "SELECT e.seq, e.id, e.deposited_ms, e.data FROM envelopes e "
+                "SELECT e.owner_seq, e.id, e.deposited_ms, e.data FROM envelopes e "
                 "JOIN owners o ON o.id = e.owner_id "
-                "WHERE o.identity = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+                "WHERE o.identity = ? AND e.owner_seq > ? ORDER BY e.owner_seq LIMIT ?",
                 (_address(owner), after, limit),
             ).fetchall()
         return [HeldEnvelope(r[0], r[1], r[2], r[3]) for r in rows]
@@ -813,6 +889,7 @@ class MailboxStore:
             last_resort_not_after=last_resort,
             last_drained_ms=owner.last_drained_ms,
             last_deposit_ms=owner.last_deposit_ms,
+            unused_prekeys=_prekey_ledger.unused_by_contact(self._db, owner.id),
         )
 
     def usage(self, owner: OnionAddress) -> OwnerUsage:
@@ -834,6 +911,7 @@ class MailboxStore:
     def _wipe(self, owner_id: int) -> int:
         deleted = self._db.execute("DELETE FROM envelopes WHERE owner_id = ?", (owner_id,)).rowcount
         self._db.execute("DELETE FROM prekeys WHERE owner_id = ?", (owner_id,))
+        _prekey_ledger.forget_owner(self._db, owner_id)
         self._db.execute("DELETE FROM registrations WHERE owner_id = ?", (owner_id,))
         self._db.execute("DELETE FROM owners WHERE id = ?", (owner_id,))
         return deleted
@@ -868,6 +946,7 @@ class MailboxStore:
             prekeys = self._db.execute(
                 "DELETE FROM prekeys WHERE not_after <= ?", (now_s,)
             ).rowcount
+            _prekey_ledger.forget_expired(self._db, now_s)
         expired = Expired(envelopes, codes, prekeys)
         if envelopes or codes or prekeys:
             self._settle()
