@@ -176,3 +176,33 @@ async def test_texts_queued_during_a_session_are_handed_to_it_not_read_back(
         # 401 texts and a file went out over the live session; the outbox was
         # read for the file (and a page or two around it), not per text.
         assert reads <= 10, reads
+
+
+async def test_texts_trickling_to_an_away_contact_share_envelopes(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    after = 5.0
+    async with network(tmp_path, mailbox_after=after) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        box = net.mailbox("box")
+        befriend(alice, bob)
+        for node in (box, alice, bob):
+            await node.start(nursery)
+        for node in (alice, bob):
+            assert node.daemon is not None
+            await node.daemon.mailbox_pair(api.MailboxPair(await box.code()))
+        await until(lambda: alice.contact(bob).mailbox == box.address)
+        bob.stop()
+        await until(lambda: not bob.up)
+        assert alice.engine is not None
+        before = alice.engine.statistics().envelopes_deposited
+        # One text every 50 ms for 10 s: deposits start while they still come.
+        ids = []
+        for i in range(200):
+            ids.append(await alice.send(bob, f"trickle {i}"))
+            await trio.sleep(0.05)
+        await until(lambda: all(alice.store.messages.message(i).deposited_ms for i in ids), 300)
+        envelopes = alice.engine.statistics().envelopes_deposited - before
+        # Each deposit gathers what came since the last (deposit_gather, 2 s):
+        # about one envelope every 2 s, not one (and one prekey) per text.
+        assert envelopes <= 12, envelopes

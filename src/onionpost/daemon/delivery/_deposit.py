@@ -86,7 +86,7 @@ async def deposit(parts: Parts, link: Link, target: OnionAddress) -> None:
     deposited = link.envelopes - before
     contact = contact_ref(link.contact.id)
     if failure is None:
-        link.state.deposit_done()
+        link.state.deposit_done(trio.current_time() + parts.policy.deposit_gather)
         log.info("event=deposited contact=%s envelopes=%d", contact, deposited)
         return
     why = reason(failure)
@@ -131,7 +131,7 @@ async def _envelopes(
         batch = await parts.worker(_envelope_batch, parts.store, mailbox, contact.id, announce)
         if batch is None:
             return
-        records, progress, settled = batch
+        records, progress, settled, full = batch
         answer = await client.request(lambda req: messages.MbGetPrekey(req, owner))
         if not isinstance(answer, messages.MbPrekey):
             raise mailbox_refusal(answer, "prekey")
@@ -147,6 +147,11 @@ async def _envelopes(
         link.envelopes += 1
         for message_id in done:
             parts.hub.publish(StateChange(message_id.hex(), MessageState.DEPOSITED))
+        if not full:
+            # All that waited fitted: what is queued from now on is gathered
+            # for a while (policy.deposit_gather) rather than sealed as it
+            # trickles in, one prekey per text.
+            return
 
 
 def _deposit_record(owner: bytes, envelope: bytes, req: int) -> messages.MbDeposit:
@@ -161,9 +166,10 @@ def _settle(store: Store, contact_id: int, progress: Progress, settled: Settled)
 
 def _envelope_batch(
     store: Store, mailbox: MailboxAccess, contact_id: int, announce: tuple[int, bytes] | None
-) -> tuple[list[bytes], Progress, Settled] | None:
+) -> tuple[list[bytes], Progress, Settled, bool] | None:
     """In the worker: the records of the next envelope to deposit, what
-    depositing it achieves, and the debts it settles; None if nothing."""
+    depositing it achieves, the debts it settles, and whether more waits than
+    fitted; None if nothing."""
     records: list[bytes] = []
     progress: Progress = []
     settled: Settled = []
@@ -189,8 +195,8 @@ def _envelope_batch(
         for outgoing in page:
             after = outgoing.seq
             if not _add_outgoing(store, outgoing, add, progress):
-                return (records, progress, settled) if records else None
-    return (records, progress, settled) if records else None
+                return (records, progress, settled, True) if records else None
+    return (records, progress, settled, False) if records else None
 
 
 def _add_outgoing(

@@ -185,10 +185,12 @@ class LinkState:
         self.announce = self.announce_attempts
         self.retry_at = 0.0
 
-    def deposit_done(self) -> None:
+    def deposit_done(self, gather_until: float = 0.0) -> None:
+        """A deposit session ended in order; the next one not before
+        ``gather_until`` (what is queued meanwhile goes in one envelope)."""
         self.deposit_failures = 0
         self.deposit_retried_soon = False
-        self.deposit_at = 0.0
+        self.deposit_at = gather_until
         self.mailbox_error = ""
 
     def mailbox_unfit(self, reason: str) -> None:

@@ -57,6 +57,10 @@ class DeliveryPolicy:
     mailbox_after: float = 60.0
     # Envelopes one deposit session takes at most before it ends.
     max_envelopes_per_deposit: int = 256
+    # After a deposit session that sealed everything waiting, the next one
+    # waits this long: texts queued one by one meanwhile share an envelope
+    # (and a one-time prekey) instead of taking one each.
+    deposit_gather: float = 2.0
 
     @classmethod
     def from_config(cls, config: Config) -> DeliveryPolicy:
