@@ -491,3 +491,17 @@ def test_an_ack_of_many_ids_moves_exactly_those_of_its_contact(store: Store) -> 
     assert store.outbox.mark_delivered(acked, 6, contact_id=bob.id) == []
     assert store.outbox.pending(bob.id, 10) == []
     assert [p.id for p in store.outbox.pending(carol.id, 10)] == [to_carol]
+
+
+def test_a_group_of_ids_is_moved_through_the_id_index(store: Store) -> None:
+    """An Ack of many ids must not cost a scan of the whole outbox (it did: the
+    planner scanned every outgoing message for an IN over json_each)."""
+    from onionpost.store import _rows
+
+    for direction, target in _rows._MARK:
+        index = "messages_out_id" if direction == _rows.Direction.OUT else "messages_id"
+        plan = store._db.execute(
+            "EXPLAIN QUERY PLAN " + _rows.mark_group_sql(direction, target),
+            {"now": 1, "ids": "[]", "allowed": "[]", "contact": 1},
+        ).fetchall()
+        assert f"USING INDEX {index} (id=?)" in plan[0][3], plan
