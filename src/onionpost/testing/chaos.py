@@ -640,6 +640,23 @@ class Fleet:
                     return "missing"
                 raise
 
+    async def reason(self, endpoint: Endpoint, message_id: str) -> int | None:
+        """Why a message failed (the contact's refusal code), as its sender says."""
+        async with open_client(endpoint.home) as client:
+            with trio.fail_after(CALL_SECONDS):
+                return (await client.message(message_id)).reason
+
+    async def export_digest(self, endpoint: Endpoint, message_id: str) -> str:
+        """The BLAKE2b of a received file, exported by its recipient's daemon."""
+        dest = self.root / f"exported-{endpoint.name}-{message_id}.bin"
+        async with open_client(endpoint.home) as client:
+            with trio.fail_after(CALL_SECONDS):
+                await client.export_file(message_id, dest)
+        try:
+            return _digest(dest.read_bytes())
+        finally:
+            dest.unlink()
+
     async def inbox(self, endpoint: Endpoint) -> list[api.Message]:
         """Every incoming message in the endpoint's store, oldest first."""
         seen: list[api.Message] = []
@@ -971,11 +988,12 @@ async def quiesce(fleet: Fleet, seconds: float) -> tuple[float, str]:
     start = time.monotonic()
     pending = [op for op in fleet.history.ops if op.outcome != "fail"]
     received: dict[str, set[str]] = {e.name: set() for e in fleet.endpoints}
+    failed: set[str] = set()
     waiting = ""
     for _ in range(100_000):  # bounded by ``seconds``
         try:
             with trio.fail_after(CALL_SECONDS * 3):
-                waiting = await _still_waiting(fleet, pending, received)
+                waiting = await _still_waiting(fleet, pending, received, failed)
         except (OnionpostError, trio.TooSlowError) as exc:
             waiting = f"a daemon did not answer: {exc}"
         if not waiting:
@@ -986,7 +1004,9 @@ async def quiesce(fleet: Fleet, seconds: float) -> tuple[float, str]:
     return time.monotonic() - start, waiting
 
 
-async def _still_waiting(fleet: Fleet, pending: list[Op], received: dict[str, set[str]]) -> str:
+async def _still_waiting(
+    fleet: Fleet, pending: list[Op], received: dict[str, set[str]], failed: set[str]
+) -> str:
     depth = {}
     for endpoint in fleet.endpoints:
         async with open_client(endpoint.home) as client:
@@ -996,11 +1016,17 @@ async def _still_waiting(fleet: Fleet, pending: list[Op], received: dict[str, se
     not_done = []
     for op in list(pending):
         state = await fleet.state(fleet.get(op.sender), op.id)
+        if state in FAILED:
+            failed.add(op.id)
         if state in DONE | FAILED or (state == "missing" and op.outcome == "info"):
             pending.remove(op)
         else:
             not_done.append((op, state))
-    lost = [op for op in fleet.history.ops if op.outcome == "ok" and op.id not in received[op.to]]
+    lost = [
+        op
+        for op in fleet.history.ops
+        if op.outcome == "ok" and op.id not in received[op.to] and op.id not in failed
+    ]
     busy = {name: d for name, d in depth.items() if d}
     if not busy and not not_done and not lost:
         return ""
@@ -1015,8 +1041,6 @@ async def check(fleet: Fleet) -> list[str]:
     """Every check of the module docstring, from every endpoint's own records."""
     violations: list[str] = []
     ops = fleet.history.by_id()
-    exported = fleet.root / "exported"
-    exported.mkdir(exist_ok=True)
     seen: Counter[str] = Counter()
     for endpoint in fleet.endpoints:
         inbox = await fleet.inbox(endpoint)
@@ -1038,23 +1062,22 @@ async def check(fleet: Fleet) -> list[str]:
             if op.kind == "text" and message.body != op.body:
                 violations.append(f"{where}: body {message.body!r} differs from {op.body!r}")
             if op.kind == "file":
-                violations.extend(await _check_file(endpoint, message, op, exported, where))
-    for op in fleet.history.ops:
-        if op.outcome == "ok" and seen[op.id] == 0:
-            violations.append(
-                f"{op.kind} {op.id} {op.sender}->{op.to}, acknowledged, never arrived"
-            )
+                violations.extend(await _check_file(fleet, endpoint, message, op, where))
     for op in fleet.history.ops:
         if op.outcome == "fail":
             continue
         state = await fleet.state(fleet.get(op.sender), op.id)
+        if op.outcome == "ok" and seen[op.id] == 0 and state not in FAILED:
+            violations.append(
+                f"{op.kind} {op.id} {op.sender}->{op.to}, acknowledged, never arrived"
+                f" (its sender says {state})"
+            )
         if op.outcome == "ok" and state == "missing":
             violations.append(f"{op.id} {op.sender}->{op.to}: acknowledged, unknown to its sender")
         elif state == "missing" and seen[op.id]:
             violations.append(f"{op.id} {op.sender}->{op.to}: arrived, unknown to its sender")
         elif state in FAILED:
-            async with open_client(fleet.get(op.sender).home) as client:
-                reason = (await client.message(op.id)).reason
+            reason = await fleet.reason(fleet.get(op.sender), op.id)
             fleet.notes.append(f"{op.id} {op.sender}->{op.to} ended {state} (reason {reason})")
         elif state not in DONE and state != "missing":
             violations.append(f"{op.id} {op.sender}->{op.to} ended {state}, with no reason")
@@ -1062,17 +1085,13 @@ async def check(fleet: Fleet) -> list[str]:
 
 
 async def _check_file(
-    endpoint: Endpoint, message: api.Message, op: Op, exported: Path, where: str
+    fleet: Fleet, endpoint: Endpoint, message: api.Message, op: Op, where: str
 ) -> list[str]:
     if message.state not in {"received", "read"} or message.file is None:
         return [f"{where}: a file in state {message.state}"]
     if not message.file.complete or message.file.size != op.size:
         return [f"{where}: incomplete ({message.file.size} of {op.size} bytes)"]
-    dest = exported / f"{endpoint.name}-{op.id}.bin"
-    async with open_client(endpoint.home) as client:
-        await client.export_file(op.id, dest)
-    got = _digest(dest.read_bytes())
-    dest.unlink()
+    got = await fleet.export_digest(endpoint, op.id)
     return (
         [] if got == op.digest else [f"{where}: BLAKE2b {got[:16]}... is not {op.digest[:16]}..."]
     )
