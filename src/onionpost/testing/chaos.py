@@ -52,9 +52,11 @@ Two faults are approximations, and say so:
 
 - *Full disk*: without root there is no small filesystem to fill, so the
   daemon's ``RLIMIT_FSIZE`` (``prlimit``, on the daemon alone, not its tor)
-  is lowered to the size of its largest store file for a while: every write
-  that would grow a file fails with ``EFBIG`` (Python ignores ``SIGXFSZ``)
-  instead of ``ENOSPC``, as on a full disk; writes within a file succeed.
+  is lowered to the size of its database file for a while: no write may
+  reach past that offset in any file, so the database cannot grow, nor the
+  WAL past it, nor a received file; such a write fails with ``EFBIG``
+  (Python ignores ``SIGXFSZ``) instead of ``ENOSPC``. A real full disk would
+  still let the WAL reuse its own length; this one is a little harsher.
 - *Clock offset*: the machine's clock is not touched. The daemon of one
   endpoint runs under a shim that adds an offset to ``time.time`` and
   ``time.time_ns`` (its wall clock: timestamps, certificate and prekey
@@ -530,11 +532,17 @@ class Fleet:
         for endpoint in self.endpoints:
             async with open_client(endpoint.home) as client:
                 cards[endpoint.name] = (await client.whoami()).card
-        for endpoint in self.endpoints:
+
+        async def add_all(endpoint: Endpoint) -> None:
             async with open_client(endpoint.home) as client:
                 for other in self.endpoints:
                     if other is not endpoint:
                         await client.contact_add(cards[other.name], other.name)
+
+        # Each endpoint's operator adds the others' cards, all at once.
+        async with trio.open_nursery() as nursery:
+            for endpoint in self.endpoints:
+                nursery.start_soon(add_all, endpoint)
 
     async def _greet(self, until: float) -> None:
         rng = random.Random("greetings")  # noqa: S311 - seeded, not security
@@ -913,7 +921,8 @@ class _Run:
                 self.fleet.stopped.discard(pid)
             return
         if kind == DISK_FULL:
-            limit = max((p.stat().st_size for p in _store_files(process.home)), default=0)
+            # The database's size: it cannot grow, nor the WAL past it (module docstring).
+            limit = min((p.stat().st_size for p in _store_files(process.home)), default=0)
             self.log(
                 f"{kind} for {process.name} for {fault.seconds:.0f} s (no file over {limit} B)"
             )
