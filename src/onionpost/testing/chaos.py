@@ -394,12 +394,6 @@ def group_members(pgid: int, marker: str) -> list[int]:
     return found
 
 
-def _store_files(home: Path) -> list[Path]:
-    paths = Paths.for_home(home)
-    names = [paths.store, paths.mailbox_store]
-    return [p for n in names for p in (n, n.with_name(n.name + "-wal")) if p.exists()]
-
-
 # -- the history ---------------------------------------------------------------------------------
 
 
@@ -922,7 +916,7 @@ class _Run:
             return
         if kind == DISK_FULL:
             # The database's size: it cannot grow, nor the WAL past it (module docstring).
-            limit = min((p.stat().st_size for p in _store_files(process.home)), default=0)
+            limit = Paths.for_home(process.home).store.stat().st_size
             self.log(
                 f"{kind} for {process.name} for {fault.seconds:.0f} s (no file over {limit} B)"
             )
