@@ -763,6 +763,7 @@ class _Run:
         self.relay_lock = trio.Lock()
         self.restarting: set[str] = set()
         self.kinds: Counter[str] = Counter()
+        self.finished = False
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -776,17 +777,22 @@ class _Run:
         self.start = time.monotonic()
         end = self.start + self.options.seconds
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch, end)
-            nursery.start_soon(self._sampler, end)
-            for i in range(len(self.fleet.endpoints)):
-                nursery.start_soon(self._sender, i, end)
-            async with trio.open_nursery() as faulting:
-                for fault in faults:
-                    await trio.sleep_until(
-                        trio.current_time() + max(0.0, fault.at - self.elapsed())
-                    )
-                    faulting.start_soon(self._fault, fault)
-            self.log("every fault healed")
+            # The watcher and the sampler go on until the last fault is healed.
+            nursery.start_soon(self._watch)
+            nursery.start_soon(self._sampler)
+            try:
+                async with trio.open_nursery() as work:
+                    for i in range(len(self.fleet.endpoints)):
+                        work.start_soon(self._sender, i, end)
+                    async with trio.open_nursery() as faulting:
+                        for fault in faults:
+                            await trio.sleep_until(
+                                trio.current_time() + max(0.0, fault.at - self.elapsed())
+                            )
+                            faulting.start_soon(self._fault, fault)
+                    self.log("every fault healed")
+            finally:
+                self.finished = True
         await self._heal()
 
     # -- traffic --------------------------------------------------------------------------------
@@ -808,18 +814,18 @@ class _Run:
                 op = fleet.text(rng, me, to, f"{me}->{to} #{n} seed {options.seed}: {filler}")
             await fleet.send(op)
 
-    async def _sampler(self, end: float) -> None:
-        for _ in range(1_000_000):  # bounded by ``end``
+    async def _sampler(self) -> None:
+        for _ in range(10_000_000):  # bounded: the run ends (``finished``)
             await trio.to_thread.run_sync(self.fleet.sample)
-            if time.monotonic() >= end:
+            if self.finished:
                 return
             await trio.sleep(self.options.sample_every)
 
     # -- the watcher: nobody exits by itself ----------------------------------------------------
 
-    async def _watch(self, end: float) -> None:
-        for _ in range(10_000_000):  # bounded by ``end``
-            if time.monotonic() >= end:
+    async def _watch(self) -> None:
+        for _ in range(100_000_000):  # bounded: the run ends (``finished``)
+            if self.finished:
                 return
             await self.check_exits()
             await trio.sleep(_WATCH_SECONDS)
