@@ -17,6 +17,7 @@ is replayed with ``ONIONPOST_CHAOS_SEED=<seed> python -m onionpost.testing.chaos
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,8 +31,12 @@ pytestmark = [pytest.mark.tor, pytest.mark.chaos, pytest.mark.timeout(420)]
 
 @pytest.fixture(scope="module")
 def network() -> Iterator[tuple[Path, Testnet]]:
+    """The network; its directory is removed if every run here passed (each removes
+    its homes then), and kept with the logs otherwise."""
     with chaos.network("op-chaos-test-") as (root, net):
         yield root, net
+    if not [p for p in root.iterdir() if p.name != "net"]:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _seed() -> int:
@@ -46,6 +51,7 @@ def test_a_minute_of_bad_luck_loses_and_doubles_nothing(network: tuple[Path, Tes
     assert report.ok, "\n".join(
         [f"seed {report.seed} ({chaos.SEED_ENV}={report.seed} replays it)", *report.violations]
     )
+    shutil.rmtree(home)
 
 
 def test_a_minute_of_steady_traffic_does_not_grow(network: tuple[Path, Testnet]) -> None:
@@ -58,3 +64,4 @@ def test_a_minute_of_steady_traffic_does_not_grow(network: tuple[Path, Testnet])
         options = soak.SoakOptions.short(_seed(), seconds=float(seconds))
     report = soak.run(options, net, home)
     assert report.ok, "\n".join([f"seed {report.seed}", *report.violations])
+    shutil.rmtree(home)
