@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from onionpost import api
+from onionpost.home import Paths
 from onionpost.testing import chaos
 from onionpost.testing.soak import Series, growth_violations
 
@@ -194,3 +195,9 @@ def test_fds_have_a_small_slack() -> None:
     fds = _series([17, 17, 17, 17, 18, 19, 19, 19], unit="fds")
     assert growth_violations([fds], 8.0, 0.10, 2)[1] == []
     assert growth_violations([fds], 8.0, 0.10, 0)[1] != []
+
+
+def test_the_store_files_are_the_homes(tmp_path: Path) -> None:
+    paths = Paths.for_home(tmp_path)
+    assert tmp_path / chaos.STORE_FILE == paths.store
+    assert tmp_path / chaos.MAILBOX_STORE_FILE == paths.mailbox_store

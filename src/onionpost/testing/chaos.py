@@ -90,17 +90,17 @@ from typing import Final, Literal
 
 import trio
 
-from onionpost import api
-from onionpost.client import open_client
+from onionpost.client import Message, open_client
 from onionpost.errors import ApiError, DaemonNotRunningError, OnionpostError
-from onionpost.home import Paths
 from onionpost.testing.endpoint import Endpoint, EndpointError
 from onionpost.testing.mailbox import Mailbox, endpoint_config, pair
 from onionpost.testing.testnet import ROLE_RELAY, Testnet, down, restart_node, up
 
 __all__ = [
     "KINDS",
+    "MAILBOX_STORE_FILE",
     "SEED_ENV",
+    "STORE_FILE",
     "ChaosEndpoint",
     "ChaosOptions",
     "Fault",
@@ -120,6 +120,11 @@ __all__ = [
     "plan_faults",
     "run",
 ]
+
+#: A home's database and a mailbox's (``onionpost.home.Paths``, which the
+#: harness may not import: it sees a home as an operator does; a test keeps them equal).
+STORE_FILE: Final = "store.sqlite"
+MAILBOX_STORE_FILE: Final = "mailbox.db"
 
 #: Replays a run: the same schedule, traffic, ids and bodies.
 SEED_ENV: Final = "ONIONPOST_CHAOS_SEED"
@@ -152,7 +157,7 @@ FAILED: Final = frozenset({"expired", "refused"})
 #: One client call (a send, a question) must answer within this.
 CALL_SECONDS: Final = 20.0
 _POLL: Final = 1.0
-_PAGE: Final = api.MAX_INBOX_LIMIT
+_PAGE: Final = 1000  # the inbox is read in pages of this many
 _MAX_PAGES: Final = 10_000
 _WATCH_SECONDS: Final = 1.0
 _LOG_LINES: Final = 15
@@ -659,9 +664,9 @@ class Fleet:
         finally:
             dest.unlink()
 
-    async def inbox(self, endpoint: Endpoint) -> list[api.Message]:
+    async def inbox(self, endpoint: Endpoint) -> list[Message]:
         """Every incoming message in the endpoint's store, oldest first."""
-        seen: list[api.Message] = []
+        seen: list[Message] = []
         after = 0
         async with open_client(endpoint.home) as client:
             for _ in range(_MAX_PAGES):
@@ -922,7 +927,7 @@ class _Run:
             return
         if kind == DISK_FULL:
             # The database's size: it cannot grow, nor the WAL past it (module docstring).
-            limit = Paths.for_home(process.home).store.stat().st_size
+            limit = (process.home / STORE_FILE).stat().st_size
             self.log(
                 f"{kind} for {process.name} for {fault.seconds:.0f} s (no file over {limit} B)"
             )
@@ -1094,7 +1099,7 @@ async def check(fleet: Fleet) -> list[str]:
 
 
 async def _check_file(
-    fleet: Fleet, endpoint: Endpoint, message: api.Message, op: Op, where: str
+    fleet: Fleet, endpoint: Endpoint, message: Message, op: Op, where: str
 ) -> list[str]:
     if message.state not in {"received", "read"} or message.file is None:
         return [f"{where}: a file in state {message.state}"]

@@ -44,8 +44,9 @@ from typing import Final
 
 import trio
 
-from onionpost.home import Paths
 from onionpost.testing.chaos import (
+    MAILBOX_STORE_FILE,
+    STORE_FILE,
     Fleet,
     Op,
     check,
@@ -248,8 +249,7 @@ class _Soak:
                     mine = checked and not role.endswith("/tor")
                     self._series(f"{role} RSS", "KiB", mine).samples.append((t, found["VmRSS"]))
                     self._series(f"{role} fds", "fds", mine).samples.append((t, found["fds"]))
-            paths = Paths.for_home(process.home)
-            for store in (paths.store, paths.mailbox_store):
+            for store in (process.home / STORE_FILE, process.home / MAILBOX_STORE_FILE):
                 if store.exists():
                     wal = store.with_name(store.name + "-wal")
                     size = wal.stat().st_size if wal.exists() else 0
