@@ -1,11 +1,17 @@
 # onionpost developer entry points. `make demo` and `make test` set up everything they need.
 PYTHON ?= python3
 FUZZ_SECONDS ?= 60
+# `make chaos`: seconds of traffic and faults, endpoints, mailboxes (ONIONPOST_CHAOS_SEED=<seed> replays).
+CHAOS_SECONDS   ?= 3600
+CHAOS_ENDPOINTS ?= 6
+CHAOS_MAILBOXES ?= 2
+# `make soak`: seconds of steady traffic (or ONIONPOST_SOAK_SECONDS).
+SOAK_SECONDS    ?= $(or $(ONIONPOST_SOAK_SECONDS),3600)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install check test lint bench fuzz demo vectors tor clean
+.PHONY: install check test lint bench fuzz demo vectors tor chaos soak clean
 
 install: $(STAMP)
 
@@ -46,6 +52,16 @@ vectors: install
 
 demo: install tor
 	$(BIN)/python examples/demo.py
+
+# Endpoints and mailboxes on a private Tor network under a seeded schedule of faults,
+# then quiescence and the history's checks; the summary names the seed (README).
+chaos: install tor
+	$(BIN)/python -m onionpost.testing.chaos --seconds $(CHAOS_SECONDS) \
+		--endpoints $(CHAOS_ENDPOINTS) --mailboxes $(CHAOS_MAILBOXES)
+
+# Two endpoints and a mailbox under steady traffic; fails on RSS, fd or WAL growth (README).
+soak: install tor
+	$(BIN)/python -m onionpost.testing.soak --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .fuzz build src/*.egg-info
