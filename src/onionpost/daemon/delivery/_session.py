@@ -28,7 +28,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -43,6 +43,7 @@ from onionpost.host import Shed, code_name, first_failure, reason
 from onionpost.limits import MAX_ACK_IDS
 from onionpost.proto import messages
 from onionpost.store import Stored
+from onionpost.transport import SecureChannel
 
 __all__ = ["MAX_SESSIONS_PER_CONTACT", "delivered", "run_session"]
 
@@ -307,13 +308,13 @@ async def _mark_sent(parts: Parts, contact_id: int, ids: list[bytes]) -> None:
         )
 
 
-async def _send_owed(parts: Parts, link: Link, channel: object) -> bool:
+async def _send_owed(parts: Parts, link: Link, channel: SecureChannel) -> bool:
     """Send one record of acks or read receipts owed; False when none is."""
     contact_id = link.contact.id
     for kind, record in (("ack", messages.Ack), ("read", messages.Read)):
         ids = await parts.worker(parts.store.mailbox.owed, contact_id, kind, MAX_ACK_IDS)
         if ids:
-            await channel.send(record(tuple(ids)))  # type: ignore[attr-defined]
+            await channel.send(record(tuple(ids)))
             # Written: settled. A loss on the way is healed by the sender
             # sending the message again, which the receiver acks again.
             await parts.writer.write(parts.store.mailbox.settle, contact_id, kind, ids)
@@ -497,20 +498,21 @@ async def _ignore(parts: Parts, link: Link, s: Session, n: trio.Nursery, r: obje
     is for), Close."""
 
 
-Handler = Callable[[Parts, Link, Session, trio.Nursery, object], Awaitable[None]]
+# Each takes the record of the type it is filed under (hence Any here).
+Handler = Callable[[Parts, Link, Session, trio.Nursery, Any], Awaitable[None]]
 
 # What each record a contact may send in a session does; anything else is
 # refused with BAD_MESSAGE (spec §5).
 HANDLERS: Final[dict[type, Handler]] = {
-    messages.Ack: _on_ack,  # type: ignore[dict-item]
-    messages.Read: _on_read,  # type: ignore[dict-item]
-    messages.FileOffer: _on_offer,  # type: ignore[dict-item]
-    messages.FileAccept: _on_accept,  # type: ignore[dict-item]
-    messages.FileChunk: _on_chunk,  # type: ignore[dict-item]
-    messages.FileComplete: _on_complete,  # type: ignore[dict-item]
-    messages.FileReject: _on_refusal,  # type: ignore[dict-item]
-    messages.FileCancel: _on_refusal,  # type: ignore[dict-item]
-    messages.MailboxInfo: _on_mailbox_info,  # type: ignore[dict-item]
+    messages.Ack: _on_ack,
+    messages.Read: _on_read,
+    messages.FileOffer: _on_offer,
+    messages.FileAccept: _on_accept,
+    messages.FileChunk: _on_chunk,
+    messages.FileComplete: _on_complete,
+    messages.FileReject: _on_refusal,
+    messages.FileCancel: _on_refusal,
+    messages.MailboxInfo: _on_mailbox_info,
     messages.Ping: _ignore,
     messages.Pong: _ignore,
     messages.Close: _ignore,
