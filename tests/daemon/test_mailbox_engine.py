@@ -23,6 +23,7 @@ from trio.testing import MockClock
 
 from onionpost import api
 from onionpost.cli import main
+from onionpost.cli._common import ANSWER_DEADLINE
 from onionpost.daemon._mailbox import DRAIN_PER_SECOND, DROPPED_LOG_SECONDS, LogThrottle
 from onionpost.errors import AuthenticationError, ConfigError, DialError
 from onionpost.home import ContactCard
@@ -223,6 +224,71 @@ async def test_a_pairing_cut_short_completes_at_the_next_start(
         assert carol.daemon is not None
         with pytest.raises(ConfigError, match="unknown, used or expired"):
             await carol.daemon.mailbox_pair(api.MailboxPair(code))
+
+
+async def test_a_first_pairing_dial_that_hangs_is_tried_again(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """A tor still fetching directory information can hang the first dial to a
+    mailbox until the dial's deadline: the pairing tries again and completes,
+    within the CLI's answer deadline."""
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice = net.node("alice")
+        box = net.mailbox("box")
+        await box.start(nursery)
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        dials = 0
+
+        async def hang_once() -> None:
+            nonlocal dials
+            dials += 1
+            if dials == 1:
+                await trio.sleep(3600)
+
+        net.faults[box.address] = hang_once
+        started = trio.current_time()
+        with trio.fail_after(ANSWER_DEADLINE):
+            await alice.daemon.mailbox_pair(api.MailboxPair(await box.code()))
+        assert dials == 2
+        assert trio.current_time() - started < ANSWER_DEADLINE
+        own = alice.store.mailbox.own_mailbox()
+        assert own is not None
+        assert own.address == box.address
+        assert own.paired_ms is not None
+
+
+async def test_a_mailbox_never_reached_is_reported_in_time_and_the_pairing_kept(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Every dial times out: ``mailbox pair`` answers before the CLI gives up,
+    saying the mailbox cannot be reached, and keeps the pairing so the owner
+    link completes it once the mailbox can be reached."""
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice = net.node("alice")
+        box = net.mailbox("box")
+        await box.start(nursery)
+        await alice.start(nursery)
+        assert alice.daemon is not None
+
+        async def timed_out() -> None:
+            await trio.sleep(20)
+            raise DialError("the onion service did not answer", reason="timeout")
+
+        net.faults[box.address] = timed_out
+        code = await box.code()
+        started = trio.current_time()
+        with pytest.raises(ConfigError, match=r"cannot be reached.*\[timeout\]"):
+            await alice.daemon.mailbox_pair(api.MailboxPair(code))
+        assert trio.current_time() - started < ANSWER_DEADLINE
+        assert alice.store.mailbox.pairing() is not None
+        # The mailbox becomes reachable: the kept pairing completes by itself.
+        del net.faults[box.address]
+        await until(lambda: alice.store.mailbox.pairing() is None, 900)
+        own = alice.store.mailbox.own_mailbox()
+        assert own is not None
+        assert own.address == box.address
+        assert own.paired_ms is not None
 
 
 async def test_a_contact_cannot_read_the_owners_space(tmp_path: Path, clock: MockClock) -> None:

@@ -112,10 +112,13 @@ DELETE_BATCH: Final = 64
 # A pairing not finished after this long is given up (a setup code lives a
 # week at most).
 MAX_PAIRING_MS: Final = 7 * 24 * 3600 * 1000
-# A pairing whose dial fails is tried again for this long (a code just made may
-# not be in the mailbox's published descriptor yet), at most this many times.
-PAIR_RETRY_SECONDS: Final = 30.0
-PAIR_ATTEMPTS: Final = 6
+# A pairing whose dial fails or times out is tried again within this budget (a
+# code just made may not be in the mailbox's published descriptor yet, and a
+# tor still fetching directory information can hang a first dial), at most this
+# many times; the budget stays under the CLI's answer deadline, and the owner
+# link keeps trying afterwards while the code may be valid.
+PAIR_BUDGET_SECONDS: Final = 50.0
+PAIR_ATTEMPTS: Final = 8
 # A request unanswered this long ends the session.
 ANSWER_TIMEOUT: Final = 120.0
 # Envelopes from our mailbox processed per second (with a burst of twice
@@ -302,11 +305,13 @@ class OwnerLink:
         a mailbox we could not reach keeps it, retried while the code may
         still be valid."""
         failure: BaseException | None = None
-        deadline = trio.current_time() + PAIR_RETRY_SECONDS
+        deadline = trio.current_time() + PAIR_BUDGET_SECONDS
         for attempt in range(PAIR_ATTEMPTS):
             failure = None
             try:
-                with trio.fail_after(self._policy.connect_timeout * 2):
+                with trio.fail_at(
+                    min(deadline, trio.current_time() + self._policy.connect_timeout * 2)
+                ):
                     channel = await self._dial(code.mailbox, code.client_auth_private())
                     try:
                         await self._pair_over(channel, code)
@@ -320,10 +325,14 @@ class OwnerLink:
             if failure is None:
                 return None
             # A code just made: the mailbox's tor may not have published the
-            # descriptor with its key yet. A few more tries, a moment apart.
-            if not isinstance(failure, DialError) or trio.current_time() >= deadline:
+            # descriptor with its key yet, or our tor may not have what it needs
+            # to reach it. More tries, a moment apart, within the budget.
+            if not _worth_another_try(failure):
                 break
-            await trio.sleep(min(2.0 * (attempt + 1), 8.0))
+            pause = min(2.0 * (attempt + 1), 8.0)
+            if trio.current_time() + pause >= deadline:
+                break
+            await trio.sleep(pause)
         refused = (
             isinstance(failure, MailboxRefusedError) and failure.code == m.MbCode.CODE_REFUSED
         ) or (isinstance(failure, TransportError) and failure.reason != "timeout")
@@ -719,3 +728,11 @@ def _prekeys_record(public: tuple[bytes, ...], req: int) -> m.MbPrekeys:
 
 def _reason(exc: BaseException | None) -> str:
     return "closed" if exc is None else reason(exc)
+
+
+def _worth_another_try(failure: BaseException) -> bool:
+    """A pairing attempt that failed on the way to the mailbox (a dial that failed
+    or hung, a stream that timed out): not an answer from the mailbox."""
+    return isinstance(failure, DialError) or (
+        isinstance(failure, TransportError) and failure.reason == "timeout"
+    )

@@ -93,7 +93,7 @@ import trio
 from onionpost.client import Message, open_client
 from onionpost.errors import ApiError, DaemonNotRunningError, OnionpostError
 from onionpost.testing.endpoint import Endpoint, EndpointError
-from onionpost.testing.mailbox import Mailbox, endpoint_config, pair
+from onionpost.testing.mailbox import PAIR_SECONDS, Mailbox, endpoint_config, pair
 from onionpost.testing.testnet import ROLE_RELAY, Testnet, down, restart_node, up
 
 __all__ = [
@@ -520,7 +520,11 @@ class Fleet:
             with ThreadPoolExecutor(max_workers=4) as pool:
                 list(
                     pool.map(
-                        lambda i: pair(self.endpoints[i], self.mailbox_of(i)),
+                        lambda i: pair(
+                            self.endpoints[i],
+                            self.mailbox_of(i),
+                            seconds=max(until - time.monotonic(), PAIR_SECONDS),
+                        ),
                         range(len(self.endpoints)),
                     )
                 )

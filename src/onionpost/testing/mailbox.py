@@ -61,9 +61,12 @@ __all__ = [
 #: What ``onionpost mailbox serve`` writes once its onion service is published.
 READY_LINE: Final = b"mailbox ready"
 _POLL: Final = 0.25
-#: ``mailbox pair`` is retried this long while the code's key is not yet published.
-PAIR_SECONDS: Final = 30.0
-_NOT_YET: Final = "[client-auth-wrong]"
+#: ``mailbox pair`` is retried this long while the mailbox cannot be reached yet.
+PAIR_SECONDS: Final = 120.0
+# What ``mailbox pair`` says when it did not reach the mailbox (its tor has not
+# published the code's key yet, or ours is still fetching directory
+# information): the daemon keeps the pairing and the same code can be given again.
+_NOT_YET: Final = "cannot be reached with this setup code"
 _TABLE: Final = "[mailbox]"
 # The inbox is read in pages of this many messages.
 _PAGE: Final = 1000
@@ -146,9 +149,9 @@ def pair(endpoint: Endpoint, mailbox: Mailbox, *, seconds: float = PAIR_SECONDS)
 
     ``mailbox code`` answers once the code is stored, before the mailbox's tor
     publishes the descriptor that lets the code's key in: a ``mailbox pair``
-    right after it can fail with ``client-auth-wrong``. The same code is then
-    given again (repeating a pairing with its code is allowed), once a second,
-    for at most ``seconds``."""
+    right after it can fail with ``client-auth-wrong``, and on a loaded machine a
+    first dial can time out. The same code is then given again (repeating a
+    pairing with its code is allowed), a second apart, for at most ``seconds``."""
     code = mailbox.code()
     deadline = time.monotonic() + seconds
     for _ in range(int(seconds) + 1):
