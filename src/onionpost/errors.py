@@ -34,6 +34,7 @@ caught where they are touched and re-raised as one of these with
     │   ├── FileTooLargeError        a file is larger than the configured maximum
     │   └── HashMismatchError        a received file does not match its offered BLAKE2b
     ├── MailboxRefusedError          a mailbox refused a request; has .code (MbCode), .detail
+    ├── VerificationError            a signed note, proof, log or export failed to verify; .what
     ├── DaemonNotRunningError        no daemon answers on the local API socket
     └── ApiError                     the daemon refused a local API request; has .code
 
@@ -78,6 +79,7 @@ __all__ = [
     "TransportError",
     "TransportReason",
     "UnknownContactError",
+    "VerificationError",
     "VersionError",
 ]
 
@@ -295,6 +297,19 @@ class MailboxRefusedError(OnionpostError):
         super().__init__(message)
         self.code = code
         self.detail = detail
+
+
+class VerificationError(OnionpostError):
+    """A signed statement, Merkle proof, log or export did not verify.
+
+    ``what`` names the part that failed (``"note"``, ``"signature"``,
+    ``"checkpoint"``, ``"inclusion"``, ``"consistency"``, ...), so a verifier
+    can say exactly what is wrong; the text never holds key material.
+    """
+
+    def __init__(self, message: str, *, what: str) -> None:
+        super().__init__(message)
+        self.what = what
 
 
 class DaemonNotRunningError(OnionpostError):

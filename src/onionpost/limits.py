@@ -78,3 +78,14 @@ MAX_CONFIG_FILE: Final = 64 * 1024
 # no one contact can take the stock every other contact's forward secrecy
 # rests on. Above 1 so that a deposit lost in flight costs nothing.
 MAX_UNUSED_PREKEYS_PER_CONTACT: Final = 4
+
+# -- Signed notes and Merkle logs (proto/note.py, proto/merkle.py) ---------------
+
+# A signed note's text (the checkpoint of a log, a statement), in bytes.
+MAX_NOTE_BYTES: Final = 8192
+# Signature lines read from one note (the note spec asks for at least 16).
+MAX_NOTE_SIGNATURES: Final = 32
+# A key name or a checkpoint's origin line, in bytes of UTF-8.
+MAX_NOTE_KEY_NAME: Final = 200
+# Hashes in one inclusion or consistency proof: enough for a tree of 2^64 leaves.
+MAX_PROOF_HASHES: Final = 128
