@@ -37,7 +37,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "onionpost"
 LEAVES = frozenset({"errors", "limits", "names", "_files", "_logs"})
 
 #: What the store may take from the protocol core (module, or name in its __init__).
-STORE_PROTO = frozenset({"proto.address", "proto.pack", "proto.unpack", "proto.NotMsgpack"})
+STORE_PROTO = frozenset(
+    {
+        "proto.address",
+        "proto.pack",
+        "proto.unpack",
+        "proto.NotMsgpack",
+        # The evidence log's entries, tree and checkpoints (evidence.md).
+        "proto.evidence",
+        "proto.merkle",
+        "proto.note",
+    }
+)
 
 #: What each part of the package may import, besides itself. A part is a
 #: subpackage or a top-level module ("__init__" is the package's own).

@@ -89,3 +89,9 @@ MAX_NOTE_SIGNATURES: Final = 32
 MAX_NOTE_KEY_NAME: Final = 200
 # Hashes in one inclusion or consistency proof: enough for a tree of 2^64 leaves.
 MAX_PROOF_HASHES: Final = 128
+
+# -- The evidence log (proto/evidence.py, evidence.md) ---------------------------
+
+# One entry's encoding, in bytes, and the free-text detail it may carry.
+MAX_EVIDENCE_ENTRY: Final = 1024
+MAX_EVIDENCE_DETAIL: Final = 512

@@ -10,13 +10,16 @@ the WAL at once (storage.md §7).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from onionpost.errors import ConfigError, UnknownContactError
 from onionpost.names import contact_name_problem
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.evidence import Entry, Event
 from onionpost.store._database import Database
+from onionpost.store._evidence import EvidenceLog
 from onionpost.store._records import Contact
 
 __all__ = ["Contacts", "contact_of"]
@@ -52,10 +55,11 @@ def contact_of(row: Sequence[Any]) -> Contact:
 class Contacts:
     """Adding, removing and finding contacts; see the module docstring."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, evidence: EvidenceLog) -> None:
         self._database = database
         self._lock = database.lock
         self._guard = database.guard
+        self._evidence = evidence
 
     def __repr__(self) -> str:
         return "Contacts()"
@@ -109,16 +113,22 @@ class Contacts:
                 "SELECT * FROM current_contacts WHERE id = ?", (cursor.lastrowid,)
             ).fetchone()
             contact = contact_of(row)
+            self._evidence.append((Entry(Event.CONTACT_ADDED, now, str(address), detail=name),))
         self._settle()
         return contact
 
-    def remove_contact(self, name: str) -> Contact:
-        """Remove a contact; its messages stay, under its name, in the history."""
+    def remove_contact(self, name: str, now: int | None = None) -> Contact:
+        """Remove a contact; its messages stay, under its name, in the history.
+        ``now`` (ms) is the time the evidence log records (the clock's by default)."""
+        now = int(time.time() * 1000) if now is None else now
         with self._database.transaction(), self._guard("removing a contact"):
             found = self._active_by_name(name)
             if found is None:
                 raise UnknownContactError(name)
             self._database.conn.execute("UPDATE contacts SET removed = 1 WHERE id = ?", (found.id,))
+            self._evidence.append(
+                (Entry(Event.CONTACT_REMOVED, now, str(found.address), detail=found.name),)
+            )
         self._settle()
         return found
 

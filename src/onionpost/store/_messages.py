@@ -19,10 +19,12 @@ from collections.abc import Sequence
 from typing import Final
 
 from onionpost.errors import ConfigError, NotFoundError
+from onionpost.proto.evidence import Event, text_entry
 from onionpost.store._contacts import Contacts
 from onionpost.store._database import Database
+from onionpost.store._evidence import EvidenceLog
 from onionpost.store._records import Direction, Kind, State, Stored, StoredFile
-from onionpost.store._rows import Rows, check_id, insert_message, mark
+from onionpost.store._rows import Rows, check_id, insert_message, mark_moved
 
 __all__ = ["UNREAD_COUNT", "Messages"]
 
@@ -37,12 +39,15 @@ UNREAD_COUNT: Final = (
 class Messages:
     """Storing received texts, finding and reading messages; see the module docstring."""
 
-    def __init__(self, database: Database, rows: Rows, contacts: Contacts) -> None:
+    def __init__(
+        self, database: Database, rows: Rows, contacts: Contacts, evidence: EvidenceLog
+    ) -> None:
         self._database = database
         self._lock = database.lock
         self._guard = database.guard
         self._rows = rows
         self._contacts = contacts
+        self._evidence = evidence
 
     def __repr__(self) -> str:
         return "Messages()"
@@ -70,7 +75,7 @@ class Messages:
         )
         with self._database.transaction(), self._guard("storing a message"):
             self._contacts.require(contact_id, active=False)
-            return insert_message(
+            inserted = insert_message(
                 self._db,
                 {
                     "direction": Direction.IN.value,
@@ -83,6 +88,18 @@ class Messages:
                     "content": content,
                 },
             )
+            if inserted:
+                entry = text_entry(
+                    Event.RECEIVED,
+                    now,
+                    self._evidence.counterparty(contact_id),
+                    message_id,
+                    created_ms,
+                    body,
+                    content_type,
+                )
+                self._evidence.append((entry,))
+            return inserted
 
     def inbox(self, *, after: int = 0, limit: int = 100, unread: bool = False) -> list[Stored]:
         """Incoming messages and complete files with ``seq > after``, in order;
@@ -120,7 +137,10 @@ class Messages:
         with self._database.transaction(), self._guard("updating message states"):
             for side in (Direction.OUT, Direction.IN):
                 if direction is None or direction == side:
-                    changed.extend(mark(self._db, ids, now, side, State.READ, contact_id))
+                    moved = mark_moved(self._db, ids, now, side, State.READ, contact_id)
+                    event = Event.READ_BY_THEM if side == Direction.OUT else Event.READ
+                    self._evidence.moved(event, moved, now)
+                    changed.extend(m[0] for m in moved)
         return changed
 
     def message(self, message_id: bytes, *, contact_id: int | None = None) -> Stored:

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Final
 
 from onionpost.errors import ConfigError, LocalProtocolError
+from onionpost.proto.evidence import Event, file_entry, text_entry
 from onionpost.store._contacts import Contacts
 from onionpost.store._database import Database, Keys
+from onionpost.store._evidence import EvidenceLog
 from onionpost.store._files import Blob, digest_of
 from onionpost.store._records import (
     OUTGOING_TRANSITIONS,
@@ -39,7 +41,7 @@ from onionpost.store._rows import (
     id_in_use,
     insert_message,
     insert_message_seq,
-    mark,
+    mark_moved,
 )
 
 __all__ = ["Outbox"]
@@ -53,8 +55,14 @@ _MAX_REASON: Final = 2**63 - 1
 class Outbox:
     """Queueing texts and files, and their states; see the module docstring."""
 
-    def __init__(
-        self, database: Database, files_dir: Path, keys: Keys, rows: Rows, contacts: Contacts
+    def __init__(  # noqa: PLR0917 - the parts it works with
+        self,
+        database: Database,
+        files_dir: Path,
+        keys: Keys,
+        rows: Rows,
+        contacts: Contacts,
+        evidence: EvidenceLog,
     ) -> None:
         self._database = database
         self._lock = database.lock
@@ -63,6 +71,7 @@ class Outbox:
         self._keys = keys
         self._rows = rows
         self._contacts = contacts
+        self._evidence = evidence
 
     def __repr__(self) -> str:
         return "Outbox()"
@@ -129,6 +138,19 @@ class Outbox:
             )
             if seq is None:
                 raise LocalProtocolError(f"message id {message_id.hex()} is already in use")
+            self._evidence.append(
+                (
+                    text_entry(
+                        Event.QUEUED,
+                        created_ms,
+                        self._evidence.counterparty(contact_id),
+                        message_id,
+                        created_ms,
+                        body,
+                        content_type,
+                    ),
+                )
+            )
         return seq
 
     def queue_file(  # noqa: PLR0917 - the contract's signature
@@ -193,6 +215,19 @@ class Outbox:
                         "content": content,
                     },
                 )
+                if inserted:
+                    entry = file_entry(
+                        Event.QUEUED,
+                        created_ms,
+                        self._evidence.counterparty(contact_id),
+                        file_id,
+                        created_ms,
+                        name,
+                        size,
+                        digest,
+                        content_type,
+                    )
+                    self._evidence.append((entry,))
         except BaseException:
             blob.delete()
             raise
@@ -227,7 +262,9 @@ class Outbox:
             self._database.bookkeeping("updating message states"),
             self._guard("updating message states"),
         ):
-            return mark(self._db, ids, now, Direction.OUT, State.SENT, contact_id)
+            moved = mark_moved(self._db, ids, now, Direction.OUT, State.SENT, contact_id)
+            self._evidence.moved(Event.SENT, moved, now)
+        return [m[0] for m in moved]
 
     def mark_delivered(
         self, ids: Sequence[bytes], now: int, *, contact_id: int | None = None
@@ -235,7 +272,9 @@ class Outbox:
         """The receiver acknowledged ``ids``. Pass the acking ``contact_id`` so that
         a contact can only ever acknowledge what was sent to it."""
         with self._database.transaction(), self._guard("updating message states"):
-            return mark(self._db, ids, now, Direction.OUT, State.DELIVERED, contact_id)
+            moved = mark_moved(self._db, ids, now, Direction.OUT, State.DELIVERED, contact_id)
+            self._evidence.moved(Event.DELIVERED, moved, now)
+        return [m[0] for m in moved]
 
     def mark_refused(
         self, ids: Sequence[bytes], now: int, reason: int, *, contact_id: int

@@ -36,7 +36,9 @@ from typing import Final
 from onionpost.errors import NotFoundError, StoreError
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.evidence import Event
 from onionpost.store._database import Database
+from onionpost.store._evidence import EvidenceLog, Moved
 from onionpost.store._records import Outgoing
 from onionpost.store._rows import Rows
 from onionpost.store._transfers import Transfers
@@ -66,12 +68,15 @@ class OwnMailbox:
 class OwnerTables:
     """Mailbox bookkeeping; see the module docstring. A part of Store."""
 
-    def __init__(self, database: Database, rows: Rows, transfers: Transfers) -> None:
+    def __init__(
+        self, database: Database, rows: Rows, transfers: Transfers, evidence: EvidenceLog
+    ) -> None:
         self._database = database
         self._lock = database.lock
         self._guard = database.guard
         self._rows = rows
         self._transfers = transfers
+        self._evidence = evidence
 
     def __repr__(self) -> str:
         return "OwnerTables()"
@@ -389,17 +394,20 @@ class OwnerTables:
         at once, a file once its last part went. Returns the ids now wholly
         deposited (their state shows ``deposited`` until acked)."""
         done: list[bytes] = []
+        moved: list[Moved] = []
         with self._lock, self.transaction(), self._guard("updating the outbox"):
             for message_id, offset, whole in progress:
                 cursor = self._db.execute(
                     "UPDATE messages SET deposit_offset = max(deposit_offset, ?), "
                     "deposited_ms = CASE WHEN ? THEN ? ELSE deposited_ms END "
                     "WHERE direction = 'out' AND contact_id = ? AND id = ? "
-                    "AND state IN ('queued', 'sent')",
+                    "AND state IN ('queued', 'sent') RETURNING kind",
                     (offset, int(whole), now, contact_id, message_id),
-                )
-                if whole and cursor.rowcount:
+                ).fetchall()
+                if whole and cursor:
                     done.append(message_id)
+                    moved.append((message_id, contact_id, cursor[0][0]))
+            self._evidence.moved(Event.SENT, moved, now)
         return done
 
     # -- arriving files through a mailbox ------------------------------------------------

@@ -45,6 +45,7 @@ __all__ = [
     "id_in_use",
     "insert_message",
     "mark",
+    "mark_moved",
 ]
 
 ID_LEN: Final = 16
@@ -64,24 +65,24 @@ _MARK: Final[dict[tuple[Direction, State], str]] = {
     (Direction.OUT, State.SENT): (
         "UPDATE messages SET state = 'sent', sent_ms = :now WHERE direction = 'out' "
         "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
-        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id, contact_id, kind"
     ),
     (Direction.OUT, State.DELIVERED): (
         "UPDATE messages SET state = 'delivered', delivered_ms = :now WHERE direction = 'out' "
         "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
-        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id, contact_id, kind"
     ),
     # A read message was delivered, whether or not its ack came first.
     (Direction.OUT, State.READ): (
         "UPDATE messages SET state = 'read', read_ms = :now, "
         "delivered_ms = coalesce(delivered_ms, :now) WHERE direction = 'out' "
         "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
-        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id, contact_id, kind"
     ),
     (Direction.IN, State.READ): (
         "UPDATE messages SET state = 'read', read_ms = :now WHERE direction = 'in' "
         "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
-        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id"
+        "AND (:contact IS NULL OR contact_id = :contact) RETURNING id, contact_id, kind"
     ),
 }
 
@@ -153,6 +154,18 @@ def mark(  # noqa: PLR0917 - one state move, all of it
     contact_id: int | None,
 ) -> list[bytes]:
     """Move ``ids`` to ``target`` where the transition table allows; the ids moved."""
+    return [moved[0] for moved in mark_moved(conn, ids, now, direction, target, contact_id)]
+
+
+def mark_moved(  # noqa: PLR0917 - one state move, all of it
+    conn: sqlite3.Connection,
+    ids: Sequence[bytes],
+    now: int,
+    direction: Direction,
+    target: State,
+    contact_id: int | None,
+) -> list[tuple[bytes, int, str]]:
+    """:func:`mark`, returning each moved message's (id, contact, kind)."""
     table = OUTGOING_TRANSITIONS if direction == Direction.OUT else INCOMING_TRANSITIONS
     allowed = json.dumps(sources(table, target))
     if len(ids) == 1:
@@ -160,17 +173,17 @@ def mark(  # noqa: PLR0917 - one state move, all of it
             _MARK[(direction, target)],
             {"now": now, "id": ids[0], "allowed": allowed, "contact": contact_id},
         ).fetchall()
-        return [row[0] for row in rows]
+        return [(r[0], r[1], r[2]) for r in rows]
     # A group (an Ack's ids): one statement for each MARK_GROUP of them, the
     # ids as hex in a JSON array (SQLite has no array parameter for blobs).
     sql = mark_group_sql(direction, target)
-    changed: list[bytes] = []
+    changed: list[tuple[bytes, int, str]] = []
     for start in range(0, len(ids), MARK_GROUP):
         group = json.dumps([bytes(i).hex() for i in ids[start : start + MARK_GROUP]])
         rows = conn.execute(
             sql, {"now": now, "ids": group, "allowed": allowed, "contact": contact_id}
         ).fetchall()
-        changed.extend(row[0] for row in rows)
+        changed.extend((r[0], r[1], r[2]) for r in rows)
     return changed
 
 

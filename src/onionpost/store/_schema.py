@@ -315,7 +315,24 @@ _V6: Final[tuple[str, ...]] = (
     "WHERE kind = 'file' AND copy_dropped_ms IS NULL",
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# The evidence log (evidence.md): its entries (leaf idx from 0, no gaps), the
+# checkpoints we signed (with the tree's frontier at each), the latest
+# checkpoint of ours each contact cosigned, the latest of each contact's we
+# cosigned, and alarms (two signed checkpoints that contradict each other).
+# A store upgraded to it starts its log empty.
+_V7: Final[tuple[str, ...]] = (
+    "CREATE TABLE evidence (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL)",
+    "CREATE TABLE evidence_checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL, "
+    "frontier BLOB NOT NULL, made_ms INTEGER NOT NULL)",
+    "CREATE TABLE evidence_witnesses (contact_id INTEGER PRIMARY KEY REFERENCES contacts (id), "
+    "note BLOB NOT NULL, size INTEGER NOT NULL, stored_ms INTEGER NOT NULL)",
+    "CREATE TABLE evidence_witnessed (contact_id INTEGER PRIMARY KEY REFERENCES contacts (id), "
+    "note BLOB NOT NULL, size INTEGER NOT NULL, stored_ms INTEGER NOT NULL)",
+    "CREATE TABLE evidence_alarms (id INTEGER PRIMARY KEY, made_ms INTEGER NOT NULL, "
+    "kind TEXT NOT NULL, contact_id INTEGER, theirs BLOB NOT NULL, ours BLOB NOT NULL)",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.
 BOUND_VERSION: Final = 5

@@ -15,6 +15,8 @@ transactions), each one group of tables:
                     message by its id, read marks
 ``store.transfers`` :class:`~._transfers.Transfers`: files arriving, files read out
 ``store.mailbox``   :class:`~._owner.OwnerTables`: our mailbox, prekeys, deposits
+``store.evidence``  :class:`~._evidence.EvidenceLog`: the evidence log, appended
+                    to by the others in the transaction of each change
 ==================  ============================================================
 
 (Row contents are sealed and read into records by one :class:`~._rows.Rows`
@@ -75,6 +77,7 @@ from onionpost.errors import ConfigError, StoreError
 from onionpost.store import _crypto, _database, _legacy, _open, _schema
 from onionpost.store._contacts import Contacts
 from onionpost.store._database import Keys
+from onionpost.store._evidence import EvidenceLog
 from onionpost.store._files import BLOB_NAME, LEGACY_BLOB_NAME, Blob, record_count
 from onionpost.store._messages import Messages
 from onionpost.store._outbox import Outbox
@@ -109,11 +112,13 @@ class Store:
         self._lock = database.lock
         self._guard = database.guard
         self._rows = rows = Rows(keys)
-        self.contacts: Final = Contacts(database)
-        self.outbox: Final = Outbox(database, files_dir, keys, rows, self.contacts)
-        self.messages: Final = Messages(database, rows, self.contacts)
-        self.transfers: Final = Transfers(database, files_dir, keys, rows, self.contacts)
-        self.mailbox: Final = OwnerTables(database, rows, self.transfers)
+        evidence = EvidenceLog(database)
+        self.evidence: Final = evidence
+        self.contacts: Final = Contacts(database, evidence)
+        self.outbox: Final = Outbox(database, files_dir, keys, rows, self.contacts, evidence)
+        self.messages: Final = Messages(database, rows, self.contacts, evidence)
+        self.transfers: Final = Transfers(database, files_dir, keys, rows, self.contacts, evidence)
+        self.mailbox: Final = OwnerTables(database, rows, self.transfers, evidence)
 
     def __repr__(self) -> str:
         return f"Store({str(self._path)!r})"

@@ -37,9 +37,11 @@ from onionpost.errors import (
 )
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.names import safe_file_name
+from onionpost.proto.evidence import Event, file_entry
 from onionpost.store import _crypto
 from onionpost.store._contacts import Contacts
 from onionpost.store._database import Database, Keys
+from onionpost.store._evidence import EvidenceLog
 from onionpost.store._files import Blob, new_hasher, record_count
 from onionpost.store._records import Direction, Kind, State
 from onionpost.store._rows import HASH_LEN, Rows, check_id, insert_message
@@ -68,8 +70,14 @@ class Arriving:
 class Transfers:
     """Files arriving, and files read out; see the module docstring."""
 
-    def __init__(
-        self, database: Database, files_dir: Path, keys: Keys, rows: Rows, contacts: Contacts
+    def __init__(  # noqa: PLR0917 - the parts it works with
+        self,
+        database: Database,
+        files_dir: Path,
+        keys: Keys,
+        rows: Rows,
+        contacts: Contacts,
+        evidence: EvidenceLog,
     ) -> None:
         self._database = database
         self._lock = database.lock
@@ -78,6 +86,7 @@ class Transfers:
         self._keys = keys
         self._rows = rows
         self._contacts = contacts
+        self._evidence = evidence
         self._cached: dict[tuple[int, bytes], Arriving] = {}
 
     def __repr__(self) -> str:
@@ -406,6 +415,20 @@ class Transfers:
                     "DELETE FROM transfers WHERE contact_id = ? AND id = ?",
                     (transfer.contact_id, file_id),
                 )
+                name, content_type, digest = fields
+                counterparty = self._evidence.counterparty(transfer.contact_id)
+                entry = file_entry(
+                    Event.RECEIVED,
+                    now,
+                    counterparty,
+                    file_id,
+                    row[0],
+                    name,
+                    transfer.size,
+                    digest,
+                    content_type,
+                )
+                self._evidence.append((entry,))
             self._cached.pop((transfer.contact_id, file_id), None)
             return True
 
