@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from _storekit import add_contact, new_id, offer_for, offered, open_store
 
 from onionpost.errors import StoreError
 from onionpost.proto import merkle, note
@@ -14,8 +15,6 @@ from onionpost.proto.evidence import Entry, Event, content_digest, origin
 from onionpost.proto.identity import Identity
 from onionpost.proto.messages import FileOffer, Text, encode
 from onionpost.store import Direction
-
-from _storekit import add_contact, new_id, offer_for, offered, open_store
 
 ME = Identity(bytes(range(32)))
 ORIGIN = origin(str(ME.address))
@@ -85,9 +84,14 @@ def test_a_change_rolled_back_leaves_no_entry(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         bob = add_contact(store)
         before = store.evidence.size()
-        with pytest.raises(RuntimeError), store.transaction():
-            store.outbox.queue_text(bob.id, new_id(), 1, "never", "text/plain", None)
-            raise RuntimeError
+
+        def queue_then_fail() -> None:
+            with store.transaction():
+                store.outbox.queue_text(bob.id, new_id(), 1, "never", "text/plain", None)
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            queue_then_fail()
         assert store.evidence.size() == before
         store.contacts.remove_contact(bob.name, 99)
         assert _entries(store)[-1] == Entry(

@@ -122,6 +122,7 @@ class Daemon:
             address=secrets.identity.address,
             mailbox=self.mailboxes,
             worker=self._worker,
+            identity=secrets.identity,
         )
         self.owner = OwnerLink(
             secrets, store, self.engine, self.mailboxes, mailbox_dial, policy, self._worker

@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Final
 
 from onionpost.errors import VerificationError
 from onionpost.limits import MAX_EVIDENCE_DETAIL, MAX_EVIDENCE_ENTRY
 from onionpost.proto import _msgpack
+from onionpost.proto.merkle import verify_consistency
 from onionpost.proto.messages import FileOffer, Text
+from onionpost.proto.note import Checkpoint
 
 __all__ = [
     "CONTENT_LEN",
@@ -43,8 +46,11 @@ __all__ = [
     "VERSION",
     "Entry",
     "Event",
+    "Verdict",
     "content_digest",
     "file_entry",
+    "judge",
+    "judge_own",
     "origin",
     "state_entry",
     "text_entry",
@@ -244,3 +250,50 @@ def state_entry(
 ) -> Entry:
     """A message's later event (sent, delivered, read): no digests."""
     return Entry(event, time_ms, counterparty, message_id, kind)
+
+
+# -- witnessing (evidence.md §5) ----------------------------------------------------
+
+
+class Verdict(enum.Enum):
+    """A witness's judgement of a log's new checkpoint against the one it holds."""
+
+    COSIGN = "cosign"  # the log only grew (or it is the first we see)
+    RESYNC = "resync"  # the proof starts elsewhere than what we hold: send ours
+    ROLLBACK = "rollback"  # smaller than a checkpoint the log's key signed before
+    FORK = "fork"  # not a continuation of what the log's key signed before
+
+
+def judge(
+    held: Checkpoint | None, new: Checkpoint, old_size: int, proof: Sequence[bytes]
+) -> Verdict:
+    """What a witness holding ``held`` does with ``new`` and its consistency
+    proof from ``old_size``. Both are checkpoints signed by the log's key."""
+    if held is None:
+        return Verdict.COSIGN
+    if held.origin != new.origin:
+        return Verdict.FORK
+    if new.size < held.size:
+        return Verdict.ROLLBACK
+    if new.size == held.size:
+        return Verdict.COSIGN if new.root == held.root else Verdict.FORK
+    if old_size != held.size:
+        return Verdict.RESYNC
+    try:
+        verify_consistency(held.size, new.size, held.root, new.root, proof)
+    except VerificationError:
+        return Verdict.FORK
+    return Verdict.COSIGN
+
+
+def judge_own(held: Checkpoint, size: int, root_at: Callable[[int], bytes]) -> Verdict:
+    """What the log's owner makes of ``held``, a checkpoint of its own log that a
+    witness returned instead of cosigning, when its log now has ``size``
+    entries (``root_at(n)``: the root of its first ``n``): RESYNC when it is
+    a prefix of the log, else the log was put back (ROLLBACK) or rewritten
+    (FORK)."""
+    if held.size > size:
+        return Verdict.ROLLBACK
+    if root_at(held.size) != held.root:
+        return Verdict.FORK
+    return Verdict.RESYNC

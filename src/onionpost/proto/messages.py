@@ -49,6 +49,9 @@ from onionpost.limits import (
     MAX_CONTENT_TYPE,
     MAX_FILE_NAME,
     MAX_FILE_SIZE,
+    MAX_NOTE_BYTES,
+    MAX_NOTE_SIGNATURES,
+    MAX_PROOF_HASHES,
     MAX_RECORD_FIELDS,
     MAX_RECORD_SIZE,
     MAX_TEXT_BODY,
@@ -65,6 +68,9 @@ __all__ = [
     "FileComplete",
     "FileOffer",
     "FileReject",
+    "LogCosign",
+    "LogCosigned",
+    "LogStatus",
     "MailboxInfo",
     "MbCode",
     "MbDelete",
@@ -102,6 +108,8 @@ MAX_PREKEY_SIZE: Final = 1536
 HASH_LEN: Final = 64  # BLAKE2b-512
 EXTENSION_TAGS: Final = range(64, 128)
 _U64_MAX: Final = 2**64 - 1
+# A checkpoint note with its signature lines, as it travels to be witnessed.
+MAX_WITNESSED_NOTE: Final = MAX_NOTE_BYTES + MAX_NOTE_SIGNATURES * 400
 
 
 class MessageType(enum.IntEnum):
@@ -134,6 +142,10 @@ class MessageType(enum.IntEnum):
     MB_USAGE = 45
     # Between endpoints: the sender's signed mailbox announcement.
     MAILBOX_INFO = 46
+    # Optional extensions between endpoints (a peer without them ignores them):
+    # witnessing each other's evidence log (evidence.md §5).
+    LOG_COSIGN = 72
+    LOG_COSIGNED = 73
 
 
 class _Kind(enum.Enum):
@@ -527,6 +539,50 @@ class MailboxInfo(_Record):
     announcement: bytes
 
 
+class LogStatus(enum.IntEnum):
+    """What a LogCosigned answers (evidence.md §5)."""
+
+    COSIGNED = 0  # the checkpoint, with the witness's cosignature added
+    HELD = 1  # not cosigned: the checkpoint the witness holds, cosigned by it
+
+
+@dataclass(frozen=True, slots=True)
+class LogCosign(_Record):
+    """Witness my evidence log: its signed checkpoint, and the consistency proof
+    from ``old_size`` (the size of the checkpoint you last cosigned for me)."""
+
+    TAG = MessageType.LOG_COSIGN
+    SCHEMA = ((_Kind.DATA, 0), (_Kind.U64, 0), (_Kind.DATA, 0))
+    checkpoint: bytes
+    old_size: int
+    proof: bytes  # the proof's hashes, 32 bytes each, concatenated
+
+    def _validate(self) -> None:
+        if len(self.checkpoint) > MAX_WITNESSED_NOTE:
+            raise MessageDecodeError("a checkpoint too large to witness")
+        if len(self.proof) % 32 or len(self.proof) // 32 > MAX_PROOF_HASHES:
+            raise MessageDecodeError("a malformed consistency proof")
+
+    def hashes(self) -> tuple[builtins.bytes, ...]:
+        return tuple(self.proof[i : i + 32] for i in range(0, len(self.proof), 32))
+
+
+@dataclass(frozen=True, slots=True)
+class LogCosigned(_Record):
+    """The witness's answer to a LogCosign (``status``: a :class:`LogStatus`)."""
+
+    TAG = MessageType.LOG_COSIGNED
+    SCHEMA = ((_Kind.U64, 0), (_Kind.DATA, 0))
+    status: int
+    checkpoint: bytes
+
+    def _validate(self) -> None:
+        if self.status not in (LogStatus.COSIGNED, LogStatus.HELD):
+            raise MessageDecodeError("an unknown witness status")
+        if len(self.checkpoint) > MAX_WITNESSED_NOTE:
+            raise MessageDecodeError("a checkpoint too large to witness")
+
+
 @dataclass(frozen=True, slots=True)
 class UnknownExtension:
     """An optional extension record (tag 64..127) this version does not know."""
@@ -562,6 +618,8 @@ Message = (
     | MbEnvelope
     | MbUsage
     | MailboxInfo
+    | LogCosign
+    | LogCosigned
 )
 
 _BY_TAG: Final[dict[int, type[_Record]]] = {
@@ -594,6 +652,8 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         MbEnvelope,
         MbUsage,
         MailboxInfo,
+        LogCosign,
+        LogCosigned,
     )
 }
 

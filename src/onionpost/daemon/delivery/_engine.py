@@ -65,6 +65,7 @@ from onionpost.daemon.delivery._policy import (
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._session import run_session
 from onionpost.daemon.delivery._views import message_record
+from onionpost.daemon.delivery._witness import Witness
 from onionpost.daemon.delivery._writer import GroupCommit
 from onionpost.errors import OnionpostError, StoreError, TransportError
 from onionpost.host import (
@@ -77,6 +78,7 @@ from onionpost.host import (
 )
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.identity import Identity
 from onionpost.proto.session import PeerDecision
 from onionpost.store import Contact, Kind, Store, Stored
 from onionpost.transport import SecureChannel
@@ -109,6 +111,7 @@ class DeliveryEngine:
         address: OnionAddress,
         mailbox: MailboxAccess | None = None,
         worker: StoreWorker | None = None,
+        identity: Identity | None = None,
     ) -> None:
         worker = worker or ThreadWorker()
         bounds = Bounds(
@@ -128,6 +131,7 @@ class DeliveryEngine:
             ),
             mailbox=mailbox,
             address=address,
+            witness=None if identity is None else Witness(identity),
         )
         self._dial_fn = dial
         self._links: dict[int, Link] = {}

@@ -19,6 +19,7 @@ from onionpost.api import PeerChange
 from onionpost.daemon.delivery._intake import Intake
 from onionpost.daemon.delivery._link import LinkState
 from onionpost.daemon.delivery._policy import DeliveryPolicy, MailboxAccess
+from onionpost.daemon.delivery._witness import Witness
 from onionpost.daemon.delivery._writer import GroupCommit
 from onionpost.host import EventHub, Kick, Shed, StoreWorker, TokenBucket
 from onionpost.proto import messages
@@ -68,6 +69,10 @@ class Session:
     # a file queued, the hand-off full).
     handoff: deque[tuple[int, messages.Text]] = field(default_factory=deque)
     reread: bool = True
+    # Witnessing (``_witness.py``): the request we sent and await an answer
+    # to, and how many of the contact's requests this session answered.
+    cosign_sent: messages.LogCosign | None = None
+    cosigns_answered: int = 0
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""
@@ -166,6 +171,7 @@ class Parts:
     intake: Intake
     mailbox: MailboxAccess | None
     address: OnionAddress  # ours
+    witness: Witness | None = None  # None: this engine keeps no evidence log's witnesses
     counters: Counters = field(default_factory=Counters)
 
     def announcement_due(self, link: Link) -> tuple[int, bytes] | None:

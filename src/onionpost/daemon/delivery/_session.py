@@ -38,7 +38,14 @@ from onionpost.daemon.delivery import _files
 from onionpost.daemon.delivery._link import keep_new_session
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._views import expected, message_record, wire_record
-from onionpost.errors import CloseCode, OnionpostError, RemoteProtocolError, TransportError
+from onionpost.daemon.delivery._witness import MAX_COSIGN_PER_SESSION
+from onionpost.errors import (
+    CloseCode,
+    OnionpostError,
+    RemoteProtocolError,
+    TransportError,
+    VerificationError,
+)
 from onionpost.host import Shed, code_name, first_failure, reason
 from onionpost.limits import MAX_ACK_IDS
 from onionpost.proto import messages
@@ -217,6 +224,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         # The responder decides on us after the handshake; its Pong is the
         # first proof that it accepted us (backoff is reset only then).
         await channel.send(messages.Ping(secrets.randbits(63)))
+    await _ask_witness(parts, link, session)
     # Everything unacked goes out once on a new session; after that only
     # what was queued since, so a wake-up reads no row twice.
     sent_up_to = 0
@@ -320,6 +328,16 @@ async def _send_owed(parts: Parts, link: Link, channel: SecureChannel) -> bool:
             await parts.writer.write(parts.store.mailbox.settle, contact_id, kind, ids)
             return True
     return False
+
+
+async def _ask_witness(parts: Parts, link: Link, session: Session) -> None:
+    """Ask the contact to cosign our evidence log's checkpoint (``_witness.py``)."""
+    if parts.witness is None:
+        return
+    request = await parts.worker(parts.witness.request, parts.store, link.contact.id, now_ms())
+    if request is not None:
+        session.cosign_sent = request
+        await session.channel.send(request)
 
 
 # -- receiving ----------------------------------------------------------------------------
@@ -493,6 +511,44 @@ async def _on_mailbox_info(
             link.fire()
 
 
+async def _on_log_cosign(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.LogCosign
+) -> None:
+    """The contact asks us to witness its log: at most a few times a session."""
+    if parts.witness is None or s.cosigns_answered >= MAX_COSIGN_PER_SESSION:
+        return
+    s.cosigns_answered += 1
+    try:
+        answer = await parts.worker(parts.witness.answer, parts.store, link.contact, r, now_ms())
+    except VerificationError as exc:
+        log.info("event=witness_refused contact=%s what=%s", contact_ref(link.contact.id), exc.what)
+        return
+    await s.reply(answer)
+
+
+async def _on_log_cosigned(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.LogCosigned
+) -> None:
+    """The contact's answer to our LogCosign; one answer per request sent."""
+    sent, s.cosign_sent = s.cosign_sent, None
+    if parts.witness is None or sent is None:
+        return
+    try:
+        again = await parts.worker(
+            parts.witness.settle, parts.store, link.contact, r, sent, now_ms()
+        )
+    except VerificationError as exc:
+        log.info(
+            "event=witness_answer_refused contact=%s what=%s",
+            contact_ref(link.contact.id),
+            exc.what,
+        )
+        return
+    if again is not None:
+        s.cosign_sent = again
+        await s.reply(again)
+
+
 async def _ignore(parts: Parts, link: Link, s: Session, n: trio.Nursery, r: object) -> None:
     """Ping (the session answers it), Pong (its proof of acceptance is all it
     is for), Close."""
@@ -513,6 +569,8 @@ HANDLERS: Final[dict[type, Handler]] = {
     messages.FileReject: _on_refusal,
     messages.FileCancel: _on_refusal,
     messages.MailboxInfo: _on_mailbox_info,
+    messages.LogCosign: _on_log_cosign,
+    messages.LogCosigned: _on_log_cosigned,
     messages.Ping: _ignore,
     messages.Pong: _ignore,
     messages.Close: _ignore,
