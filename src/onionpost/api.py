@@ -64,7 +64,16 @@ __all__ = [
     "ContactVerify",
     "Direction",
     "Event",
+    "EvidenceExport",
+    "EvidenceExported",
     "Exported",
+    "LogAlarm",
+    "LogEntries",
+    "LogEntry",
+    "LogReport",
+    "LogShow",
+    "LogVerify",
+    "LogWitness",
     "ExportFile",
     "FileInfo",
     "GetMailboxStatus",
@@ -322,6 +331,79 @@ class Status:
     outbox_depth: int = field(metadata=_meta("messages and files waiting, to every contact"))
     last_delivery_ms: int | None
     contacts: tuple[ContactStatus, ...]
+    evidence_alarms: int = field(
+        default=0,
+        metadata=_meta(
+            "alarms of the evidence log: a contact holds a checkpoint our log does not "
+            "continue, or presented one its own earlier one contradicts (`log verify`)"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One entry of the evidence log (evidence.md §2)."""
+
+    index: int
+    event: str = field(metadata=_meta("`queued`, `sent`, `delivered`, `read_by_them`, ..."))
+    time_ms: int
+    counterparty: str = field(metadata=_meta("the contact's address; empty for `exported`"))
+    message_id: str = field(metadata=_meta("hex; empty for a contact's or an export's entry"))
+    kind: str = field(metadata=_meta("`text`, `file`, or empty"))
+    content_blake2b: str = field(metadata=_meta("hex BLAKE2b-512 of the plaintext, or empty"))
+    record_sha256: str = field(metadata=_meta("hex SHA-256 of the wire record, or empty"))
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LogEntries:
+    size: int = field(metadata=_meta("entries in the log"))
+    entries: tuple[LogEntry, ...]
+
+
+@dataclass(frozen=True)
+class LogWitness:
+    """A contact's latest cosignature of our log."""
+
+    contact: str
+    address: str
+    size: int = field(metadata=_meta("the log's size it cosigned"))
+    time_s: int = field(metadata=_meta("when it cosigned (POSIX seconds, its clock)"))
+
+
+@dataclass(frozen=True)
+class LogAlarm:
+    kind: str = field(
+        metadata=_meta(
+            "`rollback`, `fork` (our log), `contact-rollback`, `contact-fork` (a contact's)"
+        )
+    )
+    contact: str
+    made_ms: int
+    theirs: str = field(metadata=_meta("the signed checkpoint the contact holds (note text)"))
+    ours: str = field(metadata=_meta("the signed checkpoint it contradicts (note text)"))
+
+
+@dataclass(frozen=True)
+class LogReport:
+    """``log verify``: the whole log checked against every checkpoint signed of it."""
+
+    ok: bool
+    size: int
+    root: str = field(metadata=_meta("hex SHA-256 Merkle root of the whole log"))
+    checkpoints: int = field(metadata=_meta("our signed checkpoints, each checked"))
+    witnesses: tuple[LogWitness, ...]
+    alarms: tuple[LogAlarm, ...]
+    problems: tuple[str, ...] = field(metadata=_meta("what failed, one line each; empty if ok"))
+
+
+@dataclass(frozen=True)
+class EvidenceExported:
+    path: str
+    messages: int
+    files: int
+    entries: int = field(metadata=_meta("log entries in the bundle, each with its proof"))
+    log_size: int = field(metadata=_meta("the size of the checkpoint the proofs lead to"))
 
 
 @dataclass(frozen=True)
@@ -704,6 +786,32 @@ class ExportFile(Request[Exported]):
 
 
 @dataclass(frozen=True)
+class LogShow(Request[LogEntries]):
+    METHOD = "log_show"
+    start: int = field(default=0, metadata=_meta("the first entry's index", _seq))
+    limit: int = field(default=100, metadata=_meta(f"1 to {MAX_INBOX_LIMIT}", _limit))
+
+
+@dataclass(frozen=True)
+class LogVerify(Request[LogReport]):
+    METHOD = "log_verify"
+
+
+@dataclass(frozen=True)
+class EvidenceExport(Request[EvidenceExported]):
+    METHOD = "evidence_export"
+    dest: str = field(
+        metadata=_meta("absolute path of the bundle (a .zip) to write", _absolute_path)
+    )
+    contact: str | None = field(default=None, metadata=_meta("one contact's messages"))
+    since_ms: int | None = field(default=None, metadata=_meta("messages created at or after"))
+    until_ms: int | None = field(default=None, metadata=_meta("messages created before"))
+    ids: tuple[str, ...] = field(
+        default=(), metadata=_meta(f"these messages only (hex, at most {MAX_IDS})", _hex_ids)
+    )
+
+
+@dataclass(frozen=True)
 class Retry(Request[Retried]):
     METHOD = "retry"
     contact: str | None = field(default=None, metadata=_meta("one contact, or every one"))
@@ -767,6 +875,9 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         GetMessage,
         MarkRead,
         ExportFile,
+        LogShow,
+        LogVerify,
+        EvidenceExport,
         Retry,
         Subscribe,
         MailboxCode,

@@ -95,3 +95,5 @@ MAX_PROOF_HASHES: Final = 128
 # One entry's encoding, in bytes, and the free-text detail it may carry.
 MAX_EVIDENCE_ENTRY: Final = 1024
 MAX_EVIDENCE_DETAIL: Final = 512
+# Messages in one evidence export (`onionpost export`).
+MAX_EXPORT_MESSAGES: Final = 100_000

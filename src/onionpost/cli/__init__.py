@@ -23,6 +23,7 @@ from onionpost import __version__
 from onionpost.cli._commands import contact, inbox, message, outbox, read, retry, send, status
 from onionpost.cli._common import OnionpostGroup, remember_group_home
 from onionpost.cli._daemon_cmd import daemon, doctor
+from onionpost.cli._evidence_cmd import export, log, verify_export
 from onionpost.cli._init import init, whoami
 from onionpost.cli._mailbox_cmd import mailbox
 from onionpost.cli._selftest import selftest
@@ -62,3 +63,6 @@ main.add_command(doctor)
 main.add_command(mailbox)
 main.add_command(selftest)
 main.add_command(testnet)
+main.add_command(log)
+main.add_command(export)
+main.add_command(verify_export)

@@ -483,6 +483,11 @@ def status(home: Path | None, as_json: bool) -> None:
     summary.add_row(Text("contacts"), Text(f"{reachable} of {len(report.contacts)} reachable"))
     summary.add_row(Text("outbox"), Text(f"{report.outbox_depth} waiting"))
     summary.add_row(Text("last delivery"), Text(format_ms(report.last_delivery_ms)))
+    if report.evidence_alarms:
+        summary.add_row(
+            Text("EVIDENCE LOG"),
+            Text(f"{report.evidence_alarms} alarm(s): see 'onionpost log verify'"),
+        )
     console = _console()
     console.print(summary)
     if report.contacts:

@@ -375,6 +375,28 @@ class Client:
         """Decrypt a received file to ``dest`` (made absolute here)."""
         return await self.request(api.ExportFile(id, _absolute(dest), contact))
 
+    async def log_show(self, start: int = 0, limit: int = 100) -> api.LogEntries:
+        """Entries of the evidence log from index ``start``."""
+        return await self.request(api.LogShow(start, limit))
+
+    async def log_verify(self) -> api.LogReport:
+        """The whole evidence log re-read and checked against its checkpoints."""
+        return await self.request(api.LogVerify())
+
+    async def evidence_export(
+        self,
+        dest: Path | str,
+        *,
+        contact: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        ids: Iterable[str] = (),
+    ) -> api.EvidenceExported:
+        """Write an evidence bundle of the selected messages to ``dest`` (a new file)."""
+        return await self.request(
+            api.EvidenceExport(_absolute(dest), contact, since_ms, until_ms, tuple(ids))
+        )
+
     async def retry(self, contact: str | None = None) -> int:
         """Retry delivery now, to one contact or all; returns how many were kicked."""
         return (await self.request(api.Retry(contact))).contacts

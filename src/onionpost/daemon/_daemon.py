@@ -46,11 +46,13 @@ import trio
 
 from onionpost import api
 from onionpost._logs import contact_ref, safe
+from onionpost.daemon import _evidence
 from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
 from onionpost.daemon.delivery import (
     DeliveryEngine,
     DeliveryPolicy,
     Dial,
+    Witness,
     message_record,
     unfit_mailbox,
 )
@@ -114,6 +116,7 @@ class Daemon:
         mailbox_dial = mailbox_dial or self._dial_mailbox
         self.mailboxes = Mailboxes(secrets, store, mailbox_dial, self._write_card)
         self._worker = worker or ThreadWorker()
+        self._witness = Witness(secrets.identity)
         self.engine = DeliveryEngine(
             store,
             self._hub,
@@ -143,6 +146,9 @@ class Daemon:
             api.GetMessage: self.message,
             api.MarkRead: self.mark_read,
             api.ExportFile: self.export_file,
+            api.LogShow: self.log_show,
+            api.LogVerify: self.log_verify,
+            api.EvidenceExport: self.evidence_export,
             api.Retry: self.retry,
             api.MailboxPair: self.mailbox_pair,
             api.GetMailboxStatus: self.mailbox_status,
@@ -227,6 +233,9 @@ class Daemon:
         ]
         return rows, store.outbox.outbox_depth(), store.outbox.last_delivery()
 
+    def _alarm_count(self) -> int:
+        return len(self._store.evidence.alarms())
+
     async def status(self, request: api.GetStatus) -> api.Status:
         rows, depth, last_delivery = await self._worker(self._status_rows)
         contacts = []
@@ -254,6 +263,7 @@ class Daemon:
             outbox_depth=depth,
             last_delivery_ms=last_delivery,
             contacts=tuple(contacts),
+            evidence_alarms=await self._worker(self._alarm_count),
         )
 
     def _add_contact(self, name: str, card: ContactCard) -> Contact:
@@ -475,6 +485,28 @@ class Daemon:
         )
         size = await trio.to_thread.run_sync(lambda: written.stat().st_size)
         return api.Exported(str(written), size)
+
+    async def log_show(self, request: api.LogShow) -> api.LogEntries:
+        return await self._worker(_evidence.show, self._store, request.start, request.limit)
+
+    async def log_verify(self, request: api.LogVerify) -> api.LogReport:
+        return await self._worker(_evidence.verify_log, self._store, self._witness)
+
+    async def evidence_export(self, request: api.EvidenceExport) -> api.EvidenceExported:
+        contact_id = None if request.contact is None else await self._contact_id(request.contact)
+        ids = [_parse_id(i) for i in request.ids]
+        # Files are copied out: a thread of its own, as for export_file.
+        return await trio.to_thread.run_sync(
+            partial(
+                _evidence.export,
+                self._store,
+                self._witness,
+                request,
+                contact_id,
+                ids,
+                int(time.time() * 1000),
+            )
+        )
 
     async def retry(self, request: api.Retry) -> api.Retried:
         if request.contact is None:

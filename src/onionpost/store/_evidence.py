@@ -107,6 +107,25 @@ class EvidenceLog:
 
     # -- reading ---------------------------------------------------------------
 
+    def address(self, contact_id: int) -> str:
+        """:meth:`counterparty`, for a caller outside a transaction."""
+        with self._lock, self._guard("reading a contact"):
+            return self.counterparty(contact_id)
+
+    def of_messages(self, ids: set[bytes], size: int) -> list[tuple[int, bytes]]:
+        """The entries among the first ``size`` that name one of ``ids``."""
+        found: list[tuple[int, bytes]] = []
+        start = 0
+        while start < size:
+            batch = self.entries(start, min(_READ_BATCH, size - start))
+            if not batch:
+                break
+            for idx, data in batch:
+                if Entry.decode(data).message_id in ids:
+                    found.append((idx, data))
+            start = batch[-1][0] + 1
+        return found
+
     def size(self) -> int:
         with self._lock, self._guard("reading the evidence log"):
             (count,) = self._db.execute("SELECT coalesce(max(idx) + 1, 0) FROM evidence").fetchone()
@@ -123,6 +142,10 @@ class EvidenceLog:
 
     def leaves(self, size: int) -> list[bytes]:
         """The first ``size`` leaf hashes (read once, then kept)."""
+        with self._lock:
+            return self._read_leaves(size)
+
+    def _read_leaves(self, size: int) -> list[bytes]:
         while len(self._leaves) < size:
             batch = self.entries(len(self._leaves), _READ_BATCH)
             if not batch:

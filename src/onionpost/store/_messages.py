@@ -14,6 +14,7 @@ user read it).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Final
@@ -184,6 +185,36 @@ class Messages:
             content_type=content_type,
             file=StoredFile(name, size, digest, content_type, complete=False),
         )
+
+    def selected(
+        self,
+        *,
+        contact_id: int | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        ids: Sequence[bytes] = (),
+        limit: int,
+    ) -> list[Stored]:
+        """Messages and complete files of either direction, in the order they
+        were stored, with a contact, created in ``[since_ms, until_ms)``, among
+        ``ids`` (each filter when given); at most ``limit``."""
+        wanted = json.dumps([bytes(i).hex() for i in ids]) if ids else None
+        with self._lock, self._guard("selecting messages"):
+            rows = self._db.execute(
+                "SELECT * FROM message_rows WHERE (:contact IS NULL OR contact_id = :contact) "
+                "AND (:since IS NULL OR created_ms >= :since) "
+                "AND (:until IS NULL OR created_ms < :until) "
+                "AND (:ids IS NULL OR id IN (SELECT unhex(value) FROM json_each(:ids))) "
+                "AND seq > 0 ORDER BY seq LIMIT :limit",
+                {
+                    "contact": contact_id,
+                    "since": since_ms,
+                    "until": until_ms,
+                    "ids": wanted,
+                    "limit": max(0, limit),
+                },
+            ).fetchall()
+        return [self._rows.stored(row) for row in rows]
 
     def messages_with_id(self, message_id: bytes) -> list[Stored]:
         """Every stored message (either direction, any contact) with this id, in

@@ -12,6 +12,7 @@
     _writer     group commit (over the host's StoreWorker)
     _records    per-link and per-session records, shared by the above
     _views      messages as the local API shows them
+    _witness    SYNC: witnessing evidence logs with contacts
     _policy     the policy, reports, and the seams (Dial, MailboxAccess)
 """
 
@@ -27,6 +28,7 @@ from onionpost.daemon.delivery._policy import (
     MailboxAccess,
 )
 from onionpost.daemon.delivery._views import message_record
+from onionpost.daemon.delivery._witness import Witness
 from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "StepKind",
     "StoreWorker",
     "ThreadWorker",
+    "Witness",
     "Work",
     "mailbox_refusal",
     "message_record",

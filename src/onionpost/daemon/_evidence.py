@@ -1,0 +1,288 @@
+"""The evidence log as the local API shows it: ``log show``, ``log verify``
+and ``export`` (``protocol-spec/evidence.md`` §4, §6).
+
+Synchronous store work, run in the daemon's worker. An export writes a zip
+bundle (:mod:`onionpost.proto.bundle`) beside its destination and renames it
+into place, so a bundle is whole or absent; it is then recorded in the log
+itself (an ``exported`` entry naming the SHA-256 of its ``bundle.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Final
+
+from onionpost import __version__, api
+from onionpost.daemon.delivery import Witness
+from onionpost.errors import ConfigError, NotFoundError, VerificationError
+from onionpost.limits import MAX_EXPORT_MESSAGES
+from onionpost.proto import bundle, merkle, note
+from onionpost.proto.evidence import Entry, Event
+from onionpost.store import Direction, Kind, Store, Stored
+
+__all__ = ["export", "show", "verify_log"]
+
+_ZIP_CHUNK: Final = 1 << 20
+
+
+def show(store: Store, start: int, limit: int) -> api.LogEntries:
+    rows = store.evidence.entries(start, limit)
+    entries = []
+    for idx, data in rows:
+        entry = Entry.decode(data)
+        view = entry.to_json()
+        entries.append(
+            api.LogEntry(
+                index=idx,
+                event=str(view["event"]),
+                time_ms=entry.time_ms,
+                counterparty=entry.counterparty,
+                message_id=entry.message_id.hex(),
+                kind=entry.kind,
+                content_blake2b=entry.content.hex(),
+                record_sha256=entry.record.hex(),
+                detail=entry.detail,
+            )
+        )
+    return api.LogEntries(store.evidence.size(), tuple(entries))
+
+
+def _name_of(store: Store, contact_id: int | None) -> str:
+    if contact_id is None:
+        return ""
+    contact = store.contacts.contact_by_id(contact_id)
+    return "" if contact is None else contact.name
+
+
+def verify_log(store: Store, witness: Witness) -> api.LogReport:
+    """Re-read every entry, recompute the tree, and check every checkpoint we
+    signed and every cosignature we hold against it."""
+    problems: list[str] = []
+    leaves: list[bytes] = []
+    start = 0
+    while True:
+        batch = store.evidence.entries(start, 4096)
+        if not batch:
+            break
+        for idx, data in batch:
+            if idx != len(leaves):
+                problems.append(f"entry {len(leaves)} is missing")
+                leaves.append(merkle.leaf_hash(b""))
+            try:
+                Entry.decode(data)
+            except VerificationError as exc:
+                problems.append(f"entry {idx}: {exc}")
+            leaves.append(merkle.leaf_hash(data))
+        start = batch[-1][0] + 1
+    hasher = merkle.list_hasher(leaves)
+
+    def root_at(size: int) -> bytes:
+        return merkle.EMPTY_ROOT if size == 0 else hasher(0, size)
+
+    ours = note.Verifier(witness.name, note.ED25519, witness.identity.public_key)
+
+    def check(signed: note.Note, what: str) -> note.Checkpoint | None:
+        try:
+            note.open_note(signed, [ours])
+            checkpoint = note.Checkpoint.from_text(signed.text)
+        except VerificationError as exc:
+            problems.append(f"{what}: {exc}")
+            return None
+        if checkpoint.origin != witness.origin:
+            problems.append(f"{what}: a checkpoint of another log")
+        elif checkpoint.size > len(leaves):
+            problems.append(
+                f"{what}: signed for {checkpoint.size} entries, the log has {len(leaves)}"
+            )
+        elif root_at(checkpoint.size) != checkpoint.root:
+            problems.append(f"{what}: the log's first {checkpoint.size} entries differ from it")
+        return checkpoint
+
+    checkpoints = store.evidence.checkpoints()
+    for signed in checkpoints:
+        check(signed, "checkpoint")
+    witnesses = []
+    for contact_id, signed in store.evidence.witnesses():
+        contact = store.contacts.contact_by_id(contact_id)
+        if contact is None:
+            continue
+        checkpoint = check(signed, f"the cosignature of {contact.name}")
+        verifier = note.Verifier(str(contact.address), note.COSIGNATURE, contact.address.public_key)
+        try:
+            stamp = note.verified_cosignature(signed, verifier).timestamp()
+        except VerificationError as exc:
+            problems.append(f"the cosignature of {contact.name}: {exc}")
+            continue
+        if checkpoint is not None:
+            witnesses.append(
+                api.LogWitness(contact.name, str(contact.address), checkpoint.size, stamp)
+            )
+    alarms = tuple(
+        api.LogAlarm(
+            kind=a.kind,
+            contact=_name_of(store, a.contact_id),
+            made_ms=a.made_ms,
+            theirs=a.theirs.decode(),
+            ours=a.ours.decode(),
+        )
+        for a in store.evidence.alarms()
+    )
+    return api.LogReport(
+        ok=not problems and not alarms,
+        size=len(leaves),
+        root=root_at(len(leaves)).hex(),
+        checkpoints=len(checkpoints),
+        witnesses=tuple(witnesses),
+        alarms=alarms,
+        problems=tuple(problems),
+    )
+
+
+def _bundle_message(store: Store, stored: Stored, member: str | None) -> bundle.BundleMessage:
+    counterparty = store.evidence.address(stored.contact_id)
+    direction = "out" if stored.direction == Direction.OUT else "in"
+    if stored.kind == Kind.TEXT:
+        return bundle.BundleMessage(
+            stored.id,
+            direction,
+            counterparty,
+            "text",
+            stored.created_ms,
+            stored.content_type,
+            body=stored.body or "",
+        )
+    assert stored.file is not None
+    f = stored.file
+    return bundle.BundleMessage(
+        stored.id,
+        direction,
+        counterparty,
+        "file",
+        stored.created_ms,
+        f.content_type,
+        name=f.name,
+        size=f.size,
+        blake2b=f.blake2b,
+        member=member,
+    )
+
+
+def export(  # noqa: PLR0917 - a selection, where to, and when
+    store: Store,
+    witness: Witness,
+    request: api.EvidenceExport,
+    contact_id: int | None,
+    ids: list[bytes],
+    now: int,
+) -> api.EvidenceExported:
+    """Write the bundle of the selected messages to ``request.dest``."""
+    dest = Path(request.dest)
+    if os.path.lexists(dest):
+        raise ConfigError(f"{dest} already exists")
+    if not dest.parent.is_dir():
+        raise ConfigError(f"{dest.parent} is not a directory")
+    selected = store.messages.selected(
+        contact_id=contact_id,
+        since_ms=request.since_ms,
+        until_ms=request.until_ms,
+        ids=ids,
+        limit=MAX_EXPORT_MESSAGES + 1,
+    )
+    if len(selected) > MAX_EXPORT_MESSAGES:
+        raise ConfigError(
+            f"more than {MAX_EXPORT_MESSAGES} messages selected: narrow the selection"
+        )
+    checkpoint = store.evidence.checkpoint(witness.origin, witness.sign, now)
+    size = note.Checkpoint.from_text(checkpoint.text).size
+    hasher = store.evidence.hasher(size)
+    entries = [
+        (idx, data, merkle.inclusion_proof(idx, size, hasher))
+        for idx, data in store.evidence.of_messages({s.id for s in selected}, size)
+    ]
+    witnesses = []
+    for _contact, cosigned in store.evidence.witnesses():
+        seen = note.Checkpoint.from_text(cosigned.text).size
+        if seen <= size:
+            witnesses.append((cosigned, merkle.consistency_proof(seen, size, hasher)))
+    scratch = Path(tempfile.mkdtemp(prefix=".onionpost-export-", dir=dest.parent))
+    part = scratch / "bundle.zip"
+    try:
+        messages, sha256 = _write(store, part, scratch, selected)
+        document = bundle.bundle_json(
+            endpoint=witness.name,
+            checkpoint=checkpoint,
+            witnesses=witnesses,
+            entries=entries,
+            messages=messages,
+            selection={
+                "contact": request.contact,
+                "since_ms": request.since_ms,
+                "until_ms": request.until_ms,
+                "ids": list(request.ids),
+            },
+        )
+        manifest = bundle.case_manifest(
+            endpoint=witness.name,
+            messages=messages,
+            file_sha256=sha256,
+            made_ms=now,
+            version=__version__,
+            bundle_id=hashlib.sha256(document).hexdigest()[:32],
+        )
+        with zipfile.ZipFile(part, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(bundle.BUNDLE_NAME, document)
+            archive.writestr(bundle.MANIFEST_NAME, manifest)
+        with open(part, "rb") as f:
+            os.fsync(f.fileno())
+        os.link(part, dest)  # never over an existing file
+    except OSError as exc:
+        raise ConfigError(f"cannot write {dest}: {exc.strerror}") from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    detail = json.dumps(
+        {"messages": len(messages), "bundle_sha256": hashlib.sha256(document).hexdigest()},
+        sort_keys=True,
+    )
+    with store.transaction():
+        store.evidence.append((Entry(Event.EXPORTED, now, "", detail=detail),))
+    files = sum(1 for m in messages if m.kind == "file")
+    return api.EvidenceExported(str(dest), len(messages), files, len(entries), size)
+
+
+def _write(
+    store: Store, part: Path, scratch: Path, selected: list[Stored]
+) -> tuple[list[bundle.BundleMessage], dict[bytes, str]]:
+    """The files' bytes into the archive; the messages as the bundle lists them."""
+    messages: list[bundle.BundleMessage] = []
+    sha256: dict[bytes, str] = {}
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for stored in selected:
+            member = None
+            if stored.kind == Kind.FILE:
+                plain: Path | None = scratch / stored.id.hex()
+                assert plain is not None
+                try:
+                    store.transfers.export_file(stored.id, plain, contact_id=stored.contact_id)
+                except NotFoundError:
+                    plain = None  # a sent copy dropped after delivery: its entry still proves it
+                if plain is not None:
+                    member = bundle.file_member(stored.id)
+                    hasher = hashlib.sha256()
+                    with open(plain, "rb") as source, archive.open(member, "w") as out:
+                        while piece := source.read(_ZIP_CHUNK):
+                            hasher.update(piece)
+                            out.write(piece)
+                    with contextlib.suppress(OSError):
+                        plain.unlink()
+                    sha256[stored.id] = hasher.hexdigest()
+            messages.append(_bundle_message(store, stored, member))
+    return messages, sha256

@@ -1,0 +1,537 @@
+"""Evidence bundles: what ``onionpost export`` writes and ``verify-export``
+checks, anywhere, offline (``protocol-spec/evidence.md`` §6).
+
+A bundle is a zip archive:
+
+``bundle.json``
+    The endpoint's address, its latest checkpoint (a signed note), the
+    checkpoints its contacts cosigned with a consistency proof from each to
+    it, the log entries of the selected messages with an inclusion proof each,
+    and the messages themselves (a text's body; a file's name, size and
+    member name).
+``files/<id>``
+    The bytes of each file whose copy the endpoint still held.
+``manifest.jsonld``
+    The same messages and files described in CASE/UCO (JSON-LD), which
+    digital-forensics tools read.
+
+:func:`verify` needs nothing but the archive: the endpoint's key *is* its
+address (as is each witness's), so every signature can be checked without
+any other input. It returns a :class:`Report` that says what held and what
+failed; it never raises on bad content (only :class:`VerificationError`
+when the archive itself cannot be read as one).
+
+Sans-I/O apart from reading the members of a :class:`zipfile.ZipFile` the
+caller opened.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import hashlib
+import json
+import uuid
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from onionpost.errors import ConfigError, VerificationError
+from onionpost.limits import MAX_EXPORT_MESSAGES, MAX_NOTE_SIGNATURES
+from onionpost.proto import merkle, note
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.evidence import Entry, Event, file_entry, origin, text_entry
+
+__all__ = [
+    "BUNDLE_NAME",
+    "FORMAT",
+    "MANIFEST_NAME",
+    "BundleMessage",
+    "Report",
+    "WitnessSeen",
+    "bundle_json",
+    "case_manifest",
+    "file_member",
+    "verify",
+]
+
+FORMAT: Final = "onionpost-evidence/1"
+BUNDLE_NAME: Final = "bundle.json"
+MANIFEST_NAME: Final = "manifest.jsonld"
+# A bundle.json of the most messages and entries, with proofs, stays well under this.
+_MAX_BUNDLE_JSON: Final = 512 * 1024 * 1024
+_CASE_CONTEXT: Final = {
+    "case-investigation": "https://ontology.caseontology.org/case/investigation/",
+    "kb": "urn:onionpost:",
+    "uco-action": "https://ontology.unifiedcyberontology.org/uco/action/",
+    "uco-core": "https://ontology.unifiedcyberontology.org/uco/core/",
+    "uco-observable": "https://ontology.unifiedcyberontology.org/uco/observable/",
+    "uco-tool": "https://ontology.unifiedcyberontology.org/uco/tool/",
+    "uco-types": "https://ontology.unifiedcyberontology.org/uco/types/",
+    "xsd": "http://www.w3.org/2001/XMLSchema#",
+}
+_UUID_NAMESPACE: Final = uuid.UUID("6f6e696f-6e70-4f73-b465-766964656e63")
+
+
+def file_member(message_id: bytes) -> str:
+    return f"files/{message_id.hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class BundleMessage:
+    """A message as a bundle carries it (texts: ``body``; files: name, size, member)."""
+
+    id: bytes
+    direction: str  # "in" or "out"
+    counterparty: str
+    kind: str  # "text" or "file"
+    created_ms: int
+    content_type: str
+    body: str | None = None
+    name: str | None = None
+    size: int | None = None
+    blake2b: bytes | None = None
+    member: str | None = None  # where the file's bytes are, if they were kept
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id.hex(),
+            "direction": self.direction,
+            "counterparty": self.counterparty,
+            "kind": self.kind,
+            "created_ms": self.created_ms,
+            "content_type": self.content_type,
+        }
+        if self.kind == "text":
+            out["body"] = self.body
+        else:
+            out |= {
+                "name": self.name,
+                "size": self.size,
+                "blake2b": (self.blake2b or b"").hex(),
+                "member": self.member,
+            }
+        return out
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> BundleMessage:
+        try:
+            kind = value["kind"]
+            blake = value.get("blake2b")
+            return cls(
+                id=bytes.fromhex(value["id"]),
+                direction=_str(value["direction"]),
+                counterparty=_str(value["counterparty"]),
+                kind=_str(kind),
+                created_ms=_int(value["created_ms"]),
+                content_type=_str(value["content_type"]),
+                body=_str(value["body"]) if kind == "text" else None,
+                name=_str(value["name"]) if kind == "file" else None,
+                size=_int(value["size"]) if kind == "file" else None,
+                blake2b=bytes.fromhex(blake) if kind == "file" and blake else None,
+                member=value.get("member") if kind == "file" else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VerificationError("a malformed message in the bundle", what="bundle") from exc
+
+    def entry_for(self, index_time: int) -> Entry:
+        """The QUEUED or RECEIVED entry this message must have (its time aside)."""
+        event = Event.QUEUED if self.direction == "out" else Event.RECEIVED
+        if self.kind == "text":
+            return text_entry(
+                event,
+                index_time,
+                self.counterparty,
+                self.id,
+                self.created_ms,
+                self.body or "",
+                self.content_type,
+            )
+        return file_entry(
+            event,
+            index_time,
+            self.counterparty,
+            self.id,
+            self.created_ms,
+            self.name or "",
+            self.size or 0,
+            self.blake2b or b"",
+            self.content_type,
+        )
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError
+    return value
+
+
+def _hexes(proof: Sequence[bytes]) -> list[str]:
+    return [h.hex() for h in proof]
+
+
+def bundle_json(
+    *,
+    endpoint: str,
+    checkpoint: note.Note,
+    witnesses: Iterable[tuple[note.Note, Sequence[bytes]]],
+    entries: Iterable[tuple[int, bytes, Sequence[bytes]]],
+    messages: Iterable[BundleMessage],
+    selection: Mapping[str, Any],
+) -> bytes:
+    """The bytes of ``bundle.json``."""
+    document = {
+        "format": FORMAT,
+        "endpoint": endpoint,
+        "checkpoint": checkpoint.to_text(),
+        "witnesses": [{"checkpoint": n.to_text(), "proof": _hexes(p)} for n, p in witnesses],
+        "entries": [
+            {"index": i, "entry": base64.b64encode(data).decode(), "proof": _hexes(proof)}
+            for i, data, proof in entries
+        ],
+        "messages": [m.to_json() for m in messages],
+        "selection": dict(selection),
+    }
+    return json.dumps(document, indent=1, sort_keys=True).encode()
+
+
+def _iso(ms: int) -> dict[str, str]:
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return {"@type": "xsd:dateTime", "@value": moment.isoformat().replace("+00:00", "Z")}
+
+
+def _kb(kind: str, key: str) -> str:
+    return f"kb:{kind}-{uuid.uuid5(_UUID_NAMESPACE, f'{kind}/{key}')}"
+
+
+def case_manifest(
+    *,
+    endpoint: str,
+    messages: Sequence[BundleMessage],
+    file_sha256: Mapping[bytes, str],
+    made_ms: int,
+    version: str,
+    bundle_id: str,
+) -> bytes:
+    """``manifest.jsonld``: the messages and files in CASE/UCO 1.x JSON-LD."""
+    graph: list[dict[str, Any]] = []
+    tool = _kb("tool", f"onionpost/{version}")
+    graph.append(
+        {
+            "@id": tool,
+            "@type": "uco-tool:Tool",
+            "uco-core:name": "onionpost",
+            "uco-tool:version": version,
+        }
+    )
+    accounts: dict[str, str] = {}
+
+    def account(address: str) -> str:
+        if address not in accounts:
+            accounts[address] = node = _kb("account", address)
+            graph.append(
+                {
+                    "@id": node,
+                    "@type": "uco-observable:ObservableObject",
+                    "uco-core:hasFacet": [
+                        {
+                            "@id": _kb("account-facet", address),
+                            "@type": "uco-observable:AccountFacet",
+                            "uco-observable:accountIdentifier": address,
+                        }
+                    ],
+                }
+            )
+        return accounts[address]
+
+    me = account(endpoint)
+    objects: list[dict[str, Any]] = []
+    for m in messages:
+        key = f"{m.direction}/{m.counterparty}/{m.id.hex()}"
+        them = account(m.counterparty)
+        sender, recipient = (me, them) if m.direction == "out" else (them, me)
+        facet: dict[str, Any] = {
+            "@id": _kb("message-facet", key),
+            "@type": "uco-observable:MessageFacet",
+            "uco-observable:messageID": m.id.hex(),
+            "uco-observable:sentTime": _iso(m.created_ms),
+            "uco-observable:from": {"@id": sender},
+            "uco-observable:to": [{"@id": recipient}],
+        }
+        if m.kind == "text":
+            facet["uco-observable:messageText"] = m.body or ""
+        node = {
+            "@id": _kb("message", key),
+            "@type": "uco-observable:Message",
+            "uco-core:hasFacet": [facet],
+        }
+        graph.append(node)
+        objects.append({"@id": node["@id"]})
+        if m.kind == "file":
+            file_facets: list[dict[str, Any]] = [
+                {
+                    "@id": _kb("file-facet", key),
+                    "@type": "uco-observable:FileFacet",
+                    "uco-observable:fileName": m.name or "",
+                    "uco-observable:sizeInBytes": {"@type": "xsd:integer", "@value": str(m.size)},
+                }
+            ]
+            sha = file_sha256.get(m.id)
+            if sha is not None:
+                file_facets.append(
+                    {
+                        "@id": _kb("content-facet", key),
+                        "@type": "uco-observable:ContentDataFacet",
+                        "uco-observable:hash": [
+                            {
+                                "@id": _kb("hash", key),
+                                "@type": "uco-types:Hash",
+                                "uco-types:hashMethod": "SHA256",
+                                "uco-types:hashValue": {
+                                    "@type": "xsd:hexBinary",
+                                    "@value": sha.upper(),
+                                },
+                            }
+                        ],
+                    }
+                )
+            graph.append(
+                {
+                    "@id": _kb("file", key),
+                    "@type": "uco-observable:File",
+                    "uco-core:hasFacet": file_facets,
+                }
+            )
+            objects.append({"@id": _kb("file", key)})
+    provenance = _kb("provenance", bundle_id)
+    record: dict[str, Any] = {
+        "@id": provenance,
+        "@type": "case-investigation:ProvenanceRecord",
+        "case-investigation:exhibitNumber": f"onionpost-export-{bundle_id}",
+    }
+    if objects:
+        record["uco-core:object"] = objects
+    graph.append(record)
+    graph.append(
+        {
+            "@id": _kb("action", bundle_id),
+            "@type": "case-investigation:InvestigativeAction",
+            "uco-core:name": "onionpost export",
+            "uco-action:startTime": _iso(made_ms),
+            "uco-action:instrument": {"@id": tool},
+            "uco-action:result": [{"@id": provenance}],
+        }
+    )
+    return json.dumps({"@context": _CASE_CONTEXT, "@graph": graph}, indent=1).encode()
+
+
+# -- verifying -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessSeen:
+    """A contact that cosigned the endpoint's log up to ``size`` at ``time_s``."""
+
+    address: str
+    size: int
+    time_s: int
+
+
+@dataclass(slots=True)
+class Report:
+    """What :func:`verify` found: ``ok`` only when ``problems`` is empty."""
+
+    endpoint: str = ""
+    size: int = 0
+    entries: int = 0
+    messages: int = 0
+    files_checked: int = 0
+    files_absent: int = 0
+    witnesses: list[WitnessSeen] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def witnessed_at(self, index: int) -> list[WitnessSeen]:
+        """The witnesses whose cosigned checkpoint already held leaf ``index``."""
+        return [w for w in self.witnesses if index < w.size]
+
+
+def _read(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    try:
+        info = archive.getinfo(name)
+    except KeyError as exc:
+        raise VerificationError(f"the bundle has no {name}", what="bundle") from exc
+    if info.file_size > limit:
+        raise VerificationError(f"{name} is too large", what="bundle")
+    try:
+        with archive.open(info) as member:
+            data = member.read(limit + 1)
+    except (OSError, zipfile.BadZipFile, RuntimeError) as exc:
+        raise VerificationError(f"{name} cannot be read: {exc}", what="bundle") from exc
+    if len(data) > limit:
+        raise VerificationError(f"{name} is too large", what="bundle")
+    return data
+
+
+def _member_digest(archive: zipfile.ZipFile, name: str) -> bytes:
+    """BLAKE2b-512 of a member, read a piece at a time."""
+    hasher = hashlib.blake2b(digest_size=64)
+    try:
+        with archive.open(name) as member:
+            while piece := member.read(1 << 20):
+                hasher.update(piece)
+    except KeyError as exc:
+        raise VerificationError(f"the bundle has no {name}", what="bundle") from exc
+    except (OSError, zipfile.BadZipFile, RuntimeError) as exc:
+        raise VerificationError(f"{name} cannot be read: {exc}", what="bundle") from exc
+    return hasher.digest()
+
+
+def _proof(value: object) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise TypeError
+    return tuple(bytes.fromhex(_str(h)) for h in value)
+
+
+def _same_log(checkpoint: note.Checkpoint, log_origin: str) -> note.Checkpoint:
+    if checkpoint.origin != log_origin:
+        raise VerificationError("a checkpoint of another log", what="checkpoint")
+    return checkpoint
+
+
+def _witness(item: Any, signer: note.Verifier, checkpoint: note.Checkpoint) -> list[WitnessSeen]:
+    """A contact's cosigned checkpoint and the proof that the exported one continues it."""
+    cosigned = note.Note.parse(_str(item["checkpoint"]))
+    note.open_note(cosigned, [signer])
+    seen = _same_log(note.Checkpoint.from_text(cosigned.text), checkpoint.origin)
+    merkle.verify_consistency(
+        seen.size, checkpoint.size, seen.root, checkpoint.root, _proof(item["proof"])
+    )
+    found: list[WitnessSeen] = []
+    for signature in cosigned.signatures:
+        if signature.name == signer.name:
+            continue
+        key = OnionAddress.parse(signature.name).public_key
+        verifier = note.Verifier(signature.name, note.COSIGNATURE, key)
+        stamp = note.verified_cosignature(cosigned, verifier).timestamp()
+        found.append(WitnessSeen(signature.name, seen.size, stamp))
+    if not found:
+        raise VerificationError("no cosignature", what="signature")
+    return found
+
+
+def _entry(item: Any, checkpoint: note.Checkpoint) -> tuple[int, Entry]:
+    index = _int(item["index"])
+    data = base64.b64decode(_str(item["entry"]), validate=True)
+    entry = Entry.decode(data)
+    proof = _proof(item["proof"])
+    merkle.verify_inclusion(merkle.leaf_hash(data), index, checkpoint.size, proof, checkpoint.root)
+    return index, entry
+
+
+def _message(
+    archive: zipfile.ZipFile, message: BundleMessage, entries: Mapping[bytes, list[Entry]]
+) -> bool | None:
+    """Check a message against its entry (and a file's bytes): True when its
+    bytes were checked too, None when the file's bytes are not in the bundle."""
+    first = Event.QUEUED if message.direction == "out" else Event.RECEIVED
+    found = [e for e in entries.get(message.id, []) if e.event is first]
+    if not found:
+        raise VerificationError(f"no {first.name.lower()} entry in the log", what="entry")
+    entry = found[0]
+    expected = message.entry_for(entry.time_ms)
+    if entry.counterparty != message.counterparty or entry.kind != message.kind:
+        raise VerificationError("its entry names another contact or kind", what="entry")
+    if entry.record != expected.record or entry.content != expected.content:
+        raise VerificationError(
+            "it does not match its entry: changed after it was logged", what="entry"
+        )
+    if message.kind != "file":
+        return True
+    if message.member is None:
+        return None
+    if _member_digest(archive, message.member) != message.blake2b:
+        raise VerificationError("the file's bytes do not match its entry", what="file")
+    return True
+
+
+def _document(archive: zipfile.ZipFile) -> dict[str, Any]:
+    try:
+        document = json.loads(_read(archive, BUNDLE_NAME, _MAX_BUNDLE_JSON))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VerificationError("bundle.json is not JSON", what="bundle") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise VerificationError(f"not an {FORMAT} bundle", what="bundle")
+    return document
+
+
+def _list(document: Mapping[str, Any], key: str, bound: int, report: Report) -> list[Any]:
+    value = document.get(key)
+    if not isinstance(value, list) or len(value) > bound:
+        report.problems.append(f"bundle: no list of {key} (at most {bound})")
+        return []
+    return value
+
+
+def verify(archive: zipfile.ZipFile) -> Report:
+    """Check a bundle (evidence.md §6.2): the checkpoint's signature, each
+    witness's cosignature and consistency proof, each entry's inclusion
+    proof, each message and file against its entry. Raises
+    :class:`VerificationError` only when the archive is not a bundle at all."""
+    report = Report()
+    document = _document(archive)
+    try:
+        endpoint = OnionAddress.parse(_str(document["endpoint"]))
+        checkpoint_note = note.Note.parse(_str(document["checkpoint"]))
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise VerificationError(
+            "the bundle names no endpoint or checkpoint", what="bundle"
+        ) from exc
+    report.endpoint = name = str(endpoint)
+    signer = note.Verifier(name, note.ED25519, endpoint.public_key)
+    try:
+        note.open_note(checkpoint_note, [signer])
+        checkpoint = _same_log(note.Checkpoint.from_text(checkpoint_note.text), origin(name))
+    except VerificationError as exc:
+        report.problems.append(f"checkpoint: {exc}")
+        return report
+    report.size = checkpoint.size
+    for n, item in enumerate(_list(document, "witnesses", MAX_NOTE_SIGNATURES * 64, report)):
+        try:
+            report.witnesses += _witness(item, signer, checkpoint)
+        except (KeyError, TypeError, ValueError, ConfigError, VerificationError) as exc:
+            report.problems.append(f"witness {n}: {exc}")
+    entries: dict[bytes, list[Entry]] = {}
+    for n, item in enumerate(_list(document, "entries", 16 * MAX_EXPORT_MESSAGES, report)):
+        try:
+            _index, entry = _entry(item, checkpoint)
+        except (KeyError, TypeError, ValueError, binascii.Error, VerificationError) as exc:
+            report.problems.append(f"entry {n}: {exc}")
+            continue
+        report.entries += 1
+        entries.setdefault(entry.message_id, []).append(entry)
+    for item in _list(document, "messages", MAX_EXPORT_MESSAGES, report):
+        try:
+            message = BundleMessage.from_json(item)
+            checked = _message(archive, message, entries)
+        except VerificationError as exc:
+            where = item.get("id", "?") if isinstance(item, dict) else "?"
+            report.problems.append(f"message {where}: {exc}")
+            continue
+        report.messages += 1
+        if checked is None:
+            report.files_absent += 1
+        elif message.kind == "file":
+            report.files_checked += 1
+    return report
