@@ -38,6 +38,7 @@ from onionpost.proto.session import (
     SessionState,
 )
 from onionpost.proto.vectors import replay_vector
+from tools.evidence_vectors import EVIDENCE_FILE, build_evidence
 
 HFS_FILE = "noise-hfs.json"
 SESSION_FILE = "session-v1.json"
@@ -562,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         (HFS_FILE, build),
         (SESSION_FILE, build_session),
         (MAILBOX_FILE, build_mailbox),
+        (EVIDENCE_FILE, build_evidence),
     ):
         path: Path = args.directory / name
         previous = json.loads(path.read_text()) if path.exists() else None

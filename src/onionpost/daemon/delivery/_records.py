@@ -72,6 +72,7 @@ class Session:
     # Witnessing (``_witness.py``): the request we sent and await an answer
     # to, and how many of the contact's requests this session answered.
     cosign_sent: messages.LogCosign | None = None
+    cosign_asked: bool = False
     cosigns_answered: int = 0
 
     async def reply(self, record: messages.Message) -> None:

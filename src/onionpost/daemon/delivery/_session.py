@@ -224,7 +224,9 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         # The responder decides on us after the handshake; its Pong is the
         # first proof that it accepted us (backoff is reset only then).
         await channel.send(messages.Ping(secrets.randbits(63)))
-    await _ask_witness(parts, link, session)
+        # The initiator asks first; the responder asks once it has been asked
+        # (so that a responder never writes to a contact that has not).
+        await _ask_witness(parts, link, session)
     # Everything unacked goes out once on a new session; after that only
     # what was queued since, so a wake-up reads no row twice.
     sent_up_to = 0
@@ -332,12 +334,13 @@ async def _send_owed(parts: Parts, link: Link, channel: SecureChannel) -> bool:
 
 async def _ask_witness(parts: Parts, link: Link, session: Session) -> None:
     """Ask the contact to cosign our evidence log's checkpoint (``_witness.py``)."""
-    if parts.witness is None:
+    if parts.witness is None or session.cosign_asked:
         return
+    session.cosign_asked = True
     request = await parts.worker(parts.witness.request, parts.store, link.contact.id, now_ms())
     if request is not None:
         session.cosign_sent = request
-        await session.channel.send(request)
+        await session.reply(request)
 
 
 # -- receiving ----------------------------------------------------------------------------
@@ -524,6 +527,7 @@ async def _on_log_cosign(
         log.info("event=witness_refused contact=%s what=%s", contact_ref(link.contact.id), exc.what)
         return
     await s.reply(answer)
+    await _ask_witness(parts, link, s)
 
 
 async def _on_log_cosigned(
