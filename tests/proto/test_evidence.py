@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from onionpost.errors import VerificationError
+from onionpost.errors import MessageDecodeError, VerificationError
 from onionpost.proto import merkle
 from onionpost.proto._msgpack import pack
 from onionpost.proto.evidence import Entry, Event, Verdict, judge, judge_own, text_entry
+from onionpost.proto.messages import decode
 from onionpost.proto.note import Checkpoint
 
 ID = bytes(range(16))
@@ -89,3 +90,19 @@ def test_the_owner_tells_a_resync_from_a_rollback_or_a_rewrite() -> None:
     assert judge_own(_cp(leaves[:6]), 10, root_at) is Verdict.RESYNC
     assert judge_own(_cp(_tree(12)), 10, root_at) is Verdict.ROLLBACK
     assert judge_own(_cp(_tree(7)[1:] + _tree(1)), 10, root_at) is Verdict.FORK
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pack([72, b"x", 0, b"\x00" * 31]),  # a proof that is not whole hashes
+        pack([72, b"x", 0, b"\x00" * 32 * 129]),  # too many hashes
+        pack([72, b"x" * 40_000, 0, b""]),  # a checkpoint too large to witness
+        pack([72, b"x", -1, b""]),  # a negative size
+        pack([73, 2, b"x"]),  # an unknown status
+        pack([73, 0]),  # a field short
+    ],
+)
+def test_malformed_witnessing_records_are_refused(record: bytes) -> None:
+    with pytest.raises(MessageDecodeError):
+        decode(record)

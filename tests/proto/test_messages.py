@@ -118,6 +118,13 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
     m.MbEnvelope: st.builds(m.MbEnvelope, u64, ids, u64, st.binary(max_size=2000)),
     m.MbUsage: st.builds(m.MbUsage, u64, u64, u64, u64, u64, u64),
     m.MailboxInfo: st.builds(m.MailboxInfo, st.binary(max_size=500)),
+    m.LogCosign: st.builds(
+        m.LogCosign,
+        st.binary(max_size=500),
+        u64,
+        st.integers(0, 128).map(lambda n: bytes(32 * n)),
+    ),
+    m.LogCosigned: st.builds(m.LogCosigned, st.sampled_from([0, 1]), st.binary(max_size=500)),
 }
 
 # Any msgpack value, including the kinds records never hold.
@@ -184,6 +191,8 @@ def test_wire_tags() -> None:
         "MB_ENVELOPE": 44,
         "MB_USAGE": 45,
         "MAILBOX_INFO": 46,
+        "LOG_COSIGN": 72,
+        "LOG_COSIGNED": 73,
     }
 
 
