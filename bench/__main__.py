@@ -11,6 +11,7 @@ import sys
 from bench import (
     churn_bench,
     daemon_bench,
+    evidence_bench,
     mailbox_bench,
     noise_bench,
     onion_bench,
@@ -23,6 +24,7 @@ def main() -> int:
     sections = [
         noise_bench.run,
         store_bench.run,
+        evidence_bench.run,
         session_bench.run,
         onion_bench.run,
         daemon_bench.run,
