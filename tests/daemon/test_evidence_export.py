@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from click.testing import CliRunner
 from trio.testing import MockClock
 
 from onionpost import api
+from onionpost.cli import main
 from onionpost.daemon import _evidence
 from onionpost.daemon.delivery import Witness
 from onionpost.proto import bundle, note
@@ -248,3 +250,32 @@ async def test_the_case_manifest_validates(tmp_path: Path, clock: MockClock) -> 
         [tool, str(manifest)], capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+async def test_verify_export_on_the_command_line(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, _bob = await _conversation(tmp_path, nursery, net)
+        out = tmp_path / "case.zip"
+        await _export(alice, out, contact="bob")
+    runner = CliRunner()
+    good = runner.invoke(main, ["verify-export", str(out)])
+    assert good.exit_code == 0, good.output
+    assert "ok" in good.output.splitlines()[-1]
+    assert "It does not prove that a contact wrote" in good.output
+    as_json = json.loads(runner.invoke(main, ["verify-export", str(out), "--json"]).stdout)
+    assert as_json["ok"] is True
+    assert as_json["messages"] == 6
+    document = _document(out)
+    document["messages"][0]["created_ms"] += 1  # type: ignore[index]
+    bad = tmp_path / "bad.zip"
+    _with_document(out, bad, document)
+    refused = runner.invoke(main, ["verify-export", str(bad)])
+    assert refused.exit_code == 1
+    assert "PROBLEM message" in refused.output
+    assert refused.output.splitlines()[-1] == "NOT OK"
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip at all")
+    broken = runner.invoke(main, ["verify-export", str(junk)])
+    assert broken.exit_code == 1
+    assert broken.output.count("\n") == 1
+    assert "is not a bundle" in broken.output
