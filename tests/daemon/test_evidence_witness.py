@@ -10,9 +10,11 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from onionpost.daemon.delivery import Witness
+from onionpost.daemon.delivery._witness import MAX_COSIGN_PER_SESSION
 from onionpost.errors import VerificationError
 from onionpost.proto import note
-from onionpost.proto.messages import LogCosign
+from onionpost.proto.messages import LogCosign, LogCosigned
 from onionpost.store import Store
 from onionpost.testing.memory import Node, befriend, network, until
 
@@ -151,3 +153,27 @@ async def test_a_bad_request_is_refused_and_the_session_goes_on(
         assert _held_by(bob, alice) == held_before
         again = await alice.send(bob, "still fine")
         await until(lambda: alice.state(again) == "delivered")
+
+
+async def test_a_contact_asking_again_and_again_is_answered_a_bounded_number_of_times(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        request = Witness(carol.secrets.identity).request(carol.store, carol.contact(alice).id, 1)
+        assert request is not None
+        channel, _stream = await net.connect_raw(carol, alice)
+        for _ in range(3 * MAX_COSIGN_PER_SESSION):
+            await channel.send(request)
+        answers: list[object] = []
+        with trio.move_on_after(30):
+            while True:
+                answers.append(await channel.receive())
+        cosigned = [a for a in answers if isinstance(a, LogCosigned)]
+        assert len(cosigned) == MAX_COSIGN_PER_SESSION
+        # Alice asked once in return, and the session is still up.
+        assert sum(isinstance(a, LogCosign) for a in answers) == 1
+        assert alice.engine is not None
+        assert alice.engine.status(alice.contact(carol).id).reachable  # type: ignore[union-attr]
