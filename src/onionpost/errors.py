@@ -35,6 +35,13 @@ caught where they are touched and re-raised as one of these with
     │   └── HashMismatchError        a received file does not match its offered BLAKE2b
     ├── MailboxRefusedError          a mailbox refused a request; has .code (MbCode), .detail
     ├── VerificationError            a signed note, proof, log or export failed to verify; .what
+    ├── TrustError                   an agency statement or anchor was refused; has .what
+    │   ├── MalformedStatementError  not an agency statement or anchor of ours
+    │   ├── ForgedStatementError     a statement whose signatures do not verify
+    │   ├── StatementRefusedError    a genuine statement that may not be used; has .reason
+    │   ├── RolledBackError          a revocation list older than the one held
+    │   └── ConflictingStatementsError  two signed statements that cannot both be
+    │                                true (a forked log); has .first, .second
     ├── DaemonNotRunningError        no daemon answers on the local API socket
     └── ApiError                     the daemon refused a local API request; has .code
 
@@ -56,11 +63,14 @@ __all__ = [
     "DaemonNotRunningError",
     "DecryptError",
     "DialError",
+    "ConflictingStatementsError",
     "FileTooLargeError",
+    "ForgedStatementError",
     "FramingError",
     "HashMismatchError",
     "LocalProtocolError",
     "MailboxRefusedError",
+    "MalformedStatementError",
     "MessageDecodeError",
     "NoSpaceError",
     "NonceExhaustedError",
@@ -69,7 +79,9 @@ __all__ = [
     "OnionpostError",
     "QuotaError",
     "RemoteProtocolError",
+    "RolledBackError",
     "SelfTestError",
+    "StatementRefusedError",
     "StoreError",
     "StoreLockedError",
     "StoreTamperedError",
@@ -77,6 +89,7 @@ __all__ = [
     "TorError",
     "TorLaunchError",
     "TransportError",
+    "TrustError",
     "TransportReason",
     "UnknownContactError",
     "VerificationError",
@@ -310,6 +323,50 @@ class VerificationError(OnionpostError):
     def __init__(self, message: str, *, what: str) -> None:
         super().__init__(message)
         self.what = what
+
+
+class TrustError(OnionpostError):
+    """An agency statement, anchor or log view was refused (``protocol-spec/trust.md``).
+
+    ``what`` names the part (``"anchor"``, ``"delegation"``, ``"endorsement"``,
+    ``"revocations"``, ``"checkpoint"``, ``"proof"``, ``"fork"``)."""
+
+    def __init__(self, message: str, *, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+
+class MalformedStatementError(TrustError):
+    """Not an agency statement or anchor of ours: encoding, arity, names or bounds."""
+
+
+class ForgedStatementError(TrustError):
+    """A statement or checkpoint whose signatures do not verify under the keys
+    that must have made it. The text never says which half failed."""
+
+
+class StatementRefusedError(TrustError):
+    """A genuine statement that may not be used (expired, of another agency);
+    ``reason`` is a :class:`onionpost.proto.trust.Reason` value's text."""
+
+    def __init__(self, message: str, *, what: str, reason: str) -> None:
+        super().__init__(message, what=what)
+        self.reason = reason
+
+
+class RolledBackError(TrustError):
+    """A revocation list with a lower serial than the one held (trust.md §4)."""
+
+
+class ConflictingStatementsError(TrustError):
+    """Two statements by an agency's keys that cannot both be true: two
+    checkpoints of one log that are not consistent, or two revocation lists
+    of one serial. ``first`` and ``second`` are both signed notes, the proof."""
+
+    def __init__(self, message: str, *, what: str, first: bytes, second: bytes) -> None:
+        super().__init__(message, what=what)
+        self.first = first
+        self.second = second
 
 
 class DaemonNotRunningError(OnionpostError):

@@ -90,6 +90,22 @@ MAX_NOTE_KEY_NAME: Final = 200
 # Hashes in one inclusion or consistency proof: enough for a tree of 2^64 leaves.
 MAX_PROOF_HASHES: Final = 128
 
+# -- Agency trust (proto/trust.py, trust.md) -------------------------------------
+
+# An issuing key's delegation by its agency's root, and an endorsement, at most.
+MAX_DELEGATION_LIFETIME: Final = 90 * 24 * 3600
+MAX_ENDORSEMENT_LIFETIME: Final = 30 * 24 * 3600
+# Entries of one revocation list: a list is one signed note of at most MAX_NOTE_BYTES.
+MAX_REVOCATIONS: Final = 48
+# Bytes of an endpoint's or unit's name, or of a revocation's reason.
+MAX_TRUST_NAME: Final = 64
+# Clock difference allowed at both ends of a statement's validity.
+TRUST_CLOCK_SKEW: Final = 300
+# The default age past which a revocation list is stale: contacts then show "unverified".
+TRUST_FRESHNESS: Final = 3600
+# Trust anchors one endpoint holds.
+MAX_TRUST_ANCHORS: Final = 256
+
 # -- The evidence log (proto/evidence.py, evidence.md) ---------------------------
 
 # One entry's encoding, in bytes, and the free-text detail it may carry.
