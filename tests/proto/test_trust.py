@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onionpost.errors import (
+    ConfigError,
     ConflictingStatementsError,
     ForgedStatementError,
     MalformedStatementError,
@@ -556,3 +557,12 @@ def test_a_statement_of_another_kind_is_malformed() -> None:
     proof = replace(GOOD, endorsement=L5.data)
     with pytest.raises(MalformedStatementError):
         check_endorsement(ACME.anchor, proof, address=str(ALICE.address), revocations=None, now=T0)
+
+
+def test_mldsa_verifier_keys_round_trip_and_differ_from_ed25519() -> None:
+    ed, ml = ACME.anchor.root.verifiers()
+    assert note.Verifier.from_text(ml.to_text()) == ml
+    assert note.Verifier.from_text(ed.to_text()) == ed
+    assert ml.key_id != ed.key_id
+    with pytest.raises(ConfigError):
+        note.Verifier("acme/root", note.MLDSA65, ACME.anchor.ed25519)
