@@ -154,7 +154,7 @@ class Verifier:
     @classmethod
     def from_text(cls, text: str) -> Verifier:
         """Parse a verifier key; a :class:`ConfigError` for anything else."""
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)  # the key's base64 may hold "+" itself
         if len(parts) != 3:
             raise ConfigError("a verifier key is NAME+KEYID+KEY")
         name, hex_id, encoded = parts
