@@ -332,7 +332,17 @@ _V7: Final[tuple[str, ...]] = (
     "kind TEXT NOT NULL, contact_id INTEGER, theirs BLOB NOT NULL, ours BLOB NOT NULL)",
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+# Agency trust (trust.md): the anchors installed (one per agency) and alarms
+# (two signed statements of one agency that contradict each other).
+_V8: Final[tuple[str, ...]] = (
+    "CREATE TABLE trust_anchors (fingerprint BLOB PRIMARY KEY CHECK (length(fingerprint) = 32), "
+    "agency TEXT NOT NULL UNIQUE, anchor BLOB NOT NULL, added_ms INTEGER NOT NULL) STRICT",
+    "CREATE TABLE trust_alarms (id INTEGER PRIMARY KEY, made_ms INTEGER NOT NULL, "
+    "kind TEXT NOT NULL, fingerprint BLOB NOT NULL, first BLOB NOT NULL, "
+    "second BLOB NOT NULL) STRICT",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.
 BOUND_VERSION: Final = 5

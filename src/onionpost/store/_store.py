@@ -15,6 +15,7 @@ transactions), each one group of tables:
                     message by its id, read marks
 ``store.transfers`` :class:`~._transfers.Transfers`: files arriving, files read out
 ``store.mailbox``   :class:`~._owner.OwnerTables`: our mailbox, prekeys, deposits
+``store.trust``     :class:`~._trust.TrustAnchors`: trust anchors and trust alarms
 ``store.evidence``  :class:`~._evidence.EvidenceLog`: the evidence log, appended
                     to by the others in the transaction of each change
 ==================  ============================================================
@@ -85,6 +86,7 @@ from onionpost.store._owner import OwnerTables
 from onionpost.store._records import Direction, Kind
 from onionpost.store._rows import Rows
 from onionpost.store._transfers import Transfers
+from onionpost.store._trust import TrustAnchors
 
 __all__ = ["Store"]
 
@@ -119,6 +121,7 @@ class Store:
         self.messages: Final = Messages(database, rows, self.contacts, evidence)
         self.transfers: Final = Transfers(database, files_dir, keys, rows, self.contacts, evidence)
         self.mailbox: Final = OwnerTables(database, rows, self.transfers, evidence)
+        self.trust: Final = TrustAnchors(database)
 
     def __repr__(self) -> str:
         return f"Store({str(self._path)!r})"
