@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from onionpost.errors import ConfigError, StoreError, TrustError
 from onionpost.limits import MAX_TRUST_ANCHORS
-from onionpost.proto import unpack
-from onionpost.proto._msgpack import NotMsgpack
+from onionpost.proto import NotMsgpack, unpack
 from onionpost.proto.trust import ANCHOR_PREFIX, Anchor
 from onionpost.store._database import Database
 
