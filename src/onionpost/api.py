@@ -103,6 +103,10 @@ __all__ = [
     "SafetyNumber",
     "SendFile",
     "SendText",
+    "TrustAdd",
+    "TrustAnchor",
+    "TrustList",
+    "TrustRemove",
     "SendTexts",
     "SetupCode",
     "StateChange",
@@ -440,6 +444,19 @@ class SafetyNumber:
 
 
 @dataclass(frozen=True)
+class TrustAnchor:
+    """An agency's root key this endpoint believes (trust.md §1)."""
+
+    agency: str
+    fingerprint: str = field(metadata=_meta("SHA-256 fingerprint of the anchor, 64 hex digits"))
+    safety_number: str = field(
+        metadata=_meta("60 digits in 12 groups of 5, read to you by the agency out of band")
+    )
+    post_quantum: bool = field(metadata=_meta("whether the anchor has an ML-DSA-65 half"))
+    added_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class Queued:
     """A message or file durably queued for delivery (``name``/``size`` for files)."""
 
@@ -682,6 +699,29 @@ class ContactVerify(Request[SafetyNumber]):
 
 
 @dataclass(frozen=True)
+class TrustAdd(Request[TrustAnchor]):
+    METHOD = "trust_add"
+    anchor: str = field(metadata=_meta("the anchor's text, `onionpost-anchor1:...`"))
+    safety_number: str = field(
+        metadata=_meta(
+            "the anchor's safety number as the agency read it to you (spaces ignored); "
+            "installed only if it is the anchor's"
+        )
+    )
+
+
+@dataclass(frozen=True)
+class TrustList(Request[tuple[TrustAnchor, ...]]):
+    METHOD = "trust_list"
+
+
+@dataclass(frozen=True)
+class TrustRemove(Request[TrustAnchor]):
+    METHOD = "trust_remove"
+    anchor: str = field(metadata=_meta("the agency's name or the anchor's fingerprint"))
+
+
+@dataclass(frozen=True)
 class SendText(Request[Queued]):
     METHOD = "send_text"
     contact: str
@@ -867,6 +907,9 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         ContactList,
         ContactRemove,
         ContactVerify,
+        TrustAdd,
+        TrustList,
+        TrustRemove,
         SendText,
         SendTexts,
         SendFile,

@@ -331,6 +331,15 @@ class Client:
     async def contact_verify(self, name: str) -> api.SafetyNumber:
         return await self.request(api.ContactVerify(name))
 
+    async def trust_add(self, anchor: str, safety_number: str) -> api.TrustAnchor:
+        return await self.request(api.TrustAdd(anchor, safety_number))
+
+    async def trust_list(self) -> tuple[api.TrustAnchor, ...]:
+        return await self.request(api.TrustList())
+
+    async def trust_remove(self, anchor: str) -> api.TrustAnchor:
+        return await self.request(api.TrustRemove(anchor))
+
     async def send_text(
         self, contact: str, body: str, *, content_type: str = "text/plain", id: str | None = None
     ) -> api.Queued:

@@ -33,6 +33,7 @@ at DEBUG, so the journal does not hold the contact graph.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import time
@@ -56,18 +57,29 @@ from onionpost.daemon.delivery import (
     message_record,
     unfit_mailbox,
 )
-from onionpost.errors import ConfigError
+from onionpost.errors import ConfigError, NotFoundError, TrustError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number, write_card_file
 from onionpost.host import EventHub, Handlers, OnionHost, StoreWorker, ThreadWorker
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.pairing import MailboxAnnouncement
+from onionpost.proto.trust import Anchor
 from onionpost.store import Contact, Direction, Store, Stored
 from onionpost.transport import SecureChannel
 
 __all__ = ["Daemon"]
 
 log = logging.getLogger("onionpost.daemon")
+
+
+def _trust_anchor(anchor: Anchor, added_ms: int | None) -> api.TrustAnchor:
+    return api.TrustAnchor(
+        anchor.agency,
+        anchor.fingerprint.hex(),
+        anchor.safety_number,
+        bool(anchor.mldsa65),
+        added_ms,
+    )
 
 
 def _now_ms() -> int:
@@ -137,6 +149,9 @@ class Daemon:
             api.ContactAdd: self.contact_add,
             api.ContactList: self.contact_list,
             api.ContactRemove: self.contact_remove,
+            api.TrustAdd: self.trust_add,
+            api.TrustList: self.trust_list,
+            api.TrustRemove: self.trust_remove,
             api.ContactVerify: self.contact_verify,
             api.SendText: self.send_text,
             api.SendTexts: self.send_texts,
@@ -339,6 +354,35 @@ class Daemon:
         contact = await self._worker(self._store.contacts.contact, request.name)
         number = safety_number(self._secrets.identity.public_key, contact.address.public_key)
         return api.SafetyNumber(contact.name, number)
+
+    async def trust_add(self, request: api.TrustAdd) -> api.TrustAnchor:
+        """Install an anchor once the user typed its safety number (trust.md §1)."""
+        try:
+            anchor = Anchor.from_text(request.anchor)
+        except TrustError as exc:
+            raise ConfigError(f"not a trust anchor: {exc}") from exc
+        typed = "".join(request.safety_number.split())
+        expected = "".join(anchor.safety_number.split())
+        if not hmac.compare_digest(typed.encode(), expected.encode()):
+            raise ConfigError(
+                "that is not the anchor's safety number: nothing installed "
+                "(compare it again with the agency, over a channel you trust)"
+            )
+        stored = await self._worker(self._store.trust.add, anchor, _now_ms())
+        log.info("event=trust_anchor_added agency=%s", safe(anchor.agency))
+        return _trust_anchor(stored.anchor, stored.added_ms)
+
+    async def trust_list(self, request: api.TrustList) -> tuple[api.TrustAnchor, ...]:
+        stored = await self._worker(self._store.trust.all)
+        return tuple(_trust_anchor(s.anchor, s.added_ms) for s in stored)
+
+    async def trust_remove(self, request: api.TrustRemove) -> api.TrustAnchor:
+        found = await self._worker(self._store.trust.find, request.anchor)
+        if found is None:
+            raise NotFoundError(f"no trust anchor is {request.anchor!r}")
+        await self._worker(self._store.trust.remove, found.anchor)
+        log.info("event=trust_anchor_removed agency=%s", safe(found.anchor.agency))
+        return _trust_anchor(found.anchor, found.added_ms)
 
     async def _contact_id(self, name: str) -> int:
         """A contact's id by name: from the engine's memory when it runs (the
