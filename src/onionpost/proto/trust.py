@@ -40,7 +40,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from onionpost.errors import (
     ConfigError,
@@ -91,6 +91,7 @@ __all__ = [
     "RotationProof",
     "Signed",
     "SignedCheckpoint",
+    "StatementSigner",
     "Status",
     "Verdict",
     "accept_revocations",
@@ -179,6 +180,19 @@ class HybridKey:
         if not self.mldsa65:
             return (first,)
         return first, note.Verifier(self.name, note.MLDSA65, self.mldsa65)
+
+
+class StatementSigner(Protocol):
+    """What signs statements and checkpoints: a key in memory
+    (:class:`HybridSigner`, from a sealed file) or one held elsewhere (a
+    PKCS#11 token would implement this and keep its private halves)."""
+
+    @property
+    def public(self) -> HybridKey: ...
+
+    def sign(self, text: str) -> note.Note:
+        """A note of ``text`` with one signature line per half of :attr:`public`."""
+        ...
 
 
 class HybridSigner:
@@ -466,7 +480,7 @@ def statement_text(statement: Statement) -> str:
     return f"{HEADER} {statement.KIND.value}\n{base64.b64encode(body).decode()}\n"
 
 
-def issue(signer: HybridSigner, statement: Statement, *, also: Sequence[Identity] = ()) -> bytes:
+def issue(signer: StatementSigner, statement: Statement, *, also: Sequence[Identity] = ()) -> bytes:
     """The signed note of ``statement`` by ``signer`` (and by ``also``: the old
     identity key of a rotation, trust.md §6), as bytes."""
     text = statement_text(statement)
@@ -652,7 +666,7 @@ class AgencyLog:
         size = self.size if size is None else size
         return merkle.root_of(self._leaves[:size])
 
-    def checkpoint(self, signer: HybridSigner, size: int | None = None) -> bytes:
+    def checkpoint(self, signer: StatementSigner, size: int | None = None) -> bytes:
         size = self.size if size is None else size
         text = note.Checkpoint(self.origin, size, self.root(size)).to_text()
         return signer.sign(text).to_bytes()
