@@ -28,6 +28,7 @@ from onionpost.cli._init import init, whoami
 from onionpost.cli._mailbox_cmd import mailbox
 from onionpost.cli._selftest import selftest
 from onionpost.cli._testnet import testnet
+from onionpost.cli._trust_cmd import trust
 from onionpost.home import HOME_ENV
 
 __all__ = ["main"]
@@ -51,6 +52,7 @@ def main(ctx: click.Context, home: Path | None) -> None:
 main.add_command(init)
 main.add_command(whoami)
 main.add_command(contact)
+main.add_command(trust)
 main.add_command(send)
 main.add_command(inbox)
 main.add_command(message)

@@ -33,7 +33,6 @@ at DEBUG, so the journal does not hold the contact graph.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import time
@@ -57,13 +56,13 @@ from onionpost.daemon.delivery import (
     message_record,
     unfit_mailbox,
 )
-from onionpost.errors import ConfigError, NotFoundError, TrustError
+from onionpost.errors import ConfigError, NotFoundError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number, write_card_file
 from onionpost.host import EventHub, Handlers, OnionHost, StoreWorker, ThreadWorker
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.pairing import MailboxAnnouncement
-from onionpost.proto.trust import Anchor
+from onionpost.proto.trust import Anchor, confirm_anchor
 from onionpost.store import Contact, Direction, Store, Stored
 from onionpost.transport import SecureChannel
 
@@ -357,17 +356,7 @@ class Daemon:
 
     async def trust_add(self, request: api.TrustAdd) -> api.TrustAnchor:
         """Install an anchor once the user typed its safety number (trust.md §1)."""
-        try:
-            anchor = Anchor.from_text(request.anchor)
-        except TrustError as exc:
-            raise ConfigError(f"not a trust anchor: {exc}") from exc
-        typed = "".join(request.safety_number.split())
-        expected = "".join(anchor.safety_number.split())
-        if not hmac.compare_digest(typed.encode(), expected.encode()):
-            raise ConfigError(
-                "that is not the anchor's safety number: nothing installed "
-                "(compare it again with the agency, over a channel you trust)"
-            )
+        anchor = confirm_anchor(request.anchor, request.safety_number)
         stored = await self._worker(self._store.trust.add, anchor, _now_ms())
         log.info("event=trust_anchor_added agency=%s", safe(anchor.agency))
         return _trust_anchor(stored.anchor, stored.added_ms)

@@ -98,6 +98,7 @@ __all__ = [
     "check_agency_name",
     "check_endorsement",
     "check_rotation",
+    "confirm_anchor",
     "issue",
     "meet_checkpoint",
     "open_checkpoint",
@@ -298,6 +299,24 @@ class Anchor:
         if anchor.encode() != raw or anchor.to_text() != text:
             raise _malformed("anchor", "an anchor is not in canonical form")
         return anchor
+
+
+def confirm_anchor(text: str, safety_number: str) -> Anchor:
+    """The anchor of ``text`` if ``safety_number`` (what the user typed, spaces
+    ignored) is its safety number, compared in constant time (trust.md §1);
+    else :class:`~onionpost.errors.ConfigError` with what to do."""
+    try:
+        anchor = Anchor.from_text(text)
+    except MalformedStatementError as exc:
+        raise ConfigError(f"not a trust anchor: {exc}") from exc
+    typed = "".join(safety_number.split()).encode()
+    expected = "".join(anchor.safety_number.split()).encode()
+    if not constant_time_equal(typed, expected):
+        raise ConfigError(
+            "that is not the anchor's safety number: nothing installed "
+            "(compare it again with the agency, over a channel you trust)"
+        )
+    return anchor
 
 
 # -- statements -----------------------------------------------------------------------
