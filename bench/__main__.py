@@ -17,6 +17,7 @@ from bench import (
     onion_bench,
     session_bench,
     store_bench,
+    trust_bench,
 )
 
 
@@ -25,6 +26,7 @@ def main() -> int:
         noise_bench.run,
         store_bench.run,
         evidence_bench.run,
+        trust_bench.run,
         session_bench.run,
         onion_bench.run,
         daemon_bench.run,

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl import bindings as _sodium
@@ -266,6 +266,11 @@ def mlkem768_encapsulate(public_key: bytes) -> tuple[bytes, bytes]:
 # -- ML-DSA-65 (FIPS 204) -------------------------------------------------------------
 
 
+_NO_MLDSA: Final = (
+    "this build of the cryptography package has no ML-DSA: use Ed25519-only agency keys"
+)
+
+
 class MlDsaKey:
     """An ML-DSA-65 signing key made from its 32-byte seed (FIPS 204 §6.1 ``xi``).
 
@@ -278,7 +283,10 @@ class MlDsaKey:
         if not isinstance(seed, bytes) or len(seed) != MLDSA65_SEED_LEN:
             raise ConfigError("an ML-DSA-65 seed is 32 bytes")
         self.seed = seed
-        self._private = mldsa.MLDSA65PrivateKey.from_seed_bytes(seed)
+        try:
+            self._private = mldsa.MLDSA65PrivateKey.from_seed_bytes(seed)
+        except UnsupportedAlgorithm as exc:
+            raise ConfigError(_NO_MLDSA) from exc
         self.public = self._private.public_key().public_bytes_raw()
 
     @classmethod
@@ -305,5 +313,7 @@ def mldsa65_verify(public_key: bytes, signature: bytes, message: bytes, context:
     try:
         key = mldsa.MLDSA65PublicKey.from_public_bytes(public_key)
         key.verify(signature, message, context)
+    except UnsupportedAlgorithm as exc:
+        raise ConfigError(_NO_MLDSA) from exc
     except (InvalidSignature, ValueError) as exc:
         raise AuthenticationError("handshake failed") from exc
