@@ -7,13 +7,15 @@ records are fixed, and the sessions are the endpoints of session-v1.json
 target's deepest accepting path (a record decoded, a handshake completed, a
 frame delivered, an envelope opened), from where the fuzzer mutates. The
 mailbox seeds are the objects of mailbox-v1.json themselves, and a few
-refusals made with its keys that no mutation can reach.
+refusals made with its keys that no mutation can reach; the trust seeds are
+an endorsement proof, the anchor and a revocation list of trust-v1.json.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import struct
 from pathlib import Path
 from typing import Final
@@ -26,6 +28,8 @@ from fuzz.targets import (
     PREKEY_NOW,
     RESPONDER,
     RESPONDER_STATIC,
+    TRUST_CASE,
+    TRUST_VECTOR_FILE,
     MailboxMode,
     established,
     mailbox_vector,
@@ -240,6 +244,16 @@ def _mailbox_refused() -> dict[str, bytes]:
     }
 
 
+def _trust() -> dict[str, bytes]:
+    """An endorsement proof of trust-v1.json, the anchor and a revocation list."""
+    vector = json.loads(TRUST_VECTOR_FILE.read_text())["vectors"][0]
+    return {
+        "endorsement-proof": b"\x00" + bytes.fromhex(TRUST_CASE["proof"]),
+        "anchor": b"\x01" + vector["anchor"]["text"].encode(),
+        "revocations": b"\x02" + vector["statements"]["revocations_2"].encode(),
+    }
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     """Every seed: target name -> file name -> bytes."""
     records = _records()
@@ -254,6 +268,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "handshake": _handshake(),
         "handshake_payload": _handshake_payload(),
         "mailbox": _mailbox(),
+        "trust": _trust(),
     }
 
 

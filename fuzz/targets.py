@@ -90,6 +90,7 @@ from onionpost.errors import (
     ConfigError,
     MessageDecodeError,
     RemoteProtocolError,
+    TrustError,
 )
 from onionpost.limits import (
     FRAME_HEADER_LEN,
@@ -101,7 +102,7 @@ from onionpost.limits import (
     PADDING_BUCKETS,
     REKEY_AFTER_MESSAGES,
 )
-from onionpost.proto import _msgpack, envelope, messages
+from onionpost.proto import _msgpack, envelope, messages, trust
 from onionpost.proto._crypto import KemKeyPair, KeyPair, mlkem768_encapsulate
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import (
@@ -137,6 +138,8 @@ __all__ = [
     "READ_SIZE",
     "RESPONDER",
     "TARGETS",
+    "TRUST_CASE",
+    "TRUST_VECTOR_FILE",
     "MailboxMode",
     "Target",
     "established",
@@ -692,6 +695,42 @@ class Target:
     max_len: int
 
 
+# -- agency trust (trust.md): what an endpoint presents, and anchors ---------------------
+
+TRUST_VECTOR_FILE: Final = ROOT / "protocol-spec" / "vectors" / "trust-v1.json"
+_TRUST: Final = json.loads(TRUST_VECTOR_FILE.read_text())["vectors"][0]
+TRUST_ANCHOR: Final = trust.Anchor.from_text(_TRUST["anchor"]["text"])
+TRUST_CASE: Final = _TRUST["cases"][0]
+
+
+def trust_statements(data: bytes) -> None:
+    """The first byte picks the decoder: an endorsement proof checked end to end
+    (0), an anchor's text (1), a revocation list under the vector's delegation
+    (2). Anything but a verdict or a TrustError is a bug."""
+    if not data:
+        return
+    mode, rest = data[0] % 3, data[1:]
+    try:
+        if mode == 0:
+            verdict = trust.check_endorsement(
+                TRUST_ANCHOR,
+                rest,
+                address=TRUST_CASE["address"],
+                revocations=None,
+                now=TRUST_CASE["now"],
+            )
+            assert isinstance(verdict.status, trust.Status)
+        elif mode == 1:
+            anchor = trust.Anchor.from_text(rest.decode("utf-8", "replace"))
+            assert trust.Anchor.from_text(anchor.to_text()) == anchor
+        else:
+            trust.open_revocations(
+                TRUST_ANCHOR, _TRUST["delegation"].encode(), rest, now=TRUST_CASE["now"]
+            )
+    except TrustError:
+        return
+
+
 TARGETS: Final[dict[str, Target]] = {
     t.name: t
     for t in (
@@ -702,5 +741,6 @@ TARGETS: Final[dict[str, Target]] = {
         Target("handshake", handshake, 16_384),
         Target("handshake_payload", handshake_payload, 1 + 2 * MAX_HANDSHAKE_PAYLOAD),
         Target("mailbox", mailbox, 1 + envelope.MAX_ENVELOPE + 64),
+        Target("trust", trust_statements, 40_000),
     )
 }
