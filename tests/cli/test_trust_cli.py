@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +163,21 @@ def test_root_init_and_endorse(runner: CliRunner, tmp_path: Path) -> None:
     failed = invoke(runner, *wrong, "--endpoint", "x", "--out", tmp_path / "w")
     assert "wrong passphrase or key file" in one_line_error(failed)
     assert not (tmp_path / "w").exists()
+
+
+def test_the_client_commands_do_not_load_the_store() -> None:
+    code = (
+        "import sys\n"
+        "from onionpost.cli import main\n"
+        "for args in (['trust', 'add', '--help'], ['trust', 'list', '--help']):\n"
+        "    try:\n"
+        "        main(args, prog_name='onionpost')\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('onionpost.store', 'onionpost.tor',"
+        " 'onionpost.daemon', 'stem'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
