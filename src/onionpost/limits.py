@@ -97,3 +97,15 @@ MAX_EVIDENCE_ENTRY: Final = 1024
 MAX_EVIDENCE_DETAIL: Final = 512
 # Messages in one evidence export (`onionpost export`).
 MAX_EXPORT_MESSAGES: Final = 100_000
+
+# -- Distribution lists (local-api.md §Distribution lists) -------------------------
+
+# Lists one endpoint keeps, and contacts on one list. A send to a list queues
+# one copy per member in one transaction: the member bound bounds that
+# transaction (and, for a file, the copies made of it).
+MAX_LISTS: Final = 64
+MAX_LIST_MEMBERS: Final = 256
+# A list's name, in characters (the rule of a contact's name otherwise).
+MAX_LIST_NAME: Final = 64
+# The latest sends `list show` reports, each with its copies' states.
+MAX_LIST_SENDS_SHOWN: Final = 20
