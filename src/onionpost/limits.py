@@ -109,3 +109,20 @@ MAX_LIST_MEMBERS: Final = 256
 MAX_LIST_NAME: Final = 64
 # The latest sends `list show` reports, each with its copies' states.
 MAX_LIST_SENDS_SHOWN: Final = 20
+
+# -- Groups (proto/groups.py, protocol-spec/groups.md §Bounds) -------------------------
+
+# Members of one group, and groups one endpoint keeps a log of.
+MAX_GROUP_MEMBERS: Final = 64
+MAX_GROUPS: Final = 32
+# A group's name and a member card's name, in characters (a contact name's rule).
+MAX_GROUP_NAME: Final = 64
+# Operations a group's log holds, and their encodings' bytes in all; past
+# either, the log takes no more (groups.md §Bounds).
+MAX_GROUP_LOG_OPS: Final = 1024
+MAX_GROUP_LOG_BYTES: Final = 1024 * 1024
+# One operation's encoding, in bytes, and the parents it names.
+MAX_GROUP_OP_BYTES: Final = 2048
+MAX_GROUP_PARENTS: Final = 8
+# Operations sent in answer to one fetch of missing ones.
+MAX_GROUP_OPS_PER_FETCH: Final = 64
