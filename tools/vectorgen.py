@@ -39,6 +39,7 @@ from onionpost.proto.session import (
 )
 from onionpost.proto.vectors import replay_vector
 from tools.evidence_vectors import EVIDENCE_FILE, build_evidence
+from tools.group_vectors import GROUPS_FILE, build_groups
 
 HFS_FILE = "noise-hfs.json"
 SESSION_FILE = "session-v1.json"
@@ -564,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         (SESSION_FILE, build_session),
         (MAILBOX_FILE, build_mailbox),
         (EVIDENCE_FILE, build_evidence),
+        (GROUPS_FILE, build_groups),
     ):
         path: Path = args.directory / name
         previous = json.loads(path.read_text()) if path.exists() else None
