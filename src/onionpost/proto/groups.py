@@ -413,6 +413,11 @@ class _Replay:
     removed: dict[bytes, int] = field(default_factory=dict)
     demoted: dict[bytes, int] = field(default_factory=dict)
 
+    def copy(self) -> _Replay:
+        return _Replay(
+            self.name, dict(self.members), set(self.admins), dict(self.removed), dict(self.demoted)
+        )
+
 
 def _problem(state: _Replay, op: Operation, past: int) -> str | None:
     """Why ``op``'s author may not make it in ``state`` (None: it may).
@@ -529,7 +534,8 @@ class GroupLog:
         self._bytes = 0
         self._heads: set[bytes] = set()
         self._insert(create)
-        self._state = self._replay(self._all())
+        self._full = self._replay_state(self._all())  # the replay of the whole log
+        self._state = self._public(self._full, self.heads)
 
     def __repr__(self) -> str:
         return f"GroupLog({self.group_id.hex()}, {len(self._ops)} ops)"
@@ -615,11 +621,21 @@ class GroupLog:
                 f"seq {op.seq} does not follow its author's {earlier} operations before it",
                 op=op.hash,
             )
-        problem = _problem(self._replay_state(past), op, past)
+        # An operation made on all our heads follows every operation we hold:
+        # it comes last in the replay order, and the state at its parents is
+        # the whole log's. Else both are replayed.
+        on_top = set(op.parents) == self._heads
+        at_parents = self._full if on_top else self._replay_state(past)
+        problem = _problem(at_parents, op, past)
         if problem is not None:
             raise GroupNotAllowedError(f"{op.kind.name.lower()}: {problem}", op=op.hash)
         self._insert(op)
-        self._state = self._replay(self._all())
+        if on_top:
+            self._full = at_parents.copy()
+            _apply(self._full, op, 1 << (len(self._ops) - 1))
+        else:
+            self._full = self._replay_state(self._all())
+        self._state = self._public(self._full, self.heads)
         return self._state
 
     def _past_of(self, heads: Iterable[bytes]) -> int:
@@ -670,6 +686,9 @@ class GroupLog:
                 if not any((within >> c) & 1 for c in self._children[i])
             )
         )
+        return self._public(state, heads)
+
+    def _public(self, state: _Replay, heads: tuple[bytes, ...]) -> GroupState:
         return GroupState(
             self.group_id,
             state.name,
