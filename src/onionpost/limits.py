@@ -98,7 +98,7 @@ MAX_EVIDENCE_DETAIL: Final = 512
 # Messages in one evidence export (`onionpost export`).
 MAX_EXPORT_MESSAGES: Final = 100_000
 
-# -- Distribution lists (local-api.md §Distribution lists) -------------------------
+# -- Distribution lists (local-api.md §6, distribution lists) -------------------------
 
 # Lists one endpoint keeps, and contacts on one list. A send to a list queues
 # one copy per member in one transaction: the member bound bounds that

@@ -1,6 +1,6 @@
 """``onionpost list``: local distribution lists of contacts.
 
-A list is this endpoint's own (local-api.md §Distribution lists): ``send
+A list is this endpoint's own (local-api.md §6, distribution lists): ``send
 --list NAME`` sends each member a copy of its own, one to one, and each
 copy's state is shown by ``list show NAME`` (or ``message ID``).
 """

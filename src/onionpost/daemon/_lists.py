@@ -1,6 +1,6 @@
 """The local API's distribution lists: their handlers, and the one send path.
 
-A list is local (local-api.md §Distribution lists): a send to it is one
+A list is local (local-api.md §6, distribution lists): a send to it is one
 ordinary message per member, each queued, delivered, acknowledged and
 answered one to one, so nothing on the wire changes and each copy's state is
 its own. Every send to a list, text or file, goes through

@@ -1,8 +1,8 @@
 """Distribution lists: named sets of contacts, and what was sent to each list.
 
 A part of :class:`~onionpost.store.Store` over its
-:class:`~onionpost.store._database.Database` (local-api.md §Distribution
-lists). A list is local: its members never learn of it. A send to a list is
+:class:`~onionpost.store._database.Database` (local-api.md §6,
+distribution lists). A list is local: its members never learn of it. A send to a list is
 one ordinary outgoing message per member, each with its own id, queued in
 one transaction with the list's record of the send (``list_copies``), so
 each member gets exactly one copy over the usual one-to-one path, replies

@@ -332,7 +332,7 @@ _V7: Final[tuple[str, ...]] = (
     "kind TEXT NOT NULL, contact_id INTEGER, theirs BLOB NOT NULL, ours BLOB NOT NULL)",
 )
 
-# Distribution lists (local-api.md §Distribution lists): a list's name
+# Distribution lists (local-api.md §6, distribution lists): a list's name
 # (unique in any letter case), its members (current contacts; removing a
 # contact takes it off every list), and each send to a list as its copies,
 # one ordinary outgoing message per member, so that each copy's state is that
