@@ -428,6 +428,10 @@ class Contact:
     added_ms: int | None = None
     last_seen_ms: int | None = None
     reachable: bool = False
+    verified_ms: int | None = field(
+        default=None,
+        metadata=_meta("when the user confirmed the safety number (contact_verify), or null"),
+    )
 
 
 @dataclass(frozen=True)
@@ -445,6 +449,9 @@ class SafetyNumber:
     name: str
     safety_number: str = field(
         metadata=_meta("60 digits in 12 groups of 5, the same on both endpoints")
+    )
+    verified_ms: int | None = field(
+        default=None, metadata=_meta("when the user confirmed it matched, or null")
     )
 
     @property
@@ -735,6 +742,13 @@ class ContactRemove(Request[ContactRef]):
 class ContactVerify(Request[SafetyNumber]):
     METHOD = "contact_verify"
     name: str
+    confirm: str | None = field(
+        default=None,
+        metadata=_meta(
+            "the number the contact read out (spaces ignored): if it matches, the contact is "
+            "marked verified and the evidence log records it; if not, error code config"
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
     if not contacts:
         click.echo("no contacts yet: add one with 'onionpost contact add CARD'", err=True)
         return
-    table = Table("name", "address", "reachable", "last seen", "added")
+    table = Table("name", "address", "reachable", "verified", "last seen", "added")
     table.columns[1].overflow = "fold"  # an address is an identity: never cut it short
     table.columns[1].min_width = 62
     for c in contacts:
@@ -131,6 +131,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
             Text(printable(c.name)),
             Text(c.address),
             Text("yes" if c.reachable else "no"),
+            Text(format_ms(c.verified_ms, never="no")),
             Text(format_ms(c.last_seen_ms)),
             Text(format_ms(c.added_ms, never="-")),
         )
@@ -152,21 +153,34 @@ def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
 
 @contact.command("verify")
 @click.argument("name")
+@click.option(
+    "--confirm",
+    "heard",
+    metavar="NUMBER",
+    default=None,
+    help="The number the contact read out to you: if it matches, mark the contact verified "
+    "(recorded in the evidence log); if not, exit 1 and change nothing.",
+)
 @home_option
 @json_option
-def contact_verify(name: str, home: Path | None, as_json: bool) -> None:
-    """Show the safety number to compare with the contact over a channel you trust."""
-    number = run_client(home, lambda client: client.contact_verify(name))
+def contact_verify(name: str, heard: str | None, home: Path | None, as_json: bool) -> None:
+    """Show the safety number to compare with the contact over a channel you trust;
+    with --confirm, record that it matched."""
+    number = run_client(home, lambda client: client.contact_verify(name, confirm=heard))
     if as_json:
-        emit_json({"name": number.name, "safety_number": number.safety_number})
+        emit_json(_as_json(number))
         return
     groups = number.groups
     click.echo(f"safety number with '{printable(number.name)}':")
     for row in range(0, len(groups), 4):
         click.echo("    " + " ".join(groups[row : row + 4]))
+    if number.verified_ms is not None:
+        click.echo(f"verified: it matched on {format_ms(number.verified_ms)}", err=True)
+        return
     click.echo(
         "Compare it with what they see, in person or by phone. If it matches, "
-        "nobody is between you.",
+        "nobody is between you: then record it with "
+        f"'onionpost contact verify {shlex.quote(number.name)} --confirm \"NUMBER\"'.",
         err=True,
     )
 

@@ -333,8 +333,11 @@ class Client:
     async def contact_remove(self, name: str) -> api.ContactRef:
         return await self.request(api.ContactRemove(name))
 
-    async def contact_verify(self, name: str) -> api.SafetyNumber:
-        return await self.request(api.ContactVerify(name))
+    async def contact_verify(self, name: str, *, confirm: str | None = None) -> api.SafetyNumber:
+        """The safety number with ``name``; with ``confirm`` (the number the
+        contact read out), mark the contact verified if it matches, else
+        :class:`~onionpost.errors.ConfigError`."""
+        return await self.request(api.ContactVerify(name, confirm))
 
     async def send_text(
         self, contact: str, body: str, *, content_type: str = "text/plain", id: str | None = None

@@ -34,6 +34,7 @@ at DEBUG, so the journal does not hold the contact graph.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import time
@@ -326,6 +327,7 @@ class Daemon:
             await self.host.authorize()
 
     async def contact_list(self, request: api.ContactList) -> tuple[api.Contact, ...]:
+        verified = await self._worker(self._store.contacts.verified)
         return tuple(
             api.Contact(
                 name=c.name,
@@ -333,6 +335,7 @@ class Daemon:
                 added_ms=c.added_ms,
                 last_seen_ms=c.last_seen_ms,
                 reachable=bool((link := self.engine.status(c.id)) and link.reachable),
+                verified_ms=verified.get(c.id),
             )
             for c in await self._worker(self._store.contacts.all)
         )
@@ -349,7 +352,19 @@ class Daemon:
     async def contact_verify(self, request: api.ContactVerify) -> api.SafetyNumber:
         contact = await self._worker(self._store.contacts.contact, request.name)
         number = safety_number(self._secrets.identity.public_key, contact.address.public_key)
-        return api.SafetyNumber(contact.name, number)
+        if request.confirm is not None:
+            heard = "".join(str(request.confirm).split()).encode()
+            if not hmac.compare_digest(heard, "".join(number.split()).encode()):
+                raise ConfigError(
+                    f"that is not the safety number with {contact.name!r}: someone may be "
+                    "between you; do not trust this contact until the numbers match"
+                )
+            now = int(time.time() * 1000)
+            await self._worker(self._store.contacts.mark_verified, contact.name, number, now)
+            log.info("event=contact_verified contact=%s", contact_ref(contact.id))
+            return api.SafetyNumber(contact.name, number, now)
+        verified = await self._worker(self._store.contacts.verified)
+        return api.SafetyNumber(contact.name, number, verified.get(contact.id))
 
     async def _contact_id(self, name: str) -> int:
         """A contact's id by name: from the engine's memory when it runs (the

@@ -24,6 +24,9 @@ from onionpost.store._records import Contact
 
 __all__ = ["Contacts", "contact_of"]
 
+# A safety number as the daemon formats it: 60 digits in groups (evidence detail).
+_MAX_NUMBER = 128
+
 
 def _check_contact_name(name: object) -> str:
     # A card's name is a contact's name: one rule (onionpost.names).
@@ -137,6 +140,35 @@ class Contacts:
             )
         self._settle()
         return found
+
+    def mark_verified(self, name: str, safety_number: str, now: int) -> Contact:
+        """Record that the user compared ``safety_number`` with the contact and
+        it matched (evidence.md: a CONTACT_VERIFIED entry, in the same
+        transaction). Confirming again records it again, with the new time."""
+        if not isinstance(safety_number, str) or not 0 < len(safety_number) <= _MAX_NUMBER:
+            raise ConfigError("a safety number is a short string of digits")
+        with self._database.transaction(), self._guard("verifying a contact"):
+            found = self._active_by_name(name)
+            if found is None:
+                raise UnknownContactError(name)
+            self._database.conn.execute(
+                "INSERT OR REPLACE INTO contact_verified (contact_id, verified_ms, safety_number) "
+                "VALUES (?, ?, ?)",
+                (found.id, now, safety_number),
+            )
+            self._evidence.append(
+                (Entry(Event.CONTACT_VERIFIED, now, str(found.address), detail=safety_number),)
+            )
+        return found
+
+    def verified(self) -> dict[int, int]:
+        """When each current contact's safety number was confirmed (ms), by contact id."""
+        with self._lock, self._guard("reading contacts"):
+            rows = self._database.conn.execute(
+                "SELECT v.contact_id, v.verified_ms FROM contact_verified v "
+                "JOIN current_contacts c ON c.id = v.contact_id"
+            ).fetchall()
+        return {int(contact_id): int(when) for contact_id, when in rows}
 
     def _settle(self) -> None:
         """Checkpoint the WAL into the database file and empty it, unless inside

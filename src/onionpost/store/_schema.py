@@ -318,7 +318,8 @@ _V6: Final[tuple[str, ...]] = (
 # The evidence log (evidence.md): its entries (leaf idx from 0, no gaps), the
 # checkpoints we signed (with the tree's frontier at each), the latest
 # checkpoint of ours each contact cosigned, the latest of each contact's we
-# cosigned, and alarms (two signed checkpoints that contradict each other).
+# cosigned, alarms (two signed checkpoints that contradict each other), and the
+# contacts whose safety number the user confirmed.
 # A store upgraded to it starts its log empty.
 _V7: Final[tuple[str, ...]] = (
     "CREATE TABLE evidence (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL)",
@@ -330,6 +331,9 @@ _V7: Final[tuple[str, ...]] = (
     "note BLOB NOT NULL, size INTEGER NOT NULL, stored_ms INTEGER NOT NULL)",
     "CREATE TABLE evidence_alarms (id INTEGER PRIMARY KEY, made_ms INTEGER NOT NULL, "
     "kind TEXT NOT NULL, contact_id INTEGER, theirs BLOB NOT NULL, ours BLOB NOT NULL)",
+    # The user compared the safety number with this contact and said it matched.
+    "CREATE TABLE contact_verified (contact_id INTEGER PRIMARY KEY REFERENCES contacts (id), "
+    "verified_ms INTEGER NOT NULL, safety_number TEXT NOT NULL)",
 )
 
 # Distribution lists (local-api.md §6, distribution lists): a list's name
