@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from fuzz.targets import (
+    GROUPS_VECTOR,
     INITIATOR,
     INITIATOR_STATIC,
     MAILBOX_VECTOR,
@@ -254,6 +255,17 @@ def _trust() -> dict[str, bytes]:
     }
 
 
+def _group_ops() -> dict[str, bytes]:
+    """Each operation of the group vector and each it refuses (groups.md §12)."""
+    out = {
+        f"op-{n}-{o['kind']}": bytes.fromhex(o["encoded"])
+        for n, o in enumerate(GROUPS_VECTOR["operations"])
+    }
+    for refusal in GROUPS_VECTOR["refusals"]:
+        out[f"refused-{refusal['what']}"] = bytes.fromhex(refusal["encoded"])
+    return out
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     """Every seed: target name -> file name -> bytes."""
     records = _records()
@@ -269,6 +281,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "handshake_payload": _handshake_payload(),
         "mailbox": _mailbox(),
         "trust": _trust(),
+        "group_ops": _group_ops(),
     }
 
 

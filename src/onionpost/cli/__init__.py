@@ -36,6 +36,7 @@ COMMANDS: Final[dict[str, str]] = {
     "whoami": "_init:whoami",
     "contact": "_commands:contact",
     "trust": "_trust_cmd:trust",
+    "list": "_lists_cmd:distribution_list",
     "send": "_commands:send",
     "inbox": "_commands:inbox",
     "message": "_commands:message",

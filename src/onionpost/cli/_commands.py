@@ -14,6 +14,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, aclosing, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,7 +47,8 @@ from onionpost.cli._common import (
     printable,
     run_client,
 )
-from onionpost.client import Client, Message, MessageState, Queued, StateChange
+from onionpost.cli._lists_cmd import print_sent
+from onionpost.client import Client, ListSent, Message, MessageState, Queued, StateChange
 from onionpost.errors import ConfigError, DaemonNotRunningError, NotConfirmedError, TransportError
 from onionpost.limits import MAX_CARD_FILE, MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
@@ -215,6 +217,12 @@ def _read_text(text: str | None) -> str:
     default=None,
     help="Wait until delivered, showing progress (the default for a file, not for a text).",
 )
+@click.option(
+    "--list",
+    "to_list",
+    is_flag=True,
+    help="NAME is a distribution list: each member gets a copy of its own.",
+)
 @home_option
 @json_option
 def send(
@@ -223,6 +231,7 @@ def send(
     text: str | None,
     file_path: Path | None,
     wait: bool | None,
+    to_list: bool,
     home: Path | None,
     as_json: bool,
 ) -> None:
@@ -235,10 +244,25 @@ def send(
     never be (1: refused or expired). When the daemon does not confirm the
     send in time, it says so with the message's id (exit 3): the message may
     be queued, and 'onionpost message ID' tells.
+
+    With --list, NAME is a distribution list ('onionpost list'): each member
+    gets a copy of its own, all queued at once; it returns then, showing
+    each copy's id ('onionpost list show NAME' follows their states).
     """
     if file_path is not None and text is not None:
         raise click.UsageError("give TEXT or --file, not both")
+    if to_list and wait:
+        raise click.UsageError(
+            "--wait follows one message: follow a list's copies with 'list show'"
+        )
     body = _read_text(text) if file_path is None else None
+    if to_list:
+        sent = run_client(home, partial(_send_to_list, name, body, file_path), bounded=False)
+        if as_json:
+            emit_json(_as_json(sent))
+        else:
+            print_sent(sent)
+        return
     if not (wait if wait is not None else file_path is not None):
 
         async def queue(client: Client) -> Queued:
@@ -283,6 +307,27 @@ async def _queue(client: Client, contact: str, body: str | None, path: Path | No
         why = str(exc)
     raise NotConfirmedError(
         f"not confirmed: see 'onionpost message {message_id}' ({why})", message_id=message_id
+    )
+
+
+async def _send_to_list(name: str, body: str | None, path: Path | None, client: Client) -> ListSent:
+    """As :func:`_queue`, for a send to a list under a send id chosen here."""
+    send_id = api.new_message_id()
+    try:
+        with trio.fail_after(ANSWER_DEADLINE):
+            if path is not None:
+                return await client.list_send_file(name, path, id=send_id)
+            assert body is not None
+            return await client.list_send_text(name, body, id=send_id)
+    except trio.TooSlowError:
+        why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
+    except NotConfirmedError as exc:
+        why = str(exc.__cause__ or exc)
+    except (TransportError, DaemonNotRunningError) as exc:
+        why = str(exc)
+    raise NotConfirmedError(
+        f"not confirmed: see 'onionpost list show {shlex.quote(name)}' ({why})",
+        message_id=send_id,
     )
 
 

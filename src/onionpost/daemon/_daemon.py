@@ -17,7 +17,8 @@ Theory of operation
 This module is the local API's backend: its handlers (one per request type
 an endpoint serves, :attr:`Daemon.handlers`) turn requests into store reads
 and engine calls, and shape the records; their store calls run in the
-engine's worker, off the event loop.
+engine's worker, off the event loop. Those of distribution lists are in
+:mod:`onionpost.daemon._lists`.
 
 Sends are idempotent on their id: the client chooses a message's id, and
 the same ``send_text``/``send_file`` again (its answer was lost: the daemon
@@ -48,6 +49,7 @@ import trio
 from onionpost import api
 from onionpost._logs import contact_ref, safe
 from onionpost.daemon import _evidence
+from onionpost.daemon._lists import ListHandlers
 from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
 from onionpost.daemon.delivery import (
     DeliveryEngine,
@@ -143,6 +145,7 @@ class Daemon:
             secrets, store, self.engine, self.mailboxes, mailbox_dial, policy, self._worker
         )
         self._sending: dict[bytes, trio.Lock] = {}
+        self.lists = lists = ListHandlers(store, self.engine, self._worker, config.max_file_size)
         self.handlers: Handlers = {
             api.Whoami: self.whoami,
             api.GetStatus: self.status,
@@ -168,6 +171,14 @@ class Daemon:
             api.MailboxPair: self.mailbox_pair,
             api.GetMailboxStatus: self.mailbox_status,
             api.MailboxWipe: self.mailbox_wipe,
+            api.ListCreate: lists.list_create,
+            api.ListAdd: lists.list_add,
+            api.ListRemove: lists.list_remove,
+            api.ListDelete: lists.list_delete,
+            api.ListShow: lists.list_show,
+            api.ListList: lists.list_list,
+            api.ListSendText: lists.list_send_text,
+            api.ListSendFile: lists.list_send_file,
         }
 
     # -- lifecycle -----------------------------------------------------------------

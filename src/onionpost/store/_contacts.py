@@ -121,7 +121,8 @@ class Contacts:
         return contact
 
     def remove_contact(self, name: str, now: int | None = None) -> Contact:
-        """Remove a contact; its messages stay, under its name, in the history.
+        """Remove a contact; its messages stay, under its name, in the history,
+        and it leaves every distribution list.
         ``now`` (ms) is the time the evidence log records (the clock's by default)."""
         now = int(time.time() * 1000) if now is None else now
         with self._database.transaction(), self._guard("removing a contact"):
@@ -129,6 +130,11 @@ class Contacts:
             if found is None:
                 raise UnknownContactError(name)
             self._database.conn.execute("UPDATE contacts SET removed = 1 WHERE id = ?", (found.id,))
+            # A removed contact leaves every distribution list (its sends so
+            # far stay recorded).
+            self._database.conn.execute(
+                "DELETE FROM list_members WHERE contact_id = ?", (found.id,)
+            )
             self._evidence.append(
                 (Entry(Event.CONTACT_REMOVED, now, str(found.address), detail=found.name),)
             )

@@ -346,7 +346,43 @@ _V8: Final[tuple[str, ...]] = (
     "second BLOB NOT NULL) STRICT",
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# Distribution lists (local-api.md §6, distribution lists): a list's name
+# (unique in any letter case), its members (current contacts; removing a
+# contact takes it off every list), and each send to a list as its copies,
+# one ordinary outgoing message per member, so that each copy's state is that
+# message's. Deleting a list forgets its sends; the copies stay messages.
+_V9: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE lists (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        name       TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    ) STRICT
+    """,
+    "CREATE UNIQUE INDEX lists_name ON lists (name COLLATE NOCASE)",
+    """
+    CREATE TABLE list_members (
+        list_id    INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+        contact_id INTEGER NOT NULL REFERENCES contacts (id),
+        added_ms   INTEGER NOT NULL,
+        PRIMARY KEY (list_id, contact_id)
+    ) STRICT
+    """,
+    "CREATE INDEX list_members_contact ON list_members (contact_id)",
+    """
+    CREATE TABLE list_copies (
+        send_id    BLOB NOT NULL CHECK (length(send_id) = 16),
+        list_id    INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+        contact_id INTEGER NOT NULL REFERENCES contacts (id),
+        message_id BLOB NOT NULL UNIQUE CHECK (length(message_id) = 16),
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (send_id, contact_id)
+    ) STRICT
+    """,
+    "CREATE INDEX list_copies_list ON list_copies (list_id, created_ms)",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.
 BOUND_VERSION: Final = 5
