@@ -49,6 +49,8 @@ STORE_PROTO = frozenset(
         "proto.note",
         # Trust anchors, stored as their canonical encoding (trust.md).
         "proto.trust",
+        # A group's log, rebuilt from its stored operations (groups.md).
+        "proto.groups",
     }
 )
 

@@ -3,8 +3,9 @@
 Nothing outside this package opens the database. :class:`Store` is the whole
 API: opened once, it is composed of parts, one per group of tables
 (``store.contacts``, ``store.outbox``, ``store.messages``,
-``store.transfers``, ``store.mailbox``, ``store.lists``), that hand out the frozen records
-below, none of whose ``repr`` shows a message body or file name. The store
+``store.transfers``, ``store.mailbox``, ``store.lists``, ``store.groups``),
+that hand out the frozen records below, none of whose ``repr`` shows a message
+body or file name. The store
 knows rows, not the wire: the daemon makes its records of them. Formats:
 ``protocol-spec/storage.md`` §Store.
 A home run as a mailbox keeps its state in :class:`MailboxStore` instead
@@ -17,6 +18,12 @@ rest (key derivation, sealing); the home's secrets file is sealed with it.
 from __future__ import annotations
 
 from onionpost.store import _crypto as at_rest
+from onionpost.store._groups import (
+    GroupCopy,
+    GroupSend,
+    QueuedGroupCopies,
+    ReceivedGroupText,
+)
 from onionpost.store._lists import Audience, DistributionList, ListCopy, ListSend, QueuedCopies
 from onionpost.store._mailbox import (
     Deposited,
@@ -59,6 +66,8 @@ __all__ = [
     "Directory",
     "DistributionList",
     "Expired",
+    "GroupCopy",
+    "GroupSend",
     "HeldEnvelope",
     "Kind",
     "ListCopy",
@@ -74,6 +83,8 @@ __all__ = [
     "Prekey",
     "PrekeyKind",
     "QueuedCopies",
+    "QueuedGroupCopies",
+    "ReceivedGroupText",
     "Registration",
     "State",
     "Store",

@@ -382,7 +382,69 @@ _V9: Final[tuple[str, ...]] = (
     "CREATE INDEX list_copies_list ON list_copies (list_id, created_ms)",
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+# Team channels (groups.md): a group kept here (its id, its name and log head
+# as its log gives them), its operations in their order of arrival (each one's
+# parents arrived before it, so a replay in that order rebuilds the log), the
+# membership the log gives (a cache rewritten with each change), and the
+# group messages sent and received, each at the log head it was sent at (a
+# send's copies share a ``send_id``; each copy is an ordinary ``messages`` row).
+_V10: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE groups (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        group_id   BLOB NOT NULL UNIQUE CHECK (length(group_id) = 16),
+        name       TEXT NOT NULL,
+        head       BLOB NOT NULL CHECK (length(head) = 32),
+        created_ms INTEGER NOT NULL
+    ) STRICT
+    """,
+    """
+    CREATE TABLE group_ops (
+        gid        INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        arrival    INTEGER NOT NULL,
+        hash       BLOB NOT NULL CHECK (length(hash) = 32),
+        op         BLOB NOT NULL,
+        stored_ms  INTEGER NOT NULL,
+        PRIMARY KEY (gid, hash),
+        UNIQUE (gid, arrival)
+    ) STRICT
+    """,
+    """
+    CREATE TABLE group_members (
+        gid          INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        identity_key BLOB NOT NULL CHECK (length(identity_key) = 32),
+        name         TEXT NOT NULL,
+        admin        INTEGER NOT NULL CHECK (admin IN (0, 1)),
+        PRIMARY KEY (gid, identity_key)
+    ) STRICT
+    """,
+    """
+    CREATE TABLE group_messages (
+        direction  TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        contact_id INTEGER NOT NULL REFERENCES contacts (id),
+        message_id BLOB NOT NULL CHECK (length(message_id) = 16),
+        gid        INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
+        send_id    BLOB CHECK (send_id IS NULL OR length(send_id) = 16),
+        head       BLOB NOT NULL CHECK (length(head) = 32),
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (direction, contact_id, message_id)
+    ) STRICT
+    """,
+    "CREATE INDEX group_messages_send ON group_messages (gid, send_id)",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    _V1,
+    _V2,
+    _V3,
+    _V4,
+    _V5,
+    _V6,
+    _V7,
+    _V8,
+    _V9,
+    _V10,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.
 BOUND_VERSION: Final = 5
