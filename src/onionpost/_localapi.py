@@ -78,6 +78,7 @@ class ErrorCode(enum.StrEnum):
     TOR = "tor"
     PROTOCOL = "protocol"
     TRANSPORT = "transport"
+    GROUP = "group"  # a group change or send its log refuses
     BUSY = "busy"  # too many connections
     INTERNAL = "internal"  # a daemon bug; the daemon's log has the details
 

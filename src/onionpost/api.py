@@ -78,6 +78,20 @@ __all__ = [
     "ExportFile",
     "FileInfo",
     "GetMailboxStatus",
+    "Group",
+    "GroupAdd",
+    "GroupCopy",
+    "GroupCreate",
+    "GroupDemote",
+    "GroupLeave",
+    "GroupList",
+    "GroupMember",
+    "GroupPromote",
+    "GroupRemove",
+    "GroupRename",
+    "GroupSendText",
+    "GroupSent",
+    "GroupShow",
     "GetMessage",
     "GetStatus",
     "Identity",
@@ -154,6 +168,8 @@ _SAFETY_GROUP: Final = 5
 # limits; a test keeps them equal).
 _MAX_LIST_MEMBERS: Final = 256
 _MAX_LIST_SENDS_SHOWN: Final = 20
+_MAX_GROUP_MEMBERS: Final = 64
+_MAX_GROUP_NAME: Final = 64
 
 T = TypeVar("T")  # a record
 R = TypeVar("R")  # a request's result
@@ -520,6 +536,16 @@ class Message:
         default=None, metadata=_meta("outgoing: when the contact acknowledged it")
     )
     read_ms: int | None = field(default=None, metadata=_meta("when it was read"))
+    group: str | None = field(
+        default=None, metadata=_meta("the team channel it was sent to, by name, or null")
+    )
+    group_id: str | None = field(default=None, metadata=_meta("that group's id, hex, or null"))
+    group_send: GroupSent | None = field(
+        default=None,
+        metadata=_meta(
+            "`message` only, our group sends: the send's copies to every member with their states"
+        ),
+    )
 
     @property
     def read(self) -> bool:
@@ -584,6 +610,66 @@ class DistributionList:
         metadata=_meta(
             f"`list_show` only: the latest {_MAX_LIST_SENDS_SHOWN} sends, newest first, "
             "each copy with its state"
+        ),
+    )
+
+
+# -- team channels ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    name: str = field(metadata=_meta("the name on the member's card"))
+    address: str
+    admin: bool
+    contact: str | None = field(
+        default=None, metadata=_meta("our contact with that address, by name, or null")
+    )
+
+
+@dataclass(frozen=True)
+class GroupCopy:
+    """One member's copy of a group send: an ordinary outgoing message of its own."""
+
+    contact: str
+    id: str = field(metadata=_meta("the copy's message id, hex"))
+    state: MessageState
+
+
+@dataclass(frozen=True)
+class GroupSent:
+    """A send to a team channel: one copy per other member at one log head,
+    each delivered pairwise."""
+
+    id: str = field(metadata=_meta("the send's id, hex (each copy has an id of its own)"))
+    group: str
+    group_id: str = field(metadata=_meta("hex"))
+    head: str = field(metadata=_meta("the log head it was sent at, hex"))
+    created_ms: int
+    copies: tuple[GroupCopy, ...] = field(metadata=_meta("by member name"))
+    delivered: int = field(
+        default=0, metadata=_meta("copies the members acknowledged (delivered or read)")
+    )
+    unreachable: tuple[str, ...] = field(
+        default=(), metadata=_meta("members no copy went to: no contact of ours")
+    )
+
+
+@dataclass(frozen=True)
+class Group:
+    """A team channel: its membership as its signed log gives it (groups.md)."""
+
+    id: str = field(metadata=_meta("the group's id, 32 hex digits"))
+    name: str
+    head: str = field(metadata=_meta("the log head, hex"))
+    member: bool = field(metadata=_meta("whether we are a member (false: removed, or we left)"))
+    admin: bool = field(metadata=_meta("whether we are an admin"))
+    members: tuple[GroupMember, ...] = field(metadata=_meta("by name"))
+    operations: int = field(metadata=_meta("operations in its log"))
+    sends: tuple[GroupSent, ...] = field(
+        default=(),
+        metadata=_meta(
+            f"`group_show` only: the latest {_MAX_LIST_SENDS_SHOWN} sends, newest first"
         ),
     )
 
@@ -1018,6 +1104,106 @@ class ListSendFile(Request[ListSent]):
     )
 
 
+def _group_members(value: object) -> str | None:
+    if isinstance(value, tuple) and len(value) < _MAX_GROUP_MEMBERS:
+        return None
+    return f"must be a list of at most {_MAX_GROUP_MEMBERS - 1} contact names"
+
+
+def _some_group_members(value: object) -> str | None:
+    if isinstance(value, tuple) and 0 < len(value) < _MAX_GROUP_MEMBERS:
+        return None
+    return f"must be a list of 1 to {_MAX_GROUP_MEMBERS - 1} names"
+
+
+@dataclass(frozen=True)
+class GroupCreate(Request[Group]):
+    """A new team channel, with us as its first admin and these contacts in it."""
+
+    METHOD = "group_create"
+    name: str = field(metadata=_meta(f"at most {_MAX_GROUP_NAME} characters"))
+    members: tuple[str, ...] = field(default=(), metadata=_meta("contact names", _group_members))
+
+
+@dataclass(frozen=True)
+class GroupAdd(Request[Group]):
+    """Admins: add contacts to a group."""
+
+    METHOD = "group_add"
+    group: str = field(metadata=_meta("the group's name, or its id in hex"))
+    members: tuple[str, ...] = field(metadata=_meta("contact names", _some_group_members))
+
+
+@dataclass(frozen=True)
+class GroupRemove(Request[Group]):
+    """Admins: remove members (removals win over concurrent adds)."""
+
+    METHOD = "group_remove"
+    group: str
+    members: tuple[str, ...] = field(
+        metadata=_meta("contact names, or members' card names", _some_group_members)
+    )
+
+
+@dataclass(frozen=True)
+class GroupLeave(Request[Group]):
+    METHOD = "group_leave"
+    group: str
+
+
+@dataclass(frozen=True)
+class GroupRename(Request[Group]):
+    """Admins: rename a group."""
+
+    METHOD = "group_rename"
+    group: str
+    name: str
+
+
+@dataclass(frozen=True)
+class GroupPromote(Request[Group]):
+    """Admins: make a member an admin."""
+
+    METHOD = "group_promote"
+    group: str
+    member: str = field(metadata=_meta("a contact name, or a member's card name"))
+
+
+@dataclass(frozen=True)
+class GroupDemote(Request[Group]):
+    """Admins: make an admin a plain member."""
+
+    METHOD = "group_demote"
+    group: str
+    member: str
+
+
+@dataclass(frozen=True)
+class GroupShow(Request[Group]):
+    METHOD = "group_show"
+    group: str
+
+
+@dataclass(frozen=True)
+class GroupList(Request[tuple[Group, ...]]):
+    METHOD = "group_list"
+
+
+@dataclass(frozen=True)
+class GroupSendText(Request[GroupSent]):
+    """One text to every other member of a group at its present head, a copy
+    each, all queued in one commit."""
+
+    METHOD = "group_send_text"
+    group: str
+    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
+    content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
+    id: str | None = field(
+        default=None,
+        metadata=_meta("the send's id, as for `list_send_text`", _message_id),
+    )
+
+
 def _expires(value: object) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool) or not 60 <= value <= 604_800:
         return "seconds from 60 to 604800"
@@ -1090,6 +1276,16 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         ListList,
         ListSendText,
         ListSendFile,
+        GroupCreate,
+        GroupAdd,
+        GroupRemove,
+        GroupLeave,
+        GroupRename,
+        GroupPromote,
+        GroupDemote,
+        GroupShow,
+        GroupList,
+        GroupSendText,
     )
 }
 

@@ -49,6 +49,7 @@ import trio
 from onionpost import api
 from onionpost._logs import contact_ref, safe
 from onionpost.daemon import _evidence
+from onionpost.daemon._groups import GroupHandlers
 from onionpost.daemon._lists import ListHandlers
 from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
 from onionpost.daemon.delivery import (
@@ -64,6 +65,7 @@ from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number, w
 from onionpost.host import EventHub, Handlers, OnionHost, StoreWorker, ThreadWorker
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.groups import MemberCard
 from onionpost.proto.pairing import MailboxAnnouncement
 from onionpost.proto.trust import Anchor, confirm_anchor
 from onionpost.store import Contact, Direction, Store, Stored
@@ -146,6 +148,15 @@ class Daemon:
         )
         self._sending: dict[bytes, trio.Lock] = {}
         self.lists = lists = ListHandlers(store, self.engine, self._worker, config.max_file_size)
+        self.groups = groups = GroupHandlers(
+            store,
+            self.engine,
+            self._worker,
+            secrets.identity,
+            MemberCard(
+                secrets.identity.public_key, secrets.client_auth_public, secrets.display_name
+            ),
+        )
         self.handlers: Handlers = {
             api.Whoami: self.whoami,
             api.GetStatus: self.status,
@@ -179,6 +190,16 @@ class Daemon:
             api.ListList: lists.list_list,
             api.ListSendText: lists.list_send_text,
             api.ListSendFile: lists.list_send_file,
+            api.GroupCreate: groups.group_create,
+            api.GroupAdd: groups.group_add,
+            api.GroupRemove: groups.group_remove,
+            api.GroupLeave: groups.group_leave,
+            api.GroupRename: groups.group_rename,
+            api.GroupPromote: groups.group_promote,
+            api.GroupDemote: groups.group_demote,
+            api.GroupShow: groups.group_show,
+            api.GroupList: groups.group_list,
+            api.GroupSendText: groups.group_send_text,
         }
 
     # -- lifecycle -----------------------------------------------------------------
@@ -476,7 +497,12 @@ class Daemon:
                 unread=request.unread,
             )
         )
-        return tuple(message_record(s) for s in page)
+        return await self._worker(self._records, page, sends=False)
+
+    def _records(self, page: Sequence[Stored], *, sends: bool) -> tuple[api.Message, ...]:
+        """In the worker: messages as the local API shows them, each with its
+        group (and, with ``sends``, every copy of our group sends)."""
+        return tuple(self.groups.annotate(message_record(s), s, sends=sends) for s in page)
 
     def _outbox(self, contact: str | None, limit: int) -> list[Stored]:
         contact_id = None if contact is None else self._store.contacts.contact(contact).id
@@ -484,7 +510,7 @@ class Daemon:
 
     async def outbox(self, request: api.Outbox) -> tuple[api.Message, ...]:
         page = await self._worker(self._outbox, request.contact, request.limit)
-        return tuple(message_record(s) for s in page)
+        return await self._worker(self._records, page, sends=False)
 
     def _find(self, message_id: bytes, contact: str | None) -> Stored:
         """In the worker: the one message with this id (of this contact, when named).
@@ -507,7 +533,8 @@ class Daemon:
 
     async def message(self, request: api.GetMessage) -> api.Message:
         found = await self._worker(self._find, _parse_id(request.id), request.contact)
-        return message_record(found)
+        (record,) = await self._worker(self._records, [found], sends=True)
+        return record
 
     def _mark_read(self, ids: Sequence[bytes], contact: str | None) -> dict[int, list[bytes]]:
         """In the worker: mark what was received read; what changed, by contact."""

@@ -53,6 +53,7 @@ from onionpost.errors import (
     CardError,
     ConfigError,
     FramingError,
+    GroupError,
     LocalProtocolError,
     NotFoundError,
     OnionpostError,
@@ -89,6 +90,7 @@ _ERROR_CODES: Final[Mapping[type[OnionpostError], ErrorCode]] = {
     RemoteProtocolError: ErrorCode.PROTOCOL,
     LocalProtocolError: ErrorCode.PROTOCOL,
     TransportError: ErrorCode.TRANSPORT,
+    GroupError: ErrorCode.GROUP,
 }
 
 

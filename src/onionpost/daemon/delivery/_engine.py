@@ -80,7 +80,15 @@ from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity
 from onionpost.proto.session import PeerDecision
-from onionpost.store import Audience, Contact, Kind, ListSend, Store, Stored
+from onionpost.store import (
+    Audience,
+    Contact,
+    Kind,
+    ListSend,
+    QueuedGroupCopies,
+    Store,
+    Stored,
+)
 from onionpost.transport import SecureChannel
 
 __all__ = ["DeliveryEngine"]
@@ -332,6 +340,31 @@ class DeliveryEngine:
             copy = messages.Text(message_id, text.created_ms, text.body, text.content_type)
             self._hand_off(contact_id, [(seq, copy)])
         return queued.send
+
+    async def queue_group_text(
+        self, group_id: bytes, send_id: bytes, text: messages.Text, *, sender: bytes
+    ) -> QueuedGroupCopies:
+        """Queue ``text`` to every other member of a group at its present head,
+        a copy each under an id of its own (``store.groups``), in one
+        transaction; each copy goes to its member's link as a text queued
+        alone would."""
+        messages.encode(text)  # refuse what could never be sent, before queueing it
+        expiry = self._parts.policy.message_expiry
+        expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
+        queued = await self._parts.writer.write(
+            self._parts.store.groups.queue_text,
+            group_id,
+            send_id,
+            text.created_ms,
+            text.body,
+            text.content_type,
+            expires_at,
+            sender=sender,
+        )
+        for contact_id, message_id, seq in queued.new:
+            copy = messages.Text(message_id, text.created_ms, text.body, text.content_type)
+            self._hand_off(contact_id, [(seq, copy)])
+        return queued
 
     def _hand_off(self, contact_id: int, queued: list[tuple[int, messages.Text]]) -> None:
         link = self._links.get(contact_id)

@@ -1,0 +1,136 @@
+"""Team channels over in-memory endpoints (groups.md): the local API's group
+handlers, sends at a head as one copy per member, and bad input refused with
+nothing stored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onionpost import api
+from onionpost.errors import (
+    ConfigError,
+    GroupNotAllowedError,
+    NotFoundError,
+    OnionpostError,
+    UnknownContactError,
+)
+from onionpost.testing.memory import Node, befriend, network, until
+
+
+def _snapshot(node: Node) -> tuple[object, ...]:
+    db = node.store._db
+    return tuple(
+        db.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+        for table in ("groups", "group_ops", "group_members", "group_messages", "messages")
+    )
+
+
+async def test_group_changes_are_signed_operations_of_its_log(tmp_path: Path) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice = net.node("alice")
+        others = [net.node(n) for n in ("bob", "carol", "dave")]
+        for other in others:
+            befriend(alice, other)
+        await alice.start(nursery)
+        groups = alice.daemon.groups  # type: ignore[union-attr]
+        made = await groups.group_create(api.GroupCreate("ops", ("bob", "carol")))
+        assert (made.name, made.member, made.admin, made.operations) == ("ops", True, True, 3)
+        assert [(m.name, m.admin, m.contact) for m in made.members] == [
+            ("alice", True, None),
+            ("bob", False, "bob"),
+            ("carol", False, "carol"),
+        ]
+        added = await groups.group_add(api.GroupAdd("OPS", ("dave",)))
+        assert [m.name for m in added.members] == ["alice", "bob", "carol", "dave"]
+        promoted = await groups.group_promote(api.GroupPromote(made.id, "bob"))
+        assert {m.name for m in promoted.members if m.admin} == {"alice", "bob"}
+        demoted = await groups.group_demote(api.GroupDemote("ops", "bob"))
+        assert {m.name for m in demoted.members if m.admin} == {"alice"}
+        renamed = await groups.group_rename(api.GroupRename("ops", "ops-team"))
+        assert renamed.name == "ops-team"
+        removed = await groups.group_remove(api.GroupRemove("ops-team", ("dave",)))
+        assert [m.name for m in removed.members] == ["alice", "bob", "carol"]
+        assert removed.head != made.head
+        (listed,) = await groups.group_list(api.GroupList())
+        assert (listed.id, listed.operations) == (made.id, 8)
+        left = await groups.group_leave(api.GroupLeave("ops-team"))
+        assert (left.member, left.admin) == (False, False)
+        # Once out of it, we send nothing to it.
+        before = _snapshot(alice)
+        with pytest.raises(GroupNotAllowedError):
+            await groups.group_send_text(api.GroupSendText("ops-team", "still here?"))
+        with pytest.raises(GroupNotAllowedError):
+            await groups.group_leave(api.GroupLeave("ops-team"))
+        assert _snapshot(alice) == before
+
+
+@pytest.mark.parametrize(
+    ("request_", "error"),
+    [
+        (api.GroupAdd("ops", ("bob",)), OnionpostError),  # already a member
+        (api.GroupAdd("ops", ("zed",)), UnknownContactError),
+        (api.GroupAdd("ops", ("dave", "DAVE")), ConfigError),
+        (api.GroupAdd("nothing", ("dave",)), NotFoundError),
+        (api.GroupRemove("ops", ("dave",)), ConfigError),  # not a member
+        (api.GroupRemove("ops", ("alice",)), ConfigError),  # leave instead
+        (api.GroupPromote("ops", "zed"), ConfigError),
+        (api.GroupDemote("ops", "bob"), OnionpostError),  # not an admin
+        (api.GroupRename("ops", ""), OnionpostError),
+        (api.GroupShow("nothing"), NotFoundError),
+        (api.GroupSendText("nothing", "hi"), NotFoundError),
+        (api.GroupSendText("ops", "hi", id="00"), ConfigError),
+    ],
+)
+async def test_bad_group_requests_change_nothing(
+    tmp_path: Path, request_: api.Request[object], error: type[Exception]
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice = net.node("alice")
+        for name in ("bob", "carol", "dave"):
+            befriend(alice, net.node(name))
+        await alice.start(nursery)
+        daemon = alice.daemon
+        assert daemon is not None
+        await daemon.groups.group_create(api.GroupCreate("ops", ("bob", "carol")))
+        before = _snapshot(alice)
+        with pytest.raises(error):
+            await daemon.handlers[type(request_)](request_)
+        assert _snapshot(alice) == before
+        # The daemon goes on serving.
+        assert (await daemon.groups.group_show(api.GroupShow("ops"))).operations == 3
+
+
+async def test_a_group_send_queues_a_copy_per_member_at_the_head(tmp_path: Path) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, carol = (net.node(n) for n in ("alice", "bob", "carol"))
+        befriend(alice, bob)
+        befriend(alice, carol)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        daemon = alice.daemon
+        assert daemon is not None
+        made = await daemon.groups.group_create(api.GroupCreate("ops", ("bob", "carol")))
+        sent = await daemon.groups.group_send_text(api.GroupSendText("ops", "briefing at 9"))
+        assert (sent.group, sent.group_id, sent.head) == ("ops", made.id, made.head)
+        assert [c.contact for c in sent.copies] == ["bob", "carol"]
+        assert len({c.id for c in sent.copies} | {sent.id}) == 3
+        await until(lambda: alice.state(bytes.fromhex(sent.copies[0].id)) == "delivered")
+        shown = await daemon.message(api.GetMessage(sent.copies[0].id))
+        assert (shown.group, shown.group_id) == ("ops", made.id)
+        assert shown.group_send is not None
+        assert shown.group_send.delivered == 1
+        assert {c.contact: c.state for c in shown.group_send.copies} == {
+            "bob": api.MessageState.DELIVERED,
+            "carol": api.MessageState.QUEUED,
+        }
+        outbox = await daemon.outbox(api.Outbox())
+        assert [(m.contact, m.group) for m in outbox] == [("carol", "ops")]
+        (latest,) = (await daemon.groups.group_show(api.GroupShow("ops"))).sends
+        assert latest.id == sent.id
+        again = await daemon.groups.group_send_text(
+            api.GroupSendText("ops", "briefing at 9", id=sent.id)
+        )
+        assert [c.id for c in again.copies] == [c.id for c in sent.copies]
