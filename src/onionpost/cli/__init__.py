@@ -37,6 +37,7 @@ COMMANDS: Final[dict[str, str]] = {
     "contact": "_commands:contact",
     "trust": "_trust_cmd:trust",
     "list": "_lists_cmd:distribution_list",
+    "group": "_groups_cmd:group",
     "send": "_commands:send",
     "inbox": "_commands:inbox",
     "message": "_commands:message",

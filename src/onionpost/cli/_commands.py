@@ -47,8 +47,17 @@ from onionpost.cli._common import (
     printable,
     run_client,
 )
+from onionpost.cli._groups_cmd import print_group_sent
 from onionpost.cli._lists_cmd import print_sent
-from onionpost.client import Client, ListSent, Message, MessageState, Queued, StateChange
+from onionpost.client import (
+    Client,
+    GroupSent,
+    ListSent,
+    Message,
+    MessageState,
+    Queued,
+    StateChange,
+)
 from onionpost.errors import ConfigError, DaemonNotRunningError, NotConfirmedError, TransportError
 from onionpost.limits import MAX_CARD_FILE, MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
@@ -223,6 +232,12 @@ def _read_text(text: str | None) -> str:
     is_flag=True,
     help="NAME is a distribution list: each member gets a copy of its own.",
 )
+@click.option(
+    "--group",
+    "to_group",
+    is_flag=True,
+    help="NAME is a team channel: each other member gets a copy at its log's head.",
+)
 @home_option
 @json_option
 def send(
@@ -232,6 +247,7 @@ def send(
     file_path: Path | None,
     wait: bool | None,
     to_list: bool,
+    to_group: bool,
     home: Path | None,
     as_json: bool,
 ) -> None:
@@ -248,6 +264,10 @@ def send(
     With --list, NAME is a distribution list ('onionpost list'): each member
     gets a copy of its own, all queued at once; it returns then, showing
     each copy's id ('onionpost list show NAME' follows their states).
+
+    With --group, NAME is a team channel ('onionpost group'): a text goes
+    to each other member, a copy each at the group's present head
+    ('onionpost group show NAME' follows their states).
     """
     if file_path is not None and text is not None:
         raise click.UsageError("give TEXT or --file, not both")
@@ -255,7 +275,19 @@ def send(
         raise click.UsageError(
             "--wait follows one message: follow a list's copies with 'list show'"
         )
+    if to_list and to_group:
+        raise click.UsageError("give --list or --group, not both")
+    if to_group and (file_path is not None or wait):
+        raise click.UsageError("--group sends a text, without --wait")
     body = _read_text(text) if file_path is None else None
+    if to_group:
+        assert body is not None
+        group_sent = run_client(home, partial(_send_to_group, name, body), bounded=False)
+        if as_json:
+            emit_json(_as_json(group_sent))
+        else:
+            print_group_sent(group_sent)
+        return
     if to_list:
         sent = run_client(home, partial(_send_to_list, name, body, file_path), bounded=False)
         if as_json:
@@ -327,6 +359,24 @@ async def _send_to_list(name: str, body: str | None, path: Path | None, client: 
         why = str(exc)
     raise NotConfirmedError(
         f"not confirmed: see 'onionpost list show {shlex.quote(name)}' ({why})",
+        message_id=send_id,
+    )
+
+
+async def _send_to_group(name: str, body: str, client: Client) -> GroupSent:
+    """As :func:`_queue`, for a send to a group under a send id chosen here."""
+    send_id = api.new_message_id()
+    try:
+        with trio.fail_after(ANSWER_DEADLINE):
+            return await client.group_send_text(name, body, id=send_id)
+    except trio.TooSlowError:
+        why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
+    except NotConfirmedError as exc:
+        why = str(exc.__cause__ or exc)
+    except (TransportError, DaemonNotRunningError) as exc:
+        why = str(exc)
+    raise NotConfirmedError(
+        f"not confirmed: see 'onionpost group show {shlex.quote(name)}' ({why})",
         message_id=send_id,
     )
 
@@ -448,7 +498,10 @@ class _InboxPrinter:
             emit_json(record)
             return
         when = format_ms(message.received_ms or message.created_ms)
-        head = f"#{message.seq}  {when}  {printable(message.contact)}:"
+        sender = printable(message.contact)
+        if message.group is not None:
+            sender += f" in '{printable(message.group)}'"
+        head = f"#{message.seq}  {when}  {sender}:"
         if message.file is not None:
             state = "" if message.file.complete else ", incomplete"
             size = _format_size(message.file.size)
@@ -608,6 +661,15 @@ def message(message_id: str, contact_name: str | None, home: Path | None, as_jso
         else "text"
     )
     click.echo(f"{shown.id}  {what} {arrow} '{printable(shown.contact)}'")
+    if shown.group is not None:
+        click.echo(f"  {'group':<10} '{printable(shown.group)}' ({shown.group_id})")
+    if shown.group_send is not None:
+        sent = shown.group_send
+        click.echo(f"  {'members':<10} delivered {sent.delivered}/{len(sent.copies)}")
+        for copy in sent.copies:
+            click.echo(f"    {printable(copy.contact)}  {copy.id}  {copy.state}")
+        for name in sent.unreachable:
+            click.echo(f"    {printable(name)}  (no contact: nothing sent)")
     reason = f" (reason {shown.reason})" if shown.reason is not None else ""
     click.echo(f"  {'state':<10} {shown.state}{reason}")
     _show_time("created", shown.created_ms)

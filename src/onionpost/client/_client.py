@@ -74,7 +74,7 @@ Q = TypeVar("Q", bound=api.Request[Any])
 
 
 # Requests sent again under their id while the connection breaks.
-_SENDS = (api.SendText, api.SendFile, api.ListSendText, api.ListSendFile)
+_SENDS = (api.SendText, api.SendFile, api.ListSendText, api.ListSendFile, api.GroupSendText)
 
 
 def _with_message_id(request: Q) -> Q:
@@ -240,7 +240,12 @@ class Client:
 
     async def _call_until_answered(
         self,
-        request: api.SendText | api.SendFile | api.SendTexts | api.ListSendText | api.ListSendFile,
+        request: api.SendText
+        | api.SendFile
+        | api.SendTexts
+        | api.ListSendText
+        | api.ListSendFile
+        | api.GroupSendText,
     ) -> Any:
         """A send, sent again under its id while no answer comes (module docstring)."""
         if isinstance(request, api.SendTexts):
@@ -402,6 +407,43 @@ class Client:
     ) -> api.ListSent:
         """A copy of the file to each member of list ``name``."""
         return await self.request(api.ListSendFile(name, _absolute(path), id))
+
+    async def group_create(self, name: str, members: Sequence[str] = ()) -> api.Group:
+        """A new team channel with us as its first admin and these contacts in it."""
+        return await self.request(api.GroupCreate(name, tuple(members)))
+
+    async def group_add(self, group: str, members: Sequence[str]) -> api.Group:
+        return await self.request(api.GroupAdd(group, tuple(members)))
+
+    async def group_remove(self, group: str, members: Sequence[str]) -> api.Group:
+        return await self.request(api.GroupRemove(group, tuple(members)))
+
+    async def group_leave(self, group: str) -> api.Group:
+        return await self.request(api.GroupLeave(group))
+
+    async def group_rename(self, group: str, name: str) -> api.Group:
+        return await self.request(api.GroupRename(group, name))
+
+    async def group_promote(self, group: str, member: str) -> api.Group:
+        return await self.request(api.GroupPromote(group, member))
+
+    async def group_demote(self, group: str, member: str) -> api.Group:
+        return await self.request(api.GroupDemote(group, member))
+
+    async def group_show(self, group: str) -> api.Group:
+        """The group, its members and its latest sends with each copy's state."""
+        return await self.request(api.GroupShow(group))
+
+    async def group_list(self) -> tuple[api.Group, ...]:
+        return await self.request(api.GroupList())
+
+    async def group_send_text(
+        self, group: str, body: str, *, content_type: str = "text/plain", id: str | None = None
+    ) -> api.GroupSent:
+        """A copy of the text to each other member of ``group`` at its present
+        head, all durably queued when this returns, under the send's ``id``
+        (sent again under it while the connection breaks: one send at most)."""
+        return await self.request(api.GroupSendText(group, body, content_type, id))
 
     async def inbox(
         self, after: int = 0, limit: int = 100, *, unread: bool = False
