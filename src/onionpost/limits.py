@@ -142,3 +142,9 @@ MAX_GROUP_OP_BYTES: Final = 2048
 MAX_GROUP_PARENTS: Final = 8
 # Operations sent in answer to one fetch of missing ones.
 MAX_GROUP_OPS_PER_FETCH: Final = 64
+# Heads one GroupFetch names (a log with more names the first ones).
+MAX_GROUP_FETCH_HEADS: Final = 64
+# GroupFetch records one session answers or sends, per direction.
+MAX_GROUP_FETCHES_PER_SESSION: Final = 64
+# Group texts a session holds while it fetches the operations they follow.
+MAX_GROUP_TEXTS_WAITING: Final = 64

@@ -125,6 +125,19 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
         st.integers(0, 128).map(lambda n: bytes(32 * n)),
     ),
     m.LogCosigned: st.builds(m.LogCosigned, st.sampled_from([0, 1]), st.binary(max_size=500)),
+    m.GroupOps: st.builds(
+        m.GroupOps, ids, st.lists(st.binary(max_size=300), min_size=1, max_size=40).map(tuple)
+    ),
+    m.GroupFetch: st.builds(m.GroupFetch, ids, st.integers(0, 64).map(lambda n: bytes(32 * n))),
+    m.GroupText: st.builds(
+        m.GroupText,
+        ids,
+        u64,
+        bounded_text(2000),
+        bounded_text(MAX_CONTENT_TYPE),
+        ids,
+        st.integers(1, 8).map(lambda n: bytes(32 * n)),
+    ),
 }
 
 # Any msgpack value, including the kinds records never hold.
@@ -193,6 +206,9 @@ def test_wire_tags() -> None:
         "MAILBOX_INFO": 46,
         "LOG_COSIGN": 72,
         "LOG_COSIGNED": 73,
+        "GROUP_OPS": 90,
+        "GROUP_FETCH": 91,
+        "GROUP_TEXT": 92,
     }
 
 
@@ -537,6 +553,43 @@ def test_lone_surrogates_are_refused_as_local_errors(message: object) -> None:
 )
 def test_int_enum_fields_can_be_sent(message: object) -> None:
     assert decode(encode(message)) == message  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        m.GroupFetch(ID, bytes(31)),
+        m.GroupFetch(ID, bytes(32 * 65)),
+        m.GroupText(ID, 0, "x", "text/plain", ID, b""),
+        m.GroupText(ID, 0, "x", "text/plain", ID, bytes(33)),
+        m.GroupText(ID, 0, "x", "text/plain", ID, bytes(32 * 9)),
+        m.GroupOps(ID, ()),
+        m.GroupOps(ID, (bytes(2049),)),
+    ],
+    ids=[
+        "fetch-ragged",
+        "fetch-too-many",
+        "text-no-heads",
+        "text-ragged",
+        "text-too-many",
+        "ops-none",
+        "ops-too-large",
+    ],
+)
+def test_group_records_out_of_bounds_are_refused_both_ways(message: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode(message)  # type: ignore[arg-type]
+    fields = [getattr(message, f.name) for f in dataclasses.fields(message)]  # type: ignore[arg-type]
+    with pytest.raises(MessageDecodeError):
+        decode(pack(message.TAG, *fields))  # type: ignore[attr-defined]
+
+
+def test_group_records_name_their_heads_and_hide_their_body() -> None:
+    heads = bytes(range(32)) + bytes(32)
+    text = m.GroupText(ID, 0, "attack at dawn", "text/plain", ID, heads)
+    assert text.head_list() == (bytes(range(32)), bytes(32))
+    assert "attack" not in repr(text)
+    assert m.GroupFetch(ID, b"").head_list() == ()
 
 
 def test_an_mb_usage_without_the_appended_field_decodes_with_none() -> None:

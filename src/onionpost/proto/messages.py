@@ -49,6 +49,9 @@ from onionpost.limits import (
     MAX_CONTENT_TYPE,
     MAX_FILE_NAME,
     MAX_FILE_SIZE,
+    MAX_GROUP_FETCH_HEADS,
+    MAX_GROUP_OP_BYTES,
+    MAX_GROUP_PARENTS,
     MAX_NOTE_BYTES,
     MAX_NOTE_SIGNATURES,
     MAX_PROOF_HASHES,
@@ -68,6 +71,9 @@ __all__ = [
     "FileComplete",
     "FileOffer",
     "FileReject",
+    "GroupFetch",
+    "GroupOps",
+    "GroupText",
     "LogCosign",
     "LogCosigned",
     "LogStatus",
@@ -107,6 +113,7 @@ UNUSED_PREKEY_ENTRY: Final = struct.Struct(">32sB")
 MAX_PREKEY_SIZE: Final = 1536
 HASH_LEN: Final = 64  # BLAKE2b-512
 EXTENSION_TAGS: Final = range(64, 128)
+GROUP_HEAD_LEN: Final = 32
 _U64_MAX: Final = 2**64 - 1
 # A checkpoint note with its signature lines, as it travels to be witnessed.
 MAX_WITNESSED_NOTE: Final = MAX_NOTE_BYTES + MAX_NOTE_SIGNATURES * 400
@@ -146,6 +153,11 @@ class MessageType(enum.IntEnum):
     # witnessing each other's evidence log (evidence.md §5).
     LOG_COSIGN = 72
     LOG_COSIGNED = 73
+    # team channels (groups.md §6): a group's operations, a fetch of them, and
+    # a text to the group at its author's log heads.
+    GROUP_OPS = 90
+    GROUP_FETCH = 91
+    GROUP_TEXT = 92
 
 
 class _Kind(enum.Enum):
@@ -583,6 +595,79 @@ class LogCosigned(_Record):
             raise MessageDecodeError("a checkpoint too large to witness")
 
 
+def _check_heads(heads: bytes, most: int, *, least: int = 0) -> None:
+    if len(heads) % GROUP_HEAD_LEN or not least <= len(heads) // GROUP_HEAD_LEN <= most:
+        raise MessageDecodeError(f"{least} to {most} heads of 32 bytes each")
+
+
+def _split_heads(heads: bytes) -> tuple[builtins.bytes, ...]:
+    return tuple(heads[i : i + GROUP_HEAD_LEN] for i in range(0, len(heads), GROUP_HEAD_LEN))
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOps(_Record):
+    """Operations of a group's log (groups.md §3), parents before children:
+    pushed, or the answer to a GroupFetch. Each is a signed operation's
+    canonical encoding, which the receiver decodes and checks itself."""
+
+    TAG = MessageType.GROUP_OPS
+    SCHEMA = ((_Kind.ID, 0), (_Kind.BLOBS, MAX_GROUP_OP_BYTES))
+    group_id: bytes
+    ops: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        return f"GroupOps({self.group_id.hex()}, {len(self.ops)} ops)"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFetch(_Record):
+    """The sender's heads of a group's log (32-byte hashes, concatenated; none
+    for a group it does not hold): send me what I lack (groups.md §6.2)."""
+
+    TAG = MessageType.GROUP_FETCH
+    SCHEMA = ((_Kind.ID, 0), (_Kind.DATA, 0))
+    group_id: bytes
+    heads: bytes
+
+    def _validate(self) -> None:
+        _check_heads(self.heads, MAX_GROUP_FETCH_HEADS)
+
+    def head_list(self) -> tuple[builtins.bytes, ...]:
+        return _split_heads(self.heads)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupText(_Record):
+    """A text to a group: a Text's fields, the group's id and the heads of its
+    author's log when it sent it (1 to MAX_GROUP_PARENTS 32-byte hashes,
+    concatenated; groups.md §6.1)."""
+
+    TAG = MessageType.GROUP_TEXT
+    SCHEMA = (
+        (_Kind.ID, 0),
+        (_Kind.U64, 0),
+        (_Kind.TEXT, MAX_TEXT_BODY),
+        (_Kind.TEXT, MAX_CONTENT_TYPE),
+        (_Kind.ID, 0),
+        (_Kind.DATA, 0),
+    )
+    id: bytes
+    created_ms: int
+    body: str
+    content_type: str
+    group_id: bytes
+    heads: bytes
+
+    def __repr__(self) -> str:
+        return f"GroupText(id={self.id.hex()}, group={self.group_id.hex()}, {len(self.body)} chars)"
+
+    def _validate(self) -> None:
+        _check_heads(self.heads, MAX_GROUP_PARENTS, least=1)
+
+    def head_list(self) -> tuple[builtins.bytes, ...]:
+        return _split_heads(self.heads)
+
+
 @dataclass(frozen=True, slots=True)
 class UnknownExtension:
     """An optional extension record (tag 64..127) this version does not know."""
@@ -620,6 +705,9 @@ Message = (
     | MailboxInfo
     | LogCosign
     | LogCosigned
+    | GroupOps
+    | GroupFetch
+    | GroupText
 )
 
 _BY_TAG: Final[dict[int, type[_Record]]] = {
@@ -654,6 +742,9 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         MailboxInfo,
         LogCosign,
         LogCosigned,
+        GroupOps,
+        GroupFetch,
+        GroupText,
     )
 }
 

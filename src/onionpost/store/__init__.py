@@ -23,6 +23,7 @@ from onionpost.store._groups import (
     GroupSend,
     QueuedGroupCopies,
     ReceivedGroupText,
+    ever_members,
 )
 from onionpost.store._lists import Audience, DistributionList, ListCopy, ListSend, QueuedCopies
 from onionpost.store._mailbox import (
@@ -91,4 +92,5 @@ __all__ = [
     "Stored",
     "StoredFile",
     "at_rest",
+    "ever_members",
 ]

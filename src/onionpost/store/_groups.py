@@ -12,7 +12,8 @@ transaction that adds operations, so they are read without a replay.
 Operations are added all or nothing (:meth:`Groups.apply`): a batch with one
 refused operation stores none of it, and the log kept in memory is dropped
 (rebuilt from the rows when next needed) so it never holds what the rows do
-not.
+not; a log that holds more operations than its rows (an enclosing
+transaction rolled back) is rebuilt too.
 
 A send to a group is one ordinary outgoing message per member other than
 us, each under an id of its own (:func:`group_copy_id`), queued in one
@@ -43,7 +44,7 @@ from onionpost.errors import (
     GroupUnknownError,
     NotFoundError,
 )
-from onionpost.limits import MAX_GROUPS, MAX_LIST_SENDS_SHOWN
+from onionpost.limits import MAX_GROUP_PARENTS, MAX_GROUPS, MAX_LIST_SENDS_SHOWN
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, Operation, PostCheck, PostDecision, head_hash
 from onionpost.store._contacts import Contacts
@@ -65,6 +66,12 @@ __all__ = [
 # BLAKE2b personalisation of group copy ids (16 bytes at most).
 _COPY_PERSON: Final = b"onionpost-group"
 _GROUP_ID_HEX: Final = 32
+
+
+def sent_heads(log: GroupLog) -> tuple[bytes, ...]:
+    """The heads a message sent now names: the log's, at most MAX_GROUP_PARENTS
+    of them (groups.md §6.1; a log with more names the first ones)."""
+    return log.heads[:MAX_GROUP_PARENTS]
 
 
 def group_copy_id(send_id: bytes, address_key: bytes) -> bytes:
@@ -105,6 +112,7 @@ class QueuedGroupCopies:
     send: GroupSend
     new: tuple[tuple[int, bytes, int], ...]
     unreachable: tuple[str, ...] = ()
+    heads: tuple[bytes, ...] = ()  # the heads the new copies name
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,16 @@ class ReceivedGroupText:
     group_id: bytes
     group: str
     head: bytes
+
+
+def ever_members(log: GroupLog) -> frozenset[bytes]:
+    """Every key the log made a member at some point (its create's author, and
+    each add's card), removed or not."""
+    keys = set()
+    for op in log.ordered():
+        if op.card is not None:
+            keys.add(op.card.identity_key)
+    return frozenset(keys)
 
 
 class Groups:
@@ -146,10 +164,17 @@ class Groups:
         return int(row[0])
 
     def _log(self, group_id: bytes) -> GroupLog:
+        rowid = self._rowid(group_id)
         cached = self._logs.get(group_id)
         if cached is not None:
-            return cached
-        rowid = self._rowid(group_id)
+            # A transaction rolled back after the log took its operations
+            # (an outer one, an envelope's or a group commit's) leaves the log
+            # longer than its rows: then it is rebuilt.
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM group_ops WHERE gid = ?", (rowid,)
+            ).fetchone()
+            if count == len(cached):
+                return cached
         rows = self._db.execute(
             "SELECT op FROM group_ops WHERE gid = ? ORDER BY arrival", (rowid,)
         ).fetchall()
@@ -387,14 +412,18 @@ class Groups:
                 if seq is None:  # pragma: no cover - a new send's ids are new
                     raise ConfigError(f"message id {message_id.hex()} is already in use")
                 new.append((contact.id, message_id, seq))
+            heads = sent_heads(log)
             self._db.executemany(
                 "INSERT INTO group_messages (direction, contact_id, message_id, gid, send_id, "
-                "head, created_ms) VALUES ('out', ?, ?, ?, ?, ?, ?)",
-                [(c, i, rowid, send_id, log.head, created_ms) for c, i, _ in new],
+                "head, heads, created_ms) VALUES ('out', ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (c, i, rowid, send_id, head_hash(heads), b"".join(heads), created_ms)
+                    for c, i, _ in new
+                ],
             )
             send = self._send(send_id)
         assert send is not None
-        return QueuedGroupCopies(send, tuple(new), tuple(unreachable))
+        return QueuedGroupCopies(send, tuple(new), tuple(unreachable), heads)
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -431,8 +460,8 @@ class Groups:
             if inserted:
                 self._db.execute(
                     "INSERT INTO group_messages (direction, contact_id, message_id, gid, "
-                    "send_id, head, created_ms) VALUES ('in', ?, ?, ?, NULL, ?, ?)",
-                    (contact.id, message_id, rowid, head_hash(heads), created_ms),
+                    "send_id, head, heads, created_ms) VALUES ('in', ?, ?, ?, NULL, ?, ?, ?)",
+                    (contact.id, message_id, rowid, head_hash(heads), b"".join(heads), created_ms),
                 )
             return inserted
 
@@ -451,6 +480,43 @@ class Groups:
         if row is None:
             return None
         return ReceivedGroupText(bytes(row[0]), row[1], bytes(row[2]))
+
+    def wire_info(
+        self, contact_id: int, message_ids: Sequence[bytes]
+    ) -> dict[bytes, tuple[bytes, tuple[bytes, ...]]]:
+        """Of these outgoing messages to a contact, those that are copies of a
+        group send: by message id, the group's id and the heads it names."""
+        if not message_ids:
+            return {}
+        found: dict[bytes, tuple[bytes, tuple[bytes, ...]]] = {}
+        with self._lock, self._guard("reading group sends"):
+            for message_id in message_ids:
+                row = self._db.execute(
+                    "SELECT g.group_id, gm.heads FROM group_messages gm "
+                    "JOIN groups g ON g.id = gm.gid WHERE gm.direction = 'out' "
+                    "AND gm.contact_id = ? AND gm.message_id = ?",
+                    (contact_id, message_id),
+                ).fetchone()
+                if row is not None:
+                    raw = bytes(row[1])
+                    split = tuple(raw[j : j + 32] for j in range(0, len(raw), 32))
+                    found[message_id] = (bytes(row[0]), split)
+        return found
+
+    def shared_with(self, identity_key: bytes) -> list[GroupLog]:
+        """The groups whose log ever had this key as a member (its create or an
+        add): those we keep in step with that contact."""
+        with self._lock, self._guard("reading groups"):
+            rows = self._db.execute("SELECT group_id FROM groups ORDER BY id").fetchall()
+            logs = [self._log(bytes(r[0])) for r in rows]
+        return [log for log in logs if identity_key in ever_members(log)]
+
+    def known(self, group_id: bytes) -> bool:
+        with self._lock, self._guard("reading a group"):
+            row = self._db.execute(
+                "SELECT 1 FROM groups WHERE group_id = ?", (group_id,)
+            ).fetchone()
+        return row is not None
 
     def send_of_message(self, contact_id: int, message_id: bytes) -> GroupSend | None:
         """The group send an outgoing message is a copy of (None: none)."""

@@ -386,7 +386,7 @@ _V9: Final[tuple[str, ...]] = (
 # as its log gives them), its operations in their order of arrival (each one's
 # parents arrived before it, so a replay in that order rebuilds the log), the
 # membership the log gives (a cache rewritten with each change), and the
-# group messages sent and received, each at the log head it was sent at (a
+# group messages sent and received, each at the log heads it was sent at (a
 # send's copies share a ``send_id``; each copy is an ordinary ``messages`` row).
 _V10: Final[tuple[str, ...]] = (
     """
@@ -426,6 +426,8 @@ _V10: Final[tuple[str, ...]] = (
         gid        INTEGER NOT NULL REFERENCES groups (id) ON DELETE CASCADE,
         send_id    BLOB CHECK (send_id IS NULL OR length(send_id) = 16),
         head       BLOB NOT NULL CHECK (length(head) = 32),
+        heads      BLOB NOT NULL CHECK (length(heads) BETWEEN 32 AND 256
+                                        AND length(heads) % 32 = 0),
         created_ms INTEGER NOT NULL,
         PRIMARY KEY (direction, contact_id, message_id)
     ) STRICT

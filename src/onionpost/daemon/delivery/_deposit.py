@@ -207,7 +207,8 @@ def _add_outgoing(
 ) -> bool:
     """Add what of ``outgoing`` fits; False once the envelope is full."""
     if outgoing.file is None:
-        if not add(wire_record(outgoing)):
+        group = store.groups.wire_info(outgoing.contact_id, [outgoing.id]).get(outgoing.id)
+        if not add(wire_record(outgoing, group)):
             return False
         progress.append((outgoing.id, 0, True))
         return True

@@ -141,6 +141,7 @@ class DeliveryEngine:
             address=address,
             witness=None if identity is None else Witness(identity),
         )
+        self._parts.group_changed = self.group_changed
         self._dial_fn = dial
         self._links: dict[int, Link] = {}
         self._nursery: trio.Nursery | None = None
@@ -361,12 +362,25 @@ class DeliveryEngine:
             expires_at,
             sender=sender,
         )
+        heads = b"".join(queued.heads)
         for contact_id, message_id, seq in queued.new:
-            copy = messages.Text(message_id, text.created_ms, text.body, text.content_type)
+            copy = messages.GroupText(
+                message_id, text.created_ms, text.body, text.content_type, group_id, heads
+            )
             self._hand_off(contact_id, [(seq, copy)])
         return queued
 
-    def _hand_off(self, contact_id: int, queued: list[tuple[int, messages.Text]]) -> None:
+    def group_changed(self, group_id: bytes, source: int | None = None) -> None:
+        """A group's log changed here: every link but ``source``'s offers it to
+        its contact if they share the group (each link finds out which)."""
+        for contact_id, link in self._links.items():
+            if contact_id != source:
+                link.group_sync.add(group_id)
+                link.fire()
+
+    def _hand_off(
+        self, contact_id: int, queued: Sequence[tuple[int, messages.Text | messages.GroupText]]
+    ) -> None:
         link = self._links.get(contact_id)
         if link is not None:
             link.hand_off(queued)
@@ -418,6 +432,8 @@ class DeliveryEngine:
             contact = await parts.worker(parts.store.contacts.contact_by_id, contact_id)
             if contact is not None:
                 self.contact_changed(contact)
+        for group_id in {op.group_id for op in outcome.group_ops}:
+            self.group_changed(group_id, contact_id)
         self.owed(contact_id)
         return outcome.rows
 
@@ -464,6 +480,11 @@ class DeliveryEngine:
         if not direct and link.owes:
             link.owes = await parts.worker(store.mailbox.has_owed, contact_id)
             direct = link.owes
+        if not direct and link.group_sync:
+            key = link.contact.address.public_key
+            shared = {g.group_id for g in await parts.worker(store.groups.shared_with, key)}
+            link.group_sync &= shared
+            direct = bool(link.group_sync)
         if not direct:
             direct = bool(await parts.worker(store.outbox.pending, contact_id, 1))
         deposit_work = False

@@ -12,6 +12,7 @@ The bounds a contact cannot pass are applied here: unread texts
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from onionpost._logs import contact_ref
 from onionpost.errors import (
     FileTooLargeError,
+    GroupError,
+    GroupMissingParentError,
     HashMismatchError,
     NoSpaceError,
     NotFoundError,
@@ -29,13 +32,17 @@ from onionpost.errors import (
 )
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
-from onionpost.store import Direction, Kind, Store, Stored
+from onionpost.proto.groups import GroupLog, Operation, OpKind, PostDecision
+from onionpost.store import Direction, Kind, Store, Stored, ever_members
 
 __all__ = [
     "Applied",
     "Bounds",
     "ChunkOutcome",
     "EnvelopeReceipt",
+    "GroupFetchOutcome",
+    "GroupOpsOutcome",
+    "GroupTextOutcome",
     "Intake",
     "OfferOutcome",
     "unfit_mailbox",
@@ -87,6 +94,46 @@ class EnvelopeReceipt:
     one_time_kind: int
 
 
+class GroupTextOutcome(enum.Enum):
+    """What a group text did (groups.md §6.1): stored (ack it), or held while
+    its operations are fetched, or refused (nothing stored, not acked)."""
+
+    STORED = "stored"  # new: ack it
+    REPEATED = "repeated"  # stored before: ack it again
+    FETCH = "fetch"  # heads we lack: fetch from its author, then decide again
+    UNKNOWN_GROUP = "unknown-group"  # no log of that group here: fetch it whole
+    NOT_A_MEMBER = "not-a-member"
+    REMOVED = "removed"
+    FULL = "full"  # the unread quota: it comes again
+
+    @property
+    def acked(self) -> bool:
+        return self in (GroupTextOutcome.STORED, GroupTextOutcome.REPEATED)
+
+    @property
+    def waits(self) -> bool:
+        return self in (GroupTextOutcome.FETCH, GroupTextOutcome.UNKNOWN_GROUP)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOpsOutcome:
+    """What a GroupOps did: the operations added, whether to fetch (parents
+    we lack, or a group we do not hold yet), or why it was refused."""
+
+    added: tuple[Operation, ...] = ()
+    fetch: bool = False
+    refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFetchOutcome:
+    """The answer to a GroupFetch: the operations the asker lacks, and whether
+    to ask it back (it named heads we lack)."""
+
+    ops: tuple[bytes, ...] = ()
+    ask: bool = False
+
+
 @dataclass(slots=True)
 class Applied:
     """What applying an opened envelope did."""
@@ -95,6 +142,7 @@ class Applied:
     delivered: list[bytes] = field(default_factory=list)
     read: list[bytes] = field(default_factory=list)
     mailbox_changed: bool = False
+    group_ops: list[Operation] = field(default_factory=list)
 
 
 def unfit_mailbox(
@@ -171,6 +219,80 @@ class Intake:
                 room -= 1
             stored += 1
         return stored, new
+
+    # -- team channels (groups.md §6) ----------------------------------------------------
+
+    def _peer_key(self, contact_id: int) -> bytes | None:
+        contact = self._store.contacts.contact_by_id(contact_id)
+        return None if contact is None else contact.address.public_key
+
+    def group_text(self, contact_id: int, text: messages.GroupText, now: int) -> GroupTextOutcome:
+        """Store a group text as its group's once ``may_post`` accepts its
+        author at the heads it names; else say what to do (fetch, or refuse:
+        nothing stored)."""
+        groups = self._store.groups
+        contact = self._store.contacts.contact_by_id(contact_id)
+        if contact is None or not groups.known(text.group_id):
+            return GroupTextOutcome.UNKNOWN_GROUP
+        heads = text.head_list()
+        check = groups.check_post(text.group_id, contact.address.public_key, heads)
+        if check.decision is PostDecision.FETCH:
+            return GroupTextOutcome.FETCH
+        if check.decision is not PostDecision.ACCEPT:
+            return GroupTextOutcome(check.decision.value)
+        unread = self._store.messages.unread_count(contact_id, kind=Kind.TEXT)
+        if unread >= self._bounds.max_unread:
+            return GroupTextOutcome.FULL
+        new = groups.store_text(
+            contact, text.group_id, heads, text.id, text.created_ms, text.body,
+            text.content_type, now,
+        )  # fmt: skip
+        return GroupTextOutcome.STORED if new else GroupTextOutcome.REPEATED
+
+    def group_ops(self, contact_id: int, record: messages.GroupOps, now: int) -> GroupOpsOutcome:
+        """Add a contact's operations of a group to its log, all or nothing
+        (each checked as groups.md §5 says). A group we do not hold is kept
+        only from its create, when the contact and we are both members of
+        what the operations make."""
+        try:
+            ops = [Operation.decode(data) for data in record.ops]
+            if any(op.group_id != record.group_id for op in ops):
+                return GroupOpsOutcome(refused="an operation of another group")
+            groups = self._store.groups
+            if groups.known(record.group_id):
+                return GroupOpsOutcome(tuple(groups.apply(record.group_id, ops, now)))
+            if ops[0].kind is not OpKind.CREATE:
+                return GroupOpsOutcome(fetch=True)
+            trial = GroupLog(ops[0])
+            for op in ops[1:]:
+                trial.add(op)
+            peer = self._peer_key(contact_id)
+            state = trial.state
+            if peer is None or not state.is_member(peer):
+                return GroupOpsOutcome(refused="not a member of the group it sends")
+            if not state.is_member(self._address.public_key):
+                return GroupOpsOutcome(refused="a group we are not in")
+            groups.start(ops[0], now, ops[1:])
+            return GroupOpsOutcome(tuple(ops))
+        except GroupMissingParentError:
+            return GroupOpsOutcome(fetch=True)
+        except GroupError as exc:
+            return GroupOpsOutcome(refused=exc.reason.value)
+
+    def group_fetch(self, contact_id: int, record: messages.GroupFetch) -> GroupFetchOutcome:
+        """Answer a GroupFetch: what the asker lacks, if it ever was a member
+        (a member removed learns of its removal); ask it back when it named
+        heads we lack, or a group we do not hold."""
+        groups = self._store.groups
+        if not groups.known(record.group_id):
+            return GroupFetchOutcome(ask=True)
+        log = groups.log(record.group_id)
+        peer = self._peer_key(contact_id)
+        if peer is None or peer not in ever_members(log):
+            return GroupFetchOutcome()
+        heads = record.head_list()
+        missing = any(h not in log for h in heads)
+        return GroupFetchOutcome(tuple(op.encode() for op in log.since(heads)), ask=missing)
 
     def delivered(self, contact_id: int, ids: Sequence[bytes], now: int) -> list[bytes]:
         """Acks and FileCompletes: a contact can only acknowledge what was sent to it."""
@@ -355,6 +477,17 @@ class Intake:
                     contact_id, record.announcement
                 ):
                     outcome.mailbox_changed = True
+                elif isinstance(record, messages.GroupOps):
+                    self._envelope_group_ops(contact_id, record, now, outcome)
+                elif isinstance(record, messages.GroupText):
+                    # After the envelope's operations (a text follows what its
+                    # author made before it): unacked unless stored, so it
+                    # comes again directly when it cannot be decided here.
+                    done = self.group_text(contact_id, record, now)
+                    if done.acked:
+                        acks.append(record.id)
+                    if done is GroupTextOutcome.STORED:
+                        new.append(record.id)
                 # Anything else (Ping, FileAccept, a mailbox's record) has no
                 # meaning in an envelope: ignored.
             if acks:
@@ -363,6 +496,18 @@ class Intake:
             store.mailbox.note_envelope(receipt.envelope_id, now)
         outcome.rows = [store.messages.message(i, contact_id=contact_id) for i in new]
         return outcome
+
+    def _envelope_group_ops(
+        self, contact_id: int, record: messages.GroupOps, now: int, outcome: Applied
+    ) -> None:
+        done = self.group_ops(contact_id, record, now)
+        outcome.group_ops += done.added
+        if done.refused is not None:
+            log.info(
+                "event=group_ops_refused contact=%s why=%s via=mailbox",
+                contact_ref(contact_id),
+                done.refused,
+            )
 
     def _envelope_marks(
         self,

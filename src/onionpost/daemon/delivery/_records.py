@@ -10,6 +10,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -67,13 +68,20 @@ class Session:
     # over as they are (with their seq) so that the sender need not read them
     # back; ``reread`` when the outbox must be read instead (a new session,
     # a file queued, the hand-off full).
-    handoff: deque[tuple[int, messages.Text]] = field(default_factory=deque)
+    handoff: deque[tuple[int, messages.Text | messages.GroupText]] = field(default_factory=deque)
     reread: bool = True
     # Witnessing (``_witness.py``): the request we sent and await an answer
     # to, and how many of the contact's requests this session answered.
     cosign_sent: messages.LogCosign | None = None
     cosign_asked: bool = False
     cosigns_answered: int = 0
+    # Team channels (``_groups.py``): GroupFetch records sent and answered,
+    # the groups whose logs were offered at the start, and group texts held
+    # while the operations they follow are fetched.
+    group_fetches_sent: int = 0
+    group_fetches_answered: int = 0
+    groups_offered: bool = False
+    group_waiting: list[messages.GroupText] = field(default_factory=list)
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""
@@ -121,6 +129,8 @@ class Link:
     # A mailbox the contact named that answered as no mailbox does: no more
     # deposits there (until the contact names another).
     bad_mailbox: OnionAddress | None = None
+    # Groups whose log changed here since the contact was last offered it.
+    group_sync: set[bytes] = field(default_factory=set)
 
     def stop(self) -> None:
         self.removed = True
@@ -136,7 +146,7 @@ class Link:
                 session.reread = True
             session.wake.fire()
 
-    def hand_off(self, queued: list[tuple[int, messages.Text]]) -> None:
+    def hand_off(self, queued: Sequence[tuple[int, messages.Text | messages.GroupText]]) -> None:
         """Texts just committed to the outbox: to each session's sender as
         they are (the outbox read when a hand-off would pass its bound)."""
         for session in self.sessions:
@@ -173,6 +183,9 @@ class Parts:
     mailbox: MailboxAccess | None
     address: OnionAddress  # ours
     witness: Witness | None = None  # None: this engine keeps no evidence log's witnesses
+    # A group's log changed here: offer it to every contact that shares it
+    # (but the one given, which sent the change).
+    group_changed: Callable[[bytes, int | None], None] = lambda group_id, source: None
     counters: Counters = field(default_factory=Counters)
 
     def announcement_due(self, link: Link) -> tuple[int, bytes] | None:

@@ -34,7 +34,7 @@ import trio
 
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
-from onionpost.daemon.delivery import _files
+from onionpost.daemon.delivery import _files, _groups
 from onionpost.daemon.delivery._link import keep_new_session
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._views import expected, message_record, wire_record
@@ -241,6 +241,9 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             if await _send_owed(parts, link, channel):
                 continue
             link.owes = False
+        if not session.groups_offered or link.group_sync:
+            await _groups.offer_groups(parts, link, session)
+            continue
         due = parts.announcement_due(link)
         if due is not None:
             version, announcement = due
@@ -257,7 +260,10 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             )
             if len(batch) == SEND_BATCH:
                 session.reread = True  # more to read
-            records: list[messages.Message] = [wire_record(o) for o in batch]
+            groups = await parts.worker(
+                parts.store.groups.wire_info, contact_id, [o.id for o in batch if o.file is None]
+            )
+            records: list[messages.Message] = [wire_record(o, groups.get(o.id)) for o in batch]
             seqs = [o.seq for o in batch]
             ids = [o.id for o in batch]
         else:
@@ -575,6 +581,9 @@ HANDLERS: Final[dict[type, Handler]] = {
     messages.MailboxInfo: _on_mailbox_info,
     messages.LogCosign: _on_log_cosign,
     messages.LogCosigned: _on_log_cosigned,
+    messages.GroupOps: _groups.on_group_ops,
+    messages.GroupFetch: _groups.on_group_fetch,
+    messages.GroupText: _groups.on_group_text,
     messages.Ping: _ignore,
     messages.Pong: _ignore,
     messages.Close: _ignore,
