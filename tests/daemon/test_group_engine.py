@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from onionpost import api
+from onionpost.daemon.delivery._groups import ops_records
 from onionpost.errors import GroupNotAllowedError
 from onionpost.proto import messages as m
 from onionpost.proto.groups import GroupLog, MemberCard, OpKind, sign_operation
@@ -282,3 +283,22 @@ async def test_bad_group_records_are_refused_and_the_session_goes_on(tmp_path: P
         # And the daemon serves.
         shown = await alice.daemon.groups.group_show(api.GroupShow("ops"))  # type: ignore[union-attr]
         assert shown.operations == len(log)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "records"),
+    [
+        ([100] * 3, 1),
+        ([100] * 40, 1),
+        ([100] * 41, 2),
+        ([2048] * 40, 2),  # 40 of the largest do not fit one record
+        ([2048] * 64, 3),
+    ],
+)
+def test_operations_are_sent_in_records_that_fit(sizes: list[int], records: int) -> None:
+    ops = [bytes([n % 256]) * size for n, size in enumerate(sizes)]
+    made = ops_records(bytes(16), ops)
+    assert len(made) == records
+    assert [op for record in made for op in record.ops] == ops
+    for record in made:
+        assert m.decode(m.encode(record)) == record
