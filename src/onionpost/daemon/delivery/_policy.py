@@ -34,6 +34,11 @@ class DeliveryPolicy:
     # A session whose peer sent nothing (not even a Pong) for this long is
     # dead, whatever the stream says.
     silence_timeout: float = 150.0
+    # Texts sent and nothing at all heard since for this long (a Ping sent
+    # halfway): the contact is gone though the stream did not say so (its
+    # daemon stopped and its tor's close never reached us). What waits for it
+    # may then go to its mailbox without waiting out silence_timeout.
+    answer_timeout: float = 30.0
     max_file_size: int = 1 << 30
     max_disk_use: int = 10 << 30
     message_expiry: float | None = None

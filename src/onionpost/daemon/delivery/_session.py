@@ -271,6 +271,8 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             ids = [text.id for _, text in fresh]
         if records:
             session.last_activity = trio.current_time()
+            if session.unanswered_since is None:
+                session.unanswered_since = session.last_activity
             await channel.send_many(records)
             sent_up_to = max(sent_up_to, *seqs)
             await _mark_sent(parts, contact_id, ids)
@@ -283,16 +285,23 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             # Nothing either way for a while: we opened it, we close it.
             raise Shed("idle", code=CloseCode.NORMAL, reason="idle")
         silent_until = session.last_heard + policy.silence_timeout
+        ping_at = session.last_ping + policy.ping_interval
+        if session.unanswered_since is not None:
+            silent_until = min(silent_until, session.unanswered_since + policy.answer_timeout)
+            # Halfway, a Ping: a contact that is there but slow to ack answers it.
+            halfway = session.unanswered_since + policy.answer_timeout / 2
+            if session.last_ping < halfway:
+                ping_at = min(ping_at, halfway)
         if now >= silent_until:
             # Our Pings went unanswered: the contact is gone (its tor died
             # with its workstation) though the stream did not say so. What
             # waits for it may go to its mailbox now.
             raise TransportError("timeout", reason="timeout")
-        if now >= session.last_ping + policy.ping_interval:
+        if now >= ping_at:
             session.last_ping = now
             await channel.send(messages.Ping(secrets.randbits(63)))
             continue
-        deadline = min(session.last_ping + policy.ping_interval, silent_until)
+        deadline = min(ping_at, silent_until)
         if session.initiator:
             deadline = min(deadline, idle_until)
         with trio.move_on_at(deadline):
@@ -372,6 +381,7 @@ async def _receiver(parts: Parts, link: Link, session: Session, nursery: trio.Nu
                 session.proven = True
                 link.state.proven()
             session.last_heard = trio.current_time()
+            session.unanswered_since = None
             if not isinstance(record, messages.Pong):
                 session.last_activity = trio.current_time()
             if isinstance(record, messages.Text):
