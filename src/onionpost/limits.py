@@ -97,3 +97,13 @@ MAX_EVIDENCE_ENTRY: Final = 1024
 MAX_EVIDENCE_DETAIL: Final = 512
 # Messages in one evidence export (`onionpost export`).
 MAX_EXPORT_MESSAGES: Final = 100_000
+
+# -- Handling labels (proto/labels.py, spec.md §Handling labels) ----------------
+
+# A label's canonical text, in bytes of ASCII (wire: Text/FileOffer `label`,
+# LabelLimit `label`).
+MAX_LABEL: Final = 256
+# Agency schemes declared in config.toml, and the levels and caveats of one.
+MAX_LABEL_SCHEMES: Final = 16
+MAX_LABEL_LEVELS: Final = 32
+MAX_LABEL_CAVEATS: Final = 64
