@@ -258,7 +258,7 @@ def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
         ),
         # Handling labels (spec.md §5.10): the highest the responder accepts,
         # then a labelled text within it.
-        ("responder", messages.LabelLimit("TLP:AMBER")),
+        ("responder", messages.LabelLimit(("TLP:AMBER", "CUI//SP-CTI"))),
         (
             "initiator",
             messages.Text(

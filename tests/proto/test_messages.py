@@ -136,7 +136,9 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
         st.integers(0, 128).map(lambda n: bytes(32 * n)),
     ),
     m.LogCosigned: st.builds(m.LogCosigned, st.sampled_from([0, 1]), st.binary(max_size=500)),
-    m.LabelLimit: st.builds(m.LabelLimit, wire_labels),
+    m.LabelLimit: st.builds(
+        m.LabelLimit, st.lists(wire_labels.filter(bool), max_size=4).map(tuple)
+    ),
 }
 
 # Any msgpack value, including the kinds records never hold.

@@ -62,10 +62,13 @@ from onionpost.limits import MAX_LABEL, MAX_LABEL_CAVEATS, MAX_LABEL_LEVELS, MAX
 __all__ = [
     "CUI",
     "CUI_CONTROLS",
+    "DEFAULT_EXPORT_MAX",
+    "DEFAULT_LABEL",
     "TLP",
     "TLP_LEVELS",
     "Label",
     "LabelError",
+    "LabelPolicy",
     "LabelReason",
     "Labels",
     "Scheme",
@@ -188,6 +191,12 @@ class Labels:
 
     def __repr__(self) -> str:
         return f"Labels({sorted(self.schemes)})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Labels) and dict(self.schemes) == dict(other.schemes)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.schemes)))
 
     def parse(self, text: object) -> Label:
         """The label ``text`` names; :class:`LabelError` (MALFORMED,
@@ -410,3 +419,79 @@ def may_export(label: Label, export_max: Sequence[Label]) -> None:
                 reason=LabelReason.NOT_EXPORTABLE,
                 label=label.text,
             )
+
+
+# -- an endpoint's policy, from its configuration -------------------------------------------
+
+#: The label of a message sent without ``--label`` when ``labels.default`` is
+#: not configured: limited disclosure, so that a forgotten label errs on the
+#: side of care.
+DEFAULT_LABEL: Final = "TLP:AMBER"
+#: The highest label of a scheme an evidence export carries, unless configured.
+DEFAULT_EXPORT_MAX: Final = ("TLP:AMBER+STRICT",)
+_UNKNOWN: Final = "?"
+
+
+@dataclass(frozen=True, slots=True)
+class LabelPolicy:
+    """What ``config.toml``'s ``[labels]`` table says: the schemes known, the
+    default label, the highest we accept (advertised in LabelLimit), the
+    highest an export carries, and our organisation when endorsements say it."""
+
+    labels: Labels
+    default: Label
+    accept: tuple[Label, ...] = ()
+    export_max: tuple[Label, ...] = ()
+    organisation: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        default: str = DEFAULT_LABEL,
+        accept: Sequence[str] = (),
+        export_max: Sequence[str] = DEFAULT_EXPORT_MAX,
+        schemes: Iterable[Scheme] = (),
+        organisation: str | None = None,
+    ) -> LabelPolicy:
+        labels = Labels(schemes)
+        return cls(
+            labels,
+            labels.parse(default),
+            _one_per_scheme(labels, accept, "labels.accept"),
+            _one_per_scheme(labels, export_max, "labels.export_max"),
+            organisation,
+        )
+
+    def label(self, text: str | None) -> Label:
+        """The label a new message carries: ``text`` parsed, or the default."""
+        return self.default if text is None else self.labels.parse(text)
+
+    def limits(self, texts: Iterable[str]) -> tuple[Label, ...]:
+        """Stored limits as labels. One this endpoint cannot parse (another
+        agency's scheme) stays a limit that no label of ours is under."""
+        found = []
+        for text in texts:
+            try:
+                found.append(self.labels.parse(text))
+            except LabelError:
+                found.append(Label(_UNKNOWN, -1, frozenset(), text))
+        return tuple(found)
+
+    def known(self, text: str) -> Label:
+        """A stored message's label, parsed; an unlabelled or unknown one is
+        :class:`LabelError`: every rule that would copy it on fails closed."""
+        if not text:
+            raise LabelError(
+                "the message carries no label (an earlier sender's): it is not sent on",
+                reason=LabelReason.UNKNOWN_SCHEME,
+            )
+        return self.labels.parse(text)
+
+
+def _one_per_scheme(labels: Labels, texts: Sequence[str], key: str) -> tuple[Label, ...]:
+    parsed = tuple(labels.parse(text) for text in texts)
+    schemes = [label.scheme for label in parsed]
+    if len(set(schemes)) != len(schemes):
+        raise LabelError(f"{key}: one label per scheme", reason=LabelReason.MALFORMED)
+    return parsed

@@ -50,6 +50,7 @@ from onionpost.limits import (
     MAX_FILE_NAME,
     MAX_FILE_SIZE,
     MAX_LABEL,
+    MAX_LABEL_SCHEMES,
     MAX_NOTE_BYTES,
     MAX_NOTE_SIGNATURES,
     MAX_PROOF_HASHES,
@@ -163,6 +164,7 @@ class _Kind(enum.Enum):
     KEY = "key"  # bin, exactly 32 bytes (a public key, a token)
     BLOBS = "blobs"  # array of 1..MAX_BLOBS bin, each at most the bound
     LABEL = "label"  # str of printable ASCII, at most the bound (proto/labels.py parses it)
+    LABELS = "labels"  # array of 0..MAX_LABEL_SCHEMES non-empty labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,13 +609,14 @@ class LogCosigned(_Record):
 
 @dataclass(frozen=True, slots=True)
 class LabelLimit(_Record):
-    """The highest handling label the sender accepts, one per scheme it
+    """The highest handling labels the sender accepts, one per scheme it
     accepts (sent at the start of a session; an optional extension, which a
-    peer without labels ignores). Its sender refuses to queue above it."""
+    peer without labels ignores; none: no limit). Its receiver refuses to
+    queue above them."""
 
     TAG = MessageType.LABEL_LIMIT
-    SCHEMA = ((_Kind.LABEL, MAX_LABEL),)
-    label: str
+    SCHEMA = ((_Kind.LABELS, MAX_LABEL),)
+    labels: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -739,6 +742,14 @@ def _check(kind: _Kind, bound: int, value: object) -> object:
             raise _bad("a string must be valid UTF-8 (no lone surrogates)") from None
         if size > bound:
             raise _bad(f"expected a string of at most {bound} bytes")
+        return value
+    if kind is _Kind.LABELS:
+        if type(value) is not tuple or len(value) > MAX_LABEL_SCHEMES:
+            raise _bad(f"expected at most {MAX_LABEL_SCHEMES} labels")
+        for v in value:
+            if not v:
+                raise _bad("a label limit names labels")
+            _check(_Kind.LABEL, bound, v)
         return value
     if kind is _Kind.LABEL:
         if type(value) is not str or len(value) > bound:

@@ -52,6 +52,10 @@ def contact_of(row: Sequence[Any]) -> Contact:
     )
 
 
+def _split(value: str | None) -> tuple[str, ...]:
+    return () if not value else tuple(value.split("\n"))
+
+
 class Contacts:
     """Adding, removing and finding contacts; see the module docstring."""
 
@@ -166,6 +170,33 @@ class Contacts:
     def contact_by_address(self, address: OnionAddress) -> Contact | None:
         with self._lock, self._guard("reading a contact"):
             return self._active_by_address(address)
+
+    def label_limits(self, contact_id: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The highest labels we send ``contact_id``: (set here, advertised by
+        it), each a tuple of canonical labels, one per scheme (empty: none)."""
+        with self._lock, self._guard("reading a contact"):
+            row = self._database.conn.execute(
+                "SELECT max_label, advertised_label FROM contacts WHERE id = ?", (contact_id,)
+            ).fetchone()
+        if row is None:
+            raise ConfigError(f"no contact with id {contact_id}")
+        return _split(row[0]), _split(row[1])
+
+    def set_label_limit(
+        self, contact_id: int, labels: Sequence[str], *, advertised: bool = False
+    ) -> None:
+        """Set the highest labels (canonical, checked by the caller) we send
+        ``contact_id``: ours, or with ``advertised`` the contact's own."""
+        if not all(isinstance(x, str) and x and "\n" not in x for x in labels):
+            raise ConfigError("a label limit is a list of labels")
+        value = "\n".join(labels) or None
+        column = "advertised_label" if advertised else "max_label"
+        with self._database.transaction(), self._guard("updating a contact"):
+            self.require(contact_id, active=True)
+            self._database.conn.execute(
+                f"UPDATE contacts SET {column} = ? WHERE id = ?",  # noqa: S608 - our names
+                (value, contact_id),
+            )
 
     def note_contact_seen(self, contact_id: int, now: int, *, success: bool) -> None:
         """Record an attempt to reach (or a session with) a contact."""

@@ -31,6 +31,8 @@ from onionpost import api
 from onionpost.errors import (
     CardError,
     ConfigError,
+    LabelError,
+    LabelReason,
     NotFoundError,
     RemoteProtocolError,
     StoreError,
@@ -436,6 +438,7 @@ ERRORS_BY_CODE: dict[str, BaseException] = {
     "unknown-contact": UnknownContactError("zed"),
     "bad-card": CardError("malformed card: bad signature"),
     "not-found": NotFoundError("no message 00"),
+    "label": LabelError("bob accepts up to TLP:AMBER", reason=LabelReason.ABOVE_LIMIT),
     "config": ConfigError("bad setting"),
     "store": StoreError("the store is locked"),
     "tor": TorError("tor is not running"),

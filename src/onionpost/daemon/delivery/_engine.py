@@ -278,6 +278,7 @@ class DeliveryEngine:
             text.body,
             text.content_type,
             expires_at,
+            label=text.label,
         )
         self._hand_off(contact_id, [] if seq is None else [(seq, text)])
 
@@ -302,6 +303,7 @@ class DeliveryEngine:
                         text.body,
                         text.content_type,
                         expires_at,
+                        label=text.label,
                     )
                     if seq is not None:
                         queued.append((seq, text))
