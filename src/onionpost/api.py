@@ -132,6 +132,8 @@ MAX_TEXTS: Final = 1000  # texts in one send_texts call
 MAX_SEQ: Final = 2**63 - 1
 # The bytes of a message or file id we choose (32 hex digits in JSON).
 MESSAGE_ID_SIZE: Final = 16
+#: The banner of a message without a label (an earlier sender's).
+UNLABELLED: Final = "UNLABELLED"
 _MAX_ID_LEN: Final = 64
 # limits.MAX_LABEL and MAX_LABEL_SCHEMES (this module imports no limits; a test keeps them equal).
 _MAX_LABEL_TEXT: Final = 256
@@ -531,6 +533,11 @@ class Message:
     @property
     def read(self) -> bool:
         return self.state is MessageState.READ
+
+    @property
+    def banner(self) -> str:
+        """What a client shows first: the handling label, or ``UNLABELLED``."""
+        return self.label or UNLABELLED
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from onionpost.cli._common import OnionpostGroup, remember_group_home
 from onionpost.cli._daemon_cmd import daemon, doctor
 from onionpost.cli._evidence_cmd import export, log, verify_export
 from onionpost.cli._init import init, whoami
+from onionpost.cli._labels_cmd import forward
 from onionpost.cli._mailbox_cmd import mailbox
 from onionpost.cli._selftest import selftest
 from onionpost.cli._testnet import testnet
@@ -52,6 +53,7 @@ main.add_command(init)
 main.add_command(whoami)
 main.add_command(contact)
 main.add_command(send)
+main.add_command(forward)
 main.add_command(inbox)
 main.add_command(message)
 main.add_command(outbox)

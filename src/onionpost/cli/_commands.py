@@ -66,6 +66,23 @@ def _as_json(obj: Any) -> Any:
     return dataclasses.asdict(obj)
 
 
+def message_json(message: Message) -> dict[str, Any]:
+    """A message as --json prints it: its handling label first."""
+    record = _as_json(message)
+    return {"label": record.pop("label"), **record}
+
+
+def banner(label: str) -> str:
+    """A handling label as a banner, shown before anything else of a message."""
+    return f"[{printable(label or api.UNLABELLED)}]"
+
+
+def queued_banner(queued: Queued) -> str:
+    """The label a send was queued under, as the line's first word (a daemon
+    without labels answers none: nothing then)."""
+    return f"{banner(queued.label)} " if queued.label else ""
+
+
 # -- contact ------------------------------------------------------------------------
 
 
@@ -121,16 +138,18 @@ def contact_list(home: Path | None, as_json: bool) -> None:
     if not contacts:
         click.echo("no contacts yet: add one with 'onionpost contact add CARD'", err=True)
         return
-    table = Table("name", "address", "reachable", "last seen", "added")
+    table = Table("name", "address", "reachable", "last seen", "added", "accepts up to")
     table.columns[1].overflow = "fold"  # an address is an identity: never cut it short
     table.columns[1].min_width = 62
     for c in contacts:
+        limits = ", ".join((*c.max_labels, *(f"{x} (its own)" for x in c.accepts))) or "-"
         table.add_row(
             Text(printable(c.name)),
             Text(c.address),
             Text("yes" if c.reachable else "no"),
             Text(format_ms(c.last_seen_ms)),
             Text(format_ms(c.added_ms, never="-")),
+            Text(printable(limits)),
         )
     _console().print(table)
 
@@ -201,6 +220,11 @@ def _read_text(text: str | None) -> str:
     default=None,
     help="Wait until delivered, showing progress (the default for a file, not for a text).",
 )
+@click.option(
+    "--label",
+    metavar="LABEL",
+    help="Its handling label: TLP:AMBER, CUI//SP-CTI//NOFORN, ... (default: labels.default).",
+)
 @home_option
 @json_option
 def send(
@@ -209,6 +233,7 @@ def send(
     text: str | None,
     file_path: Path | None,
     wait: bool | None,
+    label: str | None,
     home: Path | None,
     as_json: bool,
 ) -> None:
@@ -220,7 +245,8 @@ def send(
     With --wait the exit status says whether it was delivered (0) or will
     never be (1: refused or expired). When the daemon does not confirm the
     send in time, it says so with the message's id (exit 3): the message may
-    be queued, and 'onionpost message ID' tells.
+    be queued, and 'onionpost message ID' tells. A label the contact does not
+    accept is refused with the reason ('bob accepts up to TLP:AMBER').
     """
     if file_path is not None and text is not None:
         raise click.UsageError("give TEXT or --file, not both")
@@ -228,17 +254,20 @@ def send(
     if not (wait if wait is not None else file_path is not None):
 
         async def queue(client: Client) -> Queued:
-            return await _queue(client, name, body, file_path)
+            return await _queue(client, name, body, file_path, label)
 
         queued = run_client(home, queue, bounded=False)
         if as_json:
             emit_json(_as_json(queued))
         elif queued.name is not None:
-            click.echo(f"queued {queued.id} ({printable(queued.name)}) for '{printable(name)}'")
+            click.echo(
+                f"{queued_banner(queued)}queued {queued.id} ({printable(queued.name)}) "
+                f"for '{printable(name)}'"
+            )
         else:
-            click.echo(f"queued {queued.id} for '{printable(name)}'")
+            click.echo(f"{queued_banner(queued)}queued {queued.id} for '{printable(name)}'")
         return
-    follower = _Follower(name, body, file_path, as_json)
+    follower = _Follower(name, body, file_path, as_json, label)
     try:
         final = run_client(home, follower.run, bounded=False)
     except KeyboardInterrupt:
@@ -250,7 +279,9 @@ def send(
         fail(f"the {what} was not delivered: {final.state}{reason}", EXIT_FAILED)
 
 
-async def _queue(client: Client, contact: str, body: str | None, path: Path | None) -> Queued:
+async def _queue(
+    client: Client, contact: str, body: str | None, path: Path | None, label: str | None
+) -> Queued:
     """Send under an id chosen here, within ANSWER_DEADLINE. The client sends
     again under it while the connection breaks, so one message is sent at
     most; with no answer at all, what we know is the id."""
@@ -258,9 +289,9 @@ async def _queue(client: Client, contact: str, body: str | None, path: Path | No
     try:
         with trio.fail_after(ANSWER_DEADLINE):
             if path is not None:
-                return await client.send_file(contact, path, id=message_id)
+                return await client.send_file(contact, path, id=message_id, label=label)
             assert body is not None
-            return await client.send_text(contact, body, id=message_id)
+            return await client.send_text(contact, body, id=message_id, label=label)
     except trio.TooSlowError:
         why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
     except NotConfirmedError as exc:
@@ -276,8 +307,11 @@ class _Follower:
     """Queue a text or a file, then follow its ``state`` events until it is
     delivered or will never be."""
 
-    def __init__(self, contact: str, body: str | None, path: Path | None, as_json: bool) -> None:
+    def __init__(
+        self, contact: str, body: str | None, path: Path | None, as_json: bool, label: str | None
+    ) -> None:
         self.contact = contact
+        self.label = label
         self.body = body
         self.path = path
         self.as_json = as_json
@@ -289,12 +323,14 @@ class _Follower:
             events = await enter_with_deadline(
                 stack, client.subscribe(["state"]), client.socket_path
             )
-            self.queued = queued = await _queue(client, self.contact, self.body, self.path)
+            self.queued = queued = await _queue(
+                client, self.contact, self.body, self.path, self.label
+            )
             if self.as_json:
                 emit_json(_as_json(queued))
             else:
                 what = f" ({printable(queued.name)})" if queued.name is not None else ""
-                click.echo(f"queued {queued.id}{what}", err=True)
+                click.echo(f"{queued_banner(queued)}queued {queued.id}{what}", err=True)
             bar = self.path is not None and not self.as_json
             with _progress_bar(queued, enabled=bar) as (progress, task):
                 async for change in events:
@@ -383,13 +419,13 @@ class _InboxPrinter:
         if message.seq is not None:
             self.last_seq = max(self.last_seq, message.seq)
         if self.as_json:
-            record = _as_json(message)
+            record = message_json(message)
             if saved is not None:
                 record["exported_to"] = saved
             emit_json(record)
             return
         when = format_ms(message.received_ms or message.created_ms)
-        head = f"#{message.seq}  {when}  {printable(message.contact)}:"
+        head = f"{banner(message.label)} #{message.seq}  {when}  {printable(message.contact)}:"
         if message.file is not None:
             state = "" if message.file.complete else ", incomplete"
             size = _format_size(message.file.size)
@@ -540,8 +576,9 @@ def message(message_id: str, contact_name: str | None, home: Path | None, as_jso
     """Show one message or file, either direction: its state and history."""
     shown = run_client(home, lambda client: client.message(message_id, contact_name))
     if as_json:
-        emit_json(_as_json(shown))
+        emit_json(message_json(shown))
         return
+    click.echo(banner(shown.label))
     arrow = "from" if shown.direction == "in" else "to"
     what = (
         f"file {printable(shown.file.name)} ({_format_size(shown.file.size)})"
@@ -571,15 +608,16 @@ def outbox(contact_name: str | None, home: Path | None, as_json: bool) -> None:
     )
     if as_json:
         for item in waiting:
-            emit_json(_as_json(item))
+            emit_json(message_json(item))
         return
     if not waiting:
         click.echo("nothing waits", err=True)
         return
-    table = Table("contact", "id", "what", "state", "since")
+    table = Table("label", "contact", "id", "what", "state", "since")
     for item in sorted(waiting, key=lambda m: (m.contact, m.received_ms or 0)):
         what = f"file {printable(item.file.name)}" if item.file is not None else "text"
         table.add_row(
+            Text(banner(item.label)),
             Text(printable(item.contact)),
             Text(item.id),
             Text(what),

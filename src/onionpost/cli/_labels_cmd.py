@@ -1,0 +1,77 @@
+"""The commands of handling labels (spec.md §5.10): ``forward`` and
+``contact set-max-label``. Sending with a label is ``send --label``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from onionpost.cli._commands import banner, contact
+from onionpost.cli._common import emit_json, home_option, json_option, printable, run_client
+
+__all__ = ["contact_set_max_label", "forward"]
+
+
+@click.command()
+@click.argument("message_id", metavar="ID")
+@click.option("--to", "to", required=True, metavar="NAME", help="The contact to send it to.")
+@click.option(
+    "--label",
+    metavar="LABEL",
+    help="A label at least the message's own (default: its own; never lower).",
+)
+@click.option("--contact", "contact_name", help="Whose message, when two contacts used the id.")
+@home_option
+@json_option
+def forward(
+    *,
+    message_id: str,
+    to: str,
+    label: str | None,
+    contact_name: str | None,
+    home: Path | None,
+    as_json: bool,
+) -> None:
+    """Send message or file ID on to contact NAME, as a new message.
+
+    Its handling label is kept, or raised with --label, never lowered. A
+    TLP:RED message goes only back to the contact it came from or went to;
+    a contact that does not accept the label is refused, with the reason.
+    """
+    queued = run_client(
+        home, lambda client: client.forward(message_id, to, contact=contact_name, label=label)
+    )
+    if as_json:
+        emit_json({"label": queued.label, "id": queued.id, "state": str(queued.state), "to": to})
+        return
+    what = f" ({printable(queued.name)})" if queued.name is not None else ""
+    click.echo(f"{banner(queued.label)} forwarded as {queued.id}{what} to '{printable(to)}'")
+
+
+@contact.command("set-max-label")
+@click.argument("name")
+@click.argument("labels", metavar="[LABEL]...", nargs=-1)
+@home_option
+@json_option
+def contact_set_max_label(
+    name: str, labels: tuple[str, ...], home: Path | None, as_json: bool
+) -> None:
+    """Send contact NAME nothing above LABEL (one per scheme); none: no limit of ours.
+
+    The contact's own advertised limit holds as well: 'contact list' shows both.
+    """
+    result = run_client(home, lambda client: client.contact_set_max_label(name, labels))
+    if as_json:
+        emit_json(
+            {
+                "name": result.name,
+                "max_labels": list(result.max_labels),
+                "accepts": list(result.accepts),
+            }
+        )
+        return
+    ours = ", ".join(result.max_labels) or "no limit"
+    click.echo(f"'{printable(result.name)}': up to {printable(ours)}")
+    if result.accepts:
+        click.echo(f"  it accepts up to {printable(', '.join(result.accepts))}", err=True)
