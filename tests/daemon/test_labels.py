@@ -29,7 +29,8 @@ async def test_a_label_travels_with_its_text_and_is_shown(tmp_path: Path) -> Non
         befriend(alice, bob)
         await alice.start(nursery)
         await bob.start(nursery)
-        assert alice.daemon is not None and bob.daemon is not None
+        assert alice.daemon is not None
+        assert bob.daemon is not None
         red = await alice.daemon.send_text(api.SendText("bob", "eyes only", label="TLP:RED"))
         default = await alice.daemon.send_text(api.SendText("bob", "as usual"))
         assert (red.label, default.label) == ("TLP:RED", "TLP:AMBER")
@@ -140,7 +141,8 @@ async def test_forward_keeps_or_raises_and_red_stays_in_its_audience(tmp_path: P
         befriend(bob, carol)
         for node in (alice, bob, carol):
             await node.start(nursery)
-        assert alice.daemon is not None and bob.daemon is not None
+        assert alice.daemon is not None
+        assert bob.daemon is not None
         amber = await alice.daemon.send_text(api.SendText("bob", "amber", label="TLP:AMBER"))
         red = await alice.daemon.send_text(api.SendText("bob", "red", label="TLP:RED"))
         await until(lambda: len(bob.inbox_from(alice)) == 2)
@@ -151,7 +153,7 @@ async def test_forward_keeps_or_raises_and_red_stays_in_its_audience(tmp_path: P
         with pytest.raises(LabelError, match="never lowered") as lowered:
             await bob.daemon.forward(api.Forward(amber.id, "carol", label="TLP:GREEN"))
         assert lowered.value.reason is LabelReason.LOWERED
-        with pytest.raises(LabelError, match="another scheme|never lowered"):
+        with pytest.raises(LabelError, match="never lowered"):
             await bob.daemon.forward(api.Forward(amber.id, "carol", label="CUI"))
         with pytest.raises(LabelError, match="carol was not one") as outside:
             await bob.daemon.forward(api.Forward(red.id, "carol"))
@@ -173,7 +175,8 @@ async def test_forward_checks_the_recipient_s_limit_and_the_organisation(tmp_pat
         befriend(bob, carol)
         await alice.start(nursery)
         await bob.start(nursery)
-        assert alice.daemon is not None and bob.daemon is not None
+        assert alice.daemon is not None
+        assert bob.daemon is not None
         strict = await alice.daemon.send_text(
             api.SendText("bob", "strict", label="TLP:AMBER+STRICT")
         )
@@ -195,7 +198,8 @@ async def test_forward_of_a_file_and_of_an_unlabelled_message(tmp_path: Path) ->
         befriend(bob, carol)
         for node in (alice, bob, carol):
             await node.start(nursery)
-        assert alice.daemon is not None and bob.daemon is not None
+        assert alice.daemon is not None
+        assert bob.daemon is not None
         source = tmp_path / "plan.pdf"
         source.write_bytes(b"%PDF" + bytes(range(256)) * 300)
         sent = await alice.daemon.send_file(api.SendFile("bob", str(source), label="TLP:GREEN"))
@@ -206,7 +210,8 @@ async def test_forward_of_a_file_and_of_an_unlabelled_message(tmp_path: Path) ->
         await until(lambda: len(carol.inbox_from(bob)) == 1)
         (got,) = carol.inbox_from(bob)
         assert got.label == "TLP:AMBER"
-        assert got.file is not None and got.file.name == "plan.pdf"
+        assert got.file is not None
+        assert got.file.name == "plan.pdf"
         out = carol.store.transfers.export_file(got.id, tmp_path / "out.pdf")
         assert out.read_bytes() == source.read_bytes()
         # An earlier sender's unlabelled text: forwarded only under a label given.
@@ -228,7 +233,8 @@ async def test_an_unknown_received_label_is_kept_but_goes_no_further(tmp_path: P
         befriend(bob, carol)
         for node in (alice, bob):
             await node.start(nursery)
-        assert alice.daemon is not None and bob.daemon is not None
+        assert alice.daemon is not None
+        assert bob.daemon is not None
         sent = await alice.daemon.send_text(
             api.SendText("bob", "ours", label="ACME:SENSITIVE//LES")
         )
