@@ -258,7 +258,7 @@ def send(
 
         queued = run_client(home, queue, bounded=False)
         if as_json:
-            emit_json(_as_json(queued))
+            emit_json(_as_json(queued), first="label")
         elif queued.name is not None:
             click.echo(
                 f"{queued_banner(queued)}queued {queued.id} ({printable(queued.name)}) "
@@ -327,7 +327,7 @@ class _Follower:
                 client, self.contact, self.body, self.path, self.label
             )
             if self.as_json:
-                emit_json(_as_json(queued))
+                emit_json(_as_json(queued), first="label")
             else:
                 what = f" ({printable(queued.name)})" if queued.name is not None else ""
                 click.echo(f"{queued_banner(queued)}queued {queued.id}{what}", err=True)
@@ -422,7 +422,7 @@ class _InboxPrinter:
             record = message_json(message)
             if saved is not None:
                 record["exported_to"] = saved
-            emit_json(record)
+            emit_json(record, first="label")
             return
         when = format_ms(message.received_ms or message.created_ms)
         head = f"{banner(message.label)} #{message.seq}  {when}  {printable(message.contact)}:"
@@ -576,7 +576,7 @@ def message(message_id: str, contact_name: str | None, home: Path | None, as_jso
     """Show one message or file, either direction: its state and history."""
     shown = run_client(home, lambda client: client.message(message_id, contact_name))
     if as_json:
-        emit_json(message_json(shown))
+        emit_json(message_json(shown), first="label")
         return
     click.echo(banner(shown.label))
     arrow = "from" if shown.direction == "in" else "to"
@@ -608,7 +608,7 @@ def outbox(contact_name: str | None, home: Path | None, as_json: bool) -> None:
     )
     if as_json:
         for item in waiting:
-            emit_json(message_json(item))
+            emit_json(message_json(item), first="label")
         return
     if not waiting:
         click.echo("nothing waits", err=True)

@@ -43,7 +43,8 @@ def forward(
         home, lambda client: client.forward(message_id, to, contact=contact_name, label=label)
     )
     if as_json:
-        emit_json({"label": queued.label, "id": queued.id, "state": str(queued.state), "to": to})
+        record = {"label": queued.label, "id": queued.id, "state": str(queued.state), "to": to}
+        emit_json(record, first="label")
         return
     what = f" ({printable(queued.name)})" if queued.name is not None else ""
     click.echo(f"{banner(queued.label)} forwarded as {queued.id}{what} to '{printable(to)}'")
