@@ -381,7 +381,11 @@ class Daemon:
         """The label a send to ``contact_id`` carries (``text`` or the default),
         checked against what the contact accepts: LabelError (spec.md §5.10)."""
         label = self._labels.label(text)
-        await self._worker(_labels.check_send, self._store, self._labels, contact_id, name, label)
+        # Every send asks: the limits are read from memory when they can be.
+        limits = self._store.contacts.cached_label_limits(contact_id)
+        if limits is None:
+            limits = await self._worker(self._store.contacts.label_limits, contact_id)
+        _labels.check_limits(self._labels, limits, name, label)
         return label.text
 
     async def send_text(self, request: api.SendText) -> api.Queued:

@@ -25,13 +25,53 @@ from onionpost.proto.labels import (
 )
 from onionpost.store import Store, Stored
 
-__all__ = ["check_export", "check_send", "forward_label", "set_max_label"]
+__all__ = [
+    "check_export",
+    "check_limits",
+    "check_list_send",
+    "check_send",
+    "forward_label",
+    "set_max_label",
+]
 
 
 def check_send(store: Store, policy: LabelPolicy, contact_id: int, name: str, label: Label) -> None:
     """Refuse ``label`` above what the contact accepts (set here, or advertised)."""
-    local, advertised = store.contacts.label_limits(contact_id)
+    check_limits(policy, store.contacts.label_limits(contact_id), name, label)
+
+
+def check_limits(
+    policy: LabelPolicy,
+    limits: tuple[Sequence[str], Sequence[str]],
+    name: str,
+    label: Label,
+) -> None:
+    """:func:`check_send` with the contact's limits (set here, advertised) in hand."""
+    local, advertised = limits
     may_send(label, policy.limits((*local, *advertised)), recipient=name)
+
+
+def check_list_send(
+    store: Store,
+    policy: LabelPolicy,
+    label: Label,
+    members: Sequence[tuple[int, str]],
+    *,
+    via: Via = Via.LIST,
+) -> None:
+    """What a distribution list or group send must pass before it queues a
+    copy for any member (``members``: contact id and name): TLP:RED never
+    goes to a list or group, AMBER+STRICT stays in the organisation, and
+    each member's limits hold. Refuses the whole send, naming the member."""
+    check_audience(
+        label,
+        [name for _, name in members],
+        via=via,
+        home_org=policy.organisation,
+        orgs={},
+    )
+    for contact_id, name in members:
+        check_send(store, policy, contact_id, name, label)
 
 
 def forward_label(

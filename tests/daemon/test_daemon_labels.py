@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from onionpost import api
+from onionpost.daemon import _labels
 from onionpost.errors import LabelError, LabelReason, StoreError
 from onionpost.proto import bundle
-from onionpost.proto.labels import LabelPolicy, Scheme
+from onionpost.proto.labels import LabelPolicy, Scheme, Via
 from onionpost.store import Direction
 from onionpost.testing.memory import Node, befriend, network, until
 
@@ -328,3 +329,28 @@ async def test_a_label_flipped_in_a_stored_row_does_not_open(tmp_path: Path) -> 
             store._db.execute("UPDATE messages SET content = ? WHERE id = ?", (bytes(flipped), rid))
         with pytest.raises(StoreError, match="content of message"):
             store.messages.message(rid)
+
+
+async def test_what_a_list_or_group_sender_calls(tmp_path: Path) -> None:
+    """``_labels.check_list_send``: the one call a distribution list or a
+    group makes before queueing any copy."""
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, carol = net.node("alice"), net.node("bob"), net.node("carol")
+        befriend(alice, bob)
+        befriend(alice, carol)
+        members = [(alice.contact(bob).id, "bob"), (alice.contact(carol).id, "carol")]
+        policy = LabelPolicy.build()
+        parse = policy.labels.parse
+        _labels.check_list_send(alice.store, policy, parse("TLP:AMBER"), members)
+        for via in (Via.LIST, Via.GROUP):
+            with pytest.raises(LabelError) as info:
+                _labels.check_list_send(alice.store, policy, parse("TLP:RED"), members, via=via)
+            assert info.value.reason is LabelReason.OUTSIDE_AUDIENCE
+        alice.store.contacts.set_label_limit(members[1][0], ["TLP:GREEN"])
+        with pytest.raises(LabelError, match="carol accepts up to TLP:GREEN"):
+            _labels.check_list_send(alice.store, policy, parse("TLP:AMBER"), members)
+        strict = LabelPolicy.build(organisation="acme")
+        with pytest.raises(LabelError) as info:
+            _labels.check_list_send(alice.store, strict, parse("TLP:AMBER+STRICT"), members)
+        assert info.value.reason is LabelReason.OUTSIDE_ORGANISATION
+        assert nursery is not None
