@@ -354,3 +354,21 @@ async def test_what_a_list_or_group_sender_calls(tmp_path: Path) -> None:
             _labels.check_list_send(alice.store, strict, parse("TLP:AMBER+STRICT"), members)
         assert info.value.reason is LabelReason.OUTSIDE_ORGANISATION
         assert nursery is not None
+
+
+async def test_red_sent_on_within_the_group_that_was_its_audience(tmp_path: Path) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, carol = net.node("alice"), net.node("bob"), net.node("carol")
+        befriend(alice, bob)
+        befriend(alice, carol)
+        members = [(alice.contact(bob).id, "bob"), (alice.contact(carol).id, "carol")]
+        red = LabelPolicy.build().labels.parse("TLP:RED")
+        policy = LabelPolicy.build()
+        _labels.check_list_send(
+            alice.store, policy, red, members, via=Via.GROUP, audience=["bob", "carol"]
+        )
+        with pytest.raises(LabelError, match="carol was not one"):
+            _labels.check_list_send(
+                alice.store, policy, red, members, via=Via.GROUP, audience=["bob"]
+            )
+        assert nursery is not None

@@ -194,7 +194,9 @@ def test_may_forward(source: str, new: str, ok: bool) -> None:
         ("TLP:RED", ["bob"], Via.DIRECT, None, None, None, None),
         ("TLP:RED", ["bob", "carol"], Via.DIRECT, None, None, None, None),
         ("TLP:RED", ["bob"], Via.LIST, None, None, None, LabelReason.OUTSIDE_AUDIENCE),
-        ("TLP:RED", ["bob"], Via.GROUP, ["bob"], None, None, LabelReason.OUTSIDE_AUDIENCE),
+        ("TLP:RED", ["bob"], Via.GROUP, None, None, None, LabelReason.OUTSIDE_AUDIENCE),
+        ("TLP:RED", ["bob", "carol"], Via.GROUP, ["bob", "carol"], None, None, None),
+        ("TLP:RED", ["bob", "dave"], Via.LIST, ["bob"], None, None, LabelReason.OUTSIDE_AUDIENCE),
         ("TLP:RED", ["carol"], Via.FORWARD, ["bob"], None, None, LabelReason.OUTSIDE_AUDIENCE),
         ("TLP:RED", ["bob"], Via.FORWARD, ["bob"], None, None, None),
         ("TLP:RED", ["carol"], Via.FORWARD, None, None, None, LabelReason.OUTSIDE_AUDIENCE),
@@ -348,12 +350,14 @@ def test_no_sequence_lowers_a_label_or_lets_red_out(
                 assert source.is_red
             continue
         label = source if new_text is None else p(new_text)
+        # Sent on: forwarded, or within the list or group that was its audience.
+        via = (Via.FORWARD, Via.LIST, Via.GROUP)[pick % 3]
         try:
             may_forward(source, label)
             check_audience(
                 label,
                 recipients,
-                via=Via.FORWARD,
+                via=via,
                 audience=audience,
                 home_org=home_org,
                 orgs=orgs,

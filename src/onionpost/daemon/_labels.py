@@ -58,15 +58,20 @@ def check_list_send(
     members: Sequence[tuple[int, str]],
     *,
     via: Via = Via.LIST,
+    audience: Sequence[str] | None = None,
 ) -> None:
     """What a distribution list or group send must pass before it queues a
-    copy for any member (``members``: contact id and name): TLP:RED never
-    goes to a list or group, AMBER+STRICT stays in the organisation, and
-    each member's limits hold. Refuses the whole send, naming the member."""
+    copy for any member (``members``: contact id and name): a new TLP:RED
+    message never goes to a list or group (``audience`` None), one sent on
+    within the list or group that was its audience (``audience``: its
+    members' names then) only to them; AMBER+STRICT stays in the
+    organisation; each member's limits hold. Refuses the whole send, naming
+    the member."""
     check_audience(
         label,
         [name for _, name in members],
         via=via,
+        audience=audience,
         home_org=policy.organisation,
         orgs={},
     )

@@ -368,21 +368,24 @@ def check_audience(
 ) -> None:
     """The audience rules for sending ``label`` to ``recipients``.
 
-    - TLP:RED goes only to its named recipients: never to a list or group
-      (a sender names each recipient of a RED message), and a forward only
-      to those already in ``audience`` (the source's sender and recipients).
+    - TLP:RED goes only to its named recipients. A forward goes only to
+      those already in ``audience`` (the source's sender and recipients). A
+      list or group send with no ``audience`` (a new message: a list's
+      members are not named by its sender) is refused; with one (a RED
+      message sent on within the list or group that was its audience) every
+      recipient must be in it.
     - TLP:AMBER+STRICT stays inside the organisation: when ``home_org`` (ours,
       as endorsements say) is known, every recipient's organisation
       (``orgs``; unknown counts as outside) must be it.
     """
     if label.is_red:
-        if via in (Via.LIST, Via.GROUP):
+        if via in (Via.LIST, Via.GROUP) and audience is None:
             raise LabelError(
                 f"TLP:RED goes only to named recipients, not to a {via.value}",
                 reason=LabelReason.OUTSIDE_AUDIENCE,
                 label=label.text,
             )
-        if via is Via.FORWARD:
+        if via is not Via.DIRECT:
             outside = sorted(set(recipients) - set(audience or ()))
             if outside:
                 raise LabelError(
