@@ -762,16 +762,30 @@ def _check(kind: _Kind, bound: int, value: object) -> object:
     return value
 
 
+# Per record class: its field names, and the defaults of its optional ones.
+_SHAPES: Final[dict[type, tuple[tuple[str, ...], tuple[object, ...]]]] = {}
+
+
+def _shape(cls: type[_Record]) -> tuple[tuple[str, ...], tuple[object, ...]]:
+    found = _SHAPES.get(cls)
+    if found is None:
+        every = fields(cls)
+        optional = every[len(every) - cls.OPTIONAL :] if cls.OPTIONAL else ()
+        found = _SHAPES[cls] = (tuple(f.name for f in every), tuple(f.default for f in optional))
+    return found
+
+
 def wire_values(message: Message) -> list[object]:
     """The record's fields as they go on the wire, its tag first: a record
     with ``TRIM`` leaves off optional trailing fields at their defaults."""
-    values = [getattr(message, f.name) for f in fields(message)]
+    names, defaults = _shape(type(message))
+    values = [getattr(message, name) for name in names]
     if message.TRIM:
-        defaults = [f.default for f in fields(message)]
         keep = len(values)
-        while keep > len(values) - message.OPTIONAL and values[keep - 1] == defaults[keep - 1]:
+        first = keep - len(defaults)
+        while keep > first and values[keep - 1] == defaults[keep - 1 - first]:
             keep -= 1
-        values = values[:keep]
+        del values[keep:]
     return [int(message.TAG), *values]
 
 
@@ -784,7 +798,7 @@ def _plain(value: object, depth: int = 0) -> bool:
 
 def encode(message: Message) -> bytes:
     """The msgpack form of ``message``; LocalProtocolError if it breaks a limit."""
-    values = [getattr(message, f.name) for f in fields(message)]
+    values = [getattr(message, name) for name in _shape(type(message))[0]]
     try:
         for (kind, bound), value in zip(message.SCHEMA, values, strict=True):
             _check(kind, bound, value)
