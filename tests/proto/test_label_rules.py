@@ -43,6 +43,8 @@ def p(text: str) -> Label:
         ("CUI//PRVCY/SP-CTI", "CUI//SP-CTI/PRVCY"),
         ("CUI//PRVCY//FED ONLY", "CUI//PRVCY//FED ONLY"),
         ("CUI//REL TO USA, GBR", "CUI//REL TO USA, GBR"),
+        ("CONTROLLED", "CUI"),
+        ("CONTROLLED//SP-CTI//NOFORN", "CUI//SP-CTI//NOFORN"),
         ("CUI//SP-CTI//DL ONLY/NOFORN", "CUI//SP-CTI//NOFORN/DL ONLY"),
         ("ACME:SENSITIVE", "ACME:SENSITIVE"),
         ("ACME:SENSITIVE//NOPRESS/LES", "ACME:SENSITIVE//LES/NOPRESS"),

@@ -18,6 +18,7 @@ form of one scheme. Three kinds of scheme are known:
       CUI//PRVCY//FED ONLY
       CUI//REL TO USA, GBR
 
+  ``CONTROLLED`` may stand for ``CUI`` (the canonical form says ``CUI``).
   CUI has one level; one CUI label is *at most* another when its categories
   and controls are a subset of the other's (it asks for no handling the
   other does not). Canonical form: specified categories first, then basic
@@ -92,7 +93,8 @@ _CUI_CATEGORY: Final = re.compile(r"(SP-)?[A-Z][A-Z0-9]{0,15}(-[A-Z0-9]{1,15})?"
 _TRIGRAPHS: Final = re.compile(r"[A-Z]{3,4}(, [A-Z]{3,4}){0,31}")
 _SCHEME_NAME: Final = re.compile(r"[A-Z][A-Z0-9-]{0,15}")
 _TOKEN: Final = re.compile(r"[A-Z0-9][A-Z0-9+ -]{0,31}")
-_RESERVED: Final = frozenset({TLP, CUI})
+_CONTROLLED: Final = "CONTROLLED"
+_RESERVED: Final = frozenset({TLP, CUI, _CONTROLLED})
 
 
 def _bad(text: str, why: str, reason: LabelReason = LabelReason.MALFORMED) -> LabelError:
@@ -110,8 +112,8 @@ class Scheme:
     def __post_init__(self) -> None:
         if not _SCHEME_NAME.fullmatch(self.name) or self.name in _RESERVED:
             raise LabelError(
-                f"a label scheme's name is 1 to 16 of A-Z, 0-9 and '-', not TLP or CUI: "
-                f"{self.name!r}",
+                "a label scheme's name is 1 to 16 of A-Z, 0-9 and '-', not TLP or CUI "
+                f"(or CONTROLLED): {self.name!r}",
                 reason=LabelReason.MALFORMED,
             )
         if not 1 <= len(self.levels) <= MAX_LABEL_LEVELS or len(set(self.levels)) != len(
@@ -210,6 +212,9 @@ class Labels:
             raise _bad(text, f"1 to {MAX_LABEL} printable ASCII characters")
         if text == CUI or text.startswith(CUI + "//"):
             return _parse_cui(text)
+        # The Marking Handbook allows CONTROLLED for CUI in a banner.
+        if text == _CONTROLLED or text.startswith(_CONTROLLED + "//"):
+            return _parse_cui(CUI + text[len(_CONTROLLED) :])
         scheme, colon, rest = text.partition(":")
         if not colon:
             raise _bad(text, "no scheme (TLP:..., CUI//..., or NAME:LEVEL)")
