@@ -12,11 +12,13 @@ from bench import (
     churn_bench,
     daemon_bench,
     evidence_bench,
+    group_bench,
     mailbox_bench,
     noise_bench,
     onion_bench,
     session_bench,
     store_bench,
+    trust_bench,
 )
 
 
@@ -25,6 +27,8 @@ def main() -> int:
         noise_bench.run,
         store_bench.run,
         evidence_bench.run,
+        trust_bench.run,
+        group_bench.run,
         session_bench.run,
         onion_bench.run,
         daemon_bench.run,

@@ -31,8 +31,10 @@ def compare(
     return statistics.median(a), statistics.median(b)
 
 
-def line(name: str, ours: float, peer: float, unit: str = "") -> str:
-    return f"{name}: ours={ours:.1f}{unit} peer={peer:.1f}{unit} ratio={ours / peer:.2f}"
+def line(name: str, ours: float, peer: float, unit: str = "", digits: int = 1) -> str:
+    return (
+        f"{name}: ours={ours:.{digits}f}{unit} peer={peer:.{digits}f}{unit} ratio={ours / peer:.2f}"
+    )
 
 
 def fact(name: str, value: float, unit: str) -> str:

@@ -8,6 +8,12 @@ bundle verifies.
     delivered as an Ack moves them. ``ours`` with the log, ``peer`` the same
     store with the log's appends switched off in this process, interleaved
     rounds. Goal: ratio >= 0.95.
+``evidence_log_overhead_daemons``
+    The same question through the whole pipeline: two daemons of
+    ``onionpost.testing.memory`` (in-memory pipes, real stores, real Noise
+    sessions), 4 callers queue 2,000 texts at alice, timed until alice holds
+    every one delivered (bob stored each and its acknowledgement came back).
+    Both ends keep their logs, or neither does.
 ``evidence_log_overhead_single``
     The same, each text queued in a durable commit of its own (the worst
     case: the log's page is one more page written and bound per commit).
@@ -31,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from bench._common import compare, fact, line
 from onionpost import api
 from onionpost.daemon import _evidence
@@ -40,10 +48,13 @@ from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity
 from onionpost.store import Store
 from onionpost.store._evidence import EvidenceLog
+from onionpost.testing.memory import Node, befriend, network
 
 TEXTS = 600
 GROUP = 100
 EXPORT_TEXTS = 10_000
+PAIR_TEXTS = 2_000
+CALLERS = 4
 KEY = bytes(range(32))
 
 
@@ -71,6 +82,53 @@ def _lifecycle(root: Path, *, log: bool, per_commit: int = 20) -> float:
             return TEXTS / (time.perf_counter() - start)
     finally:
         EvidenceLog.append = original  # type: ignore[method-assign]
+
+
+@contextmanager
+def _log_switched(on: bool) -> Iterator[None]:
+    original = EvidenceLog.append
+    if not on:
+        EvidenceLog.append = lambda self, entries: None  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        EvidenceLog.append = original  # type: ignore[method-assign]
+
+
+async def _deliver(alice: Node, bob: Node, count: int) -> None:
+    last: list[bytes] = []
+
+    async def caller(share: int) -> None:
+        message_id = b""
+        for _ in range(share):
+            message_id = await alice.send(bob, "x" * 200)
+        last.append(message_id)
+
+    async with trio.open_nursery() as nursery:
+        for share in (count // CALLERS + (i < count % CALLERS) for i in range(CALLERS)):
+            nursery.start_soon(caller, share)
+    with trio.fail_after(300):
+        while not all(alice.state(i) == "delivered" for i in last):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+def _daemons(root: Path, *, log: bool) -> float:
+    async def pair() -> float:
+        with tempfile.TemporaryDirectory(dir=root) as scratch:
+            async with network(Path(scratch)) as (net, nursery):
+                alice, bob = net.node("alice"), net.node("bob")
+                befriend(alice, bob)
+                for node in (alice, bob):
+                    await node.start(nursery)
+                await _deliver(alice, bob, CALLERS)  # the session is up
+                start = time.perf_counter()
+                await _deliver(alice, bob, PAIR_TEXTS)
+                took = time.perf_counter() - start
+                assert len(bob.inbox_from(alice)) == PAIR_TEXTS + CALLERS
+                return PAIR_TEXTS / took
+
+    with _log_switched(log):
+        return trio.run(pair)
 
 
 def _log_bytes(root: Path) -> float:
@@ -120,6 +178,9 @@ def run() -> list[str]:
         ours, peer = compare(
             lambda: _lifecycle(root, log=True), lambda: _lifecycle(root, log=False), rounds=5
         )
+        daemons, daemons_peer = compare(
+            lambda: _daemons(root, log=True), lambda: _daemons(root, log=False), rounds=5
+        )
         single, single_peer = compare(
             lambda: _lifecycle(root, log=True, per_commit=1),
             lambda: _lifecycle(root, log=False, per_commit=1),
@@ -129,6 +190,7 @@ def run() -> list[str]:
         verify, parse = _verify_export(root)
     return [
         line("evidence_log_overhead", ours, peer, "/s"),
+        line("evidence_log_overhead_daemons", daemons, daemons_peer, "/s"),
         line("evidence_log_overhead_single", single, single_peer, "/s"),
         fact("evidence_log_bytes_per_message", size, " B"),
         f"verify_export_10k_s: ours={verify:.2f}s peer={parse:.2f}s ratio={verify / parse:.1f}",

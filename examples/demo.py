@@ -199,10 +199,19 @@ def main() -> int:
         say(f"   mailbox: {mailbox.address}")
 
         say("3. Exchanging contact cards (each side authorizes the other's tor client key) ...")
-        alice.cli("contact", "add", cards["bob"]["card"])
-        bob.cli("contact", "add", cards["alice"]["card"])
-        number_a = alice.json("contact", "verify", "bob")["safety_number"]
-        number_b = bob.json("contact", "verify", "alice")["safety_number"]
+        # Each workstation adds the other's card on its own, at the same time.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            added = [
+                pool.submit(alice.cli, "contact", "add", cards["bob"]["card"]),
+                pool.submit(bob.cli, "contact", "add", cards["alice"]["card"]),
+            ]
+            for done in added:
+                done.result()
+            verified = [
+                pool.submit(alice.json, "contact", "verify", "bob"),
+                pool.submit(bob.json, "contact", "verify", "alice"),
+            ]
+            number_a, number_b = (done.result()["safety_number"] for done in verified)
         if number_a != number_b:
             raise SystemExit("demo: the safety numbers differ")
         say(f"   safety number (the same on both sides): {number_a}")

@@ -7,18 +7,21 @@ records are fixed, and the sessions are the endpoints of session-v1.json
 target's deepest accepting path (a record decoded, a handshake completed, a
 frame delivered, an envelope opened), from where the fuzzer mutates. The
 mailbox seeds are the objects of mailbox-v1.json themselves, and a few
-refusals made with its keys that no mutation can reach.
+refusals made with its keys that no mutation can reach; the trust seeds are
+an endorsement proof, the anchor and a revocation list of trust-v1.json.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import struct
 from pathlib import Path
 from typing import Final
 
 from fuzz.targets import (
+    GROUPS_VECTOR,
     INITIATOR,
     INITIATOR_STATIC,
     MAILBOX_VECTOR,
@@ -26,6 +29,8 @@ from fuzz.targets import (
     PREKEY_NOW,
     RESPONDER,
     RESPONDER_STATIC,
+    TRUST_CASE,
+    TRUST_VECTOR_FILE,
     MailboxMode,
     established,
     mailbox_vector,
@@ -254,6 +259,27 @@ def _mailbox_refused() -> dict[str, bytes]:
     }
 
 
+def _trust() -> dict[str, bytes]:
+    """An endorsement proof of trust-v1.json, the anchor and a revocation list."""
+    vector = json.loads(TRUST_VECTOR_FILE.read_text())["vectors"][0]
+    return {
+        "endorsement-proof": b"\x00" + bytes.fromhex(TRUST_CASE["proof"]),
+        "anchor": b"\x01" + vector["anchor"]["text"].encode(),
+        "revocations": b"\x02" + vector["statements"]["revocations_2"].encode(),
+    }
+
+
+def _group_ops() -> dict[str, bytes]:
+    """Each operation of the group vector and each it refuses (groups.md §12)."""
+    out = {
+        f"op-{n}-{o['kind']}": bytes.fromhex(o["encoded"])
+        for n, o in enumerate(GROUPS_VECTOR["operations"])
+    }
+    for refusal in GROUPS_VECTOR["refusals"]:
+        out[f"refused-{refusal['what']}"] = bytes.fromhex(refusal["encoded"])
+    return out
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     """Every seed: target name -> file name -> bytes."""
     records = _records()
@@ -268,6 +294,8 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "handshake": _handshake(),
         "handshake_payload": _handshake_payload(),
         "mailbox": _mailbox(),
+        "trust": _trust(),
+        "group_ops": _group_ops(),
         "labels": {
             name.lower().replace(":", "-").replace("/", "_").replace(" ", "-"): name.encode()
             for name in (

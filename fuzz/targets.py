@@ -48,6 +48,12 @@ named; the rest is the data):
 ``handshake_payload``
     Byte 0, low bit: the rest is the payload of an authentic message 3 to a
     responder (0) or of an authentic message 2 to an initiator (1).
+``group_ops``
+    One group operation (groups.md §3) for ``Operation.decode``, then, if it
+    decodes, for the log of ``protocol-spec/vectors/groups-v1.json``: only
+    :class:`~onionpost.errors.GroupError` may come out; what decodes encodes
+    back to the same bytes, and what the log takes is in it, its head and
+    membership those of a replay of the whole log.
 ``mailbox``
     The offline mailbox's decoders (mailbox.md), with the owner, sender and
     prekeys of ``protocol-spec/vectors/mailbox-v1.json``, at a time when both
@@ -94,13 +100,16 @@ from msgpack import ExtType
 from onionpost.errors import (
     AuthenticationError,
     ConfigError,
+    GroupError,
     LabelError,
     MessageDecodeError,
     RemoteProtocolError,
+    TrustError,
 )
 from onionpost.limits import (
     FRAME_HEADER_LEN,
     MAX_ACK_IDS,
+    MAX_GROUP_OP_BYTES,
     MAX_HANDSHAKE_PAYLOAD,
     MAX_LABEL,
     MAX_RECORD_SIZE,
@@ -109,7 +118,7 @@ from onionpost.limits import (
     PADDING_BUCKETS,
     REKEY_AFTER_MESSAGES,
 )
-from onionpost.proto import _msgpack, envelope, messages
+from onionpost.proto import _msgpack, envelope, groups, messages, trust
 from onionpost.proto import labels as label_rules
 from onionpost.proto._crypto import KemKeyPair, KeyPair, mlkem768_encapsulate
 from onionpost.proto.address import OnionAddress
@@ -138,6 +147,7 @@ from onionpost.proto.session import (
 )
 
 __all__ = [
+    "GROUPS_VECTOR",
     "INITIATOR",
     "MAILBOX_NOW_MS",
     "MAILBOX_OWNER",
@@ -146,6 +156,8 @@ __all__ = [
     "READ_SIZE",
     "RESPONDER",
     "TARGETS",
+    "TRUST_CASE",
+    "TRUST_VECTOR_FILE",
     "MailboxMode",
     "Target",
     "established",
@@ -701,6 +713,75 @@ class Target:
     max_len: int
 
 
+# -- agency trust (trust.md): what an endpoint presents, and anchors ---------------------
+
+TRUST_VECTOR_FILE: Final = ROOT / "protocol-spec" / "vectors" / "trust-v1.json"
+_TRUST: Final = json.loads(TRUST_VECTOR_FILE.read_text())["vectors"][0]
+TRUST_ANCHOR: Final = trust.Anchor.from_text(_TRUST["anchor"]["text"])
+TRUST_CASE: Final = _TRUST["cases"][0]
+
+
+def trust_statements(data: bytes) -> None:
+    """The first byte picks the decoder: an endorsement proof checked end to end
+    (0), an anchor's text (1), a revocation list under the vector's delegation
+    (2). Anything but a verdict or a TrustError is a bug."""
+    if not data:
+        return
+    mode, rest = data[0] % 3, data[1:]
+    try:
+        if mode == 0:
+            verdict = trust.check_endorsement(
+                TRUST_ANCHOR,
+                rest,
+                address=TRUST_CASE["address"],
+                revocations=None,
+                now=TRUST_CASE["now"],
+            )
+            assert isinstance(verdict.status, trust.Status)
+        elif mode == 1:
+            anchor = trust.Anchor.from_text(rest.decode("utf-8", "replace"))
+            assert trust.Anchor.from_text(anchor.to_text()) == anchor
+        else:
+            trust.open_revocations(
+                TRUST_ANCHOR, _TRUST["delegation"].encode(), rest, now=TRUST_CASE["now"]
+            )
+    except TrustError:
+        return
+
+
+GROUPS_VECTOR: Final = json.loads(
+    (
+        Path(__file__).resolve().parents[1] / "protocol-spec" / "vectors" / "groups-v1.json"
+    ).read_text()
+)["vectors"][0]
+
+
+def group_operations() -> list[groups.Operation]:
+    """The operations of the group vector's log, in the order they were made."""
+    return [
+        groups.Operation.decode(bytes.fromhex(o["encoded"])) for o in GROUPS_VECTOR["operations"]
+    ]
+
+
+def group_ops(data: bytes) -> None:
+    try:
+        op = groups.Operation.decode(data)
+    except GroupError:
+        return
+    assert op.encode() == data, "a decoded operation encodes to other bytes"
+    ops = group_operations()
+    log = groups.GroupLog(ops[0])
+    for known in ops[1:]:
+        log.add(known)
+    try:
+        log.add(op)
+    except GroupError:
+        assert len(log) == len(ops), "a refused operation changed the log"
+        return
+    assert op.hash in log
+    assert log.state == log.state_at(log.heads)
+
+
 _LABELS: Final = label_rules.Labels(
     [label_rules.Scheme("ACME", ("INTERNAL", "SENSITIVE"), frozenset({"LES", "NOPRESS"}))]
 )
@@ -728,6 +809,8 @@ TARGETS: Final[dict[str, Target]] = {
         Target("handshake", handshake, 16_384),
         Target("handshake_payload", handshake_payload, 1 + 2 * MAX_HANDSHAKE_PAYLOAD),
         Target("mailbox", mailbox, 1 + envelope.MAX_ENVELOPE + 64),
+        Target("trust", trust_statements, 40_000),
+        Target("group_ops", group_ops, MAX_GROUP_OP_BYTES + 64),
         Target("labels", labels, MAX_LABEL + 64),
     )
 }

@@ -47,6 +47,8 @@ STORE_PROTO = frozenset(
         "proto.evidence",
         "proto.merkle",
         "proto.note",
+        # Trust anchors, stored as their canonical encoding (trust.md).
+        "proto.trust",
     }
 )
 

@@ -39,6 +39,8 @@ from onionpost.proto.session import (
 )
 from onionpost.proto.vectors import replay_vector
 from tools.evidence_vectors import EVIDENCE_FILE, build_evidence
+from tools.group_vectors import GROUPS_FILE, build_groups
+from tools.trust_vectors import TRUST_FILE, build_trust
 
 HFS_FILE = "noise-hfs.json"
 SESSION_FILE = "session-v1.json"
@@ -579,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         (SESSION_FILE, build_session),
         (MAILBOX_FILE, build_mailbox),
         (EVIDENCE_FILE, build_evidence),
+        (TRUST_FILE, build_trust),
+        (GROUPS_FILE, build_groups),
     ):
         path: Path = args.directory / name
         previous = json.loads(path.read_text()) if path.exists() else None

@@ -63,6 +63,7 @@ __all__ = [
     "ContactStatus",
     "ContactVerify",
     "Direction",
+    "DistributionList",
     "Event",
     "EvidenceExport",
     "EvidenceExported",
@@ -82,6 +83,16 @@ __all__ = [
     "Identity",
     "Inbox",
     "Kind",
+    "ListAdd",
+    "ListCopy",
+    "ListCreate",
+    "ListDelete",
+    "ListList",
+    "ListRemove",
+    "ListSendFile",
+    "ListSendText",
+    "ListSent",
+    "ListShow",
     "MailboxCode",
     "MailboxContactPrekeys",
     "MailboxOwnerUsage",
@@ -103,6 +114,10 @@ __all__ = [
     "SafetyNumber",
     "SendFile",
     "SendText",
+    "TrustAdd",
+    "TrustAnchor",
+    "TrustList",
+    "TrustRemove",
     "SendTexts",
     "SetupCode",
     "StateChange",
@@ -140,6 +155,10 @@ _MAX_LABEL_TEXT: Final = 256
 _MAX_LABEL_LIST: Final = 16
 _HEX: Final = frozenset(string.hexdigits)
 _SAFETY_GROUP: Final = 5
+# limits.MAX_LIST_MEMBERS and MAX_LIST_SENDS_SHOWN (this module imports no
+# limits; a test keeps them equal).
+_MAX_LIST_MEMBERS: Final = 256
+_MAX_LIST_SENDS_SHOWN: Final = 20
 
 T = TypeVar("T")  # a record
 R = TypeVar("R")  # a request's result
@@ -436,6 +455,10 @@ class Contact:
     added_ms: int | None = None
     last_seen_ms: int | None = None
     reachable: bool = False
+    verified_ms: int | None = field(
+        default=None,
+        metadata=_meta("when the user confirmed the safety number (contact_verify), or null"),
+    )
     max_labels: tuple[str, ...] = field(
         default=(), metadata=_meta("the highest labels we send it, as set here (one per scheme)")
     )
@@ -471,12 +494,28 @@ class SafetyNumber:
     safety_number: str = field(
         metadata=_meta("60 digits in 12 groups of 5, the same on both endpoints")
     )
+    verified_ms: int | None = field(
+        default=None, metadata=_meta("when the user confirmed it matched, or null")
+    )
 
     @property
     def groups(self) -> tuple[str, ...]:
         """The number in groups of five digits, as people read it aloud."""
         digits = "".join(self.safety_number.split())
         return tuple(digits[i : i + _SAFETY_GROUP] for i in range(0, len(digits), _SAFETY_GROUP))
+
+
+@dataclass(frozen=True)
+class TrustAnchor:
+    """An agency's root key this endpoint believes (trust.md §1)."""
+
+    agency: str
+    fingerprint: str = field(metadata=_meta("SHA-256 fingerprint of the anchor, 64 hex digits"))
+    safety_number: str = field(
+        metadata=_meta("60 digits in 12 groups of 5, read to you by the agency out of band")
+    )
+    post_quantum: bool = field(metadata=_meta("whether the anchor has an ML-DSA-65 half"))
+    added_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -559,6 +598,47 @@ class Retried:
 @dataclass(frozen=True)
 class Subscribed:
     topics: tuple[str, ...]
+
+
+# -- distribution lists -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListCopy:
+    """One member's copy of a send to a list: an ordinary outgoing message of
+    its own (`message` shows it by `id`)."""
+
+    contact: str
+    id: str = field(metadata=_meta("the copy's message id, hex"))
+    state: MessageState
+
+
+@dataclass(frozen=True)
+class ListSent:
+    """A send to a distribution list: one copy per member, each queued,
+    delivered and answered one to one."""
+
+    id: str = field(metadata=_meta("the send's id, hex (each copy has an id of its own)"))
+    list: str
+    kind: Kind
+    created_ms: int
+    copies: tuple[ListCopy, ...] = field(metadata=_meta("by member name"))
+
+
+@dataclass(frozen=True)
+class DistributionList:
+    """A local list of contacts; its members never learn of it."""
+
+    name: str
+    created_ms: int
+    members: tuple[str, ...] = field(metadata=_meta("current contacts, by name"))
+    sends: tuple[ListSent, ...] = field(
+        default=(),
+        metadata=_meta(
+            f"`list_show` only: the latest {_MAX_LIST_SENDS_SHOWN} sends, newest first, "
+            "each copy with its state"
+        ),
+    )
 
 
 # -- the mailbox ------------------------------------------------------------------------------
@@ -732,6 +812,36 @@ class ContactRemove(Request[ContactRef]):
 class ContactVerify(Request[SafetyNumber]):
     METHOD = "contact_verify"
     name: str
+    confirm: str | None = field(
+        default=None,
+        metadata=_meta(
+            "the number the contact read out (spaces ignored): if it matches, the contact is "
+            "marked verified and the evidence log records it; if not, error code config"
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class TrustAdd(Request[TrustAnchor]):
+    METHOD = "trust_add"
+    anchor: str = field(metadata=_meta("the anchor's text, `onionpost-anchor1:...`"))
+    safety_number: str = field(
+        metadata=_meta(
+            "the anchor's safety number as the agency read it to you (spaces ignored); "
+            "installed only if it is the anchor's"
+        )
+    )
+
+
+@dataclass(frozen=True)
+class TrustList(Request[tuple[TrustAnchor, ...]]):
+    METHOD = "trust_list"
+
+
+@dataclass(frozen=True)
+class TrustRemove(Request[TrustAnchor]):
+    METHOD = "trust_remove"
+    anchor: str = field(metadata=_meta("the agency's name or the anchor's fingerprint"))
 
 
 @dataclass(frozen=True)
@@ -912,6 +1022,103 @@ class Subscribe(Request[Subscribed]):
     topics: tuple[str, ...] = field(metadata=_meta("`message`, `state`, `peer`, `tor`", _topics))
 
 
+def _members(value: object) -> str | None:
+    if isinstance(value, tuple) and len(value) <= _MAX_LIST_MEMBERS:
+        return None
+    return f"must be a list of at most {_MAX_LIST_MEMBERS} contact names"
+
+
+def _some_members(value: object) -> str | None:
+    if isinstance(value, tuple) and 0 < len(value) <= _MAX_LIST_MEMBERS:
+        return None
+    return f"must be a list of 1 to {_MAX_LIST_MEMBERS} contact names"
+
+
+@dataclass(frozen=True)
+class ListCreate(Request[DistributionList]):
+    METHOD = "list_create"
+    name: str = field(metadata=_meta("the list's name, unique in any letter case"))
+    members: tuple[str, ...] = field(
+        default=(), metadata=_meta(f"contact names, at most {_MAX_LIST_MEMBERS}", _members)
+    )
+
+
+@dataclass(frozen=True)
+class ListAdd(Request[DistributionList]):
+    METHOD = "list_add"
+    name: str
+    members: tuple[str, ...] = field(
+        metadata=_meta("contact names not yet on the list", _some_members)
+    )
+
+
+@dataclass(frozen=True)
+class ListRemove(Request[DistributionList]):
+    METHOD = "list_remove"
+    name: str
+    members: tuple[str, ...] = field(metadata=_meta("contact names on the list", _some_members))
+
+
+@dataclass(frozen=True)
+class ListDelete(Request[DistributionList]):
+    METHOD = "list_delete"
+    name: str
+
+
+@dataclass(frozen=True)
+class ListShow(Request[DistributionList]):
+    METHOD = "list_show"
+    name: str
+
+
+@dataclass(frozen=True)
+class ListList(Request[tuple[DistributionList, ...]]):
+    METHOD = "list_list"
+
+
+@dataclass(frozen=True)
+class ListSendText(Request[ListSent]):
+    """One text to every member of a list, a copy each, all queued in one commit."""
+
+    METHOD = "list_send_text"
+    list: str
+    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
+    content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
+    id: str | None = field(
+        default=None,
+        metadata=_meta(
+            "the send's id, as for `send_text`: the same id again is the same send "
+            "(nothing more is queued)",
+            _message_id,
+        ),
+    )
+    label: str | None = field(
+        default=None,
+        metadata=_meta(
+            _LABEL_DOC + "; every copy carries it, checked for every member", _label_text
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ListSendFile(Request[ListSent]):
+    """One file to every member of a list: an encrypted copy and an offer
+    each, all queued in one commit."""
+
+    METHOD = "list_send_file"
+    list: str
+    path: str = field(metadata=_meta("absolute", _absolute_path))
+    id: str | None = field(
+        default=None, metadata=_meta("the send's id, as for `list_send_text`", _message_id)
+    )
+    label: str | None = field(
+        default=None,
+        metadata=_meta(
+            _LABEL_DOC + "; every copy carries it, checked for every member", _label_text
+        ),
+    )
+
+
 def _expires(value: object) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool) or not 60 <= value <= 604_800:
         return "seconds from 60 to 604800"
@@ -957,6 +1164,9 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         ContactRemove,
         ContactVerify,
         ContactSetMaxLabel,
+        TrustAdd,
+        TrustList,
+        TrustRemove,
         SendText,
         SendTexts,
         SendFile,
@@ -975,6 +1185,14 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         MailboxPair,
         GetMailboxStatus,
         MailboxWipe,
+        ListCreate,
+        ListAdd,
+        ListRemove,
+        ListDelete,
+        ListShow,
+        ListList,
+        ListSendText,
+        ListSendFile,
     )
 }
 

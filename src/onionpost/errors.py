@@ -36,6 +36,23 @@ caught where they are touched and re-raised as one of these with
     │   └── HashMismatchError        a received file does not match its offered BLAKE2b
     ├── MailboxRefusedError          a mailbox refused a request; has .code (MbCode), .detail
     ├── VerificationError            a signed note, proof, log or export failed to verify; .what
+    ├── TrustError                   an agency statement or anchor was refused; has .what
+    │   ├── MalformedStatementError  not an agency statement or anchor of ours
+    │   ├── ForgedStatementError     a statement whose signatures do not verify
+    │   ├── StatementRefusedError    a genuine statement that may not be used; has .reason
+    │   ├── RolledBackError          a revocation list older than the one held
+    │   └── ConflictingStatementsError  two signed statements that cannot both be
+    │                                true (a forked log); has .first, .second
+    ├── GroupError                   a group operation was refused; has .reason (GroupReason), .op
+    │   ├── GroupDecodeError         not a well-formed, canonical operation (MALFORMED)
+    │   ├── GroupSignatureError      its signature does not verify (BAD_SIGNATURE)
+    │   ├── GroupNotAllowedError     its author may not do that at its parents (NOT_ALLOWED)
+    │   ├── GroupReplayError         the log holds it already (REPLAYED)
+    │   ├── GroupMissingParentError  a parent is not in the log; has .missing (MISSING_PARENT)
+    │   ├── GroupOrderError          its author's earlier operation is not its ancestor
+    │   ├── GroupForkError           its author signed another operation of that seq; .other
+    │   ├── GroupUnknownError        no log of that group here (UNKNOWN_GROUP)
+    │   └── GroupBoundError          a bound of groups.md §Bounds is reached (BOUND)
     ├── DaemonNotRunningError        no daemon answers on the local API socket
     └── ApiError                     the daemon refused a local API request; has .code
 
@@ -57,13 +74,27 @@ __all__ = [
     "DaemonNotRunningError",
     "DecryptError",
     "DialError",
+    "ConflictingStatementsError",
     "FileTooLargeError",
+    "ForgedStatementError",
     "FramingError",
+    "GroupBoundError",
+    "GroupDecodeError",
+    "GroupError",
+    "GroupForkError",
+    "GroupMissingParentError",
+    "GroupNotAllowedError",
+    "GroupOrderError",
+    "GroupReason",
+    "GroupReplayError",
+    "GroupSignatureError",
+    "GroupUnknownError",
     "HashMismatchError",
     "LabelError",
     "LabelReason",
     "LocalProtocolError",
     "MailboxRefusedError",
+    "MalformedStatementError",
     "MessageDecodeError",
     "NoSpaceError",
     "NonceExhaustedError",
@@ -72,7 +103,9 @@ __all__ = [
     "OnionpostError",
     "QuotaError",
     "RemoteProtocolError",
+    "RolledBackError",
     "SelfTestError",
+    "StatementRefusedError",
     "StoreError",
     "StoreLockedError",
     "StoreTamperedError",
@@ -80,6 +113,7 @@ __all__ = [
     "TorError",
     "TorLaunchError",
     "TransportError",
+    "TrustError",
     "TransportReason",
     "UnknownContactError",
     "VerificationError",
@@ -338,6 +372,142 @@ class VerificationError(OnionpostError):
     def __init__(self, message: str, *, what: str) -> None:
         super().__init__(message)
         self.what = what
+
+
+class TrustError(OnionpostError):
+    """An agency statement, anchor or log view was refused (``protocol-spec/trust.md``).
+
+    ``what`` names the part (``"anchor"``, ``"delegation"``, ``"endorsement"``,
+    ``"revocations"``, ``"checkpoint"``, ``"proof"``, ``"fork"``)."""
+
+    def __init__(self, message: str, *, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+
+class MalformedStatementError(TrustError):
+    """Not an agency statement or anchor of ours: encoding, arity, names or bounds."""
+
+
+class ForgedStatementError(TrustError):
+    """A statement or checkpoint whose signatures do not verify under the keys
+    that must have made it. The text never says which half failed."""
+
+
+class StatementRefusedError(TrustError):
+    """A genuine statement that may not be used (expired, of another agency);
+    ``reason`` is a :class:`onionpost.proto.trust.Reason` value's text."""
+
+    def __init__(self, message: str, *, what: str, reason: str) -> None:
+        super().__init__(message, what=what)
+        self.reason = reason
+
+
+class RolledBackError(TrustError):
+    """A revocation list with a lower serial than the one held (trust.md §4)."""
+
+
+class ConflictingStatementsError(TrustError):
+    """Two statements by an agency's keys that cannot both be true: two
+    checkpoints of one log that are not consistent, or two revocation lists
+    of one serial. ``first`` and ``second`` are both signed notes, the proof."""
+
+    def __init__(self, message: str, *, what: str, first: bytes, second: bytes) -> None:
+        super().__init__(message, what=what)
+        self.first = first
+        self.second = second
+
+
+class GroupReason(enum.Enum):
+    """Why a group operation was refused (protocol-spec/groups.md §5, in the
+    order a receiver checks)."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_GROUP = "unknown-group"
+    REPLAYED = "replayed"
+    BAD_SIGNATURE = "bad-signature"
+    BOUND = "bound"
+    MISSING_PARENT = "missing-parent"
+    FORK = "fork"
+    OUT_OF_ORDER = "out-of-order"
+    NOT_ALLOWED = "not-allowed"
+
+
+class GroupError(OnionpostError):
+    """A group operation was refused. ``reason`` says why (one value per
+    subclass); ``op`` is the refused operation's hash when it is known."""
+
+    reason: GroupReason = GroupReason.MALFORMED
+
+    def __init__(self, message: str, *, op: bytes | None = None) -> None:
+        super().__init__(message)
+        self.op = op
+
+
+class GroupDecodeError(GroupError):
+    """Not a well-formed operation in its canonical encoding, or beyond a size bound."""
+
+    reason = GroupReason.MALFORMED
+
+
+class GroupSignatureError(GroupError):
+    """The operation's signature does not verify under its author's key."""
+
+    reason = GroupReason.BAD_SIGNATURE
+
+
+class GroupNotAllowedError(GroupError):
+    """Its author may not make that change at its parents (not a member, not an
+    admin, a member added twice, ...)."""
+
+    reason = GroupReason.NOT_ALLOWED
+
+
+class GroupReplayError(GroupError):
+    """The log already holds this operation."""
+
+    reason = GroupReason.REPLAYED
+
+
+class GroupMissingParentError(GroupError):
+    """A parent is not in the log: fetch ``missing`` (bounded) and try again."""
+
+    reason = GroupReason.MISSING_PARENT
+
+    def __init__(
+        self, message: str, *, op: bytes | None = None, missing: tuple[bytes, ...]
+    ) -> None:
+        super().__init__(message, op=op)
+        self.missing = missing
+
+
+class GroupOrderError(GroupError):
+    """The author's previous operation (its ``seq`` - 1) is not among its ancestors."""
+
+    reason = GroupReason.OUT_OF_ORDER
+
+
+class GroupForkError(GroupError):
+    """The author signed two operations with one ``seq``: ``other`` is the hash
+    of the one the log holds. Both signed operations prove it."""
+
+    reason = GroupReason.FORK
+
+    def __init__(self, message: str, *, op: bytes | None = None, other: bytes) -> None:
+        super().__init__(message, op=op)
+        self.other = other
+
+
+class GroupUnknownError(GroupError):
+    """No log of the operation's group is kept here."""
+
+    reason = GroupReason.UNKNOWN_GROUP
+
+
+class GroupBoundError(GroupError):
+    """A bound is reached: the log's operations or bytes, or the groups kept."""
+
+    reason = GroupReason.BOUND
 
 
 class DaemonNotRunningError(OnionpostError):

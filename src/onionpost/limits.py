@@ -90,6 +90,22 @@ MAX_NOTE_KEY_NAME: Final = 200
 # Hashes in one inclusion or consistency proof: enough for a tree of 2^64 leaves.
 MAX_PROOF_HASHES: Final = 128
 
+# -- Agency trust (proto/trust.py, trust.md) -------------------------------------
+
+# An issuing key's delegation by its agency's root, and an endorsement, at most.
+MAX_DELEGATION_LIFETIME: Final = 90 * 24 * 3600
+MAX_ENDORSEMENT_LIFETIME: Final = 30 * 24 * 3600
+# Entries of one revocation list: a list is one signed note of at most MAX_NOTE_BYTES.
+MAX_REVOCATIONS: Final = 48
+# Bytes of an endpoint's or unit's name, or of a revocation's reason.
+MAX_TRUST_NAME: Final = 64
+# Clock difference allowed at both ends of a statement's validity.
+TRUST_CLOCK_SKEW: Final = 300
+# The default age past which a revocation list is stale: contacts then show "unverified".
+TRUST_FRESHNESS: Final = 3600
+# Trust anchors one endpoint holds.
+MAX_TRUST_ANCHORS: Final = 256
+
 # -- The evidence log (proto/evidence.py, evidence.md) ---------------------------
 
 # One entry's encoding, in bytes, and the free-text detail it may carry.
@@ -98,6 +114,34 @@ MAX_EVIDENCE_DETAIL: Final = 512
 # Messages in one evidence export (`onionpost export`).
 MAX_EXPORT_MESSAGES: Final = 100_000
 
+# -- Distribution lists (local-api.md §6, distribution lists) -------------------------
+
+# Lists one endpoint keeps, and contacts on one list. A send to a list queues
+# one copy per member in one transaction: the member bound bounds that
+# transaction (and, for a file, the copies made of it).
+MAX_LISTS: Final = 64
+MAX_LIST_MEMBERS: Final = 256
+# A list's name, in characters (the rule of a contact's name otherwise).
+MAX_LIST_NAME: Final = 64
+# The latest sends `list show` reports, each with its copies' states.
+MAX_LIST_SENDS_SHOWN: Final = 20
+
+# -- Groups (proto/groups.py, protocol-spec/groups.md §Bounds) -------------------------
+
+# Members of one group, and groups one endpoint keeps a log of.
+MAX_GROUP_MEMBERS: Final = 64
+MAX_GROUPS: Final = 32
+# A group's name and a member card's name, in characters (a contact name's rule).
+MAX_GROUP_NAME: Final = 64
+# Operations a group's log holds, and their encodings' bytes in all; past
+# either, the log takes no more (groups.md §Bounds).
+MAX_GROUP_LOG_OPS: Final = 1024
+MAX_GROUP_LOG_BYTES: Final = 1024 * 1024
+# One operation's encoding, in bytes, and the parents it names.
+MAX_GROUP_OP_BYTES: Final = 2048
+MAX_GROUP_PARENTS: Final = 8
+# Operations sent in answer to one fetch of missing ones.
+MAX_GROUP_OPS_PER_FETCH: Final = 64
 # -- Handling labels (proto/labels.py, spec.md §Handling labels) ----------------
 
 # A label's canonical text, in bytes of ASCII (wire: Text/FileOffer `label`,

@@ -288,6 +288,18 @@ def test_contact_commands(runner: CliRunner, daemon: Daemon) -> None:
     assert "00008 00009 00010 00011\n" in verified.stdout
     (number,) = json_lines(invoke(runner, "--home", home, "contact", "verify", "bob", "--json"))
     assert number["safety_number"].split() == [f"{i:05d}" for i in range(12)]  # type: ignore[index]
+    assert number["verified_ms"] is None  # type: ignore[index]
+    assert "--confirm" in verified.stderr
+    wrong = invoke(runner, "--home", home, "contact", "verify", "bob", "--confirm", "1 2 3")
+    assert wrong.exit_code == 1
+    assert "not the safety number" in wrong.stderr
+    assert "bob" not in server.backend.verified
+    heard = " ".join(f"{i:05d}" for i in range(12))
+    confirmed = invoke(runner, "--home", home, "contact", "verify", "bob", "--confirm", heard)
+    assert confirmed.exit_code == 0
+    assert "verified: it matched on" in confirmed.stderr
+    (number,) = json_lines(invoke(runner, "--home", home, "contact", "verify", "bob", "--json"))
+    assert number["verified_ms"] == 1_700_000_000_000  # type: ignore[index]
 
     removed = invoke(runner, "--home", home, "contact", "remove", "carol", "--json")
     assert json_lines(removed)[0]["name"] == "carol"  # type: ignore[index]

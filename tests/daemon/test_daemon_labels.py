@@ -372,3 +372,34 @@ async def test_red_sent_on_within_the_group_that_was_its_audience(tmp_path: Path
                 alice.store, policy, red, members, via=Via.GROUP, audience=["bob"]
             )
         assert nursery is not None
+
+
+async def test_a_list_send_is_labelled_and_held_to_every_member(tmp_path: Path) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, carol = net.node("alice"), net.node("bob"), net.node("carol")
+        befriend(alice, bob)
+        befriend(alice, carol)
+        for node in (alice, bob, carol):
+            await node.start(nursery)
+        assert alice.daemon is not None
+        lists = alice.daemon.lists
+        await lists.list_create(api.ListCreate("team", ("bob", "carol")))
+        with pytest.raises(LabelError, match="not to a list") as red:
+            await lists.list_send_text(api.ListSendText("team", "eyes only", label="TLP:RED"))
+        assert red.value.reason is LabelReason.OUTSIDE_AUDIENCE
+        await alice.daemon.contact_set_max_label(api.ContactSetMaxLabel("carol", ("TLP:GREEN",)))
+        with pytest.raises(LabelError, match="carol accepts up to TLP:GREEN"):
+            await lists.list_send_text(api.ListSendText("team", "amber", label="TLP:AMBER"))
+        source = tmp_path / "brief.txt"
+        source.write_bytes(b"brief")
+        with pytest.raises(LabelError, match="carol accepts up to TLP:GREEN"):
+            await lists.list_send_file(api.ListSendFile("team", str(source), label="TLP:AMBER"))
+        assert alice.store.outbox.listing() == []  # nothing queued for anyone
+        sent = await lists.list_send_text(api.ListSendText("team", "green", label="TLP:GREEN"))
+        with pytest.raises(LabelError, match="no CUI labels"):
+            await lists.list_send_file(api.ListSendFile("team", str(source), label="CUI"))
+        filed = await lists.list_send_file(api.ListSendFile("team", str(source), label="TLP:CLEAR"))
+        assert len(sent.copies) == len(filed.copies) == 2
+        await until(lambda: len(bob.inbox_from(alice)) == 2 and len(carol.inbox_from(alice)) == 2)
+        for node in (bob, carol):
+            assert sorted(s.label for s in node.inbox_from(alice)) == ["TLP:CLEAR", "TLP:GREEN"]

@@ -234,6 +234,7 @@ async def test_every_method_round_trips(served: Served, raw: Raw) -> None:
     assert (await raw.call("contact_verify", {"name": "bob"}))["result"] == {
         "name": "bob",
         "safety_number": SAFETY,
+        "verified_ms": None,
     }
     assert (await raw.call("contact_remove", {"name": "c"}))["result"]["name"] == "c"
 

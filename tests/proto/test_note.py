@@ -125,6 +125,7 @@ def test_malformed_texts_are_refused(text: str) -> None:
         b"text only\n",
         b"text\n\n- a AAAAAAAA\n",
         "text\n\n\u2014 a !!notbase64\n".encode(),
+        "text\n\n\u2014 a AAAA\u00e9AAA\n".encode(),  # not ASCII: base64 raises ValueError
         "text\n\n\u2014 a AAAA\n".encode(),
         "text\n\n\u2014 with+plus AAAAAAAA\n".encode(),
         b"text\n\n" + "\u2014 a AAAAAAAA\n".encode() * 40,
@@ -175,3 +176,9 @@ def test_any_valid_text_signs_and_verifies(body: str) -> None:
     parsed = nt.Note.parse(signed.to_bytes())
     assert parsed == signed
     nt.open_note(parsed, [nt.Verifier("alice.example", nt.ED25519, ALICE.public_key)])
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\t", "\r", "\x1b", "\x1f", "\x0b"])
+def test_a_note_with_a_control_character_is_refused(bad: str) -> None:
+    with pytest.raises(VerificationError, match="control character"):
+        nt.Note.parse(f"origin{bad}\n1\n\n\u2014 k AAAAAAAA\n")

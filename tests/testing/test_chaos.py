@@ -4,7 +4,10 @@ check. The runs themselves are in ``tests/chaos/test_chaos_tor.py``."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -201,3 +204,18 @@ def test_the_store_files_are_the_homes(tmp_path: Path) -> None:
     paths = Paths.for_home(tmp_path)
     assert tmp_path / chaos.STORE_FILE == paths.store
     assert tmp_path / chaos.MAILBOX_STORE_FILE == paths.mailbox_store
+
+
+def test_a_process_that_exited_and_is_not_reaped_is_gone() -> None:
+    """The soak's sampler reads /proc/PID/status; a zombie has no VmRSS line."""
+    child = subprocess.Popen(["true"])
+    assert chaos.proc_status(os.getpid())["VmRSS"] > 0
+    deadline = time.monotonic() + 30
+    state = ""
+    while state != "Z" and time.monotonic() < deadline:  # until it has exited, not reaped
+        stat = Path(f"/proc/{child.pid}/stat").read_text()
+        state = stat[stat.rindex(")") + 2 :].split()[0]
+    assert state == "Z"
+    assert chaos.proc_status(child.pid) == {}
+    child.wait()
+    assert chaos.proc_status(child.pid) == {}

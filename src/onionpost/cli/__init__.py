@@ -15,26 +15,66 @@ as does the group (``onionpost --home DIR COMMAND``; ``$ONIONPOST_HOME``).
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Final
 
 import click
 
 from onionpost import __version__
-from onionpost.cli._commands import contact, inbox, message, outbox, read, retry, send, status
 from onionpost.cli._common import OnionpostGroup, remember_group_home
-from onionpost.cli._daemon_cmd import daemon, doctor
-from onionpost.cli._evidence_cmd import export, log, verify_export
-from onionpost.cli._init import init, whoami
-from onionpost.cli._labels_cmd import forward
-from onionpost.cli._mailbox_cmd import mailbox
-from onionpost.cli._selftest import selftest
-from onionpost.cli._testnet import testnet
 from onionpost.home import HOME_ENV
 
 __all__ = ["main"]
 
+# Each command's module is imported when that command runs (or help lists
+# it): a client command then pays for the client alone, not for the store,
+# tor and the evidence verifier it never touches. Every CLI call of a
+# script (the demo makes about thirty) starts that much sooner.
+COMMANDS: Final[dict[str, str]] = {
+    "init": "_init:init",
+    "whoami": "_init:whoami",
+    "contact": "_commands:contact",
+    "trust": "_trust_cmd:trust",
+    "list": "_lists_cmd:distribution_list",
+    "send": "_commands:send",
+    "forward": "_labels_cmd:forward",
+    "inbox": "_commands:inbox",
+    "message": "_commands:message",
+    "outbox": "_commands:outbox",
+    "read": "_commands:read",
+    "status": "_commands:status",
+    "retry": "_commands:retry",
+    "daemon": "_daemon_cmd:daemon",
+    "doctor": "_daemon_cmd:doctor",
+    "mailbox": "_mailbox_cmd:mailbox",
+    "selftest": "_selftest:selftest",
+    "testnet": "_testnet:testnet",
+    "log": "_evidence_cmd:log",
+    "export": "_evidence_cmd:export",
+    "verify-export": "_evidence_cmd:verify_export",
+}
 
-@click.group(cls=OnionpostGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Commands(OnionpostGroup):
+    """:class:`OnionpostGroup` whose commands are loaded from :data:`COMMANDS` on use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = self.commands.get(cmd_name)
+        if found is None and cmd_name in COMMANDS:
+            module, attribute = COMMANDS[cmd_name].split(":")
+            loaded = getattr(importlib.import_module(f"onionpost.cli.{module}"), attribute)
+            if not isinstance(loaded, click.Command):
+                raise TypeError(f"onionpost.cli.{module}.{attribute} is not a command")
+            self.add_command(loaded, cmd_name)
+            found = loaded
+        return found
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="onionpost")
 @click.option(
     "--home",
@@ -47,24 +87,3 @@ __all__ = ["main"]
 def main(ctx: click.Context, home: Path | None) -> None:
     """onionpost: secure messaging between agency endpoints over Tor onion services."""
     remember_group_home(ctx, home)
-
-
-main.add_command(init)
-main.add_command(whoami)
-main.add_command(contact)
-main.add_command(send)
-main.add_command(forward)
-main.add_command(inbox)
-main.add_command(message)
-main.add_command(outbox)
-main.add_command(read)
-main.add_command(status)
-main.add_command(retry)
-main.add_command(daemon)
-main.add_command(doctor)
-main.add_command(mailbox)
-main.add_command(selftest)
-main.add_command(testnet)
-main.add_command(log)
-main.add_command(export)
-main.add_command(verify_export)

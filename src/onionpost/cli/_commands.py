@@ -14,6 +14,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, aclosing, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,7 +47,8 @@ from onionpost.cli._common import (
     printable,
     run_client,
 )
-from onionpost.client import Client, Message, MessageState, Queued, StateChange
+from onionpost.cli._lists_cmd import print_sent
+from onionpost.client import Client, ListSent, Message, MessageState, Queued, StateChange
 from onionpost.errors import ConfigError, DaemonNotRunningError, NotConfirmedError, TransportError
 from onionpost.limits import MAX_CARD_FILE, MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
@@ -138,7 +140,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
     if not contacts:
         click.echo("no contacts yet: add one with 'onionpost contact add CARD'", err=True)
         return
-    table = Table("name", "address", "reachable", "last seen", "added", "accepts up to")
+    table = Table("name", "address", "reachable", "verified", "last seen", "added", "accepts up to")
     table.columns[1].overflow = "fold"  # an address is an identity: never cut it short
     table.columns[1].min_width = 62
     for c in contacts:
@@ -147,6 +149,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
             Text(printable(c.name)),
             Text(c.address),
             Text("yes" if c.reachable else "no"),
+            Text(format_ms(c.verified_ms, never="no")),
             Text(format_ms(c.last_seen_ms)),
             Text(format_ms(c.added_ms, never="-")),
             Text(printable(limits)),
@@ -169,23 +172,64 @@ def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
 
 @contact.command("verify")
 @click.argument("name")
+@click.option(
+    "--confirm",
+    "heard",
+    metavar="NUMBER",
+    default=None,
+    help="The number the contact read out to you: if it matches, mark the contact verified "
+    "(recorded in the evidence log); if not, exit 1 and change nothing.",
+)
 @home_option
 @json_option
-def contact_verify(name: str, home: Path | None, as_json: bool) -> None:
-    """Show the safety number to compare with the contact over a channel you trust."""
-    number = run_client(home, lambda client: client.contact_verify(name))
+def contact_verify(name: str, heard: str | None, home: Path | None, as_json: bool) -> None:
+    """Show the safety number to compare with the contact over a channel you trust;
+    with --confirm, record that it matched."""
+    number = run_client(home, lambda client: client.contact_verify(name, confirm=heard))
     if as_json:
-        emit_json({"name": number.name, "safety_number": number.safety_number})
+        emit_json(_as_json(number))
         return
     groups = number.groups
     click.echo(f"safety number with '{printable(number.name)}':")
     for row in range(0, len(groups), 4):
         click.echo("    " + " ".join(groups[row : row + 4]))
+    if number.verified_ms is not None:
+        click.echo(f"verified: it matched on {format_ms(number.verified_ms)}", err=True)
+        return
     click.echo(
         "Compare it with what they see, in person or by phone. If it matches, "
-        "nobody is between you.",
+        "nobody is between you: then record it with "
+        f"'onionpost contact verify {shlex.quote(number.name)} --confirm \"NUMBER\"'.",
         err=True,
     )
+
+
+@contact.command("set-max-label")
+@click.argument("name")
+@click.argument("labels", metavar="[LABEL]...", nargs=-1)
+@home_option
+@json_option
+def contact_set_max_label(
+    name: str, labels: tuple[str, ...], home: Path | None, as_json: bool
+) -> None:
+    """Send contact NAME nothing above LABEL (one per scheme); none: no limit of ours.
+
+    The contact's own advertised limit holds as well: 'contact list' shows both.
+    """
+    result = run_client(home, lambda client: client.contact_set_max_label(name, labels))
+    if as_json:
+        emit_json(
+            {
+                "name": result.name,
+                "max_labels": list(result.max_labels),
+                "accepts": list(result.accepts),
+            }
+        )
+        return
+    ours = ", ".join(result.max_labels) or "no limit"
+    click.echo(f"'{printable(result.name)}': up to {printable(ours)}")
+    if result.accepts:
+        click.echo(f"  it accepts up to {printable(', '.join(result.accepts))}", err=True)
 
 
 # -- send -----------------------------------------------------------------------------
@@ -221,6 +265,12 @@ def _read_text(text: str | None) -> str:
     help="Wait until delivered, showing progress (the default for a file, not for a text).",
 )
 @click.option(
+    "--list",
+    "to_list",
+    is_flag=True,
+    help="NAME is a distribution list: each member gets a copy of its own.",
+)
+@click.option(
     "--label",
     metavar="LABEL",
     help="Its handling label: TLP:AMBER, CUI//SP-CTI//NOFORN, ... (default: labels.default).",
@@ -233,6 +283,7 @@ def send(
     text: str | None,
     file_path: Path | None,
     wait: bool | None,
+    to_list: bool,
     label: str | None,
     home: Path | None,
     as_json: bool,
@@ -247,10 +298,26 @@ def send(
     send in time, it says so with the message's id (exit 3): the message may
     be queued, and 'onionpost message ID' tells. A label the contact does not
     accept is refused with the reason ('bob accepts up to TLP:AMBER').
+
+    With --list, NAME is a distribution list ('onionpost list'): each member
+    gets a copy of its own, all queued at once; it returns then, showing
+    each copy's id ('onionpost list show NAME' follows their states). The
+    label is checked for every member first: one refusal queues nothing.
     """
     if file_path is not None and text is not None:
         raise click.UsageError("give TEXT or --file, not both")
+    if to_list and wait:
+        raise click.UsageError(
+            "--wait follows one message: follow a list's copies with 'list show'"
+        )
     body = _read_text(text) if file_path is None else None
+    if to_list:
+        sent = run_client(home, partial(_send_to_list, name, body, file_path, label), bounded=False)
+        if as_json:
+            emit_json(_as_json(sent))
+        else:
+            print_sent(sent)
+        return
     if not (wait if wait is not None else file_path is not None):
 
         async def queue(client: Client) -> Queued:
@@ -300,6 +367,29 @@ async def _queue(
         why = str(exc)
     raise NotConfirmedError(
         f"not confirmed: see 'onionpost message {message_id}' ({why})", message_id=message_id
+    )
+
+
+async def _send_to_list(
+    name: str, body: str | None, path: Path | None, label: str | None, client: Client
+) -> ListSent:
+    """As :func:`_queue`, for a send to a list under a send id chosen here."""
+    send_id = api.new_message_id()
+    try:
+        with trio.fail_after(ANSWER_DEADLINE):
+            if path is not None:
+                return await client.list_send_file(name, path, id=send_id, label=label)
+            assert body is not None
+            return await client.list_send_text(name, body, id=send_id, label=label)
+    except trio.TooSlowError:
+        why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
+    except NotConfirmedError as exc:
+        why = str(exc.__cause__ or exc)
+    except (TransportError, DaemonNotRunningError) as exc:
+        why = str(exc)
+    raise NotConfirmedError(
+        f"not confirmed: see 'onionpost list show {shlex.quote(name)}' ({why})",
+        message_id=send_id,
     )
 
 

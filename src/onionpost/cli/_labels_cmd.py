@@ -1,5 +1,6 @@
-"""The commands of handling labels (spec.md §5.10): ``forward`` and
-``contact set-max-label``. Sending with a label is ``send --label``."""
+"""``onionpost forward``: a stored message sent on under the rules of its
+handling label (spec.md §5.10). Sending with a label is ``send --label``;
+a contact's limit is ``contact set-max-label``."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from onionpost.cli._commands import banner, contact
+from onionpost.cli._commands import banner
 from onionpost.cli._common import emit_json, home_option, json_option, printable, run_client
 
-__all__ = ["contact_set_max_label", "forward"]
+__all__ = ["forward"]
 
 
 @click.command()
@@ -48,31 +49,3 @@ def forward(
         return
     what = f" ({printable(queued.name)})" if queued.name is not None else ""
     click.echo(f"{banner(queued.label)} forwarded as {queued.id}{what} to '{printable(to)}'")
-
-
-@contact.command("set-max-label")
-@click.argument("name")
-@click.argument("labels", metavar="[LABEL]...", nargs=-1)
-@home_option
-@json_option
-def contact_set_max_label(
-    name: str, labels: tuple[str, ...], home: Path | None, as_json: bool
-) -> None:
-    """Send contact NAME nothing above LABEL (one per scheme); none: no limit of ours.
-
-    The contact's own advertised limit holds as well: 'contact list' shows both.
-    """
-    result = run_client(home, lambda client: client.contact_set_max_label(name, labels))
-    if as_json:
-        emit_json(
-            {
-                "name": result.name,
-                "max_labels": list(result.max_labels),
-                "accepts": list(result.accepts),
-            }
-        )
-        return
-    ours = ", ".join(result.max_labels) or "no limit"
-    click.echo(f"'{printable(result.name)}': up to {printable(ours)}")
-    if result.accepts:
-        click.echo(f"  it accepts up to {printable(', '.join(result.accepts))}", err=True)

@@ -73,9 +73,13 @@ R = TypeVar("R")
 Q = TypeVar("Q", bound=api.Request[Any])
 
 
+# Requests sent again under their id while the connection breaks.
+_SENDS = (api.SendText, api.SendFile, api.ListSendText, api.ListSendFile)
+
+
 def _with_message_id(request: Q) -> Q:
     """A send under an id chosen here, so that it can be sent again."""
-    if isinstance(request, api.SendText | api.SendFile) and request.id is None:
+    if isinstance(request, _SENDS) and request.id is None:
         return replace(request, id=api.new_message_id())
     if isinstance(request, api.SendTexts) and any(t.id is None for t in request.texts):
         texts = tuple(t if t.id else replace(t, id=api.new_message_id()) for t in request.texts)
@@ -235,7 +239,8 @@ class Client:
         await trio.aclose_forcefully(old.stream)
 
     async def _call_until_answered(
-        self, request: api.SendText | api.SendFile | api.SendTexts
+        self,
+        request: api.SendText | api.SendFile | api.SendTexts | api.ListSendText | api.ListSendFile,
     ) -> Any:
         """A send, sent again under its id while no answer comes (module docstring)."""
         if isinstance(request, api.SendTexts):
@@ -305,7 +310,7 @@ class Client:
         module docstring); the result's ``id`` is that id.
         """
         request = _with_message_id(request)
-        if isinstance(request, api.SendText | api.SendFile | api.SendTexts):
+        if isinstance(request, (*_SENDS, api.SendTexts)):
             result = await self._call_until_answered(request)
         else:
             result = await self._call(request)
@@ -328,8 +333,20 @@ class Client:
     async def contact_remove(self, name: str) -> api.ContactRef:
         return await self.request(api.ContactRemove(name))
 
-    async def contact_verify(self, name: str) -> api.SafetyNumber:
-        return await self.request(api.ContactVerify(name))
+    async def contact_verify(self, name: str, *, confirm: str | None = None) -> api.SafetyNumber:
+        """The safety number with ``name``; with ``confirm`` (the number the
+        contact read out), mark the contact verified if it matches, else
+        :class:`~onionpost.errors.ConfigError`."""
+        return await self.request(api.ContactVerify(name, confirm))
+
+    async def trust_add(self, anchor: str, safety_number: str) -> api.TrustAnchor:
+        return await self.request(api.TrustAdd(anchor, safety_number))
+
+    async def trust_list(self) -> tuple[api.TrustAnchor, ...]:
+        return await self.request(api.TrustList())
+
+    async def trust_remove(self, anchor: str) -> api.TrustAnchor:
+        return await self.request(api.TrustRemove(anchor))
 
     async def contact_set_max_label(self, name: str, labels: Iterable[str]) -> api.ContactLabels:
         """The highest handling labels (one per scheme) we send ``name``; none: no limit."""
@@ -371,6 +388,46 @@ class Client:
         """Send stored message ``id`` on to ``to`` under a new id, its label kept
         or raised to ``label`` (never lowered; TLP:RED stays in its audience)."""
         return await self.request(api.Forward(id, to, contact, label))
+
+    async def list_create(self, name: str, members: Sequence[str] = ()) -> api.DistributionList:
+        return await self.request(api.ListCreate(name, tuple(members)))
+
+    async def list_add(self, name: str, members: Sequence[str]) -> api.DistributionList:
+        return await self.request(api.ListAdd(name, tuple(members)))
+
+    async def list_remove(self, name: str, members: Sequence[str]) -> api.DistributionList:
+        return await self.request(api.ListRemove(name, tuple(members)))
+
+    async def list_delete(self, name: str) -> api.DistributionList:
+        return await self.request(api.ListDelete(name))
+
+    async def list_show(self, name: str) -> api.DistributionList:
+        """The list, its members and its latest sends with each copy's state."""
+        return await self.request(api.ListShow(name))
+
+    async def list_list(self) -> tuple[api.DistributionList, ...]:
+        return await self.request(api.ListList())
+
+    async def list_send_text(
+        self,
+        name: str,
+        body: str,
+        *,
+        content_type: str = "text/plain",
+        id: str | None = None,
+        label: str | None = None,
+    ) -> api.ListSent:
+        """A copy of the text to each member of list ``name``, all durably
+        queued when this returns, under the send's ``id`` (sent again under
+        it while the connection breaks: one send at most), each labelled
+        ``label`` (checked for every member first)."""
+        return await self.request(api.ListSendText(name, body, content_type, id, label))
+
+    async def list_send_file(
+        self, name: str, path: Path | str, *, id: str | None = None, label: str | None = None
+    ) -> api.ListSent:
+        """A copy of the file to each member of list ``name``."""
+        return await self.request(api.ListSendFile(name, _absolute(path), id, label))
 
     async def inbox(
         self, after: int = 0, limit: int = 100, *, unread: bool = False

@@ -17,7 +17,8 @@ Theory of operation
 This module is the local API's backend: its handlers (one per request type
 an endpoint serves, :attr:`Daemon.handlers`) turn requests into store reads
 and engine calls, and shape the records; their store calls run in the
-engine's worker, off the event loop.
+engine's worker, off the event loop. Those of distribution lists are in
+:mod:`onionpost.daemon._lists`.
 
 Sends are idempotent on their id: the client chooses a message's id, and
 the same ``send_text``/``send_file`` again (its answer was lost: the daemon
@@ -33,6 +34,7 @@ at DEBUG, so the journal does not hold the contact graph.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import time
@@ -47,6 +49,7 @@ import trio
 from onionpost import api
 from onionpost._logs import contact_ref, safe
 from onionpost.daemon import _evidence, _labels
+from onionpost.daemon._lists import ListHandlers
 from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
 from onionpost.daemon.delivery import (
     DeliveryEngine,
@@ -56,18 +59,29 @@ from onionpost.daemon.delivery import (
     message_record,
     unfit_mailbox,
 )
-from onionpost.errors import ConfigError
+from onionpost.errors import ConfigError, NotFoundError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number, write_card_file
 from onionpost.host import EventHub, Handlers, OnionHost, StoreWorker, ThreadWorker
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.pairing import MailboxAnnouncement
+from onionpost.proto.trust import Anchor, confirm_anchor
 from onionpost.store import Contact, Direction, Store, Stored
 from onionpost.transport import SecureChannel
 
 __all__ = ["Daemon"]
 
 log = logging.getLogger("onionpost.daemon")
+
+
+def _trust_anchor(anchor: Anchor, added_ms: int | None) -> api.TrustAnchor:
+    return api.TrustAnchor(
+        anchor.agency,
+        anchor.fingerprint.hex(),
+        anchor.safety_number,
+        bool(anchor.mldsa65),
+        added_ms,
+    )
 
 
 def _now_ms() -> int:
@@ -131,6 +145,9 @@ class Daemon:
             secrets, store, self.engine, self.mailboxes, mailbox_dial, policy, self._worker
         )
         self._sending: dict[bytes, trio.Lock] = {}
+        self.lists = lists = ListHandlers(
+            store, self.engine, self._worker, config.max_file_size, config.labels
+        )
         self._labels = config.labels
         self.handlers: Handlers = {
             api.Whoami: self.whoami,
@@ -138,6 +155,9 @@ class Daemon:
             api.ContactAdd: self.contact_add,
             api.ContactList: self.contact_list,
             api.ContactRemove: self.contact_remove,
+            api.TrustAdd: self.trust_add,
+            api.TrustList: self.trust_list,
+            api.TrustRemove: self.trust_remove,
             api.ContactVerify: self.contact_verify,
             api.ContactSetMaxLabel: self.contact_set_max_label,
             api.SendText: self.send_text,
@@ -156,6 +176,14 @@ class Daemon:
             api.MailboxPair: self.mailbox_pair,
             api.GetMailboxStatus: self.mailbox_status,
             api.MailboxWipe: self.mailbox_wipe,
+            api.ListCreate: lists.list_create,
+            api.ListAdd: lists.list_add,
+            api.ListRemove: lists.list_remove,
+            api.ListDelete: lists.list_delete,
+            api.ListShow: lists.list_show,
+            api.ListList: lists.list_list,
+            api.ListSendText: lists.list_send_text,
+            api.ListSendFile: lists.list_send_file,
         }
 
     # -- lifecycle -----------------------------------------------------------------
@@ -322,6 +350,7 @@ class Daemon:
         return [(c, *store.contacts.label_limits(c.id)) for c in store.contacts.all()]
 
     async def contact_list(self, request: api.ContactList) -> tuple[api.Contact, ...]:
+        verified = await self._worker(self._store.contacts.verified)
         return tuple(
             api.Contact(
                 name=c.name,
@@ -329,6 +358,7 @@ class Daemon:
                 added_ms=c.added_ms,
                 last_seen_ms=c.last_seen_ms,
                 reachable=bool((link := self.engine.status(c.id)) and link.reachable),
+                verified_ms=verified.get(c.id),
                 max_labels=local,
                 accepts=advertised,
             )
@@ -353,7 +383,38 @@ class Daemon:
     async def contact_verify(self, request: api.ContactVerify) -> api.SafetyNumber:
         contact = await self._worker(self._store.contacts.contact, request.name)
         number = safety_number(self._secrets.identity.public_key, contact.address.public_key)
-        return api.SafetyNumber(contact.name, number)
+        if request.confirm is not None:
+            heard = "".join(str(request.confirm).split()).encode()
+            if not hmac.compare_digest(heard, "".join(number.split()).encode()):
+                raise ConfigError(
+                    f"that is not the safety number with {contact.name!r}: someone may be "
+                    "between you; do not trust this contact until the numbers match"
+                )
+            now = int(time.time() * 1000)
+            await self._worker(self._store.contacts.mark_verified, contact.name, number, now)
+            log.info("event=contact_verified contact=%s", contact_ref(contact.id))
+            return api.SafetyNumber(contact.name, number, now)
+        verified = await self._worker(self._store.contacts.verified)
+        return api.SafetyNumber(contact.name, number, verified.get(contact.id))
+
+    async def trust_add(self, request: api.TrustAdd) -> api.TrustAnchor:
+        """Install an anchor once the user typed its safety number (trust.md §1)."""
+        anchor = confirm_anchor(request.anchor, request.safety_number)
+        stored = await self._worker(self._store.trust.add, anchor, _now_ms())
+        log.info("event=trust_anchor_added agency=%s", safe(anchor.agency))
+        return _trust_anchor(stored.anchor, stored.added_ms)
+
+    async def trust_list(self, request: api.TrustList) -> tuple[api.TrustAnchor, ...]:
+        stored = await self._worker(self._store.trust.all)
+        return tuple(_trust_anchor(s.anchor, s.added_ms) for s in stored)
+
+    async def trust_remove(self, request: api.TrustRemove) -> api.TrustAnchor:
+        found = await self._worker(self._store.trust.find, request.anchor)
+        if found is None:
+            raise NotFoundError(f"no trust anchor is {request.anchor!r}")
+        await self._worker(self._store.trust.remove, found.anchor)
+        log.info("event=trust_anchor_removed agency=%s", safe(found.anchor.agency))
+        return _trust_anchor(found.anchor, found.added_ms)
 
     async def _contact_id(self, name: str) -> int:
         """A contact's id by name: from the engine's memory when it runs (the

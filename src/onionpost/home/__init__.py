@@ -1,7 +1,9 @@
 """An endpoint's home directory: its paths, sealed secrets, contact card and config.
 
 Used by the daemon (unlock, config, card) and by ``onionpost init`` and
-``whoami``. Layout: :mod:`onionpost.home._paths`; the secrets file:
+``whoami``; an agency's offline keys and log (``onionpost trust root-init``,
+``trust endorse``): :mod:`onionpost.home._agency`. Layout:
+:mod:`onionpost.home._paths`; the secrets file:
 :mod:`onionpost.home._secrets`; cards and safety numbers:
 :mod:`onionpost.home._card`; settings: :mod:`onionpost.home._config`. The
 formats are in ``protocol-spec/storage.md``.
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from onionpost.home._paths import HOME_ENV, Paths, default_home
 
 if TYPE_CHECKING:
+    from onionpost.home._agency import AgencyDirectory, KeySource, open_key_file, write_key_file
     from onionpost.home._card import (
         ContactCard,
         check_name,
@@ -38,6 +41,10 @@ if TYPE_CHECKING:
 # secrets and cards) loads on first use, so ``import onionpost.client`` pulls
 # in neither pynacl nor cryptography.
 _LAZY: dict[str, str] = {
+    "AgencyDirectory": "_agency",
+    "KeySource": "_agency",
+    "open_key_file": "_agency",
+    "write_key_file": "_agency",
     "ContactCard": "_card",
     "check_name": "_card",
     "read_card_file": "_card",
@@ -69,6 +76,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_CONFIG_TEXT",
+    "AgencyDirectory",
+    "KeySource",
+    "open_key_file",
+    "write_key_file",
     "HOME_ENV",
     "Config",
     "ContactCard",

@@ -15,7 +15,8 @@ Providers were chosen on measurements made on the project's machines (see
   ~1.7 us per 1 KiB message against ~7.4 us for pynacl's binding, and
   ~2.3x pynacl's throughput at 64 KiB.
 - BLAKE2b, SHA-256 and HMAC: the standard library (``hashlib``, ``hmac``).
-- ML-KEM-768 (FIPS 203): ``cryptography``, the only well-kept provider.
+- ML-KEM-768 (FIPS 203) and ML-DSA-65 (FIPS 204): ``cryptography``, the only
+  well-kept provider (agency statements, ``protocol-spec/trust.md`` §1).
 
 Secrets never appear in ``repr``: key holders define their own.
 """
@@ -29,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric import mlkem
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl import bindings as _sodium
 from nacl import exceptions as _nacl_exc
@@ -47,6 +48,9 @@ MLKEM768_PUBLIC_LEN: Final = 1184
 MLKEM768_CIPHERTEXT_LEN: Final = 1088
 MLKEM768_SEED_LEN: Final = 64
 MLKEM_SHARED_LEN: Final = 32
+MLDSA65_SEED_LEN: Final = 32
+MLDSA65_PUBLIC_LEN: Final = 1952
+MLDSA65_SIGNATURE_LEN: Final = 3309
 
 constant_time_equal = hmac.compare_digest
 
@@ -257,3 +261,59 @@ def mlkem768_encapsulate(public_key: bytes) -> tuple[bytes, bytes]:
         raise AuthenticationError("handshake failed") from exc
     secret, ciphertext = key.encapsulate()
     return ciphertext, secret
+
+
+# -- ML-DSA-65 (FIPS 204) -------------------------------------------------------------
+
+
+_NO_MLDSA: Final = (
+    "this build of the cryptography package has no ML-DSA: use Ed25519-only agency keys"
+)
+
+
+class MlDsaKey:
+    """An ML-DSA-65 signing key made from its 32-byte seed (FIPS 204 §6.1 ``xi``).
+
+    Signing is hedged (randomised, FIPS 204 §3.4): two signatures of one
+    message differ, and both verify. The seed never shows in ``repr``."""
+
+    __slots__ = ("_private", "public", "seed")
+
+    def __init__(self, seed: bytes) -> None:
+        if not isinstance(seed, bytes) or len(seed) != MLDSA65_SEED_LEN:
+            raise ConfigError("an ML-DSA-65 seed is 32 bytes")
+        self.seed = seed
+        try:
+            self._private = mldsa.MLDSA65PrivateKey.from_seed_bytes(seed)
+        except UnsupportedAlgorithm as exc:
+            raise ConfigError(_NO_MLDSA) from exc
+        self.public = self._private.public_key().public_bytes_raw()
+
+    @classmethod
+    def generate(cls) -> MlDsaKey:
+        return cls(os.urandom(MLDSA65_SEED_LEN))
+
+    def __repr__(self) -> str:
+        return "MlDsaKey(<seed>)"
+
+    def sign(self, message: bytes, context: bytes) -> bytes:
+        """The 3309-byte signature of ``message`` under the context string ``context``."""
+        return self._private.sign(message, context)
+
+
+def mldsa65_verify(public_key: bytes, signature: bytes, message: bytes, context: bytes) -> None:
+    """ML-DSA-65 verification; raises :class:`AuthenticationError` on any failure."""
+    if (
+        not isinstance(public_key, bytes)
+        or not isinstance(signature, bytes)
+        or len(public_key) != MLDSA65_PUBLIC_LEN
+        or len(signature) != MLDSA65_SIGNATURE_LEN
+    ):
+        raise AuthenticationError("handshake failed")
+    try:
+        key = mldsa.MLDSA65PublicKey.from_public_bytes(public_key)
+        key.verify(signature, message, context)
+    except UnsupportedAlgorithm as exc:
+        raise ConfigError(_NO_MLDSA) from exc
+    except (InvalidSignature, ValueError) as exc:
+        raise AuthenticationError("handshake failed") from exc

@@ -76,6 +76,7 @@ class Event(enum.IntEnum):
     READ = 6  # our user read it
     CONTACT_ADDED = 16
     CONTACT_REMOVED = 17
+    CONTACT_VERIFIED = 18  # the user confirmed the safety number (the detail)
     EXPORTED = 32  # an export was made (detail: what it selected)
 
 

@@ -20,6 +20,11 @@ public key)[:4]``. Two types are used:
 - ``0x04`` (:data:`COSIGNATURE`): a timestamped cosignature of a checkpoint:
   ``u64 BE timestamp || Ed25519 signature`` over ``"cosignature/v1\\n" "time
   <timestamp>\\n"`` followed by the checkpoint's text.
+- ``0xff "onionpost/ml-dsa-65"`` (:data:`MLDSA65`): ML-DSA-65 (FIPS 204) over
+  the note text with the context ``"onionpost signed note"``, the post-quantum
+  half of an agency's hybrid keys (``protocol-spec/trust.md`` §1). signed-note
+  allocates no type for it: the escape byte and our identifier stand where
+  the type byte stands, in the key ID and in the verifier key.
 
 The text of a note never contains a control character but the newline, and
 our other signatures (static-key certificates, cards, announcements,
@@ -41,6 +46,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,19 +54,21 @@ from typing import Final
 
 from onionpost.errors import AuthenticationError, ConfigError, VerificationError
 from onionpost.limits import MAX_NOTE_BYTES, MAX_NOTE_KEY_NAME, MAX_NOTE_SIGNATURES
-from onionpost.proto._crypto import ed25519_verify
+from onionpost.proto._crypto import MLDSA65_PUBLIC_LEN, ed25519_verify, mldsa65_verify
 from onionpost.proto.identity import Identity
 
 __all__ = [
     "COSIGNATURE",
     "COSIGNATURE_HEADER",
     "ED25519",
+    "MLDSA65",
     "Checkpoint",
     "Note",
     "NoteSignature",
     "Verifier",
     "cosign",
     "key_id",
+    "signature_line",
     "open_note",
     "sign",
     "verified_cosignature",
@@ -68,19 +76,35 @@ __all__ = [
 
 ED25519: Final = 0x01
 COSIGNATURE: Final = 0x04
+MLDSA65: Final = 0xFF
+MLDSA65_CONTEXT: Final = b"onionpost signed note"
+# How each type is written where signed-note puts the type byte.
+_TYPE_BYTES: Final = {
+    ED25519: b"\x01",
+    COSIGNATURE: b"\x04",
+    MLDSA65: b"\xffonionpost/ml-dsa-65",
+}
+_PUBLIC_LEN: Final = {ED25519: 32, COSIGNATURE: 32, MLDSA65: MLDSA65_PUBLIC_LEN}
 COSIGNATURE_HEADER: Final = "cosignature/v1\n"
 _DASH: Final = "\u2014 "
-_TYPES: Final = frozenset({ED25519, COSIGNATURE})
+_TYPES: Final = frozenset(_TYPE_BYTES)
 _TIMESTAMP: Final = struct.Struct(">Q")
 _MAX_TIMESTAMP: Final = 2**63 - 1
 # A checkpoint's lines: origin, size, root hash, then at most this many extensions.
 _MAX_EXTENSIONS: Final = 8
 _HASH_LEN: Final = 32
+# Every control character but the newline (a regular expression: a statement's
+# text is kilobytes, and this runs on every note read).
+_CONTROL: Final = re.compile("[\x00-\x09\x0b-\x1f]")
 
 
 def key_id(name: str, signature_type: int, public_key: bytes) -> bytes:
     """The 4-byte key ID of a key (signed-note §Signatures)."""
-    digest = hashlib.sha256(name.encode() + b"\n" + bytes([signature_type]) + public_key).digest()
+    if signature_type not in _TYPE_BYTES:
+        raise ConfigError("an unknown signature type")
+    digest = hashlib.sha256(
+        name.encode() + b"\n" + _TYPE_BYTES[signature_type] + public_key
+    ).digest()
     return digest[:4]
 
 
@@ -99,7 +123,7 @@ def _check_text(text: str) -> None:
     """A note text: ends in a newline, no other control character, bounded."""
     if not text.endswith("\n"):
         raise VerificationError("a note's text does not end in a newline", what="note")
-    if any(ord(ch) < 0x20 and ch != "\n" for ch in text):
+    if _CONTROL.search(text):
         raise VerificationError("a note holds a control character", what="note")
     if len(text.encode()) > MAX_NOTE_BYTES:
         raise VerificationError("a note is too long", what="note")
@@ -107,7 +131,7 @@ def _check_text(text: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Verifier:
-    """A key a verifier knows: its name, signature type and Ed25519 public key.
+    """A key a verifier knows: its name, signature type and public key.
 
     Written as a signed-note *verifier key*: ``<name>+<key ID, 8 hex>+<base64(type
     || public key)>``."""
@@ -120,21 +144,21 @@ class Verifier:
         _check_name(self.name)
         if self.signature_type not in _TYPES:
             raise ConfigError("an unknown signature type")
-        if len(self.public_key) != 32:
-            raise ConfigError("an Ed25519 public key is 32 bytes")
+        if len(self.public_key) != _PUBLIC_LEN[self.signature_type]:
+            raise ConfigError("a public key of the wrong length for its signature type")
 
     @property
     def key_id(self) -> bytes:
         return key_id(self.name, self.signature_type, self.public_key)
 
     def to_text(self) -> str:
-        encoded = base64.b64encode(bytes([self.signature_type]) + self.public_key).decode()
+        encoded = base64.b64encode(_TYPE_BYTES[self.signature_type] + self.public_key).decode()
         return f"{self.name}+{self.key_id.hex()}+{encoded}"
 
     @classmethod
     def from_text(cls, text: str) -> Verifier:
         """Parse a verifier key; a :class:`ConfigError` for anything else."""
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)  # the key's base64 may hold "+" itself
         if len(parts) != 3:
             raise ConfigError("a verifier key is NAME+KEYID+KEY")
         name, hex_id, encoded = parts
@@ -143,9 +167,10 @@ class Verifier:
             wanted = bytes.fromhex(hex_id)
         except (binascii.Error, ValueError) as exc:
             raise ConfigError("a verifier key is NAME+KEYID+KEY") from exc
-        if len(raw) != 33 or len(hex_id) != 8:
+        kind = next((t for t, b in _TYPE_BYTES.items() if raw.startswith(b)), None)
+        if kind is None or len(hex_id) != 8:
             raise ConfigError("a verifier key is NAME+KEYID+KEY")
-        verifier = cls(name, raw[0], raw[1:])
+        verifier = cls(name, kind, raw[len(_TYPE_BYTES[kind]) :])
         if verifier.key_id != wanted:
             raise ConfigError("the verifier key's ID does not match its key")
         return verifier
@@ -223,7 +248,7 @@ def _parse_line(line: str) -> NoteSignature:
     try:
         _check_name(name)
         raw = base64.b64decode(encoded, validate=True)
-    except (ConfigError, binascii.Error) as exc:
+    except (ConfigError, ValueError) as exc:  # binascii.Error, or a non-ASCII str
         raise VerificationError("a malformed signature line", what="note") from exc
     if not sep or len(raw) < 5:
         raise VerificationError("a malformed signature line", what="note")
@@ -238,6 +263,19 @@ def sign(text: str, name: str, identity: Identity) -> Note:
         raise ConfigError("a note may not begin like a cosigned message")
     kid = key_id(name, ED25519, identity.public_key)
     return Note(text, (NoteSignature(name, kid, identity.sign(text.encode())),))
+
+
+def signature_line(
+    text: str, name: str, signature_type: int, public_key: bytes, signature: bytes
+) -> NoteSignature:
+    """The line of a signature already made over ``text`` (type 0x01 or ML-DSA-65)
+    by the key ``public_key``: for signers that are not an :class:`Identity`
+    (an agency's keys, a key held elsewhere)."""
+    _check_name(name)
+    _check_text(text)
+    if text.startswith(COSIGNATURE_HEADER) or signature_type == COSIGNATURE:
+        raise ConfigError("a cosignature is made with cosign()")
+    return NoteSignature(name, key_id(name, signature_type, public_key), signature)
 
 
 def _cosigned_message(text: str, timestamp: int) -> bytes:
@@ -256,6 +294,14 @@ def cosign(checkpoint: Note, name: str, identity: Identity, *, timestamp: int) -
 
 
 def _verify_one(verifier: Verifier, text: str, signature: NoteSignature) -> None:
+    if verifier.signature_type == MLDSA65:
+        try:
+            mldsa65_verify(verifier.public_key, signature.signature, text.encode(), MLDSA65_CONTEXT)
+        except AuthenticationError as exc:
+            raise VerificationError(
+                f"the signature of {verifier.name} does not verify", what="signature"
+            ) from exc
+        return
     if verifier.signature_type == ED25519:
         message, sig = text.encode(), signature.signature
     else:

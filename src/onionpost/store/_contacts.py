@@ -24,6 +24,9 @@ from onionpost.store._records import Contact
 
 __all__ = ["Contacts", "contact_of"]
 
+# A safety number as the daemon formats it: 60 digits in groups (evidence detail).
+_MAX_NUMBER = 128
+
 
 def _check_contact_name(name: object) -> str:
     # A card's name is a contact's name: one rule (onionpost.names).
@@ -126,7 +129,8 @@ class Contacts:
         return contact
 
     def remove_contact(self, name: str, now: int | None = None) -> Contact:
-        """Remove a contact; its messages stay, under its name, in the history.
+        """Remove a contact; its messages stay, under its name, in the history,
+        and it leaves every distribution list.
         ``now`` (ms) is the time the evidence log records (the clock's by default)."""
         now = int(time.time() * 1000) if now is None else now
         with self._database.transaction(), self._guard("removing a contact"):
@@ -134,11 +138,45 @@ class Contacts:
             if found is None:
                 raise UnknownContactError(name)
             self._database.conn.execute("UPDATE contacts SET removed = 1 WHERE id = ?", (found.id,))
+            # A removed contact leaves every distribution list (its sends so
+            # far stay recorded).
+            self._database.conn.execute(
+                "DELETE FROM list_members WHERE contact_id = ?", (found.id,)
+            )
             self._evidence.append(
                 (Entry(Event.CONTACT_REMOVED, now, str(found.address), detail=found.name),)
             )
         self._settle()
         return found
+
+    def mark_verified(self, name: str, safety_number: str, now: int) -> Contact:
+        """Record that the user compared ``safety_number`` with the contact and
+        it matched (evidence.md: a CONTACT_VERIFIED entry, in the same
+        transaction). Confirming again records it again, with the new time."""
+        if not isinstance(safety_number, str) or not 0 < len(safety_number) <= _MAX_NUMBER:
+            raise ConfigError("a safety number is a short string of digits")
+        with self._database.transaction(), self._guard("verifying a contact"):
+            found = self._active_by_name(name)
+            if found is None:
+                raise UnknownContactError(name)
+            self._database.conn.execute(
+                "INSERT OR REPLACE INTO contact_verified (contact_id, verified_ms, safety_number) "
+                "VALUES (?, ?, ?)",
+                (found.id, now, safety_number),
+            )
+            self._evidence.append(
+                (Entry(Event.CONTACT_VERIFIED, now, str(found.address), detail=safety_number),)
+            )
+        return found
+
+    def verified(self) -> dict[int, int]:
+        """When each current contact's safety number was confirmed (ms), by contact id."""
+        with self._lock, self._guard("reading contacts"):
+            rows = self._database.conn.execute(
+                "SELECT v.contact_id, v.verified_ms FROM contact_verified v "
+                "JOIN current_contacts c ON c.id = v.contact_id"
+            ).fetchall()
+        return {int(contact_id): int(when) for contact_id, when in rows}
 
     def _settle(self) -> None:
         """Checkpoint the WAL into the database file and empty it, unless inside

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -45,6 +45,12 @@ from onionpost.store._rows import (
 )
 
 __all__ = ["Outbox"]
+
+
+def _check_new(inserted: bool, file_id: bytes) -> None:
+    if not inserted:
+        raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+
 
 # A reason code is a u64 on the wire (spec.md §5.3); SQLite's integers are
 # signed. Larger codes are all unknown ones (read as DECLINED) and are stored
@@ -203,12 +209,27 @@ class Outbox:
             return OutgoingFile(
                 file_id, before.created_ms, f.name, f.size, f.blake2b, f.content_type, label
             )
-        blob = Blob.at(self._files, self._keys, Direction.OUT, contact_id, file_id)
-        if blob.path.exists():
+        blob, size, digest = self._copy_in(contact_id, file_id, Path(source), max_size)
+        try:
+            with self._database.transaction(), self._guard("queueing a file"):
+                self._contacts.require(contact_id, active=True)
+                inserted = self._insert_file(
+                    contact_id,
+                    file_id,
+                    created_ms,
+                    name,
+                    size,
+                    digest,
+                    content_type,
+                    expires_at,
+                    label,
+                )
+        except BaseException:
+            blob.delete()
+            raise
+        if not inserted:  # the blob is the existing row's: keep it
             raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
-        size, digest = blob.copy_from(Path(source), max_size)
-        file = OutgoingFile(file_id, created_ms, name, size, digest, content_type, label)
-        return self._insert_file(blob, contact_id, file, expires_at)
+        return OutgoingFile(file_id, created_ms, name, size, digest, content_type, label)
 
     def forward_file(  # noqa: PLR0917 - the source, then the copy
         self,
@@ -237,57 +258,161 @@ class Outbox:
             raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
         f = source.file
         blob.recrypt_from(old, f.size)
-        file = OutgoingFile(file_id, created_ms, f.name, f.size, f.blake2b, f.content_type, label)
-        return self._insert_file(blob, contact_id, file, expires_at)
-
-    def _insert_file(
-        self, blob: Blob, contact_id: int, file: OutgoingFile, expires_at: int | None
-    ) -> OutgoingFile:
-        """The row and QUEUED entry of a file whose blob is written; the blob
-        is deleted when they cannot be."""
-        file_id, created_ms, size, label = file.id, file.created_ms, file.size, file.label
-        name, content_type, digest = file.name, file.content_type, file.blake2b
-        content = self._rows.seal(
-            ("messages", Direction.OUT, contact_id, file_id), [name, content_type, digest, label]
-        )
         try:
             with self._database.transaction(), self._guard("queueing a file"):
                 self._contacts.require(contact_id, active=True)
-                inserted = insert_message(
-                    self._db,
-                    {
-                        "direction": Direction.OUT.value,
-                        "contact_id": contact_id,
-                        "id": file_id,
-                        "kind": Kind.FILE.value,
-                        "state": State.QUEUED.value,
-                        "created_ms": created_ms,
-                        "stored_ms": created_ms,
-                        "expires_ms": expires_at,
-                        "size": size,
-                        "content": content,
-                    },
+                inserted = self._insert_file(
+                    contact_id,
+                    file_id,
+                    created_ms,
+                    f.name,
+                    f.size,
+                    f.blake2b,
+                    f.content_type,
+                    expires_at,
+                    label,
                 )
-                if inserted:
-                    entry = file_entry(
-                        Event.QUEUED,
-                        created_ms,
-                        self._evidence.counterparty(contact_id),
+        except BaseException:
+            blob.delete()
+            raise
+        if not inserted:
+            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+        return OutgoingFile(file_id, created_ms, f.name, f.size, f.blake2b, f.content_type, label)
+
+    def queue_file_copies(
+        self,
+        copies: Sequence[tuple[int, bytes]],
+        created_ms: int,
+        name: str,
+        source: Path,
+        max_size: int,
+        *,
+        content_type: str = "application/octet-stream",
+        expires_at: int | None = None,
+        also: Callable[[], None] | None = None,
+        label: str = "",
+    ) -> list[OutgoingFile]:
+        """One file to several contacts: a copy per ``(contact_id, file_id)``,
+        each its own encrypted blob and its own offer, all queued in one
+        transaction (with ``also``, run inside it: the caller's rows of the
+        same change). All or none: on any error every blob made is deleted.
+
+        The ids must be new (a send made again is the caller's to detect);
+        the copies are made outside the lock, and a source that changes
+        between two copies is :class:`ConfigError`.
+        """
+        check_file_name(name)
+        if not copies:
+            raise ConfigError("a file to no one")
+        for _contact_id, file_id in copies:
+            check_id(file_id, "a file id")
+        made: list[Blob] = []
+        try:
+            size, digest = self._copy_all(copies, name, Path(source), max_size, made)
+            with self._database.transaction(), self._guard("queueing a file"):
+                for contact_id, file_id in copies:
+                    self._contacts.require(contact_id, active=True)
+                    inserted = self._insert_file(
+                        contact_id,
                         file_id,
                         created_ms,
                         name,
                         size,
                         digest,
                         content_type,
+                        expires_at,
                         label,
                     )
-                    self._evidence.append((entry,))
+                    _check_new(inserted, file_id)
+                if also is not None:
+                    also()
         except BaseException:
-            blob.delete()
+            for blob in made:
+                blob.delete()
             raise
-        if not inserted:  # the blob is the existing row's: keep it
+        return [
+            OutgoingFile(file_id, created_ms, name, size, digest, content_type, label)
+            for _contact_id, file_id in copies
+        ]
+
+    def _copy_all(
+        self,
+        copies: Sequence[tuple[int, bytes]],
+        name: str,
+        source: Path,
+        max_size: int,
+        made: list[Blob],
+    ) -> tuple[int, bytes]:
+        """A blob per copy (appended to ``made`` as each is made); the file's
+        size and BLAKE2b-512, the same for every copy."""
+        seen: set[tuple[int, bytes]] = set()
+        for contact_id, file_id in copies:
+            blob, size, digest = self._copy_in(contact_id, file_id, source, max_size)
+            made.append(blob)
+            seen.add((size, digest))
+        if len(seen) != 1:
+            raise ConfigError(f"{name!r} changed while it was being copied: send it again")
+        return next(iter(seen))
+
+    def _copy_in(
+        self, contact_id: int, file_id: bytes, source: Path, max_size: int
+    ) -> tuple[Blob, int, bytes]:
+        """Encrypt ``source`` into the new blob of an outgoing file: (blob, size,
+        BLAKE2b-512). Outside the lock; the caller deletes the blob on failure."""
+        blob = Blob.at(self._files, self._keys, Direction.OUT, contact_id, file_id)
+        if blob.path.exists():
             raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
-        return file
+        size, digest = blob.copy_from(source, max_size)
+        return blob, size, digest
+
+    def _insert_file(  # noqa: PLR0917 - one row's columns
+        self,
+        contact_id: int,
+        file_id: bytes,
+        created_ms: int,
+        name: str,
+        size: int,
+        digest: bytes,
+        content_type: str,
+        expires_at: int | None,
+        label: str = "",
+    ) -> bool:
+        """The row of a queued file and its evidence entry (both with its
+        label); False when the id is already this contact's. Inside a
+        transaction."""
+        content = self._rows.seal(
+            ("messages", Direction.OUT, contact_id, file_id), [name, content_type, digest, label]
+        )
+        inserted = insert_message(
+            self._db,
+            {
+                "direction": Direction.OUT.value,
+                "contact_id": contact_id,
+                "id": file_id,
+                "kind": Kind.FILE.value,
+                "state": State.QUEUED.value,
+                "created_ms": created_ms,
+                "stored_ms": created_ms,
+                "expires_ms": expires_at,
+                "size": size,
+                "content": content,
+            },
+        )
+        if inserted:
+            entry = file_entry(
+                Event.QUEUED,
+                created_ms,
+                self._evidence.counterparty(contact_id),
+                file_id,
+                created_ms,
+                name,
+                size,
+                digest,
+                content_type,
+                label,
+            )
+            self._evidence.append((entry,))
+        return inserted
 
     def pending(self, contact_id: int, limit: int, *, after: int = 0) -> list[Outgoing]:
         """Queued, and sent but not yet acknowledged, texts and file offers to

@@ -318,7 +318,8 @@ _V6: Final[tuple[str, ...]] = (
 # The evidence log (evidence.md): its entries (leaf idx from 0, no gaps), the
 # checkpoints we signed (with the tree's frontier at each), the latest
 # checkpoint of ours each contact cosigned, the latest of each contact's we
-# cosigned, and alarms (two signed checkpoints that contradict each other).
+# cosigned, alarms (two signed checkpoints that contradict each other), and the
+# contacts whose safety number the user confirmed.
 # A store upgraded to it starts its log empty.
 _V7: Final[tuple[str, ...]] = (
     "CREATE TABLE evidence (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL)",
@@ -330,18 +331,78 @@ _V7: Final[tuple[str, ...]] = (
     "note BLOB NOT NULL, size INTEGER NOT NULL, stored_ms INTEGER NOT NULL)",
     "CREATE TABLE evidence_alarms (id INTEGER PRIMARY KEY, made_ms INTEGER NOT NULL, "
     "kind TEXT NOT NULL, contact_id INTEGER, theirs BLOB NOT NULL, ours BLOB NOT NULL)",
+    # The user compared the safety number with this contact and said it matched.
+    "CREATE TABLE contact_verified (contact_id INTEGER PRIMARY KEY REFERENCES contacts (id), "
+    "verified_ms INTEGER NOT NULL, safety_number TEXT NOT NULL)",
+)
+
+# Agency trust (trust.md): the anchors installed (one per agency) and alarms
+# (two signed statements of one agency that contradict each other).
+_V8: Final[tuple[str, ...]] = (
+    "CREATE TABLE trust_anchors (fingerprint BLOB PRIMARY KEY CHECK (length(fingerprint) = 32), "
+    "agency TEXT NOT NULL UNIQUE, anchor BLOB NOT NULL, added_ms INTEGER NOT NULL) STRICT",
+    "CREATE TABLE trust_alarms (id INTEGER PRIMARY KEY, made_ms INTEGER NOT NULL, "
+    "kind TEXT NOT NULL, fingerprint BLOB NOT NULL, first BLOB NOT NULL, "
+    "second BLOB NOT NULL) STRICT",
+)
+
+# Distribution lists (local-api.md §6, distribution lists): a list's name
+# (unique in any letter case), its members (current contacts; removing a
+# contact takes it off every list), and each send to a list as its copies,
+# one ordinary outgoing message per member, so that each copy's state is that
+# message's. Deleting a list forgets its sends; the copies stay messages.
+_V9: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE lists (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        name       TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    ) STRICT
+    """,
+    "CREATE UNIQUE INDEX lists_name ON lists (name COLLATE NOCASE)",
+    """
+    CREATE TABLE list_members (
+        list_id    INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+        contact_id INTEGER NOT NULL REFERENCES contacts (id),
+        added_ms   INTEGER NOT NULL,
+        PRIMARY KEY (list_id, contact_id)
+    ) STRICT
+    """,
+    "CREATE INDEX list_members_contact ON list_members (contact_id)",
+    """
+    CREATE TABLE list_copies (
+        send_id    BLOB NOT NULL CHECK (length(send_id) = 16),
+        list_id    INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+        contact_id INTEGER NOT NULL REFERENCES contacts (id),
+        message_id BLOB NOT NULL UNIQUE CHECK (length(message_id) = 16),
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (send_id, contact_id)
+    ) STRICT
+    """,
+    "CREATE INDEX list_copies_list ON list_copies (list_id, created_ms)",
 )
 
 # Handling labels (spec.md §5.10): the highest label we send a contact, as
 # set here (``contact set-max-label``) and as the contact advertised in a
 # LabelLimit, each a newline-separated list of canonical labels (one per
 # scheme; NULL: none). A message's own label is sealed in its row's content.
-_V8: Final[tuple[str, ...]] = (
+_V10: Final[tuple[str, ...]] = (
     "ALTER TABLE contacts ADD COLUMN max_label TEXT",
     "ALTER TABLE contacts ADD COLUMN advertised_label TEXT",
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    _V1,
+    _V2,
+    _V3,
+    _V4,
+    _V5,
+    _V6,
+    _V7,
+    _V8,
+    _V9,
+    _V10,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.
 BOUND_VERSION: Final = 5

@@ -15,8 +15,11 @@ transactions), each one group of tables:
                     message by its id, read marks
 ``store.transfers`` :class:`~._transfers.Transfers`: files arriving, files read out
 ``store.mailbox``   :class:`~._owner.OwnerTables`: our mailbox, prekeys, deposits
+``store.trust``     :class:`~._trust.TrustAnchors`: trust anchors and trust alarms
 ``store.evidence``  :class:`~._evidence.EvidenceLog`: the evidence log, appended
                     to by the others in the transaction of each change
+``store.lists``     :class:`~._lists.Lists`: distribution lists, and each send
+                    to one as its copies (one outgoing message per member)
 ==================  ============================================================
 
 (Row contents are sealed and read into records by one :class:`~._rows.Rows`
@@ -79,12 +82,14 @@ from onionpost.store._contacts import Contacts
 from onionpost.store._database import Keys
 from onionpost.store._evidence import EvidenceLog
 from onionpost.store._files import BLOB_NAME, LEGACY_BLOB_NAME, Blob, record_count
+from onionpost.store._lists import Lists
 from onionpost.store._messages import Messages
 from onionpost.store._outbox import Outbox
 from onionpost.store._owner import OwnerTables
 from onionpost.store._records import Direction, Kind
 from onionpost.store._rows import Rows
 from onionpost.store._transfers import Transfers
+from onionpost.store._trust import TrustAnchors
 
 __all__ = ["Store"]
 
@@ -119,6 +124,8 @@ class Store:
         self.messages: Final = Messages(database, rows, self.contacts, evidence)
         self.transfers: Final = Transfers(database, files_dir, keys, rows, self.contacts, evidence)
         self.mailbox: Final = OwnerTables(database, rows, self.transfers, evidence)
+        self.trust: Final = TrustAnchors(database)
+        self.lists: Final = Lists(database, rows, self.contacts, self.outbox)
 
     def __repr__(self) -> str:
         return f"Store({str(self._path)!r})"

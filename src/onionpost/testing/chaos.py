@@ -354,7 +354,9 @@ def proc_status(pid: int) -> dict[str, int]:
         found["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
     except (OSError, ValueError, IndexError):
         return {}
-    return found
+    # A process that has exited and is not yet reaped (a zombie) has no memory
+    # lines: it is gone too.
+    return found if "VmRSS" in found else {}
 
 
 def children() -> dict[int, list[tuple[int, str]]]:

@@ -41,6 +41,7 @@ from onionpost.errors import (
 )
 from onionpost.host import Handlers, serve_api
 from onionpost.proto.labels import LabelPolicy, Via, check_audience, may_forward, may_send
+from onionpost.proto.trust import confirm_anchor
 
 __all__ = [
     "ALICE",
@@ -77,6 +78,8 @@ class MemoryBackend:
 
     def __init__(self, *, subscriber_buffer: int = 64) -> None:
         self.contacts: dict[str, JSON] = {}
+        self.anchors: dict[str, api.TrustAnchor] = {}
+        self.verified: dict[str, int] = {}
         self.messages: dict[str, JSON] = {}
         self.files: dict[str, bytes] = {}
         self.seq = 0
@@ -108,6 +111,9 @@ class MemoryBackend:
             api.ContactRemove: self.contact_remove,
             api.ContactVerify: self.contact_verify,
             api.ContactSetMaxLabel: self.contact_set_max_label,
+            api.TrustAdd: self.trust_add,
+            api.TrustList: self.trust_list,
+            api.TrustRemove: self.trust_remove,
             api.SendText: self.send_text,
             api.SendFile: self.send_file,
             api.Forward: self.forward,
@@ -280,7 +286,31 @@ class MemoryBackend:
         await self._enter("contact_verify")
         self.active -= 1
         self._contact(name)
-        return {"name": name, "safety_number": SAFETY}
+        if request.confirm is not None:
+            if "".join(request.confirm.split()) != "".join(SAFETY.split()):
+                raise ConfigError(f"that is not the safety number with {name!r}")
+            self.verified[name] = 1_700_000_000_000
+        return {"name": name, "safety_number": SAFETY, "verified_ms": self.verified.get(name)}
+
+    async def trust_add(self, request: api.TrustAdd) -> api.TrustAnchor:
+        # The daemon's own rule: the anchor only with its safety number.
+        anchor = confirm_anchor(request.anchor, request.safety_number)
+        if anchor.agency in self.anchors:
+            raise ConfigError(f"that anchor is installed already ({anchor.agency})")
+        added = api.TrustAnchor(
+            anchor.agency, anchor.fingerprint.hex(), anchor.safety_number, bool(anchor.mldsa65), 1
+        )
+        self.anchors[anchor.agency] = added
+        return added
+
+    async def trust_list(self, request: api.TrustList) -> tuple[api.TrustAnchor, ...]:
+        return tuple(self.anchors[k] for k in sorted(self.anchors))
+
+    async def trust_remove(self, request: api.TrustRemove) -> api.TrustAnchor:
+        for agency, anchor in self.anchors.items():
+            if request.anchor in {agency, anchor.fingerprint}:
+                return self.anchors.pop(agency)
+        raise NotFoundError(f"no trust anchor is {request.anchor!r}")
 
     def _sent_before(self, message_id: str | None, contact: str, content: JSON) -> bool:
         """Whether this send was made before under its id (as the store decides)."""

@@ -1,0 +1,288 @@
+"""``onionpost trust ...``: the agencies this endpoint believes (``add``,
+``list``, ``remove``, through the daemon), and an agency's own offline tools
+(``root-init``, ``endorse``, on the agency's directory, no daemon)
+(``protocol-spec/trust.md``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from onionpost._files import read_small_file
+from onionpost.cli._common import (
+    emit_json,
+    fail,
+    format_ms,
+    home_option,
+    json_option,
+    printable,
+    read_passphrase_file,
+    run_client,
+    stdin_is_a_terminal,
+)
+from onionpost.errors import ConfigError, MalformedStatementError
+from onionpost.limits import MAX_DELEGATION_LIFETIME, MAX_ENDORSEMENT_LIFETIME
+from onionpost.proto.trust import Anchor
+
+if TYPE_CHECKING:
+    from onionpost.home import KeySource
+
+__all__ = ["trust"]
+
+_MAX_ANCHOR_FILE = 8192
+PASSPHRASE_ENV = "ONIONPOST_PASSPHRASE"  # noqa: S105 - a variable's name, as cli._init's
+_DAY = 86_400
+
+
+@click.group()
+def trust() -> None:
+    """Agencies whose endorsements this endpoint believes, and an agency's offline tools."""
+
+
+def _anchor_text(anchor_or_file: str) -> str:
+    if anchor_or_file == "-":
+        return sys.stdin.read(_MAX_ANCHOR_FILE)
+    if anchor_or_file.startswith("onionpost-anchor"):
+        return anchor_or_file
+    path = Path(anchor_or_file)
+    if not path.is_file():
+        raise ConfigError(f"{anchor_or_file!r} is neither an anchor nor a file holding one")
+
+    try:
+        return read_small_file(path, _MAX_ANCHOR_FILE, what="anchor file").decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not an anchor file") from exc
+
+
+def _groups(number: str) -> list[str]:
+    groups = number.split()
+    return ["    " + " ".join(groups[row : row + 4]) for row in range(0, len(groups), 4)]
+
+
+@trust.command("add")
+@click.argument("anchor_or_file")
+@click.option(
+    "--safety-number",
+    help="The anchor's safety number as the agency read it to you (else asked for).",
+)
+@home_option
+@json_option
+def trust_add(
+    anchor_or_file: str, safety_number: str | None, home: Path | None, as_json: bool
+) -> None:
+    """Install an agency's anchor, once its safety number matches what the agency
+    read to you over a channel you trust (ANCHOR_OR_FILE: the text, a file, or -)."""
+    text = _anchor_text(anchor_or_file)
+    try:
+        anchor = Anchor.from_text(text)
+    except MalformedStatementError as exc:
+        fail(f"not a trust anchor: {exc}")
+    if safety_number is None:
+        if not stdin_is_a_terminal():
+            fail("give --safety-number: the digits the agency read to you")
+        click.echo(f"anchor of agency {anchor.agency}, safety number:", err=True)
+        for line in _groups(anchor.safety_number):
+            click.echo(line, err=True)
+        safety_number = click.prompt(
+            "type the safety number the agency read to you (nothing is installed otherwise)",
+            err=True,
+        )
+    added = run_client(home, lambda client: client.trust_add(text.strip(), safety_number))
+    if as_json:
+        emit_json(dataclasses.asdict(added))
+        return
+    click.echo(f"installed the anchor of {printable(added.agency)}")
+
+
+@trust.command("list")
+@home_option
+@json_option
+def trust_list(home: Path | None, as_json: bool) -> None:
+    """The agencies' anchors installed."""
+    anchors = run_client(home, lambda client: client.trust_list())
+    if as_json:
+        emit_json({"anchors": [dataclasses.asdict(a) for a in anchors]})
+        return
+    if not anchors:
+        click.echo("no trust anchors")
+    for a in anchors:
+        kind = "Ed25519 + ML-DSA-65" if a.post_quantum else "Ed25519"
+        click.echo(
+            f"{printable(a.agency)}  {a.fingerprint[:16]}  {kind}  "
+            f"added {format_ms(a.added_ms)}\n    {a.safety_number}"
+        )
+
+
+@trust.command("remove")
+@click.argument("agency_or_fingerprint")
+@home_option
+@json_option
+def trust_remove(agency_or_fingerprint: str, home: Path | None, as_json: bool) -> None:
+    """Remove an agency's anchor (by its name or fingerprint)."""
+    removed = run_client(home, lambda client: client.trust_remove(agency_or_fingerprint))
+    if as_json:
+        emit_json(dataclasses.asdict(removed))
+        return
+    click.echo(f"removed the anchor of {printable(removed.agency)}")
+
+
+# -- the agency's offline tools ------------------------------------------------------------
+
+
+def _secret_options(function: click.decorators.FC) -> click.decorators.FC:
+    function = click.option(
+        "--kdf-cost",
+        type=click.Choice(["moderate", "floor"]),  # home.KdfCost's names
+        default="moderate",
+        hidden=True,
+        help="For tests only: 'floor' seals with the least Argon2id cost accepted.",
+    )(function)
+    function = click.option(
+        "--passphrase-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help=f"The keys' passphrase, this file's first line (else ${PASSPHRASE_ENV}, else asked).",
+    )(function)
+    return click.option(
+        "--key-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Seal (or open) the keys with this 32-byte key file, not a passphrase.",
+    )(function)
+
+
+def _key_source(
+    key_file: Path | None, passphrase_file: Path | None, kdf_cost: str, *, new: bool
+) -> KeySource:
+    # The agency's tools load the sealing code only when they run: `trust add`,
+    # `list` and `remove` are client commands.
+    from onionpost.cli._init import new_passphrase
+    from onionpost.home import KdfCost, KeySource, create_key_file
+
+    cost = KdfCost[kdf_cost.upper()]
+    if key_file is not None and passphrase_file is not None:
+        raise click.UsageError("give --key-file or --passphrase-file, not both")
+    if key_file is not None:
+        if new and not key_file.exists():
+            from onionpost.home import create_key_file
+
+            create_key_file(key_file)
+        return KeySource(key_file=key_file, kdf_cost=cost)
+    if new:
+        return KeySource(passphrase=new_passphrase(passphrase_file), kdf_cost=cost)
+    if passphrase_file is not None:
+        return KeySource(passphrase=read_passphrase_file(passphrase_file), kdf_cost=cost)
+    from_env = os.environ.get(PASSPHRASE_ENV)
+    if from_env is not None:
+        return KeySource(passphrase=from_env, kdf_cost=cost)
+    if not stdin_is_a_terminal():
+        raise ConfigError(f"no passphrase: use --key-file, --passphrase-file or ${PASSPHRASE_ENV}")
+    return KeySource(passphrase=click.prompt("passphrase", hide_input=True), kdf_cost=cost)
+
+
+@trust.command("root-init")
+@click.option("--dir", "where", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--agency", required=True, help="The agency's name: a-z 0-9 . - (e.g. acme.gov).")
+@click.option(
+    "--days",
+    type=click.IntRange(1, MAX_DELEGATION_LIFETIME // _DAY),
+    default=MAX_DELEGATION_LIFETIME // _DAY,
+    help="How long the first issuing key may speak for the agency.",
+)
+@click.option("--no-ml-dsa", is_flag=True, help="Ed25519 keys only (no ML-DSA-65 half).")
+@_secret_options
+@json_option
+def root_init(
+    *,
+    where: Path,
+    agency: str,
+    days: int,
+    no_ml_dsa: bool,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    kdf_cost: str,
+    as_json: bool,
+) -> None:
+    """Create an agency: its root key and a first issuing key, sealed in DIR
+    (keep DIR offline), and print the anchor its partners install."""
+
+    from onionpost.home import AgencyDirectory
+
+    source = _key_source(key_file, passphrase_file, kdf_cost, new=True)
+    _, anchor = AgencyDirectory.create(
+        where, agency, source, now=int(time.time()), lifetime=days * _DAY, mldsa=not no_ml_dsa
+    )
+    if as_json:
+        emit_json(
+            {
+                "agency": anchor.agency,
+                "anchor": anchor.to_text(),
+                "fingerprint": anchor.fingerprint.hex(),
+                "safety_number": anchor.safety_number,
+            }
+        )
+        return
+    click.echo(anchor.to_text())
+    click.echo(f"agency {anchor.agency}: the anchor is in {where / 'anchor.txt'}", err=True)
+    click.echo("read this safety number to each partner that installs it:", err=True)
+    for line in _groups(anchor.safety_number):
+        click.echo(line, err=True)
+
+
+@trust.command("endorse")
+@click.argument("address")
+@click.option("--dir", "where", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--endpoint", required=True, help="The endpoint's name, e.g. 'Field office 3'.")
+@click.option("--unit", default="", help="Its unit.")
+@click.option(
+    "--days", type=click.IntRange(1, MAX_ENDORSEMENT_LIFETIME // _DAY), default=7, show_default=True
+)
+@click.option("--replaces", default="", help="The onion address this endpoint moves from.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@_secret_options
+@json_option
+def endorse(
+    *,
+    address: str,
+    where: Path,
+    endpoint: str,
+    unit: str,
+    days: int,
+    replaces: str,
+    out: Path,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    kdf_cost: str,
+    as_json: bool,
+) -> None:
+    """Endorse ADDRESS as an endpoint of the agency in DIR: append it to the
+    agency's log and write the endorsement proof the endpoint presents to OUT."""
+
+    if out.exists():
+        fail(f"{out} exists already")
+    from onionpost.home import AgencyDirectory
+
+    directory = AgencyDirectory(where)
+    source = _key_source(key_file, passphrase_file, kdf_cost, new=False)
+    proof = directory.endorse(
+        directory.issuer(source),
+        address,
+        endpoint=endpoint,
+        unit=unit,
+        now=int(time.time()),
+        days=days,
+        replaces=replaces,
+    )
+    try:
+        with out.open("xb") as handle:
+            handle.write(proof.encode())
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from exc
+    if as_json:
+        emit_json({"address": address, "index": proof.index, "out": str(out)})
+        return
+    click.echo(f"endorsed {address} as {printable(endpoint)}; log entry {proof.index}; {out}")

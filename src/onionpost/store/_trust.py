@@ -1,0 +1,137 @@
+"""Trust anchors and trust alarms (``protocol-spec/trust.md``): the agencies
+this endpoint believes, and the proofs of an agency that contradicted itself.
+
+A part of :class:`~onionpost.store.Store` over its
+:class:`~onionpost.store._database.Database`. An anchor is stored as its
+canonical encoding (:meth:`onionpost.proto.trust.Anchor.encode`) under its
+fingerprint; one anchor per agency name. An alarm holds two signed statements
+(checkpoints of a forked log, two lists of one serial) exactly as received,
+kept until the store is deleted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from onionpost.errors import ConfigError, StoreError, TrustError
+from onionpost.limits import MAX_TRUST_ANCHORS
+from onionpost.proto import NotMsgpack, unpack
+from onionpost.proto.trust import ANCHOR_PREFIX, Anchor
+from onionpost.store._database import Database
+
+__all__ = ["StoredAnchor", "TrustAlarm", "TrustAnchors"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnchor:
+    anchor: Anchor
+    added_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrustAlarm:
+    """Two signed statements of one agency that cannot both be true."""
+
+    id: int
+    made_ms: int
+    kind: str  # "fork" (its log) or "revocations" (two lists of one serial)
+    fingerprint: bytes
+    first: bytes
+    second: bytes
+
+
+def _anchor(data: bytes) -> Anchor:
+    try:
+        value = unpack(data, max_len=4096, max_items=4)
+        return Anchor(value[1], value[2], value[3])
+    except (NotMsgpack, TrustError, IndexError, TypeError) as exc:
+        raise StoreError("a stored trust anchor is unreadable") from exc
+
+
+class TrustAnchors:
+    """The anchors installed and the alarms raised; see the module doc."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._lock = database.lock
+        self._guard = database.guard
+
+    def __repr__(self) -> str:
+        return "TrustAnchors()"
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._database.conn
+
+    def add(self, anchor: Anchor, now_ms: int) -> StoredAnchor:
+        """Install ``anchor``; :class:`ConfigError` if it or its agency is there,
+        or the store holds ``MAX_TRUST_ANCHORS`` already (nothing stored)."""
+        with self._database.transaction(), self._guard("adding a trust anchor"):
+            (count,) = self._db.execute("SELECT count(*) FROM trust_anchors").fetchone()
+            if count >= MAX_TRUST_ANCHORS:
+                raise ConfigError(f"at most {MAX_TRUST_ANCHORS} trust anchors")
+            row = self._db.execute(
+                "SELECT fingerprint FROM trust_anchors WHERE fingerprint = ? OR agency = ?",
+                (anchor.fingerprint, anchor.agency),
+            ).fetchone()
+            if row is not None:
+                same = bytes(row[0]) == anchor.fingerprint
+                raise ConfigError(
+                    f"that anchor is installed already ({anchor.agency})"
+                    if same
+                    else f"another anchor of agency {anchor.agency!r} is installed: remove it first"
+                )
+            self._db.execute(
+                "INSERT INTO trust_anchors (fingerprint, agency, anchor, added_ms) "
+                "VALUES (?, ?, ?, ?)",
+                (anchor.fingerprint, anchor.agency, anchor.encode(), now_ms),
+            )
+        return StoredAnchor(anchor, now_ms)
+
+    def all(self) -> list[StoredAnchor]:
+        with self._lock, self._guard("reading trust anchors"):
+            rows = self._db.execute(
+                "SELECT anchor, added_ms FROM trust_anchors ORDER BY agency"
+            ).fetchall()
+        return [StoredAnchor(_anchor(bytes(data)), int(added)) for data, added in rows]
+
+    def find(self, which: str) -> StoredAnchor | None:
+        """The anchor of agency ``which``, or whose fingerprint (hex) or text it is."""
+        which = which.strip()
+        for stored in self.all():
+            anchor = stored.anchor
+            if which in {anchor.agency, anchor.fingerprint.hex()}:
+                return stored
+            if which.startswith(ANCHOR_PREFIX) and which == anchor.to_text():
+                return stored
+        return None
+
+    def remove(self, anchor: Anchor) -> bool:
+        with self._database.transaction(), self._guard("removing a trust anchor"):
+            cursor = self._db.execute(
+                "DELETE FROM trust_anchors WHERE fingerprint = ?", (anchor.fingerprint,)
+            )
+        return cursor.rowcount > 0
+
+    def raise_alarm(
+        self, kind: str, fingerprint: bytes, first: bytes, second: bytes, now_ms: int
+    ) -> TrustAlarm:
+        with self._database.transaction(), self._guard("recording a trust alarm"):
+            cursor = self._db.execute(
+                "INSERT INTO trust_alarms (made_ms, kind, fingerprint, first, second) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (now_ms, kind, fingerprint, first, second),
+            )
+        assert cursor.lastrowid is not None
+        return TrustAlarm(cursor.lastrowid, now_ms, kind, fingerprint, first, second)
+
+    def alarms(self) -> list[TrustAlarm]:
+        with self._lock, self._guard("reading trust alarms"):
+            rows = self._db.execute(
+                "SELECT id, made_ms, kind, fingerprint, first, second FROM trust_alarms ORDER BY id"
+            ).fetchall()
+        return [
+            TrustAlarm(int(i), int(m), str(k), bytes(f), bytes(a), bytes(b))
+            for i, m, k, f, a, b in rows
+        ]

@@ -1,0 +1,183 @@
+"""``onionpost trust ...`` through click's CliRunner: add/list/remove against a
+double of the daemon (with the daemon's own confirmation rule), root-init and
+endorse on an agency directory, and every bad input as one line, nothing stored."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from onionpost.cli import _trust_cmd as trust_cmd
+from onionpost.cli import main
+from onionpost.proto.identity import Identity
+from onionpost.proto.trust import (
+    Anchor,
+    EndorsementProof,
+    HybridSigner,
+    Reason,
+    Status,
+    check_endorsement,
+)
+from onionpost.testing.doubles import MemoryBackend, ServerThread, short_tmpdir
+
+Daemon = tuple[ServerThread, Path]
+ACME_KEY = HybridSigner.generate("acme/root").public
+ACME = Anchor("acme", ACME_KEY.ed25519, ACME_KEY.mldsa65)
+ALICE = Identity(bytes(range(32)))
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    with (
+        short_tmpdir() as home,
+        ServerThread(MemoryBackend(), home / "run" / "control.sock") as server,
+    ):
+        yield server, home
+
+
+def invoke(runner: CliRunner, *args: str | Path, **kwargs: object) -> Result:
+    return runner.invoke(main, [str(a) for a in args], **kwargs)  # type: ignore[arg-type]
+
+
+def one_line_error(result: Result, code: int = 1) -> str:
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("onionpost: ")
+    return result.stderr
+
+
+def test_add_list_remove(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:
+    server, home = daemon
+    added = invoke(
+        runner,
+        "--home",
+        home,
+        "trust",
+        "add",
+        ACME.to_text(),
+        "--safety-number",
+        ACME.safety_number,
+    )
+    assert added.exit_code == 0, added.output
+    assert "installed the anchor of acme" in added.stdout
+    listed = invoke(runner, "--home", home, "trust", "list", "--json")
+    (anchor,) = json.loads(listed.stdout)["anchors"]
+    assert anchor["fingerprint"] == ACME.fingerprint.hex()
+    assert anchor["post_quantum"] is True
+    text = invoke(runner, "--home", home, "trust", "list")
+    assert ACME.safety_number in text.stdout
+    removed = invoke(runner, "--home", home, "trust", "remove", "acme", "--json")
+    assert json.loads(removed.stdout)["agency"] == "acme"
+    assert server.backend.anchors == {}  # type: ignore[attr-defined]
+    # From a file, the safety number typed at the prompt on a terminal.
+    path = tmp_path / "acme.anchor"
+    path.write_text(ACME.to_text() + "\n")
+
+    trust_cmd.stdin_is_a_terminal = lambda: True  # type: ignore[assignment]
+    try:
+        typed = invoke(
+            runner, "--home", home, "trust", "add", path, input=ACME.safety_number + "\n"
+        )
+    finally:
+        del trust_cmd.stdin_is_a_terminal
+        from onionpost.cli._common import stdin_is_a_terminal
+
+        trust_cmd.stdin_is_a_terminal = stdin_is_a_terminal
+    assert typed.exit_code == 0, typed.output
+    assert "acme" in server.backend.anchors  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["onionpost-anchor1:AAAA", "--safety-number", "1"], "not a trust anchor"),
+        (["garbage", "--safety-number", "1"], "neither an anchor nor a file"),
+        ([ACME.to_text(), "--safety-number", "12345 " * 12], "not the anchor's safety number"),
+        ([ACME.to_text()], "give --safety-number"),
+    ],
+    ids=["garbled", "not an anchor", "wrong safety number", "no terminal to ask"],
+)
+def test_bad_anchors_are_one_line_and_nothing_stored(
+    runner: CliRunner, daemon: Daemon, args: list[str], problem: str
+) -> None:
+    server, home = daemon
+    result = invoke(runner, "--home", home, "trust", "add", *args)
+    assert problem in one_line_error(result)
+    assert server.backend.anchors == {}  # type: ignore[attr-defined]
+
+
+def test_a_duplicate_anchor_and_an_unknown_removal(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    args = ["--home", home, "trust", "add", ACME.to_text(), "--safety-number", ACME.safety_number]
+    assert invoke(runner, *args).exit_code == 0
+    assert "installed already" in one_line_error(invoke(runner, *args))
+    assert "no trust anchor" in one_line_error(
+        invoke(runner, "--home", home, "trust", "remove", "x")
+    )
+    assert list(server.backend.anchors) == ["acme"]  # type: ignore[attr-defined]
+
+
+def test_root_init_and_endorse(runner: CliRunner, tmp_path: Path) -> None:
+    where, key = tmp_path / "acme", tmp_path / "acme.key"
+    secret = ["--key-file", key]
+    init = ["trust", "root-init", "--dir", where, "--agency", "acme", *secret]
+    created = invoke(runner, *init, "--json")
+    assert created.exit_code == 0, created.output
+    document = json.loads(created.stdout)
+    anchor = Anchor.from_text(document["anchor"])
+    assert document["safety_number"] == anchor.safety_number
+    assert stat.S_IMODE((where / "root.key").stat().st_mode) == 0o600
+    out = tmp_path / "alice.endorsement"
+    endorse = ["trust", "endorse", str(ALICE.address), "--dir", where, *secret]
+    done = invoke(runner, *endorse, "--endpoint", "Field office 3", "--out", out)
+    assert done.exit_code == 0, done.output
+    proof = EndorsementProof.decode(out.read_bytes())
+    assert proof.index == 1
+    # Signed, delegated and logged; with no revocation list held, unverified.
+    verdict = check_endorsement(
+        anchor, proof, address=str(ALICE.address), revocations=None, now=int(time.time())
+    )
+    assert (verdict.status, verdict.reason) == (Status.UNVERIFIED_STALE, Reason.NO_LIST)
+    again = invoke(runner, *endorse, "--endpoint", "x", "--out", out)
+    assert "exists already" in one_line_error(again)
+    bad_args = ["nope", "--dir", where, *secret, "--endpoint", "x", "--out", tmp_path / "o"]
+    assert "onion address" in one_line_error(invoke(runner, "trust", "endorse", *bad_args))
+    assert "not empty" in one_line_error(invoke(runner, *init))
+    other_key = tmp_path / "other.key"
+    other_key.write_bytes(bytes(32))
+    other_key.chmod(0o600)
+    wrong = ["trust", "endorse", str(ALICE.address), "--dir", where, "--key-file", other_key]
+    failed = invoke(runner, *wrong, "--endpoint", "x", "--out", tmp_path / "w")
+    assert "wrong passphrase or key file" in one_line_error(failed)
+    assert not (tmp_path / "w").exists()
+
+
+def test_the_client_commands_do_not_load_the_store() -> None:
+    code = (
+        "import sys\n"
+        "from onionpost.cli import main\n"
+        "for args in (['trust', 'add', '--help'], ['trust', 'list', '--help']):\n"
+        "    try:\n"
+        "        main(args, prog_name='onionpost')\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('onionpost.store', 'onionpost.tor',"
+        " 'onionpost.daemon', 'stem'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
