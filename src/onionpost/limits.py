@@ -142,3 +142,12 @@ MAX_GROUP_OP_BYTES: Final = 2048
 MAX_GROUP_PARENTS: Final = 8
 # Operations sent in answer to one fetch of missing ones.
 MAX_GROUP_OPS_PER_FETCH: Final = 64
+# -- Handling labels (proto/labels.py, spec.md §Handling labels) ----------------
+
+# A label's canonical text, in bytes of ASCII (wire: Text/FileOffer `label`,
+# LabelLimit `label`).
+MAX_LABEL: Final = 256
+# Agency schemes declared in config.toml, and the levels and caveats of one.
+MAX_LABEL_SCHEMES: Final = 16
+MAX_LABEL_LEVELS: Final = 32
+MAX_LABEL_CAVEATS: Final = 64

@@ -38,6 +38,7 @@ COMMANDS: Final[dict[str, str]] = {
     "trust": "_trust_cmd:trust",
     "list": "_lists_cmd:distribution_list",
     "send": "_commands:send",
+    "forward": "_labels_cmd:forward",
     "inbox": "_commands:inbox",
     "message": "_commands:message",
     "outbox": "_commands:outbox",

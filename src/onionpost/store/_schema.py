@@ -382,7 +382,27 @@ _V9: Final[tuple[str, ...]] = (
     "CREATE INDEX list_copies_list ON list_copies (list_id, created_ms)",
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+# Handling labels (spec.md §5.10): the highest label we send a contact, as
+# set here (``contact set-max-label``) and as the contact advertised in a
+# LabelLimit, each a newline-separated list of canonical labels (one per
+# scheme; NULL: none). A message's own label is sealed in its row's content.
+_V10: Final[tuple[str, ...]] = (
+    "ALTER TABLE contacts ADD COLUMN max_label TEXT",
+    "ALTER TABLE contacts ADD COLUMN advertised_label TEXT",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    _V1,
+    _V2,
+    _V3,
+    _V4,
+    _V5,
+    _V6,
+    _V7,
+    _V8,
+    _V9,
+    _V10,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.
 BOUND_VERSION: Final = 5

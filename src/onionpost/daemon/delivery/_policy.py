@@ -66,6 +66,9 @@ class DeliveryPolicy:
     # waits this long: texts queued one by one meanwhile share an envelope
     # (and a one-time prekey) instead of taking one each.
     deposit_gather: float = 2.0
+    # The highest handling labels we accept, one per scheme (config
+    # labels.accept): told to each contact in a LabelLimit (spec.md §5.10).
+    label_accept: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Config) -> DeliveryPolicy:
@@ -82,6 +85,7 @@ class DeliveryPolicy:
             keep_sent_files=config.keep_sent_files,
             peer_records_per_second=float(config.peer_records_per_second),
             mailbox_after=config.mailbox_after,
+            label_accept=tuple(label.text for label in config.labels.accept),
         )
 
 

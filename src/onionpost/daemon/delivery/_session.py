@@ -227,6 +227,10 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         # The initiator asks first; the responder asks once it has been asked
         # (so that a responder never writes to a contact that has not).
         await _ask_witness(parts, link, session)
+    if policy.label_accept:
+        # The highest labels we accept (spec.md §5.10): the contact's daemon
+        # refuses to queue more for us.
+        await channel.send(messages.LabelLimit(policy.label_accept))
     # Everything unacked goes out once on a new session; after that only
     # what was queued since, so a wake-up reads no row twice.
     sent_up_to = 0
@@ -563,6 +567,16 @@ async def _on_log_cosigned(
         await s.reply(again)
 
 
+async def _on_label_limit(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.LabelLimit
+) -> None:
+    """The highest labels the contact accepts: what we send it is held to them."""
+    await parts.writer.write(
+        parts.store.contacts.set_label_limit, link.contact.id, list(r.labels), advertised=True
+    )
+    log.info("event=label_limit contact=%s labels=%d", contact_ref(link.contact.id), len(r.labels))
+
+
 async def _ignore(parts: Parts, link: Link, s: Session, n: trio.Nursery, r: object) -> None:
     """Ping (the session answers it), Pong (its proof of acceptance is all it
     is for), Close."""
@@ -585,6 +599,7 @@ HANDLERS: Final[dict[type, Handler]] = {
     messages.MailboxInfo: _on_mailbox_info,
     messages.LogCosign: _on_log_cosign,
     messages.LogCosigned: _on_log_cosigned,
+    messages.LabelLimit: _on_label_limit,
     messages.Ping: _ignore,
     messages.Pong: _ignore,
     messages.Close: _ignore,
