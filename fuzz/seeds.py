@@ -74,6 +74,20 @@ RECORDS: Final[dict[str, messages.Message]] = {
         _id("large"), 2**64 - 1, "é" * 127 + "x", MAX_FILE_SIZE, bytes(64), "t" * 128
     ),
     "close-longest-reason": messages.Close(2**64 - 1, "r" * MAX_CLOSE_REASON),
+    # Handling labels (spec.md §5.10).
+    "text-labelled": messages.Text(
+        _id("labelled"), NOW * 1000 + 2, "Eyes only.", "text/plain", "TLP:RED"
+    ),
+    "file-offer-labelled": messages.FileOffer(
+        _id("labelled file"),
+        NOW * 1000 + 3,
+        "plan.pdf",
+        len(_CONTENT),
+        hashlib.blake2b(_CONTENT).digest(),
+        "application/pdf",
+        "CUI//SP-CTI//NOFORN",
+    ),
+    "label-limit": messages.LabelLimit(("TLP:AMBER", "CUI//SP-CTI", "ACME:SENSITIVE//LES")),
 }
 
 # Records only the evolution rules make: an optional extension, and a Text
@@ -282,6 +296,17 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "mailbox": _mailbox(),
         "trust": _trust(),
         "group_ops": _group_ops(),
+        "labels": {
+            name.lower().replace(":", "-").replace("/", "_").replace(" ", "-"): name.encode()
+            for name in (
+                "TLP:AMBER+STRICT",
+                "TLP:WHITE",
+                "CUI//SP-EXPT/SP-CTI/PRVCY//DL ONLY/NOFORN",
+                "CUI//REL TO USA, GBR",
+                "ACME:SENSITIVE//NOPRESS/LES",
+                "OTHER:LEVEL",
+            )
+        },
     }
 
 

@@ -75,6 +75,12 @@ named; the rest is the data):
     envelope: its payload, from what ``Opened`` reports); whatever verifies
     is byte for byte something the owner signed; an opened envelope names
     the vector's sender.
+``labels``
+    A handling label as a peer's record carries it (spec.md §5.10), the
+    bytes as UTF-8 (undecodable bytes as surrogates), parsed with TLP, CUI
+    and one agency scheme: only :class:`~onionpost.errors.LabelError`; what
+    parses is printable ASCII within MAX_LABEL, and its canonical form parses
+    to the same label.
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ from onionpost.errors import (
     AuthenticationError,
     ConfigError,
     GroupError,
+    LabelError,
     MessageDecodeError,
     RemoteProtocolError,
     TrustError,
@@ -104,6 +111,7 @@ from onionpost.limits import (
     MAX_ACK_IDS,
     MAX_GROUP_OP_BYTES,
     MAX_HANDSHAKE_PAYLOAD,
+    MAX_LABEL,
     MAX_RECORD_SIZE,
     NOISE_MAX_MESSAGE,
     NOISE_TAG_LEN,
@@ -111,6 +119,7 @@ from onionpost.limits import (
     REKEY_AFTER_MESSAGES,
 )
 from onionpost.proto import _msgpack, envelope, groups, messages, trust
+from onionpost.proto import labels as label_rules
 from onionpost.proto._crypto import KemKeyPair, KeyPair, mlkem768_encapsulate
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import (
@@ -773,6 +782,23 @@ def group_ops(data: bytes) -> None:
     assert log.state == log.state_at(log.heads)
 
 
+_LABELS: Final = label_rules.Labels(
+    [label_rules.Scheme("ACME", ("INTERNAL", "SENSITIVE"), frozenset({"LES", "NOPRESS"}))]
+)
+
+
+def labels(data: bytes) -> None:
+    text = data.decode("utf-8", "surrogateescape")
+    try:
+        label = _LABELS.parse(text)
+    except LabelError:
+        return
+    assert label.text.isascii(), label.text
+    assert label.text.isprintable(), label.text
+    assert len(label.text) <= MAX_LABEL
+    assert _LABELS.parse(label.text) == label, f"{text!r} is not canonical as {label.text!r}"
+
+
 TARGETS: Final[dict[str, Target]] = {
     t.name: t
     for t in (
@@ -785,5 +811,6 @@ TARGETS: Final[dict[str, Target]] = {
         Target("mailbox", mailbox, 1 + envelope.MAX_ENVELOPE + 64),
         Target("trust", trust_statements, 40_000),
         Target("group_ops", group_ops, MAX_GROUP_OP_BYTES + 64),
+        Target("labels", labels, MAX_LABEL + 64),
     )
 }

@@ -258,6 +258,19 @@ def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
             "responder",
             messages.Text(derive("responder", "text id", 16), now * 1000 + 5, "x" * 1000),
         ),
+        # Handling labels (spec.md §5.10): the highest the responder accepts,
+        # then a labelled text within it.
+        ("responder", messages.LabelLimit(("TLP:AMBER", "CUI//SP-CTI"))),
+        (
+            "initiator",
+            messages.Text(
+                derive("initiator", "labelled text id", 16),
+                now * 1000 + 7,
+                "For your organisation only.",
+                "text/plain",
+                "TLP:AMBER",
+            ),
+        ),
         (
             "initiator",
             messages.FileOffer(
@@ -266,6 +279,8 @@ def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
                 "report.txt",
                 len(file_data),
                 hashlib.blake2b(file_data).digest(),
+                "application/octet-stream",
+                "TLP:GREEN",
             ),
         ),
         ("responder", messages.FileAccept(file_id, 0)),

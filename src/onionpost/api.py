@@ -161,7 +161,12 @@ MAX_TEXTS: Final = 1000  # texts in one send_texts call
 MAX_SEQ: Final = 2**63 - 1
 # The bytes of a message or file id we choose (32 hex digits in JSON).
 MESSAGE_ID_SIZE: Final = 16
+#: The banner of a message without a label (an earlier sender's).
+UNLABELLED: Final = "UNLABELLED"
 _MAX_ID_LEN: Final = 64
+# limits.MAX_LABEL and MAX_LABEL_SCHEMES (this module imports no limits; a test keeps them equal).
+_MAX_LABEL_TEXT: Final = 256
+_MAX_LABEL_LIST: Final = 16
 _HEX: Final = frozenset(string.hexdigits)
 _SAFETY_GROUP: Final = 5
 # limits.MAX_LIST_MEMBERS and MAX_LIST_SENDS_SHOWN (this module imports no
@@ -300,6 +305,24 @@ def _topics(value: object) -> str | None:
 def _meta(doc: str, check: Check | None = None) -> dict[str, Any]:
     """A field's documentation (for local-api.md) and its check, if any."""
     return {"doc": doc} if check is None else {"doc": doc, "check": check}
+
+
+_LABEL_DOC: Final = (
+    "its handling label (spec.md §5.10): `TLP:AMBER`, `CUI//SP-CTI//NOFORN`, a configured "
+    "agency scheme's; absent: the endpoint's default (config `labels.default`)"
+)
+
+
+def _label_text(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and 0 < len(value) <= _MAX_LABEL_TEXT):
+        return None
+    return f"must be a label of 1 to {_MAX_LABEL_TEXT} characters"
+
+
+def _label_list(value: object) -> str | None:
+    if isinstance(value, tuple) and len(value) <= _MAX_LABEL_LIST:
+        return None
+    return f"must be a list of at most {_MAX_LABEL_LIST} labels"
 
 
 # -- results ------------------------------------------------------------------------------
@@ -452,6 +475,23 @@ class Contact:
         default=None,
         metadata=_meta("when the user confirmed the safety number (contact_verify), or null"),
     )
+    max_labels: tuple[str, ...] = field(
+        default=(), metadata=_meta("the highest labels we send it, as set here (one per scheme)")
+    )
+    accepts: tuple[str, ...] = field(
+        default=(), metadata=_meta("the highest labels it said it accepts (one per scheme)")
+    )
+
+
+@dataclass(frozen=True)
+class ContactLabels:
+    """The highest handling labels we send a contact."""
+
+    name: str
+    max_labels: tuple[str, ...] = field(metadata=_meta("as set here; empty: no limit of ours"))
+    accepts: tuple[str, ...] = field(
+        metadata=_meta("as the contact advertised; empty: it said nothing")
+    )
 
 
 @dataclass(frozen=True)
@@ -502,6 +542,7 @@ class Queued:
     state: MessageState
     name: str | None = None
     size: int | None = None
+    label: str = field(default="", metadata=_meta("the label it carries"))
 
 
 @dataclass(frozen=True)
@@ -546,10 +587,22 @@ class Message:
             "`message` only, our group sends: the send's copies to every member with their states"
         ),
     )
+    label: str = field(
+        default="",
+        metadata=_meta(
+            "its handling label's canonical text (spec.md §5.10), shown first; empty: "
+            "an earlier sender's message without one"
+        ),
+    )
 
     @property
     def read(self) -> bool:
         return self.state is MessageState.READ
+
+    @property
+    def banner(self) -> str:
+        """What a client shows first: the handling label, or ``UNLABELLED``."""
+        return self.label or UNLABELLED
 
 
 @dataclass(frozen=True)
@@ -878,6 +931,17 @@ class TrustRemove(Request[TrustAnchor]):
 
 
 @dataclass(frozen=True)
+class ContactSetMaxLabel(Request[ContactLabels]):
+    """Set the highest handling labels we send a contact (one per scheme; an
+    empty list removes our limit). The contact's own advertised limit holds
+    as well."""
+
+    METHOD = "contact_set_max_label"
+    name: str
+    labels: tuple[str, ...] = field(metadata=_meta("canonical or published syntax", _label_list))
+
+
+@dataclass(frozen=True)
 class SendText(Request[Queued]):
     METHOD = "send_text"
     contact: str
@@ -892,6 +956,7 @@ class SendText(Request[Queued]):
             _message_id,
         ),
     )
+    label: str | None = field(default=None, metadata=_meta(_LABEL_DOC, _label_text))
 
 
 @dataclass(frozen=True)
@@ -920,6 +985,10 @@ class SendTexts(Request[tuple[Queued, ...]]):
     texts: tuple[TextItem, ...] = field(
         metadata=_meta(f"1 to {MAX_TEXTS}; the request line at most 1 MiB", _text_items)
     )
+    label: str | None = field(
+        default=None,
+        metadata=_meta("the label of every text in the call; " + _LABEL_DOC, _label_text),
+    )
 
 
 @dataclass(frozen=True)
@@ -933,6 +1002,26 @@ class SendFile(Request[Queued]):
             "as for `send_text`: the same id again with the same contact and file is the same file",
             _message_id,
         ),
+    )
+    label: str | None = field(default=None, metadata=_meta(_LABEL_DOC, _label_text))
+
+
+@dataclass(frozen=True)
+class Forward(Request[Queued]):
+    """Send a stored message or file (either direction) on to another
+    contact, as a new message under a new id. Its label is kept, or raised
+    by `label`, never lowered; TLP:RED goes only back within its audience;
+    the recipient's limits hold as for a send (error `label`)."""
+
+    METHOD = "forward"
+    id: str = field(metadata=_meta("the message's 32 hex digits", _message_id))
+    to: str = field(metadata=_meta("the contact to send it to"))
+    contact: str | None = field(
+        default=None, metadata=_meta("the contact it came from or went to, when ids clash")
+    )
+    label: str | None = field(
+        default=None,
+        metadata=_meta("a label at least the source's; absent: the source's", _label_text),
     )
 
 
@@ -1089,6 +1178,12 @@ class ListSendText(Request[ListSent]):
             _message_id,
         ),
     )
+    label: str | None = field(
+        default=None,
+        metadata=_meta(
+            _LABEL_DOC + "; every copy carries it, checked for every member", _label_text
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -1101,6 +1196,12 @@ class ListSendFile(Request[ListSent]):
     path: str = field(metadata=_meta("absolute", _absolute_path))
     id: str | None = field(
         default=None, metadata=_meta("the send's id, as for `list_send_text`", _message_id)
+    )
+    label: str | None = field(
+        default=None,
+        metadata=_meta(
+            _LABEL_DOC + "; every copy carries it, checked for every member", _label_text
+        ),
     )
 
 
@@ -1248,12 +1349,14 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         ContactList,
         ContactRemove,
         ContactVerify,
+        ContactSetMaxLabel,
         TrustAdd,
         TrustList,
         TrustRemove,
         SendText,
         SendTexts,
         SendFile,
+        Forward,
         Inbox,
         Outbox,
         GetMessage,

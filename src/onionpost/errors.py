@@ -10,7 +10,8 @@ caught where they are touched and re-raised as one of these with
     │   ├── UnlockError              wrong passphrase or key file for the secrets file
     │   ├── CardError                a contact card that is malformed or wrongly signed
     │   ├── UnknownContactError      no contact has that name; has .name
-    │   └── NotFoundError            no message or file has that id
+    │   ├── NotFoundError            no message or file has that id
+    │   └── LabelError               a handling label malformed, unknown or refused; has .reason
     ├── LocalProtocolError           we misused a protocol object (a bug or API misuse)
     │   └── NonceExhaustedError      a CipherState ran out of nonces (Noise §5.1)
     ├── RemoteProtocolError          the peer sent something wrong; carries a CloseCode
@@ -89,6 +90,8 @@ __all__ = [
     "GroupSignatureError",
     "GroupUnknownError",
     "HashMismatchError",
+    "LabelError",
+    "LabelReason",
     "LocalProtocolError",
     "MailboxRefusedError",
     "MalformedStatementError",
@@ -152,6 +155,31 @@ class UnknownContactError(ConfigError):
 
 class NotFoundError(ConfigError):
     """No message or file has this id (local API code ``not-found``)."""
+
+
+class LabelReason(enum.StrEnum):
+    """Why a handling label was refused (spec.md §Handling labels)."""
+
+    MALFORMED = "malformed"  # not the syntax of its scheme
+    UNKNOWN_SCHEME = "unknown-scheme"  # no scheme of that name is known here
+    UNKNOWN_LEVEL = "unknown-level"  # a level or caveat its scheme does not have
+    ABOVE_LIMIT = "above-limit"  # higher than the recipient accepts
+    NOT_ACCEPTED = "not-accepted"  # the recipient accepts no label of that scheme
+    LOWERED = "lowered"  # a copy would carry a lower label than its source
+    OUTSIDE_AUDIENCE = "outside-audience"  # TLP:RED to someone not in its audience
+    OUTSIDE_ORGANISATION = "outside-organisation"  # AMBER+STRICT beyond the organisation
+    NOT_EXPORTABLE = "not-exportable"  # policy forbids exporting it
+
+
+class LabelError(ConfigError):
+    """A handling label is malformed, unknown, or its policy refuses the
+    operation (local API code ``label``). ``reason`` is a :class:`LabelReason`;
+    ``label`` the label's text (never a message's contents)."""
+
+    def __init__(self, message: str, *, reason: LabelReason, label: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.label = label
 
 
 class UnlockError(ConfigError):

@@ -148,3 +148,13 @@ MAX_GROUP_FETCH_HEADS: Final = 64
 MAX_GROUP_FETCHES_PER_SESSION: Final = 64
 # Group texts a session holds while it fetches the operations they follow.
 MAX_GROUP_TEXTS_WAITING: Final = 64
+
+# -- Handling labels (proto/labels.py, spec.md §Handling labels) ----------------
+
+# A label's canonical text, in bytes of ASCII (wire: Text/FileOffer `label`,
+# LabelLimit `label`).
+MAX_LABEL: Final = 256
+# Agency schemes declared in config.toml, and the levels and caveats of one.
+MAX_LABEL_SCHEMES: Final = 16
+MAX_LABEL_LEVELS: Final = 32
+MAX_LABEL_CAVEATS: Final = 64

@@ -194,12 +194,12 @@ def test_a_failure_midway_queues_no_copy(store: Store) -> None:
     real = store.outbox.queue_text
     calls = 0
 
-    def fail_third(*args: object) -> int | None:
+    def fail_third(*args: object, **kwargs: object) -> int | None:
         nonlocal calls
         calls += 1
         if calls == 3:
             raise ConfigError("the disk filled")
-        return real(*args)  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
     before = _snapshot(store)
     with (

@@ -39,6 +39,7 @@ COMMANDS: Final[dict[str, str]] = {
     "list": "_lists_cmd:distribution_list",
     "group": "_groups_cmd:group",
     "send": "_commands:send",
+    "forward": "_labels_cmd:forward",
     "inbox": "_commands:inbox",
     "message": "_commands:message",
     "outbox": "_commands:outbox",

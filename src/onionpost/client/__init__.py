@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from onionpost.api import (
     Contact,
+    ContactLabels,
     ContactRef,
     ContactStatus,
     Direction,
@@ -61,6 +62,7 @@ __all__ = [
     "ApiError",
     "Client",
     "Contact",
+    "ContactLabels",
     "ContactRef",
     "ContactStatus",
     "DaemonNotRunningError",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,11 +23,13 @@ from typing import Final
 import trio
 
 from onionpost import api
+from onionpost.daemon import _labels
 from onionpost.daemon.delivery import DeliveryEngine
 from onionpost.errors import ConfigError
 from onionpost.host import StoreWorker
 from onionpost.proto import messages as m
-from onionpost.store import Audience, DistributionList, ListSend, Store
+from onionpost.proto.labels import Label, LabelPolicy
+from onionpost.store import Audience, Contact, DistributionList, ListSend, Store
 
 __all__ = ["FileContent", "ListHandlers", "TextContent"]
 
@@ -101,12 +104,18 @@ class ListHandlers:
     """The handlers of the ``list_*`` requests, over the store and the engine."""
 
     def __init__(
-        self, store: Store, engine: DeliveryEngine, worker: StoreWorker, max_file_size: int
+        self,
+        store: Store,
+        engine: DeliveryEngine,
+        worker: StoreWorker,
+        max_file_size: int,
+        labels: LabelPolicy | None = None,
     ) -> None:
         self._store = store
         self._engine = engine
         self._worker = worker
         self._max_file_size = max_file_size
+        self._labels = labels or LabelPolicy.build()
         # The check of a send's recipients (None: every member may receive).
         self.audience: Audience | None = None
 
@@ -142,24 +151,49 @@ class ListHandlers:
 
     async def list_send_text(self, request: api.ListSendText) -> api.ListSent:
         content = TextContent(request.body, request.content_type)
-        return await self.send_to_list(request.list, _parse_id(request.id), content)
+        label = self._labels.label(request.label)
+        return await self.send_to_list(request.list, _parse_id(request.id), content, label)
 
     async def list_send_file(self, request: api.ListSendFile) -> api.ListSent:
         source = Path(request.path)
         if not source.is_absolute():
             raise ConfigError("give the file's absolute path")
-        return await self.send_to_list(request.list, _parse_id(request.id), FileContent(source))
+        label = self._labels.label(request.label)
+        return await self.send_to_list(
+            request.list, _parse_id(request.id), FileContent(source), label
+        )
+
+    def _audience(self, label: Label) -> Audience:
+        """The members a send is about to go to, checked in its transaction:
+        the handling label's rules for a list (spec.md §5.10: a new TLP:RED
+        message goes to no list, each member's limits hold), then
+        :attr:`audience`. One refusal queues nothing."""
+
+        def check(members: Sequence[Contact]) -> None:
+            _labels.check_list_send(
+                self._store, self._labels, label, [(c.id, c.name) for c in members]
+            )
+            if self.audience is not None:
+                self.audience(members)
+
+        return check
 
     async def send_to_list(
-        self, name: str, send_id: bytes, content: TextContent | FileContent
+        self,
+        name: str,
+        send_id: bytes,
+        content: TextContent | FileContent,
+        label: Label | None = None,
     ) -> api.ListSent:
         """Every send to a list: one copy per member, all queued in one
-        transaction or none, the members resolved in it and shown to
-        :attr:`audience` first. Idempotent on ``send_id``."""
+        transaction or none, the members resolved in it and shown to the
+        label's rules and :attr:`audience` first. Idempotent on ``send_id``."""
         now = _now_ms()
+        label = label or self._labels.default
+        audience = self._audience(label)
         if isinstance(content, TextContent):
-            text = m.Text(send_id, now, content.body, content.content_type)
-            send = await self._engine.queue_list_text(name, send_id, text, audience=self.audience)
+            text = m.Text(send_id, now, content.body, content.content_type, label.text)
+            send = await self._engine.queue_list_text(name, send_id, text, audience=audience)
         else:
             # Its own thread, not the store worker: copying a file once per
             # member must not hold up every other store call.
@@ -172,7 +206,8 @@ class ListHandlers:
                     content.path.name,
                     content.path,
                     self._max_file_size,
-                    audience=self.audience,
+                    audience=audience,
+                    label=label.text,
                 )
             )
             for copy in send.copies:

@@ -52,6 +52,8 @@ from onionpost.limits import (
     MAX_GROUP_FETCH_HEADS,
     MAX_GROUP_OP_BYTES,
     MAX_GROUP_PARENTS,
+    MAX_LABEL,
+    MAX_LABEL_SCHEMES,
     MAX_NOTE_BYTES,
     MAX_NOTE_SIGNATURES,
     MAX_PROOF_HASHES,
@@ -74,6 +76,7 @@ __all__ = [
     "GroupFetch",
     "GroupOps",
     "GroupText",
+    "LabelLimit",
     "LogCosign",
     "LogCosigned",
     "LogStatus",
@@ -102,6 +105,7 @@ __all__ = [
     "UnknownExtension",
     "decode",
     "encode",
+    "wire_values",
 ]
 
 ID_LEN: Final = 16
@@ -158,6 +162,8 @@ class MessageType(enum.IntEnum):
     GROUP_OPS = 90
     GROUP_FETCH = 91
     GROUP_TEXT = 92
+    # The highest handling label the sender accepts (spec.md §Handling labels).
+    LABEL_LIMIT = 74
 
 
 class _Kind(enum.Enum):
@@ -169,6 +175,8 @@ class _Kind(enum.Enum):
     DATA = "data"  # bin, bounded by the record size
     KEY = "key"  # bin, exactly 32 bytes (a public key, a token)
     BLOBS = "blobs"  # array of 1..MAX_BLOBS bin, each at most the bound
+    LABEL = "label"  # str of printable ASCII, at most the bound (proto/labels.py parses it)
+    LABELS = "labels"  # array of 0..MAX_LABEL_SCHEMES non-empty labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +186,9 @@ class _Record:
     # Trailing fields a later version appended: a record from an earlier
     # sender may lack them, and they take their defaults.
     OPTIONAL: ClassVar[int] = 0
+    # Optional trailing fields at their defaults are left off the wire: a
+    # record that does not use them is the bytes an earlier version made.
+    TRIM: ClassVar[bool] = False
 
     def _validate(self) -> None:
         """Rules across fields; raises MessageDecodeError."""
@@ -193,15 +204,24 @@ class Text(_Record):
         (_Kind.U64, 0),
         (_Kind.TEXT, MAX_TEXT_BODY),
         (_Kind.TEXT, MAX_CONTENT_TYPE),
+        (_Kind.LABEL, MAX_LABEL),
     )
+    OPTIONAL = 1
+    TRIM = True
     id: bytes
     created_ms: int
     body: str
     content_type: str = "text/plain"
+    # Appended: the handling label's canonical text (proto/labels.py); "" is
+    # a record of an earlier sender, which carries none.
+    label: str = ""
 
     def __repr__(self) -> str:
         # Message contents never reach a repr (and so never a log).
-        return f"Text(id={self.id.hex()}, created_ms={self.created_ms}, {len(self.body)} chars)"
+        return (
+            f"Text(id={self.id.hex()}, created_ms={self.created_ms}, {len(self.body)} chars, "
+            f"label={self.label!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,13 +254,17 @@ class FileOffer(_Record):
         (_Kind.U64, 0),
         (_Kind.HASH, 0),
         (_Kind.TEXT, MAX_CONTENT_TYPE),
+        (_Kind.LABEL, MAX_LABEL),
     )
+    OPTIONAL = 1
+    TRIM = True
     id: bytes
     created_ms: int
     name: str
     size: int
     blake2b: bytes
     content_type: str = "application/octet-stream"
+    label: str = ""  # appended, as Text's
 
     def _validate(self) -> None:
         if self.size > MAX_FILE_SIZE:
@@ -250,7 +274,7 @@ class FileOffer(_Record):
             raise MessageDecodeError("bad file name")
 
     def __repr__(self) -> str:
-        return f"FileOffer(id={self.id.hex()}, size={self.size})"
+        return f"FileOffer(id={self.id.hex()}, size={self.size}, label={self.label!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,6 +693,18 @@ class GroupText(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class LabelLimit(_Record):
+    """The highest handling labels the sender accepts, one per scheme it
+    accepts (sent at the start of a session; an optional extension, which a
+    peer without labels ignores; none: no limit). Its receiver refuses to
+    queue above them."""
+
+    TAG = MessageType.LABEL_LIMIT
+    SCHEMA = ((_Kind.LABELS, MAX_LABEL),)
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownExtension:
     """An optional extension record (tag 64..127) this version does not know."""
 
@@ -708,6 +744,7 @@ Message = (
     | GroupOps
     | GroupFetch
     | GroupText
+    | LabelLimit
 )
 
 _BY_TAG: Final[dict[int, type[_Record]]] = {
@@ -745,6 +782,7 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         GroupOps,
         GroupFetch,
         GroupText,
+        LabelLimit,
     )
 }
 
@@ -796,9 +834,50 @@ def _check(kind: _Kind, bound: int, value: object) -> object:
         if size > bound:
             raise _bad(f"expected a string of at most {bound} bytes")
         return value
+    if kind is _Kind.LABELS:
+        if type(value) is not tuple or len(value) > MAX_LABEL_SCHEMES:
+            raise _bad(f"expected at most {MAX_LABEL_SCHEMES} labels")
+        for v in value:
+            if not v:
+                raise _bad("a label limit names labels")
+            _check(_Kind.LABEL, bound, v)
+        return value
+    if kind is _Kind.LABEL:
+        if type(value) is not str or len(value) > bound:
+            raise _bad(f"a label is a string of at most {bound} characters")
+        if value and not (value.isascii() and value.isprintable()):
+            raise _bad("a label is printable ASCII")
+        return value
     if type(value) is not bytes:
         raise _bad("expected binary data")
     return value
+
+
+# Per record class: its field names, and the defaults of its optional ones.
+_SHAPES: Final[dict[type, tuple[tuple[str, ...], tuple[object, ...]]]] = {}
+
+
+def _shape(cls: type[_Record]) -> tuple[tuple[str, ...], tuple[object, ...]]:
+    found = _SHAPES.get(cls)
+    if found is None:
+        every = fields(cls)
+        optional = every[len(every) - cls.OPTIONAL :] if cls.OPTIONAL else ()
+        found = _SHAPES[cls] = (tuple(f.name for f in every), tuple(f.default for f in optional))
+    return found
+
+
+def wire_values(message: Message) -> list[object]:
+    """The record's fields as they go on the wire, its tag first: a record
+    with ``TRIM`` leaves off optional trailing fields at their defaults."""
+    names, defaults = _shape(type(message))
+    values = [getattr(message, name) for name in names]
+    if message.TRIM:
+        keep = len(values)
+        first = keep - len(defaults)
+        while keep > first and values[keep - 1] == defaults[keep - 1 - first]:
+            keep -= 1
+        del values[keep:]
+    return [int(message.TAG), *values]
 
 
 def _plain(value: object, depth: int = 0) -> bool:
@@ -810,14 +889,14 @@ def _plain(value: object, depth: int = 0) -> bool:
 
 def encode(message: Message) -> bytes:
     """The msgpack form of ``message``; LocalProtocolError if it breaks a limit."""
-    values = [getattr(message, f.name) for f in fields(message)]
+    values = [getattr(message, name) for name in _shape(type(message))[0]]
     try:
         for (kind, bound), value in zip(message.SCHEMA, values, strict=True):
             _check(kind, bound, value)
         message._validate()
     except MessageDecodeError as exc:
         raise LocalProtocolError(f"cannot send {type(message).__name__}: {exc}") from exc
-    data = _msgpack.pack([int(message.TAG), *values])
+    data = _msgpack.pack(wire_values(message))
     if len(data) > MAX_RECORD_SIZE:
         raise LocalProtocolError(f"{type(message).__name__} is larger than one frame")
     return data

@@ -353,6 +353,7 @@ class Lists:
         expires_at: int | None,
         *,
         audience: Audience | None = None,
+        label: str = "",
     ) -> QueuedCopies:
         """Queue a text to every member of list ``name``, one copy each, and
         the send's record, in one transaction: all or nothing.
@@ -378,13 +379,14 @@ class Lists:
                             body,
                             content_type,
                             expires_at,
+                            label=label,
                         )
                 return QueuedCopies(before, ())
             new = []
             for member in members:
                 message_id = copy_id(send_id, member.address.public_key)
                 seq = self._outbox.queue_text(
-                    member.id, message_id, created_ms, body, content_type, expires_at
+                    member.id, message_id, created_ms, body, content_type, expires_at, label=label
                 )
                 if seq is None:  # pragma: no cover - a new send's ids are new
                     raise ConfigError(f"message id {message_id.hex()} is already in use")
@@ -410,6 +412,7 @@ class Lists:
         content_type: str = "application/octet-stream",
         expires_at: int | None = None,
         audience: Audience | None = None,
+        label: str = "",
     ) -> tuple[ListSend, list[OutgoingFile]]:
         """Queue a file to every member of list ``name``: one encrypted copy and
         one offer each, all queued in one transaction with the send's record
@@ -430,7 +433,11 @@ class Lists:
             assert first is not None  # the copy's row: list_copies joins messages
             stored = self._rows.stored(first)
             assert stored.file is not None
-            same = (stored.file.name, stored.file.content_type) == (file_name, content_type)
+            same = (stored.file.name, stored.file.content_type, stored.label) == (
+                file_name,
+                content_type,
+                label,
+            )
             if not same or digest_of(Path(source), max_size) != stored.file.blake2b:
                 raise ConfigError(
                     f"send id {send_id.hex()} is already another send "
@@ -447,6 +454,7 @@ class Lists:
             content_type=content_type,
             expires_at=expires_at,
             also=lambda: self._record(list_id, send_id, copies, created_ms),
+            label=label,
         )
         with self._lock, self._guard("reading a list send"):
             send = self._send(send_id)

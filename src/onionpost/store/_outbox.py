@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from onionpost.errors import ConfigError, LocalProtocolError
+from onionpost.errors import ConfigError, LocalProtocolError, NotFoundError
 from onionpost.proto.evidence import Event, file_entry, text_entry
 from onionpost.store._contacts import Contacts
 from onionpost.store._database import Database, Keys
@@ -108,24 +108,31 @@ class Outbox:
         body: str,
         content_type: str,
         expires_at: int | None,
+        *,
+        label: str = "",
     ) -> int | None:
         """Queue a text; it is durably stored when this returns. Returns its
         ``seq`` (the order in which the outbox sends), or None when it was
         queued already: idempotent on ``message_id``, the same text to the
         same contact again is the one already queued. The id with another
-        contact or content is :class:`ConfigError`.
+        contact or content (or label) is :class:`ConfigError`. ``label`` is
+        the canonical text of its handling label, checked by the caller.
         """
         check_id(message_id)
-        if not isinstance(body, str) or not isinstance(content_type, str):
-            raise ConfigError("a text body and its content type are text")
+        if not all(isinstance(v, str) for v in (body, content_type, label)):
+            raise ConfigError("a text body, its content type and its label are text")
         content = self._rows.seal(
-            ("messages", Direction.OUT, contact_id, message_id), [body, content_type]
+            ("messages", Direction.OUT, contact_id, message_id), [body, content_type, label]
         )
         with self._database.transaction(), self._guard("queueing a message"):
             self._contacts.require(contact_id, active=True)
             before = self._queued_before(message_id, contact_id, Kind.TEXT)
             if before is not None:
-                if (before.body, before.content_type) != (body, content_type):
+                if (before.body, before.content_type, before.label) != (
+                    body,
+                    content_type,
+                    label,
+                ):
                     raise id_in_use(message_id)
                 return None
             seq = insert_message_seq(
@@ -154,6 +161,7 @@ class Outbox:
                         created_ms,
                         body,
                         content_type,
+                        label,
                     ),
                 )
             )
@@ -170,6 +178,7 @@ class Outbox:
         *,
         content_type: str = "application/octet-stream",
         expires_at: int | None = None,
+        label: str = "",
     ) -> OutgoingFile:
         """Copy ``source`` into the store, encrypted, and queue its offer.
 
@@ -189,26 +198,86 @@ class Outbox:
             before = self._queued_before(file_id, contact_id, Kind.FILE)
         if before is not None:
             assert before.file is not None
-            same = (before.file.name, before.file.content_type) == (name, content_type)
+            same = (before.file.name, before.file.content_type, before.label) == (
+                name,
+                content_type,
+                label,
+            )
             if not same or digest_of(Path(source), max_size) != before.file.blake2b:
                 raise id_in_use(file_id)
             f = before.file
             return OutgoingFile(
-                file_id, before.created_ms, f.name, f.size, f.blake2b, f.content_type
+                file_id, before.created_ms, f.name, f.size, f.blake2b, f.content_type, label
             )
         blob, size, digest = self._copy_in(contact_id, file_id, Path(source), max_size)
         try:
             with self._database.transaction(), self._guard("queueing a file"):
                 self._contacts.require(contact_id, active=True)
                 inserted = self._insert_file(
-                    contact_id, file_id, created_ms, name, size, digest, content_type, expires_at
+                    contact_id,
+                    file_id,
+                    created_ms,
+                    name,
+                    size,
+                    digest,
+                    content_type,
+                    expires_at,
+                    label,
                 )
         except BaseException:
             blob.delete()
             raise
         if not inserted:  # the blob is the existing row's: keep it
             raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
-        return OutgoingFile(file_id, created_ms, name, size, digest, content_type)
+        return OutgoingFile(file_id, created_ms, name, size, digest, content_type, label)
+
+    def forward_file(  # noqa: PLR0917 - the source, then the copy
+        self,
+        source: Stored,
+        contact_id: int,
+        file_id: bytes,
+        created_ms: int,
+        label: str,
+        expires_at: int | None = None,
+    ) -> OutgoingFile:
+        """Queue a copy of the stored file ``source`` (either direction) to
+        ``contact_id`` under the new id ``file_id``, labelled ``label`` (the
+        caller checked it). The bytes are re-encrypted blob to blob, never
+        written out in the clear. :class:`NotFoundError` when the source's
+        bytes are no longer held."""
+        check_id(file_id, "a file id")
+        if source.file is None or not source.file.complete:
+            raise ConfigError(f"message {source.id.hex()} is not a complete file")
+        old = Blob.at(self._files, self._keys, source.direction, source.contact_id, source.id)
+        if not old.path.exists():
+            raise NotFoundError(f"the bytes of file {source.id.hex()} are no longer held")
+        with self._lock, self._guard("queueing a file"):
+            self._contacts.require(contact_id, active=True)
+        blob = Blob.at(self._files, self._keys, Direction.OUT, contact_id, file_id)
+        if blob.path.exists():
+            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+        f = source.file
+        blob.recrypt_from(old, f.size)
+        try:
+            with self._database.transaction(), self._guard("queueing a file"):
+                self._contacts.require(contact_id, active=True)
+                inserted = self._insert_file(
+                    contact_id,
+                    file_id,
+                    created_ms,
+                    f.name,
+                    f.size,
+                    f.blake2b,
+                    f.content_type,
+                    expires_at,
+                    label,
+                )
+        except BaseException:
+            blob.delete()
+            raise
+        if not inserted:
+            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+        return OutgoingFile(file_id, created_ms, f.name, f.size, f.blake2b, f.content_type, label)
 
     def queue_file_copies(
         self,
@@ -221,6 +290,7 @@ class Outbox:
         content_type: str = "application/octet-stream",
         expires_at: int | None = None,
         also: Callable[[], None] | None = None,
+        label: str = "",
     ) -> list[OutgoingFile]:
         """One file to several contacts: a copy per ``(contact_id, file_id)``,
         each its own encrypted blob and its own offer, all queued in one
@@ -251,6 +321,7 @@ class Outbox:
                         digest,
                         content_type,
                         expires_at,
+                        label,
                     )
                     _check_new(inserted, file_id)
                 if also is not None:
@@ -260,7 +331,7 @@ class Outbox:
                 blob.delete()
             raise
         return [
-            OutgoingFile(file_id, created_ms, name, size, digest, content_type)
+            OutgoingFile(file_id, created_ms, name, size, digest, content_type, label)
             for _contact_id, file_id in copies
         ]
 
@@ -304,11 +375,13 @@ class Outbox:
         digest: bytes,
         content_type: str,
         expires_at: int | None,
+        label: str = "",
     ) -> bool:
-        """The row of a queued file and its evidence entry; False when the id
-        is already this contact's. Inside a transaction."""
+        """The row of a queued file and its evidence entry (both with its
+        label); False when the id is already this contact's. Inside a
+        transaction."""
         content = self._rows.seal(
-            ("messages", Direction.OUT, contact_id, file_id), [name, content_type, digest]
+            ("messages", Direction.OUT, contact_id, file_id), [name, content_type, digest, label]
         )
         inserted = insert_message(
             self._db,
@@ -336,6 +409,7 @@ class Outbox:
                 size,
                 digest,
                 content_type,
+                label,
             )
             self._evidence.append((entry,))
         return inserted

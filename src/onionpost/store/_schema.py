@@ -382,13 +382,22 @@ _V9: Final[tuple[str, ...]] = (
     "CREATE INDEX list_copies_list ON list_copies (list_id, created_ms)",
 )
 
+# Handling labels (spec.md §5.10): the highest label we send a contact, as
+# set here (``contact set-max-label``) and as the contact advertised in a
+# LabelLimit, each a newline-separated list of canonical labels (one per
+# scheme; NULL: none). A message's own label is sealed in its row's content.
+_V10: Final[tuple[str, ...]] = (
+    "ALTER TABLE contacts ADD COLUMN max_label TEXT",
+    "ALTER TABLE contacts ADD COLUMN advertised_label TEXT",
+)
+
 # Team channels (groups.md): a group kept here (its id, its name and log head
 # as its log gives them), its operations in their order of arrival (each one's
 # parents arrived before it, so a replay in that order rebuilds the log), the
 # membership the log gives (a cache rewritten with each change), and the
 # group messages sent and received, each at the log heads it was sent at (a
 # send's copies share a ``send_id``; each copy is an ordinary ``messages`` row).
-_V10: Final[tuple[str, ...]] = (
+_V11: Final[tuple[str, ...]] = (
     """
     CREATE TABLE groups (
         id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -446,6 +455,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V8,
     _V9,
     _V10,
+    _V11,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.

@@ -287,6 +287,7 @@ class DeliveryEngine:
             text.body,
             text.content_type,
             expires_at,
+            label=text.label,
         )
         self._hand_off(contact_id, [] if seq is None else [(seq, text)])
 
@@ -311,6 +312,7 @@ class DeliveryEngine:
                         text.body,
                         text.content_type,
                         expires_at,
+                        label=text.label,
                     )
                     if seq is not None:
                         queued.append((seq, text))
@@ -336,9 +338,12 @@ class DeliveryEngine:
             text.content_type,
             expires_at,
             audience=audience,
+            label=text.label,
         )
         for contact_id, message_id, seq in queued.new:
-            copy = messages.Text(message_id, text.created_ms, text.body, text.content_type)
+            copy = messages.Text(
+                message_id, text.created_ms, text.body, text.content_type, text.label
+            )
             self._hand_off(contact_id, [(seq, copy)])
         return queued.send
 
