@@ -1303,6 +1303,12 @@ class GroupSendText(Request[GroupSent]):
         default=None,
         metadata=_meta("the send's id, as for `list_send_text`", _message_id),
     )
+    label: str | None = field(
+        default=None,
+        metadata=_meta(
+            _LABEL_DOC + "; every copy carries it, checked for every member", _label_text
+        ),
+    )
 
 
 def _expires(value: object) -> str | None:

@@ -18,7 +18,7 @@ import pytest
 
 from onionpost import api
 from onionpost.daemon.delivery._groups import ops_records
-from onionpost.errors import GroupNotAllowedError
+from onionpost.errors import GroupNotAllowedError, LabelError
 from onionpost.proto import messages as m
 from onionpost.proto.groups import GroupLog, MemberCard, OpKind, sign_operation
 from onionpost.store import Direction
@@ -302,3 +302,32 @@ def test_operations_are_sent_in_records_that_fit(sizes: list[int], records: int)
     assert [op for record in made for op in record.ops] == ops
     for record in made:
         assert m.decode(m.encode(record)) == record
+
+
+async def test_a_group_text_carries_its_label_and_tlp_red_never_goes_to_a_group(
+    tmp_path: Path,
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        nodes = [net.node(n) for n in ("alice", "bob", "carol")]
+        alice, bob, carol = nodes
+        _everyone_friends(nodes)
+        for node in nodes:
+            await node.start(nursery)
+        made = await alice.daemon.groups.group_create(  # type: ignore[union-attr]
+            api.GroupCreate("ops", ("bob", "carol"))
+        )
+        await until(_same_log(nodes, made.id))
+        before = _snapshot(alice)
+        with pytest.raises(LabelError):
+            await alice.daemon.groups.group_send_text(  # type: ignore[union-attr]
+                api.GroupSendText("ops", "eyes only", label="TLP:RED")
+            )
+        assert _snapshot(alice) == before
+        sent = await alice.daemon.groups.group_send_text(  # type: ignore[union-attr]
+            api.GroupSendText("ops", "amber", label="TLP:AMBER")
+        )
+        await until(lambda: _group_texts(bob, alice) == _group_texts(carol, alice) == ["amber"])
+        for node in (bob, carol):
+            assert [r.label for r in node.inbox_from(alice)] == ["TLP:AMBER"]
+        shown = await alice.daemon.message(api.GetMessage(sent.copies[0].id))  # type: ignore[union-attr]
+        assert shown.label == "TLP:AMBER"

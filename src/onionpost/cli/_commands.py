@@ -332,12 +332,12 @@ def send(
         )
     if to_list and to_group:
         raise click.UsageError("give --list or --group, not both")
-    if to_group and (file_path is not None or wait or label is not None):
-        raise click.UsageError("--group sends a text, without --wait or --label")
+    if to_group and (file_path is not None or wait):
+        raise click.UsageError("--group sends a text, without --wait")
     body = _read_text(text) if file_path is None else None
     if to_group:
         assert body is not None
-        group_sent = run_client(home, partial(_send_to_group, name, body), bounded=False)
+        group_sent = run_client(home, partial(_send_to_group, name, body, label), bounded=False)
         if as_json:
             emit_json(_as_json(group_sent))
         else:
@@ -425,12 +425,12 @@ async def _send_to_list(
     )
 
 
-async def _send_to_group(name: str, body: str, client: Client) -> GroupSent:
+async def _send_to_group(name: str, body: str, label: str | None, client: Client) -> GroupSent:
     """As :func:`_queue`, for a send to a group under a send id chosen here."""
     send_id = api.new_message_id()
     try:
         with trio.fail_after(ANSWER_DEADLINE):
-            return await client.group_send_text(name, body, id=send_id)
+            return await client.group_send_text(name, body, id=send_id, label=label)
     except trio.TooSlowError:
         why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
     except NotConfirmedError as exc:

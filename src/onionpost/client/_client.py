@@ -464,12 +464,18 @@ class Client:
         return await self.request(api.GroupList())
 
     async def group_send_text(
-        self, group: str, body: str, *, content_type: str = "text/plain", id: str | None = None
+        self,
+        group: str,
+        body: str,
+        *,
+        content_type: str = "text/plain",
+        id: str | None = None,
+        label: str | None = None,
     ) -> api.GroupSent:
         """A copy of the text to each other member of ``group`` at its present
         head, all durably queued when this returns, under the send's ``id``
         (sent again under it while the connection breaks: one send at most)."""
-        return await self.request(api.GroupSendText(group, body, content_type, id))
+        return await self.request(api.GroupSendText(group, body, content_type, id, label))
 
     async def inbox(
         self, after: int = 0, limit: int = 100, *, unread: bool = False

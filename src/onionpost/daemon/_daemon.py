@@ -159,6 +159,7 @@ class Daemon:
             MemberCard(
                 secrets.identity.public_key, secrets.client_auth_public, secrets.display_name
             ),
+            config.labels,
         )
         self.handlers: Handlers = {
             api.Whoami: self.whoami,

@@ -26,6 +26,7 @@ from typing import Final
 import trio
 
 from onionpost import api
+from onionpost.daemon import _labels
 from onionpost.daemon.delivery import DeliveryEngine
 from onionpost.errors import ConfigError, GroupNotAllowedError, UnknownContactError
 from onionpost.host import StoreWorker
@@ -33,7 +34,8 @@ from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, MemberCard, Operation, OpKind, sign_operation
 from onionpost.proto.identity import Identity
-from onionpost.store import Contact, Direction, GroupSend, Store, Stored
+from onionpost.proto.labels import Label, LabelPolicy, Via
+from onionpost.store import Audience, Contact, Direction, GroupSend, Store, Stored
 
 __all__ = ["GroupHandlers", "group_sent_record"]
 
@@ -96,15 +98,17 @@ Change = Callable[[GroupLog, Callable[..., Operation]], list[Operation]]
 class GroupHandlers:
     """The handlers of the ``group_*`` requests, over the store and the engine."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the parts it works with
         self,
         store: Store,
         engine: DeliveryEngine,
         worker: StoreWorker,
         identity: Identity,
         card: MemberCard,
+        labels: LabelPolicy | None = None,
     ) -> None:
         self._store = store
+        self._labels = labels or LabelPolicy.build()
         self._engine = engine
         self._worker = worker
         self._identity = identity
@@ -288,11 +292,30 @@ class GroupHandlers:
     async def group_list(self, request: api.GroupList) -> tuple[api.Group, ...]:
         return await self._worker(self._all)
 
+    def _audience(self, label: Label) -> Audience:
+        """The handling label's rules for a group (spec.md §5.10: no new
+        TLP:RED to a group, each member's limits), checked with the members
+        the send goes to, in its transaction: one refusal queues nothing."""
+
+        def check(members: Sequence[Contact]) -> None:
+            _labels.check_list_send(
+                self._store,
+                self._labels,
+                label,
+                [(c.id, c.name) for c in members],
+                via=Via.GROUP,
+            )
+
+        return check
+
     async def group_send_text(self, request: api.GroupSendText) -> api.GroupSent:
         found = await self._worker(self._store.groups.find, request.group)
         send_id = _parse_id(request.id)
-        text = m.Text(send_id, _now_ms(), request.body, request.content_type)
-        queued = await self._engine.queue_group_text(found.group_id, send_id, text, sender=self._me)
+        label = self._labels.label(request.label)
+        text = m.Text(send_id, _now_ms(), request.body, request.content_type, label.text)
+        queued = await self._engine.queue_group_text(
+            found.group_id, send_id, text, sender=self._me, audience=self._audience(label)
+        )
         log.info("event=group_send copies=%d", len(queued.send.copies))
         return group_sent_record(queued.send, queued.unreachable)
 

@@ -662,9 +662,9 @@ class GroupFetch(_Record):
 
 @dataclass(frozen=True, slots=True)
 class GroupText(_Record):
-    """A text to a group: a Text's fields, the group's id and the heads of its
-    author's log when it sent it (1 to MAX_GROUP_PARENTS 32-byte hashes,
-    concatenated; groups.md §6.1)."""
+    """A text to a group: a Text's first four fields, the group's id and the
+    heads of its author's log when it sent it (1 to MAX_GROUP_PARENTS 32-byte
+    hashes, concatenated; groups.md §6.1), and its handling label."""
 
     TAG = MessageType.GROUP_TEXT
     SCHEMA = (
@@ -674,13 +674,18 @@ class GroupText(_Record):
         (_Kind.TEXT, MAX_CONTENT_TYPE),
         (_Kind.ID, 0),
         (_Kind.DATA, 0),
+        (_Kind.LABEL, MAX_LABEL),
     )
+    OPTIONAL = 1
+    TRIM = True
     id: bytes
     created_ms: int
     body: str
     content_type: str
     group_id: bytes
     heads: bytes
+    # Its handling label's canonical text, as a Text's (spec.md §5.10).
+    label: str = ""
 
     def __repr__(self) -> str:
         return f"GroupText(id={self.id.hex()}, group={self.group_id.hex()}, {len(self.body)} chars)"

@@ -49,6 +49,7 @@ from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, Operation, PostCheck, PostDecision, head_hash
 from onionpost.store._contacts import Contacts
 from onionpost.store._database import Database
+from onionpost.store._lists import Audience
 from onionpost.store._messages import Messages
 from onionpost.store._outbox import Outbox
 from onionpost.store._records import Contact, Direction, State
@@ -379,6 +380,8 @@ class Groups:
         expires_at: int | None,
         *,
         sender: bytes,
+        label: str = "",
+        audience: Audience | None = None,
     ) -> QueuedGroupCopies:
         """Queue a text from ``sender`` (our identity key) to every other
         member of a group at its present head, one copy each, and the send's
@@ -388,6 +391,9 @@ class Groups:
         (removed, or left); :class:`ConfigError` when no member is a
         contact of ours. Idempotent on ``send_id``: the same send again
         queues nothing and answers with the copies queued the first time.
+        ``audience`` sees the members a new send goes to first, in the send's
+        transaction, and may refuse it (a handling label's rules): then
+        nothing is queued.
         """
         check_id(send_id, "a send id")
         with self._database.transaction(), self._guard("queueing a group send"):
@@ -403,11 +409,13 @@ class Groups:
             contacts, unreachable = self._audience(log, sender)
             if not contacts:
                 raise ConfigError(f"no member of the group {log.state.name!r} is a contact")
+            if audience is not None:
+                audience(contacts)
             new = []
             for contact in contacts:
                 message_id = group_copy_id(send_id, contact.address.public_key)
                 seq = self._outbox.queue_text(
-                    contact.id, message_id, created_ms, body, content_type, expires_at
+                    contact.id, message_id, created_ms, body, content_type, expires_at, label=label
                 )
                 if seq is None:  # pragma: no cover - a new send's ids are new
                     raise ConfigError(f"message id {message_id.hex()} is already in use")
@@ -442,6 +450,8 @@ class Groups:
         body: str,
         content_type: str,
         now: int,
+        *,
+        label: str = "",
     ) -> bool:
         """Store a group text ``contact`` sent at ``heads``, with its group and
         head, once :meth:`GroupLog.may_post` accepts it: False when it is
@@ -455,7 +465,7 @@ class Groups:
             if check.decision is not PostDecision.ACCEPT:
                 raise GroupNotAllowedError(f"a group message refused: {check.decision.value}")
             inserted = self._messages.store_text(
-                contact.id, message_id, created_ms, body, content_type, now
+                contact.id, message_id, created_ms, body, content_type, now, label=label
             )
             if inserted:
                 self._db.execute(

@@ -348,7 +348,13 @@ class DeliveryEngine:
         return queued.send
 
     async def queue_group_text(
-        self, group_id: bytes, send_id: bytes, text: messages.Text, *, sender: bytes
+        self,
+        group_id: bytes,
+        send_id: bytes,
+        text: messages.Text,
+        *,
+        sender: bytes,
+        audience: Audience | None = None,
     ) -> QueuedGroupCopies:
         """Queue ``text`` to every other member of a group at its present head,
         a copy each under an id of its own (``store.groups``), in one
@@ -366,11 +372,19 @@ class DeliveryEngine:
             text.content_type,
             expires_at,
             sender=sender,
+            label=text.label,
+            audience=audience,
         )
         heads = b"".join(queued.heads)
         for contact_id, message_id, seq in queued.new:
             copy = messages.GroupText(
-                message_id, text.created_ms, text.body, text.content_type, group_id, heads
+                message_id,
+                text.created_ms,
+                text.body,
+                text.content_type,
+                group_id,
+                heads,
+                text.label,
             )
             self._hand_off(contact_id, [(seq, copy)])
         return queued

@@ -251,7 +251,7 @@ class Intake:
             return GroupTextOutcome.FULL
         new = groups.store_text(
             contact, text.group_id, heads, text.id, text.created_ms, text.body,
-            text.content_type, now,
+            text.content_type, now, label=text.label,
         )  # fmt: skip
         return GroupTextOutcome.STORED if new else GroupTextOutcome.REPEATED
 

@@ -68,6 +68,7 @@ def wire_record(
             outgoing.content_type,
             group_id,
             b"".join(heads),
+            outgoing.label,
         )
     return messages.Text(
         outgoing.id, outgoing.created_ms, outgoing.body, outgoing.content_type, outgoing.label
