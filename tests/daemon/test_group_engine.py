@@ -241,6 +241,7 @@ async def test_bad_group_records_are_refused_and_the_session_goes_on(tmp_path: P
             m.GroupOps(group_id, (bytes(forged),)),  # bad signature
             m.GroupOps(group_id, (op(OpKind.ADD, card=zed_card),)),  # not an admin
             m.GroupOps(group_id, (log.ordered()[0].encode(),)),  # replayed
+            m.GroupOps(group_id, (op(OpKind.LEAVE, seq=2),)),  # out of order
             m.GroupOps(group_id, (b"\x93\x01\x02\x03",)),  # not an operation
             m.GroupOps(group_id, (foreign.encode(),)),  # another group's
             m.GroupOps(bytes(16), (foreign.encode(),)),  # a group alice is not in
