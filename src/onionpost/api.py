@@ -678,6 +678,10 @@ class GroupMember:
     contact: str | None = field(
         default=None, metadata=_meta("our contact with that address, by name, or null")
     )
+    reachable: bool | None = field(
+        default=None,
+        metadata=_meta("`group_show`: whether a session with it is up now; null for us"),
+    )
 
 
 @dataclass(frozen=True)
@@ -703,6 +707,7 @@ class GroupSent:
     delivered: int = field(
         default=0, metadata=_meta("copies the members acknowledged (delivered or read)")
     )
+    read: int = field(default=0, metadata=_meta("copies the members read (read receipts)"))
     unreachable: tuple[str, ...] = field(
         default=(), metadata=_meta("members no copy went to: no contact of ours")
     )

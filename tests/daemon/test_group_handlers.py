@@ -128,7 +128,10 @@ async def test_a_group_send_queues_a_copy_per_member_at_the_head(tmp_path: Path)
         }
         outbox = await daemon.outbox(api.Outbox())
         assert [(m.contact, m.group) for m in outbox] == [("carol", "ops")]
-        (latest,) = (await daemon.groups.group_show(api.GroupShow("ops"))).sends
+        shown_group = await daemon.groups.group_show(api.GroupShow("ops"))
+        reach = {m.name: m.reachable for m in shown_group.members}
+        assert (reach["alice"], reach["carol"]) == (None, False)  # us; never up
+        (latest,) = shown_group.sends
         assert latest.id == sent.id
         again = await daemon.groups.group_send_text(
             api.GroupSendText("ops", "briefing at 9", id=sent.id)

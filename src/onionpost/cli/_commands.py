@@ -733,7 +733,10 @@ def message(message_id: str, contact_name: str | None, home: Path | None, as_jso
         click.echo(f"  {'group':<10} '{printable(shown.group)}' ({shown.group_id})")
     if shown.group_send is not None:
         sent = shown.group_send
-        click.echo(f"  {'members':<10} delivered {sent.delivered}/{len(sent.copies)}")
+        total = len(sent.copies)
+        click.echo(
+            f"  {'members':<10} delivered {sent.delivered}/{total}, read {sent.read}/{total}"
+        )
         for copy in sent.copies:
             click.echo(f"    {printable(copy.contact)}  {copy.id}  {copy.state}")
         for name in sent.unreachable:

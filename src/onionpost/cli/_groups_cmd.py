@@ -31,7 +31,12 @@ __all__ = ["group", "print_group_sent"]
 
 
 def _members(found: Group) -> str:
-    names = [printable(m.name) + (" (admin)" if m.admin else "") for m in found.members]
+    names = []
+    for m in found.members:
+        name = printable(m.name) + (" (admin)" if m.admin else "")
+        if m.reachable is not None:
+            name += " [up]" if m.reachable else " [away]"
+        names.append(name)
     return ", ".join(names) or "(no members)"
 
 
@@ -46,7 +51,8 @@ def print_group_sent(sent: GroupSent) -> None:
     """A send to a group, a line per copy: member, copy id, state."""
     click.echo(
         f"text {sent.id} to group '{printable(sent.group)}' "
-        f"(delivered {sent.delivered}/{len(sent.copies)}, {format_ms(sent.created_ms)})"
+        f"(delivered {sent.delivered}/{len(sent.copies)}, read {sent.read}/{len(sent.copies)}, "
+        f"{format_ms(sent.created_ms)})"
     )
     for copy in sent.copies:
         click.echo(f"    {printable(copy.contact)}  {copy.id}  {copy.state}")

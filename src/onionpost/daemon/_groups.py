@@ -81,6 +81,7 @@ def group_sent_record(send: GroupSend, unreachable: Sequence[str] = ()) -> api.G
         created_ms=send.created_ms,
         copies=copies,
         delivered=sum(1 for c in copies if c.state in _DONE),
+        read=sum(1 for c in copies if c.state is api.MessageState.READ),
         unreachable=tuple(unreachable),
     )
 
@@ -114,6 +115,8 @@ class GroupHandlers:
         self._identity = identity
         self._card = card
         self._changing = trio.Lock()
+        # Members' addresses to our contacts' ids, as the last record saw them.
+        self._contact_ids: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return "GroupHandlers()"
@@ -130,6 +133,8 @@ class GroupHandlers:
         for key, member in state.members.items():
             address = OnionAddress.from_public_key(key)
             contact = self._store.contacts.contact_by_address(address)
+            if contact is not None:
+                self._contact_ids[str(address)] = contact.id
             members.append(
                 api.GroupMember(
                     name=member.card.name,
@@ -284,7 +289,14 @@ class GroupHandlers:
         return self._record(found, self._store.groups.sends(found.group_id))
 
     async def group_show(self, request: api.GroupShow) -> api.Group:
-        return await self._worker(self._show, request.group)
+        found = await self._worker(self._show, request.group)
+        members = tuple(
+            m
+            if m.contact is None
+            else replace(m, reachable=self._engine.reachable(self._contact_ids[m.address]))
+            for m in found.members
+        )
+        return replace(found, members=members)
 
     def _all(self) -> tuple[api.Group, ...]:
         return tuple(self._record(g) for g in self._store.groups.all())

@@ -458,6 +458,11 @@ class DeliveryEngine:
 
     # -- reports --------------------------------------------------------------------------
 
+    def reachable(self, contact_id: int) -> bool:
+        """Whether a session with the contact is up now."""
+        link = self._links.get(contact_id)
+        return link is not None and bool(link.sessions)
+
     def status(self, contact_id: int) -> LinkStatus | None:
         link = self._links.get(contact_id)
         if link is None:
