@@ -80,6 +80,7 @@ __all__ = [
     "GetMailboxStatus",
     "Group",
     "GroupAdd",
+    "GroupChange",
     "GroupCopy",
     "GroupCreate",
     "GroupDemote",
@@ -831,8 +832,22 @@ class PeerChange:
     last_error: str = ""
 
 
+@dataclass(frozen=True)
+class GroupChange:
+    """A team channel's log took operations: ours, or a member's."""
+
+    id: str = field(metadata=_meta("the group's id, hex"))
+    name: str
+    head: str = field(metadata=_meta("the log head now, hex"))
+    member: bool = field(metadata=_meta("whether we are still a member"))
+    operations: int = field(metadata=_meta("operations in its log now"))
+    contact: str | None = field(
+        default=None, metadata=_meta("the contact the operations came from; null: ours")
+    )
+
+
 # What a subscription yields: the data of one event line, by its topic.
-Event: TypeAlias = Message | StateChange | PeerChange | TorStatus
+Event: TypeAlias = Message | StateChange | PeerChange | TorStatus | GroupChange
 
 # topic -> the record its data is
 EVENTS: Final[Mapping[str, type[Event]]] = {
@@ -840,6 +855,7 @@ EVENTS: Final[Mapping[str, type[Event]]] = {
     "state": StateChange,
     "peer": PeerChange,
     "tor": TorStatus,
+    "group": GroupChange,
 }
 _TOPICS: Final[Mapping[type, str]] = {cls: topic for topic, cls in EVENTS.items()}
 
@@ -1110,7 +1126,9 @@ class Retry(Request[Retried]):
 @dataclass(frozen=True)
 class Subscribe(Request[Subscribed]):
     METHOD = "subscribe"
-    topics: tuple[str, ...] = field(metadata=_meta("`message`, `state`, `peer`, `tor`", _topics))
+    topics: tuple[str, ...] = field(
+        metadata=_meta("`message`, `state`, `peer`, `tor`, `group`", _topics)
+    )
 
 
 def _members(value: object) -> str | None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trio
 
 from onionpost import api
 from onionpost.daemon.delivery._groups import ops_records
@@ -332,3 +333,40 @@ async def test_a_group_text_carries_its_label_and_tlp_red_never_goes_to_a_group(
             assert [r.label for r in node.inbox_from(alice)] == ["TLP:AMBER"]
         shown = await alice.daemon.message(api.GetMessage(sent.copies[0].id))  # type: ignore[union-attr]
         assert shown.label == "TLP:AMBER"
+
+
+async def test_membership_changes_are_group_events(tmp_path: Path) -> None:
+    async with network(tmp_path) as (net, nursery):
+        nodes = [net.node(n) for n in ("alice", "bob", "carol")]
+        alice, bob, _carol = nodes
+        _everyone_friends(nodes)
+        for node in nodes:
+            await node.start(nursery)
+        assert alice.daemon is not None
+        assert bob.daemon is not None
+        ours = alice.daemon._hub.subscribe(["group"])
+        theirs = bob.daemon._hub.subscribe(["group"])
+        made = await alice.daemon.groups.group_create(api.GroupCreate("ops", ("bob", "carol")))
+        seen: list[api.GroupChange] = []
+
+        def took(channel: object, count: int) -> Callable[[], bool]:
+            def check() -> bool:
+                try:
+                    while True:
+                        line = channel.receive_nowait()  # type: ignore[attr-defined]
+                        seen.append(
+                            api.decode_event(line["event"], line["data"], error=AssertionError)  # type: ignore[arg-type]
+                        )
+                except trio.WouldBlock:
+                    pass
+                return len(seen) >= count
+
+            return check
+
+        await until(took(ours, 1))
+        assert (seen[0].id, seen[0].contact, seen[0].member) == (made.id, None, True)
+        await until(took(theirs, 2))
+        assert (seen[1].contact, seen[1].member, seen[1].name) == ("alice", True, "ops")
+        await alice.daemon.groups.group_remove(api.GroupRemove("ops", ("bob",)))
+        await until(lambda: took(theirs, 3)() and not seen[-1].member)
+        assert seen[-1].contact == "alice"

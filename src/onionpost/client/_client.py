@@ -544,7 +544,7 @@ class Client:
 
     @asynccontextmanager
     async def subscribe(self, topics: Iterable[str]) -> AsyncIterator[Subscription]:
-        """Events of ``topics`` ("message", "state", "peer", "tor") on a new connection.
+        """Events of ``topics`` ("message", "state", "peer", "tor", "group") on a new connection.
 
         ``async for event in subscription`` yields each event's record
         (:data:`onionpost.api.Event`: a :class:`~onionpost.api.Message`,

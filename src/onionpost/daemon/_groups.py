@@ -230,6 +230,7 @@ class GroupHandlers:
             made = await self._worker(self._change, group, change)
         log.info("event=group_changed operations=%d", made.operations)
         self._engine.group_changed(bytes.fromhex(made.id))
+        await self._engine.publish_group(bytes.fromhex(made.id))
         return made
 
     # -- handlers ------------------------------------------------------------------------
@@ -239,6 +240,7 @@ class GroupHandlers:
             made = await self._worker(self._create, request.name, request.members)
         log.info("event=group_created members=%d", len(made.members))
         self._engine.group_changed(bytes.fromhex(made.id))
+        await self._engine.publish_group(bytes.fromhex(made.id))
         return made
 
     async def group_add(self, request: api.GroupAdd) -> api.Group:

@@ -53,6 +53,7 @@ import trio
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery._deposit import deposit, has_deposit_work
+from onionpost.daemon.delivery._groups import publish_group
 from onionpost.daemon.delivery._intake import Bounds, EnvelopeReceipt, Intake, unfit_mailbox
 from onionpost.daemon.delivery._link import Backoff, LinkState, StepKind, Work
 from onionpost.daemon.delivery._policy import (
@@ -389,6 +390,10 @@ class DeliveryEngine:
             self._hand_off(contact_id, [(seq, copy)])
         return queued
 
+    async def publish_group(self, group_id: bytes) -> None:
+        """Tell the local API's ``group`` subscribers of a change of ours."""
+        await publish_group(self._parts, group_id, None)
+
     def group_changed(self, group_id: bytes, source: int | None = None) -> None:
         """A group's log changed here: every link but ``source``'s offers it to
         its contact if they share the group (each link finds out which)."""
@@ -453,6 +458,8 @@ class DeliveryEngine:
                 self.contact_changed(contact)
         for group_id in {op.group_id for op in outcome.group_ops}:
             self.group_changed(group_id, contact_id)
+            contact = await parts.worker(parts.store.contacts.contact_by_id, contact_id)
+            await publish_group(parts, group_id, None if contact is None else contact.name)
         self.owed(contact_id)
         return outcome.rows
 

@@ -27,6 +27,7 @@ from typing import Final
 import trio
 
 from onionpost._logs import contact_ref
+from onionpost.api import GroupChange
 from onionpost.daemon.delivery._intake import GroupTextOutcome
 from onionpost.daemon.delivery._records import Link, Parts, Session, now_ms
 from onionpost.daemon.delivery._views import message_record
@@ -39,12 +40,38 @@ from onionpost.limits import (
 from onionpost.proto import messages
 from onionpost.proto.messages import MAX_BLOBS
 
-__all__ = ["offer_groups", "on_group_fetch", "on_group_ops", "on_group_text", "ops_records"]
+__all__ = [
+    "offer_groups",
+    "on_group_fetch",
+    "on_group_ops",
+    "on_group_text",
+    "ops_records",
+    "publish_group",
+]
 
 log = logging.getLogger("onionpost.daemon")
 
 # What a GroupOps record spends beside its operations (tag, id, array headers).
 _OPS_OVERHEAD: Final = 64
+
+
+def _change(parts: Parts, group_id: bytes, contact: str | None) -> GroupChange:
+    log = parts.store.groups.log(group_id)
+    state = log.state
+    return GroupChange(
+        id=group_id.hex(),
+        name=state.name,
+        head=log.head.hex(),
+        member=state.is_member(parts.address.public_key),
+        operations=len(log),
+        contact=contact,
+    )
+
+
+async def publish_group(parts: Parts, group_id: bytes, contact: str | None) -> None:
+    """Tell the local API's ``group`` subscribers that a group's log changed."""
+    if parts.hub.wants("group"):
+        parts.hub.publish(await parts.worker(_change, parts, group_id, contact))
 
 
 def ops_records(group_id: bytes, ops: list[bytes]) -> list[messages.GroupOps]:
@@ -129,6 +156,7 @@ async def on_group_ops(
             len(done.added),
         )
         parts.group_changed(r.group_id, link.contact.id)
+        await publish_group(parts, r.group_id, link.contact.name)
         if len(r.ops) >= MAX_BLOBS:
             await _fetch(parts, s, r.group_id)  # a full answer: there may be more
     waiting = [t for t in s.group_waiting if t.group_id == r.group_id]
