@@ -11,6 +11,7 @@ the session and the daemon keep running.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from onionpost import api
 from onionpost.daemon.delivery._groups import ops_records
 from onionpost.errors import GroupNotAllowedError, LabelError
 from onionpost.proto import messages as m
+from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, MemberCard, OpKind, sign_operation
+from onionpost.proto.identity import Identity
 from onionpost.store import Direction
 from onionpost.testing.memory import Node, befriend, network, until
 
@@ -370,3 +373,26 @@ async def test_membership_changes_are_group_events(tmp_path: Path) -> None:
         await alice.daemon.groups.group_remove(api.GroupRemove("ops", ("bob",)))
         await until(lambda: took(theirs, 3)() and not seen[-1].member)
         assert seen[-1].contact == "alice"
+
+
+async def test_a_member_added_after_more_operations_than_one_record_joins(
+    tmp_path: Path,
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, zoe = net.node("alice"), net.node("zoe")
+        befriend(alice, zoe)
+        await alice.start(nursery)
+        await zoe.start(nursery)
+        # 44 members before zoe (contacts alice made, never online here).
+        names = [f"m{n}" for n in range(44)]
+        for name in names:
+            key = Identity(os.urandom(32)).public_key
+            alice.store.contacts.add_contact(
+                name, OnionAddress.from_public_key(key), os.urandom(32), 1
+            )
+        assert alice.daemon is not None
+        made = await alice.daemon.groups.group_create(api.GroupCreate("big", (*names, "zoe")))
+        assert made.operations == 46  # more than one GroupOps record holds
+        await until(_same_log([alice, zoe], made.id))
+        state = zoe.store.groups.log(bytes.fromhex(made.id)).state
+        assert len(state.members) == 46

@@ -35,6 +35,7 @@ from onionpost.limits import (
     MAX_GROUP_FETCH_HEADS,
     MAX_GROUP_FETCHES_PER_SESSION,
     MAX_GROUP_TEXTS_WAITING,
+    MAX_GROUPS,
     MAX_RECORD_SIZE,
 )
 from onionpost.proto import messages
@@ -90,12 +91,16 @@ def ops_records(group_id: bytes, ops: list[bytes]) -> list[messages.GroupOps]:
     return records
 
 
-async def _fetch(parts: Parts, session: Session, group_id: bytes) -> None:
-    """Send our heads of a group (none if we hold no log of it), within the budget."""
+async def _fetch(
+    parts: Parts, session: Session, group_id: bytes, heads: tuple[bytes, ...] | None = None
+) -> None:
+    """Send our heads of a group (none if we hold no log of it; ``heads`` of
+    one we are joining), within the budget."""
     if session.group_fetches_sent >= MAX_GROUP_FETCHES_PER_SESSION:
         return
     session.group_fetches_sent += 1
-    heads = await parts.worker(_heads, parts, group_id)
+    if heads is None:
+        heads = await parts.worker(_heads, parts, group_id)
     await session.reply(messages.GroupFetch(group_id, b"".join(heads[:MAX_GROUP_FETCH_HEADS])))
 
 
@@ -140,7 +145,16 @@ async def on_group_fetch(
 async def on_group_ops(
     parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.GroupOps
 ) -> None:
-    done = await parts.writer.write(parts.intake.group_ops, link.contact.id, r, now_ms())
+    before = s.group_joining.pop(r.group_id, ())
+    if not before and len(s.group_joining) >= MAX_GROUPS:
+        return  # joining as many groups as one keeps, in one session
+    done = await parts.writer.write(
+        parts.intake.group_ops, link.contact.id, r, now_ms(), before=before
+    )
+    if done.joining:
+        s.group_joining[r.group_id] = done.joining
+        await _fetch(parts, s, r.group_id, done.heads)
+        return
     if done.refused is not None:
         log.info(
             "event=group_ops_refused contact=%s why=%s", contact_ref(link.contact.id), done.refused

@@ -30,6 +30,7 @@ from onionpost.errors import (
     RemoteProtocolError,
     StoreError,
 )
+from onionpost.limits import MAX_GROUP_LOG_OPS
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, Operation, OpKind, PostDecision
@@ -123,6 +124,10 @@ class GroupOpsOutcome:
     added: tuple[Operation, ...] = ()
     fetch: bool = False
     refused: str | None = None
+    # A group we do not hold, whose operations so far make the sender or us
+    # no member yet: keep them and ask for more at these heads.
+    joining: tuple[bytes, ...] = ()
+    heads: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +233,10 @@ class Intake:
 
     # -- team channels (groups.md §6) ----------------------------------------------------
 
+    @property
+    def _me(self) -> bytes:
+        return self._address.public_key
+
     def _peer_key(self, contact_id: int) -> bytes | None:
         contact = self._store.contacts.contact_by_id(contact_id)
         return None if contact is None else contact.address.public_key
@@ -255,13 +264,22 @@ class Intake:
         )  # fmt: skip
         return GroupTextOutcome.STORED if new else GroupTextOutcome.REPEATED
 
-    def group_ops(self, contact_id: int, record: messages.GroupOps, now: int) -> GroupOpsOutcome:
+    def group_ops(
+        self,
+        contact_id: int,
+        record: messages.GroupOps,
+        now: int,
+        *,
+        before: Sequence[bytes] = (),
+    ) -> GroupOpsOutcome:
         """Add a contact's operations of a group to its log, all or nothing
         (each checked as groups.md §5 says). A group we do not hold is kept
         only from its create, when the contact and we are both members of
-        what the operations make."""
+        what the operations make; ``before`` are the operations of such a
+        group this session took already (``joining``: not yet a log that
+        makes both members, ask for more at ``heads``)."""
         try:
-            ops = [Operation.decode(data) for data in record.ops]
+            ops = [Operation.decode(data) for data in [*before, *record.ops]]
             if any(op.group_id != record.group_id for op in ops):
                 return GroupOpsOutcome(refused="an operation of another group")
             groups = self._store.groups
@@ -271,15 +289,17 @@ class Intake:
                 return GroupOpsOutcome(fetch=True)
             trial = GroupLog(ops[0])
             for op in ops[1:]:
-                trial.add(op)
+                if op.hash not in trial:
+                    trial.add(op)
             peer = self._peer_key(contact_id)
             state = trial.state
-            if peer is None or not state.is_member(peer):
-                return GroupOpsOutcome(refused="not a member of the group it sends")
-            if not state.is_member(self._address.public_key):
-                return GroupOpsOutcome(refused="a group we are not in")
-            groups.start(ops[0], now, ops[1:])
-            return GroupOpsOutcome(tuple(ops))
+            if peer is None or not state.is_member(peer) or not state.is_member(self._me):
+                if len(ops) >= MAX_GROUP_LOG_OPS:
+                    return GroupOpsOutcome(refused="a group we are not in")
+                # Perhaps an answer cut short before the add of either: ask on.
+                return GroupOpsOutcome(joining=tuple(o.encode() for o in ops), heads=trial.heads)
+            groups.start(ops[0], now, trial.ordered()[1:])
+            return GroupOpsOutcome(tuple(trial.ordered()))
         except GroupMissingParentError:
             return GroupOpsOutcome(fetch=True)
         except GroupError as exc:

@@ -85,6 +85,9 @@ class Session:
     group_fetches_answered: int = 0
     groups_offered: bool = False
     group_waiting: list[messages.GroupText] = field(default_factory=list)
+    # Operations of a group we do not hold yet, taken while its log does not
+    # yet make both ends members (bounded by MAX_GROUP_LOG_OPS a group).
+    group_joining: dict[bytes, tuple[bytes, ...]] = field(default_factory=dict)
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""
