@@ -103,8 +103,10 @@ __all__ = [
     "SafetyNumber",
     "SendFile",
     "SendText",
+    "Endorsement",
     "TrustAdd",
     "TrustAnchor",
+    "TrustEndorsementInstall",
     "TrustList",
     "TrustRemove",
     "SendTexts",
@@ -421,6 +423,20 @@ class Contact:
         default=None,
         metadata=_meta("when the user confirmed the safety number (contact_verify), or null"),
     )
+    endorsement: str | None = field(
+        default=None,
+        metadata=_meta(
+            "the contact's agency endorsement as last checked (trust.md §7.1): "
+            "`endorsed by A (Field office 3) until T`, or why not; null if it presented none"
+        ),
+    )
+    endorsement_status: str | None = field(
+        default=None,
+        metadata=_meta(
+            "`endorsed`, `unverified-stale`, `refused`, `refused-forged`, "
+            "`refused-malformed` or `no-anchor`; null if it presented none"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -461,6 +477,20 @@ class TrustAnchor:
     )
     post_quantum: bool = field(metadata=_meta("whether the anchor has an ML-DSA-65 half"))
     added_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Endorsement:
+    """This endpoint's own endorsement, as installed (trust.md §4)."""
+
+    agency: str
+    address: str
+    endpoint: str
+    unit: str
+    valid_until: int = field(metadata=_meta("POSIX seconds"))
+    status: str = field(
+        metadata=_meta("`endorsed` or `unverified-stale` (no fresh revocation list held yet)")
+    )
 
 
 @dataclass(frozen=True)
@@ -736,6 +766,17 @@ class TrustRemove(Request[TrustAnchor]):
 
 
 @dataclass(frozen=True)
+class TrustEndorsementInstall(Request[Endorsement]):
+    METHOD = "trust_endorsement_install"
+    proof: str = field(
+        metadata=_meta(
+            "base64 of the endorsement proof `trust endorse` wrote; installed only if the "
+            "anchor of its agency is installed and it endorses this endpoint's address and key"
+        )
+    )
+
+
+@dataclass(frozen=True)
 class SendText(Request[Queued]):
     METHOD = "send_text"
     contact: str
@@ -924,6 +965,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         TrustAdd,
         TrustList,
         TrustRemove,
+        TrustEndorsementInstall,
         SendText,
         SendTexts,
         SendFile,

@@ -165,6 +165,44 @@ def test_root_init_and_endorse(runner: CliRunner, tmp_path: Path) -> None:
     assert not (tmp_path / "w").exists()
 
 
+def test_endorsement_install(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:
+    server, home = daemon
+    where, key = tmp_path / "acme", tmp_path / "acme.key"
+    secret = ["--key-file", key]
+    init = ["trust", "root-init", "--dir", where, "--agency", "acme", *secret, "--no-ml-dsa"]
+    created = invoke(runner, *init, "--json")
+    assert created.exit_code == 0, created.output
+    anchor = Anchor.from_text(json.loads(created.stdout)["anchor"])
+    out = tmp_path / "alice.endorsement"
+    endorse = ["trust", "endorse", str(ALICE.address), "--dir", where, *secret]
+    assert invoke(runner, *endorse, "--endpoint", "Field office 3", "--out", out).exit_code == 0
+    install = ["trust", "endorsement", "install", "--home", home]
+    # No anchor of its agency yet: one line, nothing installed.
+    assert "no anchor of agency 'acme'" in one_line_error(invoke(runner, *install, out))
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"not a proof")
+    assert "not an endorsement proof" in one_line_error(invoke(runner, *install, garbage))
+    missing = one_line_error(invoke(runner, *install, tmp_path / "none"))
+    assert "cannot read endorsement proof" in missing
+    assert server.backend.endorsement is None
+    added = invoke(
+        runner,
+        "trust",
+        "add",
+        "--home",
+        home,
+        anchor.to_text(),
+        "--safety-number",
+        anchor.safety_number,
+    )
+    assert added.exit_code == 0, added.output
+    done = invoke(runner, *install, out)
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("installed: endorsed by acme (Field office 3) until ")
+    as_json = json.loads(invoke(runner, *install, out, "--json").stdout)
+    assert (as_json["agency"], as_json["address"]) == ("acme", str(ALICE.address))
+
+
 def test_the_client_commands_do_not_load_the_store() -> None:
     code = (
         "import sys\n"

@@ -125,6 +125,12 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
         st.integers(0, 128).map(lambda n: bytes(32 * n)),
     ),
     m.LogCosigned: st.builds(m.LogCosigned, st.sampled_from([0, 1]), st.binary(max_size=500)),
+    m.TrustStaple: st.builds(
+        m.TrustStaple,
+        st.binary(min_size=1, max_size=500),
+        st.binary(max_size=500),
+        st.binary(max_size=500),
+    ),
 }
 
 # Any msgpack value, including the kinds records never hold.
@@ -193,6 +199,7 @@ def test_wire_tags() -> None:
         "MAILBOX_INFO": 46,
         "LOG_COSIGN": 72,
         "LOG_COSIGNED": 73,
+        "TRUST_STAPLE": 80,
     }
 
 

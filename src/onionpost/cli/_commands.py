@@ -121,7 +121,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
     if not contacts:
         click.echo("no contacts yet: add one with 'onionpost contact add CARD'", err=True)
         return
-    table = Table("name", "address", "reachable", "verified", "last seen", "added")
+    table = Table("name", "address", "reachable", "verified", "endorsement", "last seen", "added")
     table.columns[1].overflow = "fold"  # an address is an identity: never cut it short
     table.columns[1].min_width = 62
     for c in contacts:
@@ -130,6 +130,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
             Text(c.address),
             Text("yes" if c.reachable else "no"),
             Text(format_ms(c.verified_ms, never="no")),
+            Text(printable(c.endorsement or "-")),
             Text(format_ms(c.last_seen_ms)),
             Text(format_ms(c.added_ms, never="-")),
         )

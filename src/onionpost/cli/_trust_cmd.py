@@ -27,7 +27,11 @@ from onionpost.cli._common import (
     stdin_is_a_terminal,
 )
 from onionpost.errors import ConfigError, MalformedStatementError
-from onionpost.limits import MAX_DELEGATION_LIFETIME, MAX_ENDORSEMENT_LIFETIME
+from onionpost.limits import (
+    MAX_DELEGATION_LIFETIME,
+    MAX_ENDORSEMENT_LIFETIME,
+    MAX_TRUST_STAPLE_PART,
+)
 from onionpost.proto.trust import Anchor
 
 if TYPE_CHECKING:
@@ -36,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["trust"]
 
 _MAX_ANCHOR_FILE = 8192
+# An endorsement proof: three signed notes and an inclusion proof.
+_MAX_PROOF_FILE = 3 * MAX_TRUST_STAPLE_PART
 PASSPHRASE_ENV = "ONIONPOST_PASSPHRASE"  # noqa: S105 - a variable's name, as cli._init's
 _DAY = 86_400
 
@@ -130,6 +136,32 @@ def trust_remove(agency_or_fingerprint: str, home: Path | None, as_json: bool) -
         emit_json(dataclasses.asdict(removed))
         return
     click.echo(f"removed the anchor of {printable(removed.agency)}")
+
+
+@trust.group("endorsement")
+def endorsement() -> None:
+    """This endpoint's own endorsement by its agency."""
+
+
+@endorsement.command("install")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@home_option
+@json_option
+def endorsement_install(file: Path, home: Path | None, as_json: bool) -> None:
+    """Install the endorsement proof FILE (written by 'trust endorse'): it is
+    checked against the installed anchor of its agency, for this endpoint's
+    address and key, and then presented to contacts in every session."""
+    proof = read_small_file(file, _MAX_PROOF_FILE, what="endorsement proof")
+    installed = run_client(home, lambda client: client.trust_endorsement_install(proof))
+    if as_json:
+        emit_json(dataclasses.asdict(installed))
+        return
+    where = f"{installed.endpoint}, {installed.unit}" if installed.unit else installed.endpoint
+    click.echo(
+        f"installed: endorsed by {printable(installed.agency)} ({printable(where)}) "
+        f"until {format_ms(installed.valid_until * 1000)}"
+        + ("" if installed.status == "endorsed" else f" [{installed.status}]")
+    )
 
 
 # -- the agency's offline tools ------------------------------------------------------------

@@ -32,6 +32,7 @@ when the connection breaks or the daemon sends something malformed.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -342,6 +343,11 @@ class Client:
 
     async def trust_remove(self, anchor: str) -> api.TrustAnchor:
         return await self.request(api.TrustRemove(anchor))
+
+    async def trust_endorsement_install(self, proof: bytes) -> api.Endorsement:
+        return await self.request(
+            api.TrustEndorsementInstall(base64.b64encode(proof).decode("ascii"))
+        )
 
     async def send_text(
         self, contact: str, body: str, *, content_type: str = "text/plain", id: str | None = None

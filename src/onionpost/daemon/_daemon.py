@@ -33,6 +33,8 @@ at DEBUG, so the journal does not hold the contact graph.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 import os
@@ -54,6 +56,7 @@ from onionpost.daemon.delivery import (
     DeliveryPolicy,
     Dial,
     Witness,
+    install_own,
     message_record,
     unfit_mailbox,
 )
@@ -152,6 +155,7 @@ class Daemon:
             api.TrustAdd: self.trust_add,
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
+            api.TrustEndorsementInstall: self.trust_endorsement_install,
             api.ContactVerify: self.contact_verify,
             api.SendText: self.send_text,
             api.SendTexts: self.send_texts,
@@ -331,6 +335,7 @@ class Daemon:
 
     async def contact_list(self, request: api.ContactList) -> tuple[api.Contact, ...]:
         verified = await self._worker(self._store.contacts.verified)
+        endorsed = await self._worker(self._store.trust.endorsements)
         return tuple(
             api.Contact(
                 name=c.name,
@@ -339,6 +344,8 @@ class Daemon:
                 last_seen_ms=c.last_seen_ms,
                 reachable=bool((link := self.engine.status(c.id)) and link.reachable),
                 verified_ms=verified.get(c.id),
+                endorsement=None if (e := endorsed.get(c.id)) is None else e.describe,
+                endorsement_status=None if e is None else e.status,
             )
             for c in await self._worker(self._store.contacts.all)
         )
@@ -379,6 +386,23 @@ class Daemon:
     async def trust_list(self, request: api.TrustList) -> tuple[api.TrustAnchor, ...]:
         stored = await self._worker(self._store.trust.all)
         return tuple(_trust_anchor(s.anchor, s.added_ms) for s in stored)
+
+    async def trust_endorsement_install(
+        self, request: api.TrustEndorsementInstall
+    ) -> api.Endorsement:
+        """Keep our own endorsement, presented in every session (trust.md §7.1)."""
+        try:
+            proof = base64.b64decode(request.proof, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError("an endorsement proof is sent as base64") from exc
+        address = str(self._secrets.identity.address)
+        verdict = await self._worker(install_own, self._store, address, proof, _now_ms())
+        e = verdict.endorsement
+        assert e is not None
+        assert verdict.until is not None
+        return api.Endorsement(
+            e.agency, e.address, e.endpoint, e.unit, verdict.until, verdict.status.value
+        )
 
     async def trust_remove(self, request: api.TrustRemove) -> api.TrustAnchor:
         found = await self._worker(self._store.trust.find, request.anchor)

@@ -55,6 +55,7 @@ from onionpost.limits import (
     MAX_RECORD_FIELDS,
     MAX_RECORD_SIZE,
     MAX_TEXT_BODY,
+    MAX_TRUST_STAPLE_PART,
 )
 from onionpost.names import file_name_problem
 from onionpost.proto import _msgpack
@@ -93,6 +94,7 @@ __all__ = [
     "Pong",
     "Read",
     "Text",
+    "TrustStaple",
     "UnknownExtension",
     "decode",
     "encode",
@@ -146,6 +148,8 @@ class MessageType(enum.IntEnum):
     # witnessing each other's evidence log (evidence.md §5).
     LOG_COSIGN = 72
     LOG_COSIGNED = 73
+    # Agency trust (trust.md §7.1): the sender's endorsement, list and checkpoint.
+    TRUST_STAPLE = 80
 
 
 class _Kind(enum.Enum):
@@ -584,6 +588,26 @@ class LogCosigned(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class TrustStaple(_Record):
+    """The sender's endorsement proof, the latest revocation list of its agency
+    it holds and the latest checkpoint of its agency's log (trust.md §7.1);
+    an empty field: none held."""
+
+    TAG = MessageType.TRUST_STAPLE
+    SCHEMA = ((_Kind.DATA, 0), (_Kind.DATA, 0), (_Kind.DATA, 0))
+    proof: bytes
+    revocations: bytes
+    checkpoint: bytes
+
+    def _validate(self) -> None:
+        if not self.proof:
+            raise MessageDecodeError("a trust staple without an endorsement")
+        for part in (self.proof, self.revocations, self.checkpoint):
+            if len(part) > MAX_TRUST_STAPLE_PART:
+                raise MessageDecodeError("a trust staple's statement is too large")
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownExtension:
     """An optional extension record (tag 64..127) this version does not know."""
 
@@ -620,6 +644,7 @@ Message = (
     | MailboxInfo
     | LogCosign
     | LogCosigned
+    | TrustStaple
 )
 
 _BY_TAG: Final[dict[int, type[_Record]]] = {
@@ -654,6 +679,7 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         MailboxInfo,
         LogCosign,
         LogCosigned,
+        TrustStaple,
     )
 }
 

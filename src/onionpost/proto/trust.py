@@ -98,6 +98,7 @@ __all__ = [
     "check_agency_name",
     "check_endorsement",
     "check_rotation",
+    "claimed_agency",
     "confirm_anchor",
     "issue",
     "meet_checkpoint",
@@ -106,6 +107,8 @@ __all__ = [
     "open_endorsement",
     "open_revocations",
     "statement_text",
+    "stored_checkpoint",
+    "stored_revocations",
 ]
 
 VERSION: Final = 1
@@ -523,6 +526,39 @@ def _decode_body(text: str, kind: Kind) -> tuple[Any, ...]:
     if base64.b64encode(_msgpack.pack(_lists(value))).decode() != lines[1]:
         raise _malformed(kind.value, f"a {kind.value} is not in canonical form")
     return value
+
+
+def claimed_agency(delegation_data: bytes) -> str:
+    """The agency a delegation names, read *without* checking its signatures:
+    only to choose the anchor that will then check it (trust.md §7.1)."""
+    if not isinstance(delegation_data, bytes) or len(delegation_data) > _MAX_NOTE_DATA:
+        raise _malformed("delegation", "a delegation is too long")
+    try:
+        parsed = note.Note.parse(delegation_data)
+    except VerificationError as exc:
+        raise _malformed("delegation", "a delegation is not a signed note") from exc
+    try:
+        return Delegation.from_body(_decode_body(parsed.text, Kind.DELEGATION)).agency
+    except TypeError as exc:
+        raise _malformed("delegation") from exc
+
+
+def stored_revocations(data: bytes) -> Signed[RevocationList]:
+    """A revocation list this endpoint verified when it received it and then
+    stored: parsed, not verified again (its delegation may have ended since)."""
+    try:
+        parsed = note.Note.parse(data)
+        return Signed(RevocationList.from_body(_decode_body(parsed.text, Kind.REVOCATIONS)), data)
+    except (VerificationError, TypeError) as exc:
+        raise _malformed("revocations", "a stored revocation list is unreadable") from exc
+
+
+def stored_checkpoint(data: bytes) -> SignedCheckpoint:
+    """A checkpoint this endpoint verified and stored, parsed again."""
+    try:
+        return SignedCheckpoint(note.Checkpoint.from_text(note.Note.parse(data).text), data)
+    except VerificationError as exc:
+        raise _malformed("checkpoint", "a stored checkpoint is unreadable") from exc
 
 
 def _lists(value: Any) -> Any:

@@ -46,12 +46,14 @@ from onionpost.store._records import (
 )
 from onionpost.store._schema import SCHEMA_VERSION
 from onionpost.store._store import Store
+from onionpost.store._trust import ContactEndorsement
 
 __all__ = [
     "INCOMING_TRANSITIONS",
     "OUTGOING_TRANSITIONS",
     "SCHEMA_VERSION",
     "Contact",
+    "ContactEndorsement",
     "Deposited",
     "Direction",
     "Directory",

@@ -346,7 +346,29 @@ _V8: Final[tuple[str, ...]] = (
     "second BLOB NOT NULL) STRICT",
 )
 
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# Agency trust between endpoints (trust.md §7): our own endorsement proof, the
+# latest revocation list and checkpoint held per anchor (verified when
+# received), and each contact's endorsement with its last verdict.
+_V9: Final[tuple[str, ...]] = (
+    "CREATE TABLE trust_own (id INTEGER PRIMARY KEY CHECK (id = 1), "
+    "fingerprint BLOB NOT NULL, proof BLOB NOT NULL, installed_ms INTEGER NOT NULL) STRICT",
+    "CREATE TABLE trust_held (fingerprint BLOB PRIMARY KEY, revocations BLOB, "
+    "checkpoint BLOB) STRICT",
+    "CREATE TABLE contact_endorsements (contact_id INTEGER PRIMARY KEY REFERENCES contacts (id), "
+    "proof BLOB, status TEXT NOT NULL, describe TEXT NOT NULL, checked_ms INTEGER NOT NULL) STRICT",
+)
+
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    _V1,
+    _V2,
+    _V3,
+    _V4,
+    _V5,
+    _V6,
+    _V7,
+    _V8,
+    _V9,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.
 BOUND_VERSION: Final = 5

@@ -20,7 +20,7 @@ from onionpost.proto import NotMsgpack, unpack
 from onionpost.proto.trust import ANCHOR_PREFIX, Anchor
 from onionpost.store._database import Database
 
-__all__ = ["StoredAnchor", "TrustAlarm", "TrustAnchors"]
+__all__ = ["ContactEndorsement", "StoredAnchor", "TrustAlarm", "TrustAnchors"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,19 @@ class TrustAlarm:
     fingerprint: bytes
     first: bytes
     second: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ContactEndorsement:
+    """A contact's endorsement proof as last presented, and our verdict on it
+    (``status``: a :class:`onionpost.proto.trust.Status` value, "no-anchor" or
+    "refused-forged"; ``describe``: the line ``contact list`` shows)."""
+
+    contact_id: int
+    proof: bytes | None
+    status: str
+    describe: str
+    checked_ms: int
 
 
 def _anchor(data: bytes) -> Anchor:
@@ -135,3 +148,63 @@ class TrustAnchors:
             TrustAlarm(int(i), int(m), str(k), bytes(f), bytes(a), bytes(b))
             for i, m, k, f, a, b in rows
         ]
+
+    # -- our own endorsement, what we hold of each agency, contacts' verdicts ------
+
+    def install_own(self, fingerprint: bytes, proof: bytes, now_ms: int) -> None:
+        """Keep our own endorsement proof (checked by the caller), replacing any."""
+        with self._database.transaction(), self._guard("installing our endorsement"):
+            self._db.execute(
+                "INSERT OR REPLACE INTO trust_own (id, fingerprint, proof, installed_ms) "
+                "VALUES (1, ?, ?, ?)",
+                (fingerprint, proof, now_ms),
+            )
+
+    def own(self) -> tuple[bytes, bytes] | None:
+        """The fingerprint of our agency's anchor and our endorsement proof."""
+        with self._lock, self._guard("reading our endorsement"):
+            row = self._db.execute("SELECT fingerprint, proof FROM trust_own").fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def held(self) -> dict[bytes, tuple[bytes | None, bytes | None]]:
+        """The revocation list and checkpoint held, as received, by anchor fingerprint."""
+        with self._lock, self._guard("reading trust views"):
+            rows = self._db.execute(
+                "SELECT fingerprint, revocations, checkpoint FROM trust_held"
+            ).fetchall()
+        return {
+            bytes(f): (None if r is None else bytes(r), None if c is None else bytes(c))
+            for f, r, c in rows
+        }
+
+    def hold(self, fingerprint: bytes, revocations: bytes | None, checkpoint: bytes | None) -> None:
+        with self._database.transaction(), self._guard("keeping a trust view"):
+            self._db.execute(
+                "INSERT OR REPLACE INTO trust_held (fingerprint, revocations, checkpoint) "
+                "VALUES (?, ?, ?)",
+                (fingerprint, revocations, checkpoint),
+            )
+
+    def set_endorsement(
+        self, contact_id: int, proof: bytes | None, status: str, describe: str, now_ms: int
+    ) -> ContactEndorsement:
+        with self._database.transaction(), self._guard("recording an endorsement"):
+            self._db.execute(
+                "INSERT OR REPLACE INTO contact_endorsements "
+                "(contact_id, proof, status, describe, checked_ms) VALUES (?, ?, ?, ?, ?)",
+                (contact_id, proof, status, describe, now_ms),
+            )
+        return ContactEndorsement(contact_id, proof, status, describe, now_ms)
+
+    def endorsements(self) -> dict[int, ContactEndorsement]:
+        """The last verdict on each contact's endorsement, by contact id."""
+        with self._lock, self._guard("reading endorsements"):
+            rows = self._db.execute(
+                "SELECT contact_id, proof, status, describe, checked_ms FROM contact_endorsements"
+            ).fetchall()
+        return {
+            int(i): ContactEndorsement(
+                int(i), None if p is None else bytes(p), str(s), str(d), int(m)
+            )
+            for i, p, s, d, m in rows
+        }

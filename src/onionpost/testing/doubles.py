@@ -16,6 +16,7 @@ real end-to-end tests run the daemon itself (:mod:`onionpost.testing.memory`,
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
@@ -35,9 +36,11 @@ from onionpost.errors import (
     RemoteProtocolError,
     StoreError,
     TorError,
+    TrustError,
     UnknownContactError,
 )
 from onionpost.host import Handlers, serve_api
+from onionpost.proto import trust
 from onionpost.proto.trust import confirm_anchor
 
 __all__ = [
@@ -76,6 +79,8 @@ class MemoryBackend:
     def __init__(self, *, subscriber_buffer: int = 64) -> None:
         self.contacts: dict[str, JSON] = {}
         self.anchors: dict[str, api.TrustAnchor] = {}
+        self.anchor_keys: dict[str, trust.Anchor] = {}
+        self.endorsement: trust.EndorsementProof | None = None
         self.verified: dict[str, int] = {}
         self.messages: dict[str, JSON] = {}
         self.files: dict[str, bytes] = {}
@@ -106,6 +111,7 @@ class MemoryBackend:
             api.TrustAdd: self.trust_add,
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
+            api.TrustEndorsementInstall: self.trust_endorsement_install,
             api.SendText: self.send_text,
             api.SendFile: self.send_file,
             api.Inbox: self.inbox,
@@ -285,7 +291,25 @@ class MemoryBackend:
             anchor.agency, anchor.fingerprint.hex(), anchor.safety_number, bool(anchor.mldsa65), 1
         )
         self.anchors[anchor.agency] = added
+        self.anchor_keys[anchor.agency] = anchor
         return added
+
+    async def trust_endorsement_install(
+        self, request: api.TrustEndorsementInstall
+    ) -> api.Endorsement:
+        # The daemon's rule, but for the endorsed address (this double has no key).
+        try:
+            proof = trust.EndorsementProof.decode(base64.b64decode(request.proof, validate=True))
+            agency = trust.claimed_agency(proof.delegation)
+        except (ValueError, TrustError) as exc:
+            raise ConfigError("not an endorsement proof") from exc
+        anchor = self.anchor_keys.get(agency)
+        if anchor is None:
+            raise ConfigError(f"no anchor of agency {agency!r} is installed")
+        delegation = trust.open_delegation(anchor, proof.delegation).value
+        e = trust.open_endorsement(delegation, proof.endorsement).value
+        self.endorsement = proof
+        return api.Endorsement(e.agency, e.address, e.endpoint, e.unit, e.valid_until, "endorsed")
 
     async def trust_list(self, request: api.TrustList) -> tuple[api.TrustAnchor, ...]:
         return tuple(self.anchors[k] for k in sorted(self.anchors))

@@ -27,11 +27,13 @@ from onionpost.daemon.delivery._policy import (
     LinkStatus,
     MailboxAccess,
 )
+from onionpost.daemon.delivery._trust import install_own
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
+    "install_own",
     "Backoff",
     "DeliveryEngine",
     "DeliveryPolicy",

@@ -74,6 +74,8 @@ class Session:
     cosign_sent: messages.LogCosign | None = None
     cosign_asked: bool = False
     cosigns_answered: int = 0
+    # TrustStaples the contact sent this session (``_trust.py``).
+    staples_received: int = 0
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""

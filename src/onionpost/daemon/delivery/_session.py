@@ -37,6 +37,7 @@ from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery import _files
 from onionpost.daemon.delivery._link import keep_new_session
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
+from onionpost.daemon.delivery._trust import receive_staple, staple
 from onionpost.daemon.delivery._views import expected, message_record, wire_record
 from onionpost.daemon.delivery._witness import MAX_COSIGN_PER_SESSION
 from onionpost.errors import (
@@ -47,7 +48,7 @@ from onionpost.errors import (
     VerificationError,
 )
 from onionpost.host import Shed, code_name, first_failure, reason
-from onionpost.limits import MAX_ACK_IDS
+from onionpost.limits import MAX_ACK_IDS, MAX_TRUST_STAPLES_PER_SESSION
 from onionpost.proto import messages
 from onionpost.store import Stored
 from onionpost.transport import SecureChannel
@@ -227,6 +228,10 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         # The initiator asks first; the responder asks once it has been asked
         # (so that a responder never writes to a contact that has not).
         await _ask_witness(parts, link, session)
+    # Our endorsement, fresh in every session (trust.md §7.1).
+    stapled = await parts.worker(staple, parts.store)
+    if stapled is not None:
+        await channel.send(stapled)
     # Everything unacked goes out once on a new session; after that only
     # what was queued since, so a wake-up reads no row twice.
     sent_up_to = 0
@@ -553,6 +558,16 @@ async def _on_log_cosigned(
         await s.reply(again)
 
 
+async def _on_trust_staple(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.TrustStaple
+) -> None:
+    """The contact's endorsement (trust.md §7.1): at most a few a session."""
+    if s.staples_received >= MAX_TRUST_STAPLES_PER_SESSION:
+        return
+    s.staples_received += 1
+    await parts.worker(receive_staple, parts.store, link.contact, r, now_ms())
+
+
 async def _ignore(parts: Parts, link: Link, s: Session, n: trio.Nursery, r: object) -> None:
     """Ping (the session answers it), Pong (its proof of acceptance is all it
     is for), Close."""
@@ -575,6 +590,7 @@ HANDLERS: Final[dict[type, Handler]] = {
     messages.MailboxInfo: _on_mailbox_info,
     messages.LogCosign: _on_log_cosign,
     messages.LogCosigned: _on_log_cosigned,
+    messages.TrustStaple: _on_trust_staple,
     messages.Ping: _ignore,
     messages.Pong: _ignore,
     messages.Close: _ignore,

@@ -1,0 +1,171 @@
+"""What a contact's stapled trust statements do to our view (trust.md §7.1).
+
+Theory of operation
+-------------------
+Each side of a session sends one ``TrustStaple``: its endorsement proof, the
+latest revocation list of its agency it holds and the latest checkpoint of
+its agency's log it holds. :func:`meet_staple` is the receiver's whole
+decision, a pure function of the anchors installed, what it holds of each
+anchor's agency (:class:`Held`), the peer's address, the staple and ``now``:
+
+1. the delegation in the proof names an agency; with no anchor of that
+   agency the outcome is "no anchor for agency A" and nothing is held;
+2. the stapled list, checked with the proof's delegation, is offered to the
+   list held (:func:`~onionpost.proto.trust.accept_revocations`): newer
+   replaces it, older is ignored (a rolled-back list is never held), the same
+   serial with other contents is an alarm;
+3. the stapled checkpoint, checked with the same delegation, is offered to
+   the checkpoint held: one of the same size with another root is a fork
+   alarm holding both signed notes; a larger one is held (its consistency
+   with the held one needs the proof a gossip record carries, §7.2);
+4. the endorsement is checked (:func:`~onionpost.proto.trust.check_endorsement`)
+   against the list then held.
+
+Forged or malformed statements raise (:class:`~onionpost.errors.TrustError`):
+the caller records the contact as refused and keeps the session going.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from onionpost.errors import ConflictingStatementsError, RolledBackError
+from onionpost.limits import TRUST_FRESHNESS
+from onionpost.proto.trust import (
+    Anchor,
+    EndorsementProof,
+    RevocationList,
+    Signed,
+    SignedCheckpoint,
+    Status,
+    Verdict,
+    accept_revocations,
+    check_endorsement,
+    claimed_agency,
+    open_checkpoint,
+    open_delegation,
+    open_revocations,
+)
+
+__all__ = ["Held", "Outcome", "describe", "meet_staple"]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What an endpoint holds of one anchor's agency: the latest revocation
+    list and log checkpoint it verified."""
+
+    revocations: Signed[RevocationList] | None = None
+    checkpoint: SignedCheckpoint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The decision on one staple: the anchor it concerns (None: none
+    installed), the verdict on the endorsement, what to hold of that anchor
+    from now on (None: unchanged) and an alarm to record."""
+
+    agency: str
+    anchor: Anchor | None
+    verdict: Verdict | None
+    held: Held | None = None
+    alarm: ConflictingStatementsError | None = None
+    rolled_back: bool = False
+
+    @property
+    def status(self) -> str:
+        return "no-anchor" if self.verdict is None else self.verdict.status.value
+
+    def describe(self) -> str:
+        return describe(self.agency, self.verdict)
+
+
+def describe(agency: str, verdict: Verdict | None) -> str:
+    """The line ``contact list`` shows for a contact's endorsement."""
+    if verdict is None:
+        return f"no anchor for agency {agency}"
+    if verdict.status is Status.UNVERIFIED_STALE:
+        assert verdict.reason is not None
+        return f"unverified: {verdict.reason.value} (agency {agency})"
+    e = verdict.endorsement
+    if verdict.status is Status.ENDORSED and e is not None and verdict.until is not None:
+        where = f"{e.endpoint}, {e.unit}" if e.unit else e.endpoint
+        until = datetime.datetime.fromtimestamp(verdict.until, datetime.UTC)
+        return f"endorsed by {e.agency} ({where}) until {until:%Y-%m-%d %H:%M} UTC"
+    return verdict.describe()
+
+
+def _meet_checkpoint(
+    held: SignedCheckpoint | None, other: SignedCheckpoint
+) -> tuple[SignedCheckpoint, ConflictingStatementsError | None]:
+    if held is None:
+        return other, None
+    old, new = held.checkpoint, other.checkpoint
+    if old.size == new.size:
+        if old.root != new.root:
+            return held, ConflictingStatementsError(
+                f"the agency log {old.origin} forked: two checkpoints of {old.size} entries",
+                what="fork",
+                first=held.data,
+                second=other.data,
+            )
+        return held, None
+    return (other if new.size > old.size else held), None
+
+
+def meet_staple(
+    anchors: Mapping[str, Anchor],
+    held: Mapping[bytes, Held],
+    *,
+    address: str,
+    proof: bytes,
+    revocations: bytes,
+    checkpoint: bytes,
+    now: int,
+    freshness: int = TRUST_FRESHNESS,
+) -> Outcome:
+    """Decide on a staple from the endpoint at ``address`` (see the module doc).
+
+    ``anchors`` by agency name, ``held`` by anchor fingerprint; ``now`` in
+    POSIX seconds."""
+    presented = EndorsementProof.decode(proof)
+    agency = claimed_agency(presented.delegation)
+    anchor = anchors.get(agency)
+    if anchor is None:
+        return Outcome(agency, None, None)
+    delegation = open_delegation(anchor, presented.delegation).value
+    before = held.get(anchor.fingerprint)
+    held_list = None if before is None else before.revocations
+    held_checkpoint = None if before is None else before.checkpoint
+    alarm: ConflictingStatementsError | None = None
+    rolled_back = False
+    new_list = held_list
+    if revocations:
+        offered = open_revocations(anchor, presented.delegation, revocations, now=now)
+        try:
+            new_list = accept_revocations(held_list, offered)
+        except RolledBackError:
+            rolled_back = True
+        except ConflictingStatementsError as exc:
+            alarm = exc
+    new_checkpoint = held_checkpoint
+    if checkpoint:
+        offered_cp = open_checkpoint(anchor, delegation.key, checkpoint)
+        new_checkpoint, fork = _meet_checkpoint(held_checkpoint, offered_cp)
+        alarm = alarm or fork
+    verdict = check_endorsement(
+        anchor,
+        presented,
+        address=address,
+        revocations=None if new_list is None else new_list.value,
+        now=now,
+        freshness=freshness,
+    )
+    if verdict.checkpoint is not None and alarm is None:
+        new_checkpoint, fork = _meet_checkpoint(new_checkpoint, verdict.checkpoint)
+        alarm = fork
+    changed = new_list is not held_list or new_checkpoint is not held_checkpoint
+    after = Held(new_list, new_checkpoint) if changed else None
+    return Outcome(agency, anchor, verdict, after, alarm, rolled_back)
