@@ -96,6 +96,7 @@ __all__ = [
     "Outbox",
     "PeerChange",
     "Queued",
+    "RevocationsImported",
     "Request",
     "Retried",
     "Retry",
@@ -107,6 +108,7 @@ __all__ = [
     "TrustAdd",
     "TrustAnchor",
     "TrustEndorsementInstall",
+    "TrustRevocationsImport",
     "TrustList",
     "TrustRemove",
     "SendTexts",
@@ -328,6 +330,13 @@ class ContactStatus:
             "empty once one succeeded"
         ),
     )
+    refused: str = field(
+        default="",
+        metadata=_meta(
+            "why its sessions are refused and nothing is sent to it (its outbox held): "
+            "`refused: revoked`, or `endorsement required: ...` (trust.md §7.4); empty if not"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -342,6 +351,13 @@ class Status:
         metadata=_meta(
             "alarms of the evidence log: a contact holds a checkpoint our log does not "
             "continue, or presented one its own earlier one contradicts (`log verify`)"
+        ),
+    )
+    trust_alarms: int = field(
+        default=0,
+        metadata=_meta(
+            "alarms of agency trust: two signed checkpoints of an agency's log that fork, "
+            "or two lists of one serial (trust.md §3)"
         ),
     )
 
@@ -491,6 +507,17 @@ class Endorsement:
     status: str = field(
         metadata=_meta("`endorsed` or `unverified-stale` (no fresh revocation list held yet)")
     )
+
+
+@dataclass(frozen=True)
+class RevocationsImported:
+    """A revocation list now held (trust.md §7.3)."""
+
+    agency: str
+    serial: int
+    issued_at: int = field(metadata=_meta("POSIX seconds"))
+    revoked: int = field(metadata=_meta("addresses the list names"))
+    changed: int = field(metadata=_meta("contacts whose endorsement verdict changed with it"))
 
 
 @dataclass(frozen=True)
@@ -777,6 +804,17 @@ class TrustEndorsementInstall(Request[Endorsement]):
 
 
 @dataclass(frozen=True)
+class TrustRevocationsImport(Request[RevocationsImported]):
+    METHOD = "trust_revocations_import"
+    bundle: str = field(
+        metadata=_meta(
+            "base64 of the revocation list file `trust revoke` wrote; held only if it "
+            "verifies under the installed anchor of its agency and is newer than the list held"
+        )
+    )
+
+
+@dataclass(frozen=True)
 class SendText(Request[Queued]):
     METHOD = "send_text"
     contact: str
@@ -966,6 +1004,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         TrustList,
         TrustRemove,
         TrustEndorsementInstall,
+        TrustRevocationsImport,
         SendText,
         SendTexts,
         SendFile,

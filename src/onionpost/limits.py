@@ -108,7 +108,7 @@ MAX_TRUST_ANCHORS: Final = 256
 # One field of a TrustStaple record (an endorsement proof, a list, a checkpoint), bytes.
 MAX_TRUST_STAPLE_PART: Final = 21_000
 # TrustStaple records a contact may send in one session; more are ignored.
-MAX_TRUST_STAPLES_PER_SESSION: Final = 2
+MAX_TRUST_STAPLES_PER_SESSION: Final = 8
 
 # -- The evidence log (proto/evidence.py, evidence.md) ---------------------------
 

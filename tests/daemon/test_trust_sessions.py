@@ -4,6 +4,7 @@ presents it in every session, and its contacts record and show the verdict."""
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from trio.testing import MockClock
 from onionpost import api
 from onionpost.client import open_client
 from onionpost.daemon.delivery import install_own
-from onionpost.errors import ApiError
+from onionpost.errors import ApiError, ConfigError
 from onionpost.host import serve_api
-from onionpost.proto.trust import Revoked
+from onionpost.proto.trust import AgencyLog, Revoked, stored_revocations
+from onionpost.proto.trust_session import RevocationBundle
 from onionpost.testing.agency import Agency
 from onionpost.testing.doubles import short_tmpdir
 from onionpost.testing.memory import Node, befriend, network, until
@@ -131,3 +133,116 @@ async def test_installing_an_endorsement_and_every_bad_input(tmp_path: Path) -> 
                 assert alice.store.trust.own() == (acme.anchor.fingerprint, good)
                 # The daemon goes on.
                 assert (await client.whoami()).address == str(alice.address)
+
+
+def _refused(node: Node, other: Node) -> str:
+    assert node.engine is not None
+    status = node.engine.status(node.contact(other).id)
+    return "" if status is None else status.refused
+
+
+async def test_a_revocation_reaches_another_agency_by_gossip_and_is_enforced(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Alice and Mallory are acme's, Bob is bravo's and holds acme's anchor.
+    Acme revokes Mallory; Alice imports the list; Bob learns it from Alice's
+    next session and refuses Mallory: her sessions, and what he queued for her
+    waits (not dropped) with the reason in status."""
+    acme, bravo = Agency.make("acme", _now()), Agency.make("bravo", _now())
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, mallory = net.node("alice"), net.node("bob"), net.node("mallory")
+        befriend(alice, bob)
+        befriend(mallory, bob)
+        first_list = acme.revocations(1, _now())
+        for node in (alice, mallory):
+            _install(node, acme)
+            node.store.trust.hold(acme.anchor.fingerprint, first_list, None)
+        _install(bob, bravo)
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        for node in (alice, bob, mallory):
+            await node.start(nursery)
+        sent = [await alice.send(bob, "one"), await mallory.send(bob, "two")]
+        await until(lambda: all(n.state(m) == "delivered" for n, m in zip((alice, mallory), sent)))
+        await until(lambda: (_verdict(bob, mallory) or ("",))[0] == "endorsed")
+        assert (_verdict(bob, alice) or ("",))[0] == "endorsed"
+
+        # The agency revokes Mallory, offline; Alice imports the list it wrote.
+        bundle = RevocationBundle(
+            acme.delegation,
+            acme.revocations(2, _now(), Revoked(str(mallory.address), _now(), "seized")),
+            acme.checkpoint(),
+        ).encode()
+        assert alice.daemon is not None
+        imported = await alice.daemon.trust_revocations_import(
+            api.TrustRevocationsImport(base64.b64encode(bundle).decode())
+        )
+        assert (imported.agency, imported.serial, imported.revoked) == ("acme", 2, 1)
+        # Alice's next session with Bob staples it: Bob refuses Mallory.
+        await alice.send(bob, "news")
+        await until(lambda: _verdict(bob, mallory) == ("refused", "refused: revoked"))
+        await until(lambda: _refused(bob, mallory) == "refused: revoked")
+        assert _verdict(bob, alice) is not None
+        assert (_verdict(bob, alice) or ("",))[0] == "endorsed"
+
+        # Nothing more reaches Mallory, nor comes from her; her texts wait.
+        held = await bob.send(mallory, "for mallory")
+        from_her = await mallory.send(bob, "let me in")
+        assert mallory.engine is not None
+        await until(lambda: mallory.engine.status(mallory.contact(bob).id).failures >= 2)  # type: ignore[union-attr]
+        assert bob.state(held) == "queued"
+        assert mallory.state(from_her) != "delivered"
+        assert not [s for s in bob.inbox_from(mallory) if s.body == "let me in"]
+        assert bob.daemon is not None
+        report = await bob.daemon.status(api.GetStatus())
+        by_name = {c.name: c for c in report.contacts}
+        assert by_name["mallory"].refused == "refused: revoked"
+        assert by_name["mallory"].queued >= 1
+        assert by_name["alice"].refused == ""
+
+        # A list older than the one held is refused; nothing changes.
+        with pytest.raises(ConfigError, match="older than the one held"):
+            await alice.daemon.trust_revocations_import(
+                api.TrustRevocationsImport(
+                    base64.b64encode(
+                        RevocationBundle(acme.delegation, first_list, acme.checkpoint()).encode()
+                    ).decode()
+                )
+            )
+        revocations, _ = alice.store.trust.held()[acme.anchor.fingerprint]
+        assert revocations is not None
+        assert stored_revocations(revocations).value.serial == 2
+
+
+async def test_a_split_view_of_an_agency_log_raises_an_alarm(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Bob holds a checkpoint of acme's log from Alice; Mallory staples one of
+    the same size with another root (a stolen issuing key's private branch):
+    a trust alarm with both signed checkpoints, in status."""
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, mallory = net.node("alice"), net.node("bob"), net.node("mallory")
+        befriend(alice, bob)
+        befriend(mallory, bob)
+        for node in (alice, mallory):
+            _install(node, acme)
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        public = acme.checkpoint()
+        branch = AgencyLog(acme.anchor.log_origin, [acme.delegation])
+        while branch.size < acme.log.size:
+            branch.append(b"a statement only mallory's holders see")
+        forked = branch.checkpoint(acme.issuer)
+        alice.store.trust.hold(acme.anchor.fingerprint, None, public)
+        mallory.store.trust.hold(acme.anchor.fingerprint, None, forked)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        await alice.send(bob, "hello")
+        await until(lambda: _verdict(bob, alice) is not None)
+        assert bob.store.trust.held()[acme.anchor.fingerprint][1] == public
+        await mallory.start(nursery)
+        await mallory.send(bob, "hello")
+        await until(lambda: bool(bob.store.trust.alarms()))
+        (alarm,) = bob.store.trust.alarms()
+        assert (alarm.kind, alarm.first, alarm.second) == ("fork", public, forked)
+        assert bob.daemon is not None
+        assert (await bob.daemon.status(api.GetStatus())).trust_alarms == 1

@@ -503,6 +503,11 @@ def status(home: Path | None, as_json: bool) -> None:
             Text("EVIDENCE LOG"),
             Text(f"{report.evidence_alarms} alarm(s): see 'onionpost log verify'"),
         )
+    if report.trust_alarms:
+        summary.add_row(
+            Text("AGENCY TRUST"),
+            Text(f"{report.trust_alarms} alarm(s): an agency's log forked or two lists clash"),
+        )
     console = _console()
     console.print(summary)
     if report.contacts:
@@ -512,7 +517,7 @@ def status(home: Path | None, as_json: bool) -> None:
         for c in report.contacts:
             retry = "" if c.retry_in is None else f"in {c.retry_in:.0f} s"
             mailbox = "no mailbox" if c.mailbox is None else str(c.deposited)
-            error = "; ".join(e for e in (c.last_error, c.mailbox_error) if e)
+            error = "; ".join(e for e in (c.refused, c.last_error, c.mailbox_error) if e)
             table.add_row(
                 Text(printable(c.name)),
                 Text("yes" if c.reachable else "no"),

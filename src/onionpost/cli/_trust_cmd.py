@@ -164,6 +164,32 @@ def endorsement_install(file: Path, home: Path | None, as_json: bool) -> None:
     )
 
 
+@trust.group("revocations")
+def revocations() -> None:
+    """The agencies' revocation lists this endpoint holds."""
+
+
+@revocations.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@home_option
+@json_option
+def revocations_import(file: Path, home: Path | None, as_json: bool) -> None:
+    """Hold the revocation list FILE (written by 'trust revoke'): checked against
+    the installed anchor of its agency, refused if not newer than the list
+    held. A contact it revokes is refused at once, its outbox held; the list
+    is passed on to contacts in sessions."""
+    bundle = read_small_file(file, _MAX_PROOF_FILE, what="revocation list")
+    done = run_client(home, lambda client: client.trust_revocations_import(bundle))
+    if as_json:
+        emit_json(dataclasses.asdict(done))
+        return
+    click.echo(
+        f"holding list {done.serial} of {printable(done.agency)} "
+        f"(issued {format_ms(done.issued_at * 1000)}, {done.revoked} revoked); "
+        f"{done.changed} contact(s) judged anew"
+    )
+
+
 # -- the agency's offline tools ------------------------------------------------------------
 
 
@@ -318,3 +344,46 @@ def endorse(
         emit_json({"address": address, "index": proof.index, "out": str(out)})
         return
     click.echo(f"endorsed {address} as {printable(endpoint)}; log entry {proof.index}; {out}")
+
+
+@trust.command("revoke")
+@click.argument("address", required=False)
+@click.option("--dir", "where", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--reason", default="", help="Why, in at most 64 bytes (it is in the list).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@_secret_options
+@json_option
+def revoke(
+    *,
+    address: str | None,
+    where: Path,
+    reason: str,
+    out: Path,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    kdf_cost: str,
+    as_json: bool,
+) -> None:
+    """Sign the agency's next revocation list, with ADDRESS revoked (without it:
+    the same list, fresh), append it to the log and write it to OUT for
+    endpoints to import ('trust revocations import')."""
+    if out.exists():
+        fail(f"{out} exists already")
+    from onionpost.home import AgencyDirectory
+
+    directory = AgencyDirectory(where)
+    source = _key_source(key_file, passphrase_file, kdf_cost, new=False)
+    bundle = directory.revoke(
+        directory.issuer(source), address, reason=reason, now=int(time.time())
+    )
+    listed = directory.revocations()
+    assert listed is not None
+    try:
+        with out.open("xb") as handle:
+            handle.write(bundle.encode())
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from exc
+    if as_json:
+        emit_json({"serial": listed.serial, "revoked": len(listed.revoked), "out": str(out)})
+        return
+    click.echo(f"list {listed.serial}: {len(listed.revoked)} revoked; {out}")

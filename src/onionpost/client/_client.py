@@ -349,6 +349,11 @@ class Client:
             api.TrustEndorsementInstall(base64.b64encode(proof).decode("ascii"))
         )
 
+    async def trust_revocations_import(self, bundle: bytes) -> api.RevocationsImported:
+        return await self.request(
+            api.TrustRevocationsImport(base64.b64encode(bundle).decode("ascii"))
+        )
+
     async def send_text(
         self, contact: str, body: str, *, content_type: str = "text/plain", id: str | None = None
     ) -> api.Queued:

@@ -56,8 +56,10 @@ from onionpost.daemon.delivery import (
     DeliveryPolicy,
     Dial,
     Witness,
+    import_revocations,
     install_own,
     message_record,
+    refusals,
     unfit_mailbox,
 )
 from onionpost.errors import ConfigError, NotFoundError
@@ -156,6 +158,7 @@ class Daemon:
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
             api.TrustEndorsementInstall: self.trust_endorsement_install,
+            api.TrustRevocationsImport: self.trust_revocations_import,
             api.ContactVerify: self.contact_verify,
             api.SendText: self.send_text,
             api.SendTexts: self.send_texts,
@@ -274,6 +277,7 @@ class Daemon:
                     mailbox=None if contact.mailbox is None else str(contact.mailbox),
                     deposited=deposited,
                     mailbox_error=link.mailbox_error if link else "",
+                    refused=link.refused if link else "",
                 )
             )
         return api.Status(
@@ -283,6 +287,7 @@ class Daemon:
             last_delivery_ms=last_delivery,
             contacts=tuple(contacts),
             evidence_alarms=await self._worker(self._alarm_count),
+            trust_alarms=len(await self._worker(self._store.trust.alarms)),
         )
 
     def _add_contact(self, name: str, card: ContactCard) -> Contact:
@@ -402,6 +407,23 @@ class Daemon:
         assert verdict.until is not None
         return api.Endorsement(
             e.agency, e.address, e.endpoint, e.unit, verdict.until, verdict.status.value
+        )
+
+    async def trust_revocations_import(
+        self, request: api.TrustRevocationsImport
+    ) -> api.RevocationsImported:
+        """Hold an agency's newer revocation list and act on it at once: a
+        contact it revokes is refused (trust.md §7.3)."""
+        try:
+            bundle = base64.b64decode(request.bundle, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError("a revocation list is sent as base64") from exc
+        done = await self._worker(import_revocations, self._store, bundle, _now_ms())
+        required = self.engine.policy.require_endorsement
+        self.engine.apply_refusals(await self._worker(refusals, self._store, required=required))
+        self.engine.restaple()
+        return api.RevocationsImported(
+            done.agency, done.serial, done.issued_at, done.revoked, done.changed
         )
 
     async def trust_remove(self, request: api.TrustRemove) -> api.TrustAnchor:

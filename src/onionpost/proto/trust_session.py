@@ -30,12 +30,20 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
-from onionpost.errors import ConflictingStatementsError, RolledBackError
-from onionpost.limits import TRUST_FRESHNESS
+from onionpost.errors import (
+    ConflictingStatementsError,
+    MalformedStatementError,
+    RolledBackError,
+    TrustError,
+)
+from onionpost.limits import MAX_TRUST_STAPLE_PART, TRUST_FRESHNESS
+from onionpost.proto import _msgpack
 from onionpost.proto.trust import (
     Anchor,
     EndorsementProof,
+    Reason,
     RevocationList,
     Signed,
     SignedCheckpoint,
@@ -49,7 +57,61 @@ from onionpost.proto.trust import (
     open_revocations,
 )
 
-__all__ = ["Held", "Outcome", "describe", "meet_staple"]
+__all__ = [
+    "REQUIRED_PREFIX",
+    "Held",
+    "Outcome",
+    "RevocationBundle",
+    "describe",
+    "meet_checkpoint_unproven",
+    "meet_staple",
+    "recheck",
+    "session_refusal",
+]
+
+#: How a refusal for want of an endorsement begins (a revoked contact's does not).
+REQUIRED_PREFIX: Final = "endorsement required: "
+
+#: An imported or gossiped list: three signed notes and the array around them.
+MAX_BUNDLE: Final = 3 * MAX_TRUST_STAPLE_PART
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationBundle:
+    """A revocation list as an agency hands it out (``trust revoke``) and an
+    endpoint imports it (``trust revocations import``): the msgpack array
+    ``[1, delegation: bin, revocations: bin, checkpoint: bin]``, the list with
+    the delegation of the key that signed it and the log's checkpoint after it
+    (trust.md §7.3)."""
+
+    delegation: bytes
+    revocations: bytes
+    checkpoint: bytes
+
+    def encode(self) -> bytes:
+        return _msgpack.pack([1, self.delegation, self.revocations, self.checkpoint])
+
+    @classmethod
+    def decode(cls, data: bytes) -> RevocationBundle:
+        bad = MalformedStatementError("not a revocation list bundle", what="revocations")
+        if not isinstance(data, bytes) or len(data) > MAX_BUNDLE:
+            raise bad
+        try:
+            value = _msgpack.unpack(data, max_len=MAX_BUNDLE, max_items=4)
+        except _msgpack.NotMsgpack as exc:
+            raise bad from exc
+        if (
+            not isinstance(value, tuple)
+            or len(value) != 4
+            or value[0] != 1
+            or isinstance(value[0], bool)
+            or not all(isinstance(v, bytes) and v for v in value[1:])
+        ):
+            raise bad
+        result = cls(value[1], value[2], value[3])
+        if result.encode() != data:
+            raise bad
+        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +159,12 @@ def describe(agency: str, verdict: Verdict | None) -> str:
     return verdict.describe()
 
 
-def _meet_checkpoint(
+def meet_checkpoint_unproven(
     held: SignedCheckpoint | None, other: SignedCheckpoint
 ) -> tuple[SignedCheckpoint, ConflictingStatementsError | None]:
+    """The checkpoint to hold after meeting ``other`` without a consistency
+    proof: the larger; at one size, another root is a fork (returned, with
+    both notes, and the held one kept)."""
     if held is None:
         return other, None
     old, new = held.checkpoint, other.checkpoint
@@ -153,7 +218,7 @@ def meet_staple(
     new_checkpoint = held_checkpoint
     if checkpoint:
         offered_cp = open_checkpoint(anchor, delegation.key, checkpoint)
-        new_checkpoint, fork = _meet_checkpoint(held_checkpoint, offered_cp)
+        new_checkpoint, fork = meet_checkpoint_unproven(held_checkpoint, offered_cp)
         alarm = alarm or fork
     verdict = check_endorsement(
         anchor,
@@ -164,8 +229,50 @@ def meet_staple(
         freshness=freshness,
     )
     if verdict.checkpoint is not None and alarm is None:
-        new_checkpoint, fork = _meet_checkpoint(new_checkpoint, verdict.checkpoint)
+        new_checkpoint, fork = meet_checkpoint_unproven(new_checkpoint, verdict.checkpoint)
         alarm = fork
     changed = new_list is not held_list or new_checkpoint is not held_checkpoint
     after = Held(new_list, new_checkpoint) if changed else None
     return Outcome(agency, anchor, verdict, after, alarm, rolled_back)
+
+
+def recheck(
+    anchor: Anchor,
+    proof: bytes,
+    *,
+    address: str,
+    revocations: RevocationList | None,
+    now: int,
+    freshness: int = TRUST_FRESHNESS,
+) -> Outcome | None:
+    """A contact's stored endorsement judged again against a new list (or at a
+    later ``now``); None if it is not of ``anchor``'s agency or no longer
+    verifies (the verdict recorded when it was presented stands)."""
+    try:
+        presented = EndorsementProof.decode(proof)
+        if claimed_agency(presented.delegation) != anchor.agency:
+            return None
+        verdict = check_endorsement(
+            anchor,
+            presented,
+            address=address,
+            revocations=revocations,
+            now=now,
+            freshness=freshness,
+        )
+    except TrustError:
+        return None
+    return Outcome(anchor.agency, anchor, verdict)
+
+
+def session_refusal(status: str | None, describe: str, *, required: bool) -> str | None:
+    """Why sessions with a contact are refused and its outbox held, given the
+    last verdict on its endorsement (``status`` None: it presented none), or
+    None when they are not: a revoked contact always; with
+    ``require_endorsement``, every contact not endorsed now (trust.md §7.4)."""
+    if status == Status.REFUSED.value and describe == f"refused: {Reason.REVOKED.value}":
+        return describe
+    if required and status != Status.ENDORSED.value:
+        why = "none presented" if status is None else describe
+        return f"{REQUIRED_PREFIX}{why}"
+    return None

@@ -130,7 +130,15 @@ class TrustAnchors:
     def raise_alarm(
         self, kind: str, fingerprint: bytes, first: bytes, second: bytes, now_ms: int
     ) -> TrustAlarm:
+        """Record an alarm; the same two statements met again are one alarm."""
         with self._database.transaction(), self._guard("recording a trust alarm"):
+            row = self._db.execute(
+                "SELECT id, made_ms FROM trust_alarms WHERE kind = ? AND fingerprint = ? "
+                "AND first = ? AND second = ?",
+                (kind, fingerprint, first, second),
+            ).fetchone()
+            if row is not None:
+                return TrustAlarm(int(row[0]), int(row[1]), kind, fingerprint, first, second)
             cursor = self._db.execute(
                 "INSERT INTO trust_alarms (made_ms, kind, fingerprint, first, second) "
                 "VALUES (?, ?, ?, ?, ?)",

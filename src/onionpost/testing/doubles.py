@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -42,6 +43,7 @@ from onionpost.errors import (
 from onionpost.host import Handlers, serve_api
 from onionpost.proto import trust
 from onionpost.proto.trust import confirm_anchor
+from onionpost.proto.trust_session import RevocationBundle
 
 __all__ = [
     "ALICE",
@@ -81,6 +83,7 @@ class MemoryBackend:
         self.anchors: dict[str, api.TrustAnchor] = {}
         self.anchor_keys: dict[str, trust.Anchor] = {}
         self.endorsement: trust.EndorsementProof | None = None
+        self.revocations: dict[str, trust.RevocationList] = {}
         self.verified: dict[str, int] = {}
         self.messages: dict[str, JSON] = {}
         self.files: dict[str, bytes] = {}
@@ -112,6 +115,7 @@ class MemoryBackend:
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
             api.TrustEndorsementInstall: self.trust_endorsement_install,
+            api.TrustRevocationsImport: self.trust_revocations_import,
             api.SendText: self.send_text,
             api.SendFile: self.send_file,
             api.Inbox: self.inbox,
@@ -310,6 +314,29 @@ class MemoryBackend:
         e = trust.open_endorsement(delegation, proof.endorsement).value
         self.endorsement = proof
         return api.Endorsement(e.agency, e.address, e.endpoint, e.unit, e.valid_until, "endorsed")
+
+    async def trust_revocations_import(
+        self, request: api.TrustRevocationsImport
+    ) -> api.RevocationsImported:
+        # The daemon's rules: its anchor installed, signed, newer than the one held.
+        try:
+            bundle = RevocationBundle.decode(base64.b64decode(request.bundle, validate=True))
+            agency = trust.claimed_agency(bundle.delegation)
+        except (ValueError, TrustError) as exc:
+            raise ConfigError("not a revocation list") from exc
+        anchor = self.anchor_keys.get(agency)
+        if anchor is None:
+            raise ConfigError(f"no anchor of agency {agency!r} is installed")
+        offered = trust.open_revocations(
+            anchor, bundle.delegation, bundle.revocations, now=int(time.time())
+        ).value
+        held = self.revocations.get(agency)
+        if held is not None and offered.serial <= held.serial:
+            raise ConfigError("a list older than the one held")
+        self.revocations[agency] = offered
+        return api.RevocationsImported(
+            agency, offered.serial, offered.issued_at, len(offered.revoked), 0
+        )
 
     async def trust_list(self, request: api.TrustList) -> tuple[api.TrustAnchor, ...]:
         return tuple(self.anchors[k] for k in sorted(self.anchors))

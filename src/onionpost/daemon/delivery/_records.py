@@ -10,6 +10,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -74,8 +75,10 @@ class Session:
     cosign_sent: messages.LogCosign | None = None
     cosign_asked: bool = False
     cosigns_answered: int = 0
-    # TrustStaples the contact sent this session (``_trust.py``).
+    # TrustStaples the contact sent this session (``_trust.py``), and
+    # whether to send ours again (we hold a newer list since).
     staples_received: int = 0
+    restaple: bool = False
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""
@@ -176,6 +179,12 @@ class Parts:
     address: OnionAddress  # ours
     witness: Witness | None = None  # None: this engine keeps no evidence log's witnesses
     counters: Counters = field(default_factory=Counters)
+    # Contacts whose sessions are refused and outbox held, with why (``_trust.py``).
+    refusals: dict[int, str] = field(default_factory=dict)
+    # The engine's: take a new map of refusals (close, hold, release).
+    apply_refusals: Callable[[dict[int, str]], None] = field(default=lambda _: None)
+    # The engine's: every open session staples ours again (a newer list held).
+    restaple: Callable[[], None] = field(default=lambda: None)
 
     def announcement_due(self, link: Link) -> tuple[int, bytes] | None:
         """Our mailbox announcement, when the contact has not been told it yet."""

@@ -242,18 +242,32 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             continue
         if session.closing is not None:
             raise session.closing
-        if link.owes:
+        if session.restaple:
+            # We hold a newer list than the one we stapled: pass it on (§7.2).
+            session.restaple = False
+            stapled = await parts.worker(staple, parts.store)
+            if stapled is not None:
+                await channel.send(stapled)
+            continue
+        # A refused contact (revoked, or without the endorsement the policy
+        # requires) is sent nothing: its outbox waits (trust.md §7.4).
+        held = contact_id in parts.refusals
+        if held:
+            records: list[messages.Message] = []
+        elif link.owes:
             if await _send_owed(parts, link, channel):
                 continue
             link.owes = False
-        due = parts.announcement_due(link)
+        due = None if held else parts.announcement_due(link)
         if due is not None:
             version, announcement = due
             await channel.send(messages.MailboxInfo(announcement))
             await parts.writer.write(parts.store.mailbox.mark_mailbox_told, contact_id, version)
             link.contact = replace(link.contact, mailbox_told=version)
             continue
-        if session.reread:
+        if held:
+            seqs, ids = [], []
+        elif session.reread:
             # Whatever was handed over is in the outbox: the read sends it.
             session.reread = False
             session.handoff.clear()
@@ -262,7 +276,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             )
             if len(batch) == SEND_BATCH:
                 session.reread = True  # more to read
-            records: list[messages.Message] = [wire_record(o) for o in batch]
+            records = [wire_record(o) for o in batch]
             seqs = [o.seq for o in batch]
             ids = [o.id for o in batch]
         else:
@@ -280,7 +294,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             sent_up_to = max(sent_up_to, *seqs)
             await _mark_sent(parts, contact_id, ids)
             continue
-        if session.reread or session.handoff:
+        if not held and (session.reread or session.handoff):
             continue
         now = trio.current_time()
         idle_until = session.last_activity + policy.idle_close
@@ -565,7 +579,17 @@ async def _on_trust_staple(
     if s.staples_received >= MAX_TRUST_STAPLES_PER_SESSION:
         return
     s.staples_received += 1
-    await parts.worker(receive_staple, parts.store, link.contact, r, now_ms())
+    refused, new_list = await parts.worker(
+        receive_staple,
+        parts.store,
+        link.contact,
+        r,
+        now_ms(),
+        required=parts.policy.require_endorsement,
+    )
+    parts.apply_refusals(refused)
+    if new_list:
+        parts.restaple()  # pass it on to the contacts we have sessions with
 
 
 async def _ignore(parts: Parts, link: Link, s: Session, n: trio.Nursery, r: object) -> None:

@@ -18,15 +18,37 @@ records the contact as refused and the session goes on.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from onionpost._logs import contact_ref
-from onionpost.errors import ConfigError, ForgedStatementError, TrustError
+from onionpost.errors import (
+    ConfigError,
+    ConflictingStatementsError,
+    ForgedStatementError,
+    RolledBackError,
+    TrustError,
+)
 from onionpost.proto import trust
 from onionpost.proto.messages import TrustStaple
-from onionpost.proto.trust_session import Held, meet_staple
-from onionpost.store import Contact, ContactEndorsement, Store
+from onionpost.proto.trust_session import (
+    Held,
+    RevocationBundle,
+    meet_checkpoint_unproven,
+    meet_staple,
+    recheck,
+    session_refusal,
+)
+from onionpost.store import Contact, Store
 
-__all__ = ["install_own", "receive_staple", "staple"]
+__all__ = [
+    "Imported",
+    "import_revocations",
+    "install_own",
+    "receive_staple",
+    "recheck_contacts",
+    "refusals",
+    "staple",
+]
 
 log = logging.getLogger("onionpost.daemon")
 
@@ -52,9 +74,16 @@ def staple(store: Store) -> TrustStaple | None:
 
 
 def receive_staple(
-    store: Store, contact: Contact, record: TrustStaple, now_ms: int
-) -> ContactEndorsement:
-    """Decide on ``contact``'s staple and record the outcome (see the module doc)."""
+    store: Store, contact: Contact, record: TrustStaple, now_ms: int, *, required: bool
+) -> tuple[dict[int, str], bool]:
+    """Decide on ``contact``'s staple, record the outcome (see the module doc);
+    the refusals now in force (:func:`refusals`) and whether we now hold a
+    newer list (to pass on to the contacts we have sessions with, §7.2)."""
+    new_list = _receive(store, contact, record, now_ms)
+    return refusals(store, required=required), new_list
+
+
+def _receive(store: Store, contact: Contact, record: TrustStaple, now_ms: int) -> bool:
     anchors = {s.anchor.agency: s.anchor for s in store.trust.all()}
     try:
         outcome = meet_staple(
@@ -75,14 +104,17 @@ def receive_staple(
             status,
         )
         why = "forged" if status == "refused-forged" else "malformed"
-        return store.trust.set_endorsement(
-            contact.id, None, status, f"refused: {why} {exc.what}", now_ms
-        )
+        store.trust.set_endorsement(contact.id, None, status, f"refused: {why} {exc.what}", now_ms)
+        return False
     anchor = outcome.anchor
+    new_list = False
     if anchor is not None and outcome.held is not None:
+        revocations = outcome.held.revocations
+        before = store.trust.held().get(anchor.fingerprint, (None, None))[0]
+        new_list = revocations is not None and revocations.data != before
         store.trust.hold(
             anchor.fingerprint,
-            None if outcome.held.revocations is None else outcome.held.revocations.data,
+            None if revocations is None else revocations.data,
             None if outcome.held.checkpoint is None else outcome.held.checkpoint.data,
         )
     if anchor is not None and outcome.alarm is not None:
@@ -104,7 +136,12 @@ def receive_staple(
     log.info(
         "event=endorsement_checked contact=%s status=%s", contact_ref(contact.id), outcome.status
     )
-    return store.trust.set_endorsement(contact.id, record.proof, outcome.status, describe, now_ms)
+    store.trust.set_endorsement(contact.id, record.proof, outcome.status, describe, now_ms)
+    if anchor is not None and new_list:
+        # A newer list from this contact: every contact of that agency is
+        # judged again (one of them may be revoked in it, trust.md §7.2).
+        recheck_contacts(store, anchor, now_ms)
+    return new_list
 
 
 def install_own(store: Store, address: str, proof: bytes, now_ms: int) -> trust.Verdict:
@@ -141,3 +178,109 @@ def install_own(store: Store, address: str, proof: bytes, now_ms: int) -> trust.
         )
     log.info("event=endorsement_installed agency=%s status=%s", agency, verdict.status.value)
     return verdict
+
+
+def recheck_contacts(store: Store, anchor: trust.Anchor, now_ms: int) -> int:
+    """Judge again every stored endorsement of ``anchor``'s agency against the
+    list now held (a newer one came); the number of verdicts that changed."""
+    held = _held(store).get(anchor.fingerprint)
+    revocations = None if held is None or held.revocations is None else held.revocations.value
+    contacts = {c.id: c for c in store.contacts.all()}
+    changed = 0
+    for contact_id, stored in store.trust.endorsements().items():
+        contact = contacts.get(contact_id)
+        if contact is None or stored.proof is None:
+            continue
+        outcome = recheck(
+            anchor,
+            stored.proof,
+            address=str(contact.address),
+            revocations=revocations,
+            now=now_ms // 1000,
+        )
+        if outcome is None or (outcome.status, outcome.describe()) == (
+            stored.status,
+            stored.describe,
+        ):
+            continue
+        changed += 1
+        store.trust.set_endorsement(
+            contact_id, stored.proof, outcome.status, outcome.describe(), now_ms
+        )
+        log.warning(
+            "event=endorsement_changed contact=%s status=%s",
+            contact_ref(contact_id),
+            outcome.status,
+        )
+    return changed
+
+
+def refusals(store: Store, *, required: bool) -> dict[int, str]:
+    """Why sessions with each refused contact are refused, by contact id."""
+    verdicts = store.trust.endorsements()
+    found: dict[int, str] = {}
+    for contact in store.contacts.all():
+        stored = verdicts.get(contact.id)
+        why = session_refusal(
+            None if stored is None else stored.status,
+            "" if stored is None else stored.describe,
+            required=required,
+        )
+        if why is not None:
+            found[contact.id] = why
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    agency: str
+    serial: int
+    issued_at: int
+    revoked: int
+    changed: int  # contacts whose verdict changed
+
+
+def import_revocations(store: Store, data: bytes, now_ms: int) -> Imported:
+    """Hold a revocation list the agency handed out (``trust revoke``), checked
+    against its anchor; judge that agency's contacts again. :class:`ConfigError`
+    (nothing held) for a list that is not newer than the one held."""
+    try:
+        bundle = RevocationBundle.decode(data)
+        agency = trust.claimed_agency(bundle.delegation)
+    except TrustError as exc:
+        raise ConfigError(f"not a revocation list: {exc}") from exc
+    stored = store.trust.find(agency)
+    if stored is None or stored.anchor.agency != agency:
+        raise ConfigError(f"no anchor of agency {agency!r} is installed")
+    anchor = stored.anchor
+    now = now_ms // 1000
+    before = _held(store).get(anchor.fingerprint, Held())
+    try:
+        delegation = trust.open_delegation(anchor, bundle.delegation).value
+        offered = trust.open_revocations(anchor, bundle.delegation, bundle.revocations, now=now)
+        checkpoint = trust.open_checkpoint(anchor, delegation.key, bundle.checkpoint)
+        accepted = trust.accept_revocations(before.revocations, offered)
+    except ConflictingStatementsError as exc:
+        store.trust.raise_alarm(exc.what, anchor.fingerprint, exc.first, exc.second, now_ms)
+        log.warning("event=trust_alarm kind=%s agency=%s", exc.what, agency)
+        raise ConfigError(f"the agency signed two lists of one serial: {exc}") from exc
+    except RolledBackError as exc:
+        raise ConfigError(f"{exc}: a list older than the one held") from exc
+    except TrustError as exc:
+        raise ConfigError(f"that list does not verify under the anchor of {agency}: {exc}") from exc
+    if accepted is before.revocations:
+        raise ConfigError(f"that list (serial {offered.value.serial}) is held already")
+    kept, fork = meet_checkpoint_unproven(before.checkpoint, checkpoint)
+    if fork is not None:
+        store.trust.raise_alarm(fork.what, anchor.fingerprint, fork.first, fork.second, now_ms)
+        log.warning("event=trust_alarm kind=fork agency=%s", agency)
+    store.trust.hold(anchor.fingerprint, accepted.data, kept.data)
+    log.info(
+        "event=revocations_imported agency=%s serial=%d revoked=%d",
+        agency,
+        accepted.value.serial,
+        len(accepted.value.revoked),
+    )
+    changed = recheck_contacts(store, anchor, now_ms)
+    value = accepted.value
+    return Imported(agency, value.serial, value.issued_at, len(value.revoked), changed)
