@@ -246,3 +246,49 @@ async def test_a_split_view_of_an_agency_log_raises_an_alarm(
         assert (alarm.kind, alarm.first, alarm.second) == ("fork", public, forked)
         assert bob.daemon is not None
         assert (await bob.daemon.status(api.GetStatus())).trust_alarms == 1
+
+
+async def test_require_endorsement_holds_the_outbox_until_one_is_presented(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, carol = (
+            net.node("alice"),
+            net.node("bob", require_endorsement=True),
+            net.node("carol"),
+        )
+        befriend(alice, bob)
+        befriend(carol, bob)
+        _install(alice, acme)
+        alice.store.trust.hold(acme.anchor.fingerprint, acme.revocations(1, _now()), None)
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        carol.store.trust.add(acme.anchor, _now() * 1000)
+        for node in (alice, bob, carol):
+            await node.start(nursery)
+        to_alice = await bob.send(alice, "for alice")
+        to_carol = await bob.send(carol, "for carol")
+        # Alice presents a valid endorsement (announcing herself at start): delivered.
+        await until(lambda: bob.state(to_alice) == "delivered")
+        assert _refused(bob, alice) == ""
+        # Carol presents none: nothing goes to her, her text waits, status says why.
+        await until(lambda: _refused(bob, carol) == "endorsement required: none presented")
+        assert bob.state(to_carol) == "queued"
+        assert bob.daemon is not None
+        report = {c.name: c for c in (await bob.daemon.status(api.GetStatus())).contacts}
+        assert report["carol"].refused == "endorsement required: none presented"
+        assert report["carol"].queued == 1
+        # Carol's texts to bob still arrive (she may talk; bob only holds his).
+        hello = await carol.send(bob, "hello")
+        await until(lambda: carol.state(hello) == "delivered")
+        assert bob.state(to_carol) == "queued"
+        # Carol is endorsed now: she presents it, and bob's text goes.
+        assert carol.daemon is not None
+        proof = acme.endorse(carol.secrets.identity, _now()).encode()
+        carol.store.trust.hold(acme.anchor.fingerprint, acme.revocations(2, _now()), None)
+        await carol.daemon.trust_endorsement_install(
+            api.TrustEndorsementInstall(base64.b64encode(proof).decode())
+        )
+        await carol.send(bob, "endorsed now")
+        await until(lambda: bob.state(to_carol) == "delivered")
+        assert _refused(bob, carol) == ""

@@ -402,6 +402,7 @@ class Daemon:
             raise ConfigError("an endorsement proof is sent as base64") from exc
         address = str(self._secrets.identity.address)
         verdict = await self._worker(install_own, self._store, address, proof, _now_ms())
+        self.engine.restaple()  # contacts with a session up learn it now
         e = verdict.endorsement
         assert e is not None
         assert verdict.until is not None

@@ -455,8 +455,11 @@ class DeliveryEngine:
         parts = self._parts
         store = parts.store
         contact_id = link.contact.id
-        if self._hard_refusal(contact_id) is not None:
-            return Work()  # nothing goes to a revoked contact: its outbox waits
+        if contact_id in parts.refusals:
+            # Nothing goes to a refused contact: its outbox waits. (One not
+            # endorsed is still announced to, and may open sessions to us,
+            # so that endorsements are exchanged; a revoked one is not.)
+            return Work()
         announcement = parts.announcement_due(link) is not None
         direct = announcement
         if not direct and link.owes:
@@ -465,8 +468,7 @@ class DeliveryEngine:
         if not direct:
             direct = bool(await parts.worker(store.outbox.pending, contact_id, 1))
         deposit_work = False
-        # Nothing of a refused contact's outbox is sealed for its mailbox.
-        if direct and contact_id not in parts.refusals and self._mailbox_of(link) is not None:
+        if direct and self._mailbox_of(link) is not None:
             deposit_work = announcement or await parts.worker(has_deposit_work, store, contact_id)
         return Work(direct=direct, deposit=deposit_work)
 
@@ -483,7 +485,7 @@ class DeliveryEngine:
             link.scopes.add(scope)
             while not link.removed:
                 seen = link.wake.generation
-                if link.sessions:
+                if link.sessions or self._hard_refusal(link.contact.id) is not None:
                     await link.wake.wait(since=seen)
                     continue
                 step = link.state.direct_step(trio.current_time(), await self._work(link))
