@@ -59,6 +59,7 @@ __all__ = [
     "ContactAdd",
     "ContactList",
     "ContactRef",
+    "ContactRequireEndorsement",
     "ContactRemove",
     "ContactStatus",
     "ContactVerify",
@@ -453,6 +454,13 @@ class Contact:
             "`refused-malformed` or `no-anchor`; null if it presented none"
         ),
     )
+    require_endorsement: bool | None = field(
+        default=None,
+        metadata=_meta(
+            "this contact's own require_endorsement (contact_require_endorsement), "
+            "or null: as config.toml says"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -757,6 +765,19 @@ class ContactRemove(Request[ContactRef]):
 
 
 @dataclass(frozen=True)
+class ContactRequireEndorsement(Request[ContactRef]):
+    METHOD = "contact_require_endorsement"
+    name: str
+    required: bool | None = field(
+        default=None,
+        metadata=_meta(
+            "true: send nothing to the contact until it presents a valid agency "
+            "endorsement; false: not (even if config.toml requires it); null: as config.toml says"
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class ContactVerify(Request[SafetyNumber]):
     METHOD = "contact_verify"
     name: str
@@ -1000,6 +1021,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         ContactList,
         ContactRemove,
         ContactVerify,
+        ContactRequireEndorsement,
         TrustAdd,
         TrustList,
         TrustRemove,

@@ -249,6 +249,24 @@ def test_revoke_and_import(runner: CliRunner, daemon: Daemon, tmp_path: Path) ->
     assert server.backend.revocations["acme"].serial == 2
 
 
+def test_contact_require_endorsement(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    server.backend.add("carol")
+    command = ["contact", "require-endorsement", "--home", home]
+    for flag, said, stored in [
+        ("--on", "required", True),
+        ("--off", "not required", False),
+        ("--default", "as config.toml says", None),
+    ]:
+        done = invoke(runner, *command, "carol", flag)
+        assert done.exit_code == 0, done.output
+        assert done.stdout == f"an endorsement of 'carol': {said}\n"
+        assert server.backend.contacts["carol"]["require_endorsement"] is stored
+    assert "unknown contact" in one_line_error(invoke(runner, *command, "nobody", "--on"))
+    for args in (["carol"], ["carol", "--on", "--default"]):
+        assert "one of --on, --off, --default" in invoke(runner, *command, *args).output
+
+
 def test_the_client_commands_do_not_load_the_store() -> None:
     code = (
         "import sys\n"

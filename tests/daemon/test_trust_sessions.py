@@ -14,7 +14,7 @@ from trio.testing import MockClock
 from onionpost import api
 from onionpost.client import open_client
 from onionpost.daemon.delivery import install_own
-from onionpost.errors import ApiError, ConfigError
+from onionpost.errors import ApiError, ConfigError, UnknownContactError
 from onionpost.host import serve_api
 from onionpost.proto.trust import AgencyLog, Revoked, stored_revocations
 from onionpost.proto.trust_session import RevocationBundle
@@ -292,3 +292,32 @@ async def test_require_endorsement_holds_the_outbox_until_one_is_presented(
         await carol.send(bob, "endorsed now")
         await until(lambda: bob.state(to_carol) == "delivered")
         assert _refused(bob, carol) == ""
+
+
+async def test_require_endorsement_per_contact(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        bob, carol = net.node("bob"), net.node("carol")
+        befriend(carol, bob)
+        for node in (bob, carol):
+            await node.start(nursery)
+        assert bob.daemon is not None
+        first = await bob.send(carol, "before")
+        await until(lambda: bob.state(first) == "delivered")
+        # Carol presents no endorsement; bob now requires one of her alone.
+        await bob.daemon.contact_require_endorsement(api.ContactRequireEndorsement("carol", True))
+        assert _refused(bob, carol) == "endorsement required: none presented"
+        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        assert listed["carol"].require_endorsement is True
+        held = await bob.send(carol, "held")
+        assert bob.engine is not None
+        await until(lambda: bob.engine.status(bob.contact(carol).id).reachable is False)  # type: ignore[union-attr]
+        assert bob.state(held) == "queued"
+        # As config.toml says (not required): released, delivered.
+        await bob.daemon.contact_require_endorsement(api.ContactRequireEndorsement("carol", None))
+        await until(lambda: bob.state(held) == "delivered")
+        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        assert listed["carol"].require_endorsement is None
+        with pytest.raises(UnknownContactError):
+            await bob.daemon.contact_require_endorsement(
+                api.ContactRequireEndorsement("nobody", True)
+            )

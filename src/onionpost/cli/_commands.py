@@ -184,6 +184,29 @@ def contact_verify(name: str, heard: str | None, home: Path | None, as_json: boo
     )
 
 
+@contact.command("require-endorsement")
+@click.argument("name")
+@click.option(
+    "--on/--off",
+    "required",
+    default=None,
+    help="Send nothing to the contact until it presents a valid agency endorsement (--on), "
+    "or not even if config.toml requires it (--off).",
+)
+@click.option("--default", "default", is_flag=True, help="As config.toml says.")
+@home_option
+def contact_require_endorsement(
+    name: str, required: bool | None, default: bool, home: Path | None
+) -> None:
+    """Require an agency endorsement of one contact, or not, apart from the
+    require_endorsement of config.toml."""
+    if (required is None) == (not default):
+        raise click.UsageError("give one of --on, --off, --default")
+    run_client(home, lambda client: client.contact_require_endorsement(name, required))
+    said = {True: "required", False: "not required", None: "as config.toml says"}[required]
+    click.echo(f"an endorsement of '{printable(name)}': {said}")
+
+
 # -- send -----------------------------------------------------------------------------
 
 

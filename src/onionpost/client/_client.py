@@ -344,6 +344,9 @@ class Client:
     async def trust_remove(self, anchor: str) -> api.TrustAnchor:
         return await self.request(api.TrustRemove(anchor))
 
+    async def contact_require_endorsement(self, name: str, required: bool | None) -> api.ContactRef:
+        return await self.request(api.ContactRequireEndorsement(name, required))
+
     async def trust_endorsement_install(self, proof: bytes) -> api.Endorsement:
         return await self.request(
             api.TrustEndorsementInstall(base64.b64encode(proof).decode("ascii"))

@@ -158,6 +158,7 @@ class Daemon:
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
             api.TrustEndorsementInstall: self.trust_endorsement_install,
+            api.ContactRequireEndorsement: self.contact_require_endorsement,
             api.TrustRevocationsImport: self.trust_revocations_import,
             api.ContactVerify: self.contact_verify,
             api.SendText: self.send_text,
@@ -341,6 +342,7 @@ class Daemon:
     async def contact_list(self, request: api.ContactList) -> tuple[api.Contact, ...]:
         verified = await self._worker(self._store.contacts.verified)
         endorsed = await self._worker(self._store.trust.endorsements)
+        required = await self._worker(self._store.trust.required)
         return tuple(
             api.Contact(
                 name=c.name,
@@ -351,6 +353,7 @@ class Daemon:
                 verified_ms=verified.get(c.id),
                 endorsement=None if (e := endorsed.get(c.id)) is None else e.describe,
                 endorsement_status=None if e is None else e.status,
+                require_endorsement=required.get(c.id),
             )
             for c in await self._worker(self._store.contacts.all)
         )
@@ -380,6 +383,26 @@ class Daemon:
             return api.SafetyNumber(contact.name, number, now)
         verified = await self._worker(self._store.contacts.verified)
         return api.SafetyNumber(contact.name, number, verified.get(contact.id))
+
+    async def contact_require_endorsement(
+        self, request: api.ContactRequireEndorsement
+    ) -> api.ContactRef:
+        """Set one contact's require_endorsement apart from the config's (trust.md §7.4)."""
+        if request.required not in (True, False, None):
+            raise ConfigError("required is true, false or null")
+        contact = await self._worker(self._store.contacts.contact, request.name)
+        await self._worker(self._store.trust.set_required, contact.id, request.required)
+        log.info(
+            "event=contact_trust_policy contact=%s required=%s",
+            contact_ref(contact.id),
+            request.required,
+        )
+        await self._refusals_changed()
+        return api.ContactRef(contact.name, str(contact.address))
+
+    async def _refusals_changed(self) -> None:
+        required = self.engine.policy.require_endorsement
+        self.engine.apply_refusals(await self._worker(refusals, self._store, required=required))
 
     async def trust_add(self, request: api.TrustAdd) -> api.TrustAnchor:
         """Install an anchor once the user typed its safety number (trust.md §1)."""
@@ -420,8 +443,7 @@ class Daemon:
         except (binascii.Error, ValueError) as exc:
             raise ConfigError("a revocation list is sent as base64") from exc
         done = await self._worker(import_revocations, self._store, bundle, _now_ms())
-        required = self.engine.policy.require_endorsement
-        self.engine.apply_refusals(await self._worker(refusals, self._store, required=required))
+        await self._refusals_changed()
         self.engine.restaple()
         return api.RevocationsImported(
             done.agency, done.serial, done.issued_at, done.revoked, done.changed

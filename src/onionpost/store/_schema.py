@@ -356,6 +356,9 @@ _V9: Final[tuple[str, ...]] = (
     "checkpoint BLOB) STRICT",
     "CREATE TABLE contact_endorsements (contact_id INTEGER PRIMARY KEY REFERENCES contacts (id), "
     "proof BLOB, status TEXT NOT NULL, describe TEXT NOT NULL, checked_ms INTEGER NOT NULL) STRICT",
+    # Per contact, require_endorsement set apart from config.toml's (absent: as configured).
+    "CREATE TABLE contact_require_endorsement (contact_id INTEGER PRIMARY KEY "
+    "REFERENCES contacts (id), required INTEGER NOT NULL CHECK (required IN (0, 1))) STRICT",
 )
 
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (

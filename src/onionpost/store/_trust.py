@@ -216,3 +216,26 @@ class TrustAnchors:
             )
             for i, p, s, d, m in rows
         }
+
+    def set_required(self, contact_id: int, required: bool | None) -> None:
+        """Require an endorsement of this contact (True), not (False), or as
+        ``config.toml`` says (None)."""
+        with self._database.transaction(), self._guard("setting a contact's trust policy"):
+            if required is None:
+                self._db.execute(
+                    "DELETE FROM contact_require_endorsement WHERE contact_id = ?", (contact_id,)
+                )
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO contact_require_endorsement (contact_id, required) "
+                    "VALUES (?, ?)",
+                    (contact_id, int(required)),
+                )
+
+    def required(self) -> dict[int, bool]:
+        """The contacts whose require_endorsement is set apart from the config's."""
+        with self._lock, self._guard("reading contacts' trust policy"):
+            rows = self._db.execute(
+                "SELECT contact_id, required FROM contact_require_endorsement"
+            ).fetchall()
+        return {int(i): bool(r) for i, r in rows}

@@ -115,6 +115,7 @@ class MemoryBackend:
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
             api.TrustEndorsementInstall: self.trust_endorsement_install,
+            api.ContactRequireEndorsement: self.contact_require_endorsement,
             api.TrustRevocationsImport: self.trust_revocations_import,
             api.SendText: self.send_text,
             api.SendFile: self.send_file,
@@ -297,6 +298,13 @@ class MemoryBackend:
         self.anchors[anchor.agency] = added
         self.anchor_keys[anchor.agency] = anchor
         return added
+
+    async def contact_require_endorsement(
+        self, request: api.ContactRequireEndorsement
+    ) -> api.ContactRef:
+        contact = self._contact(request.name)
+        contact["require_endorsement"] = request.required
+        return api.ContactRef(request.name, contact["address"])
 
     async def trust_endorsement_install(
         self, request: api.TrustEndorsementInstall

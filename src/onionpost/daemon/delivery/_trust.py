@@ -216,15 +216,18 @@ def recheck_contacts(store: Store, anchor: trust.Anchor, now_ms: int) -> int:
 
 
 def refusals(store: Store, *, required: bool) -> dict[int, str]:
-    """Why sessions with each refused contact are refused, by contact id."""
+    """Why sessions with each refused contact are refused, by contact id;
+    ``required``: the configured require_endorsement, which a contact's own
+    setting overrides."""
     verdicts = store.trust.endorsements()
+    overrides = store.trust.required()
     found: dict[int, str] = {}
     for contact in store.contacts.all():
         stored = verdicts.get(contact.id)
         why = session_refusal(
             None if stored is None else stored.status,
             "" if stored is None else stored.describe,
-            required=required,
+            required=overrides.get(contact.id, required),
         )
         if why is not None:
             found[contact.id] = why
