@@ -188,3 +188,49 @@ def test_an_endorsement_of_another_address_is_refused() -> None:
         now=T0,
     )
     assert outcome.describe() == "refused: wrong-address"
+
+
+def test_the_cache_verifies_each_statement_once_and_only_for_its_key() -> None:
+    cache = trust.VerifiedCache(8)
+    first = trust.check_endorsement(
+        ACME.anchor, PROOF, address=str(ALICE.address), revocations=None, now=T0, cache=cache
+    )
+    assert len(cache) == 3  # the delegation, the endorsement, the checkpoint
+    again = trust.check_endorsement(
+        ACME.anchor, PROOF, address=str(ALICE.address), revocations=None, now=T0, cache=cache
+    )
+    assert again == first
+    assert len(cache) == 3
+    # The same bytes under another anchor of the same name are not a hit.
+    impostor = Agency.make("acme", T0)
+    with pytest.raises(ForgedStatementError):
+        trust.check_endorsement(
+            impostor.anchor,
+            PROOF,
+            address=str(ALICE.address),
+            revocations=None,
+            now=T0,
+            cache=cache,
+        )
+    assert len(cache) == 3  # nothing forged is kept
+    # Time is judged on every use: the cached delegation expires.
+    late = trust.check_endorsement(
+        ACME.anchor,
+        PROOF,
+        address=str(ALICE.address),
+        revocations=None,
+        now=T0 + 61 * 86_400,
+        cache=cache,
+    )
+    assert late.status is trust.Status.REFUSED
+
+
+def test_the_cache_is_bounded() -> None:
+    cache = trust.VerifiedCache(4)
+    for i in range(6):
+        proof = ACME.endorse(_identity(f"endpoint {i}"), T0).encode()
+        address = str(_identity(f"endpoint {i}").address)
+        trust.check_endorsement(
+            ACME.anchor, proof, address=address, revocations=None, now=T0, cache=cache
+        )
+        assert len(cache) <= 4

@@ -49,11 +49,10 @@ from onionpost.proto.trust import (
     SignedCheckpoint,
     Status,
     Verdict,
+    VerifiedCache,
     accept_revocations,
     check_endorsement,
     claimed_agency,
-    open_checkpoint,
-    open_delegation,
     open_revocations,
 )
 
@@ -190,17 +189,19 @@ def meet_staple(
     checkpoint: bytes,
     now: int,
     freshness: int = TRUST_FRESHNESS,
+    cache: VerifiedCache | None = None,
 ) -> Outcome:
     """Decide on a staple from the endpoint at ``address`` (see the module doc).
 
     ``anchors`` by agency name, ``held`` by anchor fingerprint; ``now`` in
-    POSIX seconds."""
+    POSIX seconds; ``cache``: the statements verified before."""
+    cache = VerifiedCache(4) if cache is None else cache
     presented = EndorsementProof.decode(proof)
     agency = claimed_agency(presented.delegation)
     anchor = anchors.get(agency)
     if anchor is None:
         return Outcome(agency, None, None)
-    delegation = open_delegation(anchor, presented.delegation).value
+    delegation = cache.delegation(anchor, presented.delegation)
     before = held.get(anchor.fingerprint)
     held_list = None if before is None else before.revocations
     held_checkpoint = None if before is None else before.checkpoint
@@ -217,7 +218,7 @@ def meet_staple(
             alarm = exc
     new_checkpoint = held_checkpoint
     if checkpoint:
-        offered_cp = open_checkpoint(anchor, delegation.key, checkpoint)
+        offered_cp = cache.checkpoint(anchor, delegation.key, checkpoint)
         new_checkpoint, fork = meet_checkpoint_unproven(held_checkpoint, offered_cp)
         alarm = alarm or fork
     verdict = check_endorsement(
@@ -227,6 +228,7 @@ def meet_staple(
         revocations=None if new_list is None else new_list.value,
         now=now,
         freshness=freshness,
+        cache=cache,
     )
     if verdict.checkpoint is not None and alarm is None:
         new_checkpoint, fork = meet_checkpoint_unproven(new_checkpoint, verdict.checkpoint)
@@ -244,6 +246,7 @@ def recheck(
     revocations: RevocationList | None,
     now: int,
     freshness: int = TRUST_FRESHNESS,
+    cache: VerifiedCache | None = None,
 ) -> Outcome | None:
     """A contact's stored endorsement judged again against a new list (or at a
     later ``now``); None if it is not of ``anchor``'s agency or no longer
@@ -259,6 +262,7 @@ def recheck(
             revocations=revocations,
             now=now,
             freshness=freshness,
+            cache=cache,
         )
     except TrustError:
         return None

@@ -25,6 +25,7 @@ from onionpost.daemon.delivery._writer import GroupCommit
 from onionpost.host import EventHub, Kick, Shed, StoreWorker, TokenBucket
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.trust import VerifiedCache
 from onionpost.store import Contact, Store
 from onionpost.transport import SecureChannel
 
@@ -179,6 +180,8 @@ class Parts:
     address: OnionAddress  # ours
     witness: Witness | None = None  # None: this engine keeps no evidence log's witnesses
     counters: Counters = field(default_factory=Counters)
+    # Agency statements verified before (used in the store worker, one call at a time).
+    trust_cache: VerifiedCache = field(default_factory=VerifiedCache)
     # Contacts whose sessions are refused and outbox held, with why (``_trust.py``).
     refusals: dict[int, str] = field(default_factory=dict)
     # The engine's: take a new map of refusals (close, hold, release).

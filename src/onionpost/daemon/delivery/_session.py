@@ -586,6 +586,7 @@ async def _on_trust_staple(
         r,
         now_ms(),
         required=parts.policy.require_endorsement,
+        cache=parts.trust_cache,
     )
     parts.apply_refusals(refused)
     if new_list:

@@ -74,16 +74,28 @@ def staple(store: Store) -> TrustStaple | None:
 
 
 def receive_staple(
-    store: Store, contact: Contact, record: TrustStaple, now_ms: int, *, required: bool
+    store: Store,
+    contact: Contact,
+    record: TrustStaple,
+    now_ms: int,
+    *,
+    required: bool,
+    cache: trust.VerifiedCache | None = None,
 ) -> tuple[dict[int, str], bool]:
     """Decide on ``contact``'s staple, record the outcome (see the module doc);
     the refusals now in force (:func:`refusals`) and whether we now hold a
     newer list (to pass on to the contacts we have sessions with, §7.2)."""
-    new_list = _receive(store, contact, record, now_ms)
+    new_list = _receive(store, contact, record, now_ms, cache)
     return refusals(store, required=required), new_list
 
 
-def _receive(store: Store, contact: Contact, record: TrustStaple, now_ms: int) -> bool:
+def _receive(
+    store: Store,
+    contact: Contact,
+    record: TrustStaple,
+    now_ms: int,
+    cache: trust.VerifiedCache | None,
+) -> bool:
     anchors = {s.anchor.agency: s.anchor for s in store.trust.all()}
     try:
         outcome = meet_staple(
@@ -94,6 +106,7 @@ def _receive(store: Store, contact: Contact, record: TrustStaple, now_ms: int) -
             revocations=record.revocations,
             checkpoint=record.checkpoint,
             now=now_ms // 1000,
+            cache=cache,
         )
     except TrustError as exc:
         status = "refused-forged" if isinstance(exc, ForgedStatementError) else "refused-malformed"
@@ -140,7 +153,7 @@ def _receive(store: Store, contact: Contact, record: TrustStaple, now_ms: int) -
     if anchor is not None and new_list:
         # A newer list from this contact: every contact of that agency is
         # judged again (one of them may be revoked in it, trust.md §7.2).
-        recheck_contacts(store, anchor, now_ms)
+        recheck_contacts(store, anchor, now_ms, cache)
     return new_list
 
 
@@ -180,7 +193,9 @@ def install_own(store: Store, address: str, proof: bytes, now_ms: int) -> trust.
     return verdict
 
 
-def recheck_contacts(store: Store, anchor: trust.Anchor, now_ms: int) -> int:
+def recheck_contacts(
+    store: Store, anchor: trust.Anchor, now_ms: int, cache: trust.VerifiedCache | None = None
+) -> int:
     """Judge again every stored endorsement of ``anchor``'s agency against the
     list now held (a newer one came); the number of verdicts that changed."""
     held = _held(store).get(anchor.fingerprint)
@@ -197,6 +212,7 @@ def recheck_contacts(store: Store, anchor: trust.Anchor, now_ms: int) -> int:
             address=str(contact.address),
             revocations=revocations,
             now=now_ms // 1000,
+            cache=cache,
         )
         if outcome is None or (outcome.status, outcome.describe()) == (
             stored.status,
