@@ -321,3 +321,72 @@ async def test_require_endorsement_per_contact(tmp_path: Path, clock: MockClock)
             await bob.daemon.contact_require_endorsement(
                 api.ContactRequireEndorsement("nobody", True)
             )
+
+
+async def test_a_forged_endorsement_is_recorded_and_the_session_goes_on(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        mallory, bob = net.node("mallory"), net.node("bob")
+        befriend(mallory, bob)
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        # An endorsement by another "acme" whose root bob does not hold,
+        # stored without the check `trust endorsement install` makes.
+        impostor = Agency.make("acme", _now()).endorse(mallory.secrets.identity, _now())
+        mallory.store.trust.install_own(acme.anchor.fingerprint, impostor.encode(), 1)
+        for node in (mallory, bob):
+            await node.start(nursery)
+        sent = await mallory.send(bob, "hello")
+        await until(lambda: mallory.state(sent) == "delivered")
+        await until(lambda: _verdict(bob, mallory) is not None)
+        assert _verdict(bob, mallory) == ("refused-forged", "refused: forged delegation")
+        assert _refused(bob, mallory) == ""  # shown, not enforced: not required
+        assert bob.store.trust.held() == {}  # nothing of a forged staple is held
+
+
+async def test_importing_the_same_list_or_a_conflicting_one(tmp_path: Path) -> None:
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        alice = net.node("alice")
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        daemon = alice.daemon
+
+        async def load(data: bytes) -> api.RevocationsImported:
+            return await daemon.trust_revocations_import(
+                api.TrustRevocationsImport(base64.b64encode(data).decode())
+            )
+
+        bundle = RevocationBundle(acme.delegation, acme.revocations(1, _now()), acme.checkpoint())
+        with pytest.raises(ConfigError, match="no anchor of agency 'acme'"):
+            await load(bundle.encode())
+        for bad in (b"", b"\x94\x01\xc4\x00\xc4\x00\xc4\x00", b"junk"):
+            with pytest.raises(ConfigError, match="not a revocation list"):
+                await load(bad)
+        alice.store.trust.add(acme.anchor, _now() * 1000)
+        impostor = Agency.make("acme", _now())
+        forged = RevocationBundle(
+            impostor.delegation, impostor.revocations(5, _now()), impostor.checkpoint()
+        )
+        with pytest.raises(ConfigError, match="does not verify under the anchor of acme"):
+            await load(forged.encode())
+        assert alice.store.trust.held() == {}
+        assert (await load(bundle.encode())).serial == 1
+        with pytest.raises(ConfigError, match="held already"):
+            await load(bundle.encode())
+        # Two lists the agency signed for one serial: refused, and an alarm.
+        other = RevocationBundle(
+            acme.delegation,
+            acme.revocations(1, _now(), Revoked(str(alice.address), _now(), "x")),
+            acme.checkpoint(),
+        )
+        with pytest.raises(ConfigError, match="two lists of one serial"):
+            await load(other.encode())
+        (alarm,) = alice.store.trust.alarms()
+        assert (alarm.kind, alarm.first, alarm.second) == (
+            "revocations",
+            bundle.revocations,
+            other.revocations,
+        )
+        assert (await daemon.status(api.GetStatus())).trust_alarms == 1
