@@ -13,9 +13,10 @@ from trio.testing import MockClock
 
 from onionpost import api
 from onionpost.client import open_client
-from onionpost.daemon.delivery import install_own
+from onionpost.daemon.delivery import install_own, rejudge
 from onionpost.errors import ApiError, ConfigError, UnknownContactError
 from onionpost.host import serve_api
+from onionpost.limits import TRUST_FRESHNESS
 from onionpost.proto.trust import AgencyLog, Revoked, stored_revocations
 from onionpost.proto.trust_session import RevocationBundle
 from onionpost.testing.agency import Agency
@@ -390,3 +391,31 @@ async def test_importing_the_same_list_or_a_conflicting_one(tmp_path: Path) -> N
             other.revocations,
         )
         assert (await daemon.status(api.GetStatus())).trust_alarms == 1
+
+
+async def test_verdicts_are_judged_again_as_time_passes(tmp_path: Path, clock: MockClock) -> None:
+    """Without any session, a list held past the freshness bound makes an
+    endorsed contact unverified, and past its end an endorsement expires; with
+    require_endorsement the contact is then held (the engine's housekeeping)."""
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        _install(alice, acme)
+        alice.store.trust.hold(acme.anchor.fingerprint, acme.revocations(1, _now()), None)
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        for node in (alice, bob):
+            await node.start(nursery)
+        await alice.send(bob, "hello")
+        await until(lambda: (_verdict(bob, alice) or ("",))[0] == "endorsed")
+        now_ms = _now() * 1000
+        alice_id = bob.contact(alice).id
+        assert rejudge(bob.store, now_ms, required=True) == {}
+        later = now_ms + (TRUST_FRESHNESS + 60) * 1000
+        assert rejudge(bob.store, later, required=True) == {
+            alice_id: "endorsement required: unverified: stale-revocation-list (agency acme)"
+        }
+        assert rejudge(bob.store, later, required=False) == {}
+        expired = now_ms + 8 * 86_400 * 1000
+        rejudge(bob.store, expired, required=False)
+        assert _verdict(bob, alice) == ("refused", "refused: expired")

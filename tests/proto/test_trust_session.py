@@ -8,6 +8,8 @@ import hashlib
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onionpost.errors import ForgedStatementError, MalformedStatementError
 from onionpost.limits import TRUST_FRESHNESS
@@ -32,6 +34,9 @@ LIST_1 = ACME.revocations(1, T0)
 LIST_2 = ACME.revocations(2, T0 + 100)
 REVOKING = ACME.revocations(3, T0 + 200, Revoked(str(ALICE.address), T0 + 200, "seized"))
 CHECKPOINT = ACME.checkpoint()
+# A second acme for the property test, whose log the table's lists do not touch.
+ACME_ED = Agency.make("acme", T0)
+PROOF_ED = ACME_ED.endorse(ALICE, T0).encode()
 
 
 def _held(revocations: bytes | None = None, checkpoint: bytes | None = None) -> Held:
@@ -234,3 +239,33 @@ def test_the_cache_is_bounded() -> None:
             ACME.anchor, proof, address=address, revocations=None, now=T0, cache=cache
         )
         assert len(cache) <= 4
+
+
+_LISTS = {serial: ACME_ED.revocations(serial, T0) for serial in range(1, 7)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=12))
+def test_the_list_held_only_ever_moves_forward(serials: list[int]) -> None:
+    """Lists met in any order: the one held is the highest serial met so far;
+    a lower one is flagged rolled back and never held."""
+    held: dict[bytes, Held] = {}
+    highest = 0
+    for serial in serials:
+        outcome = meet_staple(
+            {"acme": ACME_ED.anchor},
+            held,
+            address=str(ALICE.address),
+            proof=PROOF_ED,
+            revocations=_LISTS[serial],
+            checkpoint=b"",
+            now=T0 + 10,
+        )
+        assert outcome.rolled_back == (serial < highest)
+        highest = max(highest, serial)
+        if outcome.held is not None:
+            held = {ACME_ED.anchor.fingerprint: outcome.held}
+        kept = held[ACME_ED.anchor.fingerprint].revocations
+        assert kept is not None
+        assert kept.value.serial == highest
+        assert outcome.status == "endorsed"

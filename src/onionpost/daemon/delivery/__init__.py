@@ -28,7 +28,7 @@ from onionpost.daemon.delivery._policy import (
     LinkStatus,
     MailboxAccess,
 )
-from onionpost.daemon.delivery._trust import import_revocations, install_own, refusals
+from onionpost.daemon.delivery._trust import import_revocations, install_own, refusals, rejudge
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
@@ -37,6 +37,7 @@ __all__ = [
     "import_revocations",
     "install_own",
     "refusals",
+    "rejudge",
     "Backoff",
     "DeliveryEngine",
     "DeliveryPolicy",

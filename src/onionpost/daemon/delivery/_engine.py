@@ -64,7 +64,7 @@ from onionpost.daemon.delivery._policy import (
 )
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._session import run_session
-from onionpost.daemon.delivery._trust import refusals
+from onionpost.daemon.delivery._trust import refusals, rejudge
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.daemon.delivery._writer import GroupCommit
@@ -575,6 +575,16 @@ class DeliveryEngine:
         while True:
             try:
                 await self._expire()
+                parts = self._parts
+                self.apply_refusals(
+                    await parts.worker(
+                        rejudge,
+                        parts.store,
+                        now_ms(),
+                        required=parts.policy.require_endorsement,
+                        cache=parts.trust_cache,
+                    )
+                )
             except StoreError as exc:
                 # A full disk or a locked page now; the next round tries again.
                 log.warning("event=housekeeping_failed error=%s", type(exc).__name__)

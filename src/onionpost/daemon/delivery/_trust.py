@@ -47,6 +47,7 @@ __all__ = [
     "receive_staple",
     "recheck_contacts",
     "refusals",
+    "rejudge",
     "staple",
 ]
 
@@ -229,6 +230,18 @@ def recheck_contacts(
             outcome.status,
         )
     return changed
+
+
+def rejudge(
+    store: Store, now_ms: int, *, required: bool, cache: trust.VerifiedCache | None = None
+) -> dict[int, str]:
+    """Judge every contact's stored endorsement again at ``now_ms`` (the engine's
+    housekeeping): an endorsement past its end, or a list held past the
+    freshness bound (trust.md §5), changes the verdict without any session.
+    The refusals then in force."""
+    for stored in store.trust.all():
+        recheck_contacts(store, stored.anchor, now_ms, cache)
+    return refusals(store, required=required)
 
 
 def refusals(store: Store, *, required: bool) -> dict[int, str]:
