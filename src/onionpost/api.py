@@ -501,6 +501,16 @@ class TrustAnchor:
     )
     post_quantum: bool = field(metadata=_meta("whether the anchor has an ML-DSA-65 half"))
     added_ms: int | None = None
+    revocations_serial: int | None = field(
+        default=None, metadata=_meta("the serial of the agency's revocation list held, or null")
+    )
+    revocations_issued_at: int | None = field(
+        default=None,
+        metadata=_meta("when that list was issued (POSIX seconds): its freshness (trust.md §5)"),
+    )
+    checkpoint_size: int | None = field(
+        default=None, metadata=_meta("entries of the agency's log at the checkpoint held, or null")
+    )
 
 
 @dataclass(frozen=True)

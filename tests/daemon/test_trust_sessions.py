@@ -199,6 +199,13 @@ async def test_a_revocation_reaches_another_agency_by_gossip_and_is_enforced(
         assert by_name["mallory"].refused == "refused: revoked"
         assert by_name["mallory"].queued >= 1
         assert by_name["alice"].refused == ""
+        # Each holds acme's list 2 now, and shows it.
+        for holder in (alice, bob):
+            assert holder.daemon is not None
+            listed = {a.agency: a for a in await holder.daemon.trust_list(api.TrustList())}
+            anchor = listed["acme"]
+            assert anchor.revocations_serial == 2
+            assert anchor.revocations_issued_at is not None
 
         # A list older than the one held is refused; nothing changes.
         with pytest.raises(ConfigError, match="older than the one held"):

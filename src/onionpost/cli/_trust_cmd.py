@@ -123,6 +123,11 @@ def trust_list(home: Path | None, as_json: bool) -> None:
             f"{printable(a.agency)}  {a.fingerprint[:16]}  {kind}  "
             f"added {format_ms(a.added_ms)}\n    {a.safety_number}"
         )
+        if a.revocations_serial is not None and a.revocations_issued_at is not None:
+            issued = format_ms(a.revocations_issued_at * 1000)
+            click.echo(f"    revocation list {a.revocations_serial}, issued {issued}")
+        if a.checkpoint_size is not None:
+            click.echo(f"    log checkpoint of {a.checkpoint_size} entries")
 
 
 @trust.command("remove")

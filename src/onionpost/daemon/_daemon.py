@@ -68,7 +68,12 @@ from onionpost.host import EventHub, Handlers, OnionHost, StoreWorker, ThreadWor
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.pairing import MailboxAnnouncement
-from onionpost.proto.trust import Anchor, confirm_anchor
+from onionpost.proto.trust import (
+    Anchor,
+    confirm_anchor,
+    stored_checkpoint,
+    stored_revocations,
+)
 from onionpost.store import Contact, Direction, Store, Stored
 from onionpost.transport import SecureChannel
 
@@ -77,13 +82,22 @@ __all__ = ["Daemon"]
 log = logging.getLogger("onionpost.daemon")
 
 
-def _trust_anchor(anchor: Anchor, added_ms: int | None) -> api.TrustAnchor:
+def _trust_anchor(
+    anchor: Anchor, added_ms: int | None, held: tuple[bytes | None, bytes | None] = (None, None)
+) -> api.TrustAnchor:
+    revocations, checkpoint = held
+    listed = None if revocations is None else stored_revocations(revocations).value
     return api.TrustAnchor(
         anchor.agency,
         anchor.fingerprint.hex(),
         anchor.safety_number,
         bool(anchor.mldsa65),
         added_ms,
+        revocations_serial=None if listed is None else listed.serial,
+        revocations_issued_at=None if listed is None else listed.issued_at,
+        checkpoint_size=None
+        if checkpoint is None
+        else stored_checkpoint(checkpoint).checkpoint.size,
     )
 
 
@@ -413,7 +427,11 @@ class Daemon:
 
     async def trust_list(self, request: api.TrustList) -> tuple[api.TrustAnchor, ...]:
         stored = await self._worker(self._store.trust.all)
-        return tuple(_trust_anchor(s.anchor, s.added_ms) for s in stored)
+        held = await self._worker(self._store.trust.held)
+        return tuple(
+            _trust_anchor(s.anchor, s.added_ms, held.get(s.anchor.fingerprint, (None, None)))
+            for s in stored
+        )
 
     async def trust_endorsement_install(
         self, request: api.TrustEndorsementInstall
