@@ -248,7 +248,7 @@ def _parse_line(line: str) -> NoteSignature:
     try:
         _check_name(name)
         raw = base64.b64decode(encoded, validate=True)
-    except (ConfigError, ValueError) as exc:  # binascii.Error, or non-ASCII text
+    except (ConfigError, ValueError) as exc:  # binascii.Error, or a non-ASCII str
         raise VerificationError("a malformed signature line", what="note") from exc
     if not sep or len(raw) < 5:
         raise VerificationError("a malformed signature line", what="note")
