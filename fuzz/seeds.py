@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from fuzz.targets import (
+    GROUPS_VECTOR,
     INITIATOR,
     INITIATOR_STATIC,
     MAILBOX_VECTOR,
@@ -75,6 +76,20 @@ RECORDS: Final[dict[str, messages.Message]] = {
         _id("large"), 2**64 - 1, "é" * 127 + "x", MAX_FILE_SIZE, bytes(64), "t" * 128
     ),
     "close-longest-reason": messages.Close(2**64 - 1, "r" * MAX_CLOSE_REASON),
+    # Handling labels (spec.md §5.10).
+    "text-labelled": messages.Text(
+        _id("labelled"), NOW * 1000 + 2, "Eyes only.", "text/plain", "TLP:RED"
+    ),
+    "file-offer-labelled": messages.FileOffer(
+        _id("labelled file"),
+        NOW * 1000 + 3,
+        "plan.pdf",
+        len(_CONTENT),
+        hashlib.blake2b(_CONTENT).digest(),
+        "application/pdf",
+        "CUI//SP-CTI//NOFORN",
+    ),
+    "label-limit": messages.LabelLimit(("TLP:AMBER", "CUI//SP-CTI", "ACME:SENSITIVE//LES")),
 }
 
 # Records only the evolution rules make: an optional extension, and a Text
@@ -263,6 +278,17 @@ def _trust() -> dict[str, bytes]:
     }
 
 
+def _group_ops() -> dict[str, bytes]:
+    """Each operation of the group vector and each it refuses (groups.md §12)."""
+    out = {
+        f"op-{n}-{o['kind']}": bytes.fromhex(o["encoded"])
+        for n, o in enumerate(GROUPS_VECTOR["operations"])
+    }
+    for refusal in GROUPS_VECTOR["refusals"]:
+        out[f"refused-{refusal['what']}"] = bytes.fromhex(refusal["encoded"])
+    return out
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     """Every seed: target name -> file name -> bytes."""
     records = _records()
@@ -278,6 +304,18 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "handshake_payload": _handshake_payload(),
         "mailbox": _mailbox(),
         "trust": _trust(),
+        "group_ops": _group_ops(),
+        "labels": {
+            name.lower().replace(":", "-").replace("/", "_").replace(" ", "-"): name.encode()
+            for name in (
+                "TLP:AMBER+STRICT",
+                "TLP:WHITE",
+                "CUI//SP-EXPT/SP-CTI/PRVCY//DL ONLY/NOFORN",
+                "CUI//REL TO USA, GBR",
+                "ACME:SENSITIVE//NOPRESS/LES",
+                "OTHER:LEVEL",
+            )
+        },
     }
 
 

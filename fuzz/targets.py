@@ -48,6 +48,12 @@ named; the rest is the data):
 ``handshake_payload``
     Byte 0, low bit: the rest is the payload of an authentic message 3 to a
     responder (0) or of an authentic message 2 to an initiator (1).
+``group_ops``
+    One group operation (groups.md §3) for ``Operation.decode``, then, if it
+    decodes, for the log of ``protocol-spec/vectors/groups-v1.json``: only
+    :class:`~onionpost.errors.GroupError` may come out; what decodes encodes
+    back to the same bytes, and what the log takes is in it, its head and
+    membership those of a replay of the whole log.
 ``mailbox``
     The offline mailbox's decoders (mailbox.md), with the owner, sender and
     prekeys of ``protocol-spec/vectors/mailbox-v1.json``, at a time when both
@@ -69,6 +75,12 @@ named; the rest is the data):
     envelope: its payload, from what ``Opened`` reports); whatever verifies
     is byte for byte something the owner signed; an opened envelope names
     the vector's sender.
+``labels``
+    A handling label as a peer's record carries it (spec.md §5.10), the
+    bytes as UTF-8 (undecodable bytes as surrogates), parsed with TLP, CUI
+    and one agency scheme: only :class:`~onionpost.errors.LabelError`; what
+    parses is printable ASCII within MAX_LABEL, and its canonical form parses
+    to the same label.
 """
 
 from __future__ import annotations
@@ -88,6 +100,8 @@ from msgpack import ExtType
 from onionpost.errors import (
     AuthenticationError,
     ConfigError,
+    GroupError,
+    LabelError,
     MessageDecodeError,
     RemoteProtocolError,
     TrustError,
@@ -95,14 +109,17 @@ from onionpost.errors import (
 from onionpost.limits import (
     FRAME_HEADER_LEN,
     MAX_ACK_IDS,
+    MAX_GROUP_OP_BYTES,
     MAX_HANDSHAKE_PAYLOAD,
+    MAX_LABEL,
     MAX_RECORD_SIZE,
     NOISE_MAX_MESSAGE,
     NOISE_TAG_LEN,
     PADDING_BUCKETS,
     REKEY_AFTER_MESSAGES,
 )
-from onionpost.proto import _msgpack, envelope, messages, trust
+from onionpost.proto import _msgpack, envelope, groups, messages, trust
+from onionpost.proto import labels as label_rules
 from onionpost.proto._crypto import KemKeyPair, KeyPair, mlkem768_encapsulate
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import (
@@ -131,6 +148,7 @@ from onionpost.proto.session import (
 from onionpost.proto.trust_session import RevocationBundle
 
 __all__ = [
+    "GROUPS_VECTOR",
     "INITIATOR",
     "MAILBOX_NOW_MS",
     "MAILBOX_OWNER",
@@ -740,6 +758,56 @@ def trust_statements(data: bytes) -> None:
         return
 
 
+GROUPS_VECTOR: Final = json.loads(
+    (
+        Path(__file__).resolve().parents[1] / "protocol-spec" / "vectors" / "groups-v1.json"
+    ).read_text()
+)["vectors"][0]
+
+
+def group_operations() -> list[groups.Operation]:
+    """The operations of the group vector's log, in the order they were made."""
+    return [
+        groups.Operation.decode(bytes.fromhex(o["encoded"])) for o in GROUPS_VECTOR["operations"]
+    ]
+
+
+def group_ops(data: bytes) -> None:
+    try:
+        op = groups.Operation.decode(data)
+    except GroupError:
+        return
+    assert op.encode() == data, "a decoded operation encodes to other bytes"
+    ops = group_operations()
+    log = groups.GroupLog(ops[0])
+    for known in ops[1:]:
+        log.add(known)
+    try:
+        log.add(op)
+    except GroupError:
+        assert len(log) == len(ops), "a refused operation changed the log"
+        return
+    assert op.hash in log
+    assert log.state == log.state_at(log.heads)
+
+
+_LABELS: Final = label_rules.Labels(
+    [label_rules.Scheme("ACME", ("INTERNAL", "SENSITIVE"), frozenset({"LES", "NOPRESS"}))]
+)
+
+
+def labels(data: bytes) -> None:
+    text = data.decode("utf-8", "surrogateescape")
+    try:
+        label = _LABELS.parse(text)
+    except LabelError:
+        return
+    assert label.text.isascii(), label.text
+    assert label.text.isprintable(), label.text
+    assert len(label.text) <= MAX_LABEL
+    assert _LABELS.parse(label.text) == label, f"{text!r} is not canonical as {label.text!r}"
+
+
 TARGETS: Final[dict[str, Target]] = {
     t.name: t
     for t in (
@@ -751,5 +819,7 @@ TARGETS: Final[dict[str, Target]] = {
         Target("handshake_payload", handshake_payload, 1 + 2 * MAX_HANDSHAKE_PAYLOAD),
         Target("mailbox", mailbox, 1 + envelope.MAX_ENVELOPE + 64),
         Target("trust", trust_statements, 40_000),
+        Target("group_ops", group_ops, MAX_GROUP_OP_BYTES + 64),
+        Target("labels", labels, MAX_LABEL + 64),
     )
 }

@@ -186,3 +186,27 @@ def test_message_states() -> None:
     assert {s for s in api.MessageState if s.delivered} == {"delivered", "read"}
     message = api.Message("a", "b", api.Direction.IN, api.Kind.TEXT, api.MessageState.READ, 1)
     assert message.read
+
+
+def test_the_list_bounds_of_the_api_are_the_limits() -> None:
+    # api imports no limits (the client depends on it); the numbers must agree.
+    from onionpost import limits
+
+    assert api._MAX_LIST_MEMBERS == limits.MAX_LIST_MEMBERS
+    assert api._MAX_LIST_SENDS_SHOWN == limits.MAX_LIST_SENDS_SHOWN
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("list_create", {"name": "team", "members": ["m"] * 257}),
+        ("list_add", {"name": "team", "members": []}),
+        ("list_remove", {"name": "team", "members": ["m"] * 257}),
+        ("list_send_text", {"list": "team", "body": "x", "id": "zz"}),
+        ("list_send_file", {"list": "team", "path": "relative/file"}),
+        ("list_show", {}),
+    ],
+)
+def test_bad_list_requests_are_refused_by_the_decoder(method: str, params: object) -> None:
+    with pytest.raises(ValueError, match=method):
+        api.decode_request(method, params, error=ValueError)

@@ -64,6 +64,21 @@ def build_evidence(previous: dict[str, Any] | None = None) -> dict[str, Any]:
     cosignature = note.cosign(signed, them, contact, timestamp=_COSIGNED_AT)
     cosigned = signed.with_signatures([cosignature])
     consistency = merkle.consistency_proof(2, size, hasher)
+    # A labelled text: its entry's record digest covers the label.
+    labelled_id = _derive("labelled text id", 16)
+    labelled = messages.Text(
+        labelled_id, _TIME_MS + 5, "handle with care", "text/plain", "TLP:AMBER+STRICT"
+    )
+    labelled_entry = text_entry(
+        Event.QUEUED,
+        _TIME_MS + 5,
+        them,
+        labelled_id,
+        labelled.created_ms,
+        labelled.body,
+        labelled.content_type,
+        labelled.label,
+    )
     request = messages.LogCosign(signed.to_bytes(), 2, b"".join(consistency))
     answer = messages.LogCosigned(messages.LogStatus.COSIGNED, cosigned.to_bytes())
     return {
@@ -89,6 +104,12 @@ def build_evidence(previous: dict[str, Any] | None = None) -> dict[str, Any]:
                 "consistency": {"old_size": 2, "proof": [h.hex() for h in consistency]},
                 "log_cosign_record": messages.encode(request).hex(),
                 "log_cosigned_record": messages.encode(answer).hex(),
+                "labelled_text": {
+                    "label": labelled.label,
+                    "record": messages.encode(labelled).hex(),
+                    "entry": labelled_entry.encode().hex(),
+                    "fields": labelled_entry.to_json(),
+                },
             }
         ],
     }

@@ -39,6 +39,7 @@ from onionpost.proto.session import (
 )
 from onionpost.proto.vectors import replay_vector
 from tools.evidence_vectors import EVIDENCE_FILE, build_evidence
+from tools.group_vectors import GROUPS_FILE, build_groups
 from tools.trust_vectors import TRUST_FILE, build_trust
 
 HFS_FILE = "noise-hfs.json"
@@ -257,6 +258,19 @@ def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
             "responder",
             messages.Text(derive("responder", "text id", 16), now * 1000 + 5, "x" * 1000),
         ),
+        # Handling labels (spec.md §5.10): the highest the responder accepts,
+        # then a labelled text within it.
+        ("responder", messages.LabelLimit(("TLP:AMBER", "CUI//SP-CTI"))),
+        (
+            "initiator",
+            messages.Text(
+                derive("initiator", "labelled text id", 16),
+                now * 1000 + 7,
+                "For your organisation only.",
+                "text/plain",
+                "TLP:AMBER",
+            ),
+        ),
         (
             "initiator",
             messages.FileOffer(
@@ -265,6 +279,8 @@ def _session_vector(recorded: dict[str, Any] | None) -> dict[str, Any]:
                 "report.txt",
                 len(file_data),
                 hashlib.blake2b(file_data).digest(),
+                "application/octet-stream",
+                "TLP:GREEN",
             ),
         ),
         ("responder", messages.FileAccept(file_id, 0)),
@@ -566,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         (MAILBOX_FILE, build_mailbox),
         (EVIDENCE_FILE, build_evidence),
         (TRUST_FILE, build_trust),
+        (GROUPS_FILE, build_groups),
     ):
         path: Path = args.directory / name
         previous = json.loads(path.read_text()) if path.exists() else None

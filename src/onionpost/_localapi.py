@@ -73,6 +73,7 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_CONTACT = "unknown-contact"
     BAD_CARD = "bad-card"
     NOT_FOUND = "not-found"  # no message or file with that id
+    LABEL = "label"  # a handling label malformed, unknown, or refused by policy
     CONFIG = "config"  # any other invalid argument or configuration
     STORE = "store"
     TOR = "tor"

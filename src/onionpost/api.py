@@ -64,6 +64,7 @@ __all__ = [
     "ContactStatus",
     "ContactVerify",
     "Direction",
+    "DistributionList",
     "Event",
     "EvidenceExport",
     "EvidenceExported",
@@ -83,6 +84,16 @@ __all__ = [
     "Identity",
     "Inbox",
     "Kind",
+    "ListAdd",
+    "ListCopy",
+    "ListCreate",
+    "ListDelete",
+    "ListList",
+    "ListRemove",
+    "ListSendFile",
+    "ListSendText",
+    "ListSent",
+    "ListShow",
     "MailboxCode",
     "MailboxContactPrekeys",
     "MailboxOwnerUsage",
@@ -141,9 +152,18 @@ MAX_TEXTS: Final = 1000  # texts in one send_texts call
 MAX_SEQ: Final = 2**63 - 1
 # The bytes of a message or file id we choose (32 hex digits in JSON).
 MESSAGE_ID_SIZE: Final = 16
+#: The banner of a message without a label (an earlier sender's).
+UNLABELLED: Final = "UNLABELLED"
 _MAX_ID_LEN: Final = 64
+# limits.MAX_LABEL and MAX_LABEL_SCHEMES (this module imports no limits; a test keeps them equal).
+_MAX_LABEL_TEXT: Final = 256
+_MAX_LABEL_LIST: Final = 16
 _HEX: Final = frozenset(string.hexdigits)
 _SAFETY_GROUP: Final = 5
+# limits.MAX_LIST_MEMBERS and MAX_LIST_SENDS_SHOWN (this module imports no
+# limits; a test keeps them equal).
+_MAX_LIST_MEMBERS: Final = 256
+_MAX_LIST_SENDS_SHOWN: Final = 20
 
 T = TypeVar("T")  # a record
 R = TypeVar("R")  # a request's result
@@ -274,6 +294,24 @@ def _topics(value: object) -> str | None:
 def _meta(doc: str, check: Check | None = None) -> dict[str, Any]:
     """A field's documentation (for local-api.md) and its check, if any."""
     return {"doc": doc} if check is None else {"doc": doc, "check": check}
+
+
+_LABEL_DOC: Final = (
+    "its handling label (spec.md §5.10): `TLP:AMBER`, `CUI//SP-CTI//NOFORN`, a configured "
+    "agency scheme's; absent: the endpoint's default (config `labels.default`)"
+)
+
+
+def _label_text(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and 0 < len(value) <= _MAX_LABEL_TEXT):
+        return None
+    return f"must be a label of 1 to {_MAX_LABEL_TEXT} characters"
+
+
+def _label_list(value: object) -> str | None:
+    if isinstance(value, tuple) and len(value) <= _MAX_LABEL_LIST:
+        return None
+    return f"must be a list of at most {_MAX_LABEL_LIST} labels"
 
 
 # -- results ------------------------------------------------------------------------------
@@ -461,6 +499,23 @@ class Contact:
             "or null: as config.toml says"
         ),
     )
+    max_labels: tuple[str, ...] = field(
+        default=(), metadata=_meta("the highest labels we send it, as set here (one per scheme)")
+    )
+    accepts: tuple[str, ...] = field(
+        default=(), metadata=_meta("the highest labels it said it accepts (one per scheme)")
+    )
+
+
+@dataclass(frozen=True)
+class ContactLabels:
+    """The highest handling labels we send a contact."""
+
+    name: str
+    max_labels: tuple[str, ...] = field(metadata=_meta("as set here; empty: no limit of ours"))
+    accepts: tuple[str, ...] = field(
+        metadata=_meta("as the contact advertised; empty: it said nothing")
+    )
 
 
 @dataclass(frozen=True)
@@ -546,6 +601,7 @@ class Queued:
     state: MessageState
     name: str | None = None
     size: int | None = None
+    label: str = field(default="", metadata=_meta("the label it carries"))
 
 
 @dataclass(frozen=True)
@@ -580,10 +636,22 @@ class Message:
         default=None, metadata=_meta("outgoing: when the contact acknowledged it")
     )
     read_ms: int | None = field(default=None, metadata=_meta("when it was read"))
+    label: str = field(
+        default="",
+        metadata=_meta(
+            "its handling label's canonical text (spec.md §5.10), shown first; empty: "
+            "an earlier sender's message without one"
+        ),
+    )
 
     @property
     def read(self) -> bool:
         return self.state is MessageState.READ
+
+    @property
+    def banner(self) -> str:
+        """What a client shows first: the handling label, or ``UNLABELLED``."""
+        return self.label or UNLABELLED
 
 
 @dataclass(frozen=True)
@@ -605,6 +673,47 @@ class Retried:
 @dataclass(frozen=True)
 class Subscribed:
     topics: tuple[str, ...]
+
+
+# -- distribution lists -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListCopy:
+    """One member's copy of a send to a list: an ordinary outgoing message of
+    its own (`message` shows it by `id`)."""
+
+    contact: str
+    id: str = field(metadata=_meta("the copy's message id, hex"))
+    state: MessageState
+
+
+@dataclass(frozen=True)
+class ListSent:
+    """A send to a distribution list: one copy per member, each queued,
+    delivered and answered one to one."""
+
+    id: str = field(metadata=_meta("the send's id, hex (each copy has an id of its own)"))
+    list: str
+    kind: Kind
+    created_ms: int
+    copies: tuple[ListCopy, ...] = field(metadata=_meta("by member name"))
+
+
+@dataclass(frozen=True)
+class DistributionList:
+    """A local list of contacts; its members never learn of it."""
+
+    name: str
+    created_ms: int
+    members: tuple[str, ...] = field(metadata=_meta("current contacts, by name"))
+    sends: tuple[ListSent, ...] = field(
+        default=(),
+        metadata=_meta(
+            f"`list_show` only: the latest {_MAX_LIST_SENDS_SHOWN} sends, newest first, "
+            "each copy with its state"
+        ),
+    )
 
 
 # -- the mailbox ------------------------------------------------------------------------------
@@ -846,6 +955,17 @@ class TrustRevocationsImport(Request[RevocationsImported]):
 
 
 @dataclass(frozen=True)
+class ContactSetMaxLabel(Request[ContactLabels]):
+    """Set the highest handling labels we send a contact (one per scheme; an
+    empty list removes our limit). The contact's own advertised limit holds
+    as well."""
+
+    METHOD = "contact_set_max_label"
+    name: str
+    labels: tuple[str, ...] = field(metadata=_meta("canonical or published syntax", _label_list))
+
+
+@dataclass(frozen=True)
 class SendText(Request[Queued]):
     METHOD = "send_text"
     contact: str
@@ -860,6 +980,7 @@ class SendText(Request[Queued]):
             _message_id,
         ),
     )
+    label: str | None = field(default=None, metadata=_meta(_LABEL_DOC, _label_text))
 
 
 @dataclass(frozen=True)
@@ -888,6 +1009,10 @@ class SendTexts(Request[tuple[Queued, ...]]):
     texts: tuple[TextItem, ...] = field(
         metadata=_meta(f"1 to {MAX_TEXTS}; the request line at most 1 MiB", _text_items)
     )
+    label: str | None = field(
+        default=None,
+        metadata=_meta("the label of every text in the call; " + _LABEL_DOC, _label_text),
+    )
 
 
 @dataclass(frozen=True)
@@ -901,6 +1026,26 @@ class SendFile(Request[Queued]):
             "as for `send_text`: the same id again with the same contact and file is the same file",
             _message_id,
         ),
+    )
+    label: str | None = field(default=None, metadata=_meta(_LABEL_DOC, _label_text))
+
+
+@dataclass(frozen=True)
+class Forward(Request[Queued]):
+    """Send a stored message or file (either direction) on to another
+    contact, as a new message under a new id. Its label is kept, or raised
+    by `label`, never lowered; TLP:RED goes only back within its audience;
+    the recipient's limits hold as for a send (error `label`)."""
+
+    METHOD = "forward"
+    id: str = field(metadata=_meta("the message's 32 hex digits", _message_id))
+    to: str = field(metadata=_meta("the contact to send it to"))
+    contact: str | None = field(
+        default=None, metadata=_meta("the contact it came from or went to, when ids clash")
+    )
+    label: str | None = field(
+        default=None,
+        metadata=_meta("a label at least the source's; absent: the source's", _label_text),
     )
 
 
@@ -987,6 +1132,103 @@ class Subscribe(Request[Subscribed]):
     topics: tuple[str, ...] = field(metadata=_meta("`message`, `state`, `peer`, `tor`", _topics))
 
 
+def _members(value: object) -> str | None:
+    if isinstance(value, tuple) and len(value) <= _MAX_LIST_MEMBERS:
+        return None
+    return f"must be a list of at most {_MAX_LIST_MEMBERS} contact names"
+
+
+def _some_members(value: object) -> str | None:
+    if isinstance(value, tuple) and 0 < len(value) <= _MAX_LIST_MEMBERS:
+        return None
+    return f"must be a list of 1 to {_MAX_LIST_MEMBERS} contact names"
+
+
+@dataclass(frozen=True)
+class ListCreate(Request[DistributionList]):
+    METHOD = "list_create"
+    name: str = field(metadata=_meta("the list's name, unique in any letter case"))
+    members: tuple[str, ...] = field(
+        default=(), metadata=_meta(f"contact names, at most {_MAX_LIST_MEMBERS}", _members)
+    )
+
+
+@dataclass(frozen=True)
+class ListAdd(Request[DistributionList]):
+    METHOD = "list_add"
+    name: str
+    members: tuple[str, ...] = field(
+        metadata=_meta("contact names not yet on the list", _some_members)
+    )
+
+
+@dataclass(frozen=True)
+class ListRemove(Request[DistributionList]):
+    METHOD = "list_remove"
+    name: str
+    members: tuple[str, ...] = field(metadata=_meta("contact names on the list", _some_members))
+
+
+@dataclass(frozen=True)
+class ListDelete(Request[DistributionList]):
+    METHOD = "list_delete"
+    name: str
+
+
+@dataclass(frozen=True)
+class ListShow(Request[DistributionList]):
+    METHOD = "list_show"
+    name: str
+
+
+@dataclass(frozen=True)
+class ListList(Request[tuple[DistributionList, ...]]):
+    METHOD = "list_list"
+
+
+@dataclass(frozen=True)
+class ListSendText(Request[ListSent]):
+    """One text to every member of a list, a copy each, all queued in one commit."""
+
+    METHOD = "list_send_text"
+    list: str
+    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
+    content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
+    id: str | None = field(
+        default=None,
+        metadata=_meta(
+            "the send's id, as for `send_text`: the same id again is the same send "
+            "(nothing more is queued)",
+            _message_id,
+        ),
+    )
+    label: str | None = field(
+        default=None,
+        metadata=_meta(
+            _LABEL_DOC + "; every copy carries it, checked for every member", _label_text
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ListSendFile(Request[ListSent]):
+    """One file to every member of a list: an encrypted copy and an offer
+    each, all queued in one commit."""
+
+    METHOD = "list_send_file"
+    list: str
+    path: str = field(metadata=_meta("absolute", _absolute_path))
+    id: str | None = field(
+        default=None, metadata=_meta("the send's id, as for `list_send_text`", _message_id)
+    )
+    label: str | None = field(
+        default=None,
+        metadata=_meta(
+            _LABEL_DOC + "; every copy carries it, checked for every member", _label_text
+        ),
+    )
+
+
 def _expires(value: object) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool) or not 60 <= value <= 604_800:
         return "seconds from 60 to 604800"
@@ -1032,6 +1274,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         ContactRemove,
         ContactVerify,
         ContactRequireEndorsement,
+        ContactSetMaxLabel,
         TrustAdd,
         TrustList,
         TrustRemove,
@@ -1040,6 +1283,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         SendText,
         SendTexts,
         SendFile,
+        Forward,
         Inbox,
         Outbox,
         GetMessage,
@@ -1054,6 +1298,14 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         MailboxPair,
         GetMailboxStatus,
         MailboxWipe,
+        ListCreate,
+        ListAdd,
+        ListRemove,
+        ListDelete,
+        ListShow,
+        ListList,
+        ListSendText,
+        ListSendFile,
     )
 }
 

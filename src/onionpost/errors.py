@@ -10,7 +10,8 @@ caught where they are touched and re-raised as one of these with
     │   ├── UnlockError              wrong passphrase or key file for the secrets file
     │   ├── CardError                a contact card that is malformed or wrongly signed
     │   ├── UnknownContactError      no contact has that name; has .name
-    │   └── NotFoundError            no message or file has that id
+    │   ├── NotFoundError            no message or file has that id
+    │   └── LabelError               a handling label malformed, unknown or refused; has .reason
     ├── LocalProtocolError           we misused a protocol object (a bug or API misuse)
     │   └── NonceExhaustedError      a CipherState ran out of nonces (Noise §5.1)
     ├── RemoteProtocolError          the peer sent something wrong; carries a CloseCode
@@ -42,6 +43,16 @@ caught where they are touched and re-raised as one of these with
     │   ├── RolledBackError          a revocation list older than the one held
     │   └── ConflictingStatementsError  two signed statements that cannot both be
     │                                true (a forked log); has .first, .second
+    ├── GroupError                   a group operation was refused; has .reason (GroupReason), .op
+    │   ├── GroupDecodeError         not a well-formed, canonical operation (MALFORMED)
+    │   ├── GroupSignatureError      its signature does not verify (BAD_SIGNATURE)
+    │   ├── GroupNotAllowedError     its author may not do that at its parents (NOT_ALLOWED)
+    │   ├── GroupReplayError         the log holds it already (REPLAYED)
+    │   ├── GroupMissingParentError  a parent is not in the log; has .missing (MISSING_PARENT)
+    │   ├── GroupOrderError          its author's earlier operation is not its ancestor
+    │   ├── GroupForkError           its author signed another operation of that seq; .other
+    │   ├── GroupUnknownError        no log of that group here (UNKNOWN_GROUP)
+    │   └── GroupBoundError          a bound of groups.md §Bounds is reached (BOUND)
     ├── DaemonNotRunningError        no daemon answers on the local API socket
     └── ApiError                     the daemon refused a local API request; has .code
 
@@ -67,7 +78,20 @@ __all__ = [
     "FileTooLargeError",
     "ForgedStatementError",
     "FramingError",
+    "GroupBoundError",
+    "GroupDecodeError",
+    "GroupError",
+    "GroupForkError",
+    "GroupMissingParentError",
+    "GroupNotAllowedError",
+    "GroupOrderError",
+    "GroupReason",
+    "GroupReplayError",
+    "GroupSignatureError",
+    "GroupUnknownError",
     "HashMismatchError",
+    "LabelError",
+    "LabelReason",
     "LocalProtocolError",
     "MailboxRefusedError",
     "MalformedStatementError",
@@ -131,6 +155,31 @@ class UnknownContactError(ConfigError):
 
 class NotFoundError(ConfigError):
     """No message or file has this id (local API code ``not-found``)."""
+
+
+class LabelReason(enum.StrEnum):
+    """Why a handling label was refused (spec.md §Handling labels)."""
+
+    MALFORMED = "malformed"  # not the syntax of its scheme
+    UNKNOWN_SCHEME = "unknown-scheme"  # no scheme of that name is known here
+    UNKNOWN_LEVEL = "unknown-level"  # a level or caveat its scheme does not have
+    ABOVE_LIMIT = "above-limit"  # higher than the recipient accepts
+    NOT_ACCEPTED = "not-accepted"  # the recipient accepts no label of that scheme
+    LOWERED = "lowered"  # a copy would carry a lower label than its source
+    OUTSIDE_AUDIENCE = "outside-audience"  # TLP:RED to someone not in its audience
+    OUTSIDE_ORGANISATION = "outside-organisation"  # AMBER+STRICT beyond the organisation
+    NOT_EXPORTABLE = "not-exportable"  # policy forbids exporting it
+
+
+class LabelError(ConfigError):
+    """A handling label is malformed, unknown, or its policy refuses the
+    operation (local API code ``label``). ``reason`` is a :class:`LabelReason`;
+    ``label`` the label's text (never a message's contents)."""
+
+    def __init__(self, message: str, *, reason: LabelReason, label: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.label = label
 
 
 class UnlockError(ConfigError):
@@ -367,6 +416,98 @@ class ConflictingStatementsError(TrustError):
         super().__init__(message, what=what)
         self.first = first
         self.second = second
+
+
+class GroupReason(enum.Enum):
+    """Why a group operation was refused (protocol-spec/groups.md §5, in the
+    order a receiver checks)."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_GROUP = "unknown-group"
+    REPLAYED = "replayed"
+    BAD_SIGNATURE = "bad-signature"
+    BOUND = "bound"
+    MISSING_PARENT = "missing-parent"
+    FORK = "fork"
+    OUT_OF_ORDER = "out-of-order"
+    NOT_ALLOWED = "not-allowed"
+
+
+class GroupError(OnionpostError):
+    """A group operation was refused. ``reason`` says why (one value per
+    subclass); ``op`` is the refused operation's hash when it is known."""
+
+    reason: GroupReason = GroupReason.MALFORMED
+
+    def __init__(self, message: str, *, op: bytes | None = None) -> None:
+        super().__init__(message)
+        self.op = op
+
+
+class GroupDecodeError(GroupError):
+    """Not a well-formed operation in its canonical encoding, or beyond a size bound."""
+
+    reason = GroupReason.MALFORMED
+
+
+class GroupSignatureError(GroupError):
+    """The operation's signature does not verify under its author's key."""
+
+    reason = GroupReason.BAD_SIGNATURE
+
+
+class GroupNotAllowedError(GroupError):
+    """Its author may not make that change at its parents (not a member, not an
+    admin, a member added twice, ...)."""
+
+    reason = GroupReason.NOT_ALLOWED
+
+
+class GroupReplayError(GroupError):
+    """The log already holds this operation."""
+
+    reason = GroupReason.REPLAYED
+
+
+class GroupMissingParentError(GroupError):
+    """A parent is not in the log: fetch ``missing`` (bounded) and try again."""
+
+    reason = GroupReason.MISSING_PARENT
+
+    def __init__(
+        self, message: str, *, op: bytes | None = None, missing: tuple[bytes, ...]
+    ) -> None:
+        super().__init__(message, op=op)
+        self.missing = missing
+
+
+class GroupOrderError(GroupError):
+    """The author's previous operation (its ``seq`` - 1) is not among its ancestors."""
+
+    reason = GroupReason.OUT_OF_ORDER
+
+
+class GroupForkError(GroupError):
+    """The author signed two operations with one ``seq``: ``other`` is the hash
+    of the one the log holds. Both signed operations prove it."""
+
+    reason = GroupReason.FORK
+
+    def __init__(self, message: str, *, op: bytes | None = None, other: bytes) -> None:
+        super().__init__(message, op=op)
+        self.other = other
+
+
+class GroupUnknownError(GroupError):
+    """No log of the operation's group is kept here."""
+
+    reason = GroupReason.UNKNOWN_GROUP
+
+
+class GroupBoundError(GroupError):
+    """A bound is reached: the log's operations or bytes, or the groups kept."""
+
+    reason = GroupReason.BOUND
 
 
 class DaemonNotRunningError(OnionpostError):

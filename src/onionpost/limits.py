@@ -119,3 +119,41 @@ MAX_EVIDENCE_ENTRY: Final = 1024
 MAX_EVIDENCE_DETAIL: Final = 512
 # Messages in one evidence export (`onionpost export`).
 MAX_EXPORT_MESSAGES: Final = 100_000
+
+# -- Distribution lists (local-api.md §6, distribution lists) -------------------------
+
+# Lists one endpoint keeps, and contacts on one list. A send to a list queues
+# one copy per member in one transaction: the member bound bounds that
+# transaction (and, for a file, the copies made of it).
+MAX_LISTS: Final = 64
+MAX_LIST_MEMBERS: Final = 256
+# A list's name, in characters (the rule of a contact's name otherwise).
+MAX_LIST_NAME: Final = 64
+# The latest sends `list show` reports, each with its copies' states.
+MAX_LIST_SENDS_SHOWN: Final = 20
+
+# -- Groups (proto/groups.py, protocol-spec/groups.md §Bounds) -------------------------
+
+# Members of one group, and groups one endpoint keeps a log of.
+MAX_GROUP_MEMBERS: Final = 64
+MAX_GROUPS: Final = 32
+# A group's name and a member card's name, in characters (a contact name's rule).
+MAX_GROUP_NAME: Final = 64
+# Operations a group's log holds, and their encodings' bytes in all; past
+# either, the log takes no more (groups.md §Bounds).
+MAX_GROUP_LOG_OPS: Final = 1024
+MAX_GROUP_LOG_BYTES: Final = 1024 * 1024
+# One operation's encoding, in bytes, and the parents it names.
+MAX_GROUP_OP_BYTES: Final = 2048
+MAX_GROUP_PARENTS: Final = 8
+# Operations sent in answer to one fetch of missing ones.
+MAX_GROUP_OPS_PER_FETCH: Final = 64
+# -- Handling labels (proto/labels.py, spec.md §Handling labels) ----------------
+
+# A label's canonical text, in bytes of ASCII (wire: Text/FileOffer `label`,
+# LabelLimit `label`).
+MAX_LABEL: Final = 256
+# Agency schemes declared in config.toml, and the levels and caveats of one.
+MAX_LABEL_SCHEMES: Final = 16
+MAX_LABEL_LEVELS: Final = 32
+MAX_LABEL_CAVEATS: Final = 64

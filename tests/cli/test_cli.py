@@ -326,7 +326,7 @@ def test_send_text_from_the_argument_or_stdin(runner: CliRunner, daemon: Daemon)
     server, home = daemon
     sent = invoke(runner, "--home", home, "send", "bob", "hello bob")
     assert sent.exit_code == 0
-    assert sent.stdout.startswith("queued ")
+    assert sent.stdout.startswith("[TLP:AMBER] queued ")
     piped = invoke(runner, "--home", home, "send", "bob", input="from stdin\n")
     dashed = invoke(runner, "--home", home, "send", "bob", "-", "--json", input="line 1\nline 2\n")
     (queued,) = json_lines(dashed)
@@ -562,7 +562,7 @@ def test_send_file_no_wait_returns_once_queued(runner: CliRunner, daemon: Daemon
         (tmp / "a.bin").write_bytes(b"x" * 10)
         result = invoke(runner, "--home", home, "send", "bob", "--file", tmp / "a.bin", "--no-wait")
         assert result.exit_code == 0
-        assert result.stdout.startswith("queued ")
+        assert result.stdout.startswith("[TLP:AMBER] queued ")
         assert "(a.bin)" in result.stdout
 
 

@@ -16,6 +16,7 @@ from onionpost.client import (
     ApiError,
     Client,
     Contact,
+    ContactLabels,
     ContactRef,
     DaemonNotRunningError,
     Direction,
@@ -83,7 +84,7 @@ async def test_every_call_returns_typed_results(served: Served, client: Client) 
     assert status.outbox_depth == 0
 
     queued = await client.send_text("bob", "hello", content_type="text/markdown")
-    assert queued == Queued(queued.id, "queued")
+    assert queued == Queued(queued.id, "queued", label="TLP:AMBER")
     assert backend.messages[queued.id]["content_type"] == "text/markdown"
     assert (await client.status()).outbox_depth == 1
     sent = await client.message(queued.id)
@@ -106,7 +107,10 @@ async def test_every_call_returns_typed_results(served: Served, client: Client) 
         content_type="text/plain",
         received_ms=incoming["received_ms"],
         state="received",
+        label="TLP:AMBER",
     )
+    assert inbox[0].banner == "TLP:AMBER"
+    assert inbox[1].banner == "UNLABELLED"  # the double's file carries none
     assert inbox[1].file == FileInfo("scan.png", 4, complete=True)
     assert [m.seq for m in await client.inbox(after=1, limit=5)] == [2]
     assert await client.mark_read([incoming["id"]]) == 1
@@ -459,7 +463,7 @@ async def test_a_send_is_made_again_under_its_id_after_the_daemon_restarts() -> 
                 while not results:
                     await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
-    assert results == [Queued(queued_id, MessageState.QUEUED)]
+    assert results == [Queued(queued_id, MessageState.QUEUED, label="TLP:AMBER")]
     assert [m["body"] for m in backend.messages.values()] == ["exactly once"]
     assert backend.calls.count("send_text") >= 2  # it was asked again, and answered
 
@@ -511,3 +515,21 @@ async def test_resends_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
             assert caught.value.message_id == queued_id
             assert queued_id in str(caught.value)
             assert isinstance(caught.value.__cause__, DaemonNotRunningError)
+
+
+async def test_labels_through_the_client(served: Served, client: Client) -> None:
+    backend, _ = served
+    await client.contact_add(card_for("bob"))
+    await client.contact_add(card_for("carol"))
+    queued = await client.send_text("bob", "eyes only", label="TLP:RED")
+    assert queued.label == "TLP:RED"
+    assert (await client.message(queued.id)).banner == "TLP:RED"
+    limits = await client.contact_set_max_label("carol", ["TLP:GREEN"])
+    assert limits == ContactLabels("carol", ("TLP:GREEN",), ())
+    incoming = backend.receive_text("bob", "for carol?", "TLP:AMBER")
+    with pytest.raises(ApiError) as info:
+        await client.forward(incoming["id"], "carol")
+    assert info.value.code == "label"
+    assert "carol accepts up to TLP:GREEN" in str(info.value)
+    forwarded = await client.forward(incoming["id"], "bob", label="TLP:AMBER+STRICT")
+    assert forwarded.label == "TLP:AMBER+STRICT"

@@ -731,6 +731,59 @@ async def test_a_contact_gone_silent_is_unreachable_after_the_silence_timeout(
         await channel.aclose()
 
 
+async def test_texts_to_a_contact_gone_silent_end_the_session_after_the_answer_timeout(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """A contact whose daemon stopped but whose close never reached us: once we
+    have sent it texts and heard nothing for answer_timeout (a Ping halfway
+    unanswered), the session ends, not silence_timeout later."""
+    policy = DeliveryPolicy()
+    assert policy.answer_timeout < policy.silence_timeout / 2
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        assert alice.engine is not None
+        channel, _ = await net.connect_raw(carol, alice)
+        await channel.send(m.Ping(1))  # carol proves herself
+        link = alice.contact(carol).id
+        await until(lambda: (s := alice.engine.status(link)) is not None and s.reachable)  # type: ignore[union-attr]
+        await alice.send(carol, "are you there?")
+        arrived = await channel.receive()
+        while not isinstance(arrived, m.Text):  # the witnessing request, a Pong
+            arrived = await channel.receive()
+        # carol reads nothing more and answers nothing (not even Pings).
+        start = trio.current_time()
+        await until(
+            lambda: not alice.engine.status(link).reachable,  # type: ignore[union-attr]
+            seconds=policy.answer_timeout + 15,
+        )
+        assert trio.current_time() - start >= policy.answer_timeout - 1
+        assert alice.engine.status(link).last_error == "timeout"  # type: ignore[union-attr]
+        await channel.aclose()
+
+
+async def test_a_contact_slow_to_ack_but_answering_pings_keeps_its_session(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    policy = DeliveryPolicy()
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        befriend(alice, carol)
+        await alice.start(nursery)
+        assert alice.engine is not None
+        channel, _ = await net.connect_raw(carol, alice)
+        await channel.send(m.Ping(1))
+        link = alice.contact(carol).id
+        await until(lambda: (s := alice.engine.status(link)) is not None and s.reachable)  # type: ignore[union-attr]
+        await alice.send(carol, "are you there?")
+        with trio.move_on_after(policy.answer_timeout * 3):
+            while True:  # carol never acks; her channel answers each Ping itself
+                await channel.receive()
+        assert alice.engine.status(link).reachable  # type: ignore[union-attr]
+        await channel.aclose()
+
+
 async def test_a_contact_sending_mailbox_records(tmp_path: Path, clock: MockClock) -> None:
     """A forged or foreign announcement is ignored (the contact's mailbox
     stays unset); a mailbox's own record has no place between endpoints and

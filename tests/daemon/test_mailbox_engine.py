@@ -644,3 +644,22 @@ async def test_a_hostile_mailboxs_junk_is_drained_at_a_bounded_rate_and_logged_r
         # One line a minute at most, the rest counted in it.
         dropped = [r for r in caplog.records if "event=envelope_dropped" in r.getMessage()]
         assert 1 <= len(dropped) <= 1 + taken // DROPPED_LOG_SECONDS
+
+
+async def test_labels_arrive_through_the_mailbox(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, _box = await _setup(tmp_path, nursery, net)
+        bob.stop()
+        await until(lambda: not bob.up)
+        assert alice.daemon is not None
+        text = await alice.daemon.send_text(api.SendText("bob", "sealed", label="TLP:RED"))
+        source, _data = _file(tmp_path, 3000)
+        file = await alice.daemon.send_file(api.SendFile("bob", str(source), label="CUI//SP-CTI"))
+        sent = [bytes.fromhex(text.id), bytes.fromhex(file.id)]
+        await until(lambda: all(alice.store.messages.message(i).deposited_ms for i in sent), 600)
+        alice.stop()
+        await until(lambda: not alice.up)
+        await bob.start(nursery)
+        await until(lambda: len(bob.inbox_from(alice)) == 2, 600)
+        labels = {s.id: s.label for s in bob.inbox_from(alice)}
+        assert labels == {sent[0]: "TLP:RED", sent[1]: "CUI//SP-CTI"}

@@ -33,7 +33,7 @@ async def test_a_text_sent_twice_under_one_id_is_one_message(tmp_path: Path) -> 
         send = api.SendText("bob", "only once", id=message_id)
         first = await alice.daemon.send_text(send)
         again = await alice.daemon.send_text(send)
-        assert first == again == api.Queued(message_id, api.MessageState.QUEUED)
+        assert first == again == api.Queued(message_id, api.MessageState.QUEUED, label="TLP:AMBER")
         assert [s.id.hex() for s in alice.store.outbox.listing()] == [message_id]
         # The same id for another contact or another text is refused.
         with pytest.raises(ConfigError, match="already another message's"):

@@ -156,3 +156,57 @@ def test_invalid_toml(tmp_path: Path) -> None:
     paths.config.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(paths)
+
+
+# -- handling labels -------------------------------------------------------------------
+
+
+def test_the_labels_table() -> None:
+    config = parse_config(
+        """
+[labels]
+default = "TLP:GREEN"
+accept = ["TLP:AMBER", "CUI//SP-CTI"]
+export_max = ["TLP:AMBER", "ACME:INTERNAL"]
+organisation = "acme"
+
+[[labels.schemes]]
+name = "ACME"
+levels = ["INTERNAL", "SENSITIVE"]
+caveats = ["LES"]
+"""
+    )
+    policy = config.labels
+    assert policy.default.text == "TLP:GREEN"
+    assert [label.text for label in policy.accept] == ["TLP:AMBER", "CUI//SP-CTI"]
+    assert [label.text for label in policy.export_max] == ["TLP:AMBER", "ACME:INTERNAL"]
+    assert policy.organisation == "acme"
+    assert policy.labels.parse("ACME:SENSITIVE//LES").level == 1
+
+
+def test_the_default_labels() -> None:
+    policy = Config().labels
+    assert policy.default.text == "TLP:AMBER"
+    assert policy.accept == ()
+    assert [label.text for label in policy.export_max] == ["TLP:AMBER+STRICT"]
+    assert policy.organisation is None
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('[labels]\ndefault = "TLP:WHITE"', "labels"),
+        ('[labels]\ndefault = "ACME:INTERNAL"', "unknown scheme"),
+        ('[labels]\naccept = ["TLP:AMBER", "TLP:RED"]', "one label per scheme"),
+        ('[labels]\naccept = "TLP:AMBER"', "labels.accept"),
+        ('[labels]\ncolour = "red"', "labels.colour"),
+        ("labels = 3", "labels"),
+        ('[[labels.schemes]]\nname = "TLP"\nlevels = ["A"]', "TLP or CUI"),
+        ('[[labels.schemes]]\nname = "ACME"\nlevels = []', "distinct levels"),
+        ('[[labels.schemes]]\nname = "ACME"\nlevels = ["A"]\ncolour = 1', "labels.schemes[0]"),
+        ('[[labels.schemes]]\nlevels = ["A"]', "labels.schemes[0]"),
+    ],
+)
+def test_bad_labels_are_refused_naming_the_key(text: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        parse_config(text)

@@ -92,3 +92,19 @@ def test_the_proofs_and_records_replay() -> None:
     answer = messages.decode(bytes.fromhex(VECTOR["log_cosigned_record"]))
     assert isinstance(answer, messages.LogCosigned)
     assert note.Note.parse(answer.checkpoint).to_text() == VECTOR["cosigned_note"]
+
+
+def test_a_labelled_records_digest_covers_its_label_recomputed_independently() -> None:
+    item = VECTOR["labelled_text"]
+    record = bytes.fromhex(item["record"])
+    tag, text_id, created_ms, body, content_type, label = msgpack.unpackb(record, raw=False)
+    assert (tag, body, content_type, label) == (1, "handle with care", "text/plain", item["label"])
+    assert label == "TLP:AMBER+STRICT"
+    entry = msgpack.unpackb(bytes.fromhex(item["entry"]), raw=False)
+    assert entry[4] == text_id
+    assert entry[7] == hashlib.sha256(record).digest()
+    assert entry[6] == hashlib.blake2b(body.encode()).digest()
+    # The same text with another label is another record, and another digest.
+    lowered = msgpack.packb([tag, text_id, created_ms, body, content_type, "TLP:GREEN"])
+    assert hashlib.sha256(lowered).digest() != entry[7]
+    assert messages.decode(record) == messages.Text(text_id, created_ms, body, content_type, label)

@@ -78,8 +78,18 @@ names = bounded_text(MAX_FILE_NAME, min_size=1).filter(
 id_lists = st.lists(ids, min_size=1, max_size=40).map(tuple)
 keys = st.binary(min_size=32, max_size=32)
 
+# What a label field may carry on the wire: printable ASCII (the receiver
+# parses it with its own schemes), or nothing (an earlier sender's record).
+wire_labels = (
+    st.just("")
+    | st.sampled_from(["TLP:RED", "CUI//SP-CTI//NOFORN"])
+    | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+)
+
 STRATEGIES: dict[type, st.SearchStrategy[object]] = {
-    Text: st.builds(Text, ids, u64, bounded_text(MAX_TEXT_BODY), bounded_text(MAX_CONTENT_TYPE)),
+    Text: st.builds(
+        Text, ids, u64, bounded_text(MAX_TEXT_BODY), bounded_text(MAX_CONTENT_TYPE), wire_labels
+    ),
     Ack: st.builds(Ack, id_lists),
     Read: st.builds(Read, id_lists),
     FileOffer: st.builds(
@@ -90,6 +100,7 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
         st.integers(0, MAX_FILE_SIZE),
         st.binary(min_size=64, max_size=64),
         bounded_text(MAX_CONTENT_TYPE),
+        wire_labels,
     ),
     FileAccept: st.builds(FileAccept, ids, u64),
     FileChunk: st.builds(FileChunk, ids, u64, st.binary(max_size=2000)),
@@ -125,6 +136,9 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
         st.integers(0, 128).map(lambda n: bytes(32 * n)),
     ),
     m.LogCosigned: st.builds(m.LogCosigned, st.sampled_from([0, 1]), st.binary(max_size=500)),
+    m.LabelLimit: st.builds(
+        m.LabelLimit, st.lists(wire_labels.filter(bool), max_size=4).map(tuple)
+    ),
     m.TrustStaple: st.builds(
         m.TrustStaple,
         st.binary(min_size=1, max_size=500),
@@ -199,6 +213,7 @@ def test_wire_tags() -> None:
         "MAILBOX_INFO": 46,
         "LOG_COSIGN": 72,
         "LOG_COSIGNED": 73,
+        "LABEL_LIMIT": 74,
         "TRUST_STAPLE": 80,
     }
 
@@ -383,8 +398,8 @@ def test_extension_records_hold_only_the_kinds_records_may(value: object) -> Non
 )
 def test_trailing_fields_from_a_later_version_are_ignored(extra: tuple) -> None:
     assert decode(pack(10, 5, *extra)) == Ping(5)
-    room = MAX_RECORD_FIELDS - 4  # Text has four fields of its own
-    assert decode(pack(1, ID, 7, "hi", "text/plain", *extra[:room])) == Text(ID, 7, "hi")
+    room = MAX_RECORD_FIELDS - 5  # Text has five fields of its own
+    assert decode(pack(1, ID, 7, "hi", "text/plain", "", *extra[:room])) == Text(ID, 7, "hi")
 
 
 def test_at_most_sixteen_fields() -> None:
@@ -559,3 +574,32 @@ def test_an_mb_usage_without_the_appended_field_decodes_with_none() -> None:
         decode(pack(45, 1, 2, 3, 4, 5, 6, b"x"))
     with pytest.raises(MessageDecodeError):
         decode(pack(45, 1, 2, 3, 4, 5))
+
+
+# -- handling labels on the wire -------------------------------------------------------
+
+
+def test_an_unlabelled_record_is_the_bytes_an_earlier_version_made() -> None:
+    text = Text(b"\x01" * 16, 5, "hi")
+    assert encode(text) == pack(1, b"\x01" * 16, 5, "hi", "text/plain")
+    assert decode(encode(text)) == text
+
+
+def test_a_label_is_appended_and_round_trips() -> None:
+    text = Text(b"\x01" * 16, 5, "hi", "text/plain", "TLP:AMBER+STRICT")
+    data = encode(text)
+    assert data == pack(1, b"\x01" * 16, 5, "hi", "text/plain", "TLP:AMBER+STRICT")
+    assert decode(data) == text
+
+
+@pytest.mark.parametrize("label", ["TLP:R\u00c9D", "TLP:RED\n", "x" * 257, "\x00"])
+def test_a_label_that_is_not_printable_ascii_is_refused(label: str) -> None:
+    with pytest.raises(MessageDecodeError):
+        decode(pack(1, b"\x01" * 16, 5, "hi", "text/plain", label))
+    with pytest.raises(LocalProtocolError):
+        encode(Text(b"\x01" * 16, 5, "hi", "text/plain", label))
+
+
+def test_a_label_of_the_wrong_type_is_refused() -> None:
+    with pytest.raises(MessageDecodeError):
+        decode(pack(1, b"\x01" * 16, 5, "hi", "text/plain", b"TLP:RED"))

@@ -1,5 +1,5 @@
 """Trust anchors and trust alarms (schema 8), our endorsement, the lists and
-checkpoints held, contacts' verdicts and policy (schema 9) in the store (trust.md)."""
+checkpoints held, contacts' verdicts and policy (schema 11) in the store (trust.md)."""
 
 from __future__ import annotations
 

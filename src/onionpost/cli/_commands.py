@@ -14,6 +14,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, aclosing, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,7 +47,8 @@ from onionpost.cli._common import (
     printable,
     run_client,
 )
-from onionpost.client import Client, Message, MessageState, Queued, StateChange
+from onionpost.cli._lists_cmd import print_sent
+from onionpost.client import Client, ListSent, Message, MessageState, Queued, StateChange
 from onionpost.errors import ConfigError, DaemonNotRunningError, NotConfirmedError, TransportError
 from onionpost.limits import MAX_CARD_FILE, MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
@@ -64,6 +66,23 @@ def _console() -> Console:
 
 def _as_json(obj: Any) -> Any:
     return dataclasses.asdict(obj)
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """A message as --json prints it: its handling label first."""
+    record = _as_json(message)
+    return {"label": record.pop("label"), **record}
+
+
+def banner(label: str) -> str:
+    """A handling label as a banner, shown before anything else of a message."""
+    return f"[{printable(label or api.UNLABELLED)}]"
+
+
+def queued_banner(queued: Queued) -> str:
+    """The label a send was queued under, as the line's first word (a daemon
+    without labels answers none: nothing then)."""
+    return f"{banner(queued.label)} " if queued.label else ""
 
 
 # -- contact ------------------------------------------------------------------------
@@ -121,10 +140,20 @@ def contact_list(home: Path | None, as_json: bool) -> None:
     if not contacts:
         click.echo("no contacts yet: add one with 'onionpost contact add CARD'", err=True)
         return
-    table = Table("name", "address", "reachable", "verified", "endorsement", "last seen", "added")
+    table = Table(
+        "name",
+        "address",
+        "reachable",
+        "verified",
+        "endorsement",
+        "last seen",
+        "added",
+        "accepts up to",
+    )
     table.columns[1].overflow = "fold"  # an address is an identity: never cut it short
     table.columns[1].min_width = 62
     for c in contacts:
+        limits = ", ".join((*c.max_labels, *(f"{x} (its own)" for x in c.accepts))) or "-"
         table.add_row(
             Text(printable(c.name)),
             Text(c.address),
@@ -133,6 +162,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
             Text(printable(c.endorsement or "-")),
             Text(format_ms(c.last_seen_ms)),
             Text(format_ms(c.added_ms, never="-")),
+            Text(printable(limits)),
         )
     _console().print(table)
 
@@ -207,6 +237,34 @@ def contact_require_endorsement(
     click.echo(f"an endorsement of '{printable(name)}': {said}")
 
 
+@contact.command("set-max-label")
+@click.argument("name")
+@click.argument("labels", metavar="[LABEL]...", nargs=-1)
+@home_option
+@json_option
+def contact_set_max_label(
+    name: str, labels: tuple[str, ...], home: Path | None, as_json: bool
+) -> None:
+    """Send contact NAME nothing above LABEL (one per scheme); none: no limit of ours.
+
+    The contact's own advertised limit holds as well: 'contact list' shows both.
+    """
+    result = run_client(home, lambda client: client.contact_set_max_label(name, labels))
+    if as_json:
+        emit_json(
+            {
+                "name": result.name,
+                "max_labels": list(result.max_labels),
+                "accepts": list(result.accepts),
+            }
+        )
+        return
+    ours = ", ".join(result.max_labels) or "no limit"
+    click.echo(f"'{printable(result.name)}': up to {printable(ours)}")
+    if result.accepts:
+        click.echo(f"  it accepts up to {printable(', '.join(result.accepts))}", err=True)
+
+
 # -- send -----------------------------------------------------------------------------
 
 
@@ -239,6 +297,17 @@ def _read_text(text: str | None) -> str:
     default=None,
     help="Wait until delivered, showing progress (the default for a file, not for a text).",
 )
+@click.option(
+    "--list",
+    "to_list",
+    is_flag=True,
+    help="NAME is a distribution list: each member gets a copy of its own.",
+)
+@click.option(
+    "--label",
+    metavar="LABEL",
+    help="Its handling label: TLP:AMBER, CUI//SP-CTI//NOFORN, ... (default: labels.default).",
+)
 @home_option
 @json_option
 def send(
@@ -247,6 +316,8 @@ def send(
     text: str | None,
     file_path: Path | None,
     wait: bool | None,
+    to_list: bool,
+    label: str | None,
     home: Path | None,
     as_json: bool,
 ) -> None:
@@ -258,25 +329,45 @@ def send(
     With --wait the exit status says whether it was delivered (0) or will
     never be (1: refused or expired). When the daemon does not confirm the
     send in time, it says so with the message's id (exit 3): the message may
-    be queued, and 'onionpost message ID' tells.
+    be queued, and 'onionpost message ID' tells. A label the contact does not
+    accept is refused with the reason ('bob accepts up to TLP:AMBER').
+
+    With --list, NAME is a distribution list ('onionpost list'): each member
+    gets a copy of its own, all queued at once; it returns then, showing
+    each copy's id ('onionpost list show NAME' follows their states). The
+    label is checked for every member first: one refusal queues nothing.
     """
     if file_path is not None and text is not None:
         raise click.UsageError("give TEXT or --file, not both")
+    if to_list and wait:
+        raise click.UsageError(
+            "--wait follows one message: follow a list's copies with 'list show'"
+        )
     body = _read_text(text) if file_path is None else None
+    if to_list:
+        sent = run_client(home, partial(_send_to_list, name, body, file_path, label), bounded=False)
+        if as_json:
+            emit_json(_as_json(sent))
+        else:
+            print_sent(sent)
+        return
     if not (wait if wait is not None else file_path is not None):
 
         async def queue(client: Client) -> Queued:
-            return await _queue(client, name, body, file_path)
+            return await _queue(client, name, body, file_path, label)
 
         queued = run_client(home, queue, bounded=False)
         if as_json:
-            emit_json(_as_json(queued))
+            emit_json(_as_json(queued), first="label")
         elif queued.name is not None:
-            click.echo(f"queued {queued.id} ({printable(queued.name)}) for '{printable(name)}'")
+            click.echo(
+                f"{queued_banner(queued)}queued {queued.id} ({printable(queued.name)}) "
+                f"for '{printable(name)}'"
+            )
         else:
-            click.echo(f"queued {queued.id} for '{printable(name)}'")
+            click.echo(f"{queued_banner(queued)}queued {queued.id} for '{printable(name)}'")
         return
-    follower = _Follower(name, body, file_path, as_json)
+    follower = _Follower(name, body, file_path, as_json, label)
     try:
         final = run_client(home, follower.run, bounded=False)
     except KeyboardInterrupt:
@@ -288,7 +379,9 @@ def send(
         fail(f"the {what} was not delivered: {final.state}{reason}", EXIT_FAILED)
 
 
-async def _queue(client: Client, contact: str, body: str | None, path: Path | None) -> Queued:
+async def _queue(
+    client: Client, contact: str, body: str | None, path: Path | None, label: str | None
+) -> Queued:
     """Send under an id chosen here, within ANSWER_DEADLINE. The client sends
     again under it while the connection breaks, so one message is sent at
     most; with no answer at all, what we know is the id."""
@@ -296,9 +389,9 @@ async def _queue(client: Client, contact: str, body: str | None, path: Path | No
     try:
         with trio.fail_after(ANSWER_DEADLINE):
             if path is not None:
-                return await client.send_file(contact, path, id=message_id)
+                return await client.send_file(contact, path, id=message_id, label=label)
             assert body is not None
-            return await client.send_text(contact, body, id=message_id)
+            return await client.send_text(contact, body, id=message_id, label=label)
     except trio.TooSlowError:
         why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
     except NotConfirmedError as exc:
@@ -310,12 +403,38 @@ async def _queue(client: Client, contact: str, body: str | None, path: Path | No
     )
 
 
+async def _send_to_list(
+    name: str, body: str | None, path: Path | None, label: str | None, client: Client
+) -> ListSent:
+    """As :func:`_queue`, for a send to a list under a send id chosen here."""
+    send_id = api.new_message_id()
+    try:
+        with trio.fail_after(ANSWER_DEADLINE):
+            if path is not None:
+                return await client.list_send_file(name, path, id=send_id, label=label)
+            assert body is not None
+            return await client.list_send_text(name, body, id=send_id, label=label)
+    except trio.TooSlowError:
+        why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
+    except NotConfirmedError as exc:
+        why = str(exc.__cause__ or exc)
+    except (TransportError, DaemonNotRunningError) as exc:
+        why = str(exc)
+    raise NotConfirmedError(
+        f"not confirmed: see 'onionpost list show {shlex.quote(name)}' ({why})",
+        message_id=send_id,
+    )
+
+
 class _Follower:
     """Queue a text or a file, then follow its ``state`` events until it is
     delivered or will never be."""
 
-    def __init__(self, contact: str, body: str | None, path: Path | None, as_json: bool) -> None:
+    def __init__(
+        self, contact: str, body: str | None, path: Path | None, as_json: bool, label: str | None
+    ) -> None:
         self.contact = contact
+        self.label = label
         self.body = body
         self.path = path
         self.as_json = as_json
@@ -327,12 +446,14 @@ class _Follower:
             events = await enter_with_deadline(
                 stack, client.subscribe(["state"]), client.socket_path
             )
-            self.queued = queued = await _queue(client, self.contact, self.body, self.path)
+            self.queued = queued = await _queue(
+                client, self.contact, self.body, self.path, self.label
+            )
             if self.as_json:
-                emit_json(_as_json(queued))
+                emit_json(_as_json(queued), first="label")
             else:
                 what = f" ({printable(queued.name)})" if queued.name is not None else ""
-                click.echo(f"queued {queued.id}{what}", err=True)
+                click.echo(f"{queued_banner(queued)}queued {queued.id}{what}", err=True)
             bar = self.path is not None and not self.as_json
             with _progress_bar(queued, enabled=bar) as (progress, task):
                 async for change in events:
@@ -421,13 +542,13 @@ class _InboxPrinter:
         if message.seq is not None:
             self.last_seq = max(self.last_seq, message.seq)
         if self.as_json:
-            record = _as_json(message)
+            record = message_json(message)
             if saved is not None:
                 record["exported_to"] = saved
-            emit_json(record)
+            emit_json(record, first="label")
             return
         when = format_ms(message.received_ms or message.created_ms)
-        head = f"#{message.seq}  {when}  {printable(message.contact)}:"
+        head = f"{banner(message.label)} #{message.seq}  {when}  {printable(message.contact)}:"
         if message.file is not None:
             state = "" if message.file.complete else ", incomplete"
             size = _format_size(message.file.size)
@@ -583,8 +704,9 @@ def message(message_id: str, contact_name: str | None, home: Path | None, as_jso
     """Show one message or file, either direction: its state and history."""
     shown = run_client(home, lambda client: client.message(message_id, contact_name))
     if as_json:
-        emit_json(_as_json(shown))
+        emit_json(message_json(shown), first="label")
         return
+    click.echo(banner(shown.label))
     arrow = "from" if shown.direction == "in" else "to"
     what = (
         f"file {printable(shown.file.name)} ({_format_size(shown.file.size)})"
@@ -614,15 +736,16 @@ def outbox(contact_name: str | None, home: Path | None, as_json: bool) -> None:
     )
     if as_json:
         for item in waiting:
-            emit_json(_as_json(item))
+            emit_json(message_json(item), first="label")
         return
     if not waiting:
         click.echo("nothing waits", err=True)
         return
-    table = Table("contact", "id", "what", "state", "since")
+    table = Table("label", "contact", "id", "what", "state", "since")
     for item in sorted(waiting, key=lambda m: (m.contact, m.received_ms or 0)):
         what = f"file {printable(item.file.name)}" if item.file is not None else "text"
         table.add_row(
+            Text(banner(item.label)),
             Text(printable(item.contact)),
             Text(item.id),
             Text(what),

@@ -200,7 +200,12 @@ def resolve_home(home: Path | None) -> Path:
     return default_home()
 
 
-def emit_json(obj: Any) -> None:
+def emit_json(obj: Any, *, first: str | None = None) -> None:
+    """One JSON line, keys sorted; ``first`` (a message's ``label``) leads."""
+    if first is not None and isinstance(obj, dict) and first in obj:
+        ordered = json.loads(json.dumps(obj, sort_keys=True))
+        click.echo(json.dumps({first: ordered.pop(first), **ordered}))
+        return
     click.echo(json.dumps(obj, sort_keys=True))
 
 

@@ -74,9 +74,13 @@ R = TypeVar("R")
 Q = TypeVar("Q", bound=api.Request[Any])
 
 
+# Requests sent again under their id while the connection breaks.
+_SENDS = (api.SendText, api.SendFile, api.ListSendText, api.ListSendFile)
+
+
 def _with_message_id(request: Q) -> Q:
     """A send under an id chosen here, so that it can be sent again."""
-    if isinstance(request, api.SendText | api.SendFile) and request.id is None:
+    if isinstance(request, _SENDS) and request.id is None:
         return replace(request, id=api.new_message_id())
     if isinstance(request, api.SendTexts) and any(t.id is None for t in request.texts):
         texts = tuple(t if t.id else replace(t, id=api.new_message_id()) for t in request.texts)
@@ -236,7 +240,8 @@ class Client:
         await trio.aclose_forcefully(old.stream)
 
     async def _call_until_answered(
-        self, request: api.SendText | api.SendFile | api.SendTexts
+        self,
+        request: api.SendText | api.SendFile | api.SendTexts | api.ListSendText | api.ListSendFile,
     ) -> Any:
         """A send, sent again under its id while no answer comes (module docstring)."""
         if isinstance(request, api.SendTexts):
@@ -306,7 +311,7 @@ class Client:
         module docstring); the result's ``id`` is that id.
         """
         request = _with_message_id(request)
-        if isinstance(request, api.SendText | api.SendFile | api.SendTexts):
+        if isinstance(request, (*_SENDS, api.SendTexts)):
             result = await self._call_until_answered(request)
         else:
             result = await self._call(request)
@@ -357,27 +362,86 @@ class Client:
             api.TrustRevocationsImport(base64.b64encode(bundle).decode("ascii"))
         )
 
+    async def contact_set_max_label(self, name: str, labels: Iterable[str]) -> api.ContactLabels:
+        """The highest handling labels (one per scheme) we send ``name``; none: no limit."""
+        return await self.request(api.ContactSetMaxLabel(name, tuple(labels)))
+
     async def send_text(
-        self, contact: str, body: str, *, content_type: str = "text/plain", id: str | None = None
+        self,
+        contact: str,
+        body: str,
+        *,
+        content_type: str = "text/plain",
+        id: str | None = None,
+        label: str | None = None,
     ) -> api.Queued:
         """Returns once the daemon has durably queued the message, under ``id``
-        (:func:`onionpost.api.new_message_id`; by default a new one)."""
-        return await self.request(api.SendText(contact, body, content_type, id))
+        (:func:`onionpost.api.new_message_id`; by default a new one), labelled
+        ``label`` (by default the endpoint's default label). A label the
+        contact does not accept is :class:`ApiError` with code ``label``."""
+        return await self.request(api.SendText(contact, body, content_type, id, label))
 
     async def send_texts(
-        self, contact: str, texts: Sequence[str | api.TextItem]
+        self, contact: str, texts: Sequence[str | api.TextItem], *, label: str | None = None
     ) -> tuple[api.Queued, ...]:
         """Many texts in one call (at most :data:`onionpost.api.MAX_TEXTS`):
         returns once the daemon has durably queued them all, in order, each
-        under its own id (chosen here when the item has none)."""
+        under its own id (chosen here when the item has none), all labelled ``label``."""
         items = tuple(api.TextItem(t) if isinstance(t, str) else t for t in texts)
-        return await self.request(api.SendTexts(contact, items))
+        return await self.request(api.SendTexts(contact, items, label))
 
     async def send_file(
-        self, contact: str, path: Path | str, *, id: str | None = None
+        self, contact: str, path: Path | str, *, id: str | None = None, label: str | None = None
     ) -> api.Queued:
         """Returns once the daemon has copied the file into its store, queued."""
-        return await self.request(api.SendFile(contact, _absolute(path), id))
+        return await self.request(api.SendFile(contact, _absolute(path), id, label))
+
+    async def forward(
+        self, id: str, to: str, *, contact: str | None = None, label: str | None = None
+    ) -> api.Queued:
+        """Send stored message ``id`` on to ``to`` under a new id, its label kept
+        or raised to ``label`` (never lowered; TLP:RED stays in its audience)."""
+        return await self.request(api.Forward(id, to, contact, label))
+
+    async def list_create(self, name: str, members: Sequence[str] = ()) -> api.DistributionList:
+        return await self.request(api.ListCreate(name, tuple(members)))
+
+    async def list_add(self, name: str, members: Sequence[str]) -> api.DistributionList:
+        return await self.request(api.ListAdd(name, tuple(members)))
+
+    async def list_remove(self, name: str, members: Sequence[str]) -> api.DistributionList:
+        return await self.request(api.ListRemove(name, tuple(members)))
+
+    async def list_delete(self, name: str) -> api.DistributionList:
+        return await self.request(api.ListDelete(name))
+
+    async def list_show(self, name: str) -> api.DistributionList:
+        """The list, its members and its latest sends with each copy's state."""
+        return await self.request(api.ListShow(name))
+
+    async def list_list(self) -> tuple[api.DistributionList, ...]:
+        return await self.request(api.ListList())
+
+    async def list_send_text(
+        self,
+        name: str,
+        body: str,
+        *,
+        content_type: str = "text/plain",
+        id: str | None = None,
+        label: str | None = None,
+    ) -> api.ListSent:
+        """A copy of the text to each member of list ``name``, all durably
+        queued when this returns, under the send's ``id`` (sent again under
+        it while the connection breaks: one send at most), each labelled
+        ``label`` (checked for every member first)."""
+        return await self.request(api.ListSendText(name, body, content_type, id, label))
+
+    async def list_send_file(
+        self, name: str, path: Path | str, *, id: str | None = None, label: str | None = None
+    ) -> api.ListSent:
+        """A copy of the file to each member of list ``name``."""
+        return await self.request(api.ListSendFile(name, _absolute(path), id, label))
 
     async def inbox(
         self, after: int = 0, limit: int = 100, *, unread: bool = False

@@ -17,7 +17,8 @@ Theory of operation
 This module is the local API's backend: its handlers (one per request type
 an endpoint serves, :attr:`Daemon.handlers`) turn requests into store reads
 and engine calls, and shape the records; their store calls run in the
-engine's worker, off the event loop.
+engine's worker, off the event loop. Those of distribution lists are in
+:mod:`onionpost.daemon._lists`.
 
 Sends are idempotent on their id: the client chooses a message's id, and
 the same ``send_text``/``send_file`` again (its answer was lost: the daemon
@@ -49,7 +50,8 @@ import trio
 
 from onionpost import api
 from onionpost._logs import contact_ref, safe
-from onionpost.daemon import _evidence
+from onionpost.daemon import _evidence, _labels
+from onionpost.daemon._lists import ListHandlers
 from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
 from onionpost.daemon.delivery import (
     DeliveryEngine,
@@ -162,6 +164,10 @@ class Daemon:
             secrets, store, self.engine, self.mailboxes, mailbox_dial, policy, self._worker
         )
         self._sending: dict[bytes, trio.Lock] = {}
+        self.lists = lists = ListHandlers(
+            store, self.engine, self._worker, config.max_file_size, config.labels
+        )
+        self._labels = config.labels
         self.handlers: Handlers = {
             api.Whoami: self.whoami,
             api.GetStatus: self.status,
@@ -175,9 +181,11 @@ class Daemon:
             api.ContactRequireEndorsement: self.contact_require_endorsement,
             api.TrustRevocationsImport: self.trust_revocations_import,
             api.ContactVerify: self.contact_verify,
+            api.ContactSetMaxLabel: self.contact_set_max_label,
             api.SendText: self.send_text,
             api.SendTexts: self.send_texts,
             api.SendFile: self.send_file,
+            api.Forward: self.forward,
             api.Inbox: self.inbox,
             api.Outbox: self.outbox,
             api.GetMessage: self.message,
@@ -190,6 +198,14 @@ class Daemon:
             api.MailboxPair: self.mailbox_pair,
             api.GetMailboxStatus: self.mailbox_status,
             api.MailboxWipe: self.mailbox_wipe,
+            api.ListCreate: lists.list_create,
+            api.ListAdd: lists.list_add,
+            api.ListRemove: lists.list_remove,
+            api.ListDelete: lists.list_delete,
+            api.ListShow: lists.list_show,
+            api.ListList: lists.list_list,
+            api.ListSendText: lists.list_send_text,
+            api.ListSendFile: lists.list_send_file,
         }
 
     # -- lifecycle -----------------------------------------------------------------
@@ -353,6 +369,10 @@ class Daemon:
         if self.host.published:
             await self.host.authorize()
 
+    def _contacts_with_limits(self) -> list[tuple[Contact, tuple[str, ...], tuple[str, ...]]]:
+        store = self._store
+        return [(c, *store.contacts.label_limits(c.id)) for c in store.contacts.all()]
+
     async def contact_list(self, request: api.ContactList) -> tuple[api.Contact, ...]:
         verified = await self._worker(self._store.contacts.verified)
         endorsed = await self._worker(self._store.trust.endorsements)
@@ -368,9 +388,17 @@ class Daemon:
                 endorsement=None if (e := endorsed.get(c.id)) is None else e.describe,
                 endorsement_status=None if e is None else e.status,
                 require_endorsement=required.get(c.id),
+                max_labels=local,
+                accepts=advertised,
             )
-            for c in await self._worker(self._store.contacts.all)
+            for c, local, advertised in await self._worker(self._contacts_with_limits)
         )
+
+    async def contact_set_max_label(self, request: api.ContactSetMaxLabel) -> api.ContactLabels:
+        name, local, advertised = await self._worker(
+            _labels.set_max_label, self._store, self._labels, request.name, request.labels
+        )
+        return api.ContactLabels(name, local, advertised)
 
     async def contact_remove(self, request: api.ContactRemove) -> api.ContactRef:
         contact = await self._worker(self._store.contacts.remove_contact, request.name)
@@ -497,16 +525,29 @@ class Daemon:
             if not lock.locked() and not lock.statistics().tasks_waiting:
                 self._sending.pop(message_id, None)
 
+    async def _label_for(self, contact_id: int, name: str, text: str | None) -> str:
+        """The label a send to ``contact_id`` carries (``text`` or the default),
+        checked against what the contact accepts: LabelError (spec.md §5.10)."""
+        label = self._labels.label(text)
+        # Every send asks: the limits are read from memory when they can be.
+        limits = self._store.contacts.cached_label_limits(contact_id)
+        if limits is None:
+            limits = await self._worker(self._store.contacts.label_limits, contact_id)
+        _labels.check_limits(self._labels, limits, name, label)
+        return label.text
+
     async def send_text(self, request: api.SendText) -> api.Queued:
         contact_id = await self._contact_id(request.contact)
+        label = await self._label_for(contact_id, request.contact, request.label)
         message_id = os.urandom(16) if request.id is None else _parse_id(request.id)
-        text = m.Text(message_id, _now_ms(), request.body, request.content_type)
+        text = m.Text(message_id, _now_ms(), request.body, request.content_type, label)
         async with self._one_send(message_id):
             await self.engine.queue_text(contact_id, text)
-        return api.Queued(message_id.hex(), api.MessageState.QUEUED)
+        return api.Queued(message_id.hex(), api.MessageState.QUEUED, label=label)
 
     async def send_texts(self, request: api.SendTexts) -> tuple[api.Queued, ...]:
         contact_id = await self._contact_id(request.contact)
+        label = await self._label_for(contact_id, request.contact, request.label)
         now = _now_ms()
         texts = [
             m.Text(
@@ -514,14 +555,49 @@ class Daemon:
                 now,
                 item.body,
                 item.content_type,
+                label,
             )
             for item in request.texts
         ]
         await self.engine.queue_texts(contact_id, texts)
-        return tuple(api.Queued(t.id.hex(), api.MessageState.QUEUED) for t in texts)
+        return tuple(api.Queued(t.id.hex(), api.MessageState.QUEUED, label=label) for t in texts)
+
+    async def forward(self, request: api.Forward) -> api.Queued:
+        """A stored message sent on to ``to`` under a new id; see _labels.forward_label."""
+        source = await self._worker(self._find, _parse_id(request.id), request.contact)
+        contact_id = await self._contact_id(request.to)
+        label = await self._worker(
+            _labels.forward_label,
+            self._store,
+            self._labels,
+            source,
+            (contact_id, request.to),
+            request.label,
+        )
+        message_id = os.urandom(16)
+        if source.file is None:
+            assert source.body is not None
+            text = m.Text(message_id, _now_ms(), source.body, source.content_type, label.text)
+            await self.engine.queue_text(contact_id, text)
+            return api.Queued(message_id.hex(), api.MessageState.QUEUED, label=label.text)
+        queued = await trio.to_thread.run_sync(
+            partial(
+                self._store.outbox.forward_file,
+                source,
+                contact_id,
+                message_id,
+                _now_ms(),
+                label.text,
+            )
+        )
+        self.engine.kick(contact_id)
+        return api.Queued(
+            message_id.hex(), api.MessageState.QUEUED, queued.name, queued.size, label.text
+        )
 
     async def send_file(self, request: api.SendFile) -> api.Queued:
         contact_id = await self._contact_id(request.contact)
+        label = await self._label_for(contact_id, request.contact, request.label)
         source = Path(request.path)
         if not source.is_absolute():
             raise ConfigError("give the file's absolute path")
@@ -538,10 +614,11 @@ class Daemon:
                     source.name,
                     source,
                     self._config.max_file_size,
+                    label=label,
                 )
             )
         self.engine.kick(contact_id)
-        return api.Queued(file_id.hex(), api.MessageState.QUEUED, queued.name, queued.size)
+        return api.Queued(file_id.hex(), api.MessageState.QUEUED, queued.name, queued.size, label)
 
     async def inbox(self, request: api.Inbox) -> tuple[api.Message, ...]:
         page = await self._worker(
@@ -636,6 +713,7 @@ class Daemon:
                 _evidence.export,
                 self._store,
                 self._witness,
+                self._labels,
                 request,
                 contact_id,
                 ids,

@@ -20,16 +20,20 @@ from pathlib import Path
 from typing import Final
 
 from onionpost import __version__, api
+from onionpost.daemon._labels import check_export
 from onionpost.daemon.delivery import Witness
 from onionpost.errors import ConfigError, NotFoundError, VerificationError
 from onionpost.limits import MAX_EXPORT_MESSAGES
 from onionpost.proto import bundle, merkle, note
 from onionpost.proto.evidence import Entry, Event
+from onionpost.proto.labels import LabelPolicy
 from onionpost.store import Direction, Kind, Store, Stored
 
 __all__ = ["export", "show", "verify_log"]
 
 _ZIP_CHUNK: Final = 1 << 20
+# Stored messages read per query when checking them against the log.
+_VERIFY_BATCH: Final = 1000
 
 
 def show(store: Store, start: int, limit: int) -> api.LogEntries:
@@ -66,6 +70,9 @@ def verify_log(store: Store, witness: Witness) -> api.LogReport:
     signed and every cosignature we hold against it."""
     problems: list[str] = []
     leaves: list[bytes] = []
+    # The entry that recorded each message as queued or received, by
+    # (message, counterparty, direction): the stored row must still match it.
+    firsts: dict[tuple[bytes, str, str], Entry] = {}
     start = 0
     while True:
         batch = store.evidence.entries(start, 4096)
@@ -76,9 +83,13 @@ def verify_log(store: Store, witness: Witness) -> api.LogReport:
                 problems.append(f"entry {len(leaves)} is missing")
                 leaves.append(merkle.leaf_hash(b""))
             try:
-                Entry.decode(data)
+                entry = Entry.decode(data)
             except VerificationError as exc:
                 problems.append(f"entry {idx}: {exc}")
+            else:
+                side = {Event.QUEUED: "out", Event.RECEIVED: "in"}.get(entry.event)
+                if side is not None:
+                    firsts.setdefault((entry.message_id, entry.counterparty, side), entry)
             leaves.append(merkle.leaf_hash(data))
         start = batch[-1][0] + 1
     hasher = merkle.list_hasher(leaves)
@@ -105,6 +116,7 @@ def verify_log(store: Store, witness: Witness) -> api.LogReport:
             problems.append(f"{what}: the log's first {checkpoint.size} entries differ from it")
         return checkpoint
 
+    problems += _stored_against_entries(store, firsts)
     checkpoints = store.evidence.checkpoints()
     for signed in checkpoints:
         check(signed, "checkpoint")
@@ -145,6 +157,28 @@ def verify_log(store: Store, witness: Witness) -> api.LogReport:
     )
 
 
+def _stored_against_entries(store: Store, firsts: dict[tuple[bytes, str, str], Entry]) -> list[str]:
+    """Each stored message whose queueing or receipt the log recorded must be
+    what was recorded: its record (label included) and content digests. A
+    label, a body or a name changed in the store is reported here."""
+    problems: list[str] = []
+    after = 0
+    while batch := store.messages.selected(limit=_VERIFY_BATCH, after=after):
+        for stored in batch:
+            after = stored.seq
+            message = _bundle_message(store, stored, None)
+            entry = firsts.get((stored.id, message.counterparty, message.direction))
+            if entry is None:
+                continue  # stored before the log began (evidence.md §2)
+            expected = message.entry_for(entry.time_ms)
+            if (entry.record, entry.content) != (expected.record, expected.content):
+                problems.append(
+                    f"message {stored.id.hex()}: the store no longer matches its log entry "
+                    "(its label or content was changed)"
+                )
+    return problems
+
+
 def _bundle_message(store: Store, stored: Stored, member: str | None) -> bundle.BundleMessage:
     counterparty = store.evidence.address(stored.contact_id)
     direction = "out" if stored.direction == Direction.OUT else "in"
@@ -157,6 +191,7 @@ def _bundle_message(store: Store, stored: Stored, member: str | None) -> bundle.
             stored.created_ms,
             stored.content_type,
             body=stored.body or "",
+            label=stored.label,
         )
     assert stored.file is not None
     f = stored.file
@@ -171,12 +206,14 @@ def _bundle_message(store: Store, stored: Stored, member: str | None) -> bundle.
         size=f.size,
         blake2b=f.blake2b,
         member=member,
+        label=stored.label,
     )
 
 
 def export(  # noqa: PLR0917 - a selection, where to, and when
     store: Store,
     witness: Witness,
+    labels: LabelPolicy,
     request: api.EvidenceExport,
     contact_id: int | None,
     ids: list[bytes],
@@ -199,6 +236,9 @@ def export(  # noqa: PLR0917 - a selection, where to, and when
         raise ConfigError(
             f"more than {MAX_EXPORT_MESSAGES} messages selected: narrow the selection"
         )
+    # Labels are kept in the bundle, and what policy forbids is not exported
+    # at all (spec.md §5.10): refused before anything is written or logged.
+    check_export(labels, selected)
     checkpoint = store.evidence.checkpoint(witness.origin, witness.sign, now)
     size = note.Checkpoint.from_text(checkpoint.text).size
     hasher = store.evidence.hasher(size)

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from onionpost._files import read_small_file
-from onionpost.errors import ConfigError
+from onionpost.errors import ConfigError, LabelError
 from onionpost.home._paths import Paths
-from onionpost.limits import MAX_CONFIG_FILE
+from onionpost.limits import MAX_CONFIG_FILE, MAX_LABEL_SCHEMES
+from onionpost.proto.labels import LabelPolicy, Scheme
 
 __all__ = ["DEFAULT_CONFIG_TEXT", "Config", "load_config", "parse_config"]
 
@@ -80,6 +81,8 @@ class Config:
     # Agency trust (trust.md §7.4): sessions and deliveries only with contacts
     # whose agency endorsement is valid now.
     require_endorsement: bool = False
+    # Handling labels (spec.md §5.10): the [labels] table.
+    labels: LabelPolicy = field(default_factory=LabelPolicy.build)
     # A home run as a mailbox: the [mailbox] table.
     mailbox_retention: float = 30 * 24 * 3600.0
     mailbox_max_envelope: int = MAX_MAILBOX_ENVELOPE
@@ -183,6 +186,26 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # Empty by default.
 # [tor.options]
 # TestingTorNetwork = "1"
+
+# Handling labels (protocol-spec/spec.md §5.10). Every message and file
+# carries one: --label on send, else the default. Schemes: TLP 2.0
+# ("TLP:AMBER+STRICT"), US CUI banners ("CUI//SP-CTI//NOFORN"), and the
+# agency schemes declared below ("ACME:SENSITIVE//LES").
+# [labels]
+# default = "TLP:AMBER"
+# The highest label we accept, one per scheme; told to every contact, whose
+# daemon then refuses to send us more. Empty: no limit.
+# accept = []
+# The highest label an evidence export carries, per scheme (TLP:RED never).
+# export_max = ["TLP:AMBER+STRICT"]
+# Our organisation, as endorsements name it: TLP:AMBER+STRICT is then sent
+# on only to contacts endorsed as in it.
+# organisation = "acme"
+# An agency scheme: its levels lowest first, and its caveats.
+# [[labels.schemes]]
+# name = "ACME"
+# levels = ["INTERNAL", "SENSITIVE"]
+# caveats = ["LES"]
 
 # Only for a home run as a mailbox (onionpost mailbox serve): what it holds
 # for the endpoints that paired with it, and for how long. Uncomment the
@@ -350,6 +373,50 @@ _MAILBOX: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "records_per_second": ("mailbox_records_per_second", lambda k, v: _int(k, v, 1, 10**6)),
 }
 _TABLES: Final = {"tor": _TOR, "mailbox": _MAILBOX}
+_LABEL_KEYS: Final = frozenset({"default", "accept", "export_max", "organisation", "schemes"})
+_SCHEME_KEYS: Final = frozenset({"name", "levels", "caveats"})
+
+
+def _strings(key: str, value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key {key} must be a list of strings")
+    return list(value)
+
+
+def _scheme(key: str, value: object) -> Scheme:
+    if not isinstance(value, dict) or not set(value) <= _SCHEME_KEYS or "name" not in value:
+        raise ConfigError(f"config key {key} must be a table of name, levels and caveats")
+    return Scheme(
+        _text(f"{key}.name", value["name"]),
+        tuple(_strings(f"{key}.levels", value.get("levels", []))),
+        frozenset(_strings(f"{key}.caveats", value.get("caveats", []))),
+    )
+
+
+def _labels(value: object) -> LabelPolicy:
+    """The [labels] table: every label checked against the schemes it declares."""
+    if not isinstance(value, dict):
+        raise ConfigError("config key labels must be a table")
+    for key in value:
+        if key not in _LABEL_KEYS:
+            raise ConfigError(f"unknown config key labels.{key}")
+    schemes = value.get("schemes", [])
+    if not isinstance(schemes, list) or len(schemes) > MAX_LABEL_SCHEMES:
+        raise ConfigError(f"config key labels.schemes: at most {MAX_LABEL_SCHEMES} tables")
+    try:
+        return LabelPolicy.build(
+            default=_text("labels.default", value.get("default", "TLP:AMBER")),
+            accept=_strings("labels.accept", value.get("accept", [])),
+            export_max=_strings("labels.export_max", value.get("export_max", ["TLP:AMBER+STRICT"])),
+            schemes=[_scheme(f"labels.schemes[{n}]", s) for n, s in enumerate(schemes)],
+            organisation=(
+                _text("labels.organisation", value["organisation"])
+                if "organisation" in value
+                else None
+            ),
+        )
+    except LabelError as exc:
+        raise ConfigError(f"config table labels: {exc}") from exc
 
 
 def parse_config(text: str, *, source: str = "config.toml") -> Config:
@@ -369,6 +436,8 @@ def parse_config(text: str, *, source: str = "config.toml") -> Config:
                     raise ConfigError(f"unknown config key {key}.{sub_key}")
                 name, convert = table[sub_key]
                 values[name] = convert(f"{key}.{sub_key}", sub_value)
+        elif key == "labels":
+            values["labels"] = _labels(value)
         elif key in _TOP:
             name, convert = _TOP[key]
             values[name] = convert(key, value)

@@ -94,6 +94,7 @@ class BundleMessage:
     size: int | None = None
     blake2b: bytes | None = None
     member: str | None = None  # where the file's bytes are, if they were kept
+    label: str = ""  # its handling label (spec.md §5.10); "" an earlier sender's, unlabelled
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -103,6 +104,7 @@ class BundleMessage:
             "kind": self.kind,
             "created_ms": self.created_ms,
             "content_type": self.content_type,
+            "label": self.label,
         }
         if self.kind == "text":
             out["body"] = self.body
@@ -132,6 +134,7 @@ class BundleMessage:
                 size=_int(value["size"]) if kind == "file" else None,
                 blake2b=bytes.fromhex(blake) if kind == "file" and blake else None,
                 member=value.get("member") if kind == "file" else None,
+                label=_str(value.get("label", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise VerificationError("a malformed message in the bundle", what="bundle") from exc
@@ -148,6 +151,7 @@ class BundleMessage:
                 self.created_ms,
                 self.body or "",
                 self.content_type,
+                self.label,
             )
         return file_entry(
             event,
@@ -159,6 +163,7 @@ class BundleMessage:
             self.size or 0,
             self.blake2b or b"",
             self.content_type,
+            self.label,
         )
 
 
@@ -268,11 +273,14 @@ def case_manifest(
         }
         if m.kind == "text":
             facet["uco-observable:messageText"] = m.body or ""
-        node = {
+        node: dict[str, Any] = {
             "@id": _kb("message", key),
             "@type": "uco-observable:Message",
             "uco-core:hasFacet": [facet],
         }
+        if m.label:
+            # Its handling label, as its canonical text (spec.md §5.10).
+            node["uco-core:tag"] = [m.label]
         graph.append(node)
         objects.append({"@id": node["@id"]})
         if m.kind == "file":

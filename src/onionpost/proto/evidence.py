@@ -30,14 +30,14 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Final
 
 from onionpost.errors import VerificationError
 from onionpost.limits import MAX_EVIDENCE_DETAIL, MAX_EVIDENCE_ENTRY
 from onionpost.proto import _msgpack
 from onionpost.proto.merkle import verify_consistency
-from onionpost.proto.messages import FileOffer, Text
+from onionpost.proto.messages import FileOffer, Text, wire_values
 from onionpost.proto.note import Checkpoint
 
 __all__ = [
@@ -204,8 +204,9 @@ def _record_digest(record: Text | FileOffer) -> bytes:
     # encode()'s bytes, without its checks: what is stored was checked when it
     # arrived or was queued, and a record of a store's older rules still gets
     # its entry.
-    values = [getattr(record, f.name) for f in fields(record)]
-    return hashlib.sha256(_msgpack.pack([int(record.TAG), *values])).digest()
+    # The label is one of the fields: an entry binds the label the record
+    # carried, so a label changed in the store no longer matches its entry.
+    return hashlib.sha256(_msgpack.pack(wire_values(record))).digest()
 
 
 def text_entry(  # noqa: PLR0917 - a text's fields
@@ -216,9 +217,11 @@ def text_entry(  # noqa: PLR0917 - a text's fields
     created_ms: int,
     body: str,
     content_type: str,
+    label: str = "",
 ) -> Entry:
-    """The entry of a text queued or received, with its digests."""
-    record = Text(message_id, created_ms, body, content_type)
+    """The entry of a text queued or received, with its digests (the record's
+    covers its label)."""
+    record = Text(message_id, created_ms, body, content_type, label)
     return Entry(
         event,
         time_ms,
@@ -240,9 +243,11 @@ def file_entry(  # noqa: PLR0917 - a file offer's fields
     size: int,
     blake2b: bytes,
     content_type: str,
+    label: str = "",
 ) -> Entry:
-    """The entry of a file queued or received: its offer's digest and the file's."""
-    offer = FileOffer(file_id, created_ms, name, size, blake2b, content_type)
+    """The entry of a file queued or received: its offer's digest (covering its
+    label) and the file's."""
+    offer = FileOffer(file_id, created_ms, name, size, blake2b, content_type, label)
     return Entry(event, time_ms, counterparty, file_id, "file", blake2b, _record_digest(offer))
 
 

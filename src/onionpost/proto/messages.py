@@ -49,6 +49,8 @@ from onionpost.limits import (
     MAX_CONTENT_TYPE,
     MAX_FILE_NAME,
     MAX_FILE_SIZE,
+    MAX_LABEL,
+    MAX_LABEL_SCHEMES,
     MAX_NOTE_BYTES,
     MAX_NOTE_SIGNATURES,
     MAX_PROOF_HASHES,
@@ -69,6 +71,7 @@ __all__ = [
     "FileComplete",
     "FileOffer",
     "FileReject",
+    "LabelLimit",
     "LogCosign",
     "LogCosigned",
     "LogStatus",
@@ -98,6 +101,7 @@ __all__ = [
     "UnknownExtension",
     "decode",
     "encode",
+    "wire_values",
 ]
 
 ID_LEN: Final = 16
@@ -148,6 +152,8 @@ class MessageType(enum.IntEnum):
     # witnessing each other's evidence log (evidence.md §5).
     LOG_COSIGN = 72
     LOG_COSIGNED = 73
+    # The highest handling label the sender accepts (spec.md §Handling labels).
+    LABEL_LIMIT = 74
     # Agency trust (trust.md §7.1): the sender's endorsement, list and checkpoint.
     TRUST_STAPLE = 80
 
@@ -161,6 +167,8 @@ class _Kind(enum.Enum):
     DATA = "data"  # bin, bounded by the record size
     KEY = "key"  # bin, exactly 32 bytes (a public key, a token)
     BLOBS = "blobs"  # array of 1..MAX_BLOBS bin, each at most the bound
+    LABEL = "label"  # str of printable ASCII, at most the bound (proto/labels.py parses it)
+    LABELS = "labels"  # array of 0..MAX_LABEL_SCHEMES non-empty labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +178,9 @@ class _Record:
     # Trailing fields a later version appended: a record from an earlier
     # sender may lack them, and they take their defaults.
     OPTIONAL: ClassVar[int] = 0
+    # Optional trailing fields at their defaults are left off the wire: a
+    # record that does not use them is the bytes an earlier version made.
+    TRIM: ClassVar[bool] = False
 
     def _validate(self) -> None:
         """Rules across fields; raises MessageDecodeError."""
@@ -185,15 +196,24 @@ class Text(_Record):
         (_Kind.U64, 0),
         (_Kind.TEXT, MAX_TEXT_BODY),
         (_Kind.TEXT, MAX_CONTENT_TYPE),
+        (_Kind.LABEL, MAX_LABEL),
     )
+    OPTIONAL = 1
+    TRIM = True
     id: bytes
     created_ms: int
     body: str
     content_type: str = "text/plain"
+    # Appended: the handling label's canonical text (proto/labels.py); "" is
+    # a record of an earlier sender, which carries none.
+    label: str = ""
 
     def __repr__(self) -> str:
         # Message contents never reach a repr (and so never a log).
-        return f"Text(id={self.id.hex()}, created_ms={self.created_ms}, {len(self.body)} chars)"
+        return (
+            f"Text(id={self.id.hex()}, created_ms={self.created_ms}, {len(self.body)} chars, "
+            f"label={self.label!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,13 +246,17 @@ class FileOffer(_Record):
         (_Kind.U64, 0),
         (_Kind.HASH, 0),
         (_Kind.TEXT, MAX_CONTENT_TYPE),
+        (_Kind.LABEL, MAX_LABEL),
     )
+    OPTIONAL = 1
+    TRIM = True
     id: bytes
     created_ms: int
     name: str
     size: int
     blake2b: bytes
     content_type: str = "application/octet-stream"
+    label: str = ""  # appended, as Text's
 
     def _validate(self) -> None:
         if self.size > MAX_FILE_SIZE:
@@ -242,7 +266,7 @@ class FileOffer(_Record):
             raise MessageDecodeError("bad file name")
 
     def __repr__(self) -> str:
-        return f"FileOffer(id={self.id.hex()}, size={self.size})"
+        return f"FileOffer(id={self.id.hex()}, size={self.size}, label={self.label!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -588,6 +612,18 @@ class LogCosigned(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class LabelLimit(_Record):
+    """The highest handling labels the sender accepts, one per scheme it
+    accepts (sent at the start of a session; an optional extension, which a
+    peer without labels ignores; none: no limit). Its receiver refuses to
+    queue above them."""
+
+    TAG = MessageType.LABEL_LIMIT
+    SCHEMA = ((_Kind.LABELS, MAX_LABEL),)
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TrustStaple(_Record):
     """The sender's endorsement proof, the latest revocation list of its agency
     it holds and the latest checkpoint of its agency's log (trust.md §7.1);
@@ -644,6 +680,7 @@ Message = (
     | MailboxInfo
     | LogCosign
     | LogCosigned
+    | LabelLimit
     | TrustStaple
 )
 
@@ -679,6 +716,7 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         MailboxInfo,
         LogCosign,
         LogCosigned,
+        LabelLimit,
         TrustStaple,
     )
 }
@@ -731,9 +769,50 @@ def _check(kind: _Kind, bound: int, value: object) -> object:
         if size > bound:
             raise _bad(f"expected a string of at most {bound} bytes")
         return value
+    if kind is _Kind.LABELS:
+        if type(value) is not tuple or len(value) > MAX_LABEL_SCHEMES:
+            raise _bad(f"expected at most {MAX_LABEL_SCHEMES} labels")
+        for v in value:
+            if not v:
+                raise _bad("a label limit names labels")
+            _check(_Kind.LABEL, bound, v)
+        return value
+    if kind is _Kind.LABEL:
+        if type(value) is not str or len(value) > bound:
+            raise _bad(f"a label is a string of at most {bound} characters")
+        if value and not (value.isascii() and value.isprintable()):
+            raise _bad("a label is printable ASCII")
+        return value
     if type(value) is not bytes:
         raise _bad("expected binary data")
     return value
+
+
+# Per record class: its field names, and the defaults of its optional ones.
+_SHAPES: Final[dict[type, tuple[tuple[str, ...], tuple[object, ...]]]] = {}
+
+
+def _shape(cls: type[_Record]) -> tuple[tuple[str, ...], tuple[object, ...]]:
+    found = _SHAPES.get(cls)
+    if found is None:
+        every = fields(cls)
+        optional = every[len(every) - cls.OPTIONAL :] if cls.OPTIONAL else ()
+        found = _SHAPES[cls] = (tuple(f.name for f in every), tuple(f.default for f in optional))
+    return found
+
+
+def wire_values(message: Message) -> list[object]:
+    """The record's fields as they go on the wire, its tag first: a record
+    with ``TRIM`` leaves off optional trailing fields at their defaults."""
+    names, defaults = _shape(type(message))
+    values = [getattr(message, name) for name in names]
+    if message.TRIM:
+        keep = len(values)
+        first = keep - len(defaults)
+        while keep > first and values[keep - 1] == defaults[keep - 1 - first]:
+            keep -= 1
+        del values[keep:]
+    return [int(message.TAG), *values]
 
 
 def _plain(value: object, depth: int = 0) -> bool:
@@ -745,14 +824,14 @@ def _plain(value: object, depth: int = 0) -> bool:
 
 def encode(message: Message) -> bytes:
     """The msgpack form of ``message``; LocalProtocolError if it breaks a limit."""
-    values = [getattr(message, f.name) for f in fields(message)]
+    values = [getattr(message, name) for name in _shape(type(message))[0]]
     try:
         for (kind, bound), value in zip(message.SCHEMA, values, strict=True):
             _check(kind, bound, value)
         message._validate()
     except MessageDecodeError as exc:
         raise LocalProtocolError(f"cannot send {type(message).__name__}: {exc}") from exc
-    data = _msgpack.pack([int(message.TAG), *values])
+    data = _msgpack.pack(wire_values(message))
     if len(data) > MAX_RECORD_SIZE:
         raise LocalProtocolError(f"{type(message).__name__} is larger than one frame")
     return data

@@ -3,7 +3,7 @@
 Nothing outside this package opens the database. :class:`Store` is the whole
 API: opened once, it is composed of parts, one per group of tables
 (``store.contacts``, ``store.outbox``, ``store.messages``,
-``store.transfers``, ``store.mailbox``), that hand out the frozen records
+``store.transfers``, ``store.mailbox``, ``store.lists``), that hand out the frozen records
 below, none of whose ``repr`` shows a message body or file name. The store
 knows rows, not the wire: the daemon makes its records of them. Formats:
 ``protocol-spec/storage.md`` §Store.
@@ -17,6 +17,7 @@ rest (key derivation, sealing); the home's secrets file is sealed with it.
 from __future__ import annotations
 
 from onionpost.store import _crypto as at_rest
+from onionpost.store._lists import Audience, DistributionList, ListCopy, ListSend, QueuedCopies
 from onionpost.store._mailbox import (
     Deposited,
     Directory,
@@ -49,6 +50,7 @@ from onionpost.store._store import Store
 from onionpost.store._trust import ContactEndorsement
 
 __all__ = [
+    "Audience",
     "INCOMING_TRANSITIONS",
     "OUTGOING_TRANSITIONS",
     "SCHEMA_VERSION",
@@ -57,9 +59,12 @@ __all__ = [
     "Deposited",
     "Direction",
     "Directory",
+    "DistributionList",
     "Expired",
     "HeldEnvelope",
     "Kind",
+    "ListCopy",
+    "ListSend",
     "MailboxStore",
     "OpenCode",
     "Outgoing",
@@ -70,6 +75,7 @@ __all__ = [
     "PairOutcome",
     "Prekey",
     "PrekeyKind",
+    "QueuedCopies",
     "Registration",
     "State",
     "Store",

@@ -55,6 +55,10 @@ def contact_of(row: Sequence[Any]) -> Contact:
     )
 
 
+def _split(value: str | None) -> tuple[str, ...]:
+    return () if not value else tuple(value.split("\n"))
+
+
 class Contacts:
     """Adding, removing and finding contacts; see the module docstring."""
 
@@ -63,6 +67,10 @@ class Contacts:
         self._lock = database.lock
         self._guard = database.guard
         self._evidence = evidence
+        # Label limits read, by contact: every send asks, and they rarely
+        # change. An entry is dropped when its limits are written (and so
+        # read again after that transaction, whether it committed or not).
+        self._limits: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def __repr__(self) -> str:
         return "Contacts()"
@@ -121,7 +129,8 @@ class Contacts:
         return contact
 
     def remove_contact(self, name: str, now: int | None = None) -> Contact:
-        """Remove a contact; its messages stay, under its name, in the history.
+        """Remove a contact; its messages stay, under its name, in the history,
+        and it leaves every distribution list.
         ``now`` (ms) is the time the evidence log records (the clock's by default)."""
         now = int(time.time() * 1000) if now is None else now
         with self._database.transaction(), self._guard("removing a contact"):
@@ -129,6 +138,11 @@ class Contacts:
             if found is None:
                 raise UnknownContactError(name)
             self._database.conn.execute("UPDATE contacts SET removed = 1 WHERE id = ?", (found.id,))
+            # A removed contact leaves every distribution list (its sends so
+            # far stay recorded).
+            self._database.conn.execute(
+                "DELETE FROM list_members WHERE contact_id = ?", (found.id,)
+            )
             self._evidence.append(
                 (Entry(Event.CONTACT_REMOVED, now, str(found.address), detail=found.name),)
             )
@@ -198,6 +212,46 @@ class Contacts:
     def contact_by_address(self, address: OnionAddress) -> Contact | None:
         with self._lock, self._guard("reading a contact"):
             return self._active_by_address(address)
+
+    def label_limits(self, contact_id: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The highest labels we send ``contact_id``: (set here, advertised by
+        it), each a tuple of canonical labels, one per scheme (empty: none)."""
+        cached = self._limits.get(contact_id)
+        if cached is not None:
+            return cached
+        with self._lock, self._guard("reading a contact"):
+            row = self._database.conn.execute(
+                "SELECT max_label, advertised_label FROM contacts WHERE id = ?", (contact_id,)
+            ).fetchone()
+            if row is None:
+                raise ConfigError(f"no contact with id {contact_id}")
+            found = self._limits[contact_id] = (_split(row[0]), _split(row[1]))
+        return found
+
+    def cached_label_limits(
+        self, contact_id: int
+    ) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """:meth:`label_limits` when they are in memory (no database access:
+        safe on an event loop), else None."""
+        return self._limits.get(contact_id)
+
+    def set_label_limit(
+        self, contact_id: int, labels: Sequence[str], *, advertised: bool = False
+    ) -> None:
+        """Set the highest labels (canonical, checked by the caller) we send
+        ``contact_id``: ours, or with ``advertised`` the contact's own."""
+        if not all(isinstance(x, str) and x and "\n" not in x for x in labels):
+            raise ConfigError("a label limit is a list of labels")
+        value = "\n".join(labels) or None
+        column = "advertised_label" if advertised else "max_label"
+        with self._database.transaction(), self._guard("updating a contact"):
+            self._limits.pop(contact_id, None)
+            self.require(contact_id, active=True)
+            self._database.conn.execute(
+                f"UPDATE contacts SET {column} = ? WHERE id = ?",  # noqa: S608 - our names
+                (value, contact_id),
+            )
+            self._limits.pop(contact_id, None)
 
     def note_contact_seen(self, contact_id: int, now: int, *, success: bool) -> None:
         """Record an attempt to reach (or a session with) a contact."""

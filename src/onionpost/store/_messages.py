@@ -65,14 +65,16 @@ class Messages:
         body: str,
         content_type: str,
         now: int,
+        *,
+        label: str = "",
     ) -> bool:
-        """Store a received text durably. False when it is already stored (a
-        resend): ack it again, do not notify."""
+        """Store a received text durably, with its handling label as it came.
+        False when it is already stored (a resend): ack it again, do not notify."""
         check_id(message_id)
-        if not isinstance(body, str) or not isinstance(content_type, str):
-            raise ConfigError("a text body and its content type are text")
+        if not all(isinstance(v, str) for v in (body, content_type, label)):
+            raise ConfigError("a text body, its content type and its label are text")
         content = self._rows.seal(
-            ("messages", Direction.IN, contact_id, message_id), [body, content_type]
+            ("messages", Direction.IN, contact_id, message_id), [body, content_type, label]
         )
         with self._database.transaction(), self._guard("storing a message"):
             self._contacts.require(contact_id, active=False)
@@ -98,6 +100,7 @@ class Messages:
                     created_ms,
                     body,
                     content_type,
+                    label,
                 )
                 self._evidence.append((entry,))
             return inserted
@@ -165,7 +168,7 @@ class Messages:
         if row is None:
             raise NotFoundError(f"no message {message_id.hex()}")
         owner, contact, created_ms, started_ms, size, sealed = row
-        name, content_type, digest = self._rows.unseal(
+        name, content_type, digest, label = self._rows.unseal(
             ("transfers", Direction.IN, owner, message_id), Kind.FILE, sealed
         )
         return Stored(
@@ -184,6 +187,7 @@ class Messages:
             body=None,
             content_type=content_type,
             file=StoredFile(name, size, digest, content_type, complete=False),
+            label=label,
         )
 
     def selected(
@@ -194,10 +198,11 @@ class Messages:
         until_ms: int | None = None,
         ids: Sequence[bytes] = (),
         limit: int,
+        after: int = 0,
     ) -> list[Stored]:
         """Messages and complete files of either direction, in the order they
         were stored, with a contact, created in ``[since_ms, until_ms)``, among
-        ``ids`` (each filter when given); at most ``limit``."""
+        ``ids`` (each filter when given); at most ``limit``, from ``seq > after``."""
         wanted = json.dumps([bytes(i).hex() for i in ids]) if ids else None
         with self._lock, self._guard("selecting messages"):
             rows = self._db.execute(
@@ -205,12 +210,13 @@ class Messages:
                 "AND (:since IS NULL OR created_ms >= :since) "
                 "AND (:until IS NULL OR created_ms < :until) "
                 "AND (:ids IS NULL OR id IN (SELECT unhex(value) FROM json_each(:ids))) "
-                "AND seq > 0 ORDER BY seq LIMIT :limit",
+                "AND seq > max(0, :after) ORDER BY seq LIMIT :limit",
                 {
                     "contact": contact_id,
                     "since": since_ms,
                     "until": until_ms,
                     "ids": wanted,
+                    "after": after,
                     "limit": max(0, limit),
                 },
             ).fetchall()

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from onionpost.errors import ConfigError, LocalProtocolError
+from onionpost.errors import ConfigError, LocalProtocolError, NotFoundError
 from onionpost.proto.evidence import Event, file_entry, text_entry
 from onionpost.store._contacts import Contacts
 from onionpost.store._database import Database, Keys
@@ -45,6 +45,12 @@ from onionpost.store._rows import (
 )
 
 __all__ = ["Outbox"]
+
+
+def _check_new(inserted: bool, file_id: bytes) -> None:
+    if not inserted:
+        raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+
 
 # A reason code is a u64 on the wire (spec.md §5.3); SQLite's integers are
 # signed. Larger codes are all unknown ones (read as DECLINED) and are stored
@@ -102,24 +108,31 @@ class Outbox:
         body: str,
         content_type: str,
         expires_at: int | None,
+        *,
+        label: str = "",
     ) -> int | None:
         """Queue a text; it is durably stored when this returns. Returns its
         ``seq`` (the order in which the outbox sends), or None when it was
         queued already: idempotent on ``message_id``, the same text to the
         same contact again is the one already queued. The id with another
-        contact or content is :class:`ConfigError`.
+        contact or content (or label) is :class:`ConfigError`. ``label`` is
+        the canonical text of its handling label, checked by the caller.
         """
         check_id(message_id)
-        if not isinstance(body, str) or not isinstance(content_type, str):
-            raise ConfigError("a text body and its content type are text")
+        if not all(isinstance(v, str) for v in (body, content_type, label)):
+            raise ConfigError("a text body, its content type and its label are text")
         content = self._rows.seal(
-            ("messages", Direction.OUT, contact_id, message_id), [body, content_type]
+            ("messages", Direction.OUT, contact_id, message_id), [body, content_type, label]
         )
         with self._database.transaction(), self._guard("queueing a message"):
             self._contacts.require(contact_id, active=True)
             before = self._queued_before(message_id, contact_id, Kind.TEXT)
             if before is not None:
-                if (before.body, before.content_type) != (body, content_type):
+                if (before.body, before.content_type, before.label) != (
+                    body,
+                    content_type,
+                    label,
+                ):
                     raise id_in_use(message_id)
                 return None
             seq = insert_message_seq(
@@ -148,6 +161,7 @@ class Outbox:
                         created_ms,
                         body,
                         content_type,
+                        label,
                     ),
                 )
             )
@@ -164,6 +178,7 @@ class Outbox:
         *,
         content_type: str = "application/octet-stream",
         expires_at: int | None = None,
+        label: str = "",
     ) -> OutgoingFile:
         """Copy ``source`` into the store, encrypted, and queue its offer.
 
@@ -183,57 +198,221 @@ class Outbox:
             before = self._queued_before(file_id, contact_id, Kind.FILE)
         if before is not None:
             assert before.file is not None
-            same = (before.file.name, before.file.content_type) == (name, content_type)
+            same = (before.file.name, before.file.content_type, before.label) == (
+                name,
+                content_type,
+                label,
+            )
             if not same or digest_of(Path(source), max_size) != before.file.blake2b:
                 raise id_in_use(file_id)
             f = before.file
             return OutgoingFile(
-                file_id, before.created_ms, f.name, f.size, f.blake2b, f.content_type
+                file_id, before.created_ms, f.name, f.size, f.blake2b, f.content_type, label
             )
-        blob = Blob.at(self._files, self._keys, Direction.OUT, contact_id, file_id)
-        if blob.path.exists():
-            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
-        size, digest = blob.copy_from(Path(source), max_size)
-        content = self._rows.seal(
-            ("messages", Direction.OUT, contact_id, file_id), [name, content_type, digest]
-        )
+        blob, size, digest = self._copy_in(contact_id, file_id, Path(source), max_size)
         try:
             with self._database.transaction(), self._guard("queueing a file"):
                 self._contacts.require(contact_id, active=True)
-                inserted = insert_message(
-                    self._db,
-                    {
-                        "direction": Direction.OUT.value,
-                        "contact_id": contact_id,
-                        "id": file_id,
-                        "kind": Kind.FILE.value,
-                        "state": State.QUEUED.value,
-                        "created_ms": created_ms,
-                        "stored_ms": created_ms,
-                        "expires_ms": expires_at,
-                        "size": size,
-                        "content": content,
-                    },
+                inserted = self._insert_file(
+                    contact_id,
+                    file_id,
+                    created_ms,
+                    name,
+                    size,
+                    digest,
+                    content_type,
+                    expires_at,
+                    label,
                 )
-                if inserted:
-                    entry = file_entry(
-                        Event.QUEUED,
-                        created_ms,
-                        self._evidence.counterparty(contact_id),
+        except BaseException:
+            blob.delete()
+            raise
+        if not inserted:  # the blob is the existing row's: keep it
+            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+        return OutgoingFile(file_id, created_ms, name, size, digest, content_type, label)
+
+    def forward_file(  # noqa: PLR0917 - the source, then the copy
+        self,
+        source: Stored,
+        contact_id: int,
+        file_id: bytes,
+        created_ms: int,
+        label: str,
+        expires_at: int | None = None,
+    ) -> OutgoingFile:
+        """Queue a copy of the stored file ``source`` (either direction) to
+        ``contact_id`` under the new id ``file_id``, labelled ``label`` (the
+        caller checked it). The bytes are re-encrypted blob to blob, never
+        written out in the clear. :class:`NotFoundError` when the source's
+        bytes are no longer held."""
+        check_id(file_id, "a file id")
+        if source.file is None or not source.file.complete:
+            raise ConfigError(f"message {source.id.hex()} is not a complete file")
+        old = Blob.at(self._files, self._keys, source.direction, source.contact_id, source.id)
+        if not old.path.exists():
+            raise NotFoundError(f"the bytes of file {source.id.hex()} are no longer held")
+        with self._lock, self._guard("queueing a file"):
+            self._contacts.require(contact_id, active=True)
+        blob = Blob.at(self._files, self._keys, Direction.OUT, contact_id, file_id)
+        if blob.path.exists():
+            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+        f = source.file
+        blob.recrypt_from(old, f.size)
+        try:
+            with self._database.transaction(), self._guard("queueing a file"):
+                self._contacts.require(contact_id, active=True)
+                inserted = self._insert_file(
+                    contact_id,
+                    file_id,
+                    created_ms,
+                    f.name,
+                    f.size,
+                    f.blake2b,
+                    f.content_type,
+                    expires_at,
+                    label,
+                )
+        except BaseException:
+            blob.delete()
+            raise
+        if not inserted:
+            raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
+        return OutgoingFile(file_id, created_ms, f.name, f.size, f.blake2b, f.content_type, label)
+
+    def queue_file_copies(
+        self,
+        copies: Sequence[tuple[int, bytes]],
+        created_ms: int,
+        name: str,
+        source: Path,
+        max_size: int,
+        *,
+        content_type: str = "application/octet-stream",
+        expires_at: int | None = None,
+        also: Callable[[], None] | None = None,
+        label: str = "",
+    ) -> list[OutgoingFile]:
+        """One file to several contacts: a copy per ``(contact_id, file_id)``,
+        each its own encrypted blob and its own offer, all queued in one
+        transaction (with ``also``, run inside it: the caller's rows of the
+        same change). All or none: on any error every blob made is deleted.
+
+        The ids must be new (a send made again is the caller's to detect);
+        the copies are made outside the lock, and a source that changes
+        between two copies is :class:`ConfigError`.
+        """
+        check_file_name(name)
+        if not copies:
+            raise ConfigError("a file to no one")
+        for _contact_id, file_id in copies:
+            check_id(file_id, "a file id")
+        made: list[Blob] = []
+        try:
+            size, digest = self._copy_all(copies, name, Path(source), max_size, made)
+            with self._database.transaction(), self._guard("queueing a file"):
+                for contact_id, file_id in copies:
+                    self._contacts.require(contact_id, active=True)
+                    inserted = self._insert_file(
+                        contact_id,
                         file_id,
                         created_ms,
                         name,
                         size,
                         digest,
                         content_type,
+                        expires_at,
+                        label,
                     )
-                    self._evidence.append((entry,))
+                    _check_new(inserted, file_id)
+                if also is not None:
+                    also()
         except BaseException:
-            blob.delete()
+            for blob in made:
+                blob.delete()
             raise
-        if not inserted:  # the blob is the existing row's: keep it
+        return [
+            OutgoingFile(file_id, created_ms, name, size, digest, content_type, label)
+            for _contact_id, file_id in copies
+        ]
+
+    def _copy_all(
+        self,
+        copies: Sequence[tuple[int, bytes]],
+        name: str,
+        source: Path,
+        max_size: int,
+        made: list[Blob],
+    ) -> tuple[int, bytes]:
+        """A blob per copy (appended to ``made`` as each is made); the file's
+        size and BLAKE2b-512, the same for every copy."""
+        seen: set[tuple[int, bytes]] = set()
+        for contact_id, file_id in copies:
+            blob, size, digest = self._copy_in(contact_id, file_id, source, max_size)
+            made.append(blob)
+            seen.add((size, digest))
+        if len(seen) != 1:
+            raise ConfigError(f"{name!r} changed while it was being copied: send it again")
+        return next(iter(seen))
+
+    def _copy_in(
+        self, contact_id: int, file_id: bytes, source: Path, max_size: int
+    ) -> tuple[Blob, int, bytes]:
+        """Encrypt ``source`` into the new blob of an outgoing file: (blob, size,
+        BLAKE2b-512). Outside the lock; the caller deletes the blob on failure."""
+        blob = Blob.at(self._files, self._keys, Direction.OUT, contact_id, file_id)
+        if blob.path.exists():
             raise LocalProtocolError(f"file id {file_id.hex()} is already in use")
-        return OutgoingFile(file_id, created_ms, name, size, digest, content_type)
+        size, digest = blob.copy_from(source, max_size)
+        return blob, size, digest
+
+    def _insert_file(  # noqa: PLR0917 - one row's columns
+        self,
+        contact_id: int,
+        file_id: bytes,
+        created_ms: int,
+        name: str,
+        size: int,
+        digest: bytes,
+        content_type: str,
+        expires_at: int | None,
+        label: str = "",
+    ) -> bool:
+        """The row of a queued file and its evidence entry (both with its
+        label); False when the id is already this contact's. Inside a
+        transaction."""
+        content = self._rows.seal(
+            ("messages", Direction.OUT, contact_id, file_id), [name, content_type, digest, label]
+        )
+        inserted = insert_message(
+            self._db,
+            {
+                "direction": Direction.OUT.value,
+                "contact_id": contact_id,
+                "id": file_id,
+                "kind": Kind.FILE.value,
+                "state": State.QUEUED.value,
+                "created_ms": created_ms,
+                "stored_ms": created_ms,
+                "expires_ms": expires_at,
+                "size": size,
+                "content": content,
+            },
+        )
+        if inserted:
+            entry = file_entry(
+                Event.QUEUED,
+                created_ms,
+                self._evidence.counterparty(contact_id),
+                file_id,
+                created_ms,
+                name,
+                size,
+                digest,
+                content_type,
+                label,
+            )
+            self._evidence.append((entry,))
+        return inserted
 
     def pending(self, contact_id: int, limit: int, *, after: int = 0) -> list[Outgoing]:
         """Queued, and sent but not yet acknowledged, texts and file offers to

@@ -109,6 +109,7 @@ class OutgoingFile:
     size: int
     blake2b: bytes
     content_type: str
+    label: str = ""  # its handling label's canonical text ("" none)
 
     def __repr__(self) -> str:
         return f"OutgoingFile(id={self.id.hex()}, size={self.size})"
@@ -130,6 +131,7 @@ class Outgoing:
     seq: int = 0  # the outbox's order; pending(after=seq) continues from here
     deposited_ms: int | None = None  # wholly deposited in the contact's mailbox
     deposit_offset: int = 0  # a file: bytes deposited so far
+    label: str = ""  # its handling label's canonical text ("" none)
 
     def __repr__(self) -> str:
         return f"Outgoing({self.kind.value}, id={self.id.hex()}, state={self.state.value})"
@@ -175,6 +177,9 @@ class Stored:
     refused_ms: int | None = None
     refused_reason: int | None = None
     deposited_ms: int | None = None
+    # The handling label it carries (spec.md §5.10): canonical text, "" when
+    # it came from an earlier sender without one.
+    label: str = ""
 
     def __repr__(self) -> str:
         return (

@@ -50,8 +50,8 @@ __all__ = [
 
 ID_LEN: Final = 16
 HASH_LEN: Final = 64
-# The most fields a sealed row holds (a file's: name, content type, hash).
-_MAX_SEALED_FIELDS: Final = 3
+# The most fields a sealed row holds (a file's: name, content type, hash, label).
+_MAX_SEALED_FIELDS: Final = 4
 
 # Every query is a literal: an optional contact filter is the parameter
 # ``:contact`` being NULL, and a set of states is a JSON array (json_each).
@@ -197,10 +197,16 @@ class Rows:
         return "Rows()"
 
     def seal(self, row: RowKey, fields: list[Any]) -> bytes:
+        """Seal a row's fields: a text's [body, content type, label], a file's
+        [name, content type, hash, label]. An empty label is left off: the
+        row is then the one an earlier version wrote."""
+        if fields and fields[-1] == "" and len(fields) in (3, 4) and type(fields[1]) is str:
+            fields = fields[:-1]
         plaintext = pack(fields)
         return _crypto.seal(self._keys.seal, plaintext, _database.row_ad(*row))
 
     def unseal(self, row: RowKey, kind: str, sealed: bytes) -> list[Any]:
+        """The fields :meth:`seal` sealed, the label last ("" when none)."""
         message_id = row[3]
         what = f"the content of message {message_id.hex()}"
         plaintext = _crypto.open_sealed(self._keys.seal, sealed, _database.row_ad(*row), what=what)
@@ -210,22 +216,28 @@ class Rows:
             )
         except NotMsgpack as exc:
             raise StoreError(f"{what} is malformed") from exc
+        # The label (a row of this version) is sealed with the rest, so that
+        # it opens only in its row; a row without one is an earlier version's.
         if kind == Kind.TEXT:
             shape_ok = (
-                type(fields) is list and len(fields) == 2 and all(type(f) is str for f in fields)
+                type(fields) is list
+                and len(fields) in (2, 3)
+                and all(type(f) is str for f in fields)
             )
         else:
             shape_ok = (
                 type(fields) is list
-                and len(fields) == 3
+                and len(fields) in (3, 4)
                 and type(fields[0]) is str
                 and type(fields[1]) is str
                 and type(fields[2]) is bytes
                 and len(fields[2]) == HASH_LEN
+                and all(type(f) is str for f in fields[3:])
             )
         if not shape_ok:
             raise StoreError(f"{what} is malformed")
-        return list(fields)
+        full = 3 if kind == Kind.TEXT else 4
+        return [*fields, ""] if len(fields) < full else list(fields)
 
     def stored(self, row: Sequence[Any]) -> Stored:
         # The columns of the view message_rows, in order.
@@ -236,9 +248,9 @@ class Rows:
         file = None
         body = None
         if kind == Kind.TEXT:
-            body, content_type = fields
+            body, content_type, label = fields
         else:
-            name, content_type, digest = fields
+            name, content_type, digest, label = fields
             file = StoredFile(name, size, digest, content_type, complete=True)
         return Stored(
             seq=seq,
@@ -259,6 +271,7 @@ class Rows:
             refused_ms=refused_ms,
             refused_reason=refused_reason,
             deposited_ms=deposited_ms,
+            label=label,
         )
 
     def outgoing(self, row: Sequence[Any]) -> Outgoing:
@@ -267,7 +280,13 @@ class Rows:
         if stored.file is not None:
             f = stored.file
             file = OutgoingFile(
-                stored.id, stored.created_ms, f.name, f.size, f.blake2b, f.content_type
+                stored.id,
+                stored.created_ms,
+                f.name,
+                f.size,
+                f.blake2b,
+                f.content_type,
+                stored.label,
             )
         return Outgoing(
             kind=stored.kind,
@@ -282,4 +301,5 @@ class Rows:
             seq=stored.seq,
             deposited_ms=row[17],
             deposit_offset=row[18],
+            label=stored.label,
         )

@@ -346,10 +346,55 @@ _V8: Final[tuple[str, ...]] = (
     "second BLOB NOT NULL) STRICT",
 )
 
+# Distribution lists (local-api.md §6, distribution lists): a list's name
+# (unique in any letter case), its members (current contacts; removing a
+# contact takes it off every list), and each send to a list as its copies,
+# one ordinary outgoing message per member, so that each copy's state is that
+# message's. Deleting a list forgets its sends; the copies stay messages.
+_V9: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE lists (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        name       TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    ) STRICT
+    """,
+    "CREATE UNIQUE INDEX lists_name ON lists (name COLLATE NOCASE)",
+    """
+    CREATE TABLE list_members (
+        list_id    INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+        contact_id INTEGER NOT NULL REFERENCES contacts (id),
+        added_ms   INTEGER NOT NULL,
+        PRIMARY KEY (list_id, contact_id)
+    ) STRICT
+    """,
+    "CREATE INDEX list_members_contact ON list_members (contact_id)",
+    """
+    CREATE TABLE list_copies (
+        send_id    BLOB NOT NULL CHECK (length(send_id) = 16),
+        list_id    INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+        contact_id INTEGER NOT NULL REFERENCES contacts (id),
+        message_id BLOB NOT NULL UNIQUE CHECK (length(message_id) = 16),
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (send_id, contact_id)
+    ) STRICT
+    """,
+    "CREATE INDEX list_copies_list ON list_copies (list_id, created_ms)",
+)
+
+# Handling labels (spec.md §5.10): the highest label we send a contact, as
+# set here (``contact set-max-label``) and as the contact advertised in a
+# LabelLimit, each a newline-separated list of canonical labels (one per
+# scheme; NULL: none). A message's own label is sealed in its row's content.
+_V10: Final[tuple[str, ...]] = (
+    "ALTER TABLE contacts ADD COLUMN max_label TEXT",
+    "ALTER TABLE contacts ADD COLUMN advertised_label TEXT",
+)
+
 # Agency trust between endpoints (trust.md §7): our own endorsement proof, the
 # latest revocation list and checkpoint held per anchor (verified when
 # received), and each contact's endorsement with its last verdict.
-_V9: Final[tuple[str, ...]] = (
+_V11: Final[tuple[str, ...]] = (
     "CREATE TABLE trust_own (id INTEGER PRIMARY KEY CHECK (id = 1), "
     "fingerprint BLOB NOT NULL, proof BLOB NOT NULL, installed_ms INTEGER NOT NULL) STRICT",
     "CREATE TABLE trust_held (fingerprint BLOB PRIMARY KEY, revocations BLOB, "
@@ -371,6 +416,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V7,
     _V8,
     _V9,
+    _V10,
+    _V11,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.

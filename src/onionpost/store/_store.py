@@ -18,6 +18,8 @@ transactions), each one group of tables:
 ``store.trust``     :class:`~._trust.TrustAnchors`: trust anchors and trust alarms
 ``store.evidence``  :class:`~._evidence.EvidenceLog`: the evidence log, appended
                     to by the others in the transaction of each change
+``store.lists``     :class:`~._lists.Lists`: distribution lists, and each send
+                    to one as its copies (one outgoing message per member)
 ==================  ============================================================
 
 (Row contents are sealed and read into records by one :class:`~._rows.Rows`
@@ -80,6 +82,7 @@ from onionpost.store._contacts import Contacts
 from onionpost.store._database import Keys
 from onionpost.store._evidence import EvidenceLog
 from onionpost.store._files import BLOB_NAME, LEGACY_BLOB_NAME, Blob, record_count
+from onionpost.store._lists import Lists
 from onionpost.store._messages import Messages
 from onionpost.store._outbox import Outbox
 from onionpost.store._owner import OwnerTables
@@ -122,6 +125,7 @@ class Store:
         self.transfers: Final = Transfers(database, files_dir, keys, rows, self.contacts, evidence)
         self.mailbox: Final = OwnerTables(database, rows, self.transfers, evidence)
         self.trust: Final = TrustAnchors(database)
+        self.lists: Final = Lists(database, rows, self.contacts, self.outbox)
 
     def __repr__(self) -> str:
         return f"Store({str(self._path)!r})"

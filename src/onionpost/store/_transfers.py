@@ -143,7 +143,7 @@ class Transfers:
         cached = self._cached.get((contact_id, file_id))
         if cached is not None:
             return cached
-        _, _, digest = self._rows.unseal(
+        _, _, digest, _ = self._rows.unseal(
             ("transfers", Direction.IN, contact_id, file_id), Kind.FILE, sealed
         )
         blob = Blob.at(self._files, self._keys, Direction.IN, contact_id, file_id)
@@ -183,11 +183,12 @@ class Transfers:
         *,
         max_transfers: int | None = None,
         max_transfer_bytes: int | None = None,
+        label: str = "",
     ) -> int:
         """Prepare to receive a file a contact offered; the offset to ask the
         sender for. The file is ``file_id``, created at ``created_ms``,
         ``name``d, ``size`` bytes long, its BLAKE2b-512 ``blake2b``, of
-        ``content_type`` (what the offer says: spec.md §6.2).
+        ``content_type``, labelled ``label`` (what the offer says: spec.md §6.2).
 
         0 for a new file; the bytes already stored when resuming; ``size``
         when the file is already complete (a repeated offer: acknowledge it
@@ -215,6 +216,8 @@ class Transfers:
             raise ConfigError(f"a file's BLAKE2b-512 is {HASH_LEN} bytes")
         if not isinstance(size, int) or size < 0 or not isinstance(content_type, str):
             raise ConfigError("a file's size is a count of bytes and its content type text")
+        if not isinstance(label, str):
+            raise ConfigError("a file's label is text")
         if size > max_size:
             raise FileTooLargeError(f"the offered file is {size} bytes; the maximum is {max_size}")
         with self._lock, self._guard("starting a file transfer"):
@@ -251,7 +254,7 @@ class Transfers:
                 raise NoSpaceError(f"the offered file ({size} bytes) does not fit on the disk")
             content = self._rows.seal(
                 ("transfers", Direction.IN, contact_id, file_id),
-                [name, content_type, blake2b],
+                [name, content_type, blake2b, label],
             )
             blob = Blob.at(self._files, self._keys, Direction.IN, contact_id, file_id)
             blob.create()
@@ -415,7 +418,7 @@ class Transfers:
                     "DELETE FROM transfers WHERE contact_id = ? AND id = ?",
                     (transfer.contact_id, file_id),
                 )
-                name, content_type, digest = fields
+                name, content_type, digest, label = fields
                 counterparty = self._evidence.counterparty(transfer.contact_id)
                 entry = file_entry(
                     Event.RECEIVED,
@@ -427,6 +430,7 @@ class Transfers:
                     transfer.size,
                     digest,
                     content_type,
+                    label,
                 )
                 self._evidence.append((entry,))
             self._cached.pop((transfer.contact_id, file_id), None)

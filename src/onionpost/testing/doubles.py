@@ -33,6 +33,8 @@ from onionpost import api
 from onionpost.errors import (
     CardError,
     ConfigError,
+    LabelError,
+    LabelReason,
     NotFoundError,
     RemoteProtocolError,
     StoreError,
@@ -42,6 +44,7 @@ from onionpost.errors import (
 )
 from onionpost.host import Handlers, serve_api
 from onionpost.proto import trust
+from onionpost.proto.labels import LabelPolicy, Via, check_audience, may_forward, may_send
 from onionpost.proto.trust import confirm_anchor
 from onionpost.proto.trust_session import RevocationBundle
 
@@ -104,6 +107,10 @@ class MemoryBackend:
         self.nursery: trio.Nursery | None = None  # for file progress events
         self.deliver_files = True
         self.deliver_texts = True
+        # Handling labels, by the real rules (proto.labels): the default
+        # policy, and the highest labels set per contact.
+        self.labels = LabelPolicy.build()
+        self.max_labels: dict[str, tuple[str, ...]] = {}
         self.handlers: Handlers = {
             api.Whoami: self.whoami,
             api.GetStatus: self.status,
@@ -111,6 +118,7 @@ class MemoryBackend:
             api.ContactList: self.contact_list,
             api.ContactRemove: self.contact_remove,
             api.ContactVerify: self.contact_verify,
+            api.ContactSetMaxLabel: self.contact_set_max_label,
             api.TrustAdd: self.trust_add,
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
@@ -119,6 +127,7 @@ class MemoryBackend:
             api.TrustRevocationsImport: self.trust_revocations_import,
             api.SendText: self.send_text,
             api.SendFile: self.send_file,
+            api.Forward: self.forward,
             api.Inbox: self.inbox,
             api.Outbox: self.outbox,
             api.GetMessage: self.message,
@@ -148,7 +157,13 @@ class MemoryBackend:
             "reachable": False,
         }
 
-    def receive_text(self, contact: str, body: str) -> JSON:
+    def _label(self, contact: str, text: str | None) -> str:
+        """The label a send to ``contact`` carries, checked as the daemon does."""
+        label = self.labels.label(text)
+        may_send(label, self.labels.limits(self.max_labels.get(contact, ())), recipient=contact)
+        return label.text
+
+    def receive_text(self, contact: str, body: str, label: str = "TLP:AMBER") -> JSON:
         self.seq += 1
         message: JSON = {
             "seq": self.seq,
@@ -161,6 +176,7 @@ class MemoryBackend:
             "state": "received",
             "body": body,
             "content_type": "text/plain",
+            "label": label,
         }
         self.messages[message["id"]] = message
         self.publish("message", message)
@@ -369,9 +385,10 @@ class MemoryBackend:
         await self._enter("send_text")
         try:
             self._contact(contact)
-            content = {"kind": "text", "body": body, "content_type": content_type}
+            label = self._label(contact, request.label)
+            content = {"kind": "text", "body": body, "content_type": content_type, "label": label}
             if self._sent_before(request.id, contact, content):
-                return {"id": request.id, "state": "queued"}
+                return {"id": request.id, "state": "queued", "label": label}
             message_id = request.id or self._new_id()
             # Queued first, answered after: a hold is a daemon slow to answer.
             self.messages[message_id] = {
@@ -384,12 +401,13 @@ class MemoryBackend:
                 "state": "queued",
                 "body": body,
                 "content_type": content_type,
+                "label": label,
             }
             if self.nursery is not None:
                 self.nursery.start_soon(self._deliver_text, message_id)
             if self.hold is not None:
                 await self.hold.wait()
-            return {"id": message_id, "state": "queued"}
+            return {"id": message_id, "state": "queued", "label": label}
         finally:
             self.active -= 1
 
@@ -405,8 +423,9 @@ class MemoryBackend:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
         name = os.path.basename(path)
         file = {"name": name, "size": size, "complete": True}
-        if self._sent_before(request.id, contact, {"kind": "file", "file": file}):
-            return {"id": request.id, "name": name, "size": size, "state": "queued"}
+        label = self._label(contact, request.label)
+        if self._sent_before(request.id, contact, {"kind": "file", "file": file, "label": label}):
+            return {"id": request.id, "name": name, "size": size, "state": "queued", "label": label}
         message_id = request.id or self._new_id()
         self.messages[message_id] = {
             "id": message_id,
@@ -417,10 +436,47 @@ class MemoryBackend:
             "received_ms": None,
             "state": "queued",
             "file": {"name": name, "size": size, "complete": True},
+            "label": label,
         }
         if self.nursery is not None:
             self.nursery.start_soon(self._deliver_file, message_id, size)
-        return {"id": message_id, "name": name, "size": size, "state": "queued"}
+        return {"id": message_id, "name": name, "size": size, "state": "queued", "label": label}
+
+    async def forward(self, request: api.Forward) -> JSON:
+        """As the daemon forwards a text: the label kept or raised, RED kept
+        in its audience, the recipient's limit holding."""
+        await self._enter("forward")
+        self.active -= 1
+        self._contact(request.to)
+        try:
+            source = self.messages[request.id]
+        except KeyError:
+            raise NotFoundError(f"no message {request.id}") from None
+        original = self.labels.known(source.get("label", ""))
+        new = original if request.label is None else self.labels.labels.parse(request.label)
+        may_forward(original, new)
+        check_audience(new, [request.to], via=Via.FORWARD, audience=[source["contact"]])
+        self._label(request.to, new.text)
+        message_id = self._new_id()
+        self.messages[message_id] = {
+            **source,
+            "id": message_id,
+            "contact": request.to,
+            "direction": "out",
+            "state": "queued",
+            "label": new.text,
+            "seq": None,
+        }
+        return {"id": message_id, "state": "queued", "label": new.text}
+
+    async def contact_set_max_label(self, request: api.ContactSetMaxLabel) -> JSON:
+        await self._enter("contact_set_max_label")
+        self.active -= 1
+        self._contact(request.name)
+        self.max_labels[request.name] = tuple(
+            self.labels.labels.parse(text).text for text in request.labels
+        )
+        return {"name": request.name, "max_labels": self.max_labels[request.name], "accepts": []}
 
     async def _deliver_text(self, message_id: str) -> None:
         await trio.sleep(0.05)
@@ -525,6 +581,7 @@ ERRORS_BY_CODE: dict[str, BaseException] = {
     "unknown-contact": UnknownContactError("zed"),
     "bad-card": CardError("malformed card: bad signature"),
     "not-found": NotFoundError("no message 00"),
+    "label": LabelError("bob accepts up to TLP:AMBER", reason=LabelReason.ABOVE_LIMIT),
     "config": ConfigError("bad setting"),
     "store": StoreError("the store is locked"),
     "tor": TorError("tor is not running"),

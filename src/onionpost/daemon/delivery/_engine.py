@@ -83,7 +83,7 @@ from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity
 from onionpost.proto.session import PeerDecision
 from onionpost.proto.trust_session import REQUIRED_PREFIX
-from onionpost.store import Contact, Kind, Store, Stored
+from onionpost.store import Audience, Contact, Kind, ListSend, Store, Stored
 from onionpost.transport import SecureChannel
 
 __all__ = ["DeliveryEngine"]
@@ -330,6 +330,7 @@ class DeliveryEngine:
             text.body,
             text.content_type,
             expires_at,
+            label=text.label,
         )
         self._hand_off(contact_id, [] if seq is None else [(seq, text)])
 
@@ -354,12 +355,40 @@ class DeliveryEngine:
                         text.body,
                         text.content_type,
                         expires_at,
+                        label=text.label,
                     )
                     if seq is not None:
                         queued.append((seq, text))
             return queued
 
         self._hand_off(contact_id, await self._parts.writer.write(queue_all))
+
+    async def queue_list_text(
+        self, name: str, send_id: bytes, text: messages.Text, *, audience: Audience | None = None
+    ) -> ListSend:
+        """Queue ``text`` to every member of list ``name``, a copy each under an
+        id of its own (``store.lists``), in one transaction; each copy goes
+        to its member's link as a text queued alone would."""
+        messages.encode(text)  # refuse what could never be sent, before queueing it
+        expiry = self._parts.policy.message_expiry
+        expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
+        queued = await self._parts.writer.write(
+            self._parts.store.lists.queue_text,
+            name,
+            send_id,
+            text.created_ms,
+            text.body,
+            text.content_type,
+            expires_at,
+            audience=audience,
+            label=text.label,
+        )
+        for contact_id, message_id, seq in queued.new:
+            copy = messages.Text(
+                message_id, text.created_ms, text.body, text.content_type, text.label
+            )
+            self._hand_off(contact_id, [(seq, copy)])
+        return queued.send
 
     def _hand_off(self, contact_id: int, queued: list[tuple[int, messages.Text]]) -> None:
         link = self._links.get(contact_id)

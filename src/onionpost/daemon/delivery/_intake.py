@@ -165,7 +165,13 @@ class Intake:
                 # without storing it: the sender sends it again later.
                 break
             if store.messages.store_text(
-                contact_id, text.id, text.created_ms, text.body, text.content_type, now
+                contact_id,
+                text.id,
+                text.created_ms,
+                text.body,
+                text.content_type,
+                now,
+                label=text.label,
             ):
                 new.append(text.id)
                 room -= 1
@@ -238,6 +244,7 @@ class Intake:
                     b.max_file_size,
                     b.max_disk_use,
                     max_transfers=b.max_transfers,
+                    label=offer.label,
                 )
                 done = offset >= offer.size and store.transfers.finish_file(
                     offer.id, now, contact_id=contact_id

@@ -34,6 +34,11 @@ class DeliveryPolicy:
     # A session whose peer sent nothing (not even a Pong) for this long is
     # dead, whatever the stream says.
     silence_timeout: float = 150.0
+    # Texts sent and nothing at all heard since for this long (a Ping sent
+    # halfway): the contact is gone though the stream did not say so (its
+    # daemon stopped and its tor's close never reached us). What waits for it
+    # may then go to its mailbox without waiting out silence_timeout.
+    answer_timeout: float = 30.0
     max_file_size: int = 1 << 30
     max_disk_use: int = 10 << 30
     message_expiry: float | None = None
@@ -64,6 +69,9 @@ class DeliveryPolicy:
     # waits this long: texts queued one by one meanwhile share an envelope
     # (and a one-time prekey) instead of taking one each.
     deposit_gather: float = 2.0
+    # The highest handling labels we accept, one per scheme (config
+    # labels.accept): told to each contact in a LabelLimit (spec.md §5.10).
+    label_accept: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Config) -> DeliveryPolicy:
@@ -81,6 +89,7 @@ class DeliveryPolicy:
             peer_records_per_second=float(config.peer_records_per_second),
             mailbox_after=config.mailbox_after,
             require_endorsement=config.require_endorsement,
+            label_accept=tuple(label.text for label in config.labels.accept),
         )
 
 

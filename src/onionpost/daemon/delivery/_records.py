@@ -56,6 +56,9 @@ class Session:
     last_activity: float = 0.0  # trio time of the last record either way, keepalives aside
     last_ping: float = 0.0
     last_heard: float = 0.0  # trio time of the peer's last record, keepalives included
+    # trio time we first sent records the peer must answer (texts) while it
+    # had been silent since; None once it is heard again.
+    unanswered_since: float | None = None
     # Records answering the peer (Acks, FileAccept, ...), written by the sender
     # task: the receiving side never blocks on a write, so two endpoints that
     # both send at full speed cannot each wait for the other to read.

@@ -232,6 +232,10 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
     stapled = await parts.worker(staple, parts.store)
     if stapled is not None:
         await channel.send(stapled)
+    if policy.label_accept:
+        # The highest labels we accept (spec.md §5.10): the contact's daemon
+        # refuses to queue more for us.
+        await channel.send(messages.LabelLimit(policy.label_accept))
     # Everything unacked goes out once on a new session; after that only
     # what was queued since, so a wake-up reads no row twice.
     sent_up_to = 0
@@ -290,6 +294,8 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             ids = [text.id for _, text in fresh]
         if records:
             session.last_activity = trio.current_time()
+            if session.unanswered_since is None:
+                session.unanswered_since = session.last_activity
             await channel.send_many(records)
             sent_up_to = max(sent_up_to, *seqs)
             await _mark_sent(parts, contact_id, ids)
@@ -302,16 +308,23 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             # Nothing either way for a while: we opened it, we close it.
             raise Shed("idle", code=CloseCode.NORMAL, reason="idle")
         silent_until = session.last_heard + policy.silence_timeout
+        ping_at = session.last_ping + policy.ping_interval
+        if session.unanswered_since is not None:
+            silent_until = min(silent_until, session.unanswered_since + policy.answer_timeout)
+            # Halfway, a Ping: a contact that is there but slow to ack answers it.
+            halfway = session.unanswered_since + policy.answer_timeout / 2
+            if session.last_ping < halfway:
+                ping_at = min(ping_at, halfway)
         if now >= silent_until:
             # Our Pings went unanswered: the contact is gone (its tor died
             # with its workstation) though the stream did not say so. What
             # waits for it may go to its mailbox now.
             raise TransportError("timeout", reason="timeout")
-        if now >= session.last_ping + policy.ping_interval:
+        if now >= ping_at:
             session.last_ping = now
             await channel.send(messages.Ping(secrets.randbits(63)))
             continue
-        deadline = min(session.last_ping + policy.ping_interval, silent_until)
+        deadline = min(ping_at, silent_until)
         if session.initiator:
             deadline = min(deadline, idle_until)
         with trio.move_on_at(deadline):
@@ -391,6 +404,7 @@ async def _receiver(parts: Parts, link: Link, session: Session, nursery: trio.Nu
                 session.proven = True
                 link.state.proven()
             session.last_heard = trio.current_time()
+            session.unanswered_since = None
             if not isinstance(record, messages.Pong):
                 session.last_activity = trio.current_time()
             if isinstance(record, messages.Text):
@@ -593,6 +607,16 @@ async def _on_trust_staple(
         parts.restaple()  # pass it on to the contacts we have sessions with
 
 
+async def _on_label_limit(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.LabelLimit
+) -> None:
+    """The highest labels the contact accepts: what we send it is held to them."""
+    await parts.writer.write(
+        parts.store.contacts.set_label_limit, link.contact.id, list(r.labels), advertised=True
+    )
+    log.info("event=label_limit contact=%s labels=%d", contact_ref(link.contact.id), len(r.labels))
+
+
 async def _ignore(parts: Parts, link: Link, s: Session, n: trio.Nursery, r: object) -> None:
     """Ping (the session answers it), Pong (its proof of acceptance is all it
     is for), Close."""
@@ -616,6 +640,7 @@ HANDLERS: Final[dict[type, Handler]] = {
     messages.LogCosign: _on_log_cosign,
     messages.LogCosigned: _on_log_cosigned,
     messages.TrustStaple: _on_trust_staple,
+    messages.LabelLimit: _on_label_limit,
     messages.Ping: _ignore,
     messages.Pong: _ignore,
     messages.Close: _ignore,

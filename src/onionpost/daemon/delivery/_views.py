@@ -37,6 +37,7 @@ def message_record(stored: Stored) -> Message:
         sent_ms=stored.sent_ms,
         delivered_ms=stored.delivered_ms,
         read_ms=stored.read_ms,
+        label=stored.label,
     )
 
 
@@ -46,10 +47,18 @@ def wire_record(outgoing: Outgoing) -> messages.Text | messages.FileOffer:
     file = outgoing.file
     if file is not None:
         return messages.FileOffer(
-            file.id, file.created_ms, file.name, file.size, file.blake2b, file.content_type
+            file.id,
+            file.created_ms,
+            file.name,
+            file.size,
+            file.blake2b,
+            file.content_type,
+            outgoing.label,
         )
     assert outgoing.body is not None
-    return messages.Text(outgoing.id, outgoing.created_ms, outgoing.body, outgoing.content_type)
+    return messages.Text(
+        outgoing.id, outgoing.created_ms, outgoing.body, outgoing.content_type, outgoing.label
+    )
 
 
 def shown_state(stored: Stored) -> MessageState:
