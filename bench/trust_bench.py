@@ -9,6 +9,10 @@
   goal (trust.md §9: under 1 ms) is that a session's trust check costs
   no more than its handshake.
 - ``endorsement_check_ed25519_only_ms``: the same for an agency without ML-DSA keys.
+- ``endorsement_check_cached_ms``: the same check with the holder's
+  :class:`~onionpost.proto.trust.VerifiedCache` holding the statements from
+  an earlier session with the contact (what every session after the first
+  costs: decode, the validity times, the inclusion proof, the list), hybrid keys.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from onionpost.proto.trust import (
     HybridSigner,
     RevocationList,
     Status,
+    VerifiedCache,
     check_endorsement,
     issue,
 )
@@ -73,21 +78,24 @@ def _handshake(protocol: NoiseProtocol, a: KeyPair, b: KeyPair) -> None:
 def run() -> Iterator[str]:
     hfs = NoiseProtocol.from_name(XX_HFS)
     a, b = KeyPair.generate(), KeyPair.generate()
-    for name, mldsa in (
-        ("endorsement_check_ms", True),
-        ("endorsement_check_ed25519_only_ms", False),
+    for name, mldsa, cached in (
+        ("endorsement_check_ms", True, False),
+        ("endorsement_check_ed25519_only_ms", False, False),
+        ("endorsement_check_cached_ms", True, True),
     ):
         anchor, proof, address, revocations = _world(mldsa=mldsa)
         data = proof.encode()
+        cache = VerifiedCache() if cached else None
 
         def check(
             anchor: Anchor = anchor,
             data: bytes = data,
             address: str = address,
             revocations: RevocationList = revocations,
+            cache: VerifiedCache | None = cache,
         ) -> None:
             verdict = check_endorsement(
-                anchor, data, address=address, revocations=revocations, now=_T0 + 60
+                anchor, data, address=address, revocations=revocations, now=_T0 + 60, cache=cache
             )
             assert verdict.status is Status.ENDORSED
 

@@ -8,7 +8,8 @@ target's deepest accepting path (a record decoded, a handshake completed, a
 frame delivered, an envelope opened), from where the fuzzer mutates. The
 mailbox seeds are the objects of mailbox-v1.json themselves, and a few
 refusals made with its keys that no mutation can reach; the trust seeds are
-an endorsement proof, the anchor and a revocation list of trust-v1.json.
+an endorsement proof, the anchor, a revocation list and a revocation bundle of
+trust-v1.json.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from fuzz.targets import (
 from onionpost.limits import MAX_CLOSE_REASON, MAX_FILE_SIZE
 from onionpost.proto import _msgpack, envelope, messages, pairing
 from onionpost.proto.identity import Identity
+from onionpost.proto.trust_session import RevocationBundle
 
 __all__ = ["CORPUS", "check", "seeds", "write"]
 
@@ -260,12 +262,19 @@ def _mailbox_refused() -> dict[str, bytes]:
 
 
 def _trust() -> dict[str, bytes]:
-    """An endorsement proof of trust-v1.json, the anchor and a revocation list."""
+    """An endorsement proof of trust-v1.json, the anchor, a revocation list and
+    the bundle ``trust revoke`` would write of it."""
     vector = json.loads(TRUST_VECTOR_FILE.read_text())["vectors"][0]
     return {
         "endorsement-proof": b"\x00" + bytes.fromhex(TRUST_CASE["proof"]),
         "anchor": b"\x01" + vector["anchor"]["text"].encode(),
         "revocations": b"\x02" + vector["statements"]["revocations_2"].encode(),
+        "revocation-bundle": b"\x03"
+        + RevocationBundle(
+            vector["delegation"].encode(),
+            vector["statements"]["revocations_2"].encode(),
+            vector["checkpoints"]["6"].encode(),
+        ).encode(),
     }
 
 

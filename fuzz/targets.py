@@ -145,6 +145,7 @@ from onionpost.proto.session import (
     SessionState,
     prologue,
 )
+from onionpost.proto.trust_session import RevocationBundle
 
 __all__ = [
     "GROUPS_VECTOR",
@@ -724,10 +725,11 @@ TRUST_CASE: Final = _TRUST["cases"][0]
 def trust_statements(data: bytes) -> None:
     """The first byte picks the decoder: an endorsement proof checked end to end
     (0), an anchor's text (1), a revocation list under the vector's delegation
-    (2). Anything but a verdict or a TrustError is a bug."""
+    (2), a revocation bundle opened as ``trust revocations import`` opens it
+    (3). Anything but a verdict or a TrustError is a bug."""
     if not data:
         return
-    mode, rest = data[0] % 3, data[1:]
+    mode, rest = data[0] % 4, data[1:]
     try:
         if mode == 0:
             verdict = trust.check_endorsement(
@@ -741,9 +743,16 @@ def trust_statements(data: bytes) -> None:
         elif mode == 1:
             anchor = trust.Anchor.from_text(rest.decode("utf-8", "replace"))
             assert trust.Anchor.from_text(anchor.to_text()) == anchor
-        else:
+        elif mode == 2:
             trust.open_revocations(
                 TRUST_ANCHOR, _TRUST["delegation"].encode(), rest, now=TRUST_CASE["now"]
+            )
+        else:
+            bundle = RevocationBundle.decode(rest)
+            assert RevocationBundle.decode(bundle.encode()) == bundle
+            trust.claimed_agency(bundle.delegation)
+            trust.open_revocations(
+                TRUST_ANCHOR, bundle.delegation, bundle.revocations, now=TRUST_CASE["now"]
             )
     except TrustError:
         return

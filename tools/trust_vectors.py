@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Final
 
-from onionpost.proto import merkle, note
+from onionpost.proto import merkle, messages, note
 from onionpost.proto.identity import Identity
 from onionpost.proto.trust import (
     AgencyLog,
@@ -22,6 +22,7 @@ from onionpost.proto.trust import (
     issue,
     open_revocations,
 )
+from onionpost.proto.trust_session import RevocationBundle
 
 __all__ = ["TRUST_FILE", "build_trust"]
 
@@ -191,6 +192,20 @@ def build_trust(previous: dict[str, Any] | None = None) -> dict[str, Any]:
                 "checkpoints": {str(size): data.decode() for size, data in checkpoints.items()},
                 "consistency_3": [h.hex() for h in log.consistency(3)],
                 "cases": cases,
+                # trust.md §7.1 and §7.3: what alice staples to a session, and
+                # the bundle `trust revoke` writes of revocations_2.
+                "trust_staple_record": messages.encode(
+                    messages.TrustStaple(
+                        proof("alice").encode(),
+                        statements["revocations_2"],
+                        checkpoints[log.size],
+                    )
+                ).hex(),
+                "revocation_bundle": RevocationBundle(
+                    delegation, statements["revocations_2"], checkpoints[log.size]
+                )
+                .encode()
+                .hex(),
             }
         ],
     }

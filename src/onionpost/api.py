@@ -59,6 +59,7 @@ __all__ = [
     "ContactAdd",
     "ContactList",
     "ContactRef",
+    "ContactRequireEndorsement",
     "ContactRemove",
     "ContactStatus",
     "ContactVerify",
@@ -122,6 +123,7 @@ __all__ = [
     "Outbox",
     "PeerChange",
     "Queued",
+    "RevocationsImported",
     "Request",
     "Retried",
     "Retry",
@@ -129,8 +131,11 @@ __all__ = [
     "SafetyNumber",
     "SendFile",
     "SendText",
+    "Endorsement",
     "TrustAdd",
     "TrustAnchor",
+    "TrustEndorsementInstall",
+    "TrustRevocationsImport",
     "TrustList",
     "TrustRemove",
     "SendTexts",
@@ -381,6 +386,13 @@ class ContactStatus:
             "empty once one succeeded"
         ),
     )
+    refused: str = field(
+        default="",
+        metadata=_meta(
+            "why its sessions are refused and nothing is sent to it (its outbox held): "
+            "`refused: revoked`, or `endorsement required: ...` (trust.md §7.4); empty if not"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -395,6 +407,13 @@ class Status:
         metadata=_meta(
             "alarms of the evidence log: a contact holds a checkpoint our log does not "
             "continue, or presented one its own earlier one contradicts (`log verify`)"
+        ),
+    )
+    trust_alarms: int = field(
+        default=0,
+        metadata=_meta(
+            "alarms of agency trust: two signed checkpoints of an agency's log that fork, "
+            "or two lists of one serial (trust.md §3)"
         ),
     )
 
@@ -476,6 +495,27 @@ class Contact:
         default=None,
         metadata=_meta("when the user confirmed the safety number (contact_verify), or null"),
     )
+    endorsement: str | None = field(
+        default=None,
+        metadata=_meta(
+            "the contact's agency endorsement as last checked (trust.md §7.1): "
+            "`endorsed by A (Field office 3) until T`, or why not; null if it presented none"
+        ),
+    )
+    endorsement_status: str | None = field(
+        default=None,
+        metadata=_meta(
+            "`endorsed`, `unverified-stale`, `refused`, `refused-forged`, "
+            "`refused-malformed` or `no-anchor`; null if it presented none"
+        ),
+    )
+    require_endorsement: bool | None = field(
+        default=None,
+        metadata=_meta(
+            "this contact's own require_endorsement (contact_require_endorsement), "
+            "or null: as config.toml says"
+        ),
+    )
     max_labels: tuple[str, ...] = field(
         default=(), metadata=_meta("the highest labels we send it, as set here (one per scheme)")
     )
@@ -533,6 +573,41 @@ class TrustAnchor:
     )
     post_quantum: bool = field(metadata=_meta("whether the anchor has an ML-DSA-65 half"))
     added_ms: int | None = None
+    revocations_serial: int | None = field(
+        default=None, metadata=_meta("the serial of the agency's revocation list held, or null")
+    )
+    revocations_issued_at: int | None = field(
+        default=None,
+        metadata=_meta("when that list was issued (POSIX seconds): its freshness (trust.md §5)"),
+    )
+    checkpoint_size: int | None = field(
+        default=None, metadata=_meta("entries of the agency's log at the checkpoint held, or null")
+    )
+
+
+@dataclass(frozen=True)
+class Endorsement:
+    """This endpoint's own endorsement, as installed (trust.md §4)."""
+
+    agency: str
+    address: str
+    endpoint: str
+    unit: str
+    valid_until: int = field(metadata=_meta("POSIX seconds"))
+    status: str = field(
+        metadata=_meta("`endorsed` or `unverified-stale` (no fresh revocation list held yet)")
+    )
+
+
+@dataclass(frozen=True)
+class RevocationsImported:
+    """A revocation list now held (trust.md §7.3)."""
+
+    agency: str
+    serial: int
+    issued_at: int = field(metadata=_meta("POSIX seconds"))
+    revoked: int = field(metadata=_meta("addresses the list names"))
+    changed: int = field(metadata=_meta("contacts whose endorsement verdict changed with it"))
 
 
 @dataclass(frozen=True)
@@ -916,6 +991,19 @@ class ContactRemove(Request[ContactRef]):
 
 
 @dataclass(frozen=True)
+class ContactRequireEndorsement(Request[ContactRef]):
+    METHOD = "contact_require_endorsement"
+    name: str
+    required: bool | None = field(
+        default=None,
+        metadata=_meta(
+            "true: send nothing to the contact until it presents a valid agency "
+            "endorsement; false: not (even if config.toml requires it); null: as config.toml says"
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class ContactVerify(Request[SafetyNumber]):
     METHOD = "contact_verify"
     name: str
@@ -949,6 +1037,28 @@ class TrustList(Request[tuple[TrustAnchor, ...]]):
 class TrustRemove(Request[TrustAnchor]):
     METHOD = "trust_remove"
     anchor: str = field(metadata=_meta("the agency's name or the anchor's fingerprint"))
+
+
+@dataclass(frozen=True)
+class TrustEndorsementInstall(Request[Endorsement]):
+    METHOD = "trust_endorsement_install"
+    proof: str = field(
+        metadata=_meta(
+            "base64 of the endorsement proof `trust endorse` wrote; installed only if the "
+            "anchor of its agency is installed and it endorses this endpoint's address and key"
+        )
+    )
+
+
+@dataclass(frozen=True)
+class TrustRevocationsImport(Request[RevocationsImported]):
+    METHOD = "trust_revocations_import"
+    bundle: str = field(
+        metadata=_meta(
+            "base64 of the revocation list file `trust revoke` wrote; held only if it "
+            "verifies under the installed anchor of its agency and is newer than the list held"
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -1378,10 +1488,13 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         ContactList,
         ContactRemove,
         ContactVerify,
+        ContactRequireEndorsement,
         ContactSetMaxLabel,
         TrustAdd,
         TrustList,
         TrustRemove,
+        TrustEndorsementInstall,
+        TrustRevocationsImport,
         SendText,
         SendTexts,
         SendFile,

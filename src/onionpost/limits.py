@@ -105,6 +105,12 @@ TRUST_CLOCK_SKEW: Final = 300
 TRUST_FRESHNESS: Final = 3600
 # Trust anchors one endpoint holds.
 MAX_TRUST_ANCHORS: Final = 256
+# Statements a holder keeps verified (a delegation, an endorsement, a checkpoint).
+TRUST_CACHE_ENTRIES: Final = 512
+# One field of a TrustStaple record (an endorsement proof, a list, a checkpoint), bytes.
+MAX_TRUST_STAPLE_PART: Final = 21_000
+# TrustStaple records a contact may send in one session; more are ignored.
+MAX_TRUST_STAPLES_PER_SESSION: Final = 8
 
 # -- The evidence log (proto/evidence.py, evidence.md) ---------------------------
 

@@ -32,6 +32,7 @@ Daemon = tuple[ServerThread, Path]
 ACME_KEY = HybridSigner.generate("acme/root").public
 ACME = Anchor("acme", ACME_KEY.ed25519, ACME_KEY.mldsa65)
 ALICE = Identity(bytes(range(32)))
+BOB = Identity(bytes(range(1, 33))).address
 
 
 @pytest.fixture
@@ -163,6 +164,107 @@ def test_root_init_and_endorse(runner: CliRunner, tmp_path: Path) -> None:
     failed = invoke(runner, *wrong, "--endpoint", "x", "--out", tmp_path / "w")
     assert "wrong passphrase or key file" in one_line_error(failed)
     assert not (tmp_path / "w").exists()
+
+
+def test_endorsement_install(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:
+    server, home = daemon
+    where, key = tmp_path / "acme", tmp_path / "acme.key"
+    secret = ["--key-file", key]
+    init = ["trust", "root-init", "--dir", where, "--agency", "acme", *secret, "--no-ml-dsa"]
+    created = invoke(runner, *init, "--json")
+    assert created.exit_code == 0, created.output
+    anchor = Anchor.from_text(json.loads(created.stdout)["anchor"])
+    out = tmp_path / "alice.endorsement"
+    endorse = ["trust", "endorse", str(ALICE.address), "--dir", where, *secret]
+    assert invoke(runner, *endorse, "--endpoint", "Field office 3", "--out", out).exit_code == 0
+    install = ["trust", "endorsement", "install", "--home", home]
+    # No anchor of its agency yet: one line, nothing installed.
+    assert "no anchor of agency 'acme'" in one_line_error(invoke(runner, *install, out))
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"not a proof")
+    assert "not an endorsement proof" in one_line_error(invoke(runner, *install, garbage))
+    missing = one_line_error(invoke(runner, *install, tmp_path / "none"))
+    assert "cannot read endorsement proof" in missing
+    assert server.backend.endorsement is None
+    added = invoke(
+        runner,
+        "trust",
+        "add",
+        "--home",
+        home,
+        anchor.to_text(),
+        "--safety-number",
+        anchor.safety_number,
+    )
+    assert added.exit_code == 0, added.output
+    done = invoke(runner, *install, out)
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("installed: endorsed by acme (Field office 3) until ")
+    as_json = json.loads(invoke(runner, *install, out, "--json").stdout)
+    assert (as_json["agency"], as_json["address"]) == ("acme", str(ALICE.address))
+
+
+def test_revoke_and_import(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:
+    server, home = daemon
+    where, key = tmp_path / "acme", tmp_path / "acme.key"
+    secret = ["--key-file", key]
+    init = ["trust", "root-init", "--dir", where, "--agency", "acme", *secret, "--no-ml-dsa"]
+    created = invoke(runner, *init, "--json")
+    assert created.exit_code == 0, created.output
+    anchor = Anchor.from_text(json.loads(created.stdout)["anchor"])
+    revoke = ["trust", "revoke", "--dir", where, *secret]
+    first, second = tmp_path / "list-1", tmp_path / "list-2"
+    done = invoke(runner, *revoke, str(ALICE.address), "--reason", "seized", "--out", first)
+    assert done.exit_code == 0, done.output
+    assert done.stdout == f"list 1: 1 revoked; {first}\n"
+    # Without an address: the same list, fresh, under the next serial.
+    again = invoke(runner, *revoke, "--out", second, "--json")
+    assert json.loads(again.stdout) == {"serial": 2, "revoked": 1, "out": str(second)}
+    bad = [
+        ([*revoke, "nope", "--out", tmp_path / "x"], "onion address"),
+        ([*revoke, "--reason", "r" * 65, str(BOB), "--out", tmp_path / "y"], "cannot sign"),
+        ([*revoke, "--out", first], "exists already"),
+    ]
+    for args, problem in bad:
+        assert problem in one_line_error(invoke(runner, *args))
+    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "y").exists()
+
+    imports = ["trust", "revocations", "import", "--home", home]
+    assert "no anchor of agency 'acme'" in one_line_error(invoke(runner, *imports, second))
+    added = invoke(
+        runner,
+        *["trust", "add", "--home", home, anchor.to_text()],
+        *["--safety-number", anchor.safety_number],
+    )
+    assert added.exit_code == 0, added.output
+    held = invoke(runner, *imports, second)
+    assert held.exit_code == 0, held.output
+    assert held.stdout.startswith("holding list 2 of acme (issued ")
+    # The older list is refused: a rolled-back list would un-revoke.
+    assert "older than the one held" in one_line_error(invoke(runner, *imports, first))
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x94\x01")
+    assert "not a revocation list" in one_line_error(invoke(runner, *imports, garbage))
+    assert server.backend.revocations["acme"].serial == 2
+
+
+def test_contact_require_endorsement(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    server.backend.add("carol")
+    command = ["contact", "require-endorsement", "--home", home]
+    for flag, said, stored in [
+        ("--on", "required", True),
+        ("--off", "not required", False),
+        ("--default", "as config.toml says", None),
+    ]:
+        done = invoke(runner, *command, "carol", flag)
+        assert done.exit_code == 0, done.output
+        assert done.stdout == f"an endorsement of 'carol': {said}\n"
+        assert server.backend.contacts["carol"]["require_endorsement"] is stored
+    assert "unknown contact" in one_line_error(invoke(runner, *command, "nobody", "--on"))
+    for args in (["carol"], ["carol", "--on", "--default"]):
+        assert "one of --on, --off, --default" in invoke(runner, *command, *args).output
 
 
 def test_the_client_commands_do_not_load_the_store() -> None:

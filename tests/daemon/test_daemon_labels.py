@@ -6,6 +6,7 @@ export's verification."""
 
 from __future__ import annotations
 
+import time
 import zipfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from onionpost.errors import LabelError, LabelReason, StoreError
 from onionpost.proto import bundle
 from onionpost.proto.labels import LabelPolicy, Scheme, Via
 from onionpost.store import Direction
+from onionpost.testing.agency import Agency
 from onionpost.testing.memory import Node, befriend, network, until
 
 
@@ -403,3 +405,42 @@ async def test_a_list_send_is_labelled_and_held_to_every_member(tmp_path: Path) 
         await until(lambda: len(bob.inbox_from(alice)) == 2 and len(carol.inbox_from(alice)) == 2)
         for node in (bob, carol):
             assert sorted(s.label for s in node.inbox_from(alice)) == ["TLP:CLEAR", "TLP:GREEN"]
+
+
+async def test_amber_strict_goes_where_endorsements_say_our_organisation_is(
+    tmp_path: Path,
+) -> None:
+    """No organisation in config.toml: bob's comes from the endorsement he
+    holds (acme); carol endorsed by acme may have an AMBER+STRICT forward,
+    dave endorsed by bravo may not, nor erin who presented none."""
+    now = int(time.time())
+    acme, bravo = Agency.make("acme", now), Agency.make("bravo", now)
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        carol, dave, erin = net.node("carol"), net.node("dave"), net.node("erin")
+        for other in (alice, carol, dave, erin):
+            befriend(bob, other)
+        store = bob.store
+        store.trust.install_own(
+            acme.anchor.fingerprint, acme.endorse(bob.secrets.identity, now).encode(), 1
+        )
+        for node, agency in ((carol, acme), (dave, bravo)):
+            proof = agency.endorse(node.secrets.identity, now).encode()
+            store.trust.set_endorsement(bob.contact(node).id, proof, "endorsed", "endorsed", 1)
+        forged = acme.endorse(erin.secrets.identity, now).encode()
+        store.trust.set_endorsement(bob.contact(erin).id, forged, "refused", "refused: forged", 1)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        assert alice.daemon is not None
+        assert bob.daemon is not None
+        strict = await alice.daemon.send_text(
+            api.SendText("bob", "strict", label="TLP:AMBER+STRICT")
+        )
+        await until(lambda: len(bob.inbox_from(alice)) == 1)
+        for outside in ("dave", "erin"):
+            with pytest.raises(LabelError, match=f"stays inside acme; {outside}") as info:
+                await bob.daemon.forward(api.Forward(strict.id, outside))
+            assert info.value.reason is LabelReason.OUTSIDE_ORGANISATION
+        assert bob.store.outbox.listing() == []
+        forwarded = await bob.daemon.forward(api.Forward(strict.id, "carol"))
+        assert forwarded.label == "TLP:AMBER+STRICT"

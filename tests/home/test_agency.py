@@ -13,6 +13,7 @@ import pytest
 from onionpost.errors import ConfigError, UnlockError
 from onionpost.home import AgencyDirectory, KdfCost, KeySource, open_key_file, write_key_file
 from onionpost.home._secrets import create_key_file
+from onionpost.limits import MAX_DELEGATION_LIFETIME, MAX_ENDORSEMENT_LIFETIME
 from onionpost.proto.identity import Identity
 from onionpost.proto.trust import (
     HybridSigner,
@@ -20,6 +21,8 @@ from onionpost.proto.trust import (
     Status,
     check_endorsement,
     check_rotation,
+    open_checkpoint,
+    open_revocations,
 )
 
 T0 = 1_800_000_000
@@ -128,3 +131,38 @@ def test_bad_input_to_root_init_and_endorse(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not the one the root delegated"):
         directory.endorse(other, str(ALICE.address), endpoint="x", now=T0)
     assert directory.statements() == before
+
+
+def test_revoke_signs_the_next_list_keeps_live_entries_and_logs_it(tmp_path: Path) -> None:
+    directory, anchor = AgencyDirectory.create(tmp_path / "agency", "acme", PASS, now=T0)
+    issuer = directory.issuer(PASS)
+    bob = Identity(bytes(range(1, 33)))
+    assert directory.revocations() is None
+    first = directory.revoke(issuer, str(ALICE.address), reason="seized", now=T0)
+    opened = open_revocations(anchor, first.delegation, first.revocations, now=T0).value
+    assert (opened.serial, [e.address for e in opened.revoked]) == (1, [str(ALICE.address)])
+    # Revoked again: the same entry, its first time kept.
+    second = directory.revoke(issuer, str(ALICE.address), reason="again", now=T0 + 10)
+    listed = directory.revocations()
+    assert listed is not None
+    assert (listed.serial, listed.revoked[0].revoked_at, listed.revoked[0].reason) == (
+        2,
+        T0,
+        "seized",
+    )
+    # Once every endorsement of it has expired, an entry leaves the list.
+    late = T0 + MAX_ENDORSEMENT_LIFETIME + 1
+    third = directory.revoke(issuer, str(bob.address), now=late)
+    opened = open_revocations(anchor, third.delegation, third.revocations, now=late).value
+    assert (opened.serial, [e.address for e in opened.revoked]) == (3, [str(bob.address)])
+    # Each list is a statement of the log, and its checkpoint covers it.
+    assert directory.statements()[-3:] == [first.revocations, second.revocations, third.revocations]
+    checkpoint = open_checkpoint(anchor, issuer.public, third.checkpoint).checkpoint
+    assert checkpoint.size == len(directory.statements())
+    with pytest.raises(ConfigError, match="onion address"):
+        directory.revoke(issuer, "nope", now=late)
+    with pytest.raises(ConfigError, match="cannot sign that list"):
+        directory.revoke(issuer, str(ALICE.address), reason="r" * 65, now=late)
+    with pytest.raises(ConfigError, match="does not cover that time"):
+        directory.revoke(issuer, None, now=T0 + MAX_DELEGATION_LIFETIME + 1)
+    assert directory.revocations() == opened  # nothing signed by the refusals

@@ -152,6 +152,12 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
     m.LabelLimit: st.builds(
         m.LabelLimit, st.lists(wire_labels.filter(bool), max_size=4).map(tuple)
     ),
+    m.TrustStaple: st.builds(
+        m.TrustStaple,
+        st.binary(min_size=1, max_size=500),
+        st.binary(max_size=500),
+        st.binary(max_size=500),
+    ),
 }
 
 # Any msgpack value, including the kinds records never hold.
@@ -224,6 +230,7 @@ def test_wire_tags() -> None:
         "GROUP_FETCH": 91,
         "GROUP_TEXT": 92,
         "LABEL_LIMIT": 74,
+        "TRUST_STAPLE": 80,
     }
 
 

@@ -12,7 +12,7 @@ import msgpack
 from cryptography.hazmat.primitives.asymmetric import mldsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from onionpost.proto import note
+from onionpost.proto import messages, note
 from onionpost.proto.trust import (
     Anchor,
     EndorsementProof,
@@ -21,6 +21,7 @@ from onionpost.proto.trust import (
     check_endorsement,
     open_revocations,
 )
+from onionpost.proto.trust_session import RevocationBundle
 from tools.trust_vectors import TRUST_FILE, build_trust
 
 FILE = Path(__file__).resolve().parents[2] / "protocol-spec" / "vectors" / TRUST_FILE
@@ -132,3 +133,26 @@ def test_proofs_in_the_cases_decode() -> None:
     for case in VECTOR["cases"]:
         proof = EndorsementProof.decode(bytes.fromhex(case["proof"]))
         assert proof.delegation.decode() == VECTOR["delegation"]
+
+
+def test_the_staple_and_the_bundle_replay_and_recompute() -> None:
+    """The TrustStaple record alice sends and the bundle of revocations_2, read
+    by onionpost and rebuilt with msgpack alone (trust.md §§7.1, 7.3)."""
+    record = bytes.fromhex(VECTOR["trust_staple_record"])
+    staple = messages.decode(record)
+    assert isinstance(staple, messages.TrustStaple)
+    alice = next(c for c in VECTOR["cases"] if c["endorsement"] == "alice")
+    revocations = VECTOR["statements"]["revocations_2"].encode()
+    checkpoint = VECTOR["checkpoints"]["6"].encode()
+    assert (staple.revocations, staple.checkpoint) == (revocations, checkpoint)
+    assert (
+        EndorsementProof.decode(staple.proof).endorsement.decode() == VECTOR["statements"]["alice"]
+    )
+    assert msgpack.packb([80, staple.proof, revocations, checkpoint], use_bin_type=True) == record
+    bundle = bytes.fromhex(VECTOR["revocation_bundle"])
+    delegation = VECTOR["delegation"].encode()
+    assert msgpack.packb([1, delegation, revocations, checkpoint], use_bin_type=True) == bundle
+    opened = RevocationBundle.decode(bundle)
+    anchor = Anchor.from_text(VECTOR["anchor"]["text"])
+    listed = open_revocations(anchor, opened.delegation, opened.revocations, now=alice["now"])
+    assert listed.value.serial == 2

@@ -1,11 +1,12 @@
-"""Trust anchors and trust alarms in the store (schema 8, trust.md)."""
+"""Trust anchors and trust alarms (schema 8), our endorsement, the lists and
+checkpoints held, contacts' verdicts and policy (schema 11) in the store (trust.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from _storekit import open_store
+from _storekit import add_contact, open_store
 
 from onionpost.errors import ConfigError
 from onionpost.proto.trust import Anchor, HybridSigner
@@ -51,3 +52,42 @@ def test_alarms_are_kept(tmp_path: Path) -> None:
         alarm = store.trust.raise_alarm("fork", ACME.fingerprint, b"first", b"second", 5)
     with open_store(tmp_path) as store:
         assert store.trust.alarms() == [alarm]
+
+
+def test_the_same_alarm_is_recorded_once(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        first = store.trust.raise_alarm("fork", ACME.fingerprint, b"a", b"b", 5)
+        again = store.trust.raise_alarm("fork", ACME.fingerprint, b"a", b"b", 9)
+        other = store.trust.raise_alarm("fork", ACME.fingerprint, b"a", b"c", 9)
+        assert again == first
+        assert store.trust.alarms() == [first, other]
+
+
+def test_our_endorsement_views_and_verdicts_survive_a_reopen(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        assert store.trust.own() is None
+        store.trust.install_own(ACME.fingerprint, b"proof one", 1)
+        store.trust.install_own(ACME.fingerprint, b"proof two", 2)  # replaces it
+        store.trust.hold(ACME.fingerprint, b"list", None)
+        store.trust.hold(BRAVO.fingerprint, None, b"checkpoint")
+        store.trust.hold(ACME.fingerprint, b"newer list", b"checkpoint")
+        carol, dave = add_contact(store, "carol"), add_contact(store, "dave")
+        store.trust.set_endorsement(carol.id, b"p", "endorsed", "endorsed by acme", 3)
+        store.trust.set_endorsement(carol.id, b"p", "refused", "refused: revoked", 4)
+        store.trust.set_required(carol.id, True)
+        store.trust.set_required(dave.id, False)
+        store.trust.set_required(dave.id, None)  # back to the config's
+    with open_store(tmp_path) as store:
+        assert store.trust.own() == (ACME.fingerprint, b"proof two")
+        assert store.trust.held() == {
+            ACME.fingerprint: (b"newer list", b"checkpoint"),
+            BRAVO.fingerprint: (None, b"checkpoint"),
+        }
+        (verdict,) = store.trust.endorsements().values()
+        assert (verdict.contact_id, verdict.status, verdict.describe, verdict.checked_ms) == (
+            carol.id,
+            "refused",
+            "refused: revoked",
+            4,
+        )
+        assert store.trust.required() == {carol.id: True}

@@ -149,7 +149,16 @@ def contact_list(home: Path | None, as_json: bool) -> None:
     if not contacts:
         click.echo("no contacts yet: add one with 'onionpost contact add CARD'", err=True)
         return
-    table = Table("name", "address", "reachable", "verified", "last seen", "added", "accepts up to")
+    table = Table(
+        "name",
+        "address",
+        "reachable",
+        "verified",
+        "endorsement",
+        "last seen",
+        "added",
+        "accepts up to",
+    )
     table.columns[1].overflow = "fold"  # an address is an identity: never cut it short
     table.columns[1].min_width = 62
     for c in contacts:
@@ -159,6 +168,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
             Text(c.address),
             Text("yes" if c.reachable else "no"),
             Text(format_ms(c.verified_ms, never="no")),
+            Text(printable(c.endorsement or "-")),
             Text(format_ms(c.last_seen_ms)),
             Text(format_ms(c.added_ms, never="-")),
             Text(printable(limits)),
@@ -211,6 +221,29 @@ def contact_verify(name: str, heard: str | None, home: Path | None, as_json: boo
         f"'onionpost contact verify {shlex.quote(number.name)} --confirm \"NUMBER\"'.",
         err=True,
     )
+
+
+@contact.command("require-endorsement")
+@click.argument("name")
+@click.option(
+    "--on/--off",
+    "required",
+    default=None,
+    help="Send nothing to the contact until it presents a valid agency endorsement (--on), "
+    "or not even if config.toml requires it (--off).",
+)
+@click.option("--default", "default", is_flag=True, help="As config.toml says.")
+@home_option
+def contact_require_endorsement(
+    name: str, required: bool | None, default: bool, home: Path | None
+) -> None:
+    """Require an agency endorsement of one contact, or not, apart from the
+    require_endorsement of config.toml."""
+    if (required is None) == (not default):
+        raise click.UsageError("give one of --on, --off, --default")
+    run_client(home, lambda client: client.contact_require_endorsement(name, required))
+    said = {True: "required", False: "not required", None: "as config.toml says"}[required]
+    click.echo(f"an endorsement of '{printable(name)}': {said}")
 
 
 @contact.command("set-max-label")
@@ -667,6 +700,11 @@ def status(home: Path | None, as_json: bool) -> None:
             Text("EVIDENCE LOG"),
             Text(f"{report.evidence_alarms} alarm(s): see 'onionpost log verify'"),
         )
+    if report.trust_alarms:
+        summary.add_row(
+            Text("AGENCY TRUST"),
+            Text(f"{report.trust_alarms} alarm(s): an agency's log forked or two lists clash"),
+        )
     console = _console()
     console.print(summary)
     if report.contacts:
@@ -676,7 +714,7 @@ def status(home: Path | None, as_json: bool) -> None:
         for c in report.contacts:
             retry = "" if c.retry_in is None else f"in {c.retry_in:.0f} s"
             mailbox = "no mailbox" if c.mailbox is None else str(c.deposited)
-            error = "; ".join(e for e in (c.last_error, c.mailbox_error) if e)
+            error = "; ".join(e for e in (c.refused, c.last_error, c.mailbox_error) if e)
             table.add_row(
                 Text(printable(c.name)),
                 Text("yes" if c.reachable else "no"),

@@ -27,7 +27,11 @@ from onionpost.cli._common import (
     stdin_is_a_terminal,
 )
 from onionpost.errors import ConfigError, MalformedStatementError
-from onionpost.limits import MAX_DELEGATION_LIFETIME, MAX_ENDORSEMENT_LIFETIME
+from onionpost.limits import (
+    MAX_DELEGATION_LIFETIME,
+    MAX_ENDORSEMENT_LIFETIME,
+    MAX_TRUST_STAPLE_PART,
+)
 from onionpost.proto.trust import Anchor
 
 if TYPE_CHECKING:
@@ -36,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["trust"]
 
 _MAX_ANCHOR_FILE = 8192
+# An endorsement proof: three signed notes and an inclusion proof.
+_MAX_PROOF_FILE = 3 * MAX_TRUST_STAPLE_PART
 PASSPHRASE_ENV = "ONIONPOST_PASSPHRASE"  # noqa: S105 - a variable's name, as cli._init's
 _DAY = 86_400
 
@@ -117,6 +123,11 @@ def trust_list(home: Path | None, as_json: bool) -> None:
             f"{printable(a.agency)}  {a.fingerprint[:16]}  {kind}  "
             f"added {format_ms(a.added_ms)}\n    {a.safety_number}"
         )
+        if a.revocations_serial is not None and a.revocations_issued_at is not None:
+            issued = format_ms(a.revocations_issued_at * 1000)
+            click.echo(f"    revocation list {a.revocations_serial}, issued {issued}")
+        if a.checkpoint_size is not None:
+            click.echo(f"    log checkpoint of {a.checkpoint_size} entries")
 
 
 @trust.command("remove")
@@ -130,6 +141,58 @@ def trust_remove(agency_or_fingerprint: str, home: Path | None, as_json: bool) -
         emit_json(dataclasses.asdict(removed))
         return
     click.echo(f"removed the anchor of {printable(removed.agency)}")
+
+
+@trust.group("endorsement")
+def endorsement() -> None:
+    """This endpoint's own endorsement by its agency."""
+
+
+@endorsement.command("install")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@home_option
+@json_option
+def endorsement_install(file: Path, home: Path | None, as_json: bool) -> None:
+    """Install the endorsement proof FILE (written by 'trust endorse'): it is
+    checked against the installed anchor of its agency, for this endpoint's
+    address and key, and then presented to contacts in every session."""
+    proof = read_small_file(file, _MAX_PROOF_FILE, what="endorsement proof")
+    installed = run_client(home, lambda client: client.trust_endorsement_install(proof))
+    if as_json:
+        emit_json(dataclasses.asdict(installed))
+        return
+    where = f"{installed.endpoint}, {installed.unit}" if installed.unit else installed.endpoint
+    click.echo(
+        f"installed: endorsed by {printable(installed.agency)} ({printable(where)}) "
+        f"until {format_ms(installed.valid_until * 1000)}"
+        + ("" if installed.status == "endorsed" else f" [{installed.status}]")
+    )
+
+
+@trust.group("revocations")
+def revocations() -> None:
+    """The agencies' revocation lists this endpoint holds."""
+
+
+@revocations.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@home_option
+@json_option
+def revocations_import(file: Path, home: Path | None, as_json: bool) -> None:
+    """Hold the revocation list FILE (written by 'trust revoke'): checked against
+    the installed anchor of its agency, refused if not newer than the list
+    held. A contact it revokes is refused at once, its outbox held; the list
+    is passed on to contacts in sessions."""
+    bundle = read_small_file(file, _MAX_PROOF_FILE, what="revocation list")
+    done = run_client(home, lambda client: client.trust_revocations_import(bundle))
+    if as_json:
+        emit_json(dataclasses.asdict(done))
+        return
+    click.echo(
+        f"holding list {done.serial} of {printable(done.agency)} "
+        f"(issued {format_ms(done.issued_at * 1000)}, {done.revoked} revoked); "
+        f"{done.changed} contact(s) judged anew"
+    )
 
 
 # -- the agency's offline tools ------------------------------------------------------------
@@ -286,3 +349,46 @@ def endorse(
         emit_json({"address": address, "index": proof.index, "out": str(out)})
         return
     click.echo(f"endorsed {address} as {printable(endpoint)}; log entry {proof.index}; {out}")
+
+
+@trust.command("revoke")
+@click.argument("address", required=False)
+@click.option("--dir", "where", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option("--reason", default="", help="Why, in at most 64 bytes (it is in the list).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@_secret_options
+@json_option
+def revoke(
+    *,
+    address: str | None,
+    where: Path,
+    reason: str,
+    out: Path,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    kdf_cost: str,
+    as_json: bool,
+) -> None:
+    """Sign the agency's next revocation list, with ADDRESS revoked (without it:
+    the same list, fresh), append it to the log and write it to OUT for
+    endpoints to import ('trust revocations import')."""
+    if out.exists():
+        fail(f"{out} exists already")
+    from onionpost.home import AgencyDirectory
+
+    directory = AgencyDirectory(where)
+    source = _key_source(key_file, passphrase_file, kdf_cost, new=False)
+    bundle = directory.revoke(
+        directory.issuer(source), address, reason=reason, now=int(time.time())
+    )
+    listed = directory.revocations()
+    assert listed is not None
+    try:
+        with out.open("xb") as handle:
+            handle.write(bundle.encode())
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from exc
+    if as_json:
+        emit_json({"serial": listed.serial, "revoked": len(listed.revoked), "out": str(out)})
+        return
+    click.echo(f"list {listed.serial}: {len(listed.revoked)} revoked; {out}")

@@ -32,6 +32,7 @@ when the connection breaks or the daemon sends something malformed.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -352,6 +353,19 @@ class Client:
 
     async def trust_remove(self, anchor: str) -> api.TrustAnchor:
         return await self.request(api.TrustRemove(anchor))
+
+    async def contact_require_endorsement(self, name: str, required: bool | None) -> api.ContactRef:
+        return await self.request(api.ContactRequireEndorsement(name, required))
+
+    async def trust_endorsement_install(self, proof: bytes) -> api.Endorsement:
+        return await self.request(
+            api.TrustEndorsementInstall(base64.b64encode(proof).decode("ascii"))
+        )
+
+    async def trust_revocations_import(self, bundle: bytes) -> api.RevocationsImported:
+        return await self.request(
+            api.TrustRevocationsImport(base64.b64encode(bundle).decode("ascii"))
+        )
 
     async def contact_set_max_label(self, name: str, labels: Iterable[str]) -> api.ContactLabels:
         """The highest handling labels (one per scheme) we send ``name``; none: no limit."""

@@ -34,6 +34,8 @@ at DEBUG, so the journal does not hold the contact graph.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 import os
@@ -57,7 +59,10 @@ from onionpost.daemon.delivery import (
     DeliveryPolicy,
     Dial,
     Witness,
+    import_revocations,
+    install_own,
     message_record,
+    refusals,
     unfit_mailbox,
 )
 from onionpost.errors import ConfigError, NotFoundError
@@ -67,7 +72,12 @@ from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import MemberCard
 from onionpost.proto.pairing import MailboxAnnouncement
-from onionpost.proto.trust import Anchor, confirm_anchor
+from onionpost.proto.trust import (
+    Anchor,
+    confirm_anchor,
+    stored_checkpoint,
+    stored_revocations,
+)
 from onionpost.store import Contact, Direction, Store, Stored
 from onionpost.transport import SecureChannel
 
@@ -76,13 +86,22 @@ __all__ = ["Daemon"]
 log = logging.getLogger("onionpost.daemon")
 
 
-def _trust_anchor(anchor: Anchor, added_ms: int | None) -> api.TrustAnchor:
+def _trust_anchor(
+    anchor: Anchor, added_ms: int | None, held: tuple[bytes | None, bytes | None] = (None, None)
+) -> api.TrustAnchor:
+    revocations, checkpoint = held
+    listed = None if revocations is None else stored_revocations(revocations).value
     return api.TrustAnchor(
         anchor.agency,
         anchor.fingerprint.hex(),
         anchor.safety_number,
         bool(anchor.mldsa65),
         added_ms,
+        revocations_serial=None if listed is None else listed.serial,
+        revocations_issued_at=None if listed is None else listed.issued_at,
+        checkpoint_size=None
+        if checkpoint is None
+        else stored_checkpoint(checkpoint).checkpoint.size,
     )
 
 
@@ -170,6 +189,9 @@ class Daemon:
             api.TrustAdd: self.trust_add,
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
+            api.TrustEndorsementInstall: self.trust_endorsement_install,
+            api.ContactRequireEndorsement: self.contact_require_endorsement,
+            api.TrustRevocationsImport: self.trust_revocations_import,
             api.ContactVerify: self.contact_verify,
             api.ContactSetMaxLabel: self.contact_set_max_label,
             api.SendText: self.send_text,
@@ -308,6 +330,7 @@ class Daemon:
                     mailbox=None if contact.mailbox is None else str(contact.mailbox),
                     deposited=deposited,
                     mailbox_error=link.mailbox_error if link else "",
+                    refused=link.refused if link else "",
                 )
             )
         return api.Status(
@@ -317,6 +340,7 @@ class Daemon:
             last_delivery_ms=last_delivery,
             contacts=tuple(contacts),
             evidence_alarms=await self._worker(self._alarm_count),
+            trust_alarms=len(await self._worker(self._store.trust.alarms)),
         )
 
     def _add_contact(self, name: str, card: ContactCard) -> Contact:
@@ -373,6 +397,8 @@ class Daemon:
 
     async def contact_list(self, request: api.ContactList) -> tuple[api.Contact, ...]:
         verified = await self._worker(self._store.contacts.verified)
+        endorsed = await self._worker(self._store.trust.endorsements)
+        required = await self._worker(self._store.trust.required)
         return tuple(
             api.Contact(
                 name=c.name,
@@ -381,6 +407,9 @@ class Daemon:
                 last_seen_ms=c.last_seen_ms,
                 reachable=bool((link := self.engine.status(c.id)) and link.reachable),
                 verified_ms=verified.get(c.id),
+                endorsement=None if (e := endorsed.get(c.id)) is None else e.describe,
+                endorsement_status=None if e is None else e.status,
+                require_endorsement=required.get(c.id),
                 max_labels=local,
                 accepts=advertised,
             )
@@ -419,6 +448,26 @@ class Daemon:
         verified = await self._worker(self._store.contacts.verified)
         return api.SafetyNumber(contact.name, number, verified.get(contact.id))
 
+    async def contact_require_endorsement(
+        self, request: api.ContactRequireEndorsement
+    ) -> api.ContactRef:
+        """Set one contact's require_endorsement apart from the config's (trust.md §7.4)."""
+        if request.required not in (True, False, None):
+            raise ConfigError("required is true, false or null")
+        contact = await self._worker(self._store.contacts.contact, request.name)
+        await self._worker(self._store.trust.set_required, contact.id, request.required)
+        log.info(
+            "event=contact_trust_policy contact=%s required=%s",
+            contact_ref(contact.id),
+            request.required,
+        )
+        await self._refusals_changed()
+        return api.ContactRef(contact.name, str(contact.address))
+
+    async def _refusals_changed(self) -> None:
+        required = self.engine.policy.require_endorsement
+        self.engine.apply_refusals(await self._worker(refusals, self._store, required=required))
+
     async def trust_add(self, request: api.TrustAdd) -> api.TrustAnchor:
         """Install an anchor once the user typed its safety number (trust.md §1)."""
         anchor = confirm_anchor(request.anchor, request.safety_number)
@@ -428,7 +477,45 @@ class Daemon:
 
     async def trust_list(self, request: api.TrustList) -> tuple[api.TrustAnchor, ...]:
         stored = await self._worker(self._store.trust.all)
-        return tuple(_trust_anchor(s.anchor, s.added_ms) for s in stored)
+        held = await self._worker(self._store.trust.held)
+        return tuple(
+            _trust_anchor(s.anchor, s.added_ms, held.get(s.anchor.fingerprint, (None, None)))
+            for s in stored
+        )
+
+    async def trust_endorsement_install(
+        self, request: api.TrustEndorsementInstall
+    ) -> api.Endorsement:
+        """Keep our own endorsement, presented in every session (trust.md §7.1)."""
+        try:
+            proof = base64.b64decode(request.proof, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError("an endorsement proof is sent as base64") from exc
+        address = str(self._secrets.identity.address)
+        verdict = await self._worker(install_own, self._store, address, proof, _now_ms())
+        self.engine.restaple()  # contacts with a session up learn it now
+        e = verdict.endorsement
+        assert e is not None
+        assert verdict.until is not None
+        return api.Endorsement(
+            e.agency, e.address, e.endpoint, e.unit, verdict.until, verdict.status.value
+        )
+
+    async def trust_revocations_import(
+        self, request: api.TrustRevocationsImport
+    ) -> api.RevocationsImported:
+        """Hold an agency's newer revocation list and act on it at once: a
+        contact it revokes is refused (trust.md §7.3)."""
+        try:
+            bundle = base64.b64decode(request.bundle, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError("a revocation list is sent as base64") from exc
+        done = await self._worker(import_revocations, self._store, bundle, _now_ms())
+        await self._refusals_changed()
+        self.engine.restaple()
+        return api.RevocationsImported(
+            done.agency, done.serial, done.issued_at, done.revoked, done.changed
+        )
 
     async def trust_remove(self, request: api.TrustRemove) -> api.TrustAnchor:
         found = await self._worker(self._store.trust.find, request.anchor)

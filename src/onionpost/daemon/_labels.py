@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from onionpost.errors import LabelError, LabelReason
+from onionpost.errors import LabelError, LabelReason, TrustError
 from onionpost.proto.labels import (
     Label,
     LabelPolicy,
@@ -23,6 +23,7 @@ from onionpost.proto.labels import (
     may_forward,
     may_send,
 )
+from onionpost.proto.trust import EndorsementProof, Status, claimed_agency
 from onionpost.store import Store, Stored
 
 __all__ = [
@@ -31,8 +32,34 @@ __all__ = [
     "check_list_send",
     "check_send",
     "forward_label",
+    "organisations",
     "set_max_label",
 ]
+
+
+def _agency(proof: bytes) -> str | None:
+    try:
+        return claimed_agency(EndorsementProof.decode(proof).delegation)
+    except TrustError:
+        return None
+
+
+def organisations(store: Store, policy: LabelPolicy) -> tuple[str | None, dict[str, str | None]]:
+    """Our organisation and each contact's, by name, as endorsements say
+    (trust.md): a contact's is the agency of an endorsement we found valid,
+    ours ``labels.organisation`` in config.toml or else the agency of the
+    endorsement we hold. A contact not endorsed now has none (outside)."""
+    home = policy.organisation
+    own = store.trust.own()
+    if home is None and own is not None:
+        home = _agency(own[1])
+    endorsed = store.trust.endorsements()
+    orgs: dict[str, str | None] = {}
+    for contact in store.contacts.all():
+        verdict = endorsed.get(contact.id)
+        if verdict is not None and verdict.status == Status.ENDORSED.value and verdict.proof:
+            orgs[contact.name] = _agency(verdict.proof)
+    return home, orgs
 
 
 def check_send(store: Store, policy: LabelPolicy, contact_id: int, name: str, label: Label) -> None:
@@ -67,13 +94,14 @@ def check_list_send(
     members' names then) only to them; AMBER+STRICT stays in the
     organisation; each member's limits hold. Refuses the whole send, naming
     the member."""
+    home, orgs = organisations(store, policy)
     check_audience(
         label,
         [name for _, name in members],
         via=via,
         audience=audience,
-        home_org=policy.organisation,
-        orgs={},
+        home_org=home,
+        orgs=orgs,
     )
     for contact_id, name in members:
         check_send(store, policy, contact_id, name, label)
@@ -104,14 +132,15 @@ def forward_label(
         may_forward(original, new)
     contact_id, name = to
     # Endorsements name organisations: until a contact is endorsed as in
-    # ours, AMBER+STRICT does not go to it when our organisation is set.
+    # ours, AMBER+STRICT does not go to it once our organisation is known.
+    home, orgs = organisations(store, policy)
     check_audience(
         new,
         [name],
         via=Via.FORWARD,
         audience=[source.contact],
-        home_org=policy.organisation,
-        orgs={},
+        home_org=home,
+        orgs=orgs,
     )
     check_send(store, policy, contact_id, name, new)
     return new

@@ -12,6 +12,7 @@ An agency directory (0700) holds::
     delegation-<label>.note the root's delegation of that issuing key
     log/<index>.note        the agency log's statements, leaf by leaf
     checkpoint.note         the log's latest checkpoint
+    revocations.note        the latest revocation list (``trust revoke``)
 
 A key file is JSON, as the endpoint's secrets file is (storage.md §2)::
 
@@ -56,11 +57,15 @@ from onionpost.proto.trust import (
     Endorsement,
     EndorsementProof,
     HybridSigner,
+    RevocationList,
+    Revoked,
     StatementSigner,
     check_agency_name,
     issue,
     open_delegation,
+    stored_revocations,
 )
+from onionpost.proto.trust_session import RevocationBundle
 from onionpost.store import at_rest
 
 __all__ = [
@@ -329,3 +334,53 @@ class AgencyDirectory:
         checkpoint = log.checkpoint(signer)
         self._write("checkpoint.note", checkpoint)
         return EndorsementProof(delegation_data, data, checkpoint, index, log.inclusion(index))
+
+    def revocations(self) -> RevocationList | None:
+        """The latest list the agency signed, or None before the first."""
+        path = self.path / "revocations.note"
+        if not path.exists():
+            return None
+        try:
+            return stored_revocations(self._read(path)).value
+        except TrustError as exc:
+            raise ConfigError(f"{path} is not a revocation list") from exc
+
+    def revoke(
+        self, signer: StatementSigner, address: str | None, *, reason: str = "", now: int
+    ) -> RevocationBundle:
+        """Sign the next revocation list: the one before (less the entries whose
+        endorsements have all expired, trust.md §2) and ``address`` if given
+        (None: the same list, fresh, as the registrar signs it every interval);
+        append it to the log and return it with its delegation and checkpoint."""
+        anchor = self.anchor()
+        delegation_data = self.delegation()
+        delegation = open_delegation(anchor, delegation_data).value
+        if delegation.key != signer.public:
+            raise ConfigError("that issuing key is not the one the root delegated")
+        if not delegation.not_before <= now <= delegation.not_after:
+            raise ConfigError("the issuing key's delegation does not cover that time")
+        held = self.revocations()
+        entries = {
+            e.address: e
+            for e in (() if held is None else held.revoked)
+            if e.revoked_at + MAX_ENDORSEMENT_LIFETIME >= now
+        }
+        if address is not None:
+            parsed = str(OnionAddress.parse(address))
+            if parsed not in entries:
+                entries[parsed] = Revoked(parsed, now, reason)
+        try:
+            statement = RevocationList(
+                anchor.agency,
+                1 if held is None else held.serial + 1,
+                now,
+                tuple(entries[a] for a in sorted(entries)),
+            )
+        except TrustError as exc:
+            raise ConfigError(f"cannot sign that list: {exc}") from exc
+        data = issue(signer, statement)
+        self._append(data)
+        checkpoint = self.log().checkpoint(signer)
+        self._write("revocations.note", data)
+        self._write("checkpoint.note", checkpoint)
+        return RevocationBundle(delegation_data, data, checkpoint)

@@ -78,6 +78,9 @@ class Config:
     # An endpoint with a mailbox (mailbox.md): how long a contact must have
     # been unreachable before what waits for it goes to the contact's mailbox.
     mailbox_after: float = 60.0
+    # Agency trust (trust.md §7.4): sessions and deliveries only with contacts
+    # whose agency endorsement is valid now.
+    require_endorsement: bool = False
     # Handling labels (spec.md §5.10): the [labels] table.
     labels: LabelPolicy = field(default_factory=LabelPolicy.build)
     # A home run as a mailbox: the [mailbox] table.
@@ -149,6 +152,12 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # unreachable before what waits for it is sealed and left in the contact's
 # own mailbox, if it has one, instead of waiting for the contact.
 # mailbox_after = 60.0
+
+# Agency trust: send nothing to a contact (its outbox waits, its sessions
+# carry nothing) until it presents an endorsement of an agency whose anchor
+# is installed, valid now (onionpost trust add; trust.md). A revoked contact
+# is refused whatever this says.
+# require_endorsement = false
 
 [tor]
 # "launch": run our own tor with home/tor/ as its DataDirectory.
@@ -321,6 +330,7 @@ _TOP: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "peer_records_per_second": ("peer_records_per_second", lambda k, v: _int(k, v, 1, 10**6)),
     "log_level": ("log_level", lambda k, v: _choice(k, v, LOG_LEVELS)),
     "mailbox_after": ("mailbox_after", _seconds),
+    "require_endorsement": ("require_endorsement", _bool),
 }
 _TOR: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "mode": ("tor_mode", lambda k, v: _choice(k, v, TOR_MODES)),

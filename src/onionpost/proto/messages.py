@@ -60,6 +60,7 @@ from onionpost.limits import (
     MAX_RECORD_FIELDS,
     MAX_RECORD_SIZE,
     MAX_TEXT_BODY,
+    MAX_TRUST_STAPLE_PART,
 )
 from onionpost.names import file_name_problem
 from onionpost.proto import _msgpack
@@ -102,6 +103,7 @@ __all__ = [
     "Pong",
     "Read",
     "Text",
+    "TrustStaple",
     "UnknownExtension",
     "decode",
     "encode",
@@ -164,6 +166,8 @@ class MessageType(enum.IntEnum):
     GROUP_TEXT = 92
     # The highest handling label the sender accepts (spec.md §Handling labels).
     LABEL_LIMIT = 74
+    # Agency trust (trust.md §7.1): the sender's endorsement, list and checkpoint.
+    TRUST_STAPLE = 80
 
 
 class _Kind(enum.Enum):
@@ -710,6 +714,26 @@ class LabelLimit(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class TrustStaple(_Record):
+    """The sender's endorsement proof, the latest revocation list of its agency
+    it holds and the latest checkpoint of its agency's log (trust.md §7.1);
+    an empty field: none held."""
+
+    TAG = MessageType.TRUST_STAPLE
+    SCHEMA = ((_Kind.DATA, 0), (_Kind.DATA, 0), (_Kind.DATA, 0))
+    proof: bytes
+    revocations: bytes
+    checkpoint: bytes
+
+    def _validate(self) -> None:
+        if not self.proof:
+            raise MessageDecodeError("a trust staple without an endorsement")
+        for part in (self.proof, self.revocations, self.checkpoint):
+            if len(part) > MAX_TRUST_STAPLE_PART:
+                raise MessageDecodeError("a trust staple's statement is too large")
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownExtension:
     """An optional extension record (tag 64..127) this version does not know."""
 
@@ -750,6 +774,7 @@ Message = (
     | GroupFetch
     | GroupText
     | LabelLimit
+    | TrustStaple
 )
 
 _BY_TAG: Final[dict[int, type[_Record]]] = {
@@ -788,6 +813,7 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         GroupFetch,
         GroupText,
         LabelLimit,
+        TrustStaple,
     )
 }
 

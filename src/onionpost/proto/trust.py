@@ -38,7 +38,8 @@ import binascii
 import enum
 import hashlib
 import re
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Protocol, TypeVar
 
@@ -59,6 +60,7 @@ from onionpost.limits import (
     MAX_PROOF_HASHES,
     MAX_REVOCATIONS,
     MAX_TRUST_NAME,
+    TRUST_CACHE_ENTRIES,
     TRUST_CLOCK_SKEW,
     TRUST_FRESHNESS,
 )
@@ -94,10 +96,12 @@ __all__ = [
     "StatementSigner",
     "Status",
     "Verdict",
+    "VerifiedCache",
     "accept_revocations",
     "check_agency_name",
     "check_endorsement",
     "check_rotation",
+    "claimed_agency",
     "confirm_anchor",
     "issue",
     "meet_checkpoint",
@@ -106,6 +110,8 @@ __all__ = [
     "open_endorsement",
     "open_revocations",
     "statement_text",
+    "stored_checkpoint",
+    "stored_revocations",
 ]
 
 VERSION: Final = 1
@@ -482,6 +488,7 @@ class RevocationList:
 
 Statement = Delegation | Endorsement | RevocationList
 S = TypeVar("S", Delegation, Endorsement, RevocationList)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +530,39 @@ def _decode_body(text: str, kind: Kind) -> tuple[Any, ...]:
     if base64.b64encode(_msgpack.pack(_lists(value))).decode() != lines[1]:
         raise _malformed(kind.value, f"a {kind.value} is not in canonical form")
     return value
+
+
+def claimed_agency(delegation_data: bytes) -> str:
+    """The agency a delegation names, read *without* checking its signatures:
+    only to choose the anchor that will then check it (trust.md §7.1)."""
+    if not isinstance(delegation_data, bytes) or len(delegation_data) > _MAX_NOTE_DATA:
+        raise _malformed("delegation", "a delegation is too long")
+    try:
+        parsed = note.Note.parse(delegation_data)
+    except VerificationError as exc:
+        raise _malformed("delegation", "a delegation is not a signed note") from exc
+    try:
+        return Delegation.from_body(_decode_body(parsed.text, Kind.DELEGATION)).agency
+    except TypeError as exc:
+        raise _malformed("delegation") from exc
+
+
+def stored_revocations(data: bytes) -> Signed[RevocationList]:
+    """A revocation list this endpoint verified when it received it and then
+    stored: parsed, not verified again (its delegation may have ended since)."""
+    try:
+        parsed = note.Note.parse(data)
+        return Signed(RevocationList.from_body(_decode_body(parsed.text, Kind.REVOCATIONS)), data)
+    except (VerificationError, TypeError) as exc:
+        raise _malformed("revocations", "a stored revocation list is unreadable") from exc
+
+
+def stored_checkpoint(data: bytes) -> SignedCheckpoint:
+    """A checkpoint this endpoint verified and stored, parsed again."""
+    try:
+        return SignedCheckpoint(note.Checkpoint.from_text(note.Note.parse(data).text), data)
+    except VerificationError as exc:
+        raise _malformed("checkpoint", "a stored checkpoint is unreadable") from exc
 
 
 def _lists(value: Any) -> Any:
@@ -829,6 +869,56 @@ def _refused(reason: Reason, endorsement: Endorsement | None = None) -> Verdict:
     return Verdict(Status.REFUSED, reason, endorsement)
 
 
+class VerifiedCache:
+    """The statements a holder has verified, so that the same bytes are not
+    verified again (trust.md §9): a contact presents the same delegation,
+    endorsement and checkpoint in every session, and every endpoint of an
+    agency the same delegation. Each entry is keyed by the key that verified
+    it and the exact bytes, so only those bytes under that key can hit; what
+    depends on time (validity, the list) is checked on every use. At most
+    ``size`` entries, the least recently used dropped first. Not shared
+    between threads."""
+
+    __slots__ = ("_entries", "_size")
+
+    def __init__(self, size: int = TRUST_CACHE_ENTRIES) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[object, bytes], object] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"VerifiedCache({len(self._entries)} of {self._size})"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _get(self, key: tuple[object, bytes], make: Callable[[], T]) -> T:
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]  # type: ignore[return-value]
+        value = make()  # raises on forgery: nothing is kept
+        self._entries[key] = value
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return value
+
+    def delegation(self, anchor: Anchor, data: bytes) -> Delegation:
+        return self._get(
+            (("delegation", anchor.fingerprint), data), lambda: open_delegation(anchor, data).value
+        )
+
+    def endorsement(self, delegation: Delegation, data: bytes) -> Endorsement:
+        return self._get(
+            (("endorsement", delegation.key), data),
+            lambda: open_endorsement(delegation, data).value,
+        )
+
+    def checkpoint(self, anchor: Anchor, key: HybridKey, data: bytes) -> SignedCheckpoint:
+        return self._get(
+            (("checkpoint", anchor.fingerprint, key), data),
+            lambda: open_checkpoint(anchor, key, data),
+        )
+
+
 def check_endorsement(
     anchor: Anchor,
     presented: EndorsementProof | bytes,
@@ -837,19 +927,23 @@ def check_endorsement(
     revocations: RevocationList | None,
     now: int,
     freshness: int = TRUST_FRESHNESS,
+    cache: VerifiedCache | None = None,
 ) -> Verdict:
     """Check an endorsement proof for the endpoint at ``address`` at ``now``,
-    against the revocation list held (trust.md §4, steps in that order).
+    against the revocation list held (trust.md §4, steps in that order);
+    with ``cache``, signatures it holds verified are not checked again.
 
     Forgery and malformed data raise; every other outcome is a :class:`Verdict`."""
     proof = (
         presented if isinstance(presented, EndorsementProof) else EndorsementProof.decode(presented)
     )
-    delegation = open_delegation(anchor, proof.delegation).value
+    if cache is None:
+        cache = VerifiedCache(3)
+    delegation = cache.delegation(anchor, proof.delegation)
     reason = _usable_delegation(anchor, delegation, now)
     if reason is not None:
         return _refused(reason)
-    endorsement = open_endorsement(delegation, proof.endorsement).value
+    endorsement = cache.endorsement(delegation, proof.endorsement)
     if endorsement.agency != delegation.agency:
         return _refused(Reason.WRONG_AGENCY, endorsement)
     key = OnionAddress.parse(endorsement.address).public_key
@@ -859,7 +953,7 @@ def check_endorsement(
         return _refused(Reason.NOT_YET_VALID, endorsement)
     if now > endorsement.valid_until + TRUST_CLOCK_SKEW:
         return _refused(Reason.EXPIRED, endorsement)
-    checkpoint = open_checkpoint(anchor, delegation.key, proof.checkpoint)
+    checkpoint = cache.checkpoint(anchor, delegation.key, proof.checkpoint)
     cp = checkpoint.checkpoint
     try:
         leaf = merkle.leaf_hash(proof.endorsement)

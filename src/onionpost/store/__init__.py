@@ -55,6 +55,7 @@ from onionpost.store._records import (
 )
 from onionpost.store._schema import SCHEMA_VERSION
 from onionpost.store._store import Store
+from onionpost.store._trust import ContactEndorsement
 
 __all__ = [
     "Audience",
@@ -62,6 +63,7 @@ __all__ = [
     "OUTGOING_TRANSITIONS",
     "SCHEMA_VERSION",
     "Contact",
+    "ContactEndorsement",
     "Deposited",
     "Direction",
     "Directory",

@@ -391,13 +391,28 @@ _V10: Final[tuple[str, ...]] = (
     "ALTER TABLE contacts ADD COLUMN advertised_label TEXT",
 )
 
+# Agency trust between endpoints (trust.md §7): our own endorsement proof, the
+# latest revocation list and checkpoint held per anchor (verified when
+# received), and each contact's endorsement with its last verdict.
+_V11: Final[tuple[str, ...]] = (
+    "CREATE TABLE trust_own (id INTEGER PRIMARY KEY CHECK (id = 1), "
+    "fingerprint BLOB NOT NULL, proof BLOB NOT NULL, installed_ms INTEGER NOT NULL) STRICT",
+    "CREATE TABLE trust_held (fingerprint BLOB PRIMARY KEY, revocations BLOB, "
+    "checkpoint BLOB) STRICT",
+    "CREATE TABLE contact_endorsements (contact_id INTEGER PRIMARY KEY REFERENCES contacts (id), "
+    "proof BLOB, status TEXT NOT NULL, describe TEXT NOT NULL, checked_ms INTEGER NOT NULL) STRICT",
+    # Per contact, require_endorsement set apart from config.toml's (absent: as configured).
+    "CREATE TABLE contact_require_endorsement (contact_id INTEGER PRIMARY KEY "
+    "REFERENCES contacts (id), required INTEGER NOT NULL CHECK (required IN (0, 1))) STRICT",
+)
+
 # Team channels (groups.md): a group kept here (its id, its name and log head
 # as its log gives them), its operations in their order of arrival (each one's
 # parents arrived before it, so a replay in that order rebuilds the log), the
 # membership the log gives (a cache rewritten with each change), and the
 # group messages sent and received, each at the log heads it was sent at (a
 # send's copies share a ``send_id``; each copy is an ordinary ``messages`` row).
-_V11: Final[tuple[str, ...]] = (
+_V12: Final[tuple[str, ...]] = (
     """
     CREATE TABLE groups (
         id         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -456,6 +471,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V9,
     _V10,
     _V11,
+    _V12,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.

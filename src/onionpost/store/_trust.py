@@ -20,7 +20,7 @@ from onionpost.proto import NotMsgpack, unpack
 from onionpost.proto.trust import ANCHOR_PREFIX, Anchor
 from onionpost.store._database import Database
 
-__all__ = ["StoredAnchor", "TrustAlarm", "TrustAnchors"]
+__all__ = ["ContactEndorsement", "StoredAnchor", "TrustAlarm", "TrustAnchors"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,19 @@ class TrustAlarm:
     fingerprint: bytes
     first: bytes
     second: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ContactEndorsement:
+    """A contact's endorsement proof as last presented, and our verdict on it
+    (``status``: a :class:`onionpost.proto.trust.Status` value, "no-anchor" or
+    "refused-forged"; ``describe``: the line ``contact list`` shows)."""
+
+    contact_id: int
+    proof: bytes | None
+    status: str
+    describe: str
+    checked_ms: int
 
 
 def _anchor(data: bytes) -> Anchor:
@@ -117,7 +130,15 @@ class TrustAnchors:
     def raise_alarm(
         self, kind: str, fingerprint: bytes, first: bytes, second: bytes, now_ms: int
     ) -> TrustAlarm:
+        """Record an alarm; the same two statements met again are one alarm."""
         with self._database.transaction(), self._guard("recording a trust alarm"):
+            row = self._db.execute(
+                "SELECT id, made_ms FROM trust_alarms WHERE kind = ? AND fingerprint = ? "
+                "AND first = ? AND second = ?",
+                (kind, fingerprint, first, second),
+            ).fetchone()
+            if row is not None:
+                return TrustAlarm(int(row[0]), int(row[1]), kind, fingerprint, first, second)
             cursor = self._db.execute(
                 "INSERT INTO trust_alarms (made_ms, kind, fingerprint, first, second) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -135,3 +156,86 @@ class TrustAnchors:
             TrustAlarm(int(i), int(m), str(k), bytes(f), bytes(a), bytes(b))
             for i, m, k, f, a, b in rows
         ]
+
+    # -- our own endorsement, what we hold of each agency, contacts' verdicts ------
+
+    def install_own(self, fingerprint: bytes, proof: bytes, now_ms: int) -> None:
+        """Keep our own endorsement proof (checked by the caller), replacing any."""
+        with self._database.transaction(), self._guard("installing our endorsement"):
+            self._db.execute(
+                "INSERT OR REPLACE INTO trust_own (id, fingerprint, proof, installed_ms) "
+                "VALUES (1, ?, ?, ?)",
+                (fingerprint, proof, now_ms),
+            )
+
+    def own(self) -> tuple[bytes, bytes] | None:
+        """The fingerprint of our agency's anchor and our endorsement proof."""
+        with self._lock, self._guard("reading our endorsement"):
+            row = self._db.execute("SELECT fingerprint, proof FROM trust_own").fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def held(self) -> dict[bytes, tuple[bytes | None, bytes | None]]:
+        """The revocation list and checkpoint held, as received, by anchor fingerprint."""
+        with self._lock, self._guard("reading trust views"):
+            rows = self._db.execute(
+                "SELECT fingerprint, revocations, checkpoint FROM trust_held"
+            ).fetchall()
+        return {
+            bytes(f): (None if r is None else bytes(r), None if c is None else bytes(c))
+            for f, r, c in rows
+        }
+
+    def hold(self, fingerprint: bytes, revocations: bytes | None, checkpoint: bytes | None) -> None:
+        with self._database.transaction(), self._guard("keeping a trust view"):
+            self._db.execute(
+                "INSERT OR REPLACE INTO trust_held (fingerprint, revocations, checkpoint) "
+                "VALUES (?, ?, ?)",
+                (fingerprint, revocations, checkpoint),
+            )
+
+    def set_endorsement(
+        self, contact_id: int, proof: bytes | None, status: str, describe: str, now_ms: int
+    ) -> ContactEndorsement:
+        with self._database.transaction(), self._guard("recording an endorsement"):
+            self._db.execute(
+                "INSERT OR REPLACE INTO contact_endorsements "
+                "(contact_id, proof, status, describe, checked_ms) VALUES (?, ?, ?, ?, ?)",
+                (contact_id, proof, status, describe, now_ms),
+            )
+        return ContactEndorsement(contact_id, proof, status, describe, now_ms)
+
+    def endorsements(self) -> dict[int, ContactEndorsement]:
+        """The last verdict on each contact's endorsement, by contact id."""
+        with self._lock, self._guard("reading endorsements"):
+            rows = self._db.execute(
+                "SELECT contact_id, proof, status, describe, checked_ms FROM contact_endorsements"
+            ).fetchall()
+        return {
+            int(i): ContactEndorsement(
+                int(i), None if p is None else bytes(p), str(s), str(d), int(m)
+            )
+            for i, p, s, d, m in rows
+        }
+
+    def set_required(self, contact_id: int, required: bool | None) -> None:
+        """Require an endorsement of this contact (True), not (False), or as
+        ``config.toml`` says (None)."""
+        with self._database.transaction(), self._guard("setting a contact's trust policy"):
+            if required is None:
+                self._db.execute(
+                    "DELETE FROM contact_require_endorsement WHERE contact_id = ?", (contact_id,)
+                )
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO contact_require_endorsement (contact_id, required) "
+                    "VALUES (?, ?)",
+                    (contact_id, int(required)),
+                )
+
+    def required(self) -> dict[int, bool]:
+        """The contacts whose require_endorsement is set apart from the config's."""
+        with self._lock, self._guard("reading contacts' trust policy"):
+            rows = self._db.execute(
+                "SELECT contact_id, required FROM contact_require_endorsement"
+            ).fetchall()
+        return {int(i): bool(r) for i, r in rows}

@@ -16,10 +16,12 @@ real end-to-end tests run the daemon itself (:mod:`onionpost.testing.memory`,
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -37,11 +39,14 @@ from onionpost.errors import (
     RemoteProtocolError,
     StoreError,
     TorError,
+    TrustError,
     UnknownContactError,
 )
 from onionpost.host import Handlers, serve_api
+from onionpost.proto import trust
 from onionpost.proto.labels import LabelPolicy, Via, check_audience, may_forward, may_send
 from onionpost.proto.trust import confirm_anchor
+from onionpost.proto.trust_session import RevocationBundle
 
 __all__ = [
     "ALICE",
@@ -79,6 +84,9 @@ class MemoryBackend:
     def __init__(self, *, subscriber_buffer: int = 64) -> None:
         self.contacts: dict[str, JSON] = {}
         self.anchors: dict[str, api.TrustAnchor] = {}
+        self.anchor_keys: dict[str, trust.Anchor] = {}
+        self.endorsement: trust.EndorsementProof | None = None
+        self.revocations: dict[str, trust.RevocationList] = {}
         self.verified: dict[str, int] = {}
         self.messages: dict[str, JSON] = {}
         self.files: dict[str, bytes] = {}
@@ -114,6 +122,9 @@ class MemoryBackend:
             api.TrustAdd: self.trust_add,
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
+            api.TrustEndorsementInstall: self.trust_endorsement_install,
+            api.ContactRequireEndorsement: self.contact_require_endorsement,
+            api.TrustRevocationsImport: self.trust_revocations_import,
             api.SendText: self.send_text,
             api.SendFile: self.send_file,
             api.Forward: self.forward,
@@ -301,7 +312,55 @@ class MemoryBackend:
             anchor.agency, anchor.fingerprint.hex(), anchor.safety_number, bool(anchor.mldsa65), 1
         )
         self.anchors[anchor.agency] = added
+        self.anchor_keys[anchor.agency] = anchor
         return added
+
+    async def contact_require_endorsement(
+        self, request: api.ContactRequireEndorsement
+    ) -> api.ContactRef:
+        contact = self._contact(request.name)
+        contact["require_endorsement"] = request.required
+        return api.ContactRef(request.name, contact["address"])
+
+    async def trust_endorsement_install(
+        self, request: api.TrustEndorsementInstall
+    ) -> api.Endorsement:
+        # The daemon's rule, but for the endorsed address (this double has no key).
+        try:
+            proof = trust.EndorsementProof.decode(base64.b64decode(request.proof, validate=True))
+            agency = trust.claimed_agency(proof.delegation)
+        except (ValueError, TrustError) as exc:
+            raise ConfigError("not an endorsement proof") from exc
+        anchor = self.anchor_keys.get(agency)
+        if anchor is None:
+            raise ConfigError(f"no anchor of agency {agency!r} is installed")
+        delegation = trust.open_delegation(anchor, proof.delegation).value
+        e = trust.open_endorsement(delegation, proof.endorsement).value
+        self.endorsement = proof
+        return api.Endorsement(e.agency, e.address, e.endpoint, e.unit, e.valid_until, "endorsed")
+
+    async def trust_revocations_import(
+        self, request: api.TrustRevocationsImport
+    ) -> api.RevocationsImported:
+        # The daemon's rules: its anchor installed, signed, newer than the one held.
+        try:
+            bundle = RevocationBundle.decode(base64.b64decode(request.bundle, validate=True))
+            agency = trust.claimed_agency(bundle.delegation)
+        except (ValueError, TrustError) as exc:
+            raise ConfigError("not a revocation list") from exc
+        anchor = self.anchor_keys.get(agency)
+        if anchor is None:
+            raise ConfigError(f"no anchor of agency {agency!r} is installed")
+        offered = trust.open_revocations(
+            anchor, bundle.delegation, bundle.revocations, now=int(time.time())
+        ).value
+        held = self.revocations.get(agency)
+        if held is not None and offered.serial <= held.serial:
+            raise ConfigError("a list older than the one held")
+        self.revocations[agency] = offered
+        return api.RevocationsImported(
+            agency, offered.serial, offered.issued_at, len(offered.revoked), 0
+        )
 
     async def trust_list(self, request: api.TrustList) -> tuple[api.TrustAnchor, ...]:
         return tuple(self.anchors[k] for k in sorted(self.anchors))

@@ -13,6 +13,7 @@
     _records    per-link and per-session records, shared by the above
     _views      messages as the local API shows them
     _witness    SYNC: witnessing evidence logs with contacts
+    _trust      SYNC: agency endorsements and revocation lists with contacts
     _policy     the policy, reports, and the seams (Dial, MailboxAccess)
 """
 
@@ -27,11 +28,16 @@ from onionpost.daemon.delivery._policy import (
     LinkStatus,
     MailboxAccess,
 )
+from onionpost.daemon.delivery._trust import import_revocations, install_own, refusals, rejudge
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
+    "import_revocations",
+    "install_own",
+    "refusals",
+    "rejudge",
     "Backoff",
     "DeliveryEngine",
     "DeliveryPolicy",

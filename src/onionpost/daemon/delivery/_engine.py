@@ -50,7 +50,7 @@ from typing import Final
 
 import trio
 
-from onionpost._logs import contact_ref
+from onionpost._logs import contact_ref, safe
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery._deposit import deposit, has_deposit_work
 from onionpost.daemon.delivery._groups import publish_group
@@ -65,12 +65,14 @@ from onionpost.daemon.delivery._policy import (
 )
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._session import run_session
+from onionpost.daemon.delivery._trust import refusals, rejudge
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.daemon.delivery._writer import GroupCommit
-from onionpost.errors import OnionpostError, StoreError, TransportError
+from onionpost.errors import CloseCode, OnionpostError, StoreError, TransportError
 from onionpost.host import (
     EventHub,
+    Shed,
     StoreWorker,
     ThreadWorker,
     TokenBucket,
@@ -81,6 +83,7 @@ from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity
 from onionpost.proto.session import PeerDecision
+from onionpost.proto.trust_session import REQUIRED_PREFIX
 from onionpost.store import (
     Audience,
     Contact,
@@ -143,6 +146,8 @@ class DeliveryEngine:
             witness=None if identity is None else Witness(identity),
         )
         self._parts.group_changed = self.group_changed
+        self._parts.apply_refusals = self.apply_refusals
+        self._parts.restaple = self.restaple
         self._dial_fn = dial
         self._links: dict[int, Link] = {}
         self._nursery: trio.Nursery | None = None
@@ -155,11 +160,18 @@ class DeliveryEngine:
     def worker(self) -> StoreWorker:
         return self._parts.worker
 
+    @property
+    def policy(self) -> DeliveryPolicy:
+        return self._parts.policy
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled: a link per current contact, the writer, housekeeping."""
         contacts = await self._parts.worker(self._parts.store.contacts.all)
+        self._parts.refusals = await self._parts.worker(
+            refusals, self._parts.store, required=self._parts.policy.require_endorsement
+        )
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -218,8 +230,48 @@ class DeliveryEngine:
         return None
 
     def decide(self, peer: OnionAddress) -> PeerDecision:
-        """Accept a verified initiator only if it is a current contact."""
-        return PeerDecision.ACCEPT if self._link_for(peer) is not None else PeerDecision.REFUSE
+        """Accept a verified initiator only if it is a current contact, and one
+        whose sessions are not refused (revoked, trust.md §7.4)."""
+        link = self._link_for(peer)
+        if link is None or self._hard_refusal(link.contact.id):
+            return PeerDecision.REFUSE
+        return PeerDecision.ACCEPT
+
+    def _hard_refusal(self, contact_id: int) -> str | None:
+        """Why no session with the contact may even open: revoked. (A contact
+        refused for want of an endorsement gets a session, to present one.)"""
+        why = self._parts.refusals.get(contact_id)
+        return why if why is not None and not why.startswith(REQUIRED_PREFIX) else None
+
+    def restaple(self) -> None:
+        """We hold a newer revocation list or checkpoint: every open session
+        sends our TrustStaple again, so contacts learn it now (trust.md §7.2)."""
+        for link in self._links.values():
+            for session in link.sessions:
+                session.restaple = True
+                session.wake.fire()
+
+    def apply_refusals(self, refused: dict[int, str]) -> None:
+        """Take the refusals now in force: sessions with a newly refused contact
+        close, nothing more goes to it (its outbox is held, not dropped); a
+        contact no longer refused is delivered to again."""
+        before, self._parts.refusals = self._parts.refusals, refused
+        for contact_id, link in self._links.items():
+            why = refused.get(contact_id)
+            if why == before.get(contact_id):
+                continue
+            if why is None:
+                log.info("event=contact_released contact=%s", contact_ref(contact_id))
+                link.fire(reread=True)
+                continue
+            log.warning(
+                "event=contact_refused contact=%s reason=%s", contact_ref(contact_id), safe(why)
+            )
+            if self._hard_refusal(contact_id) is not None:
+                for session in list(link.sessions):
+                    session.close(Shed("refused", code=CloseCode.NORMAL, reason="trust-refused"))
+            self._parts.publish_peer(link)
+            link.fire()
 
     def _link_for(self, peer: OnionAddress) -> Link | None:
         for link in self._links.values():
@@ -484,6 +536,7 @@ class DeliveryEngine:
             last_error=state.last_error,
             retry_in=state.retry_in(trio.current_time()),
             mailbox_error=state.mailbox_error,
+            refused=self._parts.refusals.get(contact_id, ""),
         )
 
     def statistics(self) -> DeliveryStatistics:
@@ -506,6 +559,11 @@ class DeliveryEngine:
         parts = self._parts
         store = parts.store
         contact_id = link.contact.id
+        if contact_id in parts.refusals:
+            # Nothing goes to a refused contact: its outbox waits. (One not
+            # endorsed is still announced to, and may open sessions to us,
+            # so that endorsements are exchanged; a revoked one is not.)
+            return Work()
         announcement = parts.announcement_due(link) is not None
         direct = announcement
         if not direct and link.owes:
@@ -536,7 +594,7 @@ class DeliveryEngine:
             link.scopes.add(scope)
             while not link.removed:
                 seen = link.wake.generation
-                if link.sessions:
+                if link.sessions or self._hard_refusal(link.contact.id) is not None:
                     await link.wake.wait(since=seen)
                     continue
                 step = link.state.direct_step(trio.current_time(), await self._work(link))
@@ -626,6 +684,16 @@ class DeliveryEngine:
         while True:
             try:
                 await self._expire()
+                parts = self._parts
+                self.apply_refusals(
+                    await parts.worker(
+                        rejudge,
+                        parts.store,
+                        now_ms(),
+                        required=parts.policy.require_endorsement,
+                        cache=parts.trust_cache,
+                    )
+                )
             except StoreError as exc:
                 # A full disk or a locked page now; the next round tries again.
                 log.warning("event=housekeeping_failed error=%s", type(exc).__name__)

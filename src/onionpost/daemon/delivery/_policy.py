@@ -60,6 +60,9 @@ class DeliveryPolicy:
     # A contact unreachable this long (seconds) gets what waits for it in its
     # mailbox, when it has one (mailbox.md §Sender).
     mailbox_after: float = 60.0
+    # Sessions only with contacts whose agency endorsement is valid now
+    # (trust.md §7.4); a revoked contact is refused whatever this says.
+    require_endorsement: bool = False
     # Envelopes one deposit session takes at most before it ends.
     max_envelopes_per_deposit: int = 256
     # After a deposit session that sealed everything waiting, the next one
@@ -85,6 +88,7 @@ class DeliveryPolicy:
             keep_sent_files=config.keep_sent_files,
             peer_records_per_second=float(config.peer_records_per_second),
             mailbox_after=config.mailbox_after,
+            require_endorsement=config.require_endorsement,
             label_accept=tuple(label.text for label in config.labels.accept),
         )
 
@@ -101,6 +105,7 @@ class LinkStatus:
     last_error: str  # why the last dial or session failed, in words; "" if none
     retry_in: float | None  # seconds until the next dial, when one is scheduled
     mailbox_error: str = ""  # why the last deposit failed; "" once one succeeded
+    refused: str = ""  # why sessions are refused and the outbox held (trust.md §7.4)
 
 
 @dataclass(frozen=True, slots=True)

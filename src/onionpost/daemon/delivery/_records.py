@@ -25,6 +25,7 @@ from onionpost.daemon.delivery._writer import GroupCommit
 from onionpost.host import EventHub, Kick, Shed, StoreWorker, TokenBucket
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.trust import VerifiedCache
 from onionpost.store import Contact, Store
 from onionpost.transport import SecureChannel
 
@@ -88,6 +89,10 @@ class Session:
     # Operations of a group we do not hold yet, taken while its log does not
     # yet make both ends members (bounded by MAX_GROUP_LOG_OPS a group).
     group_joining: dict[bytes, tuple[bytes, ...]] = field(default_factory=dict)
+    # TrustStaples the contact sent this session (``_trust.py``), and
+    # whether to send ours again (we hold a newer list since).
+    staples_received: int = 0
+    restaple: bool = False
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""
@@ -193,6 +198,14 @@ class Parts:
     # (but the one given, which sent the change).
     group_changed: Callable[[bytes, int | None], None] = lambda group_id, source: None
     counters: Counters = field(default_factory=Counters)
+    # Agency statements verified before (used in the store worker, one call at a time).
+    trust_cache: VerifiedCache = field(default_factory=VerifiedCache)
+    # Contacts whose sessions are refused and outbox held, with why (``_trust.py``).
+    refusals: dict[int, str] = field(default_factory=dict)
+    # The engine's: take a new map of refusals (close, hold, release).
+    apply_refusals: Callable[[dict[int, str]], None] = field(default=lambda _: None)
+    # The engine's: every open session staples ours again (a newer list held).
+    restaple: Callable[[], None] = field(default=lambda: None)
 
     def announcement_due(self, link: Link) -> tuple[int, bytes] | None:
         """Our mailbox announcement, when the contact has not been told it yet."""

@@ -37,6 +37,7 @@ from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery import _files, _groups
 from onionpost.daemon.delivery._link import keep_new_session
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
+from onionpost.daemon.delivery._trust import receive_staple, staple
 from onionpost.daemon.delivery._views import expected, message_record, wire_record
 from onionpost.daemon.delivery._witness import MAX_COSIGN_PER_SESSION
 from onionpost.errors import (
@@ -47,7 +48,7 @@ from onionpost.errors import (
     VerificationError,
 )
 from onionpost.host import Shed, code_name, first_failure, reason
-from onionpost.limits import MAX_ACK_IDS
+from onionpost.limits import MAX_ACK_IDS, MAX_TRUST_STAPLES_PER_SESSION
 from onionpost.proto import messages
 from onionpost.store import Stored
 from onionpost.transport import SecureChannel
@@ -227,6 +228,10 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         # The initiator asks first; the responder asks once it has been asked
         # (so that a responder never writes to a contact that has not).
         await _ask_witness(parts, link, session)
+    # Our endorsement, fresh in every session (trust.md §7.1).
+    stapled = await parts.worker(staple, parts.store)
+    if stapled is not None:
+        await channel.send(stapled)
     if policy.label_accept:
         # The highest labels we accept (spec.md §5.10): the contact's daemon
         # refuses to queue more for us.
@@ -241,21 +246,35 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             continue
         if session.closing is not None:
             raise session.closing
-        if link.owes:
+        if session.restaple:
+            # We hold a newer list than the one we stapled: pass it on (§7.2).
+            session.restaple = False
+            stapled = await parts.worker(staple, parts.store)
+            if stapled is not None:
+                await channel.send(stapled)
+            continue
+        # A refused contact (revoked, or without the endorsement the policy
+        # requires) is sent nothing: its outbox waits (trust.md §7.4).
+        held = contact_id in parts.refusals
+        if held:
+            records: list[messages.Message] = []
+        elif link.owes:
             if await _send_owed(parts, link, channel):
                 continue
             link.owes = False
-        if not session.groups_offered or link.group_sync:
+        if not held and (not session.groups_offered or link.group_sync):
             await _groups.offer_groups(parts, link, session)
             continue
-        due = parts.announcement_due(link)
+        due = None if held else parts.announcement_due(link)
         if due is not None:
             version, announcement = due
             await channel.send(messages.MailboxInfo(announcement))
             await parts.writer.write(parts.store.mailbox.mark_mailbox_told, contact_id, version)
             link.contact = replace(link.contact, mailbox_told=version)
             continue
-        if session.reread:
+        if held:
+            seqs, ids = [], []
+        elif session.reread:
             # Whatever was handed over is in the outbox: the read sends it.
             session.reread = False
             session.handoff.clear()
@@ -267,7 +286,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             groups = await parts.worker(
                 parts.store.groups.wire_info, contact_id, [o.id for o in batch if o.file is None]
             )
-            records: list[messages.Message] = [wire_record(o, groups.get(o.id)) for o in batch]
+            records = [wire_record(o, groups.get(o.id)) for o in batch]
             seqs = [o.seq for o in batch]
             ids = [o.id for o in batch]
         else:
@@ -287,7 +306,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             sent_up_to = max(sent_up_to, *seqs)
             await _mark_sent(parts, contact_id, ids)
             continue
-        if session.reread or session.handoff:
+        if not held and (session.reread or session.handoff):
             continue
         now = trio.current_time()
         idle_until = session.last_activity + policy.idle_close
@@ -573,6 +592,27 @@ async def _on_log_cosigned(
         await s.reply(again)
 
 
+async def _on_trust_staple(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.TrustStaple
+) -> None:
+    """The contact's endorsement (trust.md §7.1): at most a few a session."""
+    if s.staples_received >= MAX_TRUST_STAPLES_PER_SESSION:
+        return
+    s.staples_received += 1
+    refused, new_list = await parts.worker(
+        receive_staple,
+        parts.store,
+        link.contact,
+        r,
+        now_ms(),
+        required=parts.policy.require_endorsement,
+        cache=parts.trust_cache,
+    )
+    parts.apply_refusals(refused)
+    if new_list:
+        parts.restaple()  # pass it on to the contacts we have sessions with
+
+
 async def _on_label_limit(
     parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.LabelLimit
 ) -> None:
@@ -608,6 +648,7 @@ HANDLERS: Final[dict[type, Handler]] = {
     messages.GroupOps: _groups.on_group_ops,
     messages.GroupFetch: _groups.on_group_fetch,
     messages.GroupText: _groups.on_group_text,
+    messages.TrustStaple: _on_trust_staple,
     messages.LabelLimit: _on_label_limit,
     messages.Ping: _ignore,
     messages.Pong: _ignore,

@@ -1,0 +1,318 @@
+"""Agency trust over a session (``protocol-spec/trust.md`` §7.1).
+
+At the start of every session each side sends a ``TrustStaple`` when it holds
+an endorsement of its own (``onionpost trust endorsement install``): the
+proof, and the latest revocation list and checkpoint of its agency it holds.
+The receiver's decision is :func:`onionpost.proto.trust_session.meet_staple`;
+this module only reads what it needs from the store, and writes what the
+decision says: the list and checkpoint to hold, an alarm, and the verdict on
+the contact, which ``contact list`` shows.
+
+Everything here is synchronous store work, run in the engine's worker. A
+contact is authenticated, not trusted: a session takes at most
+``MAX_TRUST_STAPLES_PER_SESSION`` staples (each costs at most a few hybrid
+signature checks and ``MAX_PROOF_HASHES`` hashes); a forged or malformed one
+records the contact as refused and the session goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from onionpost._logs import contact_ref
+from onionpost.errors import (
+    ConfigError,
+    ConflictingStatementsError,
+    ForgedStatementError,
+    RolledBackError,
+    TrustError,
+)
+from onionpost.proto import trust
+from onionpost.proto.messages import TrustStaple
+from onionpost.proto.trust_session import (
+    Held,
+    RevocationBundle,
+    meet_checkpoint_unproven,
+    meet_staple,
+    recheck,
+    session_refusal,
+)
+from onionpost.store import Contact, Store
+
+__all__ = [
+    "Imported",
+    "import_revocations",
+    "install_own",
+    "receive_staple",
+    "recheck_contacts",
+    "refusals",
+    "rejudge",
+    "staple",
+]
+
+log = logging.getLogger("onionpost.daemon")
+
+
+def _held(store: Store) -> dict[bytes, Held]:
+    held: dict[bytes, Held] = {}
+    for fingerprint, (revocations, checkpoint) in store.trust.held().items():
+        held[fingerprint] = Held(
+            None if revocations is None else trust.stored_revocations(revocations),
+            None if checkpoint is None else trust.stored_checkpoint(checkpoint),
+        )
+    return held
+
+
+def staple(store: Store) -> TrustStaple | None:
+    """Our endorsement with what we hold of our agency; None without one."""
+    own = store.trust.own()
+    if own is None:
+        return None
+    fingerprint, proof = own
+    revocations, checkpoint = store.trust.held().get(fingerprint, (None, None))
+    return TrustStaple(proof, revocations or b"", checkpoint or b"")
+
+
+def receive_staple(
+    store: Store,
+    contact: Contact,
+    record: TrustStaple,
+    now_ms: int,
+    *,
+    required: bool,
+    cache: trust.VerifiedCache | None = None,
+) -> tuple[dict[int, str], bool]:
+    """Decide on ``contact``'s staple, record the outcome (see the module doc);
+    the refusals now in force (:func:`refusals`) and whether we now hold a
+    newer list (to pass on to the contacts we have sessions with, §7.2)."""
+    new_list = _receive(store, contact, record, now_ms, cache)
+    return refusals(store, required=required), new_list
+
+
+def _receive(
+    store: Store,
+    contact: Contact,
+    record: TrustStaple,
+    now_ms: int,
+    cache: trust.VerifiedCache | None,
+) -> bool:
+    anchors = {s.anchor.agency: s.anchor for s in store.trust.all()}
+    try:
+        outcome = meet_staple(
+            anchors,
+            _held(store),
+            address=str(contact.address),
+            proof=record.proof,
+            revocations=record.revocations,
+            checkpoint=record.checkpoint,
+            now=now_ms // 1000,
+            cache=cache,
+        )
+    except TrustError as exc:
+        status = "refused-forged" if isinstance(exc, ForgedStatementError) else "refused-malformed"
+        log.info(
+            "event=endorsement_refused contact=%s what=%s status=%s",
+            contact_ref(contact.id),
+            exc.what,
+            status,
+        )
+        why = "forged" if status == "refused-forged" else "malformed"
+        store.trust.set_endorsement(contact.id, None, status, f"refused: {why} {exc.what}", now_ms)
+        return False
+    anchor = outcome.anchor
+    new_list = False
+    if anchor is not None and outcome.held is not None:
+        revocations = outcome.held.revocations
+        before = store.trust.held().get(anchor.fingerprint, (None, None))[0]
+        new_list = revocations is not None and revocations.data != before
+        store.trust.hold(
+            anchor.fingerprint,
+            None if revocations is None else revocations.data,
+            None if outcome.held.checkpoint is None else outcome.held.checkpoint.data,
+        )
+    if anchor is not None and outcome.alarm is not None:
+        alarm = outcome.alarm
+        store.trust.raise_alarm(alarm.what, anchor.fingerprint, alarm.first, alarm.second, now_ms)
+        log.warning(
+            "event=trust_alarm kind=%s agency=%s contact=%s",
+            alarm.what,
+            outcome.agency,
+            contact_ref(contact.id),
+        )
+    if outcome.rolled_back:
+        log.info(
+            "event=revocations_rolled_back agency=%s contact=%s",
+            outcome.agency,
+            contact_ref(contact.id),
+        )
+    describe = outcome.describe()
+    log.info(
+        "event=endorsement_checked contact=%s status=%s", contact_ref(contact.id), outcome.status
+    )
+    store.trust.set_endorsement(contact.id, record.proof, outcome.status, describe, now_ms)
+    if anchor is not None and new_list:
+        # A newer list from this contact: every contact of that agency is
+        # judged again (one of them may be revoked in it, trust.md §7.2).
+        recheck_contacts(store, anchor, now_ms, cache)
+    return new_list
+
+
+def install_own(store: Store, address: str, proof: bytes, now_ms: int) -> trust.Verdict:
+    """Check our own endorsement proof against the anchor of its agency, for
+    our own address and key, and keep it; :class:`ConfigError` (nothing
+    stored) when it is not one we may present."""
+    try:
+        agency = trust.claimed_agency(trust.EndorsementProof.decode(proof).delegation)
+    except TrustError as exc:
+        raise ConfigError(f"not an endorsement proof: {exc}") from exc
+    stored = store.trust.find(agency)
+    if stored is None or stored.anchor.agency != agency:
+        raise ConfigError(
+            f"no anchor of agency {agency!r} is installed: install it first (trust add)"
+        )
+    anchor = stored.anchor
+    held = _held(store).get(anchor.fingerprint)
+    revocations = None if held is None or held.revocations is None else held.revocations.value
+    try:
+        verdict = trust.check_endorsement(
+            anchor, proof, address=address, revocations=revocations, now=now_ms // 1000
+        )
+    except TrustError as exc:
+        raise ConfigError(f"that endorsement does not verify under the anchor of {agency}") from exc
+    if verdict.status is trust.Status.REFUSED:
+        assert verdict.reason is not None
+        raise ConfigError(f"that endorsement is refused: {verdict.reason.value}")
+    store.trust.install_own(anchor.fingerprint, proof, now_ms)
+    if verdict.checkpoint is not None and (held is None or held.checkpoint is None):
+        store.trust.hold(
+            anchor.fingerprint,
+            None if held is None or held.revocations is None else held.revocations.data,
+            verdict.checkpoint.data,
+        )
+    log.info("event=endorsement_installed agency=%s status=%s", agency, verdict.status.value)
+    return verdict
+
+
+def recheck_contacts(
+    store: Store, anchor: trust.Anchor, now_ms: int, cache: trust.VerifiedCache | None = None
+) -> int:
+    """Judge again every stored endorsement of ``anchor``'s agency against the
+    list now held (a newer one came); the number of verdicts that changed."""
+    held = _held(store).get(anchor.fingerprint)
+    revocations = None if held is None or held.revocations is None else held.revocations.value
+    contacts = {c.id: c for c in store.contacts.all()}
+    changed = 0
+    for contact_id, stored in store.trust.endorsements().items():
+        contact = contacts.get(contact_id)
+        if contact is None or stored.proof is None:
+            continue
+        outcome = recheck(
+            anchor,
+            stored.proof,
+            address=str(contact.address),
+            revocations=revocations,
+            now=now_ms // 1000,
+            cache=cache,
+        )
+        if outcome is None or (outcome.status, outcome.describe()) == (
+            stored.status,
+            stored.describe,
+        ):
+            continue
+        changed += 1
+        store.trust.set_endorsement(
+            contact_id, stored.proof, outcome.status, outcome.describe(), now_ms
+        )
+        log.warning(
+            "event=endorsement_changed contact=%s status=%s",
+            contact_ref(contact_id),
+            outcome.status,
+        )
+    return changed
+
+
+def rejudge(
+    store: Store, now_ms: int, *, required: bool, cache: trust.VerifiedCache | None = None
+) -> dict[int, str]:
+    """Judge every contact's stored endorsement again at ``now_ms`` (the engine's
+    housekeeping): an endorsement past its end, or a list held past the
+    freshness bound (trust.md §5), changes the verdict without any session.
+    The refusals then in force."""
+    for stored in store.trust.all():
+        recheck_contacts(store, stored.anchor, now_ms, cache)
+    return refusals(store, required=required)
+
+
+def refusals(store: Store, *, required: bool) -> dict[int, str]:
+    """Why sessions with each refused contact are refused, by contact id;
+    ``required``: the configured require_endorsement, which a contact's own
+    setting overrides."""
+    verdicts = store.trust.endorsements()
+    overrides = store.trust.required()
+    found: dict[int, str] = {}
+    for contact in store.contacts.all():
+        stored = verdicts.get(contact.id)
+        why = session_refusal(
+            None if stored is None else stored.status,
+            "" if stored is None else stored.describe,
+            required=overrides.get(contact.id, required),
+        )
+        if why is not None:
+            found[contact.id] = why
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    agency: str
+    serial: int
+    issued_at: int
+    revoked: int
+    changed: int  # contacts whose verdict changed
+
+
+def import_revocations(store: Store, data: bytes, now_ms: int) -> Imported:
+    """Hold a revocation list the agency handed out (``trust revoke``), checked
+    against its anchor; judge that agency's contacts again. :class:`ConfigError`
+    (nothing held) for a list that is not newer than the one held."""
+    try:
+        bundle = RevocationBundle.decode(data)
+        agency = trust.claimed_agency(bundle.delegation)
+    except TrustError as exc:
+        raise ConfigError(f"not a revocation list: {exc}") from exc
+    stored = store.trust.find(agency)
+    if stored is None or stored.anchor.agency != agency:
+        raise ConfigError(f"no anchor of agency {agency!r} is installed")
+    anchor = stored.anchor
+    now = now_ms // 1000
+    before = _held(store).get(anchor.fingerprint, Held())
+    try:
+        delegation = trust.open_delegation(anchor, bundle.delegation).value
+        offered = trust.open_revocations(anchor, bundle.delegation, bundle.revocations, now=now)
+        checkpoint = trust.open_checkpoint(anchor, delegation.key, bundle.checkpoint)
+        accepted = trust.accept_revocations(before.revocations, offered)
+    except ConflictingStatementsError as exc:
+        store.trust.raise_alarm(exc.what, anchor.fingerprint, exc.first, exc.second, now_ms)
+        log.warning("event=trust_alarm kind=%s agency=%s", exc.what, agency)
+        raise ConfigError(f"the agency signed two lists of one serial: {exc}") from exc
+    except RolledBackError as exc:
+        raise ConfigError(f"{exc}: a list older than the one held") from exc
+    except TrustError as exc:
+        raise ConfigError(f"that list does not verify under the anchor of {agency}: {exc}") from exc
+    if accepted is before.revocations:
+        raise ConfigError(f"that list (serial {offered.value.serial}) is held already")
+    kept, fork = meet_checkpoint_unproven(before.checkpoint, checkpoint)
+    if fork is not None:
+        store.trust.raise_alarm(fork.what, anchor.fingerprint, fork.first, fork.second, now_ms)
+        log.warning("event=trust_alarm kind=fork agency=%s", agency)
+    store.trust.hold(anchor.fingerprint, accepted.data, kept.data)
+    log.info(
+        "event=revocations_imported agency=%s serial=%d revoked=%d",
+        agency,
+        accepted.value.serial,
+        len(accepted.value.revoked),
+    )
+    changed = recheck_contacts(store, anchor, now_ms)
+    value = accepted.value
+    return Imported(agency, value.serial, value.issued_at, len(value.revoked), changed)

@@ -1,0 +1,282 @@
+"""What a contact's stapled trust statements do to our view (trust.md §7.1).
+
+Theory of operation
+-------------------
+Each side of a session sends one ``TrustStaple``: its endorsement proof, the
+latest revocation list of its agency it holds and the latest checkpoint of
+its agency's log it holds. :func:`meet_staple` is the receiver's whole
+decision, a pure function of the anchors installed, what it holds of each
+anchor's agency (:class:`Held`), the peer's address, the staple and ``now``:
+
+1. the delegation in the proof names an agency; with no anchor of that
+   agency the outcome is "no anchor for agency A" and nothing is held;
+2. the stapled list, checked with the proof's delegation, is offered to the
+   list held (:func:`~onionpost.proto.trust.accept_revocations`): newer
+   replaces it, older is ignored (a rolled-back list is never held), the same
+   serial with other contents is an alarm;
+3. the stapled checkpoint, checked with the same delegation, is offered to
+   the checkpoint held: one of the same size with another root is a fork
+   alarm holding both signed notes; a larger one is held (its consistency
+   with the held one needs the proof a gossip record carries, §7.2);
+4. the endorsement is checked (:func:`~onionpost.proto.trust.check_endorsement`)
+   against the list then held.
+
+Forged or malformed statements raise (:class:`~onionpost.errors.TrustError`):
+the caller records the contact as refused and keeps the session going.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from onionpost.errors import (
+    ConflictingStatementsError,
+    MalformedStatementError,
+    RolledBackError,
+    TrustError,
+)
+from onionpost.limits import MAX_TRUST_STAPLE_PART, TRUST_FRESHNESS
+from onionpost.proto import _msgpack
+from onionpost.proto.trust import (
+    Anchor,
+    EndorsementProof,
+    Reason,
+    RevocationList,
+    Signed,
+    SignedCheckpoint,
+    Status,
+    Verdict,
+    VerifiedCache,
+    accept_revocations,
+    check_endorsement,
+    claimed_agency,
+    open_revocations,
+)
+
+__all__ = [
+    "REQUIRED_PREFIX",
+    "Held",
+    "Outcome",
+    "RevocationBundle",
+    "describe",
+    "meet_checkpoint_unproven",
+    "meet_staple",
+    "recheck",
+    "session_refusal",
+]
+
+#: How a refusal for want of an endorsement begins (a revoked contact's does not).
+REQUIRED_PREFIX: Final = "endorsement required: "
+
+#: An imported or gossiped list: three signed notes and the array around them.
+MAX_BUNDLE: Final = 3 * MAX_TRUST_STAPLE_PART
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationBundle:
+    """A revocation list as an agency hands it out (``trust revoke``) and an
+    endpoint imports it (``trust revocations import``): the msgpack array
+    ``[1, delegation: bin, revocations: bin, checkpoint: bin]``, the list with
+    the delegation of the key that signed it and the log's checkpoint after it
+    (trust.md §7.3)."""
+
+    delegation: bytes
+    revocations: bytes
+    checkpoint: bytes
+
+    def encode(self) -> bytes:
+        return _msgpack.pack([1, self.delegation, self.revocations, self.checkpoint])
+
+    @classmethod
+    def decode(cls, data: bytes) -> RevocationBundle:
+        bad = MalformedStatementError("not a revocation list bundle", what="revocations")
+        if not isinstance(data, bytes) or len(data) > MAX_BUNDLE:
+            raise bad
+        try:
+            value = _msgpack.unpack(data, max_len=MAX_BUNDLE, max_items=4)
+        except _msgpack.NotMsgpack as exc:
+            raise bad from exc
+        if (
+            not isinstance(value, tuple)
+            or len(value) != 4
+            or value[0] != 1
+            or isinstance(value[0], bool)
+            or not all(isinstance(v, bytes) and v for v in value[1:])
+        ):
+            raise bad
+        result = cls(value[1], value[2], value[3])
+        if result.encode() != data:
+            raise bad
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What an endpoint holds of one anchor's agency: the latest revocation
+    list and log checkpoint it verified."""
+
+    revocations: Signed[RevocationList] | None = None
+    checkpoint: SignedCheckpoint | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The decision on one staple: the anchor it concerns (None: none
+    installed), the verdict on the endorsement, what to hold of that anchor
+    from now on (None: unchanged) and an alarm to record."""
+
+    agency: str
+    anchor: Anchor | None
+    verdict: Verdict | None
+    held: Held | None = None
+    alarm: ConflictingStatementsError | None = None
+    rolled_back: bool = False
+
+    @property
+    def status(self) -> str:
+        return "no-anchor" if self.verdict is None else self.verdict.status.value
+
+    def describe(self) -> str:
+        return describe(self.agency, self.verdict)
+
+
+def describe(agency: str, verdict: Verdict | None) -> str:
+    """The line ``contact list`` shows for a contact's endorsement."""
+    if verdict is None:
+        return f"no anchor for agency {agency}"
+    if verdict.status is Status.UNVERIFIED_STALE:
+        assert verdict.reason is not None
+        return f"unverified: {verdict.reason.value} (agency {agency})"
+    e = verdict.endorsement
+    if verdict.status is Status.ENDORSED and e is not None and verdict.until is not None:
+        where = f"{e.endpoint}, {e.unit}" if e.unit else e.endpoint
+        until = datetime.datetime.fromtimestamp(verdict.until, datetime.UTC)
+        return f"endorsed by {e.agency} ({where}) until {until:%Y-%m-%d %H:%M} UTC"
+    return verdict.describe()
+
+
+def meet_checkpoint_unproven(
+    held: SignedCheckpoint | None, other: SignedCheckpoint
+) -> tuple[SignedCheckpoint, ConflictingStatementsError | None]:
+    """The checkpoint to hold after meeting ``other`` without a consistency
+    proof: the larger; at one size, another root is a fork (returned, with
+    both notes, and the held one kept)."""
+    if held is None:
+        return other, None
+    old, new = held.checkpoint, other.checkpoint
+    if old.size == new.size:
+        if old.root != new.root:
+            return held, ConflictingStatementsError(
+                f"the agency log {old.origin} forked: two checkpoints of {old.size} entries",
+                what="fork",
+                first=held.data,
+                second=other.data,
+            )
+        return held, None
+    return (other if new.size > old.size else held), None
+
+
+def meet_staple(
+    anchors: Mapping[str, Anchor],
+    held: Mapping[bytes, Held],
+    *,
+    address: str,
+    proof: bytes,
+    revocations: bytes,
+    checkpoint: bytes,
+    now: int,
+    freshness: int = TRUST_FRESHNESS,
+    cache: VerifiedCache | None = None,
+) -> Outcome:
+    """Decide on a staple from the endpoint at ``address`` (see the module doc).
+
+    ``anchors`` by agency name, ``held`` by anchor fingerprint; ``now`` in
+    POSIX seconds; ``cache``: the statements verified before."""
+    cache = VerifiedCache(4) if cache is None else cache
+    presented = EndorsementProof.decode(proof)
+    agency = claimed_agency(presented.delegation)
+    anchor = anchors.get(agency)
+    if anchor is None:
+        return Outcome(agency, None, None)
+    delegation = cache.delegation(anchor, presented.delegation)
+    before = held.get(anchor.fingerprint)
+    held_list = None if before is None else before.revocations
+    held_checkpoint = None if before is None else before.checkpoint
+    alarm: ConflictingStatementsError | None = None
+    rolled_back = False
+    new_list = held_list
+    if revocations:
+        offered = open_revocations(anchor, presented.delegation, revocations, now=now)
+        try:
+            new_list = accept_revocations(held_list, offered)
+        except RolledBackError:
+            rolled_back = True
+        except ConflictingStatementsError as exc:
+            alarm = exc
+    new_checkpoint = held_checkpoint
+    if checkpoint:
+        offered_cp = cache.checkpoint(anchor, delegation.key, checkpoint)
+        new_checkpoint, fork = meet_checkpoint_unproven(held_checkpoint, offered_cp)
+        alarm = alarm or fork
+    verdict = check_endorsement(
+        anchor,
+        presented,
+        address=address,
+        revocations=None if new_list is None else new_list.value,
+        now=now,
+        freshness=freshness,
+        cache=cache,
+    )
+    if verdict.checkpoint is not None and alarm is None:
+        new_checkpoint, fork = meet_checkpoint_unproven(new_checkpoint, verdict.checkpoint)
+        alarm = fork
+    changed = new_list is not held_list or new_checkpoint is not held_checkpoint
+    after = Held(new_list, new_checkpoint) if changed else None
+    return Outcome(agency, anchor, verdict, after, alarm, rolled_back)
+
+
+def recheck(
+    anchor: Anchor,
+    proof: bytes,
+    *,
+    address: str,
+    revocations: RevocationList | None,
+    now: int,
+    freshness: int = TRUST_FRESHNESS,
+    cache: VerifiedCache | None = None,
+) -> Outcome | None:
+    """A contact's stored endorsement judged again against a new list (or at a
+    later ``now``); None if it is not of ``anchor``'s agency or no longer
+    verifies (the verdict recorded when it was presented stands)."""
+    try:
+        presented = EndorsementProof.decode(proof)
+        if claimed_agency(presented.delegation) != anchor.agency:
+            return None
+        verdict = check_endorsement(
+            anchor,
+            presented,
+            address=address,
+            revocations=revocations,
+            now=now,
+            freshness=freshness,
+            cache=cache,
+        )
+    except TrustError:
+        return None
+    return Outcome(anchor.agency, anchor, verdict)
+
+
+def session_refusal(status: str | None, describe: str, *, required: bool) -> str | None:
+    """Why sessions with a contact are refused and its outbox held, given the
+    last verdict on its endorsement (``status`` None: it presented none), or
+    None when they are not: a revoked contact always; with
+    ``require_endorsement``, every contact not endorsed now (trust.md §7.4)."""
+    if status == Status.REFUSED.value and describe == f"refused: {Reason.REVOKED.value}":
+        return describe
+    if required and status != Status.ENDORSED.value:
+        why = "none presented" if status is None else describe
+        return f"{REQUIRED_PREFIX}{why}"
+    return None
