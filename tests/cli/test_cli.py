@@ -609,6 +609,55 @@ def test_read_marks_and_inbox_unread_hides_them(runner: CliRunner, daemon: Daemo
     assert invoke(runner, "--home", home, "read").exit_code == 2  # an id is required
 
 
+def test_the_inbox_number_names_a_message_for_read_message_and_forward(
+    runner: CliRunner,
+) -> None:
+    # The inbox shows '#N', never the id: what it shows is what the commands take.
+    with short_tmpdir() as home:
+        backend = MemoryBackend()
+        backend.add("bob")
+        backend.add("carol")
+        with ServerThread(backend, home / "run" / "control.sock") as server:
+            first = server.call(backend.receive_text, "bob", "one")
+            second = server.call(backend.receive_text, "carol", "two")
+            listed = invoke(runner, "--home", home, "inbox")
+            assert "#1 " in listed.stdout
+            assert "#2 " in listed.stdout
+
+            shown = invoke(runner, "--home", home, "message", "#2")
+            assert shown.exit_code == 0, shown.output
+            assert f"{second['id']}  text from 'carol'" in shown.stdout
+            (record,) = json_lines(invoke(runner, "--home", home, "message", "1", "--json"))
+            assert record["id"] == first["id"]  # type: ignore[index]
+
+            marked = invoke(runner, "--home", home, "read", "1", "#2")
+            assert marked.stdout == "marked 2 read\n"
+            assert sorted(backend.marked) == sorted([first["id"], second["id"]])
+
+            forwarded = invoke(runner, "--home", home, "forward", "#1", "--to", "carol")
+            assert forwarded.exit_code == 0, forwarded.output
+            assert forwarded.stdout.startswith("[TLP:AMBER] forwarded as ")
+
+            # A number no message has, or one from another contact than --contact.
+            for args in (
+                ("message", "#3"),
+                ("message", "0"),
+                ("read", "1", "9"),
+                ("message", "9" * 31),
+            ):
+                missing = invoke(runner, "--home", home, *args)
+                assert "no received message #" in one_line_error(missing, 1)
+            other = invoke(runner, "--home", home, "message", "2", "--contact", "bob")
+            assert one_line_error(other, 1) == (
+                "onionpost: received message #2 is from 'carol', not 'bob'\n"
+            )
+            assert len(backend.marked) == 2  # nothing more marked by the refused read
+            # An id is still an id.
+            by_id = invoke(runner, "--home", home, "message", first["id"])
+            assert by_id.exit_code == 0
+            assert first["id"] in by_id.stdout
+
+
 def test_a_daemon_of_another_user_is_named_as_such(runner: CliRunner) -> None:
     with short_tmpdir() as home:
         run = home / "run"

@@ -45,6 +45,7 @@ from onionpost.cli._common import (
     home_option,
     json_option,
     printable,
+    resolve_message_id,
     run_client,
 )
 from onionpost.cli._lists_cmd import print_sent
@@ -663,8 +664,17 @@ def _show_time(label: str, ms: int | None) -> None:
 @home_option
 @json_option
 def message(message_id: str, contact_name: str | None, home: Path | None, as_json: bool) -> None:
-    """Show one message or file, either direction: its state and history."""
-    shown = run_client(home, lambda client: client.message(message_id, contact_name))
+    """Show one message or file, either direction: its state and history.
+
+    ID is a message id, or a received message's '#' as the inbox shows it
+    (#7 or 7).
+    """
+
+    async def show(client: Client) -> api.Message:
+        found, contact = await resolve_message_id(client, message_id, contact_name)
+        return await client.message(found, contact)
+
+    shown = run_client(home, show)
     if as_json:
         emit_json(message_json(shown), first="label")
         return
@@ -727,8 +737,24 @@ def outbox(contact_name: str | None, home: Path | None, as_json: bool) -> None:
 def read(
     message_ids: tuple[str, ...], contact_name: str | None, home: Path | None, as_json: bool
 ) -> None:
-    """Mark received messages read (their senders get a read receipt)."""
-    marked = run_client(home, lambda client: client.mark_read(message_ids, contact_name))
+    """Mark received messages read (their senders get a read receipt).
+
+    Each ID is a message id, or the '#' the inbox shows (#7 or 7).
+    """
+
+    async def mark(client: Client) -> int:
+        # Ids as given, or the inbox's '#' numbers, each of which names one
+        # contact's message: marked per contact.
+        by_contact: dict[str | None, list[str]] = {}
+        for given in message_ids:
+            found, contact = await resolve_message_id(client, given, contact_name)
+            by_contact.setdefault(contact, []).append(found)
+        marked = 0
+        for contact, ids in by_contact.items():
+            marked += await client.mark_read(ids, contact)
+        return marked
+
+    marked = run_client(home, mark)
     if as_json:
         emit_json({"marked": marked})
     else:

@@ -25,10 +25,12 @@ import click
 import trio
 
 from onionpost._files import read_small_file
+from onionpost.api import MAX_SEQ
 from onionpost.client import Client, open_client
 from onionpost.errors import (
     ConfigError,
     DaemonNotRunningError,
+    NotFoundError,
     OnionpostError,
     StoreError,
     TorError,
@@ -58,6 +60,7 @@ __all__ = [
     "printable",
     "read_passphrase_file",
     "resolve_home",
+    "resolve_message_id",
     "run_client",
     "secret_source",
 ]
@@ -257,6 +260,30 @@ def run_client(
         raise TransportError(
             f"the daemon did not answer within {deadline:g} s", reason="timeout"
         ) from None
+
+
+# A received message's '#' in the inbox: "#7" or "7". A message id is 32 hex
+# digits, so a shorter run of decimal digits is never one.
+_SEQ_DIGITS: Final = 31
+
+
+async def resolve_message_id(
+    client: Client, given: str, contact: str | None
+) -> tuple[str, str | None]:
+    """The message id and contact that ``given`` names: a message id as it
+    is, or a received message's sequence number as the inbox shows it
+    (``#7`` or ``7``), looked up in the inbox."""
+    digits = given.removeprefix("#")
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= _SEQ_DIGITS):
+        return given, contact
+    seq = int(digits)
+    page = await client.inbox(after=seq - 1, limit=1) if 0 < seq <= MAX_SEQ else ()
+    if not page or page[0].seq != seq:
+        raise NotFoundError(f"no received message #{seq} (the '#' that 'onionpost inbox' shows)")
+    message = page[0]
+    if contact is not None and contact != message.contact:
+        raise NotFoundError(f"received message #{seq} is from '{message.contact}', not '{contact}'")
+    return message.id, message.contact
 
 
 def stdin_is_a_terminal() -> bool:
