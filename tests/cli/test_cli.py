@@ -595,6 +595,22 @@ def test_outbox_lists_what_waits(runner: CliRunner, daemon: Daemon) -> None:
     assert one_line_error(unknown, 1) == "onionpost: unknown contact 'zed'\n"
 
 
+def test_tables_to_a_pipe_cut_no_cell(runner: CliRunner, daemon: Daemon) -> None:
+    # Piped (not a terminal), rich would lay tables out in 80 columns and cut
+    # the ids, addresses and times a reader copies from them.
+    server, home = daemon
+    server.backend.nursery = None  # nothing gets delivered
+    sent = json_lines(invoke(runner, "--home", home, "send", "bob", "first", "--json"))
+    message_id = sent[0]["id"]  # type: ignore[index]
+    listed = invoke(runner, "--home", home, "outbox")
+    assert listed.exit_code == 0
+    assert message_id in listed.stdout
+    assert "…" not in listed.stdout
+    contacts = invoke(runner, "--home", home, "contact", "list")
+    assert "…" not in contacts.stdout
+    assert all(len(line) <= _common.PIPE_WIDTH for line in contacts.stdout.splitlines())
+
+
 def test_read_marks_and_inbox_unread_hides_them(runner: CliRunner, daemon: Daemon) -> None:
     server, home = daemon
     first = server.call(server.backend.receive_text, "bob", "one")

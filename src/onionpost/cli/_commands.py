@@ -47,6 +47,7 @@ from onionpost.cli._common import (
     printable,
     resolve_message_id,
     run_client,
+    table_console,
 )
 from onionpost.cli._lists_cmd import print_sent
 from onionpost.client import Client, ListSent, Message, MessageState, Queued, StateChange
@@ -62,7 +63,7 @@ INBOX_PAGE: Final = 100
 
 def _console() -> Console:
     # Plain when not a terminal; never markup or highlighting of others' text.
-    return Console(highlight=False, soft_wrap=False)
+    return table_console()
 
 
 def _as_json(obj: Any) -> Any:

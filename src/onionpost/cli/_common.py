@@ -40,6 +40,8 @@ from onionpost.home import HOME_ENV, Paths, default_home
 from onionpost.limits import MAX_PASSPHRASE_FILE, PASSPHRASE_PIPE_SECONDS
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from onionpost.host import SecretSource
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "json_option",
     "printable",
     "read_passphrase_file",
+    "table_console",
     "resolve_home",
     "resolve_message_id",
     "run_client",
@@ -284,6 +287,21 @@ async def resolve_message_id(
     if contact is not None and contact != message.contact:
         raise NotFoundError(f"received message #{seq} is from '{message.contact}', not '{contact}'")
     return message.id, message.contact
+
+
+# Columns of a table printed to a pipe or file: wide enough that no id,
+# address or time is cut ("b631898642d720…" cannot be copied back).
+PIPE_WIDTH: Final = 400
+
+
+def table_console() -> Console:
+    """Where tables and grids print: the terminal's width on a terminal,
+    else PIPE_WIDTH (rich would use 80 and cut cells); plain when not a
+    terminal, and never markup or highlighting of others' text."""
+    from rich.console import Console  # only the commands that print tables load rich
+
+    width = None if sys.stdout.isatty() else PIPE_WIDTH
+    return Console(highlight=False, soft_wrap=False, width=width)
 
 
 def stdin_is_a_terminal() -> bool:

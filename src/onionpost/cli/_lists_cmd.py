@@ -11,7 +11,6 @@ import dataclasses
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -22,6 +21,7 @@ from onionpost.cli._common import (
     json_option,
     printable,
     run_client,
+    table_console,
 )
 from onionpost.client import DistributionList, ListSent
 
@@ -140,4 +140,4 @@ def list_list(home: Path | None, as_json: bool) -> None:
         table.add_row(
             Text(printable(f.name)), Text(_members(f.members)), Text(format_ms(f.created_ms))
         )
-    Console(highlight=False, soft_wrap=False).print(table)
+    table_console().print(table)
