@@ -207,8 +207,20 @@ DAEMON_COMMANDS = [
 @pytest.mark.parametrize("args", DAEMON_COMMANDS, ids=lambda a: " ".join(a[:2]))
 def test_no_daemon_is_exit_3_with_one_line(runner: CliRunner, args: list[str]) -> None:
     with short_tmpdir() as home:
+        (home / "secrets.json").write_text("{}")  # an endpoint, its daemon not started
         result = invoke(runner, "--home", home, *args)
         assert one_line_error(result, 3) == no_daemon(home)
+
+
+def test_a_home_with_no_endpoint_says_to_init_it(runner: CliRunner) -> None:
+    # A --home forgotten or mistyped: "start the daemon" would only lead to
+    # the daemon's own "no endpoint".
+    with short_tmpdir() as home:
+        result = invoke(runner, "--home", home / "typo", "status")
+        assert one_line_error(result, 3) == (
+            f"onionpost: no endpoint in {home / 'typo'}: run 'onionpost init' first "
+            "(or give its --home)\n"
+        )
 
 
 def test_a_daemon_that_does_not_accept_cannot_hang_the_command(runner: CliRunner) -> None:
