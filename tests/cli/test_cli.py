@@ -680,7 +680,16 @@ def test_the_inbox_number_names_a_message_for_read_message_and_forward(
                 "onionpost: received message #2 is from 'carol', not 'bob'\n"
             )
             assert len(backend.marked) == 2  # nothing more marked by the refused read
-            # An id is still an id.
+            # Neither a number nor an id: one line, before the daemon is asked.
+            for command in (("message",), ("read",), ("forward", "--to", "carol")):
+                garbage = invoke(runner, "--home", home, *command, "zzz")
+                assert one_line_error(garbage, 1) == (
+                    "onionpost: 'zzz' is neither a message id (32 hex digits) "
+                    "nor the '#' that 'onionpost inbox' shows\n"
+                )
+            # An id is still an id, in either case.
+            upper = invoke(runner, "--home", home, "message", first["id"].upper())
+            assert upper.exit_code == 0, upper.output
             by_id = invoke(runner, "--home", home, "message", first["id"])
             assert by_id.exit_code == 0
             assert first["id"] in by_id.stdout

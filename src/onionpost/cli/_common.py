@@ -25,7 +25,7 @@ import click
 import trio
 
 from onionpost._files import read_small_file
-from onionpost.api import MAX_SEQ
+from onionpost.api import MAX_SEQ, MESSAGE_ID_SIZE
 from onionpost.client import Client, open_client
 from onionpost.errors import (
     ConfigError,
@@ -268,6 +268,7 @@ def run_client(
 # A received message's '#' in the inbox: "#7" or "7". A message id is 32 hex
 # digits, so a shorter run of decimal digits is never one.
 _SEQ_DIGITS: Final = 31
+_HEX: Final = frozenset("0123456789abcdef")
 
 
 async def resolve_message_id(
@@ -278,7 +279,13 @@ async def resolve_message_id(
     (``#7`` or ``7``), looked up in the inbox."""
     digits = given.removeprefix("#")
     if not (digits.isascii() and digits.isdigit() and len(digits) <= _SEQ_DIGITS):
-        return given, contact
+        message_id = given.lower()
+        if len(message_id) != 2 * MESSAGE_ID_SIZE or not set(message_id) <= _HEX:
+            raise ConfigError(
+                f"'{printable(given)}' is neither a message id (32 hex digits) "
+                "nor the '#' that 'onionpost inbox' shows"
+            )
+        return message_id, contact
     seq = int(digits)
     page = await client.inbox(after=seq - 1, limit=1) if 0 < seq <= MAX_SEQ else ()
     if not page or page[0].seq != seq:
