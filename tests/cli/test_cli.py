@@ -695,6 +695,16 @@ def test_the_inbox_number_names_a_message_for_read_message_and_forward(
             assert first["id"] in by_id.stdout
 
 
+def test_contact_add_of_a_missing_file_says_so(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    for path in (home / "no-such-card.txt", home):  # missing, and a directory
+        result = invoke(runner, "--home", home, "contact", "add", path, "--name", "dave")
+        assert one_line_error(result, 1) == (
+            f"onionpost: {path} is neither a contact card nor a card file\n"
+        )
+    assert "dave" not in server.backend.contacts
+
+
 def test_a_daemon_of_another_user_is_named_as_such(runner: CliRunner) -> None:
     with short_tmpdir() as home:
         run = home / "run"

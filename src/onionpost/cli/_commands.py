@@ -105,6 +105,10 @@ def _read_card_argument(card_or_file: str) -> str:
         # The one bounded read every small file goes through (limits.MAX_CARD_FILE).
         data = read_small_file(Path(card_or_file), MAX_CARD_FILE, what="card file")
         text = data.decode("utf-8", errors="replace")
+    elif os.sep in card_or_file:
+        # A path that is no file (a card, base64url, has no '/'): say so, not
+        # "does not start with 'onionpost1:'".
+        raise ConfigError(f"{printable(card_or_file)} is neither a contact card nor a card file")
     else:
         return card_or_file.strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
