@@ -74,6 +74,8 @@ def test_a_limit_refuses_with_its_reason(runner: CliRunner, daemon: Daemon) -> N
     assert server.call(lambda: len(server.backend.messages)) == 0
     lifted = invoke(runner, "--home", home, "contact", "set-max-label", "bob", "--json")
     assert json.loads(lifted.stdout) == {"name": "bob", "max_labels": [], "accepts": []}
+    plain = invoke(runner, "--home", home, "contact", "set-max-label", "bob")
+    assert plain.stdout == "'bob': no limit of ours\n"  # not "up to no limit"
     assert invoke(runner, "--home", home, "send", "bob", "hi", "--label", "TLP:RED").exit_code == 0
 
 

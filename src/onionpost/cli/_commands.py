@@ -232,8 +232,8 @@ def contact_set_max_label(
             }
         )
         return
-    ours = ", ".join(result.max_labels) or "no limit"
-    click.echo(f"'{printable(result.name)}': up to {printable(ours)}")
+    ours = "up to " + ", ".join(result.max_labels) if result.max_labels else "no limit of ours"
+    click.echo(f"'{printable(result.name)}': {printable(ours)}")
     if result.accepts:
         click.echo(f"  it accepts up to {printable(', '.join(result.accepts))}", err=True)
 
