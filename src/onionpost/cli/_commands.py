@@ -318,11 +318,13 @@ def send(
         )
     body = _read_text(text) if file_path is None else None
     if to_list:
-        sent = run_client(home, partial(_send_to_list, name, body, file_path, label), bounded=False)
+        sent, shown = run_client(
+            home, partial(_send_to_list, name, body, file_path, label), bounded=False
+        )
         if as_json:
             emit_json(_as_json(sent))
         else:
-            print_sent(sent)
+            print_sent(sent, label=shown)
         return
     if not (wait if wait is not None else file_path is not None):
 
@@ -378,15 +380,22 @@ async def _queue(
 
 async def _send_to_list(
     name: str, body: str | None, path: Path | None, label: str | None, client: Client
-) -> ListSent:
-    """As :func:`_queue`, for a send to a list under a send id chosen here."""
+) -> tuple[ListSent, str | None]:
+    """As :func:`_queue`, for a send to a list under a send id chosen here;
+    with the label its copies carry (the home's default when none was
+    given), which every message shown leads with."""
     send_id = api.new_message_id()
     try:
         with trio.fail_after(ANSWER_DEADLINE):
             if path is not None:
-                return await client.list_send_file(name, path, id=send_id, label=label)
-            assert body is not None
-            return await client.list_send_text(name, body, id=send_id, label=label)
+                sent = await client.list_send_file(name, path, id=send_id, label=label)
+            else:
+                assert body is not None
+                sent = await client.list_send_text(name, body, id=send_id, label=label)
+            if not sent.copies:
+                return sent, label
+            first = sent.copies[0]
+            return sent, (await client.message(first.id, first.contact)).label
     except trio.TooSlowError:
         why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
     except NotConfirmedError as exc:

@@ -14,6 +14,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from onionpost import api
 from onionpost.cli._common import (
     emit_json,
     format_ms,
@@ -36,10 +37,13 @@ def _print_list(found: DistributionList, verb: str) -> None:
     click.echo(f"{verb} '{printable(found.name)}': {_members(found.members)}")
 
 
-def print_sent(sent: ListSent) -> None:
-    """A send to a list, a line per copy: member, copy id, state."""
+def print_sent(sent: ListSent, *, label: str | None = None) -> None:
+    """A send to a list, a line per copy: member, copy id, state; led by
+    its handling label when known."""
+    # As _commands.banner (which imports this module).
+    lead = "" if label is None else f"[{printable(label or api.UNLABELLED)}] "
     click.echo(
-        f"{sent.kind} {sent.id} to list '{printable(sent.list)}' "
+        f"{lead}{sent.kind} {sent.id} to list '{printable(sent.list)}' "
         f"({len(sent.copies)} copies, {format_ms(sent.created_ms)})"
     )
     for copy in sent.copies:
