@@ -695,6 +695,17 @@ def test_the_inbox_number_names_a_message_for_read_message_and_forward(
             assert first["id"] in by_id.stdout
 
 
+def test_contact_remove_says_what_will_not_be_sent(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    server.backend.nursery = None  # nothing gets delivered
+    invoke(runner, "--home", home, "send", "bob", "first")
+    invoke(runner, "--home", home, "send", "bob", "second")
+    removed = invoke(runner, "--home", home, "contact", "remove", "bob")
+    assert removed.exit_code == 0, removed.output
+    assert removed.stdout.startswith("removed contact 'bob' (")
+    assert removed.stderr == "warning: 2 messages waiting for 'bob' will not be sent\n"
+
+
 def test_contact_add_of_a_missing_file_says_so(runner: CliRunner, daemon: Daemon) -> None:
     server, home = daemon
     for path in (home / "no-such-card.txt", home):  # missing, and a directory

@@ -168,12 +168,28 @@ def contact_list(home: Path | None, as_json: bool) -> None:
 @home_option
 @json_option
 def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
-    """Remove a contact; it can no longer reach this endpoint's onion service."""
-    removed = run_client(home, lambda client: client.contact_remove(name))
+    """Remove a contact; it can no longer reach this endpoint's onion service.
+
+    What still waits for it is not sent (it stays in the history): the
+    command says how much.
+    """
+
+    async def remove(client: Client) -> tuple[api.ContactRef, int]:
+        waiting = await client.outbox(name, limit=api.MAX_INBOX_LIMIT)
+        return await client.contact_remove(name), len(waiting)
+
+    removed, waiting = run_client(home, remove)
     if as_json:
         emit_json(_as_json(removed))
-    else:
-        click.echo(f"removed contact '{printable(removed.name)}' ({removed.address})")
+        return
+    click.echo(f"removed contact '{printable(removed.name)}' ({removed.address})")
+    if waiting:
+        more = "+" if waiting == api.MAX_INBOX_LIMIT else ""
+        click.echo(
+            f"warning: {waiting}{more} message{'s' if waiting != 1 else ''} waiting for "
+            f"'{printable(removed.name)}' will not be sent",
+            err=True,
+        )
 
 
 @contact.command("verify")
