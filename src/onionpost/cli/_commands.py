@@ -38,6 +38,7 @@ from onionpost._files import read_small_file
 from onionpost.cli._common import (
     ANSWER_DEADLINE,
     EXIT_FAILED,
+    check_label,
     emit_json,
     enter_with_deadline,
     fail,
@@ -328,6 +329,7 @@ def send(
     """
     if file_path is not None and text is not None:
         raise click.UsageError("give TEXT or --file, not both")
+    check_label(label)
     if to_list and wait:
         raise click.UsageError(
             "--wait follows one message: follow a list's copies with 'list show'"

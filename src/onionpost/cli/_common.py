@@ -62,6 +62,7 @@ __all__ = [
     "printable",
     "read_passphrase_file",
     "table_console",
+    "check_label",
     "resolve_home",
     "resolve_message_id",
     "run_client",
@@ -309,6 +310,13 @@ def table_console() -> Console:
 
     width = None if sys.stdout.isatty() else PIPE_WIDTH
     return Console(highlight=False, soft_wrap=False, width=width)
+
+
+def check_label(label: str | None) -> None:
+    """An empty --label is a mistake (a variable unset in a script), not the
+    default: said here, in the command's words, not the local API's."""
+    if label is not None and not label.strip():
+        raise ConfigError("--label is empty: give a label (e.g. TLP:AMBER), or leave it out")
 
 
 def stdin_is_a_terminal() -> bool:

@@ -11,6 +11,7 @@ import click
 from onionpost import api
 from onionpost.cli._commands import banner
 from onionpost.cli._common import (
+    check_label,
     emit_json,
     home_option,
     json_option,
@@ -50,6 +51,8 @@ def forward(
     TLP:RED message goes only back to the contact it came from or went to;
     a contact that does not accept the label is refused, with the reason.
     """
+
+    check_label(label)
 
     async def send_on(client: Client) -> api.Queued:
         found, contact = await resolve_message_id(client, message_id, contact_name)
