@@ -83,6 +83,8 @@ async def test_list_commands_and_send_to_a_list(tmp_path: Path) -> None:
             assert [(x["name"], x["members"]) for x in listed] == [("team", ["bob", "carol"])]
             removed = await _json(home, "list", "remove", "team", "bob")
             assert removed["members"] == ["carol"]
+            alone = await _run(home, "send", "--list", "team", "just carol")
+            assert "to list 'team' (1 copy, " in alone.stdout, alone.output
 
             # Bad input: a clear error, nothing changed.
             unknown = await _run(home, "send", "--list", "nope", "hello")

@@ -44,7 +44,8 @@ def print_sent(sent: ListSent, *, label: str | None = None) -> None:
     lead = "" if label is None else f"[{printable(label or api.UNLABELLED)}] "
     click.echo(
         f"{lead}{sent.kind} {sent.id} to list '{printable(sent.list)}' "
-        f"({len(sent.copies)} copies, {format_ms(sent.created_ms)})"
+        f"({len(sent.copies)} {'copy' if len(sent.copies) == 1 else 'copies'}, "
+        f"{format_ms(sent.created_ms)})"
     )
     for copy in sent.copies:
         click.echo(f"    {printable(copy.contact)}  {copy.id}  {copy.state}")
