@@ -207,8 +207,20 @@ DAEMON_COMMANDS = [
 @pytest.mark.parametrize("args", DAEMON_COMMANDS, ids=lambda a: " ".join(a[:2]))
 def test_no_daemon_is_exit_3_with_one_line(runner: CliRunner, args: list[str]) -> None:
     with short_tmpdir() as home:
+        (home / "secrets.json").write_text("{}")  # an endpoint, its daemon not started
         result = invoke(runner, "--home", home, *args)
         assert one_line_error(result, 3) == no_daemon(home)
+
+
+def test_a_home_with_no_endpoint_says_to_init_it(runner: CliRunner) -> None:
+    # A --home forgotten or mistyped: "start the daemon" would only lead to
+    # the daemon's own "no endpoint".
+    with short_tmpdir() as home:
+        result = invoke(runner, "--home", home / "typo", "status")
+        assert one_line_error(result, 3) == (
+            f"onionpost: no endpoint in {home / 'typo'}: run 'onionpost init' first "
+            "(or give its --home)\n"
+        )
 
 
 def test_a_daemon_that_does_not_accept_cannot_hang_the_command(runner: CliRunner) -> None:
@@ -595,6 +607,22 @@ def test_outbox_lists_what_waits(runner: CliRunner, daemon: Daemon) -> None:
     assert one_line_error(unknown, 1) == "onionpost: unknown contact 'zed'\n"
 
 
+def test_tables_to_a_pipe_cut_no_cell(runner: CliRunner, daemon: Daemon) -> None:
+    # Piped (not a terminal), rich would lay tables out in 80 columns and cut
+    # the ids, addresses and times a reader copies from them.
+    server, home = daemon
+    server.backend.nursery = None  # nothing gets delivered
+    sent = json_lines(invoke(runner, "--home", home, "send", "bob", "first", "--json"))
+    message_id = sent[0]["id"]  # type: ignore[index]
+    listed = invoke(runner, "--home", home, "outbox")
+    assert listed.exit_code == 0
+    assert message_id in listed.stdout
+    assert "…" not in listed.stdout
+    contacts = invoke(runner, "--home", home, "contact", "list")
+    assert "…" not in contacts.stdout
+    assert all(len(line) <= _common.PIPE_WIDTH for line in contacts.stdout.splitlines())
+
+
 def test_read_marks_and_inbox_unread_hides_them(runner: CliRunner, daemon: Daemon) -> None:
     server, home = daemon
     first = server.call(server.backend.receive_text, "bob", "one")
@@ -607,6 +635,85 @@ def test_read_marks_and_inbox_unread_hides_them(runner: CliRunner, daemon: Daemo
     everything = json_lines(invoke(runner, "--home", home, "inbox", "--json"))
     assert [m["body"] for m in everything] == ["one", "two"]  # type: ignore[index]
     assert invoke(runner, "--home", home, "read").exit_code == 2  # an id is required
+
+
+def test_the_inbox_number_names_a_message_for_read_message_and_forward(
+    runner: CliRunner,
+) -> None:
+    # The inbox shows '#N', never the id: what it shows is what the commands take.
+    with short_tmpdir() as home:
+        backend = MemoryBackend()
+        backend.add("bob")
+        backend.add("carol")
+        with ServerThread(backend, home / "run" / "control.sock") as server:
+            first = server.call(backend.receive_text, "bob", "one")
+            second = server.call(backend.receive_text, "carol", "two")
+            listed = invoke(runner, "--home", home, "inbox")
+            assert "#1 " in listed.stdout
+            assert "#2 " in listed.stdout
+
+            shown = invoke(runner, "--home", home, "message", "#2")
+            assert shown.exit_code == 0, shown.output
+            assert f"{second['id']}  text from 'carol'" in shown.stdout
+            (record,) = json_lines(invoke(runner, "--home", home, "message", "1", "--json"))
+            assert record["id"] == first["id"]  # type: ignore[index]
+
+            marked = invoke(runner, "--home", home, "read", "1", "#2")
+            assert marked.stdout == "marked 2 read\n"
+            assert sorted(backend.marked) == sorted([first["id"], second["id"]])
+
+            forwarded = invoke(runner, "--home", home, "forward", "#1", "--to", "carol")
+            assert forwarded.exit_code == 0, forwarded.output
+            assert forwarded.stdout.startswith("[TLP:AMBER] forwarded as ")
+
+            # A number no message has, or one from another contact than --contact.
+            for args in (
+                ("message", "#3"),
+                ("message", "0"),
+                ("read", "1", "9"),
+                ("message", "9" * 31),
+            ):
+                missing = invoke(runner, "--home", home, *args)
+                assert "no received message #" in one_line_error(missing, 1)
+            other = invoke(runner, "--home", home, "message", "2", "--contact", "bob")
+            assert one_line_error(other, 1) == (
+                "onionpost: received message #2 is from 'carol', not 'bob'\n"
+            )
+            assert len(backend.marked) == 2  # nothing more marked by the refused read
+            # Neither a number nor an id: one line, before the daemon is asked.
+            for command in (("message",), ("read",), ("forward", "--to", "carol")):
+                garbage = invoke(runner, "--home", home, *command, "zzz")
+                assert one_line_error(garbage, 1) == (
+                    "onionpost: 'zzz' is neither a message id (32 hex digits) "
+                    "nor the '#' that 'onionpost inbox' shows\n"
+                )
+            # An id is still an id, in either case.
+            upper = invoke(runner, "--home", home, "message", first["id"].upper())
+            assert upper.exit_code == 0, upper.output
+            by_id = invoke(runner, "--home", home, "message", first["id"])
+            assert by_id.exit_code == 0
+            assert first["id"] in by_id.stdout
+
+
+def test_contact_remove_says_what_will_not_be_sent(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    server.backend.nursery = None  # nothing gets delivered
+    invoke(runner, "--home", home, "send", "bob", "first")
+    invoke(runner, "--home", home, "send", "bob", "second")
+    removed = invoke(runner, "--home", home, "contact", "remove", "bob")
+    assert removed.exit_code == 0, removed.output
+    assert removed.stdout.startswith("removed contact 'bob' (")
+    assert removed.stderr == "warning: 2 messages waiting for 'bob' will not be sent\n"
+
+
+def test_contact_add_of_a_missing_file_says_so(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    for path in (home / "no-such-card.txt", home):  # missing, and a directory
+        result = invoke(runner, "--home", home, "contact", "add", path, "--name", "dave")
+        assert one_line_error(result, 1) == (
+            f"onionpost: {path} is neither a contact card nor a card file\n"
+        )
+    assert "dave" not in server.backend.contacts
 
 
 def test_a_daemon_of_another_user_is_named_as_such(runner: CliRunner) -> None:

@@ -54,7 +54,7 @@ def test_send_with_a_label_shows_it_first(runner: CliRunner, daemon: Daemon) -> 
     assert as_json["label"] == "TLP:AMBER"
 
 
-@pytest.mark.parametrize("label", ["TLP:WHITE", "tlp:red", "CUI//SP-CTI/NOFORN", "X:Y"])
+@pytest.mark.parametrize("label", ["TLP:WHITE", "tlp:red", "CUI//SP-CTI/NOFORN", "X:Y", "", " "])
 def test_a_bad_label_is_one_line_and_queues_nothing(
     runner: CliRunner, daemon: Daemon, label: str
 ) -> None:
@@ -74,6 +74,12 @@ def test_a_limit_refuses_with_its_reason(runner: CliRunner, daemon: Daemon) -> N
     assert server.call(lambda: len(server.backend.messages)) == 0
     lifted = invoke(runner, "--home", home, "contact", "set-max-label", "bob", "--json")
     assert json.loads(lifted.stdout) == {"name": "bob", "max_labels": [], "accepts": []}
+    empty = refused(invoke(runner, "--home", home, "forward", "1", "--to", "bob", "--label", ""))
+    assert empty == (
+        "onionpost: --label is empty: give a label (e.g. TLP:AMBER), or leave it out\n"
+    )
+    plain = invoke(runner, "--home", home, "contact", "set-max-label", "bob")
+    assert plain.stdout == "'bob': no limit of ours\n"  # not "up to no limit"
     assert invoke(runner, "--home", home, "send", "bob", "hi", "--label", "TLP:RED").exit_code == 0
 
 

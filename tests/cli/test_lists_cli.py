@@ -73,11 +73,18 @@ async def test_list_commands_and_send_to_a_list(tmp_path: Path) -> None:
             filed = await _json(home, "send", "--list", "team", "--file", str(source))
             assert filed["kind"] == "file"
             assert len(filed["copies"]) == 2
+            # Its label leads, as for every message shown: the default, or --label.
+            plain = await _run(home, "send", "--list", "team", "briefing")
+            assert plain.stdout.startswith("[TLP:AMBER] text "), plain.output
+            green = await _run(home, "send", "--list", "team", "b", "--label", "TLP:GREEN")
+            assert green.stdout.startswith("[TLP:GREEN] text "), green.output
 
             listed = await _json(home, "list", "list")
             assert [(x["name"], x["members"]) for x in listed] == [("team", ["bob", "carol"])]
             removed = await _json(home, "list", "remove", "team", "bob")
             assert removed["members"] == ["carol"]
+            alone = await _run(home, "send", "--list", "team", "just carol")
+            assert "to list 'team' (1 copy, " in alone.stdout, alone.output
 
             # Bad input: a clear error, nothing changed.
             unknown = await _run(home, "send", "--list", "nope", "hello")

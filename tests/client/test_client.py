@@ -167,6 +167,11 @@ async def test_relative_paths_are_sent_absolute(
 
 async def test_no_daemon_is_daemon_not_running() -> None:
     with short_tmpdir() as home:
+        # A home with no endpoint says so: a daemon could not start there.
+        with pytest.raises(DaemonNotRunningError, match=r"no endpoint in .*'onionpost init'"):
+            async with open_client(home):
+                pass  # pragma: no cover
+        (home / "secrets.json").write_text("{}")
         with pytest.raises(DaemonNotRunningError, match="onionpost daemon"):
             async with open_client(home):
                 pass  # pragma: no cover

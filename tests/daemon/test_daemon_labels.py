@@ -260,9 +260,18 @@ async def test_an_export_keeps_labels_and_refuses_what_policy_forbids(tmp_path: 
         strict = await alice.daemon.send_text(api.SendText("bob", "s", label="TLP:AMBER+STRICT"))
         red = await alice.daemon.send_text(api.SendText("bob", "r", label="TLP:RED"))
         dest = tmp_path / "out.zip"
-        with pytest.raises(LabelError, match=f"message {red.id} cannot be exported"):
+        with pytest.raises(
+            LabelError,
+            match=f"^message {red.id} cannot be exported: .*; leave it out with --id, --since",
+        ):
             await alice.daemon.evidence_export(api.EvidenceExport(str(dest)))
         assert not dest.exists()
+        # Several refused: the first named, the rest counted.
+        red2 = await alice.daemon.send_text(api.SendText("bob", "r2", label="TLP:RED"))
+        with pytest.raises(LabelError, match=f"^message {red.id} \\(and 1 more\\) cannot be"):
+            await alice.daemon.evidence_export(api.EvidenceExport(str(dest)))
+        assert not dest.exists()
+        assert red2.id != red.id
         done = await alice.daemon.evidence_export(
             api.EvidenceExport(str(dest), ids=(green.id, strict.id))
         )

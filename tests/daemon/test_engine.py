@@ -89,6 +89,30 @@ async def test_texts_are_delivered_once_and_acked(tmp_path: Path, clock: MockClo
         assert len(bob.inbox_from(alice)) == 21
 
 
+async def test_a_session_records_when_the_contact_was_last_seen(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    # 'contact list' showed "last seen: never" for a contact met every minute.
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        assert alice.store.contacts.contact_by_id(alice.contact(bob).id).last_seen_ms is None
+        await alice.start(nursery)
+        await bob.start(nursery)
+        sent = await alice.send(bob, "hello")
+        await delivered(alice, [sent])
+
+        def seen(node: Node, other: Node) -> int | None:
+            return node.store.contacts.contact_by_id(node.contact(other).id).last_seen_ms
+
+        await until(lambda: seen(alice, bob) is not None and seen(bob, alice) is not None)
+        first = seen(alice, bob)
+        bob.stop()
+        await until(lambda: not bob.up)
+        # The session's end is seen too (wall-clock ms: not before its start).
+        await until(lambda: (seen(alice, bob) or 0) >= (first or 0))
+
+
 async def test_concurrent_sends_share_commits_and_all_arrive(
     tmp_path: Path, clock: MockClock
 ) -> None:

@@ -223,7 +223,7 @@ def test_cli_up_without_tor_exits_3_naming_the_package(tmp_path: Path) -> None:
     args = ["testnet", "up", "--dir", str(tmp_path / "net"), "--tor", str(tmp_path / "no-tor")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 3
-    assert result.stderr.startswith("error: tor is not installed")
+    assert result.stderr.startswith("onionpost: tor is not installed")
     assert "apt-get install -y tor" in result.stderr
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "net").exists()
@@ -241,7 +241,7 @@ def test_cli_status_of_an_empty_dir_is_one_clear_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["testnet", "status", "--dir", str(tmp_path)])
     assert result.exit_code == 3
     assert result.stdout == ""
-    assert result.stderr.startswith("error: no testnet in ")
+    assert result.stderr.startswith("onionpost: no testnet in ")
     assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.output
 

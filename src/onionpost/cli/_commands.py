@@ -38,6 +38,7 @@ from onionpost._files import read_small_file
 from onionpost.cli._common import (
     ANSWER_DEADLINE,
     EXIT_FAILED,
+    check_label,
     emit_json,
     enter_with_deadline,
     fail,
@@ -45,7 +46,9 @@ from onionpost.cli._common import (
     home_option,
     json_option,
     printable,
+    resolve_message_id,
     run_client,
+    table_console,
 )
 from onionpost.cli._groups_cmd import print_group_sent
 from onionpost.cli._lists_cmd import print_sent
@@ -70,7 +73,7 @@ INBOX_PAGE: Final = 100
 
 def _console() -> Console:
     # Plain when not a terminal; never markup or highlighting of others' text.
-    return Console(highlight=False, soft_wrap=False)
+    return table_console()
 
 
 def _as_json(obj: Any) -> Any:
@@ -112,6 +115,10 @@ def _read_card_argument(card_or_file: str) -> str:
         # The one bounded read every small file goes through (limits.MAX_CARD_FILE).
         data = read_small_file(Path(card_or_file), MAX_CARD_FILE, what="card file")
         text = data.decode("utf-8", errors="replace")
+    elif os.sep in card_or_file:
+        # A path that is no file (a card, base64url, has no '/'): say so, not
+        # "does not start with 'onionpost1:'".
+        raise ConfigError(f"{printable(card_or_file)} is neither a contact card nor a card file")
     else:
         return card_or_file.strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
@@ -181,12 +188,28 @@ def contact_list(home: Path | None, as_json: bool) -> None:
 @home_option
 @json_option
 def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
-    """Remove a contact; it can no longer reach this endpoint's onion service."""
-    removed = run_client(home, lambda client: client.contact_remove(name))
+    """Remove a contact; it can no longer reach this endpoint's onion service.
+
+    What still waits for it is not sent (it stays in the history): the
+    command says how much.
+    """
+
+    async def remove(client: Client) -> tuple[api.ContactRef, int]:
+        waiting = await client.outbox(name, limit=api.MAX_INBOX_LIMIT)
+        return await client.contact_remove(name), len(waiting)
+
+    removed, waiting = run_client(home, remove)
     if as_json:
         emit_json(_as_json(removed))
-    else:
-        click.echo(f"removed contact '{printable(removed.name)}' ({removed.address})")
+        return
+    click.echo(f"removed contact '{printable(removed.name)}' ({removed.address})")
+    if waiting:
+        more = "+" if waiting == api.MAX_INBOX_LIMIT else ""
+        click.echo(
+            f"warning: {waiting}{more} message{'s' if waiting != 1 else ''} waiting for "
+            f"'{printable(removed.name)}' will not be sent",
+            err=True,
+        )
 
 
 @contact.command("verify")
@@ -268,8 +291,8 @@ def contact_set_max_label(
             }
         )
         return
-    ours = ", ".join(result.max_labels) or "no limit"
-    click.echo(f"'{printable(result.name)}': up to {printable(ours)}")
+    ours = "up to " + ", ".join(result.max_labels) if result.max_labels else "no limit of ours"
+    click.echo(f"'{printable(result.name)}': {printable(ours)}")
     if result.accepts:
         click.echo(f"  it accepts up to {printable(', '.join(result.accepts))}", err=True)
 
@@ -359,6 +382,7 @@ def send(
     """
     if file_path is not None and text is not None:
         raise click.UsageError("give TEXT or --file, not both")
+    check_label(label)
     if to_list and wait:
         raise click.UsageError(
             "--wait follows one message: follow a list's copies with 'list show'"
@@ -377,11 +401,13 @@ def send(
             print_group_sent(group_sent)
         return
     if to_list:
-        sent = run_client(home, partial(_send_to_list, name, body, file_path, label), bounded=False)
+        sent, shown = run_client(
+            home, partial(_send_to_list, name, body, file_path, label), bounded=False
+        )
         if as_json:
             emit_json(_as_json(sent))
         else:
-            print_sent(sent)
+            print_sent(sent, label=shown)
         return
     if not (wait if wait is not None else file_path is not None):
 
@@ -437,15 +463,22 @@ async def _queue(
 
 async def _send_to_list(
     name: str, body: str | None, path: Path | None, label: str | None, client: Client
-) -> ListSent:
-    """As :func:`_queue`, for a send to a list under a send id chosen here."""
+) -> tuple[ListSent, str | None]:
+    """As :func:`_queue`, for a send to a list under a send id chosen here;
+    with the label its copies carry (the home's default when none was
+    given), which every message shown leads with."""
     send_id = api.new_message_id()
     try:
         with trio.fail_after(ANSWER_DEADLINE):
             if path is not None:
-                return await client.list_send_file(name, path, id=send_id, label=label)
-            assert body is not None
-            return await client.list_send_text(name, body, id=send_id, label=label)
+                sent = await client.list_send_file(name, path, id=send_id, label=label)
+            else:
+                assert body is not None
+                sent = await client.list_send_text(name, body, id=send_id, label=label)
+            if not sent.copies:
+                return sent, label
+            first = sent.copies[0]
+            return sent, (await client.message(first.id, first.contact)).label
     except trio.TooSlowError:
         why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
     except NotConfirmedError as exc:
@@ -754,8 +787,17 @@ def _show_time(label: str, ms: int | None) -> None:
 @home_option
 @json_option
 def message(message_id: str, contact_name: str | None, home: Path | None, as_json: bool) -> None:
-    """Show one message or file, either direction: its state and history."""
-    shown = run_client(home, lambda client: client.message(message_id, contact_name))
+    """Show one message or file, either direction: its state and history.
+
+    ID is a message id, or a received message's '#' as the inbox shows it
+    (#7 or 7).
+    """
+
+    async def show(client: Client) -> api.Message:
+        found, contact = await resolve_message_id(client, message_id, contact_name)
+        return await client.message(found, contact)
+
+    shown = run_client(home, show)
     if as_json:
         emit_json(message_json(shown), first="label")
         return
@@ -830,8 +872,24 @@ def outbox(contact_name: str | None, home: Path | None, as_json: bool) -> None:
 def read(
     message_ids: tuple[str, ...], contact_name: str | None, home: Path | None, as_json: bool
 ) -> None:
-    """Mark received messages read (their senders get a read receipt)."""
-    marked = run_client(home, lambda client: client.mark_read(message_ids, contact_name))
+    """Mark received messages read (their senders get a read receipt).
+
+    Each ID is a message id, or the '#' the inbox shows (#7 or 7).
+    """
+
+    async def mark(client: Client) -> int:
+        # Ids as given, or the inbox's '#' numbers, each of which names one
+        # contact's message: marked per contact.
+        by_contact: dict[str | None, list[str]] = {}
+        for given in message_ids:
+            found, contact = await resolve_message_id(client, given, contact_name)
+            by_contact.setdefault(contact, []).append(found)
+        marked = 0
+        for contact, ids in by_contact.items():
+            marked += await client.mark_read(ids, contact)
+        return marked
+
+    marked = run_client(home, mark)
     if as_json:
         emit_json({"marked": marked})
     else:

@@ -25,10 +25,12 @@ import click
 import trio
 
 from onionpost._files import read_small_file
+from onionpost.api import MAX_SEQ, MESSAGE_ID_SIZE
 from onionpost.client import Client, open_client
 from onionpost.errors import (
     ConfigError,
     DaemonNotRunningError,
+    NotFoundError,
     OnionpostError,
     StoreError,
     TorError,
@@ -38,6 +40,8 @@ from onionpost.home import HOME_ENV, Paths, default_home
 from onionpost.limits import MAX_PASSPHRASE_FILE, PASSPHRASE_PIPE_SECONDS
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from onionpost.host import SecretSource
 
 __all__ = [
@@ -57,7 +61,10 @@ __all__ = [
     "json_option",
     "printable",
     "read_passphrase_file",
+    "table_console",
+    "check_label",
     "resolve_home",
+    "resolve_message_id",
     "run_client",
     "secret_source",
 ]
@@ -257,6 +264,59 @@ def run_client(
         raise TransportError(
             f"the daemon did not answer within {deadline:g} s", reason="timeout"
         ) from None
+
+
+# A received message's '#' in the inbox: "#7" or "7". A message id is 32 hex
+# digits, so a shorter run of decimal digits is never one.
+_SEQ_DIGITS: Final = 31
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+async def resolve_message_id(
+    client: Client, given: str, contact: str | None
+) -> tuple[str, str | None]:
+    """The message id and contact that ``given`` names: a message id as it
+    is, or a received message's sequence number as the inbox shows it
+    (``#7`` or ``7``), looked up in the inbox."""
+    digits = given.removeprefix("#")
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= _SEQ_DIGITS):
+        message_id = given.lower()
+        if len(message_id) != 2 * MESSAGE_ID_SIZE or not set(message_id) <= _HEX:
+            raise ConfigError(
+                f"'{printable(given)}' is neither a message id (32 hex digits) "
+                "nor the '#' that 'onionpost inbox' shows"
+            )
+        return message_id, contact
+    seq = int(digits)
+    page = await client.inbox(after=seq - 1, limit=1) if 0 < seq <= MAX_SEQ else ()
+    if not page or page[0].seq != seq:
+        raise NotFoundError(f"no received message #{seq} (the '#' that 'onionpost inbox' shows)")
+    message = page[0]
+    if contact is not None and contact != message.contact:
+        raise NotFoundError(f"received message #{seq} is from '{message.contact}', not '{contact}'")
+    return message.id, message.contact
+
+
+# Columns of a table printed to a pipe or file: wide enough that no id,
+# address or time is cut ("b631898642d720…" cannot be copied back).
+PIPE_WIDTH: Final = 400
+
+
+def table_console() -> Console:
+    """Where tables and grids print: the terminal's width on a terminal,
+    else PIPE_WIDTH (rich would use 80 and cut cells); plain when not a
+    terminal, and never markup or highlighting of others' text."""
+    from rich.console import Console  # only the commands that print tables load rich
+
+    width = None if sys.stdout.isatty() else PIPE_WIDTH
+    return Console(highlight=False, soft_wrap=False, width=width)
+
+
+def check_label(label: str | None) -> None:
+    """An empty --label is a mistake (a variable unset in a script), not the
+    default: said here, in the command's words, not the local API's."""
+    if label is not None and not label.strip():
+        raise ConfigError("--label is empty: give a label (e.g. TLP:AMBER), or leave it out")
 
 
 def stdin_is_a_terminal() -> bool:

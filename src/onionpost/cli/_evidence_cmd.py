@@ -21,6 +21,7 @@ from onionpost.cli._common import (
     json_option,
     printable,
     run_client,
+    table_console,
 )
 from onionpost.errors import VerificationError
 from onionpost.proto import bundle
@@ -37,7 +38,7 @@ WHAT_IT_PROVES = (
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    return table_console()
 
 
 @click.group()

@@ -8,8 +8,18 @@ from pathlib import Path
 
 import click
 
+from onionpost import api
 from onionpost.cli._commands import banner
-from onionpost.cli._common import emit_json, home_option, json_option, printable, run_client
+from onionpost.cli._common import (
+    check_label,
+    emit_json,
+    home_option,
+    json_option,
+    printable,
+    resolve_message_id,
+    run_client,
+)
+from onionpost.client import Client
 
 __all__ = ["forward"]
 
@@ -34,15 +44,21 @@ def forward(
     home: Path | None,
     as_json: bool,
 ) -> None:
-    """Send message or file ID on to contact NAME, as a new message.
+    """Send message or file ID on to contact NAME, as a new message (ID: a
+    message id, or a received message's '#' as the inbox shows it).
 
     Its handling label is kept, or raised with --label, never lowered. A
     TLP:RED message goes only back to the contact it came from or went to;
     a contact that does not accept the label is refused, with the reason.
     """
-    queued = run_client(
-        home, lambda client: client.forward(message_id, to, contact=contact_name, label=label)
-    )
+
+    check_label(label)
+
+    async def send_on(client: Client) -> api.Queued:
+        found, contact = await resolve_message_id(client, message_id, contact_name)
+        return await client.forward(found, to, contact=contact, label=label)
+
+    queued = run_client(home, send_on)
     if as_json:
         record = {"label": queued.label, "id": queued.id, "state": str(queued.state), "to": to}
         emit_json(record, first="label")

@@ -11,10 +11,10 @@ import dataclasses
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from onionpost import api
 from onionpost.cli._common import (
     emit_json,
     format_ms,
@@ -22,6 +22,7 @@ from onionpost.cli._common import (
     json_option,
     printable,
     run_client,
+    table_console,
 )
 from onionpost.client import DistributionList, ListSent
 
@@ -36,11 +37,15 @@ def _print_list(found: DistributionList, verb: str) -> None:
     click.echo(f"{verb} '{printable(found.name)}': {_members(found.members)}")
 
 
-def print_sent(sent: ListSent) -> None:
-    """A send to a list, a line per copy: member, copy id, state."""
+def print_sent(sent: ListSent, *, label: str | None = None) -> None:
+    """A send to a list, a line per copy: member, copy id, state; led by
+    its handling label when known."""
+    # As _commands.banner (which imports this module).
+    lead = "" if label is None else f"[{printable(label or api.UNLABELLED)}] "
     click.echo(
-        f"{sent.kind} {sent.id} to list '{printable(sent.list)}' "
-        f"({len(sent.copies)} copies, {format_ms(sent.created_ms)})"
+        f"{lead}{sent.kind} {sent.id} to list '{printable(sent.list)}' "
+        f"({len(sent.copies)} {'copy' if len(sent.copies) == 1 else 'copies'}, "
+        f"{format_ms(sent.created_ms)})"
     )
     for copy in sent.copies:
         click.echo(f"    {printable(copy.contact)}  {copy.id}  {copy.state}")
@@ -140,4 +145,4 @@ def list_list(home: Path | None, as_json: bool) -> None:
         table.add_row(
             Text(printable(f.name)), Text(_members(f.members)), Text(format_ms(f.created_ms))
         )
-    Console(highlight=False, soft_wrap=False).print(table)
+    table_console().print(table)

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Final
 
 import click
 import trio
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -35,6 +34,7 @@ from onionpost.cli._common import (
     resolve_home,
     run_client,
     secret_source,
+    table_console,
 )
 from onionpost.errors import SelfTestError
 
@@ -189,11 +189,11 @@ def _show_owner_role(report: api.MailboxStatus) -> None:
             grid.add_row(Text("taken, unused"), Text(f"{held.unused} by {held.contact}"))
     if report.last_error:
         grid.add_row(Text("last error"), Text(printable(report.last_error)))
-    Console(highlight=False, soft_wrap=False).print(grid)
+    table_console().print(grid)
 
 
 def _show_mailbox_role(report: api.MailboxStatus) -> None:
-    console = Console(highlight=False, soft_wrap=False)
+    console = table_console()
     grid = Table.grid(padding=(0, 2))
     grid.add_row(Text("mailbox"), Text(report.mailbox or "-"))
     grid.add_row(Text("published"), Text("yes" if report.reachable else "no"))

@@ -30,8 +30,9 @@ _DIR_OPTION = click.option(
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    # One clear line first; a launch failure adds the failing node's log tail.
-    click.echo(f"error: {message}", err=True)
+    # One clear line first, as every command says it; a launch failure adds the
+    # failing node's log tail.
+    click.echo(f"onionpost: {message}", err=True)
     raise SystemExit(code)
 
 

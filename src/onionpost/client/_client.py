@@ -115,6 +115,12 @@ async def _connect(path: Path) -> trio.SocketStream:
     except _NOT_RUNNING as exc:
         sock.close()
         home = path.parent.parent
+        if not Paths.for_home(home).secrets.exists():
+            # A home never made (a --home forgotten or mistyped): starting a
+            # daemon there would only say so next.
+            raise DaemonNotRunningError(
+                f"no endpoint in {home}: run 'onionpost init' first (or give its --home)"
+            ) from exc
         raise DaemonNotRunningError(
             f"the daemon is not running for {home} (start it with 'onionpost daemon --home {home}')"
         ) from exc

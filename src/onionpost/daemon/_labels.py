@@ -150,17 +150,25 @@ def check_export(policy: LabelPolicy, selected: Sequence[Stored]) -> None:
     """Refuse the export when policy forbids one of its messages: an unknown
     label, TLP:RED, or above ``labels.export_max``. Unlabelled messages (an
     earlier sender's) are exported as such."""
+    refused: list[tuple[Stored, LabelError]] = []
     for stored in selected:
         if not stored.label:
             continue
         try:
             may_export(policy.labels.parse(stored.label), policy.export_max)
         except LabelError as exc:
-            raise LabelError(
-                f"message {stored.id.hex()} cannot be exported: {exc}",
-                reason=exc.reason,
-                label=exc.label,
-            ) from exc
+            refused.append((stored, exc))
+    if refused:
+        # The first one named, and how many there are: the reader narrows the
+        # selection once, not once per refused message.
+        first, why = refused[0]
+        others = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise LabelError(
+            f"message {first.id.hex()}{others} cannot be exported: {why}; "
+            "leave it out with --id, --since or --until",
+            reason=why.reason,
+            label=why.label,
+        ) from why
 
 
 def set_max_label(

@@ -109,6 +109,7 @@ async def run_session(parts: Parts, link: Link, session: Session) -> None:
     link.state.session_up()
     if len(link.sessions) == 1:
         link.since_ms = now_ms()
+    _note_seen(parts, link)
     parts.publish_peer(link)
     log.info(
         "event=session_up contact=%s direction=%s",
@@ -157,6 +158,22 @@ async def run_session(parts: Parts, link: Link, session: Session) -> None:
         _ended(parts, link, session, failure)
 
 
+def _note_seen(parts: Parts, link: Link) -> None:
+    """Record that the contact was there (``contact list``'s "last seen"),
+    at a session's start and end; nobody waits for it."""
+    if parts.writer.busy():
+        return
+    contact_id, when = link.contact.id, now_ms()
+    parts.writer.write_later(
+        _seen_noted,
+        lambda: parts.store.contacts.note_contact_seen(contact_id, when, success=True),
+    )
+
+
+def _seen_noted(_: object) -> None:
+    return None
+
+
 def _cancellation(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_cancellation(e) for e in exc.exceptions)
@@ -169,6 +186,8 @@ def _ended(parts: Parts, link: Link, session: Session, failure: BaseException | 
     if isinstance(failure, Shed) and failure.code is CloseCode.NORMAL:
         failure = None  # we closed it on purpose, in order (idle, superseded)
     link.state.session_down(now, going_away=peer_code == CloseCode.GOING_AWAY)
+    if session.proven:
+        _note_seen(parts, link)
     if not link.sessions:
         link.since_ms = now_ms()  # unreachable from now
     contact = contact_ref(link.contact.id)
