@@ -207,7 +207,7 @@ def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
         more = "+" if waiting == api.MAX_INBOX_LIMIT else ""
         click.echo(
             f"warning: {waiting}{more} message{'s' if waiting != 1 else ''} waiting for "
-            f"'{printable(removed.name)}' will not be sent",
+            f"'{printable(removed.name)}' will not be sent (they are marked expired)",
             err=True,
         )
 

@@ -422,8 +422,16 @@ class Daemon:
         )
         return api.ContactLabels(name, local, advertised)
 
+    def _remove_contact(self, name: str) -> tuple[Contact, list[bytes]]:
+        """The contact removed and what waited for it expired, in one transaction."""
+        with self._store.transaction():
+            contact = self._store.contacts.remove_contact(name)
+            return contact, self._store.outbox.expire_contact(contact.id)
+
     async def contact_remove(self, request: api.ContactRemove) -> api.ContactRef:
-        contact = await self._worker(self._store.contacts.remove_contact, request.name)
+        contact, expired = await self._worker(self._remove_contact, request.name)
+        for message_id in expired:
+            self._hub.publish(api.StateChange(message_id.hex(), api.MessageState.EXPIRED))
         self.engine.remove_contact(contact.id)
         await self._authorize()
         await self.host.remove_client_auth(contact.address)

@@ -500,6 +500,18 @@ class Outbox:
             ).fetchall()
         return [row[0] for row in rows]
 
+    def expire_contact(self, contact_id: int) -> list[bytes]:
+        """Expire what was never acknowledged by ``contact_id`` (queued or sent):
+        called when the contact is removed, which no acknowledgement can then
+        reach. Their sealed copies go with the next sweep of sent files."""
+        with self._database.transaction(), self._guard("expiring a contact's messages"):
+            rows = self._db.execute(
+                "UPDATE messages SET state = 'expired' WHERE direction = 'out' "
+                "AND state IN ('queued', 'sent') AND contact_id = ? RETURNING id",
+                (contact_id,),
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def listing(self, *, contact_id: int | None = None, limit: int = 100) -> list[Stored]:
         """Outgoing messages and files not yet acknowledged (queued or sent), to
         current contacts or to ``contact_id`` only, oldest first."""
