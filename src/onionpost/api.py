@@ -1780,7 +1780,9 @@ def markdown_tables() -> str:
         MessageState.DEPOSITED: "outgoing, in the contact's mailbox, not yet acknowledged",
         MessageState.DELIVERED: "outgoing, the contact has it stored",
         MessageState.READ: "read: by the contact (outgoing) or by us (incoming)",
-        MessageState.EXPIRED: "outgoing, not delivered before `message_expiry`; final",
+        MessageState.EXPIRED: (
+            "outgoing, not delivered before `message_expiry`, or its contact removed first; final"
+        ),
         MessageState.REFUSED: "outgoing file, refused by the contact for good (`reason`); final",
         MessageState.RECEIVING: "incoming file, arriving",
         MessageState.RECEIVED: "incoming, stored, not yet read",

@@ -703,7 +703,9 @@ def test_contact_remove_says_what_will_not_be_sent(runner: CliRunner, daemon: Da
     removed = invoke(runner, "--home", home, "contact", "remove", "bob")
     assert removed.exit_code == 0, removed.output
     assert removed.stdout.startswith("removed contact 'bob' (")
-    assert removed.stderr == "warning: 2 messages waiting for 'bob' will not be sent\n"
+    assert removed.stderr == (
+        "warning: 2 messages waiting for 'bob' will not be sent (they are marked expired)\n"
+    )
 
 
 def test_contact_add_of_a_missing_file_says_so(runner: CliRunner, daemon: Daemon) -> None:
