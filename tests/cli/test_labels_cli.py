@@ -110,8 +110,9 @@ def test_forward_keeps_raises_and_refuses(runner: CliRunner, daemon: Daemon) -> 
     raised = invoke(
         runner, "--home", home, "forward", amber["id"], "--to", "carol", "--label", "TLP:RED"
     )
-    assert raised.exit_code == 1  # RED goes only to its audience: carol is not in it
-    assert "carol was not one" in raised.stderr
+    # Raised to RED by the forward: a new RED message, carol its named recipient.
+    assert raised.exit_code == 0, raised.output
+    assert raised.stdout.startswith("[TLP:RED] forwarded as ")
     lowered = refused(
         invoke(
             runner, "--home", home, "forward", amber["id"], "--to", "carol", "--label", "TLP:GREEN"

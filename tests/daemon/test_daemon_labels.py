@@ -164,9 +164,18 @@ async def test_forward_keeps_or_raises_and_red_stays_in_its_audience(tmp_path: P
         # Back to its audience (the contact it came from) is allowed.
         back = await bob.daemon.forward(api.Forward(red.id, "alice"))
         assert back.label == "TLP:RED"
-        await until(lambda: len(carol.inbox_from(bob)) == 2)
-        assert _stored_labels(carol, bob) == ["TLP:AMBER", "TLP:AMBER+STRICT"]
-        assert [s.body for s in carol.inbox_from(bob)] == ["amber", "amber"]
+        # Raised to RED by the forward: a new RED message, carol its named recipient.
+        raised_red = await bob.daemon.forward(api.Forward(amber.id, "carol", label="TLP:RED"))
+        assert raised_red.label == "TLP:RED"
+        await until(lambda: len(carol.inbox_from(bob)) == 3)
+        assert _stored_labels(carol, bob) == ["TLP:AMBER", "TLP:AMBER+STRICT", "TLP:RED"]
+        assert [s.body for s in carol.inbox_from(bob)] == ["amber", "amber", "amber"]
+        # ... which carol may send on only back to bob.
+        assert carol.daemon is not None
+        carol_copy = carol.inbox_from(bob)[2].id.hex()
+        befriend(carol, alice)
+        with pytest.raises(LabelError, match="alice was not one"):
+            await carol.daemon.forward(api.Forward(carol_copy, "alice"))
 
 
 async def test_forward_checks_the_recipient_s_limit_and_the_organisation(tmp_path: Path) -> None:

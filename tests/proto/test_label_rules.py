@@ -15,6 +15,7 @@ from onionpost.proto.labels import (
     Via,
     at_most,
     check_audience,
+    forward_via,
     may_export,
     may_forward,
     may_send,
@@ -202,6 +203,8 @@ def test_may_forward(source: str, new: str, ok: bool) -> None:
         ("TLP:RED", ["carol"], Via.FORWARD, ["bob"], None, None, LabelReason.OUTSIDE_AUDIENCE),
         ("TLP:RED", ["bob"], Via.FORWARD, ["bob"], None, None, None),
         ("TLP:RED", ["carol"], Via.FORWARD, None, None, None, LabelReason.OUTSIDE_AUDIENCE),
+        # forward_via: a source raised to RED by the forward is judged as a direct send.
+        ("TLP:RED", ["carol"], forward_via(None), ["bob"], None, None, None),
         ("TLP:AMBER", ["carol"], Via.LIST, None, None, None, None),
         ("TLP:AMBER+STRICT", ["carol"], Via.LIST, None, None, None, None),
         ("TLP:AMBER+STRICT", ["carol"], Via.FORWARD, None, "acme", {"carol": "acme"}, None),
@@ -373,3 +376,10 @@ def test_no_sequence_lowers_a_label_or_lets_red_out(
         assert at_most(source, label)
         if label.is_red:
             assert reached == audience
+
+
+def test_forward_via_judges_a_red_source_by_its_audience_and_a_raise_as_direct() -> None:
+    labels = Labels(())
+    assert forward_via(labels.parse("TLP:RED")) is Via.FORWARD
+    assert forward_via(labels.parse("TLP:AMBER")) is Via.DIRECT
+    assert forward_via(None) is Via.DIRECT

@@ -19,6 +19,7 @@ from onionpost.proto.labels import (
     LabelPolicy,
     Via,
     check_audience,
+    forward_via,
     may_export,
     may_forward,
     may_send,
@@ -131,13 +132,14 @@ def forward_label(
         new = original if label is None else policy.labels.parse(label)
         may_forward(original, new)
     contact_id, name = to
+    before = policy.known(source.label) if source.label else None
     # Endorsements name organisations: until a contact is endorsed as in
     # ours, AMBER+STRICT does not go to it once our organisation is known.
     home, orgs = organisations(store, policy)
     check_audience(
         new,
         [name],
-        via=Via.FORWARD,
+        via=forward_via(before),
         audience=[source.contact],
         home_org=home,
         orgs=orgs,

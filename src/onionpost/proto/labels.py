@@ -76,6 +76,7 @@ __all__ = [
     "Via",
     "at_most",
     "check_audience",
+    "forward_via",
     "encode_label",
     "may_export",
     "may_forward",
@@ -360,6 +361,14 @@ class Via(enum.Enum):
     FORWARD = "forward"  # a received (or sent) message sent on
     LIST = "list"  # a distribution list: the sender did not name each recipient
     GROUP = "group"  # a group conversation
+
+
+def forward_via(source: Label | None) -> Via:
+    """How a forward's audience is judged: a TLP:RED source goes back only to
+    its audience (:attr:`Via.FORWARD`); any other source, raised to RED by the
+    forward, is a new RED message to the recipient the forwarder names
+    (:attr:`Via.DIRECT`)."""
+    return Via.FORWARD if source is not None and source.is_red else Via.DIRECT
 
 
 def check_audience(

@@ -44,7 +44,13 @@ from onionpost.errors import (
 )
 from onionpost.host import Handlers, serve_api
 from onionpost.proto import trust
-from onionpost.proto.labels import LabelPolicy, Via, check_audience, may_forward, may_send
+from onionpost.proto.labels import (
+    LabelPolicy,
+    check_audience,
+    forward_via,
+    may_forward,
+    may_send,
+)
 from onionpost.proto.trust import confirm_anchor
 from onionpost.proto.trust_session import RevocationBundle
 
@@ -455,7 +461,7 @@ class MemoryBackend:
         original = self.labels.known(source.get("label", ""))
         new = original if request.label is None else self.labels.labels.parse(request.label)
         may_forward(original, new)
-        check_audience(new, [request.to], via=Via.FORWARD, audience=[source["contact"]])
+        check_audience(new, [request.to], via=forward_via(original), audience=[source["contact"]])
         self._label(request.to, new.text)
         message_id = self._new_id()
         self.messages[message_id] = {
