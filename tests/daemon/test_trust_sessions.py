@@ -302,6 +302,26 @@ async def test_require_endorsement_holds_the_outbox_until_one_is_presented(
         assert _refused(bob, carol) == ""
 
 
+async def test_a_contact_added_while_running_is_judged_before_anything_goes(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    # Found on the private Tor network: a contact added to a running daemon
+    # was sent to until the next housekeeping round judged it.
+    async with network(tmp_path) as (net, nursery):
+        bob, carol = net.node("bob", require_endorsement=True), net.node("carol")
+        now = _now() * 1000
+        carol.store.contacts.add_contact(bob.name, bob.address, bob.secrets.client_auth_public, now)
+        for node in (bob, carol):
+            await node.start(nursery)
+        assert bob.daemon is not None
+        await bob.daemon.contact_add(api.ContactAdd(carol.card()))
+        assert _refused(bob, carol) == "endorsement required: none presented"
+        held = await bob.send(carol, "held")
+        hello = await carol.send(bob, "hello")
+        await until(lambda: carol.state(hello) == "delivered")
+        assert bob.state(held) == "queued"
+
+
 async def test_require_endorsement_per_contact(tmp_path: Path, clock: MockClock) -> None:
     async with network(tmp_path) as (net, nursery):
         bob, carol = net.node("bob"), net.node("carol")

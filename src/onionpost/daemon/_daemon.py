@@ -376,6 +376,9 @@ class Daemon:
         await self._authorize()
         await self.host.add_client_auth(contact.address, self._secrets.client_auth_private)
         if self.engine.running:
+            # Judged before its link starts: with require_endorsement, a new
+            # contact has presented nothing, and nothing may go to it yet.
+            await self._refusals_changed()
             self.engine.add_contact(contact)
         self.owner.changed()
         log.info("event=contact_added contact=%s", contact_ref(contact.id))
