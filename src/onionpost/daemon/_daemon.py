@@ -516,6 +516,11 @@ class Daemon:
         done = await self._worker(import_revocations, self._store, bundle, _now_ms())
         await self._refusals_changed()
         self.engine.restaple()
+        if done.stapled:
+            # Our own agency's list: contacts with no session up are dialled
+            # once (paced, as an announcement) to be handed it, so that a
+            # revocation reaches them now, not at their next text (§7.2).
+            self.engine.announce()
         return api.RevocationsImported(
             done.agency, done.serial, done.issued_at, done.revoked, done.changed
         )
