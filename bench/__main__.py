@@ -16,6 +16,7 @@ from bench import (
     mailbox_bench,
     noise_bench,
     onion_bench,
+    revocation_bench,
     session_bench,
     store_bench,
     trust_bench,
@@ -32,6 +33,7 @@ def main() -> int:
         session_bench.run,
         onion_bench.run,
         daemon_bench.run,
+        revocation_bench.run,
         churn_bench.run,
         mailbox_bench.run,
     ]

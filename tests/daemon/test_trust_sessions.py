@@ -221,6 +221,42 @@ async def test_a_revocation_reaches_another_agency_by_gossip_and_is_enforced(
         assert stored_revocations(revocations).value.serial == 2
 
 
+async def test_an_imported_list_is_carried_to_contacts_with_no_session_up(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Alice's session with Bob closed (idle) before she imports the list that
+    revokes Mallory: she dials Bob once to staple it, with nothing to send."""
+    acme, bravo = Agency.make("acme", _now()), Agency.make("bravo", _now())
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, mallory = net.node("alice"), net.node("bob"), net.node("mallory")
+        befriend(alice, bob)
+        befriend(mallory, bob)
+        first_list = acme.revocations(1, _now())
+        for node in (alice, mallory):
+            _install(node, acme)
+            node.store.trust.hold(acme.anchor.fingerprint, first_list, None)
+        _install(bob, bravo)
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        for node in (alice, bob, mallory):
+            await node.start(nursery)
+        sent = [await alice.send(bob, "one"), await mallory.send(bob, "two")]
+        await until(lambda: all(n.state(m) == "delivered" for n, m in zip((alice, mallory), sent)))
+        await until(lambda: (_verdict(bob, mallory) or ("",))[0] == "endorsed")
+        assert alice.engine is not None
+        await until(lambda: alice.engine.status(alice.contact(bob).id).reachable is False)  # type: ignore[union-attr]
+        bundle = RevocationBundle(
+            acme.delegation,
+            acme.revocations(2, _now(), Revoked(str(mallory.address), _now(), "seized")),
+            acme.checkpoint(),
+        ).encode()
+        assert alice.daemon is not None
+        await alice.daemon.trust_revocations_import(
+            api.TrustRevocationsImport(base64.b64encode(bundle).decode())
+        )
+        await until(lambda: _refused(bob, mallory) == "refused: revoked", seconds=20)
+        assert (_verdict(bob, alice) or ("",))[0] == "endorsed"
+
+
 async def test_a_split_view_of_an_agency_log_raises_an_alarm(
     tmp_path: Path, clock: MockClock
 ) -> None:
@@ -300,6 +336,26 @@ async def test_require_endorsement_holds_the_outbox_until_one_is_presented(
         await carol.send(bob, "endorsed now")
         await until(lambda: bob.state(to_carol) == "delivered")
         assert _refused(bob, carol) == ""
+
+
+async def test_a_contact_added_while_running_is_judged_before_anything_goes(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    # Found on the private Tor network: a contact added to a running daemon
+    # was sent to until the next housekeeping round judged it.
+    async with network(tmp_path) as (net, nursery):
+        bob, carol = net.node("bob", require_endorsement=True), net.node("carol")
+        now = _now() * 1000
+        carol.store.contacts.add_contact(bob.name, bob.address, bob.secrets.client_auth_public, now)
+        for node in (bob, carol):
+            await node.start(nursery)
+        assert bob.daemon is not None
+        await bob.daemon.contact_add(api.ContactAdd(carol.card()))
+        assert _refused(bob, carol) == "endorsement required: none presented"
+        held = await bob.send(carol, "held")
+        hello = await carol.send(bob, "hello")
+        await until(lambda: carol.state(hello) == "delivered")
+        assert bob.state(held) == "queued"
 
 
 async def test_require_endorsement_per_contact(tmp_path: Path, clock: MockClock) -> None:

@@ -376,6 +376,9 @@ class Daemon:
         await self._authorize()
         await self.host.add_client_auth(contact.address, self._secrets.client_auth_private)
         if self.engine.running:
+            # Judged before its link starts: with require_endorsement, a new
+            # contact has presented nothing, and nothing may go to it yet.
+            await self._refusals_changed()
             self.engine.add_contact(contact)
         self.owner.changed()
         log.info("event=contact_added contact=%s", contact_ref(contact.id))
@@ -521,6 +524,11 @@ class Daemon:
         done = await self._worker(import_revocations, self._store, bundle, _now_ms())
         await self._refusals_changed()
         self.engine.restaple()
+        if done.stapled:
+            # Our own agency's list: contacts with no session up are dialled
+            # once (paced, as an announcement) to be handed it, so that a
+            # revocation reaches them now, not at their next text (§7.2).
+            self.engine.announce()
         return api.RevocationsImported(
             done.agency, done.serial, done.issued_at, done.revoked, done.changed
         )

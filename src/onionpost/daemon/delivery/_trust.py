@@ -270,6 +270,7 @@ class Imported:
     issued_at: int
     revoked: int
     changed: int  # contacts whose verdict changed
+    stapled: bool = False  # the list of our own agency: we staple it to every contact
 
 
 def import_revocations(store: Store, data: bytes, now_ms: int) -> Imported:
@@ -315,4 +316,6 @@ def import_revocations(store: Store, data: bytes, now_ms: int) -> Imported:
     )
     changed = recheck_contacts(store, anchor, now_ms)
     value = accepted.value
-    return Imported(agency, value.serial, value.issued_at, len(value.revoked), changed)
+    own = store.trust.own()
+    stapled = own is not None and own[0] == anchor.fingerprint
+    return Imported(agency, value.serial, value.issued_at, len(value.revoked), changed, stapled)
