@@ -18,6 +18,7 @@ from bench import (
     onion_bench,
     session_bench,
     store_bench,
+    team_bench,
     trust_bench,
 )
 
@@ -32,6 +33,7 @@ def main() -> int:
         session_bench.run,
         onion_bench.run,
         daemon_bench.run,
+        team_bench.run,
         churn_bench.run,
         mailbox_bench.run,
     ]

@@ -35,7 +35,7 @@ def team(testnet: Testnet) -> Iterator[Team]:
 
 def test_a_team_channel_through_removal_addition_absence_and_a_crash(team: Team) -> None:
     four = ["alice", "bob", "carol", "dave"]
-    team.create(GROUP, admin="alice")  # erin comes later
+    team.create(GROUP, "alice", four)  # erin comes later
     refused = team["alice"].cli("group", "remove", GROUP, "erin", check=False)
     assert refused.returncode != 0  # never a member: nothing to remove
     team.wait_members(GROUP, four)

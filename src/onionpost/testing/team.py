@@ -3,7 +3,7 @@
 ::
 
     team = Team.start(root, net, ["alice", "bob", "carol", "dave"])
-    team.create("desk")                 # alice's group, every other endpoint in it
+    team.create("desk", "alice")        # alice's group, every other endpoint in it
     team.wait_members("desk", team.names)
     body = team.send("bob", "desk")     # a unique text, through the local API
     team.wait_texts([body], ["alice", "carol", "dave"])
@@ -32,7 +32,7 @@ from onionpost.errors import OnionpostError
 from onionpost.testing.endpoint import Endpoint, start_all
 from onionpost.testing.testnet import Testnet
 
-__all__ = ["TEAM_SECONDS", "Team", "TeamError"]
+__all__ = ["TEAM_SECONDS", "Held", "Team", "TeamError"]
 
 #: A wait for a text or a membership fails after this.
 TEAM_SECONDS: Final = 90.0
@@ -44,17 +44,28 @@ class TeamError(AssertionError):
     """A member did not reach the state waited for in time, or holds a text twice."""
 
 
-async def _group_bodies(home: Path) -> Counter[str]:
-    counts: Counter[str] = Counter()
+@dataclass(frozen=True)
+class Held:
+    """An incoming text as a member's store holds it."""
+
+    body: str
+    group: bool
+    received_ms: int
+
+
+async def _inbox(home: Path) -> list[Held]:
+    held: list[Held] = []
     after = 0
     async with open_client(home) as client:
         while True:
             page = await client.inbox(after=after, limit=_PAGE)
-            for message in page:
-                if message.group_id is not None and message.body is not None:
-                    counts[message.body] += 1
+            held.extend(
+                Held(m.body, m.group_id is not None, m.received_ms or 0)
+                for m in page
+                if m.body is not None
+            )
             if len(page) < _PAGE:
-                return counts
+                return held
             after = max(m.seq or 0 for m in page)
 
 
@@ -95,11 +106,10 @@ class Team:
         for endpoint in self.endpoints.values():
             endpoint.stop()
 
-    def create(self, group: str, admin: str | None = None) -> None:
-        """``admin``'s group (the first endpoint's by default) holding every endpoint."""
-        admin = admin or self.names[0]
-        members = [f"--member={name}" for name in self.names if name != admin]
-        self[admin].cli("group", "create", group, *members)
+    def create(self, group: str, admin: str, members: Iterable[str] | None = None) -> None:
+        """``admin``'s group holding ``members`` (default: every other endpoint)."""
+        others = [n for n in (self.names if members is None else members) if n != admin]
+        self[admin].cli("group", "create", group, *(f"--member={name}" for name in others))
 
     def send(self, author: str, group: str) -> str:
         """A unique text from ``author`` to ``group``; returns its body once queued."""
@@ -112,12 +122,46 @@ class Team:
         trio.run(send)
         return body
 
+    def held(self, name: str) -> list[Held]:
+        """The incoming texts in ``name``'s store, oldest first."""
+        try:
+            return trio.run(_inbox, self[name].home)
+        except OnionpostError:
+            return []  # the daemon is not (yet) answering
+
     def bodies(self, name: str) -> Counter[str]:
         """The bodies of the group texts in ``name``'s store, each with its count."""
-        try:
-            return trio.run(_group_bodies, self[name].home)
-        except OnionpostError:
-            return Counter()  # the daemon is not (yet) answering
+        return Counter(h.body for h in self.held(name) if h.group)
+
+    def send_one_to_one(self, author: str, to: Iterable[str]) -> str:
+        """The same unique text from ``author`` to each of ``to`` as a contact,
+        one send each (a group send's peer); returns its body once all are queued."""
+        body = f"{author} {time.time_ns()}"
+
+        async def send() -> None:
+            async with open_client(self[author].home) as client:
+                for name in to:
+                    await client.send_text(name, body)
+
+        trio.run(send)
+        return body
+
+    def wait_received(self, body: str, at: Iterable[str], seconds: float = TEAM_SECONDS) -> int:
+        """Until each of ``at`` holds a text ``body`` (group or not), exactly once;
+        returns the latest of their stores' receipt times (ms since the epoch)."""
+        holders = list(at)
+        deadline = time.monotonic() + seconds
+        while True:
+            found = {name: [h for h in self.held(name) if h.body == body] for name in holders}
+            if all(found.values()):
+                doubled = [name for name, held in found.items() if len(held) != 1]
+                if doubled:
+                    raise TeamError(f"{body!r} stored more than once at {doubled}")
+                return max(held[0].received_ms for held in found.values())
+            if time.monotonic() > deadline:
+                missing = sorted(name for name, held in found.items() if not held)
+                raise TeamError(f"{body!r} not at {missing} within {seconds} s")
+            time.sleep(_POLL)
 
     def members(self, name: str, group: str) -> frozenset[str] | None:
         try:
