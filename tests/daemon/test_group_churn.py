@@ -1,6 +1,7 @@
 """A team channel of 50 in-memory endpoints on MockClock (groups.md §4, §6, §8):
 two admins change the membership at random, interleaved with texts, while
-members go offline and come back (their copies wait in the authors'
+members go offline and come back (their copies deposited in their
+mailbox, for the 16 members that keep one, else waiting in the authors'
 outboxes). Seeded and bounded.
 
 At the end, with everyone back: every member at a text's head holds it
@@ -17,6 +18,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -24,13 +26,16 @@ from trio.testing import MockClock
 
 from onionpost import api
 from onionpost.store import Direction
-from onionpost.testing.memory import Node, befriend, network, until
+from onionpost.testing.memory import MailboxNode, Node, befriend, network, until
 
 SEED = 19
 MEMBERS = 50
 OUTSIDERS = 6  # members the admins add during the run, three each
 STEADY = 10  # the two admins and eight authors: never removed
-STEPS = 60
+STEPS = 40
+# m00..m15 keep a mailbox (one serves at most 16 owners); copies to the
+# others wait in the authors' outboxes.
+BOXED = 16
 MAX_OFFLINE = 5
 GROUP = "desk"
 
@@ -40,6 +45,7 @@ class Sent:
     author: str
     body: str
     receivers: frozenset[str]
+    copies: tuple[bytes, ...]
 
 
 def _group_texts(node: Node, sender: Node) -> list[str]:
@@ -56,6 +62,20 @@ def _members(node: Node, group_id: bytes) -> frozenset[str]:
     return frozenset(m.card.name for m in state.members.values())
 
 
+async def _paired(box: MailboxNode, nodes: list[Node], writers: list[Node]) -> None:
+    for node in nodes:
+        assert node.daemon is not None
+        await node.daemon.mailbox_pair(api.MailboxPair(await box.code()))
+    for writer in writers:
+        for node in nodes:
+            if node is not writer:
+                await until(partial(_knows_box, writer, node, box))
+
+
+def _knows_box(writer: Node, node: Node, box: MailboxNode) -> bool:
+    return writer.contact(node).mailbox == box.address
+
+
 async def _stopped(node: Node) -> None:
     node.stop()
     await until(lambda: not node.up)
@@ -68,7 +88,7 @@ def _head(node: Node, group_id: bytes) -> bytes | None:
 
 async def test_fifty_members_two_admins_churn_and_texts(tmp_path: Path, clock: MockClock) -> None:
     rng = random.Random(SEED)
-    async with network(tmp_path) as (net, nursery):
+    async with network(tmp_path, mailbox_after=5.0) as (net, nursery):
         nodes = {f"m{n:02}": net.node(f"m{n:02}") for n in range(MEMBERS)}
         names = list(nodes)
         admins, authors = names[:2], names[2:STEADY]
@@ -78,8 +98,12 @@ async def test_fifty_members_two_admins_churn_and_texts(tmp_path: Path, clock: M
         for a, b in itertools.combinations(names, 2):
             if a in names[:STEADY]:
                 befriend(nodes[a], nodes[b])
+        box = net.mailbox("box")
+        await box.start(nursery)
         for node in nodes.values():
             await node.start(nursery)
+        writers = [nodes[n] for n in names[:STEADY]]
+        await _paired(box, [nodes[n] for n in names[:BOXED]], writers)
         removable = names[STEADY : MEMBERS - OUTSIDERS]
         to_add = {admins[0]: names[-OUTSIDERS::2], admins[1]: names[-OUTSIDERS + 1 :: 2]}
         first = nodes[admins[0]].daemon
@@ -107,7 +131,8 @@ async def test_fifty_members_two_admins_churn_and_texts(tmp_path: Path, clock: M
                 assert not out.unreachable
                 if bytes.fromhex(out.head) == head_before:
                     assert receivers == members_before - {author}
-                sent.append(Sent(author, body, receivers))
+                copies = tuple(bytes.fromhex(c.id) for c in out.copies)
+                sent.append(Sent(author, body, receivers, copies))
             elif roll < 0.75:
                 admin = rng.choice(admins)
                 node = nodes[admin]
@@ -160,3 +185,10 @@ async def test_fifty_members_two_admins_churn_and_texts(tmp_path: Path, clock: M
         assert sent
         assert len(final) > STEADY
         assert not set(removable) <= final  # someone was removed
+        deposited = [
+            c
+            for s in sent
+            for c in s.copies
+            if nodes[s.author].store.messages.message(c).deposited_ms is not None
+        ]
+        assert deposited  # some went through the mailbox
