@@ -19,6 +19,7 @@ from bench import (
     revocation_bench,
     session_bench,
     store_bench,
+    team_bench,
     trust_bench,
 )
 
@@ -34,6 +35,7 @@ def main() -> int:
         onion_bench.run,
         daemon_bench.run,
         revocation_bench.run,
+        team_bench.run,
         churn_bench.run,
         mailbox_bench.run,
     ]

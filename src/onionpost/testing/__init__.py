@@ -18,6 +18,9 @@ With tor, driven as an operator drives a daemon:
 - :mod:`onionpost.testing.mailbox`: a :class:`~onionpost.testing.mailbox.Mailbox`
   (a home run by ``onionpost mailbox serve``) and what endpoints that use
   one need: pairing, their mailbox's status, message states, the whole inbox.
+- :mod:`onionpost.testing.team`: a :class:`~onionpost.testing.team.Team` of
+  endpoints, all each other's contacts, in a team channel: its texts and
+  membership as each member's store holds them.
 
 These reach tor only through :mod:`onionpost.tor`, and a daemon only as an
 operator does: the CLI, or :mod:`onionpost.client`.
@@ -43,4 +46,4 @@ These are built on the public names of the parts they drive: the daemon's
 the transport, and the host's :class:`~onionpost.host.InlineWorker`.
 """
 
-__all__ = ["churn", "doubles", "endpoint", "mailbox", "memory", "testnet"]
+__all__ = ["churn", "doubles", "endpoint", "mailbox", "memory", "team", "testnet"]

@@ -1,0 +1,74 @@
+"""A team channel of real daemons on the private Tor network (groups.md §11):
+texts from each member reach every other exactly once; a member removed and
+one added while another is offline, who catches up when back; kill -9 of a
+member's daemon right after its send was queued, mid fan-out.
+
+Every endpoint is a contact of every other (introductions, groups.md §9, are
+not built). Every wait is a condition under a deadline.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onionpost.testing.team import Team
+from onionpost.testing.testnet import Testnet
+
+pytestmark = pytest.mark.tor
+
+GROUP = "desk"
+
+
+@pytest.fixture(scope="module")
+def team(testnet: Testnet) -> Iterator[Team]:
+    root = Path(tempfile.mkdtemp(prefix="op-groups-", dir="/tmp"))
+    team = Team.start(root, testnet, ["alice", "bob", "carol", "dave", "erin"])
+    try:
+        yield team
+    finally:
+        team.stop()
+
+
+def test_a_team_channel_through_removal_addition_absence_and_a_crash(team: Team) -> None:
+    four = ["alice", "bob", "carol", "dave"]
+    team.create(GROUP, "alice", four)  # erin comes later
+    refused = team["alice"].cli("group", "remove", GROUP, "erin", check=False)
+    assert refused.returncode != 0  # never a member: nothing to remove
+    team.wait_members(GROUP, four)
+
+    # Texts from each member reach every other exactly once.
+    sent = {name: team.send(name, GROUP) for name in four}
+    for name in four:
+        team.wait_texts([body for author, body in sent.items() if author != name], [name])
+        assert sent[name] not in team.bodies(name)  # no copy to its author
+
+    # dave away; carol removed and erin added meanwhile; texts go on.
+    team["dave"].stop()
+    team["alice"].cli("group", "remove", GROUP, "carol")
+    team["alice"].cli("group", "add", GROUP, "erin")
+    now = ["alice", "bob", "dave", "erin"]
+    team.wait_members(GROUP, now, at=["alice", "bob", "erin"])
+    after = [team.send("alice", GROUP), team.send("bob", GROUP), team.send("erin", GROUP)]
+    team.wait_texts(after[1:], ["alice"])
+    team.wait_texts([after[0], after[2]], ["bob"])
+    team.wait_texts(after[:2], ["erin"])
+
+    # dave back: the new membership and every text sent while it was away.
+    team["dave"].start()
+    team.wait_members(GROUP, now, at=["dave"])
+    team.wait_texts(after, ["dave"])
+
+    # kill -9 of bob's daemon the moment its send is queued; back on the same home.
+    crashed = team.send("bob", GROUP)
+    team["bob"].kill()
+    team["bob"].start()
+    team.wait_texts([crashed], ["alice", "dave", "erin"])
+
+    # carol, removed, has nothing sent after her removal; nobody holds a text twice.
+    held = team.bodies("carol")
+    assert not set(held) & {*after, crashed}
+    team.check_once(team.names)
