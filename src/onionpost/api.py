@@ -1225,6 +1225,10 @@ class EvidenceExport(Request[EvidenceExported]):
     ids: tuple[str, ...] = field(
         default=(), metadata=_meta(f"these messages only (hex, at most {MAX_IDS})", _hex_ids)
     )
+    group: str | None = field(
+        default=None,
+        metadata=_meta("one team channel's messages, both ways (its name or id); not with ids"),
+    )
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from onionpost.errors import (
     NotFoundError,
 )
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.evidence import Entry, Event
 from onionpost.proto.groups import MemberCard, Operation, OpKind, sign_operation
 from onionpost.proto.identity import Identity
 from onionpost.store import Contact, Direction, State, Store
@@ -310,3 +311,31 @@ def test_forgetting_a_group_keeps_its_messages(store: Store) -> None:
     bob = store.contacts.contact("bob")
     assert store.groups.of_message(Direction.OUT, bob.id, queued.send.copies[0].message_id) is None
     assert len(store.outbox.listing()) == 2
+
+
+def test_every_operation_kept_is_an_evidence_entry_and_a_refused_one_is_not(
+    store: Store,
+) -> None:
+    def changes() -> list[Entry]:
+        log = store.evidence
+        entries = [Entry.decode(data) for _, data in log.entries(0, 1000)]
+        return [e for e in entries if e.event is Event.GROUP_CHANGED]
+
+    maker = _team(store)
+    removal = maker.apply("alice", OpKind.REMOVE, target=PEOPLE["carol"].public_key)
+    kept = changes()
+    assert [e.detail.split()[2] for e in kept] == ["create", "add", "add", "remove"]
+    assert all(e.detail.split()[1] == GROUP.hex() for e in kept)
+    assert kept[-1].detail.split()[3] == removal.hash.hex()
+    assert {e.counterparty for e in kept} == {
+        str(OnionAddress.from_public_key(PEOPLE["alice"].public_key))
+    }
+    assert all(e.time_ms == 2 for e in kept[1:])
+    size = store.evidence.size()
+    # carol, removed, may no longer rename it: refused, nothing appended.
+    with pytest.raises(GroupError):
+        maker.apply("carol", OpKind.RENAME, name="mine")
+    assert store.evidence.size() == size
+    # A replay of what the log holds appends nothing either.
+    store.groups.apply(GROUP, [removal], now=3)
+    assert store.evidence.size() == size

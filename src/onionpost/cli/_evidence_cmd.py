@@ -121,6 +121,7 @@ def _when(value: str | None, what: str) -> int | None:
 @click.option("--since", help="Messages created at or after (ISO 8601; UTC unless it says).")
 @click.option("--until", help="Messages created before (ISO 8601; UTC unless it says).")
 @click.option("--id", "ids", multiple=True, help="This message (repeat for more).")
+@click.option("--group", help="One team channel's messages, both ways (not with --id).")
 @click.option(
     "--out",
     required=True,
@@ -134,6 +135,7 @@ def export(  # noqa: PLR0917 - the options
     since: str | None,
     until: str | None,
     ids: tuple[str, ...],
+    group: str | None,
     out: Path,
     home: Path | None,
     as_json: bool,
@@ -145,7 +147,7 @@ def export(  # noqa: PLR0917 - the options
     result = run_client(
         home,
         lambda client: client.evidence_export(
-            out, contact=contact, since_ms=since_ms, until_ms=until_ms, ids=ids
+            out, contact=contact, since_ms=since_ms, until_ms=until_ms, ids=ids, group=group
         ),
     )
     if as_json:

@@ -535,10 +535,11 @@ class Client:
         since_ms: int | None = None,
         until_ms: int | None = None,
         ids: Iterable[str] = (),
+        group: str | None = None,
     ) -> api.EvidenceExported:
         """Write an evidence bundle of the selected messages to ``dest`` (a new file)."""
         return await self.request(
-            api.EvidenceExport(_absolute(dest), contact, since_ms, until_ms, tuple(ids))
+            api.EvidenceExport(_absolute(dest), contact, since_ms, until_ms, tuple(ids), group)
         )
 
     async def retry(self, contact: str | None = None) -> int:

@@ -751,6 +751,12 @@ class Daemon:
     async def evidence_export(self, request: api.EvidenceExport) -> api.EvidenceExported:
         contact_id = None if request.contact is None else await self._contact_id(request.contact)
         ids = [_parse_id(i) for i in request.ids]
+        if request.group is not None:
+            if ids:
+                raise ConfigError("select by group or by ids, not both")
+            ids = await self._worker(self._store.groups.message_ids, request.group)
+            if not ids:
+                raise ConfigError(f"no messages in the group {request.group!r} to export")
         # Files are copied out: a thread of its own, as for export_file.
         return await trio.to_thread.run_sync(
             partial(

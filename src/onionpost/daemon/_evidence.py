@@ -266,6 +266,7 @@ def export(  # noqa: PLR0917 - a selection, where to, and when
                 "since_ms": request.since_ms,
                 "until_ms": request.until_ms,
                 "ids": list(request.ids),
+                "group": request.group,
             },
         )
         manifest = bundle.case_manifest(

@@ -77,6 +77,7 @@ class Event(enum.IntEnum):
     CONTACT_ADDED = 16
     CONTACT_REMOVED = 17
     CONTACT_VERIFIED = 18  # the user confirmed the safety number (the detail)
+    GROUP_CHANGED = 19  # a team channel's membership operation kept (groups.md)
     EXPORTED = 32  # an export was made (detail: what it selected)
 
 

@@ -44,11 +44,18 @@ from onionpost.errors import (
     GroupUnknownError,
     NotFoundError,
 )
-from onionpost.limits import MAX_GROUP_PARENTS, MAX_GROUPS, MAX_LIST_SENDS_SHOWN
+from onionpost.limits import (
+    MAX_EXPORT_MESSAGES,
+    MAX_GROUP_PARENTS,
+    MAX_GROUPS,
+    MAX_LIST_SENDS_SHOWN,
+)
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.evidence import Entry, Event
 from onionpost.proto.groups import GroupLog, Operation, PostCheck, PostDecision, head_hash
 from onionpost.store._contacts import Contacts
 from onionpost.store._database import Database
+from onionpost.store._evidence import EvidenceLog
 from onionpost.store._lists import Audience
 from onionpost.store._messages import Messages
 from onionpost.store._outbox import Outbox
@@ -139,9 +146,15 @@ class Groups:
     """Keeping groups' logs, and sending and receiving their messages."""
 
     def __init__(
-        self, database: Database, contacts: Contacts, outbox: Outbox, messages: Messages
+        self,
+        database: Database,
+        contacts: Contacts,
+        outbox: Outbox,
+        messages: Messages,
+        evidence: EvidenceLog,
     ) -> None:
         self._database = database
+        self._evidence = evidence
         self._lock = database.lock
         self._guard = database.guard
         self._contacts = contacts
@@ -204,6 +217,17 @@ class Groups:
         self._db.executemany(
             "INSERT INTO group_ops (gid, arrival, hash, op, stored_ms) VALUES (?, ?, ?, ?, ?)",
             [(rowid, arrival + i, op.hash, op.encode(), now) for i, op in enumerate(ops)],
+        )
+        # Each operation kept is an entry of the evidence log (evidence.md §2):
+        # its author, the group, its kind and hash.
+        self._evidence.append(
+            Entry(
+                Event.GROUP_CHANGED,
+                now,
+                str(OnionAddress(op.author)),
+                detail=f"group {op.group_id.hex()} {op.kind.name.lower()} {op.hash.hex()}",
+            )
+            for op in ops
         )
 
     # -- logs ------------------------------------------------------------------------------
@@ -474,6 +498,19 @@ class Groups:
                     (contact.id, message_id, rowid, head_hash(heads), b"".join(heads), created_ms),
                 )
             return inserted
+
+    def message_ids(self, name: str) -> list[bytes]:
+        """Every message of the group called ``name`` (or with that id, in
+        hex), both ways, oldest first: at most MAX_EXPORT_MESSAGES + 1, so
+        that an export can say the selection is too large."""
+        group_id = self.find(name).group_id
+        with self._lock, self._guard("reading a group's messages"):
+            rows = self._db.execute(
+                "SELECT gm.message_id FROM group_messages gm JOIN groups g ON g.id = gm.gid "
+                "WHERE g.group_id = ? ORDER BY gm.rowid LIMIT ?",
+                (group_id, MAX_EXPORT_MESSAGES + 1),
+            ).fetchall()
+        return [bytes(row[0]) for row in rows]
 
     def of_message(
         self, direction: Direction, contact_id: int, message_id: bytes

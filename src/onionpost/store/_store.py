@@ -128,7 +128,7 @@ class Store:
         self.mailbox: Final = OwnerTables(database, rows, self.transfers, evidence)
         self.trust: Final = TrustAnchors(database)
         self.lists: Final = Lists(database, rows, self.contacts, self.outbox)
-        self.groups: Final = Groups(database, self.contacts, self.outbox, self.messages)
+        self.groups: Final = Groups(database, self.contacts, self.outbox, self.messages, evidence)
 
     def __repr__(self) -> str:
         return f"Store({str(self._path)!r})"
