@@ -240,7 +240,7 @@ class ChaosOptions:
             send_gap=(0.5, 2.0),
             file_share=0.15,
             file_bytes=(1_000, 40_000),
-            setup_seconds=150.0,
+            setup_seconds=240.0,
             quiesce_seconds=150.0,
             ready_seconds=90.0,
             sample_every=2.0,
