@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Final
@@ -27,6 +26,7 @@ import trio
 
 from onionpost import api
 from onionpost.daemon import _labels
+from onionpost.daemon._lists import new_send_id, now_ms
 from onionpost.daemon.delivery import DeliveryEngine
 from onionpost.errors import ConfigError, GroupNotAllowedError, UnknownContactError
 from onionpost.host import StoreWorker
@@ -43,22 +43,6 @@ log = logging.getLogger("onionpost.daemon")
 
 _ID_LEN: Final = 16
 _DONE: Final = frozenset({api.MessageState.DELIVERED, api.MessageState.READ})
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _parse_id(text: str | None) -> bytes:
-    if text is None:
-        return os.urandom(_ID_LEN)
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != _ID_LEN:
-        raise ConfigError("a send id is 32 hex digits")
-    return raw
 
 
 def group_sent_record(send: GroupSend, unreachable: Sequence[str] = ()) -> api.GroupSent:
@@ -194,7 +178,7 @@ class GroupHandlers:
                 found.group_id,
                 seq,
                 heads,
-                _now_ms(),
+                now_ms(),
                 kind,
                 **args,  # type: ignore[arg-type]
             )
@@ -207,22 +191,22 @@ class GroupHandlers:
         cards = self._cards(members)
         group_id = os.urandom(_ID_LEN)
         create = sign_operation(
-            self._identity, group_id, 1, (), _now_ms(), OpKind.CREATE, name=name, card=self._card
+            self._identity, group_id, 1, (), now_ms(), OpKind.CREATE, name=name, card=self._card
         )
         adds, heads = [], [create.hash]
         for seq, card in enumerate(cards, start=2):
             op = sign_operation(
-                self._identity, group_id, seq, heads, _now_ms(), OpKind.ADD, card=card
+                self._identity, group_id, seq, heads, now_ms(), OpKind.ADD, card=card
             )
             adds.append(op)
             heads = [op.hash]
-        made = self._store.groups.start(create, _now_ms(), adds)
+        made = self._store.groups.start(create, now_ms(), adds)
         return self._record(made)
 
     def _change(self, group: str, change: Change) -> api.Group:
         found = self._store.groups.find(group)
         ops = change(found, self._signer(found))
-        self._store.groups.apply(found.group_id, ops, _now_ms())
+        self._store.groups.apply(found.group_id, ops, now_ms())
         return self._record(self._store.groups.log(found.group_id))
 
     async def _changed(self, group: str, change: Change) -> api.Group:
@@ -324,9 +308,9 @@ class GroupHandlers:
 
     async def group_send_text(self, request: api.GroupSendText) -> api.GroupSent:
         found = await self._worker(self._store.groups.find, request.group)
-        send_id = _parse_id(request.id)
+        send_id = new_send_id(request.id)
         label = self._labels.label(request.label)
-        text = m.Text(send_id, _now_ms(), request.body, request.content_type, label.text)
+        text = m.Text(send_id, now_ms(), request.body, request.content_type, label.text)
         queued = await self._engine.queue_group_text(
             found.group_id, send_id, text, sender=self._me, audience=self._audience(label)
         )

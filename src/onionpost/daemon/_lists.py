@@ -38,11 +38,13 @@ log = logging.getLogger("onionpost.daemon")
 _ID_LEN: Final = 16
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
+    """The wall clock in ms (what sends and list changes record)."""
     return int(time.time() * 1000)
 
 
-def _parse_id(text: str | None) -> bytes:
+def new_send_id(text: str | None) -> bytes:
+    """A send's id: the client's (32 hex digits), or a new random one."""
     if text is None:
         return os.urandom(_ID_LEN)
     try:
@@ -124,13 +126,13 @@ class ListHandlers:
 
     async def list_create(self, request: api.ListCreate) -> api.DistributionList:
         lists = self._store.lists
-        made = await self._worker(lists.create, request.name, request.members, _now_ms())
+        made = await self._worker(lists.create, request.name, request.members, now_ms())
         log.info("event=list_created members=%d", len(made.members))
         return list_record(made)
 
     async def list_add(self, request: api.ListAdd) -> api.DistributionList:
         lists = self._store.lists
-        return list_record(await self._worker(lists.add, request.name, request.members, _now_ms()))
+        return list_record(await self._worker(lists.add, request.name, request.members, now_ms()))
 
     async def list_remove(self, request: api.ListRemove) -> api.DistributionList:
         lists = self._store.lists
@@ -152,7 +154,7 @@ class ListHandlers:
     async def list_send_text(self, request: api.ListSendText) -> api.ListSent:
         content = TextContent(request.body, request.content_type)
         label = self._labels.label(request.label)
-        return await self.send_to_list(request.list, _parse_id(request.id), content, label)
+        return await self.send_to_list(request.list, new_send_id(request.id), content, label)
 
     async def list_send_file(self, request: api.ListSendFile) -> api.ListSent:
         source = Path(request.path)
@@ -160,7 +162,7 @@ class ListHandlers:
             raise ConfigError("give the file's absolute path")
         label = self._labels.label(request.label)
         return await self.send_to_list(
-            request.list, _parse_id(request.id), FileContent(source), label
+            request.list, new_send_id(request.id), FileContent(source), label
         )
 
     def _audience(self, label: Label) -> Audience:
@@ -188,7 +190,7 @@ class ListHandlers:
         """Every send to a list: one copy per member, all queued in one
         transaction or none, the members resolved in it and shown to the
         label's rules and :attr:`audience` first. Idempotent on ``send_id``."""
-        now = _now_ms()
+        now = now_ms()
         label = label or self._labels.default
         audience = self._audience(label)
         if isinstance(content, TextContent):
