@@ -46,6 +46,7 @@ from onionpost.daemon.delivery import Witness
 from onionpost.proto import bundle
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity
+from onionpost.proto.labels import LabelPolicy
 from onionpost.store import Store
 from onionpost.store._evidence import EvidenceLog
 from onionpost.testing.memory import Node, befriend, network
@@ -152,7 +153,7 @@ def _verify_export(root: Path) -> tuple[float, float]:
                 s.outbox.queue_text(bob, os.urandom(16), n, f"text {n}", "text/plain", None)
         out = Path(scratch) / "case.zip"
         request = api.EvidenceExport(str(out))
-        _evidence.export(s, witness, request, None, [], 10**12)
+        _evidence.export(s, witness, LabelPolicy.build(), request, None, [], 10**12)
 
         def ours() -> float:
             start = time.perf_counter()
