@@ -46,6 +46,16 @@ def test_the_short_schedule_plays_every_kind_one_target_at_a_time(seed: int) -> 
             assert options.stop_seconds[0] <= fault.seconds <= options.stop_seconds[1]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_full_form_plays_at_least_200_faults_in_its_hour(seed: int) -> None:
+    options = chaos.ChaosOptions(seed=seed)
+    endpoints = [f"ep{i}" for i in range(options.endpoints)]
+    mailboxes = [f"box{i}" for i in range(options.mailboxes)]
+    faults = chaos.plan_faults(options, endpoints, mailboxes, ["relay0", "relay1"])
+    assert len(faults) >= 200
+    assert {f.kind for f in faults} == set(chaos.KINDS)
+
+
 def test_kinds_left_out_are_not_played() -> None:
     faults = _plan(3, disk_full=False, relay_restarts=False)
     assert not {chaos.DISK_FULL, chaos.RELAY_RESTART} & {f.kind for f in faults}
