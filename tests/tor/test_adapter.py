@@ -276,6 +276,18 @@ def test_uploads_settle_after_all_outcomes_and_quiet() -> None:
     assert (uploads.uploaded, uploads.failed) == (2, 1)
 
 
+def test_uploads_count_refusals_by_a_directory_holding_a_newer_descriptor() -> None:
+    uploads = UploadRound()
+    uploads.reset(0.0)
+    for d in ("$A", "$B"):
+        uploads.update(_hs_desc("UPLOAD", d), 0.0)
+    uploads.update(HsDescEvent(1, "FAILED", "x" * 56, "$A", "UPLOAD_REJECTED"), 0.1)
+    uploads.update(HsDescEvent(1, "FAILED", "x" * 56, "$B", "NOT_FOUND"), 0.1)
+    assert (uploads.failed, uploads.rejected) == (2, 1)
+    uploads.reset(1.0)
+    assert uploads.rejected == 0
+
+
 def test_uploads_ignore_outcomes_they_did_not_start() -> None:
     uploads = UploadRound()
     uploads.reset(0.0)

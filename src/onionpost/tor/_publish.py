@@ -93,6 +93,8 @@ class UploadRound:
     pending: Counter[str] = field(default_factory=Counter)
     uploaded: int = 0
     failed: int = 0
+    #: Failures an HSDir gave as UPLOAD_REJECTED (it holds a newer or equal revision).
+    rejected: int = 0
     first_success: float | None = None
     last_change: float = 0.0
 
@@ -100,6 +102,7 @@ class UploadRound:
         self.pending.clear()
         self.uploaded = 0
         self.failed = 0
+        self.rejected = 0
         self.first_success = None
         self.last_change = now
 
@@ -129,6 +132,8 @@ class UploadRound:
                     self.first_success = now
             else:
                 self.failed += 1
+                if event.reason == "UPLOAD_REJECTED":
+                    self.rejected += 1
         else:
             return
         self.last_change = now

@@ -583,7 +583,16 @@ class Tor:
                 raise TorError(
                     f"tor published {reported}.onion, not {service.address} that the key implies"
                 )
-            if await self._await_uploads(service):
+            settled = await self._await_uploads(service)
+            if service.uploads.rejected:
+                # An HSDir holds a descriptor with an equal or higher revision
+                # counter: clients it serves see the older one until tor uploads again.
+                log.warning(
+                    "event=descriptor_upload_rejected count=%d uploaded=%d",
+                    service.uploads.rejected,
+                    service.uploads.uploaded,
+                )
+            if settled:
                 service.republish_failures = 0
                 service.needs_publish = False
                 return
