@@ -39,7 +39,7 @@ from typing import Any
 
 import trio
 
-from bench._common import compare, fact, line
+from bench._common import SMOKE, compare, fact, line, scaled
 from onionpost import api
 from onionpost.daemon import _evidence
 from onionpost.daemon.delivery import Witness
@@ -51,10 +51,10 @@ from onionpost.store import Store
 from onionpost.store._evidence import EvidenceLog
 from onionpost.testing.memory import Node, befriend, network
 
-TEXTS = 600
-GROUP = 100
-EXPORT_TEXTS = 10_000
-PAIR_TEXTS = 2_000
+TEXTS = 40 if SMOKE else 600  # a multiple of the 20 texts a commit
+GROUP = scaled(100)
+EXPORT_TEXTS = scaled(10_000)
+PAIR_TEXTS = scaled(2_000)
 CALLERS = 4
 KEY = bytes(range(32))
 

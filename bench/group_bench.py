@@ -32,15 +32,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench._common import fact
+from bench._common import fact, scaled
 from onionpost.limits import MAX_LIST_MEMBERS
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, MemberCard, Operation, OpKind, sign_operation
 from onionpost.proto.identity import Identity
 from onionpost.store import Store
 
-OPS = 960  # with the samples, just under MAX_GROUP_LOG_OPS
-SAMPLES = 30
+OPS = scaled(960)  # with the samples, just under MAX_GROUP_LOG_OPS
+SAMPLES = scaled(30)
 KEY = bytes(range(32))
 GROUP_ID = bytes(16)
 BOB = Identity(bytes([1]) * 32)

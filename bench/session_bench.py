@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
-from bench._common import compare, line
+from bench._common import compare, line, scaled
 from onionpost.limits import FILE_CHUNK_SIZE, NOISE_MAX_MESSAGE, PADDING_BUCKETS
 from onionpost.proto import messages
 from onionpost.proto.identity import Identity, StaticKey
@@ -195,7 +195,7 @@ def run() -> Iterator[str]:
     wire = 2 + NOISE_MAX_MESSAGE  # frame bytes per 64 KiB message, both sides
 
     chunk = messages.FileChunk(os.urandom(16), 2**40, os.urandom(FILE_CHUNK_SIZE))
-    count = 600
+    count = scaled(600)
     ours, peer = compare(
         lambda: _ours_rate(keys, chunk, count) * wire / 1e6,
         lambda: _raw_rate(NOISE_MAX_MESSAGE, count) * wire / 1e6,
@@ -203,7 +203,7 @@ def run() -> Iterator[str]:
     yield line("session_64KiB_MB_per_s", ours, peer, "MB/s")
 
     text = messages.Text(os.urandom(16), 1_700_000_000_000, "x" * 200)
-    count = 4000
+    count = scaled(4000)
     ours, peer = compare(
         lambda: _ours_rate(keys, text, count),
         lambda: _raw_rate(PADDING_BUCKETS[0], count),
@@ -211,7 +211,7 @@ def run() -> Iterator[str]:
     yield line("session_200B_msgs_per_s", ours, peer, "/s")
 
     ours, peer = compare(
-        lambda: _handshake_ms(keys, PROTOCOL_NAME, 20),
-        lambda: _handshake_ms(keys, CLASSICAL, 20),
+        lambda: _handshake_ms(keys, PROTOCOL_NAME, scaled(20)),
+        lambda: _handshake_ms(keys, CLASSICAL, scaled(20)),
     )
     yield line("session_handshake_latency_ms", ours, peer, "ms")

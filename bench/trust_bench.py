@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from bench._common import compare, line, rate
+from bench._common import compare, line, rate, scaled
 from onionpost.proto.identity import Identity
 from onionpost.proto.noise import HandshakeState, KeyPair, NoiseProtocol
 from onionpost.proto.trust import (
@@ -39,7 +39,7 @@ from onionpost.proto.trust import (
 
 XX_HFS = "Noise_XXhfs_25519+MLKEM768_ChaChaPoly_BLAKE2b"
 _T0 = 1_800_000_000
-_LOG_SIZE = 1000
+_LOG_SIZE = scaled(1000)
 
 
 def _seed(what: str) -> bytes:
