@@ -22,6 +22,7 @@ import pytest
 
 from onionpost import api
 from onionpost.errors import ConfigError, GroupNotAllowedError, LabelError
+from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto import messages as m
 from onionpost.store import Direction, Stored
 from onionpost.testing.memory import Node, befriend, network, until
@@ -297,3 +298,46 @@ async def test_bad_group_file_offers_are_refused_and_nothing_is_stored(
         # The daemon serves.
         shown = await alice.daemon.groups.group_show(api.GroupShow("ops"))
         assert [g.name for g in shown.members] == ["alice", "bob"]
+
+
+async def test_a_group_file_resumes_and_a_removal_ends_it(tmp_path: Path) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, mallory = (net.node(n) for n in ("alice", "bob", "mallory"))
+        befriend(alice, bob)
+        befriend(alice, mallory)
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        made = await alice.daemon.groups.group_create(api.GroupCreate("ops", ("bob", "mallory")))
+        group_id = bytes.fromhex(made.id)
+        heads = b"".join(alice.store.groups.log(group_id).heads)
+        data = os.urandom(FILE_CHUNK_SIZE * 3)
+        offer = _offer(7, group_id, heads, data)
+
+        async def first_chunk_then_gone() -> None:
+            channel, _ = await net.connect_raw(mallory, alice)
+            reader = _Reader(channel)
+            await channel.send(offer)
+            await reader.until(m.FileAccept(offer.id, 0))
+            await channel.send(m.FileChunk(offer.id, 0, data[:FILE_CHUNK_SIZE]))
+            await channel.send(m.Ping(1))
+            await reader.until(m.Pong(1))
+            await channel.aclose()
+
+        # The session ends after one chunk; the offer again resumes where it stopped.
+        await first_chunk_then_gone()
+        await until(lambda: alice.store.transfers.arriving(offer.id, None) is not None)
+        channel, _ = await net.connect_raw(mallory, alice)
+        reader = _Reader(channel)
+        await channel.send(offer)
+        await reader.until(m.FileAccept(offer.id, FILE_CHUNK_SIZE))
+        await channel.aclose()
+
+        # Removed meanwhile: its offer is refused and what arrived is dropped.
+        await alice.daemon.groups.group_remove(api.GroupRemove("ops", ("mallory",)))
+        channel, _ = await net.connect_raw(mallory, alice)
+        reader = _Reader(channel)
+        await channel.send(offer)
+        await reader.until(m.FileReject(offer.id, m.FileRejectReason.DECLINED))
+        assert alice.store.transfers.arriving(offer.id, None) is None
+        assert _group_files(alice, mallory) == []
+        assert alice.store.integrity_check() == []

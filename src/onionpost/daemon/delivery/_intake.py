@@ -303,11 +303,16 @@ class Intake:
         """A file offered to a group: once ``may_post`` accepts its author at
         the heads it names, taken as :meth:`offer` takes a FileOffer and
         recorded as the group's (every offer of it, a resumption's too, is
-        checked again); else what to do (fetch, or refuse: nothing stored)."""
+        checked again); else what to do (fetch, or refuse: nothing stored,
+        and what arrived of it before is dropped when refused for good)."""
         contact = self._store.contacts.contact_by_id(contact_id)
         refused = self._may_post(contact, offer)
         if refused is not None:
-            return GroupOfferOutcome(check=refused)
+            done = GroupOfferOutcome(check=refused)
+            if done.final:
+                # Its author was removed while the file arrived: what arrived goes.
+                self._store.transfers.cancel_file(offer.id, contact_id=contact_id)
+            return done
         assert contact is not None
         outcome = self.offer(contact_id, offer.file_offer(), now, wait_for_room=wait_for_room)
         if outcome.reject is None:
