@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from onionpost import api
+from onionpost.daemon.delivery._intake import GroupOfferOutcome, GroupTextOutcome
 from onionpost.errors import ConfigError, GroupNotAllowedError, LabelError
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto import messages as m
@@ -341,3 +342,21 @@ async def test_a_group_file_resumes_and_a_removal_ends_it(tmp_path: Path) -> Non
         assert alice.store.transfers.arriving(offer.id, None) is None
         assert _group_files(alice, mallory) == []
         assert alice.store.integrity_check() == []
+
+
+@pytest.mark.parametrize(
+    ("check", "final"),
+    [
+        (GroupTextOutcome.NOT_A_MEMBER, True),
+        (GroupTextOutcome.REMOVED, True),
+        (GroupTextOutcome.FETCH, False),
+        (GroupTextOutcome.UNKNOWN_GROUP, False),
+        (None, False),  # accepted
+    ],
+)
+def test_which_refusals_of_a_group_file_are_final(
+    check: GroupTextOutcome | None, final: bool
+) -> None:
+    # Final: answered FileReject(DECLINED), which ends the copy at its author;
+    # the others wait for operations (a later session may decide them).
+    assert GroupOfferOutcome(check=check).final is final
