@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import logging
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from onionpost import api
 from onionpost.daemon.delivery._intake import GroupOfferOutcome, GroupTextOutcome
 from onionpost.errors import ConfigError, GroupNotAllowedError, LabelError
 from onionpost.limits import FILE_CHUNK_SIZE
+from onionpost.proto import bundle
 from onionpost.proto import messages as m
 from onionpost.store import Direction, Stored
 from onionpost.testing.memory import Node, befriend, network, until
@@ -131,7 +133,16 @@ async def test_a_file_to_a_group_reaches_every_other_member_once(tmp_path: Path)
         # The evidence log holds each copy as a file queued and received.
         export = tmp_path / "case.zip"
         exported = await bob.daemon.evidence_export(api.EvidenceExport(str(export), group="ops"))
-        assert exported.messages == 2
+        assert (exported.messages, exported.files) == (2, 2)
+        with zipfile.ZipFile(export) as archive:
+            report = bundle.verify(archive)
+        assert report.ok, report.problems
+        # alice's: both files she sent (a copy to each member) and carol's to her.
+        both_ways = tmp_path / "alice.zip"
+        mine = await alice.daemon.evidence_export(api.EvidenceExport(str(both_ways), group="ops"))
+        assert (mine.messages, mine.files) == (4, 4)
+        with zipfile.ZipFile(both_ways) as archive:
+            assert bundle.verify(archive).ok
 
 
 async def test_a_member_away_gets_the_file_when_back(tmp_path: Path) -> None:
