@@ -90,6 +90,18 @@ RECORDS: Final[dict[str, messages.Message]] = {
         "CUI//SP-CTI//NOFORN",
     ),
     "label-limit": messages.LabelLimit(("TLP:AMBER", "CUI//SP-CTI", "ACME:SENSITIVE//LES")),
+    # Team channels (groups.md §6.2): a file offered to a group at two heads.
+    "group-file-offer": messages.GroupFileOffer(
+        _id("group file"),
+        NOW * 1000 + 4,
+        "minutes.pdf",
+        len(_CONTENT),
+        hashlib.blake2b(_CONTENT).digest(),
+        "application/pdf",
+        _id("group"),
+        bytes(range(32)) + bytes(range(32, 64)),
+        "TLP:AMBER",
+    ),
 }
 
 # Records only the evolution rules make: an optional extension, and a Text

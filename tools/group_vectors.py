@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from onionpost.errors import GroupError
+from onionpost.proto import messages
 from onionpost.proto.groups import (
     GroupLog,
     MemberCard,
@@ -30,7 +31,9 @@ _PROVENANCE: Final = (
     "onionpost (the log's heads, head hash, replay order, membership, each refusal's reason) "
     "and recomputes independently: the encodings with `msgpack`, the hashes with `hashlib`, "
     "the Ed25519 signatures with `cryptography`, and the replay order and membership with a "
-    "few lines of its own."
+    "few lines of its own. `messages` are group messages at the log's heads as they go on the "
+    "wire (spec.md §5.3: GroupText 92, GroupFileOffer 93), each with its fields and its "
+    "canonical encoding, recomputed there with `msgpack`."
 )
 _T0: Final = 1_765_000_000_000
 
@@ -65,6 +68,44 @@ def _op_json(op: Operation) -> dict[str, Any]:
         "encoded": op.encode().hex(),
         "hash": op.hash.hex(),
     }
+
+
+def _message_json(what: str, record: messages.GroupText | messages.GroupFileOffer) -> Any:
+    fields = messages.wire_values(record)
+    return {
+        "what": what,
+        "tag": fields[0],
+        "fields": [v.hex() if isinstance(v, bytes) else v for v in fields[1:]],
+        "encoded": messages.encode(record).hex(),
+    }
+
+
+def _group_messages(group_id: bytes, heads: tuple[bytes, ...]) -> list[Any]:
+    """A text and a file offer (unlabelled, and labelled) to the group at ``heads``."""
+    joined = b"".join(heads)
+    offer = messages.GroupFileOffer(
+        _derive("file id", 16),
+        _T0 + 60_000,
+        "minutes.pdf",
+        12_345,
+        hashlib.blake2b(b"onionpost groups vector file content").digest(),
+        "application/pdf",
+        group_id,
+        joined,
+    )
+    text = messages.GroupText(
+        _derive("text id", 16),
+        _T0 + 50_000,
+        "the desk opens at six",
+        "text/plain",
+        group_id,
+        joined,
+    )
+    return [
+        _message_json("text", text),
+        _message_json("file_offer", offer),
+        _message_json("labelled_file_offer", replace(offer, label="TLP:AMBER")),
+    ]
 
 
 def build_groups(previous: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -147,6 +188,7 @@ def build_groups(previous: dict[str, Any] | None = None) -> dict[str, Any]:
                     for k, m in state.members.items()
                 ],
                 "refusals": refusals,
+                "messages": _group_messages(group_id, log.heads),
             }
         ],
     }

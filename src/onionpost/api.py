@@ -91,6 +91,7 @@ __all__ = [
     "GroupPromote",
     "GroupRemove",
     "GroupRename",
+    "GroupSendFile",
     "GroupSendText",
     "GroupSent",
     "GroupShow",
@@ -787,6 +788,7 @@ class GroupSent:
     unreachable: tuple[str, ...] = field(
         default=(), metadata=_meta("members no copy went to: no contact of ours")
     )
+    kind: Kind = field(default=Kind.TEXT, metadata=_meta("a text or a file"))
 
 
 @dataclass(frozen=True)
@@ -1448,6 +1450,26 @@ class GroupSendText(Request[GroupSent]):
     )
 
 
+@dataclass(frozen=True)
+class GroupSendFile(Request[GroupSent]):
+    """One file to every other member of a group at its present head: an
+    encrypted copy and an offer each, all queued in one commit."""
+
+    METHOD = "group_send_file"
+    group: str
+    path: str = field(metadata=_meta("absolute", _absolute_path))
+    id: str | None = field(
+        default=None,
+        metadata=_meta("the send's id, as for `list_send_text`", _message_id),
+    )
+    label: str | None = field(
+        default=None,
+        metadata=_meta(
+            _LABEL_DOC + "; every copy carries it, checked for every member", _label_text
+        ),
+    )
+
+
 def _expires(value: object) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool) or not 60 <= value <= 604_800:
         return "seconds from 60 to 604800"
@@ -1535,6 +1557,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         GroupShow,
         GroupList,
         GroupSendText,
+        GroupSendFile,
     )
 }
 

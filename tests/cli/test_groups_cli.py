@@ -68,6 +68,26 @@ async def test_group_commands_and_send_to_a_group(tmp_path: Path) -> None:
             assert "delivered 2/2" in one.stdout
             shown = await _run(home, "group", "show", "ops-team")
             assert "delivered 2/2" in shown.stdout
+            # A file to the group: a copy per member, followed the same way.
+            source = tmp_path / "brief.pdf"
+            source.write_bytes(b"%PDF-1.7 brief")
+            filed = await _run(home, "send", "--group", "ops-team", "--file", str(source))
+            assert filed.exit_code == 0, filed.output
+            assert filed.stdout.startswith("file ")
+            assert "to group 'ops-team'" in filed.stdout
+            sent_file = await _json(
+                home, "send", "--group", "ops-team", "--file", str(source), "--label", "TLP:GREEN"
+            )
+            assert sent_file["kind"] == "file"
+            file_ids = [bytes.fromhex(c["id"]) for c in sent_file["copies"]]
+            await until(lambda: {alice.state(i) for i in file_ids} == {"delivered"})
+            one_file = await _run(home, "message", sent_file["copies"][0]["id"])
+            assert "file brief.pdf" in one_file.stdout
+            assert "delivered 2/2" in one_file.stdout
+            waited = await _run(
+                home, "send", "--group", "ops-team", "--file", str(source), "--wait"
+            )
+            assert waited.exit_code == 2
             listed = await _json(home, "group", "list")
             assert [(g["name"], g["member"]) for g in listed] == [("ops-team", True)]
 

@@ -1,7 +1,8 @@
 """A team channel of real daemons on the private Tor network (groups.md §11):
-texts from each member reach every other exactly once; a member removed and
-one added while another is offline, who catches up when back; kill -9 of a
-member's daemon right after its send was queued, mid fan-out.
+texts from each member reach every other exactly once, and so does a
+member's file; a member removed and one added while another is offline, who
+catches up when back; kill -9 of a member's daemon right after its send was
+queued, mid fan-out.
 
 Every endpoint is a contact of every other (introductions, groups.md §9, are
 not built). Every wait is a condition under a deadline.
@@ -45,6 +46,11 @@ def test_a_team_channel_through_removal_addition_absence_and_a_crash(team: Team)
     for name in four:
         team.wait_texts([body for author, body in sent.items() if author != name], [name])
         assert sent[name] not in team.bodies(name)  # no copy to its author
+
+    # A file from a member reaches every other, whole, once.
+    folder = Path(tempfile.mkdtemp(prefix="op-group-files-", dir="/tmp"))
+    name, data = team.send_file("carol", GROUP, folder)
+    team.wait_file(name, data, ["alice", "bob", "dave"])
 
     # dave away; carol removed and erin added meanwhile; texts go on.
     team["dave"].stop()

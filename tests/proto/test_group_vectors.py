@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from onionpost.errors import GroupError
 from onionpost.proto.groups import GroupLog, Operation
+from onionpost.proto.messages import decode
 from tools.group_vectors import GROUPS_FILE, build_groups
 
 FILE = Path(__file__).resolve().parents[2] / "protocol-spec" / "vectors" / GROUPS_FILE
@@ -141,3 +142,20 @@ def test_the_replay_order_and_membership_recomputed() -> None:
     assert name == VECTOR["name"]
     assert sorted(members.items()) == [(m["identity_key"], m["name"]) for m in VECTOR["members"]]
     assert sorted(admins) == [m["identity_key"] for m in VECTOR["members"] if m["admin"]]
+
+
+@pytest.mark.parametrize("item", VECTOR["messages"], ids=lambda m: m["what"])
+def test_each_group_message_recomputed_independently(item: dict[str, Any]) -> None:
+    encoded = bytes.fromhex(item["encoded"])
+    fields = msgpack.unpackb(encoded, raw=False)
+    assert msgpack.packb(fields, use_bin_type=True) == encoded  # canonical
+    assert fields[0] == item["tag"]
+    shown = [f.hex() if isinstance(f, bytes) else f for f in fields[1:]]
+    assert shown == item["fields"]
+    # The group's id, then the log's heads concatenated, follow the content.
+    at = 5 if item["tag"] == 92 else 7
+    assert shown[at - 1] == VECTOR["group_id"]
+    assert shown[at] == "".join(VECTOR["heads"])
+    labelled = len(fields) == at + 3
+    assert labelled == (item["what"] == "labelled_file_offer")
+    assert decode(encoded) is not None

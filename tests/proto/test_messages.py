@@ -149,6 +149,18 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
         ids,
         st.integers(1, 8).map(lambda n: bytes(32 * n)),
     ),
+    m.GroupFileOffer: st.builds(
+        m.GroupFileOffer,
+        ids,
+        u64,
+        names,
+        st.integers(0, MAX_FILE_SIZE),
+        st.binary(min_size=64, max_size=64),
+        bounded_text(MAX_CONTENT_TYPE),
+        ids,
+        st.integers(1, 8).map(lambda n: bytes(32 * n)),
+        wire_labels,
+    ),
     m.LabelLimit: st.builds(
         m.LabelLimit, st.lists(wire_labels.filter(bool), max_size=4).map(tuple)
     ),
@@ -229,6 +241,7 @@ def test_wire_tags() -> None:
         "GROUP_OPS": 90,
         "GROUP_FETCH": 91,
         "GROUP_TEXT": 92,
+        "GROUP_FILE_OFFER": 93,
         "LABEL_LIMIT": 74,
         "TRUST_STAPLE": 80,
     }
@@ -587,6 +600,10 @@ def test_int_enum_fields_can_be_sent(message: object) -> None:
         m.GroupText(ID, 0, "x", "text/plain", ID, bytes(32 * 9)),
         m.GroupOps(ID, ()),
         m.GroupOps(ID, (bytes(2049),)),
+        m.GroupFileOffer(ID, 0, "a.txt", 1, bytes(64), "text/plain", ID, b""),
+        m.GroupFileOffer(ID, 0, "a.txt", 1, bytes(64), "text/plain", ID, bytes(32 * 9)),
+        m.GroupFileOffer(ID, 0, "../a", 1, bytes(64), "text/plain", ID, bytes(32)),
+        m.GroupFileOffer(ID, 0, "a.txt", MAX_FILE_SIZE + 1, bytes(64), "text/plain", ID, bytes(32)),
     ],
     ids=[
         "fetch-ragged",
@@ -596,6 +613,10 @@ def test_int_enum_fields_can_be_sent(message: object) -> None:
         "text-too-many",
         "ops-none",
         "ops-too-large",
+        "file-no-heads",
+        "file-too-many-heads",
+        "file-a-path",
+        "file-too-large",
     ],
 )
 def test_group_records_out_of_bounds_are_refused_both_ways(message: object) -> None:
@@ -612,6 +633,23 @@ def test_group_records_name_their_heads_and_hide_their_body() -> None:
     assert text.head_list() == (bytes(range(32)), bytes(32))
     assert "attack" not in repr(text)
     assert m.GroupFetch(ID, b"").head_list() == ()
+
+
+def test_a_group_file_offer_is_a_file_offer_with_its_group_and_heads() -> None:
+    heads = bytes(range(32))
+    offer = m.GroupFileOffer(ID, 5, "secret plan.pdf", 9, bytes(64), "application/pdf", ID, heads)
+    assert offer.head_list() == (heads,)
+    assert "secret" not in repr(offer)
+    assert offer.file_offer() == FileOffer(
+        ID, 5, "secret plan.pdf", 9, bytes(64), "application/pdf"
+    )
+    # Unlabelled: the label is left off, as a FileOffer's is.
+    assert encode(offer) == pack(
+        93, ID, 5, "secret plan.pdf", 9, bytes(64), "application/pdf", ID, heads
+    )
+    labelled = dataclasses.replace(offer, label="TLP:AMBER")
+    assert decode(encode(labelled)) == labelled
+    assert labelled.file_offer().label == "TLP:AMBER"
 
 
 def test_an_mb_usage_without_the_appended_field_decodes_with_none() -> None:

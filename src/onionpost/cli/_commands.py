@@ -339,7 +339,8 @@ def _read_text(text: str | None) -> str:
     "--group",
     "to_group",
     is_flag=True,
-    help="NAME is a team channel: each other member gets a copy at its log's head.",
+    help="NAME is a team channel: each other member gets a copy (a text or a --file) "
+    "at its log's head.",
 )
 @click.option(
     "--label",
@@ -376,9 +377,9 @@ def send(
     each copy's id ('onionpost list show NAME' follows their states). The
     label is checked for every member first: one refusal queues nothing.
 
-    With --group, NAME is a team channel ('onionpost group'): a text goes
-    to each other member, a copy each at the group's present head
-    ('onionpost group show NAME' follows their states).
+    With --group, NAME is a team channel ('onionpost group'): a text or a
+    --file goes to each other member, a copy each at the group's present
+    head ('onionpost group show NAME' follows their states).
     """
     if file_path is not None and text is not None:
         raise click.UsageError("give TEXT or --file, not both")
@@ -389,12 +390,15 @@ def send(
         )
     if to_list and to_group:
         raise click.UsageError("give --list or --group, not both")
-    if to_group and (file_path is not None or wait):
-        raise click.UsageError("--group sends a text, without --wait")
+    if to_group and wait:
+        raise click.UsageError(
+            "--wait follows one message: follow a group's copies with 'group show'"
+        )
     body = _read_text(text) if file_path is None else None
     if to_group:
-        assert body is not None
-        group_sent = run_client(home, partial(_send_to_group, name, body, label), bounded=False)
+        group_sent = run_client(
+            home, partial(_send_to_group, name, body, file_path, label), bounded=False
+        )
         if as_json:
             emit_json(_as_json(group_sent))
         else:
@@ -491,11 +495,16 @@ async def _send_to_list(
     )
 
 
-async def _send_to_group(name: str, body: str, label: str | None, client: Client) -> GroupSent:
+async def _send_to_group(
+    name: str, body: str | None, path: Path | None, label: str | None, client: Client
+) -> GroupSent:
     """As :func:`_queue`, for a send to a group under a send id chosen here."""
     send_id = api.new_message_id()
     try:
         with trio.fail_after(ANSWER_DEADLINE):
+            if path is not None:
+                return await client.group_send_file(name, path, id=send_id, label=label)
+            assert body is not None
             return await client.group_send_text(name, body, id=send_id, label=label)
     except trio.TooSlowError:
         why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"

@@ -50,7 +50,7 @@ def _print_group(found: Group) -> None:
 def print_group_sent(sent: GroupSent) -> None:
     """A send to a group, a line per copy: member, copy id, state."""
     click.echo(
-        f"text {sent.id} to group '{printable(sent.group)}' "
+        f"{sent.kind} {sent.id} to group '{printable(sent.group)}' "
         f"(delivered {sent.delivered}/{len(sent.copies)}, read {sent.read}/{len(sent.copies)}, "
         f"{format_ms(sent.created_ms)})"
     )

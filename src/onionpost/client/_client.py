@@ -75,7 +75,14 @@ Q = TypeVar("Q", bound=api.Request[Any])
 
 
 # Requests sent again under their id while the connection breaks.
-_SENDS = (api.SendText, api.SendFile, api.ListSendText, api.ListSendFile, api.GroupSendText)
+_SENDS = (
+    api.SendText,
+    api.SendFile,
+    api.ListSendText,
+    api.ListSendFile,
+    api.GroupSendText,
+    api.GroupSendFile,
+)
 
 
 def _with_message_id(request: Q) -> Q:
@@ -252,7 +259,8 @@ class Client:
         | api.SendTexts
         | api.ListSendText
         | api.ListSendFile
-        | api.GroupSendText,
+        | api.GroupSendText
+        | api.GroupSendFile,
     ) -> Any:
         """A send, sent again under its id while no answer comes (module docstring)."""
         if isinstance(request, api.SendTexts):
@@ -496,6 +504,14 @@ class Client:
         head, all durably queued when this returns, under the send's ``id``
         (sent again under it while the connection breaks: one send at most)."""
         return await self.request(api.GroupSendText(group, body, content_type, id, label))
+
+    async def group_send_file(
+        self, group: str, path: Path | str, *, id: str | None = None, label: str | None = None
+    ) -> api.GroupSent:
+        """A copy of the file to each other member of ``group`` at its present
+        head, each encrypted and queued in one commit when this returns, under
+        the send's ``id`` (sent again under it while the connection breaks)."""
+        return await self.request(api.GroupSendFile(group, _absolute(path), id, label))
 
     async def inbox(
         self, after: int = 0, limit: int = 100, *, unread: bool = False

@@ -179,6 +179,7 @@ class Daemon:
                 secrets.identity.public_key, secrets.client_auth_public, secrets.display_name
             ),
             config.labels,
+            max_file_size=config.max_file_size,
         )
         self.handlers: Handlers = {
             api.Whoami: self.whoami,
@@ -228,6 +229,7 @@ class Daemon:
             api.GroupShow: groups.group_show,
             api.GroupList: groups.group_list,
             api.GroupSendText: groups.group_send_text,
+            api.GroupSendFile: groups.group_send_file,
         }
 
     # -- lifecycle -----------------------------------------------------------------

@@ -8,8 +8,9 @@ like any operation received and stores it all or nothing. Changes are made
 one at a time (a lock), so two of ours never claim one ``seq``.
 
 A send to a group is one ordinary outgoing message per other member at the
-log's present head, queued in one transaction (``store.groups.queue_text``)
-and delivered pairwise over each member's link, as a list send is. A member
+log's present head, queued in one transaction (``store.groups.queue_text``,
+``queue_file``: a file is one encrypted copy and one offer per member) and
+delivered pairwise over each member's link, as a list send is. A member
 the log says was removed (or that left) sends nothing more to the group.
 """
 
@@ -20,6 +21,8 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
+from pathlib import Path
 from typing import Final
 
 import trio
@@ -30,6 +33,7 @@ from onionpost.daemon._lists import new_send_id, now_ms
 from onionpost.daemon.delivery import DeliveryEngine
 from onionpost.errors import ConfigError, GroupNotAllowedError, UnknownContactError
 from onionpost.host import StoreWorker
+from onionpost.limits import MAX_FILE_SIZE
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, MemberCard, Operation, OpKind, sign_operation
@@ -67,6 +71,7 @@ def group_sent_record(send: GroupSend, unreachable: Sequence[str] = ()) -> api.G
         delivered=sum(1 for c in copies if c.state in _DONE),
         read=sum(1 for c in copies if c.state is api.MessageState.READ),
         unreachable=tuple(unreachable),
+        kind=api.Kind(send.kind.value),
     )
 
 
@@ -91,8 +96,11 @@ class GroupHandlers:
         identity: Identity,
         card: MemberCard,
         labels: LabelPolicy | None = None,
+        *,
+        max_file_size: int = MAX_FILE_SIZE,
     ) -> None:
         self._store = store
+        self._max_file_size = max_file_size
         self._labels = labels or LabelPolicy.build()
         self._engine = engine
         self._worker = worker
@@ -315,6 +323,33 @@ class GroupHandlers:
             found.group_id, send_id, text, sender=self._me, audience=self._audience(label)
         )
         log.info("event=group_send copies=%d", len(queued.send.copies))
+        return group_sent_record(queued.send, queued.unreachable)
+
+    async def group_send_file(self, request: api.GroupSendFile) -> api.GroupSent:
+        source = Path(request.path)
+        if not source.is_absolute():
+            raise ConfigError("give the file's absolute path")
+        found = await self._worker(self._store.groups.find, request.group)
+        send_id = new_send_id(request.id)
+        label = self._labels.label(request.label)
+        # Its own thread, not the store worker: copying a file once per
+        # member must not hold up every other store call.
+        queued = await trio.to_thread.run_sync(
+            partial(
+                self._store.groups.queue_file,
+                found.group_id,
+                send_id,
+                now_ms(),
+                source,
+                self._max_file_size,
+                sender=self._me,
+                label=label.text,
+                audience=self._audience(label),
+            )
+        )
+        for copy in queued.send.copies:
+            self._engine.kick(copy.contact_id)
+        log.info("event=group_send kind=file copies=%d", len(queued.send.copies))
         return group_sent_record(queued.send, queued.unreachable)
 
     # -- messages ------------------------------------------------------------------------

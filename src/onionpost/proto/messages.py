@@ -76,6 +76,7 @@ __all__ = [
     "FileReject",
     "GroupFetch",
     "GroupOps",
+    "GroupFileOffer",
     "GroupText",
     "LabelLimit",
     "LogCosign",
@@ -164,6 +165,8 @@ class MessageType(enum.IntEnum):
     GROUP_OPS = 90
     GROUP_FETCH = 91
     GROUP_TEXT = 92
+    # a file offered to the group at its author's log heads
+    GROUP_FILE_OFFER = 93
     # The highest handling label the sender accepts (spec.md §Handling labels).
     LABEL_LIMIT = 74
     # Agency trust (trust.md §7.1): the sender's endorsement, list and checkpoint.
@@ -271,14 +274,18 @@ class FileOffer(_Record):
     label: str = ""  # appended, as Text's
 
     def _validate(self) -> None:
-        if self.size > MAX_FILE_SIZE:
-            raise MessageDecodeError("file too large")
-        # A name is a name, never a path (the receiver stores it under its own).
-        if file_name_problem(self.name) is not None:
-            raise MessageDecodeError("bad file name")
+        _check_file(self.size, self.name)
 
     def __repr__(self) -> str:
         return f"FileOffer(id={self.id.hex()}, size={self.size}, label={self.label!r})"
+
+
+def _check_file(size: int, name: str) -> None:
+    if size > MAX_FILE_SIZE:
+        raise MessageDecodeError("file too large")
+    # A name is a name, never a path (the receiver stores it under its own).
+    if file_name_problem(name) is not None:
+        raise MessageDecodeError("bad file name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -702,6 +709,64 @@ class GroupText(_Record):
 
 
 @dataclass(frozen=True, slots=True)
+class GroupFileOffer(_Record):
+    """A file offered to a group: a FileOffer's first six fields, the group's
+    id and the heads of its author's log when it sent it (as a GroupText's),
+    and its handling label. The transfer that follows is a FileOffer's
+    (FileAccept, FileChunk, FileComplete under the same id)."""
+
+    TAG = MessageType.GROUP_FILE_OFFER
+    SCHEMA = (
+        (_Kind.ID, 0),
+        (_Kind.U64, 0),
+        (_Kind.TEXT, MAX_FILE_NAME),
+        (_Kind.U64, 0),
+        (_Kind.HASH, 0),
+        (_Kind.TEXT, MAX_CONTENT_TYPE),
+        (_Kind.ID, 0),
+        (_Kind.DATA, 0),
+        (_Kind.LABEL, MAX_LABEL),
+    )
+    OPTIONAL = 1
+    TRIM = True
+    id: bytes
+    created_ms: int
+    name: str
+    size: int
+    blake2b: bytes
+    content_type: str
+    group_id: bytes
+    heads: bytes
+    label: str = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"GroupFileOffer(id={self.id.hex()}, group={self.group_id.hex()}, size={self.size}, "
+            f"label={self.label!r})"
+        )
+
+    def _validate(self) -> None:
+        _check_file(self.size, self.name)
+        _check_heads(self.heads, MAX_GROUP_PARENTS, least=1)
+
+    def head_list(self) -> tuple[builtins.bytes, ...]:
+        return _split_heads(self.heads)
+
+    def file_offer(self) -> FileOffer:
+        """The one-to-one offer of the same file: what the transfer and the
+        evidence log work with."""
+        return FileOffer(
+            self.id,
+            self.created_ms,
+            self.name,
+            self.size,
+            self.blake2b,
+            self.content_type,
+            self.label,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class LabelLimit(_Record):
     """The highest handling labels the sender accepts, one per scheme it
     accepts (sent at the start of a session; an optional extension, which a
@@ -773,6 +838,7 @@ Message = (
     | GroupOps
     | GroupFetch
     | GroupText
+    | GroupFileOffer
     | LabelLimit
     | TrustStaple
 )
@@ -812,6 +878,7 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         GroupOps,
         GroupFetch,
         GroupText,
+        GroupFileOffer,
         LabelLimit,
         TrustStaple,
     )

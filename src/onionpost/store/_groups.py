@@ -34,6 +34,7 @@ import hashlib
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from onionpost.errors import (
@@ -56,10 +57,11 @@ from onionpost.proto.groups import GroupLog, Operation, PostCheck, PostDecision,
 from onionpost.store._contacts import Contacts
 from onionpost.store._database import Database
 from onionpost.store._evidence import EvidenceLog
+from onionpost.store._files import digest_of
 from onionpost.store._lists import Audience
 from onionpost.store._messages import Messages
 from onionpost.store._outbox import Outbox
-from onionpost.store._records import Contact, Direction, State
+from onionpost.store._records import Contact, Direction, Kind, State
 from onionpost.store._rows import check_id
 
 __all__ = [
@@ -109,6 +111,7 @@ class GroupSend:
     head: bytes
     created_ms: int
     copies: tuple[GroupCopy, ...]
+    kind: Kind = Kind.TEXT
 
 
 @dataclass(frozen=True)
@@ -355,7 +358,7 @@ class Groups:
     def _send(self, send_id: bytes) -> GroupSend | None:
         rows = self._db.execute(
             "SELECT g.group_id, g.name, gm.head, gm.created_ms, gm.contact_id, c.name, "
-            "gm.message_id, m.state, m.deposited_ms "
+            "gm.message_id, m.state, m.deposited_ms, m.kind "
             "FROM group_messages gm JOIN groups g ON g.id = gm.gid "
             "JOIN contacts c ON c.id = gm.contact_id "
             "JOIN messages m ON m.direction = 'out' AND m.contact_id = gm.contact_id "
@@ -371,7 +374,9 @@ class Groups:
             GroupCopy(r[4], r[5], bytes(r[6]), State(r[7]), deposited=r[8] is not None)
             for r in rows
         )
-        return GroupSend(send_id, bytes(first[0]), first[1], bytes(first[2]), first[3], copies)
+        return GroupSend(
+            send_id, bytes(first[0]), first[1], bytes(first[2]), first[3], copies, Kind(first[9])
+        )
 
     def send(self, send_id: bytes) -> GroupSend:
         """A group send by its id; :class:`NotFoundError`."""
@@ -457,6 +462,101 @@ class Groups:
         assert send is not None
         return QueuedGroupCopies(send, tuple(new), tuple(unreachable), heads)
 
+    def queue_file(
+        self,
+        group_id: bytes,
+        send_id: bytes,
+        created_ms: int,
+        source: Path,
+        max_size: int,
+        *,
+        sender: bytes,
+        content_type: str = "application/octet-stream",
+        expires_at: int | None = None,
+        label: str = "",
+        audience: Audience | None = None,
+    ) -> QueuedGroupCopies:
+        """Queue a file from ``sender`` to every other member of a group at
+        its present heads: one encrypted copy and one offer each, all queued
+        in one transaction with the send's record
+        (:meth:`Outbox.queue_file_copies`; the copies are made outside the
+        lock), as :meth:`queue_text` queues a text, with its errors and its
+        ``audience``. Idempotent on ``send_id`` (the same file name, content
+        type, label and BLAKE2b, else :class:`ConfigError`): the copies are
+        those queued the first time. The daemon kicks each copy's contact."""
+        check_id(send_id, "a send id")
+        source = Path(source)
+        with self._lock, self._guard("queueing a group send"):
+            self._rowid(group_id)
+            before = self._send(send_id)
+            if before is None:
+                log = self._log(group_id)
+                if not log.state.is_member(sender):
+                    raise GroupNotAllowedError("we are no longer a member of this group")
+                contacts, unreachable = self._audience(log, sender)
+                if not contacts:
+                    raise ConfigError(f"no member of the group {log.state.name!r} is a contact")
+                if audience is not None:
+                    audience(contacts)
+                heads = sent_heads(log)
+        if before is not None:
+            self._check_same_file(before, group_id, source, max_size, content_type, label)
+            return QueuedGroupCopies(before, ())
+        copies = [(c.id, group_copy_id(send_id, c.address.public_key)) for c in contacts]
+
+        def record() -> None:
+            # In the copies' transaction: the group is still kept (else nothing is queued).
+            rowid = self._rowid(group_id)
+            self._db.executemany(
+                "INSERT INTO group_messages (direction, contact_id, message_id, gid, send_id, "
+                "head, heads, created_ms) VALUES ('out', ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (c, i, rowid, send_id, head_hash(heads), b"".join(heads), created_ms)
+                    for c, i in copies
+                ],
+            )
+
+        self._outbox.queue_file_copies(
+            copies,
+            created_ms,
+            source.name,
+            source,
+            max_size,
+            content_type=content_type,
+            expires_at=expires_at,
+            also=record,
+            label=label,
+        )
+        with self._lock, self._guard("reading a group send"):
+            send = self._send(send_id)
+        assert send is not None
+        return QueuedGroupCopies(send, (), tuple(unreachable), heads)
+
+    def _check_same_file(  # noqa: PLR0917 - a send, and what it is made again with
+        self,
+        before: GroupSend,
+        group_id: bytes,
+        source: Path,
+        max_size: int,
+        content_type: str,
+        label: str,
+    ) -> None:
+        """A group file send made again must be the same send: ConfigError."""
+        first = before.copies[0]
+        stored = self._messages.message(first.message_id, contact_id=first.contact_id)
+        file = stored.file
+        same = (
+            before.group_id == group_id
+            and file is not None
+            and (file.name, file.content_type, stored.label) == (source.name, content_type, label)
+            and digest_of(source, max_size) == file.blake2b
+        )
+        if not same:
+            raise ConfigError(
+                f"send id {before.id.hex()} is already another send "
+                "(a send made again must name the same group and content)"
+            )
+
     # -- receiving -----------------------------------------------------------------------------
 
     def check_post(self, group_id: bytes, author: bytes, heads: Sequence[bytes]) -> PostCheck:
@@ -498,6 +598,30 @@ class Groups:
                     (contact.id, message_id, rowid, head_hash(heads), b"".join(heads), created_ms),
                 )
             return inserted
+
+    def note_file(
+        self,
+        contact: Contact,
+        group_id: bytes,
+        heads: Sequence[bytes],
+        message_id: bytes,
+        created_ms: int,
+    ) -> None:
+        """Record that the file ``contact`` offers under ``message_id`` at
+        ``heads`` is the group's, once :meth:`GroupLog.may_post` accepts it
+        (as :meth:`store_text`, with its errors; nothing is recorded then).
+        Called in the transaction that starts (or resumes) its transfer; a
+        file recorded already stays as it is."""
+        with self._database.transaction(), self._guard("storing a group message"):
+            rowid = self._rowid(group_id)
+            check = self._log(group_id).may_post(contact.address.public_key, heads)
+            if check.decision is not PostDecision.ACCEPT:
+                raise GroupNotAllowedError(f"a group message refused: {check.decision.value}")
+            self._db.execute(
+                "INSERT OR IGNORE INTO group_messages (direction, contact_id, message_id, gid, "
+                "send_id, head, heads, created_ms) VALUES ('in', ?, ?, ?, NULL, ?, ?, ?)",
+                (contact.id, message_id, rowid, head_hash(heads), b"".join(heads), created_ms),
+            )
 
     def message_ids(self, name: str) -> list[bytes]:
         """Every message of the group called ``name`` (or with that id, in

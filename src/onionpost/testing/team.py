@@ -18,6 +18,8 @@ a failure raises :class:`TeamError`.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -66,6 +68,29 @@ async def _inbox(home: Path) -> list[Held]:
             )
             if len(page) < _PAGE:
                 return held
+            after = max(m.seq or 0 for m in page)
+
+
+async def _group_files(home: Path, name: str) -> list[bytes | None]:
+    """The group's files named ``name`` in ``home``'s inbox: each one's
+    content once complete (exported beside the home), else None."""
+    found: list[bytes | None] = []
+    after = 0
+    async with open_client(home) as client:
+        while True:
+            page = await client.inbox(after=after, limit=_PAGE)
+            for m in page:
+                if m.file is None or m.file.name != name or m.group_id is None:
+                    continue
+                if not m.file.complete:
+                    found.append(None)
+                    continue
+                dest = home.parent / f"{home.name}-{m.id}.out"
+                if not dest.exists():
+                    await client.export_file(m.id, dest)
+                found.append(dest.read_bytes())
+            if len(page) < _PAGE:
+                return found
             after = max(m.seq or 0 for m in page)
 
 
@@ -121,6 +146,45 @@ class Team:
 
         trio.run(send)
         return body
+
+    def send_file(self, author: str, group: str, folder: Path) -> tuple[str, bytes]:
+        """A unique file (several chunks) from ``author`` to ``group``, written
+        in ``folder``; returns its name and content once queued."""
+        name = f"{author}-{time.time_ns()}.bin"
+        data = os.urandom(150_000)
+        path = (folder / name).absolute()
+        path.write_bytes(data)
+
+        async def send() -> None:
+            async with open_client(self[author].home) as client:
+                await client.group_send_file(group, path)
+
+        trio.run(send)
+        return name, data
+
+    def wait_file(
+        self, name: str, data: bytes, at: Iterable[str], seconds: float = TEAM_SECONDS
+    ) -> None:
+        """Until each of ``at`` holds the group's file ``name`` complete, exactly
+        once, with the content ``data`` (exported and compared)."""
+        pending = set(at)
+        deadline = time.monotonic() + seconds
+        while pending:
+            for holder in sorted(pending):
+                try:
+                    found = trio.run(_group_files, self[holder].home, name)
+                except OnionpostError:
+                    found = []  # the daemon is not (yet) answering
+                if len(found) > 1:
+                    raise TeamError(f"{name} stored more than once at {holder}")
+                if found and found[0] is not None:
+                    if hashlib.blake2b(found[0]).digest() != hashlib.blake2b(data).digest():
+                        raise TeamError(f"{name} at {holder} is not the file sent")
+                    pending.discard(holder)
+            if pending and time.monotonic() > deadline:
+                raise TeamError(f"{name} not at {sorted(pending)} within {seconds} s")
+            if pending:
+                time.sleep(_POLL)
 
     def held(self, name: str) -> list[Held]:
         """The incoming texts in ``name``'s store, oldest first."""

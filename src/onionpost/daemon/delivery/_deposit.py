@@ -206,15 +206,15 @@ def _add_outgoing(
     progress: Progress,
 ) -> bool:
     """Add what of ``outgoing`` fits; False once the envelope is full."""
+    group = store.groups.wire_info(outgoing.contact_id, [outgoing.id]).get(outgoing.id)
     if outgoing.file is None:
-        group = store.groups.wire_info(outgoing.contact_id, [outgoing.id]).get(outgoing.id)
         if not add(wire_record(outgoing, group)):
             return False
         progress.append((outgoing.id, 0, True))
         return True
     size = outgoing.file.size
     start = offset = outgoing.deposit_offset
-    if start == 0 and not add(wire_record(outgoing)):
+    if start == 0 and not add(wire_record(outgoing, group)):
         return False
     while offset < size:
         length = min(MAILBOX_PART, size - offset)

@@ -14,7 +14,7 @@ import trio
 
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
-from onionpost.daemon.delivery._intake import FINAL_REJECTIONS
+from onionpost.daemon.delivery._intake import FINAL_REJECTIONS, OfferOutcome
 from onionpost.daemon.delivery._records import FileJob, Link, Parts, Session, now_ms
 from onionpost.daemon.delivery._views import message_record
 from onionpost.errors import NotFoundError
@@ -22,7 +22,7 @@ from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto import messages
 from onionpost.store import Direction
 
-__all__ = ["on_accept", "on_chunk", "on_offer", "on_refusal"]
+__all__ = ["answer_offer", "on_accept", "on_chunk", "on_offer", "on_refusal"]
 
 log = logging.getLogger("onionpost.daemon")
 
@@ -39,13 +39,18 @@ def _crossed_mark(offset: int, end: int, size: int) -> bool:
 
 async def on_offer(parts: Parts, link: Link, session: Session, offer: messages.FileOffer) -> None:
     outcome = await parts.writer.write(parts.intake.offer, link.contact.id, offer, now_ms())
+    await answer_offer(session, offer.id, outcome)
+
+
+async def answer_offer(session: Session, file_id: bytes, outcome: OfferOutcome) -> None:
+    """The answer to a file offer (a FileOffer's, or a group's once accepted)."""
     if outcome.reject is not None:
-        await session.reply(messages.FileReject(offer.id, outcome.reject))
+        await session.reply(messages.FileReject(file_id, outcome.reject))
     elif outcome.complete:
         # Already complete (the sender missed our FileComplete): say so again.
-        await session.reply(messages.FileComplete(offer.id))
+        await session.reply(messages.FileComplete(file_id))
     else:
-        await session.reply(messages.FileAccept(offer.id, outcome.offset))
+        await session.reply(messages.FileAccept(file_id, outcome.offset))
 
 
 async def on_accept(

@@ -10,6 +10,9 @@
                       the change (gossip: nobody relays messages, only operations)
     GroupText in  ──► the intake's may_post decision: stored and acked, or held
                       while the missing operations are fetched, or refused
+    GroupFileOffer ─► the same decision; accepted, it is answered as a
+                      FileOffer (FileAccept, ...) and the transfer is a file's;
+                      refused for good (not-a-member, removed): FileReject
 
 A GroupFetch is both the offer and the question ("my heads are these: what do
 I lack?"), so one exchange brings both sides level. Everything is bounded per
@@ -28,6 +31,7 @@ import trio
 
 from onionpost._logs import contact_ref
 from onionpost.api import GroupChange
+from onionpost.daemon.delivery._files import answer_offer
 from onionpost.daemon.delivery._intake import GroupTextOutcome
 from onionpost.daemon.delivery._records import Link, Parts, Session, now_ms
 from onionpost.daemon.delivery._views import message_record
@@ -43,7 +47,9 @@ from onionpost.proto.messages import MAX_BLOBS
 
 __all__ = [
     "offer_groups",
+    "drop_waiting",
     "on_group_fetch",
+    "on_group_file_offer",
     "on_group_ops",
     "on_group_text",
     "ops_records",
@@ -175,8 +181,11 @@ async def on_group_ops(
             await _fetch(parts, s, r.group_id)  # a full answer: there may be more
     waiting = [t for t in s.group_waiting if t.group_id == r.group_id]
     s.group_waiting = [t for t in s.group_waiting if t.group_id != r.group_id]
-    for text in waiting:
-        await _decide(parts, link, s, text, fetch=False)
+    for held in waiting:
+        if isinstance(held, messages.GroupFileOffer):
+            await _decide_offer(parts, link, s, held, fetch=False)
+        else:
+            await _decide(parts, link, s, held, fetch=False)
 
 
 async def on_group_text(
@@ -208,3 +217,49 @@ async def _decide(
     # Refused, or it cannot be decided this session: nothing stored, no Ack
     # (its sender keeps it queued; a member removed has it expire there).
     log.info("event=group_text_refused contact=%s why=%s", contact_ref(contact_id), done.value)
+
+
+async def on_group_file_offer(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.GroupFileOffer
+) -> None:
+    await _decide_offer(parts, link, s, r, fetch=True)
+
+
+async def _decide_offer(
+    parts: Parts, link: Link, s: Session, offer: messages.GroupFileOffer, *, fetch: bool
+) -> None:
+    """Take, hold or refuse one file offered to a group (the intake decides)."""
+    contact_id = link.contact.id
+    done = await parts.writer.write(parts.intake.group_offer, contact_id, offer, now_ms())
+    if done.offer is not None:
+        await answer_offer(s, offer.id, done.offer)
+        return
+    assert done.check is not None
+    if done.check.waits and fetch and len(s.group_waiting) < MAX_GROUP_TEXTS_WAITING:
+        s.group_waiting.append(offer)
+        await _fetch(parts, s, offer.group_id)
+        return
+    if done.final:
+        # Its author may not post there: the copy ends at its author for good.
+        await s.reply(messages.FileReject(offer.id, messages.FileRejectReason.DECLINED))
+    log.info(
+        "event=group_file_refused contact=%s id=%s why=%s",
+        contact_ref(contact_id),
+        offer.id.hex(),
+        done.check.value,
+    )
+
+
+def drop_waiting(link: Link, session: Session) -> None:
+    """At a session's end: the group records still waiting for operations
+    that never came are dropped, nothing stored, each logged once (their
+    authors keep them queued and send them again in a later session)."""
+    for held in session.group_waiting:
+        what = "file" if isinstance(held, messages.GroupFileOffer) else "text"
+        log.info(
+            "event=group_%s_refused contact=%s id=%s why=not-fetched",
+            what,
+            contact_ref(link.contact.id),
+            held.id.hex(),
+        )
+    session.group_waiting = []

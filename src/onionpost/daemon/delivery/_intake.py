@@ -34,7 +34,7 @@ from onionpost.limits import MAX_GROUP_LOG_OPS
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, Operation, OpKind, PostDecision
-from onionpost.store import Direction, Kind, Store, Stored, ever_members
+from onionpost.store import Contact, Direction, Kind, Store, Stored, ever_members
 
 __all__ = [
     "Applied",
@@ -42,6 +42,7 @@ __all__ = [
     "ChunkOutcome",
     "EnvelopeReceipt",
     "GroupFetchOutcome",
+    "GroupOfferOutcome",
     "GroupOpsOutcome",
     "GroupTextOutcome",
     "Intake",
@@ -114,6 +115,21 @@ class GroupTextOutcome(enum.Enum):
     @property
     def waits(self) -> bool:
         return self in (GroupTextOutcome.FETCH, GroupTextOutcome.UNKNOWN_GROUP)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOfferOutcome:
+    """What a group's file offer did (groups.md §6.1): accepted as the group's
+    and answered as a FileOffer is (``offer``), or, ``check`` saying why,
+    held while its operations are fetched or refused (nothing stored)."""
+
+    check: GroupTextOutcome | None = None
+    offer: OfferOutcome | None = None
+
+    @property
+    def final(self) -> bool:
+        """Refused for good: its author is no member at those heads, or removed."""
+        return self.check in (GroupTextOutcome.NOT_A_MEMBER, GroupTextOutcome.REMOVED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,20 +257,32 @@ class Intake:
         contact = self._store.contacts.contact_by_id(contact_id)
         return None if contact is None else contact.address.public_key
 
+    def _may_post(
+        self, contact: Contact | None, record: messages.GroupText | messages.GroupFileOffer
+    ) -> GroupTextOutcome | None:
+        """None when ``may_post`` accepts the record's author at the heads it
+        names; else what to do (fetch, or refuse)."""
+        groups = self._store.groups
+        if contact is None or not groups.known(record.group_id):
+            return GroupTextOutcome.UNKNOWN_GROUP
+        check = groups.check_post(record.group_id, contact.address.public_key, record.head_list())
+        if check.decision is PostDecision.FETCH:
+            return GroupTextOutcome.FETCH
+        if check.decision is not PostDecision.ACCEPT:
+            return GroupTextOutcome(check.decision.value)
+        return None
+
     def group_text(self, contact_id: int, text: messages.GroupText, now: int) -> GroupTextOutcome:
         """Store a group text as its group's once ``may_post`` accepts its
         author at the heads it names; else say what to do (fetch, or refuse:
         nothing stored)."""
         groups = self._store.groups
         contact = self._store.contacts.contact_by_id(contact_id)
-        if contact is None or not groups.known(text.group_id):
-            return GroupTextOutcome.UNKNOWN_GROUP
+        refused = self._may_post(contact, text)
+        if refused is not None:
+            return refused
+        assert contact is not None
         heads = text.head_list()
-        check = groups.check_post(text.group_id, contact.address.public_key, heads)
-        if check.decision is PostDecision.FETCH:
-            return GroupTextOutcome.FETCH
-        if check.decision is not PostDecision.ACCEPT:
-            return GroupTextOutcome(check.decision.value)
         unread = self._store.messages.unread_count(contact_id, kind=Kind.TEXT)
         if unread >= self._bounds.max_unread:
             return GroupTextOutcome.FULL
@@ -263,6 +291,35 @@ class Intake:
             text.content_type, now, label=text.label,
         )  # fmt: skip
         return GroupTextOutcome.STORED if new else GroupTextOutcome.REPEATED
+
+    def group_offer(
+        self,
+        contact_id: int,
+        offer: messages.GroupFileOffer,
+        now: int,
+        *,
+        wait_for_room: bool = False,
+    ) -> GroupOfferOutcome:
+        """A file offered to a group: once ``may_post`` accepts its author at
+        the heads it names, taken as :meth:`offer` takes a FileOffer and
+        recorded as the group's (every offer of it, a resumption's too, is
+        checked again); else what to do (fetch, or refuse: nothing stored,
+        and what arrived of it before is dropped when refused for good)."""
+        contact = self._store.contacts.contact_by_id(contact_id)
+        refused = self._may_post(contact, offer)
+        if refused is not None:
+            done = GroupOfferOutcome(check=refused)
+            if done.final:
+                # Its author was removed while the file arrived: what arrived goes.
+                self._store.transfers.cancel_file(offer.id, contact_id=contact_id)
+            return done
+        assert contact is not None
+        outcome = self.offer(contact_id, offer.file_offer(), now, wait_for_room=wait_for_room)
+        if outcome.reject is None:
+            self._store.groups.note_file(
+                contact, offer.group_id, offer.head_list(), offer.id, offer.created_ms
+            )
+        return GroupOfferOutcome(offer=outcome)
 
     def group_ops(
         self,
@@ -506,6 +563,8 @@ class Intake:
                     outcome.mailbox_changed = True
                 elif isinstance(record, messages.GroupOps):
                     self._envelope_group_ops(contact_id, record, now, outcome)
+                elif isinstance(record, messages.GroupFileOffer):
+                    self._envelope_group_offer(contact_id, record, now, acks, new)
                 elif isinstance(record, messages.GroupText):
                     # After the envelope's operations (a text follows what its
                     # author made before it): unacked unless stored, so it
@@ -571,6 +630,28 @@ class Intake:
         if result.completed_now:
             new.append(offer.id)
         if result.complete:
+            acks.append(offer.id)
+
+    def _envelope_group_offer(
+        self,
+        contact_id: int,
+        offer: messages.GroupFileOffer,
+        now: int,
+        acks: list[bytes],
+        new: list[bytes],
+    ) -> None:
+        done = self.group_offer(contact_id, offer, now, wait_for_room=True)
+        if done.offer is None:
+            # Its parts that follow find no transfer: it comes again directly.
+            log.info(
+                "event=group_file_refused contact=%s why=%s via=mailbox",
+                contact_ref(contact_id),
+                None if done.check is None else done.check.value,
+            )
+            return
+        if done.offer.completed_now:
+            new.append(offer.id)
+        if done.offer.complete:
             acks.append(offer.id)
 
     def _complete_file(self, contact_id: int, file_id: bytes) -> bool:

@@ -85,7 +85,7 @@ class Session:
     group_fetches_sent: int = 0
     group_fetches_answered: int = 0
     groups_offered: bool = False
-    group_waiting: list[messages.GroupText] = field(default_factory=list)
+    group_waiting: list[messages.GroupText | messages.GroupFileOffer] = field(default_factory=list)
     # Operations of a group we do not hold yet, taken while its log does not
     # yet make both ends members (bounded by MAX_GROUP_LOG_OPS a group).
     group_joining: dict[bytes, tuple[bytes, ...]] = field(default_factory=dict)

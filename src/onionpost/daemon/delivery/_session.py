@@ -155,6 +155,7 @@ async def run_session(parts: Parts, link: Link, session: Session) -> None:
                 with contextlib.suppress(OnionpostError, trio.ClosedResourceError):
                     await _send_replies(session)
             await channel.aclose(code)
+        _groups.drop_waiting(link, session)
         _ended(parts, link, session, failure)
 
 
@@ -303,7 +304,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             if len(batch) == SEND_BATCH:
                 session.reread = True  # more to read
             groups = await parts.worker(
-                parts.store.groups.wire_info, contact_id, [o.id for o in batch if o.file is None]
+                parts.store.groups.wire_info, contact_id, [o.id for o in batch]
             )
             records = [wire_record(o, groups.get(o.id)) for o in batch]
             seqs = [o.seq for o in batch]
@@ -667,6 +668,7 @@ HANDLERS: Final[dict[type, Handler]] = {
     messages.GroupOps: _groups.on_group_ops,
     messages.GroupFetch: _groups.on_group_fetch,
     messages.GroupText: _groups.on_group_text,
+    messages.GroupFileOffer: _groups.on_group_file_offer,
     messages.TrustStaple: _on_trust_staple,
     messages.LabelLimit: _on_label_limit,
     messages.Ping: _ignore,

@@ -43,11 +43,25 @@ def message_record(stored: Stored) -> Message:
 
 def wire_record(
     outgoing: Outgoing, group: tuple[bytes, tuple[bytes, ...]] | None = None
-) -> messages.Text | messages.GroupText | messages.FileOffer:
-    """What carries ``outgoing`` to its contact: a queued text's Text (a
-    GroupText for a copy of a group send, with its ``group``'s id and heads:
-    groups.md §6), a queued file's FileOffer (spec.md §5.2, §6.2)."""
+) -> messages.Text | messages.GroupText | messages.FileOffer | messages.GroupFileOffer:
+    """What carries ``outgoing`` to its contact: a queued text's Text, a
+    queued file's FileOffer (spec.md §5.2, §6.2); a GroupText or a
+    GroupFileOffer for a copy of a group send, with its ``group``'s id and
+    heads (groups.md §6)."""
     file = outgoing.file
+    if file is not None and group is not None:
+        group_id, heads = group
+        return messages.GroupFileOffer(
+            file.id,
+            file.created_ms,
+            file.name,
+            file.size,
+            file.blake2b,
+            file.content_type,
+            group_id,
+            b"".join(heads),
+            outgoing.label,
+        )
     if file is not None:
         return messages.FileOffer(
             file.id,
