@@ -758,6 +758,21 @@ class GroupMember:
         default=None,
         metadata=_meta("`group_show`: whether a session with it is up now; null for us"),
     )
+    introduced_by: str | None = field(
+        default=None,
+        metadata=_meta(
+            "a member that is no contact of ours but that the group introduced to us "
+            "(groups.md §9): the name of the member whose operation carried its card; "
+            "null for a contact, for us, and for a member not introduced (unreachable)"
+        ),
+    )
+    verified: bool | None = field(
+        default=None,
+        metadata=_meta(
+            "a contact or introduced member: whether its safety number was confirmed "
+            "(`contact verify ADDRESS` for an introduced one); null otherwise"
+        ),
+    )
 
 
 @dataclass(frozen=True)
