@@ -800,7 +800,8 @@ class GroupSent:
     )
     read: int = field(default=0, metadata=_meta("copies the members read (read receipts)"))
     unreachable: tuple[str, ...] = field(
-        default=(), metadata=_meta("members no copy went to: no contact of ours")
+        default=(),
+        metadata=_meta("members no copy went to: neither a contact nor introduced yet"),
     )
 
 
