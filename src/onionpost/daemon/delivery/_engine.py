@@ -487,6 +487,14 @@ class DeliveryEngine:
                 done = await parts.worker(
                     reconcile, parts.store, parts.address.public_key, now_ms()
                 )
+                # The trust policy holds for them as for contacts, from the start.
+                refused = (
+                    await parts.worker(
+                        refusals, parts.store, required=parts.policy.require_endorsement
+                    )
+                    if done.added
+                    else None
+                )
             except StoreError as exc:
                 log.warning("event=introductions_failed error=%s", type(exc).__name__)
                 continue
@@ -497,6 +505,8 @@ class DeliveryEngine:
                 log.info("event=introduced_dropped contact=%s", contact_ref(peer.id))
             for message_id in done.expired:
                 parts.hub.publish(StateChange(message_id.hex(), MessageState.EXPIRED))
+            if refused is not None:
+                self.apply_refusals(refused)
             for peer in done.added:
                 self.add_contact(peer)
                 log.info("event=introduced contact=%s", contact_ref(peer.id))

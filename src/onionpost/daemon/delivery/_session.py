@@ -287,8 +287,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         if not held and (not session.groups_offered or link.group_sync):
             await _groups.offer_groups(parts, link, session)
             continue
-        # Our mailbox is for contacts: an introduced member is not told it.
-        due = None if held or link.contact.introduced else parts.announcement_due(link)
+        due = None if held else parts.announcement_due(link)
         if due is not None:
             version, announcement = due
             await channel.send(messages.MailboxInfo(announcement))
