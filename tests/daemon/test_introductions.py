@@ -14,8 +14,10 @@ from onionpost.daemon.delivery import (
     RecordVerdict,
     introduced_record,
     plan_introductions,
+    shown_name,
 )
 from onionpost.proto import messages as m
+from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, MemberCard, OpKind, sign_operation
 from onionpost.proto.identity import Identity
 
@@ -215,3 +217,23 @@ H = bytes(32)
 )
 def test_what_an_introduced_member_may_send(record: object, verdict: RecordVerdict) -> None:
     assert introduced_record(record) is verdict
+
+
+ADDRESS = OnionAddress.from_public_key(KEY["carol"])
+
+
+@pytest.mark.parametrize(
+    ("card_name", "taken", "shown"),
+    [
+        ("carol", set(), "carol"),
+        ("carol", {"alice", "bob"}, "carol"),
+        ("Alice", {"alice"}, f"Alice ({str(ADDRESS)[:8]})"),
+        ("a" * 64, {"a" * 64}, "a" * 53 + f" ({str(ADDRESS)[:8]})"),
+    ],
+)
+def test_an_introduced_member_never_takes_a_known_name(
+    card_name: str, taken: set[str], shown: str
+) -> None:
+    got = shown_name(card_name, ADDRESS, taken)
+    assert got == shown
+    assert len(got) <= 64

@@ -26,6 +26,7 @@ from onionpost.daemon.delivery._introductions import (
     RecordVerdict,
     introduced_record,
     plan_introductions,
+    shown_name,
 )
 from onionpost.daemon.delivery._link import Backoff, LinkState, Step, StepKind, Work
 from onionpost.daemon.delivery._mbclient import MailboxClient, mailbox_refusal
@@ -71,5 +72,6 @@ __all__ = [
     "mailbox_refusal",
     "message_record",
     "plan_introductions",
+    "shown_name",
     "unfit_mailbox",
 ]

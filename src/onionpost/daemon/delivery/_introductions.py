@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from onionpost.limits import MAX_CONTACT_NAME
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, MemberCard
@@ -40,7 +41,11 @@ __all__ = [
     "introduced_record",
     "plan_introductions",
     "reconcile",
+    "shown_name",
 ]
+
+# Characters of an address that tell apart two members of one name.
+_ADDRESS_SHOWN: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,17 @@ def _introducers(log: GroupLog) -> dict[bytes, bytes]:
         if op.card is not None:
             by[op.card.identity_key] = op.author
     return by
+
+
+def shown_name(card_name: str, address: OnionAddress, taken: set[str]) -> str:
+    """The name an introduced member is stored and shown under: its card's,
+    or, when a contact or another introduced member has that name (any
+    letter case, ``taken``), its card's followed by the start of its address,
+    so that no introduced member passes for a contact in a listing."""
+    if card_name.casefold() not in taken:
+        return card_name
+    suffix = f" ({str(address)[:_ADDRESS_SHOWN]})"
+    return card_name[: MAX_CONTACT_NAME - len(suffix)].rstrip() + suffix
 
 
 def plan_introductions(
@@ -134,12 +150,16 @@ def reconcile(store: Store, me: bytes, now: int) -> Reconciled:
         }
         plan = plan_introductions(me, contacts, introduced, store.groups.all())
         by_id = {p.id: p for p in peers}
+        taken = {p.name.casefold() for p in peers}
         for intro in plan.add:
             card = intro.card
+            address = OnionAddress.from_public_key(card.identity_key)
+            name = shown_name(card.name, address, taken)
+            taken.add(name.casefold())
             added.append(
                 store.contacts.introduce(
-                    card.name,
-                    OnionAddress.from_public_key(card.identity_key),
+                    name,
+                    address,
                     card.client_auth_public,
                     intro.group_id,
                     intro.by,
