@@ -250,3 +250,32 @@ async def test_a_member_removed_is_dropped_with_its_authorization(tmp_path: Path
         await carol.start(nursery)
         await until(lambda: ("after the removal", True) in _from(alice, bob))
         assert _from(carol, bob) == []
+
+
+async def test_a_contact_removed_who_shares_a_group_is_introduced(tmp_path: Path) -> None:
+    async with _team(tmp_path) as (_net, _nursery, (alice, bob, _carol)):
+        assert bob.daemon is not None
+        await bob.daemon.contact_remove(api.ContactRemove("alice"))
+        await until(lambda: _introduced(bob, alice))
+        assert alice.secrets.client_auth_public in bob.daemon.authorized_clients()
+        assert await bob.daemon.contact_list(api.ContactList()) == ()
+        await _send(alice, "still in the group")
+        await until(lambda: ("still in the group", True) in _from(bob, alice))
+        shown = await bob.daemon.groups.group_show(api.GroupShow("desk"))
+        assert {g.name: g.introduced_by for g in shown.members}["alice"] == "alice"
+
+
+async def test_introductions_are_kept_across_a_restart(tmp_path: Path) -> None:
+    async with _team(tmp_path) as (_net, nursery, (_alice, bob, carol)):
+        peer = _peer(bob, carol)
+        bob.stop()
+        await until(lambda: not bob.up)
+        await bob.start(nursery)
+        again = _peer(bob, carol)
+        assert peer is not None
+        assert again is not None
+        assert (again.id, again.introduced) == (peer.id, True)
+        assert bob.daemon is not None
+        assert carol.secrets.client_auth_public in bob.daemon.authorized_clients()
+        await _send(carol, "after bob's restart")
+        await until(lambda: ("after bob's restart", True) in _from(bob, carol))
