@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -14,12 +15,14 @@ from onionpost.daemon.delivery import (
     RecordVerdict,
     introduced_record,
     plan_introductions,
+    refusals,
     shown_name,
 )
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, MemberCard, OpKind, sign_operation
 from onionpost.proto.identity import Identity
+from tests.store._storekit import add_contact, open_store
 
 NAMES = ("alice", "bob", "carol", "dave")
 PEOPLE = {n: Identity(hashlib.blake2b(f"introductions {n}".encode()).digest()[:32]) for n in NAMES}
@@ -237,3 +240,17 @@ def test_an_introduced_member_never_takes_a_known_name(
     got = shown_name(card_name, ADDRESS, taken)
     assert got == shown
     assert len(got) <= 64
+
+
+def test_the_trust_policy_judges_an_introduced_member_as_a_contact(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    try:
+        contact = add_contact(store, "alice")
+        peer = store.contacts.introduce(
+            "carol", OnionAddress.from_public_key(KEY["carol"]), bytes(32), G1, KEY["alice"], 1
+        )
+        refused = refusals(store, required=True)
+        assert set(refused) == {contact.id, peer.id}  # neither presented an endorsement
+        assert refusals(store, required=False) == {}
+    finally:
+        store.close()
