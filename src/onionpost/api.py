@@ -759,6 +759,21 @@ class GroupMember:
         default=None,
         metadata=_meta("`group_show`: whether a session with it is up now; null for us"),
     )
+    introduced_by: str | None = field(
+        default=None,
+        metadata=_meta(
+            "a member that is no contact of ours but that the group introduced to us "
+            "(groups.md §9): the name of the member whose operation carried its card; "
+            "null for a contact, for us, and for a member not introduced (unreachable)"
+        ),
+    )
+    verified: bool | None = field(
+        default=None,
+        metadata=_meta(
+            "a contact or introduced member: whether its safety number was confirmed "
+            "(`contact verify ADDRESS` for an introduced one); null otherwise"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -786,7 +801,8 @@ class GroupSent:
     )
     read: int = field(default=0, metadata=_meta("copies the members read (read receipts)"))
     unreachable: tuple[str, ...] = field(
-        default=(), metadata=_meta("members no copy went to: no contact of ours")
+        default=(),
+        metadata=_meta("members no copy went to: neither a contact nor introduced yet"),
     )
     kind: Kind = field(default=Kind.TEXT, metadata=_meta("a text or a file"))
 

@@ -4,8 +4,10 @@ member's file; a member removed and one added while another is offline, who
 catches up when back; kill -9 of a member's daemon right after its send was
 queued, mid fan-out.
 
-Every endpoint is a contact of every other (introductions, groups.md §9, are
-not built). Every wait is a condition under a deadline.
+In the first team every endpoint is a contact of every other; in the second
+two members are not each other's contacts and the group introduces them
+(groups.md §9): tor client authorization of each other's card, their texts
+both ways. Every wait is a condition under a deadline.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from onionpost.testing.testnet import Testnet
 pytestmark = pytest.mark.tor
 
 GROUP = "desk"
+# Each side's onion service publishes a descriptor for the other's key first.
+INTRO_SECONDS = 240.0
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +82,24 @@ def test_a_team_channel_through_removal_addition_absence_and_a_crash(team: Team)
     held = team.bodies("carol")
     assert not set(held) & {*after, crashed}
     team.check_once(team.names)
+
+
+def test_members_who_are_not_contacts_exchange_group_texts(testnet: Testnet) -> None:
+    root = Path(tempfile.mkdtemp(prefix="op-intro-", dir="/tmp"))
+    team = Team.start(root, testnet, ["ann", "ben", "cat"], strangers=[("ben", "cat")])
+    try:
+        team.create("intro", "ann")
+        team.wait_members("intro", team.names)
+        # Neither is the other's contact: each is introduced by ann.
+        assert [c["name"] for c in team["ben"].json("contact", "list")] == ["ann"]
+        shown = team["ben"].json("group", "show", "intro")
+        cat = next(m for m in shown["members"] if m["name"] == "cat")
+        assert (cat["contact"], cat["introduced_by"]) == (None, "ann")
+
+        from_ben, from_cat = team.send("ben", "intro"), team.send("cat", "intro")
+        team.wait_texts([from_cat], ["ben"], seconds=INTRO_SECONDS)
+        team.wait_texts([from_ben], ["cat"], seconds=INTRO_SECONDS)
+        team.wait_texts([from_ben, from_cat], ["ann"])
+        team.check_once(team.names)
+    finally:
+        team.stop()

@@ -96,7 +96,9 @@ async def _run(root: Path, ops: list[tuple]) -> None:  # type: ignore[type-arg]
             if source_label is not None:
                 assert audience is not None
                 assert at_most(PARSE(source_label), PARSE(label))
-                if label == "TLP:RED":
+                if PARSE(source_label).is_red:
+                    # A RED source goes back only to its audience; one raised
+                    # to RED by the forward is a new RED message to `to`.
                     assert to in audience
             assert sender != to
         nursery.cancel_scope.cancel()

@@ -266,7 +266,7 @@ def test_a_removed_member_sends_nothing(store: Store) -> None:
 def test_a_group_of_no_contacts_is_refused(store: Store) -> None:
     maker = Maker(store)
     store.groups.start(maker.op("alice", OpKind.CREATE, name="solo", card=card("alice")), now=1)
-    with pytest.raises(ConfigError, match="is a contact"):
+    with pytest.raises(ConfigError, match="is reachable"):
         store.groups.queue_text(
             GROUP, new_id(), 10, "hi", "text/plain", None, sender=PEOPLE["alice"].public_key
         )

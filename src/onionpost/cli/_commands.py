@@ -226,7 +226,8 @@ def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
 @json_option
 def contact_verify(name: str, heard: str | None, home: Path | None, as_json: bool) -> None:
     """Show the safety number to compare with the contact over a channel you trust;
-    with --confirm, record that it matched."""
+    with --confirm, record that it matched. A group member introduced to us (not a
+    contact) is named by its card's name, or by its address when names clash."""
     number = run_client(home, lambda client: client.contact_verify(name, confirm=heard))
     if as_json:
         emit_json(_as_json(number))

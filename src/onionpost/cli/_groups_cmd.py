@@ -34,6 +34,12 @@ def _members(found: Group) -> str:
     names = []
     for m in found.members:
         name = printable(m.name) + (" (admin)" if m.admin else "")
+        if m.introduced_by is not None:
+            # Not a contact: reached as a member only (groups.md §9).
+            trust = "verified" if m.verified else "not verified"
+            name += f" (introduced by {printable(m.introduced_by)}, {trust})"
+        elif m.contact is None and m.reachable is not None:
+            name += " (no contact, not introduced)"
         if m.reachable is not None:
             name += " [up]" if m.reachable else " [away]"
         names.append(name)
@@ -57,7 +63,7 @@ def print_group_sent(sent: GroupSent) -> None:
     for copy in sent.copies:
         click.echo(f"    {printable(copy.contact)}  {copy.id}  {copy.state}")
     for name in sent.unreachable:
-        click.echo(f"    {printable(name)}  (no contact: nothing sent)")
+        click.echo(f"    {printable(name)}  (not reachable yet: nothing sent)")
 
 
 def _change(home: Path | None, as_json: bool, call: Callable[[Client], Awaitable[Group]]) -> None:

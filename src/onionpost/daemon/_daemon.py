@@ -9,7 +9,8 @@ Theory of operation
         │                    socket, our tor supervised, the static key renewed
         ├── host.serve       inbound onion streams -> responder handshakes
         │                    -> engine.run_inbound
-        ├── host.publish     the onion service; our contacts as its authorized clients
+        ├── host.publish     the onion service; our contacts (and the members our
+        │                    groups introduced, groups.md §9) as its authorized clients
         ├── engine.run       delivery: a link per contact, a session per channel
         │                    (``delivery/``: the failure domains live there)
         └── owner.run        the link to our own mailbox (``_mailbox.py``)
@@ -58,6 +59,7 @@ from onionpost.daemon.delivery import (
     DeliveryEngine,
     DeliveryPolicy,
     Dial,
+    Reconciled,
     Witness,
     import_revocations,
     install_own,
@@ -65,7 +67,7 @@ from onionpost.daemon.delivery import (
     refusals,
     unfit_mailbox,
 )
-from onionpost.errors import ConfigError, NotFoundError
+from onionpost.errors import ConfigError, NotFoundError, UnknownContactError
 from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number, write_card_file
 from onionpost.host import EventHub, Handlers, OnionHost, StoreWorker, ThreadWorker
 from onionpost.proto import messages as m
@@ -142,7 +144,7 @@ class Daemon:
             paths,
             secrets,
             config,
-            clients=self._clients,
+            clients=self.authorized_clients,
             hub=self._hub,
             log=log,
             tor_back=self._tor_back,
@@ -161,6 +163,7 @@ class Daemon:
             mailbox=self.mailboxes,
             worker=self._worker,
             identity=secrets.identity,
+            peers_changed=self._peers_changed,
         )
         self.owner = OwnerLink(
             secrets, store, self.engine, self.mailboxes, mailbox_dial, policy, self._worker
@@ -241,7 +244,7 @@ class Daemon:
         async with self.host.running(self) as nursery:
             await self.host.serve(nursery, self.engine.run_inbound, self.engine.decide)
             await self.host.publish()
-            contacts = self._store.contacts.all()
+            contacts = self._store.contacts.peers()
             for contact in contacts:
                 await self.host.add_client_auth(contact.address, self._secrets.client_auth_private)
             await nursery.start(self.engine.run)
@@ -252,9 +255,20 @@ class Daemon:
             task_status.started(address)
             await trio.sleep_forever()
 
-    def _clients(self) -> list[bytes]:
-        """Our onion service's authorized clients: our contacts."""
-        return [c.client_auth_public for c in self._store.contacts.all()]
+    def authorized_clients(self) -> list[bytes]:
+        """Our onion service's authorized clients: our contacts, and the
+        members of our groups introduced to us (groups.md §9)."""
+        return [c.client_auth_public for c in self._store.contacts.peers()]
+
+    async def _peers_changed(self, done: Reconciled) -> None:
+        """Members were introduced or dropped (the engine's links are): our
+        onion service lets in exactly our peers now, and our tor reaches the
+        new ones' services with our client key."""
+        await self._authorize()
+        for peer in done.dropped:
+            await self.host.remove_client_auth(peer.address)
+        for peer in done.added:
+            await self.host.add_client_auth(peer.address, self._secrets.client_auth_private)
 
     def _tor_back(self) -> None:
         if self.engine.running:
@@ -441,11 +455,42 @@ class Daemon:
         await self._authorize()
         await self.host.remove_client_auth(contact.address)
         self.owner.changed()
+        # Still a member of a group we share: introduced now (groups.md §9).
+        self.engine.reconcile_introductions()
         log.info("event=contact_removed contact=%s", contact_ref(contact.id))
         return api.ContactRef(contact.name, str(contact.address))
 
+    def _contact_or_introduced(self, name: str) -> Contact:
+        """A contact by name, else a member a group introduced, by its
+        address or its (unique) card name: whose safety number we compare."""
+        try:
+            return self._store.contacts.contact(name)
+        except UnknownContactError:
+            found = self._introduced(name)
+            if found is None:
+                raise
+            return found
+
+    def _introduced(self, name: str) -> Contact | None:
+        """A member a group introduced, by its address or its card's name;
+        ConfigError when several have that name."""
+        introduced = self._store.contacts.introduced()
+        by_name = [p for p in introduced if p.name.casefold() == name.casefold()]
+        by_address = [
+            p
+            for p in introduced
+            if str(p.address) == name.lower().removesuffix(".onion") + ".onion"
+        ]
+        if by_address:
+            return by_address[0]
+        if len(by_name) > 1:
+            raise ConfigError(
+                f"several members introduced to us are named {name!r}: give its address"
+            )
+        return by_name[0] if by_name else None
+
     async def contact_verify(self, request: api.ContactVerify) -> api.SafetyNumber:
-        contact = await self._worker(self._store.contacts.contact, request.name)
+        contact = await self._worker(self._contact_or_introduced, request.name)
         number = safety_number(self._secrets.identity.public_key, contact.address.public_key)
         if request.confirm is not None:
             heard = "".join(str(request.confirm).split()).encode()
@@ -455,7 +500,12 @@ class Daemon:
                     "between you; do not trust this contact until the numbers match"
                 )
             now = int(time.time() * 1000)
-            await self._worker(self._store.contacts.mark_verified, contact.name, number, now)
+            await self._worker(
+                self._store.contacts.mark_verified,
+                str(contact.address) if contact.introduced else contact.name,
+                number,
+                now,
+            )
             log.info("event=contact_verified contact=%s", contact_ref(contact.id))
             return api.SafetyNumber(contact.name, number, now)
         verified = await self._worker(self._store.contacts.verified)
@@ -550,8 +600,31 @@ class Daemon:
         known = self.engine.contact_id(name)
         if known is not None:
             return known
-        contact: Contact = await self._worker(self._store.contacts.contact, name)
+        try:
+            contact: Contact = await self._worker(self._store.contacts.contact, name)
+        except UnknownContactError:
+            refusal = await self._worker(self._not_a_contact, name)
+            if refusal is not None:
+                raise ConfigError(refusal) from None
+            raise
         return contact.id
+
+    def _not_a_contact(self, name: str) -> str | None:
+        """Why ``name``, a member a group introduced, cannot be written to
+        directly (groups.md §9); None if it is none."""
+        peer = self._introduced(name)
+        if peer is None or peer.introduced_group is None:
+            return None
+        groups = self._store.groups
+        group = (
+            groups.log(peer.introduced_group).state.name
+            if groups.known(peer.introduced_group)
+            else peer.introduced_group.hex()
+        )
+        return (
+            f"{peer.name!r} was introduced by the group {group!r}, not a contact: "
+            "add its card to write to it directly"
+        )
 
     @asynccontextmanager
     async def _one_send(self, message_id: bytes) -> AsyncIterator[None]:

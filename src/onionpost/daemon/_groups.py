@@ -119,20 +119,39 @@ class GroupHandlers:
 
     # -- records (in the worker) ------------------------------------------------------
 
+    def _introducer(self, peer: Contact) -> str | None:
+        """The name of whoever introduced ``peer`` (groups.md §9): our
+        contact's name for that key, else its card's in that group."""
+        if peer.introduced_group is None or peer.introduced_by is None:
+            return None
+        by = OnionAddress.from_public_key(peer.introduced_by)
+        contact = self._store.contacts.contact_by_address(by)
+        if contact is not None:
+            return contact.name
+        groups = self._store.groups
+        if groups.known(peer.introduced_group):
+            member = groups.log(peer.introduced_group).state.members.get(peer.introduced_by)
+            if member is not None:
+                return member.card.name
+        return str(by)
+
     def _record(self, found: GroupLog, sends: Sequence[GroupSend] = ()) -> api.Group:
         state = found.state
         members = []
+        verified = self._store.contacts.verified()
         for key, member in state.members.items():
             address = OnionAddress.from_public_key(key)
-            contact = self._store.contacts.contact_by_address(address)
-            if contact is not None:
-                self._contact_ids[str(address)] = contact.id
+            peer = self._store.contacts.peer_by_address(address)
+            if peer is not None:
+                self._contact_ids[str(address)] = peer.id
             members.append(
                 api.GroupMember(
                     name=member.card.name,
                     address=str(address),
                     admin=member.admin,
-                    contact=None if contact is None else contact.name,
+                    contact=None if peer is None or peer.introduced else peer.name,
+                    introduced_by=None if peer is None else self._introducer(peer),
+                    verified=None if peer is None else peer.id in verified,
                 )
             )
         members.sort(key=lambda g: (g.name.casefold(), g.address))
@@ -284,10 +303,15 @@ class GroupHandlers:
 
     async def group_show(self, request: api.GroupShow) -> api.Group:
         found = await self._worker(self._show, request.group)
+        me = str(self._identity.address)
         members = tuple(
             m
-            if m.contact is None
-            else replace(m, reachable=self._engine.reachable(self._contact_ids[m.address]))
+            if m.address == me
+            else replace(
+                m,
+                reachable=m.address in self._contact_ids
+                and self._engine.reachable(self._contact_ids[m.address]),
+            )
             for m in found.members
         )
         return replace(found, members=members)

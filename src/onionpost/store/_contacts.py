@@ -6,10 +6,19 @@ A part of :class:`~onionpost.store.Store` over its
 unique among current contacts in any letter case, and so are addresses
 (the view ``current_contacts``). A change of contacts is checkpointed out of
 the WAL at once (storage.md §7).
+
+A member of a group we share who is not our contact is *introduced*
+(groups.md §9): a row of its own, with the group that introduced it and the
+admin whose operation carried its card, reached as a contact is
+(``current_peers``) but never listed, named or written to as one. Adding its
+card as a contact turns that row into a contact's, so its messages stay
+with it; when no group we share holds it any more, the row is removed as a
+contact's is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -38,7 +47,7 @@ def _check_contact_name(name: object) -> str:
 
 
 def contact_of(row: Sequence[Any]) -> Contact:
-    """A row of ``current_contacts`` (or ``contacts``: the same columns first)."""
+    """A row of ``current_contacts`` or ``current_peers``."""
     return Contact(
         id=row[0],
         name=row[1],
@@ -52,6 +61,8 @@ def contact_of(row: Sequence[Any]) -> Contact:
         mailbox_version=row[9],
         mailbox_registered=bool(row[10]),
         mailbox_told=row[11],
+        introduced_group=None if len(row) < 14 or row[12] is None else bytes(row[12]),
+        introduced_by=None if len(row) < 14 or row[13] is None else bytes(row[13]),
     )
 
 
@@ -115,13 +126,25 @@ class Contacts:
             if same_address is not None:
                 raise ConfigError(f"{address} is already a contact, named {same_address.name!r}")
             db = self._database.conn
-            cursor = db.execute(
-                "INSERT INTO contacts (name, address, client_auth_public, added_ms) "
-                "VALUES (?, ?, ?, ?)",
-                (name, address.public_key, client_auth_public, now),
-            )
+            introduced = self._peer_by_address(address)
+            if introduced is not None:
+                # A member a group introduced becomes a contact: the same row,
+                # so its messages and its link stay (groups.md §9).
+                db.execute(
+                    "UPDATE contacts SET name = ?, client_auth_public = ?, "
+                    "introduced_group = NULL, introduced_by = NULL WHERE id = ?",
+                    (name, client_auth_public, introduced.id),
+                )
+                contact_id: int | None = introduced.id
+            else:
+                cursor = db.execute(
+                    "INSERT INTO contacts (name, address, client_auth_public, added_ms) "
+                    "VALUES (?, ?, ?, ?)",
+                    (name, address.public_key, client_auth_public, now),
+                )
+                contact_id = cursor.lastrowid
             row = db.execute(
-                "SELECT * FROM current_contacts WHERE id = ?", (cursor.lastrowid,)
+                "SELECT * FROM current_contacts WHERE id = ?", (contact_id,)
             ).fetchone()
             contact = contact_of(row)
             self._evidence.append((Entry(Event.CONTACT_ADDED, now, str(address), detail=name),))
@@ -158,6 +181,10 @@ class Contacts:
         with self._database.transaction(), self._guard("verifying a contact"):
             found = self._active_by_name(name)
             if found is None:
+                # A member a group introduced is named by its address (§9).
+                with contextlib.suppress(ConfigError):
+                    found = self._peer_by_address(OnionAddress.parse(name))
+            if found is None:
                 raise UnknownContactError(name)
             self._database.conn.execute(
                 "INSERT OR REPLACE INTO contact_verified (contact_id, verified_ms, safety_number) "
@@ -170,11 +197,12 @@ class Contacts:
         return found
 
     def verified(self) -> dict[int, int]:
-        """When each current contact's safety number was confirmed (ms), by contact id."""
+        """When each current contact's (or introduced member's) safety number
+        was confirmed (ms), by id."""
         with self._lock, self._guard("reading contacts"):
             rows = self._database.conn.execute(
                 "SELECT v.contact_id, v.verified_ms FROM contact_verified v "
-                "JOIN current_contacts c ON c.id = v.contact_id"
+                "JOIN current_peers c ON c.id = v.contact_id"
             ).fetchall()
         return {int(contact_id): int(when) for contact_id, when in rows}
 
@@ -202,16 +230,97 @@ class Contacts:
         return contact
 
     def contact_by_id(self, contact_id: int) -> Contact | None:
-        """A current contact by its id (None if removed or unknown)."""
+        """A current contact, or a member introduced to us, by its id (None if
+        removed or unknown): whom a session or an envelope is with."""
         with self._lock, self._guard("reading contacts"):
             row = self._database.conn.execute(
-                "SELECT * FROM current_contacts WHERE id = ?", (contact_id,)
+                "SELECT * FROM current_peers WHERE id = ?", (contact_id,)
             ).fetchone()
         return None if row is None else contact_of(row)
 
     def contact_by_address(self, address: OnionAddress) -> Contact | None:
+        """A current contact by its address (an introduced member is none)."""
         with self._lock, self._guard("reading a contact"):
             return self._active_by_address(address)
+
+    # -- members introduced by a group (groups.md §9) ----------------------------------
+
+    def _peer_by_address(self, address: OnionAddress) -> Contact | None:
+        row = self._database.conn.execute(
+            "SELECT * FROM current_peers WHERE address = ?", (address.public_key,)
+        ).fetchone()
+        return None if row is None else contact_of(row)
+
+    def peer_by_address(self, address: OnionAddress) -> Contact | None:
+        """A current contact or introduced member by its address."""
+        with self._lock, self._guard("reading a contact"):
+            return self._peer_by_address(address)
+
+    def peers(self) -> list[Contact]:
+        """Everyone delivery reaches: the current contacts and the members
+        introduced to us, contacts first, each by name."""
+        with self._lock, self._guard("listing contacts"):
+            rows = self._database.conn.execute(
+                "SELECT * FROM current_peers "
+                "ORDER BY introduced_group IS NOT NULL, name COLLATE NOCASE, id"
+            ).fetchall()
+        return [contact_of(row) for row in rows]
+
+    def introduced(self) -> list[Contact]:
+        """The members introduced to us by a group, not our contacts."""
+        return [p for p in self.peers() if p.introduced]
+
+    def introduce(  # noqa: PLR0917 - a card and where it came from
+        self,
+        name: str,
+        address: OnionAddress,
+        client_auth_public: bytes,
+        group_id: bytes,
+        by: bytes,
+        now: int,
+    ) -> Contact:
+        """Record a member of ``group_id`` who is not our contact, its card
+        carried by the operation ``by`` signed; :class:`ConfigError` if it is
+        a contact or introduced already."""
+        name = _check_contact_name(name)
+        if len(client_auth_public) != 32 or len(group_id) != 16 or len(by) != 32:
+            raise ConfigError("an introduction is a 32-byte key, a group id and an admin's key")
+        with self._database.transaction(), self._guard("introducing a member"):
+            if self._peer_by_address(address) is not None:
+                raise ConfigError(f"{address} is known already")
+            cursor = self._database.conn.execute(
+                "INSERT INTO contacts (name, address, client_auth_public, added_ms, "
+                "introduced_group, introduced_by) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, address.public_key, client_auth_public, now, group_id, by),
+            )
+            row = self._database.conn.execute(
+                "SELECT * FROM current_peers WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+        self._settle()
+        return contact_of(row)
+
+    def reintroduce(self, contact_id: int, group_id: bytes, by: bytes) -> None:
+        """An introduced member is now held by another group we share."""
+        with self._database.transaction(), self._guard("introducing a member"):
+            self._database.conn.execute(
+                "UPDATE contacts SET introduced_group = ?, introduced_by = ? "
+                "WHERE id = ? AND introduced_group IS NOT NULL AND removed = 0",
+                (group_id, by, contact_id),
+            )
+
+    def drop_introduced(self, contact_id: int) -> bool:
+        """No group we share holds this introduced member any more: its row
+        is removed as a contact's is (its messages stay). False if it is no
+        introduced member (a contact, or gone)."""
+        with self._database.transaction(), self._guard("dropping an introduced member"):
+            cursor = self._database.conn.execute(
+                "UPDATE contacts SET removed = 1 "
+                "WHERE id = ? AND introduced_group IS NOT NULL AND removed = 0",
+                (contact_id,),
+            )
+            dropped = cursor.rowcount > 0
+        self._settle()
+        return dropped
 
     def label_limits(self, contact_id: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The highest labels we send ``contact_id``: (set here, advertised by

@@ -118,7 +118,8 @@ class GroupSend:
 class QueuedGroupCopies:
     """What a group text send queued: the send, and per copy newly queued its
     (contact id, message id, outbox seq), for the delivery engine; and the
-    members no copy went to because they are not our contacts."""
+    members no copy went to because we cannot reach them (neither our
+    contacts nor introduced to us yet, groups.md §9)."""
 
     send: GroupSend
     new: tuple[tuple[int, bytes, int], ...]
@@ -335,9 +336,9 @@ class Groups:
             self._logs.pop(group_id, None)
 
     def member_contacts(self, group_id: bytes, *, sender: bytes) -> tuple[list[Contact], list[str]]:
-        """The current contacts a send from ``sender`` at the group's present
-        head goes to (every member but ``sender``), and the names of the
-        members that are no contact of ours."""
+        """The current contacts and introduced members a send from ``sender``
+        at the group's present head goes to (every member but ``sender``),
+        and the names of the members we cannot reach (not introduced yet)."""
         with self._lock, self._guard("reading a group"):
             return self._audience(self._log(group_id), sender)
 
@@ -346,7 +347,8 @@ class Groups:
         for key, member in log.state.members.items():
             if key == sender:
                 continue
-            contact = self._contacts.contact_by_address(OnionAddress.from_public_key(key))
+            # A member introduced to us (groups.md §9) is reached as a contact is.
+            contact = self._contacts.peer_by_address(OnionAddress.from_public_key(key))
             if contact is None:
                 unreachable.append(member.card.name)
             else:
@@ -418,7 +420,7 @@ class Groups:
 
         :class:`GroupNotAllowedError` when ``sender`` is no longer a member
         (removed, or left); :class:`ConfigError` when no member is a
-        contact of ours. Idempotent on ``send_id``: the same send again
+        contact of ours nor introduced. Idempotent on ``send_id``: the same send again
         queues nothing and answers with the copies queued the first time.
         ``audience`` sees the members a new send goes to first, in the send's
         transaction, and may refuse it (a handling label's rules): then
@@ -437,7 +439,7 @@ class Groups:
                 raise GroupNotAllowedError("we are no longer a member of this group")
             contacts, unreachable = self._audience(log, sender)
             if not contacts:
-                raise ConfigError(f"no member of the group {log.state.name!r} is a contact")
+                raise ConfigError(f"no member of the group {log.state.name!r} is reachable")
             if audience is not None:
                 audience(contacts)
             new = []

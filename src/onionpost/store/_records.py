@@ -97,6 +97,16 @@ class Contact:
     # Registered at our mailbox; the version of our announcement it was sent.
     mailbox_registered: bool = False
     mailbox_told: int = 0
+    # A member of a group we share who is not our contact (groups.md §9): the
+    # group that introduced it and the admin whose operation carried its
+    # card. None for a contact.
+    introduced_group: bytes | None = None
+    introduced_by: bytes | None = None
+
+    @property
+    def introduced(self) -> bool:
+        """Whether this peer is only a group member introduced to us, no contact."""
+        return self.introduced_group is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -459,6 +459,38 @@ _V12: Final[tuple[str, ...]] = (
     "CREATE INDEX group_messages_send ON group_messages (gid, send_id)",
 )
 
+# Version 13: members of a team channel that are not our contacts, introduced
+# by a group we share (groups.md §9). Such a peer is a row of ``contacts``
+# with the group that introduced it and the admin whose operation carried its
+# card (both NULL for a contact): delivery, sessions and messages work as a
+# contact's, but it is no contact (``current_contacts`` leaves it out; its
+# name, its card's, need not be unique) until the user adds its card.
+# ``current_peers`` is everyone the engine reaches: contacts and introduced.
+_V13: Final[tuple[str, ...]] = (
+    "ALTER TABLE contacts ADD COLUMN introduced_group BLOB "
+    "CHECK (introduced_group IS NULL OR length(introduced_group) = 16)",
+    "ALTER TABLE contacts ADD COLUMN introduced_by BLOB "
+    "CHECK (introduced_by IS NULL OR length(introduced_by) = 32)",
+    "DROP INDEX contacts_name",
+    "CREATE UNIQUE INDEX contacts_name ON contacts (name COLLATE NOCASE) "
+    "WHERE removed = 0 AND introduced_group IS NULL",
+    "DROP VIEW current_contacts",
+    """
+    CREATE VIEW current_contacts AS
+        SELECT id, name, address, client_auth_public, added_ms, last_seen_ms,
+               last_success_ms, failures, mailbox, mailbox_version, mailbox_registered,
+               mailbox_told, introduced_group, introduced_by
+        FROM contacts WHERE removed = 0 AND introduced_group IS NULL
+    """,
+    """
+    CREATE VIEW current_peers AS
+        SELECT id, name, address, client_auth_public, added_ms, last_seen_ms,
+               last_success_ms, failures, mailbox, mailbox_version, mailbox_registered,
+               mailbox_told, introduced_group, introduced_by
+        FROM contacts WHERE removed = 0
+    """,
+)
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V1,
     _V2,
@@ -472,6 +504,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V10,
     _V11,
     _V12,
+    _V13,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.

@@ -8,8 +8,9 @@
     body = team.send("bob", "desk")     # a unique text, through the local API
     team.wait_texts([body], ["alice", "carol", "dave"])
 
-Every endpoint is a contact of every other (introductions of non-contacts,
-groups.md §9, are not built). Texts are told apart by their body, each
+Every endpoint is a contact of every other but the pairs named
+``strangers``, whom a group they share introduces to each other (groups.md
+§9). Texts are told apart by their body, each
 unique: a member's copies carry ids of their own. What a member holds is
 read through :mod:`onionpost.client` (a subprocess per poll would be slower
 than the delivery it waits for). Every wait is a condition under a deadline;
@@ -105,18 +106,26 @@ async def _members(home: Path, group: str) -> frozenset[str] | None:
 
 @dataclass
 class Team:
-    """Endpoints that are all each other's contacts; see the module docstring."""
+    """Endpoints that are each other's contacts (but ``strangers``); see the
+    module docstring."""
 
     endpoints: dict[str, Endpoint]
 
     @classmethod
-    def start(cls, root: Path, net: Testnet, names: Sequence[str]) -> Team:
+    def start(
+        cls,
+        root: Path,
+        net: Testnet,
+        names: Sequence[str],
+        strangers: Iterable[tuple[str, str]] = (),
+    ) -> Team:
         endpoints = {name: Endpoint(root, name, net) for name in names}
         start_all(endpoints.values())
         cards = {name: e.json("whoami")["card"] for name, e in endpoints.items()}
+        apart = {frozenset(pair) for pair in strangers}
         for name, endpoint in endpoints.items():
             for other, card in cards.items():
-                if other != name:
+                if other != name and frozenset((name, other)) not in apart:
                     endpoint.cli("contact", "add", card)
         return cls(endpoints)
 

@@ -19,6 +19,15 @@
 
 from onionpost.daemon.delivery._engine import DeliveryEngine
 from onionpost.daemon.delivery._intake import EnvelopeReceipt, unfit_mailbox
+from onionpost.daemon.delivery._introductions import (
+    Introduction,
+    IntroductionPlan,
+    Reconciled,
+    RecordVerdict,
+    introduced_record,
+    plan_introductions,
+    shown_name,
+)
 from onionpost.daemon.delivery._link import Backoff, LinkState, Step, StepKind, Work
 from onionpost.daemon.delivery._mbclient import MailboxClient, mailbox_refusal
 from onionpost.daemon.delivery._policy import (
@@ -45,17 +54,24 @@ __all__ = [
     "Dial",
     "EnvelopeReceipt",
     "InlineWorker",
+    "Introduction",
+    "IntroductionPlan",
     "LinkState",
     "LinkStatus",
     "MailboxAccess",
     "MailboxClient",
+    "Reconciled",
+    "RecordVerdict",
     "Step",
     "StepKind",
     "StoreWorker",
     "ThreadWorker",
     "Witness",
     "Work",
+    "introduced_record",
     "mailbox_refusal",
     "message_record",
+    "plan_introductions",
+    "shown_name",
     "unfit_mailbox",
 ]

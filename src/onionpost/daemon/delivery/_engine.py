@@ -8,6 +8,9 @@ Theory of operation
     ├── writer                    group commit (``_writer.py``)
     ├── housekeeping              expiry of messages and of idle incoming transfers;
     │                             sent files' copies deleted once delivered
+    ├── introductions             members of our groups who are no contacts: links
+    │                             added and dropped as the logs change (groups.md §9,
+    │                             ``_introductions.py``)
     └── per contact (a Link)
         ├── direct loop           dial when something waits and no session is up
         │   └── session           ours or the contact's (``_session.py``)
@@ -45,7 +48,7 @@ and carry ids and reasons, never message contents or keys.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import trio
@@ -55,6 +58,7 @@ from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery._deposit import deposit, has_deposit_work
 from onionpost.daemon.delivery._groups import publish_group
 from onionpost.daemon.delivery._intake import Bounds, EnvelopeReceipt, Intake, unfit_mailbox
+from onionpost.daemon.delivery._introductions import Reconciled, reconcile
 from onionpost.daemon.delivery._link import Backoff, LinkState, StepKind, Work
 from onionpost.daemon.delivery._policy import (
     DeliveryPolicy,
@@ -124,7 +128,10 @@ class DeliveryEngine:
         mailbox: MailboxAccess | None = None,
         worker: StoreWorker | None = None,
         identity: Identity | None = None,
+        peers_changed: Callable[[Reconciled], Awaitable[None]] | None = None,
     ) -> None:
+        """``peers_changed`` is awaited after members were introduced or
+        dropped (the daemon authorizes them at our onion service)."""
         worker = worker or ThreadWorker()
         bounds = Bounds(
             max_unread=policy.max_unread_per_contact,
@@ -152,6 +159,8 @@ class DeliveryEngine:
         self._links: dict[int, Link] = {}
         self._nursery: trio.Nursery | None = None
         self._announcing = trio.CapacityLimiter(policy.announce_concurrency)
+        self._peers_changed = peers_changed
+        self._introducing = trio.Event()
 
     def __repr__(self) -> str:
         return f"DeliveryEngine({len(self._links)} links)"
@@ -167,8 +176,9 @@ class DeliveryEngine:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled: a link per current contact, the writer, housekeeping."""
-        contacts = await self._parts.worker(self._parts.store.contacts.all)
+        """Run until cancelled: a link per current contact and introduced
+        member, the writer, housekeeping, introductions."""
+        contacts = await self._parts.worker(self._parts.store.contacts.peers)
         self._parts.refusals = await self._parts.worker(
             refusals, self._parts.store, required=self._parts.policy.require_endorsement
         )
@@ -177,8 +187,10 @@ class DeliveryEngine:
                 self._nursery = nursery
                 nursery.start_soon(self._parts.writer.run)
                 nursery.start_soon(self._housekeeping)
+                nursery.start_soon(self._introductions)
                 for contact in contacts:
                     self.add_contact(contact)
+                self.reconcile_introductions()
                 task_status.started()
                 await trio.sleep_forever()
         finally:
@@ -223,9 +235,10 @@ class DeliveryEngine:
             link.fire()
 
     def contact_id(self, name: str) -> int | None:
-        """A current contact's id by its name, from memory (no store call)."""
+        """A current contact's id by its name, from memory (no store call); an
+        introduced member is no contact."""
         for link in self._links.values():
-            if link.contact.name == name and not link.removed:
+            if link.contact.name == name and not link.removed and not link.contact.introduced:
                 return link.contact.id
         return None
 
@@ -448,11 +461,61 @@ class DeliveryEngine:
 
     def group_changed(self, group_id: bytes, source: int | None = None) -> None:
         """A group's log changed here: every link but ``source``'s offers it to
-        its contact if they share the group (each link finds out which)."""
+        its contact if they share the group (each link finds out which), and
+        the members introduced to us are brought in line with it."""
         for contact_id, link in self._links.items():
             if contact_id != source:
                 link.group_sync.add(group_id)
                 link.fire()
+        self.reconcile_introductions()
+
+    def reconcile_introductions(self) -> None:
+        """Bring the introduced members in line with our groups and contacts
+        soon (after a group's change, a contact removed or added)."""
+        self._introducing.set()
+
+    async def _introductions(self) -> None:
+        """Introduce and drop members as our groups say, once at start and
+        after each change: their links here, their authorization by the
+        daemon (``peers_changed``). A failure is logged and waits for the
+        next change."""
+        parts = self._parts
+        while True:
+            await self._introducing.wait()
+            self._introducing = trio.Event()
+            try:
+                done = await parts.worker(
+                    reconcile, parts.store, parts.address.public_key, now_ms()
+                )
+                # The trust policy holds for them as for contacts, from the start.
+                refused = (
+                    await parts.worker(
+                        refusals, parts.store, required=parts.policy.require_endorsement
+                    )
+                    if done.added
+                    else None
+                )
+            except StoreError as exc:
+                log.warning("event=introductions_failed error=%s", type(exc).__name__)
+                continue
+            if not done:
+                continue
+            for peer in done.dropped:
+                self.remove_contact(peer.id)
+                log.info("event=introduced_dropped contact=%s", contact_ref(peer.id))
+            for message_id in done.expired:
+                parts.hub.publish(StateChange(message_id.hex(), MessageState.EXPIRED))
+            if refused is not None:
+                self.apply_refusals(refused)
+            for peer in done.added:
+                self.add_contact(peer)
+                log.info("event=introduced contact=%s", contact_ref(peer.id))
+            if self._peers_changed is not None:
+                try:
+                    await self._peers_changed(done)
+                except OnionpostError as exc:
+                    # Tor refused now: the next change, or a restart, says it again.
+                    log.warning("event=introductions_unauthorized error=%s", type(exc).__name__)
 
     def _hand_off(
         self, contact_id: int, queued: Sequence[tuple[int, messages.Text | messages.GroupText]]

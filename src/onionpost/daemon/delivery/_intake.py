@@ -334,7 +334,10 @@ class Intake:
         only from its create, when the contact and we are both members of
         what the operations make; ``before`` are the operations of such a
         group this session took already (``joining``: not yet a log that
-        makes both members, ask for more at ``heads``)."""
+        makes both members, ask for more at ``heads``). A member a group
+        introduced (groups.md §9) is heard only on a group it shares with us."""
+        if not self._shares(contact_id, record.group_id):
+            return GroupOpsOutcome(refused="not-shared")
         try:
             ops = [Operation.decode(data) for data in [*before, *record.ops]]
             if any(op.group_id != record.group_id for op in ops):
@@ -362,11 +365,24 @@ class Intake:
         except GroupError as exc:
             return GroupOpsOutcome(refused=exc.reason.value)
 
+    def _shares(self, contact_id: int, group_id: bytes) -> bool:
+        """False only for a member introduced to us (no contact) whose key the
+        log of ``group_id`` never made a member, or a group we do not hold."""
+        peer = self._store.contacts.contact_by_id(contact_id)
+        if peer is None or not peer.introduced:
+            return True
+        groups = self._store.groups
+        return groups.known(group_id) and peer.address.public_key in ever_members(
+            groups.log(group_id)
+        )
+
     def group_fetch(self, contact_id: int, record: messages.GroupFetch) -> GroupFetchOutcome:
         """Answer a GroupFetch: what the asker lacks, if it ever was a member
         (a member removed learns of its removal); ask it back when it named
         heads we lack, or a group we do not hold."""
         groups = self._store.groups
+        if not self._shares(contact_id, record.group_id):
+            return GroupFetchOutcome()
         if not groups.known(record.group_id):
             return GroupFetchOutcome(ask=True)
         log = groups.log(record.group_id)

@@ -89,6 +89,8 @@ class Session:
     # Operations of a group we do not hold yet, taken while its log does not
     # yet make both ends members (bounded by MAX_GROUP_LOG_OPS a group).
     group_joining: dict[bytes, tuple[bytes, ...]] = field(default_factory=dict)
+    # Records refused from a member a group introduced (groups.md §9).
+    introduced_refused: int = 0
     # TrustStaples the contact sent this session (``_trust.py``), and
     # whether to send ours again (we hold a newer list since).
     staples_received: int = 0
@@ -208,8 +210,9 @@ class Parts:
     restaple: Callable[[], None] = field(default=lambda: None)
 
     def announcement_due(self, link: Link) -> tuple[int, bytes] | None:
-        """Our mailbox announcement, when the contact has not been told it yet."""
-        if self.mailbox is None:
+        """Our mailbox announcement, when the contact has not been told it yet
+        (never a member a group introduced: our mailbox is for contacts)."""
+        if self.mailbox is None or link.contact.introduced:
             return None
         current = self.mailbox.announcement()
         if current is None or current[0] <= link.contact.mailbox_told:

@@ -35,6 +35,7 @@ import trio
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery import _files, _groups
+from onionpost.daemon.delivery._introductions import RecordVerdict, introduced_record
 from onionpost.daemon.delivery._link import keep_new_session
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._trust import receive_staple, staple
@@ -247,7 +248,9 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         await channel.send(messages.Ping(secrets.randbits(63)))
         # The initiator asks first; the responder asks once it has been asked
         # (so that a responder never writes to a contact that has not).
-        await _ask_witness(parts, link, session)
+        # Contacts witness; a member a group introduced does not (§9).
+        if not link.contact.introduced:
+            await _ask_witness(parts, link, session)
     # Our endorsement, fresh in every session (trust.md §7.1).
     stapled = await parts.worker(staple, parts.store)
     if stapled is not None:
@@ -433,6 +436,8 @@ async def _receiver(parts: Parts, link: Link, session: Session, nursery: trio.Nu
             session.unanswered_since = None
             if not isinstance(record, messages.Pong):
                 session.last_activity = trio.current_time()
+            if link.contact.introduced and not _from_introduced(link, session, record):
+                continue
             if isinstance(record, messages.Text):
                 # The storer stops taking texts once the session is closing.
                 with contextlib.suppress(trio.BrokenResourceError):
@@ -451,6 +456,25 @@ async def _receiver(parts: Parts, link: Link, session: Session, nursery: trio.Nu
         await drained.wait()
     if broken is not None:
         raise broken
+
+
+def _from_introduced(link: Link, session: Session, record: object) -> bool:
+    """Whether a record from a member a group introduced is handled
+    (groups.md §9): group records and what the session needs are; a
+    one-to-one text or file is refused (nothing stored, not acknowledged:
+    its sender keeps it until the user adds it as a contact, or it expires),
+    logged once a session; what a contact's daemon sends by itself is
+    dropped quietly. The session goes on either way."""
+    verdict = introduced_record(record)
+    if verdict is RecordVerdict.REFUSE:
+        if not session.introduced_refused:
+            log.info(
+                "event=record_refused contact=%s record=%s why=introduced-not-a-contact",
+                contact_ref(link.contact.id),
+                type(record).__name__,
+            )
+        session.introduced_refused += 1
+    return verdict is RecordVerdict.HANDLE
 
 
 async def _store_texts(

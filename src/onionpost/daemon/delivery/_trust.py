@@ -201,7 +201,7 @@ def recheck_contacts(
     list now held (a newer one came); the number of verdicts that changed."""
     held = _held(store).get(anchor.fingerprint)
     revocations = None if held is None or held.revocations is None else held.revocations.value
-    contacts = {c.id: c for c in store.contacts.all()}
+    contacts = {c.id: c for c in store.contacts.peers()}
     changed = 0
     for contact_id, stored in store.trust.endorsements().items():
         contact = contacts.get(contact_id)
@@ -245,13 +245,14 @@ def rejudge(
 
 
 def refusals(store: Store, *, required: bool) -> dict[int, str]:
-    """Why sessions with each refused contact are refused, by contact id;
+    """Why sessions with each refused contact (or member a group introduced:
+    the same policy, groups.md §9) are refused, by contact id;
     ``required``: the configured require_endorsement, which a contact's own
     setting overrides."""
     verdicts = store.trust.endorsements()
     overrides = store.trust.required()
     found: dict[int, str] = {}
-    for contact in store.contacts.all():
+    for contact in store.contacts.peers():
         stored = verdicts.get(contact.id)
         why = session_refusal(
             None if stored is None else stored.status,
