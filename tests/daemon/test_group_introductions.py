@@ -131,7 +131,7 @@ async def test_two_members_who_are_not_contacts_reach_each_other_once(tmp_path: 
 async def test_a_group_file_from_an_introduced_member_reaches_the_other_whole(
     tmp_path: Path,
 ) -> None:
-    async with _team(tmp_path) as (_net, _nursery, (alice, bob, carol)):
+    async with _team(tmp_path) as (_net, _nursery, (_alice, bob, carol)):
         assert carol.daemon is not None
         data = bytes(range(256)) * 300  # several chunks
         source = tmp_path / "notes.bin"
