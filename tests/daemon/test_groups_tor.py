@@ -1,8 +1,8 @@
 """A team channel of real daemons on the private Tor network (groups.md §11):
-texts from each member reach every other exactly once, and so does a
-member's file; a member removed and one added while another is offline, who
-catches up when back; kill -9 of a member's daemon right after its send was
-queued, mid fan-out.
+texts and a file from each member reach every other exactly once; a member
+removed and one added while another is offline, whose copies wait in its
+mailbox and reach it when it is back; kill -9 of a member's daemon right
+after its send was queued, mid fan-out.
 
 In the first team every endpoint is a contact of every other; in the second
 two members are not each other's contacts and the group introduces them
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from onionpost.testing.endpoint import start_all
+from onionpost.testing.mailbox import Mailbox, contact_status, endpoint_config, pair, wait_for
 from onionpost.testing.team import Team
 from onionpost.testing.testnet import Testnet
 
@@ -28,17 +30,47 @@ GROUP = "desk"
 INTRO_SECONDS = 240.0
 
 
+MAILBOX_SECONDS = 240.0
+
+
 @pytest.fixture(scope="module")
-def team(testnet: Testnet) -> Iterator[Team]:
-    root = Path(tempfile.mkdtemp(prefix="op-groups-", dir="/tmp"))
-    team = Team.start(root, testnet, ["alice", "bob", "carol", "dave", "erin"])
+def box(testnet: Testnet) -> Iterator[Mailbox]:
+    root = Path(tempfile.mkdtemp(prefix="op-groups-box-", dir="/tmp"))
+    mailbox = Mailbox(root, "box", testnet)
+    start_all([mailbox])
     try:
+        yield mailbox
+    finally:
+        mailbox.stop()
+
+
+@pytest.fixture(scope="module")
+def team(testnet: Testnet, box: Mailbox) -> Iterator[Team]:
+    """Five endpoints, each the others' contact; dave has a mailbox, and every
+    other endpoint knows it before the test starts."""
+    root = Path(tempfile.mkdtemp(prefix="op-groups-", dir="/tmp"))
+    team = Team.start(
+        root, testnet, ["alice", "bob", "carol", "dave", "erin"], top_config=endpoint_config()
+    )
+    try:
+        pair(team["dave"], box)
+        # A text from dave to each carries its mailbox announcement.
+        others = [name for name in team.names if name != "dave"]
+        team.send_one_to_one("dave", others)
+        for name in others:
+            wait_for(
+                lambda n=name: contact_status(team[n], "dave")["mailbox"] == box.address,
+                f"{name} learning dave's mailbox",
+                MAILBOX_SECONDS,
+            )
         yield team
     finally:
         team.stop()
 
 
-def test_a_team_channel_through_removal_addition_absence_and_a_crash(team: Team) -> None:
+def test_a_team_channel_through_removal_addition_absence_and_a_crash(
+    team: Team, box: Mailbox
+) -> None:
     four = ["alice", "bob", "carol", "dave"]
     team.create(GROUP, "alice", four)  # erin comes later
     refused = team["alice"].cli("group", "remove", GROUP, "erin", check=False)
@@ -51,10 +83,11 @@ def test_a_team_channel_through_removal_addition_absence_and_a_crash(team: Team)
         team.wait_texts([body for author, body in sent.items() if author != name], [name])
         assert sent[name] not in team.bodies(name)  # no copy to its author
 
-    # A file from a member reaches every other, whole, once.
+    # A file from each member reaches every other, whole, once.
     folder = Path(tempfile.mkdtemp(prefix="op-group-files-", dir="/tmp"))
-    name, data = team.send_file("carol", GROUP, folder)
-    team.wait_file(name, data, ["alice", "bob", "dave"])
+    files = {author: team.send_file(author, GROUP, folder) for author in four}
+    for author, (name, data) in files.items():
+        team.wait_file(name, data, [n for n in four if n != author])
 
     # dave away; carol removed and erin added meanwhile; texts go on.
     team["dave"].stop()
@@ -66,6 +99,9 @@ def test_a_team_channel_through_removal_addition_absence_and_a_crash(team: Team)
     team.wait_texts(after[1:], ["alice"])
     team.wait_texts([after[0], after[2]], ["bob"])
     team.wait_texts(after[:2], ["erin"])
+    # What waits for dave goes into its mailbox meanwhile.
+    dave = team["dave"].json("whoami")["address"]
+    wait_for(lambda: box.usage()[dave].envelopes >= 1, "a deposit for dave", MAILBOX_SECONDS)
 
     # dave back: the new membership and every text sent while it was away.
     team["dave"].start()

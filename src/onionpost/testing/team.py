@@ -118,8 +118,17 @@ class Team:
         net: Testnet,
         names: Sequence[str],
         strangers: Iterable[tuple[str, str]] = (),
+        *,
+        top_config: str | None = None,
     ) -> Team:
-        endpoints = {name: Endpoint(root, name, net) for name in names}
+        """``top_config``: each endpoint's config.toml top-level keys (default:
+        :class:`Endpoint`'s short retry delays)."""
+        endpoints = {
+            name: Endpoint(root, name, net)
+            if top_config is None
+            else Endpoint(root, name, net, top_config=top_config)
+            for name in names
+        }
         start_all(endpoints.values())
         cards = {name: e.json("whoami")["card"] for name, e in endpoints.items()}
         apart = {frozenset(pair) for pair in strangers}
