@@ -32,6 +32,7 @@ order) is :mod:`onionpost.store._open`.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -46,6 +47,8 @@ import sqlcipher3.dbapi2 as _dbapi  # type: ignore[import-untyped]
 from onionpost.errors import NoSpaceError, StoreError, StoreLockedError, StoreTamperedError
 from onionpost.store import _crypto
 from onionpost.store._binding import Binder
+
+log = logging.getLogger("onionpost.store")
 
 __all__ = [
     "HMAC_LEN",
@@ -270,7 +273,23 @@ class Database:
         if conn.total_changes != self._changes:
             self._bind()
             if self._binder.log_bytes > _WAL_LIMIT:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                self._checkpoint(conn)
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Move the WAL into the database file. The commits it holds are
+        durable already: a checkpoint that fails (the disk full, an I/O error
+        writing the database file) fails no write; the WAL stays as it was and
+        the next commit tries again."""
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except Error as exc:
+            error = translate(exc, "checkpointing the WAL", self.path, encrypted=True)
+            log.warning(
+                "event=wal_checkpoint_failed store=%s error=%s wal_bytes=%d",
+                self.what,
+                type(error).__name__,
+                self._binder.log_bytes,
+            )
 
     @contextmanager
     def guard(self, doing: str) -> Iterator[None]:
