@@ -497,7 +497,7 @@ class Groups:
                     raise GroupNotAllowedError("we are no longer a member of this group")
                 contacts, unreachable = self._audience(log, sender)
                 if not contacts:
-                    raise ConfigError(f"no member of the group {log.state.name!r} is a contact")
+                    raise ConfigError(f"no member of the group {log.state.name!r} is reachable")
                 if audience is not None:
                     audience(contacts)
                 heads = sent_heads(log)
