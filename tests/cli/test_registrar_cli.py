@@ -96,3 +96,62 @@ def test_trust_enrol_prints_the_endorsement_and_refuses_a_mistyped_code(
         assert bad.exit_code != 0
         assert "enrolment code" in bad.output
         assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_code_revoke_and_list_against_a_registrar(runner: CliRunner, tmp_path: Path) -> None:
+    import time
+
+    from onionpost import api
+    from onionpost.home import AgencyDirectory, KdfCost, KeySource, Secrets
+    from onionpost.proto.identity import Identity
+    from onionpost.proto.registrar import EnrolmentCode
+    from onionpost.registrar import (
+        RegistrarBackend,
+        RegistrarPolicy,
+        RegistrarServer,
+        init_registrar,
+    )
+    from onionpost.testing.doubles import ServerThread
+
+    now = int(time.time())
+    source = KeySource(passphrase="agency passphrase", kdf_cost=KdfCost.FLOOR)
+    agency, _ = AgencyDirectory.create(tmp_path / "acme", "acme", source, now=now, mldsa=False)
+    secrets = Secrets.generate("registrar", now=now)
+    signer = agency.issuer(source)
+    book = init_registrar(tmp_path / "registrar", agency, signer, secrets.store_key)  # type: ignore[arg-type]
+    book.refresh(now, 900)
+    server = RegistrarServer(book, RegistrarPolicy(), address=secrets.identity.address)
+    backend = RegistrarBackend(
+        secrets, server, tor_status=lambda: api.TorStatus(api.TorState.OK, "")
+    )
+    seized = str(Identity.generate().address)
+    with short_tmpdir() as home, ServerThread(backend, home / "run" / "control.sock"):  # type: ignore[arg-type]
+        made = invoke(
+            runner, "--home", home, "registrar", "code", "--name", "Desk 4", "--unit", "Ops"
+        )
+        assert made.exit_code == 0, made.output
+        code = EnrolmentCode.parse(made.stdout.splitlines()[0])
+        assert code.registrar == secrets.identity.address
+        assert "onionpost trust enrol CODE" in made.stderr
+        as_json = json.loads(
+            invoke(runner, "--home", home, "registrar", "code", "--name", "D", "--json").stdout
+        )
+        assert (as_json["endpoint"], as_json["unit"]) == ("D", "")
+        listed = invoke(runner, "--home", home, "registrar", "list")
+        assert listed.exit_code == 0, listed.output
+        assert listed.stdout.startswith(f"registrar of acme at {secrets.identity.address}")
+        assert "list 1 issued" in listed.stdout
+        done = invoke(runner, "--home", home, "registrar", "revoke", seized, "--reason", "seized")
+        assert done.exit_code == 0, done.output
+        assert done.stdout.strip() == "list 2: 1 revoked"
+        state = json.loads(invoke(runner, "--home", home, "registrar", "list", "--json").stdout)
+        assert state["serial"] == 2
+        assert state["revoked"] == [
+            {"address": seized, "reason": "seized", "revoked_at": state["revoked"][0]["revoked_at"]}
+        ]
+        bad = invoke(runner, "--home", home, "registrar", "revoke", "nope")
+        assert bad.exit_code != 0
+        assert len(bad.output.strip().splitlines()) == 1
+        too_long = invoke(runner, "--home", home, "registrar", "code", "--name", "x" * 65)
+        assert too_long.exit_code != 0
+        assert "64" in too_long.output
