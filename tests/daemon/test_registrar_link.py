@@ -13,7 +13,7 @@ import trio
 from trio.testing import MockClock
 
 from onionpost import api
-from onionpost.errors import ConfigError, DialError
+from onionpost.errors import ConfigError, DialError, TransportError
 from onionpost.proto.trust import EndorsementProof
 from onionpost.testing.memory import Node, RegistrarNode, befriend, network, until
 
@@ -149,3 +149,23 @@ async def test_the_endorsement_is_renewed_with_a_third_left(
             lambda: EndorsementProof.decode((a1.store.trust.own() or own)[1]).index > index,
             seconds=61,
         )
+
+
+async def test_an_enrolment_cut_on_the_way_is_asked_again(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        registrar = net.registrar("registrar")
+        a1 = net.node("a1")
+        await registrar.start(nursery)
+        await a1.start(nursery)
+        cuts = []
+
+        async def cut_once() -> None:
+            cuts.append(trio.current_time())
+            if len(cuts) == 1:
+                raise TransportError("the stream ended without a Close", reason="ended")
+
+        net.faults[registrar.address] = cut_once
+        done = await _enrol(a1, registrar, "Desk")
+        assert done.endpoint == "Desk"
+        assert len(cuts) == 2
+        assert a1.store.trust.own() is not None

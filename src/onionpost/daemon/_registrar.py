@@ -140,7 +140,13 @@ class RegistrarLink:
                 failure = TransportError("timeout", reason="timeout")
             except* OnionpostError as group:
                 failure = first_failure(group)
-            if not isinstance(failure, DialError) or trio.current_time() + 2.0 >= deadline:
+            # On the way to the registrar (a dial, a session cut before the
+            # answer): the same code again is safe, the registrar answers a
+            # repeat from the same address with the same endorsement.
+            retry = isinstance(failure, DialError) or (
+                isinstance(failure, TransportError) and failure.reason != "refused"
+            )
+            if not retry or trio.current_time() + 2.0 >= deadline:
                 break
             await trio.sleep(min(2.0 * (attempt + 1), 8.0))
         if failure is not None:
