@@ -93,6 +93,11 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
         {"_localapi", "api", "transport", "tor", "store", "home", "proto", "host", "__init__"}
     )
     | LEAVES,
+    # A home run as an agency's registrar (trust.md §8), as a mailbox is.
+    "registrar": frozenset(
+        {"_localapi", "api", "transport", "tor", "store", "home", "proto", "host", "__init__"}
+    )
+    | LEAVES,
     "cli": frozenset({"client", "home", "proto", "api", "__init__"}) | LEAVES,
     # Test support, above everything it drives: the private Tor network and
     # endpoints on it driven as an operator drives them (the CLI in a child
@@ -104,6 +109,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
             "client",
             "daemon",
             "mailbox",
+            "registrar",
             "host",
             "transport",
             "store",
@@ -122,6 +128,8 @@ MODULE_MAY_IMPORT: dict[str, frozenset[str]] = {
     "cli/_daemon_cmd.py": frozenset({"daemon", "host", "store", "tor"}),
     # `onionpost mailbox serve` runs the mailbox in this process.
     "cli/_mailbox_cmd.py": frozenset({"host", "mailbox", "store"}),
+    # `onionpost registrar init|serve` makes and runs the registrar in this process.
+    "cli/_registrar_cmd.py": frozenset({"host", "registrar"}),
     # The secret source both of those give the host's start-up.
     "cli/_common.py": frozenset({"host"}),
     # `onionpost testnet up|status|down`.

@@ -117,6 +117,14 @@ __all__ = [
     "MailboxRef",
     "MailboxStatus",
     "MailboxWipe",
+    "RegistrarCode",
+    "RegistrarRevoke",
+    "RegistrarList",
+    "RegistrarState",
+    "RegistrarEndpoint",
+    "RegistrarRevocation",
+    "EnrolmentCode",
+    "TrustEnrol",
     "MarkRead",
     "Marked",
     "Message",
@@ -612,6 +620,51 @@ class RevocationsImported:
 
 
 @dataclass(frozen=True)
+class EnrolmentCode:
+    """A registrar's one-time enrolment code (trust.md §8)."""
+
+    code: str = field(metadata=_meta("give it to `onionpost trust enrol` on the endpoint"))
+    expires_ms: int
+    endpoint: str = field(metadata=_meta("the name the endorsement will give the endpoint"))
+    unit: str
+    qr: str = field(metadata=_meta("the code as a QR code, in text for a terminal"))
+
+
+@dataclass(frozen=True)
+class RegistrarEndpoint:
+    """An endpoint a registrar enrolled, and its current endorsement."""
+
+    address: str
+    endpoint: str
+    unit: str
+    enrolled_at: int = field(metadata=_meta("POSIX seconds"))
+    valid_until: int = field(metadata=_meta("its endorsement's end, POSIX seconds"))
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class RegistrarRevocation:
+    """One entry of the agency's revocation list."""
+
+    address: str
+    revoked_at: int = field(metadata=_meta("POSIX seconds"))
+    reason: str
+
+
+@dataclass(frozen=True)
+class RegistrarState:
+    """What a registrar holds: its list, its log and its endpoints (trust.md §8)."""
+
+    agency: str
+    registrar: str = field(metadata=_meta("the registrar's onion address"))
+    serial: int | None = field(metadata=_meta("the latest revocation list's serial"))
+    issued_at: int | None = field(metadata=_meta("when it was signed, POSIX seconds"))
+    log_size: int = field(metadata=_meta("statements in the agency log"))
+    endpoints: tuple[RegistrarEndpoint, ...] = ()
+    revoked: tuple[RegistrarRevocation, ...] = ()
+
+
+@dataclass(frozen=True)
 class Queued:
     """A message or file durably queued for delivery (``name``/``size`` for files)."""
 
@@ -1080,6 +1133,16 @@ class TrustRevocationsImport(Request[RevocationsImported]):
 
 
 @dataclass(frozen=True)
+class TrustEnrol(Request[Endorsement]):
+    """Enrol with the agency's registrar of an enrolment code: install the
+    endorsement it signs, then fetch the agency's list from it every
+    `trust_refresh` and renew the endorsement in time (trust.md §8)."""
+
+    METHOD = "trust_enrol"
+    code: str = field(metadata=_meta("the registrar's enrolment code"))
+
+
+@dataclass(frozen=True)
 class ContactSetMaxLabel(Request[ContactLabels]):
     """Set the highest handling labels we send a contact (one per scheme; an
     empty list removes our limit). The contact's own advertised limit holds
@@ -1521,6 +1584,40 @@ class MailboxWipe(Request[Wiped]):
     )
 
 
+def _code_expires(value: object) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 60 <= value <= 604_800:
+        return "seconds from 60 to 604800"
+    return None
+
+
+@dataclass(frozen=True)
+class RegistrarCode(Request[EnrolmentCode]):
+    """A registrar only: a one-time code for one endpoint to enrol with."""
+
+    METHOD = "registrar_code"
+    endpoint: str = field(metadata=_meta("its name in the endorsement, e.g. `Field office 3`"))
+    unit: str = field(default="", metadata=_meta("its unit (may be empty)"))
+    expires: int = field(
+        default=3600, metadata=_meta("seconds the code stays valid (60 to 604800)", _code_expires)
+    )
+
+
+@dataclass(frozen=True)
+class RegistrarRevoke(Request[RegistrarState]):
+    """A registrar only: revoke an address in the next list, logged."""
+
+    METHOD = "registrar_revoke"
+    address: str
+    reason: str = field(default="", metadata=_meta("at most 64 bytes, in the list"))
+
+
+@dataclass(frozen=True)
+class RegistrarList(Request[RegistrarState]):
+    """A registrar only: its endpoints, its list and its log."""
+
+    METHOD = "registrar_list"
+
+
 REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
     cls.METHOD: cls
     for cls in (
@@ -1537,6 +1634,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         TrustRemove,
         TrustEndorsementInstall,
         TrustRevocationsImport,
+        TrustEnrol,
         SendText,
         SendTexts,
         SendFile,
@@ -1555,6 +1653,9 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         MailboxPair,
         GetMailboxStatus,
         MailboxWipe,
+        RegistrarCode,
+        RegistrarRevoke,
+        RegistrarList,
         ListCreate,
         ListAdd,
         ListRemove,

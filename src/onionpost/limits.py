@@ -111,6 +111,16 @@ TRUST_CACHE_ENTRIES: Final = 512
 MAX_TRUST_STAPLE_PART: Final = 21_000
 # TrustStaple records a contact may send in one session; more are ignored.
 MAX_TRUST_STAPLES_PER_SESSION: Final = 8
+# The registrar (trust.md §8): how often a fresh revocation list is signed and
+# fetched (default, least, most), in seconds.
+REGISTRAR_REFRESH: Final = 900
+MIN_REGISTRAR_REFRESH: Final = 60
+MAX_REGISTRAR_REFRESH: Final = 3600
+# Enrolment codes waiting unused at once, and how long one may live (seconds).
+MAX_ENROLMENT_CODES: Final = 16
+MAX_ENROLMENT_CODE_LIFETIME: Final = 7 * 24 * 3600
+# Endpoints one registrar enrols (each a tor client key it authorizes).
+MAX_REGISTRAR_ENDPOINTS: Final = 200
 
 # -- The evidence log (proto/evidence.py, evidence.md) ---------------------------
 

@@ -20,6 +20,7 @@ from onionpost.client import ApiError, open_client
 from onionpost.host import Handlers, serve_api
 from onionpost.mailbox import MailboxBackend
 from onionpost.mailbox._server import MailboxPolicy
+from onionpost.registrar import RegistrarBackend
 from onionpost.testing.doubles import MemoryBackend, short_tmpdir
 from onionpost.testing.memory import network
 
@@ -27,6 +28,8 @@ from onionpost.testing.memory import network
 MAILBOX_ONLY = {api.MailboxCode}
 MAILBOX_SERVES = {api.Whoami, api.GetStatus, api.MailboxCode, api.GetMailboxStatus, api.MailboxWipe}
 SERVER_S_OWN = {api.Subscribe}
+REGISTRAR_ONLY = {api.RegistrarCode, api.RegistrarRevoke, api.RegistrarList}
+REGISTRAR_SERVES = {api.Whoami, api.GetStatus} | REGISTRAR_ONLY
 
 
 def _check_fits(handlers: Handlers) -> None:
@@ -51,7 +54,7 @@ async def test_the_daemon_serves_every_request_but_the_mailbox_s(tmp_path: Path)
         assert alice.daemon is not None
         handlers = alice.daemon.handlers
         served = set(handlers)
-        expected = set(api.REQUESTS.values()) - MAILBOX_ONLY - SERVER_S_OWN
+        expected = set(api.REQUESTS.values()) - MAILBOX_ONLY - SERVER_S_OWN - REGISTRAR_ONLY
         assert served == expected
         # One handler each, none shared by two request types.
         assert len({id(h.__func__) for h in handlers.values()}) == len(handlers)  # type: ignore[attr-defined]
@@ -69,10 +72,20 @@ def test_the_mailbox_serves_its_requests_only() -> None:
     _check_fits(backend.handlers)
 
 
+def test_the_registrar_serves_its_requests_only() -> None:
+    backend = RegistrarBackend(
+        None,  # type: ignore[arg-type] # not used to build the table
+        None,  # type: ignore[arg-type]
+        tor_status=lambda: api.TorStatus(api.TorState.OK),
+    )
+    assert set(backend.handlers) == REGISTRAR_SERVES
+    _check_fits(backend.handlers)
+
+
 def test_every_request_is_served_somewhere() -> None:
     everything = set(api.REQUESTS.values())
-    endpoint = everything - MAILBOX_ONLY - SERVER_S_OWN
-    assert endpoint | MAILBOX_SERVES | SERVER_S_OWN == everything
+    endpoint = everything - MAILBOX_ONLY - SERVER_S_OWN - REGISTRAR_ONLY
+    assert endpoint | MAILBOX_SERVES | SERVER_S_OWN | REGISTRAR_SERVES == everything
 
 
 @pytest.mark.parametrize(

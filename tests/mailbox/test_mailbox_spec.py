@@ -13,7 +13,8 @@ from onionpost.mailbox import _server as server
 from onionpost.proto import messages as m
 
 SPEC = Path(__file__).resolve().parents[2] / "protocol-spec" / "mailbox.md"
-RECORDS = [cls for tag, cls in sorted(m._BY_TAG.items()) if 32 <= tag <= 63]
+# 32..46: a mailbox session and MailboxInfo; 48..53 are the registrar's (trust.md §8.4).
+RECORDS = [cls for tag, cls in sorted(m._BY_TAG.items()) if 32 <= tag <= 46]
 
 
 def _section(title: str) -> str:

@@ -129,6 +129,19 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
     m.MbEnvelope: st.builds(m.MbEnvelope, u64, ids, u64, st.binary(max_size=2000)),
     m.MbUsage: st.builds(m.MbUsage, u64, u64, u64, u64, u64, u64),
     m.MailboxInfo: st.builds(m.MailboxInfo, st.binary(max_size=500)),
+    m.RgEnrol: st.builds(m.RgEnrol, u64, keys, keys),
+    m.RgRenew: st.builds(m.RgRenew, u64),
+    m.RgFetch: st.builds(m.RgFetch, u64, u64),
+    m.RgResult: st.builds(m.RgResult, u64, u64, bounded_text(MAX_CLOSE_REASON)),
+    m.RgEndorsement: st.builds(m.RgEndorsement, u64, st.binary(min_size=1, max_size=500)),
+    m.RgList: st.builds(
+        m.RgList,
+        u64,
+        st.binary(min_size=1, max_size=500),
+        st.binary(min_size=1, max_size=500),
+        st.binary(min_size=1, max_size=500),
+        st.integers(0, 128).map(lambda n: bytes(32 * n)),
+    ),
     m.LogCosign: st.builds(
         m.LogCosign,
         st.binary(max_size=500),
@@ -236,6 +249,12 @@ def test_wire_tags() -> None:
         "MB_ENVELOPE": 44,
         "MB_USAGE": 45,
         "MAILBOX_INFO": 46,
+        "RG_ENROL": 48,
+        "RG_RENEW": 49,
+        "RG_FETCH": 50,
+        "RG_RESULT": 51,
+        "RG_ENDORSEMENT": 52,
+        "RG_LIST": 53,
         "LOG_COSIGN": 72,
         "LOG_COSIGNED": 73,
         "GROUP_OPS": 90,
@@ -694,3 +713,33 @@ def test_a_label_that_is_not_printable_ascii_is_refused(label: str) -> None:
 def test_a_label_of_the_wrong_type_is_refused() -> None:
     with pytest.raises(MessageDecodeError):
         decode(pack(1, b"\x01" * 16, 5, "hi", "text/plain", b"TLP:RED"))
+
+
+# -- a session with a registrar (trust.md §8) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        m.RgEndorsement(1, b""),
+        m.RgEndorsement(1, bytes(21_001)),
+        m.RgList(1, b"", b"r", b"c"),
+        m.RgList(1, b"d", bytes(21_001), b"c"),
+        m.RgList(1, b"d", b"r", b"c", bytes(31)),
+        m.RgList(1, b"d", b"r", b"c", bytes(32 * 129)),
+    ],
+    ids=["empty-proof", "oversize-proof", "no-delegation", "oversize-list", "ragged", "long"],
+)
+def test_registrar_records_out_of_bounds_are_refused(record: m.Message) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode(record)
+    wire = msgpack.packb(m.wire_values(record), use_bin_type=True)
+    with pytest.raises(MessageDecodeError):
+        decode(wire)
+
+
+def test_a_registrar_list_splits_its_hashes() -> None:
+    record = m.RgList(1, b"d", b"r", b"c", bytes(32) + b"\x01" * 32)
+    assert record.hashes() == (bytes(32), b"\x01" * 32)
+    assert m.RgList(1, b"d", b"r", b"c").hashes() == ()
+    assert "token" not in repr(m.RgEnrol(1, b"\x07" * 32, bytes(32)))

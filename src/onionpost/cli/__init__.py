@@ -49,6 +49,7 @@ COMMANDS: Final[dict[str, str]] = {
     "daemon": "_daemon_cmd:daemon",
     "doctor": "_daemon_cmd:doctor",
     "mailbox": "_mailbox_cmd:mailbox",
+    "registrar": "_registrar_cmd:registrar",
     "selftest": "_selftest:selftest",
     "testnet": "_testnet:testnet",
     "log": "_evidence_cmd:log",

@@ -169,6 +169,28 @@ def endorsement_install(file: Path, home: Path | None, as_json: bool) -> None:
     )
 
 
+@trust.command("enrol")
+@click.argument("code")
+@home_option
+@json_option
+def enrol(code: str, home: Path | None, as_json: bool) -> None:
+    """Enrol this endpoint with its agency's registrar, with the one-time CODE
+    its operator gave you ('registrar code'): the endorsement it signs is
+    installed (install the agency's anchor first, 'trust add'), and the daemon
+    then fetches the agency's list from it every trust_refresh and renews the
+    endorsement in time."""
+    installed = run_client(home, lambda client: client.trust_enrol(code))
+    if as_json:
+        emit_json(dataclasses.asdict(installed))
+        return
+    where = f"{installed.endpoint}, {installed.unit}" if installed.unit else installed.endpoint
+    click.echo(
+        f"enrolled: endorsed by {printable(installed.agency)} ({printable(where)}) "
+        f"until {format_ms(installed.valid_until * 1000)}"
+        + ("" if installed.status == "endorsed" else f" [{installed.status}]")
+    )
+
+
 @trust.group("revocations")
 def revocations() -> None:
     """The agencies' revocation lists this endpoint holds."""

@@ -562,6 +562,24 @@ class Client:
         """Retry delivery now, to one contact or all; returns how many were kicked."""
         return (await self.request(api.Retry(contact))).contacts
 
+    async def trust_enrol(self, code: str) -> api.Endorsement:
+        """An endpoint only: enrol with the agency's registrar of ``code``."""
+        return await self.request(api.TrustEnrol(code))
+
+    async def registrar_code(
+        self, endpoint: str, unit: str = "", expires: int = 3600
+    ) -> api.EnrolmentCode:
+        """A registrar only: a one-time enrolment code for one endpoint."""
+        return await self.request(api.RegistrarCode(endpoint, unit, expires))
+
+    async def registrar_revoke(self, address: str, reason: str = "") -> api.RegistrarState:
+        """A registrar only: revoke ``address`` in the next list, logged."""
+        return await self.request(api.RegistrarRevoke(address, reason))
+
+    async def registrar_list(self) -> api.RegistrarState:
+        """A registrar only: its endpoints, its list and its log."""
+        return await self.request(api.RegistrarList())
+
     async def mailbox_code(self, expires: int = 86_400) -> api.SetupCode:
         """A mailbox only: a new one-time setup code, valid ``expires`` seconds."""
         return await self.request(api.MailboxCode(expires))

@@ -55,10 +55,12 @@ from onionpost.daemon import _evidence, _labels
 from onionpost.daemon._groups import GroupHandlers
 from onionpost.daemon._lists import ListHandlers
 from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
+from onionpost.daemon._registrar import RegistrarLink
 from onionpost.daemon.delivery import (
     DeliveryEngine,
     DeliveryPolicy,
     Dial,
+    Imported,
     Reconciled,
     Witness,
     import_revocations,
@@ -168,6 +170,17 @@ class Daemon:
         self.owner = OwnerLink(
             secrets, store, self.engine, self.mailboxes, mailbox_dial, policy, self._worker
         )
+        # Our agency's registrar (trust.md §8), reached as a mailbox is.
+        self.registrar = RegistrarLink(
+            secrets,
+            store,
+            paths.home / "registrar.txt",
+            mailbox_dial,
+            self._worker,
+            config.trust_refresh,
+            held=self._list_held,
+            installed=self.engine.restaple,
+        )
         self._sending: dict[bytes, trio.Lock] = {}
         self.lists = lists = ListHandlers(
             store, self.engine, self._worker, config.max_file_size, config.labels
@@ -196,6 +209,7 @@ class Daemon:
             api.TrustEndorsementInstall: self.trust_endorsement_install,
             api.ContactRequireEndorsement: self.contact_require_endorsement,
             api.TrustRevocationsImport: self.trust_revocations_import,
+            api.TrustEnrol: self.trust_enrol,
             api.ContactVerify: self.contact_verify,
             api.ContactSetMaxLabel: self.contact_set_max_label,
             api.SendText: self.send_text,
@@ -249,6 +263,7 @@ class Daemon:
                 await self.host.add_client_auth(contact.address, self._secrets.client_auth_private)
             await nursery.start(self.engine.run)
             nursery.start_soon(self.owner.run)
+            nursery.start_soon(self.registrar.run)
             self.host.ready()
             log.info("event=ready contacts=%d", len(contacts))
             log.debug("event=ready address=%s", address)
@@ -574,6 +589,13 @@ class Daemon:
         except (binascii.Error, ValueError) as exc:
             raise ConfigError("a revocation list is sent as base64") from exc
         done = await self._worker(import_revocations, self._store, bundle, _now_ms())
+        await self._list_held(done)
+        return api.RevocationsImported(
+            done.agency, done.serial, done.issued_at, done.revoked, done.changed
+        )
+
+    async def _list_held(self, done: Imported) -> None:
+        """A newer list is held (imported, or from our registrar): act on it at once."""
         await self._refusals_changed()
         self.engine.restaple()
         if done.stapled:
@@ -581,8 +603,15 @@ class Daemon:
             # once (paced, as an announcement) to be handed it, so that a
             # revocation reaches them now, not at their next text (§7.2).
             self.engine.announce()
-        return api.RevocationsImported(
-            done.agency, done.serial, done.issued_at, done.revoked, done.changed
+
+    async def trust_enrol(self, request: api.TrustEnrol) -> api.Endorsement:
+        """Enrol with our agency's registrar (trust.md §8)."""
+        verdict = await self.registrar.enrol(request.code)
+        e = verdict.endorsement
+        assert e is not None
+        assert verdict.until is not None
+        return api.Endorsement(
+            e.agency, e.address, e.endpoint, e.unit, verdict.until, verdict.status.value
         )
 
     async def trust_remove(self, request: api.TrustRemove) -> api.TrustAnchor:

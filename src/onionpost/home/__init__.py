@@ -14,10 +14,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from onionpost.home._paths import HOME_ENV, Paths, default_home
+from onionpost.home._paths import HOME_ENV, Paths, default_home, write_atomic
 
 if TYPE_CHECKING:
-    from onionpost.home._agency import AgencyDirectory, KeySource, open_key_file, write_key_file
+    from onionpost.home._agency import (
+        HANDED_OVER,
+        AgencyDirectory,
+        KeySource,
+        open_key_file,
+        write_key_file,
+    )
     from onionpost.home._card import (
         ContactCard,
         check_name,
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
 # secrets and cards) loads on first use, so ``import onionpost.client`` pulls
 # in neither pynacl nor cryptography.
 _LAZY: dict[str, str] = {
+    "HANDED_OVER": "_agency",
     "AgencyDirectory": "_agency",
     "KeySource": "_agency",
     "open_key_file": "_agency",
@@ -76,6 +83,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_CONFIG_TEXT",
+    "HANDED_OVER",
     "AgencyDirectory",
     "KeySource",
     "open_key_file",
@@ -99,4 +107,5 @@ __all__ = [
     "safety_number",
     "save_secrets",
     "unlock",
+    "write_atomic",
 ]

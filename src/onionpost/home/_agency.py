@@ -69,6 +69,7 @@ from onionpost.proto.trust_session import RevocationBundle
 from onionpost.store import at_rest
 
 __all__ = [
+    "HANDED_OVER",
     "AgencyDirectory",
     "KeySource",
     "open_key_file",
@@ -80,6 +81,10 @@ _AD_CONTEXT: Final = b"onionpost agency key v1\x00"
 _MAX_KEY_FILE: Final = 4096
 _MAX_STATEMENT: Final = 4 * MAX_NOTE_BYTES
 _LABEL: Final = "a"
+# Written in an agency directory whose issuing key and log a registrar holds
+# now (`registrar init`): its offline tools then sign nothing, which would
+# fork the log (trust.md §3, §8).
+HANDED_OVER: Final = "registrar.txt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +277,10 @@ class AgencyDirectory:
     def log(self) -> AgencyLog:
         return AgencyLog(self.anchor().log_origin, self.statements())
 
-    def _append(self, statement: bytes) -> int:
-        index = len(list(self._log_dir.glob("*.note")))
+    def _append(self, statement: bytes, log: AgencyLog | None = None) -> int:
+        """Write the next leaf; appended to ``log`` too (the log held in memory,
+        whose size is the index) when given."""
+        index = len(list(self._log_dir.glob("*.note"))) if log is None else log.size
         target = self._log_dir / f"{index:08d}.note"
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -284,10 +291,24 @@ class AgencyDirectory:
                 os.close(fd)
         except OSError as exc:
             raise ConfigError(f"cannot append to {self._log_dir}: {exc.strerror}") from exc
+        if log is not None:
+            log.append(statement)
         return index
+
+    def statement(self, index: int) -> bytes:
+        """Leaf ``index`` of the log, as issued."""
+        return self._read(self._log_dir / f"{index:08d}.note")
 
     def issuer(self, source: KeySource) -> StatementSigner:
         return open_key_file(self.path / f"issuing-{_LABEL}.key", source)
+
+    def _check_writer(self) -> None:
+        if (self.path / HANDED_OVER).exists():
+            raise ConfigError(
+                f"{self.path}'s issuing key and log are held by a registrar now "
+                f"({self.path / HANDED_OVER}): sign with 'onionpost registrar ...', "
+                "not here (the log would fork)"
+            )
 
     def endorse(
         self,
@@ -299,9 +320,12 @@ class AgencyDirectory:
         now: int,
         days: int = 7,
         replaces: str = "",
+        log: AgencyLog | None = None,
     ) -> EndorsementProof:
         """Endorse ``address`` from ``now`` for ``days``, append it to the log,
-        sign a checkpoint and return the proof the endpoint presents."""
+        sign a checkpoint and return the proof the endpoint presents (``log``:
+        the log as held in memory, else read from the directory)."""
+        self._check_writer()
         anchor = self.anchor()
         delegation_data = self.delegation()
         delegation = open_delegation(anchor, delegation_data).value
@@ -329,8 +353,8 @@ class AgencyDirectory:
         except TrustError as exc:
             raise ConfigError(str(exc)) from exc
         data = issue(signer, statement)
-        index = self._append(data)
-        log = self.log()
+        index = self._append(data, log)
+        log = self.log() if log is None else log
         checkpoint = log.checkpoint(signer)
         self._write("checkpoint.note", checkpoint)
         return EndorsementProof(delegation_data, data, checkpoint, index, log.inclusion(index))
@@ -346,12 +370,19 @@ class AgencyDirectory:
             raise ConfigError(f"{path} is not a revocation list") from exc
 
     def revoke(
-        self, signer: StatementSigner, address: str | None, *, reason: str = "", now: int
+        self,
+        signer: StatementSigner,
+        address: str | None,
+        *,
+        reason: str = "",
+        now: int,
+        log: AgencyLog | None = None,
     ) -> RevocationBundle:
         """Sign the next revocation list: the one before (less the entries whose
         endorsements have all expired, trust.md §2) and ``address`` if given
         (None: the same list, fresh, as the registrar signs it every interval);
         append it to the log and return it with its delegation and checkpoint."""
+        self._check_writer()
         anchor = self.anchor()
         delegation_data = self.delegation()
         delegation = open_delegation(anchor, delegation_data).value
@@ -379,8 +410,8 @@ class AgencyDirectory:
         except TrustError as exc:
             raise ConfigError(f"cannot sign that list: {exc}") from exc
         data = issue(signer, statement)
-        self._append(data)
-        checkpoint = self.log().checkpoint(signer)
+        self._append(data, log)
+        checkpoint = (self.log() if log is None else log).checkpoint(signer)
         self._write("revocations.note", data)
         self._write("checkpoint.note", checkpoint)
         return RevocationBundle(delegation_data, data, checkpoint)

@@ -37,7 +37,12 @@ from typing import Any, Final
 from onionpost._files import read_small_file
 from onionpost.errors import ConfigError, LabelError
 from onionpost.home._paths import Paths
-from onionpost.limits import MAX_CONFIG_FILE, MAX_LABEL_SCHEMES
+from onionpost.limits import (
+    MAX_CONFIG_FILE,
+    MAX_LABEL_SCHEMES,
+    MAX_REGISTRAR_REFRESH,
+    MIN_REGISTRAR_REFRESH,
+)
 from onionpost.proto.labels import LabelPolicy, Scheme
 
 __all__ = ["DEFAULT_CONFIG_TEXT", "Config", "load_config", "parse_config"]
@@ -81,6 +86,8 @@ class Config:
     # Agency trust (trust.md §7.4): sessions and deliveries only with contacts
     # whose agency endorsement is valid now.
     require_endorsement: bool = False
+    # Seconds between fetches of our agency's list from its registrar (trust.md §8).
+    trust_refresh: float = 900.0
     # Handling labels (spec.md §5.10): the [labels] table.
     labels: LabelPolicy = field(default_factory=LabelPolicy.build)
     # A home run as a mailbox: the [mailbox] table.
@@ -93,6 +100,9 @@ class Config:
     mailbox_max_bytes_per_owner: int = 640 * MiB
     mailbox_max_contacts_per_owner: int = 200
     mailbox_records_per_second: int = 200
+    # A home run as an agency's registrar: the [registrar] table (trust.md §8).
+    registrar_refresh: float = 900.0
+    registrar_endorsement_days: int = 7
 
 
 DEFAULT_CONFIG_TEXT: Final = """\
@@ -158,6 +168,11 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # is installed, valid now (onionpost trust add; trust.md). A revoked contact
 # is refused whatever this says.
 # require_endorsement = false
+
+# Enrolled with an agency's registrar (onionpost trust enrol): seconds between
+# fetches of the agency's revocation list (and renewals of our endorsement
+# when a third of its life is left), 60 to 3600.
+# trust_refresh = 900.0
 
 [tor]
 # "launch": run our own tor with home/tor/ as its DataDirectory.
@@ -238,6 +253,16 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # Records per second one session may send (with a burst of twice that);
 # beyond it the mailbox stops reading and tor's flow control slows the sender.
 # records_per_second = 200
+
+# Only for a home run as an agency's registrar (onionpost registrar serve,
+# trust.md §8). Uncomment the table's header with the keys you set.
+# [registrar]
+
+# Seconds between the fresh revocation lists it signs (60 to 3600).
+# refresh = 900.0
+
+# Days an endorsement it signs lasts (1 to 30); renewed with a third left.
+# endorsement_days = 7
 """
 
 
@@ -308,6 +333,15 @@ def _tor_options(key: str, value: object) -> dict[str, str | list[str]]:
     return options
 
 
+def _refresh(key: str, value: object) -> float:
+    seconds = _seconds(key, value)
+    if not MIN_REGISTRAR_REFRESH <= seconds <= MAX_REGISTRAR_REFRESH:
+        raise ConfigError(
+            f"config key {key} must be {MIN_REGISTRAR_REFRESH} to {MAX_REGISTRAR_REFRESH} seconds"
+        )
+    return seconds
+
+
 _MAX_PORT: Final = 65535
 _MAX_BYTES: Final = 2**62
 
@@ -331,6 +365,7 @@ _TOP: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "log_level": ("log_level", lambda k, v: _choice(k, v, LOG_LEVELS)),
     "mailbox_after": ("mailbox_after", _seconds),
     "require_endorsement": ("require_endorsement", _bool),
+    "trust_refresh": ("trust_refresh", _refresh),
 }
 _TOR: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "mode": ("tor_mode", lambda k, v: _choice(k, v, TOR_MODES)),
@@ -372,7 +407,11 @@ _MAILBOX: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
     "max_disk_use": ("mailbox_max_disk_use", lambda k, v: _int(k, v, 0, _MAX_BYTES)),
     "records_per_second": ("mailbox_records_per_second", lambda k, v: _int(k, v, 1, 10**6)),
 }
-_TABLES: Final = {"tor": _TOR, "mailbox": _MAILBOX}
+_REGISTRAR: Final[dict[str, tuple[str, Callable[[str, object], Any]]]] = {
+    "refresh": ("registrar_refresh", _refresh),
+    "endorsement_days": ("registrar_endorsement_days", lambda k, v: _int(k, v, 1, 30)),
+}
+_TABLES: Final = {"tor": _TOR, "mailbox": _MAILBOX, "registrar": _REGISTRAR}
 _LABEL_KEYS: Final = frozenset({"default", "accept", "export_max", "organisation", "schemes"})
 _SCHEME_KEYS: Final = frozenset({"name", "levels", "caveats"})
 

@@ -25,8 +25,9 @@ Evolution rules (spec.md §Messages):
   trailing fields (at most :data:`MAX_RECORD_FIELDS` in all), and a record
   that lacks the appended fields it knows (``OPTIONAL``) takes their defaults.
 - Tags 1..31 are the records of a session between two endpoints; tags
-  32..63 are the records of a session with a mailbox (``mailbox.md`` §Wire
-  records), and ``MailboxInfo`` (46), which endpoints send each other.
+  32..47 are the records of a session with a mailbox (``mailbox.md`` §Wire
+  records), and ``MailboxInfo`` (46), which endpoints send each other;
+  48..53 those of a session with an agency's registrar (``trust.md`` §8).
 - Tags 1..63 are core. An unknown core tag is a protocol error
   (close code BAD_MESSAGE): the sender relied on something we lack.
 - Tags 64..127 are optional extensions. An unknown one decodes to
@@ -103,6 +104,13 @@ __all__ = [
     "Ping",
     "Pong",
     "Read",
+    "RgCode",
+    "RgEndorsement",
+    "RgEnrol",
+    "RgFetch",
+    "RgList",
+    "RgRenew",
+    "RgResult",
     "Text",
     "TrustStaple",
     "UnknownExtension",
@@ -156,6 +164,13 @@ class MessageType(enum.IntEnum):
     MB_USAGE = 45
     # Between endpoints: the sender's signed mailbox announcement.
     MAILBOX_INFO = 46
+    # A session with the agency's registrar (trust.md §8).
+    RG_ENROL = 48
+    RG_RENEW = 49
+    RG_FETCH = 50
+    RG_RESULT = 51
+    RG_ENDORSEMENT = 52
+    RG_LIST = 53
     # Optional extensions between endpoints (a peer without them ignores them):
     # witnessing each other's evidence log (evidence.md §5).
     LOG_COSIGN = 72
@@ -798,6 +813,107 @@ class TrustStaple(_Record):
                 raise MessageDecodeError("a trust staple's statement is too large")
 
 
+# -- a session with an agency's registrar (trust.md §8) --------------------------------
+#
+# As with a mailbox: requests carry ``req``; the registrar answers each with one
+# RgEndorsement, RgList or RgResult of the same number. Every refusal is the
+# same RgResult(req, REFUSED, "refused"), whatever the reason.
+
+
+class RgCode(enum.IntEnum):
+    """What a registrar answers a request with (RgResult.code)."""
+
+    OK = 0
+    REFUSED = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RgEnrol(_Record):
+    """Endpoint -> registrar: enrol the session's peer with the enrolment code's
+    token; authorize our tor client key from now on."""
+
+    TAG = MessageType.RG_ENROL
+    SCHEMA = ((_Kind.U64, 0), (_Kind.KEY, 0), (_Kind.KEY, 0))
+    req: int
+    token: bytes = field(repr=False)
+    client_auth_public: bytes
+
+    def __repr__(self) -> str:
+        return f"RgEnrol(req={self.req})"
+
+
+@dataclass(frozen=True, slots=True)
+class RgRenew(_Record):
+    """Endpoint -> registrar: a new endorsement for the session's (enrolled) peer."""
+
+    TAG = MessageType.RG_RENEW
+    SCHEMA = ((_Kind.U64, 0),)
+    req: int
+
+
+@dataclass(frozen=True, slots=True)
+class RgFetch(_Record):
+    """Endpoint -> registrar: the latest revocation list and checkpoint, with a
+    consistency proof from the checkpoint of ``size`` entries we hold (0: none)."""
+
+    TAG = MessageType.RG_FETCH
+    SCHEMA = ((_Kind.U64, 0), (_Kind.U64, 0))
+    req: int
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RgResult(_Record):
+    """Registrar -> endpoint: request ``req`` refused (or done with nothing to send)."""
+
+    TAG = MessageType.RG_RESULT
+    SCHEMA = ((_Kind.U64, 0), (_Kind.U64, 0), (_Kind.TEXT, MAX_CLOSE_REASON))
+    req: int
+    code: int
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RgEndorsement(_Record):
+    """Registrar -> endpoint: its endorsement proof (trust.md §4), the answer to
+    RgEnrol and RgRenew."""
+
+    TAG = MessageType.RG_ENDORSEMENT
+    SCHEMA = ((_Kind.U64, 0), (_Kind.DATA, 0))
+    req: int
+    proof: bytes
+
+    def _validate(self) -> None:
+        if not self.proof or len(self.proof) > MAX_TRUST_STAPLE_PART:
+            raise MessageDecodeError("an endorsement proof is 1 to 21000 bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class RgList(_Record):
+    """Registrar -> endpoint: the answer to RgFetch, the revocation bundle's three
+    notes (trust.md §7.3) and the consistency proof's hashes (empty when the
+    endpoint held no checkpoint, or one of the same size)."""
+
+    TAG = MessageType.RG_LIST
+    SCHEMA = ((_Kind.U64, 0), (_Kind.DATA, 0), (_Kind.DATA, 0), (_Kind.DATA, 0), (_Kind.DATA, 0))
+    req: int
+    delegation: bytes
+    revocations: bytes
+    checkpoint: bytes
+    consistency: bytes = b""
+
+    def _validate(self) -> None:
+        for part in (self.delegation, self.revocations, self.checkpoint):
+            if not part or len(part) > MAX_TRUST_STAPLE_PART:
+                raise MessageDecodeError("a registrar's list holds three statements")
+        if len(self.consistency) % 32 or len(self.consistency) // 32 > MAX_PROOF_HASHES:
+            raise MessageDecodeError("a consistency proof is at most 128 hashes")
+
+    def hashes(self) -> tuple[bytes, ...]:
+        c = self.consistency
+        return tuple(c[i : i + 32] for i in range(0, len(c), 32))
+
+
 @dataclass(frozen=True, slots=True)
 class UnknownExtension:
     """An optional extension record (tag 64..127) this version does not know."""
@@ -833,6 +949,12 @@ Message = (
     | MbEnvelope
     | MbUsage
     | MailboxInfo
+    | RgEnrol
+    | RgRenew
+    | RgFetch
+    | RgResult
+    | RgEndorsement
+    | RgList
     | LogCosign
     | LogCosigned
     | GroupOps
@@ -873,6 +995,12 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         MbEnvelope,
         MbUsage,
         MailboxInfo,
+        RgEnrol,
+        RgRenew,
+        RgFetch,
+        RgResult,
+        RgEndorsement,
+        RgList,
         LogCosign,
         LogCosigned,
         GroupOps,

@@ -111,6 +111,7 @@ __all__ = [
     "open_revocations",
     "statement_text",
     "stored_checkpoint",
+    "stored_endorsement",
     "stored_revocations",
 ]
 
@@ -555,6 +556,16 @@ def stored_revocations(data: bytes) -> Signed[RevocationList]:
         return Signed(RevocationList.from_body(_decode_body(parsed.text, Kind.REVOCATIONS)), data)
     except (VerificationError, TypeError) as exc:
         raise _malformed("revocations", "a stored revocation list is unreadable") from exc
+
+
+def stored_endorsement(data: bytes) -> Endorsement:
+    """An endorsement this endpoint verified when it installed it, parsed again
+    (to see when it ends), not verified again."""
+    try:
+        parsed = note.Note.parse(data)
+        return Endorsement.from_body(_decode_body(parsed.text, Kind.ENDORSEMENT))
+    except (VerificationError, TypeError) as exc:
+        raise _malformed("endorsement", "a stored endorsement is unreadable") from exc
 
 
 def stored_checkpoint(data: bytes) -> SignedCheckpoint:

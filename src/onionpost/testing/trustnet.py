@@ -44,7 +44,9 @@ from onionpost.testing.endpoint import CLI_SECONDS, FAST_RETRY, Endpoint, Endpoi
 from onionpost.testing.testnet import Testnet
 
 __all__ = [
+    "REGISTRAR_READY",
     "OfflineAgency",
+    "Registrar",
     "Scene",
     "delivered",
     "endorsement",
@@ -54,6 +56,11 @@ __all__ = [
 ]
 
 _POLL_SECONDS: Final = 0.25
+#: What ``onionpost registrar serve`` writes once its onion service is published.
+REGISTRAR_READY: Final = b"registrar ready"
+# What ``trust enrol`` says while the registrar's tor has not published the
+# descriptor that lets the code's key in: the same code is given again.
+_NOT_YET: Final = "cannot be reached with this enrolment code"
 
 
 class OfflineAgency:
@@ -229,3 +236,51 @@ def queued(endpoint: Endpoint, name: str) -> int:
 
 def delivered(endpoint: Endpoint, message_id: str) -> bool:
     return endpoint.json("message", message_id)["state"] in {"delivered", "read"}
+
+
+class Registrar(Endpoint):
+    """A home made by ``onionpost init``, made the registrar of ``agency``
+    (``registrar init``) and run by ``onionpost registrar serve`` with a
+    ``[registrar]`` refresh of ``refresh`` seconds (trust.md §8)."""
+
+    ready_line = REGISTRAR_READY
+
+    def __init__(
+        self, root: Path, name: str, net: Testnet, agency: OfflineAgency, *, refresh: int = 60
+    ) -> None:
+        super().__init__(root, name, net, top_config="")
+        config = self.home / "config.toml"
+        config.write_text(f"{config.read_text()}\n[registrar]\nrefresh = {refresh}\n")
+        self.cli(
+            "registrar",
+            "init",
+            "--dir",
+            str(agency.dir),
+            "--home-key-file",
+            str(self.key),
+            "--key-file",
+            str(agency.key),
+        )
+
+    def serve_args(self) -> list[str]:
+        return ["registrar", "serve", "--key-file", str(self.key)]
+
+    def code(self, endpoint: str, unit: str = "Unit U") -> str:
+        """``registrar code``: a one-time enrolment code from the running registrar."""
+        return str(self.json("registrar", "code", "--name", endpoint, "--unit", unit)["code"])
+
+    def enrol(self, endpoint: Endpoint, name: str, seconds: float = 120.0) -> dict[str, Any]:
+        """``trust enrol`` on ``endpoint`` with a fresh code, given again while the
+        registrar's descriptor does not let the code's key in yet."""
+        code = self.code(name)
+        deadline = time.monotonic() + seconds
+        while True:
+            result = endpoint.cli("trust", "enrol", code, "--json", check=False)
+            if result.returncode == 0:
+                return dict(json.loads(result.stdout))
+            if _NOT_YET not in result.stderr or time.monotonic() >= deadline:
+                raise EndpointError(
+                    f"{endpoint.name}: onionpost trust enrol exited with {result.returncode}: "
+                    f"{result.stderr.strip()}"
+                )
+            time.sleep(1.0)

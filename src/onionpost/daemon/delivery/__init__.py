@@ -37,12 +37,19 @@ from onionpost.daemon.delivery._policy import (
     LinkStatus,
     MailboxAccess,
 )
-from onionpost.daemon.delivery._trust import import_revocations, install_own, refusals, rejudge
+from onionpost.daemon.delivery._trust import (
+    Imported,
+    import_revocations,
+    install_own,
+    refusals,
+    rejudge,
+)
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
+    "Imported",
     "import_revocations",
     "install_own",
     "refusals",

@@ -26,6 +26,7 @@ from onionpost.errors import (
     ConflictingStatementsError,
     ForgedStatementError,
     RolledBackError,
+    StatementRefusedError,
     TrustError,
 )
 from onionpost.proto import trust
@@ -274,10 +275,15 @@ class Imported:
     stapled: bool = False  # the list of our own agency: we staple it to every contact
 
 
-def import_revocations(store: Store, data: bytes, now_ms: int) -> Imported:
-    """Hold a revocation list the agency handed out (``trust revoke``), checked
-    against its anchor; judge that agency's contacts again. :class:`ConfigError`
-    (nothing held) for a list that is not newer than the one held."""
+def import_revocations(
+    store: Store, data: bytes, now_ms: int, consistency: tuple[bytes, ...] | None = None
+) -> Imported:
+    """Hold a revocation list the agency handed out (``trust revoke``, or its
+    registrar, trust.md §8), checked against its anchor; judge that agency's
+    contacts again. :class:`ConfigError` (nothing held) for a list that is not
+    newer than the one held. ``consistency``: the registrar's proof from the
+    checkpoint held to the bundle's (trust.md §3); one that does not verify is
+    a fork alarm, and the checkpoint held is kept."""
     try:
         bundle = RevocationBundle.decode(data)
         agency = trust.claimed_agency(bundle.delegation)
@@ -305,6 +311,18 @@ def import_revocations(store: Store, data: bytes, now_ms: int) -> Imported:
     if accepted is before.revocations:
         raise ConfigError(f"that list (serial {offered.value.serial}) is held already")
     kept, fork = meet_checkpoint_unproven(before.checkpoint, checkpoint)
+    held_cp = before.checkpoint
+    if (
+        consistency is not None
+        and held_cp is not None
+        and held_cp.checkpoint.size != checkpoint.checkpoint.size
+    ):
+        try:
+            kept, fork = trust.meet_checkpoint(held_cp, checkpoint, consistency), None
+        except ConflictingStatementsError as exc:
+            kept, fork = held_cp, exc
+        except StatementRefusedError:
+            kept, fork = held_cp, None
     if fork is not None:
         store.trust.raise_alarm(fork.what, anchor.fingerprint, fork.first, fork.second, now_ms)
         log.warning("event=trust_alarm kind=fork agency=%s", agency)

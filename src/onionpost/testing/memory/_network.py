@@ -35,19 +35,22 @@ import trio
 
 from onionpost.daemon import Daemon, DeliveryEngine, DeliveryPolicy
 from onionpost.errors import DialError
-from onionpost.home import Config, ContactCard, Paths, Secrets
+from onionpost.home import AgencyDirectory, Config, ContactCard, KdfCost, KeySource, Paths, Secrets
 from onionpost.host import InlineWorker
 from onionpost.limits import NOISE_TAG_LEN
 from onionpost.mailbox import MailboxPolicy, MailboxServer
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.noise import KeyPair
+from onionpost.proto.trust import Anchor, HybridSigner
+from onionpost.registrar import RegistrarBook, RegistrarPolicy, RegistrarServer, init_registrar
 from onionpost.store import Contact, MailboxStore, Store, Stored
 from onionpost.testing.memory._pipes import MemoryListener
 from onionpost.transport import SecureChannel, connect, serve
 
 __all__ = [
     "MailboxNode",
+    "RegistrarNode",
     "Network",
     "Node",
     "befriend",
@@ -130,6 +133,7 @@ class Node:
                     )
                     await nursery.start(engine.run)
                     nursery.start_soon(daemon.owner.run)
+                    nursery.start_soon(daemon.registrar.run)
                     self.daemon, self.engine, self.listener = daemon, engine, listener
                     task_status.started()
             finally:
@@ -222,6 +226,72 @@ class MailboxNode:
         return issued.code.to_text()
 
 
+@dataclass(eq=False)
+class RegistrarNode:
+    """An agency's registrar (trust.md §8): its book, server and listener,
+    without tor. Made by :meth:`Network.registrar`, with a new agency whose
+    anchor is :attr:`anchor`."""
+
+    name: str
+    paths: Paths
+    secrets: Secrets
+    book: RegistrarBook
+    anchor: Anchor
+    policy: RegistrarPolicy
+    server: RegistrarServer | None = None
+    listener: MemoryListener | None = None
+    scope: trio.CancelScope | None = None
+
+    @property
+    def address(self) -> OnionAddress:
+        return self.secrets.identity.address
+
+    def authorized(self) -> set[bytes]:
+        return set() if self.server is None else set(self.server.authorized_clients())
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        await nursery.start(self._run)
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        server = RegistrarServer(
+            self.book, self.policy, address=self.address, worker=InlineWorker()
+        )
+        listener = MemoryListener()
+        with trio.CancelScope() as scope:
+            self.scope = scope
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(server.run)
+                    await nursery.start(
+                        partial(
+                            serve,
+                            server.run_inbound,
+                            [listener],
+                            identity=self.secrets.identity,
+                            static=lambda: self.secrets.static,
+                            decide=server.decide,
+                        )
+                    )
+                    self.server, self.listener = server, listener
+                    task_status.started()
+            finally:
+                self.server = self.listener = None
+                self.scope = None
+
+    def stop(self) -> None:
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def code(self, endpoint: str, unit: str = "") -> str:
+        """A new enrolment code, as ``onionpost registrar code`` prints it."""
+        assert self.server is not None, f"{self.name} is not running"
+        return (await self.server.new_code(endpoint, unit, 3600)).code.to_text()
+
+    async def revoke(self, address: OnionAddress, reason: str = "") -> None:
+        assert self.server is not None, f"{self.name} is not running"
+        await self.server.revoke(str(address), reason)
+
+
 class Network:
     """Nodes by address, and dials between them over bounded pipes.
 
@@ -232,7 +302,7 @@ class Network:
     def __init__(self, root: Path, config: Config) -> None:
         self.root = root
         self.config = config
-        self.nodes: dict[OnionAddress, Node | MailboxNode] = {}
+        self.nodes: dict[OnionAddress, Node | MailboxNode | RegistrarNode] = {}
         self.faults: dict[OnionAddress, Callable[[], Awaitable[Any]]] = {}
 
     def __repr__(self) -> str:
@@ -259,6 +329,22 @@ class Network:
         self.nodes[box.address] = box
         return box
 
+    def registrar(self, name: str, agency: str = "acme", **policy: Any) -> RegistrarNode:
+        """A new registrar (not started) of a new agency (Ed25519 keys, made now)."""
+        paths, secrets = self._home(name)
+        source = KeySource(passphrase="agency passphrase", kdf_cost=KdfCost.FLOOR)  # noqa: S106 - a test agency
+        directory, anchor = AgencyDirectory.create(
+            self.root / f"{name}-agency", agency, source, now=int(time.time()), mldsa=False
+        )
+        signer = directory.issuer(source)
+        assert isinstance(signer, HybridSigner)
+        book = init_registrar(paths.home / "registrar", directory, signer, secrets.store_key)
+        node = RegistrarNode(
+            name, paths, secrets, book, anchor, replace(RegistrarPolicy(), **policy)
+        )
+        self.nodes[node.address] = node
+        return node
+
     async def dial(
         self, caller: Node, address: OnionAddress, *, client_auth: bytes | None = None
     ) -> SecureChannel:
@@ -270,7 +356,7 @@ class Network:
         target = self.nodes.get(address)
         if target is None or target.listener is None:
             raise DialError("the onion service is not reachable", reason="descriptor-not-found")
-        if isinstance(target, MailboxNode):
+        if isinstance(target, MailboxNode | RegistrarNode):
             # As tor does with client authorization: without an authorized
             # key, not even the descriptor.
             public = None if client_auth is None else KeyPair.from_private(client_auth).public

@@ -1,0 +1,356 @@
+"""The registrar's session server: enrolment, renewal and the lists it serves
+(``protocol-spec/trust.md`` §8).
+
+Theory of operation
+-------------------
+::
+
+    RegistrarServer.run()          one nursery: the part's own core
+    ├── publisher                  tells tor who is authorized, after each change
+    ├── refresher                  a fresh revocation list every refresh interval (§5)
+    └── housekeeping               expired codes leave what tor authorizes
+    run_inbound(channel)           one per session: a request in, its answer out
+
+*Who may connect.* Tor lets in only clients holding an authorized key: the
+enrolled endpoints that are not revoked, and the keys of codes not used nor
+expired. After the handshake :meth:`decide` accepts an enrolled endpoint, or
+anyone while a code waits (it enrols or nothing).
+
+*One answer per request*, in order: RgEnrol and RgRenew are answered with an
+RgEndorsement, RgFetch with an RgList; anything refused (a code unknown, used
+by another endpoint or expired, an endpoint not enrolled or revoked, a
+registrar that cannot sign) with the one ``RgResult(req, REFUSED,
+"refused")``, so a peer never learns why. A record a registrar never takes
+ends the session with Close(BAD_MESSAGE).
+
+*Failure domains* (STYLE 16): a session is one; whatever ends it is logged
+once. A list the refresher could not sign (a full disk, a delegation
+ended) is logged and tried again at the next round.
+
+*Bounds.* Records per session per second (a token bucket), sessions per
+peer, codes waiting, endpoints (:mod:`onionpost.limits`).
+
+Logs name endpoints by address at DEBUG only, never tokens or keys.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import trio
+
+from onionpost.errors import CloseCode, ConfigError, OnionpostError, StoreError
+from onionpost.home import Config
+from onionpost.host import Kick, Shed, StoreWorker, ThreadWorker, TokenBucket, first_failure
+from onionpost.host import reason as failure_reason
+from onionpost.limits import REGISTRAR_REFRESH
+from onionpost.proto import messages as m
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.registrar import check_refresh
+from onionpost.proto.session import PeerDecision
+from onionpost.proto.trust import RevocationList
+from onionpost.registrar._book import Enrolled, IssuedEnrolment, RegistrarBook
+from onionpost.transport import SecureChannel
+
+__all__ = [
+    "HOUSEKEEPING_INTERVAL",
+    "MAX_SESSIONS_PER_PEER",
+    "REFUSED_DETAIL",
+    "RegistrarPolicy",
+    "RegistrarServer",
+]
+
+log = logging.getLogger("onionpost.registrar")
+
+T = TypeVar("T")
+
+HOUSEKEEPING_INTERVAL: Final = 60.0
+MAX_SESSIONS_PER_PEER: Final = 2
+CLIENTS_RETRY: Final = 5.0
+CLOSE_GRACE: Final = 2.0
+# A list that could not be signed is tried again this soon.
+SIGN_RETRY: Final = 30.0
+REFUSED_DETAIL: Final = "refused"
+
+
+def _wall_s() -> int:
+    return int(time.time())
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarPolicy:
+    """A registrar's timers (``config.toml``'s ``registrar_*`` settings)."""
+
+    refresh: int = REGISTRAR_REFRESH  # seconds between fresh lists
+    endorsement_days: int = 7
+    records_per_second: float = 20.0
+
+    def __post_init__(self) -> None:
+        check_refresh(self.refresh)
+        if not 1 <= self.endorsement_days <= 30:
+            raise ConfigError("registrar_endorsement_days must be 1 to 30")
+
+    @classmethod
+    def from_config(cls, config: Config) -> RegistrarPolicy:
+        return cls(
+            refresh=int(config.registrar_refresh),
+            endorsement_days=config.registrar_endorsement_days,
+        )
+
+
+def _refused(req: int) -> m.RgResult:
+    return m.RgResult(req, m.RgCode.REFUSED, REFUSED_DETAIL)
+
+
+class RegistrarServer:
+    """A registrar's sessions and timers over its :class:`RegistrarBook`; see
+    the module docstring. ``clock()`` is POSIX seconds; ``worker`` runs the
+    book's calls one at a time (a thread; tests on virtual time give an
+    :class:`~onionpost.host.InlineWorker`)."""
+
+    def __init__(
+        self,
+        book: RegistrarBook,
+        policy: RegistrarPolicy,
+        *,
+        address: OnionAddress,
+        clients_changed: Callable[[], Awaitable[None]] | None = None,
+        clock: Callable[[], int] = _wall_s,
+        worker: StoreWorker | None = None,
+    ) -> None:
+        self._book = book
+        self._policy = policy
+        self._address = address
+        self._clients_changed = clients_changed
+        self._clock = clock
+        self._worker = worker or ThreadWorker()
+        self._changed = Kick()
+        self._published = Kick()
+        self._told: list[bytes] = []
+        self._sessions: dict[bytes, int] = {}
+        self._serials = itertools.count(1)
+        self.lists_signed = 0
+
+    def __repr__(self) -> str:
+        return f"RegistrarServer({self._address})"
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self._worker(fn, *args, **kwargs)
+
+    # -- the core -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled: a list signed now if due, then the publisher,
+        the refresher and housekeeping."""
+        await self._refresh_list()
+        async with trio.open_nursery() as nursery:
+            self._told = self.authorized_clients()
+            nursery.start_soon(self._publisher, self._told)
+            nursery.start_soon(self._refresher)
+            nursery.start_soon(self._housekeeping)
+            task_status.started()
+
+    async def _refresh_list(self) -> bool:
+        """Sign a fresh list if one is due; False when signing failed."""
+        try:
+            if await self._db(self._book.refresh, self._clock(), self._policy.refresh):
+                self.lists_signed += 1
+                held = self._book.revocations
+                assert held is not None
+                log.info("event=list_signed serial=%d revoked=%d", held.serial, len(held.revoked))
+        except (ConfigError, StoreError) as exc:
+            log.warning("event=list_sign_failed error=%s", exc)
+            return False
+        return True
+
+    async def _refresher(self) -> None:
+        while True:
+            held = self._book.revocations
+            wait = float(self._policy.refresh)
+            if held is not None:
+                wait = max(1.0, held.issued_at + self._policy.refresh - self._clock())
+            await trio.sleep(wait)
+            if not await self._refresh_list():
+                await trio.sleep(SIGN_RETRY)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await trio.sleep(HOUSEKEEPING_INTERVAL)
+            self._changed.fire()  # codes that expired leave what tor authorizes
+
+    async def _publisher(self, told: list[bytes]) -> None:
+        while True:
+            seen = self._changed.generation
+            current = self.authorized_clients()
+            if current != told and self._clients_changed is not None:
+                try:
+                    await self._clients_changed()
+                except OnionpostError as exc:
+                    log.warning("event=authorize_failed error=%s", type(exc).__name__)
+                    await trio.sleep(CLIENTS_RETRY)
+                    continue
+                log.info("event=clients_authorized count=%d", len(current))
+                told = self._told = current
+                self._published.fire()
+                continue
+            await self._changed.wait(since=seen)
+
+    async def wait_published(self) -> None:
+        """Until tor has been given the keys authorized now (the caller bounds it)."""
+        while self._clients_changed is not None and self.authorized_clients() != self._told:
+            await self._published.wait()
+
+    # -- who may connect ---------------------------------------------------------------
+
+    def decide(self, peer: OnionAddress) -> PeerDecision:
+        """ACCEPT an enrolled endpoint not revoked, or anyone while a code waits."""
+        if self._book.member(str(peer)) or self._book.open_codes(self._clock()):
+            return PeerDecision.ACCEPT
+        return PeerDecision.REFUSE
+
+    def authorized_clients(self) -> list[bytes]:
+        return self._book.authorized_clients(self._clock())
+
+    # -- the operator's side (the local API) -------------------------------------------
+
+    async def new_code(self, endpoint: str, unit: str, expires: int) -> IssuedEnrolment:
+        issued = await self._db(
+            self._book.new_code,
+            self._address,
+            endpoint,
+            unit,
+            now=self._clock(),
+            expires=expires,
+        )
+        self._changed.fire()
+        log.info("event=enrolment_code_made expires_in=%d", expires)
+        return issued
+
+    async def revoke(self, address: str, reason: str) -> RevocationList:
+        listed = await self._db(self._book.revoke, address, reason, now=self._clock())
+        self.lists_signed += 1
+        self._changed.fire()
+        log.warning("event=revoked serial=%d revoked=%d", listed.serial, len(listed.revoked))
+        return listed
+
+    def endpoints(self) -> list[Enrolled]:
+        return self._book.endpoints()
+
+    @property
+    def book(self) -> RegistrarBook:
+        return self._book
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def run_inbound(self, channel: SecureChannel) -> None:
+        """Serve one session. Never raises but Cancelled."""
+        key = channel.peer.public_key
+        serial = next(self._serials)
+        if self._sessions.get(key, 0) >= MAX_SESSIONS_PER_PEER:
+            log.info("event=session_refused session=%d reason=too-many-sessions", serial)
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
+                await channel.aclose(CloseCode.RATE_LIMITED, "too many sessions")
+            return
+        self._sessions[key] = self._sessions.get(key, 0) + 1
+        log.info("event=session_up session=%d", serial)
+        log.debug("event=session_up session=%d peer=%s", serial, channel.peer)
+        failure: BaseException | None = None
+        try:
+            try:
+                await self._serve(channel)
+            except* Exception as group:
+                failure = first_failure(group)
+        finally:
+            left = self._sessions.get(key, 1) - 1
+            if left:
+                self._sessions[key] = left
+            else:
+                self._sessions.pop(key, None)
+            code, why = CloseCode.NORMAL, ""
+            if isinstance(failure, Shed):
+                code, why = failure.code, str(failure)
+            elif failure is not None and not isinstance(failure, OnionpostError):
+                code = CloseCode.INTERNAL_ERROR
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
+                await channel.aclose(code, why)
+            reason = "closed" if failure is None else failure_reason(failure)
+            log.info("event=session_down session=%d reason=%s", serial, reason)
+            if failure is not None and not isinstance(failure, OnionpostError):
+                log.warning("event=session_error session=%d", serial, exc_info=failure)
+
+    async def _serve(self, channel: SecureChannel) -> None:
+        bucket = TokenBucket(self._policy.records_per_second)
+        counted = 0
+        while True:
+            try:
+                record = await channel.receive()
+            except trio.EndOfChannel:
+                return
+            total = channel.records_received
+            await bucket.take(total - counted)
+            counted = total
+            if isinstance(record, m.UnknownExtension | m.Ping | m.Pong):
+                continue
+            if isinstance(record, m.RgEnrol):
+                answer = await self._enrol(channel.peer, record)
+            elif isinstance(record, m.RgRenew):
+                answer = await self._renew(channel.peer, record)
+            elif isinstance(record, m.RgFetch):
+                answer = await self._fetch(channel.peer, record)
+            else:
+                raise Shed(
+                    f"a registrar does not take {type(record).__name__}",
+                    code=CloseCode.BAD_MESSAGE,
+                    reason=f"unexpected-{type(record).__name__}",
+                )
+            await channel.send(answer)
+
+    async def _signing(
+        self, fn: Callable[..., bytes | None], *args: Any, **kwargs: Any
+    ) -> bytes | None:
+        """A book call that may sign; a registrar that cannot sign refuses."""
+        try:
+            return await self._db(fn, *args, **kwargs)
+        except (ConfigError, StoreError) as exc:
+            log.warning("event=sign_failed error=%s", exc)
+            return None
+
+    async def _enrol(self, peer: OnionAddress, record: m.RgEnrol) -> m.Message:
+        proof = await self._signing(
+            self._book.enrol,
+            peer,
+            record.token,
+            record.client_auth_public,
+            now=self._clock(),
+            days=self._policy.endorsement_days,
+        )
+        if proof is None:
+            log.info("event=enrolment_refused")
+            return _refused(record.req)
+        self._changed.fire()
+        log.info("event=enrolled")
+        log.debug("event=enrolled endpoint=%s", peer)
+        return m.RgEndorsement(record.req, proof)
+
+    async def _renew(self, peer: OnionAddress, record: m.RgRenew) -> m.Message:
+        proof = await self._signing(
+            self._book.renew, peer, now=self._clock(), days=self._policy.endorsement_days
+        )
+        if proof is None:
+            log.info("event=renewal_refused")
+            return _refused(record.req)
+        return m.RgEndorsement(record.req, proof)
+
+    async def _fetch(self, peer: OnionAddress, record: m.RgFetch) -> m.Message:
+        served = await self._db(self._book.fetch, peer, record.size)
+        if served is None:
+            return _refused(record.req)
+        b = served.bundle
+        return m.RgList(
+            record.req, b.delegation, b.revocations, b.checkpoint, b"".join(served.consistency)
+        )

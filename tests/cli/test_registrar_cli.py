@@ -1,0 +1,157 @@
+"""``onionpost registrar init`` (offline) and the registrar's client commands
+against a double of its local API."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from onionpost.cli import main
+from onionpost.registrar import RegistrarBook
+from onionpost.testing.doubles import short_tmpdir
+
+
+def invoke(runner: CliRunner, *args: str | Path) -> Result:
+    return runner.invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_init_moves_the_issuing_key_and_log(runner: CliRunner, tmp_path: Path) -> None:
+    with short_tmpdir() as tmp:
+        home, where = tmp / "reg", tmp_path / "acme"
+        agency_secret = ["--key-file", tmp_path / "acme.key"]
+        made = invoke(
+            runner, "init", "--home", home, "--name", "registrar", "--key-file", tmp / "k"
+        )
+        assert made.exit_code == 0, made.output
+        root = invoke(
+            runner, "trust", "root-init", "--dir", where, "--agency", "acme", *agency_secret
+        )
+        assert root.exit_code == 0, root.output
+        args = ["registrar", "init", "--dir", where, "--home", home, "--home-key-file", tmp / "k"]
+        done = invoke(runner, *args, *agency_secret, "--json")
+        assert done.exit_code == 0, done.output
+        document = json.loads(done.stdout)
+        assert (document["agency"], document["log_size"]) == ("acme", 1)
+        sealed = home / "registrar" / "issuing.sealed"
+        assert stat.S_IMODE(sealed.stat().st_mode) == 0o600
+        assert not (home / "registrar" / "root.key").exists()
+        assert (where / "registrar.txt").exists()
+        # The agency directory signs nothing more; a second init is refused.
+        out = tmp_path / "e"
+        endorse = ["trust", "endorse", "x" * 56 + ".onion", "--dir", where, *agency_secret]
+        refused = invoke(runner, *endorse, "--endpoint", "x", "--out", out)
+        assert refused.exit_code != 0
+        again = invoke(runner, *args, *agency_secret)
+        assert again.exit_code != 0
+        assert "exists already" in again.output or "registrar already" in again.output
+        # The home's key opens the registrar; the agency's does not.
+        from onionpost.home import Paths, unlock
+
+        secrets = unlock(Paths.for_home(home), passphrase=None, key_file=tmp / "k")
+        book = RegistrarBook.open(home / "registrar", secrets.store_key)
+        assert book.log.size == 1
+        assert book.agency == "acme"
+
+
+def test_init_needs_an_initialised_home(runner: CliRunner, tmp_path: Path) -> None:
+    with short_tmpdir() as tmp:
+        where = tmp_path / "acme"
+        agency_secret = ["--key-file", tmp_path / "acme.key"]
+        invoke(runner, "trust", "root-init", "--dir", where, "--agency", "acme", *agency_secret)
+        args = ["registrar", "init", "--dir", where, "--home", tmp / "none"]
+        result = invoke(runner, *args, "--home-key-file", tmp / "k", *agency_secret)
+        assert result.exit_code != 0
+        assert "onionpost init" in result.output
+        assert not (where / "registrar.txt").exists()
+
+
+def test_trust_enrol_prints_the_endorsement_and_refuses_a_mistyped_code(
+    runner: CliRunner,
+) -> None:
+    from onionpost.proto.address import OnionAddress
+    from onionpost.proto.registrar import EnrolmentCode
+    from onionpost.testing.doubles import MemoryBackend, ServerThread
+
+    code = EnrolmentCode.generate(OnionAddress(bytes(range(32)))).to_text()
+    backend = MemoryBackend()
+    with short_tmpdir() as home, ServerThread(backend, home / "run" / "control.sock"):
+        done = invoke(runner, "--home", home, "trust", "enrol", code)
+        assert done.exit_code == 0, done.output
+        assert done.stdout.startswith("enrolled: endorsed by acme (Desk) until ")
+        assert backend.enrolled_with == str(OnionAddress(bytes(range(32))))
+        as_json = json.loads(
+            invoke(runner, "--home", home, "trust", "enrol", code, "--json").stdout
+        )
+        assert as_json["endpoint"] == "Desk"
+        bad = invoke(runner, "--home", home, "trust", "enrol", code[:-2])
+        assert bad.exit_code != 0
+        assert "enrolment code" in bad.output
+        assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_code_revoke_and_list_against_a_registrar(runner: CliRunner, tmp_path: Path) -> None:
+    import time
+
+    from onionpost import api
+    from onionpost.home import AgencyDirectory, KdfCost, KeySource, Secrets
+    from onionpost.proto.identity import Identity
+    from onionpost.proto.registrar import EnrolmentCode
+    from onionpost.registrar import (
+        RegistrarBackend,
+        RegistrarPolicy,
+        RegistrarServer,
+        init_registrar,
+    )
+    from onionpost.testing.doubles import ServerThread
+
+    now = int(time.time())
+    source = KeySource(passphrase="agency passphrase", kdf_cost=KdfCost.FLOOR)
+    agency, _ = AgencyDirectory.create(tmp_path / "acme", "acme", source, now=now, mldsa=False)
+    secrets = Secrets.generate("registrar", now=now)
+    signer = agency.issuer(source)
+    book = init_registrar(tmp_path / "registrar", agency, signer, secrets.store_key)  # type: ignore[arg-type]
+    book.refresh(now, 900)
+    server = RegistrarServer(book, RegistrarPolicy(), address=secrets.identity.address)
+    backend = RegistrarBackend(
+        secrets, server, tor_status=lambda: api.TorStatus(api.TorState.OK, "")
+    )
+    seized = str(Identity.generate().address)
+    with short_tmpdir() as home, ServerThread(backend, home / "run" / "control.sock"):  # type: ignore[arg-type]
+        made = invoke(
+            runner, "--home", home, "registrar", "code", "--name", "Desk 4", "--unit", "Ops"
+        )
+        assert made.exit_code == 0, made.output
+        code = EnrolmentCode.parse(made.stdout.splitlines()[0])
+        assert code.registrar == secrets.identity.address
+        assert "onionpost trust enrol CODE" in made.stderr
+        as_json = json.loads(
+            invoke(runner, "--home", home, "registrar", "code", "--name", "D", "--json").stdout
+        )
+        assert (as_json["endpoint"], as_json["unit"]) == ("D", "")
+        listed = invoke(runner, "--home", home, "registrar", "list")
+        assert listed.exit_code == 0, listed.output
+        assert listed.stdout.startswith(f"registrar of acme at {secrets.identity.address}")
+        assert "list 1 issued" in listed.stdout
+        done = invoke(runner, "--home", home, "registrar", "revoke", seized, "--reason", "seized")
+        assert done.exit_code == 0, done.output
+        assert done.stdout.strip() == "list 2: 1 revoked"
+        state = json.loads(invoke(runner, "--home", home, "registrar", "list", "--json").stdout)
+        assert state["serial"] == 2
+        assert state["revoked"] == [
+            {"address": seized, "reason": "seized", "revoked_at": state["revoked"][0]["revoked_at"]}
+        ]
+        bad = invoke(runner, "--home", home, "registrar", "revoke", "nope")
+        assert bad.exit_code != 0
+        assert len(bad.output.strip().splitlines()) == 1
+        too_long = invoke(runner, "--home", home, "registrar", "code", "--name", "x" * 65)
+        assert too_long.exit_code != 0
+        assert "64" in too_long.output

@@ -1,0 +1,171 @@
+"""An endpoint and its agency's registrar in memory (trust.md §8): enrolment with
+a code through the local API, the list fetched every trust_refresh, a revoked
+contact refused within one interval, renewal, and every failure to reach the
+registrar logged and retried, never fatal."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from onionpost import api
+from onionpost.errors import ConfigError, DialError, TransportError
+from onionpost.proto.trust import EndorsementProof
+from onionpost.testing.memory import Node, RegistrarNode, befriend, network, until
+
+
+def _verdict(holder: Node, other: Node) -> tuple[str, str] | None:
+    found = holder.store.trust.endorsements().get(holder.contact(other).id)
+    return None if found is None else (found.status, found.describe)
+
+
+def _held_serial(node: Node, registrar: RegistrarNode) -> int:
+    from onionpost.proto.trust import stored_revocations
+
+    revocations, _ = node.store.trust.held().get(registrar.anchor.fingerprint, (None, None))
+    return 0 if revocations is None else stored_revocations(revocations).value.serial
+
+
+async def _enrol(node: Node, registrar: RegistrarNode, name: str) -> api.Endorsement:
+    node.store.trust.add(registrar.anchor, int(time.time() * 1000))
+    assert node.daemon is not None
+    return await node.daemon.trust_enrol(api.TrustEnrol(await registrar.code(name, "Unit U")))
+
+
+async def test_enrol_fetch_and_a_revocation_within_one_interval(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, trust_refresh=60.0) as (net, nursery):
+        registrar = net.registrar("registrar", refresh=60)
+        a1, a2 = net.node("a1"), net.node("a2")
+        befriend(a1, a2)
+        await registrar.start(nursery)
+        for node in (a1, a2):
+            await node.start(nursery)
+        first = await _enrol(a1, registrar, "Field office 1")
+        second = await _enrol(a2, registrar, "Field office 2")
+        assert (first.agency, first.endpoint, first.unit) == ("acme", "Field office 1", "Unit U")
+        assert second.address == str(a2.address)
+        assert (a2.paths.home / "registrar.txt").read_text().strip() == str(registrar.address)
+        # Each fetches the list at once after enrolling, and shows the other endorsed.
+        await until(lambda: _held_serial(a1, registrar) > 0 and _held_serial(a2, registrar) > 0)
+        await a1.send(a2, "hello")
+        await until(lambda: (_verdict(a2, a1) or ("",))[0] == "endorsed")
+        # Revoked at the registrar: a2 refuses a1 within one refresh interval.
+        revoked_at = trio.current_time()
+        await registrar.revoke(a1.address, "laptop stolen")
+        await until(lambda: (_verdict(a2, a1) or ("",))[0] == "refused", seconds=61)
+        assert trio.current_time() - revoked_at <= 61
+        assert _verdict(a2, a1) == ("refused", "refused: revoked")
+        assert a2.daemon is not None
+        status = await a2.daemon.status(api.GetStatus())
+        (shown,) = [c for c in status.contacts if c.name == "a1"]
+        assert shown.refused == "refused: revoked"
+
+
+async def test_a_bad_code_is_refused_and_nothing_kept(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        registrar = net.registrar("registrar")
+        a1 = net.node("a1")
+        await registrar.start(nursery)
+        await a1.start(nursery)
+        a1.store.trust.add(registrar.anchor, int(time.time() * 1000))
+        assert a1.daemon is not None
+        code = await registrar.code("Desk")
+        await a1.daemon.trust_enrol(api.TrustEnrol(code))
+        # The same code from another endpoint: refused at the handshake (no code waits).
+        other = net.node("other")
+        await other.start(nursery)
+        other.store.trust.add(registrar.anchor, int(time.time() * 1000))
+        assert other.daemon is not None
+        with pytest.raises(ConfigError, match="used or has expired"):
+            await other.daemon.trust_enrol(api.TrustEnrol(code))
+        # Revoked, a1 is refused a new code (the one answer to every refusal).
+        await registrar.revoke(a1.address, "lost")
+        with pytest.raises(ConfigError, match="the registrar refused"):
+            await a1.daemon.trust_enrol(api.TrustEnrol(await registrar.code("Again")))
+        assert other.store.trust.own() is None
+        assert not (other.paths.home / "registrar.txt").exists()
+        with pytest.raises(ConfigError, match="not a registrar enrolment code"):
+            await other.daemon.trust_enrol(api.TrustEnrol("onionpost-mailbox1:abc"))
+        # No anchor of the agency: the endorsement is not installed.
+        stranger = net.node("stranger")
+        await stranger.start(nursery)
+        assert stranger.daemon is not None
+        with pytest.raises(ConfigError, match="no anchor"):
+            await stranger.daemon.trust_enrol(api.TrustEnrol(await registrar.code("S")))
+        assert stranger.store.trust.own() is None
+
+
+async def test_an_unreachable_registrar_is_retried_never_fatal(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path, trust_refresh=60.0) as (net, nursery):
+        registrar = net.registrar("registrar", refresh=60)
+        a1 = net.node("a1")
+        await registrar.start(nursery)
+        await a1.start(nursery)
+        await _enrol(a1, registrar, "Desk")
+        await until(lambda: _held_serial(a1, registrar) > 0)
+        assert a1.daemon is not None
+        link = a1.daemon.registrar
+        rounds = link.rounds
+
+        async def down() -> None:
+            raise DialError("the onion service is not reachable", reason="descriptor-not-found")
+
+        net.faults[registrar.address] = down
+        await until(lambda: link.last_error != "", seconds=61)
+        assert link.rounds == rounds
+        assert a1.engine is not None
+        assert a1.engine.running
+        del net.faults[registrar.address]
+        await until(lambda: link.rounds > rounds and link.last_error == "", seconds=61)
+
+
+async def test_the_endorsement_is_renewed_with_a_third_left(
+    tmp_path: Path, clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with network(tmp_path, trust_refresh=60.0) as (net, nursery):
+        registrar = net.registrar("registrar", refresh=60, endorsement_days=3)
+        a1 = net.node("a1")
+        await registrar.start(nursery)
+        await a1.start(nursery)
+        await _enrol(a1, registrar, "Desk")
+        own = a1.store.trust.own()
+        assert own is not None
+        index = EndorsementProof.decode(own[1]).index
+        assert a1.daemon is not None
+        # Two days and a bit later (wall clock, as the endorsement is judged),
+        # the next round renews it.
+        later = time.time() + 2 * 86_400 + 60
+        monkeypatch.setattr(time, "time", lambda: later)
+        a1.daemon.registrar.kick()  # the next round now
+        await until(
+            lambda: EndorsementProof.decode((a1.store.trust.own() or own)[1]).index > index,
+            seconds=61,
+        )
+
+
+async def test_an_enrolment_cut_on_the_way_is_asked_again(tmp_path: Path, clock: MockClock) -> None:
+    async with network(tmp_path) as (net, nursery):
+        registrar = net.registrar("registrar")
+        a1 = net.node("a1")
+        await registrar.start(nursery)
+        await a1.start(nursery)
+        cuts = []
+
+        async def cut_once() -> None:
+            cuts.append(trio.current_time())
+            if len(cuts) == 1:
+                raise TransportError("the stream ended without a Close", reason="ended")
+
+        net.faults[registrar.address] = cut_once
+        done = await _enrol(a1, registrar, "Desk")
+        assert done.endpoint == "Desk"
+        assert len(cuts) == 2
+        assert a1.store.trust.own() is not None
