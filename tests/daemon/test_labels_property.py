@@ -140,5 +140,7 @@ def _run(store: Store, ops: list[tuple]) -> None:  # type: ignore[type-arg]
         (copy,) = store.messages.messages_with_id(copy_id)
         if source.label:
             assert at_most(POLICY.labels.parse(source.label), POLICY.labels.parse(copy.label))
-        if copy.label == "TLP:RED":
+        if source.label == "TLP:RED":
             assert copy.contact == counterparty  # back to its audience only
+        # A source below RED raised to RED by the forward is a new RED message
+        # of ours to the recipient named (spec.md §5.10, forward_via): any contact.
