@@ -267,3 +267,42 @@ async def test_an_introduced_member_away_is_not_redialled_to_learn_our_mailbox(
         del net.faults[carol.address]
         await carol.start(nursery)
         await until(lambda: _knows_mailbox(carol, bob, box_b), LONG)
+
+
+async def test_a_mailbox_full_of_registrations_still_drains(
+    tmp_path: Path, clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Contacts are registered first; an introduced member the mailbox's quota
+    leaves out waits (logged), and the owner's session goes on."""
+    caplog.set_level(logging.INFO, logger="onionpost.daemon")
+    async with network(tmp_path, mailbox_after=5.0) as (net, nursery):
+        alice, bob, carol = net.node("alice"), net.node("bob"), net.node("carol")
+        box_b = net.mailbox("box-b", max_contacts_per_owner=1)
+        befriend(alice, bob)
+        befriend(alice, carol)
+        for node in (box_b, alice, bob, carol):
+            await node.start(nursery)
+        assert alice.daemon is not None
+        assert bob.daemon is not None
+        await bob.daemon.mailbox_pair(api.MailboxPair(await box_b.code()))
+        await until(lambda: _registered(bob, alice) and _knows_mailbox(alice, bob, box_b), LONG)
+        await alice.daemon.groups.group_create(api.GroupCreate("desk", ("bob", "carol")))
+        await until(lambda: _introduced(bob, carol), LONG)
+        await until(
+            lambda: any(
+                "event=mailbox_registration_refused" in r.getMessage() for r in caplog.records
+            ),
+            LONG,
+        )
+        assert not _registered(bob, carol)
+        assert carol.secrets.client_auth_public not in box_b.authorized()
+
+        await _stop(bob)
+        direct = await alice.send(bob, "through the full mailbox")
+        await until(lambda: _deposited(alice, direct), LONG)
+        await _stop(alice)
+        await bob.start(nursery)
+        await until(
+            lambda: [r.body for r in bob.inbox_from(alice)] == ["through the full mailbox"], LONG
+        )
+        assert not _registered(bob, carol)

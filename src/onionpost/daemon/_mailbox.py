@@ -264,6 +264,7 @@ class OwnerLink:
         self.unused_prekeys: dict[bytes, int] = {}
         self.unopenable = 0
         self.drained = 0
+        self._registrations_full = False  # the mailbox refused one (quota), logged
         self._dropped_log = LogThrottle(DROPPED_LOG_SECONDS)
         self._reused_log = LogThrottle(DROPPED_LOG_SECONDS)
 
@@ -543,16 +544,32 @@ class OwnerLink:
             await session.ok(lambda req, i=identity: m.MbDeregister(req, i), "deregistration")  # type: ignore[misc]
             await self._db(self._store.mailbox.set_mailbox_registered, contact_id, False)
             log.info("event=mailbox_deregistered contact=%s", contact_ref(contact_id))
+        # Contacts first, then introduced members: when the mailbox's quota of
+        # registrations is reached, those left wait (logged once while they
+        # do) and the session goes on to drain what the others deposited.
         for contact in await self._db(self._store.contacts.peers):
             if not contact.mailbox_registered:
-                await session.ok(
-                    lambda req, c=contact: m.MbRegister(  # type: ignore[misc]
-                        req, c.address.public_key, c.client_auth_public
-                    ),
-                    "registration",
-                )
+                try:
+                    await session.ok(
+                        lambda req, c=contact: m.MbRegister(  # type: ignore[misc]
+                            req, c.address.public_key, c.client_auth_public
+                        ),
+                        "registration",
+                    )
+                except MailboxRefusedError as exc:
+                    if exc.code != m.MbCode.QUOTA_EXCEEDED:
+                        raise
+                    if not self._registrations_full:
+                        self._registrations_full = True
+                        log.warning(
+                            "event=mailbox_registration_refused contact=%s reason=quota",
+                            contact_ref(contact.id),
+                        )
+                    break
                 await self._db(self._store.mailbox.set_mailbox_registered, contact.id, True)
                 log.info("event=mailbox_registered contact=%s", contact_ref(contact.id))
+        else:
+            self._registrations_full = False
         await self._ensure_last_resort()
         await self._upload(session)
 
