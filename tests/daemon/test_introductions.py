@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from onionpost.daemon.delivery import (
     Introduction,
     IntroductionPlan,
     RecordVerdict,
+    admit,
     introduced_record,
     plan_introductions,
     refusals,
@@ -22,6 +24,7 @@ from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import GroupLog, MemberCard, OpKind, sign_operation
 from onionpost.proto.identity import Identity
+from onionpost.store import Contact
 from tests.store._storekit import add_contact, open_store
 
 NAMES = ("alice", "bob", "carol", "dave")
@@ -211,7 +214,9 @@ H = bytes(32)
         (m.Ping(1), RecordVerdict.HANDLE),
         (m.Pong(1), RecordVerdict.HANDLE),
         (m.LabelLimit(("TLP:AMBER",)), RecordVerdict.HANDLE),
-        (m.MailboxInfo(b"x"), RecordVerdict.IGNORE),
+        (m.MailboxInfo(b"x"), RecordVerdict.HANDLE),  # its mailbox: we deposit there
+        (m.LogCosign(b"x", 0, b""), RecordVerdict.IGNORE),  # contacts witness
+        (m.LogCosigned(0, b"x"), RecordVerdict.IGNORE),
         (m.Text(G, 1, "hi", "text/plain"), RecordVerdict.REFUSE),
         (m.FileOffer(G, 1, "a", 1, bytes(64)), RecordVerdict.REFUSE),
         (m.FileChunk(G, 0, b"x"), RecordVerdict.HANDLE),  # only of a transfer we accepted
@@ -221,6 +226,26 @@ H = bytes(32)
 )
 def test_what_an_introduced_member_may_send(record: object, verdict: RecordVerdict) -> None:
     assert introduced_record(record) is verdict
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        m.Text(G, 1, "hi", "text/plain"),
+        m.FileOffer(G, 1, "a", 1, bytes(64)),
+        m.GroupText(G, 1, "hi", "text/plain", G, H),
+        m.MailboxInfo(b"x"),
+        m.LogCosign(b"x", 0, b""),
+    ],
+)
+def test_the_intake_admits_a_contact_s_records_and_an_introduced_member_s_by_the_table(
+    record: m.Message,
+) -> None:
+    """One decision for a live session's records and an envelope's (``admit``)."""
+    contact = Contact(1, "alice", ADDRESS, bytes(32), 0, None, None, 0)
+    introduced = replace(contact, introduced_group=G1, introduced_by=KEY["alice"])
+    assert admit(contact, record) is RecordVerdict.HANDLE
+    assert admit(introduced, record) is introduced_record(record)
 
 
 ADDRESS = OnionAddress.from_public_key(KEY["carol"])

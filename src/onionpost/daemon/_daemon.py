@@ -277,8 +277,11 @@ class Daemon:
 
     async def _peers_changed(self, done: Reconciled) -> None:
         """Members were introduced or dropped (the engine's links are): our
-        onion service lets in exactly our peers now, and our tor reaches the
-        new ones' services with our client key."""
+        onion service lets in exactly our peers now, our tor reaches the new
+        ones' services with our client key, and our mailbox learns who may
+        deposit for us."""
+        # Registered at our mailbox (or no more), as contacts are; whatever tor says.
+        self.owner.changed()
         await self._authorize()
         for peer in done.dropped:
             await self.host.remove_client_auth(peer.address)

@@ -8,8 +8,9 @@ Theory of operation
     └── session with our mailbox   while paired: dial, then keep it open
         ├── pump                   records in: answers to our requests, envelopes
         ├── drain                  each envelope: open, store (engine.take_sealed), delete
-        └── upkeep                 register contacts, refill prekeys, ask for usage;
-                                   again whenever contacts change, and every few minutes
+        └── upkeep                 register contacts and introduced members, refill
+                                   prekeys, ask for usage; again whenever they
+                                   change, and every few minutes
 
     Mailboxes                      what the delivery engine calls (MailboxAccess):
                                    dial a contact's mailbox, seal an envelope, our
@@ -263,6 +264,7 @@ class OwnerLink:
         self.unused_prekeys: dict[bytes, int] = {}
         self.unopenable = 0
         self.drained = 0
+        self._registrations_full = False  # the mailbox refused one (quota), logged
         self._dropped_log = LogThrottle(DROPPED_LOG_SECONDS)
         self._reused_log = LogThrottle(DROPPED_LOG_SECONDS)
 
@@ -533,21 +535,41 @@ class OwnerLink:
             await self._refill(session, usage.one_time_prekeys)
 
     async def _upkeep(self, session: MailboxClient) -> None:
-        """Registrations and prekeys as they should be."""
-        for contact in await self._db(self._store.contacts.all):
-            if not contact.mailbox_registered:
-                await session.ok(
-                    lambda req, c=contact: m.MbRegister(  # type: ignore[misc]
-                        req, c.address.public_key, c.client_auth_public
-                    ),
-                    "registration",
-                )
-                await self._db(self._store.mailbox.set_mailbox_registered, contact.id, True)
-                log.info("event=mailbox_registered contact=%s", contact_ref(contact.id))
+        """Registrations and prekeys as they should be: our contacts and the
+        members our groups introduced (groups.md §9) may deposit for us, no
+        one removed or dropped may. Deregistrations first: a peer removed and
+        back (a contact removed who shares a group is introduced, a new row)
+        ends registered."""
         for contact_id, identity in await self._db(self._store.mailbox.removed_registered):
             await session.ok(lambda req, i=identity: m.MbDeregister(req, i), "deregistration")  # type: ignore[misc]
             await self._db(self._store.mailbox.set_mailbox_registered, contact_id, False)
             log.info("event=mailbox_deregistered contact=%s", contact_ref(contact_id))
+        # Contacts first, then introduced members: when the mailbox's quota of
+        # registrations is reached, those left wait (logged once while they
+        # do) and the session goes on to drain what the others deposited.
+        for contact in await self._db(self._store.contacts.peers):
+            if not contact.mailbox_registered:
+                try:
+                    await session.ok(
+                        lambda req, c=contact: m.MbRegister(  # type: ignore[misc]
+                            req, c.address.public_key, c.client_auth_public
+                        ),
+                        "registration",
+                    )
+                except MailboxRefusedError as exc:
+                    if exc.code != m.MbCode.QUOTA_EXCEEDED:
+                        raise
+                    if not self._registrations_full:
+                        self._registrations_full = True
+                        log.warning(
+                            "event=mailbox_registration_refused contact=%s reason=quota",
+                            contact_ref(contact.id),
+                        )
+                    break
+                await self._db(self._store.mailbox.set_mailbox_registered, contact.id, True)
+                log.info("event=mailbox_registered contact=%s", contact_ref(contact.id))
+        else:
+            self._registrations_full = False
         await self._ensure_last_resort()
         await self._upload(session)
 
@@ -666,7 +688,9 @@ class OwnerLink:
         except AuthenticationError:
             self._unopenable(held, "does-not-open")
             return True
-        contact = await self._db(self._store.contacts.contact_by_address, opened.sender)
+        # A contact, or a member a group introduced: the intake decides what
+        # of its envelope is taken (groups.md §9).
+        contact = await self._db(self._store.contacts.peer_by_address, opened.sender)
         if contact is None:
             self._unopenable(held, "not-a-contact")
             return True

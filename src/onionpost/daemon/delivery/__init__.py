@@ -18,7 +18,7 @@
 """
 
 from onionpost.daemon.delivery._engine import DeliveryEngine
-from onionpost.daemon.delivery._intake import EnvelopeReceipt, unfit_mailbox
+from onionpost.daemon.delivery._intake import EnvelopeReceipt, admit, unfit_mailbox
 from onionpost.daemon.delivery._introductions import (
     Introduction,
     IntroductionPlan,
@@ -50,6 +50,7 @@ from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
     "Imported",
+    "admit",
     "import_revocations",
     "install_own",
     "refusals",

@@ -627,7 +627,12 @@ class DeliveryEngine:
             # endorsed is still announced to, and may open sessions to us,
             # so that endorsements are exchanged; a revoked one is not.)
             return Work()
-        announcement = parts.announcement_due(link) is not None
+        # Our mailbox is news worth a dial (and a deposit) to a contact. To a
+        # member a group introduced it goes only with something else: a
+        # session up, or what we dial or deposit for anyway; else a member
+        # away, without a mailbox we know, would be redialled for it alone
+        # for as long as it is away (groups.md §9).
+        announcement = parts.announcement_due(link) is not None and not link.contact.introduced
         direct = announcement
         if not direct and link.owes:
             link.owes = await parts.worker(store.mailbox.has_owed, contact_id)

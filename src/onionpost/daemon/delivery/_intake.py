@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from onionpost._logs import contact_ref
+from onionpost.daemon.delivery._introductions import RecordVerdict, introduced_record
 from onionpost.errors import (
     FileTooLargeError,
     GroupError,
@@ -47,6 +48,7 @@ __all__ = [
     "GroupTextOutcome",
     "Intake",
     "OfferOutcome",
+    "admit",
     "unfit_mailbox",
 ]
 
@@ -164,6 +166,18 @@ class Applied:
     read: list[bytes] = field(default_factory=list)
     mailbox_changed: bool = False
     group_ops: list[Operation] = field(default_factory=list)
+
+
+def admit(peer: Contact, record: object) -> RecordVerdict:
+    """What a record from ``peer`` does, the one decision for a live session's
+    records and for those of an envelope opened from our mailbox: a
+    contact's are handled (each by its rules); a member a group introduced
+    (groups.md §9) has only those of :func:`introduced_record`'s table
+    handled, the others refused (nothing stored, not acknowledged) or, what
+    a contact's daemon sends by itself, ignored."""
+    if not peer.introduced:
+        return RecordVerdict.HANDLE
+    return introduced_record(record)
 
 
 def unfit_mailbox(
@@ -433,7 +447,8 @@ class Intake:
         return changed
 
     def _is_contact(self, address: OnionAddress) -> bool:
-        return self._store.contacts.contact_by_address(address) is not None
+        # A member a group introduced counts: the engine dials none as a mailbox.
+        return self._store.contacts.peer_by_address(address) is not None
 
     # -- files ---------------------------------------------------------------------------
 
@@ -556,13 +571,19 @@ class Intake:
         """Store what an envelope from ``contact_id`` carried, spend its prekey
         and note its id, all in one transaction, and owe the contact the acks.
         Texts over the unread quota fail the whole envelope (QuotaError), and
-        so does our disk being full (NoSpaceError): it waits at the mailbox."""
+        so does our disk being full (NoSpaceError): it waits at the mailbox.
+        What a member a group introduced may not send is refused as in a live
+        session (:func:`admit`): nothing of it stored, not acknowledged."""
         store = self._store
         acks: list[bytes] = []
         new: list[bytes] = []
         outcome = Applied()
-        texts = [r for r in records if isinstance(r, messages.Text)]
         with store.transaction():
+            peer = store.contacts.contact_by_id(contact_id)
+            # Removed (or dropped) since the envelope was opened: nothing of it
+            # is taken; the envelope is spent all the same.
+            records = [] if peer is None else self._admitted(peer, records)
+            texts = [r for r in records if isinstance(r, messages.Text)]
             stored, new_texts = self.texts(contact_id, texts, now, whole=True)
             new += new_texts
             acks += [t.id for t in texts[:stored]]
@@ -598,6 +619,30 @@ class Intake:
             store.mailbox.note_envelope(receipt.envelope_id, now)
         outcome.rows = [store.messages.message(i, contact_id=contact_id) for i in new]
         return outcome
+
+    @staticmethod
+    def _admitted(
+        peer: Contact, records: Sequence[messages.Message | messages.UnknownExtension]
+    ) -> list[messages.Message | messages.UnknownExtension]:
+        """The records of an envelope from ``peer`` that are handled
+        (:func:`admit`, as in a live session); those refused are logged, once
+        an envelope."""
+        kept, refused = [], []
+        for record in records:
+            verdict = admit(peer, record)
+            if verdict is RecordVerdict.HANDLE:
+                kept.append(record)
+            elif verdict is RecordVerdict.REFUSE:
+                refused.append(type(record).__name__)
+        if refused:
+            log.info(
+                "event=record_refused contact=%s record=%s count=%d "
+                "why=introduced-not-a-contact via=mailbox",
+                contact_ref(peer.id),
+                refused[0],
+                len(refused),
+            )
+        return kept
 
     def _envelope_group_ops(
         self, contact_id: int, record: messages.GroupOps, now: int, outcome: Applied

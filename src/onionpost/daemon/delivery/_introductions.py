@@ -185,8 +185,8 @@ class RecordVerdict(enum.Enum):
 
 
 # Group records, and what a session with it needs to carry them: acks and
-# read receipts of what we sent it, the answers to a file we offered (none
-# yet: files to a group are not built), its endorsement and label limit
+# read receipts of what we sent it, the answers to a file we offered, its
+# mailbox, its endorsement and label limit
 # (which our group sends to it are held to), keepalives and close.
 _HANDLED: Final = frozenset(
     {
@@ -206,15 +206,17 @@ _HANDLED: Final = frozenset(
         messages.FileCancel,
         messages.TrustStaple,
         messages.LabelLimit,
+        # Its mailbox: what waits for it while it is away is deposited there,
+        # as a contact's (it is registered at ours likewise).
+        messages.MailboxInfo,
         messages.Ping,
         messages.Pong,
         messages.Close,
     }
 )
-# What a daemon that holds us as its contact sends by itself: its mailbox
-# (we deposit nothing to an introduced member) and a request to witness its
-# evidence log (contacts witness, trust.md).
-_IGNORED: Final = frozenset({messages.MailboxInfo, messages.LogCosign, messages.LogCosigned})
+# What a daemon that holds us as its contact sends by itself: a request to
+# witness its evidence log (contacts witness, trust.md).
+_IGNORED: Final = frozenset({messages.LogCosign, messages.LogCosigned})
 
 
 def introduced_record(record: object) -> RecordVerdict:

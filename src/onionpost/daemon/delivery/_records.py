@@ -210,9 +210,9 @@ class Parts:
     restaple: Callable[[], None] = field(default=lambda: None)
 
     def announcement_due(self, link: Link) -> tuple[int, bytes] | None:
-        """Our mailbox announcement, when the contact has not been told it yet
-        (never a member a group introduced: our mailbox is for contacts)."""
-        if self.mailbox is None or link.contact.introduced:
+        """Our mailbox announcement, when the contact (or a member a group
+        introduced) has not been told it yet."""
+        if self.mailbox is None:
             return None
         current = self.mailbox.announcement()
         if current is None or current[0] <= link.contact.mailbox_told:

@@ -35,7 +35,8 @@ import trio
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery import _files, _groups
-from onionpost.daemon.delivery._introductions import RecordVerdict, introduced_record
+from onionpost.daemon.delivery._intake import admit
+from onionpost.daemon.delivery._introductions import RecordVerdict
 from onionpost.daemon.delivery._link import keep_new_session
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._trust import receive_staple, staple
@@ -436,7 +437,7 @@ async def _receiver(parts: Parts, link: Link, session: Session, nursery: trio.Nu
             session.unanswered_since = None
             if not isinstance(record, messages.Pong):
                 session.last_activity = trio.current_time()
-            if link.contact.introduced and not _from_introduced(link, session, record):
+            if not _admitted(link, session, record):
                 continue
             if isinstance(record, messages.Text):
                 # The storer stops taking texts once the session is closing.
@@ -458,14 +459,15 @@ async def _receiver(parts: Parts, link: Link, session: Session, nursery: trio.Nu
         raise broken
 
 
-def _from_introduced(link: Link, session: Session, record: object) -> bool:
-    """Whether a record from a member a group introduced is handled
-    (groups.md §9): group records and what the session needs are; a
+def _admitted(link: Link, session: Session, record: object) -> bool:
+    """Whether a record is handled, as the intake decides (``admit``, the
+    same for an envelope): a contact's are; from a member a group introduced
+    (groups.md §9), group records and what the session needs are, a
     one-to-one text or file is refused (nothing stored, not acknowledged:
     its sender keeps it until the user adds it as a contact, or it expires),
     logged once a session; what a contact's daemon sends by itself is
     dropped quietly. The session goes on either way."""
-    verdict = introduced_record(record)
+    verdict = admit(link.contact, record)
     if verdict is RecordVerdict.REFUSE:
         if not session.introduced_refused:
             log.info(
