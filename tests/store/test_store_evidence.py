@@ -145,3 +145,19 @@ def test_file_offer_digest_is_the_wire_records(tmp_path: Path) -> None:
 
     entry = file_entry(Event.QUEUED, 7, "x", *offered(offer))
     assert entry.record == hashlib.sha256(encode(offer)).digest()
+
+
+def test_leaf_hashes_are_kept_packed_and_read_as_hashes(tmp_path: Path) -> None:
+    """Every leaf of the log stays in memory for proofs: 32 bytes each, packed."""
+    with open_store(tmp_path) as store:
+        bob = add_contact(store)
+        for n in range(5):
+            store.outbox.queue_text(bob.id, new_id(), n, "t", "text/plain", None)
+        size = store.evidence.size()
+        entries = store.evidence.entries(0, size)
+        leaves = store.evidence.leaves(size)
+        assert list(leaves) == [merkle.leaf_hash(data) for _, data in entries]
+        assert leaves[-1] == merkle.leaf_hash(entries[-1][1])
+        assert len(store.evidence._leaves._packed) == 32 * size
+        with pytest.raises(IndexError):
+            leaves[size]

@@ -64,6 +64,9 @@ PRAGMAS: Final = (
     "trusted_schema = OFF",
     # Sorts and temporary tables stay in memory, never in a temp file.
     "temp_store = MEMORY",
+    # The page cache: at most 2 MiB of pages (SQLCipher's default is 8 MB),
+    # so a daemon's memory stops growing with its store early (make soak).
+    "cache_size = -2048",
     # Deleted rows are overwritten in the file, not only unlinked: a used
     # one-time prekey's private half, a deposited envelope (mailbox.md).
     "secure_delete = ON",
