@@ -150,6 +150,7 @@ __all__ = [
     "SendTexts",
     "SetupCode",
     "StateChange",
+    "RegistrarStatus",
     "Status",
     "Subscribe",
     "Subscribed",
@@ -405,6 +406,21 @@ class ContactStatus:
 
 
 @dataclass(frozen=True)
+class RegistrarStatus:
+    """Our agency's registrar, once this endpoint enrolled (trust.md §8)."""
+
+    address: str = field(metadata=_meta("the registrar's onion address"))
+    refresh_s: float = field(metadata=_meta("seconds between two rounds (`trust_refresh`)"))
+    rounds: int = field(metadata=_meta("rounds done since the daemon started"))
+    last_round_ms: int | None = field(
+        default=None, metadata=_meta("when the last round succeeded; null: none yet")
+    )
+    last_error: str = field(
+        default="", metadata=_meta("why the last round failed; empty when it did not")
+    )
+
+
+@dataclass(frozen=True)
 class Status:
     address: str
     tor: TorStatus
@@ -424,6 +440,9 @@ class Status:
             "alarms of agency trust: two signed checkpoints of an agency's log that fork, "
             "or two lists of one serial (trust.md §3)"
         ),
+    )
+    registrar: RegistrarStatus | None = field(
+        default=None, metadata=_meta("null until this endpoint enrolled with a registrar")
     )
 
 

@@ -517,6 +517,28 @@ def test_status_shows_a_table_and_json(runner: CliRunner, daemon: Daemon) -> Non
     assert report["tor"]["state"] == "ok"  # type: ignore[index]
     assert report["contacts"][0]["name"] == "bob"  # type: ignore[index]
     assert report["contacts"][0]["retry_in"] == 12.0  # type: ignore[index]
+    assert report["registrar"] is None  # type: ignore[index]
+    assert "registrar" not in result.stdout
+
+
+def test_status_shows_the_registrar_and_why_its_last_round_failed(
+    runner: CliRunner, daemon: Daemon
+) -> None:
+    server, home = daemon
+    server.backend.registrar_status = {
+        "address": "r" * 56 + ".onion",
+        "refresh_s": 60.0,
+        "rounds": 3,
+        "last_round_ms": None,
+        "last_error": "descriptor-not-found",
+    }
+    result = invoke(runner, "--home", home, "status")
+    assert result.exit_code == 0
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("registrar"))
+    assert "r" * 56 + ".onion" in line
+    assert "last failed: descriptor-not-found" in line
+    (report,) = json_lines(invoke(runner, "--home", home, "status", "--json"))
+    assert report["registrar"]["rounds"] == 3  # type: ignore[index]
 
 
 def test_retry(runner: CliRunner, daemon: Daemon) -> None:

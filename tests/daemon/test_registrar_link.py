@@ -109,11 +109,22 @@ async def test_an_unreachable_registrar_is_retried_never_fatal(
         a1 = net.node("a1")
         await registrar.start(nursery)
         await a1.start(nursery)
+        assert a1.daemon is not None
+        before = await a1.daemon.status(api.GetStatus())
+        assert before.registrar is None  # not enrolled
         await _enrol(a1, registrar, "Desk")
         await until(lambda: _held_serial(a1, registrar) > 0)
-        assert a1.daemon is not None
         link = a1.daemon.registrar
         rounds = link.rounds
+        shown = (await a1.daemon.status(api.GetStatus())).registrar
+        assert shown is not None
+        assert (shown.address, shown.refresh_s, shown.last_error) == (
+            str(registrar.address),
+            60.0,
+            "",
+        )
+        assert shown.rounds >= 1
+        assert shown.last_round_ms is not None
 
         async def down() -> None:
             raise DialError("the onion service is not reachable", reason="descriptor-not-found")
@@ -121,6 +132,10 @@ async def test_an_unreachable_registrar_is_retried_never_fatal(
         net.faults[registrar.address] = down
         await until(lambda: link.last_error != "", seconds=61)
         assert link.rounds == rounds
+        failing = (await a1.daemon.status(api.GetStatus())).registrar
+        assert failing is not None
+        assert failing.last_error == "descriptor-not-found"
+        assert failing.last_round_ms == shown.last_round_ms  # the last that succeeded
         assert a1.engine is not None
         assert a1.engine.running
         del net.faults[registrar.address]

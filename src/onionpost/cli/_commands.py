@@ -748,6 +748,12 @@ def status(home: Path | None, as_json: bool) -> None:
             Text("AGENCY TRUST"),
             Text(f"{report.trust_alarms} alarm(s): an agency's log forked or two lists clash"),
         )
+    if report.registrar is not None:
+        r = report.registrar
+        line = f"{r.address}: last round {format_ms(r.last_round_ms)}"
+        if r.last_error:
+            line += f", last failed: {r.last_error}"
+        summary.add_row(Text("registrar"), Text(printable(line)))
     console = _console()
     console.print(summary)
     if report.contacts:

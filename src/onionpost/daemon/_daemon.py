@@ -375,6 +375,7 @@ class Daemon:
             contacts=tuple(contacts),
             evidence_alarms=await self._worker(self._alarm_count),
             trust_alarms=len(await self._worker(self._store.trust.alarms)),
+            registrar=await self.registrar.status(),
         )
 
     def _add_contact(self, name: str, card: ContactCard) -> Contact:

@@ -33,6 +33,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from onionpost import api
 from onionpost.daemon.delivery import Imported, import_revocations, install_own
 from onionpost.errors import ConfigError, DialError, OnionpostError, TransportError, TrustError
 from onionpost.home import Secrets, write_atomic
@@ -97,6 +98,7 @@ class RegistrarLink:
         self._wake = trio.Event()
         self.rounds = 0
         self.last_error = ""
+        self.last_round_ms: int | None = None
 
     def __repr__(self) -> str:
         return f"RegistrarLink(rounds={self.rounds})"
@@ -113,6 +115,15 @@ class RegistrarLink:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {self._file}") from exc
         return OnionAddress.parse(text)
+
+    async def status(self) -> api.RegistrarStatus | None:
+        """What ``status`` says of our registrar; None before an enrolment."""
+        registrar = await self._db(self.registrar)
+        if registrar is None:
+            return None
+        return api.RegistrarStatus(
+            str(registrar), self.refresh, self.rounds, self.last_round_ms, self.last_error
+        )
 
     def kick(self) -> None:
         """A round now, not at the end of the interval."""
@@ -236,6 +247,7 @@ class RegistrarLink:
                 await channel.aclose()
         self.rounds += 1
         self.last_error = ""
+        self.last_round_ms = _now_ms()
 
     async def _take_list(self, listed: m.RgList) -> None:
         bundle = RevocationBundle(listed.delegation, listed.revocations, listed.checkpoint)

@@ -92,6 +92,8 @@ class MemoryBackend:
         self.contacts: dict[str, JSON] = {}
         self.anchors: dict[str, api.TrustAnchor] = {}
         self.enrolled_with = ""
+        #: What ``status`` says of our registrar (api.RegistrarStatus), once set.
+        self.registrar_status: JSON | None = None
         self.anchor_keys: dict[str, trust.Anchor] = {}
         self.endorsement: trust.EndorsementProof | None = None
         self.revocations: dict[str, trust.RevocationList] = {}
@@ -274,6 +276,7 @@ class MemoryBackend:
                 }
                 for c in self.contacts.values()
             ],
+            "registrar": self.registrar_status,
         }
 
     async def contact_add(self, request: api.ContactAdd) -> JSON:
