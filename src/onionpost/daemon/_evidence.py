@@ -69,7 +69,7 @@ def verify_log(store: Store, witness: Witness) -> api.LogReport:
     """Re-read every entry, recompute the tree, and check every checkpoint we
     signed and every cosignature we hold against it."""
     problems: list[str] = []
-    leaves: list[bytes] = []
+    leaves = merkle.TreeHashes()
     # The entry that recorded each message as queued or received, by
     # (message, counterparty, direction): the stored row must still match it.
     firsts: dict[tuple[bytes, str, str], Entry] = {}
@@ -92,7 +92,7 @@ def verify_log(store: Store, witness: Witness) -> api.LogReport:
                     firsts.setdefault((entry.message_id, entry.counterparty, side), entry)
             leaves.append(merkle.leaf_hash(data))
         start = batch[-1][0] + 1
-    hasher = merkle.list_hasher(leaves)
+    hasher = leaves.hasher(len(leaves))
 
     def root_at(size: int) -> bytes:
         return merkle.EMPTY_ROOT if size == 0 else hasher(0, size)

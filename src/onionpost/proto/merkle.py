@@ -13,8 +13,19 @@ SHA-256 (RFC 9162 §2.1.1)::
 
 A log keeps its leaves' hashes; the proofs are made from the hash of any
 range ``[start, end)`` (:class:`RangeHasher`, which a store can answer from
-saved subtree roots), and checked by the RFC 9162 §2.1.3.2 and §2.1.4.2
-algorithms, which need only the proof, the sizes and the two roots.
+saved subtree roots: :class:`TreeHashes`), and checked by the RFC 9162
+§2.1.3.2 and §2.1.4.2 algorithms, which need only the proof, the sizes and
+the two roots.
+
+A log that keeps answering proofs keeps a :class:`TreeHashes`: every leaf
+hash and the root of every perfect, aligned subtree (2^h leaves from a
+multiple of 2^h), packed 32 bytes each in one bytearray a level (about 64
+bytes a leaf in all). The ranges the RFC's proofs ask for are such subtrees
+on their left and a right edge of at most log2(n) of them, so a proof costs
+O(log² n) hashes and no memory beyond its result: with
+:func:`list_hasher`, which memoizes what it computes from the leaves alone,
+each proof hashed the whole tree again and held a dict of every node (a
+daemon's RSS rose with its log, proof by proof).
 :class:`Frontier` appends leaves and gives the root in O(log n) memory: what a
 writer keeps to make the next checkpoint.
 
@@ -38,6 +49,7 @@ __all__ = [
     "HASH_LEN",
     "Frontier",
     "RangeHasher",
+    "TreeHashes",
     "consistency_proof",
     "inclusion_proof",
     "leaf_hash",
@@ -118,6 +130,86 @@ class Frontier:
         for left in reversed(self._stack[:-1]):
             node = node_hash(left, node)
         return node
+
+
+class TreeHashes(Sequence[bytes]):
+    """A growing tree's leaf hashes (indexed like a list) and the roots of its
+    perfect aligned subtrees: see the module docstring."""
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, leaf_hashes: Sequence[bytes] = ()) -> None:
+        self._levels = [bytearray()]
+        for leaf in leaf_hashes:
+            self.append(leaf)
+
+    def __repr__(self) -> str:
+        return f"TreeHashes(size={len(self)})"
+
+    def __len__(self) -> int:
+        return len(self._levels[0]) // HASH_LEN
+
+    def __getitem__(self, index: int) -> bytes:  # type: ignore[override]
+        if not isinstance(index, int):
+            raise TypeError("leaf hashes are read one at a time")
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError(index)
+        return self._node(0, index)
+
+    def _node(self, height: int, index: int) -> bytes:
+        return bytes(self._levels[height][index * HASH_LEN : (index + 1) * HASH_LEN])
+
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes of hashes held, every level."""
+        return sum(len(level) for level in self._levels)
+
+    def append(self, leaf: bytes) -> None:
+        """Add the next leaf's hash, and the subtree roots it completes."""
+        if len(leaf) != HASH_LEN:
+            raise ConfigError("a leaf hash is 32 bytes")
+        self._levels[0] += leaf
+        node, height, count = leaf, 0, len(self)
+        while count % 2 == 0:
+            level = self._levels[height]
+            node = node_hash(bytes(level[-2 * HASH_LEN : -HASH_LEN]), node)
+            height += 1
+            count //= 2
+            if height == len(self._levels):
+                self._levels.append(bytearray())
+            self._levels[height] += node
+
+    def range_hash(self, start: int, end: int) -> bytes:
+        """MTH of the leaves ``[start, end)``."""
+        if not 0 <= start < end <= len(self):
+            raise ConfigError(f"no leaves [{start}, {end}) in a tree of {len(self)}")
+        n = end - start
+        if n & (n - 1) == 0 and start % n == 0:
+            height = n.bit_length() - 1
+            return self._node(height, start >> height)
+        k = _split(n)
+        return node_hash(self.range_hash(start, start + k), self.range_hash(start + k, end))
+
+    def hasher(self, size: int) -> RangeHasher:
+        """A :data:`RangeHasher` over the tree of the first ``size`` leaves (later
+        appends do not change it)."""
+        if not 0 <= size <= len(self):
+            raise ConfigError(f"no tree of {size} leaves in one of {len(self)}")
+
+        def mth(start: int, end: int) -> bytes:
+            if end > size:
+                raise ConfigError(f"no leaves [{start}, {end}) in a tree of {size}")
+            return self.range_hash(start, end)
+
+        return mth
+
+    def root(self, size: int | None = None) -> bytes:
+        """MTH of the first ``size`` leaves (all by default)."""
+        size = len(self) if size is None else size
+        return EMPTY_ROOT if size == 0 else self.hasher(size)(0, size)
 
 
 def list_hasher(leaf_hashes: Sequence[bytes]) -> RangeHasher:

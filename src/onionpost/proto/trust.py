@@ -713,7 +713,7 @@ class AgencyLog:
 
     def __init__(self, origin: str, leaves: Sequence[bytes] = ()) -> None:
         self.origin = origin
-        self._leaves: list[bytes] = []
+        self._leaves = merkle.TreeHashes()
         self._frontier = merkle.Frontier()
         for leaf in leaves:
             self.append(leaf)
@@ -734,7 +734,7 @@ class AgencyLog:
 
     def root(self, size: int | None = None) -> bytes:
         size = self.size if size is None else size
-        return merkle.root_of(self._leaves[:size])
+        return self._leaves.root(size)
 
     def checkpoint(self, signer: StatementSigner, size: int | None = None) -> bytes:
         size = self.size if size is None else size
@@ -743,11 +743,11 @@ class AgencyLog:
 
     def inclusion(self, index: int, size: int | None = None) -> tuple[bytes, ...]:
         size = self.size if size is None else size
-        return merkle.inclusion_proof(index, size, merkle.list_hasher(self._leaves[:size]))
+        return merkle.inclusion_proof(index, size, self._leaves.hasher(size))
 
     def consistency(self, old_size: int, size: int | None = None) -> tuple[bytes, ...]:
         size = self.size if size is None else size
-        return merkle.consistency_proof(old_size, size, merkle.list_hasher(self._leaves[:size]))
+        return merkle.consistency_proof(old_size, size, self._leaves.hasher(size))
 
 
 def meet_checkpoint(

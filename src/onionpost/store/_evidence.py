@@ -11,8 +11,10 @@ position in the tree, from 0, with no gaps.
 Checkpoints are signed outside the store (it holds no identity key): the
 caller passes a ``sign`` function. Each stored checkpoint keeps the tree's
 frontier (:class:`~onionpost.proto.merkle.Frontier`), so the next one hashes
-only the entries appended since. Leaf hashes are kept in memory once read,
-for proofs; they are only ever read back from committed rows.
+only the entries appended since. Leaf hashes and the roots of the perfect
+subtrees over them (:class:`~onionpost.proto.merkle.TreeHashes`, ~64 bytes a
+leaf) are kept in memory once read, for proofs in O(log² n); they are only
+ever read back from committed rows.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from onionpost.proto.evidence import Entry, Event, state_entry
 from onionpost.proto.merkle import (
     Frontier,
     RangeHasher,
+    TreeHashes,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
-    list_hasher,
 )
 from onionpost.proto.note import Checkpoint, Note
 from onionpost.store._database import Database
@@ -59,37 +61,6 @@ class Alarm:
     ours: bytes  # the checkpoint we hold or present
 
 
-_LEAF: Final = 32  # bytes of a leaf hash (SHA-256)
-
-
-class _LeafHashes(Sequence[bytes]):
-    """Leaf hashes packed end to end in one bytearray: 32 bytes a leaf, where a
-    list of bytes objects costs ~73 (the daemon keeps every leaf of its log)."""
-
-    def __init__(self, packed: bytes | bytearray = b"") -> None:
-        self._packed = bytearray(packed)
-
-    def __len__(self) -> int:
-        return len(self._packed) // _LEAF
-
-    def __getitem__(self, index: int) -> bytes:  # type: ignore[override]
-        if not isinstance(index, int):
-            raise TypeError("leaf hashes are read one at a time")
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        return bytes(self._packed[index * _LEAF : (index + 1) * _LEAF])
-
-    def append(self, leaf: bytes) -> None:
-        if len(leaf) != _LEAF:
-            raise ValueError("a leaf hash is 32 bytes")
-        self._packed += leaf
-
-    def prefix(self, size: int) -> _LeafHashes:
-        return _LeafHashes(self._packed[: size * _LEAF])
-
-
 class EvidenceLog:
     """Appending entries, making checkpoints, keeping witnesses; see the module doc."""
 
@@ -98,7 +69,7 @@ class EvidenceLog:
         self._lock = database.lock
         self._guard = database.guard
         self._addresses: dict[int, str] = {}
-        self._leaves = _LeafHashes()
+        self._leaves = TreeHashes()
 
     def __repr__(self) -> str:
         return "EvidenceLog()"
@@ -174,9 +145,10 @@ class EvidenceLog:
     def leaves(self, size: int) -> Sequence[bytes]:
         """The first ``size`` leaf hashes (read once, then kept, packed)."""
         with self._lock:
-            return self._read_leaves(size)
+            self._read_leaves(size)
+            return [self._leaves[i] for i in range(size)]
 
-    def _read_leaves(self, size: int) -> Sequence[bytes]:
+    def _read_leaves(self, size: int) -> None:
         while len(self._leaves) < size:
             batch = self.entries(len(self._leaves), _READ_BATCH)
             if not batch:
@@ -185,10 +157,13 @@ class EvidenceLog:
                 if idx != len(self._leaves):
                     raise StoreError(f"the evidence log has a gap at entry {len(self._leaves)}")
                 self._leaves.append(leaf_hash(data))
-        return self._leaves.prefix(size)
 
     def hasher(self, size: int) -> RangeHasher:
-        return list_hasher(self.leaves(size))
+        """MTH of any range of the first ``size`` leaves, from the subtree roots
+        kept (:class:`~onionpost.proto.merkle.TreeHashes`: O(log n) a range)."""
+        with self._lock:
+            self._read_leaves(size)
+            return self._leaves.hasher(size)
 
     def inclusion(self, index: int, size: int) -> tuple[bytes, ...]:
         return inclusion_proof(index, size, self.hasher(size))

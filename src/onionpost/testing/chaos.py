@@ -318,8 +318,25 @@ class ChaosEndpoint(Endpoint):
     """An endpoint whose daemon may run with its wall clock offset (module docstring)."""
 
     clock_offset: float = 0.0
+    #: Where and how often :mod:`onionpost.testing.memprobe` samples its daemon, if at all.
+    probe: tuple[Path, float, bool] | None = None
 
     def argv(self, *args: str) -> list[str]:
+        if self.probe is not None and args[:1] == ("daemon",):
+            out, every, trace = self.probe
+            flags = ["--trace"] if trace else []
+            return [
+                sys.executable,
+                "-m",
+                "onionpost.testing.memprobe",
+                str(out),
+                repr(every),
+                *flags,
+                "--",
+                "--home",
+                str(self.home),
+                *args,
+            ]
         if self.clock_offset and args[:1] == ("daemon",):
             return [
                 sys.executable,

@@ -83,6 +83,10 @@ class SoakOptions:
     setup_seconds: float = 240.0
     quiesce_seconds: float = 600.0
     ready_seconds: float = 120.0
+    #: Seconds between :mod:`onionpost.testing.memprobe` samples inside ep0's daemon; 0: none.
+    probe_every: float = 0.0
+    #: Whether that probe runs tracemalloc (slower, and its own memory: for where, not how much).
+    probe_trace: bool = False
 
     @classmethod
     def short(cls, seed: int, **changes: object) -> SoakOptions:
@@ -269,6 +273,10 @@ def run(options: SoakOptions, net: Testnet, root: Path) -> SoakReport:
 
     out(f"soak: {options.seconds:.0f} s, seed {options.seed}")
     fleet = Fleet.create(root, net, 2, 1)
+    if options.probe_every > 0:
+        probe_file = root / "ep0-memprobe.jsonl"
+        fleet.endpoints[0].probe = (probe_file, options.probe_every, options.probe_trace)
+        out(f"soak: ep0's memory probed every {options.probe_every:.0f} s into {probe_file}")
     soak = _Soak(fleet, options)
     try:
         started = time.monotonic()
@@ -321,6 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="the test suite's short form")
     parser.add_argument("--seconds", type=float, help=f"default 3600, or ${SECONDS_ENV}")
     parser.add_argument("--keep", action="store_true", help="keep the homes and logs")
+    parser.add_argument(
+        "--probe",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="sample ep0's memory from inside its daemon this often (onionpost.testing.memprobe)",
+    )
+    parser.add_argument("--trace", action="store_true", help="with --probe: run tracemalloc too")
     args = parser.parse_args(argv)
     seed = seed_from_env()
     options = SoakOptions.short(seed) if args.short else SoakOptions(seed=seed)
@@ -329,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = float(os.environ[SECONDS_ENV])
     if seconds is not None:
         options = replace(options, seconds=seconds)
+    options = replace(options, probe_every=args.probe, probe_trace=args.trace)
     with network("onionpost-soak-") as (root, net):
         report = run(options, net, root)
     if report.ok and not args.keep:

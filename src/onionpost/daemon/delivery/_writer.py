@@ -86,14 +86,22 @@ class GroupCommit:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 batch = self._writes[:COMMIT_GROUP_MAX]
                 del self._writes[:COMMIT_GROUP_MAX]
+                committed = False
                 try:
                     await self._worker(self._commit, batch)
+                    committed = True
                 except OnionpostError as exc:
                     for write in batch:
                         write.error = exc
                         write.result = None
                 finally:
                     for write in batch:
+                        if not committed and write.error is None:
+                            # Cancelled (the daemon stopping) with the commit's
+                            # outcome unknown: no result, and no ``then``.
+                            write.error = StoreError(
+                                "the daemon stopped before this write committed"
+                            )
                         write.done.set()
                         if write.then is not None and write.error is None:
                             write.then(write.result)
