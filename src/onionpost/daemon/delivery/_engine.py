@@ -69,7 +69,7 @@ from onionpost.daemon.delivery._policy import (
 )
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._session import run_session
-from onionpost.daemon.delivery._trust import refusals, rejudge
+from onionpost.daemon.delivery._trust import learn_delegation, refusals, rejudge
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.daemon.delivery._writer import GroupCommit
@@ -155,6 +155,7 @@ class DeliveryEngine:
         self._parts.group_changed = self.group_changed
         self._parts.apply_refusals = self.apply_refusals
         self._parts.restaple = self.restaple
+        self._parts.regossip = self.regossip
         self._dial_fn = dial
         self._links: dict[int, Link] = {}
         self._nursery: trio.Nursery | None = None
@@ -262,6 +263,19 @@ class DeliveryEngine:
         for link in self._links.values():
             for session in link.sessions:
                 session.restaple = True
+                session.regossip = True
+                session.wake.fire()
+
+    def regossip(self, delegation: bytes = b"") -> None:
+        """We hold a newer list or checkpoint of another agency: every open
+        session passes it on (trust.md §7.2). ``delegation``: the one that
+        signed it, when no contact's endorsement may carry it (an imported
+        bundle, a gossip record)."""
+        if delegation:
+            learn_delegation(self._parts.trust_delegations, delegation)
+        for link in self._links.values():
+            for session in link.sessions:
+                session.regossip = True
                 session.wake.fire()
 
     def apply_refusals(self, refused: dict[int, str]) -> None:
