@@ -56,6 +56,10 @@ def _serial(node: Node, agency: Agency) -> int:
     return 0 if data is None else stored_revocations(data).value.serial
 
 
+def _checkpoint(node: Node, agency: Agency) -> bytes | None:
+    return node.store.trust.held().get(agency.anchor.fingerprint, (None, None))[1]
+
+
 async def _import(node: Node, bundle: bytes) -> None:
     assert node.daemon is not None
     await node.daemon.trust_revocations_import(
@@ -73,7 +77,8 @@ async def test_a_revocation_reaches_a_third_agency_without_its_registrar(
     Yvonne refuses Mallory, having met neither Alice nor acme's registrar."""
     acme, bravo, charlie = (Agency.make(n, _now()) for n in ("acme", "bravo", "charlie"))
     async with network(tmp_path) as (net, nursery):
-        alice, xavier, yvonne, mallory = (net.node(n) for n in ("alice", "xavier", "yvonne", "mallory"))  # fmt: skip
+        names = ("alice", "xavier", "yvonne", "mallory")
+        alice, xavier, yvonne, mallory = (net.node(n) for n in names)
         befriend(alice, xavier)
         befriend(xavier, yvonne)
         befriend(yvonne, mallory)
@@ -140,7 +145,7 @@ async def test_a_split_view_is_caught_by_a_third_endpoint(tmp_path: Path, clock:
             await node.start(nursery)
         await _import(paul, RevocationBundle(acme.delegation, listed, public).encode())
         await paul.send(rita, "hello")
-        await until(lambda: rita.store.trust.held().get(acme.anchor.fingerprint, (None, None))[1] == public)  # fmt: skip
+        await until(lambda: _checkpoint(rita, acme) == public)
         assert rita.store.trust.alarms() == []
         await quinn.start(nursery)
         await _import(quinn, RevocationBundle(acme.delegation, listed, forked).encode())
