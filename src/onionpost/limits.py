@@ -59,6 +59,8 @@ MAX_PENDING_HANDSHAKES: Final = 64
 # A contact-card file: one card line of at most 1024 characters, blank lines
 # and comments (storage.md §3).
 MAX_CARD_FILE: Final = 4096
+# Bytes of a card bundle (a card line and an endorsement line, trust.md §7.5).
+MAX_CARD_BUNDLE_FILE: Final = 65_536
 # A passphrase file (`onionpost init --passphrase-file`): its first line.
 MAX_PASSPHRASE_FILE: Final = 4096
 # A passphrase file that is a pipe or FIFO: seconds its writer has to write

@@ -41,6 +41,7 @@ from onionpost.daemon.delivery._trust import (
     Imported,
     import_revocations,
     install_own,
+    receive_staple,
     refusals,
     rejudge,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "admit",
     "import_revocations",
     "install_own",
+    "receive_staple",
     "refusals",
     "rejudge",
     "Backoff",
