@@ -57,7 +57,7 @@ from onionpost.errors import (
     VerificationError,
 )
 from onionpost.host import Shed, code_name, first_failure, reason
-from onionpost.limits import MAX_ACK_IDS
+from onionpost.limits import MAX_ACK_IDS, MAX_TRUST_ANCHORS
 from onionpost.proto import messages
 from onionpost.store import Stored
 from onionpost.transport import SecureChannel
@@ -274,7 +274,12 @@ async def _pass_on_trust(parts: Parts, link: Link, session: Session) -> None:
         return
     session.regossip = False
     learned = tuple(parts.trust_delegations.values())
-    for found in await parts.worker(gossip, parts.store, learned):
+    everything = await parts.worker(gossip, parts.store, learned)
+    if len(link.gossiped) > MAX_TRUST_ANCHORS:
+        # Anchors removed since: forget them (at most one entry an anchor).
+        current = {found.fingerprint for found in everything}
+        link.gossiped = {f: d for f, d in link.gossiped.items() if f in current}
+    for found in everything:
         digest = hashlib.blake2b(
             b"%d:%b%b" % (len(found.revocations), found.revocations, found.checkpoint),
             digest_size=16,
