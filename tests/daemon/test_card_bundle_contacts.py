@@ -40,16 +40,16 @@ async def test_an_endorsement_in_the_card_bundle_is_judged_before_any_session(
         assert me.endorsement == endorsement_line(proof)
         assert (await bob.daemon.whoami(api.Whoami())).endorsement == ""  # none installed
 
-        # Bob holds acme's anchor and a fresh list; alice is not dialled yet
-        # (her daemon answers, but the verdict is there before any session).
+        # Alice stops: no session can carry her staple. Bob holds acme's
+        # anchor and a fresh list, and judges the bundle's endorsement.
+        alice.stop()
         bob.store.trust.add(acme.anchor, _now() * 1000)
         bob.store.trust.hold(acme.anchor.fingerprint, acme.revocations(2, _now()), None)
-        dials = bob.dials
         await bob.daemon.contact_add(api.ContactAdd(me.card, None, me.endorsement))
         listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
         assert listed["alice"].endorsement_status == "endorsed"
         assert (listed["alice"].endorsement or "").startswith("endorsed by acme (Field office 3")
-        assert bob.dials == dials
+        assert listed["alice"].reachable is False
 
         # Alice's endorsement beside carol's card: for another address.
         await bob.daemon.contact_add(api.ContactAdd(carol.card(), None, me.endorsement))
