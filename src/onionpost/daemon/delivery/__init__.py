@@ -14,6 +14,7 @@
     _views      messages as the local API shows them
     _witness    SYNC: witnessing evidence logs with contacts
     _trust      SYNC: agency endorsements and revocation lists with contacts
+    _gossip     SYNC: passing on what we hold of other agencies (trust.md §7.2)
     _policy     the policy, reports, and the seams (Dial, MailboxAccess)
 """
 

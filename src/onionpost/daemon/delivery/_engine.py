@@ -56,6 +56,7 @@ import trio
 from onionpost._logs import contact_ref, safe
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery._deposit import deposit, has_deposit_work
+from onionpost.daemon.delivery._gossip import learn_delegation
 from onionpost.daemon.delivery._groups import publish_group
 from onionpost.daemon.delivery._intake import Bounds, EnvelopeReceipt, Intake, unfit_mailbox
 from onionpost.daemon.delivery._introductions import Reconciled, reconcile
@@ -69,7 +70,7 @@ from onionpost.daemon.delivery._policy import (
 )
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._session import run_session
-from onionpost.daemon.delivery._trust import learn_delegation, refusals, rejudge
+from onionpost.daemon.delivery._trust import refusals, rejudge
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.daemon.delivery._writer import GroupCommit

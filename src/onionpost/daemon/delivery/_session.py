@@ -36,17 +36,12 @@ import trio
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery import _files, _groups
+from onionpost.daemon.delivery._gossip import gossip, learn_delegation, receive_gossip
 from onionpost.daemon.delivery._intake import admit
 from onionpost.daemon.delivery._introductions import RecordVerdict
 from onionpost.daemon.delivery._link import keep_new_session
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
-from onionpost.daemon.delivery._trust import (
-    gossip,
-    learn_delegation,
-    receive_gossip,
-    receive_staple,
-    staple,
-)
+from onionpost.daemon.delivery._trust import receive_staple, staple
 from onionpost.daemon.delivery._views import expected, message_record, wire_record
 from onionpost.daemon.delivery._witness import MAX_COSIGN_PER_SESSION
 from onionpost.errors import (
