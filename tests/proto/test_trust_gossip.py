@@ -210,6 +210,29 @@ def test_to_gossip_passes_on_other_agencies_with_a_delegation_that_signed_them()
     mixed = {ACME.anchor.fingerprint: (LIST_2, IMPOSTOR.checkpoint())}
     (only,) = to_gossip(anchors, mixed, own=None, delegations=[ACME.delegation])
     assert (only.revocations, only.checkpoint) == (LIST_2, b"")
+    # Two issuing keys of acme: the list by one, the checkpoint by the other.
+    # The delegation that signed the list goes (the list is what revokes).
+    issuer_b = trust.HybridSigner.generate("acme/issuing/b", mldsa=False)
+    pub = issuer_b.public
+    delegation_b = trust.issue(
+        ACME.root, trust.Delegation("acme", "b", pub.ed25519, pub.mldsa65, T0, T0 + 9 * _DAY)
+    )
+    checkpoint_b = ACME.log.checkpoint(issuer_b)
+    split = {ACME.anchor.fingerprint: (LIST_2, checkpoint_b)}
+    for order in ([delegation_b, ACME.delegation], [ACME.delegation, delegation_b]):
+        (chosen,) = to_gossip(anchors, split, own=None, delegations=order)
+        assert (chosen.delegation, chosen.revocations, chosen.checkpoint) == (
+            ACME.delegation,
+            LIST_2,
+            b"",
+        )
+    (by_b,) = to_gossip(
+        anchors,
+        {ACME.anchor.fingerprint: (None, checkpoint_b)},
+        own=None,
+        delegations=[ACME.delegation, delegation_b],
+    )
+    assert (by_b.delegation, by_b.checkpoint) == (delegation_b, checkpoint_b)
     # Nothing held of an anchor: nothing to pass on.
     assert to_gossip(anchors, {}, own=None, delegations=[ACME.delegation]) == []
 

@@ -458,12 +458,17 @@ def to_gossip(
         if anchor.fingerprint == own:
             continue
         revocations, checkpoint = held.get(anchor.fingerprint, (None, None))
+        best: Gossip | None = None
         for data, ids in by_agency.get(anchor.agency, []):
             r = revocations if revocations and _signed_by(revocations, ids) else b""
             c = checkpoint if checkpoint and _signed_by(checkpoint, ids) else b""
-            if r or c:
-                found_gossip.append(Gossip(anchor.fingerprint, data, r, c))
-                break
+            # The delegation that signed both, else the list, else the checkpoint.
+            if (bool(r), bool(c)) > (False, False) and (
+                best is None or (bool(r), bool(c)) > (bool(best.revocations), bool(best.checkpoint))
+            ):
+                best = Gossip(anchor.fingerprint, data, r, c)
+        if best is not None:
+            found_gossip.append(best)
     return found_gossip
 
 
