@@ -73,3 +73,24 @@ async def test_an_endorsement_in_the_card_bundle_is_judged_before_any_session(
         listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
         assert (listed["dave"].endorsement or "").startswith("refused: malformed")
         assert (await bob.daemon.whoami(api.Whoami())).address == str(bob.address)
+
+
+async def test_with_require_endorsement_a_bundle_lets_the_outbox_go(tmp_path: Path) -> None:
+    """A contact added from a valid bundle is not held for want of an
+    endorsement; one added from its card alone is, until it presents one."""
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        alice, carol = net.node("alice"), net.node("carol")
+        bob = net.node("bob", require_endorsement=True)
+        alice.store.trust.add(acme.anchor, _now() * 1000)
+        proof = acme.endorse(alice.secrets.identity, _now()).encode()
+        install_own(alice.store, str(alice.address), proof, _now() * 1000)
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        bob.store.trust.hold(acme.anchor.fingerprint, acme.revocations(1, _now()), None)
+        await bob.start(nursery)
+        assert bob.daemon is not None
+        await bob.daemon.contact_add(api.ContactAdd(alice.card(), None, endorsement_line(proof)))
+        await bob.daemon.contact_add(api.ContactAdd(carol.card()))
+        report = {c.name: c for c in (await bob.daemon.status(api.GetStatus())).contacts}
+        assert report["alice"].refused == ""
+        assert report["carol"].refused == "endorsement required: none presented"
