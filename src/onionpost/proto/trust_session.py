@@ -23,6 +23,13 @@ anchor's agency (:class:`Held`), the peer's address, the staple and ``now``:
 
 Forged or malformed statements raise (:class:`~onionpost.errors.TrustError`):
 the caller records the contact as refused and keeps the session going.
+
+Gossip (trust.md §7.2) is the same offer without an endorsement: a contact
+passes on, in a ``TrustGossip``, the list and checkpoint it holds of another
+agency with the delegation that signed them. :func:`to_gossip` is what a
+sender passes on, :func:`meet_gossip` what a receiver does with it (steps 2
+and 3 above, one :func:`_offer` for both). :class:`Pace` bounds both records
+by rate, per session and per direction.
 """
 
 from __future__ import annotations
