@@ -145,7 +145,7 @@ from onionpost.proto.session import (
     SessionState,
     prologue,
 )
-from onionpost.proto.trust_session import RevocationBundle
+from onionpost.proto.trust_session import RevocationBundle, meet_gossip
 
 __all__ = [
     "GROUPS_VECTOR",
@@ -722,11 +722,28 @@ TRUST_ANCHOR: Final = trust.Anchor.from_text(_TRUST["anchor"]["text"])
 TRUST_CASE: Final = _TRUST["cases"][0]
 
 
+def _gossip(bundle: RevocationBundle) -> None:
+    """A bundle's fields met as a TrustGossip record's: a decision or a TrustError."""
+    try:
+        outcome = meet_gossip(
+            {TRUST_ANCHOR.agency: TRUST_ANCHOR},
+            {},
+            delegation=bundle.delegation,
+            revocations=bundle.revocations,
+            checkpoint=bundle.checkpoint,
+            now=TRUST_CASE["now"],
+        )
+    except TrustError:
+        return
+    assert outcome is None or outcome.anchor == TRUST_ANCHOR
+
+
 def trust_statements(data: bytes) -> None:
     """The first byte picks the decoder: an endorsement proof checked end to end
     (0), an anchor's text (1), a revocation list under the vector's delegation
     (2), a revocation bundle opened as ``trust revocations import`` opens it
-    (3). Anything but a verdict or a TrustError is a bug."""
+    and its three fields met as a ``TrustGossip`` record's are (3, trust.md
+    §7.2). Anything but a verdict or a TrustError is a bug."""
     if not data:
         return
     mode, rest = data[0] % 4, data[1:]
@@ -750,6 +767,7 @@ def trust_statements(data: bytes) -> None:
         else:
             bundle = RevocationBundle.decode(rest)
             assert RevocationBundle.decode(bundle.encode()) == bundle
+            _gossip(bundle)
             trust.claimed_agency(bundle.delegation)
             trust.open_revocations(
                 TRUST_ANCHOR, bundle.delegation, bundle.revocations, now=TRUST_CASE["now"]

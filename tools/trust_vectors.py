@@ -201,6 +201,13 @@ def build_trust(previous: dict[str, Any] | None = None) -> dict[str, Any]:
                         checkpoints[log.size],
                     )
                 ).hex(),
+                # trust.md §7.2: what an endpoint of another agency passes
+                # on of acme once it holds revocations_2.
+                "trust_gossip_record": messages.encode(
+                    messages.TrustGossip(
+                        delegation, statements["revocations_2"], checkpoints[log.size]
+                    )
+                ).hex(),
                 "revocation_bundle": RevocationBundle(
                     delegation, statements["revocations_2"], checkpoints[log.size]
                 )

@@ -351,6 +351,13 @@ class Identity:
     name: str
     address: str
     card: str = field(metadata=_meta("the contact card, one line starting with `onionpost1:`"))
+    endorsement: str = field(
+        default="",
+        metadata=_meta(
+            "our endorsement as the second line of a card bundle, starting with "
+            "`onionpost-endorsement1:` (trust.md §7.5); empty without one"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -1066,6 +1073,13 @@ class ContactAdd(Request[ContactRef]):
     card: str = field(metadata=_meta("the card, one line"))
     name: str | None = field(
         default=None, metadata=_meta("what to call the contact; default the name on the card")
+    )
+    endorsement: str | None = field(
+        default=None,
+        metadata=_meta(
+            "the endorsement line of a card bundle (trust.md §7.5): checked for the card's "
+            "address and recorded as the contact's endorsement before any session"
+        ),
     )
 
 

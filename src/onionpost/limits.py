@@ -59,6 +59,8 @@ MAX_PENDING_HANDSHAKES: Final = 64
 # A contact-card file: one card line of at most 1024 characters, blank lines
 # and comments (storage.md §3).
 MAX_CARD_FILE: Final = 4096
+# Bytes of a card bundle (a card line and an endorsement line, trust.md §7.5).
+MAX_CARD_BUNDLE_FILE: Final = 65_536
 # A passphrase file (`onionpost init --passphrase-file`): its first line.
 MAX_PASSPHRASE_FILE: Final = 4096
 # A passphrase file that is a pipe or FIFO: seconds its writer has to write
@@ -109,8 +111,15 @@ MAX_TRUST_ANCHORS: Final = 256
 TRUST_CACHE_ENTRIES: Final = 512
 # One field of a TrustStaple record (an endorsement proof, a list, a checkpoint), bytes.
 MAX_TRUST_STAPLE_PART: Final = 21_000
-# TrustStaple records a contact may send in one session; more are ignored.
-MAX_TRUST_STAPLES_PER_SESSION: Final = 8
+# TrustStaple records taken from a contact in one session, by rate (trust.md
+# §7.1): a burst, then one more each interval (seconds); more are ignored.
+TRUST_STAPLE_BURST: Final = 8
+TRUST_STAPLE_INTERVAL: Final = 30
+# TrustGossip records (trust.md §7.2): taken from a contact in one session, a
+# burst then one more each interval (seconds), more ignored; and sent, at most
+# the same.
+TRUST_GOSSIP_BURST: Final = 16
+TRUST_GOSSIP_INTERVAL: Final = 10
 # The registrar (trust.md §8): how often a fresh revocation list is signed and
 # fetched (default, least, most), in seconds.
 REGISTRAR_REFRESH: Final = 900

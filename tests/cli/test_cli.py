@@ -21,7 +21,13 @@ from click.testing import CliRunner, Result
 
 from onionpost.cli import _commands as commands_module
 from onionpost.cli import _common, main
-from onionpost.testing.doubles import MemoryBackend, ServerThread, card_for, short_tmpdir
+from onionpost.testing.doubles import (
+    MemoryBackend,
+    ServerThread,
+    address_for,
+    card_for,
+    short_tmpdir,
+)
 
 
 def no_daemon(home: object) -> str:
@@ -318,6 +324,25 @@ def test_contact_commands(runner: CliRunner, daemon: Daemon) -> None:
     assert "carol" not in server.backend.contacts
 
 
+def test_whoami_bundle_prints_the_card_and_our_endorsement(
+    runner: CliRunner, daemon: Daemon
+) -> None:
+    server, home = daemon
+    alone = invoke(runner, "--home", home, "whoami", "--bundle")
+    assert alone.exit_code == 0
+    assert alone.stdout == card_for("alice") + "\n"
+    assert "no endorsement installed" in alone.stderr
+    line = "onionpost-endorsement1:AAAA"
+    server.backend.whoami_result = {
+        "name": "alice",
+        "address": address_for("alice"),
+        "card": card_for("alice"),
+        "endorsement": line,
+    }
+    bundle = invoke(runner, "--home", home, "whoami", "--bundle")
+    assert bundle.stdout == f"{card_for('alice')}\n{line}\n"
+
+
 def test_contact_errors_are_one_line(runner: CliRunner, daemon: Daemon) -> None:
     _, home = daemon
     bad = invoke(runner, "--home", home, "contact", "add", "onionpost1:")
@@ -332,6 +357,15 @@ def test_contact_errors_are_one_line(runner: CliRunner, daemon: Daemon) -> None:
         (tmp / "two").write_text(card_for("x") + "\n" + card_for("y") + "\n")
         two = invoke(runner, "--home", home, "contact", "add", tmp / "two")
         assert "exactly one card line, found 2" in one_line_error(two, 1)
+        # A card bundle (trust.md §7.5): the endorsement line goes with the card.
+        line = "onionpost-endorsement1:AAAA"
+        (tmp / "bundle").write_text(f"# carol\n{card_for('carol')}\n{line}\n")
+        added = invoke(runner, "--home", home, "contact", "add", tmp / "bundle")
+        assert added.exit_code == 0, added.output
+        assert f"endorsement: judged: {line[:30]}" in added.stdout
+        (tmp / "twice").write_text(f"{card_for('dave')}\n{line}\n{line}\n")
+        twice = invoke(runner, "--home", home, "contact", "add", tmp / "twice")
+        assert "holds 2 endorsement lines" in one_line_error(twice, 1)
 
 
 def test_send_text_from_the_argument_or_stdin(runner: CliRunner, daemon: Daemon) -> None:

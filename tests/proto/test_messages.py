@@ -26,6 +26,7 @@ from onionpost.limits import (
     MAX_RECORD_FIELDS,
     MAX_RECORD_SIZE,
     MAX_TEXT_BODY,
+    MAX_TRUST_STAPLE_PART,
 )
 from onionpost.proto import messages as m
 from onionpost.proto.messages import (
@@ -183,6 +184,20 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
         st.binary(max_size=500),
         st.binary(max_size=500),
     ),
+    m.TrustGossip: st.one_of(
+        st.builds(
+            m.TrustGossip,
+            st.binary(min_size=1, max_size=500),
+            st.binary(min_size=1, max_size=500),
+            st.binary(max_size=500),
+        ),
+        st.builds(
+            m.TrustGossip,
+            st.binary(min_size=1, max_size=500),
+            st.binary(max_size=500),
+            st.binary(min_size=1, max_size=500),
+        ),
+    ),
 }
 
 # Any msgpack value, including the kinds records never hold.
@@ -263,6 +278,7 @@ def test_wire_tags() -> None:
         "GROUP_FILE_OFFER": 93,
         "LABEL_LIMIT": 74,
         "TRUST_STAPLE": 80,
+        "TRUST_GOSSIP": 81,
     }
 
 
@@ -743,3 +759,25 @@ def test_a_registrar_list_splits_its_hashes() -> None:
     assert record.hashes() == (bytes(32), b"\x01" * 32)
     assert m.RgList(1, b"d", b"r", b"c").hashes() == ()
     assert "token" not in repr(m.RgEnrol(1, b"\x07" * 32, bytes(32)))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        m.TrustGossip(b"", b"list", b"checkpoint"),
+        m.TrustGossip(b"delegation", b"", b""),
+        m.TrustGossip(bytes(MAX_TRUST_STAPLE_PART + 1), b"list", b""),
+        m.TrustGossip(b"delegation", bytes(MAX_TRUST_STAPLE_PART + 1), b""),
+        m.TrustGossip(b"delegation", b"list", bytes(MAX_TRUST_STAPLE_PART + 1)),
+    ],
+    ids=["no-delegation", "nothing-held", "delegation-oversize", "list-oversize", "cp-oversize"],
+)
+def test_trust_gossip_out_of_bounds_is_refused_both_ways(message: m.TrustGossip) -> None:
+    # trust.md §7.2: [81, delegation: bin, revocations: bin, checkpoint: bin].
+    with pytest.raises(LocalProtocolError):
+        encode(message)
+    with pytest.raises(MessageDecodeError):
+        decode(pack(81, message.delegation, message.revocations, message.checkpoint))
+    full = m.TrustGossip(bytes(MAX_TRUST_STAPLE_PART), b"", bytes(MAX_TRUST_STAPLE_PART))
+    assert decode(encode(full)) == full
+    assert encode(m.TrustGossip(b"d", b"r", b"")) == pack(81, b"d", b"r", b"")

@@ -136,8 +136,9 @@ def test_proofs_in_the_cases_decode() -> None:
 
 
 def test_the_staple_and_the_bundle_replay_and_recompute() -> None:
-    """The TrustStaple record alice sends and the bundle of revocations_2, read
-    by onionpost and rebuilt with msgpack alone (trust.md §§7.1, 7.3)."""
+    """The TrustStaple record alice sends, the TrustGossip record of acme and
+    the bundle of revocations_2, read by onionpost and rebuilt with msgpack
+    alone (trust.md §§7.1-7.3)."""
     record = bytes.fromhex(VECTOR["trust_staple_record"])
     staple = messages.decode(record)
     assert isinstance(staple, messages.TrustStaple)
@@ -152,6 +153,9 @@ def test_the_staple_and_the_bundle_replay_and_recompute() -> None:
     bundle = bytes.fromhex(VECTOR["revocation_bundle"])
     delegation = VECTOR["delegation"].encode()
     assert msgpack.packb([1, delegation, revocations, checkpoint], use_bin_type=True) == bundle
+    gossip = bytes.fromhex(VECTOR["trust_gossip_record"])
+    assert msgpack.packb([81, delegation, revocations, checkpoint], use_bin_type=True) == gossip
+    assert messages.decode(gossip) == messages.TrustGossip(delegation, revocations, checkpoint)
     opened = RevocationBundle.decode(bundle)
     anchor = Anchor.from_text(VECTOR["anchor"]["text"])
     listed = open_revocations(anchor, opened.delegation, opened.revocations, now=alice["now"])

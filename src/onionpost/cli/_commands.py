@@ -62,7 +62,7 @@ from onionpost.client import (
     StateChange,
 )
 from onionpost.errors import ConfigError, DaemonNotRunningError, NotConfirmedError, TransportError
-from onionpost.limits import MAX_CARD_FILE, MAX_TEXT_BODY
+from onionpost.limits import MAX_CARD_BUNDLE_FILE, MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
 
 __all__ = ["contact", "inbox", "message", "outbox", "read", "retry", "send", "status"]
@@ -105,26 +105,34 @@ def contact() -> None:
     """Add, list, remove and verify contacts."""
 
 
-def _read_card_argument(card_or_file: str) -> str:
-    """The card text: the argument itself, a file's one card line, or stdin for '-'."""
+def _read_card_argument(card_or_file: str) -> tuple[str, str | None]:
+    """The card line and the endorsement line of a card bundle (None: none,
+    trust.md §7.5): the argument itself (a card), a file's, or stdin's for '-'."""
     if card_or_file == "-":
-        text = sys.stdin.read(MAX_CARD_FILE + 1)
-        if len(text.encode("utf-8", errors="replace")) > MAX_CARD_FILE:
+        text = sys.stdin.read(MAX_CARD_BUNDLE_FILE + 1)
+        if len(text.encode("utf-8", errors="replace")) > MAX_CARD_BUNDLE_FILE:
             raise ConfigError("stdin is too large to be a contact card")
     elif os.path.isfile(card_or_file):
-        # The one bounded read every small file goes through (limits.MAX_CARD_FILE).
-        data = read_small_file(Path(card_or_file), MAX_CARD_FILE, what="card file")
+        # The one bounded read every small file goes through (a card bundle's bound).
+        data = read_small_file(Path(card_or_file), MAX_CARD_BUNDLE_FILE, what="card file")
         text = data.decode("utf-8", errors="replace")
     elif os.sep in card_or_file:
         # A path that is no file (a card, base64url, has no '/'): say so, not
         # "does not start with 'onionpost1:'".
         raise ConfigError(f"{printable(card_or_file)} is neither a contact card nor a card file")
     else:
-        return card_or_file.strip()
+        return card_or_file.strip(), None
+    # The card's module (and its crypto) only when a file is read.
+    from onionpost.home import ENDORSEMENT_PREFIX
+
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if len(lines) != 1:
-        raise ConfigError(f"{card_or_file} must hold exactly one card line, found {len(lines)}")
-    return lines[0]
+    endorsements = [ln for ln in lines if ln.startswith(ENDORSEMENT_PREFIX)]
+    cards = [ln for ln in lines if not ln.startswith(ENDORSEMENT_PREFIX)]
+    if len(cards) != 1:
+        raise ConfigError(f"{card_or_file} must hold exactly one card line, found {len(cards)}")
+    if len(endorsements) > 1:
+        raise ConfigError(f"{card_or_file} holds {len(endorsements)} endorsement lines, not one")
+    return cards[0], endorsements[0] if endorsements else None
 
 
 @contact.command("add")
@@ -133,13 +141,20 @@ def _read_card_argument(card_or_file: str) -> str:
 @home_option
 @json_option
 def contact_add(card_or_file: str, name: str | None, home: Path | None, as_json: bool) -> None:
-    """Add a contact from its card: the card text, a file holding it, or '-' for stdin."""
-    card = _read_card_argument(card_or_file)
-    added = run_client(home, lambda client: client.contact_add(card, name))
+    """Add a contact from its card: the card text, a file holding it, or '-' for stdin.
+
+    A file (or stdin) may be a card bundle (``onionpost whoami --bundle``):
+    the card and the endorsement of its agency, judged at once."""
+    card, endorsement = _read_card_argument(card_or_file)
+    added = run_client(home, lambda client: client.contact_add(card, name, endorsement))
     if as_json:
         emit_json(_as_json(added))
     else:
         click.echo(f"added contact '{printable(added.name)}' ({added.address})")
+        if endorsement is not None:
+            listed = run_client(home, lambda client: client.contact_list())
+            shown = next((c.endorsement for c in listed if c.name == added.name), None)
+            click.echo(f"endorsement: {printable(shown or 'none')}")
         name = shlex.quote(printable(added.name))
         click.echo(f"verify it with: onionpost contact verify {name}", err=True)
 

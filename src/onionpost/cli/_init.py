@@ -18,6 +18,7 @@ from onionpost.cli._common import (
     printable,
     read_passphrase_file,
     resolve_home,
+    run_client,
     stdin_is_a_terminal,
 )
 from onionpost.errors import ConfigError
@@ -126,13 +127,32 @@ def init(
 
 
 @click.command()
+@click.option(
+    "--bundle",
+    is_flag=True,
+    help="Print the card bundle instead: the card and this endpoint's endorsement "
+    "(asks the daemon), for 'contact add FILE'.",
+)
 @home_option
 @json_option
-def whoami(home: Path | None, as_json: bool) -> None:
+def whoami(bundle: bool, home: Path | None, as_json: bool) -> None:
     """Show this endpoint's name, onion address and contact card (no daemon needed).
 
     The card names the paired mailbox: the daemon rewrites the card file
-    whenever its mailbox changes."""
+    whenever its mailbox changes. With --bundle, the card and, on the next
+    line, the endorsement of our agency (trust.md §7.5), to hand over as a
+    file."""
+    if bundle:
+        me = run_client(home, lambda client: client.whoami())
+        if as_json:
+            emit_json({"card": me.card, "endorsement": me.endorsement})
+            return
+        click.echo(me.card)
+        if me.endorsement:
+            click.echo(me.endorsement)
+        else:
+            click.echo("no endorsement installed: the bundle is the card alone", err=True)
+        return
     paths = Paths.for_home(resolve_home(home))
     if not paths.card.exists():
         fail(f"no endpoint in {paths.home}: run 'onionpost init' first", EXIT_ENVIRONMENT)

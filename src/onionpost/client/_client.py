@@ -344,8 +344,10 @@ class Client:
     async def status(self) -> api.Status:
         return await self.request(api.GetStatus())
 
-    async def contact_add(self, card: str, name: str | None = None) -> api.ContactRef:
-        return await self.request(api.ContactAdd(card, name))
+    async def contact_add(
+        self, card: str, name: str | None = None, endorsement: str | None = None
+    ) -> api.ContactRef:
+        return await self.request(api.ContactAdd(card, name, endorsement))
 
     async def contact_list(self) -> tuple[api.Contact, ...]:
         return await self.request(api.ContactList())

@@ -66,11 +66,21 @@ from onionpost.daemon.delivery import (
     import_revocations,
     install_own,
     message_record,
+    receive_staple,
     refusals,
     unfit_mailbox,
 )
 from onionpost.errors import ConfigError, NotFoundError, UnknownContactError
-from onionpost.home import Config, ContactCard, Paths, Secrets, safety_number, write_card_file
+from onionpost.home import (
+    Config,
+    ContactCard,
+    Paths,
+    Secrets,
+    endorsement_line,
+    parse_endorsement_line,
+    safety_number,
+    write_card_file,
+)
 from onionpost.host import EventHub, Handlers, OnionHost, StoreWorker, ThreadWorker
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
@@ -330,8 +340,12 @@ class Daemon:
 
     async def whoami(self, request: api.Whoami) -> api.Identity:
         card = ContactCard.issue(self._secrets, mailbox=self.mailboxes.signed())
+        own = await self._worker(self._store.trust.own)
         return api.Identity(
-            self._secrets.display_name, str(self._secrets.identity.address), card.to_line()
+            self._secrets.display_name,
+            str(self._secrets.identity.address),
+            card.to_line(),
+            "" if own is None else endorsement_line(own[1]),
         )
 
     def _status_rows(self) -> tuple[list[tuple[Contact, int, int]], int, int | None]:
@@ -407,7 +421,19 @@ class Daemon:
         parsed = ContactCard.parse(request.card)
         if parsed.address == self._secrets.identity.address:
             raise ConfigError("that card is this endpoint's own")
+        # A card bundle's endorsement (trust.md §7.5): read before anything is
+        # added, judged as a staple once the contact exists.
+        proof = None if not request.endorsement else parse_endorsement_line(request.endorsement)
         contact = await self._worker(self._add_contact, request.name or parsed.name, parsed)
+        if proof is not None:
+            await self._worker(
+                receive_staple,
+                self._store,
+                contact,
+                m.TrustStaple(proof, b"", b""),
+                _now_ms(),
+                required=self.engine.policy.require_endorsement,
+            )
         await self._authorize()
         await self.host.add_client_auth(contact.address, self._secrets.client_auth_private)
         if self.engine.running:
@@ -602,6 +628,8 @@ class Daemon:
         """A newer list is held (imported, or from our registrar): act on it at once."""
         await self._refusals_changed()
         self.engine.restaple()
+        if not done.stapled:
+            self.engine.regossip(done.delegation)  # another agency's: passed on (§7.2)
         if done.stapled:
             # Our own agency's list: contacts with no session up are dialled
             # once (paced, as an announcement) to be handed it, so that a

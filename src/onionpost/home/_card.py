@@ -45,7 +45,7 @@ from typing import Any, Final, Protocol
 from onionpost._files import read_small_file
 from onionpost.errors import AuthenticationError, CardError, ConfigError, MessageDecodeError
 from onionpost.home._paths import write_atomic
-from onionpost.limits import MAX_CARD_FILE
+from onionpost.limits import MAX_CARD_FILE, MAX_TRUST_STAPLE_PART
 from onionpost.names import contact_name_problem
 from onionpost.proto import NotMsgpack, pack, unpack
 from onionpost.proto.address import OnionAddress
@@ -55,10 +55,14 @@ from onionpost.proto.pairing import MailboxAnnouncement
 __all__ = [
     "CARD_CONTEXT",
     "CARD_PREFIX",
+    "ENDORSEMENT_PREFIX",
     "ContactCard",
     "check_name",
+    "endorsement_line",
+    "parse_endorsement_line",
     "read_card_file",
     "safety_number",
+    "split_card_bundle",
     "write_card_file",
 ]
 
@@ -70,6 +74,8 @@ _SIGNATURE_LEN: Final = 64
 # Longest possible card line: prefix + base64 of (array header, version, two
 # bin 32, a str of 64 characters of up to 4 UTF-8 bytes, bin 64).
 _MAX_CARD_CHARS: Final = 1024
+# An endorsement line: base64url of at most MAX_TRUST_STAPLE_PART bytes.
+_MAX_ENDORSEMENT_CHARS: Final = -(-MAX_TRUST_STAPLE_PART * 4 // 3)
 _BASE64URL: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 SAFETY_CONTEXT: Final = b"onionpost safety number v1\x00"
@@ -231,6 +237,55 @@ class ContactCard:
             except (AuthenticationError, MessageDecodeError) as exc:
                 raise CardError("the card's mailbox announcement does not verify") from exc
         return cls(address, client_auth_public, name, signature, mailbox)
+
+
+# -- the card bundle (trust.md §7.5) ------------------------------------------------
+
+#: How the endorsement line of a card bundle begins.
+ENDORSEMENT_PREFIX: Final = "onionpost-endorsement1:"
+
+
+def endorsement_line(proof: bytes) -> str:
+    """An endorsement proof (trust.md §4) as the second line of a card bundle."""
+    return ENDORSEMENT_PREFIX + base64.urlsafe_b64encode(proof).rstrip(b"=").decode("ascii")
+
+
+def parse_endorsement_line(text: str) -> bytes:
+    """The endorsement proof's bytes of an endorsement line, not yet checked
+    (the daemon checks it for the card's address, trust.md §4);
+    :class:`CardError` for a line that is not one."""
+    if not isinstance(text, str):
+        raise CardError("an endorsement line must be text")
+    line = text.strip()
+    if not line.startswith(ENDORSEMENT_PREFIX):
+        raise CardError(f"not an endorsement line: it does not start with {ENDORSEMENT_PREFIX!r}")
+    encoded = line[len(ENDORSEMENT_PREFIX) :]
+    if len(encoded) > _MAX_ENDORSEMENT_CHARS:
+        raise CardError("malformed endorsement line: too long")
+    if not encoded or not _BASE64URL.issuperset(encoded) or len(encoded) % 4 == 1:
+        raise CardError("malformed endorsement line: not base64url without padding")
+    proof = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    if endorsement_line(proof) != line:
+        raise CardError("malformed endorsement line: not in canonical form")
+    return proof
+
+
+def split_card_bundle(text: str) -> tuple[str, str | None]:
+    """The card line and the endorsement line (None: none) of a card bundle
+    or a card file: blank lines and ``#`` comments are ignored, one card
+    line, at most one endorsement line, nothing else (trust.md §7.5)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    cards = [ln for ln in lines if ln.startswith(CARD_PREFIX)]
+    endorsements = [ln for ln in lines if ln.startswith(ENDORSEMENT_PREFIX)]
+    if len(cards) != 1:
+        raise CardError(f"a card bundle holds exactly one card line, found {len(cards)}")
+    if len(endorsements) > 1:
+        raise CardError(
+            f"a card bundle holds at most one endorsement line, found {len(endorsements)}"
+        )
+    if len(lines) != len(cards) + len(endorsements):
+        raise CardError("a card bundle holds a card line and an endorsement line, nothing else")
+    return cards[0], endorsements[0] if endorsements else None
 
 
 def read_card_file(path: Path) -> ContactCard:

@@ -112,6 +112,7 @@ __all__ = [
     "RgRenew",
     "RgResult",
     "Text",
+    "TrustGossip",
     "TrustStaple",
     "UnknownExtension",
     "decode",
@@ -186,6 +187,8 @@ class MessageType(enum.IntEnum):
     LABEL_LIMIT = 74
     # Agency trust (trust.md §7.1): the sender's endorsement, list and checkpoint.
     TRUST_STAPLE = 80
+    # ... and what it holds of other agencies it holds the anchor of (§7.2).
+    TRUST_GOSSIP = 81
 
 
 class _Kind(enum.Enum):
@@ -813,6 +816,27 @@ class TrustStaple(_Record):
                 raise MessageDecodeError("a trust staple's statement is too large")
 
 
+@dataclass(frozen=True, slots=True)
+class TrustGossip(_Record):
+    """The latest revocation list and log checkpoint the sender holds of an
+    agency other than its own, with the delegation of the issuing key that
+    signed them (trust.md §7.2); an empty list or checkpoint: none held (not
+    both)."""
+
+    TAG = MessageType.TRUST_GOSSIP
+    SCHEMA = ((_Kind.DATA, 0), (_Kind.DATA, 0), (_Kind.DATA, 0))
+    delegation: bytes
+    revocations: bytes
+    checkpoint: bytes
+
+    def _validate(self) -> None:
+        if not self.delegation or not (self.revocations or self.checkpoint):
+            raise MessageDecodeError("trust gossip without a delegation, a list or a checkpoint")
+        for part in (self.delegation, self.revocations, self.checkpoint):
+            if len(part) > MAX_TRUST_STAPLE_PART:
+                raise MessageDecodeError("a trust gossip's statement is too large")
+
+
 # -- a session with an agency's registrar (trust.md §8) --------------------------------
 #
 # As with a mailbox: requests carry ``req``; the registrar answers each with one
@@ -963,6 +987,7 @@ Message = (
     | GroupFileOffer
     | LabelLimit
     | TrustStaple
+    | TrustGossip
 )
 
 _BY_TAG: Final[dict[int, type[_Record]]] = {
@@ -1009,6 +1034,7 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         GroupFileOffer,
         LabelLimit,
         TrustStaple,
+        TrustGossip,
     )
 }
 

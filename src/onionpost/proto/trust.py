@@ -102,6 +102,7 @@ __all__ = [
     "check_endorsement",
     "check_rotation",
     "claimed_agency",
+    "claimed_delegation",
     "confirm_anchor",
     "issue",
     "meet_checkpoint",
@@ -536,6 +537,12 @@ def _decode_body(text: str, kind: Kind) -> tuple[Any, ...]:
 def claimed_agency(delegation_data: bytes) -> str:
     """The agency a delegation names, read *without* checking its signatures:
     only to choose the anchor that will then check it (trust.md §7.1)."""
+    return claimed_delegation(delegation_data).agency
+
+
+def claimed_delegation(delegation_data: bytes) -> Delegation:
+    """A delegation read *without* checking its signatures: to choose an anchor,
+    or which delegation to send with a list (trust.md §7.2), never to rely on."""
     if not isinstance(delegation_data, bytes) or len(delegation_data) > _MAX_NOTE_DATA:
         raise _malformed("delegation", "a delegation is too long")
     try:
@@ -543,7 +550,7 @@ def claimed_agency(delegation_data: bytes) -> str:
     except VerificationError as exc:
         raise _malformed("delegation", "a delegation is not a signed note") from exc
     try:
-        return Delegation.from_body(_decode_body(parsed.text, Kind.DELEGATION)).agency
+        return Delegation.from_body(_decode_body(parsed.text, Kind.DELEGATION))
     except TypeError as exc:
         raise _malformed("delegation") from exc
 

@@ -23,12 +23,19 @@ anchor's agency (:class:`Held`), the peer's address, the staple and ``now``:
 
 Forged or malformed statements raise (:class:`~onionpost.errors.TrustError`):
 the caller records the contact as refused and keeps the session going.
+
+Gossip (trust.md §7.2) is the same offer without an endorsement: a contact
+passes on, in a ``TrustGossip``, the list and checkpoint it holds of another
+agency with the delegation that signed them. :func:`to_gossip` is what a
+sender passes on, :func:`meet_gossip` what a receiver does with it (steps 2
+and 3 above, one :func:`_offer` for both). :class:`Pace` bounds both records
+by rate, per session and per direction.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,12 +43,15 @@ from onionpost.errors import (
     ConflictingStatementsError,
     MalformedStatementError,
     RolledBackError,
+    StatementRefusedError,
     TrustError,
+    VerificationError,
 )
-from onionpost.limits import MAX_TRUST_STAPLE_PART, TRUST_FRESHNESS
-from onionpost.proto import _msgpack
+from onionpost.limits import MAX_TRUST_STAPLE_PART, TRUST_CLOCK_SKEW, TRUST_FRESHNESS
+from onionpost.proto import _msgpack, note
 from onionpost.proto.trust import (
     Anchor,
+    Delegation,
     EndorsementProof,
     Reason,
     RevocationList,
@@ -53,19 +63,25 @@ from onionpost.proto.trust import (
     accept_revocations,
     check_endorsement,
     claimed_agency,
+    claimed_delegation,
     open_revocations,
 )
 
 __all__ = [
     "REQUIRED_PREFIX",
+    "Gossip",
+    "GossipOutcome",
     "Held",
     "Outcome",
+    "Pace",
     "RevocationBundle",
     "describe",
     "meet_checkpoint_unproven",
+    "meet_gossip",
     "meet_staple",
     "recheck",
     "session_refusal",
+    "to_gossip",
 ]
 
 #: How a refusal for want of an endorsement begins (a revoked contact's does not).
@@ -202,25 +218,17 @@ def meet_staple(
     if anchor is None:
         return Outcome(agency, None, None)
     delegation = cache.delegation(anchor, presented.delegation)
-    before = held.get(anchor.fingerprint)
-    held_list = None if before is None else before.revocations
-    held_checkpoint = None if before is None else before.checkpoint
-    alarm: ConflictingStatementsError | None = None
-    rolled_back = False
-    new_list = held_list
-    if revocations:
-        offered = open_revocations(anchor, presented.delegation, revocations, now=now)
-        try:
-            new_list = accept_revocations(held_list, offered)
-        except RolledBackError:
-            rolled_back = True
-        except ConflictingStatementsError as exc:
-            alarm = exc
-    new_checkpoint = held_checkpoint
-    if checkpoint:
-        offered_cp = cache.checkpoint(anchor, delegation.key, checkpoint)
-        new_checkpoint, fork = meet_checkpoint_unproven(held_checkpoint, offered_cp)
-        alarm = alarm or fork
+    before = held.get(anchor.fingerprint, Held())
+    new_list, new_checkpoint, alarm, rolled_back = _offer(
+        anchor,
+        delegation_data=presented.delegation,
+        delegation=delegation,
+        before=before,
+        revocations=revocations,
+        checkpoint=checkpoint,
+        now=now,
+        cache=cache,
+    )
     verdict = check_endorsement(
         anchor,
         presented,
@@ -233,9 +241,46 @@ def meet_staple(
     if verdict.checkpoint is not None and alarm is None:
         new_checkpoint, fork = meet_checkpoint_unproven(new_checkpoint, verdict.checkpoint)
         alarm = fork
-    changed = new_list is not held_list or new_checkpoint is not held_checkpoint
+    changed = new_list is not before.revocations or new_checkpoint is not before.checkpoint
     after = Held(new_list, new_checkpoint) if changed else None
     return Outcome(agency, anchor, verdict, after, alarm, rolled_back)
+
+
+def _offer(
+    anchor: Anchor,
+    *,
+    delegation_data: bytes,
+    delegation: Delegation,
+    before: Held,
+    revocations: bytes,
+    checkpoint: bytes,
+    now: int,
+    cache: VerifiedCache,
+) -> tuple[
+    Signed[RevocationList] | None, SignedCheckpoint | None, ConflictingStatementsError | None, bool
+]:
+    """A list and a checkpoint (either empty: none) signed by ``delegation``'s
+    key, offered to what is held of ``anchor``'s agency, whether stapled or
+    gossiped (§§7.1-7.2): the list and checkpoint to hold, an alarm, and
+    whether the list was older than the one held (ignored). Raises, with
+    nothing decided, when either does not verify."""
+    alarm: ConflictingStatementsError | None = None
+    rolled_back = False
+    new_list = before.revocations
+    if revocations:
+        offered = open_revocations(anchor, delegation_data, revocations, now=now)
+        try:
+            new_list = accept_revocations(before.revocations, offered)
+        except RolledBackError:
+            rolled_back = True
+        except ConflictingStatementsError as exc:
+            alarm = exc
+    new_checkpoint = before.checkpoint
+    if checkpoint:
+        offered_cp = cache.checkpoint(anchor, delegation.key, checkpoint)
+        new_checkpoint, fork = meet_checkpoint_unproven(before.checkpoint, offered_cp)
+        alarm = alarm or fork
+    return new_list, new_checkpoint, alarm, rolled_back
 
 
 def recheck(
@@ -267,6 +312,171 @@ def recheck(
     except TrustError:
         return None
     return Outcome(anchor.agency, anchor, verdict)
+
+
+@dataclass(slots=True)
+class Pace:
+    """A session's budget of trust records of one kind, by rate rather than
+    count (trust.md §§7.1-7.2): ``burst`` at once, then one more every
+    ``interval`` seconds, never more than ``burst`` saved. ``now`` is any
+    monotonic clock in seconds. A receiver ignores what comes past it; a
+    sender keeps what it may not send yet for :meth:`next_at`."""
+
+    burst: int
+    interval: float
+    _tokens: float = 0.0
+    _stamp: float | None = None
+
+    def _fill(self, now: float) -> None:
+        if self._stamp is None:
+            self._tokens, self._stamp = float(self.burst), now
+        elif now > self._stamp:
+            saved = self._tokens + (now - self._stamp) / self.interval
+            self._tokens = min(float(self.burst), saved)
+            self._stamp = now
+
+    def take(self, now: float) -> bool:
+        """Spend one record of the budget at ``now``; False: none is left."""
+        self._fill(now)
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def next_at(self, now: float) -> float:
+        """When the budget next holds a record (``now`` if it holds one)."""
+        self._fill(now)
+        return now if self._tokens >= 1 else now + (1 - self._tokens) * self.interval
+
+
+@dataclass(frozen=True, slots=True)
+class Gossip:
+    """What an endpoint holds of one agency, to pass on (§7.2): the list and
+    the checkpoint (either empty: none, not both) with the delegation of the
+    key that signed them."""
+
+    fingerprint: bytes
+    delegation: bytes
+    revocations: bytes
+    checkpoint: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GossipOutcome:
+    """The decision on one gossip record: what to hold of ``anchor``'s agency
+    from now on (None: unchanged), whether that is a newer list (its
+    contacts are then judged again), an alarm to record, and whether the
+    list was older than the one held (ignored)."""
+
+    anchor: Anchor
+    held: Held | None
+    new_list: bool
+    alarm: ConflictingStatementsError | None = None
+    rolled_back: bool = False
+
+
+def meet_gossip(
+    anchors: Mapping[str, Anchor],
+    held: Mapping[bytes, Held],
+    *,
+    delegation: bytes,
+    revocations: bytes,
+    checkpoint: bytes,
+    now: int,
+    cache: VerifiedCache | None = None,
+) -> GossipOutcome | None:
+    """Decide on a contact's ``TrustGossip`` (trust.md §7.2): None when we hold
+    no anchor of the agency its delegation names (ignored). Otherwise the
+    delegation is checked against that anchor (signed by its root, of its
+    agency, valid at ``now``) and the list and checkpoint are offered to what
+    is held as a staple's are (:func:`meet_staple` steps 2-3). Forged or
+    malformed statements, or a delegation not valid now, raise
+    (:class:`~onionpost.errors.TrustError`) and nothing is decided."""
+    cache = VerifiedCache(2) if cache is None else cache
+    if not (revocations or checkpoint):
+        raise MalformedStatementError("gossip with neither a list nor a checkpoint", what="gossip")
+    anchor = anchors.get(claimed_agency(delegation))
+    if anchor is None:
+        return None
+    opened = cache.delegation(anchor, delegation)
+    if (
+        opened.agency != anchor.agency
+        or now < opened.not_before - TRUST_CLOCK_SKEW
+        or now > opened.not_after + TRUST_CLOCK_SKEW
+    ):
+        raise StatementRefusedError(
+            "gossip under a delegation not valid now", what="delegation", reason="delegation"
+        )
+    before = held.get(anchor.fingerprint, Held())
+    new_list, new_checkpoint, alarm, rolled_back = _offer(
+        anchor,
+        delegation_data=delegation,
+        delegation=opened,
+        before=before,
+        revocations=revocations,
+        checkpoint=checkpoint,
+        now=now,
+        cache=cache,
+    )
+    changed = new_list is not before.revocations or new_checkpoint is not before.checkpoint
+    return GossipOutcome(
+        anchor,
+        Held(new_list, new_checkpoint) if changed else None,
+        new_list is not before.revocations,
+        alarm,
+        rolled_back,
+    )
+
+
+def _signed_by(data: bytes, key_ids: frozenset[tuple[str, bytes]]) -> bool:
+    """Whether a stored note carries a signature line of one of ``key_ids``
+    (name and key ID): a choice of delegation, not a verification (the
+    receiver verifies)."""
+    try:
+        parsed = note.Note.parse(data)
+    except VerificationError:
+        return False
+    return any((s.name, s.key_id) in key_ids for s in parsed.signatures)
+
+
+def to_gossip(
+    anchors: Sequence[Anchor],
+    held: Mapping[bytes, tuple[bytes | None, bytes | None]],
+    *,
+    own: bytes | None,
+    delegations: Iterable[bytes],
+) -> list[Gossip]:
+    """What to pass on of each anchor other than our own agency's (``own``, a
+    fingerprint) of which we hold a list or a checkpoint (trust.md §7.2),
+    each with a delegation among ``delegations`` (those we have met: in our
+    contacts' endorsements, in gossip, in bundles imported) whose key signed
+    it. A list or checkpoint no delegation we know signed is left out (a
+    receiver could not check it)."""
+    by_agency: dict[str, list[tuple[bytes, frozenset[tuple[str, bytes]]]]] = {}
+    for data in delegations:
+        try:
+            found = claimed_delegation(data)
+        except TrustError:
+            continue
+        ids = frozenset((v.name, v.key_id) for v in found.key.verifiers())
+        by_agency.setdefault(found.agency, []).append((data, ids))
+    found_gossip: list[Gossip] = []
+    for anchor in anchors:
+        if anchor.fingerprint == own:
+            continue
+        revocations, checkpoint = held.get(anchor.fingerprint, (None, None))
+        best: Gossip | None = None
+        for data, ids in by_agency.get(anchor.agency, []):
+            r = revocations if revocations and _signed_by(revocations, ids) else b""
+            c = checkpoint if checkpoint and _signed_by(checkpoint, ids) else b""
+            # The delegation that signed both, else the list, else the checkpoint.
+            if (bool(r), bool(c)) > (False, False) and (
+                best is None or (bool(r), bool(c)) > (bool(best.revocations), bool(best.checkpoint))
+            ):
+                best = Gossip(anchor.fingerprint, data, r, c)
+        if best is not None:
+            found_gossip.append(best)
+    return found_gossip
 
 
 def session_refusal(status: str | None, describe: str, *, required: bool) -> str | None:

@@ -289,6 +289,9 @@ class MemoryBackend:
         if chosen in self.contacts:
             raise ConfigError(f"a contact named {chosen!r} exists already")
         self.add(chosen)
+        if request.endorsement:
+            # As the daemon records a card bundle's endorsement (trust.md §7.5).
+            self.contacts[chosen]["endorsement"] = f"judged: {request.endorsement[:30]}"
         return {"name": chosen, "address": address_for(chosen)}
 
     async def contact_list(self, request: api.ContactList) -> list[JSON]:

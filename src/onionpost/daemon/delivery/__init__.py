@@ -14,6 +14,7 @@
     _views      messages as the local API shows them
     _witness    SYNC: witnessing evidence logs with contacts
     _trust      SYNC: agency endorsements and revocation lists with contacts
+    _gossip     SYNC: passing on what we hold of other agencies (trust.md §7.2)
     _policy     the policy, reports, and the seams (Dial, MailboxAccess)
 """
 
@@ -41,6 +42,7 @@ from onionpost.daemon.delivery._trust import (
     Imported,
     import_revocations,
     install_own,
+    receive_staple,
     refusals,
     rejudge,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "admit",
     "import_revocations",
     "install_own",
+    "receive_staple",
     "refusals",
     "rejudge",
     "Backoff",

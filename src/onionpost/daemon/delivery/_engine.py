@@ -56,6 +56,7 @@ import trio
 from onionpost._logs import contact_ref, safe
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery._deposit import deposit, has_deposit_work
+from onionpost.daemon.delivery._gossip import learn_delegation
 from onionpost.daemon.delivery._groups import publish_group
 from onionpost.daemon.delivery._intake import Bounds, EnvelopeReceipt, Intake, unfit_mailbox
 from onionpost.daemon.delivery._introductions import Reconciled, reconcile
@@ -155,6 +156,7 @@ class DeliveryEngine:
         self._parts.group_changed = self.group_changed
         self._parts.apply_refusals = self.apply_refusals
         self._parts.restaple = self.restaple
+        self._parts.regossip = self.regossip
         self._dial_fn = dial
         self._links: dict[int, Link] = {}
         self._nursery: trio.Nursery | None = None
@@ -262,6 +264,19 @@ class DeliveryEngine:
         for link in self._links.values():
             for session in link.sessions:
                 session.restaple = True
+                session.regossip = True
+                session.wake.fire()
+
+    def regossip(self, delegation: bytes = b"") -> None:
+        """We hold a newer list or checkpoint of another agency: every open
+        session passes it on (trust.md §7.2). ``delegation``: the one that
+        signed it, when no contact's endorsement may carry it (an imported
+        bundle, a gossip record)."""
+        if delegation:
+            learn_delegation(self._parts.trust_delegations, delegation)
+        for link in self._links.values():
+            for session in link.sessions:
+                session.regossip = True
                 session.wake.fire()
 
     def apply_refusals(self, refused: dict[int, str]) -> None:

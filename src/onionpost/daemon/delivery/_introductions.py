@@ -205,6 +205,7 @@ _HANDLED: Final = frozenset(
         messages.FileReject,
         messages.FileCancel,
         messages.TrustStaple,
+        messages.TrustGossip,
         messages.LabelLimit,
         # Its mailbox: what waits for it while it is away is deposited there,
         # as a contact's (it is registered at ours likewise).

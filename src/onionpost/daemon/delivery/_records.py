@@ -23,9 +23,16 @@ from onionpost.daemon.delivery._policy import DeliveryPolicy, MailboxAccess
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.daemon.delivery._writer import GroupCommit
 from onionpost.host import EventHub, Kick, Shed, StoreWorker, TokenBucket
+from onionpost.limits import (
+    TRUST_GOSSIP_BURST,
+    TRUST_GOSSIP_INTERVAL,
+    TRUST_STAPLE_BURST,
+    TRUST_STAPLE_INTERVAL,
+)
 from onionpost.proto import messages
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.trust import VerifiedCache
+from onionpost.proto.trust_session import Pace
 from onionpost.store import Contact, Store
 from onionpost.transport import SecureChannel
 
@@ -46,6 +53,13 @@ def now_ms() -> int:
 
 def jitter() -> float:
     return random.random()  # noqa: S311 - backoff jitter, not a secret
+
+
+def _pace(*, staples: bool) -> Pace:
+    """A session's budget of TrustStaple (or TrustGossip) records, one way."""
+    if staples:
+        return Pace(TRUST_STAPLE_BURST, TRUST_STAPLE_INTERVAL)
+    return Pace(TRUST_GOSSIP_BURST, TRUST_GOSSIP_INTERVAL)
 
 
 @dataclass(eq=False, slots=True)
@@ -91,10 +105,16 @@ class Session:
     group_joining: dict[bytes, tuple[bytes, ...]] = field(default_factory=dict)
     # Records refused from a member a group introduced (groups.md §9).
     introduced_refused: int = 0
-    # TrustStaples the contact sent this session (``_trust.py``), and
-    # whether to send ours again (we hold a newer list since).
-    staples_received: int = 0
+    # Agency trust (``_trust.py``, trust.md §§7.1-7.2): the session's budgets
+    # of TrustStaple and TrustGossip records taken from the contact and sent
+    # to it (by rate), whether to send our staple again (we hold a newer list
+    # of our agency since) and whether to look for gossip it has not been sent.
+    staples_in: Pace = field(default_factory=lambda: _pace(staples=True))
+    gossip_in: Pace = field(default_factory=lambda: _pace(staples=False))
+    staples_out: Pace = field(default_factory=lambda: _pace(staples=True))
+    gossip_out: Pace = field(default_factory=lambda: _pace(staples=False))
     restaple: bool = False
+    regossip: bool = True
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""
@@ -144,6 +164,9 @@ class Link:
     bad_mailbox: OnionAddress | None = None
     # Groups whose log changed here since the contact was last offered it.
     group_sync: set[bytes] = field(default_factory=set)
+    # What we passed on to it of other agencies (trust.md §7.2), by anchor
+    # fingerprint: a digest of the list and checkpoint (at most one an anchor).
+    gossiped: dict[bytes, bytes] = field(default_factory=dict)
 
     def stop(self) -> None:
         self.removed = True
@@ -208,6 +231,11 @@ class Parts:
     apply_refusals: Callable[[dict[int, str]], None] = field(default=lambda _: None)
     # The engine's: every open session staples ours again (a newer list held).
     restaple: Callable[[], None] = field(default=lambda: None)
+    # The engine's: every open session looks for gossip to pass on (§7.2).
+    regossip: Callable[[], None] = field(default=lambda: None)
+    # Delegations met with lists of other agencies (in gossip, in bundles
+    # imported), by agency, so that we can pass those lists on (§7.2).
+    trust_delegations: dict[str, bytes] = field(default_factory=dict)
 
     def announcement_due(self, link: Link) -> tuple[int, bytes] | None:
         """Our mailbox announcement, when the contact (or a member a group

@@ -24,6 +24,7 @@ Unacked texts go out again in the next session.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +36,7 @@ import trio
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery import _files, _groups
+from onionpost.daemon.delivery._gossip import gossip, learn_delegation, receive_gossip
 from onionpost.daemon.delivery._intake import admit
 from onionpost.daemon.delivery._introductions import RecordVerdict
 from onionpost.daemon.delivery._link import keep_new_session
@@ -50,7 +52,7 @@ from onionpost.errors import (
     VerificationError,
 )
 from onionpost.host import Shed, code_name, first_failure, reason
-from onionpost.limits import MAX_ACK_IDS, MAX_TRUST_STAPLES_PER_SESSION
+from onionpost.limits import MAX_ACK_IDS, MAX_TRUST_ANCHORS
 from onionpost.proto import messages
 from onionpost.store import Stored
 from onionpost.transport import SecureChannel
@@ -238,6 +240,62 @@ async def _send_replies(session: Session) -> None:
         session.room.fire()
 
 
+def _trust_due(session: Session, now: float) -> float | None:
+    """When the session's pace next lets our staple or gossip go, if either
+    waits (trust.md §§7.1-7.2); None when neither does."""
+    due = [
+        pace.next_at(now)
+        for waiting, pace in (
+            (session.restaple, session.staples_out),
+            (session.regossip, session.gossip_out),
+        )
+        if waiting
+    ]
+    return min(due) if due else None
+
+
+async def _pass_on_trust(parts: Parts, link: Link, session: Session) -> None:
+    """Our staple (at the start, or again: we hold a newer list of our agency)
+    and what we hold of other agencies that the contact has not been sent
+    (trust.md §§7.1-7.2), as far as the session's pace lets them go now;
+    what it does not is left waiting for :func:`_trust_due`."""
+    now = trio.current_time()
+    if session.restaple and session.staples_out.take(now):
+        session.restaple = False
+        stapled = await parts.worker(staple, parts.store)
+        if stapled is not None:
+            await session.channel.send(stapled)
+    if not session.regossip or session.gossip_out.next_at(now) > now:
+        return
+    session.regossip = False
+    learned = tuple(parts.trust_delegations.values())
+    everything = await parts.worker(gossip, parts.store, learned)
+    if len(link.gossiped) > MAX_TRUST_ANCHORS:
+        # Anchors removed since: forget them (at most one entry an anchor).
+        current = {found.fingerprint for found in everything}
+        link.gossiped = {f: d for f, d in link.gossiped.items() if f in current}
+    for found in everything:
+        digest = hashlib.blake2b(
+            b"%d:%b%b" % (len(found.revocations), found.revocations, found.checkpoint),
+            digest_size=16,
+        ).digest()
+        if link.gossiped.get(found.fingerprint) == digest:
+            continue
+        if not session.gossip_out.take(now):
+            session.regossip = True  # the rest when the pace allows
+            return
+        await session.channel.send(
+            messages.TrustGossip(found.delegation, found.revocations, found.checkpoint)
+        )
+        link.gossiped[found.fingerprint] = digest
+        log.info(
+            "event=trust_gossip_sent contact=%s revocations=%d checkpoint=%d",
+            contact_ref(link.contact.id),
+            len(found.revocations),
+            len(found.checkpoint),
+        )
+
+
 async def _sender(parts: Parts, link: Link, session: Session) -> None:
     """Send what waits in the outbox, receipts owed, and keepalives."""
     channel = session.channel
@@ -252,10 +310,10 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         # Contacts witness; a member a group introduced does not (§9).
         if not link.contact.introduced:
             await _ask_witness(parts, link, session)
-    # Our endorsement, fresh in every session (trust.md §7.1).
-    stapled = await parts.worker(staple, parts.store)
-    if stapled is not None:
-        await channel.send(stapled)
+    # Our endorsement, fresh in every session (trust.md §7.1), and what we
+    # hold of other agencies that the contact has not been sent (§7.2).
+    session.restaple = True
+    await _pass_on_trust(parts, link, session)
     if policy.label_accept:
         # The highest labels we accept (spec.md §5.10): the contact's daemon
         # refuses to queue more for us.
@@ -270,12 +328,11 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             continue
         if session.closing is not None:
             raise session.closing
-        if session.restaple:
-            # We hold a newer list than the one we stapled: pass it on (§7.2).
-            session.restaple = False
-            stapled = await parts.worker(staple, parts.store)
-            if stapled is not None:
-                await channel.send(stapled)
+        trust_at = _trust_due(session, trio.current_time())
+        if trust_at is not None and trust_at <= trio.current_time():
+            # We hold a newer list than the one we stapled, or gossip the
+            # contact has not had: pass it on, as the pace allows (§7.2).
+            await _pass_on_trust(parts, link, session)
             continue
         # A refused contact (revoked, or without the endorsement the policy
         # requires) is sent nothing: its outbox waits (trust.md §7.4).
@@ -357,6 +414,8 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         deadline = min(ping_at, silent_until)
         if session.initiator:
             deadline = min(deadline, idle_until)
+        if trust_at is not None:
+            deadline = min(deadline, trust_at)
         with trio.move_on_at(deadline):
             await session.wake.wait(since=seen)
 
@@ -641,10 +700,11 @@ async def _on_log_cosigned(
 async def _on_trust_staple(
     parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.TrustStaple
 ) -> None:
-    """The contact's endorsement (trust.md §7.1): at most a few a session."""
-    if s.staples_received >= MAX_TRUST_STAPLES_PER_SESSION:
+    """The contact's endorsement (trust.md §7.1): as many as the session's pace
+    lets through, the rest ignored."""
+    if not s.staples_in.take(trio.current_time()):
+        log.info("event=trust_staple_ignored contact=%s why=pace", contact_ref(link.contact.id))
         return
-    s.staples_received += 1
     refused, new_list = await parts.worker(
         receive_staple,
         parts.store,
@@ -657,6 +717,32 @@ async def _on_trust_staple(
     parts.apply_refusals(refused)
     if new_list:
         parts.restaple()  # pass it on to the contacts we have sessions with
+
+
+async def _on_trust_gossip(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.TrustGossip
+) -> None:
+    """What the contact holds of an agency (trust.md §7.2): as many as the
+    session's pace lets through, the rest ignored; what is newer is held,
+    acted on and passed on."""
+    if not s.gossip_in.take(trio.current_time()):
+        log.info("event=trust_gossip_ignored contact=%s why=pace", contact_ref(link.contact.id))
+        return
+    done = await parts.worker(
+        receive_gossip,
+        parts.store,
+        link.contact,
+        r,
+        now_ms(),
+        required=parts.policy.require_endorsement,
+        cache=parts.trust_cache,
+    )
+    parts.apply_refusals(done.refusals)
+    if done.own_agency:
+        parts.restaple()  # a newer list of our agency: staple it on
+    elif done.agency is not None:
+        learn_delegation(parts.trust_delegations, r.delegation)
+        parts.regossip()  # pass it on to the contacts we have sessions with
 
 
 async def _on_label_limit(
@@ -696,6 +782,7 @@ HANDLERS: Final[dict[type, Handler]] = {
     messages.GroupText: _groups.on_group_text,
     messages.GroupFileOffer: _groups.on_group_file_offer,
     messages.TrustStaple: _on_trust_staple,
+    messages.TrustGossip: _on_trust_gossip,
     messages.LabelLimit: _on_label_limit,
     messages.Ping: _ignore,
     messages.Pong: _ignore,

@@ -9,10 +9,11 @@ decision says: the list and checkpoint to hold, an alarm, and the verdict on
 the contact, which ``contact list`` shows.
 
 Everything here is synchronous store work, run in the engine's worker. A
-contact is authenticated, not trusted: a session takes at most
-``MAX_TRUST_STAPLES_PER_SESSION`` staples (each costs at most a few hybrid
-signature checks and ``MAX_PROOF_HASHES`` hashes); a forged or malformed one
-records the contact as refused and the session goes on.
+contact is authenticated, not trusted: a session takes staples by rate
+(``TRUST_STAPLE_BURST``, then one each ``TRUST_STAPLE_INTERVAL``; each costs
+at most a few hybrid signature checks and ``MAX_PROOF_HASHES`` hashes); a
+forged or malformed one records the contact as refused and the session goes
+on. Gossip of other agencies (§7.2) is ``_gossip.py``.
 """
 
 from __future__ import annotations
@@ -273,6 +274,7 @@ class Imported:
     revoked: int
     changed: int  # contacts whose verdict changed
     stapled: bool = False  # the list of our own agency: we staple it to every contact
+    delegation: bytes = b""  # that signed it: to pass the list on with (§7.2)
 
 
 def import_revocations(
@@ -337,4 +339,12 @@ def import_revocations(
     value = accepted.value
     own = store.trust.own()
     stapled = own is not None and own[0] == anchor.fingerprint
-    return Imported(agency, value.serial, value.issued_at, len(value.revoked), changed, stapled)
+    return Imported(
+        agency,
+        value.serial,
+        value.issued_at,
+        len(value.revoked),
+        changed,
+        stapled,
+        bundle.delegation,
+    )

@@ -1,0 +1,300 @@
+"""Gossip between endpoints (trust.md §7.2) and staples by rate (§7.1), in
+memory: a revocation of one agency reaches an endpoint of a third agency
+through an endpoint of a second, which never met the revoked one; two
+holders of different branches of a log meet through a third; hostile gossip
+changes nothing and the session goes on; a session that stays up takes
+newer lists for as long as it lasts."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import trio
+from trio.testing import MockClock
+
+from onionpost import api
+from onionpost.daemon.delivery import install_own
+from onionpost.limits import (
+    TRUST_GOSSIP_BURST,
+    TRUST_GOSSIP_INTERVAL,
+    TRUST_STAPLE_BURST,
+    TRUST_STAPLE_INTERVAL,
+)
+from onionpost.proto import messages as m
+from onionpost.proto.trust import AgencyLog, Revoked, stored_revocations
+from onionpost.proto.trust_session import RevocationBundle
+from onionpost.testing.agency import Agency
+from onionpost.testing.memory import Node, befriend, network, until
+from onionpost.transport import SecureChannel
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _verdict(holder: Node, other: Node) -> tuple[str, str] | None:
+    found = holder.store.trust.endorsements().get(holder.contact(other).id)
+    return None if found is None else (found.status, found.describe)
+
+
+def _refused(node: Node, other: Node) -> str:
+    assert node.engine is not None
+    status = node.engine.status(node.contact(other).id)
+    return "" if status is None else status.refused
+
+
+def _install(node: Node, agency: Agency) -> None:
+    node.store.trust.add(agency.anchor, _now() * 1000)
+    proof = agency.endorse(node.secrets.identity, _now()).encode()
+    install_own(node.store, str(node.address), proof, _now() * 1000)
+
+
+def _serial(node: Node, agency: Agency) -> int:
+    data = node.store.trust.held().get(agency.anchor.fingerprint, (None, None))[0]
+    return 0 if data is None else stored_revocations(data).value.serial
+
+
+def _checkpoint(node: Node, agency: Agency) -> bytes | None:
+    return node.store.trust.held().get(agency.anchor.fingerprint, (None, None))[1]
+
+
+async def _import(node: Node, bundle: bytes) -> None:
+    assert node.daemon is not None
+    await node.daemon.trust_revocations_import(
+        api.TrustRevocationsImport(base64.b64encode(bundle).decode())
+    )
+
+
+async def test_a_revocation_reaches_a_third_agency_without_its_registrar(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Alice and Mallory are acme's; Xavier is bravo's, Yvonne charlie's, both
+    hold acme's anchor. Alice talks with Xavier, Xavier with Yvonne, Yvonne
+    with Mallory. Acme revokes Mallory; Alice imports the list and staples it
+    to Xavier, who passes it on (gossip) on his open session with Yvonne:
+    Yvonne refuses Mallory, having met neither Alice nor acme's registrar."""
+    acme, bravo, charlie = (Agency.make(n, _now()) for n in ("acme", "bravo", "charlie"))
+    async with network(tmp_path) as (net, nursery):
+        names = ("alice", "xavier", "yvonne", "mallory")
+        alice, xavier, yvonne, mallory = (net.node(n) for n in names)
+        befriend(alice, xavier)
+        befriend(xavier, yvonne)
+        befriend(yvonne, mallory)
+        first = acme.revocations(1, _now())
+        for node in (alice, mallory):
+            _install(node, acme)
+            node.store.trust.hold(acme.anchor.fingerprint, first, None)
+        _install(xavier, bravo)
+        _install(yvonne, charlie)
+        for node in (xavier, yvonne):
+            node.store.trust.add(acme.anchor, _now() * 1000)
+        for node in (alice, xavier, yvonne, mallory):
+            await node.start(nursery)
+        await mallory.send(yvonne, "hello")
+        await until(lambda: (_verdict(yvonne, mallory) or ("",))[0] == "endorsed")
+        # Sessions up: alice-xavier, and xavier-yvonne kept up by a conversation.
+        await alice.send(xavier, "hi")
+        await until(lambda: _serial(xavier, acme) == 1)
+
+        bundle = RevocationBundle(
+            acme.delegation,
+            acme.revocations(2, _now(), Revoked(str(mallory.address), _now(), "seized")),
+            acme.checkpoint(),
+        ).encode()
+        await _import(alice, bundle)
+        await xavier.send(yvonne, "news")  # a session up between them
+        await until(lambda: _serial(yvonne, acme) == 2)
+        await until(lambda: _refused(yvonne, mallory) == "refused: revoked")
+        assert _verdict(yvonne, mallory) == ("refused", "refused: revoked")
+        assert yvonne.store.trust.held()[acme.anchor.fingerprint][1] == acme.checkpoint()
+        # Yvonne never met alice: the list came through xavier.
+        assert yvonne.store.contacts.contact_by_address(alice.address) is None
+        # And what she queues for mallory waits; mallory's sessions are refused.
+        held = await yvonne.send(mallory, "for mallory")
+        await mallory.send(yvonne, "let me in")
+        assert mallory.engine is not None
+        await until(lambda: mallory.engine.status(mallory.contact(yvonne).id).failures >= 2)  # type: ignore[union-attr]
+        assert yvonne.state(held) == "queued"
+
+
+async def test_a_split_view_is_caught_by_a_third_endpoint(tmp_path: Path, clock: MockClock) -> None:
+    """Paul (bravo) and Quinn (charlie) each imported a list of acme with a
+    checkpoint of acme's log of one size on another branch (a stolen issuing
+    key showing each a private view). Neither meets the other; both talk
+    with Rita (delta), who holds acme's anchor: she holds Paul's branch, then
+    meets Quinn's, a fork alarm holding both signed checkpoints."""
+    acme, bravo, charlie, delta = (
+        Agency.make(n, _now()) for n in ("acme", "bravo", "charlie", "delta")
+    )
+    async with network(tmp_path) as (net, nursery):
+        paul, quinn, rita = net.node("paul"), net.node("quinn"), net.node("rita")
+        befriend(paul, rita)
+        befriend(quinn, rita)
+        for node, agency in ((paul, bravo), (quinn, charlie), (rita, delta)):
+            _install(node, agency)
+            node.store.trust.add(acme.anchor, _now() * 1000)
+        listed = acme.revocations(1, _now())
+        public = acme.checkpoint()
+        branch = AgencyLog(acme.anchor.log_origin, [acme.delegation])
+        while branch.size < acme.log.size:
+            branch.append(b"an endorsement only quinn's side sees")
+        forked = branch.checkpoint(acme.issuer)
+        for node in (paul, rita):
+            await node.start(nursery)
+        await _import(paul, RevocationBundle(acme.delegation, listed, public).encode())
+        await paul.send(rita, "hello")
+        await until(lambda: _checkpoint(rita, acme) == public)
+        assert rita.store.trust.alarms() == []
+        await quinn.start(nursery)
+        await _import(quinn, RevocationBundle(acme.delegation, listed, forked).encode())
+        await quinn.send(rita, "hello")
+        await until(lambda: bool(rita.store.trust.alarms()))
+        (alarm,) = rita.store.trust.alarms()
+        assert (alarm.kind, alarm.first, alarm.second) == ("fork", public, forked)
+        assert rita.store.trust.held()[acme.anchor.fingerprint][1] == public  # kept
+        assert rita.daemon is not None
+        assert (await rita.daemon.status(api.GetStatus())).trust_alarms == 1
+
+
+async def _sync(channel: SecureChannel, nonce: int) -> list[object]:
+    """Send a Ping and read up to its Pong: the receiver has handled every
+    record sent before it."""
+    await channel.send(m.Ping(nonce))
+    answers: list[object] = []
+    while not any(isinstance(a, m.Pong) and a.nonce == nonce for a in answers):
+        answers.append(await channel.receive())
+    return answers
+
+
+async def test_hostile_gossip_changes_nothing_and_the_session_goes_on(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    acme = Agency.make("acme", _now())
+    impostor = Agency.make("acme", _now())  # another root under acme's name
+    async with network(tmp_path) as (net, nursery):
+        mallory, bob = net.node("mallory"), net.node("bob")
+        befriend(mallory, bob)
+        good_list = acme.revocations(1, _now())
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        bob.store.trust.hold(acme.anchor.fingerprint, good_list, acme.checkpoint())
+        await bob.start(nursery)
+        before = (bob.store.trust.held(), bob.store.trust.alarms(), bob.store.trust.endorsements())
+        other = Agency.make("bravo", _now())
+        bad = [
+            m.TrustGossip(b"\x00not a note", good_list, b""),  # malformed
+            m.TrustGossip(b"x" * 20_000, good_list, b""),  # larger than a statement
+            m.TrustGossip(acme.delegation, b"not a note", b""),
+            m.TrustGossip(impostor.delegation, impostor.revocations(9, _now()), b""),  # forged
+            m.TrustGossip(acme.delegation, other.revocations(9, _now()), b""),  # another key's
+            m.TrustGossip(acme.delegation, b"", impostor.checkpoint()),  # forged checkpoint
+            m.TrustGossip(acme.delegation, acme.revocations(7, _now()), impostor.checkpoint()),
+            m.TrustGossip(other.delegation, other.revocations(9, _now()), b""),  # no anchor
+        ]
+        channel, _stream = await net.connect_raw(mallory, bob)
+        for record in bad:
+            await channel.send(record)
+        await _sync(channel, 1)
+        after = (bob.store.trust.held(), bob.store.trust.alarms(), bob.store.trust.endorsements())
+        assert after == before
+        # The session goes on: a text is stored and acknowledged...
+        await channel.send(m.Text(bytes([9]) * 16, 1, "hello", "text/plain"))
+        with trio.fail_after(30):
+            while not isinstance(answer := await channel.receive(), m.Ack):
+                pass
+        assert bytes([9]) * 16 in answer.ids
+        # ... and good gossip on it is held (so the bad was refused for being bad).
+        newer = acme.revocations(8, _now())
+        await channel.send(m.TrustGossip(acme.delegation, newer, acme.checkpoint()))
+        await _sync(channel, 3)
+        assert bob.store.trust.held()[acme.anchor.fingerprint] == (newer, acme.checkpoint())
+
+
+async def test_gossip_past_the_pace_is_ignored_until_the_budget_grows(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        mallory, bob = net.node("mallory"), net.node("bob")
+        befriend(mallory, bob)
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        await bob.start(nursery)
+        lists = [acme.revocations(serial, _now()) for serial in range(1, TRUST_GOSSIP_BURST + 3)]
+        channel, _stream = await net.connect_raw(mallory, bob)
+        for data in lists:
+            await channel.send(m.TrustGossip(acme.delegation, data, b""))
+        await _sync(channel, 1)
+        assert _serial(bob, acme) == TRUST_GOSSIP_BURST  # the rest ignored
+        await trio.sleep(2 * TRUST_GOSSIP_INTERVAL)
+        await channel.send(m.TrustGossip(acme.delegation, lists[-1], b""))
+        await _sync(channel, 2)
+        assert _serial(bob, acme) == len(lists)
+
+
+async def test_a_session_that_stays_up_takes_newer_lists_past_the_burst(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Staples are taken by rate, not a count a session (trust.md §7.1): a
+    contact that keeps its session up while it comes to hold more newer lists
+    than a burst still hands each one on, on the same session."""
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        mallory, bob = net.node("mallory"), net.node("bob")
+        befriend(mallory, bob)
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        await bob.start(nursery)
+        proof = acme.endorse(mallory.secrets.identity, _now()).encode()
+        rounds = TRUST_STAPLE_BURST + 4
+        lists = [acme.revocations(serial, _now()) for serial in range(1, rounds + 1)]
+        channel, _stream = await net.connect_raw(mallory, bob)
+        # A burst at once: the first TRUST_STAPLE_BURST are taken, no more.
+        for data in lists[: TRUST_STAPLE_BURST + 1]:
+            await channel.send(m.TrustStaple(proof, data, b""))
+        await _sync(channel, 1)
+        assert _serial(bob, acme) == TRUST_STAPLE_BURST
+        # Then, on the same session, one newer list each interval: each taken.
+        for n, data in enumerate(lists[TRUST_STAPLE_BURST + 1 :], start=2):
+            await trio.sleep(TRUST_STAPLE_INTERVAL)
+            await channel.send(m.TrustStaple(proof, data, b""))
+            await _sync(channel, n)
+            assert _serial(bob, acme) == TRUST_STAPLE_BURST + n
+        assert _verdict(bob, mallory) is not None
+        assert (_verdict(bob, mallory) or ("",))[0] == "endorsed"
+
+
+async def test_an_endpoint_paces_its_own_staples_and_sends_the_latest(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Alice imports more newer lists of her agency than a burst while her
+    session with Bob is up: what the pace holds back goes later on that
+    session, the latest list, without a new dial."""
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        _install(alice, acme)
+        bob.store.trust.add(acme.anchor, _now() * 1000)
+        for node in (alice, bob):
+            await node.start(nursery)
+        await alice.send(bob, "hello")
+        await until(lambda: _verdict(bob, alice) is not None)
+        dials = (alice.dials, bob.dials)
+        count = TRUST_STAPLE_BURST + 3
+        for serial in range(1, count + 1):
+            await _import(
+                alice,
+                RevocationBundle(
+                    acme.delegation, acme.revocations(serial, _now()), acme.checkpoint()
+                ).encode(),
+            )
+        await until(lambda: _serial(bob, acme) >= TRUST_STAPLE_BURST - 1)
+        assert _serial(bob, acme) < count  # held back by the pace
+        # Bob keeps the conversation going; the held-back staple follows.
+        for _ in range(8):
+            if _serial(bob, acme) == count:
+                break
+            await bob.send(alice, "still here")
+            await trio.sleep(TRUST_STAPLE_INTERVAL / 3)
+        assert _serial(bob, acme) == count
+        assert (alice.dials, bob.dials) == dials  # the same session
