@@ -183,6 +183,11 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
         st.binary(max_size=500),
         st.binary(max_size=500),
     ),
+    m.TrustRotation: st.builds(
+        m.TrustRotation,
+        st.binary(min_size=1, max_size=500),
+        st.binary(min_size=32, max_size=32),
+    ),
 }
 
 # Any msgpack value, including the kinds records never hold.
@@ -263,6 +268,7 @@ def test_wire_tags() -> None:
         "GROUP_FILE_OFFER": 93,
         "LABEL_LIMIT": 74,
         "TRUST_STAPLE": 80,
+        "TRUST_ROTATION": 82,
     }
 
 

@@ -112,6 +112,7 @@ __all__ = [
     "RgRenew",
     "RgResult",
     "Text",
+    "TrustRotation",
     "TrustStaple",
     "UnknownExtension",
     "decode",
@@ -186,6 +187,9 @@ class MessageType(enum.IntEnum):
     LABEL_LIMIT = 74
     # Agency trust (trust.md §7.1): the sender's endorsement, list and checkpoint.
     TRUST_STAPLE = 80
+    # (81 is TrustGossip's, trust.md §7.2, not built.) The sender moves to a
+    # new onion address: its endorsement there, naming the one it replaces (§6).
+    TRUST_ROTATION = 82
 
 
 class _Kind(enum.Enum):
@@ -813,6 +817,23 @@ class TrustStaple(_Record):
                 raise MessageDecodeError("a trust staple's statement is too large")
 
 
+@dataclass(frozen=True, slots=True)
+class TrustRotation(_Record):
+    """The sender moves to a new onion address (trust.md §6): the endorsement
+    proof of the new address, whose ``replaces`` names the sender's current
+    one, and the tor client-authorization key the new address dials with (the
+    receiver authorizes it at its own onion service)."""
+
+    TAG = MessageType.TRUST_ROTATION
+    SCHEMA = ((_Kind.DATA, 0), (_Kind.KEY, 0))
+    proof: bytes
+    client_auth_public: bytes
+
+    def _validate(self) -> None:
+        if not self.proof or len(self.proof) > MAX_TRUST_STAPLE_PART:
+            raise MessageDecodeError("a trust rotation's endorsement proof is empty or too large")
+
+
 # -- a session with an agency's registrar (trust.md §8) --------------------------------
 #
 # As with a mailbox: requests carry ``req``; the registrar answers each with one
@@ -963,6 +984,7 @@ Message = (
     | GroupFileOffer
     | LabelLimit
     | TrustStaple
+    | TrustRotation
 )
 
 _BY_TAG: Final[dict[int, type[_Record]]] = {
@@ -1009,6 +1031,7 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         GroupFileOffer,
         LabelLimit,
         TrustStaple,
+        TrustRotation,
     )
 }
 
