@@ -491,6 +491,10 @@ _V13: Final[tuple[str, ...]] = (
     """,
 )
 
+# Version 14 is another branch's; this empty step holds its number here and is
+# dropped when the branches meet.
+_V14: Final[tuple[str, ...]] = ()
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V1,
     _V2,
@@ -505,6 +509,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V11,
     _V12,
     _V13,
+    _V14,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.
