@@ -544,6 +544,16 @@ class Contact:
             "or null: as config.toml says"
         ),
     )
+    rotated: str | None = field(
+        default=None,
+        metadata=_meta(
+            "its last move to a new address (trust.md §6): `moved from OLD by agency A "
+            "[and the old key]`, with `(a revoked address)` after OLD when it was; null if none"
+        ),
+    )
+    rotated_ms: int | None = field(
+        default=None, metadata=_meta("when we moved it to its new address, or null")
+    )
     max_labels: tuple[str, ...] = field(
         default=(), metadata=_meta("the highest labels we send it, as set here (one per scheme)")
     )

@@ -170,12 +170,16 @@ def contact_list(home: Path | None, as_json: bool) -> None:
     table.columns[1].min_width = 62
     for c in contacts:
         limits = ", ".join((*c.max_labels, *(f"{x} (its own)" for x in c.accepts))) or "-"
+        trust = c.endorsement or "-"
+        if c.rotated is not None:
+            # Its move to this address (trust.md §6), under what vouches for it now.
+            trust += f"\n{c.rotated}, {format_ms(c.rotated_ms)}"
         table.add_row(
             Text(printable(c.name)),
             Text(c.address),
             Text("yes" if c.reachable else "no"),
             Text(format_ms(c.verified_ms, never="no")),
-            Text(printable(c.endorsement or "-")),
+            Text(printable(trust)),
             Text(format_ms(c.last_seen_ms)),
             Text(format_ms(c.added_ms, never="-")),
             Text(printable(limits)),

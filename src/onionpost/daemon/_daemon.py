@@ -437,6 +437,7 @@ class Daemon:
         verified = await self._worker(self._store.contacts.verified)
         endorsed = await self._worker(self._store.trust.endorsements)
         required = await self._worker(self._store.trust.required)
+        rotated = await self._worker(self._store.trust.rotations)
         return tuple(
             api.Contact(
                 name=c.name,
@@ -448,6 +449,8 @@ class Daemon:
                 endorsement=None if (e := endorsed.get(c.id)) is None else e.describe,
                 endorsement_status=None if e is None else e.status,
                 require_endorsement=required.get(c.id),
+                rotated=None if (r := rotated.get(c.id)) is None else r.describe,
+                rotated_ms=None if r is None else r.rotated_ms,
                 max_labels=local,
                 accepts=advertised,
             )

@@ -69,7 +69,7 @@ from onionpost.daemon.delivery._policy import (
 )
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._session import run_session
-from onionpost.daemon.delivery._trust import refusals, rejudge
+from onionpost.daemon.delivery._trust import receive_rotation, refusals, rejudge, rotation_due
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.daemon.delivery._writer import GroupCommit
@@ -155,6 +155,7 @@ class DeliveryEngine:
         self._parts.group_changed = self.group_changed
         self._parts.apply_refusals = self.apply_refusals
         self._parts.restaple = self.restaple
+        self._parts.moved = self.moved
         self._dial_fn = dial
         self._links: dict[int, Link] = {}
         self._nursery: trio.Nursery | None = None
@@ -285,6 +286,34 @@ class DeliveryEngine:
                     session.close(Shed("refused", code=CloseCode.NORMAL, reason="trust-refused"))
             self._parts.publish_peer(link)
             link.fire()
+
+    async def moved(self, before: Contact, after: Contact) -> None:
+        """A contact moved to a new address (trust.md §6; decided and stored,
+        ``receive_rotation``): its link reaches the new address from now on,
+        its sessions with the old one end (the old address is no peer now, so
+        its sessions are refused), our onion service lets in its new tor key
+        and our tor reaches the new address with ours (``peers_changed``), and
+        it is dialled at once, what waits for it going there."""
+        parts = self._parts
+        link = self._links.get(after.id)
+        if link is None:
+            return
+        link.contact = after
+        for session in list(link.sessions):
+            session.close(Shed("rotated", code=CloseCode.NORMAL, reason="rotated"))
+        self.apply_refusals(
+            await parts.worker(refusals, parts.store, required=parts.policy.require_endorsement)
+        )
+        if self._peers_changed is not None:
+            try:
+                await self._peers_changed(Reconciled(added=(after,), dropped=(before,)))
+            except OnionpostError as exc:
+                # Tor refused now: a restart authorizes every peer again.
+                log.warning("event=rotation_unauthorized error=%s", type(exc).__name__)
+        link.state.retry_now()
+        link.state.announce_again()
+        link.fire(reread=True)
+        parts.publish_peer(link)
 
     def _link_for(self, peer: OnionAddress) -> Link | None:
         for link in self._links.values():
@@ -571,12 +600,28 @@ class DeliveryEngine:
             contact = await parts.worker(parts.store.contacts.contact_by_id, contact_id)
             if contact is not None:
                 self.contact_changed(contact)
+        if outcome.rotation is not None:
+            await self._rotate(contact_id, outcome.rotation)
         for group_id in {op.group_id for op in outcome.group_ops}:
             self.group_changed(group_id, contact_id)
             contact = await parts.worker(parts.store.contacts.contact_by_id, contact_id)
             await publish_group(parts, group_id, None if contact is None else contact.name)
         self.owed(contact_id)
         return outcome.rows
+
+    async def _rotate(self, contact_id: int, record: messages.TrustRotation) -> None:
+        """A rotation an envelope carried (trust.md §6): decided as one in a
+        session is, after the envelope's own transaction."""
+        parts = self._parts
+        link = self._links.get(contact_id)
+        if link is None or link.contact.introduced:
+            return
+        before = link.contact
+        after = await parts.worker(
+            receive_rotation, parts.store, before, record, now_ms(), parts.trust_cache
+        )
+        if after is not None:
+            await self.moved(before, after)
 
     # -- reports --------------------------------------------------------------------------
 
@@ -633,6 +678,9 @@ class DeliveryEngine:
         # away, without a mailbox we know, would be redialled for it alone
         # for as long as it is away (groups.md §9).
         announcement = parts.announcement_due(link) is not None and not link.contact.introduced
+        # So is our move to a new address, until the contact has it (trust.md §6).
+        if not announcement and not link.contact.introduced:
+            announcement = await parts.worker(rotation_due, store, link.contact) is not None
         direct = announcement
         if not direct and link.owes:
             link.owes = await parts.worker(store.mailbox.has_owed, contact_id)

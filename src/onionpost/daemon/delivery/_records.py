@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -42,6 +42,10 @@ MAX_HANDOFF: Final = 4096
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def _nothing_moved(before: Contact, after: Contact) -> None:
+    """Until the engine sets its own (``Parts.moved``)."""
 
 
 def jitter() -> float:
@@ -95,6 +99,8 @@ class Session:
     # whether to send ours again (we hold a newer list since).
     staples_received: int = 0
     restaple: bool = False
+    # A TrustRotation taken this session (one a session, trust.md §6).
+    rotation_received: bool = False
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""
@@ -208,6 +214,8 @@ class Parts:
     apply_refusals: Callable[[dict[int, str]], None] = field(default=lambda _: None)
     # The engine's: every open session staples ours again (a newer list held).
     restaple: Callable[[], None] = field(default=lambda: None)
+    # The engine's: a contact moved to a new address (before, after; trust.md §6).
+    moved: Callable[[Contact, Contact], Awaitable[None]] = field(default=_nothing_moved)
 
     def announcement_due(self, link: Link) -> tuple[int, bytes] | None:
         """Our mailbox announcement, when the contact (or a member a group

@@ -30,11 +30,14 @@ from onionpost.errors import (
     TrustError,
 )
 from onionpost.proto import trust
-from onionpost.proto.messages import TrustStaple
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.messages import TrustRotation, TrustStaple
 from onionpost.proto.trust_session import (
     Held,
     RevocationBundle,
+    describe,
     meet_checkpoint_unproven,
+    meet_rotation,
     meet_staple,
     recheck,
     session_refusal,
@@ -45,10 +48,13 @@ __all__ = [
     "Imported",
     "import_revocations",
     "install_own",
+    "own_rotation",
+    "receive_rotation",
     "receive_staple",
     "recheck_contacts",
     "refusals",
     "rejudge",
+    "rotation_due",
     "staple",
 ]
 
@@ -73,6 +79,21 @@ def staple(store: Store) -> TrustStaple | None:
     fingerprint, proof = own
     revocations, checkpoint = store.trust.held().get(fingerprint, (None, None))
     return TrustStaple(proof, revocations or b"", checkpoint or b"")
+
+
+def rotation_due(store: Store, contact: Contact) -> TrustRotation | None:
+    """Our move to a new address (trust.md §6), when a contact (never a member
+    a group introduced) has not been told it yet; None otherwise."""
+    own = store.trust.own_rotation()
+    if own is None or contact.introduced or contact.id in store.trust.rotation_told():
+        return None
+    return TrustRotation(*own)
+
+
+def own_rotation(store: Store, contact: Contact) -> TrustRotation | None:
+    """Our move to a new address, for every session with a contact."""
+    own = store.trust.own_rotation()
+    return None if own is None or contact.introduced else TrustRotation(*own)
 
 
 def receive_staple(
@@ -157,6 +178,81 @@ def _receive(
         # judged again (one of them may be revoked in it, trust.md §7.2).
         recheck_contacts(store, anchor, now_ms, cache)
     return new_list
+
+
+def receive_rotation(
+    store: Store,
+    contact: Contact,
+    record: TrustRotation,
+    now_ms: int,
+    cache: trust.VerifiedCache | None = None,
+) -> Contact | None:
+    """Decide on ``contact``'s move to a new address (trust.md §6,
+    :func:`~onionpost.proto.trust_session.meet_rotation`) and, accepted, carry
+    it out in one transaction: the contact's row at the new address with its
+    new tor key (its history and outbox with it), its endorsement there, the
+    move recorded; the contact as moved. Refused (forged, another agency,
+    ``replaces`` not its address, no endorsement), nothing changes, the
+    refusal is logged and None returned."""
+    address = str(contact.address)
+    anchors = {s.anchor.agency: s.anchor for s in store.trust.all()}
+    stored = store.trust.endorsements().get(contact.id)
+    taken = frozenset(str(p.address) for p in store.contacts.peers() if p.id != contact.id)
+    try:
+        moved = meet_rotation(
+            anchors,
+            _held(store),
+            address=address,
+            current=None if stored is None else stored.proof,
+            proof=record.proof,
+            taken=taken,
+            now=now_ms // 1000,
+            cache=cache,
+        )
+    except TrustError as exc:
+        why = getattr(exc, "reason", None) or (
+            "forged" if isinstance(exc, ForgedStatementError) else "malformed"
+        )
+        log.warning(
+            "event=rotation_refused contact=%s what=%s why=%s",
+            contact_ref(contact.id),
+            exc.what,
+            why,
+        )
+        return None
+    rotation, verdict = moved.rotation, moved.verdict
+    anchor = anchors[rotation.agency]
+    new = OnionAddress.parse(rotation.new_address)
+    with store.transaction():
+        after = store.contacts.move(contact.id, new, record.client_auth_public, now_ms)
+        store.trust.set_endorsement(
+            contact.id,
+            record.proof,
+            verdict.status.value,
+            describe(rotation.agency, verdict),
+            now_ms,
+        )
+        store.trust.record_rotation(
+            contact.id, contact.address.public_key, moved.describe(), now_ms
+        )
+        if moved.checkpoint is not None:
+            revocations = store.trust.held().get(anchor.fingerprint, (None, None))[0]
+            store.trust.hold(anchor.fingerprint, revocations, moved.checkpoint.data)
+        if moved.alarm is not None:
+            alarm = moved.alarm
+            store.trust.raise_alarm(
+                alarm.what, anchor.fingerprint, alarm.first, alarm.second, now_ms
+            )
+    if moved.alarm is not None:
+        log.warning("event=trust_alarm kind=%s agency=%s", moved.alarm.what, rotation.agency)
+    log.warning(
+        "event=contact_rotated contact=%s proof=%s from_revoked=%s status=%s",
+        contact_ref(contact.id),
+        rotation.proof.value,
+        str(moved.from_revoked).lower(),
+        verdict.status.value,
+    )
+    return after
 
 
 def install_own(store: Store, address: str, proof: bytes, now_ms: int) -> trust.Verdict:

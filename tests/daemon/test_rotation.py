@@ -1,0 +1,222 @@
+"""Rotation without a reset (trust.md §6), in memory on MockClock: alice, an
+endpoint of agency acme, moves to a new onion address; her contact bob moves
+her over by himself, with her history, whether he is there when she announces
+it or away (he finds it in his mailbox), and what waited for her goes to the
+new address once. A rotation that does not hold (forged, another agency,
+``replaces`` naming another address, no endorsement to move from) changes
+nothing, is logged, and the session goes on.
+
+The new address is a node of its own here (``alice-new``) holding bob as a
+contact: what the same home holds once it has moved (the command that makes
+the new identity in the home is not built yet, trust.md §0).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from onionpost import api
+from onionpost.daemon.delivery import install_own
+from onionpost.proto.session import PeerDecision
+from onionpost.testing.agency import Agency
+from onionpost.testing.memory import MailboxNode, Network, Node, befriend, network, until
+
+pytestmark = pytest.mark.trio
+
+LONG = 600.0  # virtual seconds
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+async def _stop(node: Node | MailboxNode) -> None:
+    node.stop()
+    await until(lambda: node.scope is None)
+
+
+def _bodies(node: Node, contact_id: int) -> list[str]:
+    return [
+        s.body or ""
+        for s in node.store.messages.inbox(limit=1000)
+        if s.contact_id == contact_id and s.body is not None
+    ]
+
+
+def _endorsement_held(bob: Node, alice: Node) -> bool:
+    return bob.store.trust.endorsements().get(bob.contact(alice).id) is not None
+
+
+def _moved(bob: Node, new: Node) -> bool:
+    return bob.store.contacts.contact_by_address(new.address) is not None
+
+
+@asynccontextmanager
+async def _pair(
+    tmp_path: Path, *, endorsed: bool = True, **config: object
+) -> AsyncIterator[tuple[Network, trio.Nursery, Agency, Node, Node, Node]]:
+    """alice and bob, contacts, both holding acme's anchor; alice endorsed by
+    acme with a fresh list, so bob holds her endorsement after a session; and
+    alice's new address, which has bob as its contact (not started)."""
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path, **config) as (net, nursery):
+        alice, bob, new = net.node("alice"), net.node("bob"), net.node("alice-new")
+        befriend(alice, bob)
+        now_ms = _now() * 1000
+        new.store.contacts.add_contact("bob", bob.address, bob.secrets.client_auth_public, now_ms)
+        for node in (alice, bob, new):
+            node.store.trust.add(acme.anchor, now_ms)
+        if endorsed:
+            own = acme.endorse(alice.secrets.identity, _now()).encode()
+            install_own(alice.store, str(alice.address), own, now_ms)
+        alice.store.trust.hold(acme.anchor.fingerprint, acme.revocations(1, _now()), None)
+        yield net, nursery, acme, alice, bob, new
+
+
+def _rotate(alice: Node, new: Node, proof: bytes) -> None:
+    """What the rotation command leaves in alice's home: the move to announce."""
+    alice.store.trust.set_own_rotation(proof, new.secrets.client_auth_public, _now() * 1000)
+
+
+async def test_a_contact_there_moves_over_with_its_history(
+    tmp_path: Path, clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="onionpost")
+    async with _pair(tmp_path) as (_net, nursery, acme, alice, bob, new):
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        before = await alice.send(bob, "before the move")
+        await until(lambda: alice.state(before) == "delivered", LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        contact_id = bob.contact(alice).id
+        old_address = alice.address
+
+        # alice moves: endorsed at the new address, replacing the old, signed
+        # by acme and by her old key; her daemon starts again with it.
+        proof = acme.endorse(
+            new.secrets.identity, _now(), replaces=str(old_address), also=[alice.secrets.identity]
+        ).encode()
+        await _stop(alice)
+        _rotate(alice, new, proof)
+        await alice.start(nursery)
+        await until(lambda: _moved(bob, new), LONG)
+
+        moved = bob.contact(new)
+        assert (moved.id, moved.name) == (contact_id, "alice")
+        assert moved.client_auth_public == new.secrets.client_auth_public
+        assert bob.store.contacts.contact_by_address(old_address) is None
+        assert _bodies(bob, contact_id) == ["before the move"]  # her history stays hers
+        assert bob.store.trust.rotation_told() == frozenset()  # bob announces nothing
+        assert bob.contact(new).id in alice.store.trust.rotation_told()
+        assert bob.daemon is not None
+        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        shown = listed["alice"]
+        assert shown.address == str(new.address)
+        assert shown.rotated == f"moved from {old_address} by agency acme and the old key"
+        assert shown.rotated_ms is not None
+        assert shown.endorsement_status == "endorsed"
+        assert "event=contact_rotated" in caplog.text
+        # The old address is no peer of bob's now: its sessions are refused.
+        assert bob.engine is not None
+        assert bob.engine.decide(old_address) is PeerDecision.REFUSE
+        assert bob.engine.decide(new.address) is PeerDecision.ACCEPT
+
+        # What bob sends now goes to the new address, once.
+        after = await bob.send(new, "after the move")
+        await until(lambda: bob.state(after) == "delivered", LONG)
+        assert _bodies(new, new.contact(bob).id) == ["after the move"]
+        assert _bodies(alice, alice.contact(bob).id) == []
+
+
+async def test_a_contact_away_moves_over_through_its_mailbox(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """bob is away when alice moves: her announcement waits in his mailbox;
+    back, he moves her over from it (her old address gone by then) and what he
+    had queued for her reaches the new address exactly once."""
+    async with _pair(tmp_path, mailbox_after=5.0) as (net, nursery, acme, alice, bob, new):
+        box = net.mailbox("box-b")
+        for node in (box, alice, bob, new):
+            await node.start(nursery)
+        assert bob.daemon is not None
+        await bob.daemon.mailbox_pair(api.MailboxPair(await box.code()))
+        first = await bob.send(alice, "hello")
+        await until(lambda: bob.state(first) == "delivered", LONG)
+        await until(lambda: alice.contact(bob).mailbox == box.address, LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        contact_id = bob.contact(alice).id
+
+        # alice goes; bob queues a text for her, then goes away too.
+        await _stop(alice)
+        queued = await bob.send(alice, "queued while she moves")
+        await _stop(bob)
+
+        old_address = alice.address
+        proof = acme.endorse(new.secrets.identity, _now(), replaces=str(old_address)).encode()
+        _rotate(alice, new, proof)
+        await alice.start(nursery)  # under her old address, with the move to announce
+        at_alice = alice.contact(bob).id
+        await until(lambda: at_alice in alice.store.trust.rotation_told(), LONG)  # deposited
+        await _stop(alice)  # and her old address is gone
+
+        await bob.start(nursery)
+        await until(lambda: _moved(bob, new), LONG)
+        await until(lambda: bob.state(queued) == "delivered", LONG)
+        assert bob.contact(new).id == contact_id
+        assert _bodies(new, new.contact(bob).id) == ["queued while she moves"]
+        assert _bodies(alice, alice.contact(bob).id) == ["hello"]
+        shown = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}["alice"]
+        assert shown.rotated == f"moved from {old_address} by agency acme"
+
+
+REFUSED = ["another agency", "a forged endorsement", "replaces another address", "no endorsement"]
+
+
+@pytest.mark.parametrize("case", REFUSED)
+async def test_a_rotation_that_does_not_hold_changes_nothing(
+    tmp_path: Path, clock: MockClock, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="onionpost")
+    async with _pair(tmp_path, endorsed=case != "no endorsement") as (
+        net,
+        nursery,
+        acme,
+        alice,
+        bob,
+        new,
+    ):
+        other = Agency.make("bravo" if case == "another agency" else "acme", _now())
+        if case == "another agency":
+            bob.store.trust.add(other.anchor, _now() * 1000)
+        signer = other if case in {"another agency", "a forged endorsement"} else acme
+        someone = net.node("someone").address
+        replaces = str(someone if case == "replaces another address" else alice.address)
+        proof = signer.endorse(new.secrets.identity, _now(), replaces=replaces).encode()
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        _rotate(alice, new, proof)
+        first = await alice.send(bob, "one")
+        await until(lambda: alice.state(first) == "delivered", LONG)
+        if case != "no endorsement":
+            await until(
+                lambda: bob.store.trust.endorsements().get(bob.contact(alice).id) is not None
+            )
+        # A new session carries the rotation (sent at every session's start).
+        await _stop(alice)
+        await alice.start(nursery)
+        await until(lambda: "event=rotation_refused" in caplog.text, LONG)
+        # Nothing changed, and the session goes on.
+        assert not _moved(bob, new)
+        assert bob.contact(alice).address == alice.address
+        assert bob.store.trust.rotations() == {}
+        second = await alice.send(bob, "two")
+        await until(lambda: alice.state(second) == "delivered", LONG)
+        assert _bodies(bob, bob.contact(alice).id) == ["one", "two"]
