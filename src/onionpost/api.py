@@ -144,6 +144,8 @@ __all__ = [
     "TrustAdd",
     "TrustAnchor",
     "TrustEndorsementInstall",
+    "TrustRotate",
+    "RotationAnnounced",
     "TrustRevocationsImport",
     "TrustList",
     "TrustRemove",
@@ -635,6 +637,20 @@ class Endorsement:
     status: str = field(
         metadata=_meta("`endorsed` or `unverified-stale` (no fresh revocation list held yet)")
     )
+
+
+@dataclass(frozen=True)
+class RotationAnnounced:
+    """This endpoint's move to a new address, announced to its contacts (trust.md §6)."""
+
+    address: str = field(metadata=_meta("the new address"))
+    replaces: str = field(metadata=_meta("this endpoint's address, which it leaves"))
+    agency: str
+    proof: str = field(
+        metadata=_meta("`agency`, or `agency-and-old-key` when the old key signed it too")
+    )
+    status: str = field(metadata=_meta("`endorsed` or `unverified-stale`"))
+    contacts: int = field(metadata=_meta("contacts it is announced to"))
 
 
 @dataclass(frozen=True)
@@ -1151,6 +1167,22 @@ class TrustEndorsementInstall(Request[Endorsement]):
 
 
 @dataclass(frozen=True)
+class TrustRotate(Request[RotationAnnounced]):
+    """Announce this endpoint's move to a new address (trust.md §6): every
+    contact is told in its next session, or through its mailbox, and moves
+    over by itself."""
+
+    METHOD = "trust_rotate"
+    card: str = field(metadata=_meta("the contact card of the new address"))
+    proof: str = field(
+        metadata=_meta(
+            "base64 of the new address's endorsement proof, by this endpoint's agency, "
+            "whose `replaces` is this endpoint's address"
+        )
+    )
+
+
+@dataclass(frozen=True)
 class TrustRevocationsImport(Request[RevocationsImported]):
     METHOD = "trust_revocations_import"
     bundle: str = field(
@@ -1662,6 +1694,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         TrustList,
         TrustRemove,
         TrustEndorsementInstall,
+        TrustRotate,
         TrustRevocationsImport,
         TrustEnrol,
         SendText,

@@ -13,6 +13,7 @@ the new identity in the home is not built yet, trust.md §0).
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from trio.testing import MockClock
 
 from onionpost import api
 from onionpost.daemon.delivery import install_own
+from onionpost.errors import ConfigError
 from onionpost.proto.session import PeerDecision
 from onionpost.testing.agency import Agency
 from onionpost.testing.memory import MailboxNode, Network, Node, befriend, network, until
@@ -220,3 +222,71 @@ async def test_a_rotation_that_does_not_hold_changes_nothing(
         second = await alice.send(bob, "two")
         await until(lambda: alice.state(second) == "delivered", LONG)
         assert _bodies(bob, bob.contact(alice).id) == ["one", "two"]
+
+
+async def test_announcing_a_move_while_sessions_are_up_and_every_bad_input(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """``trust_rotate`` (the local API of ``onionpost trust rotate``) checks the
+    move before it keeps it: our agency, our address replaced, the card's
+    address endorsed; a good one goes at once on the session that is up."""
+    async with _pair(tmp_path) as (net, nursery, acme, alice, bob, new):
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        first = await alice.send(bob, "hello")
+        await until(lambda: alice.state(first) == "delivered", LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        assert alice.daemon is not None
+        assert alice.engine is not None
+        assert alice.engine.reachable(alice.contact(bob).id)
+        card = new.card()
+        someone = net.node("someone")
+        bravo = Agency.make("bravo", _now())
+
+        def proof(signer: Agency, who: Node, replaces: str) -> str:
+            data = signer.endorse(who.secrets.identity, _now(), replaces=replaces).encode()
+            return base64.b64encode(data).decode()
+
+        old = str(alice.address)
+        bad = [
+            (card, proof(bravo, new, old), "not by acme"),
+            (card, proof(acme, new, str(someone.address)), "cannot move this endpoint"),
+            (card, proof(acme, new, ""), "cannot move this endpoint"),
+            (card, proof(acme, someone, old), "wrong-address"),
+            (alice.card(), proof(acme, new, old), "this endpoint's own"),
+            (card, "not base64!", "base64"),
+            (card, base64.b64encode(b"garbage").decode(), "does not verify"),
+        ]
+        for card_text, data, problem in bad:
+            with pytest.raises(ConfigError, match=problem):
+                await alice.daemon.trust_rotate(api.TrustRotate(card_text, data))
+            assert alice.store.trust.own_rotation() is None  # nothing kept
+        assert not _moved(bob, new)
+
+        done = await alice.daemon.trust_rotate(api.TrustRotate(card, proof(acme, new, old)))
+        assert (done.address, done.replaces, done.agency, done.proof) == (
+            str(new.address),
+            old,
+            "acme",
+            "agency",
+        )
+        assert done.contacts == 1
+        # Told on the session that was up, without a new one.
+        await until(lambda: _moved(bob, new), LONG)
+        after = await bob.send(new, "at the new address")
+        await until(lambda: bob.state(after) == "delivered", LONG)
+        assert _bodies(new, new.contact(bob).id) == ["at the new address"]
+
+
+async def test_a_daemon_with_no_endorsement_of_its_own_cannot_announce(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with _pair(tmp_path, endorsed=False) as (_net, nursery, acme, alice, _bob, new):
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        data = acme.endorse(new.secrets.identity, _now(), replaces=str(alice.address)).encode()
+        with pytest.raises(ConfigError, match="own endorsement first"):
+            await alice.daemon.trust_rotate(
+                api.TrustRotate(new.card(), base64.b64encode(data).decode())
+            )
+        assert alice.store.trust.own_rotation() is None

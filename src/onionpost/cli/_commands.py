@@ -9,7 +9,6 @@ for people (rich tables and progress, text escaped for the terminal) or, with
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -34,7 +33,6 @@ from rich.table import Table
 from rich.text import Text
 
 from onionpost import api
-from onionpost._files import read_small_file
 from onionpost.cli._common import (
     ANSWER_DEADLINE,
     EXIT_FAILED,
@@ -46,6 +44,7 @@ from onionpost.cli._common import (
     home_option,
     json_option,
     printable,
+    read_card_argument,
     resolve_message_id,
     run_client,
     table_console,
@@ -62,7 +61,7 @@ from onionpost.client import (
     StateChange,
 )
 from onionpost.errors import ConfigError, DaemonNotRunningError, NotConfirmedError, TransportError
-from onionpost.limits import MAX_CARD_FILE, MAX_TEXT_BODY
+from onionpost.limits import MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
 
 __all__ = ["contact", "inbox", "message", "outbox", "read", "retry", "send", "status"]
@@ -105,28 +104,6 @@ def contact() -> None:
     """Add, list, remove and verify contacts."""
 
 
-def _read_card_argument(card_or_file: str) -> str:
-    """The card text: the argument itself, a file's one card line, or stdin for '-'."""
-    if card_or_file == "-":
-        text = sys.stdin.read(MAX_CARD_FILE + 1)
-        if len(text.encode("utf-8", errors="replace")) > MAX_CARD_FILE:
-            raise ConfigError("stdin is too large to be a contact card")
-    elif os.path.isfile(card_or_file):
-        # The one bounded read every small file goes through (limits.MAX_CARD_FILE).
-        data = read_small_file(Path(card_or_file), MAX_CARD_FILE, what="card file")
-        text = data.decode("utf-8", errors="replace")
-    elif os.sep in card_or_file:
-        # A path that is no file (a card, base64url, has no '/'): say so, not
-        # "does not start with 'onionpost1:'".
-        raise ConfigError(f"{printable(card_or_file)} is neither a contact card nor a card file")
-    else:
-        return card_or_file.strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    if len(lines) != 1:
-        raise ConfigError(f"{card_or_file} must hold exactly one card line, found {len(lines)}")
-    return lines[0]
-
-
 @contact.command("add")
 @click.argument("card_or_file")
 @click.option("--name", help="Call the contact this instead of the name on its card.")
@@ -134,7 +111,7 @@ def _read_card_argument(card_or_file: str) -> str:
 @json_option
 def contact_add(card_or_file: str, name: str | None, home: Path | None, as_json: bool) -> None:
     """Add a contact from its card: the card text, a file holding it, or '-' for stdin."""
-    card = _read_card_argument(card_or_file)
+    card = read_card_argument(card_or_file)
     added = run_client(home, lambda client: client.contact_add(card, name))
     if as_json:
         emit_json(_as_json(added))

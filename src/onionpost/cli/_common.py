@@ -37,7 +37,7 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import HOME_ENV, Paths, default_home
-from onionpost.limits import MAX_PASSPHRASE_FILE, PASSPHRASE_PIPE_SECONDS
+from onionpost.limits import MAX_CARD_FILE, MAX_PASSPHRASE_FILE, PASSPHRASE_PIPE_SECONDS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -60,6 +60,7 @@ __all__ = [
     "home_option",
     "json_option",
     "printable",
+    "read_card_argument",
     "read_passphrase_file",
     "table_console",
     "check_label",
@@ -130,6 +131,28 @@ def secret_source(key_file: Path | None, passphrase_file: Path | None) -> Secret
         )
     passphrase: str = click.prompt("passphrase", hide_input=True)
     return SecretSource(passphrase=passphrase)
+
+
+def read_card_argument(card_or_file: str) -> str:
+    """The card text: the argument itself, a file's one card line, or stdin for '-'."""
+    if card_or_file == "-":
+        text = sys.stdin.read(MAX_CARD_FILE + 1)
+        if len(text.encode("utf-8", errors="replace")) > MAX_CARD_FILE:
+            raise ConfigError("stdin is too large to be a contact card")
+    elif os.path.isfile(card_or_file):
+        # The one bounded read every small file goes through (limits.MAX_CARD_FILE).
+        data = read_small_file(Path(card_or_file), MAX_CARD_FILE, what="card file")
+        text = data.decode("utf-8", errors="replace")
+    elif os.sep in card_or_file:
+        # A path that is no file (a card, base64url, has no '/'): say so, not
+        # "does not start with 'onionpost1:'".
+        raise ConfigError(f"{printable(card_or_file)} is neither a contact card nor a card file")
+    else:
+        return card_or_file.strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if len(lines) != 1:
+        raise ConfigError(f"{card_or_file} must hold exactly one card line, found {len(lines)}")
+    return lines[0]
 
 
 def printable(text: str) -> str:

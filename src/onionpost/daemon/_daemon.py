@@ -63,6 +63,7 @@ from onionpost.daemon.delivery import (
     Imported,
     Reconciled,
     Witness,
+    announce_rotation,
     import_revocations,
     install_own,
     message_record,
@@ -207,6 +208,7 @@ class Daemon:
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
             api.TrustEndorsementInstall: self.trust_endorsement_install,
+            api.TrustRotate: self.trust_rotate,
             api.ContactRequireEndorsement: self.contact_require_endorsement,
             api.TrustRevocationsImport: self.trust_revocations_import,
             api.TrustEnrol: self.trust_enrol,
@@ -584,6 +586,38 @@ class Daemon:
         assert verdict.until is not None
         return api.Endorsement(
             e.agency, e.address, e.endpoint, e.unit, verdict.until, verdict.status.value
+        )
+
+    async def trust_rotate(self, request: api.TrustRotate) -> api.RotationAnnounced:
+        """Announce our move to the new address of ``request.card`` (trust.md
+        §6): told to every contact in its next session or through its mailbox."""
+        try:
+            proof = base64.b64decode(request.proof, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError("an endorsement proof is sent as base64") from exc
+        card = ContactCard.parse(request.card)
+        address = self._secrets.identity.address
+        if card.address == address:
+            raise ConfigError("that card is this endpoint's own: a move needs a new address")
+        rotation, verdict = await self._worker(
+            partial(
+                announce_rotation,
+                self._store,
+                str(address),
+                new=str(card.address),
+                client_auth_public=card.client_auth_public,
+                proof=proof,
+                now_ms=_now_ms(),
+            )
+        )
+        contacts = self.engine.rotation_announced() if self.engine.running else 0
+        return api.RotationAnnounced(
+            rotation.new_address,
+            rotation.old_address,
+            rotation.agency,
+            rotation.proof.value,
+            verdict.status.value,
+            contacts,
         )
 
     async def trust_revocations_import(

@@ -39,6 +39,7 @@ from onionpost.daemon.delivery._policy import (
 )
 from onionpost.daemon.delivery._trust import (
     Imported,
+    announce_rotation,
     import_revocations,
     install_own,
     refusals,
@@ -51,6 +52,7 @@ from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
 __all__ = [
     "Imported",
     "admit",
+    "announce_rotation",
     "import_revocations",
     "install_own",
     "refusals",

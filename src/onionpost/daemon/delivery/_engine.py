@@ -265,6 +265,16 @@ class DeliveryEngine:
                 session.restaple = True
                 session.wake.fire()
 
+    def rotation_announced(self) -> int:
+        """Our move to a new address is to be announced (trust.md §6): every
+        open session sends it now, and every contact without one is dialled
+        (and, away, deposited for) until told. Returns how many links."""
+        for link in self._links.values():
+            for session in link.sessions:
+                session.reannounce = True
+                session.wake.fire()
+        return self.announce()
+
     def apply_refusals(self, refused: dict[int, str]) -> None:
         """Take the refusals now in force: sessions with a newly refused contact
         close, nothing more goes to it (its outbox is held, not dropped); a

@@ -99,8 +99,10 @@ class Session:
     # whether to send ours again (we hold a newer list since).
     staples_received: int = 0
     restaple: bool = False
-    # A TrustRotation taken this session (one a session, trust.md §6).
+    # A TrustRotation taken this session (one a session, trust.md §6), and
+    # whether to send ours (announced while the session was up).
     rotation_received: bool = False
+    reannounce: bool = False
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""

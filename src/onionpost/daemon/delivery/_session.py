@@ -281,6 +281,14 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             continue
         if session.closing is not None:
             raise session.closing
+        if session.reannounce:
+            # Our move, announced while this session was up (trust.md §6).
+            session.reannounce = False
+            rotation = await parts.worker(own_rotation, parts.store, link.contact)
+            if rotation is not None:
+                await channel.send(rotation)
+                await parts.writer.write(parts.store.trust.mark_rotation_told, contact_id, now_ms())
+            continue
         if session.restaple:
             # We hold a newer list than the one we stapled: pass it on (§7.2).
             session.restaple = False

@@ -46,6 +46,7 @@ from onionpost.store import Contact, Store
 
 __all__ = [
     "Imported",
+    "announce_rotation",
     "import_revocations",
     "install_own",
     "own_rotation",
@@ -253,6 +254,51 @@ def receive_rotation(
         verdict.status.value,
     )
     return after
+
+
+def announce_rotation(
+    store: Store, address: str, *, new: str, client_auth_public: bytes, proof: bytes, now_ms: int
+) -> tuple[trust.Rotation, trust.Verdict]:
+    """Keep our move from ``address`` to ``new`` (trust.md §6) to announce to
+    every contact, once it is one they will accept: the proof endorses
+    ``new`` under the anchor of our own agency (not refused), it replaces
+    ``address``, and an old-key line on it, where present, is our key's.
+    :class:`ConfigError` (nothing stored) otherwise. Nobody has been told it
+    when this returns."""
+    own = store.trust.own()
+    if own is None:
+        raise ConfigError("install this endpoint's own endorsement first: contacts move from it")
+    fingerprint, current = own
+    anchor = next(
+        (s.anchor for s in store.trust.all() if s.anchor.fingerprint == fingerprint), None
+    )
+    if anchor is None:
+        raise ConfigError("the anchor of this endpoint's agency is no longer installed")
+    held = _held(store).get(anchor.fingerprint)
+    revocations = None if held is None or held.revocations is None else held.revocations.value
+    try:
+        presented = trust.EndorsementProof.decode(proof)
+        if trust.claimed_agency(presented.delegation) != anchor.agency:
+            raise ConfigError(f"that endorsement is not by {anchor.agency}, this endpoint's agency")
+        verdict = trust.check_endorsement(
+            anchor, presented, address=new, revocations=revocations, now=now_ms // 1000
+        )
+        if verdict.status is trust.Status.REFUSED:
+            assert verdict.reason is not None
+            raise ConfigError(
+                f"that endorsement is refused for the new address: {verdict.reason.value}"
+            )
+        old = trust.stored_endorsement(trust.EndorsementProof.decode(current).endorsement)
+        rotation = trust.check_rotation(old, verdict, presented.endorsement)
+    except StatementRefusedError as exc:
+        raise ConfigError(f"that endorsement cannot move this endpoint: {exc.reason}") from exc
+    except TrustError as exc:
+        raise ConfigError(f"that endorsement does not verify under the anchor: {exc}") from exc
+    if rotation.old_address != address:
+        raise ConfigError("that endorsement replaces another address")
+    store.trust.set_own_rotation(proof, client_auth_public, now_ms)
+    log.warning("event=rotation_announced proof=%s", rotation.proof.value)
+    return rotation, verdict
 
 
 def install_own(store: Store, address: str, proof: bytes, now_ms: int) -> trust.Verdict:
