@@ -28,6 +28,8 @@ from onionpost import api
 from onionpost.daemon.delivery import install_own
 from onionpost.errors import ConfigError
 from onionpost.proto.session import PeerDecision
+from onionpost.proto.trust import Revoked
+from onionpost.proto.trust_session import RevocationBundle
 from onionpost.testing.agency import Agency
 from onionpost.testing.memory import MailboxNode, Network, Node, befriend, network, until
 
@@ -290,3 +292,44 @@ async def test_a_daemon_with_no_endorsement_of_its_own_cannot_announce(
                 api.TrustRotate(new.card(), base64.b64encode(data).decode())
             )
         assert alice.store.trust.own_rotation() is None
+
+
+async def test_a_contact_moves_away_from_its_revoked_address_through_the_mailbox(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """The compromise case: alice's old address is revoked, so bob refuses her
+    sessions at the handshake; her move, deposited in his mailbox, is allowed
+    and shown as a move away from a revoked address, and the refusal ends
+    with it (the new address is endorsed): what bob held for her goes there."""
+    async with _pair(tmp_path, mailbox_after=5.0) as (net, nursery, acme, alice, bob, new):
+        box = net.mailbox("box-b")
+        for node in (box, alice, bob, new):
+            await node.start(nursery)
+        assert bob.daemon is not None
+        await bob.daemon.mailbox_pair(api.MailboxPair(await box.code()))
+        first = await bob.send(alice, "hello")
+        await until(lambda: bob.state(first) == "delivered", LONG)
+        await until(lambda: alice.contact(bob).mailbox == box.address, LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        await _stop(alice)
+
+        revoking = acme.revocations(2, _now(), Revoked(str(alice.address), _now(), "seized"))
+        bundle = RevocationBundle(acme.delegation, revoking, acme.checkpoint()).encode()
+        await bob.daemon.trust_revocations_import(
+            api.TrustRevocationsImport(base64.b64encode(bundle).decode())
+        )
+        assert bob.engine is not None
+        assert bob.engine.decide(alice.address) is PeerDecision.REFUSE
+        held = await bob.send(alice, "held while she is revoked")
+
+        old_address = alice.address
+        proof = acme.endorse(new.secrets.identity, _now(), replaces=str(old_address)).encode()
+        _rotate(alice, new, proof)
+        await alice.start(nursery)  # refused by bob: her move goes to his mailbox
+        await until(lambda: _moved(bob, new), LONG)
+        await _stop(alice)
+        shown = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}["alice"]
+        assert shown.rotated == f"moved from {old_address} (a revoked address) by agency acme"
+        assert shown.endorsement_status == "endorsed"
+        await until(lambda: bob.state(held) == "delivered", LONG)
+        assert _bodies(new, new.contact(bob).id) == ["held while she is revoked"]
