@@ -128,6 +128,10 @@ async def test_a_contact_there_moves_over_with_its_history(
         assert shown.rotated_ms is not None
         assert shown.endorsement_status == "endorsed"
         assert "event=contact_rotated" in caplog.text
+        # bob's onion service lets in the new tor key, not the old one.
+        authorized = bob.daemon.authorized_clients()
+        assert new.secrets.client_auth_public in authorized
+        assert alice.secrets.client_auth_public not in authorized
         # The old address is no peer of bob's now: its sessions are refused.
         assert bob.engine is not None
         assert bob.engine.decide(old_address) is PeerDecision.REFUSE
@@ -179,6 +183,9 @@ async def test_a_contact_away_moves_over_through_its_mailbox(
         assert _bodies(alice, alice.contact(bob).id) == ["hello"]
         shown = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}["alice"]
         assert shown.rotated == f"moved from {old_address} by agency acme"
+        # Registered at bob's mailbox under the new address: it may deposit there.
+        await until(lambda: bob.contact(new).mailbox_registered, LONG)
+        assert new.secrets.client_auth_public in box.authorized()
 
 
 REFUSED = ["another agency", "a forged endorsement", "replaces another address", "no endorsement"]
