@@ -128,6 +128,8 @@ async def test_a_contact_there_moves_over_with_its_history(
         assert shown.rotated_ms is not None
         assert shown.endorsement_status == "endorsed"
         assert "event=contact_rotated" in caplog.text
+        # Settled outside the session that carried it, which the move ended.
+        await until(lambda: "event=contact_move_settled" in caplog.text)
         # bob's onion service lets in the new tor key, not the old one.
         authorized = bob.daemon.authorized_clients()
         assert new.secrets.client_auth_public in authorized

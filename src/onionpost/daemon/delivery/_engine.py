@@ -297,33 +297,46 @@ class DeliveryEngine:
             self._parts.publish_peer(link)
             link.fire()
 
-    async def moved(self, before: Contact, after: Contact) -> None:
+    def moved(self, before: Contact, after: Contact) -> None:
         """A contact moved to a new address (trust.md §6; decided and stored,
-        ``receive_rotation``): its link reaches the new address from now on,
-        its sessions with the old one end (the old address is no peer now, so
-        its sessions are refused), our onion service lets in its new tor key
-        and our tor reaches the new address with ours (``peers_changed``), and
-        it is dialled at once, what waits for it going there."""
-        parts = self._parts
+        ``receive_rotation``): its link reaches the new address from now on
+        and its sessions with the old one end (the old address is no peer now,
+        so its sessions are refused); the rest (:meth:`_settle_move`) runs in
+        the engine's nursery, since the session that carried the move, and a
+        handler of it calling this, is ending."""
         link = self._links.get(after.id)
-        if link is None:
+        if link is None or self._nursery is None:
             return
         link.contact = after
+        self._nursery.start_soon(self._settle_move, link, before, after)
         for session in list(link.sessions):
             session.close(Shed("rotated", code=CloseCode.NORMAL, reason="rotated"))
-        self.apply_refusals(
-            await parts.worker(refusals, parts.store, required=parts.policy.require_endorsement)
-        )
-        if self._peers_changed is not None:
-            try:
+
+    async def _settle_move(self, link: Link, before: Contact, after: Contact) -> None:
+        """After a move: the refusals judged again (a contact refused as
+        revoked is released when its new address is endorsed), our onion
+        service letting in its new tor key and our tor reaching the new
+        address with ours (``peers_changed``), and the new address dialled at
+        once, what waits for it going there."""
+        parts = self._parts
+        try:
+            self.apply_refusals(
+                await parts.worker(refusals, parts.store, required=parts.policy.require_endorsement)
+            )
+            if self._peers_changed is not None:
                 await self._peers_changed(Reconciled(added=(after,), dropped=(before,)))
-            except OnionpostError as exc:
-                # Tor refused now: a restart authorizes every peer again.
-                log.warning("event=rotation_unauthorized error=%s", type(exc).__name__)
+        except OnionpostError as exc:
+            # Tor or the store refused now: a restart authorizes every peer again.
+            log.warning(
+                "event=rotation_unsettled contact=%s error=%s",
+                contact_ref(after.id),
+                type(exc).__name__,
+            )
         link.state.retry_now()
         link.state.announce_again()
         link.fire(reread=True)
         parts.publish_peer(link)
+        log.info("event=contact_move_settled contact=%s", contact_ref(after.id))
 
     def _link_for(self, peer: OnionAddress) -> Link | None:
         for link in self._links.values():
@@ -631,7 +644,7 @@ class DeliveryEngine:
             receive_rotation, parts.store, before, record, now_ms(), parts.trust_cache
         )
         if after is not None:
-            await self.moved(before, after)
+            self.moved(before, after)
 
     # -- reports --------------------------------------------------------------------------
 

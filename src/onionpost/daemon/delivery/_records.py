@@ -10,7 +10,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -42,10 +42,6 @@ MAX_HANDOFF: Final = 4096
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-async def _nothing_moved(before: Contact, after: Contact) -> None:
-    """Until the engine sets its own (``Parts.moved``)."""
 
 
 def jitter() -> float:
@@ -217,7 +213,7 @@ class Parts:
     # The engine's: every open session staples ours again (a newer list held).
     restaple: Callable[[], None] = field(default=lambda: None)
     # The engine's: a contact moved to a new address (before, after; trust.md §6).
-    moved: Callable[[Contact, Contact], Awaitable[None]] = field(default=_nothing_moved)
+    moved: Callable[[Contact, Contact], None] = field(default=lambda before, after: None)
 
     def announcement_due(self, link: Link) -> tuple[int, bytes] | None:
         """Our mailbox announcement, when the contact (or a member a group

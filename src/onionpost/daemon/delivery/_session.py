@@ -692,7 +692,7 @@ async def _on_trust_rotation(
         receive_rotation, parts.store, before, r, now_ms(), parts.trust_cache
     )
     if moved is not None:
-        await parts.moved(before, moved)
+        parts.moved(before, moved)  # ends this session: nothing may follow here
 
 
 async def _on_label_limit(
