@@ -153,6 +153,7 @@ __all__ = [
     "SetupCode",
     "StateChange",
     "RegistrarStatus",
+    "RotationStatus",
     "Status",
     "Subscribe",
     "Subscribed",
@@ -408,6 +409,15 @@ class ContactStatus:
 
 
 @dataclass(frozen=True)
+class RotationStatus:
+    """This endpoint's move to a new address, as announced (trust.md §6)."""
+
+    address: str = field(metadata=_meta("the new address"))
+    told: int = field(metadata=_meta("contacts told (in a session, or through their mailbox)"))
+    contacts: int = field(metadata=_meta("contacts to tell"))
+
+
+@dataclass(frozen=True)
 class RegistrarStatus:
     """Our agency's registrar, once this endpoint enrolled (trust.md §8)."""
 
@@ -445,6 +455,13 @@ class Status:
     )
     registrar: RegistrarStatus | None = field(
         default=None, metadata=_meta("null until this endpoint enrolled with a registrar")
+    )
+    rotation: RotationStatus | None = field(
+        default=None,
+        metadata=_meta(
+            "this endpoint's move announced with trust_rotate, and how many contacts have "
+            "it; null if none"
+        ),
     )
 
 

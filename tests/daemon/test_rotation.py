@@ -120,6 +120,9 @@ async def test_a_contact_there_moves_over_with_its_history(
         assert _bodies(bob, contact_id) == ["before the move"]  # her history stays hers
         assert bob.store.trust.rotation_told() == frozenset()  # bob announces nothing
         assert bob.contact(new).id in alice.store.trust.rotation_told()
+        assert alice.daemon is not None
+        moving = (await alice.daemon.status(api.GetStatus())).rotation
+        assert moving == api.RotationStatus(str(new.address), told=1, contacts=1)
         assert bob.daemon is not None
         listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
         shown = listed["alice"]

@@ -735,6 +735,10 @@ def status(home: Path | None, as_json: bool) -> None:
         if r.last_error:
             line += f", last failed: {r.last_error}"
         summary.add_row(Text("registrar"), Text(printable(line)))
+    if report.rotation is not None:
+        m = report.rotation
+        line = f"to {m.address}: {m.told} of {m.contacts} contact(s) told"
+        summary.add_row(Text("moving"), Text(line))
     console = _console()
     console.print(summary)
     if report.contacts:

@@ -68,6 +68,7 @@ from onionpost.daemon.delivery import (
     install_own,
     message_record,
     refusals,
+    rotation_progress,
     unfit_mailbox,
 )
 from onionpost.errors import ConfigError, NotFoundError, UnknownContactError
@@ -378,6 +379,9 @@ class Daemon:
             evidence_alarms=await self._worker(self._alarm_count),
             trust_alarms=len(await self._worker(self._store.trust.alarms)),
             registrar=await self.registrar.status(),
+            rotation=None
+            if (moving := await self._worker(rotation_progress, self._store)) is None
+            else api.RotationStatus(*moving),
         )
 
     def _add_contact(self, name: str, card: ContactCard) -> Contact:

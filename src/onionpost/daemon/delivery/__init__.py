@@ -44,6 +44,7 @@ from onionpost.daemon.delivery._trust import (
     install_own,
     refusals,
     rejudge,
+    rotation_progress,
 )
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
@@ -57,6 +58,7 @@ __all__ = [
     "install_own",
     "refusals",
     "rejudge",
+    "rotation_progress",
     "Backoff",
     "DeliveryEngine",
     "DeliveryPolicy",

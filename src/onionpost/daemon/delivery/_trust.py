@@ -56,6 +56,7 @@ __all__ = [
     "refusals",
     "rejudge",
     "rotation_due",
+    "rotation_progress",
     "staple",
 ]
 
@@ -89,6 +90,18 @@ def rotation_due(store: Store, contact: Contact) -> TrustRotation | None:
     if own is None or contact.introduced or contact.id in store.trust.rotation_told():
         return None
     return TrustRotation(*own)
+
+
+def rotation_progress(store: Store) -> tuple[str, int, int] | None:
+    """Our move announced: the new address, the contacts told and the contacts
+    to tell (members a group introduced are not); None if none."""
+    own = store.trust.own_rotation()
+    if own is None:
+        return None
+    contacts = {c.id for c in store.contacts.all()}
+    told = len(contacts & store.trust.rotation_told())
+    address = trust.stored_endorsement(trust.EndorsementProof.decode(own[0]).endorsement).address
+    return address, told, len(contacts)
 
 
 def own_rotation(store: Store, contact: Contact) -> TrustRotation | None:
