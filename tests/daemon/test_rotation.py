@@ -166,6 +166,7 @@ async def test_a_contact_away_moves_over_through_its_mailbox(
         await until(lambda: alice.contact(bob).mailbox == box.address, LONG)
         await until(lambda: _endorsement_held(bob, alice))
         contact_id = bob.contact(alice).id
+        await until(lambda: alice.secrets.client_auth_public in box.authorized(), LONG)
 
         # alice goes; bob queues a text for her, then goes away too.
         await _stop(alice)
@@ -191,6 +192,9 @@ async def test_a_contact_away_moves_over_through_its_mailbox(
         # Registered at bob's mailbox under the new address: it may deposit there.
         await until(lambda: bob.contact(new).mailbox_registered, LONG)
         assert new.secrets.client_auth_public in box.authorized()
+        # and deregistered under the old one: its tor key is let in no more.
+        await until(lambda: alice.secrets.client_auth_public not in box.authorized(), LONG)
+        assert bob.store.trust.moved_registered() == []
 
 
 REFUSED = ["another agency", "a forged endorsement", "replaces another address", "no endorsement"]

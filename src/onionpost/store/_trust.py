@@ -254,14 +254,39 @@ class TrustAnchors:
     # -- rotation (trust.md §6) -----------------------------------------------------
 
     def record_rotation(
-        self, contact_id: int, old_address: bytes, describe: str, now_ms: int
+        self,
+        contact_id: int,
+        old_address: bytes,
+        describe: str,
+        now_ms: int,
+        *,
+        old_registered: bool = False,
     ) -> None:
-        """Keep that the contact moved away from ``old_address`` (the last move)."""
+        """Keep that the contact moved away from ``old_address`` (the last move);
+        ``old_registered``: that address is registered at our mailbox, to be
+        deregistered (:meth:`moved_registered`)."""
         with self._database.transaction(), self._guard("recording a rotation"):
             self._db.execute(
                 "INSERT OR REPLACE INTO contact_rotations "
-                "(contact_id, old_address, describe, rotated_ms) VALUES (?, ?, ?, ?)",
-                (contact_id, old_address, describe, now_ms),
+                "(contact_id, old_address, describe, rotated_ms, old_registered) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (contact_id, old_address, describe, now_ms, int(old_registered)),
+            )
+
+    def moved_registered(self) -> list[tuple[int, bytes]]:
+        """The addresses contacts moved away from that are still registered at
+        our mailbox: (contact id, the old address's key)."""
+        with self._lock, self._guard("reading rotations"):
+            rows = self._db.execute(
+                "SELECT contact_id, old_address FROM contact_rotations WHERE old_registered = 1"
+            ).fetchall()
+        return [(int(i), bytes(a)) for i, a in rows]
+
+    def set_moved_deregistered(self, contact_id: int) -> None:
+        with self._database.transaction(), self._guard("recording a deregistration"):
+            self._db.execute(
+                "UPDATE contact_rotations SET old_registered = 0 WHERE contact_id = ?",
+                (contact_id,),
             )
 
     def rotations(self) -> dict[int, ContactRotation]:

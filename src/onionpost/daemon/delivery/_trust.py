@@ -247,7 +247,11 @@ def receive_rotation(
             now_ms,
         )
         store.trust.record_rotation(
-            contact.id, contact.address.public_key, moved.describe(), now_ms
+            contact.id,
+            contact.address.public_key,
+            moved.describe(),
+            now_ms,
+            old_registered=contact.mailbox_registered,
         )
         if moved.checkpoint is not None:
             revocations = store.trust.held().get(anchor.fingerprint, (None, None))[0]
