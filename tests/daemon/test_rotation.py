@@ -192,6 +192,8 @@ async def test_a_contact_away_moves_over_through_its_mailbox(
         # Registered at bob's mailbox under the new address: it may deposit there.
         await until(lambda: bob.contact(new).mailbox_registered, LONG)
         assert new.secrets.client_auth_public in box.authorized()
+        # The new address is told bob's mailbox (the old one was).
+        await until(lambda: new.contact(bob).mailbox == box.address, LONG)
         # and deregistered under the old one: its tor key is let in no more.
         await until(lambda: alice.secrets.client_auth_public not in box.authorized(), LONG)
         assert bob.store.trust.moved_registered() == []

@@ -104,6 +104,8 @@ def test_a_contact_moves_in_place_and_its_rotation_is_kept(tmp_path: Path) -> No
         bob, carol = add_contact(store, "bob"), add_contact(store, "carol")
         store.contacts.mark_verified("bob", "12345", 2)
         store.mailbox.set_mailbox_registered(bob.id, True)
+        store.mailbox.set_contact_mailbox(bob.id, OnionAddress(os.urandom(32)), 3)
+        store.mailbox.mark_mailbox_told(bob.id, 2)
         text_id = os.urandom(16)
         store.outbox.queue_text(bob.id, text_id, 3, "hello", "text/plain", None)
         with pytest.raises(ConfigError, match="already a contact"):
@@ -122,6 +124,7 @@ def test_a_contact_moves_in_place_and_its_rotation_is_kept(tmp_path: Path) -> No
             key,
         )
         assert not moved.mailbox_registered
+        assert (moved.mailbox, moved.mailbox_version, moved.mailbox_told) == (None, 0, 0)
         assert bob.id not in store.contacts.verified()
     with open_store(tmp_path) as store:
         assert store.contacts.contact_by_address(bob.address) is None

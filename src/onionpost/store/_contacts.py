@@ -157,7 +157,8 @@ class Contacts:
         """A contact's rotation to a new onion address (trust.md §6), decided
         by the caller: the same row (its messages, its outbox, its name) at
         ``address`` with its new tor client key, to be registered at our
-        mailbox again; its safety number, which was the old key's, no longer
+        mailbox again and told our mailbox again, the mailbox it announced
+        forgotten (its new address announces its own); its safety number, which was the old key's, no longer
         counts as compared. The evidence log records the old address removed
         and the new one added, under its name. :class:`ConfigError` if it is no
         current peer or ``address`` is another's."""
@@ -171,9 +172,11 @@ class Contacts:
             old = contact_of(row)
             if self._peer_by_address(address) is not None:
                 raise ConfigError(f"{address} is already a contact")
+            # The mailbox it announced was its old address's (the new one
+            # announces its own), and the new address has not been told ours.
             db.execute(
-                "UPDATE contacts SET address = ?, client_auth_public = ?, mailbox_registered = 0 "
-                "WHERE id = ?",
+                "UPDATE contacts SET address = ?, client_auth_public = ?, mailbox_registered = 0, "
+                "mailbox = NULL, mailbox_version = 0, mailbox_told = 0 WHERE id = ?",
                 (address.public_key, client_auth_public, contact_id),
             )
             db.execute("DELETE FROM contact_verified WHERE contact_id = ?", (contact_id,))
