@@ -158,10 +158,11 @@ class Contacts:
         by the caller: the same row (its messages, its outbox, its name) at
         ``address`` with its new tor client key, to be registered at our
         mailbox again and told our mailbox again, the mailbox it announced
-        forgotten (its new address announces its own); its safety number, which was the old key's, no longer
-        counts as compared. The evidence log records the old address removed
-        and the new one added, under its name. :class:`ConfigError` if it is no
-        current peer or ``address`` is another's."""
+        forgotten (its new address announces its own); its safety number,
+        which was the old key's, no longer counts as compared. The evidence
+        log records the old address removed and the new one added, under its
+        name. :class:`ConfigError` if it is no current peer or ``address`` is
+        another's."""
         if not isinstance(client_auth_public, bytes) or len(client_auth_public) != 32:
             raise ConfigError("a client-authorization public key is 32 bytes")
         with self._database.transaction(), self._guard("moving a contact"):
