@@ -614,7 +614,10 @@ class Daemon:
                 now_ms=_now_ms(),
             )
         )
-        contacts = self.engine.rotation_announced() if self.engine.running else 0
+        if self.engine.running:
+            self.engine.rotation_announced()
+        progress = await self._worker(rotation_progress, self._store)
+        contacts = 0 if progress is None else progress[2]
         return api.RotationAnnounced(
             rotation.new_address,
             rotation.old_address,
