@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from onionpost.proto import merkle, messages, note
 from onionpost.proto.identity import Identity
+from onionpost.proto.noise import KeyPair
 from onionpost.proto.trust import (
     AgencyLog,
     Anchor,
@@ -21,8 +22,9 @@ from onionpost.proto.trust import (
     check_endorsement,
     issue,
     open_revocations,
+    stored_revocations,
 )
-from onionpost.proto.trust_session import RevocationBundle
+from onionpost.proto.trust_session import Held, RevocationBundle, meet_rotation
 
 __all__ = ["TRUST_FILE", "build_trust"]
 
@@ -164,6 +166,18 @@ def build_trust(previous: dict[str, Any] | None = None) -> dict[str, Any]:
                 "reason": verdict.reason.value if verdict.reason else None,
             }
         )
+    # trust.md §6: alice announces her move; bob, who holds her endorsement,
+    # decides on it (meet_rotation) with revocations_1 held.
+    alice_new_client_auth = KeyPair.from_private(_derive("alice after the reinstall client-auth"))
+    rotation_now = _T0 + _DAY + 60
+    moved = meet_rotation(
+        {"acme": anchor},
+        {anchor.fingerprint: Held(stored_revocations(statements["revocations_1"]), None)},
+        address=str(alice.address),
+        current=proof("alice").encode(),
+        proof=proof("alice_rotated").encode(),
+        now=rotation_now,
+    )
     return {
         "provenance": _PROVENANCE,
         "vectors": [
@@ -208,6 +222,23 @@ def build_trust(previous: dict[str, Any] | None = None) -> dict[str, Any]:
                         delegation, statements["revocations_2"], checkpoints[log.size]
                     )
                 ).hex(),
+                # trust.md §6: the TrustRotation alice sends under her old
+                # address, and bob's decision on it.
+                "trust_rotation_record": messages.encode(
+                    messages.TrustRotation(
+                        proof("alice_rotated").encode(), alice_new_client_auth.public
+                    )
+                ).hex(),
+                "rotation": {
+                    "address": str(alice.address),
+                    "current": proof("alice").encode().hex(),
+                    "now": rotation_now,
+                    "revocations": "revocations_1",
+                    "new_address": moved.rotation.new_address,
+                    "proof": moved.rotation.proof.value,
+                    "status": moved.verdict.status.value,
+                    "describe": moved.describe(),
+                },
                 "revocation_bundle": RevocationBundle(
                     delegation, statements["revocations_2"], checkpoints[log.size]
                 )

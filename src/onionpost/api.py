@@ -144,6 +144,8 @@ __all__ = [
     "TrustAdd",
     "TrustAnchor",
     "TrustEndorsementInstall",
+    "TrustRotate",
+    "RotationAnnounced",
     "TrustRevocationsImport",
     "TrustList",
     "TrustRemove",
@@ -151,6 +153,7 @@ __all__ = [
     "SetupCode",
     "StateChange",
     "RegistrarStatus",
+    "RotationStatus",
     "Status",
     "Subscribe",
     "Subscribed",
@@ -413,6 +416,15 @@ class ContactStatus:
 
 
 @dataclass(frozen=True)
+class RotationStatus:
+    """This endpoint's move to a new address, as announced (trust.md §6)."""
+
+    address: str = field(metadata=_meta("the new address"))
+    told: int = field(metadata=_meta("contacts told (in a session, or through their mailbox)"))
+    contacts: int = field(metadata=_meta("contacts to tell"))
+
+
+@dataclass(frozen=True)
 class RegistrarStatus:
     """Our agency's registrar, once this endpoint enrolled (trust.md §8)."""
 
@@ -450,6 +462,13 @@ class Status:
     )
     registrar: RegistrarStatus | None = field(
         default=None, metadata=_meta("null until this endpoint enrolled with a registrar")
+    )
+    rotation: RotationStatus | None = field(
+        default=None,
+        metadata=_meta(
+            "this endpoint's move announced with trust_rotate, and how many contacts have "
+            "it; null if none"
+        ),
     )
 
 
@@ -551,6 +570,16 @@ class Contact:
             "or null: as config.toml says"
         ),
     )
+    rotated: str | None = field(
+        default=None,
+        metadata=_meta(
+            "its last move to a new address (trust.md §6): `moved from OLD by agency A "
+            "[and the old key]`, with `(a revoked address)` after OLD when it was; null if none"
+        ),
+    )
+    rotated_ms: int | None = field(
+        default=None, metadata=_meta("when we moved it to its new address, or null")
+    )
     max_labels: tuple[str, ...] = field(
         default=(), metadata=_meta("the highest labels we send it, as set here (one per scheme)")
     )
@@ -632,6 +661,20 @@ class Endorsement:
     status: str = field(
         metadata=_meta("`endorsed` or `unverified-stale` (no fresh revocation list held yet)")
     )
+
+
+@dataclass(frozen=True)
+class RotationAnnounced:
+    """This endpoint's move to a new address, announced to its contacts (trust.md §6)."""
+
+    address: str = field(metadata=_meta("the new address"))
+    replaces: str = field(metadata=_meta("this endpoint's address, which it leaves"))
+    agency: str
+    proof: str = field(
+        metadata=_meta("`agency`, or `agency-and-old-key` when the old key signed it too")
+    )
+    status: str = field(metadata=_meta("`endorsed` or `unverified-stale`"))
+    contacts: int = field(metadata=_meta("contacts it is announced to"))
 
 
 @dataclass(frozen=True)
@@ -1155,6 +1198,22 @@ class TrustEndorsementInstall(Request[Endorsement]):
 
 
 @dataclass(frozen=True)
+class TrustRotate(Request[RotationAnnounced]):
+    """Announce this endpoint's move to a new address (trust.md §6): every
+    contact is told in its next session, or through its mailbox, and moves
+    over by itself."""
+
+    METHOD = "trust_rotate"
+    card: str = field(metadata=_meta("the contact card of the new address"))
+    proof: str = field(
+        metadata=_meta(
+            "base64 of the new address's endorsement proof, by this endpoint's agency, "
+            "whose `replaces` is this endpoint's address"
+        )
+    )
+
+
+@dataclass(frozen=True)
 class TrustRevocationsImport(Request[RevocationsImported]):
     METHOD = "trust_revocations_import"
     bundle: str = field(
@@ -1666,6 +1725,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         TrustList,
         TrustRemove,
         TrustEndorsementInstall,
+        TrustRotate,
         TrustRevocationsImport,
         TrustEnrol,
         SendText,

@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 
 from onionpost.cli import _trust_cmd as trust_cmd
 from onionpost.cli import main
+from onionpost.home import ContactCard, Secrets
 from onionpost.proto.identity import Identity
 from onionpost.proto.trust import (
     Anchor,
@@ -202,6 +203,44 @@ def test_endorsement_install(runner: CliRunner, daemon: Daemon, tmp_path: Path) 
     assert done.stdout.startswith("installed: endorsed by acme (Field office 3) until ")
     as_json = json.loads(invoke(runner, *install, out, "--json").stdout)
     assert (as_json["agency"], as_json["address"]) == ("acme", str(ALICE.address))
+
+
+def test_rotate(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:
+    """The agency endorses the new address as replacing the old ('trust endorse
+    --replaces'); 'trust rotate CARD FILE' announces it; bad input is one line."""
+    server, home = daemon
+    where, key = tmp_path / "acme", tmp_path / "acme.key"
+    secret = ["--key-file", key]
+    init = ["trust", "root-init", "--dir", where, "--agency", "acme", *secret, "--no-ml-dsa"]
+    assert invoke(runner, *init).exit_code == 0
+    new = Secrets.generate("alice", now=int(time.time()))
+    card = tmp_path / "new.card"
+    card.write_text(ContactCard.issue(new).to_line() + "\n")
+    out = tmp_path / "moved.endorsement"
+    endorse = ["trust", "endorse", str(new.identity.address), "--dir", where, *secret]
+    made = invoke(
+        runner, *endorse, "--endpoint", "Desk", "--replaces", str(ALICE.address), "--out", out
+    )
+    assert made.exit_code == 0, made.output
+    rotate = ["trust", "rotate", "--home", home]
+    done = invoke(runner, *rotate, card, out)
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith(
+        f"announced: {ALICE.address} moves to {new.identity.address}, vouched for by the agency"
+    )
+    assert server.backend.rotation is not None
+    as_json = json.loads(invoke(runner, *rotate, card, out, "--json").stdout)
+    assert (as_json["address"], as_json["replaces"]) == (
+        str(new.identity.address),
+        str(ALICE.address),
+    )
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"not a proof")
+    assert "not an endorsement proof" in one_line_error(invoke(runner, *rotate, card, garbage))
+    assert "card" in one_line_error(invoke(runner, *rotate, "onionpost1:nonsense", out))
+    assert "cannot read endorsement proof" in one_line_error(
+        invoke(runner, *rotate, card, tmp_path / "none")
+    )
 
 
 def test_revoke_and_import(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:

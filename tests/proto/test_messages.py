@@ -198,6 +198,11 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
             st.binary(min_size=1, max_size=500),
         ),
     ),
+    m.TrustRotation: st.builds(
+        m.TrustRotation,
+        st.binary(min_size=1, max_size=500),
+        st.binary(min_size=32, max_size=32),
+    ),
 }
 
 # Any msgpack value, including the kinds records never hold.
@@ -279,6 +284,7 @@ def test_wire_tags() -> None:
         "LABEL_LIMIT": 74,
         "TRUST_STAPLE": 80,
         "TRUST_GOSSIP": 81,
+        "TRUST_ROTATION": 82,
     }
 
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import msgpack
 from cryptography.hazmat.primitives.asymmetric import mldsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from onionpost.proto import messages, note
 from onionpost.proto.trust import (
@@ -20,8 +23,9 @@ from onionpost.proto.trust import (
     Status,
     check_endorsement,
     open_revocations,
+    stored_revocations,
 )
-from onionpost.proto.trust_session import RevocationBundle
+from onionpost.proto.trust_session import Held, RevocationBundle, meet_rotation
 from tools.trust_vectors import TRUST_FILE, build_trust
 
 FILE = Path(__file__).resolve().parents[2] / "protocol-spec" / "vectors" / TRUST_FILE
@@ -160,3 +164,53 @@ def test_the_staple_and_the_bundle_replay_and_recompute() -> None:
     anchor = Anchor.from_text(VECTOR["anchor"]["text"])
     listed = open_revocations(anchor, opened.delegation, opened.revocations, now=alice["now"])
     assert listed.value.serial == 2
+
+
+def test_the_rotation_replays_and_recomputes() -> None:
+    """The TrustRotation alice sends under her old address (trust.md §6): rebuilt
+    with msgpack alone, its old-key line recomputed with ``cryptography`` from
+    the old address's key, and bob's decision on it replayed."""
+    record = bytes.fromhex(VECTOR["trust_rotation_record"])
+    rotation = messages.decode(record)
+    assert isinstance(rotation, messages.TrustRotation)
+    assert msgpack.packb([82, rotation.proof, rotation.client_auth_public], use_bin_type=True) == (
+        record
+    )
+    case = VECTOR["rotation"]
+    presented = EndorsementProof.decode(rotation.proof)
+    assert presented.endorsement.decode() == VECTOR["statements"]["alice_rotated"]
+    text, _, lines = presented.endorsement.decode().partition("\n\n")
+    fields = msgpack.unpackb(base64.b64decode(text.split("\n")[1]), raw=False)
+    assert (fields[2], fields[8]) == (case["new_address"], case["address"])
+    # The old key's line: "— <old address> base64(key id || Ed25519 signature)"
+    # (signed-note), the key the old address encodes (rend-spec-v3 §6).
+    old = case["address"]
+    old_key = base64.b32decode(old.removesuffix(".onion").upper())[:32]
+    key_id = hashlib.sha256(old.encode() + b"\n\x01" + old_key).digest()[:4]
+    raw = next(
+        base64.b64decode(line.rsplit(" ", 1)[1])
+        for line in lines.splitlines()
+        if line.startswith(f"\u2014 {old} ")
+    )
+    assert raw[:4] == key_id
+    Ed25519PublicKey.from_public_bytes(old_key).verify(raw[4:], (text + "\n").encode())
+
+    anchor = Anchor.from_text(VECTOR["anchor"]["text"])
+    held = {
+        anchor.fingerprint: Held(
+            stored_revocations(VECTOR["statements"][case["revocations"]].encode()), None
+        )
+    }
+    moved = meet_rotation(
+        {"acme": anchor},
+        held,
+        address=old,
+        current=bytes.fromhex(case["current"]),
+        proof=rotation.proof,
+        now=case["now"],
+    )
+    assert (moved.rotation.new_address, moved.rotation.proof.value) == (
+        case["new_address"],
+        case["proof"],
+    )
+    assert (moved.verdict.status.value, moved.describe()) == (case["status"], case["describe"])

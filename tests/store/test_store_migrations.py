@@ -50,7 +50,7 @@ def _version(root: Path) -> int:
 
 
 def test_the_fixture_is_a_version_1_store(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == 13
+    assert SCHEMA_VERSION == 15
     assert _version(_copy_v1(tmp_path)) == 1
 
 

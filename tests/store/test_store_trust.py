@@ -3,12 +3,15 @@ checkpoints held, contacts' verdicts and policy (schema 11) in the store (trust.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from _storekit import add_contact, open_store
 
 from onionpost.errors import ConfigError
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.evidence import Entry
 from onionpost.proto.trust import Anchor, HybridSigner
 
 
@@ -91,3 +94,58 @@ def test_our_endorsement_views_and_verdicts_survive_a_reopen(tmp_path: Path) -> 
             4,
         )
         assert store.trust.required() == {carol.id: True}
+
+
+def test_a_contact_moves_in_place_and_its_rotation_is_kept(tmp_path: Path) -> None:
+    """Schema 15: the same row at its new address, its queued text with it, its
+    safety number no longer compared, registered at our mailbox again."""
+    new = OnionAddress(os.urandom(32))
+    with open_store(tmp_path) as store:
+        bob, carol = add_contact(store, "bob"), add_contact(store, "carol")
+        store.contacts.mark_verified("bob", "12345", 2)
+        store.mailbox.set_mailbox_registered(bob.id, True)
+        store.mailbox.set_contact_mailbox(bob.id, OnionAddress(os.urandom(32)), 3)
+        store.mailbox.mark_mailbox_told(bob.id, 2)
+        text_id = os.urandom(16)
+        store.outbox.queue_text(bob.id, text_id, 3, "hello", "text/plain", None)
+        with pytest.raises(ConfigError, match="already a contact"):
+            store.contacts.move(bob.id, carol.address, os.urandom(32), 4)
+        with pytest.raises(ConfigError, match="32 bytes"):
+            store.contacts.move(bob.id, new, b"short", 4)
+        with pytest.raises(ConfigError, match="no contact"):
+            store.contacts.move(999, new, os.urandom(32), 4)
+        key = os.urandom(32)
+        moved = store.contacts.move(bob.id, new, key, 5)
+        store.trust.record_rotation(bob.id, bob.address.public_key, "moved", 5)
+        assert (moved.id, moved.name, moved.address, moved.client_auth_public) == (
+            bob.id,
+            "bob",
+            new,
+            key,
+        )
+        assert not moved.mailbox_registered
+        assert (moved.mailbox, moved.mailbox_version, moved.mailbox_told) == (None, 0, 0)
+        assert bob.id not in store.contacts.verified()
+    with open_store(tmp_path) as store:
+        assert store.contacts.contact_by_address(bob.address) is None
+        assert store.contacts.contact("bob").address == new
+        assert [o.id for o in store.outbox.pending(bob.id, 10)] == [text_id]
+        rotation = store.trust.rotations()[bob.id]
+        assert (rotation.old_address, rotation.describe) == (bob.address.public_key, "moved")
+        # The evidence log says who stopped and who started being a contact.
+        entries = [Entry.decode(data) for _, data in store.evidence.entries(0, 1000)]
+        events = [(e.event.name, e.counterparty) for e in entries][-2:]
+        assert events == [("CONTACT_REMOVED", str(bob.address)), ("CONTACT_ADDED", str(new))]
+
+
+def test_our_rotation_and_who_was_told(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        bob = add_contact(store, "bob")
+        assert store.trust.own_rotation() is None
+        store.trust.set_own_rotation(b"proof", bytes(32), 1)
+        store.trust.mark_rotation_told(bob.id, 2)
+        assert store.trust.rotation_told() == {bob.id}
+    with open_store(tmp_path) as store:
+        assert store.trust.own_rotation() == (b"proof", bytes(32))
+        store.trust.set_own_rotation(b"another", bytes(32), 3)  # a new move: nobody told
+        assert store.trust.rotation_told() == frozenset()

@@ -9,7 +9,6 @@ for people (rich tables and progress, text escaped for the terminal) or, with
 from __future__ import annotations
 
 import dataclasses
-import os
 import shlex
 import sys
 from collections.abc import Iterator
@@ -34,7 +33,6 @@ from rich.table import Table
 from rich.text import Text
 
 from onionpost import api
-from onionpost._files import read_small_file
 from onionpost.cli._common import (
     ANSWER_DEADLINE,
     EXIT_FAILED,
@@ -46,6 +44,7 @@ from onionpost.cli._common import (
     home_option,
     json_option,
     printable,
+    read_card_argument,
     resolve_message_id,
     run_client,
     table_console,
@@ -62,7 +61,7 @@ from onionpost.client import (
     StateChange,
 )
 from onionpost.errors import ConfigError, DaemonNotRunningError, NotConfirmedError, TransportError
-from onionpost.limits import MAX_CARD_BUNDLE_FILE, MAX_TEXT_BODY
+from onionpost.limits import MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
 
 __all__ = ["contact", "inbox", "message", "outbox", "read", "retry", "send", "status"]
@@ -105,36 +104,6 @@ def contact() -> None:
     """Add, list, remove and verify contacts."""
 
 
-def _read_card_argument(card_or_file: str) -> tuple[str, str | None]:
-    """The card line and the endorsement line of a card bundle (None: none,
-    trust.md §7.5): the argument itself (a card), a file's, or stdin's for '-'."""
-    if card_or_file == "-":
-        text = sys.stdin.read(MAX_CARD_BUNDLE_FILE + 1)
-        if len(text.encode("utf-8", errors="replace")) > MAX_CARD_BUNDLE_FILE:
-            raise ConfigError("stdin is too large to be a contact card")
-    elif os.path.isfile(card_or_file):
-        # The one bounded read every small file goes through (a card bundle's bound).
-        data = read_small_file(Path(card_or_file), MAX_CARD_BUNDLE_FILE, what="card file")
-        text = data.decode("utf-8", errors="replace")
-    elif os.sep in card_or_file:
-        # A path that is no file (a card, base64url, has no '/'): say so, not
-        # "does not start with 'onionpost1:'".
-        raise ConfigError(f"{printable(card_or_file)} is neither a contact card nor a card file")
-    else:
-        return card_or_file.strip(), None
-    # The card's module (and its crypto) only when a file is read.
-    from onionpost.home import ENDORSEMENT_PREFIX
-
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    endorsements = [ln for ln in lines if ln.startswith(ENDORSEMENT_PREFIX)]
-    cards = [ln for ln in lines if not ln.startswith(ENDORSEMENT_PREFIX)]
-    if len(cards) != 1:
-        raise ConfigError(f"{card_or_file} must hold exactly one card line, found {len(cards)}")
-    if len(endorsements) > 1:
-        raise ConfigError(f"{card_or_file} holds {len(endorsements)} endorsement lines, not one")
-    return cards[0], endorsements[0] if endorsements else None
-
-
 @contact.command("add")
 @click.argument("card_or_file")
 @click.option("--name", help="Call the contact this instead of the name on its card.")
@@ -145,7 +114,7 @@ def contact_add(card_or_file: str, name: str | None, home: Path | None, as_json:
 
     A file (or stdin) may be a card bundle (``onionpost whoami --bundle``):
     the card and the endorsement of its agency, judged at once."""
-    card, endorsement = _read_card_argument(card_or_file)
+    card, endorsement = read_card_argument(card_or_file)
     added = run_client(home, lambda client: client.contact_add(card, name, endorsement))
     if as_json:
         emit_json(_as_json(added))
@@ -185,12 +154,16 @@ def contact_list(home: Path | None, as_json: bool) -> None:
     table.columns[1].min_width = 62
     for c in contacts:
         limits = ", ".join((*c.max_labels, *(f"{x} (its own)" for x in c.accepts))) or "-"
+        trust = c.endorsement or "-"
+        if c.rotated is not None:
+            # Its move to this address (trust.md §6), under what vouches for it now.
+            trust += f"\n{c.rotated}, {format_ms(c.rotated_ms)}"
         table.add_row(
             Text(printable(c.name)),
             Text(c.address),
             Text("yes" if c.reachable else "no"),
             Text(format_ms(c.verified_ms, never="no")),
-            Text(printable(c.endorsement or "-")),
+            Text(printable(trust)),
             Text(format_ms(c.last_seen_ms)),
             Text(format_ms(c.added_ms, never="-")),
             Text(printable(limits)),
@@ -769,6 +742,10 @@ def status(home: Path | None, as_json: bool) -> None:
         if r.last_error:
             line += f", last failed: {r.last_error}"
         summary.add_row(Text("registrar"), Text(printable(line)))
+    if report.rotation is not None:
+        m = report.rotation
+        line = f"to {m.address}: {m.told} of {m.contacts} contact(s) told"
+        summary.add_row(Text("moving"), Text(line))
     console = _console()
     console.print(summary)
     if report.contacts:

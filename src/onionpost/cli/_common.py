@@ -37,7 +37,7 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import HOME_ENV, Paths, default_home
-from onionpost.limits import MAX_PASSPHRASE_FILE, PASSPHRASE_PIPE_SECONDS
+from onionpost.limits import MAX_CARD_BUNDLE_FILE, MAX_PASSPHRASE_FILE, PASSPHRASE_PIPE_SECONDS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -60,6 +60,7 @@ __all__ = [
     "home_option",
     "json_option",
     "printable",
+    "read_card_argument",
     "read_passphrase_file",
     "table_console",
     "check_label",
@@ -130,6 +131,36 @@ def secret_source(key_file: Path | None, passphrase_file: Path | None) -> Secret
         )
     passphrase: str = click.prompt("passphrase", hide_input=True)
     return SecretSource(passphrase=passphrase)
+
+
+def read_card_argument(card_or_file: str) -> tuple[str, str | None]:
+    """The card line and the endorsement line of a card bundle (None: none,
+    trust.md §7.5): the argument itself (a card), a file's, or stdin's for '-'."""
+    if card_or_file == "-":
+        text = sys.stdin.read(MAX_CARD_BUNDLE_FILE + 1)
+        if len(text.encode("utf-8", errors="replace")) > MAX_CARD_BUNDLE_FILE:
+            raise ConfigError("stdin is too large to be a contact card")
+    elif os.path.isfile(card_or_file):
+        # The one bounded read every small file goes through (a card bundle's bound).
+        data = read_small_file(Path(card_or_file), MAX_CARD_BUNDLE_FILE, what="card file")
+        text = data.decode("utf-8", errors="replace")
+    elif os.sep in card_or_file:
+        # A path that is no file (a card, base64url, has no '/'): say so, not
+        # "does not start with 'onionpost1:'".
+        raise ConfigError(f"{printable(card_or_file)} is neither a contact card nor a card file")
+    else:
+        return card_or_file.strip(), None
+    # The card's module (and its crypto) only when a file is read.
+    from onionpost.home import ENDORSEMENT_PREFIX
+
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    endorsements = [ln for ln in lines if ln.startswith(ENDORSEMENT_PREFIX)]
+    cards = [ln for ln in lines if not ln.startswith(ENDORSEMENT_PREFIX)]
+    if len(cards) != 1:
+        raise ConfigError(f"{card_or_file} must hold exactly one card line, found {len(cards)}")
+    if len(endorsements) > 1:
+        raise ConfigError(f"{card_or_file} holds {len(endorsements)} endorsement lines, not one")
+    return cards[0], endorsements[0] if endorsements else None
 
 
 def printable(text: str) -> str:

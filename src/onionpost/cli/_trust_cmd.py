@@ -22,6 +22,7 @@ from onionpost.cli._common import (
     home_option,
     json_option,
     printable,
+    read_card_argument,
     read_passphrase_file,
     run_client,
     stdin_is_a_terminal,
@@ -166,6 +167,31 @@ def endorsement_install(file: Path, home: Path | None, as_json: bool) -> None:
         f"installed: endorsed by {printable(installed.agency)} ({printable(where)}) "
         f"until {format_ms(installed.valid_until * 1000)}"
         + ("" if installed.status == "endorsed" else f" [{installed.status}]")
+    )
+
+
+@trust.command("rotate")
+@click.argument("card")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@home_option
+@json_option
+def trust_rotate(card: str, file: Path, home: Path | None, as_json: bool) -> None:
+    """Move this endpoint's contacts to the new address of CARD (a contact card,
+    a file holding one, or - for stdin), endorsed by this endpoint's agency in the proof
+    FILE as replacing this address ('trust endorse --replaces', trust.md §6).
+    Every contact is told in its next session, or through its mailbox, and
+    moves over by itself, keeping its history."""
+    text, _ = read_card_argument(card)
+    proof = read_small_file(file, _MAX_PROOF_FILE, what="endorsement proof")
+    done = run_client(home, lambda client: client.trust_rotate(text, proof))
+    if as_json:
+        emit_json(dataclasses.asdict(done))
+        return
+    by = "the agency and the old key" if done.proof == "agency-and-old-key" else "the agency"
+    click.echo(
+        f"announced: {done.replaces} moves to {done.address}, vouched for by {by} "
+        f"({printable(done.agency)}); {done.contacts} contact(s) to tell"
+        + ("" if done.status == "endorsed" else f" [{done.status}]")
     )
 
 

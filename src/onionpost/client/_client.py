@@ -378,6 +378,9 @@ class Client:
             api.TrustEndorsementInstall(base64.b64encode(proof).decode("ascii"))
         )
 
+    async def trust_rotate(self, card: str, proof: bytes) -> api.RotationAnnounced:
+        return await self.request(api.TrustRotate(card, base64.b64encode(proof).decode("ascii")))
+
     async def trust_revocations_import(self, bundle: bytes) -> api.RevocationsImported:
         return await self.request(
             api.TrustRevocationsImport(base64.b64encode(bundle).decode("ascii"))

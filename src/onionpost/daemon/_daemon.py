@@ -63,11 +63,13 @@ from onionpost.daemon.delivery import (
     Imported,
     Reconciled,
     Witness,
+    announce_rotation,
     import_revocations,
     install_own,
     message_record,
     receive_staple,
     refusals,
+    rotation_progress,
     unfit_mailbox,
 )
 from onionpost.errors import ConfigError, NotFoundError, UnknownContactError
@@ -217,6 +219,7 @@ class Daemon:
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
             api.TrustEndorsementInstall: self.trust_endorsement_install,
+            api.TrustRotate: self.trust_rotate,
             api.ContactRequireEndorsement: self.contact_require_endorsement,
             api.TrustRevocationsImport: self.trust_revocations_import,
             api.TrustEnrol: self.trust_enrol,
@@ -390,6 +393,9 @@ class Daemon:
             evidence_alarms=await self._worker(self._alarm_count),
             trust_alarms=len(await self._worker(self._store.trust.alarms)),
             registrar=await self.registrar.status(),
+            rotation=None
+            if (moving := await self._worker(rotation_progress, self._store)) is None
+            else api.RotationStatus(*moving),
         )
 
     def _add_contact(self, name: str, card: ContactCard) -> Contact:
@@ -463,6 +469,7 @@ class Daemon:
         verified = await self._worker(self._store.contacts.verified)
         endorsed = await self._worker(self._store.trust.endorsements)
         required = await self._worker(self._store.trust.required)
+        rotated = await self._worker(self._store.trust.rotations)
         return tuple(
             api.Contact(
                 name=c.name,
@@ -474,6 +481,8 @@ class Daemon:
                 endorsement=None if (e := endorsed.get(c.id)) is None else e.describe,
                 endorsement_status=None if e is None else e.status,
                 require_endorsement=required.get(c.id),
+                rotated=None if (r := rotated.get(c.id)) is None else r.describe,
+                rotated_ms=None if r is None else r.rotated_ms,
                 max_labels=local,
                 accepts=advertised,
             )
@@ -607,6 +616,41 @@ class Daemon:
         assert verdict.until is not None
         return api.Endorsement(
             e.agency, e.address, e.endpoint, e.unit, verdict.until, verdict.status.value
+        )
+
+    async def trust_rotate(self, request: api.TrustRotate) -> api.RotationAnnounced:
+        """Announce our move to the new address of ``request.card`` (trust.md
+        §6): told to every contact in its next session or through its mailbox."""
+        try:
+            proof = base64.b64decode(request.proof, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError("an endorsement proof is sent as base64") from exc
+        card = ContactCard.parse(request.card)
+        address = self._secrets.identity.address
+        if card.address == address:
+            raise ConfigError("that card is this endpoint's own: a move needs a new address")
+        rotation, verdict = await self._worker(
+            partial(
+                announce_rotation,
+                self._store,
+                str(address),
+                new=str(card.address),
+                client_auth_public=card.client_auth_public,
+                proof=proof,
+                now_ms=_now_ms(),
+            )
+        )
+        if self.engine.running:
+            self.engine.rotation_announced()
+        progress = await self._worker(rotation_progress, self._store)
+        contacts = 0 if progress is None else progress[2]
+        return api.RotationAnnounced(
+            rotation.new_address,
+            rotation.old_address,
+            rotation.agency,
+            rotation.proof.value,
+            verdict.status.value,
+            contacts,
         )
 
     async def trust_revocations_import(

@@ -544,6 +544,13 @@ class OwnerLink:
             await session.ok(lambda req, i=identity: m.MbDeregister(req, i), "deregistration")  # type: ignore[misc]
             await self._db(self._store.mailbox.set_mailbox_registered, contact_id, False)
             log.info("event=mailbox_deregistered contact=%s", contact_ref(contact_id))
+        # The addresses contacts moved away from (trust.md §6): theirs no more.
+        for contact_id, old in await self._db(self._store.trust.moved_registered):
+            await session.ok(lambda req, i=old: m.MbDeregister(req, i), "deregistration")  # type: ignore[misc]
+            await self._db(self._store.trust.set_moved_deregistered, contact_id)
+            log.info(
+                "event=mailbox_deregistered contact=%s what=old-address", contact_ref(contact_id)
+            )
         # Contacts first, then introduced members: when the mailbox's quota of
         # registrations is reached, those left wait (logged once while they
         # do) and the session goes on to drain what the others deposited.

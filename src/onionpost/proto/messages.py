@@ -113,6 +113,7 @@ __all__ = [
     "RgResult",
     "Text",
     "TrustGossip",
+    "TrustRotation",
     "TrustStaple",
     "UnknownExtension",
     "decode",
@@ -189,6 +190,9 @@ class MessageType(enum.IntEnum):
     TRUST_STAPLE = 80
     # ... and what it holds of other agencies it holds the anchor of (§7.2).
     TRUST_GOSSIP = 81
+    # The sender moves to a new onion address: its endorsement there, naming
+    # the one it replaces (§6).
+    TRUST_ROTATION = 82
 
 
 class _Kind(enum.Enum):
@@ -837,6 +841,23 @@ class TrustGossip(_Record):
                 raise MessageDecodeError("a trust gossip's statement is too large")
 
 
+@dataclass(frozen=True, slots=True)
+class TrustRotation(_Record):
+    """The sender moves to a new onion address (trust.md §6): the endorsement
+    proof of the new address, whose ``replaces`` names the sender's current
+    one, and the tor client-authorization key the new address dials with (the
+    receiver authorizes it at its own onion service)."""
+
+    TAG = MessageType.TRUST_ROTATION
+    SCHEMA = ((_Kind.DATA, 0), (_Kind.KEY, 0))
+    proof: bytes
+    client_auth_public: bytes
+
+    def _validate(self) -> None:
+        if not self.proof or len(self.proof) > MAX_TRUST_STAPLE_PART:
+            raise MessageDecodeError("a trust rotation's endorsement proof is empty or too large")
+
+
 # -- a session with an agency's registrar (trust.md §8) --------------------------------
 #
 # As with a mailbox: requests carry ``req``; the registrar answers each with one
@@ -988,6 +1009,7 @@ Message = (
     | LabelLimit
     | TrustStaple
     | TrustGossip
+    | TrustRotation
 )
 
 _BY_TAG: Final[dict[int, type[_Record]]] = {
@@ -1035,6 +1057,7 @@ _BY_TAG: Final[dict[int, type[_Record]]] = {
         LabelLimit,
         TrustStaple,
         TrustGossip,
+        TrustRotation,
     )
 }
 

@@ -30,6 +30,12 @@ agency with the delegation that signed them. :func:`to_gossip` is what a
 sender passes on, :func:`meet_gossip` what a receiver does with it (steps 2
 and 3 above, one :func:`_offer` for both). :class:`Pace` bounds both records
 by rate, per session and per direction.
+
+A contact that moves to a new onion address sends a ``TrustRotation``
+(trust.md §6); :func:`meet_rotation` is the receiver's decision on it, as
+pure: whether the agency that endorsed the contact where it is now endorses
+it at the new address as its replacement. Every refusal raises, and nothing
+changes.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ from onionpost.proto.trust import (
     EndorsementProof,
     Reason,
     RevocationList,
+    Rotation,
+    RotationProof,
     Signed,
     SignedCheckpoint,
     Status,
@@ -62,9 +70,11 @@ from onionpost.proto.trust import (
     VerifiedCache,
     accept_revocations,
     check_endorsement,
+    check_rotation,
     claimed_agency,
     claimed_delegation,
     open_revocations,
+    stored_endorsement,
 )
 
 __all__ = [
@@ -72,12 +82,14 @@ __all__ = [
     "Gossip",
     "GossipOutcome",
     "Held",
+    "Moved",
     "Outcome",
     "Pace",
     "RevocationBundle",
     "describe",
     "meet_checkpoint_unproven",
     "meet_gossip",
+    "meet_rotation",
     "meet_staple",
     "recheck",
     "session_refusal",
@@ -490,3 +502,104 @@ def session_refusal(status: str | None, describe: str, *, required: bool) -> str
         why = "none presented" if status is None else describe
         return f"{REQUIRED_PREFIX}{why}"
     return None
+
+
+# -- rotation (trust.md §6) --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A rotation accepted: who vouched for it, the verdict on the contact at
+    its new address (endorsed or unverified, never refused), whether the
+    address it leaves is revoked in the list held, and the checkpoint to hold
+    (None: unchanged) with an alarm to record."""
+
+    rotation: Rotation
+    verdict: Verdict
+    from_revoked: bool
+    checkpoint: SignedCheckpoint | None = None
+    alarm: ConflictingStatementsError | None = None
+
+    def describe(self) -> str:
+        """What ``contact show`` says of the move."""
+        r = self.rotation
+        by = (
+            f"agency {r.agency} and the old key"
+            if r.proof is RotationProof.AGENCY_AND_OLD_KEY
+            else f"agency {r.agency}"
+        )
+        revoked = " (a revoked address)" if self.from_revoked else ""
+        return f"moved from {r.old_address}{revoked} by {by}"
+
+
+def _refuse(message: str, reason: str) -> StatementRefusedError:
+    return StatementRefusedError(message, what="rotation", reason=reason)
+
+
+def meet_rotation(
+    anchors: Mapping[str, Anchor],
+    held: Mapping[bytes, Held],
+    *,
+    address: str,
+    current: bytes | None,
+    proof: bytes,
+    taken: frozenset[str] = frozenset(),
+    now: int,
+    freshness: int = TRUST_FRESHNESS,
+    cache: VerifiedCache | None = None,
+) -> Moved:
+    """Decide on a ``TrustRotation`` from the contact at ``address`` whose
+    stored endorsement proof is ``current`` (None: it presented none), carrying
+    the endorsement ``proof`` of its new address; ``taken``: the addresses of
+    our other peers (a rotation may not move a contact onto another). Checks,
+    in order (trust.md §6), the first failure raising
+    (:class:`~onionpost.errors.TrustError`; nothing changes):
+
+    1. the contact holds an endorsement (``current``), of an agency whose
+       anchor we hold, for ``address``; else refused *no-endorsement*,
+       *no-anchor* or *wrong-address*;
+    2. the new proof names the same agency (else *wrong-agency*), and checks
+       (trust.md §4) for the address it endorses, which is neither
+       ``address`` nor one in ``taken`` (else *wrong-address*), against the
+       list held; a refused verdict refuses the rotation (*refused*);
+    3. :func:`~onionpost.proto.trust.check_rotation`: ``replaces`` is
+       ``address`` and the agencies agree (else *wrong-address*); an old-key
+       signature line, where present, verifies (else forged, raised).
+
+    The current endorsement may be expired or revoked: leaving a revoked
+    address is the compromise case, allowed and shown as such."""
+    cache = VerifiedCache(6) if cache is None else cache
+    if current is None:
+        raise _refuse("the contact presented no endorsement to rotate from", "no-endorsement")
+    old_proof = EndorsementProof.decode(current)
+    agency = claimed_agency(old_proof.delegation)
+    anchor = anchors.get(agency)
+    if anchor is None:
+        raise _refuse(f"no anchor for agency {agency}", "no-anchor")
+    old = cache.endorsement(cache.delegation(anchor, old_proof.delegation), old_proof.endorsement)
+    if old.address != address or old.agency != agency:
+        raise _refuse("the contact's endorsement is not of its address", "wrong-address")
+    presented = EndorsementProof.decode(proof)
+    if claimed_agency(presented.delegation) != agency:
+        raise _refuse("the rotation is endorsed by another agency", Reason.WRONG_AGENCY.value)
+    new_address = stored_endorsement(presented.endorsement).address  # checked just below
+    if new_address == address or new_address in taken:
+        raise _refuse("the rotation names an address already known", Reason.WRONG_ADDRESS.value)
+    before = held.get(anchor.fingerprint, Held())
+    revocations = None if before.revocations is None else before.revocations.value
+    verdict = check_endorsement(
+        anchor,
+        presented,
+        address=new_address,
+        revocations=revocations,
+        now=now,
+        freshness=freshness,
+        cache=cache,
+    )
+    rotation = check_rotation(old, verdict, presented.endorsement)
+    from_revoked = revocations is not None and revocations.find(address) is not None
+    checkpoint, alarm = before.checkpoint, None
+    if verdict.checkpoint is not None:
+        checkpoint, alarm = meet_checkpoint_unproven(before.checkpoint, verdict.checkpoint)
+    changed = None if checkpoint is before.checkpoint else checkpoint
+    return Moved(rotation, verdict, from_revoked, changed, alarm)

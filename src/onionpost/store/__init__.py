@@ -55,7 +55,7 @@ from onionpost.store._records import (
 )
 from onionpost.store._schema import SCHEMA_VERSION
 from onionpost.store._store import Store
-from onionpost.store._trust import ContactEndorsement
+from onionpost.store._trust import ContactEndorsement, ContactRotation
 
 __all__ = [
     "Audience",
@@ -64,6 +64,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Contact",
     "ContactEndorsement",
+    "ContactRotation",
     "Deposited",
     "Direction",
     "Directory",

@@ -151,6 +151,48 @@ class Contacts:
         self._settle()
         return contact
 
+    def move(
+        self, contact_id: int, address: OnionAddress, client_auth_public: bytes, now: int
+    ) -> Contact:
+        """A contact's rotation to a new onion address (trust.md §6), decided
+        by the caller: the same row (its messages, its outbox, its name) at
+        ``address`` with its new tor client key, to be registered at our
+        mailbox again and told our mailbox again, the mailbox it announced
+        forgotten (its new address announces its own); its safety number,
+        which was the old key's, no longer counts as compared. The evidence
+        log records the old address removed and the new one added, under its
+        name. :class:`ConfigError` if it is no current peer or ``address`` is
+        another's."""
+        if not isinstance(client_auth_public, bytes) or len(client_auth_public) != 32:
+            raise ConfigError("a client-authorization public key is 32 bytes")
+        with self._database.transaction(), self._guard("moving a contact"):
+            db = self._database.conn
+            row = db.execute("SELECT * FROM current_peers WHERE id = ?", (contact_id,)).fetchone()
+            if row is None:
+                raise ConfigError(f"no contact with id {contact_id}")
+            old = contact_of(row)
+            if self._peer_by_address(address) is not None:
+                raise ConfigError(f"{address} is already a contact")
+            # The mailbox it announced was its old address's (the new one
+            # announces its own), and the new address has not been told ours.
+            db.execute(
+                "UPDATE contacts SET address = ?, client_auth_public = ?, mailbox_registered = 0, "
+                "mailbox = NULL, mailbox_version = 0, mailbox_told = 0 WHERE id = ?",
+                (address.public_key, client_auth_public, contact_id),
+            )
+            db.execute("DELETE FROM contact_verified WHERE contact_id = ?", (contact_id,))
+            moved = contact_of(
+                db.execute("SELECT * FROM current_peers WHERE id = ?", (contact_id,)).fetchone()
+            )
+            self._evidence.append(
+                (
+                    Entry(Event.CONTACT_REMOVED, now, str(old.address), detail=old.name),
+                    Entry(Event.CONTACT_ADDED, now, str(address), detail=old.name),
+                )
+            )
+        self._settle()
+        return moved
+
     def remove_contact(self, name: str, now: int | None = None) -> Contact:
         """Remove a contact; its messages stay, under its name, in the history,
         and it leaves every distribution list.

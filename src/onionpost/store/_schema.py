@@ -491,6 +491,29 @@ _V13: Final[tuple[str, ...]] = (
     """,
 )
 
+# Version 14 is another branch's; this empty step holds its number here and is
+# dropped when the branches meet.
+_V14: Final[tuple[str, ...]] = ()
+
+# Version 15: rotation (trust.md §6). A contact that moved to a new onion
+# address keeps its row (its messages, its outbox): the row's address and tor
+# client key change in place, and this table says where it came from and who
+# vouched for the move (the last move of each contact), and whether the old
+# address is still registered at our mailbox (until the upkeep deregisters it). ``rotation_own`` is
+# the move we announce ourselves (at most one pending), ``rotation_told`` the
+# contacts that have it (a session, or an envelope deposited for them).
+_V15: Final[tuple[str, ...]] = (
+    "CREATE TABLE contact_rotations (contact_id INTEGER PRIMARY KEY REFERENCES contacts (id), "
+    "old_address BLOB NOT NULL CHECK (length(old_address) = 32), describe TEXT NOT NULL, "
+    "rotated_ms INTEGER NOT NULL, "
+    "old_registered INTEGER NOT NULL DEFAULT 0 CHECK (old_registered IN (0, 1))) STRICT",
+    "CREATE TABLE rotation_own (id INTEGER PRIMARY KEY CHECK (id = 1), proof BLOB NOT NULL, "
+    "client_auth_public BLOB NOT NULL CHECK (length(client_auth_public) = 32), "
+    "made_ms INTEGER NOT NULL) STRICT",
+    "CREATE TABLE rotation_told (contact_id INTEGER PRIMARY KEY REFERENCES contacts (id), "
+    "told_ms INTEGER NOT NULL) STRICT",
+)
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V1,
     _V2,
@@ -505,6 +528,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V11,
     _V12,
     _V13,
+    _V14,
+    _V15,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.

@@ -20,7 +20,7 @@ from onionpost.proto import NotMsgpack, unpack
 from onionpost.proto.trust import ANCHOR_PREFIX, Anchor
 from onionpost.store._database import Database
 
-__all__ = ["ContactEndorsement", "StoredAnchor", "TrustAlarm", "TrustAnchors"]
+__all__ = ["ContactEndorsement", "ContactRotation", "StoredAnchor", "TrustAlarm", "TrustAnchors"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,17 @@ class ContactEndorsement:
     status: str
     describe: str
     checked_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRotation:
+    """A contact's last move to a new address (trust.md §6): the address it
+    left and what ``contact show`` says of the move."""
+
+    contact_id: int
+    old_address: bytes
+    describe: str
+    rotated_ms: int
 
 
 def _anchor(data: bytes) -> Anchor:
@@ -239,3 +250,79 @@ class TrustAnchors:
                 "SELECT contact_id, required FROM contact_require_endorsement"
             ).fetchall()
         return {int(i): bool(r) for i, r in rows}
+
+    # -- rotation (trust.md §6) -----------------------------------------------------
+
+    def record_rotation(
+        self,
+        contact_id: int,
+        old_address: bytes,
+        describe: str,
+        now_ms: int,
+        *,
+        old_registered: bool = False,
+    ) -> None:
+        """Keep that the contact moved away from ``old_address`` (the last move);
+        ``old_registered``: that address is registered at our mailbox, to be
+        deregistered (:meth:`moved_registered`)."""
+        with self._database.transaction(), self._guard("recording a rotation"):
+            self._db.execute(
+                "INSERT OR REPLACE INTO contact_rotations "
+                "(contact_id, old_address, describe, rotated_ms, old_registered) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (contact_id, old_address, describe, now_ms, int(old_registered)),
+            )
+
+    def moved_registered(self) -> list[tuple[int, bytes]]:
+        """The addresses contacts moved away from that are still registered at
+        our mailbox: (contact id, the old address's key)."""
+        with self._lock, self._guard("reading rotations"):
+            rows = self._db.execute(
+                "SELECT contact_id, old_address FROM contact_rotations WHERE old_registered = 1"
+            ).fetchall()
+        return [(int(i), bytes(a)) for i, a in rows]
+
+    def set_moved_deregistered(self, contact_id: int) -> None:
+        with self._database.transaction(), self._guard("recording a deregistration"):
+            self._db.execute(
+                "UPDATE contact_rotations SET old_registered = 0 WHERE contact_id = ?",
+                (contact_id,),
+            )
+
+    def rotations(self) -> dict[int, ContactRotation]:
+        """Each contact's last move, by contact id."""
+        with self._lock, self._guard("reading rotations"):
+            rows = self._db.execute(
+                "SELECT contact_id, old_address, describe, rotated_ms FROM contact_rotations"
+            ).fetchall()
+        return {int(i): ContactRotation(int(i), bytes(a), str(d), int(m)) for i, a, d, m in rows}
+
+    def set_own_rotation(self, proof: bytes, client_auth_public: bytes, now_ms: int) -> None:
+        """The move we announce to every contact (one at a time: a new one
+        replaces it, and no contact has been told it yet)."""
+        with self._database.transaction(), self._guard("keeping our rotation"):
+            self._db.execute(
+                "INSERT OR REPLACE INTO rotation_own (id, proof, client_auth_public, made_ms) "
+                "VALUES (1, ?, ?, ?)",
+                (proof, client_auth_public, now_ms),
+            )
+            self._db.execute("DELETE FROM rotation_told")
+
+    def own_rotation(self) -> tuple[bytes, bytes] | None:
+        """The endorsement proof and tor client key of the move we announce."""
+        with self._lock, self._guard("reading our rotation"):
+            row = self._db.execute("SELECT proof, client_auth_public FROM rotation_own").fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def mark_rotation_told(self, contact_id: int, now_ms: int) -> None:
+        with self._database.transaction(), self._guard("noting a rotation told"):
+            self._db.execute(
+                "INSERT OR REPLACE INTO rotation_told (contact_id, told_ms) VALUES (?, ?)",
+                (contact_id, now_ms),
+            )
+
+    def rotation_told(self) -> frozenset[int]:
+        """The contacts our rotation has reached (a session, or a deposit)."""
+        with self._lock, self._guard("reading rotations told"):
+            rows = self._db.execute("SELECT contact_id FROM rotation_told").fetchall()
+        return frozenset(int(r[0]) for r in rows)

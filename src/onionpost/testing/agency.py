@@ -4,6 +4,7 @@ and revocation lists at the times it is given."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from onionpost.proto.identity import Identity
@@ -56,8 +57,12 @@ class Agency:
         endpoint: str = "Field office 3",
         unit: str = "Unit U",
         days: int = 7,
+        replaces: str = "",
+        also: Sequence[Identity] = (),
     ) -> EndorsementProof:
-        """Endorse ``who`` from ``now``, log it and prove its inclusion."""
+        """Endorse ``who`` from ``now``, log it and prove its inclusion;
+        ``replaces``: the address it rotates away from, whose key may sign
+        too (``also``, trust.md §6)."""
         statement = Endorsement(
             self.name,
             str(who.address),
@@ -66,8 +71,9 @@ class Agency:
             unit,
             now - 60,
             now + days * _DAY,
+            replaces,
         )
-        data = issue(self.issuer, statement)
+        data = issue(self.issuer, statement, also=also)
         index = self.log.append(data)
         return EndorsementProof(
             self.delegation,

@@ -42,6 +42,7 @@ from onionpost.errors import (
     TrustError,
     UnknownContactError,
 )
+from onionpost.home import ContactCard
 from onionpost.host import Handlers, serve_api
 from onionpost.proto import trust
 from onionpost.proto.labels import (
@@ -96,6 +97,7 @@ class MemoryBackend:
         self.registrar_status: JSON | None = None
         self.anchor_keys: dict[str, trust.Anchor] = {}
         self.endorsement: trust.EndorsementProof | None = None
+        self.rotation: trust.EndorsementProof | None = None
         self.revocations: dict[str, trust.RevocationList] = {}
         self.verified: dict[str, int] = {}
         self.messages: dict[str, JSON] = {}
@@ -133,6 +135,7 @@ class MemoryBackend:
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
             api.TrustEndorsementInstall: self.trust_endorsement_install,
+            api.TrustRotate: self.trust_rotate,
             api.ContactRequireEndorsement: self.contact_require_endorsement,
             api.TrustRevocationsImport: self.trust_revocations_import,
             api.TrustEnrol: self.trust_enrol,
@@ -353,6 +356,23 @@ class MemoryBackend:
         e = trust.open_endorsement(delegation, proof.endorsement).value
         self.endorsement = proof
         return api.Endorsement(e.agency, e.address, e.endpoint, e.unit, e.valid_until, "endorsed")
+
+    async def trust_rotate(self, request: api.TrustRotate) -> api.RotationAnnounced:
+        # The daemon's parse of the card and the proof; this double holds no
+        # endorsement of its own to check the move against.
+        card = ContactCard.parse(request.card)
+        try:
+            proof = trust.EndorsementProof.decode(base64.b64decode(request.proof, validate=True))
+            agency = trust.claimed_agency(proof.delegation)
+            e = trust.stored_endorsement(proof.endorsement)
+        except (ValueError, TrustError) as exc:
+            raise ConfigError("not an endorsement proof") from exc
+        if e.address != str(card.address) or not e.replaces:
+            raise ConfigError("that endorsement cannot move this endpoint: wrong-address")
+        self.rotation = proof
+        return api.RotationAnnounced(
+            e.address, e.replaces, agency, "agency", "endorsed", len(self.contacts)
+        )
 
     async def trust_enrol(self, request: api.TrustEnrol) -> api.Endorsement:
         # The daemon's parse of the code; this double reaches no registrar and

@@ -102,8 +102,9 @@ class OfflineAgency:
         self._counter += 1
         return self._root / f"agency-{self.name}-{self._counter}.{what}"
 
-    def endorse_file(self, address: str, endpoint: str) -> Path:
-        """``trust endorse``: the proof file the endpoint installs."""
+    def endorse_file(self, address: str, endpoint: str, *, replaces: str = "") -> Path:
+        """``trust endorse``: the proof file the endpoint installs (or, with
+        ``replaces``, the one it announces its move with, trust.md §6)."""
         out = self._out("endorsement")
         self._run(
             "trust",
@@ -115,6 +116,7 @@ class OfflineAgency:
             endpoint,
             "--unit",
             "Unit U",
+            *(["--replaces", replaces] if replaces else []),
             "--out",
             str(out),
         )

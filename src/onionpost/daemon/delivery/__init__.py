@@ -40,11 +40,13 @@ from onionpost.daemon.delivery._policy import (
 )
 from onionpost.daemon.delivery._trust import (
     Imported,
+    announce_rotation,
     import_revocations,
     install_own,
     receive_staple,
     refusals,
     rejudge,
+    rotation_progress,
 )
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
@@ -53,11 +55,13 @@ from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
 __all__ = [
     "Imported",
     "admit",
+    "announce_rotation",
     "import_revocations",
     "install_own",
     "receive_staple",
     "refusals",
     "rejudge",
+    "rotation_progress",
     "Backoff",
     "DeliveryEngine",
     "DeliveryPolicy",

@@ -24,6 +24,7 @@ from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery._mbclient import MailboxClient, mailbox_refusal
 from onionpost.daemon.delivery._policy import MailboxAccess
 from onionpost.daemon.delivery._records import Link, Parts, jitter, now_ms
+from onionpost.daemon.delivery._trust import rotation_due
 from onionpost.daemon.delivery._views import expected, wire_record
 from onionpost.errors import (
     AuthenticationError,
@@ -128,7 +129,10 @@ async def _envelopes(
     owner = contact.address.public_key
     for _ in range(parts.policy.max_envelopes_per_deposit):
         announce = parts.announcement_due(link)
-        batch = await parts.worker(_envelope_batch, parts.store, mailbox, contact.id, announce)
+        rotation = await parts.worker(rotation_due, parts.store, contact)
+        batch = await parts.worker(
+            _envelope_batch, parts.store, mailbox, contact.id, announce, rotation
+        )
         if batch is None:
             return
         records, progress, settled, full = batch
@@ -143,6 +147,8 @@ async def _envelopes(
         if announce is not None:
             await parts.writer.write(parts.store.mailbox.mark_mailbox_told, contact.id, announce[0])
             link.contact = replace(link.contact, mailbox_told=announce[0])
+        if rotation is not None:
+            await parts.writer.write(parts.store.trust.mark_rotation_told, contact.id, now_ms())
         parts.counters.deposits += 1
         link.envelopes += 1
         for message_id in done:
@@ -165,7 +171,11 @@ def _settle(store: Store, contact_id: int, progress: Progress, settled: Settled)
 
 
 def _envelope_batch(
-    store: Store, mailbox: MailboxAccess, contact_id: int, announce: tuple[int, bytes] | None
+    store: Store,
+    mailbox: MailboxAccess,
+    contact_id: int,
+    announce: tuple[int, bytes] | None,
+    rotation: messages.TrustRotation | None = None,
 ) -> tuple[list[bytes], Progress, Settled, bool] | None:
     """In the worker: the records of the next envelope to deposit, what
     depositing it achieves, the debts it settles, and whether more waits than
@@ -183,6 +193,8 @@ def _envelope_batch(
 
     if announce is not None:
         add(messages.MailboxInfo(announce[1]))
+    if rotation is not None:
+        add(rotation)  # our move (trust.md §6): a contact away learns it here
     for kind, cls in (("ack", messages.Ack), ("read", messages.Read)):
         ids = store.mailbox.owed(contact_id, kind, MAX_ACK_IDS)
         if ids and add(cls(tuple(ids))):

@@ -70,7 +70,7 @@ from onionpost.daemon.delivery._policy import (
 )
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._session import run_session
-from onionpost.daemon.delivery._trust import refusals, rejudge
+from onionpost.daemon.delivery._trust import receive_rotation, refusals, rejudge, rotation_due
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.daemon.delivery._writer import GroupCommit
@@ -157,6 +157,7 @@ class DeliveryEngine:
         self._parts.apply_refusals = self.apply_refusals
         self._parts.restaple = self.restaple
         self._parts.regossip = self.regossip
+        self._parts.moved = self.moved
         self._dial_fn = dial
         self._links: dict[int, Link] = {}
         self._nursery: trio.Nursery | None = None
@@ -279,6 +280,16 @@ class DeliveryEngine:
                 session.regossip = True
                 session.wake.fire()
 
+    def rotation_announced(self) -> int:
+        """Our move to a new address is to be announced (trust.md §6): every
+        open session sends it now, and every contact without one is dialled
+        (and, away, deposited for) until told. Returns how many links."""
+        for link in self._links.values():
+            for session in link.sessions:
+                session.reannounce = True
+                session.wake.fire()
+        return self.announce()
+
     def apply_refusals(self, refused: dict[int, str]) -> None:
         """Take the refusals now in force: sessions with a newly refused contact
         close, nothing more goes to it (its outbox is held, not dropped); a
@@ -300,6 +311,47 @@ class DeliveryEngine:
                     session.close(Shed("refused", code=CloseCode.NORMAL, reason="trust-refused"))
             self._parts.publish_peer(link)
             link.fire()
+
+    def moved(self, before: Contact, after: Contact) -> None:
+        """A contact moved to a new address (trust.md §6; decided and stored,
+        ``receive_rotation``): its link reaches the new address from now on
+        and its sessions with the old one end (the old address is no peer now,
+        so its sessions are refused); the rest (:meth:`_settle_move`) runs in
+        the engine's nursery, since the session that carried the move, and a
+        handler of it calling this, is ending."""
+        link = self._links.get(after.id)
+        if link is None or self._nursery is None:
+            return
+        link.contact = after
+        self._nursery.start_soon(self._settle_move, link, before, after)
+        for session in list(link.sessions):
+            session.close(Shed("rotated", code=CloseCode.NORMAL, reason="rotated"))
+
+    async def _settle_move(self, link: Link, before: Contact, after: Contact) -> None:
+        """After a move: the refusals judged again (a contact refused as
+        revoked is released when its new address is endorsed), our onion
+        service letting in its new tor key and our tor reaching the new
+        address with ours (``peers_changed``), and the new address dialled at
+        once, what waits for it going there."""
+        parts = self._parts
+        try:
+            self.apply_refusals(
+                await parts.worker(refusals, parts.store, required=parts.policy.require_endorsement)
+            )
+            if self._peers_changed is not None:
+                await self._peers_changed(Reconciled(added=(after,), dropped=(before,)))
+        except OnionpostError as exc:
+            # Tor or the store refused now: a restart authorizes every peer again.
+            log.warning(
+                "event=rotation_unsettled contact=%s error=%s",
+                contact_ref(after.id),
+                type(exc).__name__,
+            )
+        link.state.retry_now()
+        link.state.announce_again()
+        link.fire(reread=True)
+        parts.publish_peer(link)
+        log.info("event=contact_move_settled contact=%s", contact_ref(after.id))
 
     def _link_for(self, peer: OnionAddress) -> Link | None:
         for link in self._links.values():
@@ -586,12 +638,28 @@ class DeliveryEngine:
             contact = await parts.worker(parts.store.contacts.contact_by_id, contact_id)
             if contact is not None:
                 self.contact_changed(contact)
+        if outcome.rotation is not None:
+            await self._rotate(contact_id, outcome.rotation)
         for group_id in {op.group_id for op in outcome.group_ops}:
             self.group_changed(group_id, contact_id)
             contact = await parts.worker(parts.store.contacts.contact_by_id, contact_id)
             await publish_group(parts, group_id, None if contact is None else contact.name)
         self.owed(contact_id)
         return outcome.rows
+
+    async def _rotate(self, contact_id: int, record: messages.TrustRotation) -> None:
+        """A rotation an envelope carried (trust.md §6): decided as one in a
+        session is, after the envelope's own transaction."""
+        parts = self._parts
+        link = self._links.get(contact_id)
+        if link is None or link.contact.introduced:
+            return
+        before = link.contact
+        after = await parts.worker(
+            receive_rotation, parts.store, before, record, now_ms(), parts.trust_cache
+        )
+        if after is not None:
+            self.moved(before, after)
 
     # -- reports --------------------------------------------------------------------------
 
@@ -648,6 +716,9 @@ class DeliveryEngine:
         # away, without a mailbox we know, would be redialled for it alone
         # for as long as it is away (groups.md §9).
         announcement = parts.announcement_due(link) is not None and not link.contact.introduced
+        # So is our move to a new address, until the contact has it (trust.md §6).
+        if not announcement and not link.contact.introduced:
+            announcement = await parts.worker(rotation_due, store, link.contact) is not None
         direct = announcement
         if not direct and link.owes:
             link.owes = await parts.worker(store.mailbox.has_owed, contact_id)

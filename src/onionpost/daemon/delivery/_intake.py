@@ -166,6 +166,9 @@ class Applied:
     read: list[bytes] = field(default_factory=list)
     mailbox_changed: bool = False
     group_ops: list[Operation] = field(default_factory=list)
+    # A move to a new address the envelope carried (the first; trust.md §6),
+    # decided after the envelope's transaction.
+    rotation: messages.TrustRotation | None = None
 
 
 def admit(peer: Contact, record: object) -> RecordVerdict:
@@ -600,6 +603,8 @@ class Intake:
                     outcome.mailbox_changed = True
                 elif isinstance(record, messages.GroupOps):
                     self._envelope_group_ops(contact_id, record, now, outcome)
+                elif isinstance(record, messages.TrustRotation) and outcome.rotation is None:
+                    outcome.rotation = record
                 elif isinstance(record, messages.GroupFileOffer):
                     self._envelope_group_offer(contact_id, record, now, acks, new)
                 elif isinstance(record, messages.GroupText):

@@ -217,7 +217,9 @@ _HANDLED: Final = frozenset(
 )
 # What a daemon that holds us as its contact sends by itself: a request to
 # witness its evidence log (contacts witness, trust.md).
-_IGNORED: Final = frozenset({messages.LogCosign, messages.LogCosigned})
+# A contact's move to a new address (trust.md §6) is for contacts: an
+# introduced member's is ignored (its row is the group's card's).
+_IGNORED: Final = frozenset({messages.LogCosign, messages.LogCosigned, messages.TrustRotation})
 
 
 def introduced_record(record: object) -> RecordVerdict:

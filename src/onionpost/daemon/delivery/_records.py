@@ -115,6 +115,10 @@ class Session:
     gossip_out: Pace = field(default_factory=lambda: _pace(staples=False))
     restaple: bool = False
     regossip: bool = True
+    # A TrustRotation taken this session (one a session, trust.md §6), and
+    # whether to send ours (announced while the session was up).
+    rotation_received: bool = False
+    reannounce: bool = False
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""
@@ -236,6 +240,8 @@ class Parts:
     # Delegations met with lists of other agencies (in gossip, in bundles
     # imported), by agency, so that we can pass those lists on (§7.2).
     trust_delegations: dict[str, bytes] = field(default_factory=dict)
+    # The engine's: a contact moved to a new address (before, after; trust.md §6).
+    moved: Callable[[Contact, Contact], None] = field(default=lambda before, after: None)
 
     def announcement_due(self, link: Link) -> tuple[int, bytes] | None:
         """Our mailbox announcement, when the contact (or a member a group

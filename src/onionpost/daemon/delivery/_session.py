@@ -41,7 +41,12 @@ from onionpost.daemon.delivery._intake import admit
 from onionpost.daemon.delivery._introductions import RecordVerdict
 from onionpost.daemon.delivery._link import keep_new_session
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
-from onionpost.daemon.delivery._trust import receive_staple, staple
+from onionpost.daemon.delivery._trust import (
+    own_rotation,
+    receive_rotation,
+    receive_staple,
+    staple,
+)
 from onionpost.daemon.delivery._views import expected, message_record, wire_record
 from onionpost.daemon.delivery._witness import MAX_COSIGN_PER_SESSION
 from onionpost.errors import (
@@ -314,6 +319,12 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
     # hold of other agencies that the contact has not been sent (§7.2).
     session.restaple = True
     await _pass_on_trust(parts, link, session)
+    # Our move to a new address, in every session under the address we leave
+    # (trust.md §6); a contact that has it dials us there from now on.
+    rotation = await parts.worker(own_rotation, parts.store, link.contact)
+    if rotation is not None:
+        await channel.send(rotation)
+        await parts.writer.write(parts.store.trust.mark_rotation_told, contact_id, now_ms())
     if policy.label_accept:
         # The highest labels we accept (spec.md §5.10): the contact's daemon
         # refuses to queue more for us.
@@ -328,6 +339,14 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             continue
         if session.closing is not None:
             raise session.closing
+        if session.reannounce:
+            # Our move, announced while this session was up (trust.md §6).
+            session.reannounce = False
+            rotation = await parts.worker(own_rotation, parts.store, link.contact)
+            if rotation is not None:
+                await channel.send(rotation)
+                await parts.writer.write(parts.store.trust.mark_rotation_told, contact_id, now_ms())
+            continue
         trust_at = _trust_due(session, trio.current_time())
         if trust_at is not None and trust_at <= trio.current_time():
             # We hold a newer list than the one we stapled, or gossip the
@@ -745,6 +764,23 @@ async def _on_trust_gossip(
         parts.regossip()  # pass it on to the contacts we have sessions with
 
 
+async def _on_trust_rotation(
+    parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.TrustRotation
+) -> None:
+    """The contact moves to a new address (trust.md §6): at most one a
+    session. Accepted, this session (with the address it leaves) ends and the
+    new address is dialled; refused, nothing changes and the session goes on."""
+    if s.rotation_received:
+        return
+    s.rotation_received = True
+    before = link.contact
+    moved = await parts.worker(
+        receive_rotation, parts.store, before, r, now_ms(), parts.trust_cache
+    )
+    if moved is not None:
+        parts.moved(before, moved)  # ends this session: nothing may follow here
+
+
 async def _on_label_limit(
     parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.LabelLimit
 ) -> None:
@@ -783,6 +819,7 @@ HANDLERS: Final[dict[type, Handler]] = {
     messages.GroupFileOffer: _groups.on_group_file_offer,
     messages.TrustStaple: _on_trust_staple,
     messages.TrustGossip: _on_trust_gossip,
+    messages.TrustRotation: _on_trust_rotation,
     messages.LabelLimit: _on_label_limit,
     messages.Ping: _ignore,
     messages.Pong: _ignore,

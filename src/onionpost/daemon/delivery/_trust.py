@@ -31,11 +31,14 @@ from onionpost.errors import (
     TrustError,
 )
 from onionpost.proto import trust
-from onionpost.proto.messages import TrustStaple
+from onionpost.proto.address import OnionAddress
+from onionpost.proto.messages import TrustRotation, TrustStaple
 from onionpost.proto.trust_session import (
     Held,
     RevocationBundle,
+    describe,
     meet_checkpoint_unproven,
+    meet_rotation,
     meet_staple,
     recheck,
     session_refusal,
@@ -44,12 +47,17 @@ from onionpost.store import Contact, Store
 
 __all__ = [
     "Imported",
+    "announce_rotation",
     "import_revocations",
     "install_own",
+    "own_rotation",
+    "receive_rotation",
     "receive_staple",
     "recheck_contacts",
     "refusals",
     "rejudge",
+    "rotation_due",
+    "rotation_progress",
     "staple",
 ]
 
@@ -74,6 +82,33 @@ def staple(store: Store) -> TrustStaple | None:
     fingerprint, proof = own
     revocations, checkpoint = store.trust.held().get(fingerprint, (None, None))
     return TrustStaple(proof, revocations or b"", checkpoint or b"")
+
+
+def rotation_due(store: Store, contact: Contact) -> TrustRotation | None:
+    """Our move to a new address (trust.md §6), when a contact (never a member
+    a group introduced) has not been told it yet; None otherwise."""
+    own = store.trust.own_rotation()
+    if own is None or contact.introduced or contact.id in store.trust.rotation_told():
+        return None
+    return TrustRotation(*own)
+
+
+def rotation_progress(store: Store) -> tuple[str, int, int] | None:
+    """Our move announced: the new address, the contacts told and the contacts
+    to tell (members a group introduced are not); None if none."""
+    own = store.trust.own_rotation()
+    if own is None:
+        return None
+    contacts = {c.id for c in store.contacts.all()}
+    told = len(contacts & store.trust.rotation_told())
+    address = trust.stored_endorsement(trust.EndorsementProof.decode(own[0]).endorsement).address
+    return address, told, len(contacts)
+
+
+def own_rotation(store: Store, contact: Contact) -> TrustRotation | None:
+    """Our move to a new address, for every session with a contact."""
+    own = store.trust.own_rotation()
+    return None if own is None or contact.introduced else TrustRotation(*own)
 
 
 def receive_staple(
@@ -158,6 +193,130 @@ def _receive(
         # judged again (one of them may be revoked in it, trust.md §7.2).
         recheck_contacts(store, anchor, now_ms, cache)
     return new_list
+
+
+def receive_rotation(
+    store: Store,
+    contact: Contact,
+    record: TrustRotation,
+    now_ms: int,
+    cache: trust.VerifiedCache | None = None,
+) -> Contact | None:
+    """Decide on ``contact``'s move to a new address (trust.md §6,
+    :func:`~onionpost.proto.trust_session.meet_rotation`) and, accepted, carry
+    it out in one transaction: the contact's row at the new address with its
+    new tor key (its history and outbox with it), its endorsement there, the
+    move recorded; the contact as moved. Refused (forged, another agency,
+    ``replaces`` not its address, no endorsement), nothing changes, the
+    refusal is logged and None returned."""
+    address = str(contact.address)
+    anchors = {s.anchor.agency: s.anchor for s in store.trust.all()}
+    stored = store.trust.endorsements().get(contact.id)
+    taken = frozenset(str(p.address) for p in store.contacts.peers() if p.id != contact.id)
+    try:
+        moved = meet_rotation(
+            anchors,
+            _held(store),
+            address=address,
+            current=None if stored is None else stored.proof,
+            proof=record.proof,
+            taken=taken,
+            now=now_ms // 1000,
+            cache=cache,
+        )
+    except TrustError as exc:
+        why = getattr(exc, "reason", None) or (
+            "forged" if isinstance(exc, ForgedStatementError) else "malformed"
+        )
+        log.warning(
+            "event=rotation_refused contact=%s what=%s why=%s",
+            contact_ref(contact.id),
+            exc.what,
+            why,
+        )
+        return None
+    rotation, verdict = moved.rotation, moved.verdict
+    anchor = anchors[rotation.agency]
+    new = OnionAddress.parse(rotation.new_address)
+    with store.transaction():
+        after = store.contacts.move(contact.id, new, record.client_auth_public, now_ms)
+        store.trust.set_endorsement(
+            contact.id,
+            record.proof,
+            verdict.status.value,
+            describe(rotation.agency, verdict),
+            now_ms,
+        )
+        store.trust.record_rotation(
+            contact.id,
+            contact.address.public_key,
+            moved.describe(),
+            now_ms,
+            old_registered=contact.mailbox_registered,
+        )
+        if moved.checkpoint is not None:
+            revocations = store.trust.held().get(anchor.fingerprint, (None, None))[0]
+            store.trust.hold(anchor.fingerprint, revocations, moved.checkpoint.data)
+        if moved.alarm is not None:
+            alarm = moved.alarm
+            store.trust.raise_alarm(
+                alarm.what, anchor.fingerprint, alarm.first, alarm.second, now_ms
+            )
+    if moved.alarm is not None:
+        log.warning("event=trust_alarm kind=%s agency=%s", moved.alarm.what, rotation.agency)
+    log.warning(
+        "event=contact_rotated contact=%s proof=%s from_revoked=%s status=%s",
+        contact_ref(contact.id),
+        rotation.proof.value,
+        str(moved.from_revoked).lower(),
+        verdict.status.value,
+    )
+    return after
+
+
+def announce_rotation(
+    store: Store, address: str, *, new: str, client_auth_public: bytes, proof: bytes, now_ms: int
+) -> tuple[trust.Rotation, trust.Verdict]:
+    """Keep our move from ``address`` to ``new`` (trust.md §6) to announce to
+    every contact, once it is one they will accept: the proof endorses
+    ``new`` under the anchor of our own agency (not refused), it replaces
+    ``address``, and an old-key line on it, where present, is our key's.
+    :class:`ConfigError` (nothing stored) otherwise. Nobody has been told it
+    when this returns."""
+    own = store.trust.own()
+    if own is None:
+        raise ConfigError("install this endpoint's own endorsement first: contacts move from it")
+    fingerprint, current = own
+    anchor = next(
+        (s.anchor for s in store.trust.all() if s.anchor.fingerprint == fingerprint), None
+    )
+    if anchor is None:
+        raise ConfigError("the anchor of this endpoint's agency is no longer installed")
+    held = _held(store).get(anchor.fingerprint)
+    revocations = None if held is None or held.revocations is None else held.revocations.value
+    try:
+        presented = trust.EndorsementProof.decode(proof)
+        if trust.claimed_agency(presented.delegation) != anchor.agency:
+            raise ConfigError(f"that endorsement is not by {anchor.agency}, this endpoint's agency")
+        verdict = trust.check_endorsement(
+            anchor, presented, address=new, revocations=revocations, now=now_ms // 1000
+        )
+        if verdict.status is trust.Status.REFUSED:
+            assert verdict.reason is not None
+            raise ConfigError(
+                f"that endorsement is refused for the new address: {verdict.reason.value}"
+            )
+        old = trust.stored_endorsement(trust.EndorsementProof.decode(current).endorsement)
+        rotation = trust.check_rotation(old, verdict, presented.endorsement)
+    except StatementRefusedError as exc:
+        raise ConfigError(f"that endorsement cannot move this endpoint: {exc.reason}") from exc
+    except TrustError as exc:
+        raise ConfigError(f"that endorsement does not verify under the anchor: {exc}") from exc
+    if rotation.old_address != address:
+        raise ConfigError("that endorsement replaces another address")
+    store.trust.set_own_rotation(proof, client_auth_public, now_ms)
+    log.warning("event=rotation_announced proof=%s", rotation.proof.value)
+    return rotation, verdict
 
 
 def install_own(store: Store, address: str, proof: bytes, now_ms: int) -> trust.Verdict:

@@ -1,0 +1,353 @@
+"""Rotation without a reset (trust.md §6), in memory on MockClock: alice, an
+endpoint of agency acme, moves to a new onion address; her contact bob moves
+her over by himself, with her history, whether he is there when she announces
+it or away (he finds it in his mailbox), and what waited for her goes to the
+new address once. A rotation that does not hold (forged, another agency,
+``replaces`` naming another address, no endorsement to move from) changes
+nothing, is logged, and the session goes on.
+
+The new address is a node of its own here (``alice-new``) holding bob as a
+contact: what the same home holds once it has moved (the command that makes
+the new identity in the home is not built yet, trust.md §0).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+from onionpost import api
+from onionpost.daemon.delivery import install_own
+from onionpost.errors import ConfigError
+from onionpost.proto.session import PeerDecision
+from onionpost.proto.trust import Revoked
+from onionpost.proto.trust_session import RevocationBundle
+from onionpost.testing.agency import Agency
+from onionpost.testing.memory import MailboxNode, Network, Node, befriend, network, until
+
+pytestmark = pytest.mark.trio
+
+LONG = 600.0  # virtual seconds
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+async def _stop(node: Node | MailboxNode) -> None:
+    node.stop()
+    await until(lambda: node.scope is None)
+
+
+def _bodies(node: Node, contact_id: int) -> list[str]:
+    return [
+        s.body or ""
+        for s in node.store.messages.inbox(limit=1000)
+        if s.contact_id == contact_id and s.body is not None
+    ]
+
+
+def _endorsement_held(bob: Node, alice: Node) -> bool:
+    return bob.store.trust.endorsements().get(bob.contact(alice).id) is not None
+
+
+def _moved(bob: Node, new: Node) -> bool:
+    return bob.store.contacts.contact_by_address(new.address) is not None
+
+
+@asynccontextmanager
+async def _pair(
+    tmp_path: Path, *, endorsed: bool = True, **config: object
+) -> AsyncIterator[tuple[Network, trio.Nursery, Agency, Node, Node, Node]]:
+    """alice and bob, contacts, both holding acme's anchor; alice endorsed by
+    acme with a fresh list, so bob holds her endorsement after a session; and
+    alice's new address, which has bob as its contact (not started)."""
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path, **config) as (net, nursery):
+        alice, bob, new = net.node("alice"), net.node("bob"), net.node("alice-new")
+        befriend(alice, bob)
+        now_ms = _now() * 1000
+        new.store.contacts.add_contact("bob", bob.address, bob.secrets.client_auth_public, now_ms)
+        for node in (alice, bob, new):
+            node.store.trust.add(acme.anchor, now_ms)
+        if endorsed:
+            own = acme.endorse(alice.secrets.identity, _now()).encode()
+            install_own(alice.store, str(alice.address), own, now_ms)
+        alice.store.trust.hold(acme.anchor.fingerprint, acme.revocations(1, _now()), None)
+        yield net, nursery, acme, alice, bob, new
+
+
+def _rotate(alice: Node, new: Node, proof: bytes) -> None:
+    """What the rotation command leaves in alice's home: the move to announce."""
+    alice.store.trust.set_own_rotation(proof, new.secrets.client_auth_public, _now() * 1000)
+
+
+async def test_a_contact_there_moves_over_with_its_history(
+    tmp_path: Path, clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="onionpost")
+    async with _pair(tmp_path) as (_net, nursery, acme, alice, bob, new):
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        before = await alice.send(bob, "before the move")
+        await until(lambda: alice.state(before) == "delivered", LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        contact_id = bob.contact(alice).id
+        old_address = alice.address
+
+        # alice moves: endorsed at the new address, replacing the old, signed
+        # by acme and by her old key; her daemon starts again with it.
+        proof = acme.endorse(
+            new.secrets.identity, _now(), replaces=str(old_address), also=[alice.secrets.identity]
+        ).encode()
+        await _stop(alice)
+        _rotate(alice, new, proof)
+        await alice.start(nursery)
+        await until(lambda: _moved(bob, new), LONG)
+
+        moved = bob.contact(new)
+        assert (moved.id, moved.name) == (contact_id, "alice")
+        assert moved.client_auth_public == new.secrets.client_auth_public
+        assert bob.store.contacts.contact_by_address(old_address) is None
+        assert _bodies(bob, contact_id) == ["before the move"]  # her history stays hers
+        assert bob.store.trust.rotation_told() == frozenset()  # bob announces nothing
+        assert bob.contact(new).id in alice.store.trust.rotation_told()
+        assert alice.daemon is not None
+        moving = (await alice.daemon.status(api.GetStatus())).rotation
+        assert moving == api.RotationStatus(str(new.address), told=1, contacts=1)
+        assert bob.daemon is not None
+        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        shown = listed["alice"]
+        assert shown.address == str(new.address)
+        assert shown.rotated == f"moved from {old_address} by agency acme and the old key"
+        assert shown.rotated_ms is not None
+        assert shown.endorsement_status == "endorsed"
+        assert "event=contact_rotated" in caplog.text
+        # Settled outside the session that carried it, which the move ended.
+        await until(lambda: "event=contact_move_settled" in caplog.text)
+        # bob's onion service lets in the new tor key, not the old one.
+        authorized = bob.daemon.authorized_clients()
+        assert new.secrets.client_auth_public in authorized
+        assert alice.secrets.client_auth_public not in authorized
+        # The old address is no peer of bob's now: its sessions are refused.
+        assert bob.engine is not None
+        assert bob.engine.decide(old_address) is PeerDecision.REFUSE
+        assert bob.engine.decide(new.address) is PeerDecision.ACCEPT
+
+        # What bob sends now goes to the new address, once.
+        after = await bob.send(new, "after the move")
+        await until(lambda: bob.state(after) == "delivered", LONG)
+        assert _bodies(new, new.contact(bob).id) == ["after the move"]
+        assert _bodies(alice, alice.contact(bob).id) == []
+
+
+async def test_a_contact_away_moves_over_through_its_mailbox(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """bob is away when alice moves: her announcement waits in his mailbox;
+    back, he moves her over from it (her old address gone by then) and what he
+    had queued for her reaches the new address exactly once."""
+    async with _pair(tmp_path, mailbox_after=5.0) as (net, nursery, acme, alice, bob, new):
+        box = net.mailbox("box-b")
+        for node in (box, alice, bob, new):
+            await node.start(nursery)
+        assert bob.daemon is not None
+        await bob.daemon.mailbox_pair(api.MailboxPair(await box.code()))
+        first = await bob.send(alice, "hello")
+        await until(lambda: bob.state(first) == "delivered", LONG)
+        await until(lambda: alice.contact(bob).mailbox == box.address, LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        contact_id = bob.contact(alice).id
+        await until(lambda: alice.secrets.client_auth_public in box.authorized(), LONG)
+
+        # alice goes; bob queues a text for her, then goes away too.
+        await _stop(alice)
+        queued = await bob.send(alice, "queued while she moves")
+        await _stop(bob)
+
+        old_address = alice.address
+        proof = acme.endorse(new.secrets.identity, _now(), replaces=str(old_address)).encode()
+        _rotate(alice, new, proof)
+        await alice.start(nursery)  # under her old address, with the move to announce
+        at_alice = alice.contact(bob).id
+        await until(lambda: at_alice in alice.store.trust.rotation_told(), LONG)  # deposited
+        await _stop(alice)  # and her old address is gone
+
+        await bob.start(nursery)
+        await until(lambda: _moved(bob, new), LONG)
+        await until(lambda: bob.state(queued) == "delivered", LONG)
+        assert bob.contact(new).id == contact_id
+        assert _bodies(new, new.contact(bob).id) == ["queued while she moves"]
+        assert _bodies(alice, alice.contact(bob).id) == ["hello"]
+        shown = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}["alice"]
+        assert shown.rotated == f"moved from {old_address} by agency acme"
+        # Registered at bob's mailbox under the new address: it may deposit there.
+        await until(lambda: bob.contact(new).mailbox_registered, LONG)
+        assert new.secrets.client_auth_public in box.authorized()
+        # The new address is told bob's mailbox (the old one was).
+        await until(lambda: new.contact(bob).mailbox == box.address, LONG)
+        # and deregistered under the old one: its tor key is let in no more.
+        await until(lambda: alice.secrets.client_auth_public not in box.authorized(), LONG)
+        assert bob.store.trust.moved_registered() == []
+
+
+REFUSED = ["another agency", "a forged endorsement", "replaces another address", "no endorsement"]
+
+
+@pytest.mark.parametrize("case", REFUSED)
+async def test_a_rotation_that_does_not_hold_changes_nothing(
+    tmp_path: Path, clock: MockClock, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="onionpost")
+    async with _pair(tmp_path, endorsed=case != "no endorsement") as (
+        net,
+        nursery,
+        acme,
+        alice,
+        bob,
+        new,
+    ):
+        other = Agency.make("bravo" if case == "another agency" else "acme", _now())
+        if case == "another agency":
+            bob.store.trust.add(other.anchor, _now() * 1000)
+        signer = other if case in {"another agency", "a forged endorsement"} else acme
+        someone = net.node("someone").address
+        replaces = str(someone if case == "replaces another address" else alice.address)
+        proof = signer.endorse(new.secrets.identity, _now(), replaces=replaces).encode()
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        _rotate(alice, new, proof)
+        first = await alice.send(bob, "one")
+        await until(lambda: alice.state(first) == "delivered", LONG)
+        if case != "no endorsement":
+            await until(
+                lambda: bob.store.trust.endorsements().get(bob.contact(alice).id) is not None
+            )
+        # A new session carries the rotation (sent at every session's start).
+        await _stop(alice)
+        await alice.start(nursery)
+        await until(lambda: "event=rotation_refused" in caplog.text, LONG)
+        # Nothing changed, and the session goes on.
+        assert not _moved(bob, new)
+        assert bob.contact(alice).address == alice.address
+        assert bob.store.trust.rotations() == {}
+        second = await alice.send(bob, "two")
+        await until(lambda: alice.state(second) == "delivered", LONG)
+        assert _bodies(bob, bob.contact(alice).id) == ["one", "two"]
+
+
+async def test_announcing_a_move_while_sessions_are_up_and_every_bad_input(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """``trust_rotate`` (the local API of ``onionpost trust rotate``) checks the
+    move before it keeps it: our agency, our address replaced, the card's
+    address endorsed; a good one goes at once on the session that is up."""
+    async with _pair(tmp_path) as (net, nursery, acme, alice, bob, new):
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        first = await alice.send(bob, "hello")
+        await until(lambda: alice.state(first) == "delivered", LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        assert alice.daemon is not None
+        assert alice.engine is not None
+        assert alice.engine.reachable(alice.contact(bob).id)
+        card = new.card()
+        someone = net.node("someone")
+        bravo = Agency.make("bravo", _now())
+
+        def proof(signer: Agency, who: Node, replaces: str) -> str:
+            data = signer.endorse(who.secrets.identity, _now(), replaces=replaces).encode()
+            return base64.b64encode(data).decode()
+
+        old = str(alice.address)
+        bad = [
+            (card, proof(bravo, new, old), "not by acme"),
+            (card, proof(acme, new, str(someone.address)), "cannot move this endpoint"),
+            (card, proof(acme, new, ""), "cannot move this endpoint"),
+            (card, proof(acme, someone, old), "wrong-address"),
+            (alice.card(), proof(acme, new, old), "this endpoint's own"),
+            (card, "not base64!", "base64"),
+            (card, base64.b64encode(b"garbage").decode(), "does not verify"),
+        ]
+        for card_text, data, problem in bad:
+            with pytest.raises(ConfigError, match=problem):
+                await alice.daemon.trust_rotate(api.TrustRotate(card_text, data))
+            assert alice.store.trust.own_rotation() is None  # nothing kept
+        assert not _moved(bob, new)
+
+        done = await alice.daemon.trust_rotate(api.TrustRotate(card, proof(acme, new, old)))
+        assert (done.address, done.replaces, done.agency, done.proof) == (
+            str(new.address),
+            old,
+            "acme",
+            "agency",
+        )
+        assert done.contacts == 1
+        # Told on the session that was up, without a new one.
+        await until(lambda: _moved(bob, new), LONG)
+        after = await bob.send(new, "at the new address")
+        await until(lambda: bob.state(after) == "delivered", LONG)
+        assert _bodies(new, new.contact(bob).id) == ["at the new address"]
+
+
+async def test_a_daemon_with_no_endorsement_of_its_own_cannot_announce(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with _pair(tmp_path, endorsed=False) as (_net, nursery, acme, alice, _bob, new):
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        data = acme.endorse(new.secrets.identity, _now(), replaces=str(alice.address)).encode()
+        with pytest.raises(ConfigError, match="own endorsement first"):
+            await alice.daemon.trust_rotate(
+                api.TrustRotate(new.card(), base64.b64encode(data).decode())
+            )
+        assert alice.store.trust.own_rotation() is None
+
+
+async def test_a_contact_moves_away_from_its_revoked_address_through_the_mailbox(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """The compromise case: alice's old address is revoked, so bob refuses her
+    sessions at the handshake; her move, deposited in his mailbox, is allowed
+    and shown as a move away from a revoked address, and the refusal ends
+    with it (the new address is endorsed): what bob held for her goes there."""
+    async with _pair(tmp_path, mailbox_after=5.0) as (net, nursery, acme, alice, bob, new):
+        box = net.mailbox("box-b")
+        for node in (box, alice, bob, new):
+            await node.start(nursery)
+        assert bob.daemon is not None
+        await bob.daemon.mailbox_pair(api.MailboxPair(await box.code()))
+        first = await bob.send(alice, "hello")
+        await until(lambda: bob.state(first) == "delivered", LONG)
+        await until(lambda: alice.contact(bob).mailbox == box.address, LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        await _stop(alice)
+
+        revoking = acme.revocations(2, _now(), Revoked(str(alice.address), _now(), "seized"))
+        bundle = RevocationBundle(acme.delegation, revoking, acme.checkpoint()).encode()
+        await bob.daemon.trust_revocations_import(
+            api.TrustRevocationsImport(base64.b64encode(bundle).decode())
+        )
+        assert bob.engine is not None
+        assert bob.engine.decide(alice.address) is PeerDecision.REFUSE
+        held = await bob.send(alice, "held while she is revoked")
+
+        old_address = alice.address
+        proof = acme.endorse(new.secrets.identity, _now(), replaces=str(old_address)).encode()
+        _rotate(alice, new, proof)
+        await alice.start(nursery)  # refused by bob: her move goes to his mailbox
+        await until(lambda: _moved(bob, new), LONG)
+        await _stop(alice)
+        shown = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}["alice"]
+        assert shown.rotated == f"moved from {old_address} (a revoked address) by agency acme"
+        assert shown.endorsement_status == "endorsed"
+        await until(lambda: bob.state(held) == "delivered", LONG)
+        assert _bodies(new, new.contact(bob).id) == ["held while she is revoked"]
