@@ -566,3 +566,13 @@ def test_mldsa_verifier_keys_round_trip_and_differ_from_ed25519() -> None:
     assert ml.key_id != ed.key_id
     with pytest.raises(ConfigError):
         note.Verifier("acme/root", note.MLDSA65, ACME.anchor.ed25519)
+
+
+def test_a_statement_whose_body_line_is_not_ascii_is_malformed_not_a_crash() -> None:
+    # Found by the trust fuzz target: base64 of a non-ASCII str raised a bare
+    # ValueError out of the decoder.
+    from onionpost.proto.trust import claimed_agency
+
+    signed = note.sign("onionpost-trust/v1 delegation\nÿé€\n", "acme", Identity.generate())
+    with pytest.raises(MalformedStatementError):
+        claimed_agency(signed.to_bytes())

@@ -525,7 +525,8 @@ def _decode_body(text: str, kind: Kind) -> tuple[Any, ...]:
     try:
         raw = base64.b64decode(lines[1], validate=True)
         value = _msgpack.unpack(raw, max_len=_MAX_BODY, max_items=MAX_REVOCATIONS)
-    except (binascii.Error, _msgpack.NotMsgpack) as exc:
+    except (ValueError, _msgpack.NotMsgpack) as exc:
+        # ValueError: binascii.Error, and a body line that is not ASCII.
         raise _malformed(kind.value) from exc
     if not isinstance(value, tuple) or not value or value[0] != VERSION:
         raise _malformed(kind.value)

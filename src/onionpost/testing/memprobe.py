@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import importlib.util
 import json
 import runpy
 import sys
@@ -68,11 +69,12 @@ def _libc() -> Any:
 
 
 def _sqlite_used() -> Any:
-    try:
-        import sqlcipher3._sqlite3 as driver  # type: ignore[import-untyped]
-    except ImportError:
+    # The store's driver library, found without importing it here (the store
+    # is the one place that imports it): its allocator's counter.
+    spec = importlib.util.find_spec("sqlcipher3._sqlite3")
+    if spec is None or spec.origin is None:
         return None
-    used = ctypes.CDLL(driver.__file__).sqlite3_memory_used
+    used = ctypes.CDLL(spec.origin).sqlite3_memory_used
     used.restype = ctypes.c_int64
     return used
 
