@@ -141,9 +141,7 @@ class RegistrarLink:
     # -- enrolment (the local API) ------------------------------------------------
 
     async def enrol(self, code_text: str) -> trust.Verdict:
-        code = EnrolmentCode.parse(code_text)
-        if code.registrar == self._secrets.identity.address:
-            raise ConfigError("that enrolment code names this endpoint's own address")
+        code = EnrolmentCode.parse_for(code_text, self._secrets.identity.address)
         failure: BaseException | None = None
         deadline = trio.current_time() + ENROL_BUDGET
         for attempt in range(ENROL_ATTEMPTS):

@@ -72,6 +72,7 @@ class CodeKind:
     article: str  # "a": "a mailbox setup code is text"
     code_noun: str  # "a setup code": "a setup code's secret is 32 bytes"
     proof_noun: str  # "a pairing token": "a pairing token is 32 bytes"
+    own_refusal: str  # a code naming the holder itself: "that setup code is ... own address"
     length_hint: str = ""  # after the length error, e.g. ": cut short or run together?"
 
     def digest(self, token: bytes) -> bytes:
@@ -143,6 +144,15 @@ class OneTimeCode:
         Surrounding whitespace and letter case do not matter.
         """
         return cls(*cls.KIND.decode(text))  # type: ignore[call-arg]
+
+    @classmethod
+    def parse_for(cls, text: str, holder: OnionAddress) -> Self:
+        """:meth:`parse`, for ``holder`` to use: a code naming ``holder`` itself
+        (it cannot reach its own onion service) is a ConfigError too."""
+        code = cls.parse(text)
+        if code.service == holder:
+            raise ConfigError(cls.KIND.own_refusal)
+        return code
 
     def to_text(self) -> str:
         return self.KIND.encode(self.service, self.secret)

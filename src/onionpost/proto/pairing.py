@@ -68,6 +68,7 @@ _SETUP: Final = CodeKind(
     article="a",
     code_noun="a setup code",
     proof_noun="a pairing token",
+    own_refusal="that setup code is this endpoint's own address",
     length_hint=": cut short or run together?",
 )
 

@@ -62,6 +62,7 @@ _ENROL: Final = CodeKind(
     article="a",
     code_noun="an enrolment code",
     proof_noun="an enrolment token",
+    own_refusal="that enrolment code names this endpoint's own address",
 )
 
 
