@@ -43,6 +43,7 @@ from onionpost.host._onion import (
 from onionpost.host._service import (
     CLOSE_GRACE,
     ClientsPublisher,
+    MeteredReceiver,
     PeerSessions,
     ServiceBackend,
     ServiceHome,
@@ -78,6 +79,7 @@ __all__ = [
     "Kick",
     "OnionHost",
     "ClientsPublisher",
+    "MeteredReceiver",
     "PeerSessions",
     "ServiceBackend",
     "ServiceHome",

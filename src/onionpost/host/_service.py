@@ -27,7 +27,9 @@ knows its key: :meth:`ServiceBackend.published_qr` waits (a little) for
 that, and draws the code for a terminal.
 
 A server bounds the sessions each peer holds with :class:`PeerSessions`;
-one over the bound is closed at once (:func:`refuse_session`).
+one over the bound is closed at once (:func:`refuse_session`). It reads a
+session's records through a :class:`MeteredReceiver`, so many a second at
+most.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from onionpost.home import Config, ContactCard, Paths, Secrets
 from onionpost.host._backend import Handlers
 from onionpost.host._events import EventHub
 from onionpost.host._onion import OnionHost
-from onionpost.host._supervision import Kick
+from onionpost.host._supervision import Kick, TokenBucket
+from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.session import PeerDecision
 from onionpost.transport import SecureChannel
@@ -55,6 +58,7 @@ __all__ = [
     "CLOSE_GRACE",
     "PUBLISH_WAIT",
     "ClientsPublisher",
+    "MeteredReceiver",
     "PeerSessions",
     "ServiceBackend",
     "ServiceHome",
@@ -199,6 +203,29 @@ class PeerSessions(Generic[S]):
 
     def items(self) -> ItemsView[bytes, set[S]]:
         return self._by_peer.items()
+
+
+class MeteredReceiver:
+    """A session's records in, ``rate`` a second (with a burst of twice that):
+    every record the session decrypted costs a token, Pings and ignored
+    extensions too. While the bucket is in debt nothing is read, and tor's
+    flow control slows the sender."""
+
+    def __init__(self, channel: SecureChannel, rate: float) -> None:
+        self._channel = channel
+        self._bucket = TokenBucket(rate)
+        self._counted = 0
+
+    def __repr__(self) -> str:
+        return f"MeteredReceiver(counted={self._counted})"
+
+    async def receive(self) -> m.Message:
+        """The next record; ``trio.EndOfChannel`` when the session ended."""
+        record = await self._channel.receive()
+        total = self._channel.records_received
+        await self._bucket.take(total - self._counted)
+        self._counted = total
+        return record
 
 
 async def refuse_session(channel: SecureChannel, serial: int, log: logging.Logger) -> None:

@@ -83,11 +83,11 @@ from onionpost.host import (
     CLOSE_GRACE,
     ClientsPublisher,
     Kick,
+    MeteredReceiver,
     PeerSessions,
     Shed,
     StoreWorker,
     ThreadWorker,
-    TokenBucket,
     first_failure,
     refuse_session,
 )
@@ -497,19 +497,12 @@ class MailboxServer:
         session.wake.fire()
 
     async def _receiver(self, session: _Session) -> None:
-        channel = session.channel
-        bucket = TokenBucket(self._policy.records_per_second)
-        counted = 0
+        records = MeteredReceiver(session.channel, self._policy.records_per_second)
         while True:
             try:
-                record = await channel.receive()
+                record = await records.receive()
             except trio.EndOfChannel:
                 return
-            # Every record the session decrypted costs a token: Pings and
-            # ignored extensions too.
-            total = channel.records_received
-            await bucket.take(total - counted)
-            counted = total
             if isinstance(record, m.UnknownExtension):
                 continue  # spec.md §5.1: an unknown extension is ignored
             handler = self._HANDLERS.get(type(record))

@@ -49,11 +49,11 @@ from onionpost.home import Config
 from onionpost.host import (
     CLOSE_GRACE,
     ClientsPublisher,
+    MeteredReceiver,
     PeerSessions,
     Shed,
     StoreWorker,
     ThreadWorker,
-    TokenBucket,
     first_failure,
     refuse_session,
 )
@@ -263,16 +263,12 @@ class RegistrarServer:
                 log.warning("event=session_error session=%d", serial, exc_info=failure)
 
     async def _serve(self, channel: SecureChannel) -> None:
-        bucket = TokenBucket(self._policy.records_per_second)
-        counted = 0
+        records = MeteredReceiver(channel, self._policy.records_per_second)
         while True:
             try:
-                record = await channel.receive()
+                record = await records.receive()
             except trio.EndOfChannel:
                 return
-            total = channel.records_received
-            await bucket.take(total - counted)
-            counted = total
             if isinstance(record, m.UnknownExtension | m.Ping | m.Pong):
                 continue
             if isinstance(record, m.RgEnrol):
