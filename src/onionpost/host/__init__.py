@@ -41,6 +41,7 @@ from onionpost.host._onion import (
     tor_config,
 )
 from onionpost.host._service import (
+    CLIENTS_RETRY,
     CLOSE_GRACE,
     ClientsPublisher,
     MeteredReceiver,
@@ -69,6 +70,7 @@ from onionpost.host._supervision import (
 from onionpost.host._worker import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
+    "CLIENTS_RETRY",
     "CLOSE_GRACE",
     "JSON",
     "Backend",
