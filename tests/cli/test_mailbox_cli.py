@@ -23,8 +23,8 @@ from onionpost import api
 from onionpost.cli import main
 from onionpost.client import open_client
 from onionpost.home import Secrets
+from onionpost.host import qr_text
 from onionpost.mailbox import MailboxBackend, MailboxPolicy, MailboxServer
-from onionpost.mailbox._service import qr_text
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.pairing import SetupCode, token_digest
 from onionpost.store import MailboxStore

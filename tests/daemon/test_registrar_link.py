@@ -5,7 +5,9 @@ registrar logged and retried, never fatal."""
 
 from __future__ import annotations
 
+import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,12 @@ import trio
 from trio.testing import MockClock
 
 from onionpost import api
-from onionpost.errors import ConfigError, DialError, TransportError
+from onionpost.errors import ConfigError, DialError, RemoteProtocolError, TransportError
+from onionpost.proto import messages as m
+from onionpost.proto.session import PeerDecision
 from onionpost.proto.trust import EndorsementProof
-from onionpost.testing.memory import Node, RegistrarNode, befriend, network, until
+from onionpost.testing.memory import MemoryListener, Node, RegistrarNode, befriend, network, until
+from onionpost.transport import SecureChannel, serve
 
 
 def _verdict(holder: Node, other: Node) -> tuple[str, str] | None:
@@ -184,3 +189,81 @@ async def test_an_enrolment_cut_on_the_way_is_asked_again(tmp_path: Path, clock:
         assert done.endpoint == "Desk"
         assert len(cuts) == 2
         assert a1.store.trust.own() is not None
+
+
+async def _answer_with_the_other_record(channel: SecureChannel) -> None:
+    """A registrar gone wrong: an RgFetch answered with an RgEndorsement, an
+    RgEnrol or RgRenew with an RgList (of the request's ``req``)."""
+    async for record in channel:
+        if isinstance(record, m.RgFetch):
+            await channel.send(m.RgEndorsement(record.req, b"not a proof"))
+        elif isinstance(record, m.RgEnrol | m.RgRenew):
+            await channel.send(m.RgList(record.req, b"d", b"r", b"c"))
+
+
+async def _gone_wrong(registrar: RegistrarNode, nursery: trio.Nursery) -> MemoryListener:
+    """A listener at ``registrar``'s keys that serves it gone wrong."""
+    wrong = MemoryListener()
+    await nursery.start(
+        partial(
+            serve,
+            _answer_with_the_other_record,
+            [wrong],
+            identity=registrar.secrets.identity,
+            static=registrar.secrets.static,
+            decide=lambda peer: PeerDecision.ACCEPT,
+        )
+    )
+    return wrong
+
+
+async def test_a_registrar_answering_with_the_wrong_record_fails_the_round_only(
+    tmp_path: Path, clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="onionpost.daemon")
+    async with network(tmp_path, trust_refresh=60.0) as (net, nursery):
+        registrar = net.registrar("registrar", refresh=60)
+        a1 = net.node("a1")
+        await registrar.start(nursery)
+        await a1.start(nursery)
+        await _enrol(a1, registrar, "Desk")
+        await until(lambda: _held_serial(a1, registrar) > 0)
+        assert a1.daemon is not None
+        link = a1.daemon.registrar
+        rounds, own = link.rounds, a1.store.trust.own()
+        # The registrar's address now answers an RgFetch with an RgEndorsement.
+        real, registrar.listener = registrar.listener, await _gone_wrong(registrar, nursery)
+        link.kick()
+        await until(lambda: link.last_error != "", seconds=61)
+        assert link.last_error == "protocol-bad-message"
+        assert link.rounds == rounds
+        assert "event=registrar_round_failed reason=protocol-bad-message" in caplog.text
+        assert "AssertionError" not in caplog.text
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert a1.store.trust.own() == own  # nothing installed from it
+        assert a1.engine is not None
+        assert a1.engine.running
+        # The next round, with the registrar itself again, succeeds.
+        registrar.listener = real
+        link.kick()
+        await until(lambda: link.rounds > rounds and link.last_error == "", seconds=61)
+
+
+async def test_an_enrolment_answered_with_the_wrong_record_is_refused_and_nothing_kept(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        registrar = net.registrar("registrar")
+        a1 = net.node("a1")
+        await registrar.start(nursery)
+        await a1.start(nursery)
+        code = await registrar.code("Desk")
+        registrar.listener = await _gone_wrong(registrar, nursery)
+        a1.store.trust.add(registrar.anchor, int(time.time() * 1000))
+        assert a1.daemon is not None
+        with pytest.raises(RemoteProtocolError, match="with RgList, not RgEndorsement"):
+            await a1.daemon.trust_enrol(api.TrustEnrol(code))
+        assert a1.store.trust.own() is None
+        assert not (a1.paths.home / "registrar.txt").exists()
+        assert a1.engine is not None
+        assert a1.engine.running

@@ -13,11 +13,20 @@ command, and a request that is not answered in time fails the same way.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
@@ -32,6 +41,7 @@ from onionpost.errors import (
     DaemonNotRunningError,
     NotFoundError,
     OnionpostError,
+    SelfTestError,
     StoreError,
     TorError,
     TransportError,
@@ -42,6 +52,8 @@ from onionpost.limits import MAX_CARD_BUNDLE_FILE, MAX_PASSPHRASE_FILE, PASSPHRA
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from onionpost import api
+    from onionpost.home import Config, Secrets
     from onionpost.host import SecretSource
 
 __all__ = [
@@ -55,13 +67,18 @@ __all__ = [
     "emit_json",
     "enter_with_deadline",
     "exit_code",
+    "expires_option",
     "fail",
     "format_ms",
     "home_option",
     "json_option",
+    "print_code",
     "printable",
     "read_card_argument",
     "read_passphrase_file",
+    "run_until_signal",
+    "serve_options",
+    "served_home",
     "table_console",
     "check_label",
     "resolve_home",
@@ -352,3 +369,100 @@ def check_label(label: str | None) -> None:
 
 def stdin_is_a_terminal() -> bool:
     return sys.stdin.isatty()
+
+
+# -- a home run as a service in the foreground, and its one-time codes ------------------
+
+
+def serve_options(function: F) -> F:
+    """``--home``, ``--key-file``, ``--passphrase-file``: what a command that runs
+    a home in the foreground takes (``daemon``, ``mailbox serve``, ``registrar serve``)."""
+    function = click.option("--passphrase-file", type=click.Path(path_type=Path))(function)
+    function = click.option(
+        "--key-file", type=click.Path(path_type=Path), envvar="ONIONPOST_KEY_FILE"
+    )(function)
+    return home_option(function)
+
+
+@contextmanager
+def served_home(
+    home: Path | None,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    *,
+    log: logging.Logger,
+) -> Iterator[tuple[Paths, Secrets, Config]]:
+    """A home to run as a service (a mailbox, a registrar), its lock held: the
+    primitives checked first (exit 3 when they fail), then the secrets opened."""
+    from onionpost.host import check_primitives, open_home
+
+    try:
+        check_primitives()
+    except SelfTestError as exc:
+        fail(str(exc), EXIT_ENVIRONMENT)
+    paths = Paths.for_home(resolve_home(home))
+    source = partial(secret_source, key_file, passphrase_file)
+    with open_home(paths, source, what="home", log=log) as (secrets, config):
+        yield paths, secrets, config
+
+
+async def run_until_signal(
+    run: Callable[..., Awaitable[Any]], name: str, log: logging.Logger
+) -> None:
+    """Start ``run`` (it reports its address), say ``onionpost NAME ready`` on
+    stderr, and cancel it at the first SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(run)
+            print(f"onionpost {name} ready: {address}", file=sys.stderr, flush=True)
+            async for signum in signals:
+                log.info("event=stopping signal=%s", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+# `--expires` of a one-time code: what the local API accepts (api.MailboxCode,
+# api.RegistrarCode).
+MIN_EXPIRES: Final = 60
+MAX_EXPIRES: Final = 604_800
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_DURATION: Final = re.compile(r"(\d{1,7})([smhd]?)")
+
+
+def _expires(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """Seconds, or a number with a unit: ``90s``, ``30m``, ``24h``, ``7d``."""
+    match = _DURATION.fullmatch(value.strip().lower())
+    if match is None:
+        raise click.BadParameter(f"{value!r} is not a duration like 3600, 90m, 24h or 7d")
+    seconds = int(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not MIN_EXPIRES <= seconds <= MAX_EXPIRES:
+        raise click.BadParameter(f"a code lasts from 1 minute to 7 days, not {seconds} s")
+    return seconds
+
+
+def expires_option(default: str) -> Callable[[F], F]:
+    """``--expires DURATION`` of a one-time code, in seconds."""
+    return click.option(
+        "--expires",
+        metavar="DURATION",
+        default=default,
+        callback=_expires,
+        show_default=True,
+        help="How long the code may be used: seconds, or 90m, 24h, 7d (1 minute to 7 days).",
+    )
+
+
+def print_code(
+    issued: api.SetupCode | api.EnrolmentCode, *, holder: str, command: str, verb: str
+) -> None:
+    """A one-time code and its QR on stdout; on stderr, until when, for whom
+    (``holder``: "one owner: on its endpoint run"), the ``command`` it is
+    used with there, and a warning that whoever sees it can ``verb`` with it."""
+    click.echo(issued.code)
+    click.echo(issued.qr, nl=False)
+    click.echo(
+        f"valid until {format_ms(issued.expires_ms)}, for {holder}\n"
+        f"    {command}\n"
+        f"Anyone who sees the code can {verb} in its place until then: hand it over privately.",
+        err=True,
+    )

@@ -6,9 +6,7 @@ import contextlib
 import logging
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +25,9 @@ from onionpost.cli._common import (
     json_option,
     resolve_home,
     run_client,
+    run_until_signal,
     secret_source,
+    serve_options,
 )
 from onionpost.errors import OnionpostError, SelfTestError, StoreError, StoreLockedError
 
@@ -50,9 +50,7 @@ def _fail(message: str, code: int) -> None:
 
 
 @click.command("daemon")
-@home_option
-@click.option("--key-file", type=click.Path(path_type=Path), envvar="ONIONPOST_KEY_FILE")
-@click.option("--passphrase-file", type=click.Path(path_type=Path))
+@serve_options
 def daemon(home: Path | None, key_file: Path | None, passphrase_file: Path | None) -> None:
     """Run the endpoint in the foreground until SIGINT or SIGTERM."""
     from onionpost.daemon import Daemon
@@ -77,14 +75,7 @@ def daemon(home: Path | None, key_file: Path | None, passphrase_file: Path | Non
 
 
 async def _run(daemon: Daemon) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            address = await nursery.start(daemon.run)
-            print(f"onionpost daemon ready: {address}", file=sys.stderr, flush=True)
-            async for signum in signals:
-                log.info("event=stopping signal=%s", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    await run_until_signal(daemon.run, "daemon", log)
     daemon.close()
 
 

@@ -10,12 +10,8 @@ runs an endpoint); ``code`` asks the running mailbox for a setup code;
 from __future__ import annotations
 
 import logging
-import re
-import signal
 import sys
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
 
 import click
 import trio
@@ -24,43 +20,23 @@ from rich.text import Text
 
 from onionpost import api
 from onionpost.cli._common import (
-    EXIT_ENVIRONMENT,
     emit_json,
-    fail,
+    expires_option,
     format_ms,
     home_option,
     json_option,
+    print_code,
     printable,
-    resolve_home,
     run_client,
-    secret_source,
+    run_until_signal,
+    serve_options,
+    served_home,
     table_console,
 )
-from onionpost.errors import SelfTestError
-
-if TYPE_CHECKING:
-    from onionpost.mailbox import MailboxService
 
 __all__ = ["mailbox"]
 
-# `mailbox code --expires`: what the local API accepts (api.MailboxCode).
-MIN_EXPIRES: Final = 60
-MAX_EXPIRES: Final = 604_800
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_DURATION: Final = re.compile(r"(\d{1,7})([smhd]?)")
-
 log = logging.getLogger("onionpost.mailbox")
-
-
-def _expires(ctx: click.Context, param: click.Parameter, value: str) -> int:
-    """Seconds, or a number with a unit: ``90s``, ``30m``, ``24h``, ``7d``."""
-    match = _DURATION.fullmatch(value.strip().lower())
-    if match is None:
-        raise click.BadParameter(f"{value!r} is not a duration like 3600, 90m, 24h or 7d")
-    seconds = int(match.group(1)) * _UNITS[match.group(2) or "s"]
-    if not MIN_EXPIRES <= seconds <= MAX_EXPIRES:
-        raise click.BadParameter(f"a code lasts from 1 minute to 7 days, not {seconds} s")
-    return seconds
 
 
 @click.group("mailbox")
@@ -72,57 +48,30 @@ def mailbox() -> None:
 
 
 @mailbox.command("serve")
-@home_option
-@click.option("--key-file", type=click.Path(path_type=Path), envvar="ONIONPOST_KEY_FILE")
-@click.option("--passphrase-file", type=click.Path(path_type=Path))
+@serve_options
 def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None) -> None:
     """Run this home as a mailbox in the foreground until SIGINT or SIGTERM.
 
     The home is one made by 'onionpost init'. Its owners' envelopes are kept
     in mailbox.db; the home never runs 'onionpost daemon' at the same time.
     """
-    from onionpost.home import Paths
-    from onionpost.host import check_primitives, open_home
     from onionpost.mailbox import MailboxService
     from onionpost.store import MailboxStore
 
-    try:
-        check_primitives()
-    except SelfTestError as exc:
-        fail(str(exc), EXIT_ENVIRONMENT)
-    paths = Paths.for_home(resolve_home(home))
-    source = partial(secret_source, key_file, passphrase_file)
-    with open_home(paths, source, what="home", log=log) as (secrets, config):
+    with served_home(home, key_file, passphrase_file, log=log) as (paths, secrets, config):
         store = MailboxStore.open(paths.mailbox_store, secrets.store_key)
         try:
-            trio.run(_run, MailboxService(paths, secrets, config, store))
+            service = MailboxService(paths, secrets, config, store)
+            trio.run(run_until_signal, service.run, "mailbox", log)
         finally:
             store.close()
-
-
-async def _run(service: MailboxService) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            address = await nursery.start(service.run)
-            print(f"onionpost mailbox ready: {address}", file=sys.stderr, flush=True)
-            async for signum in signals:
-                log.info("event=stopping signal=%s", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
 
 
 # -- code, pair -----------------------------------------------------------------------------
 
 
 @mailbox.command("code")
-@click.option(
-    "--expires",
-    metavar="DURATION",
-    default="24h",
-    callback=_expires,
-    show_default=True,
-    help="How long the code may be used: seconds, or 90m, 24h, 7d (1 minute to 7 days).",
-)
+@expires_option("24h")
 @home_option
 @json_option
 def code(expires: int, home: Path | None, as_json: bool) -> None:
@@ -131,13 +80,11 @@ def code(expires: int, home: Path | None, as_json: bool) -> None:
     if as_json:
         emit_json(api.encode(issued))
         return
-    click.echo(issued.code)
-    click.echo(issued.qr, nl=False)
-    click.echo(
-        f"valid until {format_ms(issued.expires_ms)}, for one owner: on its endpoint run\n"
-        "    onionpost mailbox pair CODE\n"
-        "Anyone who sees the code can pair in its place until then: hand it over privately.",
-        err=True,
+    print_code(
+        issued,
+        holder="one owner: on its endpoint run",
+        command="onionpost mailbox pair CODE",
+        verb="pair",
     )
 
 

@@ -10,34 +10,30 @@ registrar through its local API.
 from __future__ import annotations
 
 import logging
-import signal
-import sys
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import trio
 
 from onionpost import api
 from onionpost.cli._common import (
-    EXIT_ENVIRONMENT,
     emit_json,
-    fail,
+    expires_option,
     format_ms,
     home_option,
     json_option,
+    print_code,
     printable,
     resolve_home,
     run_client,
+    run_until_signal,
     secret_source,
+    serve_options,
+    served_home,
 )
-from onionpost.cli._mailbox_cmd import _expires
 from onionpost.cli._trust_cmd import _key_source, _secret_options
-from onionpost.errors import ConfigError, SelfTestError
-
-if TYPE_CHECKING:
-    from onionpost.registrar import RegistrarService
+from onionpost.errors import ConfigError
 
 __all__ = ["registrar"]
 
@@ -109,35 +105,15 @@ def init(
 
 
 @registrar.command("serve")
-@home_option
-@click.option("--key-file", type=click.Path(path_type=Path), envvar="ONIONPOST_KEY_FILE")
-@click.option("--passphrase-file", type=click.Path(path_type=Path))
+@serve_options
 def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None) -> None:
     """Run this home as the agency's registrar in the foreground until SIGINT or SIGTERM."""
-    from onionpost.home import Paths
-    from onionpost.host import check_primitives, open_home
     from onionpost.registrar import RegistrarBook, RegistrarService
 
-    try:
-        check_primitives()
-    except SelfTestError as exc:
-        fail(str(exc), EXIT_ENVIRONMENT)
-    paths = Paths.for_home(resolve_home(home))
-    source = partial(secret_source, key_file, passphrase_file)
-    with open_home(paths, source, what="home", log=log) as (secrets, config):
+    with served_home(home, key_file, passphrase_file, log=log) as (paths, secrets, config):
         book = RegistrarBook.open(_registrar_dir(paths.home), secrets.store_key)
-        trio.run(_run, RegistrarService(paths, secrets, config, book))
-
-
-async def _run(service: RegistrarService) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            address = await nursery.start(service.run)
-            print(f"onionpost registrar ready: {address}", file=sys.stderr, flush=True)
-            async for signum in signals:
-                log.info("event=stopping signal=%s", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+        service = RegistrarService(paths, secrets, config, book)
+        trio.run(run_until_signal, service.run, "registrar", log)
 
 
 @registrar.command("code")
@@ -145,14 +121,7 @@ async def _run(service: RegistrarService) -> None:
     "--name", "endpoint", required=True, help="The endpoint's name, e.g. 'Field office 3'."
 )
 @click.option("--unit", default="", help="Its unit.")
-@click.option(
-    "--expires",
-    metavar="DURATION",
-    default="1h",
-    callback=_expires,
-    show_default=True,
-    help="How long the code may be used: seconds, or 90m, 24h, 7d (1 minute to 7 days).",
-)
+@expires_option("1h")
 @home_option
 @json_option
 def code(endpoint: str, unit: str, expires: int, home: Path | None, as_json: bool) -> None:
@@ -161,13 +130,11 @@ def code(endpoint: str, unit: str, expires: int, home: Path | None, as_json: boo
     if as_json:
         emit_json(api.encode(issued))
         return
-    click.echo(issued.code)
-    click.echo(issued.qr, nl=False)
-    click.echo(
-        f"valid until {format_ms(issued.expires_ms)}, for one endpoint: on it run\n"
-        "    onionpost trust enrol CODE\n"
-        "Anyone who sees the code can enrol in its place until then: hand it over privately.",
-        err=True,
+    print_code(
+        issued,
+        holder="one endpoint: on it run",
+        command="onionpost trust enrol CODE",
+        verb="enrol",
     )
 
 

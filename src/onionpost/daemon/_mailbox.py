@@ -285,9 +285,7 @@ class OwnerLink:
     # -- the local API -------------------------------------------------------------------
 
     async def pair(self, code_text: str) -> api.MailboxRef:
-        code = SetupCode.parse(code_text)
-        if code.mailbox == self._secrets.identity.address:
-            raise ConfigError("that setup code is this endpoint's own address")
+        code = SetupCode.parse_for(code_text, self._secrets.identity.address)
         async with self._pairing:
             await self._db(
                 self._store.mailbox.begin_pairing, code.mailbox, code.to_text(), _now_ms()

@@ -35,7 +35,15 @@ import trio
 
 from onionpost import api
 from onionpost.daemon.delivery import Imported, import_revocations, install_own
-from onionpost.errors import ConfigError, DialError, OnionpostError, TransportError, TrustError
+from onionpost.errors import (
+    CloseCode,
+    ConfigError,
+    DialError,
+    OnionpostError,
+    RemoteProtocolError,
+    TransportError,
+    TrustError,
+)
 from onionpost.home import Secrets, write_atomic
 from onionpost.host import StoreWorker, first_failure, reason
 from onionpost.proto import messages as m
@@ -51,6 +59,7 @@ __all__ = ["RegistrarLink"]
 log = logging.getLogger("onionpost.daemon")
 
 T = TypeVar("T")
+A = TypeVar("A", m.RgEndorsement, m.RgList)
 
 RegistrarDial = Callable[[OnionAddress, bytes], Awaitable[SecureChannel]]
 
@@ -132,9 +141,7 @@ class RegistrarLink:
     # -- enrolment (the local API) ------------------------------------------------
 
     async def enrol(self, code_text: str) -> trust.Verdict:
-        code = EnrolmentCode.parse(code_text)
-        if code.registrar == self._secrets.identity.address:
-            raise ConfigError("that enrolment code names this endpoint's own address")
+        code = EnrolmentCode.parse_for(code_text, self._secrets.identity.address)
         failure: BaseException | None = None
         deadline = trio.current_time() + ENROL_BUDGET
         for attempt in range(ENROL_ATTEMPTS):
@@ -145,6 +152,7 @@ class RegistrarLink:
                         code.registrar,
                         code.client_auth_private(),
                         lambda req: m.RgEnrol(req, code.token(), self._secrets.client_auth_public),
+                        m.RgEndorsement,
                     )
                 break
             except* trio.TooSlowError:
@@ -171,7 +179,6 @@ class RegistrarLink:
                     f"running [{reason(failure)}]"
                 ) from failure
             raise failure
-        assert isinstance(proof, m.RgEndorsement)
         verdict = await self._install(proof.proof)
         try:
             write_atomic(self._file, f"{code.registrar}\n".encode(), mode=0o600)
@@ -188,12 +195,16 @@ class RegistrarLink:
         return verdict
 
     async def _exchange(
-        self, registrar: OnionAddress, client_auth: bytes, make: Callable[[int], m.Message]
-    ) -> m.Message:
+        self,
+        registrar: OnionAddress,
+        client_auth: bytes,
+        make: Callable[[int], m.Message],
+        answer: type[A],
+    ) -> A:
         """One request on a new session; the answer, or ConfigError for a refusal."""
         channel = await self._dial(registrar, client_auth)
         try:
-            return await _ask(channel, 1, make)
+            return await _ask(channel, 1, make, answer)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await channel.aclose()
@@ -233,12 +244,10 @@ class RegistrarLink:
                 size = trust.stored_checkpoint(checkpoint).checkpoint.size
         channel = await self._dial(registrar, self._secrets.client_auth_private)
         try:
-            listed = await _ask(channel, 1, lambda req: m.RgFetch(req, size))
-            assert isinstance(listed, m.RgList)
+            listed = await _ask(channel, 1, lambda req: m.RgFetch(req, size), m.RgList)
             await self._take_list(listed)
             if own is not None and self._renewal_due(own[1]):
-                renewed = await _ask(channel, 2, m.RgRenew)
-                assert isinstance(renewed, m.RgEndorsement)
+                renewed = await _ask(channel, 2, m.RgRenew, m.RgEndorsement)
                 if renewed.proof != own[1]:
                     await self._install(renewed.proof)
                     log.info("event=endorsement_renewed")
@@ -273,7 +282,12 @@ class RegistrarLink:
         return renewal_due(endorsement.valid_from, endorsement.valid_until, int(time.time()))
 
 
-async def _ask(channel: SecureChannel, req: int, make: Callable[[int], m.Message]) -> m.Message:
+async def _ask(
+    channel: SecureChannel, req: int, make: Callable[[int], m.Message], answer_type: type[A]
+) -> A:
+    """Send ``make(req)`` and wait for its answer, an ``answer_type``: a refusal
+    is a ConfigError, the other answer a registrar gives (an RgList for an
+    RgEnrol) a RemoteProtocolError, anything else out of turn a TransportError."""
     await channel.send(make(req))
     while True:
         try:
@@ -285,5 +299,10 @@ async def _ask(channel: SecureChannel, req: int, make: Callable[[int], m.Message
         if isinstance(answer, m.RgResult) and answer.req == req:
             raise ConfigError(REFUSED_TEXT)
         if isinstance(answer, m.RgEndorsement | m.RgList) and answer.req == req:
-            return answer
+            if isinstance(answer, answer_type):
+                return answer
+            raise RemoteProtocolError(
+                f"the registrar answered with {type(answer).__name__}, not {answer_type.__name__}",
+                close_code=CloseCode.BAD_MESSAGE,
+            )
         raise TransportError("the registrar answered out of turn", reason="broken")

@@ -3,9 +3,9 @@
 Neither process imports the other; what both need is here, one floor below
 them (``README.md``, "The code")::
 
-    daemon ──┐
-             ├──► host ──► tor, transport, home, proto
-    mailbox ─┘
+    daemon ─────┐
+    mailbox ────┼──► host ──► tor, transport, home, proto
+    registrar ──┘
 
 - :class:`OnionHost`: tor (launched or attached, supervised, its hardening
   reported, its state into an :class:`EventHub`), the Noise static key's
@@ -13,6 +13,12 @@ them (``README.md``, "The code")::
   :meth:`OnionHost.dial` to another onion service.
 - :func:`serve_api` and :class:`Backend`: the local control socket and what
   it asks of the process behind it; :class:`EventHub`: its events.
+- :class:`ServiceHome`: a home run as a client-authorized onion service (a
+  mailbox, a registrar) with its :class:`ServiceBackend` (``whoami``,
+  ``status``, a new code drawn by :func:`qr_text` once tor has its key);
+  for its session server, :class:`ClientsPublisher` (who tor authorizes,
+  after each change) and :class:`PeerSessions` (sessions per peer, bounded;
+  :func:`refuse_session` past the bound).
 - The supervisors' small pieces: :class:`Kick`, :class:`TokenBucket`,
   :func:`first_failure`, :class:`Shed`, and :func:`reason`, the one
   vocabulary in which failures are logged and reported.
@@ -34,6 +40,18 @@ from onionpost.host._onion import (
     open_unix_listener,
     tor_config,
 )
+from onionpost.host._service import (
+    CLIENTS_RETRY,
+    CLOSE_GRACE,
+    ClientsPublisher,
+    MeteredReceiver,
+    PeerSessions,
+    ServiceBackend,
+    ServiceHome,
+    ServiceServer,
+    qr_text,
+    refuse_session,
+)
 from onionpost.host._startup import (
     SecretSource,
     check_primitives,
@@ -52,6 +70,8 @@ from onionpost.host._supervision import (
 from onionpost.host._worker import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
+    "CLIENTS_RETRY",
+    "CLOSE_GRACE",
     "JSON",
     "Backend",
     "EventHub",
@@ -60,6 +80,14 @@ __all__ = [
     "InlineWorker",
     "Kick",
     "OnionHost",
+    "ClientsPublisher",
+    "MeteredReceiver",
+    "PeerSessions",
+    "ServiceBackend",
+    "ServiceHome",
+    "ServiceServer",
+    "qr_text",
+    "refuse_session",
     "descriptor_refetched",
     "SecretSource",
     "Shed",

@@ -79,7 +79,18 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import Config
-from onionpost.host import Kick, Shed, StoreWorker, ThreadWorker, TokenBucket, first_failure
+from onionpost.host import (
+    CLOSE_GRACE,
+    ClientsPublisher,
+    Kick,
+    MeteredReceiver,
+    PeerSessions,
+    Shed,
+    StoreWorker,
+    ThreadWorker,
+    first_failure,
+    refuse_session,
+)
 from onionpost.host import reason as failure_reason
 from onionpost.limits import MAX_UNUSED_PREKEYS_PER_CONTACT
 from onionpost.proto import envelope as env
@@ -127,10 +138,6 @@ MAX_ONE_TIME_PREKEYS: Final = 200
 MAX_OPEN_CODES: Final = 8
 # Distinct tor client keys the onion service authorizes (tor's bound for us).
 MAX_CLIENTS: Final = MAX_AUTHORIZED_CLIENTS
-# Seconds before telling tor again about authorized clients after it failed.
-CLIENTS_RETRY: Final = 5.0
-# How long a closing session may take to say goodbye.
-CLOSE_GRACE: Final = 2.0
 
 NOT_FOUND_DETAIL: Final = "not found"
 CODE_REFUSED_DETAIL: Final = "the setup code is unknown, used or expired"
@@ -276,17 +283,13 @@ class MailboxServer:
         self._store = store
         self._policy = policy
         self._address = address
-        self._clients_changed = clients_changed
         self._clock = clock
         self._worker = worker or ThreadWorker()
         self._snapshot = _Snapshot.of(store.directory(clock()))
         self._refreshes = 0
         self._applied = 0
-        self._changed = Kick()
-        # The keys tor was last given, and a kick each time it is given new ones.
-        self._told: list[bytes] = []
-        self._published = Kick()
-        self._sessions: dict[bytes, set[_Session]] = {}
+        self._clients = ClientsPublisher(self.authorized_clients, clients_changed, log=log)
+        self._sessions: PeerSessions[_Session] = PeerSessions(MAX_SESSIONS_PER_PEER)
         self._serials = itertools.count(1)
 
     def __repr__(self) -> str:
@@ -298,8 +301,7 @@ class MailboxServer:
         """Run until cancelled: the publisher of authorized clients, housekeeping."""
         await self._refresh()
         async with trio.open_nursery() as nursery:
-            self._told = self.authorized_clients()
-            nursery.start_soon(self._publisher, self._told)
+            self._clients.start(nursery)
             nursery.start_soon(self._housekeeping)
             task_status.started()
 
@@ -315,32 +317,12 @@ class MailboxServer:
         if ticket > self._applied:
             self._applied = ticket
             self._snapshot = _Snapshot.of(directory)
-            self._changed.fire()
-
-    async def _publisher(self, told: list[bytes]) -> None:
-        """Tell tor the authorized keys whenever they differ from what it was told."""
-        while True:
-            seen = self._changed.generation
-            current = self.authorized_clients()
-            if current != told and self._clients_changed is not None:
-                try:
-                    await self._clients_changed()
-                except OnionpostError as exc:
-                    log.warning("event=authorize_failed error=%s", type(exc).__name__)
-                    await trio.sleep(CLIENTS_RETRY)
-                    continue
-                log.info("event=clients_authorized count=%d", len(current))
-                told = current
-                self._told = current
-                self._published.fire()
-                continue
-            await self._changed.wait(since=seen)
+            self._clients.changed()
 
     async def wait_published(self) -> None:
         """Until tor has been given the keys authorized now (a new setup code's
         key among them). The caller bounds the wait."""
-        while self._clients_changed is not None and self.authorized_clients() != self._told:
-            await self._published.wait()
+        await self._clients.wait_published()
 
     async def _housekeeping(self) -> None:
         while True:
@@ -453,14 +435,10 @@ class MailboxServer:
         """Serve one session (the listener's handler). Never raises but Cancelled:
         the session is its own failure domain."""
         key = channel.peer.public_key
-        peers = self._sessions.setdefault(key, set())
         session = _Session(channel, next(self._serials))
-        if len(peers) >= MAX_SESSIONS_PER_PEER:
-            log.info("event=session_refused session=%d reason=too-many-sessions", session.serial)
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
-                await channel.aclose(CloseCode.RATE_LIMITED, "too many sessions")
+        if not self._sessions.admit(key, session):
+            await refuse_session(channel, session.serial, log)
             return
-        peers.add(session)
         log.info("event=session_up session=%d %s", session.serial, self._handle(key))
         log.debug("event=session_up session=%d peer=%s", session.serial, channel.peer)
         failure: BaseException | None = None
@@ -477,9 +455,7 @@ class MailboxServer:
             if isinstance(channel.failure, RemoteProtocolError) and not isinstance(failure, Shed):
                 failure = channel.failure
         finally:
-            peers.discard(session)
-            if not peers:
-                self._sessions.pop(key, None)
+            self._sessions.leave(key, session)
             code, reason = CloseCode.NORMAL, ""
             if isinstance(failure, Shed):
                 code, reason = failure.code, str(failure)
@@ -521,19 +497,12 @@ class MailboxServer:
         session.wake.fire()
 
     async def _receiver(self, session: _Session) -> None:
-        channel = session.channel
-        bucket = TokenBucket(self._policy.records_per_second)
-        counted = 0
+        records = MeteredReceiver(session.channel, self._policy.records_per_second)
         while True:
             try:
-                record = await channel.receive()
+                record = await records.receive()
             except trio.EndOfChannel:
                 return
-            # Every record the session decrypted costs a token: Pings and
-            # ignored extensions too.
-            total = channel.records_received
-            await bucket.take(total - counted)
-            counted = total
             if isinstance(record, m.UnknownExtension):
                 continue  # spec.md §5.1: an unknown extension is ignored
             handler = self._HANDLERS.get(type(record))
@@ -590,7 +559,7 @@ class MailboxServer:
         return True
 
     def _wake_owner(self, owner: bytes) -> None:
-        for session in self._sessions.get(owner, ()):
+        for session in self._sessions.of(owner):
             if session.fetch is not None:
                 session.wake.fire()
 

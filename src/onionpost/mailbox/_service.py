@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ::
 
-    MailboxService.run()
+    MailboxService.run()     (a ServiceHome, onionpost.host)
     └── host.running         the OnionHost (onionpost.host): the local control
         │                    socket with a MailboxBackend, our tor supervised,
         │                    the static key renewed
@@ -16,7 +16,7 @@ The onion service is published from the home's identity with client
 authorization (rend-spec-v3 §2.5.1.2): only clients holding a key the server
 lists in :meth:`MailboxServer.authorized_clients` can even fetch its
 descriptor. Whenever that list changes the server calls back, and the new
-list is handed to tor (:meth:`OnionHost.authorize`). As for the endpoint
+list is handed to tor (:meth:`ServiceHome.authorize`). As for the endpoint
 daemon, the host has tor forward the service's streams to a Unix socket in
 the home's 0700 run directory, so no TCP port is open.
 
@@ -28,46 +28,26 @@ as a configuration error.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable
-from typing import Any, Final
-
-import trio
+from typing import Final
 
 from onionpost import api
-from onionpost.home import Config, ContactCard, Paths, Secrets
-from onionpost.host import EventHub, Handlers, OnionHost
+from onionpost.home import Config, Paths, Secrets
+from onionpost.host import EventHub, ServiceBackend, ServiceHome
 from onionpost.mailbox._server import MailboxPolicy, MailboxServer
 from onionpost.proto.address import OnionAddress
 from onionpost.store import MailboxStore
 
-__all__ = ["MailboxBackend", "MailboxService", "qr_text"]
+__all__ = ["MailboxBackend", "MailboxService"]
 
 log = logging.getLogger("onionpost.mailbox")
 
 # A mailbox holding this share of its disk budget says so in its status.
 FULL_WARNING: Final = 0.9
-# How long `mailbox code` waits for tor to be given the new code's key.
-PUBLISH_WAIT: Final = 10.0
 
 
-def qr_text(data: str) -> str:
-    """``data`` as a QR code drawn with block characters, for a terminal.
-
-    A setup code is upper-cased first: QR's alphanumeric mode then holds it in
-    a smaller symbol, and the code reads back the same (it ignores case).
-    segno is imported here only, when a code is made.
-    """
-    import segno
-
-    symbol = segno.make(data.upper(), error="m", micro=False)
-    out = io.StringIO()
-    symbol.terminal(out=out, compact=True)
-    return out.getvalue()
-
-
-class MailboxBackend:
+class MailboxBackend(ServiceBackend):
     """The local API of a mailbox (:class:`onionpost.host.Backend`).
 
     ``tor_status()`` is tor's state as the service sees it.
@@ -82,49 +62,25 @@ class MailboxBackend:
         tor_status: Callable[[], api.TorStatus],
         hub: EventHub | None = None,
     ) -> None:
-        self._secrets = secrets
+        super().__init__(secrets, tor_status=tor_status, hub=hub)
         self._server = server
         self._policy = policy
-        self._tor_status = tor_status
-        self._hub = hub or EventHub()
+        self.handlers = self.serving(
+            {
+                api.MailboxCode: self.mailbox_code,
+                api.GetMailboxStatus: self.mailbox_status,
+                api.MailboxWipe: self.mailbox_wipe,
+            }
+        )
 
-        self.handlers: Handlers = {
-            api.Whoami: self.whoami,
-            api.GetStatus: self.status,
-            api.MailboxCode: self.mailbox_code,
-            api.GetMailboxStatus: self.mailbox_status,
-            api.MailboxWipe: self.mailbox_wipe,
-        }
-
-    unserved: Final = "this home runs a mailbox, not an endpoint"
-
-    def __repr__(self) -> str:
-        return "MailboxBackend()"
+    unserved = "this home runs a mailbox, not an endpoint"
 
     # -- what a mailbox answers ---------------------------------------------------------
 
-    async def whoami(self, request: api.Whoami) -> api.Identity:
-        card = ContactCard.issue(self._secrets)
-        return api.Identity(
-            self._secrets.display_name, str(self._secrets.identity.address), card.to_line()
-        )
-
-    async def status(self, request: api.GetStatus) -> api.Status:
-        return api.Status(
-            address=str(self._secrets.identity.address),
-            tor=self._tor_status(),
-            outbox_depth=0,
-            last_delivery_ms=None,
-            contacts=(),
-        )
-
     async def mailbox_code(self, request: api.MailboxCode) -> api.SetupCode:
         issued = await self._server.new_setup_code(request.expires)
-        # The code is no use before tor knows its key: wait (a little) for that.
-        with trio.move_on_after(PUBLISH_WAIT):
-            await self._server.wait_published()
         text = issued.code.to_text()
-        qr = await trio.to_thread.run_sync(qr_text, text)
+        qr = await self.published_qr(self._server, text)
         return api.SetupCode(code=text, expires_ms=issued.expires_ms, qr=qr)
 
     async def mailbox_status(self, request: api.GetMailboxStatus) -> api.MailboxStatus:
@@ -149,15 +105,12 @@ class MailboxBackend:
         address = None if request.owner is None else OnionAddress.parse(request.owner)
         return await self._server.wipe(address)
 
-    def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
-        return self._hub.subscribe(list(topics))
 
-    def close(self) -> None:
-        self._hub.close()
-
-
-class MailboxService:
+class MailboxService(ServiceHome):
     """A home run as a mailbox: :meth:`run` until cancelled. See the module docstring."""
+
+    server: MailboxServer
+    backend: MailboxBackend
 
     def __init__(
         self,
@@ -168,47 +121,14 @@ class MailboxService:
         *,
         policy: MailboxPolicy | None = None,
     ) -> None:
-        self._secrets = secrets
         self.policy = policy or MailboxPolicy.from_config(config)
-        hub = EventHub()
-        self.server = MailboxServer(
+        server = MailboxServer(
             store,
             self.policy,
             address=secrets.identity.address,
-            clients_changed=self._clients_changed,
+            clients_changed=self.authorize,
         )
-        self.host = OnionHost(
-            paths,
-            secrets,
-            config,
-            clients=self.server.authorized_clients,
-            hub=hub,
-            log=log,
-            role=api.Role.MAILBOX,
-        )
+        super().__init__(paths, secrets, config, server, role=api.Role.MAILBOX, log=log)
         self.backend = MailboxBackend(
-            secrets, self.server, self.policy, tor_status=lambda: self.host.tor_status, hub=hub
+            secrets, server, self.policy, tor_status=self.tor_status, hub=self.hub
         )
-
-    def __repr__(self) -> str:
-        return f"MailboxService({self._secrets.identity.address})"
-
-    async def run(
-        self, *, task_status: trio.TaskStatus[OnionAddress] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        try:
-            async with self.host.running(self.backend) as nursery:
-                await nursery.start(self.server.run)
-                await self.host.serve(nursery, self.server.run_inbound, self.server.decide)
-                clients = await self.host.publish()
-                self.host.ready()
-                log.info("event=ready role=mailbox clients=%d", len(clients))
-                task_status.started(self._secrets.identity.address)
-                await trio.sleep_forever()
-        finally:
-            self.backend.close()
-
-    async def _clients_changed(self) -> None:
-        """The server's authorized clients changed: tell tor (the server retries
-        later when this raises, and calls one at a time)."""
-        await self.host.authorize()

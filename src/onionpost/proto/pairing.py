@@ -36,15 +36,14 @@ the highest ``version`` (138 bytes, big-endian integers)::
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import secrets
 import struct
 from dataclasses import dataclass, field
-from typing import Final
+from typing import ClassVar, Final
 
 from onionpost.errors import AuthenticationError, ConfigError, MessageDecodeError
-from onionpost.proto._crypto import KeyPair, constant_time_equal, ed25519_verify
+from onionpost.proto import _onetime
+from onionpost.proto._crypto import constant_time_equal, ed25519_verify
+from onionpost.proto._onetime import CodeKind, OneTimeCode
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity
 
@@ -59,18 +58,19 @@ __all__ = [
 ]
 
 SETUP_PREFIX: Final = "onionpost-mailbox1:"
-SETUP_VERSION: Final = 1
-SECRET_LEN: Final = 32
-_KEY_LEN: Final = 32
-_CHECKSUM_LEN: Final = 4
-_CODE_BYTES: Final = 1 + _KEY_LEN + SECRET_LEN + _CHECKSUM_LEN  # 69
-# base32 of 69 bytes: 13 groups of 8 characters, then 4 bytes in 7 (no padding).
-SETUP_TEXT_LEN: Final = len(base64.b32encode(bytes(_CODE_BYTES)).rstrip(b"="))  # 111
-_BASE32: Final = frozenset("abcdefghijklmnopqrstuvwxyz234567")
-
-_CLIENT_AUTH_LABEL: Final = b"onionpost mailbox client-auth"
-_TOKEN_LABEL: Final = b"onionpost mailbox token"
-_DIGEST_LABEL: Final = b"onionpost mailbox token digest"
+SECRET_LEN: Final = _onetime.SECRET_LEN
+SETUP_TEXT_LEN: Final = _onetime.CODE_TEXT_LEN  # 111
+_KEY_LEN: Final = _onetime.KEY_LEN
+_SETUP: Final = CodeKind(
+    prefix=SETUP_PREFIX,
+    labels=b"onionpost mailbox",
+    what="mailbox setup code",
+    article="a",
+    code_noun="a setup code",
+    proof_noun="a pairing token",
+    own_refusal="that setup code is this endpoint's own address",
+    length_hint=": cut short or run together?",
+)
 
 ANNOUNCEMENT_FORMAT: Final = 1
 ANNOUNCEMENT_CONTEXT: Final = b"onionpost mailbox announcement\x00"
@@ -81,89 +81,30 @@ _U64_MAX: Final = 2**64 - 1
 _REFUSED: Final = "mailbox announcement refused"
 
 
-def _keyed(key: bytes, label: bytes) -> bytes:
-    return hashlib.blake2b(label, key=key, digest_size=32).digest()
-
-
-def _checksum(data: bytes) -> bytes:
-    return hashlib.blake2b(data).digest()[:_CHECKSUM_LEN]
-
-
 @dataclass(frozen=True, slots=True)
-class SetupCode:
-    """What a mailbox's operator gives an owner to pair with it. The text is a secret."""
+class SetupCode(OneTimeCode):
+    """What a mailbox's operator gives an owner to pair with it. The text is a secret.
+
+    Its tor client-authorization key is the owner's at the mailbox during
+    pairing; its token proves to the mailbox that the owner holds the code.
+    """
+
+    KIND: ClassVar[CodeKind] = _SETUP
 
     mailbox: OnionAddress
     secret: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.secret, bytes) or len(self.secret) != SECRET_LEN:
-            raise ConfigError(f"a setup code's secret is {SECRET_LEN} bytes")
+        self._check_secret()
 
-    @classmethod
-    def generate(cls, mailbox: OnionAddress) -> SetupCode:
-        return cls(mailbox, secrets.token_bytes(SECRET_LEN))
-
-    def to_text(self) -> str:
-        data = bytes([SETUP_VERSION]) + self.mailbox.public_key + self.secret
-        encoded = base64.b32encode(data + _checksum(data)).decode("ascii")
-        return SETUP_PREFIX + encoded.rstrip("=").lower()
-
-    @classmethod
-    def parse(cls, text: str) -> SetupCode:
-        """Read a typed or pasted code; ConfigError saying what is wrong with it.
-
-        Surrounding whitespace and letter case do not matter.
-        """
-        if not isinstance(text, str):
-            raise ConfigError("a mailbox setup code is text")
-        lowered = text.strip().lower()
-        if not lowered.startswith(SETUP_PREFIX):
-            raise ConfigError(f"not a mailbox setup code: it must start with {SETUP_PREFIX!r}")
-        body = lowered[len(SETUP_PREFIX) :]
-        if not _BASE32.issuperset(body):
-            raise ConfigError(
-                "mailbox setup code has characters outside base32 (a-z, 2-7): mistyped?"
-            )
-        if len(body) != SETUP_TEXT_LEN:
-            raise ConfigError(
-                f"mailbox setup code has {len(body)} characters after the prefix, "
-                f"not {SETUP_TEXT_LEN}: cut short or run together?"
-            )
-        padded = body.upper() + "=" * (-len(body) % 8)
-        raw = base64.b32decode(padded)
-        data, checksum = raw[:-_CHECKSUM_LEN], raw[-_CHECKSUM_LEN:]
-        # The last character carries 3 unused bits: a code that does not
-        # re-encode to itself was mistyped there, whatever the checksum says.
-        canonical = base64.b32encode(raw).decode("ascii").rstrip("=").lower() == body
-        if not canonical or not constant_time_equal(checksum, _checksum(data)):
-            raise ConfigError("mailbox setup code is mistyped: its checksum does not match")
-        if data[0] != SETUP_VERSION:
-            raise ConfigError(f"mailbox setup code of unsupported version {data[0]}")
-        return cls(OnionAddress(data[1 : 1 + _KEY_LEN]), data[1 + _KEY_LEN :])
-
-    def client_auth_private(self) -> bytes:
-        """The X25519 private key (clamped, RFC 7748) of the owner's tor client
-        authorization at the mailbox during pairing."""
-        key = bytearray(_keyed(self.secret, _CLIENT_AUTH_LABEL))
-        key[0] &= 248
-        key[31] &= 127
-        key[31] |= 64
-        return bytes(key)
-
-    def client_auth_public(self) -> bytes:
-        return KeyPair.from_private(self.client_auth_private()).public
-
-    def token(self) -> bytes:
-        """32 bytes that prove to the mailbox that the owner holds the code."""
-        return _keyed(self.secret, _TOKEN_LABEL)
+    @property
+    def service(self) -> OnionAddress:
+        return self.mailbox
 
 
 def token_digest(token: bytes) -> bytes:
     """What the mailbox stores in place of a token (32 bytes)."""
-    if not isinstance(token, bytes) or len(token) != 32:
-        raise ConfigError("a pairing token is 32 bytes")
-    return _keyed(token, _DIGEST_LABEL)
+    return _SETUP.digest(token)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,15 +35,12 @@ refresh interval ago).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import secrets
 from dataclasses import dataclass, field
-from typing import Final
+from typing import ClassVar, Final
 
 from onionpost.errors import ConfigError
 from onionpost.limits import MAX_REGISTRAR_REFRESH, MIN_REGISTRAR_REFRESH
-from onionpost.proto._crypto import KeyPair, constant_time_equal
+from onionpost.proto._onetime import CODE_TEXT_LEN, CodeKind, OneTimeCode
 from onionpost.proto.address import OnionAddress
 
 __all__ = [
@@ -57,94 +54,42 @@ __all__ = [
 ]
 
 ENROL_PREFIX: Final = "onionpost-registrar1:"
-_VERSION: Final = 1
-_SECRET_LEN: Final = 32
-_KEY_LEN: Final = 32
-_CHECKSUM_LEN: Final = 4
-_CODE_BYTES: Final = 1 + _KEY_LEN + _SECRET_LEN + _CHECKSUM_LEN
-ENROL_TEXT_LEN: Final = len(base64.b32encode(bytes(_CODE_BYTES)).rstrip(b"="))  # 111
-_BASE32: Final = frozenset("abcdefghijklmnopqrstuvwxyz234567")
-_CLIENT_AUTH_LABEL: Final = b"onionpost registrar client-auth"
-_TOKEN_LABEL: Final = b"onionpost registrar token"
-_DIGEST_LABEL: Final = b"onionpost registrar token digest"
-_WHAT: Final = "registrar enrolment code"
-
-
-def _keyed(key: bytes, label: bytes) -> bytes:
-    return hashlib.blake2b(label, key=key, digest_size=32).digest()
-
-
-def _checksum(data: bytes) -> bytes:
-    return hashlib.blake2b(data).digest()[:_CHECKSUM_LEN]
+ENROL_TEXT_LEN: Final = CODE_TEXT_LEN  # 111
+_ENROL: Final = CodeKind(
+    prefix=ENROL_PREFIX,
+    labels=b"onionpost registrar",
+    what="registrar enrolment code",
+    article="a",
+    code_noun="an enrolment code",
+    proof_noun="an enrolment token",
+    own_refusal="that enrolment code names this endpoint's own address",
+)
 
 
 @dataclass(frozen=True, slots=True)
-class EnrolmentCode:
-    """What a registrar's operator hands an endpoint to enrol. The text is a secret."""
+class EnrolmentCode(OneTimeCode):
+    """What a registrar's operator hands an endpoint to enrol. The text is a secret.
+
+    Its tor client-authorization key is the endpoint's at the registrar while
+    it enrols; its token proves to the registrar that the endpoint holds the code.
+    """
+
+    KIND: ClassVar[CodeKind] = _ENROL
 
     registrar: OnionAddress
     secret: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.secret, bytes) or len(self.secret) != _SECRET_LEN:
-            raise ConfigError(f"an enrolment code's secret is {_SECRET_LEN} bytes")
+        self._check_secret()
 
-    @classmethod
-    def generate(cls, registrar: OnionAddress) -> EnrolmentCode:
-        return cls(registrar, secrets.token_bytes(_SECRET_LEN))
-
-    def to_text(self) -> str:
-        data = bytes([_VERSION]) + self.registrar.public_key + self.secret
-        encoded = base64.b32encode(data + _checksum(data)).decode("ascii")
-        return ENROL_PREFIX + encoded.rstrip("=").lower()
-
-    @classmethod
-    def parse(cls, text: str) -> EnrolmentCode:
-        """Read a typed or pasted code; :class:`ConfigError` saying what is wrong.
-        Surrounding whitespace and letter case do not matter."""
-        if not isinstance(text, str):
-            raise ConfigError(f"a {_WHAT} is text")
-        lowered = text.strip().lower()
-        if not lowered.startswith(ENROL_PREFIX):
-            raise ConfigError(f"not a {_WHAT}: it must start with {ENROL_PREFIX!r}")
-        body = lowered[len(ENROL_PREFIX) :]
-        if not _BASE32.issuperset(body):
-            raise ConfigError(f"{_WHAT} has characters outside base32 (a-z, 2-7): mistyped?")
-        if len(body) != ENROL_TEXT_LEN:
-            raise ConfigError(
-                f"{_WHAT} has {len(body)} characters after the prefix, not {ENROL_TEXT_LEN}"
-            )
-        raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
-        data, checksum = raw[:-_CHECKSUM_LEN], raw[-_CHECKSUM_LEN:]
-        canonical = base64.b32encode(raw).decode("ascii").rstrip("=").lower() == body
-        if not canonical or not constant_time_equal(checksum, _checksum(data)):
-            raise ConfigError(f"{_WHAT} is mistyped: its checksum does not match")
-        if data[0] != _VERSION:
-            raise ConfigError(f"{_WHAT} of unsupported version {data[0]}")
-        return cls(OnionAddress(data[1 : 1 + _KEY_LEN]), data[1 + _KEY_LEN :])
-
-    def client_auth_private(self) -> bytes:
-        """The X25519 private key (clamped, RFC 7748) of the endpoint's tor
-        client authorization at the registrar while it enrols."""
-        key = bytearray(_keyed(self.secret, _CLIENT_AUTH_LABEL))
-        key[0] &= 248
-        key[31] &= 127
-        key[31] |= 64
-        return bytes(key)
-
-    def client_auth_public(self) -> bytes:
-        return KeyPair.from_private(self.client_auth_private()).public
-
-    def token(self) -> bytes:
-        """32 bytes that prove to the registrar that the endpoint holds the code."""
-        return _keyed(self.secret, _TOKEN_LABEL)
+    @property
+    def service(self) -> OnionAddress:
+        return self.registrar
 
 
 def enrol_digest(token: bytes) -> bytes:
     """What the registrar keeps in place of a token (32 bytes)."""
-    if not isinstance(token, bytes) or len(token) != _KEY_LEN:
-        raise ConfigError("an enrolment token is 32 bytes")
-    return _keyed(token, _DIGEST_LABEL)
+    return _ENROL.digest(token)
 
 
 def renewal_due(valid_from: int, valid_until: int, now: int) -> bool:

@@ -46,7 +46,17 @@ import trio
 
 from onionpost.errors import CloseCode, ConfigError, OnionpostError, StoreError
 from onionpost.home import Config
-from onionpost.host import Kick, Shed, StoreWorker, ThreadWorker, TokenBucket, first_failure
+from onionpost.host import (
+    CLOSE_GRACE,
+    ClientsPublisher,
+    MeteredReceiver,
+    PeerSessions,
+    Shed,
+    StoreWorker,
+    ThreadWorker,
+    first_failure,
+    refuse_session,
+)
 from onionpost.host import reason as failure_reason
 from onionpost.limits import REGISTRAR_REFRESH
 from onionpost.proto import messages as m
@@ -71,8 +81,6 @@ T = TypeVar("T")
 
 HOUSEKEEPING_INTERVAL: Final = 60.0
 MAX_SESSIONS_PER_PEER: Final = 2
-CLIENTS_RETRY: Final = 5.0
-CLOSE_GRACE: Final = 2.0
 # A list that could not be signed is tried again this soon.
 SIGN_RETRY: Final = 30.0
 REFUSED_DETAIL: Final = "refused"
@@ -126,13 +134,10 @@ class RegistrarServer:
         self._book = book
         self._policy = policy
         self._address = address
-        self._clients_changed = clients_changed
         self._clock = clock
         self._worker = worker or ThreadWorker()
-        self._changed = Kick()
-        self._published = Kick()
-        self._told: list[bytes] = []
-        self._sessions: dict[bytes, int] = {}
+        self._clients = ClientsPublisher(self.authorized_clients, clients_changed, log=log)
+        self._sessions: PeerSessions[int] = PeerSessions(MAX_SESSIONS_PER_PEER)
         self._serials = itertools.count(1)
         self.lists_signed = 0
 
@@ -149,8 +154,7 @@ class RegistrarServer:
         the refresher and housekeeping."""
         await self._refresh_list()
         async with trio.open_nursery() as nursery:
-            self._told = self.authorized_clients()
-            nursery.start_soon(self._publisher, self._told)
+            self._clients.start(nursery)
             nursery.start_soon(self._refresher)
             nursery.start_soon(self._housekeeping)
             task_status.started()
@@ -181,29 +185,11 @@ class RegistrarServer:
     async def _housekeeping(self) -> None:
         while True:
             await trio.sleep(HOUSEKEEPING_INTERVAL)
-            self._changed.fire()  # codes that expired leave what tor authorizes
-
-    async def _publisher(self, told: list[bytes]) -> None:
-        while True:
-            seen = self._changed.generation
-            current = self.authorized_clients()
-            if current != told and self._clients_changed is not None:
-                try:
-                    await self._clients_changed()
-                except OnionpostError as exc:
-                    log.warning("event=authorize_failed error=%s", type(exc).__name__)
-                    await trio.sleep(CLIENTS_RETRY)
-                    continue
-                log.info("event=clients_authorized count=%d", len(current))
-                told = self._told = current
-                self._published.fire()
-                continue
-            await self._changed.wait(since=seen)
+            self._clients.changed()  # codes that expired leave what tor authorizes
 
     async def wait_published(self) -> None:
         """Until tor has been given the keys authorized now (the caller bounds it)."""
-        while self._clients_changed is not None and self.authorized_clients() != self._told:
-            await self._published.wait()
+        await self._clients.wait_published()
 
     # -- who may connect ---------------------------------------------------------------
 
@@ -227,14 +213,14 @@ class RegistrarServer:
             now=self._clock(),
             expires=expires,
         )
-        self._changed.fire()
+        self._clients.changed()
         log.info("event=enrolment_code_made expires_in=%d", expires)
         return issued
 
     async def revoke(self, address: str, reason: str) -> RevocationList:
         listed = await self._db(self._book.revoke, address, reason, now=self._clock())
         self.lists_signed += 1
-        self._changed.fire()
+        self._clients.changed()
         log.warning("event=revoked serial=%d revoked=%d", listed.serial, len(listed.revoked))
         return listed
 
@@ -251,12 +237,9 @@ class RegistrarServer:
         """Serve one session. Never raises but Cancelled."""
         key = channel.peer.public_key
         serial = next(self._serials)
-        if self._sessions.get(key, 0) >= MAX_SESSIONS_PER_PEER:
-            log.info("event=session_refused session=%d reason=too-many-sessions", serial)
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
-                await channel.aclose(CloseCode.RATE_LIMITED, "too many sessions")
+        if not self._sessions.admit(key, serial):
+            await refuse_session(channel, serial, log)
             return
-        self._sessions[key] = self._sessions.get(key, 0) + 1
         log.info("event=session_up session=%d", serial)
         log.debug("event=session_up session=%d peer=%s", serial, channel.peer)
         failure: BaseException | None = None
@@ -266,11 +249,7 @@ class RegistrarServer:
             except* Exception as group:
                 failure = first_failure(group)
         finally:
-            left = self._sessions.get(key, 1) - 1
-            if left:
-                self._sessions[key] = left
-            else:
-                self._sessions.pop(key, None)
+            self._sessions.leave(key, serial)
             code, why = CloseCode.NORMAL, ""
             if isinstance(failure, Shed):
                 code, why = failure.code, str(failure)
@@ -284,16 +263,12 @@ class RegistrarServer:
                 log.warning("event=session_error session=%d", serial, exc_info=failure)
 
     async def _serve(self, channel: SecureChannel) -> None:
-        bucket = TokenBucket(self._policy.records_per_second)
-        counted = 0
+        records = MeteredReceiver(channel, self._policy.records_per_second)
         while True:
             try:
-                record = await channel.receive()
+                record = await records.receive()
             except trio.EndOfChannel:
                 return
-            total = channel.records_received
-            await bucket.take(total - counted)
-            counted = total
             if isinstance(record, m.UnknownExtension | m.Ping | m.Pong):
                 continue
             if isinstance(record, m.RgEnrol):
@@ -332,7 +307,7 @@ class RegistrarServer:
         if proof is None:
             log.info("event=enrolment_refused")
             return _refused(record.req)
-        self._changed.fire()
+        self._clients.changed()
         log.info("event=enrolled")
         log.debug("event=enrolled endpoint=%s", peer)
         return m.RgEndorsement(record.req, proof)

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ::
 
-    RegistrarService.run()
+    RegistrarService.run()   (a ServiceHome, onionpost.host)
     └── host.running         the OnionHost: the local control socket with a
         │                    RegistrarBackend, our tor supervised
         ├── server.run       RegistrarServer: authorized clients, a fresh list
@@ -22,16 +22,12 @@ local API refuses everything an endpoint does.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable
-from typing import Any, Final
-
-import trio
 
 from onionpost import api
-from onionpost.home import Config, ContactCard, Paths, Secrets
-from onionpost.host import EventHub, Handlers, OnionHost
+from onionpost.home import Config, Paths, Secrets
+from onionpost.host import EventHub, ServiceBackend, ServiceHome
 from onionpost.proto.address import OnionAddress
 from onionpost.registrar._book import RegistrarBook
 from onionpost.registrar._server import RegistrarPolicy, RegistrarServer
@@ -39,18 +35,6 @@ from onionpost.registrar._server import RegistrarPolicy, RegistrarServer
 __all__ = ["RegistrarBackend", "RegistrarService", "registrar_state"]
 
 log = logging.getLogger("onionpost.registrar")
-
-# How long `registrar code` waits for tor to be given the new code's key.
-PUBLISH_WAIT: Final = 10.0
-
-
-def _qr(data: str) -> str:
-    import segno
-
-    symbol = segno.make(data.upper(), error="m", micro=False)
-    out = io.StringIO()
-    symbol.terminal(out=out, compact=True)
-    return out.getvalue()
 
 
 def registrar_state(book: RegistrarBook, address: OnionAddress) -> api.RegistrarState:
@@ -81,7 +65,7 @@ def registrar_state(book: RegistrarBook, address: OnionAddress) -> api.Registrar
     )
 
 
-class RegistrarBackend:
+class RegistrarBackend(ServiceBackend):
     """The local API of a registrar (:class:`onionpost.host.Backend`)."""
 
     def __init__(
@@ -92,44 +76,22 @@ class RegistrarBackend:
         tor_status: Callable[[], api.TorStatus],
         hub: EventHub | None = None,
     ) -> None:
-        self._secrets = secrets
+        super().__init__(secrets, tor_status=tor_status, hub=hub)
         self._server = server
-        self._tor_status = tor_status
-        self._hub = hub or EventHub()
-        self.handlers: Handlers = {
-            api.Whoami: self.whoami,
-            api.GetStatus: self.status,
-            api.RegistrarCode: self.code,
-            api.RegistrarRevoke: self.revoke,
-            api.RegistrarList: self.list,
-        }
-
-    unserved: Final = "this home runs an agency's registrar, not an endpoint"
-
-    def __repr__(self) -> str:
-        return "RegistrarBackend()"
-
-    async def whoami(self, request: api.Whoami) -> api.Identity:
-        card = ContactCard.issue(self._secrets)
-        return api.Identity(
-            self._secrets.display_name, str(self._secrets.identity.address), card.to_line()
+        self.handlers = self.serving(
+            {
+                api.RegistrarCode: self.code,
+                api.RegistrarRevoke: self.revoke,
+                api.RegistrarList: self.list,
+            }
         )
 
-    async def status(self, request: api.GetStatus) -> api.Status:
-        return api.Status(
-            address=str(self._secrets.identity.address),
-            tor=self._tor_status(),
-            outbox_depth=0,
-            last_delivery_ms=None,
-            contacts=(),
-        )
+    unserved = "this home runs an agency's registrar, not an endpoint"
 
     async def code(self, request: api.RegistrarCode) -> api.EnrolmentCode:
         issued = await self._server.new_code(request.endpoint, request.unit, request.expires)
-        with trio.move_on_after(PUBLISH_WAIT):
-            await self._server.wait_published()
         text = issued.code.to_text()
-        qr = await trio.to_thread.run_sync(_qr, text)
+        qr = await self.published_qr(self._server, text)
         return api.EnrolmentCode(
             code=text,
             expires_ms=issued.expires * 1000,
@@ -145,15 +107,12 @@ class RegistrarBackend:
     async def list(self, request: api.RegistrarList) -> api.RegistrarState:
         return registrar_state(self._server.book, self._secrets.identity.address)
 
-    def subscribe(self, topics: tuple[str, ...]) -> trio.MemoryReceiveChannel[dict[str, Any]]:
-        return self._hub.subscribe(list(topics))
 
-    def close(self) -> None:
-        self._hub.close()
-
-
-class RegistrarService:
+class RegistrarService(ServiceHome):
     """A home run as an agency's registrar: :meth:`run` until cancelled."""
+
+    server: RegistrarServer
+    backend: RegistrarBackend
 
     def __init__(
         self,
@@ -164,44 +123,11 @@ class RegistrarService:
         *,
         policy: RegistrarPolicy | None = None,
     ) -> None:
-        self._secrets = secrets
-        hub = EventHub()
-        self.server = RegistrarServer(
+        server = RegistrarServer(
             book,
             policy or RegistrarPolicy.from_config(config),
             address=secrets.identity.address,
-            clients_changed=self._clients_changed,
+            clients_changed=self.authorize,
         )
-        self.host = OnionHost(
-            paths,
-            secrets,
-            config,
-            clients=self.server.authorized_clients,
-            hub=hub,
-            log=log,
-            role="registrar",
-        )
-        self.backend = RegistrarBackend(
-            secrets, self.server, tor_status=lambda: self.host.tor_status, hub=hub
-        )
-
-    def __repr__(self) -> str:
-        return f"RegistrarService({self._secrets.identity.address})"
-
-    async def run(
-        self, *, task_status: trio.TaskStatus[OnionAddress] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        try:
-            async with self.host.running(self.backend) as nursery:
-                await nursery.start(self.server.run)
-                await self.host.serve(nursery, self.server.run_inbound, self.server.decide)
-                clients = await self.host.publish()
-                self.host.ready()
-                log.info("event=ready role=registrar clients=%d", len(clients))
-                task_status.started(self._secrets.identity.address)
-                await trio.sleep_forever()
-        finally:
-            self.backend.close()
-
-    async def _clients_changed(self) -> None:
-        await self.host.authorize()
+        super().__init__(paths, secrets, config, server, role="registrar", log=log)
+        self.backend = RegistrarBackend(secrets, server, tor_status=self.tor_status, hub=self.hub)

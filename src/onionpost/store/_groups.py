@@ -434,14 +434,7 @@ class Groups:
                 if before.group_id != group_id:
                     raise ConfigError(f"send id {send_id.hex()} is already a send to another group")
                 return QueuedGroupCopies(before, ())
-            log = self._log(group_id)
-            if not log.state.is_member(sender):
-                raise GroupNotAllowedError("we are no longer a member of this group")
-            contacts, unreachable = self._audience(log, sender)
-            if not contacts:
-                raise ConfigError(f"no member of the group {log.state.name!r} is reachable")
-            if audience is not None:
-                audience(contacts)
+            log, contacts, unreachable = self._new_send(group_id, sender, audience)
             new = []
             for contact in contacts:
                 message_id = group_copy_id(send_id, contact.address.public_key)
@@ -452,14 +445,7 @@ class Groups:
                     raise ConfigError(f"message id {message_id.hex()} is already in use")
                 new.append((contact.id, message_id, seq))
             heads = sent_heads(log)
-            self._db.executemany(
-                "INSERT INTO group_messages (direction, contact_id, message_id, gid, send_id, "
-                "head, heads, created_ms) VALUES ('out', ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (c, i, rowid, send_id, head_hash(heads), b"".join(heads), created_ms)
-                    for c, i, _ in new
-                ],
-            )
+            self._record_send(rowid, send_id, heads, created_ms, [(c, i) for c, i, _ in new])
             send = self._send(send_id)
         assert send is not None
         return QueuedGroupCopies(send, tuple(new), tuple(unreachable), heads)
@@ -492,14 +478,7 @@ class Groups:
             self._rowid(group_id)
             before = self._send(send_id)
             if before is None:
-                log = self._log(group_id)
-                if not log.state.is_member(sender):
-                    raise GroupNotAllowedError("we are no longer a member of this group")
-                contacts, unreachable = self._audience(log, sender)
-                if not contacts:
-                    raise ConfigError(f"no member of the group {log.state.name!r} is reachable")
-                if audience is not None:
-                    audience(contacts)
+                log, contacts, unreachable = self._new_send(group_id, sender, audience)
                 heads = sent_heads(log)
         if before is not None:
             self._check_same_file(before, group_id, source, max_size, content_type, label)
@@ -508,15 +487,7 @@ class Groups:
 
         def record() -> None:
             # In the copies' transaction: the group is still kept (else nothing is queued).
-            rowid = self._rowid(group_id)
-            self._db.executemany(
-                "INSERT INTO group_messages (direction, contact_id, message_id, gid, send_id, "
-                "head, heads, created_ms) VALUES ('out', ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (c, i, rowid, send_id, head_hash(heads), b"".join(heads), created_ms)
-                    for c, i in copies
-                ],
-            )
+            self._record_send(self._rowid(group_id), send_id, heads, created_ms, copies)
 
         self._outbox.queue_file_copies(
             copies,
@@ -533,6 +504,41 @@ class Groups:
             send = self._send(send_id)
         assert send is not None
         return QueuedGroupCopies(send, (), tuple(unreachable), heads)
+
+    def _new_send(
+        self, group_id: bytes, sender: bytes, audience: Audience | None
+    ) -> tuple[GroupLog, list[Contact], list[str]]:
+        """The group's log and the members a new send from ``sender`` goes to
+        (and those it cannot reach), as :meth:`queue_text` says: a sender no
+        longer a member, or no member reachable, is refused, and ``audience``
+        may refuse them. In the caller's lock or transaction."""
+        log = self._log(group_id)
+        if not log.state.is_member(sender):
+            raise GroupNotAllowedError("we are no longer a member of this group")
+        contacts, unreachable = self._audience(log, sender)
+        if not contacts:
+            raise ConfigError(f"no member of the group {log.state.name!r} is reachable")
+        if audience is not None:
+            audience(contacts)
+        return log, contacts, unreachable
+
+    def _record_send(
+        self,
+        rowid: int,
+        send_id: bytes,
+        heads: Sequence[bytes],
+        created_ms: int,
+        copies: Sequence[tuple[int, bytes]],
+    ) -> None:
+        """A send's record: each copy (contact id, message id) at the heads it was sent at."""
+        self._db.executemany(
+            "INSERT INTO group_messages (direction, contact_id, message_id, gid, send_id, "
+            "head, heads, created_ms) VALUES ('out', ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (c, i, rowid, send_id, head_hash(heads), b"".join(heads), created_ms)
+                for c, i in copies
+            ],
+        )
 
     def _check_same_file(  # noqa: PLR0917 - a send, and what it is made again with
         self,
