@@ -3,6 +3,11 @@
 :class:`GroupCommit` gathers the writes that arrive while one commits and
 runs them in the next transaction: concurrent writers share one commit and
 one fsync, and each write is undone alone if it fails (a savepoint).
+
+What must follow a commit in commit order (a text handed to its session
+after the texts committed before it) goes in a write's ``then``: the writes'
+``then`` run in the order the transaction ran them, before any waiting
+caller resumes (trio resumes those in no set order).
 """
 
 from __future__ import annotations
@@ -53,10 +58,17 @@ class GroupCommit:
     def __repr__(self) -> str:
         return f"GroupCommit({len(self._writes)} waiting)"
 
-    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def write(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        then: Callable[[T], None] | None = None,
+        **kwargs: Any,
+    ) -> T:
         """Run a store call that changes something in the next transaction, and
-        return its result once that has committed (durable)."""
-        write = _Write(partial(fn, *args, **kwargs))
+        return its result once that has committed (durable). ``then(result)``
+        runs once committed, in commit order (see the module docstring)."""
+        write = _Write(partial(fn, *args, **kwargs), then=then)
         self._writes.append(write)
         self._ready.fire()
         await write.done.wait()
