@@ -25,9 +25,10 @@ is the median of ``DAEMON_ROUNDS`` rounds of ``MESSAGES`` texts, interleaved
 with the peer's, and each round ends with the exactly-once check: the texts
 new in the receiver's inbox are exactly the round's ids, each once. A
 round's texts are spread over ``API_CLIENTS`` callers, the remainder too
-(none is dropped). A round is timed until every text is delivered: its last
-queued text ``delivered`` (nearly always the last one), then the outbox
-empty, both asked of the sender's own handlers every ``POLL_SECONDS``.
+(none is dropped). A round is timed until every text is delivered: the
+sender's engine counts the round's texts acknowledged (``texts_acked`` in its
+statistics, read from memory every ``POLL_SECONDS``), then its outbox is
+empty (asked of its handlers).
 
 peer (every line of this pair) = SQLite alone committing the same rows: one
 200-byte row per message at the sender and one at the receiver, each its own
@@ -46,8 +47,8 @@ each line.
     directory, and this process sends the texts through the client library,
     ``send_text`` (durable when answered) over ``API_CLIENTS`` concurrent
     connections opened beforehand; timed here from the first call until
-    every text is delivered (the sender is told the last id and answers once
-    it and the whole outbox are delivered).
+    every text is delivered (the sender is told how many and answers once
+    they are acknowledged and the outbox is empty).
 ``daemon_api_batch_msgs_per_s``
     The same with ``send_texts``: ``API_BATCH`` texts a call (one call, durable
     together when answered) from the same ``API_CLIENTS`` connections.
@@ -116,7 +117,7 @@ from typing import Any
 import trio
 
 from bench._common import compare, fact, line
-from onionpost.api import GetMessage, GetStatus, SendFile, SendText
+from onionpost.api import GetStatus, SendFile, SendText
 from onionpost.client import Client, open_client
 from onionpost.daemon import Daemon, Dial
 from onionpost.home import Config, Paths, Secrets
@@ -303,22 +304,35 @@ async def _command() -> list[str]:
     return text.split()
 
 
-async def _all_delivered(daemon: Daemon, last: str) -> None:
-    """Until ``last`` is delivered (the last queued is nearly always the last
-    delivered), then until the outbox is empty (it scans the messages table,
-    too slow to poll first). Through the daemon's handlers: its store worker."""
+class _Acks:
+    """The sender's count of texts its contact acknowledged (the engine's
+    ``texts_acked``: each text once, when it moves to ``delivered``), and the
+    count a round waits for."""
 
-    async def delivered() -> bool:
-        return (await daemon.message(GetMessage(last))).state in {"delivered", "read"}
+    def __init__(self) -> None:
+        self.target = 0
 
-    async def empty() -> bool:
-        return not (await daemon.status(GetStatus())).outbox_depth
+    async def all_delivered(self, daemon: Daemon, count: int) -> None:
+        """Until ``count`` more texts are acknowledged, then until the outbox
+        is empty (asked once, as a rule: it scans the messages table). The
+        count is read from the engine's memory, so waiting costs the daemon
+        next to nothing (polling the store for a message's state, or the
+        outbox, every POLL_SECONDS cost the sender CPU that was counted as
+        its own)."""
+        self.target += count
+        engine = daemon.engine
 
-    await _until(delivered, POLL_SECONDS, ROUND_SECONDS)
-    await _until(empty, POLL_SECONDS, ROUND_SECONDS)
+        async def acked() -> bool:
+            return await _ready(engine.statistics().texts_acked >= self.target)
+
+        async def empty() -> bool:
+            return not (await daemon.status(GetStatus())).outbox_depth
+
+        await _until(acked, POLL_SECONDS, ROUND_SECONDS)
+        await _until(empty, POLL_SECONDS, ROUND_SECONDS)
 
 
-async def _send_round(daemon: Daemon, count: int) -> tuple[list[str], float]:
+async def _send_round(daemon: Daemon, acks: _Acks, count: int) -> tuple[list[str], float]:
     """``count`` texts through Daemon.send_text by API_CLIENTS concurrent callers
     (as the local API serves its connections); seconds until all are delivered."""
     ids: list[str] = []
@@ -332,7 +346,7 @@ async def _send_round(daemon: Daemon, count: int) -> tuple[list[str], float]:
         async with trio.open_nursery() as nursery:
             for n in _shares(count, API_CLIENTS):
                 nursery.start_soon(caller, n)
-        await _all_delivered(daemon, ids[-1])
+        await acks.all_delivered(daemon, count)
         elapsed = time.perf_counter() - start
     return ids, elapsed
 
@@ -341,8 +355,9 @@ async def _pair_sender(spec: dict[str, Any]) -> None:
     """A Daemon (no tor) whose contact "bob" is at a loopback port; it serves its
     local API on ``spec["socket"]`` too. On stdin: ``send <count> <ids-file>``
     (a round through Daemon.send_text: answers ``sent <seconds>`` once all are
-    delivered, their ids written to the file), ``wait <id>`` (answers
-    ``delivered`` once ``id`` is and the outbox is empty). Stops when stdin closes."""
+    delivered, their ids written to the file), ``wait <count>`` (answers
+    ``delivered`` once ``count`` more texts are and the outbox is empty).
+    Stops when stdin closes."""
     secrets = _secrets("alice", bytes.fromhex(spec["seed"]))
     peer = OnionAddress.parse(spec["peer"])
     node = _daemon(Path(spec["home"]), secrets, [("bob", peer)], lambda: int(spec["port"]))
@@ -351,14 +366,15 @@ async def _pair_sender(spec: dict[str, Any]) -> None:
             await _start(node, nursery)
             await nursery.start(serve_api, node.daemon, Path(spec["socket"]))
             _say("ready")
+            acks = _Acks()
             while words := await _command():
                 if words[0] == "send":
-                    ids, elapsed = await _send_round(node.daemon, int(words[1]))
+                    ids, elapsed = await _send_round(node.daemon, acks, int(words[1]))
                     await trio.Path(words[2]).write_text("\n".join(ids))
                     _say("sent", f"{elapsed:.6f}")
                 elif words[0] == "wait":
                     with trio.fail_after(ROUND_SECONDS):
-                        await _all_delivered(node.daemon, words[1])
+                        await acks.all_delivered(node.daemon, int(words[1]))
                     _say("delivered")
                 else:
                     _say("unknown", *words)
@@ -505,7 +521,7 @@ class _Pair:
                 async with trio.open_nursery() as nursery:
                     for client, count in zip(clients, _shares(MESSAGES, API_CLIENTS), strict=True):
                         nursery.start_soon(user, client, count)
-                self.sender.tell(f"wait {ids[-1]}\n")
+                self.sender.tell(f"wait {len(ids)}\n")
                 await trio.to_thread.run_sync(self.sender.expect, "delivered", ROUND_SECONDS)
                 elapsed = time.perf_counter() - start
             after = self._cpu()

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 from _storekit import KEY, new_id, offered
 
-from onionpost.errors import StoreError
+from onionpost.errors import ConfigError, LocalProtocolError, StoreError
 from onionpost.limits import FILE_CHUNK_SIZE
+from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer, FileRejectReason
 from onionpost.store import SCHEMA_VERSION, Direction, Kind, State, Store, _schema
+from onionpost.store._rows import insert_message
 
 C = FILE_CHUNK_SIZE
 V1 = Path(__file__).resolve().parent / "data" / "store-v1"
@@ -198,3 +200,69 @@ def test_the_new_schema_is_what_a_new_store_gets(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     assert schema(upgraded) == schema(fresh)
+
+
+def test_version_14_keeps_one_index_on_a_message_id_and_every_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table's UNIQUE (direction, contact_id, id) and the index on id
+    become one unique index; rows, seq counter and uniqueness rules stay."""
+    root = tmp_path / "home"
+    root.mkdir()
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:13])
+    with _open(root) as store:
+        bob = store.contacts.add_contact("bob", OnionAddress(bytes(32)), bytes(32), 1)
+        carol = store.contacts.add_contact("carol", OnionAddress(bytes([1]) * 32), bytes(32), 1)
+        shared = new_id()
+        # One id from two contacts is two incoming messages; ours are ours alone.
+        assert store.messages.store_text(bob.id, shared, 1, "from bob", "text/plain", 1)
+        assert store.messages.store_text(carol.id, shared, 1, "from carol", "text/plain", 1)
+        mine = new_id()
+        assert store.outbox.queue_text(bob.id, mine, 2, "to bob", "text/plain", None)
+        assert store.messages.store_text(bob.id, new_id(), 1, "gone", "text/plain", 1)
+        last = store._db.execute("SELECT max(seq) FROM messages").fetchone()[0]
+        store._db.execute("DELETE FROM messages WHERE seq = ?", (last,))  # a gap at the end
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 13
+    monkeypatch.undo()
+    with _open(root) as store:
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == _schema.SCHEMA_VERSION
+        # No seq is given twice, not even the deleted one's.
+        store.messages.store_text(bob.id, new_id(), 1, "later", "text/plain", 1)
+        assert store.messages.inbox()[-1].seq == last + 1
+        indexes = sorted(
+            row[0]
+            for row in store._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'"
+            )
+        )
+        assert indexes == [
+            "messages_files",
+            "messages_id",
+            "messages_out_id",
+            "messages_pending",
+            "messages_undeposited",
+            "messages_unread",
+        ]
+        bodies = sorted(s.body for s in store.messages.inbox())
+        assert bodies == ["from bob", "from carol", "later"]
+        # The same incoming message again is stored once.
+        assert not store.messages.store_text(bob.id, shared, 1, "from bob", "text/plain", 1)
+        # Our id is ours alone, whatever the contact.
+        with pytest.raises(ConfigError, match="already another message's"):
+            store.outbox.queue_text(carol.id, mine, 3, "to carol", "text/plain", None)
+        with pytest.raises(LocalProtocolError, match="already in use"):
+            insert_message(
+                store._db,
+                {
+                    "direction": "out",
+                    "contact_id": carol.id,
+                    "id": mine,
+                    "kind": "text",
+                    "state": "queued",
+                    "created_ms": 3,
+                    "stored_ms": 3,
+                    "content": b"x",
+                },
+            )
+        assert [s.body for s in store.outbox.listing()] == ["to bob"]
+        assert store.integrity_check() == []

@@ -491,9 +491,97 @@ _V13: Final[tuple[str, ...]] = (
     """,
 )
 
-# Version 14 is another branch's; this empty step holds its number here and is
-# dropped when the branches meet.
-_V14: Final[tuple[str, ...]] = ()
+# Version 14: one index on a message's random id where there were two (an
+# incoming row) or three (an outgoing one). A row inserted dirties one leaf
+# page per index on a random key, and SQLCipher encrypts and MACs every page
+# a commit writes (about 45 µs a page here): the table's UNIQUE (direction,
+# contact_id, id) and the index on id alone become one unique index on
+# (id, direction, contact_id), which serves both (an id alone, or with its
+# direction and contact, and ``ON CONFLICT (direction, contact_id, id)``).
+# Our own ids keep their own unique index (messages_out_id): unique whatever
+# the contact. ``messages`` is rebuilt (a table constraint cannot be
+# dropped), its columns, checks, other indexes, view and seq counter as
+# they were.
+_V14: Final[tuple[str, ...]] = (
+    "DROP VIEW message_rows",
+    """
+    CREATE TABLE messages_v14 (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        direction       TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        contact_id      INTEGER NOT NULL REFERENCES contacts (id),
+        id              BLOB NOT NULL CHECK (length(id) = 16),
+        kind            TEXT NOT NULL CHECK (kind IN ('text', 'file')),
+        state           TEXT NOT NULL CHECK (
+                            state IN ('queued', 'sent', 'delivered', 'read', 'expired',
+                                      'received', 'refused')
+                        ),
+        created_ms      INTEGER NOT NULL,
+        stored_ms       INTEGER NOT NULL,
+        sent_ms         INTEGER,
+        delivered_ms    INTEGER,
+        read_ms         INTEGER,
+        expires_ms      INTEGER,
+        size            INTEGER CHECK (size IS NULL OR size >= 0),
+        content         BLOB NOT NULL,
+        refused_ms      INTEGER,
+        refused_reason  INTEGER CHECK (refused_reason IS NULL OR refused_reason >= 0),
+        deposited_ms    INTEGER,
+        deposit_offset  INTEGER NOT NULL DEFAULT 0,
+        copy_dropped_ms INTEGER,
+        CHECK ((state = 'refused') = (refused_reason IS NOT NULL)),
+        CHECK (state <> 'refused' OR direction = 'out')
+    ) STRICT
+    """,
+    """
+    INSERT INTO messages_v14 (seq, direction, contact_id, id, kind, state, created_ms,
+                              stored_ms, sent_ms, delivered_ms, read_ms, expires_ms, size,
+                              content, refused_ms, refused_reason, deposited_ms,
+                              deposit_offset, copy_dropped_ms)
+        SELECT seq, direction, contact_id, id, kind, state, created_ms, stored_ms, sent_ms,
+               delivered_ms, read_ms, expires_ms, size, content, refused_ms, refused_reason,
+               deposited_ms, deposit_offset, copy_dropped_ms
+        FROM messages ORDER BY seq
+    """,
+    # As in version 2: the copy's counter, or the old one when it is higher.
+    """
+    UPDATE sqlite_sequence
+        SET seq = max(seq, coalesce(
+            (SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))
+        WHERE name = 'messages_v14'
+    """,
+    """
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'messages_v14', coalesce(
+            (SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)
+        WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages_v14')
+    """,
+    "DROP TABLE messages",
+    "ALTER TABLE messages_v14 RENAME TO messages",
+    "CREATE UNIQUE INDEX messages_id ON messages (id, direction, contact_id)",
+    "CREATE UNIQUE INDEX messages_out_id ON messages (id) WHERE direction = 'out'",
+    """
+    CREATE INDEX messages_pending ON messages (contact_id, seq)
+        WHERE direction = 'out' AND state IN ('queued', 'sent')
+    """,
+    """
+    CREATE INDEX messages_unread ON messages (contact_id, kind, direction, state)
+        WHERE direction = 'in' AND state = 'received'
+    """,
+    """
+    CREATE INDEX messages_undeposited ON messages (contact_id, seq)
+        WHERE direction = 'out' AND state IN ('queued', 'sent') AND deposited_ms IS NULL
+    """,
+    "CREATE INDEX messages_files ON messages (kind, size, copy_dropped_ms) "
+    "WHERE kind = 'file' AND copy_dropped_ms IS NULL",
+    """
+    CREATE VIEW message_rows AS
+        SELECT m.seq, m.direction, m.contact_id, c.name AS contact, m.id, m.kind, m.state,
+               m.created_ms, m.stored_ms, m.sent_ms, m.delivered_ms, m.read_ms, m.expires_ms,
+               m.size, m.content, m.refused_ms, m.refused_reason, m.deposited_ms,
+               m.deposit_offset
+        FROM messages m JOIN contacts c ON c.id = m.contact_id
+    """,
+)
 
 # Version 15: rotation (trust.md §6). A contact that moved to a new onion
 # address keeps its row (its messages, its outbox): the row's address and tor

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Final
 
 import trio
@@ -94,6 +95,7 @@ from onionpost.store import (
     Contact,
     Kind,
     ListSend,
+    QueuedCopies,
     QueuedGroupCopies,
     Store,
     Stored,
@@ -412,7 +414,11 @@ class DeliveryEngine:
         messages.encode(text)  # refuse what could never be sent, before queueing it
         expiry = self._parts.policy.message_expiry
         expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
-        seq = await self._parts.writer.write(
+
+        def committed(seq: int | None) -> None:
+            self._hand_off(contact_id, [] if seq is None else [(seq, text)])
+
+        await self._parts.writer.write(
             self._parts.store.outbox.queue_text,
             contact_id,
             text.id,
@@ -421,8 +427,8 @@ class DeliveryEngine:
             text.content_type,
             expires_at,
             label=text.label,
+            then=committed,
         )
-        self._hand_off(contact_id, [] if seq is None else [(seq, text)])
 
     async def queue_texts(self, contact_id: int, texts: Sequence[messages.Text]) -> None:
         """Queue ``texts`` for the contact, in order, in one transaction: all are
@@ -451,7 +457,7 @@ class DeliveryEngine:
                         queued.append((seq, text))
             return queued
 
-        self._hand_off(contact_id, await self._parts.writer.write(queue_all))
+        await self._parts.writer.write(queue_all, then=partial(self._hand_off, contact_id))
 
     async def queue_list_text(
         self, name: str, send_id: bytes, text: messages.Text, *, audience: Audience | None = None
@@ -462,6 +468,14 @@ class DeliveryEngine:
         messages.encode(text)  # refuse what could never be sent, before queueing it
         expiry = self._parts.policy.message_expiry
         expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
+
+        def committed(queued: QueuedCopies) -> None:
+            for contact_id, message_id, seq in queued.new:
+                copy = messages.Text(
+                    message_id, text.created_ms, text.body, text.content_type, text.label
+                )
+                self._hand_off(contact_id, [(seq, copy)])
+
         queued = await self._parts.writer.write(
             self._parts.store.lists.queue_text,
             name,
@@ -472,12 +486,8 @@ class DeliveryEngine:
             expires_at,
             audience=audience,
             label=text.label,
+            then=committed,
         )
-        for contact_id, message_id, seq in queued.new:
-            copy = messages.Text(
-                message_id, text.created_ms, text.body, text.content_type, text.label
-            )
-            self._hand_off(contact_id, [(seq, copy)])
         return queued.send
 
     async def queue_group_text(
@@ -496,7 +506,22 @@ class DeliveryEngine:
         messages.encode(text)  # refuse what could never be sent, before queueing it
         expiry = self._parts.policy.message_expiry
         expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
-        queued = await self._parts.writer.write(
+
+        def committed(queued: QueuedGroupCopies) -> None:
+            heads = b"".join(queued.heads)
+            for contact_id, message_id, seq in queued.new:
+                copy = messages.GroupText(
+                    message_id,
+                    text.created_ms,
+                    text.body,
+                    text.content_type,
+                    group_id,
+                    heads,
+                    text.label,
+                )
+                self._hand_off(contact_id, [(seq, copy)])
+
+        return await self._parts.writer.write(
             self._parts.store.groups.queue_text,
             group_id,
             send_id,
@@ -507,20 +532,8 @@ class DeliveryEngine:
             sender=sender,
             label=text.label,
             audience=audience,
+            then=committed,
         )
-        heads = b"".join(queued.heads)
-        for contact_id, message_id, seq in queued.new:
-            copy = messages.GroupText(
-                message_id,
-                text.created_ms,
-                text.body,
-                text.content_type,
-                group_id,
-                heads,
-                text.label,
-            )
-            self._hand_off(contact_id, [(seq, copy)])
-        return queued
 
     async def publish_group(self, group_id: bytes) -> None:
         """Tell the local API's ``group`` subscribers of a change of ours."""

@@ -3,10 +3,22 @@
 :class:`GroupCommit` gathers the writes that arrive while one commits and
 runs them in the next transaction: concurrent writers share one commit and
 one fsync, and each write is undone alone if it fails (a savepoint).
+
+A write nobody waits for (:meth:`GroupCommit.write_later`: a ``sent`` mark,
+a contact's last-seen time) does not wake the writer: it rides on the next
+write somebody waits for, or commits on its own after ``LATER_SECONDS``.
+A burst of sends so adds no commit (no fsync, no binding record) of its own
+for its ``sent`` marks.
+
+What must follow a commit in commit order (a text handed to its session
+after the texts committed before it) goes in a write's ``then``: the writes'
+``then`` run in the order the transaction ran them, before any waiting
+caller resumes (trio resumes those in no set order).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +38,10 @@ T = TypeVar("T")
 COMMIT_GROUP_MAX: Final = 2048
 # Scheduling passes the writer lets go by before it takes a group.
 GATHER_PASSES: Final = 2
+# Seconds a write nobody waits for waits for one to ride on.
+LATER_SECONDS: Final = 0.5
+# Seconds the writer may take, when stopping, to commit what nobody waits for.
+STOP_GRACE: Final = 2.0
 
 
 @dataclass(eq=False, slots=True)
@@ -36,8 +52,9 @@ class _Write:
     done: trio.Event = field(default_factory=trio.Event)
     result: Any = None
     error: OnionpostError | None = None
-    # For a write nobody waits for: called with the result once committed.
+    # Called with the result once committed (in commit order).
     then: Callable[[Any], None] | None = None
+    later: bool = False  # nobody waits for it (write_later)
 
 
 class GroupCommit:
@@ -49,15 +66,25 @@ class GroupCommit:
         self._worker = worker
         self._writes: list[_Write] = []
         self._ready = Kick()
+        self._awaited = 0  # writes in _writes somebody waits for
+        self._later_due = 0.0  # when the later writes waiting commit on their own
 
     def __repr__(self) -> str:
         return f"GroupCommit({len(self._writes)} waiting)"
 
-    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def write(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        then: Callable[[T], None] | None = None,
+        **kwargs: Any,
+    ) -> T:
         """Run a store call that changes something in the next transaction, and
-        return its result once that has committed (durable)."""
-        write = _Write(partial(fn, *args, **kwargs))
+        return its result once that has committed (durable). ``then(result)``
+        runs once committed, in commit order (see the module docstring)."""
+        write = _Write(partial(fn, *args, **kwargs), then=then)
         self._writes.append(write)
+        self._awaited += 1
         self._ready.fire()
         await write.done.wait()
         if write.error is not None:
@@ -66,10 +93,15 @@ class GroupCommit:
 
     def write_later(self, then: Callable[[Any], None], fn: Callable[..., Any], *args: Any) -> None:
         """A change nobody waits for: it joins the next transaction, and
-        ``then(result)`` runs once committed. Callers check :meth:`busy` first,
+        ``then(result)`` runs once committed: with the next write somebody
+        waits for, or after LATER_SECONDS. Callers check :meth:`busy` first,
         so these cannot pile up."""
-        self._writes.append(_Write(partial(fn, *args), then=then))
-        self._ready.fire()
+        first = not self._writes
+        if first:
+            self._later_due = trio.current_time() + LATER_SECONDS
+        self._writes.append(_Write(partial(fn, *args), then=then, later=True))
+        if first or self.busy():
+            self._ready.fire()  # the writer sets its clock, or takes a full group
 
     def busy(self) -> bool:
         return len(self._writes) >= COMMIT_GROUP_MAX
@@ -80,36 +112,62 @@ class GroupCommit:
                 if not self._writes:
                     await self._ready.wait()
                     continue
+                if not self._awaited and not self.busy():
+                    # Only writes nobody waits for: wait for one to ride on.
+                    with trio.move_on_at(self._later_due):
+                        await self._ready.wait()
+                    if (
+                        not self._awaited
+                        and not self.busy()
+                        and trio.current_time() < self._later_due
+                    ):
+                        continue
                 # Let the callers the last commit woke queue their next write
                 # first: one scheduling pass makes the group larger at no cost.
                 for _ in range(GATHER_PASSES):
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 batch = self._writes[:COMMIT_GROUP_MAX]
                 del self._writes[:COMMIT_GROUP_MAX]
-                committed = False
+                self._awaited = sum(not write.later for write in self._writes)
+                self._later_due = trio.current_time() + LATER_SECONDS
                 try:
                     await self._worker(self._commit, batch)
-                    committed = True
                 except OnionpostError as exc:
                     for write in batch:
                         write.error = exc
                         write.result = None
+                except BaseException:
+                    # Cancelled before the call ran (the daemon is stopping):
+                    # nothing of the batch was committed.
+                    for write in batch:
+                        write.error = StoreError("the daemon is stopping")
+                        write.result = None
+                    raise
                 finally:
                     for write in batch:
-                        if not committed and write.error is None:
-                            # Cancelled (the daemon stopping) with the commit's
-                            # outcome unknown: no result, and no ``then``.
-                            write.error = StoreError(
-                                "the daemon stopped before this write committed"
-                            )
                         write.done.set()
                         if write.then is not None and write.error is None:
                             write.then(write.result)
         finally:
-            for write in self._writes:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        """The writes left: those nobody waits for are committed (a last-seen
+        time, a ``sent`` mark), briefly; the others fail (their callers are
+        being cancelled with the writer)."""
+        writes, self._writes = self._writes, []
+        later = [write for write in writes if write.later][:COMMIT_GROUP_MAX]
+        if later:
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(STOP_GRACE),
+                contextlib.suppress(OnionpostError),
+            ):
+                await self._worker(self._commit, later)
+        for write in writes:
+            if not write.later:
                 write.error = StoreError("the daemon is stopping")
                 write.done.set()
-            self._writes = []
 
     def _commit(self, batch: Sequence[_Write]) -> None:
         """In the worker: the batch in one transaction (each store call is a
