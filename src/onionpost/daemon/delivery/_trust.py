@@ -167,6 +167,7 @@ def _receive(
             anchor.fingerprint,
             None if revocations is None else revocations.data,
             None if outcome.held.checkpoint is None else outcome.held.checkpoint.data,
+            delegation=trust.EndorsementProof.decode(record.proof).delegation,
         )
     if anchor is not None and outcome.alarm is not None:
         alarm = outcome.alarm
@@ -256,7 +257,12 @@ def receive_rotation(
         )
         if moved.checkpoint is not None:
             revocations = store.trust.held().get(anchor.fingerprint, (None, None))[0]
-            store.trust.hold(anchor.fingerprint, revocations, moved.checkpoint.data)
+            store.trust.hold(
+                anchor.fingerprint,
+                revocations,
+                moved.checkpoint.data,
+                delegation=trust.EndorsementProof.decode(record.proof).delegation,
+            )
         if moved.alarm is not None:
             alarm = moved.alarm
             store.trust.raise_alarm(
@@ -350,6 +356,7 @@ def install_own(store: Store, address: str, proof: bytes, now_ms: int) -> trust.
             anchor.fingerprint,
             None if held is None or held.revocations is None else held.revocations.data,
             verdict.checkpoint.data,
+            delegation=trust.EndorsementProof.decode(proof).delegation,
         )
     log.info("event=endorsement_installed agency=%s status=%s", agency, verdict.status.value)
     return verdict
@@ -433,7 +440,6 @@ class Imported:
     revoked: int
     changed: int  # contacts whose verdict changed
     stapled: bool = False  # the list of our own agency: we staple it to every contact
-    delegation: bytes = b""  # that signed it: to pass the list on with (§7.2)
 
 
 def import_revocations(
@@ -487,7 +493,7 @@ def import_revocations(
     if fork is not None:
         store.trust.raise_alarm(fork.what, anchor.fingerprint, fork.first, fork.second, now_ms)
         log.warning("event=trust_alarm kind=fork agency=%s", agency)
-    store.trust.hold(anchor.fingerprint, accepted.data, kept.data)
+    store.trust.hold(anchor.fingerprint, accepted.data, kept.data, delegation=bundle.delegation)
     log.info(
         "event=revocations_imported agency=%s serial=%d revoked=%d",
         agency,
@@ -505,5 +511,4 @@ def import_revocations(
         len(value.revoked),
         changed,
         stapled,
-        bundle.delegation,
     )
