@@ -4,8 +4,8 @@ through an endpoint of a second, which never met the revoked one; two
 holders of different branches of a log meet through a third; hostile gossip
 changes nothing and the session goes on; a session that stays up takes
 newer lists for as long as it lasts; a list learned by gossip is passed on
-after the daemon restarts; a newer checkpoint of one's own agency learned by
-gossip is stapled on."""
+after the daemon restarts; a newer checkpoint is passed on however it came:
+of one's own agency stapled on, of another as gossip."""
 
 from __future__ import annotations
 
@@ -341,28 +341,75 @@ async def test_a_list_learned_by_gossip_is_passed_on_after_a_restart(
 async def test_a_newer_checkpoint_of_our_own_agency_by_gossip_is_stapled_on(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    """Alice and Bob are acme's, with a session up. A contact of Alice's
-    gossips her a larger checkpoint of acme's log (no newer list): she holds
-    it and staples it on to Bob, who held a smaller one."""
+    """Alice, Bob and Carol are acme's, with sessions up between Alice and Bob
+    and between Bob and Carol. A contact of Alice's gossips her a larger
+    checkpoint of acme's log (no newer list): she holds it and staples it on
+    to Bob, who held a smaller one, and Bob (from her staple) to Carol."""
     acme = Agency.make("acme", _now())
     async with network(tmp_path) as (net, nursery):
-        alice, bob, mallory = net.node("alice"), net.node("bob"), net.node("mallory")
+        names = ("alice", "bob", "carol", "mallory")
+        alice, bob, carol, mallory = (net.node(n) for n in names)
         befriend(alice, bob)
+        befriend(bob, carol)
         befriend(mallory, alice)
-        _install(alice, acme)
-        _install(bob, acme)
-        for node in (alice, bob):
+        for node in (alice, bob, carol):
+            _install(node, acme)
             await node.start(nursery)
         await alice.send(bob, "hello")
         await until(lambda: _verdict(bob, alice) is not None)  # alice's staple came
-        before = _checkpoint(bob, acme)
+        await bob.send(carol, "hello")
+        await until(lambda: _verdict(carol, bob) is not None)
+        dials = (alice.dials, bob.dials, carol.dials)
+        before = (_checkpoint(bob, acme), _checkpoint(carol, acme))
         acme.endorse(mallory.secrets.identity, _now())  # the log grows
         newest = acme.checkpoint()
-        assert before is not None
-        assert before != newest
+        assert newest not in before
         channel, _stream = await net.connect_raw(mallory, alice)
         await channel.send(m.TrustGossip(acme.delegation, b"", newest))
         await _sync(channel, 1)
         assert _checkpoint(alice, acme) == newest
         await until(lambda: _checkpoint(bob, acme) == newest)
-        assert _serial(bob, acme) == 0  # no list came with it
+        await until(lambda: _checkpoint(carol, acme) == newest)
+        assert (alice.dials, bob.dials, carol.dials) == dials  # on the sessions up
+        assert _serial(carol, acme) == 0  # no list came with it
+
+
+async def test_a_newer_checkpoint_from_a_staple_is_passed_on_as_gossip(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Alice (acme) talks with Xavier (bravo), Xavier with Yvonne (charlie),
+    both holding acme's anchor. Alice comes to hold a larger checkpoint of
+    acme's log (by gossip, no newer list) and staples it on to Xavier, who
+    passes it on to Yvonne on the session they have up."""
+    acme, bravo, charlie = (Agency.make(n, _now()) for n in ("acme", "bravo", "charlie"))
+    async with network(tmp_path) as (net, nursery):
+        names = ("alice", "xavier", "yvonne", "mallory")
+        alice, xavier, yvonne, mallory = (net.node(n) for n in names)
+        befriend(alice, xavier)
+        befriend(xavier, yvonne)
+        befriend(mallory, alice)
+        _install(alice, acme)
+        alice.store.trust.hold(
+            acme.anchor.fingerprint, acme.revocations(1, _now()), _checkpoint(alice, acme)
+        )
+        _install(xavier, bravo)
+        _install(yvonne, charlie)
+        for node in (xavier, yvonne):
+            node.store.trust.add(acme.anchor, _now() * 1000)
+        for node in (alice, xavier, yvonne):
+            await node.start(nursery)
+        await alice.send(xavier, "hi")
+        await until(lambda: _serial(xavier, acme) == 1)
+        await xavier.send(yvonne, "hi")
+        await until(lambda: _serial(yvonne, acme) == 1)
+        dials = (alice.dials, xavier.dials, yvonne.dials)
+        acme.endorse(mallory.secrets.identity, _now())  # the log grows
+        newest = acme.checkpoint()
+        assert _checkpoint(yvonne, acme) != newest
+        channel, _stream = await net.connect_raw(mallory, alice)
+        await channel.send(m.TrustGossip(acme.delegation, b"", newest))
+        await _sync(channel, 1)
+        await until(lambda: _checkpoint(xavier, acme) == newest)  # alice's staple
+        await until(lambda: _checkpoint(yvonne, acme) == newest)  # xavier's gossip
+        assert (alice.dials, xavier.dials, yvonne.dials) == dials  # on the sessions up
+        assert _serial(yvonne, acme) == 1

@@ -723,7 +723,7 @@ async def _on_trust_staple(
     if not s.staples_in.take(trio.current_time()):
         log.info("event=trust_staple_ignored contact=%s why=pace", contact_ref(link.contact.id))
         return
-    refused, new_list = await parts.worker(
+    done = await parts.worker(
         receive_staple,
         parts.store,
         link.contact,
@@ -732,9 +732,11 @@ async def _on_trust_staple(
         required=parts.policy.require_endorsement,
         cache=parts.trust_cache,
     )
-    parts.apply_refusals(refused)
-    if new_list:
+    parts.apply_refusals(done.refusals)
+    if done.new_list or (done.new_checkpoint and done.own_agency):
         parts.restaple()  # pass it on to the contacts we have sessions with
+    elif done.new_checkpoint:
+        parts.regossip()  # another agency's checkpoint: passed on as gossip (§7.2)
 
 
 async def _on_trust_gossip(
