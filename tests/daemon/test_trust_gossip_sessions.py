@@ -3,7 +3,9 @@ memory: a revocation of one agency reaches an endpoint of a third agency
 through an endpoint of a second, which never met the revoked one; two
 holders of different branches of a log meet through a third; hostile gossip
 changes nothing and the session goes on; a session that stays up takes
-newer lists for as long as it lasts."""
+newer lists for as long as it lasts; a list learned by gossip is passed on
+after the daemon restarts; a newer checkpoint is passed on however it came:
+of one's own agency stapled on, of another as gossip."""
 
 from __future__ import annotations
 
@@ -298,3 +300,116 @@ async def test_an_endpoint_paces_its_own_staples_and_sends_the_latest(
             await trio.sleep(TRUST_STAPLE_INTERVAL / 3)
         assert _serial(bob, acme) == count
         assert (alice.dials, bob.dials) == dials  # the same session
+
+
+async def test_a_list_learned_by_gossip_is_passed_on_after_a_restart(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Rita (delta) learns acme's list only by gossip, from Paul (bravo), who
+    imported it. Her daemon restarts; then Sam (charlie), who holds acme's
+    anchor and never had the list, talks with her: she passes it on, with
+    the delegation it came with (kept in her store: none of her contacts is
+    acme's, so no endorsement of theirs carries one)."""
+    acme, bravo, charlie, delta = (
+        Agency.make(n, _now()) for n in ("acme", "bravo", "charlie", "delta")
+    )
+    async with network(tmp_path) as (net, nursery):
+        paul, rita, sam = net.node("paul"), net.node("rita"), net.node("sam")
+        befriend(paul, rita)
+        befriend(rita, sam)
+        for node, agency in ((paul, bravo), (rita, delta), (sam, charlie)):
+            _install(node, agency)
+            node.store.trust.add(acme.anchor, _now() * 1000)
+        for node in (paul, rita):
+            await node.start(nursery)
+        listed = acme.revocations(1, _now())
+        await _import(paul, RevocationBundle(acme.delegation, listed, acme.checkpoint()).encode())
+        await paul.send(rita, "hello")
+        await until(lambda: _serial(rita, acme) == 1)
+        paul.stop()
+        rita.stop()
+        await until(lambda: not (paul.up or rita.up))
+        await rita.start(nursery)
+        await sam.start(nursery)
+        assert _serial(sam, acme) == 0
+        await sam.send(rita, "hello")
+        await until(lambda: _serial(sam, acme) == 1)
+        assert _checkpoint(sam, acme) == acme.checkpoint()
+        assert sam.store.contacts.contact_by_address(paul.address) is None
+
+
+async def test_a_newer_checkpoint_of_our_own_agency_by_gossip_is_stapled_on(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Alice, Bob and Carol are acme's, with sessions up between Alice and Bob
+    and between Bob and Carol. A contact of Alice's gossips her a larger
+    checkpoint of acme's log (no newer list): she holds it and staples it on
+    to Bob, who held a smaller one, and Bob (from her staple) to Carol."""
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        names = ("alice", "bob", "carol", "mallory")
+        alice, bob, carol, mallory = (net.node(n) for n in names)
+        befriend(alice, bob)
+        befriend(bob, carol)
+        befriend(mallory, alice)
+        for node in (alice, bob, carol):
+            _install(node, acme)
+            await node.start(nursery)
+        await alice.send(bob, "hello")
+        await until(lambda: _verdict(bob, alice) is not None)  # alice's staple came
+        await bob.send(carol, "hello")
+        await until(lambda: _verdict(carol, bob) is not None)
+        dials = (alice.dials, bob.dials, carol.dials)
+        before = (_checkpoint(bob, acme), _checkpoint(carol, acme))
+        acme.endorse(mallory.secrets.identity, _now())  # the log grows
+        newest = acme.checkpoint()
+        assert newest not in before
+        channel, _stream = await net.connect_raw(mallory, alice)
+        await channel.send(m.TrustGossip(acme.delegation, b"", newest))
+        await _sync(channel, 1)
+        assert _checkpoint(alice, acme) == newest
+        await until(lambda: _checkpoint(bob, acme) == newest)
+        await until(lambda: _checkpoint(carol, acme) == newest)
+        assert (alice.dials, bob.dials, carol.dials) == dials  # on the sessions up
+        assert _serial(carol, acme) == 0  # no list came with it
+
+
+async def test_a_newer_checkpoint_from_a_staple_is_passed_on_as_gossip(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Alice (acme) talks with Xavier (bravo), Xavier with Yvonne (charlie),
+    both holding acme's anchor. Alice comes to hold a larger checkpoint of
+    acme's log (by gossip, no newer list) and staples it on to Xavier, who
+    passes it on to Yvonne on the session they have up."""
+    acme, bravo, charlie = (Agency.make(n, _now()) for n in ("acme", "bravo", "charlie"))
+    async with network(tmp_path) as (net, nursery):
+        names = ("alice", "xavier", "yvonne", "mallory")
+        alice, xavier, yvonne, mallory = (net.node(n) for n in names)
+        befriend(alice, xavier)
+        befriend(xavier, yvonne)
+        befriend(mallory, alice)
+        _install(alice, acme)
+        alice.store.trust.hold(
+            acme.anchor.fingerprint, acme.revocations(1, _now()), _checkpoint(alice, acme)
+        )
+        _install(xavier, bravo)
+        _install(yvonne, charlie)
+        for node in (xavier, yvonne):
+            node.store.trust.add(acme.anchor, _now() * 1000)
+        for node in (alice, xavier, yvonne):
+            await node.start(nursery)
+        await alice.send(xavier, "hi")
+        await until(lambda: _serial(xavier, acme) == 1)
+        await xavier.send(yvonne, "hi")
+        await until(lambda: _serial(yvonne, acme) == 1)
+        dials = (alice.dials, xavier.dials, yvonne.dials)
+        acme.endorse(mallory.secrets.identity, _now())  # the log grows
+        newest = acme.checkpoint()
+        assert _checkpoint(yvonne, acme) != newest
+        channel, _stream = await net.connect_raw(mallory, alice)
+        await channel.send(m.TrustGossip(acme.delegation, b"", newest))
+        await _sync(channel, 1)
+        await until(lambda: _checkpoint(xavier, acme) == newest)  # alice's staple
+        await until(lambda: _checkpoint(yvonne, acme) == newest)  # xavier's gossip
+        assert (alice.dials, xavier.dials, yvonne.dials) == dials  # on the sessions up
+        assert _serial(yvonne, acme) == 1

@@ -233,6 +233,20 @@ def test_to_gossip_passes_on_other_agencies_with_a_delegation_that_signed_them()
         delegations=[ACME.delegation, delegation_b],
     )
     assert (by_b.delegation, by_b.checkpoint) == (delegation_b, checkpoint_b)
+    # The same key delegated again, to a later end: the later goes, in any order.
+    renewed = trust.issue(
+        ACME.root,
+        trust.Delegation(
+            "acme", "a", ACME.issuer.public.ed25519, ACME.issuer.public.mldsa65, T0, T0 + 89 * _DAY
+        ),
+    )
+    for order in ([renewed, ACME.delegation], [ACME.delegation, renewed]):
+        (chosen,) = to_gossip(anchors, held, own=None, delegations=order)
+        assert (chosen.delegation, chosen.revocations, chosen.checkpoint) == (
+            renewed,
+            LIST_2,
+            CHECKPOINT,
+        )
     # Nothing held of an anchor: nothing to pass on.
     assert to_gossip(anchors, {}, own=None, delegations=[ACME.delegation]) == []
 

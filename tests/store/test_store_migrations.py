@@ -52,7 +52,7 @@ def _version(root: Path) -> int:
 
 
 def test_the_fixture_is_a_version_1_store(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == 15
+    assert SCHEMA_VERSION == 16
     assert _version(_copy_v1(tmp_path)) == 1
 
 
@@ -265,4 +265,35 @@ def test_version_14_keeps_one_index_on_a_message_id_and_every_rule(
                 },
             )
         assert [s.body for s in store.outbox.listing()] == ["to bob"]
+        assert store.integrity_check() == []
+
+
+def test_version_16_keeps_what_is_held_and_then_its_delegations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lists and checkpoints held before stay, with no delegation (none
+    was kept); what is held from then on keeps the one it came with."""
+    root = tmp_path / "home"
+    root.mkdir()
+    monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:15])
+    acme, bravo = bytes([1]) * 32, bytes([2]) * 32
+    with _open(root) as store:
+        store._db.execute(
+            "INSERT INTO trust_held (fingerprint, revocations, checkpoint) VALUES (?, ?, ?)",
+            (acme, b"list", b"checkpoint"),
+        )
+        store._db.execute(
+            "INSERT INTO trust_held (fingerprint, revocations, checkpoint) VALUES (?, ?, ?)",
+            (bravo, None, b"checkpoint"),
+        )
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 15
+    monkeypatch.undo()
+    with _open(root) as store:
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 16
+        assert store.trust.held() == {acme: (b"list", b"checkpoint"), bravo: (None, b"checkpoint")}
+        assert store.trust.held_delegations() == []
+        # The same list again keeps none; a newer checkpoint keeps its own.
+        store.trust.hold(acme, b"list", b"newer checkpoint", delegation=b"delegation")
+        assert store.trust.held_delegations() == [b"delegation"]
+        assert store.trust.held()[acme] == (b"list", b"newer checkpoint")
         assert store.integrity_check() == []

@@ -1,5 +1,6 @@
 """Trust anchors and trust alarms (schema 8), our endorsement, the lists and
-checkpoints held, contacts' verdicts and policy (schema 11) in the store (trust.md)."""
+checkpoints held, contacts' verdicts and policy (schema 11), the delegation
+each list and checkpoint held came with (schema 16) in the store (trust.md)."""
 
 from __future__ import annotations
 
@@ -94,6 +95,33 @@ def test_our_endorsement_views_and_verdicts_survive_a_reopen(tmp_path: Path) -> 
             4,
         )
         assert store.trust.required() == {carol.id: True}
+
+
+def test_each_list_and_checkpoint_held_keeps_the_delegation_it_came_with(
+    tmp_path: Path,
+) -> None:
+    """Schema 16: a statement new in a hold is kept with the delegation given;
+    one held already keeps its own, whatever the new one came with."""
+    with open_store(tmp_path) as store:
+        store.trust.hold(ACME.fingerprint, b"list 1", b"checkpoint 1", delegation=b"d1")
+        assert store.trust.held_delegations() == [b"d1"]
+        # A newer checkpoint under another key, the list kept: two delegations.
+        store.trust.hold(ACME.fingerprint, b"list 1", b"checkpoint 2", delegation=b"d2")
+        assert sorted(store.trust.held_delegations()) == [b"d1", b"d2"]
+        # A newer list under a third, the checkpoint kept: d1 signed nothing held.
+        store.trust.hold(ACME.fingerprint, b"list 2", b"checkpoint 2", delegation=b"d3")
+        assert sorted(store.trust.held_delegations()) == [b"d2", b"d3"]
+        store.trust.hold(BRAVO.fingerprint, None, b"checkpoint", delegation=b"d4")
+        store.trust.hold(BRAVO.fingerprint, b"list", b"checkpoint")  # none came with it
+    with open_store(tmp_path) as store:
+        assert sorted(store.trust.held_delegations()) == [b"d2", b"d3", b"d4"]
+        assert store.trust.held() == {
+            ACME.fingerprint: (b"list 2", b"checkpoint 2"),
+            BRAVO.fingerprint: (b"list", b"checkpoint"),
+        }
+        # What is no longer held takes its delegation with it.
+        store.trust.hold(ACME.fingerprint, None, b"checkpoint 2", delegation=b"d5")
+        assert sorted(store.trust.held_delegations()) == [b"d2", b"d4"]
 
 
 def test_a_contact_moves_in_place_and_its_rotation_is_kept(tmp_path: Path) -> None:

@@ -673,7 +673,7 @@ class Daemon:
         await self._refusals_changed()
         self.engine.restaple()
         if not done.stapled:
-            self.engine.regossip(done.delegation)  # another agency's: passed on (§7.2)
+            self.engine.regossip()  # another agency's: passed on (§7.2)
         if done.stapled:
             # Our own agency's list: contacts with no session up are dialled
             # once (paced, as an announcement) to be handed it, so that a

@@ -463,31 +463,35 @@ def to_gossip(
     each with a delegation among ``delegations`` (those we have met: in our
     contacts' endorsements, in gossip, in bundles imported) whose key signed
     it. A list or checkpoint no delegation we know signed is left out (a
-    receiver could not check it)."""
-    by_agency: dict[str, list[tuple[bytes, frozenset[tuple[str, bytes]]]]] = {}
+    receiver could not check it). Of two delegations that would carry as
+    much, the one that ends later goes (a key's delegation renewed: the one
+    a list was held with may have ended, and the receiver refuses gossip
+    under a delegation not valid now)."""
+    by_agency: dict[str, list[tuple[bytes, frozenset[tuple[str, bytes]], int]]] = {}
     for data in delegations:
         try:
             found = claimed_delegation(data)
         except TrustError:
             continue
         ids = frozenset((v.name, v.key_id) for v in found.key.verifiers())
-        by_agency.setdefault(found.agency, []).append((data, ids))
+        by_agency.setdefault(found.agency, []).append((data, ids, found.not_after))
     found_gossip: list[Gossip] = []
     for anchor in anchors:
         if anchor.fingerprint == own:
             continue
         revocations, checkpoint = held.get(anchor.fingerprint, (None, None))
-        best: Gossip | None = None
-        for data, ids in by_agency.get(anchor.agency, []):
+        best: tuple[bool, bool, int] | None = None
+        chosen: Gossip | None = None
+        for data, ids, not_after in by_agency.get(anchor.agency, []):
             r = revocations if revocations and _signed_by(revocations, ids) else b""
             c = checkpoint if checkpoint and _signed_by(checkpoint, ids) else b""
-            # The delegation that signed both, else the list, else the checkpoint.
-            if (bool(r), bool(c)) > (False, False) and (
-                best is None or (bool(r), bool(c)) > (bool(best.revocations), bool(best.checkpoint))
-            ):
-                best = Gossip(anchor.fingerprint, data, r, c)
-        if best is not None:
-            found_gossip.append(best)
+            # The delegation that signed both, else the list, else the
+            # checkpoint; of those, the one that ends last.
+            rank = (bool(r), bool(c), not_after)
+            if (r or c) and (best is None or rank > best):
+                best, chosen = rank, Gossip(anchor.fingerprint, data, r, c)
+        if chosen is not None:
+            found_gossip.append(chosen)
     return found_gossip
 
 

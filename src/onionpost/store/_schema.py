@@ -602,6 +602,16 @@ _V15: Final[tuple[str, ...]] = (
     "told_ms INTEGER NOT NULL) STRICT",
 )
 
+# Version 16: each revocation list and checkpoint held keeps the delegation
+# of the issuing key that signed it, as it came with it (a staple's proof, a
+# gossip record, an imported bundle), so that what is held is passed on
+# (trust.md §7.2) after a restart as before it. NULL: none came with it (held
+# before this version).
+_V16: Final[tuple[str, ...]] = (
+    "ALTER TABLE trust_held ADD COLUMN revocations_delegation BLOB",
+    "ALTER TABLE trust_held ADD COLUMN checkpoint_delegation BLOB",
+)
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V1,
     _V2,
@@ -618,6 +628,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V13,
     _V14,
     _V15,
+    _V16,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.

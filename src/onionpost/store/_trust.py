@@ -196,13 +196,48 @@ class TrustAnchors:
             for f, r, c in rows
         }
 
-    def hold(self, fingerprint: bytes, revocations: bytes | None, checkpoint: bytes | None) -> None:
+    def hold(
+        self,
+        fingerprint: bytes,
+        revocations: bytes | None,
+        checkpoint: bytes | None,
+        *,
+        delegation: bytes | None = None,
+    ) -> None:
+        """Hold ``revocations`` and ``checkpoint`` of the anchor's agency (as
+        received, each checked by the caller), in place of what was held.
+        ``delegation``: the one whose key signed whichever of the two is new
+        here, kept with it to pass it on with (trust.md §7.2); one held
+        already keeps the delegation it came with."""
         with self._database.transaction(), self._guard("keeping a trust view"):
             self._db.execute(
-                "INSERT OR REPLACE INTO trust_held (fingerprint, revocations, checkpoint) "
-                "VALUES (?, ?, ?)",
-                (fingerprint, revocations, checkpoint),
+                "INSERT INTO trust_held (fingerprint, revocations, checkpoint, "
+                "revocations_delegation, checkpoint_delegation) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (fingerprint) DO UPDATE SET "
+                "revocations_delegation = CASE WHEN excluded.revocations IS revocations "
+                "THEN revocations_delegation ELSE excluded.revocations_delegation END, "
+                "checkpoint_delegation = CASE WHEN excluded.checkpoint IS checkpoint "
+                "THEN checkpoint_delegation ELSE excluded.checkpoint_delegation END, "
+                "revocations = excluded.revocations, checkpoint = excluded.checkpoint",
+                (
+                    fingerprint,
+                    revocations,
+                    checkpoint,
+                    None if revocations is None else delegation,
+                    None if checkpoint is None else delegation,
+                ),
             )
+
+    def held_delegations(self) -> list[bytes]:
+        """The delegations the lists and checkpoints held came with, each once."""
+        with self._lock, self._guard("reading trust views"):
+            rows = self._db.execute(
+                "SELECT revocations_delegation FROM trust_held "
+                "WHERE revocations_delegation IS NOT NULL UNION "
+                "SELECT checkpoint_delegation FROM trust_held "
+                "WHERE checkpoint_delegation IS NOT NULL"
+            ).fetchall()
+        return [bytes(row[0]) for row in rows]
 
     def set_endorsement(
         self, contact_id: int, proof: bytes | None, status: str, describe: str, now_ms: int

@@ -57,7 +57,6 @@ import trio
 from onionpost._logs import contact_ref, safe
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery._deposit import deposit, has_deposit_work
-from onionpost.daemon.delivery._gossip import learn_delegation
 from onionpost.daemon.delivery._groups import publish_group
 from onionpost.daemon.delivery._intake import Bounds, EnvelopeReceipt, Intake, unfit_mailbox
 from onionpost.daemon.delivery._introductions import Reconciled, reconcile
@@ -270,13 +269,10 @@ class DeliveryEngine:
                 session.regossip = True
                 session.wake.fire()
 
-    def regossip(self, delegation: bytes = b"") -> None:
+    def regossip(self) -> None:
         """We hold a newer list or checkpoint of another agency: every open
-        session passes it on (trust.md §7.2). ``delegation``: the one that
-        signed it, when no contact's endorsement may carry it (an imported
-        bundle, a gossip record)."""
-        if delegation:
-            learn_delegation(self._parts.trust_delegations, delegation)
+        session passes it on (trust.md §7.2), with the delegation it came
+        with (kept with it in the store)."""
         for link in self._links.values():
             for session in link.sessions:
                 session.regossip = True

@@ -3,7 +3,9 @@
 Each side of a session sends, in ``TrustGossip`` records, the latest list and
 checkpoint it holds of every agency but its own whose anchor it holds, with a
 delegation that signed them (:func:`gossip`, choosing through
-:func:`onionpost.proto.trust_session.to_gossip`); the session's sender sends
+:func:`onionpost.proto.trust_session.to_gossip` among the delegations kept
+with what is held: so a daemon passes on after a restart what it held
+before); the session's sender sends
 each contact what it has not been sent, as its pace allows. The receiver's
 decision is :func:`onionpost.proto.trust_session.meet_gossip`;
 :func:`receive_gossip` reads what it needs from the store and writes what the
@@ -25,30 +27,30 @@ from dataclasses import dataclass
 from onionpost._logs import contact_ref
 from onionpost.daemon.delivery._trust import _held, recheck_contacts, refusals
 from onionpost.errors import TrustError
-from onionpost.limits import MAX_TRUST_ANCHORS
 from onionpost.proto import trust
 from onionpost.proto.messages import TrustGossip
 from onionpost.proto.trust_session import Gossip, meet_gossip, to_gossip
 from onionpost.store import Contact, Store
 
-__all__ = ["Gossiped", "gossip", "learn_delegation", "receive_gossip"]
+__all__ = ["Gossiped", "gossip", "receive_gossip"]
 
 log = logging.getLogger("onionpost.daemon")
 
 
-def gossip(store: Store, learned: tuple[bytes, ...] = ()) -> list[Gossip]:
+def gossip(store: Store) -> list[Gossip]:
     """What we hold of each agency but our own, to pass on (trust.md §7.2),
-    each with a delegation that signed it: from our contacts' endorsements,
-    or ``learned`` (delegations met in gossip and in bundles imported)."""
-    own = store.trust.own()
-    delegations: list[bytes] = list(learned)
-    proofs = [own[1]] if own is not None else []
-    proofs += [e.proof for e in store.trust.endorsements().values() if e.proof is not None]
-    for proof in proofs:
+    each with a delegation that signed it: the one it came with, kept with
+    it in the store; for what was held before the store kept them (version
+    16), one of our contacts' endorsements."""
+    delegations = store.trust.held_delegations()
+    for stored in store.trust.endorsements().values():
+        if stored.proof is None:
+            continue
         try:
-            delegations.append(trust.EndorsementProof.decode(proof).delegation)
+            delegations.append(trust.EndorsementProof.decode(stored.proof).delegation)
         except TrustError:
             continue
+    own = store.trust.own()
     return to_gossip(
         [s.anchor for s in store.trust.all()],
         store.trust.held(),
@@ -57,25 +59,12 @@ def gossip(store: Store, learned: tuple[bytes, ...] = ()) -> list[Gossip]:
     )
 
 
-def learn_delegation(learned: dict[str, bytes], delegation: bytes) -> None:
-    """Keep ``delegation`` (verified by whoever passes it here) as the one to
-    pass its agency's list on with, at most one an agency and
-    ``MAX_TRUST_ANCHORS`` agencies (the oldest forgotten first)."""
-    try:
-        agency = trust.claimed_agency(delegation)
-    except TrustError:
-        return
-    learned.pop(agency, None)
-    learned[agency] = delegation
-    while len(learned) > MAX_TRUST_ANCHORS:
-        del learned[next(iter(learned))]
-
-
 @dataclass(frozen=True, slots=True)
 class Gossiped:
     """What a contact's gossip record did: the refusals now in force, the
-    agency whose view changed (None: nothing), and whether that is a newer
-    list of our own agency (to staple on) or of another (to pass on)."""
+    agency whose view changed (None: nothing), and whether that agency is
+    our own (its newer list or checkpoint is stapled on) or another (passed
+    on as gossip)."""
 
     refusals: dict[int, str]
     agency: str | None = None
@@ -137,6 +126,7 @@ def receive_gossip(
         anchor.fingerprint,
         None if outcome.held.revocations is None else outcome.held.revocations.data,
         None if outcome.held.checkpoint is None else outcome.held.checkpoint.data,
+        delegation=record.delegation,
     )
     if outcome.new_list:
         assert outcome.held.revocations is not None
@@ -150,6 +140,4 @@ def receive_gossip(
         recheck_contacts(store, anchor, now_ms, cache)
     own = store.trust.own()
     own_agency = own is not None and own[0] == anchor.fingerprint
-    return Gossiped(
-        refusals(store, required=required), anchor.agency, own_agency and outcome.new_list
-    )
+    return Gossiped(refusals(store, required=required), anchor.agency, own_agency)

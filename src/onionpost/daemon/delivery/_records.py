@@ -237,9 +237,6 @@ class Parts:
     restaple: Callable[[], None] = field(default=lambda: None)
     # The engine's: every open session looks for gossip to pass on (§7.2).
     regossip: Callable[[], None] = field(default=lambda: None)
-    # Delegations met with lists of other agencies (in gossip, in bundles
-    # imported), by agency, so that we can pass those lists on (§7.2).
-    trust_delegations: dict[str, bytes] = field(default_factory=dict)
     # The engine's: a contact moved to a new address (before, after; trust.md §6).
     moved: Callable[[Contact, Contact], None] = field(default=lambda before, after: None)
 

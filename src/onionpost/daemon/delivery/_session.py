@@ -36,7 +36,7 @@ import trio
 from onionpost._logs import contact_ref
 from onionpost.api import MessageState, StateChange
 from onionpost.daemon.delivery import _files, _groups
-from onionpost.daemon.delivery._gossip import gossip, learn_delegation, receive_gossip
+from onionpost.daemon.delivery._gossip import gossip, receive_gossip
 from onionpost.daemon.delivery._intake import admit
 from onionpost.daemon.delivery._introductions import RecordVerdict
 from onionpost.daemon.delivery._link import keep_new_session
@@ -273,8 +273,7 @@ async def _pass_on_trust(parts: Parts, link: Link, session: Session) -> None:
     if not session.regossip or session.gossip_out.next_at(now) > now:
         return
     session.regossip = False
-    learned = tuple(parts.trust_delegations.values())
-    everything = await parts.worker(gossip, parts.store, learned)
+    everything = await parts.worker(gossip, parts.store)
     if len(link.gossiped) > MAX_TRUST_ANCHORS:
         # Anchors removed since: forget them (at most one entry an anchor).
         current = {found.fingerprint for found in everything}
@@ -724,7 +723,7 @@ async def _on_trust_staple(
     if not s.staples_in.take(trio.current_time()):
         log.info("event=trust_staple_ignored contact=%s why=pace", contact_ref(link.contact.id))
         return
-    refused, new_list = await parts.worker(
+    done = await parts.worker(
         receive_staple,
         parts.store,
         link.contact,
@@ -733,9 +732,11 @@ async def _on_trust_staple(
         required=parts.policy.require_endorsement,
         cache=parts.trust_cache,
     )
-    parts.apply_refusals(refused)
-    if new_list:
+    parts.apply_refusals(done.refusals)
+    if done.new_list or (done.new_checkpoint and done.own_agency):
         parts.restaple()  # pass it on to the contacts we have sessions with
+    elif done.new_checkpoint:
+        parts.regossip()  # another agency's checkpoint: passed on as gossip (§7.2)
 
 
 async def _on_trust_gossip(
@@ -758,9 +759,8 @@ async def _on_trust_gossip(
     )
     parts.apply_refusals(done.refusals)
     if done.own_agency:
-        parts.restaple()  # a newer list of our agency: staple it on
+        parts.restaple()  # a newer list or checkpoint of our agency: staple it on
     elif done.agency is not None:
-        learn_delegation(parts.trust_delegations, r.delegation)
         parts.regossip()  # pass it on to the contacts we have sessions with
 
 

@@ -119,12 +119,27 @@ def receive_staple(
     *,
     required: bool,
     cache: trust.VerifiedCache | None = None,
-) -> tuple[dict[int, str], bool]:
-    """Decide on ``contact``'s staple, record the outcome (see the module doc);
-    the refusals now in force (:func:`refusals`) and whether we now hold a
-    newer list (to pass on to the contacts we have sessions with, §7.2)."""
-    new_list = _receive(store, contact, record, now_ms, cache)
-    return refusals(store, required=required), new_list
+) -> Stapled:
+    """Decide on ``contact``'s staple, record the outcome (see the module doc):
+    the refusals now in force (:func:`refusals`) and what we now hold newer
+    (to pass on to the contacts we have sessions with, §7.2)."""
+    fingerprint, new_list, new_checkpoint = _receive(store, contact, record, now_ms, cache)
+    own = store.trust.own()
+    own_agency = own is not None and own[0] == fingerprint
+    return Stapled(refusals(store, required=required), new_list, new_checkpoint, own_agency)
+
+
+@dataclass(frozen=True, slots=True)
+class Stapled:
+    """What a contact's staple did: the refusals now in force, whether we now
+    hold a newer list or checkpoint of its agency, and whether that agency
+    is our own (what is newer is stapled on) or another (passed on as
+    gossip, trust.md §7.2)."""
+
+    refusals: dict[int, str]
+    new_list: bool = False
+    new_checkpoint: bool = False
+    own_agency: bool = False
 
 
 def _receive(
@@ -133,7 +148,10 @@ def _receive(
     record: TrustStaple,
     now_ms: int,
     cache: trust.VerifiedCache | None,
-) -> bool:
+) -> tuple[bytes | None, bool, bool]:
+    """The staple's outcome recorded: the fingerprint of its agency's anchor
+    (None: none installed, or refused), and whether a newer list and a newer
+    checkpoint are held."""
     anchors = {s.anchor.agency: s.anchor for s in store.trust.all()}
     try:
         outcome = meet_staple(
@@ -156,17 +174,19 @@ def _receive(
         )
         why = "forged" if status == "refused-forged" else "malformed"
         store.trust.set_endorsement(contact.id, None, status, f"refused: {why} {exc.what}", now_ms)
-        return False
+        return None, False, False
     anchor = outcome.anchor
-    new_list = False
+    new_list = new_checkpoint = False
     if anchor is not None and outcome.held is not None:
-        revocations = outcome.held.revocations
-        before = store.trust.held().get(anchor.fingerprint, (None, None))[0]
-        new_list = revocations is not None and revocations.data != before
+        revocations, checkpoint = outcome.held.revocations, outcome.held.checkpoint
+        before = store.trust.held().get(anchor.fingerprint, (None, None))
+        new_list = revocations is not None and revocations.data != before[0]
+        new_checkpoint = checkpoint is not None and checkpoint.data != before[1]
         store.trust.hold(
             anchor.fingerprint,
             None if revocations is None else revocations.data,
-            None if outcome.held.checkpoint is None else outcome.held.checkpoint.data,
+            None if checkpoint is None else checkpoint.data,
+            delegation=trust.EndorsementProof.decode(record.proof).delegation,
         )
     if anchor is not None and outcome.alarm is not None:
         alarm = outcome.alarm
@@ -192,7 +212,7 @@ def _receive(
         # A newer list from this contact: every contact of that agency is
         # judged again (one of them may be revoked in it, trust.md §7.2).
         recheck_contacts(store, anchor, now_ms, cache)
-    return new_list
+    return None if anchor is None else anchor.fingerprint, new_list, new_checkpoint
 
 
 def receive_rotation(
@@ -256,7 +276,12 @@ def receive_rotation(
         )
         if moved.checkpoint is not None:
             revocations = store.trust.held().get(anchor.fingerprint, (None, None))[0]
-            store.trust.hold(anchor.fingerprint, revocations, moved.checkpoint.data)
+            store.trust.hold(
+                anchor.fingerprint,
+                revocations,
+                moved.checkpoint.data,
+                delegation=trust.EndorsementProof.decode(record.proof).delegation,
+            )
         if moved.alarm is not None:
             alarm = moved.alarm
             store.trust.raise_alarm(
@@ -350,6 +375,7 @@ def install_own(store: Store, address: str, proof: bytes, now_ms: int) -> trust.
             anchor.fingerprint,
             None if held is None or held.revocations is None else held.revocations.data,
             verdict.checkpoint.data,
+            delegation=trust.EndorsementProof.decode(proof).delegation,
         )
     log.info("event=endorsement_installed agency=%s status=%s", agency, verdict.status.value)
     return verdict
@@ -433,7 +459,6 @@ class Imported:
     revoked: int
     changed: int  # contacts whose verdict changed
     stapled: bool = False  # the list of our own agency: we staple it to every contact
-    delegation: bytes = b""  # that signed it: to pass the list on with (§7.2)
 
 
 def import_revocations(
@@ -487,7 +512,7 @@ def import_revocations(
     if fork is not None:
         store.trust.raise_alarm(fork.what, anchor.fingerprint, fork.first, fork.second, now_ms)
         log.warning("event=trust_alarm kind=fork agency=%s", agency)
-    store.trust.hold(anchor.fingerprint, accepted.data, kept.data)
+    store.trust.hold(anchor.fingerprint, accepted.data, kept.data, delegation=bundle.delegation)
     log.info(
         "event=revocations_imported agency=%s serial=%d revoked=%d",
         agency,
@@ -505,5 +530,4 @@ def import_revocations(
         len(value.revoked),
         changed,
         stapled,
-        bundle.delegation,
     )
