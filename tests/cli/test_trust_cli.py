@@ -218,10 +218,24 @@ def test_rotate(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:
     card.write_text(ContactCard.issue(new).to_line() + "\n")
     out = tmp_path / "moved.endorsement"
     endorse = ["trust", "endorse", str(new.identity.address), "--dir", where, *secret]
-    made = invoke(
-        runner, *endorse, "--endpoint", "Desk", "--replaces", str(ALICE.address), "--out", out
-    )
+    # --replaces is given without '.onion': what was signed is shown in full,
+    # the move with it, so a mistyped address shows before the proof goes out.
+    bare = str(ALICE.address).removesuffix(".onion")
+    made = invoke(runner, *endorse, "--endpoint", "Desk", "--replaces", bare, "--out", out)
     assert made.exit_code == 0, made.output
+    assert made.stdout == (
+        f"endorsed {new.identity.address} as Desk, replacing {ALICE.address}; log entry 1; {out}\n"
+    )
+    again = tmp_path / "again.endorsement"
+    as_json = json.loads(
+        invoke(
+            runner, *endorse, "--endpoint", "Desk", "--replaces", bare, "--out", again, "--json"
+        ).stdout
+    )
+    assert (as_json["address"], as_json["replaces"]) == (
+        str(new.identity.address),
+        str(ALICE.address),
+    )
     rotate = ["trust", "rotate", "--home", home]
     done = invoke(runner, *rotate, card, out)
     assert done.exit_code == 0, done.output
