@@ -129,8 +129,9 @@ class Daemon:
     """Implements the local API's :class:`~onionpost.host.Backend` on an :class:`OnionHost`."""
 
     unserved: Final = (
-        "this home runs an endpoint, not a mailbox (setup codes come from "
-        "'onionpost mailbox code' on the mailbox's host)"
+        "this home runs an endpoint, not a mailbox or a registrar ('mailbox code' "
+        "runs on the mailbox's host, 'registrar code', 'revoke' and 'list' with the "
+        "registrar's home)"
     )
 
     def __init__(
