@@ -201,6 +201,11 @@ def test_endorsement_install(runner: CliRunner, daemon: Daemon, tmp_path: Path) 
     done = invoke(runner, *install, out)
     assert done.exit_code == 0, done.output
     assert done.stdout.startswith("installed: endorsed by acme (Field office 3) until ")
+    # No list of acme held: unverified-stale, and the next step said.
+    first, then = done.stdout.splitlines()
+    assert first.endswith(" [unverified-stale]")
+    assert then.startswith("no fresh revocation list of acme is held")
+    assert "trust revocations import FILE" in then
     as_json = json.loads(invoke(runner, *install, out, "--json").stdout)
     assert (as_json["agency"], as_json["address"]) == ("acme", str(ALICE.address))
 

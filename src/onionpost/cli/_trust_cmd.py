@@ -168,6 +168,12 @@ def endorsement_install(file: Path, home: Path | None, as_json: bool) -> None:
         f"until {format_ms(installed.valid_until * 1000)}"
         + ("" if installed.status == "endorsed" else f" [{installed.status}]")
     )
+    if installed.status == "unverified-stale":
+        click.echo(
+            f"no fresh revocation list of {printable(installed.agency)} is held, so contacts "
+            "cannot count it as endorsed yet: import the agency's newest list "
+            "('trust revocations import FILE')"
+        )
 
 
 @trust.command("rotate")
@@ -215,6 +221,13 @@ def enrol(code: str, home: Path | None, as_json: bool) -> None:
         f"until {format_ms(installed.valid_until * 1000)}"
         + ("" if installed.status == "endorsed" else f" [{installed.status}]")
     )
+    if installed.status == "unverified-stale":
+        # The endorsement comes first; the list comes in the daemon's first
+        # round with the registrar, which enrolling starts (trust.md §8).
+        click.echo(
+            "the daemon now fetches the agency's revocation list from the registrar "
+            "(seconds): 'trust list' shows it held, 'status' the registrar's last round"
+        )
 
 
 @trust.group("revocations")

@@ -355,7 +355,9 @@ class MemoryBackend:
         delegation = trust.open_delegation(anchor, proof.delegation).value
         e = trust.open_endorsement(delegation, proof.endorsement).value
         self.endorsement = proof
-        return api.Endorsement(e.agency, e.address, e.endpoint, e.unit, e.valid_until, "endorsed")
+        # The daemon's verdict without a list of the agency held: unverified-stale.
+        status = "endorsed" if agency in self.revocations else "unverified-stale"
+        return api.Endorsement(e.agency, e.address, e.endpoint, e.unit, e.valid_until, status)
 
     async def trust_rotate(self, request: api.TrustRotate) -> api.RotationAnnounced:
         # The daemon's parse of the card and the proof; this double holds no
