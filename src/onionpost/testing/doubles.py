@@ -276,6 +276,7 @@ class MemoryBackend:
                     "since_ms": c["last_seen_ms"],
                     "failures": 0 if c["reachable"] else 2,
                     "retry_in": None if c["reachable"] else 12.0,
+                    "refused": c.get("refused", ""),
                 }
                 for c in self.contacts.values()
             ],
