@@ -405,6 +405,26 @@ def test_send_not_confirmed_in_time_says_the_id(
     assert "are you there?" in shown.stdout
 
 
+def test_send_to_a_refused_contact_says_it_waits(runner: CliRunner, daemon: Daemon) -> None:
+    """A contact refused for its endorsement (revoked) gets nothing: a send
+    queues, and says so, with or without --wait (which otherwise waits
+    without a word)."""
+    server, home = daemon
+    quiet = invoke(runner, "--home", home, "send", "bob", "before")
+    assert quiet.exit_code == 0, quiet.output
+    assert "refused" not in quiet.stderr
+    server.backend.contacts["bob"]["refused"] = "refused: revoked"
+    sent = invoke(runner, "--home", home, "send", "bob", "to a revoked contact")
+    assert sent.exit_code == 0, sent.output
+    assert sent.stdout.startswith("[TLP:AMBER] queued ")
+    assert sent.stderr.startswith(
+        "'bob' is refused (refused: revoked): nothing is sent to it, and this waits in the outbox"
+    )
+    waited = invoke(runner, "--home", home, "send", "bob", "and waited for", "--wait")
+    assert "'bob' is refused (refused: revoked)" in waited.stderr
+    assert "Ctrl-C stops waiting" in waited.stderr
+
+
 def test_send_refusals(runner: CliRunner, daemon: Daemon) -> None:
     _, home = daemon
     empty = invoke(runner, "--home", home, "send", "bob", input="")

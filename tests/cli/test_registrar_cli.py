@@ -87,6 +87,10 @@ def test_trust_enrol_prints_the_endorsement_and_refuses_a_mistyped_code(
         done = invoke(runner, "--home", home, "trust", "enrol", code)
         assert done.exit_code == 0, done.output
         assert done.stdout.startswith("enrolled: endorsed by acme (Desk) until ")
+        # Unverified-stale until the daemon's first round brings the list: said why.
+        first, then = done.stdout.splitlines()
+        assert first.endswith(" [unverified-stale]")
+        assert then.startswith("the daemon now fetches the agency's revocation list")
         assert backend.enrolled_with == str(OnionAddress(bytes(range(32))))
         as_json = json.loads(
             invoke(runner, "--home", home, "trust", "enrol", code, "--json").stdout

@@ -201,6 +201,11 @@ def test_endorsement_install(runner: CliRunner, daemon: Daemon, tmp_path: Path) 
     done = invoke(runner, *install, out)
     assert done.exit_code == 0, done.output
     assert done.stdout.startswith("installed: endorsed by acme (Field office 3) until ")
+    # No list of acme held: unverified-stale, and the next step said.
+    first, then = done.stdout.splitlines()
+    assert first.endswith(" [unverified-stale]")
+    assert then.startswith("no fresh revocation list of acme is held")
+    assert "trust revocations import FILE" in then
     as_json = json.loads(invoke(runner, *install, out, "--json").stdout)
     assert (as_json["agency"], as_json["address"]) == ("acme", str(ALICE.address))
 
@@ -218,10 +223,24 @@ def test_rotate(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:
     card.write_text(ContactCard.issue(new).to_line() + "\n")
     out = tmp_path / "moved.endorsement"
     endorse = ["trust", "endorse", str(new.identity.address), "--dir", where, *secret]
-    made = invoke(
-        runner, *endorse, "--endpoint", "Desk", "--replaces", str(ALICE.address), "--out", out
-    )
+    # --replaces is given without '.onion': what was signed is shown in full,
+    # the move with it, so a mistyped address shows before the proof goes out.
+    bare = str(ALICE.address).removesuffix(".onion")
+    made = invoke(runner, *endorse, "--endpoint", "Desk", "--replaces", bare, "--out", out)
     assert made.exit_code == 0, made.output
+    assert made.stdout == (
+        f"endorsed {new.identity.address} as Desk, replacing {ALICE.address}; log entry 1; {out}\n"
+    )
+    again = tmp_path / "again.endorsement"
+    as_json = json.loads(
+        invoke(
+            runner, *endorse, "--endpoint", "Desk", "--replaces", bare, "--out", again, "--json"
+        ).stdout
+    )
+    assert (as_json["address"], as_json["replaces"]) == (
+        str(new.identity.address),
+        str(ALICE.address),
+    )
     rotate = ["trust", "rotate", "--home", home]
     done = invoke(runner, *rotate, card, out)
     assert done.exit_code == 0, done.output

@@ -94,3 +94,24 @@ async def test_with_require_endorsement_a_bundle_lets_the_outbox_go(tmp_path: Pa
         report = {c.name: c for c in (await bob.daemon.status(api.GetStatus())).contacts}
         assert report["alice"].refused == ""
         assert report["carol"].refused == "endorsement required: none presented"
+
+
+async def test_an_anchor_added_after_the_bundle_judges_it_at_once(tmp_path: Path) -> None:
+    """A bundle added before its agency's anchor is 'no anchor for agency
+    acme'; `trust add` judges it again at once, not at the next housekeeping
+    round, so `contact list` right after it is not left saying so."""
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        proof = acme.endorse(alice.secrets.identity, _now()).encode()
+        alice.store.trust.add(acme.anchor, _now() * 1000)
+        install_own(alice.store, str(alice.address), proof, _now() * 1000)
+        bob.store.trust.hold(acme.anchor.fingerprint, acme.revocations(1, _now()), None)
+        await bob.start(nursery)
+        assert bob.daemon is not None
+        await bob.daemon.contact_add(api.ContactAdd(alice.card(), None, endorsement_line(proof)))
+        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        assert listed["alice"].endorsement == "no anchor for agency acme"
+        await bob.daemon.trust_add(api.TrustAdd(acme.anchor.to_text(), acme.anchor.safety_number))
+        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        assert listed["alice"].endorsement_status == "endorsed"

@@ -61,6 +61,32 @@ async def test_the_daemon_serves_every_request_but_the_mailbox_s(tmp_path: Path)
         _check_fits(handlers)
 
 
+@pytest.mark.parametrize(
+    "request_record", [api.MailboxCode(), api.RegistrarCode("Desk"), api.RegistrarList()]
+)
+async def test_the_daemon_says_where_a_request_it_does_not_serve_goes(
+    tmp_path: Path, request_record: api.Request[Any]
+) -> None:
+    """`registrar list` against an endpoint's home is told of the registrar's
+    home, not only of a mailbox's host."""
+    async with network(tmp_path) as (net, nursery):
+        alice = net.node("alice")
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        with short_tmpdir() as home:
+            async with trio.open_nursery() as served:
+                await served.start(serve_api, alice.daemon, home / "control.sock")
+                async with open_client(socket_path=home / "control.sock") as client:
+                    with pytest.raises(ApiError) as caught:
+                        await client.request(request_record)
+                    assert caught.value.code == "config"
+                    said = str(caught.value)
+                    assert "runs an endpoint, not a mailbox or a registrar" in said
+                    assert "'mailbox code' runs on the mailbox's host" in said
+                    assert "with the registrar's home" in said
+                served.cancel_scope.cancel()
+
+
 def test_the_mailbox_serves_its_requests_only() -> None:
     backend = MailboxBackend(
         None,  # type: ignore[arg-type] # not used to build the table

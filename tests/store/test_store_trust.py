@@ -175,5 +175,9 @@ def test_our_rotation_and_who_was_told(tmp_path: Path) -> None:
         assert store.trust.rotation_told() == {bob.id}
     with open_store(tmp_path) as store:
         assert store.trust.own_rotation() == (b"proof", bytes(32))
+        # The same move announced again (`trust rotate` run twice): bob,
+        # told it, has moved and will not be told again; he stays counted.
+        store.trust.set_own_rotation(b"proof", bytes(32), 3)
+        assert store.trust.rotation_told() == {bob.id}
         store.trust.set_own_rotation(b"another", bytes(32), 3)  # a new move: nobody told
         assert store.trust.rotation_told() == frozenset()

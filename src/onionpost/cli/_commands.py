@@ -407,7 +407,11 @@ def send(
         async def queue(client: Client) -> Queued:
             return await _queue(client, name, body, file_path, label)
 
-        queued = run_client(home, queue, bounded=False)
+        async def queue_and_check(client: Client) -> tuple[Queued, str]:
+            queued = await _queue(client, name, body, file_path, label)
+            return queued, await _refusal(client, name)
+
+        queued, refused = run_client(home, queue_and_check, bounded=False)
         if as_json:
             emit_json(_as_json(queued), first="label")
         elif queued.name is not None:
@@ -417,6 +421,8 @@ def send(
             )
         else:
             click.echo(f"{queued_banner(queued)}queued {queued.id} for '{printable(name)}'")
+        if refused:
+            click.echo(_held_for(name, refused), err=True)
         return
     follower = _Follower(name, body, file_path, as_json, label)
     try:
@@ -428,6 +434,24 @@ def send(
         reason = f" (reason {final.reason})" if final.reason is not None else ""
         what = "file" if file_path is not None else "message"
         fail(f"the {what} was not delivered: {final.state}{reason}", EXIT_FAILED)
+
+
+async def _refusal(client: Client, contact: str) -> str:
+    """Why sessions with ``contact`` are refused and nothing is sent to it
+    (trust.md §7.4, as ``status`` shows it); empty if they are not."""
+    with trio.move_on_after(ANSWER_DEADLINE):
+        for c in (await client.status()).contacts:
+            if c.name == contact:
+                return c.refused
+    return ""
+
+
+def _held_for(contact: str, refused: str) -> str:
+    return (
+        f"'{printable(contact)}' is refused ({printable(refused)}): nothing is sent to it, "
+        "and this waits in the outbox until that changes (a move to an endorsed address, "
+        "an endorsement presented); 'onionpost status' shows it"
+    )
 
 
 async def _queue(
@@ -535,6 +559,11 @@ class _Follower:
             else:
                 what = f" ({printable(queued.name)})" if queued.name is not None else ""
                 click.echo(f"{queued_banner(queued)}queued {queued.id}{what}", err=True)
+            refused = await _refusal(client, self.contact)
+            if refused:
+                # Waiting goes on (the contact may move to an endorsed
+                # address); what it waits for is said once.
+                click.echo(_held_for(self.contact, refused) + "; Ctrl-C stops waiting", err=True)
             bar = self.path is not None and not self.as_json
             with _progress_bar(queued, enabled=bar) as (progress, task):
                 async for change in events:

@@ -33,7 +33,7 @@ from onionpost.limits import (
     MAX_ENDORSEMENT_LIFETIME,
     MAX_TRUST_STAPLE_PART,
 )
-from onionpost.proto.trust import Anchor
+from onionpost.proto.trust import Anchor, stored_endorsement
 
 if TYPE_CHECKING:
     from onionpost.home import KeySource
@@ -168,6 +168,12 @@ def endorsement_install(file: Path, home: Path | None, as_json: bool) -> None:
         f"until {format_ms(installed.valid_until * 1000)}"
         + ("" if installed.status == "endorsed" else f" [{installed.status}]")
     )
+    if installed.status == "unverified-stale":
+        click.echo(
+            f"no fresh revocation list of {printable(installed.agency)} is held, so contacts "
+            "cannot count it as endorsed yet: import the agency's newest list "
+            "('trust revocations import FILE')"
+        )
 
 
 @trust.command("rotate")
@@ -215,6 +221,13 @@ def enrol(code: str, home: Path | None, as_json: bool) -> None:
         f"until {format_ms(installed.valid_until * 1000)}"
         + ("" if installed.status == "endorsed" else f" [{installed.status}]")
     )
+    if installed.status == "unverified-stale":
+        # The endorsement comes first; the list comes in the daemon's first
+        # round with the registrar, which enrolling starts (trust.md §8).
+        click.echo(
+            "the daemon now fetches the agency's revocation list from the registrar "
+            "(seconds): 'trust list' shows it held, 'status' the registrar's last round"
+        )
 
 
 @trust.group("revocations")
@@ -393,10 +406,26 @@ def endorse(
             handle.write(proof.encode())
     except OSError as exc:
         raise ConfigError(f"cannot write {out}: {exc.strerror}") from exc
+    # What was signed, as it was signed: the addresses in their full form, and
+    # the move (trust.md §6), so that a mistyped --replaces shows before the
+    # proof is handed over.
+    endorsed = stored_endorsement(proof.endorsement)
+    moved_from = endorsed.replaces
     if as_json:
-        emit_json({"address": address, "index": proof.index, "out": str(out)})
+        emit_json(
+            {
+                "address": endorsed.address,
+                "replaces": moved_from,
+                "index": proof.index,
+                "out": str(out),
+            }
+        )
         return
-    click.echo(f"endorsed {address} as {printable(endpoint)}; log entry {proof.index}; {out}")
+    move = f", replacing {moved_from}" if moved_from else ""
+    click.echo(
+        f"endorsed {endorsed.address} as {printable(endpoint)}{move}; "
+        f"log entry {proof.index}; {out}"
+    )
 
 
 @trust.command("revoke")

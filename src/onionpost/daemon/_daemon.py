@@ -68,6 +68,7 @@ from onionpost.daemon.delivery import (
     install_own,
     message_record,
     receive_staple,
+    recheck_contacts,
     refusals,
     rotation_progress,
     unfit_mailbox,
@@ -129,8 +130,9 @@ class Daemon:
     """Implements the local API's :class:`~onionpost.host.Backend` on an :class:`OnionHost`."""
 
     unserved: Final = (
-        "this home runs an endpoint, not a mailbox (setup codes come from "
-        "'onionpost mailbox code' on the mailbox's host)"
+        "this home runs an endpoint, not a mailbox or a registrar ('mailbox code' "
+        "runs on the mailbox's host, 'registrar code', 'revoke' and 'list' with the "
+        "registrar's home)"
     )
 
     def __init__(
@@ -590,6 +592,11 @@ class Daemon:
         anchor = confirm_anchor(request.anchor, request.safety_number)
         stored = await self._worker(self._store.trust.add, anchor, _now_ms())
         log.info("event=trust_anchor_added agency=%s", safe(anchor.agency))
+        # Contacts whose endorsement by this agency waited for its anchor
+        # (a card bundle added first, a session before) are judged now, not
+        # at the next housekeeping round.
+        if await self._worker(recheck_contacts, self._store, stored.anchor, _now_ms()):
+            await self._refusals_changed()
         return _trust_anchor(stored.anchor, stored.added_ms)
 
     async def trust_list(self, request: api.TrustList) -> tuple[api.TrustAnchor, ...]:

@@ -334,8 +334,13 @@ class TrustAnchors:
 
     def set_own_rotation(self, proof: bytes, client_auth_public: bytes, now_ms: int) -> None:
         """The move we announce to every contact (one at a time: a new one
-        replaces it, and no contact has been told it yet)."""
+        replaces it, and no contact has been told it yet). The same move
+        announced again keeps who was told: a contact told it has moved
+        already and opens no session under this address to be told again."""
         with self._database.transaction(), self._guard("keeping our rotation"):
+            row = self._db.execute("SELECT proof, client_auth_public FROM rotation_own").fetchone()
+            if row is not None and (bytes(row[0]), bytes(row[1])) == (proof, client_auth_public):
+                return
             self._db.execute(
                 "INSERT OR REPLACE INTO rotation_own (id, proof, client_auth_public, made_ms) "
                 "VALUES (1, ?, ?, ?)",

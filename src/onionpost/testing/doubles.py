@@ -276,6 +276,7 @@ class MemoryBackend:
                     "since_ms": c["last_seen_ms"],
                     "failures": 0 if c["reachable"] else 2,
                     "retry_in": None if c["reachable"] else 12.0,
+                    "refused": c.get("refused", ""),
                 }
                 for c in self.contacts.values()
             ],
@@ -355,7 +356,9 @@ class MemoryBackend:
         delegation = trust.open_delegation(anchor, proof.delegation).value
         e = trust.open_endorsement(delegation, proof.endorsement).value
         self.endorsement = proof
-        return api.Endorsement(e.agency, e.address, e.endpoint, e.unit, e.valid_until, "endorsed")
+        # The daemon's verdict without a list of the agency held: unverified-stale.
+        status = "endorsed" if agency in self.revocations else "unverified-stale"
+        return api.Endorsement(e.agency, e.address, e.endpoint, e.unit, e.valid_until, status)
 
     async def trust_rotate(self, request: api.TrustRotate) -> api.RotationAnnounced:
         # The daemon's parse of the card and the proof; this double holds no
