@@ -697,6 +697,9 @@ class EnrolmentCode:
     endpoint: str = field(metadata=_meta("the name the endorsement will give the endpoint"))
     unit: str
     qr: str = field(metadata=_meta("the code as a QR code, in text for a terminal"))
+    replaces: str = field(
+        default="", metadata=_meta("the address the enrolment moves the endpoint from, or empty")
+    )
 
 
 @dataclass(frozen=True)
@@ -1687,10 +1690,24 @@ class RegistrarCode(Request[EnrolmentCode]):
     """A registrar only: a one-time code for one endpoint to enrol with."""
 
     METHOD = "registrar_code"
-    endpoint: str = field(metadata=_meta("its name in the endorsement, e.g. `Field office 3`"))
+    endpoint: str = field(
+        metadata=_meta(
+            "its name in the endorsement, e.g. `Field office 3`; empty with `replaces`: "
+            "the old address's name and unit"
+        )
+    )
     unit: str = field(default="", metadata=_meta("its unit (may be empty)"))
     expires: int = field(
         default=3600, metadata=_meta("seconds the code stays valid (60 to 604800)", _code_expires)
+    )
+    replaces: str = field(
+        default="",
+        metadata=_meta(
+            "an address this registrar enrolled: the enrolment moves it (trust.md §6, §8.2)"
+        ),
+    )
+    from_revoked: bool = field(
+        default=False, metadata=_meta("with `replaces`: move away from a revoked address too")
     )
 
 

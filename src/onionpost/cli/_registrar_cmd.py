@@ -118,18 +118,63 @@ def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None
 
 @registrar.command("code")
 @click.option(
-    "--name", "endpoint", required=True, help="The endpoint's name, e.g. 'Field office 3'."
+    "--name",
+    "endpoint",
+    default="",
+    help="The endpoint's name, e.g. 'Field office 3' (with --replaces: the old one's by default).",
 )
 @click.option("--unit", default="", help="Its unit.")
+@click.option(
+    "--replaces",
+    "replaces",
+    default="",
+    metavar="OLD_ADDRESS",
+    help="Move the endpoint enrolled at OLD_ADDRESS: the home that enrols with this code "
+    "is endorsed as replacing it (trust.md §6), for 'trust rotate' on the old home.",
+)
+@click.option(
+    "--from-revoked",
+    is_flag=True,
+    help="With --replaces: OLD_ADDRESS is revoked, move away from it all the same.",
+)
 @expires_option("1h")
 @home_option
 @json_option
-def code(endpoint: str, unit: str, expires: int, home: Path | None, as_json: bool) -> None:
-    """A one-time enrolment code for one endpoint, endorsed as NAME of UNIT."""
-    issued = run_client(home, lambda client: client.registrar_code(endpoint, unit, expires))
+def code(  # noqa: PLR0917 - click's options
+    endpoint: str,
+    unit: str,
+    replaces: str,
+    from_revoked: bool,
+    expires: int,
+    home: Path | None,
+    as_json: bool,
+) -> None:
+    """A one-time enrolment code for one endpoint, endorsed as NAME of UNIT.
+
+    With --replaces OLD_ADDRESS the code moves an endpoint to a new home: run
+    'onionpost trust enrol CODE' on the new home, then on the old one
+    'onionpost trust rotate BUNDLE', BUNDLE the new home's 'whoami --bundle'."""
+    if not endpoint and not replaces:
+        raise click.UsageError("give the endpoint's --name (or --replaces OLD_ADDRESS)")
+    if from_revoked and not replaces:
+        raise click.UsageError("--from-revoked goes with --replaces")
+    issued = run_client(
+        home,
+        lambda client: client.registrar_code(
+            endpoint, unit, expires, replaces=replaces, from_revoked=from_revoked
+        ),
+    )
     if as_json:
         emit_json(api.encode(issued))
         return
+    if issued.replaces:
+        where = f"{issued.endpoint}, {issued.unit}" if issued.unit else issued.endpoint
+        click.echo(
+            f"moves {printable(where)} from {issued.replaces}: after the enrolment, on the "
+            "old home run 'onionpost trust rotate BUNDLE' with the new home's "
+            "'onionpost whoami --bundle'",
+            err=True,
+        )
     print_code(
         issued,
         holder="one endpoint: on it run",

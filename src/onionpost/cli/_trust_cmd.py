@@ -178,17 +178,30 @@ def endorsement_install(file: Path, home: Path | None, as_json: bool) -> None:
 
 @trust.command("rotate")
 @click.argument("card")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", required=False, type=click.Path(path_type=Path, dir_okay=False))
 @home_option
 @json_option
-def trust_rotate(card: str, file: Path, home: Path | None, as_json: bool) -> None:
+def trust_rotate(card: str, file: Path | None, home: Path | None, as_json: bool) -> None:
     """Move this endpoint's contacts to the new address of CARD (a contact card,
     a file holding one, or - for stdin), endorsed by this endpoint's agency in the proof
     FILE as replacing this address ('trust endorse --replaces', trust.md §6).
+    Without FILE, CARD is the new home's card bundle ('onionpost whoami --bundle'
+    there, after 'trust enrol' with a code of 'registrar code --replaces'): its
+    endorsement line is the proof.
     Every contact is told in its next session, or through its mailbox, and
     moves over by itself, keeping its history."""
-    text, _ = read_card_argument(card)
-    proof = read_small_file(file, _MAX_PROOF_FILE, what="endorsement proof")
+    text, line = read_card_argument(card)
+    if file is not None:
+        proof = read_small_file(file, _MAX_PROOF_FILE, what="endorsement proof")
+    elif line is not None:
+        from onionpost.home import parse_endorsement_line
+
+        proof = parse_endorsement_line(line)
+    else:
+        raise ConfigError(
+            "no proof: give the proof FILE, or as CARD the new home's card bundle "
+            "('onionpost whoami --bundle' there), which holds its endorsement"
+        )
     done = run_client(home, lambda client: client.trust_rotate(text, proof))
     if as_json:
         emit_json(dataclasses.asdict(done))

@@ -572,10 +572,19 @@ class Client:
         return await self.request(api.TrustEnrol(code))
 
     async def registrar_code(
-        self, endpoint: str, unit: str = "", expires: int = 3600
+        self,
+        endpoint: str,
+        unit: str = "",
+        expires: int = 3600,
+        *,
+        replaces: str = "",
+        from_revoked: bool = False,
     ) -> api.EnrolmentCode:
-        """A registrar only: a one-time enrolment code for one endpoint."""
-        return await self.request(api.RegistrarCode(endpoint, unit, expires))
+        """A registrar only: a one-time enrolment code for one endpoint; with
+        ``replaces``, one that moves the endpoint enrolled at that address."""
+        return await self.request(
+            api.RegistrarCode(endpoint, unit, expires, replaces, from_revoked)
+        )
 
     async def registrar_revoke(self, address: str, reason: str = "") -> api.RegistrarState:
         """A registrar only: revoke ``address`` in the next list, logged."""

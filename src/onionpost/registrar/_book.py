@@ -20,9 +20,15 @@ never leaves the agency directory.
 
     {"version": 1,
      "codes": [{"digest": hex, "client_auth": hex, "endpoint": str, "unit": str,
-                "expires": s, "used_by": address or ""}],
+                "expires": s, "used_by": address or "", "replaces": address or ""}],
      "endpoints": [{"address": str, "client_auth": hex, "endpoint": str, "unit": str,
-                    "enrolled_at": s, "index": leaf, "valid_from": s, "valid_until": s}]}
+                    "enrolled_at": s, "index": leaf, "valid_from": s, "valid_until": s,
+                    "replaces": address or ""}]}
+
+``replaces`` (absent in a file written before moves, read as ``""``): a
+code made with ``registrar code --replaces OLD`` moves the endpoint enrolled
+at OLD to the address that enrols with it (trust.md §6, §8.2); the
+endpoint's endorsements, renewals too, then say that they replace OLD.
 
 Codes keep only the digest of their token (:func:`~onionpost.proto.registrar.enrol_digest`).
 Every method takes ``now`` (POSIX seconds) and is synchronous; the server runs
@@ -37,7 +43,7 @@ from __future__ import annotations
 import hmac
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -94,6 +100,7 @@ class _Code:
     unit: str
     expires: int
     used_by: str = ""
+    replaces: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +115,16 @@ class Enrolled:
     index: int
     valid_from: int
     valid_until: int
+    replaces: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class IssuedEnrolment:
     code: EnrolmentCode
     expires: int
+    endpoint: str
+    unit: str
+    replaces: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,9 +289,22 @@ class RegistrarBook:
     # -- the operator's side -----------------------------------------------------------
 
     def new_code(
-        self, registrar: OnionAddress, endpoint: str, unit: str, *, now: int, expires: int
+        self,
+        registrar: OnionAddress,
+        endpoint: str,
+        unit: str,
+        *,
+        now: int,
+        expires: int,
+        replaces: str = "",
+        from_revoked: bool = False,
     ) -> IssuedEnrolment:
-        """A one-time code for one endpoint to be endorsed as ``endpoint`` of ``unit``."""
+        """A one-time code for one endpoint to be endorsed as ``endpoint`` of
+        ``unit``; with ``replaces``, the endpoint enrolled at that address moves
+        to the one that enrols (its name and unit when ``endpoint`` is empty).
+        An address revoked is moved from only with ``from_revoked``."""
+        if replaces:
+            replaces, endpoint, unit = self._move(replaces, endpoint, unit, from_revoked)
         _name(endpoint, "an endpoint's name", low=1)
         _name(unit, "a unit's name", low=0)
         if not 0 < expires <= MAX_ENROLMENT_CODE_LIFETIME:
@@ -297,10 +321,30 @@ class RegistrarBook:
                 endpoint,
                 unit,
                 now + expires,
+                replaces=replaces,
             ),
         ]
         self._save()
-        return IssuedEnrolment(code, now + expires)
+        return IssuedEnrolment(code, now + expires, endpoint, unit, replaces)
+
+    def _move(
+        self, replaces: str, endpoint: str, unit: str, from_revoked: bool
+    ) -> tuple[str, str, str]:
+        """The checks of a code that moves an endpoint: the old address, the
+        name and the unit the new endorsement carries."""
+        try:
+            old = str(OnionAddress.parse(replaces))
+        except ConfigError as exc:
+            raise ConfigError(f"--replaces is not an onion address: {replaces!r}") from exc
+        found = self._endpoints.get(old)
+        if found is None:
+            raise ConfigError(f"{old} is no endpoint this registrar enrolled: nothing to move")
+        if self.revoked(old) and not from_revoked:
+            raise ConfigError(
+                f"{old} is revoked: moving away from it is allowed (trust.md §6.3), "
+                "say so with --from-revoked"
+            )
+        return old, endpoint or found.endpoint, unit if endpoint else found.unit
 
     def revoke(self, address: str, reason: str, *, now: int) -> RevocationList:
         """Sign the next list with ``address`` revoked, logged (§7.3)."""
@@ -352,13 +396,13 @@ class RegistrarBook:
             return self._proof(self._endpoints[address])
         if address not in self._endpoints and len(self._endpoints) >= MAX_REGISTRAR_ENDPOINTS:
             return None
-        self._codes = [
-            _Code(c.digest, c.client_auth, c.endpoint, c.unit, c.expires, address)
-            if c is code
-            else c
-            for c in self._codes
-        ]
-        return self._endorse(address, client_auth.hex(), code.endpoint, code.unit, now, days)
+        if code.replaces and (code.replaces == address or code.replaces not in self._endpoints):
+            # A move to the address it leaves, or from one no longer enrolled.
+            return None
+        self._codes = [replace(c, used_by=address) if c is code else c for c in self._codes]
+        return self._endorse(
+            address, client_auth.hex(), code.endpoint, code.unit, now, days, code.replaces
+        )
 
     def renew(self, peer: OnionAddress, *, now: int, days: int) -> bytes | None:
         """A new endorsement for an enrolled, unrevoked ``peer`` whose current
@@ -369,7 +413,9 @@ class RegistrarBook:
             return None
         if not renewal_due(found.valid_from, found.valid_until, now):
             return self._proof(found)
-        return self._endorse(address, found.client_auth, found.endpoint, found.unit, now, days)
+        return self._endorse(
+            address, found.client_auth, found.endpoint, found.unit, now, days, found.replaces
+        )
 
     def fetch(self, peer: OnionAddress, size: int) -> Served | None:
         """The latest list, the checkpoint after it and the consistency proof
@@ -388,12 +434,26 @@ class RegistrarBook:
         return Served(bundle, proof)
 
     def _endorse(  # noqa: PLR0917 - the endorsement's fields
-        self, address: str, client_auth: str, endpoint: str, unit: str, now: int, days: int
+        self,
+        address: str,
+        client_auth: str,
+        endpoint: str,
+        unit: str,
+        now: int,
+        days: int,
+        replaces: str = "",
     ) -> bytes:
         days = max(1, min(days, MAX_ENDORSEMENT_LIFETIME // _DAY))
         try:
             proof = self.directory.endorse(
-                self.signer, address, endpoint=endpoint, unit=unit, now=now, days=days, log=self.log
+                self.signer,
+                address,
+                endpoint=endpoint,
+                unit=unit,
+                now=now,
+                days=days,
+                replaces=replaces,
+                log=self.log,
             )
         except TrustError as exc:
             raise ConfigError(f"cannot endorse {address}: {exc}") from exc
@@ -410,6 +470,7 @@ class RegistrarBook:
             proof.index,
             now,
             now + days * _DAY,
+            replaces,
         )
         self._save()
         return proof.encode()

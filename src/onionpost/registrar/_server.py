@@ -204,7 +204,15 @@ class RegistrarServer:
 
     # -- the operator's side (the local API) -------------------------------------------
 
-    async def new_code(self, endpoint: str, unit: str, expires: int) -> IssuedEnrolment:
+    async def new_code(
+        self,
+        endpoint: str,
+        unit: str,
+        expires: int,
+        *,
+        replaces: str = "",
+        from_revoked: bool = False,
+    ) -> IssuedEnrolment:
         issued = await self._db(
             self._book.new_code,
             self._address,
@@ -212,9 +220,11 @@ class RegistrarServer:
             unit,
             now=self._clock(),
             expires=expires,
+            replaces=replaces,
+            from_revoked=from_revoked,
         )
         self._clients.changed()
-        log.info("event=enrolment_code_made expires_in=%d", expires)
+        log.info("event=enrolment_code_made expires_in=%d moves=%s", expires, bool(replaces))
         return issued
 
     async def revoke(self, address: str, reason: str) -> RevocationList:

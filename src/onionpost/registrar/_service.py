@@ -89,15 +89,22 @@ class RegistrarBackend(ServiceBackend):
     unserved = "this home runs an agency's registrar, not an endpoint"
 
     async def code(self, request: api.RegistrarCode) -> api.EnrolmentCode:
-        issued = await self._server.new_code(request.endpoint, request.unit, request.expires)
+        issued = await self._server.new_code(
+            request.endpoint,
+            request.unit,
+            request.expires,
+            replaces=request.replaces,
+            from_revoked=request.from_revoked,
+        )
         text = issued.code.to_text()
         qr = await self.published_qr(self._server, text)
         return api.EnrolmentCode(
             code=text,
             expires_ms=issued.expires * 1000,
-            endpoint=request.endpoint,
-            unit=request.unit,
+            endpoint=issued.endpoint,
+            unit=issued.unit,
             qr=qr,
+            replaces=issued.replaces,
         )
 
     async def revoke(self, request: api.RegistrarRevoke) -> api.RegistrarState:
