@@ -4,6 +4,7 @@ refusal the same answer."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from onionpost.proto import messages as m
 from onionpost.proto.registrar import EnrolmentCode
 from onionpost.proto.session import PeerDecision
 from onionpost.proto.trust import (
+    Endorsement,
     EndorsementProof,
     Status,
     check_endorsement,
@@ -24,6 +26,7 @@ from onionpost.proto.trust import (
     open_delegation,
     open_revocations,
     stored_checkpoint,
+    stored_endorsement,
 )
 from onionpost.registrar import RegistrarBook, init_registrar
 from onionpost.testing.memory import Client, Peer
@@ -327,3 +330,124 @@ async def test_a_malformed_record_ends_that_session_only(
         again = await registrar.connect(peer)
         assert isinstance(await again.ask(lambda r: m.RgFetch(r, 0)), m.RgList)
         assert [e.address for e in registrar.server.endpoints()] == [str(peer.address)]
+
+
+def _book(tmp_path: Path) -> RegistrarBook:
+    agency, _, signer = make_agency(tmp_path, T0)
+    return init_registrar(tmp_path / "registrar", agency, signer, STORE_KEY)
+
+
+T0 = 1_800_000_000
+
+
+def _enrolled(book: RegistrarBook, peer: Peer, code: EnrolmentCode, now: int) -> Endorsement:
+    data = book.enrol(peer.address, code.token(), peer.client_auth_public, now=now, days=7)
+    assert data is not None
+    return stored_endorsement(EndorsementProof.decode(data).endorsement)
+
+
+def test_a_code_with_replaces_moves_an_enrolled_endpoint(tmp_path: Path) -> None:
+    """trust.md §6, §8.2: the home that enrols with a code of ``--replaces OLD``
+    is endorsed, in the log, as replacing OLD, with OLD's name and unit unless
+    the code names others; its renewals say so too, and the book keeps it."""
+    book = _book(tmp_path)
+    old, new = Peer(), Peer()
+    first = book.new_code(Peer().address, "Field office 3", "Unit U", now=T0, expires=600)
+    assert _enrolled(book, old, first.code, T0 + 1).replaces == ""
+    moving = book.new_code(
+        Peer().address, "", "", now=T0 + 2, expires=600, replaces=str(old.address)
+    )
+    assert (moving.endpoint, moving.unit, moving.replaces) == (
+        "Field office 3",
+        "Unit U",
+        str(old.address),
+    )
+    # The old address itself cannot use it (a move to where it is).
+    assert book.enrol(old.address, moving.code.token(), bytes(32), now=T0 + 3, days=7) is None
+    endorsed = _enrolled(book, new, moving.code, T0 + 3)
+    assert (endorsed.address, endorsed.replaces) == (str(new.address), str(old.address))
+    assert (endorsed.endpoint, endorsed.unit) == ("Field office 3", "Unit U")
+    # In the agency's log, as the last statement.
+    (at,) = [e for e in book.endpoints() if e.address == str(new.address)]
+    assert at.replaces == str(old.address)
+    assert stored_endorsement(book.directory.statement(at.index)) == endorsed
+    assert at.index == book.log.size - 1
+    # Both stay enrolled: the old home announces the move from its address.
+    assert {e.address for e in book.endpoints()} == {str(old.address), str(new.address)}
+    # A renewal keeps the move, so the new home's bundle is a proof for 'trust rotate'.
+    renewed = book.renew(new.address, now=T0 + 6 * DAY, days=7)
+    assert renewed is not None
+    assert stored_endorsement(EndorsementProof.decode(renewed).endorsement).replaces == str(
+        old.address
+    )
+    # Named otherwise: the code's name and unit.
+    other = book.new_code(
+        Peer().address, "Desk 9", "", now=T0 + 7, expires=600, replaces=str(old.address)
+    )
+    assert (other.endpoint, other.unit) == ("Desk 9", "")
+    again = RegistrarBook.open(tmp_path / "registrar", STORE_KEY)
+    assert {e.address: e.replaces for e in again.endpoints()} == {
+        str(old.address): "",
+        str(new.address): str(old.address),
+    }
+
+
+def test_a_state_file_from_before_moves_still_opens(tmp_path: Path) -> None:
+    book = _book(tmp_path)
+    peer = Peer()
+    issued = book.new_code(Peer().address, "Desk 1", "", now=T0, expires=600)
+    _enrolled(book, peer, issued.code, T0 + 1)
+    state = tmp_path / "registrar" / "registrar.json"
+    data = json.loads(state.read_text())
+    for record in (*data["codes"], *data["endpoints"]):
+        del record["replaces"]
+    state.write_text(json.dumps(data))
+    (enrolled,) = RegistrarBook.open(tmp_path / "registrar", STORE_KEY).endpoints()
+    assert (enrolled.address, enrolled.replaces) == (str(peer.address), "")
+
+
+def test_a_move_from_an_address_not_enrolled_here_or_revoked_is_refused(tmp_path: Path) -> None:
+    book = _book(tmp_path)
+    old = Peer()
+    issued = book.new_code(Peer().address, "Desk 1", "", now=T0, expires=600)
+    _enrolled(book, old, issued.code, T0 + 1)
+    bad = [
+        ("not-an-address", "not an onion address"),
+        (str(Peer().address), "no endpoint this registrar enrolled"),
+        ("", "an endpoint's name"),  # no move, no name: nothing to endorse
+    ]
+    for replaces, problem in bad:
+        with pytest.raises(ConfigError, match=problem):
+            book.new_code(Peer().address, "", "", now=T0 + 2, expires=600, replaces=replaces)
+    assert book.open_codes(T0 + 2) == []
+    # Revoked: moving away from it is what a compromise needs, said explicitly.
+    book.revoke(str(old.address), "laptop stolen", now=T0 + 3)
+    with pytest.raises(ConfigError, match="--from-revoked"):
+        book.new_code(Peer().address, "", "", now=T0 + 4, expires=600, replaces=str(old.address))
+    assert book.open_codes(T0 + 4) == []
+    moving = book.new_code(
+        Peer().address,
+        "",
+        "",
+        now=T0 + 4,
+        expires=600,
+        replaces=str(old.address),
+        from_revoked=True,
+    )
+    new = Peer()
+    assert _enrolled(book, new, moving.code, T0 + 5).replaces == str(old.address)
+
+
+def test_a_move_code_whose_old_address_left_the_book_is_refused(tmp_path: Path) -> None:
+    """The check at enrolment: OLD must still be an endpoint here."""
+    book = _book(tmp_path)
+    old = Peer()
+    issued = book.new_code(Peer().address, "Desk 1", "", now=T0, expires=600)
+    _enrolled(book, old, issued.code, T0 + 1)
+    moving = book.new_code(
+        Peer().address, "", "", now=T0 + 2, expires=600, replaces=str(old.address)
+    )
+    book._endpoints = {}  # as a state file edited by hand would leave it
+    size = book.log.size
+    assert book.enrol(Peer().address, moving.code.token(), bytes(32), now=T0 + 3, days=7) is None
+    assert book.log.size == size  # nothing endorsed

@@ -282,10 +282,15 @@ class RegistrarNode:
         if self.scope is not None:
             self.scope.cancel()
 
-    async def code(self, endpoint: str, unit: str = "") -> str:
+    async def code(
+        self, endpoint: str, unit: str = "", *, replaces: str = "", from_revoked: bool = False
+    ) -> str:
         """A new enrolment code, as ``onionpost registrar code`` prints it."""
         assert self.server is not None, f"{self.name} is not running"
-        return (await self.server.new_code(endpoint, unit, 3600)).code.to_text()
+        issued = await self.server.new_code(
+            endpoint, unit, 3600, replaces=replaces, from_revoked=from_revoked
+        )
+        return issued.code.to_text()
 
     async def revoke(self, address: OnionAddress, reason: str = "") -> None:
         assert self.server is not None, f"{self.name} is not running"
