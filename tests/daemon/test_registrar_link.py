@@ -5,6 +5,7 @@ registrar logged and retried, never fatal."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from functools import partial
@@ -267,3 +268,74 @@ async def test_an_enrolment_answered_with_the_wrong_record_is_refused_and_nothin
         assert not (a1.paths.home / "registrar.txt").exists()
         assert a1.engine is not None
         assert a1.engine.running
+
+
+async def test_a_registrar_moves_an_endpoint_and_its_contact_follows(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """trust.md §6, §8: alice is enrolled at acme's registrar; a code made with
+    ``replaces`` = her address enrols her new home, endorsed (in the log) as
+    replacing her; her old home announces the move with the new home's card
+    bundle (``whoami --bundle``), and bob, her contact holding acme's anchor
+    but not enrolled, moves her over by himself."""
+    from onionpost.home import parse_endorsement_line
+    from onionpost.proto.trust import stored_endorsement
+
+    async with network(tmp_path, trust_refresh=60.0) as (net, nursery):
+        registrar = net.registrar("registrar", refresh=60)
+        alice, bob, new = net.node("alice"), net.node("bob"), net.node("alice-new")
+        befriend(alice, bob)
+        now_ms = int(time.time() * 1000)
+        new.store.contacts.add_contact("bob", bob.address, bob.secrets.client_auth_public, now_ms)
+        bob.store.trust.add(registrar.anchor, now_ms)
+        await registrar.start(nursery)
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        await _enrol(alice, registrar, "Field office 1")
+        await until(lambda: _held_serial(alice, registrar) > 0)
+        first = await alice.send(bob, "before the move")
+        await until(lambda: alice.state(first) == "delivered")
+        await until(lambda: (_verdict(bob, alice) or ("",))[0] == "endorsed")
+        old = str(alice.address)
+        contact_id = bob.contact(alice).id
+
+        # Not enrolled here, or not an address: refused with a clear error, no code.
+        for bad, problem in [
+            (str(bob.address), "no endpoint this registrar enrolled"),
+            ("alice.onion", "not an onion address"),
+        ]:
+            with pytest.raises(ConfigError, match=problem):
+                await registrar.code("", replaces=bad)
+        assert registrar.book.open_codes(int(time.time())) == []
+
+        new.store.trust.add(registrar.anchor, now_ms)
+        assert new.daemon is not None
+        code = await registrar.code("", replaces=old)
+        enrolled = await new.daemon.trust_enrol(api.TrustEnrol(code))
+        assert (enrolled.address, enrolled.endpoint, enrolled.unit) == (
+            str(new.address),
+            "Field office 1",
+            "Unit U",
+        )
+        me = await new.daemon.whoami(api.Whoami())
+        proof = parse_endorsement_line(me.endorsement)
+        endorsement = stored_endorsement(EndorsementProof.decode(proof).endorsement)
+        assert (endorsement.address, endorsement.replaces) == (str(new.address), old)
+        index = EndorsementProof.decode(proof).index
+        assert (
+            registrar.book.directory.statement(index) == EndorsementProof.decode(proof).endorsement
+        )
+
+        # The old home announces the move with the new home's bundle.
+        assert alice.daemon is not None
+        done = await alice.daemon.trust_rotate(
+            api.TrustRotate(me.card, base64.b64encode(proof).decode())
+        )
+        assert (done.address, done.replaces, done.agency) == (str(new.address), old, "acme")
+        await until(lambda: bob.store.contacts.contact_by_address(new.address) is not None)
+        moved = bob.contact(new)
+        assert (moved.id, moved.name) == (contact_id, "alice")
+        assert bob.store.contacts.contact_by_address(alice.address) is None
+        assert (_verdict(bob, new) or ("",))[0] == "endorsed"
+        after = await bob.send(new, "at the new address")
+        await until(lambda: bob.state(after) == "delivered")
