@@ -19,6 +19,12 @@ def invoke(runner: CliRunner, *args: str | Path) -> Result:
     return runner.invoke(main, [str(a) for a in args])
 
 
+def one_line_error(result: Result) -> str:
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
+    assert result.stderr.count("\n") == 1, result.stderr
+    return result.stderr
+
+
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
@@ -129,6 +135,10 @@ def test_code_revoke_and_list_against_a_registrar(runner: CliRunner, tmp_path: P
         secrets, server, tor_status=lambda: api.TorStatus(api.TorState.OK, "")
     )
     seized = str(Identity.generate().address)
+    desk = Identity.generate()
+    first = book.new_code(secrets.identity.address, "Desk 1", "Ops", now=now, expires=600)
+    assert book.enrol(desk.address, first.code.token(), bytes(32), now=now, days=7) is not None
+    enrolled = str(desk.address)
     with short_tmpdir() as home, ServerThread(backend, home / "run" / "control.sock"):  # type: ignore[arg-type]
         made = invoke(
             runner, "--home", home, "registrar", "code", "--name", "Desk 4", "--unit", "Ops"
@@ -159,3 +169,22 @@ def test_code_revoke_and_list_against_a_registrar(runner: CliRunner, tmp_path: P
         too_long = invoke(runner, "--home", home, "registrar", "code", "--name", "x" * 65)
         assert too_long.exit_code != 0
         assert "64" in too_long.output
+        # A move: from an endpoint this registrar enrolled, its name by default.
+        moving = invoke(runner, "--home", home, "registrar", "code", "--replaces", enrolled)
+        assert moving.exit_code == 0, moving.output
+        EnrolmentCode.parse(moving.stdout.splitlines()[0])
+        assert f"moves Desk 1, Ops from {enrolled}" in moving.stderr
+        assert "onionpost trust rotate BUNDLE" in moving.stderr
+        code_json = ["registrar", "code", "--replaces", enrolled, "--name", "Desk 2", "--json"]
+        shown = json.loads(invoke(runner, "--home", home, *code_json).stdout)
+        assert (shown["endpoint"], shown["unit"], shown["replaces"]) == ("Desk 2", "", enrolled)
+        code = ["--home", home, "registrar", "code"]
+        assert "no endpoint this registrar enrolled" in one_line_error(
+            invoke(runner, *code, "--replaces", seized)
+        )
+        assert "not an onion address" in one_line_error(invoke(runner, *code, "--replaces", "x"))
+        assert "--name" in invoke(runner, *code).output
+        assert invoke(runner, *code).exit_code != 0
+        alone = invoke(runner, *code, "--name", "D", "--from-revoked")
+        assert alone.exit_code != 0
+        assert "--from-revoked goes with --replaces" in alone.output

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 
 from onionpost.cli import _trust_cmd as trust_cmd
 from onionpost.cli import main
-from onionpost.home import ContactCard, Secrets
+from onionpost.home import ContactCard, Secrets, endorsement_line
 from onionpost.proto.identity import Identity
 from onionpost.proto.trust import (
     Anchor,
@@ -260,6 +260,17 @@ def test_rotate(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:
     assert "cannot read endorsement proof" in one_line_error(
         invoke(runner, *rotate, card, tmp_path / "none")
     )
+    # The new home's card bundle ('whoami --bundle' there, as after 'trust
+    # enrol' with a code of 'registrar code --replaces') is card and proof at once.
+    bundle = tmp_path / "new.bundle"
+    bundle.write_text(card.read_text() + endorsement_line(out.read_bytes()) + "\n")
+    from_bundle = invoke(runner, *rotate, bundle)
+    assert from_bundle.exit_code == 0, from_bundle.output
+    assert from_bundle.stdout == done.stdout
+    assert "no proof" in one_line_error(invoke(runner, *rotate, card))
+    broken = tmp_path / "broken.bundle"
+    broken.write_text(card.read_text() + "onionpost-endorsement1:!!\n")
+    assert "malformed endorsement line" in one_line_error(invoke(runner, *rotate, broken))
 
 
 def test_revoke_and_import(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:
