@@ -109,7 +109,7 @@ async def test_a_list_exported_from_the_registrar_is_imported_by_another_agencys
         assert b1.daemon is not None
         # The registrar's bare list file is not what an endpoint imports: said so.
         bare = (registrar.book.directory.path / "revocations.note").read_bytes()
-        with pytest.raises(ConfigError, match="^a bare signed list .* 'registrar export-list'"):
+        with pytest.raises(ConfigError, match=r"^a bare signed list .* 'registrar export-list'"):
             await b1.daemon.trust_revocations_import(
                 api.TrustRevocationsImport(base64.b64encode(bare).decode())
             )

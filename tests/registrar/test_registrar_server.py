@@ -324,9 +324,8 @@ async def test_the_local_api_of_a_registrar(tmp_path: Path, clock: MockClock) ->
         # An address this registrar never enrolled: refused, nothing signed,
         # unless forced (one the agency endorsed offline).
         stranger = str(Peer().address)
-        with pytest.raises(ConfigError, match="never enrolled with this registrar.*--force"):
+        with pytest.raises(ConfigError, match=r"never enrolled with this registrar.*--force"):
             await backend.revoke(api.RegistrarRevoke(stranger, "typo"))
-        assert registrar.book.revocations == registrar.server.book.revocations
         assert (await backend.list(api.RegistrarList())).serial == revoked.serial
         forced = await backend.revoke(api.RegistrarRevoke(stranger, "offline one", force=True))
         assert forced.serial == revoked.serial + 1
