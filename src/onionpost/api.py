@@ -120,6 +120,8 @@ __all__ = [
     "RegistrarCode",
     "RegistrarRevoke",
     "RegistrarList",
+    "RegistrarExportList",
+    "RevocationListExport",
     "RegistrarState",
     "RegistrarEndpoint",
     "RegistrarRevocation",
@@ -737,6 +739,20 @@ class RegistrarState:
 
 
 @dataclass(frozen=True)
+class RevocationListExport:
+    """A registrar's latest revocation list as a file for endpoints it does not
+    serve (trust.md §7.3): what `trust revocations import` takes."""
+
+    agency: str
+    serial: int = field(metadata=_meta("the list's serial"))
+    issued_at: int = field(metadata=_meta("when it was signed, POSIX seconds"))
+    revoked: int = field(metadata=_meta("addresses the list names"))
+    bundle: str = field(
+        metadata=_meta("base64 of the bundle: the list, its delegation and the log's checkpoint")
+    )
+
+
+@dataclass(frozen=True)
 class Queued:
     """A message or file durably queued for delivery (``name``/``size`` for files)."""
 
@@ -1221,7 +1237,8 @@ class TrustRevocationsImport(Request[RevocationsImported]):
     METHOD = "trust_revocations_import"
     bundle: str = field(
         metadata=_meta(
-            "base64 of the revocation list file `trust revoke` wrote; held only if it "
+            "base64 of the revocation list file `trust revoke` or `registrar export-list` "
+            "wrote; held only if it "
             "verifies under the installed anchor of its agency and is newer than the list held"
         )
     )
@@ -1718,6 +1735,10 @@ class RegistrarRevoke(Request[RegistrarState]):
     METHOD = "registrar_revoke"
     address: str
     reason: str = field(default="", metadata=_meta("at most 64 bytes, in the list"))
+    force: bool = field(
+        default=False,
+        metadata=_meta("revoke an address this registrar never enrolled (else refused)"),
+    )
 
 
 @dataclass(frozen=True)
@@ -1725,6 +1746,14 @@ class RegistrarList(Request[RegistrarState]):
     """A registrar only: its endpoints, its list and its log."""
 
     METHOD = "registrar_list"
+
+
+@dataclass(frozen=True)
+class RegistrarExportList(Request[RevocationListExport]):
+    """A registrar only: its latest revocation list as a file, for endpoints
+    of other agencies that hold its anchor (`trust revocations import`)."""
+
+    METHOD = "registrar_export_list"
 
 
 REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
@@ -1766,6 +1795,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         RegistrarCode,
         RegistrarRevoke,
         RegistrarList,
+        RegistrarExportList,
         ListCreate,
         ListAdd,
         ListRemove,

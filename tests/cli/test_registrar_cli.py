@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from onionpost.cli import main
+from onionpost.proto.trust_session import RevocationBundle
 from onionpost.registrar import RegistrarBook
 from onionpost.testing.doubles import short_tmpdir
 
@@ -155,7 +156,17 @@ def test_code_revoke_and_list_against_a_registrar(runner: CliRunner, tmp_path: P
         assert listed.exit_code == 0, listed.output
         assert listed.stdout.startswith(f"registrar of acme at {secrets.identity.address}")
         assert "list 1 issued" in listed.stdout
-        done = invoke(runner, "--home", home, "registrar", "revoke", seized, "--reason", "seized")
+        revoke = ["--home", home, "registrar", "revoke", seized, "--reason", "seized"]
+        # Never enrolled with this registrar: refused (exit 1), nothing signed.
+        stranger = invoke(runner, *revoke)
+        assert stranger.exit_code == 1
+        assert stranger.output.strip() == (
+            f"onionpost: {seized} was never enrolled with this registrar: check the address "
+            "('registrar list'), or give --force to revoke one endorsed elsewhere"
+        )
+        assert book.revocations is not None
+        assert book.revocations.serial == 1
+        done = invoke(runner, *revoke, "--force")
         assert done.exit_code == 0, done.output
         assert done.stdout.strip() == "list 2: 1 revoked"
         state = json.loads(invoke(runner, "--home", home, "registrar", "list", "--json").stdout)
@@ -188,3 +199,51 @@ def test_code_revoke_and_list_against_a_registrar(runner: CliRunner, tmp_path: P
         alone = invoke(runner, *code, "--name", "D", "--from-revoked")
         assert alone.exit_code != 0
         assert "--from-revoked goes with --replaces" in alone.output
+        # The list as the file 'trust revocations import' takes.
+        out = tmp_path / "acme.revocations"
+        exported = invoke(runner, "--home", home, "registrar", "export-list", "--out", out)
+        assert exported.exit_code == 0, exported.output
+        assert exported.stdout.startswith("list 2 of acme (issued ")
+        assert exported.stdout.strip().endswith(f"1 revoked); {out}")
+        bundle = RevocationBundle.decode(out.read_bytes())
+        assert bundle.revocations == (tmp_path / "registrar" / "revocations.note").read_bytes()
+        again = invoke(runner, "--home", home, "registrar", "export-list", "--out", out)
+        assert again.exit_code == 1
+        assert "exists already" in again.output
+        out.unlink()
+        as_json = invoke(runner, "--home", home, "registrar", "export-list", "--out", out, "--json")
+        assert json.loads(as_json.stdout) == {
+            "agency": "acme",
+            "serial": 2,
+            "issued_at": state["issued_at"],
+            "revoked": 1,
+            "out": str(out),
+        }
+
+
+def test_registrar_init_without_secrets_says_whose_are_missing(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ONIONPOST_PASSPHRASE", raising=False)
+    with short_tmpdir() as tmp:
+        home, where = tmp / "reg", tmp_path / "acme"
+        agency_secret = ["--key-file", tmp_path / "acme.key"]
+        made = invoke(
+            runner, "init", "--home", home, "--name", "registrar", "--key-file", tmp / "k"
+        )
+        assert made.exit_code == 0, made.output
+        invoke(runner, "trust", "root-init", "--dir", where, "--agency", "acme", *agency_secret)
+        args = ["registrar", "init", "--dir", where, "--home", home]
+        no_agency_key = invoke(runner, *args, "--home-key-file", tmp / "k")
+        assert no_agency_key.exit_code == 1
+        assert no_agency_key.output.strip() == (
+            f"onionpost: no passphrase for the agency in {where}: use --key-file, "
+            "--passphrase-file or $ONIONPOST_PASSPHRASE"
+        )
+        no_home_key = invoke(runner, *args, *agency_secret)
+        assert no_home_key.exit_code == 1
+        assert no_home_key.output.strip() == (
+            "onionpost: no passphrase for this home: use --home-key-file, "
+            "--home-passphrase-file or $ONIONPOST_PASSPHRASE"
+        )
+        assert not (where / "registrar.txt").exists()

@@ -28,7 +28,12 @@ from onionpost.testing.memory import network
 MAILBOX_ONLY = {api.MailboxCode}
 MAILBOX_SERVES = {api.Whoami, api.GetStatus, api.MailboxCode, api.GetMailboxStatus, api.MailboxWipe}
 SERVER_S_OWN = {api.Subscribe}
-REGISTRAR_ONLY = {api.RegistrarCode, api.RegistrarRevoke, api.RegistrarList}
+REGISTRAR_ONLY = {
+    api.RegistrarCode,
+    api.RegistrarRevoke,
+    api.RegistrarList,
+    api.RegistrarExportList,
+}
 REGISTRAR_SERVES = {api.Whoami, api.GetStatus} | REGISTRAR_ONLY
 
 
@@ -62,7 +67,8 @@ async def test_the_daemon_serves_every_request_but_the_mailbox_s(tmp_path: Path)
 
 
 @pytest.mark.parametrize(
-    "request_record", [api.MailboxCode(), api.RegistrarCode("Desk"), api.RegistrarList()]
+    "request_record",
+    [api.MailboxCode(), api.RegistrarCode("Desk"), api.RegistrarList(), api.RegistrarExportList()],
 )
 async def test_the_daemon_says_where_a_request_it_does_not_serve_goes(
     tmp_path: Path, request_record: api.Request[Any]

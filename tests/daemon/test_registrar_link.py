@@ -73,6 +73,62 @@ async def test_enrol_fetch_and_a_revocation_within_one_interval(
         assert shown.refused == "refused: revoked"
 
 
+async def test_a_list_exported_from_the_registrar_is_imported_by_another_agencys_endpoint(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """a1 is enrolled with acme's registrar; b1, of another agency, holds acme's
+    anchor and no way to fetch from acme's registrar. The registrar revokes a1
+    and exports its list (``registrar export-list``); imported on b1 (``trust
+    revocations import``), it makes b1 refuse a1 at once (trust.md §7.3)."""
+    from onionpost.registrar import RegistrarBackend
+
+    async with network(tmp_path, trust_refresh=60.0) as (net, nursery):
+        registrar = net.registrar("registrar", refresh=60)
+        a1, b1 = net.node("a1"), net.node("b1")
+        befriend(a1, b1)
+        await registrar.start(nursery)
+        for node in (a1, b1):
+            await node.start(nursery)
+        await _enrol(a1, registrar, "Field office 1")
+        b1.store.trust.add(registrar.anchor, int(time.time() * 1000))
+        await until(lambda: _held_serial(a1, registrar) > 0)
+        await a1.send(b1, "hello")
+        await until(lambda: (_verdict(b1, a1) or ("",))[0] == "endorsed")
+        # The registrar stops serving: a1 fetches nothing more, so the new
+        # list can reach b1 only as the exported file.
+        server = registrar.server
+        assert server is not None
+        registrar.stop()
+        backend = RegistrarBackend(
+            registrar.secrets, server, tor_status=lambda: api.TorStatus(api.TorState.OK, "")
+        )
+        await backend.revoke(api.RegistrarRevoke(str(a1.address), "laptop stolen"))
+        exported = await backend.export_list(api.RegistrarExportList())
+        assert (exported.agency, exported.revoked) == ("acme", 1)
+        assert _held_serial(a1, registrar) < exported.serial
+        assert b1.daemon is not None
+        # The registrar's bare list file is not what an endpoint imports: said so.
+        bare = (registrar.book.directory.path / "revocations.note").read_bytes()
+        with pytest.raises(ConfigError, match=r"^a bare signed list .* 'registrar export-list'"):
+            await b1.daemon.trust_revocations_import(
+                api.TrustRevocationsImport(base64.b64encode(bare).decode())
+            )
+        imported = await b1.daemon.trust_revocations_import(
+            api.TrustRevocationsImport(exported.bundle)
+        )
+        assert (imported.agency, imported.serial, imported.revoked) == (
+            "acme",
+            exported.serial,
+            1,
+        )
+        assert imported.changed == 1
+        assert _verdict(b1, a1) == ("refused", "refused: revoked")
+        status = await b1.daemon.status(api.GetStatus())
+        (shown,) = [c for c in status.contacts if c.name == "a1"]
+        assert shown.refused == "refused: revoked"
+        backend.close()
+
+
 async def test_a_bad_code_is_refused_and_nothing_kept(tmp_path: Path, clock: MockClock) -> None:
     async with network(tmp_path) as (net, nursery):
         registrar = net.registrar("registrar")

@@ -69,7 +69,17 @@ def test_any_sequence_keeps_the_book_consistent(ops: list[tuple[str, int]]) -> N
                     else:
                         raise AssertionError("revoked twice")
                 else:
-                    book.revoke(address, "lost", now=now)
+                    enrolled = any(e.address == address for e in book.endpoints())
+                    before = book.revocations
+                    if not enrolled:
+                        # Never enrolled here: refused unless forced, nothing signed.
+                        try:
+                            book.revoke(address, "lost", now=now)
+                        except ConfigError:
+                            assert book.revocations is before
+                        else:
+                            raise AssertionError("revoked one never enrolled")
+                    book.revoke(address, "lost", now=now, force=not enrolled)
                     revoked.add(address)
             else:
                 book.refresh(now, 900)

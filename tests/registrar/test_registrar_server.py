@@ -4,6 +4,7 @@ refusal the same answer."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -28,6 +29,7 @@ from onionpost.proto.trust import (
     stored_checkpoint,
     stored_endorsement,
 )
+from onionpost.proto.trust_session import RevocationBundle
 from onionpost.registrar import RegistrarBook, init_registrar
 from onionpost.testing.memory import Client, Peer
 from tests.registrar._registrarkit import STORE_KEY, Registrar, make_agency, running_registrar
@@ -258,6 +260,17 @@ def test_the_book_outlives_the_process(tmp_path: Path) -> None:
         init_registrar(tmp_path / "other", agency, signer, STORE_KEY)
 
 
+def test_no_list_is_exported_before_one_is_signed(tmp_path: Path) -> None:
+    agency, _, signer = make_agency(tmp_path, 1_800_000_000)
+    book = init_registrar(tmp_path / "registrar", agency, signer, STORE_KEY)
+    with pytest.raises(ConfigError, match="no revocation list yet"):
+        book.export_list()
+    book.refresh(1_800_000_000, 900)
+    assert (
+        book.export_list().revocations == (tmp_path / "registrar" / "revocations.note").read_bytes()
+    )
+
+
 @pytest.mark.parametrize(
     ("endpoint", "unit", "expires"),
     [("", "", 600), ("x" * 65, "", 600), ("ok", "\x00", 600), ("ok", "", 0), ("ok", "", 8 * DAY)],
@@ -311,6 +324,27 @@ async def test_the_local_api_of_a_registrar(tmp_path: Path, clock: MockClock) ->
         assert revoked.endpoints[0].revoked
         with pytest.raises(ConfigError):
             await backend.revoke(api.RegistrarRevoke("not-an-address", ""))
+        # An address this registrar never enrolled: refused, nothing signed,
+        # unless forced (one the agency endorsed offline).
+        stranger = str(Peer().address)
+        with pytest.raises(ConfigError, match=r"never enrolled with this registrar.*--force"):
+            await backend.revoke(api.RegistrarRevoke(stranger, "typo"))
+        assert (await backend.list(api.RegistrarList())).serial == revoked.serial
+        forced = await backend.revoke(api.RegistrarRevoke(stranger, "offline one", force=True))
+        assert forced.serial == revoked.serial + 1
+        assert stranger in [r.address for r in forced.revoked]
+        # The list as a file: the bundle an endpoint imports, of the latest list.
+        exported = await backend.export_list(api.RegistrarExportList())
+        assert (exported.serial, exported.revoked) == (forced.serial, 2)
+        bundle = RevocationBundle.decode(base64.b64decode(exported.bundle))
+        listed = open_revocations(
+            registrar.anchor, bundle.delegation, bundle.revocations, now=registrar.now()
+        ).value
+        assert listed.serial == forced.serial
+        key = open_delegation(registrar.anchor, bundle.delegation).value.key
+        assert open_checkpoint(registrar.anchor, key, bundle.checkpoint).checkpoint.size == (
+            registrar.book.log.size
+        )
         backend.close()
 
 

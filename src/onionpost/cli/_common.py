@@ -130,9 +130,16 @@ def read_passphrase_file(path: Path) -> str:
     return text.split("\n", 1)[0].rstrip("\r")
 
 
-def secret_source(key_file: Path | None, passphrase_file: Path | None) -> SecretSource:
+def secret_source(
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    *,
+    whose: str = "this home",
+    options: str = "--key-file, --passphrase-file",
+) -> SecretSource:
     """What opens the secrets file: --key-file, else --passphrase-file, else
-    $ONIONPOST_PASSPHRASE, else a passphrase asked for on a terminal."""
+    $ONIONPOST_PASSPHRASE, else a passphrase asked for on a terminal.
+    ``whose`` and ``options`` name them when none is given."""
     from onionpost.host import SecretSource
 
     if key_file is not None:
@@ -143,9 +150,7 @@ def secret_source(key_file: Path | None, passphrase_file: Path | None) -> Secret
     if env is not None:
         return SecretSource(passphrase=env)
     if not sys.stdin.isatty():
-        raise ConfigError(
-            "no passphrase: use --key-file, --passphrase-file or ONIONPOST_PASSPHRASE"
-        )
+        raise ConfigError(f"no passphrase for {whose}: use {options} or $ONIONPOST_PASSPHRASE")
     passphrase: str = click.prompt("passphrase", hide_input=True)
     return SecretSource(passphrase=passphrase)
 
@@ -377,9 +382,18 @@ def stdin_is_a_terminal() -> bool:
 def serve_options(function: F) -> F:
     """``--home``, ``--key-file``, ``--passphrase-file``: what a command that runs
     a home in the foreground takes (``daemon``, ``mailbox serve``, ``registrar serve``)."""
-    function = click.option("--passphrase-file", type=click.Path(path_type=Path))(function)
     function = click.option(
-        "--key-file", type=click.Path(path_type=Path), envvar="ONIONPOST_KEY_FILE"
+        "--passphrase-file",
+        type=click.Path(path_type=Path),
+        help="The home's passphrase, this file's first line (else $ONIONPOST_PASSPHRASE, "
+        "else asked).",
+    )(function)
+    function = click.option(
+        "--key-file",
+        type=click.Path(path_type=Path),
+        envvar="ONIONPOST_KEY_FILE",
+        help="Open the home with this 32-byte key file, not a passphrase "
+        "(else $ONIONPOST_KEY_FILE).",
     )(function)
     return home_option(function)
 

@@ -290,8 +290,17 @@ def _tor_checks(paths: Paths, config: Config, daemon_running: bool) -> list[Verd
 
 @click.command("doctor")
 @home_option
-@click.option("--key-file", type=click.Path(path_type=Path), envvar="ONIONPOST_KEY_FILE")
-@click.option("--passphrase-file", type=click.Path(path_type=Path))
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path),
+    envvar="ONIONPOST_KEY_FILE",
+    help="Unlock the home with this key file, to check its store (else $ONIONPOST_KEY_FILE).",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(path_type=Path),
+    help="Unlock the home with this file's first line as passphrase, to check its store.",
+)
 @json_option
 def doctor(
     home: Path | None, key_file: Path | None, passphrase_file: Path | None, as_json: bool

@@ -3,12 +3,13 @@
 ``init`` moves the agency's issuing key and log from its offline directory
 (``trust root-init``) into a home made by ``onionpost init``; ``serve`` runs
 that home as the registrar in this process (its own tor and onion service,
-as ``mailbox serve``); ``code``, ``revoke`` and ``list`` ask the running
-registrar through its local API.
+as ``mailbox serve``); ``code``, ``revoke``, ``list`` and ``export-list`` ask the
+running registrar through its local API.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from onionpost import api
 from onionpost.cli._common import (
     emit_json,
     expires_option,
+    fail,
     format_ms,
     home_option,
     json_option,
@@ -63,7 +65,11 @@ def _registrar_dir(home: Path) -> Path:
     type=click.Path(path_type=Path),
     help="This home's key file (not the agency's).",
 )
-@click.option("--home-passphrase-file", type=click.Path(path_type=Path))
+@click.option(
+    "--home-passphrase-file",
+    type=click.Path(path_type=Path),
+    help="This home's passphrase, this file's first line (not the agency's).",
+)
 @_secret_options
 @json_option
 def init(
@@ -87,10 +93,18 @@ def init(
 
     paths = Paths.for_home(resolve_home(home))
     agency = AgencyDirectory(where)
-    signer = agency.issuer(_key_source(key_file, passphrase_file, kdf_cost, new=False))
+    signer = agency.issuer(
+        _key_source(key_file, passphrase_file, kdf_cost, new=False, whose=f"the agency in {where}")
+    )
     if not isinstance(signer, HybridSigner):
         raise ConfigError("the registrar holds a sealed issuing key file")
-    source = partial(secret_source, home_key_file, home_passphrase_file)
+    source = partial(
+        secret_source,
+        home_key_file,
+        home_passphrase_file,
+        whose="this home",
+        options="--home-key-file, --home-passphrase-file",
+    )
     with open_home(paths, source, what="home", log=log) as (secrets, _):
         book = init_registrar(_registrar_dir(paths.home), agency, signer, secrets.store_key)
         address = str(secrets.identity.address)
@@ -186,16 +200,64 @@ def code(  # noqa: PLR0917 - click's options
 @registrar.command("revoke")
 @click.argument("address")
 @click.option("--reason", default="", help="Why, in at most 64 bytes (it is in the list).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Revoke ADDRESS though this registrar never enrolled it: one the agency "
+    "endorsed offline ('trust endorse') or before its registrar.",
+)
 @home_option
 @json_option
-def revoke(address: str, reason: str, home: Path | None, as_json: bool) -> None:
+def revoke(address: str, reason: str, force: bool, home: Path | None, as_json: bool) -> None:
     """Revoke ADDRESS: the next list, signed and logged now, fetched by every
-    endpoint within one refresh interval."""
-    state = run_client(home, lambda client: client.registrar_revoke(address, reason))
+    endpoint within one refresh interval. An address this registrar never
+    enrolled is refused (a mistyped one would be revoked, and the one meant
+    not) unless --force."""
+    state = run_client(home, lambda client: client.registrar_revoke(address, reason, force=force))
     if as_json:
         emit_json(api.encode(state))
         return
     click.echo(f"list {state.serial}: {len(state.revoked)} revoked")
+
+
+@registrar.command("export-list")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The file to write (it must not exist).",
+)
+@home_option
+@json_option
+def export_list(out: Path, home: Path | None, as_json: bool) -> None:
+    """Write the agency's latest revocation list to OUT, for endpoints this
+    registrar does not serve (a partner agency's, holding the anchor): they
+    run 'trust revocations import OUT'. A list is fresh for a limited time
+    (trust.md §5): export and hand it over again as often as they need it."""
+    if out.exists():
+        fail(f"{out} exists already")
+    done = run_client(home, lambda client: client.registrar_export_list())
+    bundle = base64.b64decode(done.bundle, validate=True)
+    try:
+        with out.open("xb") as handle:
+            handle.write(bundle)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from exc
+    if as_json:
+        emit_json(
+            {
+                "agency": done.agency,
+                "serial": done.serial,
+                "issued_at": done.issued_at,
+                "revoked": done.revoked,
+                "out": str(out),
+            }
+        )
+        return
+    click.echo(
+        f"list {done.serial} of {printable(done.agency)} "
+        f"(issued {format_ms(done.issued_at * 1000)}, {done.revoked} revoked); {out}"
+    )
 
 
 @registrar.command("list")

@@ -253,7 +253,8 @@ def revocations() -> None:
 @home_option
 @json_option
 def revocations_import(file: Path, home: Path | None, as_json: bool) -> None:
-    """Hold the revocation list FILE (written by 'trust revoke'): checked against
+    """Hold the revocation list FILE (written by 'trust revoke' or 'registrar
+    export-list'): checked against
     the installed anchor of its agency, refused if not newer than the list
     held. A contact it revokes is refused at once, its outbox held; the list
     is passed on to contacts in sessions."""
@@ -293,7 +294,12 @@ def _secret_options(function: click.decorators.FC) -> click.decorators.FC:
 
 
 def _key_source(
-    key_file: Path | None, passphrase_file: Path | None, kdf_cost: str, *, new: bool
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    kdf_cost: str,
+    *,
+    new: bool,
+    whose: str = "the agency's keys",
 ) -> KeySource:
     # The agency's tools load the sealing code only when they run: `trust add`,
     # `list` and `remove` are client commands.
@@ -317,12 +323,20 @@ def _key_source(
     if from_env is not None:
         return KeySource(passphrase=from_env, kdf_cost=cost)
     if not stdin_is_a_terminal():
-        raise ConfigError(f"no passphrase: use --key-file, --passphrase-file or ${PASSPHRASE_ENV}")
+        raise ConfigError(
+            f"no passphrase for {whose}: use --key-file, --passphrase-file or ${PASSPHRASE_ENV}"
+        )
     return KeySource(passphrase=click.prompt("passphrase", hide_input=True), kdf_cost=cost)
 
 
 @trust.command("root-init")
-@click.option("--dir", "where", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The agency's directory to create (keep it offline).",
+)
 @click.option("--agency", required=True, help="The agency's name: a-z 0-9 . - (e.g. acme.gov).")
 @click.option(
     "--days",
@@ -372,14 +386,29 @@ def root_init(
 
 @trust.command("endorse")
 @click.argument("address")
-@click.option("--dir", "where", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The agency's directory (trust root-init), holding its issuing key and log.",
+)
 @click.option("--endpoint", required=True, help="The endpoint's name, e.g. 'Field office 3'.")
 @click.option("--unit", default="", help="Its unit.")
 @click.option(
-    "--days", type=click.IntRange(1, MAX_ENDORSEMENT_LIFETIME // _DAY), default=7, show_default=True
+    "--days",
+    type=click.IntRange(1, MAX_ENDORSEMENT_LIFETIME // _DAY),
+    default=7,
+    show_default=True,
+    help="How long the endorsement is valid (renewed by a new 'trust endorse').",
 )
 @click.option("--replaces", default="", help="The onion address this endpoint moves from.")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The file to write the endorsement proof to (it must not exist).",
+)
 @_secret_options
 @json_option
 def endorse(
@@ -443,9 +472,20 @@ def endorse(
 
 @trust.command("revoke")
 @click.argument("address", required=False)
-@click.option("--dir", "where", type=click.Path(path_type=Path, file_okay=False), required=True)
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The agency's directory (trust root-init), holding its issuing key and log.",
+)
 @click.option("--reason", default="", help="Why, in at most 64 bytes (it is in the list).")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The file to write the list to, for 'trust revocations import' (it must not exist).",
+)
 @_secret_options
 @json_option
 def revoke(

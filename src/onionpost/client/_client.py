@@ -586,9 +586,17 @@ class Client:
             api.RegistrarCode(endpoint, unit, expires, replaces, from_revoked)
         )
 
-    async def registrar_revoke(self, address: str, reason: str = "") -> api.RegistrarState:
-        """A registrar only: revoke ``address`` in the next list, logged."""
-        return await self.request(api.RegistrarRevoke(address, reason))
+    async def registrar_revoke(
+        self, address: str, reason: str = "", *, force: bool = False
+    ) -> api.RegistrarState:
+        """A registrar only: revoke ``address`` in the next list, logged (one it
+        never enrolled only with ``force``)."""
+        return await self.request(api.RegistrarRevoke(address, reason, force))
+
+    async def registrar_export_list(self) -> api.RevocationListExport:
+        """A registrar only: its latest revocation list as a file (base64 in
+        ``bundle``) for ``trust_revocations_import`` on other endpoints."""
+        return await self.request(api.RegistrarExportList())
 
     async def registrar_list(self) -> api.RegistrarState:
         """A registrar only: its endpoints, its list and its log."""

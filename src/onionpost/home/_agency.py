@@ -307,7 +307,8 @@ class AgencyDirectory:
             raise ConfigError(
                 f"{self.path}'s issuing key and log are held by a registrar now "
                 f"({self.path / HANDED_OVER}): sign with 'onionpost registrar ...', "
-                "not here (the log would fork)"
+                "not here (the log would fork); its list, as a file to import: "
+                "'registrar export-list'"
             )
 
     def endorse(

@@ -346,8 +346,11 @@ class RegistrarBook:
             )
         return old, endpoint or found.endpoint, unit if endpoint else found.unit
 
-    def revoke(self, address: str, reason: str, *, now: int) -> RevocationList:
-        """Sign the next list with ``address`` revoked, logged (§7.3)."""
+    def revoke(self, address: str, reason: str, *, now: int, force: bool = False) -> RevocationList:
+        """Sign the next list with ``address`` revoked, logged (§7.3). An
+        address this registrar never enrolled is refused unless ``force``
+        (one the agency endorsed offline, or before its registrar): a
+        mistyped address would otherwise be revoked, and the one meant not."""
         try:
             parsed = str(OnionAddress.parse(address))
         except ConfigError as exc:
@@ -355,6 +358,11 @@ class RegistrarBook:
         _name(reason, "a reason", low=0)
         if self.revoked(parsed):
             raise ConfigError(f"{parsed} is revoked already")
+        if parsed not in self._endpoints and not force:
+            raise ConfigError(
+                f"{parsed} was never enrolled with this registrar: check the address "
+                "('registrar list'), or give --force to revoke one endorsed elsewhere"
+            )
         self._sign_list(parsed, reason, now)
         assert self._revocations is not None
         return self._revocations
@@ -422,16 +430,25 @@ class RegistrarBook:
         from ``size`` (the checkpoint the endpoint holds) to it."""
         if str(peer) not in self._endpoints or self._revocations is None:
             return None
-        checkpoint = self.directory.path / "checkpoint.note"
-        bundle = RevocationBundle(
-            self.directory.delegation(),
-            read_small_file(self.directory.path / "revocations.note", 1 << 16, what="list"),
-            read_small_file(checkpoint, 1 << 16, what="checkpoint"),
-        )
         proof: tuple[bytes, ...] = ()
         if 0 < size < self.log.size:
             proof = self.log.consistency(size)
-        return Served(bundle, proof)
+        return Served(self._bundle(), proof)
+
+    def export_list(self) -> RevocationBundle:
+        """The latest list as a file for endpoints this registrar does not
+        serve (``registrar export-list``, §7.3): the bundle ``trust revoke``
+        writes, which ``trust revocations import`` takes."""
+        if self._revocations is None:
+            raise ConfigError("this registrar has signed no revocation list yet")
+        return self._bundle()
+
+    def _bundle(self) -> RevocationBundle:
+        return RevocationBundle(
+            self.directory.delegation(),
+            read_small_file(self.directory.path / "revocations.note", 1 << 16, what="list"),
+            read_small_file(self.directory.path / "checkpoint.note", 1 << 16, what="checkpoint"),
+        )
 
     def _endorse(  # noqa: PLR0917 - the endorsement's fields
         self,

@@ -64,6 +64,7 @@ from onionpost.proto.address import OnionAddress
 from onionpost.proto.registrar import check_refresh
 from onionpost.proto.session import PeerDecision
 from onionpost.proto.trust import RevocationList
+from onionpost.proto.trust_session import RevocationBundle
 from onionpost.registrar._book import Enrolled, IssuedEnrolment, RegistrarBook
 from onionpost.transport import SecureChannel
 
@@ -227,12 +228,17 @@ class RegistrarServer:
         log.info("event=enrolment_code_made expires_in=%d moves=%s", expires, bool(replaces))
         return issued
 
-    async def revoke(self, address: str, reason: str) -> RevocationList:
-        listed = await self._db(self._book.revoke, address, reason, now=self._clock())
+    async def revoke(self, address: str, reason: str, *, force: bool = False) -> RevocationList:
+        listed = await self._db(self._book.revoke, address, reason, now=self._clock(), force=force)
         self.lists_signed += 1
         self._clients.changed()
         log.warning("event=revoked serial=%d revoked=%d", listed.serial, len(listed.revoked))
         return listed
+
+    async def export_list(self) -> RevocationBundle:
+        """The latest list, its delegation and checkpoint as one file
+        (trust.md §7.3): read in the worker, so never half of a new list."""
+        return await self._db(self._book.export_list)
 
     def endpoints(self) -> list[Enrolled]:
         return self._book.endpoints()

@@ -16,12 +16,13 @@ As a mailbox's, the onion service is published with client authorization
 (rend-spec-v3 §2.5.1.2): only enrolled endpoints not revoked, and holders of
 a code waiting, can fetch its descriptor; the list is handed to tor whenever
 it changes. :class:`RegistrarBackend` answers ``registrar code``,
-``registrar revoke``, ``registrar list``, ``whoami`` and ``status``; the
+``registrar revoke``, ``registrar list``, ``registrar export-list``, ``whoami`` and ``status``; the
 local API refuses everything an endpoint does.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable
 
@@ -29,6 +30,7 @@ from onionpost import api
 from onionpost.home import Config, Paths, Secrets
 from onionpost.host import EventHub, ServiceBackend, ServiceHome
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.trust import stored_revocations
 from onionpost.registrar._book import RegistrarBook
 from onionpost.registrar._server import RegistrarPolicy, RegistrarServer
 
@@ -83,6 +85,7 @@ class RegistrarBackend(ServiceBackend):
                 api.RegistrarCode: self.code,
                 api.RegistrarRevoke: self.revoke,
                 api.RegistrarList: self.list,
+                api.RegistrarExportList: self.export_list,
             }
         )
 
@@ -108,11 +111,22 @@ class RegistrarBackend(ServiceBackend):
         )
 
     async def revoke(self, request: api.RegistrarRevoke) -> api.RegistrarState:
-        await self._server.revoke(request.address, request.reason)
+        await self._server.revoke(request.address, request.reason, force=request.force)
         return registrar_state(self._server.book, self._secrets.identity.address)
 
     async def list(self, request: api.RegistrarList) -> api.RegistrarState:
         return registrar_state(self._server.book, self._secrets.identity.address)
+
+    async def export_list(self, request: api.RegistrarExportList) -> api.RevocationListExport:
+        bundle = await self._server.export_list()
+        listed = stored_revocations(bundle.revocations).value
+        return api.RevocationListExport(
+            agency=listed.agency,
+            serial=listed.serial,
+            issued_at=listed.issued_at,
+            revoked=len(listed.revoked),
+            bundle=base64.b64encode(bundle.encode()).decode("ascii"),
+        )
 
 
 class RegistrarService(ServiceHome):

@@ -393,7 +393,7 @@ class MemoryBackend:
             bundle = RevocationBundle.decode(base64.b64decode(request.bundle, validate=True))
             agency = trust.claimed_agency(bundle.delegation)
         except (ValueError, TrustError) as exc:
-            raise ConfigError("not a revocation list") from exc
+            raise ConfigError("not a revocation list file") from exc
         anchor = self.anchor_keys.get(agency)
         if anchor is None:
             raise ConfigError(f"no anchor of agency {agency!r} is installed")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Final
 
 from onionpost._logs import contact_ref
 from onionpost.errors import (
@@ -461,6 +462,28 @@ class Imported:
     stapled: bool = False  # the list of our own agency: we staple it to every contact
 
 
+_WRITERS: Final = "'registrar export-list' or 'trust revoke --out'"
+
+
+def decode_bundle(data: bytes) -> RevocationBundle:
+    """The bundle of a list file, or one :class:`ConfigError` sentence saying
+    what the file is instead (trust.md §7.3): a bare signed list, the
+    registrar's ``revocations.note``, lacks the delegation and checkpoint."""
+    try:
+        bundle = RevocationBundle.decode(data)
+        trust.claimed_agency(bundle.delegation)
+    except TrustError as exc:
+        try:
+            trust.stored_revocations(data)
+        except TrustError:
+            raise ConfigError(f"not a revocation list file: import what {_WRITERS} writes") from exc
+        raise ConfigError(
+            "a bare signed list (a revocations.note), not a revocation list file: "
+            f"import what {_WRITERS} writes, with its delegation and checkpoint"
+        ) from exc
+    return bundle
+
+
 def import_revocations(
     store: Store, data: bytes, now_ms: int, consistency: tuple[bytes, ...] | None = None
 ) -> Imported:
@@ -470,11 +493,8 @@ def import_revocations(
     newer than the one held. ``consistency``: the registrar's proof from the
     checkpoint held to the bundle's (trust.md §3); one that does not verify is
     a fork alarm, and the checkpoint held is kept."""
-    try:
-        bundle = RevocationBundle.decode(data)
-        agency = trust.claimed_agency(bundle.delegation)
-    except TrustError as exc:
-        raise ConfigError(f"not a revocation list: {exc}") from exc
+    bundle = decode_bundle(data)
+    agency = trust.claimed_agency(bundle.delegation)
     stored = store.trust.find(agency)
     if stored is None or stored.anchor.agency != agency:
         raise ConfigError(f"no anchor of agency {agency!r} is installed")
