@@ -241,6 +241,13 @@ class MessageState(enum.StrEnum):
         return self in (MessageState.DELIVERED, MessageState.READ)
 
 
+# A message's ``reason`` when refused by this endpoint rather than by the
+# contact (a contact's codes are FileReject's, below 256): this home moved to
+# a new address (trust.md §6) and the contact, told of it, takes nothing from
+# the old one, so what still waited for it here can never arrive.
+REASON_MOVED: Final = 256
+
+
 class Direction(enum.StrEnum):
     """Whether a message came to us or goes from us."""
 
@@ -788,7 +795,11 @@ class Message:
     content_type: str | None = None
     file: FileInfo | None = None
     reason: int | None = field(
-        default=None, metadata=_meta("the contact's refusal code, when refused")
+        default=None,
+        metadata=_meta(
+            "when refused: the contact's refusal code, or 256 (this home moved and the "
+            "contact, told of it, takes nothing from the old address)"
+        ),
     )
     sent_ms: int | None = field(default=None, metadata=_meta("outgoing: when it was last sent"))
     delivered_ms: int | None = field(
@@ -1052,7 +1063,11 @@ class StateChange:
     bytes: int | None = None
     size: int | None = None
     reason: int | None = field(
-        default=None, metadata=_meta("the contact's refusal code, when refused")
+        default=None,
+        metadata=_meta(
+            "when refused: the contact's refusal code, or 256 (this home moved and the "
+            "contact, told of it, takes nothing from the old address)"
+        ),
     )
 
 

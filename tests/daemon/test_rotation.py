@@ -351,3 +351,110 @@ async def test_a_contact_moves_away_from_its_revoked_address_through_the_mailbox
         assert shown.endorsement_status == "endorsed"
         await until(lambda: bob.state(held) == "delivered", LONG)
         assert _bodies(new, new.contact(bob).id) == ["held while she is revoked"]
+
+
+def _proof(acme: Agency, new: Node, old: Node) -> str:
+    data = acme.endorse(new.secrets.identity, _now(), replaces=str(old.address)).encode()
+    return base64.b64encode(data).decode()
+
+
+async def test_the_old_home_refuses_a_send_to_a_contact_told_of_the_move(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Once bob is told of alice's move he takes nothing from her old address:
+    a send to him from the old home is refused at once (it could never
+    arrive), naming the new address; forward too. Before he is told, a send
+    is taken (the move may still reach him with it)."""
+    async with _pair(tmp_path) as (net, nursery, acme, alice, bob, new):
+        carol = net.node("carol")
+        befriend(alice, carol)
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        first = await alice.send(bob, "hello")
+        await until(lambda: alice.state(first) == "delivered", LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        assert alice.daemon is not None
+        await alice.daemon.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
+        await until(lambda: alice.contact(bob).id in alice.store.trust.rotation_told(), LONG)
+        await until(lambda: _moved(bob, new), LONG)
+
+        refused = f"moved to {new.address}: 'bob' now accepts only the new address"
+        depth = alice.store.outbox.outbox_depth()
+        with pytest.raises(ConfigError, match=refused):
+            await alice.daemon.send_text(api.SendText("bob", "lost"))
+        with pytest.raises(ConfigError, match=refused):
+            await alice.daemon.send_texts(api.SendTexts("bob", (api.TextItem("lost"),)))
+        source = tmp_path / "file.txt"
+        source.write_text("lost")
+        with pytest.raises(ConfigError, match=refused):
+            await alice.daemon.send_file(api.SendFile("bob", str(source)))
+        with pytest.raises(ConfigError, match=refused):
+            await alice.daemon.forward(api.Forward(first.hex(), "bob", contact="bob"))
+        assert alice.store.outbox.outbox_depth() == depth  # nothing queued
+        # carol, not told yet (not there), still takes a send from here.
+        queued = await alice.daemon.send_text(api.SendText("carol", "still here"))
+        assert queued.state == api.MessageState.QUEUED
+
+
+async def test_what_waited_at_the_old_home_is_not_left_waiting_silently(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Texts queued at alice's old home while bob was away, then her move
+    announced: when bob comes back, the session that tells him of the move
+    carries them first, so each is delivered once (none stranded), and
+    nothing follows the move on it."""
+    async with _pair(tmp_path) as (_net, nursery, acme, alice, bob, new):
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        first = await alice.send(bob, "hello")
+        await until(lambda: alice.state(first) == "delivered", LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        await _stop(bob)
+        waiting = [await alice.send(bob, f"waiting {i}") for i in range(3)]
+        assert alice.daemon is not None
+        await alice.daemon.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
+        await bob.start(nursery)
+        await until(lambda: _moved(bob, new), LONG)
+        await until(lambda: all(alice.state(w) == "delivered" for w in waiting), LONG)
+        expected = ["hello", "waiting 0", "waiting 1", "waiting 2"]
+        assert _bodies(bob, bob.contact(new).id) == expected  # each once
+        assert alice.store.outbox.outbox_depth() == 0
+        moving = (await alice.daemon.status(api.GetStatus())).rotation
+        assert moving == api.RotationStatus(str(new.address), told=1, contacts=1)
+
+
+async def test_what_cannot_follow_the_move_ends_refused_with_the_reason(
+    tmp_path: Path, clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the move, nothing more goes to a contact told of it on that
+    session (here bob refuses the move, a forged one, so the session goes
+    on): a text queued past the daemon's refusal (as the engine takes it)
+    waits no longer than the session; it ends refused with REASON_MOVED,
+    shown by ``message`` (it leaves ``outbox``), never delivered from the old home."""
+    caplog.set_level(logging.INFO, logger="onionpost")
+    async with _pair(tmp_path) as (net, nursery, _acme, alice, bob, new):
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        first = await alice.send(bob, "hello")
+        await until(lambda: alice.state(first) == "delivered", LONG)
+        forged = Agency.make("acme", _now())
+        _rotate(
+            alice,
+            new,
+            forged.endorse(new.secrets.identity, _now(), replaces=str(alice.address)).encode(),
+        )
+        assert alice.engine is not None
+        alice.engine.rotation_announced()
+        await until(lambda: "event=rotation_refused" in caplog.text, LONG)
+        assert alice.contact(bob).id in alice.store.trust.rotation_told()
+        late = await alice.send(bob, "after the move")
+        await _stop(bob)
+        await until(lambda: alice.state(late) == "refused", LONG)
+        assert _bodies(bob, bob.contact(alice).id) == ["hello"]
+        assert alice.daemon is not None
+        record = await alice.daemon.message(api.GetMessage(late.hex()))
+        assert (record.state, record.reason) == (api.MessageState.REFUSED, api.REASON_MOVED)
+        # It left the outbox (nothing waits), and what arrived stays delivered.
+        assert await alice.daemon.outbox(api.Outbox()) == ()
+        assert alice.state(first) == "delivered"
+        assert "event=moved_outbox_refused" in caplog.text

@@ -67,6 +67,7 @@ from onionpost.daemon.delivery import (
     import_revocations,
     install_own,
     message_record,
+    moved_refusal,
     receive_staple,
     recheck_contacts,
     refusals,
@@ -752,7 +753,12 @@ class Daemon:
 
     async def _label_for(self, contact_id: int, name: str, text: str | None) -> str:
         """The label a send to ``contact_id`` carries (``text`` or the default),
-        checked against what the contact accepts: LabelError (spec.md §5.10)."""
+        checked against what the contact accepts: LabelError (spec.md §5.10).
+        Every send asks it first, so a send to a contact told of our move
+        (trust.md §6) is refused here: it could never reach it from this home."""
+        refusal = await self._worker(moved_refusal, self._store, contact_id, name)
+        if refusal is not None:
+            raise ConfigError(refusal)
         label = self._labels.label(text)
         # Every send asks: the limits are read from memory when they can be.
         limits = self._store.contacts.cached_label_limits(contact_id)
@@ -791,6 +797,9 @@ class Daemon:
         """A stored message sent on to ``to`` under a new id; see _labels.forward_label."""
         source = await self._worker(self._find, _parse_id(request.id), request.contact)
         contact_id = await self._contact_id(request.to)
+        refusal = await self._worker(moved_refusal, self._store, contact_id, request.to)
+        if refusal is not None:
+            raise ConfigError(refusal)
         label = await self._worker(
             _labels.forward_label,
             self._store,

@@ -20,11 +20,11 @@ from typing import Final
 import trio
 
 from onionpost._logs import contact_ref
-from onionpost.api import MessageState, StateChange
+from onionpost.api import REASON_MOVED, MessageState, StateChange
 from onionpost.daemon.delivery._mbclient import MailboxClient, mailbox_refusal
 from onionpost.daemon.delivery._policy import MailboxAccess
 from onionpost.daemon.delivery._records import Link, Parts, jitter, now_ms
-from onionpost.daemon.delivery._trust import rotation_due
+from onionpost.daemon.delivery._trust import moved_told, rotation_due
 from onionpost.daemon.delivery._views import expected, wire_record
 from onionpost.errors import (
     AuthenticationError,
@@ -147,12 +147,18 @@ async def _envelopes(
         if announce is not None:
             await parts.writer.write(parts.store.mailbox.mark_mailbox_told, contact.id, announce[0])
             link.contact = replace(link.contact, mailbox_told=announce[0])
+        ended: list[bytes] = []
         if rotation is not None:
-            await parts.writer.write(parts.store.trust.mark_rotation_told, contact.id, now_ms())
+            # What did not fit in this envelope cannot follow it (trust.md §6).
+            ended = await parts.writer.write(moved_told, parts.store, contact.id, now_ms())
         parts.counters.deposits += 1
         link.envelopes += 1
         for message_id in done:
             parts.hub.publish(StateChange(message_id.hex(), MessageState.DEPOSITED))
+        for message_id in ended:
+            parts.hub.publish(
+                StateChange(message_id.hex(), MessageState.REFUSED, reason=REASON_MOVED)
+            )
         if not full:
             # All that waited fitted: what is queued from now on is gathered
             # for a while (policy.deposit_gather) rather than sealed as it

@@ -119,6 +119,13 @@ class Session:
     # whether to send ours (announced while the session was up).
     rotation_received: bool = False
     reannounce: bool = False
+    # Ours sent this session: the contact takes nothing more from us on it.
+    moved_told: bool = False
+    # Texts handed to the storer and those it has stored (or refused): a
+    # TrustRotation taken waits for the texts before it (trust.md §6).
+    texts_taken: int = 0
+    texts_stored: int = 0
+    texts_kick: Kick = field(default_factory=Kick)
 
     async def reply(self, record: messages.Message) -> None:
         """Queue an answer to the peer for the sender task."""

@@ -34,7 +34,7 @@ from typing import Any, Final
 import trio
 
 from onionpost._logs import contact_ref
-from onionpost.api import MessageState, StateChange
+from onionpost.api import REASON_MOVED, MessageState, StateChange
 from onionpost.daemon.delivery import _files, _groups
 from onionpost.daemon.delivery._gossip import gossip, receive_gossip
 from onionpost.daemon.delivery._intake import admit
@@ -44,6 +44,7 @@ from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now
 from onionpost.daemon.delivery._trust import (
     own_rotation,
     receive_rotation,
+    refuse_moved,
     receive_staple,
     staple,
 )
@@ -165,6 +166,8 @@ async def run_session(parts: Parts, link: Link, session: Session) -> None:
                     await _send_replies(session)
             await channel.aclose(code)
         _groups.drop_waiting(link, session)
+        if session.moved_told:
+            _refuse_moved(parts, link.contact.id)
         _ended(parts, link, session, failure)
 
 
@@ -320,17 +323,21 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
     await _pass_on_trust(parts, link, session)
     # Our move to a new address, in every session under the address we leave
     # (trust.md §6); a contact that has it dials us there from now on.
+    sent_up_to = 0
     rotation = await parts.worker(own_rotation, parts.store, link.contact)
     if rotation is not None:
-        await channel.send(rotation)
-        await parts.writer.write(parts.store.trust.mark_rotation_told, contact_id, now_ms())
+        # What waits goes first, so that the move strands none of it: the
+        # contact takes it, acks it as the move ends the session, and takes
+        # nothing after the move from this address.
+        if contact_id not in parts.refusals:
+            sent_up_to = await _send_waiting(parts, link, session)
+        await _tell_move(parts, session, contact_id, rotation)
     if policy.label_accept:
         # The highest labels we accept (spec.md §5.10): the contact's daemon
         # refuses to queue more for us.
         await channel.send(messages.LabelLimit(policy.label_accept))
     # Everything unacked goes out once on a new session; after that only
     # what was queued since, so a wake-up reads no row twice.
-    sent_up_to = 0
     while True:
         seen = session.wake.generation
         if session.replies:
@@ -343,8 +350,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             session.reannounce = False
             rotation = await parts.worker(own_rotation, parts.store, link.contact)
             if rotation is not None:
-                await channel.send(rotation)
-                await parts.writer.write(parts.store.trust.mark_rotation_told, contact_id, now_ms())
+                await _tell_move(parts, session, contact_id, rotation)
             continue
         trust_at = _trust_due(session, trio.current_time())
         if trust_at is not None and trust_at <= trio.current_time():
@@ -354,7 +360,8 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             continue
         # A refused contact (revoked, or without the endorsement the policy
         # requires) is sent nothing: its outbox waits (trust.md §7.4).
-        held = contact_id in parts.refusals
+        # Nor one told of our move: it takes nothing from this address now.
+        held = contact_id in parts.refusals or session.moved_told
         if held:
             records: list[messages.Message] = []
         elif link.owes:
@@ -436,6 +443,46 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             deadline = min(deadline, trust_at)
         with trio.move_on_at(deadline):
             await session.wake.wait(since=seen)
+
+
+async def _send_waiting(parts: Parts, link: Link, session: Session) -> int:
+    """Send everything unacked in the outbox once (before our move); the seq
+    sent up to. Bounded: each read starts after the last one."""
+    contact_id, sent_up_to = link.contact.id, 0
+    while batch := await parts.worker(
+        parts.store.outbox.pending, contact_id, SEND_BATCH, after=sent_up_to
+    ):
+        groups = await parts.worker(parts.store.groups.wire_info, contact_id, [o.id for o in batch])
+        await session.channel.send_many([wire_record(o, groups.get(o.id)) for o in batch])
+        sent_up_to = max(o.seq for o in batch)
+        await _mark_sent(parts, contact_id, [o.id for o in batch])
+    session.last_activity = trio.current_time()
+    return sent_up_to
+
+
+async def _tell_move(
+    parts: Parts, session: Session, contact_id: int, rotation: messages.TrustRotation
+) -> None:
+    """Tell the contact of our move (trust.md §6). It ends the session at its
+    end and takes nothing more from this address: nothing but replies follows
+    on this session, and what still waits when it ends is refused with a
+    stated reason (``refuse_moved``) rather than left to wait for ever."""
+    await session.channel.send(rotation)
+    session.moved_told = True
+    await parts.writer.write(parts.store.trust.mark_rotation_told, contact_id, now_ms())
+
+
+def _refuse_moved(parts: Parts, contact_id: int) -> None:
+    """After a session that told the contact of our move: what it did not ack."""
+
+    def published(ended: list[bytes]) -> None:
+        for message_id in ended:
+            parts.hub.publish(
+                StateChange(message_id.hex(), MessageState.REFUSED, reason=REASON_MOVED)
+            )
+
+    when = now_ms()
+    parts.writer.write_later(published, lambda: refuse_moved(parts.store, contact_id, when))
 
 
 async def _mark_sent(parts: Parts, contact_id: int, ids: list[bytes]) -> None:
@@ -520,7 +567,17 @@ async def _receiver(parts: Parts, link: Link, session: Session, nursery: trio.Nu
                 # The storer stops taking texts once the session is closing.
                 with contextlib.suppress(trio.BrokenResourceError):
                     await send_texts.send(record)
+                    session.texts_taken += 1
                 continue
+            if isinstance(record, messages.TrustRotation):
+                # A move ends the session: the texts sent before it are
+                # stored and acked first (the old address sends what waits
+                # before its move, trust.md §6), within the drain's grace.
+                with trio.move_on_after(DRAIN_GRACE):
+                    while session.texts_stored < session.texts_taken and not drained.is_set():
+                        seen = session.texts_kick.generation
+                        if session.texts_stored < session.texts_taken:
+                            await session.texts_kick.wait(since=seen)
             handler = HANDLERS.get(type(record))
             if handler is None:
                 # A mailbox's record (tags 32..45) has no place between endpoints.
@@ -590,6 +647,8 @@ async def _store_texts(
                 rows = await parts.worker(_rows, parts, contact_id, new)
                 for row in rows:
                     parts.hub.publish(message_record(row))
+            session.texts_stored += len(group)
+            session.texts_kick.fire()
             if stored < len(group):
                 # The sender writes the Ack above, then closes the session;
                 # what arrives meanwhile is dropped, unacked (it comes again).

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from onionpost._logs import contact_ref
+from onionpost.api import REASON_MOVED
 from onionpost.errors import (
     ConfigError,
     ConflictingStatementsError,
@@ -51,9 +52,12 @@ __all__ = [
     "announce_rotation",
     "import_revocations",
     "install_own",
+    "moved_refusal",
+    "moved_told",
     "own_rotation",
     "receive_rotation",
     "receive_staple",
+    "refuse_moved",
     "recheck_contacts",
     "refusals",
     "rejudge",
@@ -104,6 +108,52 @@ def rotation_progress(store: Store) -> tuple[str, int, int] | None:
     told = len(contacts & store.trust.rotation_told())
     address = trust.stored_endorsement(trust.EndorsementProof.decode(own[0]).endorsement).address
     return address, told, len(contacts)
+
+
+def moved_refusal(store: Store, contact_id: int, name: str) -> str | None:
+    """Why a send to ``contact_id`` is refused on a home that has moved
+    (trust.md §6): the contact was told of the move, so it accepts only the
+    new address and nothing sent from here can reach it. None otherwise (no
+    move, or the contact not told yet: it still takes the old address)."""
+    own = store.trust.own_rotation()
+    if own is None or contact_id not in store.trust.rotation_told():
+        return None
+    address = trust.stored_endorsement(trust.EndorsementProof.decode(own[0]).endorsement).address
+    return (
+        f"this home has moved to {address}: {name!r} now accepts only the new address; "
+        "send from the new home"
+    )
+
+
+def moved_told(store: Store, contact_id: int, now_ms: int) -> list[bytes]:
+    """The contact was told of our move in an envelope (trust.md §6):
+    recorded, and what did not fit in it refused (:func:`refuse_moved`)."""
+    store.trust.mark_rotation_told(contact_id, now_ms)
+    return refuse_moved(store, contact_id, now_ms)
+
+
+def refuse_moved(store: Store, contact_id: int, now_ms: int) -> list[bytes]:
+    """What still waits here for a contact told of our move (queued, or sent
+    and never acknowledged) refused with :data:`~onionpost.api.REASON_MOVED`:
+    it takes nothing from this address now, so none of it could arrive (send
+    it again from the new home). Nothing follows the move on the session or
+    in the envelope that carried it. The ids refused."""
+    ended: list[bytes] = []
+    while waiting := store.outbox.pending(contact_id, _MOVED_BATCH):
+        done = store.outbox.mark_refused(
+            [o.id for o in waiting], now_ms, REASON_MOVED, contact_id=contact_id
+        )
+        ended.extend(done)
+        if not done:
+            break  # nothing moved: bounded either way
+    if ended:
+        log.warning(
+            "event=moved_outbox_refused contact=%s messages=%d", contact_ref(contact_id), len(ended)
+        )
+    return ended
+
+
+_MOVED_BATCH: Final = 500
 
 
 def own_rotation(store: Store, contact: Contact) -> TrustRotation | None:
