@@ -19,6 +19,7 @@ import pytest
 import trio
 from click.testing import CliRunner, Result
 
+from onionpost import api
 from onionpost.cli import _commands as commands_module
 from onionpost.cli import _common, main
 from onionpost.testing.doubles import (
@@ -471,6 +472,29 @@ def test_send_file_that_is_refused_fails(runner: CliRunner, daemon: Daemon) -> N
         result = invoke(runner, "--home", home, "send", "bob", "--file", tmp / "big.bin")
         assert result.exit_code == 1
         assert result.stderr.endswith("onionpost: the file was not delivered: refused (reason 3)\n")
+
+
+def test_send_from_a_home_that_has_moved(runner: CliRunner, daemon: Daemon) -> None:
+    """A contact told of this home's move is refused a send (exit 1, what to
+    do); what ends refused for the move says so, not a bare code."""
+    server, home = daemon
+    server.backend.contacts["bob"]["moved"] = "new.onion"
+    refused = invoke(runner, "--home", home, "send", "bob", "hi")
+    assert one_line_error(refused, 1) == (
+        "onionpost: this home has moved to new.onion: 'bob' now accepts only the new "
+        "address; send from the new home\n"
+    )
+    del server.backend.contacts["bob"]["moved"]
+    server.backend.deliver_files = False
+    server.backend.file_refusal = api.REASON_MOVED
+    with short_tmpdir() as tmp:
+        (tmp / "left.bin").write_bytes(b"0" * 100)
+        result = invoke(runner, "--home", home, "send", "bob", "--file", tmp / "left.bin")
+    assert result.exit_code == 1
+    assert result.stderr.endswith(
+        "onionpost: the file was not delivered: refused "
+        "(reason 256: this home moved; send it again from the new home)\n"
+    )
 
 
 def test_inbox_lists_escapes_and_pages(runner: CliRunner, daemon: Daemon) -> None:

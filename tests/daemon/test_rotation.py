@@ -432,7 +432,7 @@ async def test_what_cannot_follow_the_move_ends_refused_with_the_reason(
     waits no longer than the session; it ends refused with REASON_MOVED,
     shown by ``message`` (it leaves ``outbox``), never delivered from the old home."""
     caplog.set_level(logging.INFO, logger="onionpost")
-    async with _pair(tmp_path) as (net, nursery, _acme, alice, bob, new):
+    async with _pair(tmp_path) as (_net, nursery, _acme, alice, bob, new):
         for node in (alice, bob, new):
             await node.start(nursery)
         first = await alice.send(bob, "hello")

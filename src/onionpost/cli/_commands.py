@@ -431,9 +431,18 @@ def send(
         queued_id = follower.queued.id if follower.queued else "?"
         fail(f"stopped waiting; it stays queued for delivery (id {queued_id})")
     if final.state.failed:
-        reason = f" (reason {final.reason})" if final.reason is not None else ""
+        reason = _reason(final.reason)
         what = "file" if file_path is not None else "message"
         fail(f"the {what} was not delivered: {final.state}{reason}", EXIT_FAILED)
+
+
+def _reason(code: int | None) -> str:
+    """A refused message's reason as shown: the contact's code, or ours."""
+    if code is None:
+        return ""
+    if code == api.REASON_MOVED:
+        return f" (reason {code}: this home moved; send it again from the new home)"
+    return f" (reason {code})"
 
 
 async def _refusal(client: Client, contact: str) -> str:
@@ -858,7 +867,7 @@ def message(message_id: str, contact_name: str | None, home: Path | None, as_jso
             click.echo(f"    {printable(copy.contact)}  {copy.id}  {copy.state}")
         for name in sent.unreachable:
             click.echo(f"    {printable(name)}  (no contact: nothing sent)")
-    reason = f" (reason {shown.reason})" if shown.reason is not None else ""
+    reason = _reason(shown.reason)
     click.echo(f"  {'state':<10} {shown.state}{reason}")
     _show_time("created", shown.created_ms)
     _show_time("received" if shown.direction == "in" else "queued", shown.received_ms)

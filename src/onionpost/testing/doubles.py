@@ -118,6 +118,7 @@ class MemoryBackend:
         self.marked: list[str] = []
         self.nursery: trio.Nursery | None = None  # for file progress events
         self.deliver_files = True
+        self.file_refusal = 3  # the reason a file is refused with when not delivered
         self.deliver_texts = True
         # Handling labels, by the real rules (proto.labels): the default
         # policy, and the highest labels set per contact.
@@ -430,7 +431,13 @@ class MemoryBackend:
         contact, body, content_type = request.contact, request.body, request.content_type
         await self._enter("send_text")
         try:
-            self._contact(contact)
+            moved = self._contact(contact).get("moved")
+            if moved:
+                # As a home that has moved refuses a contact told of it.
+                raise ConfigError(
+                    f"this home has moved to {moved}: {contact!r} now accepts only the new "
+                    "address; send from the new home"
+                )
             label = self._label(contact, request.label)
             content = {"kind": "text", "body": body, "content_type": content_type, "label": label}
             if self._sent_before(request.id, contact, content):
@@ -546,7 +553,9 @@ class MemoryBackend:
             self.messages[message_id]["state"] = "delivered"
             self.publish("state", {"id": message_id, "state": "delivered"})
         else:
-            self.publish("state", {"id": message_id, "state": "refused", "reason": 3})
+            self.publish(
+                "state", {"id": message_id, "state": "refused", "reason": self.file_refusal}
+            )
 
     async def inbox(self, request: api.Inbox) -> list[JSON]:
         after, limit, unread = request.after, request.limit, request.unread

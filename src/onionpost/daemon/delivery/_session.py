@@ -44,8 +44,8 @@ from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now
 from onionpost.daemon.delivery._trust import (
     own_rotation,
     receive_rotation,
-    refuse_moved,
     receive_staple,
+    refuse_moved,
     staple,
 )
 from onionpost.daemon.delivery._views import expected, message_record, wire_record
