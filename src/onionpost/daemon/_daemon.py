@@ -197,6 +197,9 @@ class Daemon:
             installed=self.engine.restaple,
         )
         self._sending: dict[bytes, trio.Lock] = {}
+        # Whether this home announces a move (trust.md §6): read once, set by
+        # trust_rotate, so that a send asks the store about it only then.
+        self._moving: bool | None = None
         self.lists = lists = ListHandlers(
             store, self.engine, self._worker, config.max_file_size, config.labels
         )
@@ -648,6 +651,7 @@ class Daemon:
                 now_ms=_now_ms(),
             )
         )
+        self._moving = True
         if self.engine.running:
             self.engine.rotation_announced()
         progress = await self._worker(rotation_progress, self._store)
@@ -751,14 +755,23 @@ class Daemon:
             if not lock.locked() and not lock.statistics().tasks_waiting:
                 self._sending.pop(message_id, None)
 
+    async def _check_not_moved(self, contact_id: int, name: str) -> None:
+        """ConfigError if this home has moved and ``contact_id`` was told of it:
+        the contact takes nothing from this address now (trust.md §6.5)."""
+        if self._moving is None:
+            self._moving = await self._worker(lambda: self._store.trust.own_rotation() is not None)
+        if not self._moving:
+            return
+        refusal = await self._worker(moved_refusal, self._store, contact_id, name)
+        if refusal is not None:
+            raise ConfigError(refusal)
+
     async def _label_for(self, contact_id: int, name: str, text: str | None) -> str:
         """The label a send to ``contact_id`` carries (``text`` or the default),
         checked against what the contact accepts: LabelError (spec.md §5.10).
         Every send asks it first, so a send to a contact told of our move
         (trust.md §6) is refused here: it could never reach it from this home."""
-        refusal = await self._worker(moved_refusal, self._store, contact_id, name)
-        if refusal is not None:
-            raise ConfigError(refusal)
+        await self._check_not_moved(contact_id, name)
         label = self._labels.label(text)
         # Every send asks: the limits are read from memory when they can be.
         limits = self._store.contacts.cached_label_limits(contact_id)
@@ -797,9 +810,7 @@ class Daemon:
         """A stored message sent on to ``to`` under a new id; see _labels.forward_label."""
         source = await self._worker(self._find, _parse_id(request.id), request.contact)
         contact_id = await self._contact_id(request.to)
-        refusal = await self._worker(moved_refusal, self._store, contact_id, request.to)
-        if refusal is not None:
-            raise ConfigError(refusal)
+        await self._check_not_moved(contact_id, request.to)
         label = await self._worker(
             _labels.forward_label,
             self._store,
