@@ -137,3 +137,25 @@ async def test_a_group_send_queues_a_copy_per_member_at_the_head(tmp_path: Path)
             api.GroupSendText("ops", "briefing at 9", id=sent.id)
         )
         assert [c.id for c in again.copies] == [c.id for c in sent.copies]
+
+
+async def test_a_group_send_from_a_home_that_has_moved_skips_the_members_told(
+    tmp_path: Path,
+) -> None:
+    """A member told of this home's move (trust.md §6) takes nothing from its
+    address: a group send queues it no copy (it could never arrive) and names
+    it unreachable; a member not told yet still gets its copy."""
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, carol = (net.node(n) for n in ("alice", "bob", "carol"))
+        befriend(alice, bob)
+        befriend(alice, carol)
+        await alice.start(nursery)
+        daemon = alice.daemon
+        assert daemon is not None
+        await daemon.groups.group_create(api.GroupCreate("ops", ("bob", "carol")))
+        alice.store.trust.set_own_rotation(b"proof", b"k" * 32, 1)
+        alice.store.trust.mark_rotation_told(alice.contact(bob).id, 2)
+        sent = await daemon.groups.group_send_text(api.GroupSendText("ops", "after the move"))
+        assert ([c.contact for c in sent.copies], sent.unreachable) == (["carol"], ("bob",))
+        outbox = await daemon.outbox(api.Outbox())
+        assert [m.contact for m in outbox] == ["carol"]

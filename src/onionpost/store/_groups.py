@@ -344,12 +344,15 @@ class Groups:
 
     def _audience(self, log: GroupLog, sender: bytes) -> tuple[list[Contact], list[str]]:
         contacts, unreachable = [], []
+        # Contacts told of this home's move (trust.md §6) take nothing from
+        # this address now: no copy is queued for them here.
+        told = {row[0] for row in self._db.execute("SELECT contact_id FROM rotation_told")}
         for key, member in log.state.members.items():
             if key == sender:
                 continue
             # A member introduced to us (groups.md §9) is reached as a contact is.
             contact = self._contacts.peer_by_address(OnionAddress.from_public_key(key))
-            if contact is None:
+            if contact is None or contact.id in told:
                 unreachable.append(member.card.name)
             else:
                 contacts.append(contact)
