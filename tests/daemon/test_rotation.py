@@ -374,9 +374,13 @@ async def test_the_old_home_refuses_a_send_to_a_contact_told_of_the_move(
         await until(lambda: alice.state(first) == "delivered", LONG)
         await until(lambda: _endorsement_held(bob, alice))
         assert alice.daemon is not None
+        last = await alice.send(bob, "last before the move")
         await alice.daemon.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
         await until(lambda: alice.contact(bob).id in alice.store.trust.rotation_told(), LONG)
         await until(lambda: _moved(bob, new), LONG)
+        # Queued before the move, on the session up: it went ahead of the move.
+        await until(lambda: alice.state(last) == "delivered", LONG)
+        assert _bodies(bob, bob.contact(new).id) == ["hello", "last before the move"]
 
         refused = f"moved to {new.address}: 'bob' now accepts only the new address"
         depth = alice.store.outbox.outbox_depth()

@@ -350,6 +350,10 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             session.reannounce = False
             rotation = await parts.worker(own_rotation, parts.store, link.contact)
             if rotation is not None:
+                if contact_id not in parts.refusals:
+                    # What was queued since the last read goes ahead of it.
+                    sent_up_to = await _send_waiting(parts, link, session, after=sent_up_to)
+                    session.handoff.clear()
                 await _tell_move(parts, session, contact_id, rotation)
             continue
         trust_at = _trust_due(session, trio.current_time())
@@ -445,10 +449,11 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             await session.wake.wait(since=seen)
 
 
-async def _send_waiting(parts: Parts, link: Link, session: Session) -> int:
-    """Send everything unacked in the outbox once (before our move); the seq
-    sent up to. Bounded: each read starts after the last one."""
-    contact_id, sent_up_to = link.contact.id, 0
+async def _send_waiting(parts: Parts, link: Link, session: Session, *, after: int = 0) -> int:
+    """Send everything unacked in the outbox queued after ``after`` once
+    (before our move); the seq sent up to. Bounded: each read starts after
+    the last one."""
+    contact_id, sent_up_to = link.contact.id, after
     while batch := await parts.worker(
         parts.store.outbox.pending, contact_id, SEND_BATCH, after=sent_up_to
     ):
