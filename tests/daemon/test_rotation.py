@@ -27,6 +27,7 @@ from trio.testing import MockClock
 from onionpost import api
 from onionpost.daemon.delivery import install_own
 from onionpost.errors import ConfigError
+from onionpost.proto import evidence, note
 from onionpost.proto.session import PeerDecision
 from onionpost.proto.trust import Revoked
 from onionpost.proto.trust_session import RevocationBundle
@@ -147,6 +148,20 @@ async def test_a_contact_there_moves_over_with_its_history(
         await until(lambda: bob.state(after) == "delivered", LONG)
         assert _bodies(new, new.contact(bob).id) == ["after the move"]
         assert _bodies(alice, alice.contact(bob).id) == []
+        # The new address keeps a log of its own: bob witnesses it from its
+        # first checkpoint, and what he held of the old address's log is no
+        # fork of it (no alarm for a move).
+        await until(lambda: bob.store.evidence.witnessed(contact_id) is not None, LONG)
+        await until(
+            lambda: _witnessed_origin(bob, contact_id) == evidence.origin(str(new.address)), LONG
+        )
+        assert bob.store.evidence.alarms() == []
+        assert "evidence_alarm" not in caplog.text
+
+
+def _witnessed_origin(node: Node, contact_id: int) -> str | None:
+    held = node.store.evidence.witnessed(contact_id)
+    return None if held is None else note.Checkpoint.from_text(held.text).origin
 
 
 async def test_a_contact_away_moves_over_through_its_mailbox(

@@ -132,6 +132,11 @@ class Witness:
         theirs = note.Note(presented.text, signed)  # only its own signature kept
         held_note = store.evidence.witnessed(contact.id)
         held = None if held_note is None else note.Checkpoint.from_text(held_note.text)
+        if held is not None and held.origin != new.origin:
+            # The contact moved (trust.md §6): what we hold is of the log at
+            # the address it left, and the new address keeps a log of its own,
+            # witnessed from its first checkpoint (no fork of the old one).
+            held_note = held = None
         verdict = evidence.judge(held, new, request.old_size, request.hashes())
         stamp = now // 1000
         if verdict is Verdict.COSIGN or held_note is None:
