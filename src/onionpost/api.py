@@ -57,10 +57,12 @@ __all__ = [
     "REQUESTS",
     "Contact",
     "ContactAdd",
+    "ContactDetail",
     "ContactList",
     "ContactRef",
     "ContactRequireEndorsement",
     "ContactRemove",
+    "ContactShow",
     "ContactStatus",
     "ContactVerify",
     "Direction",
@@ -143,6 +145,7 @@ __all__ = [
     "SendFile",
     "SendText",
     "Endorsement",
+    "EndorsementDetail",
     "TrustAdd",
     "TrustAnchor",
     "TrustEndorsementInstall",
@@ -357,6 +360,70 @@ def _label_list(value: object) -> str | None:
 
 
 @dataclass(frozen=True)
+class EndorsementDetail:
+    """An agency endorsement in detail (trust.md §§4, 7): a contact's as last
+    judged (`contact_show`), or our own judged now (`whoami`)."""
+
+    status: str = field(
+        metadata=_meta(
+            "`endorsed`, `unverified-stale`, `refused`, `refused-forged`, "
+            "`refused-malformed` or `no-anchor` (a contact's: as `endorsement_status`)"
+        )
+    )
+    describe: str = field(
+        metadata=_meta("the line `contact list` shows: `endorsed by A (Field office 3) until T`")
+    )
+    checked_ms: int | None = field(
+        default=None, metadata=_meta("when the verdict was reached (it is judged every 30 s)")
+    )
+    reason: str = field(
+        default="",
+        metadata=_meta(
+            "why not endorsed: `revoked`, `expired`, `stale-revocation-list`, ...; empty if it is"
+        ),
+    )
+    agency: str = field(default="", metadata=_meta("the agency the proof names"))
+    endpoint: str = field(
+        default="",
+        metadata=_meta("its name in the endorsement; empty unless the signature verified"),
+    )
+    unit: str = field(default="", metadata=_meta("its unit (may be empty)"))
+    valid_from: int | None = field(
+        default=None, metadata=_meta("the endorsement's start, POSIX seconds")
+    )
+    valid_until: int | None = field(
+        default=None, metadata=_meta("the endorsement's end, POSIX seconds")
+    )
+    until: int | None = field(
+        default=None,
+        metadata=_meta(
+            "the end of the verdict: that end or its issuing key's delegation's if sooner; "
+            "null when refused"
+        ),
+    )
+    replaces: str = field(
+        default="", metadata=_meta("the address it moves the endpoint from (trust.md §6), or empty")
+    )
+    anchor: str = field(
+        default="",
+        metadata=_meta("the fingerprint of the agency's anchor it was checked under; empty: none"),
+    )
+    revocations_serial: int | None = field(
+        default=None,
+        metadata=_meta("the serial of the agency's revocation list it was checked against"),
+    )
+    revocations_issued_at: int | None = field(
+        default=None, metadata=_meta("when that list was issued, POSIX seconds")
+    )
+    revoked_at: int | None = field(
+        default=None, metadata=_meta("revoked: when, as that list states it (POSIX seconds)")
+    )
+    revoked_reason: str = field(
+        default="", metadata=_meta("revoked: the reason that list gives (may be empty)")
+    )
+
+
+@dataclass(frozen=True)
 class Identity:
     """This endpoint: its display name, onion address and contact card line."""
 
@@ -369,6 +436,10 @@ class Identity:
             "our endorsement as the second line of a card bundle, starting with "
             "`onionpost-endorsement1:` (trust.md §7.5); empty without one"
         ),
+    )
+    endorsed: EndorsementDetail | None = field(
+        default=None,
+        metadata=_meta("our own endorsement as judged now; null without one installed"),
     )
 
 
@@ -594,6 +665,37 @@ class Contact:
     )
     accepts: tuple[str, ...] = field(
         default=(), metadata=_meta("the highest labels it said it accepts (one per scheme)")
+    )
+
+
+@dataclass(frozen=True)
+class ContactDetail:
+    """Everything about one contact (`contact_show`)."""
+
+    contact: Contact = field(metadata=_meta("as `contact_list` shows it"))
+    delivery: ContactStatus = field(
+        metadata=_meta("as `status` shows it: what waits, its mailbox, why it is refused")
+    )
+    endorsement: EndorsementDetail | None = field(
+        default=None, metadata=_meta("its endorsement in detail; null if it presented none")
+    )
+    require_endorsement: bool = field(
+        default=False,
+        metadata=_meta("whether nothing goes to it without a valid endorsement, in effect"),
+    )
+    require_endorsement_from: str = field(
+        default="config.toml",
+        metadata=_meta("where that comes from: `contact` (its own setting) or `config.toml`"),
+    )
+    rotated_from: str | None = field(
+        default=None, metadata=_meta("the address it moved away from (trust.md §6), or null")
+    )
+    introduced: bool = field(
+        default=False,
+        metadata=_meta("a member a group introduced to us (groups.md §9), not a contact"),
+    )
+    groups: tuple[str, ...] = field(
+        default=(), metadata=_meta("the team channels it is a member of, by name")
     )
 
 
@@ -1163,6 +1265,17 @@ class ContactAdd(Request[ContactRef]):
 @dataclass(frozen=True)
 class ContactList(Request[tuple[Contact, ...]]):
     METHOD = "contact_list"
+
+
+@dataclass(frozen=True)
+class ContactShow(Request[ContactDetail]):
+    METHOD = "contact_show"
+    name: str = field(
+        metadata=_meta(
+            "the contact's name, or its address; a member a group introduced: its card's "
+            "name or address"
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -1778,6 +1891,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         GetStatus,
         ContactAdd,
         ContactList,
+        ContactShow,
         ContactRemove,
         ContactVerify,
         ContactRequireEndorsement,

@@ -171,6 +171,90 @@ def contact_list(home: Path | None, as_json: bool) -> None:
     _console().print(table)
 
 
+@contact.command("show")
+@click.argument("name")
+@home_option
+@json_option
+def contact_show(name: str, home: Path | None, as_json: bool) -> None:
+    """Show everything about one contact: its endorsement in detail (or why
+    not), whether one is required of it and why its outbox is held, its move,
+    its labels, what waits for it, and its groups. NAME is its name or its
+    address (a member a group introduced: its card's name or address)."""
+    shown = run_client(home, lambda client: client.contact_show(name))
+    if as_json:
+        emit_json(_as_json(shown))
+        return
+    for key, value in _contact_lines(shown):
+        click.echo(f"{key + ':':<22}{value}" if value else f"{key}:")
+
+
+def _one_line(text: str) -> str:
+    return printable(text).replace("\n", "\\n").replace("\t", " ")
+
+
+def _contact_lines(shown: api.ContactDetail) -> Iterator[tuple[str, str]]:
+    """``contact show``'s lines: (key, value); a value from the contact or
+    its agency is escaped for the terminal."""
+    c, d = shown.contact, shown.delivery
+    yield "name", _one_line(c.name)
+    yield "address", c.address
+    if shown.introduced:
+        yield "introduced", "a member a group introduced to us, not a contact"
+    yield "added", format_ms(c.added_ms, never="-")
+    yield "last seen", format_ms(c.last_seen_ms)
+    yield "reachable", "yes" if c.reachable else "no"
+    yield "verified", format_ms(c.verified_ms, never="no (compare the safety number)")
+    yield "endorsement", _one_line(c.endorsement or "none presented")
+    if shown.endorsement is not None:
+        yield from (("  " + k, v) for k, v in _endorsement_lines(shown.endorsement))
+    where = "its own setting" if shown.require_endorsement_from == "contact" else "config.toml"
+    yield "require endorsement", f"{'yes' if shown.require_endorsement else 'no'} ({where})"
+    yield "refused", f"{_one_line(d.refused)} (its outbox is held)" if d.refused else "no"
+    if c.rotated is not None:
+        yield "moved", f"{_one_line(c.rotated)}, {format_ms(c.rotated_ms)}"
+    yield "max labels", _one_line(", ".join(c.max_labels)) or "- (no limit of ours)"
+    yield "accepts", _one_line(", ".join(c.accepts)) or "- (it said nothing)"
+    deposited = f" ({d.deposited} in its mailbox)" if d.deposited else ""
+    yield "queued", f"{d.queued}{deposited}"
+    yield "mailbox", d.mailbox or "none"
+    if d.mailbox_error:
+        yield "mailbox error", _one_line(d.mailbox_error)
+    if d.last_error:
+        yield "last error", _one_line(d.last_error)
+    if d.retry_in is not None:
+        yield "retry in", f"{d.retry_in:.0f} s"
+    yield "groups", _one_line(", ".join(shown.groups)) or "none"
+
+
+def _endorsement_lines(e: api.EndorsementDetail) -> Iterator[tuple[str, str]]:
+    yield "status", e.status + (f" ({e.reason})" if e.reason else "")
+    if e.agency:
+        yield "agency", _one_line(e.agency)
+    if e.endpoint:
+        yield "endpoint", _one_line(e.endpoint)
+        yield "unit", _one_line(e.unit) or "-"
+    if e.valid_from is not None and e.valid_until is not None:
+        valid = f"{format_ms(e.valid_from * 1000)} to {format_ms(e.valid_until * 1000)}"
+        yield "valid", valid
+    if e.until is not None and e.until != e.valid_until:
+        yield "until", f"{format_ms(e.until * 1000)} (its issuing key's delegation ends)"
+    if e.replaces:
+        yield "replaces", e.replaces
+    if e.anchor:
+        yield "anchor", e.anchor
+    if e.revocations_serial is not None:
+        issued = format_ms(
+            None if e.revocations_issued_at is None else e.revocations_issued_at * 1000
+        )
+        yield "revocation list", f"serial {e.revocations_serial}, issued {issued}"
+    elif e.anchor:
+        yield "revocation list", "none held of the agency"
+    if e.revoked_at is not None:
+        why = f": {_one_line(e.revoked_reason)}" if e.revoked_reason else " (no reason given)"
+        yield "revoked", f"{format_ms(e.revoked_at * 1000)}{why}"
+    yield "checked", format_ms(e.checked_ms)
+
+
 @contact.command("remove")
 @click.argument("name")
 @home_option

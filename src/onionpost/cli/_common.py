@@ -25,7 +25,7 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
@@ -270,9 +270,11 @@ def emit_json(obj: Any, *, first: str | None = None) -> None:
 
 
 def format_ms(ms: int | None, *, never: str = "never") -> str:
+    """A time for people, in UTC and saying so (the reader's zone is not the
+    daemon's, nor a contact's; an agency's statements are in UTC)."""
     if ms is None:
         return never
-    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 async def enter_with_deadline(

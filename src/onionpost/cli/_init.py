@@ -9,10 +9,12 @@ from typing import Final
 
 import click
 
+from onionpost.api import EndorsementDetail
 from onionpost.cli._common import (
     EXIT_ENVIRONMENT,
     emit_json,
     fail,
+    format_ms,
     home_option,
     json_option,
     printable,
@@ -21,7 +23,7 @@ from onionpost.cli._common import (
     run_client,
     stdin_is_a_terminal,
 )
-from onionpost.errors import ConfigError
+from onionpost.errors import ConfigError, DaemonNotRunningError, TransportError
 from onionpost.home import ContactCard, KdfCost, Paths, init_home, read_card_file
 
 __all__ = ["init", "whoami"]
@@ -163,3 +165,23 @@ def whoami(bundle: bool, home: Path | None, as_json: bool) -> None:
     click.echo(f"name:    {printable(card.name)}")
     click.echo(f"address: {card.address}")
     click.echo(f"card:    {card.to_line()}")
+    # Our endorsement (trust.md §7.1) is in the store: the daemon says it.
+    try:
+        endorsed = run_client(home, lambda client: client.whoami()).endorsed
+    except (DaemonNotRunningError, TransportError):
+        click.echo("endorsement: not shown (the daemon is not running)", err=True)
+        return
+    if endorsed is not None:
+        click.echo(f"endorsement: {own_endorsement(endorsed)}")
+
+
+def own_endorsement(e: EndorsementDetail) -> str:
+    """Our endorsement in one line: its status, the agency, the endpoint it
+    names and until when (``whoami``)."""
+    status = e.status + (f" ({e.reason})" if e.reason else "")
+    if not e.endpoint:
+        return printable(f"{status}: {e.describe}")
+    where = f"{e.endpoint}, {e.unit}" if e.unit else e.endpoint
+    until = e.until if e.until is not None else e.valid_until
+    end = "" if until is None else f" until {format_ms(until * 1000)}"
+    return printable(f"{status}: {e.agency} ({where}){end}")

@@ -352,6 +352,10 @@ class Client:
     async def contact_list(self) -> tuple[api.Contact, ...]:
         return await self.request(api.ContactList())
 
+    async def contact_show(self, name: str) -> api.ContactDetail:
+        """Everything about one contact (by name, or by address)."""
+        return await self.request(api.ContactShow(name))
+
     async def contact_remove(self, name: str) -> api.ContactRef:
         return await self.request(api.ContactRemove(name))
 

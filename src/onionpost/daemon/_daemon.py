@@ -52,6 +52,12 @@ import trio
 from onionpost import api
 from onionpost._logs import contact_ref, safe
 from onionpost.daemon import _evidence, _labels
+from onionpost.daemon._contacts import (
+    contact_record,
+    contact_status,
+    endorsement_detail,
+    gather,
+)
 from onionpost.daemon._groups import GroupHandlers
 from onionpost.daemon._lists import ListHandlers
 from onionpost.daemon._mailbox import MailboxDial, Mailboxes, OwnerLink
@@ -68,6 +74,7 @@ from onionpost.daemon.delivery import (
     install_own,
     message_record,
     moved_refusal,
+    own_in_detail,
     receive_staple,
     recheck_contacts,
     refusals,
@@ -220,6 +227,7 @@ class Daemon:
             api.GetStatus: self.status,
             api.ContactAdd: self.contact_add,
             api.ContactList: self.contact_list,
+            api.ContactShow: self.contact_show,
             api.ContactRemove: self.contact_remove,
             api.TrustAdd: self.trust_add,
             api.TrustList: self.trust_list,
@@ -350,11 +358,17 @@ class Daemon:
     async def whoami(self, request: api.Whoami) -> api.Identity:
         card = ContactCard.issue(self._secrets, mailbox=self.mailboxes.signed())
         own = await self._worker(self._store.trust.own)
+        now = _now_ms()
+        address = str(self._secrets.identity.address)
+        judged = await self._worker(own_in_detail, self._store, address, now)
         return api.Identity(
             self._secrets.display_name,
-            str(self._secrets.identity.address),
+            address,
             card.to_line(),
             "" if own is None else endorsement_line(own[1]),
+            endorsed=None
+            if judged is None
+            else endorsement_detail(judged.status, judged.describe(), now, judged),
         )
 
     def _status_rows(self) -> tuple[list[tuple[Contact, int, int]], int, int | None]:
@@ -372,23 +386,8 @@ class Daemon:
         rows, depth, last_delivery = await self._worker(self._status_rows)
         contacts = []
         for contact, queued, deposited in rows:
-            link = self.engine.status(contact.id)
             contacts.append(
-                api.ContactStatus(
-                    name=contact.name,
-                    address=str(contact.address),
-                    reachable=bool(link and link.reachable),
-                    queued=queued,
-                    last_error=link.last_error if link else "",
-                    since_ms=link.since_ms if link else None,
-                    last_seen_ms=contact.last_seen_ms,
-                    failures=link.failures if link else 0,
-                    retry_in=link.retry_in if link else None,
-                    mailbox=None if contact.mailbox is None else str(contact.mailbox),
-                    deposited=deposited,
-                    mailbox_error=link.mailbox_error if link else "",
-                    refused=link.refused if link else "",
-                )
+                contact_status(contact, self.engine.status(contact.id), queued, deposited)
             )
         return api.Status(
             address=str(self._secrets.identity.address),
@@ -477,22 +476,64 @@ class Daemon:
         required = await self._worker(self._store.trust.required)
         rotated = await self._worker(self._store.trust.rotations)
         return tuple(
-            api.Contact(
-                name=c.name,
-                address=str(c.address),
-                added_ms=c.added_ms,
-                last_seen_ms=c.last_seen_ms,
-                reachable=bool((link := self.engine.status(c.id)) and link.reachable),
+            contact_record(
+                c,
+                self.engine.status(c.id),
                 verified_ms=verified.get(c.id),
-                endorsement=None if (e := endorsed.get(c.id)) is None else e.describe,
-                endorsement_status=None if e is None else e.status,
-                require_endorsement=required.get(c.id),
-                rotated=None if (r := rotated.get(c.id)) is None else r.describe,
-                rotated_ms=None if r is None else r.rotated_ms,
+                endorsement=endorsed.get(c.id),
+                required=required.get(c.id),
+                rotation=rotated.get(c.id),
                 max_labels=local,
                 accepts=advertised,
             )
             for c, local, advertised in await self._worker(self._contacts_with_limits)
+        )
+
+    def _contact_shown(self, name: str) -> Contact:
+        """A contact by name, else by its address; else a member a group
+        introduced, by its address or card name (as contact_verify finds it)."""
+        try:
+            return self._contact_or_introduced(name)
+        except UnknownContactError:
+            try:
+                address = OnionAddress.parse(name.strip())
+            except ConfigError:
+                raise UnknownContactError(name) from None
+            found = self._store.contacts.contact_by_address(address)
+            if found is None:
+                raise
+            return found
+
+    async def contact_show(self, request: api.ContactShow) -> api.ContactDetail:
+        """Everything about one contact (trust.md §7: its endorsement in
+        detail, and why it is refused)."""
+        contact = await self._worker(self._contact_shown, request.name)
+        got = await self._worker(gather, self._store, contact, _now_ms())
+        link = self.engine.status(contact.id)
+        stored, rotation = got.endorsement, got.rotation
+        configured = self.engine.policy.require_endorsement
+        return api.ContactDetail(
+            contact=contact_record(
+                contact,
+                link,
+                verified_ms=got.verified_ms,
+                endorsement=stored,
+                required=got.required,
+                rotation=rotation,
+                max_labels=got.max_labels,
+                accepts=got.accepts,
+            ),
+            delivery=contact_status(contact, link, got.queued, got.deposited),
+            endorsement=None
+            if stored is None
+            else endorsement_detail(stored.status, stored.describe, stored.checked_ms, got.judged),
+            require_endorsement=configured if got.required is None else got.required,
+            require_endorsement_from="config.toml" if got.required is None else "contact",
+            rotated_from=None
+            if rotation is None
+            else str(OnionAddress.from_public_key(rotation.old_address)),
+            introduced=contact.introduced,
+            groups=got.groups,
         )
 
     async def contact_set_max_label(self, request: api.ContactSetMaxLabel) -> api.ContactLabels:

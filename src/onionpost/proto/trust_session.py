@@ -79,6 +79,7 @@ from onionpost.proto.trust import (
 
 __all__ = [
     "REQUIRED_PREFIX",
+    "REVOKED",
     "Gossip",
     "GossipOutcome",
     "Held",
@@ -98,6 +99,9 @@ __all__ = [
 
 #: How a refusal for want of an endorsement begins (a revoked contact's does not).
 REQUIRED_PREFIX: Final = "endorsement required: "
+
+#: How a revoked contact's verdict begins: then when, by which agency, and why.
+REVOKED: Final = f"refused: {Reason.REVOKED.value}"
 
 #: An imported or gossiped list: three signed notes and the array around them.
 MAX_BUNDLE: Final = 3 * MAX_TRUST_STAPLE_PART
@@ -181,9 +185,18 @@ def describe(agency: str, verdict: Verdict | None) -> str:
     e = verdict.endorsement
     if verdict.status is Status.ENDORSED and e is not None and verdict.until is not None:
         where = f"{e.endpoint}, {e.unit}" if e.unit else e.endpoint
-        until = datetime.datetime.fromtimestamp(verdict.until, datetime.UTC)
-        return f"endorsed by {e.agency} ({where}) until {until:%Y-%m-%d %H:%M} UTC"
+        return f"endorsed by {e.agency} ({where}) until {_utc(verdict.until)}"
+    if verdict.reason is Reason.REVOKED and verdict.revoked is not None:
+        # What a security officer needs at a glance: when, by whom, why (the
+        # list's own words, at most MAX_TRUST_NAME bytes of printable text).
+        revoked = verdict.revoked
+        why = f": {revoked.reason}" if revoked.reason else ""
+        return f"{REVOKED} {_utc(revoked.revoked_at)} by {agency}{why}"
     return verdict.describe()
+
+
+def _utc(seconds: int) -> str:
+    return f"{datetime.datetime.fromtimestamp(seconds, datetime.UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def meet_checkpoint_unproven(
@@ -500,7 +513,9 @@ def session_refusal(status: str | None, describe: str, *, required: bool) -> str
     last verdict on its endorsement (``status`` None: it presented none), or
     None when they are not: a revoked contact always; with
     ``require_endorsement``, every contact not endorsed now (trust.md §7.4)."""
-    if status == Status.REFUSED.value and describe == f"refused: {Reason.REVOKED.value}":
+    if status == Status.REFUSED.value and (
+        describe == REVOKED or describe.startswith(f"{REVOKED} ")
+    ):
         return describe
     if required and status != Status.ENDORSED.value:
         why = "none presented" if status is None else describe

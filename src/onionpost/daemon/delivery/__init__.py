@@ -40,10 +40,13 @@ from onionpost.daemon.delivery._policy import (
 )
 from onionpost.daemon.delivery._trust import (
     Imported,
+    Judged,
     announce_rotation,
     import_revocations,
     install_own,
+    judge_in_detail,
     moved_refusal,
+    own_in_detail,
     receive_staple,
     recheck_contacts,
     refusals,
@@ -56,10 +59,13 @@ from onionpost.host import InlineWorker, StoreWorker, ThreadWorker
 
 __all__ = [
     "Imported",
+    "Judged",
     "admit",
     "announce_rotation",
     "import_revocations",
     "install_own",
+    "judge_in_detail",
+    "own_in_detail",
     "receive_staple",
     "recheck_contacts",
     "refusals",

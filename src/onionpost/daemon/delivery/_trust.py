@@ -49,11 +49,14 @@ from onionpost.store import Contact, Store
 
 __all__ = [
     "Imported",
+    "Judged",
     "announce_rotation",
     "import_revocations",
     "install_own",
+    "judge_in_detail",
     "moved_refusal",
     "moved_told",
+    "own_in_detail",
     "own_rotation",
     "receive_rotation",
     "receive_staple",
@@ -468,6 +471,67 @@ def recheck_contacts(
             outcome.status,
         )
     return changed
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """An endorsement proof judged again in detail (``contact show``,
+    ``whoami``): the agency it names, that agency's anchor installed (None:
+    none), the verdict at ``now`` (None: no anchor, or the proof no longer
+    verifies under it) and the agency's list held (None: none)."""
+
+    agency: str
+    anchor: trust.Anchor | None = None
+    verdict: trust.Verdict | None = None
+    revocations: trust.RevocationList | None = None
+
+    @property
+    def status(self) -> str:
+        """As a verdict is stored (:func:`receive_staple`)."""
+        if self.anchor is None:
+            return "no-anchor"
+        return "refused-forged" if self.verdict is None else self.verdict.status.value
+
+    def describe(self) -> str:
+        if self.anchor is not None and self.verdict is None:
+            return f"refused: it no longer verifies under the anchor of {self.agency}"
+        return describe(self.agency, self.verdict)
+
+
+def judge_in_detail(
+    store: Store,
+    address: str,
+    proof: bytes,
+    now_ms: int,
+    cache: trust.VerifiedCache | None = None,
+) -> Judged | None:
+    """``proof`` judged for ``address`` as the engine judges a stored one at
+    each housekeeping round (:func:`recheck_contacts`: the anchor of the
+    agency it names, the list held of it, ``now_ms``), with what that
+    verdict rests on; None when the proof does not even name an agency."""
+    try:
+        agency = trust.claimed_agency(trust.EndorsementProof.decode(proof).delegation)
+    except TrustError:
+        return None
+    stored = store.trust.find(agency)
+    if stored is None or stored.anchor.agency != agency:
+        return Judged(agency)
+    anchor = stored.anchor
+    held = _held(store).get(anchor.fingerprint)
+    listed = None if held is None or held.revocations is None else held.revocations.value
+    outcome = recheck(
+        anchor, proof, address=address, revocations=listed, now=now_ms // 1000, cache=cache
+    )
+    return Judged(agency, anchor, None if outcome is None else outcome.verdict, listed)
+
+
+def own_in_detail(
+    store: Store, address: str, now_ms: int, cache: trust.VerifiedCache | None = None
+) -> Judged | None:
+    """Our own endorsement judged now (trust.md §7.1: the one we staple);
+    None without one installed."""
+    own = store.trust.own()
+    return None if own is None else judge_in_detail(store, address, own[1], now_ms, cache)
 
 
 def rejudge(
