@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,11 @@ from onionpost.proto.session import PeerDecision
 from onionpost.proto.trust import EndorsementProof
 from onionpost.testing.memory import MemoryListener, Node, RegistrarNode, befriend, network, until
 from onionpost.transport import SecureChannel, serve
+
+
+def _revoked(reason: str) -> re.Pattern[str]:
+    """A revoked contact's verdict: when (as the list states it), by whom, why."""
+    return re.compile(rf"refused: revoked \d{{4}}-\d\d-\d\d \d\d:\d\d UTC by acme: {reason}")
 
 
 def _verdict(holder: Node, other: Node) -> tuple[str, str] | None:
@@ -66,11 +72,19 @@ async def test_enrol_fetch_and_a_revocation_within_one_interval(
         await registrar.revoke(a1.address, "laptop stolen")
         await until(lambda: (_verdict(a2, a1) or ("",))[0] == "refused", seconds=61)
         assert trio.current_time() - revoked_at <= 61
-        assert _verdict(a2, a1) == ("refused", "refused: revoked")
+        status_, describe = _verdict(a2, a1) or ("", "")
+        assert status_ == "refused"
+        assert _revoked("laptop stolen").fullmatch(describe), describe
         assert a2.daemon is not None
         status = await a2.daemon.status(api.GetStatus())
         (shown,) = [c for c in status.contacts if c.name == "a1"]
-        assert shown.refused == "refused: revoked"
+        assert shown.refused == describe
+        # contact show: the revocation as the registrar's list states it.
+        detail = (await a2.daemon.contact_show(api.ContactShow("a1"))).endorsement
+        assert detail is not None
+        assert (detail.reason, detail.revoked_reason) == ("revoked", "laptop stolen")
+        assert detail.revoked_at is not None
+        assert (detail.revocations_serial or 0) >= 1
 
 
 async def test_a_list_exported_from_the_registrar_is_imported_by_another_agencys_endpoint(
@@ -122,10 +136,12 @@ async def test_a_list_exported_from_the_registrar_is_imported_by_another_agencys
             1,
         )
         assert imported.changed == 1
-        assert _verdict(b1, a1) == ("refused", "refused: revoked")
+        status_, describe = _verdict(b1, a1) or ("", "")
+        assert status_ == "refused"
+        assert _revoked("laptop stolen").fullmatch(describe), describe
         status = await b1.daemon.status(api.GetStatus())
         (shown,) = [c for c in status.contacts if c.name == "a1"]
-        assert shown.refused == "refused: revoked"
+        assert shown.refused == describe
         backend.close()
 
 

@@ -26,7 +26,7 @@ from trio.testing import MockClock
 
 from onionpost import api
 from onionpost.daemon.delivery import install_own
-from onionpost.errors import ConfigError
+from onionpost.errors import ConfigError, UnknownContactError
 from onionpost.proto import evidence, note
 from onionpost.proto.session import PeerDecision
 from onionpost.proto.trust import Revoked
@@ -131,6 +131,15 @@ async def test_a_contact_there_moves_over_with_its_history(
         assert shown.rotated == f"moved from {old_address} by agency acme and the old key"
         assert shown.rotated_ms is not None
         assert shown.endorsement_status == "endorsed"
+        # contact show: the move and the endorsement it moved under, in detail.
+        detail = await bob.daemon.contact_show(api.ContactShow("alice"))
+        assert detail.contact == shown
+        assert detail.rotated_from == str(old_address)
+        assert detail.endorsement is not None
+        assert detail.endorsement.replaces == str(old_address)
+        assert (await bob.daemon.contact_show(api.ContactShow(str(new.address)))).contact == shown
+        with pytest.raises(UnknownContactError):
+            await bob.daemon.contact_show(api.ContactShow(str(old_address)))
         assert "event=contact_rotated" in caplog.text
         # Settled outside the session that carried it, which the move ended.
         await until(lambda: "event=contact_move_settled" in caplog.text)

@@ -16,7 +16,7 @@ from onionpost.limits import TRUST_FRESHNESS
 from onionpost.proto import trust
 from onionpost.proto.identity import Identity
 from onionpost.proto.trust import Revoked
-from onionpost.proto.trust_session import Held, Outcome, meet_staple
+from onionpost.proto.trust_session import Held, Outcome, meet_staple, session_refusal
 from onionpost.testing.agency import Agency
 
 T0 = 1_800_000_000
@@ -99,6 +99,42 @@ def _meet(held: dict[bytes, Held], revocations: bytes, checkpoint: bytes, now: i
         revocations=revocations,
         checkpoint=checkpoint,
         now=now,
+    )
+
+
+def test_a_revocation_says_when_by_whom_and_why() -> None:
+    """``contact list``'s line and ``status``'s refusal for a revoked contact:
+    the time and reason as the agency's list states them (trust.md §7.1)."""
+    at = 1_796_616_600  # 2026-12-07 04:10 UTC
+    acme = Agency.make("acme", T0)  # its own log: the table's agency is left as it is
+    proof = acme.endorse(ALICE, T0).encode()
+
+    def meet(listed: bytes, now: int) -> Outcome:
+        return meet_staple(
+            {"acme": acme.anchor},
+            {},
+            address=str(ALICE.address),
+            proof=proof,
+            revocations=listed,
+            checkpoint=b"",
+            now=now,
+        )
+
+    listed = acme.revocations(4, T0 + 300, Revoked(str(ALICE.address), at, "laptop seized"))
+    outcome = meet(listed, T0 + 300)
+    line = "refused: revoked 2026-12-07 04:10 UTC by acme: laptop seized"
+    assert (outcome.status, outcome.describe()) == ("refused", line)
+    # Refused whatever the policy; so was a verdict stored in the older words.
+    for describe in (line, "refused: revoked"):
+        assert session_refusal("refused", describe, required=False) == describe
+    # No reason given: none said.
+    bare = acme.revocations(5, T0 + 400, Revoked(str(ALICE.address), at, ""))
+    assert meet(bare, T0 + 400).describe() == line.removesuffix(": laptop seized")
+    # Another refusal is not a revocation: refused only when one is required.
+    assert session_refusal("refused", "refused: revokedX", required=False) is None
+    assert session_refusal("refused", "refused: expired", required=False) is None
+    assert session_refusal("refused", "refused: expired", required=True) == (
+        "endorsement required: refused: expired"
     )
 
 
