@@ -490,7 +490,8 @@ class ContactStatus:
         default="",
         metadata=_meta(
             "why its sessions are refused and nothing is sent to it (its outbox held): "
-            "`refused: revoked`, or `endorsement required: ...` (trust.md §7.4); empty if not"
+            "`refused: revoked T by A: reason`, or `endorsement required: ...` (trust.md §7.4); "
+            "empty if not"
         ),
     )
 

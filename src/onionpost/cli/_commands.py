@@ -209,7 +209,8 @@ def _contact_lines(shown: api.ContactDetail) -> Iterator[tuple[str, str]]:
         yield from (("  " + k, v) for k, v in _endorsement_lines(shown.endorsement))
     where = "its own setting" if shown.require_endorsement_from == "contact" else "config.toml"
     yield "require endorsement", f"{'yes' if shown.require_endorsement else 'no'} ({where})"
-    yield "refused", f"{_one_line(d.refused)} (its outbox is held)" if d.refused else "no"
+    # Why nothing is sent to it (trust.md §7.4), in status's words.
+    yield "outbox held", _one_line(d.refused) or "no"
     if c.rotated is not None:
         yield "moved", f"{_one_line(c.rotated)}, {format_ms(c.rotated_ms)}"
     yield "max labels", _one_line(", ".join(c.max_labels)) or "- (no limit of ours)"

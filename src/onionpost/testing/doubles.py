@@ -129,6 +129,7 @@ class MemoryBackend:
             api.GetStatus: self.status,
             api.ContactAdd: self.contact_add,
             api.ContactList: self.contact_list,
+            api.ContactShow: self.contact_show,
             api.ContactRemove: self.contact_remove,
             api.ContactVerify: self.contact_verify,
             api.ContactSetMaxLabel: self.contact_set_max_label,
@@ -303,6 +304,27 @@ class MemoryBackend:
         await self._enter("contact_list")
         self.active -= 1
         return list(self.contacts.values())
+
+    async def contact_show(self, request: api.ContactShow) -> JSON:
+        """The contact by name or address; a test sets the rest of what the
+        daemon would say in its ``show`` (an ``api.ContactDetail``'s fields)."""
+        await self._enter("contact_show")
+        self.active -= 1
+        found = next(
+            (c for c in self.contacts.values() if request.name in (c["name"], c["address"])),
+            None,
+        )
+        if found is None:
+            raise UnknownContactError(request.name)
+        contact = {k: v for k, v in found.items() if k != "show"}
+        delivery = {
+            "name": contact["name"],
+            "address": contact["address"],
+            "reachable": contact["reachable"],
+            "queued": 0,
+            "refused": contact.get("refused", ""),
+        }
+        return {"contact": contact, "delivery": delivery, **found.get("show", {})}
 
     async def contact_remove(self, request: api.ContactRemove) -> JSON:
         name = request.name
