@@ -230,6 +230,11 @@ def test_whoami_shows_our_endorsement(runner: CliRunner, daemon: Daemon) -> None
         "endorsement: unverified-stale (stale-revocation-list): acme (Field office 3, Unit U) "
         "until 2026-12-13 04:10:00 UTC"
     )
+    server.backend.whoami_result["endorsed"].update(
+        status="refused", reason="revoked", until=None, describe=REVOKED
+    )
+    revoked = invoke(runner, "--home", home, "whoami")
+    assert revoked.stdout.splitlines()[-1] == f"endorsement: {REVOKED}"
     # --json is the card file's, as before (no daemon needed).
     (record,) = [
         json.loads(line)

@@ -151,6 +151,16 @@ async def test_a_revoked_contact_says_when_by_whom_and_why(
         assert bob.daemon is not None
         report = await bob.daemon.status(api.GetStatus())
         assert [c.refused for c in report.contacts] == [line]
+        # Alice holds that list too: her own endorsement, judged now, is revoked.
+        assert alice.daemon is not None
+        me = (await alice.daemon.whoami(api.Whoami())).endorsed
+        assert me is not None
+        assert (me.status, me.reason, me.describe) == ("refused", "revoked", line)
+        assert (me.revoked_at, me.revoked_reason, me.revocations_serial) == (
+            at,
+            "laptop seized",
+            3,
+        )
 
 
 def _refused(node: Node, other: Node) -> str:

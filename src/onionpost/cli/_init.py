@@ -178,9 +178,9 @@ def whoami(bundle: bool, home: Path | None, as_json: bool) -> None:
 def own_endorsement(e: EndorsementDetail) -> str:
     """Our endorsement in one line: its status, the agency, the endpoint it
     names and until when (``whoami``)."""
+    if e.status not in {"endorsed", "unverified-stale"} or not e.endpoint:
+        return printable(e.describe)  # refused (revoked: when, why), or no anchor
     status = e.status + (f" ({e.reason})" if e.reason else "")
-    if not e.endpoint:
-        return printable(f"{status}: {e.describe}")
     where = f"{e.endpoint}, {e.unit}" if e.unit else e.endpoint
     until = e.until if e.until is not None else e.valid_until
     end = "" if until is None else f" until {format_ms(until * 1000)}"
