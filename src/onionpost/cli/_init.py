@@ -168,8 +168,11 @@ def whoami(bundle: bool, home: Path | None, as_json: bool) -> None:
     # Our endorsement (trust.md §7.1) is in the store: the daemon says it.
     try:
         endorsed = run_client(home, lambda client: client.whoami()).endorsed
-    except (DaemonNotRunningError, TransportError):
+    except DaemonNotRunningError:
         click.echo("endorsement: not shown (the daemon is not running)", err=True)
+        return
+    except TransportError:
+        click.echo("endorsement: not shown (the daemon did not answer)", err=True)
         return
     if endorsed is not None:
         click.echo(f"endorsement: {own_endorsement(endorsed)}")
