@@ -225,6 +225,7 @@ def test_registrar_init_without_secrets_says_whose_are_missing(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ONIONPOST_PASSPHRASE", raising=False)
+    monkeypatch.delenv("ONIONPOST_AGENCY_PASSPHRASE", raising=False)
     with short_tmpdir() as tmp:
         home, where = tmp / "reg", tmp_path / "acme"
         agency_secret = ["--key-file", tmp_path / "acme.key"]
@@ -238,7 +239,7 @@ def test_registrar_init_without_secrets_says_whose_are_missing(
         assert no_agency_key.exit_code == 1
         assert no_agency_key.output.strip() == (
             f"onionpost: no passphrase for the agency in {where}: use --key-file, "
-            "--passphrase-file or $ONIONPOST_PASSPHRASE"
+            "--passphrase-file, $ONIONPOST_AGENCY_PASSPHRASE or $ONIONPOST_PASSPHRASE"
         )
         no_home_key = invoke(runner, *args, *agency_secret)
         assert no_home_key.exit_code == 1
@@ -247,3 +248,101 @@ def test_registrar_init_without_secrets_says_whose_are_missing(
             "--home-passphrase-file or $ONIONPOST_PASSPHRASE"
         )
         assert not (where / "registrar.txt").exists()
+
+
+HOME_PASSPHRASE = "lantern orchard quietly seventeen"
+AGENCY_PASSPHRASE = "basalt meridian copper umbrella"
+
+
+def _home_and_agency(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp: Path, *, agency_passphrase: str
+) -> tuple[Path, Path]:
+    """A home sealed with HOME_PASSPHRASE and an agency whose keys are sealed
+    with ``agency_passphrase`` (both at the least Argon2id cost)."""
+    home, where = tmp / "reg", tmp / "acme"
+    monkeypatch.setenv("ONIONPOST_PASSPHRASE", HOME_PASSPHRASE)
+    made = invoke(runner, "init", "--home", home, "--name", "registrar", "--kdf-cost", "floor")
+    assert made.exit_code == 0, made.output
+    monkeypatch.setenv("ONIONPOST_AGENCY_PASSPHRASE", agency_passphrase)
+    root = invoke(
+        runner, "trust", "root-init", "--dir", where, "--agency", "acme", "--kdf-cost", "floor"
+    )
+    assert root.exit_code == 0, root.output
+    monkeypatch.delenv("ONIONPOST_AGENCY_PASSPHRASE")
+    return home, where
+
+
+def _registrar_opens(home: Path) -> None:
+    from onionpost.home import Paths, unlock
+
+    secrets = unlock(Paths.for_home(home), passphrase=HOME_PASSPHRASE, key_file=None)
+    assert RegistrarBook.open(home / "registrar", secrets.store_key).agency == "acme"
+
+
+def test_init_with_the_agency_keys_own_passphrase(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with short_tmpdir() as tmp:
+        home, where = _home_and_agency(
+            runner, monkeypatch, tmp, agency_passphrase=AGENCY_PASSPHRASE
+        )
+        args = ["registrar", "init", "--dir", where, "--home", home, "--kdf-cost", "floor"]
+        # $ONIONPOST_PASSPHRASE alone (the home's) does not open the agency's
+        # keys: said so, and what to give instead; nothing moved.
+        wrong = invoke(runner, *args)
+        assert wrong.exit_code == 1
+        error = one_line_error(wrong)
+        assert "wrong passphrase" in error
+        assert "tried with $ONIONPOST_PASSPHRASE" in error
+        assert "$ONIONPOST_AGENCY_PASSPHRASE or --passphrase-file" in error
+        assert not (where / "registrar.txt").exists()
+        assert not (home / "registrar").exists()
+        # A wrong agency passphrase is not blamed on $ONIONPOST_PASSPHRASE.
+        monkeypatch.setenv("ONIONPOST_AGENCY_PASSPHRASE", "not the agency's")
+        mistyped = one_line_error(invoke(runner, *args))
+        assert "wrong passphrase" in mistyped
+        assert "ONIONPOST_PASSPHRASE" not in mistyped
+        assert not (where / "registrar.txt").exists()
+        # Each its own: both open.
+        monkeypatch.setenv("ONIONPOST_AGENCY_PASSPHRASE", AGENCY_PASSPHRASE)
+        done = invoke(runner, *args, "--json")
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["agency"] == "acme"
+        assert (where / "registrar.txt").exists()
+        _registrar_opens(home)
+
+
+def test_init_with_one_passphrase_for_both_as_before(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with short_tmpdir() as tmp:
+        home, where = _home_and_agency(runner, monkeypatch, tmp, agency_passphrase=HOME_PASSPHRASE)
+        # Only $ONIONPOST_PASSPHRASE, as scripts written before the agency's own.
+        done = invoke(runner, "registrar", "init", "--dir", where, "--home", home)
+        assert done.exit_code == 0, done.output
+        _registrar_opens(home)
+
+
+def test_init_asks_for_the_agency_keys_passphrase_by_name(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onionpost.cli._trust_cmd as trust_cmd
+
+    with short_tmpdir() as tmp:
+        home, where = _home_and_agency(
+            runner, monkeypatch, tmp, agency_passphrase=AGENCY_PASSPHRASE
+        )
+        monkeypatch.delenv("ONIONPOST_PASSPHRASE")
+        home_file = tmp / "home.pass"
+        home_file.write_text(HOME_PASSPHRASE + "\n")
+        home_file.chmod(0o600)
+        monkeypatch.setattr(trust_cmd, "stdin_is_a_terminal", lambda: True)
+        args = ["registrar", "init", "--dir", where, "--home", home]
+        done = runner.invoke(
+            main,
+            [str(a) for a in (*args, "--home-passphrase-file", home_file)],
+            input=AGENCY_PASSPHRASE + "\n",
+        )
+        assert done.exit_code == 0, done.output
+        assert f"passphrase for the agency in {where}: " in done.output
+        _registrar_opens(home)

@@ -34,8 +34,14 @@ from onionpost.cli._common import (
     serve_options,
     served_home,
 )
-from onionpost.cli._trust_cmd import _key_source, _secret_options
-from onionpost.errors import ConfigError
+from onionpost.cli._trust_cmd import (
+    AGENCY_PASSPHRASE_ENV,
+    PASSPHRASE_ENV,
+    _key_source,
+    _secret_options,
+    home_passphrase_for_agency,
+)
+from onionpost.errors import ConfigError, UnlockError
 
 __all__ = ["registrar"]
 
@@ -68,7 +74,7 @@ def _registrar_dir(home: Path) -> Path:
 @click.option(
     "--home-passphrase-file",
     type=click.Path(path_type=Path),
-    help="This home's passphrase, this file's first line (not the agency's).",
+    help=f"This home's passphrase, this file's first line (else ${PASSPHRASE_ENV}, else asked).",
 )
 @_secret_options
 @json_option
@@ -85,7 +91,13 @@ def init(
 ) -> None:
     """Make this home (made by 'onionpost init') the agency's registrar: its
     issuing key (sealed under the home's key) and log are copied from DIR,
-    which then signs nothing more; the root key stays in DIR."""
+    which then signs nothing more; the root key stays in DIR.
+
+    Two secrets are opened. The home's: --home-key-file, else
+    --home-passphrase-file, else $ONIONPOST_PASSPHRASE, else asked. The
+    agency's keys' in DIR: --key-file, else --passphrase-file, else
+    $ONIONPOST_AGENCY_PASSPHRASE, else $ONIONPOST_PASSPHRASE (the same
+    passphrase for both), else asked."""
     from onionpost.home import AgencyDirectory, Paths
     from onionpost.host import open_home
     from onionpost.proto.trust import HybridSigner
@@ -93,9 +105,19 @@ def init(
 
     paths = Paths.for_home(resolve_home(home))
     agency = AgencyDirectory(where)
-    signer = agency.issuer(
-        _key_source(key_file, passphrase_file, kdf_cost, new=False, whose=f"the agency in {where}")
-    )
+    try:
+        signer = agency.issuer(
+            _key_source(
+                key_file, passphrase_file, kdf_cost, new=False, whose=f"the agency in {where}"
+            )
+        )
+    except UnlockError as exc:
+        if home_passphrase_for_agency(key_file, passphrase_file):
+            raise UnlockError(
+                f"{exc}; tried with ${PASSPHRASE_ENV}: give the agency keys' own passphrase "
+                f"in ${AGENCY_PASSPHRASE_ENV} or --passphrase-file"
+            ) from exc
+        raise
     if not isinstance(signer, HybridSigner):
         raise ConfigError("the registrar holds a sealed issuing key file")
     source = partial(
