@@ -346,3 +346,99 @@ def test_init_asks_for_the_agency_keys_passphrase_by_name(
         assert done.exit_code == 0, done.output
         assert f"passphrase for the agency in {where}: " in done.output
         _registrar_opens(home)
+
+
+def test_status_is_a_few_lines_however_many_endpoints(runner: CliRunner, tmp_path: Path) -> None:
+    import time
+
+    from onionpost import api
+    from onionpost.cli._common import format_ms
+    from onionpost.home import AgencyDirectory, KdfCost, KeySource, Secrets
+    from onionpost.limits import MAX_REGISTRAR_ENDPOINTS
+    from onionpost.proto.identity import Identity
+    from onionpost.registrar import (
+        RegistrarBackend,
+        RegistrarPolicy,
+        RegistrarServer,
+        init_registrar,
+    )
+    from onionpost.testing.doubles import ServerThread
+
+    now = int(time.time())
+    source = KeySource(passphrase="agency passphrase", kdf_cost=KdfCost.FLOOR)
+    agency, _ = AgencyDirectory.create(tmp_path / "acme", "acme", source, now=now, mldsa=False)
+    secrets = Secrets.generate("registrar", now=now)
+    book = init_registrar(tmp_path / "registrar", agency, agency.issuer(source), secrets.store_key)  # type: ignore[arg-type]
+    addresses = []
+    for n in range(MAX_REGISTRAR_ENDPOINTS):
+        issued = book.new_code(secrets.identity.address, f"Desk {n}", "Ops", now=now, expires=600)
+        desk = Identity.generate().address
+        assert book.enrol(desk, issued.code.token(), bytes(32), now=now, days=7) is not None
+        addresses.append(str(desk))
+    book.revoke(addresses[0], "seized", now=now)
+    book.revoke(addresses[1], "lost", now=now)
+    book.revoke(str(Identity.generate().address), "offline", now=now, force=True)
+    assert book.revocations is not None
+    issued_at = book.revocations.issued_at
+    policy = RegistrarPolicy(refresh=600)
+    server = RegistrarServer(book, policy, address=secrets.identity.address)
+    backend = RegistrarBackend(
+        secrets, server, tor_status=lambda: api.TorStatus(api.TorState.OK, "")
+    )
+    with short_tmpdir() as home, ServerThread(backend, home / "run" / "control.sock"):  # type: ignore[arg-type]
+        shown = invoke(runner, "--home", home, "registrar", "status")
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout.splitlines() == [
+            f"registrar of acme at {secrets.identity.address}",
+            f"{MAX_REGISTRAR_ENDPOINTS} endpoints enrolled (2 revoked); 3 addresses in the list",
+            f"list 3 issued {format_ms(issued_at * 1000)}, "
+            f"next due {format_ms((issued_at + 600) * 1000)}",
+            f"log of {book.log.size} statements",
+        ]
+        as_json = json.loads(invoke(runner, "--home", home, "registrar", "status", "--json").stdout)
+        assert as_json == {
+            "agency": "acme",
+            "registrar": str(secrets.identity.address),
+            "endpoints": MAX_REGISTRAR_ENDPOINTS,
+            "endpoints_revoked": 2,
+            "serial": 3,
+            "issued_at": issued_at,
+            "revoked": 3,
+            "next_list_at": issued_at + 600,
+            "log_size": book.log.size,
+        }
+        # Each endpoint and each revoked address: 'registrar list', below the same lines.
+        listed = invoke(runner, "--home", home, "registrar", "list").stdout.splitlines()
+        assert listed[:4] == shown.stdout.splitlines()
+        assert len(listed) == 4 + MAX_REGISTRAR_ENDPOINTS + 3
+        assert f"  {addresses[0]}  Desk 0, Ops  revoked" in listed
+        state = json.loads(invoke(runner, "--home", home, "registrar", "list", "--json").stdout)
+        assert state["next_list_at"] == issued_at + 600
+
+
+def test_status_says_when_no_list_is_signed_and_when_one_is_overdue() -> None:
+    from onionpost import api
+    from onionpost.cli._common import format_ms
+    from onionpost.cli._registrar_cmd import _summary
+
+    empty = api.RegistrarState("acme", "x.onion", None, None, 1)
+    assert _summary(empty, now_ms=0) == [
+        "registrar of acme at x.onion",
+        "0 endpoints enrolled",
+        "no list signed yet",
+        "log of 1 statement",
+    ]
+    one = api.RegistrarEndpoint("y.onion", "Desk", "", 10, 20)
+    late = api.RegistrarState(
+        "acme", "x.onion", 1, 100, 2, (one,), (api.RegistrarRevocation("z.onion", 90, ""),), 700
+    )
+    assert _summary(late, now_ms=700_000) == [
+        "registrar of acme at x.onion",
+        "1 endpoint enrolled; 1 address in the list",
+        f"list 1 issued {format_ms(100_000)}, next due {format_ms(700_000)}",
+        "log of 2 statements",
+    ]
+    assert _summary(late, now_ms=700_001)[2] == (
+        f"list 1 issued {format_ms(100_000)}, next due {format_ms(700_000)}: "
+        "overdue (see the registrar's log)"
+    )

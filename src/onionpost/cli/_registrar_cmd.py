@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from functools import partial
 from pathlib import Path
 
@@ -282,21 +283,73 @@ def export_list(out: Path, home: Path | None, as_json: bool) -> None:
     )
 
 
+@registrar.command("status")
+@home_option
+@json_option
+def status(home: Path | None, as_json: bool) -> None:
+    """A few lines however many endpoints: how many are enrolled and revoked,
+    the latest list (serial, when signed, when the next is due), the log's
+    size. Each endpoint and each revoked address: 'registrar list'."""
+    state = run_client(home, lambda client: client.registrar_list())
+    if as_json:
+        emit_json(
+            {
+                "agency": state.agency,
+                "registrar": state.registrar,
+                "endpoints": len(state.endpoints),
+                "endpoints_revoked": sum(e.revoked for e in state.endpoints),
+                "serial": state.serial,
+                "issued_at": state.issued_at,
+                "revoked": len(state.revoked),
+                "next_list_at": state.next_list_at,
+                "log_size": state.log_size,
+            }
+        )
+        return
+    for line in _summary(state, now_ms=int(time.time() * 1000)):
+        click.echo(line)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _summary(state: api.RegistrarState, *, now_ms: int) -> list[str]:
+    """What 'registrar status' prints, and 'registrar list' above its lines:
+    as many lines however many endpoints."""
+    revoked = sum(e.revoked for e in state.endpoints)
+    counts = f"{_count(len(state.endpoints), 'endpoint', 'endpoints')} enrolled"
+    if revoked:
+        counts += f" ({revoked} revoked)"
+    if state.serial is None or state.issued_at is None:
+        listed = "no list signed yet"
+    else:
+        counts += f"; {_count(len(state.revoked), 'address', 'addresses')} in the list"
+        listed = f"list {state.serial} issued {format_ms(state.issued_at * 1000)}"
+        if state.next_list_at is not None:
+            due = state.next_list_at * 1000
+            late = ": overdue (see the registrar's log)" if due < now_ms else ""
+            listed += f", next due {format_ms(due)}{late}"
+    return [
+        f"registrar of {printable(state.agency)} at {state.registrar}",
+        counts,
+        listed,
+        f"log of {_count(state.log_size, 'statement', 'statements')}",
+    ]
+
+
 @registrar.command("list")
 @home_option
 @json_option
 def list_(home: Path | None, as_json: bool) -> None:
-    """The enrolled endpoints, their endorsements' ends, and the revoked addresses."""
+    """What 'registrar status' says, then a line for each enrolled endpoint
+    (its endorsement's end, or revoked) and for each address in the list."""
     state = run_client(home, lambda client: client.registrar_list())
     if as_json:
         emit_json(api.encode(state))
         return
-    issued = "-" if state.issued_at is None else format_ms(state.issued_at * 1000)
-    click.echo(
-        f"registrar of {printable(state.agency)} at {state.registrar}\n"
-        f"list {state.serial if state.serial is not None else '-'} issued {issued}; "
-        f"log of {state.log_size} statements"
-    )
+    for line in _summary(state, now_ms=int(time.time() * 1000)):
+        click.echo(line)
     for e in state.endpoints:
         where = f"{e.endpoint}, {e.unit}" if e.unit else e.endpoint
         mark = "revoked" if e.revoked else f"until {format_ms(e.valid_until * 1000)}"
