@@ -287,9 +287,11 @@ def export_list(out: Path, home: Path | None, as_json: bool) -> None:
 @home_option
 @json_option
 def status(home: Path | None, as_json: bool) -> None:
-    """A few lines however many endpoints: how many are enrolled and revoked,
-    the latest list (serial, when signed, when the next is due), the log's
-    size. Each endpoint and each revoked address: 'registrar list'."""
+    """The registrar in four lines, however many endpoints it enrolled.
+
+    How many endpoints are enrolled and revoked, how many addresses the list
+    names, its serial, when it was signed and when the next is due, the
+    log's size. Each endpoint and each revoked address: 'registrar list'."""
     state = run_client(home, lambda client: client.registrar_list())
     if as_json:
         emit_json(
@@ -342,7 +344,9 @@ def _summary(state: api.RegistrarState, *, now_ms: int) -> list[str]:
 @home_option
 @json_option
 def list_(home: Path | None, as_json: bool) -> None:
-    """What 'registrar status' says, then a line for each enrolled endpoint
+    """Each enrolled endpoint and each revoked address, below the status.
+
+    What 'registrar status' says, then a line for each enrolled endpoint
     (its endorsement's end, or revoked) and for each address in the list."""
     state = run_client(home, lambda client: client.registrar_list())
     if as_json:
