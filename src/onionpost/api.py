@@ -846,6 +846,13 @@ class RegistrarState:
     log_size: int = field(metadata=_meta("statements in the agency log"))
     endpoints: tuple[RegistrarEndpoint, ...] = ()
     revoked: tuple[RegistrarRevocation, ...] = ()
+    next_list_at: int | None = field(
+        default=None,
+        metadata=_meta(
+            "when the next list is due, POSIX seconds: the latest one's `issued_at` plus the "
+            "refresh interval (`registrar_refresh`); null: none signed yet"
+        ),
+    )
 
 
 @dataclass(frozen=True)

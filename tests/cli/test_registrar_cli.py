@@ -225,6 +225,7 @@ def test_registrar_init_without_secrets_says_whose_are_missing(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ONIONPOST_PASSPHRASE", raising=False)
+    monkeypatch.delenv("ONIONPOST_AGENCY_PASSPHRASE", raising=False)
     with short_tmpdir() as tmp:
         home, where = tmp / "reg", tmp_path / "acme"
         agency_secret = ["--key-file", tmp_path / "acme.key"]
@@ -238,7 +239,7 @@ def test_registrar_init_without_secrets_says_whose_are_missing(
         assert no_agency_key.exit_code == 1
         assert no_agency_key.output.strip() == (
             f"onionpost: no passphrase for the agency in {where}: use --key-file, "
-            "--passphrase-file or $ONIONPOST_PASSPHRASE"
+            "--passphrase-file, $ONIONPOST_AGENCY_PASSPHRASE or $ONIONPOST_PASSPHRASE"
         )
         no_home_key = invoke(runner, *args, *agency_secret)
         assert no_home_key.exit_code == 1
@@ -247,3 +248,197 @@ def test_registrar_init_without_secrets_says_whose_are_missing(
             "--home-passphrase-file or $ONIONPOST_PASSPHRASE"
         )
         assert not (where / "registrar.txt").exists()
+
+
+HOME_PASSPHRASE = "lantern orchard quietly seventeen"
+AGENCY_PASSPHRASE = "basalt meridian copper umbrella"
+
+
+def _home_and_agency(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp: Path, *, agency_passphrase: str
+) -> tuple[Path, Path]:
+    """A home sealed with HOME_PASSPHRASE and an agency whose keys are sealed
+    with ``agency_passphrase`` (both at the least Argon2id cost)."""
+    home, where = tmp / "reg", tmp / "acme"
+    monkeypatch.setenv("ONIONPOST_PASSPHRASE", HOME_PASSPHRASE)
+    made = invoke(runner, "init", "--home", home, "--name", "registrar", "--kdf-cost", "floor")
+    assert made.exit_code == 0, made.output
+    monkeypatch.setenv("ONIONPOST_AGENCY_PASSPHRASE", agency_passphrase)
+    root = invoke(
+        runner, "trust", "root-init", "--dir", where, "--agency", "acme", "--kdf-cost", "floor"
+    )
+    assert root.exit_code == 0, root.output
+    monkeypatch.delenv("ONIONPOST_AGENCY_PASSPHRASE")
+    return home, where
+
+
+def _registrar_opens(home: Path) -> None:
+    from onionpost.home import Paths, unlock
+
+    secrets = unlock(Paths.for_home(home), passphrase=HOME_PASSPHRASE, key_file=None)
+    assert RegistrarBook.open(home / "registrar", secrets.store_key).agency == "acme"
+
+
+def test_init_with_the_agency_keys_own_passphrase(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with short_tmpdir() as tmp:
+        home, where = _home_and_agency(
+            runner, monkeypatch, tmp, agency_passphrase=AGENCY_PASSPHRASE
+        )
+        args = ["registrar", "init", "--dir", where, "--home", home, "--kdf-cost", "floor"]
+        # $ONIONPOST_PASSPHRASE alone (the home's) does not open the agency's
+        # keys: said so, and what to give instead; nothing moved.
+        wrong = invoke(runner, *args)
+        assert wrong.exit_code == 1
+        error = one_line_error(wrong)
+        assert "wrong passphrase" in error
+        assert "tried with $ONIONPOST_PASSPHRASE" in error
+        assert "$ONIONPOST_AGENCY_PASSPHRASE or --passphrase-file" in error
+        assert not (where / "registrar.txt").exists()
+        assert not (home / "registrar").exists()
+        # A wrong agency passphrase is not blamed on $ONIONPOST_PASSPHRASE.
+        monkeypatch.setenv("ONIONPOST_AGENCY_PASSPHRASE", "not the agency's")
+        mistyped = one_line_error(invoke(runner, *args))
+        assert "wrong passphrase" in mistyped
+        assert "ONIONPOST_PASSPHRASE" not in mistyped
+        assert not (where / "registrar.txt").exists()
+        # Each its own: both open.
+        monkeypatch.setenv("ONIONPOST_AGENCY_PASSPHRASE", AGENCY_PASSPHRASE)
+        done = invoke(runner, *args, "--json")
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["agency"] == "acme"
+        assert (where / "registrar.txt").exists()
+        _registrar_opens(home)
+
+
+def test_init_with_one_passphrase_for_both_as_before(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with short_tmpdir() as tmp:
+        home, where = _home_and_agency(runner, monkeypatch, tmp, agency_passphrase=HOME_PASSPHRASE)
+        # Only $ONIONPOST_PASSPHRASE, as scripts written before the agency's own.
+        done = invoke(runner, "registrar", "init", "--dir", where, "--home", home)
+        assert done.exit_code == 0, done.output
+        _registrar_opens(home)
+
+
+def test_init_asks_for_the_agency_keys_passphrase_by_name(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onionpost.cli._trust_cmd as trust_cmd
+
+    with short_tmpdir() as tmp:
+        home, where = _home_and_agency(
+            runner, monkeypatch, tmp, agency_passphrase=AGENCY_PASSPHRASE
+        )
+        monkeypatch.delenv("ONIONPOST_PASSPHRASE")
+        home_file = tmp / "home.pass"
+        home_file.write_text(HOME_PASSPHRASE + "\n")
+        home_file.chmod(0o600)
+        monkeypatch.setattr(trust_cmd, "stdin_is_a_terminal", lambda: True)
+        args = ["registrar", "init", "--dir", where, "--home", home]
+        done = runner.invoke(
+            main,
+            [str(a) for a in (*args, "--home-passphrase-file", home_file)],
+            input=AGENCY_PASSPHRASE + "\n",
+        )
+        assert done.exit_code == 0, done.output
+        assert f"passphrase for the agency in {where}: " in done.output
+        _registrar_opens(home)
+
+
+def test_status_is_a_few_lines_however_many_endpoints(runner: CliRunner, tmp_path: Path) -> None:
+    import time
+
+    from onionpost import api
+    from onionpost.cli._common import format_ms
+    from onionpost.home import AgencyDirectory, KdfCost, KeySource, Secrets
+    from onionpost.limits import MAX_REGISTRAR_ENDPOINTS
+    from onionpost.proto.identity import Identity
+    from onionpost.registrar import (
+        RegistrarBackend,
+        RegistrarPolicy,
+        RegistrarServer,
+        init_registrar,
+    )
+    from onionpost.testing.doubles import ServerThread
+
+    now = int(time.time())
+    source = KeySource(passphrase="agency passphrase", kdf_cost=KdfCost.FLOOR)
+    agency, _ = AgencyDirectory.create(tmp_path / "acme", "acme", source, now=now, mldsa=False)
+    secrets = Secrets.generate("registrar", now=now)
+    book = init_registrar(tmp_path / "registrar", agency, agency.issuer(source), secrets.store_key)  # type: ignore[arg-type]
+    addresses = []
+    for n in range(MAX_REGISTRAR_ENDPOINTS):
+        issued = book.new_code(secrets.identity.address, f"Desk {n}", "Ops", now=now, expires=600)
+        desk = Identity.generate().address
+        assert book.enrol(desk, issued.code.token(), bytes(32), now=now, days=7) is not None
+        addresses.append(str(desk))
+    book.revoke(addresses[0], "seized", now=now)
+    book.revoke(addresses[1], "lost", now=now)
+    book.revoke(str(Identity.generate().address), "offline", now=now, force=True)
+    assert book.revocations is not None
+    issued_at = book.revocations.issued_at
+    policy = RegistrarPolicy(refresh=600)
+    server = RegistrarServer(book, policy, address=secrets.identity.address)
+    backend = RegistrarBackend(
+        secrets, server, tor_status=lambda: api.TorStatus(api.TorState.OK, "")
+    )
+    with short_tmpdir() as home, ServerThread(backend, home / "run" / "control.sock"):  # type: ignore[arg-type]
+        shown = invoke(runner, "--home", home, "registrar", "status")
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout.splitlines() == [
+            f"registrar of acme at {secrets.identity.address}",
+            f"{MAX_REGISTRAR_ENDPOINTS} endpoints enrolled (2 revoked); 3 addresses in the list",
+            f"list 3 issued {format_ms(issued_at * 1000)}, "
+            f"next due {format_ms((issued_at + 600) * 1000)}",
+            f"log of {book.log.size} statements",
+        ]
+        as_json = json.loads(invoke(runner, "--home", home, "registrar", "status", "--json").stdout)
+        assert as_json == {
+            "agency": "acme",
+            "registrar": str(secrets.identity.address),
+            "endpoints": MAX_REGISTRAR_ENDPOINTS,
+            "endpoints_revoked": 2,
+            "serial": 3,
+            "issued_at": issued_at,
+            "revoked": 3,
+            "next_list_at": issued_at + 600,
+            "log_size": book.log.size,
+        }
+        # Each endpoint and each revoked address: 'registrar list', below the same lines.
+        listed = invoke(runner, "--home", home, "registrar", "list").stdout.splitlines()
+        assert listed[:4] == shown.stdout.splitlines()
+        assert len(listed) == 4 + MAX_REGISTRAR_ENDPOINTS + 3
+        assert f"  {addresses[0]}  Desk 0, Ops  revoked" in listed
+        state = json.loads(invoke(runner, "--home", home, "registrar", "list", "--json").stdout)
+        assert state["next_list_at"] == issued_at + 600
+
+
+def test_status_says_when_no_list_is_signed_and_when_one_is_overdue() -> None:
+    from onionpost import api
+    from onionpost.cli._common import format_ms
+    from onionpost.cli._registrar_cmd import _summary
+
+    empty = api.RegistrarState("acme", "x.onion", None, None, 1)
+    assert _summary(empty, now_ms=0) == [
+        "registrar of acme at x.onion",
+        "0 endpoints enrolled",
+        "no list signed yet",
+        "log of 1 statement",
+    ]
+    one = api.RegistrarEndpoint("y.onion", "Desk", "", 10, 20)
+    late = api.RegistrarState(
+        "acme", "x.onion", 1, 100, 2, (one,), (api.RegistrarRevocation("z.onion", 90, ""),), 700
+    )
+    assert _summary(late, now_ms=700_000) == [
+        "registrar of acme at x.onion",
+        "1 endpoint enrolled; 1 address in the list",
+        f"list 1 issued {format_ms(100_000)}, next due {format_ms(700_000)}",
+        "log of 2 statements",
+    ]
+    assert _summary(late, now_ms=700_001)[2] == (
+        f"list 1 issued {format_ms(100_000)}, next due {format_ms(700_000)}: "
+        "overdue (see the registrar's log)"
+    )

@@ -5,30 +5,25 @@ interval of one minute, without any import by hand (trust.md §8)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from onionpost.testing.endpoint import FAST_RETRY, Endpoint, EndpointError, start_all
+from onionpost.testing.endpoint import FAST_RETRY, Endpoint, start_all
 from onionpost.testing.testnet import Testnet
-from onionpost.testing.trustnet import OfflineAgency, Registrar, endorsement, refusal, wait
+from onionpost.testing.trustnet import (
+    OfflineAgency,
+    Registrar,
+    endorsement,
+    refusal,
+    running,
+    wait,
+)
 
 pytestmark = pytest.mark.tor
 
 SECONDS = 60.0
 ENDPOINT_CONFIG = FAST_RETRY + "trust_refresh = 60.0\n"
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    made = Path(tempfile.mkdtemp(prefix="op-registrar-", dir="/tmp"))
-    try:
-        yield made
-    finally:
-        shutil.rmtree(made, ignore_errors=True)
 
 
 def test_a_registrar_enrols_and_a_revocation_is_refused_within_a_minute(
@@ -38,14 +33,8 @@ def test_a_registrar_enrols_and_a_revocation_is_refused_within_a_minute(
     registrar = Registrar(root, "registrar", testnet, agency, refresh=60)
     a1 = Endpoint(root, "a1", testnet, top_config=ENDPOINT_CONFIG)
     a2 = Endpoint(root, "a2", testnet, top_config=ENDPOINT_CONFIG)
-    try:
+    with running(registrar, a1, a2):
         _scenario(agency, registrar, a1, a2)
-    except EndpointError as exc:
-        logs = "\n".join(f"--- {e.name}\n{e.log_tail()}" for e in (registrar, a1, a2))
-        raise EndpointError(f"{exc}\n{logs}") from exc
-    finally:
-        for process in (a1, a2, registrar):
-            process.stop()
 
 
 def _scenario(agency: OfflineAgency, registrar: Registrar, a1: Endpoint, a2: Endpoint) -> None:

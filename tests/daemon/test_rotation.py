@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +24,6 @@ import trio
 from trio.testing import MockClock
 
 from onionpost import api
-from onionpost.daemon.delivery import install_own
 from onionpost.errors import ConfigError, UnknownContactError
 from onionpost.proto import evidence, note
 from onionpost.proto.session import PeerDecision
@@ -33,14 +31,11 @@ from onionpost.proto.trust import Revoked
 from onionpost.proto.trust_session import RevocationBundle
 from onionpost.testing.agency import Agency
 from onionpost.testing.memory import MailboxNode, Network, Node, befriend, network, until
+from tests.daemon._trustkit import endorse, hold_anchor, hold_list, import_bundle, now
 
 pytestmark = pytest.mark.trio
 
 LONG = 600.0  # virtual seconds
-
-
-def _now() -> int:
-    return int(time.time())
 
 
 async def _stop(node: Node | MailboxNode) -> None:
@@ -71,24 +66,22 @@ async def _pair(
     """alice and bob, contacts, both holding acme's anchor; alice endorsed by
     acme with a fresh list, so bob holds her endorsement after a session; and
     alice's new address, which has bob as its contact (not started)."""
-    acme = Agency.make("acme", _now())
+    acme = Agency.make("acme", now())
     async with network(tmp_path, **config) as (net, nursery):
         alice, bob, new = net.node("alice"), net.node("bob"), net.node("alice-new")
         befriend(alice, bob)
-        now_ms = _now() * 1000
+        now_ms = now() * 1000
         new.store.contacts.add_contact("bob", bob.address, bob.secrets.client_auth_public, now_ms)
-        for node in (alice, bob, new):
-            node.store.trust.add(acme.anchor, now_ms)
+        hold_anchor(acme, alice, bob, new)
         if endorsed:
-            own = acme.endorse(alice.secrets.identity, _now()).encode()
-            install_own(alice.store, str(alice.address), own, now_ms)
-        alice.store.trust.hold(acme.anchor.fingerprint, acme.revocations(1, _now()), None)
+            endorse(alice, acme)
+        hold_list(alice, acme)
         yield net, nursery, acme, alice, bob, new
 
 
 def _rotate(alice: Node, new: Node, proof: bytes) -> None:
     """What the rotation command leaves in alice's home: the move to announce."""
-    alice.store.trust.set_own_rotation(proof, new.secrets.client_auth_public, _now() * 1000)
+    alice.store.trust.set_own_rotation(proof, new.secrets.client_auth_public, now() * 1000)
 
 
 async def test_a_contact_there_moves_over_with_its_history(
@@ -107,7 +100,7 @@ async def test_a_contact_there_moves_over_with_its_history(
         # alice moves: endorsed at the new address, replacing the old, signed
         # by acme and by her old key; her daemon starts again with it.
         proof = acme.endorse(
-            new.secrets.identity, _now(), replaces=str(old_address), also=[alice.secrets.identity]
+            new.secrets.identity, now(), replaces=str(old_address), also=[alice.secrets.identity]
         ).encode()
         await _stop(alice)
         _rotate(alice, new, proof)
@@ -198,7 +191,7 @@ async def test_a_contact_away_moves_over_through_its_mailbox(
         await _stop(bob)
 
         old_address = alice.address
-        proof = acme.endorse(new.secrets.identity, _now(), replaces=str(old_address)).encode()
+        proof = acme.endorse(new.secrets.identity, now(), replaces=str(old_address)).encode()
         _rotate(alice, new, proof)
         await alice.start(nursery)  # under her old address, with the move to announce
         at_alice = alice.contact(bob).id
@@ -239,13 +232,13 @@ async def test_a_rotation_that_does_not_hold_changes_nothing(
         bob,
         new,
     ):
-        other = Agency.make("bravo" if case == "another agency" else "acme", _now())
+        other = Agency.make("bravo" if case == "another agency" else "acme", now())
         if case == "another agency":
-            bob.store.trust.add(other.anchor, _now() * 1000)
+            hold_anchor(other, bob)
         signer = other if case in {"another agency", "a forged endorsement"} else acme
         someone = net.node("someone").address
         replaces = str(someone if case == "replaces another address" else alice.address)
-        proof = signer.endorse(new.secrets.identity, _now(), replaces=replaces).encode()
+        proof = signer.endorse(new.secrets.identity, now(), replaces=replaces).encode()
         for node in (alice, bob, new):
             await node.start(nursery)
         _rotate(alice, new, proof)
@@ -285,10 +278,10 @@ async def test_announcing_a_move_while_sessions_are_up_and_every_bad_input(
         assert alice.engine.reachable(alice.contact(bob).id)
         card = new.card()
         someone = net.node("someone")
-        bravo = Agency.make("bravo", _now())
+        bravo = Agency.make("bravo", now())
 
         def proof(signer: Agency, who: Node, replaces: str) -> str:
-            data = signer.endorse(who.secrets.identity, _now(), replaces=replaces).encode()
+            data = signer.endorse(who.secrets.identity, now(), replaces=replaces).encode()
             return base64.b64encode(data).decode()
 
         old = str(alice.address)
@@ -328,7 +321,7 @@ async def test_a_daemon_with_no_endorsement_of_its_own_cannot_announce(
     async with _pair(tmp_path, endorsed=False) as (_net, nursery, acme, alice, _bob, new):
         await alice.start(nursery)
         assert alice.daemon is not None
-        data = acme.endorse(new.secrets.identity, _now(), replaces=str(alice.address)).encode()
+        data = acme.endorse(new.secrets.identity, now(), replaces=str(alice.address)).encode()
         with pytest.raises(ConfigError, match="own endorsement first"):
             await alice.daemon.trust_rotate(
                 api.TrustRotate(new.card(), base64.b64encode(data).decode())
@@ -355,17 +348,15 @@ async def test_a_contact_moves_away_from_its_revoked_address_through_the_mailbox
         await until(lambda: _endorsement_held(bob, alice))
         await _stop(alice)
 
-        revoking = acme.revocations(2, _now(), Revoked(str(alice.address), _now(), "seized"))
+        revoking = acme.revocations(2, now(), Revoked(str(alice.address), now(), "seized"))
         bundle = RevocationBundle(acme.delegation, revoking, acme.checkpoint()).encode()
-        await bob.daemon.trust_revocations_import(
-            api.TrustRevocationsImport(base64.b64encode(bundle).decode())
-        )
+        await import_bundle(bob, bundle)
         assert bob.engine is not None
         assert bob.engine.decide(alice.address) is PeerDecision.REFUSE
         held = await bob.send(alice, "held while she is revoked")
 
         old_address = alice.address
-        proof = acme.endorse(new.secrets.identity, _now(), replaces=str(old_address)).encode()
+        proof = acme.endorse(new.secrets.identity, now(), replaces=str(old_address)).encode()
         _rotate(alice, new, proof)
         await alice.start(nursery)  # refused by bob: her move goes to his mailbox
         await until(lambda: _moved(bob, new), LONG)
@@ -378,7 +369,7 @@ async def test_a_contact_moves_away_from_its_revoked_address_through_the_mailbox
 
 
 def _proof(acme: Agency, new: Node, old: Node) -> str:
-    data = acme.endorse(new.secrets.identity, _now(), replaces=str(old.address)).encode()
+    data = acme.endorse(new.secrets.identity, now(), replaces=str(old.address)).encode()
     return base64.b64encode(data).decode()
 
 
@@ -465,11 +456,11 @@ async def test_what_cannot_follow_the_move_ends_refused_with_the_reason(
             await node.start(nursery)
         first = await alice.send(bob, "hello")
         await until(lambda: alice.state(first) == "delivered", LONG)
-        forged = Agency.make("acme", _now())
+        forged = Agency.make("acme", now())
         _rotate(
             alice,
             new,
-            forged.endorse(new.secrets.identity, _now(), replaces=str(alice.address)).encode(),
+            forged.endorse(new.secrets.identity, now(), replaces=str(alice.address)).encode(),
         )
         assert alice.engine is not None
         alice.engine.rotation_announced()

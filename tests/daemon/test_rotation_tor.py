@@ -7,29 +7,17 @@ its tor holding its own key for the new address; trust.md §6)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from onionpost.testing.endpoint import Endpoint, EndpointError, start_all
+from onionpost.testing.endpoint import Endpoint, start_all
 from onionpost.testing.testnet import Testnet
-from onionpost.testing.trustnet import OfflineAgency, delivered, wait
+from onionpost.testing.trustnet import OfflineAgency, delivered, running, wait
 
 pytestmark = pytest.mark.tor
 
 SECONDS = 60.0
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    made = Path(tempfile.mkdtemp(prefix="op-rotate-", dir="/tmp"))
-    try:
-        yield made
-    finally:
-        shutil.rmtree(made, ignore_errors=True)
 
 
 def _listed(endpoint: Endpoint, name: str) -> dict[str, object]:
@@ -39,14 +27,8 @@ def _listed(endpoint: Endpoint, name: str) -> dict[str, object]:
 def test_a_contact_moves_to_the_new_address_over_tor(root: Path, testnet: Testnet) -> None:
     agency = OfflineAgency(root, "a.example")
     a1, a1_new, b1 = (Endpoint(root, name, testnet) for name in ("a1", "a1-new", "b1"))
-    try:
+    with running(a1, a1_new, b1):
         _scenario(agency, a1, a1_new, b1)
-    except EndpointError as exc:
-        logs = "\n".join(f"--- {e.name}\n{e.log_tail()}" for e in (a1, a1_new, b1))
-        raise EndpointError(f"{exc}\n{logs}") from exc
-    finally:
-        for endpoint in (a1, a1_new, b1):
-            endpoint.stop()
 
 
 def _scenario(agency: OfflineAgency, a1: Endpoint, a1_new: Endpoint, b1: Endpoint) -> None:

@@ -9,16 +9,13 @@ of one's own agency stapled on, of another as gossip."""
 
 from __future__ import annotations
 
-import base64
 import re
-import time
 from pathlib import Path
 
 import trio
 from trio.testing import MockClock
 
 from onionpost import api
-from onionpost.daemon.delivery import install_own
 from onionpost.limits import (
     TRUST_GOSSIP_BURST,
     TRUST_GOSSIP_INTERVAL,
@@ -31,32 +28,19 @@ from onionpost.proto.trust_session import RevocationBundle
 from onionpost.testing.agency import Agency
 from onionpost.testing.memory import Node, befriend, network, until
 from onionpost.transport import SecureChannel
-
-
-def _now() -> int:
-    return int(time.time())
+from tests.daemon._trustkit import (
+    endorsed_by,
+    hold_anchor,
+    import_bundle,
+    now,
+    refused,
+    verdict,
+)
 
 
 def _revoked(reason: str) -> re.Pattern[str]:
     """A revoked contact's verdict: when (as the list states it), by whom, why."""
     return re.compile(rf"refused: revoked \d{{4}}-\d\d-\d\d \d\d:\d\d UTC by acme: {reason}")
-
-
-def _verdict(holder: Node, other: Node) -> tuple[str, str] | None:
-    found = holder.store.trust.endorsements().get(holder.contact(other).id)
-    return None if found is None else (found.status, found.describe)
-
-
-def _refused(node: Node, other: Node) -> str:
-    assert node.engine is not None
-    status = node.engine.status(node.contact(other).id)
-    return "" if status is None else status.refused
-
-
-def _install(node: Node, agency: Agency) -> None:
-    node.store.trust.add(agency.anchor, _now() * 1000)
-    proof = agency.endorse(node.secrets.identity, _now()).encode()
-    install_own(node.store, str(node.address), proof, _now() * 1000)
 
 
 def _serial(node: Node, agency: Agency) -> int:
@@ -68,13 +52,6 @@ def _checkpoint(node: Node, agency: Agency) -> bytes | None:
     return node.store.trust.held().get(agency.anchor.fingerprint, (None, None))[1]
 
 
-async def _import(node: Node, bundle: bytes) -> None:
-    assert node.daemon is not None
-    await node.daemon.trust_revocations_import(
-        api.TrustRevocationsImport(base64.b64encode(bundle).decode())
-    )
-
-
 async def test_a_revocation_reaches_a_third_agency_without_its_registrar(
     tmp_path: Path, clock: MockClock
 ) -> None:
@@ -83,39 +60,38 @@ async def test_a_revocation_reaches_a_third_agency_without_its_registrar(
     with Mallory. Acme revokes Mallory; Alice imports the list and staples it
     to Xavier, who passes it on (gossip) on his open session with Yvonne:
     Yvonne refuses Mallory, having met neither Alice nor acme's registrar."""
-    acme, bravo, charlie = (Agency.make(n, _now()) for n in ("acme", "bravo", "charlie"))
+    acme, bravo, charlie = (Agency.make(n, now()) for n in ("acme", "bravo", "charlie"))
     async with network(tmp_path) as (net, nursery):
         names = ("alice", "xavier", "yvonne", "mallory")
         alice, xavier, yvonne, mallory = (net.node(n) for n in names)
         befriend(alice, xavier)
         befriend(xavier, yvonne)
         befriend(yvonne, mallory)
-        first = acme.revocations(1, _now())
+        first = acme.revocations(1, now())
         for node in (alice, mallory):
-            _install(node, acme)
+            endorsed_by(node, acme)
             node.store.trust.hold(acme.anchor.fingerprint, first, None)
-        _install(xavier, bravo)
-        _install(yvonne, charlie)
-        for node in (xavier, yvonne):
-            node.store.trust.add(acme.anchor, _now() * 1000)
+        endorsed_by(xavier, bravo)
+        endorsed_by(yvonne, charlie)
+        hold_anchor(acme, xavier, yvonne)
         for node in (alice, xavier, yvonne, mallory):
             await node.start(nursery)
         await mallory.send(yvonne, "hello")
-        await until(lambda: (_verdict(yvonne, mallory) or ("",))[0] == "endorsed")
+        await until(lambda: (verdict(yvonne, mallory) or ("",))[0] == "endorsed")
         # Sessions up: alice-xavier, and xavier-yvonne kept up by a conversation.
         await alice.send(xavier, "hi")
         await until(lambda: _serial(xavier, acme) == 1)
 
         bundle = RevocationBundle(
             acme.delegation,
-            acme.revocations(2, _now(), Revoked(str(mallory.address), _now(), "seized")),
+            acme.revocations(2, now(), Revoked(str(mallory.address), now(), "seized")),
             acme.checkpoint(),
         ).encode()
-        await _import(alice, bundle)
+        await import_bundle(alice, bundle)
         await xavier.send(yvonne, "news")  # a session up between them
         await until(lambda: _serial(yvonne, acme) == 2)
-        await until(lambda: bool(_revoked("seized").fullmatch(_refused(yvonne, mallory))))
-        assert _verdict(yvonne, mallory) == ("refused", _refused(yvonne, mallory))
+        await until(lambda: bool(_revoked("seized").fullmatch(refused(yvonne, mallory))))
+        assert verdict(yvonne, mallory) == ("refused", refused(yvonne, mallory))
         assert yvonne.store.trust.held()[acme.anchor.fingerprint][1] == acme.checkpoint()
         # Yvonne never met alice: the list came through xavier.
         assert yvonne.store.contacts.contact_by_address(alice.address) is None
@@ -134,16 +110,16 @@ async def test_a_split_view_is_caught_by_a_third_endpoint(tmp_path: Path, clock:
     with Rita (delta), who holds acme's anchor: she holds Paul's branch, then
     meets Quinn's, a fork alarm holding both signed checkpoints."""
     acme, bravo, charlie, delta = (
-        Agency.make(n, _now()) for n in ("acme", "bravo", "charlie", "delta")
+        Agency.make(n, now()) for n in ("acme", "bravo", "charlie", "delta")
     )
     async with network(tmp_path) as (net, nursery):
         paul, quinn, rita = net.node("paul"), net.node("quinn"), net.node("rita")
         befriend(paul, rita)
         befriend(quinn, rita)
         for node, agency in ((paul, bravo), (quinn, charlie), (rita, delta)):
-            _install(node, agency)
-            node.store.trust.add(acme.anchor, _now() * 1000)
-        listed = acme.revocations(1, _now())
+            endorsed_by(node, agency)
+            hold_anchor(acme, node)
+        listed = acme.revocations(1, now())
         public = acme.checkpoint()
         branch = AgencyLog(acme.anchor.log_origin, [acme.delegation])
         while branch.size < acme.log.size:
@@ -151,12 +127,12 @@ async def test_a_split_view_is_caught_by_a_third_endpoint(tmp_path: Path, clock:
         forked = branch.checkpoint(acme.issuer)
         for node in (paul, rita):
             await node.start(nursery)
-        await _import(paul, RevocationBundle(acme.delegation, listed, public).encode())
+        await import_bundle(paul, RevocationBundle(acme.delegation, listed, public).encode())
         await paul.send(rita, "hello")
         await until(lambda: _checkpoint(rita, acme) == public)
         assert rita.store.trust.alarms() == []
         await quinn.start(nursery)
-        await _import(quinn, RevocationBundle(acme.delegation, listed, forked).encode())
+        await import_bundle(quinn, RevocationBundle(acme.delegation, listed, forked).encode())
         await quinn.send(rita, "hello")
         await until(lambda: bool(rita.store.trust.alarms()))
         (alarm,) = rita.store.trust.alarms()
@@ -179,26 +155,26 @@ async def _sync(channel: SecureChannel, nonce: int) -> list[object]:
 async def test_hostile_gossip_changes_nothing_and_the_session_goes_on(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    acme = Agency.make("acme", _now())
-    impostor = Agency.make("acme", _now())  # another root under acme's name
+    acme = Agency.make("acme", now())
+    impostor = Agency.make("acme", now())  # another root under acme's name
     async with network(tmp_path) as (net, nursery):
         mallory, bob = net.node("mallory"), net.node("bob")
         befriend(mallory, bob)
-        good_list = acme.revocations(1, _now())
-        bob.store.trust.add(acme.anchor, _now() * 1000)
+        good_list = acme.revocations(1, now())
+        hold_anchor(acme, bob)
         bob.store.trust.hold(acme.anchor.fingerprint, good_list, acme.checkpoint())
         await bob.start(nursery)
         before = (bob.store.trust.held(), bob.store.trust.alarms(), bob.store.trust.endorsements())
-        other = Agency.make("bravo", _now())
+        other = Agency.make("bravo", now())
         bad = [
             m.TrustGossip(b"\x00not a note", good_list, b""),  # malformed
             m.TrustGossip(b"x" * 20_000, good_list, b""),  # larger than a statement
             m.TrustGossip(acme.delegation, b"not a note", b""),
-            m.TrustGossip(impostor.delegation, impostor.revocations(9, _now()), b""),  # forged
-            m.TrustGossip(acme.delegation, other.revocations(9, _now()), b""),  # another key's
+            m.TrustGossip(impostor.delegation, impostor.revocations(9, now()), b""),  # forged
+            m.TrustGossip(acme.delegation, other.revocations(9, now()), b""),  # another key's
             m.TrustGossip(acme.delegation, b"", impostor.checkpoint()),  # forged checkpoint
-            m.TrustGossip(acme.delegation, acme.revocations(7, _now()), impostor.checkpoint()),
-            m.TrustGossip(other.delegation, other.revocations(9, _now()), b""),  # no anchor
+            m.TrustGossip(acme.delegation, acme.revocations(7, now()), impostor.checkpoint()),
+            m.TrustGossip(other.delegation, other.revocations(9, now()), b""),  # no anchor
         ]
         channel, _stream = await net.connect_raw(mallory, bob)
         for record in bad:
@@ -213,7 +189,7 @@ async def test_hostile_gossip_changes_nothing_and_the_session_goes_on(
                 pass
         assert bytes([9]) * 16 in answer.ids
         # ... and good gossip on it is held (so the bad was refused for being bad).
-        newer = acme.revocations(8, _now())
+        newer = acme.revocations(8, now())
         await channel.send(m.TrustGossip(acme.delegation, newer, acme.checkpoint()))
         await _sync(channel, 3)
         assert bob.store.trust.held()[acme.anchor.fingerprint] == (newer, acme.checkpoint())
@@ -222,13 +198,13 @@ async def test_hostile_gossip_changes_nothing_and_the_session_goes_on(
 async def test_gossip_past_the_pace_is_ignored_until_the_budget_grows(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    acme = Agency.make("acme", _now())
+    acme = Agency.make("acme", now())
     async with network(tmp_path) as (net, nursery):
         mallory, bob = net.node("mallory"), net.node("bob")
         befriend(mallory, bob)
-        bob.store.trust.add(acme.anchor, _now() * 1000)
+        hold_anchor(acme, bob)
         await bob.start(nursery)
-        lists = [acme.revocations(serial, _now()) for serial in range(1, TRUST_GOSSIP_BURST + 3)]
+        lists = [acme.revocations(serial, now()) for serial in range(1, TRUST_GOSSIP_BURST + 3)]
         channel, _stream = await net.connect_raw(mallory, bob)
         for data in lists:
             await channel.send(m.TrustGossip(acme.delegation, data, b""))
@@ -246,15 +222,15 @@ async def test_a_session_that_stays_up_takes_newer_lists_past_the_burst(
     """Staples are taken by rate, not a count a session (trust.md §7.1): a
     contact that keeps its session up while it comes to hold more newer lists
     than a burst still hands each one on, on the same session."""
-    acme = Agency.make("acme", _now())
+    acme = Agency.make("acme", now())
     async with network(tmp_path) as (net, nursery):
         mallory, bob = net.node("mallory"), net.node("bob")
         befriend(mallory, bob)
-        bob.store.trust.add(acme.anchor, _now() * 1000)
+        hold_anchor(acme, bob)
         await bob.start(nursery)
-        proof = acme.endorse(mallory.secrets.identity, _now()).encode()
+        proof = acme.endorse(mallory.secrets.identity, now()).encode()
         rounds = TRUST_STAPLE_BURST + 4
-        lists = [acme.revocations(serial, _now()) for serial in range(1, rounds + 1)]
+        lists = [acme.revocations(serial, now()) for serial in range(1, rounds + 1)]
         channel, _stream = await net.connect_raw(mallory, bob)
         # A burst at once: the first TRUST_STAPLE_BURST are taken, no more.
         for data in lists[: TRUST_STAPLE_BURST + 1]:
@@ -267,8 +243,8 @@ async def test_a_session_that_stays_up_takes_newer_lists_past_the_burst(
             await channel.send(m.TrustStaple(proof, data, b""))
             await _sync(channel, n)
             assert _serial(bob, acme) == TRUST_STAPLE_BURST + n
-        assert _verdict(bob, mallory) is not None
-        assert (_verdict(bob, mallory) or ("",))[0] == "endorsed"
+        assert verdict(bob, mallory) is not None
+        assert (verdict(bob, mallory) or ("",))[0] == "endorsed"
 
 
 async def test_an_endpoint_paces_its_own_staples_and_sends_the_latest(
@@ -277,23 +253,23 @@ async def test_an_endpoint_paces_its_own_staples_and_sends_the_latest(
     """Alice imports more newer lists of her agency than a burst while her
     session with Bob is up: what the pace holds back goes later on that
     session, the latest list, without a new dial."""
-    acme = Agency.make("acme", _now())
+    acme = Agency.make("acme", now())
     async with network(tmp_path) as (net, nursery):
         alice, bob = net.node("alice"), net.node("bob")
         befriend(alice, bob)
-        _install(alice, acme)
-        bob.store.trust.add(acme.anchor, _now() * 1000)
+        endorsed_by(alice, acme)
+        hold_anchor(acme, bob)
         for node in (alice, bob):
             await node.start(nursery)
         await alice.send(bob, "hello")
-        await until(lambda: _verdict(bob, alice) is not None)
+        await until(lambda: verdict(bob, alice) is not None)
         dials = (alice.dials, bob.dials)
         count = TRUST_STAPLE_BURST + 3
         for serial in range(1, count + 1):
-            await _import(
+            await import_bundle(
                 alice,
                 RevocationBundle(
-                    acme.delegation, acme.revocations(serial, _now()), acme.checkpoint()
+                    acme.delegation, acme.revocations(serial, now()), acme.checkpoint()
                 ).encode(),
             )
         await until(lambda: _serial(bob, acme) >= TRUST_STAPLE_BURST - 1)
@@ -317,19 +293,21 @@ async def test_a_list_learned_by_gossip_is_passed_on_after_a_restart(
     the delegation it came with (kept in her store: none of her contacts is
     acme's, so no endorsement of theirs carries one)."""
     acme, bravo, charlie, delta = (
-        Agency.make(n, _now()) for n in ("acme", "bravo", "charlie", "delta")
+        Agency.make(n, now()) for n in ("acme", "bravo", "charlie", "delta")
     )
     async with network(tmp_path) as (net, nursery):
         paul, rita, sam = net.node("paul"), net.node("rita"), net.node("sam")
         befriend(paul, rita)
         befriend(rita, sam)
         for node, agency in ((paul, bravo), (rita, delta), (sam, charlie)):
-            _install(node, agency)
-            node.store.trust.add(acme.anchor, _now() * 1000)
+            endorsed_by(node, agency)
+            hold_anchor(acme, node)
         for node in (paul, rita):
             await node.start(nursery)
-        listed = acme.revocations(1, _now())
-        await _import(paul, RevocationBundle(acme.delegation, listed, acme.checkpoint()).encode())
+        listed = acme.revocations(1, now())
+        await import_bundle(
+            paul, RevocationBundle(acme.delegation, listed, acme.checkpoint()).encode()
+        )
         await paul.send(rita, "hello")
         await until(lambda: _serial(rita, acme) == 1)
         paul.stop()
@@ -351,7 +329,7 @@ async def test_a_newer_checkpoint_of_our_own_agency_by_gossip_is_stapled_on(
     and between Bob and Carol. A contact of Alice's gossips her a larger
     checkpoint of acme's log (no newer list): she holds it and staples it on
     to Bob, who held a smaller one, and Bob (from her staple) to Carol."""
-    acme = Agency.make("acme", _now())
+    acme = Agency.make("acme", now())
     async with network(tmp_path) as (net, nursery):
         names = ("alice", "bob", "carol", "mallory")
         alice, bob, carol, mallory = (net.node(n) for n in names)
@@ -359,15 +337,15 @@ async def test_a_newer_checkpoint_of_our_own_agency_by_gossip_is_stapled_on(
         befriend(bob, carol)
         befriend(mallory, alice)
         for node in (alice, bob, carol):
-            _install(node, acme)
+            endorsed_by(node, acme)
             await node.start(nursery)
         await alice.send(bob, "hello")
-        await until(lambda: _verdict(bob, alice) is not None)  # alice's staple came
+        await until(lambda: verdict(bob, alice) is not None)  # alice's staple came
         await bob.send(carol, "hello")
-        await until(lambda: _verdict(carol, bob) is not None)
+        await until(lambda: verdict(carol, bob) is not None)
         dials = (alice.dials, bob.dials, carol.dials)
         before = (_checkpoint(bob, acme), _checkpoint(carol, acme))
-        acme.endorse(mallory.secrets.identity, _now())  # the log grows
+        acme.endorse(mallory.secrets.identity, now())  # the log grows
         newest = acme.checkpoint()
         assert newest not in before
         channel, _stream = await net.connect_raw(mallory, alice)
@@ -387,21 +365,20 @@ async def test_a_newer_checkpoint_from_a_staple_is_passed_on_as_gossip(
     both holding acme's anchor. Alice comes to hold a larger checkpoint of
     acme's log (by gossip, no newer list) and staples it on to Xavier, who
     passes it on to Yvonne on the session they have up."""
-    acme, bravo, charlie = (Agency.make(n, _now()) for n in ("acme", "bravo", "charlie"))
+    acme, bravo, charlie = (Agency.make(n, now()) for n in ("acme", "bravo", "charlie"))
     async with network(tmp_path) as (net, nursery):
         names = ("alice", "xavier", "yvonne", "mallory")
         alice, xavier, yvonne, mallory = (net.node(n) for n in names)
         befriend(alice, xavier)
         befriend(xavier, yvonne)
         befriend(mallory, alice)
-        _install(alice, acme)
+        endorsed_by(alice, acme)
         alice.store.trust.hold(
-            acme.anchor.fingerprint, acme.revocations(1, _now()), _checkpoint(alice, acme)
+            acme.anchor.fingerprint, acme.revocations(1, now()), _checkpoint(alice, acme)
         )
-        _install(xavier, bravo)
-        _install(yvonne, charlie)
-        for node in (xavier, yvonne):
-            node.store.trust.add(acme.anchor, _now() * 1000)
+        endorsed_by(xavier, bravo)
+        endorsed_by(yvonne, charlie)
+        hold_anchor(acme, xavier, yvonne)
         for node in (alice, xavier, yvonne):
             await node.start(nursery)
         await alice.send(xavier, "hi")
@@ -409,7 +386,7 @@ async def test_a_newer_checkpoint_from_a_staple_is_passed_on_as_gossip(
         await xavier.send(yvonne, "hi")
         await until(lambda: _serial(yvonne, acme) == 1)
         dials = (alice.dials, xavier.dials, yvonne.dials)
-        acme.endorse(mallory.secrets.identity, _now())  # the log grows
+        acme.endorse(mallory.secrets.identity, now())  # the log grows
         newest = acme.checkpoint()
         assert _checkpoint(yvonne, acme) != newest
         channel, _stream = await net.connect_raw(mallory, alice)

@@ -7,8 +7,6 @@ that presents no endorsement (trust.md §7)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,8 +28,7 @@ def _revoked(refused: str) -> bool:
 
 
 @pytest.fixture
-def scene(testnet: Testnet) -> Iterator[Scene]:
-    root = Path(tempfile.mkdtemp(prefix="op-trust-", dir="/tmp"))
+def scene(testnet: Testnet, root: Path) -> Iterator[Scene]:
     made = None
     try:
         made = Scene.make(root, testnet)
@@ -40,7 +37,6 @@ def scene(testnet: Testnet) -> Iterator[Scene]:
     finally:
         if made is not None:
             made.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_revocation_reaches_another_agency_through_a_session(scene: Scene) -> None:

@@ -187,3 +187,52 @@ async def _run_in(scope: trio.CancelScope, writer: GroupCommit) -> None:
 async def _cancel_when(event: trio.Event, scope: trio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
+
+
+class _BrokenWorker:
+    """A store worker whose first call, once let go, fails with an exception
+    that is no OnionpostError (a bug in a store call)."""
+
+    def __init__(self) -> None:
+        self.entered = trio.Event()
+        self.go = trio.Event()
+
+    async def __call__(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        await self.go.wait()
+        raise ValueError("row 7 of the outbox: not a text")
+
+
+async def test_a_bug_in_a_commit_is_an_internal_error_to_every_waiter_and_goes_on_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store.open(tmp_path / "store.sqlite", tmp_path / "files", KEY)
+    worker = _BrokenWorker()
+    writer = GroupCommit(store, worker)
+    told: list[StoreError] = []
+
+    async def waiter() -> None:
+        try:
+            await writer.write(store.evidence.size)
+        except StoreError as exc:
+            told.append(exc)
+
+    try:
+        with trio.fail_after(10), pytest.RaisesGroup(ValueError, flatten_subgroups=True):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer.run)
+                nursery.start_soon(waiter)  # in the batch that fails
+                await worker.entered.wait()
+                nursery.start_soon(waiter)  # still waiting when the writer ends
+                await trio.testing.wait_all_tasks_blocked()
+                worker.go.set()
+    finally:
+        store.close()
+    # Both callers hear the writes did not commit, and why: not a stop.
+    assert len(told) == 2
+    for exc in told:
+        assert "internal error" in str(exc)
+        assert "the daemon is stopping" not in str(exc)
+    lines = [r.getMessage() for r in caplog.records if "store_writer_failed" in r.getMessage()]
+    assert lines == ["event=store_writer_failed error=ValueError"]
+    assert "row 7" not in caplog.text  # the type only, never the text

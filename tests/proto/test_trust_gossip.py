@@ -68,6 +68,7 @@ def test_a_newer_list_and_a_larger_checkpoint_are_held() -> None:
     assert outcome.held.revocations.value.find(str(MALLORY.address)) is not None
     assert outcome.held.checkpoint is not None
     assert outcome.held.checkpoint.data == CHECKPOINT
+    assert outcome.new_checkpoint
     assert (outcome.alarm, outcome.rolled_back) == (None, False)
 
 
@@ -78,6 +79,7 @@ def test_a_checkpoint_alone_is_held_and_is_no_new_list() -> None:
     assert outcome is not None
     assert outcome.held is not None
     assert (outcome.held.revocations, outcome.new_list) == (None, False)
+    assert outcome.new_checkpoint
 
 
 def test_an_older_list_is_ignored_and_the_same_one_changes_nothing() -> None:
@@ -87,12 +89,14 @@ def test_an_older_list_is_ignored_and_the_same_one_changes_nothing() -> None:
     )  # fmt: skip
     assert older is not None
     assert (older.held, older.new_list, older.rolled_back, older.alarm) == (None, False, True, None)
+    assert not older.new_checkpoint
     same = meet_gossip(
         ANCHORS, _held(LIST_2, CHECKPOINT), delegation=ACME.delegation, revocations=LIST_2,
         checkpoint=CHECKPOINT, now=T0 + 200,
     )  # fmt: skip
     assert same is not None
     assert (same.held, same.new_list, same.rolled_back, same.alarm) == (None, False, False, None)
+    assert not same.new_checkpoint
 
 
 def test_two_lists_of_one_serial_are_an_alarm_with_both() -> None:

@@ -151,7 +151,7 @@ def secret_source(
         return SecretSource(passphrase=env)
     if not sys.stdin.isatty():
         raise ConfigError(f"no passphrase for {whose}: use {options} or $ONIONPOST_PASSPHRASE")
-    passphrase: str = click.prompt("passphrase", hide_input=True)
+    passphrase: str = click.prompt(f"passphrase for {whose}", hide_input=True)
     return SecretSource(passphrase=passphrase)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from functools import partial
 from pathlib import Path
 
@@ -34,8 +35,14 @@ from onionpost.cli._common import (
     serve_options,
     served_home,
 )
-from onionpost.cli._trust_cmd import _key_source, _secret_options
-from onionpost.errors import ConfigError
+from onionpost.cli._trust_cmd import (
+    AGENCY_PASSPHRASE_ENV,
+    PASSPHRASE_ENV,
+    _key_source,
+    _secret_options,
+    home_passphrase_for_agency,
+)
+from onionpost.errors import ConfigError, UnlockError
 
 __all__ = ["registrar"]
 
@@ -68,7 +75,7 @@ def _registrar_dir(home: Path) -> Path:
 @click.option(
     "--home-passphrase-file",
     type=click.Path(path_type=Path),
-    help="This home's passphrase, this file's first line (not the agency's).",
+    help=f"This home's passphrase, this file's first line (else ${PASSPHRASE_ENV}, else asked).",
 )
 @_secret_options
 @json_option
@@ -85,7 +92,13 @@ def init(
 ) -> None:
     """Make this home (made by 'onionpost init') the agency's registrar: its
     issuing key (sealed under the home's key) and log are copied from DIR,
-    which then signs nothing more; the root key stays in DIR."""
+    which then signs nothing more; the root key stays in DIR.
+
+    Two secrets are opened. The home's: --home-key-file, else
+    --home-passphrase-file, else $ONIONPOST_PASSPHRASE, else asked. The
+    agency's keys' in DIR: --key-file, else --passphrase-file, else
+    $ONIONPOST_AGENCY_PASSPHRASE, else $ONIONPOST_PASSPHRASE (the same
+    passphrase for both), else asked."""
     from onionpost.home import AgencyDirectory, Paths
     from onionpost.host import open_home
     from onionpost.proto.trust import HybridSigner
@@ -93,9 +106,19 @@ def init(
 
     paths = Paths.for_home(resolve_home(home))
     agency = AgencyDirectory(where)
-    signer = agency.issuer(
-        _key_source(key_file, passphrase_file, kdf_cost, new=False, whose=f"the agency in {where}")
-    )
+    try:
+        signer = agency.issuer(
+            _key_source(
+                key_file, passphrase_file, kdf_cost, new=False, whose=f"the agency in {where}"
+            )
+        )
+    except UnlockError as exc:
+        if home_passphrase_for_agency(key_file, passphrase_file):
+            raise UnlockError(
+                f"{exc}; tried with ${PASSPHRASE_ENV}: give the agency keys' own passphrase "
+                f"in ${AGENCY_PASSPHRASE_ENV} or --passphrase-file"
+            ) from exc
+        raise
     if not isinstance(signer, HybridSigner):
         raise ConfigError("the registrar holds a sealed issuing key file")
     source = partial(
@@ -260,21 +283,77 @@ def export_list(out: Path, home: Path | None, as_json: bool) -> None:
     )
 
 
+@registrar.command("status")
+@home_option
+@json_option
+def status(home: Path | None, as_json: bool) -> None:
+    """The registrar in four lines, however many endpoints it enrolled.
+
+    How many endpoints are enrolled and revoked, how many addresses the list
+    names, its serial, when it was signed and when the next is due, the
+    log's size. Each endpoint and each revoked address: 'registrar list'."""
+    state = run_client(home, lambda client: client.registrar_list())
+    if as_json:
+        emit_json(
+            {
+                "agency": state.agency,
+                "registrar": state.registrar,
+                "endpoints": len(state.endpoints),
+                "endpoints_revoked": sum(e.revoked for e in state.endpoints),
+                "serial": state.serial,
+                "issued_at": state.issued_at,
+                "revoked": len(state.revoked),
+                "next_list_at": state.next_list_at,
+                "log_size": state.log_size,
+            }
+        )
+        return
+    for line in _summary(state, now_ms=int(time.time() * 1000)):
+        click.echo(line)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _summary(state: api.RegistrarState, *, now_ms: int) -> list[str]:
+    """What 'registrar status' prints, and 'registrar list' above its lines:
+    as many lines however many endpoints."""
+    revoked = sum(e.revoked for e in state.endpoints)
+    counts = f"{_count(len(state.endpoints), 'endpoint', 'endpoints')} enrolled"
+    if revoked:
+        counts += f" ({revoked} revoked)"
+    if state.serial is None or state.issued_at is None:
+        listed = "no list signed yet"
+    else:
+        counts += f"; {_count(len(state.revoked), 'address', 'addresses')} in the list"
+        listed = f"list {state.serial} issued {format_ms(state.issued_at * 1000)}"
+        if state.next_list_at is not None:
+            due = state.next_list_at * 1000
+            late = ": overdue (see the registrar's log)" if due < now_ms else ""
+            listed += f", next due {format_ms(due)}{late}"
+    return [
+        f"registrar of {printable(state.agency)} at {state.registrar}",
+        counts,
+        listed,
+        f"log of {_count(state.log_size, 'statement', 'statements')}",
+    ]
+
+
 @registrar.command("list")
 @home_option
 @json_option
 def list_(home: Path | None, as_json: bool) -> None:
-    """The enrolled endpoints, their endorsements' ends, and the revoked addresses."""
+    """Each enrolled endpoint and each revoked address, below the status.
+
+    What 'registrar status' says, then a line for each enrolled endpoint
+    (its endorsement's end, or revoked) and for each address in the list."""
     state = run_client(home, lambda client: client.registrar_list())
     if as_json:
         emit_json(api.encode(state))
         return
-    issued = "-" if state.issued_at is None else format_ms(state.issued_at * 1000)
-    click.echo(
-        f"registrar of {printable(state.agency)} at {state.registrar}\n"
-        f"list {state.serial if state.serial is not None else '-'} issued {issued}; "
-        f"log of {state.log_size} statements"
-    )
+    for line in _summary(state, now_ms=int(time.time() * 1000)):
+        click.echo(line)
     for e in state.endpoints:
         where = f"{e.endpoint}, {e.unit}" if e.unit else e.endpoint
         mark = "revoked" if e.revoked else f"until {format_ms(e.valid_until * 1000)}"

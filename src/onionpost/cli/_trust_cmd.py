@@ -44,6 +44,9 @@ _MAX_ANCHOR_FILE = 8192
 # An endorsement proof: three signed notes and an inclusion proof.
 _MAX_PROOF_FILE = 3 * MAX_TRUST_STAPLE_PART
 PASSPHRASE_ENV = "ONIONPOST_PASSPHRASE"  # noqa: S105 - a variable's name, as cli._init's
+# The agency's keys' own passphrase, where it is not the home's (registrar init
+# opens both); unset, $ONIONPOST_PASSPHRASE stands for it as it always did.
+AGENCY_PASSPHRASE_ENV = "ONIONPOST_AGENCY_PASSPHRASE"  # noqa: S105 - a variable's name
 _DAY = 86_400
 
 
@@ -284,7 +287,8 @@ def _secret_options(function: click.decorators.FC) -> click.decorators.FC:
     function = click.option(
         "--passphrase-file",
         type=click.Path(path_type=Path, dir_okay=False),
-        help=f"The keys' passphrase, this file's first line (else ${PASSPHRASE_ENV}, else asked).",
+        help="The agency keys' passphrase, this file's first line (else "
+        f"${AGENCY_PASSPHRASE_ENV}, else ${PASSPHRASE_ENV}, else asked).",
     )(function)
     return click.option(
         "--key-file",
@@ -315,18 +319,35 @@ def _key_source(
 
             create_key_file(key_file)
         return KeySource(key_file=key_file, kdf_cost=cost)
+    agency_env = os.environ.get(AGENCY_PASSPHRASE_ENV)
     if new:
+        if passphrase_file is None and agency_env is not None:
+            return KeySource(passphrase=agency_env, kdf_cost=cost)
         return KeySource(passphrase=new_passphrase(passphrase_file), kdf_cost=cost)
     if passphrase_file is not None:
         return KeySource(passphrase=read_passphrase_file(passphrase_file), kdf_cost=cost)
-    from_env = os.environ.get(PASSPHRASE_ENV)
+    from_env = os.environ.get(PASSPHRASE_ENV) if agency_env is None else agency_env
     if from_env is not None:
         return KeySource(passphrase=from_env, kdf_cost=cost)
     if not stdin_is_a_terminal():
         raise ConfigError(
-            f"no passphrase for {whose}: use --key-file, --passphrase-file or ${PASSPHRASE_ENV}"
+            f"no passphrase for {whose}: use --key-file, --passphrase-file, "
+            f"${AGENCY_PASSPHRASE_ENV} or ${PASSPHRASE_ENV}"
         )
-    return KeySource(passphrase=click.prompt("passphrase", hide_input=True), kdf_cost=cost)
+    prompt = f"passphrase for {whose}"
+    return KeySource(passphrase=click.prompt(prompt, hide_input=True), kdf_cost=cost)
+
+
+def home_passphrase_for_agency(key_file: Path | None, passphrase_file: Path | None) -> bool:
+    """Whether :func:`_key_source` opens the agency's keys with the home's
+    passphrase ($ONIONPOST_PASSPHRASE, the agency's own unset): worth a word
+    when they do not open."""
+    return (
+        key_file is None
+        and passphrase_file is None
+        and AGENCY_PASSPHRASE_ENV not in os.environ
+        and PASSPHRASE_ENV in os.environ
+    )
 
 
 @trust.command("root-init")

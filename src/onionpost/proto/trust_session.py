@@ -41,6 +41,7 @@ changes.
 from __future__ import annotations
 
 import datetime
+import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -86,12 +87,15 @@ __all__ = [
     "Moved",
     "Outcome",
     "Pace",
+    "PassOn",
     "RevocationBundle",
+    "TrustRecord",
     "describe",
     "meet_checkpoint_unproven",
     "meet_gossip",
     "meet_rotation",
     "meet_staple",
+    "pass_on",
     "recheck",
     "session_refusal",
     "to_gossip",
@@ -398,6 +402,7 @@ class GossipOutcome:
     new_list: bool
     alarm: ConflictingStatementsError | None = None
     rolled_back: bool = False
+    new_checkpoint: bool = False
 
 
 def meet_gossip(
@@ -450,7 +455,57 @@ def meet_gossip(
         new_list is not before.revocations,
         alarm,
         rolled_back,
+        new_checkpoint is not before.checkpoint,
     )
+
+
+class TrustRecord(enum.Enum):
+    """The two records by which a contact tells us what it holds of an agency."""
+
+    STAPLE = "staple"  # TrustStaple, §7.1: its own agency's, with its endorsement
+    GOSSIP = "gossip"  # TrustGossip, §7.2: any agency's, with a delegation
+
+
+class PassOn(enum.Enum):
+    """What a session does after a trust record was met and recorded."""
+
+    NOTHING = "nothing"
+    #: Every open session passes on what we hold of agencies other than ours
+    #: (its ``TrustGossip`` records, §7.2).
+    REGOSSIP = "regossip"
+    #: Every open session sends our ``TrustStaple`` again (§7.1) and passes on
+    #: gossip too: what we hold of our own agency travels in the staple.
+    RESTAPLE = "restaple"
+
+
+def pass_on(
+    record: TrustRecord, *, new_list: bool, new_checkpoint: bool, own_agency: bool
+) -> PassOn:
+    """Whether what a contact's ``record`` made us hold newer goes on to the
+    contacts we have sessions with (trust.md §7.2), and how: ``new_list`` and
+    ``new_checkpoint``, whether we now hold a newer revocation list or log
+    checkpoint of the record's agency; ``own_agency``, whether that agency
+    is the one that endorses us.
+
+    ========  ====================  ===========  ==========
+    record    newer                 own agency   pass on
+    ========  ====================  ===========  ==========
+    any       nothing               any          NOTHING
+    any       list or checkpoint    yes          RESTAPLE
+    staple    list (a checkpoint    no           RESTAPLE
+              or not)
+    staple    checkpoint only       no           REGOSSIP
+    gossip    list or checkpoint    no           REGOSSIP
+    ========  ====================  ===========  ==========
+
+    A staple's newer list of another agency restaples: a restaple regossips
+    too, so that list reaches our contacts as gossip, and our own staple,
+    unchanged, goes again with it."""
+    if not (new_list or new_checkpoint):
+        return PassOn.NOTHING
+    if own_agency or (record is TrustRecord.STAPLE and new_list):
+        return PassOn.RESTAPLE
+    return PassOn.REGOSSIP
 
 
 def _signed_by(data: bytes, key_ids: frozenset[tuple[str, bytes]]) -> bool:

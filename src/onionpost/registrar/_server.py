@@ -247,6 +247,10 @@ class RegistrarServer:
     def book(self) -> RegistrarBook:
         return self._book
 
+    @property
+    def policy(self) -> RegistrarPolicy:
+        return self._policy
+
     # -- sessions ----------------------------------------------------------------------
 
     async def run_inbound(self, channel: SecureChannel) -> None:

@@ -39,8 +39,11 @@ __all__ = ["RegistrarBackend", "RegistrarService", "registrar_state"]
 log = logging.getLogger("onionpost.registrar")
 
 
-def registrar_state(book: RegistrarBook, address: OnionAddress) -> api.RegistrarState:
-    """What ``registrar list`` shows."""
+def registrar_state(
+    book: RegistrarBook, address: OnionAddress, *, refresh: int
+) -> api.RegistrarState:
+    """What ``registrar status`` and ``registrar list`` show; ``refresh``: the
+    seconds between two lists (the policy's)."""
     held = book.revocations
     return api.RegistrarState(
         agency=book.agency,
@@ -64,6 +67,7 @@ def registrar_state(book: RegistrarBook, address: OnionAddress) -> api.Registrar
         else tuple(
             api.RegistrarRevocation(r.address, r.revoked_at, r.reason) for r in held.revoked
         ),
+        next_list_at=None if held is None else held.issued_at + refresh,
     )
 
 
@@ -112,10 +116,16 @@ class RegistrarBackend(ServiceBackend):
 
     async def revoke(self, request: api.RegistrarRevoke) -> api.RegistrarState:
         await self._server.revoke(request.address, request.reason, force=request.force)
-        return registrar_state(self._server.book, self._secrets.identity.address)
+        return self._state()
 
     async def list(self, request: api.RegistrarList) -> api.RegistrarState:
-        return registrar_state(self._server.book, self._secrets.identity.address)
+        return self._state()
+
+    def _state(self) -> api.RegistrarState:
+        server = self._server
+        return registrar_state(
+            server.book, self._secrets.identity.address, refresh=server.policy.refresh
+        )
 
     async def export_list(self, request: api.RegistrarExportList) -> api.RevocationListExport:
         bundle = await self._server.export_list()

@@ -30,12 +30,13 @@ Every wait is a condition polled under a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -52,6 +53,7 @@ __all__ = [
     "endorsement",
     "queued",
     "refusal",
+    "running",
     "wait",
 ]
 
@@ -194,6 +196,21 @@ class Scene:
     def stop(self) -> None:
         for endpoint in self.endpoints:
             endpoint.stop()
+
+
+@contextlib.contextmanager
+def running(*processes: Endpoint) -> Iterator[None]:
+    """Every one of ``processes`` stopped when the block ends, the last given
+    first; an :class:`EndpointError` raised in it carries each one's log tail
+    (what explains nearly every failure on the network)."""
+    try:
+        yield
+    except EndpointError as exc:
+        logs = "\n".join(f"--- {e.name}\n{e.log_tail()}" for e in processes)
+        raise EndpointError(f"{exc}\n{logs}") from exc
+    finally:
+        for process in reversed(processes):
+            process.stop()
 
 
 def wait(predicate: Callable[[], bool], what: str, seconds: float) -> float:

@@ -61,13 +61,14 @@ def gossip(store: Store) -> list[Gossip]:
 
 @dataclass(frozen=True, slots=True)
 class Gossiped:
-    """What a contact's gossip record did: the refusals now in force, the
-    agency whose view changed (None: nothing), and whether that agency is
-    our own (its newer list or checkpoint is stapled on) or another (passed
-    on as gossip)."""
+    """What a contact's gossip record did (the same shape as a staple's,
+    ``_trust.Stapled``): the refusals now in force, whether we now hold a
+    newer list or checkpoint of its agency, and whether that agency is our
+    own (what is newer is stapled on) or another (passed on as gossip)."""
 
     refusals: dict[int, str]
-    agency: str | None = None
+    new_list: bool = False
+    new_checkpoint: bool = False
     own_agency: bool = False
 
 
@@ -140,4 +141,9 @@ def receive_gossip(
         recheck_contacts(store, anchor, now_ms, cache)
     own = store.trust.own()
     own_agency = own is not None and own[0] == anchor.fingerprint
-    return Gossiped(refusals(store, required=required), anchor.agency, own_agency)
+    return Gossiped(
+        refusals(store, required=required),
+        outcome.new_list,
+        outcome.new_checkpoint,
+        own_agency,
+    )

@@ -36,12 +36,13 @@ import trio
 from onionpost._logs import contact_ref
 from onionpost.api import REASON_MOVED, MessageState, StateChange
 from onionpost.daemon.delivery import _files, _groups
-from onionpost.daemon.delivery._gossip import gossip, receive_gossip
+from onionpost.daemon.delivery._gossip import Gossiped, gossip, receive_gossip
 from onionpost.daemon.delivery._intake import admit
 from onionpost.daemon.delivery._introductions import RecordVerdict
 from onionpost.daemon.delivery._link import keep_new_session
 from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
 from onionpost.daemon.delivery._trust import (
+    Stapled,
     own_rotation,
     receive_rotation,
     receive_staple,
@@ -60,6 +61,7 @@ from onionpost.errors import (
 from onionpost.host import Shed, code_name, first_failure, reason
 from onionpost.limits import MAX_ACK_IDS, MAX_TRUST_ANCHORS
 from onionpost.proto import messages
+from onionpost.proto.trust_session import Pace, PassOn, TrustRecord, pass_on
 from onionpost.store import Stored
 from onionpost.transport import SecureChannel
 
@@ -782,38 +784,38 @@ async def _on_log_cosigned(
 async def _on_trust_staple(
     parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.TrustStaple
 ) -> None:
-    """The contact's endorsement (trust.md §7.1): as many as the session's pace
-    lets through, the rest ignored."""
-    if not s.staples_in.take(trio.current_time()):
-        log.info("event=trust_staple_ignored contact=%s why=pace", contact_ref(link.contact.id))
-        return
-    done = await parts.worker(
-        receive_staple,
-        parts.store,
-        link.contact,
-        r,
-        now_ms(),
-        required=parts.policy.require_endorsement,
-        cache=parts.trust_cache,
-    )
-    parts.apply_refusals(done.refusals)
-    if done.new_list or (done.new_checkpoint and done.own_agency):
-        parts.restaple()  # pass it on to the contacts we have sessions with
-    elif done.new_checkpoint:
-        parts.regossip()  # another agency's checkpoint: passed on as gossip (§7.2)
+    """The contact's endorsement (trust.md §7.1)."""
+    await _on_trust_record(parts, link, s.staples_in, r, TrustRecord.STAPLE, receive=receive_staple)
 
 
 async def _on_trust_gossip(
     parts: Parts, link: Link, s: Session, n: trio.Nursery, r: messages.TrustGossip
 ) -> None:
-    """What the contact holds of an agency (trust.md §7.2): as many as the
-    session's pace lets through, the rest ignored; what is newer is held,
-    acted on and passed on."""
-    if not s.gossip_in.take(trio.current_time()):
-        log.info("event=trust_gossip_ignored contact=%s why=pace", contact_ref(link.contact.id))
+    """What the contact holds of an agency (trust.md §7.2)."""
+    await _on_trust_record(parts, link, s.gossip_in, r, TrustRecord.GOSSIP, receive=receive_gossip)
+
+
+async def _on_trust_record(
+    parts: Parts,
+    link: Link,
+    pace: Pace,
+    r: messages.TrustStaple | messages.TrustGossip,
+    kind: TrustRecord,
+    *,
+    receive: Callable[..., Stapled | Gossiped],
+) -> None:
+    """A staple or a gossip record: as many as the session's pace lets
+    through, the rest ignored; each decided on and recorded in the worker
+    (``receive``), the refusals then in force applied, and what we now hold
+    newer passed on to the contacts we have sessions with as
+    :func:`~onionpost.proto.trust_session.pass_on` says (§7.2)."""
+    if not pace.take(trio.current_time()):
+        log.info(
+            "event=trust_%s_ignored contact=%s why=pace", kind.value, contact_ref(link.contact.id)
+        )
         return
     done = await parts.worker(
-        receive_gossip,
+        receive,
         parts.store,
         link.contact,
         r,
@@ -822,10 +824,13 @@ async def _on_trust_gossip(
         cache=parts.trust_cache,
     )
     parts.apply_refusals(done.refusals)
-    if done.own_agency:
-        parts.restaple()  # a newer list or checkpoint of our agency: staple it on
-    elif done.agency is not None:
-        parts.regossip()  # pass it on to the contacts we have sessions with
+    step = pass_on(
+        kind, new_list=done.new_list, new_checkpoint=done.new_checkpoint, own_agency=done.own_agency
+    )
+    if step is PassOn.RESTAPLE:
+        parts.restaple()
+    elif step is PassOn.REGOSSIP:
+        parts.regossip()
 
 
 async def _on_trust_rotation(

@@ -14,11 +14,18 @@ What must follow a commit in commit order (a text handed to its session
 after the texts committed before it) goes in a write's ``then``: the writes'
 ``then`` run in the order the transaction ran them, before any waiting
 caller resumes (trio resumes those in no set order).
+
+A batch that does not commit because the writer was cancelled fails each of
+its writes with "the daemon is stopping"; one cut off by an exception that
+is no :class:`~onionpost.errors.OnionpostError` (a bug) fails them with "an
+internal error", logged once with the exception's type, and the exception
+goes on up (the writer ends). The writes still waiting then are told the same.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,6 +39,8 @@ from onionpost.store import Store
 
 __all__ = ["GroupCommit"]
 
+log = logging.getLogger("onionpost.daemon")
+
 T = TypeVar("T")
 
 # Writes taken into one transaction at most.
@@ -42,6 +51,10 @@ GATHER_PASSES: Final = 2
 LATER_SECONDS: Final = 0.5
 # Seconds the writer may take, when stopping, to commit what nobody waits for.
 STOP_GRACE: Final = 2.0
+
+# What a write that did not commit is told, by what ended the writer.
+STOPPING: Final = "the daemon is stopping"
+INTERNAL: Final = "an internal error stopped the store writer (see the daemon's log)"
 
 
 @dataclass(eq=False, slots=True)
@@ -107,6 +120,7 @@ class GroupCommit:
         return len(self._writes) >= COMMIT_GROUP_MAX
 
     async def run(self) -> None:
+        why = STOPPING
         try:
             while True:
                 if not self._writes:
@@ -136,11 +150,12 @@ class GroupCommit:
                     for write in batch:
                         write.error = exc
                         write.result = None
-                except BaseException:
-                    # Cancelled before the call ran (the daemon is stopping):
-                    # nothing of the batch was committed.
+                except BaseException as exc:
+                    # Cancelled before the call ran, or the transaction rolled
+                    # back under an exception of a bug: nothing of the batch
+                    # was committed.
                     for write in batch:
-                        write.error = StoreError("the daemon is stopping")
+                        write.error = StoreError(_ended_by(exc))
                         write.result = None
                     raise
                 finally:
@@ -148,13 +163,20 @@ class GroupCommit:
                         write.done.set()
                         if write.then is not None and write.error is None:
                             write.then(write.result)
+        except BaseException as exc:
+            why = _ended_by(exc)
+            if why is INTERNAL:
+                # Its type only: it goes on up, traceback and all, and its
+                # text may hold what the store held.
+                log.error("event=store_writer_failed error=%s", type(exc).__name__)  # noqa: TRY400
+            raise
         finally:
-            await self._stop()
+            await self._stop(why)
 
-    async def _stop(self) -> None:
+    async def _stop(self, why: str) -> None:
         """The writes left: those nobody waits for are committed (a last-seen
-        time, a ``sent`` mark), briefly; the others fail (their callers are
-        being cancelled with the writer)."""
+        time, a ``sent`` mark), briefly; the others fail with ``why`` (their
+        callers are, most often, being cancelled with the writer)."""
         writes, self._writes = self._writes, []
         later = [write for write in writes if write.later][:COMMIT_GROUP_MAX]
         if later:
@@ -166,7 +188,7 @@ class GroupCommit:
                 await self._worker(self._commit, later)
         for write in writes:
             if not write.later:
-                write.error = StoreError("the daemon is stopping")
+                write.error = StoreError(why)
                 write.done.set()
 
     def _commit(self, batch: Sequence[_Write]) -> None:
@@ -180,3 +202,11 @@ class GroupCommit:
                     raise  # SQLite may have rolled the whole transaction back
                 except OnionpostError as exc:
                     write.error = exc
+
+
+def _ended_by(exc: BaseException) -> str:
+    """What the writes that did not commit are told when ``exc`` ends the
+    writer: the daemon stopping (cancelled, interrupted) or a bug."""
+    if isinstance(exc, (trio.Cancelled, KeyboardInterrupt, SystemExit)):
+        return STOPPING
+    return INTERNAL
