@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from onionpost import api
 from onionpost.errors import (
@@ -171,3 +172,55 @@ async def test_the_static_key_is_renewed_when_due(tmp_path: Path) -> None:
     assert secrets.static is not first
     assert [r.getMessage() for r in records] == ["event=static_key_rotated"]
     await trio.lowlevel.checkpoint()
+
+
+class _SilentTor:
+    """A tor whose dials hang (a rendezvous circuit whose far side is gone)
+    or fail with ``reason``; it records what the host asks of it."""
+
+    def __init__(self, reason: str | None) -> None:
+        self.reason = reason
+        self.calls: list[str] = []
+
+    async def dial(self, address: object, port: int) -> trio.SocketStream:
+        self.calls.append("dial")
+        if self.reason is not None:
+            raise DialError("tor says no", reason=self.reason)
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def drop_circuits(self, address: object) -> int:
+        self.calls.append("drop_circuits")
+        return 1
+
+    async def refetch_descriptor(self, address: object) -> None:
+        self.calls.append("refetch_descriptor")
+
+
+@pytest.mark.parametrize(
+    ("reason", "calls"),
+    [
+        # Hung: the next dial would go to the same dead circuit, so it goes too.
+        (None, ["dial", "drop_circuits", "refetch_descriptor"]),
+        # Refused at the introduction: a stale descriptor, the circuits are fine.
+        ("introduction-failed", ["dial", "refetch_descriptor"]),
+        ("host-unreachable", ["dial"]),
+    ],
+)
+async def test_a_dial_tor_did_not_answer_drops_our_circuits_to_the_service(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, reason: str | None, calls: list[str]
+) -> None:
+    host, secrets, records = _host(tmp_path, 1_700_000_000)
+    tor = _SilentTor(reason)
+    host._tor = tor  # type: ignore[assignment]
+    started = trio.current_time()
+    with pytest.raises(DialError) as failed:
+        await host.dial(secrets.identity.address)
+    assert failed.value.reason == (reason or "timeout")
+    assert tor.calls == calls
+    if reason is None:
+        # Half the connect deadline for tor; the rest is the caller's.
+        assert trio.current_time() - started == pytest.approx(Config().connect_timeout / 2)
+        assert [r.getMessage() for r in records][:1] == [
+            "event=circuits_dropped count=1 peer=onion"
+        ]

@@ -35,7 +35,12 @@ from onionpost.tor import (
     TorState,
     open_tor,
 )
-from onionpost.tor._controller import HsDescEvent, parse_socks_listener, service_circuit_ids
+from onionpost.tor._controller import (
+    HsDescEvent,
+    client_circuit_ids,
+    parse_socks_listener,
+    service_circuit_ids,
+)
 from onionpost.tor._publish import (
     UPLOAD_QUIET_SECONDS,
     UPLOAD_STRAGGLER_SECONDS,
@@ -50,6 +55,9 @@ QUICK_FAILURE_DEADLINE = 10  # client-auth refusals and unknown addresses (TOR-T
 DIAL_DEADLINE = 30
 REVOKED_DEADLINE = 60
 RESTORE_DEADLINE = 90
+# A dial that hangs this long is on a rendezvous circuit whose far side is gone
+# (a cold dial takes 0.1-3 s here, ~5 s when the old introduction points refuse).
+DIAL_ATTEMPT_SECONDS = 15
 
 
 def x25519_keypair() -> tuple[bytes, bytes]:
@@ -369,6 +377,8 @@ def test_control_reply_parsers() -> None:
         ]
     )
     assert service_circuit_ids(status, sid) == ["12", "13"]
+    assert client_circuit_ids(status, sid) == ["14"]
+    assert client_circuit_ids(status, "y" * 56) == []
 
 
 def test_scheduler_rejects_zero() -> None:
@@ -646,23 +656,90 @@ async def test_supervise_relaunches_after_sigkill(testnet: Network, tmp_path: Pa
                 restored = time.monotonic() - started
                 assert a.pid not in (None, old_pid)
                 assert [s.descriptor for s in health.services] == [DescriptorState.PUBLISHED]
-                # B may still hold circuits to the dead tor: the first dials can
-                # fail while those time out, as a daemon's retries would see.
+                # B still holds its rendezvous circuit to the dead tor, and tor puts
+                # a new stream on it. When the teardown reached B, the dial fails
+                # (or the old introduction points refuse): retry. When it did not,
+                # the dial hangs until tor gives up on it (SocksTimeout, 2 min),
+                # and so would the next one: drop B's circuits to the service and
+                # ask for its new descriptor, as OnionHost.dial does.
+                hung = 0
                 for attempt in range(60):
-                    try:
-                        stream = await b.dial(service.address, 443)
-                    except DialError:
-                        if attempt == 59:
-                            raise
-                        await trio.sleep(0.5)
+                    after: trio.SocketStream | None = None
+                    with trio.move_on_after(DIAL_ATTEMPT_SECONDS):
+                        try:
+                            after = await b.dial(service.address, 443)
+                        except DialError:
+                            if attempt == 59:
+                                raise
+                            await trio.sleep(0.5)
+                            continue
+                    if after is None:
+                        hung += 1
+                        await b.drop_circuits(service.address)
+                        await b.refetch_descriptor(service.address)
                         continue
-                    async with stream:
-                        await round_trip(stream, b"after")
+                    async with after:
+                        await round_trip(after, b"after")
                     break
             print(
                 f"restored {restored:.2f} s after SIGKILL, "
-                f"dialable again {time.monotonic() - started:.2f} s after"
+                f"dialable again {time.monotonic() - started:.2f} s after ({hung} dials hung)"
             )
             assert TorState.RESTARTING in states
             assert states[-1] is TorState.OK
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.tor
+async def test_drop_circuits_frees_a_dial_hung_on_a_silent_rendezvous(
+    testnet: Network, tmp_path: Path
+) -> None:
+    """A stopped service tor keeps its circuits up but answers nothing: what a
+    client sees when a dead service's teardown did not come back to it. B's
+    next dial goes to the rendezvous circuit it has and hangs; drop_circuits
+    closes B's circuits to the service, which fails that dial at once."""
+    seed, _ = identity()
+    b_private, b_public = x25519_keypair()
+    with trio.fail_after(START_DEADLINE + PUBLISH_DEADLINE + 2 * DIAL_DEADLINE):
+        async with (
+            echo_server() as target,
+            open_tor(launch_config(tmp_path / "a", testnet)) as a,
+            open_tor(launch_config(tmp_path / "b", testnet)) as b,
+        ):
+            service = await a.publish(
+                seed, virtual_port=443, target=target, authorized_clients=[b_public]
+            )
+            await b.add_client_auth(service.address, b_private)
+            async with await b.dial(service.address, 443) as stream:
+                await round_trip(stream, b"before")
+            a_pid = a.pid
+            assert a_pid is not None
+            os.kill(a_pid, signal.SIGSTOP)
+            try:
+                outcome: list[str] = []
+
+                async def hung_dial() -> None:
+                    try:
+                        stream = await b.dial(service.address, 443)
+                    except DialError as exc:
+                        outcome.append(exc.reason)
+                        return
+                    await stream.aclose()
+                    outcome.append("connected")
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(hung_dial)
+                    # Without an answer tor would hold it for SocksTimeout (2 min).
+                    await trio.sleep(DIAL_ATTEMPT_SECONDS / 3)
+                    assert outcome == []
+                    assert await b.drop_circuits(service.address) >= 1
+                    with trio.fail_after(QUICK_FAILURE_DEADLINE):
+                        while not outcome:
+                            await trio.sleep(0.05)
+                assert outcome != ["connected"]
+            finally:
+                os.kill(a_pid, signal.SIGCONT)
+            # B builds a new circuit to the service, which answers again.
+            with trio.fail_after(DIAL_DEADLINE):
+                async with await b.dial(service.address, 443) as stream:
+                    await round_trip(stream, b"after")

@@ -26,7 +26,9 @@ change, the owner calls :meth:`OnionHost.authorize`.
 :meth:`OnionHost.dial` reaches another onion service (a contact, a mailbox)
 through the same tor: one dial per address at a time (the
 :class:`~onionpost.tor.DialScheduler`), a fresh descriptor asked for when
-the dial failed the way a stale one fails, and our side of the handshake.
+the dial failed the way a stale one fails (and our circuits to the service
+closed when it hung, the way a stale rendezvous circuit hangs), and our
+side of the handshake.
 """
 
 from __future__ import annotations
@@ -310,7 +312,10 @@ class OnionHost:
                     await self._refetch(tor, address, handle)
                 raise
             if waited.cancelled_caught:
-                await self._refetch(tor, address, handle)
+                # Most often a rendezvous circuit whose far side is gone (the
+                # service's tor restarted): tor would put the next dial on it
+                # too, so it goes, and the descriptor is asked for afresh.
+                await self._refetch(tor, address, handle, drop_circuits=True)
                 raise DialError("the onion service did not answer", reason="timeout")
         try:
             channel = await connect(
@@ -325,10 +330,16 @@ class OnionHost:
         self._scheduler.record_success(address)
         return channel
 
-    async def _refetch(self, tor: Tor, address: OnionAddress, handle: str) -> None:
-        """Best effort: a dial failed the way a stale descriptor fails."""
+    async def _refetch(
+        self, tor: Tor, address: OnionAddress, handle: str, *, drop_circuits: bool = False
+    ) -> None:
+        """Best effort: a dial failed the way a stale descriptor fails (or hung,
+        the way a stale rendezvous circuit hangs: ``drop_circuits``)."""
         with trio.move_on_after(REFETCH_SECONDS):
             try:
+                if drop_circuits:
+                    dropped = await tor.drop_circuits(address)
+                    self._log.info("event=circuits_dropped count=%d %s", dropped, handle)
                 await tor.refetch_descriptor(address)
                 self._log.info("event=descriptor_refetch %s", handle)
             except TorError as exc:

@@ -70,6 +70,7 @@ __all__ = [
     "HsDescEvent",
     "LivenessEvent",
     "bootstrap_progress",
+    "client_circuit_ids",
     "launch_tor_process",
     "parse_socks_listener",
     "service_circuit_ids",
@@ -445,13 +446,26 @@ def service_circuit_ids(circuit_status: str, service_id: str) -> list[str]:
 
         12 BUILT $A~a,$B~b,$C~c PURPOSE=HS_SERVICE_REND HS_STATE=HSSR_JOINED REND_QUERY=<id>
     """
+    return _hs_circuit_ids(circuit_status, service_id, "PURPOSE=HS_SERVICE")
+
+
+def client_circuit_ids(circuit_status: str, service_id: str) -> list[str]:
+    """Our circuits *to* onion service ``service_id`` (we are its client), from
+    GETINFO circuit-status: introduction and rendezvous circuits, e.g.::
+
+        14 BUILT $A~a,$B~b,$C~c PURPOSE=HS_CLIENT_REND HS_STATE=HSCR_JOINED REND_QUERY=<id>
+    """
+    return _hs_circuit_ids(circuit_status, service_id, "PURPOSE=HS_CLIENT")
+
+
+def _hs_circuit_ids(circuit_status: str, service_id: str, purpose_prefix: str) -> list[str]:
     ids = []
     for line in circuit_status.splitlines():
         fields = line.split()
         if not fields or not fields[0].isdigit():
             continue
         if f"REND_QUERY={service_id}" in fields and any(
-            f.startswith("PURPOSE=HS_SERVICE") for f in fields
+            f.startswith(purpose_prefix) for f in fields
         ):
             ids.append(fields[0])
     return ids
