@@ -342,9 +342,7 @@ class AgencyDirectory:
             raise ConfigError("that is not this agency's root key")
         held = self.held_delegation()
         if not 0 < lifetime <= MAX_DELEGATION_LIFETIME:
-            raise ConfigError(
-                f"a delegation lasts 1 to {MAX_DELEGATION_LIFETIME // 86_400} days"
-            )
+            raise ConfigError(f"a delegation lasts 1 to {MAX_DELEGATION_LIFETIME // 86_400} days")
         if now + lifetime <= held.not_after:
             raise ConfigError(
                 "a new delegation must end later than the one held "

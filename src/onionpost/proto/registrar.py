@@ -56,7 +56,13 @@ from onionpost.limits import (
 )
 from onionpost.proto._onetime import CODE_TEXT_LEN, CodeKind, OneTimeCode
 from onionpost.proto.address import OnionAddress
-from onionpost.proto.trust import Anchor, Delegation, Signed, open_delegation
+from onionpost.proto.trust import (
+    Anchor,
+    Delegation,
+    Signed,
+    claimed_delegation,
+    open_delegation,
+)
 
 __all__ = [
     "ENROL_PREFIX",
@@ -174,6 +180,7 @@ def check_new_delegation(
     of its agency, for the same issuing key, ending later than ``held`` and
     valid at ``now``. Every refusal is a :class:`ConfigError` saying why."""
     try:
+        claimed_delegation(data)  # what it is, before whose
         signed = open_delegation(anchor, data)
     except ForgedStatementError as exc:
         raise ConfigError(

@@ -448,10 +448,16 @@ class RegistrarBook:
         if code.replaces and (code.replaces == address or code.replaces not in self._endpoints):
             # A move to the address it leaves, or from one no longer enrolled.
             return None
+        before = self._codes
         self._codes = [replace(c, used_by=address) if c is code else c for c in self._codes]
-        return self._endorse(
-            address, client_auth.hex(), code.endpoint, code.unit, now, days, code.replaces
-        )
+        try:
+            return self._endorse(
+                address, client_auth.hex(), code.endpoint, code.unit, now, days, code.replaces
+            )
+        except (ConfigError, StoreError):
+            # Nothing endorsed (a delegation ended, a full disk): the code stays unused.
+            self._codes = before
+            raise
 
     def renew(self, peer: OnionAddress, *, now: int, days: int) -> bytes | None:
         """A new endorsement for an enrolled, unrevoked ``peer`` whose current
