@@ -118,7 +118,7 @@ def test_the_root_delegates_anew_and_the_book_takes_it(tmp_path: Path) -> None:
 
 
 def test_endorsements_end_with_the_delegation(tmp_path: Path) -> None:
-    agency, book = _book(tmp_path, 10 * DAY)
+    _, book = _book(tmp_path, 10 * DAY)
     end = T0 + 10 * DAY
     peer = Peer()
     # Enrolled three days before the end: endorsed until the end, not for 7 days.
