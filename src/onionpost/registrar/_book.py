@@ -14,7 +14,11 @@ without the root key::
 
 and marks the agency directory (``registrar.txt``) so that the offline tools
 sign nothing more there: two writers of one log would fork it (§3). The root
-never leaves the agency directory.
+never leaves the agency directory: when the delegation nears its end the
+root signs the next one there (``trust delegate``), and
+:meth:`RegistrarBook.install_delegation` checks it, logs it and makes it the
+``delegation-a.note`` everything signed afterwards carries (§8.1). No
+endorsement is valid past the delegation's end.
 
 ``registrar.json``::
 
