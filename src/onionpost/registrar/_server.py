@@ -211,16 +211,16 @@ class RegistrarServer:
 
     async def _watch_delegation(self) -> None:
         """Say in the log, at once and then once a day, that the delegation
-        ends within DELEGATION_WARNING, or has ended."""
-        said: int | None = None
+        ends within DELEGATION_WARNING, or has ended (at once when it ends)."""
+        said: tuple[DelegationNotice, int] | None = None  # what was said last, and when
         while True:
             now = self._clock()
             not_after = self._book.delegation.not_after
             notice = delegation_notice(not_after, now)
             if notice is DelegationNotice.FAR:
                 said = None
-            elif said is None or now - said >= DELEGATION_REMINDER:
-                said = now
+            elif said is None or said[0] is not notice or now - said[1] >= DELEGATION_REMINDER:
+                said = (notice, now)
                 if notice is DelegationNotice.ENDED:
                     log.error(
                         "event=delegation_ended ended_at=%s: this registrar signs nothing "
