@@ -553,3 +553,28 @@ def test_status_warns_of_the_delegations_end_and_a_running_registrar_takes_a_new
         assert "not after the one held" in one_line_error(again)
         assert invoke(runner, "--home", home, "registrar", "list").exit_code == 0
     backend.close()
+
+
+def test_an_agency_without_a_registrar_delegates_anew_and_endorses_under_it(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    from onionpost.proto.identity import Identity
+
+    where = tmp_path / "acme"
+    secret = ["--key-file", tmp_path / "acme.key"]
+    made = invoke(
+        runner, "trust", "root-init", "--dir", where, "--agency", "acme", "--days", "10", *secret
+    )
+    assert made.exit_code == 0, made.output
+    address = str(Identity.generate().address)
+    endorse = ["trust", "endorse", address, "--dir", where, "--endpoint", "Desk", *secret]
+    # Twenty days would outlive the delegation: refused, saying what to do.
+    early = one_line_error(invoke(runner, *endorse, "--days", "20", "--out", tmp_path / "e0"))
+    assert "fewer --days" in early
+    assert "onionpost trust delegate" in early
+    done = invoke(runner, "trust", "delegate", "--dir", where, *secret, "--out", tmp_path / "d")
+    assert done.exit_code == 0, done.output
+    assert f"logged in {where}" in done.stderr
+    signed = invoke(runner, *endorse, "--days", "20", "--out", tmp_path / "e1", "--json")
+    assert signed.exit_code == 0, signed.output
+    assert json.loads(signed.stdout)["index"] == 2  # after the first delegation and the new one

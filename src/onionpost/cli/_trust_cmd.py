@@ -483,6 +483,8 @@ def delegate(
             "(it takes it running, and logs it)",
             err=True,
         )
+    else:
+        click.echo(f"logged in {where}: 'trust endorse' and 'trust revoke' sign under it", err=True)
 
 
 @trust.command("endorse")
