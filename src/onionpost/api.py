@@ -123,6 +123,7 @@ __all__ = [
     "RegistrarRevoke",
     "RegistrarList",
     "RegistrarExportList",
+    "RegistrarDelegation",
     "RevocationListExport",
     "RegistrarState",
     "RegistrarEndpoint",
@@ -851,6 +852,13 @@ class RegistrarState:
         metadata=_meta(
             "when the next list is due, POSIX seconds: the latest one's `issued_at` plus the "
             "refresh interval (`registrar_refresh`); null: none signed yet"
+        ),
+    )
+    delegation_until: int | None = field(
+        default=None,
+        metadata=_meta(
+            "when the issuing key's delegation ends, POSIX seconds: nothing the registrar "
+            "signs is valid after it (`registrar delegation` takes the root's next one)"
         ),
     )
 
@@ -1892,6 +1900,21 @@ class RegistrarExportList(Request[RevocationListExport]):
     METHOD = "registrar_export_list"
 
 
+@dataclass(frozen=True)
+class RegistrarDelegation(Request[RegistrarState]):
+    """A registrar only: take the agency root's new delegation of its issuing
+    key (`trust delegate`, trust.md §8.1), at once and keeping its state."""
+
+    METHOD = "registrar_delegation"
+    delegation: str = field(
+        metadata=_meta(
+            "base64 of the delegation `trust delegate` wrote; taken only if the root of the "
+            "anchor held signed it, for this issuing key and agency, valid now and ending "
+            "after the one held"
+        )
+    )
+
+
 REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
     cls.METHOD: cls
     for cls in (
@@ -1933,6 +1956,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         RegistrarRevoke,
         RegistrarList,
         RegistrarExportList,
+        RegistrarDelegation,
         ListCreate,
         ListAdd,
         ListRemove,

@@ -130,6 +130,9 @@ MAX_ENROLMENT_CODES: Final = 16
 MAX_ENROLMENT_CODE_LIFETIME: Final = 7 * 24 * 3600
 # Endpoints one registrar enrols (each a tor client key it authorizes).
 MAX_REGISTRAR_ENDPOINTS: Final = 200
+# A registrar warns (in `registrar status`, and in its log once a day) when its
+# issuing key's delegation ends within this (seconds).
+DELEGATION_WARNING: Final = 14 * 24 * 3600
 
 # -- The evidence log (proto/evidence.py, evidence.md) ---------------------------
 

@@ -406,6 +406,7 @@ def test_status_is_a_few_lines_however_many_endpoints(runner: CliRunner, tmp_pat
             "revoked": 3,
             "next_list_at": issued_at + 600,
             "log_size": book.log.size,
+            "delegation_until": book.delegation.not_after,
         }
         # Each endpoint and each revoked address: 'registrar list', below the same lines.
         listed = invoke(runner, "--home", home, "registrar", "list").stdout.splitlines()
@@ -442,3 +443,138 @@ def test_status_says_when_no_list_is_signed_and_when_one_is_overdue() -> None:
         f"list 1 issued {format_ms(100_000)}, next due {format_ms(700_000)}: "
         "overdue (see the registrar's log)"
     )
+
+
+def test_the_root_delegates_anew_and_a_stopped_registrar_stores_it(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    from onionpost.home import Paths, unlock
+
+    with short_tmpdir() as tmp:
+        home, where = tmp / "reg", tmp_path / "acme"
+        agency_secret = ["--key-file", tmp_path / "acme.key"]
+        made = invoke(
+            runner, "init", "--home", home, "--name", "registrar", "--key-file", tmp / "k"
+        )
+        assert made.exit_code == 0, made.output
+        root = invoke(
+            runner, "trust", "root-init", "--dir", where, "--agency", "acme", "--days", "30",
+            *agency_secret,
+        )  # fmt: skip
+        assert root.exit_code == 0, root.output
+        args = ["registrar", "init", "--dir", where, "--home", home, "--home-key-file", tmp / "k"]
+        assert invoke(runner, *args, *agency_secret).exit_code == 0
+        delegate = ["trust", "delegate", "--dir", where, *agency_secret]
+        # Not longer-lived than the delegation held: refused, nothing written.
+        short = invoke(runner, *delegate, "--days", "20", "--out", tmp_path / "short")
+        assert "must end later than the one held" in one_line_error(short)
+        assert not (tmp_path / "short").exists()
+        too_long = invoke(runner, *delegate, "--days", "91", "--out", tmp_path / "long")
+        assert too_long.exit_code == 2
+        out = tmp_path / "delegation.note"
+        done = invoke(runner, *delegate, "--out", out)
+        assert done.exit_code == 0, done.output
+        assert done.stdout.startswith("delegated acme/issuing/a until ")
+        assert f"onionpost registrar delegation {out}" in done.stderr
+        again = invoke(runner, *delegate, "--out", out)
+        assert "exists already" in one_line_error(again)
+        # The registrar is not running: its home is opened and the delegation stored.
+        take = ["registrar", "delegation", "--home", home, "--key-file", tmp / "k"]
+        bad = tmp_path / "bad.note"
+        bad.write_bytes(b"not a delegation at all\n")
+        assert "not a delegation" in one_line_error(invoke(runner, *take, bad))
+        stored = invoke(runner, *take, out, "--json")
+        assert stored.exit_code == 0, stored.output
+        document = json.loads(stored.stdout)
+        assert (document["agency"], document["log_size"], document["running"]) == (
+            "acme",
+            2,
+            False,
+        )
+        secrets = unlock(Paths.for_home(home), passphrase=None, key_file=tmp / "k")
+        book = RegistrarBook.open(home / "registrar", secrets.store_key)
+        assert book.delegation.not_after == document["delegation_until"]
+        assert book.directory.delegation() == out.read_bytes()
+        # The same one again: nothing newer, said so, nothing changed.
+        same = one_line_error(invoke(runner, *take, out))
+        assert "not after the one held" in same
+        assert RegistrarBook.open(home / "registrar", secrets.store_key).log.size == 2
+
+
+def test_status_warns_of_the_delegations_end_and_a_running_registrar_takes_a_new_one(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    import re
+    import time
+
+    from onionpost import api
+    from onionpost.home import AgencyDirectory, KdfCost, KeySource, Secrets
+    from onionpost.registrar import (
+        RegistrarBackend,
+        RegistrarPolicy,
+        RegistrarServer,
+        init_registrar,
+    )
+    from onionpost.testing.doubles import ServerThread
+
+    now = int(time.time())
+    source = KeySource(passphrase="agency passphrase", kdf_cost=KdfCost.FLOOR)
+    agency, _ = AgencyDirectory.create(
+        tmp_path / "acme", "acme", source, now=now, lifetime=5 * 86_400, mldsa=False
+    )
+    secrets = Secrets.generate("registrar", now=now)
+    book = init_registrar(tmp_path / "registrar", agency, agency.issuer(source), secrets.store_key)  # type: ignore[arg-type]
+    book.refresh(now, 900)
+    server = RegistrarServer(book, RegistrarPolicy(), address=secrets.identity.address)
+    backend = RegistrarBackend(
+        secrets, server, tor_status=lambda: api.TorStatus(api.TorState.OK, "")
+    )
+    out = tmp_path / "delegation.note"
+    out.write_bytes(agency.delegate(agency.root(source), now=now + 1))
+    with short_tmpdir() as home, ServerThread(backend, home / "run" / "control.sock"):  # type: ignore[arg-type]
+        shown = invoke(runner, "--home", home, "registrar", "status")
+        assert shown.exit_code == 0, shown.output
+        *_, warning = shown.stdout.splitlines()
+        assert re.fullmatch(
+            r"delegation ends \S+ \S+ UTC \(in [45] days\): have the agency's root sign a new "
+            r"one \('onionpost trust delegate'\) and hand it over \('onionpost registrar "
+            r"delegation FILE'\)",
+            warning,
+        ), warning
+        status = json.loads(invoke(runner, "--home", home, "registrar", "status", "--json").stdout)
+        assert status["delegation_until"] == now + 5 * 86_400
+        taken = invoke(runner, "--home", home, "registrar", "delegation", out)
+        assert taken.exit_code == 0, taken.output
+        assert taken.stdout.startswith("delegation of acme until ")
+        assert " taken; log of 3 statements" in taken.stdout
+        assert len(invoke(runner, "--home", home, "registrar", "status").stdout.splitlines()) == 4
+        # Again: refused by the running registrar, one line, which serves on.
+        again = invoke(runner, "--home", home, "registrar", "delegation", out)
+        assert "not after the one held" in one_line_error(again)
+        assert invoke(runner, "--home", home, "registrar", "list").exit_code == 0
+    backend.close()
+
+
+def test_an_agency_without_a_registrar_delegates_anew_and_endorses_under_it(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    from onionpost.proto.identity import Identity
+
+    where = tmp_path / "acme"
+    secret = ["--key-file", tmp_path / "acme.key"]
+    made = invoke(
+        runner, "trust", "root-init", "--dir", where, "--agency", "acme", "--days", "10", *secret
+    )
+    assert made.exit_code == 0, made.output
+    address = str(Identity.generate().address)
+    endorse = ["trust", "endorse", address, "--dir", where, "--endpoint", "Desk", *secret]
+    # Twenty days would outlive the delegation: refused, saying what to do.
+    early = one_line_error(invoke(runner, *endorse, "--days", "20", "--out", tmp_path / "e0"))
+    assert "fewer --days" in early
+    assert "onionpost trust delegate" in early
+    done = invoke(runner, "trust", "delegate", "--dir", where, *secret, "--out", tmp_path / "d")
+    assert done.exit_code == 0, done.output
+    assert f"logged in {where}" in done.stderr
+    signed = invoke(runner, *endorse, "--days", "20", "--out", tmp_path / "e1", "--json")
+    assert signed.exit_code == 0, signed.output
+    assert json.loads(signed.stdout)["index"] == 2  # after the first delegation and the new one

@@ -33,6 +33,7 @@ REGISTRAR_ONLY = {
     api.RegistrarRevoke,
     api.RegistrarList,
     api.RegistrarExportList,
+    api.RegistrarDelegation,
 }
 REGISTRAR_SERVES = {api.Whoami, api.GetStatus} | REGISTRAR_ONLY
 
@@ -68,7 +69,13 @@ async def test_the_daemon_serves_every_request_but_the_mailbox_s(tmp_path: Path)
 
 @pytest.mark.parametrize(
     "request_record",
-    [api.MailboxCode(), api.RegistrarCode("Desk"), api.RegistrarList(), api.RegistrarExportList()],
+    [
+        api.MailboxCode(),
+        api.RegistrarCode("Desk"),
+        api.RegistrarList(),
+        api.RegistrarExportList(),
+        api.RegistrarDelegation("AA=="),
+    ],
 )
 async def test_the_daemon_says_where_a_request_it_does_not_serve_goes(
     tmp_path: Path, request_record: api.Request[Any]

@@ -411,3 +411,71 @@ async def test_a_registrar_moves_an_endpoint_and_its_contact_follows(
         assert (_verdict(bob, new) or ("",))[0] == "endorsed"
         after = await bob.send(new, "at the new address")
         await until(lambda: bob.state(after) == "delivered")
+
+
+async def test_a_new_delegation_reaches_the_endpoints_through_renewal(
+    tmp_path: Path, clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trust.md §8.1: acme's registrar runs on a delegation of 10 days. Near
+    its end a renewal ends with it; the root's new delegation is handed to
+    the running registrar; a1's next renewal carries it, and a2 holds a1
+    endorsed after the first delegation has ended."""
+    from onionpost.home import AgencyDirectory
+    from onionpost.proto.trust import stored_endorsement
+    from onionpost.testing.memory import AGENCY_SOURCE
+
+    day = 86_400
+    base = time.time()
+
+    def at(days: float) -> None:
+        monkeypatch.setattr(time, "time", lambda: base + days * day)
+
+    def own(node: Node) -> tuple[EndorsementProof, int]:
+        found = node.store.trust.own()
+        assert found is not None
+        proof = EndorsementProof.decode(found[1])
+        return proof, stored_endorsement(proof.endorsement).valid_until
+
+    async with network(tmp_path, trust_refresh=60.0) as (net, nursery):
+        registrar = net.registrar("registrar", refresh=60, lifetime=10 * day)
+        first_end = registrar.book.delegation.not_after
+        a1, a2 = net.node("a1"), net.node("a2")
+        befriend(a1, a2)
+        await registrar.start(nursery)
+        for node in (a1, a2):
+            await node.start(nursery)
+        await _enrol(a1, registrar, "Field office 1")
+        await _enrol(a2, registrar, "Field office 2")
+        assert a1.daemon is not None
+        assert a2.daemon is not None
+        # Eight days on, the endorsements (7 days) have ended: renewed, until
+        # the delegation's end and not a day more.
+        at(8)
+        a1.daemon.registrar.kick()
+        await until(lambda: own(a1)[1] == first_end, seconds=61)
+        # The root signs anew, offline; the running registrar takes it.
+        agency = AgencyDirectory(net.root / "registrar-agency")
+        data = agency.delegate(agency.root(AGENCY_SOURCE), now=int(time.time()))
+        assert registrar.server is not None
+        await registrar.server.install_delegation(data)
+        # A third of a1's endorsement is left: renewed under the new delegation.
+        at(9.5)
+        a1.daemon.registrar.kick()
+        await until(lambda: own(a1)[0].delegation == data, seconds=61)
+        assert own(a1)[1] == int(time.time()) + 7 * day
+        # The first delegation has ended: a2, holding the list under the new
+        # one, holds a1 endorsed from its staple.
+        at(11)
+        a2.daemon.registrar.kick()
+        await until(lambda: own(a2)[0].delegation == data, seconds=61)
+        sent = await a1.send(a2, "after the first delegation")
+        await until(lambda: a1.state(sent) == "delivered")
+        await until(lambda: (_verdict(a2, a1) or ("",))[0] == "endorsed", seconds=61)
+        detail = (await a2.daemon.contact_show(api.ContactShow("a1"))).endorsement
+        assert detail is not None
+        assert detail.status == "endorsed"
+        # Judged on the renewed endorsement, at day 11: valid past the first end.
+        assert detail.checked_ms is not None
+        assert detail.checked_ms >= (base + 11 * day) * 1000 - 1000
+        assert detail.until is not None
+        assert detail.until > first_end

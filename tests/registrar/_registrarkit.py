@@ -16,6 +16,7 @@ import trio
 
 from onionpost.home import AgencyDirectory, KdfCost, KeySource
 from onionpost.host import InlineWorker
+from onionpost.limits import MAX_DELEGATION_LIFETIME
 from onionpost.proto.registrar import EnrolmentCode
 from onionpost.proto.trust import Anchor, HybridSigner
 from onionpost.registrar import RegistrarBook, RegistrarPolicy, RegistrarServer, init_registrar
@@ -51,18 +52,24 @@ class Registrar:
 
 
 def make_agency(
-    root: Path, now: int, *, mldsa: bool = False
+    root: Path, now: int, *, mldsa: bool = False, lifetime: int = MAX_DELEGATION_LIFETIME
 ) -> tuple[AgencyDirectory, Anchor, HybridSigner]:
-    agency, anchor = AgencyDirectory.create(root / "agency", "acme", PASS, now=now, mldsa=mldsa)
+    agency, anchor = AgencyDirectory.create(
+        root / "agency", "acme", PASS, now=now, mldsa=mldsa, lifetime=lifetime
+    )
     signer = agency.issuer(PASS)
     assert isinstance(signer, HybridSigner)
     return agency, anchor, signer
 
 
 @asynccontextmanager
-async def running_registrar(root: Path, **policy: Any) -> AsyncIterator[Registrar]:
+async def running_registrar(
+    root: Path, *, lifetime: int = MAX_DELEGATION_LIFETIME, **policy: Any
+) -> AsyncIterator[Registrar]:
+    """A registrar serving on memory streams; its clock the wall clock's second
+    at the start plus trio's time, its delegation ``lifetime`` seconds from then."""
     start = int(time.time())
-    agency, anchor, signer = make_agency(root, start)
+    agency, anchor, signer = make_agency(root, start, lifetime=lifetime)
     book = init_registrar(root / "registrar", agency, signer, STORE_KEY)
     peer = Peer()
     registrar: Registrar | None = None

@@ -4,7 +4,9 @@
 (``trust root-init``) into a home made by ``onionpost init``; ``serve`` runs
 that home as the registrar in this process (its own tor and onion service,
 as ``mailbox serve``); ``code``, ``revoke``, ``list`` and ``export-list`` ask the
-running registrar through its local API.
+running registrar through its local API; ``delegation`` hands it the root's
+new delegation (``trust delegate``), or stores it in the home when the
+registrar is not running.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import click
 import trio
 
 from onionpost import api
+from onionpost._files import read_small_file
 from onionpost.cli._common import (
     emit_json,
     expires_option,
@@ -42,7 +45,7 @@ from onionpost.cli._trust_cmd import (
     _secret_options,
     home_passphrase_for_agency,
 )
-from onionpost.errors import ConfigError, UnlockError
+from onionpost.errors import ConfigError, DaemonNotRunningError, UnlockError
 
 __all__ = ["registrar"]
 
@@ -283,6 +286,70 @@ def export_list(out: Path, home: Path | None, as_json: bool) -> None:
     )
 
 
+# A delegation is one signed note (trust.md §2).
+_MAX_DELEGATION_FILE = 1 << 16
+
+
+@registrar.command("delegation")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@serve_options
+@json_option
+def delegation(
+    file: Path,
+    home: Path | None,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Take FILE, the root's new delegation of this registrar's issuing key
+    ('onionpost trust delegate' on the agency directory, offline).
+
+    It is checked first (signed by the root of the anchor held, for this
+    issuing key and agency, valid now, ending after the one held); then
+    logged, and every endorsement, renewal and list carries it from then on.
+    A running registrar takes it at once, keeping its endpoints, codes and
+    log; a stopped one is opened (--key-file, --passphrase-file: the home's,
+    used only then) and it is stored for the next 'registrar serve'."""
+    data = read_small_file(file, _MAX_DELEGATION_FILE, what="delegation")
+    running = True
+    try:
+        state = run_client(home, lambda client: client.registrar_delegation(data))
+    except DaemonNotRunningError:
+        running = False
+        state = _store_delegation(home, key_file, passphrase_file, data)
+    assert state.delegation_until is not None
+    if as_json:
+        emit_json(
+            {
+                "agency": state.agency,
+                "delegation_until": state.delegation_until,
+                "log_size": state.log_size,
+                "running": running,
+            }
+        )
+        return
+    how = "taken" if running else "stored (the registrar was not running)"
+    click.echo(
+        f"delegation of {printable(state.agency)} until "
+        f"{format_ms(state.delegation_until * 1000)} {how}; log of "
+        f"{_count(state.log_size, 'statement', 'statements')}"
+    )
+
+
+def _store_delegation(
+    home: Path | None, key_file: Path | None, passphrase_file: Path | None, data: bytes
+) -> api.RegistrarState:
+    """A stopped registrar takes a delegation: its home opened, its lock held
+    (so that no 'registrar serve' starts meanwhile)."""
+    from onionpost.registrar import RegistrarBook, RegistrarPolicy, registrar_state
+
+    with served_home(home, key_file, passphrase_file, log=log) as (paths, secrets, config):
+        book = RegistrarBook.open(_registrar_dir(paths.home), secrets.store_key)
+        book.install_delegation(data, now=int(time.time()))
+        refresh = RegistrarPolicy.from_config(config).refresh
+        return registrar_state(book, secrets.identity.address, refresh=refresh)
+
+
 @registrar.command("status")
 @home_option
 @json_option
@@ -305,6 +372,7 @@ def status(home: Path | None, as_json: bool) -> None:
                 "revoked": len(state.revoked),
                 "next_list_at": state.next_list_at,
                 "log_size": state.log_size,
+                "delegation_until": state.delegation_until,
             }
         )
         return
@@ -332,12 +400,35 @@ def _summary(state: api.RegistrarState, *, now_ms: int) -> list[str]:
             due = state.next_list_at * 1000
             late = ": overdue (see the registrar's log)" if due < now_ms else ""
             listed += f", next due {format_ms(due)}{late}"
-    return [
+    lines = [
         f"registrar of {printable(state.agency)} at {state.registrar}",
         counts,
         listed,
         f"log of {_count(state.log_size, 'statement', 'statements')}",
     ]
+    warning = _delegation_warning(state.delegation_until, now_ms=now_ms)
+    return lines if warning is None else [*lines, warning]
+
+
+def _delegation_warning(until: int | None, *, now_ms: int) -> str | None:
+    """A fifth line when the issuing key's delegation ends soon or has ended
+    (trust.md §8.1); none while it is far."""
+    from onionpost.proto.registrar import DelegationNotice, delegation_notice
+
+    if until is None:
+        return None
+    notice = delegation_notice(until, now_ms // 1000)
+    when = format_ms(until * 1000)
+    what = (
+        "have the agency's root sign a new one ('onionpost trust delegate') "
+        "and hand it over ('onionpost registrar delegation FILE')"
+    )
+    if notice is DelegationNotice.ENDED:
+        return f"delegation ENDED {when}: endpoints refuse what this registrar signs; {what}"
+    if notice is DelegationNotice.ENDING:
+        days = (until - now_ms // 1000) // 86_400
+        return f"delegation ends {when} (in {_count(days, 'day', 'days')}): {what}"
+    return None
 
 
 @registrar.command("list")

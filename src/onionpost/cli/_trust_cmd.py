@@ -1,6 +1,7 @@
 """``onionpost trust ...``: the agencies this endpoint believes (``add``,
 ``list``, ``remove``, through the daemon), and an agency's own offline tools
-(``root-init``, ``endorse``, on the agency's directory, no daemon)
+(``root-init``, ``endorse``, ``revoke``, ``delegate``, on the agency's
+directory, no daemon)
 (``protocol-spec/trust.md``)."""
 
 from __future__ import annotations
@@ -403,6 +404,87 @@ def root_init(
     click.echo("read this safety number to each partner that installs it:", err=True)
     for line in _groups(anchor.safety_number):
         click.echo(line, err=True)
+
+
+@trust.command("delegate")
+@click.option(
+    "--dir",
+    "where",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="The agency's directory (trust root-init), holding its root key.",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, MAX_DELEGATION_LIFETIME // _DAY),
+    default=MAX_DELEGATION_LIFETIME // _DAY,
+    show_default=True,
+    help="How long the issuing key may speak for the agency, from now.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The file to write the delegation to (it must not exist).",
+)
+@_secret_options
+@json_option
+def delegate(
+    *,
+    where: Path,
+    days: int,
+    out: Path,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    kdf_cost: str,
+    as_json: bool,
+) -> None:
+    """The root delegates the agency's issuing key anew, from now for DAYS
+    (trust.md §8.1): the same key, for the same agency, refused unless it
+    ends later than the delegation held. With a registrar ('registrar init'),
+    hand OUT to it: 'onionpost registrar delegation OUT'; without one, it is
+    logged in DIR at once and 'trust endorse' and 'trust revoke' sign under it."""
+    if out.exists():
+        fail(f"{out} exists already")
+    from onionpost.home import AgencyDirectory
+
+    directory = AgencyDirectory(where)
+    source = _key_source(key_file, passphrase_file, kdf_cost, new=False)
+    root = directory.root(source)
+    issuer = None if directory.handed_over else directory.issuer(source)
+    data = directory.delegate(root, now=int(time.time()), lifetime=days * _DAY, issuer=issuer)
+    try:
+        with out.open("xb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {out}: {exc.strerror} (the delegation is in {where} too)"
+        ) from exc
+    delegated = directory.held_delegation()
+    if as_json:
+        emit_json(
+            {
+                "agency": delegated.agency,
+                "issuing_key": delegated.key.name,
+                "not_before": delegated.not_before,
+                "not_after": delegated.not_after,
+                "registrar": directory.handed_over,
+                "out": str(out),
+            }
+        )
+        return
+    click.echo(
+        f"delegated {printable(delegated.key.name)} until "
+        f"{format_ms(delegated.not_after * 1000)}; {out}"
+    )
+    if directory.handed_over:
+        click.echo(
+            f"hand it to the registrar: 'onionpost registrar delegation {out}' "
+            "(it takes it running, and logs it)",
+            err=True,
+        )
+    else:
+        click.echo(f"logged in {where}: 'trust endorse' and 'trust revoke' sign under it", err=True)
 
 
 @trust.command("endorse")

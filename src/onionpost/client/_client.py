@@ -602,6 +602,12 @@ class Client:
         ``bundle``) for ``trust_revocations_import`` on other endpoints."""
         return await self.request(api.RegistrarExportList())
 
+    async def registrar_delegation(self, delegation: bytes) -> api.RegistrarState:
+        """A registrar only: take the root's new delegation (``trust delegate``)."""
+        return await self.request(
+            api.RegistrarDelegation(base64.b64encode(delegation).decode("ascii"))
+        )
+
     async def registrar_list(self) -> api.RegistrarState:
         """A registrar only: its endpoints, its list and its log."""
         return await self.request(api.RegistrarList())

@@ -10,6 +10,7 @@ An agency directory (0700) holds::
     root.key                the root key, sealed (0600)
     issuing-<label>.key     an issuing key, sealed (0600)
     delegation-<label>.note the root's delegation of that issuing key
+                            (the latest: `trust delegate` signs the next)
     log/<index>.note        the agency log's statements, leaf by leaf
     checkpoint.note         the log's latest checkpoint
     revocations.note        the latest revocation list (``trust revoke``)
@@ -35,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -194,6 +196,10 @@ def open_key_file(path: Path, source: KeySource) -> HybridSigner:
         raise malformed from exc
 
 
+def _when(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class AgencyDirectory:
     """An agency's offline directory; see the module docstring."""
 
@@ -302,6 +308,69 @@ class AgencyDirectory:
     def issuer(self, source: KeySource) -> StatementSigner:
         return open_key_file(self.path / f"issuing-{_LABEL}.key", source)
 
+    def root(self, source: KeySource) -> StatementSigner:
+        return open_key_file(self.path / "root.key", source)
+
+    @property
+    def handed_over(self) -> bool:
+        """Whether a registrar holds this agency's issuing key and log now."""
+        return (self.path / HANDED_OVER).exists()
+
+    def held_delegation(self) -> Delegation:
+        """The delegation of the issuing key, checked against the anchor."""
+        try:
+            return open_delegation(self.anchor(), self.delegation()).value
+        except TrustError as exc:
+            raise ConfigError(f"{self.path}'s delegation does not verify: {exc}") from exc
+
+    def delegate(
+        self,
+        root: StatementSigner,
+        *,
+        now: int,
+        lifetime: int = MAX_DELEGATION_LIFETIME,
+        issuer: StatementSigner | None = None,
+    ) -> bytes:
+        """The root's new delegation of the same issuing key, from ``now`` for
+        ``lifetime`` seconds (trust.md §8.1): refused unless it ends later than
+        the one held. Kept as the directory's delegation; in a directory that
+        still keeps its log (no registrar), also logged, with a checkpoint the
+        ``issuer`` signs. For a registrar: hand the bytes returned to it
+        (``registrar delegation``), which logs it."""
+        anchor = self.anchor()
+        if root.public != anchor.root:
+            raise ConfigError("that is not this agency's root key")
+        held = self.held_delegation()
+        if not 0 < lifetime <= MAX_DELEGATION_LIFETIME:
+            raise ConfigError(f"a delegation lasts 1 to {MAX_DELEGATION_LIFETIME // 86_400} days")
+        if now + lifetime <= held.not_after:
+            raise ConfigError(
+                "a new delegation must end later than the one held "
+                f"(which ends in {max(0, held.not_after - now) // 86_400} days): give more --days"
+            )
+        delegation = Delegation(
+            held.agency, held.label, held.ed25519, held.mldsa65, now, now + lifetime
+        )
+        data = issue(root, delegation)
+        if self.handed_over:
+            self._write(f"delegation-{_LABEL}.note", data)
+        else:
+            if issuer is None:
+                raise ConfigError("the issuing key signs the log's checkpoint: open it too")
+            self.adopt_delegation(issuer, data)
+        return data
+
+    def adopt_delegation(
+        self, signer: StatementSigner, data: bytes, log: AgencyLog | None = None
+    ) -> None:
+        """Log a new delegation of ``signer`` (checked by the caller), sign a
+        checkpoint, and make it the one this directory's statements carry."""
+        if open_delegation(self.anchor(), data).value.key != signer.public:
+            raise ConfigError("that delegation is not of this issuing key")
+        self._append(data, log)
+        self._write("checkpoint.note", (self.log() if log is None else log).checkpoint(signer))
+        self._write(f"delegation-{_LABEL}.note", data)
+
     def _check_writer(self) -> None:
         if (self.path / HANDED_OVER).exists():
             raise ConfigError(
@@ -322,10 +391,13 @@ class AgencyDirectory:
         days: int = 7,
         replaces: str = "",
         log: AgencyLog | None = None,
+        clamp: bool = False,
     ) -> EndorsementProof:
         """Endorse ``address`` from ``now`` for ``days``, append it to the log,
         sign a checkpoint and return the proof the endpoint presents (``log``:
-        the log as held in memory, else read from the directory)."""
+        the log as held in memory, else read from the directory). An
+        endorsement that would outlive the delegation is refused, or with
+        ``clamp`` (the registrar's) ends with it."""
         self._check_writer()
         anchor = self.anchor()
         delegation_data = self.delegation()
@@ -337,8 +409,16 @@ class AgencyDirectory:
             raise ConfigError(
                 f"an endorsement lasts 1 to {MAX_ENDORSEMENT_LIFETIME // 86_400} days"
             )
-        if not delegation.not_before <= now or until > delegation.not_after:
-            raise ConfigError("the issuing key's delegation does not cover that time")
+        if clamp:
+            until = min(until, delegation.not_after)
+        if not delegation.not_before <= now < until <= delegation.not_after:
+            ended = now >= delegation.not_after
+            raise ConfigError(
+                f"the issuing key's delegation {'ended' if ended else 'ends'} "
+                f"{_when(delegation.not_after)}"
+                + ("" if ended else f", before {_when(until)}: endorse for fewer --days")
+                + "; the root signs a new one ('onionpost trust delegate')"
+            )
         try:
             parsed = OnionAddress.parse(address)
             statement = Endorsement(
@@ -390,7 +470,11 @@ class AgencyDirectory:
         if delegation.key != signer.public:
             raise ConfigError("that issuing key is not the one the root delegated")
         if not delegation.not_before <= now <= delegation.not_after:
-            raise ConfigError("the issuing key's delegation does not cover that time")
+            raise ConfigError(
+                "the issuing key's delegation does not cover that time (it is valid "
+                f"{_when(delegation.not_before)} to {_when(delegation.not_after)}); "
+                "the root signs a new one ('onionpost trust delegate')"
+            )
         held = self.revocations()
         entries = {
             e.address: e

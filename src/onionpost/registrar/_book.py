@@ -14,7 +14,11 @@ without the root key::
 
 and marks the agency directory (``registrar.txt``) so that the offline tools
 sign nothing more there: two writers of one log would fork it (§3). The root
-never leaves the agency directory.
+never leaves the agency directory: when the delegation nears its end the
+root signs the next one there (``trust delegate``), and
+:meth:`RegistrarBook.install_delegation` checks it, logs it and makes it the
+``delegation-a.note`` everything signed afterwards carries (§8.1). No
+endorsement is valid past the delegation's end.
 
 ``registrar.json``::
 
@@ -60,14 +64,23 @@ from onionpost.limits import (
 )
 from onionpost.proto import NotMsgpack, pack, unpack
 from onionpost.proto.address import OnionAddress
-from onionpost.proto.registrar import EnrolmentCode, enrol_digest, list_due, renewal_due
+from onionpost.proto.registrar import (
+    EnrolmentCode,
+    check_new_delegation,
+    endorsement_until,
+    enrol_digest,
+    list_due,
+    renewal_due,
+)
 from onionpost.proto.trust import (
     AgencyLog,
+    Delegation,
     EndorsementProof,
     HybridSigner,
     RevocationList,
     StatementSigner,
     open_delegation,
+    stored_endorsement,
 )
 from onionpost.proto.trust_session import RevocationBundle
 from onionpost.store import at_rest
@@ -135,6 +148,11 @@ class Served:
     consistency: tuple[bytes, ...]
 
 
+def _lifetime(days: int) -> int:
+    """An endorsement's lifetime in seconds: ``days``, 1 to the most allowed."""
+    return max(1, min(days, MAX_ENDORSEMENT_LIFETIME // _DAY)) * _DAY
+
+
 def _seal_key(store_key: bytes, signer: HybridSigner) -> bytes:
     ed, mldsa = signer.seeds
     name = signer.public.name.encode()
@@ -196,11 +214,22 @@ class RegistrarBook:
     """A registrar's state on disk; see the module docstring. Not thread-safe:
     one call at a time."""
 
-    __slots__ = ("_codes", "_endpoints", "_revocations", "directory", "log", "signer")
+    __slots__ = (
+        "_codes",
+        "_delegation",
+        "_endpoints",
+        "_revocations",
+        "directory",
+        "log",
+        "signer",
+    )
 
     def __init__(self, directory: AgencyDirectory, signer: StatementSigner) -> None:
         self.directory = directory
         self.signer = signer
+        self._delegation: Delegation = directory.held_delegation()
+        if self._delegation.key != signer.public:
+            raise ConfigError(f"{directory.path}'s delegation is not of the issuing key it holds")
         self.log: AgencyLog = directory.log()
         self._revocations: RevocationList | None = directory.revocations()
         self._codes: list[_Code] = []
@@ -255,6 +284,11 @@ class RegistrarBook:
     @property
     def revocations(self) -> RevocationList | None:
         return self._revocations
+
+    @property
+    def delegation(self) -> Delegation:
+        """The delegation the issuing key signs under now."""
+        return self._delegation
 
     def revoked(self, address: str) -> bool:
         return self._revocations is not None and self._revocations.find(address) is not None
@@ -346,6 +380,17 @@ class RegistrarBook:
             )
         return old, endpoint or found.endpoint, unit if endpoint else found.unit
 
+    def install_delegation(self, data: bytes, *, now: int) -> Delegation:
+        """Take a new delegation of the issuing key by the root (``trust
+        delegate``), checked before anything changes (trust.md §8.1): logged,
+        with a checkpoint, and carried from now on by every endorsement, renewal
+        and list. What was issued under the one before stays valid."""
+        anchor = self.directory.anchor()
+        new = check_new_delegation(anchor, self._delegation, data, now=now).value
+        self.directory.adopt_delegation(self.signer, data, self.log)
+        self._delegation = new
+        return new
+
     def revoke(self, address: str, reason: str, *, now: int, force: bool = False) -> RevocationList:
         """Sign the next list with ``address`` revoked, logged (§7.3). An
         address this registrar never enrolled is refused unless ``force``
@@ -407,19 +452,29 @@ class RegistrarBook:
         if code.replaces and (code.replaces == address or code.replaces not in self._endpoints):
             # A move to the address it leaves, or from one no longer enrolled.
             return None
+        before = self._codes
         self._codes = [replace(c, used_by=address) if c is code else c for c in self._codes]
-        return self._endorse(
-            address, client_auth.hex(), code.endpoint, code.unit, now, days, code.replaces
-        )
+        try:
+            return self._endorse(
+                address, client_auth.hex(), code.endpoint, code.unit, now, days, code.replaces
+            )
+        except (ConfigError, StoreError):
+            # Nothing endorsed (a delegation ended, a full disk): the code stays unused.
+            self._codes = before
+            raise
 
     def renew(self, peer: OnionAddress, *, now: int, days: int) -> bytes | None:
         """A new endorsement for an enrolled, unrevoked ``peer`` whose current
-        one has less than a third of its life left; else its current one."""
+        one has less than a third of its life left; else its current one (also
+        when a new one would end no later: the delegation's end bounds both)."""
         address = str(peer)
         found = self._endpoints.get(address)
         if found is None or self.revoked(address):
             return None
-        if not renewal_due(found.valid_from, found.valid_until, now):
+        until = endorsement_until(now, _lifetime(days), self._delegation)
+        if not renewal_due(found.valid_from, found.valid_until, now) or (
+            found.valid_until >= until > now
+        ):
             return self._proof(found)
         return self._endorse(
             address, found.client_auth, found.endpoint, found.unit, now, days, found.replaces
@@ -460,7 +515,6 @@ class RegistrarBook:
         days: int,
         replaces: str = "",
     ) -> bytes:
-        days = max(1, min(days, MAX_ENDORSEMENT_LIFETIME // _DAY))
         try:
             proof = self.directory.endorse(
                 self.signer,
@@ -468,12 +522,14 @@ class RegistrarBook:
                 endpoint=endpoint,
                 unit=unit,
                 now=now,
-                days=days,
+                days=_lifetime(days) // _DAY,
                 replaces=replaces,
                 log=self.log,
+                clamp=True,  # never past the delegation's end (trust.md §8.4)
             )
         except TrustError as exc:
             raise ConfigError(f"cannot endorse {address}: {exc}") from exc
+        endorsed = stored_endorsement(proof.endorsement)
         before = self._endpoints.get(address)
         # A new dict, not a change in place: decide() and authorized_clients()
         # read it on the event loop while this runs in the worker thread.
@@ -485,8 +541,8 @@ class RegistrarBook:
             unit,
             now if before is None else before.enrolled_at,
             proof.index,
-            now,
-            now + days * _DAY,
+            endorsed.valid_from,
+            endorsed.valid_until,
             replaces,
         )
         self._save()

@@ -8,7 +8,9 @@ Theory of operation
     RegistrarServer.run()          one nursery: the part's own core
     ├── publisher                  tells tor who is authorized, after each change
     ├── refresher                  a fresh revocation list every refresh interval (§5)
-    └── housekeeping               expired codes leave what tor authorizes
+    ├── housekeeping               expired codes leave what tor authorizes
+    └── delegation watch           says, once a day, that the delegation ends soon
+                                   or has ended (trust.md §8.1)
     run_inbound(channel)           one per session: a request in, its answer out
 
 *Who may connect.* Tor lets in only clients holding an authorized key: the
@@ -24,8 +26,11 @@ registrar that cannot sign) with the one ``RgResult(req, REFUSED,
 ends the session with Close(BAD_MESSAGE).
 
 *Failure domains* (STYLE 16): a session is one; whatever ends it is logged
-once. A list the refresher could not sign (a full disk, a delegation
-ended) is logged and tried again at the next round.
+once. A list the refresher could not sign (a full disk) is logged and tried
+again at the next round; with the delegation ended nothing is signed (an
+endpoint would refuse it) and the watch says so once a day, until the root's
+new delegation is handed over (:meth:`RegistrarServer.install_delegation`,
+``registrar delegation``), which takes effect at once, without a restart.
 
 *Bounds.* Records per session per second (a token bucket), sessions per
 peer, codes waiting, endpoints (:mod:`onionpost.limits`).
@@ -61,9 +66,9 @@ from onionpost.host import reason as failure_reason
 from onionpost.limits import REGISTRAR_REFRESH
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
-from onionpost.proto.registrar import check_refresh
+from onionpost.proto.registrar import DelegationNotice, check_refresh, delegation_notice
 from onionpost.proto.session import PeerDecision
-from onionpost.proto.trust import RevocationList
+from onionpost.proto.trust import Delegation, RevocationList
 from onionpost.proto.trust_session import RevocationBundle
 from onionpost.registrar._book import Enrolled, IssuedEnrolment, RegistrarBook
 from onionpost.transport import SecureChannel
@@ -85,10 +90,21 @@ MAX_SESSIONS_PER_PEER: Final = 2
 # A list that could not be signed is tried again this soon.
 SIGN_RETRY: Final = 30.0
 REFUSED_DETAIL: Final = "refused"
+# How often the delegation's end is looked at, and how often it is said (seconds).
+DELEGATION_CHECK: Final = 3600.0
+DELEGATION_REMINDER: Final = 86_400
+DELEGATION_HINT: Final = (
+    "the agency's root signs a new one offline ('onionpost trust delegate'), "
+    "handed to this registrar with 'onionpost registrar delegation FILE'"
+)
 
 
 def _wall_s() -> int:
     return int(time.time())
+
+
+def _utc(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +174,15 @@ class RegistrarServer:
             self._clients.start(nursery)
             nursery.start_soon(self._refresher)
             nursery.start_soon(self._housekeeping)
+            nursery.start_soon(self._watch_delegation)
             task_status.started()
 
     async def _refresh_list(self) -> bool:
-        """Sign a fresh list if one is due; False when signing failed."""
+        """Sign a fresh list if one is due; False when signing failed, or
+        when the delegation has ended (the watch says so, once a day)."""
+        ended = delegation_notice(self._book.delegation.not_after, self._clock())
+        if ended is DelegationNotice.ENDED:
+            return False
         try:
             if await self._db(self._book.refresh, self._clock(), self._policy.refresh):
                 self.lists_signed += 1
@@ -187,6 +208,34 @@ class RegistrarServer:
         while True:
             await trio.sleep(HOUSEKEEPING_INTERVAL)
             self._clients.changed()  # codes that expired leave what tor authorizes
+
+    async def _watch_delegation(self) -> None:
+        """Say in the log, at once and then once a day, that the delegation
+        ends within DELEGATION_WARNING, or has ended (at once when it ends)."""
+        said: tuple[DelegationNotice, int] | None = None  # what was said last, and when
+        while True:
+            now = self._clock()
+            not_after = self._book.delegation.not_after
+            notice = delegation_notice(not_after, now)
+            if notice is DelegationNotice.FAR:
+                said = None
+            elif said is None or said[0] is not notice or now - said[1] >= DELEGATION_REMINDER:
+                said = (notice, now)
+                if notice is DelegationNotice.ENDED:
+                    log.error(
+                        "event=delegation_ended ended_at=%s: this registrar signs nothing "
+                        "endpoints accept; %s",
+                        _utc(not_after),
+                        DELEGATION_HINT,
+                    )
+                else:
+                    log.warning(
+                        "event=delegation_ending ends_at=%s days_left=%d: %s",
+                        _utc(not_after),
+                        (not_after - now) // 86_400,
+                        DELEGATION_HINT,
+                    )
+            await trio.sleep(DELEGATION_CHECK)
 
     async def wait_published(self) -> None:
         """Until tor has been given the keys authorized now (the caller bounds it)."""
@@ -234,6 +283,19 @@ class RegistrarServer:
         self._clients.changed()
         log.warning("event=revoked serial=%d revoked=%d", listed.serial, len(listed.revoked))
         return listed
+
+    async def install_delegation(self, data: bytes) -> Delegation:
+        """Take the root's new delegation of our issuing key (checked first;
+        nothing changes if it is refused): from now on every endorsement,
+        renewal and list carries it."""
+        new = await self._db(self._book.install_delegation, data, now=self._clock())
+        log.info(
+            "event=delegation_renewed not_before=%s not_after=%s log_size=%d",
+            _utc(new.not_before),
+            _utc(new.not_after),
+            self._book.log.size,
+        )
+        return new
 
     async def export_list(self) -> RevocationBundle:
         """The latest list, its delegation and checkpoint as one file

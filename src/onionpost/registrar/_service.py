@@ -16,17 +16,20 @@ As a mailbox's, the onion service is published with client authorization
 (rend-spec-v3 §2.5.1.2): only enrolled endpoints not revoked, and holders of
 a code waiting, can fetch its descriptor; the list is handed to tor whenever
 it changes. :class:`RegistrarBackend` answers ``registrar code``,
-``registrar revoke``, ``registrar list``, ``registrar export-list``, ``whoami`` and ``status``; the
+``registrar revoke``, ``registrar list``, ``registrar export-list``, ``registrar
+delegation``, ``whoami`` and ``status``; the
 local API refuses everything an endpoint does.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 from collections.abc import Callable
 
 from onionpost import api
+from onionpost.errors import ConfigError
 from onionpost.home import Config, Paths, Secrets
 from onionpost.host import EventHub, ServiceBackend, ServiceHome
 from onionpost.proto.address import OnionAddress
@@ -68,6 +71,7 @@ def registrar_state(
             api.RegistrarRevocation(r.address, r.revoked_at, r.reason) for r in held.revoked
         ),
         next_list_at=None if held is None else held.issued_at + refresh,
+        delegation_until=book.delegation.not_after,
     )
 
 
@@ -90,6 +94,7 @@ class RegistrarBackend(ServiceBackend):
                 api.RegistrarRevoke: self.revoke,
                 api.RegistrarList: self.list,
                 api.RegistrarExportList: self.export_list,
+                api.RegistrarDelegation: self.delegation,
             }
         )
 
@@ -116,6 +121,14 @@ class RegistrarBackend(ServiceBackend):
 
     async def revoke(self, request: api.RegistrarRevoke) -> api.RegistrarState:
         await self._server.revoke(request.address, request.reason, force=request.force)
+        return self._state()
+
+    async def delegation(self, request: api.RegistrarDelegation) -> api.RegistrarState:
+        try:
+            data = base64.b64decode(request.delegation, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ConfigError("a delegation is sent as base64") from exc
+        await self._server.install_delegation(data)
         return self._state()
 
     async def list(self, request: api.RegistrarList) -> api.RegistrarState:

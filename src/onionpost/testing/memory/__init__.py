@@ -44,6 +44,7 @@ from onionpost.testing.memory._mailbox import (
     virtual_clock,
 )
 from onionpost.testing.memory._network import (
+    AGENCY_SOURCE,
     MailboxNode,
     Network,
     Node,
@@ -56,6 +57,7 @@ from onionpost.testing.memory._network import (
 from onionpost.testing.memory._pipes import PIPE_CAPACITY, MemoryListener, MemoryStream, pipe_pair
 
 __all__ = [
+    "AGENCY_SOURCE",
     "KEY",
     "PIPE_CAPACITY",
     "Client",

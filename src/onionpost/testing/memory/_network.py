@@ -37,7 +37,7 @@ from onionpost.daemon import Daemon, DeliveryEngine, DeliveryPolicy
 from onionpost.errors import DialError
 from onionpost.home import AgencyDirectory, Config, ContactCard, KdfCost, KeySource, Paths, Secrets
 from onionpost.host import InlineWorker
-from onionpost.limits import NOISE_TAG_LEN
+from onionpost.limits import MAX_DELEGATION_LIFETIME, NOISE_TAG_LEN
 from onionpost.mailbox import MailboxPolicy, MailboxServer
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
@@ -49,6 +49,7 @@ from onionpost.testing.memory._pipes import MemoryListener
 from onionpost.transport import SecureChannel, connect, serve
 
 __all__ = [
+    "AGENCY_SOURCE",
     "MailboxNode",
     "RegistrarNode",
     "Network",
@@ -58,6 +59,9 @@ __all__ = [
     "until",
     "write_record",
 ]
+
+# What seals the root and issuing keys of the agency of :meth:`Network.registrar`.
+AGENCY_SOURCE = KeySource(passphrase="agency passphrase", kdf_cost=KdfCost.FLOOR)  # noqa: S106 - a test agency
 
 
 @dataclass(eq=False)
@@ -334,12 +338,26 @@ class Network:
         self.nodes[box.address] = box
         return box
 
-    def registrar(self, name: str, agency: str = "acme", **policy: Any) -> RegistrarNode:
-        """A new registrar (not started) of a new agency (Ed25519 keys, made now)."""
+    def registrar(
+        self,
+        name: str,
+        agency: str = "acme",
+        *,
+        lifetime: int = MAX_DELEGATION_LIFETIME,
+        **policy: Any,
+    ) -> RegistrarNode:
+        """A new registrar (not started) of a new agency (Ed25519 keys, made now,
+        its issuing key delegated for ``lifetime`` seconds), in
+        ``root/NAME-agency`` with :data:`AGENCY_SOURCE`."""
         paths, secrets = self._home(name)
-        source = KeySource(passphrase="agency passphrase", kdf_cost=KdfCost.FLOOR)  # noqa: S106 - a test agency
+        source = AGENCY_SOURCE
         directory, anchor = AgencyDirectory.create(
-            self.root / f"{name}-agency", agency, source, now=int(time.time()), mldsa=False
+            self.root / f"{name}-agency",
+            agency,
+            source,
+            now=int(time.time()),
+            lifetime=lifetime,
+            mldsa=False,
         )
         signer = directory.issuer(source)
         assert isinstance(signer, HybridSigner)
