@@ -15,10 +15,21 @@ from pathlib import Path
 
 import pytest
 from _storekit import KEY, add_contact, new_id, open_store
+from hypothesis import given
+from hypothesis import strategies as st
 
-from onionpost.errors import StoreTamperedError
+from onionpost.errors import ConfigError, StoreTamperedError
 from onionpost.proto.address import OnionAddress
-from onionpost.store import MailboxStore, Prekey, PrekeyKind, Store, _database, _wal
+from onionpost.store import (
+    MailboxStore,
+    Prekey,
+    PrekeyKind,
+    Store,
+    _binding,
+    _crypto,
+    _database,
+    _wal,
+)
 
 PAGE = _database.PAGE_SIZE
 FRAME = _wal.FRAME_HEADER_LEN + PAGE
@@ -271,6 +282,65 @@ def test_many_commits_and_reopens_stay_bound(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         assert store.outbox.outbox_depth() == 200
         assert store.integrity_check() == []
+
+
+# -- the set hash, kept up to date page by page -------------------------------------------
+
+
+def _digest_from_scratch(key: bytes, tags: list[bytes]) -> bytes:
+    """The module doc's formula, term by term."""
+    acc = 0
+    for number, tag in enumerate(tags, start=1):
+        acc ^= int.from_bytes(_crypto.keyed_hash(key, number.to_bytes(4, "big") + tag))
+    return acc.to_bytes(32)
+
+
+def test_keyed_hasher_is_keyed_hash() -> None:
+    for size in (16, 32, 64):
+        hash_ = _crypto.keyed_hasher(KEY, size)
+        for data in (b"", b"x", bytes(36), bytes(range(256)) * 3):
+            assert hash_(data) == _crypto.keyed_hash(KEY, data, size)
+            assert hash_(data) == hash_(data)  # the key's state is not consumed
+    with pytest.raises(ConfigError):
+        _crypto.keyed_hasher(b"short")
+
+
+_TAG = st.binary(min_size=_binding.TAG_LEN, max_size=_binding.TAG_LEN)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("set"), st.integers(1, 12), _TAG),
+            st.tuples(st.just("resize"), st.integers(0, 12), st.just(b"")),
+            st.tuples(st.just("copy"), st.just(0), st.just(b"")),
+        ),
+        max_size=40,
+    )
+)
+def test_pages_digest_is_the_set_hash_of_the_pages_as_they_are(
+    steps: list[tuple[str, int, bytes]],
+) -> None:
+    """Whatever sets, resizes and copies came before, the digest is the one
+    computed afresh from the pages' current tags (a page never written is
+    absent: its tag all zeros)."""
+    pages = _binding.Pages(KEY)
+    tags: list[bytes] = []
+    for op, number, tag in steps:
+        if op == "set":
+            pages.set(number, tag)
+            tags.extend([bytes(_binding.TAG_LEN)] * (number - len(tags)))
+            tags[number - 1] = tag
+        elif op == "resize":
+            pages.resize(number)
+            tags = (tags + [bytes(_binding.TAG_LEN)] * number)[:number]
+        else:
+            copied = pages.copy()
+            pages.set(1, b"\xff" * _binding.TAG_LEN)  # the copy does not follow
+            pages = copied
+        assert pages.count == len(tags)
+        assert pages.digest() == _digest_from_scratch(KEY, tags)
+    assert _binding.Pages(KEY, tags).digest() == pages.digest()
 
 
 # -- the mailbox's store -----------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from _storekit import KEY, add_contact, new_id, open_store
 
 from onionpost.errors import ConfigError, StoreError, StoreLockedError, StoreTamperedError
-from onionpost.store import SCHEMA_VERSION, _schema
+from onionpost.store import SCHEMA_VERSION, Store, _schema
 
 
 def _fill(root: Path, messages: int = 300) -> None:
@@ -49,6 +49,55 @@ def test_pragmas_and_file_modes(tmp_path: Path) -> None:
         assert stat.S_IMODE((tmp_path / "files").stat().st_mode) == 0o700
         # EXCLUSIVE locking: no shared-memory index file.
         assert not (tmp_path / "store.sqlite-shm").exists()
+
+
+def _compiled_per_round(store: Store, rounds: int) -> list[int]:
+    """How many times SQLite compiled a statement other than a PRAGMA (its
+    authorizer is asked at compile time only) in each of ``rounds`` rounds of
+    the message path: a transaction of texts queued, then their sent and
+    delivered marks."""
+    conn = store._db
+    bob = store.contacts.all()[0]
+    compiled = [0]
+
+    def authorize(action: int, *_: object) -> int:
+        # A setting's PRAGMA (a bookkeeping write's synchronous) is compiled
+        # at each run whatever the cache: SQLite expires it once it ran.
+        if action != sqlite3.SQLITE_PRAGMA:
+            compiled[0] += 1
+        return sqlite3.SQLITE_OK
+
+    counts = []
+    conn.set_authorizer(authorize)  # this recompiles every statement once
+    try:
+        for n in range(rounds):
+            compiled[0] = 0
+            ids = [new_id() for _ in range(4)]
+            with store.transaction():
+                for message_id in ids:
+                    store.outbox.queue_text(bob.id, message_id, n, "x", "text/plain", None)
+            store.outbox.mark_sent(ids, n, contact_id=bob.id)
+            store.outbox.mark_delivered(ids, n, contact_id=bob.id)
+            counts.append(compiled[0])
+    finally:
+        conn.set_authorizer(None)
+    return counts
+
+
+@pytest.mark.parametrize("new", [True, False], ids=["new store", "reopened"])
+def test_the_message_path_compiles_its_statements_once(tmp_path: Path, new: bool) -> None:
+    """The statements of the message path are compiled at their first run
+    only, in a store just created (after its migrations ran a hundred
+    statements once on the same connection) as in one reopened."""
+    if not new:
+        with open_store(tmp_path) as store:
+            add_contact(store)
+    with open_store(tmp_path) as store:
+        if new:
+            add_contact(store)
+        first, *later = _compiled_per_round(store, 4)
+        assert first > 0
+        assert later == [0, 0, 0]
 
 
 def test_a_fresh_store_checks_clean(tmp_path: Path) -> None:

@@ -78,33 +78,45 @@ _BODY: Final = struct.Struct(">QI32s")
 _CONTEXT: Final = b"onionpost bind v1\x00"
 _ABSENT: Final = bytes(TAG_LEN)  # a page the database should have and has no image of
 _FRAME: Final = _wal.FRAME_HEADER_LEN
+_FRAME_HEAD: Final = struct.Struct(">II")  # a frame's page number, size after a commit
 
 
 class Pages:
-    """The logical database as page tags, and their set hash (see the module doc)."""
+    """The logical database as page terms, and their set hash (see the module doc).
+
+    Each page's term is kept (not its tag): a page written again costs one
+    keyed hash, its new term, the old one being XORed out as it was kept.
+    """
 
     def __init__(self, key: bytes, tags: Iterable[bytes] = ()) -> None:
         self._key = key
-        self._tags: list[bytes] = []
+        self._hash = _crypto.keyed_hasher(key)
+        self._terms: list[int] = []
         self._acc = 0
         for number, tag in enumerate(tags, start=1):
-            self.set(number, tag)
+            term = self._term(number, tag)
+            self._terms.append(term)
+            self._acc ^= term
 
     def _term(self, number: int, tag: bytes) -> int:
-        return int.from_bytes(_crypto.keyed_hash(self._key, number.to_bytes(4, "big") + tag))
+        return int.from_bytes(self._hash(number.to_bytes(4, "big") + tag))
 
     def set(self, number: int, tag: bytes) -> None:
-        self.resize(max(number, len(self._tags)))
-        old = self._tags[number - 1]
-        self._acc ^= self._term(number, old) ^ self._term(number, tag)
-        self._tags[number - 1] = tag
+        terms = self._terms
+        if number > len(terms):
+            self.resize(number)
+        term = self._term(number, tag)
+        self._acc ^= terms[number - 1] ^ term
+        terms[number - 1] = term
 
     def resize(self, count: int) -> None:
-        while len(self._tags) > count:
-            self._acc ^= self._term(len(self._tags), self._tags.pop())
-        while len(self._tags) < count:
-            self._tags.append(_ABSENT)
-            self._acc ^= self._term(len(self._tags), _ABSENT)
+        terms = self._terms
+        while len(terms) > count:
+            self._acc ^= terms.pop()
+        while len(terms) < count:
+            term = self._term(len(terms) + 1, _ABSENT)
+            terms.append(term)
+            self._acc ^= term
 
     def apply(self, frames: Iterable[tuple[int, bytes]], size: int) -> None:
         """A commit: its frames' (page number, image or tag), then the database's size."""
@@ -114,14 +126,14 @@ class Pages:
 
     @property
     def count(self) -> int:
-        return len(self._tags)
+        return len(self._terms)
 
     def digest(self) -> bytes:
         return self._acc.to_bytes(32)
 
     def copy(self) -> Pages:
         other = Pages(self._key)
-        other._tags = list(self._tags)
+        other._terms = list(self._terms)
         other._acc = self._acc
         return other
 
@@ -271,20 +283,20 @@ class Binder:
         finally:
             os.close(fd)
         frame_len = _FRAME + self._page_size
+        salts = self._salts
         pending: list[tuple[int, bytes]] = []
-        at = 0
+        at = done = 0  # ``done``: where the last commit taken in ends
         while at + frame_len <= len(data):
-            frame = data[at : at + frame_len]
-            if frame[8:16] != self._salts:
+            if data[at + 8 : at + 16] != salts:
                 break
-            number, size_after = struct.unpack(">II", frame[:8])
-            pending.append((number, frame[-TAG_LEN:]))
+            number, size_after = _FRAME_HEAD.unpack_from(data, at)
             at += frame_len
+            pending.append((number, data[at - TAG_LEN : at]))
             if size_after:
                 self._pages.apply(pending, size_after)
                 pending = []
-                self._offset += at
-                data, at = data[at:], 0
+                done = at
+        self._offset += done
 
     def bind(self, *, final: bool = False) -> None:
         """Take in the commits SQLite wrote since, and record the state when it
