@@ -615,8 +615,33 @@ def test_status_shows_the_registrar_and_why_its_last_round_failed(
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("registrar"))
     assert "r" * 56 + ".onion" in line
     assert "last failed: descriptor-not-found" in line
+    # Its interval and the rounds done, as trust.md §8.6 says status shows them.
+    assert "every 60 s" in line
+    assert "last good round never (3 since start)" in line
     (report,) = json_lines(invoke(runner, "--home", home, "status", "--json"))
     assert report["registrar"]["rounds"] == 3  # type: ignore[index]
+
+
+def test_status_says_what_a_registrar_refusing_our_tor_key_means(
+    runner: CliRunner, daemon: Daemon
+) -> None:
+    # A revoked endpoint's key leaves the registrar's authorized set (trust.md
+    # §8.3): its rounds fail with client-auth-wrong, which alone says nothing
+    # to its user.
+    server, home = daemon
+    server.backend.registrar_status = {
+        "address": "r" * 56 + ".onion",
+        "refresh_s": 900.0,
+        "rounds": 1,
+        "last_round_ms": 1_796_621_975_670,
+        "last_error": "client-auth-wrong",
+    }
+    result = invoke(runner, "--home", home, "status")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "every 900 s, last good round 2026-12-07 05:39:35 UTC (1 since start)" in text
+    assert "last failed: client-auth-wrong (the registrar no longer lets this endpoint in" in text
+    assert "ask the agency" in text
 
 
 def test_retry(runner: CliRunner, daemon: Daemon) -> None:

@@ -861,9 +861,18 @@ def status(home: Path | None, as_json: bool) -> None:
         )
     if report.registrar is not None:
         r = report.registrar
-        line = f"{r.address}: last round {format_ms(r.last_round_ms)}"
+        line = (
+            f"{r.address}: every {r.refresh_s:.0f} s, last good round "
+            f"{format_ms(r.last_round_ms)} ({r.rounds} since start)"
+        )
         if r.last_error:
             line += f", last failed: {r.last_error}"
+            if r.last_error == "client-auth-wrong":
+                # The registrar's tor no longer lets our key in (trust.md §8.3).
+                line += (
+                    " (the registrar no longer lets this endpoint in: revoked, "
+                    "or its enrolment ended; ask the agency)"
+                )
         summary.add_row(Text("registrar"), Text(printable(line)))
     if report.rotation is not None:
         m = report.rotation
