@@ -168,7 +168,11 @@ def test_code_revoke_and_list_against_a_registrar(runner: CliRunner, tmp_path: P
         assert book.revocations.serial == 1
         done = invoke(runner, *revoke, "--force")
         assert done.exit_code == 0, done.output
-        assert done.stdout.strip() == "list 2: 1 revoked"
+        # It names what it revoked and why, and when the others learn it.
+        assert done.stdout.strip() == (
+            f"revoked {seized} (seized): list 2 signed and logged, 1 address(es) in it"
+        )
+        assert "next fetch (their trust_refresh)" in done.stderr
         state = json.loads(invoke(runner, "--home", home, "registrar", "list", "--json").stdout)
         assert state["serial"] == 2
         assert state["revoked"] == [

@@ -243,7 +243,16 @@ def revoke(address: str, reason: str, force: bool, home: Path | None, as_json: b
     if as_json:
         emit_json(api.encode(state))
         return
-    click.echo(f"list {state.serial}: {len(state.revoked)} revoked")
+    click.echo(
+        f"revoked {address} ({printable(reason)}): list {state.serial} signed and logged, "
+        f"{len(state.revoked)} address(es) in it"
+    )
+    click.echo(
+        "its contacts refuse it once they hold this list: the agency's endpoints at their "
+        "next fetch (their trust_refresh), a partner's through its contacts' sessions or "
+        "'registrar export-list'",
+        err=True,
+    )
 
 
 @registrar.command("export-list")
