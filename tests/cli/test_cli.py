@@ -418,11 +418,12 @@ def test_send_to_a_refused_contact_says_it_waits(runner: CliRunner, daemon: Daem
     sent = invoke(runner, "--home", home, "send", "bob", "to a revoked contact")
     assert sent.exit_code == 0, sent.output
     assert sent.stdout.startswith("[TLP:AMBER] queued ")
+    # The reason says its own verb: not "is refused (refused: ...)".
     assert sent.stderr.startswith(
-        "'bob' is refused (refused: revoked): nothing is sent to it, and this waits in the outbox"
+        "nothing is sent to 'bob' (refused: revoked): this waits in the outbox"
     )
     waited = invoke(runner, "--home", home, "send", "bob", "and waited for", "--wait")
-    assert "'bob' is refused (refused: revoked)" in waited.stderr
+    assert "nothing is sent to 'bob' (refused: revoked)" in waited.stderr
     assert "Ctrl-C stops waiting" in waited.stderr
 
 

@@ -542,8 +542,9 @@ async def _refusal(client: Client, contact: str) -> str:
 
 def _held_for(contact: str, refused: str) -> str:
     return (
-        f"'{printable(contact)}' is refused ({printable(refused)}): nothing is sent to it, "
-        "and this waits in the outbox until that changes (a move to an endorsed address, "
+        # ``refused`` says its own verb ("refused: revoked ...", "endorsement required: ...").
+        f"nothing is sent to '{printable(contact)}' ({printable(refused)}): "
+        "this waits in the outbox until that changes (a move to an endorsed address, "
         "an endorsement presented); 'onionpost status' shows it"
     )
 
