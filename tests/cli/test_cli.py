@@ -645,6 +645,27 @@ def test_status_says_what_a_registrar_refusing_our_tor_key_means(
     assert "ask the agency" in text
 
 
+def test_status_says_what_a_contacts_refusal_codes_mean(runner: CliRunner, daemon: Daemon) -> None:
+    # At a revoked endpoint its contacts refuse it at the handshake; at a home
+    # that moved, its contacts' onion services no longer let the old key in.
+    # The bare codes are explained once, under the table.
+    server, home = daemon
+    server.backend.contacts["bob"]["reachable"] = False
+    server.backend.contacts["bob"]["last_error"] = "refused"
+    shown = invoke(runner, "--home", home, "status")
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.stdout.split())
+    assert "refused: the contact turns our sessions away at the handshake" in text
+    assert "holds a revocation of this endpoint" in text
+    assert "client-auth-wrong:" not in text
+    server.backend.contacts["bob"]["last_error"] = "client-auth-wrong"
+    text = " ".join(invoke(runner, "--home", home, "status").stdout.split())
+    assert "client-auth-wrong: the contact's onion service does not let us in" in text
+    server.backend.contacts["bob"]["last_error"] = "timeout"
+    text = " ".join(invoke(runner, "--home", home, "status").stdout.split())
+    assert "timeout:" not in text
+
+
 def test_retry(runner: CliRunner, daemon: Daemon) -> None:
     server, home = daemon
     assert invoke(runner, "--home", home, "retry").stdout == "retrying delivery to 1 contact\n"

@@ -899,6 +899,18 @@ def status(home: Path | None, as_json: bool) -> None:
                 Text(retry),
             )
         console.print(table)
+        for code in sorted({c.last_error for c in report.contacts} & _LAST_ERROR_HINTS.keys()):
+            console.print(Text(f"{code}: {_LAST_ERROR_HINTS[code]}"))
+
+
+# What the bare codes in status's "last error" mean to its user, when the
+# cause is on the contact's side (each printed once, under the table).
+_LAST_ERROR_HINTS: Final = {
+    "refused": "the contact turns our sessions away at the handshake (it removed us, "
+    "or holds a revocation of this endpoint)",
+    "client-auth-wrong": "the contact's onion service does not let us in (it removed us, "
+    "or took this home's move to a new address: send from the new home)",
+}
 
 
 @click.command()

@@ -274,7 +274,7 @@ class MemoryBackend:
                     "reachable": c["reachable"],
                     "last_seen_ms": c["last_seen_ms"],
                     "queued": 0,
-                    "last_error": "" if c["reachable"] else "timeout",
+                    "last_error": c.get("last_error", "" if c["reachable"] else "timeout"),
                     "since_ms": c["last_seen_ms"],
                     "failures": 0 if c["reachable"] else 2,
                     "retry_in": None if c["reachable"] else 12.0,
