@@ -363,11 +363,13 @@ def _store_delegation(
 @home_option
 @json_option
 def status(home: Path | None, as_json: bool) -> None:
-    """The registrar in four lines, however many endpoints it enrolled.
+    """The registrar in four lines, however many endpoints it enrolled (five
+    when its delegation ends within two weeks, or has ended).
 
     How many endpoints are enrolled and revoked, how many addresses the list
     names, its serial, when it was signed and when the next is due, the
-    log's size. Each endpoint and each revoked address: 'registrar list'."""
+    log's size; then when the delegation ends, if soon. Each endpoint and
+    each revoked address: 'registrar list'."""
     state = run_client(home, lambda client: client.registrar_list())
     if as_json:
         emit_json(
