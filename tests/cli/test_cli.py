@@ -369,6 +369,23 @@ def test_contact_errors_are_one_line(runner: CliRunner, daemon: Daemon) -> None:
         assert "holds 2 endorsement lines" in one_line_error(twice, 1)
 
 
+def test_contact_add_of_a_bundle_without_a_fresh_list_says_one_comes(
+    runner: CliRunner, daemon: Daemon
+) -> None:
+    # A bundle carries the endorsement, not the agency's list: until a session
+    # brings one, the contact is "unverified: no-revocation-list", which alone
+    # does not say what to do.
+    server, home = daemon
+    server.backend.endorsement_verdict = "unverified: no-revocation-list (agency acme)"
+    with short_tmpdir() as tmp:
+        (tmp / "bundle").write_text(f"{card_for('carol')}\nonionpost-endorsement1:AAAA\n")
+        added = invoke(runner, "--home", home, "contact", "add", tmp / "bundle")
+    assert added.exit_code == 0, added.output
+    assert "endorsement: unverified: no-revocation-list (agency acme)" in added.stdout
+    assert "one comes with the contact's first session" in added.stderr
+    assert "trust revocations import FILE" in added.stderr
+
+
 def test_send_text_from_the_argument_or_stdin(runner: CliRunner, daemon: Daemon) -> None:
     server, home = daemon
     sent = invoke(runner, "--home", home, "send", "bob", "hello bob")

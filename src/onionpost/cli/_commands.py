@@ -104,6 +104,10 @@ def contact() -> None:
     """Add, list, remove and verify contacts."""
 
 
+# How ``contact list`` words an endorsement judged without a fresh list.
+_NO_FRESH_LIST: Final = ("unverified: no-revocation-list", "unverified: stale-revocation-list")
+
+
 @contact.command("add")
 @click.argument("card_or_file")
 @click.option("--name", help="Call the contact this instead of the name on its card.")
@@ -124,6 +128,15 @@ def contact_add(card_or_file: str, name: str | None, home: Path | None, as_json:
             listed = run_client(home, lambda client: client.contact_list())
             shown = next((c.endorsement for c in listed if c.name == added.name), None)
             click.echo(f"endorsement: {printable(shown or 'none')}")
+            if shown is not None and shown.startswith(_NO_FRESH_LIST):
+                # A card bundle carries no list (trust.md §7.5): one comes
+                # with the contact's sessions (§7.2), or as a file (§7.3).
+                click.echo(
+                    "no fresh revocation list of its agency is held here yet: one comes with "
+                    "the contact's first session (or 'onionpost trust revocations import "
+                    "FILE'); until then it does not count as endorsed",
+                    err=True,
+                )
         name = shlex.quote(printable(added.name))
         click.echo(f"verify it with: onionpost contact verify {name}", err=True)
 

@@ -95,6 +95,9 @@ class MemoryBackend:
         self.enrolled_with = ""
         #: What ``status`` says of our registrar (api.RegistrarStatus), once set.
         self.registrar_status: JSON | None = None
+        # The verdict contact_add records for a card bundle's endorsement
+        # (None: "judged: ..." and the line's start).
+        self.endorsement_verdict: str | None = None
         self.anchor_keys: dict[str, trust.Anchor] = {}
         self.endorsement: trust.EndorsementProof | None = None
         self.rotation: trust.EndorsementProof | None = None
@@ -297,7 +300,9 @@ class MemoryBackend:
         self.add(chosen)
         if request.endorsement:
             # As the daemon records a card bundle's endorsement (trust.md §7.5).
-            self.contacts[chosen]["endorsement"] = f"judged: {request.endorsement[:30]}"
+            self.contacts[chosen]["endorsement"] = (
+                self.endorsement_verdict or f"judged: {request.endorsement[:30]}"
+            )
         return {"name": chosen, "address": address_for(chosen)}
 
     async def contact_list(self, request: api.ContactList) -> list[JSON]:
