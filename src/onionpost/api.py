@@ -774,6 +774,13 @@ class Endorsement:
     status: str = field(
         metadata=_meta("`endorsed` or `unverified-stale` (no fresh revocation list held yet)")
     )
+    replaces: str = field(
+        default="",
+        metadata=_meta(
+            "the address it moves this endpoint from, for `trust rotate` there (trust.md §6), "
+            "or empty"
+        ),
+    )
 
 
 @dataclass(frozen=True)

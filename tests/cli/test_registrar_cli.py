@@ -103,10 +103,22 @@ def test_trust_enrol_prints_the_endorsement_and_refuses_a_mistyped_code(
             invoke(runner, "--home", home, "trust", "enrol", code, "--json").stdout
         )
         assert as_json["endpoint"] == "Desk"
+        assert "replacing" not in done.stdout
         bad = invoke(runner, "--home", home, "trust", "enrol", code[:-2])
         assert bad.exit_code != 0
         assert "enrolment code" in bad.output
         assert len(bad.output.strip().splitlines()) == 1
+        # A move's code (registrar code --replaces): the address it leaves is
+        # said, with the step left on the old home.
+        old = "b" * 56 + ".onion"
+        backend.enrol_replaces = old
+        moved = invoke(runner, "--home", home, "trust", "enrol", code)
+        assert moved.exit_code == 0, moved.output
+        assert f"replacing {old}: there run 'onionpost trust rotate BUNDLE'" in moved.stdout
+        as_json = json.loads(
+            invoke(runner, "--home", home, "trust", "enrol", code, "--json").stdout
+        )
+        assert as_json["replaces"] == old
 
 
 def test_code_revoke_and_list_against_a_registrar(runner: CliRunner, tmp_path: Path) -> None:

@@ -98,6 +98,8 @@ class MemoryBackend:
         # The verdict contact_add records for a card bundle's endorsement
         # (None: "judged: ..." and the line's start).
         self.endorsement_verdict: str | None = None
+        # The address trust_enrol's endorsement replaces (a move's code).
+        self.enrol_replaces = ""
         self.anchor_keys: dict[str, trust.Anchor] = {}
         self.endorsement: trust.EndorsementProof | None = None
         self.rotation: trust.EndorsementProof | None = None
@@ -386,7 +388,9 @@ class MemoryBackend:
         self.endorsement = proof
         # The daemon's verdict without a list of the agency held: unverified-stale.
         status = "endorsed" if agency in self.revocations else "unverified-stale"
-        return api.Endorsement(e.agency, e.address, e.endpoint, e.unit, e.valid_until, status)
+        return api.Endorsement(
+            e.agency, e.address, e.endpoint, e.unit, e.valid_until, status, replaces=e.replaces
+        )
 
     async def trust_rotate(self, request: api.TrustRotate) -> api.RotationAnnounced:
         # The daemon's parse of the card and the proof; this double holds no
@@ -411,7 +415,9 @@ class MemoryBackend:
         code = EnrolmentCode.parse(request.code)
         self.enrolled_with = str(code.registrar)
         until = int(time.time()) + 7 * 86_400
-        return api.Endorsement("acme", "", "Desk", "", until, "unverified-stale")
+        return api.Endorsement(
+            "acme", "", "Desk", "", until, "unverified-stale", replaces=self.enrol_replaces
+        )
 
     async def trust_revocations_import(
         self, request: api.TrustRevocationsImport
