@@ -387,7 +387,11 @@ def test_status_is_a_few_lines_however_many_endpoints(runner: CliRunner, tmp_pat
     book = init_registrar(tmp_path / "registrar", agency, agency.issuer(source), secrets.store_key)  # type: ignore[arg-type]
     addresses = []
     for n in range(MAX_REGISTRAR_ENDPOINTS):
-        issued = book.new_code(secrets.identity.address, f"Desk {n}", "Ops", now=now, expires=600)
+        # Desk 2 moved in from Desk 0's address (a code made with --replaces).
+        moves = addresses[0] if n == 2 else ""
+        issued = book.new_code(
+            secrets.identity.address, f"Desk {n}", "Ops", now=now, expires=600, replaces=moves
+        )
         desk = Identity.generate().address
         assert book.enrol(desk, issued.code.token(), bytes(32), now=now, days=7) is not None
         addresses.append(str(desk))
@@ -429,8 +433,14 @@ def test_status_is_a_few_lines_however_many_endpoints(runner: CliRunner, tmp_pat
         assert listed[:4] == shown.stdout.splitlines()
         assert len(listed) == 4 + MAX_REGISTRAR_ENDPOINTS + 3
         assert f"  {addresses[0]}  Desk 0, Ops  revoked" in listed
+        # A move shows the address it replaces.
+        (desk2,) = [ln for ln in listed if ln.startswith(f"  {addresses[2]}  Desk 2, Ops  until ")]
+        assert desk2.endswith(f" UTC  replacing {addresses[0]}")
+        assert sum("replacing" in ln for ln in listed) == 1
         state = json.loads(invoke(runner, "--home", home, "registrar", "list", "--json").stdout)
         assert state["next_list_at"] == issued_at + 600
+        (moved,) = [e for e in state["endpoints"] if e["replaces"]]
+        assert (moved["address"], moved["replaces"]) == (addresses[2], addresses[0])
 
 
 def test_status_says_when_no_list_is_signed_and_when_one_is_overdue() -> None:

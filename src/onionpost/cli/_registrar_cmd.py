@@ -459,7 +459,8 @@ def list_(home: Path | None, as_json: bool) -> None:
     for e in state.endpoints:
         where = f"{e.endpoint}, {e.unit}" if e.unit else e.endpoint
         mark = "revoked" if e.revoked else f"until {format_ms(e.valid_until * 1000)}"
-        click.echo(f"  {e.address}  {printable(where)}  {mark}")
+        moved = f"  replacing {e.replaces}" if e.replaces else ""
+        click.echo(f"  {e.address}  {printable(where)}  {mark}{moved}")
     for r in state.revoked:
         click.echo(
             f"  revoked {r.address} at {format_ms(r.revoked_at * 1000)}: {printable(r.reason)}"
