@@ -774,6 +774,13 @@ class Endorsement:
     status: str = field(
         metadata=_meta("`endorsed` or `unverified-stale` (no fresh revocation list held yet)")
     )
+    replaces: str = field(
+        default="",
+        metadata=_meta(
+            "the address it moves this endpoint from, for `trust rotate` there (trust.md §6), "
+            "or empty"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -825,6 +832,10 @@ class RegistrarEndpoint:
     enrolled_at: int = field(metadata=_meta("POSIX seconds"))
     valid_until: int = field(metadata=_meta("its endorsement's end, POSIX seconds"))
     revoked: bool = False
+    replaces: str = field(
+        default="",
+        metadata=_meta("the address it was enrolled to replace (a move, trust.md §8.2), or empty"),
+    )
 
 
 @dataclass(frozen=True)

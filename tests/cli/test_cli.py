@@ -369,6 +369,23 @@ def test_contact_errors_are_one_line(runner: CliRunner, daemon: Daemon) -> None:
         assert "holds 2 endorsement lines" in one_line_error(twice, 1)
 
 
+def test_contact_add_of_a_bundle_without_a_fresh_list_says_one_comes(
+    runner: CliRunner, daemon: Daemon
+) -> None:
+    # A bundle carries the endorsement, not the agency's list: until a session
+    # brings one, the contact is "unverified: no-revocation-list", which alone
+    # does not say what to do.
+    server, home = daemon
+    server.backend.endorsement_verdict = "unverified: no-revocation-list (agency acme)"
+    with short_tmpdir() as tmp:
+        (tmp / "bundle").write_text(f"{card_for('carol')}\nonionpost-endorsement1:AAAA\n")
+        added = invoke(runner, "--home", home, "contact", "add", tmp / "bundle")
+    assert added.exit_code == 0, added.output
+    assert "endorsement: unverified: no-revocation-list (agency acme)" in added.stdout
+    assert "one comes with the contact's first session" in added.stderr
+    assert "trust revocations import FILE" in added.stderr
+
+
 def test_send_text_from_the_argument_or_stdin(runner: CliRunner, daemon: Daemon) -> None:
     server, home = daemon
     sent = invoke(runner, "--home", home, "send", "bob", "hello bob")
@@ -418,11 +435,12 @@ def test_send_to_a_refused_contact_says_it_waits(runner: CliRunner, daemon: Daem
     sent = invoke(runner, "--home", home, "send", "bob", "to a revoked contact")
     assert sent.exit_code == 0, sent.output
     assert sent.stdout.startswith("[TLP:AMBER] queued ")
+    # The reason says its own verb: not "is refused (refused: ...)".
     assert sent.stderr.startswith(
-        "'bob' is refused (refused: revoked): nothing is sent to it, and this waits in the outbox"
+        "nothing is sent to 'bob' (refused: revoked): this waits in the outbox"
     )
     waited = invoke(runner, "--home", home, "send", "bob", "and waited for", "--wait")
-    assert "'bob' is refused (refused: revoked)" in waited.stderr
+    assert "nothing is sent to 'bob' (refused: revoked)" in waited.stderr
     assert "Ctrl-C stops waiting" in waited.stderr
 
 
@@ -615,8 +633,54 @@ def test_status_shows_the_registrar_and_why_its_last_round_failed(
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("registrar"))
     assert "r" * 56 + ".onion" in line
     assert "last failed: descriptor-not-found" in line
+    # Its interval and the rounds done, as trust.md §8.6 says status shows them.
+    assert "every 60 s" in line
+    assert "last good round never (3 since start)" in line
     (report,) = json_lines(invoke(runner, "--home", home, "status", "--json"))
     assert report["registrar"]["rounds"] == 3  # type: ignore[index]
+
+
+def test_status_says_what_a_registrar_refusing_our_tor_key_means(
+    runner: CliRunner, daemon: Daemon
+) -> None:
+    # A revoked endpoint's key leaves the registrar's authorized set (trust.md
+    # §8.3): its rounds fail with client-auth-wrong, which alone says nothing
+    # to its user.
+    server, home = daemon
+    server.backend.registrar_status = {
+        "address": "r" * 56 + ".onion",
+        "refresh_s": 900.0,
+        "rounds": 1,
+        "last_round_ms": 1_796_621_975_670,
+        "last_error": "client-auth-wrong",
+    }
+    result = invoke(runner, "--home", home, "status")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "every 900 s, last good round 2026-12-07 05:39:35 UTC (1 since start)" in text
+    assert "last failed: client-auth-wrong (the registrar no longer lets this endpoint in" in text
+    assert "ask the agency" in text
+
+
+def test_status_says_what_a_contacts_refusal_codes_mean(runner: CliRunner, daemon: Daemon) -> None:
+    # At a revoked endpoint its contacts refuse it at the handshake; at a home
+    # that moved, its contacts' onion services no longer let the old key in.
+    # The bare codes are explained once, under the table.
+    server, home = daemon
+    server.backend.contacts["bob"]["reachable"] = False
+    server.backend.contacts["bob"]["last_error"] = "refused"
+    shown = invoke(runner, "--home", home, "status")
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.stdout.split())
+    assert "refused: the contact turns our sessions away at the handshake" in text
+    assert "holds a revocation of this endpoint" in text
+    assert "client-auth-wrong:" not in text
+    server.backend.contacts["bob"]["last_error"] = "client-auth-wrong"
+    text = " ".join(invoke(runner, "--home", home, "status").stdout.split())
+    assert "client-auth-wrong: the contact's onion service does not let us in" in text
+    server.backend.contacts["bob"]["last_error"] = "timeout"
+    text = " ".join(invoke(runner, "--home", home, "status").stdout.split())
+    assert "timeout:" not in text
 
 
 def test_retry(runner: CliRunner, daemon: Daemon) -> None:

@@ -103,10 +103,22 @@ def test_trust_enrol_prints_the_endorsement_and_refuses_a_mistyped_code(
             invoke(runner, "--home", home, "trust", "enrol", code, "--json").stdout
         )
         assert as_json["endpoint"] == "Desk"
+        assert "replacing" not in done.stdout
         bad = invoke(runner, "--home", home, "trust", "enrol", code[:-2])
         assert bad.exit_code != 0
         assert "enrolment code" in bad.output
         assert len(bad.output.strip().splitlines()) == 1
+        # A move's code (registrar code --replaces): the address it leaves is
+        # said, with the step left on the old home.
+        old = "b" * 56 + ".onion"
+        backend.enrol_replaces = old
+        moved = invoke(runner, "--home", home, "trust", "enrol", code)
+        assert moved.exit_code == 0, moved.output
+        assert f"replacing {old}: there run 'onionpost trust rotate BUNDLE'" in moved.stdout
+        as_json = json.loads(
+            invoke(runner, "--home", home, "trust", "enrol", code, "--json").stdout
+        )
+        assert as_json["replaces"] == old
 
 
 def test_code_revoke_and_list_against_a_registrar(runner: CliRunner, tmp_path: Path) -> None:
@@ -168,7 +180,11 @@ def test_code_revoke_and_list_against_a_registrar(runner: CliRunner, tmp_path: P
         assert book.revocations.serial == 1
         done = invoke(runner, *revoke, "--force")
         assert done.exit_code == 0, done.output
-        assert done.stdout.strip() == "list 2: 1 revoked"
+        # It names what it revoked and why, and when the others learn it.
+        assert done.stdout.strip() == (
+            f"revoked {seized} (seized): list 2 signed and logged, 1 address(es) in it"
+        )
+        assert "next fetch (their trust_refresh)" in done.stderr
         state = json.loads(invoke(runner, "--home", home, "registrar", "list", "--json").stdout)
         assert state["serial"] == 2
         assert state["revoked"] == [
@@ -371,7 +387,11 @@ def test_status_is_a_few_lines_however_many_endpoints(runner: CliRunner, tmp_pat
     book = init_registrar(tmp_path / "registrar", agency, agency.issuer(source), secrets.store_key)  # type: ignore[arg-type]
     addresses = []
     for n in range(MAX_REGISTRAR_ENDPOINTS):
-        issued = book.new_code(secrets.identity.address, f"Desk {n}", "Ops", now=now, expires=600)
+        # Desk 2 moved in from Desk 0's address (a code made with --replaces).
+        moves = addresses[0] if n == 2 else ""
+        issued = book.new_code(
+            secrets.identity.address, f"Desk {n}", "Ops", now=now, expires=600, replaces=moves
+        )
         desk = Identity.generate().address
         assert book.enrol(desk, issued.code.token(), bytes(32), now=now, days=7) is not None
         addresses.append(str(desk))
@@ -413,8 +433,14 @@ def test_status_is_a_few_lines_however_many_endpoints(runner: CliRunner, tmp_pat
         assert listed[:4] == shown.stdout.splitlines()
         assert len(listed) == 4 + MAX_REGISTRAR_ENDPOINTS + 3
         assert f"  {addresses[0]}  Desk 0, Ops  revoked" in listed
+        # A move shows the address it replaces.
+        (desk2,) = [ln for ln in listed if ln.startswith(f"  {addresses[2]}  Desk 2, Ops  until ")]
+        assert desk2.endswith(f" UTC  replacing {addresses[0]}")
+        assert sum("replacing" in ln for ln in listed) == 1
         state = json.loads(invoke(runner, "--home", home, "registrar", "list", "--json").stdout)
         assert state["next_list_at"] == issued_at + 600
+        (moved,) = [e for e in state["endpoints"] if e["replaces"]]
+        assert (moved["address"], moved["replaces"]) == (addresses[2], addresses[0])
 
 
 def test_status_says_when_no_list_is_signed_and_when_one_is_overdue() -> None:

@@ -208,6 +208,15 @@ def test_endorsement_install(runner: CliRunner, daemon: Daemon, tmp_path: Path) 
     assert "trust revocations import FILE" in then
     as_json = json.loads(invoke(runner, *install, out, "--json").stdout)
     assert (as_json["agency"], as_json["address"]) == ("acme", str(ALICE.address))
+    assert "replacing" not in done.stdout
+    assert as_json["replaces"] == ""
+    # A move's endorsement says the address it replaces, and the step left there.
+    moved = tmp_path / "moved.endorsement"
+    made = invoke(runner, *endorse, "--endpoint", "Desk", "--replaces", str(BOB), "--out", moved)
+    assert made.exit_code == 0, made.output
+    shown = invoke(runner, *install, moved)
+    assert shown.exit_code == 0, shown.output
+    assert f"replacing {BOB}: there run 'onionpost trust rotate BUNDLE'" in shown.stdout
 
 
 def test_rotate(runner: CliRunner, daemon: Daemon, tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ async def test_enrol_fetch_and_a_revocation_within_one_interval(
         first = await _enrol(a1, registrar, "Field office 1")
         second = await _enrol(a2, registrar, "Field office 2")
         assert (first.agency, first.endpoint, first.unit) == ("acme", "Field office 1", "Unit U")
+        assert first.replaces == ""  # not a move
         assert second.address == str(a2.address)
         assert (a2.paths.home / "registrar.txt").read_text().strip() == str(registrar.address)
         # Each fetches the list at once after enrolling, and shows the other endorsed.
@@ -384,10 +385,11 @@ async def test_a_registrar_moves_an_endpoint_and_its_contact_follows(
         assert new.daemon is not None
         code = await registrar.code("", replaces=old)
         enrolled = await new.daemon.trust_enrol(api.TrustEnrol(code))
-        assert (enrolled.address, enrolled.endpoint, enrolled.unit) == (
+        assert (enrolled.address, enrolled.endpoint, enrolled.unit, enrolled.replaces) == (
             str(new.address),
             "Field office 1",
             "Unit U",
+            old,
         )
         me = await new.daemon.whoami(api.Whoami())
         proof = parse_endorsement_line(me.endorsement)

@@ -104,6 +104,10 @@ def contact() -> None:
     """Add, list, remove and verify contacts."""
 
 
+# How ``contact list`` words an endorsement judged without a fresh list.
+_NO_FRESH_LIST: Final = ("unverified: no-revocation-list", "unverified: stale-revocation-list")
+
+
 @contact.command("add")
 @click.argument("card_or_file")
 @click.option("--name", help="Call the contact this instead of the name on its card.")
@@ -124,6 +128,15 @@ def contact_add(card_or_file: str, name: str | None, home: Path | None, as_json:
             listed = run_client(home, lambda client: client.contact_list())
             shown = next((c.endorsement for c in listed if c.name == added.name), None)
             click.echo(f"endorsement: {printable(shown or 'none')}")
+            if shown is not None and shown.startswith(_NO_FRESH_LIST):
+                # A card bundle carries no list (trust.md §7.5): one comes
+                # with the contact's sessions (§7.2), or as a file (§7.3).
+                click.echo(
+                    "no fresh revocation list of its agency is held here yet: one comes with "
+                    "the contact's first session (or 'onionpost trust revocations import "
+                    "FILE'); until then it does not count as endorsed",
+                    err=True,
+                )
         name = shlex.quote(printable(added.name))
         click.echo(f"verify it with: onionpost contact verify {name}", err=True)
 
@@ -542,8 +555,9 @@ async def _refusal(client: Client, contact: str) -> str:
 
 def _held_for(contact: str, refused: str) -> str:
     return (
-        f"'{printable(contact)}' is refused ({printable(refused)}): nothing is sent to it, "
-        "and this waits in the outbox until that changes (a move to an endorsed address, "
+        # ``refused`` says its own verb ("refused: revoked ...", "endorsement required: ...").
+        f"nothing is sent to '{printable(contact)}' ({printable(refused)}): "
+        "this waits in the outbox until that changes (a move to an endorsed address, "
         "an endorsement presented); 'onionpost status' shows it"
     )
 
@@ -861,9 +875,18 @@ def status(home: Path | None, as_json: bool) -> None:
         )
     if report.registrar is not None:
         r = report.registrar
-        line = f"{r.address}: last round {format_ms(r.last_round_ms)}"
+        line = (
+            f"{r.address}: every {r.refresh_s:.0f} s, last good round "
+            f"{format_ms(r.last_round_ms)} ({r.rounds} since start)"
+        )
         if r.last_error:
             line += f", last failed: {r.last_error}"
+            if r.last_error == "client-auth-wrong":
+                # The registrar's tor no longer lets our key in (trust.md §8.3).
+                line += (
+                    " (the registrar no longer lets this endpoint in: revoked, "
+                    "or its enrolment ended; ask the agency)"
+                )
         summary.add_row(Text("registrar"), Text(printable(line)))
     if report.rotation is not None:
         m = report.rotation
@@ -889,6 +912,18 @@ def status(home: Path | None, as_json: bool) -> None:
                 Text(retry),
             )
         console.print(table)
+        for code in sorted({c.last_error for c in report.contacts} & _LAST_ERROR_HINTS.keys()):
+            console.print(Text(f"{code}: {_LAST_ERROR_HINTS[code]}"))
+
+
+# What the bare codes in status's "last error" mean to its user, when the
+# cause is on the contact's side (each printed once, under the table).
+_LAST_ERROR_HINTS: Final = {
+    "refused": "the contact turns our sessions away at the handshake (it removed us, "
+    "or holds a revocation of this endpoint)",
+    "client-auth-wrong": "the contact's onion service does not let us in (it removed us, "
+    "or took this home's move to a new address: send from the new home)",
+}
 
 
 @click.command()

@@ -243,7 +243,16 @@ def revoke(address: str, reason: str, force: bool, home: Path | None, as_json: b
     if as_json:
         emit_json(api.encode(state))
         return
-    click.echo(f"list {state.serial}: {len(state.revoked)} revoked")
+    click.echo(
+        f"revoked {address} ({printable(reason)}): list {state.serial} signed and logged, "
+        f"{len(state.revoked)} address(es) in it"
+    )
+    click.echo(
+        "its contacts refuse it once they hold this list: the agency's endpoints at their "
+        "next fetch (their trust_refresh), a partner's through its contacts' sessions or "
+        "'registrar export-list'",
+        err=True,
+    )
 
 
 @registrar.command("export-list")
@@ -354,11 +363,13 @@ def _store_delegation(
 @home_option
 @json_option
 def status(home: Path | None, as_json: bool) -> None:
-    """The registrar in four lines, however many endpoints it enrolled.
+    """The registrar in four lines, however many endpoints it enrolled (five
+    when its delegation ends within two weeks, or has ended).
 
     How many endpoints are enrolled and revoked, how many addresses the list
     names, its serial, when it was signed and when the next is due, the
-    log's size. Each endpoint and each revoked address: 'registrar list'."""
+    log's size; then when the delegation ends, if soon. Each endpoint and
+    each revoked address: 'registrar list'."""
     state = run_client(home, lambda client: client.registrar_list())
     if as_json:
         emit_json(
@@ -448,7 +459,8 @@ def list_(home: Path | None, as_json: bool) -> None:
     for e in state.endpoints:
         where = f"{e.endpoint}, {e.unit}" if e.unit else e.endpoint
         mark = "revoked" if e.revoked else f"until {format_ms(e.valid_until * 1000)}"
-        click.echo(f"  {e.address}  {printable(where)}  {mark}")
+        moved = f"  replacing {e.replaces}" if e.replaces else ""
+        click.echo(f"  {e.address}  {printable(where)}  {mark}{moved}")
     for r in state.revoked:
         click.echo(
             f"  revoked {r.address} at {format_ms(r.revoked_at * 1000)}: {printable(r.reason)}"

@@ -37,6 +37,7 @@ from onionpost.limits import (
 from onionpost.proto.trust import Anchor, stored_endorsement
 
 if TYPE_CHECKING:
+    from onionpost import api
     from onionpost.home import KeySource
 
 __all__ = ["trust"]
@@ -172,11 +173,22 @@ def endorsement_install(file: Path, home: Path | None, as_json: bool) -> None:
         f"until {format_ms(installed.valid_until * 1000)}"
         + ("" if installed.status == "endorsed" else f" [{installed.status}]")
     )
+    _say_replaces(installed)
     if installed.status == "unverified-stale":
         click.echo(
             f"no fresh revocation list of {printable(installed.agency)} is held, so contacts "
             "cannot count it as endorsed yet: import the agency's newest list "
             "('trust revocations import FILE')"
+        )
+
+
+def _say_replaces(installed: api.Endorsement) -> None:
+    """A move's endorsement (trust.md §6) says which address it replaces, and
+    the step left: 'trust rotate' on the old home, with this one's bundle."""
+    if installed.replaces:
+        click.echo(
+            f"replacing {installed.replaces}: there run 'onionpost trust rotate BUNDLE', "
+            "BUNDLE this home's 'onionpost whoami --bundle'"
         )
 
 
@@ -238,6 +250,7 @@ def enrol(code: str, home: Path | None, as_json: bool) -> None:
         f"until {format_ms(installed.valid_until * 1000)}"
         + ("" if installed.status == "endorsed" else f" [{installed.status}]")
     )
+    _say_replaces(installed)
     if installed.status == "unverified-stale":
         # The endorsement comes first; the list comes in the daemon's first
         # round with the registrar, which enrolling starts (trust.md §8).

@@ -667,7 +667,13 @@ class Daemon:
         assert e is not None
         assert verdict.until is not None
         return api.Endorsement(
-            e.agency, e.address, e.endpoint, e.unit, verdict.until, verdict.status.value
+            e.agency,
+            e.address,
+            e.endpoint,
+            e.unit,
+            verdict.until,
+            verdict.status.value,
+            replaces=e.replaces,
         )
 
     async def trust_rotate(self, request: api.TrustRotate) -> api.RotationAnnounced:
@@ -740,7 +746,13 @@ class Daemon:
         assert e is not None
         assert verdict.until is not None
         return api.Endorsement(
-            e.agency, e.address, e.endpoint, e.unit, verdict.until, verdict.status.value
+            e.agency,
+            e.address,
+            e.endpoint,
+            e.unit,
+            verdict.until,
+            verdict.status.value,
+            replaces=e.replaces,
         )
 
     async def trust_remove(self, request: api.TrustRemove) -> api.TrustAnchor:

@@ -62,6 +62,7 @@ def registrar_state(
                 e.enrolled_at,
                 e.valid_until,
                 book.revoked(e.address),
+                e.replaces,
             )
             for e in book.endpoints()
         ),

@@ -95,6 +95,11 @@ class MemoryBackend:
         self.enrolled_with = ""
         #: What ``status`` says of our registrar (api.RegistrarStatus), once set.
         self.registrar_status: JSON | None = None
+        # The verdict contact_add records for a card bundle's endorsement
+        # (None: "judged: ..." and the line's start).
+        self.endorsement_verdict: str | None = None
+        # The address trust_enrol's endorsement replaces (a move's code).
+        self.enrol_replaces = ""
         self.anchor_keys: dict[str, trust.Anchor] = {}
         self.endorsement: trust.EndorsementProof | None = None
         self.rotation: trust.EndorsementProof | None = None
@@ -274,7 +279,7 @@ class MemoryBackend:
                     "reachable": c["reachable"],
                     "last_seen_ms": c["last_seen_ms"],
                     "queued": 0,
-                    "last_error": "" if c["reachable"] else "timeout",
+                    "last_error": c.get("last_error", "" if c["reachable"] else "timeout"),
                     "since_ms": c["last_seen_ms"],
                     "failures": 0 if c["reachable"] else 2,
                     "retry_in": None if c["reachable"] else 12.0,
@@ -297,7 +302,9 @@ class MemoryBackend:
         self.add(chosen)
         if request.endorsement:
             # As the daemon records a card bundle's endorsement (trust.md §7.5).
-            self.contacts[chosen]["endorsement"] = f"judged: {request.endorsement[:30]}"
+            self.contacts[chosen]["endorsement"] = (
+                self.endorsement_verdict or f"judged: {request.endorsement[:30]}"
+            )
         return {"name": chosen, "address": address_for(chosen)}
 
     async def contact_list(self, request: api.ContactList) -> list[JSON]:
@@ -381,7 +388,9 @@ class MemoryBackend:
         self.endorsement = proof
         # The daemon's verdict without a list of the agency held: unverified-stale.
         status = "endorsed" if agency in self.revocations else "unverified-stale"
-        return api.Endorsement(e.agency, e.address, e.endpoint, e.unit, e.valid_until, status)
+        return api.Endorsement(
+            e.agency, e.address, e.endpoint, e.unit, e.valid_until, status, replaces=e.replaces
+        )
 
     async def trust_rotate(self, request: api.TrustRotate) -> api.RotationAnnounced:
         # The daemon's parse of the card and the proof; this double holds no
@@ -406,7 +415,9 @@ class MemoryBackend:
         code = EnrolmentCode.parse(request.code)
         self.enrolled_with = str(code.registrar)
         until = int(time.time()) + 7 * 86_400
-        return api.Endorsement("acme", "", "Desk", "", until, "unverified-stale")
+        return api.Endorsement(
+            "acme", "", "Desk", "", until, "unverified-stale", replaces=self.enrol_replaces
+        )
 
     async def trust_revocations_import(
         self, request: api.TrustRevocationsImport
