@@ -504,6 +504,12 @@ class RotationStatus:
     address: str = field(metadata=_meta("the new address"))
     told: int = field(metadata=_meta("contacts told (in a session, or through their mailbox)"))
     contacts: int = field(metadata=_meta("contacts to tell"))
+    revoked: int = field(
+        default=0,
+        metadata=_meta(
+            "revoked contacts, not counted in `contacts`: never told, since nothing is sent to them"
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -477,3 +477,25 @@ async def test_what_cannot_follow_the_move_ends_refused_with_the_reason(
         assert await alice.daemon.outbox(api.Outbox()) == ()
         assert alice.state(first) == "delivered"
         assert "event=moved_outbox_refused" in caplog.text
+
+
+async def test_a_revoked_contact_is_not_counted_among_those_to_tell(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Nothing is sent to a revoked contact, so it is never told of the move:
+    ``status`` counts it apart (``revoked``), not as a contact still to tell,
+    so that every contact that can be told shows as told."""
+    async with _pair(tmp_path) as (_net, nursery, acme, alice, bob, new):
+        endorse(bob, acme)
+        for node in (alice, bob):
+            await node.start(nursery)
+        first = await bob.send(alice, "hello")
+        await until(lambda: bob.state(first) == "delivered", LONG)
+        await until(lambda: _endorsement_held(alice, bob))
+        revoking = acme.revocations(2, now(), Revoked(str(bob.address), now(), "seized"))
+        bundle = RevocationBundle(acme.delegation, revoking, acme.checkpoint()).encode()
+        await import_bundle(alice, bundle)
+        assert alice.daemon is not None
+        await alice.daemon.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
+        moving = (await alice.daemon.status(api.GetStatus())).rotation
+        assert moving == api.RotationStatus(str(new.address), told=0, contacts=0, revoked=1)

@@ -891,6 +891,8 @@ def status(home: Path | None, as_json: bool) -> None:
     if report.rotation is not None:
         m = report.rotation
         line = f"to {m.address}: {m.told} of {m.contacts} contact(s) told"
+        if m.revoked:
+            line += f" ({m.revoked} revoked contact(s) not told: nothing is sent to them)"
         summary.add_row(Text("moving"), Text(line))
     console = _console()
     console.print(summary)

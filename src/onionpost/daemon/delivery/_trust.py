@@ -101,16 +101,24 @@ def rotation_due(store: Store, contact: Contact) -> TrustRotation | None:
     return TrustRotation(*own)
 
 
-def rotation_progress(store: Store) -> tuple[str, int, int] | None:
-    """Our move announced: the new address, the contacts told and the contacts
-    to tell (members a group introduced are not); None if none."""
+def rotation_progress(store: Store) -> tuple[str, int, int, int] | None:
+    """Our move announced: the new address, the contacts told, the contacts
+    to tell (members a group introduced are not) and, apart from those, the
+    revoked contacts, never told since nothing is sent to them; None if none."""
     own = store.trust.own_rotation()
     if own is None:
         return None
+    verdicts = store.trust.endorsements()
+    revoked = {
+        contact_id
+        for contact_id, stored in verdicts.items()
+        if session_refusal(stored.status, stored.describe, required=False) is not None
+    }
     contacts = {c.id for c in store.contacts.all()}
-    told = len(contacts & store.trust.rotation_told())
+    told = store.trust.rotation_told()
+    to_tell = {c for c in contacts if c not in revoked or c in told}
     address = trust.stored_endorsement(trust.EndorsementProof.decode(own[0]).endorsement).address
-    return address, told, len(contacts)
+    return address, len(to_tell & told), len(to_tell), len(contacts - to_tell)
 
 
 def moved_refusal(store: Store, contact_id: int, name: str) -> str | None:
