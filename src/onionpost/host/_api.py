@@ -172,8 +172,12 @@ class _Connection:
                     break
                 if not line.strip():
                     continue
-                # Back-pressure: stop reading until a request slot is free.
-                await self._in_flight.acquire()
+                # Back-pressure: stop reading until a request slot is free
+                # (without a scheduling pass when one is: next_line checkpoints).
+                try:
+                    self._in_flight.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._in_flight.acquire()
                 nursery.start_soon(self._request, line, nursery)
             # The client is gone or done sending: its subscription ends, and the
             # requests already running finish (their replies may go nowhere).
@@ -268,11 +272,18 @@ class _Connection:
 
     async def _send_bytes(self, data: bytes) -> bool:
         """Write one line; False if the client is gone (that is not our error)."""
+        # The lock only orders whole lines; taken without a scheduling pass
+        # when free (send_all checkpoints anyway).
         try:
-            async with self._send_lock:
-                await self._stream.send_all(data)
+            self._send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._send_lock.acquire()
+        try:
+            await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
+        finally:
+            self._send_lock.release()
         return True
 
 
