@@ -1899,9 +1899,27 @@ def _encoder(cls: type) -> Callable[[Any], Any]:
     if issubclass(cls, enum.Enum):
         return lambda member: member.value
     if dataclasses.is_dataclass(cls):
-        names = tuple(f.name for f in _fields(cls))
-        return lambda record: {name: encode(getattr(record, name)) for name in names}
+        fields = _fields(cls)
+        # A field of a scalar type is its own JSON value (a StrEnum member in
+        # a str field too: JSON writes it as its string).
+        scalars = tuple(f.name for f in fields if f.hint in _SCALAR_HINTS)
+        others = tuple(f.name for f in fields if f.hint not in _SCALAR_HINTS)
+        if not others:
+            return lambda record: {name: getattr(record, name) for name in scalars}
+
+        def fields_of(record: Any) -> Any:
+            value = {name: getattr(record, name) for name in scalars}
+            for name in others:
+                value[name] = encode(getattr(record, name))
+            return {f.name: value[f.name] for f in fields}  # in declaration order
+
+        return fields_of
     return _same
+
+
+_SCALAR_HINTS: Final = frozenset(
+    {str, int, bool, float, str | None, int | None, bool | None, float | None}
+)
 
 
 _ENCODERS: dict[type, Callable[[Any], Any]] = {}
