@@ -200,10 +200,11 @@ class _Connection:
 class _Waiter:
     """One call waiting for its reply on ``connection``."""
 
-    __slots__ = ("connection", "error", "reply", "wake")
+    __slots__ = ("connection", "error", "line", "reply", "wake")
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: _Connection, line: bytes) -> None:
         self.connection = connection
+        self.line: bytes | None = line  # the request, until it is written
         self.reply: dict[str, Any] | None = None
         self.error: TransportError | None = None  # the connection failed under it
         self.wake = trio.Event()
@@ -226,7 +227,8 @@ class Client:
     def __init__(self, connection: _Connection, socket_path: Path) -> None:
         self._connection = connection
         self._socket_path = socket_path
-        self._send_lock = trio.Lock()  # one request line at a time, whole
+        self._send_lock = trio.Lock()  # one write at a time, of whole lines
+        self._outbox: list[_Waiter] = []  # calls whose request line is not written yet
         self._next_id = 0
         self._broken: str | None = None
         self._waiting: dict[int, _Waiter] = {}  # by request id
@@ -239,32 +241,59 @@ class Client:
         """The ``result`` of one request's reply, as JSON. ``reconnect``: a
         broken connection is replaced by a new one first."""
         params = api.encode(request)
-        async with self._send_lock:
-            if self._broken is not None:
-                if not reconnect:
-                    raise TransportError(self._broken)
-                await self._reconnect()
-            connection = self._connection
-            self._next_id += 1
-            request_id = self._next_id
-            line = encode_line({"id": request_id, "method": request.METHOD, "params": params})
-            if len(line) > MAX_REQUEST_LINE:
-                raise ConfigError(f"request too large for the local API ({len(line)} bytes)")
-            waiter = self._waiting[request_id] = _Waiter(connection)
-            try:
-                await self._send_request(connection, line)
-            except BaseException:
-                del self._waiting[request_id]
-                raise
+        if self._broken is not None:
+            async with self._send_lock:
+                if self._broken is not None:
+                    if not reconnect:
+                        raise TransportError(self._broken)
+                    await self._reconnect()
+        self._next_id += 1
+        request_id = self._next_id
+        line = encode_line({"id": request_id, "method": request.METHOD, "params": params})
+        if len(line) > MAX_REQUEST_LINE:
+            raise ConfigError(f"request too large for the local API ({len(line)} bytes)")
+        waiter = self._waiting[request_id] = _Waiter(self._connection, line)
         try:
+            # Queued, then written by whoever takes the lock first: taking a free
+            # lock lets the other callers ready now queue theirs, and one write
+            # carries them all (so the daemon reads them together).
+            self._outbox.append(waiter)
+            async with self._send_lock:
+                if waiter.line is not None:
+                    await self._flush()
             reply = await self._reply(waiter)
         finally:
             del self._waiting[request_id]
+            if waiter.line is not None:  # cancelled before it was written: never is
+                self._outbox.remove(waiter)
         if "error" in reply:
             _raise_error(reply)
         if "result" not in reply:
             raise TransportError("the daemon sent a malformed reply")
         return reply["result"]
+
+    async def _flush(self) -> None:
+        """Write every queued request line in one write (the send lock held)."""
+        queued, self._outbox = self._outbox, []
+        connection = self._connection
+        lines: list[bytes] = []
+        written: list[_Waiter] = []
+        for waiter in queued:
+            assert waiter.line is not None
+            if waiter.connection is connection and waiter.error is None:
+                lines.append(waiter.line)
+                written.append(waiter)
+            elif waiter.error is None:
+                waiter.error = TransportError("lost the connection to the daemon")
+                waiter.wake.set()
+            waiter.line = None
+        if self._broken is not None:
+            # Broken since these were queued: they go nowhere.
+            for waiter in written:
+                waiter.error = TransportError(self._broken)
+                waiter.wake.set()
+            return
+        await self._send_request(connection, b"".join(lines), written)
 
     def _waiters(self, connection: _Connection) -> list[_Waiter]:
         return [w for w in self._waiting.values() if w.connection is connection]
@@ -374,9 +403,11 @@ class Client:
                 other.error = exc
                 other.wake.set()
 
-    async def _send_request(self, connection: _Connection, line: bytes) -> None:
+    async def _send_request(
+        self, connection: _Connection, lines: bytes, waiters: list[_Waiter]
+    ) -> None:
         try:
-            await connection.stream.send_all(line)
+            await connection.stream.send_all(lines)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             # The daemon may have said why before it closed (e.g. "busy").
             if not connection.reading:
@@ -386,8 +417,13 @@ class Client:
             raise error from exc
         except BaseException:
             # Cancelled mid-write: part of a line may be on the wire, and the
-            # daemon would read the next request as its end.
+            # daemon would read the next request as its end. The calls whose
+            # lines were in this write are not answered.
             self._broken = "a request to the daemon was interrupted; open a new client"
+            for waiter in waiters:
+                if waiter.reply is None and waiter.error is None:
+                    waiter.error = TransportError(self._broken)
+                    waiter.wake.set()
             raise
 
     async def _raise_parting_error(self, connection: _Connection) -> None:

@@ -153,6 +153,7 @@ class _Connection:
         self._stream = stream
         self._peer = peer
         self._send_lock = trio.Lock()
+        self._outgoing: list[bytes] = []  # whole lines not written yet
         self._in_flight = trio.Semaphore(MAX_IN_FLIGHT)
         self._subscription: trio.CancelScope | None = None
         self._eof = False
@@ -271,15 +272,25 @@ class _Connection:
         return await self._send_bytes(encode_line(reply))
 
     async def _send_bytes(self, data: bytes) -> bool:
-        """Write one line; False if the client is gone (that is not our error)."""
-        # The lock only orders whole lines; taken without a scheduling pass
-        # when free (send_all checkpoints anyway).
+        """Write one line; False if the client is gone (that is not our error).
+
+        Lines wait in a list and go out together: whoever takes the free lock
+        first lets the other tasks ready now (the replies one commit released)
+        add theirs, then writes them all at once, so the client reads them
+        together; a line an earlier holder wrote needs nothing more.
+        """
+        self._outgoing.append(data)
         try:
             self._send_lock.acquire_nowait()
         except trio.WouldBlock:
             await self._send_lock.acquire()
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         try:
-            await self._stream.send_all(data)
+            if self._outgoing:
+                lines = b"".join(self._outgoing)
+                self._outgoing.clear()
+                await self._stream.send_all(lines)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
         finally:
