@@ -49,10 +49,14 @@ each line.
     connections opened beforehand; timed here from the first call until
     every text is delivered (the sender is told how many and answers once
     they are acknowledged and the outbox is empty).
+``daemon_api_shared_msgs_per_s``
+    The same, the ``API_CLIENTS`` callers (tasks) sharing one client, as a
+    program that opens one client and calls it from several tasks would: their
+    calls are pipelined on its one connection.
 ``daemon_api_batch_msgs_per_s``
     The same with ``send_texts``: ``API_BATCH`` texts a call (one call, durable
     together when answered) from the same ``API_CLIENTS`` connections.
-``daemon_<loopback|api|api_batch>_<sender|receiver>_cpu_ms_per_msg``
+``daemon_<loopback|api|api_shared|api_batch>_<sender|receiver>_cpu_ms_per_msg``
     The CPU time (user plus system, ``/proc/<pid>/stat``) each daemon process
     spent over its line's round, divided by ``MESSAGES``; median of the
     rounds. For the loopback line the window is this process's reading
@@ -494,12 +498,13 @@ class _Pair:
         self._checked(ids_file)
         return self._round(float(seconds), before, after)
 
-    def api(self, batch: int) -> _Round:
+    def api(self, batch: int, *, shared: bool = False) -> _Round:
         """MESSAGES texts through the local API from this process: send_text
-        (``batch`` 1) or send_texts with ``batch`` texts a call."""
-        return trio.run(self._api, batch)
+        (``batch`` 1) or send_texts with ``batch`` texts a call; by API_CLIENTS
+        callers, each with its own client or (``shared``) all sharing one."""
+        return trio.run(partial(self._api, batch, shared=shared))
 
-    async def _api(self, batch: int) -> _Round:
+    async def _api(self, batch: int, *, shared: bool) -> _Round:
         ids: list[str] = []
 
         async def user(client: Client, count: int) -> None:
@@ -513,8 +518,8 @@ class _Pair:
         async with contextlib.AsyncExitStack() as stack:
             clients = [
                 await stack.enter_async_context(open_client(socket_path=self._socket))
-                for _ in range(API_CLIENTS)
-            ]
+                for _ in range(1 if shared else API_CLIENTS)
+            ] * (API_CLIENTS if shared else 1)
             before = self._cpu()
             with trio.fail_after(ROUND_SECONDS):
                 start = time.perf_counter()
@@ -552,6 +557,7 @@ def pair_lines(root: Path) -> Iterator[str]:
         ways: list[tuple[str, Callable[[], _Round]]] = [
             ("loopback", pair.loopback),
             ("api", partial(pair.api, 1)),
+            ("api_shared", partial(pair.api, 1, shared=True)),
             ("api_batch", partial(pair.api, API_BATCH)),
         ]
         for name, ours in ways:

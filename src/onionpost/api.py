@@ -2044,71 +2044,177 @@ _FIELDS: dict[type, tuple[_Field, ...]] = {}
 
 def encode(record: Any) -> Any:
     """The JSON value of a record (or a list or tuple of them)."""
-    if isinstance(record, list | tuple):
-        return [encode(item) for item in record]
-    if isinstance(record, enum.Enum):
-        return record.value
-    if dataclasses.is_dataclass(record) and not isinstance(record, type):
-        return {f.name: encode(getattr(record, f.name)) for f in _fields(type(record))}
-    return record
+    encoder = _ENCODERS.get(type(record))
+    if encoder is None:
+        encoder = _ENCODERS[type(record)] = _encoder(type(record))
+    return encoder(record)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _encoder(cls: type) -> Callable[[Any], Any]:
+    """How a value of type ``cls`` is encoded, worked out once per type (the
+    codec runs on every request, reply and event)."""
+    if issubclass(cls, list | tuple):
+        return lambda items: [encode(item) for item in items]
+    if issubclass(cls, enum.Enum):
+        return lambda member: member.value
+    if dataclasses.is_dataclass(cls):
+        fields = _fields(cls)
+        # A field of a scalar type is its own JSON value (a StrEnum member in
+        # a str field too: JSON writes it as its string).
+        scalars = tuple(f.name for f in fields if f.hint in _SCALAR_HINTS)
+        others = tuple(f.name for f in fields if f.hint not in _SCALAR_HINTS)
+        if not others:
+            return lambda record: {name: getattr(record, name) for name in scalars}
+
+        def fields_of(record: Any) -> Any:
+            value = {name: getattr(record, name) for name in scalars}
+            for name in others:
+                value[name] = encode(getattr(record, name))
+            return {f.name: value[f.name] for f in fields}  # in declaration order
+
+        return fields_of
+    return _same
+
+
+_SCALAR_HINTS: Final = frozenset(
+    {str, int, bool, float, str | None, int | None, bool | None, float | None}
+)
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {}
+
+# A value's decoder: (JSON value, where it is) -> the value, or _Shape.
+_Decoder = Callable[[object, str], Any]
 
 
 def _from_json(hint: Any, value: object, where: str) -> Any:
+    return _decoder(hint)(value, where)
+
+
+def _decoder(hint: Any) -> _Decoder:
+    found = _DECODERS.get(hint)
+    if found is None:
+        found = _DECODERS[hint] = _make_decoder(hint)
+    return found
+
+
+_DECODERS: dict[Any, _Decoder] = {}
+
+
+def _make_decoder(hint: Any) -> _Decoder:
+    """The decoder of ``hint``, worked out once per hint (no reflection per value)."""
     origin = get_origin(hint)
     if origin is types.UnionType or origin is typing.Union:
         options = [a for a in get_args(hint) if a is not type(None)]
-        if value is None:
-            if type(None) in get_args(hint):
-                return None
-            raise _Shape(where, "is missing")
-        return _from_json(options[0], value, where)
+        nullable = type(None) in get_args(hint)
+        inner = _decoder(options[0])
+
+        def union(value: object, where: str) -> Any:
+            if value is None:
+                if nullable:
+                    return None
+                raise _Shape(where, "is missing")
+            return inner(value, where)
+
+        return union
     if origin is tuple:
-        (item, _) = get_args(hint)
-        if not isinstance(value, list):
-            raise _Shape(where, "must be a list")
-        return tuple(_from_json(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+        (item_hint, _) = get_args(hint)
+        item = _decoder(item_hint)
+
+        def items(value: object, where: str) -> Any:
+            if not isinstance(value, list):
+                raise _Shape(where, "must be a list")
+            return tuple(item(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+        return items
     if hint is bool:
-        if type(value) is not bool:
-            raise _Shape(where, "must be true or false")
-        return value
+
+        def boolean(value: object, where: str) -> Any:
+            if type(value) is not bool:
+                raise _Shape(where, "must be true or false")
+            return value
+
+        return boolean
     if hint is int:
-        if type(value) is not int:
-            raise _Shape(where, "must be an integer")
-        return value
+
+        def integer(value: object, where: str) -> Any:
+            if type(value) is not int:
+                raise _Shape(where, "must be an integer")
+            return value
+
+        return integer
     if hint is float:
-        if type(value) not in (int, float):
-            raise _Shape(where, "must be a number")
-        return float(value)  # type: ignore[arg-type]
+
+        def number(value: object, where: str) -> Any:
+            if type(value) not in (int, float):
+                raise _Shape(where, "must be a number")
+            return float(value)  # type: ignore[arg-type]
+
+        return number
     if hint is str:
-        if not isinstance(value, str):
-            raise _Shape(where, "must be a string")
-        return value
+
+        def text(value: object, where: str) -> Any:
+            if not isinstance(value, str):
+                raise _Shape(where, "must be a string")
+            return value
+
+        return text
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            raise _Shape(where, f"must be one of {[e.value for e in hint]}") from None
+        members = hint
+
+        def member(value: object, where: str) -> Any:
+            try:
+                return members(value)
+            except ValueError:
+                raise _Shape(where, f"must be one of {[e.value for e in members]}") from None
+
+        return member
     if dataclasses.is_dataclass(hint):
-        return _record(hint, value, where)  # type: ignore[arg-type]
-    raise TypeError(f"no JSON form for {hint!r}")  # a bug in the records above
+        cls = hint
+        return lambda value, where: _record(cls, value, where)  # type: ignore[arg-type]
+
+    def unknown(value: object, where: str) -> Any:
+        raise TypeError(f"no JSON form for {hint!r}")  # a bug in the records above
+
+    return unknown
+
+
+# Per record type: each field's name, whether it is required, its decoder and check.
+_Plan = tuple[tuple[str, bool, _Decoder, Check | None], ...]
+_PLANS: dict[type, _Plan] = {}
+_ABSENT: Final = object()
+
+
+def _plan(cls: type) -> _Plan:
+    found = _PLANS.get(cls)
+    if found is None:
+        found = _PLANS[cls] = tuple(
+            (f.name, f.required, _decoder(f.hint), f.check) for f in _fields(cls)
+        )
+    return found
 
 
 def _record(cls: type[T], data: object, where: str) -> T:
     if not isinstance(data, dict):
         raise _Shape(where, "must be an object")
     values: dict[str, Any] = {}
-    for f in _fields(cls):
-        name = f"{where}.{f.name}" if where else f.name
-        if f.name not in data or (data[f.name] is None and not f.required):
-            if f.required:
-                raise _Shape(name, "is missing")
+    for name, required, decoder, check in _plan(cls):
+        raw = data.get(name, _ABSENT)
+        if raw is _ABSENT or (raw is None and not required):
+            if required:
+                raise _Shape(f"{where}.{name}" if where else name, "is missing")
             continue
-        value = _from_json(f.hint, data[f.name], name)
-        if f.check is not None:
-            problem = f.check(value)
+        here = f"{where}.{name}" if where else name
+        value = decoder(raw, here)
+        if check is not None:
+            problem = check(value)
             if problem is not None:
-                raise _Shape(name, problem)
-        values[f.name] = value
+                raise _Shape(here, problem)
+        values[name] = value
     return cls(**values)
 
 

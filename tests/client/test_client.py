@@ -223,6 +223,126 @@ async def test_tasks_can_share_one_client(served: Served, client: Client) -> Non
     assert sorted(results) == ["alice"] * 10 + ["queued"] * 10
 
 
+async def test_concurrent_calls_on_one_client_are_in_flight_together(
+    served: Served, client: Client
+) -> None:
+    # Pipelined, not one at a time: the daemon holds all four sends at once
+    # (so they can share one commit), and each caller gets its own answer.
+    backend, _ = served
+    backend.add("bob")
+    backend.hold = trio.Event()
+    ids = [new_message_id() for _ in range(4)]
+    got: dict[str, str] = {}
+
+    async def send(message_id: str) -> None:
+        got[message_id] = (await client.send_text("bob", message_id, id=message_id)).id
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for message_id in ids:
+                nursery.start_soon(send, message_id)
+            while backend.active < len(ids):
+                await trio.sleep(0.001)
+            backend.hold.set()
+    assert got == {message_id: message_id for message_id in ids}
+    assert sorted(m["body"] for m in backend.messages.values()) == sorted(ids)
+
+
+async def test_a_refusal_among_concurrent_calls_disturbs_no_other(
+    served: Served, client: Client
+) -> None:
+    backend, _ = served
+    backend.add("bob")
+    backend.hold = trio.Event()
+    queued: list[str] = []
+    refused: list[str] = []
+
+    async def send(contact: str, body: str) -> None:
+        try:
+            queued.append((await client.send_text(contact, body)).state)
+        except ApiError as exc:
+            refused.append(exc.code)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for n in range(3):
+                nursery.start_soon(send, "bob", str(n))
+            nursery.start_soon(send, "nobody", "x")
+            while backend.active < 3 or not refused:
+                await trio.sleep(0.001)
+            backend.hold.set()
+    assert queued == ["queued"] * 3
+    assert refused == ["unknown-contact"]
+    assert (await client.whoami()).name == "alice"
+
+
+async def test_a_waiting_call_cancelled_leaves_the_others_their_replies(
+    served: Served, client: Client
+) -> None:
+    # Whichever of the two was reading the replies, the other still gets its own.
+    backend, _ = served
+    backend.add("bob")
+    backend.hold = trio.Event()
+    got: list[str] = []
+
+    async def send(body: str, scope: trio.CancelScope) -> None:
+        with scope:
+            got.append((await client.send_text("bob", body)).state)
+
+    first, second = trio.CancelScope(), trio.CancelScope()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send, "one", first)
+            nursery.start_soon(send, "two", second)
+            while backend.active < 2:
+                await trio.sleep(0.001)
+            first.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            backend.hold.set()
+    assert got == ["queued"]
+    assert (await client.whoami()).name == "alice"
+
+
+async def test_a_connection_lost_fails_every_waiting_call(nursery: trio.Nursery) -> None:
+    with short_tmpdir() as directory:
+        path = directory / "fake.sock"
+        await nursery.start(_closing_daemon, path, 2)
+        async with open_client(socket_path=path) as connected:
+            failures: list[str] = []
+
+            async def call() -> None:
+                with pytest.raises(TransportError) as caught:
+                    await connected.whoami()
+                failures.append(caught.value.reason)
+
+            with trio.fail_after(5):
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(call)
+                    inner.start_soon(call)
+            assert failures == ["ended", "ended"]
+            with pytest.raises(TransportError):
+                await connected.whoami()
+
+
+async def _closing_daemon(
+    path: Path, lines: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A fake daemon that reads ``lines`` request lines, answers none, and closes."""
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with listener:
+        await listener.bind(os.fspath(path))
+        listener.listen(1)
+        task_status.started()
+        sock, _ = await listener.accept()
+        async with trio.SocketStream(sock) as stream:
+            received = b""
+            while received.count(b"\n") < lines:
+                data = await stream.receive_some(65536)
+                if not data:
+                    break
+                received += data
+
+
 async def test_a_call_cancelled_while_waiting_leaves_the_client_usable(
     served: Served, client: Client
 ) -> None:

@@ -2,8 +2,13 @@
 
 Theory of operation: :func:`open_client` connects to the daemon's unix
 socket; each :class:`Client` call writes one request line and reads lines
-until the reply with its id (``protocol-spec/local-api.md``). Calls on one
-client are serialized by a lock, so one client may be shared by tasks.
+until the reply with its id (``protocol-spec/local-api.md``). One client
+may be shared by tasks, and their calls are pipelined on its connection:
+each writes its request line whole (a lock orders the writes), and whichever
+waiting caller is not already answered reads the replies for all of them,
+handing each its own by id, until its own comes; then the reading passes to
+another caller still waiting. So concurrent sends through one client reach
+the daemon together (and share its commits) instead of one at a time.
 :meth:`Client.request` is typed by its request (``Request[R]`` -> ``R``);
 the methods named after the API's methods are that, spelled out.
 A subscription is a second connection on which the daemon only sends
@@ -165,6 +170,7 @@ class _Connection:
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.reader = LineReader(stream, MAX_RESPONSE_LINE)
+        self.reading = False  # a caller is reading replies from it
 
     async def send(self, obj: Any) -> None:
         try:
@@ -191,6 +197,19 @@ class _Connection:
         return message
 
 
+class _Waiter:
+    """One call waiting for its reply on ``connection``."""
+
+    __slots__ = ("connection", "error", "line", "reply", "wake")
+
+    def __init__(self, connection: _Connection, line: bytes) -> None:
+        self.connection = connection
+        self.line: bytes | None = line  # the request, until it is written
+        self.reply: dict[str, Any] | None = None
+        self.error: TransportError | None = None  # the connection failed under it
+        self.wake = trio.Event()
+
+
 def _raise_error(reply: dict[str, Any]) -> None:
     error = reply["error"]
     if (
@@ -208,9 +227,11 @@ class Client:
     def __init__(self, connection: _Connection, socket_path: Path) -> None:
         self._connection = connection
         self._socket_path = socket_path
-        self._lock = trio.Lock()
+        self._send_lock = trio.Lock()  # one write at a time, of whole lines
+        self._outbox: list[_Waiter] = []  # calls whose request line is not written yet
         self._next_id = 0
         self._broken: str | None = None
+        self._waiting: dict[int, _Waiter] = {}  # by request id
 
     @property
     def socket_path(self) -> Path:
@@ -219,37 +240,72 @@ class Client:
     async def _call(self, request: api.Request[Any], *, reconnect: bool = False) -> Any:
         """The ``result`` of one request's reply, as JSON. ``reconnect``: a
         broken connection is replaced by a new one first."""
-        async with self._lock:
-            if self._broken is not None:
-                if not reconnect:
-                    raise TransportError(self._broken)
-                await self._reconnect()
-            self._next_id += 1
-            request_id = self._next_id
-            line = encode_line(
-                {"id": request_id, "method": request.METHOD, "params": api.encode(request)}
-            )
-            if len(line) > MAX_REQUEST_LINE:
-                raise ConfigError(f"request too large for the local API ({len(line)} bytes)")
-            try:
-                await self._send_request(line)
-                reply = await self._reply(request_id)
-            except TransportError as exc:
-                self._broken = str(exc)
-                raise
-            except ApiError:
-                # A refusal of the connection itself (id null): the daemon closes it.
-                self._broken = "the daemon refused this connection"
-                raise
+        params = api.encode(request)
+        if self._broken is not None:
+            async with self._send_lock:
+                if self._broken is not None:
+                    if not reconnect:
+                        raise TransportError(self._broken)
+                    await self._reconnect()
+        self._next_id += 1
+        request_id = self._next_id
+        line = encode_line({"id": request_id, "method": request.METHOD, "params": params})
+        if len(line) > MAX_REQUEST_LINE:
+            raise ConfigError(f"request too large for the local API ({len(line)} bytes)")
+        waiter = self._waiting[request_id] = _Waiter(self._connection, line)
+        try:
+            # Queued, then written by whoever takes the lock first: taking a free
+            # lock lets the other callers ready now queue theirs, and one write
+            # carries them all (so the daemon reads them together).
+            self._outbox.append(waiter)
+            async with self._send_lock:
+                if waiter.line is not None:
+                    await self._flush()
+            reply = await self._reply(waiter)
+        finally:
+            del self._waiting[request_id]
+            if waiter.line is not None:  # cancelled before it was written: never is
+                self._outbox.remove(waiter)
         if "error" in reply:
             _raise_error(reply)
         if "result" not in reply:
             raise TransportError("the daemon sent a malformed reply")
         return reply["result"]
 
+    async def _flush(self) -> None:
+        """Write every queued request line in one write (the send lock held)."""
+        queued, self._outbox = self._outbox, []
+        connection = self._connection
+        lines: list[bytes] = []
+        written: list[_Waiter] = []
+        for waiter in queued:
+            assert waiter.line is not None
+            if waiter.connection is connection and waiter.error is None:
+                lines.append(waiter.line)
+                written.append(waiter)
+            elif waiter.error is None:
+                waiter.error = TransportError("lost the connection to the daemon")
+                waiter.wake.set()
+            waiter.line = None
+        if self._broken is not None:
+            # Broken since these were queued: they go nowhere.
+            for waiter in written:
+                waiter.error = TransportError(self._broken)
+                waiter.wake.set()
+            return
+        await self._send_request(connection, b"".join(lines), written)
+
+    def _waiters(self, connection: _Connection) -> list[_Waiter]:
+        return [w for w in self._waiting.values() if w.connection is connection]
+
     async def _reconnect(self) -> None:
         connection = _Connection(await _connect(self._socket_path))
         old, self._connection, self._broken = self._connection, connection, None
+        # Calls still waiting on the old connection will hear nothing more there.
+        for waiter in self._waiters(old):
+            if waiter.reply is None and waiter.error is None:
+                waiter.error = TransportError("lost the connection to the daemon")
+                waiter.wake.set()
         await trio.aclose_forcefully(old.stream)
 
     async def _call_until_answered(
@@ -286,37 +342,98 @@ class Client:
             message_id=first,
         ) from failure
 
-    async def _reply(self, request_id: int) -> dict[str, Any]:
+    async def _reply(self, waiter: _Waiter) -> dict[str, Any]:
+        """The reply for ``waiter``: read by itself when nobody else is
+        reading its connection, else handed to it by the caller who is."""
         while True:
-            reply = await self._connection.receive()
-            if reply is None:
-                raise TransportError("the daemon closed the connection", reason="ended")
-            if reply.get("id") == request_id:
-                return reply
-            if reply.get("id") is None and "error" in reply:
-                # About the connection, not a request (e.g. "busy").
-                _raise_error(reply)
-            # Otherwise the late reply of a cancelled call: skip it.
+            if waiter.reply is not None:
+                return waiter.reply
+            if waiter.error is not None:
+                raise TransportError(str(waiter.error), reason=waiter.error.reason)
+            if not waiter.connection.reading:
+                await self._read_for(waiter)
+                continue
+            waiter.wake = trio.Event()
+            await waiter.wake.wait()
 
-    async def _send_request(self, line: bytes) -> None:
+    async def _read_for(self, waiter: _Waiter) -> None:
+        """Read replies from ``waiter``'s connection, each to its caller, until
+        ``waiter``'s comes; then pass the reading on to a caller still waiting."""
+        connection = waiter.connection
+        connection.reading = True
         try:
-            await self._connection.stream.send_all(line)
+            while waiter.reply is None:
+                try:
+                    reply = await connection.receive()
+                except TransportError as exc:
+                    self._fail(connection, exc)
+                    raise
+                if reply is None:
+                    ended = TransportError("the daemon closed the connection", reason="ended")
+                    self._fail(connection, ended)
+                    raise ended
+                reply_id = reply.get("id")
+                if reply_id is None and "error" in reply:
+                    # About the connection, not a request (e.g. "busy"): every
+                    # call on it gets it, and the daemon closes it.
+                    if connection is self._connection:
+                        self._broken = "the daemon refused this connection"
+                    for other in self._waiters(connection):
+                        other.reply = reply
+                        other.wake.set()
+                    continue
+                target = self._waiting.get(reply_id) if type(reply_id) is int else None
+                if target is not None and target.connection is connection:
+                    target.reply = reply
+                    target.wake.set()
+                # Otherwise the late reply of a cancelled call: skip it.
+        finally:
+            connection.reading = False
+            for other in self._waiters(connection):
+                if other is not waiter and other.reply is None and other.error is None:
+                    other.wake.set()  # it reads next
+                    break
+
+    def _fail(self, connection: _Connection, exc: TransportError) -> None:
+        """``connection`` broke: every call waiting on it is told."""
+        if connection is self._connection:
+            self._broken = str(exc)
+        for other in self._waiters(connection):
+            if other.reply is None and other.error is None:
+                other.error = exc
+                other.wake.set()
+
+    async def _send_request(
+        self, connection: _Connection, lines: bytes, waiters: list[_Waiter]
+    ) -> None:
+        try:
+            await connection.stream.send_all(lines)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             # The daemon may have said why before it closed (e.g. "busy").
-            await self._raise_parting_error()
-            raise TransportError("lost the connection to the daemon") from exc
+            if not connection.reading:
+                await self._raise_parting_error(connection)
+            error = TransportError("lost the connection to the daemon")
+            self._fail(connection, error)
+            raise error from exc
         except BaseException:
             # Cancelled mid-write: part of a line may be on the wire, and the
-            # daemon would read the next request as its end.
+            # daemon would read the next request as its end. The calls whose
+            # lines were in this write are not answered.
             self._broken = "a request to the daemon was interrupted; open a new client"
+            for waiter in waiters:
+                if waiter.reply is None and waiter.error is None:
+                    waiter.error = TransportError(self._broken)
+                    waiter.wake.set()
             raise
 
-    async def _raise_parting_error(self) -> None:
+    async def _raise_parting_error(self, connection: _Connection) -> None:
         try:
-            reply = await self._connection.receive()
+            reply = await connection.receive()
         except TransportError:
             return
         if reply is not None and reply.get("id") is None and "error" in reply:
+            if connection is self._connection:
+                self._broken = "the daemon refused this connection"
             _raise_error(reply)
 
     async def aclose(self) -> None:

@@ -203,7 +203,7 @@ class Daemon:
             held=self._list_held,
             installed=self.engine.restaple,
         )
-        self._sending: dict[bytes, trio.Lock] = {}
+        self._sending: dict[bytes, trio.Event] = {}  # id -> set when its send ends
         # Whether this home announces a move (trust.md §6): read once, set by
         # trust_rotate, so that a send asks the store about it only then.
         self._moving: bool | None = None
@@ -800,13 +800,16 @@ class Daemon:
     async def _one_send(self, message_id: bytes) -> AsyncIterator[None]:
         """Sends of one id, one at a time: a resent request that arrives while
         the first still runs waits for it, then finds its message."""
-        lock = self._sending.setdefault(message_id, trio.Lock())
+        # No lock: the usual send, of an id nobody else sends, takes no
+        # scheduling pass here.
+        while (running := self._sending.get(message_id)) is not None:
+            await running.wait()
+        done = self._sending[message_id] = trio.Event()
         try:
-            async with lock:
-                yield
+            yield
         finally:
-            if not lock.locked() and not lock.statistics().tasks_waiting:
-                self._sending.pop(message_id, None)
+            del self._sending[message_id]
+            done.set()
 
     async def _check_not_moved(self, contact_id: int, name: str) -> None:
         """ConfigError if this home has moved and ``contact_id`` was told of it:

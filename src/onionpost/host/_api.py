@@ -153,6 +153,7 @@ class _Connection:
         self._stream = stream
         self._peer = peer
         self._send_lock = trio.Lock()
+        self._outgoing: list[bytes] = []  # whole lines not written yet
         self._in_flight = trio.Semaphore(MAX_IN_FLIGHT)
         self._subscription: trio.CancelScope | None = None
         self._eof = False
@@ -172,8 +173,12 @@ class _Connection:
                     break
                 if not line.strip():
                     continue
-                # Back-pressure: stop reading until a request slot is free.
-                await self._in_flight.acquire()
+                # Back-pressure: stop reading until a request slot is free
+                # (without a scheduling pass when one is: next_line checkpoints).
+                try:
+                    self._in_flight.acquire_nowait()
+                except trio.WouldBlock:
+                    await self._in_flight.acquire()
                 nursery.start_soon(self._request, line, nursery)
             # The client is gone or done sending: its subscription ends, and the
             # requests already running finish (their replies may go nowhere).
@@ -267,12 +272,29 @@ class _Connection:
         return await self._send_bytes(encode_line(reply))
 
     async def _send_bytes(self, data: bytes) -> bool:
-        """Write one line; False if the client is gone (that is not our error)."""
+        """Write one line; False if the client is gone (that is not our error).
+
+        Lines wait in a list and go out together: whoever takes the free lock
+        first lets the other tasks ready now (the replies one commit released)
+        add theirs, then writes them all at once, so the client reads them
+        together; a line an earlier holder wrote needs nothing more.
+        """
+        self._outgoing.append(data)
         try:
-            async with self._send_lock:
-                await self._stream.send_all(data)
+            self._send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._send_lock.acquire()
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        try:
+            if self._outgoing:
+                lines = b"".join(self._outgoing)
+                self._outgoing.clear()
+                await self._stream.send_all(lines)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return False
+        finally:
+            self._send_lock.release()
         return True
 
 
