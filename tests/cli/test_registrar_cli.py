@@ -7,6 +7,7 @@ import json
 import stat
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -604,3 +605,20 @@ def test_an_agency_without_a_registrar_delegates_anew_and_endorses_under_it(
     signed = invoke(runner, *endorse, "--days", "20", "--out", tmp_path / "e1", "--json")
     assert signed.exit_code == 0, signed.output
     assert json.loads(signed.stdout)["index"] == 2  # after the first delegation and the new one
+
+
+def test_every_registrar_command_says_its_home_is_the_registrars(runner: CliRunner) -> None:
+    from onionpost.cli._registrar_cmd import registrar
+
+    assert isinstance(registrar, click.Group)
+    assert len(registrar.commands) >= 8
+    for name in registrar.commands:
+        shown = invoke(runner, "registrar", name, "--help")
+        assert shown.exit_code == 0, (name, shown.output)
+        said = " ".join(shown.output.split())
+        assert "The registrar's home directory" in said, name
+        assert "endpoint's home" not in said, name
+    # The endpoint's own commands still say theirs.
+    assert "The endpoint's home directory" in " ".join(
+        invoke(runner, "status", "--help").output.split()
+    )

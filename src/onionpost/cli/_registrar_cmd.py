@@ -57,6 +57,11 @@ def registrar() -> None:
     """Run an agency's registrar: enrol its endpoints, renew, revoke, publish the list."""
 
 
+# ``--home`` here is the registrar's home, not an endpoint's.
+_home_option = partial(home_option, whose="registrar's")
+_serve_options = partial(serve_options, whose="registrar's")
+
+
 def _registrar_dir(home: Path) -> Path:
     return home / "registrar"
 
@@ -69,7 +74,7 @@ def _registrar_dir(home: Path) -> Path:
     required=True,
     help="The agency's directory (trust root-init): its issuing key and log move here.",
 )
-@home_option
+@_home_option
 @click.option(
     "--home-key-file",
     type=click.Path(path_type=Path),
@@ -145,7 +150,7 @@ def init(
 
 
 @registrar.command("serve")
-@serve_options
+@_serve_options
 def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None) -> None:
     """Run this home as the agency's registrar in the foreground until SIGINT or SIGTERM."""
     from onionpost.registrar import RegistrarBook, RegistrarService
@@ -178,7 +183,7 @@ def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None
     help="With --replaces: OLD_ADDRESS is revoked, move away from it all the same.",
 )
 @expires_option("1h")
-@home_option
+@_home_option
 @json_option
 def code(  # noqa: PLR0917 - click's options
     endpoint: str,
@@ -232,7 +237,7 @@ def code(  # noqa: PLR0917 - click's options
     help="Revoke ADDRESS though this registrar never enrolled it: one the agency "
     "endorsed offline ('trust endorse') or before its registrar.",
 )
-@home_option
+@_home_option
 @json_option
 def revoke(address: str, reason: str, force: bool, home: Path | None, as_json: bool) -> None:
     """Revoke ADDRESS: the next list, signed and logged now, fetched by every
@@ -262,7 +267,7 @@ def revoke(address: str, reason: str, force: bool, home: Path | None, as_json: b
     required=True,
     help="The file to write (it must not exist).",
 )
-@home_option
+@_home_option
 @json_option
 def export_list(out: Path, home: Path | None, as_json: bool) -> None:
     """Write the agency's latest revocation list to OUT, for endpoints this
@@ -301,7 +306,7 @@ _MAX_DELEGATION_FILE = 1 << 16
 
 @registrar.command("delegation")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@serve_options
+@_serve_options
 @json_option
 def delegation(
     file: Path,
@@ -360,7 +365,7 @@ def _store_delegation(
 
 
 @registrar.command("status")
-@home_option
+@_home_option
 @json_option
 def status(home: Path | None, as_json: bool) -> None:
     """The registrar in four lines, however many endpoints it enrolled (five
@@ -443,7 +448,7 @@ def _delegation_warning(until: int | None, *, now_ms: int) -> str | None:
 
 
 @registrar.command("list")
-@home_option
+@_home_option
 @json_option
 def list_(home: Path | None, as_json: bool) -> None:
     """Each enrolled endpoint and each revoked address, below the status.
