@@ -622,3 +622,65 @@ def test_every_registrar_command_says_its_home_is_the_registrars(runner: CliRunn
     assert "The endpoint's home directory" in " ".join(
         invoke(runner, "status", "--help").output.split()
     )
+
+
+def test_init_refuses_an_ended_delegation_and_warns_of_an_ending_one(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+    import time
+
+    from onionpost.home import AgencyDirectory, KdfCost, KeySource
+
+    day = 86_400
+    with short_tmpdir() as tmp:
+        home, where = tmp / "reg", tmp / "acme"
+        monkeypatch.setenv("ONIONPOST_PASSPHRASE", HOME_PASSPHRASE)
+        made = invoke(runner, "init", "--home", home, "--name", "registrar", "--kdf-cost", "floor")
+        assert made.exit_code == 0, made.output
+        source = KeySource(passphrase=AGENCY_PASSPHRASE, kdf_cost=KdfCost.FLOOR)
+        # A delegation of one day, signed three days ago: ended.
+        AgencyDirectory.create(where, "acme", source, now=int(time.time()) - 3 * day, lifetime=day)
+        monkeypatch.setenv("ONIONPOST_AGENCY_PASSPHRASE", AGENCY_PASSPHRASE)
+        args = ["registrar", "init", "--dir", where, "--home", home, "--kdf-cost", "floor"]
+        refused = one_line_error(invoke(runner, *args))
+        assert "the agency's delegation in" in refused
+        assert " ended " in refused
+        assert f"run 'onionpost trust delegate --dir {where} --out FILE' first" in refused
+        assert not (where / "registrar.txt").exists()
+        assert not (home / "registrar").exists()
+        # A new one of ten days (logged in DIR at once): made, with a warning.
+        renewed = invoke(
+            runner, "trust", "delegate", "--dir", where, "--days", "10", "--out", tmp / "d"
+        )
+        assert renewed.exit_code == 0, renewed.output
+        done = invoke(runner, *args, "--json")
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["agency"] == "acme"  # the warning is not in the JSON
+        warning = done.stderr.splitlines()[-1]
+        assert re.fullmatch(
+            r"warning: the agency's delegation ends \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
+            r"\(in (9|10) days\): renew it soon with 'onionpost trust delegate' on the agency "
+            r"directory, then 'onionpost registrar delegation FILE'",
+            warning,
+        ), warning
+        _registrar_opens(home)
+
+
+def test_init_says_nothing_of_a_far_delegation(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with short_tmpdir() as tmp:
+        home, where = _home_and_agency(
+            runner, monkeypatch, tmp, agency_passphrase=AGENCY_PASSPHRASE
+        )
+        monkeypatch.setenv("ONIONPOST_AGENCY_PASSPHRASE", AGENCY_PASSPHRASE)
+        args = ["registrar", "init", "--dir", where, "--home", home, "--kdf-cost", "floor"]
+        elsewhere = ["registrar", "init", "--dir", tmp / "none", "--home", home]
+        assert one_line_error(invoke(runner, *elsewhere)) == (
+            f"onionpost: {tmp / 'none'} is not an agency directory ('onionpost trust root-init')\n"
+        )
+        done = invoke(runner, *args)
+        assert done.exit_code == 0, done.output
+        assert "warning" not in done.stderr
+        assert "delegation" not in done.stderr

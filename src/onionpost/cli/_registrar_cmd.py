@@ -16,6 +16,7 @@ import logging
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import trio
@@ -46,6 +47,9 @@ from onionpost.cli._trust_cmd import (
     home_passphrase_for_agency,
 )
 from onionpost.errors import ConfigError, DaemonNotRunningError, UnlockError
+
+if TYPE_CHECKING:
+    from onionpost.home import AgencyDirectory
 
 __all__ = ["registrar"]
 
@@ -114,6 +118,7 @@ def init(
 
     paths = Paths.for_home(resolve_home(home))
     agency = AgencyDirectory(where)
+    ending = _check_copied_delegation(agency, where, now=int(time.time()))
     try:
         signer = agency.issuer(
             _key_source(
@@ -139,6 +144,8 @@ def init(
     with open_home(paths, source, what="home", log=log) as (secrets, _):
         book = init_registrar(_registrar_dir(paths.home), agency, signer, secrets.store_key)
         address = str(secrets.identity.address)
+    if ending is not None:
+        click.echo(ending, err=True)
     if as_json:
         emit_json({"agency": book.agency, "registrar": address, "log_size": book.log.size})
         return
@@ -147,6 +154,34 @@ def init(
         f"{where} now keeps the root key only: sign with 'onionpost registrar', not there",
         err=True,
     )
+
+
+def _check_copied_delegation(agency: AgencyDirectory, where: Path, *, now: int) -> str | None:
+    """The delegation ``registrar init`` would copy from ``where``: an ended one
+    is refused before anything is opened or written (the registrar could sign
+    nothing an endpoint takes); one ending within DELEGATION_WARNING is the
+    warning returned, to say once the registrar is made."""
+    from onionpost.proto.registrar import DelegationNotice, delegation_notice
+
+    if not (where / "anchor.txt").is_file():
+        raise ConfigError(f"{where} is not an agency directory ('onionpost trust root-init')")
+    held = agency.held_delegation()
+    notice = delegation_notice(held.not_after, now)
+    when = format_ms(held.not_after * 1000)
+    if notice is DelegationNotice.ENDED:
+        raise ConfigError(
+            f"the agency's delegation in {where} ended {when}: a registrar made from it could "
+            f"sign nothing; run 'onionpost trust delegate --dir {where} --out FILE' first "
+            "(logged there at once), then 'registrar init' again"
+        )
+    if notice is DelegationNotice.ENDING:
+        days = (held.not_after - now) // 86_400
+        return (
+            f"warning: the agency's delegation ends {when} (in {_count(days, 'day', 'days')}): "
+            "renew it soon with 'onionpost trust delegate' on the agency directory, then "
+            "'onionpost registrar delegation FILE'"
+        )
+    return None
 
 
 @registrar.command("serve")
