@@ -558,6 +558,14 @@ class Status:
             "it; null if none"
         ),
     )
+    delegation_ends: int | None = field(
+        default=None,
+        metadata=_meta(
+            "when the agency's delegation under which our own endorsement was signed ends, "
+            "POSIX seconds, once that is within 14 days or past (our endorsement ends with "
+            "it: ask the agency to renew it); null otherwise"
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -662,6 +662,32 @@ def test_status_says_what_a_registrar_refusing_our_tor_key_means(
     assert "ask the agency" in text
 
 
+def test_status_warns_that_the_agencys_delegation_is_ending(
+    runner: CliRunner, daemon: Daemon
+) -> None:
+    # Our endorsement ends with the delegation it was signed under; the daemon
+    # reports its end within two weeks of it (trust.md §8.1).
+    server, home = daemon
+    quiet = invoke(runner, "--home", home, "status")
+    assert quiet.exit_code == 0, quiet.output
+    assert "delegation" not in quiet.stdout
+    soon = int(time.time()) + 3 * 86_400
+    server.backend.delegation_ends = soon
+    result = invoke(runner, "--home", home, "status")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert (
+        f"DELEGATION the agency's delegation ends {_common.format_ms(soon * 1000)}: "
+        "ask the agency to renew it (this endpoint's endorsement ends with it)"
+    ) in text
+    (report,) = json_lines(invoke(runner, "--home", home, "status", "--json"))
+    assert report["delegation_ends"] == soon
+    server.backend.delegation_ends = soon - 4 * 86_400
+    ended = " ".join(invoke(runner, "--home", home, "status").stdout.split())
+    assert "the agency's delegation ended " in ended
+    assert "this endpoint's endorsement ended with it" in ended
+
+
 def test_status_says_what_a_contacts_refusal_codes_mean(runner: CliRunner, daemon: Daemon) -> None:
     # At a revoked endpoint its contacts refuse it at the handshake; at a home
     # that moved, its contacts' onion services no longer let the old key in.

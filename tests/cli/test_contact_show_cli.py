@@ -220,14 +220,15 @@ def test_whoami_shows_our_endorsement(runner: CliRunner, daemon: Daemon) -> None
     }
     shown = invoke(runner, "--home", home, "whoami")
     assert shown.stdout.splitlines()[-1] == (
-        "endorsement: endorsed: acme (Field office 3, Unit U) until 2026-12-13 04:10:00 UTC"
+        "endorsement: endorsed by acme (Field office 3, Unit U) until 2026-12-13 04:10:00 UTC"
     )
     server.backend.whoami_result["endorsed"].update(
         status="unverified-stale", reason="stale-revocation-list"
     )
     stale = invoke(runner, "--home", home, "whoami")
     assert stale.stdout.splitlines()[-1] == (
-        "endorsement: unverified-stale (stale-revocation-list): acme (Field office 3, Unit U) "
+        "endorsement: unverified-stale (stale-revocation-list): endorsed by acme "
+        "(Field office 3, Unit U) "
         "until 2026-12-13 04:10:00 UTC"
     )
     server.backend.whoami_result["endorsed"].update(

@@ -7,6 +7,7 @@ import json
 import stat
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -604,3 +605,82 @@ def test_an_agency_without_a_registrar_delegates_anew_and_endorses_under_it(
     signed = invoke(runner, *endorse, "--days", "20", "--out", tmp_path / "e1", "--json")
     assert signed.exit_code == 0, signed.output
     assert json.loads(signed.stdout)["index"] == 2  # after the first delegation and the new one
+
+
+def test_every_registrar_command_says_its_home_is_the_registrars(runner: CliRunner) -> None:
+    from onionpost.cli._registrar_cmd import registrar
+
+    assert isinstance(registrar, click.Group)
+    assert len(registrar.commands) >= 8
+    for name in registrar.commands:
+        shown = invoke(runner, "registrar", name, "--help")
+        assert shown.exit_code == 0, (name, shown.output)
+        said = " ".join(shown.output.split())
+        assert "The registrar's home directory" in said, name
+        assert "endpoint's home" not in said, name
+    # The endpoint's own commands still say theirs.
+    assert "The endpoint's home directory" in " ".join(
+        invoke(runner, "status", "--help").output.split()
+    )
+
+
+def test_init_refuses_an_ended_delegation_and_warns_of_an_ending_one(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+    import time
+
+    from onionpost.home import AgencyDirectory, KdfCost, KeySource
+
+    day = 86_400
+    with short_tmpdir() as tmp:
+        home, where = tmp / "reg", tmp / "acme"
+        monkeypatch.setenv("ONIONPOST_PASSPHRASE", HOME_PASSPHRASE)
+        made = invoke(runner, "init", "--home", home, "--name", "registrar", "--kdf-cost", "floor")
+        assert made.exit_code == 0, made.output
+        source = KeySource(passphrase=AGENCY_PASSPHRASE, kdf_cost=KdfCost.FLOOR)
+        # A delegation of one day, signed three days ago: ended.
+        AgencyDirectory.create(where, "acme", source, now=int(time.time()) - 3 * day, lifetime=day)
+        monkeypatch.setenv("ONIONPOST_AGENCY_PASSPHRASE", AGENCY_PASSPHRASE)
+        args = ["registrar", "init", "--dir", where, "--home", home, "--kdf-cost", "floor"]
+        refused = one_line_error(invoke(runner, *args))
+        assert "the agency's delegation in" in refused
+        assert " ended " in refused
+        assert f"run 'onionpost trust delegate --dir {where} --out FILE' first" in refused
+        assert not (where / "registrar.txt").exists()
+        assert not (home / "registrar").exists()
+        # A new one of ten days (logged in DIR at once): made, with a warning.
+        renewed = invoke(
+            runner, "trust", "delegate", "--dir", where, "--days", "10", "--out", tmp / "d"
+        )
+        assert renewed.exit_code == 0, renewed.output
+        done = invoke(runner, *args, "--json")
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["agency"] == "acme"  # the warning is not in the JSON
+        warning = done.stderr.splitlines()[-1]
+        assert re.fullmatch(
+            r"warning: the agency's delegation ends \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
+            r"\(in (9|10) days\): renew it soon with 'onionpost trust delegate' on the agency "
+            r"directory, then 'onionpost registrar delegation FILE'",
+            warning,
+        ), warning
+        _registrar_opens(home)
+
+
+def test_init_says_nothing_of_a_far_delegation(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with short_tmpdir() as tmp:
+        home, where = _home_and_agency(
+            runner, monkeypatch, tmp, agency_passphrase=AGENCY_PASSPHRASE
+        )
+        monkeypatch.setenv("ONIONPOST_AGENCY_PASSPHRASE", AGENCY_PASSPHRASE)
+        args = ["registrar", "init", "--dir", where, "--home", home, "--kdf-cost", "floor"]
+        elsewhere = ["registrar", "init", "--dir", tmp / "none", "--home", home]
+        assert one_line_error(invoke(runner, *elsewhere)) == (
+            f"onionpost: {tmp / 'none'} is not an agency directory ('onionpost trust root-init')\n"
+        )
+        done = invoke(runner, *args)
+        assert done.exit_code == 0, done.output
+        assert "warning" not in done.stderr
+        assert "delegation" not in done.stderr

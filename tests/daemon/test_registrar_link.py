@@ -481,3 +481,66 @@ async def test_a_new_delegation_reaches_the_endpoints_through_renewal(
         assert detail.checked_ms >= (base + 11 * day) * 1000 - 1000
         assert detail.until is not None
         assert detail.until > first_end
+
+
+async def test_status_and_the_log_say_the_delegation_is_ending(
+    tmp_path: Path,
+    clock: MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Our endorsement ends with the delegation it was signed under (trust.md
+    §8.1): within two weeks of that end, status says when, and the daemon logs
+    it once a day, until a renewal under a new delegation."""
+    from onionpost.home import AgencyDirectory
+    from onionpost.testing.memory import AGENCY_SOURCE
+
+    day = 86_400
+    base = time.time()
+    caplog.set_level(logging.WARNING, logger="onionpost.daemon")
+
+    def own_delegation() -> bytes:
+        found = a1.store.trust.own()
+        assert found is not None
+        return EndorsementProof.decode(found[1]).delegation
+
+    def logged() -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if "event=agency_delegation" in r.getMessage()
+        ]
+
+    async with network(tmp_path, trust_refresh=3600.0) as (net, nursery):
+        registrar = net.registrar("registrar", refresh=3600, lifetime=10 * day)
+        end = registrar.book.delegation.not_after
+        a1 = net.node("a1")
+        await registrar.start(nursery)
+        await a1.start(nursery)
+        assert a1.daemon is not None
+        assert (await a1.daemon.status(api.GetStatus())).delegation_ends is None  # none yet
+        await _enrol(a1, registrar, "Field office 1")
+        assert (await a1.daemon.status(api.GetStatus())).delegation_ends == end
+        await until(lambda: len(logged()) == 1, seconds=61)
+        (line,) = logged()
+        # When, and nothing else: no address, no key.
+        assert re.fullmatch(
+            r"event=agency_delegation_ending at=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", line
+        )
+        # Rounds every hour: logged again only a day later.
+        first = trio.current_time()
+        await until(lambda: len(logged()) == 2, seconds=day + 3700)
+        assert trio.current_time() - first >= day
+        # The root delegates anew; a renewal (a third of the endorsement
+        # left) carries the new delegation: nothing more to say.
+        agency = AgencyDirectory(net.root / "registrar-agency")
+        data = agency.delegate(agency.root(AGENCY_SOURCE), now=int(time.time()))
+        assert registrar.server is not None
+        await registrar.server.install_delegation(data)
+        monkeypatch.setattr(time, "time", lambda: base + 5 * day)
+        a1.daemon.registrar.kick()
+        await until(lambda: own_delegation() == data, seconds=61)
+        assert (await a1.daemon.status(api.GetStatus())).delegation_ends is None
+        # Past the first delegation's end, nothing is said: the new one is far off.
+        monkeypatch.setattr(time, "time", lambda: base + 11 * day)
+        assert (await a1.daemon.status(api.GetStatus())).delegation_ends is None
+        await trio.sleep(day + 3600)
+        assert len(logged()) == 2

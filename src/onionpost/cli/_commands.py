@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, aclosing, contextmanager
 from functools import partial
@@ -888,6 +889,17 @@ def status(home: Path | None, as_json: bool) -> None:
                     "or its enrolment ended; ask the agency)"
                 )
         summary.add_row(Text("registrar"), Text(printable(line)))
+    if report.delegation_ends is not None:
+        # Our endorsement ends with it, and our contacts then refuse us (trust.md §8.1).
+        ended = report.delegation_ends <= time.time()
+        summary.add_row(
+            Text("DELEGATION"),
+            Text(
+                f"the agency's delegation {'ended' if ended else 'ends'} "
+                f"{format_ms(report.delegation_ends * 1000)}: ask the agency to renew it "
+                f"(this endpoint's endorsement {'ended' if ended else 'ends'} with it)"
+            ),
+        )
     if report.rotation is not None:
         m = report.rotation
         line = f"to {m.address}: {m.told} of {m.contacts} contact(s) told"

@@ -232,13 +232,14 @@ class OnionpostGroup(click.Group):
             fail(str(error), exit_code(error))
 
 
-def home_option(function: F) -> F:
-    """``--home``: on the group and on each command; the command's wins."""
+def home_option(function: F, *, whose: str = "endpoint's") -> F:
+    """``--home``: on the group and on each command; the command's wins.
+    ``whose`` names what the home runs (a registrar's commands say so)."""
     return click.option(
         "--home",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        help=f"The endpoint's home directory (default: ${HOME_ENV} or the per-user data dir).",
+        help=f"The {whose} home directory (default: ${HOME_ENV} or the per-user data dir).",
     )(function)
 
 
@@ -381,9 +382,10 @@ def stdin_is_a_terminal() -> bool:
 # -- a home run as a service in the foreground, and its one-time codes ------------------
 
 
-def serve_options(function: F) -> F:
+def serve_options(function: F, *, whose: str = "endpoint's") -> F:
     """``--home``, ``--key-file``, ``--passphrase-file``: what a command that runs
-    a home in the foreground takes (``daemon``, ``mailbox serve``, ``registrar serve``)."""
+    a home in the foreground takes (``daemon``, ``mailbox serve``, ``registrar serve``);
+    ``whose`` as for :func:`home_option`."""
     function = click.option(
         "--passphrase-file",
         type=click.Path(path_type=Path),
@@ -397,7 +399,7 @@ def serve_options(function: F) -> F:
         help="Open the home with this 32-byte key file, not a passphrase "
         "(else $ONIONPOST_KEY_FILE).",
     )(function)
-    return home_option(function)
+    return home_option(function, whose=whose)
 
 
 @contextmanager

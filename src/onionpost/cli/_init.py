@@ -179,12 +179,16 @@ def whoami(bundle: bool, home: Path | None, as_json: bool) -> None:
 
 
 def own_endorsement(e: EndorsementDetail) -> str:
-    """Our endorsement in one line: its status, the agency, the endpoint it
-    names and until when (``whoami``)."""
+    """Our endorsement in one line, worded as ``contact list`` words a
+    contact's: the agency, the endpoint it names and until when, after its
+    status when that is not plainly endorsed (``whoami``)."""
     if e.status not in {"endorsed", "unverified-stale"} or not e.endpoint:
         return printable(e.describe)  # refused (revoked: when, why), or no anchor
-    status = e.status + (f" ({e.reason})" if e.reason else "")
     where = f"{e.endpoint}, {e.unit}" if e.unit else e.endpoint
     until = e.until if e.until is not None else e.valid_until
     end = "" if until is None else f" until {format_ms(until * 1000)}"
-    return printable(f"{status}: {e.agency} ({where}){end}")
+    # Worded as ``contact list`` words a contact's: "endorsed by acme (...)".
+    said = f"endorsed by {e.agency} ({where}){end}"
+    if e.status != "endorsed":
+        said = e.status + (f" ({e.reason})" if e.reason else "") + ": " + said
+    return printable(said)

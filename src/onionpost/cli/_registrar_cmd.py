@@ -16,6 +16,7 @@ import logging
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import trio
@@ -47,6 +48,9 @@ from onionpost.cli._trust_cmd import (
 )
 from onionpost.errors import ConfigError, DaemonNotRunningError, UnlockError
 
+if TYPE_CHECKING:
+    from onionpost.home import AgencyDirectory
+
 __all__ = ["registrar"]
 
 log = logging.getLogger("onionpost.registrar")
@@ -55,6 +59,11 @@ log = logging.getLogger("onionpost.registrar")
 @click.group("registrar")
 def registrar() -> None:
     """Run an agency's registrar: enrol its endpoints, renew, revoke, publish the list."""
+
+
+# ``--home`` here is the registrar's home, not an endpoint's.
+_home_option = partial(home_option, whose="registrar's")
+_serve_options = partial(serve_options, whose="registrar's")
 
 
 def _registrar_dir(home: Path) -> Path:
@@ -69,7 +78,7 @@ def _registrar_dir(home: Path) -> Path:
     required=True,
     help="The agency's directory (trust root-init): its issuing key and log move here.",
 )
-@home_option
+@_home_option
 @click.option(
     "--home-key-file",
     type=click.Path(path_type=Path),
@@ -109,6 +118,7 @@ def init(
 
     paths = Paths.for_home(resolve_home(home))
     agency = AgencyDirectory(where)
+    ending = _check_copied_delegation(agency, where, now=int(time.time()))
     try:
         signer = agency.issuer(
             _key_source(
@@ -134,6 +144,8 @@ def init(
     with open_home(paths, source, what="home", log=log) as (secrets, _):
         book = init_registrar(_registrar_dir(paths.home), agency, signer, secrets.store_key)
         address = str(secrets.identity.address)
+    if ending is not None:
+        click.echo(ending, err=True)
     if as_json:
         emit_json({"agency": book.agency, "registrar": address, "log_size": book.log.size})
         return
@@ -144,8 +156,36 @@ def init(
     )
 
 
+def _check_copied_delegation(agency: AgencyDirectory, where: Path, *, now: int) -> str | None:
+    """The delegation ``registrar init`` would copy from ``where``: an ended one
+    is refused before anything is opened or written (the registrar could sign
+    nothing an endpoint takes); one ending within DELEGATION_WARNING is the
+    warning returned, to say once the registrar is made."""
+    from onionpost.proto.registrar import DelegationNotice, delegation_notice
+
+    if not (where / "anchor.txt").is_file():
+        raise ConfigError(f"{where} is not an agency directory ('onionpost trust root-init')")
+    held = agency.held_delegation()
+    notice = delegation_notice(held.not_after, now)
+    when = format_ms(held.not_after * 1000)
+    if notice is DelegationNotice.ENDED:
+        raise ConfigError(
+            f"the agency's delegation in {where} ended {when}: a registrar made from it could "
+            f"sign nothing; run 'onionpost trust delegate --dir {where} --out FILE' first "
+            "(logged there at once), then 'registrar init' again"
+        )
+    if notice is DelegationNotice.ENDING:
+        days = (held.not_after - now) // 86_400
+        return (
+            f"warning: the agency's delegation ends {when} (in {_count(days, 'day', 'days')}): "
+            "renew it soon with 'onionpost trust delegate' on the agency directory, then "
+            "'onionpost registrar delegation FILE'"
+        )
+    return None
+
+
 @registrar.command("serve")
-@serve_options
+@_serve_options
 def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None) -> None:
     """Run this home as the agency's registrar in the foreground until SIGINT or SIGTERM."""
     from onionpost.registrar import RegistrarBook, RegistrarService
@@ -178,7 +218,7 @@ def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None
     help="With --replaces: OLD_ADDRESS is revoked, move away from it all the same.",
 )
 @expires_option("1h")
-@home_option
+@_home_option
 @json_option
 def code(  # noqa: PLR0917 - click's options
     endpoint: str,
@@ -232,7 +272,7 @@ def code(  # noqa: PLR0917 - click's options
     help="Revoke ADDRESS though this registrar never enrolled it: one the agency "
     "endorsed offline ('trust endorse') or before its registrar.",
 )
-@home_option
+@_home_option
 @json_option
 def revoke(address: str, reason: str, force: bool, home: Path | None, as_json: bool) -> None:
     """Revoke ADDRESS: the next list, signed and logged now, fetched by every
@@ -262,7 +302,7 @@ def revoke(address: str, reason: str, force: bool, home: Path | None, as_json: b
     required=True,
     help="The file to write (it must not exist).",
 )
-@home_option
+@_home_option
 @json_option
 def export_list(out: Path, home: Path | None, as_json: bool) -> None:
     """Write the agency's latest revocation list to OUT, for endpoints this
@@ -301,7 +341,7 @@ _MAX_DELEGATION_FILE = 1 << 16
 
 @registrar.command("delegation")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@serve_options
+@_serve_options
 @json_option
 def delegation(
     file: Path,
@@ -360,7 +400,7 @@ def _store_delegation(
 
 
 @registrar.command("status")
-@home_option
+@_home_option
 @json_option
 def status(home: Path | None, as_json: bool) -> None:
     """The registrar in four lines, however many endpoints it enrolled (five
@@ -443,7 +483,7 @@ def _delegation_warning(until: int | None, *, now_ms: int) -> str | None:
 
 
 @registrar.command("list")
-@home_option
+@_home_option
 @json_option
 def list_(home: Path | None, as_json: bool) -> None:
     """Each enrolled endpoint and each revoked address, below the status.

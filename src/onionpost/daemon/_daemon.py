@@ -398,6 +398,7 @@ class Daemon:
             evidence_alarms=await self._worker(self._alarm_count),
             trust_alarms=len(await self._worker(self._store.trust.alarms)),
             registrar=await self.registrar.status(),
+            delegation_ends=await self.registrar.delegation_ends(),
             rotation=None
             if (moving := await self._worker(rotation_progress, self._store)) is None
             else api.RotationStatus(*moving),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -49,7 +50,12 @@ from onionpost.host import StoreWorker, first_failure, reason
 from onionpost.proto import messages as m
 from onionpost.proto import trust
 from onionpost.proto.address import OnionAddress
-from onionpost.proto.registrar import EnrolmentCode, renewal_due
+from onionpost.proto.registrar import (
+    DelegationNotice,
+    EnrolmentCode,
+    delegation_notice,
+    renewal_due,
+)
 from onionpost.proto.trust_session import RevocationBundle
 from onionpost.store import Store
 from onionpost.transport import SecureChannel
@@ -69,6 +75,8 @@ ROUND_TIMEOUT: Final = 120.0
 # the registrar's published descriptor yet), within this budget.
 ENROL_BUDGET: Final = 50.0
 ENROL_ATTEMPTS: Final = 6
+# How often the daemon logs that our endorsement's delegation is ending.
+DELEGATION_LOG_EVERY: Final = 86_400.0
 REFUSED_TEXT: Final = (
     "the registrar refused: the enrolment code is unknown, used or expired, "
     "or this address was revoked (ask the registrar's operator)"
@@ -108,6 +116,7 @@ class RegistrarLink:
         self.rounds = 0
         self.last_error = ""
         self.last_round_ms: int | None = None
+        self._ending_logged: float | None = None  # trio time of the last such log
 
     def __repr__(self) -> str:
         return f"RegistrarLink(rounds={self.rounds})"
@@ -132,6 +141,35 @@ class RegistrarLink:
             return None
         return api.RegistrarStatus(
             str(registrar), self.refresh, self.rounds, self.last_round_ms, self.last_error
+        )
+
+    async def delegation_ends(self) -> int | None:
+        """When the agency's delegation under which our own endorsement was
+        signed ends (POSIX seconds), once that is within DELEGATION_WARNING or
+        past: our endorsement ends with it (trust.md §4 step 4). None when it
+        is further off, or without an endorsement of ours."""
+        own = await self._db(self._store.trust.own)
+        end = None if own is None else _delegation_end(own[1])
+        if end is None or delegation_notice(end, int(time.time())) is DelegationNotice.FAR:
+            return None
+        return end
+
+    async def _log_delegation_ending(self) -> None:
+        """Log, once a day while it lasts, that our delegation is ending."""
+        end = await self.delegation_ends()
+        now = trio.current_time()
+        if end is None:
+            self._ending_logged = None
+            return
+        if self._ending_logged is not None and now - self._ending_logged < DELEGATION_LOG_EVERY:
+            return
+        self._ending_logged = now
+        when = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ended = end <= int(time.time())
+        log.warning(
+            "event=agency_delegation_%s at=%s",
+            "ended" if ended else "ending",
+            when,
         )
 
     def kick(self) -> None:
@@ -217,6 +255,7 @@ class RegistrarLink:
             self._wake = trio.Event()
             failure: BaseException | None = None
             try:
+                await self._log_delegation_ending()
                 registrar = await self._db(self.registrar)
                 if registrar is not None:
                     with trio.fail_after(ROUND_TIMEOUT):
@@ -280,6 +319,15 @@ class RegistrarLink:
         except TrustError:
             return True
         return renewal_due(endorsement.valid_from, endorsement.valid_until, int(time.time()))
+
+
+def _delegation_end(proof: bytes) -> int | None:
+    """When the delegation in our endorsement proof ends (read, not verified
+    again: it was when installed); None if it is unreadable."""
+    try:
+        return trust.claimed_delegation(trust.EndorsementProof.decode(proof).delegation).not_after
+    except TrustError:
+        return None
 
 
 async def _ask(

@@ -95,6 +95,8 @@ class MemoryBackend:
         self.enrolled_with = ""
         #: What ``status`` says of our registrar (api.RegistrarStatus), once set.
         self.registrar_status: JSON | None = None
+        #: What ``status`` says of our endorsement's delegation ending (POSIX seconds).
+        self.delegation_ends: int | None = None
         # The verdict contact_add records for a card bundle's endorsement
         # (None: "judged: ..." and the line's start).
         self.endorsement_verdict: str | None = None
@@ -288,6 +290,7 @@ class MemoryBackend:
                 for c in self.contacts.values()
             ],
             "registrar": self.registrar_status,
+            "delegation_ends": self.delegation_ends,
         }
 
     async def contact_add(self, request: api.ContactAdd) -> JSON:
