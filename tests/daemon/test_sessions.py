@@ -7,14 +7,17 @@ virtual time: waits are conditions under deadlines.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from trio.testing import MockClock
 
 from onionpost import api
-from onionpost.errors import TransportError
+from onionpost.daemon.delivery._records import HANDOFF_ENCODED_MAX
+from onionpost.errors import LocalProtocolError, TransportError
 from onionpost.proto import messages as m
 from onionpost.testing.memory import MailboxNode, Network, Node, befriend, network, until
 
@@ -189,6 +192,71 @@ async def test_texts_queued_during_a_session_are_handed_to_it_not_read_back(
         # 401 texts and a file went out over the live session; the outbox was
         # read for the file (and a page or two around it), not per text.
         assert reads <= 10, reads
+
+
+async def test_a_text_handed_to_a_live_session_is_encoded_once(
+    tmp_path: Path, clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its check before queueing made the bytes the session sends; a long one
+    # (beyond HANDOFF_ENCODED_MAX) is handed over as the text, encoded again
+    # when sent, so a hand-off holds its body once. Each arrives whole.
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        first = await alice.send(bob, "opens the session")
+        await until(lambda: alice.state(first) == "delivered")
+        assert alice.daemon is not None
+        daemon = alice.daemon
+        encodes: Counter[bytes] = Counter()
+        encode = m.encode
+
+        def counted(message: m.Message) -> bytes:
+            if isinstance(message, m.Text):
+                encodes[message.id] += 1
+            return encode(message)
+
+        monkeypatch.setattr(m, "encode", counted)
+        bodies = {
+            await alice.send(bob, f"short {i} \u00e9"): f"short {i} \u00e9" for i in range(20)
+        }
+        long_body = "\u00e9" * (HANDOFF_ENCODED_MAX // 2 + 1)
+        long_id = await alice.send(bob, long_body)
+        bodies[long_id] = long_body
+        items = tuple(api.TextItem(f"batch {k}") for k in range(10))
+        for q, item in zip(
+            await daemon.send_texts(api.SendTexts("bob", items)), items, strict=True
+        ):
+            bodies[bytes.fromhex(q.id)] = item.body
+        await until(lambda: all(alice.state(i) == "delivered" for i in bodies))
+        assert {s.id: s.body for s in bob.inbox_from(alice) if s.id != first} == bodies
+        assert encodes == {i: 2 if i == long_id else 1 for i in bodies}
+
+
+async def test_a_text_that_could_never_be_sent_is_refused_before_it_is_queued(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        first = await alice.send(bob, "opens the session")
+        await until(lambda: alice.state(first) == "delivered")
+        engine, contact_id = alice.engine, alice.contact(bob).id
+        assert engine is not None
+        good = m.Text(os.urandom(16), 0, "fine")
+        for bad in (m.Text(os.urandom(16), 0, "\ud800"), m.Text(os.urandom(16), 0, "x", "c" * 129)):
+            with pytest.raises(LocalProtocolError):
+                await engine.queue_text(contact_id, bad)
+            with pytest.raises(LocalProtocolError):
+                await engine.queue_texts(contact_id, [good, bad])
+        assert alice.store.outbox.listing(limit=10) == []
+        # The engine goes on: the next text is sent.
+        last = await alice.send(bob, "still here")
+        await until(lambda: alice.state(last) == "delivered")
+        assert [s.id for s in bob.inbox_from(alice)] == [first, last]
 
 
 async def test_texts_trickling_to_an_away_contact_share_envelopes(

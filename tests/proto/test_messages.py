@@ -787,3 +787,33 @@ def test_trust_gossip_out_of_bounds_is_refused_both_ways(message: m.TrustGossip)
     full = m.TrustGossip(bytes(MAX_TRUST_STAPLE_PART), b"", bytes(MAX_TRUST_STAPLE_PART))
     assert decode(encode(full)) == full
     assert encode(m.TrustGossip(b"d", b"r", b"")) == pack(81, b"d", b"r", b"")
+
+
+# -- encoded: a record with its bytes, encoded once ------------------------------------
+
+
+@settings(max_examples=200)
+@given(st.one_of(*STRATEGIES.values()))
+def test_encoded_holds_exactly_the_bytes_encode_makes(message: m.Message) -> None:
+    ready = m.encoded(message)
+    assert ready.message is message
+    assert ready.data == encode(message)
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_encoded_refuses_what_encode_refuses_with_the_same_error(case: str) -> None:
+    cls, values = BAD[case]
+    message = cls(*values)
+    with pytest.raises(LocalProtocolError) as plain:
+        encode(message)
+    with pytest.raises(LocalProtocolError) as ready:
+        m.encoded(message)
+    assert str(ready.value) == str(plain.value)
+
+
+def test_an_encoded_text_keeps_its_body_out_of_its_repr() -> None:
+    secret = "the launch code is 0000"
+    ready = m.encoded(Text(ID, 0, secret))
+    assert secret not in repr(ready)
+    assert secret.encode().hex() not in repr(ready)
+    assert repr(ready.message) in repr(ready)

@@ -87,6 +87,7 @@ from onionpost.proto.messages import (
     Read,
     Text,
     encode,
+    encoded,
 )
 from onionpost.proto.noise import CipherState, HandshakeState
 from onionpost.proto.session import (
@@ -335,6 +336,23 @@ def test_every_record_type_round_trips_in_both_directions() -> None:
     assert send_all(i, r, SAMPLES) == expected
     assert send_all(r, i, SAMPLES) == expected
     assert i.state is r.state is S.ESTABLISHED
+
+
+def test_an_encoded_record_goes_out_as_the_same_bytes_as_the_record() -> None:
+    # Two sessions with the same keys: one sends the records, the other the
+    # records with their encodings; every byte on the wire is the same.
+    records = [text(1), text(2, "\u00e9" * 300), Ack((text(1).id,))]
+    wires = []
+    for ready in (False, True):
+        i, r = deterministic_pair()
+        handshake(i, r)
+        for record in records:
+            i.send(encoded(record) if ready else record)
+        wire = i.data_to_send()
+        r.receive_data(wire)
+        assert drain(r) == [MessageReceived(record) for record in records]
+        wires.append(wire)
+    assert wires[0] == wires[1]
 
 
 def test_ping_is_answered_with_pong_and_not_delivered() -> None:

@@ -416,6 +416,9 @@ async def test_too_large_or_close_messages_are_refused_locally(pair: StreamPair)
         await client.send(messages.FileChunk(_id(), 2**63, bytes(FILE_CHUNK_SIZE + 1)))
     with pytest.raises(LocalProtocolError):
         await client.send(messages.Close(0))
+    for close in (messages.Close(0), messages.encoded(messages.Close(0))):
+        with pytest.raises(LocalProtocolError, match="aclose"):
+            await client.send_many([messages.FileComplete(_id()), close])
     # Nothing was consumed: the channel goes on.
     await _exchange(client, server, [messages.FileComplete(_id())])
 
@@ -726,10 +729,12 @@ async def test_send_many_writes_a_burst_at_once_and_each_arrives_in_order() -> N
         await pump()
 
     texts = [messages.Text(_id(), i, f"text {i}") for i in range(50)]
+    # Some as the records, some with their encodings: all arrive the same.
+    ready = [messages.encoded(t) if t.created_ms % 2 else t for t in texts]
     a.send_stream.send_all_hook = counted
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.send_many, texts)
+            nursery.start_soon(client.send_many, ready)
             got = [await server.receive() for _ in texts]
     assert got == texts
     assert writes == 1

@@ -41,7 +41,7 @@ import builtins
 import enum
 import struct
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from onionpost.errors import LocalProtocolError, MessageDecodeError
 from onionpost.limits import (
@@ -69,6 +69,7 @@ from onionpost.proto import _msgpack
 __all__ = [
     "Ack",
     "Close",
+    "Encoded",
     "FileAccept",
     "FileCancel",
     "FileChunk",
@@ -118,6 +119,7 @@ __all__ = [
     "UnknownExtension",
     "decode",
     "encode",
+    "encoded",
     "wire_values",
 ]
 
@@ -1175,6 +1177,27 @@ def encode(message: Message) -> bytes:
     if len(data) > MAX_RECORD_SIZE:
         raise LocalProtocolError(f"{type(message).__name__} is larger than one frame")
     return data
+
+
+_M = TypeVar("_M", bound="Message")
+_M_co = TypeVar("_M_co", bound="Message", covariant=True)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Encoded(Generic[_M_co]):
+    """A record and the bytes :func:`encode` made of it, as :func:`encoded`
+    (their one maker) pairs them: a record checked before it is queued goes
+    on the wire as these bytes instead of being encoded again (a session's
+    ``send`` takes either). Its repr is the record's; the bytes hold its
+    contents and stay out of it."""
+
+    message: _M_co
+    data: bytes = field(repr=False)
+
+
+def encoded(message: _M) -> Encoded[_M]:
+    """``message`` with its :func:`encode` bytes (the same errors)."""
+    return Encoded(message, encode(message))
 
 
 def decode(data: bytes) -> Message | UnknownExtension:

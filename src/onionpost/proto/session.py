@@ -68,7 +68,7 @@ from onionpost.proto import _msgpack, messages
 from onionpost.proto._crypto import Encapsulator, KeyPair, constant_time_equal
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import CERT_LEN, Identity, StaticKey, StaticKeyCertificate
-from onionpost.proto.messages import Message
+from onionpost.proto.messages import Encoded, Message
 from onionpost.proto.noise import CipherState, HandshakeState, NoiseProtocol
 
 __all__ = [
@@ -312,8 +312,9 @@ class Session:
         self._out += _PREAMBLE.pack(MAGIC, PROTOCOL_VERSION)
         self._frame(self._handshake.write_message(b""))
 
-    def send(self, message: Message) -> None:
-        """Queue one record, padded and encrypted."""
+    def send(self, message: Message | Encoded[Message]) -> None:
+        """Queue one record, padded and encrypted (an :class:`Encoded` one as
+        its bytes, not encoded again)."""
         self._transition(_I.SEND)
         self._send_record(message)
 
@@ -324,11 +325,11 @@ class Session:
         self._send_record(messages.Close(int(code), reason))
         self._transition(_I.CLOSE_SENT)
 
-    def _send_record(self, message: Message) -> None:
+    def _send_record(self, message: Message | Encoded[Message]) -> None:
         direction = self._send
         if direction is None:
             raise LocalProtocolError("no transport keys", state=self._state)
-        record = messages.encode(message)
+        record = message.data if isinstance(message, Encoded) else messages.encode(message)
         bucket = _pad_bucket(len(record))
         plaintext = _U16.pack(len(record)) + record
         plaintext += bytes(bucket - NOISE_TAG_LEN - len(plaintext))

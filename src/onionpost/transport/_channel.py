@@ -66,7 +66,7 @@ from onionpost.errors import (
 from onionpost.limits import FRAME_HEADER_LEN, MAX_RECEIVE_BUFFER, NOISE_MAX_MESSAGE
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import Identity, StaticKey
-from onionpost.proto.messages import Close, Message, Ping, Pong
+from onionpost.proto.messages import Close, Encoded, Message, Ping, Pong
 from onionpost.proto.session import (
     ConnectionClosed,
     HandshakeComplete,
@@ -181,13 +181,14 @@ class SecureChannel(trio.abc.Channel[Message]):
         finally:
             self._send_lock.release()
 
-    async def send_many(self, values: Sequence[Message]) -> None:
+    async def send_many(self, values: Sequence[Message | Encoded[Message]]) -> None:
         """Encrypt and write several messages with one write to the stream (a
-        burst of texts costs one system call, not one each). The same errors
-        as :meth:`send`; when one breaks a limit, those before it are still
-        written."""
+        burst of texts costs one system call, not one each); an
+        :class:`~onionpost.proto.messages.Encoded` one goes as its bytes. The
+        same errors as :meth:`send`; when one breaks a limit, those before it
+        are still written."""
         for value in values:
-            if isinstance(value, Close):
+            if isinstance(value.message if isinstance(value, Encoded) else value, Close):
                 raise LocalProtocolError("close the channel with aclose(code, reason)")
         await trio.lowlevel.checkpoint_if_cancelled()
         async with self._send_lock:

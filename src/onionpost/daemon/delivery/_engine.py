@@ -68,7 +68,15 @@ from onionpost.daemon.delivery._policy import (
     LinkStatus,
     MailboxAccess,
 )
-from onionpost.daemon.delivery._records import Link, Parts, Session, jitter, now_ms
+from onionpost.daemon.delivery._records import (
+    Handed,
+    Link,
+    Parts,
+    Session,
+    handed,
+    jitter,
+    now_ms,
+)
 from onionpost.daemon.delivery._session import run_session
 from onionpost.daemon.delivery._trust import receive_rotation, refusals, rejudge, rotation_due
 from onionpost.daemon.delivery._views import message_record
@@ -407,12 +415,12 @@ class DeliveryEngine:
         Concurrent calls share one transaction (group commit). If the caller is
         cancelled while waiting, the text may still have been queued.
         """
-        messages.encode(text)  # refuse what could never be sent, before queueing it
+        ready = handed(text)  # refuse what could never be sent, before queueing it
         expiry = self._parts.policy.message_expiry
         expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
 
         def committed(seq: int | None) -> None:
-            self._hand_off(contact_id, [] if seq is None else [(seq, text)])
+            self._hand_off(contact_id, [] if seq is None else [(seq, ready)])
 
         await self._parts.writer.write(
             self._parts.store.outbox.queue_text,
@@ -430,16 +438,15 @@ class DeliveryEngine:
         """Queue ``texts`` for the contact, in order, in one transaction: all are
         durably stored when this returns (or none, on an error). A text whose
         id is already queued with the same content is queued once."""
-        for text in texts:
-            messages.encode(text)
+        ready = [handed(text) for text in texts]
         expiry = self._parts.policy.message_expiry
         expires_at = None if expiry is None else now_ms() + int(expiry * 1000)
         store = self._parts.store
 
-        def queue_all() -> list[tuple[int, messages.Text]]:
+        def queue_all() -> list[tuple[int, Handed]]:
             queued = []
             with store.transaction():
-                for text in texts:
+                for text, item in zip(texts, ready, strict=True):
                     seq = store.outbox.queue_text(
                         contact_id,
                         text.id,
@@ -450,7 +457,7 @@ class DeliveryEngine:
                         label=text.label,
                     )
                     if seq is not None:
-                        queued.append((seq, text))
+                        queued.append((seq, item))
             return queued
 
         await self._parts.writer.write(queue_all, then=partial(self._hand_off, contact_id))
@@ -593,9 +600,7 @@ class DeliveryEngine:
                     # Tor refused now: the next change, or a restart, says it again.
                     log.warning("event=introductions_unauthorized error=%s", type(exc).__name__)
 
-    def _hand_off(
-        self, contact_id: int, queued: Sequence[tuple[int, messages.Text | messages.GroupText]]
-    ) -> None:
+    def _hand_off(self, contact_id: int, queued: Sequence[tuple[int, Handed]]) -> None:
         link = self._links.get(contact_id)
         if link is not None:
             link.hand_off(queued)

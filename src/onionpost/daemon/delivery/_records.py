@@ -45,6 +45,20 @@ log = logging.getLogger("onionpost.daemon")
 MAX_PENDING_REPLIES: Final = 64
 # Texts handed to a session's sender before it reads the outbox instead.
 MAX_HANDOFF: Final = 4096
+# A text handed over goes with the bytes its check before queueing made (the
+# sender writes them as they are) when they are at most this many: a hand-off
+# of long texts holds each once, not twice.
+HANDOFF_ENCODED_MAX: Final = 4096
+# A text handed to a session's sender: as queued, or with its encoding.
+Handed = messages.Text | messages.GroupText | messages.Encoded[messages.Text]
+
+
+def handed(text: messages.Text) -> Handed:
+    """``text`` checked as :func:`~onionpost.proto.messages.encode` checks it
+    (LocalProtocolError if it could never be sent), as it is handed over: with
+    those bytes when they are few (``HANDOFF_ENCODED_MAX``)."""
+    ready = messages.encoded(text)
+    return ready if len(ready.data) <= HANDOFF_ENCODED_MAX else text
 
 
 def now_ms() -> int:
@@ -86,7 +100,7 @@ class Session:
     # over as they are (with their seq) so that the sender need not read them
     # back; ``reread`` when the outbox must be read instead (a new session,
     # a file queued, the hand-off full).
-    handoff: deque[tuple[int, messages.Text | messages.GroupText]] = field(default_factory=deque)
+    handoff: deque[tuple[int, Handed]] = field(default_factory=deque)
     reread: bool = True
     # Witnessing (``_witness.py``): the request we sent and await an answer
     # to, and how many of the contact's requests this session answered.
@@ -193,7 +207,7 @@ class Link:
                 session.reread = True
             session.wake.fire()
 
-    def hand_off(self, queued: Sequence[tuple[int, messages.Text | messages.GroupText]]) -> None:
+    def hand_off(self, queued: Sequence[tuple[int, Handed]]) -> None:
         """Texts just committed to the outbox: to each session's sender as
         they are (the outbox read when a hand-off would pass its bound)."""
         for session in self.sessions:

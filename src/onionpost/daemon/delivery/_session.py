@@ -369,7 +369,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
         # Nor one told of our move: it takes nothing from this address now.
         held = contact_id in parts.refusals or session.moved_told
         if held:
-            records: list[messages.Message] = []
+            records: list[messages.Message | messages.Encoded[messages.Message]] = []
         elif link.owes:
             if await _send_owed(parts, link, channel):
                 continue
@@ -409,7 +409,10 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
             fresh = [(seq, text) for seq, text in handed if seq > sent_up_to]
             records = [text for _, text in fresh]
             seqs = [seq for seq, _ in fresh]
-            ids = [text.id for _, text in fresh]
+            ids = [
+                (text.message if isinstance(text, messages.Encoded) else text).id
+                for _, text in fresh
+            ]
         if records:
             session.last_activity = trio.current_time()
             if session.unanswered_since is None:
