@@ -97,9 +97,10 @@ class Session:
     # queued so far, then raises it.
     closing: Shed | None = None
     # Texts committed to the outbox since the sender last read it, handed
-    # over as they are (with their seq) so that the sender need not read them
-    # back; ``reread`` when the outbox must be read instead (a new session,
-    # a file queued, the hand-off full).
+    # over as they are (with their seq, and a short one's encoding: ``handed``)
+    # so that the sender need not read them back nor encode them again;
+    # ``reread`` when the outbox must be read instead (a new session, a file
+    # queued, the hand-off full).
     handoff: deque[tuple[int, Handed]] = field(default_factory=deque)
     reread: bool = True
     # Witnessing (``_witness.py``): the request we sent and await an answer
