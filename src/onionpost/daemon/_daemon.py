@@ -99,6 +99,7 @@ from onionpost.proto.groups import MemberCard
 from onionpost.proto.pairing import MailboxAnnouncement
 from onionpost.proto.trust import (
     Anchor,
+    Verdict,
     confirm_anchor,
     stored_checkpoint,
     stored_revocations,
@@ -664,18 +665,7 @@ class Daemon:
         address = str(self._secrets.identity.address)
         verdict = await self._worker(install_own, self._store, address, proof, _now_ms())
         self.engine.restaple()  # contacts with a session up learn it now
-        e = verdict.endorsement
-        assert e is not None
-        assert verdict.until is not None
-        return api.Endorsement(
-            e.agency,
-            e.address,
-            e.endpoint,
-            e.unit,
-            verdict.until,
-            verdict.status.value,
-            replaces=e.replaces,
-        )
+        return _installed(verdict)
 
     async def trust_rotate(self, request: api.TrustRotate) -> api.RotationAnnounced:
         """Announce our move to the new address of ``request.card`` (trust.md
@@ -743,18 +733,7 @@ class Daemon:
     async def trust_enrol(self, request: api.TrustEnrol) -> api.Endorsement:
         """Enrol with our agency's registrar (trust.md §8)."""
         verdict = await self.registrar.enrol(request.code)
-        e = verdict.endorsement
-        assert e is not None
-        assert verdict.until is not None
-        return api.Endorsement(
-            e.agency,
-            e.address,
-            e.endpoint,
-            e.unit,
-            verdict.until,
-            verdict.status.value,
-            replaces=e.replaces,
-        )
+        return _installed(verdict)
 
     async def trust_remove(self, request: api.TrustRemove) -> api.TrustAnchor:
         found = await self._worker(self._store.trust.find, request.anchor)
@@ -1066,3 +1045,14 @@ def _parse_id(text: str) -> bytes:
     if len(raw) != 16:
         raise ConfigError("a message id is 32 hex digits")
     return raw
+
+
+def _installed(verdict: Verdict) -> api.Endorsement:
+    """Our own endorsement as installed (``trust_endorsement_install``,
+    ``trust_enrol``): the verdict on it is endorsed or unverified, never refused."""
+    e = verdict.endorsement
+    assert e is not None
+    assert verdict.until is not None
+    return api.Endorsement(
+        e.agency, e.address, e.endpoint, e.unit, verdict.until, verdict.status.value, e.replaces
+    )
