@@ -23,6 +23,7 @@ from onionpost.errors import StoreError
 from onionpost.host import InlineWorker
 from onionpost.proto.address import OnionAddress
 from onionpost.store import Store
+from onionpost.store import _database as database
 
 T = TypeVar("T")
 KEY = bytes(range(32))
@@ -236,3 +237,62 @@ async def test_a_bug_in_a_commit_is_an_internal_error_to_every_waiter_and_goes_o
     lines = [r.getMessage() for r in caplog.records if "store_writer_failed" in r.getMessage()]
     assert lines == ["event=store_writer_failed error=ValueError"]
     assert "row 7" not in caplog.text  # the type only, never the text
+
+
+def _wal_bytes(tmp_path: Path) -> int:
+    wal = tmp_path / "store.sqlite-wal"
+    return wal.stat().st_size if wal.exists() else 0
+
+
+async def test_the_wal_checkpoint_runs_after_the_callers_have_their_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "_WAL_LIMIT", 0)  # every commit makes one due
+    store, bob = _store(tmp_path)
+    worker = _Counting()
+    writer = GroupCommit(store, worker)
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer.run)
+                message_id = os.urandom(16)
+                await writer.write(
+                    store.outbox.queue_text, bob, message_id, 1, "hello", "text/plain", None
+                )
+                # The answer came before the checkpoint: the WAL still holds it.
+                assert _wal_bytes(tmp_path) > 0
+                # The checkpoint follows as a call of its own and empties the WAL.
+                while _wal_bytes(tmp_path):
+                    await trio.sleep(0.01)
+                assert worker.calls == 2
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+    # Bound and checkpointed in order: the store opens with the text in it.
+    with Store.open(tmp_path / "store.sqlite", tmp_path / "files", KEY) as again:
+        assert again.messages.message(message_id, contact_id=bob) is not None
+
+
+def test_deferred_checkpoints_still_bound_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose checkpoints are deferred, written by others than the
+    writer (no checkpoint_if_due), still checkpoints past the hard limit."""
+    monkeypatch.setattr(database, "_WAL_LIMIT", 8 * (1024 + 24))
+    monkeypatch.setattr(database, "_WAL_HARD_LIMIT", 64 * (1024 + 24))
+    store, bob = _store(tmp_path)
+    try:
+        store.defer_checkpoints()
+        sizes = []
+        for n in range(60):
+            store.outbox.queue_text(bob, os.urandom(16), n, "x" * 900, "text/plain", None)
+            sizes.append(_wal_bytes(tmp_path))
+        assert max(sizes) > database._WAL_LIMIT  # not checkpointed at the soft limit
+        assert max(sizes) <= database._WAL_HARD_LIMIT + 16 * (1024 + 24)  # one commit past it
+        assert 0 in sizes[1:]  # checkpointed at the hard one
+        assert store.checkpoint_due() == (_wal_bytes(tmp_path) > database._WAL_LIMIT)
+        if store.checkpoint_due():
+            store.checkpoint_if_due()
+            assert _wal_bytes(tmp_path) == 0
+    finally:
+        store.close()

@@ -246,6 +246,19 @@ class Store:
     def _db(self) -> sqlite3.Connection:
         return self._database.conn
 
+    def defer_checkpoints(self) -> None:
+        """Commits leave the WAL's checkpoint to :meth:`checkpoint_if_due`
+        (:meth:`onionpost.store._database.Database.defer_checkpoints`)."""
+        self._database.defer_checkpoints()
+
+    def checkpoint_due(self) -> bool:
+        """The WAL is long enough that :meth:`checkpoint_if_due` would checkpoint it."""
+        return self._database.checkpoint_due()
+
+    def checkpoint_if_due(self) -> None:
+        """Checkpoint the WAL into the database file once it is long enough."""
+        self._database.checkpoint_if_due()
+
     def transaction(self) -> AbstractContextManager[None]:
         """Group several calls into one commit (one fsync).
 

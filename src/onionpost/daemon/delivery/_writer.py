@@ -10,6 +10,11 @@ write somebody waits for, or commits on its own after ``LATER_SECONDS``.
 A burst of sends so adds no commit (no fsync, no binding record) of its own
 for its ``sent`` marks.
 
+The WAL's checkpoint (every few thousand pages) runs after a batch's
+callers have their answer, as a call of its own (the writes arriving
+meanwhile make the next group): the store defers it to the writer
+(:meth:`~onionpost.store.Store.defer_checkpoints`), so no caller waits for it.
+
 What must follow a commit in commit order (a text handed to its session
 after the texts committed before it) goes in a write's ``then``: the writes'
 ``then`` run in the order the transaction ran them, before any waiting
@@ -77,6 +82,7 @@ class GroupCommit:
     def __init__(self, store: Store, worker: StoreWorker) -> None:
         self._store = store
         self._worker = worker
+        store.defer_checkpoints()
         self._writes: list[_Write] = []
         self._ready = Kick()
         self._awaited = 0  # writes in _writes somebody waits for
@@ -163,6 +169,12 @@ class GroupCommit:
                         write.done.set()
                         if write.then is not None and write.error is None:
                             write.then(write.result)
+                if self._store.checkpoint_due():
+                    try:
+                        await self._worker(self._store.checkpoint_if_due)
+                    except OnionpostError as exc:
+                        # The commits are durable; the next batch tries again.
+                        log.warning("event=wal_checkpoint_failed error=%s", type(exc).__name__)
         except BaseException as exc:
             why = _ended_by(exc)
             if why is INTERNAL:
