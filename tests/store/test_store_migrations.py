@@ -21,7 +21,7 @@ from onionpost.errors import ConfigError, LocalProtocolError, StoreError
 from onionpost.limits import FILE_CHUNK_SIZE
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import FileOffer, FileRejectReason
-from onionpost.store import SCHEMA_VERSION, Direction, Kind, State, Store, _schema
+from onionpost.store import SCHEMA_VERSION, Direction, Kind, State, Store, _rows, _schema
 from onionpost.store._rows import insert_message
 
 C = FILE_CHUNK_SIZE
@@ -52,7 +52,7 @@ def _version(root: Path) -> int:
 
 
 def test_the_fixture_is_a_version_1_store(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == 16
+    assert SCHEMA_VERSION == 17
     assert _version(_copy_v1(tmp_path)) == 1
 
 
@@ -206,10 +206,19 @@ def test_version_14_keeps_one_index_on_a_message_id_and_every_rule(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The table's UNIQUE (direction, contact_id, id) and the index on id
-    become one unique index; rows, seq counter and uniqueness rules stay."""
+    become one unique index, which version 17 makes the only one on a
+    message's id (our own ids' index folded into it); rows, seq counter and
+    uniqueness rules stay."""
     root = tmp_path / "home"
     root.mkdir()
     monkeypatch.setattr(_schema, "MIGRATIONS", _schema.MIGRATIONS[:13])
+    # Rows stored as version 13's code did (its conflict target: the table's key).
+    assert _rows._MESSAGE_KEY in _rows._INSERT_MESSAGE
+    monkeypatch.setattr(
+        _rows,
+        "_INSERT_MESSAGE",
+        _rows._INSERT_MESSAGE.replace(_rows._MESSAGE_KEY, "(direction, contact_id, id)"),
+    )
     with _open(root) as store:
         bob = store.contacts.add_contact("bob", OnionAddress(bytes(32)), bytes(32), 1)
         carol = store.contacts.add_contact("carol", OnionAddress(bytes([1]) * 32), bytes(32), 1)
@@ -238,7 +247,6 @@ def test_version_14_keeps_one_index_on_a_message_id_and_every_rule(
         assert indexes == [
             "messages_files",
             "messages_id",
-            "messages_out_id",
             "messages_pending",
             "messages_undeposited",
             "messages_unread",
@@ -289,7 +297,7 @@ def test_version_16_keeps_what_is_held_and_then_its_delegations(
         assert store._db.execute("PRAGMA user_version").fetchone()[0] == 15
     monkeypatch.undo()
     with _open(root) as store:
-        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 16
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == _schema.SCHEMA_VERSION
         assert store.trust.held() == {acme: (b"list", b"checkpoint"), bravo: (None, b"checkpoint")}
         assert store.trust.held_delegations() == []
         # The same list again keeps none; a newer checkpoint keeps its own.

@@ -53,13 +53,18 @@ HASH_LEN: Final = 64
 # The most fields a sealed row holds (a file's: name, content type, hash, label).
 _MAX_SEALED_FIELDS: Final = 4
 
+# The unique index messages_id (schema version 17): an incoming id is unique
+# per contact, our own whatever the contact. The conflict target of
+# _INSERT_MESSAGE, which spells it out (every query is a literal).
+_MESSAGE_KEY: Final = "(id, direction, iif(direction = 'out', 0, contact_id))"
+
 # Every query is a literal: an optional contact filter is the parameter
 # ``:contact`` being NULL, and a set of states is a JSON array (json_each).
 _INSERT_MESSAGE: Final = (
     "INSERT INTO messages (direction, contact_id, id, kind, state, created_ms, stored_ms, "
     "expires_ms, size, content) VALUES (:direction, :contact_id, :id, :kind, :state, "
     ":created_ms, :stored_ms, :expires_ms, :size, :content) "
-    "ON CONFLICT (direction, contact_id, id) DO NOTHING"
+    "ON CONFLICT (id, direction, iif(direction = 'out', 0, contact_id)) DO NOTHING"
 )
 _MARK: Final[dict[tuple[Direction, State], str]] = {
     (Direction.OUT, State.SENT): (
@@ -123,9 +128,18 @@ def insert_message_seq(conn: sqlite3.Connection, values: dict[str, Any]) -> int 
     try:
         cursor = conn.execute(_INSERT_MESSAGE, row)
     except _database.IntegrityError as exc:
-        # The only other unique key: our own ids, across contacts.
+        # Another unique key than messages_id: none is left (schema version 17).
         raise LocalProtocolError(f"message id {values['id'].hex()} is already in use") from exc
-    return cursor.lastrowid if cursor.rowcount == 1 else None
+    if cursor.rowcount == 1:
+        return cursor.lastrowid
+    if row["direction"] == Direction.OUT.value:
+        # Our own ids are unique across contacts: the one there may be another's.
+        (owner,) = conn.execute(
+            "SELECT contact_id FROM messages WHERE id = ? AND direction = 'out'", (row["id"],)
+        ).fetchone()
+        if owner != row["contact_id"]:
+            raise LocalProtocolError(f"message id {values['id'].hex()} is already in use")
+    return None
 
 
 # Ids moved by one statement at most.
@@ -137,11 +151,10 @@ def mark_group_sql(direction: Direction, target: State) -> str:
     """The state move of :func:`mark` for a group of ids, through the id
     index: without it SQLite scans every message of the direction for an IN
     over a table-valued function."""
-    index = "messages_out_id" if direction == Direction.OUT else "messages_id"
     return (
         _MARK[(direction, target)]
         .replace("AND id = :id", _IDS_IN)
-        .replace("UPDATE messages SET", f"UPDATE messages INDEXED BY {index} SET", 1)
+        .replace("UPDATE messages SET", "UPDATE messages INDEXED BY messages_id SET", 1)
     )
 
 

@@ -612,6 +612,19 @@ _V16: Final[tuple[str, ...]] = (
     "ALTER TABLE trust_held ADD COLUMN checkpoint_delegation BLOB",
 )
 
+# Version 17: one index on a message's random id. ``messages_id`` is unique on
+# ``(id, direction, iif(direction = 'out', 0, contact_id))``: an incoming id is
+# unique per contact (as in version 14), our own ids are unique whatever the
+# contact (which ``messages_out_id`` said, and is dropped). An outgoing row so
+# has one index leaf on a random id to dirty instead of two: each is a page a
+# commit encrypts, MACs and binds.
+_V17: Final[tuple[str, ...]] = (
+    "DROP INDEX messages_out_id",
+    "DROP INDEX messages_id",
+    "CREATE UNIQUE INDEX messages_id ON messages "
+    "(id, direction, iif(direction = 'out', 0, contact_id))",
+)
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V1,
     _V2,
@@ -629,6 +642,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     _V14,
     _V15,
     _V16,
+    _V17,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The first version that has a binding file.
