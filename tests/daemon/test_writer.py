@@ -244,27 +244,44 @@ def _wal_bytes(tmp_path: Path) -> int:
     return wal.stat().st_size if wal.exists() else 0
 
 
+class _HeldCheckpoints:
+    """InlineWorker, holding a checkpoint call until ``go`` is set."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._inline = InlineWorker()
+        self.checkpoint_waiting = trio.Event()
+        self.go = trio.Event()
+
+    async def __call__(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        if fn == self._store.checkpoint_if_due:
+            self.checkpoint_waiting.set()
+            await self.go.wait()
+        return await self._inline(fn, *args, **kwargs)
+
+
 async def test_the_wal_checkpoint_runs_after_the_callers_have_their_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(database, "_WAL_LIMIT", 0)  # every commit makes one due
     store, bob = _store(tmp_path)
-    worker = _Counting()
+    worker = _HeldCheckpoints(store)
     writer = GroupCommit(store, worker)
     try:
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(writer.run)
                 message_id = os.urandom(16)
+                # Answered while the checkpoint is held: the caller never waits for one.
                 await writer.write(
                     store.outbox.queue_text, bob, message_id, 1, "hello", "text/plain", None
                 )
-                # The answer came before the checkpoint: the WAL still holds it.
+                await worker.checkpoint_waiting.wait()
                 assert _wal_bytes(tmp_path) > 0
-                # The checkpoint follows as a call of its own and empties the WAL.
+                # Let go, the checkpoint empties the WAL.
+                worker.go.set()
                 while _wal_bytes(tmp_path):
                     await trio.sleep(0.01)
-                assert worker.calls == 2
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
