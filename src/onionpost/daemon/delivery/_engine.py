@@ -77,7 +77,7 @@ from onionpost.daemon.delivery._records import (
     jitter,
     now_ms,
 )
-from onionpost.daemon.delivery._session import run_session
+from onionpost.daemon.delivery._session import run_session, sent_marker
 from onionpost.daemon.delivery._trust import receive_rotation, refusals, rejudge, rotation_due
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
@@ -198,6 +198,7 @@ class DeliveryEngine:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._parts.writer.run)
+                nursery.start_soon(self._parts.sent.run, sent_marker(self._parts))
                 nursery.start_soon(self._housekeeping)
                 nursery.start_soon(self._introductions)
                 for contact in contacts:

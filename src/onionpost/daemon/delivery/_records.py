@@ -20,6 +20,7 @@ from onionpost.api import PeerChange
 from onionpost.daemon.delivery._intake import Intake
 from onionpost.daemon.delivery._link import LinkState
 from onionpost.daemon.delivery._policy import DeliveryPolicy, MailboxAccess
+from onionpost.daemon.delivery._sent import SentMarks
 from onionpost.daemon.delivery._witness import Witness
 from onionpost.daemon.delivery._writer import GroupCommit
 from onionpost.host import EventHub, Kick, Shed, StoreWorker, TokenBucket
@@ -249,6 +250,8 @@ class Parts:
     # (but the one given, which sent the change).
     group_changed: Callable[[bytes, int | None], None] = lambda group_id, source: None
     counters: Counters = field(default_factory=Counters)
+    # Texts that left, their 'sent' mark written late (``_sent.py``).
+    sent: SentMarks = field(default_factory=SentMarks)
     # Agency statements verified before (used in the store worker, one call at a time).
     trust_cache: VerifiedCache = field(default_factory=VerifiedCache)
     # Contacts whose sessions are refused and outbox held, with why (``_trust.py``).

@@ -496,22 +496,24 @@ def _refuse_moved(parts: Parts, contact_id: int) -> None:
 
 
 async def _mark_sent(parts: Parts, contact_id: int, ids: list[bytes]) -> None:
-    def published(changed: list[bytes]) -> None:
-        for message_id in changed:
-            parts.hub.publish(StateChange(message_id.hex(), MessageState.SENT))
+    """``ids`` left: marked ``sent`` unless acknowledged soon (``_sent.py``)."""
+    parts.sent.left(contact_id, ids, sent_marker(parts))
 
-    if parts.writer.busy():
-        # A backlog: wait for this one, so the queue stays bounded.
-        published(
-            await parts.writer.write(
-                parts.store.outbox.mark_sent, ids, now_ms(), contact_id=contact_id
-            )
-        )
-    else:
-        # 'sent' only informs: the sender goes on without waiting for it.
+
+def sent_marker(parts: Parts) -> Callable[[int, list[bytes]], None]:
+    """What marks a contact's ids ``sent``, then says so (:class:`SentMarks`)."""
+
+    def mark(contact_id: int, ids: list[bytes]) -> None:
+        def published(changed: list[bytes]) -> None:
+            for message_id in changed:
+                parts.hub.publish(StateChange(message_id.hex(), MessageState.SENT))
+
+        # 'sent' only informs: nobody waits for it.
         parts.writer.write_later(
             published, lambda: parts.store.outbox.mark_sent(ids, now_ms(), contact_id=contact_id)
         )
+
+    return mark
 
 
 async def _send_owed(parts: Parts, link: Link, channel: SecureChannel) -> bool:
@@ -679,6 +681,7 @@ def _rows(parts: Parts, contact_id: int, ids: Sequence[bytes]) -> list[Stored]:
 
 async def delivered(parts: Parts, link: Link, ids: Sequence[bytes]) -> None:
     """Acks and FileCompletes: a contact can only acknowledge what was sent to it."""
+    parts.sent.settled(ids)  # no 'sent' mark: delivered says it
     changed = await parts.writer.write(parts.intake.delivered, link.contact.id, ids, now_ms())
     parts.counters.texts_acked += len(changed)
     for message_id in changed:
