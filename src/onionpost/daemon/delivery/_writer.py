@@ -50,7 +50,9 @@ T = TypeVar("T")
 
 # Writes taken into one transaction at most.
 COMMIT_GROUP_MAX: Final = 2048
-# Scheduling passes the writer lets go by before it takes a group.
+# Scheduling passes the writer lets go by before it takes a group, unless
+# as many writes somebody waits for are there as the last group answered
+# (its callers are back: the passes would only let other tasks go first).
 GATHER_PASSES: Final = 2
 # Seconds a write nobody waits for waits for one to ride on.
 LATER_SECONDS: Final = 0.5
@@ -86,6 +88,7 @@ class GroupCommit:
         self._writes: list[_Write] = []
         self._ready = Kick()
         self._awaited = 0  # writes in _writes somebody waits for
+        self._answered = 0  # writes somebody waited for in the last group
         self._later_due = 0.0  # when the later writes waiting commit on their own
 
     def __repr__(self) -> str:
@@ -145,6 +148,8 @@ class GroupCommit:
                 # Let the callers the last commit woke queue their next write
                 # first: one scheduling pass makes the group larger at no cost.
                 for _ in range(GATHER_PASSES):
+                    if self._answered and self._awaited >= self._answered:
+                        break
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 batch = self._writes[:COMMIT_GROUP_MAX]
                 del self._writes[:COMMIT_GROUP_MAX]
@@ -165,8 +170,10 @@ class GroupCommit:
                         write.result = None
                     raise
                 finally:
+                    self._answered = 0
                     for write in batch:
                         write.done.set()
+                        self._answered += not write.later
                         if write.then is not None and write.error is None:
                             write.then(write.result)
                 if self._store.checkpoint_due():
