@@ -24,8 +24,10 @@ from trio.testing import MockClock
 from onionpost import api
 from onionpost.api import Marked, Message
 from onionpost.daemon.delivery import DeliveryPolicy
+from onionpost.daemon.delivery._sent import SENT_MARK_SECONDS
 from onionpost.errors import CloseCode, ConfigError, DialError, NotFoundError, TransportError
 from onionpost.proto import messages as m
+from onionpost.proto.evidence import Entry, Event
 from onionpost.proto.identity import CERT_LIFETIME, StaticKey
 from onionpost.testing.memory import Network, Node, befriend, network, until, write_record
 from onionpost.transport import SecureChannel
@@ -87,6 +89,28 @@ async def test_texts_are_delivered_once_and_acked(tmp_path: Path, clock: MockClo
         again = await alice.send(bob, "after a restart")
         await delivered(alice, [again])
         assert len(bob.inbox_from(alice)) == 21
+
+
+async def test_a_text_acknowledged_at_once_is_never_marked_sent(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """The ack came before SENT_MARK_SECONDS: queued, then delivered, and the
+    evidence log says exactly that (no ``sent`` entry, evidence.md §2)."""
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        quick = await alice.send(bob, "quick")
+        await delivered(alice, [quick])
+        await trio.sleep(2 * SENT_MARK_SECONDS)  # the mark would have been written by now
+        assert alice.state(quick) == "delivered"
+        events = [
+            Entry.decode(data).event
+            for _, data in alice.store.evidence.entries(0, 1000)
+            if Entry.decode(data).message_id == quick
+        ]
+        assert events == [Event.QUEUED, Event.DELIVERED]
 
 
 async def test_a_session_records_when_the_contact_was_last_seen(
