@@ -1,7 +1,8 @@
 """The ``sent`` marks, written late (``_sent.py``): what is acknowledged
 within SENT_MARK_SECONDS is never marked; what is not is marked then, per
-contact, in the order it left; past the bound the oldest are marked at once.
-On virtual time (MockClock)."""
+contact, in the order it left; past the bound the oldest are dropped
+unmarked; a mark that waits for the writer holds back the next. On virtual
+time (MockClock)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,15 @@ async def test_an_acknowledged_text_is_never_marked_and_the_rest_are_when_due(
     marks = SentMarks()
     marked: list[tuple[int, list[bytes], float]] = []
 
-    def mark(contact_id: int, ids: list[bytes]) -> None:
+    async def mark(contact_id: int, ids: list[bytes]) -> None:
         marked.append((contact_id, ids, trio.current_time()))
 
     to_bob, to_carol = _ids(3), _ids(2)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(marks.run, mark)
         start = trio.current_time()
-        marks.left(1, to_bob, mark)
-        marks.left(2, to_carol, mark)
+        marks.left(1, to_bob)
+        marks.left(2, to_carol)
         await trio.sleep(SENT_MARK_SECONDS / 2)
         marks.settled(to_bob[:2] + to_carol)  # acked in time
         assert marked == []
@@ -43,7 +44,7 @@ async def test_an_acknowledged_text_is_never_marked_and_the_rest_are_when_due(
         assert len(marks) == 0
         # Nothing held: it waits for the next without spinning.
         later = _ids(1)
-        marks.left(1, later, mark)
+        marks.left(1, later)
         await trio.sleep(2 * SENT_MARK_SECONDS)
         assert [ids for _, ids, _ in marked] == [to_bob[2:], later]
         nursery.cancel_scope.cancel()
@@ -53,34 +54,77 @@ async def test_an_id_sent_again_is_marked_once(clock: MockClock) -> None:
     marks = SentMarks()
     marked: list[list[bytes]] = []
     again = _ids(2)
+
+    async def mark(_contact_id: int, ids: list[bytes]) -> None:
+        marked.append(ids)
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(marks.run, lambda _c, ids: marked.append(ids))
-        marks.left(1, again, lambda _c, ids: marked.append(ids))
+        nursery.start_soon(marks.run, mark)
+        marks.left(1, again)
         await trio.sleep(SENT_MARK_SECONDS / 4)
-        marks.left(1, again, lambda _c, ids: marked.append(ids))  # a new session's read
+        marks.left(1, again)  # a new session's read
         await trio.sleep(3 * SENT_MARK_SECONDS)
         assert marked == [again]
         nursery.cancel_scope.cancel()
 
 
-def test_past_the_bound_the_oldest_are_marked_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_past_the_bound_the_oldest_are_dropped_unmarked(
+    clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_sent, "SENT_MARKS_MAX", 4)
+    marks = SentMarks()
     marked: list[tuple[int, list[bytes]]] = []
 
-    async def main() -> None:
-        marks = SentMarks()
-        first, second, third = _ids(3), _ids(1), _ids(2)
-        marks.left(1, first, lambda c, ids: marked.append((c, ids)))
-        marks.left(2, second, lambda c, ids: marked.append((c, ids)))
-        assert marked == []
-        marks.left(1, third, lambda c, ids: marked.append((c, ids)))  # 6 held: the first 3 go
-        assert marked == [(1, first)]
+    async def mark(contact_id: int, ids: list[bytes]) -> None:
+        marked.append((contact_id, ids))
+
+    first, second, third = _ids(3), _ids(1), _ids(2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(marks.run, mark)
+        marks.left(1, first)
+        marks.left(2, second)
+        assert len(marks) == 4
+        marks.left(1, third)  # 6 held: the first send's 3 go, unmarked
         assert len(marks) == 3
-        # Sends all acknowledged still count against the bound (each is a list held).
+        await trio.sleep(2 * SENT_MARK_SECONDS)
+        # What was dropped was never marked; what stayed and was not acked was.
+        assert marked == [(2, second), (1, third)]
+        assert len(marks) == 0
+        # Sends all acknowledged still count against the bound (each is a list
+        # held until due): past it the oldest go, and an unacked one with them.
+        unacked = _ids(1)
+        marks.left(4, unacked)
         for _ in range(5):
             ids = _ids(1)
-            marks.left(3, ids, lambda c, ids: marked.append((c, ids)))
+            marks.left(3, ids)
             marks.settled(ids)
-        assert len(marks) <= 4
+            assert len(marks) <= 4
+        assert len(marks) == 0  # the unacked one was the oldest
+        await trio.sleep(2 * SENT_MARK_SECONDS)
+        assert marked == [(2, second), (1, third)]
+        nursery.cancel_scope.cancel()
 
-    trio.run(main, clock=MockClock(autojump_threshold=0))
+
+async def test_a_mark_that_waits_for_the_writer_holds_back_the_next(clock: MockClock) -> None:
+    marks = SentMarks()
+    release = trio.Event()
+    marked: list[tuple[int, float]] = []
+
+    async def mark(contact_id: int, ids: list[bytes]) -> None:
+        if contact_id == 1:
+            await release.wait()  # the writer is busy: the mark waits for its write
+        marked.append((contact_id, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(marks.run, mark)
+        marks.left(1, _ids(1))
+        marks.left(2, _ids(1))
+        await trio.sleep(3 * SENT_MARK_SECONDS)
+        assert marked == []  # contact 2's mark waits behind contact 1's write
+        release.set()
+        await trio.sleep(0)
+        with trio.fail_after(1):
+            while len(marked) < 2:
+                await trio.sleep(0.01)
+        assert [c for c, _ in marked] == [1, 2]
+        nursery.cancel_scope.cancel()

@@ -8,19 +8,21 @@ writing the mark then costs a row update and an evidence entry for a state
 that lasted a few milliseconds. So :class:`SentMarks` holds the ids that left
 for ``SENT_MARK_SECONDS``: those acknowledged meanwhile go from ``queued`` to
 ``delivered`` (one update, one ``delivered`` entry: evidence.md §2), the
-others are marked ``sent`` then (a write nobody waits for, with the next
-group commit) and their ``sent`` event is published once it is written.
+others are marked ``sent`` then and their ``sent`` event is published once
+it is written. The mark is a write nobody waits for, with the next group
+commit, unless the writer is busy: then :meth:`SentMarks.run` waits for it,
+so the writer's backlog stays bounded.
 
-Bounded: past ``SENT_MARKS_MAX`` ids (or sends) held, the oldest are marked
-at once. At
-a stop the marks still held are dropped: those texts show ``queued`` and are
-sent again, as after a crash.
+Bounded: past ``SENT_MARKS_MAX`` ids (or sends) held, the oldest are
+dropped unmarked, and at a stop the marks still held are dropped too. Those
+texts show ``queued`` until they are acknowledged or sent again, as after a
+crash.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import trio
@@ -31,11 +33,12 @@ __all__ = ["SENT_MARK_SECONDS", "SENT_MARKS_MAX", "SentMarks"]
 
 # Seconds a text that left waits for its acknowledgement before it is marked sent.
 SENT_MARK_SECONDS: Final = 1.0
-# Ids held at most; past it the oldest are marked at once.
+# Ids held at most; past it the oldest are dropped unmarked.
 SENT_MARKS_MAX: Final = 16384
 
-# What marks a contact's ids sent (a write nobody waits for).
-Mark = Callable[[int, list[bytes]], None]
+# What marks a contact's ids sent (returns once the write is queued, or
+# written when the writer is busy).
+Mark = Callable[[int, list[bytes]], Awaitable[None]]
 
 
 class SentMarks:
@@ -52,18 +55,19 @@ class SentMarks:
     def __len__(self) -> int:
         return len(self._held)
 
-    def left(self, contact_id: int, ids: Sequence[bytes], mark: Mark) -> None:
+    def left(self, contact_id: int, ids: Sequence[bytes]) -> None:
         """``ids`` left on a session to ``contact_id``: marked sent in
-        SENT_MARK_SECONDS unless acknowledged first (``mark`` marks the oldest
-        at once when too many are held)."""
+        SENT_MARK_SECONDS unless acknowledged first (the oldest are dropped
+        unmarked when too many are held)."""
         if not ids:
             return
         first = not self._due
         for message_id in ids:
             self._held[message_id] = contact_id
         self._due.append((trio.current_time() + SENT_MARK_SECONDS, list(ids)))
-        if self._over():
-            self._take(mark, due_by=None)
+        while self._over():
+            for message_id in self._due.popleft()[1]:
+                self._held.pop(message_id, None)
         if first:
             self._kick.fire()
 
@@ -81,21 +85,19 @@ class SentMarks:
                 continue
             with trio.move_on_at(self._due[0][0]):
                 await trio.sleep_forever()
-            self._take(mark, due_by=trio.current_time())
+            for contact_id, ids in self._take(due_by=trio.current_time()).items():
+                await mark(contact_id, ids)
 
     def _over(self) -> bool:
         return len(self._held) > SENT_MARKS_MAX or len(self._due) > SENT_MARKS_MAX
 
-    def _take(self, mark: Mark, due_by: float | None) -> None:
-        """Mark the oldest held ids: those due by ``due_by``, or (None) those
-        past the bound."""
+    def _take(self, due_by: float) -> dict[int, list[bytes]]:
+        """The held ids due by ``due_by``, by contact, in the order they left."""
         by_contact: dict[int, list[bytes]] = {}
         held = self._held
-        while self._due and (self._over() if due_by is None else self._due[0][0] <= due_by):
-            _, ids = self._due.popleft()
-            for message_id in ids:
+        while self._due and self._due[0][0] <= due_by:
+            for message_id in self._due.popleft()[1]:
                 contact_id = held.pop(message_id, None)
                 if contact_id is not None:
                     by_contact.setdefault(contact_id, []).append(message_id)
-        for contact_id, ids in by_contact.items():
-            mark(contact_id, ids)
+        return by_contact

@@ -419,7 +419,7 @@ async def _sender(parts: Parts, link: Link, session: Session) -> None:
                 session.unanswered_since = session.last_activity
             await channel.send_many(records)
             sent_up_to = max(sent_up_to, *seqs)
-            await _mark_sent(parts, contact_id, ids)
+            parts.sent.left(contact_id, ids)
             continue
         if not held and (session.reread or session.handoff):
             continue
@@ -465,7 +465,7 @@ async def _send_waiting(parts: Parts, link: Link, session: Session, *, after: in
         groups = await parts.worker(parts.store.groups.wire_info, contact_id, [o.id for o in batch])
         await session.channel.send_many([wire_record(o, groups.get(o.id)) for o in batch])
         sent_up_to = max(o.seq for o in batch)
-        await _mark_sent(parts, contact_id, [o.id for o in batch])
+        parts.sent.left(contact_id, [o.id for o in batch])
     session.last_activity = trio.current_time()
     return sent_up_to
 
@@ -495,23 +495,27 @@ def _refuse_moved(parts: Parts, contact_id: int) -> None:
     parts.writer.write_later(published, lambda: refuse_moved(parts.store, contact_id, when))
 
 
-async def _mark_sent(parts: Parts, contact_id: int, ids: list[bytes]) -> None:
-    """``ids`` left: marked ``sent`` unless acknowledged soon (``_sent.py``)."""
-    parts.sent.left(contact_id, ids, sent_marker(parts))
-
-
-def sent_marker(parts: Parts) -> Callable[[int, list[bytes]], None]:
+def sent_marker(parts: Parts) -> Callable[[int, list[bytes]], Awaitable[None]]:
     """What marks a contact's ids ``sent``, then says so (:class:`SentMarks`)."""
 
-    def mark(contact_id: int, ids: list[bytes]) -> None:
+    async def mark(contact_id: int, ids: list[bytes]) -> None:
         def published(changed: list[bytes]) -> None:
             for message_id in changed:
                 parts.hub.publish(StateChange(message_id.hex(), MessageState.SENT))
 
-        # 'sent' only informs: nobody waits for it.
-        parts.writer.write_later(
-            published, lambda: parts.store.outbox.mark_sent(ids, now_ms(), contact_id=contact_id)
-        )
+        if parts.writer.busy():
+            # A backlog: wait for this one, so the writer's queue stays bounded.
+            published(
+                await parts.writer.write(
+                    parts.store.outbox.mark_sent, ids, now_ms(), contact_id=contact_id
+                )
+            )
+        else:
+            # 'sent' only informs: nobody waits for it.
+            parts.writer.write_later(
+                published,
+                lambda: parts.store.outbox.mark_sent(ids, now_ms(), contact_id=contact_id),
+            )
 
     return mark
 
