@@ -20,6 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from onionpost.daemon.delivery._link import (
     DEPOSIT_RETRY_AFTER_REFETCH,
+    WARM_RETRY_MAX,
+    WARM_SECONDS,
     Backoff,
     LinkState,
     Step,
@@ -267,6 +269,53 @@ def test_dial_failed_backs_off(jitter: float, delays: list[float]) -> None:
         assert state.retry_in(now) == pytest.approx(delay)
         now += delay
         assert state.direct_step(now, DIRECT) == DIAL
+
+
+@pytest.mark.parametrize(
+    ("jitter", "delays"),
+    [
+        (0.0, [2.5, 5.0, 10.0, 15.0, 15.0, 15.0]),
+        (ALMOST_ONE, [5.0, 10.0, 20.0, 30.0, 30.0, 30.0]),
+    ],
+    ids=["jitter-0", "jitter-almost-1"],
+)
+def test_a_contact_seen_lately_is_redialled_at_least_every_warm_retry_max(
+    jitter: float, delays: list[float]
+) -> None:
+    assert WARM_RETRY_MAX == 30.0  # the delays above are written out for it
+    state = LinkState.new(BACKOFF, MAILBOX_AFTER, ANNOUNCE_ATTEMPTS, 0.0)
+    state.session_up()
+    state.session_down(100.0, going_away=False)
+    state.seen(100.0)
+    now = 100.0
+    for expected in delays:
+        assert state.dial_failed(now, "introduction-failed", jitter) == pytest.approx(expected)
+        now += expected
+    # Past WARM_SECONDS since it was seen, the backoff grows as for any contact.
+    late = 100.0 + WARM_SECONDS
+    assert state.dial_failed(late, "introduction-failed", jitter) == pytest.approx(
+        BACKOFF.delay(len(delays) + 1, jitter)
+    )
+    assert state.dial_failed(late, "introduction-failed", jitter) > WARM_RETRY_MAX
+
+
+def test_the_warm_cap_never_shortens_retry_initial_nor_lengthens_retry_max() -> None:
+    slow = LinkState.new(Backoff(60.0, 900.0), MAILBOX_AFTER, ANNOUNCE_ATTEMPTS, 0.0)
+    slow.seen(0.0)
+    assert [slow.dial_failed(1.0, "x", ALMOST_ONE) for _ in range(3)] == pytest.approx(
+        [60.0, 60.0, 60.0]
+    )
+    fast = LinkState.new(Backoff(1.0, 8.0), MAILBOX_AFTER, ANNOUNCE_ATTEMPTS, 0.0)
+    fast.seen(0.0)
+    assert [fast.dial_failed(1.0, "x", ALMOST_ONE) for _ in range(5)] == pytest.approx(
+        [1.0, 2.0, 4.0, 8.0, 8.0]
+    )
+
+
+def test_a_contact_never_seen_is_not_warm() -> None:
+    state = LinkState.new(BACKOFF, MAILBOX_AFTER, ANNOUNCE_ATTEMPTS, 0.0)
+    delays = [state.dial_failed(1.0, "x", ALMOST_ONE) for _ in range(7)]
+    assert delays == pytest.approx([5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0])
 
 
 def test_dial_failed_leaves_the_deposit_backoff_alone() -> None:

@@ -40,8 +40,10 @@ from onionpost.tor._controller import (
     client_circuit_ids,
     parse_socks_listener,
     service_circuit_ids,
+    service_intro_count,
 )
 from onionpost.tor._publish import (
+    INTRO_LOST_SECONDS,
     UPLOAD_QUIET_SECONDS,
     UPLOAD_STRAGGLER_SECONDS,
     ServiceRecord,
@@ -359,6 +361,61 @@ def test_service_wants_republish_until_an_add_settles() -> None:
     assert record.wants_republish(UPLOAD_QUIET_SECONDS)  # every upload failed
 
 
+def test_a_service_with_no_introduction_point_for_a_while_is_republished() -> None:
+    record = ServiceRecord(
+        bytes(32), OnionAddress.from_public_key(bytes(32)), 1, ("127.0.0.1", 1), ()
+    )
+    record.intro_circuits(0.0, 0)
+    assert not record.intro_lost(INTRO_LOST_SECONDS)  # not published yet: nothing to lose
+    record.needs_publish = False
+    record.intro_circuits(10.0, 3)
+    record.intro_circuits(20.0, 0)  # from here
+    record.intro_circuits(40.0, 0)
+    assert not record.wants_republish(20.0 + INTRO_LOST_SECONDS - 1)
+    assert record.wants_republish(20.0 + INTRO_LOST_SECONDS)
+    # Republished (its ADD_ONION settles); still none: the wait doubles.
+    record.republished_for_lost_intro()
+    assert not record.wants_republish(1000.0)
+    record.intro_circuits(100.0, 0)
+    assert not record.intro_lost(100.0 + 2 * INTRO_LOST_SECONDS - 1)
+    assert record.intro_lost(100.0 + 2 * INTRO_LOST_SECONDS)
+    record.republished_for_lost_intro()
+    for _ in range(10):  # bounded: at most 2**4 times the first wait
+        record.republished_for_lost_intro()
+    record.intro_circuits(200.0, 0)
+    assert not record.intro_lost(200.0 + 16 * INTRO_LOST_SECONDS - 1)
+    assert record.intro_lost(200.0 + 16 * INTRO_LOST_SECONDS)
+    # Introduction points again: the clock and the doubling start over.
+    record.intro_circuits(300.0, 2)
+    assert not record.intro_lost(10_000.0)
+    record.intro_circuits(400.0, 0)
+    assert record.intro_lost(400.0 + INTRO_LOST_SECONDS)
+    # While tor's network is down, the count says nothing: the clock stops.
+    record.intro_circuits(401.0, None)
+    assert not record.intro_lost(10_000.0)
+    record.intro_circuits(500.0, 0)
+    assert not record.intro_lost(500.0 + INTRO_LOST_SECONDS - 1)
+
+
+def test_service_intro_count_counts_established_introduction_circuits() -> None:
+    sid, other = "x" * 56, "y" * 56
+    status = "\n".join(
+        [
+            f"12 BUILT $A~a PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_ESTABLISHED REND_QUERY={sid}",
+            f"13 BUILT $B~b PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_ESTABLISHED REND_QUERY={sid}",
+            f"14 BUILT $C~c PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_CONNECTING REND_QUERY={sid}",
+            f"15 EXTENDED $D~d PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_CONNECTING REND_QUERY={sid}",
+            f"16 BUILT $E~e PURPOSE=HS_SERVICE_REND HS_STATE=HSSR_JOINED REND_QUERY={sid}",
+            f"17 BUILT $F~f PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_ESTABLISHED REND_QUERY={other}",
+            f"18 BUILT $G~g PURPOSE=HS_CLIENT_INTRO HS_STATE=HSCI_DONE REND_QUERY={sid}",
+            "",
+        ]
+    )
+    assert service_intro_count(status, sid) == 2
+    assert service_intro_count(status, other) == 1
+    assert service_intro_count("", sid) == 0
+
+
 def test_control_reply_parsers() -> None:
     assert parse_socks_listener('"127.0.0.1:9050" "[::1]:9050"') == ("127.0.0.1", 9050)
     # A Unix socket is preferred: no other local account can use it (spec §1.2).
@@ -413,6 +470,13 @@ async def test_publish_dial_and_client_auth(testnet: Network, tmp_path: Path) ->
             assert health.state is TorState.OK
             assert health.bootstrap_progress == 100
             assert [s.descriptor for s in health.services] == [DescriptorState.PUBLISHED]
+            # tor's own circuit-status shows the service's introduction
+            # points the way the supervisor counts them (INTRO_LOST_SECONDS).
+            with trio.fail_after(PUBLISH_DEADLINE):
+                while not service_intro_count(
+                    await a._connection().get_info("circuit-status"), service.address.service_id
+                ):
+                    await trio.sleep(0.2)
 
             # Without B's key tor cannot even decrypt the descriptor (prop 304 X'F4').
             error = await dial_error(b, service.address, QUICK_FAILURE_DEADLINE)
@@ -443,6 +507,14 @@ async def test_publish_dial_and_client_auth(testnet: Network, tmp_path: Path) ->
                 # An isolation token (SOCKS username) gets its own circuits.
                 async with await b.dial(service.address, 443, isolation="peer-1") as stream:
                     await round_trip(stream, b"isolated")
+
+            # Forgetting tor's onion client state (SIGNAL NEWNYM, which also
+            # drops client keys not marked permanent) keeps ours: the next
+            # dial fetches the descriptor afresh and is let in.
+            await b.forget_client_state()
+            with trio.fail_after(DIAL_DEADLINE):
+                async with await b.dial(service.address, 443) as stream:
+                    await round_trip(stream, b"after forgetting")
 
             # Revocation: a new authorized set without B.
             _, someone_else = x25519_keypair()

@@ -119,9 +119,10 @@ DEFAULT_CONFIG_TEXT: Final = """\
 # max_disk_use = 10737418240
 
 # Seconds to wait before redialling an unreachable contact; doubles on each
-# failure (with jitter) up to retry_max. A contact that comes back does not
-# wait for it: its daemon dials us when it starts (spec.md §5.9), and we
-# deliver at once.
+# failure (with jitter) up to retry_max; at most 30 s (or retry_initial) for
+# 10 minutes after a session with the contact ended. A contact that comes
+# back does not wait for it: its daemon dials us when it starts (spec.md
+# §5.9), and we deliver at once.
 # retry_initial = 5.0
 # retry_max = 900.0
 

@@ -51,6 +51,7 @@ from onionpost.home import Config, Paths, Secrets
 from onionpost.host._api import serve_api
 from onionpost.host._backend import Backend
 from onionpost.host._events import EventHub
+from onionpost.host._forget import ForgetRule
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import StaticKey
 from onionpost.proto.session import PeerDecision
@@ -140,6 +141,7 @@ class OnionHost:
         self._service: OnionService | None = None
         self._scheduler = DialScheduler()
         self._client_auth: dict[OnionAddress, bytes] = {}
+        self._forget = ForgetRule(ours=config.tor_mode != "attach")
         self.tor_status = api.TorStatus(api.TorState.STARTING, "launching tor")
 
     def __repr__(self) -> str:
@@ -306,7 +308,7 @@ class OnionHost:
                 # Half the deadline for tor to connect: what is left lets us ask
                 # for a fresh descriptor when it did not (a stale one hangs).
                 with trio.move_on_after(self._config.connect_timeout / 2) as waited:
-                    stream = await tor.dial(address, self._config.onion_port)
+                    stream = await self._tor_dial(tor, address, handle)
             except DialError as exc:
                 if exc.reason in STALE_DESCRIPTOR_REASONS:
                     await self._refetch(tor, address, handle)
@@ -329,6 +331,28 @@ class OnionHost:
             raise
         self._scheduler.record_success(address)
         return channel
+
+    async def _tor_dial(self, tor: Tor, address: OnionAddress, handle: str) -> trio.SocketStream:
+        """A stream to ``address``; once more after making tor forget its
+        record of failed introduction points, when that may be what refuses
+        it (``_forget.py``)."""
+        try:
+            stream = await tor.dial(address, self._config.onion_port)
+        except DialError as exc:
+            if exc.reason != "introduction-failed":
+                self._forget.other(address)
+                raise
+            if not self._forget.refused(address, trio.current_time()):
+                raise
+            try:
+                await tor.forget_client_state()
+            except TorError as problem:
+                self._log.info("event=tor_forget_failed error=%s", type(problem).__name__)
+                raise exc from None
+            self._log.info("event=tor_client_state_forgotten %s", handle)
+            stream = await tor.dial(address, self._config.onion_port)
+        self._forget.other(address)
+        return stream
 
     async def _refetch(
         self, tor: Tor, address: OnionAddress, handle: str, *, drop_circuits: bool = False

@@ -449,6 +449,27 @@ def service_circuit_ids(circuit_status: str, service_id: str) -> list[str]:
     return _hs_circuit_ids(circuit_status, service_id, "PURPOSE=HS_SERVICE")
 
 
+def service_intro_count(circuit_status: str, service_id: str) -> int:
+    """How many introduction circuits of our onion service ``service_id`` are
+    established (its introduction points), from GETINFO circuit-status::
+
+        9 BUILT $A~a,$B~b,$C~c PURPOSE=HS_SERVICE_INTRO HS_STATE=HSSI_ESTABLISHED REND_QUERY=<id>
+    """
+    count = 0
+    for line in circuit_status.splitlines():
+        fields = line.split()
+        if (
+            len(fields) > 1
+            and fields[0].isdigit()
+            and fields[1] == "BUILT"
+            and "PURPOSE=HS_SERVICE_INTRO" in fields
+            and "HS_STATE=HSSI_ESTABLISHED" in fields
+            and f"REND_QUERY={service_id}" in fields
+        ):
+            count += 1
+    return count
+
+
 def client_circuit_ids(circuit_status: str, service_id: str) -> list[str]:
     """Our circuits *to* onion service ``service_id`` (we are its client), from
     GETINFO circuit-status: introduction and rendezvous circuits, e.g.::

@@ -53,6 +53,7 @@ __all__ = [
     "Target",
     "UPLOAD_QUIET_SECONDS",
     "UPLOAD_STRAGGLER_SECONDS",
+    "INTRO_LOST_SECONDS",
     "DescriptorState",
     "ServiceRecord",
     "UploadRound",
@@ -66,6 +67,11 @@ __all__ = [
 UPLOAD_QUIET_SECONDS: Final = 0.5
 #: After the first successful upload, stop waiting for stragglers after this.
 UPLOAD_STRAGGLER_SECONDS: Final = 10.0
+#: A published service with no established introduction circuit for this long,
+#: while tor otherwise works, is published afresh; the wait doubles with each
+#: such republish in a row, INTRO_LOST_DOUBLINGS times at most.
+INTRO_LOST_SECONDS: Final = 45.0
+INTRO_LOST_DOUBLINGS: Final = 4
 #: Client-authorization keys per service (each is a line in the descriptor).
 MAX_AUTHORIZED_CLIENTS: Final = 256
 X25519_KEY_LEN: Final = 32
@@ -174,9 +180,42 @@ class ServiceRecord:
     # True from the moment tor may not hold the service (before DEL_ONION or
     # ADD_ONION) until an ADD_ONION's uploads settle; supervise() re-adds it.
     needs_publish: bool = True
+    # Since when tor shows no established introduction circuit of the
+    # service (None: it has some, or it was not looked at since).
+    no_intro_since: float | None = None
+    intro_republishes: int = 0  # republished for that, in a row
 
     def wants_republish(self, now: float) -> bool:
-        return self.needs_publish or self.uploads.all_failed(now)
+        return self.needs_publish or self.uploads.all_failed(now) or self.intro_lost(now)
+
+    def intro_circuits(self, now: float, count: int | None) -> None:
+        """tor shows ``count`` established introduction circuits of the service
+        (None: whether it has some says nothing now, as tor's network is down)."""
+        if count is None or count > 0:
+            self.no_intro_since = None
+            if count:
+                self.intro_republishes = 0
+        elif self.no_intro_since is None:
+            self.no_intro_since = now
+
+    def intro_lost(self, now: float) -> bool:
+        """Whether the service had no introduction point for long enough to be
+        published afresh (INTRO_LOST_SECONDS).
+
+        tor's service side keeps, for 5 minutes, the relays whose introduction
+        circuits failed too often, and picks none of them again; when relays
+        restart (or our tor could not build circuits for a while) it can be
+        left with no introduction point at all and no descriptor worth
+        fetching, and tells nobody. A new ADD_ONION starts it afresh.
+        """
+        if self.no_intro_since is None or self.needs_publish:
+            return False
+        doublings: int = min(self.intro_republishes, INTRO_LOST_DOUBLINGS)
+        return now - self.no_intro_since >= INTRO_LOST_SECONDS * (1 << doublings)
+
+    def republished_for_lost_intro(self) -> None:
+        self.intro_republishes += 1
+        self.no_intro_since = None
 
     def add_onion_command(self) -> str:
         # control-spec §3.27: ADD_ONION KeyType:KeyBlob [Flags=...] Port=Virt,Target

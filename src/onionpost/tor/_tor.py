@@ -81,6 +81,7 @@ from onionpost.tor._controller import (
     launch_tor_process,
     parse_socks_listener,
     service_circuit_ids,
+    service_intro_count,
 )
 from onionpost.tor._dial import SocksAddress, socks_dial
 from onionpost.tor._process import STOP_GRACE_SECONDS, stop_processes, tail_lines
@@ -133,6 +134,8 @@ RESTART_BACKOFF_MAX_SECONDS: Final = 30.0
 REPUBLISH_MAX_ATTEMPTS: Final = 5
 #: supervise() looks at the process even without events this often.
 SUPERVISE_POLL_SECONDS: Final = 2.0
+#: supervise() counts our services' introduction circuits this often.
+INTRO_CHECK_SECONDS: Final = 10.0
 #: open_tor's exit cleanup, shielded from cancellation, is bounded by this.
 SHUTDOWN_MAX_SECONDS: Final = 10.0
 
@@ -640,6 +643,37 @@ class Tor:
             )
             self._client_auth[address.service_id] = key
 
+    async def _add_client_auths(self, conn: ControlConnection) -> None:
+        """Every client key we gave tor, given again (after a restart or a purge)."""
+        for service_id, key in self._client_auth.items():
+            blob = base64.b64encode(key).decode("ascii")
+            await conn.command(
+                f"ONION_CLIENT_AUTH_ADD {service_id} x25519:{blob}",
+                verb="ONION_CLIENT_AUTH_ADD",
+            )
+
+    async def forget_client_state(self) -> None:
+        """Make tor forget what it holds as an onion service client (``SIGNAL
+        NEWNYM``, control-spec §3.7), then give it our client keys again.
+
+        tor keeps, for two minutes from the first failure, the introduction
+        points it failed to reach, and a dial to a service whose introduction
+        points all failed fails at once (SOCKS 0xF2) without trying them:
+        after our tor could not build circuits for a while, every dial fails
+        that way until those entries age out, though the service is fine.
+        NEWNYM drops them with the cached descriptors (the next dial fetches
+        them afresh), pending descriptor fetches and the client keys not
+        marked permanent, ours (added back at once). Streams already open
+        carry on; new ones get new circuits. tor delays a NEWNYM that comes
+        within 10 s of the last one, so callers space them further apart;
+        only for a tor we launched (on a tor others share it would also
+        change their circuits).
+        """
+        async with self._lock:
+            conn = self._connection()
+            await conn.command("SIGNAL NEWNYM")
+            await self._add_client_auths(conn)
+
     async def remove_client_auth(self, address: OnionAddress) -> None:
         """Forget our client key for ``address`` (ONION_CLIENT_AUTH_REMOVE)."""
         async with self._lock:
@@ -778,18 +812,42 @@ class Tor:
         """
         self._report()
         task_status.started()
+        intro_checked = trio.current_time()
         while not self._closed:
             if self._process is not None and self._process.poll() is not None:
                 self._control_lost = True
             if self._control_lost:
                 await self._restore()
                 continue
+            if trio.current_time() - intro_checked >= INTRO_CHECK_SECONDS:
+                intro_checked = trio.current_time()
+                await self._check_intro_circuits()
             for service in list(self._services.values()):
                 if self._closed or self._control_lost:
                     break
                 if service.wants_republish(trio.current_time()):
                     await self._republish(service)
             await self._wait_for_change(SUPERVISE_POLL_SECONDS)
+
+    async def _check_intro_circuits(self) -> None:
+        """Count each published service's established introduction circuits
+        (``ServiceRecord.intro_lost``); while tor says its network is down or
+        it cannot build circuits, the count says nothing."""
+        conn = self._conn
+        if conn is None or not conn.alive or not self._services:
+            return
+        now = trio.current_time()
+        if self._network_live is False or self._circuits_ok is False:
+            for service in self._services.values():
+                service.intro_circuits(now, None)
+            return
+        try:
+            status = await conn.get_info("circuit-status")
+        except TorControlError:
+            return  # the control connection's own supervision takes it from here
+        for service in self._services.values():
+            if not service.needs_publish:
+                service.intro_circuits(now, service_intro_count(status, service.address.service_id))
 
     async def _republish(self, service: ServiceRecord) -> None:
         if service.republish_failures >= REPUBLISH_MAX_ATTEMPTS:
@@ -799,6 +857,12 @@ class Tor:
                 return
             if not service.wants_republish(trio.current_time()):
                 return  # someone holding the lock published it meanwhile
+            if service.intro_lost(trio.current_time()):
+                service.republished_for_lost_intro()
+                log.warning(
+                    "event=service_republished reason=no-introduction-point attempt=%d",
+                    service.intro_republishes,
+                )
             try:
                 # tor may still hold it (every upload failed, or a half-done
                 # set_authorized_clients): DEL_ONION first, which may fail.
@@ -830,13 +894,7 @@ class Tor:
                         await self._start()
                         for service in self._services.values():
                             await self._add_onion(service)
-                        conn = self._connection()
-                        for service_id, key in self._client_auth.items():
-                            blob = base64.b64encode(key).decode("ascii")
-                            await conn.command(
-                                f"ONION_CLIENT_AUTH_ADD {service_id} x25519:{blob}",
-                                verb="ONION_CLIENT_AUTH_ADD",
-                            )
+                        await self._add_client_auths(self._connection())
                 except (TorError, trio.TooSlowError) as exc:
                     problem = exc
                     log.warning(

@@ -31,6 +31,13 @@ __all__ = ["Backoff", "LinkState", "Step", "StepKind", "Work", "keep_new_session
 # Seconds before a deposit is tried again when its dial failed the way a
 # stale descriptor fails and a fresh one was asked for.
 DEPOSIT_RETRY_AFTER_REFETCH: Final = 1.0
+# A contact that accepted a session within WARM_SECONDS is redialled at least
+# every WARM_RETRY_MAX seconds (or retry_initial, if larger): it was just
+# here, so the failure is as likely ours (our tor unable to build circuits
+# for a while) as its going away, and a backoff that grew during our own
+# outage would keep it waiting for minutes after the outage ended.
+WARM_SECONDS: Final = 600.0
+WARM_RETRY_MAX: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,7 @@ class LinkState:
     # it said it was going away. A clean idle close says nothing.
     away: bool = False
     down_at: float = 0.0  # since when no session is up (trio time)
+    seen_at: float | None = None  # when a session the contact accepted last ended
     dial_since: float | None = None  # when the dial under way began
     deposit_at: float = 0.0  # no deposit before this
     deposit_failures: int = 0
@@ -148,7 +156,11 @@ class LinkState:
         self.failures += 1
         self.last_error = reason
         self.away = True
-        delay = self.backoff.delay(self.failures, jitter)
+        backoff = self.backoff
+        if self.seen_at is not None and now - self.seen_at < WARM_SECONDS:
+            cap = max(backoff.initial, WARM_RETRY_MAX)
+            backoff = Backoff(backoff.initial, min(backoff.maximum, cap))
+        delay = backoff.delay(self.failures, jitter)
         self.retry_at = now + delay
         return delay
 
@@ -171,6 +183,10 @@ class LinkState:
             self.down_at = now
             if going_away:
                 self.away = True
+
+    def seen(self, now: float) -> None:
+        """A session the contact accepted (it sent a record) ended now."""
+        self.seen_at = now
 
     def contact_back(self) -> None:
         """The contact dialed us: what waits need not wait out a backoff."""

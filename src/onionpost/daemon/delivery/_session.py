@@ -202,6 +202,7 @@ def _ended(parts: Parts, link: Link, session: Session, failure: BaseException | 
         failure = None  # we closed it on purpose, in order (idle, superseded)
     link.state.session_down(now, going_away=peer_code == CloseCode.GOING_AWAY)
     if session.proven:
+        link.state.seen(now)
         _note_seen(parts, link)
     if not link.sessions:
         link.since_ms = now_ms()  # unreachable from now
