@@ -7,8 +7,9 @@ Goals: a returning contact has its texts within 10 s of being back (the test
 allows some slack for a loaded machine: the bench measures the goal), 30 s
 from a killed tor to a delivered text; every text exactly once. Relays
 restarting under the network is played by the bench only: on this five-relay
-network a restarted relay can leave an onion service unreachable for minutes
-(a path-selection effect of so small a network), too long for CI.
+network a restarted relay can leave an onion service with no introduction
+point until the daemon republishes it (45 s without one, spec.md §5.9), a
+round can take over a minute, and the network is shared with other tests.
 """
 
 from __future__ import annotations
