@@ -6,6 +6,8 @@ Theory of operation
 
     DeliveryEngine.run()          one nursery owns everything below
     ├── writer                    group commit (``_writer.py``)
+    ├── sent marks                ``sent`` written for what no ack settled within
+    │                             SENT_MARK_SECONDS (``_sent.py``)
     ├── housekeeping              expiry of messages and of idle incoming transfers;
     │                             sent files' copies deleted once delivered
     ├── introductions             members of our groups who are no contacts: links
@@ -13,7 +15,8 @@ Theory of operation
     │                             ``_introductions.py``)
     └── per contact (a Link)
         ├── direct loop           dial when something waits and no session is up
-        │   └── session           ours or the contact's (``_session.py``)
+        │   └── session           ours or the contact's (``_session.py``; its sender
+        │                         ``_sender.py``)
         └── deposit loop          into the contact's mailbox when it is away
                                   (``_deposit.py``)
 
@@ -77,7 +80,8 @@ from onionpost.daemon.delivery._records import (
     jitter,
     now_ms,
 )
-from onionpost.daemon.delivery._session import run_session, sent_marker
+from onionpost.daemon.delivery._sender import sent_marker
+from onionpost.daemon.delivery._session import run_session
 from onionpost.daemon.delivery._trust import receive_rotation, refusals, rejudge, rotation_due
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
