@@ -126,8 +126,29 @@ class Outbox:
         )
         with self._database.transaction(), self._guard("queueing a message"):
             self._contacts.require(contact_id, active=True)
-            before = self._queued_before(message_id, contact_id, Kind.TEXT)
-            if before is not None:
+            # Inserted first: an id already there (a send made again) is the
+            # rare case, looked at only when the insert finds it.
+            try:
+                seq = insert_message_seq(
+                    self._db,
+                    {
+                        "direction": Direction.OUT.value,
+                        "contact_id": contact_id,
+                        "id": message_id,
+                        "kind": Kind.TEXT.value,
+                        "state": State.QUEUED.value,
+                        "created_ms": created_ms,
+                        "stored_ms": created_ms,
+                        "expires_ms": expires_at,
+                        "content": content,
+                    },
+                )
+            except LocalProtocolError:
+                seq = None  # another contact's: _queued_before says so, as ConfigError
+            if seq is None:
+                before = self._queued_before(message_id, contact_id, Kind.TEXT)
+                if before is None:
+                    raise LocalProtocolError(f"message id {message_id.hex()} is already in use")
                 if (before.body, before.content_type, before.label) != (
                     body,
                     content_type,
@@ -135,22 +156,6 @@ class Outbox:
                 ):
                     raise id_in_use(message_id)
                 return None
-            seq = insert_message_seq(
-                self._db,
-                {
-                    "direction": Direction.OUT.value,
-                    "contact_id": contact_id,
-                    "id": message_id,
-                    "kind": Kind.TEXT.value,
-                    "state": State.QUEUED.value,
-                    "created_ms": created_ms,
-                    "stored_ms": created_ms,
-                    "expires_ms": expires_at,
-                    "content": content,
-                },
-            )
-            if seq is None:
-                raise LocalProtocolError(f"message id {message_id.hex()} is already in use")
             self._evidence.append(
                 (
                     text_entry(
