@@ -532,7 +532,12 @@ class Status:
     address: str
     tor: TorStatus
     outbox_depth: int = field(metadata=_meta("messages and files waiting, to every contact"))
-    last_delivery_ms: int | None
+    last_delivery_ms: int | None = field(
+        metadata=_meta(
+            "when the last acknowledgement arrived (or a read receipt that came before "
+            "its ack), POSIX milliseconds; null if none ever did"
+        )
+    )
     contacts: tuple[ContactStatus, ...]
     evidence_alarms: int = field(
         default=0,

@@ -144,6 +144,38 @@ def test_outgoing_states_move_only_forward(store: Store) -> None:
     assert store.outbox.outbox_depth() == 0
 
 
+def test_last_delivery_is_the_latest_delivered_ms_read_once_then_kept(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        bob = add_contact(store)
+        a, b, c = new_id(), new_id(), new_id()
+        for message_id in (a, b, c):
+            store.outbox.queue_text(bob.id, message_id, 1, "x", "text/plain", None)
+        assert store.outbox.last_delivery() is None
+        store.outbox.mark_delivered([a], 20, contact_id=bob.id)
+        assert store.outbox.last_delivery() == 20
+        # A receipt for what was acked already: delivered_ms stays (20).
+        store.messages.mark_read([a], 30, contact_id=bob.id)
+        assert store.outbox.last_delivery() == 20
+        # A receipt before its ack: delivered now.
+        store.messages.mark_read([b], 40, contact_id=bob.id)
+        assert store.outbox.last_delivery() == 40
+        # An ack that moves nothing (already delivered) changes nothing.
+        store.outbox.mark_delivered([a, b], 50, contact_id=bob.id)
+        assert store.outbox.last_delivery() == 40
+        # An earlier clock (it went back) does not lower it: the latest stays.
+        store.outbox.mark_delivered([c], 35, contact_id=bob.id)
+        assert store.outbox.last_delivery() == 40
+        assert store.outbox.last_delivery() == max(
+            store.messages.message(i).delivered_ms or 0 for i in (a, b, c)
+        )
+    with open_store(tmp_path) as store:  # read from the store again: the same
+        assert store.outbox.last_delivery() == 40
+        d = new_id()
+        store.outbox.queue_text(store.contacts.all()[0].id, d, 1, "x", "text/plain", None)
+        store.outbox.mark_delivered([d], 90)  # before anyone asked: combined with the read
+        assert store.outbox.last_delivery() == 90
+
+
 def test_the_transition_table_is_what_the_store_enforces(store: Store) -> None:
     bob = add_contact(store)
     marks: dict[State, Callable[[list[bytes], int], list[bytes]]] = {

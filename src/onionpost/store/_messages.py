@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from onionpost.errors import ConfigError, NotFoundError
@@ -41,9 +41,16 @@ class Messages:
     """Storing received texts, finding and reading messages; see the module docstring."""
 
     def __init__(
-        self, database: Database, rows: Rows, contacts: Contacts, evidence: EvidenceLog
+        self,
+        database: Database,
+        rows: Rows,
+        contacts: Contacts,
+        evidence: EvidenceLog,
+        *,
+        delivered_at: Callable[[int | None], None],
     ) -> None:
         self._database = database
+        self._delivered_at = delivered_at
         self._lock = database.lock
         self._guard = database.guard
         self._rows = rows
@@ -138,6 +145,7 @@ class Messages:
         incoming ones (our user read them), or, with ``direction=None``, both.
         Returns the ids whose state changed."""
         changed: list[bytes] = []
+        delivered: int | None = None
         with self._database.transaction(), self._guard("updating message states"):
             for side in (Direction.OUT, Direction.IN):
                 if direction is None or direction == side:
@@ -145,6 +153,15 @@ class Messages:
                     event = Event.READ_BY_THEM if side == Direction.OUT else Event.READ
                     self._evidence.moved(event, moved, now)
                     changed.extend(m[0] for m in moved)
+                    if side == Direction.OUT and moved:
+                        # Read implies delivered: those not acked yet are delivered now.
+                        (delivered,) = self._db.execute(
+                            "SELECT max(delivered_ms) FROM messages INDEXED BY messages_id "
+                            "WHERE direction = 'out' "
+                            "AND id IN (SELECT unhex(value) FROM json_each(?))",
+                            (json.dumps([m[0].hex() for m in moved]),),
+                        ).fetchone()
+        self._delivered_at(delivered)
         return changed
 
     def message(self, message_id: bytes, *, contact_id: int | None = None) -> Stored:

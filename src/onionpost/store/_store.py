@@ -123,7 +123,9 @@ class Store:
         self.evidence: Final = evidence
         self.contacts: Final = Contacts(database, evidence)
         self.outbox: Final = Outbox(database, files_dir, keys, rows, self.contacts, evidence)
-        self.messages: Final = Messages(database, rows, self.contacts, evidence)
+        self.messages: Final = Messages(
+            database, rows, self.contacts, evidence, delivered_at=self.outbox.delivered_at
+        )
         self.transfers: Final = Transfers(database, files_dir, keys, rows, self.contacts, evidence)
         self.mailbox: Final = OwnerTables(database, rows, self.transfers, evidence)
         self.trust: Final = TrustAnchors(database)
