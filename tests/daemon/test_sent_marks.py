@@ -6,14 +6,20 @@ time (MockClock)."""
 
 from __future__ import annotations
 
+import logging
 import os
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import trio
 from trio.testing import MockClock
 
 from onionpost.daemon.delivery import _sent
+from onionpost.daemon.delivery._records import Parts
+from onionpost.daemon.delivery._sender import sent_marker
 from onionpost.daemon.delivery._sent import SENT_MARK_SECONDS, SentMarks
+from onionpost.errors import NoSpaceError
 
 
 def _ids(n: int) -> list[bytes]:
@@ -128,3 +134,45 @@ async def test_a_mark_that_waits_for_the_writer_holds_back_the_next(clock: MockC
                 await trio.sleep(0.01)
         assert [c for c, _ in marked] == [1, 2]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_mark_whose_write_fails_is_logged_and_the_marks_go_on(
+    clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer is busy, so the mark waits for its write, and that write
+    fails (a full disk): the texts stay queued, the failure is logged, and
+    the engine's task goes on marking what falls due next."""
+    published: list[Any] = []
+    writes: list[list[bytes]] = []
+
+    class BusyWriter:
+        def busy(self) -> bool:
+            return True
+
+        async def write(self, fn: Any, ids: list[bytes], *args: Any, **kwargs: Any) -> Any:
+            writes.append(ids)
+            if len(writes) == 1:
+                raise NoSpaceError("the disk is full")
+            return ids
+
+    parts = SimpleNamespace(
+        writer=BusyWriter(),
+        store=SimpleNamespace(outbox=SimpleNamespace(mark_sent=None)),
+        hub=SimpleNamespace(publish=published.append),
+    )
+    marks = SentMarks()
+    first, second = _ids(2), _ids(1)
+    with caplog.at_level(logging.WARNING, logger="onionpost.daemon"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(marks.run, sent_marker(cast(Parts, parts)))
+            marks.left(7, first)
+            await trio.sleep(2 * SENT_MARK_SECONDS)
+            assert writes == [first]
+            assert published == []
+            marks.left(7, second)
+            await trio.sleep(2 * SENT_MARK_SECONDS)
+            assert writes == [first, second]
+            assert [p.id for p in published] == [second[0].hex()]
+            nursery.cancel_scope.cancel()
+    assert "event=sent_mark_failed contact=#7 error=NoSpaceError" in caplog.text
+    assert "the disk is full" not in caplog.text  # the type only

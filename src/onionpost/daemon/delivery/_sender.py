@@ -29,10 +29,7 @@ from onionpost.daemon.delivery._trust import (
     staple,
 )
 from onionpost.daemon.delivery._views import wire_record
-from onionpost.errors import (
-    CloseCode,
-    TransportError,
-)
+from onionpost.errors import CloseCode, OnionpostError, TransportError
 from onionpost.host import Shed
 from onionpost.limits import MAX_ACK_IDS, MAX_TRUST_ANCHORS
 from onionpost.proto import messages
@@ -313,11 +310,21 @@ def sent_marker(parts: Parts) -> Callable[[int, list[bytes]], Awaitable[None]]:
 
         if parts.writer.busy():
             # A backlog: wait for this one, so the writer's queue stays bounded.
-            published(
-                await parts.writer.write(
+            try:
+                changed = await parts.writer.write(
                     parts.store.outbox.mark_sent, ids, now_ms(), contact_id=contact_id
                 )
-            )
+            except OnionpostError as exc:
+                # It only informs: the texts stay queued, as at a stop. This
+                # runs in the engine's own task, which a failed write must
+                # never end (a full disk, the writer stopping).
+                log.warning(
+                    "event=sent_mark_failed contact=%s error=%s",
+                    contact_ref(contact_id),
+                    type(exc).__name__,
+                )
+                return
+            published(changed)
         else:
             # 'sent' only informs: nobody waits for it.
             parts.writer.write_later(
