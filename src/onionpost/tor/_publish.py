@@ -191,10 +191,11 @@ class ServiceRecord:
     def intro_circuits(self, now: float, count: int | None) -> None:
         """tor shows ``count`` established introduction circuits of the service
         (None: whether it has some says nothing now, as tor's network is down)."""
-        if count is None or count > 0:
+        if count:
             self.no_intro_since = None
-            if count:
-                self.intro_republishes = 0
+            self.intro_republishes = 0
+        elif count is None:
+            self.no_intro_since = None
         elif self.no_intro_since is None:
             self.no_intro_since = now
 
