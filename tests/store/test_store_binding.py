@@ -284,6 +284,69 @@ def test_many_commits_and_reopens_stay_bound(tmp_path: Path) -> None:
         assert store.integrity_check() == []
 
 
+def test_a_log_written_over_the_last_one_stays_bound_at_every_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint restarts the WAL: the next log is written over the old
+    one, whose frames (other salts) stay past its end. Copied as a crash
+    leaves it after every commit, the store opens with exactly what was
+    committed. Some commits write more frames than the binder reads at a
+    time, and some checkpoints happen while the file is longer than the log."""
+    monkeypatch.setattr(_database, "_WAL_LIMIT", 40 * FRAME)
+    live = tmp_path / "live"
+    live.mkdir()
+    longer = 0  # copies whose WAL file held frames past its log
+    with open_store(live) as store:
+        bob = add_contact(store)
+        for n in range(36):
+            body = "x" * (90_000 if n % 7 == 3 else 200)  # ~90 frames, or a few
+            store.outbox.queue_text(bob.id, new_id(), n, body, "text/plain", None)
+            wal = (live / "store.sqlite-wal").read_bytes()
+            log = _wal.parse(wal, PAGE)
+            assert log.problem is None
+            longer += bool(log.commits) and log.commits[-1][2] < len(wal)
+            if n % 3 == 2 or n % 7 == 3:
+                root = _copy(live, tmp_path, f"crash-{n}")
+                with open_store(root) as copy:
+                    assert copy.outbox.outbox_depth() == n + 1
+                    assert copy.integrity_check() == []
+                shutil.rmtree(root)
+        depth = store.outbox.outbox_depth()
+    assert longer >= 5
+    with open_store(live) as store:
+        assert store.outbox.outbox_depth() == depth == 36
+        assert store.integrity_check() == []
+
+
+def test_the_wal_file_is_kept_after_a_checkpoint_and_cut_back_past_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint leaves the WAL file's blocks for the next log (an fsync
+    over them costs less than one that grows the file); past ``WAL_KEEP``
+    the file is cut back to it at the new log's first commit."""
+    monkeypatch.setattr(_database, "_WAL_LIMIT", 40 * FRAME)
+    with open_store(tmp_path) as store:
+        store.defer_checkpoints()  # nobody checkpoints before the hard limit
+        bob = add_contact(store)
+        wal = tmp_path / "store.sqlite-wal"
+        # One transaction far past WAL_KEEP: the WAL grows to hold it.
+        with store.transaction():
+            for n in range(60):
+                store.outbox.queue_text(bob.id, new_id(), n, "y" * 100_000, "text/plain", None)
+        assert wal.stat().st_size > _database.WAL_KEEP
+        store.checkpoint_if_due()
+        store.outbox.queue_text(bob.id, new_id(), 60, "after", "text/plain", None)
+        assert wal.stat().st_size == _database.WAL_KEEP  # cut back, not emptied
+        for n in range(5):
+            store.outbox.queue_text(bob.id, new_id(), 61 + n, "z" * 200, "text/plain", None)
+        log = _wal.parse(wal.read_bytes(), PAGE)
+        assert log.commits[-1][2] < wal.stat().st_size  # the log is the file's start
+        # The binder follows the new log, not the old frames past it.
+        assert store.checkpoint_due() == (log.commits[-1][2] > _database._WAL_LIMIT)
+    with open_store(tmp_path) as store:
+        assert store.outbox.outbox_depth() == 66
+
+
 # -- the set hash, kept up to date page by page -------------------------------------------
 
 

@@ -79,6 +79,9 @@ _CONTEXT: Final = b"onionpost bind v1\x00"
 _ABSENT: Final = bytes(TAG_LEN)  # a page the database should have and has no image of
 _FRAME: Final = _wal.FRAME_HEADER_LEN
 _FRAME_HEAD: Final = struct.Struct(">II")  # a frame's page number, size after a commit
+# Frames read at a time while following the WAL (a commit of a few texts
+# writes about 20).
+_READ_FRAMES: Final = 64
 
 
 class Pages:
@@ -267,35 +270,48 @@ class Binder:
         self._salts, self._offset = salts, offset
 
     def _advance(self) -> None:
+        """Take in the commits SQLite appended since the last one taken in.
+
+        The WAL file may be longer than its log: after a checkpoint SQLite
+        writes the next log over the old one (:mod:`onionpost.store._database`),
+        so the frames past the new log's end are the old log's, with other
+        salts. They are read a few at a time until one is not of this log, so
+        a commit costs the reading of its own frames, not of the whole file.
+        """
         try:
             fd = os.open(self.wal, os.O_RDONLY)
         except FileNotFoundError:
             return
         try:
-            size = os.fstat(fd).st_size
             header = os.pread(fd, _wal.HEADER_LEN, 0)
             if len(header) < _wal.HEADER_LEN:
                 self._salts, self._offset = None, 0
                 return
             if header[16:24] != self._salts:  # a new log (after a checkpoint)
                 self._salts, self._offset = header[16:24], _wal.HEADER_LEN
-            data = os.pread(fd, max(0, size - self._offset), self._offset)
+            frame_len = _FRAME + self._page_size
+            salts = self._salts
+            pending: list[tuple[int, bytes]] = []
+            done = 0  # where the last commit taken in ends, from self._offset
+            read = 0  # bytes read from self._offset
+            while True:
+                data = os.pread(fd, _READ_FRAMES * frame_len, self._offset + read)
+                at = 0
+                while at + frame_len <= len(data):
+                    if data[at + 8 : at + 16] != salts:
+                        break
+                    number, size_after = _FRAME_HEAD.unpack_from(data, at)
+                    at += frame_len
+                    pending.append((number, data[at - TAG_LEN : at]))
+                    if size_after:
+                        self._pages.apply(pending, size_after)
+                        pending = []
+                        done = read + at
+                read += at
+                if at < _READ_FRAMES * frame_len:
+                    break  # the log's end: a frame of another log, or the file's
         finally:
             os.close(fd)
-        frame_len = _FRAME + self._page_size
-        salts = self._salts
-        pending: list[tuple[int, bytes]] = []
-        at = done = 0  # ``done``: where the last commit taken in ends
-        while at + frame_len <= len(data):
-            if data[at + 8 : at + 16] != salts:
-                break
-            number, size_after = _FRAME_HEAD.unpack_from(data, at)
-            at += frame_len
-            pending.append((number, data[at - TAG_LEN : at]))
-            if size_after:
-                self._pages.apply(pending, size_after)
-                pending = []
-                done = at
         self._offset += done
 
     def bind(self, *, final: bool = False) -> None:

@@ -31,6 +31,7 @@ from onionpost.store._database import (
     PAGE_SIZE,
     SALT_LEN,
     SQLITE_MAGIC,
+    WAL_KEEP,
     Database,
     Error,
     Keys,
@@ -70,6 +71,8 @@ PRAGMAS: Final = (
     # Deleted rows are overwritten in the file, not only unlinked: a used
     # one-time prekey's private half, a deposited envelope (mailbox.md).
     "secure_delete = ON",
+    # A checkpoint restarts the log over the old one's frames (see WAL_KEEP).
+    f"journal_size_limit = {WAL_KEEP}",
 )
 
 
