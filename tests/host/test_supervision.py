@@ -39,7 +39,9 @@ from onionpost.host import (
     home_lock,
     reason,
 )
+from onionpost.host._forget import FORGET_SECONDS
 from onionpost.proto import messages as m
+from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import CERT_LIFETIME
 
 # The one vocabulary: every failure a log line or `status` reports, by kind.
@@ -224,3 +226,80 @@ async def test_a_dial_tor_did_not_answer_drops_our_circuits_to_the_service(
         assert [r.getMessage() for r in records][:1] == [
             "event=circuits_dropped count=1 peer=onion"
         ]
+
+
+class _ForgetfulTor:
+    """A tor that refuses dials for their introduction points (SOCKS 0xF2)
+    until it is made to forget its client state, as a record of failed
+    introduction points does; it records what the host asks of it."""
+
+    def __init__(self, *, forget_fails: bool = False) -> None:
+        self.stale = True
+        self.forget_fails = forget_fails
+        self.calls: list[str] = []
+
+    async def dial(self, address: object, port: int) -> object:
+        self.calls.append("dial")
+        if self.stale:
+            raise DialError("tor says no", reason="introduction-failed")
+        return f"stream to {port}"
+
+    async def forget_client_state(self) -> None:
+        self.calls.append("forget")
+        if self.forget_fails:
+            raise TorError("tor did not answer")
+        self.stale = False
+
+
+async def _refused(host: OnionHost, tor: _ForgetfulTor, address: OnionAddress) -> None:
+    with pytest.raises(DialError) as failed:
+        await host._tor_dial(tor, address, "peer=onion")  # type: ignore[arg-type]
+    assert failed.value.reason == "introduction-failed"
+
+
+async def test_a_second_refusal_at_the_introduction_makes_tor_forget_then_dials_again(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    host, secrets, records = _host(tmp_path, 1_700_000_000)
+    address = secrets.identity.address
+    tor = _ForgetfulTor()
+    # The first refusal is the contact's own (its service may be down).
+    await _refused(host, tor, address)
+    assert tor.calls == ["dial"]
+    # The second in a row: tor's record may be what refuses it.
+    stream = await host._tor_dial(tor, address, "peer=onion")  # type: ignore[arg-type]
+    assert stream == f"stream to {Config().onion_port}"
+    assert tor.calls == ["dial", "dial", "forget", "dial"]
+    assert [r.getMessage() for r in records] == ["event=tor_client_state_forgotten peer=onion"]
+    # Another address refused twice within FORGET_SECONDS: no second forget.
+    other = Secrets.generate("other", now=1_700_000_000).identity.address
+    tor.stale, tor.calls = True, []
+    await _refused(host, tor, other)
+    await _refused(host, tor, other)
+    assert tor.calls == ["dial", "dial"]
+    # Once FORGET_SECONDS have passed, it may forget again.
+    await trio.sleep(FORGET_SECONDS)
+    await host._tor_dial(tor, other, "peer=onion")  # type: ignore[arg-type]
+    assert tor.calls == ["dial", "dial", "dial", "forget", "dial"]
+
+
+async def test_a_tor_we_attached_to_is_never_made_to_forget(tmp_path: Path) -> None:
+    secrets = Secrets.generate("test", now=1_700_000_000)
+    config = Config(tor_mode="attach", tor_control_port=9051)
+    log = logging.getLogger("onionpost.test-host")
+    host = OnionHost(
+        Paths.for_home(tmp_path), secrets, config, clients=list, hub=EventHub(), log=log
+    )
+    tor = _ForgetfulTor()
+    for _ in range(3):
+        await _refused(host, tor, secrets.identity.address)
+    assert tor.calls == ["dial"] * 3
+
+
+async def test_a_forget_tor_refuses_fails_the_dial_as_it_was_refused(tmp_path: Path) -> None:
+    host, secrets, records = _host(tmp_path, 1_700_000_000)
+    tor = _ForgetfulTor(forget_fails=True)
+    await _refused(host, tor, secrets.identity.address)
+    await _refused(host, tor, secrets.identity.address)
+    assert tor.calls == ["dial", "dial", "forget"]
+    assert [r.getMessage() for r in records] == ["event=tor_forget_failed error=TorError"]
