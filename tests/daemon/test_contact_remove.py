@@ -10,8 +10,8 @@ import trio
 from trio.testing import MockClock
 
 from onionpost import api
-from onionpost.errors import UnknownContactError
-from onionpost.testing.memory import befriend, network
+from onionpost.errors import NotFoundError, UnknownContactError
+from onionpost.testing.memory import befriend, network, until
 
 
 async def test_what_waits_for_a_removed_contact_is_expired(
@@ -43,3 +43,41 @@ async def test_what_waits_for_a_removed_contact_is_expired(
         with pytest.raises(UnknownContactError):
             await alice.daemon.contact_remove(api.ContactRemove("bob"))
         assert alice.state(bytes.fromhex(to_carol.id)) == "queued"
+
+
+async def test_a_removed_contacts_messages_are_found_by_its_name_and_marked_read(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Its history stays: what it sent is shown, exported and marked read by
+    the name the inbox shows, also once that name is given to a new contact
+    (the inbox's '#' resolves to the message's id and that name). A removed
+    contact is sent no read receipt."""
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        sent = [await bob.send(alice, f"t{i}") for i in range(3)]
+        await until(lambda: len(alice.inbox_from(bob)) == 3)
+        old = alice.contact(bob).id
+        assert alice.daemon is not None
+        daemon = alice.daemon
+        await daemon.contact_remove(api.ContactRemove("bob"))
+        shown = await daemon.message(api.GetMessage(sent[0].hex(), "bob"))
+        assert (shown.body, shown.contact, shown.direction) == ("t0", "bob", "in")
+        marked = await daemon.mark_read(api.MarkRead((sent[0].hex(),), "BOB"))
+        assert marked.marked == 1
+        assert alice.store.messages.message(sent[0]).state == "read"
+        assert alice.store.mailbox.owed(old, "read", 10) == []  # nothing for it
+        # The name given to a new contact: the old messages are still found by it.
+        await daemon.contact_add(api.ContactAdd(bob.card(), "bob"))
+        assert alice.contact(bob).id != old
+        shown = await daemon.message(api.GetMessage(sent[1].hex(), "bob"))
+        assert shown.body == "t1"
+        assert (await daemon.mark_read(api.MarkRead((sent[1].hex(),), "bob"))).marked == 1
+        # Nor is a name that names nothing any less refused.
+        with pytest.raises(UnknownContactError):
+            await daemon.message(api.GetMessage(sent[2].hex(), "carol"))
+        # What the current contact has: an id it never sent is not found.
+        with pytest.raises(NotFoundError):
+            await daemon.message(api.GetMessage("ab" * 16, "bob"))

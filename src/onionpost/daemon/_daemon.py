@@ -929,12 +929,30 @@ class Daemon:
         """In the worker: the one message with this id (of this contact, when named).
 
         Two contacts may send records with the same id; without a contact such
-        an id is refused as ambiguous rather than resolved to either."""
-        if contact is not None:
-            return self._store.messages.message(
-                message_id, contact_id=self._store.contacts.contact(contact).id
-            )
+        an id is refused as ambiguous rather than resolved to either. A name
+        is first a current contact's; failing that (the contact was removed,
+        its messages kept, perhaps its name given to another since) the name
+        the messages with this id show, when that is one contact's."""
         found = self._store.messages.messages_with_id(message_id)
+        if contact is not None:
+            try:
+                current: int | None = self._store.contacts.contact(contact).id
+            except UnknownContactError:
+                current = None
+            mine = [s for s in found if s.contact_id == current]
+            if not mine:
+                mine = [s for s in found if s.contact.casefold() == contact.casefold()]
+            if len({s.contact_id for s in mine}) > 1:
+                raise ConfigError(
+                    f"messages from several contacts named {contact!r} have the id "
+                    f"{message_id.hex()}"
+                )
+            if mine:
+                return mine[0]
+            if current is None:
+                raise UnknownContactError(contact)
+            # Not stored whole: a file still arriving, or nothing (NotFoundError).
+            return self._store.messages.message(message_id, contact_id=current)
         if not found:
             # Not stored whole: a file still arriving, or nothing (NotFoundError).
             return self._store.messages.message(message_id)
@@ -968,8 +986,10 @@ class Daemon:
         changed = await self._worker(self._mark_read, ids, request.contact)
         for contact_id, message_ids in changed.items():
             # Tell the sender, and only it: the receipts are owed durably until
-            # a session or the contact's mailbox carried them.
-            await self.engine.owe_receipts(contact_id, message_ids)
+            # a session or the contact's mailbox carried them. A contact removed
+            # since is told nothing.
+            if await self._worker(self._store.contacts.contact_by_id, contact_id) is not None:
+                await self.engine.owe_receipts(contact_id, message_ids)
         return api.Marked(sum(len(v) for v in changed.values()))
 
     async def export_file(self, request: api.ExportFile) -> api.Exported:
