@@ -10,7 +10,7 @@ import trio
 from trio.testing import MockClock
 
 from onionpost import api
-from onionpost.errors import NotFoundError, UnknownContactError
+from onionpost.errors import ConfigError, NotFoundError, UnknownContactError
 from onionpost.testing.memory import befriend, network, until
 
 
@@ -81,3 +81,19 @@ async def test_a_removed_contacts_messages_are_found_by_its_name_and_marked_read
         # What the current contact has: an id it never sent is not found.
         with pytest.raises(NotFoundError):
             await daemon.message(api.GetMessage("ab" * 16, "bob"))
+
+
+async def test_an_empty_name_given_is_refused_not_replaced_by_the_cards(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        for empty in ("", "   "):
+            with pytest.raises(ConfigError, match="empty"):
+                await alice.daemon.contact_add(api.ContactAdd(bob.card(), empty))
+        assert alice.store.contacts.all() == []
+        # No name given: the card's.
+        added = await alice.daemon.contact_add(api.ContactAdd(bob.card()))
+        assert added.name == "bob"

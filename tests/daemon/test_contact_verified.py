@@ -61,16 +61,22 @@ async def test_a_wrong_number_is_refused_and_nothing_is_recorded(
         shown = await alice.daemon.contact_verify(api.ContactVerify("bob"))
         size = alice.store.evidence.size()
         digits = "".join(shown.groups)
-        wrong = [
-            digits[:-1] + str((int(digits[-1]) + 1) % 10),  # one digit off
-            digits[:-5],  # cut short
-            digits + "0",  # one too many
-            "",
-            "not a number",
-        ]
-        for attempt in wrong:
-            with pytest.raises(ConfigError, match="not the safety number"):
+        # Another number: someone may be between the two.
+        other = digits[:-1] + str((int(digits[-1]) + 1) % 10)  # one digit off
+        with pytest.raises(ConfigError, match="not the safety number"):
+            await alice.daemon.contact_verify(api.ContactVerify("bob", other))
+        # What cannot be a safety number is a slip, and said to be one.
+        slips = {
+            digits[:-5]: "that was 55 characters",  # cut short
+            digits + "0": "that was 61 characters",  # one too many
+            "": "that was 0 characters",
+            "not a number": "that was 10 characters, not all digits",
+            digits[:-1] + "x": "that was 60 characters, not all digits",
+        }
+        for attempt, says in slips.items():
+            with pytest.raises(ConfigError) as refused:
                 await alice.daemon.contact_verify(api.ContactVerify("bob", attempt))
+            assert str(refused.value) == f"a safety number is 60 digits (spaces aside); {says}"
         with pytest.raises(UnknownContactError):
             await alice.daemon.contact_verify(api.ContactVerify("mallory", digits))
         assert alice.store.evidence.size() == size

@@ -122,9 +122,9 @@ async def test_a_limit_set_here_is_enforced_and_can_be_lifted(tmp_path: Path) ->
             api.ContactSetMaxLabel("bob", ("TLP:GREEN", "CUI//SP-CTI"))
         )
         assert set_to == api.ContactLabels("bob", ("TLP:GREEN", "CUI//SP-CTI"), ())
-        with pytest.raises(LabelError, match="bob accepts up to TLP:GREEN"):
+        with pytest.raises(LabelError, match="bob is sent nothing above TLP:GREEN from here"):
             await alice.daemon.send_text(api.SendText("bob", "x", label="TLP:AMBER"))
-        with pytest.raises(LabelError, match="up to CUI//SP-CTI"):
+        with pytest.raises(LabelError, match="above CUI//SP-CTI"):
             await alice.daemon.send_text(api.SendText("bob", "x", label="CUI//SP-EXPT"))
         await alice.daemon.send_text(api.SendText("bob", "x", label="CUI//SP-CTI"))
         with pytest.raises(LabelError, match="one label per scheme"):
@@ -198,7 +198,7 @@ async def test_forward_checks_the_recipient_s_limit_and_the_organisation(tmp_pat
             await bob.daemon.forward(api.Forward(strict.id, "carol"))
         assert info.value.reason is LabelReason.OUTSIDE_ORGANISATION
         await bob.daemon.contact_set_max_label(api.ContactSetMaxLabel("carol", ("TLP:GREEN",)))
-        with pytest.raises(LabelError, match="carol accepts up to TLP:GREEN"):
+        with pytest.raises(LabelError, match="carol is sent nothing above TLP:GREEN from here"):
             await bob.daemon.forward(api.Forward(amber.id, "carol"))
         assert bob.store.outbox.listing() == []
 
@@ -367,7 +367,7 @@ async def test_what_a_list_or_group_sender_calls(tmp_path: Path) -> None:
                 _labels.check_list_send(alice.store, policy, parse("TLP:RED"), members, via=via)
             assert info.value.reason is LabelReason.OUTSIDE_AUDIENCE
         alice.store.contacts.set_label_limit(members[1][0], ["TLP:GREEN"])
-        with pytest.raises(LabelError, match="carol accepts up to TLP:GREEN"):
+        with pytest.raises(LabelError, match="carol is sent nothing above TLP:GREEN from here"):
             _labels.check_list_send(alice.store, policy, parse("TLP:AMBER"), members)
         strict = LabelPolicy.build(organisation="acme")
         with pytest.raises(LabelError) as info:
@@ -408,11 +408,11 @@ async def test_a_list_send_is_labelled_and_held_to_every_member(tmp_path: Path) 
             await lists.list_send_text(api.ListSendText("team", "eyes only", label="TLP:RED"))
         assert red.value.reason is LabelReason.OUTSIDE_AUDIENCE
         await alice.daemon.contact_set_max_label(api.ContactSetMaxLabel("carol", ("TLP:GREEN",)))
-        with pytest.raises(LabelError, match="carol accepts up to TLP:GREEN"):
+        with pytest.raises(LabelError, match="carol is sent nothing above TLP:GREEN from here"):
             await lists.list_send_text(api.ListSendText("team", "amber", label="TLP:AMBER"))
         source = tmp_path / "brief.txt"
         source.write_bytes(b"brief")
-        with pytest.raises(LabelError, match="carol accepts up to TLP:GREEN"):
+        with pytest.raises(LabelError, match="carol is sent nothing above TLP:GREEN from here"):
             await lists.list_send_file(api.ListSendFile("team", str(source), label="TLP:AMBER"))
         assert alice.store.outbox.listing() == []  # nothing queued for anyone
         sent = await lists.list_send_text(api.ListSendText("team", "green", label="TLP:GREEN"))

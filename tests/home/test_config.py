@@ -148,6 +148,23 @@ def test_bad_settings_name_their_key(text: str, key: str) -> None:
         parse_config(text)
 
 
+@pytest.mark.parametrize(
+    "line", ["retry_initial = 5", "log_level = 'debug'", "connect_timeout = 30"]
+)
+def test_our_setting_appended_under_tor_options_is_named_as_ours(line: str) -> None:
+    """A line appended to a file that ends with [tor.options] lands in that
+    table: said so, rather than handed to tor (which would refuse to start)."""
+    text = f"[tor.options]\nTestingTorNetwork = '1'\n{line}\n"
+    name = line.split(" ", 1)[0]
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text)
+    assert str(refused.value) == (
+        f"config key tor.options.{name}: {name} is onionpost's own setting, not a tor "
+        "option; put it above the first [table] of the file"
+    )
+    assert parse_config(f"{line}\n[tor.options]\nTestingTorNetwork = '1'\n")  # above: fine
+
+
 def test_invalid_toml(tmp_path: Path) -> None:
     paths = Paths.for_home(tmp_path)
     paths.config.write_text("onion_port = = 3\n")

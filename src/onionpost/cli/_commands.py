@@ -365,7 +365,7 @@ def contact_require_endorsement(
 def contact_set_max_label(
     name: str, labels: tuple[str, ...], home: Path | None, as_json: bool
 ) -> None:
-    """Send contact NAME nothing above LABEL (one per scheme); none: no limit of ours.
+    """Send contact NAME nothing above LABEL (one per scheme); no LABEL: no limit of ours.
 
     The contact's own advertised limit holds as well: 'contact list' shows both.
     """

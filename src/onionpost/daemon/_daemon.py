@@ -437,7 +437,8 @@ class Daemon:
         # A card bundle's endorsement (trust.md §7.5): read before anything is
         # added, judged as a staple once the contact exists.
         proof = None if not request.endorsement else parse_endorsement_line(request.endorsement)
-        contact = await self._worker(self._add_contact, request.name or parsed.name, parsed)
+        name = parsed.name if request.name is None else request.name  # "" is refused
+        contact = await self._worker(self._add_contact, name, parsed)
         if proof is not None:
             await self._worker(
                 receive_staple,
@@ -597,7 +598,16 @@ class Daemon:
         number = safety_number(self._secrets.identity.public_key, contact.address.public_key)
         if request.confirm is not None:
             heard = "".join(str(request.confirm).split()).encode()
-            if not hmac.compare_digest(heard, "".join(number.split()).encode()):
+            digits = "".join(number.split()).encode()
+            if len(heard) != len(digits) or not heard.isdigit():
+                # A slip of the keyboard, not a different number: the length
+                # and the alphabet are the same for every safety number.
+                raise ConfigError(
+                    f"a safety number is {len(digits)} digits (spaces aside); "
+                    f"that was {len(heard)} characters"
+                    + ("" if not heard or heard.isdigit() else ", not all digits")
+                )
+            if not hmac.compare_digest(heard, digits):
                 raise ConfigError(
                     f"that is not the safety number with {contact.name!r}: someone may be "
                     "between you; do not trust this contact until the numbers match"

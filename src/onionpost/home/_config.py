@@ -323,6 +323,12 @@ def _tor_options(key: str, value: object) -> dict[str, str | list[str]]:
     options: dict[str, str | list[str]] = {}
     for name, item in value.items():
         where = f"{key}.{name}"
+        if name in _TOP or name in _TABLES or name == "labels":
+            # A line appended after [tor.options] lands in it, not at the top.
+            raise ConfigError(
+                f"config key {where}: {name} is onionpost's own setting, not a tor option; "
+                "put it above the first [table] of the file"
+            )
         if isinstance(item, str):
             options[name] = item
         elif type(item) is int:

@@ -121,7 +121,10 @@ class TorConfig:
                 raise ConfigError("allow_unauthenticated applies only when attaching")
             for name, value in self.extra_options.items():
                 if name.lower() in _RESERVED_OPTIONS:
-                    raise ConfigError(f"extra_options may not set {name}: open_tor sets it")
+                    raise ConfigError(
+                        f"the tor option {name} is set by onionpost itself when it launches "
+                        "tor ([tor.options] may not set it)"
+                    )
                 values = [value] if isinstance(value, str) else list(value)
                 if any("\n" in v or "\r" in v for v in values) or "\n" in name:
                     raise ConfigError(f"torrc option {name} contains a line break")
