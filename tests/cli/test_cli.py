@@ -605,7 +605,7 @@ def test_status_shows_a_table_and_json(runner: CliRunner, daemon: Daemon) -> Non
     result = invoke(runner, "--home", home, "status")
     assert result.exit_code == 0
     assert "ok (published)" in result.stdout
-    assert "0 of 1 reachable" in result.stdout
+    assert "1, a session up with 0" in result.stdout
     assert "bob" in result.stdout
     assert "timeout" in result.stdout  # the last error, in words
     assert "in 12 s" in result.stdout  # when the next dial is due

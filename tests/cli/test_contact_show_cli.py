@@ -99,7 +99,7 @@ def test_contact_show_says_everything_of_a_revoked_contact(
     assert lines["address"] == address_for("bob")
     assert lines["added"] == "2023-11-14 22:13:20 UTC"
     assert lines["last seen"] == "never"
-    assert lines["reachable"] == "no"
+    assert lines["session"] == "none now (one opens when there is something to send)"
     assert lines["verified"] == "2026-12-07 04:10:00 UTC"
     assert lines["endorsement"] == REVOKED
     assert lines["  status"] == "refused (revoked)"

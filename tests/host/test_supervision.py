@@ -43,6 +43,7 @@ from onionpost.host._forget import FORGET_SECONDS
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.identity import CERT_LIFETIME
+from onionpost.tor import TorState, TorStatus
 
 # The one vocabulary: every failure a log line or `status` reports, by kind.
 VOCABULARY: list[tuple[BaseException, str]] = [
@@ -303,3 +304,51 @@ async def test_a_forget_tor_refuses_fails_the_dial_as_it_was_refused(tmp_path: P
     await _refused(host, tor, secrets.identity.address)
     assert tor.calls == ["dial", "dial", "forget"]
     assert [r.getMessage() for r in records] == ["event=tor_forget_failed error=TorError"]
+
+
+async def test_tor_back_up_with_our_service_says_published_as_at_start(tmp_path: Path) -> None:
+    """What tor reports reaches status as it is, except that OK with our
+    service published (a restarted tor has it republished first) reads as
+    at start; tor_back runs on each return to OK."""
+    secrets = Secrets.generate("test", now=1_700_000_000)
+    back: list[str] = []
+    host = OnionHost(
+        Paths.for_home(tmp_path),
+        secrets,
+        Config(),
+        clients=list,
+        hub=EventHub(),
+        log=logging.getLogger("onionpost.test-host"),
+        tor_back=lambda: back.append(host.tor_status.detail),
+    )
+    send, receive = trio.open_memory_channel[TorStatus](8)
+
+    class _Reporting:
+        def events(self) -> trio.MemoryReceiveChannel[TorStatus]:
+            return receive
+
+    seen: list[api.TorStatus] = []
+
+    async def step(status: TorStatus) -> None:
+        before = host.tor_status
+        await send.send(status)
+        with trio.fail_after(5):
+            while host.tor_status == before:
+                await trio.lowlevel.checkpoint()
+        seen.append(host.tor_status)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(host._forward_tor_events, _Reporting())
+        await step(TorStatus(TorState.OK, "tor is up"))  # not published yet
+        host._tor, host._service = object(), object()  # type: ignore[assignment]
+        await step(TorStatus(TorState.RESTARTING, "relaunching tor"))
+        await step(TorStatus(TorState.OK, "tor is up"))
+        await step(TorStatus(TorState.DEGRADED, "tor reports the network down"))
+        nursery.cancel_scope.cancel()
+    assert seen == [
+        api.TorStatus(api.TorState.OK, "tor is up"),
+        api.TorStatus(api.TorState.RESTARTING, "relaunching tor"),
+        api.TorStatus(api.TorState.OK, "published"),
+        api.TorStatus(api.TorState.DEGRADED, "tor reports the network down"),
+    ]
+    assert back == ["tor is up", "published"]

@@ -146,7 +146,12 @@ def contact_add(card_or_file: str, name: str | None, home: Path | None, as_json:
 @home_option
 @json_option
 def contact_list(home: Path | None, as_json: bool) -> None:
-    """List contacts, whether each is reachable now, and when it was last seen."""
+    """List contacts, whether a session with each is up now, and when it was last seen.
+
+    Sessions close after a while with nothing to send ('session -' then says
+    nothing of the contact: the next send opens one); 'onionpost status'
+    shows the last error and the next try of a contact that cannot be reached.
+    """
     contacts = run_client(home, lambda client: client.contact_list())
     if as_json:
         emit_json([_as_json(c) for c in contacts])
@@ -157,7 +162,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
     table = Table(
         "name",
         "address",
-        "reachable",
+        "session",
         "verified",
         "endorsement",
         "last seen",
@@ -175,7 +180,7 @@ def contact_list(home: Path | None, as_json: bool) -> None:
         table.add_row(
             Text(printable(c.name)),
             Text(c.address),
-            Text("yes" if c.reachable else "no"),
+            Text("up" if c.reachable else "-"),
             Text(format_ms(c.verified_ms, never="no")),
             Text(printable(trust)),
             Text(format_ms(c.last_seen_ms)),
@@ -216,7 +221,7 @@ def _contact_lines(shown: api.ContactDetail) -> Iterator[tuple[str, str]]:
         yield "introduced", "a member a group introduced to us, not a contact"
     yield "added", format_ms(c.added_ms, never="-")
     yield "last seen", format_ms(c.last_seen_ms)
-    yield "reachable", "yes" if c.reachable else "no"
+    yield "session", "up" if c.reachable else "none now (one opens when there is something to send)"
     yield "verified", format_ms(c.verified_ms, never="no (compare the safety number)")
     yield "endorsement", _one_line(c.endorsement or "none presented")
     if shown.endorsement is not None:
@@ -860,8 +865,8 @@ def status(home: Path | None, as_json: bool) -> None:
     summary = Table.grid(padding=(0, 2))
     summary.add_row(Text("address"), Text(report.address))
     summary.add_row(Text("tor"), Text(printable(tor)))
-    reachable = sum(1 for c in report.contacts if c.reachable)
-    summary.add_row(Text("contacts"), Text(f"{reachable} of {len(report.contacts)} reachable"))
+    up = sum(1 for c in report.contacts if c.reachable)
+    summary.add_row(Text("contacts"), Text(f"{len(report.contacts)}, a session up with {up}"))
     summary.add_row(Text("outbox"), Text(f"{report.outbox_depth} waiting"))
     summary.add_row(Text("last delivery"), Text(format_ms(report.last_delivery_ms)))
     if report.evidence_alarms:
@@ -910,7 +915,7 @@ def status(home: Path | None, as_json: bool) -> None:
     console.print(summary)
     if report.contacts:
         table = Table(
-            "contact", "reachable", "since", "queued", "in its mailbox", "last error", "next try"
+            "contact", "session", "since", "queued", "in its mailbox", "last error", "next try"
         )
         for c in report.contacts:
             retry = "" if c.retry_in is None else f"in {c.retry_in:.0f} s"
@@ -918,7 +923,7 @@ def status(home: Path | None, as_json: bool) -> None:
             error = "; ".join(e for e in (c.refused, c.last_error, c.mailbox_error) if e)
             table.add_row(
                 Text(printable(c.name)),
-                Text("yes" if c.reachable else "no"),
+                Text("up" if c.reachable else "-"),
                 Text(format_ms(c.since_ms if c.since_ms is not None else c.last_seen_ms)),
                 Text(str(c.queued)),
                 Text(mailbox),

@@ -255,9 +255,14 @@ class OnionHost:
     async def _forward_tor_events(self, tor: Tor) -> None:
         async for status in tor.events():
             was_ok = self.tor_status.state is api.TorState.OK
-            self.tor_status = api.TorStatus(api.TorState(status.state.value), status.detail)
+            # Back to OK with our service published again (a restart restores
+            # it before it reports OK): said as at start.
+            detail = (
+                "published" if status.state is TorState.OK and self.published else status.detail
+            )
+            self.tor_status = api.TorStatus(api.TorState(status.state.value), detail)
             self._hub.publish(self.tor_status)
-            self._log.info("event=tor state=%s detail=%s", status.state.value, safe(status.detail))
+            self._log.info("event=tor state=%s detail=%s", status.state.value, safe(detail))
             if status.state is TorState.OK and not was_ok and self._tor_back is not None:
                 self._tor_back()
 
