@@ -750,6 +750,24 @@ def test_send_wait_follows_a_text_until_delivered(runner: CliRunner, daemon: Dae
     assert [s["state"] for s in states] == ["queued", "sent", "delivered"]  # type: ignore[index]
 
 
+def test_send_wait_says_what_it_waits_for_when_nothing_happens(
+    runner: CliRunner, daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text that does not move for a while: --wait says once that no
+    session is up with the contact, and the daemon's last error."""
+    server, home = daemon
+    monkeypatch.setattr(commands_module, "WAIT_HINT_SECONDS", 0.01)
+    server.backend.deliver_after_statuses = 2  # the refusal check, then the hint's
+    result = invoke(runner, "--home", home, "send", "bob", "are you there", "--wait")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[1:] == [
+        "waiting: no session with 'bob' now (last error: timeout); it is delivered when "
+        "the contact is back. Ctrl-C stops waiting (the message stays queued)",
+        "sent",
+        "delivered",
+    ]
+
+
 def test_send_wait_fails_when_the_text_expires(runner: CliRunner, daemon: Daemon) -> None:
     server, home = daemon
     server.backend.deliver_texts = False

@@ -12,8 +12,8 @@ import dataclasses
 import shlex
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, aclosing, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, aclosing, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -61,7 +61,13 @@ from onionpost.client import (
     Queued,
     StateChange,
 )
-from onionpost.errors import ConfigError, DaemonNotRunningError, NotConfirmedError, TransportError
+from onionpost.errors import (
+    ConfigError,
+    DaemonNotRunningError,
+    NotConfirmedError,
+    OnionpostError,
+    TransportError,
+)
 from onionpost.limits import MAX_TEXT_BODY
 from onionpost.names import numbered_file_name, safe_file_name
 
@@ -69,6 +75,8 @@ __all__ = ["contact", "inbox", "message", "outbox", "read", "retry", "send", "st
 
 # Messages asked for per inbox request while paging.
 INBOX_PAGE: Final = 100
+# send --wait: seconds without delivery before it says what it waits for.
+WAIT_HINT_SECONDS: Final = 5.0
 
 
 def _console() -> Console:
@@ -658,6 +666,7 @@ class _Follower:
         self.path = path
         self.as_json = as_json
         self.queued: Queued | None = None
+        self.moved = False  # a state change of the text was seen
 
     async def run(self, client: Client) -> StateChange:
         async with AsyncExitStack() as stack:
@@ -680,18 +689,52 @@ class _Follower:
                 click.echo(_held_for(self.contact, refused) + "; Ctrl-C stops waiting", err=True)
             bar = self.path is not None and not self.as_json
             with _progress_bar(queued, enabled=bar) as (progress, task):
-                async for change in events:
-                    if not isinstance(change, StateChange) or change.id != queued.id:
-                        continue
-                    if self.as_json:
-                        emit_json(_as_json(change))
-                    elif progress is not None:
-                        self._advance(progress, task, change)
-                    elif change.state is not MessageState.SENDING:
-                        click.echo(f"{change.state}", err=True)
-                    if change.state.delivered or change.state.failed:
-                        return change
+                async with trio.open_nursery() as nursery:
+                    if not self.as_json and not refused and progress is None:
+                        nursery.start_soon(self._hint, client, queued.id)
+                    change = await self._follow(events, queued.id, progress, task)
+                    nursery.cancel_scope.cancel()
+                return change
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _follow(
+        self,
+        events: AsyncIterator[object],
+        message_id: str,
+        progress: Progress | None,
+        task: TaskID,
+    ) -> StateChange:
+        async for change in events:
+            if not isinstance(change, StateChange) or change.id != message_id:
+                continue
+            self.moved = True
+            if self.as_json:
+                emit_json(_as_json(change))
+            elif progress is not None:
+                self._advance(progress, task, change)
+            elif change.state is not MessageState.SENDING:
+                click.echo(f"{change.state}", err=True)
+            if change.state.delivered or change.state.failed:
+                return change
         raise AssertionError("unreachable: a subscription ends by raising")  # pragma: no cover
+
+    async def _hint(self, client: Client, message_id: str) -> None:
+        """Once, if nothing happened to the text for WAIT_HINT_SECONDS: that it
+        waits for the contact, and why as far as the daemon knows."""
+        await trio.sleep(WAIT_HINT_SECONDS)
+        if self.moved:
+            return
+        with suppress(OnionpostError), trio.move_on_after(ANSWER_DEADLINE):
+            for c in (await client.status()).contacts:
+                if c.name != self.contact or c.reachable or self.moved:
+                    continue
+                why = f" (last error: {c.last_error})" if c.last_error else ""
+                click.echo(
+                    f"waiting: no session with '{printable(self.contact)}' now{printable(why)}; "
+                    "it is delivered when the contact is back. Ctrl-C stops waiting "
+                    "(the message stays queued)",
+                    err=True,
+                )
 
     def _advance(self, progress: Progress, task: TaskID, change: StateChange) -> None:
         if change.size is not None:

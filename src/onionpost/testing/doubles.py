@@ -127,6 +127,11 @@ class MemoryBackend:
         self.deliver_files = True
         self.file_refusal = 3  # the reason a file is refused with when not delivered
         self.deliver_texts = True
+        # A text's delivery waits for this many status calls after it was
+        # queued (0: it does not wait): a client that asks while it waits.
+        self.deliver_after_statuses = 0
+        self.statuses = 0
+        self._status_asked = trio.Event()
         # Handling labels, by the real rules (proto.labels): the default
         # policy, and the highest labels set per contact.
         self.labels = LabelPolicy.build()
@@ -263,6 +268,9 @@ class MemoryBackend:
     async def status(self, request: api.GetStatus) -> JSON:
         await self._enter("status")
         self.active -= 1
+        self.statuses += 1
+        self._status_asked.set()
+        self._status_asked = trio.Event()
         if self.fail is not None:
             raise self.fail
         return {
@@ -568,6 +576,10 @@ class MemoryBackend:
         return {"name": request.name, "max_labels": self.max_labels[request.name], "accepts": []}
 
     async def _deliver_text(self, message_id: str) -> None:
+        after = self.statuses + self.deliver_after_statuses
+        with trio.move_on_after(10):  # then delivered anyway: a test fails, never hangs
+            while self.statuses < after:
+                await self._status_asked.wait()
         await trio.sleep(0.05)
         self.publish("state", {"id": message_id, "state": "sent"})
         await trio.sleep(0.01)
