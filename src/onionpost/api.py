@@ -62,6 +62,7 @@ __all__ = [
     "ContactRef",
     "ContactRequireEndorsement",
     "ContactRemove",
+    "ContactRename",
     "ContactShow",
     "ContactStatus",
     "ContactVerify",
@@ -1331,6 +1332,15 @@ class ContactRemove(Request[ContactRef]):
 
 
 @dataclass(frozen=True)
+class ContactRename(Request[ContactRef]):
+    METHOD = "contact_rename"
+    name: str
+    new_name: str = field(
+        metadata=_meta("what to call the contact from now on; its history and outbox stay")
+    )
+
+
+@dataclass(frozen=True)
 class ContactRequireEndorsement(Request[ContactRef]):
     METHOD = "contact_require_endorsement"
     name: str
@@ -1954,6 +1964,7 @@ REQUESTS: Final[Mapping[str, type[Request[Any]]]] = {
         ContactList,
         ContactShow,
         ContactRemove,
+        ContactRename,
         ContactVerify,
         ContactRequireEndorsement,
         ContactSetMaxLabel,

@@ -279,6 +279,20 @@ def test_home_from_the_group_the_command_or_the_environment(
     assert invoke(runner, "retry").exit_code == 0
 
 
+def test_contact_rename(runner: CliRunner, daemon: Daemon) -> None:
+    server, home = daemon
+    address = server.backend.contacts["bob"]["address"]
+    renamed = invoke(runner, "--home", home, "contact", "rename", "bob", "robert")
+    assert renamed.exit_code == 0, renamed.output
+    assert renamed.stdout == f"'bob' is now 'robert' ({address})\n"
+    assert set(server.backend.contacts) == {"robert"}
+    again = invoke(runner, "--home", home, "contact", "rename", "robert", "bob", "--json")
+    assert json_lines(again) == [{"name": "bob", "address": address}]
+    unknown = invoke(runner, "--home", home, "contact", "rename", "nobody", "x")
+    assert unknown.exit_code != 0
+    assert unknown.stderr == "onionpost: unknown contact 'nobody'\n"
+
+
 def test_contact_commands(runner: CliRunner, daemon: Daemon) -> None:
     server, home = daemon
     added = invoke(runner, "--home", home, "contact", "add", card_for("carol"))

@@ -97,3 +97,46 @@ async def test_an_empty_name_given_is_refused_not_replaced_by_the_cards(
         # No name given: the card's.
         added = await alice.daemon.contact_add(api.ContactAdd(bob.card()))
         assert added.name == "bob"
+
+
+async def test_a_contact_renamed_keeps_its_outbox_and_history_and_gets_what_waited(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """Renamed while offline: what waits for it is delivered under its new
+    name when it is back, once; its received messages show the new name; the
+    old name names nothing."""
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        said = await bob.send(alice, "before")
+        await until(lambda: len(alice.inbox_from(bob)) == 1)
+        bob.stop()
+        await until(lambda: not bob.up)
+        assert alice.daemon is not None
+        daemon = alice.daemon
+        waiting = await daemon.send_text(api.SendText("bob", "while you were away"))
+        renamed = await daemon.contact_rename(api.ContactRename("bob", "robert"))
+        assert renamed == api.ContactRef("robert", str(bob.address))
+        assert [c.name for c in await daemon.contact_list(api.ContactList())] == ["robert"]
+        assert (await daemon.message(api.GetMessage(said.hex()))).contact == "robert"
+        with pytest.raises(UnknownContactError):
+            await daemon.send_text(api.SendText("bob", "old name"))
+        also = await daemon.send_text(api.SendText("robert", "new name"))
+        await bob.start(nursery)
+        await until(lambda: len(bob.inbox_from(alice)) == 2)
+        assert sorted(m.body for m in bob.inbox_from(alice)) == ["new name", "while you were away"]
+        for queued in (waiting, also):
+            await until(lambda q=queued: alice.state(bytes.fromhex(q.id)) == "delivered")
+        # Refused, the daemon going on: another contact's name, a bad one, an unknown one.
+        carol = net.node("carol")
+        befriend(alice, carol)
+        with pytest.raises(ConfigError, match="already exists"):
+            await daemon.contact_rename(api.ContactRename("robert", "Carol"))
+        with pytest.raises(ConfigError, match="empty"):
+            await daemon.contact_rename(api.ContactRename("robert", ""))
+        with pytest.raises(UnknownContactError):
+            await daemon.contact_rename(api.ContactRename("bob", "bobby"))
+        names = sorted(c.name for c in await daemon.contact_list(api.ContactList()))
+        assert names == ["carol", "robert"]

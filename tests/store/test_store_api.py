@@ -18,6 +18,7 @@ from onionpost.errors import (
 )
 from onionpost.names import contact_name_problem
 from onionpost.proto.address import OnionAddress
+from onionpost.proto.evidence import Entry
 from onionpost.proto.messages import Text
 from onionpost.store import (
     INCOMING_TRANSITIONS,
@@ -75,6 +76,46 @@ def test_bad_contact_names(store: Store, name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         add_contact(store, name)
     assert str(caught.value) == f"a contact name {contact_name_problem(name)}"
+
+
+def test_a_contact_renamed_keeps_its_row_and_is_recorded(store: Store) -> None:
+    bob = add_contact(store, "bob")
+    carol = add_contact(store, "carol")
+    message_id = new_id()
+    store.outbox.queue_text(bob.id, message_id, 1, "waiting", "text/plain", None)
+    store.messages.store_text(bob.id, new_id(), 2, "from bob", "text/plain", 3)
+    store.contacts.mark_verified("bob", "12345", 4)
+    size = store.evidence.size()
+    renamed = store.contacts.rename_contact("BOB", "robert", 10)
+    assert (renamed.id, renamed.name, renamed.address) == (bob.id, "robert", bob.address)
+    assert store.contacts.contact("robert").id == bob.id
+    with pytest.raises(UnknownContactError):
+        store.contacts.contact("bob")
+    # Its messages show the new name; what waits for it still does.
+    assert {m.contact for m in store.messages.messages_with_id(message_id)} == {"robert"}
+    assert [m.contact for m in store.messages.inbox()] == ["robert"]
+    assert store.outbox.outbox_depth() == 1
+    assert store.contacts.verified() == {bob.id: 4}
+    # Recorded: the new name, the contact's address.
+    assert store.evidence.size() == size + 1
+    ((_, data),) = store.evidence.entries(size, 1)
+    entry = Entry.decode(data)
+    assert (entry.event.name, entry.time_ms, entry.detail) == ("CONTACT_RENAMED", 10, "robert")
+    assert entry.counterparty == str(bob.address)
+    # Another letter case of its own name is a rename; the same name is nothing.
+    assert store.contacts.rename_contact("robert", "Robert", 11).name == "Robert"
+    assert store.contacts.rename_contact("Robert", "Robert", 12).name == "Robert"
+    assert store.evidence.size() == size + 2
+    # Refused, nothing changed: another contact's name, a bad name, no such contact.
+    with pytest.raises(ConfigError, match="a contact named 'carol' already exists"):
+        store.contacts.rename_contact("robert", "CAROL", 13)
+    with pytest.raises(ConfigError, match="a contact name is empty"):
+        store.contacts.rename_contact("robert", "  ", 13)
+    with pytest.raises(UnknownContactError):
+        store.contacts.rename_contact("bob", "bobby", 13)
+    assert {c.name for c in store.contacts.all()} == {"Robert", "carol"}
+    assert store.contacts.contact("carol") == carol
+    assert store.evidence.size() == size + 2
 
 
 def test_note_contact_seen(store: Store) -> None:

@@ -312,6 +312,24 @@ def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
         )
 
 
+@contact.command("rename")
+@click.argument("name")
+@click.argument("new_name", metavar="NEW_NAME")
+@home_option
+@json_option
+def contact_rename(name: str, new_name: str, home: Path | None, as_json: bool) -> None:
+    """Call contact NAME NEW_NAME from now on.
+
+    Nothing else changes: its messages (shown under the new name), what waits
+    for it, its verification and its lists stay. The evidence log records it.
+    """
+    renamed = run_client(home, lambda client: client.contact_rename(name, new_name))
+    if as_json:
+        emit_json(_as_json(renamed))
+        return
+    click.echo(f"'{printable(name)}' is now '{printable(renamed.name)}' ({renamed.address})")
+
+
 @contact.command("verify")
 @click.argument("name")
 @click.option(

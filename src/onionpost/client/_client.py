@@ -476,6 +476,11 @@ class Client:
     async def contact_remove(self, name: str) -> api.ContactRef:
         return await self.request(api.ContactRemove(name))
 
+    async def contact_rename(self, name: str, new_name: str) -> api.ContactRef:
+        """Call ``name`` ``new_name`` from now on; its history, outbox,
+        verification and lists stay (its messages show the new name)."""
+        return await self.request(api.ContactRename(name, new_name))
+
     async def contact_verify(self, name: str, *, confirm: str | None = None) -> api.SafetyNumber:
         """The safety number with ``name``; with ``confirm`` (the number the
         contact read out), mark the contact verified if it matches, else

@@ -230,6 +230,7 @@ class Daemon:
             api.ContactList: self.contact_list,
             api.ContactShow: self.contact_show,
             api.ContactRemove: self.contact_remove,
+            api.ContactRename: self.contact_rename,
             api.TrustAdd: self.trust_add,
             api.TrustList: self.trust_list,
             api.TrustRemove: self.trust_remove,
@@ -562,6 +563,14 @@ class Daemon:
         # Still a member of a group we share: introduced now (groups.md §9).
         self.engine.reconcile_introductions()
         log.info("event=contact_removed contact=%s", contact_ref(contact.id))
+        return api.ContactRef(contact.name, str(contact.address))
+
+    async def contact_rename(self, request: api.ContactRename) -> api.ContactRef:
+        contact = await self._worker(
+            self._store.contacts.rename_contact, request.name, request.new_name, _now_ms()
+        )
+        self.engine.contact_changed(contact)
+        log.info("event=contact_renamed contact=%s", contact_ref(contact.id))
         return api.ContactRef(contact.name, str(contact.address))
 
     def _contact_or_introduced(self, name: str) -> Contact:

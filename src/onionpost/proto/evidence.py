@@ -78,6 +78,7 @@ class Event(enum.IntEnum):
     CONTACT_REMOVED = 17
     CONTACT_VERIFIED = 18  # the user confirmed the safety number (the detail)
     GROUP_CHANGED = 19  # a team channel's membership operation kept (groups.md)
+    CONTACT_RENAMED = 20  # the user renamed the contact (the new name is the detail)
     EXPORTED = 32  # an export was made (detail: what it selected)
 
 

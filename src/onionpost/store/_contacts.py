@@ -214,6 +214,30 @@ class Contacts:
         self._settle()
         return found
 
+    def rename_contact(self, name: str, new_name: str, now: int) -> Contact:
+        """Call contact ``name`` ``new_name`` from now on: the same row, so its
+        messages (shown under the new name), its outbox, its verification and
+        its lists stay. The evidence log records it (CONTACT_RENAMED, the new
+        name as detail). :class:`ConfigError` if ``new_name`` is another
+        contact's (any letter case); renaming to the same name records nothing."""
+        new_name = _check_contact_name(new_name)
+        with self._database.transaction(), self._guard("renaming a contact"):
+            found = self._active_by_name(name)
+            if found is None:
+                raise UnknownContactError(name)
+            if found.name == new_name:
+                return found
+            other = self._active_by_name(new_name)
+            if other is not None and other.id != found.id:
+                raise ConfigError(f"a contact named {other.name!r} already exists")
+            db = self._database.conn
+            db.execute("UPDATE contacts SET name = ? WHERE id = ?", (new_name, found.id))
+            row = db.execute("SELECT * FROM current_contacts WHERE id = ?", (found.id,)).fetchone()
+            self._evidence.append(
+                (Entry(Event.CONTACT_RENAMED, now, str(found.address), detail=new_name),)
+            )
+        return contact_of(row)
+
     def mark_verified(self, name: str, safety_number: str, now: int) -> Contact:
         """Record that the user compared ``safety_number`` with the contact and
         it matched (evidence.md: a CONTACT_VERIFIED entry, in the same

@@ -143,6 +143,7 @@ class MemoryBackend:
             api.ContactList: self.contact_list,
             api.ContactShow: self.contact_show,
             api.ContactRemove: self.contact_remove,
+            api.ContactRename: self.contact_rename,
             api.ContactVerify: self.contact_verify,
             api.ContactSetMaxLabel: self.contact_set_max_label,
             api.TrustAdd: self.trust_add,
@@ -351,6 +352,17 @@ class MemoryBackend:
         contact = self._contact(name)
         del self.contacts[name]
         return {"name": name, "address": contact["address"]}
+
+    async def contact_rename(self, request: api.ContactRename) -> JSON:
+        await self._enter("contact_rename")
+        self.active -= 1
+        contact = self._contact(request.name)
+        if request.new_name != request.name and request.new_name in self.contacts:
+            raise ConfigError(f"a contact named {request.new_name!r} already exists")
+        del self.contacts[request.name]
+        contact["name"] = request.new_name
+        self.contacts[request.new_name] = contact
+        return {"name": request.new_name, "address": contact["address"]}
 
     async def contact_verify(self, request: api.ContactVerify) -> JSON:
         name = request.name
