@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from onionpost import api
 from onionpost.cli import main
 from onionpost.daemon import _evidence
 from onionpost.daemon.delivery import Witness
+from onionpost.errors import ConfigError
 from onionpost.proto import bundle, note
 from onionpost.proto.evidence import Entry, Event
 from onionpost.proto.identity import Identity
@@ -188,6 +190,89 @@ async def test_every_change_to_a_bundle_is_refused_naming_what_failed(
     report = _verify(bad)
     assert not report.ok
     assert any("bytes do not match" in p for p in report.problems)
+
+
+async def test_the_manifest_and_every_member_are_held_to_bundle_json(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """manifest.jsonld (what forensic tools read) must be exactly what the
+    export makes of the checked bundle.json, and the archive holds nothing
+    else: a manifest edited, missing or left from another bundle.json, or a
+    member added, is a problem, as a change to bundle.json is."""
+    async with network(tmp_path) as (net, nursery):
+        alice, _bob = await _conversation(tmp_path, nursery, net)
+        out = tmp_path / "case.zip"
+        await _export(alice, out, contact="bob")
+    assert _verify(out).ok
+    with zipfile.ZipFile(out) as archive:
+        manifest = archive.read(bundle.MANIFEST_NAME)
+        names = archive.namelist()
+    bad = tmp_path / "bad.zip"
+
+    def problems(make: Callable[[zipfile.ZipFile], None]) -> list[str]:
+        with zipfile.ZipFile(bad, "w") as archive:
+            make(archive)
+        report = _verify(bad)
+        bad.unlink()
+        assert not report.ok
+        return report.problems
+
+    def copy(archive: zipfile.ZipFile, **members: bytes | None) -> None:
+        with zipfile.ZipFile(out) as old:
+            for name in names:
+                data = members.get(name, old.read(name))
+                if data is not None:
+                    archive.writestr(name, data)
+            for name, data in members.items():
+                if name not in names and data is not None:
+                    archive.writestr(name, data)
+
+    edited = manifest.replace(b'"report', b'"REPORT', 1)
+    assert edited != manifest
+    assert problems(lambda a: copy(a, **{bundle.MANIFEST_NAME: edited})) == [
+        "manifest: it does not match bundle.json (changed after the export)"
+    ]
+    # Its own claim, the export's time, is taken as it says.
+    graph = json.loads(manifest)
+    (action,) = (n for n in graph["@graph"] if n["@type"].endswith("InvestigativeAction"))
+    action["uco-action:startTime"]["@value"] = "2031-01-02T03:04:05.678000Z"
+    later = json.dumps(graph, indent=1).encode()
+    assert later != manifest
+    with zipfile.ZipFile(bad, "w") as archive:
+        copy(archive, **{bundle.MANIFEST_NAME: later})
+    assert _verify(bad).ok
+    bad.unlink()
+    assert problems(lambda a: copy(a, **{bundle.MANIFEST_NAME: None})) == [
+        "manifest: the bundle has no manifest.jsonld"
+    ]
+    assert problems(lambda a: copy(a, **{bundle.MANIFEST_NAME: b"{}"})) == [
+        "manifest: it is not the manifest an export writes"
+    ]
+    assert problems(lambda a: copy(a, **{"NOTES.txt": b"added later"})) == [
+        "bundle: 'NOTES.txt' is no part of a bundle"
+    ]
+    # bundle.json reformatted, nothing in it changed: not the exported one.
+    with zipfile.ZipFile(out) as archive:
+        reformatted = json.dumps(json.loads(archive.read(bundle.BUNDLE_NAME))).encode()
+    assert problems(lambda a: copy(a, **{bundle.BUNDLE_NAME: reformatted})) == [
+        "manifest: it does not match bundle.json (changed after the export)"
+    ]
+
+
+async def test_an_export_where_nothing_can_be_written_says_so(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """A directory the daemon cannot write in (/proc: not even root can) is a
+    clear error, not an internal one; nothing is logged, the daemon goes on."""
+    async with network(tmp_path) as (net, nursery):
+        alice, _bob = await _conversation(tmp_path, nursery, net)
+        size = alice.store.evidence.size()
+        with pytest.raises(ConfigError, match=r"^cannot write in /proc: "):
+            await _export(alice, Path("/proc/onionpost-case.zip"), contact="bob")
+        assert alice.store.evidence.size() == size
+        out = tmp_path / "case.zip"
+        await _export(alice, out, contact="bob")
+        assert _verify(out).ok
 
 
 def test_log_verify_names_each_kind_of_damage(tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ __all__ = ["export", "log", "verify_export"]
 WHAT_IT_PROVES = (
     "A verified bundle proves: these entries are in the evidence log of {endpoint} as its "
     "key signed it at {size} entries; each message and file is the one its entry recorded "
-    "(nothing changed since); and where a contact cosigned the log, that the entries it "
+    "(nothing changed since), and manifest.jsonld says the same of them as bundle.json; "
+    "and where a contact cosigned the log, that the entries it "
     "covered existed, unchanged, when it cosigned. It does not prove that a contact wrote "
     "a message, nor that the endpoint's clock was right."
 )

@@ -251,7 +251,10 @@ def export(  # noqa: PLR0917 - a selection, where to, and when
         seen = note.Checkpoint.from_text(cosigned.text).size
         if seen <= size:
             witnesses.append((cosigned, merkle.consistency_proof(seen, size, hasher)))
-    scratch = Path(tempfile.mkdtemp(prefix=".onionpost-export-", dir=dest.parent))
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=".onionpost-export-", dir=dest.parent))
+    except OSError as exc:
+        raise ConfigError(f"cannot write in {dest.parent}: {exc.strerror}") from exc
     part = scratch / "bundle.zip"
     try:
         messages, sha256 = _write(store, part, scratch, selected)

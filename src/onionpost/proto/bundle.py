@@ -392,18 +392,21 @@ def _read(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
     return data
 
 
-def _member_digest(archive: zipfile.ZipFile, name: str) -> bytes:
-    """BLAKE2b-512 of a member, read a piece at a time."""
-    hasher = hashlib.blake2b(digest_size=64)
+def _member_digests(archive: zipfile.ZipFile, name: str) -> tuple[bytes, str]:
+    """BLAKE2b-512 (what its entry holds) and SHA-256 hex (what the manifest
+    names) of a member, read once, a piece at a time."""
+    blake = hashlib.blake2b(digest_size=64)
+    sha = hashlib.sha256()
     try:
         with archive.open(name) as member:
             while piece := member.read(1 << 20):
-                hasher.update(piece)
+                blake.update(piece)
+                sha.update(piece)
     except KeyError as exc:
         raise VerificationError(f"the bundle has no {name}", what="bundle") from exc
     except (OSError, zipfile.BadZipFile, RuntimeError) as exc:
         raise VerificationError(f"{name} cannot be read: {exc}", what="bundle") from exc
-    return hasher.digest()
+    return blake.digest(), sha.hexdigest()
 
 
 def _proof(value: object) -> tuple[bytes, ...]:
@@ -449,10 +452,14 @@ def _entry(item: Any, checkpoint: note.Checkpoint) -> tuple[int, Entry]:
 
 
 def _message(
-    archive: zipfile.ZipFile, message: BundleMessage, entries: Mapping[bytes, list[Entry]]
+    archive: zipfile.ZipFile,
+    message: BundleMessage,
+    entries: Mapping[bytes, list[Entry]],
+    sha256: dict[bytes, str],
 ) -> bool | None:
-    """Check a message against its entry (and a file's bytes): True when its
-    bytes were checked too, None when the file's bytes are not in the bundle."""
+    """Check a message against its entry (and a file's bytes, whose SHA-256
+    goes in ``sha256``): True when its bytes were checked too, None when the
+    file's bytes are not in the bundle."""
     first = Event.QUEUED if message.direction == "out" else Event.RECEIVED
     found = [e for e in entries.get(message.id, []) if e.event is first]
     if not found:
@@ -469,19 +476,23 @@ def _message(
         return True
     if message.member is None:
         return None
-    if _member_digest(archive, message.member) != message.blake2b:
+    blake, sha = _member_digests(archive, message.member)
+    if blake != message.blake2b:
         raise VerificationError("the file's bytes do not match its entry", what="file")
+    sha256[message.id] = sha
     return True
 
 
-def _document(archive: zipfile.ZipFile) -> dict[str, Any]:
+def _document(archive: zipfile.ZipFile) -> tuple[dict[str, Any], bytes]:
+    """``bundle.json``, parsed and as its bytes."""
+    raw = _read(archive, BUNDLE_NAME, _MAX_BUNDLE_JSON)
     try:
-        document = json.loads(_read(archive, BUNDLE_NAME, _MAX_BUNDLE_JSON))
+        document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VerificationError("bundle.json is not JSON", what="bundle") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise VerificationError(f"not an {FORMAT} bundle", what="bundle")
-    return document
+    return document, raw
 
 
 def _list(document: Mapping[str, Any], key: str, bound: int, report: Report) -> list[Any]:
@@ -498,7 +509,7 @@ def verify(archive: zipfile.ZipFile) -> Report:
     proof, each message and file against its entry. Raises
     :class:`VerificationError` only when the archive is not a bundle at all."""
     report = Report()
-    document = _document(archive)
+    document, raw = _document(archive)
     try:
         endpoint = OnionAddress.parse(_str(document["endpoint"]))
         checkpoint_note = note.Note.parse(_str(document["checkpoint"]))
@@ -529,17 +540,67 @@ def verify(archive: zipfile.ZipFile) -> Report:
             continue
         report.entries += 1
         entries.setdefault(entry.message_id, []).append(entry)
+    messages: list[BundleMessage] = []
+    sha256: dict[bytes, str] = {}
     for item in _list(document, "messages", MAX_EXPORT_MESSAGES, report):
         try:
             message = BundleMessage.from_json(item)
-            checked = _message(archive, message, entries)
+            checked = _message(archive, message, entries, sha256)
         except VerificationError as exc:
             where = item.get("id", "?") if isinstance(item, dict) else "?"
             report.problems.append(f"message {where}: {exc}")
             continue
+        messages.append(message)
         report.messages += 1
         if checked is None:
             report.files_absent += 1
         elif message.kind == "file":
             report.files_checked += 1
+    if not report.problems:
+        problem = _manifest_problem(archive, raw, name, messages, sha256)
+        if problem is not None:
+            report.problems.append(f"manifest: {problem}")
+    allowed = {BUNDLE_NAME, MANIFEST_NAME} | {m.member for m in messages if m.member}
+    for info in archive.infolist():
+        if info.filename not in allowed:
+            report.problems.append(f"bundle: {info.filename!r} is no part of a bundle")
     return report
+
+
+def _manifest_problem(
+    archive: zipfile.ZipFile,
+    document: bytes,
+    endpoint: str,
+    messages: Sequence[BundleMessage],
+    sha256: Mapping[bytes, str],
+) -> str | None:
+    """Whether ``manifest.jsonld`` is exactly what the export makes of the
+    checked ``bundle.json``: the same messages and files (their SHA-256 as
+    the members hold them), under the id derived from ``bundle.json``. Only
+    its own claims, the export's time and onionpost's version, are taken from
+    it; None when it matches."""
+    try:
+        data = _read(archive, MANIFEST_NAME, 2 * _MAX_BUNDLE_JSON)
+        graph = json.loads(data)["@graph"]
+        tool = next(n for n in graph if n.get("@type") == "uco-tool:Tool")
+        action = next(
+            n for n in graph if n.get("@type") == "case-investigation:InvestigativeAction"
+        )
+        version = _str(tool["uco-tool:version"])
+        started = _str(action["uco-action:startTime"]["@value"]).replace("Z", "+00:00")
+        made_ms = round(datetime.datetime.fromisoformat(started).timestamp() * 1000)
+    except VerificationError as exc:
+        return str(exc)
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
+        return "it is not the manifest an export writes"
+    expected = case_manifest(
+        endpoint=endpoint,
+        messages=messages,
+        file_sha256=sha256,
+        made_ms=made_ms,
+        version=version,
+        bundle_id=hashlib.sha256(document).hexdigest()[:32],
+    )
+    if expected != data:
+        return "it does not match bundle.json (changed after the export)"
+    return None
