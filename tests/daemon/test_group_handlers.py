@@ -79,6 +79,7 @@ async def test_group_changes_are_signed_operations_of_its_log(tmp_path: Path) ->
         (api.GroupPromote("ops", "zed"), ConfigError),
         (api.GroupDemote("ops", "bob"), OnionpostError),  # not an admin
         (api.GroupRename("ops", ""), OnionpostError),
+        (api.GroupCreate("OPS", ("dave",)), ConfigError),  # a group here has that name
         (api.GroupShow("nothing"), NotFoundError),
         (api.GroupSendText("nothing", "hi"), NotFoundError),
         (api.GroupSendText("ops", "hi", id="00"), ConfigError),
@@ -101,6 +102,31 @@ async def test_bad_group_requests_change_nothing(
         assert _snapshot(alice) == before
         # The daemon goes on serving.
         assert (await daemon.groups.group_show(api.GroupShow("ops"))).operations == 3
+
+
+async def test_a_name_another_group_here_has_is_refused_and_an_id_prefix_names_one(
+    tmp_path: Path,
+) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice = net.node("alice")
+        for name in ("bob", "carol"):
+            befriend(alice, net.node(name))
+        await alice.start(nursery)
+        groups = alice.daemon.groups  # type: ignore[union-attr]
+        ops = await groups.group_create(api.GroupCreate("ops", ("bob",)))
+        intel = await groups.group_create(api.GroupCreate("intel", ("carol",)))
+        before = _snapshot(alice)
+        with pytest.raises(ConfigError) as taken:
+            await groups.group_rename(api.GroupRename("intel", "Ops"))
+        assert str(taken.value) == (
+            f"a group named 'Ops' already exists here (id {ops.id}): choose another name"
+        )
+        assert _snapshot(alice) == before
+        # Its own name in another letter case is a rename like any.
+        assert (await groups.group_rename(api.GroupRename("ops", "OPS"))).name == "OPS"
+        # The first 8 hex digits of an id name the group.
+        shown = await groups.group_show(api.GroupShow(intel.id[:8]))
+        assert (shown.id, shown.name) == (intel.id, "intel")
 
 
 async def test_a_group_send_queues_a_copy_per_member_at_the_head(tmp_path: Path) -> None:

@@ -218,9 +218,36 @@ def test_two_groups_of_one_name_are_named_by_id(store: Store) -> None:
             ),
             now=1,
         )
-    with pytest.raises(ConfigError, match="by its id"):
+    with pytest.raises(ConfigError) as two:
         store.groups.find("ops")
+    assert str(two.value) == (
+        "2 groups are named 'ops' (ids 00000000…, 01010101…): name one by its id "
+        "(its first 8 hex digits will do)"
+    )
     assert store.groups.find(bytes(16).hex()).group_id == bytes(16)
+    assert sorted(store.groups.named("OPS")) == [bytes(16), bytes([1]) * 16]
+    # A prefix of 8 hex digits or more that is one group's names it.
+    assert store.groups.find("01010101").group_id == bytes([1]) * 16
+    assert store.groups.find("0000000000000000").group_id == bytes(16)
+    with pytest.raises(NotFoundError):
+        store.groups.find("0101010")  # too short to be taken as an id
+    with pytest.raises(NotFoundError):
+        store.groups.find("02020202")
+    store.groups.start(
+        sign_operation(
+            PEOPLE["alice"],
+            bytes(15) + b"\x01",
+            1,
+            (),
+            T0,
+            OpKind.CREATE,
+            name="x",
+            card=card("alice"),
+        ),
+        now=1,
+    )
+    with pytest.raises(ConfigError, match="more than one group's id begins with 00000000"):
+        store.groups.find("00000000")
 
 
 def test_a_group_send_is_one_copy_per_member_at_the_head(store: Store) -> None:

@@ -178,6 +178,8 @@ def group_list(home: Path | None, as_json: bool) -> None:
         )
         return
     table = Table("name", "id", "members", "member")
+    table.columns[1].overflow = "fold"  # a group is named by its id: never cut it short
+    table.columns[1].min_width = 32
     for f in found:
         table.add_row(
             Text(printable(f.name)),

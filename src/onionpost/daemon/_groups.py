@@ -214,7 +214,19 @@ class GroupHandlers:
 
         return sign
 
+    def _name_free(self, name: str, group_id: bytes | None = None) -> None:
+        """Refuse a name another group kept here has (any letter case): every
+        command that names a group by it would then need its id. (A member's
+        rename elsewhere can still make two; ids tell them apart.)"""
+        taken = [g for g in self._store.groups.named(name) if g != group_id]
+        if taken:
+            raise ConfigError(
+                f"a group named {name!r} already exists here (id {taken[0].hex()}): "
+                "choose another name"
+            )
+
     def _create(self, name: str, members: Sequence[str]) -> api.Group:
+        self._name_free(name)
         cards = self._cards(members)
         group_id = os.urandom(_ID_LEN)
         create = sign_operation(
@@ -281,6 +293,7 @@ class GroupHandlers:
 
     async def group_rename(self, request: api.GroupRename) -> api.Group:
         def change(found: GroupLog, sign: Callable[..., Operation]) -> list[Operation]:
+            self._name_free(request.name, found.group_id)
             return [sign(OpKind.RENAME, name=request.name)]
 
         return await self._changed(request.group, change)

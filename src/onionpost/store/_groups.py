@@ -76,6 +76,8 @@ __all__ = [
 # BLAKE2b personalisation of group copy ids (16 bytes at most).
 _COPY_PERSON: Final = b"onionpost-group"
 _GROUP_ID_HEX: Final = 32
+# A group may be named by this many hex digits of its id, or more.
+_GROUP_ID_PREFIX: Final = 8
 
 
 def sent_heads(log: GroupLog) -> tuple[bytes, ...]:
@@ -296,9 +298,10 @@ class Groups:
             return self._log(group_id)
 
     def find(self, name: str) -> GroupLog:
-        """A group by its name (any letter case) or its id in hex.
+        """A group by its id in hex, its name (any letter case), or a prefix of
+        its id (at least ``_GROUP_ID_PREFIX`` hex digits) that is no other's.
         :class:`NotFoundError`; :class:`ConfigError` when two groups have
-        that name (name it by id)."""
+        that name (naming their ids) or share that prefix."""
         with self._lock, self._guard("reading a group"):
             if len(name) == _GROUP_ID_HEX:
                 try:
@@ -311,13 +314,39 @@ class Groups:
                 if row is not None:
                     return self._log(bytes(row[0]))
             rows = self._db.execute(
+                "SELECT group_id FROM groups WHERE name = ? COLLATE NOCASE ORDER BY group_id",
+                (name,),
+            ).fetchall()
+            if len(rows) > 1:
+                ids = ", ".join(bytes(r[0]).hex()[:_GROUP_ID_PREFIX] + "…" for r in rows)
+                raise ConfigError(
+                    f"{len(rows)} groups are named {name!r} (ids {ids}): name one by its id "
+                    f"(its first {_GROUP_ID_PREFIX} hex digits will do)"
+                )
+            if rows:
+                return self._log(bytes(rows[0][0]))
+            prefix = name.lower()
+            if _GROUP_ID_PREFIX <= len(prefix) < _GROUP_ID_HEX and all(
+                c in "0123456789abcdef" for c in prefix
+            ):
+                rows = self._db.execute(
+                    "SELECT group_id FROM groups WHERE lower(hex(group_id)) >= ? "
+                    "AND lower(hex(group_id)) < ? LIMIT 2",
+                    (prefix, prefix + "g"),
+                ).fetchall()
+                if len(rows) > 1:
+                    raise ConfigError(f"more than one group's id begins with {prefix}")
+                if rows:
+                    return self._log(bytes(rows[0][0]))
+            raise NotFoundError(f"no group named {name!r}")
+
+    def named(self, name: str) -> list[bytes]:
+        """The ids of the groups kept here named ``name`` (any letter case)."""
+        with self._lock, self._guard("reading groups"):
+            rows = self._db.execute(
                 "SELECT group_id FROM groups WHERE name = ? COLLATE NOCASE", (name,)
             ).fetchall()
-            if not rows:
-                raise NotFoundError(f"no group named {name!r}")
-            if len(rows) > 1:
-                raise ConfigError(f"{len(rows)} groups are named {name!r}: name one by its id")
-            return self._log(bytes(rows[0][0]))
+        return [bytes(r[0]) for r in rows]
 
     def all(self) -> list[GroupLog]:
         """Every group kept, by name."""
