@@ -24,7 +24,12 @@ from trio.testing import MockClock
 from onionpost import api
 from onionpost.cli import main
 from onionpost.cli._common import ANSWER_DEADLINE
-from onionpost.daemon._mailbox import DRAIN_PER_SECOND, DROPPED_LOG_SECONDS, LogThrottle
+from onionpost.daemon._mailbox import (
+    DRAIN_PER_SECOND,
+    DROPPED_LOG_SECONDS,
+    PING_SECONDS,
+    LogThrottle,
+)
 from onionpost.errors import AuthenticationError, ConfigError, DialError
 from onionpost.home import ContactCard
 from onionpost.limits import FILE_CHUNK_SIZE
@@ -114,6 +119,31 @@ async def test_offline_to_offline_delivery_exactly_once(tmp_path: Path, clock: M
         await alice.start(nursery)
         await until(lambda: all(alice.state(i) == "delivered" for i in every), 600)
         assert len(bob.inbox_from(alice)) == len(every)
+
+
+async def test_after_a_drain_the_status_shows_what_is_left_not_what_was(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """The owner's mailbox status is asked again once a drain's deletions went
+    out, not only every PING_SECONDS: it showed the envelopes of before the
+    drain for up to a minute."""
+    async with network(tmp_path, mailbox_after=MAILBOX_AFTER) as (net, nursery):
+        alice, bob, box = await _setup(tmp_path, nursery, net)
+        bob.stop()
+        await until(lambda: not bob.up)
+        ids = [await alice.send(bob, f"while away {i}") for i in range(5)]
+        await until(lambda: all(alice.store.messages.message(i).deposited_ms for i in ids), 600)
+        await bob.start(nursery)
+        await until(lambda: len(bob.inbox_from(alice)) == 5, 600)
+        assert bob.daemon is not None
+        daemon = bob.daemon
+
+        async def waiting() -> int | None:
+            return (await daemon.mailbox_status(api.GetMailboxStatus())).waiting
+
+        with trio.fail_after(PING_SECONDS / 2):
+            while await waiting() != 0 or _held(box):
+                await trio.sleep(0.5)
 
 
 def _held(box: MailboxNode) -> int:

@@ -255,6 +255,7 @@ class OwnerLink:
         # crash interrupted.
         self._pairing = trio.Lock()
         self._session: MailboxClient | None = None
+        self._usage_due = False  # deletions went out since the last MbStatus
         self._scope: trio.CancelScope | None = None
         self._failures = 0
         self.last_error = ""
@@ -508,7 +509,10 @@ class OwnerLink:
                         self._wake = trio.Event()
                         await self._upkeep(session)
                     now = trio.current_time()
-                    if now - last_ping >= PING_SECONDS:
+                    if self._usage_due or now - last_ping >= PING_SECONDS:
+                        # After a drain's deletions too: what the status shows
+                        # waiting is then what is left, not what was there.
+                        self._usage_due = False
                         last_ping = now
                         await self._usage(session)
         finally:
@@ -653,6 +657,8 @@ class OwnerLink:
             await session.channel.send(m.MbDelete(session.next_req(), part))
         # The checkpoint empties the WAL: the deleted prekeys survive nowhere.
         await self._db(self._store.mailbox.checkpoint)
+        self._usage_due = True
+        self._wake.set()
 
     async def _take(self, held: m.MbEnvelope) -> bool:
         """Open and store one envelope. True: delete it at the mailbox."""
