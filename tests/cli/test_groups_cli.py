@@ -73,7 +73,7 @@ async def test_group_commands_and_send_to_a_group(tmp_path: Path) -> None:
             source.write_bytes(b"%PDF-1.7 brief")
             filed = await _run(home, "send", "--group", "ops-team", "--file", str(source))
             assert filed.exit_code == 0, filed.output
-            assert filed.stdout.startswith("file ")
+            assert filed.stdout.startswith("[TLP:AMBER] file ")  # the default label, shown
             assert "to group 'ops-team'" in filed.stdout
             sent_file = await _json(
                 home, "send", "--group", "ops-team", "--file", str(source), "--label", "TLP:GREEN"

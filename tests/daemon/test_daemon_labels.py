@@ -156,8 +156,12 @@ async def test_forward_keeps_or_raises_and_red_stays_in_its_audience(tmp_path: P
         with pytest.raises(LabelError, match="never lowered") as lowered:
             await bob.daemon.forward(api.Forward(amber.id, "carol", label="TLP:GREEN"))
         assert lowered.value.reason is LabelReason.LOWERED
-        with pytest.raises(LabelError, match="never lowered"):
+        with pytest.raises(LabelError) as moved:
             await bob.daemon.forward(api.Forward(amber.id, "carol", label="CUI"))
+        assert str(moved.value) == (
+            "a copy of a TLP:AMBER message cannot be labelled CUI: "
+            "a copy keeps its label's scheme (TLP)"
+        )
         with pytest.raises(LabelError, match="carol was not one") as outside:
             await bob.daemon.forward(api.Forward(red.id, "carol"))
         assert outside.value.reason is LabelReason.OUTSIDE_AUDIENCE

@@ -293,9 +293,14 @@ def test_a_removed_member_sends_nothing(store: Store) -> None:
 def test_a_group_of_no_contacts_is_refused(store: Store) -> None:
     maker = Maker(store)
     store.groups.start(maker.op("alice", OpKind.CREATE, name="solo", card=card("alice")), now=1)
-    with pytest.raises(ConfigError, match="is reachable"):
+    with pytest.raises(ConfigError, match=r"^the group 'solo' has no member but us$"):
         store.groups.queue_text(
             GROUP, new_id(), 10, "hi", "text/plain", None, sender=PEOPLE["alice"].public_key
+        )
+    maker.apply("alice", OpKind.ADD, card=card("erin"))  # a member, no contact of ours
+    with pytest.raises(ConfigError, match=r"^no member of the group 'solo' is reachable$"):
+        store.groups.queue_text(
+            GROUP, new_id(), 11, "hi", "text/plain", None, sender=PEOPLE["alice"].public_key
         )
 
 

@@ -515,13 +515,13 @@ def send(
         )
     body = _read_text(text) if file_path is None else None
     if to_group:
-        group_sent = run_client(
+        group_sent, group_label = run_client(
             home, partial(_send_to_group, name, body, file_path, label), bounded=False
         )
         if as_json:
             emit_json(_as_json(group_sent))
         else:
-            print_group_sent(group_sent)
+            print_group_sent(group_sent, label=group_label)
         return
     if to_list:
         sent, shown = run_client(
@@ -650,15 +650,20 @@ async def _send_to_list(
 
 async def _send_to_group(
     name: str, body: str | None, path: Path | None, label: str | None, client: Client
-) -> GroupSent:
-    """As :func:`_queue`, for a send to a group under a send id chosen here."""
+) -> tuple[GroupSent, str | None]:
+    """As :func:`_queue`, for a send to a group under a send id chosen here;
+    with the label its copies carry (as :func:`_send_to_list`)."""
     send_id = api.new_message_id()
     try:
         with trio.fail_after(ANSWER_DEADLINE):
             if path is not None:
-                return await client.group_send_file(name, path, id=send_id, label=label)
-            assert body is not None
-            return await client.group_send_text(name, body, id=send_id, label=label)
+                sent = await client.group_send_file(name, path, id=send_id, label=label)
+            else:
+                assert body is not None
+                sent = await client.group_send_text(name, body, id=send_id, label=label)
+            if not sent.copies:
+                return sent, label
+            return sent, (await client.message(sent.copies[0].id)).label
     except trio.TooSlowError:
         why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
     except NotConfirmedError as exc:

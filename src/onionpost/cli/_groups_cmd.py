@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from onionpost import api
 from onionpost.cli._common import (
     emit_json,
     format_ms,
@@ -50,13 +51,16 @@ def _print_group(found: Group) -> None:
     standing = "" if found.member else "  [we are no longer a member: nothing is sent to it]"
     click.echo(f"group '{printable(found.name)}' {found.id}{standing}")
     click.echo(f"  members: {_members(found)}")
-    click.echo(f"  head {found.head} ({found.operations} operations)")
+    many = "" if found.operations == 1 else "s"
+    click.echo(f"  head {found.head} ({found.operations} operation{many})")
 
 
-def print_group_sent(sent: GroupSent) -> None:
-    """A send to a group, a line per copy: member, copy id, state."""
+def print_group_sent(sent: GroupSent, *, label: str | None = None) -> None:
+    """A send to a group, a line per copy: member, copy id, state; led by
+    its handling label when known (as a list's send)."""
+    lead = "" if label is None else f"[{printable(label or api.UNLABELLED)}] "
     click.echo(
-        f"{sent.kind} {sent.id} to group '{printable(sent.group)}' "
+        f"{lead}{sent.kind} {sent.id} to group '{printable(sent.group)}' "
         f"(delivered {sent.delivered}/{len(sent.copies)}, read {sent.read}/{len(sent.copies)}, "
         f"{format_ms(sent.created_ms)})"
     )

@@ -346,9 +346,13 @@ def may_forward(source: Label, new: Label) -> None:
     """A copy keeps or raises its source's label, never lowers it (nor
     moves it to another scheme)."""
     if not at_most(source, new):
+        why = (
+            f"a copy keeps its label's scheme ({source.scheme})"
+            if source.scheme != new.scheme
+            else "a label may be kept or raised, never lowered"
+        )
         raise LabelError(
-            f"a copy of a {source} message cannot be labelled {new}: a label may be kept "
-            "or raised, never lowered",
+            f"a copy of a {source} message cannot be labelled {new}: {why}",
             reason=LabelReason.LOWERED,
             label=new.text,
         )

@@ -549,6 +549,8 @@ class Groups:
             raise GroupNotAllowedError("we are no longer a member of this group")
         contacts, unreachable = self._audience(log, sender)
         if not contacts:
+            if not unreachable and len(log.state.members) <= 1:
+                raise ConfigError(f"the group {log.state.name!r} has no member but us")
             raise ConfigError(f"no member of the group {log.state.name!r} is reachable")
         if audience is not None:
             audience(contacts)
