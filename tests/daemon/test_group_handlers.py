@@ -129,6 +129,36 @@ async def test_a_name_another_group_here_has_is_refused_and_an_id_prefix_names_o
         assert (shown.id, shown.name) == (intel.id, "intel")
 
 
+async def test_our_refused_changes_name_the_group_and_the_member(tmp_path: Path) -> None:
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, carol = (net.node(n) for n in ("alice", "bob", "carol"))
+        for one, other in ((alice, bob), (alice, carol), (bob, carol)):
+            befriend(one, other)
+        await alice.start(nursery)
+        await bob.start(nursery)
+        groups = alice.daemon.groups  # type: ignore[union-attr]
+        made = await groups.group_create(api.GroupCreate("ops", ("bob",)))
+        refusals = [
+            (api.GroupAdd("ops", ("bob",)), "'bob' is already a member of 'ops'"),
+            (api.GroupDemote("ops", "bob"), "'bob' is not an admin of 'ops'"),
+            (api.GroupPromote("ops", "alice"), "'alice' is already an admin of 'ops'"),
+        ]
+        for request, says in refusals:
+            with pytest.raises(GroupNotAllowedError) as refused:
+                await alice.daemon.handlers[type(request)](request)  # type: ignore[union-attr]
+            assert str(refused.value) == says
+        # bob holds the group, as a member, not an admin.
+        await until(lambda: bob.store.groups.known(bytes.fromhex(made.id)))
+        with pytest.raises(GroupNotAllowedError) as not_admin:
+            await bob.daemon.groups.group_add(api.GroupAdd("ops", ("carol",)))  # type: ignore[union-attr]
+        assert str(not_admin.value) == (
+            "only an admin of the group 'ops' may do that, and we are not one"
+        )
+        # Leaving needs no admin.
+        left = await bob.daemon.groups.group_leave(api.GroupLeave("ops"))  # type: ignore[union-attr]
+        assert not left.member
+
+
 async def test_a_group_send_queues_a_copy_per_member_at_the_head(tmp_path: Path) -> None:
     async with network(tmp_path) as (net, nursery):
         alice, bob, carol = (net.node(n) for n in ("alice", "bob", "carol"))

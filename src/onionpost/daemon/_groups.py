@@ -245,6 +245,7 @@ class GroupHandlers:
     def _change(self, group: str, change: Change) -> api.Group:
         found = self._store.groups.find(group)
         ops = change(found, self._signer(found))
+        _check_ours(found, ops, self._me)
         self._store.groups.apply(found.group_id, ops, now_ms())
         return self._record(self._store.groups.log(found.group_id))
 
@@ -403,3 +404,26 @@ class GroupHandlers:
             of = groups.send_of_message(stored.contact_id, stored.id)
             send = None if of is None else group_sent_record(of)
         return replace(message, group=found.group, group_id=found.group_id.hex(), group_send=send)
+
+
+def _check_ours(found: GroupLog, ops: Sequence[Operation], me: bytes) -> None:
+    """Our own operations refused in the user's words (the log would refuse
+    them too, in its own: 'add: already a member'), naming the group and
+    the member; the error is the log's kind (GroupNotAllowedError)."""
+    state, name = found.state, found.state.name
+    for op in ops:
+        if op.kind is OpKind.LEAVE:
+            continue
+        if me not in state.admins:
+            raise GroupNotAllowedError(
+                f"only an admin of the group {name!r} may do that, and we are not one"
+            )
+        if op.kind is OpKind.ADD and op.card is not None and state.is_member(op.card.identity_key):
+            raise GroupNotAllowedError(f"{op.card.name!r} is already a member of {name!r}")
+        target = state.members.get(op.target) if op.target is not None else None
+        if target is None:
+            continue
+        if op.kind is OpKind.PROMOTE and op.target in state.admins:
+            raise GroupNotAllowedError(f"{target.card.name!r} is already an admin of {name!r}")
+        if op.kind is OpKind.DEMOTE and op.target not in state.admins:
+            raise GroupNotAllowedError(f"{target.card.name!r} is not an admin of {name!r}")
