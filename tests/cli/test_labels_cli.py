@@ -78,6 +78,8 @@ def test_a_limit_refuses_with_its_reason(runner: CliRunner, daemon: Daemon) -> N
     assert empty == (
         "onionpost: --label is empty: give a label (e.g. TLP:AMBER), or leave it out\n"
     )
+    long = refused(invoke(runner, "--home", home, "send", "bob", "hi", "--label", "X" * 5000))
+    assert long == "onionpost: --label is 5000 characters long: a label has at most 256\n"
     plain = invoke(runner, "--home", home, "contact", "set-max-label", "bob")
     assert plain.stdout == "'bob': no limit of ours\n"  # not "up to no limit"
     assert invoke(runner, "--home", home, "send", "bob", "hi", "--label", "TLP:RED").exit_code == 0

@@ -122,7 +122,11 @@ async def test_installing_an_endorsement_and_every_bad_input(tmp_path: Path) -> 
                     assert caught.value.code == "config"
                 alice.store.trust.add(acme.anchor, _now() * 1000)
                 for proof, problem in [
-                    (of_bob, "refused: wrong-address"),
+                    (
+                        of_bob,
+                        r"refused: wrong-address \(it endorses another endpoint's address, "
+                        r"not this one's\)$",
+                    ),
                     (impostor, "does not verify under the anchor of acme"),
                 ]:
                     with pytest.raises(ApiError, match=problem):

@@ -47,7 +47,12 @@ from onionpost.errors import (
     TransportError,
 )
 from onionpost.home import HOME_ENV, Paths, default_home
-from onionpost.limits import MAX_CARD_BUNDLE_FILE, MAX_PASSPHRASE_FILE, PASSPHRASE_PIPE_SECONDS
+from onionpost.limits import (
+    MAX_CARD_BUNDLE_FILE,
+    MAX_LABEL,
+    MAX_PASSPHRASE_FILE,
+    PASSPHRASE_PIPE_SECONDS,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -373,6 +378,10 @@ def check_label(label: str | None) -> None:
     default: said here, in the command's words, not the local API's."""
     if label is not None and not label.strip():
         raise ConfigError("--label is empty: give a label (e.g. TLP:AMBER), or leave it out")
+    if label is not None and len(label) > MAX_LABEL:
+        raise ConfigError(
+            f"--label is {len(label)} characters long: a label has at most {MAX_LABEL}"
+        )
 
 
 def stdin_is_a_terminal() -> bool:

@@ -430,7 +430,11 @@ def install_own(store: Store, address: str, proof: bytes, now_ms: int) -> trust.
         raise ConfigError(f"that endorsement does not verify under the anchor of {agency}") from exc
     if verdict.status is trust.Status.REFUSED:
         assert verdict.reason is not None
-        raise ConfigError(f"that endorsement is refused: {verdict.reason.value}")
+        said = _INSTALL_REFUSALS.get(verdict.reason)
+        raise ConfigError(
+            f"that endorsement is refused: {verdict.reason.value}"
+            + ("" if said is None else f" ({said})")
+        )
     store.trust.install_own(anchor.fingerprint, proof, now_ms)
     if verdict.checkpoint is not None and (held is None or held.checkpoint is None):
         store.trust.hold(
@@ -673,3 +677,15 @@ def import_revocations(
         changed,
         stapled,
     )
+
+
+# What a refusal of our own endorsement means, where its code alone does not
+# say it (trust endorsement install).
+_INSTALL_REFUSALS: Final = {
+    trust.Reason.WRONG_ADDRESS: "it endorses another endpoint's address, not this one's",
+    trust.Reason.WRONG_AGENCY: "it was issued under another agency's key",
+    trust.Reason.EXPIRED: "it has expired: ask the agency for a new one",
+    trust.Reason.NOT_YET_VALID: "it is not valid yet: check this machine's clock",
+    trust.Reason.DELEGATION_EXPIRED: "the agency's delegation that signed it has ended",
+    trust.Reason.REVOKED: "the agency revoked it",
+}
