@@ -239,3 +239,15 @@ async def test_the_adapter_profile_and_max_streams_close_the_circuit(
             for stream in streams:
                 await stream.aclose()
             nursery.cancel_scope.cancel()
+
+
+def test_a_daemon_stopped_leaves_none_of_its_sockets(pair: tuple[Endpoint, Endpoint]) -> None:
+    """SIGTERM: the daemon removes its onion service's socket file and its
+    local API's (a start removes stale ones anyway; none is left behind)."""
+    _, bob = pair
+    run = bob.home / "run"
+    assert (run / "onion.sock").exists()
+    assert (run / "control.sock").exists()
+    bob.terminate()
+    assert not (run / "onion.sock").exists()
+    assert not (run / "control.sock").exists()

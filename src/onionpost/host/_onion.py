@@ -33,6 +33,7 @@ side of the handshake.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -142,6 +143,7 @@ class OnionHost:
         self._scheduler = DialScheduler()
         self._client_auth: dict[OnionAddress, bytes] = {}
         self._forget = ForgetRule(ours=config.tor_mode != "attach")
+        self._onion_inode: int | None = None  # the socket file serve() made
         self.tor_status = api.TorStatus(api.TorState.STARTING, "launching tor")
 
     def __repr__(self) -> str:
@@ -179,11 +181,24 @@ class OnionHost:
         finally:
             self._tor = None
             self._service = None
+            self._remove_onion_socket()
+
+    def _remove_onion_socket(self) -> None:
+        """The onion service's socket file goes with us (as the local API's):
+        unless another process made its own there since."""
+        inode, self._onion_inode = self._onion_inode, None
+        if inode is None:
+            return
+        path = self._paths.onion_socket
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
 
     async def serve(self, nursery: trio.Nursery, handler: Handler, decide: Decide) -> None:
         """Accept the onion service's streams in ``nursery``: each one's responder
         handshake, then ``handler`` for the peers ``decide`` lets in."""
         listeners = [await trio.to_thread.run_sync(open_unix_listener, self._paths)]
+        self._onion_inode = os.stat(self._paths.onion_socket).st_ino
         await nursery.start(
             partial(
                 serve,
