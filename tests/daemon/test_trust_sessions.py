@@ -98,6 +98,45 @@ async def test_a_contact_revoked_in_a_stapled_list_is_refused(
         assert _revoked("seized").fullmatch(describe), describe
 
 
+async def test_an_address_a_held_list_names_is_refused_though_it_presents_nothing(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """A seized endpoint that stops presenting its endorsement (or never had
+    one on file here) is cut off by the list all the same: nothing is sent to
+    it, its sessions are refused, what waits for it stays queued. A contact
+    the list does not name is served; one added later is judged before any
+    dial."""
+    acme = Agency.make("acme", _now())
+    async with network(tmp_path) as (net, nursery):
+        alice, mallory, bob, eve = (net.node(n) for n in ("alice", "mallory", "bob", "eve"))
+        befriend(alice, mallory)
+        befriend(alice, bob)
+        alice.store.trust.add(acme.anchor, _now() * 1000)
+        seized = [
+            Revoked(str(address), _now(), "seized")
+            for address in sorted((str(mallory.address), str(eve.address)))
+        ]
+        alice.store.trust.hold(acme.anchor.fingerprint, acme.revocations(1, _now(), *seized), None)
+        for node in (alice, mallory, bob):
+            await node.start(nursery)
+        held = await alice.send(mallory, "for a seized laptop")
+        served = await alice.send(bob, "for bob")
+        await until(lambda: alice.state(served) == "delivered")
+        assert _revoked("seized").fullmatch(_refused(alice, mallory)), _refused(alice, mallory)
+        assert _verdict(alice, mallory) is None  # it presented nothing
+        assert _refused(alice, bob) == ""
+        # Mallory's own sends are refused at the handshake: nothing arrives.
+        await mallory.send(alice, "let me in")
+        await until(lambda: mallory.dials >= 2, seconds=300)
+        assert alice.inbox_from(mallory) == []
+        assert alice.state(held) == "queued"
+        assert mallory.inbox_from(alice) == []
+        # A contact added while running, whose address the list names.
+        befriend(alice, eve)
+        assert alice.daemon is not None
+        await until(lambda: bool(_revoked("seized").fullmatch(_refused(alice, eve))))
+
+
 async def test_installing_an_endorsement_and_every_bad_input(tmp_path: Path) -> None:
     acme = Agency.make("acme", _now())
     async with network(tmp_path) as (net, nursery):

@@ -84,6 +84,7 @@ __all__ = [
     "Gossip",
     "GossipOutcome",
     "Held",
+    "listed_revoked",
     "Moved",
     "Outcome",
     "Pace",
@@ -197,6 +198,18 @@ def describe(agency: str, verdict: Verdict | None) -> str:
         why = f": {revoked.reason}" if revoked.reason else ""
         return f"{REVOKED} {_utc(revoked.revoked_at)} by {agency}{why}"
     return verdict.describe()
+
+
+def listed_revoked(address: str, lists: Iterable[RevocationList]) -> str | None:
+    """Why ``address`` is refused when a revocation list we hold names it, as
+    a revoked verdict reads (trust.md §7.4): whatever it presented, or if it
+    presented nothing. None when no list names it."""
+    for listed in lists:
+        revoked = listed.find(address)
+        if revoked is not None:
+            why = f": {revoked.reason}" if revoked.reason else ""
+            return f"{REVOKED} {_utc(revoked.revoked_at)} by {listed.agency}{why}"
+    return None
 
 
 def _utc(seconds: int) -> str:

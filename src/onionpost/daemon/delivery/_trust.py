@@ -36,9 +36,11 @@ from onionpost.proto import trust
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.messages import TrustRotation, TrustStaple
 from onionpost.proto.trust_session import (
+    REVOKED,
     Held,
     RevocationBundle,
     describe,
+    listed_revoked,
     meet_checkpoint_unproven,
     meet_rotation,
     meet_staple,
@@ -565,6 +567,7 @@ def refusals(store: Store, *, required: bool) -> dict[int, str]:
     setting overrides."""
     verdicts = store.trust.endorsements()
     overrides = store.trust.required()
+    lists = [h.revocations.value for h in _held(store).values() if h.revocations is not None]
     found: dict[int, str] = {}
     for contact in store.contacts.peers():
         stored = verdicts.get(contact.id)
@@ -573,6 +576,11 @@ def refusals(store: Store, *, required: bool) -> dict[int, str]:
             "" if stored is None else stored.describe,
             required=overrides.get(contact.id, required),
         )
+        if why is None or not why.startswith(REVOKED):
+            # A list we hold that names its address refuses it whatever it
+            # presented: a seized endpoint that stops presenting its
+            # endorsement is cut off all the same.
+            why = listed_revoked(str(contact.address), lists) or why
         if why is not None:
             found[contact.id] = why
     return found
