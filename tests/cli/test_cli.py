@@ -219,6 +219,29 @@ def test_no_daemon_is_exit_3_with_one_line(runner: CliRunner, args: list[str]) -
         assert one_line_error(result, 3) == no_daemon(home)
 
 
+@pytest.mark.parametrize(
+    ("made", "command", "args"),
+    [
+        ("registrar/registrar.json", "registrar serve", ["registrar", "status"]),
+        ("mailbox.db", "mailbox serve", ["mailbox", "status"]),
+    ],
+)
+def test_a_home_served_by_its_own_command_says_that_command(
+    runner: CliRunner, made: str, command: str, args: list[str]
+) -> None:
+    """A registrar's or a mailbox's home is run by its own command, not by
+    'onionpost daemon' (which would start an endpoint on it)."""
+    with short_tmpdir() as home:
+        (home / "secrets.json").write_text("{}")
+        (home / made).parent.mkdir(parents=True, exist_ok=True)
+        (home / made).write_text("{}")
+        result = invoke(runner, "--home", home, *args)
+        assert one_line_error(result, 3) == (
+            f"onionpost: the daemon is not running for {home} "
+            f"(start it with 'onionpost {command} --home {home}')\n"
+        )
+
+
 def test_a_home_with_no_endpoint_says_to_init_it(runner: CliRunner) -> None:
     # A --home forgotten or mistyped: "start the daemon" would only lead to
     # the daemon's own "no endpoint".

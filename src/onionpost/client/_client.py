@@ -119,6 +119,17 @@ def _check_owner(path: Path) -> None:
         raise TransportError(f"the daemon of {home} belongs to another user", reason="refused")
 
 
+def _serving_command(home: Path) -> str:
+    """What runs this home: a registrar's and a mailbox's are served by their
+    own command (which serves the same local API), an endpoint's by the daemon."""
+    paths = Paths.for_home(home)
+    if (home / "registrar" / "registrar.json").exists():
+        return "registrar serve"
+    if paths.mailbox_store.exists():
+        return "mailbox serve"
+    return "daemon"
+
+
 async def _connect(path: Path) -> trio.SocketStream:
     _check_owner(path)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -134,7 +145,8 @@ async def _connect(path: Path) -> trio.SocketStream:
                 f"no endpoint in {home}: run 'onionpost init' first (or give its --home)"
             ) from exc
         raise DaemonNotRunningError(
-            f"the daemon is not running for {home} (start it with 'onionpost daemon --home {home}')"
+            f"the daemon is not running for {home} (start it with "
+            f"'onionpost {_serving_command(home)} --home {home}')"
         ) from exc
     except OSError as exc:
         sock.close()
