@@ -544,3 +544,23 @@ async def test_status_and_the_log_say_the_delegation_is_ending(
         assert (await a1.daemon.status(api.GetStatus())).delegation_ends is None
         await trio.sleep(day + 3600)
         assert len(logged()) == 2
+
+
+async def test_the_registrar_is_dialled_under_its_own_handle(
+    tmp_path: Path, clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the log names the peer of a dial (its handle): a registrar is no
+    mailbox (a trial read 'descriptor_refetch peer=mailbox' for the registrar)."""
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        handles: list[str] = []
+
+        async def dial(address: object, client_auth: object = None, *, handle: str) -> None:
+            handles.append(handle)
+
+        monkeypatch.setattr(alice.daemon.host, "dial", dial)
+        await alice.daemon._dial_registrar(bob.address, bytes(32))
+        await alice.daemon._dial_mailbox(bob.address, bytes(32))
+        assert handles == ["peer=registrar", "peer=mailbox"]

@@ -175,6 +175,7 @@ class Daemon:
             tor_back=self._tor_back,
         )
         policy = policy or DeliveryPolicy.from_config(config)
+        registrar_dial = mailbox_dial or self._dial_registrar
         mailbox_dial = mailbox_dial or self._dial_mailbox
         self.mailboxes = Mailboxes(secrets, store, mailbox_dial, self._write_card)
         self._worker = worker or ThreadWorker()
@@ -198,7 +199,7 @@ class Daemon:
             secrets,
             store,
             paths.home / "registrar.txt",
-            mailbox_dial,
+            registrar_dial,
             self._worker,
             config.trust_refresh,
             held=self._list_held,
@@ -338,6 +339,13 @@ class Daemon:
         """Reach a mailbox (ours, or a contact's) through tor, authorized with
         ``client_auth_private`` (ours; a setup code's while pairing)."""
         return await self.host.dial(mailbox, client_auth_private, handle="peer=mailbox")
+
+    async def _dial_registrar(
+        self, registrar: OnionAddress, client_auth_private: bytes
+    ) -> SecureChannel:
+        """Reach our agency's registrar, as a mailbox is reached (its own
+        handle in the log: a registrar is no mailbox)."""
+        return await self.host.dial(registrar, client_auth_private, handle="peer=registrar")
 
     # -- the local API (Backend) -----------------------------------------------------
     #
