@@ -12,9 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from click.testing import CliRunner, Result
 
+from onionpost import api
+from onionpost.cli import _commands as commands_module
 from onionpost.cli import main
 from onionpost.home import Paths
 from onionpost.host import serve_api
@@ -101,4 +104,37 @@ async def test_list_commands_and_send_to_a_list(tmp_path: Path) -> None:
             deleted = await _run(home, "list", "delete", "team")
             assert deleted.stdout == "deleted list 'team'\n"
             assert await _json(home, "list", "list") == []
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_send_to_a_list_or_group_not_confirmed_in_time_says_where_to_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon does not answer in time: the command cannot say the copies
+    went, nor that they did not; it names the command that tells (exit 3)."""
+    async with network(tmp_path) as (net, nursery):
+        alice, bob = net.node("alice"), net.node("bob")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        daemon = alice.daemon
+        assert daemon is not None
+        await daemon.lists.list_create(api.ListCreate("team", ("bob",)))
+        await daemon.groups.group_create(api.GroupCreate("ops", ("bob",)))
+
+        async def silent(request: object) -> object:
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        for request in (api.ListSendText, api.GroupSendText):
+            monkeypatch.setitem(daemon.handlers, request, silent)
+        monkeypatch.setattr(commands_module, "ANSWER_DEADLINE", 0.3)
+        with short_tmpdir() as home:
+            await nursery.start(serve_api, daemon, Paths.for_home(home).socket)
+            for flag, name, show in (("--list", "team", "list"), ("--group", "ops", "group")):
+                slow = await _run(home, "send", flag, name, "anyone there?")
+                assert slow.exit_code == 3, slow.output
+                assert slow.stderr.startswith(
+                    f"onionpost: not confirmed: see 'onionpost {show} show {name}' ("
+                ), slow.stderr
+                assert "did not answer within 0.3 s" in slow.stderr
             nursery.cancel_scope.cancel()

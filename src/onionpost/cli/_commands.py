@@ -12,11 +12,11 @@ import dataclasses
 import shlex
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, aclosing, contextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import click
 import trio
@@ -621,46 +621,45 @@ async def _queue(
 async def _send_to_list(
     name: str, body: str | None, path: Path | None, label: str | None, client: Client
 ) -> tuple[ListSent, str | None]:
-    """As :func:`_queue`, for a send to a list under a send id chosen here;
-    with the label its copies carry (the home's default when none was
-    given), which every message shown leads with."""
-    send_id = api.new_message_id()
-    try:
-        with trio.fail_after(ANSWER_DEADLINE):
-            if path is not None:
-                sent = await client.list_send_file(name, path, id=send_id, label=label)
-            else:
-                assert body is not None
-                sent = await client.list_send_text(name, body, id=send_id, label=label)
-            if not sent.copies:
-                return sent, label
-            first = sent.copies[0]
-            return sent, (await client.message(first.id, first.contact)).label
-    except trio.TooSlowError:
-        why = f"the daemon did not answer within {ANSWER_DEADLINE:g} s"
-    except NotConfirmedError as exc:
-        why = str(exc.__cause__ or exc)
-    except (TransportError, DaemonNotRunningError) as exc:
-        why = str(exc)
-    raise NotConfirmedError(
-        f"not confirmed: see 'onionpost list show {shlex.quote(name)}' ({why})",
-        message_id=send_id,
-    )
+    """As :func:`_queue`, for a send to a list (see :func:`_send_copies`)."""
+
+    async def send(send_id: str) -> ListSent:
+        if path is not None:
+            return await client.list_send_file(name, path, id=send_id, label=label)
+        assert body is not None
+        return await client.list_send_text(name, body, id=send_id, label=label)
+
+    return await _send_copies(client, send, label, f"list show {shlex.quote(name)}")
 
 
 async def _send_to_group(
     name: str, body: str | None, path: Path | None, label: str | None, client: Client
 ) -> tuple[GroupSent, str | None]:
-    """As :func:`_queue`, for a send to a group under a send id chosen here;
-    with the label its copies carry (as :func:`_send_to_list`)."""
+    """As :func:`_queue`, for a send to a group (see :func:`_send_copies`)."""
+
+    async def send(send_id: str) -> GroupSent:
+        if path is not None:
+            return await client.group_send_file(name, path, id=send_id, label=label)
+        assert body is not None
+        return await client.group_send_text(name, body, id=send_id, label=label)
+
+    return await _send_copies(client, send, label, f"group show {shlex.quote(name)}")
+
+
+_Sent = TypeVar("_Sent", ListSent, GroupSent)
+
+
+async def _send_copies(
+    client: Client, send: Callable[[str], Awaitable[_Sent]], label: str | None, show: str
+) -> tuple[_Sent, str | None]:
+    """A send of a copy to each of several contacts, under a send id chosen
+    here; with the label its copies carry (the home's default when none was
+    given), which every message shown leads with. Unconfirmed: the error
+    names the command (``show``) that tells what became of it."""
     send_id = api.new_message_id()
     try:
         with trio.fail_after(ANSWER_DEADLINE):
-            if path is not None:
-                sent = await client.group_send_file(name, path, id=send_id, label=label)
-            else:
-                assert body is not None
-                sent = await client.group_send_text(name, body, id=send_id, label=label)
+            sent = await send(send_id)
             if not sent.copies:
                 return sent, label
             return sent, (await client.message(sent.copies[0].id)).label
@@ -670,10 +669,7 @@ async def _send_to_group(
         why = str(exc.__cause__ or exc)
     except (TransportError, DaemonNotRunningError) as exc:
         why = str(exc)
-    raise NotConfirmedError(
-        f"not confirmed: see 'onionpost group show {shlex.quote(name)}' ({why})",
-        message_id=send_id,
-    )
+    raise NotConfirmedError(f"not confirmed: see 'onionpost {show}' ({why})", message_id=send_id)
 
 
 class _Follower:
