@@ -66,10 +66,6 @@ _home_option = partial(home_option, whose="registrar's")
 _serve_options = partial(serve_options, whose="registrar's")
 
 
-def _registrar_dir(home: Path) -> Path:
-    return home / "registrar"
-
-
 @registrar.command("init")
 @click.option(
     "--dir",
@@ -142,7 +138,7 @@ def init(
         options="--home-key-file, --home-passphrase-file",
     )
     with open_home(paths, source, what="home", log=log) as (secrets, _):
-        book = init_registrar(_registrar_dir(paths.home), agency, signer, secrets.store_key)
+        book = init_registrar(paths.registrar, agency, signer, secrets.store_key)
         address = str(secrets.identity.address)
     if ending is not None:
         click.echo(ending, err=True)
@@ -191,7 +187,7 @@ def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None
     from onionpost.registrar import RegistrarBook, RegistrarService
 
     with served_home(home, key_file, passphrase_file, log=log) as (paths, secrets, config):
-        book = RegistrarBook.open(_registrar_dir(paths.home), secrets.store_key)
+        book = RegistrarBook.open(paths.registrar, secrets.store_key)
         service = RegistrarService(paths, secrets, config, book)
         trio.run(run_until_signal, service.run, "registrar", log)
 
@@ -393,7 +389,7 @@ def _store_delegation(
     from onionpost.registrar import RegistrarBook, RegistrarPolicy, registrar_state
 
     with served_home(home, key_file, passphrase_file, log=log) as (paths, secrets, config):
-        book = RegistrarBook.open(_registrar_dir(paths.home), secrets.store_key)
+        book = RegistrarBook.open(paths.registrar, secrets.store_key)
         book.install_delegation(data, now=int(time.time()))
         refresh = RegistrarPolicy.from_config(config).refresh
         return registrar_state(book, secrets.identity.address, refresh=refresh)

@@ -123,7 +123,7 @@ def _serving_command(home: Path) -> str:
     """What runs this home: a registrar's and a mailbox's are served by their
     own command (which serves the same local API), an endpoint's by the daemon."""
     paths = Paths.for_home(home)
-    if (home / "registrar" / "registrar.json").exists():
+    if paths.registrar.is_dir():
         return "registrar serve"
     if paths.mailbox_store.exists():
         return "mailbox serve"

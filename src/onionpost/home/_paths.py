@@ -9,6 +9,8 @@
       store.sqlite          contacts and messages: SQLCipher, every page encrypted, WAL
       mailbox.db            a mailbox's owners, codes, prekeys and envelopes (SQLCipher;
                             only in a home run with `onionpost mailbox serve`)
+      registrar/            an agency registrar's key, log and book (only in a home
+                            made one with `onionpost registrar init`)
       files/                0700, encrypted file blobs
       tor/                  0700, our tor's DataDirectory
       run/                  0700
@@ -81,6 +83,11 @@ class Paths:
     def mailbox_store(self) -> Path:
         """The mailbox's database (``mailbox.md``), in a home run as a mailbox."""
         return self.home / "mailbox.db"
+
+    @property
+    def registrar(self) -> Path:
+        """The registrar's directory (trust.md §8), in a home run as a registrar."""
+        return self.home / "registrar"
 
     @property
     def private_dirs(self) -> tuple[Path, ...]:

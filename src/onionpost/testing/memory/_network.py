@@ -361,7 +361,7 @@ class Network:
         )
         signer = directory.issuer(source)
         assert isinstance(signer, HybridSigner)
-        book = init_registrar(paths.home / "registrar", directory, signer, secrets.store_key)
+        book = init_registrar(paths.registrar, directory, signer, secrets.store_key)
         node = RegistrarNode(
             name, paths, secrets, book, anchor, replace(RegistrarPolicy(), **policy)
         )
