@@ -70,7 +70,7 @@ def test_a_limit_refuses_with_its_reason(runner: CliRunner, daemon: Daemon) -> N
     assert set_to.exit_code == 0, set_to.output
     assert "'bob': up to TLP:AMBER" in set_to.stdout
     error = refused(invoke(runner, "--home", home, "send", "bob", "hi", "--label", "TLP:RED"))
-    assert "bob accepts up to TLP:AMBER" in error
+    assert "bob is sent nothing above TLP:AMBER from here" in error
     assert server.call(lambda: len(server.backend.messages)) == 0
     lifted = invoke(runner, "--home", home, "contact", "set-max-label", "bob", "--json")
     assert json.loads(lifted.stdout) == {"name": "bob", "max_labels": [], "accepts": []}

@@ -655,6 +655,6 @@ async def test_labels_through_the_client(served: Served, client: Client) -> None
     with pytest.raises(ApiError) as info:
         await client.forward(incoming["id"], "carol")
     assert info.value.code == "label"
-    assert "carol accepts up to TLP:GREEN" in str(info.value)
+    assert "carol is sent nothing above TLP:GREEN from here" in str(info.value)
     forwarded = await client.forward(incoming["id"], "bob", label="TLP:AMBER+STRICT")
     assert forwarded.label == "TLP:AMBER+STRICT"

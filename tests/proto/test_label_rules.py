@@ -169,6 +169,50 @@ def test_may_send(label: str, limits: list[str], reason: LabelReason | None, mes
 
 
 @pytest.mark.parametrize(
+    ("label", "theirs", "ours", "reason", "message"),
+    [
+        ("TLP:AMBER", [], ["TLP:AMBER"], None, ""),
+        (
+            "TLP:RED",
+            [],
+            ["TLP:AMBER"],
+            LabelReason.ABOVE_LIMIT,
+            "bob is sent nothing above TLP:AMBER from here",
+        ),
+        # Both refuse it: the recipient's limit is the one said.
+        (
+            "TLP:RED",
+            ["TLP:GREEN"],
+            ["TLP:AMBER"],
+            LabelReason.ABOVE_LIMIT,
+            "bob accepts up to TLP:GREEN",
+        ),
+        (
+            "TLP:AMBER",
+            ["TLP:RED"],
+            ["TLP:GREEN"],
+            LabelReason.ABOVE_LIMIT,
+            "above TLP:GREEN from here",
+        ),
+        # A scheme that only our limit names is a scheme some limit names.
+        ("CUI//SP-CTI", ["TLP:RED"], ["CUI//SP-CTI"], None, ""),
+        ("CUI//SP-CTI", [], ["TLP:RED"], LabelReason.NOT_ACCEPTED, "no CUI labels"),
+    ],
+)
+def test_may_send_says_whose_limit(
+    label: str, theirs: list[str], ours: list[str], reason: LabelReason | None, message: str
+) -> None:
+    limits, own = [p(x) for x in theirs], [p(x) for x in ours]
+    if reason is None:
+        may_send(p(label), limits, ours=own, recipient="bob")
+        return
+    with pytest.raises(LabelError) as info:
+        may_send(p(label), limits, ours=own, recipient="bob")
+    assert info.value.reason is reason
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("source", "new", "ok"),
     [
         ("TLP:AMBER", "TLP:AMBER", True),

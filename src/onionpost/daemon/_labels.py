@@ -18,7 +18,6 @@ from onionpost.proto.labels import (
     Label,
     LabelPolicy,
     Via,
-    at_most,
     check_audience,
     forward_via,
     may_export,
@@ -75,23 +74,9 @@ def check_limits(
     name: str,
     label: Label,
 ) -> None:
-    """:func:`check_send` with the contact's limits (set here, advertised) in hand.
-    A label above a limit is refused naming whose limit it is: the contact's
-    (advertised), else ours ('contact set-max-label')."""
-    local, advertised = policy.limits(limits[0]), policy.limits(limits[1])
-    try:
-        may_send(label, (*local, *advertised), recipient=name)
-    except LabelError as exc:
-        if exc.reason is not LabelReason.ABOVE_LIMIT:
-            raise
-        if any(limit.scheme == label.scheme and not at_most(label, limit) for limit in advertised):
-            raise
-        ours = next(lim for lim in local if lim.scheme == label.scheme and not at_most(label, lim))
-        raise LabelError(
-            f"{name} is sent nothing above {ours} from here ('contact set-max-label')",
-            reason=LabelReason.ABOVE_LIMIT,
-            label=label.text,
-        ) from None
+    """:func:`check_send` with the contact's limits (set here, advertised) in hand."""
+    local, advertised = limits
+    may_send(label, policy.limits(advertised), ours=policy.limits(local), recipient=name)
 
 
 def check_list_send(

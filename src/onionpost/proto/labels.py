@@ -321,25 +321,35 @@ def _parse_agency(text: str, scheme: Scheme, rest: str) -> Label:
 # -- policy (pure) -----------------------------------------------------------------------
 
 
-def may_send(label: Label, limits: Sequence[Label], *, recipient: str = "the recipient") -> None:
+def may_send(
+    label: Label,
+    limits: Sequence[Label],
+    *,
+    ours: Sequence[Label] = (),
+    recipient: str = "the recipient",
+) -> None:
     """Refuse ``label`` for a recipient that accepts at most ``limits`` (its
-    advertised limit and the one set here; no limits: anything). A label of a
-    scheme no limit names is refused when there are limits (fail closed)."""
-    same = [limit for limit in limits if limit.scheme == label.scheme]
-    if limits and not same:
-        accepted = ", ".join(sorted({str(limit) for limit in limits}))
+    advertised limit) and that we send at most ``ours`` (the limit set here);
+    none of either: anything. A label of a scheme no limit names is refused
+    when there are limits (fail closed). Above a limit, the refusal says
+    whose: the recipient's first, else ours."""
+    every = (*limits, *ours)
+    if every and not any(limit.scheme == label.scheme for limit in every):
+        accepted = ", ".join(sorted({str(limit) for limit in every}))
         raise LabelError(
             f"{recipient} accepts up to {accepted}, no {label.scheme} labels",
             reason=LabelReason.NOT_ACCEPTED,
             label=label.text,
         )
-    for limit in same:
-        if not at_most(label, limit):
-            raise LabelError(
-                f"{recipient} accepts up to {limit}",
-                reason=LabelReason.ABOVE_LIMIT,
-                label=label.text,
-            )
+    for whose, said in ((limits, "accepts up to"), (ours, "is sent nothing above")):
+        for limit in whose:
+            if limit.scheme == label.scheme and not at_most(label, limit):
+                where = "" if whose is limits else " from here"
+                raise LabelError(
+                    f"{recipient} {said} {limit}{where}",
+                    reason=LabelReason.ABOVE_LIMIT,
+                    label=label.text,
+                )
 
 
 def may_forward(source: Label, new: Label) -> None:

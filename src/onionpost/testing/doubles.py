@@ -189,7 +189,8 @@ class MemoryBackend:
     def _label(self, contact: str, text: str | None) -> str:
         """The label a send to ``contact`` carries, checked as the daemon does."""
         label = self.labels.label(text)
-        may_send(label, self.labels.limits(self.max_labels.get(contact, ())), recipient=contact)
+        ours = self.labels.limits(self.max_labels.get(contact, ()))
+        may_send(label, (), ours=ours, recipient=contact)
         return label.text
 
     def receive_text(self, contact: str, body: str, label: str = "TLP:AMBER") -> JSON:
