@@ -41,7 +41,7 @@ each line.
 
 ``daemon_loopback_msgs_per_s``
     The engine's interface, no local API: texts enter the sender through
-    ``Daemon.send_text`` (what the local API calls) from ``API_CLIENTS``
+    ``Daemon.messages.send_text`` (what the local API calls) from ``API_CLIENTS``
     concurrent callers inside the sender process; timed there from the first
     call until every text is delivered.
 ``daemon_api_msgs_per_s``
@@ -342,13 +342,13 @@ class _Acks:
 
 
 async def _send_round(daemon: Daemon, acks: _Acks, count: int) -> tuple[list[str], float]:
-    """``count`` texts through Daemon.send_text by API_CLIENTS concurrent callers
+    """``count`` texts through Daemon.messages.send_text by API_CLIENTS concurrent callers
     (as the local API serves its connections); seconds until all are delivered."""
     ids: list[str] = []
 
     async def caller(n: int) -> None:
         for _ in range(n):
-            ids.append((await daemon.send_text(SendText("bob", BODY))).id)
+            ids.append((await daemon.messages.send_text(SendText("bob", BODY))).id)
 
     with trio.fail_after(ROUND_SECONDS):
         start = time.perf_counter()
@@ -363,7 +363,7 @@ async def _send_round(daemon: Daemon, acks: _Acks, count: int) -> tuple[list[str
 async def _pair_sender(spec: dict[str, Any]) -> None:
     """A Daemon (no tor) whose contact "bob" is at a loopback port; it serves its
     local API on ``spec["socket"]`` too. On stdin: ``send <count> <ids-file>``
-    (a round through Daemon.send_text: answers ``sent <seconds>`` once all are
+    (a round through Daemon.messages.send_text: answers ``sent <seconds>`` once all are
     delivered, their ids written to the file), ``wait <count>`` (answers
     ``delivered`` once ``count`` more texts are and the outbox is empty).
     Stops when stdin closes."""
@@ -494,7 +494,7 @@ class _Pair:
         return _Round(MESSAGES / seconds, sender, receiver)
 
     def loopback(self) -> _Round:
-        """MESSAGES texts through Daemon.send_text inside the sender process."""
+        """MESSAGES texts through Daemon.messages.send_text inside the sender process."""
         ids_file = self._ids_file()
         before = self._cpu()
         self.sender.tell(f"send {MESSAGES} {ids_file}\n")
@@ -674,7 +674,7 @@ async def _file_sender(spec: dict[str, Any]) -> None:
             async with stdin:
                 assert await stdin.receive_some() == b"go\n"
             start = time.perf_counter()
-            queued = await daemon.send_file(SendFile("peer", spec["file"]))
+            queued = await daemon.messages.send_file(SendFile("peer", spec["file"]))
             _say("queued", f"{time.perf_counter() - start:.2f}")
             file_id = bytes.fromhex(queued.id)
             await _until(

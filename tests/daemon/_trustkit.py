@@ -54,7 +54,7 @@ def hold_list(node: Node, agency: Agency, serial: int = 1, *revoked: Revoked) ->
 async def import_bundle(node: Node, bundle: bytes) -> api.RevocationsImported:
     """``trust revocations import`` of a revocation bundle, through the daemon."""
     assert node.daemon is not None
-    return await node.daemon.trust_revocations_import(
+    return await node.daemon.trust.trust_revocations_import(
         api.TrustRevocationsImport(base64.b64encode(bundle).decode())
     )
 

@@ -45,19 +45,19 @@ async def test_an_endorsement_in_the_card_bundle_is_judged_before_any_session(
         alice.stop()
         bob.store.trust.add(acme.anchor, _now() * 1000)
         bob.store.trust.hold(acme.anchor.fingerprint, acme.revocations(2, _now()), None)
-        await bob.daemon.contact_add(api.ContactAdd(me.card, None, me.endorsement))
-        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        await bob.daemon.contacts.contact_add(api.ContactAdd(me.card, None, me.endorsement))
+        listed = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}
         assert listed["alice"].endorsement_status == "endorsed"
         assert (listed["alice"].endorsement or "").startswith("endorsed by acme (Field office 3")
         assert listed["alice"].reachable is False
 
         # Alice's endorsement beside carol's card: for another address.
-        await bob.daemon.contact_add(api.ContactAdd(carol.card(), None, me.endorsement))
+        await bob.daemon.contacts.contact_add(api.ContactAdd(carol.card(), None, me.endorsement))
         # An endorsement by another root calling itself acme: forged.
         impostor = Agency.make("acme", _now()).endorse(mallory.secrets.identity, _now())
         forged = endorsement_line(impostor.encode())
-        await bob.daemon.contact_add(api.ContactAdd(mallory.card(), None, forged))
-        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        await bob.daemon.contacts.contact_add(api.ContactAdd(mallory.card(), None, forged))
+        listed = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}
         assert listed["carol"].endorsement == "refused: wrong-address"
         assert listed["mallory"].endorsement == "refused: forged delegation"
 
@@ -65,12 +65,12 @@ async def test_an_endorsement_in_the_card_bundle_is_judged_before_any_session(
         dave = net.node("dave")
         for bad in ("onionpost-endorsement1:!!", "onionpost-endorsement1:", "garbage"):
             with pytest.raises(CardError):
-                await bob.daemon.contact_add(api.ContactAdd(dave.card(), None, bad))
+                await bob.daemon.contacts.contact_add(api.ContactAdd(dave.card(), None, bad))
         assert bob.store.contacts.contact_by_address(dave.address) is None
         # A well-formed line that is no proof: recorded as malformed, added.
         junk = endorsement_line(b"\x93\x01\x02\x03")
-        await bob.daemon.contact_add(api.ContactAdd(dave.card(), None, junk))
-        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        await bob.daemon.contacts.contact_add(api.ContactAdd(dave.card(), None, junk))
+        listed = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}
         assert (listed["dave"].endorsement or "").startswith("refused: malformed")
         assert (await bob.daemon.whoami(api.Whoami())).address == str(bob.address)
 
@@ -89,8 +89,10 @@ async def test_with_require_endorsement_a_bundle_lets_the_outbox_go(tmp_path: Pa
         bob.store.trust.hold(acme.anchor.fingerprint, acme.revocations(1, _now()), None)
         await bob.start(nursery)
         assert bob.daemon is not None
-        await bob.daemon.contact_add(api.ContactAdd(alice.card(), None, endorsement_line(proof)))
-        await bob.daemon.contact_add(api.ContactAdd(carol.card()))
+        await bob.daemon.contacts.contact_add(
+            api.ContactAdd(alice.card(), None, endorsement_line(proof))
+        )
+        await bob.daemon.contacts.contact_add(api.ContactAdd(carol.card()))
         report = {c.name: c for c in (await bob.daemon.status(api.GetStatus())).contacts}
         assert report["alice"].refused == ""
         assert report["carol"].refused == "endorsement required: none presented"
@@ -109,9 +111,13 @@ async def test_an_anchor_added_after_the_bundle_judges_it_at_once(tmp_path: Path
         bob.store.trust.hold(acme.anchor.fingerprint, acme.revocations(1, _now()), None)
         await bob.start(nursery)
         assert bob.daemon is not None
-        await bob.daemon.contact_add(api.ContactAdd(alice.card(), None, endorsement_line(proof)))
-        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        await bob.daemon.contacts.contact_add(
+            api.ContactAdd(alice.card(), None, endorsement_line(proof))
+        )
+        listed = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}
         assert listed["alice"].endorsement == "no anchor for agency acme"
-        await bob.daemon.trust_add(api.TrustAdd(acme.anchor.to_text(), acme.anchor.safety_number))
-        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        await bob.daemon.trust.trust_add(
+            api.TrustAdd(acme.anchor.to_text(), acme.anchor.safety_number)
+        )
+        listed = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}
         assert listed["alice"].endorsement_status == "endorsed"

@@ -23,11 +23,13 @@ async def test_what_waits_for_a_removed_contact_is_expired(
         befriend(alice, carol)
         await alice.start(nursery)  # bob and carol stay offline
         assert alice.daemon is not None
-        to_bob = [await alice.daemon.send_text(api.SendText("bob", f"t{i}")) for i in range(3)]
-        to_carol = await alice.daemon.send_text(api.SendText("carol", "stays"))
+        to_bob = [
+            await alice.daemon.messages.send_text(api.SendText("bob", f"t{i}")) for i in range(3)
+        ]
+        to_carol = await alice.daemon.messages.send_text(api.SendText("carol", "stays"))
         events = alice.daemon.subscribe(("state",))
         async with events:
-            await alice.daemon.contact_remove(api.ContactRemove("bob"))
+            await alice.daemon.contacts.contact_remove(api.ContactRemove("bob"))
             seen = set()
             with trio.fail_after(5):
                 while len(seen) < 3:
@@ -41,7 +43,7 @@ async def test_what_waits_for_a_removed_contact_is_expired(
         assert alice.store.outbox.outbox_depth() == 1
         # Nothing else changes on a second removal of the same name.
         with pytest.raises(UnknownContactError):
-            await alice.daemon.contact_remove(api.ContactRemove("bob"))
+            await alice.daemon.contacts.contact_remove(api.ContactRemove("bob"))
         assert alice.state(bytes.fromhex(to_carol.id)) == "queued"
 
 
@@ -62,25 +64,25 @@ async def test_a_removed_contacts_messages_are_found_by_its_name_and_marked_read
         old = alice.contact(bob).id
         assert alice.daemon is not None
         daemon = alice.daemon
-        await daemon.contact_remove(api.ContactRemove("bob"))
-        shown = await daemon.message(api.GetMessage(sent[0].hex(), "bob"))
+        await daemon.contacts.contact_remove(api.ContactRemove("bob"))
+        shown = await daemon.messages.message(api.GetMessage(sent[0].hex(), "bob"))
         assert (shown.body, shown.contact, shown.direction) == ("t0", "bob", "in")
-        marked = await daemon.mark_read(api.MarkRead((sent[0].hex(),), "BOB"))
+        marked = await daemon.messages.mark_read(api.MarkRead((sent[0].hex(),), "BOB"))
         assert marked.marked == 1
         assert alice.store.messages.message(sent[0]).state == "read"
         assert alice.store.mailbox.owed(old, "read", 10) == []  # nothing for it
         # The name given to a new contact: the old messages are still found by it.
-        await daemon.contact_add(api.ContactAdd(bob.card(), "bob"))
+        await daemon.contacts.contact_add(api.ContactAdd(bob.card(), "bob"))
         assert alice.contact(bob).id != old
-        shown = await daemon.message(api.GetMessage(sent[1].hex(), "bob"))
+        shown = await daemon.messages.message(api.GetMessage(sent[1].hex(), "bob"))
         assert shown.body == "t1"
-        assert (await daemon.mark_read(api.MarkRead((sent[1].hex(),), "bob"))).marked == 1
+        assert (await daemon.messages.mark_read(api.MarkRead((sent[1].hex(),), "bob"))).marked == 1
         # Nor is a name that names nothing any less refused.
         with pytest.raises(UnknownContactError):
-            await daemon.message(api.GetMessage(sent[2].hex(), "carol"))
+            await daemon.messages.message(api.GetMessage(sent[2].hex(), "carol"))
         # What the current contact has: an id it never sent is not found.
         with pytest.raises(NotFoundError):
-            await daemon.message(api.GetMessage("ab" * 16, "bob"))
+            await daemon.messages.message(api.GetMessage("ab" * 16, "bob"))
 
 
 async def test_an_empty_name_given_is_refused_not_replaced_by_the_cards(
@@ -92,10 +94,10 @@ async def test_an_empty_name_given_is_refused_not_replaced_by_the_cards(
         assert alice.daemon is not None
         for empty in ("", "   "):
             with pytest.raises(ConfigError, match="empty"):
-                await alice.daemon.contact_add(api.ContactAdd(bob.card(), empty))
+                await alice.daemon.contacts.contact_add(api.ContactAdd(bob.card(), empty))
         assert alice.store.contacts.all() == []
         # No name given: the card's.
-        added = await alice.daemon.contact_add(api.ContactAdd(bob.card()))
+        added = await alice.daemon.contacts.contact_add(api.ContactAdd(bob.card()))
         assert added.name == "bob"
 
 
@@ -116,14 +118,14 @@ async def test_a_contact_renamed_keeps_its_outbox_and_history_and_gets_what_wait
         await until(lambda: not bob.up)
         assert alice.daemon is not None
         daemon = alice.daemon
-        waiting = await daemon.send_text(api.SendText("bob", "while you were away"))
-        renamed = await daemon.contact_rename(api.ContactRename("bob", "robert"))
+        waiting = await daemon.messages.send_text(api.SendText("bob", "while you were away"))
+        renamed = await daemon.contacts.contact_rename(api.ContactRename("bob", "robert"))
         assert renamed == api.ContactRef("robert", str(bob.address))
-        assert [c.name for c in await daemon.contact_list(api.ContactList())] == ["robert"]
-        assert (await daemon.message(api.GetMessage(said.hex()))).contact == "robert"
+        assert [c.name for c in await daemon.contacts.contact_list(api.ContactList())] == ["robert"]
+        assert (await daemon.messages.message(api.GetMessage(said.hex()))).contact == "robert"
         with pytest.raises(UnknownContactError):
-            await daemon.send_text(api.SendText("bob", "old name"))
-        also = await daemon.send_text(api.SendText("robert", "new name"))
+            await daemon.messages.send_text(api.SendText("bob", "old name"))
+        also = await daemon.messages.send_text(api.SendText("robert", "new name"))
         await bob.start(nursery)
         await until(lambda: len(bob.inbox_from(alice)) == 2)
         assert sorted(m.body for m in bob.inbox_from(alice)) == ["new name", "while you were away"]
@@ -133,10 +135,10 @@ async def test_a_contact_renamed_keeps_its_outbox_and_history_and_gets_what_wait
         carol = net.node("carol")
         befriend(alice, carol)
         with pytest.raises(ConfigError, match="already exists"):
-            await daemon.contact_rename(api.ContactRename("robert", "Carol"))
+            await daemon.contacts.contact_rename(api.ContactRename("robert", "Carol"))
         with pytest.raises(ConfigError, match="empty"):
-            await daemon.contact_rename(api.ContactRename("robert", ""))
+            await daemon.contacts.contact_rename(api.ContactRename("robert", ""))
         with pytest.raises(UnknownContactError):
-            await daemon.contact_rename(api.ContactRename("bob", "bobby"))
-        names = sorted(c.name for c in await daemon.contact_list(api.ContactList()))
+            await daemon.contacts.contact_rename(api.ContactRename("bob", "bobby"))
+        names = sorted(c.name for c in await daemon.contacts.contact_list(api.ContactList()))
         assert names == ["carol", "robert"]

@@ -40,7 +40,7 @@ def _status(holder: Node, other: Node) -> str | None:
 
 async def _show(node: Node, name: str) -> api.ContactDetail:
     assert node.daemon is not None
-    return await node.daemon.contact_show(api.ContactShow(name))
+    return await node.daemon.contacts.contact_show(api.ContactShow(name))
 
 
 async def test_an_endorsed_contact_in_detail(tmp_path: Path, clock: MockClock) -> None:
@@ -91,7 +91,7 @@ async def test_an_endorsed_contact_in_detail(tmp_path: Path, clock: MockClock) -
         for name in (str(alice.address), str(alice.address).removesuffix(".onion").upper()):
             assert (await _show(bob, name)).contact == c
         assert bob.daemon is not None
-        listed = {x.name: x for x in await bob.daemon.contact_list(api.ContactList())}
+        listed = {x.name: x for x in await bob.daemon.contacts.contact_list(api.ContactList())}
         assert listed["alice"] == c
         # The team channels it is a member of, by name.
         await bob.daemon.groups.group_create(api.GroupCreate("ops", ("alice",)))
@@ -231,7 +231,7 @@ async def test_required_endorsement_in_effect_and_where_it_comes_from(
         for node in (alice, bob, carol):
             await node.start(nursery)
         assert alice.daemon is not None
-        await alice.daemon.contact_require_endorsement(
+        await alice.daemon.trust.contact_require_endorsement(
             api.ContactRequireEndorsement("carol", False)
         )
         held = await alice.send(bob, "for bob")
@@ -258,7 +258,9 @@ async def test_required_endorsement_in_effect_and_where_it_comes_from(
 
         # Its own setting, on a node whose config requires nothing.
         assert bob.daemon is not None
-        await bob.daemon.contact_require_endorsement(api.ContactRequireEndorsement("alice", True))
+        await bob.daemon.trust.contact_require_endorsement(
+            api.ContactRequireEndorsement("alice", True)
+        )
         await until(lambda: _refused(bob, alice) != "")
         own = await _show(bob, "alice")
         assert (own.require_endorsement, own.require_endorsement_from) == (True, "contact")

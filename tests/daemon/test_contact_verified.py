@@ -27,26 +27,26 @@ async def test_a_matching_number_marks_the_contact_verified(
         befriend(alice, bob)
         await alice.start(nursery)
         assert alice.daemon is not None
-        shown = await alice.daemon.contact_verify(api.ContactVerify("bob"))
+        shown = await alice.daemon.contacts.contact_verify(api.ContactVerify("bob"))
         assert shown.verified_ms is None
-        listed = await alice.daemon.contact_list(api.ContactList())
+        listed = await alice.daemon.contacts.contact_list(api.ContactList())
         assert [c.verified_ms for c in listed] == [None]
 
         # Read aloud in groups, with other spacing: the digits are what count.
         heard = "  ".join(shown.groups)
-        confirmed = await alice.daemon.contact_verify(api.ContactVerify("bob", heard))
+        confirmed = await alice.daemon.contacts.contact_verify(api.ContactVerify("bob", heard))
         assert confirmed.safety_number == shown.safety_number
         assert confirmed.verified_ms is not None
         entry = _last(alice)
         assert entry.event is Event.CONTACT_VERIFIED
         assert entry.counterparty == str(bob.address)
         assert entry.detail == shown.safety_number
-        listed = await alice.daemon.contact_list(api.ContactList())
+        listed = await alice.daemon.contacts.contact_list(api.ContactList())
         assert [c.verified_ms for c in listed] == [confirmed.verified_ms]
-        again = await alice.daemon.contact_verify(api.ContactVerify("bob"))
+        again = await alice.daemon.contacts.contact_verify(api.ContactVerify("bob"))
         assert again.verified_ms == confirmed.verified_ms
         # The log still verifies whole with the new kind of entry in it.
-        report = await alice.daemon.log_verify(api.LogVerify())
+        report = await alice.daemon.evidence.log_verify(api.LogVerify())
         assert report.ok, report.problems
 
 
@@ -58,13 +58,13 @@ async def test_a_wrong_number_is_refused_and_nothing_is_recorded(
         befriend(alice, bob)
         await alice.start(nursery)
         assert alice.daemon is not None
-        shown = await alice.daemon.contact_verify(api.ContactVerify("bob"))
+        shown = await alice.daemon.contacts.contact_verify(api.ContactVerify("bob"))
         size = alice.store.evidence.size()
         digits = "".join(shown.groups)
         # Another number: someone may be between the two.
         other = digits[:-1] + str((int(digits[-1]) + 1) % 10)  # one digit off
         with pytest.raises(ConfigError, match="not the safety number"):
-            await alice.daemon.contact_verify(api.ContactVerify("bob", other))
+            await alice.daemon.contacts.contact_verify(api.ContactVerify("bob", other))
         # What cannot be a safety number is a slip, and said to be one.
         slips = {
             digits[:-5]: "that was 55 characters",  # cut short
@@ -75,14 +75,16 @@ async def test_a_wrong_number_is_refused_and_nothing_is_recorded(
         }
         for attempt, says in slips.items():
             with pytest.raises(ConfigError) as refused:
-                await alice.daemon.contact_verify(api.ContactVerify("bob", attempt))
+                await alice.daemon.contacts.contact_verify(api.ContactVerify("bob", attempt))
             assert str(refused.value) == f"a safety number is 60 digits (spaces aside); {says}"
         with pytest.raises(UnknownContactError):
-            await alice.daemon.contact_verify(api.ContactVerify("mallory", digits))
+            await alice.daemon.contacts.contact_verify(api.ContactVerify("mallory", digits))
         assert alice.store.evidence.size() == size
         assert alice.store.contacts.verified() == {}
         # The daemon goes on answering.
-        assert (await alice.daemon.contact_verify(api.ContactVerify("bob"))).verified_ms is None
+        assert (
+            await alice.daemon.contacts.contact_verify(api.ContactVerify("bob"))
+        ).verified_ms is None
 
 
 def test_a_contact_removed_and_added_again_starts_unverified(tmp_path: Path) -> None:

@@ -34,17 +34,19 @@ async def test_a_label_travels_with_its_text_and_is_shown(tmp_path: Path) -> Non
         await bob.start(nursery)
         assert alice.daemon is not None
         assert bob.daemon is not None
-        red = await alice.daemon.send_text(api.SendText("bob", "eyes only", label="TLP:RED"))
-        default = await alice.daemon.send_text(api.SendText("bob", "as usual"))
+        red = await alice.daemon.messages.send_text(
+            api.SendText("bob", "eyes only", label="TLP:RED")
+        )
+        default = await alice.daemon.messages.send_text(api.SendText("bob", "as usual"))
         assert (red.label, default.label) == ("TLP:RED", "TLP:AMBER")
         await until(lambda: len(bob.inbox_from(alice)) == 2)
         assert _stored_labels(bob, alice) == ["TLP:RED", "TLP:AMBER"]
-        shown = await bob.daemon.message(api.GetMessage(red.id))
+        shown = await bob.daemon.messages.message(api.GetMessage(red.id))
         assert shown.label == shown.banner == "TLP:RED"
-        inbox = await bob.daemon.inbox(api.Inbox())
+        inbox = await bob.daemon.messages.inbox(api.Inbox())
         assert [m.label for m in inbox] == ["TLP:RED", "TLP:AMBER"]
         # Sent copies carry it too.
-        assert (await alice.daemon.message(api.GetMessage(red.id))).label == "TLP:RED"
+        assert (await alice.daemon.messages.message(api.GetMessage(red.id))).label == "TLP:RED"
 
 
 async def test_a_label_in_published_syntax_is_stored_canonical(tmp_path: Path) -> None:
@@ -53,7 +55,7 @@ async def test_a_label_in_published_syntax_is_stored_canonical(tmp_path: Path) -
         befriend(alice, bob)
         await alice.start(nursery)
         assert alice.daemon is not None
-        queued = await alice.daemon.send_text(
+        queued = await alice.daemon.messages.send_text(
             api.SendText("bob", "x", label="CUI//SP-EXPT/SP-CTI//NOFORN")
         )
         assert queued.label == "CUI//SP-CTI/SP-EXPT//NOFORN"
@@ -75,14 +77,16 @@ async def test_a_bad_label_queues_nothing(tmp_path: Path, label: str, reason: La
         await alice.start(nursery)
         assert alice.daemon is not None
         with pytest.raises(LabelError) as info:
-            await alice.daemon.send_text(api.SendText("bob", "x", label=label))
+            await alice.daemon.messages.send_text(api.SendText("bob", "x", label=label))
         assert info.value.reason is reason
         source = tmp_path / "f.bin"
         source.write_bytes(b"data")
         with pytest.raises(LabelError):
-            await alice.daemon.send_file(api.SendFile("bob", str(source), label=label))
+            await alice.daemon.messages.send_file(api.SendFile("bob", str(source), label=label))
         with pytest.raises(LabelError):
-            await alice.daemon.send_texts(api.SendTexts("bob", (api.TextItem("a"),), label=label))
+            await alice.daemon.messages.send_texts(
+                api.SendTexts("bob", (api.TextItem("a"),), label=label)
+            )
         assert alice.store.outbox.listing() == []
         assert alice.store.evidence.size() == 1  # the contact added, nothing else
 
@@ -96,17 +100,17 @@ async def test_the_receiver_s_advertised_limit_is_enforced(tmp_path: Path) -> No
         await bob.start(nursery)
         assert alice.daemon is not None
         # Any session tells alice what bob accepts.
-        await alice.daemon.send_text(api.SendText("bob", "hello", label="TLP:GREEN"))
+        await alice.daemon.messages.send_text(api.SendText("bob", "hello", label="TLP:GREEN"))
         await until(lambda: len(bob.inbox_from(alice)) == 1)
         bob_id = alice.contact(bob).id
         await until(lambda: alice.store.contacts.label_limits(bob_id)[1] == ("TLP:AMBER",))
         with pytest.raises(LabelError, match="bob accepts up to TLP:AMBER") as info:
-            await alice.daemon.send_text(api.SendText("bob", "too much", label="TLP:RED"))
+            await alice.daemon.messages.send_text(api.SendText("bob", "too much", label="TLP:RED"))
         assert info.value.reason is LabelReason.ABOVE_LIMIT
         with pytest.raises(LabelError, match="no CUI labels"):
-            await alice.daemon.send_text(api.SendText("bob", "other scheme", label="CUI"))
-        await alice.daemon.send_text(api.SendText("bob", "fine", label="TLP:AMBER"))
-        listed = await alice.daemon.contact_list(api.ContactList())
+            await alice.daemon.messages.send_text(api.SendText("bob", "other scheme", label="CUI"))
+        await alice.daemon.messages.send_text(api.SendText("bob", "fine", label="TLP:AMBER"))
+        listed = await alice.daemon.contacts.contact_list(api.ContactList())
         assert listed[0].accepts == ("TLP:AMBER",)
         await until(lambda: len(bob.inbox_from(alice)) == 2)
         assert _stored_labels(bob, alice) == ["TLP:GREEN", "TLP:AMBER"]
@@ -118,23 +122,25 @@ async def test_a_limit_set_here_is_enforced_and_can_be_lifted(tmp_path: Path) ->
         befriend(alice, bob)
         await alice.start(nursery)
         assert alice.daemon is not None
-        set_to = await alice.daemon.contact_set_max_label(
+        set_to = await alice.daemon.contacts.contact_set_max_label(
             api.ContactSetMaxLabel("bob", ("TLP:GREEN", "CUI//SP-CTI"))
         )
         assert set_to == api.ContactLabels("bob", ("TLP:GREEN", "CUI//SP-CTI"), ())
         with pytest.raises(LabelError, match="bob is sent nothing above TLP:GREEN from here"):
-            await alice.daemon.send_text(api.SendText("bob", "x", label="TLP:AMBER"))
+            await alice.daemon.messages.send_text(api.SendText("bob", "x", label="TLP:AMBER"))
         with pytest.raises(LabelError, match="above CUI//SP-CTI"):
-            await alice.daemon.send_text(api.SendText("bob", "x", label="CUI//SP-EXPT"))
-        await alice.daemon.send_text(api.SendText("bob", "x", label="CUI//SP-CTI"))
+            await alice.daemon.messages.send_text(api.SendText("bob", "x", label="CUI//SP-EXPT"))
+        await alice.daemon.messages.send_text(api.SendText("bob", "x", label="CUI//SP-CTI"))
         with pytest.raises(LabelError, match="one label per scheme"):
-            await alice.daemon.contact_set_max_label(
+            await alice.daemon.contacts.contact_set_max_label(
                 api.ContactSetMaxLabel("bob", ("TLP:GREEN", "TLP:RED"))
             )
         with pytest.raises(LabelError):
-            await alice.daemon.contact_set_max_label(api.ContactSetMaxLabel("bob", ("TLP:X",)))
-        await alice.daemon.contact_set_max_label(api.ContactSetMaxLabel("bob", ()))
-        await alice.daemon.send_text(api.SendText("bob", "x", label="TLP:RED"))
+            await alice.daemon.contacts.contact_set_max_label(
+                api.ContactSetMaxLabel("bob", ("TLP:X",))
+            )
+        await alice.daemon.contacts.contact_set_max_label(api.ContactSetMaxLabel("bob", ()))
+        await alice.daemon.messages.send_text(api.SendText("bob", "x", label="TLP:RED"))
 
 
 async def test_forward_keeps_or_raises_and_red_stays_in_its_audience(tmp_path: Path) -> None:
@@ -146,30 +152,36 @@ async def test_forward_keeps_or_raises_and_red_stays_in_its_audience(tmp_path: P
             await node.start(nursery)
         assert alice.daemon is not None
         assert bob.daemon is not None
-        amber = await alice.daemon.send_text(api.SendText("bob", "amber", label="TLP:AMBER"))
-        red = await alice.daemon.send_text(api.SendText("bob", "red", label="TLP:RED"))
+        amber = await alice.daemon.messages.send_text(
+            api.SendText("bob", "amber", label="TLP:AMBER")
+        )
+        red = await alice.daemon.messages.send_text(api.SendText("bob", "red", label="TLP:RED"))
         await until(lambda: len(bob.inbox_from(alice)) == 2)
-        kept = await bob.daemon.forward(api.Forward(amber.id, "carol"))
-        raised = await bob.daemon.forward(api.Forward(amber.id, "carol", label="TLP:AMBER+STRICT"))
+        kept = await bob.daemon.messages.forward(api.Forward(amber.id, "carol"))
+        raised = await bob.daemon.messages.forward(
+            api.Forward(amber.id, "carol", label="TLP:AMBER+STRICT")
+        )
         assert (kept.label, raised.label) == ("TLP:AMBER", "TLP:AMBER+STRICT")
         assert kept.id != amber.id
         with pytest.raises(LabelError, match="never lowered") as lowered:
-            await bob.daemon.forward(api.Forward(amber.id, "carol", label="TLP:GREEN"))
+            await bob.daemon.messages.forward(api.Forward(amber.id, "carol", label="TLP:GREEN"))
         assert lowered.value.reason is LabelReason.LOWERED
         with pytest.raises(LabelError) as moved:
-            await bob.daemon.forward(api.Forward(amber.id, "carol", label="CUI"))
+            await bob.daemon.messages.forward(api.Forward(amber.id, "carol", label="CUI"))
         assert str(moved.value) == (
             "a copy of a TLP:AMBER message cannot be labelled CUI: "
             "a copy keeps its label's scheme (TLP)"
         )
         with pytest.raises(LabelError, match="carol was not one") as outside:
-            await bob.daemon.forward(api.Forward(red.id, "carol"))
+            await bob.daemon.messages.forward(api.Forward(red.id, "carol"))
         assert outside.value.reason is LabelReason.OUTSIDE_AUDIENCE
         # Back to its audience (the contact it came from) is allowed.
-        back = await bob.daemon.forward(api.Forward(red.id, "alice"))
+        back = await bob.daemon.messages.forward(api.Forward(red.id, "alice"))
         assert back.label == "TLP:RED"
         # Raised to RED by the forward: a new RED message, carol its named recipient.
-        raised_red = await bob.daemon.forward(api.Forward(amber.id, "carol", label="TLP:RED"))
+        raised_red = await bob.daemon.messages.forward(
+            api.Forward(amber.id, "carol", label="TLP:RED")
+        )
         assert raised_red.label == "TLP:RED"
         await until(lambda: len(carol.inbox_from(bob)) == 3)
         assert _stored_labels(carol, bob) == ["TLP:AMBER", "TLP:AMBER+STRICT", "TLP:RED"]
@@ -179,7 +191,7 @@ async def test_forward_keeps_or_raises_and_red_stays_in_its_audience(tmp_path: P
         carol_copy = carol.inbox_from(bob)[2].id.hex()
         befriend(carol, alice)
         with pytest.raises(LabelError, match="alice was not one"):
-            await carol.daemon.forward(api.Forward(carol_copy, "alice"))
+            await carol.daemon.messages.forward(api.Forward(carol_copy, "alice"))
 
 
 async def test_forward_checks_the_recipient_s_limit_and_the_organisation(tmp_path: Path) -> None:
@@ -193,17 +205,21 @@ async def test_forward_checks_the_recipient_s_limit_and_the_organisation(tmp_pat
         await bob.start(nursery)
         assert alice.daemon is not None
         assert bob.daemon is not None
-        strict = await alice.daemon.send_text(
+        strict = await alice.daemon.messages.send_text(
             api.SendText("bob", "strict", label="TLP:AMBER+STRICT")
         )
-        amber = await alice.daemon.send_text(api.SendText("bob", "amber", label="TLP:AMBER"))
+        amber = await alice.daemon.messages.send_text(
+            api.SendText("bob", "amber", label="TLP:AMBER")
+        )
         await until(lambda: len(bob.inbox_from(alice)) == 2)
         with pytest.raises(LabelError) as info:
-            await bob.daemon.forward(api.Forward(strict.id, "carol"))
+            await bob.daemon.messages.forward(api.Forward(strict.id, "carol"))
         assert info.value.reason is LabelReason.OUTSIDE_ORGANISATION
-        await bob.daemon.contact_set_max_label(api.ContactSetMaxLabel("carol", ("TLP:GREEN",)))
+        await bob.daemon.contacts.contact_set_max_label(
+            api.ContactSetMaxLabel("carol", ("TLP:GREEN",))
+        )
         with pytest.raises(LabelError, match="carol is sent nothing above TLP:GREEN from here"):
-            await bob.daemon.forward(api.Forward(amber.id, "carol"))
+            await bob.daemon.messages.forward(api.Forward(amber.id, "carol"))
         assert bob.store.outbox.listing() == []
 
 
@@ -218,10 +234,14 @@ async def test_forward_of_a_file_and_of_an_unlabelled_message(tmp_path: Path) ->
         assert bob.daemon is not None
         source = tmp_path / "plan.pdf"
         source.write_bytes(b"%PDF" + bytes(range(256)) * 300)
-        sent = await alice.daemon.send_file(api.SendFile("bob", str(source), label="TLP:GREEN"))
+        sent = await alice.daemon.messages.send_file(
+            api.SendFile("bob", str(source), label="TLP:GREEN")
+        )
         assert sent.label == "TLP:GREEN"
         await until(lambda: len(bob.inbox_from(alice)) == 1)
-        forwarded = await bob.daemon.forward(api.Forward(sent.id, "carol", label="TLP:AMBER"))
+        forwarded = await bob.daemon.messages.forward(
+            api.Forward(sent.id, "carol", label="TLP:AMBER")
+        )
         assert (forwarded.name, forwarded.label) == ("plan.pdf", "TLP:AMBER")
         await until(lambda: len(carol.inbox_from(bob)) == 1)
         (got,) = carol.inbox_from(bob)
@@ -235,8 +255,10 @@ async def test_forward_of_a_file_and_of_an_unlabelled_message(tmp_path: Path) ->
         old_id = bytes(range(16))
         assert bob.store.messages.store_text(bob_id, old_id, 1, "old", "text/plain", 2)
         with pytest.raises(LabelError, match="carries no label"):
-            await bob.daemon.forward(api.Forward(old_id.hex(), "carol"))
-        again = await bob.daemon.forward(api.Forward(old_id.hex(), "carol", label="TLP:GREEN"))
+            await bob.daemon.messages.forward(api.Forward(old_id.hex(), "carol"))
+        again = await bob.daemon.messages.forward(
+            api.Forward(old_id.hex(), "carol", label="TLP:GREEN")
+        )
         assert again.label == "TLP:GREEN"
 
 
@@ -251,16 +273,16 @@ async def test_an_unknown_received_label_is_kept_but_goes_no_further(tmp_path: P
             await node.start(nursery)
         assert alice.daemon is not None
         assert bob.daemon is not None
-        sent = await alice.daemon.send_text(
+        sent = await alice.daemon.messages.send_text(
             api.SendText("bob", "ours", label="ACME:SENSITIVE//LES")
         )
         await until(lambda: len(bob.inbox_from(alice)) == 1)
         assert _stored_labels(bob, alice) == ["ACME:SENSITIVE//LES"]
         with pytest.raises(LabelError) as info:
-            await bob.daemon.forward(api.Forward(sent.id, "carol"))
+            await bob.daemon.messages.forward(api.Forward(sent.id, "carol"))
         assert info.value.reason is LabelReason.UNKNOWN_SCHEME
         with pytest.raises(LabelError):
-            await bob.daemon.forward(api.Forward(sent.id, "carol", label="TLP:RED"))
+            await bob.daemon.messages.forward(api.Forward(sent.id, "carol", label="TLP:RED"))
 
 
 async def test_an_export_keeps_labels_and_refuses_what_policy_forbids(tmp_path: Path) -> None:
@@ -269,23 +291,25 @@ async def test_an_export_keeps_labels_and_refuses_what_policy_forbids(tmp_path: 
         befriend(alice, bob)
         await alice.start(nursery)
         assert alice.daemon is not None
-        green = await alice.daemon.send_text(api.SendText("bob", "g", label="TLP:GREEN"))
-        strict = await alice.daemon.send_text(api.SendText("bob", "s", label="TLP:AMBER+STRICT"))
-        red = await alice.daemon.send_text(api.SendText("bob", "r", label="TLP:RED"))
+        green = await alice.daemon.messages.send_text(api.SendText("bob", "g", label="TLP:GREEN"))
+        strict = await alice.daemon.messages.send_text(
+            api.SendText("bob", "s", label="TLP:AMBER+STRICT")
+        )
+        red = await alice.daemon.messages.send_text(api.SendText("bob", "r", label="TLP:RED"))
         dest = tmp_path / "out.zip"
         with pytest.raises(
             LabelError,
             match=f"^message {red.id} cannot be exported: .*; leave it out with --id, --since",
         ):
-            await alice.daemon.evidence_export(api.EvidenceExport(str(dest)))
+            await alice.daemon.evidence.evidence_export(api.EvidenceExport(str(dest)))
         assert not dest.exists()
         # Several refused: the first named, the rest counted.
-        red2 = await alice.daemon.send_text(api.SendText("bob", "r2", label="TLP:RED"))
+        red2 = await alice.daemon.messages.send_text(api.SendText("bob", "r2", label="TLP:RED"))
         with pytest.raises(LabelError, match=f"^message {red.id} \\(and 1 more\\) cannot be"):
-            await alice.daemon.evidence_export(api.EvidenceExport(str(dest)))
+            await alice.daemon.evidence.evidence_export(api.EvidenceExport(str(dest)))
         assert not dest.exists()
         assert red2.id != red.id
-        done = await alice.daemon.evidence_export(
+        done = await alice.daemon.evidence.evidence_export(
             api.EvidenceExport(str(dest), ids=(green.id, strict.id))
         )
         assert done.messages == 2
@@ -295,9 +319,9 @@ async def test_an_export_keeps_labels_and_refuses_what_policy_forbids(tmp_path: 
         assert report.ok, report.problems
         assert '"label": "TLP:AMBER+STRICT"' in document
         # A stricter export_max refuses AMBER+STRICT too.
-        alice.daemon._labels = LabelPolicy.build(export_max=["TLP:AMBER"])
+        alice.daemon.evidence._labels = LabelPolicy.build(export_max=["TLP:AMBER"])
         with pytest.raises(LabelError, match="exports up to TLP:AMBER"):
-            await alice.daemon.evidence_export(
+            await alice.daemon.evidence.evidence_export(
                 api.EvidenceExport(str(tmp_path / "two.zip"), ids=(strict.id,))
             )
 
@@ -308,8 +332,8 @@ async def test_a_label_changed_in_the_store_is_found(tmp_path: Path) -> None:
         befriend(alice, bob)
         await alice.start(nursery)
         assert alice.daemon is not None
-        red = await alice.daemon.send_text(api.SendText("bob", "r", label="TLP:RED"))
-        assert (await alice.daemon.log_verify(api.LogVerify())).ok
+        red = await alice.daemon.messages.send_text(api.SendText("bob", "r", label="TLP:RED"))
+        assert (await alice.daemon.evidence.log_verify(api.LogVerify())).ok
         # Someone with the store key rewrites the row, sealed afresh, as GREEN.
         store = alice.store
         rid = bytes.fromhex(red.id)
@@ -323,12 +347,12 @@ async def test_a_label_changed_in_the_store_is_found(tmp_path: Path) -> None:
                 (content, rid),
             )
         assert store.messages.message(rid).label == "TLP:GREEN"
-        report = await alice.daemon.log_verify(api.LogVerify())
+        report = await alice.daemon.evidence.log_verify(api.LogVerify())
         assert not report.ok
         assert any(red.id in p and "label" in p for p in report.problems)
         # ... and the export of it does not verify.
         dest = tmp_path / "out.zip"
-        await alice.daemon.evidence_export(api.EvidenceExport(str(dest), ids=(red.id,)))
+        await alice.daemon.evidence.evidence_export(api.EvidenceExport(str(dest), ids=(red.id,)))
         with zipfile.ZipFile(dest) as archive:
             verified = bundle.verify(archive)
         assert not verified.ok
@@ -341,7 +365,7 @@ async def test_a_label_flipped_in_a_stored_row_does_not_open(tmp_path: Path) -> 
         befriend(alice, bob)
         await alice.start(nursery)
         assert alice.daemon is not None
-        sent = await alice.daemon.send_text(api.SendText("bob", "r", label="TLP:RED"))
+        sent = await alice.daemon.messages.send_text(api.SendText("bob", "r", label="TLP:RED"))
         rid = bytes.fromhex(sent.id)
         store = alice.store
         with store.transaction():
@@ -411,7 +435,9 @@ async def test_a_list_send_is_labelled_and_held_to_every_member(tmp_path: Path) 
         with pytest.raises(LabelError, match="not to a list") as red:
             await lists.list_send_text(api.ListSendText("team", "eyes only", label="TLP:RED"))
         assert red.value.reason is LabelReason.OUTSIDE_AUDIENCE
-        await alice.daemon.contact_set_max_label(api.ContactSetMaxLabel("carol", ("TLP:GREEN",)))
+        await alice.daemon.contacts.contact_set_max_label(
+            api.ContactSetMaxLabel("carol", ("TLP:GREEN",))
+        )
         with pytest.raises(LabelError, match="carol is sent nothing above TLP:GREEN from here"):
             await lists.list_send_text(api.ListSendText("team", "amber", label="TLP:AMBER"))
         source = tmp_path / "brief.txt"
@@ -455,14 +481,14 @@ async def test_amber_strict_goes_where_endorsements_say_our_organisation_is(
         await bob.start(nursery)
         assert alice.daemon is not None
         assert bob.daemon is not None
-        strict = await alice.daemon.send_text(
+        strict = await alice.daemon.messages.send_text(
             api.SendText("bob", "strict", label="TLP:AMBER+STRICT")
         )
         await until(lambda: len(bob.inbox_from(alice)) == 1)
         for outside in ("dave", "erin"):
             with pytest.raises(LabelError, match=f"stays inside acme; {outside}") as info:
-                await bob.daemon.forward(api.Forward(strict.id, outside))
+                await bob.daemon.messages.forward(api.Forward(strict.id, outside))
             assert info.value.reason is LabelReason.OUTSIDE_ORGANISATION
         assert bob.store.outbox.listing() == []
-        forwarded = await bob.daemon.forward(api.Forward(strict.id, "carol"))
+        forwarded = await bob.daemon.messages.forward(api.Forward(strict.id, "carol"))
         assert forwarded.label == "TLP:AMBER+STRICT"

@@ -185,7 +185,9 @@ async def test_a_file_over_the_budget_waits_at_the_sender_until_there_is_room(
         await alice.start(nursery)
         await bob.start(nursery)
         assert alice.daemon is not None
-        queued = await alice.daemon.send_file(api.SendFile("bob", str(tmp_path / "big.bin")))
+        queued = await alice.daemon.messages.send_file(
+            api.SendFile("bob", str(tmp_path / "big.bin"))
+        )
         file_id = bytes.fromhex(queued.id)
         # Refused for lack of room: not refused for good, still waiting at alice.
         await until(lambda: bob.store.transfers.transfer_count(bob.contact(alice).id) == 0)
@@ -196,11 +198,11 @@ async def test_a_file_over_the_budget_waits_at_the_sender_until_there_is_room(
         bob.config = net.config.__class__(**{**_fields(net.config), "max_disk_use": 10**7})
         await bob.start(nursery)
         assert alice.daemon is not None
-        await alice.daemon.retry(api.Retry("bob"))
+        await alice.daemon.messages.retry(api.Retry("bob"))
         await delivered(alice, [file_id])
         assert bob.daemon is not None
         out = tmp_path / "out.bin"
-        await bob.daemon.export_file(api.ExportFile(queued.id, str(out)))
+        await bob.daemon.messages.export_file(api.ExportFile(queued.id, str(out)))
         assert out.read_bytes() == data
 
 
@@ -228,7 +230,11 @@ async def test_a_contact_cannot_fetch_ack_or_refuse_what_was_sent_to_another(
         await alice.start(nursery)
         assert alice.daemon is not None
         for_bob = bytes.fromhex(
-            (await alice.daemon.send_file(api.SendFile("bob", str(tmp_path / "for-bob.bin")))).id
+            (
+                await alice.daemon.messages.send_file(
+                    api.SendFile("bob", str(tmp_path / "for-bob.bin"))
+                )
+            ).id
         )
         text_for_bob = await alice.send(bob, "also for bob")
         channel, _ = await net.connect_raw(carol, alice)
@@ -412,7 +418,7 @@ async def test_the_disk_full_while_storing_a_received_text(
         db.execute("PRAGMA max_page_count = 1073741823")  # room again
         await still_delivers(net, nursery, alice)
         assert bob.daemon is not None
-        await bob.daemon.retry(api.Retry("alice"))
+        await bob.daemon.messages.retry(api.Retry("alice"))
         await delivered(bob, texts)
         assert len(alice.inbox_from(bob)) == 5
 
@@ -464,7 +470,11 @@ async def test_repeated_file_accepts_drive_one_sender(tmp_path: Path, clock: Moc
         await alice.start(nursery)
         assert alice.daemon is not None
         file_id = bytes.fromhex(
-            (await alice.daemon.send_file(api.SendFile("carol", str(tmp_path / "f.bin")))).id
+            (
+                await alice.daemon.messages.send_file(
+                    api.SendFile("carol", str(tmp_path / "f.bin"))
+                )
+            ).id
         )
         channel, _ = await net.connect_raw(carol, alice)
         received: list[Any] = []
@@ -509,7 +519,7 @@ async def test_offers_cannot_reserve_the_disk_or_the_inodes(
         (tmp_path / "b.bin").write_bytes(data)
         await bob.start(nursery)
         assert bob.daemon is not None
-        sent = await bob.daemon.send_file(api.SendFile("alice", str(tmp_path / "b.bin")))
+        sent = await bob.daemon.messages.send_file(api.SendFile("alice", str(tmp_path / "b.bin")))
         await delivered(bob, [bytes.fromhex(sent.id)])
 
 
@@ -521,10 +531,12 @@ async def test_a_refused_file_is_refused_for_good(tmp_path: Path, clock: MockClo
         await alice.start(nursery)
         await bob.start(nursery)
         assert alice.daemon is not None
-        queued = await alice.daemon.send_file(api.SendFile("bob", str(tmp_path / "big.bin")))
+        queued = await alice.daemon.messages.send_file(
+            api.SendFile("bob", str(tmp_path / "big.bin"))
+        )
         file_id = bytes.fromhex(queued.id)
         await until(lambda: alice.state(file_id) == "refused")
-        shown = await alice.daemon.message(api.GetMessage(queued.id))
+        shown = await alice.daemon.messages.message(api.GetMessage(queued.id))
         assert shown.state == "refused"
         assert shown.reason == m.FileRejectReason.TOO_LARGE
         assert alice.store.outbox.outbox_depth() == 0
@@ -553,16 +565,16 @@ async def test_unread_texts_beyond_the_quota_wait_at_the_sender(
         await still_delivers(net, nursery, alice)
         # Reading frees room; the rest arrives, each once.
         assert alice.daemon is not None
-        await alice.daemon.mark_read(
+        await alice.daemon.messages.mark_read(
             api.MarkRead(tuple(s.id.hex() for s in alice.inbox_from(carol)))
         )
         assert carol.daemon is not None
-        await carol.daemon.retry(api.Retry("alice"))
+        await carol.daemon.messages.retry(api.Retry("alice"))
         await until(lambda: len(alice.inbox_from(carol)) == 20)
-        await alice.daemon.mark_read(
+        await alice.daemon.messages.mark_read(
             api.MarkRead(tuple(s.id.hex() for s in alice.inbox_from(carol)))
         )
-        await carol.daemon.retry(api.Retry("alice"))
+        await carol.daemon.messages.retry(api.Retry("alice"))
         await delivered(carol, texts)
         assert sorted(s.id for s in alice.inbox_from(carol)) == sorted(texts)
 
@@ -586,13 +598,15 @@ async def test_ids_in_the_local_api_are_scoped_to_their_contact(
         daemon = alice.daemon
         assert daemon is not None
         with pytest.raises(ConfigError, match="name the contact"):
-            await daemon.message(api.GetMessage(same.hex()))
-        shown = await daemon.message(api.GetMessage(same.hex(), contact="carol"))
+            await daemon.messages.message(api.GetMessage(same.hex()))
+        shown = await daemon.messages.message(api.GetMessage(same.hex(), contact="carol"))
         assert shown.body == "from carol"
-        shown = await daemon.message(api.GetMessage(same.hex(), contact="bob"))
+        shown = await daemon.messages.message(api.GetMessage(same.hex(), contact="bob"))
         assert shown.body == "from bob"
         # Marking bob's read sends the receipt to bob only.
-        assert await daemon.mark_read(api.MarkRead((same.hex(),), contact="bob")) == Marked(1)
+        assert await daemon.messages.mark_read(
+            api.MarkRead((same.hex(),), contact="bob")
+        ) == Marked(1)
         await until(lambda: bob.state(same) == "read")
         received: list[Any] = []
         await drain(channel, received, seconds=5)
@@ -617,7 +631,7 @@ async def test_the_static_key_is_renewed_while_running(tmp_path: Path, clock: Mo
         assert alice.daemon.renew_static_key(int(time.time()))
         assert not alice.daemon.renew_static_key(int(time.time()))  # once is enough
         assert bob.daemon is not None
-        await bob.daemon.retry(api.Retry("alice"))
+        await bob.daemon.messages.retry(api.Retry("alice"))
         await delivered(bob, [sent])
 
 
@@ -665,7 +679,7 @@ async def test_a_file_still_arriving_is_shown_as_receiving(
         daemon = alice.daemon
 
         async def shown() -> Message:
-            return await daemon.message(api.GetMessage(offer.id.hex()))
+            return await daemon.messages.message(api.GetMessage(offer.id.hex()))
 
         await until(lambda: alice.store.transfers.transfer_count(alice.contact(carol).id) == 1)
         arriving = await shown()
@@ -878,7 +892,7 @@ async def test_a_sent_file_s_copy_is_deleted_once_delivered(
             source = tmp_path / f"to-bob-{i}.bin"
             source.write_bytes(os.urandom(size))
             file_id = bytes.fromhex(
-                (await alice.daemon.send_file(api.SendFile("bob", str(source)))).id
+                (await alice.daemon.messages.send_file(api.SendFile("bob", str(source)))).id
             )
             await delivered(alice, [file_id])
             await until(lambda: alice.store.transfers.disk_used() == 0)
@@ -890,7 +904,11 @@ async def test_a_sent_file_s_copy_is_deleted_once_delivered(
             )
         (tmp_path / "to-alice.bin").write_bytes(os.urandom(size))
         back = bytes.fromhex(
-            (await bob.daemon.send_file(api.SendFile("alice", str(tmp_path / "to-alice.bin")))).id
+            (
+                await bob.daemon.messages.send_file(
+                    api.SendFile("alice", str(tmp_path / "to-alice.bin"))
+                )
+            ).id
         )
         await delivered(bob, [back])
         assert alice.store.transfers.disk_used() == size
@@ -909,7 +927,7 @@ async def test_a_sent_file_s_copy_is_kept_for_the_configured_retention(
         assert alice.daemon is not None
         (tmp_path / "f.bin").write_bytes(os.urandom(1000))
         file_id = bytes.fromhex(
-            (await alice.daemon.send_file(api.SendFile("bob", str(tmp_path / "f.bin")))).id
+            (await alice.daemon.messages.send_file(api.SendFile("bob", str(tmp_path / "f.bin")))).id
         )
         await delivered(alice, [file_id])
         await trio.sleep(60)  # housekeeping ran: the copy is kept

@@ -39,7 +39,7 @@ async def _conversation(tmp_path: Path, nursery: trio.Nursery, net: object) -> t
     source = tmp_path / "scan.pdf"
     source.write_bytes(os.urandom(70_000))
     assert bob.daemon is not None
-    queued = await bob.daemon.send_file(api.SendFile("alice", str(source)))
+    queued = await bob.daemon.messages.send_file(api.SendFile("alice", str(source)))
     await until(lambda: all(alice.state(i) in ("delivered", "read") for i in ids[:3]))
     await until(lambda: len(alice.inbox_from(bob)) == 2)
     await until(lambda: bob.state(bytes.fromhex(queued.id)) == "delivered")
@@ -62,7 +62,7 @@ async def _conversation(tmp_path: Path, nursery: trio.Nursery, net: object) -> t
 
 async def _export(node: Node, dest: Path, **selection: object) -> api.EvidenceExported:
     assert node.daemon is not None
-    return await node.daemon.evidence_export(api.EvidenceExport(str(dest), **selection))  # type: ignore[arg-type]
+    return await node.daemon.evidence.evidence_export(api.EvidenceExport(str(dest), **selection))  # type: ignore[arg-type]
 
 
 def _verify(path: Path) -> bundle.Report:
@@ -105,7 +105,7 @@ async def test_a_conversation_with_a_file_exports_and_verifies(
         assert _verify(tmp_path / "one.zip").ok
         # log verify at both ends: ok, witnessed.
         assert alice.daemon is not None
-        log = await alice.daemon.log_verify(api.LogVerify())
+        log = await alice.daemon.evidence.log_verify(api.LogVerify())
         assert log.ok, log.problems
         assert log.witnesses[0].contact == "bob"
 

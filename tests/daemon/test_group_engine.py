@@ -88,13 +88,13 @@ async def test_each_members_text_reaches_every_member_once(tmp_path: Path) -> No
             assert len(sent.copies) == 3
             ids = [bytes.fromhex(c.id) for c in sent.copies]
             await until(lambda a=author, i=ids: {a.state(x) for x in i} == {"delivered"})  # type: ignore[misc]
-            shown = await author.daemon.message(api.GetMessage(sent.copies[0].id))  # type: ignore[union-attr]
+            shown = await author.daemon.messages.message(api.GetMessage(sent.copies[0].id))  # type: ignore[union-attr]
             assert shown.group_send is not None
             assert shown.group_send.delivered == 3
         for reader, author in itertools.permutations(nodes, 2):
             assert _group_texts(reader, author) == [f"from {author.name}"]
         # The inbox says which group each came from.
-        inbox = await bob.daemon.inbox(api.Inbox())  # type: ignore[union-attr]
+        inbox = await bob.daemon.messages.inbox(api.Inbox())  # type: ignore[union-attr]
         assert {(m.contact, m.group) for m in inbox} == {
             ("alice", "ops"),
             ("carol", "ops"),
@@ -334,7 +334,7 @@ async def test_a_group_text_carries_its_label_and_tlp_red_never_goes_to_a_group(
         await until(lambda: _group_texts(bob, alice) == _group_texts(carol, alice) == ["amber"])
         for node in (bob, carol):
             assert [r.label for r in node.inbox_from(alice)] == ["TLP:AMBER"]
-        shown = await alice.daemon.message(api.GetMessage(sent.copies[0].id))  # type: ignore[union-attr]
+        shown = await alice.daemon.messages.message(api.GetMessage(sent.copies[0].id))  # type: ignore[union-attr]
         assert shown.label == "TLP:AMBER"
 
 

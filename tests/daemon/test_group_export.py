@@ -30,12 +30,14 @@ async def test_a_group_exports_both_ways_and_verifies(tmp_path: Path) -> None:
         await until(lambda: all(len(n.store.groups.all()) == 1 for n in nodes))
         mine = await alice.daemon.groups.group_send_text(api.GroupSendText("ops", "briefing"))
         theirs = await bob.daemon.groups.group_send_text(api.GroupSendText("ops", "noted"))
-        aside = await alice.daemon.send_text(api.SendText("bob", "not for the group"))
+        aside = await alice.daemon.messages.send_text(api.SendText("bob", "not for the group"))
         await until(lambda: len(alice.inbox_from(bob)) == 1 and len(bob.inbox_from(alice)) == 2)
         assert {c.id for c in theirs.copies}  # bob's copies went out
 
         out = tmp_path / "ops.zip"
-        result = await alice.daemon.evidence_export(api.EvidenceExport(str(out), group="ops"))
+        result = await alice.daemon.evidence.evidence_export(
+            api.EvidenceExport(str(out), group="ops")
+        )
         # alice's two copies of "briefing" and bob's "noted"; not the text aside.
         assert result.messages == 3
         with zipfile.ZipFile(out) as archive:
@@ -53,11 +55,11 @@ async def test_a_group_exports_both_ways_and_verifies(tmp_path: Path) -> None:
         assert events.count(Event.GROUP_CHANGED) == 3  # create, add bob, add carol
 
         with pytest.raises(ConfigError, match="not both"):
-            await alice.daemon.evidence_export(
+            await alice.daemon.evidence.evidence_export(
                 api.EvidenceExport(str(tmp_path / "x.zip"), ids=(aside.id,), group="ops")
             )
         with pytest.raises(NotFoundError, match="no group named 'nope'"):
-            await alice.daemon.evidence_export(
+            await alice.daemon.evidence.evidence_export(
                 api.EvidenceExport(str(tmp_path / "y.zip"), group="nope")
             )
         assert not (tmp_path / "x.zip").exists()

@@ -97,16 +97,16 @@ async def test_a_file_to_a_group_reaches_every_other_member_once(tmp_path: Path)
             assert received.label == "TLP:AMBER"
             assert len(member.inbox_from(alice)) == 1  # once, and as the group's only
         # The author sees every member's state, as for a text.
-        shown = await alice.daemon.message(api.GetMessage(sent.copies[0].id))
+        shown = await alice.daemon.messages.message(api.GetMessage(sent.copies[0].id))
         assert shown.group == "ops"
         assert shown.group_send is not None
         assert (shown.group_send.kind, shown.group_send.delivered) == (api.Kind.FILE, 3)
         assert {c.state for c in shown.group_send.copies} == {api.MessageState.DELIVERED}
         # A member's inbox and message show the group.
         assert bob.daemon is not None
-        inbox = await bob.daemon.inbox(api.Inbox())
+        inbox = await bob.daemon.messages.inbox(api.Inbox())
         assert [(i.contact, i.kind, i.group) for i in inbox] == [("alice", api.Kind.FILE, "ops")]
-        one = await bob.daemon.message(api.GetMessage(inbox[0].id))
+        one = await bob.daemon.messages.message(api.GetMessage(inbox[0].id))
         assert (one.group, one.group_id) == ("ops", made.id)
         # The same send again (its id) queues nothing more.
         again = await alice.daemon.groups.group_send_file(
@@ -132,14 +132,18 @@ async def test_a_file_to_a_group_reaches_every_other_member_once(tmp_path: Path)
         assert alice.store.integrity_check() == []
         # The evidence log holds each copy as a file queued and received.
         export = tmp_path / "case.zip"
-        exported = await bob.daemon.evidence_export(api.EvidenceExport(str(export), group="ops"))
+        exported = await bob.daemon.evidence.evidence_export(
+            api.EvidenceExport(str(export), group="ops")
+        )
         assert (exported.messages, exported.files) == (2, 2)
         with zipfile.ZipFile(export) as archive:
             report = bundle.verify(archive)
         assert report.ok, report.problems
         # alice's: both files she sent (a copy to each member) and carol's to her.
         both_ways = tmp_path / "alice.zip"
-        mine = await alice.daemon.evidence_export(api.EvidenceExport(str(both_ways), group="ops"))
+        mine = await alice.daemon.evidence.evidence_export(
+            api.EvidenceExport(str(both_ways), group="ops")
+        )
         assert (mine.messages, mine.files) == (4, 4)
         with zipfile.ZipFile(both_ways) as archive:
             assert bundle.verify(archive).ok

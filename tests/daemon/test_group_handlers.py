@@ -174,7 +174,7 @@ async def test_a_group_send_queues_a_copy_per_member_at_the_head(tmp_path: Path)
         assert [c.contact for c in sent.copies] == ["bob", "carol"]
         assert len({c.id for c in sent.copies} | {sent.id}) == 3
         await until(lambda: alice.state(bytes.fromhex(sent.copies[0].id)) == "delivered")
-        shown = await daemon.message(api.GetMessage(sent.copies[0].id))
+        shown = await daemon.messages.message(api.GetMessage(sent.copies[0].id))
         assert (shown.group, shown.group_id) == ("ops", made.id)
         assert shown.group_send is not None
         assert shown.group_send.delivered == 1
@@ -182,7 +182,7 @@ async def test_a_group_send_queues_a_copy_per_member_at_the_head(tmp_path: Path)
             "bob": api.MessageState.DELIVERED,
             "carol": api.MessageState.QUEUED,
         }
-        outbox = await daemon.outbox(api.Outbox())
+        outbox = await daemon.messages.outbox(api.Outbox())
         assert [(m.contact, m.group) for m in outbox] == [("carol", "ops")]
         shown_group = await daemon.groups.group_show(api.GroupShow("ops"))
         reach = {m.name: m.reachable for m in shown_group.members}
@@ -213,5 +213,5 @@ async def test_a_group_send_from_a_home_that_has_moved_skips_the_members_told(
         alice.store.trust.mark_rotation_told(alice.contact(bob).id, 2)
         sent = await daemon.groups.group_send_text(api.GroupSendText("ops", "after the move"))
         assert ([c.contact for c in sent.copies], sent.unreachable) == (["carol"], ("bob",))
-        outbox = await daemon.outbox(api.Outbox())
+        outbox = await daemon.messages.outbox(api.Outbox())
         assert [m.contact for m in outbox] == ["carol"]

@@ -225,7 +225,7 @@ async def test_a_member_removed_is_deregistered_at_the_mailbox(
         # registration, when the mailbox learns both at once.
         assert bob.daemon is not None
         await _stop(box_b)
-        await bob.daemon.contact_remove(api.ContactRemove("alice"))
+        await bob.daemon.contacts.contact_remove(api.ContactRemove("alice"))
         await until(lambda: _introduced(bob, alice), LONG)
         await box_b.start(nursery)
         await until(lambda: _registered(bob, alice), LONG)

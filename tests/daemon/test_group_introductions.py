@@ -86,7 +86,7 @@ async def test_two_members_who_are_not_contacts_reach_each_other_once(tmp_path: 
         # Introduced: authorized at each other's onion service, never contacts.
         assert carol.secrets.client_auth_public in bob.daemon.authorized_clients()
         assert bob.secrets.client_auth_public in carol.daemon.authorized_clients()
-        listed = await bob.daemon.contact_list(api.ContactList())
+        listed = await bob.daemon.contacts.contact_list(api.ContactList())
         assert [c.name for c in listed] == ["alice"]
         peer = _peer(bob, carol)
         assert peer is not None
@@ -117,10 +117,10 @@ async def test_two_members_who_are_not_contacts_reach_each_other_once(tmp_path: 
 
         # Not written to directly: the refusal says why.
         with pytest.raises(ConfigError, match="introduced by the group 'desk', not a contact"):
-            await bob.daemon.send_text(api.SendText("carol", "direct"))
+            await bob.daemon.messages.send_text(api.SendText("carol", "direct"))
         # Its safety number is compared as a contact's, by its address.
-        number = await bob.daemon.contact_verify(api.ContactVerify(str(carol.address)))
-        confirmed = await bob.daemon.contact_verify(
+        number = await bob.daemon.contacts.contact_verify(api.ContactVerify(str(carol.address)))
+        confirmed = await bob.daemon.contacts.contact_verify(
             api.ContactVerify(str(carol.address), confirm=number.safety_number)
         )
         assert confirmed.verified_ms is not None
@@ -176,7 +176,7 @@ async def test_a_one_to_one_text_from_an_introduced_member_is_refused_until_it_i
         # bob adds carol's card: the same peer is a contact now, and the text
         # she kept queued comes through.
         peer_before = _peer(bob, carol)
-        await bob.daemon.contact_add(api.ContactAdd(carol.card(), "carol"))
+        await bob.daemon.contacts.contact_add(api.ContactAdd(carol.card(), "carol"))
         peer_after = _peer(bob, carol)
         assert peer_before is not None
         assert peer_after is not None
@@ -277,10 +277,10 @@ async def test_a_member_removed_is_dropped_with_its_authorization(tmp_path: Path
 async def test_a_contact_removed_who_shares_a_group_is_introduced(tmp_path: Path) -> None:
     async with _team(tmp_path) as (_net, _nursery, (alice, bob, _carol)):
         assert bob.daemon is not None
-        await bob.daemon.contact_remove(api.ContactRemove("alice"))
+        await bob.daemon.contacts.contact_remove(api.ContactRemove("alice"))
         await until(lambda: _introduced(bob, alice))
         assert alice.secrets.client_auth_public in bob.daemon.authorized_clients()
-        assert await bob.daemon.contact_list(api.ContactList()) == ()
+        assert await bob.daemon.contacts.contact_list(api.ContactList()) == ()
         await _send(alice, "still in the group")
         await until(lambda: ("still in the group", True) in _from(bob, alice))
         shown = await bob.daemon.groups.group_show(api.GroupShow("desk"))

@@ -70,7 +70,9 @@ async def _run(root: Path, ops: list[tuple]) -> None:  # type: ignore[type-arg]
                 _, sender, to, label = op
                 if sender == to:
                     continue
-                queued = await _daemon(nodes[sender]).send_text(api.SendText(to, "x", label=label))
+                queued = await _daemon(nodes[sender]).messages.send_text(
+                    api.SendText(to, "x", label=label)
+                )
                 made.append((sender, to, queued.id, queued.label, None, None))
                 held[to].append((to, queued.id, queued.label, frozenset({sender, to})))
                 await _delivered(nodes[to], queued.id)
@@ -80,7 +82,7 @@ async def _run(root: Path, ops: list[tuple]) -> None:  # type: ignore[type-arg]
                 continue
             _, source_id, source_label, audience = held[holder][pick % len(held[holder])]
             try:
-                queued = await _daemon(nodes[holder]).forward(
+                queued = await _daemon(nodes[holder]).messages.forward(
                     api.Forward(source_id, to, label=label)
                 )
             except LabelError as exc:

@@ -64,7 +64,7 @@ async def test_each_member_gets_exactly_one_copy_and_each_copy_has_its_state(
             "dave": api.MessageState.QUEUED,
         }
         # Each copy is an ordinary message of its own, `message ID` shows it.
-        bob_copy = await daemon.message(api.GetMessage(sent.copies[0].id))
+        bob_copy = await daemon.messages.message(api.GetMessage(sent.copies[0].id))
         assert (bob_copy.contact, bob_copy.body) == ("bob", "briefing at 9")
 
         await dave.start(nursery)
@@ -77,7 +77,7 @@ async def test_each_member_gets_exactly_one_copy_and_each_copy_has_its_state(
 
         # A reply comes back one to one, from the member who wrote it.
         assert bob.daemon is not None
-        reply = await bob.daemon.send_text(api.SendText("alice", "ack"))
+        reply = await bob.daemon.messages.send_text(api.SendText("alice", "ack"))
         await until(lambda: len(alice.inbox_from(bob)) == 1)
         assert alice.inbox_from(bob)[0].id.hex() == reply.id
         assert alice.inbox_from(carol) == alice.inbox_from(dave) == []
@@ -148,7 +148,7 @@ async def test_bad_list_requests_are_refused_and_nothing_is_stored(tmp_path: Pat
         assert alice.store.outbox.listing() == []
         # A contact removed leaves the list.
         assert alice.daemon is not None
-        await alice.daemon.contact_remove(api.ContactRemove("bob"))
+        await alice.daemon.contacts.contact_remove(api.ContactRemove("bob"))
         assert (await lists.list_show(api.ListShow("team"))).members == ()
 
 

@@ -92,11 +92,11 @@ async def test_offline_to_offline_delivery_exactly_once(tmp_path: Path, clock: M
         ids = [await alice.send(bob, f"report {i}") for i in range(120)]
         source, data = _file(tmp_path, 2 * FILE_CHUNK_SIZE + 777)
         assert alice.daemon is not None
-        queued = await alice.daemon.send_file(api.SendFile("bob", str(source)))
+        queued = await alice.daemon.messages.send_file(api.SendFile("bob", str(source)))
         file_id = bytes.fromhex(queued.id)
         every = [*ids, file_id]
         await until(lambda: all(alice.store.messages.message(i).deposited_ms for i in every), 600)
-        shown = await alice.daemon.message(api.GetMessage(ids[0].hex()))
+        shown = await alice.daemon.messages.message(api.GetMessage(ids[0].hex()))
         assert shown.state.value == "deposited"
         alice.stop()
         await until(lambda: not alice.up)
@@ -423,7 +423,9 @@ async def test_a_file_both_deposited_and_sent_directly_arrives_once_and_the_drai
         await until(lambda: not bob.up)
         source, data = _file(tmp_path, 5 * FILE_CHUNK_SIZE + 99)
         assert alice.daemon is not None
-        file_id = bytes.fromhex((await alice.daemon.send_file(api.SendFile("bob", str(source)))).id)
+        file_id = bytes.fromhex(
+            (await alice.daemon.messages.send_file(api.SendFile("bob", str(source)))).id
+        )
         texts = [await alice.send(bob, f"with the file {i}") for i in range(5)]
         await until(lambda: alice.store.messages.message(file_id).deposited_ms is not None, 600)
         await bob.start(nursery)
@@ -534,7 +536,7 @@ async def test_a_card_naming_us_or_a_contact_as_its_mailbox_is_refused(
             signed = MailboxAnnouncement.issue(dave.secrets.identity, named, version=1)
             card = ContactCard.issue(dave.secrets, mailbox=signed).to_line()
             with pytest.raises(ConfigError, match="mailbox"):
-                await bob.daemon.contact_add(api.ContactAdd(card))
+                await bob.daemon.contacts.contact_add(api.ContactAdd(card))
         assert bob.store.contacts.contact_by_address(dave.address) is None
 
 
@@ -598,7 +600,7 @@ async def test_a_contact_added_from_the_printed_card_deposits_before_any_session
         assert alice.daemon is not None
         await alice.daemon.mailbox_pair(api.MailboxPair(await box.code()))
         # Bob is not running: the two never hold a live session.
-        await alice.daemon.contact_add(api.ContactAdd(bob.card()))
+        await alice.daemon.contacts.contact_add(api.ContactAdd(bob.card()))
         await until(lambda: alice.contact(bob).mailbox_registered, 600)
         alice.stop()
         await until(lambda: not alice.up)
@@ -608,7 +610,7 @@ async def test_a_contact_added_from_the_printed_card_deposits_before_any_session
         assert card.mailbox.mailbox == box.address
         await bob.start(nursery)
         assert bob.daemon is not None
-        await bob.daemon.contact_add(api.ContactAdd(card.to_line()))
+        await bob.daemon.contacts.contact_add(api.ContactAdd(card.to_line()))
         assert bob.contact(alice).mailbox == box.address
         message_id = await bob.send(alice, "before we ever met")
         await until(lambda: bob.store.messages.message(message_id).deposited_ms is not None, 600)
@@ -682,9 +684,11 @@ async def test_labels_arrive_through_the_mailbox(tmp_path: Path, clock: MockCloc
         bob.stop()
         await until(lambda: not bob.up)
         assert alice.daemon is not None
-        text = await alice.daemon.send_text(api.SendText("bob", "sealed", label="TLP:RED"))
+        text = await alice.daemon.messages.send_text(api.SendText("bob", "sealed", label="TLP:RED"))
         source, _data = _file(tmp_path, 3000)
-        file = await alice.daemon.send_file(api.SendFile("bob", str(source), label="CUI//SP-CTI"))
+        file = await alice.daemon.messages.send_file(
+            api.SendFile("bob", str(source), label="CUI//SP-CTI")
+        )
         sent = [bytes.fromhex(text.id), bytes.fromhex(file.id)]
         await until(lambda: all(alice.store.messages.message(i).deposited_ms for i in sent), 600)
         alice.stop()

@@ -45,7 +45,7 @@ def _held_serial(node: Node, registrar: RegistrarNode) -> int:
 async def _enrol(node: Node, registrar: RegistrarNode, name: str) -> api.Endorsement:
     node.store.trust.add(registrar.anchor, int(time.time() * 1000))
     assert node.daemon is not None
-    return await node.daemon.trust_enrol(api.TrustEnrol(await registrar.code(name, "Unit U")))
+    return await node.daemon.trust.trust_enrol(api.TrustEnrol(await registrar.code(name, "Unit U")))
 
 
 async def test_enrol_fetch_and_a_revocation_within_one_interval(
@@ -81,7 +81,7 @@ async def test_enrol_fetch_and_a_revocation_within_one_interval(
         (shown,) = [c for c in status.contacts if c.name == "a1"]
         assert shown.refused == describe
         # contact show: the revocation as the registrar's list states it.
-        detail = (await a2.daemon.contact_show(api.ContactShow("a1"))).endorsement
+        detail = (await a2.daemon.contacts.contact_show(api.ContactShow("a1"))).endorsement
         assert detail is not None
         assert (detail.reason, detail.revoked_reason) == ("revoked", "laptop stolen")
         assert detail.revoked_at is not None
@@ -125,10 +125,10 @@ async def test_a_list_exported_from_the_registrar_is_imported_by_another_agencys
         # The registrar's bare list file is not what an endpoint imports: said so.
         bare = (registrar.book.directory.path / "revocations.note").read_bytes()
         with pytest.raises(ConfigError, match=r"^a bare signed list .* 'registrar export-list'"):
-            await b1.daemon.trust_revocations_import(
+            await b1.daemon.trust.trust_revocations_import(
                 api.TrustRevocationsImport(base64.b64encode(bare).decode())
             )
-        imported = await b1.daemon.trust_revocations_import(
+        imported = await b1.daemon.trust.trust_revocations_import(
             api.TrustRevocationsImport(exported.bundle)
         )
         assert (imported.agency, imported.serial, imported.revoked) == (
@@ -155,28 +155,28 @@ async def test_a_bad_code_is_refused_and_nothing_kept(tmp_path: Path, clock: Moc
         a1.store.trust.add(registrar.anchor, int(time.time() * 1000))
         assert a1.daemon is not None
         code = await registrar.code("Desk")
-        await a1.daemon.trust_enrol(api.TrustEnrol(code))
+        await a1.daemon.trust.trust_enrol(api.TrustEnrol(code))
         # The same code from another endpoint: refused at the handshake (no code waits).
         other = net.node("other")
         await other.start(nursery)
         other.store.trust.add(registrar.anchor, int(time.time() * 1000))
         assert other.daemon is not None
         with pytest.raises(ConfigError, match="used or has expired"):
-            await other.daemon.trust_enrol(api.TrustEnrol(code))
+            await other.daemon.trust.trust_enrol(api.TrustEnrol(code))
         # Revoked, a1 is refused a new code (the one answer to every refusal).
         await registrar.revoke(a1.address, "lost")
         with pytest.raises(ConfigError, match="the registrar refused"):
-            await a1.daemon.trust_enrol(api.TrustEnrol(await registrar.code("Again")))
+            await a1.daemon.trust.trust_enrol(api.TrustEnrol(await registrar.code("Again")))
         assert other.store.trust.own() is None
         assert not (other.paths.home / "registrar.txt").exists()
         with pytest.raises(ConfigError, match="not a registrar enrolment code"):
-            await other.daemon.trust_enrol(api.TrustEnrol("onionpost-mailbox1:abc"))
+            await other.daemon.trust.trust_enrol(api.TrustEnrol("onionpost-mailbox1:abc"))
         # No anchor of the agency: the endorsement is not installed.
         stranger = net.node("stranger")
         await stranger.start(nursery)
         assert stranger.daemon is not None
         with pytest.raises(ConfigError, match="no anchor"):
-            await stranger.daemon.trust_enrol(api.TrustEnrol(await registrar.code("S")))
+            await stranger.daemon.trust.trust_enrol(api.TrustEnrol(await registrar.code("S")))
         assert stranger.store.trust.own() is None
 
 
@@ -336,7 +336,7 @@ async def test_an_enrolment_answered_with_the_wrong_record_is_refused_and_nothin
         a1.store.trust.add(registrar.anchor, int(time.time() * 1000))
         assert a1.daemon is not None
         with pytest.raises(RemoteProtocolError, match="with RgList, not RgEndorsement"):
-            await a1.daemon.trust_enrol(api.TrustEnrol(code))
+            await a1.daemon.trust.trust_enrol(api.TrustEnrol(code))
         assert a1.store.trust.own() is None
         assert not (a1.paths.home / "registrar.txt").exists()
         assert a1.engine is not None
@@ -384,7 +384,7 @@ async def test_a_registrar_moves_an_endpoint_and_its_contact_follows(
         new.store.trust.add(registrar.anchor, now_ms)
         assert new.daemon is not None
         code = await registrar.code("", replaces=old)
-        enrolled = await new.daemon.trust_enrol(api.TrustEnrol(code))
+        enrolled = await new.daemon.trust.trust_enrol(api.TrustEnrol(code))
         assert (enrolled.address, enrolled.endpoint, enrolled.unit, enrolled.replaces) == (
             str(new.address),
             "Field office 1",
@@ -402,7 +402,7 @@ async def test_a_registrar_moves_an_endpoint_and_its_contact_follows(
 
         # The old home announces the move with the new home's bundle.
         assert alice.daemon is not None
-        done = await alice.daemon.trust_rotate(
+        done = await alice.daemon.trust.trust_rotate(
             api.TrustRotate(me.card, base64.b64encode(proof).decode())
         )
         assert (done.address, done.replaces, done.agency) == (str(new.address), old, "acme")
@@ -473,7 +473,7 @@ async def test_a_new_delegation_reaches_the_endpoints_through_renewal(
         sent = await a1.send(a2, "after the first delegation")
         await until(lambda: a1.state(sent) == "delivered")
         await until(lambda: (_verdict(a2, a1) or ("",))[0] == "endorsed", seconds=61)
-        detail = (await a2.daemon.contact_show(api.ContactShow("a1"))).endorsement
+        detail = (await a2.daemon.contacts.contact_show(api.ContactShow("a1"))).endorsement
         assert detail is not None
         assert detail.status == "endorsed"
         # Judged on the renewed endorsement, at day 11: valid past the first end.

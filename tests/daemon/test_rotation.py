@@ -118,21 +118,23 @@ async def test_a_contact_there_moves_over_with_its_history(
         moving = (await alice.daemon.status(api.GetStatus())).rotation
         assert moving == api.RotationStatus(str(new.address), told=1, contacts=1)
         assert bob.daemon is not None
-        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        listed = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}
         shown = listed["alice"]
         assert shown.address == str(new.address)
         assert shown.rotated == f"moved from {old_address} by agency acme and the old key"
         assert shown.rotated_ms is not None
         assert shown.endorsement_status == "endorsed"
         # contact show: the move and the endorsement it moved under, in detail.
-        detail = await bob.daemon.contact_show(api.ContactShow("alice"))
+        detail = await bob.daemon.contacts.contact_show(api.ContactShow("alice"))
         assert detail.contact == shown
         assert detail.rotated_from == str(old_address)
         assert detail.endorsement is not None
         assert detail.endorsement.replaces == str(old_address)
-        assert (await bob.daemon.contact_show(api.ContactShow(str(new.address)))).contact == shown
+        assert (
+            await bob.daemon.contacts.contact_show(api.ContactShow(str(new.address)))
+        ).contact == shown
         with pytest.raises(UnknownContactError):
-            await bob.daemon.contact_show(api.ContactShow(str(old_address)))
+            await bob.daemon.contacts.contact_show(api.ContactShow(str(old_address)))
         assert "event=contact_rotated" in caplog.text
         # Settled outside the session that carried it, which the move ended.
         await until(lambda: "event=contact_move_settled" in caplog.text)
@@ -204,7 +206,9 @@ async def test_a_contact_away_moves_over_through_its_mailbox(
         assert bob.contact(new).id == contact_id
         assert _bodies(new, new.contact(bob).id) == ["queued while she moves"]
         assert _bodies(alice, alice.contact(bob).id) == ["hello"]
-        shown = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}["alice"]
+        shown = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}[
+            "alice"
+        ]
         assert shown.rotated == f"moved from {old_address} by agency acme"
         # Registered at bob's mailbox under the new address: it may deposit there.
         await until(lambda: bob.contact(new).mailbox_registered, LONG)
@@ -296,11 +300,11 @@ async def test_announcing_a_move_while_sessions_are_up_and_every_bad_input(
         ]
         for card_text, data, problem in bad:
             with pytest.raises(ConfigError, match=problem):
-                await alice.daemon.trust_rotate(api.TrustRotate(card_text, data))
+                await alice.daemon.trust.trust_rotate(api.TrustRotate(card_text, data))
             assert alice.store.trust.own_rotation() is None  # nothing kept
         assert not _moved(bob, new)
 
-        done = await alice.daemon.trust_rotate(api.TrustRotate(card, proof(acme, new, old)))
+        done = await alice.daemon.trust.trust_rotate(api.TrustRotate(card, proof(acme, new, old)))
         assert (done.address, done.replaces, done.agency, done.proof) == (
             str(new.address),
             old,
@@ -323,7 +327,7 @@ async def test_a_daemon_with_no_endorsement_of_its_own_cannot_announce(
         assert alice.daemon is not None
         data = acme.endorse(new.secrets.identity, now(), replaces=str(alice.address)).encode()
         with pytest.raises(ConfigError, match="own endorsement first"):
-            await alice.daemon.trust_rotate(
+            await alice.daemon.trust.trust_rotate(
                 api.TrustRotate(new.card(), base64.b64encode(data).decode())
             )
         assert alice.store.trust.own_rotation() is None
@@ -361,7 +365,9 @@ async def test_a_contact_moves_away_from_its_revoked_address_through_the_mailbox
         await alice.start(nursery)  # refused by bob: her move goes to his mailbox
         await until(lambda: _moved(bob, new), LONG)
         await _stop(alice)
-        shown = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}["alice"]
+        shown = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}[
+            "alice"
+        ]
         assert shown.rotated == f"moved from {old_address} (a revoked address) by agency acme"
         assert shown.endorsement_status == "endorsed"
         await until(lambda: bob.state(held) == "delivered", LONG)
@@ -390,7 +396,7 @@ async def test_the_old_home_refuses_a_send_to_a_contact_told_of_the_move(
         await until(lambda: _endorsement_held(bob, alice))
         assert alice.daemon is not None
         last = await alice.send(bob, "last before the move")
-        await alice.daemon.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
+        await alice.daemon.trust.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
         await until(lambda: alice.contact(bob).id in alice.store.trust.rotation_told(), LONG)
         await until(lambda: _moved(bob, new), LONG)
         # Queued before the move, on the session up: it went ahead of the move.
@@ -400,18 +406,18 @@ async def test_the_old_home_refuses_a_send_to_a_contact_told_of_the_move(
         refused = f"moved to {new.address}: 'bob' now accepts only the new address"
         depth = alice.store.outbox.outbox_depth()
         with pytest.raises(ConfigError, match=refused):
-            await alice.daemon.send_text(api.SendText("bob", "lost"))
+            await alice.daemon.messages.send_text(api.SendText("bob", "lost"))
         with pytest.raises(ConfigError, match=refused):
-            await alice.daemon.send_texts(api.SendTexts("bob", (api.TextItem("lost"),)))
+            await alice.daemon.messages.send_texts(api.SendTexts("bob", (api.TextItem("lost"),)))
         source = tmp_path / "file.txt"
         source.write_text("lost")
         with pytest.raises(ConfigError, match=refused):
-            await alice.daemon.send_file(api.SendFile("bob", str(source)))
+            await alice.daemon.messages.send_file(api.SendFile("bob", str(source)))
         with pytest.raises(ConfigError, match=refused):
-            await alice.daemon.forward(api.Forward(first.hex(), "bob", contact="bob"))
+            await alice.daemon.messages.forward(api.Forward(first.hex(), "bob", contact="bob"))
         assert alice.store.outbox.outbox_depth() == depth  # nothing queued
         # carol, not told yet (not there), still takes a send from here.
-        queued = await alice.daemon.send_text(api.SendText("carol", "still here"))
+        queued = await alice.daemon.messages.send_text(api.SendText("carol", "still here"))
         assert queued.state == api.MessageState.QUEUED
 
 
@@ -431,7 +437,7 @@ async def test_what_waited_at_the_old_home_is_not_left_waiting_silently(
         await _stop(bob)
         waiting = [await alice.send(bob, f"waiting {i}") for i in range(3)]
         assert alice.daemon is not None
-        await alice.daemon.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
+        await alice.daemon.trust.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
         await bob.start(nursery)
         await until(lambda: _moved(bob, new), LONG)
         await until(lambda: all(alice.state(w) == "delivered" for w in waiting), LONG)
@@ -471,10 +477,10 @@ async def test_what_cannot_follow_the_move_ends_refused_with_the_reason(
         await until(lambda: alice.state(late) == "refused", LONG)
         assert _bodies(bob, bob.contact(alice).id) == ["hello"]
         assert alice.daemon is not None
-        record = await alice.daemon.message(api.GetMessage(late.hex()))
+        record = await alice.daemon.messages.message(api.GetMessage(late.hex()))
         assert (record.state, record.reason) == (api.MessageState.REFUSED, api.REASON_MOVED)
         # It left the outbox (nothing waits), and what arrived stays delivered.
-        assert await alice.daemon.outbox(api.Outbox()) == ()
+        assert await alice.daemon.messages.outbox(api.Outbox()) == ()
         assert alice.state(first) == "delivered"
         assert "event=moved_outbox_refused" in caplog.text
 
@@ -496,6 +502,6 @@ async def test_a_revoked_contact_is_not_counted_among_those_to_tell(
         bundle = RevocationBundle(acme.delegation, revoking, acme.checkpoint()).encode()
         await import_bundle(alice, bundle)
         assert alice.daemon is not None
-        await alice.daemon.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
+        await alice.daemon.trust.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
         moving = (await alice.daemon.status(api.GetStatus())).rotation
         assert moving == api.RotationStatus(str(new.address), told=0, contacts=0, revoked=1)

@@ -31,20 +31,20 @@ async def test_a_text_sent_twice_under_one_id_is_one_message(tmp_path: Path) -> 
         assert alice.daemon is not None
         message_id = api.new_message_id()
         send = api.SendText("bob", "only once", id=message_id)
-        first = await alice.daemon.send_text(send)
-        again = await alice.daemon.send_text(send)
+        first = await alice.daemon.messages.send_text(send)
+        again = await alice.daemon.messages.send_text(send)
         assert first == again == api.Queued(message_id, api.MessageState.QUEUED, label="TLP:AMBER")
         assert [s.id.hex() for s in alice.store.outbox.listing()] == [message_id]
         # The same id for another contact or another text is refused.
         with pytest.raises(ConfigError, match="already another message's"):
-            await alice.daemon.send_text(api.SendText("carol", "only once", id=message_id))
+            await alice.daemon.messages.send_text(api.SendText("carol", "only once", id=message_id))
         with pytest.raises(ConfigError, match="already another message's"):
-            await alice.daemon.send_text(api.SendText("bob", "changed", id=message_id))
+            await alice.daemon.messages.send_text(api.SendText("bob", "changed", id=message_id))
         # Once delivered, the same send again is still answered, and not sent again.
         await bob.start(nursery)
         await until(lambda: len(bob.inbox_from(alice)) == 1)
         await until(lambda: alice.state(bytes.fromhex(message_id)) == "delivered")
-        assert await alice.daemon.send_text(send) == first
+        assert await alice.daemon.messages.send_text(send) == first
         assert alice.store.outbox.listing() == []
         await trio.sleep(0.2)
         assert [s.body for s in bob.inbox_from(alice)] == ["only once"]
@@ -63,7 +63,7 @@ async def test_a_file_sent_twice_at_once_under_one_id_is_one_file(tmp_path: Path
         answers: list[api.Queued] = []
 
         async def one() -> None:
-            answers.append(await daemon.send_file(send))
+            answers.append(await daemon.messages.send_file(send))
 
         async with trio.open_nursery() as both:
             both.start_soon(one)
@@ -76,7 +76,7 @@ async def test_a_file_sent_twice_at_once_under_one_id_is_one_file(tmp_path: Path
         other = tmp_path / "other.bin"
         other.write_bytes(os.urandom(10))
         with pytest.raises(ConfigError, match="already another message's"):
-            await daemon.send_file(api.SendFile("bob", str(other), id=send.id))
+            await daemon.messages.send_file(api.SendFile("bob", str(other), id=send.id))
 
 
 async def _forward(source: trio.SocketStream, sink: trio.SocketStream) -> None:

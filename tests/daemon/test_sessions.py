@@ -180,7 +180,9 @@ async def test_texts_queued_during_a_session_are_handed_to_it_not_read_back(
                 ids.append(await alice.send(bob, f"{n}-{i}"))
                 if n == 0 and i == 50:
                     # A file in the middle: the outbox is read for its offer.
-                    queued = await daemon.send_file(api.SendFile("bob", str(tmp_path / "f.bin")))
+                    queued = await daemon.messages.send_file(
+                        api.SendFile("bob", str(tmp_path / "f.bin"))
+                    )
                     ids.append(bytes.fromhex(queued.id))
 
         async with trio.open_nursery() as callers:
@@ -226,7 +228,7 @@ async def test_a_text_handed_to_a_live_session_is_encoded_once(
         bodies[long_id] = long_body
         items = tuple(api.TextItem(f"batch {k}") for k in range(10))
         for q, item in zip(
-            await daemon.send_texts(api.SendTexts("bob", items)), items, strict=True
+            await daemon.messages.send_texts(api.SendTexts("bob", items)), items, strict=True
         ):
             bodies[bytes.fromhex(q.id)] = item.body
         await until(lambda: all(alice.state(i) == "delivered" for i in bodies))
@@ -310,7 +312,7 @@ async def test_texts_committed_together_reach_the_live_session_whatever_order_ca
         async def batches(n: int) -> None:
             for i in range(5):
                 texts = tuple(api.TextItem(f"{n}-{i}-{k}") for k in range(20))
-                queued = await daemon.send_texts(api.SendTexts("bob", texts))
+                queued = await daemon.messages.send_texts(api.SendTexts("bob", texts))
                 ids.extend(bytes.fromhex(q.id) for q in queued)
 
         async def singles(n: int) -> None:

@@ -72,7 +72,7 @@ async def test_contacts_see_each_others_endorsements(tmp_path: Path, clock: Mock
         assert revocations is not None
 
         assert bob.daemon is not None
-        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        listed = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}
         assert listed["alice"].endorsement_status == "endorsed"
         assert (listed["alice"].endorsement or "").startswith("endorsed by acme")
         assert listed["carol"].endorsement == "no anchor for agency bravo"
@@ -225,7 +225,7 @@ async def test_a_revocation_reaches_another_agency_by_gossip_and_is_enforced(
             acme.checkpoint(),
         ).encode()
         assert alice.daemon is not None
-        imported = await alice.daemon.trust_revocations_import(
+        imported = await alice.daemon.trust.trust_revocations_import(
             api.TrustRevocationsImport(base64.b64encode(bundle).decode())
         )
         assert (imported.agency, imported.serial, imported.revoked) == ("acme", 2, 1)
@@ -254,14 +254,14 @@ async def test_a_revocation_reaches_another_agency_by_gossip_and_is_enforced(
         # Each holds acme's list 2 now, and shows it.
         for holder in (alice, bob):
             assert holder.daemon is not None
-            listed = {a.agency: a for a in await holder.daemon.trust_list(api.TrustList())}
+            listed = {a.agency: a for a in await holder.daemon.trust.trust_list(api.TrustList())}
             anchor = listed["acme"]
             assert anchor.revocations_serial == 2
             assert anchor.revocations_issued_at is not None
 
         # A list older than the one held is refused; nothing changes.
         with pytest.raises(ConfigError, match="older than the one held"):
-            await alice.daemon.trust_revocations_import(
+            await alice.daemon.trust.trust_revocations_import(
                 api.TrustRevocationsImport(
                     base64.b64encode(
                         RevocationBundle(acme.delegation, first_list, acme.checkpoint()).encode()
@@ -302,7 +302,7 @@ async def test_an_imported_list_is_carried_to_contacts_with_no_session_up(
             acme.checkpoint(),
         ).encode()
         assert alice.daemon is not None
-        await alice.daemon.trust_revocations_import(
+        await alice.daemon.trust.trust_revocations_import(
             api.TrustRevocationsImport(base64.b64encode(bundle).decode())
         )
         await until(lambda: bool(_revoked("seized").fullmatch(_refused(bob, mallory))), seconds=20)
@@ -382,7 +382,7 @@ async def test_require_endorsement_holds_the_outbox_until_one_is_presented(
         assert carol.daemon is not None
         proof = acme.endorse(carol.secrets.identity, _now()).encode()
         carol.store.trust.hold(acme.anchor.fingerprint, acme.revocations(2, _now()), None)
-        await carol.daemon.trust_endorsement_install(
+        await carol.daemon.trust.trust_endorsement_install(
             api.TrustEndorsementInstall(base64.b64encode(proof).decode())
         )
         await carol.send(bob, "endorsed now")
@@ -402,7 +402,7 @@ async def test_a_contact_added_while_running_is_judged_before_anything_goes(
         for node in (bob, carol):
             await node.start(nursery)
         assert bob.daemon is not None
-        await bob.daemon.contact_add(api.ContactAdd(carol.card()))
+        await bob.daemon.contacts.contact_add(api.ContactAdd(carol.card()))
         assert _refused(bob, carol) == "endorsement required: none presented"
         held = await bob.send(carol, "held")
         hello = await carol.send(bob, "hello")
@@ -420,21 +420,25 @@ async def test_require_endorsement_per_contact(tmp_path: Path, clock: MockClock)
         first = await bob.send(carol, "before")
         await until(lambda: bob.state(first) == "delivered")
         # Carol presents no endorsement; bob now requires one of her alone.
-        await bob.daemon.contact_require_endorsement(api.ContactRequireEndorsement("carol", True))
+        await bob.daemon.trust.contact_require_endorsement(
+            api.ContactRequireEndorsement("carol", True)
+        )
         assert _refused(bob, carol) == "endorsement required: none presented"
-        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        listed = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}
         assert listed["carol"].require_endorsement is True
         held = await bob.send(carol, "held")
         assert bob.engine is not None
         await until(lambda: bob.engine.status(bob.contact(carol).id).reachable is False)  # type: ignore[union-attr]
         assert bob.state(held) == "queued"
         # As config.toml says (not required): released, delivered.
-        await bob.daemon.contact_require_endorsement(api.ContactRequireEndorsement("carol", None))
+        await bob.daemon.trust.contact_require_endorsement(
+            api.ContactRequireEndorsement("carol", None)
+        )
         await until(lambda: bob.state(held) == "delivered")
-        listed = {c.name: c for c in await bob.daemon.contact_list(api.ContactList())}
+        listed = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}
         assert listed["carol"].require_endorsement is None
         with pytest.raises(UnknownContactError):
-            await bob.daemon.contact_require_endorsement(
+            await bob.daemon.trust.contact_require_endorsement(
                 api.ContactRequireEndorsement("nobody", True)
             )
 
@@ -470,7 +474,7 @@ async def test_importing_the_same_list_or_a_conflicting_one(tmp_path: Path) -> N
         daemon = alice.daemon
 
         async def load(data: bytes) -> api.RevocationsImported:
-            return await daemon.trust_revocations_import(
+            return await daemon.trust.trust_revocations_import(
                 api.TrustRevocationsImport(base64.b64encode(data).decode())
             )
 

@@ -1,7 +1,8 @@
 """The evidence log as the local API shows it: ``log show``, ``log verify``
 and ``export`` (``protocol-spec/evidence.md`` §4, §6).
 
-Synchronous store work, run in the daemon's worker. An export writes a zip
+:class:`EvidenceHandlers` serves them; what they do is synchronous store
+work, run in the daemon's worker (an export in a thread of its own). An export writes a zip
 bundle (:mod:`onionpost.proto.bundle`) beside its destination and renames it
 into place, so a bundle is whole or absent; it is then recorded in the log
 itself (an ``exported`` entry naming the SHA-256 of its ``bundle.json``).
@@ -16,24 +17,79 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Final
 
+import trio
+
 from onionpost import __version__, api
+from onionpost.daemon._common import now_ms, parse_id
 from onionpost.daemon._labels import check_export
 from onionpost.daemon.delivery import Witness
 from onionpost.errors import ConfigError, NotFoundError, VerificationError
+from onionpost.host import StoreWorker
 from onionpost.limits import MAX_EXPORT_MESSAGES
 from onionpost.proto import bundle, merkle, note
 from onionpost.proto.evidence import Entry, Event
 from onionpost.proto.labels import LabelPolicy
 from onionpost.store import Direction, Kind, Store, Stored
 
-__all__ = ["export", "show", "verify_log"]
+__all__ = ["EvidenceHandlers", "export", "show", "verify_log"]
 
 _ZIP_CHUNK: Final = 1 << 20
 # Stored messages read per query when checking them against the log.
 _VERIFY_BATCH: Final = 1000
+
+
+class EvidenceHandlers:
+    """``log_show``, ``log_verify`` and ``evidence_export``; ``contact_id``
+    finds a contact's id by its name (as a send does)."""
+
+    def __init__(
+        self,
+        store: Store,
+        worker: StoreWorker,
+        witness: Witness,
+        labels: LabelPolicy,
+        *,
+        contact_id: Callable[[str], Awaitable[int]],
+    ) -> None:
+        self._store = store
+        self._worker = worker
+        self._witness = witness
+        self._labels = labels
+        self._contact_id = contact_id
+
+    async def log_show(self, request: api.LogShow) -> api.LogEntries:
+        return await self._worker(show, self._store, request.start, request.limit)
+
+    async def log_verify(self, request: api.LogVerify) -> api.LogReport:
+        return await self._worker(verify_log, self._store, self._witness)
+
+    async def evidence_export(self, request: api.EvidenceExport) -> api.EvidenceExported:
+        contact_id = None if request.contact is None else await self._contact_id(request.contact)
+        ids = [parse_id(i) for i in request.ids]
+        if request.group is not None:
+            if ids:
+                raise ConfigError("select by group or by ids, not both")
+            ids = await self._worker(self._store.groups.message_ids, request.group)
+            if not ids:
+                raise ConfigError(f"no messages in the group {request.group!r} to export")
+        # Files are copied out: a thread of its own, as for export_file.
+        return await trio.to_thread.run_sync(
+            partial(
+                export,
+                self._store,
+                self._witness,
+                self._labels,
+                request,
+                contact_id,
+                ids,
+                now_ms(),
+            )
+        )
 
 
 def show(store: Store, start: int, limit: int) -> api.LogEntries:

@@ -29,7 +29,7 @@ import trio
 
 from onionpost import api
 from onionpost.daemon import _labels
-from onionpost.daemon._lists import new_send_id, now_ms
+from onionpost.daemon._common import new_send_id, now_ms
 from onionpost.daemon.delivery import DeliveryEngine
 from onionpost.errors import ConfigError, GroupNotAllowedError, UnknownContactError
 from onionpost.host import StoreWorker

@@ -12,18 +12,16 @@ sees them before anything is queued.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Final
 
 import trio
 
 from onionpost import api
 from onionpost.daemon import _labels
+from onionpost.daemon._common import new_send_id, now_ms
 from onionpost.daemon.delivery import DeliveryEngine
 from onionpost.errors import ConfigError
 from onionpost.host import StoreWorker
@@ -34,26 +32,6 @@ from onionpost.store import Audience, Contact, DistributionList, ListSend, Store
 __all__ = ["FileContent", "ListHandlers", "TextContent"]
 
 log = logging.getLogger("onionpost.daemon")
-
-_ID_LEN: Final = 16
-
-
-def now_ms() -> int:
-    """The wall clock in ms (what sends and list changes record)."""
-    return int(time.time() * 1000)
-
-
-def new_send_id(text: str | None) -> bytes:
-    """A send's id: the client's (32 hex digits), or a new random one."""
-    if text is None:
-        return os.urandom(_ID_LEN)
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != _ID_LEN:
-        raise ConfigError("a send id is 32 hex digits")
-    return raw
 
 
 @dataclass(frozen=True)

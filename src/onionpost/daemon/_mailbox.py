@@ -53,6 +53,7 @@ import trio
 
 from onionpost import api
 from onionpost._logs import contact_ref
+from onionpost.daemon._common import now_ms
 from onionpost.daemon.delivery import (
     Backoff,
     DeliveryEngine,
@@ -130,10 +131,6 @@ DRAIN_PER_SECOND: Final = 50.0
 # Envelopes dropped (unopenable, or naming a used prekey) are logged at most
 # once per this many seconds each kind; the rest are counted in the next line.
 DROPPED_LOG_SECONDS: Final = 60.0
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class LogThrottle:
@@ -289,7 +286,7 @@ class OwnerLink:
         code = SetupCode.parse_for(code_text, self._secrets.identity.address)
         async with self._pairing:
             await self._db(
-                self._store.mailbox.begin_pairing, code.mailbox, code.to_text(), _now_ms()
+                self._store.mailbox.begin_pairing, code.mailbox, code.to_text(), now_ms()
             )
             failure = await self._pair(code)
         if failure is not None:
@@ -359,7 +356,7 @@ class OwnerLink:
                 "pairing",
             )
             nursery.cancel_scope.cancel()
-        await self._db(self._store.mailbox.finish_pairing, _now_ms())
+        await self._db(self._store.mailbox.finish_pairing, now_ms())
         self._access.refresh()
         log.info("event=mailbox_paired")
         # Every contact learns of it (the engine sends our announcement).
@@ -424,7 +421,7 @@ class OwnerLink:
                 "(retention); try again when `mailbox status` says reachable",
                 reason="refused",
             )
-        await self._db(self._store.mailbox.forget_mailbox, _now_ms())
+        await self._db(self._store.mailbox.forget_mailbox, now_ms())
         self._access.refresh()
         self._drop_session()
         self._engine.kick()
@@ -479,7 +476,7 @@ class OwnerLink:
                 return
             code = SetupCode.parse(pending[1])
             started = await self._db(self._store.mailbox.pairing_started)
-            if _now_ms() - started > MAX_PAIRING_MS:
+            if now_ms() - started > MAX_PAIRING_MS:
                 log.info("event=mailbox_pairing_abandoned reason=code-expired")
                 await self._db(self._store.mailbox.abandon_pairing)
                 return
@@ -526,7 +523,7 @@ class OwnerLink:
         await self._db(
             partial(
                 self._store.mailbox.note_drained,
-                _now_ms(),
+                now_ms(),
                 waiting=usage.envelopes,
                 waiting_bytes=usage.bytes,
                 one_time_left=usage.one_time_prekeys,
@@ -612,7 +609,7 @@ class OwnerLink:
             return out
 
         made = await self._cpu(make)
-        await self._db(self._store.mailbox.add_prekeys, made, _now_ms())
+        await self._db(self._store.mailbox.add_prekeys, made, now_ms())
         log.info("event=prekeys_made kind=%s count=%d", kind.name.lower(), count)
 
     async def _upload(self, session: MailboxClient) -> None:
@@ -685,7 +682,7 @@ class OwnerLink:
                 self._unopenable(held, "unknown-prekey")
             return True
         secret = env.PrekeySecret.from_bytes(secret_bytes)
-        now = _now_ms()
+        now = now_ms()
         try:
             opened = await self._cpu(
                 partial(

@@ -35,6 +35,7 @@ from typing import Any, Final, TypeVar
 import trio
 
 from onionpost import api
+from onionpost.daemon._common import now_ms
 from onionpost.daemon.delivery import Imported, import_revocations, install_own
 from onionpost.errors import (
     CloseCode,
@@ -81,10 +82,6 @@ REFUSED_TEXT: Final = (
     "the registrar refused: the enrolment code is unknown, used or expired, "
     "or this address was revoked (ask the registrar's operator)"
 )
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class RegistrarLink:
@@ -228,7 +225,7 @@ class RegistrarLink:
 
     async def _install(self, proof: bytes) -> trust.Verdict:
         address = str(self._secrets.identity.address)
-        verdict = await self._db(install_own, self._store, address, proof, _now_ms())
+        verdict = await self._db(install_own, self._store, address, proof, now_ms())
         self._installed()
         return verdict
 
@@ -295,13 +292,13 @@ class RegistrarLink:
                 await channel.aclose()
         self.rounds += 1
         self.last_error = ""
-        self.last_round_ms = _now_ms()
+        self.last_round_ms = now_ms()
 
     async def _take_list(self, listed: m.RgList) -> None:
         bundle = RevocationBundle(listed.delegation, listed.revocations, listed.checkpoint)
         try:
             done = await self._db(
-                import_revocations, self._store, bundle.encode(), _now_ms(), listed.hashes()
+                import_revocations, self._store, bundle.encode(), now_ms(), listed.hashes()
             )
         except ConfigError as exc:
             if "held already" in str(exc):
