@@ -16,7 +16,13 @@ from onionpost.limits import TRUST_FRESHNESS
 from onionpost.proto import trust
 from onionpost.proto.identity import Identity
 from onionpost.proto.trust import Revoked
-from onionpost.proto.trust_session import Held, Outcome, meet_staple, session_refusal
+from onionpost.proto.trust_session import (
+    Held,
+    Outcome,
+    listed_revoked,
+    meet_staple,
+    session_refusal,
+)
 from onionpost.testing.agency import Agency
 
 T0 = 1_800_000_000
@@ -136,6 +142,48 @@ def test_a_revocation_says_when_by_whom_and_why() -> None:
     assert session_refusal("refused", "refused: expired", required=True) == (
         "endorsement required: refused: expired"
     )
+
+
+BOB = _identity("bob")
+AT = 1_796_616_600  # 2026-12-07 04:10 UTC
+REVOKED_AT = "refused: revoked 2026-12-07 04:10 UTC"
+
+
+def _list(agency: str, *revoked: tuple[Identity, int, str]) -> trust.RevocationList:
+    entries = tuple(Revoked(str(who.address), at, why) for who, at, why in revoked)
+    return trust.RevocationList(agency, 1, T0, tuple(sorted(entries, key=lambda e: e.address)))
+
+
+@pytest.mark.parametrize(
+    ("address", "lists", "refusal"),
+    [
+        # No list held, or none naming it: not refused by a list.
+        (ALICE, (), None),
+        (ALICE, (_list("acme"),), None),
+        (ALICE, (_list("acme", (BOB, AT, "lost")),), None),
+        # Named: refused as a revoked verdict reads, reason or none.
+        (ALICE, (_list("acme", (ALICE, AT, "seized")),), f"{REVOKED_AT} by acme: seized"),
+        (ALICE, (_list("acme", (ALICE, AT, "")),), f"{REVOKED_AT} by acme"),
+        (ALICE, (_list("acme", (ALICE, AT, "x"), (BOB, AT, "y")),), f"{REVOKED_AT} by acme: x"),
+        # Any agency's list that names it, another agency's too (§7.4).
+        (
+            ALICE,
+            (_list("acme", (BOB, AT, "lost")), _list("bravo", (ALICE, AT + 60, "x"))),
+            "refused: revoked 2026-12-07 04:11 UTC by bravo: x",
+        ),
+        # Its own address only: another's entry does not refuse it.
+        (BOB, (_list("acme", (ALICE, AT, "seized")),), None),
+    ],
+)
+def test_a_list_held_refuses_every_address_it_names(
+    address: Identity, lists: tuple[trust.RevocationList, ...], refusal: str | None
+) -> None:
+    """trust.md §7.4: whatever the contact presented (or nothing), a list we
+    hold that names its address refuses it, in a revoked verdict's words."""
+    assert listed_revoked(str(address.address), lists) == refusal
+    if refusal is not None:
+        # Refused whatever the policy, as a revoked verdict is.
+        assert session_refusal("refused", refusal, required=False) == refusal
 
 
 def test_no_anchor_of_the_agency() -> None:
