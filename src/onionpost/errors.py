@@ -86,6 +86,7 @@ __all__ = [
     "GroupNotAllowedError",
     "GroupOrderError",
     "GroupReason",
+    "GroupRule",
     "GroupReplayError",
     "GroupSignatureError",
     "GroupUnknownError",
@@ -433,6 +434,24 @@ class GroupReason(enum.Enum):
     NOT_ALLOWED = "not-allowed"
 
 
+class GroupRule(enum.Enum):
+    """Which rule of the log refused an operation its author may not make
+    (:class:`GroupNotAllowedError`, groups.md §5); the value is the log's
+    own words."""
+
+    CREATED_ONCE = "a group is created once"
+    AUTHOR_NOT_MEMBER = "its author is not a member"
+    AUTHOR_NOT_ADMIN = "its author is not an admin"
+    ALREADY_MEMBER = "already a member"
+    REMOVED_CONCURRENTLY = "removed by an operation it does not follow (removals win)"
+    GROUP_FULL = "the group is full"
+    LEAVE_TO_LEAVE = "a member leaves with leave"
+    NOT_MEMBER = "not a member"
+    ALREADY_ADMIN = "already an admin"
+    DEMOTED_CONCURRENTLY = "demoted by an operation it does not follow (removals win)"
+    NOT_ADMIN = "not an admin"
+
+
 class GroupError(OnionpostError):
     """A group operation was refused. ``reason`` says why (one value per
     subclass); ``op`` is the refused operation's hash when it is known."""
@@ -458,9 +477,16 @@ class GroupSignatureError(GroupError):
 
 class GroupNotAllowedError(GroupError):
     """Its author may not make that change at its parents (not a member, not an
-    admin, a member added twice, ...)."""
+    admin, a member added twice, ...): ``rule`` says which, when the log's
+    rules refused it."""
 
     reason = GroupReason.NOT_ALLOWED
+
+    def __init__(
+        self, message: str, *, op: bytes | None = None, rule: GroupRule | None = None
+    ) -> None:
+        super().__init__(message, op=op)
+        self.rule = rule
 
 
 class GroupReplayError(GroupError):

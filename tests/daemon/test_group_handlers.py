@@ -13,6 +13,7 @@ from onionpost import api
 from onionpost.errors import (
     ConfigError,
     GroupNotAllowedError,
+    GroupRule,
     NotFoundError,
     OnionpostError,
     UnknownContactError,
@@ -157,6 +158,12 @@ async def test_our_refused_changes_name_the_group_and_the_member(tmp_path: Path)
         # Leaving needs no admin.
         left = await bob.daemon.groups.group_leave(api.GroupLeave("ops"))  # type: ignore[union-attr]
         assert not left.member
+        # No longer a member: said so, not that an admin is needed; the log's
+        # rule goes with the error.
+        with pytest.raises(GroupNotAllowedError) as gone:
+            await bob.daemon.groups.group_rename(api.GroupRename("ops", "mine"))  # type: ignore[union-attr]
+        assert str(gone.value) == "we are no longer a member of the group 'ops'"
+        assert gone.value.rule is GroupRule.AUTHOR_NOT_MEMBER
 
 
 async def test_a_group_send_queues_a_copy_per_member_at_the_head(tmp_path: Path) -> None:

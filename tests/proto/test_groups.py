@@ -32,6 +32,7 @@ from onionpost.errors import (
     GroupOrderError,
     GroupReason,
     GroupReplayError,
+    GroupRule,
     GroupSignatureError,
     GroupUnknownError,
 )
@@ -310,6 +311,20 @@ def _refusals() -> list[
     ]
 
 
+# Which of the log's rules refuses each operation its author may not make.
+RULES = {
+    "second create": GroupRule.CREATED_ONCE,
+    "not a member": GroupRule.AUTHOR_NOT_MEMBER,
+    "not an admin adds": GroupRule.AUTHOR_NOT_ADMIN,
+    "not an admin renames": GroupRule.AUTHOR_NOT_ADMIN,
+    "add a member": GroupRule.ALREADY_MEMBER,
+    "remove a non-member": GroupRule.NOT_MEMBER,
+    "remove oneself": GroupRule.LEAVE_TO_LEAVE,
+    "promote an admin": GroupRule.ALREADY_ADMIN,
+    "demote a non-admin": GroupRule.NOT_ADMIN,
+}
+
+
 @pytest.mark.parametrize(("case", "make", "error"), _refusals(), ids=[r[0] for r in _refusals()])
 def test_each_refusal_has_its_reason_and_leaves_the_log_as_it_was(
     case: str, make: Callable[[Author, Author, Author], Operation], error: type[GroupError]
@@ -326,6 +341,9 @@ def test_each_refusal_has_its_reason_and_leaves_the_log_as_it_was(
         assert caught.value.missing == op.parents
     if isinstance(caught.value, GroupForkError):
         assert caught.value.other in alice.log
+    if isinstance(caught.value, GroupNotAllowedError):
+        assert caught.value.rule is RULES[case]
+        assert str(caught.value).endswith(RULES[case].value)
 
 
 def test_the_log_is_bounded() -> None:
@@ -347,7 +365,10 @@ def test_the_log_is_bounded() -> None:
 
 def test_members_are_bounded() -> None:
     alice, _bob, _carol = founded()
-    with mock.patch.object(groups, "MAX_GROUP_MEMBERS", 3), pytest.raises(GroupNotAllowedError):
+    with (
+        mock.patch.object(groups, "MAX_GROUP_MEMBERS", 3),
+        pytest.raises(GroupNotAllowedError, match=r"group is full \(a group has at most 3"),
+    ):
         alice.make(OpKind.ADD, card=card("dave"))
 
 

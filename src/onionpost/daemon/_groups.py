@@ -31,12 +31,19 @@ from onionpost import api
 from onionpost.daemon import _labels
 from onionpost.daemon._common import new_send_id, now_ms
 from onionpost.daemon.delivery import DeliveryEngine
-from onionpost.errors import ConfigError, GroupNotAllowedError, UnknownContactError
+from onionpost.errors import ConfigError, GroupNotAllowedError, GroupRule, UnknownContactError
 from onionpost.host import StoreWorker
 from onionpost.limits import MAX_FILE_SIZE
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
-from onionpost.proto.groups import GroupLog, MemberCard, Operation, OpKind, sign_operation
+from onionpost.proto.groups import (
+    GroupLog,
+    GroupState,
+    MemberCard,
+    Operation,
+    OpKind,
+    sign_operation,
+)
 from onionpost.proto.identity import Identity
 from onionpost.proto.labels import Label, LabelPolicy, Via
 from onionpost.store import Audience, Contact, Direction, GroupSend, Store, Stored
@@ -245,8 +252,10 @@ class GroupHandlers:
     def _change(self, group: str, change: Change) -> api.Group:
         found = self._store.groups.find(group)
         ops = change(found, self._signer(found))
-        _check_ours(found, ops, self._me)
-        self._store.groups.apply(found.group_id, ops, now_ms())
+        try:
+            self._store.groups.apply(found.group_id, ops, now_ms())
+        except GroupNotAllowedError as exc:
+            raise _in_our_words(exc, found.state, ops) from None
         return self._record(self._store.groups.log(found.group_id))
 
     async def _changed(self, group: str, change: Change) -> api.Group:
@@ -406,24 +415,32 @@ class GroupHandlers:
         return replace(message, group=found.group, group_id=found.group_id.hex(), group_send=send)
 
 
-def _check_ours(found: GroupLog, ops: Sequence[Operation], me: bytes) -> None:
-    """Our own operations refused in the user's words (the log would refuse
-    them too, in its own: 'add: already a member'), naming the group and
-    the member; the error is the log's kind (GroupNotAllowedError)."""
-    state, name = found.state, found.state.name
-    for op in ops:
-        if op.kind is OpKind.LEAVE:
-            continue
-        if me not in state.admins:
-            raise GroupNotAllowedError(
-                f"only an admin of the group {name!r} may do that, and we are not one"
-            )
-        if op.kind is OpKind.ADD and op.card is not None and state.is_member(op.card.identity_key):
-            raise GroupNotAllowedError(f"{op.card.name!r} is already a member of {name!r}")
-        target = state.members.get(op.target) if op.target is not None else None
-        if target is None:
-            continue
-        if op.kind is OpKind.PROMOTE and op.target in state.admins:
-            raise GroupNotAllowedError(f"{target.card.name!r} is already an admin of {name!r}")
-        if op.kind is OpKind.DEMOTE and op.target not in state.admins:
-            raise GroupNotAllowedError(f"{target.card.name!r} is not an admin of {name!r}")
+def _in_our_words(
+    exc: GroupNotAllowedError, state: GroupState, ops: Sequence[Operation]
+) -> GroupNotAllowedError:
+    """The log's refusal of one of our own operations ('add: already a
+    member'), said naming the group and the member; the same kind of error.
+    Refusals no user's change makes (a receiver's rules) stay the log's."""
+    op = next((o for o in ops if o.hash == exc.op), None)
+    if op is None or exc.rule is None:
+        return exc
+    group = state.name
+    if op.card is not None:
+        who = op.card.name
+    else:
+        member = state.members.get(op.target) if op.target is not None else None
+        who = "?" if member is None else member.card.name
+    words = {
+        GroupRule.AUTHOR_NOT_MEMBER: f"we are no longer a member of the group {group!r}",
+        GroupRule.AUTHOR_NOT_ADMIN: (
+            f"only an admin of the group {group!r} may do that, and we are not one"
+        ),
+        GroupRule.ALREADY_MEMBER: f"{who!r} is already a member of {group!r}",
+        GroupRule.NOT_MEMBER: f"{who!r} is not a member of {group!r}",
+        GroupRule.ALREADY_ADMIN: f"{who!r} is already an admin of {group!r}",
+        GroupRule.NOT_ADMIN: f"{who!r} is not an admin of {group!r}",
+        GroupRule.GROUP_FULL: f"the group {group!r} is full: {exc}",
+    }.get(exc.rule)
+    if words is None:
+        return exc
+    return GroupNotAllowedError(words, op=exc.op, rule=exc.rule)

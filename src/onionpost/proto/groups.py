@@ -52,6 +52,7 @@ from onionpost.errors import (
     GroupNotAllowedError,
     GroupOrderError,
     GroupReplayError,
+    GroupRule,
     GroupUnknownError,
 )
 from onionpost.limits import (
@@ -147,8 +148,8 @@ class _Replay:
         )
 
 
-def _problem(state: _Replay, op: Operation, past: int) -> str | None:
-    """Why ``op``'s author may not make it in ``state`` (None: it may).
+def _problem(state: _Replay, op: Operation, past: int) -> GroupRule | None:
+    """Which rule forbids ``op``'s author to make it in ``state`` (None: it may).
 
     The one rule, used on receipt (``state`` the membership at the
     operation's parents, ``past`` its ancestors) and in the replay
@@ -156,43 +157,43 @@ def _problem(state: _Replay, op: Operation, past: int) -> str | None:
     """
     author, kind = op.author, op.kind
     if kind is OpKind.CREATE:
-        return None if not state.members else "a group is created once"
+        return None if not state.members else GroupRule.CREATED_ONCE
     if author not in state.members:
-        return "its author is not a member"
+        return GroupRule.AUTHOR_NOT_MEMBER
     if kind is OpKind.LEAVE:
         return None
     if author not in state.admins:
-        return "its author is not an admin"
+        return GroupRule.AUTHOR_NOT_ADMIN
     if kind is OpKind.ADD:
         assert op.card is not None
         key = op.card.identity_key
         if key in state.members:
-            return "already a member"
+            return GroupRule.ALREADY_MEMBER
         if state.removed.get(key, 0) & ~past:
-            return "removed by an operation it does not follow (removals win)"
+            return GroupRule.REMOVED_CONCURRENTLY
         if len(state.members) >= MAX_GROUP_MEMBERS:
-            return f"a group has at most {MAX_GROUP_MEMBERS} members"
+            return GroupRule.GROUP_FULL
         return None
     if kind is OpKind.RENAME:
         return None
     target = op.target
     assert target is not None
     if target == author and kind is OpKind.REMOVE:
-        return "a member leaves with leave"
+        return GroupRule.LEAVE_TO_LEAVE
     if kind is OpKind.REMOVE:
         # A removal of someone a concurrent one removed already is recorded
         # again, so that an add that follows one of them only loses.
-        return None if target in state.members or target in state.removed else "not a member"
+        return None if target in state.members or target in state.removed else GroupRule.NOT_MEMBER
     if target not in state.members:
-        return "not a member"
+        return GroupRule.NOT_MEMBER
     if kind is OpKind.PROMOTE:
         if target in state.admins:
-            return "already an admin"
+            return GroupRule.ALREADY_ADMIN
         if state.demoted.get(target, 0) & ~past:
-            return "demoted by an operation it does not follow (removals win)"
+            return GroupRule.DEMOTED_CONCURRENTLY
         return None
     # DEMOTE, recorded again like a removal
-    return None if target in state.admins or target in state.demoted else "not an admin"
+    return None if target in state.admins or target in state.demoted else GroupRule.NOT_ADMIN
 
 
 def _apply(state: _Replay, op: Operation, bit: int) -> None:
@@ -331,7 +332,8 @@ class GroupLog:
                 op=op.hash,
             )
         if op.kind is OpKind.CREATE:
-            raise GroupNotAllowedError("a group is created once", op=op.hash)
+            created = GroupRule.CREATED_ONCE
+            raise GroupNotAllowedError(created.value, op=op.hash, rule=created)
         missing = tuple(p for p in op.parents if p not in self._index)
         if missing:
             raise GroupMissingParentError(
@@ -354,9 +356,12 @@ class GroupLog:
         # the whole log's. Else both are replayed.
         on_top = set(op.parents) == self._heads
         at_parents = self._full if on_top else self._replay_state(past)
-        problem = _problem(at_parents, op, past)
-        if problem is not None:
-            raise GroupNotAllowedError(f"{op.kind.name.lower()}: {problem}", op=op.hash)
+        rule = _problem(at_parents, op, past)
+        if rule is not None:
+            words = rule.value
+            if rule is GroupRule.GROUP_FULL:
+                words += f" (a group has at most {MAX_GROUP_MEMBERS} members)"
+            raise GroupNotAllowedError(f"{op.kind.name.lower()}: {words}", op=op.hash, rule=rule)
         self._insert(op)
         if on_top:
             self._full = at_parents.copy()
