@@ -950,7 +950,13 @@ class Message:
             "contact, told of it, takes nothing from the old address)"
         ),
     )
-    sent_ms: int | None = field(default=None, metadata=_meta("outgoing: when it was last sent"))
+    sent_ms: int | None = field(
+        default=None,
+        metadata=_meta(
+            "outgoing: when it was last sent; one acknowledged before that was "
+            "recorded shows the acknowledgement's time"
+        ),
+    )
     delivered_ms: int | None = field(
         default=None, metadata=_meta("outgoing: when the contact acknowledged it")
     )

@@ -175,12 +175,15 @@ def test_outgoing_states_move_only_forward(store: Store) -> None:
     assert store.outbox.mark_sent([a, b], 30) == []
     assert store.messages.message(a).state == State.DELIVERED
     assert store.messages.message(a).sent_ms == 10
+    # Delivered straight from queued: shown sent at the ack, not never.
+    assert store.messages.message(c).sent_ms == 20
     assert store.messages.mark_read([a], 40) == [a]
     assert store.outbox.mark_delivered([a], 50) == []
     read = store.messages.message(a)
     assert (read.state, read.delivered_ms, read.read_ms) == (State.READ, 20, 40)
     assert store.messages.mark_read([b], 60) == [b]  # read implies delivered
     assert store.messages.message(b).delivered_ms == 60
+    assert store.messages.message(b).sent_ms == 10  # its own sent time kept
     assert store.outbox.last_delivery() == 60
     assert store.outbox.outbox_depth() == 0
 

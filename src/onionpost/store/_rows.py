@@ -72,15 +72,19 @@ _MARK: Final[dict[tuple[Direction, State], str]] = {
         "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
         "AND (:contact IS NULL OR contact_id = :contact) RETURNING id, contact_id, kind"
     ),
+    # A delivered message was sent: one acknowledged before its sent mark was
+    # written (the mark is not durable on its own) is shown sent at the ack.
     (Direction.OUT, State.DELIVERED): (
-        "UPDATE messages SET state = 'delivered', delivered_ms = :now WHERE direction = 'out' "
+        "UPDATE messages SET state = 'delivered', delivered_ms = :now, "
+        "sent_ms = coalesce(sent_ms, :now) WHERE direction = 'out' "
         "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
         "AND (:contact IS NULL OR contact_id = :contact) RETURNING id, contact_id, kind"
     ),
     # A read message was delivered, whether or not its ack came first.
     (Direction.OUT, State.READ): (
         "UPDATE messages SET state = 'read', read_ms = :now, "
-        "delivered_ms = coalesce(delivered_ms, :now) WHERE direction = 'out' "
+        "delivered_ms = coalesce(delivered_ms, :now), sent_ms = coalesce(sent_ms, :now) "
+        "WHERE direction = 'out' "
         "AND id = :id AND state IN (SELECT value FROM json_each(:allowed)) "
         "AND (:contact IS NULL OR contact_id = :contact) RETURNING id, contact_id, kind"
     ),
