@@ -116,8 +116,10 @@ def receive_gossip(
             contact_ref(contact.id),
         )
     if outcome.rolled_back:
+        # A list older than ours: a contact that has not refreshed yet, as a
+        # rule, not an attack (a list is never rolled back here); ignored.
         log.info(
-            "event=revocations_rolled_back agency=%s contact=%s source=gossip",
+            "event=revocations_older_ignored agency=%s contact=%s source=gossip",
             anchor.agency,
             contact_ref(contact.id),
         )
