@@ -336,10 +336,10 @@ async def test_a_daemon_with_no_endorsement_of_its_own_cannot_announce(
 async def test_a_contact_moves_away_from_its_revoked_address_through_the_mailbox(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    """The compromise case: alice's old address is revoked, so bob refuses her
-    sessions at the handshake; her move, deposited in his mailbox, is allowed
-    and shown as a move away from a revoked address, and the refusal ends
-    with it (the new address is endorsed): what bob held for her goes there."""
+    """The compromise case, bob away while alice announces: her old address
+    is revoked; her move, deposited in his mailbox, is allowed and shown as
+    a move away from a revoked address, and the refusal ends with it (the
+    new address is endorsed): what bob held for her goes there."""
     async with _pair(tmp_path, mailbox_after=5.0) as (net, nursery, acme, alice, bob, new):
         box = net.mailbox("box-b")
         for node in (box, alice, bob, new):
@@ -355,16 +355,18 @@ async def test_a_contact_moves_away_from_its_revoked_address_through_the_mailbox
         revoking = acme.revocations(2, now(), Revoked(str(alice.address), now(), "seized"))
         bundle = RevocationBundle(acme.delegation, revoking, acme.checkpoint()).encode()
         await import_bundle(bob, bundle)
-        assert bob.engine is not None
-        assert bob.engine.decide(alice.address) is PeerDecision.REFUSE
         held = await bob.send(alice, "held while she is revoked")
+        await _stop(bob)
 
         old_address = alice.address
         proof = acme.endorse(new.secrets.identity, now(), replaces=str(old_address)).encode()
         _rotate(alice, new, proof)
-        await alice.start(nursery)  # refused by bob: her move goes to his mailbox
-        await until(lambda: _moved(bob, new), LONG)
+        await alice.start(nursery)  # bob is away: her move goes to his mailbox
+        await until(lambda: alice.contact(bob).id in alice.store.trust.rotation_told(), LONG)
         await _stop(alice)
+        await bob.start(nursery)
+        await until(lambda: _moved(bob, new), LONG)
+        assert bob.daemon is not None
         shown = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}[
             "alice"
         ]
@@ -372,6 +374,65 @@ async def test_a_contact_moves_away_from_its_revoked_address_through_the_mailbox
         assert shown.endorsement_status == "endorsed"
         await until(lambda: bob.state(held) == "delivered", LONG)
         assert _bodies(new, new.contact(bob).id) == ["held while she is revoked"]
+
+
+async def test_a_revoked_address_is_taken_for_its_move_alone_in_a_session(
+    tmp_path: Path, clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No mailbox: bob refuses alice's revoked address, yet a session from it
+    is taken for her move alone (trust.md §6.3, §7.4). Without a move nothing
+    she sends is taken and nothing goes to her; with one, she moves, and
+    what bob held for her goes to the new address. What the seized address
+    sent is never stored at bob: the old home refuses it after the move."""
+    caplog.set_level(logging.INFO, logger="onionpost")
+    async with _pair(tmp_path) as (_net, nursery, acme, alice, bob, new):
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        first = await alice.send(bob, "hello")
+        await until(lambda: alice.state(first) == "delivered", LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        contact_id = bob.contact(alice).id
+        await _stop(bob)
+        seized = await alice.send(bob, "from the seized address")
+        await _stop(alice)
+
+        await bob.start(nursery)
+        revoking = acme.revocations(2, now(), Revoked(str(alice.address), now(), "seized"))
+        await import_bundle(
+            bob, RevocationBundle(acme.delegation, revoking, acme.checkpoint()).encode()
+        )
+        held = await bob.send(alice, "held while she is revoked")
+
+        # No move: her session is taken for one alone; nothing else is.
+        await alice.start(nursery)
+        await until(lambda: "event=session_move_only_ended" in caplog.text, LONG)
+        assert "moved=no" in caplog.text
+        assert _bodies(bob, contact_id) == ["hello"]
+        assert alice.state(seized) in {"queued", "sent"}  # not acknowledged
+        assert bob.state(held) == "queued"
+        assert bob.engine is not None
+        assert bob.engine.status(contact_id).refused.startswith("refused: revoked")
+        await _stop(alice)
+
+        old_address = alice.address
+        proof = acme.endorse(new.secrets.identity, now(), replaces=str(old_address)).encode()
+        _rotate(alice, new, proof)
+        await alice.start(nursery)
+        await until(lambda: _moved(bob, new), LONG)
+        assert bob.daemon is not None
+        shown = {c.name: c for c in await bob.daemon.contacts.contact_list(api.ContactList())}[
+            "alice"
+        ]
+        assert shown.rotated == f"moved from {old_address} (a revoked address) by agency acme"
+        assert shown.endorsement_status == "endorsed"
+        await until(lambda: bob.state(held) == "delivered", LONG)
+        assert _bodies(new, new.contact(bob).id) == ["held while she is revoked"]
+        # Told, and what the seized address sent refused at its home.
+        assert alice.daemon is not None
+        moving = (await alice.daemon.status(api.GetStatus())).rotation
+        assert moving == api.RotationStatus(str(new.address), told=1, contacts=1)
+        await until(lambda: alice.state(seized) == "refused", LONG)
+        assert _bodies(bob, contact_id) == ["hello"]
 
 
 def _proof(acme: Agency, new: Node, old: Node) -> str:

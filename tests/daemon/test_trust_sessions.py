@@ -125,7 +125,8 @@ async def test_an_address_a_held_list_names_is_refused_though_it_presents_nothin
         assert _revoked("seized").fullmatch(_refused(alice, mallory)), _refused(alice, mallory)
         assert _verdict(alice, mallory) is None  # it presented nothing
         assert _refused(alice, bob) == ""
-        # Mallory's own sends are refused at the handshake: nothing arrives.
+        # Mallory's own sessions are refused (taken for a move alone, and she
+        # announces none): nothing arrives.
         await mallory.send(alice, "let me in")
         await until(lambda: mallory.dials >= 2, seconds=300)
         assert alice.inbox_from(mallory) == []

@@ -85,7 +85,8 @@ def test_a_revocation_reaches_another_agency_through_a_session(scene: Scene) -> 
     # Nothing more goes to a1, from either; what waits for it is held.
     to_a1 = [b1.json("send", "a1", "not for a1")["id"], a2.json("send", "a1", "nor this")["id"]]
     wait(lambda: queued(b1, "a1") == 1 and queued(a2, "a1") == 1, "texts to a1 held", SECONDS)
-    # a1's own sessions are refused at the handshake: its text to b1 does not arrive.
+    # a1's own sessions are refused (taken for a move alone, and it announces
+    # none): its text to b1 does not arrive, and a1 counts a failure.
     late = a1.json("send", "b1", "from the seized laptop")["id"]
     wait(
         lambda: any(

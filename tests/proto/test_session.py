@@ -365,6 +365,23 @@ def test_ping_is_answered_with_pong_and_not_delivered() -> None:
     assert deliver(i, r) == [MessageReceived(Pong(0))]
 
 
+def test_a_session_kept_silent_answers_no_ping_and_counts_it() -> None:
+    i, r = established()
+    r.answer_pings = False
+    i.send(Ping(7))
+    assert deliver(i, r) == []
+    assert r.records_received == 1  # read (and paid for), not answered
+    assert r.data_to_send() == b""
+    assert deliver(r, i) == []
+    # Its own records still go, as its Close does.
+    r.send(text(1))
+    r.close(CloseCode.AUTHENTICATION_FAILED, "")
+    assert deliver(r, i) == [
+        MessageReceived(text(1)),
+        ConnectionClosed(CloseCode.AUTHENTICATION_FAILED, ""),
+    ]
+
+
 def test_close_is_authenticated_and_final() -> None:
     i, r = established()
     i.send(text(1))

@@ -253,6 +253,10 @@ class Session:
         self._out = bytearray()
         self._events: deque[Event] = deque()
         self._records_received = 0
+        # False: the peer's Pings go unanswered (dropped, as our own records
+        # never go): a session the application keeps silent (taken for one
+        # record alone) tells the peer nothing, not even that it is read.
+        self.answer_pings = True
 
     def __repr__(self) -> str:
         role = "initiator" if self._initiator else "responder"
@@ -557,6 +561,8 @@ class Session:
             return
         self._transition(_I.RECORD)
         if isinstance(record, messages.Ping):
+            if not self.answer_pings:
+                return
             # Our Pongs wait in _out only while the peer is not reading our
             # stream; a peer that keeps pinging then would grow it without end.
             if len(self._out) >= _MAX_QUEUED_PONG_BYTES:

@@ -143,6 +143,12 @@ class SecureChannel(trio.abc.Channel[Message]):
         extension records the session handles itself (for rate limits)."""
         return self._session.records_received
 
+    def keep_silent(self) -> None:
+        """From now on the peer's Pings go unanswered: it hears nothing from
+        us but the Close we end with (call before the first :meth:`receive`;
+        the handshake reads nothing past itself)."""
+        self._session.answer_pings = False
+
     @property
     def close_code(self) -> int | None:
         """The code of the peer's authenticated Close, once receive() raised EndOfChannel."""

@@ -81,7 +81,7 @@ from onionpost.daemon.delivery._records import (
     now_ms,
 )
 from onionpost.daemon.delivery._sender import sent_marker
-from onionpost.daemon.delivery._session import run_session
+from onionpost.daemon.delivery._session import run_move_only, run_session
 from onionpost.daemon.delivery._trust import receive_rotation, refusals, rejudge, rotation_due
 from onionpost.daemon.delivery._views import message_record
 from onionpost.daemon.delivery._witness import Witness
@@ -260,12 +260,10 @@ class DeliveryEngine:
         return None
 
     def decide(self, peer: OnionAddress) -> PeerDecision:
-        """Accept a verified initiator only if it is a current contact, and one
-        whose sessions are not refused (revoked, trust.md §7.4)."""
-        link = self._link_for(peer)
-        if link is None or self._hard_refusal(link.contact.id):
-            return PeerDecision.REFUSE
-        return PeerDecision.ACCEPT
+        """Accept a verified initiator only if it is a current contact. One
+        whose sessions are refused (revoked, trust.md §7.4) is accepted for
+        its move alone (:meth:`run_inbound`)."""
+        return PeerDecision.REFUSE if self._link_for(peer) is None else PeerDecision.ACCEPT
 
     def _hard_refusal(self, contact_id: int) -> str | None:
         """Why no session with the contact may even open: revoked. (A contact
@@ -388,6 +386,10 @@ class DeliveryEngine:
             # Removed while its handshake was under way.
             with trio.move_on_after(CLOSE_GRACE):
                 await channel.aclose()
+            return
+        if self._hard_refusal(link.contact.id) is not None:
+            # Revoked: nothing but its move is taken (trust.md §6.3, §7.4).
+            await run_move_only(self._parts, link, Session(channel, initiator=False))
             return
         # The contact is back: whatever waits for it need not wait out a
         # backoff, and it knows we are up.

@@ -65,7 +65,7 @@ from onionpost.proto import messages
 from onionpost.proto.trust_session import Pace, PassOn, TrustRecord, pass_on
 from onionpost.store import Stored
 
-__all__ = ["MAX_SESSIONS_PER_CONTACT", "delivered", "run_session"]
+__all__ = ["MAX_SESSIONS_PER_CONTACT", "delivered", "run_move_only", "run_session"]
 
 log = logging.getLogger("onionpost.daemon")
 
@@ -78,6 +78,11 @@ TEXT_GROUP_MAX: Final = MAX_ACK_IDS
 CLOSE_GRACE: Final = 2.0
 # How long the texts already received may take to be stored at the end of a session.
 DRAIN_GRACE: Final = 5.0
+# How long a session with a revoked contact waits for its move (run_move_only),
+# and for each of its records: a move comes at a session's start, with all the
+# contact sends first, so a contact quiet that long sends none.
+MOVE_ONLY_SECONDS: Final = 60.0
+MOVE_ONLY_IDLE: Final = 10.0
 
 
 def _admit(parts: Parts, link: Link, session: Session) -> bool:
@@ -170,6 +175,62 @@ async def run_session(parts: Parts, link: Link, session: Session) -> None:
         if session.moved_told:
             refuse_after_move(parts, link.contact.id)
         _ended(parts, link, session, failure)
+
+
+async def run_move_only(parts: Parts, link: Link, session: Session) -> None:
+    """A session a contact we refuse as revoked opened (trust.md §7.4),
+    taken for its move alone (§6.3): a revoked address may move away, its
+    agency vouching for the new one, and a contact with no mailbox can only
+    be told in a session. Its TrustStaple and TrustRotation are decided as
+    in any session; nothing else it sends is taken (stored, acknowledged,
+    answered), nothing is sent to it, and it is no session up for the
+    contact. It ends once a move was decided (accepted or refused), when
+    the contact closes or is quiet for MOVE_ONLY_IDLE, or after
+    MOVE_ONLY_SECONDS; every record costs a token of the contact's budget.
+    Not moved, it is closed as refused (AUTHENTICATION_FAILED): the contact
+    counts a failure and backs off. Nothing else is ever sent to it.
+    Never raises but Cancelled."""
+    channel = session.channel
+    contact = contact_ref(link.contact.id)
+    log.info("event=session_move_only contact=%s", contact)
+    channel.keep_silent()  # no Pong: to the contact, nothing says it is taken
+    counted = 0
+    try:
+        with trio.move_on_after(MOVE_ONLY_SECONDS):
+            async with trio.open_nursery() as nursery:
+                while not session.rotation_received:
+                    record = None
+                    with (
+                        trio.move_on_after(MOVE_ONLY_IDLE),
+                        contextlib.suppress(trio.EndOfChannel, TransportError),
+                    ):
+                        record = await channel.receive()
+                    if record is None:
+                        break
+                    total = channel.records_received
+                    await link.bucket.take(total - counted)
+                    counted = total
+                    if isinstance(record, messages.TrustStaple):
+                        await _on_trust_staple(parts, link, session, nursery, record)
+                    elif isinstance(record, messages.TrustRotation):
+                        await _on_trust_rotation(parts, link, session, nursery, record)
+                nursery.cancel_scope.cancel()
+    except* Exception as group:
+        # Its own failure domain: whatever went wrong ends it, logged.
+        failure = first_failure(group)
+        log.info(
+            "event=session_move_only_failed contact=%s reason=%s",
+            contact,
+            reason(failure) if isinstance(failure, OnionpostError) else type(failure).__name__,
+        )
+    finally:
+        moved = link.contact.address != channel.peer
+        # Not moved: closed as refused (the contact counts a failure and
+        # backs off), not as a session ended in order.
+        code = CloseCode.NORMAL if moved else CloseCode.AUTHENTICATION_FAILED
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
+            await channel.aclose(code)
+    log.info("event=session_move_only_ended contact=%s moved=%s", contact, "yes" if moved else "no")
 
 
 def _note_seen(parts: Parts, link: Link) -> None:
