@@ -76,6 +76,49 @@ async def test_a_later_write_rides_on_the_next_awaited_one(
         store.close()
 
 
+async def test_a_write_while_alone_commits_at_once(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """The daemon starting (tor not up yet, the local API already answering):
+    a send is queued, durably, not left waiting for the writer."""
+    store, bob = _store(tmp_path)
+    worker = _Counting()
+    writer = GroupCommit(store, worker)
+    writer.alone = True  # as the engine sets it until it runs
+    followed: list[object] = []
+    try:
+        with trio.fail_after(1):
+            seq = await writer.write(
+                store.outbox.queue_text,
+                bob,
+                os.urandom(16),
+                1,
+                "early",
+                "text/plain",
+                None,
+                then=followed.append,
+            )
+        assert worker.calls == 1
+        assert followed == [seq]
+        assert [o.body for o in store.outbox.pending(bob, 10)] == ["early"]
+        # Its errors are the caller's, as in a group.
+        with pytest.raises(StoreError):
+            await writer.write(_fails)
+        # Once the writer runs, writes go through it as ever.
+        writer.alone = False
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            await writer.write(store.contacts.note_contact_seen, bob, 7, success=False)
+            assert _seen(store, bob) == 7
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+def _fails() -> None:
+    raise StoreError("refused")
+
+
 async def test_a_later_write_alone_commits_after_later_seconds(
     tmp_path: Path, clock: MockClock
 ) -> None:

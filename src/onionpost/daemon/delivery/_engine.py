@@ -166,6 +166,8 @@ class DeliveryEngine:
             address=address,
             witness=None if identity is None else Witness(identity),
         )
+        # Until run(): what the local API queues while tor starts commits alone.
+        self._parts.writer.alone = True
         self._parts.group_changed = self.group_changed
         self._parts.apply_refusals = self.apply_refusals
         self._parts.restaple = self.restaple
@@ -201,6 +203,7 @@ class DeliveryEngine:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._parts.writer.alone = False
                 nursery.start_soon(self._parts.writer.run)
                 nursery.start_soon(self._parts.sent.run, sent_marker(self._parts))
                 nursery.start_soon(self._housekeeping)

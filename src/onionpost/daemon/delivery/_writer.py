@@ -20,6 +20,10 @@ after the texts committed before it) goes in a write's ``then``: the writes'
 ``then`` run in the order the transaction ran them, before any waiting
 caller resumes (trio resumes those in no set order).
 
+While :attr:`GroupCommit.alone` (set by its owner until it starts
+:meth:`~GroupCommit.run`: the daemon still starting) a write commits alone,
+at once.
+
 A batch that does not commit because the writer was cancelled fails each of
 its writes with "the daemon is stopping"; one cut off by an exception that
 is no :class:`~onionpost.errors.OnionpostError` (a bug) fails them with "an
@@ -90,6 +94,8 @@ class GroupCommit:
         self._awaited = 0  # writes in _writes somebody waits for
         self._answered = 0  # writes somebody waited for in the last group
         self._later_due = 0.0  # when the later writes waiting commit on their own
+        # Set by the owner until it starts run(): a write then commits alone.
+        self.alone = False
 
     def __repr__(self) -> str:
         return f"GroupCommit({len(self._writes)} waiting)"
@@ -105,6 +111,8 @@ class GroupCommit:
         return its result once that has committed (durable). ``then(result)``
         runs once committed, in commit order (see the module docstring)."""
         write = _Write(partial(fn, *args, **kwargs), then=then)
+        if self.alone:
+            return await self._alone(write)  # type: ignore[no-any-return]
         self._writes.append(write)
         self._awaited += 1
         self._ready.fire()
@@ -127,6 +135,17 @@ class GroupCommit:
 
     def busy(self) -> bool:
         return len(self._writes) >= COMMIT_GROUP_MAX
+
+    async def _alone(self, write: _Write) -> Any:
+        """A write while :attr:`alone` (the daemon starting, its tor not up
+        yet, while the local API already answers): committed on its own, so
+        that a send is queued, durably, rather than left waiting for run()."""
+        await self._worker(self._commit, [write])
+        if write.error is not None:
+            raise write.error
+        if write.then is not None:
+            write.then(write.result)
+        return write.result
 
     async def run(self) -> None:
         why = STOPPING
