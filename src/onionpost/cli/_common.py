@@ -437,15 +437,20 @@ async def run_until_signal(
     run: Callable[..., Awaitable[Any]], name: str, log: logging.Logger
 ) -> None:
     """Start ``run`` (it reports its address), say ``onionpost NAME ready`` on
-    stderr, and cancel it at the first SIGINT or SIGTERM."""
+    stderr, and cancel it at the first SIGINT or SIGTERM: while it starts too
+    (tor bootstrapping may take minutes; a service manager's stop must not)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+
+            async def stop_at_signal() -> None:
+                async for signum in signals:
+                    log.info("event=stopping signal=%s", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_at_signal)
             address = await nursery.start(run)
             print(f"onionpost {name} ready: {address}", file=sys.stderr, flush=True)
-            async for signum in signals:
-                log.info("event=stopping signal=%s", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
 
 
 # `--expires` of a one-time code: what the local API accepts (api.MailboxCode,
