@@ -35,7 +35,12 @@ from onionpost.client import (
     new_message_id,
     open_client,
 )
-from onionpost.errors import ConfigError, NotConfirmedError, OnionpostError, TransportError
+from onionpost.errors import (
+    ConfigError,
+    NotConfirmedError,
+    OnionpostError,
+    TransportError,
+)
 from onionpost.host import _api, serve_api
 from onionpost.testing.doubles import SAFETY, MemoryBackend, card_for, short_tmpdir
 
@@ -320,7 +325,8 @@ async def test_a_connection_lost_fails_every_waiting_call(nursery: trio.Nursery)
                     inner.start_soon(call)
                     inner.start_soon(call)
             assert failures == ["ended", "ended"]
-            with pytest.raises(TransportError):
+            # The next call connects again: no daemon is there any more.
+            with pytest.raises(DaemonNotRunningError):
                 await connected.whoami()
 
 
@@ -370,8 +376,11 @@ async def test_a_call_cancelled_while_writing_breaks_the_client(
         with trio.move_on_after(0.5) as scope:
             await stuck.send_text("bob", "x" * 900_000)
         assert scope.cancelled_caught
-        with pytest.raises(TransportError, match="interrupted"):
-            await stuck.whoami()
+        # The next call does not write after the partial line: it connects
+        # again (to a daemon that reads again) and is answered.
+        monkeypatch.undo()
+        with trio.fail_after(5):
+            assert (await stuck.whoami()).name == "alice"
 
 
 async def test_a_request_too_large_is_refused_before_sending(client: Client) -> None:
@@ -398,7 +407,7 @@ async def test_the_daemon_going_away_mid_call_is_a_transport_error() -> None:
                     inner.start_soon(stop_soon)
                     with pytest.raises(TransportError, match="closed the connection"):
                         await connected.send_text("bob", "x")
-                with pytest.raises(TransportError):
+                with pytest.raises(DaemonNotRunningError):
                     await connected.whoami()
 
 
@@ -591,6 +600,58 @@ async def test_a_send_is_made_again_under_its_id_after_the_daemon_restarts() -> 
     assert results == [Queued(queued_id, MessageState.QUEUED, label="TLP:AMBER")]
     assert [m["body"] for m in backend.messages.values()] == ["exactly once"]
     assert backend.calls.count("send_text") >= 2  # it was asked again, and answered
+
+
+async def test_one_client_outlives_a_daemon_restart() -> None:
+    """A long-lived client: after the daemon restarted, every call (not only
+    a send) connects again and is answered."""
+    with short_tmpdir() as home:
+        path = home / "run" / "control.sock"
+        backend = MemoryBackend()
+        backend.add("bob")
+        async with trio.open_nursery() as nursery:
+            first = trio.CancelScope()
+
+            async def serve(scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
+                with scope:
+                    await serve_api(backend, path, task_status=task_status)
+
+            await nursery.start(serve, first)
+            async with open_client(socket_path=path) as client:
+                assert (await client.whoami()).name == "alice"
+                first.cancel()  # the daemon stops
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises((TransportError, DaemonNotRunningError)):
+                    await client.whoami()
+                await nursery.start(serve, trio.CancelScope())  # and comes back
+                with trio.fail_after(5):
+                    assert (await client.whoami()).name == "alice"
+                    assert await client.inbox() == ()
+                    assert [c.name for c in await client.contact_list()] == ["bob"]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_send_with_no_daemon_is_refused_at_once_not_retried() -> None:
+    """A send that finds no daemon at its first try was never queued: it
+    says so at once (DaemonNotRunningError), it is not retried for half a
+    minute and then 'not confirmed'."""
+    with short_tmpdir() as home:
+        path = home / "run" / "control.sock"
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def serve(*, task_status: trio.TaskStatus[None]) -> None:
+                with scope:
+                    await serve_api(MemoryBackend(), path, task_status=task_status)
+
+            await nursery.start(serve)
+            async with open_client(socket_path=path) as client:
+                scope.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises((TransportError, DaemonNotRunningError)):
+                    await client.whoami()  # the loss noticed
+                with trio.fail_after(2), pytest.raises(DaemonNotRunningError):
+                    await client.send_text("bob", "never queued")
 
 
 async def test_a_send_not_answered_in_time_is_not_confirmed(served: Served) -> None:

@@ -9,7 +9,11 @@
                 ...
 
 Every call may raise :class:`~onionpost.errors.ApiError` (the daemon refused
-it; ``.code`` says why) or :class:`~onionpost.errors.TransportError`;
+it; ``.code`` says why, one of :class:`ErrorCode`) or
+:class:`~onionpost.errors.TransportError`; a request the client itself
+refuses (too large for the local API) raises
+:class:`~onionpost.errors.ConfigError`. All are
+:class:`~onionpost.errors.OnionpostError`, and all are importable from here;
 :func:`open_client` raises :class:`~onionpost.errors.DaemonNotRunningError`
 when no daemon listens. Set deadlines with trio's ``fail_after``. A send
 whose answer never comes is sent again under the same message id, so it is
@@ -19,6 +23,7 @@ the client gave up asking.
 
 from __future__ import annotations
 
+from onionpost._localapi import ErrorCode
 from onionpost.api import (
     Contact,
     ContactDetail,
@@ -27,10 +32,14 @@ from onionpost.api import (
     ContactStatus,
     Direction,
     DistributionList,
+    Endorsement,
     EndorsementDetail,
+    EnrolmentCode,
+    EvidenceExported,
     Exported,
     FileInfo,
     Group,
+    GroupChange,
     GroupCopy,
     GroupMember,
     GroupSent,
@@ -38,6 +47,9 @@ from onionpost.api import (
     Kind,
     ListCopy,
     ListSent,
+    LogEntries,
+    LogEntry,
+    LogReport,
     MailboxContactPrekeys,
     MailboxOwnerUsage,
     MailboxRef,
@@ -46,23 +58,38 @@ from onionpost.api import (
     MessageState,
     PeerChange,
     Queued,
+    RegistrarState,
+    RevocationListExport,
+    RevocationsImported,
     Role,
+    RotationAnnounced,
+    RotationStatus,
     SafetyNumber,
     SetupCode,
     StateChange,
     Status,
+    TextItem,
     TorState,
     TorStatus,
+    TrustAnchor,
     Wiped,
     new_message_id,
 )
 from onionpost.client._client import Client, Subscription, open_client
 from onionpost.client._types import Event
-from onionpost.errors import ApiError, DaemonNotRunningError, NotConfirmedError
+from onionpost.errors import (
+    ApiError,
+    ConfigError,
+    DaemonNotRunningError,
+    NotConfirmedError,
+    OnionpostError,
+    TransportError,
+)
 
 __all__ = [
     "ApiError",
     "Client",
+    "ConfigError",
     "Contact",
     "ContactDetail",
     "ContactLabels",
@@ -71,11 +98,16 @@ __all__ = [
     "DaemonNotRunningError",
     "Direction",
     "DistributionList",
+    "Endorsement",
     "EndorsementDetail",
+    "EnrolmentCode",
+    "ErrorCode",
     "Event",
+    "EvidenceExported",
     "Exported",
     "FileInfo",
     "Group",
+    "GroupChange",
     "GroupCopy",
     "GroupMember",
     "GroupSent",
@@ -83,6 +115,9 @@ __all__ = [
     "Kind",
     "ListCopy",
     "ListSent",
+    "LogEntries",
+    "LogEntry",
+    "LogReport",
     "MailboxContactPrekeys",
     "MailboxOwnerUsage",
     "MailboxRef",
@@ -90,16 +125,25 @@ __all__ = [
     "Message",
     "MessageState",
     "NotConfirmedError",
+    "OnionpostError",
     "PeerChange",
     "Queued",
+    "RegistrarState",
+    "RevocationListExport",
+    "RevocationsImported",
     "Role",
+    "RotationAnnounced",
+    "RotationStatus",
     "SafetyNumber",
     "SetupCode",
     "StateChange",
     "Status",
     "Subscription",
+    "TextItem",
     "TorState",
     "TorStatus",
+    "TransportError",
+    "TrustAnchor",
     "Wiped",
     "new_message_id",
     "open_client",

@@ -20,14 +20,21 @@ same id again as the same message. When the connection breaks before the
 answer comes (the daemon restarted, the socket was cut), the client
 connects again and sends the same request, until the daemon answers or the
 caller's deadline passes (at most ``MAX_RESENDS`` times; then
-:class:`~onionpost.errors.NotConfirmedError`, with the id). Other requests
-are not repeated.
+:class:`~onionpost.errors.NotConfirmedError`, with the id). A send that
+finds no daemon at its first try raises
+:class:`~onionpost.errors.DaemonNotRunningError` at once: nothing was
+queued. Other requests are not repeated; but the call after a broken
+connection (a restart) connects again first, so one client outlives a
+daemon restart. With a deadline of your own on a send, choose its id
+(:func:`new_message_id`): a send cut off by the deadline may still have
+been queued, and the id is how to ask.
 
 No call takes a timeout (STYLE 9): wrap it in ``trio.move_on_after`` /
 ``trio.fail_after``. A call cancelled while waiting for its reply leaves the
 connection usable (the late reply is skipped by its id); a call cancelled
-while writing its request leaves a partial line behind, so the client refuses
-further calls with :class:`~onionpost.errors.TransportError`.
+while writing its request leaves a partial line behind: the calls waiting on
+that connection fail with :class:`~onionpost.errors.TransportError`, and the
+next call connects again.
 
 Errors: :class:`~onionpost.errors.DaemonNotRunningError` when nothing
 listens on the socket; :class:`~onionpost.errors.ApiError` (with ``.code``)
@@ -249,15 +256,14 @@ class Client:
     def socket_path(self) -> Path:
         return self._socket_path
 
-    async def _call(self, request: api.Request[Any], *, reconnect: bool = False) -> Any:
-        """The ``result`` of one request's reply, as JSON. ``reconnect``: a
-        broken connection is replaced by a new one first."""
+    async def _call(self, request: api.Request[Any]) -> Any:
+        """The ``result`` of one request's reply, as JSON. A broken connection
+        is replaced by a new one first (nothing of this request was sent on
+        it): a client outlives a daemon restart."""
         params = api.encode(request)
         if self._broken is not None:
             async with self._send_lock:
                 if self._broken is not None:
-                    if not reconnect:
-                        raise TransportError(self._broken)
                     await self._reconnect()
         self._next_id += 1
         request_id = self._next_id
@@ -341,8 +347,12 @@ class Client:
             if attempt:
                 await trio.sleep(_resend_delay(attempt))
             try:
-                return await self._call(request, reconnect=True)
-            except (TransportError, DaemonNotRunningError) as exc:
+                return await self._call(request)
+            except DaemonNotRunningError as exc:
+                if failure is None:
+                    raise  # never reached a daemon: nothing was queued
+                failure = exc
+            except TransportError as exc:
                 failure = exc
             except ApiError as exc:
                 if exc.code != ErrorCode.BUSY:
@@ -431,7 +441,7 @@ class Client:
             # Cancelled mid-write: part of a line may be on the wire, and the
             # daemon would read the next request as its end. The calls whose
             # lines were in this write are not answered.
-            self._broken = "a request to the daemon was interrupted; open a new client"
+            self._broken = "a request to the daemon was interrupted (the next call connects again)"
             for waiter in waiters:
                 if waiter.reply is None and waiter.error is None:
                     waiter.error = TransportError(self._broken)
