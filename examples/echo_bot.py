@@ -58,7 +58,9 @@ async def answer(client: Client, message: Message) -> bool:
     try:
         with trio.fail_after(CALL_DEADLINE):
             if reply is not None:
-                await client.send_text(message.contact, reply)
+                # The reply carries the label its text came with: an echo of a
+                # TLP:RED text is TLP:RED, never the default.
+                await client.send_text(message.contact, reply, label=message.label or None)
             await client.mark_read([message.id])
     except ApiError as exc:
         # Refused, e.g. the sender was removed meanwhile: skip this one.

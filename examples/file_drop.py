@@ -153,6 +153,7 @@ def record_of(message: Message, saved_as: str | None) -> dict[str, Any]:
         "id": message.id,
         "contact": message.contact,
         "kind": message.kind,
+        "label": message.label,
         "created_ms": message.created_ms,
         "received_ms": message.received_ms,
     }

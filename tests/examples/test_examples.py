@@ -97,6 +97,20 @@ async def test_echo_bot_replies_to_the_sender_and_marks_read(
     nursery.cancel_scope.cancel()
 
 
+async def test_echo_bot_replies_under_the_label_it_was_sent(
+    served: Served, nursery: trio.Nursery
+) -> None:
+    """An echo of a TLP:RED text is TLP:RED, not the default (TLP:AMBER)."""
+    backend, home = served
+    nursery.start_soon(echo_bot.run, home)
+    await _until(lambda: backend.live_subscribers() == 1, "the bot to subscribe")
+    red = backend.receive_text("bob", "eyes only", label="TLP:RED")
+    await _until(lambda: red["id"] in backend.marked, "the text to be marked read")
+    (reply,) = [m for m in backend.messages.values() if m["direction"] == "out"]
+    assert (reply["body"], reply["label"]) == ("echo: eyes only", "TLP:RED")
+    nursery.cancel_scope.cancel()
+
+
 async def test_echo_bot_stops_after_max_replies(served: Served) -> None:
     backend, home = served
     async with trio.open_nursery() as nursery:
