@@ -29,6 +29,7 @@ from onionpost.client import (
     Queued,
     SafetyNumber,
     StateChange,
+    TextItem,
     TorState,
     TorStatus,
     _client,
@@ -381,6 +382,28 @@ async def test_a_call_cancelled_while_writing_breaks_the_client(
         monkeypatch.undo()
         with trio.fail_after(5):
             assert (await stuck.whoami()).name == "alice"
+
+
+async def test_a_chosen_id_not_as_events_name_it_is_refused_before_sending(
+    served: Served, client: Client
+) -> None:
+    """An id in capitals would be answered (and named in every event) in
+    lowercase, so a tool matching on its own would never match: refused."""
+    backend, _ = served
+    backend.add("bob")
+    good = new_message_id()
+    for bad in (good.upper(), good[:-1], good + "0", "z" * 32):
+        with pytest.raises(ConfigError, match="32 lowercase hex digits"):
+            await client.send_text("bob", "x", id=bad)
+        with pytest.raises(ConfigError, match="32 lowercase hex digits"):
+            await client.send_texts("bob", [TextItem("x", id=bad)])
+    assert backend.messages == {}
+    assert (await client.send_text("bob", "x", id=good)).id == good
+
+
+async def test_mark_read_of_one_string_is_refused(client: Client) -> None:
+    with pytest.raises(ConfigError, match="a list of message ids"):
+        await client.mark_read(new_message_id())
 
 
 async def test_a_request_too_large_is_refused_before_sending(client: Client) -> None:

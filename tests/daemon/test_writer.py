@@ -76,9 +76,7 @@ async def test_a_later_write_rides_on_the_next_awaited_one(
         store.close()
 
 
-async def test_a_write_while_alone_commits_at_once(
-    tmp_path: Path, clock: MockClock
-) -> None:
+async def test_a_write_while_alone_commits_at_once(tmp_path: Path, clock: MockClock) -> None:
     """The daemon starting (tor not up yet, the local API already answering):
     a send is queued, durably, not left waiting for the writer."""
     store, bob = _store(tmp_path)

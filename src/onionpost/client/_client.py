@@ -97,8 +97,24 @@ _SENDS = (
 )
 
 
+def _check_id(message_id: str) -> None:
+    """A send's own id is as the daemon answers it and as every event names it:
+    32 lowercase hex digits (an id given in capitals would match none)."""
+    if len(message_id) != 32 or message_id.strip("0123456789abcdef"):
+        raise ConfigError(
+            f"a message id is 32 lowercase hex digits (new_message_id()), not {message_id!r}"
+        )
+
+
 def _with_message_id(request: Q) -> Q:
-    """A send under an id chosen here, so that it can be sent again."""
+    """A send under an id chosen here, so that it can be sent again; an id
+    the caller chose is checked first."""
+    if isinstance(request, _SENDS) and request.id is not None:
+        _check_id(request.id)
+    if isinstance(request, api.SendTexts):
+        for item in request.texts:
+            if item.id is not None:
+                _check_id(item.id)
     if isinstance(request, _SENDS) and request.id is None:
         return replace(request, id=api.new_message_id())
     if isinstance(request, api.SendTexts) and any(t.id is None for t in request.texts):
@@ -680,6 +696,8 @@ class Client:
         return await self.request(api.GetMessage(id, contact))
 
     async def mark_read(self, ids: Iterable[str], contact: str | None = None) -> int:
+        if isinstance(ids, str):
+            raise ConfigError("mark_read takes a list of message ids, not one string")
         return (await self.request(api.MarkRead(tuple(ids), contact))).marked
 
     async def export_file(
