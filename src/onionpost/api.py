@@ -1455,10 +1455,13 @@ class ContactSetMaxLabel(Request[ContactLabels]):
     labels: tuple[str, ...] = field(metadata=_meta("canonical or published syntax", _label_list))
 
 
+_CONTACT_DOC: Final = "the contact's name, or its onion address"
+
+
 @dataclass(frozen=True)
 class SendText(Request[Queued]):
     METHOD = "send_text"
-    contact: str
+    contact: str = field(metadata=_meta(_CONTACT_DOC))
     body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
     content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
     id: str | None = field(
@@ -1495,7 +1498,7 @@ class SendTexts(Request[tuple[Queued, ...]]):
     with `send_text`."""
 
     METHOD = "send_texts"
-    contact: str
+    contact: str = field(metadata=_meta(_CONTACT_DOC))
     texts: tuple[TextItem, ...] = field(
         metadata=_meta(f"1 to {MAX_TEXTS}; the request line at most 1 MiB", _text_items)
     )
@@ -1508,7 +1511,7 @@ class SendTexts(Request[tuple[Queued, ...]]):
 @dataclass(frozen=True)
 class SendFile(Request[Queued]):
     METHOD = "send_file"
-    contact: str
+    contact: str = field(metadata=_meta(_CONTACT_DOC))
     path: str = field(metadata=_meta("absolute", _absolute_path))
     id: str | None = field(
         default=None,

@@ -16,7 +16,7 @@ import trio.testing
 
 from onionpost import api
 from onionpost.client import open_client
-from onionpost.errors import ApiError, ConfigError
+from onionpost.errors import ApiError, ConfigError, UnknownContactError
 from onionpost.host import serve_api
 from onionpost.testing.doubles import short_tmpdir
 from onionpost.testing.memory import befriend, network, until
@@ -173,3 +173,25 @@ async def test_many_texts_in_one_call_are_queued_in_order_once_each(tmp_path: Pa
         await until(lambda: len(bob.inbox_from(alice)) == 301)
         bodies = [s.body for s in bob.inbox_from(alice)]
         assert sorted(bodies) == sorted([f"text {i}" for i in range(300)] + ["chosen id"])
+
+
+async def test_a_contact_is_named_by_its_address_too(tmp_path: Path) -> None:
+    """A tool keyed on the stable onion address sends, lists the outbox and
+    retries by it, in any letter case, with or without '.onion'; an address
+    that is no contact's is an unknown contact."""
+    async with network(tmp_path) as (net, nursery):
+        alice, bob, stranger = net.node("alice"), net.node("bob"), net.node("stranger")
+        befriend(alice, bob)
+        await alice.start(nursery)
+        assert alice.daemon is not None
+        messages = alice.daemon.messages
+        address = str(bob.address)
+        for name in (address, address.upper(), address.removesuffix(".onion")):
+            await messages.send_text(api.SendText(name, f"to {name[:6]}"))
+        await messages.send_texts(api.SendTexts(address, (api.TextItem("batch"),)))
+        assert len(await messages.outbox(api.Outbox(contact=address))) == 4
+        assert (await messages.retry(api.Retry(address))).contacts == 1
+        with pytest.raises(UnknownContactError):
+            await messages.send_text(api.SendText(str(stranger.address), "no"))
+        await bob.start(nursery)
+        await until(lambda: len(bob.inbox_from(alice)) == 4)

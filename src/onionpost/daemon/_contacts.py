@@ -46,6 +46,7 @@ from onionpost.store import Contact, ContactEndorsement, ContactRotation, Store
 __all__ = [
     "ContactHandlers",
     "Gathered",
+    "contact_named",
     "contact_or_introduced",
     "contact_record",
     "contact_status",
@@ -180,6 +181,23 @@ def endorsement_detail(
         revoked_at=None if revoked is None else revoked.revoked_at,
         revoked_reason="" if revoked is None else revoked.reason,
     )
+
+
+def contact_named(store: Store, name: str) -> Contact:
+    """A contact by its name, else by its onion address (any letter case,
+    with or without ``.onion``): a tool keyed on the stable address need not
+    map it to a name that may be renamed. UnknownContactError for neither."""
+    try:
+        return store.contacts.contact(name)
+    except UnknownContactError:
+        try:
+            address = OnionAddress.parse(name.strip())
+        except ConfigError:
+            raise UnknownContactError(name) from None
+        found = store.contacts.contact_by_address(address)
+        if found is None:
+            raise
+        return found
 
 
 def contact_or_introduced(store: Store, name: str) -> Contact:

@@ -25,7 +25,7 @@ import trio
 from onionpost import api
 from onionpost.daemon import _labels
 from onionpost.daemon._common import now_ms, parse_id
-from onionpost.daemon._contacts import introduced
+from onionpost.daemon._contacts import contact_named, introduced
 from onionpost.daemon._groups import GroupHandlers
 from onionpost.daemon.delivery import DeliveryEngine, message_record, moved_refusal
 from onionpost.errors import ConfigError, UnknownContactError
@@ -66,14 +66,14 @@ class MessageHandlers:
         self._moving = True
 
     async def contact_id(self, name: str) -> int:
-        """A contact's id by name: from the engine's memory when it runs (the
-        send path asks for it on every text), else the store (which raises
-        UnknownContactError)."""
+        """A contact's id by name (or onion address, :func:`contact_named`):
+        from the engine's memory when it runs (the send path asks for it on
+        every text), else the store (which raises UnknownContactError)."""
         known = self._engine.contact_id(name)
         if known is not None:
             return known
         try:
-            contact: Contact = await self._worker(self._store.contacts.contact, name)
+            contact: Contact = await self._worker(contact_named, self._store, name)
         except UnknownContactError:
             refusal = await self._worker(self._not_a_contact, name)
             if refusal is not None:
@@ -240,7 +240,7 @@ class MessageHandlers:
         return tuple(self._groups.annotate(message_record(s), s, sends=sends) for s in page)
 
     def _outbox(self, contact: str | None, limit: int) -> list[Stored]:
-        contact_id = None if contact is None else self._store.contacts.contact(contact).id
+        contact_id = None if contact is None else contact_named(self._store, contact).id
         return self._store.outbox.listing(contact_id=contact_id, limit=limit)
 
     async def outbox(self, request: api.Outbox) -> tuple[api.Message, ...]:
