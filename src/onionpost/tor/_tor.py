@@ -344,7 +344,17 @@ class Tor:
                 return
             await trio.sleep(BOOTSTRAP_POLL_SECONDS)
         error = TorLaunchError if self._config.launches else TorError
-        raise error(f"tor did not bootstrap within {BOOTSTRAP_MAX_SECONDS:.0f} s ({progress} %)")
+        hint = ""
+        if any(name.lower() == "dirauthority" for name in self._config.extra_options):
+            # A private network's authorities are new each time it is set up
+            # again: the ones this home names may be gone.
+            hint = (
+                "; this home's [tor.options] name their own DirAuthority lines: if that private "
+                "network was set up again since, take its client options again"
+            )
+        raise error(
+            f"tor did not bootstrap within {BOOTSTRAP_MAX_SECONDS:.0f} s ({progress} %){hint}"
+        )
 
     def _died_message(self, when: str) -> str:
         code = None if self._process is None else self._process.returncode
