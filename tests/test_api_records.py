@@ -194,6 +194,7 @@ def test_the_list_bounds_of_the_api_are_the_limits() -> None:
 
     assert api._MAX_LIST_MEMBERS == limits.MAX_LIST_MEMBERS
     assert api._MAX_GROUP_MEMBERS == limits.MAX_GROUP_MEMBERS
+    assert api._MAX_TEXT_BODY == limits.MAX_TEXT_BODY
     assert api._MAX_GROUP_NAME == limits.MAX_GROUP_NAME
     assert api._MAX_LIST_SENDS_SHOWN == limits.MAX_LIST_SENDS_SHOWN
 

@@ -200,6 +200,7 @@ _SAFETY_GROUP: Final = 5
 _MAX_LIST_MEMBERS: Final = 256
 _MAX_LIST_SENDS_SHOWN: Final = 20
 _MAX_GROUP_MEMBERS: Final = 64
+_MAX_TEXT_BODY: Final = 60_000  # limits.MAX_TEXT_BODY
 _MAX_GROUP_NAME: Final = 64
 
 T = TypeVar("T")  # a record
@@ -344,6 +345,15 @@ _LABEL_DOC: Final = (
     "its handling label (spec.md §5.10): `TLP:AMBER`, `CUI//SP-CTI//NOFORN`, a configured "
     "agency scheme's; absent: the endpoint's default (config `labels.default`)"
 )
+
+
+def _text_body(value: object) -> str | None:
+    # Four bytes a character at most: the usual text is not encoded to check.
+    if isinstance(value, str) and (
+        len(value) * 4 <= _MAX_TEXT_BODY or len(value.encode("utf-8", "replace")) <= _MAX_TEXT_BODY
+    ):
+        return None
+    return f"must be text of at most {_MAX_TEXT_BODY} bytes of UTF-8"
 
 
 def _label_text(value: object) -> str | None:
@@ -1462,7 +1472,7 @@ _CONTACT_DOC: Final = "the contact's name, or its onion address"
 class SendText(Request[Queued]):
     METHOD = "send_text"
     contact: str = field(metadata=_meta(_CONTACT_DOC))
-    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
+    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8", _text_body))
     content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
     id: str | None = field(
         default=None,
@@ -1480,7 +1490,7 @@ class SendText(Request[Queued]):
 class TextItem:
     """One text of a ``send_texts`` call."""
 
-    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
+    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8", _text_body))
     content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
     id: str | None = field(default=None, metadata=_meta("as for `send_text`", _message_id))
 
@@ -1691,7 +1701,7 @@ class ListSendText(Request[ListSent]):
 
     METHOD = "list_send_text"
     list: str
-    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
+    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8", _text_body))
     content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
     id: str | None = field(
         default=None,
@@ -1820,7 +1830,7 @@ class GroupSendText(Request[GroupSent]):
 
     METHOD = "group_send_text"
     group: str
-    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8"))
+    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8", _text_body))
     content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
     id: str | None = field(
         default=None,

@@ -401,6 +401,24 @@ async def test_a_chosen_id_not_as_events_name_it_is_refused_before_sending(
     assert (await client.send_text("bob", "x", id=good)).id == good
 
 
+async def test_a_text_too_long_is_a_bad_request_naming_the_bound(
+    served: Served, client: Client
+) -> None:
+    """Bytes of UTF-8 count, not characters: 20,000 euro signs are 60,000."""
+    backend, _ = served
+    backend.add("bob")
+    for body in ("x" * 60_001, "\u20ac" * 20_001):
+        with pytest.raises(ApiError, match="at most 60000 bytes of UTF-8") as caught:
+            await client.send_text("bob", body)
+        assert caught.value.code == "bad-request"
+        with pytest.raises(ApiError, match="at most 60000 bytes of UTF-8"):
+            await client.send_texts("bob", [body])
+    assert backend.messages == {}
+    await client.send_text("bob", "\u20ac" * 20_000)
+    await client.send_text("bob", "x" * 60_000)
+    assert len(backend.messages) == 2
+
+
 async def test_mark_read_of_one_string_is_refused(client: Client) -> None:
     with pytest.raises(ConfigError, match="a list of message ids"):
         await client.mark_read(new_message_id())
