@@ -201,6 +201,12 @@ async def test_the_default_socket_is_the_homes(
         monkeypatch.setenv("ONIONPOST_HOME", str(home))
         async with open_client() as connected:
             assert (await connected.whoami()).name == "alice"
+        # A home or a socket given as text, as a tool reads it from its config.
+        socket = home / "run" / "control.sock"
+        for given in ({"home": str(home)}, {"socket_path": str(socket)}):
+            async with open_client(**given) as connected:
+                assert connected.socket_path == socket
+                assert (await connected.whoami()).name == "alice"
 
 
 async def test_exceptions_from_the_body_pass_through(served: Served) -> None:

@@ -873,7 +873,7 @@ class Subscription:
 
 @asynccontextmanager
 async def open_client(
-    home: Path | None = None, *, socket_path: Path | None = None
+    home: Path | str | None = None, *, socket_path: Path | str | None = None
 ) -> AsyncIterator[Client]:
     """Connect to the daemon of ``home`` (default: :func:`onionpost.home.default_home`).
 
@@ -883,8 +883,10 @@ async def open_client(
     through unchanged.
     """
     if socket_path is None:
-        socket_path = Paths.for_home(home if home is not None else default_home()).socket
-    client = Client(_Connection(await _connect(socket_path)), socket_path)
+        path = Paths.for_home(Path(home) if home is not None else default_home()).socket
+    else:
+        path = Path(socket_path)
+    client = Client(_Connection(await _connect(path)), path)
     try:
         yield client
     finally:
