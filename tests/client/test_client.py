@@ -487,6 +487,27 @@ async def test_subscribe_yields_events(served: Served, client: Client) -> None:
     assert backend.live_subscribers() == 0
 
 
+async def test_settled_waits_for_delivery_or_failure(served: Served, client: Client) -> None:
+    backend, _ = served
+    backend.add("bob")
+    queued = await client.send_text("bob", "are you there?")
+    with trio.fail_after(10):
+        done = await client.settled(queued.id)
+    assert (done.id, done.state) == (queued.id, MessageState.DELIVERED)
+    # Settled already: answered at once, from its record.
+    with trio.fail_after(1):
+        assert (await client.settled(queued.id)).state is MessageState.DELIVERED
+    backend.deliver_texts = False  # the next one expires
+    lost = await client.send_text("bob", "too late")
+    with trio.fail_after(10):
+        assert (await client.settled(lost.id)).state is MessageState.EXPIRED
+    with pytest.raises(ApiError) as unknown:
+        await client.settled(new_message_id())
+    assert unknown.value.code == "not-found"
+    await trio.testing.wait_all_tasks_blocked()
+    assert backend.live_subscribers() == 0
+
+
 async def test_subscribe_to_an_unknown_topic_is_refused(client: Client) -> None:
     with pytest.raises(ApiError) as caught:
         async with client.subscribe(["gossip"]):

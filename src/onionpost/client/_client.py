@@ -817,6 +817,28 @@ class Client:
                 raise TransportError("the daemon sent a malformed reply")
             yield Subscription(connection)
 
+    async def settled(self, id: str, contact: str | None = None) -> api.Message:
+        """Wait until the message ``id`` we sent is settled, delivered (or
+        read) or failed (expired, refused), and return its record then.
+
+        What ``onionpost send --wait`` does: the state events are followed
+        from before the message is asked for, so no change falls between.
+        No deadline of its own (a contact may be away for days): wrap it in
+        ``trio.move_on_after``. :class:`~onionpost.errors.ApiError`
+        ``not-found`` for an id nothing here has."""
+        async with self.subscribe(["state"]) as events:
+            current = await self.message(id, contact)
+            if current.state.delivered or current.state.failed:
+                return current
+            async for event in events:
+                if (
+                    isinstance(event, api.StateChange)
+                    and event.id == current.id
+                    and (event.state.delivered or event.state.failed)
+                ):
+                    return await self.message(id, contact)
+        raise TransportError("the daemon ended the subscription")  # pragma: no cover
+
     async def messages(self, after: int | None = None) -> AsyncGenerator[api.Message, None]:
         """Incoming messages as they arrive, forever.
 
