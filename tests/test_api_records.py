@@ -188,6 +188,12 @@ def test_message_states() -> None:
     assert message.read
 
 
+def test_the_topics_a_type_checker_knows_are_the_events() -> None:
+    from typing import get_args
+
+    assert get_args(api.Topic) == tuple(api.EVENTS)
+
+
 def test_the_list_bounds_of_the_api_are_the_limits() -> None:
     # api imports no limits (the client depends on it); the numbers must agree.
     from onionpost import limits

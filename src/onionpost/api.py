@@ -43,7 +43,18 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Generic, TypeAlias, TypeVar, cast, get_args, get_origin
+from typing import (
+    Any,
+    ClassVar,
+    Final,
+    Generic,
+    Literal,
+    TypeAlias,
+    TypeVar,
+    cast,
+    get_args,
+    get_origin,
+)
 
 from onionpost.errors import OnionpostError
 
@@ -164,6 +175,7 @@ __all__ = [
     "Status",
     "Subscribe",
     "Subscribed",
+    "Topic",
     "TorState",
     "TorStatus",
     "Whoami",
@@ -1264,6 +1276,9 @@ class GroupChange:
 Event: TypeAlias = Message | StateChange | PeerChange | TorStatus | GroupChange
 
 # topic -> the record its data is
+# The topics a subscription may name, for type checkers (EVENTS is the table).
+Topic: TypeAlias = Literal["message", "state", "peer", "tor", "group"]
+
 EVENTS: Final[Mapping[str, type[Event]]] = {
     "message": Message,
     "state": StateChange,

@@ -792,7 +792,7 @@ class Client:
         return await self.request(api.MailboxWipe(owner))
 
     @asynccontextmanager
-    async def subscribe(self, topics: Iterable[str]) -> AsyncIterator[Subscription]:
+    async def subscribe(self, topics: Iterable[api.Topic]) -> AsyncIterator[Subscription]:
         """Events of ``topics`` ("message", "state", "peer", "tor", "group") on a new connection.
 
         ``async for event in subscription`` yields each event's record
