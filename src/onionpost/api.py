@@ -961,7 +961,10 @@ class Message:
     seq: int | None = field(
         default=None, metadata=_meta("orders incoming messages (null for outgoing ones)")
     )
-    received_ms: int | None = None
+    received_ms: int | None = field(
+        default=None,
+        metadata=_meta("incoming: when it was stored here; outgoing: when it was queued here"),
+    )
     body: str | None = None
     content_type: str | None = None
     file: FileInfo | None = None
