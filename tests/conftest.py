@@ -8,11 +8,12 @@ CI must never pass by quietly skipping them.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 import pytest
 
 from onionpost.errors import TorError, TorLaunchError
+from onionpost.testing.endpoint import Endpoint
 from onionpost.testing.testnet import Testnet, down, load, log_tails, missing_tools, up
 
 TOR_MISSING = "tor is not installed: run `apt-get install -y tor`"
@@ -65,7 +66,31 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     # Every node's notice.log explains nearly every failure on the network.
     report = yield
-    net = getattr(item, "funcargs", {}).get("testnet")
+    args = getattr(item, "funcargs", {})
+    net = args.get("testnet")
     if report.failed and isinstance(net, Testnet):
         report.sections.append(("tor notice.log tails", log_tails(net)))
+    if report.failed:
+        # And the daemons' own logs (ids, handles and states; never contents
+        # or keys): what each endpoint did while the test waited.
+        tails = [_daemon_tail(e) for e in _endpoints(args.values())]
+        if tails:
+            report.sections.append(("daemon log tails", "\n".join(tails)))
     return report
+
+
+def _endpoints(values: Iterable[object]) -> list[Endpoint]:
+    """The Endpoints among a test's fixtures, and one level inside them (a pair)."""
+    found: list[Endpoint] = []
+    for value in values:
+        inner = [value, *vars(value).values()] if hasattr(value, "__dict__") else [value]
+        found.extend(v for v in inner if isinstance(v, Endpoint) and v not in found)
+    return found
+
+
+def _daemon_tail(endpoint: Endpoint, lines: int = 60) -> str:
+    try:
+        text = endpoint.log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError as exc:
+        return f"== {endpoint.name}: no daemon log ({exc.strerror})"
+    return f"== {endpoint.name}: last lines of {endpoint.log}:\n" + "\n".join(text) + "\n"
