@@ -24,8 +24,10 @@ from onionpost.proto.address import OnionAddress
 __all__ = ["FORGET_SECONDS", "INTRO_FAILED_MAX", "ForgetRule"]
 
 # tor's record of failed introduction points lasts 120 s; it is dropped at
-# most this often.
-FORGET_SECONDS: Final = 60.0
+# most this often (tor itself takes NEWNYM at most every 10 s). Not a minute:
+# a second incident soon after the first (a contact's tor killed just after
+# a relay restart) would wait the rest of that minute for its dial.
+FORGET_SECONDS: Final = 15.0
 # Addresses remembered as refused (contacts and mailboxes dialed); past it
 # the set starts again.
 INTRO_FAILED_MAX: Final = 4096
