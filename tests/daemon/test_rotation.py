@@ -24,6 +24,7 @@ import trio
 from trio.testing import MockClock
 
 from onionpost import api
+from onionpost.daemon.delivery import _session
 from onionpost.errors import ConfigError, UnknownContactError
 from onionpost.proto import evidence, note
 from onionpost.proto.session import PeerDecision
@@ -566,3 +567,40 @@ async def test_a_revoked_contact_is_not_counted_among_those_to_tell(
         await alice.daemon.trust.trust_rotate(api.TrustRotate(new.card(), _proof(acme, new, alice)))
         moving = (await alice.daemon.status(api.GetStatus())).rotation
         assert moving == api.RotationStatus(str(new.address), told=0, contacts=0, revoked=1)
+
+
+async def test_a_bug_in_a_move_only_session_ends_it_alone_and_is_logged(
+    tmp_path: Path,
+    clock: MockClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session taken for a move alone is its own failure domain: an
+    exception that is no OnionpostError (a bug) ends it, with its traceback
+    in the log; bob goes on serving, and refusing alice."""
+    caplog.set_level(logging.INFO, logger="onionpost")
+    async with _pair(tmp_path) as (_net, nursery, acme, alice, bob, _new):
+        for node in (alice, bob):
+            await node.start(nursery)
+        first = await alice.send(bob, "hello")
+        await until(lambda: alice.state(first) == "delivered", LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        await _stop(alice)
+        revoking = acme.revocations(2, now(), Revoked(str(alice.address), now(), "seized"))
+        await import_bundle(
+            bob, RevocationBundle(acme.delegation, revoking, acme.checkpoint()).encode()
+        )
+
+        async def broken(*args: object) -> None:
+            raise ValueError("a bug in a staple's handler")
+
+        monkeypatch.setattr(_session, "_on_trust_staple", broken)
+        await alice.start(nursery)
+        await until(lambda: "event=session_move_only_ended" in caplog.text, LONG)
+        bugs = [r for r in caplog.records if "event=session_error" in r.getMessage()]
+        assert bugs
+        assert bugs[0].exc_info is not None
+        assert bugs[0].exc_info[0] is ValueError
+        assert bob.engine is not None
+        assert bob.engine.running
+        assert bob.engine.status(bob.contact(alice).id).refused.startswith("refused: revoked")

@@ -216,13 +216,20 @@ async def run_move_only(parts: Parts, link: Link, session: Session) -> None:
                         await _on_trust_rotation(parts, link, session, nursery, record)
                 nursery.cancel_scope.cancel()
     except* Exception as group:
-        # Its own failure domain: whatever went wrong ends it, logged.
+        # Its own failure domain: whatever went wrong ends it, logged; a
+        # failure we did not expect (a bug) with its traceback, as a session's.
         failure = first_failure(group)
-        log.info(
-            "event=session_move_only_failed contact=%s reason=%s",
-            contact,
-            reason(failure) if isinstance(failure, OnionpostError) else type(failure).__name__,
-        )
+        if expected(failure):
+            log.info(
+                "event=session_move_only_failed contact=%s reason=%s", contact, reason(failure)
+            )
+        else:
+            log.warning(
+                "event=session_error contact=%s error=%s",
+                contact,
+                type(failure).__name__,
+                exc_info=failure,
+            )
     finally:
         moved = link.contact.address != channel.peer
         # Not moved: closed as refused (the contact counts a failure and
