@@ -344,16 +344,13 @@ class ContactHandlers:
         )
 
     def _contact_shown(self, name: str) -> Contact:
-        """A contact by name, else by its address; else a member a group
-        introduced, by its address or card name (as contact_verify finds it)."""
+        """A contact by name, else by its address (:func:`contact_named`); else
+        a member a group introduced, by its address or card name (as
+        contact_verify finds it)."""
         try:
-            return contact_or_introduced(self._store, name)
+            return contact_named(self._store, name)
         except UnknownContactError:
-            try:
-                address = OnionAddress.parse(name.strip())
-            except ConfigError:
-                raise UnknownContactError(name) from None
-            found = self._store.contacts.contact_by_address(address)
+            found = introduced(self._store, name)
             if found is None:
                 raise
             return found
