@@ -1,21 +1,17 @@
-"""What the local API's handlers share: the clock they record, and ids."""
+"""What the local API's handlers share: the clock they record (the engine's),
+and ids."""
 
 from __future__ import annotations
 
 import os
-import time
 from typing import Final
 
+from onionpost.daemon.delivery._records import now_ms
 from onionpost.errors import ConfigError
 
 __all__ = ["new_send_id", "now_ms", "parse_id"]
 
 _ID_LEN: Final = 16
-
-
-def now_ms() -> int:
-    """The wall clock in ms (what sends and changes record)."""
-    return int(time.time() * 1000)
 
 
 def _raw_id(text: str) -> bytes:

@@ -63,6 +63,7 @@ def handed(text: messages.Text) -> Handed:
 
 
 def now_ms() -> int:
+    """The wall clock in ms (what sends, acks and changes record)."""
     return int(time.time() * 1000)
 
 
