@@ -361,11 +361,17 @@ _LABEL_DOC: Final = (
 
 def _text_body(value: object) -> str | None:
     # Four bytes a character at most: the usual text is not encoded to check.
-    if isinstance(value, str) and (
-        len(value) * 4 <= _MAX_TEXT_BODY or len(value.encode("utf-8", "replace")) <= _MAX_TEXT_BODY
+    # An empty text is most often an empty variable or file: refused.
+    if (
+        isinstance(value, str)
+        and value
+        and (
+            len(value) * 4 <= _MAX_TEXT_BODY
+            or len(value.encode("utf-8", "replace")) <= _MAX_TEXT_BODY
+        )
     ):
         return None
-    return f"must be text of at most {_MAX_TEXT_BODY} bytes of UTF-8"
+    return f"must be non-empty text of at most {_MAX_TEXT_BODY} bytes of UTF-8"
 
 
 def _label_text(value: object) -> str | None:
@@ -1490,7 +1496,7 @@ _CONTACT_DOC: Final = "the contact's name, or its onion address"
 class SendText(Request[Queued]):
     METHOD = "send_text"
     contact: str = field(metadata=_meta(_CONTACT_DOC))
-    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8", _text_body))
+    body: str = field(metadata=_meta("1 to 60 000 bytes of UTF-8", _text_body))
     content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
     id: str | None = field(
         default=None,
@@ -1508,7 +1514,7 @@ class SendText(Request[Queued]):
 class TextItem:
     """One text of a ``send_texts`` call."""
 
-    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8", _text_body))
+    body: str = field(metadata=_meta("1 to 60 000 bytes of UTF-8", _text_body))
     content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
     id: str | None = field(default=None, metadata=_meta("as for `send_text`", _message_id))
 
@@ -1719,7 +1725,7 @@ class ListSendText(Request[ListSent]):
 
     METHOD = "list_send_text"
     list: str
-    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8", _text_body))
+    body: str = field(metadata=_meta("1 to 60 000 bytes of UTF-8", _text_body))
     content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
     id: str | None = field(
         default=None,
@@ -1848,7 +1854,7 @@ class GroupSendText(Request[GroupSent]):
 
     METHOD = "group_send_text"
     group: str
-    body: str = field(metadata=_meta("at most 60 000 bytes of UTF-8", _text_body))
+    body: str = field(metadata=_meta("1 to 60 000 bytes of UTF-8", _text_body))
     content_type: str = field(default="text/plain", metadata=_meta("at most 128 bytes"))
     id: str | None = field(
         default=None,

@@ -425,6 +425,20 @@ async def test_a_text_too_long_is_a_bad_request_naming_the_bound(
     assert len(backend.messages) == 2
 
 
+async def test_an_empty_text_is_a_bad_request(served: Served, client: Client) -> None:
+    """Most often an empty variable or file: nothing is queued."""
+    backend, _ = served
+    backend.add("bob")
+    with pytest.raises(ApiError, match="must be non-empty text") as caught:
+        await client.send_text("bob", "")
+    assert caught.value.code == "bad-request"
+    with pytest.raises(ApiError, match="must be non-empty text"):
+        await client.send_texts("bob", ["x", ""])
+    assert backend.messages == {}
+    await client.send_text("bob", " ")
+    assert len(backend.messages) == 1
+
+
 async def test_mark_read_of_one_string_is_refused(client: Client) -> None:
     with pytest.raises(ConfigError, match="a list of message ids"):
         await client.mark_read(new_message_id())
