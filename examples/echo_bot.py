@@ -14,18 +14,24 @@ deadline; ``--max N`` stops after N replies. Only messages that arrive while
 the bot runs are answered (``file_drop.py`` shows how to catch up on the
 inbox after a restart).
 
-Exit status, as the ``onionpost`` command's: 0 when stopped (Ctrl-C or
-``--max``), 3 when the daemon is not running, goes away or stops answering.
+Exit status, as the ``onionpost`` command's: 0 when stopped (Ctrl-C,
+SIGTERM or ``--max``), 3 when the daemon is not running, goes away or stops answering.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Final
 
+import outcome
 import trio
+from outcome import Outcome
 
 from onionpost.client import ApiError, Client, Message, open_client
 from onionpost.errors import DaemonNotRunningError, TransportError
@@ -69,19 +75,44 @@ async def answer(client: Client, message: Message) -> bool:
     return reply is not None
 
 
-async def run(home: Path | None, max_replies: int | None = None) -> int:
-    """Echo texts until cancelled or ``max_replies`` were sent; returns how many."""
-    replied = 0
+@dataclass
+class Tally:
+    replies: int = 0
+
+
+async def run(home: Path | None, max_replies: int | None = None, tally: Tally | None = None) -> int:
+    """Echo texts until cancelled or ``max_replies`` were sent; returns how many
+    (counted in ``tally`` as they go, for a run that is cancelled)."""
+    tally = Tally() if tally is None else tally
     async with open_client(home) as client:
         say(f"answering texts on {client.socket_path} (Ctrl-C stops)")
         async for message in client.messages():
             if message.direction != "in" or message.kind != "text" or message.body is None:
                 continue
             if await answer(client, message):
-                replied += 1
-            if max_replies is not None and replied >= max_replies:
+                tally.replies += 1
+            if max_replies is not None and tally.replies >= max_replies:
                 break
-    return replied
+    return tally.replies
+
+
+async def until_stopped(fn: Callable[[], Awaitable[object]]) -> bool:
+    """Run ``fn()`` until it returns (True) or Ctrl-C or a SIGTERM (systemd's
+    stop, ``kill``) cancels it (False); what it raises goes up as it is."""
+    ended: list[Outcome[object]] = []
+
+    async def body() -> None:
+        ended.append(await outcome.acapture(fn))
+        nursery.cancel_scope.cancel()
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(body)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                return False
+    ended[0].unwrap()
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max", type=int, metavar="N", help="stop after N replies")
     args = parser.parse_args(argv)
     socket = Paths.for_home(args.home or default_home()).socket
+    tally = Tally()
     try:
-        replied = trio.run(run, args.home, args.max)
+        trio.run(until_stopped, partial(run, args.home, args.max, tally))
     except KeyboardInterrupt:
         return EXIT_OK
     except DaemonNotRunningError:
@@ -107,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     except trio.TooSlowError:
         say(f"the daemon did not answer within {CALL_DEADLINE:g} s")
         return EXIT_ENVIRONMENT
-    say(f"stopped after {replied} replies")
+    say(f"stopped after {tally.replies} replies")
     return EXIT_OK
 
 

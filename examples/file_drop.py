@@ -26,7 +26,7 @@ a second copy of this program off the same drop directory.
 
 ``--once`` takes what is in the inbox and exits (for a timer instead of a
 service). The first run takes the whole inbox. Exit status as the
-``onionpost`` command's: 0 done or stopped, 1 the drop directory is unusable,
+``onionpost`` command's: 0 done or stopped (Ctrl-C, SIGTERM), 1 the drop directory is unusable,
 3 the daemon is not running or went away.
 """
 
@@ -37,14 +37,18 @@ import fcntl
 import json
 import os
 import re
+import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+import outcome
 import trio
+from outcome import Outcome
 
 from onionpost.client import Client, Message, open_client
 from onionpost.errors import ApiError, DaemonNotRunningError, TransportError
@@ -255,6 +259,25 @@ async def run(drop: Drop, home: Path | None, follow: bool = True) -> int:
                     say(f"{exc}; subscribing again")
 
 
+async def until_stopped(fn: Callable[[], Awaitable[object]]) -> bool:
+    """Run ``fn()`` until it returns (True) or Ctrl-C or a SIGTERM (systemd's
+    stop, ``kill``) cancels it (False); what it raises goes up as it is."""
+    ended: list[Outcome[object]] = []
+
+    async def body() -> None:
+        ended.append(await outcome.acapture(fn))
+        nursery.cancel_scope.cancel()
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(body)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                return False
+    ended[0].unwrap()
+    return True
+
+
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold ``path``'s lock, or refuse: one file_drop per drop directory."""
@@ -287,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         with locked(directory / LOCK_NAME):
             drop = Drop(directory, (args.state or directory / STATE_NAME).absolute())
             try:
-                trio.run(run, drop, args.home, not args.once)
+                trio.run(until_stopped, partial(run, drop, args.home, not args.once))
             finally:
                 say(f"took {drop.taken} messages; the last is #{drop.state.last_seq}")
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -182,6 +183,43 @@ def test_echo_bot_says_when_the_daemon_is_missing_or_goes_away() -> None:
         assert bot.returncode == 3, err
         assert _last_line(err).startswith("echo_bot: lost the daemon: ")
         assert _last_line(err).endswith("Run the bot again once the daemon is back.")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_the_bots_stop_cleanly_on_sigterm_as_on_ctrl_c(stop: signal.Signals) -> None:
+    """systemd stops a service with SIGTERM: each bot says its last line and
+    exits 0, as on Ctrl-C (Python's default for SIGTERM ends it mid-way,
+    without a word)."""
+    with short_tmpdir() as home:
+        backend = MemoryBackend()
+        backend.add("bob")
+        with ServerThread(backend, home / "run" / "control.sock") as server:
+            server.call(backend.receive_text, "bob", "early")
+            bots = {
+                "echo_bot": _run_example("echo_bot", "--home", home),
+                "file_drop": _run_example("file_drop", "--home", home, "--drop", home / "drop"),
+            }
+            try:
+                deadline = time.monotonic() + 20
+                while server.call(backend.live_subscribers) < len(bots):
+                    for bot in bots.values():
+                        assert bot.poll() is None, bot.communicate()
+                    assert time.monotonic() < deadline, "the bots did not subscribe"
+                    time.sleep(0.05)
+                message = server.call(backend.receive_text, "bob", "ping")
+                while message["id"] not in server.call(lambda: list(backend.marked)):
+                    assert time.monotonic() < deadline, "the bot did not answer"
+                    time.sleep(0.05)
+                for bot in bots.values():
+                    bot.send_signal(stop)
+                ended = {name: bot.communicate(timeout=20) for name, bot in bots.items()}
+            finally:
+                for bot in bots.values():
+                    bot.kill()
+        for name, bot in bots.items():
+            assert bot.returncode == 0, ended[name][1]
+        assert _last_line(ended["echo_bot"][1]) == "echo_bot: stopped after 1 replies"
+        assert _last_line(ended["file_drop"][1]).startswith("file_drop: took 2 messages")
 
 
 # -- file_drop -------------------------------------------------------------------------
