@@ -1476,6 +1476,13 @@ class TrustEnrol(Request[Endorsement]):
 
     METHOD = "trust_enrol"
     code: str = field(metadata=_meta("the registrar's enrolment code"))
+    again: bool = field(
+        default=False,
+        metadata=_meta(
+            "enrol although this endpoint holds an endorsement in force: the "
+            "code's name and unit replace its own (else refused, nothing sent)"
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,10 @@ def test_trust_enrol_prints_the_endorsement_and_refuses_a_mistyped_code(
         assert first.endswith(" [unverified-stale]")
         assert then.startswith("the daemon now fetches the agency's revocation list")
         assert backend.enrolled_with == str(OnionAddress(bytes(range(32))))
+        assert backend.enrol_again is False
+        again = invoke(runner, "--home", home, "trust", "enrol", code, "--again")
+        assert again.exit_code == 0, again.output
+        assert backend.enrol_again is True
         as_json = json.loads(
             invoke(runner, "--home", home, "trust", "enrol", code, "--json").stdout
         )

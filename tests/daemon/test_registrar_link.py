@@ -166,7 +166,9 @@ async def test_a_bad_code_is_refused_and_nothing_kept(tmp_path: Path, clock: Moc
         # Revoked, a1 is refused a new code (the one answer to every refusal).
         await registrar.revoke(a1.address, "lost")
         with pytest.raises(ConfigError, match="the registrar refused"):
-            await a1.daemon.trust.trust_enrol(api.TrustEnrol(await registrar.code("Again")))
+            await a1.daemon.trust.trust_enrol(
+                api.TrustEnrol(await registrar.code("Again"), again=True)
+            )
         assert other.store.trust.own() is None
         assert not (other.paths.home / "registrar.txt").exists()
         with pytest.raises(ConfigError, match="not a registrar enrolment code"):
@@ -178,6 +180,48 @@ async def test_a_bad_code_is_refused_and_nothing_kept(tmp_path: Path, clock: Moc
         with pytest.raises(ConfigError, match="no anchor"):
             await stranger.daemon.trust.trust_enrol(api.TrustEnrol(await registrar.code("S")))
         assert stranger.store.trust.own() is None
+
+
+async def test_a_code_used_by_an_endpoint_enrolled_already_is_refused_unless_again(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """A code is made for one endpoint (its name, its unit). Used by mistake
+    on another that is enrolled, it would rename that one and leave its own
+    endpoint without a code: refused before anything is sent, so the code
+    still works where it belongs; ``again`` enrols anew on purpose."""
+    async with network(tmp_path) as (net, nursery):
+        registrar = net.registrar("registrar")
+        a1, a2 = net.node("a1"), net.node("a2")
+        await registrar.start(nursery)
+        for node in (a1, a2):
+            await node.start(nursery)
+        first = await _enrol(a1, registrar, "Desk 1")
+        assert a1.daemon is not None
+        for_desk_2 = await registrar.code("Desk 2", "Unit V")
+        before = await a1.daemon.whoami(api.Whoami())
+        with pytest.raises(
+            ConfigError,
+            match=r"this endpoint is enrolled already: endorsed by acme as 'Desk 1', Unit U "
+            r"until \d{4}-\d\d-\d\d \d\d:\d\d UTC, renewed by the daemon\. A code is made "
+            r"for one endpoint: use it on that one, or enrol this one anew .* with --again",
+        ):
+            await a1.daemon.trust.trust_enrol(api.TrustEnrol(for_desk_2))
+        assert (await a1.daemon.whoami(api.Whoami())).endorsement == before.endorsement
+        # The code was not used: Desk 2 enrols with it.
+        a2.store.trust.add(registrar.anchor, int(time.time() * 1000))
+        assert a2.daemon is not None
+        second = await a2.daemon.trust.trust_enrol(api.TrustEnrol(for_desk_2))
+        assert (second.endpoint, second.unit, second.address) == (
+            "Desk 2",
+            "Unit V",
+            str(a2.address),
+        )
+        # On purpose: a1 renamed by a code made for it.
+        renamed = await a1.daemon.trust.trust_enrol(
+            api.TrustEnrol(await registrar.code("Desk 1b", "Unit W"), again=True)
+        )
+        assert (renamed.endpoint, renamed.unit) == ("Desk 1b", "Unit W")
+        assert (first.endpoint, first.unit) == ("Desk 1", "Unit U")
 
 
 async def test_an_unreachable_registrar_is_retried_never_fatal(

@@ -232,15 +232,22 @@ def trust_rotate(card: str, file: Path | None, home: Path | None, as_json: bool)
 
 @trust.command("enrol")
 @click.argument("code")
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Enrol although this endpoint is enrolled already: the code's name and unit "
+    "replace its own.",
+)
 @home_option
 @json_option
-def enrol(code: str, home: Path | None, as_json: bool) -> None:
+def enrol(code: str, again: bool, home: Path | None, as_json: bool) -> None:
     """Enrol this endpoint with its agency's registrar, with the one-time CODE
     its operator gave you ('registrar code'): the endorsement it signs is
     installed (install the agency's anchor first, 'trust add'), and the daemon
     then fetches the agency's list from it every trust_refresh and renews the
-    endorsement in time."""
-    installed = run_client(home, lambda client: client.trust_enrol(code))
+    endorsement in time. An endpoint enrolled already (its endorsement in
+    force) is refused, with nothing sent, unless --again."""
+    installed = run_client(home, lambda client: client.trust_enrol(code, again=again))
     if as_json:
         emit_json(dataclasses.asdict(installed))
         return

@@ -733,9 +733,11 @@ class Client:
         """Retry delivery now, to one contact or all; returns how many were kicked."""
         return (await self.request(api.Retry(contact))).contacts
 
-    async def trust_enrol(self, code: str) -> api.Endorsement:
-        """An endpoint only: enrol with the agency's registrar of ``code``."""
-        return await self.request(api.TrustEnrol(code))
+    async def trust_enrol(self, code: str, *, again: bool = False) -> api.Endorsement:
+        """An endpoint only: enrol with the agency's registrar of ``code``.
+        One whose endorsement is in force is refused (``ConfigError``), unless
+        ``again``: the code's name and unit then replace its own."""
+        return await self.request(api.TrustEnrol(code, again))
 
     async def registrar_code(
         self,

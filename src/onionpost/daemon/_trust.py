@@ -14,6 +14,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from onionpost.daemon.delivery import (
     announce_rotation,
     import_revocations,
     install_own,
+    own_in_detail,
     recheck_contacts,
     refusals,
     rotation_progress,
@@ -36,6 +38,7 @@ from onionpost.home import ContactCard, Secrets
 from onionpost.host import StoreWorker
 from onionpost.proto.trust import (
     Anchor,
+    Status,
     Verdict,
     confirm_anchor,
     stored_checkpoint,
@@ -200,7 +203,16 @@ class TrustHandlers:
             self._engine.announce()
 
     async def trust_enrol(self, request: api.TrustEnrol) -> api.Endorsement:
-        """Enrol with our agency's registrar (trust.md §8)."""
+        """Enrol with our agency's registrar (trust.md §8). An endpoint whose
+        endorsement is in force is refused unless ``again``: a code is made
+        for one endpoint, its name and unit, and used here by mistake it
+        would rename this one and leave the other without a code."""
+        if not request.again:
+            address = str(self._secrets.identity.address)
+            judged = await self._worker(own_in_detail, self._store, address, now_ms())
+            verdict = None if judged is None else judged.verdict
+            if verdict is not None and verdict.status is not Status.REFUSED:
+                raise ConfigError(f"this endpoint is enrolled already: {_enrolled_as(verdict)}")
         verdict = await self.registrar.enrol(request.code)
         return installed(verdict)
 
@@ -229,6 +241,19 @@ def _trust_anchor(
         checkpoint_size=None
         if checkpoint is None
         else stored_checkpoint(checkpoint).checkpoint.size,
+    )
+
+
+def _enrolled_as(verdict: Verdict) -> str:
+    e = verdict.endorsement
+    assert e is not None
+    assert verdict.until is not None
+    where = f"'{e.endpoint}', {e.unit}" if e.unit else f"'{e.endpoint}'"
+    until = datetime.fromtimestamp(verdict.until, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"endorsed by {e.agency} as {where} until {until}, renewed by the daemon. "
+        "A code is made for one endpoint: use it on that one, or enrol this one "
+        "anew under the code's name and unit with --again"
     )
 
 

@@ -102,6 +102,8 @@ class MemoryBackend:
         self.endorsement_verdict: str | None = None
         # The address trust_enrol's endorsement replaces (a move's code).
         self.enrol_replaces = ""
+        # Whether the last trust_enrol said ``again``.
+        self.enrol_again: bool | None = None
         self.anchor_keys: dict[str, trust.Anchor] = {}
         self.endorsement: trust.EndorsementProof | None = None
         self.rotation: trust.EndorsementProof | None = None
@@ -438,6 +440,7 @@ class MemoryBackend:
         # answers as one that endorsed us as "Desk" for a week would.
         code = EnrolmentCode.parse(request.code)
         self.enrolled_with = str(code.registrar)
+        self.enrol_again = request.again
         until = int(time.time()) + 7 * 86_400
         return api.Endorsement(
             "acme", "", "Desk", "", until, "unverified-stale", replaces=self.enrol_replaces
