@@ -20,8 +20,8 @@ import trio
 from click.testing import CliRunner, Result
 
 from onionpost import api
-from onionpost.cli import _commands as commands_module
 from onionpost.cli import _common, main
+from onionpost.cli import _send_cmd as send_module
 from onionpost.testing.doubles import (
     MemoryBackend,
     ServerThread,
@@ -443,7 +443,7 @@ def test_send_not_confirmed_in_time_says_the_id(
     # The daemon queues the text but does not answer in time: the command
     # cannot say it was sent, nor that it was not; it says how to find out.
     server, home = daemon
-    monkeypatch.setattr(commands_module, "ANSWER_DEADLINE", 0.3)
+    monkeypatch.setattr(send_module, "ANSWER_DEADLINE", 0.3)
     hold = server.backend.hold = trio.Event()
     try:
         slow = invoke(runner, "--home", home, "send", "bob", "are you there?")
@@ -793,7 +793,7 @@ def test_send_wait_says_what_it_waits_for_when_nothing_happens(
     """A text that does not move for a while: --wait says once that no
     session is up with the contact, and the daemon's last error."""
     server, home = daemon
-    monkeypatch.setattr(commands_module, "WAIT_HINT_SECONDS", 0.01)
+    monkeypatch.setattr(send_module, "WAIT_HINT_SECONDS", 0.01)
     server.backend.deliver_after_statuses = 2  # the refusal check, then the hint's
     result = invoke(runner, "--home", home, "send", "bob", "are you there", "--wait")
     assert result.exit_code == 0, result.output

@@ -17,7 +17,7 @@ import trio
 from click.testing import CliRunner, Result
 
 from onionpost import api
-from onionpost.cli import _commands as commands_module
+from onionpost.cli import _send_cmd as send_module
 from onionpost.cli import main
 from onionpost.home import Paths
 from onionpost.host import serve_api
@@ -127,7 +127,7 @@ async def test_a_send_to_a_list_or_group_not_confirmed_in_time_says_where_to_loo
 
         for request in (api.ListSendText, api.GroupSendText):
             monkeypatch.setitem(daemon.handlers, request, silent)
-        monkeypatch.setattr(commands_module, "ANSWER_DEADLINE", 0.3)
+        monkeypatch.setattr(send_module, "ANSWER_DEADLINE", 0.3)
         with short_tmpdir() as home:
             await nursery.start(serve_api, daemon, Paths.for_home(home).socket)
             for flag, name, show in (("--list", "team", "list"), ("--group", "ops", "group")):

@@ -34,11 +34,11 @@ __all__ = ["main"]
 COMMANDS: Final[dict[str, str]] = {
     "init": "_init:init",
     "whoami": "_init:whoami",
-    "contact": "_commands:contact",
+    "contact": "_contact_cmd:contact",
     "trust": "_trust_cmd:trust",
     "list": "_lists_cmd:distribution_list",
     "group": "_groups_cmd:group",
-    "send": "_commands:send",
+    "send": "_send_cmd:send",
     "forward": "_labels_cmd:forward",
     "inbox": "_commands:inbox",
     "message": "_commands:message",
