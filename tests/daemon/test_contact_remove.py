@@ -142,3 +142,32 @@ async def test_a_contact_renamed_keeps_its_outbox_and_history_and_gets_what_wait
             await daemon.contacts.contact_rename(api.ContactRename("bob", "bobby"))
         names = sorted(c.name for c in await daemon.contacts.contact_list(api.ContactList()))
         assert names == ["carol", "robert"]
+
+
+async def test_a_card_named_after_another_contacts_address_is_refused_its_name(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    """A hostile card whose name is alice's address, added without a name of
+    our own, would take alice's place wherever a command names her by her
+    address: refused, saying to give it a name; with one it is added, and
+    alice's address still means alice."""
+    async with network(tmp_path) as (net, nursery):
+        bob, alice = net.node("bob"), net.node("alice")
+        mallory = net.node(str(alice.address).upper())
+        befriend(bob, alice)
+        await bob.start(nursery)
+        assert bob.daemon is not None
+        contacts = bob.daemon.contacts
+        with pytest.raises(ConfigError, match=r"the card's name is an onion address .*--name"):
+            await contacts.contact_add(api.ContactAdd(mallory.card()))
+        with pytest.raises(ConfigError, match="a contact name cannot be an onion address"):
+            await contacts.contact_add(api.ContactAdd(mallory.card(), str(alice.address)))
+        added = await contacts.contact_add(api.ContactAdd(mallory.card(), "mallory"))
+        assert added.address == str(mallory.address)
+        with pytest.raises(ConfigError, match="a contact name cannot be an onion address"):
+            await contacts.contact_rename(api.ContactRename("mallory", str(alice.address)))
+        await bob.daemon.messages.send_text(api.SendText(str(alice.address), "to alice"))
+        assert bob.store.outbox.outbox_depth(bob.contact(alice).id) == 1
+        assert bob.store.outbox.outbox_depth(bob.contact(mallory).id) == 0
+        shown = await contacts.contact_show(api.ContactShow(str(alice.address)))
+        assert (shown.contact.name, shown.contact.address) == ("alice", str(alice.address))

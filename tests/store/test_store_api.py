@@ -78,6 +78,44 @@ def test_bad_contact_names(store: Store, name: str) -> None:
     assert str(caught.value) == f"a contact name {contact_name_problem(name)}"
 
 
+def test_an_onion_address_always_names_the_contact_at_it(store: Store) -> None:
+    """A name that is an address (a hostile card's, by ``contact add`` without
+    ``--name``) would take the place of the contact at that address in every
+    command that names a contact by its address: refused as a name; and an
+    address looked up means the contact at it, whatever another is called (a
+    store from before the rule)."""
+    alice = add_contact(store, "alice")
+    carol = add_contact(store, "carol")
+    spelled = (
+        str(alice.address),
+        str(alice.address).upper(),
+        str(alice.address).removesuffix(".onion"),
+        f" {alice.address} ",
+    )
+    for name in spelled:
+        with pytest.raises(ConfigError, match="a contact name cannot be an onion address"):
+            add_contact(store, name)
+        with pytest.raises(ConfigError, match="a contact name cannot be an onion address"):
+            store.contacts.rename_contact("carol", name, 5)
+    assert {c.name for c in store.contacts.all()} == {"alice", "carol"}
+    # A name so made before the rule: the address still means alice.
+    store._database.conn.execute(
+        "UPDATE contacts SET name = ? WHERE id = ?", (str(alice.address), carol.id)
+    )
+    for name in spelled:
+        assert store.contacts.contact(name).id == alice.id
+    team = store.lists.create("team", [str(alice.address)], 6)
+    assert [m.id for m in team.members] == [alice.id]
+    store.contacts.mark_verified(str(alice.address), "12345", 7)
+    assert set(store.contacts.verified()) == {alice.id}
+    assert store.contacts.rename_contact(str(alice.address), "alicia", 8).id == alice.id
+    assert store.contacts.remove_contact(str(alice.address)).id == alice.id
+    # Gone, the address names nobody, and never the one so named.
+    with pytest.raises(UnknownContactError):
+        store.contacts.contact(str(alice.address))
+    assert [c.id for c in store.contacts.all()] == [carol.id]
+
+
 def test_a_contact_renamed_keeps_its_row_and_is_recorded(store: Store) -> None:
     bob = add_contact(store, "bob")
     carol = add_contact(store, "carol")

@@ -184,20 +184,11 @@ def endorsement_detail(
 
 
 def contact_named(store: Store, name: str) -> Contact:
-    """A contact by its name, else by its onion address (any letter case,
-    with or without ``.onion``): a tool keyed on the stable address need not
-    map it to a name that may be renamed. UnknownContactError for neither."""
-    try:
-        return store.contacts.contact(name)
-    except UnknownContactError:
-        try:
-            address = OnionAddress.parse(name.strip())
-        except ConfigError:
-            raise UnknownContactError(name) from None
-        found = store.contacts.contact_by_address(address)
-        if found is None:
-            raise
-        return found
+    """A contact by its name, or by its onion address (any letter case, with
+    or without ``.onion``; an address always means the contact at it): a tool
+    keyed on the stable address need not map it to a name that may be
+    renamed. UnknownContactError for neither."""
+    return store.contacts.contact(name)
 
 
 def contact_or_introduced(store: Store, name: str) -> Contact:
@@ -216,12 +207,11 @@ def introduced(store: Store, name: str) -> Contact | None:
     """A member a group introduced, by its address or its card's name;
     ConfigError when several have that name."""
     introduced = store.contacts.introduced()
+    address = OnionAddress.in_text(name)
+    if address is not None:
+        # An address means the member at it, never one whose card is so named.
+        return next((p for p in introduced if p.address == address), None)
     by_name = [p for p in introduced if p.name.casefold() == name.casefold()]
-    by_address = [
-        p for p in introduced if str(p.address) == name.lower().removesuffix(".onion") + ".onion"
-    ]
-    if by_address:
-        return by_address[0]
     if len(by_name) > 1:
         raise ConfigError(f"several members introduced to us are named {name!r}: give its address")
     return by_name[0] if by_name else None
@@ -293,6 +283,12 @@ class ContactHandlers:
         # added, judged as a staple once the contact exists.
         proof = None if not request.endorsement else parse_endorsement_line(request.endorsement)
         name = parsed.name if request.name is None else request.name  # "" is refused
+        if request.name is None and OnionAddress.in_text(name) is not None:
+            # A hostile card's name may be another contact's address.
+            raise ConfigError(
+                f"the card's name is an onion address ({name!r}), which always names "
+                "the contact at it: add this contact under a name of your own (--name)"
+            )
         contact = await self._worker(self._add_contact, name, parsed)
         if proof is not None:
             await self._worker(

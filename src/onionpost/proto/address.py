@@ -113,6 +113,15 @@ class OnionAddress:
             raise ConfigError("not a v3 onion address: checksum does not match (a typo?)")
         return cls(public_key)
 
+    @classmethod
+    def in_text(cls, text: str) -> OnionAddress | None:
+        """``text`` (spaces around it ignored) as an onion address, as
+        :meth:`parse` reads one; None when it is not one."""
+        try:
+            return cls.parse(text.strip())
+        except ConfigError:
+            return None
+
     @property
     def service_id(self) -> str:
         """The 56 lower-case base32 characters, as tor's control port writes them."""

@@ -46,6 +46,20 @@ def _check_contact_name(name: object) -> str:
     return name
 
 
+def _check_own_name(name: object) -> str:
+    """A name we give a contact (added, renamed): the rule of every name, and
+    not an onion address. A command that names a contact by its address
+    means the contact at that address; a name that is an address (another
+    contact's, on a hostile card) would take its place."""
+    checked = _check_contact_name(name)
+    if OnionAddress.in_text(checked) is not None:
+        raise ConfigError(
+            f"a contact name cannot be an onion address ({checked!r}): an address "
+            "always names the contact at it; choose another name"
+        )
+    return checked
+
+
 def contact_of(row: Sequence[Any]) -> Contact:
     """A row of ``current_contacts`` or ``current_peers``."""
     return Contact(
@@ -86,6 +100,14 @@ class Contacts:
     def __repr__(self) -> str:
         return "Contacts()"
 
+    def _active_named(self, text: str) -> Contact | None:
+        """The contact ``text`` names: the one at that address when it is an
+        onion address, else the one of that name (any letter case)."""
+        address = OnionAddress.in_text(text)
+        if address is not None:
+            return self._active_by_address(address)
+        return self._active_by_name(text)
+
     def _active_by_name(self, name: str) -> Contact | None:
         row = self._database.conn.execute(
             "SELECT * FROM current_contacts WHERE name = ? COLLATE NOCASE", (name,)
@@ -112,8 +134,8 @@ class Contacts:
         self, name: str, address: OnionAddress, client_auth_public: bytes, now: int
     ) -> Contact:
         """A new contact; :class:`ConfigError` if the name (any letter case) or the
-        address is already a contact's."""
-        name = _check_contact_name(name)
+        address is already a contact's, or the name is an onion address."""
+        name = _check_own_name(name)
         if not isinstance(address, OnionAddress):
             raise ConfigError("a contact's address is an OnionAddress")
         if not isinstance(client_auth_public, bytes) or len(client_auth_public) != 32:
@@ -199,7 +221,7 @@ class Contacts:
         ``now`` (ms) is the time the evidence log records (the clock's by default)."""
         now = int(time.time() * 1000) if now is None else now
         with self._database.transaction(), self._guard("removing a contact"):
-            found = self._active_by_name(name)
+            found = self._active_named(name)
             if found is None:
                 raise UnknownContactError(name)
             self._database.conn.execute("UPDATE contacts SET removed = 1 WHERE id = ?", (found.id,))
@@ -219,10 +241,11 @@ class Contacts:
         messages (shown under the new name), its outbox, its verification and
         its lists stay. The evidence log records it (CONTACT_RENAMED, the new
         name as detail). :class:`ConfigError` if ``new_name`` is another
-        contact's (any letter case); renaming to the same name records nothing."""
-        new_name = _check_contact_name(new_name)
+        contact's (any letter case) or an onion address; renaming to the same
+        name records nothing."""
+        new_name = _check_own_name(new_name)
         with self._database.transaction(), self._guard("renaming a contact"):
-            found = self._active_by_name(name)
+            found = self._active_named(name)
             if found is None:
                 raise UnknownContactError(name)
             if found.name == new_name:
@@ -245,7 +268,7 @@ class Contacts:
         if not isinstance(safety_number, str) or not 0 < len(safety_number) <= _MAX_NUMBER:
             raise ConfigError("a safety number is a short string of digits")
         with self._database.transaction(), self._guard("verifying a contact"):
-            found = self._active_by_name(name)
+            found = self._active_named(name)
             if found is None:
                 # A member a group introduced is named by its address (§9).
                 with contextlib.suppress(ConfigError):
@@ -288,9 +311,10 @@ class Contacts:
         return [contact_of(row) for row in rows]
 
     def contact(self, name: str) -> Contact:
-        """The contact called ``name`` (any letter case); :class:`UnknownContactError`."""
+        """The contact called ``name`` (any letter case), or at that onion
+        address when ``name`` is one; :class:`UnknownContactError`."""
         with self._lock, self._guard("reading a contact"):
-            contact = self._active_by_name(name)
+            contact = self._active_named(name)
         if contact is None:
             raise UnknownContactError(name)
         return contact

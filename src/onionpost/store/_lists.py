@@ -31,6 +31,7 @@ from typing import Final
 from onionpost.errors import ConfigError, NotFoundError, UnknownContactError
 from onionpost.limits import MAX_LIST_MEMBERS, MAX_LIST_NAME, MAX_LIST_SENDS_SHOWN, MAX_LISTS
 from onionpost.names import contact_name_problem
+from onionpost.proto.address import OnionAddress
 from onionpost.store._contacts import Contacts, contact_of
 from onionpost.store._database import Database
 from onionpost.store._files import digest_of
@@ -170,9 +171,17 @@ class Lists:
     def _contact_ids(self, names: Sequence[str]) -> list[int]:
         ids = []
         for name in _distinct(names):
-            row = self._db.execute(
-                "SELECT id FROM current_contacts WHERE name = ? COLLATE NOCASE", (name,)
-            ).fetchone()
+            # An onion address means the contact at it, never one so named.
+            address = OnionAddress.in_text(name)
+            if address is None:
+                found = self._db.execute(
+                    "SELECT id FROM current_contacts WHERE name = ? COLLATE NOCASE", (name,)
+                )
+            else:
+                found = self._db.execute(
+                    "SELECT id FROM current_contacts WHERE address = ?", (address.public_key,)
+                )
+            row = found.fetchone()
             if row is None:
                 raise UnknownContactError(name)
             ids.append(int(row[0]))
