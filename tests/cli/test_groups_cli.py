@@ -68,6 +68,11 @@ async def test_group_commands_and_send_to_a_group(tmp_path: Path) -> None:
             assert "delivered 2/2" in one.stdout
             shown = await _run(home, "group", "show", "ops-team")
             assert "delivered 2/2" in shown.stdout
+            # A contact renamed is shown by its new name (its card's is the old).
+            await _run(home, "contact", "rename", "carol", "carla")
+            shown = await _run(home, "group", "show", "ops-team")
+            assert "members: alice (admin), bob [up], carla [up]" in shown.stdout
+            await _run(home, "contact", "rename", "carla", "carol")
             # A file to the group: a copy per member, followed the same way.
             source = tmp_path / "brief.pdf"
             source.write_bytes(b"%PDF-1.7 brief")
@@ -93,6 +98,9 @@ async def test_group_commands_and_send_to_a_group(tmp_path: Path) -> None:
 
             left = await _run(home, "group", "leave", "ops-team")
             assert "no longer a member" in left.stdout
+            # Piped, the table is as wide as it needs (rich would cut it at 80).
+            table = await _run(home, "group", "list")
+            assert "no (removed or left)" in table.stdout
             refused = await _run(home, "send", "--group", "ops-team", "hello?")
             assert refused.exit_code == 1
             assert "no longer a member" in refused.stderr

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -25,6 +24,7 @@ from onionpost.cli._common import (
     json_option,
     printable,
     run_client,
+    table_console,
 )
 from onionpost.client import Client, Group, GroupSent
 
@@ -34,7 +34,8 @@ __all__ = ["group", "print_group_sent"]
 def _members(found: Group) -> str:
     names = []
     for m in found.members:
-        name = printable(m.name) + (" (admin)" if m.admin else "")
+        # Our contact by the name we gave it (renamed or not); else its card's.
+        name = printable(m.contact or m.name) + (" (admin)" if m.admin else "")
         if m.introduced_by is not None:
             # Not a contact: reached as a member only (groups.md §9).
             trust = "verified" if m.verified else "not verified"
@@ -191,4 +192,4 @@ def group_list(home: Path | None, as_json: bool) -> None:
             Text(_members(f)),
             Text("yes" if f.member else "no (removed or left)"),
         )
-    Console(highlight=False, soft_wrap=False).print(table)
+    table_console().print(table)
