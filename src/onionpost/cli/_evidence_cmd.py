@@ -30,8 +30,10 @@ __all__ = ["export", "log", "verify_export"]
 
 WHAT_IT_PROVES = (
     "A verified bundle proves: these entries are in the evidence log of {endpoint} as its "
-    "key signed it at {size} entries; each message and file is the one its entry recorded "
-    "(nothing changed since), and manifest.jsonld says the same of them as bundle.json; "
+    "key signed it at {size} entries; bundle.json is the whole export as that key signed it "
+    "(nothing left out or changed since); each message and file is the one its entry "
+    "recorded (nothing changed since), and manifest.jsonld says the same of them as "
+    "bundle.json; "
     "and where a contact cosigned the log, that the entries it "
     "covered existed, unchanged, when it cosigned. It does not prove that a contact wrote "
     "a message, nor that the endpoint's clock was right."
@@ -179,6 +181,7 @@ def verify_export(path: Path, as_json: bool) -> None:
                 "ok": report.ok,
                 "endpoint": report.endpoint,
                 "log_size": report.size,
+                "bundle_sha256": report.bundle_sha256,
                 "entries": report.entries,
                 "messages": report.messages,
                 "files_checked": report.files_checked,
@@ -190,6 +193,11 @@ def verify_export(path: Path, as_json: bool) -> None:
     else:
         click.echo(f"endpoint: {report.endpoint}")
         click.echo(f"log: {report.size} entries, signed by the endpoint's key")
+        if report.bundle_sha256:
+            click.echo(
+                f"bundle.json: SHA-256 {report.bundle_sha256}, "
+                "signed as a whole by the endpoint's key"
+            )
         click.echo(f"entries with a valid inclusion proof: {report.entries}")
         click.echo(
             f"messages matching their entries: {report.messages} "

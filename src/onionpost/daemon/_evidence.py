@@ -4,8 +4,11 @@ and ``export`` (``protocol-spec/evidence.md`` §4, §6).
 :class:`EvidenceHandlers` serves them; what they do is synchronous store
 work, run in the daemon's worker (an export in a thread of its own). An export writes a zip
 bundle (:mod:`onionpost.proto.bundle`) beside its destination and renames it
-into place, so a bundle is whole or absent; it is then recorded in the log
-itself (an ``exported`` entry naming the SHA-256 of its ``bundle.json``).
+into place, so a bundle is whole or absent. ``bundle.json`` is signed as a
+whole (``bundle.sig``) with the key that signs our checkpoints, so that no
+part of it can be left out afterwards (evidence.md §6.1); the export is then
+recorded in the log itself (an ``exported`` entry naming the SHA-256 of its
+``bundle.json``).
 """
 
 from __future__ import annotations
@@ -336,8 +339,12 @@ def export(  # noqa: PLR0917 - a selection, where to, and when
             version=__version__,
             bundle_id=hashlib.sha256(document).hexdigest()[:32],
         )
+        # The whole of bundle.json, signed as an export (its own origin, not
+        # a checkpoint's): evidence.md §6.1.
+        signed = witness.sign(bundle.export_statement(witness.name, document))
         with zipfile.ZipFile(part, "a", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(bundle.BUNDLE_NAME, document)
+            archive.writestr(bundle.SIGNATURE_NAME, signed.to_bytes())
             archive.writestr(bundle.MANIFEST_NAME, manifest)
         with open(part, "rb") as f:
             os.fsync(f.fileno())

@@ -9,6 +9,11 @@ A bundle is a zip archive:
     it, the log entries of the selected messages with an inclusion proof each,
     and the messages themselves (a text's body; a file's name, size and
     member name).
+``bundle.sig``
+    A signed note by the endpoint's key of the SHA-256 of ``bundle.json``'s
+    bytes, under an origin of its own (``<address>/export``): the export as a
+    whole, so that no part of it can be left out or changed (the checkpoint
+    and entries alone prove each entry, not that nothing was left out).
 ``files/<id>``
     The bytes of each file whose copy the endpoint still held.
 ``manifest.jsonld``
@@ -19,7 +24,9 @@ A bundle is a zip archive:
 address (as is each witness's), so every signature can be checked without
 any other input. It returns a :class:`Report` that says what held and what
 failed; it never raises on bad content (only :class:`VerificationError`
-when the archive itself cannot be read as one).
+when the archive itself cannot be read as one), and every field of
+``bundle.json`` is read through a helper that names what is wrong with it,
+so a malformed bundle gives a sentence, never a ``KeyError``'s text.
 
 Sans-I/O apart from reading the members of a :class:`zipfile.ZipFile` the
 caller opened.
@@ -28,7 +35,6 @@ caller opened.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import hashlib
 import json
@@ -39,7 +45,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from onionpost.errors import ConfigError, VerificationError
-from onionpost.limits import MAX_EXPORT_MESSAGES, MAX_NOTE_SIGNATURES
+from onionpost.limits import (
+    MAX_EXPORT_MESSAGES,
+    MAX_NOTE_BYTES,
+    MAX_NOTE_SIGNATURES,
+    MAX_PROOF_HASHES,
+)
 from onionpost.proto import merkle, note
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.evidence import Entry, Event, file_entry, origin, text_entry
@@ -48,18 +59,29 @@ __all__ = [
     "BUNDLE_NAME",
     "FORMAT",
     "MANIFEST_NAME",
+    "SIGNATURE_NAME",
+    "UNSIGNED_FORMAT",
     "BundleMessage",
     "Report",
     "WitnessSeen",
     "bundle_json",
     "case_manifest",
+    "export_origin",
+    "export_statement",
     "file_member",
     "verify",
 ]
 
-FORMAT: Final = "onionpost-evidence/1"
+FORMAT: Final = "onionpost-evidence/2"
+# Bundles written before bundle.sig: checked as before, and reported as not
+# signed as a whole (evidence.md §6.2 step 3).
+UNSIGNED_FORMAT: Final = "onionpost-evidence/1"
 BUNDLE_NAME: Final = "bundle.json"
+SIGNATURE_NAME: Final = "bundle.sig"
 MANIFEST_NAME: Final = "manifest.jsonld"
+_EXPORT_SUFFIX: Final = "/export"
+# bundle.sig is one note: its text (three short lines) and the endpoint's signature.
+_MAX_SIGNATURE: Final = MAX_NOTE_BYTES + MAX_NOTE_SIGNATURES * 256
 # A bundle.json of the most messages and entries, with proofs, stays well under this.
 _MAX_BUNDLE_JSON: Final = 512 * 1024 * 1024
 _CASE_CONTEXT: Final = {
@@ -77,6 +99,27 @@ _UUID_NAMESPACE: Final = uuid.UUID("6f6e696f-6e70-4f73-b465-766964656e63")
 
 def file_member(message_id: bytes) -> str:
     return f"files/{message_id.hex()}"
+
+
+def export_origin(address: str) -> str:
+    """The origin line of an export's signature: not a checkpoint's
+    (``<address>/evidence``), so neither signature can pass for the other."""
+    return address + _EXPORT_SUFFIX
+
+
+def export_statement(endpoint: str, document: bytes) -> str:
+    """The text ``bundle.sig`` signs for the ``bundle.json`` bytes ``document``
+    (evidence.md §6.1), e.g.::
+
+        abcd...xyz.onion/export
+        onionpost-evidence/2
+        sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+
+    The exporter signs it with :func:`onionpost.proto.note.sign` (the key and
+    key name of its checkpoints); its second line is not a number, so it is
+    never read as a checkpoint either."""
+    digest = hashlib.sha256(document).hexdigest()
+    return f"{export_origin(endpoint)}\n{FORMAT}\nsha256 {digest}\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,26 +161,49 @@ class BundleMessage:
         return out
 
     @classmethod
-    def from_json(cls, value: Mapping[str, Any]) -> BundleMessage:
-        try:
-            kind = value["kind"]
-            blake = value.get("blake2b")
-            return cls(
-                id=bytes.fromhex(value["id"]),
-                direction=_str(value["direction"]),
-                counterparty=_str(value["counterparty"]),
-                kind=_str(kind),
-                created_ms=_int(value["created_ms"]),
-                content_type=_str(value["content_type"]),
-                body=_str(value["body"]) if kind == "text" else None,
-                name=_str(value["name"]) if kind == "file" else None,
-                size=_int(value["size"]) if kind == "file" else None,
-                blake2b=bytes.fromhex(blake) if kind == "file" and blake else None,
-                member=value.get("member") if kind == "file" else None,
-                label=_str(value.get("label", "")),
+    def from_json(cls, value: object) -> BundleMessage:
+        """A message of ``bundle.json``; a :class:`VerificationError` naming
+        what is wrong for anything else."""
+        item = _object(value, "a message", _MESSAGE_FIELDS)
+        kind = _str(item, "kind")
+        if kind not in _KIND_FIELDS:
+            raise VerificationError("not a message: 'kind' is not 'text' or 'file'", what="bundle")
+        item = _object(item, "a message", _KIND_FIELDS[kind])
+        direction = _str(item, "direction")
+        if direction not in {"in", "out"}:
+            raise VerificationError(
+                "not a message: 'direction' is not 'in' or 'out'", what="bundle"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise VerificationError("a malformed message in the bundle", what="bundle") from exc
+        message_id = _hex(item, "id")
+        if kind == "text":
+            return cls(
+                id=message_id,
+                direction=direction,
+                counterparty=_str(item, "counterparty"),
+                kind=kind,
+                created_ms=_int(item, "created_ms"),
+                content_type=_str(item, "content_type"),
+                body=_str(item, "body"),
+                label=_str(item, "label") if "label" in item else "",
+            )
+        member = item["member"]
+        if member is not None and member != file_member(message_id):
+            raise VerificationError(
+                f"its file's member is not {file_member(message_id)!r}", what="bundle"
+            )
+        return cls(
+            id=message_id,
+            direction=direction,
+            counterparty=_str(item, "counterparty"),
+            kind=kind,
+            created_ms=_int(item, "created_ms"),
+            content_type=_str(item, "content_type"),
+            name=_str(item, "name"),
+            size=_int(item, "size"),
+            blake2b=_hex(item, "blake2b") or None,
+            member=member,
+            label=_str(item, "label") if "label" in item else "",
+        )
 
     def entry_for(self, index_time: int) -> Entry:
         """The QUEUED or RECEIVED entry this message must have (its time aside)."""
@@ -167,16 +233,53 @@ class BundleMessage:
         )
 
 
-def _str(value: object) -> str:
+# The fields each object of bundle.json has (a message's: and those of its kind).
+_MESSAGE_FIELDS: Final = ("id", "direction", "counterparty", "kind", "created_ms", "content_type")
+_KIND_FIELDS: Final = {"text": ("body",), "file": ("name", "size", "blake2b", "member")}
+_ENTRY_FIELDS: Final = ("index", "entry", "proof")
+_WITNESS_FIELDS: Final = ("checkpoint", "proof")
+
+
+def _object(value: object, what: str, fields: Iterable[str]) -> dict[str, Any]:
+    """``value`` as a JSON object with ``fields``; else "not <what>: no 'field'"."""
+    if not isinstance(value, dict):
+        raise VerificationError(f"not {what}: not a JSON object", what="bundle")
+    for key in fields:
+        if key not in value:
+            raise VerificationError(f"not {what}: no {key!r}", what="bundle")
+    return value
+
+
+def _field(item: Mapping[str, Any], key: str) -> object:
+    if key not in item:
+        raise VerificationError(f"no {key!r}", what="bundle")
+    return item[key]
+
+
+def _str(item: Mapping[str, Any], key: str) -> str:
+    value = _field(item, key)
     if not isinstance(value, str):
-        raise TypeError
+        raise VerificationError(f"{key!r} is not a string", what="bundle")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:  # JSON allows "\ud800"; UTF-8 (and msgpack) does not
+        raise VerificationError(f"{key!r} is not UTF-8 text", what="bundle") from exc
     return value
 
 
-def _int(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError
+def _int(item: Mapping[str, Any], key: str) -> int:
+    """A uint 64, as the records and entries hold their integers."""
+    value = _field(item, key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+        raise VerificationError(f"{key!r} is not a whole number", what="bundle")
     return value
+
+
+def _hex(item: Mapping[str, Any], key: str) -> bytes:
+    try:
+        return bytes.fromhex(_str(item, key))
+    except ValueError as exc:
+        raise VerificationError(f"{key!r} is not hex", what="bundle") from exc
 
 
 def _hexes(proof: Sequence[bytes]) -> list[str]:
@@ -365,6 +468,9 @@ class Report:
     files_absent: int = 0
     witnesses: list[WitnessSeen] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # The SHA-256 of bundle.json when bundle.sig signs it (the log's
+    # ``exported`` entry names the same); "" when it does not.
+    bundle_sha256: str = ""
 
     @property
     def ok(self) -> bool:
@@ -409,10 +515,14 @@ def _member_digests(archive: zipfile.ZipFile, name: str) -> tuple[bytes, str]:
     return blake.digest(), sha.hexdigest()
 
 
-def _proof(value: object) -> tuple[bytes, ...]:
-    if not isinstance(value, list):
-        raise TypeError
-    return tuple(bytes.fromhex(_str(h)) for h in value)
+def _proof(item: Mapping[str, Any]) -> tuple[bytes, ...]:
+    value = _field(item, "proof")
+    if not isinstance(value, list) or len(value) > MAX_PROOF_HASHES:
+        raise VerificationError("'proof' is not a list of hashes", what="bundle")
+    try:
+        return tuple(bytes.fromhex(h) for h in value)
+    except (TypeError, ValueError) as exc:
+        raise VerificationError("'proof' is not a list of hashes", what="bundle") from exc
 
 
 def _same_log(checkpoint: note.Checkpoint, log_origin: str) -> note.Checkpoint:
@@ -423,12 +533,11 @@ def _same_log(checkpoint: note.Checkpoint, log_origin: str) -> note.Checkpoint:
 
 def _witness(item: Any, signer: note.Verifier, checkpoint: note.Checkpoint) -> list[WitnessSeen]:
     """A contact's cosigned checkpoint and the proof that the exported one continues it."""
-    cosigned = note.Note.parse(_str(item["checkpoint"]))
+    item = _object(item, "a witness", _WITNESS_FIELDS)
+    cosigned = note.Note.parse(_str(item, "checkpoint"))
     note.open_note(cosigned, [signer])
     seen = _same_log(note.Checkpoint.from_text(cosigned.text), checkpoint.origin)
-    merkle.verify_consistency(
-        seen.size, checkpoint.size, seen.root, checkpoint.root, _proof(item["proof"])
-    )
+    merkle.verify_consistency(seen.size, checkpoint.size, seen.root, checkpoint.root, _proof(item))
     found: list[WitnessSeen] = []
     for signature in cosigned.signatures:
         if signature.name == signer.name:
@@ -442,11 +551,15 @@ def _witness(item: Any, signer: note.Verifier, checkpoint: note.Checkpoint) -> l
     return found
 
 
-def _entry(item: Any, checkpoint: note.Checkpoint) -> tuple[int, Entry]:
-    index = _int(item["index"])
-    data = base64.b64decode(_str(item["entry"]), validate=True)
+def _entry(item: object, checkpoint: note.Checkpoint) -> tuple[int, Entry]:
+    item = _object(item, "an entry", _ENTRY_FIELDS)
+    index = _int(item, "index")
+    try:
+        data = base64.b64decode(_str(item, "entry"), validate=True)
+    except ValueError as exc:  # binascii.Error, or text that is not ASCII
+        raise VerificationError("'entry' is not base64", what="bundle") from exc
     entry = Entry.decode(data)
-    proof = _proof(item["proof"])
+    proof = _proof(item)
     merkle.verify_inclusion(merkle.leaf_hash(data), index, checkpoint.size, proof, checkpoint.root)
     return index, entry
 
@@ -488,11 +601,34 @@ def _document(archive: zipfile.ZipFile) -> tuple[dict[str, Any], bytes]:
     raw = _read(archive, BUNDLE_NAME, _MAX_BUNDLE_JSON)
     try:
         document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise VerificationError("bundle.json is not JSON", what="bundle") from exc
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise VerificationError(f"not an {FORMAT} bundle", what="bundle")
+    if not isinstance(document, dict) or document.get("format") not in (FORMAT, UNSIGNED_FORMAT):
+        raise VerificationError(
+            f"not an evidence bundle ({FORMAT} or {UNSIGNED_FORMAT})", what="bundle"
+        )
     return document, raw
+
+
+def _signature_problem(
+    archive: zipfile.ZipFile, document: bytes, endpoint: str, signer: note.Verifier
+) -> str | None:
+    """Whether ``bundle.sig`` fails to sign exactly these ``bundle.json`` bytes
+    by the endpoint's key, as an export (evidence.md §6.2 step 3); None when
+    it signs them."""
+    try:
+        signed = note.Note.parse(_read(archive, SIGNATURE_NAME, _MAX_SIGNATURE))
+        note.open_note(signed, [signer])
+    except VerificationError as exc:
+        return str(exc)
+    if signed.text.split("\n", 1)[0] != export_origin(endpoint):
+        return f"not the signature of an export (its origin is not {export_origin(endpoint)})"
+    if signed.text != export_statement(endpoint, document):
+        return (
+            "bundle.json is not the one the endpoint signed: "
+            "part of the export was left out or changed"
+        )
+    return None
 
 
 def _list(document: Mapping[str, Any], key: str, bound: int, report: Report) -> list[Any]:
@@ -504,19 +640,18 @@ def _list(document: Mapping[str, Any], key: str, bound: int, report: Report) -> 
 
 
 def verify(archive: zipfile.ZipFile) -> Report:
-    """Check a bundle (evidence.md §6.2): the checkpoint's signature, each
-    witness's cosignature and consistency proof, each entry's inclusion
-    proof, each message and file against its entry. Raises
+    """Check a bundle (evidence.md §6.2): the checkpoint's signature, the
+    endpoint's signature of the whole of ``bundle.json``, each witness's
+    cosignature and consistency proof, each entry's inclusion proof, each
+    message and file against its entry, the manifest and the members. Raises
     :class:`VerificationError` only when the archive is not a bundle at all."""
     report = Report()
     document, raw = _document(archive)
     try:
-        endpoint = OnionAddress.parse(_str(document["endpoint"]))
-        checkpoint_note = note.Note.parse(_str(document["checkpoint"]))
-    except (KeyError, TypeError, ConfigError) as exc:
-        raise VerificationError(
-            "the bundle names no endpoint or checkpoint", what="bundle"
-        ) from exc
+        endpoint = OnionAddress.parse(_str(document, "endpoint"))
+        checkpoint_note = note.Note.parse(_str(document, "checkpoint"))
+    except (ConfigError, VerificationError) as exc:
+        raise VerificationError(f"{BUNDLE_NAME}: {exc}", what="bundle") from exc
     report.endpoint = name = str(endpoint)
     signer = note.Verifier(name, note.ED25519, endpoint.public_key)
     try:
@@ -526,29 +661,51 @@ def verify(archive: zipfile.ZipFile) -> Report:
         report.problems.append(f"checkpoint: {exc}")
         return report
     report.size = checkpoint.size
+    allowed = {BUNDLE_NAME, MANIFEST_NAME}
+    if document["format"] == UNSIGNED_FORMAT:
+        report.problems.append(
+            f"bundle: {UNSIGNED_FORMAT} is not signed as a whole, "
+            "so a subset of an export verifies as well"
+        )
+    else:
+        allowed.add(SIGNATURE_NAME)
+        problem = _signature_problem(archive, raw, name, signer)
+        if problem is None:
+            report.bundle_sha256 = hashlib.sha256(raw).hexdigest()
+        else:
+            report.problems.append(f"{SIGNATURE_NAME}: {problem}")
+    # What the manifest is checked after: nothing failed but that one step.
+    unsigned = len(report.problems)
     for n, item in enumerate(_list(document, "witnesses", MAX_NOTE_SIGNATURES * 64, report)):
         try:
             report.witnesses += _witness(item, signer, checkpoint)
-        except (KeyError, TypeError, ValueError, ConfigError, VerificationError) as exc:
+        except (ConfigError, VerificationError) as exc:
             report.problems.append(f"witness {n}: {exc}")
     entries: dict[bytes, list[Entry]] = {}
     for n, item in enumerate(_list(document, "entries", 16 * MAX_EXPORT_MESSAGES, report)):
         try:
             _index, entry = _entry(item, checkpoint)
-        except (KeyError, TypeError, ValueError, binascii.Error, VerificationError) as exc:
+        except VerificationError as exc:
             report.problems.append(f"entry {n}: {exc}")
             continue
         report.entries += 1
         entries.setdefault(entry.message_id, []).append(entry)
     messages: list[BundleMessage] = []
     sha256: dict[bytes, str] = {}
-    for item in _list(document, "messages", MAX_EXPORT_MESSAGES, report):
+    for n, item in enumerate(_list(document, "messages", MAX_EXPORT_MESSAGES, report)):
         try:
             message = BundleMessage.from_json(item)
+        except VerificationError as exc:
+            report.problems.append(f"message {_where(item, n)}: {exc}")
+            continue
+        if message.member is not None:
+            # Named by its message: a file whose bytes fail is that message's
+            # problem, not a member that is no part of a bundle.
+            allowed.add(message.member)
+        try:
             checked = _message(archive, message, entries, sha256)
         except VerificationError as exc:
-            where = item.get("id", "?") if isinstance(item, dict) else "?"
-            report.problems.append(f"message {where}: {exc}")
+            report.problems.append(f"message {message.id.hex()}: {exc}")
             continue
         messages.append(message)
         report.messages += 1
@@ -556,15 +713,28 @@ def verify(archive: zipfile.ZipFile) -> Report:
             report.files_absent += 1
         elif message.kind == "file":
             report.files_checked += 1
-    if not report.problems:
+    if len(report.problems) == unsigned:
         problem = _manifest_problem(archive, raw, name, messages, sha256)
         if problem is not None:
             report.problems.append(f"manifest: {problem}")
-    allowed = {BUNDLE_NAME, MANIFEST_NAME} | {m.member for m in messages if m.member}
     for info in archive.infolist():
         if info.filename not in allowed:
             report.problems.append(f"bundle: {info.filename!r} is no part of a bundle")
     return report
+
+
+def _where(item: object, n: int) -> str:
+    """How a problem names a message: its id, or its place when it has none."""
+    if isinstance(item, dict) and isinstance(item.get("id"), str):
+        return str(item["id"])[:32]
+    return f"#{n}"
+
+
+def _text(value: object) -> str:
+    """A string of the manifest (anything else: not the manifest an export writes)."""
+    if not isinstance(value, str):
+        raise TypeError
+    return value
 
 
 def _manifest_problem(
@@ -586,12 +756,20 @@ def _manifest_problem(
         action = next(
             n for n in graph if n.get("@type") == "case-investigation:InvestigativeAction"
         )
-        version = _str(tool["uco-tool:version"])
-        started = _str(action["uco-action:startTime"]["@value"]).replace("Z", "+00:00")
+        version = _text(tool["uco-tool:version"])
+        started = _text(action["uco-action:startTime"]["@value"]).replace("Z", "+00:00")
         made_ms = round(datetime.datetime.fromisoformat(started).timestamp() * 1000)
     except VerificationError as exc:
         return str(exc)
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
+    except (
+        UnicodeDecodeError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        StopIteration,
+        RecursionError,
+    ):
         return "it is not the manifest an export writes"
     expected = case_manifest(
         endpoint=endpoint,
