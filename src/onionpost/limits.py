@@ -25,6 +25,9 @@ PADDING_BUCKETS: Final = (512, 4096, NOISE_MAX_MESSAGE)
 MAX_RECORD_SIZE: Final = NOISE_MAX_PAYLOAD - 2
 MAX_RECORD_FIELDS: Final = 16
 MAX_TEXT_BODY: Final = 60_000  # bytes of UTF-8
+# A record's created_ms at most: the last ms of year 9999, the last a date
+# shows (and less than 2^63, what SQLite and a JSON reader hold).
+MAX_TIME_MS: Final = 253_402_300_799_999
 MAX_CONTENT_TYPE: Final = 128
 MAX_FILE_NAME: Final = 255  # bytes of UTF-8
 # A contact card's name, and a contact's name in the store (storage.md §3).

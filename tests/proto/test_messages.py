@@ -9,6 +9,7 @@ and ``encode`` LocalProtocolError (we tried to send it).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import msgpack
 import pytest
@@ -26,6 +27,7 @@ from onionpost.limits import (
     MAX_RECORD_FIELDS,
     MAX_RECORD_SIZE,
     MAX_TEXT_BODY,
+    MAX_TIME_MS,
     MAX_TRUST_STAPLE_PART,
 )
 from onionpost.proto import messages as m
@@ -64,6 +66,7 @@ def pack(*values: object) -> bytes:
 
 ids = st.binary(min_size=16, max_size=16)
 u64 = st.integers(0, U64_MAX)
+times = st.integers(0, MAX_TIME_MS)  # a record's created_ms
 
 
 def bounded_text(max_bytes: int, *, min_size: int = 0) -> st.SearchStrategy[str]:
@@ -89,14 +92,14 @@ wire_labels = (
 
 STRATEGIES: dict[type, st.SearchStrategy[object]] = {
     Text: st.builds(
-        Text, ids, u64, bounded_text(MAX_TEXT_BODY), bounded_text(MAX_CONTENT_TYPE), wire_labels
+        Text, ids, times, bounded_text(MAX_TEXT_BODY), bounded_text(MAX_CONTENT_TYPE), wire_labels
     ),
     Ack: st.builds(Ack, id_lists),
     Read: st.builds(Read, id_lists),
     FileOffer: st.builds(
         FileOffer,
         ids,
-        u64,
+        times,
         names,
         st.integers(0, MAX_FILE_SIZE),
         st.binary(min_size=64, max_size=64),
@@ -157,7 +160,7 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
     m.GroupText: st.builds(
         m.GroupText,
         ids,
-        u64,
+        times,
         bounded_text(2000),
         bounded_text(MAX_CONTENT_TYPE),
         ids,
@@ -166,7 +169,7 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
     m.GroupFileOffer: st.builds(
         m.GroupFileOffer,
         ids,
-        u64,
+        times,
         names,
         st.integers(0, MAX_FILE_SIZE),
         st.binary(min_size=64, max_size=64),
@@ -555,12 +558,14 @@ def test_integers_beyond_64_bits_cannot_be_sent() -> None:
 @pytest.mark.parametrize(
     "message",
     [
-        Text(ID, U64_MAX, "x" * MAX_TEXT_BODY, "c" * MAX_CONTENT_TYPE),
+        Text(ID, MAX_TIME_MS, "x" * MAX_TEXT_BODY, "c" * MAX_CONTENT_TYPE),
         Text(ID, 0, "\u00e9" * (MAX_TEXT_BODY // 2)),
         Text(ID, 0, "\U0001f600" * (MAX_TEXT_BODY // 4)),
         Text(ID, 0, ""),
         Ack(tuple(i.to_bytes(16, "big") for i in range(MAX_ACK_IDS))),
-        FileOffer(ID, U64_MAX, "n" * MAX_FILE_NAME, MAX_FILE_SIZE, HASH, "c" * MAX_CONTENT_TYPE),
+        FileOffer(
+            ID, MAX_TIME_MS, "n" * MAX_FILE_NAME, MAX_FILE_SIZE, HASH, "c" * MAX_CONTENT_TYPE
+        ),
         Close(U64_MAX, "r" * MAX_CLOSE_REASON),
         Ping(0),
         FileChunk(ID, 0, b""),
@@ -665,6 +670,32 @@ def test_group_records_out_of_bounds_are_refused_both_ways(message: object) -> N
         encode(message)  # type: ignore[arg-type]
     fields = [getattr(message, f.name) for f in dataclasses.fields(message)]  # type: ignore[arg-type]
     with pytest.raises(MessageDecodeError):
+        decode(pack(message.TAG, *fields))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("created_ms", [MAX_TIME_MS + 1, 2**63, U64_MAX])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda t: Text(ID, t, "x"),
+        lambda t: FileOffer(ID, t, "a.txt", 1, bytes(64)),
+        lambda t: m.GroupText(ID, t, "x", "text/plain", ID, bytes(32)),
+        lambda t: m.GroupFileOffer(ID, t, "a.txt", 1, bytes(64), "text/plain", ID, bytes(32)),
+    ],
+    ids=["text", "file-offer", "group-text", "group-file-offer"],
+)
+def test_a_created_ms_past_year_9999_is_refused_both_ways(
+    make: Callable[[int], object], created_ms: int
+) -> None:
+    """A u64 on the wire, but no date shows it, SQLite holds at most 2^63 - 1,
+    and a contact's record must not break what shows or exports it: a broken
+    record rule (BAD_MESSAGE). The last ms of year 9999 is taken."""
+    assert decode(encode(make(MAX_TIME_MS))) == make(MAX_TIME_MS)  # type: ignore[arg-type]
+    message = make(created_ms)
+    with pytest.raises(LocalProtocolError):
+        encode(message)  # type: ignore[arg-type]
+    fields = [getattr(message, f.name) for f in dataclasses.fields(message)]  # type: ignore[arg-type]
+    with pytest.raises(MessageDecodeError, match=f"expected at most {MAX_TIME_MS}"):
         decode(pack(message.TAG, *fields))  # type: ignore[attr-defined]
 
 

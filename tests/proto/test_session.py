@@ -68,6 +68,7 @@ from onionpost.limits import (
     MAX_HANDSHAKE_PAYLOAD,
     MAX_QUEUED_PONGS,
     MAX_RECEIVE_BUFFER,
+    MAX_TIME_MS,
     PADDING_BUCKETS,
     REKEY_AFTER_BYTES,
     REKEY_AFTER_MESSAGES,
@@ -118,7 +119,7 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 SAMPLES = [
     text(1, "hello, world \u2713"),
-    Text(ID, 2**64 - 1, "x" * 300, "text/markdown"),
+    Text(ID, MAX_TIME_MS, "x" * 300, "text/markdown"),
     Ack((ID, bytes(16))),
     Read((ID,)),
     FileOffer(ID, 1, "report.pdf", 123_456, bytes(range(64)), "application/pdf"),

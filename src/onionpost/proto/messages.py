@@ -61,6 +61,7 @@ from onionpost.limits import (
     MAX_RECORD_FIELDS,
     MAX_RECORD_SIZE,
     MAX_TEXT_BODY,
+    MAX_TIME_MS,
     MAX_TRUST_STAPLE_PART,
 )
 from onionpost.names import file_name_problem
@@ -232,7 +233,7 @@ class Text(_Record):
     TAG = MessageType.TEXT
     SCHEMA = (
         (_Kind.ID, 0),
-        (_Kind.U64, 0),
+        (_Kind.U64, MAX_TIME_MS),
         (_Kind.TEXT, MAX_TEXT_BODY),
         (_Kind.TEXT, MAX_CONTENT_TYPE),
         (_Kind.LABEL, MAX_LABEL),
@@ -280,7 +281,7 @@ class FileOffer(_Record):
     TAG = MessageType.FILE_OFFER
     SCHEMA = (
         (_Kind.ID, 0),
-        (_Kind.U64, 0),
+        (_Kind.U64, MAX_TIME_MS),
         (_Kind.TEXT, MAX_FILE_NAME),
         (_Kind.U64, 0),
         (_Kind.HASH, 0),
@@ -704,7 +705,7 @@ class GroupText(_Record):
     TAG = MessageType.GROUP_TEXT
     SCHEMA = (
         (_Kind.ID, 0),
-        (_Kind.U64, 0),
+        (_Kind.U64, MAX_TIME_MS),
         (_Kind.TEXT, MAX_TEXT_BODY),
         (_Kind.TEXT, MAX_CONTENT_TYPE),
         (_Kind.ID, 0),
@@ -742,7 +743,7 @@ class GroupFileOffer(_Record):
     TAG = MessageType.GROUP_FILE_OFFER
     SCHEMA = (
         (_Kind.ID, 0),
-        (_Kind.U64, 0),
+        (_Kind.U64, MAX_TIME_MS),
         (_Kind.TEXT, MAX_FILE_NAME),
         (_Kind.U64, 0),
         (_Kind.HASH, 0),
@@ -1085,6 +1086,9 @@ def _check(kind: _Kind, bound: int, value: object) -> object:
         # IntEnum members (CloseCode, FileRejectReason) are ints; bools are not.
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U64_MAX:
             raise _bad("expected an unsigned 64-bit integer")
+        if bound and value > bound:
+            # A time (created_ms): at most MAX_TIME_MS.
+            raise _bad(f"expected at most {bound}")
         return value
     if kind is _Kind.IDS:
         if type(value) is not tuple or not 1 <= len(value) <= MAX_ACK_IDS:
