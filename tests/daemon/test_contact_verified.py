@@ -67,16 +67,16 @@ async def test_a_wrong_number_is_refused_and_nothing_is_recorded(
             await alice.daemon.contacts.contact_verify(api.ContactVerify("bob", other))
         # What cannot be a safety number is a slip, and said to be one.
         slips = {
-            digits[:-5]: "that was 55 characters",  # cut short
-            digits + "0": "that was 61 characters",  # one too many
-            "": "that was 0 characters",
-            "not a number": "that was 10 characters, not all digits",
-            digits[:-1] + "x": "that was 60 characters, not all digits",
+            digits[:-5]: "that was 55 characters, spaces aside",  # cut short
+            digits + "0": "that was 61 characters, spaces aside",  # one too many
+            "": "that was 0 characters, spaces aside",
+            "not a number": "that was 10 characters, spaces aside, not all digits",
+            digits[:-1] + "x": "that was 60 characters, spaces aside, not all digits",
         }
         for attempt, says in slips.items():
             with pytest.raises(ConfigError) as refused:
                 await alice.daemon.contacts.contact_verify(api.ContactVerify("bob", attempt))
-            assert str(refused.value) == f"a safety number is 60 digits (spaces aside); {says}"
+            assert str(refused.value) == f"a safety number is 60 digits, spaces aside; {says}"
         with pytest.raises(UnknownContactError):
             await alice.daemon.contacts.contact_verify(api.ContactVerify("mallory", digits))
         assert alice.store.evidence.size() == size

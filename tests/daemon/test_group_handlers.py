@@ -119,9 +119,25 @@ async def test_a_name_another_group_here_has_is_refused_and_an_id_prefix_names_o
         before = _snapshot(alice)
         with pytest.raises(ConfigError) as taken:
             await groups.group_rename(api.GroupRename("intel", "Ops"))
+        # Named as it is held, not as typed.
         assert str(taken.value) == (
-            f"a group named 'Ops' already exists here (id {ops.id}): choose another name"
+            f"a group named 'ops' already exists here (id {ops.id}): choose another name"
         )
+        with pytest.raises(ConfigError, match="a group named 'ops' already exists"):
+            await groups.group_create(api.GroupCreate("OPS", ("carol",)))
+        # A name no group can have, in the daemon's words (not a decoder's).
+        for bad, says in (("", "a group name is empty"), ("  ", "a group name is empty")):
+            for call in (
+                groups.group_rename(api.GroupRename("intel", bad)),
+                groups.group_create(api.GroupCreate(bad, ("carol",))),
+            ):
+                with pytest.raises(ConfigError) as refused:
+                    await call
+                assert str(refused.value) == says
+        # Ourselves as a member: we are its first one.
+        for me in ("alice", "ALICE", str(alice.address), str(alice.address)[:-6].upper()):
+            with pytest.raises(ConfigError, match=f"'{me}' is this endpoint: whoever makes"):
+                await groups.group_create(api.GroupCreate("new", ("bob", me)))
         assert _snapshot(alice) == before
         # Its own name in another letter case is a rename like any.
         assert (await groups.group_rename(api.GroupRename("ops", "OPS"))).name == "OPS"

@@ -426,8 +426,8 @@ class ContactHandlers:
                 # A slip of the keyboard, not a different number: the length
                 # and the alphabet are the same for every safety number.
                 raise ConfigError(
-                    f"a safety number is {len(digits)} digits (spaces aside); "
-                    f"that was {len(heard)} characters"
+                    f"a safety number is {len(digits)} digits, spaces aside; "
+                    f"that was {len(heard)} characters, spaces aside"
                     + ("" if not heard or heard.isdigit() else ", not all digits")
                 )
             if not hmac.compare_digest(heard, digits):

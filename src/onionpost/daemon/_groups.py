@@ -34,6 +34,7 @@ from onionpost.daemon.delivery import DeliveryEngine
 from onionpost.errors import ConfigError, GroupNotAllowedError, GroupRule, UnknownContactError
 from onionpost.host import StoreWorker
 from onionpost.limits import MAX_FILE_SIZE
+from onionpost.names import contact_name_problem
 from onionpost.proto import messages as m
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.groups import (
@@ -196,7 +197,16 @@ class GroupHandlers:
             if name.casefold() in seen:
                 raise ConfigError(f"{name!r} is named twice")
             seen.add(name.casefold())
-            cards.append(card_of(self._store.contacts.contact(name)))
+            try:
+                cards.append(card_of(self._store.contacts.contact(name)))
+            except UnknownContactError:
+                mine = OnionAddress.in_text(name) == self._card.address
+                if mine or name.casefold() == self._card.name.casefold():
+                    raise ConfigError(
+                        f"{name!r} is this endpoint: whoever makes a group is its first "
+                        "member, and adds contacts"
+                    ) from None
+                raise
         return cards
 
     def _signer(self, found: GroupLog) -> Callable[..., Operation]:
@@ -225,10 +235,15 @@ class GroupHandlers:
         """Refuse a name another group kept here has (any letter case): every
         command that names a group by it would then need its id. (A member's
         rename elsewhere can still make two; ids tell them apart.)"""
+        problem = contact_name_problem(name)
+        if problem is not None:
+            raise ConfigError(f"a group name {problem}")
         taken = [g for g in self._store.groups.named(name) if g != group_id]
         if taken:
+            # Its own name, which may differ from ``name`` in letter case.
+            held = self._store.groups.log(taken[0]).state.name
             raise ConfigError(
-                f"a group named {name!r} already exists here (id {taken[0].hex()}): "
+                f"a group named {held!r} already exists here (id {taken[0].hex()}): "
                 "choose another name"
             )
 
