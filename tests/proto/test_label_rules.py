@@ -94,6 +94,26 @@ def test_parse_refused(text: str, reason: LabelReason) -> None:
     assert isinstance(info.value, ConfigError)
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "tlp:red",
+            "label 'tlp:red': unknown scheme 'tlp': schemes are in upper case ('TLP:RED'?)",
+        ),
+        ("Acme:LOW", "label 'Acme:LOW': unknown scheme 'Acme': schemes are in upper case"),
+        ("cui//sp-cti", "label 'cui//sp-cti': labels are in upper case ('CUI//SP-CTI'?)"),
+        ("controlled", "label 'controlled': labels are in upper case ('CONTROLLED'?)"),
+        ("other:any", "label 'other:any': unknown scheme 'other'"),
+    ],
+)
+def test_a_label_in_lower_case_says_labels_are_upper_case(text: str, says: str) -> None:
+    with pytest.raises(LabelError) as info:
+        p(text)
+    assert str(info.value).startswith(says)
+    assert str(info.value).endswith("'other'") or "upper case" in str(info.value)
+
+
 def test_parse_refuses_non_text() -> None:
     with pytest.raises(LabelError):
         LABELS.parse(3)

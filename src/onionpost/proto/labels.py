@@ -216,6 +216,9 @@ class Labels:
         # The Marking Handbook allows CONTROLLED for CUI in a banner.
         if text == _CONTROLLED or text.startswith(_CONTROLLED + "//"):
             return _parse_cui(CUI + text[len(_CONTROLLED) :])
+        upper = text.upper()
+        if upper in (CUI, _CONTROLLED) or upper.startswith((CUI + "//", _CONTROLLED + "//")):
+            raise _bad(text, f"labels are in upper case ({upper!r}?)")
         scheme, colon, rest = text.partition(":")
         if not colon:
             raise _bad(text, "no scheme (TLP:..., CUI//..., or NAME:LEVEL)")
@@ -223,7 +226,12 @@ class Labels:
             return _parse_tlp(text, rest)
         known = self.schemes.get(scheme)
         if known is None:
-            raise _bad(text, f"unknown scheme {scheme!r}", LabelReason.UNKNOWN_SCHEME)
+            hint = ""
+            if scheme != scheme.upper() and (
+                scheme.upper() == TLP or scheme.upper() in self.schemes
+            ):
+                hint = f": schemes are in upper case ({upper!r}?)"
+            raise _bad(text, f"unknown scheme {scheme!r}{hint}", LabelReason.UNKNOWN_SCHEME)
         return _parse_agency(text, known, rest)
 
 
