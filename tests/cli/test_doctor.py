@@ -82,6 +82,31 @@ def test_doctor_json_on_a_home_without_a_daemon() -> None:
         assert report["ok"] is (result.exit_code == 0)
 
 
+def test_doctor_without_a_passphrase_checks_the_rest_and_says_what_it_did_not() -> None:
+    runner = CliRunner()
+    with short_tmpdir() as tmp:
+        home = tmp / "h"
+        init = runner.invoke(
+            main,
+            ["init", "--home", str(home), "--name", "a", "--key-file", str(tmp / "k")],
+        )
+        assert init.exit_code == 0, init.output
+        env = {"ONIONPOST_PASSPHRASE": None, "ONIONPOST_KEY_FILE": None}
+        result = runner.invoke(main, ["doctor", "--home", str(home), "--json"], env=env)
+        report = json.loads(result.stdout)
+        checks = {c["check"]: c for c in report["checks"]}
+        assert checks["secrets unlock"]["verdict"] == "info"
+        assert checks["secrets unlock"]["detail"].startswith("not checked: no passphrase")
+        assert checks["store integrity"] == {
+            "check": "store integrity",
+            "verdict": "info",
+            "detail": "not checked without the passphrase",
+        }
+        # The rest ran as with one.
+        assert {"permissions", "tor", "listening sockets"} <= set(checks)
+        assert report["ok"] is (result.exit_code == 0)
+
+
 # -- mailboxes ------------------------------------------------------------------------
 
 

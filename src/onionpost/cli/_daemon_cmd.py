@@ -29,7 +29,13 @@ from onionpost.cli._common import (
     secret_source,
     serve_options,
 )
-from onionpost.errors import OnionpostError, SelfTestError, StoreError, StoreLockedError
+from onionpost.errors import (
+    ConfigError,
+    OnionpostError,
+    SelfTestError,
+    StoreError,
+    StoreLockedError,
+)
 
 if TYPE_CHECKING:
     from onionpost.daemon import Daemon
@@ -307,7 +313,8 @@ def doctor(
 ) -> None:
     """Check tor and its hardening, listening sockets, permissions, the store
     (a mailbox's database on a mailbox home) and, while the daemon runs, the
-    endpoint's mailbox."""
+    endpoint's mailbox. Without a passphrase (or key file) the secrets and
+    the store are not checked, and said so; the rest is."""
     from onionpost.home import Paths, load_config, unlock
     from onionpost.host import home_lock
 
@@ -333,19 +340,29 @@ def doctor(
         if paths.secrets.exists() and paths.secrets.stat().st_mode & 0o077:
             problem("permissions", f"{paths.secrets} is readable by other users (want 0600)")
         ok("permissions")
-        source = secret_source(key_file, passphrase_file)
-        secrets = unlock(paths, passphrase=source.passphrase, key_file=source.key_file)
-        ok("secrets unlock")
+        try:
+            source = secret_source(key_file, passphrase_file)
+        except ConfigError as exc:
+            # Only the secrets and the store need it: the rest is checked.
+            source = None
+            verdicts.append(Verdict("secrets unlock", "info", f"not checked: {exc}"))
+        secrets = None
+        if source is not None:
+            secrets = unlock(paths, passphrase=source.passphrase, key_file=source.key_file)
+            ok("secrets unlock")
         daemon_running = False
+        check = "mailbox database" if paths.mailbox_store.exists() else "store integrity"
         with contextlib.ExitStack() as held:
             try:
                 held.enter_context(home_lock(paths.lock))
             except StoreLockedError:
                 daemon_running = True
-                check = "mailbox database" if paths.mailbox_store.exists() else "store integrity"
                 verdicts.append(Verdict(check, "info", "in use by the running daemon: not checked"))
             else:
-                _check_databases(paths, secrets.store_key, verdicts)
+                if secrets is None:
+                    verdicts.append(Verdict(check, "info", "not checked without the passphrase"))
+                else:
+                    _check_databases(paths, secrets.store_key, verdicts)
         if daemon_running:
             verdicts.extend(_ask_mailbox(paths.home))
         verdicts.extend(_tor_checks(paths, config, daemon_running))
