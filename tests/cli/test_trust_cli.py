@@ -340,6 +340,8 @@ def test_contact_require_endorsement(runner: CliRunner, daemon: Daemon) -> None:
         assert done.exit_code == 0, done.output
         assert done.stdout == f"an endorsement of 'carol': {said}\n"
         assert server.backend.contacts["carol"]["require_endorsement"] is stored
+        as_json = json.loads(invoke(runner, *command, "carol", flag, "--json").stdout)
+        assert (as_json["name"], as_json["require_endorsement"]) == ("carol", stored)
     assert "unknown contact" in one_line_error(invoke(runner, *command, "nobody", "--on"))
     for args in (["carol"], ["carol", "--on", "--default"]):
         assert "one of --on, --off, --default" in invoke(runner, *command, *args).output

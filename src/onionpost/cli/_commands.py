@@ -26,6 +26,7 @@ from onionpost.cli._common import (
     emit_json,
     format_ms,
     home_option,
+    json_lines_option,
     json_option,
     printable,
     resolve_message_id,
@@ -174,7 +175,7 @@ class _InboxPrinter:
     help="Save each completed received file here (created 0700 if missing).",
 )
 @home_option
-@json_option
+@json_lines_option
 def inbox(
     *,
     after: int,
@@ -391,7 +392,7 @@ def message(message_id: str, contact_name: str | None, home: Path | None, as_jso
 @click.command()
 @click.option("--contact", "contact_name", help="Only what waits for this contact.")
 @home_option
-@json_option
+@json_lines_option
 def outbox(contact_name: str | None, home: Path | None, as_json: bool) -> None:
     """List what waits to be delivered, per contact, oldest first."""
     waiting = run_client(

@@ -76,6 +76,7 @@ __all__ = [
     "fail",
     "format_ms",
     "home_option",
+    "json_lines_option",
     "json_option",
     "print_code",
     "printable",
@@ -250,6 +251,16 @@ def home_option(function: F, *, whose: str = "endpoint's") -> F:
 
 def json_option(function: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print plain JSON.")(function)
+
+
+def json_lines_option(function: F) -> F:
+    """--json of a command that lists: a JSON object a line (JSON Lines)."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print one plain JSON object a line, a message each.",
+    )(function)
 
 
 def remember_group_home(ctx: click.Context, home: Path | None) -> None:

@@ -302,16 +302,20 @@ def contact_verify(name: str, heard: str | None, home: Path | None, as_json: boo
 )
 @click.option("--default", "default", is_flag=True, help="As config.toml says.")
 @home_option
+@json_option
 def contact_require_endorsement(
-    name: str, required: bool | None, default: bool, home: Path | None
+    name: str, required: bool | None, default: bool, home: Path | None, as_json: bool
 ) -> None:
     """Require an agency endorsement of one contact, or not, apart from the
     require_endorsement of config.toml."""
     if (required is None) == (not default):
         raise click.UsageError("give one of --on, --off, --default")
-    run_client(home, lambda client: client.contact_require_endorsement(name, required))
+    done = run_client(home, lambda client: client.contact_require_endorsement(name, required))
+    if as_json:
+        emit_json({**dataclasses.asdict(done), "require_endorsement": required})
+        return
     said = {True: "required", False: "not required", None: "as config.toml says"}[required]
-    click.echo(f"an endorsement of '{printable(name)}': {said}")
+    click.echo(f"an endorsement of '{printable(done.name)}': {said}")
 
 
 @contact.command("set-max-label")

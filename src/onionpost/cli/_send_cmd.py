@@ -147,6 +147,9 @@ def send(
     With --group, NAME is a team channel ('onionpost group'): a text or a
     --file goes to each other member, a copy each at the group's present
     head ('onionpost group show NAME' follows their states).
+
+    --wait follows one message: with --list or --group it is refused, and
+    'list show' or 'group show' follows the copies.
     """
     if file_path is not None and text is not None:
         raise click.UsageError("give TEXT or --file, not both")
