@@ -71,6 +71,7 @@ __all__ = [
     "ContactDetail",
     "ContactList",
     "ContactRef",
+    "ContactRemoved",
     "ContactRequireEndorsement",
     "ContactRemove",
     "ContactRename",
@@ -762,10 +763,25 @@ class ContactLabels:
 
 @dataclass(frozen=True)
 class ContactRef:
-    """The contact a ``contact_add`` or ``contact_remove`` acted on."""
+    """The contact a ``contact_add`` or ``contact_rename`` acted on."""
 
     name: str
     address: str
+
+
+@dataclass(frozen=True)
+class ContactRemoved:
+    """The contact a ``contact_remove`` removed."""
+
+    name: str
+    address: str
+    groups: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "the groups it is still a member of with us, by name: it stays reachable "
+            "as their member, for the groups' messages alone (groups.md §9)"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -1366,7 +1382,7 @@ class ContactShow(Request[ContactDetail]):
 
 
 @dataclass(frozen=True)
-class ContactRemove(Request[ContactRef]):
+class ContactRemove(Request[ContactRemoved]):
     METHOD = "contact_remove"
     name: str
 

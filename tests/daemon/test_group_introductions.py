@@ -277,7 +277,9 @@ async def test_a_member_removed_is_dropped_with_its_authorization(tmp_path: Path
 async def test_a_contact_removed_who_shares_a_group_is_introduced(tmp_path: Path) -> None:
     async with _team(tmp_path) as (_net, _nursery, (alice, bob, _carol)):
         assert bob.daemon is not None
-        await bob.daemon.contacts.contact_remove(api.ContactRemove("alice"))
+        removed = await bob.daemon.contacts.contact_remove(api.ContactRemove("alice"))
+        # Said, so that the user knows alice can still reach this endpoint.
+        assert removed.groups == ("desk",)
         await until(lambda: _introduced(bob, alice))
         assert alice.secrets.client_auth_public in bob.daemon.authorized_clients()
         assert await bob.daemon.contacts.contact_list(api.ContactList()) == ()

@@ -214,13 +214,16 @@ def _endorsement_lines(e: api.EndorsementDetail) -> Iterator[tuple[str, str]]:
 @home_option
 @json_option
 def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
-    """Remove a contact; it can no longer reach this endpoint's onion service.
+    """Remove a contact; it can no longer reach this endpoint's onion service,
+    unless it is a member of a group we are in: it then stays reachable as
+    that group's member, for the group's messages alone, and the command says
+    which groups ('group remove' takes it out of one).
 
     What still waits for it is not sent (it stays in the history): the
     command says how much.
     """
 
-    async def remove(client: Client) -> tuple[api.ContactRef, int]:
+    async def remove(client: Client) -> tuple[api.ContactRemoved, int]:
         waiting = await client.outbox(name, limit=api.MAX_INBOX_LIMIT)
         return await client.contact_remove(name), len(waiting)
 
@@ -234,6 +237,14 @@ def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
         click.echo(
             f"warning: {waiting}{more} message{'s' if waiting != 1 else ''} waiting for "
             f"'{printable(removed.name)}' will not be sent (they are marked expired)",
+            err=True,
+        )
+    if removed.groups:
+        shared = ", ".join(f"'{printable(g)}'" for g in removed.groups)
+        click.echo(
+            f"warning: '{printable(removed.name)}' is still a member of {shared} with you: it "
+            "can still reach this endpoint for those groups' messages ('group remove' takes "
+            "it out of one); a text it sends you directly is not taken",
             err=True,
         )
 

@@ -511,7 +511,9 @@ class Client:
         """Everything about one contact (by name, or by address)."""
         return await self.request(api.ContactShow(name))
 
-    async def contact_remove(self, name: str) -> api.ContactRef:
+    async def contact_remove(self, name: str) -> api.ContactRemoved:
+        """Remove contact ``name``; ``groups`` names the groups it is still a
+        member of with us (it stays reachable as their member)."""
         return await self.request(api.ContactRemove(name))
 
     async def contact_rename(self, name: str, new_name: str) -> api.ContactRef:

@@ -395,7 +395,16 @@ class ContactHandlers:
             contact = self._store.contacts.remove_contact(name)
             return contact, self._store.outbox.expire_contact(contact.id)
 
-    async def contact_remove(self, request: api.ContactRemove) -> api.ContactRef:
+    def _still_shared(self, contact: Contact) -> tuple[str, ...]:
+        """The groups ``contact`` is a member of with us now."""
+        key, me = contact.address.public_key, self._secrets.identity.public_key
+        return tuple(
+            found.state.name
+            for found in self._store.groups.shared_with(key)
+            if found.state.is_member(key) and found.state.is_member(me)
+        )
+
+    async def contact_remove(self, request: api.ContactRemove) -> api.ContactRemoved:
         contact, expired = await self._worker(self._remove_contact, request.name)
         for message_id in expired:
             self._hub.publish(api.StateChange(message_id.hex(), api.MessageState.EXPIRED))
@@ -406,7 +415,8 @@ class ContactHandlers:
         # Still a member of a group we share: introduced now (groups.md §9).
         self._engine.reconcile_introductions()
         log.info("event=contact_removed contact=%s", contact_ref(contact.id))
-        return api.ContactRef(contact.name, str(contact.address))
+        groups = await self._worker(self._still_shared, contact)
+        return api.ContactRemoved(contact.name, str(contact.address), groups)
 
     async def contact_rename(self, request: api.ContactRename) -> api.ContactRef:
         contact = await self._worker(

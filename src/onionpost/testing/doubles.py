@@ -354,7 +354,7 @@ class MemoryBackend:
         self.active -= 1
         contact = self._contact(name)
         del self.contacts[name]
-        return {"name": name, "address": contact["address"]}
+        return {"name": name, "address": contact["address"], "groups": []}
 
     async def contact_rename(self, request: api.ContactRename) -> JSON:
         await self._enter("contact_rename")
