@@ -17,6 +17,7 @@ from onionpost.errors import (
     MessageDecodeError,
     OnionpostError,
 )
+from onionpost.limits import MAX_TIME_MS
 from onionpost.proto._crypto import KeyPair
 from onionpost.proto.identity import Identity, verify_signature
 from onionpost.proto.pairing import (
@@ -269,6 +270,29 @@ def test_issue_refuses_nonsense() -> None:
         MailboxAnnouncement.issue(OWNER, MAILBOX.address, version=-1)
     with pytest.raises(ConfigError):
         MailboxAnnouncement.issue(OWNER, MAILBOX.address, version=2**64)
+
+
+@pytest.mark.parametrize("version", [MAX_TIME_MS + 1, 2**63, 2**64 - 1])
+def test_a_version_past_year_9999_is_refused_even_signed(version: int) -> None:
+    """The version is a time in ms, kept per contact; a contact's own signed
+    announcement with 2^63 or more could not be stored (SQLite), and ended
+    the session as a bug: refused as malformed, as at issue."""
+    from onionpost.proto import pairing
+
+    body = pairing._ANNOUNCEMENT_BODY.pack(
+        pairing.ANNOUNCEMENT_FORMAT,
+        OWNER.address.public_key,
+        1,
+        MAILBOX.address.public_key,
+        version,
+    )
+    data = body + OWNER.sign(pairing.ANNOUNCEMENT_CONTEXT + body)
+    with pytest.raises(MessageDecodeError, match=f"version is at most {MAX_TIME_MS}"):
+        MailboxAnnouncement.parse(data, owner=OWNER.address)
+    with pytest.raises(ConfigError):
+        MailboxAnnouncement.issue(OWNER, MAILBOX.address, version=version)
+    at_bound = MailboxAnnouncement.issue(OWNER, MAILBOX.address, version=MAX_TIME_MS)
+    assert MailboxAnnouncement.parse(at_bound.to_bytes(), owner=OWNER.address) == at_bound
 
 
 def test_the_signature_does_not_show_in_repr() -> None:

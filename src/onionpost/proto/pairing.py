@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
 from onionpost.errors import AuthenticationError, ConfigError, MessageDecodeError
+from onionpost.limits import MAX_TIME_MS
 from onionpost.proto import _onetime
 from onionpost.proto._crypto import constant_time_equal, ed25519_verify
 from onionpost.proto._onetime import CodeKind, OneTimeCode
@@ -77,7 +78,6 @@ ANNOUNCEMENT_CONTEXT: Final = b"onionpost mailbox announcement\x00"
 _ANNOUNCEMENT_BODY: Final = struct.Struct(f">B{_KEY_LEN}sB{_KEY_LEN}sQ")
 _SIGNATURE_LEN: Final = 64
 ANNOUNCEMENT_LEN: Final = _ANNOUNCEMENT_BODY.size + _SIGNATURE_LEN  # 138
-_U64_MAX: Final = 2**64 - 1
 _REFUSED: Final = "mailbox announcement refused"
 
 
@@ -134,8 +134,8 @@ class MailboxAnnouncement:
     def issue(
         cls, identity: Identity, mailbox: OnionAddress | None, *, version: int
     ) -> MailboxAnnouncement:
-        if type(version) is not int or not 0 <= version <= _U64_MAX:
-            raise ConfigError("an announcement's version is an unsigned 64-bit integer")
+        if type(version) is not int or not 0 <= version <= MAX_TIME_MS:
+            raise ConfigError(f"an announcement's version is a time in ms, 0 to {MAX_TIME_MS}")
         if mailbox is not None and mailbox == identity.address:
             raise ConfigError("an endpoint cannot be its own mailbox")
         unsigned = cls(identity.address, mailbox, version, b"")
@@ -161,6 +161,9 @@ class MailboxAnnouncement:
             raise MessageDecodeError("malformed mailbox announcement")
         if has_mailbox and mailbox_key == owner_key:
             raise MessageDecodeError("an endpoint cannot be its own mailbox")
+        if version > MAX_TIME_MS:
+            # A time in ms; past it, no store keeps it (SQLite: 2^63 - 1).
+            raise MessageDecodeError(f"an announcement's version is at most {MAX_TIME_MS}")
         signature = data[_ANNOUNCEMENT_BODY.size :]
         body = data[: _ANNOUNCEMENT_BODY.size]
         try:
