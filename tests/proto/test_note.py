@@ -164,9 +164,34 @@ def test_checkpoints_round_trip_and_malformed_ones_are_refused() -> None:
         f"\n7\n{root}\n",
         f"o\n7\n{root}",
         f"o\n7\n{root}\n\n",
+        # Digits to isdigit, not to a checkpoint; past what a store keeps.
+        f"o\n\u00b2\n{root}\n",
+        f"o\n\u0661\n{root}\n",
+        f"o\n{'9' * 5000}\n{root}\n",
+        f"o\n{2**63}\n{root}\n",
     ):
         with pytest.raises(VerificationError):
             nt.Checkpoint.from_text(text)
+    largest = nt.Checkpoint("o.example/log", 2**63 - 1, bytes(32))
+    assert nt.Checkpoint.from_text(largest.to_text()) == largest
+
+
+def test_a_cosignature_past_year_9999_is_refused_both_ways() -> None:
+    """Its time is shown as a date (log verify, verify-export): the last
+    second of year 9999 at most."""
+    checkpoint = nt.sign(_checkpoint().to_text(), "alice.example", ALICE)
+    last = 253_402_300_799
+    witness = nt.Verifier("bob.example/witness", nt.COSIGNATURE, BOB.public_key)
+    at = nt.cosign(checkpoint, "bob.example/witness", BOB, timestamp=last)
+    assert nt.verified_cosignature(checkpoint.with_signatures([at]), witness) == at
+    with pytest.raises(ConfigError):
+        nt.cosign(checkpoint, "bob.example/witness", BOB, timestamp=last + 1)
+    # Signed by the key, as a contact could: refused when verified.
+    stamp = (last + 1).to_bytes(8, "big")
+    body = BOB.sign(nt._cosigned_message(checkpoint.text, last + 1))
+    past = nt.NoteSignature(at.name, at.key_id, stamp + body)
+    with pytest.raises(VerificationError, match="time is out of range"):
+        nt.verified_cosignature(checkpoint.with_signatures([past]), witness)
 
 
 @given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2FFF), max_size=200))

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from onionpost.errors import AuthenticationError, ConfigError, VerificationError
-from onionpost.limits import MAX_NOTE_BYTES, MAX_NOTE_KEY_NAME, MAX_NOTE_SIGNATURES
+from onionpost.limits import MAX_NOTE_BYTES, MAX_NOTE_KEY_NAME, MAX_NOTE_SIGNATURES, MAX_TIME_MS
 from onionpost.proto._crypto import MLDSA65_PUBLIC_LEN, ed25519_verify, mldsa65_verify
 from onionpost.proto.identity import Identity
 
@@ -89,7 +89,11 @@ COSIGNATURE_HEADER: Final = "cosignature/v1\n"
 _DASH: Final = "\u2014 "
 _TYPES: Final = frozenset(_TYPE_BYTES)
 _TIMESTAMP: Final = struct.Struct(">Q")
-_MAX_TIMESTAMP: Final = 2**63 - 1
+# A cosignature's time, POSIX seconds: at most the last second of year 9999
+# (a date shows it; a store keeps it).
+_MAX_TIMESTAMP: Final = MAX_TIME_MS // 1000
+# A checkpoint's size at most: what SQLite keeps (a witness stores it).
+_MAX_SIZE: Final = 2**63 - 1
 # A checkpoint's lines: origin, size, root hash, then at most this many extensions.
 _MAX_EXTENSIONS: Final = 8
 _HASH_LEN: Final = 32
@@ -356,7 +360,7 @@ class Checkpoint:
     def __post_init__(self) -> None:
         if not self.origin or not self.origin.isprintable() or len(self.origin) > MAX_NOTE_KEY_NAME:
             raise ConfigError("a checkpoint's origin is one non-empty printable line")
-        if not 0 <= self.size < 2**64:
+        if not 0 <= self.size <= _MAX_SIZE:
             raise ConfigError("a checkpoint's size is out of range")
         if len(self.root) != _HASH_LEN:
             raise ConfigError("a checkpoint's root hash is 32 bytes")
@@ -381,7 +385,9 @@ class Checkpoint:
         if len(lines) < 4 or lines[-1] != "":
             raise VerificationError("a malformed checkpoint", what="checkpoint")
         origin, size_text, root_text, *extensions = lines[:-1]
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        # ASCII digits alone (isdigit takes superscripts and other scripts), 19 at most.
+        digits = size_text.isascii() and size_text.isdigit() and len(size_text) <= 19
+        if not digits or (size_text != "0" and size_text.startswith("0")):
             raise VerificationError("a malformed checkpoint size", what="checkpoint")
         try:
             root = base64.b64decode(root_text, validate=True)
