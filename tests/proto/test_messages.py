@@ -67,6 +67,7 @@ def pack(*values: object) -> bytes:
 ids = st.binary(min_size=16, max_size=16)
 u64 = st.integers(0, U64_MAX)
 times = st.integers(0, MAX_TIME_MS)  # a record's created_ms
+i63 = st.integers(0, 2**63 - 1)  # what a store keeps
 
 
 def bounded_text(max_bytes: int, *, min_size: int = 0) -> st.SearchStrategy[str]:
@@ -122,7 +123,7 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
         u64,
         st.lists(st.binary(max_size=m.MAX_PREKEY_SIZE), min_size=1, max_size=3).map(tuple),
     ),
-    m.MbFetch: st.builds(m.MbFetch, u64, u64),
+    m.MbFetch: st.builds(m.MbFetch, u64, i63),
     m.MbDelete: st.builds(m.MbDelete, u64, id_lists),
     m.MbStatus: st.builds(m.MbStatus, u64),
     m.MbGetPrekey: st.builds(m.MbGetPrekey, u64, keys),
@@ -131,7 +132,7 @@ STRATEGIES: dict[type, st.SearchStrategy[object]] = {
     m.MbResult: st.builds(m.MbResult, u64, u64, bounded_text(MAX_CLOSE_REASON), u64),
     m.MbPrekey: st.builds(m.MbPrekey, u64, st.binary(max_size=2000)),
     m.MbEnvelope: st.builds(m.MbEnvelope, u64, ids, u64, st.binary(max_size=2000)),
-    m.MbUsage: st.builds(m.MbUsage, u64, u64, u64, u64, u64, u64),
+    m.MbUsage: st.builds(m.MbUsage, u64, i63, i63, i63, u64, u64),
     m.MailboxInfo: st.builds(m.MailboxInfo, st.binary(max_size=500)),
     m.RgEnrol: st.builds(m.RgEnrol, u64, keys, keys),
     m.RgRenew: st.builds(m.RgRenew, u64),
@@ -696,6 +697,26 @@ def test_a_created_ms_past_year_9999_is_refused_both_ways(
         encode(message)  # type: ignore[arg-type]
     fields = [getattr(message, f.name) for f in dataclasses.fields(message)]  # type: ignore[arg-type]
     with pytest.raises(MessageDecodeError, match=f"expected at most {MAX_TIME_MS}"):
+        decode(pack(message.TAG, *fields))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        m.MbFetch(1, 2**63),
+        m.MbUsage(1, 2**63, 0, 0, 0, 0),
+        m.MbUsage(1, 0, 2**64 - 1, 0, 0, 0),
+        m.MbUsage(1, 0, 0, 2**63, 0, 0),
+    ],
+    ids=["fetch-after", "usage-envelopes", "usage-bytes", "usage-prekeys"],
+)
+def test_mailbox_counts_a_store_cannot_keep_are_refused_both_ways(message: object) -> None:
+    """A sequence number or count the other side stores (SQLite: at most
+    2^63 - 1): beyond it, malformed, not an OverflowError in the store."""
+    with pytest.raises(LocalProtocolError):
+        encode(message)  # type: ignore[arg-type]
+    fields = [getattr(message, f.name) for f in dataclasses.fields(message)]  # type: ignore[arg-type]
+    with pytest.raises(MessageDecodeError, match="expected at most"):
         decode(pack(message.TAG, *fields))  # type: ignore[attr-defined]
 
 

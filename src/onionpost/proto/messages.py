@@ -135,6 +135,8 @@ HASH_LEN: Final = 64  # BLAKE2b-512
 EXTENSION_TAGS: Final = range(64, 128)
 GROUP_HEAD_LEN: Final = 32
 _U64_MAX: Final = 2**64 - 1
+# Counts and sequence numbers a store keeps (SQLite: a signed 64-bit integer).
+_I63_MAX: Final = 2**63 - 1
 # A checkpoint note with its signature lines, as it travels to be witnessed.
 MAX_WITNESSED_NOTE: Final = MAX_NOTE_BYTES + MAX_NOTE_SIGNATURES * 400
 
@@ -468,7 +470,7 @@ class MbFetch(_Record):
     then MbResult(OK, value=the last seq), then each new one as it arrives."""
 
     TAG = MessageType.MB_FETCH
-    SCHEMA = ((_Kind.U64, 0), (_Kind.U64, 0))
+    SCHEMA = ((_Kind.U64, 0), (_Kind.U64, _I63_MAX))
     req: int
     after: int
 
@@ -569,9 +571,9 @@ class MbUsage(_Record):
     TAG = MessageType.MB_USAGE
     SCHEMA = (
         (_Kind.U64, 0),
-        (_Kind.U64, 0),
-        (_Kind.U64, 0),
-        (_Kind.U64, 0),
+        (_Kind.U64, _I63_MAX),
+        (_Kind.U64, _I63_MAX),
+        (_Kind.U64, _I63_MAX),
         (_Kind.U64, 0),
         (_Kind.U64, 0),
         (_Kind.DATA, 0),
