@@ -1042,3 +1042,12 @@ def test_shell_completion_as_the_readme_says() -> None:
         check=True,
     ).stdout
     assert "outbox" in words
+
+
+def test_a_time_no_date_can_show_is_shown_as_its_number() -> None:
+    """What an earlier version stored, past year 9999: shown, never a traceback."""
+    assert _common.format_ms(0) == "1970-01-01 00:00:00 UTC"
+    assert _common.format_ms(253_402_300_799_999) == "9999-12-31 23:59:59 UTC"
+    for ms in (253_402_300_800_000, 2**63 - 1):
+        assert _common.format_ms(ms) == f"{ms} ms since 1970 (no date)"
+    assert _common.format_ms(None) == "never"

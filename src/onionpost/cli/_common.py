@@ -291,7 +291,11 @@ def format_ms(ms: int | None, *, never: str = "never") -> str:
     daemon's, nor a contact's; an agency's statements are in UTC)."""
     if ms is None:
         return never
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        # Past year 9999 (a record of an earlier version held it): no date.
+        return f"{ms} ms since 1970 (no date)"
 
 
 async def enter_with_deadline(
