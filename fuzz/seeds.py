@@ -39,7 +39,7 @@ from fuzz.targets import (
     new_responder,
     seal_payload,
 )
-from onionpost.limits import MAX_CLOSE_REASON, MAX_FILE_SIZE
+from onionpost.limits import MAX_CLOSE_REASON, MAX_FILE_SIZE, MAX_TIME_MS
 from onionpost.proto import _msgpack, envelope, messages, pairing
 from onionpost.proto.identity import Identity
 from onionpost.proto.trust_session import RevocationBundle
@@ -73,7 +73,7 @@ RECORDS: Final[dict[str, messages.Message]] = {
     "close": messages.Close(0, "bye"),
     # At the bounds, where the fuzzer can cross them with one mutation.
     "file-offer-at-the-bounds": messages.FileOffer(
-        _id("large"), 2**64 - 1, "é" * 127 + "x", MAX_FILE_SIZE, bytes(64), "t" * 128
+        _id("large"), MAX_TIME_MS, "é" * 127 + "x", MAX_FILE_SIZE, bytes(64), "t" * 128
     ),
     "close-longest-reason": messages.Close(2**64 - 1, "r" * MAX_CLOSE_REASON),
     # Handling labels (spec.md §5.10).

@@ -15,6 +15,10 @@ class Bad(Exception):
     pass
 
 
+# The last ms of year 9999 (limits.MAX_TIME_MS), written out: what a client sees.
+_END_9999 = 253_402_300_799_999
+
+
 def decode(cls: type, data: object) -> object:
     return api.decode(cls, data, error=Bad)
 
@@ -107,11 +111,27 @@ def test_optional_fields_may_be_absent_or_null() -> None:
         ("subscribe", {"topics": []}, "non-empty"),
         ("subscribe", {"topics": ["gossip"]}, "non-empty"),
         ("send_text", {"contact": "bob"}, "'body' is missing"),
+        # Before the bound, 2^63 and -2^70 reached SQLite: OverflowError, an internal error.
+        *(
+            ("evidence_export", {"dest": "/tmp/case.zip", key: value}, f"{key}.*0 to {_END_9999}")
+            for key in ("since_ms", "until_ms")
+            for value in (-1, _END_9999 + 1, 2**63, 2**64, -(2**70))
+        ),
     ],
 )
 def test_bad_requests_name_their_problem(method: str, params: object, problem: str) -> None:
     with pytest.raises(Bad, match=problem):
         api.decode_request(method, params, error=Bad)
+
+
+def test_an_export_takes_any_time_to_the_end_of_year_9999() -> None:
+    for since, until in ((0, _END_9999), (None, None), (1_800_000_000_000, None)):
+        request = api.decode_request(
+            "evidence_export",
+            {"dest": "/tmp/case.zip", "since_ms": since, "until_ms": until},
+            error=Bad,
+        )
+        assert request == api.EvidenceExport("/tmp/case.zip", since_ms=since, until_ms=until)
 
 
 def test_a_good_request_decodes_with_its_defaults() -> None:
@@ -203,6 +223,7 @@ def test_the_list_bounds_of_the_api_are_the_limits() -> None:
     assert api._MAX_TEXT_BODY == limits.MAX_TEXT_BODY
     assert api._MAX_GROUP_NAME == limits.MAX_GROUP_NAME
     assert api._MAX_LIST_SENDS_SHOWN == limits.MAX_LIST_SENDS_SHOWN
+    assert api._MAX_TIME_MS == limits.MAX_TIME_MS
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,7 @@ def build_trust(previous: dict[str, Any] | None = None) -> dict[str, Any]:
     indices = {name: log.append(data) for name, data in statements.items()}
     checkpoints = {size: log.checkpoint(issuer, size) for size in (3, log.size)}
     lists = {
-        name: open_revocations(anchor, delegation, statements[name], now=_T0).value
+        name: open_revocations(anchor, delegation, statements[name], now=_T0 + 2 * _DAY).value
         for name in ("revocations_1", "revocations_2")
     }
 

@@ -214,6 +214,9 @@ _MAX_LIST_MEMBERS: Final = 256
 _MAX_LIST_SENDS_SHOWN: Final = 20
 _MAX_GROUP_MEMBERS: Final = 64
 _MAX_TEXT_BODY: Final = 60_000  # limits.MAX_TEXT_BODY
+# limits.MAX_TIME_MS: the last ms of year 9999, the last a date shows (and
+# less than 2^63, what SQLite holds).
+_MAX_TIME_MS: Final = 253_402_300_799_999
 _MAX_GROUP_NAME: Final = 64
 
 T = TypeVar("T")  # a record
@@ -335,6 +338,13 @@ def _seq(value: object) -> str | None:
     if isinstance(value, int) and 0 <= value <= MAX_SEQ:
         return None
     return f"must be an integer from 0 to {MAX_SEQ}"
+
+
+def _time_ms(value: object) -> str | None:
+    # Compared in SQLite: past 2^63 it raised OverflowError, an internal error.
+    if isinstance(value, int) and 0 <= value <= _MAX_TIME_MS:
+        return None
+    return f"must be a time in ms from 0 to {_MAX_TIME_MS} (the end of year 9999)"
 
 
 def _limit(value: object) -> str | None:
@@ -505,6 +515,10 @@ class ContactStatus:
     )
     retry_in: float | None = field(
         default=None, metadata=_meta("seconds until the next dial, when one is due")
+    )
+    dialing_for: float | None = field(
+        default=None,
+        metadata=_meta("seconds the dial to it under way has taken; null when none is"),
     )
     mailbox: str | None = field(
         default=None, metadata=_meta("the contact's mailbox, as its announcement says")
@@ -1663,8 +1677,13 @@ class EvidenceExport(Request[EvidenceExported]):
         metadata=_meta("absolute path of the bundle (a .zip) to write", _absolute_path)
     )
     contact: str | None = field(default=None, metadata=_meta("one contact's messages"))
-    since_ms: int | None = field(default=None, metadata=_meta("messages created at or after"))
-    until_ms: int | None = field(default=None, metadata=_meta("messages created before"))
+    since_ms: int | None = field(
+        default=None,
+        metadata=_meta(f"messages created at or after (ms, 0 to {_MAX_TIME_MS})", _time_ms),
+    )
+    until_ms: int | None = field(
+        default=None, metadata=_meta(f"messages created before (ms, 0 to {_MAX_TIME_MS})", _time_ms)
+    )
     ids: tuple[str, ...] = field(
         default=(), metadata=_meta(f"these messages only (hex, at most {MAX_IDS})", _hex_ids)
     )

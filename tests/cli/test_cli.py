@@ -652,6 +652,11 @@ def test_status_shows_a_table_and_json(runner: CliRunner, daemon: Daemon) -> Non
     assert report["contacts"][0]["retry_in"] == 12.0  # type: ignore[index]
     assert report["registrar"] is None  # type: ignore[index]
     assert "registrar" not in result.stdout
+    # A dial under way (tens of seconds to a contact away): said, with how long.
+    server, _ = daemon
+    server.backend.contacts["bob"].update(retry_in=None, dialing_for=21.4)
+    dialing = invoke(runner, "--home", home, "status")
+    assert "dialing (21 s)" in dialing.stdout
 
 
 def test_status_shows_the_registrar_and_why_its_last_round_failed(

@@ -709,3 +709,21 @@ def test_a_dial_whose_session_was_not_kept_is_no_longer_under_way() -> None:
     assert state.dial_since is None
     # Not away and nothing under way: the direct path decides, no deposit.
     assert state.deposit_step(1_000.0, Work(direct=True, deposit=True)).kind is StepKind.IDLE
+
+
+def test_a_dial_under_way_is_shown_for_as_long_as_it_takes() -> None:
+    """status says a dial is under way, and for how long (a dial to a
+    contact that is away takes tens of seconds to fail), until it ends."""
+    state = link()
+    assert state.dialing_for(100.0) is None
+    state.dial_started(100.0, announcing=False)
+    assert state.dialing_for(100.0) == 0.0
+    assert state.dialing_for(130.5) == 30.5
+    assert state.retry_in(130.5) is None  # no backoff yet: the dial is what goes on
+    state.dial_failed(131.0, "timeout", 0.5)
+    assert state.dialing_for(131.0) is None
+    assert state.retry_in(131.0) is not None
+    for ended in (LinkState.dial_ended, LinkState.session_up):
+        state.dial_started(200.0, announcing=True)
+        ended(state)
+        assert state.dialing_for(210.0) is None

@@ -291,6 +291,8 @@ def status(home: Path | None, as_json: bool) -> None:
         )
         for c in report.contacts:
             retry = "" if c.retry_in is None else f"in {c.retry_in:.0f} s"
+            if c.dialing_for is not None and not c.reachable:
+                retry = f"dialing ({c.dialing_for:.0f} s)"
             mailbox = "no mailbox" if c.mailbox is None else str(c.deposited)
             error = "; ".join(e for e in (c.refused, c.last_error, c.mailbox_error) if e)
             table.add_row(

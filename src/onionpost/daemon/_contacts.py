@@ -145,6 +145,7 @@ def contact_status(
         last_seen_ms=contact.last_seen_ms,
         failures=link.failures if link else 0,
         retry_in=link.retry_in if link else None,
+        dialing_for=link.dialing_for if link else None,
         mailbox=None if contact.mailbox is None else str(contact.mailbox),
         deposited=deposited,
         mailbox_error=link.mailbox_error if link else "",

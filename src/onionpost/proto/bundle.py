@@ -50,6 +50,7 @@ from onionpost.limits import (
     MAX_NOTE_BYTES,
     MAX_NOTE_SIGNATURES,
     MAX_PROOF_HASHES,
+    MAX_TIME_MS,
 )
 from onionpost.proto import merkle, note
 from onionpost.proto.address import OnionAddress
@@ -181,7 +182,7 @@ class BundleMessage:
                 direction=direction,
                 counterparty=_str(item, "counterparty"),
                 kind=kind,
-                created_ms=_int(item, "created_ms"),
+                created_ms=_time_ms(item, "created_ms"),
                 content_type=_str(item, "content_type"),
                 body=_str(item, "body"),
                 label=_str(item, "label") if "label" in item else "",
@@ -196,7 +197,7 @@ class BundleMessage:
             direction=direction,
             counterparty=_str(item, "counterparty"),
             kind=kind,
-            created_ms=_int(item, "created_ms"),
+            created_ms=_time_ms(item, "created_ms"),
             content_type=_str(item, "content_type"),
             name=_str(item, "name"),
             size=_int(item, "size"),
@@ -275,6 +276,18 @@ def _int(item: Mapping[str, Any], key: str) -> int:
     return value
 
 
+def _time_ms(item: Mapping[str, Any], key: str) -> int:
+    """A time in ms that a date can show (the manifest shows it): 0 to the last
+    ms of year 9999, as a record's created_ms is bounded (evidence.md §6.2)."""
+    value = _int(item, key)
+    if value > MAX_TIME_MS:
+        raise VerificationError(
+            f"{key!r} is not a time in ms from 1970 to the end of year 9999 (0 to {MAX_TIME_MS})",
+            what="bundle",
+        )
+    return value
+
+
 def _hex(item: Mapping[str, Any], key: str) -> bytes:
     try:
         return bytes.fromhex(_str(item, key))
@@ -312,6 +325,8 @@ def bundle_json(
 
 
 def _iso(ms: int) -> dict[str, str]:
+    # ms is 0..MAX_TIME_MS: a message's created_ms as BundleMessage.from_json
+    # reads it, the export's time as _manifest_problem reads it.
     moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
     return {"@type": "xsd:dateTime", "@value": moment.isoformat().replace("+00:00", "Z")}
 
@@ -758,7 +773,7 @@ def _manifest_problem(
         )
         version = _text(tool["uco-tool:version"])
         started = _text(action["uco-action:startTime"]["@value"]).replace("Z", "+00:00")
-        made_ms = round(datetime.datetime.fromisoformat(started).timestamp() * 1000)
+        moment = datetime.datetime.fromisoformat(started)
     except VerificationError as exc:
         return str(exc)
     except (
@@ -770,6 +785,12 @@ def _manifest_problem(
         StopIteration,
         RecursionError,
     ):
+        return "it is not the manifest an export writes"
+    # An export writes a UTC time that a date shows: 1970 to the end of year
+    # 9999 (anything else would raise out of _iso below); a time without an
+    # offset would be read in this computer's zone.
+    made_ms = round(moment.timestamp() * 1000) if moment.tzinfo is not None else -1
+    if not 0 <= made_ms <= MAX_TIME_MS:
         return "it is not the manifest an export writes"
     expected = case_manifest(
         endpoint=endpoint,

@@ -59,6 +59,7 @@ from onionpost.limits import (
     MAX_NOTE_SIGNATURES,
     MAX_PROOF_HASHES,
     MAX_REVOCATIONS,
+    MAX_TIME_MS,
     MAX_TRUST_NAME,
     TRUST_CACHE_ENTRIES,
     TRUST_CLOCK_SKEW,
@@ -124,6 +125,10 @@ _SAFETY_CONTEXT: Final = b"onionpost anchor safety number\x00"
 _AGENCY: Final = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}\Z")
 _LABEL: Final = re.compile(r"[a-z0-9-]{1,32}\Z")
 _U63: Final = 2**63 - 1
+# A statement's times (POSIX seconds) at most: the last second of year 9999,
+# the last a date shows (trust.md §2). Past it, a list held would raise out of
+# every line that shows when its address was revoked.
+_MAX_TIME: Final = MAX_TIME_MS // 1000
 _MAX_BODY: Final = MAX_NOTE_BYTES
 # An endorsement proof: three notes (each with its signature lines) and a proof.
 _MAX_NOTE_DATA: Final = MAX_NOTE_BYTES + MAX_NOTE_SIGNATURES * 256
@@ -152,7 +157,17 @@ def _malformed(what: str, text: str = "") -> MalformedStatementError:
 
 def _uint(value: object, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _U63:
-        raise _malformed(what, f"a {what}'s time or number is out of range")
+        raise _malformed(what, f"a {what}'s number is out of range")
+    return value
+
+
+def _time(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_TIME:
+        raise _malformed(
+            what,
+            f"a time in a {what} statement is out of range: "
+            f"0 to {_MAX_TIME} seconds, the end of year 9999",
+        )
     return value
 
 
@@ -354,8 +369,8 @@ class Delegation:
             raise _malformed("delegation", "an issuing key's label is 1 to 32 of a-z 0-9 -")
         _bin(self.ed25519, "delegation", ED25519_PUBLIC_LEN)
         _bin(self.mldsa65, "delegation", 0, MLDSA65_PUBLIC_LEN)
-        _uint(self.not_before, "delegation")
-        _uint(self.not_after, "delegation")
+        _time(self.not_before, "delegation")
+        _time(self.not_after, "delegation")
         _check_window(self.not_before, self.not_after, MAX_DELEGATION_LIFETIME, "delegation")
 
     @property
@@ -409,8 +424,8 @@ class Endorsement:
         _bin(self.identity, "endorsement", ED25519_PUBLIC_LEN)
         _text(self.endpoint, "endorsement", low=1)
         _text(self.unit, "endorsement")
-        _uint(self.valid_from, "endorsement")
-        _uint(self.valid_until, "endorsement")
+        _time(self.valid_from, "endorsement")
+        _time(self.valid_until, "endorsement")
         _check_window(self.valid_from, self.valid_until, MAX_ENDORSEMENT_LIFETIME, "endorsement")
 
     def body(self) -> list[Any]:
@@ -456,14 +471,14 @@ class RevocationList:
     def __post_init__(self) -> None:
         check_agency_name(self.agency)
         _uint(self.serial, "revocations")
-        _uint(self.issued_at, "revocations")
+        _time(self.issued_at, "revocations")
         if not isinstance(self.revoked, tuple) or len(self.revoked) > MAX_REVOCATIONS:
             raise _malformed("revocations", "a revocation list holds too many entries")
         for entry in self.revoked:
             if not isinstance(entry, Revoked):
                 raise _malformed("revocations")
             _text(entry.address, "revocations", low=1, high=80)
-            _uint(entry.revoked_at, "revocations")
+            _time(entry.revoked_at, "revocations")
             _text(entry.reason, "revocations")
         addresses = [entry.address for entry in self.revoked]
         if addresses != sorted(set(addresses)):
@@ -648,7 +663,8 @@ def open_revocations(
     anchor: Anchor, delegation_data: bytes, data: bytes, *, now: int
 ) -> Signed[RevocationList]:
     """A revocation list of ``anchor``'s agency, signed by an issuing key the root
-    delegated and valid at ``now``; :class:`StatementRefusedError` otherwise."""
+    delegated and valid at ``now``, issued no later than ``now`` (give or take
+    ``TRUST_CLOCK_SKEW``); :class:`StatementRefusedError` otherwise."""
     delegation = open_delegation(anchor, delegation_data).value
     reason = _usable_delegation(anchor, delegation, now)
     signed = _open(data, delegation.key, RevocationList)
@@ -657,6 +673,15 @@ def open_revocations(
     if reason is not None:
         raise StatementRefusedError(
             f"a revocation list refused: {reason.value}", what="revocations", reason=reason.value
+        )
+    if signed.value.issued_at > now + TRUST_CLOCK_SKEW:
+        # Held, it would be fresh for ever: now - issued_at never passes the
+        # freshness (trust.md §4). Refused until our clock reaches it.
+        raise StatementRefusedError(
+            f"a revocation list refused: {Reason.NOT_YET_VALID.value}: issued later than now "
+            f"by more than the allowed clock skew ({TRUST_CLOCK_SKEW} s)",
+            what="revocations",
+            reason=Reason.NOT_YET_VALID.value,
         )
     return signed
 

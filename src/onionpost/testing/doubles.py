@@ -296,7 +296,8 @@ class MemoryBackend:
                     "last_error": c.get("last_error", "" if c["reachable"] else "timeout"),
                     "since_ms": c["last_seen_ms"],
                     "failures": 0 if c["reachable"] else 2,
-                    "retry_in": None if c["reachable"] else 12.0,
+                    "retry_in": None if c["reachable"] else c.get("retry_in", 12.0),
+                    "dialing_for": c.get("dialing_for"),
                     "refused": c.get("refused", ""),
                 }
                 for c in self.contacts.values()

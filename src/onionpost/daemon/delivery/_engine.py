@@ -705,6 +705,7 @@ class DeliveryEngine:
             failures=state.failures,
             last_error=state.last_error,
             retry_in=state.retry_in(trio.current_time()),
+            dialing_for=state.dialing_for(trio.current_time()),
             mailbox_error=state.mailbox_error,
             refused=self._parts.refusals.get(contact_id, ""),
         )

@@ -132,6 +132,11 @@ class LinkState:
             return Step(StepKind.WAIT, due)
         return Step(StepKind.DEPOSIT)
 
+    def dialing_for(self, now: float) -> float | None:
+        """Seconds the dial under way has taken (a dial to an onion service
+        that is away takes tens of seconds to fail); None without one."""
+        return None if self.dial_since is None else max(0.0, now - self.dial_since)
+
     def retry_in(self, now: float) -> float | None:
         """Seconds until the next dial, when one waits out a backoff."""
         if self.sessions or not self.failures:

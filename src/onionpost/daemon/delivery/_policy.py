@@ -104,6 +104,7 @@ class LinkStatus:
     failures: int  # failed attempts since the contact last accepted a session
     last_error: str  # why the last dial or session failed, in words; "" if none
     retry_in: float | None  # seconds until the next dial, when one is scheduled
+    dialing_for: float | None = None  # seconds the dial under way has taken; None: none
     mailbox_error: str = ""  # why the last deposit failed; "" once one succeeded
     refused: str = ""  # why sessions are refused and the outbox held (trust.md §7.4)
 
