@@ -27,6 +27,18 @@ def _snapshot(store: Store) -> tuple[object, ...]:
     )
 
 
+def _at(store: Store, name: str) -> str:
+    """The contact's onion address, as a user may name it."""
+    return str(store.contacts.contact(name).address)
+
+
+def test_a_member_is_named_by_its_address_too(store: Store) -> None:
+    made = store.lists.create("team", [_at(store, "bob"), "carol"], 1)
+    assert [c.name for c in made.members] == ["bob", "carol"]
+    left = store.lists.remove("team", [_at(store, "bob").upper()])
+    assert [c.name for c in left.members] == ["carol"]
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = open_store(tmp_path)
@@ -68,6 +80,13 @@ def test_a_list_is_created_shown_changed_and_deleted(store: Store) -> None:
         (lambda s: s.lists.add("team", [], 1), ConfigError, "at least one"),
         (lambda s: s.lists.remove("team", ["carol"]), ConfigError, "not on the list"),
         (lambda s: s.lists.remove("team", ["bob", "bob"]), ConfigError, "named twice"),
+        # By its name and by its address: the same contact (was a store error).
+        (lambda s: s.lists.create("other", ["bob", _at(s, "bob")], 1), ConfigError,
+         "named twice"),
+        (lambda s: s.lists.add("empty", [_at(s, "carol"), "CAROL"], 1), ConfigError,
+         "named twice"),
+        (lambda s: s.lists.remove("team", ["bob", _at(s, "bob")]), ConfigError, "named twice"),
+        (lambda s: s.lists.remove("team", [_at(s, "carol")]), ConfigError, "not on the list"),
         (lambda s: s.lists.remove("nope", ["bob"]), NotFoundError, "no list named"),
         (lambda s: s.lists.delete("nope"), NotFoundError, "no list named"),
         (lambda s: s.lists.queue_text("nope", new_id(), 1, "hi", "text/plain", None),

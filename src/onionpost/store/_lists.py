@@ -184,6 +184,9 @@ class Lists:
             row = found.fetchone()
             if row is None:
                 raise UnknownContactError(name)
+            if int(row[0]) in ids:
+                # By its name and by its address.
+                raise ConfigError(f"{name!r} is named twice")
             ids.append(int(row[0]))
         return ids
 
@@ -266,11 +269,16 @@ class Lists:
         with self._database.transaction(), self._guard("changing a list"):
             found = self._list(name)
             on = {c.name.casefold(): c.id for c in found.members}
-            ids = []
+            at = {c.address: c.id for c in found.members}
+            ids: list[int] = []
             for member in _distinct(members):
-                if member.casefold() not in on:
+                address = OnionAddress.in_text(member)
+                contact_id = on.get(member.casefold()) if address is None else at.get(address)
+                if contact_id is None:
                     raise ConfigError(f"{member!r} is not on the list {found.name!r}")
-                ids.append(on[member.casefold()])
+                if contact_id in ids:
+                    raise ConfigError(f"{member!r} is named twice")
+                ids.append(contact_id)
             self._db.executemany(
                 "DELETE FROM list_members WHERE list_id = ? AND contact_id = ?",
                 [(found.id, c) for c in ids],
