@@ -36,7 +36,13 @@ from typing import Final
 
 from onionpost.limits import MAX_CONTACT_NAME, MAX_FILE_NAME
 
-__all__ = ["contact_name_problem", "file_name_problem", "numbered_file_name", "safe_file_name"]
+__all__ = [
+    "contact_name_problem",
+    "file_name_problem",
+    "numbered_file_name",
+    "safe_file_name",
+    "stored_name",
+]
 
 # Controls, format characters (bidi overrides, zero-width joiners), surrogates,
 # private use, line and paragraph separators: what a contact name may not
@@ -62,6 +68,14 @@ def file_name_problem(name: object) -> str | None:
     if len(name.encode("utf-8", "surrogatepass")) > MAX_FILE_NAME:
         return f"a file name is at most {MAX_FILE_NAME} bytes of UTF-8"
     return None
+
+
+def stored_name(name: str) -> str:
+    """The form a contact's name is stored and looked up in: Unicode NFC (a
+    name typed in decomposed form, ``C`` + a combining cedilla, is the same
+    name as ``Ç``, and two contacts cannot look the same that way), without
+    the spaces around it (``' bob '`` is ``bob``)."""
+    return unicodedata.normalize("NFC", name).strip()
 
 
 def contact_name_problem(name: object) -> str | None:

@@ -116,6 +116,30 @@ def test_an_onion_address_always_names_the_contact_at_it(store: Store) -> None:
     assert [c.id for c in store.contacts.all()] == [carol.id]
 
 
+def test_names_that_look_the_same_are_the_same_name(store: Store) -> None:
+    """A name is kept in NFC without the spaces around it: a decomposed
+    'C' + combining cedilla is the 'Ç' another contact has, and ' bob ' is
+    'bob'; either way it names the same contact."""
+    import unicodedata
+
+    composed = "\u00c7arol \U0001f54a"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    carol = add_contact(store, decomposed)
+    assert carol.name == composed
+    assert store.contacts.contact(decomposed).id == carol.id
+    with pytest.raises(ConfigError, match="already exists"):
+        add_contact(store, composed)
+    bob = add_contact(store, "  bob  ")
+    assert bob.name == "bob"
+    assert store.contacts.contact(" bob ").id == bob.id
+    with pytest.raises(ConfigError, match="already exists"):
+        store.contacts.rename_contact("bob", f" {decomposed}", 2)
+    assert store.contacts.rename_contact(" bob", "robert ", 3).name == "robert"
+    team = store.lists.create("team", [decomposed, " robert"], 4)
+    assert {c.id for c in team.members} == {carol.id, bob.id}
+
+
 def test_a_contact_renamed_keeps_its_row_and_is_recorded(store: Store) -> None:
     bob = add_contact(store, "bob")
     carol = add_contact(store, "carol")

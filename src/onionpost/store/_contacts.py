@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from onionpost.errors import ConfigError, UnknownContactError
-from onionpost.names import contact_name_problem
+from onionpost.names import contact_name_problem, stored_name
 from onionpost.proto.address import OnionAddress
 from onionpost.proto.evidence import Entry, Event
 from onionpost.store._database import Database
@@ -51,7 +51,7 @@ def _check_own_name(name: object) -> str:
     not an onion address. A command that names a contact by its address
     means the contact at that address; a name that is an address (another
     contact's, on a hostile card) would take its place."""
-    checked = _check_contact_name(name)
+    checked = stored_name(_check_contact_name(name))
     if OnionAddress.in_text(checked) is not None:
         raise ConfigError(
             f"a contact name cannot be an onion address ({checked!r}): an address "
@@ -106,7 +106,10 @@ class Contacts:
         address = OnionAddress.in_text(text)
         if address is not None:
             return self._active_by_address(address)
-        return self._active_by_name(text)
+        found = self._active_by_name(text)
+        if found is None and stored_name(text) != text:
+            found = self._active_by_name(stored_name(text))
+        return found
 
     def _active_by_name(self, name: str) -> Contact | None:
         row = self._database.conn.execute(
@@ -309,6 +312,11 @@ class Contacts:
                 "SELECT * FROM current_contacts ORDER BY name COLLATE NOCASE"
             ).fetchall()
         return [contact_of(row) for row in rows]
+
+    def named(self, text: str) -> Contact | None:
+        """The current contact ``text`` names (as :meth:`contact`), or None;
+        for the other parts of the store, inside their transaction."""
+        return self._active_named(text)
 
     def contact(self, name: str) -> Contact:
         """The contact called ``name`` (any letter case), or at that onion

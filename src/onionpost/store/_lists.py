@@ -171,23 +171,14 @@ class Lists:
     def _contact_ids(self, names: Sequence[str]) -> list[int]:
         ids = []
         for name in _distinct(names):
-            # An onion address means the contact at it, never one so named.
-            address = OnionAddress.in_text(name)
-            if address is None:
-                found = self._db.execute(
-                    "SELECT id FROM current_contacts WHERE name = ? COLLATE NOCASE", (name,)
-                )
-            else:
-                found = self._db.execute(
-                    "SELECT id FROM current_contacts WHERE address = ?", (address.public_key,)
-                )
-            row = found.fetchone()
-            if row is None:
+            # As every command names a contact: an address means the one at it.
+            found = self._contacts.named(name)
+            if found is None:
                 raise UnknownContactError(name)
-            if int(row[0]) in ids:
+            if found.id in ids:
                 # By its name and by its address.
                 raise ConfigError(f"{name!r} is named twice")
-            ids.append(int(row[0]))
+            ids.append(found.id)
         return ids
 
     def _send(self, send_id: bytes) -> ListSend | None:
