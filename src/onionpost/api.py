@@ -796,6 +796,10 @@ class ContactRemoved:
             "as their member, for the groups' messages alone (groups.md §9)"
         ),
     )
+    lists: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta("the distribution lists it was taken off, by name"),
+    )
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,13 @@ async def test_what_waits_for_a_removed_contact_is_expired(
             await alice.daemon.messages.send_text(api.SendText("bob", f"t{i}")) for i in range(3)
         ]
         to_carol = await alice.daemon.messages.send_text(api.SendText("carol", "stays"))
+        for name, members in (("pair", ("bob", "carol")), ("solo", ("carol",))):
+            await alice.daemon.lists.list_create(api.ListCreate(name, members))
         events = alice.daemon.subscribe(("state",))
         async with events:
-            await alice.daemon.contacts.contact_remove(api.ContactRemove("bob"))
+            removed = await alice.daemon.contacts.contact_remove(api.ContactRemove("bob"))
+            # Said: the lists it was taken off (and no group: none shared).
+            assert (removed.lists, removed.groups) == (("pair",), ())
             seen = set()
             with trio.fail_after(5):
                 while len(seen) < 3:

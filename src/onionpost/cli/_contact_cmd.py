@@ -219,8 +219,8 @@ def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
     that group's member, for the group's messages alone, and the command says
     which groups ('group remove' takes it out of one).
 
-    What still waits for it is not sent (it stays in the history): the
-    command says how much.
+    What still waits for it is not sent (it stays in the history), and it
+    leaves every distribution list: the command says how much, and which.
     """
 
     async def remove(client: Client) -> tuple[api.ContactRemoved, int]:
@@ -239,6 +239,9 @@ def contact_remove(name: str, home: Path | None, as_json: bool) -> None:
             f"'{printable(removed.name)}' will not be sent (they are marked expired)",
             err=True,
         )
+    if removed.lists:
+        taken = ", ".join(f"'{printable(n)}'" for n in removed.lists)
+        click.echo(f"taken off the list(s) {taken}", err=True)
     if removed.groups:
         shared = ", ".join(f"'{printable(g)}'" for g in removed.groups)
         click.echo(

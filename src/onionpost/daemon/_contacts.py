@@ -390,11 +390,18 @@ class ContactHandlers:
         )
         return api.ContactLabels(name, local, advertised)
 
-    def _remove_contact(self, name: str) -> tuple[Contact, list[bytes]]:
-        """The contact removed and what waited for it expired, in one transaction."""
+    def _remove_contact(self, name: str) -> tuple[Contact, list[bytes], tuple[str, ...]]:
+        """The contact removed, what waited for it expired, and the lists it
+        was taken off, in one transaction."""
         with self._store.transaction():
+            found = self._store.contacts.contact(name)
+            lists = tuple(
+                held.name
+                for held in self._store.lists.all()
+                if any(m.id == found.id for m in held.members)
+            )
             contact = self._store.contacts.remove_contact(name)
-            return contact, self._store.outbox.expire_contact(contact.id)
+            return contact, self._store.outbox.expire_contact(contact.id), lists
 
     def _still_shared(self, contact: Contact) -> tuple[str, ...]:
         """The groups ``contact`` is a member of with us now."""
@@ -406,7 +413,7 @@ class ContactHandlers:
         )
 
     async def contact_remove(self, request: api.ContactRemove) -> api.ContactRemoved:
-        contact, expired = await self._worker(self._remove_contact, request.name)
+        contact, expired, lists = await self._worker(self._remove_contact, request.name)
         for message_id in expired:
             self._hub.publish(api.StateChange(message_id.hex(), api.MessageState.EXPIRED))
         self._engine.remove_contact(contact.id)
@@ -417,7 +424,7 @@ class ContactHandlers:
         self._engine.reconcile_introductions()
         log.info("event=contact_removed contact=%s", contact_ref(contact.id))
         groups = await self._worker(self._still_shared, contact)
-        return api.ContactRemoved(contact.name, str(contact.address), groups)
+        return api.ContactRemoved(contact.name, str(contact.address), groups, lists)
 
     async def contact_rename(self, request: api.ContactRename) -> api.ContactRef:
         contact = await self._worker(

@@ -355,7 +355,7 @@ class MemoryBackend:
         self.active -= 1
         contact = self._contact(name)
         del self.contacts[name]
-        return {"name": name, "address": contact["address"], "groups": []}
+        return {"name": name, "address": contact["address"], "groups": [], "lists": []}
 
     async def contact_rename(self, request: api.ContactRename) -> JSON:
         await self._enter("contact_rename")
