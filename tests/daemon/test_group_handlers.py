@@ -212,6 +212,8 @@ async def test_a_group_send_queues_a_copy_per_member_at_the_head(tmp_path: Path)
         assert (reach["alice"], reach["carol"]) == (None, False)  # us; never up
         (latest,) = shown_group.sends
         assert latest.id == sent.id
+        with pytest.raises(NotFoundError, match="is a send to the group 'ops', not one message"):
+            await daemon.messages.message(api.GetMessage(sent.id))
         again = await daemon.groups.group_send_text(
             api.GroupSendText("ops", "briefing at 9", id=sent.id)
         )

@@ -66,6 +66,15 @@ async def test_each_member_gets_exactly_one_copy_and_each_copy_has_its_state(
         # Each copy is an ordinary message of its own, `message ID` shows it.
         bob_copy = await daemon.messages.message(api.GetMessage(sent.copies[0].id))
         assert (bob_copy.contact, bob_copy.body) == ("bob", "briefing at 9")
+        # The send's own id is no message: said so, with what follows it.
+        with pytest.raises(NotFoundError) as whole:
+            await daemon.messages.message(api.GetMessage(sent.id))
+        assert str(whole.value) == (
+            f"{sent.id} is a send to the list 'team', not one message: "
+            "'list show team' follows its copies"
+        )
+        with pytest.raises(NotFoundError, match=r"^no message"):
+            await daemon.messages.message(api.GetMessage("ab" * 16))
 
         await dave.start(nursery)
         await until(lambda: set(_states(sent, alice).values()) == {"delivered"})

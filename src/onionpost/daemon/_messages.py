@@ -14,6 +14,7 @@ the contact's limits, and whether this home moved away and told it
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ from onionpost.daemon._common import now_ms, parse_id
 from onionpost.daemon._contacts import contact_named, introduced
 from onionpost.daemon._groups import GroupHandlers
 from onionpost.daemon.delivery import DeliveryEngine, message_record, moved_refusal
-from onionpost.errors import ConfigError, UnknownContactError
+from onionpost.errors import ConfigError, NotFoundError, UnknownContactError
 from onionpost.host import StoreWorker
 from onionpost.proto import messages as m
 from onionpost.proto.labels import LabelPolicy
@@ -284,8 +285,27 @@ class MessageHandlers:
             )
         return found[0]
 
+    def _find_or_say(self, message_id: bytes, contact: str | None) -> Stored:
+        """:meth:`_find`; an id no message has but a send to a list or a group
+        has is said to be one, with the command that follows its copies."""
+        try:
+            return self._find(message_id, contact)
+        except NotFoundError as missing:
+            kind, name = "", ""
+            try:
+                kind, name = "list", self._store.lists.send(message_id).list
+            except NotFoundError:
+                with contextlib.suppress(NotFoundError):
+                    kind, name = "group", self._store.groups.send(message_id).group
+            if not kind:
+                raise
+            raise NotFoundError(
+                f"{message_id.hex()} is a send to the {kind} {name!r}, not one message: "
+                f"'{kind} show {name}' follows its copies"
+            ) from missing
+
     async def message(self, request: api.GetMessage) -> api.Message:
-        found = await self._worker(self._find, parse_id(request.id), request.contact)
+        found = await self._worker(self._find_or_say, parse_id(request.id), request.contact)
         (record,) = await self._worker(self._records, [found], sends=True)
         return record
 
