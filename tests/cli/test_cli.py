@@ -753,7 +753,9 @@ def test_status_says_what_a_contacts_refusal_codes_mean(runner: CliRunner, daemo
 
 def test_retry(runner: CliRunner, daemon: Daemon) -> None:
     server, home = daemon
-    assert invoke(runner, "--home", home, "retry").stdout == "retrying delivery to 1 contact\n"
+    assert invoke(runner, "--home", home, "retry").stdout == (
+        "woke the delivery to 1 contact: what waits goes now, without waiting out a backoff\n"
+    )
     assert json_lines(invoke(runner, "--home", home, "retry", "bob", "--json")) == [{"contacts": 1}]
     assert server.backend.retried == [None, "bob"]
     assert one_line_error(invoke(runner, "--home", home, "retry", "zed"), 1) == (

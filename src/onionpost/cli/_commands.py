@@ -329,7 +329,10 @@ def retry(name: str | None, home: Path | None, as_json: bool) -> None:
     if as_json:
         emit_json({"contacts": count})
     else:
-        click.echo(f"retrying delivery to {count} contact{'s' if count != 1 else ''}")
+        click.echo(
+            f"woke the delivery to {count} contact{'s' if count != 1 else ''}: what waits "
+            "goes now, without waiting out a backoff"
+        )
 
 
 # -- one message, the outbox, marking read ------------------------------------------------
