@@ -604,3 +604,48 @@ async def test_a_bug_in_a_move_only_session_ends_it_alone_and_is_logged(
         assert bob.engine is not None
         assert bob.engine.running
         assert bob.engine.status(bob.contact(alice).id).refused.startswith("refused: revoked")
+
+
+async def test_a_revoked_address_with_a_backlog_tells_its_move_first(
+    tmp_path: Path, clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A revoked address's session is taken for its move alone, for a bounded
+    time (trust.md §7.4). Alice, who holds the list revoking her, tells her
+    move before what waits (no contact holding that list takes it): a long
+    backlog sent first could outlast the session, and the move never come."""
+    # How many records bob's session had taken when the move came.
+    before_move: list[int] = []
+    decide = _session._on_trust_rotation
+
+    async def counting(parts: object, link: object, s: _session.Session, *rest: object) -> None:
+        before_move.append(s.channel.records_received)
+        await decide(parts, link, s, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_session, "_on_trust_rotation", counting)
+    async with _pair(tmp_path) as (_net, nursery, acme, alice, bob, new):
+        for node in (alice, bob, new):
+            await node.start(nursery)
+        first = await alice.send(bob, "hello")
+        await until(lambda: alice.state(first) == "delivered", LONG)
+        await until(lambda: _endorsement_held(bob, alice))
+        await _stop(bob)
+        backlog = [await alice.send(bob, f"queued {i}") for i in range(400)]
+        revoking = RevocationBundle(
+            acme.delegation,
+            acme.revocations(2, now(), Revoked(str(alice.address), now(), "seized")),
+            acme.checkpoint(),
+        ).encode()
+        await import_bundle(alice, revoking)
+        await _stop(alice)
+        await bob.start(nursery)
+        await import_bundle(bob, revoking)
+        proof = acme.endorse(new.secrets.identity, now(), replaces=str(alice.address)).encode()
+        _rotate(alice, new, proof)
+        await alice.start(nursery)
+        await until(lambda: _moved(bob, new), LONG)
+        # The move came before the backlog (a Ping, a staple, gossip at most).
+        assert before_move
+        assert before_move[0] < 10, before_move
+        # Nothing of the backlog was taken at bob; it ends refused at home.
+        assert _bodies(bob, bob.contact(new).id) == ["hello"]
+        await until(lambda: {alice.state(i) for i in backlog} == {"refused"}, LONG)

@@ -24,6 +24,7 @@ from onionpost.daemon.delivery import _groups
 from onionpost.daemon.delivery._gossip import gossip
 from onionpost.daemon.delivery._records import Link, Parts, Session, now_ms
 from onionpost.daemon.delivery._trust import (
+    own_in_detail,
     own_rotation,
     refuse_moved,
     staple,
@@ -135,8 +136,14 @@ async def run_sender(parts: Parts, link: Link, session: Session) -> None:
     if rotation is not None:
         # What waits goes first, so that the move strands none of it: the
         # contact takes it, acks it as the move ends the session, and takes
-        # nothing after the move from this address.
-        if contact_id not in parts.refusals:
+        # nothing after the move from this address. Unless this address is
+        # revoked: a contact that holds the list takes the session for the
+        # move alone, and a long backlog sent first could outlast it (trust.md
+        # §7.4); what waits is then refused as after any move.
+        waiting_first = contact_id not in parts.refusals
+        if waiting_first and await parts.worker(_revoked_here, parts):
+            waiting_first = False
+        if waiting_first:
             sent_up_to = await _send_waiting(parts, link, session)
         await _tell_move(parts, session, contact_id, rotation)
     if policy.label_accept:
@@ -273,6 +280,12 @@ async def _send_waiting(parts: Parts, link: Link, session: Session, *, after: in
         parts.sent.left(contact_id, [o.id for o in batch])
     session.last_activity = trio.current_time()
     return sent_up_to
+
+
+def _revoked_here(parts: Parts) -> bool:
+    """In the worker: whether a list we hold revokes our own address."""
+    judged = own_in_detail(parts.store, str(parts.address), now_ms(), parts.trust_cache)
+    return judged is not None and judged.verdict is not None and judged.verdict.revoked is not None
 
 
 async def _tell_move(
