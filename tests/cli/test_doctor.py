@@ -185,3 +185,63 @@ def test_doctor_on_an_endpoint_reports_its_mailbox_when_the_daemon_runs() -> Non
             checks = _doctor(runner, home, tmp / "k")
         assert checks["mailbox"]["verdict"] == "ok"
         assert "77 one-time prekeys" in checks["mailbox"]["detail"]
+
+
+def test_a_home_runs_in_its_own_role_only() -> None:
+    """A mailbox's home run as an endpoint would publish the mailbox's address
+    with no owner let in (the owners' mailbox silently gone), and an
+    endpoint's home run as a mailbox mixes the two: both refused before the
+    home is opened, in one line that says what to run."""
+    runner = CliRunner()
+    with short_tmpdir() as tmp:
+        home = _init(runner, tmp)
+        key = ["--home", str(home), "--key-file", str(tmp / "k")]
+        (home / "mailbox.db").write_bytes(b"")
+        as_endpoint = runner.invoke(main, ["daemon", *key])
+        assert as_endpoint.exit_code == 1, as_endpoint.output
+        assert as_endpoint.stderr.strip() == (
+            f"onionpost: {home} is a mailbox's home (it holds mailbox.db): run it with "
+            "'onionpost mailbox serve', or give an endpoint's home"
+        )
+        (home / "mailbox.db").unlink()
+        (home / "store.sqlite").write_bytes(b"")
+        as_mailbox = runner.invoke(main, ["mailbox", "serve", *key])
+        assert as_mailbox.exit_code == 1, as_mailbox.output
+        assert as_mailbox.stderr.strip().startswith(
+            f"onionpost: {home} is an endpoint's home (it holds store.sqlite): a mailbox "
+            "runs in a home of its own"
+        )
+        assert not (home / "mailbox.db").exists()
+
+
+def test_doctor_says_loose_permissions_and_no_ok_beside_them() -> None:
+    runner = CliRunner()
+    with short_tmpdir() as tmp:
+        home = _init(runner, tmp)
+        home.chmod(0o755)
+        (home / "secrets.json").chmod(0o644)
+        result = runner.invoke(
+            main, ["doctor", "--home", str(home), "--key-file", str(tmp / "k"), "--json"]
+        )
+        report = json.loads(result.stdout)
+        said = [
+            (c["verdict"], c["detail"]) for c in report["checks"] if c["check"] == "permissions"
+        ]
+        assert said == [
+            ("problem", f"{home} is accessible to other users (want 0700)"),
+            ("problem", f"{home}/secrets.json is readable by other users (want 0600)"),
+        ]
+        assert result.exit_code == 1
+
+
+def test_init_refuses_a_home_the_daemon_could_never_run_in() -> None:
+    runner = CliRunner()
+    with short_tmpdir() as tmp:
+        home = tmp / "with space" / "ep"
+        made = runner.invoke(
+            main, ["init", "--home", str(home), "--name", "a", "--key-file", str(tmp / "k")]
+        )
+        assert made.exit_code == 1, made.output
+        assert "has a space, a comma, a quote or a control character" in made.stderr
+        assert "PosixPath" not in made.stderr
+        assert not home.exists()

@@ -51,3 +51,32 @@ async def test_a_tor_that_does_not_bootstrap_says_why_it_may_not(
     assert said.startswith(f"tor did not bootstrap within {_tor.BOOTSTRAP_MAX_SECONDS:.0f} s (5 %)")
     assert ("DirAuthority" in said) is hint
     assert ("set up again since" in said) is hint
+
+
+class _Warned:
+    """A control connection to a tor stuck at 5 % that says why."""
+
+    async def get_info(self, key: str) -> str:
+        assert key == "status/bootstrap-phase"
+        return (
+            'WARN BOOTSTRAP PROGRESS=5 TAG=conn SUMMARY="Connecting to a relay" '
+            'WARNING="Connection refused" REASON=CONNECTREFUSED COUNT=39'
+        )
+
+
+async def test_the_log_says_how_far_tor_got_while_it_waits(
+    tmp_path: Path, clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sysadmin reading the journal sees why the daemon is not ready yet,
+    every BOOTSTRAP_LOG_SECONDS, not one 'starting' line for two minutes."""
+    caplog.set_level("INFO", logger="onionpost")
+    tor = _tor_with(tmp_path)
+    with pytest.raises(TorLaunchError):
+        await tor._await_bootstrap(_Warned())  # type: ignore[arg-type]
+    said = [r.getMessage() for r in caplog.records if "tor_bootstrapping" in r.getMessage()]
+    expected = int(_tor.BOOTSTRAP_MAX_SECONDS / _tor.BOOTSTRAP_LOG_SECONDS) - 1
+    assert len(said) in (expected, expected + 1)
+    assert said[0] == (
+        'event=tor_bootstrapping progress=5 summary="Connecting to a relay" '
+        'warning="Connection refused"'
+    )

@@ -18,6 +18,7 @@ import click
 import trio
 
 from onionpost import api
+from onionpost._logs import safe
 from onionpost.cli._common import (
     emit_json,
     format_ms,
@@ -69,6 +70,15 @@ def daemon(home: Path | None, key_file: Path | None, passphrase_file: Path | Non
     except SelfTestError as exc:
         _fail(str(exc), EXIT_ENVIRONMENT)
     paths = Paths.for_home(resolve_home(home))
+    if paths.mailbox_store.exists():
+        # Run as an endpoint, it would publish the mailbox's address with no
+        # owner let in: the owners' mailbox silently gone.
+        raise ConfigError(
+            f"{paths.home} is a mailbox's home (it holds {paths.mailbox_store.name}): "
+            "run it with 'onionpost mailbox serve', or give an endpoint's home"
+        )
+    for problem in paths.permission_problems():
+        log.warning("event=home_permissions problem=%s", safe(problem))
     # Errors take the path of every other command (OnionpostGroup): one line,
     # and the exit code by kind (tor, the store: 3).
     source = partial(secret_source, key_file, passphrase_file)
@@ -266,7 +276,11 @@ def _tor_checks(paths: Paths, config: Config, daemon_running: bool) -> list[Verd
             )
     else:
         try:
-            with ControlProbe(target, deadline=time.monotonic() + DOCTOR_TOR_SECONDS) as probe:
+            with ControlProbe(
+                target,
+                deadline=time.monotonic() + DOCTOR_TOR_SECONDS,
+                password=None if launched else config.tor_password,
+            ) as probe:
                 version = probe.get_info("version").strip()
                 setting = probe.get_conf("VanguardsLiteEnabled").strip()
                 param = None
@@ -334,12 +348,11 @@ def doctor(
             problem("tor binary", f"{tor} is missing: apt-get install -y tor")
         else:
             ok("tor binary", str(tor))
-        for directory in (paths.home, paths.files, paths.tor, paths.run):
-            if directory.exists() and directory.stat().st_mode & 0o077:
-                problem("permissions", f"{directory} is accessible to other users (want 0700)")
-        if paths.secrets.exists() and paths.secrets.stat().st_mode & 0o077:
-            problem("permissions", f"{paths.secrets} is readable by other users (want 0600)")
-        ok("permissions")
+        loose = paths.permission_problems()
+        for detail in loose:
+            problem("permissions", detail)
+        if not loose:
+            ok("permissions")
         try:
             source = secret_source(key_file, passphrase_file)
         except ConfigError as exc:

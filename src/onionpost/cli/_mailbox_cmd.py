@@ -27,12 +27,15 @@ from onionpost.cli._common import (
     json_option,
     print_code,
     printable,
+    resolve_home,
     run_client,
     run_until_signal,
     serve_options,
     served_home,
     table_console,
 )
+from onionpost.errors import ConfigError
+from onionpost.home import Paths
 
 __all__ = ["mailbox"]
 
@@ -58,6 +61,13 @@ def serve(home: Path | None, key_file: Path | None, passphrase_file: Path | None
     from onionpost.mailbox import MailboxService
     from onionpost.store import MailboxStore
 
+    endpoint = Paths.for_home(resolve_home(home))
+    if endpoint.store.exists():
+        raise ConfigError(
+            f"{endpoint.home} is an endpoint's home (it holds {endpoint.store.name}): a "
+            "mailbox runs in a home of its own ('onionpost init --home DIR', then "
+            "'onionpost mailbox serve --home DIR')"
+        )
     with served_home(home, key_file, passphrase_file, log=log) as (paths, secrets, config):
         store = MailboxStore.open(paths.mailbox_store, secrets.store_key)
         try:

@@ -94,6 +94,18 @@ class Paths:
         """The directories that must be 0700, home first."""
         return (self.home, self.files, self.tor, self.run)
 
+    def permission_problems(self) -> list[str]:
+        """What other users can reach here that they should not: a private
+        directory not 0700, or the secrets file readable (doctor; the daemon
+        warns at start)."""
+        found = []
+        for directory in self.private_dirs:
+            if directory.exists() and directory.stat().st_mode & 0o077:
+                found.append(f"{directory} is accessible to other users (want 0700)")
+        if self.secrets.exists() and self.secrets.stat().st_mode & 0o077:
+            found.append(f"{self.secrets} is readable by other users (want 0600)")
+        return found
+
 
 def write_atomic(path: Path, data: bytes, *, mode: int) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file.

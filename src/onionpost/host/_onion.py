@@ -144,7 +144,10 @@ class OnionHost:
         self._client_auth: dict[OnionAddress, bytes] = {}
         self._forget = ForgetRule(ours=config.tor_mode != "attach")
         self._onion_inode: int | None = None  # the socket file serve() made
-        self.tor_status = api.TorStatus(api.TorState.STARTING, "launching tor")
+        self.tor_status = api.TorStatus(
+            api.TorState.STARTING,
+            "attaching to tor" if config.tor_mode == "attach" else "launching tor",
+        )
 
     def __repr__(self) -> str:
         return f"OnionHost({self._secrets.identity.address})"

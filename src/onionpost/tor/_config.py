@@ -148,7 +148,10 @@ def check_unix_path(path: Path, what: str) -> Path:
         raise ConfigError(f"{what} {path} must be an absolute path")
     if any(ord(c) < 0x20 or c.isspace() or c in '",' for c in str(path)):
         # ADD_ONION takes the path unquoted in a space-separated line.
-        raise ConfigError(f"{what} {path!r} has a space, a comma, a quote or a control character")
+        raise ConfigError(
+            f"{what} {str(path)!r} has a space, a comma, a quote or a control character: "
+            "choose a home directory without them"
+        )
     size = len(os.fsencode(path))
     if size > MAX_UNIX_PATH:
         raise ConfigError(

@@ -252,7 +252,9 @@ def _authenticate(
                 controller, info.cookie_path, suppress_ctl_errors=False
             )
         else:
-            raise TorControlError("tor asks for a password: set TorConfig.password")
+            raise TorControlError(
+                "tor asks for a password: set password in the [tor] table of config.toml"
+            )
     # Only mark the connection authenticated. Controller._post_authentication
     # would also TAKEOWNERSHIP of any tor whose __OwningControllerProcess is
     # our pid (a test network started by this process, say), and a tor we
@@ -529,8 +531,8 @@ class ControlProbe:
         with ControlProbe(port, deadline=time.monotonic() + 5) as probe:
             progress = bootstrap_progress(probe.get_info("status/bootstrap-phase"))
 
-    Authenticates like an attaching :class:`ControlConnection` (no password:
-    cookie or none) and never takes ownership of the tor. A watchdog thread
+    Authenticates like an attaching :class:`ControlConnection` (its cookie,
+    or ``password`` when tor asks for one) and never takes ownership of the tor. A watchdog thread
     closes the connection at ``deadline`` (a :func:`time.monotonic` value),
     which makes a blocked call raise. Every failure is
     :class:`TorControlError`; after one, :attr:`alive` says whether the
@@ -538,7 +540,7 @@ class ControlProbe:
     the deadline passed).
     """
 
-    def __init__(self, port: int | Path, *, deadline: float) -> None:
+    def __init__(self, port: int | Path, *, deadline: float, password: str | None = None) -> None:
         """``port``: a control port on 127.0.0.1, or the path of a control socket."""
         if isinstance(port, Path):
             with _translated(f"connecting to tor's control socket {port}"):
@@ -552,7 +554,7 @@ class ControlProbe:
         self._watchdog.start()
         try:
             with _translated("authenticating to tor"):
-                _authenticate(self._controller, None, take_ownership=False)
+                _authenticate(self._controller, password, take_ownership=False)
         except BaseException:
             self.close()
             raise

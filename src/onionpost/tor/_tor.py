@@ -48,6 +48,7 @@ import base64
 import contextlib
 import enum
 import logging
+import re
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -122,6 +123,10 @@ STATUS_EVENT_BUFFER: Final = 64
 #: Bootstrap to 100 % must happen within this (launch or attach).
 BOOTSTRAP_MAX_SECONDS: Final = 120.0
 BOOTSTRAP_POLL_SECONDS: Final = 0.1
+# While tor bootstraps, how often the log says how far it got.
+BOOTSTRAP_LOG_SECONDS: Final = 10.0
+# What tor's bootstrap phase says, to log: its summary and, stuck, its warning.
+_BOOTSTRAP_SAYS: Final = re.compile(r'\b(SUMMARY|WARNING)="([^"]{0,200})"')
 #: One ADD_ONION must see an upload outcome within this, or it is retried.
 UPLOAD_ROUND_MAX_SECONDS: Final = 45.0
 #: ADD_ONION attempts for one publish (each a full upload round).
@@ -334,14 +339,24 @@ class Tor:
     async def _await_bootstrap(self, conn: ControlConnection) -> None:
         # GETINFO status/bootstrap-phase: "NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY=..."
         rounds = int(BOOTSTRAP_MAX_SECONDS / BOOTSTRAP_POLL_SECONDS)
+        every = int(BOOTSTRAP_LOG_SECONDS / BOOTSTRAP_POLL_SECONDS)
         progress = 0
-        for _ in range(rounds):
+        for n in range(rounds):
             if self._process is not None and self._process.poll() is not None:
                 raise TorLaunchError(self._died_message("while bootstrapping"))
             phase = await conn.get_info("status/bootstrap-phase")
             progress = bootstrap_progress(phase) or 0
             if progress >= 100:
                 return
+            if n and n % every == 0:
+                # The log says how far tor got, and why it is stuck when it
+                # says (e.g. 'WARNING="Connection refused"'), while it waits.
+                found = _BOOTSTRAP_SAYS.findall(phase)
+                log.info(
+                    "event=tor_bootstrapping progress=%d %s",
+                    progress,
+                    " ".join(f"{k.lower()}={safe(v)}" for k, v in found) or "summary=-",
+                )
             await trio.sleep(BOOTSTRAP_POLL_SECONDS)
         error = TorLaunchError if self._config.launches else TorError
         hint = ""
