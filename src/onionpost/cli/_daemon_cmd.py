@@ -95,6 +95,17 @@ async def _run(daemon: Daemon) -> None:
     daemon.close()
 
 
+def check_home_sockets(paths: Paths) -> None:
+    """ConfigError for a home whose socket paths tor cannot take (it takes
+    them unquoted: no space, comma or quote) or that are too long for a Unix
+    socket: ``init`` refuses such a home rather than the daemon failing later."""
+    from onionpost.tor import CONTROL_SOCKET, SOCKS_SOCKET, check_unix_path
+
+    check_unix_path(paths.onion_socket, "the onion service's socket")
+    check_unix_path(paths.tor / SOCKS_SOCKET, "tor's SOCKS socket")
+    check_unix_path(paths.tor / CONTROL_SOCKET, "tor's control socket")
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One line of ``onionpost doctor``: a check, its verdict, what was seen."""

@@ -46,16 +46,6 @@ def new_passphrase(passphrase_file: Path | None) -> str:
     return passphrase
 
 
-def _check_socket_paths(paths: Paths) -> None:
-    """Refuse a home the daemon could never run in, before anything is made:
-    tor takes its socket paths unquoted, and a Unix socket path is short."""
-    from onionpost.tor._config import CONTROL_SOCKET, SOCKS_SOCKET, check_unix_path
-
-    check_unix_path(paths.onion_socket, "the onion service's socket")
-    check_unix_path(paths.tor / SOCKS_SOCKET, "tor's SOCKS socket")
-    check_unix_path(paths.tor / CONTROL_SOCKET, "tor's control socket")
-
-
 @click.command()
 @home_option
 @click.option("--name", required=True, help="Your display name, as contacts will see it.")
@@ -101,7 +91,10 @@ def init(
     if key_file is not None and passphrase_file is not None:
         raise click.UsageError("give --key-file or --passphrase-file, not both")
     paths = Paths.for_home(resolve_home(home))
-    _check_socket_paths(paths)
+    # A home the daemon could never run in is refused before anything is made.
+    from onionpost.cli._daemon_cmd import check_home_sockets
+
+    check_home_sockets(paths)
     passphrase = None if key_file is not None else new_passphrase(passphrase_file)
     if passphrase is not None and not weak_passphrase_ok:
         # Whoever copies the disk guesses offline (storage.md §2). Imported

@@ -68,7 +68,7 @@ as ``general-failure`` or ``host-unreachable``.
 
 from __future__ import annotations
 
-from onionpost.tor._config import vanguards_lite_on
+from onionpost.tor._config import CONTROL_SOCKET, SOCKS_SOCKET, check_unix_path, vanguards_lite_on
 from onionpost.tor._controller import ControlProbe, bootstrap_progress, consensus_param
 from onionpost.tor._dial import DialScheduler
 from onionpost.tor._process import TcpListener, stop_processes, tail_lines, tcp_listeners
@@ -88,9 +88,11 @@ from onionpost.tor._tor import (
 )
 
 __all__ = [
+    "CONTROL_SOCKET",
     "MAX_AUTHORIZED_CLIENTS",
     "MAX_STREAMS_PER_CIRCUIT",
     "REPLY_REASONS",
+    "SOCKS_SOCKET",
     "ControlProbe",
     "DescriptorState",
     "DialScheduler",
@@ -104,6 +106,7 @@ __all__ = [
     "TorState",
     "TorStatus",
     "bootstrap_progress",
+    "check_unix_path",
     "consensus_param",
     "open_tor",
     "stop_processes",
