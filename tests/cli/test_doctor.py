@@ -85,12 +85,7 @@ def test_doctor_json_on_a_home_without_a_daemon() -> None:
 def test_doctor_without_a_passphrase_checks_the_rest_and_says_what_it_did_not() -> None:
     runner = CliRunner()
     with short_tmpdir() as tmp:
-        home = tmp / "h"
-        init = runner.invoke(
-            main,
-            ["init", "--home", str(home), "--name", "a", "--key-file", str(tmp / "k")],
-        )
-        assert init.exit_code == 0, init.output
+        home = _init(runner, tmp)
         env = {"ONIONPOST_PASSPHRASE": None, "ONIONPOST_KEY_FILE": None}
         result = runner.invoke(main, ["doctor", "--home", str(home), "--json"], env=env)
         report = json.loads(result.stdout)

@@ -42,6 +42,7 @@ import uuid
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 from onionpost.errors import ConfigError, VerificationError
@@ -176,34 +177,30 @@ class BundleMessage:
                 "not a message: 'direction' is not 'in' or 'out'", what="bundle"
             )
         message_id = _hex(item, "id")
-        if kind == "text":
-            return cls(
-                id=message_id,
-                direction=direction,
-                counterparty=_str(item, "counterparty"),
-                kind=kind,
-                created_ms=_time_ms(item, "created_ms"),
-                content_type=_str(item, "content_type"),
-                body=_str(item, "body"),
-                label=_str(item, "label") if "label" in item else "",
-            )
-        member = item["member"]
-        if member is not None and member != file_member(message_id):
-            raise VerificationError(
-                f"its file's member is not {file_member(message_id)!r}", what="bundle"
-            )
-        return cls(
+        # What a text and a file share, read in the order the fields are checked.
+        shared = partial(
+            cls,
             id=message_id,
             direction=direction,
             counterparty=_str(item, "counterparty"),
             kind=kind,
             created_ms=_time_ms(item, "created_ms"),
             content_type=_str(item, "content_type"),
+        )
+        label = _str(item, "label") if "label" in item else ""
+        if kind == "text":
+            return shared(body=_str(item, "body"), label=label)
+        member = item["member"]
+        if member is not None and member != file_member(message_id):
+            raise VerificationError(
+                f"its file's member is not {file_member(message_id)!r}", what="bundle"
+            )
+        return shared(
             name=_str(item, "name"),
             size=_int(item, "size"),
             blake2b=_hex(item, "blake2b") or None,
             member=member,
-            label=_str(item, "label") if "label" in item else "",
+            label=label,
         )
 
     def entry_for(self, index_time: int) -> Entry:
